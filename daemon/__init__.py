@@ -1,0 +1,1 @@
+"""stylefold's watch-folder daemon: inbox -> spool -> worker pool -> outbox."""

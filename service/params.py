@@ -1,0 +1,104 @@
+"""The parameters of one style-transfer job.
+
+This model is the single source of truth for job options: the engine reads it, `stylefold render`
+maps its flags onto it, and the daemon's sidecar `params` object is validated against it (so an
+unknown key or a wrong type is rejected with the field's name).
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+VGG19_LAYERS: tuple[str, ...] = (
+    "conv1_1", "conv1_2",
+    "conv2_1", "conv2_2",
+    "conv3_1", "conv3_2", "conv3_3", "conv3_4",
+    "conv4_1", "conv4_2", "conv4_3", "conv4_4",
+    "conv5_1", "conv5_2", "conv5_3", "conv5_4",
+)  # fmt: skip
+VGG16_LAYERS: tuple[str, ...] = (
+    "conv1_1", "conv1_2",
+    "conv2_1", "conv2_2",
+    "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3",
+    "conv5_1", "conv5_2", "conv5_3",
+)  # fmt: skip
+
+Network = Literal["vgg19", "vgg16"]
+ColorMode = Literal["none", "luminance", "histogram"]
+
+
+class RenderParams(BaseModel):
+    """Options of one render. Defaults follow Gatys et al. and the seed, tuned for one set of
+    weights to work at any size and with any number of style images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(512, ge=16, le=16384, description="Long side of the output in pixels.")
+    iterations: int = Field(
+        500, ge=0, le=100_000,
+        description="Iteration cap at the final scale (coarser scales get a schedule of their own).",
+    )
+    content_weight: float = Field(1.0, ge=0, description="Weight of the content loss.")
+    style_weight: float = Field(1e4, ge=0, description="Weight of the style loss.")
+    tv_weight: float = Field(0.0, ge=0, description="Weight of the total-variation smoothness loss.")
+    init: Literal["content", "noise", "image"] = Field(
+        "content", description="Start from the content image, from noise, or from a given image."
+    )
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float | None = Field(
+        None, gt=0, description="Step size; None picks the optimiser's own default."
+    )
+    pooling: Literal["max", "avg"] = "max"
+    style_scale: float = Field(
+        1.0, gt=0, le=8, description="Style image size relative to the output size."
+    )
+    preserve_colors: ColorMode = Field(
+        "none",
+        description="Keep the content's colours: 'luminance' transfers luminance only, "
+        "'histogram' matches the style's colours to the content first.",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
+    network: Network = "vgg19"
+    content_layers: tuple[str, ...] = ("conv4_2",)
+    style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    style_layer_weights: tuple[float, ...] | None = Field(
+        None, description="One weight per style layer; None weights them equally."
+    )
+    multiscale: Literal["auto", "on", "off"] = Field(
+        "auto", description="Coarse-to-fine: 'auto' turns it on for outputs above about 512 px."
+    )
+    tolerance: float = Field(
+        1e-3, ge=0,
+        description="Stop when the relative loss improvement over a window falls below this; "
+        "0 runs every iteration.",
+    )
+
+    @field_validator("preserve_colors", mode="before")
+    @classmethod
+    def _bool_means_luminance(cls, value: object) -> object:
+        """Sidecars written by hand often say `true`/`false`; map those onto the modes."""
+        if value is True:
+            return "luminance"
+        if value is False:
+            return "none"
+        return value
+
+    @model_validator(mode="after")
+    def _layers_exist(self) -> "RenderParams":
+        known = VGG19_LAYERS if self.network == "vgg19" else VGG16_LAYERS
+        for name in (*self.content_layers, *self.style_layers):
+            if name not in known:
+                raise ValueError(
+                    f"layer {name!r} does not exist in {self.network}; use one of {', '.join(known)}"
+                )
+        if not self.style_layers and not self.content_layers:
+            raise ValueError("at least one content or style layer is needed")
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(
+            self.style_layers
+        ):
+            raise ValueError(
+                f"style_layer_weights has {len(self.style_layer_weights)} entries but "
+                f"style_layers has {len(self.style_layers)}; give one weight per layer"
+            )
+        return self
