@@ -1,0 +1,132 @@
+"""The optional Prometheus endpoint: queue length, jobs by outcome, job duration, GPU memory.
+
+prometheus-client is the optional extra `metrics` and is imported only when the endpoint is
+turned on, so a daemon without it runs unchanged. Each `Metrics` owns its own CollectorRegistry:
+a reload (or a test) that starts a second endpoint never collides with the first one's series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import threading
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import Counter, Gauge, Histogram
+
+OUTCOMES = ("done", "failed", "reused", "retried")
+"""What became of a job attempt: rendered, failed for good, served from the index, retried."""
+
+# Style transfer takes seconds on a GPU and many minutes on a CPU: buckets span both.
+DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+
+class MetricsError(RuntimeError):
+    """The endpoint was asked for and cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class _Instruments:
+    queue: Gauge
+    jobs: Counter
+    duration: Histogram
+    gpu_memory: Gauge
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    server: WSGIServer
+    thread: threading.Thread
+    instruments: _Instruments
+
+
+class Metrics:
+    """Counters the daemon updates; every method is a no-op on `Metrics.disabled()`."""
+
+    def __init__(self, endpoint: _Endpoint | None = None) -> None:
+        self._endpoint = endpoint
+
+    @classmethod
+    def disabled(cls) -> Metrics:
+        return cls()
+
+    @classmethod
+    def start(cls, host: str, port: int) -> Metrics:
+        """Serve /metrics on host:port (port 0 picks a free one; see `port`)."""
+        try:
+            import prometheus_client as prom
+        except ImportError as exc:
+            raise MetricsError(
+                "metrics_port is set but prometheus-client is not installed: "
+                "pip install 'stylefold[metrics]', or unset metrics_port"
+            ) from exc
+        registry = prom.CollectorRegistry()
+        prom.ProcessCollector(registry=registry)
+        jobs = prom.Counter(
+            "stylefold_jobs", "Job attempts by outcome.", ["outcome"], registry=registry
+        )
+        duration = prom.Histogram(
+            "stylefold_job_duration_seconds",
+            "Wall time of a job attempt, by outcome.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        for outcome in OUTCOMES:  # export zeros, so rates work before the first job
+            jobs.labels(outcome)
+            duration.labels(outcome)
+        instruments = _Instruments(
+            queue=prom.Gauge(
+                "stylefold_queue_length", "Jobs waiting or running.", registry=registry
+            ),
+            jobs=jobs,
+            duration=duration,
+            gpu_memory=prom.Gauge(
+                "stylefold_gpu_memory_bytes",
+                "Peak GPU memory of the last finished job (0 on CPU).",
+                registry=registry,
+            ),
+        )
+        try:
+            server, thread = prom.start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            raise MetricsError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; "
+                "choose another metrics_port or metrics_host"
+            ) from exc
+        return cls(_Endpoint(server, thread, instruments))
+
+    @property
+    def enabled(self) -> bool:
+        return self._endpoint is not None
+
+    @property
+    def port(self) -> int | None:
+        """The port actually bound (useful when started on port 0), None when disabled."""
+        return None if self._endpoint is None else int(self._endpoint.server.server_address[1])
+
+    def set_queue(self, n: int) -> None:
+        if self._endpoint is not None:
+            self._endpoint.instruments.queue.set(n)
+
+    def job_finished(self, outcome: str, seconds: float) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown job outcome {outcome!r}; expected one of {OUTCOMES}")
+        if self._endpoint is not None:
+            self._endpoint.instruments.jobs.labels(outcome).inc()
+            self._endpoint.instruments.duration.labels(outcome).observe(seconds)
+
+    def set_gpu_memory(self, n_bytes: int) -> None:
+        if self._endpoint is not None:
+            self._endpoint.instruments.gpu_memory.set(n_bytes)
+
+    def stop(self) -> None:
+        """Close the listening socket, so a reload can bind the same port again."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is None:
+            return
+        endpoint.server.shutdown()
+        endpoint.server.server_close()
+        endpoint.thread.join(timeout=5)
