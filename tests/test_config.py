@@ -1,0 +1,208 @@
+"""Settings: layering of defaults, TOML, environment and flags, and start-up checks."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.config import ConfigError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("STYLEFOLD_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "styles").mkdir()
+    return {
+        "inbox": tmp_path / "in",
+        "outbox": tmp_path / "out",
+        "styles": tmp_path / "styles",
+        "state": tmp_path / "state",
+    }
+
+
+def error_of(config: Path | None, overrides: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, overrides)
+    return str(caught.value)
+
+
+def test_defaults_and_created_folders(folders: dict[str, Any]) -> None:
+    settings = load_settings(None, folders)
+    assert settings.archive == "move"
+    assert settings.archive_dir == folders["state"] / "archive"
+    assert settings.archive_path == settings.archive_dir
+    assert settings.devices == ["auto"]
+    assert settings.defaults.size == 512
+    assert settings.no_sidecar == "wait"
+    assert "heic" in settings.image_extensions
+    for name in ("outbox", "state"):
+        assert folders[name].is_dir()
+    assert settings.archive_path.is_dir()
+
+
+def test_precedence_defaults_toml_env_flags(
+    folders: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "stylefold.toml"
+    config.write_text(
+        'inbox = "in"\noutbox = "out"\nstyles = "styles"\nstate = "state"\n'
+        "settle_seconds = 1.5\npoll_interval = 7\nqueue_max = 5\n"
+        "[defaults]\nsize = 300\niterations = 40\ntv_weight = 0.5\n"
+    )
+    monkeypatch.setenv("STYLEFOLD_POLL_INTERVAL", "3")
+    monkeypatch.setenv("STYLEFOLD_QUEUE_MAX", "6")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE", "256")
+    monkeypatch.setenv("STYLEFOLD_DEVICES", "cpu, cuda:1")
+    monkeypatch.chdir("/")  # relative paths in the file are relative to the file, not the cwd
+    settings = load_settings(
+        config, {"queue_max": 9, "defaults": {"iterations": 12}, "retries": None}
+    )
+    assert settings.inbox == folders["inbox"]
+    assert settings.settle_seconds == 1.5  # file over default
+    assert settings.poll_interval == 3  # env over file
+    assert settings.queue_max == 9  # flag over env
+    assert settings.retries == 1  # a None flag means "not given"
+    assert settings.defaults.size == 256  # nested env over nested file value
+    assert settings.defaults.iterations == 12  # nested flag
+    assert settings.defaults.tv_weight == 0.5  # untouched nested file value survives the merge
+    assert settings.devices == ["cpu", "cuda:1"]
+
+
+def test_config_file_from_environment(
+    folders: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('output_format = "png"\n')
+    monkeypatch.setenv("STYLEFOLD_CONFIG", str(config))
+    assert load_settings(None, folders).output_format == "png"
+
+
+def test_lists_from_environment_json(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STYLEFOLD_IGNORE_PATTERNS", '["*.bak", "draft-*"]')
+    monkeypatch.setenv("STYLEFOLD_IMAGE_EXTENSIONS", ".JPG,png")
+    settings = load_settings(None, folders)
+    assert settings.ignore_patterns == ["*.bak", "draft-*"]
+    assert settings.image_extensions == ["jpg", "png"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"max_pixels": 0}, "max_pixels: Input should be greater than 0"),
+        ({"max_pixels": 0}, "STYLEFOLD_MAX_PIXELS"),
+        ({"workers_per_device": 0}, "--workers"),
+        ({"defaults": {"size": 99999}}, "defaults.size"),
+        ({"defaults": {"size": 99999}}, "STYLEFOLD_DEFAULTS__SIZE"),
+        ({"defaults": {"colour": 1}}, "defaults.colour: unknown setting"),
+        ({"defaults": {"size": 5000}}, "exceeds max_output_size"),
+        ({"max_iterations": 10}, "defaults.iterations 500 exceeds max_iterations 10"),
+        ({"bogus": 1}, "bogus: unknown setting"),
+        ({"devices": ["gpu"]}, "unknown device 'gpu'"),
+        ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),
+        ({"image_extensions": ["json"]}, "sidecar extension"),
+        ({"image_extensions": []}, "allow-list is empty"),
+        ({"ignore_patterns": ["a/b"]}, "without '/'"),
+        ({"log_level": "loud"}, "unknown level 'loud'"),
+        ({"archive": "delete"}, "archive: Input should be 'move' or 'keep'"),
+        ({"no_sidecar": "default"}, "set default_style"),
+        ({"default_style": "../x"}, "not a style name"),
+        ({"metrics_port": 70000}, "metrics_port"),
+        ({"output_quality": 101}, "output_quality"),
+    ],
+)
+def test_bad_values_name_setting_and_fix(
+    folders: dict[str, Any], change: dict[str, Any], expected: str
+) -> None:
+    assert expected in error_of(None, {**folders, **change})
+
+
+def test_missing_required_folders_each_named() -> None:
+    message = error_of(None, {})
+    for name in ("inbox", "outbox", "styles", "state"):
+        assert f"{name}: not set; set it in the config file, STYLEFOLD_{name.upper()}" in message
+
+
+def test_inbox_must_exist_and_is_never_created(folders: dict[str, Any], tmp_path: Path) -> None:
+    missing = tmp_path / "share"
+    message = error_of(None, {**folders, "inbox": missing})
+    assert message == (
+        f"inbox: {missing} does not exist; create it or set it in the config file, "
+        "STYLEFOLD_INBOX or --inbox"
+    )
+    assert not missing.exists()
+
+
+def test_styles_must_be_a_folder(folders: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    assert "is not a folder" in error_of(None, {**folders, "styles": tmp_path / "file"})
+
+
+@pytest.mark.parametrize("name", ["outbox", "state", "styles", "archive_dir"])
+def test_folders_inside_inbox_refused(folders: dict[str, Any], name: str) -> None:
+    inner = folders["inbox"] / "sub"
+    inner.mkdir()
+    assert f"{name}: {inner} is inside the inbox" in error_of(None, {**folders, name: inner})
+
+
+def test_inbox_equal_or_inside_outbox_refused(folders: dict[str, Any]) -> None:
+    assert "it is the inbox" in error_of(None, {**folders, "outbox": folders["inbox"]})
+    outer = {**folders, "outbox": folders["inbox"].parent}
+    assert "inside the outbox" in error_of(None, outer)
+
+
+def test_symlinked_outbox_into_inbox_refused(folders: dict[str, Any], tmp_path: Path) -> None:
+    (folders["inbox"] / "results").mkdir()
+    (tmp_path / "link").symlink_to(folders["inbox"] / "results")
+    assert "inside the inbox" in error_of(None, {**folders, "outbox": tmp_path / "link"})
+
+
+def test_uncreatable_state_named(folders: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    message = error_of(None, {**folders, "state": tmp_path / "blocker" / "state"})
+    assert message.startswith("state: cannot create")
+    assert "STYLEFOLD_STATE" in message
+
+
+def test_create_dirs_false_creates_nothing(folders: dict[str, Any]) -> None:
+    load_settings(None, folders, create_dirs=False)
+    assert not folders["outbox"].exists()
+    assert not folders["state"].exists()
+
+
+def test_config_file_errors(folders: dict[str, Any], tmp_path: Path) -> None:
+    assert "does not exist" in error_of(tmp_path / "none.toml", folders)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("inbox = \n")
+    message = error_of(broken, folders)
+    assert "is not valid TOML" in message
+    assert "line 1" in message
+    typo = tmp_path / "typo.toml"
+    typo.write_text("setle_seconds = 3\n")
+    assert "setle_seconds: unknown setting" in error_of(typo, folders)
+
+
+def test_bad_environment_value_named(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STYLEFOLD_SETTLE_SECONDS", "soon")
+    message = error_of(None, folders)
+    assert message.startswith("settle_seconds:")
+    assert "'soon'" in message
+    monkeypatch.setenv("STYLEFOLD_SETTLE_SECONDS", "1")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS", "{not json")
+    assert '"defaults"' in error_of(None, folders)
+
+
+def test_settings_model_usable_directly(folders: dict[str, Any]) -> None:
+    settings = Settings(**folders, archive_dir=folders["state"] / "elsewhere")
+    assert settings.archive_path == folders["state"] / "elsewhere"
