@@ -1,0 +1,213 @@
+"""Writing into folders that sync tools watch: whole files only, never overwriting an earlier one.
+
+Every file is written under a hidden temporary name (`.stylefold-*.tmp`, which Syncthing,
+Nextcloud and rclone can be told to ignore), flushed with fsync, renamed into place, and the
+folder itself is fsynced so the rename survives a power cut. A job's files share one set of
+names (`OutputNames`) chosen so that nothing already in the outbox is replaced; the manifest (or
+the error report) is renamed last and so marks the job as published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".stylefold-"
+TMP_SUFFIX = ".tmp"
+NAME_MAX = 255  # bytes per path component on every file system the daemon targets
+_COPY_CHUNK = 1 << 20
+
+
+def is_temporary(name: str) -> bool:
+    """Our own in-flight files, which the intake side and sweeps must never take for results."""
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary_path(folder: Path) -> Path:
+    return folder / f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
+
+
+def _write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write `chunks` under a temporary name beside `path`, then rename over `path`."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_path(folder)
+    try:
+        with tmp.open("xb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Readers see either no file or all of `data`, also after a crash."""
+    _write_chunks(path, (data,))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(_COPY_CHUNK):
+            yield chunk
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file as atomically as `atomic_write`, without holding it in memory."""
+    _write_chunks(target, _read_chunks(source))
+    shutil.copystat(source, target, follow_symlinks=False)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file written by `atomic_write_json`, or None when absent or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete our temporary files left by a crash anywhere below `folder`; returns the count."""
+    removed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if is_temporary(name):
+                try:
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """`stem + suffix`, with the stem shortened (on a character boundary) to fit NAME_MAX bytes,
+    so a very long input name still gets an output and an error report."""
+    room = NAME_MAX - len(suffix.encode())
+    encoded = stem.encode()
+    if len(encoded) <= room:
+        return stem + suffix
+    return encoded[:room].decode(errors="ignore") + suffix
+
+
+def _numbered(name_tail: str, number: int) -> str:
+    """'.stylised.jpg' -> '.stylised-2.jpg'; '.log' -> '-2.log'. The number sits before the last
+    extension so every file of the job keeps its type and the set sorts together."""
+    if number == 1:
+        return name_tail
+    head, dot, ext = name_tail.rpartition(".")
+    return f"{head}-{number}{dot}{ext}"
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """The files one job may create in its outbox folder: `<stem>.stylised.<ext>` and company,
+    numbered from 2 on when an earlier job already holds the plain names."""
+
+    folder: Path
+    stem: str
+    image_ext: str
+    number: int = 1
+
+    def _path(self, tail: str) -> Path:
+        return self.folder / fit_name(self.stem, _numbered(tail, self.number))
+
+    @property
+    def image(self) -> Path:
+        return self._path(f".stylised.{self.image_ext}")
+
+    @property
+    def manifest(self) -> Path:
+        return self._path(".manifest.json")
+
+    @property
+    def log(self) -> Path:
+        return self._path(".log")
+
+    @property
+    def error(self) -> Path:
+        return self._path(".error.json")
+
+    @property
+    def progress(self) -> Path:
+        return self._path(".progress.json")
+
+    @property
+    def preview(self) -> Path:
+        return self._path(".preview.jpg")
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "stem": self.stem,
+            "image_ext": self.image_ext,
+            "number": self.number,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> OutputNames:
+        return cls(Path(value["folder"]), value["stem"], value["image_ext"], int(value["number"]))
+
+
+def choose_names(
+    folder: Path, stem: str, image_ext: str, reserved: Iterable[Path] = ()
+) -> OutputNames:
+    """The first numbering whose files neither exist nor are `reserved` by a running job, so a
+    second photo.jpg never replaces the first one's result (or its error report)."""
+    taken = set(reserved)
+    number = 1
+    while True:
+        names = OutputNames(folder, stem, image_ext, number)
+        if not any(path in taken or os.path.lexists(path) for path in names.all()):
+            return names
+        number += 1
+
+
+def publish_result(names: OutputNames, image: Path, manifest: dict[str, Any], log: str) -> None:
+    """Image first, manifest last: a manifest in the outbox means its image is complete."""
+    atomic_copy(image, names.image)
+    atomic_write(names.log, log.encode())
+    atomic_write_json(names.manifest, manifest)
+
+
+def publish_error(names: OutputNames, report: dict[str, Any], log: str) -> None:
+    """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix."""
+    if not isinstance(report.get("error"), str):
+        raise ValueError("an error report needs an 'error' text")
+    atomic_write(names.log, log.encode())
+    atomic_write_json(names.error, report)
+
+
+def published_by(names: OutputNames, job_id: str) -> str | None:
+    """'result' or 'error' when this job's commit file is in place (a restart must not redo it)."""
+    for kind, path in (("result", names.manifest), ("error", names.error)):
+        value = read_json(path)
+        if isinstance(value, dict) and value.get("job_id") == job_id:
+            return kind
+    return None

@@ -1,0 +1,101 @@
+"""Outbox writes: whole files only, names that never replace an earlier result."""
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import outbox
+from daemon.outbox import OutputNames
+
+
+def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "photo.stylised.jpg"
+    outbox.atomic_write(target, b"abc")
+    outbox.atomic_write(target, b"defg")
+    assert target.read_bytes() == b"defg"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["photo.stylised.jpg"]
+
+
+def test_failed_write_removes_its_temporary_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "photo.manifest.json"
+    outbox.atomic_write(target, b"old")
+
+    def broken() -> Iterator[bytes]:
+        yield b"partial"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        outbox._write_chunks(target, broken())
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.manifest.json"]
+
+
+def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None:
+    first = outbox.choose_names(tmp_path, "photo", "jpg")
+    assert first.image.name == "photo.stylised.jpg"
+    assert first.manifest.name == "photo.manifest.json"
+    assert first.log.name == "photo.log"
+    assert first.error.name == "photo.error.json"
+    assert first.progress.name == "photo.progress.json"
+    outbox.publish_error(first, {"error": "bad", "job_id": "a"}, "log\n")
+
+    second = outbox.choose_names(tmp_path, "photo", "jpg")
+    assert second.image.name == "photo.stylised-2.jpg"
+    assert second.manifest.name == "photo.manifest-2.json"
+    assert second.log.name == "photo-2.log"
+    assert second.error.name == "photo.error-2.json"
+
+    third = outbox.choose_names(tmp_path, "photo", "jpg", reserved=second.all())
+    assert third.number == 3
+    assert OutputNames.from_json(json.loads(json.dumps(third.to_json()))) == third
+
+
+def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
+    rendered = tmp_path / "render.jpg"
+    rendered.write_bytes(b"\xff\xd8jpeg")
+    names = outbox.choose_names(tmp_path / "out", "photo", "jpg")
+    assert outbox.published_by(names, "job-1") is None
+    outbox.publish_result(names, rendered, {"job_id": "job-1"}, "line\n")
+    assert names.image.read_bytes() == b"\xff\xd8jpeg"
+    assert outbox.published_by(names, "job-1") == "result"
+    assert outbox.published_by(names, "job-2") is None
+
+
+def test_error_report_needs_an_error_text(tmp_path: Path) -> None:
+    names = outbox.choose_names(tmp_path, "photo", "jpg")
+    with pytest.raises(ValueError):
+        outbox.publish_error(names, {"job_id": "x"}, "")
+    outbox.publish_error(names, {"error": "what and how to fix", "job_id": "x"}, "")
+    assert outbox.published_by(names, "x") == "error"
+
+
+def test_long_names_fit_the_file_system(tmp_path: Path) -> None:
+    stem = "é" * 200  # 400 bytes in UTF-8
+    names = outbox.choose_names(tmp_path, stem, "jpg")
+    for path in names.all():
+        assert len(path.name.encode()) <= outbox.NAME_MAX
+    outbox.publish_error(names, {"error": "x"}, "")
+    assert names.error.exists()
+
+
+def test_remove_temporaries_only_touches_ours(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    ours = tmp_path / "a" / ".stylefold-0123.tmp"
+    theirs = tmp_path / "a" / ".syncthing.photo.jpg.tmp"
+    ours.write_bytes(b"")
+    theirs.write_bytes(b"")
+    assert outbox.remove_temporaries(tmp_path) == 1
+    assert not ours.exists() and theirs.exists()
+
+
+def test_atomic_copy_keeps_bytes_and_mtime(tmp_path: Path) -> None:
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    os.utime(source, (1_000_000, 1_000_000))
+    target = tmp_path / "copy" / "dst.bin"
+    outbox.atomic_copy(source, target)
+    assert target.read_bytes() == source.read_bytes()
+    assert target.stat().st_mtime == 1_000_000
