@@ -1,0 +1,238 @@
+"""The shipped systemd files: accepted by systemd's own tools, and consistent with the daemon.
+
+`systemd-analyze verify` needs no running systemd, but checks that ExecStart's binary exists, so
+the units are verified as copies whose ExecStart points at the stylefold this test suite runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Settings, load_settings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+UNITS = ("stylefold.service", "stylefold@.service")
+SHIPPED_EXEC = "/usr/local/bin/stylefold"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian package systemd; .ci/run installs it)")
+    return path
+
+
+def _stylefold_command() -> str:
+    """The stylefold entry point of this environment (a console script, else the module)."""
+    script = Path(sys.executable).with_name("stylefold")
+    if script.exists():
+        return str(script)
+    return f"{sys.executable} -m daemon.cli"
+
+
+def _directives(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) in order; unit files repeat keys, which configparser cannot hold."""
+    section, found = "", []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.append((section, key.strip(), value.strip()))
+    return found
+
+
+def _values(text: str, key: str) -> list[str]:
+    return [value for _, k, value in _directives(text) if k == key]
+
+
+def _one(text: str, key: str) -> str:
+    values = _values(text, key)
+    assert len(values) == 1, f"{key} appears {len(values)} times"
+    return values[0]
+
+
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value):
+        total += float(number) * units[unit or "s"]
+    return total
+
+
+def _verify(unit_dir: Path, unit_name: str) -> str:
+    result = subprocess.run(
+        [_tool("systemd-analyze"), "verify", str(unit_dir / unit_name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 0, output
+    return output
+
+
+def _installed_copy(tmp_path: Path, unit: str, as_name: str) -> Path:
+    text = (DEPLOY / unit).read_text()
+    assert SHIPPED_EXEC in text
+    (tmp_path / as_name).write_text(text.replace(SHIPPED_EXEC, _stylefold_command()))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("unit", "as_name"),
+    [("stylefold.service", "stylefold.service"), ("stylefold@.service", "stylefold@demo.service")],
+)
+def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str, as_name: str) -> None:
+    unit_dir = _installed_copy(tmp_path, unit, as_name)
+    assert _verify(unit_dir, as_name) == ""
+
+
+def test_shipped_drop_ins_pass_verify(tmp_path: Path) -> None:
+    unit_dir = _installed_copy(tmp_path, "stylefold.service", "stylefold.service")
+    drop_in_dir = unit_dir / "stylefold.service.d"
+    drop_in_dir.mkdir()
+    for drop_in in sorted((DEPLOY / "drop-ins").glob("*.conf")):
+        shutil.copy(drop_in, drop_in_dir / drop_in.name)
+    assert _verify(unit_dir, "stylefold.service") == ""
+
+
+def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
+    """Guards the test above: a misspelt key must produce output, or `== ""` proves nothing."""
+    unit_dir = _installed_copy(tmp_path, "stylefold.service", "stylefold.service")
+    unit = unit_dir / "stylefold.service"
+    unit.write_text(unit.read_text().replace("ProtectHome=", "ProtectHomee="))
+    assert "Unknown key 'ProtectHomee'" in _verify(unit_dir, "stylefold.service")
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_supervision_and_hardening(unit: str) -> None:
+    text = (DEPLOY / unit).read_text()
+    assert _one(text, "Type") == "notify"
+    assert _one(text, "NotifyAccess") == "main"
+    assert _seconds(_one(text, "WatchdogSec")) > 0
+    assert _one(text, "Restart") == "on-failure"
+    assert _one(text, "KillMode") == "mixed"
+    assert _one(text, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    grace = Settings.model_fields["grace_period"].default
+    assert _seconds(_one(text, "TimeoutStopSec")) >= grace + 10, "stop timeout must exceed grace"
+    assert _one(text, "ProtectSystem") == "strict"
+    assert _one(text, "NoNewPrivileges") == "yes"
+    assert _one(text, "PrivateTmp") == "yes"
+    assert _one(text, "ProtectHome") == "yes"
+    assert _one(text, "CapabilityBoundingSet") == ""
+    assert _one(text, "DevicePolicy") == "closed"
+    assert _values(text, "PrivateDevices") == [], "PrivateDevices=yes hides the GPU from CUDA"
+    allowed = {value.split()[0] for value in _values(text, "DeviceAllow")}
+    assert {"char-nvidia-frontend", "char-nvidia-uvm"} <= allowed
+    assert len(_values(text, "ReadWritePaths")) == 1
+
+
+def test_template_differs_only_by_instance() -> None:
+    plain = (DEPLOY / "stylefold.service").read_text()
+    template = (DEPLOY / "stylefold@.service").read_text()
+    assert _one(template, "ExecStart").endswith("--config /etc/stylefold/%i.toml")
+    assert _one(template, "EnvironmentFile") == "-/etc/stylefold/%i.env"
+    assert _one(template, "StateDirectory") == "stylefold/%i"
+    assert _one(template, "ReadWritePaths") == "-/srv/stylefold/%i/inbox -/srv/stylefold/%i/outbox"
+    same_keys = {"ExecStart", "EnvironmentFile", "StateDirectory", "ReadWritePaths", "Description"}
+    plain_rest = [d for d in _directives(plain) if d[1] not in same_keys]
+    template_rest = [d for d in _directives(template) if d[1] not in same_keys]
+    assert plain_rest == template_rest
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_exec_start_arguments_parse_with_the_real_cli(unit: str) -> None:
+    from daemon.cli import build_parser
+
+    argv = shlex.split(_one((DEPLOY / unit).read_text(), "ExecStart"))
+    assert argv[0] == SHIPPED_EXEC
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "run"
+
+
+def _example_with_every_option(text: str) -> str:
+    """Uncomment `# key = value` lines, so that every documented key is checked too."""
+    return re.sub(r"^# (\w+ = .+)$", r"\1", text, flags=re.MULTILINE)
+
+
+def test_example_config_loads_with_every_option(tmp_path: Path) -> None:
+    text = _example_with_every_option((DEPLOY / "stylefold.toml.example").read_text())
+    values = tomllib.loads(text)
+    assert {"inbox", "outbox", "styles", "state"} <= values.keys()
+    for name in ("inbox", "outbox", "styles", "state", "archive_dir"):
+        text = text.replace(f'{name} = "{values[name]}"', f'{name} = "{tmp_path / name}"')
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "styles").mkdir()
+    config = tmp_path / "stylefold.toml"
+    config.write_text(text)
+    settings = load_settings(config, {})
+    assert settings.metrics_port is not None  # proves the commented keys were read
+    assert settings.archive_path == tmp_path / "archive_dir"
+
+
+def test_example_config_paths_match_the_unit() -> None:
+    values = tomllib.loads((DEPLOY / "stylefold.toml.example").read_text())
+    unit = (DEPLOY / "stylefold.service").read_text()
+    writable = [path.lstrip("-") for path in _one(unit, "ReadWritePaths").split()]
+    assert writable == [values["inbox"], values["outbox"]]
+    assert values["state"] == "/var/lib/" + _one(unit, "StateDirectory")
+    assert _one(unit, "ExecStart").endswith("--config /etc/stylefold/stylefold.toml")
+
+
+def test_example_environment_names_real_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = (DEPLOY / "stylefold.env.example").read_text().splitlines()
+    assignments = [line.lstrip("#") for line in lines if re.match(r"^#?[A-Z_]+=", line)]
+    stylefold_vars = dict(
+        line.split("=", 1) for line in assignments if line.startswith("STYLEFOLD_")
+    )
+    assert stylefold_vars
+    for name, value in stylefold_vars.items():
+        monkeypatch.setenv(name, value)
+    for name in ("inbox", "styles"):
+        (tmp_path / name).mkdir()
+    overrides = {name: tmp_path / name for name in ("inbox", "outbox", "styles", "state")}
+    settings = load_settings(None, overrides)
+    assert settings.metrics_port == int(stylefold_vars["STYLEFOLD_METRICS_PORT"])
+    assert settings.defaults.size == int(stylefold_vars["STYLEFOLD_DEFAULTS__SIZE"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="systemd-tmpfiles must be root to chown")
+def test_sysusers_and_tmpfiles_create_the_layout(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for kind in ("sysusers.d", "tmpfiles.d"):
+        (root / "etc" / kind).mkdir(parents=True)
+        shutil.copy(DEPLOY / kind / "stylefold.conf", root / "etc" / kind / "stylefold.conf")
+    subprocess.run([_tool("systemd-sysusers"), f"--root={root}"], check=True, timeout=60)
+    passwd = (root / "etc" / "passwd").read_text()
+    entry = next(line for line in passwd.splitlines() if line.startswith("stylefold:"))
+    _, _, uid, gid, _, home, shell = entry.split(":")
+    assert home == "/var/lib/stylefold" and shell.endswith("nologin")
+    assert "stylefold" in (root / "etc" / "group").read_text().split("video:")[1].split("\n")[0]
+
+    tmpfiles = [_tool("systemd-tmpfiles"), f"--root={root}", "--create"]
+    subprocess.run(tmpfiles, check=True, timeout=60)
+    inbox = root / "srv" / "stylefold" / "inbox"
+    for folder in (inbox, inbox.with_name("outbox")):
+        info = folder.stat()
+        assert (info.st_uid, info.st_gid) == (int(uid), int(gid))
+        assert info.st_mode & 0o7777 == 0o2775
+    # An administrator's later chgrp/chmod (for a sync tool's group) survives the next boot.
+    os.chown(inbox, int(uid), 0)
+    inbox.chmod(0o2770)
+    subprocess.run(tmpfiles, check=True, timeout=60)
+    assert inbox.stat().st_gid == 0 and inbox.stat().st_mode & 0o7777 == 0o2770
