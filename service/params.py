@@ -36,12 +36,17 @@ class RenderParams(BaseModel):
 
     size: int = Field(512, ge=16, le=16384, description="Long side of the output in pixels.")
     iterations: int = Field(
-        500, ge=0, le=100_000,
-        description="Iteration cap at the final scale (coarser scales get a schedule of their own).",
+        500,
+        ge=0,
+        le=100_000,
+        description="Iteration cap at the final scale "
+        "(coarser scales get a schedule of their own).",
     )
     content_weight: float = Field(1.0, ge=0, description="Weight of the content loss.")
     style_weight: float = Field(1e4, ge=0, description="Weight of the style loss.")
-    tv_weight: float = Field(0.0, ge=0, description="Weight of the total-variation smoothness loss.")
+    tv_weight: float = Field(
+        0.0, ge=0, description="Weight of the total-variation smoothness loss."
+    )
     init: Literal["content", "noise", "image"] = Field(
         "content", description="Start from the content image, from noise, or from a given image."
     )
@@ -69,7 +74,8 @@ class RenderParams(BaseModel):
         "auto", description="Coarse-to-fine: 'auto' turns it on for outputs above about 512 px."
     )
     tolerance: float = Field(
-        1e-3, ge=0,
+        1e-3,
+        ge=0,
         description="Stop when the relative loss improvement over a window falls below this; "
         "0 runs every iteration.",
     )
@@ -90,7 +96,8 @@ class RenderParams(BaseModel):
         for name in (*self.content_layers, *self.style_layers):
             if name not in known:
                 raise ValueError(
-                    f"layer {name!r} does not exist in {self.network}; use one of {', '.join(known)}"
+                    f"layer {name!r} does not exist in {self.network}; "
+                    f"use one of {', '.join(known)}"
                 )
         if not self.style_layers and not self.content_layers:
             raise ValueError("at least one content or style layer is needed")

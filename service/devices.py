@@ -1,0 +1,100 @@
+"""Device selection and device-specific behaviour (OOM detection, peak memory, fast paths)."""
+
+import contextlib
+import resource
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from service.errors import DeviceOutOfMemoryError, EngineError
+
+
+def resolve(name: str) -> torch.device:
+    """'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps', checked to exist."""
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise EngineError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {name!r}: CUDA is not available here; use cpu or auto")
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise EngineError(
+                f"device {name!r}: there are only {count} CUDA device(s) (0-{count - 1})"
+            )
+        return torch.device("cuda", index)
+    if device.type == "mps" and not _mps_available():
+        raise EngineError(f"device {name!r}: MPS is not available here; use cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise EngineError(f"unsupported device {name!r}; use auto, cpu, cuda:N or mps")
+    return device
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def prepare(device: torch.device) -> None:
+    """Process-wide settings that help on this device."""
+    if device.type == "cuda":
+        # Input sizes repeat across iterations, so autotuning pays off (neural-style-pt:
+        # 40 s -> 23 s on a GTX 1080).
+        torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
+    """Turn the device's own out-of-memory exceptions into DeviceOutOfMemoryError."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise DeviceOutOfMemoryError(
+            f"{device} ran out of memory; use a smaller size, another device, or free memory"
+        ) from exc
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        raise DeviceOutOfMemoryError(
+            f"{device} ran out of memory; use a smaller size, another device, or free memory"
+        ) from exc
+
+
+class PeakMemory:
+    """Peak memory of one job: CUDA's allocator statistics, or the process's resident high-water
+    mark on CPU (reset at the start on Linux; elsewhere it is the process's lifetime peak)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.device.type == "mps":
+            return int(torch.mps.driver_allocated_memory())
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path("/proc/self/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

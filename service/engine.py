@@ -1,0 +1,374 @@
+"""`Engine`: the one entry point of the style-transfer library.
+
+An engine owns a device, the truncated VGG networks built on it (one per network and pooling,
+loaded lazily) and a cache of style targets, so a worker that renders many jobs with one style
+computes that style's Gram matrices once per size.
+"""
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from service import color, devices, schedule
+from service.errors import CancelledError, ImageInputError
+from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
+from service.network import InputSpace, VGGFeatures
+from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
+from service.params import RenderParams
+from service.weights import WeightsConfig, layer_names, load_weights
+
+# Adam's default step in 8-bit grey levels (L-BFGS uses 1, as in PyTorch and neural-style).
+ADAM_STEP_GREY_LEVELS = 2.0
+STYLE_CACHE_ENTRIES = 32
+NOISE_STD = 0.2
+
+
+@dataclass(frozen=True)
+class StyleImage:
+    image: Image.Image
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    iteration: int  # iterations done so far, all scales together
+    total: int  # iteration caps of all scales together (convergence may finish earlier)
+    scale: int  # index of the current scale, 0-based, coarsest first
+    scales: int
+    size: tuple[int, int]  # (w, h) of the current scale
+    losses: dict[str, float]
+    elapsed: float
+    eta: float  # seconds left, estimated from the work done (iterations x pixels)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    image: Image.Image
+    iterations: int
+    stop_reason: str  # "converged" | "iterations" (of the final scale)
+    losses: dict[str, float]
+    scales: list[tuple[int, int]]
+    device: str
+    seconds: float
+    peak_memory_bytes: int
+    stage_iterations: list[int] = field(default_factory=list)
+
+
+ProgressFn = Callable[[Progress], None]
+CancelFn = Callable[[], bool]
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> `[1, 3, H, W]` float in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    array = (tensor.detach()[0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+    return Image.fromarray(array.cpu().numpy(), "RGB")
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return to_tensor(image)
+
+
+def _loss_dict(values: Sequence[float]) -> dict[str, float]:
+    return dict(zip(("content", "style", "tv", "total"), values, strict=True))
+
+
+class Engine:
+    """Renders jobs on one device. Not for concurrent use from several threads (one lock)."""
+
+    def __init__(self, device: str = "auto", weights: WeightsConfig | None = None) -> None:
+        self.device = devices.resolve(device)
+        self.weights = weights or WeightsConfig()
+        devices.prepare(self.device)
+        self._networks: dict[tuple[str, str], VGGFeatures] = {}
+        self._style_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.style_target_computations = 0  # how often Grams were computed (cache misses)
+
+    # ---- network -------------------------------------------------------------------------
+
+    def network(self, params: RenderParams) -> VGGFeatures:
+        """The network for `params`, built once and reused while it is deep enough."""
+        names = layer_names(params.network)
+        used = (*params.content_layers, *params.style_layers)
+        deepest = max(used, key=names.index)
+        key = (params.network, params.pooling)
+        net = self._networks.get(key)
+        if net is None or names.index(deepest) >= len(net.layer_names):
+            weights = load_weights(params.network, deepest, self.weights)
+            net = VGGFeatures(weights, params.pooling).to(self.device)
+            if self.device.type == "cuda":
+                net = net.to(memory_format=torch.channels_last)
+            self._networks[key] = net
+        return net
+
+    def _features(
+        self, net: VGGFeatures, x: torch.Tensor, taps: tuple[int, ...]
+    ) -> list[torch.Tensor]:
+        if self.device.type == "cuda":
+            # bf16 for the convolutions only; Grams and losses convert to fp32.
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return net(x, taps)
+        return net(x, taps)
+
+    # ---- style targets -------------------------------------------------------------------
+
+    def _style_grams(
+        self, net: VGGFeatures, style: torch.Tensor, params: RenderParams
+    ) -> list[torch.Tensor]:
+        """Gram matrices of one style input, cached by its pixels (hence content and size),
+        layers, network, pooling and weights."""
+        digest = hashlib.blake2b(style.numpy().tobytes(), digest_size=16).hexdigest()
+        source = self.weights.vgg19 if params.network == "vgg19" else self.weights.vgg16
+        key = (
+            digest,
+            tuple(style.shape),
+            params.style_layers,
+            params.network,
+            params.pooling,
+            str(source),
+        )
+        cached = self._style_cache.get(key)
+        if cached is not None:
+            self._style_cache.move_to_end(key)
+            return cached
+        taps = net.tap_indices(params.style_layers)
+        with torch.no_grad():
+            feats = self._features(net, net.space.encode(style.to(self.device)), taps)
+            grams = [gram(f) for f in feats]
+        self.style_target_computations += 1
+        self._style_cache[key] = grams
+        while len(self._style_cache) > STYLE_CACHE_ENTRIES:
+            self._style_cache.popitem(last=False)
+        return grams
+
+    # ---- render --------------------------------------------------------------------------
+
+    def render(
+        self,
+        content: Image.Image,
+        styles: Sequence[StyleImage],
+        params: RenderParams,
+        init_image: Image.Image | None = None,
+        progress: ProgressFn | None = None,
+        progress_every: int = 10,
+        cancel: CancelFn | None = None,
+    ) -> RenderResult:
+        if not styles and params.style_weight > 0:
+            raise ImageInputError("no style image given; give at least one style image")
+        if params.init == "image" and init_image is None:
+            raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
+        blend = normalise_weights([s.weight for s in styles]) if styles else []
+        with self._lock, devices.out_of_memory_as_error(self.device):
+            return self._render(
+                content, styles, blend, params, init_image, progress, max(1, progress_every), cancel
+            )
+
+    def _render(
+        self,
+        content: Image.Image,
+        styles: Sequence[StyleImage],
+        blend: list[float],
+        params: RenderParams,
+        init_image: Image.Image | None,
+        progress: ProgressFn | None,
+        progress_every: int,
+        cancel: CancelFn | None,
+    ) -> RenderResult:
+        peak = devices.PeakMemory(self.device)
+        peak.reset()
+        net = self.network(params)
+        stages = schedule.plan(params)
+        sizes = [schedule.dimensions(*content.size, s.long_side) for s in stages]
+        reporter = _Reporter(stages, sizes, progress, progress_every, cancel)
+        lr = params.learning_rate or (
+            1.0
+            if params.optimizer == "lbfgs"
+            else ADAM_STEP_GREY_LEVELS * net.space.pixel_scale * 255
+        )
+        x: torch.Tensor | None = None
+        result: OptimizeResult | None = None
+        for index, (stage, size) in enumerate(zip(stages, sizes, strict=True)):
+            content_in, loss_fn = self._stage(net, content, styles, blend, params, stage, size)
+            if x is None:
+                x = self._initial(params, content_in, init_image, size, net.space)
+            else:
+                x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+            reporter.stage = index
+            result = optimize(
+                x,
+                loss_fn,
+                method=params.optimizer,
+                iterations=stage.iterations,
+                learning_rate=lr,
+                tolerance=params.tolerance,
+                on_check=reporter.check,
+                check_every=progress_every if progress is not None else CHECK_EVERY,
+            )
+            x = result.image
+            reporter.finished(result.iterations)
+
+        assert x is not None and result is not None
+        rgb = net.space.decode(x)
+        if params.preserve_colors == "luminance":
+            rgb = color.combine_luminance(rgb.cpu(), _resized(content, sizes[-1]))
+        return RenderResult(
+            image=to_image(rgb),
+            iterations=sum(reporter.stage_iterations),
+            stop_reason=result.stop_reason,
+            losses=_loss_dict(result.losses),
+            scales=sizes,
+            device=str(self.device),
+            seconds=time.perf_counter() - reporter.started,
+            peak_memory_bytes=peak.peak_bytes(),
+            stage_iterations=reporter.stage_iterations,
+        )
+
+    def _stage(
+        self,
+        net: VGGFeatures,
+        content: Image.Image,
+        styles: Sequence[StyleImage],
+        blend: list[float],
+        params: RenderParams,
+        stage: schedule.Stage,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, LossFn]:
+        """The content image in network space and the loss function of one scale."""
+        use_content = params.content_weight > 0 and bool(params.content_layers)
+        use_style = params.style_weight > 0 and bool(params.style_layers) and bool(styles)
+        content_taps = net.tap_indices(params.content_layers if use_content else ())
+        style_taps = net.tap_indices(params.style_layers if use_style else ())
+        taps = (*content_taps, *style_taps)
+        n_content = len(content_taps)
+
+        content_rgb = _resized(content, size)
+        luminance_only = params.preserve_colors == "luminance"
+        content_in = net.space.encode(
+            color.luminance(content_rgb) if luminance_only else content_rgb
+        ).to(self.device)
+        with torch.no_grad():
+            content_targets = [f.float() for f in self._features(net, content_in, content_taps)]
+        style_target = None
+        if use_style:
+            per_style = [
+                self._style_grams(net, self._style_input(s, content_rgb, params, stage), params)
+                for s in styles
+            ]
+            style_target = StyleTarget.blend(per_style, blend)
+        objective = Objective(
+            content_targets,
+            style_target,
+            LossWeights(
+                content=params.content_weight * stage.content_boost,
+                style=params.style_weight,
+                tv=params.tv_weight,
+                style_layers=params.style_layer_weights or (1.0,) * len(params.style_layers),
+            ),
+            net.space.pixel_scale,
+        )
+
+        def loss_fn(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            feats = self._features(net, image, taps)
+            return objective(image, feats[:n_content], feats[n_content:])
+
+        return content_in, loss_fn
+
+    @staticmethod
+    def _style_input(
+        style: StyleImage, content_rgb: torch.Tensor, params: RenderParams, stage: schedule.Stage
+    ) -> torch.Tensor:
+        """The style image as the network sees it at this scale: sized relative to the output,
+        with its colours adapted when the content's colours are kept."""
+        long_side = max(16, round(stage.long_side * params.style_scale))
+        rgb = _resized(style.image, schedule.dimensions(*style.image.size, long_side))
+        if params.preserve_colors == "luminance":
+            return color.match_luminance(rgb, content_rgb)
+        if params.preserve_colors == "histogram":
+            return color.match_histogram(rgb, content_rgb).clamp(0, 1)
+        return rgb
+
+    def _initial(
+        self,
+        params: RenderParams,
+        content_in: torch.Tensor,
+        init_image: Image.Image | None,
+        size: tuple[int, int],
+        space: InputSpace,
+    ) -> torch.Tensor:
+        if params.init == "content":
+            return content_in.clone()
+        if params.init == "image":
+            assert init_image is not None
+            return space.encode(_resized(init_image, size)).to(self.device)
+        generator = torch.Generator().manual_seed(params.seed)
+        noise = 0.5 + NOISE_STD * torch.randn(content_in.shape, generator=generator)
+        return space.encode(noise).to(self.device)
+
+
+class _Reporter:
+    """Progress across scales: counts iterations, estimates time left from pixels x iterations,
+    and runs the cancel check."""
+
+    def __init__(
+        self,
+        stages: Sequence[schedule.Stage],
+        sizes: Sequence[tuple[int, int]],
+        progress: ProgressFn | None,
+        every: int,
+        cancel: CancelFn | None,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.stages = stages
+        self.pixels = [w * h for w, h in sizes]
+        self.sizes = sizes
+        self.progress = progress
+        self.every = every
+        self.cancel = cancel
+        self.stage = 0
+        self.stage_iterations: list[int] = []
+
+    def finished(self, iterations: int) -> None:
+        self.stage_iterations.append(iterations)
+
+    def check(self, iteration: int, losses: list[float]) -> None:
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("the render was cancelled")
+        if self.progress is None:
+            return
+        i = self.stage
+        done = sum(self.stage_iterations)
+        pixels = self.pixels
+        work_done = sum(n * p for n, p in zip(self.stage_iterations, pixels, strict=False))
+        work_done += iteration * pixels[i]
+        work_left = (self.stages[i].iterations - iteration) * pixels[i] + sum(
+            s.iterations * p for s, p in zip(self.stages[i + 1 :], pixels[i + 1 :], strict=True)
+        )
+        elapsed = time.perf_counter() - self.started
+        self.progress(
+            Progress(
+                iteration=done + iteration,
+                total=done + sum(s.iterations for s in self.stages[i:]),
+                scale=i,
+                scales=len(self.stages),
+                size=self.sizes[i],
+                losses=_loss_dict(losses),
+                elapsed=elapsed,
+                eta=elapsed / max(work_done, 1) * work_left,
+            )
+        )

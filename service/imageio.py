@@ -1,0 +1,164 @@
+"""Reading photos as users have them, and writing results with their metadata.
+
+`open_image` accepts what cameras, phones and editors produce (EXIF orientation, CMYK, 16-bit,
+palette, grey with alpha, transparency, animations, HEIC) and returns plain RGB. It checks the
+pixel count from the header before decoding, so a decompression bomb costs nothing.
+`encode_image` returns bytes; writing them safely is the caller's job.
+"""
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from service.errors import ImageInputError
+
+pillow_heif.register_heif_opener()
+
+DEFAULT_MAX_PIXELS = 50_000_000
+EXIF_ORIENTATION = 0x0112
+
+OutputFormat = Literal["jpg", "jpeg", "png", "webp", "tiff", "tif"]
+_PIL_FORMATS = {
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "tiff": "TIFF",
+    "tif": "TIFF",
+}
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    image: Image.Image  # RGB, orientation applied
+    exif: bytes | None  # EXIF as found (orientation still set; encode_image resets it)
+    icc: bytes | None  # ICC profile of the source, if any
+    format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
+
+
+def open_image(
+    source: str | os.PathLike[str] | bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Decode a path or bytes to RGB. Raises ImageInputError saying what is wrong."""
+    name = "the image" if isinstance(source, bytes) else str(source)
+    data = source if isinstance(source, bytes) else _read_bytes(Path(source))
+    if not data:
+        raise ImageInputError(f"{name} is empty (0 bytes); copy the file again")
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise ImageInputError(
+                    f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,}; downscale it or raise the limit"
+                )
+            fmt = opened.format
+            opened.seek(0)  # first frame of an animation
+            opened.load()
+            exif = opened.info.get("exif")
+            icc = opened.info.get("icc_profile")
+            rgb = _to_rgb(ImageOps.exif_transpose(opened))
+    except ImageInputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(
+            f"{name} looks like a decompression bomb ({exc}); it was not decoded"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(
+            f"{name} is not an image format stylefold can read (JPEG, PNG, WebP, TIFF, HEIC, ...)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
+    return LoadedImage(rgb, exif if isinstance(exif, bytes) else None, icc or None, fmt)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageInputError(f"{path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ImageInputError(f"{path} is a folder, not an image") from exc
+    except OSError as exc:
+        raise ImageInputError(f"{path} cannot be read ({exc.strerror})") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparency is composited over white (what a viewer shows)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grey: scale to 8 bits rather than clip (PIL's convert would clip at 255).
+        image = image.point(lambda v: v / 257).convert("L")
+    if image.mode == "CMYK":
+        image = _cmyk_to_rgb(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """Through the embedded profile when there is one (Adobe's inverted CMYK looks wrong
+    otherwise), else PIL's naive conversion."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(
+                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError):
+            pass
+    return image.convert("RGB")
+
+
+def encode_image(
+    image: Image.Image,
+    format: str = "jpg",
+    quality: int = 92,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+) -> bytes:
+    """Encode to `format` bytes, carrying EXIF (with orientation reset to 1, since the pixels
+    are already upright) and the ICC profile."""
+    key = format.lower().lstrip(".")
+    if key not in _PIL_FORMATS:
+        raise ImageInputError(
+            f"cannot write {format!r}; use one of {', '.join(sorted(set(_PIL_FORMATS)))}"
+        )
+    pil_format = _PIL_FORMATS[key]
+    options: dict[str, object] = {}
+    if exif:
+        options["exif"] = _upright_exif(exif)
+    if icc:
+        options["icc_profile"] = icc
+    if pil_format in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    if pil_format == "TIFF":
+        options["compression"] = "tiff_deflate"
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
+
+
+def _upright_exif(raw: bytes) -> bytes:
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except (SyntaxError, ValueError, OSError):
+        return b""  # unreadable EXIF is dropped rather than failing the result
+    if EXIF_ORIENTATION in exif:
+        exif[EXIF_ORIENTATION] = 1
+    return exif.tobytes()

@@ -1,0 +1,127 @@
+"""The Gatys et al. loss, normalised so one set of weights works at any size and style count.
+
+- Gram matrices are divided by C*H*W, so they are averages, not sums, over positions and
+  channels: their scale does not depend on the image size.
+- A style layer's loss is the mean squared error between Grams; the content loss is the mean
+  squared error of features: both are per-element averages.
+- Style images are blended with weights that sum to 1. Because
+  sum_s w_s ||G - A_s||^2 = ||G - sum_s w_s A_s||^2 + const, the blend is one Gram target per
+  layer (the weighted mean), so the cost per step does not grow with the number of styles; the
+  constant is kept so the reported loss is the exact weighted sum.
+
+With this normalisation pastiche's loss is exactly 0.01 x content + 10 x style, so a style to
+content ratio of 1000 is pastiche's balance.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """`[B, C, H, W]` -> `[B, C, C]`, normalised by C*H*W; computed in fp32 whatever the input."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((features.float() - target) ** 2)
+
+
+def style_layer_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((gram_matrix - target) ** 2)
+
+
+def tv_loss(image: torch.Tensor, pixel_scale: float = 1.0) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels, in 8-bit grey levels (`pixel_scale` is
+    one grey level in the image's units)."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return (torch.mean(dx**2) + torch.mean(dy**2)) / (pixel_scale**2)
+
+
+def normalise_weights(weights: Sequence[float]) -> list[float]:
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("style blend weights must be positive and not all zero")
+    return [w / total for w in weights]
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """The blended Gram target per style layer and the constant that keeps the loss exact."""
+
+    grams: tuple[torch.Tensor, ...]
+    offsets: tuple[float, ...]
+
+    @classmethod
+    def blend(
+        cls, per_style: Sequence[Sequence[torch.Tensor]], weights: Sequence[float]
+    ) -> "StyleTarget":
+        """`per_style[s][l]` is style s's Gram at layer l (shape `[1, C, C]`)."""
+        ws = normalise_weights(weights)
+        grams, offsets = [], []
+        for layer_grams in zip(*per_style, strict=True):
+            mean = sum(w * g for w, g in zip(ws, layer_grams, strict=True))
+            assert isinstance(mean, torch.Tensor)
+            spread = sum(
+                w * float(torch.mean((g - mean) ** 2)) for w, g in zip(ws, layer_grams, strict=True)
+            )
+            grams.append(mean)
+            offsets.append(spread)
+        return cls(tuple(grams), tuple(offsets))
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    content: float
+    style: float
+    tv: float
+    style_layers: tuple[float, ...]
+
+
+class Objective:
+    """The total loss of an image given the network's features at the content and style taps.
+
+    Returns the total and a stacked `[content, style, tv]` tensor, both on the device, so the
+    caller decides when (if ever) to synchronise.
+    """
+
+    def __init__(
+        self,
+        content_targets: Sequence[torch.Tensor],
+        style_target: StyleTarget | None,
+        weights: LossWeights,
+        pixel_scale: float,
+    ) -> None:
+        self.content_targets = tuple(content_targets)
+        self.style_target = style_target
+        self.weights = weights
+        self.pixel_scale = pixel_scale
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        content_feats: Sequence[torch.Tensor],
+        style_feats: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = image.new_zeros(())
+        content = zero
+        for feats, target in zip(content_feats, self.content_targets, strict=True):
+            content = content + content_loss(feats, target)
+        style = zero
+        if self.style_target is not None:
+            for feats, target, offset, w in zip(
+                style_feats,
+                self.style_target.grams,
+                self.style_target.offsets,
+                self.weights.style_layers,
+                strict=True,
+            ):
+                style = style + w * (style_layer_loss(gram(feats), target) + offset)
+        tv = tv_loss(image, self.pixel_scale) if self.weights.tv > 0 else zero
+        parts = torch.stack([content, style, tv])
+        total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
+        return total, parts.detach()
