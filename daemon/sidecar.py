@@ -1,0 +1,453 @@
+"""The sidecar contract: the JSON file that travels with a photo and says how to stylise it.
+
+For `photo.jpg` the sidecar is `photo.json` (or `photo.jpg.json`):
+
+    {"style": "starry_night",
+     "params": {"size": 512, "iterations": 300},
+     "output": {"format": "jpg", "quality": 92}}
+
+`style` is a library name, a blend `[{"name": ..., "weight": ...}]`, or `{"file": "mine.jpg"}`
+(a bare file name beside the sidecar). Every key is optional except that without `style` the
+daemon's default_style must be configured. `params` override the daemon's defaults key by key;
+the merged result is validated as `service.params.RenderParams`.
+
+Sidecars are written by people and by other programs, so everything here assumes hostile input:
+size is checked before reading, nesting depth before parsing, and every pydantic error becomes a
+sentence naming the key and what to do (`SidecarError.problems`).
+`python -m daemon.sidecar` regenerates daemon/sidecar.schema.json from the model.
+"""
+
+import difflib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+
+from service.params import RenderParams
+
+SCHEMA_PATH = Path(__file__).with_name("sidecar.schema.json")
+SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
+MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
+MAX_STYLES = 16
+MAX_NAME_LENGTH = 128
+_STYLE_NAME = re.compile(r"^\w[\w. -]*$")
+_SHOWN_INPUT = 60
+
+
+class SidecarError(ValueError):
+    """A sidecar (or a style's default-params file) is unusable. `problems` holds one sentence
+    per problem, each naming the key and the fix; str() joins them for error reports."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(problems))
+
+
+def check_style_name(name: str) -> str:
+    """Style names are library keys, never paths: no separators, no `..`, no hidden names."""
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
+    if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
+        raise ValueError(
+            f"{_shown(name)} is not a style name; use a name from the style library "
+            "(letters, digits, '-', '_', '.', space; no paths), see `stylefold styles`"
+        )
+    return name
+
+
+def check_file_name(name: str) -> str:
+    """A brought-along style image is a bare, visible file name in the sidecar's own folder."""
+    if (
+        not name
+        or len(name) > 255
+        or any(char in name for char in "/\\\0")
+        or name.startswith(".")
+        or name != name.strip()
+    ):
+        raise ValueError(
+            f"{_shown(name)} is not a bare file name; name an image lying beside the sidecar, "
+            'e.g. {"file": "mine.jpg"} (no folders, no hidden names)'
+        )
+    return name
+
+
+StyleName = Annotated[str, AfterValidator(check_style_name)]
+
+
+class StyleRef(BaseModel):
+    """One style of a blend; weights are relative (the engine normalises them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StyleName = Field(description="A style library name (see `stylefold styles`).")
+    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False, description="Blend weight.")
+
+
+class StyleFile(BaseModel):
+    """A style image brought along in the inbox instead of a library name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Annotated[str, AfterValidator(check_file_name)] = Field(
+        description="Bare file name of an image in the same inbox folder as the sidecar."
+    )
+
+
+def _no_duplicates(refs: list[StyleRef]) -> list[StyleRef]:
+    names = [ref.name for ref in refs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"style {name!r} is listed twice; give each style once")
+    return refs
+
+
+def _style_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "name"
+    if isinstance(value, list | tuple):
+        return "blend"
+    if isinstance(value, dict | StyleFile):
+        return "file"
+    return None
+
+
+StyleSpec = Annotated[
+    Annotated[StyleName, Tag("name")]
+    | Annotated[
+        list[StyleRef],
+        Field(min_length=1, max_length=MAX_STYLES),
+        AfterValidator(_no_duplicates),
+        Tag("blend"),
+    ]
+    | Annotated[StyleFile, Tag("file")],
+    Discriminator(
+        _style_kind,
+        custom_error_type="style_shape",
+        custom_error_message='must be a style name ("starry_night"), a list of '
+        '{"name": ..., "weight": ...} to blend, or {"file": "mine.jpg"}',
+    ),
+]
+_TAGS = frozenset({"name", "blend", "file"})
+
+
+def _partial_params(value: Any, handler: ValidatorFunctionWrapHandler) -> RenderParams:
+    """Check each given key's type and range now; cross-field rules (e.g. one weight per style
+    layer) can only be judged once the style's own defaults are merged, in `merge_params`."""
+    try:
+        result: RenderParams = handler(value)
+    except ValidationError as exc:
+        if isinstance(value, dict) and all(not error["loc"] for error in exc.errors()):
+            return RenderParams.model_construct(**value)
+        raise
+    return result
+
+
+ParamsOverride = Annotated[RenderParams, WrapValidator(_partial_params)]
+
+
+def _format_alias(value: object) -> object:
+    aliases = {"jpeg": "jpg", "tif": "tiff"}
+    return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
+
+
+class OutputOptions(BaseModel):
+    """How the result is encoded; unset keys use the daemon's output_format/output_quality."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Annotated[
+        Literal["jpg", "png", "webp", "tiff"] | None, BeforeValidator(_format_alias)
+    ] = Field(None, description="Output image format (jpeg and tif are accepted as aliases).")
+    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality, 1-100.")
+
+
+class Sidecar(BaseModel):
+    """How to stylise one photo."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="stylefold sidecar",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    style: StyleSpec | None = Field(
+        None, description="Library style name, a blend, or a style image beside the sidecar."
+    )
+    params: ParamsOverride = Field(
+        default_factory=lambda: RenderParams.model_validate({}),
+        description="Engine options overriding the daemon's and the style's defaults key by key.",
+    )
+    output: OutputOptions = Field(default_factory=lambda: OutputOptions.model_validate({}))
+
+    def overrides(self) -> dict[str, Any]:
+        """Only the params the sidecar actually gave, for merging over other defaults."""
+        return {name: getattr(self.params, name) for name in self.params.model_fields_set}
+
+    def style_file(self) -> str | None:
+        """The bare file name of a brought-along style image, if the sidecar names one."""
+        return self.style.file if isinstance(self.style, StyleFile) else None
+
+
+_PARAMS_ADAPTER: TypeAdapter[RenderParams] = TypeAdapter(ParamsOverride)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
+
+
+def _allowed_keys(path: tuple[str, ...]) -> list[str]:
+    models: dict[tuple[str, ...], type[BaseModel]] = {
+        (): Sidecar,
+        ("params",): RenderParams,
+        ("output",): OutputOptions,
+        ("style", "blend"): StyleRef,
+        ("style", "file"): StyleFile,
+    }
+    model = models.get(path)
+    return list(model.model_fields) if model is not None else []
+
+
+def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """One sentence per pydantic error: `where: what is wrong (got ...); what to do`."""
+    problems = []
+    for item in error.errors():
+        loc = prefix + tuple(str(part) for part in item["loc"])
+        where = ""
+        model_path: list[str] = []
+        for index, part in enumerate(loc):
+            is_tag = part in _TAGS and index > 0 and loc[index - 1] == "style"
+            if is_tag:
+                model_path.append(part)
+            elif part.isdigit() and where:
+                where += f"[{part}]"
+            else:
+                where += f".{part}" if where else part
+                model_path.append(part)
+        where = where or "sidecar"
+        message = item["msg"].removeprefix("Value error, ")
+        kind = item["type"]
+        if kind == "missing":
+            problems.append(f"{where}: required key is missing; add it")
+        elif kind == "extra_forbidden":
+            key = model_path[-1] if model_path else where
+            allowed = _allowed_keys(tuple(model_path[:-1]))
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            problems.append(f"{where}: unknown key; remove it ({hint})")
+        else:
+            got = item.get("input")
+            shown = ""
+            if isinstance(got, str | int | float | bool) and _shown(got) not in message:
+                shown = f" (got {_shown(got)})"
+            problems.append(f"{where}: {message}{shown}")
+    return problems
+
+
+def check_depth(text: str, what: str = "sidecar", limit: int = MAX_DEPTH) -> None:
+    """Refuse deep nesting with a linear scan, before any recursive parser sees it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                raise SidecarError(f"{what}: nested more than {limit} levels deep; flatten it")
+        elif char in "]}":
+            depth -= 1
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range; use a finite number")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"number {text[:20]}... has more than 20 digits; use a smaller number")
+    return int(text)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON; use a finite number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {_shown(key)} appears twice in one object; keep one")
+        result[key] = value
+    return result
+
+
+def load_json(data: bytes | str, what: str = "sidecar") -> Any:
+    """Strict JSON: UTF-8 (BOM allowed), bounded depth, no NaN/Infinity, no duplicate keys."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SidecarError(
+                f"{what}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+            ) from None
+    else:
+        text = data.removeprefix("\ufeff")
+    if not text.strip():
+        raise SidecarError(
+            f'{what}: the file is empty; write a JSON object such as {{"style": "name"}}'
+        )
+    check_depth(text, what)
+    try:
+        return json.loads(
+            text,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise SidecarError(
+            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "fix the syntax"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise SidecarError(f"{what}: {exc}") from None
+
+
+def parse_sidecar(data: bytes | str) -> Sidecar:
+    """Validate sidecar text; raises SidecarError with every problem found."""
+    value = load_json(data)
+    if not isinstance(value, dict):
+        raise SidecarError(
+            'sidecar: must be a JSON object such as {"style": "name"}, not '
+            f"{type(value).__name__}"
+        )
+    try:
+        return Sidecar.model_validate(value)
+    except ValidationError as exc:
+        raise SidecarError(*describe_errors(exc)) from None
+
+
+def read_limited(path: Path, max_bytes: int, what: str) -> bytes:
+    """Read at most max_bytes, refusing larger files before reading them (and files that grow
+    past the limit while being read)."""
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise SidecarError(
+                    f"{what}: {size} bytes is larger than max_sidecar_bytes ({max_bytes}); "
+                    "shorten it or raise max_sidecar_bytes"
+                )
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise SidecarError(f"{what}: {path.name} disappeared before it could be read") from None
+    except IsADirectoryError:
+        raise SidecarError(f"{what}: {path.name} is a folder, not a JSON file") from None
+    except OSError as exc:
+        raise SidecarError(
+            f"{what}: cannot read {path.name} ({exc.strerror}); check its permissions"
+        ) from None
+    if len(data) > max_bytes:
+        raise SidecarError(
+            f"{what}: larger than max_sidecar_bytes ({max_bytes}); shorten it or raise "
+            "max_sidecar_bytes"
+        )
+    return data
+
+
+def read_sidecar(path: Path, max_bytes: int) -> Sidecar:
+    """Read and validate a sidecar file."""
+    return parse_sidecar(read_limited(path, max_bytes, "sidecar"))
+
+
+def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
+    """Validate a params object on its own (a style's `<name>.json` defaults)."""
+    value = load_json(data, what)
+    if not isinstance(value, dict):
+        raise SidecarError(f'{what}: must be a JSON object of params such as {{"size": 512}}')
+    try:
+        params = _PARAMS_ADAPTER.validate_python(value)
+    except ValidationError as exc:
+        raise SidecarError(*describe_errors(exc, ("params",))) from None
+    return {name: getattr(params, name) for name in params.model_fields_set}
+
+
+def merge_params(
+    base: RenderParams,
+    *layers: Mapping[str, Any],
+    max_size: int,
+    max_iterations: int,
+) -> RenderParams:
+    """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
+    RenderParams and held to the daemon's limits."""
+    merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
+    for layer in layers:
+        merged.update(layer)
+    try:
+        params = RenderParams.model_validate(merged)
+    except ValidationError as exc:
+        raise SidecarError(*describe_errors(exc, ("params",))) from None
+    problems = []
+    if params.size > max_size:
+        problems.append(
+            f"params.size: {params.size} is above this daemon's max_output_size ({max_size}); "
+            f"ask for {max_size} or less"
+        )
+    if params.iterations > max_iterations:
+        problems.append(
+            f"params.iterations: {params.iterations} is above this daemon's max_iterations "
+            f"({max_iterations}); ask for {max_iterations} or less"
+        )
+    if problems:
+        raise SidecarError(*problems)
+    return params
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema shipped as daemon/sidecar.schema.json."""
+    document = Sidecar.model_json_schema()
+    return {"$id": SCHEMA_ID, **document}
+
+
+def schema_text() -> str:
+    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    path.write_text(schema_text(), encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_schema()}", file=sys.stderr)

@@ -1,0 +1,271 @@
+"""The sidecar contract: accepted forms, readable errors, hostile input, the shipped schema."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.sidecar import (
+    SCHEMA_PATH,
+    Sidecar,
+    SidecarError,
+    StyleFile,
+    StyleRef,
+    merge_params,
+    parse_param_overrides,
+    parse_sidecar,
+    read_sidecar,
+    schema_text,
+    write_schema,
+)
+from service.params import RenderParams
+
+
+def problems_of(data: bytes | str | dict[str, Any]) -> list[str]:
+    text = json.dumps(data) if isinstance(data, dict) else data
+    with pytest.raises(SidecarError) as caught:
+        parse_sidecar(text)
+    assert caught.value.problems
+    assert str(caught.value) == "; ".join(caught.value.problems)
+    return caught.value.problems
+
+
+def test_issue_example_accepted() -> None:
+    sidecar = parse_sidecar(
+        '{"style": "starry_night", "params": {"size": 512, "iterations": 300}, '
+        '"output": {"format": "jpg", "quality": 92}}'
+    )
+    assert sidecar.style == "starry_night"
+    assert sidecar.overrides() == {"size": 512, "iterations": 300}
+    assert sidecar.output.format == "jpg"
+    assert sidecar.output.quality == 92
+    assert sidecar.style_file() is None
+
+
+def test_blend_and_file_forms() -> None:
+    blend = parse_sidecar('{"style": [{"name": "a", "weight": 2}, {"name": "b b-1.x"}]}')
+    assert blend.style == [StyleRef(name="a", weight=2), StyleRef(name="b b-1.x", weight=1.0)]
+    brought = parse_sidecar('{"style": {"file": "mine.jpg"}}')
+    assert brought.style == StyleFile(file="mine.jpg")
+    assert brought.style_file() == "mine.jpg"
+
+
+def test_everything_optional_and_aliases() -> None:
+    empty = parse_sidecar("{}")
+    assert empty.style is None
+    assert empty.overrides() == {}
+    assert parse_sidecar('{"output": {"format": "JPEG"}}').output.format == "jpg"
+    assert parse_sidecar('{"output": {"format": "tif"}}').output.format == "tiff"
+    assert parse_sidecar('\ufeff{"style": "a"}'.encode()).style == "a"
+
+
+def test_params_normalised_but_only_given_keys_kept() -> None:
+    sidecar = parse_sidecar('{"params": {"preserve_colors": true, "tv_weight": 1}}')
+    assert sidecar.overrides() == {"preserve_colors": "luminance", "tv_weight": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"stlye": "x"}, "stlye: unknown key; remove it (did you mean 'style'?)"),
+        ({"params": {"itrations": 4}}, "params.itrations: unknown key; remove it (did you mean"),
+        ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
+        ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
+        ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),
+        ({"params": {"size": 8}}, "params.size: Input should be greater than or equal to 16"),
+        ({"params": {"optimizer": "sgd"}}, "params.optimizer: Input should be 'lbfgs' or 'adam'"),
+        ({"params": 3}, "params: Input should be a valid dictionary"),
+        ({"output": {"format": "gif"}}, "output.format: Input should be 'jpg', 'png'"),
+        ({"output": {"quality": 0}}, "output.quality: Input should be greater than or equal to 1"),
+        ({"style": 5}, 'style: must be a style name ("starry_night"), a list of'),
+        ({"style": True}, "style: must be a style name"),
+        ({"style": "../etc/passwd"}, "style: '../etc/passwd' is not a style name"),
+        ({"style": "/abs/path"}, "is not a style name"),
+        ({"style": "a/b"}, "is not a style name"),
+        ({"style": ".hidden"}, "is not a style name"),
+        ({"style": "a\x00b"}, "is not a style name"),
+        ({"style": " padded"}, "is not a style name"),
+        ({"style": "x" * 129}, "style: a style name has 1 to 128 characters"),
+        ({"style": ""}, "style: a style name has 1 to 128 characters"),
+        ({"style": []}, "style: List should have at least 1 item"),
+        ({"style": [{"name": "a"}] * 17}, "style: List should have at most 16 items"),
+        ({"style": [{"name": "a"}, {"name": "a"}]}, "style 'a' is listed twice"),
+        (
+            {"style": [{"name": "a", "weight": 0}]},
+            "style[0].weight: Input should be greater than 0",
+        ),
+        (
+            {"style": [{"name": "a", "wieght": 2}]},
+            "style[0].wieght: unknown key; remove it (did you",
+        ),
+        ({"style": [{"weight": 2}]}, "style[0].name: required key is missing; add it"),
+        ({"style": ["a"]}, "style[0]: Input should be a valid dictionary"),
+        ({"style": {"name": "a"}}, "style.file: required key is missing; add it"),
+        ({"style": {"file": "../x.jpg"}}, "style.file: '../x.jpg' is not a bare file name"),
+        ({"style": {"file": "sub/x.jpg"}}, "is not a bare file name"),
+        ({"style": {"file": "a\\x.jpg"}}, "is not a bare file name"),
+        ({"style": {"file": ".x.jpg"}}, "is not a bare file name"),
+    ],
+)
+def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
+    problems = problems_of(data)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_every_problem_reported_once_each() -> None:
+    problems = problems_of({"stlye": "x", "params": {"size": "big", "seed": -1}, "output": 1})
+    assert len(problems) == 4
+    assert [problem.split(":")[0] for problem in problems] == [
+        "params.size",
+        "params.seed",
+        "output",
+        "stlye",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"", "the file is empty"),
+        (b"  \n", "the file is empty"),
+        (b"\xff\xfe{}", "not UTF-8 text (bad byte at offset 0)"),
+        (
+            b'{"style": "a",}',
+            "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 1",
+        ),
+        (b'{"style": "a"', "not valid JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'"starry_night"', "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        (b'{"style": "a", "style": "b"}', "key 'style' appears twice"),
+        (b'{"params": {"tv_weight": NaN}}', "NaN is not valid JSON"),
+        (b'{"params": {"tv_weight": -Infinity}}', "-Infinity is not valid JSON"),
+        (b'{"params": {"tv_weight": 1e999}}', "out of range"),
+        (b'{"params": {"seed": ' + b"9" * 5000 + b"}}", "more than 20 digits"),
+        (b"[" * 100_000, "nested more than 16 levels deep"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested more than 16 levels deep"),
+    ],
+)
+def test_hostile_text(text: bytes, expected: str) -> None:
+    problems = problems_of(text)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    assert parse_sidecar(json.dumps({"style": "a", "params": {}, "output": {}})).style == "a"
+    problems = problems_of(json.dumps({"style": "[" * 100 + '"\\' + "{" * 20}))
+    assert "is not a style name" in problems[0]
+    assert "(got" not in problems[0]
+
+
+def test_read_refuses_large_file_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "photo.json"
+    path.write_text('{"style": "a", "pad": "' + "x" * 1000 + '"}')
+    with pytest.raises(SidecarError, match=r"1025 bytes is larger than max_sidecar_bytes \(100\)"):
+        read_sidecar(path, max_bytes=100)
+    with pytest.raises(SidecarError, match="pad: unknown key"):
+        read_sidecar(path, max_bytes=2000)
+
+
+def test_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(SidecarError, match=r"gone\.json disappeared"):
+        read_sidecar(tmp_path / "gone.json", 100)
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(SidecarError, match="is a folder"):
+        read_sidecar(tmp_path / "dir.json", 100)
+    (tmp_path / "ok.json").write_text('{"style": "a"}')
+    assert read_sidecar(tmp_path / "ok.json", 100).style == "a"
+
+
+def test_merge_order_and_cross_field_checks_after_merge() -> None:
+    base = RenderParams(size=256, tv_weight=0.5)
+    style_defaults = parse_param_overrides(
+        b'{"style_layers": ["conv1_1", "conv2_1"], "size": 300}', "style x.json"
+    )
+    sidecar = parse_sidecar('{"params": {"style_layer_weights": [1, 3], "iterations": 7}}')
+    merged = merge_params(
+        base, style_defaults, sidecar.overrides(), max_size=4096, max_iterations=3000
+    )
+    assert merged.size == 300
+    assert merged.iterations == 7
+    assert merged.tv_weight == 0.5
+    assert merged.style_layers == ("conv1_1", "conv2_1")
+    assert merged.style_layer_weights == (1.0, 3.0)
+    with pytest.raises(
+        SidecarError, match="style_layer_weights has 2 entries but style_layers has 5"
+    ):
+        merge_params(base, sidecar.overrides(), max_size=4096, max_iterations=3000)
+    unknown_layer = parse_sidecar('{"params": {"content_layers": ["conv9_9"]}}').overrides()
+    with pytest.raises(SidecarError, match="params: layer 'conv9_9' does not exist in vgg19"):
+        merge_params(base, unknown_layer, max_size=4096, max_iterations=3000)
+
+
+def test_merge_enforces_daemon_limits() -> None:
+    sidecar = parse_sidecar('{"params": {"size": 8000, "iterations": 5000}}')
+    with pytest.raises(SidecarError) as caught:
+        merge_params(RenderParams(), sidecar.overrides(), max_size=4096, max_iterations=3000)
+    assert caught.value.problems == [
+        "params.size: 8000 is above this daemon's max_output_size (4096); ask for 4096 or less",
+        "params.iterations: 5000 is above this daemon's max_iterations (3000); "
+        "ask for 3000 or less",
+    ]
+
+
+def test_param_overrides_errors_name_file() -> None:
+    with pytest.raises(SidecarError, match=r"params\.size: Input should be a valid integer"):
+        parse_param_overrides(b'{"size": "x"}', "styles/a.json")
+    with pytest.raises(SidecarError, match=r"styles/a\.json: must be a JSON object of params"):
+        parse_param_overrides(b"[1]", "styles/a.json")
+
+
+def test_shipped_schema_matches_model(tmp_path: Path) -> None:
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
+        "daemon/sidecar.schema.json is stale; regenerate it with `python -m daemon.sidecar`"
+    )
+    written = write_schema(tmp_path / "schema.json")
+    document = json.loads(written.read_text())
+    assert document["additionalProperties"] is False
+    assert set(document["properties"]) == {"style", "params", "output"}
+    assert set(document["$defs"]["RenderParams"]["properties"]) == set(RenderParams.model_fields)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(["style", "params", "output", "size", "name", "weight", "file", "x"])
+SIDECARISH = st.dictionaries(
+    KEYS,
+    JSON
+    | st.dictionaries(st.sampled_from([*RenderParams.model_fields, "format", "quality"]), JSON),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIDECARISH)
+def test_any_json_is_accepted_or_explained(data: dict[str, Any]) -> None:
+    try:
+        sidecar = parse_sidecar(json.dumps(data))
+    except SidecarError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert problem.strip()
+            assert "\n" not in problem or "Value error" not in problem
+    else:
+        assert isinstance(sidecar, Sidecar)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_are_accepted_or_explained(data: bytes) -> None:
+    try:
+        parse_sidecar(data)
+    except SidecarError as exc:
+        assert exc.problems
