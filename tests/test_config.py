@@ -43,6 +43,7 @@ def test_defaults_and_created_folders(folders: dict[str, Any]) -> None:
     assert settings.defaults.size == 512
     assert settings.no_sidecar == "wait"
     assert "heic" in settings.image_extensions
+    assert settings.weights.vgg19 is None
     for name in ("outbox", "state"):
         assert folders[name].is_dir()
     assert settings.archive_path.is_dir()
@@ -56,6 +57,7 @@ def test_precedence_defaults_toml_env_flags(
         'inbox = "in"\noutbox = "out"\nstyles = "styles"\nstate = "state"\n'
         "settle_seconds = 1.5\npoll_interval = 7\nqueue_max = 5\n"
         "[defaults]\nsize = 300\niterations = 40\ntv_weight = 0.5\n"
+        '[weights]\nvgg19 = "weights/vgg19.pth"\n'
     )
     monkeypatch.setenv("STYLEFOLD_POLL_INTERVAL", "3")
     monkeypatch.setenv("STYLEFOLD_QUEUE_MAX", "6")
@@ -74,6 +76,7 @@ def test_precedence_defaults_toml_env_flags(
     assert settings.defaults.iterations == 12  # nested flag
     assert settings.defaults.tv_weight == 0.5  # untouched nested file value survives the merge
     assert settings.devices == ["cpu", "cuda:1"]
+    assert settings.weights.vgg19 == tmp_path / "weights" / "vgg19.pth"
 
 
 def test_config_file_from_environment(
