@@ -179,7 +179,10 @@ def test_example_config_loads_with_every_option(tmp_path: Path) -> None:
     config = tmp_path / "stylefold.toml"
     config.write_text(text)
     settings = load_settings(config, {})
-    assert settings.metrics_port is not None  # proves the commented keys were read
+    # The commented keys were read, the nested tables' ones included.
+    assert settings.metrics_port is not None
+    assert settings.weights.vgg19 is not None
+    assert settings.defaults.preserve_colors == "none"
     assert settings.archive_path == tmp_path / "archive_dir"
 
 
