@@ -1,0 +1,235 @@
+"""The style library: a folder of style images, addressed by name and never by path.
+
+`styles/starry_night.jpg` is the style `starry_night`; an optional `styles/starry_night.json`
+holds default params for it (a partial `RenderParams` object, validated on load). Sidecars may
+only name styles, so nothing a sidecar says can reach a file outside this folder: entries are
+resolved with symlinks followed and must stay inside it.
+
+A style image brought along in the inbox (`{"file": "mine.jpg"}`) is resolved by `resolve` too,
+under the same rule, inside the folder the sidecar lies in.
+"""
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
+from daemon.ignore import IgnoreRules
+from daemon.sidecar import (
+    SidecarError,
+    StyleFile,
+    StyleSpec,
+    check_style_name,
+    parse_param_overrides,
+    read_limited,
+)
+
+DEFAULTS_MAX_BYTES = 65536
+
+
+class StyleError(ValueError):
+    """A style cannot be used; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    path: Path
+    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class StyleProblem:
+    """A library entry that was skipped, and why (shown by `stylefold styles` and logged)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResolvedStyle:
+    """One style of a job: its image, its blend weight and its default params."""
+
+    name: str
+    path: Path
+    weight: float
+    defaults: dict[str, Any]
+
+
+def _inside(path: Path, root: Path) -> Path | None:
+    """The real path of `path` if it is a regular file inside `root` (symlinks followed)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if root not in real.parents or not real.is_file():
+        return None
+    return real
+
+
+class StyleLibrary:
+    """Names to style images, rebuilt by `reload` (start-up, SIGHUP, or an unknown name)."""
+
+    def __init__(
+        self,
+        root: Path,
+        image_extensions: Iterable[str] = DEFAULT_IMAGE_EXTENSIONS,
+        max_json_bytes: int = DEFAULTS_MAX_BYTES,
+    ) -> None:
+        self.root = root
+        self.max_json_bytes = max_json_bytes
+        self._rules = IgnoreRules(image_extensions=image_extensions)
+        self._styles: dict[str, Style] = {}
+        self.problems: list[StyleProblem] = []
+        self.reload()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "StyleLibrary":
+        return cls(settings.styles, settings.image_extensions, settings.max_sidecar_bytes)
+
+    def reload(self) -> list[StyleProblem]:
+        """Rescan the folder; returns (and keeps in `problems`) the entries that were skipped."""
+        styles: dict[str, Style] = {}
+        problems: list[StyleProblem] = []
+        try:
+            root = self.root.resolve(strict=True)
+            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+        except OSError as exc:
+            self._styles = {}
+            self.problems = [
+                StyleProblem(self.root, f"cannot read the style library ({exc.strerror})")
+            ]
+            return self.problems
+        images: dict[str, list[Path]] = {}
+        for entry in entries:
+            name = entry.name
+            if self._rules.ignored_name(name) or not self._rules.is_image_name(name):
+                continue
+            images.setdefault(name.rpartition(".")[0], []).append(root / name)
+        for name, paths in images.items():
+            try:
+                check_style_name(name)
+            except ValueError as exc:
+                problems.append(StyleProblem(paths[0], str(exc)))
+                continue
+            if len(paths) > 1:
+                listed = " and ".join(path.name for path in paths)
+                problems.append(
+                    StyleProblem(paths[0], f"{listed} both define style {name!r}; remove one")
+                )
+                continue
+            real = _inside(paths[0], root)
+            if real is None:
+                problems.append(
+                    StyleProblem(
+                        paths[0],
+                        "not a regular file inside the style library (a symlink pointing "
+                        "outside is not followed); copy the image into the folder",
+                    )
+                )
+                continue
+            style = self._with_defaults(name, real, root, problems)
+            if style is not None:
+                styles[name] = style
+        self._styles = styles
+        self.problems = problems
+        return problems
+
+    def _with_defaults(
+        self, name: str, image: Path, root: Path, problems: list[StyleProblem]
+    ) -> Style | None:
+        json_path = root / f"{name}.json"
+        if not json_path.exists() and not json_path.is_symlink():
+            return Style(name, image)
+        real = _inside(json_path, root)
+        if real is None:
+            problems.append(
+                StyleProblem(json_path, "not a regular file inside the style library; skipped")
+            )
+            return None
+        what = f"styles/{json_path.name}"
+        try:
+            defaults = parse_param_overrides(read_limited(real, self.max_json_bytes, what), what)
+        except SidecarError as exc:
+            problems.append(StyleProblem(json_path, f"{exc}; style {name!r} is unavailable"))
+            return None
+        return Style(name, image, defaults, real)
+
+    def styles(self) -> list[Style]:
+        """Every usable style, sorted by name (for `stylefold styles`)."""
+        return [self._styles[name] for name in sorted(self._styles)]
+
+    def names(self) -> list[str]:
+        return sorted(self._styles)
+
+    def get(self, name: str) -> Style:
+        """The style called `name`; an unknown or vanished entry triggers one reload first, so
+        styles added to the folder work without a SIGHUP."""
+        style = self._styles.get(name)
+        if style is None or not style.path.exists():
+            self.reload()
+            style = self._styles.get(name)
+        if style is None:
+            raise StyleError(self._unknown(name))
+        return style
+
+    def _unknown(self, name: str) -> str:
+        for problem in self.problems:
+            if problem.path.name.rpartition(".")[0] == name:
+                return f"style {name!r} is broken: {problem.reason}"
+        available = ", ".join(self.names()) or "none yet"
+        return (
+            f"style {name!r} is not in the style library {self.root} (available: {available}); "
+            "use one of those names, add the image to the library, or bring it along with "
+            '"style": {"file": "<image beside the sidecar>"}'
+        )
+
+    def resolve(
+        self, spec: StyleSpec | None, *, beside: Path, default: str | None
+    ) -> list[ResolvedStyle]:
+        """The styles of one job. `beside` is the folder the sidecar lies in (where a
+        brought-along style file must be); `default` is the daemon's default_style."""
+        if spec is None:
+            if default is None:
+                raise StyleError(
+                    "style: the sidecar names no style and no default_style is configured; add "
+                    '"style": "<name>" (see `stylefold styles`)'
+                )
+            spec = default
+        if isinstance(spec, str):
+            style = self.get(spec)
+            return [ResolvedStyle(style.name, style.path, 1.0, style.defaults)]
+        if isinstance(spec, StyleFile):
+            return [self._brought_along(spec.file, beside)]
+        resolved = []
+        for ref in spec:
+            style = self.get(ref.name)
+            resolved.append(ResolvedStyle(style.name, style.path, ref.weight, style.defaults))
+        return resolved
+
+    def _brought_along(self, name: str, beside: Path) -> ResolvedStyle:
+        if not self._rules.is_image_name(name) or self._rules.ignored_name(name):
+            extensions = ", ".join(sorted(self._rules.image_extensions))
+            raise StyleError(
+                f"style.file: {name!r} is not an image name; use a file ending in one of "
+                f"{extensions}"
+            )
+        path = beside / name
+        real = _inside(path, beside.resolve())
+        if real is None:
+            raise StyleError(
+                f"style.file: {name!r} is not a file in the same folder as the sidecar; put the "
+                "style image beside the sidecar under that name"
+            )
+        return ResolvedStyle(name, real, 1.0, {})
+
+
+def blend_defaults(styles: Iterable[ResolvedStyle]) -> dict[str, Any]:
+    """Merge the styles' default params; the first style listed wins on shared keys."""
+    merged: dict[str, Any] = {}
+    for style in reversed(list(styles)):
+        merged.update(style.defaults)
+    return merged

@@ -1,0 +1,147 @@
+"""The style library: names to files, per-style defaults, reloads, no escape from the folder."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daemon.sidecar import StyleFile, StyleRef
+from daemon.styles import StyleError, StyleLibrary, blend_defaults
+
+
+def image(path: Path) -> Path:
+    Image.new("RGB", (8, 8), (200, 40, 10)).save(path)
+    return path
+
+
+@pytest.fixture
+def library_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "styles"
+    root.mkdir()
+    image(root / "starry_night.jpg")
+    image(root / "the scream.png")
+    (root / "the scream.json").write_text('{"style_weight": 5000, "size": 256}')
+    (root / "notes.txt").write_text("not a style")
+    (root / ".hidden.jpg").write_text("x")
+    return root
+
+
+def test_names_paths_and_defaults(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    assert library.names() == ["starry_night", "the scream"]
+    assert library.problems == []
+    scream = library.get("the scream")
+    assert scream.path == library_dir / "the scream.png"
+    assert scream.defaults == {"style_weight": 5000.0, "size": 256}
+    assert scream.defaults_path == library_dir / "the scream.json"
+    assert library.get("starry_night").defaults == {}
+    assert [style.name for style in library.styles()] == ["starry_night", "the scream"]
+
+
+def test_unknown_name_lists_available(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    with pytest.raises(StyleError, match=r"style 'monet' is not in the style library .*"
+                       r"available: starry_night, the scream"):  # fmt: skip
+        library.get("monet")
+
+
+def test_new_style_found_without_explicit_reload(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    image(library_dir / "monet.webp")
+    assert library.get("monet").path == library_dir / "monet.webp"
+
+
+def test_removed_style_disappears_on_reload(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    (library_dir / "starry_night.jpg").unlink()
+    with pytest.raises(StyleError, match="not in the style library"):
+        library.get("starry_night")
+    (library_dir / "the scream.json").write_text('{"size": 128}')
+    library.reload()
+    assert library.get("the scream").defaults == {"size": 128}
+
+
+def test_bad_defaults_file_reported_and_style_unavailable(library_dir: Path) -> None:
+    (library_dir / "the scream.json").write_text('{"sise": 256}')
+    library = StyleLibrary(library_dir)
+    assert library.names() == ["starry_night"]
+    [problem] = library.problems
+    assert problem.path == library_dir / "the scream.json"
+    assert "params.sise: unknown key" in problem.reason
+    assert "did you mean 'size'" in problem.reason
+    with pytest.raises(StyleError, match=r"style 'the scream' is broken: .*params\.sise"):
+        library.get("the scream")
+
+
+def test_ambiguous_names_reported(library_dir: Path) -> None:
+    image(library_dir / "starry_night.png")
+    library = StyleLibrary(library_dir)
+    assert "starry_night" not in library.names()
+    assert "starry_night.jpg and starry_night.png both define style" in library.problems[0].reason
+
+
+def test_symlink_out_of_library_not_followed(library_dir: Path, tmp_path: Path) -> None:
+    secret = image(tmp_path / "secret.jpg")
+    (library_dir / "leak.jpg").symlink_to(secret)
+    (library_dir / "inside.jpg").symlink_to(library_dir / "starry_night.jpg")
+    (library_dir / "starry_night.json").symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text("{}")
+    library = StyleLibrary(library_dir)
+    assert "leak" not in library.names()
+    assert library.get("inside").path == library_dir / "starry_night.jpg"
+    reasons = {problem.path.name: problem.reason for problem in library.problems}
+    assert "symlink pointing outside is not followed" in reasons["leak.jpg"]
+    assert "not a regular file inside the style library" in reasons["starry_night.json"]
+
+
+def test_missing_library_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    library = StyleLibrary(tmp_path / "absent")
+    assert library.names() == []
+    assert "cannot read the style library" in library.problems[0].reason
+
+
+def test_resolve_forms(library_dir: Path, tmp_path: Path) -> None:
+    library = StyleLibrary(library_dir)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    [single] = library.resolve("starry_night", beside=inbox, default=None)
+    assert (single.name, single.weight) == ("starry_night", 1.0)
+    blend = library.resolve(
+        [StyleRef(name="the scream", weight=3), StyleRef(name="starry_night")],
+        beside=inbox,
+        default=None,
+    )
+    assert [(style.name, style.weight) for style in blend] == [
+        ("the scream", 3),
+        ("starry_night", 1),
+    ]
+    [default] = library.resolve(None, beside=inbox, default="the scream")
+    assert default.defaults["size"] == 256
+    image(inbox / "mine.jpg")
+    [brought] = library.resolve(StyleFile(file="mine.jpg"), beside=inbox, default=None)
+    assert brought.path == inbox / "mine.jpg"
+    assert brought.defaults == {}
+
+
+def test_resolve_errors(library_dir: Path, tmp_path: Path) -> None:
+    library = StyleLibrary(library_dir)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with pytest.raises(StyleError, match="names no style and no default_style is configured"):
+        library.resolve(None, beside=inbox, default=None)
+    with pytest.raises(StyleError, match="not a file in the same folder as the sidecar"):
+        library.resolve(StyleFile(file="absent.jpg"), beside=inbox, default=None)
+    with pytest.raises(StyleError, match=r"'notes\.txt' is not an image name"):
+        library.resolve(StyleFile(file="notes.txt"), beside=inbox, default=None)
+    (inbox / "escape.jpg").symlink_to(library_dir / "starry_night.jpg")
+    with pytest.raises(StyleError, match="not a file in the same folder"):
+        library.resolve(StyleFile(file="escape.jpg"), beside=inbox, default=None)
+
+
+def test_blend_defaults_first_style_wins(library_dir: Path, tmp_path: Path) -> None:
+    (library_dir / "starry_night.json").write_text('{"size": 512, "tv_weight": 1}')
+    library = StyleLibrary(library_dir)
+    styles = library.resolve(
+        [StyleRef(name="the scream"), StyleRef(name="starry_night")], beside=tmp_path, default=None
+    )
+    assert blend_defaults(styles) == {"size": 256, "style_weight": 5000.0, "tv_weight": 1.0}
