@@ -1,0 +1,429 @@
+"""Deciding when inbox files are complete and which belong together.
+
+Sync tools and network copies write files over seconds or hours, so a file is ready only once its
+size, mtime and inode have stayed unchanged for `settle_seconds`; every change restarts the timer
+and the tracker never gives up on a file that keeps changing. Ready photos are paired with their
+sidecars (`photo.json` or the more specific `photo.jpg.json`), whichever arrives first; a pair is
+ready only when both halves (and a style image the sidecar brings along) have settled.
+
+`Intake` is driven from outside: `observe(path, now)` for every event or scan hit, `poll(now)`
+to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
+I/O is `stat` (and reading a settled sidecar to learn which brought-along style file to wait for).
+It is not thread-safe: call it from one thread (the daemon's main loop).
+"""
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from daemon.config import Settings
+from daemon.ignore import SIDECAR_EXTENSION, IgnoreRules
+from daemon.sidecar import SidecarError, read_sidecar
+
+Kind = Literal["image", "sidecar"]
+
+
+class Signature(NamedTuple):
+    """What must stay unchanged for a file to count as settled (a rename-over changes ino)."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A settled photo ready to become a job. `sidecar` is None when the default style applies;
+    `style_file` is a brought-along style image the sidecar names (to copy, not move: several
+    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox."""
+
+    image: Path
+    sidecar: Path | None
+    rel_dir: Path
+    style_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A settled file that cannot become a job; `reason` says what to do about it."""
+
+    path: Path
+    reason: str
+
+
+Event = Arrival | Problem
+
+
+@dataclass
+class _File:
+    path: Path
+    kind: Kind
+    base: str  # sidecars: name without ".json"; images: name without the extension
+    signature: Signature
+    changed_at: float
+    waiting_since: float
+    settled: bool = False
+    done: tuple[object, ...] | None = None  # what was last emitted about this file
+    style_file: str | None = None  # sidecars: the brought-along style file named inside
+    parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
+    regular: bool = True
+
+
+def _signature(result: os.stat_result) -> Signature:
+    return Signature(result.st_size, result.st_mtime_ns, result.st_ino)
+
+
+class Intake:
+    """Settle timers and image/sidecar pairing for one inbox."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        rules: IgnoreRules,
+        *,
+        settle_seconds: float,
+        pair_timeout: float,
+        no_sidecar: Literal["default", "wait"] = "wait",
+        default_style: str | None = None,
+        max_sidecar_bytes: int = 65536,
+        max_tracked: int = 100_000,
+    ) -> None:
+        self.inbox = inbox
+        self.rules = rules
+        self.settle_seconds = settle_seconds
+        self.pair_timeout = pair_timeout
+        self.use_default = no_sidecar == "default" and default_style is not None
+        self.max_sidecar_bytes = max_sidecar_bytes
+        self.max_tracked = max_tracked
+        self.dropped = 0  # observations refused because max_tracked files are already tracked
+        self._files: dict[Path, _File] = {}
+        self._pending: set[Path] = set()
+        self._sidecars: dict[tuple[Path, str], Path] = {}  # (folder, base) -> sidecar
+        self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, stem) -> images
+        self._style_refs: dict[Path, set[Path]] = {}  # style file -> sidecars naming it
+        self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: IgnoreRules | None = None) -> "Intake":
+        return cls(
+            settings.inbox,
+            rules if rules is not None else IgnoreRules.from_settings(settings),
+            settle_seconds=settings.settle_seconds,
+            pair_timeout=settings.pair_timeout,
+            no_sidecar=settings.no_sidecar,
+            default_style=settings.default_style,
+            max_sidecar_bytes=settings.max_sidecar_bytes,
+        )
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def pending(self) -> int:
+        """Files still settling or waiting for a partner."""
+        return len(self._pending)
+
+    def tracked(self) -> list[Path]:
+        return list(self._files)
+
+    # -- observations ---------------------------------------------------------------------
+
+    def observe(self, path: Path, now: float) -> None:
+        """Record the current state of `path` (an event or a scan hit). Unchanged files cost one
+        stat; changed ones restart their settle timer; vanished ones are forgotten."""
+        try:
+            relative = path.relative_to(self.inbox)
+        except ValueError:
+            return
+        kind = self.rules.kind(relative)
+        if kind is None:
+            return
+        try:
+            result = os.lstat(path)
+        except FileNotFoundError:
+            self.forget(path, now)
+            return
+        except OSError:
+            return  # unreadable for now (e.g. a folder without search permission): try later
+        if stat.S_ISDIR(result.st_mode):
+            return
+        signature = _signature(result)
+        entry = self._files.get(path)
+        if entry is not None:
+            if entry.signature != signature:
+                entry.signature = signature
+                entry.changed_at = entry.waiting_since = now
+                entry.settled = False
+                entry.regular = stat.S_ISREG(result.st_mode)
+                self._pending.add(path)
+                self._touch_related(entry)
+            return
+        if len(self._files) >= self.max_tracked:
+            self.dropped += 1
+            return
+        stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
+        entry = _File(path, kind, stem, signature, now, now, regular=stat.S_ISREG(result.st_mode))
+        self._files[path] = entry
+        self._pending.add(path)
+        if kind == "sidecar":
+            self._sidecars[(path.parent, stem)] = path
+        else:
+            self._stems.setdefault((path.parent, stem), set()).add(path)
+        self._touch_related(entry)
+
+    def forget(self, path: Path, now: float) -> None:
+        """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""
+        entry = self._files.pop(path, None)
+        self._pending.discard(path)
+        self._used_styles.pop(path, None)
+        if entry is None:
+            return
+        key = (path.parent, entry.base)
+        if entry.kind == "sidecar":
+            if self._sidecars.get(key) == path:
+                del self._sidecars[key]
+            self._set_style_ref(entry, None)
+        else:
+            images = self._stems.get(key)
+            if images is not None:
+                images.discard(path)
+                if not images:
+                    del self._stems[key]
+        for related in self._related(entry):
+            # A half pair is alone from now on: its timeout counts from here, not from its birth.
+            other = self._files[related]
+            other.waiting_since = max(other.waiting_since, now)
+            self._pending.add(related)
+
+    def sweep(self, now: float) -> None:
+        """Re-stat every tracked file (after a full scan): forgets files whose deletion events
+        were lost, e.g. on inotify queue overflow."""
+        for path in list(self._files):
+            self.observe(path, now)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _related(self, entry: _File) -> set[Path]:
+        """Files whose pairing may change when `entry` changes or goes."""
+        folder = entry.path.parent
+        related: set[Path] = set()
+        if entry.kind == "image":
+            for base in (entry.path.name, entry.base):
+                sidecar = self._sidecars.get((folder, base))
+                if sidecar is not None:
+                    related.add(sidecar)
+                    related.update(self._images_for(sidecar))
+            for sidecar in self._style_refs.get(entry.path, ()):
+                related.add(sidecar)
+                related.update(self._images_for(sidecar))
+        else:
+            related.update(self._images_for(entry.path))
+            if entry.style_file is not None:
+                related.add(folder / entry.style_file)
+        related.discard(entry.path)
+        return {path for path in related if path in self._files}
+
+    def _touch_related(self, entry: _File) -> None:
+        self._pending.update(self._related(entry))
+
+    def _images_for(self, sidecar: Path) -> list[Path]:
+        """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
+        here, else every image with that stem that has no specific sidecar of its own."""
+        folder = sidecar.parent
+        base = sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
+        exact = folder / base
+        if exact in self._files and self._files[exact].kind == "image":
+            return [exact]
+        return sorted(
+            image
+            for image in self._stems.get((folder, base), ())
+            if (folder, image.name) not in self._sidecars
+        )
+
+    def _sidecar_for(self, image: _File) -> tuple[_File | None, list[Path]]:
+        """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
+        folder = image.path.parent
+        specific = self._sidecars.get((folder, image.path.name))
+        if specific is not None:
+            return self._files[specific], []
+        shared = self._sidecars.get((folder, image.base))
+        if shared is None:
+            return None, []
+        owners = self._images_for(shared)
+        if owners == [image.path]:
+            return self._files[shared], []
+        return None, owners if image.path in owners else []
+
+    def _set_style_ref(self, sidecar: _File, name: str | None) -> None:
+        if sidecar.style_file is not None:
+            old = sidecar.path.parent / sidecar.style_file
+            refs = self._style_refs.get(old)
+            if refs is not None:
+                refs.discard(sidecar.path)
+                if not refs:
+                    del self._style_refs[old]
+        sidecar.style_file = name
+        if name is not None:
+            self._style_refs.setdefault(sidecar.path.parent / name, set()).add(sidecar.path)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def poll(self, now: float) -> list[Event]:
+        """Everything that became ready or hopeless since the last poll, oldest first."""
+        events: list[Event] = []
+        for path in sorted(self._pending, key=lambda path: self._files[path].changed_at):
+            entry = self._files.get(path)
+            if entry is not None and path in self._pending:
+                self._settle(entry, now, events)
+        # Decisions come after every settle check, so halves settling in the same poll pair up;
+        # a decision may wake partners, which are decided in the next round of this same poll.
+        decided: set[Path] = set()
+        while True:
+            batch = sorted(
+                (
+                    path
+                    for path in self._pending
+                    if path not in decided and self._files[path].settled
+                ),
+                key=lambda path: self._files[path].changed_at,
+            )
+            if not batch:
+                return events
+            for path in batch:
+                decided.add(path)
+                entry = self._files.get(path)
+                if entry is None or path not in self._pending:
+                    continue
+                if entry.kind == "image":
+                    self._decide_image(entry, now, events)
+                else:
+                    self._decide_sidecar(entry, now, events)
+
+    def _settle(self, entry: _File, now: float, events: list[Event]) -> None:
+        if entry.settled:
+            return
+        if now - entry.changed_at < self.settle_seconds:
+            return
+        before = entry.signature
+        self.observe(entry.path, now)  # one last look: a change missed by events restarts
+        current = self._files.get(entry.path)
+        if current is not entry or entry.signature != before:
+            return
+        if not entry.regular:
+            reason = "is a symbolic link or special file; copy the file itself into the inbox"
+            self._report(entry, events, reason)
+            return
+        if entry.signature.size == 0:
+            if now - entry.changed_at >= self.pair_timeout:
+                reason = f"is empty (0 bytes) after {self.pair_timeout:g} s; copy it again"
+                self._report(entry, events, reason)
+            return  # writers often create a file first and fill it later
+        entry.settled = True
+        self._touch_related(entry)
+
+    def _report(self, entry: _File, events: list[Event], reason: str) -> None:
+        marker = ("problem", entry.signature, reason)
+        if entry.done != marker:
+            entry.done = marker
+            events.append(Problem(entry.path, f"{entry.path.name} {reason}"))
+        self._pending.discard(entry.path)
+
+    def _read_style_file(self, sidecar: _File) -> None:
+        if sidecar.parsed == sidecar.signature:
+            return
+        sidecar.parsed = sidecar.signature
+        try:
+            name = read_sidecar(sidecar.path, self.max_sidecar_bytes).style_file()
+        except SidecarError:
+            name = None  # the job itself reports what is wrong with the sidecar
+        self._set_style_ref(sidecar, name)
+
+    def _decide_image(self, image: _File, now: float, events: list[Event]) -> None:
+        sidecar, sharers = self._sidecar_for(image)
+        timed_out = now - image.waiting_since >= self.pair_timeout
+        if sidecar is None:
+            used = self._used_styles.get(image.path) == image.signature
+            if used or image.path in self._style_refs:
+                self._pending.discard(image.path)  # a brought-along style image, not a photo
+            elif not timed_out:
+                return
+            elif sharers:
+                names = " and ".join(path.name for path in sharers)
+                reason = (
+                    f"shares {image.base}.json with another photo ({names}); name each sidecar "
+                    f"after its photo, e.g. {image.path.name}.json"
+                )
+                self._report(image, events, reason)
+            elif self.use_default:
+                self._emit(image, None, None, events)
+            else:
+                reason = (
+                    f"has no sidecar; add {image.base}.json beside it, e.g. "
+                    '{"style": "starry_night"} (see `stylefold styles`), or configure '
+                    'default_style with no_sidecar = "default"'
+                )
+                self._report(image, events, reason)
+            return
+        if not sidecar.settled:
+            return
+        self._read_style_file(sidecar)
+        style: _File | None = None
+        if sidecar.style_file is not None:
+            style_path = image.path.parent / sidecar.style_file
+            if self.rules.is_candidate(style_path.relative_to(self.inbox)):
+                style = self._files.get(style_path)
+                if style is None:
+                    if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
+                        reason = (
+                            f"waits for the style image {sidecar.style_file} named by "
+                            f"{sidecar.path.name}, which is not in the same folder; add it there"
+                        )
+                        self._report(image, events, reason)
+                    return
+                if not style.settled:
+                    return
+        self._emit(image, sidecar, style, events)
+
+    def _emit(
+        self, image: _File, sidecar: _File | None, style: _File | None, events: list[Event]
+    ) -> None:
+        marker = (
+            "arrival",
+            image.signature,
+            None if sidecar is None else (sidecar.path, sidecar.signature),
+            None if style is None else (style.path, style.signature),
+        )
+        self._pending.discard(image.path)
+        if sidecar is not None:
+            self._pending.discard(sidecar.path)
+            sidecar.done = marker
+        if style is not None:
+            self._used_styles[style.path] = style.signature
+            self._pending.discard(style.path)
+        if image.done == marker:
+            return
+        image.done = marker
+        rel_dir = image.path.parent.relative_to(self.inbox)
+        events.append(
+            Arrival(
+                image.path,
+                None if sidecar is None else sidecar.path,
+                rel_dir,
+                None if style is None else style.path,
+            )
+        )
+
+    def _decide_sidecar(self, sidecar: _File, now: float, events: list[Event]) -> None:
+        self._read_style_file(sidecar)
+        images = self._images_for(sidecar.path)
+        if images:
+            self._pending.discard(sidecar.path)  # its images drive the pairing
+            self._pending.update(images)
+        elif now - sidecar.waiting_since >= self.pair_timeout:
+            reason = (
+                f"has no photo beside it; add the photo ({sidecar.base}.jpg or another image "
+                "type) to the same folder, or remove the sidecar"
+            )
+            self._report(sidecar, events, reason)

@@ -1,0 +1,331 @@
+"""Intake: settle timers and pairing, driven by a test clock over real files."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.ignore import IgnoreRules
+from daemon.intake import Arrival, Event, Intake, Problem
+
+SETTLE = 5.0
+PAIR = 60.0
+
+
+class Inbox:
+    """A real inbox folder and an Intake driven by a hand-moved clock."""
+
+    def __init__(self, root: Path, **options: object) -> None:
+        self.root = root
+        self.now = 1000.0
+        self.intake = Intake(
+            root,
+            IgnoreRules(),
+            settle_seconds=SETTLE,
+            pair_timeout=PAIR,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def write(self, name: str, data: bytes | str = b"\xff\xd8 image bytes") -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        self.intake.observe(path, self.now)
+        return path
+
+    def append(self, path: Path, data: bytes = b"more") -> None:
+        with path.open("ab") as handle:
+            handle.write(data)
+        self.intake.observe(path, self.now)
+
+    def remove(self, path: Path) -> None:
+        path.unlink()
+        self.intake.observe(path, self.now)
+
+    def poll(self, after: float = 0.0) -> list[Event]:
+        self.now += after
+        return self.intake.poll(self.now)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Inbox:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    return Inbox(root)
+
+
+def test_image_then_sidecar(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    assert inbox.poll() == []
+    assert inbox.poll(SETTLE) == []  # settled, but no sidecar yet
+    inbox.now += 10
+    sidecar = inbox.write("photo.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE - 0.1) == []  # the sidecar has not settled
+    assert inbox.poll(0.1) == [Arrival(image, sidecar, Path("."))]
+    assert inbox.poll(SETTLE) == []
+    assert inbox.poll(PAIR * 2) == []  # emitted once, never again while unchanged
+
+
+def test_sidecar_then_image(inbox: Inbox) -> None:
+    sidecar = inbox.write("photo.jpg.json", "{}")
+    assert inbox.poll(SETTLE) == []
+    inbox.now += 30
+    image = inbox.write("photo.jpg")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_both_together_in_a_subfolder(inbox: Inbox) -> None:
+    image = inbox.write("trip/day 1/photo.png")
+    sidecar = inbox.write("trip/day 1/photo.json", "{}")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("trip/day 1"))]
+
+
+def test_growing_file_waits_until_it_stops(inbox: Inbox) -> None:
+    inbox.write("photo.json", "{}")
+    image = inbox.write("photo.jpg", b"")
+    for _ in range(10):  # grows for 40 s, with an event each time
+        assert inbox.poll(4.0) == []
+        inbox.append(image)
+    assert inbox.poll(SETTLE - 1) == []
+    [arrival] = inbox.poll(1)
+    assert isinstance(arrival, Arrival)
+    assert arrival.image == image
+
+
+def test_change_without_event_restarts_timer(inbox: Inbox) -> None:
+    """Events can be lost; the last look at the settle deadline catches the change."""
+    inbox.write("photo.json", "{}")
+    image = inbox.write("photo.jpg")
+    with image.open("ab") as handle:  # no observe(): the event was dropped
+        handle.write(b"late bytes")
+    assert inbox.poll(SETTLE) == []
+    assert [event.image for event in inbox.poll(SETTLE) if isinstance(event, Arrival)] == [image]
+
+
+def test_rename_over_same_size_and_mtime_is_a_change(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg", b"A" * 100)
+    sidecar = inbox.write("photo.json", "{}")
+    assert len(inbox.poll(SETTLE)) == 1
+    stat = image.stat()
+    replacement = inbox.root / ".syncthing.photo.jpg.tmp"
+    replacement.write_bytes(b"B" * 100)
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replacement.replace(image)  # same size and mtime, new inode
+    inbox.intake.observe(replacement, inbox.now)
+    inbox.intake.observe(image, inbox.now)
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_sidecar_edited_while_waiting_resettles(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE - 1) == []
+    inbox.write("photo.json", '{"style": "bb"}')
+    assert inbox.poll(1) == []  # the image is ready, the edited sidecar is not
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_changed_after_emission_emits_again(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": "a"}')
+    assert len(inbox.poll(SETTLE)) == 1
+    inbox.intake.sweep(inbox.now)  # a full rescan of unchanged files is not a change
+    inbox.intake.observe(image, inbox.now)
+    assert inbox.poll(SETTLE) == []
+    inbox.write("photo.json", '{"style": "other"}')
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_specific_sidecar_wins_and_stem_sidecar_serves_the_other(inbox: Inbox) -> None:
+    jpg = inbox.write("photo.jpg")
+    png = inbox.write("photo.png")
+    specific = inbox.write("photo.jpg.json", "{}")
+    shared = inbox.write("photo.json", "{}")
+    events = inbox.poll(SETTLE)
+    assert set(events) == {
+        Arrival(jpg, specific, Path(".")),
+        Arrival(png, shared, Path(".")),
+    }
+
+
+def test_shared_stem_sidecar_is_ambiguous(inbox: Inbox) -> None:
+    jpg = inbox.write("photo.jpg")
+    png = inbox.write("photo.png")
+    inbox.write("photo.json", "{}")
+    assert inbox.poll(SETTLE) == []
+    events = inbox.poll(PAIR)
+    assert {event.path for event in events if isinstance(event, Problem)} == {jpg, png}
+    assert "shares photo.json with another photo (photo.jpg and photo.png)" in str(events)
+    # Renaming the sidecar to the specific name resolves it.
+    (inbox.root / "photo.json").rename(inbox.root / "photo.png.json")
+    inbox.intake.observe(inbox.root / "photo.json", inbox.now)
+    inbox.intake.observe(inbox.root / "photo.png.json", inbox.now)
+    inbox.write("photo.jpg.json", "{}")
+    assert {event.image for event in inbox.poll(SETTLE) if isinstance(event, Arrival)} == {
+        jpg,
+        png,
+    }
+
+
+def test_lone_image_reported_once_then_paired_later(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    assert inbox.poll(PAIR - 1) == []
+    [problem] = inbox.poll(1)
+    assert isinstance(problem, Problem)
+    assert problem.path == image
+    assert problem.reason.startswith("photo.jpg has no sidecar; add photo.json beside it")
+    assert inbox.poll(PAIR) == []
+    sidecar = inbox.write("photo.json", "{}")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_lone_image_gets_default_style_when_configured(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path, no_sidecar="default", default_style="starry")
+    image = inbox.write("photo.jpg")
+    assert inbox.poll(PAIR - 1) == []
+    assert inbox.poll(1) == [Arrival(image, None, Path("."))]
+    assert inbox.poll(PAIR) == []
+
+
+def test_lone_sidecar_reported(inbox: Inbox) -> None:
+    sidecar = inbox.write("photo.json", "{}")
+    assert inbox.poll(PAIR - 1) == []
+    [problem] = inbox.poll(1)
+    assert problem == Problem(
+        sidecar,
+        "photo.json has no photo beside it; add the photo (photo.jpg or another image type) to "
+        "the same folder, or remove the sidecar",
+    )
+
+
+def test_claimed_pair_is_forgotten_without_spurious_reports(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", "{}")
+    assert len(inbox.poll(SETTLE)) == 1
+    inbox.now += PAIR * 3
+    inbox.remove(image)  # the daemon claims the image first ...
+    assert inbox.poll(1) == []  # ... the sidecar, alone now, is not reported at once
+    inbox.remove(sidecar)
+    assert inbox.poll(PAIR) == []
+    assert len(inbox.intake) == 0
+    assert inbox.intake.pending == 0
+
+
+def test_half_pair_alone_after_partner_vanished_is_reported_later(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", "{}")
+    assert len(inbox.poll(SETTLE)) == 1
+    inbox.remove(image)
+    assert inbox.poll(PAIR - 1) == []
+    assert [event.path for event in inbox.poll(1)] == [sidecar]
+
+
+def test_brought_along_style_file(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')
+    assert inbox.poll(SETTLE) == []  # waits for mine.jpg
+    inbox.now += 20
+    style = inbox.write("mine.jpg")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."), style)]
+    inbox.remove(image)
+    inbox.remove(sidecar)
+    assert inbox.poll(PAIR * 2) == []  # the style image left behind is not a lone photo
+
+
+def test_missing_style_file_reported(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')
+    [problem] = inbox.poll(PAIR)
+    assert problem.path == image
+    assert "waits for the style image mine.jpg named by photo.json" in problem.reason
+
+
+def test_invalid_sidecar_still_arrives_for_an_error_report(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", "{not json")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
+def test_ignored_and_foreign_names_never_tracked(inbox: Inbox, tmp_path: Path) -> None:
+    for name in (".syncthing.photo.jpg.tmp", "photo.jpg.partial", "._photo.jpg", "notes.txt",
+                 ".stversions/photo.jpg", "@eaDir/photo.json"):  # fmt: skip
+        inbox.write(name)
+    inbox.intake.observe(tmp_path / "outside.jpg", inbox.now)
+    (inbox.root / "folder.jpg").mkdir()
+    inbox.intake.observe(inbox.root / "folder.jpg", inbox.now)
+    assert len(inbox.intake) == 0
+    assert inbox.poll(PAIR * 2) == []
+
+
+def test_temporary_name_renamed_into_place(inbox: Inbox) -> None:
+    temp = inbox.write(".photo.jpg.Xa9bQ2")  # rsync
+    inbox.write("photo.json", "{}")
+    final = inbox.root / "photo.jpg"
+    temp.rename(final)
+    inbox.intake.observe(final, inbox.now)
+    [arrival] = inbox.poll(SETTLE)
+    assert isinstance(arrival, Arrival)
+    assert arrival.image == final
+
+
+def test_empty_file_never_settles_and_is_reported(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg", b"")
+    inbox.write("photo.json", "{}")
+    assert inbox.poll(SETTLE * 2) == []
+    [problem] = inbox.poll(PAIR)
+    assert problem.path == image
+    assert "is empty (0 bytes)" in problem.reason
+
+
+def test_symlink_reported(inbox: Inbox, tmp_path: Path) -> None:
+    target = tmp_path / "secret.jpg"
+    target.write_bytes(b"x")
+    link = inbox.root / "photo.jpg"
+    link.symlink_to(target)
+    inbox.intake.observe(link, inbox.now)
+    [problem] = inbox.poll(SETTLE)
+    assert problem.path == link
+    assert "symbolic link" in problem.reason
+
+
+def test_oldest_first(inbox: Inbox) -> None:
+    names = [f"p{index}" for index in range(5)]
+    for name in reversed(names):
+        inbox.write(f"{name}.jpg")
+        inbox.write(f"{name}.json", "{}")
+        inbox.now += 0.1
+    events = inbox.poll(SETTLE)
+    assert [event.image.stem for event in events if isinstance(event, Arrival)] == names[::-1]
+
+
+def test_thousands_of_files_fast_and_bounded(inbox: Inbox) -> None:
+    count = 1000  # 2,000 files
+    for index in range(count):
+        inbox.write(f"batch/p{index}.jpg")
+        inbox.write(f"batch/p{index}.json", "{}")
+    started = time.perf_counter()
+    for _ in range(20):
+        assert inbox.poll(0.1) == []
+    events = inbox.poll(SETTLE)
+    idle = inbox.poll(1)
+    elapsed = time.perf_counter() - started
+    assert len(events) == count
+    assert idle == []
+    assert elapsed < 5.0
+    for event in events:
+        assert isinstance(event, Arrival)
+        inbox.remove(event.image)
+        assert event.sidecar is not None
+        inbox.remove(event.sidecar)
+    assert len(inbox.intake) == 0
+    intake = inbox.intake
+    assert not (intake._sidecars or intake._stems or intake._style_refs or intake._used_styles)
+
+
+def test_tracking_is_capped(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path, max_tracked=3)
+    for index in range(5):
+        inbox.write(f"p{index}.jpg")
+    assert len(inbox.intake) == 3
+    assert inbox.intake.dropped == 2
