@@ -1,0 +1,373 @@
+"""Noticing inbox files: watchdog events plus periodic full scans, with the inbox's health checked.
+
+Events are fast but not reliable: inotify drops them silently when its queue overflows, network
+and FUSE file systems never deliver changes made elsewhere, and the watch limit can be reached.
+So the watcher
+- uses watchdog's native (inotify) observer, or a polling observer when configured, when the
+  inbox's file system cannot deliver events (NFS, SMB, FUSE, VM shared folders, read from
+  /proc/self/mountinfo), or when native watching fails (watch or instance limit);
+- scans the whole inbox at start and every `rescan_interval` seconds, feeding the same callback,
+  so anything the events missed is found;
+- checks every `check_interval` seconds that the inbox is still there, readable and still on its
+  mount; if not (an unmounted share), it pauses, warns once, reports nothing (in particular, no
+  file counts as deleted), and resumes with a fresh observer and a full scan when it is back.
+
+The callback receives paths of photos and sidecars (created, modified, closed, moved in or out,
+deleted) and runs on watcher threads: it must be thread-safe (put the path on a queue).
+"""
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import structlog
+from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.config import Settings
+from daemon.ignore import IgnoreRules
+
+log = structlog.get_logger("stylefold.watcher")
+
+WatchMode = Literal["auto", "native", "polling"]
+ActiveMode = Literal["native", "polling"]
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+# File systems whose changes made elsewhere never reach inotify (or that are FUSE front-ends of
+# remote stores: sshfs, rclone mount, s3fs, gcsfuse, ...). fuseblk (ntfs-3g, exfat) is local.
+POLLING_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
+        "lustre", "gpfs", "beegfs", "ocfs2", "gfs2", "davfs", "coda", "fuse", "virtiofs",
+        "vboxsf", "vmhgfs", "prl_fs",
+    }
+)  # fmt: skip
+
+
+class WatchError(RuntimeError):
+    """Watching cannot start as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        if len(fields) < 5 or len(fields) < separator + 3:
+            continue
+        mounts.append(
+            Mount(_unescape(fields[4]), fields[separator + 1], _unescape(fields[separator + 2]))
+        )
+    return mounts
+
+
+def mount_of(path: Path, mounts: list[Mount]) -> Mount | None:
+    """The mount holding `path`: the longest mount point above it (the last one if stacked)."""
+    real = str(path.resolve())
+    best: Mount | None = None
+    for mount in mounts:
+        point = mount.mount_point.rstrip("/") or "/"
+        inside = real == point or real.startswith(point + "/") or point == "/"
+        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
+            best = mount
+    return best
+
+
+def needs_polling(fstype: str) -> bool:
+    return fstype in POLLING_FILESYSTEMS or fstype.startswith("fuse.")
+
+
+def read_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
+    try:
+        return parse_mountinfo(mountinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return []
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: "Watcher") -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        for raw in paths:
+            path = Path(os.fsdecode(raw))
+            if event.is_directory:
+                # A folder moved or copied in brings files that raise no events of their own.
+                if isinstance(event, DirCreatedEvent | DirMovedEvent) and path.is_dir():
+                    self.watcher.scan_folder(path)
+            else:
+                self.watcher.feed(path)
+
+
+class Watcher:
+    """Feeds `on_path` with inbox photos and sidecars; `on_scan` runs after each full scan."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        rules: IgnoreRules,
+        on_path: Callable[[Path], None],
+        *,
+        mode: WatchMode = "auto",
+        poll_interval: float = 2.0,
+        rescan_interval: float = 300.0,
+        on_scan: Callable[[], None] | None = None,
+        check_interval: float = 1.0,
+        native_factory: Callable[[], BaseObserver] = Observer,
+        mountinfo: Path = MOUNTINFO,
+    ) -> None:
+        self.inbox = inbox.absolute()
+        self.rules = rules
+        self.on_path = on_path
+        self.on_scan = on_scan
+        self.requested_mode = mode
+        self.poll_interval = poll_interval
+        self.rescan_interval = rescan_interval
+        self.check_interval = check_interval
+        self.native_factory = native_factory
+        self.mountinfo = mountinfo
+        self.mode: ActiveMode | None = None  # what is running now
+        self.mode_reason = ""
+        self.paused = False
+        self.pause_reason = ""
+        self.scans = 0
+        self.first_scan = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._identity: tuple[int, int] | None = None
+        self._mount_point: Path | None = None
+        self._stop = threading.Event()
+        self._scan_requested = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        rules: IgnoreRules,
+        on_path: Callable[[Path], None],
+        on_scan: Callable[[], None] | None = None,
+    ) -> "Watcher":
+        return cls(
+            settings.inbox,
+            rules,
+            on_path,
+            mode=settings.watch_mode,
+            poll_interval=settings.poll_interval,
+            rescan_interval=settings.rescan_interval,
+            on_scan=on_scan,
+        )
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching (or start paused if the inbox is unavailable) and the scan thread,
+        whose first full scan sets `first_scan`. Raises WatchError if watch_mode="native" was
+        asked for and cannot work."""
+        mount = mount_of(self.inbox, read_mounts(self.mountinfo))
+        if mount is not None and mount.mount_point != "/":
+            self._mount_point = Path(mount.mount_point)
+        problem = self._unavailable()
+        if problem is None:
+            self._start_observer(mount)
+        else:
+            self._pause(problem)
+        self._scan_requested.set()
+        self._thread = threading.Thread(target=self._run, name="stylefold-scan", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._stop_observer()
+
+    def request_scan(self) -> None:
+        """Ask for a full scan soon (e.g. on SIGHUP)."""
+        self._scan_requested.set()
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def feed(self, path: Path) -> None:
+        if self.paused:
+            return
+        try:
+            relative = path.relative_to(self.inbox)
+        except ValueError:
+            return
+        if self.rules.is_candidate(relative):
+            self.on_path(path)
+
+    def scan_folder(self, folder: Path) -> int:
+        """Feed every photo and sidecar under `folder`, skipping ignored folders; returns the
+        number of paths fed."""
+        fed = 0
+        for directory, subdirs, files in os.walk(folder):
+            here = Path(directory)
+            try:
+                relative = here.relative_to(self.inbox)
+            except ValueError:
+                return fed
+            subdirs[:] = [name for name in subdirs if not self.rules.ignored_name(name)]
+            if self.rules.ignored_dir(relative):
+                subdirs[:] = []
+                continue
+            for name in files:
+                if self._stop.is_set() or self.paused:
+                    return fed
+                if self.rules.is_candidate(relative / name):
+                    self.on_path(here / name)
+                    fed += 1
+        return fed
+
+    # -- observer -------------------------------------------------------------------------
+
+    def _choose(self, mount: Mount | None) -> tuple[ActiveMode, str]:
+        if self.requested_mode == "polling":
+            return "polling", "watch_mode is polling"
+        if self.requested_mode == "auto" and mount is not None and needs_polling(mount.fstype):
+            return "polling", (
+                f"the inbox is on {mount.fstype} ({mount.source}), which does not report "
+                "changes made on other machines"
+            )
+        return "native", f"watch_mode is {self.requested_mode}"
+
+    def _start_observer(self, mount: Mount | None) -> None:
+        mode, reason = self._choose(mount)
+        if mode == "native":
+            try:
+                self._observer = self._launch(self.native_factory())
+            except OSError as exc:
+                fix = (
+                    "raise the limit (sysctl fs.inotify.max_user_watches=524288 and "
+                    'fs.inotify.max_user_instances=1024) or set watch_mode = "polling"'
+                )
+                if self.requested_mode == "native":
+                    raise WatchError(f"watch_mode: native watching failed ({exc}); {fix}") from exc
+                log.warning("native watching failed, polling instead", error=str(exc), fix=fix)
+                mode, reason = "polling", f"native watching failed ({exc})"
+        if mode == "polling":
+            self._observer = self._launch(PollingObserver(timeout=self.poll_interval))
+        self.mode, self.mode_reason = mode, reason
+        self._identity = self._inbox_identity()
+        log.info("watching inbox", inbox=str(self.inbox), mode=mode, reason=reason)
+
+    def _launch(self, observer: BaseObserver) -> BaseObserver:
+        observer.daemon = True
+        try:
+            observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+            observer.start()
+        except BaseException:
+            observer.stop()
+            raise
+        return observer
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        self.mode = None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
+
+    def _observer_healthy(self) -> bool:
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in observer.emitters)
+
+    # -- inbox health ---------------------------------------------------------------------
+
+    def _inbox_identity(self) -> tuple[int, int] | None:
+        try:
+            result = os.stat(self.inbox)
+        except OSError:
+            return None
+        return result.st_dev, result.st_ino
+
+    def _unavailable(self) -> str | None:
+        """Why the inbox cannot be watched now, or None if it can."""
+        if self._mount_point is not None and not os.path.ismount(self._mount_point):
+            return f"{self._mount_point} is no longer mounted"
+        try:
+            with os.scandir(self.inbox) as entries:
+                next(entries, None)
+        except FileNotFoundError:
+            return "it does not exist"
+        except NotADirectoryError:
+            return "it is not a folder"
+        except OSError as exc:
+            return f"it cannot be read ({exc.strerror})"
+        return None
+
+    def _pause(self, reason: str) -> None:
+        self.paused, self.pause_reason = True, reason
+        self._stop_observer()
+        log.warning(
+            "inbox unavailable, pausing (nothing counts as deleted meanwhile)",
+            inbox=str(self.inbox),
+            reason=reason,
+        )
+
+    def _resume(self) -> None:
+        self.paused, self.pause_reason = False, ""
+        log.info("inbox available again, resuming", inbox=str(self.inbox))
+        self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
+        self._scan_requested.set()
+
+    def _check(self) -> None:
+        problem = self._unavailable()
+        if problem is not None:
+            if not self.paused:
+                self._pause(problem)
+            return
+        if self.paused:
+            self._resume()
+            return
+        if self._inbox_identity() != self._identity or not self._observer_healthy():
+            # Recreated inbox (its watch is on the old folder) or a dead emitter thread.
+            log.warning("restarting the inbox observer", inbox=str(self.inbox))
+            self._stop_observer()
+            self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
+            self._scan_requested.set()
+
+    def _run(self) -> None:
+        last_scan = -float("inf")
+        while not self._stop.is_set():
+            try:
+                self._check()
+                due = time.monotonic() - last_scan >= self.rescan_interval
+                if not self.paused and (due or self._scan_requested.is_set()):
+                    self._scan_requested.clear()
+                    last_scan = time.monotonic()
+                    self.scan_folder(self.inbox)
+                    if not self.paused and not self._stop.is_set():
+                        self.scans += 1
+                        self.first_scan.set()
+                        if self.on_scan is not None:
+                            self.on_scan()
+            except Exception:
+                log.exception("inbox watcher check failed; retrying")
+            self._stop.wait(self.check_interval)
