@@ -1,0 +1,108 @@
+"""One daemon per state directory: an exclusive `flock` on `<state>/lock`, which holds the pid.
+
+Why flock and not a pid file alone: the kernel releases a flock when the last descriptor of the
+open file goes away, however the process ends (exit, crash, SIGKILL, OOM killer). A lock left by
+a dead daemon therefore needs no clean-up: the file (with the dead pid in it) remains, but the
+next daemon's flock succeeds and it writes its own pid. Nothing ever guesses from a pid whether a
+holder is alive, so pid reuse cannot confuse it.
+
+The descriptor is close-on-exec, so programs the daemon runs do not hold the lock; worker
+processes started with fork do hold it until they exit, which is right, as they still write into
+the state directory. On NFS, Linux implements flock with POSIX byte-range locks, so two daemons
+on different machines sharing one state directory also exclude each other.
+"""
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+LOCK_NAME = "lock"
+
+
+class LockError(RuntimeError):
+    """Another daemon holds the state directory; the message names its pid and the fix."""
+
+
+def _read_pid(fd: int) -> int | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 64).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+class StateLock:
+    """Usage: `with StateLock(settings.state): run_daemon()`, or acquire()/release()."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self, attempts: int = 5, pause: float = 0.05) -> None:
+        """Take the lock or raise LockError. A few quick retries let a concurrent `holder()`
+        probe (a shared lock held for microseconds) pass."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            for attempt in range(attempts):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == attempts - 1:
+                        raise LockError(self._held_message(_read_pid(fd))) from None
+                    time.sleep(pause)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _held_message(self, pid: int | None) -> str:
+        who = f"pid {pid}" if pid is not None else "a process that has not written its pid yet"
+        return (
+            f"another stylefold daemon ({who}) is using the state directory {self.path.parent}; "
+            "stop it first (e.g. systemctl stop stylefold) or give this one its own state "
+            "directory (--state or STYLEFOLD_STATE)"
+        )
+
+    def release(self) -> None:
+        """Unlock and close; the file stays (removing it would race with a starting daemon)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "StateLock":
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def holder(state_dir: Path) -> int | None:
+    """The pid of the daemon holding `state_dir` (0 if it has not written its pid yet), or None
+    when no daemon runs (for `status`)."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd) or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,82 @@
+"""The state-directory lock with real processes: refusal naming the pid, stale locks cleared."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.lock import LockError, StateLock, holder
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from daemon.lock import StateLock
+lock = StateLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def start_holder(state: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_second_daemon_refused_with_pid_then_stale_lock_cleared(tmp_path: Path) -> None:
+    process = start_holder(tmp_path)
+    try:
+        assert holder(tmp_path) == process.pid
+        with pytest.raises(LockError) as caught:
+            StateLock(tmp_path).acquire()
+        message = str(caught.value)
+        assert (
+            f"another stylefold daemon (pid {process.pid}) is using the state directory" in message
+        )
+        assert "systemctl stop stylefold" in message
+    finally:
+        process.send_signal(signal.SIGKILL)  # no clean-up at all: the kernel drops the flock
+        process.wait()
+    assert (tmp_path / "lock").read_text().strip() == str(process.pid)  # the stale pid remains
+    assert holder(tmp_path) is None
+    with StateLock(tmp_path) as lock:
+        assert lock.held
+        assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+        assert holder(tmp_path) == os.getpid()
+    assert holder(tmp_path) is None
+
+
+def test_same_process_second_lock_refused_and_release(tmp_path: Path) -> None:
+    first = StateLock(tmp_path)
+    first.acquire()
+    with pytest.raises(LockError, match=f"pid {os.getpid()}"):
+        StateLock(tmp_path).acquire(attempts=1)
+    first.release()
+    assert not first.held
+    second = StateLock(tmp_path)
+    second.acquire()
+    second.release()
+
+
+def test_no_lock_file_means_no_holder(tmp_path: Path) -> None:
+    assert holder(tmp_path) is None
+
+
+def test_lock_not_inherited_by_exec(tmp_path: Path) -> None:
+    with StateLock(tmp_path):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.1)
+        with StateLock(tmp_path):  # the exec'd child does not keep the lock alive
+            pass
+    finally:
+        child.kill()
+        child.wait()
