@@ -1,0 +1,106 @@
+"""Log setup: JSON lines by default, console on a terminal, levels, job ids, stdlib routing."""
+
+import io
+import json
+import logging
+import os
+import pty
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from daemon.logs import get_logger, job_context, job_logger, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_by_default_off_a_terminal() -> None:
+    stream = io.StringIO()
+    setup_logging("auto", "info", stream)
+    get_logger("stylefold.test").info("job queued", queue=3)
+    [line] = lines(stream)
+    assert line["event"] == "job queued"
+    assert line["queue"] == 3
+    assert line["level"] == "info"
+    assert line["logger"] == "stylefold.test"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_job_id_bound_two_ways() -> None:
+    stream = io.StringIO()
+    setup_logging("json", "info", stream)
+    job_logger("j-1").info("started")
+    with job_context("j-2"):
+        get_logger("stylefold.worker").info("iteration", n=10)
+    get_logger().info("idle")
+    started, iteration, idle = lines(stream)
+    assert started["job_id"] == "j-1"
+    assert iteration["job_id"] == "j-2"
+    assert "job_id" not in idle
+
+
+def test_level_honoured_and_changeable() -> None:
+    stream = io.StringIO()
+    setup_logging("json", "warning", stream)
+    logger = get_logger()
+    logger.info("hidden")
+    logger.warning("shown")
+    setup_logging("json", "debug", stream)  # a reload (SIGHUP) takes effect on existing loggers
+    logger.debug("now shown")
+    assert [line["event"] for line in lines(stream)] == ["shown", "now shown"]
+
+
+def test_stdlib_logging_and_exceptions_in_the_same_format() -> None:
+    stream = io.StringIO()
+    setup_logging("json", "info", stream)
+    logging.getLogger("somelib").error("library says %s", "hello")
+    logging.getLogger("watchdog.observers").info("noisy library detail")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger().exception("job failed")
+    library, failure = lines(stream)
+    assert library["event"] == "library says hello"
+    assert library["level"] == "error"
+    assert failure["exception"][0]["exc_type"] == "ValueError"
+
+
+def test_console_on_a_terminal() -> None:
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as terminal:
+            setup_logging("auto", "info", terminal)
+            get_logger().info("hello console", job_id="j-9")
+            terminal.flush()
+        output = os.read(leader, 4096).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "hello console" in output
+    assert "job_id=j-9" in output
+    assert not output.lstrip().startswith("{")
+
+
+def test_console_forced() -> None:
+    stream = io.StringIO()
+    setup_logging("console", "info", stream)
+    get_logger().info("readable")
+    assert "readable" in stream.getvalue()
+    assert not stream.getvalue().startswith("{")
