@@ -1,0 +1,285 @@
+"""The worker process: one `Engine` on one device, loaded once, rendering one job at a time.
+
+It talks to the daemon over its own pipe (never a queue shared with other workers, whose lock a
+killed worker could leave held). A finished render is written into the job's spool folder before
+the daemon is told, so a daemon that dies at that moment finds the result on restart instead of
+painting the photo again. The worker dies with the daemon: it sees end-of-file on its pipe (and
+on Linux the kernel kills it with the parent), so no orphan keeps holding GPU memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from daemon.outbox import atomic_write, atomic_write_json
+
+RESULT_INFO = "result.json"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process is started with."""
+
+    worker_id: int
+    device: str
+    threads: int | None = None  # torch intra-op threads (CPU workers share the cores)
+    progress_every: int = 10
+    preview_every: int = 0
+    warm_params: dict[str, Any] = field(default_factory=dict)  # network to load at start
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    path: Path
+    weight: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One render, as far as the worker needs to know: files in, parameters, files out."""
+
+    job_id: str
+    job_dir: Path
+    content: Path
+    styles: tuple[StyleRef, ...]
+    params: dict[str, Any]
+    output_format: str
+    output_quality: int
+    max_pixels: int
+    attempt: int = 1
+    device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
+    init_image: Path | None = None
+    preview_path: Path | None = None
+
+    @property
+    def result_path(self) -> Path:
+        return self.job_dir / f"result.{self.output_format}"
+
+    @property
+    def info_path(self) -> Path:
+        return self.job_dir / RESULT_INFO
+
+
+@dataclass
+class Message:
+    """Worker -> daemon. `kind`: ready | load_failed | started | progress | done | failed."""
+
+    kind: str
+    worker_id: int
+    job_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+CANCEL = "cancel"
+
+
+def _die_with_parent() -> None:
+    """Linux only: SIGKILL this process when the daemon dies, even mid-render."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _Cancel:
+    """The engine's cancel check: the daemon sent `cancel`, or went away."""
+
+    def __init__(self, conn: Connection, parent: int) -> None:
+        self._conn = conn
+        self._parent = parent
+        self.requested = False
+
+    def __call__(self) -> bool:
+        if not self.requested:
+            if os.getppid() != self._parent:
+                self.requested = True
+            else:
+                try:
+                    while self._conn.poll():
+                        if self._conn.recv() == CANCEL:
+                            self.requested = True
+                except (EOFError, OSError):
+                    self.requested = True
+        return self.requested
+
+
+def _classify(exc: BaseException) -> str:
+    from service.errors import (
+        CancelledError,
+        DeviceOutOfMemoryError,
+        EngineError,
+        ImageInputError,
+        WeightsError,
+    )
+
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (CancelledError, "cancelled"),
+        (DeviceOutOfMemoryError, "oom"),
+        (ImageInputError, "input"),
+        (WeightsError, "weights"),
+        (EngineError, "engine"),
+        (MemoryError, "oom"),
+    )
+    for cls, kind in kinds:
+        if isinstance(exc, cls):
+            return kind
+    return "internal"
+
+
+def render_task(
+    engine: Any, task: Task, conn: Connection, cancel: _Cancel, spec: WorkerSpec
+) -> dict[str, Any]:
+    """Decode, render and encode one job; returns what goes into the manifest."""
+    from service.engine import Progress, StyleImage
+    from service.imageio import encode_image, open_image
+    from service.params import RenderParams
+
+    started = time.monotonic()
+    content = open_image(task.content, max_pixels=task.max_pixels)
+    styles = [
+        StyleImage(open_image(ref.path, max_pixels=task.max_pixels).image, ref.weight)
+        for ref in task.styles
+    ]
+    init = (
+        open_image(task.init_image, max_pixels=task.max_pixels).image
+        if task.init_image is not None
+        else None
+    )
+    decoded = time.monotonic()
+
+    def report(progress: Progress) -> None:
+        conn.send(
+            Message(
+                "progress",
+                spec.worker_id,
+                task.job_id,
+                {
+                    "iteration": progress.iteration,
+                    "total": progress.total,
+                    "scale": progress.scale,
+                    "scales": progress.scales,
+                    "size": list(progress.size),
+                    "losses": dict(progress.losses),
+                    "elapsed": progress.elapsed,
+                    "eta": progress.eta,
+                    "device": spec.device,
+                },
+            )
+        )
+
+    result = engine.render(
+        content.image,
+        styles,
+        RenderParams.model_validate(task.params),
+        init_image=init,
+        progress=report,
+        progress_every=spec.progress_every,
+        cancel=cancel,
+    )
+    rendered = time.monotonic()
+    data = encode_image(
+        result.image,
+        format=task.output_format,
+        quality=task.output_quality,
+        exif=content.exif,
+        icc=content.icc,
+    )
+    atomic_write(task.result_path, data)
+    info = {
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason,
+        "losses": {name: float(value) for name, value in result.losses.items()},
+        "scales": [list(scale) for scale in result.scales],
+        "device": str(result.device),
+        "output_size": list(result.image.size),
+        "input_size": list(content.image.size),
+        "input_format": content.format,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "attempt": task.attempt,
+        "params": task.params,
+        "timings": {
+            "decode_seconds": round(decoded - started, 4),
+            "render_seconds": round(float(result.seconds), 4),
+            "encode_seconds": round(time.monotonic() - rendered, 4),
+        },
+    }
+    atomic_write_json(task.info_path, info)
+    return info
+
+
+def load_engine(spec: WorkerSpec) -> Any:
+    """Build the engine and load every network up front, so the first job does not pay for it
+    and a broken weights file is reported before the daemon says it is ready."""
+    import torch
+
+    from service.engine import Engine
+    from service.params import RenderParams
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    engine = Engine(device=spec.device)
+    engine.network(RenderParams.model_validate(spec.warm_params))
+    return engine
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Process entry point (multiprocessing spawn)."""
+    _die_with_parent()
+    # Ctrl-C in a terminal reaches the whole process group; the daemon decides what stops when.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    started = time.monotonic()
+    try:
+        engine = load_engine(spec)
+    except Exception as exc:  # reported, then this worker is done
+        conn.send(
+            Message("load_failed", spec.worker_id, data={"error": str(exc), "kind": _classify(exc)})
+        )
+        return
+    conn.send(
+        Message(
+            "ready",
+            spec.worker_id,
+            data={
+                "device": str(getattr(engine, "device", spec.device)),
+                "seconds": time.monotonic() - started,
+                "pid": os.getpid(),
+            },
+        )
+    )
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return  # the daemon is gone
+        if task is None:
+            return
+        if not isinstance(task, Task):
+            continue  # a late `cancel` for a job that already ended
+        cancel = _Cancel(conn, parent)
+        conn.send(Message("started", spec.worker_id, task.job_id, {"pid": os.getpid()}))
+        try:
+            info = render_task(engine, task, conn, cancel, spec)
+        except Exception as exc:
+            kind = _classify(exc)
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            data = {"kind": kind, "error": str(exc) or detail, "detail": detail}
+            if kind == "internal":
+                data["traceback"] = traceback.format_exc()
+            try:
+                conn.send(Message("failed", spec.worker_id, task.job_id, data))
+            except (EOFError, OSError):
+                return
+            if cancel.requested and os.getppid() != parent:
+                return
+            continue
+        conn.send(Message("done", spec.worker_id, task.job_id, info))

@@ -1,0 +1,213 @@
+"""Shared fixtures: tiny synthetic photos, a style library, and a real daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small enough that a job takes about a second on 2 cores, large enough for VGG's five poolings.
+TINY_PARAMS: dict[str, Any] = {"size": 48, "iterations": 4, "tolerance": 0.0}
+
+
+def make_image(
+    path: Path, size: tuple[int, int] = (64, 48), seed: int = 0, fmt: str | None = None
+) -> Path:
+    """A smooth random picture (so JPEG keeps it small) written to `path`."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.random((4, 4, 3)) * 255
+    image = Image.fromarray(base.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def image_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    import io
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.random((4, 4, 3)) * 255
+    image = Image.fromarray(base.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return path
+
+
+@pytest.fixture
+def tiny_image(tmp_path: Path) -> Callable[..., Path]:
+    def factory(name: str = "photo.jpg", **kwargs: Any) -> Path:
+        return make_image(tmp_path / name, **kwargs)
+
+    return factory
+
+
+@dataclass
+class Folders:
+    root: Path
+    inbox: Path
+    outbox: Path
+    styles: Path
+    state: Path
+
+    def config(self, **extra: Any) -> Path:
+        """A TOML config with test-sized defaults; `extra` adds or replaces top-level keys."""
+        values: dict[str, Any] = {
+            "inbox": str(self.inbox),
+            "outbox": str(self.outbox),
+            "styles": str(self.styles),
+            "state": str(self.state),
+            "devices": ["cpu"],
+            "settle_seconds": 0.4,
+            "poll_interval": 0.2,
+            "rescan_interval": 30.0,
+            "grace_period": 5.0,
+            **extra,
+        }
+        defaults = {**TINY_PARAMS, **values.pop("defaults", {})}
+        lines = [f"{key} = {_toml(value)}" for key, value in values.items()]
+        lines.append("[defaults]")
+        lines += [f"{key} = {_toml(value)}" for key, value in defaults.items()]
+        path = self.root / "stylefold.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def make_folders(root: Path) -> Folders:
+    folders = Folders(root, root / "inbox", root / "outbox", root / "styles", root / "state")
+    for path in (folders.inbox, folders.outbox, folders.styles, folders.state):
+        path.mkdir(parents=True, exist_ok=True)
+    make_image(folders.styles / "mosaic.jpg", size=(48, 48), seed=101)
+    make_image(folders.styles / "waves.png", size=(40, 56), seed=202)
+    return folders
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    return make_folders(tmp_path)
+
+
+@dataclass
+class Daemon:
+    """A `stylefold run` subprocess; its JSON log lines are collected in `log_path`."""
+
+    folders: Folders
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"event": raw})
+        return lines
+
+    def wait_for_log(self, event: str, timeout: float = 60.0, count: int = 1) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.log_lines() if line.get("event") == event]
+            if len(found) >= count:
+                return found[count - 1]
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(
+            f"no {event!r} (x{count}) in the daemon log within {timeout} s; "
+            f"exit={self.process.poll()}\n{self.log_path.read_text()[-4000:]}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(
+                f"daemon did not exit on {sig}\n{self.log_path.read_text()[-4000:]}"
+            ) from None
+
+
+def start_daemon(
+    folders: Folders,
+    *args: str,
+    config: Path | None = None,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
+    command: str = "run",
+) -> Daemon:
+    """Start `python -m daemon.cli run` (or `once`) and, by default, wait until it is ready."""
+    config = config or folders.config()
+    log_path = folders.root / f"daemon-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("NOTIFY_SOCKET", None)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", command, "--config", str(config),
+             "--log-format", "json", "--log-level", "debug", *args],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
+        )  # fmt: skip
+    daemon = Daemon(folders, process, log_path, full_env)
+    if ready:
+        daemon.wait_for_log("daemon.ready", timeout=90)
+    return daemon
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def daemon_factory(folders: Folders) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def factory(*args: str, **kwargs: Any) -> Daemon:
+        daemon = start_daemon(folders, *args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)

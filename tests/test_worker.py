@@ -1,0 +1,100 @@
+"""One worker's job, run in this process with the real engine: files in, result and info out."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+from conftest import TINY_PARAMS, make_image
+from PIL import Image, ImageCms
+
+from daemon.worker import (
+    CANCEL,
+    Message,
+    StyleRef,
+    Task,
+    WorkerSpec,
+    _Cancel,
+    load_engine,
+    render_task,
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> object:
+    return load_engine(WorkerSpec(worker_id=0, device="cpu", warm_params=TINY_PARAMS))
+
+
+def _rotated_photo_with_icc(path: Path) -> Path:
+    """A 64x48 picture stored sideways (EXIF orientation 6) with an sRGB ICC profile."""
+    make_image(path.with_suffix(".png"), size=(48, 64))
+    image = Image.open(path.with_suffix(".png")).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "StylefoldCam"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image.save(path, format="JPEG", exif=exif.tobytes(), icc_profile=icc)
+    return path
+
+
+def test_render_task_writes_an_upright_result_with_metadata(engine: object, tmp_path: Path) -> None:
+    content = _rotated_photo_with_icc(tmp_path / "photo.jpg")
+    style = make_image(tmp_path / "style.png", size=(48, 48), seed=3)
+    task = Task(
+        "job-1", tmp_path, content, (StyleRef(style, 1.0),), dict(TINY_PARAMS), "jpg", 90, 10**6
+    )
+    ours, theirs = multiprocessing.Pipe()
+    spec = WorkerSpec(worker_id=0, device="cpu", progress_every=1)
+    info = render_task(engine, task, theirs, _Cancel(theirs, os.getppid()), spec)
+
+    with Image.open(task.result_path) as result:
+        assert result.size == (48, 36)  # rotated upright: landscape
+        assert result.getexif()[0x0112] == 1
+        assert result.getexif()[0x010F] == "StylefoldCam"
+        assert result.info.get("icc_profile")
+    assert json.loads(task.info_path.read_text()) == info
+    assert info["iterations"] == TINY_PARAMS["iterations"]
+    assert set(info["timings"]) == {"decode_seconds", "render_seconds", "encode_seconds"}
+    progress = []
+    while ours.poll():
+        progress.append(ours.recv())
+    assert progress and all(isinstance(m, Message) and m.kind == "progress" for m in progress)
+    assert progress[-1].data["iteration"] == TINY_PARAMS["iterations"]
+
+
+def test_cancel_from_the_daemon_stops_the_render(engine: object, tmp_path: Path) -> None:
+    from service.errors import CancelledError
+
+    content = make_image(tmp_path / "photo.jpg")
+    task = Task(
+        "job-2",
+        tmp_path,
+        content,
+        (StyleRef(content, 1.0),),
+        {**TINY_PARAMS, "iterations": 50},
+        "png",
+        90,
+        10**6,
+    )
+    ours, theirs = multiprocessing.Pipe()
+    ours.send(CANCEL)
+    with pytest.raises(CancelledError):
+        render_task(
+            engine,
+            task,
+            theirs,
+            _Cancel(theirs, os.getppid()),
+            WorkerSpec(0, "cpu", progress_every=1),
+        )
+    assert not task.result_path.exists() and not task.info_path.exists()
+
+
+def test_a_closed_pipe_counts_as_cancel(tmp_path: Path) -> None:
+    ours, theirs = multiprocessing.Pipe()
+    cancel = _Cancel(theirs, os.getppid())
+    assert not cancel()
+    ours.close()
+    assert cancel() and cancel.requested
