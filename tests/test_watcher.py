@@ -1,6 +1,7 @@
 """The watcher with real watchdog observers (inotify and polling) on real folders."""
 
 import errno
+import queue
 import shutil
 import threading
 import time
@@ -12,6 +13,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from daemon.ignore import IgnoreRules
+from daemon.intake import Arrival, Intake
 from daemon.watcher import (
     Mount,
     Watcher,
@@ -285,3 +287,52 @@ def test_real_mountinfo_names_this_filesystem(inbox: Path) -> None:
     mount = mount_of(inbox, parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
     assert mount is not None
     assert mount.fstype
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_watcher_and_intake_together_one_arrival_on_the_complete_file(
+    inbox: Path, mode: str
+) -> None:
+    """A plain copy (final name first, growing) and an rsync-style rename, end to end with
+    real time: exactly one arrival each, after the last byte, on the complete file."""
+    paths: queue.SimpleQueue[Path] = queue.SimpleQueue()
+    intake = Intake(inbox, IgnoreRules(), settle_seconds=0.5, pair_timeout=30.0)
+    watcher = Watcher(inbox, IgnoreRules(), paths.put, mode=mode, poll_interval=0.1,
+                      check_interval=0.1)  # fmt: skip
+    watcher.start()
+    arrivals: list[Arrival] = []
+    last_byte: dict[str, float] = {}
+
+    def pump(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            while not paths.empty():
+                intake.observe(paths.get(), time.monotonic())
+            for event in intake.poll(time.monotonic()):
+                assert isinstance(event, Arrival), event
+                arrivals.append(event)
+                last_byte[event.image.name] = time.monotonic() - last_byte[event.image.name]
+            time.sleep(0.02)
+
+    try:
+        assert watcher.first_scan.wait(TIMEOUT)
+        (inbox / "grown.json").write_text("{}")
+        grown = inbox / "grown.jpg"
+        with grown.open("wb") as handle:
+            for _ in range(8):  # 1.6 s of growth, longer than the settle time
+                handle.write(b"x" * 1000)
+                handle.flush()
+                last_byte["grown.jpg"] = time.monotonic()
+                pump(0.2)
+        temp = inbox / ".renamed.jpg.Xa9bQ2"
+        temp.write_bytes(b"y" * 5000)
+        (inbox / "renamed.jpg.json").write_text("{}")
+        temp.rename(inbox / "renamed.jpg")
+        last_byte["renamed.jpg"] = time.monotonic()
+        pump(2.0)
+    finally:
+        watcher.stop()
+    assert sorted(arrival.image.name for arrival in arrivals) == ["grown.jpg", "renamed.jpg"]
+    assert (inbox / "grown.jpg").stat().st_size == 8000
+    for latency in last_byte.values():
+        assert 0.5 <= latency < 1.5  # settle time plus at most a poll or two
