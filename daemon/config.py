@@ -237,6 +237,12 @@ class Settings(BaseSettings):
                 f"defaults.iterations {self.defaults.iterations} exceeds max_iterations "
                 f"{self.max_iterations}; lower defaults.iterations or raise max_iterations"
             )
+        if self.pair_timeout <= self.settle_seconds:
+            raise ValueError(
+                f"pair_timeout ({self.pair_timeout:g} s) must be longer than settle_seconds "
+                f"({self.settle_seconds:g} s), or every half pair times out before it settles; "
+                "raise pair_timeout or lower settle_seconds"
+            )
         if self.no_sidecar == "default" and self.default_style is None:
             raise ValueError(
                 "no_sidecar is 'default' but default_style is not set; set default_style "

@@ -118,6 +118,7 @@ def test_lists_from_environment_json(
         ({"log_level": "loud"}, "unknown level 'loud'"),
         ({"archive": "delete"}, "archive: Input should be 'move' or 'keep'"),
         ({"no_sidecar": "default"}, "set default_style"),
+        ({"pair_timeout": 5, "settle_seconds": 5}, "pair_timeout (5 s) must be longer than"),
         ({"default_style": "../x"}, "not a style name"),
         ({"metrics_port": 70000}, "metrics_port"),
         ({"output_quality": 101}, "output_quality"),
