@@ -148,6 +148,7 @@ class Intake:
         except OSError:
             return  # unreadable for now (e.g. a folder without search permission): try later
         if stat.S_ISDIR(result.st_mode):
+            self.forget(path, now)  # a folder with a photo's name is not a photo
             return
         signature = _signature(result)
         entry = self._files.get(path)

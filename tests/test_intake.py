@@ -258,6 +258,14 @@ def test_ignored_and_foreign_names_never_tracked(inbox: Inbox, tmp_path: Path) -
     assert inbox.poll(PAIR * 2) == []
 
 
+def test_file_replaced_by_folder_is_forgotten(inbox: Inbox) -> None:
+    image = inbox.write("photo.jpg")
+    image.unlink()
+    image.mkdir()
+    inbox.intake.observe(image, inbox.now)
+    assert len(inbox.intake) == 0
+
+
 def test_temporary_name_renamed_into_place(inbox: Inbox) -> None:
     temp = inbox.write(".photo.jpg.Xa9bQ2")  # rsync
     inbox.write("photo.json", "{}")
