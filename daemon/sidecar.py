@@ -241,7 +241,8 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
             elif part.isdigit() and where:
                 where += f"[{part}]"
             else:
-                where += f".{part}" if where else part
+                shown = part if part.isprintable() and len(part) <= 40 else _shown(part)
+                where += f".{shown}" if where else shown
                 model_path.append(part)
         where = where or "sidecar"
         message = item["msg"].removeprefix("Value error, ")
