@@ -1,0 +1,105 @@
+"""The loss maths against direct, loop-level computations."""
+
+import torch
+
+from service.losses import (
+    LossWeights,
+    Objective,
+    StyleTarget,
+    content_loss,
+    gram,
+    normalise_weights,
+    style_layer_loss,
+    tv_loss,
+)
+
+
+def _direct_gram(f: torch.Tensor) -> torch.Tensor:
+    _, c, h, w = f.shape
+    out = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        for j in range(c):
+            out[i, j] = sum(
+                float(f[0, i, y, x]) * float(f[0, j, y, x]) for y in range(h) for x in range(w)
+            )
+    return out / (c * h * w)
+
+
+def test_gram_matches_the_double_sum() -> None:
+    f = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(gram(f)[0].double(), _direct_gram(f), atol=1e-5)
+
+
+def test_gram_is_independent_of_image_size() -> None:
+    """Tiling an image repeats its statistics; a normalised Gram must not change."""
+    f = torch.rand(1, 8, 6, 7, generator=torch.Generator().manual_seed(2))
+    tiled = f.repeat(1, 1, 3, 2)
+    assert torch.allclose(gram(f), gram(tiled), atol=1e-6)
+
+
+def test_gram_is_fp32_for_reduced_precision_features() -> None:
+    f = torch.randn(1, 4, 8, 8).to(torch.bfloat16)
+    assert gram(f).dtype == torch.float32
+
+
+def test_content_style_and_tv_losses_match_direct_sums() -> None:
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(1, 3, 4, 5, generator=g), torch.randn(1, 3, 4, 5, generator=g)
+    n = a.numel()
+    direct = sum(float(x - y) ** 2 for x, y in zip(a.flatten(), b.flatten(), strict=True)) / n
+    assert abs(float(content_loss(a, b)) - direct) < 1e-5
+    ga, gb = gram(a), gram(b)
+    direct_style = float(((ga - gb) ** 2).sum()) / 9
+    assert abs(float(style_layer_loss(ga, gb)) - direct_style) < 1e-7
+
+    img = torch.randn(1, 3, 4, 5, generator=g)
+    dx = sum(
+        float(img[0, c, y, x + 1] - img[0, c, y, x]) ** 2
+        for c in range(3)
+        for y in range(4)
+        for x in range(4)
+    ) / (3 * 4 * 4)
+    dy = sum(
+        float(img[0, c, y + 1, x] - img[0, c, y, x]) ** 2
+        for c in range(3)
+        for y in range(3)
+        for x in range(5)
+    ) / (3 * 3 * 5)
+    assert abs(float(tv_loss(img)) - (dx + dy)) < 1e-5
+    # TV in grey levels: the same image in 0-1 units with pixel_scale 1/255 scores the same.
+    assert torch.allclose(tv_loss(img / 255, pixel_scale=1 / 255), tv_loss(img), rtol=1e-5)
+
+
+def test_blended_target_gives_the_weighted_sum_of_losses_and_the_same_gradient() -> None:
+    g = torch.Generator().manual_seed(4)
+    styles = [[gram(torch.randn(1, 5, 6, 6, generator=g))] for _ in range(3)]
+    weights = [2.0, 1.0, 1.0]
+    feats = torch.randn(1, 5, 6, 6, generator=g, requires_grad=True)
+    image = torch.zeros(1, 3, 2, 2)
+    blended = Objective([], StyleTarget.blend(styles, weights), LossWeights(0, 1, 0, (1.0,)), 1.0)
+    total, parts = blended(image, [], [feats])
+    (grad_blend,) = torch.autograd.grad(total, feats)
+
+    ws = normalise_weights(weights)
+    separate = sum(w * style_layer_loss(gram(feats), s[0]) for w, s in zip(ws, styles, strict=True))
+    assert isinstance(separate, torch.Tensor)
+    (grad_sep,) = torch.autograd.grad(separate, feats)
+    assert torch.allclose(total, separate, rtol=1e-5)
+    assert torch.allclose(parts[1], separate.detach(), rtol=1e-5)
+    assert torch.allclose(grad_blend, grad_sep, rtol=1e-4, atol=1e-9)
+
+
+def test_objective_weights_the_parts() -> None:
+    g = torch.Generator().manual_seed(5)
+    content_feats = torch.randn(1, 4, 3, 3, generator=g)
+    content_target = torch.randn(1, 4, 3, 3, generator=g)
+    style_feats = torch.randn(1, 4, 3, 3, generator=g)
+    style_target = StyleTarget.blend([[gram(torch.randn(1, 4, 3, 3, generator=g))]], [1.0])
+    image = torch.randn(1, 3, 5, 5, generator=g)
+    objective = Objective([content_target], style_target, LossWeights(2.0, 3.0, 0.5, (4.0,)), 1.0)
+    total, parts = objective(image, [content_feats], [style_feats])
+    c = content_loss(content_feats, content_target)
+    s = 4.0 * style_layer_loss(gram(style_feats), style_target.grams[0])
+    t = tv_loss(image)
+    assert torch.allclose(parts, torch.stack([c, s, t]), rtol=1e-5)
+    assert torch.allclose(total, 2 * c + 3 * s + 0.5 * t, rtol=1e-5)
