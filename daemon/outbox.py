@@ -9,6 +9,8 @@ the error report) is renamed last and so marks the job as published.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import secrets
@@ -79,6 +81,45 @@ def atomic_copy(source: Path, target: Path) -> None:
     """Copy a file as atomically as `atomic_write`, without holding it in memory."""
     _write_chunks(target, _read_chunks(source))
     shutil.copystat(source, target, follow_symlinks=False)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in _read_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class MoveError(OSError):
+    """A cross-file-system move could not be verified; the source was left in place."""
+
+
+def move_file(source: Path, target: Path) -> None:
+    """Move a file durably without ever having zero copies: a rename where possible; across
+    file systems copy, fsync, verify the copy's hash against the source, and only then unlink
+    the source. The target must not exist (an original is never written over)."""
+    if os.path.lexists(target):
+        raise FileExistsError(f"{target} already exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    else:
+        fsync_dir(target.parent)
+        fsync_dir(source.parent)
+        return
+    before = os.stat(source)
+    expected = file_sha256(source)
+    atomic_copy(source, target)
+    after = os.stat(source)
+    changed = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+    if changed or file_sha256(target) != expected:
+        target.unlink(missing_ok=True)
+        raise MoveError(errno.EIO, f"{source} changed while it was copied to {target}")
+    os.unlink(source)
+    fsync_dir(source.parent)
 
 
 def read_json(path: Path) -> Any:
@@ -155,24 +196,16 @@ class OutputNames:
     def progress(self) -> Path:
         return self._path(".progress.json")
 
-    @property
-    def preview(self) -> Path:
-        return self._path(".preview.jpg")
-
     def all(self) -> tuple[Path, ...]:
-        return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
+        return (self.image, self.manifest, self.log, self.error, self.progress)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "folder": str(self.folder),
-            "stem": self.stem,
-            "image_ext": self.image_ext,
-            "number": self.number,
-        }
+        """Everything but the folder, which follows the outbox setting and the job's subfolder."""
+        return {"stem": self.stem, "image_ext": self.image_ext, "number": self.number}
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> OutputNames:
-        return cls(Path(value["folder"]), value["stem"], value["image_ext"], int(value["number"]))
+    def from_json(cls, folder: Path, value: dict[str, Any]) -> OutputNames:
+        return cls(folder, str(value["stem"]), str(value["image_ext"]), int(value["number"]))
 
 
 def choose_names(

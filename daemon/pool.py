@@ -105,7 +105,6 @@ class Pool:
         oom_fallback: OomFallback = "smaller",
         queue_max: int = 10_000,
         progress_every: int = 10,
-        preview_every: int = 0,
         warm_params: dict[str, Any] | None = None,
     ) -> None:
         self.devices = expand_devices(devices)
@@ -115,7 +114,6 @@ class Pool:
         self.oom_fallback = oom_fallback
         self.queue_max = queue_max
         self.progress_every = progress_every
-        self.preview_every = preview_every
         self.warm_params = warm_params or {}
         self._context = multiprocessing.get_context("spawn")
         self._queue: deque[Task] = deque()
@@ -141,7 +139,6 @@ class Pool:
             device=device,
             threads=threads,
             progress_every=self.progress_every,
-            preview_every=self.preview_every,
             warm_params=self.warm_params,
         )
         self._next_id += 1
@@ -232,6 +229,12 @@ class Pool:
         tasks = list(self._queue)
         self._queue.clear()
         return tasks
+
+    def drain(self) -> None:
+        """Shutting down: start nothing new, and hand back (as `cancelled`) what would be
+        retried, so it runs again at the next start instead of failing now."""
+        self._stopping = True
+        self.drop_queued()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -345,6 +348,7 @@ class Pool:
         del self._workers[worker.spec.worker_id]
         delay = 0.0
         if worker.loaded_at is None:
+            self._load_errors.append(f"{worker.spec.device}: {reason} while loading")
             failures = self._respawn_failures.get(worker.spec.device, 0) + 1
             self._respawn_failures[worker.spec.device] = failures
             delay = min(RESPAWN_BACKOFF_MAX, 2.0**failures)
@@ -390,7 +394,10 @@ class Pool:
             events.append(PoolEvent("cancelled", task.job_id, task, data))
             return
         retry = self._retry_of(task, kind)
-        if retry is not None and not self._stopping:
+        if retry is not None and self._stopping:
+            events.append(PoolEvent("cancelled", task.job_id, task, {**data, "kind": kind}))
+            return
+        if retry is not None:
             self._queue.appendleft(retry)  # it was first in line already
             events.append(PoolEvent("retry", task.job_id, retry, {
                 **data, "kind": kind, "attempt": retry.attempt, "size": retry.params.get("size"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.outbox import atomic_write, atomic_write_json
+from daemon.outbox import atomic_write_json
 
 
 def percent_done(iteration: int, total: int) -> float:
@@ -45,12 +45,11 @@ def progress_payload(job_id: str, source: str, event: dict[str, Any], now: float
 
 @dataclass
 class ProgressFile:
-    """One running job's progress file (and optional preview image)."""
+    """One running job's progress file."""
 
     path: Path
     job_id: str
     source: str
-    preview_path: Path | None = None
     min_interval: float = 0.5
     _last_write: float = field(default=float("-inf"), init=False)
 
@@ -63,13 +62,7 @@ class ProgressFile:
         self._last_write = now
         return True
 
-    def preview(self, data: bytes) -> None:
-        if self.preview_path is not None:
-            atomic_write(self.preview_path, data)
-
     def remove(self) -> None:
         """Called once the job's result or error report is in place."""
-        for path in (self.path, self.preview_path):
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

@@ -33,7 +33,6 @@ class WorkerSpec:
     device: str
     threads: int | None = None  # torch intra-op threads (CPU workers share the cores)
     progress_every: int = 10
-    preview_every: int = 0
     warm_params: dict[str, Any] = field(default_factory=dict)  # network to load at start
 
 
@@ -58,7 +57,6 @@ class Task:
     attempt: int = 1
     device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
     init_image: Path | None = None
-    preview_path: Path | None = None
 
     @property
     def result_path(self) -> Path:
@@ -206,6 +204,7 @@ def render_task(
         "peak_memory_bytes": result.peak_memory_bytes,
         "attempt": task.attempt,
         "params": task.params,
+        "versions": library_versions(),
         "timings": {
             "decode_seconds": round(decoded - started, 4),
             "render_seconds": round(float(result.seconds), 4),
@@ -214,6 +213,14 @@ def render_task(
     }
     atomic_write_json(task.info_path, info)
     return info
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide what a render looks like, for the manifest."""
+    import PIL
+    import torch
+
+    return {"torch": torch.__version__, "pillow": PIL.__version__}
 
 
 def load_engine(spec: WorkerSpec) -> Any:

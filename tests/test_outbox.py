@@ -50,7 +50,7 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
 
     third = outbox.choose_names(tmp_path, "photo", "jpg", reserved=second.all())
     assert third.number == 3
-    assert OutputNames.from_json(json.loads(json.dumps(third.to_json()))) == third
+    assert OutputNames.from_json(tmp_path, json.loads(json.dumps(third.to_json()))) == third
 
 
 def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
@@ -99,3 +99,31 @@ def test_atomic_copy_keeps_bytes_and_mtime(tmp_path: Path) -> None:
     outbox.atomic_copy(source, target)
     assert target.read_bytes() == source.read_bytes()
     assert target.stat().st_mtime == 1_000_000
+
+
+def test_move_file_refuses_to_overwrite(tmp_path: Path) -> None:
+    source = tmp_path / "a.jpg"
+    target = tmp_path / "sub" / "b.jpg"
+    source.write_bytes(b"one")
+    outbox.move_file(source, target)
+    assert target.read_bytes() == b"one" and not source.exists()
+    source.write_bytes(b"two")
+    with pytest.raises(FileExistsError):
+        outbox.move_file(source, target)
+    assert source.read_bytes() == b"two" and target.read_bytes() == b"one"
+
+
+def test_move_file_across_file_systems_copies_and_verifies(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system")
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(os.urandom(100_000))
+    data = source.read_bytes()
+    target = shm / f"stylefold-test-{os.getpid()}" / "photo.jpg"
+    try:
+        outbox.move_file(source, target)
+        assert target.read_bytes() == data and not source.exists()
+    finally:
+        target.unlink(missing_ok=True)
+        target.parent.rmdir()
