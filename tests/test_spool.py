@@ -1,0 +1,202 @@
+"""The spool with real files: claims, recovery, originals, the result index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import Folders, make_image, write_json
+
+from daemon import outbox
+from daemon.config import Settings, load_settings
+from daemon.intake import Arrival
+from daemon.spool import JOB_FILE, Rejected, Spool, resolve
+from daemon.styles import StyleLibrary
+
+
+def _settings(folders: Folders, **extra: object) -> Settings:
+    return load_settings(folders.config(**extra), {})
+
+
+def _pair(
+    folders: Folders, rel: str = "photo.jpg", sidecar: object = None, seed: int = 0
+) -> Arrival:
+    image = make_image(folders.inbox / rel, seed=seed)
+    side = None
+    if sidecar is not None:
+        side = write_json(image.with_suffix(".json"), sidecar)
+    return Arrival(image, side, image.parent.relative_to(folders.inbox))
+
+
+def _claim(spool: Spool, settings: Settings, arrival: Arrival) -> object:
+    return spool.claim(arrival, resolve(arrival, settings, StyleLibrary.from_settings(settings)))
+
+
+def test_claim_moves_the_pair_and_records_everything(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    arrival = _pair(folders, "trip/day1/photo.jpg", {"style": "mosaic", "params": {"seed": 3}})
+    data = arrival.image.read_bytes()
+    job = _claim(spool, settings, arrival)
+
+    assert (
+        not arrival.image.exists() and arrival.sidecar is not None and not arrival.sidecar.exists()
+    )
+    folder = spool.job_dir(job)
+    assert (folder / "input.jpg").read_bytes() == data
+    assert json.loads((folder / "sidecar.json").read_text()) == {
+        "style": "mosaic",
+        "params": {"seed": 3},
+    }
+    recorded = json.loads((folder / JOB_FILE).read_text())
+    assert recorded["rel_dir"] == "trip/day1"
+    assert recorded["input_sha256"] == hashlib.sha256(data).hexdigest()
+    assert recorded["params"]["seed"] == 3 and recorded["params"]["size"] == 48
+    assert recorded["styles"][0]["name"] == "mosaic"
+    assert (folder / recorded["styles"][0]["file"]).read_bytes() == (
+        folders.styles / "mosaic.jpg"
+    ).read_bytes()
+    assert spool.names(job).image == folders.outbox / "trip/day1/photo.stylised.jpg"
+    assert [j.id for j in Spool(settings).recover()] == [job.id]
+
+
+def test_two_photos_with_one_stem_get_different_names(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    first = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    png = make_image(folders.inbox / "photo.png", seed=5)
+    write_json(folders.inbox / "photo.png.json", {"style": "waves"})
+    second = _claim(spool, settings, Arrival(png, folders.inbox / "photo.png.json", Path(".")))
+    assert spool.names(first).image.name == "photo.stylised.jpg"
+    assert spool.names(second).image.name == "photo.stylised-2.jpg"
+
+
+def test_bad_sidecar_or_style_is_rejected_before_anything_moves(folders: Folders) -> None:
+    settings = _settings(folders)
+    library = StyleLibrary.from_settings(settings)
+    for sidecar, expected in (
+        ({"style": "mosaic", "params": {"sise": 5}}, "did you mean 'size'"),
+        ({"style": "../etc/passwd"}, "not a style name"),
+        ({"style": "missing"}, "not in the style library"),
+        ({"style": "mosaic", "params": {"size": 9999}}, "max_output_size"),
+    ):
+        arrival = _pair(folders, "photo.jpg", sidecar)
+        with pytest.raises(Rejected, match=expected.replace("(", r"\(")):
+            resolve(arrival, settings, library)
+        assert arrival.image.exists()
+
+
+def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    arrival = _pair(folders, "sub/photo.jpg", {"style": "mosaic"})
+    data = arrival.image.read_bytes()
+    # What a kill -9 between the two moves of a claim leaves behind.
+    claim = spool.root / ".claim-20250101-000000-000000-abcdef"
+    claim.mkdir()
+    outbox.atomic_write_json(
+        claim / "intent.json",
+        {"rel_dir": "sub", "moves": [["photo.jpg", "input.jpg"], ["photo.json", "sidecar.json"]]},
+    )
+    os.rename(arrival.image, claim / "input.jpg")
+
+    assert spool.recover() == []
+    assert (
+        arrival.image.read_bytes() == data
+        and arrival.sidecar is not None
+        and arrival.sidecar.exists()
+    )
+    assert not claim.exists()
+
+
+def test_originals_are_archived_or_returned_and_remembered(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    job = _claim(spool, settings, _pair(folders, "a/photo.jpg", {"style": "mosaic"}))
+    placed = spool.archive_originals(job)
+    assert placed == [settings.archive_path / "a/photo.jpg", settings.archive_path / "a/photo.json"]
+
+    arrival = _pair(folders, "a/photo.jpg", {"style": "mosaic"}, seed=1)
+    job = _claim(spool, settings, arrival)
+    spool.return_originals(job)
+    assert arrival.image.exists()
+    assert spool.already_handled([arrival.image, arrival.sidecar])
+    # Editing the sidecar makes it a new job.
+    assert arrival.sidecar is not None
+    write_json(arrival.sidecar, {"style": "waves"})
+    assert not spool.already_handled([arrival.image, arrival.sidecar])
+
+
+def test_archive_never_overwrites_an_earlier_original(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    for seed in (1, 2):
+        job = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}, seed=seed))
+        spool.archive_originals(job)
+    names = sorted(p.name for p in settings.archive_path.iterdir())
+    assert names == ["photo.jpg", "photo.json", "photo.returned-2.jpg", "photo.returned-2.json"]
+
+
+def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    first = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    output = folders.outbox / "photo.stylised.jpg"
+    output.write_bytes(b"result")
+    spool.record_result(first, output, hashlib.sha256(b"result").hexdigest(), output)
+    spool.archive_originals(first)
+    again = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    assert again.key == first.key
+    assert spool.earlier_result(again)["job_id"] == first.id  # type: ignore[index]
+    output.write_bytes(b"edited by someone")
+    assert spool.earlier_result(again) is None
+    other = _claim(
+        spool, settings, _pair(folders, "x.jpg", {"style": "mosaic", "params": {"seed": 9}})
+    )
+    assert other.key != first.key
+
+
+def test_a_published_job_is_not_rendered_again_after_a_restart(folders: Folders) -> None:
+    """Crash after the manifest was renamed into place but before the original moved on."""
+    from daemon.app import Daemon
+
+    settings = _settings(folders)
+    spool = Spool(settings)
+    arrival = _pair(folders, "photo.jpg", {"style": "mosaic"})
+    job = _claim(spool, settings, arrival)
+    rendered = spool.job_dir(job) / "result.jpg"
+    rendered.write_bytes(b"\xff\xd8done")
+    outbox.publish_result(spool.names(job), rendered, {"job_id": job.id}, "log\n")
+
+    daemon = Daemon(settings)
+    daemon._resume(job)
+    assert not daemon.jobs and not daemon.backlog and not daemon.pool.queued
+    assert (settings.archive_path / "photo.jpg").exists()
+    assert not spool.job_dir(job).exists()
+    assert sorted(p.name for p in folders.outbox.iterdir()) == [
+        "photo.log",
+        "photo.manifest.json",
+        "photo.stylised.jpg",
+    ]
+
+
+def test_claim_across_file_systems_copies_and_verifies(folders: Folders, tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system")
+    state = shm / f"stylefold-spool-test-{os.getpid()}"
+    try:
+        settings = _settings(folders, state=str(state))
+        spool = Spool(settings)
+        arrival = _pair(folders, "photo.jpg", {"style": "mosaic"})
+        data = arrival.image.read_bytes()
+        job = _claim(spool, settings, arrival)
+        assert spool.input_path(job).read_bytes() == data and not arrival.image.exists()
+        spool.return_originals(job)
+        assert arrival.image.read_bytes() == data
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
