@@ -78,8 +78,12 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's bilinear filter (antialiased when shrinking), as pastiche and neural-style resize.
+    Deep-layer Grams are very sensitive to the resampling filter (Lanczos keeps so much more
+    high-frequency energy that conv4_1's Gram differs by an order of magnitude), so targets are
+    prepared the conventional way to keep results comparable with the tools users know."""
     if image.size != size:
-        image = image.resize(size, Image.Resampling.LANCZOS)
+        image = image.resize(size, Image.Resampling.BILINEAR)
     return to_tensor(image)
 
 
@@ -267,7 +271,7 @@ class Engine:
         style_target = None
         if use_style:
             per_style = [
-                self._style_grams(net, self._style_input(s, content_rgb, params, stage), params)
+                self._style_grams(net, self._style_input(s, content_rgb, params, size), params)
                 for s in styles
             ]
             style_target = StyleTarget.blend(per_style, blend)
@@ -291,12 +295,13 @@ class Engine:
 
     @staticmethod
     def _style_input(
-        style: StyleImage, content_rgb: torch.Tensor, params: RenderParams, stage: schedule.Stage
+        style: StyleImage, content_rgb: torch.Tensor, params: RenderParams, size: tuple[int, int]
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
-        long_side = max(16, round(stage.long_side * params.style_scale))
-        rgb = _resized(style.image, schedule.dimensions(*style.image.size, long_side))
+        rgb = _resized(
+            style.image, schedule.style_dimensions(style.image.size, size, params.style_scale)
+        )
         if params.preserve_colors == "luminance":
             return color.match_luminance(rgb, content_rgb)
         if params.preserve_colors == "histogram":

@@ -60,7 +60,7 @@ def open_image(
             fmt = opened.format
             opened.seek(0)  # first frame of an animation
             opened.load()
-            exif = opened.info.get("exif")
+            exif = _exif_bytes(opened)
             icc = opened.info.get("icc_profile")
             rgb = _to_rgb(ImageOps.exif_transpose(opened))
     except ImageInputError:
@@ -75,7 +75,26 @@ def open_image(
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
-    return LoadedImage(rgb, exif if isinstance(exif, bytes) else None, icc or None, fmt)
+    return LoadedImage(rgb, exif, icc or None, fmt)
+
+
+# TIFF tags that describe the file's layout rather than the photo; a TIFF's EXIF view lists them,
+# but copied into another file they would be wrong.
+_TIFF_LAYOUT_TAGS = frozenset(
+    {254, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
+     338, 339, 700}
+)  # fmt: skip
+
+
+def _exif_bytes(image: Image.Image) -> bytes | None:
+    raw = image.info.get("exif")
+    if isinstance(raw, bytes) and raw:
+        return raw
+    exif = image.getexif()
+    if image.format == "TIFF":
+        for tag in _TIFF_LAYOUT_TAGS & set(exif):
+            del exif[tag]
+    return exif.tobytes() if len(exif) else None
 
 
 def _read_bytes(path: Path) -> bytes:

