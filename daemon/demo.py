@@ -1,0 +1,317 @@
+"""`stylefold demo`: a working folder, real sidecars and the real daemon, in one command.
+
+Everything comes from images that ship inside scikit-image's wheel (the `demo` extra), so the demo
+needs no network and no files of the user's. The daemon runs in its `once` mode: the same intake,
+spool, worker pool and outbox as `stylefold run`, exiting when the inbox is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from daemon.config import ConfigError, load_settings
+
+MARKER = ".stylefold-demo"
+EXIT_ERROR = 1
+
+# Names used by the demo and the gallery -> files inside skimage/data in the scikit-image wheel.
+SAMPLES: dict[str, str] = {
+    "astronaut": "astronaut.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.jpg",
+    "motorcycle": "motorcycle_left.png",
+    "cells": "ihc.png",  # immunohistochemistry slide: strong brown strokes on blue
+    "retina": "retina.jpg",
+    "hubble": "hubble_deep_field.jpg",
+}
+STYLES = ("cells", "retina", "hubble")
+
+
+def sample_path(name: str) -> Path:
+    """The file of a sample image; a clear error when scikit-image (the demo extra) is absent."""
+    try:
+        root = resources.files("skimage.data")
+    except ModuleNotFoundError:
+        raise DemoError(
+            "the demo's images come with scikit-image, which is not installed; "
+            "run: pip install 'stylefold[demo]'"
+        ) from None
+    path = Path(str(root.joinpath(SAMPLES[name])))
+    if not path.is_file():
+        raise DemoError(
+            f"{path} is missing from the scikit-image installation; reinstall it with "
+            "pip install --force-reinstall scikit-image"
+        )
+    return path
+
+
+class DemoError(Exception):
+    """The demo cannot run; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """A photo dropped into the inbox with its sidecar; `extra` are other files beside it."""
+
+    photo: str
+    sidecar: dict[str, Any]
+    what: str
+    extra: tuple[str, ...] = ()
+
+
+def demo_jobs(size: int, iterations: int) -> list[DemoJob]:
+    """One job per sidecar feature a newcomer should see working."""
+    params = {"size": size, "iterations": iterations}
+    return [
+        DemoJob("chelsea", {"style": "cells", "params": params}, "one library style"),
+        DemoJob(
+            "astronaut",
+            {
+                "style": [{"name": "cells", "weight": 0.7}, {"name": "retina", "weight": 0.3}],
+                "params": params,
+            },
+            "a blend of two styles",
+        ),
+        DemoJob(
+            "coffee",
+            {"style": "cells", "params": {**params, "preserve_colors": "luminance"}},
+            "original colours kept",
+        ),
+        DemoJob(
+            "rocket",
+            {"style": {"file": "hubble.jpg"}, "params": params, "output": {"format": "png"}},
+            "a style image brought along in the inbox, PNG output",
+            extra=("hubble",),
+        ),
+    ]
+
+
+def _file_name(name: str) -> str:
+    return name + sample_path(name).suffix
+
+
+def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
+    """Create the folder layout, fill the style library and drop photos and sidecars into the
+    inbox (sidecar last, as a careful sync client would; the daemon accepts either order)."""
+    if folder.exists() and not (folder / MARKER).exists() and any(folder.iterdir()):
+        raise DemoError(
+            f"{folder} exists and was not made by `stylefold demo`; choose another --dir "
+            "(the demo never writes into a folder of yours)"
+        )
+    if folder.exists() and not keep:
+        for sub in ("inbox", "outbox", "styles", "state"):
+            shutil.rmtree(folder / sub, ignore_errors=True)
+    for sub in ("inbox", "outbox", "styles", "state"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by `stylefold demo`; safe to delete\n", encoding="utf-8")
+    for name in STYLES:
+        shutil.copyfile(sample_path(name), folder / "styles" / _file_name(name))
+    for job in jobs:
+        for name in (job.photo, *job.extra):
+            shutil.copyfile(sample_path(name), folder / "inbox" / _file_name(name))
+        sidecar = folder / "inbox" / f"{job.photo}.json"
+        sidecar.write_text(json.dumps(job.sidecar, indent=2) + "\n", encoding="utf-8")
+
+
+# -- running the daemon -------------------------------------------------------------------------
+
+
+def job_state(outbox: Path, stem: str) -> tuple[str, dict[str, Any] | None]:
+    """Where a job stands, read from the outbox as a user would: its manifest means done (the
+    daemon writes it last), an error report means failed, a progress file means running."""
+    for state, tail in (("done", ".manifest.json"), ("failed", ".error.json")):
+        path = outbox / f"{stem}{tail}"
+        if path.is_file():
+            return state, _read(path)
+    progress = _read(outbox / f"{stem}.progress.json")
+    return ("running", progress) if progress is not None else ("waiting", None)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not there yet, or replaced between listing and reading
+    return value if isinstance(value, dict) else None
+
+
+class Reporter(threading.Thread):
+    """Prints each job's progress while the daemon (on the main thread, for its signal
+    handlers) works; the daemon's own log goes to a file."""
+
+    def __init__(self, outbox: Path, jobs: list[DemoJob], interval: float = 1.0) -> None:
+        super().__init__(name="demo-reporter", daemon=True)
+        self.outbox = outbox
+        self.stems = [job.photo for job in jobs]
+        self.interval = interval
+        self.finished = threading.Event()
+        self._shown: dict[str, str] = {}
+
+    def run(self) -> None:
+        while not self.finished.wait(self.interval):
+            self.report()
+        self.report()
+
+    def report(self) -> None:
+        for stem in self.stems:
+            state, data = job_state(self.outbox, stem)
+            line = _describe(stem, state, data)
+            # Running jobs are shown every 25 %, so a slow CPU does not flood the terminal.
+            key = state if state != "running" else f"running {int(_percent(data) // 25)}"
+            if self._shown.get(stem) != key:
+                self._shown[stem] = key
+                print(line, flush=True)
+
+
+def _percent(data: dict[str, Any] | None) -> float:
+    value = (data or {}).get("percent", 0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _describe(stem: str, state: str, data: dict[str, Any] | None) -> str:
+    data = data or {}
+    if state == "done":
+        seconds = data.get("timings", {}).get("render_seconds")
+        took = f" in {seconds:.0f} s" if isinstance(seconds, int | float) else ""
+        return (
+            f"  {stem}: done{took}, {data.get('iterations')} iterations "
+            f"({data.get('stop_reason')}) on {data.get('device')} -> "
+            f"{data.get('output', {}).get('file')}"
+        )
+    if state == "failed":
+        return f"  {stem}: FAILED: {data.get('error')}"
+    if state == "running":
+        eta = data.get("eta_seconds")
+        left = f", about {eta:.0f} s left" if isinstance(eta, int | float) else ""
+        return f"  {stem}: {_percent(data):.0f}% on {data.get('device')}{left}"
+    return f"  {stem}: waiting"
+
+
+def run_daemon(folder: Path, jobs: list[DemoJob], device: str) -> int:
+    """`stylefold once` on the demo folder, in this process; its JSON log goes to daemon.log."""
+    from daemon.app import Daemon
+    from daemon.logs import setup_logging
+
+    overrides: dict[str, Any] = {
+        "inbox": folder / "inbox",
+        "outbox": folder / "outbox",
+        "styles": folder / "styles",
+        "state": folder / "state",
+        "archive": "move",
+        "archive_dir": folder / "state" / "archive",
+        "devices": device,
+        "settle_seconds": 1.0,  # the demo wrote the files itself: no sync client to wait for
+        "log_format": "json",
+    }
+    try:
+        settings = load_settings(None, overrides)
+    except ConfigError as exc:
+        raise DemoError(f"the demo's configuration is not usable:\n{exc}") from None
+    reporter = Reporter(settings.outbox, jobs)
+    with (folder / "daemon.log").open("a", encoding="utf-8") as log_file:
+        setup_logging("json", settings.log_level, stream=log_file)
+        reporter.start()
+        try:
+            code = Daemon(settings, overrides=overrides, once=True).run()
+        finally:
+            reporter.finished.set()
+            reporter.join()
+    return code
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="try stylefold on sample images: a folder, sidecars and the real daemon",
+        description="Create a working folder (inbox/, outbox/, styles/, state/) with sample "
+        "photos and styles from scikit-image, drop real sidecars into the inbox, run the daemon "
+        "until those jobs are done, and print where the results and logs are.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("stylefold-demo"),
+        help="the working folder (default: ./stylefold-demo)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU if there is one), cpu, cuda:N or mps"
+    )
+    parser.add_argument(
+        "--size", type=int, default=256, metavar="PX", help="long side of the outputs (256)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=150, metavar="N", help="iteration cap per job (150)"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the results of an earlier demo in --dir (default: start afresh)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _demo(args.dir, args.device, args.size, args.iterations, args.keep)
+    except DemoError as exc:
+        print(f"stylefold demo: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("stylefold demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(folder: Path, device: str, size: int, iterations: int, keep: bool) -> int:
+    folder = folder.expanduser().resolve()
+    jobs = demo_jobs(size, iterations)
+    prepare(folder, jobs, keep)
+    inbox = folder / "inbox"
+    print(f"stylefold demo in {folder}")
+    print(f"styles library {folder / 'styles'}: {', '.join(STYLES)}")
+    print(f"inbox {inbox}:")
+    for job in jobs:
+        print(f"  {_file_name(job.photo)} + {job.photo}.json  ({job.what}): "
+              f"{json.dumps(job.sidecar['style'])}")  # fmt: skip
+    print(f"running the daemon once (device {device}; its log: {folder / 'daemon.log'})")
+    started = time.monotonic()
+    code = run_daemon(folder, jobs, device)
+    outbox = folder / "outbox"
+    states = {job.photo: job_state(outbox, job.photo) for job in jobs}
+    failed = [stem for stem, (state, _) in states.items() if state != "done"]
+    print(f"finished in {time.monotonic() - started:.0f} s; results in {outbox}:")
+    for job in jobs:
+        state, data = states[job.photo]
+        if state == "done":
+            what = str((data or {}).get("output", {}).get("file"))
+        else:
+            what = f"{job.photo}.error.json" if state == "failed" else "no result"
+        print(f"  {what:28}  {job.what}")
+    print(f"per job: <name>.manifest.json (parameters, losses, timings) and <name>.log in {outbox}")
+    print(f"daemon log: {folder / 'daemon.log'}; originals moved to {folder / 'state' / 'archive'}")
+    print(
+        "try your own: put a photo and a sidecar such as "
+        '{"style": "cells"} into the inbox, then run\n'
+        f"  stylefold once --inbox {inbox} --outbox {outbox} --styles {folder / 'styles'} "
+        f"--state {folder / 'state'}"
+    )
+    if code != 0 or failed:
+        print(
+            f"stylefold demo: error: {', '.join(failed) or 'the daemon'} did not finish; "
+            f"see {folder / 'daemon.log'}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return 0

@@ -1,0 +1,97 @@
+"""`stylefold demo`: the newcomer's first command runs the real daemon on shipped sample images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daemon.demo import MARKER, SAMPLES, STYLES, DemoError, demo_jobs, prepare, sample_path
+
+CLI = [sys.executable, "-m", "daemon.cli"]
+
+pytest.importorskip("skimage", reason="the demo's images come with the demo extra")
+
+
+def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    done = subprocess.run(
+        [*CLI, "demo", "--dir", str(folder), "--size", "32", "--iterations", "3"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outbox = folder / "outbox"
+    for job in demo_jobs(32, 3):
+        manifest = json.loads((outbox / f"{job.photo}.manifest.json").read_text())
+        assert manifest["status"] == "ok"
+        assert manifest["params"]["size"] == 32
+        assert manifest["iterations"] <= 3
+        with Image.open(outbox / manifest["output"]["file"]) as image:
+            assert max(image.size) == 32
+        assert (outbox / f"{job.photo}.log").is_file()
+        assert (folder / "state" / "archive" / sample_path(job.photo).name).is_file()
+        assert manifest["output"]["file"] in done.stdout
+    blend = json.loads((outbox / "astronaut.manifest.json").read_text())
+    assert {s["name"]: s["weight"] for s in blend["styles"]} == {"cells": 0.7, "retina": 0.3}
+    kept = json.loads((outbox / "coffee.manifest.json").read_text())
+    assert kept["params"]["preserve_colors"] == "luminance"
+    assert json.loads((outbox / "rocket.manifest.json").read_text())["output"]["format"] == "png"
+    assert str(outbox) in done.stdout
+    assert (folder / "daemon.log").stat().st_size > 0
+
+
+def test_prepare_lays_out_folders_styles_and_sidecars(tmp_path: Path) -> None:
+    jobs = demo_jobs(64, 10)
+    prepare(tmp_path / "demo", jobs, keep=False)
+    root = tmp_path / "demo"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        "inbox",
+        "outbox",
+        "state",
+        "styles",
+    ]
+    assert sorted(p.stem for p in (root / "styles").iterdir()) == sorted(STYLES)
+    for job in jobs:
+        sidecar = json.loads((root / "inbox" / f"{job.photo}.json").read_text())
+        assert sidecar == job.sidecar
+        assert (root / "inbox" / sample_path(job.photo).name).is_file()
+
+
+def test_prepare_starts_afresh_unless_asked_to_keep(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    prepare(root, demo_jobs(64, 10), keep=False)
+    earlier = root / "outbox" / "chelsea.stylised.jpg"
+    earlier.write_bytes(b"an earlier result")
+    prepare(root, demo_jobs(64, 10), keep=True)
+    assert earlier.exists()
+    prepare(root, demo_jobs(64, 10), keep=False)
+    assert not earlier.exists()
+
+
+def test_a_folder_not_made_by_the_demo_is_refused(tmp_path: Path) -> None:
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(DemoError, match="not made by `stylefold demo`"):
+        prepare(mine, demo_jobs(64, 10), keep=False)
+    assert (mine / "holiday.jpg").read_bytes() == b"precious"
+    assert not (mine / MARKER).exists()
+
+    done = subprocess.run(
+        [*CLI, "demo", "--dir", str(mine)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("stylefold demo: error:")
+    assert "Traceback" not in done.stderr
+
+
+def test_every_sample_ships_with_scikit_image() -> None:
+    for name in SAMPLES:
+        with Image.open(sample_path(name)) as image:
+            assert min(image.size) >= 256, name
