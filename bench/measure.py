@@ -18,6 +18,7 @@ class Measured:
 
     wall_s: float  # from spawn to exit: interpreter start, imports and work
     peak_rss_bytes: int  # ru_maxrss of that child alone
+    cpu_s: float  # user + system CPU time of that child: less sensitive to other load than wall
     returncode: int
     log: Path  # the child's stdout and stderr together
 
@@ -45,7 +46,7 @@ def run_measured(cmd: list[str], log: Path, timeout_s: float | None = None) -> M
         wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # so Popen's finaliser does not try to reap it again
-    measured = Measured(wall, usage.ru_maxrss * 1024, code, log)
+    measured = Measured(wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, code, log)
     if code != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SubjectFailedError(f"{' '.join(cmd)} exited with {code}; last output:\n{tail}")
