@@ -129,6 +129,7 @@ class Daemon:
             oom_fallback=settings.oom_fallback,
             queue_max=settings.queue_max,
             warm_params=settings.defaults.model_dump(mode="json"),
+            weights=settings.weights.model_dump(mode="json"),
         )
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # claimed, waiting for room in the pool queue

@@ -382,7 +382,7 @@ def _weights_check(settings: Settings) -> tuple[bool, str]:
 
     started = time.monotonic()
     try:
-        Engine(device="cpu").network(settings.defaults)
+        Engine(device="cpu", weights=settings.weights).network(settings.defaults)
     except EngineError as exc:
         return False, f"weights: {exc}"
     return True, (

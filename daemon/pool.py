@@ -106,6 +106,7 @@ class Pool:
         queue_max: int = 10_000,
         progress_every: int = 10,
         warm_params: dict[str, Any] | None = None,
+        weights: dict[str, Any] | None = None,
     ) -> None:
         self.devices = expand_devices(devices)
         self.workers_per_device = workers_per_device
@@ -115,6 +116,7 @@ class Pool:
         self.queue_max = queue_max
         self.progress_every = progress_every
         self.warm_params = warm_params or {}
+        self.weights = weights or {}
         self._context = multiprocessing.get_context("spawn")
         self._queue: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
@@ -140,6 +142,7 @@ class Pool:
             threads=threads,
             progress_every=self.progress_every,
             warm_params=self.warm_params,
+            weights=self.weights,
         )
         self._next_id += 1
         return spec

@@ -34,6 +34,7 @@ class WorkerSpec:
     threads: int | None = None  # torch intra-op threads (CPU workers share the cores)
     progress_every: int = 10
     warm_params: dict[str, Any] = field(default_factory=dict)  # network to load at start
+    weights: dict[str, Any] = field(default_factory=dict)  # service.weights.WeightsConfig
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,11 @@ def load_engine(spec: WorkerSpec) -> Any:
 
     from service.engine import Engine
     from service.params import RenderParams
+    from service.weights import WeightsConfig
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    engine = Engine(device=spec.device)
+    engine = Engine(device=spec.device, weights=WeightsConfig.model_validate(spec.weights))
     engine.network(RenderParams.model_validate(spec.warm_params))
     return engine
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
+CLI = [sys.executable, "-m", "daemon.cli"]  # the `stylefold` command of this checkout
 # Small enough that a job takes about a second on 2 cores, large enough for VGG's five poolings.
 TINY_PARAMS: dict[str, Any] = {"size": 48, "iterations": 4, "tolerance": 0.0}
 
@@ -177,10 +178,22 @@ def start_daemon(
     full_env.pop("NOTIFY_SOCKET", None)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", command, "--config", str(config),
-             "--log-format", "json", "--log-level", "debug", *args],
-            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
-        )  # fmt: skip
+            [
+                *CLI,
+                command,
+                "--config",
+                str(config),
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                *args,
+            ],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
     daemon = Daemon(folders, process, log_path, full_env)
     if ready:
         daemon.wait_for_log("daemon.ready", timeout=90)

@@ -1,0 +1,95 @@
+"""The daemon's subcommands as a user runs them: real processes, real folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import CLI, REPO, Folders, image_bytes, write_json
+
+
+def stylefold(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
+    for rel, sidecar in (
+        ("a/one.jpg", {"style": "mosaic"}),
+        ("b/two.jpg", {"style": [{"name": "mosaic", "weight": 2}, {"name": "waves"}]}),
+        ("c/bad.jpg", {"style": "mosaic", "params": {"size": "huge"}}),
+    ):
+        path = folders.inbox / rel
+        path.parent.mkdir(parents=True)
+        path.write_bytes(image_bytes(seed=len(rel)))
+        write_json(path.with_suffix(".json"), sidecar)
+    result = stylefold("once", "--config", str(folders.config()), "--log-format", "json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (folders.outbox / "a/one.stylised.jpg").exists()
+    manifest = json.loads((folders.outbox / "b/two.manifest.json").read_text())
+    assert [s["weight"] for s in manifest["styles"]] == [2.0, 1.0]
+    report = json.loads((folders.outbox / "c/bad.error.json").read_text())
+    assert "params.size" in report["error"]
+    assert (folders.inbox / "c/bad.jpg").exists() and not (folders.inbox / "a/one.jpg").exists()
+
+    status = stylefold("status", "--state", str(folders.state))
+    assert status.returncode == 0
+    assert "daemon: not running" in status.stdout
+    assert "queued: 0" in status.stdout and "recent failures: 1" in status.stdout
+    assert "c/bad.jpg" in status.stdout
+    report_json = json.loads(stylefold("status", "--state", str(folders.state), "--json").stdout)
+    assert report_json["daemon_pid"] is None and len(report_json["recent_failures"]) == 1
+
+
+def test_styles_lists_the_library(folders: Folders) -> None:
+    write_json(folders.styles / "waves.json", {"style_weight": 5000})
+    (folders.styles / "broken.jpg.json").write_text("{")
+    result = stylefold("styles", "--styles", str(folders.styles))
+    assert result.returncode == 0
+    assert "2 style(s)" in result.stdout
+    assert "mosaic" in result.stdout and '"style_weight": 5000' in result.stdout
+    listed = json.loads(stylefold("styles", "--config", str(folders.config()), "--json").stdout)
+    assert [s["name"] for s in listed["styles"]] == ["mosaic", "waves"]
+
+
+def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None:
+    good = write_json(tmp_path / "good.json", {"style": "mosaic", "params": {"size": 32}})
+    result = stylefold("validate", str(good), "--config", str(folders.config()))
+    assert result.returncode == 0 and "ok" in result.stdout
+
+    bad = write_json(tmp_path / "bad.json", {"style": "mosaic", "params": {"sise": 32}, "x": 1})
+    result = stylefold("validate", str(bad))
+    assert result.returncode == 1
+    assert "params.sise: unknown key" in result.stderr and "did you mean 'size'" in result.stderr
+    assert "x: unknown key" in result.stderr
+
+    unknown = write_json(tmp_path / "unknown.json", {"style": "starry"})
+    result = stylefold("validate", str(unknown), "--config", str(folders.config()))
+    assert result.returncode == 1 and "not in the style library" in result.stderr
+
+    too_big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": {"size": 8000}})
+    result = stylefold("validate", str(too_big), "--config", str(folders.config()))
+    assert result.returncode == 1 and "max_output_size" in result.stderr
+
+
+def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
+    result = stylefold("doctor", "--config", str(folders.config()))
+    assert result.returncode == 0, result.stdout
+    for line in ("ok   devices: cpu", "ok   weights: vgg19 loads", "ok   inotify:"):
+        assert line in result.stdout
+    missing = folders.root / "gone"
+    result = stylefold("doctor", "--config", str(folders.config()), "--inbox", str(missing))
+    assert result.returncode == 1
+    assert "FAIL config" in result.stdout and "does not exist; create it" in result.stdout
+    result = stylefold(
+        "doctor", "--config", str(folders.config(default_style="nope", no_sidecar="default"))
+    )
+    assert result.returncode == 1 and "default_style 'nope' is not in the library" in result.stdout
+
+
+def test_run_refuses_bad_configuration_with_the_setting_named(folders: Folders) -> None:
+    result = stylefold("run", "--config", str(folders.config(settle_seconds=-1)))
+    assert result.returncode == 1
+    assert "settle_seconds" in result.stderr

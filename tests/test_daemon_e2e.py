@@ -1,0 +1,257 @@
+"""The daemon end to end: a real `stylefold run` process, real files, the real engine.
+
+One daemon serves the arrival-pattern tests of this module (each test works in its own inbox
+subfolder); restarts and signals get daemons of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    CLI,
+    REPO,
+    Daemon,
+    Folders,
+    image_bytes,
+    make_folders,
+    make_image,
+    start_daemon,
+    wait_for,
+    write_json,
+)
+
+SIDECAR = {"style": "mosaic"}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    folders = make_folders(tmp_path_factory.mktemp("e2e"))
+    daemon = start_daemon(folders)
+    yield daemon
+    assert daemon.stop() == 0
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _manifest(folders: Folders, rel: str) -> dict[str, object]:
+    path = folders.outbox / rel
+    wait_for(path.exists, 90, f"{rel} in the outbox")
+    return json.loads(path.read_text())
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _finished_once(daemon: Daemon, rel_dir: str, stem: str = "photo") -> dict[str, object]:
+    """The job's result set is complete, alone, and its original is archived."""
+    folders = daemon.folders
+    manifest = _manifest(folders, f"{rel_dir}/{stem}.manifest.json")
+    assert _outputs(folders.outbox / rel_dir) == [
+        f"{stem}.log",
+        f"{stem}.manifest.json",
+        f"{stem}.stylised.jpg",
+    ]
+    archived = folders.state / "archive" / rel_dir / f"{stem}.jpg"
+    wait_for(archived.exists, 10, "the original in the archive")
+    assert manifest["input"]["sha256"] == _sha(archived.read_bytes())  # type: ignore[index]
+    assert not (folders.inbox / rel_dir / f"{stem}.jpg").exists()
+    return manifest
+
+
+def test_image_first_then_sidecar(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "image-first"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(image_bytes(seed=1))
+    time.sleep(1.0)  # the photo settles and waits for its sidecar
+    write_json(inbox / "photo.json", SIDECAR)
+    manifest = _finished_once(shared, "image-first")
+    assert manifest["styles"][0]["name"] == "mosaic"  # type: ignore[index]
+    assert manifest["output"]["size"] == [48, 36]  # type: ignore[index]
+
+
+def test_sidecar_first_then_image_in_nested_subfolders(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "sidecar-first" / "2024" / "june"
+    write_json(inbox / "photo.json", {"style": "waves", "output": {"format": "png"}})
+    time.sleep(1.0)
+    (inbox / "photo.jpg").write_bytes(image_bytes(seed=2))
+    manifest = _manifest(shared.folders, "sidecar-first/2024/june/photo.manifest.json")
+    assert manifest["output"]["format"] == "png"  # type: ignore[index]
+    assert (shared.folders.outbox / "sidecar-first/2024/june/photo.stylised.png").exists()
+
+
+def test_temporary_name_renamed_into_place(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "renamed"
+    write_json(inbox / "photo.json", SIDECAR)
+    temporary = inbox / ".syncthing.photo.jpg.tmp"
+    data = image_bytes(seed=3)
+    with temporary.open("wb") as handle:
+        for start in range(0, len(data), 200):  # a slow sync: the final name must wait
+            handle.write(data[start : start + 200])
+            handle.flush()
+            time.sleep(0.05)
+    os.rename(temporary, inbox / "photo.jpg")
+    manifest = _finished_once(shared, "renamed")
+    assert manifest["input"]["sha256"] == _sha(data)  # type: ignore[index]
+
+
+def test_file_growing_for_seconds_is_taken_once_complete(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "growing"
+    write_json(inbox / "photo.json", SIDECAR)
+    data = image_bytes(size=(64, 48), seed=4)
+    step = max(1, len(data) // 30)
+    with (inbox / "photo.jpg").open("wb") as handle:  # the final name from the first byte
+        for start in range(0, len(data), step):
+            handle.write(data[start : start + step])
+            handle.flush()
+            time.sleep(0.1)  # well inside settle_seconds (0.4), for about 3 s
+    manifest = _finished_once(shared, "growing")
+    assert manifest["input"]["sha256"] == _sha(data)  # type: ignore[index]
+    claimed = [
+        line
+        for line in shared.log_lines()
+        if line.get("event") == "job.claimed" and line.get("input") == "growing/photo.jpg"
+    ]
+    assert len(claimed) == 1
+
+
+def test_bad_sidecar_gets_an_error_report_and_the_original_stays(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "bad"
+    data = image_bytes(seed=5)
+    (inbox).mkdir()
+    (inbox / "photo.jpg").write_bytes(data)
+    write_json(inbox / "photo.json", {"style": "mosaic", "params": {"iterashuns": 3}})
+    report = _manifest(shared.folders, "bad/photo.error.json")
+    assert "iterashuns" in str(report["error"]) and "iterations" in str(report["error"])
+    assert (inbox / "photo.jpg").read_bytes() == data
+    time.sleep(1.5)  # settled again, rescanned: not reported twice
+    assert _outputs(shared.folders.outbox / "bad") == ["photo.error.json", "photo.log"]
+    # Fixing the sidecar makes it a job.
+    write_json(inbox / "photo.json", SIDECAR)
+    wait_for((shared.folders.outbox / "bad/photo.manifest-2.json").exists, 90, "the fixed job")
+    assert (shared.folders.outbox / "bad/photo.stylised-2.jpg").exists()
+
+
+def test_identical_resubmission_reuses_the_earlier_result(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "again"
+    data = image_bytes(seed=6)
+    (inbox).mkdir()
+    (inbox / "photo.jpg").write_bytes(data)
+    write_json(inbox / "photo.json", SIDECAR)
+    first = _finished_once(shared, "again")
+    (inbox / "photo.jpg").write_bytes(data)
+    write_json(inbox / "photo.json", SIDECAR)
+    second = _manifest(shared.folders, "again/photo.manifest-2.json")
+    assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
+    assert second["job_id"] != first["job_id"]
+    out = shared.folders.outbox / "again"
+    assert (out / "photo.stylised-2.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
+
+
+def test_no_temporaries_or_progress_files_are_left(shared: Daemon) -> None:
+    leftovers = [
+        p
+        for p in shared.folders.outbox.rglob("*")
+        if p.name.startswith(".stylefold-") or p.name.endswith(".progress.json")
+    ]
+    assert leftovers == []
+
+
+# -- restarts and signals ----------------------------------------------------------------------
+
+SLOW = {"style": "mosaic", "params": {"iterations": 400}}
+
+
+def _status(folders: Folders) -> dict[str, object]:
+    out = subprocess.run(
+        [*CLI, "status", "--state", str(folders.state), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_once(
+    folders: Folders,
+) -> None:
+    config = folders.config(grace_period=0.5)
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=7))
+    write_json(folders.inbox / "photo.json", SLOW)
+
+    # SIGTERM mid-job: the job goes back to the queue (it stays in the spool), exit status 0.
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.started")
+        wait_for(lambda: _status(folders)["running"], 20, "status to show the running job")
+        assert daemon.stop(signal.SIGTERM, timeout=40) == 0
+    finally:
+        daemon.process.kill()
+    assert daemon.wait_for_log("job.requeued")
+    spooled = [p for p in (folders.state / "spool").iterdir() if not p.name.startswith(".")]
+    assert len(spooled) == 1 and (spooled[0] / "input.jpg").exists()
+    assert _outputs(folders.outbox) == []  # no result, no progress file, no temporaries
+
+    # kill -9 mid-job: nothing is cleaned up, and nothing needs to be.
+    daemon = start_daemon(folders, config=config)
+    try:
+        assert daemon.wait_for_log("job.recovered")["input"] == "photo.jpg"
+        daemon.wait_for_log("job.started")
+    finally:
+        daemon.process.kill()
+        daemon.process.wait(10)
+    assert not (folders.inbox / "photo.jpg").exists()
+
+    job_file = spooled[0] / "job.json"  # shorten the job for the final run; nothing else changes
+    job_file.write_text(job_file.read_text().replace('"iterations": 400', '"iterations": 3'))
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.done", timeout=90)
+        time.sleep(1.0)
+    finally:
+        assert daemon.stop() == 0
+    assert _outputs(folders.outbox) == ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    assert [p.name for p in (folders.state / "spool").iterdir()] == []
+    assert (folders.state / "archive" / "photo.jpg").exists()
+    log = (folders.outbox / "photo.log").read_text()
+    assert all(f"start {n})" in log for n in (1, 2, 3))  # one log telling the whole story
+    assert "put back in the queue" in log
+
+
+def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
+    config = shared.folders.root / "stylefold.toml"
+    result = subprocess.run(
+        [*CLI, "run", "--config", str(config), "--log-format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "another stylefold daemon" in result.stdout and str(shared.process.pid) in result.stdout
+
+
+def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon) -> None:
+    config = shared.folders.root / "stylefold.toml"
+    good = config.read_text()
+    config.write_text(good + "settle_seconds = [\n")
+    shared.process.send_signal(signal.SIGHUP)
+    assert "not valid TOML" in str(shared.wait_for_log("daemon.reload_failed")["error"])
+    config.write_text(good)
+    make_image(shared.folders.styles / "new_style.png", size=(40, 40), seed=9)
+    shared.process.send_signal(signal.SIGHUP)
+    assert shared.wait_for_log("daemon.reloaded")["styles"] == 3
+    assert shared.process.poll() is None
