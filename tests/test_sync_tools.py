@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import Daemon, Folders, make_folders, start_daemon, wait_for
+from PIL import Image
 
 SETTLE = 1.5  # seconds; every imitated pause below is shorter, every transfer longer
 CHUNK_PAUSE = 0.4
