@@ -250,10 +250,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--device", default="auto", help="auto (a GPU if there is one), cpu, cuda:N or mps"
     )
     parser.add_argument(
-        "--size", type=int, default=256, metavar="PX", help="long side of the outputs (256)"
+        "--size", type=int, default=224, metavar="PX", help="long side of the outputs (224)"
     )
     parser.add_argument(
-        "--iterations", type=int, default=150, metavar="N", help="iteration cap per job (150)"
+        "--iterations", type=int, default=80, metavar="N", help="iteration cap per job (80)"
     )
     parser.add_argument(
         "--keep",
