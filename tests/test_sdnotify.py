@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import REPO, make_folders, make_image, write_json
 
 from daemon.sdnotify import Notifier
 
@@ -130,3 +138,122 @@ def test_real_environment_is_the_default(
     assert notifier.watchdog_interval() == 4.0
     notifier.ready()
     assert _receive(sock) == b"READY=1"
+
+
+# --- the real daemon under the protocol, as systemd would run it -----------------------------
+
+
+@dataclass
+class SupervisedRun:
+    messages: list[bytes]
+    log: str
+    exit_code: int
+    scrape_after_job: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> SupervisedRun:
+    """`stylefold run` with NOTIFY_SOCKET and WATCHDOG_USEC set, one job, then SIGTERM."""
+    folders = make_folders(tmp_path_factory.mktemp("notify"))
+    port = _free_port()
+    config = folders.config(metrics_port=port)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(folders.root / "notify.sock"))
+    sock.settimeout(0.2)
+    messages: list[bytes] = []
+    log_path = folders.root / "daemon.log"
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(folders.root / "notify.sock"),
+        "WATCHDOG_USEC": "2000000",  # beats every second
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("WATCHDOG_PID", None)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daemon.cli",
+                "run",
+                "--config",
+                str(config),
+                "--log-format",
+                "json",
+            ],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def receive_until(done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                messages.append(sock.recv(4096))
+
+    try:
+        receive_until(lambda: b"READY=1" in messages, 90)
+        assert b"READY=1" in messages, log_path.read_text()[-3000:]
+        # Long enough (a few seconds) to be running at one of the 2-second status refreshes.
+        write_json(folders.inbox / "photo.json", {"style": "mosaic", "params": {"iterations": 20}})
+        make_image(folders.inbox / "photo.jpg")
+        manifest = folders.outbox / "photo.manifest.json"
+        receive_until(manifest.exists, 90)
+        assert manifest.exists(), log_path.read_text()[-3000:]
+        receive_until(lambda: False, 2.5)  # a status refresh and more beats after the job
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scrape = response.read().decode()
+        process.send_signal(signal.SIGTERM)
+        receive_until(lambda: process.poll() is not None, 30)
+        exit_code = process.wait(30)
+        with contextlib.suppress(TimeoutError, BlockingIOError):
+            sock.settimeout(0)
+            while True:
+                messages.append(sock.recv(4096))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        sock.close()
+    return SupervisedRun(messages, log_path.read_text(), exit_code, scrape)
+
+
+def test_daemon_notifies_ready_status_watchdog_stopping_in_order(
+    supervised: SupervisedRun,
+) -> None:
+    messages = supervised.messages
+    assert supervised.exit_code == 0, supervised.log[-3000:]
+    assert messages.count(b"READY=1") == 1
+    assert messages.count(b"STOPPING=1") == 1
+    ready, stopping = messages.index(b"READY=1"), messages.index(b"STOPPING=1")
+    assert ready < stopping
+    # READY only once the network is loaded: the loading status comes first.
+    assert messages[:ready] and all(m.startswith(b"STATUS=") for m in messages[:ready])
+    statuses = [m.decode() for m in messages[ready:stopping] if m.startswith(b"STATUS=")]
+    assert any("photo.jpg" in s and "1 running" in s for s in statuses), statuses
+    assert statuses[-1] == "STATUS=0 queued, 0 running", statuses
+    # WATCHDOG=1 about every second (WATCHDOG_USEC / 2) throughout the run, job included.
+    assert messages[ready:stopping].count(b"WATCHDOG=1") >= 3
+
+
+def test_daemon_metrics_count_the_job(supervised: SupervisedRun) -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in parser.text_string_to_metric_families(supervised.scrape_after_job)
+        for sample in family.samples
+    }
+    assert samples[("stylefold_jobs_total", (("outcome", "done"),))] == 1
+    assert samples[("stylefold_job_duration_seconds_count", (("outcome", "done"),))] == 1
+    assert samples[("stylefold_queue_length", ())] == 0
+    assert samples[("stylefold_gpu_memory_bytes", ())] == 0  # CPU only here
