@@ -45,6 +45,7 @@ TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction ti
 STATUS_EVERY = 2.0
 PUBLISH_RETRY = 30.0  # seconds before writing into an unwritable outbox is tried again
 CLAIM_RETRY = 10.0
+FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up
 READY_TIMEOUT = 600.0
 CANCEL_GRACE = 15.0
@@ -136,6 +137,8 @@ class Daemon:
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
         self.running: dict[str, Running] = {}
         self.blocked: dict[str, Blocked] = {}
+        # Error reports that could not be written yet: (retry at, what, reason).
+        self.unreported: deque[tuple[float, Arrival | Problem, str]] = deque()
         self._claim_pause_until = 0.0
         self._signals = 0
         self._reload = False
@@ -169,7 +172,10 @@ class Daemon:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
             self.notifier.status("loading the network")
             self.pool.start()
-            self.pool.wait_ready(READY_TIMEOUT)
+            self.pool.wait_ready(READY_TIMEOUT, tick=self._starting_tick)
+            if self._signals:
+                self.pool.stop()
+                return 0
             self.watcher.start()
         except (PoolError, WatchError, MetricsError) as exc:
             log.error("daemon.start_failed", error=str(exc))
@@ -199,6 +205,20 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _starting_tick(self) -> bool:
+        """While the workers load: keep the watchdog fed; True ends the wait on a signal."""
+        self._beat()
+        return bool(self._signals)
+
+    def _beat(self) -> None:
+        """WATCHDOG=1 at half the interval, only ever from the main thread's loop, so a wedged
+        loop stops the beats and systemd restarts the daemon."""
+        interval = self.notifier.watchdog_interval()
+        now = time.monotonic()
+        if interval is not None and now - self._last_beat >= interval / 2:
+            self.notifier.watchdog()
+            self._last_beat = now
+
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
             self._signals += 1
@@ -219,6 +239,7 @@ class Daemon:
             and not self.jobs
             and not self.deferred
             and not self.blocked
+            and not self.unreported
             and self.paths.empty()
             and time.monotonic() - self._last_activity > self.settings.settle_seconds + 1.0
         )
@@ -235,16 +256,20 @@ class Daemon:
         deadline = time.monotonic() + self.settings.grace_period
         while self.running and time.monotonic() < deadline and self._signals < 2:
             self._pump(TICK)
+            self._beat()
         if self.running:
             log.info("daemon.cancelling", jobs=sorted(self.running))
             self.pool.cancel_running()
             deadline = time.monotonic() + CANCEL_GRACE
             while self.running and time.monotonic() < deadline:
                 self._pump(TICK)
+                self._beat()
         for running in list(self.running.values()):
             self._requeued(running.job, "the daemon stopped")
         self.pool.stop()
         self.metrics.stop()
+        with contextlib.suppress(OSError):
+            (self.settings.state / STATUS_FILE).unlink(missing_ok=True)
         log.info("daemon.stopped", left_in_spool=len(self.spool.pending()))
 
     # -- the loop -------------------------------------------------------------------------
@@ -257,8 +282,11 @@ class Daemon:
             self._last_activity = now
             if isinstance(event, Arrival):
                 self.deferred.append(event)
-            else:
+                continue
+            try:
                 self._problem(event)
+            except Exception:
+                log.exception("problem.crashed", path=str(event.path))
         self._feed()
         self._pump(timeout)
         self._retry_blocked()
@@ -278,16 +306,23 @@ class Daemon:
 
     def _feed(self) -> None:
         """Claim what is ready while the pool queue has room (the bound keeps a burst of
-        thousands of photos in the inbox, visible, rather than in memory)."""
-        while self.backlog and self.pool.has_room():
+        thousands of photos in the inbox, visible, rather than in memory). Each turn claims
+        for at most FEED_BUDGET seconds, so workers, signals and watchdog beats are served
+        during a burst."""
+        deadline = time.monotonic() + FEED_BUDGET
+        while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
             self._submit(self.backlog.popleft())
         while (
             self.deferred
             and not self.backlog
             and self.pool.has_room()
-            and time.monotonic() >= self._claim_pause_until
+            and self._claim_pause_until <= time.monotonic() < deadline
         ):
-            self._arrival(self.deferred.popleft())
+            arrival = self.deferred.popleft()
+            try:
+                self._arrival(arrival)
+            except Exception:  # one bad pair must never stop the daemon
+                log.exception("job.arrival_crashed", image=str(arrival.image))
 
     def _pump(self, timeout: float) -> None:
         for event in self.pool.poll(timeout):
@@ -295,7 +330,13 @@ class Daemon:
             if job is None:
                 continue
             with job_context(job.id):
-                self._pool_event(job, event)
+                try:
+                    self._pool_event(job, event)
+                except Exception as exc:  # a bug while finishing one job must not stop the rest
+                    log.exception("job.event_crashed", kind=event.kind)
+                    if event.kind in ("done", "failed"):
+                        reason = f"internal error while finishing the job ({exc}); please report it"
+                        self._failed(job, {"kind": "internal", "reason": reason})
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -349,8 +390,9 @@ class Daemon:
         try:
             outbox.publish_error(names, report, f"{_iso(time.time())} rejected {rel}: {reason}\n")
         except OSError as exc:
-            log.error("job.report_failed", input=rel, error=str(exc))
-            return  # not remembered: reported once the outbox is writable again
+            log.error("job.report_failed", input=rel, error=str(exc), retry_in=PUBLISH_RETRY)
+            self.unreported.append((time.monotonic() + PUBLISH_RETRY, arrival, reason))
+            return
         self.spool.remember([arrival.image, arrival.sidecar], job_id)
         self.spool.journal(
             {
@@ -386,7 +428,10 @@ class Daemon:
         try:
             outbox.publish_error(names, report, f"{_iso(time.time())} {problem.reason}\n")
         except OSError as exc:
-            log.error("problem.report_failed", input=str(rel_path), error=str(exc))
+            log.error(
+                "problem.report_failed", input=str(rel_path), error=str(exc), retry_in=PUBLISH_RETRY
+            )
+            self.unreported.append((time.monotonic() + PUBLISH_RETRY, problem, problem.reason))
             return
         self.spool.remember([problem.path], job_id)
         self.spool.journal(
@@ -522,12 +567,11 @@ class Daemon:
         try:
             digest = file_sha256(result)
             manifest = build_manifest(job, info, names, digest, running)
-            self.spool.append_log(
-                job,
-                f"done: {info.get('iterations')} iterations "
-                f"({info.get('stop_reason')}), wrote {names.image.name}",
+            last = (
+                f"done: {info.get('iterations')} iterations ({info.get('stop_reason')}), "
+                f"wrote {names.image.name}"
             )
-            outbox.publish_result(names, result, manifest, self.spool.read_log(job))
+            outbox.publish_result(names, result, manifest, self.spool.read_log(job, last))
             self.spool.record_result(job, names.image, digest, names.manifest)
         except OSError as exc:
             self._block(job, "done", info, exc)
@@ -572,9 +616,9 @@ class Daemon:
             "claimed_at": _iso(job.claimed_at),
             "finished_at": _iso(time.time()),
         }
-        self.spool.append_log(job, f"identical to job {earlier.get('job_id')}; reused {source}")
+        last = f"identical to job {earlier.get('job_id')}; reused {source}"
         try:
-            outbox.publish_result(names, source, manifest, self.spool.read_log(job))
+            outbox.publish_result(names, source, manifest, self.spool.read_log(job, last))
         except OSError as exc:
             self._block(job, "reuse", earlier, exc)
             return
@@ -598,11 +642,11 @@ class Daemon:
             "params": job.params,
             "at": _iso(time.time()),
         }
-        self.spool.append_log(job, f"failed: {reason}")
+        last = f"failed: {reason}"
         if data.get("traceback"):
-            self.spool.append_log(job, str(data["traceback"]))
+            last += "\n" + str(data["traceback"])
         try:
-            outbox.publish_error(names, report, self.spool.read_log(job))
+            outbox.publish_error(names, report, self.spool.read_log(job, last))
         except OSError as exc:
             self._block(job, "failed", data, exc)
             return
@@ -631,6 +675,12 @@ class Daemon:
 
     def _retry_blocked(self) -> None:
         now = time.monotonic()
+        while self.unreported and self.unreported[0][0] <= now:
+            _, item, reason = self.unreported.popleft()
+            if isinstance(item, Arrival):
+                self._reject(item, reason)
+            else:
+                self._problem(item)
         for blocked in [b for b in self.blocked.values() if b.retry_at <= now]:
             del self.blocked[blocked.job.id]
             with job_context(blocked.job.id):
@@ -685,10 +735,7 @@ class Daemon:
 
     def _report_status(self) -> None:
         now = time.monotonic()
-        interval = self.notifier.watchdog_interval()
-        if interval is not None and now - self._last_beat >= interval / 2:
-            self.notifier.watchdog()  # from the loop itself: a wedged loop stops the beats
-            self._last_beat = now
+        self._beat()
         if now - self._last_status < STATUS_EVERY:
             return
         self._last_status = now

@@ -67,8 +67,14 @@ def atomic_write(path: Path, data: bytes) -> None:
     _write_chunks(path, (data,))
 
 
+def text_bytes(text: str) -> bytes:
+    """UTF-8, with file names that are not valid UTF-8 (lone surrogates from the file system)
+    kept as backslash escapes instead of failing the write."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write(path, text_bytes(json.dumps(value, indent=2, ensure_ascii=False) + "\n"))
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:
@@ -147,11 +153,17 @@ def remove_temporaries(folder: Path) -> int:
 def fit_name(stem: str, suffix: str) -> str:
     """`stem + suffix`, with the stem shortened (on a character boundary) to fit NAME_MAX bytes,
     so a very long input name still gets an output and an error report."""
-    room = NAME_MAX - len(suffix.encode())
-    encoded = stem.encode()
-    if len(encoded) <= room:
+    room = NAME_MAX - len(os.fsencode(suffix))
+    if len(os.fsencode(stem)) <= room:
         return stem + suffix
-    return encoded[:room].decode(errors="ignore") + suffix
+    kept, used = [], 0
+    for char in stem:
+        size = len(os.fsencode(char))
+        if used + size > room:
+            break
+        kept.append(char)
+        used += size
+    return "".join(kept) + suffix
 
 
 def _numbered(name_tail: str, number: int) -> str:
@@ -225,7 +237,7 @@ def choose_names(
 def publish_result(names: OutputNames, image: Path, manifest: dict[str, Any], log: str) -> None:
     """Image first, manifest last: a manifest in the outbox means its image is complete."""
     atomic_copy(image, names.image)
-    atomic_write(names.log, log.encode())
+    atomic_write(names.log, text_bytes(log))
     atomic_write_json(names.manifest, manifest)
 
 
@@ -233,7 +245,7 @@ def publish_error(names: OutputNames, report: dict[str, Any], log: str) -> None:
     """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix."""
     if not isinstance(report.get("error"), str):
         raise ValueError("an error report needs an 'error' text")
-    atomic_write(names.log, log.encode())
+    atomic_write(names.log, text_bytes(log))
     atomic_write_json(names.error, report)
 
 

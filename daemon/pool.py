@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -161,12 +162,13 @@ class Pool:
         log.info("pool.worker_started", worker=spec.worker_id, device=device, pid=process.pid)
         return worker
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, tick: Callable[[], bool] = lambda: False) -> None:
         """Block until every worker has loaded its network. Raises PoolError when none could,
-        or when the time runs out before any did."""
+        or when the time runs out before any did. `tick` runs every turn (heartbeats) and
+        ends the wait early by returning True (a stop signal)."""
         deadline = time.monotonic() + timeout
         while any(w.state == "starting" for w in self._workers.values()):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or tick():
                 break
             self.poll(0.2)
         if not any(w.state in ("idle", "busy") for w in self._workers.values()):

@@ -6,12 +6,13 @@ Layout under the state directory:
     spool/<job-id>/job.json      the job, written once at claim (immutable afterwards)
     spool/<job-id>/input.<ext>   the original photo, moved here from the inbox
     spool/<job-id>/sidecar.json  the original sidecar (if any), moved here too
-    spool/<job-id>/style-N.<ext> copies of the style images, so a library edit cannot change it
+    spool/<job-id>/style-N.<ext> hard links into style-store/, so a library edit cannot change it
     spool/<job-id>/started.json  how often the job was started (a crash-loop guard)
     spool/<job-id>/job.log       the job's log, published with the result
     spool/<job-id>/result.*      written by the worker before it reports (see worker.py)
     spool/.claim-<id>/           a claim in progress; rolled back at start-up
     spool/.done-<id>/            a finished job being deleted
+    style-store/<sha256>.<ext>   each style image used by a waiting job, stored once
     index/<key>.json             successful results by job key (image bytes + styles + params)
     index/seen/<hash>.json       originals the daemon put back in the inbox, so they are not
                                  taken again until the photo or its sidecar changes
@@ -48,11 +49,20 @@ from daemon.outbox import (
     atomic_write_json,
     choose_names,
     file_sha256,
+    fit_name,
     fsync_dir,
     move_file,
     read_json,
+    text_bytes,
 )
-from daemon.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar, read_limited
+from daemon.sidecar import (
+    Sidecar,
+    SidecarError,
+    load_json,
+    merge_params,
+    parse_sidecar,
+    read_limited,
+)
 from daemon.styles import StyleError, StyleLibrary, blend_defaults
 
 log = structlog.get_logger(__name__)
@@ -66,6 +76,7 @@ CLAIM_PREFIX = ".claim-"
 DONE_PREFIX = ".done-"
 BROKEN_PREFIX = ".broken-"
 JOURNAL = "journal.jsonl"
+STYLE_STORE = "style-store"
 JOURNAL_MAX_BYTES = 4 << 20
 
 
@@ -107,6 +118,10 @@ class Job(BaseModel):
     def source(self) -> str:
         """The photo's path relative to the inbox, for people and logs."""
         return str(Path(self.rel_dir) / self.image_name)
+
+
+def log_line(text: str) -> str:
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime())} {text}\n"
 
 
 def new_job_id() -> str:
@@ -195,10 +210,12 @@ class Spool:
         self.root = settings.state / "spool"
         self.index_dir = settings.state / "index"
         self.seen_dir = self.index_dir / "seen"
+        self.style_store = settings.state / STYLE_STORE
         self.journal_path = settings.state / JOURNAL
-        for folder in (self.root, self.index_dir, self.seen_dir):
+        for folder in (self.root, self.index_dir, self.seen_dir, self.style_store):
             folder.mkdir(parents=True, exist_ok=True)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
+        self._style_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -252,10 +269,13 @@ class Spool:
             raise Rejected(f"{arrival.sidecar}: changed while it was being claimed")
         styles = []
         for index, (name, path, weight) in enumerate(resolved.styles):
-            file = f"style-{index}{_suffix(path.name)}"
-            atomic_copy(path, claim_dir / file)
-            digest = file_sha256(claim_dir / file)
-            styles.append(JobStyle(name=name, file=file, weight=weight, sha256=digest))
+            stored = self._stored_style(path)
+            file = f"style-{index}{stored.suffix}"
+            try:
+                os.link(stored, claim_dir / file)
+            except OSError:
+                atomic_copy(stored, claim_dir / file)
+            styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
         input_file = f"input{_suffix(arrival.image.name)}"
         input_sha = file_sha256(claim_dir / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
@@ -271,7 +291,7 @@ class Spool:
             rel_dir=rel_dir,
             image_name=arrival.image.name,
             sidecar_name=arrival.sidecar.name if arrival.sidecar is not None else None,
-            sidecar=json.loads(sidecar_raw) if sidecar_raw is not None else None,
+            sidecar=load_json(sidecar_raw) if sidecar_raw is not None else None,
             input_file=input_file,
             input_sha256=input_sha,
             styles=styles,
@@ -284,6 +304,31 @@ class Spool:
         atomic_write_json(claim_dir / JOB_FILE, job.model_dump(mode="json"))
         self._reserved[job_id] = names.all()
         return job
+
+    def _stored_style(self, path: Path) -> Path:
+        """The style image's copy in the content-addressed store. Jobs hold hard links to it:
+        a thousand jobs with one style share one copy, and editing the library cannot change
+        a job already claimed."""
+        result = os.stat(path)
+        key = (str(path), result.st_size, result.st_mtime_ns)
+        ext = _suffix(path.name)
+        digest = self._style_digests.get(key)
+        if digest is not None and (self.style_store / f"{digest}{ext}").exists():
+            return self.style_store / f"{digest}{ext}"
+        incoming = self.style_store / f".incoming-{secrets.token_hex(6)}{ext}"
+        atomic_copy(path, incoming)
+        digest = file_sha256(incoming)  # of the copy: what the job will actually use
+        stored = self.style_store / f"{digest}{ext}"
+        os.replace(incoming, stored)
+        self._style_digests[key] = digest
+        return stored
+
+    def _collect_styles(self) -> None:
+        """Drop stored styles no job links to any more (start-up, before any claim)."""
+        for entry in self.style_store.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.startswith(".incoming-") or entry.stat().st_nlink <= 1:
+                    entry.unlink()
 
     def _roll_back(self, claim_dir: Path) -> None:
         """Undo a claim that did not complete: every moved file goes back to the inbox (or, if
@@ -304,12 +349,13 @@ class Spool:
         shutil.rmtree(claim_dir, ignore_errors=True)
 
     def _put_back(self, source: Path, target: Path) -> Path:
-        """Return a file to the inbox without replacing anything there."""
+        """Move a file to `target`, or beside it under a free name: never over anything."""
         candidate = target
         number = 1
         while os.path.lexists(candidate):
             number += 1
-            candidate = target.with_name(f"{target.stem}.returned-{number}{target.suffix}")
+            name = fit_name(target.stem, f".returned-{number}{target.suffix}")
+            candidate = target.with_name(name)
         move_file(source, candidate)
         return candidate
 
@@ -333,7 +379,17 @@ class Spool:
                     jobs.append(job)
         for job in jobs:
             self._reserved[job.id] = self.names(job).all()
+        self._collect_styles()
+        self._forget_vanished()
         return jobs
+
+    def _forget_vanished(self) -> None:
+        """Drop `seen` records of inbox files that are gone (deleted, replaced, moved away)."""
+        for entry in self.seen_dir.iterdir():
+            record = read_json(entry)
+            path = record.get("path") if isinstance(record, dict) else None
+            if not isinstance(path, str) or not os.path.lexists(self.settings.inbox / path):
+                entry.unlink(missing_ok=True)
 
     def load(self, folder: Path) -> Job | None:
         try:
@@ -382,15 +438,18 @@ class Spool:
         return value if isinstance(value, dict) and "worker" in value else None
 
     def append_log(self, job: Job, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
-        with (self.job_dir(job) / LOG_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(f"{stamp} {line}\n")
+        path = self.job_dir(job) / LOG_FILE
+        with path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.write(log_line(line))
 
-    def read_log(self, job: Job) -> str:
+    def read_log(self, job: Job, last: str | None = None) -> str:
+        """The job's log so far, plus `last` (a line not yet appended: the outcome, which is
+        only recorded once it is published)."""
         try:
-            return (self.job_dir(job) / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+            text = (self.job_dir(job) / LOG_FILE).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return ""
+            text = ""
+        return text + (log_line(last) if last is not None else "")
 
     # -- after the outbox is written ------------------------------------------------------
 
@@ -421,7 +480,7 @@ class Spool:
         return placed
 
     def _seen_path(self, rel: str) -> Path:
-        return self.seen_dir / (hashlib.sha256(rel.encode()).hexdigest()[:32] + ".json")
+        return self.seen_dir / (hashlib.sha256(os.fsencode(rel)).hexdigest()[:32] + ".json")
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.settings.inbox).as_posix()
@@ -496,7 +555,7 @@ class Spool:
         line = json.dumps({"at": time.time(), **entry}, ensure_ascii=False) + "\n"
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
+            os.write(fd, text_bytes(line))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -200,3 +200,36 @@ def test_claim_across_file_systems_copies_and_verifies(folders: Folders, tmp_pat
         assert arrival.image.read_bytes() == data
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_jobs_share_one_stored_copy_of_a_style(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    jobs = [
+        _claim(spool, settings, _pair(folders, f"p{i}.jpg", {"style": "mosaic"}, seed=i))
+        for i in range(3)
+    ]
+    inodes = {os.stat(spool.job_dir(job) / job.styles[0].file).st_ino for job in jobs}
+    assert len(inodes) == 1
+    stored = list(spool.style_store.iterdir())
+    assert [p.stem for p in stored] == [jobs[0].styles[0].sha256]
+    for job in jobs:
+        spool.archive_originals(job)
+        spool.finish(job)
+    Spool(settings).recover()
+    assert list(spool.style_store.iterdir()) == []
+
+
+def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes from an old SMB client
+    image = make_image(folders.inbox / name)
+    sidecar = write_json(folders.inbox / os.fsdecode(b"caf\xe9.json"), {"style": "mosaic"})
+    job = _claim(spool, settings, Arrival(image, sidecar, Path(".")))
+    spool.append_log(job, f"claimed {job.source}")
+    outbox.publish_error(spool.names(job), {"error": f"test {job.source}"}, spool.read_log(job))
+    spool.return_originals(job)
+    assert image.exists() and spool.already_handled([image, sidecar])
+    spool.journal({"input": job.source})
+    assert (folders.outbox / os.fsdecode(b"caf\xe9.error.json")).exists()
