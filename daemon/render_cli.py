@@ -162,22 +162,22 @@ def _render(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise UsageError(f"the output folder {args.output.parent} does not exist")
 
-    # Heavy imports only once the arguments are known to be usable.
-    from tqdm import tqdm
-
-    from service.engine import Engine, Progress, StyleImage
+    # Images are checked before torch is imported, so bad input fails in a fraction of a second.
     from service.imageio import encode_image, open_image
-    from service.weights import WeightsConfig
 
     content = open_image(args.content, max_pixels=args.max_pixels)
     blend = args.style_blend or [1.0] * len(args.styles)
-    styles = [
-        StyleImage(open_image(path, max_pixels=args.max_pixels).image, weight)
-        for path, weight in zip(args.styles, blend, strict=True)
-    ]
+    style_images = [open_image(path, max_pixels=args.max_pixels).image for path in args.styles]
     init_image = None
     if params.init == "image":
         init_image = open_image(Path(args.init), max_pixels=args.max_pixels).image
+
+    from tqdm import tqdm
+
+    from service.engine import Engine, Progress, StyleImage
+    from service.weights import WeightsConfig
+
+    styles = [StyleImage(image, weight) for image, weight in zip(style_images, blend, strict=True)]
     weights = WeightsConfig(
         **{params.network: args.weights}, pth_convention=args.weights_convention
     )

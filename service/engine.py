@@ -20,7 +20,7 @@ from PIL import Image
 from service import color, devices, schedule
 from service.errors import CancelledError, ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
-from service.network import InputSpace, VGGFeatures
+from service.network import InputSpace, VGGFeatures, min_side
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
 from service.params import RenderParams
 from service.weights import WeightsConfig, layer_names, load_weights
@@ -197,8 +197,7 @@ class Engine:
         peak = devices.PeakMemory(self.device)
         peak.reset()
         net = self.network(params)
-        stages = schedule.plan(params)
-        sizes = [schedule.dimensions(*content.size, s.long_side) for s in stages]
+        stages, sizes = self._fitting_plan(content.size, params)
         reporter = _Reporter(stages, sizes, progress, progress_every, cancel)
         lr = params.learning_rate or (
             1.0
@@ -242,6 +241,25 @@ class Engine:
             peak_memory_bytes=peak.peak_bytes(),
             stage_iterations=reporter.stage_iterations,
         )
+
+    @staticmethod
+    def _fitting_plan(
+        content_size: tuple[int, int], params: RenderParams
+    ) -> tuple[list[schedule.Stage], list[tuple[int, int]]]:
+        """The schedule's stages with their (w, h), leaving out coarse passes too small for
+        the network; an output too small for it is an error that says what to change."""
+        stages = schedule.plan(params)
+        sizes = [schedule.dimensions(*content_size, s.long_side) for s in stages]
+        need = min_side((*params.content_layers, *params.style_layers))
+        w, h = sizes[-1]
+        if min(w, h) < need:
+            raise ImageInputError(
+                f"the output would be {w}x{h} px, but the network needs at least {need} px on "
+                "the short side to reach its deepest layer; raise the size or use a less "
+                "elongated image"
+            )
+        keep = [i for i, size in enumerate(sizes) if min(size) >= need]
+        return [stages[i] for i in keep], [sizes[i] for i in keep]
 
     def _stage(
         self,
@@ -299,8 +317,10 @@ class Engine:
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
+        need = min_side(params.style_layers)
         rgb = _resized(
-            style.image, schedule.style_dimensions(style.image.size, size, params.style_scale)
+            style.image,
+            schedule.style_dimensions(style.image.size, size, params.style_scale, need),
         )
         if params.preserve_colors == "luminance":
             return color.match_luminance(rgb, content_rgb)

@@ -17,6 +17,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def min_side(layers: tuple[str, ...]) -> int:
+    """The smallest image side that reaches every layer in `layers`: each pooling before a
+    layer's block halves the size, and a pooled side of 0 fails."""
+    if not layers:
+        return 1
+    return int(2 ** (max(int(name[4]) for name in layers) - 1))
+
+
 class InputSpace:
     """Maps RGB images in [0, 1] (`[B, 3, H, W]`) to and from a network's input space."""
 
@@ -79,6 +87,8 @@ class VGGFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
         """Outputs at module indices `taps` (from `tap_indices`), in the order asked."""
+        if not taps:
+            return []
         wanted = set(taps)
         last = max(taps)
         found: dict[int, torch.Tensor] = {}

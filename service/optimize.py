@@ -154,4 +154,4 @@ def optimize(
 
 def _converged(totals: list[list[float]], tolerance: float) -> bool:
     before, now = totals[-1 - WINDOW][3], totals[-1][3]
-    return before > 0 and (before - now) / before < tolerance
+    return (before - now) < tolerance * max(abs(before), 1e-30)

@@ -34,51 +34,55 @@ class RenderParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(512, ge=16, le=16384, description="Long side of the output in pixels.")
+    size: int = Field(
+        default=512, ge=16, le=16384, description="Long side of the output in pixels."
+    )
     iterations: int = Field(
-        500,
+        default=500,
         ge=0,
         le=100_000,
         description="Iteration cap at the final scale "
         "(coarser scales get a schedule of their own).",
     )
-    content_weight: float = Field(1.0, ge=0, description="Weight of the content loss.")
-    style_weight: float = Field(1e4, ge=0, description="Weight of the style loss.")
+    content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
+    style_weight: float = Field(default=1e4, ge=0, description="Weight of the style loss.")
     tv_weight: float = Field(
-        0.0, ge=0, description="Weight of the total-variation smoothness loss."
+        default=0.0, ge=0, description="Weight of the total-variation smoothness loss."
     )
     init: Literal["content", "noise", "image"] = Field(
-        "content", description="Start from the content image, from noise, or from a given image."
+        default="content",
+        description="Start from the content image, from noise, or from a given image.",
     )
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     learning_rate: float | None = Field(
-        None, gt=0, description="Step size; None picks the optimiser's own default."
+        default=None, gt=0, description="Step size; None picks the optimiser's own default."
     )
     pooling: Literal["max", "avg"] = "max"
     style_scale: float = Field(
-        1.0,
+        default=1.0,
         gt=0,
         le=8,
         description="Style image size relative to the output size (linear; at 1 the style "
         "image has as many pixels as the output).",
     )
     preserve_colors: ColorMode = Field(
-        "none",
+        default="none",
         description="Keep the content's colours: 'luminance' transfers luminance only, "
         "'histogram' matches the style's colours to the content first.",
     )
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
     network: Network = "vgg19"
     content_layers: tuple[str, ...] = ("conv4_2",)
     style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
     style_layer_weights: tuple[float, ...] | None = Field(
-        None, description="One weight per style layer; None weights them equally."
+        default=None, description="One weight per style layer; None weights them equally."
     )
     multiscale: Literal["auto", "on", "off"] = Field(
-        "auto", description="Coarse-to-fine: 'auto' turns it on for outputs above about 512 px."
+        default="auto",
+        description="Coarse-to-fine: 'auto' turns it on for outputs above about 512 px.",
     )
     tolerance: float = Field(
-        1e-3,
+        default=1e-3,
         ge=0,
         description="Stop when the relative loss improvement over a window falls below this; "
         "0 runs every iteration.",

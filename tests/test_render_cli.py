@@ -1,0 +1,95 @@
+"""`stylefold render` as a user runs it: a real process, real files, exit codes, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+CLI = [sys.executable, "-m", "daemon.cli", "render"]
+FAST = ["--size", "32", "--iterations", "3", "--device", "cpu"]
+
+
+def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> tuple[Path, Path]:
+    content = Image.fromarray(data.chelsea()).resize((48, 32))
+    style = Image.fromarray(data.immunohistochemistry()).resize((40, 40))
+    content.save(tmp_path / "cat.jpg")
+    style.save(tmp_path / "stain.png")
+    return tmp_path / "cat.jpg", tmp_path / "stain.png"
+
+
+def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    content, style = photos
+    out = tmp_path / "cat.stylised.webp"
+    done = _run(content, style, "-o", out, *FAST, "--style-weight", "500", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    image = Image.open(out)
+    assert image.format == "WEBP" and image.size == (32, 21)
+    assert "32x21, 3 iterations" in done.stderr
+    assert not list(tmp_path.glob(".stylefold-*"))  # no temporary left behind
+
+
+def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    content, style = photos
+    flags = [
+        *FAST,
+        "--init", "noise", "--seed", "5", "--optimizer", "adam", "--pooling", "avg",
+        "--style-blend", "2", "1", "--preserve-colors", "luminance", "--style-scale", "1.5",
+        "--tv-weight", "0.1", "--content-weight", "2", "--network", "vgg19", "--quiet",
+    ]  # fmt: skip
+    outs = [tmp_path / "a.png", tmp_path / "b.png"]
+    for out in outs:
+        done = _run(content, style, style, "-o", out, *flags, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""  # --quiet
+    first, second = (np.asarray(Image.open(p)) for p in outs)
+    assert np.array_equal(first, second)
+    # Luminance-only transfer: the output keeps the content's colours, so it is not grey.
+    assert np.ptp(first.astype(int), axis=2).mean() > 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/missing.jpg", "{style}"], "missing.jpg does not exist"),
+        (["{text}", "{style}"], "not an image format"),
+        (["{content}", "{style}", "--max-pixels", "100"], "over the limit of 100"),
+        (["{content}", "{style}", "--size", "5"], "--size: Input should be greater than"),
+        (["{content}", "{style}", "--style-blend", "1", "2"], "--style-blend has 2 weights for 1"),
+        (["{content}", "{style}", "--network", "vgg16"], "VGG-16 weights do not ship offline"),
+        (["{content}", "{style}", "--weights", "{tmp}/nope.pth"], "nope.pth does not exist"),
+        (["{content}", "{style}", "--device", "cuda:7"], "CUDA is not available"),
+        (["{content}", "{style}", "--init", "{tmp}/nope.png"], "nope.png does not exist"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(
+    tmp_path: Path, photos: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    content, style = photos
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo\n" * 10)
+    values = {"tmp": tmp_path, "content": content, "style": style, "text": text}
+    argv = [a.format(**values) for a in args]
+    done = _run(*argv, "-o", tmp_path / "out.jpg", "--iterations", "3", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stylefold render: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    content, style = photos
+    done = _run(content, style, "-o", tmp_path / "out.bmp", cwd=tmp_path)
+    assert done.returncode == 1 and "end it in .jpg, .png, .webp or .tiff" in done.stderr

@@ -1,0 +1,57 @@
+"""The coarse-to-fine plan and the size arithmetic (pure functions)."""
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.params import RenderParams
+from service.schedule import AUTO_FROM, dimensions, plan, style_dimensions
+
+
+def test_small_outputs_run_one_scale_by_default() -> None:
+    stages = plan(RenderParams(size=AUTO_FROM - 1, iterations=123))
+    assert [(s.long_side, s.iterations) for s in stages] == [(AUTO_FROM - 1, 123)]
+
+
+def test_off_means_one_scale_at_any_size() -> None:
+    assert len(plan(RenderParams(size=4096, multiscale="off"))) == 1
+
+
+def test_large_outputs_go_coarse_to_fine() -> None:
+    for size in (512, 1024, 2048, 4096):
+        stages = plan(RenderParams(size=size, iterations=300))
+        sides = [s.long_side for s in stages]
+        assert len(stages) >= 2
+        assert sides == sorted(sides) and sides[-1] == size
+        assert all(b == 2 * a or b == 2 * a + 1 for a, b in itertools.pairwise(sides))
+        assert stages[-1].iterations == 300 and stages[-1].content_boost == 1.0
+        # Cheap coarse passes keep more content; the output pass uses the job's own balance.
+        assert all(s.content_boost >= 1.0 for s in stages)
+    assert len(plan(RenderParams(size=2048))) > len(plan(RenderParams(size=512)))
+
+
+def test_on_forces_a_coarse_pass_even_when_small() -> None:
+    stages = plan(RenderParams(size=48, iterations=10, multiscale="on"))
+    assert [s.long_side for s in stages] == [24, 48]
+
+
+@given(st.integers(1, 5000), st.integers(1, 5000), st.integers(16, 4096))
+def test_dimensions_keep_the_aspect_and_set_the_long_side(w: int, h: int, side: int) -> None:
+    out_w, out_h = dimensions(w, h, side)
+    assert max(out_w, out_h) == side
+    assert min(out_w, out_h) >= 1
+    if min(out_w, out_h) > 1:
+        assert abs(out_w / out_h - w / h) <= (w / h) * 2 / min(out_w, out_h)
+
+
+@given(st.integers(8, 3000), st.integers(8, 3000), st.integers(16, 1024), st.integers(16, 1024))
+def test_style_gets_the_outputs_pixel_count(sw: int, sh: int, ow: int, oh: int) -> None:
+    w, h = style_dimensions((sw, sh), (ow, oh), 1.0)
+    assert abs(w * h - ow * oh) <= (w + h + 1) * 1.5
+    w2, h2 = style_dimensions((sw, sh), (ow, oh), 2.0)
+    assert abs(w2 * h2 - 4 * ow * oh) <= (w2 + h2 + 1) * 1.5
+
+
+def test_style_short_side_has_a_floor() -> None:
+    assert min(style_dimensions((1000, 50), (40, 30), 1.0, min_side=16)) == 16
