@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.app import CANCEL_GRACE
 from daemon.config import Settings, load_settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -127,8 +128,9 @@ def test_unit_supervision_and_hardening(unit: str) -> None:
     assert _one(text, "Restart") == "on-failure"
     assert _one(text, "KillMode") == "mixed"
     assert _one(text, "ExecReload") == "/bin/kill -HUP $MAINPID"
-    grace = Settings.model_fields["grace_period"].default
-    assert _seconds(_one(text, "TimeoutStopSec")) >= grace + 10, "stop timeout must exceed grace"
+    # Grace for running jobs, then the cancel wait, then up to 15 s to stop the workers.
+    shutdown = Settings.model_fields["grace_period"].default + CANCEL_GRACE + 15
+    assert _seconds(_one(text, "TimeoutStopSec")) > shutdown, "systemd would kill a clean stop"
     assert _one(text, "ProtectSystem") == "strict"
     assert _one(text, "NoNewPrivileges") == "yes"
     assert _one(text, "PrivateTmp") == "yes"
