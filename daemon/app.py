@@ -780,7 +780,7 @@ class Daemon:
             ],
         }
         with contextlib.suppress(OSError):
-            outbox.atomic_write_json(self.settings.state / STATUS_FILE, snapshot)
+            outbox.atomic_write_json(self.settings.state / STATUS_FILE, snapshot, durable=False)
 
     # -- SIGHUP ---------------------------------------------------------------------------
 

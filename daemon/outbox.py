@@ -44,8 +44,10 @@ def _temporary_path(folder: Path) -> Path:
     return folder / f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
 
 
-def _write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write `chunks` under a temporary name beside `path`, then rename over `path`."""
+def _write_chunks(path: Path, chunks: Iterable[bytes], durable: bool = True) -> None:
+    """Write `chunks` under a temporary name beside `path`, then rename over `path`. Without
+    `durable` (progress and status files, rewritten every second and worthless after a crash)
+    the fsyncs are skipped: readers still never see half a file."""
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_path(folder)
@@ -54,17 +56,19 @@ def _write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
             for chunk in chunks:
                 handle.write(chunk)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(folder)
+    if durable:
+        fsync_dir(folder)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Readers see either no file or all of `data`, also after a crash."""
-    _write_chunks(path, (data,))
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Readers see either no file or all of `data`, also after a crash (if `durable`)."""
+    _write_chunks(path, (data,), durable)
 
 
 def text_bytes(text: str) -> bytes:
@@ -73,8 +77,9 @@ def text_bytes(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write(path, text_bytes(json.dumps(value, indent=2, ensure_ascii=False) + "\n"))
+def atomic_write_json(path: Path, value: Any, durable: bool = True) -> None:
+    data = text_bytes(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(path, data, durable)
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:

@@ -58,7 +58,8 @@ class ProgressFile:
         now = time.time() if now is None else now
         if not force and now - self._last_write < self.min_interval:
             return False
-        atomic_write_json(self.path, progress_payload(self.job_id, self.source, event, now))
+        payload = progress_payload(self.job_id, self.source, event, now)
+        atomic_write_json(self.path, payload, durable=False)
         self._last_write = now
         return True
 

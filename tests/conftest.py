@@ -174,8 +174,8 @@ def start_daemon(
     """Start `python -m daemon.cli run` (or `once`) and, by default, wait until it is ready."""
     config = config or folders.config()
     log_path = folders.root / f"daemon-{time.monotonic_ns()}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("NOTIFY_SOCKET", None)
+    inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
