@@ -35,7 +35,7 @@ SIDECAR = {"style": "mosaic"}
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     folders = make_folders(tmp_path_factory.mktemp("e2e"))
-    daemon = start_daemon(folders)
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=4.0))
     yield daemon
     assert daemon.stop() == 0
 
@@ -157,6 +157,27 @@ def test_identical_resubmission_reuses_the_earlier_result(shared: Daemon) -> Non
     assert second["job_id"] != first["job_id"]
     out = shared.folders.outbox / "again"
     assert (out / "photo.stylised-2.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
+
+
+def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "corrupt"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG" * 20)
+    write_json(inbox / "photo.json", SIDECAR)
+    report = _manifest(shared.folders, "corrupt/photo.error.json")
+    assert "truncated or corrupt" in str(report["error"]) or "not an image" in str(report["error"])
+    wait_for((inbox / "photo.jpg").exists, 10, "the original back in the inbox")
+    time.sleep(1.5)  # back in the inbox, settled again: not taken a second time
+    assert _outputs(shared.folders.outbox / "corrupt") == ["photo.error.json", "photo.log"]
+
+
+def test_a_photo_without_sidecar_is_reported_after_the_pair_timeout(shared: Daemon) -> None:
+    inbox = shared.folders.inbox / "lonely"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(image_bytes(seed=10))
+    report = _manifest(shared.folders, "lonely/photo.error.json")
+    assert "has no sidecar" in str(report["error"]) and "photo.json" in str(report["error"])
+    assert (inbox / "photo.jpg").exists()
 
 
 def test_no_temporaries_or_progress_files_are_left(shared: Daemon) -> None:
