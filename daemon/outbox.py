@@ -105,10 +105,11 @@ class MoveError(OSError):
     """A cross-file-system move could not be verified; the source was left in place."""
 
 
-def move_file(source: Path, target: Path) -> None:
+def move_file(source: Path, target: Path, sync: bool = True) -> None:
     """Move a file durably without ever having zero copies: a rename where possible; across
     file systems copy, fsync, verify the copy's hash against the source, and only then unlink
-    the source. The target must not exist (an original is never written over)."""
+    the source. The target must not exist (an original is never written over). With
+    `sync=False` a rename leaves fsyncing both folders to the caller (who batches them)."""
     if os.path.lexists(target):
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +119,9 @@ def move_file(source: Path, target: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
     else:
-        fsync_dir(target.parent)
-        fsync_dir(source.parent)
+        if sync:
+            fsync_dir(target.parent)
+            fsync_dir(source.parent)
         return
     before = os.stat(source)
     expected = file_sha256(source)

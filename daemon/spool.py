@@ -248,9 +248,12 @@ class Spool:
             moves.append([arrival.sidecar.name, SIDECAR_FILE])
         intent = {"rel_dir": rel_dir, "moves": moves}
         atomic_write_json(claim_dir / INTENT_FILE, intent)
+        source_dir = self.settings.inbox / rel_dir
         try:
             for source, target in moves:
-                move_file(self.settings.inbox / rel_dir / source, claim_dir / target)
+                move_file(source_dir / source, claim_dir / target, sync=False)
+            fsync_dir(source_dir)
+            # job.json's own fsync of claim_dir also makes the moves into it durable.
             job = self._record(job_id, claim_dir, arrival, rel_dir, resolved)
         except BaseException:
             self._roll_back(claim_dir)
