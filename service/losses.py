@@ -20,8 +20,13 @@ import torch
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """`[B, C, H, W]` -> `[B, C, C]`, normalised by C*H*W; computed in fp32 whatever the input."""
+    """`[B, C, H, W]` -> `[B, C, C]`, normalised by C*H*W; computed in fp32 whatever the input.
+
+    Channels-last features are read as `[B, HW, C]` (a view, no copy)."""
     b, c, h, w = features.shape
+    if features.is_contiguous(memory_format=torch.channels_last):
+        rows = features.permute(0, 2, 3, 1).reshape(b, h * w, c).float()
+        return torch.bmm(rows.transpose(1, 2), rows) / (c * h * w)
     flat = features.reshape(b, c, h * w).float()
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 

@@ -103,3 +103,8 @@ def test_objective_weights_the_parts() -> None:
     t = tv_loss(image)
     assert torch.allclose(parts, torch.stack([c, s, t]), rtol=1e-5)
     assert torch.allclose(total, 2 * c + 3 * s + 0.5 * t, rtol=1e-5)
+
+
+def test_gram_reads_channels_last_features_the_same() -> None:
+    f = torch.randn(2, 8, 5, 6, generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(gram(f), gram(f.contiguous(memory_format=torch.channels_last)), atol=1e-6)
