@@ -116,9 +116,8 @@ class Engine:
             weights = load_weights(params.network, deepest, self.weights)
             # channels_last: measured 8-17% faster per forward+backward on CPU (oneDNN), and
             # what cuDNN's tensor-core kernels want.
-            net = VGGFeatures(weights, params.pooling).to(
-                self.device, memory_format=torch.channels_last
-            )
+            net = VGGFeatures(weights, params.pooling).to(self.device)
+            net = net.to(memory_format=torch.channels_last)
             self._networks[key] = net
         return net
 
