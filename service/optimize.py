@@ -24,8 +24,9 @@ from service.errors import EngineError
 CHECK_EVERY = 10
 # Convergence compares the loss now with the loss this many iterations ago.
 WINDOW = 20
-# L-BFGS memory: pairs kept, capped so the history stays under HISTORY_BYTES.
-HISTORY = 50
+# L-BFGS memory: pairs kept (PyTorch's default, which pastiche and neural-style-pt use), capped so
+# the history stays under HISTORY_BYTES at large sizes.
+HISTORY = 100
 HISTORY_BYTES = 1 << 30
 
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from service.errors import EngineError
-from service.optimize import CHECK_EVERY, optimize
+from service.optimize import CHECK_EVERY, HISTORY, optimize
 
 
 def _quadratic(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +30,7 @@ def test_lbfgs_takes_the_same_steps_as_pytorch_without_its_tolerances() -> None:
     ours = optimize(x0, _loss(a, b), method="lbfgs", iterations=9, learning_rate=1.0, tolerance=0.0)
     x = x0.clone().requires_grad_(True)
     torch_lbfgs = torch.optim.LBFGS(
-        [x], lr=1.0, max_iter=9, history_size=50, tolerance_grad=-1, tolerance_change=-1
+        [x], lr=1.0, max_iter=9, history_size=HISTORY, tolerance_grad=-1, tolerance_change=-1
     )
 
     def closure() -> torch.Tensor:
