@@ -1,0 +1,266 @@
+"""Reproduce the seed's experiments with stylefold on images that ship with scikit-image.
+
+    python docs/gallery/make_gallery.py                        # everything
+    python docs/gallery/make_gallery.py --only ratio --size 192 --out /tmp/gallery
+
+Writes small JPEGs into docs/gallery/ and `figures.md` (iterations, stop reason, time and final
+losses of every render, measured on the machine that ran it), and prints each row as it comes.
+The experiments follow the seed README (Gatys et al.): the noise image, content only, style
+only, the content:style ratio sweep, the iteration sweep, noise versus content initialisation
+and a large output (here coarse-to-fine), plus the README's before/after pictures and one
+`stylefold render` run through the real command line.
+"""
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from daemon.demo import sample_path
+from service.engine import Engine, RenderResult, StyleImage
+from service.params import RenderParams
+
+HERE = Path(__file__).resolve().parent
+QUALITY = 85
+CONTENT = "chelsea"  # the cat: fur, eyes and whiskers show at once when content is lost
+STYLE = "cells"  # the immunohistochemistry slide: strong strokes, a two-colour palette
+RENDER_ITERATIONS = 120  # the `stylefold render` example and the README's before/after set
+GROUPS = ("hero", "render", "inputs", "references", "ratio", "iterations", "init", "large")
+
+
+def load(name: str) -> Image.Image:
+    return Image.open(sample_path(name)).convert("RGB")
+
+
+@dataclass(frozen=True)
+class Render:
+    """One picture of the gallery: a render, or an input shown as it is (no styles)."""
+
+    name: str
+    caption: str
+    content: str
+    styles: tuple[tuple[str, float], ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> tuple[object, ...]:
+        """Renders with equal keys give equal pictures (the engine is deterministic)."""
+        return (self.content, self.styles, tuple(sorted(self.params.items())))
+
+
+@dataclass
+class Figure:
+    name: str
+    caption: str
+    result: RenderResult | None = None
+    seconds: float = 0.0
+
+
+def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
+    """The seed's experiments as stylefold jobs, grouped as the README shows them. Weights are
+    stylefold's (normalised losses: content 1, style 1e4 by default), not the seed's."""
+    fixed = {"size": size, "tolerance": 0.0}  # sweeps run every iteration they are given
+    noise = {**fixed, "init": "noise"}
+    cat = (CONTENT, ((STYLE, 1.0),))
+    shown = {"iterations": RENDER_ITERATIONS, "size": hero}
+    return {
+        "hero": [
+            Render("hero_chelsea", "cells", "chelsea", ((STYLE, 1.0),), shown),
+            Render("hero_astronaut", "cells 0.7 + retina 0.3", "astronaut",
+                   ((STYLE, 0.7), ("retina", 0.3)), shown),
+            Render("hero_coffee", "cells, colours kept", "coffee", ((STYLE, 1.0),),
+                   {**shown, "preserve_colors": "luminance"}),
+            Render("hero_rocket", "hubble", "rocket", (("hubble", 1.0),), shown),
+        ],
+        "inputs": [
+            Render("content", "the content image (chelsea)", CONTENT, params={"size": size}),
+            Render("style", "the style image (immunohistochemistry)", STYLE,
+                   params={"size": size}),
+        ],
+        "references": [
+            Render("noise", "the noise a noise init starts from", *cat,
+                   {**noise, "iterations": 0}),
+            Render("content_only", "content loss only, 150 it from noise", *cat,
+                   {**noise, "iterations": 150, "style_weight": 0.0}),
+            Render("style_only", "style loss only, 150 it from noise", *cat,
+                   {**noise, "iterations": 150, "content_weight": 0.0}),
+        ],
+        "ratio": [
+            Render(f"ratio_{weight:g}", f"content:style 1:{weight:g}, 100 it", *cat,
+                   {**fixed, "iterations": 100, "style_weight": weight})
+            for weight in (1e2, 1e3, 1e4, 1e5)
+        ],
+        "iterations": [
+            Render(f"iterations_{n}", f"{n} it from noise", *cat, {**noise, "iterations": n})
+            for n in (10, 50, 100, 200)
+        ],
+        "init": [
+            Render("init_noise", "noise init, 100 it", *cat, {**noise, "iterations": 100}),
+            Render("init_content", "content init, 100 it", *cat,
+                   {**fixed, "iterations": 100, "style_weight": 1e4}),
+        ],
+        "large": [
+            Render(f"large_{large}", f"{large} px, coarse-to-fine, 50 it at full size",
+                   "motorcycle", (("retina", 1.0),), {"size": large, "iterations": 50}),
+        ],
+    }  # fmt: skip
+
+
+def save(image: Image.Image, path: Path) -> None:
+    image.save(path, "JPEG", quality=QUALITY, optimize=True, progressive=True)
+
+
+class Gallery:
+    """Runs renders once each (the sweeps share some) and keeps their figures."""
+
+    def __init__(self, engine: Engine, out: Path) -> None:
+        self.engine = engine
+        self.out = out
+        self.figures: list[Figure] = []
+        self._done: dict[tuple[object, ...], tuple[Path, RenderResult, float]] = {}
+
+    def render(self, job: Render) -> Figure:
+        target = self.out / f"{job.name}.jpg"
+        if not job.styles:
+            image = load(job.content)
+            image.thumbnail((job.params["size"], job.params["size"]), Image.Resampling.LANCZOS)
+            save(image, target)
+            return self._add(Figure(job.name, job.caption))
+        earlier = self._done.get(job.key())
+        if earlier is not None:
+            path, result, seconds = earlier
+            target.write_bytes(path.read_bytes())
+            return self._add(Figure(job.name, f"{job.caption} (= {path.stem})", result, seconds))
+        styles = [StyleImage(load(name), weight) for name, weight in job.styles]
+        started = time.perf_counter()
+        result = self.engine.render(load(job.content), styles, RenderParams(**job.params))
+        seconds = time.perf_counter() - started
+        save(result.image, target)
+        self._done[job.key()] = (target, result, seconds)
+        return self._add(Figure(job.name, job.caption, result, seconds))
+
+    def render_cli(self, size: int, device: str) -> Figure:
+        """`stylefold render` as the README shows it, through the installed command."""
+        target = self.out / "render_example.jpg"
+        command = [
+            "stylefold", "render", str(sample_path("rocket")), str(sample_path("hubble")),
+            "-o", str(target), "--size", str(size), "--iterations", str(RENDER_ITERATIONS),
+            "--device", device, "--quiet",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        with Image.open(target) as image:
+            small = image.convert("RGB")
+        save(small, target)  # the command writes quality 92; the gallery keeps files small
+        caption = f"stylefold render rocket.jpg hubble.jpg --size {size} --iterations 120"
+        return self._add(Figure("render_example", caption, None, time.perf_counter() - started))
+
+    def _add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        line = row(figure)
+        if line is not None:
+            print(line, flush=True)
+        return figure
+
+
+def hero_picture(jobs: Sequence[Render], out: Path, target: Path, height: int = 180) -> None:
+    """The README's first picture: photos (style in the corner) above their results."""
+    gap = 6
+    befores, afters = [], []
+    for job in jobs:
+        with Image.open(out / f"{job.name}.jpg") as image:
+            after = image.convert("RGB")
+        width = round(after.width * height / after.height)
+        before = load(job.content).resize((width, height), Image.Resampling.LANCZOS)
+        inset_w = width // 3 // len(job.styles)
+        for index, (name, _) in enumerate(job.styles):
+            inset = load(name)
+            inset = inset.resize((inset_w, round(inset.height * inset_w / inset.width)))
+            x, y = width - (index + 1) * inset_w, height - inset.height
+            before.paste(inset, (x, y))
+            ImageDraw.Draw(before).rectangle(
+                (x, y, x + inset_w - 1, height - 1), outline="white", width=2
+            )
+        befores.append(before)
+        afters.append(after.resize((width, height), Image.Resampling.LANCZOS))
+    canvas = Image.new(
+        "RGB", (sum(t.width for t in befores) + gap * (len(jobs) - 1), 2 * height + gap), "white"
+    )
+    x = 0
+    for before, after in zip(befores, afters, strict=True):
+        canvas.paste(before, (x, 0))
+        canvas.paste(after, (x, height + gap))
+        x += before.width + gap
+    save(canvas, target)
+
+
+def row(f: Figure) -> str | None:
+    """One markdown table row; inputs shown as they are have none."""
+    if f.result is None:
+        if not f.seconds:
+            return None
+        return f"| `{f.name}.jpg` | {f.caption} | | | {f.seconds:.0f} | | | |"
+    r = f.result
+    scales = " → ".join(f"{w}×{h}" for w, h in r.scales)
+    return (
+        f"| `{f.name}.jpg` | {f.caption} | {r.iterations} | {r.stop_reason} | {f.seconds:.0f} | "
+        f"{r.losses['content']:.3g} | {r.losses['style']:.3g} | {scales} |"
+    )
+
+
+def table(figures: Sequence[Figure], machine: str) -> str:
+    lines = [
+        f"Measured on {machine} by `python docs/gallery/make_gallery.py`.",
+        "",
+        "| picture | what | iterations | stop | seconds | content loss | style loss | scales |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(line for line in map(row, figures) if line is not None),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate docs/gallery/.")
+    parser.add_argument("--size", type=int, default=256, help="long side of the sweeps")
+    parser.add_argument("--hero", type=int, default=320, help="long side of the README set")
+    parser.add_argument("--large", type=int, default=768, help="long side of the large output")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
+                        help=f"only these groups: {', '.join(GROUPS)}")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    groups = experiments(args.size, args.hero, args.large)
+    args.out.mkdir(parents=True, exist_ok=True)
+    engine = Engine(device=args.device)
+    machine = (
+        f"{platform.machine()} with {torch.get_num_threads()} torch threads, device "
+        f"{engine.device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    gallery = Gallery(engine, args.out)
+    started = time.perf_counter()
+    for group in args.only or GROUPS:
+        if group == "render":
+            gallery.render_cli(args.hero, args.device)
+            continue
+        for job in groups[group]:
+            gallery.render(job)
+        if group == "hero":
+            hero_picture(groups["hero"], args.out, args.out / "hero.jpg")
+    total = time.perf_counter() - started
+    report = table(gallery.figures, machine) + f"\nAll renders together: {total / 60:.1f} min.\n"
+    print(report)
+    if args.only is None:
+        (args.out / "figures.md").write_text("# Gallery figures\n\n" + report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
