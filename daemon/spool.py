@@ -6,6 +6,7 @@ Layout under the state directory:
     spool/<job-id>/job.json      the job, written once at claim (immutable afterwards)
     spool/<job-id>/input.<ext>   the original photo, moved here from the inbox
     spool/<job-id>/sidecar.json  the original sidecar (if any), moved here too
+    spool/<job-id>/companion-N   macOS `._photo.jpg` AppleDouble files, which go with the photo
     spool/<job-id>/style-N.<ext> hard links into style-store/, so a library edit cannot change it
     spool/<job-id>/started.json  how often the job was started (a crash-loop guard)
     spool/<job-id>/job.log       the job's log, published with the result
@@ -32,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +115,7 @@ class Job(BaseModel):
     output_quality: int
     names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
     key: str  # what identical resubmissions share
+    companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
 
     @property
     def source(self) -> str:
@@ -243,18 +246,23 @@ class Spool:
         claim_dir = self.root / f"{CLAIM_PREFIX}{job_id}"
         claim_dir.mkdir()
         rel_dir = arrival.rel_dir.as_posix() if str(arrival.rel_dir) != "." else ""
+        source_dir = self.settings.inbox / rel_dir
         moves = [[arrival.image.name, f"input{_suffix(arrival.image.name)}"]]
         if arrival.sidecar is not None:
             moves.append([arrival.sidecar.name, SIDECAR_FILE])
+        companions = [
+            [name, f"companion-{index}"]
+            for index, name in enumerate(self._companions(source_dir, [m[0] for m in moves]))
+        ]
+        moves += companions
         intent = {"rel_dir": rel_dir, "moves": moves}
         atomic_write_json(claim_dir / INTENT_FILE, intent)
-        source_dir = self.settings.inbox / rel_dir
         try:
             for source, target in moves:
                 move_file(source_dir / source, claim_dir / target, sync=False)
             fsync_dir(source_dir)
             # job.json's own fsync of claim_dir also makes the moves into it durable.
-            job = self._record(job_id, claim_dir, arrival, rel_dir, resolved)
+            job = self._record(job_id, claim_dir, arrival, rel_dir, resolved, companions)
         except BaseException:
             self._roll_back(claim_dir)
             raise
@@ -264,8 +272,26 @@ class Spool:
         fsync_dir(self.root)
         return job
 
+    @staticmethod
+    def _companions(folder: Path, names: list[str]) -> list[str]:
+        """macOS AppleDouble files (`._photo.jpg`) that belong to the files of a job: they
+        travel with the photo instead of being left behind in the inbox."""
+        found = []
+        for name in names:
+            companion = f"._{name}"
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(folder / companion).st_mode):
+                    found.append(companion)
+        return found
+
     def _record(
-        self, job_id: str, claim_dir: Path, arrival: Arrival, rel_dir: str, resolved: Resolved
+        self,
+        job_id: str,
+        claim_dir: Path,
+        arrival: Arrival,
+        rel_dir: str,
+        resolved: Resolved,
+        companions: list[list[str]],
     ) -> Job:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (claim_dir / SIDECAR_FILE).read_bytes() != sidecar_raw:
@@ -303,6 +329,7 @@ class Spool:
             output_quality=resolved.output_quality,
             names=names.to_json(),
             key=job_key(input_sha, styles, resolved.params, output),
+            companions=companions,
         )
         atomic_write_json(claim_dir / JOB_FILE, job.model_dump(mode="json"))
         self._reserved[job_id] = names.all()
@@ -480,6 +507,15 @@ class Spool:
         for source, name in pairs:
             if source.exists():
                 placed.append(self._put_back(source, folder / name))
+        for name, file in job.companions:
+            if (self.job_dir(job) / file).exists():
+                self._put_back(self.job_dir(job) / file, folder / name)
+        if not into_inbox:  # companions written after the claim follow the photo too
+            inbox = self.settings.inbox / job.rel_dir
+            names = [job.image_name] + ([job.sidecar_name] if job.sidecar_name else [])
+            for late in self._companions(inbox, names):
+                with contextlib.suppress(OSError):
+                    self._put_back(inbox / late, folder / late)
         return placed
 
     def _seen_path(self, rel: str) -> Path:

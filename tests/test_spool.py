@@ -233,3 +233,16 @@ def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:
     assert image.exists() and spool.already_handled([image, sidecar])
     spool.journal({"input": job.source})
     assert (folders.outbox / os.fsdecode(b"caf\xe9.error.json")).exists()
+
+
+def test_appledouble_companions_travel_with_the_photo(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    arrival = _pair(folders, "mac/photo.jpg", {"style": "mosaic"})
+    (folders.inbox / "mac/._photo.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (folders.inbox / "mac/._photo.json").write_bytes(b"\x00\x05\x16\x07")
+    job = _claim(spool, settings, arrival)
+    assert sorted(p.name for p in (folders.inbox / "mac").iterdir()) == []
+    spool.archive_originals(job)
+    archived = sorted(p.name for p in (settings.archive_path / "mac").iterdir())
+    assert archived == ["._photo.jpg", "._photo.json", "photo.jpg", "photo.json"]
