@@ -494,29 +494,55 @@ class Spool:
         return self._release_files(job, self.settings.inbox / job.rel_dir, into_inbox=True)
 
     def _release_files(self, job: Job, folder: Path, *, into_inbox: bool) -> list[Path]:
-        placed = []
-        pairs = [(self.input_path(job), job.image_name)]
-        if job.sidecar_name is not None:
-            pairs.append((self.sidecar_path(job), job.sidecar_name))
+        image_name, sidecar_name = self._free_pair_names(job, folder)
+        pairs = [(self.input_path(job), image_name)]
+        if sidecar_name is not None:
+            pairs.append((self.sidecar_path(job), sidecar_name))
+        renamed = {job.image_name: image_name, job.sidecar_name: sidecar_name}
         if into_inbox:
             # Written first (a rename keeps size and mtime): a crash between the record and the
             # move leaves a harmless record, never a photo that is taken again.
             signatures = [_signature(source) for source, _ in pairs]
             if signatures[0] is not None:
-                self._remember(job.source, signatures, job.id)
+                rel = (Path(job.rel_dir) / image_name).as_posix()
+                self._remember(rel, signatures, job.id)
+        placed = []
         for source, name in pairs:
             if source.exists():
                 placed.append(self._put_back(source, folder / name))
         for name, file in job.companions:
             if (self.job_dir(job) / file).exists():
-                self._put_back(self.job_dir(job) / file, folder / name)
+                target = f"._{renamed.get(name[2:]) or name[2:]}"
+                self._put_back(self.job_dir(job) / file, folder / target)
         if not into_inbox:  # companions written after the claim follow the photo too
             inbox = self.settings.inbox / job.rel_dir
             names = [job.image_name] + ([job.sidecar_name] if job.sidecar_name else [])
             for late in self._companions(inbox, names):
                 with contextlib.suppress(OSError):
-                    self._put_back(inbox / late, folder / late)
+                    self._put_back(inbox / late, folder / f"._{renamed.get(late[2:]) or late[2:]}")
         return placed
+
+    @staticmethod
+    def _free_pair_names(job: Job, folder: Path) -> tuple[str, str | None]:
+        """Names for the photo and its sidecar in `folder` that are both free and still pair
+        up: the originals', else `photo.returned-N.jpg` with `photo.returned-N.json`."""
+        number = 1
+        while True:
+            if number == 1:
+                image = job.image_name
+            else:
+                stem, suffix = Path(job.image_name).stem, Path(job.image_name).suffix
+                image = fit_name(stem, f".returned-{number}{suffix}")
+            sidecar = None
+            if job.sidecar_name is not None:
+                specific = job.sidecar_name == f"{job.image_name}.json"
+                sidecar = f"{image}.json" if specific else f"{Path(image).stem}.json"
+                if number == 1:
+                    sidecar = job.sidecar_name
+            names = [image] + ([sidecar] if sidecar else [])
+            if not any(os.path.lexists(folder / name) for name in names):
+                return image, sidecar
+            number += 1
 
     def _seen_path(self, rel: str) -> Path:
         return self.seen_dir / (hashlib.sha256(os.fsencode(rel)).hexdigest()[:32] + ".json")

@@ -246,3 +246,16 @@ def test_appledouble_companions_travel_with_the_photo(folders: Folders) -> None:
     spool.archive_originals(job)
     archived = sorted(p.name for p in (settings.archive_path / "mac").iterdir())
     assert archived == ["._photo.jpg", "._photo.json", "photo.jpg", "photo.json"]
+
+
+def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = Spool(settings)
+    job = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    newer = make_image(folders.inbox / "photo.jpg", seed=42)  # a new photo under the old name
+    spool.return_originals(job)
+    returned = folders.inbox / "photo.returned-2.jpg"
+    assert returned.exists() and (folders.inbox / "photo.returned-2.json").exists()
+    assert not (folders.inbox / "photo.json").exists()  # the new photo is not given our sidecar
+    assert spool.already_handled([returned, folders.inbox / "photo.returned-2.json"])
+    assert not spool.already_handled([newer, None])
