@@ -53,6 +53,7 @@ class Row:
     score: Score | None = None
     cuda_peak_bytes: int | None = None
     load_before: list[float] = field(default_factory=list)
+    engine: str = ""  # stylefold's version when this subject started
     reach_s: float | None = None  # first time at or below pastiche's final loss
     reach_iteration: int | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
@@ -72,6 +73,7 @@ class Row:
             "scales": self.scales,
             "score": self.score.as_dict() if self.score else None,
             "load_average_before": self.load_before,
+            "stylefold_version": self.engine,
             "reach_pastiche_s": self.reach_s,
             "reach_pastiche_iteration": self.reach_iteration,
             "curve": self.curve,
@@ -128,6 +130,7 @@ def run_stylefold(
     name = subject.replace(" ", "_").replace(",", "").replace("'", "")
     out = folder / f"{name}.png"
     load = _load()
+    version = machine.engine_version(REPO)
     cmd = [
         sys.executable, "-m", "bench.stylefold_run",
         "--content", str(args.content), "--style", str(args.style),
@@ -141,7 +144,7 @@ def run_stylefold(
     return Row(
         size, subject, out, measured, record["run_s"], record["iterations"],
         record["stop_reason"], f"{scales} ({stages})",
-        cuda_peak_bytes=record["cuda_peak_bytes"], load_before=load,
+        cuda_peak_bytes=record["cuda_peak_bytes"], load_before=load, engine=version,
     )  # fmt: skip
 
 

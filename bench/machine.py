@@ -19,15 +19,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit(repo: Path) -> str:
+def engine_version(repo: Path) -> str:
+    """The commit, and whether service/ differs from it: the engine may change during a run."""
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, check=True,
-        )  # fmt: skip
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "service"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip()
+    return f"{head} + uncommitted service/ changes" if dirty else head
 
 
 def _cuda_driver() -> str:
@@ -52,7 +57,7 @@ def describe(device: str, repo: Path) -> dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": device,
-        "stylefold_commit": _git_commit(repo),
+        "stylefold_commit": engine_version(repo),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
