@@ -562,6 +562,7 @@ class Daemon:
 
     def _done(self, job: Job, info: dict[str, Any]) -> None:
         names = self.spool.names(job)
+        self._drop_progress(names)  # gone before the manifest says the job is finished
         result = self.spool.job_dir(job) / f"result.{job.output_format}"
         running = self.running.get(job.id)
         try:
@@ -628,6 +629,7 @@ class Daemon:
 
     def _failed(self, job: Job, data: dict[str, Any]) -> None:
         names = self.spool.names(job)
+        self._drop_progress(names)
         reason = str(data.get("reason") or data.get("error") or "unknown error")
         original = self.settings.inbox / job.rel_dir / job.image_name
         report = {
@@ -701,11 +703,15 @@ class Daemon:
         self.spool.append_log(job, f"put back in the queue ({reason})")
         log.info("job.requeued", input=job.source, reason=reason)
 
+    @staticmethod
+    def _drop_progress(names: OutputNames) -> None:
+        with contextlib.suppress(OSError):
+            names.progress.unlink(missing_ok=True)
+
     def _release(self, job: Job, *, success: bool, entry: dict[str, Any] | None = None) -> None:
         """After the outbox holds the result or report: move the originals on and forget."""
         self.running.pop(job.id, None)
-        with contextlib.suppress(OSError):
-            self.spool.names(job).progress.unlink(missing_ok=True)
+        self._drop_progress(self.spool.names(job))  # also after a restart
         try:
             if success and self.settings.archive == "move":
                 placed = self.spool.archive_originals(job)

@@ -156,24 +156,20 @@ def render_task(
     decoded = time.monotonic()
 
     def report(progress: Progress) -> None:
-        conn.send(
-            Message(
-                "progress",
-                spec.worker_id,
-                task.job_id,
-                {
-                    "iteration": progress.iteration,
-                    "total": progress.total,
-                    "scale": progress.scale,
-                    "scales": progress.scales,
-                    "size": list(progress.size),
-                    "losses": dict(progress.losses),
-                    "elapsed": progress.elapsed,
-                    "eta": progress.eta,
-                    "device": spec.device,
-                },
-            )
-        )
+        # Plain Python numbers only: a tensor in a message would make the daemon import torch
+        # (some 600 MiB) just to unpickle it.
+        data = {
+            "iteration": int(progress.iteration),
+            "total": int(progress.total),
+            "scale": int(progress.scale),
+            "scales": int(progress.scales),
+            "size": [int(side) for side in progress.size],
+            "losses": {str(name): float(value) for name, value in progress.losses.items()},
+            "elapsed": float(progress.elapsed),
+            "eta": float(progress.eta),
+            "device": spec.device,
+        }
+        conn.send(Message("progress", spec.worker_id, task.job_id, data))
 
     result = engine.render(
         content.image,
@@ -192,24 +188,26 @@ def render_task(
         exif=content.exif,
         icc=content.icc,
     )
+    encoded = time.monotonic()
     atomic_write(task.result_path, data)
     info = {
         "iterations": result.iterations,
         "stop_reason": result.stop_reason,
         "losses": {name: float(value) for name, value in result.losses.items()},
-        "scales": [list(scale) for scale in result.scales],
+        "scales": [[int(side) for side in scale] for scale in result.scales],
         "device": str(result.device),
         "output_size": list(result.image.size),
         "input_size": list(content.image.size),
         "input_format": content.format,
-        "peak_memory_bytes": result.peak_memory_bytes,
+        "peak_memory_bytes": int(result.peak_memory_bytes),
         "attempt": task.attempt,
         "params": task.params,
         "versions": library_versions(),
         "timings": {
             "decode_seconds": round(decoded - started, 4),
             "render_seconds": round(float(result.seconds), 4),
-            "encode_seconds": round(time.monotonic() - rendered, 4),
+            "encode_seconds": round(encoded - rendered, 4),
+            "worker_total_seconds": round(time.monotonic() - started, 4),
         },
     }
     atomic_write_json(task.info_path, info)
@@ -221,7 +219,7 @@ def library_versions() -> dict[str, str]:
     import PIL
     import torch
 
-    return {"torch": torch.__version__, "pillow": PIL.__version__}
+    return {"torch": str(torch.__version__), "pillow": str(PIL.__version__)}
 
 
 def load_engine(spec: WorkerSpec) -> Any:
@@ -229,6 +227,7 @@ def load_engine(spec: WorkerSpec) -> Any:
     and a broken weights file is reported before the daemon says it is ready."""
     import torch
 
+    import service.imageio  # noqa: F401  (imported now, so the first job does not pay for it)
     from service.engine import Engine
     from service.params import RenderParams
     from service.weights import WeightsConfig

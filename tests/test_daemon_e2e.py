@@ -180,6 +180,13 @@ def test_a_photo_without_sidecar_is_reported_after_the_pair_timeout(shared: Daem
     assert (inbox / "photo.jpg").exists()
 
 
+def test_the_daemon_process_never_loads_torch(shared: Daemon) -> None:
+    """Torch lives in the workers; the daemon itself stays small (tens of MiB, not hundreds)."""
+    maps = Path(f"/proc/{shared.process.pid}/maps").read_text()
+    assert "libtorch" not in maps
+    assert any(line.get("event") == "job.done" for line in shared.log_lines())
+
+
 def test_no_temporaries_or_progress_files_are_left(shared: Daemon) -> None:
     leftovers = [
         p

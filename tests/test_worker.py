@@ -57,7 +57,12 @@ def test_render_task_writes_an_upright_result_with_metadata(engine: object, tmp_
         assert result.info.get("icc_profile")
     assert json.loads(task.info_path.read_text()) == info
     assert info["iterations"] == TINY_PARAMS["iterations"]
-    assert set(info["timings"]) == {"decode_seconds", "render_seconds", "encode_seconds"}
+    assert set(info["timings"]) == {
+        "decode_seconds",
+        "render_seconds",
+        "encode_seconds",
+        "worker_total_seconds",
+    }
     progress = []
     while ours.poll():
         progress.append(ours.recv())
