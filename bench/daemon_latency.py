@@ -122,10 +122,20 @@ def _start(root: Path, mode: str, args: argparse.Namespace) -> Run:
     log = root / "daemon.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(config),
-             "--log-format", "json"],
-            cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "daemon.cli",
+                "run",
+                "--config",
+                str(config),
+                "--log-format",
+                "json",
+            ],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     run = Run(root, process, log)
     run.wait_for("daemon.ready", 1, 180)
     return run
@@ -205,15 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     for mode in results["modes"]:
         lat, above = mode["last_byte_to_start_s"], mode["above_settle_s"]
         idle, over = mode["idle"], mode["overhead_per_job_s"]
-        print(f"[{mode['mode']}] last byte -> job started: median {lat['median']} s "
-              f"(min {lat['min']}, max {lat['max']}; settle {args.settle} s, so "
-              f"{above['median']} s above it)")  # fmt: skip
-        print(f"[{mode['mode']}] idle: daemon {idle['daemon_cpu_percent']} % CPU, "
-              f"{idle['daemon_rss_mib']} MiB; workers {idle['workers_cpu_percent']} % CPU, "
-              f"{idle['workers_rss_mib']} MiB")  # fmt: skip
-        print(f"[{mode['mode']}] per job beyond the optimisation: median {over['median']} s "
-              f"(min {over['min']}, max {over['max']}); render median "
-              f"{mode['render_s']['median']} s")  # fmt: skip
+        print(
+            f"[{mode['mode']}] last byte -> job started: median {lat['median']} s "
+            f"(min {lat['min']}, max {lat['max']}; settle {args.settle} s, so "
+            f"{above['median']} s above it)"
+        )
+        print(
+            f"[{mode['mode']}] idle: daemon {idle['daemon_cpu_percent']} % CPU, "
+            f"{idle['daemon_rss_mib']} MiB; workers {idle['workers_cpu_percent']} % CPU, "
+            f"{idle['workers_rss_mib']} MiB"
+        )
+        print(
+            f"[{mode['mode']}] per job beyond the optimisation: median {over['median']} s "
+            f"(min {over['min']}, max {over['max']}); render median "
+            f"{mode['render_s']['median']} s"
+        )
+        print(
+            f"[{mode['mode']}] daemon memory after the jobs: "
+            f"{mode['daemon_rss_after_jobs_mib']} MiB"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
