@@ -307,9 +307,17 @@ class Watcher:
             return None
         return result.st_dev, result.st_ino
 
+    def _still_mounted(self, point: Path) -> bool:
+        """Whether `point` is still listed as a mount point. os.path.ismount cannot tell: a bind
+        mount of a folder onto itself on the same file system (what systemd's ReadWritePaths=
+        makes of the inbox) has the same device as its parent. An unreadable mountinfo tells
+        nothing, so it counts as mounted."""
+        mounts = read_mounts(self.mountinfo)
+        return not mounts or any(Path(m.mount_point) == point for m in mounts)
+
     def _unavailable(self) -> str | None:
         """Why the inbox cannot be watched now, or None if it can."""
-        if self._mount_point is not None and not os.path.ismount(self._mount_point):
+        if self._mount_point is not None and not self._still_mounted(self._mount_point):
             return f"{self._mount_point} is no longer mounted"
         try:
             with os.scandir(self.inbox) as entries:

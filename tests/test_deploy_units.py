@@ -277,15 +277,7 @@ def _in_sandbox(pid: int, code: str) -> None:
 @pytest.mark.parametrize(
     "inbox_fs",
     [
-        pytest.param(
-            "bind",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="daemon/watcher.py takes the inbox's bind mount (what ReadWritePaths= "
-                "makes) for an unmounted share: os.path.ismount() is False for a bind mount "
-                "on the same file system, so the watcher pauses for good",
-            ),
-        ),
+        "bind",
         "tmpfs",
     ],
 )

@@ -312,11 +312,6 @@ def test_processed_photos_leave_the_inbox(run: Run) -> None:
         assert left == [], f"{name}: {left}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon leaves a processed photo's AppleDouble companions (._photo.jpg, "
-    "._photo.json) in the inbox; issue 5 item 4 asks for them to go with the photo",
-)
 def test_macos_appledouble_companions_go_with_the_photo(run: Run) -> None:
     outcome = run.outcomes["macos"]
     assert "._photo.jpg" not in outcome.inbox_files
