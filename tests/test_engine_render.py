@@ -13,6 +13,7 @@ from service.engine import Engine, Progress, StyleImage, to_tensor
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
 from service.params import RenderParams
+from service.schedule import style_dimensions
 
 SIZE = 40
 
@@ -102,6 +103,32 @@ def test_style_only_moves_the_grams_toward_the_style(
     )
     distance_after = sum(float(style_layer_loss(g, t)) for g, t in zip(after, targets, strict=True))
     assert distance_after < 0.3 * distance_before
+
+
+def test_reported_loss_is_the_loss_of_the_saved_image(
+    content: Image.Image, style: Image.Image
+) -> None:
+    """Recomputed from the 8-bit result with the public loss functions, the way a referee
+    would: the optimised image stays in the valid colour range, so nothing is lost in saving."""
+    engine = Engine(device="cpu", precision="fp32")
+    params = _params(iterations=15, style_weight=1000.0)
+    result = engine.render(content, [StyleImage(style)], params)
+    size = result.image.size
+    style_size = style_dimensions(style.size, size, 1.0)
+    (c_target,) = _features(engine, content.resize(size, Image.Resampling.BILINEAR), ("conv4_2",))
+    s_targets = [
+        gram(f)
+        for f in _features(
+            engine, style.resize(style_size, Image.Resampling.BILINEAR), params.style_layers
+        )
+    ]
+    (c_out,) = _features(engine, result.image, ("conv4_2",))
+    s_out = [gram(f) for f in _features(engine, result.image, params.style_layers)]
+    c = float(content_loss(c_out, c_target))
+    s = sum(float(style_layer_loss(g, t)) for g, t in zip(s_out, s_targets, strict=True))
+    assert result.losses["content"] == pytest.approx(c, rel=0.02)
+    assert result.losses["style"] == pytest.approx(s, rel=0.02)
+    assert result.losses["total"] == pytest.approx(c + 1000.0 * s, rel=0.02)
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(

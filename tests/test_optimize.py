@@ -132,3 +132,27 @@ def test_zero_iterations_reports_the_start() -> None:
     assert result.iterations == 0
     assert torch.equal(result.image, torch.ones(1, 12, dtype=torch.float64))
     assert result.losses[3] == pytest.approx(float(_loss(a, b)(result.image)[0]))
+
+
+def test_projection_keeps_iterates_feasible_and_finds_the_constrained_minimum() -> None:
+    """min sum (x - t)^2 over the box [0, 1]: the answer is t clipped to the box."""
+    target = torch.tensor([[-2.0, 0.25, 0.5, 3.0, 1.5, 0.75]], dtype=torch.float64)
+    seen_outside: list[bool] = []
+
+    def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen_outside.append(bool(((x < 0) | (x > 1)).any()))
+        total = ((x - target) ** 2).sum()
+        return total, torch.stack([total.detach()] * 3)
+
+    result = optimize(
+        torch.full((1, 6), 0.5, dtype=torch.float64),
+        fn,
+        method="lbfgs",
+        iterations=40,
+        learning_rate=1.0,
+        tolerance=0.0,
+        project=lambda x: x.clamp(0, 1),
+    )
+    assert not any(seen_outside)
+    assert torch.allclose(result.image, target.clamp(0, 1), atol=1e-6)
+    assert result.losses[3] == pytest.approx(float(((target.clamp(0, 1) - target) ** 2).sum()))
