@@ -224,3 +224,7 @@ def daemon_factory(folders: Folders) -> Iterator[Callable[..., Daemon]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(10)
+
+
+# The reliability report (docs/RELIABILITY.md): a session fixture and its session-end hook.
+from reliability_report import pytest_sessionfinish, reliability  # noqa: E402, F401
