@@ -31,7 +31,7 @@ from daemon.lock import LockError, StateLock
 from daemon.logs import job_context, setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.outbox import OutputNames, choose_names, file_sha256, published_by, read_json
-from daemon.pool import Pool, PoolError, PoolEvent
+from daemon.pool import PoolError, PoolEvent, make_pool
 from daemon.progress import ProgressFile, percent_done
 from daemon.sdnotify import Notifier
 from daemon.spool import Job, Rejected, Spool, new_job_id, resolve
@@ -43,7 +43,9 @@ log = structlog.get_logger("stylefold.daemon")
 
 TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction time
 STATUS_EVERY = 2.0
-PUBLISH_RETRY = 30.0  # seconds before writing into an unwritable outbox is tried again
+# Seconds before writing into an unwritable outbox is tried again; the environment variable is
+# a test hook (the reliability suite shortens it), not a setting.
+PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 CLAIM_RETRY = 10.0
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up
@@ -122,16 +124,7 @@ class Daemon:
         self.watcher = Watcher.from_settings(
             settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
         )
-        self.pool = Pool(
-            settings.devices,
-            settings.workers_per_device,
-            job_timeout=settings.job_timeout,
-            retries=settings.retries,
-            oom_fallback=settings.oom_fallback,
-            queue_max=settings.queue_max,
-            warm_params=settings.defaults.model_dump(mode="json"),
-            weights=settings.weights.model_dump(mode="json"),
-        )
+        self.pool = make_pool(settings)
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # claimed, waiting for room in the pool queue
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="auto, cpu, mps, cuda or cuda:N (repeat or comma-separate)",
         )
         parser.add_argument("--workers", type=int, metavar="N", help="workers per device")
+        parser.add_argument("--backend", choices=("local", "ray"), help="worker pool backend")
         parser.add_argument("--log-format", choices=("auto", "json", "console"))
         parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
         parser.set_defaults(func=func)
@@ -82,6 +83,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     devices = getattr(args, "device", None)
     values["devices"] = ",".join(devices) if devices else None
     values["workers_per_device"] = getattr(args, "workers", None)
+    values["backend"] = getattr(args, "backend", None)
     values["log_format"] = getattr(args, "log_format", None)
     values["log_level"] = getattr(args, "log_level", None)
     return values

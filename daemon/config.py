@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     # Workers.
     devices: StrList = Field(["auto"], description="auto, cpu, mps, cuda or cuda:N.")
     workers_per_device: int = Field(1, ge=1, le=64)
+    backend: Literal["local", "ray"] = Field(
+        "local", description="Worker pool: local processes, or actors on a Ray cluster."
+    )
+    ray_address: str = Field(
+        "local",
+        description="Ray cluster: local (start one here), auto, ray://host:port, host:port.",
+    )
+    ray_cpu_actors: int = Field(
+        0, ge=0, le=256, description="Ray actors on CPUs, besides the one per cluster GPU."
+    )
 
     # Limits.
     max_pixels: int = Field(40_000_000, gt=0, description="Largest input image, in pixels.")
@@ -179,6 +189,19 @@ class Settings(BaseSettings):
             raise ValueError("'auto' cannot be combined with other devices; list them instead")
         return devices
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str) -> str:
+        address = value.strip()
+        if address in ("local", "auto"):
+            return address
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"ray_address {value!r} is not local, auto, ray://host:port or host:port"
+            )
+        return address
+
     @field_validator("image_extensions")
     @classmethod
     def _clean_extensions(cls, value: list[str]) -> list[str]:
@@ -264,6 +287,7 @@ CLI_FLAGS: dict[str, str] = {
     "state": "--state",
     "devices": "--device",
     "workers_per_device": "--workers",
+    "backend": "--backend",
 }
 
 

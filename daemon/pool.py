@@ -21,11 +21,14 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from daemon.worker import CANCEL, Message, Task, WorkerSpec, worker_main
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -456,3 +459,20 @@ class Pool:
         if kind == "internal":
             return f"internal error: {data.get('error')}; please report it with the job's log"
         return str(data.get("error"))
+
+
+def make_pool(settings: Settings) -> Pool:
+    """The pool the settings ask for: local worker processes, or actors on a Ray cluster."""
+    common: dict[str, Any] = {
+        "job_timeout": settings.job_timeout,
+        "retries": settings.retries,
+        "oom_fallback": settings.oom_fallback,
+        "queue_max": settings.queue_max,
+        "warm_params": settings.defaults.model_dump(mode="json"),
+        "weights": settings.weights.model_dump(mode="json"),
+    }
+    if settings.backend == "ray":
+        from daemon.ray_pool import RayPool
+
+        return RayPool(settings.ray_address, settings.ray_cpu_actors, **common)
+    return Pool(settings.devices, settings.workers_per_device, **common)

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -111,7 +112,7 @@ class _Cancel:
         return self.requested
 
 
-def _classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> str:
     from service.errors import (
         CancelledError,
         DeviceOutOfMemoryError,
@@ -137,46 +138,83 @@ def _classify(exc: BaseException) -> str:
 def render_task(
     engine: Any, task: Task, conn: Connection, cancel: _Cancel, spec: WorkerSpec
 ) -> dict[str, Any]:
-    """Decode, render and encode one job; returns what goes into the manifest."""
+    """Render one job from its spool files and write the result beside them; returns what goes
+    into the manifest."""
+    sources = Sources(
+        content=task.content,
+        styles=tuple((ref.path, ref.weight) for ref in task.styles),
+        init=task.init_image,
+    )
+
+    def report(data: dict[str, Any]) -> None:
+        conn.send(Message("progress", spec.worker_id, task.job_id, data))
+
+    data, info = render_bytes(engine, task, sources, report, cancel, spec)
+    atomic_write(task.result_path, data)
+    atomic_write_json(task.info_path, info)
+    return info
+
+
+@dataclass(frozen=True)
+class Sources:
+    """A job's images as paths (a local worker reads the spool) or bytes (a Ray actor, which
+    has no access to the daemon's folders)."""
+
+    content: Path | bytes
+    styles: tuple[tuple[Path | bytes, float], ...]
+    init: Path | bytes | None = None
+
+
+def render_bytes(
+    engine: Any,
+    task: Task,
+    sources: Sources,
+    report: Callable[[dict[str, Any]], None],
+    cancel: Callable[[], bool],
+    spec: WorkerSpec,
+) -> tuple[bytes, dict[str, Any]]:
+    """Decode, render and encode one job; returns the encoded result and its manifest data."""
     from service.engine import Progress, StyleImage
     from service.imageio import encode_image, open_image
     from service.params import RenderParams
 
     started = time.monotonic()
-    content = open_image(task.content, max_pixels=task.max_pixels)
+    content = open_image(sources.content, max_pixels=task.max_pixels)
     styles = [
-        StyleImage(open_image(ref.path, max_pixels=task.max_pixels).image, ref.weight)
-        for ref in task.styles
+        StyleImage(open_image(source, max_pixels=task.max_pixels).image, weight)
+        for source, weight in sources.styles
     ]
     init = (
-        open_image(task.init_image, max_pixels=task.max_pixels).image
-        if task.init_image is not None
+        open_image(sources.init, max_pixels=task.max_pixels).image
+        if sources.init is not None
         else None
     )
     decoded = time.monotonic()
+    _injected_oom(task)
 
-    def report(progress: Progress) -> None:
+    def on_progress(progress: Progress) -> None:
         # Plain Python numbers only: a tensor in a message would make the daemon import torch
         # (some 600 MiB) just to unpickle it.
-        data = {
-            "iteration": int(progress.iteration),
-            "total": int(progress.total),
-            "scale": int(progress.scale),
-            "scales": int(progress.scales),
-            "size": [int(side) for side in progress.size],
-            "losses": {str(name): float(value) for name, value in progress.losses.items()},
-            "elapsed": float(progress.elapsed),
-            "eta": float(progress.eta),
-            "device": spec.device,
-        }
-        conn.send(Message("progress", spec.worker_id, task.job_id, data))
+        report(
+            {
+                "iteration": int(progress.iteration),
+                "total": int(progress.total),
+                "scale": int(progress.scale),
+                "scales": int(progress.scales),
+                "size": [int(side) for side in progress.size],
+                "losses": {str(name): float(value) for name, value in progress.losses.items()},
+                "elapsed": float(progress.elapsed),
+                "eta": float(progress.eta),
+                "device": spec.device,
+            }
+        )
 
     result = engine.render(
         content.image,
         styles,
         RenderParams.model_validate(task.params),
         init_image=init,
-        progress=report,
+        progress=on_progress,
         progress_every=spec.progress_every,
         cancel=cancel,
     )
@@ -189,7 +227,6 @@ def render_task(
         icc=content.icc,
     )
     encoded = time.monotonic()
-    atomic_write(task.result_path, data)
     info = {
         "iterations": result.iterations,
         "stop_reason": result.stop_reason,
@@ -210,8 +247,23 @@ def render_task(
             "worker_total_seconds": round(time.monotonic() - started, 4),
         },
     }
-    atomic_write_json(task.info_path, info)
-    return info
+    return data, info
+
+
+FAULT_OOM = "STYLEFOLD_FAULT_OOM"
+
+
+def _injected_oom(task: Task) -> None:
+    """Test hook: with STYLEFOLD_FAULT_OOM=N in the daemon's environment, the first N attempts
+    of every job fail at the engine boundary as a device out-of-memory would, so the daemon's
+    oom_fallback can be exercised on a CPU-only machine. Unset in production."""
+    from service.errors import DeviceOutOfMemoryError
+
+    attempts = int(os.environ.get(FAULT_OOM, "0") or 0)
+    if task.attempt <= attempts:
+        raise DeviceOutOfMemoryError(
+            f"out of memory (injected by {FAULT_OOM}={attempts}, attempt {task.attempt})"
+        )
 
 
 def library_versions() -> dict[str, str]:
@@ -250,7 +302,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         engine = load_engine(spec)
     except Exception as exc:  # reported, then this worker is done
         conn.send(
-            Message("load_failed", spec.worker_id, data={"error": str(exc), "kind": _classify(exc)})
+            Message("load_failed", spec.worker_id, data={"error": str(exc), "kind": classify(exc)})
         )
         return
     conn.send(
@@ -278,7 +330,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         try:
             info = render_task(engine, task, conn, cancel, spec)
         except Exception as exc:
-            kind = _classify(exc)
+            kind = classify(exc)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             data = {"kind": kind, "error": str(exc) or detail, "detail": detail}
             if kind == "internal":
