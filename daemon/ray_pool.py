@@ -153,7 +153,9 @@ class RayPool(Pool):
         ray = self._ray = _import_ray()
         from ray.util.queue import Queue
 
-        options: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False}
+        options: dict[str, Any] = {"namespace": NAMESPACE}
+        if not self.address.startswith("ray://"):  # Ray Client takes no log_to_driver
+            options["log_to_driver"] = False  # actors' output would break the JSON log
         if self.address == "local":
             options.update(num_cpus=max(os.cpu_count() or 1, self.cpu_actors))
             options.update(include_dashboard=False)
