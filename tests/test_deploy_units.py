@@ -342,3 +342,17 @@ def test_daemon_works_inside_the_units_file_system_sandbox(tmp_path: Path, inbox
     log = log_path.read_text()
     assert "Read-only file system" not in log
     assert "cross-device" not in log
+
+
+@pytest.mark.parametrize(
+    ("unit", "as_name"),
+    [("ray-head.service", "ray-head.service"), ("ray-worker@.service", "ray-worker@gpu0.service")],
+)
+def test_ray_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str, as_name: str) -> None:
+    ray = Path(sys.executable).parent / "ray"
+    if not ray.exists():
+        pytest.skip("the ray extra is not installed (pip install 'stylefold[ray]')")
+    text = (DEPLOY / unit).read_text()
+    assert "/usr/local/bin/ray " in text
+    (tmp_path / as_name).write_text(text.replace("/usr/local/bin/ray", str(ray)))
+    assert _verify(tmp_path, as_name) == ""
