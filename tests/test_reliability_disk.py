@@ -1,0 +1,151 @@
+"""A full or unwritable outbox: the job waits (its original stays in the inbox) and is published
+once the outbox can be written again. As root the outbox is a small tmpfs the test mounts
+(filled up, then remounted read-only); otherwise a chmod-read-only outbox stands in."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, Folders, image_bytes, start_daemon, wait_for
+from PIL import Image
+from reliability_report import Collector
+
+ROOT = os.geteuid() == 0
+RETRY = "0.5"  # STYLEFOLD_TEST_PUBLISH_RETRY: seconds between publishing attempts
+
+
+@pytest.fixture
+def tmpfs_outbox(folders: Folders) -> Iterator[Path]:
+    if not ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folders.outbox)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folders.outbox
+    subprocess.run(["umount", "-l", str(folders.outbox)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    with contextlib.suppress(OSError), filler.open("ab") as handle:  # the last partial block
+        while True:
+            handle.write(b"\0" * 512)
+            handle.flush()
+    try:
+        (folder / "probe").write_bytes(b"x" * 8192)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    else:
+        raise AssertionError("the outbox is not full")
+    return filler
+
+
+def _drop(folders: Folders, stem: str, sidecar: dict[str, object]) -> bytes:
+    data = image_bytes(seed=len(stem))
+    (folders.inbox / f"{stem}.jpg").write_bytes(data)
+    (folders.inbox / f"{stem}.json").write_text(json.dumps(sidecar))
+    return data
+
+
+def _waits_then_publishes(daemon: Daemon, folders: Folders, unblock: object) -> dict[str, int]:
+    """Drop a good and a bad pair while the outbox cannot be written; check they wait; unblock;
+    check both are published and the good original archived only then."""
+    good = _drop(folders, "photo", {"style": "mosaic"})
+    _drop(folders, "bad", {"style": "nosuchstyle"})
+    daemon.wait_for_log("job.outbox_unwritable", timeout=120)
+    daemon.wait_for_log("job.outbox_unwritable", timeout=30, count=2)  # retried, still waiting
+    held = [p for p in (folders.state / "spool").rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == good for p in held), "the claimed original is not in the spool"
+    assert not (folders.state / "archive" / "photo.jpg").exists()
+    assert not (folders.outbox / "photo.manifest.json").exists()
+    assert daemon.process.poll() is None
+    blocked = sum(
+        1 for line in daemon.log_lines() if line.get("event") in ("job.outbox_unwritable",
+                                                                  "job.report_failed")
+    )  # fmt: skip
+    unblock()  # type: ignore[operator]
+    wait_for((folders.outbox / "photo.manifest.json").exists, 60, "the result once writable")
+    wait_for((folders.outbox / "bad.error.json").exists, 60, "the error report once writable")
+    manifest = json.loads((folders.outbox / "photo.manifest.json").read_text())
+    with Image.open(folders.outbox / manifest["output"]["file"]) as image:
+        image.load()
+    wait_for((folders.state / "archive" / "photo.jpg").exists, 10, "the original archived")
+    assert (folders.state / "archive" / "photo.jpg").read_bytes() == good
+    assert "nosuchstyle" in json.loads((folders.outbox / "bad.error.json").read_text())["error"]
+    assert (folders.inbox / "bad.jpg").exists()
+    assert not list(folders.outbox.rglob(".stylefold-*"))
+    assert daemon.stop() == 0
+    return {"blocked": blocked}
+
+
+def test_a_full_outbox_makes_jobs_wait_then_publish(
+    folders: Folders, tmpfs_outbox: Path, reliability: Collector
+) -> None:
+    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": RETRY})
+    filler = _fill(tmpfs_outbox)
+    seen = _waits_then_publishes(daemon, folders, filler.unlink)
+    reliability.record(
+        "disk: full outbox (512 KiB tmpfs)",
+        2,
+        "a good and a bad pair wait while the outbox is full (ENOSPC): the bad original "
+        "stays in the inbox, the good one stays claimed in the spool, not archived; after "
+        "space is freed the result and the error report are published, the "
+        "original archived, no temporary left",
+        f"{seen['blocked']} failed publishing attempts while full",
+    )
+
+
+def test_a_read_only_outbox_makes_jobs_wait_then_publish(
+    folders: Folders, reliability: Collector
+) -> None:
+    if ROOT:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folders.outbox)],
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        how = "tmpfs remounted read-only (EROFS)"
+
+        def lock() -> None:
+            subprocess.run(["mount", "-o", "remount,ro", str(folders.outbox)], check=True)
+
+        def unlock() -> None:
+            subprocess.run(["mount", "-o", "remount,rw", str(folders.outbox)], check=True)
+    else:
+        how = "outbox chmod 0555 (EACCES)"
+
+        def lock() -> None:
+            folders.outbox.chmod(0o555)
+
+        def unlock() -> None:
+            folders.outbox.chmod(0o755)
+
+    try:
+        daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": RETRY})
+        lock()
+        seen = _waits_then_publishes(daemon, folders, unlock)
+    finally:
+        if ROOT:
+            subprocess.run(["umount", "-l", str(folders.outbox)], check=False)
+    reliability.record(
+        "disk: read-only outbox",
+        2,
+        f"{how}: a good and a bad pair wait (originals in the inbox and the spool); once writable "
+        "the result and the error report are published and the original archived",
+        f"{seen['blocked']} failed publishing attempts while read-only",
+    )
