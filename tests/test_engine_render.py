@@ -215,7 +215,7 @@ def test_multiscale_runs_coarse_to_fine(
     )
     assert result.scales == [(24, 16), (48, 32)]
     assert result.image.size == (48, 32)
-    assert len(result.stage_iterations) == 2 and result.stage_iterations[-1] == 10
+    assert result.stage_iterations == [10, 4]
     assert result.iterations == sum(result.stage_iterations)
     assert {p.scale for p in seen} == {0, 1} and all(p.scales == 2 for p in seen)
     iterations = [p.iteration for p in seen]

@@ -6,12 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.params import RenderParams
-from service.schedule import AUTO_FROM, dimensions, plan, style_dimensions
+from service.schedule import AUTO_ABOVE, MIN_SIDE, dimensions, plan, style_dimensions
 
 
-def test_small_outputs_run_one_scale_by_default() -> None:
-    stages = plan(RenderParams(size=AUTO_FROM - 1, iterations=123))
-    assert [(s.long_side, s.iterations) for s in stages] == [(AUTO_FROM - 1, 123)]
+def test_outputs_up_to_the_threshold_run_one_scale_by_default() -> None:
+    for size in (256, 512, AUTO_ABOVE):
+        stages = plan(RenderParams(size=size, iterations=123))
+        assert [(s.long_side, s.iterations, s.content_boost) for s in stages] == [(size, 123, 1.0)]
 
 
 def test_off_means_one_scale_at_any_size() -> None:
@@ -19,21 +20,24 @@ def test_off_means_one_scale_at_any_size() -> None:
 
 
 def test_large_outputs_go_coarse_to_fine() -> None:
-    for size in (512, 1024, 2048, 4096):
+    for size in (AUTO_ABOVE + 1, 1024, 2048, 4096):
         stages = plan(RenderParams(size=size, iterations=300))
         sides = [s.long_side for s in stages]
         assert len(stages) >= 2
-        assert sides == sorted(sides) and sides[-1] == size
-        assert all(b == 2 * a or b == 2 * a + 1 for a, b in itertools.pairwise(sides))
-        assert stages[-1].iterations == 300 and stages[-1].content_boost == 1.0
-        # Cheap coarse passes keep more content; the output pass uses the job's own balance.
-        assert all(s.content_boost >= 1.0 for s in stages)
-    assert len(plan(RenderParams(size=2048))) > len(plan(RenderParams(size=512)))
+        assert sides[-1] == size and MIN_SIDE <= sides[0] < 2 * MIN_SIDE
+        assert all(b in (2 * a, 2 * a + 1) for a, b in itertools.pairwise(sides))
+        # The first pass does the work; each finer, costlier pass refines with fewer iterations.
+        caps = [s.iterations for s in stages]
+        assert caps[0] == 300 and all(b < a for a, b in itertools.pairwise(caps))
+        # Coarse passes keep more content; the output pass uses the job's own balance.
+        assert stages[-1].content_boost == 1.0
+        assert all(s.content_boost > 1.0 for s in stages[:-1])
+    assert len(plan(RenderParams(size=2048))) > len(plan(RenderParams(size=1024)))
 
 
 def test_on_forces_a_coarse_pass_even_when_small() -> None:
     stages = plan(RenderParams(size=48, iterations=10, multiscale="on"))
-    assert [s.long_side for s in stages] == [24, 48]
+    assert [(s.long_side, s.iterations) for s in stages] == [(24, 10), (48, 4)]
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(16, 4096))
