@@ -179,13 +179,13 @@ def render_bytes(
     from service.params import RenderParams
 
     started = time.monotonic()
-    content = open_image(sources.content, max_pixels=task.max_pixels)
+    content = _decode(open_image, sources.content, task, "the photo")
     styles = [
-        StyleImage(open_image(source, max_pixels=task.max_pixels).image, weight)
+        StyleImage(_decode(open_image, source, task, "a style image").image, weight)
         for source, weight in sources.styles
     ]
     init = (
-        open_image(sources.init, max_pixels=task.max_pixels).image
+        _decode(open_image, sources.init, task, "the init image").image
         if sources.init is not None
         else None
     )
@@ -248,6 +248,21 @@ def render_bytes(
         },
     }
     return data, info
+
+
+def _decode(open_image: Callable[..., Any], source: Path | bytes, task: Task, what: str) -> Any:
+    """The engine names the spool file and "the limit"; the person reading the report knows
+    neither, so name what the file is and the setting to raise."""
+    from service.errors import ImageInputError
+
+    try:
+        return open_image(source, max_pixels=task.max_pixels)
+    except ImageInputError as exc:
+        message = str(exc)
+        if isinstance(source, Path):
+            message = message.replace(str(source), what)
+        message = message.replace("raise the limit", "raise the daemon's max_pixels setting")
+        raise ImageInputError(message) from exc
 
 
 FAULT_OOM = "STYLEFOLD_FAULT_OOM"
