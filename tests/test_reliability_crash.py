@@ -44,11 +44,12 @@ def _drop(folders: Folders, stems: list[str], rng: random.Random) -> None:
         (inbox / f"{stem}.jpg").write_bytes(image_bytes(size=(40, 32), seed=1000 + seed))
         sidecar = {
             "style": rng.choice(["mosaic", "waves"]),
-            "params": {"iterations": rng.randint(1, 3)},
+            "params": {"iterations": rng.randint(1, 2)},
         }
         (inbox / f"{stem}.json").write_text(json.dumps(sidecar))
 
 
+@pytest.mark.timeout(900)  # 21 daemon starts and 60 renders; minutes on a busy 2-core machine
 def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     folders: Folders, reliability: Collector
 ) -> None:
@@ -60,7 +61,7 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     for round_ in range(KILLS):
         _drop(folders, stems[round_ * per_round : (round_ + 1) * per_round], rng)
         daemon = start_daemon(folders, config=config, ready=False)
-        moment = rng.uniform(0.5, 7.0)  # start-up, claiming, rendering and publishing alike
+        moment = rng.uniform(0.5, 5.0)  # start-up, claiming, rendering and publishing alike
         time.sleep(moment)
         daemon.process.kill()
         daemon.process.wait(10)
@@ -69,7 +70,7 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     _drop(folders, stems[KILLS * per_round :], rng)
     answered_before = sum(bool(_answers(folders, s)) for s in stems)
     final = start_daemon(folders, config=config)
-    wait_for(lambda: _all_answered(folders, stems), 240, "an answer to every job")
+    wait_for(lambda: _all_answered(folders, stems), 600, "an answer to every job")
     assert final.stop() == 0
 
     outputs = errors = 0
@@ -95,7 +96,7 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     reliability.record(
         "crash: kill -9 of the daemon",
         JOBS,
-        f"{KILLS} kills at random moments (0.5-7 s after start: start-up, claiming, rendering, "
+        f"{KILLS} kills at random moments (0.5-5 s after start: start-up, claiming, rendering, "
         f"publishing); every job answered exactly once ({outputs} outputs, {errors} error "
         "reports), no duplicate, every original archived or in the inbox, no .stylefold-*.tmp "
         "left, every output decodes",

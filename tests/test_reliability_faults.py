@@ -1,0 +1,110 @@
+"""Device faults and resource limits through a real daemon.
+
+Out-of-memory is injected at the engine boundary (STYLEFOLD_FAULT_OOM, a test hook in
+daemon/worker.py) since this machine has no GPU; the daemon's oom_fallback then decides.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Daemon, Folders, image_bytes, start_daemon, wait_for
+from PIL import Image
+from reliability_report import Collector
+
+pytestmark = pytest.mark.heavy
+
+
+def _job(folders: Folders, stem: str, sidecar: object, size: tuple[int, int] = (64, 48)) -> None:
+    (folders.inbox / f"{stem}.jpg").write_bytes(image_bytes(size=size, seed=len(stem)))
+    text = sidecar if isinstance(sidecar, str) else json.dumps(sidecar)
+    (folders.inbox / f"{stem}.json").write_text(text)
+
+
+def _answer(folders: Folders, stem: str, timeout: float = 120) -> tuple[str, dict[str, object]]:
+    manifest = folders.outbox / f"{stem}.manifest.json"
+    error = folders.outbox / f"{stem}.error.json"
+    wait_for(lambda: manifest.exists() or error.exists(), timeout, f"an answer for {stem}")
+    if manifest.exists():
+        return "result", json.loads(manifest.read_text())
+    return "error", json.loads(error.read_text())
+
+
+def _started(daemon: Daemon, stem: str) -> bool:
+    return any(
+        line.get("event") == "job.claimed" and line.get("input") == f"{stem}.jpg"
+        for line in daemon.log_lines()
+    )
+
+
+@pytest.mark.parametrize("fallback", ["smaller", "cpu", "fail"])
+def test_out_of_memory_leads_to_the_configured_fallback(
+    folders: Folders, fallback: str, reliability: Collector
+) -> None:
+    config = folders.config(
+        oom_fallback=fallback, retries=1, defaults={"size": 48, "iterations": 2}
+    )
+    daemon = start_daemon(folders, config=config, env={"STYLEFOLD_FAULT_OOM": "1"})
+    _job(folders, "photo", {"style": "mosaic"})
+    outcome, answer = _answer(folders, "photo")
+    assert daemon.process.poll() is None
+    log = (folders.outbox / "photo.log").read_text()
+    if fallback == "fail":
+        assert outcome == "error", answer
+        message = str(answer["error"])
+        assert "out of memory" in message and "oom_fallback" in message, message
+        held = "a clear error report naming oom_fallback and params.size; no retry"
+    else:
+        assert outcome == "result", answer
+        assert "retrying" in log, log
+        output = answer["output"]
+        assert isinstance(output, dict)
+        with Image.open(folders.outbox / str(output["file"])) as image:
+            image.load()
+            side = max(image.size)
+        if fallback == "smaller":
+            assert side == int(48 * 0.7), side
+            held = f"retried at 70 % size (48 -> {side} px) and published"
+        else:
+            assert side == 48
+            held = "retried on the CPU and published at full size"
+    assert daemon.stop() == 0
+    reliability.record(f"device: out of memory, oom_fallback={fallback}", 1, held)
+
+
+def test_resource_limits_are_enforced_and_named(folders: Folders, reliability: Collector) -> None:
+    config = folders.config(
+        max_pixels=3500,
+        max_iterations=200,
+        max_output_size=128,
+        max_sidecar_bytes=1024,
+        job_timeout=3.0,
+        retries=0,
+        defaults={"size": 32, "iterations": 2},
+    )
+    daemon = start_daemon(folders, config=config)
+    _job(folders, "pixels", {"style": "mosaic"}, size=(80, 60))  # 4,800 pixels
+    _job(folders, "iterations", {"style": "mosaic", "params": {"iterations": 201}})
+    _job(folders, "outsize", {"style": "mosaic", "params": {"size": 129}})
+    _job(folders, "sidecar", json.dumps({"style": "mosaic", "note": "x" * 2000}))
+    _job(folders, "slow", {"style": "mosaic", "params": {"size": 128, "iterations": 200}})
+    _job(folders, "fine", {"style": "mosaic"})
+    before_work = {"iterations": "max_iterations", "outsize": "max_output_size",
+                   "sidecar": "max_sidecar_bytes"}  # fmt: skip
+    for stem, limit in {**before_work, "pixels": "max_pixels", "slow": "job_timeout"}.items():
+        outcome, answer = _answer(folders, stem)
+        assert outcome == "error", (stem, answer)
+        assert limit in str(answer["error"]), (stem, answer["error"])
+    for stem in before_work:  # rejected from the sidecar alone: never claimed, never rendered
+        assert not _started(daemon, stem), stem
+    assert _answer(folders, "fine")[0] == "result"
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+    reliability.record(
+        "limits: max_pixels, max_iterations, max_output_size, max_sidecar_bytes, job_timeout",
+        6,
+        "each over-limit job gets an error report naming its limit; sidecar limits reject "
+        "before the job is claimed, max_pixels at decode before rendering, a job over "
+        "job_timeout is killed and reported; a job within limits still renders",
+    )
