@@ -227,4 +227,8 @@ def daemon_factory(folders: Folders) -> Iterator[Callable[..., Daemon]]:
 
 
 # The reliability report (docs/RELIABILITY.md): a session fixture and its session-end hook.
-from reliability_report import pytest_sessionfinish, reliability  # noqa: E402, F401
+from reliability_report import (  # noqa: E402, F401
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    reliability,
+)

@@ -40,8 +40,8 @@ class Collector:
         """Called by a test once its assertions passed (a failing test records `FAIL`)."""
         self.rows[scenario] = Row(scenario, cases, held, "pass", measured)
 
-    def fail(self, scenario: str, cases: int, held: str) -> None:
-        self.rows.setdefault(scenario, Row(scenario, cases, held, "FAIL"))
+    def fail(self, test: str, why: str) -> None:
+        self.rows[f"FAILED {test}"] = Row(f"FAILED {test}", 0, why[:300], "FAIL")
 
 
 COLLECTOR = Collector()
@@ -50,6 +50,12 @@ COLLECTOR = Collector()
 @pytest.fixture(scope="session")
 def reliability() -> Iterator[Collector]:
     yield COLLECTOR
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failing reliability test shows in the table (its scenario row keeps the last pass)."""
+    if report.failed and "test_reliability_" in report.nodeid:
+        COLLECTOR.fail(report.nodeid.split("::", 1)[-1], str(report.longrepr).splitlines()[-1])
 
 
 def _previous_rows() -> dict[str, str]:
@@ -66,6 +72,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not COLLECTOR.rows:
         return
     rows = _previous_rows()
+    rows = {name: line for name, line in rows.items() if not name.startswith("FAILED ")}
     rows.update({name: row.line() for name, row in COLLECTOR.rows.items()})
     text = [
         "# stylefold reliability",
