@@ -378,6 +378,10 @@ class Spool:
                     return  # keep the folder: it holds an original
         shutil.rmtree(claim_dir, ignore_errors=True)
 
+    @staticmethod
+    def _claimed_in_full(claim_dir: Path) -> bool:
+        return not (claim_dir / INTENT_FILE).exists() and (claim_dir / JOB_FILE).exists()
+
     def _put_back(self, source: Path, target: Path) -> Path:
         """Move a file to `target`, or beside it under a free name: never over anything."""
         candidate = target
@@ -396,6 +400,14 @@ class Spool:
         claimed jobs in claim order."""
         jobs = []
         for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith(CLAIM_PREFIX) and self._claimed_in_full(entry):
+                # Killed between dropping the intent and the final rename: the job is whole
+                # (job.json is written last); rolling it back would delete its originals.
+                final = self.job_dir(entry.name.removeprefix(CLAIM_PREFIX))
+                os.rename(entry, final)
+                fsync_dir(self.root)
+                log.warning("spool.claim_completed", folder=entry.name)
+                entry = final
             if entry.name.startswith(CLAIM_PREFIX):
                 log.warning("spool.claim_rolled_back", folder=entry.name)
                 self._roll_back(entry)
