@@ -60,8 +60,11 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     kill_moments = []
     for round_ in range(KILLS):
         _drop(folders, stems[round_ * per_round : (round_ + 1) * per_round], rng)
-        daemon = start_daemon(folders, config=config, ready=False)
-        moment = rng.uniform(0.5, 5.0)  # start-up, claiming, rendering and publishing alike
+        # Even rounds die during start-up or the first claims, odd ones once the worker is
+        # ready (claiming, rendering, publishing, archiving).
+        after_ready = round_ % 2 == 1
+        daemon = start_daemon(folders, config=config, ready=after_ready)
+        moment = rng.uniform(0.2, 3.0) if after_ready else rng.uniform(0.5, 5.0)
         time.sleep(moment)
         daemon.process.kill()
         daemon.process.wait(10)
@@ -88,7 +91,6 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
                 assert max(image.size) == 32
         else:
             errors += 1
-            print(stem, (folders.outbox / "stream" / answers[0]).read_text())
     duplicates = [p.name for p in (folders.outbox / "stream").iterdir() if "-2." in p.name]
     assert duplicates == []
     temporaries = [p for p in folders.outbox.rglob(".stylefold-*")]
@@ -96,8 +98,9 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     reliability.record(
         "crash: kill -9 of the daemon",
         JOBS,
-        f"{KILLS} kills at random moments (0.5-5 s after start: start-up, claiming, rendering, "
-        f"publishing); every job answered exactly once ({outputs} outputs, {errors} error "
+        f"{KILLS} kills at random moments (half 0.5-5 s after start, half 0.2-3 s after "
+        "ready: start-up, claiming, rendering, publishing); every job answered exactly once "
+        f"({outputs} outputs, {errors} error "
         "reports), no duplicate, every original archived or in the inbox, no .stylefold-*.tmp "
         "left, every output decodes",
         f"{answered_before}/{JOBS} answered before the last restart",
