@@ -283,3 +283,10 @@ def test_bad_requests_are_clear_errors(engine: Engine, content: Image.Image) -> 
         Engine(device="cuda:1")
     with pytest.raises(EngineError, match="unknown device"):
         Engine(device="tpu-ish")
+
+
+def test_bf16_convolutions_reach_the_same_loss(content: Image.Image, style: Image.Image) -> None:
+    params = _params(iterations=30)
+    full = Engine(device="cpu", precision="fp32").render(content, [StyleImage(style)], params)
+    half = Engine(device="cpu", precision="bf16").render(content, [StyleImage(style)], params)
+    assert half.losses["total"] == pytest.approx(full.losses["total"], rel=0.15)
