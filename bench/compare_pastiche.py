@@ -6,10 +6,8 @@ Per output size it runs, each in its own process (so peak memory is that subject
 
 - pastiche at its defaults (its own CLI; only size and step count set);
 - stylefold at its defaults (multi-scale where it applies, convergence stopping);
-- stylefold at its defaults but with pastiche's loss weights (content 0.01, style 10): the same
-  objective as pastiche, reached by stylefold's schedule and stopping;
-- stylefold at pastiche's settings: same objective, size, style size, pooling and number of
-  L-BFGS iterations, one scale, no early stop.
+- stylefold at pastiche's settings: same objective (content weight 0.01, style weight 10), size,
+  style size, pooling and number of L-BFGS iterations, one scale, no early stop.
 
 Every output is scored by `bench.score` (one loss function: pastiche's loss, with stylefold's
 network). From snapshots taken at progress points, it also finds when each stylefold run first
@@ -50,11 +48,13 @@ class Row:
     iterations: int
     stop: str
     scales: str
+    convs: str  # the precision of the VGG convolutions
     score: Score | None = None
     cuda_peak_bytes: int | None = None
     load_before: list[float] = field(default_factory=list)
     engine: str = ""  # stylefold's version when this subject started
-    reach_s: float | None = None  # first time at or below pastiche's final loss
+    reach_s: float | None = None  # first time at or below pastiche's final loss (as run_s)
+    reach_cpu_s: float | None = None  # the same in CPU seconds of the process (as cpu_s)
     reach_iteration: int | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
 
@@ -71,10 +71,12 @@ class Row:
             "iterations": self.iterations,
             "stop": self.stop,
             "scales": self.scales,
+            "convolutions": self.convs,
             "score": self.score.as_dict() if self.score else None,
             "load_average_before": self.load_before,
             "stylefold_version": self.engine,
             "reach_pastiche_s": self.reach_s,
+            "reach_pastiche_cpu_s": self.reach_cpu_s,
             "reach_pastiche_iteration": self.reach_iteration,
             "curve": self.curve,
         }
@@ -119,7 +121,7 @@ def run_pastiche(
     ]
     row = Row(
         size, "pastiche", out, measured, steps[-1].elapsed_s, steps[-1].step, "iterations",
-        "1", cuda_peak_bytes=cuda[-1] if cuda else None, load_before=load,
+        "1", "fp32", cuda_peak_bytes=cuda[-1] if cuda else None, load_before=load,
     )  # fmt: skip
     return row, steps
 
@@ -143,7 +145,7 @@ def run_stylefold(
     stages = "+".join(str(n) for n in record["stage_iterations"])
     return Row(
         size, subject, out, measured, record["run_s"], record["iterations"],
-        record["stop_reason"], f"{scales} ({stages})",
+        record["stop_reason"], f"{scales} ({stages})", record["convolutions"],
         cuda_peak_bytes=record["cuda_peak_bytes"], load_before=load, engine=version,
     )  # fmt: skip
 
@@ -156,6 +158,7 @@ def find_reach(row: Row, scorer: Scorer, target: float) -> None:
         row.curve.append({**entry, **score.as_dict()})
         if row.reach_s is None and score.total <= target:
             row.reach_s = entry["elapsed_s"]
+            row.reach_cpu_s = entry["cpu_s"]
             row.reach_iteration = entry["iteration"]
 
 
@@ -183,7 +186,6 @@ def subjects(
     }
     configurations: dict[str, dict[str, object]] = {
         "stylefold defaults": {},
-        "stylefold defaults, pastiche weights": pastiche_weights,
         "stylefold equal settings": {**equal, **pastiche_weights},
     }
     return {
@@ -198,27 +200,29 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def table(rows: list[Row], pastiche_by_size: dict[int, Row], cuda: bool) -> str:
     head = [
-        "size", "subject", "iterations", "stop", "scales (iterations)", "wall s", "run s",
+        "size", "subject", "iterations", "stop", "scales (iterations)", "convs", "wall s", "run s",
         "CPU s", "peak RSS MiB", *(["GPU peak MiB"] if cuda else []),
-        "content", "style", "total", "total ÷ pastiche", "reaches pastiche at s", "÷ pastiche time",
+        "content", "style", "total", "total ÷ pastiche",
+        "reaches pastiche at s: run / CPU", "÷ pastiche: run / CPU",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         p = pastiche_by_size[r.size]
         assert r.score is not None and p.score is not None
-        reach_ratio = None if r.reach_s is None else r.reach_s / p.run_s
-        reach = (
-            "–" if r.subject == "pastiche"
-            else "not reached" if r.reach_s is None
-            else f"{r.reach_s:.1f} (it. {r.reach_iteration})"
-        )  # fmt: skip
+        if r.subject == "pastiche":
+            reach = ratio = "–"
+        elif r.reach_s is None or r.reach_cpu_s is None:
+            reach, ratio = "not reached", "–"
+        else:
+            reach = f"{r.reach_s:.1f} / {r.reach_cpu_s:.1f} (it. {r.reach_iteration})"
+            ratio = f"{r.reach_s / p.run_s:.3f} / {r.reach_cpu_s / p.measured.cpu_s:.3f}"
         cells = [
-            str(r.size), r.subject, str(r.iterations), r.stop, r.scales,
+            str(r.size), r.subject, str(r.iterations), r.stop, r.scales, r.convs,
             f"{r.measured.wall_s:.1f}", f"{r.run_s:.1f}", f"{r.measured.cpu_s:.1f}",
             f"{r.measured.peak_rss_bytes / MIB:.0f}",
             *([_fmt(r.cuda_peak_bytes and r.cuda_peak_bytes / MIB, ".0f")] if cuda else []),
             f"{r.score.content:.4g}", f"{r.score.style:.4g}", f"{r.score.total:.4g}",
-            f"{r.score.total / p.score.total:.3f}", reach, _fmt(reach_ratio, ".3f"),
+            f"{r.score.total / p.score.total:.3f}", reach, ratio,
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

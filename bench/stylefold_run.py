@@ -3,8 +3,9 @@
 `python -m bench.stylefold_run --content C --style S --params JSON --out OUT.png` renders through
 the public engine API and writes OUT.png plus OUT.json (iterations, stop reason, scales, seconds,
 peak memory). With `--snapshots DIR` it also keeps the image at every progress point of the final
-scale and writes them to DIR after the render, with the seconds since start-up at which each was
-reached (the time spent taking snapshots is subtracted), so the parent can find when the run first
+scale and writes them to DIR after the render, with the wall seconds since start-up (after
+imports) and the process's CPU seconds (since it began, like the parent's CPU column) at which each
+was reached, time spent taking snapshots subtracted, so the parent can find when the run first
 reached a given quality.
 
 The engine's progress callback carries losses, not the image, so snapshots come from wrapping the
@@ -35,8 +36,9 @@ class Snapshots:
 
     def __init__(self, final_size: tuple[int, int]) -> None:
         self.final_size = final_size  # (w, h)
-        self.taken: list[tuple[float, int, torch.Tensor]] = []
+        self.taken: list[tuple[float, float, int, torch.Tensor]] = []
         self.overhead = 0.0
+        self.overhead_cpu = 0.0
         self._current: torch.Tensor | None = None
         self._iterations_before = 0
 
@@ -60,25 +62,27 @@ class Snapshots:
         return wrapped
 
     def _take(self, done: int) -> None:
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         x = self._current
         if x is not None and (x.shape[-1], x.shape[-2]) == self.final_size:
             self.taken.append(
                 (
                     begin - STARTED - self.overhead,
+                    begin_cpu - self.overhead_cpu,
                     self._iterations_before + done,
                     x.detach().clone(),
                 )
             )
         self.overhead += time.perf_counter() - begin
+        self.overhead_cpu += time.process_time() - begin_cpu
 
     def write(self, folder: Path, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         index = []
-        for n, (elapsed, iteration, x) in enumerate(self.taken):
+        for n, (elapsed, cpu, iteration, x) in enumerate(self.taken):
             name = f"{n:04d}.png"
             to_image(decode(x)).save(folder / name)
-            index.append({"file": name, "elapsed_s": elapsed, "iteration": iteration})
+            index.append({"file": name, "elapsed_s": elapsed, "cpu_s": cpu, "iteration": iteration})
         (folder / "index.json").write_text(json.dumps(index, indent=1))
 
 
@@ -124,6 +128,7 @@ def main() -> None:
         "scales": result.scales,
         "losses": result.losses,
         "device": result.device,
+        "convolutions": "bf16" if engine.bf16 else "fp32",
         "engine_peak_memory_bytes": result.peak_memory_bytes,
         "cuda_peak_bytes": (
             torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
