@@ -4,6 +4,7 @@ the ones that work."""
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -85,6 +86,26 @@ def test_every_command_is_documented() -> None:
     table = section("Commands")
     documented = set(re.findall(r"^\| `stylefold (\w+)", table, re.M))
     assert documented == commands
+
+
+def readme_commands() -> list[str]:
+    """Every `stylefold ...` command in README's shell blocks (continuations joined, comments
+    and `&&` chains split)."""
+    commands = []
+    for block in code_blocks(README, "sh"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.sub(r"(^|\s)#.*", "", line).split("&&"):
+                if part.strip().startswith("stylefold "):
+                    commands.append(part.strip())
+    return commands
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_commands_parse(command: str) -> None:
+    try:
+        build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit as exc:
+        pytest.fail(f"README.md shows `{command}`, which the CLI refuses (exit {exc.code})")
 
 
 @pytest.mark.parametrize(

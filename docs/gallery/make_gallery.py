@@ -12,7 +12,9 @@ and a large output (here coarse-to-fine), plus the README's before/after picture
 """
 
 import argparse
+import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -32,8 +34,12 @@ HERE = Path(__file__).resolve().parent
 QUALITY = 85
 CONTENT = "chelsea"  # the cat: fur, eyes and whiskers show at once when content is lost
 STYLE = "cells"  # the immunohistochemistry slide: strong strokes, a two-colour palette
-RENDER_ITERATIONS = 120  # the `stylefold render` example and the README's before/after set
-GROUPS = ("hero", "render", "inputs", "references", "ratio", "iterations", "init", "large")
+RENDER_ITERATIONS = 100  # the `stylefold render` example and the README's before/after set
+GROUPS = ("render", "hero", "inputs", "references", "ratio", "iterations", "init", "large")
+# The README's fourth before/after pair is the `stylefold render` example.
+RENDER_EXAMPLE = "render_example"
+FIGURES = "figures.md"
+_ROW = re.compile(r"^\| `([\w.-]+)\.jpg` \|")
 
 
 def load(name: str) -> Image.Image:
@@ -77,7 +83,6 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
                    ((STYLE, 0.7), ("retina", 0.3)), shown),
             Render("hero_coffee", "cells, colours kept", "coffee", ((STYLE, 1.0),),
                    {**shown, "preserve_colors": "luminance"}),
-            Render("hero_rocket", "hubble", "rocket", (("hubble", 1.0),), shown),
         ],
         "inputs": [
             Render("content", "the content image (chelsea)", CONTENT, params={"size": size}),
@@ -87,28 +92,27 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
         "references": [
             Render("noise", "the noise a noise init starts from", *cat,
                    {**noise, "iterations": 0}),
-            Render("content_only", "content loss only, 150 it from noise", *cat,
-                   {**noise, "iterations": 150, "style_weight": 0.0}),
-            Render("style_only", "style loss only, 150 it from noise", *cat,
-                   {**noise, "iterations": 150, "content_weight": 0.0}),
+            Render("content_only", "content loss only, 100 it from noise", *cat,
+                   {**noise, "iterations": 100, "style_weight": 0.0}),
+            Render("style_only", "style loss only, 100 it from noise", *cat,
+                   {**noise, "iterations": 100, "content_weight": 0.0}),
         ],
         "ratio": [
-            Render(f"ratio_{weight:g}", f"content:style 1:{weight:g}, 100 it", *cat,
-                   {**fixed, "iterations": 100, "style_weight": weight})
+            Render(f"ratio_{weight:g}", f"content:style 1:{weight:g}, 60 it", *cat,
+                   {**fixed, "iterations": 60, "style_weight": weight})
             for weight in (1e2, 1e3, 1e4, 1e5)
         ],
         "iterations": [
             Render(f"iterations_{n}", f"{n} it from noise", *cat, {**noise, "iterations": n})
-            for n in (10, 50, 100, 200)
+            for n in (10, 25, 50, 100)
         ],
         "init": [
             Render("init_noise", "noise init, 100 it", *cat, {**noise, "iterations": 100}),
-            Render("init_content", "content init, 100 it", *cat,
-                   {**fixed, "iterations": 100, "style_weight": 1e4}),
+            Render("init_content", "content init, 100 it", *cat, {**fixed, "iterations": 100}),
         ],
         "large": [
-            Render(f"large_{large}", f"{large} px, coarse-to-fine, 50 it at full size",
-                   "motorcycle", (("retina", 1.0),), {"size": large, "iterations": 50}),
+            Render(f"large_{large}", f"{large} px, coarse to fine, 100 it first pass",
+                   "motorcycle", (("retina", 1.0),), {"size": large, "iterations": 100}),
         ],
     }  # fmt: skip
 
@@ -120,9 +124,11 @@ def save(image: Image.Image, path: Path) -> None:
 class Gallery:
     """Runs renders once each (the sweeps share some) and keeps their figures."""
 
-    def __init__(self, engine: Engine, out: Path) -> None:
+    def __init__(self, engine: Engine, out: Path, machine: str, order: Sequence[str]) -> None:
         self.engine = engine
         self.out = out
+        self.machine = machine
+        self.order = order
         self.figures: list[Figure] = []
         self._done: dict[tuple[object, ...], tuple[Path, RenderResult, float]] = {}
 
@@ -148,7 +154,7 @@ class Gallery:
 
     def render_cli(self, size: int, device: str) -> Figure:
         """`stylefold render` as the README shows it, through the installed command."""
-        target = self.out / "render_example.jpg"
+        target = self.out / f"{RENDER_EXAMPLE}.jpg"
         command = [
             "stylefold", "render", str(sample_path("rocket")), str(sample_path("hubble")),
             "-o", str(target), "--size", str(size), "--iterations", str(RENDER_ITERATIONS),
@@ -159,14 +165,17 @@ class Gallery:
         with Image.open(target) as image:
             small = image.convert("RGB")
         save(small, target)  # the command writes quality 92; the gallery keeps files small
-        caption = f"stylefold render rocket.jpg hubble.jpg --size {size} --iterations 120"
-        return self._add(Figure("render_example", caption, None, time.perf_counter() - started))
+        caption = (
+            f"stylefold render rocket.jpg hubble.jpg --size {size} --iterations {RENDER_ITERATIONS}"
+        )
+        return self._add(Figure(RENDER_EXAMPLE, caption, None, time.perf_counter() - started))
 
     def _add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
         line = row(figure)
         if line is not None:
             print(line, flush=True)
+            merge_figures(self.out / FIGURES, {figure.name: line}, self.machine, self.order)
         return figure
 
 
@@ -215,22 +224,48 @@ def row(f: Figure) -> str | None:
     )
 
 
-def table(figures: Sequence[Figure], machine: str) -> str:
-    lines = [
-        f"Measured on {machine} by `python docs/gallery/make_gallery.py`.",
+HEADER = (
+    "| picture | what | iterations | stop | seconds | content loss | style loss | scales |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+)
+
+
+def merge_figures(path: Path, rows: dict[str, str], machine: str, order: Sequence[str]) -> None:
+    """Keep one row per picture in figures.md: a run replaces the rows of what it made, so
+    `--only` reruns keep the others, and lists the machine it measured on."""
+    kept: dict[str, str] = {}
+    machines: list[str] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = _ROW.match(line)
+            if match:
+                kept[match.group(1)] = line
+            elif line.startswith("- "):
+                machines.append(line[2:])
+    kept.update(rows)
+    if machine not in machines:
+        machines.append(machine)
+    rank = {name: index for index, name in enumerate(order)}
+    names = sorted(kept, key=lambda name: rank.get(name, len(rank)))
+    text = [
+        "# Gallery figures",
         "",
-        "| picture | what | iterations | stop | seconds | content loss | style loss | scales |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *(line for line in map(row, figures) if line is not None),
+        "Made by `python docs/gallery/make_gallery.py`; each row was measured by the run that made "
+        "its picture, on:",
+        "",
+        *(f"- {line}" for line in machines),
+        "",
+        *HEADER,
+        *(kept[name] for name in names),
     ]
-    return "\n".join(lines) + "\n"
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate docs/gallery/.")
-    parser.add_argument("--size", type=int, default=256, help="long side of the sweeps")
-    parser.add_argument("--hero", type=int, default=320, help="long side of the README set")
-    parser.add_argument("--large", type=int, default=768, help="long side of the large output")
+    parser.add_argument("--size", type=int, default=192, help="long side of the sweeps")
+    parser.add_argument("--hero", type=int, default=288, help="long side of the README set")
+    parser.add_argument("--large", type=int, default=1024, help="long side of the large output")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
@@ -241,10 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     engine = Engine(device=args.device)
     machine = (
-        f"{platform.machine()} with {torch.get_num_threads()} torch threads, device "
-        f"{engine.device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"device {engine.device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start (other work shared the CPU)"
     )
-    gallery = Gallery(engine, args.out)
+    order = [RENDER_EXAMPLE, *(job.name for jobs in groups.values() for job in jobs)]
+    gallery = Gallery(engine, args.out, machine, order)
     started = time.perf_counter()
     for group in args.only or GROUPS:
         if group == "render":
@@ -253,12 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job in groups[group]:
             gallery.render(job)
         if group == "hero":
-            hero_picture(groups["hero"], args.out, args.out / "hero.jpg")
-    total = time.perf_counter() - started
-    report = table(gallery.figures, machine) + f"\nAll renders together: {total / 60:.1f} min.\n"
-    print(report)
-    if args.only is None:
-        (args.out / "figures.md").write_text("# Gallery figures\n\n" + report, encoding="utf-8")
+            rocket = Render(RENDER_EXAMPLE, "hubble", "rocket", (("hubble", 1.0),))
+            hero_picture([*groups["hero"], rocket], args.out, args.out / "hero.jpg")
+    print(f"all renders together: {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"figures: {args.out / FIGURES}")
     return 0
 
 
