@@ -139,6 +139,7 @@ class Daemon:
         self._last_status = 0.0
         self._last_beat = 0.0
         self._status_text = ""
+        self._status_shape: tuple[object, ...] = ()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -523,6 +524,7 @@ class Daemon:
             job, time.time(), int(data.get("worker", -1)), str(data.get("device")), progress
         )
         self.running[job.id] = running
+        self._report_status()  # before the same batch of worker news may already end it
         first = {"iteration": 0, "total": job.params.get("iterations", 0), "device": running.device}
         with contextlib.suppress(OSError):
             progress.update(first, force=True)
@@ -733,12 +735,16 @@ class Daemon:
     # -- reporting ------------------------------------------------------------------------
 
     def _report_status(self) -> None:
+        """A job starting or ending is published at once (a short job would otherwise never
+        show); progress percentages only every STATUS_EVERY seconds."""
         now = time.monotonic()
         self._beat()
-        if now - self._last_status < STATUS_EVERY:
-            return
-        self._last_status = now
         waiting = len(self.pool.queued) + len(self.backlog) + len(self.deferred)
+        shape = (waiting, tuple(self.running), self.watcher.paused)
+        if shape == self._status_shape and now - self._last_status < STATUS_EVERY:
+            return
+        self._status_shape = shape
+        self._last_status = now
         parts = [f"{waiting} queued", f"{len(self.running)} running"]
         for running in self.running.values():
             percent = percent_done(
