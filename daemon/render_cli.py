@@ -6,14 +6,13 @@ stderr with a non-zero exit code.
 """
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from daemon.outbox import atomic_write
 from service.params import RenderParams
 
 # Flags that map one-to-one onto RenderParams fields.
@@ -204,7 +203,8 @@ def _render(args: argparse.Namespace) -> int:
     data = encode_image(
         result.image, format=suffix, quality=args.quality, exif=content.exif, icc=content.icc
     )
-    _write(args.output, data)
+    # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
+    atomic_write(args.output, data)
     if not args.quiet:
         w, h = result.image.size
         print(
@@ -213,17 +213,3 @@ def _render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write next to the target and rename, so OUT is never half-written."""
-    fd, temp = tempfile.mkstemp(prefix=".stylefold-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,19 @@ def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
     outbox.atomic_write(target, b"defg")
     assert target.read_bytes() == b"defg"
     assert sorted(p.name for p in target.parent.iterdir()) == ["photo.stylised.jpg"]
+
+
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    """Users' sync tools and other accounts read the outbox: files are 0666 & ~umask, like any
+    tool's output, not the 0600 of a private temporary file."""
+    previous = os.umask(0o027)
+    try:
+        outbox.atomic_write(tmp_path / "photo.stylised.jpg", b"abc")
+        outbox.atomic_write_json(tmp_path / "photo.manifest.json", {"ok": True})
+    finally:
+        os.umask(previous)
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path.name
 
 
 def test_failed_write_removes_its_temporary_and_keeps_the_old_file(tmp_path: Path) -> None:

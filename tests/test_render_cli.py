@@ -1,5 +1,6 @@
 """`stylefold render` as a user runs it: a real process, real files, exit codes, one-line errors."""
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,9 @@ CLI = [sys.executable, "-m", "daemon.cli", "render"]
 FAST = ["--size", "32", "--iterations", "3", "--device", "cpu"]
 
 
-def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str | Path, cwd: Path, umask: int = -1) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120, umask=umask
     )
 
 
@@ -37,6 +38,16 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert image.format == "WEBP" and image.size == (32, 21)
     assert "32x21, 3 iterations" in done.stderr
     assert not list(tmp_path.glob(".stylefold-*"))  # no temporary left behind
+
+
+def test_output_mode_follows_the_umask(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    """OUT is an ordinary file (0666 & ~umask), not a private 0600 temporary renamed into place;
+    0o027 tells that apart from both 0600 and a hard-coded 0644."""
+    content, style = photos
+    out = tmp_path / "cat.stylised.png"
+    done = _run(content, style, "-o", out, *FAST, "--quiet", cwd=tmp_path, umask=0o027)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
 
 
 def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[Path, Path]) -> None:
