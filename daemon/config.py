@@ -33,7 +33,7 @@ from service.weights import WeightsConfig
 ENV_PREFIX = "STYLEFOLD_"
 CONFIG_ENV = "STYLEFOLD_CONFIG"
 DEFAULT_IMAGE_EXTENSIONS: tuple[str, ...] = (
-    "jpg", "jpeg", "png", "webp", "tif", "tiff", "heic", "heif",
+    "jpg", "jpeg", "png", "webp", "tif", "tiff", "heic", "heif", "gif",
 )  # fmt: skip
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 PATH_FIELDS: tuple[str, ...] = ("inbox", "outbox", "styles", "state", "archive_dir")

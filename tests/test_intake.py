@@ -67,6 +67,13 @@ def test_image_then_sidecar(inbox: Inbox) -> None:
     assert inbox.poll(PAIR * 2) == []  # emitted once, never again while unchanged
 
 
+def test_gif_photo_pairs_with_its_sidecar(inbox: Inbox) -> None:
+    """GIFs are photos by default (the engine takes an animation's first frame)."""
+    image = inbox.write("party.gif", b"GIF89a image bytes")
+    sidecar = inbox.write("party.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
 def test_sidecar_then_image(inbox: Inbox) -> None:
     sidecar = inbox.write("photo.jpg.json", "{}")
     assert inbox.poll(SETTLE) == []
