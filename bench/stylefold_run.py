@@ -50,13 +50,13 @@ class Snapshots:
 
             on_check = kw.get("on_check")
 
-            def checking(done: int, losses: list[float]) -> None:
+            def checking(done: int, losses: list[list[float]]) -> None:
                 self._take(done)
                 if on_check is not None:
                     on_check(done, losses)
 
             result = optimize(image, remembering, **{**kw, "on_check": checking})
-            self._iterations_before += result.iterations
+            self._iterations_before += max(result.iterations)  # one image: a batch of 1
             return result
 
         return wrapped

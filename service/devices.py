@@ -10,6 +10,12 @@ import torch
 
 from service.errors import DeviceOutOfMemoryError, EngineError
 
+# Memory one batch item needs per output pixel (activations kept for the backward pass, their
+# gradients, L-BFGS's history of 100 step pairs), and the share of the free memory a batch may
+# plan to use. Measured with bench/memory.py: see BYTES_PER_PIXEL's note in docs/BENCH.md.
+BYTES_PER_PIXEL = {"cuda": 6_000, "cpu": 10_000, "mps": 10_000}
+BATCH_MEMORY_SHARE = 0.7
+
 
 def resolve(name: str) -> torch.device:
     """'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps', checked to exist."""
@@ -82,6 +88,24 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
         raise DeviceOutOfMemoryError(
             f"{device} ran out of memory; use a smaller size, another device, or free memory"
         ) from exc
+
+
+def per_item_bytes(pixels: float, device_type: str = "cuda") -> float:
+    return pixels * BYTES_PER_PIXEL.get(device_type, BYTES_PER_PIXEL["cpu"])
+
+
+def available_bytes(device: torch.device) -> float:
+    """The memory a new batch may plan to use: a share of what the device has free now (on
+    CUDA, counting what PyTorch's cache holds but does not use; on CPU, MemAvailable)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return BATCH_MEMORY_SHARE * (free + cached)
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return BATCH_MEMORY_SHARE * int(line.split()[1]) * 1024
+    return 0.0
 
 
 class PeakMemory:

@@ -2,7 +2,9 @@
 
 An engine owns a device, the truncated VGG networks built on it (one per network and pooling,
 loaded lazily) and a cache of style targets, so a worker that renders many jobs with one style
-computes that style's Gram matrices once per size.
+computes that style's Gram matrices once per size. `render_batch` optimises several photos
+with one style and one output size together: independent losses, one forward and backward pass
+per iteration for all of them.
 """
 
 import hashlib
@@ -60,11 +62,13 @@ class RenderResult:
     scales: list[tuple[int, int]]
     device: str
     seconds: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int  # of the whole batch when rendered in one
     stage_iterations: list[int] = field(default_factory=list)
+    batch_size: int = 1  # how many photos were optimised together (seconds and peak are shared)
 
 
 ProgressFn = Callable[[Progress], None]
+BatchProgressFn = Callable[[int, Progress], None]  # (item index in the batch, its progress)
 Precision = Literal["auto", "fp32", "bf16"]
 CancelFn = Callable[[], bool]
 
@@ -76,7 +80,10 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
-    array = (tensor.detach()[0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+    """`[3, H, W]` or `[1, 3, H, W]` in [0, 1] -> RGB PIL image."""
+    if tensor.dim() == 4:
+        tensor = tensor[0]
+    array = (tensor.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
     return Image.fromarray(array.cpu().numpy(), "RGB")
 
 
@@ -185,31 +192,70 @@ class Engine:
         progress_every: int = 10,
         cancel: CancelFn | None = None,
     ) -> RenderResult:
+        each: BatchProgressFn | None = None
+        if progress is not None:
+            report = progress
+
+            def each(_item: int, p: Progress) -> None:
+                report(p)
+
+        batch = self.render_batch(
+            [content], styles, params, [init_image], each, progress_every, cancel
+        )
+        return batch[0]
+
+    def render_batch(
+        self,
+        contents: Sequence[Image.Image],
+        styles: Sequence[StyleImage],
+        params: RenderParams,
+        init_images: Sequence[Image.Image | None] | None = None,
+        progress: BatchProgressFn | None = None,
+        progress_every: int = 10,
+        cancel: CancelFn | None = None,
+    ) -> list[RenderResult]:
+        """Several photos with the same styles, parameters and output size, optimised together.
+        Each item's loss, optimiser state and convergence are its own, so its result is the one
+        `render` gives it alone (up to floating-point summation order); the batch only shares
+        the network's passes. Use `batch_limit` for how many fit in memory."""
+        inits = list(init_images) if init_images is not None else [None] * len(contents)
+        if not contents or len(inits) != len(contents):
+            raise ValueError("render_batch needs one or more photos and one init image each")
         if not styles and params.style_weight > 0:
             raise ImageInputError("no style image given; give at least one style image")
-        if params.init == "image" and init_image is None:
+        if params.init == "image" and any(init is None for init in inits):
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
         blend = normalise_weights([s.weight for s in styles]) if styles else []
         with self._lock, devices.out_of_memory_as_error(self.device):
             return self._render(
-                content, styles, blend, params, init_image, progress, max(1, progress_every), cancel
+                contents, styles, blend, params, inits, progress, max(1, progress_every), cancel
             )
+
+    def batch_limit(self, content_size: tuple[int, int], params: RenderParams) -> int:
+        """How many photos of this size fit in one batch in the memory free now (at least 1);
+        the final scale is the largest, so it decides."""
+        w, h = schedule.dimensions(*content_size, params.size)
+        need = devices.per_item_bytes(w * h, self.device.type)
+        return max(1, int(devices.available_bytes(self.device) // need))
 
     def _render(
         self,
-        content: Image.Image,
+        contents: Sequence[Image.Image],
         styles: Sequence[StyleImage],
         blend: list[float],
         params: RenderParams,
-        init_image: Image.Image | None,
-        progress: ProgressFn | None,
+        inits: Sequence[Image.Image | None],
+        progress: BatchProgressFn | None,
         progress_every: int,
         cancel: CancelFn | None,
-    ) -> RenderResult:
+    ) -> list[RenderResult]:
         peak = devices.PeakMemory(self.device)
         peak.reset()
         net = self.network(params)
-        stages, sizes = self._fitting_plan(content.size, params)
+        stages, sizes = self._fitting_plan(contents[0].size, params)
+        for content in contents[1:]:
+            if self._fitting_plan(content.size, params)[1] != sizes:
+                raise ValueError("the photos of a batch must have the same output size")
         reporter = _Reporter(stages, sizes, progress, progress_every, cancel)
         lr = params.learning_rate or (
             1.0 if params.optimizer == "lbfgs" else ADAM_STEP_GREY_LEVELS * net.space.pixel_scale
@@ -217,10 +263,11 @@ class Engine:
         x: torch.Tensor | None = None
         previous_content = torch.empty(0)
         result: OptimizeResult | None = None
+        steps: list[list[int]] = [[] for _ in contents]  # per item, per scale
         for index, (stage, size) in enumerate(zip(stages, sizes, strict=True)):
-            content_in, loss_fn = self._stage(net, content, styles, blend, params, stage, size)
+            content_in, loss_fn = self._stage(net, contents, styles, blend, params, stage, size)
             if x is None:
-                x = self._initial(params, content_in, init_image, size, net.space)
+                x = self._initial(params, content_in, inits, size, net.space)
             else:
                 x = _upscale(x, previous_content, content_in)
             previous_content = content_in
@@ -240,23 +287,34 @@ class Engine:
                 project=net.space.clamp,
             )
             x = result.image
-            reporter.finished(result.iterations)
+            reporter.finished(max(result.iterations))
+            for item, done in enumerate(result.iterations):
+                steps[item].append(done)
 
         assert x is not None and result is not None
-        rgb = net.space.decode(x)
-        if params.preserve_colors == "luminance":
-            rgb = color.combine_luminance(rgb.cpu(), _resized(content, sizes[-1]))
-        return RenderResult(
-            image=to_image(rgb),
-            iterations=sum(reporter.stage_iterations),
-            stop_reason=result.stop_reason,
-            losses=_loss_dict(result.losses),
-            scales=sizes,
-            device=str(self.device),
-            seconds=time.perf_counter() - reporter.started,
-            peak_memory_bytes=peak.peak_bytes(),
-            stage_iterations=reporter.stage_iterations,
-        )
+        rgb = net.space.decode(x).cpu()
+        seconds = time.perf_counter() - reporter.started
+        peak_bytes = peak.peak_bytes()
+        results = []
+        for item, content in enumerate(contents):
+            out = rgb[item : item + 1]
+            if params.preserve_colors == "luminance":
+                out = color.combine_luminance(out, _resized(content, sizes[-1]))
+            results.append(
+                RenderResult(
+                    image=to_image(out),
+                    iterations=sum(steps[item]),
+                    stop_reason=result.stop_reasons[item],
+                    losses=_loss_dict(result.losses[item]),
+                    scales=sizes,
+                    device=str(self.device),
+                    seconds=seconds,
+                    peak_memory_bytes=peak_bytes,
+                    stage_iterations=steps[item],
+                    batch_size=len(contents),
+                )
+            )
+        return results
 
     @staticmethod
     def _fitting_plan(
@@ -280,14 +338,14 @@ class Engine:
     def _stage(
         self,
         net: VGGFeatures,
-        content: Image.Image,
+        contents: Sequence[Image.Image],
         styles: Sequence[StyleImage],
         blend: list[float],
         params: RenderParams,
         stage: schedule.Stage,
         size: tuple[int, int],
     ) -> tuple[torch.Tensor, LossFn]:
-        """The content image in network space and the loss function of one scale."""
+        """The batch's content images in network space and the loss function of one scale."""
         use_content = params.content_weight > 0 and bool(params.content_layers)
         use_style = params.style_weight > 0 and bool(params.style_layers) and bool(styles)
         content_taps = net.tap_indices(params.content_layers if use_content else ())
@@ -295,20 +353,28 @@ class Engine:
         taps = (*content_taps, *style_taps)
         n_content = len(content_taps)
 
-        content_rgb = _resized(content, size)
+        content_rgb = [_resized(content, size) for content in contents]
         luminance_only = params.preserve_colors == "luminance"
         content_in = net.space.encode(
-            color.luminance(content_rgb) if luminance_only else content_rgb
+            torch.cat([color.luminance(c) if luminance_only else c for c in content_rgb])
         ).to(self.device)
         with torch.no_grad():
             content_targets = [f.float() for f in self._features(net, content_in, content_taps)]
         style_target = None
         if use_style:
-            per_style = [
-                self._style_grams(net, self._style_input(s, content_rgb, params, size), params)
-                for s in styles
-            ]
-            style_target = StyleTarget.blend(per_style, blend)
+
+            def target(rgb: torch.Tensor) -> StyleTarget:
+                per_style = [
+                    self._style_grams(net, self._style_input(s, rgb, params, size), params)
+                    for s in styles
+                ]
+                return StyleTarget.blend(per_style, blend)
+
+            # Kept colours adapt the style to each photo; otherwise one target serves all.
+            if params.preserve_colors == "none":
+                style_target = target(content_rgb[0])
+            else:
+                style_target = StyleTarget.per_item([target(rgb) for rgb in content_rgb])
         objective = Objective(
             content_targets,
             style_target,
@@ -348,18 +414,19 @@ class Engine:
         self,
         params: RenderParams,
         content_in: torch.Tensor,
-        init_image: Image.Image | None,
+        inits: Sequence[Image.Image | None],
         size: tuple[int, int],
         space: InputSpace,
     ) -> torch.Tensor:
         if params.init == "content":
             return content_in.clone()
         if params.init == "image":
-            assert init_image is not None
-            return space.encode(_resized(init_image, size)).to(self.device)
+            images = [image for image in inits if image is not None]
+            return space.encode(torch.cat([_resized(i, size) for i in images])).to(self.device)
+        # The same noise for every item: each starts where it would start alone.
         generator = torch.Generator().manual_seed(params.seed)
-        noise = 0.5 + NOISE_STD * torch.randn(content_in.shape, generator=generator)
-        return space.encode(noise).to(self.device)
+        noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
+        return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
 
 
 def _upscale(
@@ -382,7 +449,7 @@ class _Reporter:
         self,
         stages: Sequence[schedule.Stage],
         sizes: Sequence[tuple[int, int]],
-        progress: ProgressFn | None,
+        progress: BatchProgressFn | None,
         every: int,
         cancel: CancelFn | None,
     ) -> None:
@@ -399,7 +466,7 @@ class _Reporter:
     def finished(self, iterations: int) -> None:
         self.stage_iterations.append(iterations)
 
-    def check(self, iteration: int, losses: list[float]) -> None:
+    def check(self, iteration: int, losses: list[list[float]]) -> None:
         if self.cancel is not None and self.cancel():
             raise CancelledError("the render was cancelled")
         if self.progress is None:
@@ -413,15 +480,17 @@ class _Reporter:
             s.iterations * p for s, p in zip(self.stages[i + 1 :], pixels[i + 1 :], strict=True)
         )
         elapsed = time.perf_counter() - self.started
-        self.progress(
-            Progress(
-                iteration=done + iteration,
-                total=done + sum(s.iterations for s in self.stages[i:]),
-                scale=i,
-                scales=len(self.stages),
-                size=self.sizes[i],
-                losses=_loss_dict(losses),
-                elapsed=elapsed,
-                eta=elapsed / max(work_done, 1) * work_left,
+        for item, item_losses in enumerate(losses):
+            self.progress(
+                item,
+                Progress(
+                    iteration=done + iteration,
+                    total=done + sum(s.iterations for s in self.stages[i:]),
+                    scale=i,
+                    scales=len(self.stages),
+                    size=self.sizes[i],
+                    losses=_loss_dict(item_losses),
+                    elapsed=elapsed,
+                    eta=elapsed / max(work_done, 1) * work_left,
+                ),
             )
-        )

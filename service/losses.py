@@ -4,6 +4,8 @@
   channels: their scale does not depend on the image size.
 - A style layer's loss is the mean squared error between Grams; the content loss is the mean
   squared error of features: both are per-element averages.
+- Every loss is per batch item (`[B]`): the items of a batch are independent problems that
+  share the network's passes.
 - Style images are blended with weights that sum to 1. Because
   sum_s w_s ||G - A_s||^2 = ||G - sum_s w_s A_s||^2 + const, the blend is one Gram target per
   layer (the weighted mean), so the cost per step does not grow with the number of styles; the
@@ -31,12 +33,17 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
+def _item_mean(values: torch.Tensor) -> torch.Tensor:
+    """`[B, ...]` -> `[B]`: the mean over everything but the batch dimension."""
+    return values.flatten(1).mean(1)
+
+
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.mean((features.float() - target) ** 2)
+    return _item_mean((features.float() - target) ** 2)
 
 
 def style_layer_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.mean((gram_matrix - target) ** 2)
+    return _item_mean((gram_matrix - target) ** 2)
 
 
 def tv_loss(image: torch.Tensor, pixel_scale: float = 1.0) -> torch.Tensor:
@@ -44,7 +51,7 @@ def tv_loss(image: torch.Tensor, pixel_scale: float = 1.0) -> torch.Tensor:
     one grey level in the image's units)."""
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
-    return (torch.mean(dx**2) + torch.mean(dy**2)) / (pixel_scale**2)
+    return (_item_mean(dx**2) + _item_mean(dy**2)) / (pixel_scale**2)
 
 
 def normalise_weights(weights: Sequence[float]) -> list[float]:
@@ -58,8 +65,8 @@ def normalise_weights(weights: Sequence[float]) -> list[float]:
 class StyleTarget:
     """The blended Gram target per style layer and the constant that keeps the loss exact."""
 
-    grams: tuple[torch.Tensor, ...]
-    offsets: tuple[float, ...]
+    grams: tuple[torch.Tensor, ...]  # per layer `[1, C, C]`, or `[B, C, C]` one per item
+    offsets: tuple[float | torch.Tensor, ...]  # per layer: a number, or `[B]` one per item
 
     @classmethod
     def blend(
@@ -78,6 +85,16 @@ class StyleTarget:
             offsets.append(spread)
         return cls(tuple(grams), tuple(offsets))
 
+    @classmethod
+    def per_item(cls, targets: Sequence["StyleTarget"]) -> "StyleTarget":
+        """One target per batch item (when each photo's colours shape its own style target)."""
+        grams = tuple(torch.cat(layer) for layer in zip(*(t.grams for t in targets), strict=True))
+        offsets = tuple(
+            torch.tensor(layer, dtype=torch.float32, device=grams[0].device)
+            for layer in zip(*(t.offsets for t in targets), strict=True)
+        )
+        return cls(grams, offsets)
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -90,8 +107,8 @@ class LossWeights:
 class Objective:
     """The total loss of an image given the network's features at the content and style taps.
 
-    Returns the total and a stacked `[content, style, tv]` tensor, both on the device, so the
-    caller decides when (if ever) to synchronise.
+    Returns per batch item the total (`[B]`) and the `[content, style, tv]` parts (`[B, 3]`),
+    both on the device, so the caller decides when (if ever) to synchronise.
     """
 
     def __init__(
@@ -112,7 +129,7 @@ class Objective:
         content_feats: Sequence[torch.Tensor],
         style_feats: Sequence[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        zero = image.new_zeros(())
+        zero = image.new_zeros(image.shape[0])
         content = zero
         for feats, target in zip(content_feats, self.content_targets, strict=True):
             content = content + content_loss(feats, target)
@@ -127,6 +144,6 @@ class Objective:
             ):
                 style = style + w * (style_layer_loss(gram(feats), target) + offset)
         tv = tv_loss(image, self.pixel_scale) if self.weights.tv > 0 else zero
-        parts = torch.stack([content, style, tv])
+        parts = torch.stack([content, style, tv], dim=1)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
         return total, parts.detach()

@@ -1,4 +1,4 @@
-"""The optimisation loop: L-BFGS or Adam over the image, with convergence stopping.
+"""The optimisation loop: L-BFGS or Adam over a batch of images, with convergence stopping.
 
 L-BFGS is implemented here rather than taken from `torch.optim.LBFGS` because PyTorch's version
 turns the loss and several norms into Python floats every iteration (a host-device sync each
@@ -29,65 +29,73 @@ WINDOW = 20
 HISTORY = 100
 HISTORY_BYTES = 1 << 30
 
+# image [B, ...] -> (total [B], detached [B, 3] of content, style, tv): one loss per item.
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-# (iteration, [content, style, tv, total] at that iteration) -> None; may raise to stop.
-CheckFn = Callable[[int, list[float]], None]
+# (iteration, per item [content, style, tv, total] at that iteration) -> None; may raise to stop.
+CheckFn = Callable[[int, list[list[float]]], None]
 StopReason = Literal["converged", "iterations"]
 
 
 @dataclass(frozen=True)
 class OptimizeResult:
-    image: torch.Tensor
-    iterations: int
-    stop_reason: StopReason
-    losses: list[float]  # [content, style, tv, total] of the returned image
+    image: torch.Tensor  # [B, ...]
+    iterations: list[int]  # per item: steps taken before it converged or hit the cap
+    stop_reasons: list[StopReason]
+    losses: list[list[float]]  # per item [content, style, tv, total] of the returned image
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-item dot products of `[B, n]` rows."""
+    return (a * b).sum(-1)
 
 
 class _LBFGS:
-    """Sync-free L-BFGS (two-loop recursion) with a fixed-size ring buffer of (s, y) pairs.
+    """Sync-free L-BFGS (two-loop recursion) with a fixed-size ring buffer of (s, y) pairs, one
+    independent history per batch item (every dot product is per item).
 
     A pair with too little curvature (y.s <= 1e-10) is stored with rho = 0, which makes it a
     no-op in both loops; PyTorch skips such pairs instead, a difference that only shows on
-    degenerate steps.
+    degenerate steps (and on items frozen after converging, whose steps are zero).
     """
 
     def __init__(self, x: torch.Tensor, lr: float) -> None:
-        n = x.numel()
+        b, n = x.shape[0], x[0].numel()
         self.m = max(3, min(HISTORY, HISTORY_BYTES // (2 * n * x.element_size())))
-        self.s = x.new_zeros(self.m, n)
-        self.y = x.new_zeros(self.m, n)
-        self.rho = x.new_zeros(self.m)
-        self.h_diag = x.new_ones(())
+        self.s = x.new_zeros(self.m, b, n)
+        self.y = x.new_zeros(self.m, b, n)
+        self.rho = x.new_zeros(self.m, b)
+        self.h_diag = x.new_ones(b)
         self.lr = lr
         self.count = 0
         self.prev_grad: torch.Tensor | None = None
         self.prev_step: torch.Tensor | None = None
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
-        g = grad.reshape(-1)
+        g = grad.reshape(grad.shape[0], -1)
         if self.prev_grad is None or self.prev_step is None:
-            step = -g * torch.clamp(1.0 / g.abs().sum(), max=1.0) * self.lr
+            scale = torch.clamp(1.0 / g.abs().sum(-1, keepdim=True), max=1.0)
+            step = -g * scale * self.lr
         else:
             y = g - self.prev_grad
             s = self.prev_step
-            ys = torch.dot(y, s)
+            ys = _dot(y, s)
             valid = ys > 1e-10
             slot = self.count % self.m
             self.s[slot] = s
             self.y[slot] = y
             self.rho[slot] = torch.where(valid, 1.0 / ys, torch.zeros_like(ys))
-            self.h_diag = torch.where(valid, ys / torch.dot(y, y), self.h_diag)
+            self.h_diag = torch.where(valid, ys / _dot(y, y), self.h_diag)
             self.count += 1
             order = [(slot - k) % self.m for k in range(min(self.count, self.m))]
             q = -g
             alphas = []
             for i in order:
-                alpha = self.rho[i] * torch.dot(self.s[i], q)
+                alpha = (self.rho[i] * _dot(self.s[i], q)).unsqueeze(-1)
                 q = q - alpha * self.y[i]
                 alphas.append(alpha)
-            r = q * self.h_diag
+            r = q * self.h_diag.unsqueeze(-1)
             for i, alpha in zip(reversed(order), reversed(alphas), strict=True):
-                beta = self.rho[i] * torch.dot(self.y[i], r)
+                beta = (self.rho[i] * _dot(self.y[i], r)).unsqueeze(-1)
                 r = r + (alpha - beta) * self.s[i]
             step = r * self.lr
         self.prev_grad = g.clone()
@@ -95,7 +103,7 @@ class _LBFGS:
 
     def taken(self, step: torch.Tensor) -> None:
         """The step actually taken (after projection), for the next curvature pair."""
-        self.prev_step = step.reshape(-1)
+        self.prev_step = step.reshape(step.shape[0], -1)
 
 
 def optimize(
@@ -110,28 +118,36 @@ def optimize(
     check_every: int = CHECK_EVERY,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OptimizeResult:
-    """Minimise `loss_fn` over `image` (a copy is optimised). `loss_fn` returns the total loss and
-    a detached `[content, style, tv]` tensor. `on_check` runs every `check_every` iterations
-    and at the end, with the losses read back; it may raise (e.g. to cancel). Convergence is
-    judged every `CHECK_EVERY` iterations whatever `check_every` is, so results do not depend
-    on it. `project` maps each iterate back into the feasible set (e.g. valid colours); L-BFGS
-    then learns its curvature from the steps actually taken."""
+    """Minimise `loss_fn` over each item of the batch `image` (a copy is optimised); the items
+    are independent problems that share every forward and backward pass. An item that
+    converges is frozen (its later steps are discarded) while the others go on; the loop ends
+    when all have converged or at the cap.
+
+    `on_check` runs every `check_every` iterations and at the end, with the losses read back;
+    it may raise (e.g. to cancel). Convergence is judged every `CHECK_EVERY` iterations
+    whatever `check_every` is, so results do not depend on it. `project` maps each iterate back
+    into the feasible set (e.g. valid colours); L-BFGS then learns its curvature from the steps
+    actually taken."""
     x = image.detach().clone()
     if project is not None:
         x = project(x)
     x.requires_grad_(True)
-    history = x.new_zeros(max(iterations, 1), 4)
+    batch = x.shape[0]
+    history = x.new_zeros(max(iterations, 1), batch, 4)
     lbfgs = _LBFGS(x, learning_rate) if method == "lbfgs" else None
     adam = torch.optim.Adam([x], lr=learning_rate) if method == "adam" else None
-    stop: StopReason = "iterations"
+    stops: list[StopReason] = ["iterations"] * batch
+    steps = [0] * batch
+    active = [True] * batch
+    keep = x.new_ones(batch, *([1] * (x.dim() - 1)), dtype=torch.bool)  # False: frozen
     done = 0
     for i in range(iterations):
         total, parts = loss_fn(x)
-        (grad,) = torch.autograd.grad(total, [x])
-        history[i, :3] = parts
-        history[i, 3] = total.detach()
+        (grad,) = torch.autograd.grad(total.sum(), [x])  # items are independent: sum = each
+        history[i, :, :3] = parts
+        history[i, :, 3] = total.detach()
         with torch.no_grad():
-            before = x.clone() if lbfgs is not None else None
+            before = x.clone()
             if lbfgs is not None:
                 x.add_(lbfgs.direction(grad))
             else:
@@ -140,30 +156,40 @@ def optimize(
                 adam.step()
             if project is not None:
                 x.copy_(project(x))
-            if lbfgs is not None and before is not None:
+            if not all(active):
+                x.copy_(torch.where(keep, x, before))
+            if lbfgs is not None:
                 lbfgs.taken(x - before)
         done = i + 1
+        for item in range(batch):
+            steps[item] += active[item]
         report = done % check_every == 0 or done == iterations
         judge = done % CHECK_EVERY == 0
         if report or judge:
             seen = history[:done].tolist()  # the one sync per check
-            if not all(math.isfinite(v) for v in seen[-1]):
+            if not all(math.isfinite(v) for item in seen[-1] for v in item):
                 raise EngineError(
                     "the optimisation diverged (the loss is no longer finite); lower the "
                     "learning rate or the style weight"
                 )
             if report and on_check is not None:
                 on_check(done, seen[-1])
-            if judge and tolerance > 0 and done > WINDOW and _converged(seen, tolerance):
-                stop = "converged"
-                break
+            if judge and tolerance > 0 and done > WINDOW:
+                for item in range(batch):
+                    if active[item] and _converged(seen, item, tolerance):
+                        active[item] = False
+                        stops[item] = "converged"
+                        keep[item] = False
+                if not any(active):
+                    break
     # The history holds each iterate's loss before its step; the result's own loss costs one
     # forward pass and makes the reported numbers those of the returned image.
     with torch.no_grad():
         total, parts = loss_fn(x)
-    return OptimizeResult(x.detach(), done, stop, [*parts.tolist(), float(total)])
+    losses = [[*p, t] for p, t in zip(parts.tolist(), total.tolist(), strict=True)]
+    return OptimizeResult(x.detach(), steps, stops, losses)
 
 
-def _converged(totals: list[list[float]], tolerance: float) -> bool:
-    before, now = totals[-1 - WINDOW][3], totals[-1][3]
+def _converged(history: list[list[list[float]]], item: int, tolerance: float) -> bool:
+    before, now = history[-1 - WINDOW][item][3], history[-1][item][3]
     return (before - now) < tolerance * max(abs(before), 1e-30)

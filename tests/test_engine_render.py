@@ -290,3 +290,41 @@ def test_bf16_convolutions_reach_the_same_loss(content: Image.Image, style: Imag
     full = Engine(device="cpu", precision="fp32").render(content, [StyleImage(style)], params)
     half = Engine(device="cpu", precision="bf16").render(content, [StyleImage(style)], params)
     assert half.losses["total"] == pytest.approx(full.losses["total"], rel=0.15)
+
+
+@pytest.mark.parametrize("preserve_colors", ["none", "histogram"])
+def test_a_batch_renders_each_photo_as_it_would_alone(
+    engine: Engine, content: Image.Image, style: Image.Image, preserve_colors: str
+) -> None:
+    """Two photos, one style, one forward/backward per step: each result is its solo render
+    (kept colours give each photo its own style target), with its own convergence."""
+    other = content.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    other = Image.fromarray(255 - np.asarray(other))  # same size, different picture
+    params = _params(iterations=30, tolerance=0.02, preserve_colors=preserve_colors)
+    seen: list[tuple[int, int]] = []
+    batch = engine.render_batch(
+        [content, other],
+        [StyleImage(style)],
+        params,
+        progress=lambda item, p: seen.append((item, p.iteration)),
+        progress_every=10,
+    )
+    alone = [engine.render(image, [StyleImage(style)], params) for image in (content, other)]
+    for together, solo in zip(batch, alone, strict=True):
+        assert together.batch_size == 2 and solo.batch_size == 1
+        assert together.iterations == solo.iterations
+        assert together.stop_reason == solo.stop_reason
+        assert together.losses["total"] == pytest.approx(solo.losses["total"], rel=0.02)
+        diff = np.abs(np.asarray(together.image, float) - np.asarray(solo.image, float))
+        assert diff.mean() < 2.0  # grey levels: floating-point order only
+    assert {item for item, _ in seen} == {0, 1}
+    assert batch[0].image.tobytes() != batch[1].image.tobytes()
+
+
+def test_a_batch_needs_one_output_size(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    tall = content.transpose(Image.Transpose.ROTATE_90)
+    with pytest.raises(ValueError, match="same output size"):
+        engine.render_batch([content, tall], [StyleImage(style)], _params(iterations=1))
+    assert engine.batch_limit(content.size, _params()) >= 1

@@ -85,7 +85,7 @@ def test_blended_target_gives_the_weighted_sum_of_losses_and_the_same_gradient()
     assert isinstance(separate, torch.Tensor)
     (grad_sep,) = torch.autograd.grad(separate, feats)
     assert torch.allclose(total, separate, rtol=1e-5)
-    assert torch.allclose(parts[1], separate.detach(), rtol=1e-5)
+    assert torch.allclose(parts[:, 1], separate.detach(), rtol=1e-5)
     assert torch.allclose(grad_blend, grad_sep, rtol=1e-4, atol=1e-9)
 
 
@@ -101,10 +101,37 @@ def test_objective_weights_the_parts() -> None:
     c = content_loss(content_feats, content_target)
     s = 4.0 * style_layer_loss(gram(style_feats), style_target.grams[0])
     t = tv_loss(image)
-    assert torch.allclose(parts, torch.stack([c, s, t]), rtol=1e-5)
+    assert torch.allclose(parts, torch.stack([c, s, t], dim=1), rtol=1e-5)
     assert torch.allclose(total, 2 * c + 3 * s + 0.5 * t, rtol=1e-5)
 
 
 def test_gram_reads_channels_last_features_the_same() -> None:
     f = torch.randn(2, 8, 5, 6, generator=torch.Generator().manual_seed(6))
     assert torch.allclose(gram(f), gram(f.contiguous(memory_format=torch.channels_last)), atol=1e-6)
+
+
+def test_a_batch_scores_each_item_as_if_it_were_alone() -> None:
+    """Items share the passes, never the loss: item i's loss and gradient ignore the others."""
+    g = torch.Generator().manual_seed(7)
+    images = torch.randn(3, 3, 6, 6, generator=g)
+    content_feats = torch.randn(3, 4, 3, 3, generator=g, requires_grad=True)
+    content_targets = torch.randn(3, 4, 3, 3, generator=g)
+    style_feats = torch.randn(3, 4, 3, 3, generator=g, requires_grad=True)
+    per_item = [StyleTarget.blend([[gram(torch.randn(1, 4, 3, 3, generator=g))]], [1.0])]
+    per_item += [StyleTarget.blend([[gram(torch.randn(1, 4, 3, 3, generator=g))]], [1.0])] * 2
+    weights = LossWeights(2.0, 3.0, 0.5, (1.0,))
+    batch = Objective([content_targets], StyleTarget.per_item(per_item), weights, 1.0)
+    total, parts = batch(images, [content_feats], [style_feats])
+    assert total.shape == (3,) and parts.shape == (3, 3)
+    grads = torch.autograd.grad(total.sum(), [content_feats, style_feats])
+    for i in range(3):
+        feats = (content_feats[i : i + 1].detach(), style_feats[i : i + 1].detach())
+        feats[0].requires_grad_(True)
+        feats[1].requires_grad_(True)
+        alone = Objective([content_targets[i : i + 1]], per_item[i], weights, 1.0)
+        one_total, one_parts = alone(images[i : i + 1], [feats[0]], [feats[1]])
+        assert torch.allclose(one_total, total[i : i + 1], rtol=1e-5)
+        assert torch.allclose(one_parts, parts[i : i + 1], rtol=1e-5)
+        one_grads = torch.autograd.grad(one_total.sum(), list(feats))
+        assert torch.allclose(one_grads[0], grads[0][i : i + 1], rtol=1e-5, atol=1e-8)
+        assert torch.allclose(one_grads[1], grads[1][i : i + 1], rtol=1e-5, atol=1e-8)

@@ -16,10 +16,21 @@ def _quadratic(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _loss(a: torch.Tensor, b: torch.Tensor):  # type: ignore[no-untyped-def]
+    """0.5 x'Ax - b'x for each item of a batch of vectors `[B, n]`."""
+
     def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v = x.reshape(-1)
-        total = 0.5 * v @ a @ v - b @ v
-        return total, torch.stack([total.detach(), total.detach() * 0, total.detach() * 0])
+        v = x.reshape(x.shape[0], -1)
+        total = 0.5 * ((v @ a) * v).sum(-1) - v @ b
+        t = total.detach()
+        return total, torch.stack([t, t * 0, t * 0], dim=1)
+
+    return fn
+
+
+def _sum_of_squares(target: torch.Tensor):  # type: ignore[no-untyped-def]
+    def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = ((x - target) ** 2).flatten(1).sum(1)
+        return total, torch.stack([total.detach()] * 3, dim=1)
 
     return fn
 
@@ -36,11 +47,11 @@ def test_lbfgs_takes_the_same_steps_as_pytorch_without_its_tolerances() -> None:
     def closure() -> torch.Tensor:
         torch_lbfgs.zero_grad()
         total, _ = _loss(a, b)(x)
-        total.backward()
-        return total
+        total.sum().backward()
+        return total.sum()
 
     torch_lbfgs.step(closure)
-    assert ours.iterations == 9 and ours.stop_reason == "iterations"
+    assert ours.iterations == [9] and ours.stop_reasons == ["iterations"]
     assert torch.allclose(ours.image, x.detach(), rtol=1e-6, atol=1e-9)
 
 
@@ -85,9 +96,10 @@ def test_convergence_stops_early_and_says_so() -> None:
         tolerance=1e-6,
         on_check=lambda i, losses: seen.append(i),
     )
-    assert result.stop_reason == "converged"
-    assert result.iterations < 1000 and result.iterations % CHECK_EVERY == 0
-    assert seen == list(range(CHECK_EVERY, result.iterations + 1, CHECK_EVERY))
+    (steps,) = result.iterations
+    assert result.stop_reasons == ["converged"]
+    assert steps < 1000 and steps % CHECK_EVERY == 0
+    assert seen == list(range(CHECK_EVERY, steps + 1, CHECK_EVERY))
 
 
 def test_progress_frequency_does_not_change_the_result() -> None:
@@ -104,14 +116,14 @@ def test_progress_frequency_does_not_change_the_result() -> None:
         )
         for every in (3, 10, 7)
     ]
-    assert len({r.iterations for r in runs}) == 1
+    assert len({tuple(r.iterations) for r in runs}) == 1
     assert all(torch.equal(runs[0].image, r.image) for r in runs)
 
 
 def test_divergence_is_an_error() -> None:
     def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = (x * float("nan")).sum()
-        return total, torch.stack([total.detach()] * 3)
+        total = (x * float("nan")).sum(1)
+        return total, torch.stack([total.detach()] * 3, dim=1)
 
     with pytest.raises(EngineError, match="diverged"):
         optimize(
@@ -129,9 +141,9 @@ def test_zero_iterations_reports_the_start() -> None:
         learning_rate=1.0,
         tolerance=0.0,
     )
-    assert result.iterations == 0
+    assert result.iterations == [0]
     assert torch.equal(result.image, torch.ones(1, 12, dtype=torch.float64))
-    assert result.losses[3] == pytest.approx(float(_loss(a, b)(result.image)[0]))
+    assert result.losses[0][3] == pytest.approx(float(_loss(a, b)(result.image)[0]))
 
 
 def test_projection_keeps_iterates_feasible_and_finds_the_constrained_minimum() -> None:
@@ -141,8 +153,7 @@ def test_projection_keeps_iterates_feasible_and_finds_the_constrained_minimum() 
 
     def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         seen_outside.append(bool(((x < 0) | (x > 1)).any()))
-        total = ((x - target) ** 2).sum()
-        return total, torch.stack([total.detach()] * 3)
+        return _sum_of_squares(target)(x)
 
     result = optimize(
         torch.full((1, 6), 0.5, dtype=torch.float64),
@@ -155,4 +166,28 @@ def test_projection_keeps_iterates_feasible_and_finds_the_constrained_minimum() 
     )
     assert not any(seen_outside)
     assert torch.allclose(result.image, target.clamp(0, 1), atol=1e-6)
-    assert result.losses[3] == pytest.approx(float(((target.clamp(0, 1) - target) ** 2).sum()))
+    assert result.losses[0][3] == pytest.approx(float(((target.clamp(0, 1) - target) ** 2).sum()))
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+def test_a_batch_gives_each_item_its_own_solo_result(method: str) -> None:
+    """Items with different starts converge at different times: each stops on its own, frozen
+    where it converged, and ends exactly where it would alone."""
+    a, b = _quadratic()
+    starts = torch.stack(
+        [torch.zeros(12, dtype=torch.float64), torch.full((12,), 5.0, dtype=torch.float64)]
+    )
+    kw = {"method": method, "iterations": 400, "learning_rate": 1.0 if method == "lbfgs" else 0.05}
+    batch = optimize(starts, _loss(a, b), tolerance=1e-4, **kw)  # type: ignore[arg-type]
+    alone = [
+        optimize(starts[i : i + 1], _loss(a, b), tolerance=1e-4, **kw)  # type: ignore[arg-type]
+        for i in range(2)
+    ]
+    assert batch.iterations == [r.iterations[0] for r in alone]
+    assert batch.stop_reasons == [r.stop_reasons[0] for r in alone]
+    if method == "lbfgs":
+        assert batch.iterations[0] != batch.iterations[1]  # the test needs a real difference
+        assert "converged" in batch.stop_reasons
+    for i, solo in enumerate(alone):
+        assert torch.allclose(batch.image[i : i + 1], solo.image, rtol=1e-9, atol=1e-9)
+        assert batch.losses[i] == pytest.approx(solo.losses[0], rel=1e-9)
