@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from daemon import outbox
+from daemon.batching import batch_key
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.ignore import IgnoreRules
 from daemon.intake import Arrival, Intake, Problem
@@ -482,6 +483,13 @@ class Daemon:
             output_format=job.output_format,
             output_quality=job.output_quality,
             max_pixels=self.settings.max_pixels,
+            batch_key=batch_key(
+                self.spool.input_path(job),
+                [(style.sha256, style.weight) for style in job.styles],
+                job.params,
+            )
+            if self.settings.batch_max > 1
+            else None,
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)
@@ -528,8 +536,10 @@ class Daemon:
         first = {"iteration": 0, "total": job.params.get("iterations", 0), "device": running.device}
         with contextlib.suppress(OSError):
             progress.update(first, force=True)
+        batch = int(data.get("batch_size") or 1)
+        together = f", in a batch of {batch}" if batch > 1 else ""
         self.spool.append_log(
-            job, f"started on {running.device} (worker {running.worker}, start {starts})"
+            job, f"started on {running.device} (worker {running.worker}, start {starts}{together})"
         )
         log.info(
             "job.started",
@@ -819,6 +829,7 @@ class Daemon:
         self.pool.retries = new.retries
         self.pool.oom_fallback = new.oom_fallback
         self.pool.queue_max = new.queue_max
+        self.pool.batch_max = new.batch_max
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
 
@@ -874,6 +885,8 @@ def build_manifest(
         "losses": info.get("losses"),
         "scales": info.get("scales"),
         "peak_memory_bytes": info.get("peak_memory_bytes"),
+        # Jobs rendered together share the render's time and peak memory.
+        "batch_size": info.get("batch_size", 1),
         "timings": timings,
         "versions": {
             "stylefold": stylefold_version(),

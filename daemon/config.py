@@ -99,8 +99,16 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Worker processes per device, each rendering one job; raise only when "
-        "the device has memory and cores to spare.",
+        description="Worker processes per device, each rendering one batch at a time; raise "
+        "only when the device has memory and cores to spare.",
+    )
+    batch_max: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Most queued jobs with the same style, parameters and output size that a "
+        "worker optimises together, sharing each forward and backward pass (fewer when memory "
+        "is short); 1 turns batching off.",
     )
     backend: Literal["local", "ray"] = Field(
         "local", description="Worker pool: local processes, or actors on a Ray cluster."

@@ -59,7 +59,7 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     state: Literal["starting", "idle", "busy", "gone"] = "starting"
-    task: Task | None = None
+    tasks: list[Task] = field(default_factory=list)  # the batch it is rendering, unfinished
     task_started: float = 0.0
     cancel_sent: float | None = None
     loaded_at: float | None = None
@@ -108,6 +108,7 @@ class Pool:
         retries: int = 1,
         oom_fallback: OomFallback = "smaller",
         queue_max: int = 10_000,
+        batch_max: int = 1,
         progress_every: int = 10,
         warm_params: dict[str, Any] | None = None,
         weights: dict[str, Any] | None = None,
@@ -118,6 +119,7 @@ class Pool:
         self.retries = retries
         self.oom_fallback = oom_fallback
         self.queue_max = queue_max
+        self.batch_max = batch_max
         self.progress_every = progress_every
         self.warm_params = warm_params or {}
         self.weights = weights or {}
@@ -205,9 +207,10 @@ class Pool:
     def running(self) -> dict[str, tuple[int, str, float]]:
         """job id -> (worker id, device, monotonic start)."""
         return {
-            w.task.job_id: (w.spec.worker_id, w.spec.device, w.task_started)
+            task.job_id: (w.spec.worker_id, w.spec.device, w.task_started)
             for w in self._workers.values()
-            if w.state == "busy" and w.task is not None
+            if w.state == "busy"
+            for task in w.tasks
         }
 
     def ready_workers(self) -> int:
@@ -280,13 +283,14 @@ class Pool:
             task = self._take_for(worker.spec.device)
             if task is None:
                 continue
+            batch = [task, *self._batch_mates(task, worker.spec.device)]
             try:
-                worker.conn.send(task)
+                worker.conn.send(batch)
             except (OSError, BrokenPipeError):
-                self._queue.appendleft(task)
+                self._queue.extendleft(reversed(batch))
                 continue
             worker.state = "busy"
-            worker.task = task
+            worker.tasks = batch
             worker.task_started = time.monotonic()
             worker.cancel_sent = None
 
@@ -297,6 +301,20 @@ class Pool:
                 del self._queue[index]
                 return task
         return None
+
+    def _batch_mates(self, first: Task, device: str) -> list[Task]:
+        """Queued tasks that can share `first`'s forward and backward passes (same batch key:
+        styles, parameters and output size), oldest first, up to `batch_max` in all."""
+        if first.batch_key is None or self.batch_max <= 1:
+            return []
+        mates = [
+            task
+            for task in self._queue
+            if task.batch_key == first.batch_key and task.device in (None, device)
+        ][: self.batch_max - 1]
+        for task in mates:
+            self._queue.remove(task)
+        return mates
 
     def _drain(self, worker: _Worker, events: list[PoolEvent]) -> None:
         try:
@@ -316,8 +334,8 @@ class Pool:
             self._load_errors.append(f"{worker.spec.device}: {message.data.get('error')}")
             log.error("pool.worker_load_failed", worker=worker.spec.worker_id, **message.data)
             return
-        task = worker.task
-        if task is None or message.job_id != task.job_id:
+        task = next((t for t in worker.tasks if t.job_id == message.job_id), None)
+        if task is None:
             return  # a late message about a job this worker no longer holds
         if message.kind == "started":
             events.append(PoolEvent("started", task.job_id, task, {
@@ -326,16 +344,18 @@ class Pool:
         elif message.kind == "progress":
             events.append(PoolEvent("progress", task.job_id, task, message.data))
         elif message.kind == "done":
-            self._release(worker)
+            self._release(worker, task)
             events.append(PoolEvent("done", task.job_id, task, message.data))
         elif message.kind == "failed":
-            self._release(worker)
+            self._release(worker, task)
             self._job_failed(task, str(message.data.get("kind")), message.data, events)
 
-    def _release(self, worker: _Worker) -> None:
-        worker.state = "idle"
-        worker.task = None
-        worker.cancel_sent = None
+    def _release(self, worker: _Worker, task: Task) -> None:
+        """One job of the worker's batch has ended; the worker is free when all have."""
+        worker.tasks.remove(task)
+        if not worker.tasks:
+            worker.state = "idle"
+            worker.cancel_sent = None
 
     @staticmethod
     def _exit_reason(worker: _Worker) -> str:
@@ -346,11 +366,11 @@ class Pool:
         return f"the worker process exited with code {code}"
 
     def _lost(self, worker: _Worker, events: list[PoolEvent], reason: str, kind: str) -> None:
-        """A worker died or was killed: its job is cancelled, retried or failed as `kind`; the
+        """A worker died or was killed: its jobs are cancelled, retried or failed as `kind`; the
         worker is replaced (with a growing delay when it keeps dying before it is ready)."""
-        task, was_cancelled = worker.task, worker.cancel_sent is not None
+        tasks, was_cancelled = worker.tasks, worker.cancel_sent is not None
         worker.state = "gone"
-        worker.task = None
+        worker.tasks = []
         worker.process.join(1)
         worker.conn.close()
         del self._workers[worker.spec.worker_id]
@@ -361,15 +381,14 @@ class Pool:
             self._respawn_failures[worker.spec.device] = failures
             delay = min(RESPAWN_BACKOFF_MAX, 2.0**failures)
         log.warning("pool.worker_lost", worker=worker.spec.worker_id, reason=reason,
-                    job_id=task.job_id if task else None)  # fmt: skip
+                    job_ids=[task.job_id for task in tasks])  # fmt: skip
         if not self._stopping:
             self._pending_respawn.append((time.monotonic() + delay, worker.spec.device))
-        if task is None:
-            return
-        if was_cancelled:
-            events.append(PoolEvent("cancelled", task.job_id, task, {"reason": reason}))
-        else:
-            self._job_failed(task, kind, {"error": reason}, events)
+        for task in tasks:
+            if was_cancelled:
+                events.append(PoolEvent("cancelled", task.job_id, task, {"reason": reason}))
+            else:
+                self._job_failed(task, kind, {"error": reason}, events)
 
     def _respawn_due(self) -> None:
         now = time.monotonic()
@@ -381,11 +400,13 @@ class Pool:
     def _police(self, events: list[PoolEvent]) -> None:
         now = time.monotonic()
         for worker in list(self._workers.values()):
-            if worker.state != "busy" or worker.task is None:
+            if worker.state != "busy" or not worker.tasks:
                 continue
+            # A batch of n jobs may take up to n jobs' time (on a CPU it does).
+            limit = self.job_timeout * len(worker.tasks)
             if worker.cancel_sent is not None and now - worker.cancel_sent > CANCEL_WAIT:
                 reason, kind = "the worker did not stop when asked", "cancelled"
-            elif now - worker.task_started > self.job_timeout:
+            elif now - worker.task_started > limit:
                 reason, kind = f"the job ran past job_timeout ({self.job_timeout:g} s)", "timeout"
             else:
                 continue
@@ -417,9 +438,12 @@ class Pool:
         }))  # fmt: skip
 
     def _retry_of(self, task: Task, kind: str) -> Task | None:
+        """The next attempt, or None. A retry runs alone (batch_key None): whatever went
+        wrong in a batch should not take its companions down a second time."""
         if task.attempt > self.retries:
             return None
         attempt = task.attempt + 1
+        task = replace(task, batch_key=None)
         if kind in ("crash", "timeout", "internal"):
             return replace(task, attempt=attempt)
         if kind != "oom" or self.oom_fallback == "fail":
@@ -475,4 +499,6 @@ def make_pool(settings: Settings) -> Pool:
         from daemon.ray_pool import RayPool
 
         return RayPool(settings.ray_address, settings.ray_cpu_actors, **common)
-    return Pool(settings.devices, settings.workers_per_device, **common)
+    return Pool(
+        settings.devices, settings.workers_per_device, batch_max=settings.batch_max, **common
+    )

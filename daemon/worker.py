@@ -1,4 +1,5 @@
-"""The worker process: one `Engine` on one device, loaded once, rendering one job at a time.
+"""The worker process: one `Engine` on one device, loaded once, rendering one batch at a time
+(usually a batch of one job; queued jobs with one style and output size come together).
 
 It talks to the daemon over its own pipe (never a queue shared with other workers, whose lock a
 killed worker could leave held). A finished render is written into the job's spool folder before
@@ -59,6 +60,7 @@ class Task:
     attempt: int = 1
     device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
     init_image: Path | None = None
+    batch_key: str | None = None  # tasks with one key may be optimised together; None: alone
 
     @property
     def result_path(self) -> Path:
@@ -135,26 +137,6 @@ def classify(exc: BaseException) -> str:
     return "internal"
 
 
-def render_task(
-    engine: Any, task: Task, conn: Connection, cancel: _Cancel, spec: WorkerSpec
-) -> dict[str, Any]:
-    """Render one job from its spool files and write the result beside them; returns what goes
-    into the manifest."""
-    sources = Sources(
-        content=task.content,
-        styles=tuple((ref.path, ref.weight) for ref in task.styles),
-        init=task.init_image,
-    )
-
-    def report(data: dict[str, Any]) -> None:
-        conn.send(Message("progress", spec.worker_id, task.job_id, data))
-
-    data, info = render_bytes(engine, task, sources, report, cancel, spec)
-    atomic_write(task.result_path, data)
-    atomic_write_json(task.info_path, info)
-    return info
-
-
 @dataclass(frozen=True)
 class Sources:
     """A job's images as paths (a local worker reads the spool) or bytes (a Ray actor, which
@@ -164,19 +146,26 @@ class Sources:
     styles: tuple[tuple[Path | bytes, float], ...]
     init: Path | bytes | None = None
 
+    @classmethod
+    def of(cls, task: Task) -> Sources:
+        styles = tuple((ref.path, ref.weight) for ref in task.styles)
+        return cls(task.content, styles, task.init_image)
 
-def render_bytes(
-    engine: Any,
-    task: Task,
-    sources: Sources,
-    report: Callable[[dict[str, Any]], None],
-    cancel: Callable[[], bool],
-    spec: WorkerSpec,
-) -> tuple[bytes, dict[str, Any]]:
-    """Decode, render and encode one job; returns the encoded result and its manifest data."""
-    from service.engine import Progress, StyleImage
-    from service.imageio import encode_image, open_image
-    from service.params import RenderParams
+
+@dataclass(frozen=True)
+class Decoded:
+    """A job's images, decoded (service.imageio.LoadedImage / service.engine.StyleImage)."""
+
+    task: Task
+    content: Any
+    styles: list[Any]
+    init: Any | None
+    seconds: float
+
+
+def decode(task: Task, sources: Sources) -> Decoded:
+    from service.engine import StyleImage
+    from service.imageio import open_image
 
     started = time.monotonic()
     content = _decode(open_image, sources.content, task, "the photo")
@@ -189,36 +178,56 @@ def render_bytes(
         if sources.init is not None
         else None
     )
-    decoded = time.monotonic()
-    _injected_oom(task)
+    return Decoded(task, content, styles, init, time.monotonic() - started)
 
-    def on_progress(progress: Progress) -> None:
-        # Plain Python numbers only: a tensor in a message would make the daemon import torch
-        # (some 600 MiB) just to unpickle it.
-        report(
-            {
-                "iteration": int(progress.iteration),
-                "total": int(progress.total),
-                "scale": int(progress.scale),
-                "scales": int(progress.scales),
-                "size": [int(side) for side in progress.size],
-                "losses": {str(name): float(value) for name, value in progress.losses.items()},
-                "elapsed": float(progress.elapsed),
-                "eta": float(progress.eta),
-                "device": spec.device,
-            }
-        )
 
-    result = engine.render(
-        content.image,
-        styles,
-        RenderParams.model_validate(task.params),
-        init_image=init,
-        progress=on_progress,
+def progress_data(progress: Any, device: str) -> dict[str, Any]:
+    """An engine Progress as plain Python numbers: a tensor in a message would make the daemon
+    import torch (some 600 MiB) just to unpickle it."""
+    return {
+        "iteration": int(progress.iteration),
+        "total": int(progress.total),
+        "scale": int(progress.scale),
+        "scales": int(progress.scales),
+        "size": [int(side) for side in progress.size],
+        "losses": {str(name): float(value) for name, value in progress.losses.items()},
+        "elapsed": float(progress.elapsed),
+        "eta": float(progress.eta),
+        "device": device,
+    }
+
+
+def render_decoded(
+    engine: Any,
+    batch: list[Decoded],
+    report: Callable[[int, dict[str, Any]], None],
+    cancel: Callable[[], bool],
+    spec: WorkerSpec,
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """Render decoded jobs that share a batch key in one engine call; returns per job the
+    encoded result and its manifest data."""
+    from service.params import RenderParams
+
+    for job in batch:
+        _injected_oom(job.task)
+    first = batch[0]
+    results = engine.render_batch(
+        [job.content.image for job in batch],
+        first.styles,
+        RenderParams.model_validate(first.task.params),
+        init_images=[job.init for job in batch],
+        progress=lambda item, progress: report(item, progress_data(progress, spec.device)),
         progress_every=spec.progress_every,
         cancel=cancel,
     )
-    rendered = time.monotonic()
+    return [_finish(job, result) for job, result in zip(batch, results, strict=True)]
+
+
+def _finish(job: Decoded, result: Any) -> tuple[bytes, dict[str, Any]]:
+    from service.imageio import encode_image
+
+    started = time.monotonic()
+    task, content = job.task, job.content
     data = encode_image(
         result.image,
         format=task.output_format,
@@ -226,7 +235,7 @@ def render_bytes(
         exif=content.exif,
         icc=content.icc,
     )
-    encoded = time.monotonic()
+    encode_seconds = time.monotonic() - started
     info = {
         "iterations": result.iterations,
         "stop_reason": result.stop_reason,
@@ -237,16 +246,31 @@ def render_bytes(
         "input_size": list(content.image.size),
         "input_format": content.format,
         "peak_memory_bytes": int(result.peak_memory_bytes),
+        "batch_size": int(result.batch_size),
         "attempt": task.attempt,
         "params": task.params,
         "versions": library_versions(),
         "timings": {
-            "decode_seconds": round(decoded - started, 4),
+            "decode_seconds": round(job.seconds, 4),
             "render_seconds": round(float(result.seconds), 4),
-            "encode_seconds": round(encoded - rendered, 4),
-            "worker_total_seconds": round(time.monotonic() - started, 4),
+            "encode_seconds": round(encode_seconds, 4),
+            "worker_total_seconds": round(job.seconds + result.seconds + encode_seconds, 4),
         },
     }
+    return data, info
+
+
+def render_bytes(
+    engine: Any,
+    task: Task,
+    sources: Sources,
+    report: Callable[[dict[str, Any]], None],
+    cancel: Callable[[], bool],
+    spec: WorkerSpec,
+) -> tuple[bytes, dict[str, Any]]:
+    """Decode, render and encode one job (a Ray actor's unit of work)."""
+    job = decode(task, sources)
+    ((data, info),) = render_decoded(engine, [job], lambda _i, d: report(d), cancel, spec)
     return data, info
 
 
@@ -333,28 +357,72 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     )
     while True:
         try:
-            task = conn.recv()
+            batch = conn.recv()
         except (EOFError, OSError):
             return  # the daemon is gone
-        if task is None:
+        if batch is None:
             return
-        if not isinstance(task, Task):
+        if not isinstance(batch, list):
             continue  # a late `cancel` for a job that already ended
         cancel = _Cancel(conn, parent)
-        conn.send(Message("started", spec.worker_id, task.job_id, {"pid": os.getpid()}))
         try:
-            info = render_task(engine, task, conn, cancel, spec)
+            run_batch(engine, batch, conn, cancel, spec)
+        except (EOFError, OSError):
+            return  # the pipe broke: the daemon is gone
+        if cancel.requested and os.getppid() != parent:
+            return
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    kind = classify(exc)
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    data = {"kind": kind, "error": str(exc) or detail, "detail": detail}
+    if kind == "internal":
+        data["traceback"] = traceback.format_exc()
+    return data
+
+
+def run_batch(
+    engine: Any, tasks: list[Task], conn: Connection, cancel: _Cancel, spec: WorkerSpec
+) -> None:
+    """Every job of the batch gets `started`, then `done` or `failed` of its own. The result
+    is in the job's spool folder before `done` is sent. Jobs that share a batch key are
+    rendered together, as many at a time as the engine says fit in memory."""
+    from service.params import RenderParams
+
+    def send(kind: str, task: Task, data: dict[str, Any]) -> None:
+        conn.send(Message(kind, spec.worker_id, task.job_id, data))
+
+    for task in tasks:
+        send("started", task, {"pid": os.getpid(), "batch_size": len(tasks)})
+    waiting: list[Decoded] = []
+    for task in tasks:
+        try:
+            waiting.append(decode(task, Sources.of(task)))
         except Exception as exc:
-            kind = classify(exc)
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            data = {"kind": kind, "error": str(exc) or detail, "detail": detail}
-            if kind == "internal":
-                data["traceback"] = traceback.format_exc()
-            try:
-                conn.send(Message("failed", spec.worker_id, task.job_id, data))
-            except (EOFError, OSError):
-                return
-            if cancel.requested and os.getppid() != parent:
+            send("failed", task, _failure(exc))
+    while waiting:
+        limit = 1
+        if len(waiting) > 1:
+            params = RenderParams.model_validate(waiting[0].task.params)
+            limit = engine.batch_limit(waiting[0].content.image.size, params)
+        chunk, waiting = waiting[:limit], waiting[limit:]
+
+        def report(item: int, data: dict[str, Any], chunk: list[Decoded] = chunk) -> None:
+            send("progress", chunk[item].task, data)
+
+        try:
+            outputs = render_decoded(engine, chunk, report, cancel, spec)
+        except Exception as exc:
+            failure = _failure(exc)
+            for job in chunk:
+                send("failed", job.task, failure)
+            if cancel.requested:
+                for job in waiting:
+                    send("failed", job.task, failure)
                 return
             continue
-        conn.send(Message("done", spec.worker_id, task.job_id, info))
+        for job, (data, info) in zip(chunk, outputs, strict=True):
+            atomic_write(job.task.result_path, data)
+            atomic_write_json(job.task.info_path, info)
+            send("done", job.task, info)

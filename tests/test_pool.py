@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,10 @@ def _run_until(pool: Pool, done: set[str], timeout: float = 60.0) -> list[PoolEv
 
 @pytest.fixture(scope="module")
 def pool() -> object:
-    pool = Pool(["cpu"], 1, job_timeout=60, retries=1, progress_every=1, warm_params=TINY_PARAMS)
+    pool = Pool(
+        ["cpu"], 1, job_timeout=60, retries=1, batch_max=3, progress_every=1,
+        warm_params=TINY_PARAMS,
+    )  # fmt: skip
     pool.start()
     pool.wait_ready(90)
     yield pool
@@ -102,6 +106,45 @@ def test_a_killed_worker_is_replaced_and_its_job_retried(pool: Pool, tmp_path: P
     assert retry.task.attempt == 2 and "SIGKILL" in retry.data["error"]
     assert kinds[-1] == "done"
     assert pool.ready_workers() == 1
+
+
+def test_jobs_with_one_batch_key_run_together_and_the_rest_wait(pool: Pool, tmp_path: Path) -> None:
+    key = "same style, params and size"
+    a, other, b, c, d = (_task(tmp_path, name) for name in ("a", "other", "b", "c", "d"))
+    queued = [replace(a, batch_key=key), other, replace(b, batch_key=key)]
+    queued += [replace(c, batch_key=key), replace(d, batch_key=key)]
+    for task in queued:
+        assert pool.submit(task)
+    events = _run_until(pool, {t.job_id for t in queued})
+    ends = [e for e in events if e.kind in ("started", "done")]
+    order = [(e.kind, e.job_id) for e in ends]
+    # a, b and c (batch_max 3) start together and finish before `other`, first in line after them.
+    assert order[:3] == [("started", "a"), ("started", "b"), ("started", "c")], order
+    assert {e.job_id for e in ends[3:6]} == {"a", "b", "c"} and ends[6].job_id == "other"
+    done = {e.job_id: e.data for e in events if e.kind == "done"}
+    assert [done[j]["batch_size"] for j in ("a", "b", "c", "other", "d")] == [3, 3, 3, 1, 1]
+    for task in queued:
+        assert task.result_path.stat().st_size > 0
+
+
+def test_a_batch_whose_worker_dies_is_retried_job_by_job(pool: Pool, tmp_path: Path) -> None:
+    tasks = [replace(_task(tmp_path, f"pair-{i}", iterations=8), batch_key="k") for i in (1, 2)]
+    for task in tasks:
+        pool.submit(task)
+    killed = False
+    events: list[PoolEvent] = []
+    deadline = time.monotonic() + 90
+    while sum(e.kind == "done" for e in events) < 2:
+        assert time.monotonic() < deadline, events
+        for event in pool.poll(0.1):
+            events.append(event)
+            if event.kind == "progress" and not killed:
+                os.kill(_pid_of(events), signal.SIGKILL)
+                killed = True
+    retries = [e for e in events if e.kind == "retry"]
+    assert {e.job_id for e in retries} == {"pair-1", "pair-2"}
+    assert all(e.task.batch_key is None for e in retries)
+    assert [e.data["batch_size"] for e in events if e.kind == "done"] == [1, 1]
 
 
 def _pid_of(events: list[PoolEvent]) -> int:
