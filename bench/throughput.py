@@ -1,10 +1,13 @@
-"""Throughput of the worker-pool backends: `stylefold once` over the same N small jobs with the
-local pool (1 and 2 workers) and a local Ray cluster (1 and 2 CPU actors); prints a table.
+"""Daemon throughput: `stylefold once` over the same N queued jobs with one style, for each
+pool configuration: batching off and on, workers per device, and (with --ray) a local Ray
+cluster; prints a table.
 
 Jobs per hour count from `daemon.ready` (networks loaded) to the last `job.done`, so start-up
-(process spawn, ray.init, actor load) is reported apart from steady-state throughput.
+(process spawn, ray.init, actor load) is reported apart from steady-state throughput. The
+iteration count is fixed (no convergence stop), so every configuration does the same work.
 
-    python bench/ray_throughput.py --jobs 12 --size 64 --iterations 20
+    python -m bench.throughput --jobs 20 --size 512 --iterations 300 --device cuda
+    python -m bench.throughput --jobs 12 --size 64 --iterations 20 --ray
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench import machine
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -34,13 +39,13 @@ def _jpeg(size: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _config(root: Path, subject: dict[str, Any], size: int, iterations: int) -> Path:
+def _config(root: Path, subject: dict[str, Any], size: int, iterations: int, device: str) -> Path:
     lines = [
         f'inbox = "{root / "inbox"}"',
         f'outbox = "{root / "outbox"}"',
         f'styles = "{root / "styles"}"',
         f'state = "{root / "state"}"',
-        'devices = ["cpu"]',
+        f"devices = {json.dumps([device])}",
         "settle_seconds = 0.2",
         "poll_interval = 0.2",
         *(f"{key} = {json.dumps(value)}" for key, value in subject.items()),
@@ -58,7 +63,9 @@ def _stamp(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["timestamp"])).timestamp()
 
 
-def run_subject(subject: dict[str, Any], jobs: int, size: int, iterations: int) -> dict[str, Any]:
+def run_subject(
+    subject: dict[str, Any], jobs: int, size: int, iterations: int, device: str
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stylefold-bench-") as tmp:
         root = Path(tmp)
         for name in ("inbox", "outbox", "styles", "state"):
@@ -67,7 +74,7 @@ def run_subject(subject: dict[str, Any], jobs: int, size: int, iterations: int) 
         for index in range(jobs):
             (root / "inbox" / f"p{index:03d}.jpg").write_bytes(_jpeg(size, index))
             (root / "inbox" / f"p{index:03d}.json").write_text('{"style": "mosaic"}')
-        config = _config(root, subject, size, iterations)
+        config = _config(root, subject, size, iterations, device)
         began = time.time()
         proc = subprocess.run(
             [sys.executable, "-m", "daemon.cli", "once", "--config", str(config),
@@ -97,8 +104,13 @@ def run_subject(subject: dict[str, Any], jobs: int, size: int, iterations: int) 
 
 
 SUBJECTS: list[tuple[str, dict[str, Any]]] = [
-    ("local, 1 worker", {"backend": "local", "workers_per_device": 1}),
-    ("local, 2 workers", {"backend": "local", "workers_per_device": 2}),
+    ("1 worker, no batching", {"workers_per_device": 1, "batch_max": 1}),
+    ("1 worker, batch_max 4", {"workers_per_device": 1, "batch_max": 4}),
+    ("1 worker, batch_max 8", {"workers_per_device": 1, "batch_max": 8}),
+    ("2 workers, no batching", {"workers_per_device": 2, "batch_max": 1}),
+    ("2 workers, batch_max 4", {"workers_per_device": 2, "batch_max": 4}),
+]
+RAY_SUBJECTS: list[tuple[str, dict[str, Any]]] = [
     ("ray, 1 actor", {"backend": "ray", "ray_address": "local", "ray_cpu_actors": 1}),
     ("ray, 2 actors", {"backend": "ray", "ray_address": "local", "ray_cpu_actors": 2}),
 ]
@@ -109,14 +121,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--only", nargs="*", help="subjects whose name contains any of these (e.g. 'no batching')"
+    )
+    parser.add_argument("--ray", action="store_true", help="also the Ray backend (CPU actors)")
     args = parser.parse_args()
-    print(f"{args.jobs} jobs, {args.size} px, {args.iterations} iterations, CPU only")
-    header = f"{'subject':<18} {'start-up s':>10} {'span s':>8} {'jobs/h':>8} "
+    print(json.dumps(machine.describe(args.device, REPO)))
+    print(f"{args.jobs} jobs, {args.size} px, {args.iterations} iterations, {args.device}")
+    header = f"{'subject':<24} {'start-up s':>10} {'span s':>8} {'jobs/h':>8} "
     print(header + f"{'render s/job':>12} {'overhead s/job':>14}")
-    for name, subject in SUBJECTS:
-        r = run_subject(subject, args.jobs, args.size, args.iterations)
+    subjects = SUBJECTS + (RAY_SUBJECTS if args.ray else [])
+    if args.only:
+        subjects = [s for s in subjects if any(word in s[0] for word in args.only)]
+    for name, subject in subjects:
+        r = run_subject(subject, args.jobs, args.size, args.iterations, args.device)
         print(
-            f"{name:<18} {r['startup_s']:>10.1f} {r['span_s']:>8.1f} {r['jobs_per_hour']:>8.0f} "
+            f"{name:<24} {r['startup_s']:>10.1f} {r['span_s']:>8.1f} {r['jobs_per_hour']:>8.0f} "
             f"{r['render_s_per_job']:>12.2f} {r['overhead_s_per_job']:>14.2f}",
             flush=True,
         )
