@@ -134,7 +134,7 @@ def odd_images() -> dict[str, bytes]:
         "alpha.png": _encoded(rgb.convert("RGBA"), "PNG"),
         "gray-alpha.png": _encoded(rgb.convert("LA"), "PNG"),
         "animated.webp": _encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
-        "animated.gif": _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "animated-gif.gif": _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
         "pages.tiff": _encoded(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
         "png-named.jpg": _encoded(rgb, "PNG"),  # wrong extension, real image
     }
