@@ -103,12 +103,13 @@ class Settings(BaseSettings):
         "only when the device has memory and cores to spare.",
     )
     batch_max: int = Field(
-        4,
-        ge=1,
+        0,
+        ge=0,
         le=256,
         description="Most queued jobs with the same style, parameters and output size that a "
         "worker optimises together, sharing each forward and backward pass (fewer when memory "
-        "is short); 1 turns batching off.",
+        "is short); 1 turns batching off; 0 is auto: up to 8 on a GPU, off on a CPU (measured "
+        "slower there).",
     )
     backend: Literal["local", "ray"] = Field(
         "local", description="Worker pool: local processes, or actors on a Ray cluster."

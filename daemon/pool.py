@@ -37,6 +37,11 @@ OOM_SHRINK = 0.7  # each out-of-memory retry renders at 70 % of the previous lon
 MIN_SIZE = 16
 CANCEL_WAIT = 10.0  # seconds a worker gets to stop after `cancel` before it is killed
 RESPAWN_BACKOFF_MAX = 60.0
+# batch_max 0 ("auto"): batches of up to this many on a GPU, where one job leaves most of the
+# device idle. None on a CPU: at 256 px on 2 cores a batch of 4 gave 8 % fewer jobs per hour
+# than one job at a time (bench/throughput.py, docs/BENCH.md); the convolutions already fill
+# the cores.
+AUTO_GPU_BATCH = 8
 
 
 class PoolError(Exception):
@@ -108,7 +113,7 @@ class Pool:
         retries: int = 1,
         oom_fallback: OomFallback = "smaller",
         queue_max: int = 10_000,
-        batch_max: int = 1,
+        batch_max: int = 0,
         progress_every: int = 10,
         warm_params: dict[str, Any] | None = None,
         weights: dict[str, Any] | None = None,
@@ -304,14 +309,15 @@ class Pool:
 
     def _batch_mates(self, first: Task, device: str) -> list[Task]:
         """Queued tasks that can share `first`'s forward and backward passes (same batch key:
-        styles, parameters and output size), oldest first, up to `batch_max` in all."""
-        if first.batch_key is None or self.batch_max <= 1:
+        styles, parameters and output size), oldest first, up to the batch size in all."""
+        size = self.batch_max or (1 if device == "cpu" else AUTO_GPU_BATCH)
+        if first.batch_key is None or size <= 1:
             return []
         mates = [
             task
             for task in self._queue
             if task.batch_key == first.batch_key and task.device in (None, device)
-        ][: self.batch_max - 1]
+        ][: size - 1]
         for task in mates:
             self._queue.remove(task)
         return mates
@@ -440,9 +446,13 @@ class Pool:
     def _retry_of(self, task: Task, kind: str) -> Task | None:
         """The next attempt, or None. A retry runs alone (batch_key None): whatever went
         wrong in a batch should not take its companions down a second time."""
+        attempt = task.attempt + 1
+        if kind == "oom" and task.batch_key is not None:
+            # The batch did not fit, not the job: the same size again, alone, whatever the
+            # retry settings (the batch was stylefold's choice, not the user's).
+            return replace(task, attempt=attempt, batch_key=None)
         if task.attempt > self.retries:
             return None
-        attempt = task.attempt + 1
         task = replace(task, batch_key=None)
         if kind in ("crash", "timeout", "internal"):
             return replace(task, attempt=attempt)

@@ -43,6 +43,28 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
     assert report_json["daemon_pid"] is None and len(report_json["recent_failures"]) == 1
 
 
+def test_once_batches_queued_jobs_with_one_style_and_size(folders: Folders) -> None:
+    """Three photos of one size with one style, batch_max 3: one batch, three results, each
+    its own picture; the photo of another size runs alone."""
+    for index in range(3):
+        (folders.inbox / f"p{index}.jpg").write_bytes(image_bytes(seed=index))
+        write_json(folders.inbox / f"p{index}.json", {"style": "mosaic"})
+    (folders.inbox / "tall.jpg").write_bytes(image_bytes(size=(48, 64), seed=9))
+    write_json(folders.inbox / "tall.json", {"style": "mosaic"})
+    config = folders.config(batch_max=3)
+    result = stylefold("once", "--config", str(config), "--log-format", "json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    manifests = {
+        stem: json.loads((folders.outbox / f"{stem}.manifest.json").read_text())
+        for stem in ("p0", "p1", "p2", "tall")
+    }
+    assert [manifests[f"p{i}"]["batch_size"] for i in range(3)] == [3, 3, 3]
+    assert manifests["tall"]["batch_size"] == 1
+    outputs = {(folders.outbox / f"p{i}.stylised.jpg").read_bytes() for i in range(3)}
+    assert len(outputs) == 3
+    assert "in a batch of 3" in (folders.outbox / "p0.log").read_text()
+
+
 def test_styles_lists_the_library(folders: Folders) -> None:
     write_json(folders.styles / "waves.json", {"style_weight": 5000})
     (folders.styles / "broken.jpg.json").write_text("{")

@@ -191,6 +191,26 @@ def test_out_of_memory_retries_smaller_then_on_cpu() -> None:
     assert pool._retry_of(task, "oom") is None
     pool.retries = 0
     assert pool._retry_of(task, "crash") is None
+    # A batch that ran out of memory: each job again at its own size, alone.
+    alone = pool._retry_of(replace(task, batch_key="k"), "oom")
+    assert alone is not None and alone.params["size"] == 512 and alone.batch_key is None
+
+
+def test_batch_size_auto_is_off_on_a_cpu_and_on_for_a_gpu() -> None:
+    def task(job_id: str) -> Task:
+        return Task(job_id, Path("/x"), Path("/x/in.jpg"), (), {}, "jpg", 90, 10, batch_key="k")
+
+    for device, expected in (("cpu", 0), ("cuda:0", 2)):
+        pool = Pool([device], 1, batch_max=0)
+        for job_id in ("a", "b", "c"):
+            pool.submit(task(job_id))
+        first = pool._take_for(device)
+        assert first is not None and len(pool._batch_mates(first, device)) == expected
+    explicit = Pool(["cpu"], 1, batch_max=2)
+    for job_id in ("a", "b", "c"):
+        explicit.submit(task(job_id))
+    first = explicit._take_for("cpu")
+    assert first is not None and [t.job_id for t in explicit._batch_mates(first, "cpu")] == ["b"]
 
 
 def test_a_full_queue_refuses_more() -> None:
