@@ -38,9 +38,9 @@ MIN_SIZE = 16
 CANCEL_WAIT = 10.0  # seconds a worker gets to stop after `cancel` before it is killed
 RESPAWN_BACKOFF_MAX = 60.0
 # batch_max 0 ("auto"): batches of up to this many on a GPU, where one job leaves most of the
-# device idle. None on a CPU: at 256 px on 2 cores a batch of 4 gave 8 % fewer jobs per hour
-# than one job at a time (bench/throughput.py, docs/BENCH.md); the convolutions already fill
-# the cores.
+# device idle. None on a CPU: on 2 cores a batch of 4 gave 8 % (256 px) and 19 % (512 px) fewer
+# jobs per hour than one job at a time (bench/throughput.py, docs/BENCH.md); the convolutions
+# already fill the cores.
 AUTO_GPU_BATCH = 8
 
 
