@@ -117,6 +117,7 @@ class Pool:
         progress_every: int = 10,
         warm_params: dict[str, Any] | None = None,
         weights: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         self.devices = expand_devices(devices)
         self.workers_per_device = workers_per_device
@@ -128,6 +129,7 @@ class Pool:
         self.progress_every = progress_every
         self.warm_params = warm_params or {}
         self.weights = weights or {}
+        self.compile = compile
         self._context = multiprocessing.get_context("spawn")
         self._queue: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
@@ -154,6 +156,7 @@ class Pool:
             progress_every=self.progress_every,
             warm_params=self.warm_params,
             weights=self.weights,
+            compile=self.compile,
         )
         self._next_id += 1
         return spec
@@ -289,6 +292,9 @@ class Pool:
             if task is None:
                 continue
             batch = [task, *self._batch_mates(task, worker.spec.device)]
+            if len(batch) == 1:
+                # From here on a batch key means "ran in a batch of several" (see _retry_of).
+                batch = [replace(task, batch_key=None)]
             try:
                 worker.conn.send(batch)
             except (OSError, BrokenPipeError):
@@ -504,6 +510,7 @@ def make_pool(settings: Settings) -> Pool:
         "queue_max": settings.queue_max,
         "warm_params": settings.defaults.model_dump(mode="json"),
         "weights": settings.weights.model_dump(mode="json"),
+        "compile": settings.compile,
     }
     if settings.backend == "ray":
         from daemon.ray_pool import RayPool
