@@ -62,6 +62,7 @@ RESTART_ONLY = (
     "archive_dir",
     "devices",
     "workers_per_device",
+    "compile",
     "watch_mode",
     "metrics_port",
     "metrics_host",

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="Worker processes per device, each rendering one batch at a time; raise "
         "only when the device has memory and cores to spare.",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network in each worker: the first job of each size "
+        "waits for the compilation; see docs/BENCH.md for when it pays off.",
+    )
     batch_max: int = Field(
         0,
         ge=0,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from daemon.outbox import atomic_write, atomic_write_json
-from daemon.pool import CANCEL_WAIT, OomFallback, Pool, PoolError, PoolEvent, cpu_threads
+from daemon.pool import CANCEL_WAIT, Pool, PoolError, PoolEvent, cpu_threads
 from daemon.worker import Sources, Task, WorkerSpec, classify, load_engine, render_bytes
 
 if TYPE_CHECKING:
@@ -122,25 +122,11 @@ class RayPool(Pool):
         self,
         address: str,
         cpu_actors: int,
-        *,
-        job_timeout: float = 3600.0,
-        retries: int = 1,
-        oom_fallback: OomFallback = "smaller",
-        queue_max: int = 10_000,
-        progress_every: int = 10,
-        warm_params: dict[str, Any] | None = None,
-        weights: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            [],
-            job_timeout=job_timeout,
-            retries=retries,
-            oom_fallback=oom_fallback,
-            queue_max=queue_max,
-            progress_every=progress_every,
-            warm_params=warm_params,
-            weights=weights,
-        )
+        """`options`: `Pool`'s keyword arguments (timeouts, retries, queue, engine settings);
+        batching is not used on Ray (one job per actor call)."""
+        super().__init__([], **options)
         self.address = address
         self.cpu_actors = cpu_actors
         self._actors: dict[int, _Actor] = {}

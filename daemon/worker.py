@@ -37,6 +37,7 @@ class WorkerSpec:
     progress_every: int = 10
     warm_params: dict[str, Any] = field(default_factory=dict)  # network to load at start
     weights: dict[str, Any] = field(default_factory=dict)  # service.weights.WeightsConfig
+    compile: bool = False  # torch.compile the network (service.engine.Engine)
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,11 @@ def load_engine(spec: WorkerSpec) -> Any:
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    engine = Engine(device=spec.device, weights=WeightsConfig.model_validate(spec.weights))
+    engine = Engine(
+        device=spec.device,
+        weights=WeightsConfig.model_validate(spec.weights),
+        compile=spec.compile,
+    )
     engine.network(RenderParams.model_validate(spec.warm_params))
     return engine
 

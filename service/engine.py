@@ -109,16 +109,21 @@ class Engine:
         device: str = "auto",
         weights: WeightsConfig | None = None,
         precision: Precision = "auto",
+        compile: bool = False,
     ) -> None:
         """`precision`: "bf16" runs the VGG convolutions in bfloat16 (Grams, losses and the image
-        stay fp32); "auto" does so where the hardware has native bf16."""
+        stay fp32); "auto" does so where the hardware has native bf16. `compile`: run the
+        network through torch.compile (compiled once per input shape, so it pays off only in a
+        long-running worker)."""
         self.device = devices.resolve(device)
         self.weights = weights or WeightsConfig()
         devices.prepare(self.device)
         self.bf16 = precision == "bf16" or (
             precision == "auto" and devices.bf16_is_native(self.device)
         )
+        self.compile = compile
         self._networks: dict[tuple[str, str], VGGFeatures] = {}
+        self._compiled: dict[int, Callable[..., list[torch.Tensor]]] = {}
         self._style_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
         self.style_target_computations = 0  # how often Grams were computed (cache misses)
@@ -145,9 +150,12 @@ class Engine:
         self, net: VGGFeatures, x: torch.Tensor, taps: tuple[int, ...]
     ) -> list[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
+        forward: Callable[..., list[torch.Tensor]] = net
+        if self.compile:
+            forward = self._compiled.setdefault(id(net), torch.compile(net, dynamic=False))
         # bf16 for the convolutions only; Grams and losses convert to fp32.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return net(x, taps)
+            return forward(x, taps)
 
     # ---- style targets -------------------------------------------------------------------
 

@@ -328,3 +328,12 @@ def test_a_batch_needs_one_output_size(
     with pytest.raises(ValueError, match="same output size"):
         engine.render_batch([content, tall], [StyleImage(style)], _params(iterations=1))
     assert engine.batch_limit(content.size, _params()) >= 1
+
+
+def test_compiled_network_gives_the_same_render(content: Image.Image, style: Image.Image) -> None:
+    params = _params(size=32, iterations=3)
+    plain = Engine(device="cpu").render(content, [StyleImage(style)], params)
+    compiled_engine = Engine(device="cpu", compile=True)
+    compiled = compiled_engine.render(content, [StyleImage(style)], params)
+    assert compiled_engine._compiled  # the compiled forward was used
+    assert compiled.losses["total"] == pytest.approx(plain.losses["total"], rel=0.02)
