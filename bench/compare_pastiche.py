@@ -16,7 +16,6 @@ outputs and the logs under `--out`. See docs/BENCH.md for what each column means
 """
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -251,8 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if 1024 in args.sizes and not cuda:
         parser.error("1024 px is only benchmarked with --device cuda (pastiche takes hours on CPU)")
     if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.out = REPO / ".bench-out" / f"compare-{stamp}"
+        args.out = machine.results_folder(REPO, "compare")
     return args
 
 

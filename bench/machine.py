@@ -64,3 +64,9 @@ def describe(device: str, repo: Path) -> dict[str, object]:
         info["cuda_driver"] = _cuda_driver()
         info["cuda_runtime"] = torch.version.cuda
     return info
+
+
+def results_folder(repo: Path, name: str) -> Path:
+    """The default place for a benchmark's results: `.bench-out/<name>-<date>-<time>/`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return repo / ".bench-out" / f"{name}-{stamp}"

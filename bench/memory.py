@@ -13,7 +13,6 @@ under `--out`. See docs/BENCH.md, "Peak memory".
 """
 
 import argparse
-import datetime
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -108,8 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{path} does not exist: {hint}pass --content and --style instead")
     args.content, args.style = args.content.resolve(), args.style.resolve()
     if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.out = REPO / ".bench-out" / f"memory-{stamp}"
+        args.out = machine.results_folder(REPO, "memory")
     return args
 
 

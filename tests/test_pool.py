@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,16 +91,9 @@ def test_bad_input_fails_without_retry(pool: Pool, tmp_path: Path) -> None:
 def test_a_killed_worker_is_replaced_and_its_job_retried(pool: Pool, tmp_path: Path) -> None:
     task = _task(tmp_path, "victim", iterations=8)
     pool.submit(task)
-    killed = False
-    events: list[PoolEvent] = []
-    deadline = time.monotonic() + 90
-    while not any(e.kind in ("done", "failed") for e in events):
-        assert time.monotonic() < deadline, events
-        for event in pool.poll(0.1):
-            events.append(event)
-            if event.kind == "progress" and not killed:
-                os.kill(_pid_of(events), signal.SIGKILL)
-                killed = True
+    events = _kill_at_first_progress(
+        pool, lambda seen: any(e.kind in ("done", "failed") for e in seen)
+    )
     kinds = [e.kind for e in events if e.kind != "progress"]
     assert kinds[:2] == ["started", "retry"], kinds
     retry = next(e for e in events if e.kind == "retry")
@@ -131,20 +125,28 @@ def test_a_batch_whose_worker_dies_is_retried_job_by_job(pool: Pool, tmp_path: P
     tasks = [replace(_task(tmp_path, f"pair-{i}", iterations=8), batch_key="k") for i in (1, 2)]
     for task in tasks:
         pool.submit(task)
+    events = _kill_at_first_progress(pool, lambda seen: sum(e.kind == "done" for e in seen) == 2)
+    retries = [e for e in events if e.kind == "retry"]
+    assert {e.job_id for e in retries} == {"pair-1", "pair-2"}
+    assert all(e.task.batch_key is None for e in retries)
+    assert [e.data["batch_size"] for e in events if e.kind == "done"] == [1, 1]
+
+
+def _kill_at_first_progress(
+    pool: Pool, finished: Callable[[list[PoolEvent]], bool]
+) -> list[PoolEvent]:
+    """Poll until `finished`, SIGKILLing the busy worker at the first progress event."""
     killed = False
     events: list[PoolEvent] = []
     deadline = time.monotonic() + 90
-    while sum(e.kind == "done" for e in events) < 2:
+    while not finished(events):
         assert time.monotonic() < deadline, events
         for event in pool.poll(0.1):
             events.append(event)
             if event.kind == "progress" and not killed:
                 os.kill(_pid_of(events), signal.SIGKILL)
                 killed = True
-    retries = [e for e in events if e.kind == "retry"]
-    assert {e.job_id for e in retries} == {"pair-1", "pair-2"}
-    assert all(e.task.batch_key is None for e in retries)
-    assert [e.data["batch_size"] for e in events if e.kind == "done"] == [1, 1]
+    return events
 
 
 def _pid_of(events: list[PoolEvent]) -> int:
