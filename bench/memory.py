@@ -122,9 +122,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{device} {size} px] {args.iterations} iterations ...", flush=True)
             rows.append(measure(device, size, args))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    text = table(rows)
-    print(f"\n{text}\n")
-    (args.out / "table.md").write_text(text + "\n")
     results = {
         "machines": machines,
         "content": str(args.content),
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "iterations": args.iterations,
         "rows": [asdict(row) for row in rows],
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    machine.publish(args.out, table(rows), results)
     print(f"results in {args.out}")
 
 
