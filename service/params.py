@@ -57,11 +57,17 @@ class RenderParams(BaseModel):
         default="content",
         description="Start from the content image, from noise, or from a given image.",
     )
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    optimizer: Literal["lbfgs", "adam"] = Field(
+        default="lbfgs",
+        description="L-BFGS (reaches a given loss in far fewer iterations) or Adam.",
+    )
     learning_rate: float | None = Field(
         default=None, gt=0, description="Step size; None picks the optimiser's own default."
     )
-    pooling: Literal["max", "avg"] = "max"
+    pooling: Literal["max", "avg"] = Field(
+        default="max",
+        description="VGG's pooling: max (as trained) or avg (the paper's choice; smoother).",
+    )
     style_scale: float = Field(
         default=1.0,
         gt=0,
@@ -75,9 +81,17 @@ class RenderParams(BaseModel):
         "'histogram' matches the style's colours to the content first.",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
-    network: Network = "vgg19"
-    content_layers: tuple[str, ...] = ("conv4_2",)
-    style_layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    network: Network = Field(
+        default="vgg19", description="vgg19 (the paper's network) or vgg16 (a little faster)."
+    )
+    content_layers: tuple[str, ...] = Field(
+        default=("conv4_2",),
+        description="Layers whose features the output keeps from the photo (deeper: looser).",
+    )
+    style_layers: tuple[str, ...] = Field(
+        default=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+        description="Layers whose Gram matrices the output takes from the style image.",
+    )
     style_layer_weights: tuple[float, ...] | None = Field(
         default=None, description="One weight per style layer; None weights them equally."
     )
