@@ -489,7 +489,7 @@ class Daemon:
                 [(style.sha256, style.weight) for style in job.styles],
                 job.params,
             )
-            if self.settings.batch_max != 1
+            if self.pool.may_batch()
             else None,
         )
         if not self.pool.submit(task):

@@ -104,6 +104,8 @@ def cpu_threads(cpu_workers: int) -> int:
 class Pool:
     """Worker processes and the job queue."""
 
+    MEMBER = "worker"  # what runs jobs, in messages
+
     def __init__(
         self,
         devices: list[str],
@@ -180,15 +182,18 @@ class Pool:
         or when the time runs out before any did. `tick` runs every turn (heartbeats) and
         ends the wait early by returning True (a stop signal)."""
         deadline = time.monotonic() + timeout
-        while any(w.state == "starting" for w in self._workers.values()):
+        while "starting" in self._states():
             if time.monotonic() > deadline or tick():
                 break
             self.poll(0.2)
-        if not any(w.state in ("idle", "busy") for w in self._workers.values()):
+        if not self.ready_workers():
             reasons = "; ".join(dict.fromkeys(self._load_errors)) or (
-                f"no worker loaded its network within {timeout:.0f} s"
+                f"no {self.MEMBER} loaded its network within {timeout:.0f} s"
             )
             raise PoolError(f"no worker could start: {reasons}")
+
+    def _states(self) -> list[str]:
+        return [worker.state for worker in self._workers.values()]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask idle workers to exit, then kill whatever is left after `timeout`."""
@@ -222,7 +227,7 @@ class Pool:
         }
 
     def ready_workers(self) -> int:
-        return sum(1 for w in self._workers.values() if w.state in ("idle", "busy"))
+        return sum(1 for state in self._states() if state in ("idle", "busy"))
 
     def has_room(self) -> bool:
         return len(self._queue) < self.queue_max
@@ -292,9 +297,6 @@ class Pool:
             if task is None:
                 continue
             batch = [task, *self._batch_mates(task, worker.spec.device)]
-            if len(batch) == 1:
-                # From here on a batch key means "ran in a batch of several" (see _retry_of).
-                batch = [replace(task, batch_key=None)]
             try:
                 worker.conn.send(batch)
             except (OSError, BrokenPipeError):
@@ -313,10 +315,17 @@ class Pool:
                 return task
         return None
 
+    def _batch_size(self, device: str) -> int:
+        return self.batch_max or (1 if device == "cpu" else AUTO_GPU_BATCH)
+
+    def may_batch(self) -> bool:
+        """Whether any worker may get a batch of several jobs (else batch keys are moot)."""
+        return any(self._batch_size(device) > 1 for device in self.devices)
+
     def _batch_mates(self, first: Task, device: str) -> list[Task]:
         """Queued tasks that can share `first`'s forward and backward passes (same batch key:
         styles, parameters and output size), oldest first, up to the batch size in all."""
-        size = self.batch_max or (1 if device == "cpu" else AUTO_GPU_BATCH)
+        size = self._batch_size(device)
         if first.batch_key is None or size <= 1:
             return []
         mates = [
@@ -434,7 +443,7 @@ class Pool:
         if kind == "cancelled":
             events.append(PoolEvent("cancelled", task.job_id, task, data))
             return
-        retry = self._retry_of(task, kind)
+        retry = self._retry_of(task, kind, batched=int(data.get("batch_size") or 1) > 1)
         if retry is not None and self._stopping:
             events.append(PoolEvent("cancelled", task.job_id, task, {**data, "kind": kind}))
             return
@@ -449,11 +458,12 @@ class Pool:
             **data, "kind": kind, "reason": self.explain(task, kind, data),
         }))  # fmt: skip
 
-    def _retry_of(self, task: Task, kind: str) -> Task | None:
+    def _retry_of(self, task: Task, kind: str, batched: bool = False) -> Task | None:
         """The next attempt, or None. A retry runs alone (batch_key None): whatever went
-        wrong in a batch should not take its companions down a second time."""
+        wrong in a batch (`batched`: the job failed in a batch of several) should not take
+        its companions down a second time."""
         attempt = task.attempt + 1
-        if kind == "oom" and task.batch_key is not None:
+        if kind == "oom" and batched:
             # The batch did not fit, not the job: the same size again, alone, whatever the
             # retry settings (the batch was stylefold's choice, not the user's).
             return replace(task, attempt=attempt, batch_key=None)

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,6 +117,8 @@ class RayPool(Pool):
     """`Pool`'s interface and retry rules over Ray actors; `devices` lists one entry per
     actor slot kind ("cuda" for the cluster's GPUs, "cpu" for `cpu_actors`)."""
 
+    MEMBER = "Ray actor"
+
     def __init__(
         self,
         address: str,
@@ -201,17 +202,11 @@ class RayPool(Pool):
         log.info("pool.actor_started", worker=spec.worker_id, device=device)
         return actor
 
-    def wait_ready(self, timeout: float, tick: Callable[[], bool] = lambda: False) -> None:
-        deadline = time.monotonic() + timeout
-        while any(a.state == "starting" for a in self._actors.values()):
-            if time.monotonic() > deadline or tick():
-                break
-            self.poll(0.2)
-        if not any(a.state in ("idle", "busy") for a in self._actors.values()):
-            reasons = "; ".join(dict.fromkeys(self._load_errors)) or (
-                f"no Ray actor loaded its network within {timeout:.0f} s"
-            )
-            raise PoolError(f"no worker could start: {reasons}")
+    def may_batch(self) -> bool:
+        return False  # one job per actor call
+
+    def _states(self) -> list[str]:
+        return [actor.state for actor in self._actors.values()]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Kill the actors (a job still on one stays in the spool) and leave the cluster."""
@@ -234,9 +229,6 @@ class RayPool(Pool):
             for a in self._actors.values()
             if a.state == "busy" and a.task is not None
         }
-
-    def ready_workers(self) -> int:
-        return sum(1 for a in self._actors.values() if a.state in ("idle", "busy"))
 
     def cancel_running(self) -> None:
         now = time.monotonic()

@@ -419,7 +419,7 @@ def run_batch(
         try:
             outputs = render_decoded(engine, chunk, report, cancel, spec)
         except Exception as exc:
-            failure = _failure(exc)
+            failure = {**_failure(exc), "batch_size": len(chunk)}
             for job in chunk:
                 send("failed", job.task, failure)
             if cancel.requested:

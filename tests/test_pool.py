@@ -194,7 +194,9 @@ def test_out_of_memory_retries_smaller_then_on_cpu() -> None:
     pool.retries = 0
     assert pool._retry_of(task, "crash") is None
     # A batch that ran out of memory: each job again at its own size, alone.
-    alone = pool._retry_of(replace(task, batch_key="k"), "oom")
+    keyed_but_alone = pool._retry_of(replace(task, batch_key="k"), "oom")
+    assert keyed_but_alone is None  # it ran alone: the configured fallback (now "fail") holds
+    alone = pool._retry_of(replace(task, batch_key="k"), "oom", batched=True)
     assert alone is not None and alone.params["size"] == 512 and alone.batch_key is None
 
 
@@ -208,6 +210,7 @@ def test_batch_size_auto_is_off_on_a_cpu_and_on_for_a_gpu() -> None:
             pool.submit(task(job_id))
         first = pool._take_for(device)
         assert first is not None and len(pool._batch_mates(first, device)) == expected
+        assert pool.may_batch() == (expected > 0)
     explicit = Pool(["cpu"], 1, batch_max=2)
     for job_id in ("a", "b", "c"):
         explicit.submit(task(job_id))
