@@ -92,7 +92,7 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
         ) from exc
 
 
-def per_item_bytes(pixels: float, device_type: str = "cuda") -> float:
+def per_item_bytes(pixels: float, device_type: str) -> float:
     return pixels * BYTES_PER_PIXEL.get(device_type, BYTES_PER_PIXEL["cpu"])
 
 
