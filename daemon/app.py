@@ -23,22 +23,23 @@ from typing import Any
 
 import structlog
 
-from daemon import outbox
-from daemon.batching import batch_key
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.ignore import IgnoreRules
-from daemon.intake import Arrival, Intake, Problem
+from daemon.fsutil import atomic_write_json, file_sha256, read_json, remove_temporaries
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Arrival, Intake, Problem
+from daemon.intake.styles import StyleLibrary
+from daemon.intake.watcher import Watcher, WatchError
+from daemon.jobs import outbox
+from daemon.jobs.outbox import OutputNames, choose_names, published_by
+from daemon.jobs.progress import ProgressFile, percent_done
+from daemon.jobs.spool import Job, Rejected, Spool, new_job_id, resolve
 from daemon.lock import LockError, StateLock
 from daemon.logs import job_context, setup_logging
 from daemon.metrics import Metrics, MetricsError
-from daemon.outbox import OutputNames, choose_names, file_sha256, published_by, read_json
-from daemon.pool import PoolError, PoolEvent, make_pool
-from daemon.progress import ProgressFile, percent_done
+from daemon.pool.batching import batch_key
+from daemon.pool.local import PoolError, PoolEvent, make_pool
+from daemon.pool.worker import StyleRef, Task
 from daemon.sdnotify import Notifier
-from daemon.spool import Job, Rejected, Spool, new_job_id, resolve
-from daemon.styles import StyleLibrary
-from daemon.watcher import Watcher, WatchError
-from daemon.worker import StyleRef, Task
 
 log = structlog.get_logger("stylefold.daemon")
 
@@ -158,7 +159,7 @@ class Daemon:
 
     def _run_locked(self) -> int:
         self._install_signals()
-        removed = outbox.remove_temporaries(self.settings.outbox)
+        removed = remove_temporaries(self.settings.outbox)
         if removed:
             log.info("daemon.temporaries_removed", count=removed)
         for problem in self.library.problems:
@@ -796,7 +797,7 @@ class Daemon:
             ],
         }
         with contextlib.suppress(OSError):
-            outbox.atomic_write_json(self.settings.state / STATUS_FILE, snapshot, durable=False)
+            atomic_write_json(self.settings.state / STATUS_FILE, snapshot, durable=False)
 
     # -- SIGHUP ---------------------------------------------------------------------------
 

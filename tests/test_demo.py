@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.demo import MARKER, SAMPLES, STYLES, DemoError, demo_jobs, prepare, sample_path
+from daemon.cli.demo import MARKER, SAMPLES, STYLES, DemoError, demo_jobs, prepare, sample_path
 
 CLI = [sys.executable, "-m", "daemon.cli"]
 

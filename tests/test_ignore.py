@@ -4,7 +4,7 @@ from pathlib import PurePath
 
 import pytest
 
-from daemon.ignore import BUILTIN_IGNORES, IgnoreRules
+from daemon.intake.ignore import BUILTIN_IGNORES, IgnoreRules
 
 RULES = IgnoreRules()
 

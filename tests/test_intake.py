@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ignore import IgnoreRules
-from daemon.intake import Arrival, Event, Intake, Problem
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Arrival, Event, Intake, Problem
 
 SETTLE = 5.0
 PAIR = 60.0

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon import outbox
-from daemon.outbox import OutputNames
+from daemon import fsutil
+from daemon.jobs import outbox
+from daemon.jobs.outbox import OutputNames
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "photo.stylised.jpg"
-    outbox.atomic_write(target, b"abc")
-    outbox.atomic_write(target, b"defg")
+    fsutil.atomic_write(target, b"abc")
+    fsutil.atomic_write(target, b"defg")
     assert target.read_bytes() == b"defg"
     assert sorted(p.name for p in target.parent.iterdir()) == ["photo.stylised.jpg"]
 
@@ -25,8 +26,8 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
     tool's output, not the 0600 of a private temporary file."""
     previous = os.umask(0o027)
     try:
-        outbox.atomic_write(tmp_path / "photo.stylised.jpg", b"abc")
-        outbox.atomic_write_json(tmp_path / "photo.manifest.json", {"ok": True})
+        fsutil.atomic_write(tmp_path / "photo.stylised.jpg", b"abc")
+        fsutil.atomic_write_json(tmp_path / "photo.manifest.json", {"ok": True})
     finally:
         os.umask(previous)
     for path in tmp_path.iterdir():
@@ -35,14 +36,14 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
 
 def test_failed_write_removes_its_temporary_and_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "photo.manifest.json"
-    outbox.atomic_write(target, b"old")
+    fsutil.atomic_write(target, b"old")
 
     def broken() -> Iterator[bytes]:
         yield b"partial"
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        outbox._write_chunks(target, broken())
+        fsutil._write_chunks(target, broken())
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["photo.manifest.json"]
 
@@ -90,7 +91,7 @@ def test_long_names_fit_the_file_system(tmp_path: Path) -> None:
     stem = "é" * 200  # 400 bytes in UTF-8
     names = outbox.choose_names(tmp_path, stem, "jpg")
     for path in names.all():
-        assert len(path.name.encode()) <= outbox.NAME_MAX
+        assert len(path.name.encode()) <= fsutil.NAME_MAX
     outbox.publish_error(names, {"error": "x"}, "")
     assert names.error.exists()
 
@@ -101,7 +102,7 @@ def test_remove_temporaries_only_touches_ours(tmp_path: Path) -> None:
     theirs = tmp_path / "a" / ".syncthing.photo.jpg.tmp"
     ours.write_bytes(b"")
     theirs.write_bytes(b"")
-    assert outbox.remove_temporaries(tmp_path) == 1
+    assert fsutil.remove_temporaries(tmp_path) == 1
     assert not ours.exists() and theirs.exists()
 
 
@@ -110,7 +111,7 @@ def test_atomic_copy_keeps_bytes_and_mtime(tmp_path: Path) -> None:
     source.write_bytes(os.urandom(3 << 20))
     os.utime(source, (1_000_000, 1_000_000))
     target = tmp_path / "copy" / "dst.bin"
-    outbox.atomic_copy(source, target)
+    fsutil.atomic_copy(source, target)
     assert target.read_bytes() == source.read_bytes()
     assert target.stat().st_mtime == 1_000_000
 
@@ -119,11 +120,11 @@ def test_move_file_refuses_to_overwrite(tmp_path: Path) -> None:
     source = tmp_path / "a.jpg"
     target = tmp_path / "sub" / "b.jpg"
     source.write_bytes(b"one")
-    outbox.move_file(source, target)
+    fsutil.move_file(source, target)
     assert target.read_bytes() == b"one" and not source.exists()
     source.write_bytes(b"two")
     with pytest.raises(FileExistsError):
-        outbox.move_file(source, target)
+        fsutil.move_file(source, target)
     assert source.read_bytes() == b"two" and target.read_bytes() == b"one"
 
 
@@ -136,7 +137,7 @@ def test_move_file_across_file_systems_copies_and_verifies(tmp_path: Path) -> No
     data = source.read_bytes()
     target = shm / f"stylefold-test-{os.getpid()}" / "photo.jpg"
     try:
-        outbox.move_file(source, target)
+        fsutil.move_file(source, target)
         assert target.read_bytes() == data and not source.exists()
     finally:
         target.unlink(missing_ok=True)

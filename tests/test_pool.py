@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_PARAMS, make_image
 
-from daemon.pool import Pool, PoolEvent
-from daemon.worker import StyleRef, Task
+from daemon.pool.local import Pool, PoolEvent
+from daemon.pool.worker import StyleRef, Task
 
 
 def _task(tmp_path: Path, job_id: str, **params: object) -> Task:
@@ -231,7 +231,7 @@ def test_workers_die_with_the_daemon(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from daemon.pool import Pool
+        from daemon.pool.local import Pool
         pool = Pool(["cpu"], 1, warm_params={"size": 48})
         pool.start()
         pool.wait_ready(90)

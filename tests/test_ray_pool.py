@@ -20,7 +20,7 @@ ray = pytest.importorskip(
     "ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'"
 )
 
-from daemon.ray_pool import NAMESPACE, actor_name  # noqa: E402
+from daemon.pool.ray_backend import NAMESPACE, actor_name  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import build_parser
+from daemon.cli.demo import STYLES
 from daemon.config import Settings
-from daemon.demo import STYLES
-from daemon.sidecar import parse_sidecar
+from daemon.intake.sidecar import parse_sidecar
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")

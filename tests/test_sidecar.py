@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.sidecar import (
+from daemon.intake.sidecar import (
     SCHEMA_PATH,
     Sidecar,
     SidecarError,
@@ -231,7 +231,7 @@ def test_param_overrides_errors_name_file() -> None:
 
 def test_shipped_schema_matches_model(tmp_path: Path) -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
-        "daemon/sidecar.schema.json is stale; regenerate it with `python -m daemon.sidecar`"
+        "daemon/sidecar.schema.json is stale; regenerate it with `python -m daemon.intake.sidecar`"
     )
     written = write_schema(tmp_path / "schema.json")
     document = json.loads(written.read_text())

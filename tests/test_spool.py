@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import Folders, make_image, write_json
 
-from daemon import outbox
+from daemon import fsutil
 from daemon.config import Settings, load_settings
-from daemon.intake import Arrival
-from daemon.spool import JOB_FILE, Rejected, Spool, resolve
-from daemon.styles import StyleLibrary
+from daemon.intake.pairing import Arrival
+from daemon.intake.styles import StyleLibrary
+from daemon.jobs import outbox
+from daemon.jobs.spool import JOB_FILE, Rejected, Spool, resolve
 
 
 def _settings(folders: Folders, **extra: object) -> Settings:
@@ -98,7 +99,7 @@ def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) ->
     # What a kill -9 between the two moves of a claim leaves behind.
     claim = spool.root / ".claim-20250101-000000-000000-abcdef"
     claim.mkdir()
-    outbox.atomic_write_json(
+    fsutil.atomic_write_json(
         claim / "intent.json",
         {"rel_dir": "sub", "moves": [["photo.jpg", "input.jpg"], ["photo.json", "sidecar.json"]]},
     )

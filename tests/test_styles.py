@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.sidecar import StyleFile, StyleRef
-from daemon.styles import StyleError, StyleLibrary, blend_defaults
+from daemon.intake.sidecar import StyleFile, StyleRef
+from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 
 
 def image(path: Path) -> Path:

@@ -12,9 +12,9 @@ import pytest
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from daemon.ignore import IgnoreRules
-from daemon.intake import Arrival, Intake
-from daemon.watcher import (
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Arrival, Intake
+from daemon.intake.watcher import (
     Mount,
     Watcher,
     WatchError,

@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_PARAMS, make_image
 from PIL import Image, ImageCms
 
-from daemon.worker import (
+from daemon.pool.worker import (
     CANCEL,
     Message,
     StyleRef,

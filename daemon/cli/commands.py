@@ -139,9 +139,9 @@ def _age(seconds: float) -> str:
 
 def status_report(state: Path, failures: int = 10) -> dict[str, Any]:
     """Everything `status` shows, from the state folder alone."""
+    from daemon.fsutil import read_json
+    from daemon.jobs.spool import STARTED_FILE, Job, read_journal
     from daemon.lock import holder
-    from daemon.outbox import read_json
-    from daemon.spool import STARTED_FILE, Job, read_journal
 
     pid = holder(state)
     snapshot = read_json(state / "status.json") if pid else None
@@ -232,7 +232,7 @@ def _library_settings(args: argparse.Namespace) -> Settings | None:
 
 
 def _library(args: argparse.Namespace) -> Any:
-    from daemon.styles import StyleLibrary
+    from daemon.intake.styles import StyleLibrary
 
     settings = _library_settings(args)
     if settings is not None:
@@ -279,8 +279,8 @@ def cmd_styles(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from daemon.sidecar import SidecarError, merge_params, read_sidecar
-    from daemon.styles import StyleError, StyleLibrary, blend_defaults
+    from daemon.intake.sidecar import SidecarError, merge_params, read_sidecar
+    from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 
     path: Path = args.file
     try:
@@ -360,7 +360,7 @@ def _space_check(name: str, folder: Path) -> tuple[bool, str]:
 def _device_check(devices: list[str]) -> tuple[bool, str]:
     import torch
 
-    from daemon.pool import expand_devices
+    from daemon.pool.local import expand_devices
     from service.devices import resolve
     from service.errors import EngineError
 
@@ -460,7 +460,7 @@ def _folders_check(settings: Settings) -> tuple[bool, str]:
 
 
 def _styles_check(settings: Settings) -> tuple[bool, str]:
-    from daemon.styles import StyleLibrary
+    from daemon.intake.styles import StyleLibrary
 
     library = StyleLibrary.from_settings(settings)
     names = library.names()

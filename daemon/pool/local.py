@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from daemon.worker import CANCEL, Message, Task, WorkerSpec, worker_main
+from daemon.pool.worker import CANCEL, Message, Task, WorkerSpec, worker_main
 
 if TYPE_CHECKING:
     from daemon.config import Settings
@@ -523,7 +523,7 @@ def make_pool(settings: Settings) -> Pool:
         "compile": settings.compile,
     }
     if settings.backend == "ray":
-        from daemon.ray_pool import RayPool
+        from daemon.pool.ray_backend import RayPool
 
         return RayPool(settings.ray_address, settings.ray_cpu_actors, **common)
     return Pool(

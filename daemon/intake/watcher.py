@@ -31,7 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import Settings
-from daemon.ignore import IgnoreRules
+from daemon.intake.ignore import IgnoreRules
 
 log = structlog.get_logger("stylefold.watcher")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.outbox import atomic_write_json
+from daemon.fsutil import atomic_write_json
 
 
 def percent_done(iteration: int, total: int) -> float:

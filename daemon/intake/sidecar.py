@@ -14,7 +14,7 @@ the merged result is validated as `service.params.RenderParams`.
 Sidecars are written by people and by other programs, so everything here assumes hostile input:
 size is checked before reading, nesting depth before parsing, and every pydantic error becomes a
 sentence naming the key and what to do (`SidecarError.problems`).
-`python -m daemon.sidecar` regenerates daemon/sidecar.schema.json from the model.
+`python -m daemon.intake.sidecar` regenerates daemon/sidecar.schema.json from the model.
 """
 
 import difflib
@@ -43,7 +43,7 @@ from pydantic import (
 
 from service.params import RenderParams
 
-SCHEMA_PATH = Path(__file__).with_name("sidecar.schema.json")
+SCHEMA_PATH = Path(__file__).parent.parent / "sidecar.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
 MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
 MAX_STYLES = 16

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
-from daemon.ignore import IgnoreRules
-from daemon.sidecar import (
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.sidecar import (
     SidecarError,
     StyleFile,
     StyleSpec,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.outbox import atomic_write
+from daemon.fsutil import atomic_write
 from service.params import RenderParams
 
 # Flags that map one-to-one onto RenderParams fields.

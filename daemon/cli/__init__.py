@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from daemon import commands, demo, render_cli
+from daemon.cli import commands, demo, render
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         "into the inbox, collect the stylised image from the outbox.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (commands, render_cli, demo):
+    for module in (commands, render, demo):
         module.register(subparsers)
     return parser
 

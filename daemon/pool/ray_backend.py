@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from daemon.outbox import atomic_write, atomic_write_json
-from daemon.pool import CANCEL_WAIT, Pool, PoolError, PoolEvent, cpu_threads
-from daemon.worker import Sources, Task, WorkerSpec, classify, load_engine, render_bytes
+from daemon.fsutil import atomic_write, atomic_write_json
+from daemon.pool.local import CANCEL_WAIT, Pool, PoolError, PoolEvent, cpu_threads
+from daemon.pool.worker import Sources, Task, WorkerSpec, classify, load_engine, render_bytes
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle

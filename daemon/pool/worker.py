@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from daemon.outbox import atomic_write, atomic_write_json
+from daemon.fsutil import atomic_write, atomic_write_json
 
 RESULT_INFO = "result.json"
 

@@ -44,12 +44,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from daemon.config import Settings
-from daemon.intake import Arrival
-from daemon.outbox import (
-    OutputNames,
+from daemon.fsutil import (
     atomic_copy,
     atomic_write_json,
-    choose_names,
     file_sha256,
     fit_name,
     fsync_dir,
@@ -57,7 +54,8 @@ from daemon.outbox import (
     read_json,
     text_bytes,
 )
-from daemon.sidecar import (
+from daemon.intake.pairing import Arrival
+from daemon.intake.sidecar import (
     Sidecar,
     SidecarError,
     load_json,
@@ -65,7 +63,8 @@ from daemon.sidecar import (
     parse_sidecar,
     read_limited,
 )
-from daemon.styles import StyleError, StyleLibrary, blend_defaults
+from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
+from daemon.jobs.outbox import OutputNames, choose_names
 
 log = structlog.get_logger(__name__)
 

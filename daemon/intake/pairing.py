@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from daemon.config import Settings
-from daemon.ignore import SIDECAR_EXTENSION, IgnoreRules
-from daemon.sidecar import SidecarError, read_sidecar
+from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
+from daemon.intake.sidecar import SidecarError, read_sidecar
 
 Kind = Literal["image", "sidecar"]
 

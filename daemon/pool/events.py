@@ -1,0 +1,103 @@
+"""What the pool tells the daemon about a job: small typed events, the same for every backend.
+
+A worker (process or Ray actor) reports to its pool; the pool applies the retry rules and hands
+the daemon one of these. Only `Done` and `Failed` end a job; `Retrying` and `Cancelled` put it
+back in a queue (the pool's or, at shutdown, the spool's for the next start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from service.params import RenderParams
+
+FailureKind = Literal[
+    "input", "weights", "engine", "oom", "crash", "timeout", "internal", "cancelled", "interrupted"
+]
+
+
+class ResultInfo(BaseModel):
+    """What a worker knows about a finished render; kept in the job's spool folder beside the
+    result (`result.json`), so a restart can publish it without rendering again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iterations: int
+    stop_reason: str
+    losses: dict[str, float]
+    scales: list[tuple[int, int]]
+    device: str
+    output_size: tuple[int, int]
+    input_size: tuple[int, int]
+    input_format: str | None
+    peak_memory_bytes: int
+    batch_size: int = 1
+    attempt: int = 1
+    params: RenderParams
+    versions: dict[str, str]
+    timings: dict[str, float]
+    node: str | None = None  # the Ray node that rendered it
+
+
+@dataclass(frozen=True)
+class Started:
+    job_id: str
+    worker: int
+    device: str
+    pid: int | None = None
+    node: str | None = None
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    iteration: int
+    total: int
+    scale: int
+    scales: int
+    size: tuple[int, int]
+    losses: dict[str, float]
+    elapsed: float
+    eta: float
+    device: str
+    preview: bytes | None = None  # an encoded JPEG of the current image (preview_every)
+
+
+@dataclass(frozen=True)
+class Done:
+    job_id: str
+    info: ResultInfo
+
+
+@dataclass(frozen=True)
+class Retrying:
+    job_id: str
+    attempt: int  # the attempt about to run
+    kind: FailureKind
+    error: str
+    size: int  # the long side the retry renders at
+    device: str | None  # set when the retry must run on this device (oom_fallback = "cpu")
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: str
+    kind: FailureKind
+    reason: str  # for people: what went wrong and what to change
+    error: str = ""
+    traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """Stopped on request (shutdown): the job runs again at the next start."""
+
+    job_id: str
+    reason: str
+
+
+PoolEvent = Started | Progress | Done | Retrying | Failed | Cancelled
