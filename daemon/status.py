@@ -8,9 +8,16 @@ report from the state database (`daemon.jobs.store`), without the in-memory sect
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from daemon.jobs.states import State
+from daemon.jobs.store import DB_FILE, Store
+from daemon.lock import holder
+from daemon.versions import stylefold_version
 
 
 class _Model(BaseModel):
@@ -107,3 +114,83 @@ class StatusReport(_Model):
 
     def in_state(self, *states: str) -> list[JobItem]:
         return [job for job in self.jobs if job.state in states]
+
+
+STATUS_FILE = "status.json"
+RECENT = 50
+_OUTCOMES: dict[State, Literal["done", "failed", "rejected"]] = {
+    State.DONE: "done",
+    State.FAILED: "failed",
+    State.REJECTED: "rejected",
+}
+
+
+def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
+    """The durable part of the report: unfinished jobs as recorded, recent ends, jobs moved
+    aside. The running daemon replaces `jobs` with its live view and adds the inbox."""
+    jobs = [
+        JobItem(
+            job_id=row.id,
+            input=row.input,
+            state=str(row.state),
+            since=row.since,
+            styles=[s.name for s in row.job.styles] if row.job else [],
+            reason=row.reason,
+            retry_at=row.retry_at,
+            starts=row.starts,
+        )
+        for row in store.active()
+    ]
+    recent, attention = [], []
+    for row in store.finished(RECENT):
+        if row.state is State.BROKEN:
+            attention.append(
+                Attention(
+                    what=f"job {row.id} ({row.input}) is broken",
+                    where=row.reason,
+                    since=row.since,
+                    fix="look at the files, put the photo back in the inbox, "
+                    "then delete the folder",
+                )
+            )
+        elif row.state in (State.DONE, State.FAILED, State.REJECTED):
+            recent.append(
+                Finished(
+                    job_id=row.id,
+                    input=row.input,
+                    outcome=_OUTCOMES[row.state],
+                    at=row.since,
+                    reason=row.reason,
+                )
+            )
+    counts = store.counts()
+    return StatusReport(
+        daemon=daemon,
+        jobs=jobs,
+        recent=recent,
+        attention=attention,
+        counts=Counts(
+            done=counts.get("done", 0),
+            failed=counts.get("failed", 0),
+            rejected=counts.get("rejected", 0),
+        ),
+    )
+
+
+def read_status(state: Path) -> StatusReport:
+    """What `stylefold status` shows: the running daemon's own report, or (when none runs)
+    the same report built from the state database."""
+    pid = holder(state)
+    if pid is not None:
+        with contextlib.suppress(OSError, ValidationError):
+            report = StatusReport.model_validate_json((state / STATUS_FILE).read_bytes())
+            if report.daemon.pid == pid:
+                return report
+    daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())
+    if not (state / DB_FILE).exists():
+        return StatusReport(daemon=daemon)
+    store = Store(state, readonly=True)
+    try:
+        return from_store(store, daemon)
+    finally:
+        store.close()

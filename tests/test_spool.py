@@ -1,4 +1,4 @@
-"""The spool with real files: claims, recovery, originals, the result index."""
+"""The spool with real files and the state database: claims, recovery, originals, the index."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 from conftest import Folders, make_image, write_json
 
-from daemon import fsutil
 from daemon.config import Settings, load_settings
 from daemon.intake.pairing import Arrival
+from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import outbox
-from daemon.jobs.spool import JOB_FILE, Rejected, Spool, resolve
+from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.record import Job
+from daemon.jobs.spool import ClaimIntent, Spool
+from daemon.jobs.states import State
+from daemon.jobs.store import Answer, Store
+from daemon.metrics import Metrics
+from daemon.pool import make_pool
 
 
 def _settings(folders: Folders, **extra: object) -> Settings:
@@ -33,13 +39,23 @@ def _pair(
     return Arrival(image, side, image.parent.relative_to(folders.inbox))
 
 
-def _claim(spool: Spool, settings: Settings, arrival: Arrival) -> object:
+def _spool(settings: Settings) -> Spool:
+    return Spool(settings, Store(settings.state))
+
+
+def _claim(spool: Spool, settings: Settings, arrival: Arrival) -> Job:
     return spool.claim(arrival, resolve(arrival, settings, StyleLibrary.from_settings(settings)))
+
+
+def _lifecycle(settings: Settings) -> Lifecycle:
+    store = Store(settings.state)
+    library = StyleLibrary.from_settings(settings)
+    return Lifecycle(settings, store, make_pool(settings), library, Metrics.disabled(), 1.0)
 
 
 def test_claim_moves_the_pair_and_records_everything(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     arrival = _pair(folders, "trip/day1/photo.jpg", {"style": "mosaic", "params": {"seed": 3}})
     data = arrival.image.read_bytes()
     job = _claim(spool, settings, arrival)
@@ -53,21 +69,24 @@ def test_claim_moves_the_pair_and_records_everything(folders: Folders) -> None:
         "style": "mosaic",
         "params": {"seed": 3},
     }
-    recorded = json.loads((folder / JOB_FILE).read_text())
-    assert recorded["rel_dir"] == "trip/day1"
-    assert recorded["input_sha256"] == hashlib.sha256(data).hexdigest()
-    assert recorded["params"]["seed"] == 3 and recorded["params"]["size"] == 48
-    assert recorded["styles"][0]["name"] == "mosaic"
-    assert (folder / recorded["styles"][0]["file"]).read_bytes() == (
+    row = Store(settings.state).get(job.id)
+    assert row is not None and row.state is State.QUEUED and row.job == job
+    assert job.rel_dir == "trip/day1"
+    assert job.input_sha256 == hashlib.sha256(data).hexdigest()
+    assert job.params.seed == 3 and job.params.size == 48
+    assert job.styles[0].name == "mosaic"
+    assert (folder / job.styles[0].file).read_bytes() == (
         folders.styles / "mosaic.jpg"
     ).read_bytes()
     assert spool.names(job).image == folders.outbox / "trip/day1/photo.stylised.jpg"
-    assert [j.id for j in Spool(settings).recover()] == [job.id]
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    assert [j.id for j in lifecycle.backlog] == [job.id]
 
 
 def test_two_photos_with_one_stem_get_different_names(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     first = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
     png = make_image(folders.inbox / "photo.png", seed=5)
     write_json(folders.inbox / "photo.png.json", {"style": "waves"})
@@ -93,37 +112,42 @@ def test_bad_sidecar_or_style_is_rejected_before_anything_moves(folders: Folders
 
 def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    store = Store(settings.state)
+    spool = Spool(settings, store)
     arrival = _pair(folders, "sub/photo.jpg", {"style": "mosaic"})
     data = arrival.image.read_bytes()
     # What a kill -9 between the two moves of a claim leaves behind.
-    claim = spool.root / ".claim-20250101-000000-000000-abcdef"
-    claim.mkdir()
-    fsutil.atomic_write_json(
-        claim / "intent.json",
-        {"rel_dir": "sub", "moves": [["photo.jpg", "input.jpg"], ["photo.json", "sidecar.json"]]},
+    intent = ClaimIntent(
+        rel_dir="sub", moves=[("photo.jpg", "input.jpg"), ("photo.json", "sidecar.json")]
     )
+    store.create("20250101-000000-000000-abcdef", State.CLAIMING, "sub/photo.jpg", detail=intent)
+    claim = spool.job_dir("20250101-000000-000000-abcdef")
+    claim.mkdir()
     os.rename(arrival.image, claim / "input.jpg")
 
-    assert spool.recover() == []
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    assert not lifecycle.jobs and not lifecycle.backlog
     assert (
         arrival.image.read_bytes() == data
         and arrival.sidecar is not None
         and arrival.sidecar.exists()
     )
     assert not claim.exists()
+    row = store.get("20250101-000000-000000-abcdef")
+    assert row is not None and row.state is State.ROLLED_BACK
 
 
 def test_originals_are_archived_or_returned_and_remembered(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "a/photo.jpg", {"style": "mosaic"}))
-    placed = spool.archive_originals(job)
+    placed = spool.release(job, archive=True)
     assert placed == [settings.archive_path / "a/photo.jpg", settings.archive_path / "a/photo.json"]
 
     arrival = _pair(folders, "a/photo.jpg", {"style": "mosaic"}, seed=1)
     job = _claim(spool, settings, arrival)
-    spool.return_originals(job)
+    spool.release(job, archive=False)
     assert arrival.image.exists()
     assert spool.already_handled([arrival.image, arrival.sidecar])
     # Editing the sidecar makes it a new job.
@@ -134,27 +158,30 @@ def test_originals_are_archived_or_returned_and_remembered(folders: Folders) -> 
 
 def test_archive_never_overwrites_an_earlier_original(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     for seed in (1, 2):
         job = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}, seed=seed))
-        spool.archive_originals(job)
+        spool.release(job, archive=True)
     names = sorted(p.name for p in settings.archive_path.iterdir())
     assert names == ["photo.jpg", "photo.json", "photo.returned-2.jpg", "photo.returned-2.json"]
 
 
 def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     first = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
     output = folders.outbox / "photo.stylised.jpg"
     output.write_bytes(b"result")
-    spool.record_result(first, output, hashlib.sha256(b"result").hexdigest(), output)
-    spool.archive_originals(first)
+    spool.store.record_answer(
+        Answer(first.key, first.id, output, hashlib.sha256(b"result").hexdigest(), output)
+    )
+    spool.release(first, archive=True)
     again = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
     assert again.key == first.key
-    assert spool.earlier_result(again)["job_id"] == first.id  # type: ignore[index]
+    earlier = spool.earlier_answer(again)
+    assert earlier is not None and earlier.job_id == first.id
     output.write_bytes(b"edited by someone")
-    assert spool.earlier_result(again) is None
+    assert spool.earlier_answer(again) is None
     other = _claim(
         spool, settings, _pair(folders, "x.jpg", {"style": "mosaic", "params": {"seed": 9}})
     )
@@ -163,19 +190,26 @@ def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> No
 
 def test_a_published_job_is_not_rendered_again_after_a_restart(folders: Folders) -> None:
     """Crash after the manifest was renamed into place but before the original moved on."""
-    from daemon.app import Daemon
-
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     arrival = _pair(folders, "photo.jpg", {"style": "mosaic"})
     job = _claim(spool, settings, arrival)
+    spool.store.move(job.id, State.RUNNING, started=True)
     rendered = spool.job_dir(job) / "result.jpg"
     rendered.write_bytes(b"\xff\xd8done")
     outbox.publish_result(spool.names(job), rendered, {"job_id": job.id}, "log\n")
+    info = {
+        "iterations": 4, "stop_reason": "iterations", "losses": {}, "scales": [[48, 36]],
+        "device": "cpu", "output_size": [48, 36], "input_size": [64, 48], "input_format": "JPEG",
+        "peak_memory_bytes": 0, "params": job.params.model_dump(mode="json"), "versions": {},
+        "timings": {},
+    }  # fmt: skip
+    (spool.job_dir(job) / "result.json").write_text(json.dumps(info))
 
-    daemon = Daemon(settings)
-    daemon._resume(job)
-    assert not daemon.jobs and not daemon.backlog and not daemon.pool.queued
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    assert not lifecycle.jobs and not lifecycle.backlog and not lifecycle.pool.queued
+    assert Store(settings.state).get(job.id).state is State.DONE  # type: ignore[union-attr]
     assert (settings.archive_path / "photo.jpg").exists()
     assert not spool.job_dir(job).exists()
     assert sorted(p.name for p in folders.outbox.iterdir()) == [
@@ -192,12 +226,12 @@ def test_claim_across_file_systems_copies_and_verifies(folders: Folders, tmp_pat
     state = shm / f"stylefold-spool-test-{os.getpid()}"
     try:
         settings = _settings(folders, state=str(state))
-        spool = Spool(settings)
+        spool = _spool(settings)
         arrival = _pair(folders, "photo.jpg", {"style": "mosaic"})
         data = arrival.image.read_bytes()
         job = _claim(spool, settings, arrival)
         assert spool.input_path(job).read_bytes() == data and not arrival.image.exists()
-        spool.return_originals(job)
+        spool.release(job, archive=False)
         assert arrival.image.read_bytes() == data
     finally:
         shutil.rmtree(state, ignore_errors=True)
@@ -205,7 +239,7 @@ def test_claim_across_file_systems_copies_and_verifies(folders: Folders, tmp_pat
 
 def test_jobs_share_one_stored_copy_of_a_style(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     jobs = [
         _claim(spool, settings, _pair(folders, f"p{i}.jpg", {"style": "mosaic"}, seed=i))
         for i in range(3)
@@ -215,46 +249,45 @@ def test_jobs_share_one_stored_copy_of_a_style(folders: Folders) -> None:
     stored = list(spool.style_store.iterdir())
     assert [p.stem for p in stored] == [jobs[0].styles[0].sha256]
     for job in jobs:
-        spool.archive_originals(job)
-        spool.finish(job)
-    Spool(settings).recover()
+        spool.release(job, archive=True)
+        spool.remove(job)
+    _spool(settings).collect_styles()
     assert list(spool.style_store.iterdir()) == []
 
 
 def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes from an old SMB client
     image = make_image(folders.inbox / name)
     sidecar = write_json(folders.inbox / os.fsdecode(b"caf\xe9.json"), {"style": "mosaic"})
     job = _claim(spool, settings, Arrival(image, sidecar, Path(".")))
     spool.append_log(job, f"claimed {job.source}")
     outbox.publish_error(spool.names(job), {"error": f"test {job.source}"}, spool.read_log(job))
-    spool.return_originals(job)
+    spool.release(job, archive=False)
     assert image.exists() and spool.already_handled([image, sidecar])
-    spool.journal({"input": job.source})
     assert (folders.outbox / os.fsdecode(b"caf\xe9.error.json")).exists()
 
 
 def test_appledouble_companions_travel_with_the_photo(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     arrival = _pair(folders, "mac/photo.jpg", {"style": "mosaic"})
     (folders.inbox / "mac/._photo.jpg").write_bytes(b"\x00\x05\x16\x07")
     (folders.inbox / "mac/._photo.json").write_bytes(b"\x00\x05\x16\x07")
     job = _claim(spool, settings, arrival)
     assert sorted(p.name for p in (folders.inbox / "mac").iterdir()) == []
-    spool.archive_originals(job)
+    spool.release(job, archive=True)
     archived = sorted(p.name for p in (settings.archive_path / "mac").iterdir())
     assert archived == ["._photo.jpg", "._photo.json", "photo.jpg", "photo.json"]
 
 
 def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders: Folders) -> None:
     settings = _settings(folders)
-    spool = Spool(settings)
+    spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
     newer = make_image(folders.inbox / "photo.jpg", seed=42)  # a new photo under the old name
-    spool.return_originals(job)
+    spool.release(job, archive=False)
     returned = folders.inbox / "photo.returned-2.jpg"
     assert returned.exists() and (folders.inbox / "photo.returned-2.json").exists()
     assert not (folders.inbox / "photo.json").exists()  # the new photo is not given our sidecar

@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple
 from daemon.config import Settings
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.sidecar import SidecarError, read_sidecar
+from daemon.status import InboxItem
 
 Kind = Literal["image", "sidecar"]
 
@@ -125,8 +126,41 @@ class Intake:
         """Files still settling or waiting for a partner."""
         return len(self._pending)
 
-    def tracked(self) -> list[Path]:
-        return list(self._files)
+    def configure(self, settings: Settings, rules: IgnoreRules) -> None:
+        """Apply reloaded settings (SIGHUP)."""
+        self.rules = rules
+        self.settle_seconds = settings.settle_seconds
+        self.pair_timeout = settings.pair_timeout
+        self.use_default = settings.no_sidecar == "default" and settings.default_style is not None
+        self.max_sidecar_bytes = settings.max_sidecar_bytes
+
+    def items(self, now: float, wall: float) -> list[InboxItem]:
+        """Files not yet a job, for `status`: settling, or settled and waiting for a partner.
+        `now` is this tracker's clock, `wall` the epoch time at the same instant."""
+        found = []
+        for path in sorted(self._pending):
+            entry = self._files[path]
+            relative = path.relative_to(self.inbox).as_posix()
+            if not entry.settled:
+                left = max(0.0, self.settle_seconds - (now - entry.changed_at))
+                note = (
+                    f"settling: unchanged for {now - entry.changed_at:.0f} s, ready in {left:.0f} s"
+                )
+                since = wall - (now - entry.changed_at)
+                found.append(InboxItem(path=relative, state="settling", since=since, note=note))
+                continue
+            waited = now - entry.waiting_since
+            partner = "its photo" if entry.kind == "sidecar" else "its sidecar"
+            found.append(
+                InboxItem(
+                    path=relative,
+                    state="waiting",
+                    since=wall - waited,
+                    note=f"waiting for {partner}",
+                    gives_up_in=max(0.0, self.pair_timeout - waited),
+                )
+            )
+        return found
 
     # -- observations ---------------------------------------------------------------------
 

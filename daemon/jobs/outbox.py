@@ -67,8 +67,13 @@ class OutputNames:
     def progress(self) -> Path:
         return self._path(".progress.json")
 
+    @property
+    def preview(self) -> Path:
+        """The running job's latest preview (preview_every), removed when the answer lands."""
+        return self._path(".preview.jpg")
+
     def all(self) -> tuple[Path, ...]:
-        return (self.image, self.manifest, self.log, self.error, self.progress)
+        return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the folder, which follows the outbox setting and the job's subfolder."""

@@ -1,17 +1,17 @@
-"""The per-job progress file in the outbox: what a person (or `stylefold status`) looks at while
-a photo is being painted. Written atomically under a stable name, at most every
-`min_interval` seconds so a fast job does not turn into a stream of fsyncs, removed at the end.
+"""The per-job progress file in the outbox: what a person (or a sync client) looks at while a
+photo is being painted. Written atomically under a stable name, at most every `min_interval`
+seconds so a fast job does not turn into a stream of writes, removed when the answer lands.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.fsutil import atomic_write_json
+from daemon.pool.events import Progress
 
 
 def percent_done(iteration: int, total: int) -> float:
@@ -20,27 +20,8 @@ def percent_done(iteration: int, total: int) -> float:
     return round(min(100.0, 100.0 * iteration / total), 1)
 
 
-def progress_payload(job_id: str, source: str, event: dict[str, Any], now: float) -> dict[str, Any]:
-    """The file's content: the worker's progress event plus what a reader needs around it."""
-    iteration = int(event.get("iteration", 0))
-    total = int(event.get("total", 0))
-    eta = event.get("eta")
-    return {
-        "job_id": job_id,
-        "input": source,
-        "state": "running",
-        "iteration": iteration,
-        "total": total,
-        "percent": percent_done(iteration, total),
-        "scale": event.get("scale"),
-        "scales": event.get("scales"),
-        "size": event.get("size"),
-        "elapsed_seconds": event.get("elapsed"),
-        "eta_seconds": None if eta is None else round(float(eta), 1),
-        "losses": event.get("losses", {}),
-        "device": event.get("device"),
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
-    }
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
 
 
 @dataclass
@@ -53,17 +34,45 @@ class ProgressFile:
     min_interval: float = 0.5
     _last_write: float = field(default=float("-inf"), init=False)
 
-    def update(self, event: dict[str, Any], now: float | None = None, force: bool = False) -> bool:
+    def write(
+        self,
+        iteration: int,
+        total: int,
+        device: str,
+        *,
+        force: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
         """Write the file if `min_interval` has passed (or `force`); True when written."""
-        now = time.time() if now is None else now
+        now = time.time()
         if not force and now - self._last_write < self.min_interval:
             return False
-        payload = progress_payload(self.job_id, self.source, event, now)
+        payload = {
+            "job_id": self.job_id,
+            "input": self.source,
+            "state": "running",
+            "iteration": iteration,
+            "total": total,
+            "percent": percent_done(iteration, total),
+            "device": device,
+            **(extra or {}),
+            "updated_at": _iso(now),
+        }
         atomic_write_json(self.path, payload, durable=False)
         self._last_write = now
         return True
 
-    def remove(self) -> None:
-        """Called once the job's result or error report is in place."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+    def update(self, event: Progress) -> bool:
+        return self.write(
+            event.iteration,
+            event.total,
+            event.device,
+            extra={
+                "scale": event.scale,
+                "scales": event.scales,
+                "size": list(event.size),
+                "elapsed_seconds": event.elapsed,
+                "eta_seconds": round(event.eta, 1),
+                "losses": event.losses,
+            },
+        )

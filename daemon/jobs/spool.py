@@ -1,194 +1,58 @@
-"""The durable side of a job: claiming a pair out of the inbox, everything needed to finish it,
-and the records that make a restart finish each job exactly once.
+"""The files of claimed jobs: originals moved out of the inbox, the style images they use, and
+where the originals go once the job's answer is in the outbox.
 
-Layout under the state directory:
-
-    spool/<job-id>/job.json      the job, written once at claim (immutable afterwards)
     spool/<job-id>/input.<ext>   the original photo, moved here from the inbox
     spool/<job-id>/sidecar.json  the original sidecar (if any), moved here too
     spool/<job-id>/companion-N   macOS `._photo.jpg` AppleDouble files, which go with the photo
     spool/<job-id>/style-N.<ext> hard links into style-store/, so a library edit cannot change it
-    spool/<job-id>/started.json  how often the job was started (a crash-loop guard)
-    spool/<job-id>/job.log       the job's log, published with the result
-    spool/<job-id>/result.*      written by the worker before it reports (see worker.py)
-    spool/.claim-<id>/           a claim in progress; rolled back at start-up
-    spool/.done-<id>/            a finished job being deleted
+    spool/<job-id>/job.log       the job's log, published with the answer
+    spool/<job-id>/result.*      the render and its `result.json`, written by the worker
+    spool/.broken-<job-id>/      a job whose record was unreadable, kept for a person
     style-store/<sha256>.<ext>   each style image used by a waiting job, stored once
-    index/<key>.json             successful results by job key (image bytes + styles + params)
-    index/seen/<hash>.json       originals the daemon put back in the inbox, so they are not
-                                 taken again until the photo or its sidecar changes
-    journal.jsonl                one line per finished job (for `stylefold status`)
 
 A claim moves the photo and its sidecar with a rename (or, across file systems, a verified copy
-before the inbox file goes), so from then on the spool owns the only copy until the result is
-in the outbox. The outbox's commit file (manifest or error report) carries the job id; a job
-whose commit file exists is never rendered again.
+before the inbox file goes), so from then on the spool owns the only copy until the answer is
+in the outbox. What was moved is recorded (state CLAIMING) before the first move, so a claim
+cut short by a crash is rolled back from the record. The job's state lives in the database
+(`daemon.jobs.store`); this module only moves files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
 from daemon.config import Settings
-from daemon.fsutil import (
-    atomic_copy,
-    atomic_write_json,
-    file_sha256,
-    fit_name,
-    fsync_dir,
-    move_file,
-    read_json,
-    text_bytes,
-)
+from daemon.fsutil import atomic_copy, file_sha256, fit_name, fsync_dir, move_file
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import (
-    Sidecar,
-    SidecarError,
-    load_json,
-    merge_params,
-    parse_sidecar,
-    read_limited,
-)
-from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
+from daemon.intake.resolve import Rejected, Resolved
+from daemon.intake.sidecar import load_json
 from daemon.jobs.outbox import OutputNames, choose_names
+from daemon.jobs.record import Job, JobStyle, job_key, log_line, new_job_id
+from daemon.jobs.states import State
+from daemon.jobs.store import Answer, Store
 
 log = structlog.get_logger(__name__)
 
-JOB_FILE = "job.json"
-STARTED_FILE = "started.json"
 LOG_FILE = "job.log"
-INTENT_FILE = "intent.json"
 SIDECAR_FILE = "sidecar.json"
-CLAIM_PREFIX = ".claim-"
-DONE_PREFIX = ".done-"
 BROKEN_PREFIX = ".broken-"
-JOURNAL = "journal.jsonl"
 STYLE_STORE = "style-store"
-JOURNAL_MAX_BYTES = 4 << 20
 
 
-class Rejected(Exception):
-    """The pair cannot become a job (bad sidecar, unknown style, limits); nothing was moved.
-    The message says what is wrong and how to fix it."""
+class ClaimIntent(BaseModel):
+    """What a claim moves, recorded before the first move (the roll-back plan)."""
 
-
-class JobStyle(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    file: str  # inside the job folder
-    weight: float
-    sha256: str
-
-
-class Job(BaseModel):
-    """Everything needed to finish a job after any restart."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    claimed_at: float
-    rel_dir: str  # the photo's folder relative to the inbox ("" at the top)
-    image_name: str
-    sidecar_name: str | None
-    sidecar: dict[str, Any] | None
-    input_file: str
-    input_sha256: str
-    styles: list[JobStyle]
-    params: dict[str, Any]
-    output_format: str
-    output_quality: int
-    names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
-    key: str  # what identical resubmissions share
-    companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
-
-    @property
-    def source(self) -> str:
-        """The photo's path relative to the inbox, for people and logs."""
-        return str(Path(self.rel_dir) / self.image_name)
-
-
-def log_line(text: str) -> str:
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime())} {text}\n"
-
-
-def new_job_id() -> str:
-    """Sortable by claim time, so the spool replays in first-in first-out order."""
-    now = time.time()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
-
-
-def job_key(
-    input_sha256: str, styles: list[JobStyle], params: dict[str, Any], output: dict[str, Any]
-) -> str:
-    material = {
-        "input": input_sha256,
-        "styles": [[style.sha256, style.weight] for style in styles],
-        "params": params,
-        "output": output,
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A sidecar turned into what the engine will be asked for (nothing moved yet)."""
-
-    sidecar: Sidecar | None
-    sidecar_raw: bytes | None
-    styles: list[tuple[str, Path, float]]  # (name, image file, weight)
-    params: dict[str, Any]
-    output_format: str
-    output_quality: int
-
-
-def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Resolved:
-    """Read the sidecar and resolve styles and parameters; raises Rejected."""
-    sidecar: Sidecar | None = None
-    raw: bytes | None = None
-    try:
-        if arrival.sidecar is not None:
-            raw = read_limited(arrival.sidecar, settings.max_sidecar_bytes, "sidecar")
-            sidecar = parse_sidecar(raw)
-        styles = library.resolve(
-            sidecar.style if sidecar is not None else None,
-            beside=arrival.image.parent,
-            default=settings.default_style,
-        )
-        params = merge_params(
-            settings.defaults,
-            blend_defaults(styles),
-            sidecar.overrides() if sidecar is not None else {},
-            max_size=settings.max_output_size,
-            max_iterations=settings.max_iterations,
-        )
-    except (SidecarError, StyleError) as exc:
-        where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name
-        raise Rejected(f"{where}: {exc}") from None
-    output = sidecar.output if sidecar is not None else None
-    return Resolved(
-        sidecar=sidecar,
-        sidecar_raw=raw,
-        styles=[(style.name, style.path, style.weight) for style in styles],
-        params=params.model_dump(mode="json"),
-        output_format=(output.format if output and output.format else settings.output_format),
-        output_quality=(output.quality if output and output.quality else settings.output_quality),
-    )
+    rel_dir: str
+    moves: list[tuple[str, str]]  # (name in the inbox folder, name in the job folder)
 
 
 def _suffix(name: str) -> str:
@@ -205,16 +69,14 @@ def _signature(path: Path) -> list[int] | None:
 
 
 class Spool:
-    """The state directory's job records (see the module docstring for the layout)."""
+    """Job folders under `state/spool/` (see the module docstring for the layout)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
+        self.store = store
         self.root = settings.state / "spool"
-        self.index_dir = settings.state / "index"
-        self.seen_dir = self.index_dir / "seen"
         self.style_store = settings.state / STYLE_STORE
-        self.journal_path = settings.state / JOURNAL
-        for folder in (self.root, self.index_dir, self.seen_dir, self.style_store):
+        for folder in (self.root, self.style_store):
             folder.mkdir(parents=True, exist_ok=True)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
         self._style_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha
@@ -227,48 +89,43 @@ class Spool:
     def input_path(self, job: Job) -> Path:
         return self.job_dir(job) / job.input_file
 
-    def sidecar_path(self, job: Job) -> Path:
-        return self.job_dir(job) / SIDECAR_FILE
-
     def names(self, job: Job) -> OutputNames:
         return OutputNames.from_json(self.settings.outbox / job.rel_dir, job.names)
 
-    def inbox_path(self, job: Job, name: str) -> Path:
-        return self.settings.inbox / job.rel_dir / name
+    def reserve(self, job: Job) -> None:
+        """Keep a recovered job's output names from being chosen by a new job."""
+        self._reserved[job.id] = self.names(job).all()
 
     # -- claim ----------------------------------------------------------------------------
 
     def claim(self, arrival: Arrival, resolved: Resolved) -> Job:
-        """Move the pair into a new job folder and record the job. On failure nothing is lost:
-        whatever was moved goes back to the inbox."""
+        """Move the pair into a new job folder and record the job (CLAIMING, then QUEUED). On
+        failure nothing is lost: whatever was moved goes back to the inbox."""
         job_id = new_job_id()
-        claim_dir = self.root / f"{CLAIM_PREFIX}{job_id}"
-        claim_dir.mkdir()
         rel_dir = arrival.rel_dir.as_posix() if str(arrival.rel_dir) != "." else ""
         source_dir = self.settings.inbox / rel_dir
-        moves = [[arrival.image.name, f"input{_suffix(arrival.image.name)}"]]
+        moves = [(arrival.image.name, f"input{_suffix(arrival.image.name)}")]
         if arrival.sidecar is not None:
-            moves.append([arrival.sidecar.name, SIDECAR_FILE])
+            moves.append((arrival.sidecar.name, SIDECAR_FILE))
         companions = [
-            [name, f"companion-{index}"]
+            (name, f"companion-{index}")
             for index, name in enumerate(self._companions(source_dir, [m[0] for m in moves]))
         ]
-        moves += companions
-        intent = {"rel_dir": rel_dir, "moves": moves}
-        atomic_write_json(claim_dir / INTENT_FILE, intent)
+        intent = ClaimIntent(rel_dir=rel_dir, moves=moves + companions)
+        source = (Path(rel_dir) / arrival.image.name).as_posix()
+        self.store.create(job_id, State.CLAIMING, source, detail=intent)
+        folder = self.job_dir(job_id)
         try:
-            for source, target in moves:
-                move_file(source_dir / source, claim_dir / target, sync=False)
+            folder.mkdir()
+            for name, target in intent.moves:
+                move_file(source_dir / name, folder / target, sync=False)
             fsync_dir(source_dir)
-            # job.json's own fsync of claim_dir also makes the moves into it durable.
-            job = self._record(job_id, claim_dir, arrival, rel_dir, resolved, companions)
-        except BaseException:
-            self._roll_back(claim_dir)
+            fsync_dir(folder)
+            job = self._record(job_id, folder, arrival, rel_dir, resolved, companions)
+            self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
+        except BaseException as exc:
+            self.roll_back(job_id, intent, note=f"claim failed: {exc}")
             raise
-        (claim_dir / INTENT_FILE).unlink()
-        final = self.job_dir(job_id)
-        os.rename(claim_dir, final)
-        fsync_dir(self.root)
         return job
 
     @staticmethod
@@ -286,26 +143,26 @@ class Spool:
     def _record(
         self,
         job_id: str,
-        claim_dir: Path,
+        folder: Path,
         arrival: Arrival,
         rel_dir: str,
         resolved: Resolved,
-        companions: list[list[str]],
+        companions: list[tuple[str, str]],
     ) -> Job:
         sidecar_raw = resolved.sidecar_raw
-        if sidecar_raw is not None and (claim_dir / SIDECAR_FILE).read_bytes() != sidecar_raw:
+        if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
             raise Rejected(f"{arrival.sidecar}: changed while it was being claimed")
         styles = []
         for index, (name, path, weight) in enumerate(resolved.styles):
             stored = self._stored_style(path)
             file = f"style-{index}{stored.suffix}"
             try:
-                os.link(stored, claim_dir / file)
+                os.link(stored, folder / file)
             except OSError:
-                atomic_copy(stored, claim_dir / file)
+                atomic_copy(stored, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
         input_file = f"input{_suffix(arrival.image.name)}"
-        input_sha = file_sha256(claim_dir / input_file)
+        input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         names = choose_names(
             self.settings.outbox / rel_dir,
@@ -328,9 +185,8 @@ class Spool:
             output_quality=resolved.output_quality,
             names=names.to_json(),
             key=job_key(input_sha, styles, resolved.params, output),
-            companions=companions,
+            companions=[list(pair) for pair in companions],
         )
-        atomic_write_json(claim_dir / JOB_FILE, job.model_dump(mode="json"))
         self._reserved[job_id] = names.all()
         return job
 
@@ -352,34 +208,29 @@ class Spool:
         self._style_digests[key] = digest
         return stored
 
-    def _collect_styles(self) -> None:
+    def collect_styles(self) -> None:
         """Drop stored styles no job links to any more (start-up, before any claim)."""
         for entry in self.style_store.iterdir():
             with contextlib.suppress(OSError):
                 if entry.name.startswith(".incoming-") or entry.stat().st_nlink <= 1:
                     entry.unlink()
 
-    def _roll_back(self, claim_dir: Path) -> None:
+    def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> None:
         """Undo a claim that did not complete: every moved file goes back to the inbox (or, if
         its name was taken meanwhile, beside it under a free name)."""
-        intent = read_json(claim_dir / INTENT_FILE)
-        if not isinstance(intent, dict):
-            shutil.rmtree(claim_dir, ignore_errors=True)  # the crash came before any move
-            return
-        folder = self.settings.inbox / str(intent.get("rel_dir", ""))
-        for source, target in intent.get("moves", []):
-            moved = claim_dir / target
+        folder = self.job_dir(job_id)
+        inbox = self.settings.inbox / intent.rel_dir
+        for name, target in intent.moves:
+            moved = folder / target
             if moved.exists():
                 try:
-                    self._put_back(moved, folder / source)
+                    self._put_back(moved, inbox / name)
                 except OSError as exc:
                     log.error("spool.rollback_failed", file=str(moved), error=str(exc))
-                    return  # keep the folder: it holds an original
-        shutil.rmtree(claim_dir, ignore_errors=True)
-
-    @staticmethod
-    def _claimed_in_full(claim_dir: Path) -> bool:
-        return not (claim_dir / INTENT_FILE).exists() and (claim_dir / JOB_FILE).exists()
+                    return  # keep the folder and the CLAIMING record: it holds an original
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.store.move(job_id, State.ROLLED_BACK, note=note)
 
     def _put_back(self, source: Path, target: Path) -> Path:
         """Move a file to `target`, or beside it under a free name: never over anything."""
@@ -392,91 +243,15 @@ class Spool:
         move_file(source, candidate)
         return candidate
 
-    # -- recovery -------------------------------------------------------------------------
+    def move_aside(self, job_id: str) -> Path:
+        """A job that cannot be finished (unreadable record): its folder is kept for a person."""
+        folder = self.job_dir(job_id)
+        broken = folder.with_name(f"{BROKEN_PREFIX}{job_id}")
+        with contextlib.suppress(OSError):
+            os.rename(folder, broken)
+        return broken
 
-    def recover(self) -> list[Job]:
-        """At start-up: roll back unfinished claims, delete finished leftovers, and return the
-        claimed jobs in claim order."""
-        jobs = []
-        for entry in sorted(self.root.iterdir()):
-            if entry.name.startswith(CLAIM_PREFIX) and self._claimed_in_full(entry):
-                # Killed between dropping the intent and the final rename: the job is whole
-                # (job.json is written last); rolling it back would delete its originals.
-                final = self.job_dir(entry.name.removeprefix(CLAIM_PREFIX))
-                os.rename(entry, final)
-                fsync_dir(self.root)
-                log.warning("spool.claim_completed", folder=entry.name)
-                entry = final
-            if entry.name.startswith(CLAIM_PREFIX):
-                log.warning("spool.claim_rolled_back", folder=entry.name)
-                self._roll_back(entry)
-            elif entry.name.startswith(DONE_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith("."):
-                continue
-            elif entry.is_dir():
-                job = self.load(entry)
-                if job is not None:
-                    jobs.append(job)
-        for job in jobs:
-            self._reserved[job.id] = self.names(job).all()
-        self._collect_styles()
-        self._forget_vanished()
-        return jobs
-
-    def _forget_vanished(self) -> None:
-        """Drop `seen` records of inbox files that are gone (deleted, replaced, moved away)."""
-        for entry in self.seen_dir.iterdir():
-            record = read_json(entry)
-            path = record.get("path") if isinstance(record, dict) else None
-            if not isinstance(path, str) or not os.path.lexists(self.settings.inbox / path):
-                entry.unlink(missing_ok=True)
-
-    def load(self, folder: Path) -> Job | None:
-        try:
-            return Job.model_validate_json((folder / JOB_FILE).read_bytes())
-        except (OSError, ValidationError) as exc:
-            # Cannot happen with atomic writes short of disk corruption; keep the files.
-            broken = folder.with_name(f"{BROKEN_PREFIX}{folder.name}")
-            log.error(
-                "spool.job_unreadable", folder=str(folder), moved_to=str(broken), error=str(exc)
-            )
-            with contextlib.suppress(OSError):
-                os.rename(folder, broken)
-            return None
-
-    def pending(self) -> list[Job]:
-        """Every claimed job (for `status`), read-only."""
-        jobs = []
-        for entry in sorted(self.root.iterdir()) if self.root.exists() else []:
-            if not entry.name.startswith(".") and (entry / JOB_FILE).exists():
-                with contextlib.suppress(OSError, ValidationError):
-                    jobs.append(Job.model_validate_json((entry / JOB_FILE).read_bytes()))
-        return jobs
-
-    # -- per-job records ------------------------------------------------------------------
-
-    def starts(self, job: Job) -> int:
-        value = read_json(self.job_dir(job) / STARTED_FILE)
-        return int(value.get("starts", 0)) if isinstance(value, dict) else 0
-
-    def record_start(self, job: Job, info: dict[str, Any]) -> int:
-        starts = self.starts(job) + 1
-        atomic_write_json(
-            self.job_dir(job) / STARTED_FILE, {"starts": starts, "at": time.time(), **info}
-        )
-        return starts
-
-    def clear_running(self, job: Job) -> None:
-        """The job went back to the queue: `status` must no longer show it as running."""
-        path = self.job_dir(job) / STARTED_FILE
-        value = read_json(path)
-        if isinstance(value, dict) and "worker" in value:
-            atomic_write_json(path, {"starts": value.get("starts", 0)})
-
-    def running_info(self, job: Job) -> dict[str, Any] | None:
-        value = read_json(self.job_dir(job) / STARTED_FILE)
-        return value if isinstance(value, dict) and "worker" in value else None
+    # -- the job's log --------------------------------------------------------------------
 
     def append_log(self, job: Job, line: str) -> None:
         path = self.job_dir(job) / LOG_FILE
@@ -494,21 +269,19 @@ class Spool:
 
     # -- after the outbox is written ------------------------------------------------------
 
-    def archive_originals(self, job: Job) -> list[Path]:
-        """Success with archive="move": the originals go to <archive>/<rel_dir>/."""
-        folder = self.settings.archive_path / job.rel_dir
-        return self._release_files(job, folder, into_inbox=False)
+    def release(self, job: Job, *, archive: bool) -> list[Path]:
+        """The originals leave the spool: to <archive>/<rel_dir>/ (success with archive =
+        "move"), or back where they were in the inbox, remembered so they are not taken again
+        while unchanged."""
+        if archive:
+            return self._release_files(job, self.settings.archive_path / job.rel_dir, False)
+        return self._release_files(job, self.settings.inbox / job.rel_dir, True)
 
-    def return_originals(self, job: Job) -> list[Path]:
-        """Failure, or success with archive="keep": the originals go back where they were in
-        the inbox, and are remembered so they are not taken again while unchanged."""
-        return self._release_files(job, self.settings.inbox / job.rel_dir, into_inbox=True)
-
-    def _release_files(self, job: Job, folder: Path, *, into_inbox: bool) -> list[Path]:
+    def _release_files(self, job: Job, folder: Path, into_inbox: bool) -> list[Path]:
         image_name, sidecar_name = self._free_pair_names(job, folder)
         pairs = [(self.input_path(job), image_name)]
         if sidecar_name is not None:
-            pairs.append((self.sidecar_path(job), sidecar_name))
+            pairs.append((self.job_dir(job) / SIDECAR_FILE, sidecar_name))
         renamed = {job.image_name: image_name, job.sidecar_name: sidecar_name}
         if into_inbox:
             # Written first (a rename keeps size and mtime): a crash between the record and the
@@ -516,7 +289,7 @@ class Spool:
             signatures = [_signature(source) for source, _ in pairs]
             if signatures[0] is not None:
                 rel = (Path(job.rel_dir) / image_name).as_posix()
-                self._remember(rel, signatures, job.id)
+                self.store.remember(rel, signatures, job.id)
         placed = []
         for source, name in pairs:
             if source.exists():
@@ -555,16 +328,15 @@ class Spool:
                 return image, sidecar
             number += 1
 
-    def _seen_path(self, rel: str) -> Path:
-        return self.seen_dir / (hashlib.sha256(os.fsencode(rel)).hexdigest()[:32] + ".json")
+    def remove(self, job: Job) -> None:
+        """Delete the job folder (its originals have already left it)."""
+        shutil.rmtree(self.job_dir(job), ignore_errors=True)
+        self._reserved.pop(job.id, None)
+
+    # -- inbox files answered in place ----------------------------------------------------
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.settings.inbox).as_posix()
-
-    def _remember(self, rel: str, signatures: list[list[int] | None], job_id: str) -> None:
-        atomic_write_json(
-            self._seen_path(rel), {"path": rel, "signatures": signatures, "job_id": job_id}
-        )
 
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
@@ -572,7 +344,7 @@ class Spool:
         first = paths[0]
         if first is not None:
             signatures = [None if p is None else _signature(p) for p in paths]
-            self._remember(self._relative(first), signatures, job_id)
+            self.store.remember(self._relative(first), signatures, job_id)
 
     def already_handled(self, paths: list[Path | None]) -> bool:
         """True when exactly these files (photo and sidecar, or one reported file) were put
@@ -580,74 +352,29 @@ class Spool:
         first = paths[0]
         if first is None:
             return False
-        rel = self._relative(first)
-        record = read_json(self._seen_path(rel))
-        if not isinstance(record, dict) or record.get("path") != rel:
-            return False
-        return record.get("signatures") == [None if p is None else _signature(p) for p in paths]
+        recorded = self.store.seen(self._relative(first))
+        return recorded == [None if p is None else _signature(p) for p in paths]
 
-    def finish(self, job: Job) -> None:
-        """Delete the job folder (its originals have already left it)."""
-        folder = self.job_dir(job)
-        done = self.root / f"{DONE_PREFIX}{job.id}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(folder, done)
-            fsync_dir(self.root)
-        shutil.rmtree(done, ignore_errors=True)
-        self._reserved.pop(job.id, None)
+    def forget_vanished(self) -> None:
+        """Drop records of answered inbox files that are gone (deleted, replaced, moved)."""
+        gone = [
+            path
+            for path in self.store.seen_paths()
+            if not os.path.lexists(self.settings.inbox / path)
+        ]
+        if gone:
+            self.store.forget_seen(gone)
 
-    # -- result index ---------------------------------------------------------------------
+    # -- earlier results ------------------------------------------------------------------
 
-    def _index_path(self, key: str) -> Path:
-        return self.index_dir / f"{key}.json"
-
-    def record_result(self, job: Job, image: Path, image_sha256: str, manifest: Path) -> None:
-        atomic_write_json(
-            self._index_path(job.key),
-            {"key": job.key, "job_id": job.id, "output": str(image), "sha256": image_sha256,
-             "manifest": str(manifest), "finished_at": time.time()},
-        )  # fmt: skip
-
-    def earlier_result(self, job: Job) -> dict[str, Any] | None:
+    def earlier_answer(self, job: Job) -> Answer | None:
         """An earlier identical job's output, if it is still there unchanged."""
-        record = read_json(self._index_path(job.key))
-        if not isinstance(record, dict) or record.get("job_id") == job.id:
+        answer = self.store.answer_for(job.key)
+        if answer is None or answer.job_id == job.id:
             return None
-        output = Path(str(record.get("output", "")))
         try:
-            if file_sha256(output) != record.get("sha256"):
+            if file_sha256(answer.output) != answer.sha256:
                 return None
         except OSError:
             return None
-        return record
-
-    # -- journal --------------------------------------------------------------------------
-
-    def journal(self, entry: dict[str, Any]) -> None:
-        """Append one finished job; the file is rotated once it reaches JOURNAL_MAX_BYTES."""
-        with contextlib.suppress(FileNotFoundError):
-            if self.journal_path.stat().st_size > JOURNAL_MAX_BYTES:
-                os.replace(self.journal_path, self.journal_path.with_suffix(".jsonl.1"))
-        line = json.dumps({"at": time.time(), **entry}, ensure_ascii=False) + "\n"
-        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, text_bytes(line))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_journal(state: Path, limit: int = 200) -> Iterator[dict[str, Any]]:
-    """The most recent journal entries, newest last; a torn last line is skipped."""
-    path = state / JOURNAL
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 256 * limit))
-            lines = handle.read().splitlines()[-limit:]
-    except FileNotFoundError:
-        return
-    for raw in lines:
-        with contextlib.suppress(ValueError):
-            value = json.loads(raw)
-            if isinstance(value, dict):
-                yield value
+        return answer

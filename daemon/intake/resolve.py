@@ -1,0 +1,65 @@
+"""Turning a settled pair into what the engine will be asked for: the sidecar read and checked,
+its styles found in the library (or brought along), its params merged over the defaults.
+Nothing is moved here; a pair that cannot become a job raises `Rejected` with the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Settings
+from daemon.intake.pairing import Arrival
+from daemon.intake.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar, read_limited
+from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
+from service.params import RenderParams
+
+
+class Rejected(Exception):
+    """The pair cannot become a job (bad sidecar, unknown style, limits); nothing was moved.
+    The message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A sidecar turned into what the engine will be asked for (nothing moved yet)."""
+
+    sidecar: Sidecar | None
+    sidecar_raw: bytes | None
+    styles: list[tuple[str, Path, float]]  # (name, image file, weight)
+    params: RenderParams
+    output_format: str
+    output_quality: int
+
+
+def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Resolved:
+    """Read the sidecar and resolve styles and parameters; raises Rejected."""
+    sidecar: Sidecar | None = None
+    raw: bytes | None = None
+    try:
+        if arrival.sidecar is not None:
+            raw = read_limited(arrival.sidecar, settings.max_sidecar_bytes, "sidecar")
+            sidecar = parse_sidecar(raw)
+        styles = library.resolve(
+            sidecar.style if sidecar is not None else None,
+            beside=arrival.image.parent,
+            default=settings.default_style,
+        )
+        params = merge_params(
+            settings.defaults,
+            blend_defaults(styles),
+            sidecar.overrides() if sidecar is not None else {},
+            max_size=settings.max_output_size,
+            max_iterations=settings.max_iterations,
+        )
+    except (SidecarError, StyleError) as exc:
+        where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name
+        raise Rejected(f"{where}: {exc}") from None
+    output = sidecar.output if sidecar is not None else None
+    return Resolved(
+        sidecar=sidecar,
+        sidecar_raw=raw,
+        styles=[(style.name, style.path, style.weight) for style in styles],
+        params=params,
+        output_format=(output.format if output and output.format else settings.output_format),
+        output_quality=(output.quality if output and output.quality else settings.output_quality),
+    )

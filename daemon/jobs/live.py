@@ -1,0 +1,106 @@
+"""The daemon's live view of its unfinished jobs: which one runs where, how far it is, and
+which answers wait for an unwritable outbox (what `status` and the web page show)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from daemon.jobs.answers import ReportDetail
+from daemon.jobs.outbox import OutputNames
+from daemon.jobs.progress import ProgressFile, percent_done
+from daemon.jobs.record import Job
+from daemon.jobs.states import Outcome, State
+from daemon.pool.events import Progress
+from daemon.status import JobItem
+
+
+@dataclass
+class Running:
+    job: Job
+    started: float
+    device: str
+    worker: int
+    node: str | None
+    progress: ProgressFile
+    last: Progress | None = None
+    preview: bool = False
+
+
+@dataclass
+class Blocked:
+    """An answer that could not be written yet; retried at `retry_at` (monotonic)."""
+
+    job_id: str
+    job: Job | None
+    outcome: Outcome
+    detail: BaseModel
+    reason: str
+    retry_at: float
+    since: float = field(default_factory=time.time)
+
+
+def live_items(
+    jobs: dict[str, Job],
+    running: dict[str, Running],
+    waiting: dict[str, Blocked],
+    names: Callable[[Job], OutputNames],
+    outbox: Path,
+) -> list[JobItem]:
+    """The daemon's live view of every unfinished job."""
+    items = []
+    for job in jobs.values():
+        running = running.get(job.id)
+        blocked = waiting.get(job.id)
+        item = JobItem(
+            job_id=job.id,
+            input=job.source,
+            state=str(State.QUEUED),
+            since=job.claimed_at,
+            styles=[style.name for style in job.styles],
+        )
+        if running is not None:
+            last = running.last
+            item = item.model_copy(
+                update={
+                    "state": str(State.RUNNING),
+                    "since": running.started,
+                    "device": running.device,
+                    "worker": running.worker,
+                    "node": running.node,
+                    "iteration": last.iteration if last else 0,
+                    "total": last.total if last else job.params.iterations,
+                    "percent": percent_done(last.iteration, last.total) if last else 0.0,
+                    "eta_seconds": round(last.eta, 1) if last else None,
+                    "preview": names(job).preview.relative_to(outbox).as_posix()
+                    if running.preview
+                    else None,
+                }
+            )
+        elif blocked is not None:
+            item = item.model_copy(
+                update={
+                    "state": str(State.BLOCKED),
+                    "since": blocked.since,
+                    "reason": blocked.reason,
+                    "retry_at": time.time() + max(0.0, blocked.retry_at - time.monotonic()),
+                }
+            )
+        items.append(item)
+    for blocked in waiting.values():
+        if blocked.job is None and isinstance(blocked.detail, ReportDetail):
+            items.append(
+                JobItem(
+                    job_id=blocked.job_id,
+                    input=blocked.detail.input,
+                    state=str(State.BLOCKED),
+                    since=blocked.since,
+                    reason=blocked.reason,
+                    retry_at=time.time() + max(0.0, blocked.retry_at - time.monotonic()),
+                )
+            )
+    return items

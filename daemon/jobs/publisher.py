@@ -1,0 +1,205 @@
+"""The one way an answer reaches the outbox: PUBLISHING is recorded with what will be written
+(so a restart writes it again), the answer is written, then the originals leave the spool
+(RELEASING -> DONE or FAILED). An outbox that cannot be written blocks the job (BLOCKED) and
+publishing is retried; a report about inbox files that never became a job ends REJECTED."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+from pydantic import BaseModel
+
+from daemon.config import Settings
+from daemon.fsutil import file_sha256
+from daemon.jobs import answers, outbox
+from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
+from daemon.jobs.live import Blocked, Running
+from daemon.jobs.outbox import published_by
+from daemon.jobs.record import Job
+from daemon.jobs.spool import Spool
+from daemon.jobs.states import Outcome, State
+from daemon.jobs.store import Answer, Store
+from daemon.logs import job_context
+from daemon.metrics import Metrics
+
+log = structlog.get_logger("stylefold.jobs")
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        spool: Spool,
+        metrics: Metrics,
+        publish_retry: float,
+        jobs: dict[str, Job],
+        running: dict[str, Running],
+        stop_running: Callable[[Job], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self.metrics = metrics
+        self.publish_retry = publish_retry
+        self.jobs = jobs
+        self.running = running
+        self.stop_running = stop_running
+        self.blocked: dict[str, Blocked] = {}
+
+    def fail(self, job: Job, detail: FailureDetail) -> None:
+        """The one failure path: every job that cannot succeed gets its report this way."""
+        self.publish(job.id, job, "failure", detail)
+
+    def publish(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> None:
+        """PUBLISHING: record what will be written, write it, then let the originals go."""
+        try:
+            self._enter_publishing(job_id, job, outcome, detail)
+            written = self._write(job_id, job, outcome, detail)
+        except OSError as exc:
+            self._block(job_id, job, outcome, detail, exc)
+            return
+        self.blocked.pop(job_id, None)
+        if job is None:
+            assert isinstance(detail, ReportDetail)
+            self._reported(job_id, detail, written)
+        else:
+            self._answered(job, outcome, detail, written)
+
+    def _enter_publishing(
+        self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel
+    ) -> None:
+        row = self.store.get(job_id)
+        if row is None:
+            self.store.create(
+                job_id, State.PUBLISHING, _input(job, detail), outcome=outcome, detail=detail
+            )
+        elif row.state is not State.PUBLISHING:
+            if job is not None:
+                self.stop_running(job)
+            self.store.move(job_id, State.PUBLISHING, outcome=outcome, detail=detail)
+
+    def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> str:
+        """Write the answer (unless a restart finds it already written); returns the path of
+        the file people open, relative to the outbox."""
+        if job is None:
+            assert isinstance(detail, ReportDetail)
+            names = answers.publish_report(
+                job_id, detail, self.settings.outbox, self.settings.output_format
+            )
+            return names.error.relative_to(self.settings.outbox).as_posix()
+        names = self.spool.names(job)
+        relative = {"failure": names.error}.get(outcome, names.image)
+        shown = relative.relative_to(self.settings.outbox).as_posix()
+        if published_by(names, job.id) is not None:
+            return shown  # written before a restart
+        if isinstance(detail, ResultDetail):
+            last = (
+                f"done: {detail.info.iterations} iterations ({detail.info.stop_reason}), "
+                f"wrote {names.image.name}"
+            )
+            result = self.spool.job_dir(job) / f"result.{job.output_format}"
+            answers.publish_result(job, detail, result, names, self.spool.read_log(job, last))
+            self.store.record_answer(
+                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
+            )
+        elif isinstance(detail, ReuseDetail):
+            last = f"identical to job {detail.job_id}; reused {detail.output}"
+            answers.publish_reuse(job, detail, names, self.spool.read_log(job, last))
+        else:
+            assert isinstance(detail, FailureDetail)
+            last = f"failed: {detail.reason}" + (
+                f"\n{detail.traceback}" if detail.traceback else ""
+            )
+            report = answers.failure_report(job, detail, self.settings.inbox)
+            outbox.publish_error(names, report, self.spool.read_log(job, last))
+        return shown
+
+    def _block(
+        self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
+    ) -> None:
+        reason = str(exc)
+        log.error(
+            "job.outbox_unwritable",
+            job_id=job_id,
+            error=reason,
+            retry_in=self.publish_retry,
+            fix=answers.OUTBOX_FIX,
+        )
+        if job is not None:
+            self.stop_running(job)
+        retry_at = time.monotonic() + self.publish_retry
+        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at)
+        row = self.store.get(job_id)
+        if row is not None and row.state is State.PUBLISHING:
+            with contextlib.suppress(OSError):
+                self.store.move(
+                    job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
+                )
+
+    def retry_blocked(self) -> None:
+        now = time.monotonic()
+        for blocked in [b for b in self.blocked.values() if b.retry_at <= now]:
+            with job_context(blocked.job_id):
+                self.publish(blocked.job_id, blocked.job, blocked.outcome, blocked.detail)
+
+    def _reported(self, job_id: str, detail: ReportDetail, report: str) -> None:
+        inbox = self.settings.inbox
+        self.spool.remember([None if p is None else inbox / p for p in detail.paths], job_id)
+        self.store.move(job_id, State.REJECTED, reason=detail.reason, note=report)
+        self.metrics.job_finished("failed", 0.0)
+        log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)
+
+    def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
+        success = outcome in ("result", "reuse")
+        running = self.running.get(job.id)
+        elapsed = time.time() - running.started if running else 0.0
+        self.store.move(job.id, State.RELEASING, note=shown)
+        if isinstance(detail, FailureDetail):
+            log.warning(
+                "job.failed", input=job.source, kind=detail.kind, reason=detail.reason, report=shown
+            )
+        else:
+            log.info("job.done", input=job.source, output=shown, reused=outcome == "reuse")
+        self.metrics.job_finished("done" if success else "failed", elapsed)
+        if isinstance(detail, ResultDetail) and detail.info.device.startswith("cuda"):
+            self.metrics.set_gpu_memory(detail.info.peak_memory_bytes)
+        self.release(job, success=success)
+
+    def release(self, job: Job, *, success: bool) -> None:
+        """After the outbox holds the answer: move the originals on and forget the job."""
+        self.stop_running(job)
+        try:
+            placed = self.spool.release(job, archive=success and self.settings.archive == "move")
+        except OSError as exc:
+            # The answer is safe; the originals stay in the spool (RELEASING) until next start.
+            log.error(
+                "job.originals_not_moved", error=str(exc), folder=str(self.spool.job_dir(job))
+            )
+            self.jobs.pop(job.id, None)
+            return
+        where = ", ".join(str(path) for path in placed)
+        self.store.move(job.id, State.DONE if success else State.FAILED, note=f"originals: {where}")
+        self.spool.remove(job)
+        self.jobs.pop(job.id, None)
+
+    # -- for status -------------------------------------------------------------------------
+
+
+def _input(job: Job | None, detail: BaseModel) -> str:
+    if job is not None:
+        return job.source
+    return detail.input if isinstance(detail, ReportDetail) else ""
+
+
+def outcome_detail(outcome: Outcome | None, text: str) -> BaseModel:
+    models: dict[str, type[BaseModel]] = {
+        "result": ResultDetail,
+        "reuse": ReuseDetail,
+        "failure": FailureDetail,
+        "report": ReportDetail,
+    }
+    return models[outcome or "failure"].model_validate_json(text)

@@ -1,0 +1,72 @@
+"""The record of a claimed job: everything needed to finish it after any restart. Written once
+when the claim completes (into the state database), never changed afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from service.params import RenderParams
+
+
+class JobStyle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    file: str  # inside the job's spool folder
+    weight: float
+    sha256: str
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    claimed_at: float
+    rel_dir: str  # the photo's folder relative to the inbox ("" at the top)
+    image_name: str
+    sidecar_name: str | None
+    sidecar: dict[str, Any] | None
+    input_file: str
+    input_sha256: str
+    styles: list[JobStyle]
+    params: RenderParams
+    output_format: str
+    output_quality: int
+    names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
+    key: str  # what identical resubmissions share
+    companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
+
+    @property
+    def source(self) -> str:
+        """The photo's path relative to the inbox, for people and logs."""
+        return str(Path(self.rel_dir) / self.image_name)
+
+
+def new_job_id() -> str:
+    """Sortable by claim time, so the spool replays in first-in first-out order."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
+
+
+def job_key(
+    input_sha256: str, styles: list[JobStyle], params: RenderParams, output: dict[str, Any]
+) -> str:
+    material = {
+        "input": input_sha256,
+        "styles": [[style.sha256, style.weight] for style in styles],
+        "params": params.model_dump(mode="json"),
+        "output": output,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def log_line(text: str) -> str:
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime())} {text}\n"

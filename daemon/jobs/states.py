@@ -1,0 +1,71 @@
+"""A job's life, written down in one place: its states and the transitions allowed between them.
+
+A photo is not a job while it settles or waits for its sidecar (that lives in
+`daemon.intake.pairing`, in memory). It becomes one when the daemon records it as CLAIMING,
+before it moves the originals into the spool; from then on every change of state goes through
+`daemon.jobs.store.Store.move`, which refuses any transition not listed here and records each
+one durably, so a restart continues from the recorded state instead of guessing from files.
+
+    claiming -> queued -> running -> publishing -> releasing -> done | failed
+       |           \\          |  \\         |   \\
+       |            \\         |   queued    |    blocked -> publishing   (outbox unwritable)
+       v             publishing (answered   v
+    rolled_back      from an earlier       rejected  (a report for an input never claimed)
+                     result, or given up)
+
+Any unfinished job whose spool folder cannot be read becomes `broken` (moved aside, kept).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+
+class State(StrEnum):
+    CLAIMING = "claiming"  # the originals are moving into the spool; rolled back after a crash
+    QUEUED = "queued"  # waiting for a worker (in the pool's queue or for room in it)
+    RUNNING = "running"  # a worker is rendering it
+    PUBLISHING = "publishing"  # its answer (result or report) is being written to the outbox
+    BLOCKED = "blocked"  # the outbox could not be written; publishing is retried
+    RELEASING = "releasing"  # the answer is in the outbox; the originals leave the spool
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"  # never claimed: the input got a report and stays in the inbox
+    ROLLED_BACK = "rolled_back"  # a claim interrupted by a crash; the originals went back
+    BROKEN = "broken"  # unreadable record or folder; moved aside for a person to look at
+
+
+# What a job in PUBLISHING or BLOCKED is about to write.
+Outcome = Literal["result", "reuse", "failure", "report"]
+
+NEW: frozenset[State] = frozenset({State.CLAIMING, State.PUBLISHING})
+TERMINAL: frozenset[State] = frozenset(
+    {State.DONE, State.FAILED, State.REJECTED, State.ROLLED_BACK, State.BROKEN}
+)
+ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CLAIMING: frozenset({State.QUEUED, State.ROLLED_BACK}),
+    State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING}),
+    State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING}),
+    State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED}),
+    State.BLOCKED: frozenset({State.PUBLISHING}),
+    State.RELEASING: frozenset({State.DONE, State.FAILED}),
+    **{state: frozenset() for state in TERMINAL},
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the code asked for a transition the lifecycle does not allow."""
+
+
+def check(old: State | None, new: State) -> None:
+    """Raise IllegalTransition unless `old -> new` is allowed (None: a new job). Any active
+    job may become BROKEN."""
+    if old is None:
+        allowed = new in NEW
+    else:
+        allowed = new in TRANSITIONS[old] or (new is State.BROKEN and old in ACTIVE)
+    if not allowed:
+        raise IllegalTransition(f"a job may not go from {old or 'nothing'} to {new}")

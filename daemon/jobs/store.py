@@ -1,0 +1,319 @@
+"""The state database (`state/stylefold.db`, SQLite in WAL mode): job records and their
+transitions, the index of answered inputs, and the inbox files already answered in place.
+
+Originals stay files (in `state/spool/<job-id>/`); this holds everything about them. Each state
+change is one transaction that checks the transition against `daemon.jobs.states` and appends it
+to `transitions` (the journal that `stylefold status` and a person read). `synchronous=FULL`:
+a transition that returned survives a power cut, so a restart resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from daemon.jobs.record import Job
+from daemon.jobs.states import TERMINAL, Outcome, State, check
+
+DB_FILE = "stylefold.db"
+KEEP_FINISHED = 10_000  # finished jobs kept for `status` and the journal; older ones pruned
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since REAL NOT NULL,
+    input TEXT NOT NULL,          -- the photo, relative to the inbox
+    record TEXT,                  -- the Job (JSON), once claimed
+    outcome TEXT,                 -- publishing/blocked: result | reuse | failure | report
+    detail TEXT,                  -- what publishing needs (JSON; see daemon.jobs.lifecycle)
+    reason TEXT,                  -- blocked, failed, rejected, broken: in words
+    retry_at REAL,                -- blocked: epoch seconds of the next try
+    starts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+CREATE TABLE IF NOT EXISTS answered (
+    key TEXT PRIMARY KEY,         -- photo bytes + styles + params + output options
+    job_id TEXT NOT NULL,
+    output TEXT NOT NULL,         -- absolute path of the published image
+    sha256 TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    path TEXT PRIMARY KEY,        -- relative to the inbox
+    signatures TEXT NOT NULL,     -- [[size, mtime_ns] | null, ...] of photo and sidecar
+    job_id TEXT NOT NULL
+);
+"""
+
+
+class StoreError(OSError):
+    """The database could not be written (disk full, permissions, corruption); an OSError, so
+    every path that copes with an unwritable state folder copes with this too."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    state: State
+    since: float
+    input: str
+    job: Job | None
+    outcome: Outcome | None
+    detail: str | None
+    reason: str | None
+    retry_at: float | None
+    starts: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An earlier result for the same input, styles and parameters."""
+
+    key: str
+    job_id: str
+    output: Path
+    sha256: str
+    manifest: Path
+
+
+@dataclass(frozen=True)
+class TransitionRow:
+    job_id: str
+    at: float
+    old: str | None
+    new: str
+    note: str
+
+
+_UNSET: Any = object()
+
+
+class Store:
+    """One connection, used from the daemon's main thread (or a CLI command, read-only)."""
+
+    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+        self.path = state_dir / DB_FILE
+        try:
+            if readonly:
+                uri = f"file:{self.path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5)
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                errno.EIO, f"cannot open the state database {self.path}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            full = "full" in str(exc)
+            code = errno.ENOSPC if full else errno.EIO
+            what = "no space left for the state database" if full else "state database error"
+            raise StoreError(code, f"{what} ({self.path}): {exc}") from exc
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        state: State,
+        input: str,
+        *,
+        outcome: Outcome | None = None,
+        detail: BaseModel | None = None,
+        note: str = "",
+    ) -> None:
+        check(None, state)
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, state, since, input, outcome, detail) VALUES (?,?,?,?,?,?)",
+                (job_id, state, now, input, outcome, _dump(detail)),
+            )
+            db.execute(
+                _JOURNAL,
+                (job_id, now, None, state, note),
+            )
+
+    def move(
+        self,
+        job_id: str,
+        new: State,
+        *,
+        note: str = "",
+        job: Job | None = None,
+        outcome: Outcome | None = _UNSET,
+        detail: BaseModel | None = _UNSET,
+        reason: str | None = _UNSET,
+        retry_at: float | None = _UNSET,
+        started: bool = False,
+    ) -> None:
+        """One transition, checked and journalled; the keyword fields are updated with it
+        (left as they are when not given)."""
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            old = State(row[0]) if row else None
+            if old is None:
+                raise KeyError(f"no job {job_id} in the state database")
+            check(old, new)
+            fields: dict[str, Any] = {"state": new, "since": now}
+            if job is not None:
+                fields["record"] = job.model_dump_json()
+            if outcome is not _UNSET:
+                fields["outcome"] = outcome
+            if detail is not _UNSET:
+                fields["detail"] = _dump(detail)
+            if reason is not _UNSET:
+                fields["reason"] = reason
+            if retry_at is not _UNSET:
+                fields["retry_at"] = retry_at
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            increment = ", starts = starts + 1" if started else ""
+            db.execute(
+                f"UPDATE jobs SET {assignments}{increment} WHERE id = ?",
+                (*fields.values(), job_id),
+            )
+            db.execute(
+                _JOURNAL,
+                (job_id, now, old, new, note),
+            )
+
+    def get(self, job_id: str) -> JobRow | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _row(row)
+
+    def active(self) -> list[JobRow]:
+        """Unfinished jobs in claim order (job ids sort by claim time)."""
+        marks = ",".join("?" * len(TERMINAL))
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({marks}) ORDER BY id",
+            tuple(TERMINAL),
+        ).fetchall()
+        return [_row(row) for row in rows]
+
+    def finished(self, limit: int) -> list[JobRow]:
+        """The most recent ends, newest first."""
+        marks = ",".join("?" * len(TERMINAL))
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY since DESC LIMIT ?",
+            (*TERMINAL, limit),
+        ).fetchall()
+        return [_row(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in rows}
+
+    def transitions(self, job_id: str) -> list[TransitionRow]:
+        rows = self._db.execute(
+            "SELECT job_id, at, from_state, to_state, note FROM transitions WHERE job_id = ? "
+            "ORDER BY seq",
+            (job_id,),
+        ).fetchall()
+        return [TransitionRow(*row) for row in rows]
+
+    def prune(self, keep: int = KEEP_FINISHED) -> int:
+        """Forget the oldest finished jobs beyond `keep` (and their transitions)."""
+        marks = ",".join("?" * len(TERMINAL))
+        with self._transaction() as db:
+            old = [
+                row[0]
+                for row in db.execute(
+                    f"SELECT id FROM jobs WHERE state IN ({marks}) ORDER BY since DESC "
+                    "LIMIT -1 OFFSET ?",
+                    (*TERMINAL, keep),
+                )
+            ]
+            db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in old])
+            db.executemany("DELETE FROM transitions WHERE job_id = ?", [(i,) for i in old])
+        return len(old)
+
+    # -- answered inputs ------------------------------------------------------------------
+
+    def record_answer(self, answer: Answer) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO answered (key, job_id, output, sha256, manifest, at) "
+                "VALUES (?,?,?,?,?,?)",
+                (answer.key, answer.job_id, str(answer.output), answer.sha256,
+                 str(answer.manifest), time.time()),
+            )  # fmt: skip
+
+    def answer_for(self, key: str) -> Answer | None:
+        row = self._db.execute(
+            "SELECT key, job_id, output, sha256, manifest FROM answered WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Answer(row[0], row[1], Path(row[2]), row[3], Path(row[4]))
+
+    # -- inbox files answered in place ----------------------------------------------------
+
+    def remember(self, path: str, signatures: list[list[int] | None], job_id: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO seen (path, signatures, job_id) VALUES (?,?,?)",
+                (path, json.dumps(signatures), job_id),
+            )
+
+    def seen(self, path: str) -> list[list[int] | None] | None:
+        row = self._db.execute("SELECT signatures FROM seen WHERE path = ?", (path,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def seen_paths(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT path FROM seen")]
+
+    def forget_seen(self, paths: list[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM seen WHERE path = ?", [(p,) for p in paths])
+
+
+_JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
+_COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"
+
+
+def _row(row: tuple[Any, ...]) -> JobRow:
+    record = Job.model_validate_json(row[4]) if row[4] else None
+    return JobRow(
+        row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9]
+    )
+
+
+def _dump(model: BaseModel | None) -> str | None:
+    return None if model is None else model.model_dump_json()

@@ -1,0 +1,123 @@
+"""The job lifecycle's rules (daemon.jobs.states) and their durable record (daemon.jobs.store)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from daemon.jobs.states import (
+    ACTIVE,
+    NEW,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    State,
+    check,
+)
+from daemon.jobs.store import Answer, Store
+
+
+def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:
+    assert set(TRANSITIONS) == set(State)
+    assert ACTIVE | TERMINAL == set(State) and not ACTIVE & TERMINAL
+    for state in TERMINAL:
+        assert TRANSITIONS[state] == frozenset()
+    # Every active state can reach an end.
+    for state in ACTIVE:
+        seen, frontier = {state}, [state]
+        while frontier:
+            for nxt in TRANSITIONS[frontier.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+        assert seen & TERMINAL, state
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (None, State.QUEUED),
+        (State.QUEUED, State.DONE),
+        (State.RUNNING, State.RELEASING),
+        (State.DONE, State.QUEUED),
+        (State.BLOCKED, State.RELEASING),
+        (State.BROKEN, State.BROKEN),
+    ],
+)
+def test_illegal_transitions_are_refused(old: State | None, new: State) -> None:
+    with pytest.raises(IllegalTransition):
+        check(old, new)
+
+
+def test_every_listed_transition_is_allowed() -> None:
+    for old, targets in TRANSITIONS.items():
+        for new in targets:
+            check(old, new)
+    for new in NEW:
+        check(None, new)
+    for old in ACTIVE:
+        check(old, State.BROKEN)
+
+
+def test_a_job_s_life_is_journalled_and_survives_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.create("j1", State.CLAIMING, "trip/photo.jpg")
+    store.move("j1", State.QUEUED, note="claimed")
+    store.move("j1", State.RUNNING, started=True)
+    store.move("j1", State.QUEUED, reason="crash", note="retry")
+    store.move("j1", State.RUNNING, started=True)
+    store.move("j1", State.PUBLISHING, outcome="result")
+    store.close()
+
+    again = Store(tmp_path)
+    row = again.get("j1")
+    assert row is not None
+    assert row.state is State.PUBLISHING and row.outcome == "result" and row.starts == 2
+    assert row.reason == "crash"  # kept until a transition changes it
+    history = [(t.old, t.new) for t in again.transitions("j1")]
+    assert history == [
+        (None, "claiming"),
+        ("claiming", "queued"),
+        ("queued", "running"),
+        ("running", "queued"),
+        ("queued", "running"),
+        ("running", "publishing"),
+    ]
+    assert [r.id for r in again.active()] == ["j1"]
+    with pytest.raises(IllegalTransition):
+        again.move("j1", State.QUEUED)
+    assert again.get("j1").state is State.PUBLISHING  # type: ignore[union-attr]
+    again.move("j1", State.RELEASING)
+    again.move("j1", State.DONE)
+    assert again.active() == [] and [r.id for r in again.finished(10)] == ["j1"]
+    assert again.counts() == {"done": 1}
+
+
+def test_the_database_is_wal_and_readable_while_written(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.create("j1", State.CLAIMING, "photo.jpg")
+    reader = Store(tmp_path, readonly=True)
+    assert reader.get("j1") is not None
+    mode = sqlite3.connect(tmp_path / "stylefold.db").execute("PRAGMA journal_mode").fetchone()
+    assert mode == ("wal",)
+    with pytest.raises(OSError):
+        reader.create("j2", State.CLAIMING, "other.jpg")
+
+
+def test_answers_seen_files_and_pruning(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    answer = Answer("k", "j1", tmp_path / "o.jpg", "abc", tmp_path / "o.manifest.json")
+    store.record_answer(answer)
+    assert store.answer_for("k") == answer and store.answer_for("other") is None
+    store.remember("a/photo.jpg", [[10, 20], None], "j1")
+    assert store.seen("a/photo.jpg") == [[10, 20], None]
+    store.forget_seen(["a/photo.jpg"])
+    assert store.seen("a/photo.jpg") is None
+    for index in range(5):
+        store.create(f"r{index}", State.PUBLISHING, "x.jpg", outcome="report")
+        store.move(f"r{index}", State.REJECTED)
+    assert store.prune(keep=2) == 3
+    assert [row.id for row in store.finished(10)] == ["r4", "r3"]
+    assert store.transitions("r0") == []
