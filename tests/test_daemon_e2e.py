@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -223,7 +224,11 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     daemon = start_daemon(folders, config=config)
     try:
         daemon.wait_for_log("job.started")
-        wait_for(lambda: _status(folders)["running"], 20, "status to show the running job")
+        wait_for(
+            lambda: [j for j in _status(folders)["jobs"] if j["state"] == "running"],
+            20,
+            "status to show the running job",
+        )
         assert daemon.stop(signal.SIGTERM, timeout=40) == 0
     finally:
         daemon.process.kill()
@@ -242,8 +247,9 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
         daemon.process.wait(10)
     assert not (folders.inbox / "photo.jpg").exists()
 
-    job_file = spooled[0] / "job.json"  # shorten the job for the final run; nothing else changes
-    job_file.write_text(job_file.read_text().replace('"iterations": 400', '"iterations": 3'))
+    # Shorten the job for the final run; nothing else changes.
+    with sqlite3.connect(folders.state / "stylefold.db") as db:
+        db.execute("UPDATE jobs SET record = replace(record, '\"iterations\":400', '\"iterations\":3')")
     daemon = start_daemon(folders, config=config)
     try:
         daemon.wait_for_log("job.done", timeout=90)

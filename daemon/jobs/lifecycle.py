@@ -275,10 +275,13 @@ class Lifecycle:
         self.running[job.id] = running
         with contextlib.suppress(OSError):
             progress.write(0, job.params.iterations, event.device, force=True)
+        row = self.store.get(job.id)
+        starts = row.starts if row else 0
         together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
-        where = f" node {event.node}" if event.node else ""
+        where = f" on node {event.node}" if event.node else ""
         self.spool.append_log(
-            job, f"started on {event.device} (worker {event.worker}{where}{together})"
+            job,
+            f"started on {event.device} (worker {event.worker}{where}, start {starts}{together})",
         )
         log.info("job.started", device=event.device, worker=event.worker, node=event.node)
 
