@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,13 +50,17 @@ def read_settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides(args), create_dirs=False)
 
 
-def style_library(args: argparse.Namespace) -> StyleLibrary:
-    """The library of the config when it loads, else of --styles alone (no other folder is
-    needed to read a library); ConfigError when there is neither."""
+def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = None) -> StyleLibrary:
+    """The library of the config when it loads (with `given`, by default the folder flags, as
+    overrides), else of --styles alone (no other folder is needed to read a library);
+    ConfigError when there is neither."""
     from daemon.intake.styles import StyleLibrary
 
     try:
-        return StyleLibrary.from_settings(read_settings(args))
+        settings = load_settings(
+            args.config, overrides(args) if given is None else given, create_dirs=False
+        )
+        return StyleLibrary.from_settings(settings)
     except ConfigError:
         if args.styles is None:
             raise
