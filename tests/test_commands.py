@@ -8,6 +8,8 @@ from pathlib import Path
 
 from conftest import CLI, REPO, Folders, image_bytes, write_json
 
+from daemon.status import StatusReport
+
 
 def stylefold(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -36,11 +38,21 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
 
     status = stylefold("status", "--state", str(folders.state))
     assert status.returncode == 0
-    assert "daemon: not running" in status.stdout
-    assert "queued: 0" in status.stdout and "recent failures: 1" in status.stdout
-    assert "c/bad.jpg" in status.stdout
-    report_json = json.loads(stylefold("status", "--state", str(folders.state), "--json").stdout)
-    assert report_json["daemon_pid"] is None and len(report_json["recent_failures"]) == 1
+    assert status.stdout.startswith("daemon: not running")
+    assert "queued:" not in status.stdout and "recent failures: 1" in status.stdout
+    assert "c/bad.jpg rejected: bad.json: params.size" in status.stdout
+    assert "c/bad.error.json" in status.stdout  # where the report is
+    report = StatusReport.model_validate_json(
+        stylefold("status", "--state", str(folders.state), "--json").stdout
+    )
+    assert not report.daemon.running and report.jobs == []
+    assert [(end.input, end.outcome) for end in report.recent if end.outcome != "done"] == [
+        ("c/bad.jpg", "rejected")
+    ]
+    assert {end.input for end in report.recent if end.outcome == "done"} == {
+        "a/one.jpg",
+        "b/two.jpg",
+    }
 
 
 def test_once_batches_queued_jobs_with_one_style_and_size(folders: Folders) -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.cli.demo import MARKER, SAMPLES, STYLES, DemoError, demo_jobs, prepare, sample_path
+from daemon.cli.demo import (
+    MARKER,
+    SAMPLES,
+    STYLES,
+    DemoError,
+    demo_jobs,
+    prepare,
+    sample_path,
+    tidy_inbox,
+)
 
 CLI = [sys.executable, "-m", "daemon.cli"]
 
@@ -44,6 +53,9 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
     assert json.loads((outbox / "rocket.manifest.json").read_text())["output"]["format"] == "png"
     assert str(outbox) in done.stdout
     assert (folder / "daemon.log").stat().st_size > 0
+    # Nothing is left for the next run to take for a photo without its sidecar.
+    assert list((folder / "inbox").iterdir()) == []
+    assert "removed hubble.jpg from the inbox" in done.stdout
 
 
 def test_prepare_lays_out_folders_styles_and_sidecars(tmp_path: Path) -> None:
@@ -95,3 +107,13 @@ def test_every_sample_ships_with_scikit_image() -> None:
     for name in SAMPLES:
         with Image.open(sample_path(name)) as image:
             assert min(image.size) >= 256, name
+
+
+def test_a_brought_along_style_stays_for_an_unfinished_job(tmp_path: Path) -> None:
+    jobs = demo_jobs(64, 10)
+    prepare(tmp_path, jobs, keep=False)
+    inbox = tmp_path / "inbox"
+    assert tidy_inbox(inbox, jobs, unfinished=["rocket"]) == []
+    assert (inbox / "hubble.jpg").is_file()
+    assert tidy_inbox(inbox, jobs, unfinished=["chelsea"]) == ["hubble.jpg"]
+    assert not (inbox / "hubble.jpg").exists()

@@ -3,6 +3,8 @@ the ones that work."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shlex
 import subprocess
@@ -28,7 +30,11 @@ def section(title: str) -> str:
 
 
 def code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)
+    """The fenced blocks of `language`, a regular expression (e.g. SHELL)."""
+    return re.findall(rf"^```(?:{language})\n(.*?)^```", text, re.M | re.S)
+
+
+SHELL = "sh|bash|shell|console"
 
 
 def test_configuration_table_is_generated_from_settings() -> None:
@@ -88,24 +94,45 @@ def test_every_command_is_documented() -> None:
     assert documented == commands
 
 
-def readme_commands() -> list[str]:
-    """Every `stylefold ...` command in README's shell blocks (continuations joined, comments
-    and `&&` chains split)."""
+def readme_commands(text: str = README) -> list[str]:
+    """Every `stylefold ...` command in the shell blocks of `text` (continuations joined,
+    prompts and comments dropped, `&&` chains split)."""
     commands = []
-    for block in code_blocks(README, "sh"):
+    for block in code_blocks(text, SHELL):
         for line in block.replace("\\\n", " ").splitlines():
-            for part in re.sub(r"(^|\s)#.*", "", line).split("&&"):
+            line = re.sub(r"^\s*\$ ", "", re.sub(r"(^|\s)#.*", "", line))
+            for part in line.split("&&"):
                 if part.strip().startswith("stylefold "):
                     commands.append(part.strip())
     return commands
 
 
+def refusal(command: str) -> str | None:
+    """What the real `stylefold` parser says against `command` (None: it parses)."""
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit as exc:
+            return f"exit {exc.code}: {stderr.getvalue().strip()}"
+    return None
+
+
+@pytest.mark.parametrize("title", ["Two commands", "Commands"])
+def test_the_command_sections_show_commands(title: str) -> None:
+    assert readme_commands(section(title)), f"no `stylefold` command in a shell block of {title}"
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_commands_parse(command: str) -> None:
-    try:
-        build_parser().parse_args(shlex.split(command)[1:])
-    except SystemExit as exc:
-        pytest.fail(f"README.md shows `{command}`, which the CLI refuses (exit {exc.code})")
+    error = refusal(command)
+    assert error is None, f"README.md shows `{command}`, which the CLI refuses ({error})"
+
+
+def test_an_unknown_flag_is_refused() -> None:
+    """The check above can fail: a flag the CLI does not have is caught."""
+    (command,) = readme_commands("```sh\n$ stylefold status --state s --colour  # no\n```\n")
+    assert command == "stylefold status --state s --colour"
+    assert "unrecognized arguments: --colour" in (refusal(command) or "")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """`stylefold render` as a user runs it: a real process, real files, exit codes, one-line errors."""
 
+import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -104,3 +106,53 @@ def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Pa
     content, style = photos
     done = _run(content, style, "-o", tmp_path / "out.bmp", cwd=tmp_path)
     assert done.returncode == 1 and "end it in .jpg, .png, .webp or .tiff" in done.stderr
+
+
+@pytest.fixture
+def library(tmp_path: Path, photos: tuple[Path, Path]) -> Path:
+    """A style library with one style, `stain`, whose defaults set the size."""
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copyfile(photos[1], folder / "stain.png")
+    (folder / "stain.json").write_text(json.dumps({"size": 40, "iterations": 3}))
+    return folder
+
+
+def test_a_style_by_its_library_name(
+    tmp_path: Path, photos: tuple[Path, Path], library: Path
+) -> None:
+    """The library style's defaults apply under the flags; the display says what it does
+    while the network loads instead of showing an empty bar."""
+    content, _ = photos
+    out = tmp_path / "cat.png"
+    done = _run(content, "stain", "-o", out, "--styles", library, "--iterations", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (40, 27)  # the style's size
+    assert "40x27, 4 iterations" in done.stderr  # the flag's iterations
+    assert "loading the network (vgg19) on cpu…" in done.stderr
+    assert "0/1" not in done.stderr and "0/4" in done.stderr
+
+
+def test_a_name_not_in_the_library(
+    tmp_path: Path, photos: tuple[Path, Path], library: Path
+) -> None:
+    content, _ = photos
+    (library / "broken.jpg").write_bytes(b"")
+    (library / "broken.json").write_text("{")
+    out = tmp_path / "out.png"
+    for name, flags, message in (
+        (
+            "starry",
+            ["--styles", library],
+            f"'starry' is neither a file nor a style of the library {library}; its styles: stain",
+        ),
+        ("broken", ["--styles", library], "(broken.json was skipped: "),
+        ("stain", [], "stain does not exist (to name a style of the library instead, give "),
+        ("stain", ["--config", tmp_path / "none.toml"], "none.toml does not exist"),
+    ):
+        done = _run(content, name, "-o", out, *flags, *FAST, "--quiet", cwd=tmp_path)
+        assert done.returncode == 1
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("stylefold render: error: "), lines
+        assert message in lines[0]
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""The `stylefold` command: a thin dispatcher over subcommand modules.
+"""The `stylefold` command: a thin dispatcher over one module per subcommand.
 
 Each subcommand module exposes `register(subparsers)`, which adds its parser and sets `func`
 (taking the parsed arguments and returning an exit code). Heavy imports (torch) happen inside
@@ -6,10 +6,14 @@ the commands, so `stylefold status` and `--help` stay fast.
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from daemon.cli import commands, demo, render
+from daemon.cli import demo, doctor, render, run, status, styles, validate
+from daemon.cli.common import version
+
+COMMANDS = (run, status, styles, validate, doctor, render, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,15 +22,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural style transfer for a shared folder: drop a photo and a sidecar JSON "
         "into the inbox, collect the stylised image from the outbox.",
     )
+    parser.add_argument("--version", action="version", version=f"stylefold {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (commands, render, demo):
+    for module in COMMANDS:
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            code: int = args.func(args)
+        finally:
+            sys.stdout.flush()  # also after --help, which leaves through SystemExit
+    except BrokenPipeError:
+        # The reader went away (`stylefold status | head -1`): not an error. As Python's docs
+        # advise, stdout now points at devnull, so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

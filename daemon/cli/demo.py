@@ -8,6 +8,7 @@ spool, worker pool and outbox as `stylefold run`, exiting when the inbox is done
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -158,9 +159,10 @@ class Reporter(threading.Thread):
         self._shown: dict[str, str] = {}
 
     def run(self) -> None:
-        while not self.finished.wait(self.interval):
+        with contextlib.suppress(BrokenPipeError):  # `stylefold demo | head`; main() says 0
+            while not self.finished.wait(self.interval):
+                self.report()
             self.report()
-        self.report()
 
     def report(self) -> None:
         for stem in self.stems:
@@ -227,6 +229,18 @@ def run_daemon(folder: Path, jobs: list[DemoJob], device: str) -> int:
             reporter.finished.set()
             reporter.join()
     return code
+
+
+def tidy_inbox(inbox: Path, jobs: list[DemoJob], unfinished: list[str]) -> list[str]:
+    """Remove the brought-along files of finished jobs (those of an unfinished one stay, for
+    its retry); returns their names."""
+    needed = {name for job in jobs if job.photo in unfinished for name in job.extra}
+    removed = []
+    for name in dict.fromkeys(name for job in jobs for name in job.extra):
+        if name not in needed:
+            (inbox / _file_name(name)).unlink(missing_ok=True)
+            removed.append(_file_name(name))
+    return removed
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -301,6 +315,12 @@ def _demo(folder: Path, device: str, size: int, iterations: int, keep: bool) -> 
         print(f"  {what:28}  {job.what}")
     print(f"per job: <name>.manifest.json (parameters, losses, timings) and <name>.log in {outbox}")
     print(f"daemon log: {folder / 'daemon.log'}; originals moved to {folder / 'state' / 'archive'}")
+    for name in tidy_inbox(inbox, jobs, failed):
+        print(
+            f"removed {name} from the inbox: the daemon copies a style image brought along and "
+            "leaves it there (another sidecar may name it too); once its jobs are done, remove "
+            "it yourself, or the next run takes it for a photo waiting for its sidecar"
+        )
     print(
         "try your own: put a photo and a sidecar such as "
         '{"style": "cells"} into the inbox, then run\n'

@@ -2,18 +2,22 @@
 
 A thin shell over `service.engine`: flags map onto `RenderParams` (only the flags given, so the
 model's defaults apply otherwise), a tqdm bar shows progress, and every failure is one line on
-stderr with a non-zero exit code.
+stderr with a non-zero exit code. A STYLE is an image file or, with a style library (--styles,
+--config), a style's name, whose default params then apply as they do in the daemon.
 """
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from daemon.fsutil import atomic_write
 from service.params import RenderParams
+
+if TYPE_CHECKING:
+    from daemon.intake.styles import StyleLibrary
 
 # Flags that map one-to-one onto RenderParams fields.
 _PARAM_FLAGS = (
@@ -45,8 +49,20 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "The output format follows OUT's extension (.jpg, .png, .webp, .tiff).",
     )
     parser.add_argument("content", type=Path, metavar="CONTENT", help="the photo to stylise")
-    parser.add_argument("styles", type=Path, nargs="+", metavar="STYLE", help="style image(s)")
+    parser.add_argument(
+        "style_specs",
+        nargs="+",
+        metavar="STYLE",
+        help="style image file(s), or names of styles in the library of --styles or --config "
+        "(whose default params then apply under the flags)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    parser.add_argument(
+        "--styles", type=Path, metavar="DIR", help="the style library that STYLE names come from"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="the daemon's config, for its style library"
+    )
 
     def param(flag: str, **kwargs: Any) -> None:
         name = flag.lstrip("-").replace("-", "_")
@@ -130,8 +146,57 @@ class UsageError(Exception):
     """A flag combination that cannot work."""
 
 
-def _params(args: argparse.Namespace) -> RenderParams:
-    values = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+def _style_files(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any]]:
+    """Each STYLE as an image file, and the default params of those named from the library
+    (blended as the daemon does). A file wins over a library style of the same name."""
+    from daemon.intake.styles import StyleLibrary, blend_defaults
+
+    library: StyleLibrary | None = None
+    files: list[Path] = []
+    named = []
+    for spec in args.style_specs:
+        if Path(spec).is_file():
+            files.append(Path(spec))
+            continue
+        library = library or _library(args, spec)
+        if spec not in library.names():
+            raise UsageError(_not_in_library(spec, library))
+        named += library.resolve(spec, beside=Path.cwd(), default=None)
+        files.append(named[-1].path)
+    return files, blend_defaults(named)
+
+
+def _library(args: argparse.Namespace, spec: str) -> "StyleLibrary":
+    from daemon.cli.common import style_library
+    from daemon.config import ConfigError
+
+    try:
+        return style_library(args, {"styles": args.styles})
+    except ConfigError as exc:
+        if args.config is None and args.styles is None:
+            raise UsageError(
+                f"{spec} does not exist (to name a style of the library instead, give "
+                "--styles DIR or --config FILE)"
+            ) from None
+        raise UsageError(
+            f"{spec} is not a file, and the style library is unusable: {exc}"
+        ) from None
+
+
+def _not_in_library(spec: str, library: "StyleLibrary") -> str:
+    text = (
+        f"{spec!r} is neither a file nor a style of the library {library.root}; its styles: "
+        f"{', '.join(library.names()) or 'none'}"
+    )
+    for problem in library.problems:
+        if problem.path.name.rpartition(".")[0] == spec:
+            text += f" ({problem.path.name} was skipped: {problem.reason})"
+    return text
+
+
+def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderParams:
+    flags = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+    values = {**style_defaults, **flags}
     if args.init is not None:
         values["init"] = args.init if args.init in ("content", "noise") else "image"
     try:
@@ -147,12 +212,13 @@ def _params(args: argparse.Namespace) -> RenderParams:
 
 
 def _render(args: argparse.Namespace) -> int:
-    params = _params(args)
-    if args.style_blend is not None and len(args.style_blend) != len(args.styles):
+    if args.style_blend is not None and len(args.style_blend) != len(args.style_specs):
         raise UsageError(
-            f"--style-blend has {len(args.style_blend)} weights for {len(args.styles)} style "
-            "images; give one per style"
+            f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
+            "styles; give one per style"
         )
+    style_files, style_defaults = _style_files(args)
+    params = _params(args, style_defaults)
     suffix = args.output.suffix.lower().lstrip(".")
     if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
         raise UsageError(
@@ -165,8 +231,8 @@ def _render(args: argparse.Namespace) -> int:
     from service.imageio import encode_image, open_image
 
     content = open_image(args.content, max_pixels=args.max_pixels)
-    blend = args.style_blend or [1.0] * len(args.styles)
-    style_images = [open_image(path, max_pixels=args.max_pixels).image for path in args.styles]
+    blend = args.style_blend or [1.0] * len(style_files)
+    style_images = [open_image(path, max_pixels=args.max_pixels).image for path in style_files]
     init_image = None
     if params.init == "image":
         init_image = open_image(Path(args.init), max_pixels=args.max_pixels).image
@@ -174,6 +240,7 @@ def _render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from service.engine import Engine, Progress, StyleImage
+    from service.schedule import plan
     from service.weights import WeightsConfig
 
     styles = [StyleImage(image, weight) for image, weight in zip(style_images, blend, strict=True)]
@@ -182,7 +249,19 @@ def _render(args: argparse.Namespace) -> int:
     )
     engine = Engine(device=args.device, weights=weights)
 
-    with tqdm(total=1, unit="it", disable=args.quiet, dynamic_ncols=True, leave=False) as bar:
+    # Loading the network takes seconds: the line says so, then becomes the iteration bar.
+    with tqdm(
+        desc=f"loading the network ({params.network}) on {engine.device}…",
+        bar_format="{desc}",
+        unit="it",
+        disable=args.quiet,
+        dynamic_ncols=True,
+        leave=False,
+    ) as bar:
+        engine.network(params)
+        bar.bar_format = None
+        bar.set_description_str("rendering", refresh=False)
+        bar.reset(total=sum(stage.iterations for stage in plan(params)))
 
         def show(progress: Progress) -> None:
             bar.total = progress.total

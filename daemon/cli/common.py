@@ -1,0 +1,72 @@
+"""What several subcommands share: the folder flags, their mapping onto settings, the style
+library they name, the version, and the one-line error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from daemon.intake.styles import StyleLibrary
+
+
+def version() -> str:
+    """The installed distribution's version; "unknown" in a checkout that was never installed."""
+    try:
+        return metadata.version("stylefold")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def folder_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    for name in ("inbox", "outbox", "styles", "state"):
+        parser.add_argument(f"--{name}", type=Path, metavar="DIR")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as settings overrides; None means 'not given', so the config file decides."""
+    values: dict[str, Any] = {
+        name: getattr(args, name, None) for name in ("inbox", "outbox", "styles", "state")
+    }
+    devices = getattr(args, "device", None)
+    values["devices"] = ",".join(devices) if devices else None
+    values["workers_per_device"] = getattr(args, "workers", None)
+    values["backend"] = getattr(args, "backend", None)
+    values["log_format"] = getattr(args, "log_format", None)
+    values["log_level"] = getattr(args, "log_level", None)
+    return values
+
+
+def read_settings(args: argparse.Namespace) -> Settings:
+    """The settings for a command that only reads: missing output folders are not created."""
+    return load_settings(args.config, overrides(args), create_dirs=False)
+
+
+def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = None) -> StyleLibrary:
+    """The library of the config when it loads (with `given`, by default the folder flags, as
+    overrides), else of --styles alone (no other folder is needed to read a library);
+    ConfigError when there is neither."""
+    from daemon.intake.styles import StyleLibrary
+
+    try:
+        settings = load_settings(
+            args.config, overrides(args) if given is None else given, create_dirs=False
+        )
+        return StyleLibrary.from_settings(settings)
+    except ConfigError:
+        if args.styles is None:
+            raise
+    return StyleLibrary(Path(os.path.abspath(args.styles)))
+
+
+def fail(message: str) -> int:
+    print(f"stylefold: {message}", file=sys.stderr)
+    return 1

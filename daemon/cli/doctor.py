@@ -1,0 +1,176 @@
+"""`stylefold doctor`: every check an admin would otherwise do by hand, each failure with its
+fix. A broken check is itself a finding, so the report always runs to the end."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.cli.common import folder_flags, read_settings
+from daemon.config import ConfigError, Settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "doctor", help="check config, devices, weights, folders and inotify limits"
+    )
+    folder_flags(parser)
+    parser.set_defaults(func=command)
+
+
+Check = Callable[[], tuple[bool, str]]
+
+
+def _inotify_check(inbox: Path) -> tuple[bool, str]:
+    try:
+        watches = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+        instances = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    except (OSError, ValueError):
+        return True, "inotify limits unreadable (not Linux?); polling works everywhere"
+    folders = sum(1 for _ in os.walk(inbox)) if inbox.is_dir() else 0
+    text = (
+        f"inotify: {folders} folder(s) in the inbox, max_user_watches {watches}, "
+        f"max_user_instances {instances}"
+    )
+    if folders * 2 > watches or instances < 8:
+        return False, (
+            f"{text}; raise them: sysctl fs.inotify.max_user_watches=524288 "
+            "fs.inotify.max_user_instances=1024 (and persist in /etc/sysctl.d/), or set "
+            'watch_mode = "polling"'
+        )
+    return True, text
+
+
+def _space_check(name: str, folder: Path) -> tuple[bool, str]:
+    free = shutil.disk_usage(folder).free
+    text = f"{name}: {free / 2**30:.1f} GiB free in {folder}"
+    if free < 1 << 30:
+        return False, f"{text}; free some space (results and originals need room)"
+    return True, text
+
+
+def _device_check(devices: list[str]) -> tuple[bool, str]:
+    import torch
+
+    from daemon.pool.local import expand_devices
+    from service.devices import resolve
+    from service.errors import EngineError
+
+    found = []
+    for name in expand_devices(devices):
+        try:
+            device = resolve(name)
+        except EngineError as exc:
+            return False, f"device {name}: {exc}"
+        if device.type == "cuda":
+            props = torch.cuda.get_device_properties(device)
+            found.append(f"{device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)")
+        else:
+            found.append(str(device))
+    return True, f"devices: {', '.join(found)} (torch {torch.__version__})"
+
+
+def _weights_check(settings: Settings) -> tuple[bool, str]:
+    from service.engine import Engine
+    from service.errors import EngineError
+
+    started = time.monotonic()
+    try:
+        Engine(device="cpu", weights=settings.weights).network(settings.defaults)
+    except EngineError as exc:
+        return False, f"weights: {exc}"
+    return True, (
+        f"weights: {settings.defaults.network} loads ({time.monotonic() - started:.1f} s)"
+    )
+
+
+def _lock_check(state: Path) -> tuple[bool, str]:
+    from daemon.lock import holder
+
+    pid = holder(state)
+    return True, (f"daemon: running (pid {pid})" if pid else "daemon: not running")
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        settings = read_settings(args)
+    except ConfigError as exc:
+        print(f"FAIL config:\n{exc}")
+        return 1
+    print(f"ok   config: inbox {settings.inbox}, outbox {settings.outbox}, state {settings.state}")
+    checks: list[tuple[str, Check]] = [
+        ("folders", lambda: _folders_check(settings)),
+        ("styles", lambda: _styles_check(settings)),
+        ("devices", lambda: _device_check(settings.devices)),
+        ("weights", lambda: _weights_check(settings)),
+        ("inotify", lambda: _inotify_check(settings.inbox)),
+        ("outbox space", lambda: _space_check("outbox", _existing(settings.outbox))),
+        ("state space", lambda: _space_check("state", _existing(settings.state))),
+        ("lock", lambda: _lock_check(settings.state)),
+    ]
+    failed = 0
+    for name, check in checks:
+        try:
+            ok, text = check()
+        except Exception as exc:  # a broken check is itself a finding
+            ok, text = False, f"{name}: check failed ({type(exc).__name__}: {exc})"
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {text}")
+    print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
+    return 1 if failed else 0
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _folders_check(settings: Settings) -> tuple[bool, str]:
+    from daemon.config import check_folders
+
+    try:
+        check_folders(settings, create=False)
+    except ConfigError as exc:
+        return False, f"folders: {exc}"
+    problems = []
+    for name, path in (
+        ("outbox", settings.outbox),
+        ("state", settings.state),
+        ("archive", settings.archive_path),
+    ):
+        if not path.exists():
+            problems.append(f"{name} {path} does not exist yet (the daemon creates it)")
+    if not os.access(settings.inbox, os.W_OK | os.X_OK):
+        return False, (
+            f"folders: the inbox {settings.inbox} is not writable, so originals cannot be moved "
+            "out of it; give the daemon's user write access (e.g. chgrp + chmod g+w)"
+        )
+    return True, "folders: readable and writable" + (
+        f" ({'; '.join(problems)})" if problems else ""
+    )
+
+
+def _styles_check(settings: Settings) -> tuple[bool, str]:
+    from daemon.intake.styles import StyleLibrary
+
+    library = StyleLibrary.from_settings(settings)
+    names = library.names()
+    problems = "; ".join(f"{p.path.name}: {p.reason}" for p in library.problems)
+    if not names:
+        return (
+            False,
+            f"styles: no usable style in {settings.styles}; add images (e.g. "
+            f"starry_night.jpg){'; ' + problems if problems else ''}",
+        )
+    if settings.default_style is not None and settings.default_style not in names:
+        return False, (
+            f"styles: default_style {settings.default_style!r} is not in the library "
+            f"({', '.join(names)}); add it or change default_style"
+        )
+    text = f"styles: {len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+    return True, text + (f"; skipped: {problems}" if problems else "")

@@ -1,0 +1,42 @@
+"""`stylefold run` and `stylefold once`: the daemon, watching until SIGTERM or until the inbox
+is done. The only commands that start workers (and so import torch, in the worker processes)."""
+
+from __future__ import annotations
+
+import argparse
+
+from daemon.cli.common import fail, folder_flags, overrides
+from daemon.config import ConfigError, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, help_text, once in (
+        ("run", "run the watch-folder daemon (until SIGTERM)", False),
+        ("once", "process what is in the inbox now, then exit", True),
+    ):
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        folder_flags(parser)
+        parser.add_argument(
+            "--device",
+            action="append",
+            metavar="DEV",
+            help="auto, cpu, mps, cuda or cuda:N (repeat or comma-separate)",
+        )
+        parser.add_argument("--workers", type=int, metavar="N", help="workers per device")
+        parser.add_argument("--backend", choices=("local", "ray"), help="worker pool backend")
+        parser.add_argument("--log-format", choices=("auto", "json", "console"))
+        parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        parser.set_defaults(func=command, once=once)
+
+
+def command(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon
+    from daemon.logs import setup_logging
+
+    given = overrides(args)
+    try:
+        settings = load_settings(args.config, given)
+    except ConfigError as exc:
+        return fail(f"configuration error:\n{exc}")
+    setup_logging(settings.log_format, settings.log_level)
+    return Daemon(settings, config_path=args.config, overrides=given, once=args.once).run()

@@ -1,0 +1,203 @@
+"""`stylefold status`: the daemon's one typed report (`daemon.status.StatusReport`), for people
+or, with --json, for scripts.
+
+The text is a pure function of the report, so what people read and what scripts parse can
+never disagree; each non-empty group gets a section, and a long one says how many it left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from daemon.cli.common import fail, folder_flags, read_settings
+from daemon.config import ConfigError
+from daemon.status import Attention, DaemonInfo, Finished, InboxItem, JobItem, StatusReport
+
+SHOWN = 20  # lines per section; --json always has everything
+INBOX_SECTIONS = (
+    ("settling", "settling"),
+    ("arriving", "still arriving"),
+    ("waiting", "waiting for their pair"),
+)
+JOB_SECTIONS = ("queued", "running", "publishing", "blocked")
+FAILED = ("failed", "rejected")
+
+Item = TypeVar("Item")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status", help="queue, running jobs and recent failures (reads the state folder)"
+    )
+    folder_flags(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--failures", type=int, default=10, metavar="N", help="how many recent failures to show"
+    )
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        state = _state_dir(args)
+    except ConfigError as exc:
+        return fail(f"{exc}\n(or give the state folder: stylefold status --state DIR)")
+    if not state.is_dir():
+        return fail(f"{state} does not exist; is --state right?")
+    report = _reader()(state)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render_status(report, failures=args.failures))
+    return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state alone is enough for `status`; otherwise the config (file or environment)."""
+    if args.state is not None and args.config is None:
+        return Path(os.path.abspath(args.state))
+    return read_settings(args).state
+
+
+def _reader() -> Callable[[Path], StatusReport]:
+    """`daemon.status.read_status`, looked up when the command runs."""
+    from daemon import status
+
+    reader: Callable[[Path], StatusReport] | None = getattr(status, "read_status", None)
+    if reader is not None:
+        return reader
+    from daemon.cli import status_fallback  # replaced by daemon.status.read_status
+
+    return status_fallback.read_status
+
+
+# -- the text ---------------------------------------------------------------------------------
+
+
+def render_status(report: StatusReport, *, failures: int, now: float | None = None) -> str:
+    """The report for people: the daemon, then the inbox, the jobs by state, recent failures
+    (the newest `failures`) and what needs an admin. `now` fixes the clock for tests."""
+    now = time.time() if now is None else now
+    lines = _daemon_lines(report.daemon, now)
+    counts = report.counts.model_dump()
+    if any(counts.values()):
+        lines.append("finished: " + ", ".join(f"{n} {what}" for what, n in counts.items() if n))
+    for state, heading in INBOX_SECTIONS:
+        items = [item for item in report.inbox if item.state == state]
+        _section(lines, heading, items, lambda item: _inbox_line(item, now))
+    for state in dict.fromkeys([*JOB_SECTIONS, *(job.state for job in report.jobs)]):
+        _section(lines, state, report.in_state(state), lambda job: _job_line(job, now))
+    _failures(lines, [end for end in report.recent if end.outcome in FAILED], failures)
+    _section(lines, "needs attention", report.attention, _attention_line)
+    return "\n".join(lines)
+
+
+def _section(
+    lines: list[str], heading: str, items: Sequence[Item], line: Callable[[Item], str]
+) -> None:
+    if not items:
+        return
+    lines.append(f"{heading}: {len(items)}")
+    lines += [f"  {line(item)}" for item in items[:SHOWN]]
+    if len(items) > SHOWN:
+        lines.append(f"  ... and {len(items) - SHOWN} more (stylefold status --json lists all)")
+
+
+def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:
+    """The newest `limit` failures, oldest first, after a line counting the ones left out."""
+    if not failed:
+        return
+    shown = failed[-limit:] if limit > 0 else []
+    lines.append(f"recent failures: {len(failed)}")
+    if len(failed) > len(shown):
+        lines.append(f"  ... {len(failed) - len(shown)} earlier (--failures N shows more)")
+    lines += [f"  {_failure_line(end)}" for end in shown]
+
+
+def _daemon_lines(daemon: DaemonInfo, now: float) -> list[str]:
+    if not daemon.running:
+        return [f"daemon: not running (stylefold {daemon.version})"]
+    parts = [f"daemon: running, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
+    parts.append(f"stylefold {daemon.version}")
+    if daemon.watch_mode:
+        parts.append(f"watching the inbox ({daemon.watch_mode})")
+    if daemon.updated_at is not None:
+        parts.append(f"reported {duration(now - daemon.updated_at)} ago")
+    lines = [", ".join(parts)]
+    if daemon.paused:
+        lines.append(f"inbox: paused ({daemon.paused}); nothing new is taken until it is back")
+    lines += _worker_lines(daemon)
+    return lines
+
+
+def _worker_lines(daemon: DaemonInfo) -> list[str]:
+    backend = f" ({daemon.backend})" if daemon.backend else ""
+    if not daemon.workers:
+        return [f"devices{backend}: {', '.join(daemon.devices)}"] if daemon.devices else []
+    by_device: dict[str, dict[str, int]] = {}
+    for worker in daemon.workers:
+        where = f"{worker.device} on {worker.node}" if worker.node else worker.device
+        states = by_device.setdefault(where, {})
+        states[worker.state] = states.get(worker.state, 0) + 1
+    groups = [
+        f"{sum(states.values())} on {where} ({', '.join(f'{n} {s}' for s, n in states.items())})"
+        for where, states in by_device.items()
+    ]
+    return [f"workers{backend}: {'; '.join(groups)}"]
+
+
+def _inbox_line(item: InboxItem, now: float) -> str:
+    if item.state == "waiting":
+        text = f"{item.path}  {item.note} (waiting {duration(now - item.since)}"
+        if item.gives_up_in is not None:
+            text += f", gives up in {duration(item.gives_up_in)}"
+        return text + ")"
+    return f"{item.path}  {item.note} (last change {duration(now - item.since)} ago)"
+
+
+def _job_line(job: JobItem, now: float) -> str:
+    if job.state == "running":
+        done = f"{job.percent:g}%" if job.percent is not None else "starting"
+        if job.iteration is not None and job.total is not None:
+            done += f" ({job.iteration}/{job.total})"
+        where = f" on {job.device}" if job.device else ""
+        where += f" ({job.node})" if job.node else ""
+        text = f"{job.input}  {done}{where}"
+        if job.eta_seconds is not None:
+            text += f", about {duration(job.eta_seconds)} left"
+        return text + (f"; preview {job.preview}" if job.preview else "")
+    if job.state == "blocked":
+        text = f"{job.input}  {job.reason or 'blocked'}"
+        if job.retry_at is not None:
+            text += f"; next try in {duration(job.retry_at - now)}"
+        return text
+    waiting = "waiting" if job.state == "queued" else "for"
+    text = f"{job.input}  {waiting} {duration(now - job.since)}"
+    if job.starts:
+        text += f"; started {job.starts} time(s) before"
+    return text + (f"; last try: {job.reason}" if job.reason else "")
+
+
+def _failure_line(end: Finished) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(end.at))
+    text = f"{when}  {end.input} {end.outcome}: {end.reason or 'no reason recorded'}"
+    return text + (f"; report {end.report}" if end.report else "")
+
+
+def _attention_line(item: Attention) -> str:
+    where = f" ({item.where})" if item.where else ""
+    return f"{item.what}{where}\n    fix: {item.fix}"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,44 @@
+"""`stylefold styles`: the style library as the daemon sees it, with the files it skipped."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from daemon.cli.common import fail, folder_flags, style_library
+from daemon.config import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("styles", help="list the style library")
+    folder_flags(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        library = style_library(args)
+    except ConfigError as exc:
+        return fail(f"{exc}\n(or give the library: stylefold styles --styles DIR)")
+    styles = library.styles()
+    if args.json:
+        listing = {
+            "library": str(library.root),
+            "styles": [
+                {"name": s.name, "file": str(s.path), "defaults": s.defaults} for s in styles
+            ],
+            "problems": [{"path": str(p.path), "reason": p.reason} for p in library.problems],
+        }
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"style library {library.root}: {len(styles)} style(s)")
+    width = max((len(style.name) for style in styles), default=0)
+    for style in styles:
+        defaults = f"  defaults {json.dumps(style.defaults)}" if style.defaults else ""
+        print(f"  {style.name.ljust(width)}  {style.path.name}{defaults}")
+    for problem in library.problems:
+        print(f"  skipped {problem.path.name}: {problem.reason}")
+    if not styles:
+        print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
+    return 0

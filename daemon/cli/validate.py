@@ -1,0 +1,67 @@
+"""`stylefold validate FILE.json`: the sidecar contract checked before a file is dropped into
+the inbox; with a config (or --styles) also its styles and the daemon's limits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daemon.cli.common import folder_flags, read_settings, style_library
+from daemon.config import ConfigError, Settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a sidecar JSON file",
+        description="Check FILE.json against the sidecar contract; with a config (or --styles) "
+        "also check that its styles exist and its params are within the daemon's limits.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE.json")
+    folder_flags(parser)
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    from daemon.intake.sidecar import SidecarError, merge_params, read_sidecar
+    from daemon.intake.styles import StyleError, blend_defaults
+
+    path: Path = args.file
+    try:
+        settings = read_settings(args)
+    except ConfigError:
+        settings = None  # the contract alone can still be checked
+    default_max: int = Settings.model_fields["max_sidecar_bytes"].default
+    max_bytes = settings.max_sidecar_bytes if settings is not None else default_max
+    try:
+        sidecar = read_sidecar(path, max_bytes)
+    except SidecarError as exc:
+        print(f"{path}: invalid sidecar", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    try:
+        library = style_library(args)
+    except ConfigError:
+        print(f"{path}: ok (styles not checked: give --config or --styles to check them)")
+        return 0
+    try:
+        styles = library.resolve(
+            sidecar.style,
+            beside=path.resolve().parent,
+            default=settings.default_style if settings else None,
+        )
+        if settings is not None:
+            merge_params(
+                settings.defaults,
+                blend_defaults(styles),
+                sidecar.overrides(),
+                max_size=settings.max_output_size,
+                max_iterations=settings.max_iterations,
+            )
+    except (StyleError, SidecarError) as exc:
+        print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok (styles: {', '.join(s.name for s in styles)})")
+    return 0

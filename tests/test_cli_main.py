@@ -1,0 +1,67 @@
+"""The `stylefold` entry point: --version, and pipes whose reader goes away."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from conftest import CLI, REPO, Folders, write_json
+
+STYLEFOLD = shlex.join(CLI)
+
+
+def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_version() -> None:
+    done = subprocess.run([*CLI, "--version"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout == f"stylefold {metadata.version('stylefold')}\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "--help",
+        "--version",
+        "status --state {state}",
+        "status --state {state} --json",
+        "styles --styles {styles}",
+        "styles --styles {styles} --json",
+        "validate {sidecar}",
+    ],
+)
+def test_a_reader_that_has_gone_is_not_an_error(folders: Folders, args: str) -> None:
+    """What `stylefold ... | head -1` meets once head has its line: the command's stdout is a
+    pipe nobody reads any more. The left side starts only after the right side has closed
+    its end (and said so with a file), so every write meets the closed pipe."""
+    sidecar = write_json(folders.root / "photo.json", {"style": "mosaic"})
+    values = {"state": folders.state, "styles": folders.styles, "sidecar": sidecar}
+    command = f"{STYLEFOLD} {args.format(**values)}"
+    script = (
+        f"(until [ -e closed ]; do sleep 0.05; done; exec {command}) "
+        "| { exec <&-; touch closed; }"
+    )
+    done = bash(script, folders.root)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_styles_into_head(folders: Folders) -> None:
+    """A listing longer than a pipe holds (64 KiB), so `head -1` quits while stylefold still
+    writes."""
+    for n in range(1200):
+        (folders.styles / f"a-style-with-a-rather-long-name-{n:04}.jpg").touch()
+    done = bash(f"{STYLEFOLD} styles --styles {folders.styles} | head -1", folders.root)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"style library {folders.styles}: 1202 style(s)\n"

@@ -1,0 +1,222 @@
+"""`stylefold status` text: a pure function of the typed report, tested on constructed reports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+
+from conftest import CLI, REPO, Daemon, Folders, image_bytes, wait_for, write_json
+
+from daemon.cli.status import SHOWN, render_status
+from daemon.status import (
+    Attention,
+    Counts,
+    DaemonInfo,
+    Finished,
+    InboxItem,
+    JobItem,
+    StatusReport,
+    WorkerItem,
+)
+
+NOW = 1_800_000_000.0
+
+
+def busy_report() -> StatusReport:
+    """One item in every section."""
+    return StatusReport(
+        daemon=DaemonInfo(
+            running=True,
+            pid=4242,
+            version="9.8.7",
+            updated_at=NOW - 2,
+            watch_mode="inotify",
+            paused="the inbox /mnt/share/inbox is not mounted",
+            workers=[
+                WorkerItem(worker=0, device="cuda:0", state="busy", pid=11),
+                WorkerItem(worker=1, device="cuda:0", state="idle", pid=12),
+                WorkerItem(worker=2, device="cpu", state="starting"),
+            ],
+        ),
+        inbox=[
+            InboxItem(path="in/settle.jpg", state="settling", since=NOW - 3, note="size changes"),
+            InboxItem(path="in/arrive.jpg", state="arriving", since=NOW - 1, note="still written"),
+            InboxItem(
+                path="in/lonely.jpg",
+                state="waiting",
+                since=NOW - 120,
+                note="waits for lonely.json",
+                gives_up_in=240,
+            ),
+        ],
+        jobs=[
+            JobItem(job_id="q", input="q/queued.jpg", state="queued", since=NOW - 30, starts=1),
+            JobItem(
+                job_id="r",
+                input="r/running.jpg",
+                state="running",
+                since=NOW - 60,
+                device="cuda:0",
+                percent=42.5,
+                iteration=85,
+                total=200,
+                eta_seconds=150,
+                preview="r/running.preview.jpg",
+            ),
+            JobItem(job_id="p", input="p/publishing.jpg", state="publishing", since=NOW - 4),
+            JobItem(
+                job_id="b",
+                input="b/blocked.jpg",
+                state="blocked",
+                since=NOW - 10,
+                reason="the outbox is full (ENOSPC)",
+                retry_at=NOW + 50,
+            ),
+        ],
+        recent=[
+            Finished(job_id="d", input="d/done.jpg", outcome="done", at=NOW - 500),
+            Finished(
+                job_id="f",
+                input="f/failed.jpg",
+                outcome="failed",
+                at=NOW - 400,
+                report="f/failed.error.json",
+                reason="out of memory twice",
+            ),
+            Finished(
+                job_id="x",
+                input="x/rejected.jpg",
+                outcome="rejected",
+                at=NOW - 300,
+                report="x/rejected.error.json",
+                reason="unknown style 'starry'",
+            ),
+        ],
+        attention=[
+            Attention(
+                what="a job folder could not be read and was moved aside",
+                where="state/broken/20260101-x",
+                fix="look at its job.json, then delete the folder",
+            )
+        ],
+        counts=Counts(done=7, failed=1, rejected=1),
+    )
+
+
+def sections(text: str) -> list[str]:
+    return [line.split(":")[0] for line in text.splitlines() if not line.startswith(" ")]
+
+
+def test_every_section_in_order() -> None:
+    text = render_status(busy_report(), failures=10, now=NOW)
+    assert sections(text) == [
+        "daemon",
+        "inbox",
+        "workers",
+        "finished",
+        "settling",
+        "still arriving",
+        "waiting for their pair",
+        "queued",
+        "running",
+        "publishing",
+        "blocked",
+        "recent failures",
+        "needs attention",
+    ]
+    first = text.splitlines()[0]
+    assert first == (
+        "daemon: running, pid 4242, stylefold 9.8.7, watching the inbox (inotify), reported 2 s ago"
+    )
+    assert "inbox: paused (the inbox /mnt/share/inbox is not mounted)" in text
+    assert "workers: 2 on cuda:0 (1 busy, 1 idle); 1 on cpu (1 starting)" in text
+    assert "finished: 7 done, 1 failed, 1 rejected" in text
+    assert "in/lonely.jpg  waits for lonely.json (waiting 2 min, gives up in 4 min)" in text
+    assert "q/queued.jpg  waiting 30 s; started 1 time(s) before" in text
+    assert (
+        "r/running.jpg  42.5% (85/200) on cuda:0, about 2 min left; preview r/running.preview.jpg"
+        in text
+    )
+    assert "b/blocked.jpg  the outbox is full (ENOSPC); next try in 50 s" in text
+    assert re.search(
+        r"x/rejected.jpg rejected: unknown style 'starry'; report x/rejected.error.json", text
+    )
+    assert "    fix: look at its job.json, then delete the folder" in text
+
+
+def test_nothing_is_dropped() -> None:
+    report = busy_report()
+    text = render_status(report, failures=10, now=NOW)
+    paths = [item.path for item in report.inbox] + [job.input for job in report.jobs]
+    paths += [end.input for end in report.recent if end.outcome != "done"]
+    paths += [end.report for end in report.recent if end.report]
+    paths += [item.where for item in report.attention if item.where]
+    paths += [job.preview for job in report.jobs if job.preview]
+    assert [path for path in paths if path not in text] == []
+
+
+def test_a_job_state_without_a_section_of_its_own_still_shows() -> None:
+    report = StatusReport(
+        daemon=DaemonInfo(running=True, pid=1, version="1"),
+        jobs=[JobItem(job_id="c", input="c/claimed.jpg", state="claimed", since=NOW - 5)],
+    )
+    assert "claimed: 1\n  c/claimed.jpg  for 5 s" in render_status(report, failures=10, now=NOW)
+
+
+def test_an_idle_daemon_is_one_line() -> None:
+    report = StatusReport(daemon=DaemonInfo(running=False, version="1.2"))
+    assert render_status(report, failures=10, now=NOW) == "daemon: not running (stylefold 1.2)"
+
+
+def test_long_sections_say_what_they_left_out() -> None:
+    jobs = [
+        JobItem(job_id=str(n), input=f"q/{n:03}.jpg", state="queued", since=NOW)
+        for n in range(SHOWN + 5)
+    ]
+    failures = [
+        Finished(job_id=str(n), input=f"f/{n:03}.jpg", outcome="failed", at=NOW, reason="x")
+        for n in range(12)
+    ]
+    report = StatusReport(daemon=DaemonInfo(running=False, version="1"), jobs=jobs, recent=failures)
+    text = render_status(report, failures=3, now=NOW)
+    assert f"queued: {SHOWN + 5}" in text and f"q/{SHOWN - 1:03}.jpg" in text
+    assert f"q/{SHOWN:03}.jpg" not in text and "... and 5 more" in text
+    # The newest failures are the ones shown, after a line counting the others.
+    assert [f"f/{n:03}.jpg" in text for n in (8, 9, 10, 11)] == [False, True, True, True]
+    assert "recent failures: 12\n  ... 9 earlier (--failures N shows more)\n" in text
+    hidden = render_status(report, failures=0, now=NOW)
+    assert hidden.endswith("recent failures: 12\n  ... 12 earlier (--failures N shows more)")
+
+
+def test_status_of_a_running_daemon(
+    folders: Folders, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """The command end to end: the running daemon's report, as text and as JSON."""
+    (folders.inbox / "slow.jpg").write_bytes(image_bytes(seed=3))
+    write_json(folders.inbox / "slow.json", {"style": "mosaic", "params": {"iterations": 2000}})
+    daemon = daemon_factory()
+
+    def report() -> StatusReport:
+        done = subprocess.run(
+            [*CLI, "status", "--state", str(folders.state), "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return StatusReport.model_validate_json(done.stdout)
+
+    running = wait_for(lambda: report().in_state("running"), what="a running job in status")
+    assert [job.input for job in running] == ["slow.jpg"]
+    assert report().daemon.pid == daemon.process.pid
+    text = subprocess.run(
+        [*CLI, "status", "--config", str(folders.config())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert text.startswith(f"daemon: running, pid {daemon.process.pid}, stylefold ")
+    assert "\nrunning: 1\n  slow.jpg  " in text and " on cpu" in text
+    assert daemon.stop() == 0
