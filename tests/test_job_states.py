@@ -21,7 +21,7 @@ from daemon.jobs.store import Answer, Store
 
 def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:
     assert set(TRANSITIONS) == set(State)
-    assert ACTIVE | TERMINAL == set(State) and not ACTIVE & TERMINAL
+    assert set(State) == ACTIVE | TERMINAL and not ACTIVE & TERMINAL
     for state in TERMINAL:
         assert TRANSITIONS[state] == frozenset()
     # Every active state can reach an end.

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from daemon.cli import demo, doctor, render, run, status, styles, validate
-from daemon.cli.common import version
+from daemon.versions import stylefold_version
 
 COMMANDS = (run, status, styles, validate, doctor, render, demo)
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural style transfer for a shared folder: drop a photo and a sidecar JSON "
         "into the inbox, collect the stylised image from the outbox.",
     )
-    parser.add_argument("--version", action="version", version=f"stylefold {version()}")
+    parser.add_argument("--version", action="version", version=f"stylefold {stylefold_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(subparsers)

@@ -7,7 +7,6 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +14,6 @@ from daemon.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
-
-
-def version() -> str:
-    """The installed distribution's version; "unknown" in a checkout that was never installed."""
-    try:
-        return metadata.version("stylefold")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def folder_flags(parser: argparse.ArgumentParser) -> None:

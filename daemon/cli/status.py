@@ -16,7 +16,15 @@ from typing import TypeVar
 
 from daemon.cli.common import fail, folder_flags, read_settings
 from daemon.config import ConfigError
-from daemon.status import Attention, DaemonInfo, Finished, InboxItem, JobItem, StatusReport
+from daemon.status import (
+    Attention,
+    DaemonInfo,
+    Finished,
+    InboxItem,
+    JobItem,
+    StatusReport,
+    read_status,
+)
 
 SHOWN = 20  # lines per section; --json always has everything
 INBOX_SECTIONS = (
@@ -49,7 +57,7 @@ def command(args: argparse.Namespace) -> int:
         return fail(f"{exc}\n(or give the state folder: stylefold status --state DIR)")
     if not state.is_dir():
         return fail(f"{state} does not exist; is --state right?")
-    report = _reader()(state)
+    report = read_status(state)
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
@@ -62,18 +70,6 @@ def _state_dir(args: argparse.Namespace) -> Path:
     if args.state is not None and args.config is None:
         return Path(os.path.abspath(args.state))
     return read_settings(args).state
-
-
-def _reader() -> Callable[[Path], StatusReport]:
-    """`daemon.status.read_status`, looked up when the command runs."""
-    from daemon import status
-
-    reader: Callable[[Path], StatusReport] | None = getattr(status, "read_status", None)
-    if reader is not None:
-        return reader
-    from daemon.cli import status_fallback  # replaced by daemon.status.read_status
-
-    return status_fallback.read_status
 
 
 # -- the text ---------------------------------------------------------------------------------
