@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
-from daemon.fsutil import atomic_write, remove_temporaries
+from daemon.fsutil import atomic_write, model_to_json, remove_temporaries
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
@@ -270,7 +270,7 @@ class Daemon:
         self.metrics.set_queue(len(items))
         self.notifier.status(_summary(report))
         with contextlib.suppress(OSError):
-            data = report.model_dump_json(indent=1).encode()
+            data = model_to_json(report, indent=1).encode()
             atomic_write(self.settings.state / STATUS_FILE, data, durable=False)
 
     def _daemon_info(self) -> DaemonInfo:

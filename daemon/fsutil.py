@@ -13,7 +13,9 @@ import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 TMP_PREFIX = ".stylefold-"
 TMP_SUFFIX = ".tmp"
@@ -166,3 +168,17 @@ def fit_name(stem: str, suffix: str) -> str:
         kept.append(char)
         used += size
     return "".join(kept) + suffix
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def model_to_json(model: BaseModel, indent: int | None = None) -> str:
+    """A model as ASCII JSON: file names that are not valid UTF-8 (lone surrogates) survive as
+    `\\udcXX` escapes, where pydantic's own encoder refuses them."""
+    return json.dumps(model.model_dump(mode="json"), indent=indent)
+
+
+def model_from_json(model: type[ModelT], text: str | bytes) -> ModelT:
+    """The inverse of `model_to_json` (pydantic's parser refuses lone surrogate escapes)."""
+    return model.model_validate(json.loads(text))

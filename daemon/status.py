@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.fsutil import model_from_json
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.lock import holder
@@ -183,7 +184,7 @@ def read_status(state: Path) -> StatusReport:
     pid = holder(state)
     if pid is not None:
         with contextlib.suppress(OSError, ValidationError):
-            report = StatusReport.model_validate_json((state / STATUS_FILE).read_bytes())
+            report = model_from_json(StatusReport, (state / STATUS_FILE).read_bytes())
             if report.daemon.pid == pid:
                 return report
     daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())

@@ -250,7 +250,7 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     # Shorten the job for the final run; nothing else changes.
     with sqlite3.connect(folders.state / "stylefold.db") as db:
         db.execute(
-            "UPDATE jobs SET record = replace(record, '\"iterations\":400', '\"iterations\":3')"
+            "UPDATE jobs SET record = replace(record, '\"iterations\": 400', '\"iterations\": 3')"
         )
     daemon = start_daemon(folders, config=config)
     try:

@@ -1,4 +1,4 @@
-"""The worker pool with real worker processes and the real engine on tiny images."""
+"""The pool over real worker processes and the real engine on tiny images."""
 
 from __future__ import annotations
 
@@ -8,15 +8,39 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TINY_PARAMS, make_image
 
-from daemon.pool.local import Pool, PoolEvent
-from daemon.pool.worker import StyleRef, Task
+from daemon.pool import (
+    Cancelled,
+    Done,
+    Failed,
+    PoolError,
+    PoolEvent,
+    PoolPolicy,
+    Progress,
+    ResultInfo,
+    Retrying,
+    Started,
+    StyleRef,
+    Task,
+)
+from daemon.pool.core import Pool
+from daemon.pool.local import WorkerProcesses
+from daemon.pool.render import FAULT_OOM, EngineSetup
+from service.params import RenderParams
+from service.weights import WeightsConfig
+
+ENDS = (Done, Failed, Cancelled)
+
+
+def _pool(policy: PoolPolicy, progress_every: int = 10) -> Pool:
+    setup = EngineSetup(progress_every, warm_params=RenderParams.model_validate(TINY_PARAMS))
+    return Pool(WorkerProcesses(["cpu"], 1, setup), policy)
 
 
 def _task(tmp_path: Path, job_id: str, **params: object) -> Task:
@@ -29,7 +53,7 @@ def _task(tmp_path: Path, job_id: str, **params: object) -> Task:
         job_dir=job_dir,
         content=content,
         styles=(StyleRef(style, 1.0),),
-        params={**TINY_PARAMS, **params},
+        params=RenderParams.model_validate({**TINY_PARAMS, **params}),
         output_format="jpg",
         output_quality=90,
         max_pixels=1_000_000,
@@ -45,17 +69,18 @@ def _run_until(pool: Pool, done: set[str], timeout: float = 60.0) -> list[PoolEv
         assert time.monotonic() < deadline, f"jobs still open: {done - ended}; events {events}"
         for event in pool.poll(0.1):
             events.append(event)
-            if event.kind in ("done", "failed", "cancelled"):
+            if isinstance(event, ENDS):
                 ended.add(event.job_id)
     return events
 
 
+def _kinds(events: list[PoolEvent]) -> list[str]:
+    return [type(e).__name__ for e in events if not isinstance(e, Progress)]
+
+
 @pytest.fixture(scope="module")
-def pool() -> object:
-    pool = Pool(
-        ["cpu"], 1, job_timeout=60, retries=1, batch_max=3, progress_every=1,
-        warm_params=TINY_PARAMS,
-    )  # fmt: skip
+def pool() -> Iterator[Pool]:
+    pool = _pool(PoolPolicy(job_timeout=60, retries=1, batch_max=3), progress_every=1)
     pool.start()
     pool.wait_ready(90)
     yield pool
@@ -66,16 +91,19 @@ def test_jobs_run_first_in_first_out_with_progress(pool: Pool, tmp_path: Path) -
     tasks = [_task(tmp_path, f"job-{i}") for i in range(3)]
     for task in tasks:
         assert pool.submit(task)
+    assert pool.queued == [t.job_id for t in tasks]
     events = _run_until(pool, {t.job_id for t in tasks})
-    started = [e.job_id for e in events if e.kind == "started"]
-    assert started == [t.job_id for t in tasks]
-    assert any(e.kind == "progress" for e in events)
-    for task in tasks:
+    started = [e for e in events if isinstance(e, Started)]
+    assert [e.job_id for e in started] == [t.job_id for t in tasks]
+    assert all(e.device == "cpu" and e.pid and e.batch_size == 1 for e in started)
+    assert {e.job_id for e in events if isinstance(e, Progress)} == {t.job_id for t in tasks}
+    done = [e for e in events if isinstance(e, Done)]
+    for task, end in zip(tasks, done, strict=True):
         assert task.result_path.stat().st_size > 0
-        assert task.info_path.exists()
-    done = [e for e in events if e.kind == "done"]
-    assert done[0].data["output_size"] == [48, 36]
-    assert done[0].data["iterations"] == TINY_PARAMS["iterations"]
+        assert ResultInfo.model_validate_json(task.info_path.read_text()) == end.info
+    assert done[0].info.output_size == (48, 36)
+    assert done[0].info.iterations == TINY_PARAMS["iterations"]
+    assert pool.queued == []
 
 
 def test_bad_input_fails_without_retry(pool: Pool, tmp_path: Path) -> None:
@@ -83,23 +111,25 @@ def test_bad_input_fails_without_retry(pool: Pool, tmp_path: Path) -> None:
     task.content.write_bytes(b"not an image at all")
     pool.submit(task)
     events = _run_until(pool, {"broken"})
-    assert [e.kind for e in events] == ["started", "failed"]
-    assert events[-1].data["kind"] == "input"
-    assert "not an image format" in events[-1].data["reason"]
+    assert _kinds(events) == ["Started", "Failed"]
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.kind == "input"
+    assert "not an image format" in failed.reason
 
 
 def test_a_killed_worker_is_replaced_and_its_job_retried(pool: Pool, tmp_path: Path) -> None:
     task = _task(tmp_path, "victim", iterations=8)
     pool.submit(task)
-    events = _kill_at_first_progress(
-        pool, lambda seen: any(e.kind in ("done", "failed") for e in seen)
-    )
-    kinds = [e.kind for e in events if e.kind != "progress"]
-    assert kinds[:2] == ["started", "retry"], kinds
-    retry = next(e for e in events if e.kind == "retry")
-    assert retry.task.attempt == 2 and "SIGKILL" in retry.data["error"]
-    assert kinds[-1] == "done"
+    events = _kill_at_first_progress(pool, lambda seen: any(isinstance(e, Done) for e in seen))
+    assert _kinds(events) == ["Started", "Retrying", "Started", "Done"]
+    retry = next(e for e in events if isinstance(e, Retrying))
+    assert retry.attempt == 2 and retry.kind == "crash" and "SIGKILL" in retry.error
+    assert retry.size == TINY_PARAMS["size"] and retry.device is None
+    done = events[-1]
+    assert isinstance(done, Done) and done.info.attempt == 2
     assert pool.ready_workers() == 1
+    (worker,) = pool.workers()
+    assert worker.state == "idle" and worker.pid != _pid_of(events[:1])
 
 
 def test_jobs_with_one_batch_key_run_together_and_the_rest_wait(pool: Pool, tmp_path: Path) -> None:
@@ -110,13 +140,13 @@ def test_jobs_with_one_batch_key_run_together_and_the_rest_wait(pool: Pool, tmp_
     for task in queued:
         assert pool.submit(task)
     events = _run_until(pool, {t.job_id for t in queued})
-    ends = [e for e in events if e.kind in ("started", "done")]
-    order = [(e.kind, e.job_id) for e in ends]
+    ends = [e for e in events if isinstance(e, Started | Done)]
+    order = [(type(e).__name__, e.job_id) for e in ends]
     # a, b and c (batch_max 3) start together and finish before `other`, first in line after them.
-    assert order[:3] == [("started", "a"), ("started", "b"), ("started", "c")], order
+    assert order[:3] == [("Started", "a"), ("Started", "b"), ("Started", "c")], order
     assert {e.job_id for e in ends[3:6]} == {"a", "b", "c"} and ends[6].job_id == "other"
-    done = {e.job_id: e.data for e in events if e.kind == "done"}
-    assert [done[j]["batch_size"] for j in ("a", "b", "c", "other", "d")] == [3, 3, 3, 1, 1]
+    done = {e.job_id: e.info for e in events if isinstance(e, Done)}
+    assert [done[j].batch_size for j in ("a", "b", "c", "other", "d")] == [3, 3, 3, 1, 1]
     for task in queued:
         assert task.result_path.stat().st_size > 0
 
@@ -125,11 +155,11 @@ def test_a_batch_whose_worker_dies_is_retried_job_by_job(pool: Pool, tmp_path: P
     tasks = [replace(_task(tmp_path, f"pair-{i}", iterations=8), batch_key="k") for i in (1, 2)]
     for task in tasks:
         pool.submit(task)
-    events = _kill_at_first_progress(pool, lambda seen: sum(e.kind == "done" for e in seen) == 2)
-    retries = [e for e in events if e.kind == "retry"]
+    events = _kill_at_first_progress(pool, lambda seen: sum(isinstance(e, Done) for e in seen) == 2)
+    retries = [e for e in events if isinstance(e, Retrying)]
     assert {e.job_id for e in retries} == {"pair-1", "pair-2"}
-    assert all(e.task.batch_key is None for e in retries)
-    assert [e.data["batch_size"] for e in events if e.kind == "done"] == [1, 1]
+    # Each retry runs alone (its batch key is dropped), one after the other.
+    assert [e.info.batch_size for e in events if isinstance(e, Done)] == [1, 1]
 
 
 def _kill_at_first_progress(
@@ -143,15 +173,16 @@ def _kill_at_first_progress(
         assert time.monotonic() < deadline, events
         for event in pool.poll(0.1):
             events.append(event)
-            if event.kind == "progress" and not killed:
+            if isinstance(event, Progress) and not killed:
                 os.kill(_pid_of(events), signal.SIGKILL)
                 killed = True
     return events
 
 
 def _pid_of(events: list[PoolEvent]) -> int:
-    started = [e for e in events if e.kind == "started"]
-    return int(started[-1].data["pid"])
+    started = [e for e in events if isinstance(e, Started)]
+    assert started[-1].pid is not None
+    return started[-1].pid
 
 
 def test_cancel_leaves_the_job_cancelled(pool: Pool, tmp_path: Path) -> None:
@@ -159,71 +190,82 @@ def test_cancel_leaves_the_job_cancelled(pool: Pool, tmp_path: Path) -> None:
     pool.submit(task)
     events: list[PoolEvent] = []
     deadline = time.monotonic() + 60
-    while not any(e.kind in ("done", "failed", "cancelled") for e in events):
+    while not any(isinstance(e, ENDS) for e in events):
         assert time.monotonic() < deadline
         new = pool.poll(0.1)
         events += new
-        if any(e.kind == "progress" for e in new):
+        if any(isinstance(e, Progress) for e in new):
+            assert [w.state for w in pool.workers()] == ["busy"]
             pool.cancel_running()
-    assert events[-1].kind == "cancelled"
+    assert isinstance(events[-1], Cancelled)
     assert not task.result_path.exists()
+    assert pool.ready_workers() == 1  # the worker stopped the job and stays
 
 
 def test_timeout_kills_the_worker_and_fails_with_the_setting_named(tmp_path: Path) -> None:
-    pool = Pool(["cpu"], 1, job_timeout=1.0, retries=0, warm_params=TINY_PARAMS)
+    pool = _pool(PoolPolicy(job_timeout=1.0, retries=0))
     pool.start()
     try:
         pool.wait_ready(90)
         pool.submit(_task(tmp_path, "slow", iterations=5000, size=96))
         events = _run_until(pool, {"slow"}, timeout=90)
-        kinds = [e.kind for e in events if e.kind != "progress"]
-        assert kinds == ["started", "failed"]
-        assert "job_timeout" in events[-1].data["reason"]
+        assert _kinds(events) == ["Started", "Failed"]
+        failed = events[-1]
+        assert isinstance(failed, Failed) and failed.kind == "timeout"
+        assert "job_timeout (1 s)" in failed.reason
     finally:
         pool.stop()
 
 
-def test_out_of_memory_retries_smaller_then_on_cpu() -> None:
-    pool = Pool(["cpu"], 1, retries=2, oom_fallback="smaller")
-    task = Task("j", Path("/x"), Path("/x/in.jpg"), (), {"size": 512}, "jpg", 90, 10)
-    smaller = pool._retry_of(task, "oom")
-    assert smaller is not None and smaller.params["size"] == 358 and smaller.attempt == 2
-    assert pool._retry_of(task, "input") is None
-    pool.oom_fallback = "fail"
-    assert pool._retry_of(task, "oom") is None
-    pool.retries = 0
-    assert pool._retry_of(task, "crash") is None
-    # A batch that ran out of memory: each job again at its own size, alone.
-    keyed_but_alone = pool._retry_of(replace(task, batch_key="k"), "oom")
-    assert keyed_but_alone is None  # it ran alone: the configured fallback (now "fail") holds
-    alone = pool._retry_of(replace(task, batch_key="k"), "oom", batched=True)
-    assert alone is not None and alone.params["size"] == 512 and alone.batch_key is None
+def test_out_of_memory_is_retried_smaller_by_the_worker_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_OOM, "1")  # the worker's first attempt of every job runs out
+    pool = _pool(PoolPolicy(retries=1, oom_fallback="smaller"))
+    pool.start()
+    try:
+        pool.wait_ready(90)
+        pool.submit(replace(_task(tmp_path, "big"), batch_key="k"))
+        events = _run_until(pool, {"big"})
+    finally:
+        pool.stop()
+    assert _kinds(events) == ["Started", "Retrying", "Started", "Done"]
+    retry = next(e for e in events if isinstance(e, Retrying))
+    assert retry.kind == "oom" and retry.size == 33 and "injected" in retry.error
+    done = events[-1]
+    assert isinstance(done, Done) and done.info.params.size == 33 and done.info.attempt == 2
+    assert max(done.info.output_size) == 33
 
 
-def test_batch_size_auto_is_off_on_a_cpu_and_on_for_a_gpu() -> None:
-    def task(job_id: str) -> Task:
-        return Task(job_id, Path("/x"), Path("/x/in.jpg"), (), {}, "jpg", 90, 10, batch_key="k")
-
-    for device, expected in (("cpu", 0), ("cuda:0", 2)):
-        pool = Pool([device], 1, batch_max=0)
-        for job_id in ("a", "b", "c"):
-            pool.submit(task(job_id))
-        first = pool._take_for(device)
-        assert first is not None and len(pool._batch_mates(first, device)) == expected
-        assert pool.may_batch() == (expected > 0)
-    explicit = Pool(["cpu"], 1, batch_max=2)
-    for job_id in ("a", "b", "c"):
-        explicit.submit(task(job_id))
-    first = explicit._take_for("cpu")
-    assert first is not None and [t.job_id for t in explicit._batch_mates(first, "cpu")] == ["b"]
+def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path: Path) -> None:
+    missing = WeightsConfig(vgg19=tmp_path / "missing.pth")
+    pool = Pool(WorkerProcesses(["cpu"], 1, EngineSetup(weights=missing)))
+    pool.start()
+    try:
+        with pytest.raises(PoolError, match=r"no worker could start: cpu: .*missing\.pth"):
+            pool.wait_ready(90)
+        assert pool.ready_workers() == 0
+    finally:
+        pool.stop()
 
 
-def test_a_full_queue_refuses_more() -> None:
-    pool = Pool(["cpu"], 1, queue_max=2)
-    task = Task("j", Path("/x"), Path("/x/in.jpg"), (), {}, "jpg", 90, 10)
-    assert pool.submit(task) and pool.submit(task)
-    assert not pool.submit(task)
-    assert pool.drop_queued() == [task, task]
+def test_policy_reloads_live_and_drain_empties_the_queue(tmp_path: Path) -> None:
+    """No worker needed: the queue and the policy are the pool's own."""
+    pool = Pool(WorkerProcesses(["cpu"], 1), PoolPolicy(queue_max=1))
+    first = _task(tmp_path, "first")
+    assert pool.submit(first) and not pool.has_room() and not pool.submit(first)
+    assert not pool.may_batch()  # auto batching is off on a CPU
+    pool.configure(PoolPolicy(queue_max=2, batch_max=4))
+    assert pool.has_room() and pool.may_batch()
+    assert pool.submit(_task(tmp_path, "second"))
+    assert pool.queued == ["first", "second"]
+    pool.drain()
+    assert pool.queued == [] and pool.poll(0.01) == []
+
+
+def test_auto_batching_is_on_for_a_gpu() -> None:
+    assert Pool(WorkerProcesses(["cuda:0"], 1)).may_batch()
+    assert not Pool(WorkerProcesses(["cuda:0"], 1), PoolPolicy(batch_max=1)).may_batch()
 
 
 def test_workers_die_with_the_daemon(tmp_path: Path) -> None:
@@ -231,12 +273,13 @@ def test_workers_die_with_the_daemon(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from daemon.pool.local import Pool
-        pool = Pool(["cpu"], 1, warm_params={"size": 48})
+        from daemon.pool.core import Pool
+        from daemon.pool.local import WorkerProcesses
+        pool = Pool(WorkerProcesses(["cpu"], 1))
         pool.start()
         pool.wait_ready(90)
-        for worker in pool._workers.values():
-            print("PID", worker.process.pid, flush=True)
+        for worker in pool.workers():
+            print("PID", worker.pid, flush=True)
         time.sleep(60)
         """
     )

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-import json
+import io
 import multiprocessing
 import os
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_PARAMS, make_image
 from PIL import Image, ImageCms
 
-from daemon.pool.worker import (
-    CANCEL,
-    Message,
-    StyleRef,
-    Task,
-    WorkerSpec,
-    _Cancel,
-    load_engine,
-    run_batch,
+from daemon.pool import ResultInfo, StyleRef, Task
+from daemon.pool.messages import (
+    CancelBatch,
+    JobDone,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    WorkerMessage,
 )
+from daemon.pool.render import EngineSetup, WorkerSpec, load_engine
+from daemon.pool.worker import Cancel, run_batch
+from service.engine import Engine
+from service.params import RenderParams
+
+PARAMS = RenderParams.model_validate(TINY_PARAMS)
+
+
+def _spec(progress_every: int = 10) -> WorkerSpec:
+    return WorkerSpec(0, "cpu", setup=EngineSetup(progress_every, warm_params=PARAMS))
 
 
 @pytest.fixture(scope="module")
-def engine() -> object:
-    return load_engine(WorkerSpec(worker_id=0, device="cpu", warm_params=TINY_PARAMS))
+def engine() -> Engine:
+    return load_engine(_spec())
 
 
 def _rotated_photo_with_icc(path: Path) -> Path:
@@ -42,47 +52,50 @@ def _rotated_photo_with_icc(path: Path) -> Path:
     return path
 
 
-def _messages(conn: Connection) -> list[Message]:
+def _messages(conn: Connection) -> list[WorkerMessage]:
     seen = []
     while conn.poll():
         seen.append(conn.recv())
     return seen
 
 
-def test_a_job_gets_an_upright_result_with_metadata(engine: object, tmp_path: Path) -> None:
+def _run(engine: Engine, tasks: list[Task], spec: WorkerSpec) -> list[WorkerMessage]:
+    ours, theirs = multiprocessing.Pipe()
+    run_batch(engine, tasks, theirs, Cancel(theirs, os.getppid()), spec)
+    return _messages(ours)
+
+
+def test_a_job_gets_an_upright_result_with_metadata(engine: Engine, tmp_path: Path) -> None:
     content = _rotated_photo_with_icc(tmp_path / "photo.jpg")
     style = make_image(tmp_path / "style.png", size=(48, 48), seed=3)
-    task = Task(
-        "job-1", tmp_path, content, (StyleRef(style, 1.0),), dict(TINY_PARAMS), "jpg", 90, 10**6
-    )
-    ours, theirs = multiprocessing.Pipe()
-    spec = WorkerSpec(worker_id=0, device="cpu", progress_every=1)
-    run_batch(engine, [task], theirs, _Cancel(theirs, os.getppid()), spec)
-    messages = _messages(ours)
-    assert messages[0].kind == "started" and messages[-1].kind == "done"
-    info = messages[-1].data
+    task = Task("job-1", tmp_path, content, (StyleRef(style, 1.0),), PARAMS, "jpg", 90, 10**6)
+    messages = _run(engine, [task], _spec(progress_every=1))
+    assert isinstance(messages[0], JobStarted) and isinstance(messages[-1], JobDone)
+    info = messages[-1].info
 
     with Image.open(task.result_path) as result:
         assert result.size == (48, 36)  # rotated upright: landscape
         assert result.getexif()[0x0112] == 1
         assert result.getexif()[0x010F] == "StylefoldCam"
         assert result.info.get("icc_profile")
-    assert json.loads(task.info_path.read_text()) == info
-    assert info["iterations"] == TINY_PARAMS["iterations"]
-    assert set(info["timings"]) == {
+    assert ResultInfo.model_validate_json(task.info_path.read_text()) == info
+    assert info.iterations == TINY_PARAMS["iterations"] and info.params == PARAMS
+    assert info.output_size == (48, 36) and info.input_size == (64, 48)  # upright
+    assert set(info.timings) == {
         "decode_seconds",
         "render_seconds",
         "encode_seconds",
         "worker_total_seconds",
     }
-    assert info["batch_size"] == 1
-    progress = messages[1:-1]
-    assert progress and all(isinstance(m, Message) and m.kind == "progress" for m in progress)
-    assert progress[-1].data["iteration"] == TINY_PARAMS["iterations"]
+    assert info.batch_size == 1 and info.attempt == 1
+    progress = [m.progress for m in messages[1:-1] if isinstance(m, JobProgress)]
+    assert len(progress) == len(messages) - 2  # started, progress..., done
+    assert [p.iteration for p in progress] == list(range(1, 5))
+    assert all(p.preview is None and p.job_id == "job-1" for p in progress)
 
 
 def test_a_batch_gives_every_job_its_own_result_and_a_bad_photo_fails_alone(
-    engine: object, tmp_path: Path
+    engine: Engine, tmp_path: Path
 ) -> None:
     style = make_image(tmp_path / "style.png", size=(48, 48), seed=3)
     tasks = []
@@ -93,45 +106,63 @@ def test_a_batch_gives_every_job_its_own_result_and_a_bad_photo_fails_alone(
         if n == 2:
             photo.write_bytes(b"not an image")
         styles = (StyleRef(style, 1.0),)
-        task = Task(f"job-{n}", job_dir, photo, styles, dict(TINY_PARAMS), "png", 90, 10**6)
+        task = Task(f"job-{n}", job_dir, photo, styles, PARAMS, "png", 90, 10**6)
         tasks.append(replace(task, batch_key="one style, one size"))
-    ours, theirs = multiprocessing.Pipe()
-    run_batch(engine, tasks, theirs, _Cancel(theirs, os.getppid()), WorkerSpec(0, "cpu"))
-    ends = {m.job_id: m for m in _messages(ours) if m.kind in ("done", "failed")}
-    assert ends["job-2"].kind == "failed" and ends["job-2"].data["kind"] == "input"
-    assert not tasks[2].result_path.exists()
+    messages = _run(engine, tasks, _spec())
+    started = [m for m in messages if isinstance(m, JobStarted)]
+    assert [m.job_id for m in started] == ["job-0", "job-1", "job-2"]
+    assert all(m.batch_size == 3 for m in started)
+    ends = {m.job_id: m for m in messages if isinstance(m, JobDone | JobFailed)}
+    failed = ends["job-2"]
+    assert isinstance(failed, JobFailed) and failed.kind == "input"
+    assert not tasks[2].result_path.exists() and not tasks[2].info_path.exists()
     for task in tasks[:2]:
-        assert ends[task.job_id].kind == "done"
-        assert ends[task.job_id].data["batch_size"] == 2
-        assert json.loads(task.info_path.read_text()) == ends[task.job_id].data
+        done = ends[task.job_id]
+        assert isinstance(done, JobDone) and done.info.batch_size == 2
+        assert ResultInfo.model_validate_json(task.info_path.read_text()) == done.info
     first, second = (Image.open(t.result_path).tobytes() for t in tasks[:2])
     assert first != second
 
 
-def test_cancel_from_the_daemon_stops_the_render(engine: object, tmp_path: Path) -> None:
+def test_cancel_from_the_daemon_stops_the_render(engine: Engine, tmp_path: Path) -> None:
     content = make_image(tmp_path / "photo.jpg")
-    task = Task(
-        "job-2",
-        tmp_path,
-        content,
-        (StyleRef(content, 1.0),),
-        {**TINY_PARAMS, "iterations": 50},
-        "png",
-        90,
-        10**6,
-    )
+    params = PARAMS.model_copy(update={"iterations": 50})
+    task = Task("job-2", tmp_path, content, (StyleRef(content, 1.0),), params, "png", 90, 10**6)
     ours, theirs = multiprocessing.Pipe()
-    ours.send(CANCEL)
-    cancel = _Cancel(theirs, os.getppid())
-    run_batch(engine, [task], theirs, cancel, WorkerSpec(0, "cpu", progress_every=1))
-    (failed,) = [m for m in _messages(ours) if m.kind == "failed"]
-    assert failed.data["kind"] == "cancelled" and cancel.requested
+    ours.send(CancelBatch())
+    cancel = Cancel(theirs, os.getppid())
+    run_batch(engine, [task], theirs, cancel, _spec(progress_every=1))
+    (failed,) = [m for m in _messages(ours) if isinstance(m, JobFailed)]
+    assert failed.kind == "cancelled" and cancel.requested
     assert not task.result_path.exists() and not task.info_path.exists()
+
+
+def test_previews_arrive_as_small_jpegs_every_preview_every_iterations(
+    engine: Engine, tmp_path: Path
+) -> None:
+    content = make_image(tmp_path / "photo.jpg", size=(64, 48))
+    style = make_image(tmp_path / "style.png", size=(48, 48), seed=3)
+    params = PARAMS.model_copy(update={"iterations": 6})
+    task = Task("job-3", tmp_path, content, (StyleRef(style, 1.0),), params, "jpg", 90, 10**6)
+    messages = _run(engine, [replace(task, preview_every=3)], _spec(progress_every=2))
+    progress = [m.progress for m in messages if isinstance(m, JobProgress)]
+    # Progress every 2 iterations and a preview every 3: both cadences, nothing in between.
+    assert [p.iteration for p in progress] == [2, 3, 4, 6]
+    previews = {p.iteration: p.preview for p in progress if p.preview is not None}
+    assert sorted(previews) == [3, 6]
+    for data in previews.values():
+        assert data is not None and data.startswith(b"\xff\xd8")  # a JPEG
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "JPEG" and image.size == (48, 36)  # the scale's size
+    # The last preview is the result (before the result's own encoding and metadata).
+    with Image.open(io.BytesIO(previews[6])) as last, Image.open(task.result_path) as result:
+        diff = np.abs(np.asarray(last, float) - np.asarray(result, float))
+    assert diff.mean() < 8  # grey levels: two JPEG encodings of one image
 
 
 def test_a_closed_pipe_counts_as_cancel(tmp_path: Path) -> None:
     ours, theirs = multiprocessing.Pipe()
-    cancel = _Cancel(theirs, os.getppid())
+    cancel = Cancel(theirs, os.getppid())
     assert not cancel()
     ours.close()
     assert cancel() and cancel.requested

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from daemon.cli.common import fail, folder_flags, read_settings
 from daemon.config import ConfigError
+from daemon.fsutil import model_to_json
 from daemon.status import (
     Attention,
     DaemonInfo,
@@ -59,7 +60,7 @@ def command(args: argparse.Namespace) -> int:
         return fail(f"{state} does not exist; is --state right?")
     report = read_status(state)
     if args.json:
-        print(report.model_dump_json(indent=2))
+        print(model_to_json(report, indent=2))
     else:
         print(render_status(report, failures=args.failures))
     return 0

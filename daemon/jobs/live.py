@@ -46,7 +46,7 @@ class Blocked:
 
 def live_items(
     jobs: dict[str, Job],
-    running: dict[str, Running],
+    active: dict[str, Running],
     waiting: dict[str, Blocked],
     names: Callable[[Job], OutputNames],
     outbox: Path,
@@ -54,7 +54,7 @@ def live_items(
     """The daemon's live view of every unfinished job."""
     items = []
     for job in jobs.values():
-        running = running.get(job.id)
+        running = active.get(job.id)
         blocked = waiting.get(job.id)
         item = JobItem(
             job_id=job.id,

@@ -13,7 +13,7 @@ import structlog
 from pydantic import BaseModel
 
 from daemon.config import Settings
-from daemon.fsutil import file_sha256
+from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
@@ -202,4 +202,4 @@ def outcome_detail(outcome: Outcome | None, text: str) -> BaseModel:
         "failure": FailureDetail,
         "report": ReportDetail,
     }
-    return models[outcome or "failure"].model_validate_json(text)
+    return model_from_json(models[outcome or "failure"], text)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
+from daemon.fsutil import model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.publisher import outcome_detail
@@ -32,6 +33,7 @@ def recover(lc: Lifecycle) -> None:
     """Continue every unfinished job from its recorded state."""
     for row in lc.store.active():
         with job_context(row.id):
+            log.info("job.recovered", input=row.input, state=str(row.state))
             try:
                 _recover(lc, row.id, row.state, row.job, row.outcome, row.detail, row.starts)
             except (ValidationError, ValueError) as exc:
@@ -49,13 +51,12 @@ def _recover(
     detail: str | None,
     starts: int,
 ) -> None:
-    log.info("job.recovered", state=str(state))
     if state is State.CLAIMING:
-        intent = ClaimIntent.model_validate_json(detail or "{}")
+        intent = model_from_json(ClaimIntent, detail or "{}")
         lc.spool.roll_back(job_id, intent, note="claim interrupted by a restart")
         return
     if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
-        lc.publisher.publish(job_id, None, "report", ReportDetail.model_validate_json(detail or ""))
+        lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))
         return
     if job is None:
         raise ValueError(f"no job record in state {state}")
@@ -68,7 +69,7 @@ def _recover(
     elif state is State.RELEASING:
         lc.publisher.release(job, success=outcome in ("result", "reuse"))
     elif (lc.spool.job_dir(job) / "result.json").exists():
-        info = ResultInfo.model_validate_json((lc.spool.job_dir(job) / "result.json").read_bytes())
+        info = model_from_json(ResultInfo, (lc.spool.job_dir(job) / "result.json").read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))
     elif starts >= MAX_STARTS:
         reason = answers.INTERRUPTED.format(starts=starts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
 from daemon.jobs.states import TERMINAL, Outcome, State, check
 
@@ -59,7 +61,7 @@ CREATE TABLE IF NOT EXISTS answered (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen (
-    path TEXT PRIMARY KEY,        -- relative to the inbox
+    path BLOB PRIMARY KEY,        -- relative to the inbox, as the file system's bytes
     signatures TEXT NOT NULL,     -- [[size, mtime_ns] | null, ...] of photo and sidecar
     job_id TEXT NOT NULL
 );
@@ -163,11 +165,11 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, state, since, input, outcome, detail) VALUES (?,?,?,?,?,?)",
-                (job_id, state, now, input, outcome, _dump(detail)),
+                (job_id, state, now, _text(input), outcome, _dump(detail)),
             )
             db.execute(
                 _JOURNAL,
-                (job_id, now, None, state, note),
+                (job_id, now, None, state, _text(note)),
             )
 
     def move(
@@ -194,13 +196,13 @@ class Store:
             check(old, new)
             fields: dict[str, Any] = {"state": new, "since": now}
             if job is not None:
-                fields["record"] = job.model_dump_json()
+                fields["record"] = model_to_json(job)
             if outcome is not _UNSET:
                 fields["outcome"] = outcome
             if detail is not _UNSET:
                 fields["detail"] = _dump(detail)
             if reason is not _UNSET:
-                fields["reason"] = reason
+                fields["reason"] = None if reason is None else _text(reason)
             if retry_at is not _UNSET:
                 fields["retry_at"] = retry_at
             assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -211,7 +213,7 @@ class Store:
             )
             db.execute(
                 _JOURNAL,
-                (job_id, now, old, new, note),
+                (job_id, now, old, new, _text(note)),
             )
 
     def get(self, job_id: str) -> JobRow | None:
@@ -289,19 +291,21 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO seen (path, signatures, job_id) VALUES (?,?,?)",
-                (path, json.dumps(signatures), job_id),
+                (os.fsencode(path), json.dumps(signatures), job_id),
             )
 
     def seen(self, path: str) -> list[list[int] | None] | None:
-        row = self._db.execute("SELECT signatures FROM seen WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute(
+            "SELECT signatures FROM seen WHERE path = ?", (os.fsencode(path),)
+        ).fetchone()
         return None if row is None else json.loads(row[0])
 
     def seen_paths(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT path FROM seen")]
+        return [os.fsdecode(row[0]) for row in self._db.execute("SELECT path FROM seen")]
 
     def forget_seen(self, paths: list[str]) -> None:
         with self._transaction() as db:
-            db.executemany("DELETE FROM seen WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM seen WHERE path = ?", [(os.fsencode(p),) for p in paths])
 
 
 _JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
@@ -309,11 +313,17 @@ _COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, 
 
 
 def _row(row: tuple[Any, ...]) -> JobRow:
-    record = Job.model_validate_json(row[4]) if row[4] else None
+    record = model_from_json(Job, row[4]) if row[4] else None
     return JobRow(
         row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9]
     )
 
 
 def _dump(model: BaseModel | None) -> str | None:
-    return None if model is None else model.model_dump_json()
+    return None if model is None else model_to_json(model)
+
+
+def _text(value: str) -> str:
+    """Text for people (paths in notes and reasons): a name that is not valid UTF-8 is kept
+    as backslash escapes, which SQLite's UTF-8 text can hold."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,39 @@
+"""The worker pool: tasks in, typed events out, over local worker processes or Ray actors.
+
+The daemon needs only what is exported here; `make_pool(settings)` picks the backend.
+"""
+
+from daemon.pool.api import PoolError, PoolPolicy, WorkerPool, WorkerState
+from daemon.pool.events import (
+    Cancelled,
+    Done,
+    Failed,
+    FailureKind,
+    PoolEvent,
+    Progress,
+    ResultInfo,
+    Retrying,
+    Started,
+)
+from daemon.pool.factory import make_pool
+from daemon.pool.task import RESULT_INFO, StyleRef, Task
+
+__all__ = [
+    "RESULT_INFO",
+    "Cancelled",
+    "Done",
+    "Failed",
+    "FailureKind",
+    "PoolError",
+    "PoolEvent",
+    "PoolPolicy",
+    "Progress",
+    "ResultInfo",
+    "Retrying",
+    "Started",
+    "StyleRef",
+    "Task",
+    "WorkerPool",
+    "WorkerState",
+    "make_pool",
+]

@@ -9,7 +9,6 @@ same image size at every scale of the schedule, so the engine can run them as on
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -33,15 +32,11 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     return w, h
 
 
-def batch_key(photo: Path, styles: list[tuple[str, float]], params: dict[str, Any]) -> str | None:
+def batch_key(photo: Path, styles: list[tuple[str, float]], params: RenderParams) -> str | None:
     """`styles`: (content hash, blend weight) of each style image, in order."""
     size = upright_size(photo)
     if size is None:
         return None
-    try:
-        render = RenderParams.model_validate(params)
-    except ValueError:
-        return None
-    sizes = [schedule.dimensions(*size, stage.long_side) for stage in schedule.plan(render)]
-    text = json.dumps([styles, render.model_dump(mode="json"), sizes], sort_keys=True)
+    sizes = [schedule.dimensions(*size, stage.long_side) for stage in schedule.plan(params)]
+    text = json.dumps([styles, params.model_dump(mode="json"), sizes], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

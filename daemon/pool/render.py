@@ -1,0 +1,298 @@
+"""What a member does with a batch, whatever process it lives in (a local worker or a Ray
+actor): load the engine, decode the job's images, render, encode, and describe the result.
+
+torch and the engine are imported inside the functions: the daemon imports this module (for
+the types) and must stay free of torch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.fsutil import atomic_write
+from daemon.pool.events import FailureKind, Progress, ResultInfo
+from daemon.pool.task import Task
+from service.params import RenderParams
+from service.weights import WeightsConfig
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from service.engine import Engine, RenderResult, StyleImage
+    from service.engine import Progress as EngineProgress
+    from service.imageio import LoadedImage
+
+PREVIEW_SIDE = 512  # long side of a preview, at most
+PREVIEW_QUALITY = 80
+FAULT_OOM = "STYLEFOLD_FAULT_OOM"
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """What every member loads and renders with."""
+
+    progress_every: int = 10  # iterations between progress reports
+    warm_params: RenderParams = field(default_factory=RenderParams)  # network to load at start
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    compile: bool = False  # torch.compile the network (service.engine.Engine)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a member is started with."""
+
+    worker_id: int
+    device: str
+    threads: int | None = None  # torch intra-op threads (CPU members share the cores)
+    setup: EngineSetup = field(default_factory=EngineSetup)
+
+
+def cpu_threads(cpu_members: int) -> int:
+    """Split the cores between the CPU members of one machine, so two do not fight over every
+    core."""
+    return max(1, (os.cpu_count() or 1) // max(1, cpu_members))
+
+
+@dataclass(frozen=True)
+class Sources:
+    """A job's images as paths (a local worker reads the spool) or bytes (a Ray actor, which
+    has no access to the daemon's folders)."""
+
+    content: Path | bytes
+    styles: tuple[tuple[Path | bytes, float], ...]
+    init: Path | bytes | None = None
+
+    @classmethod
+    def of(cls, task: Task) -> Sources:
+        styles = tuple((ref.path, ref.weight) for ref in task.styles)
+        return cls(task.content, styles, task.init_image)
+
+    @classmethod
+    def read(cls, task: Task) -> Sources:
+        """The files' bytes, for a member on another machine (OSError when one is unreadable)."""
+        return cls(
+            task.content.read_bytes(),
+            tuple((ref.path.read_bytes(), ref.weight) for ref in task.styles),
+            task.init_image.read_bytes() if task.init_image else None,
+        )
+
+
+@dataclass(frozen=True)
+class Decoded:
+    task: Task
+    content: LoadedImage
+    styles: list[StyleImage]
+    init: Image.Image | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A finished job: the encoded result and what to say about it."""
+
+    task: Task
+    data: bytes
+    info: ResultInfo
+
+
+def write_result(output: Rendered) -> None:
+    """The result, then its description: a `result.json` means the result beside it is whole
+    (the daemon publishes from the two after a restart)."""
+    atomic_write(output.task.result_path, output.data)
+    atomic_write(output.task.info_path, output.info.model_dump_json(indent=2).encode())
+
+
+def classify(exc: BaseException) -> FailureKind:
+    from service.errors import (
+        CancelledError,
+        DeviceOutOfMemoryError,
+        EngineError,
+        ImageInputError,
+        WeightsError,
+    )
+
+    kinds: tuple[tuple[type[BaseException], FailureKind], ...] = (
+        (CancelledError, "cancelled"),
+        (DeviceOutOfMemoryError, "oom"),
+        (ImageInputError, "input"),
+        (WeightsError, "weights"),
+        (EngineError, "engine"),
+        (MemoryError, "oom"),
+    )
+    for cls, kind in kinds:
+        if isinstance(exc, cls):
+            return kind
+    return "internal"
+
+
+def describe(exc: BaseException) -> tuple[FailureKind, str, str | None]:
+    """(kind, message, traceback for an internal error) of an exception being handled."""
+    kind = classify(exc)
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return kind, str(exc) or detail, traceback.format_exc() if kind == "internal" else None
+
+
+def load_engine(spec: WorkerSpec) -> Engine:
+    """Build the engine and load the network up front, so the first job does not pay for it
+    and a broken weights file is reported before the daemon says it is ready."""
+    import torch
+
+    import service.imageio  # noqa: F401  (imported now, so the first job does not pay for it)
+    from service.engine import Engine
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    engine = Engine(device=spec.device, weights=spec.setup.weights, compile=spec.setup.compile)
+    engine.network(spec.setup.warm_params)
+    return engine
+
+
+def decode(task: Task, sources: Sources) -> Decoded:
+    from service.engine import StyleImage
+
+    started = time.monotonic()
+    content = _open(sources.content, task, "the photo")
+    styles = [
+        StyleImage(_open(source, task, "a style image").image, weight)
+        for source, weight in sources.styles
+    ]
+    init = _open(sources.init, task, "the init image").image if sources.init is not None else None
+    return Decoded(task, content, styles, init, time.monotonic() - started)
+
+
+def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
+    """The engine names the spool file and "the limit"; the person reading the report knows
+    neither, so name what the file is and the setting to raise."""
+    from service.errors import ImageInputError
+    from service.imageio import open_image
+
+    try:
+        return open_image(source, max_pixels=task.max_pixels)
+    except ImageInputError as exc:
+        message = str(exc)
+        if isinstance(source, Path):
+            message = message.replace(str(source), what)
+        message = message.replace("raise the limit", "raise the daemon's max_pixels setting")
+        raise ImageInputError(message) from exc
+
+
+def render(
+    engine: Engine,
+    batch: list[Decoded],
+    report: Callable[[Progress], None],
+    cancel: Callable[[], bool],
+    spec: WorkerSpec,
+    node: str | None = None,
+) -> list[Rendered]:
+    """Render decoded jobs that share a batch key in one engine call."""
+    for job in batch:
+        _injected_oom(job.task)
+    first = batch[0].task
+
+    def progress(item: int, value: EngineProgress) -> None:
+        report(progress_event(batch[item].task.job_id, value, spec.device))
+
+    results = engine.render_batch(
+        [job.content.image for job in batch],
+        batch[0].styles,
+        first.params,
+        init_images=[job.init for job in batch],
+        progress=progress,
+        progress_every=spec.setup.progress_every,
+        cancel=cancel,
+        preview_every=first.preview_every,
+    )
+    return [_finish(job, result, node) for job, result in zip(batch, results, strict=True)]
+
+
+def progress_event(job_id: str, progress: EngineProgress, device: str) -> Progress:
+    """The engine's progress in plain Python numbers (a tensor in a message would make the
+    daemon import torch just to unpickle it), with the preview encoded when there is one."""
+    return Progress(
+        job_id=job_id,
+        iteration=int(progress.iteration),
+        total=int(progress.total),
+        scale=int(progress.scale),
+        scales=int(progress.scales),
+        size=(int(progress.size[0]), int(progress.size[1])),
+        losses={str(name): float(value) for name, value in progress.losses.items()},
+        elapsed=float(progress.elapsed),
+        eta=float(progress.eta),
+        device=device,
+        preview=preview_jpeg(progress.preview()) if progress.preview else None,
+    )
+
+
+def preview_jpeg(image: Image.Image) -> bytes:
+    """Small enough to rewrite every few iterations, large enough to judge the look."""
+    image = image.copy()
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
+    return buffer.getvalue()
+
+
+def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
+    from service.imageio import encode_image
+
+    started = time.monotonic()
+    task, content = job.task, job.content
+    data = encode_image(
+        result.image,
+        format=task.output_format,
+        quality=task.output_quality,
+        exif=content.exif,
+        icc=content.icc,
+    )
+    encode_seconds = time.monotonic() - started
+    info = ResultInfo(
+        iterations=result.iterations,
+        stop_reason=result.stop_reason,
+        losses={name: float(value) for name, value in result.losses.items()},
+        scales=[(int(w), int(h)) for w, h in result.scales],
+        device=str(result.device),
+        output_size=result.image.size,
+        input_size=content.image.size,
+        input_format=content.format,
+        peak_memory_bytes=int(result.peak_memory_bytes),
+        batch_size=int(result.batch_size),
+        attempt=task.attempt,
+        params=task.params,
+        versions=library_versions(),
+        timings={
+            "decode_seconds": round(job.seconds, 4),
+            "render_seconds": round(float(result.seconds), 4),
+            "encode_seconds": round(encode_seconds, 4),
+            "worker_total_seconds": round(job.seconds + result.seconds + encode_seconds, 4),
+        },
+        node=node,
+    )
+    return Rendered(task, data, info)
+
+
+def _injected_oom(task: Task) -> None:
+    """Test hook: with STYLEFOLD_FAULT_OOM=N in the daemon's environment, the first N attempts
+    of every job fail at the engine boundary as a device out-of-memory would, so the daemon's
+    oom_fallback can be exercised on a CPU-only machine. Unset in production."""
+    from service.errors import DeviceOutOfMemoryError
+
+    attempts = int(os.environ.get(FAULT_OOM, "0") or 0)
+    if task.attempt <= attempts:
+        raise DeviceOutOfMemoryError(
+            f"out of memory (injected by {FAULT_OOM}={attempts}, attempt {task.attempt})"
+        )
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide what a render looks like, for the manifest."""
+    import PIL
+    import torch
+
+    return {"torch": str(torch.__version__), "pillow": str(PIL.__version__)}

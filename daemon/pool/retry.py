@@ -1,0 +1,65 @@
+"""What happens to a job that went wrong: the next attempt or, when there is none, the failure
+in words with what to change. Pure rules, the same for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from daemon.pool.api import PoolPolicy
+from daemon.pool.events import FailureKind
+from daemon.pool.task import Task
+
+OOM_SHRINK = 0.7  # each out-of-memory retry renders at 70 % of the previous long side
+MIN_SIZE = 16
+RETRIED = ("crash", "timeout", "internal")  # worth another try as they are
+
+
+def next_attempt(
+    task: Task, kind: FailureKind, policy: PoolPolicy, *, batched: bool = False
+) -> Task | None:
+    """The retry of `task` after a failure of `kind`, or None. A retry runs alone (no batch
+    key): whatever went wrong in a batch should not take its companions down a second time.
+    `batched`: the job failed in a batch of several."""
+    attempt = task.attempt + 1
+    if kind == "oom" and batched:
+        # The batch did not fit, not the job: the same size again, alone, whatever the retry
+        # settings (the batch was stylefold's choice, not the user's).
+        return replace(task, attempt=attempt, batch_key=None)
+    if task.attempt > policy.retries:
+        return None
+    alone = replace(task, attempt=attempt, batch_key=None)
+    if kind in RETRIED:
+        return alone
+    if kind != "oom" or policy.oom_fallback == "fail":
+        return None
+    if policy.oom_fallback == "cpu":
+        return None if task.device == "cpu" else replace(alone, device="cpu")
+    size = task.params.size
+    smaller = max(MIN_SIZE, int(size * OOM_SHRINK))
+    if smaller >= size:
+        return None
+    return replace(alone, params=task.params.model_copy(update={"size": smaller}))
+
+
+def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> str:
+    """The failure of the last attempt in words, with what to change."""
+    size = task.params.size
+    tries = f"{task.attempt} attempt{'s' if task.attempt > 1 else ''}"
+    if kind == "timeout":
+        return (
+            f"the job took longer than job_timeout ({policy.job_timeout:g} s) after {tries}; "
+            f"lower params.size (now {size}) or params.iterations, or raise job_timeout"
+        )
+    if kind == "crash":
+        return (
+            f"{error} while rendering ({tries}); this usually means the machine "
+            f"ran out of memory: lower params.size (now {size}) or the image's resolution"
+        )
+    if kind == "oom":
+        return (
+            f"out of memory on {task.device or 'the device'} at size {size} ({tries}); "
+            "lower params.size, or set oom_fallback to 'smaller' or 'cpu'"
+        )
+    if kind == "internal":
+        return f"internal error: {error}; please report it with the job's log"
+    return error

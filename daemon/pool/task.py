@@ -1,0 +1,45 @@
+"""A job as the pool sees it: files in, parameters, files out. It crosses into the worker
+process (or Ray actor), so it holds only plain, picklable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.params import RenderParams
+
+RESULT_INFO = "result.json"  # daemon.pool.events.ResultInfo, beside the result in the job folder
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    path: Path
+    weight: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One render. `job_dir` receives `result.<output_format>` and `result.json` before the
+    pool reports the job done."""
+
+    job_id: str
+    job_dir: Path
+    content: Path
+    styles: tuple[StyleRef, ...]
+    params: RenderParams
+    output_format: str
+    output_quality: int
+    max_pixels: int
+    attempt: int = 1
+    device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
+    init_image: Path | None = None
+    batch_key: str | None = None  # tasks with one key may be optimised together; None: alone
+    preview_every: int = 0  # a JPEG preview with the progress every this many iterations; 0: off
+
+    @property
+    def result_path(self) -> Path:
+        return self.job_dir / f"result.{self.output_format}"
+
+    @property
+    def info_path(self) -> Path:
+        return self.job_dir / RESULT_INFO

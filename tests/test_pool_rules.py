@@ -1,0 +1,167 @@
+"""The pool's pure rules, the same for every backend: the task queue (first in first out,
+device constraints, batches) and what a failure leads to (retry, smaller, CPU, or a failure
+report that says what to change)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from daemon.pool import PoolPolicy, Task
+from daemon.pool.queue import AUTO_GPU_BATCH, TaskQueue, batch_size
+from daemon.pool.retry import explain, next_attempt
+from service.params import RenderParams
+
+
+def _task(job_id: str, **fields: object) -> Task:
+    task = Task(job_id, Path("/x"), Path("/x/in.jpg"), (), RenderParams(size=512), "jpg", 90, 10)
+    return replace(task, **fields)
+
+
+def _queue(*tasks: Task, limit: int = 100) -> TaskQueue:
+    queue = TaskQueue(limit)
+    for task in tasks:
+        assert queue.submit(task)
+    return queue
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+
+def test_tasks_leave_first_in_first_out() -> None:
+    queue = _queue(_task("a"), _task("b"), _task("c"))
+    assert queue.job_ids == ["a", "b", "c"]
+    assert [t.job_id for t in queue.take("cpu", 1)] == ["a"]
+    assert [t.job_id for t in queue.take("cpu", 1)] == ["b"]
+    assert queue.job_ids == ["c"]
+
+
+def test_a_full_queue_refuses_more_until_one_leaves() -> None:
+    queue = _queue(_task("a"), _task("b"), limit=2)
+    assert not queue.has_room() and not queue.submit(_task("c"))
+    queue.take("cpu", 1)
+    assert queue.submit(_task("c")) and queue.job_ids == ["b", "c"]
+
+
+def test_put_back_goes_first_in_line_even_when_full() -> None:
+    queue = _queue(_task("a"), _task("b"), limit=2)
+    taken = queue.take("cpu", 1)
+    assert queue.submit(_task("c"))
+    queue.put_back(taken)
+    assert queue.job_ids == ["a", "b", "c"]
+
+
+def test_a_task_bound_to_the_cpu_waits_for_a_cpu_member() -> None:
+    queue = _queue(_task("needs-cpu", device="cpu"), _task("any"))
+    assert [t.job_id for t in queue.take("cuda:0", 8)] == ["any"]
+    assert queue.take("cuda:0", 8) == []
+    assert [t.job_id for t in queue.take("cpu", 1)] == ["needs-cpu"]
+
+
+def test_a_batch_takes_the_oldest_tasks_with_its_key_up_to_the_size() -> None:
+    queue = _queue(
+        _task("a", batch_key="k"),
+        _task("other", batch_key="j"),
+        _task("alone"),
+        _task("b", batch_key="k"),
+        _task("c", batch_key="k"),
+        _task("d", batch_key="k"),
+    )
+    assert [t.job_id for t in queue.take("cuda:0", 3)] == ["a", "b", "c"]
+    assert queue.job_ids == ["other", "alone", "d"]
+    assert [t.job_id for t in queue.take("cuda:0", 3)] == ["other"]  # no mate left for "j"
+    assert [t.job_id for t in queue.take("cuda:0", 3)] == ["alone"]  # no key: alone
+
+
+def test_a_batch_keeps_one_preview_cadence_and_the_members_device() -> None:
+    queue = _queue(
+        _task("a", batch_key="k"),
+        _task("previewed", batch_key="k", preview_every=5),
+        _task("cpu-only", batch_key="k", device="cpu"),
+        _task("b", batch_key="k"),
+    )
+    assert [t.job_id for t in queue.take("cuda:0", 8)] == ["a", "b"]
+
+
+def test_auto_batches_on_a_gpu_only() -> None:
+    assert batch_size("cpu", 0) == 1
+    assert batch_size("cuda:0", 0) == batch_size("mps", 0) == AUTO_GPU_BATCH
+    assert batch_size("cpu", 3) == batch_size("cuda:1", 3) == 3
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["crash", "timeout", "internal"])
+def test_crash_timeout_and_internal_errors_are_retried_as_they_were(kind: str) -> None:
+    task = _task("j", batch_key="k")
+    retry = next_attempt(task, kind, PoolPolicy(retries=1))
+    assert retry == replace(task, attempt=2, batch_key=None)  # alone, same size and device
+    assert next_attempt(retry, kind, PoolPolicy(retries=1)) is None
+    assert next_attempt(task, kind, PoolPolicy(retries=0)) is None
+
+
+@pytest.mark.parametrize("kind", ["input", "weights", "engine"])
+def test_problems_with_the_job_itself_are_not_retried(kind: str) -> None:
+    assert next_attempt(_task("j"), kind, PoolPolicy(retries=5)) is None
+
+
+def test_out_of_memory_retries_smaller_down_to_the_minimum() -> None:
+    policy = PoolPolicy(retries=20, oom_fallback="smaller")
+    sizes = []
+    task: Task | None = _task("j")
+    while task is not None:
+        sizes.append(task.params.size)
+        task = next_attempt(task, "oom", policy)
+    assert sizes[:3] == [512, 358, 250]
+    assert sizes[-1] == 16 and sizes[-2] > 16  # the minimum ends it, not the retries
+
+
+def test_out_of_memory_moves_to_the_cpu_once() -> None:
+    policy = PoolPolicy(retries=3, oom_fallback="cpu")
+    on_cpu = next_attempt(_task("j"), "oom", policy)
+    assert on_cpu is not None and on_cpu.device == "cpu" and on_cpu.params.size == 512
+    assert next_attempt(on_cpu, "oom", policy) is None
+
+
+def test_out_of_memory_fails_when_asked_to() -> None:
+    assert next_attempt(_task("j"), "oom", PoolPolicy(oom_fallback="fail")) is None
+
+
+def test_a_batch_out_of_memory_runs_each_job_alone_at_its_size_whatever_the_settings() -> None:
+    policy = PoolPolicy(retries=0, oom_fallback="fail")
+    task = _task("j", batch_key="k", attempt=4)
+    alone = next_attempt(task, "oom", policy, batched=True)
+    assert alone == replace(task, attempt=5, batch_key=None)
+    # Alone it is the user's size that does not fit: the configured fallback ("fail") holds.
+    assert next_attempt(alone, "oom", policy, batched=False) is None
+
+
+def test_failure_reasons_name_the_setting_to_change() -> None:
+    policy = PoolPolicy(job_timeout=90)
+    task = _task("j", attempt=2)
+    timeout = explain(task, "timeout", "killed", policy)
+    assert "job_timeout (90 s)" in timeout and "2 attempts" in timeout and "512" in timeout
+    assert "lower params.size" in explain(task, "crash", "killed by SIGKILL", policy)
+    assert "oom_fallback" in explain(_task("j", device="cpu"), "oom", "", policy)
+    assert "please report" in explain(task, "internal", "KeyError", policy)
+    assert explain(task, "input", "not an image format", policy) == "not an image format"
+
+
+# -- the package -------------------------------------------------------------------------------
+
+
+def test_importing_the_pool_imports_neither_ray_nor_torch() -> None:
+    """The daemon stays small (no torch), and Ray loads only for backend "ray"."""
+    code = (
+        "import sys, daemon.pool, daemon.pool.local, daemon.pool.core\n"
+        "print(sorted({'ray', 'torch', 'daemon.pool.ray_backend'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
