@@ -238,7 +238,7 @@ def test_every_setting_says_what_a_reload_does(name: str) -> None:
 
 def test_restart_only_settings_are_the_ones_fixed_at_start() -> None:
     assert set(RESTART_ONLY) == set(RESTART_VALUES)
-    assert LIVE | RESTART_ONLY == set(Settings.model_fields)
+    assert set(Settings.model_fields) == LIVE | RESTART_ONLY
 
 
 # A changed value for every restart-only setting (valid, and unlike the base settings below).
@@ -274,9 +274,7 @@ def _base(folders: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(RESTART_VALUES))
-def test_restart_only_changes_names_the_changed_setting(
-    folders: dict[str, Any], name: str
-) -> None:
+def test_restart_only_changes_names_the_changed_setting(folders: dict[str, Any], name: str) -> None:
     old = Settings(**_base(folders))
     new = Settings(**{**_base(folders), name: RESTART_VALUES[name]})
     assert restart_only_changes(old, new) == [name]
