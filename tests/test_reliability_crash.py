@@ -64,7 +64,6 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     config = folders.config(settle_seconds=0.2, defaults={"size": 32, "iterations": 2})
     stems = [f"j{n:03d}" for n in range(JOBS)]
     per_round = JOBS // KILLS
-    kill_moments = []
     for round_ in range(KILLS):
         _drop(folders, stems[round_ * per_round : (round_ + 1) * per_round], rng)
         # Even rounds die during start-up or the first claims, odd ones once the worker is
@@ -75,7 +74,6 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
         time.sleep(moment)
         daemon.process.kill()
         daemon.process.wait(10)
-        kill_moments.append(moment)
         time.sleep(0.3)  # workers die with the daemon (PDEATHSIG); let them go
     _drop(folders, stems[KILLS * per_round :], rng)
     answered_before = sum(bool(_answers(folders, s)) for s in stems)
