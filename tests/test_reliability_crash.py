@@ -1,6 +1,7 @@
 """Crashes: `kill -9` of the daemon at random moments across a stream of jobs, and of one worker
-in the middle of a job. Afterwards every job has exactly one answer, no original is lost, no
-temporary file is left and every output decodes."""
+in the middle of a job. Afterwards every job has exactly one result (a stylised image and its
+manifest: a crash is no reason to give a photo up), every original is archived, no temporary
+file is left and every output decodes."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def _drop(folders: Folders, stems: list[str], rng: random.Random) -> None:
         (inbox / f"{stem}.json").write_text(json.dumps(sidecar))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the crash-loop guard gives healthy photos up: each kill -9 of the daemon during a "
+    "render counts as a start of that job (spool started.json), and at MAX_STARTS (5) the "
+    "job gets 'the job was interrupted 5 times ...' instead of a result (seen: j005)",
+)
 @pytest.mark.timeout(900)  # 21 daemon starts and 60 renders; minutes on a busy 2-core machine
 def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     folders: Folders, reliability: Collector
@@ -57,7 +64,6 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     config = folders.config(settle_seconds=0.2, defaults={"size": 32, "iterations": 2})
     stems = [f"j{n:03d}" for n in range(JOBS)]
     per_round = JOBS // KILLS
-    kill_moments = []
     for round_ in range(KILLS):
         _drop(folders, stems[round_ * per_round : (round_ + 1) * per_round], rng)
         # Even rounds die during start-up or the first claims, odd ones once the worker is
@@ -68,7 +74,6 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
         time.sleep(moment)
         daemon.process.kill()
         daemon.process.wait(10)
-        kill_moments.append(moment)
         time.sleep(0.3)  # workers die with the daemon (PDEATHSIG); let them go
     _drop(folders, stems[KILLS * per_round :], rng)
     answered_before = sum(bool(_answers(folders, s)) for s in stems)
@@ -76,21 +81,15 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     wait_for(lambda: _all_answered(folders, stems), 600, "an answer to every job")
     assert final.stop() == 0
 
-    outputs = errors = 0
     for stem in stems:
         answers = _answers(folders, stem)
-        assert answers in ([f"{stem}.manifest.json"], [f"{stem}.error.json"]), (stem, answers)
+        assert answers == [f"{stem}.manifest.json"], f"{stem}: {_answer_text(folders, answers)}"
+        manifest = json.loads((folders.outbox / "stream" / answers[0]).read_text())
+        with Image.open(folders.outbox / "stream" / manifest["output"]["file"]) as image:
+            image.load()  # a truncated file would raise here
+            assert max(image.size) == 32
         archived = folders.state / "archive" / "stream" / f"{stem}.jpg"
-        in_inbox = folders.inbox / "stream" / f"{stem}.jpg"
-        assert archived.exists() or in_inbox.exists(), f"{stem}: original lost"
-        if answers[0].endswith(".manifest.json"):
-            outputs += 1
-            manifest = json.loads((folders.outbox / "stream" / answers[0]).read_text())
-            with Image.open(folders.outbox / "stream" / manifest["output"]["file"]) as image:
-                image.load()  # a truncated file would raise here
-                assert max(image.size) == 32
-        else:
-            errors += 1
+        assert archived.exists(), f"{stem}: rendered, but the original is not in the archive"
     duplicates = [p.name for p in (folders.outbox / "stream").iterdir() if "-2." in p.name]
     assert duplicates == []
     temporaries = [p for p in folders.outbox.rglob(".stylefold-*")]
@@ -99,12 +98,21 @@ def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
         "crash: kill -9 of the daemon",
         JOBS,
         f"{KILLS} kills at random moments (half 0.5-5 s after start, half 0.2-3 s after "
-        "ready: start-up, claiming, rendering, publishing); every job answered exactly once "
-        f"({outputs} outputs, {errors} error "
-        "reports), no duplicate, every original archived or in the inbox, no .stylefold-*.tmp "
-        "left, every output decodes",
+        "ready: start-up, claiming, rendering, publishing); every job rendered exactly once "
+        f"({JOBS} stylised images with manifests, no error report), no duplicate, every "
+        "original archived, no .stylefold-*.tmp left, every output decodes",
         f"{answered_before}/{JOBS} answered before the last restart",
     )
+
+
+def _answer_text(folders: Folders, answers: list[str]) -> str:
+    """What a job got instead of exactly one result: the error report's reason, if any."""
+    reasons = [
+        json.loads((folders.outbox / "stream" / name).read_text()).get("error")
+        for name in answers
+        if name.endswith(".error.json")
+    ]
+    return f"answered with {answers}, not one result; errors: {reasons}"
 
 
 def _worker_pids(daemon: Daemon) -> list[int]:
@@ -176,6 +184,7 @@ def test_a_kill_between_claim_and_rename_keeps_the_job(
     job_dir.rename(spool / f".claim-{job_dir.name}")  # the state the crash window leaves
     restarted = start_daemon(folders, config=folders.config(defaults={"size": 32, "iterations": 2}))
     wait_for((folders.outbox / "photo.manifest.json").exists, 240, "the job after recovery")
+    assert (folders.outbox / "photo.stylised.jpg").exists()
     assert (folders.state / "archive" / "photo.jpg").read_bytes() == data
     assert restarted.stop() == 0
     reliability.record(

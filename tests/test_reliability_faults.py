@@ -54,6 +54,8 @@ def test_out_of_memory_leads_to_the_configured_fallback(
         assert outcome == "error", answer
         message = str(answer["error"])
         assert "out of memory" in message and "oom_fallback" in message, message
+        assert "params.size" in message, message
+        assert "retrying" not in log, log
         held = "a clear error report naming oom_fallback and params.size; no retry"
     else:
         assert outcome == "result", answer
@@ -96,9 +98,10 @@ def test_resource_limits_are_enforced_and_named(folders: Folders, reliability: C
         outcome, answer = _answer(folders, stem)
         assert outcome == "error", (stem, answer)
         assert limit in str(answer["error"]), (stem, answer["error"])
+    assert _answer(folders, "fine")[0] == "result"
+    assert _started(daemon, "fine"), "the log shows no claims: the check below would see none"
     for stem in before_work:  # rejected from the sidecar alone: never claimed, never rendered
         assert not _started(daemon, stem), stem
-    assert _answer(folders, "fine")[0] == "result"
     assert daemon.process.poll() is None
     assert daemon.stop() == 0
     reliability.record(

@@ -1,0 +1,74 @@
+"""The manifest contract: the shipped schema is the model's, and real manifests fit the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import CLI, REPO, Folders, image_bytes, write_json
+
+from daemon.jobs.manifest import SCHEMA_PATH, Manifest, schema_text, write_schema
+
+KEYS = {
+    "job_id", "status", "reused", "input", "sidecar", "styles", "params", "requested_params",
+    "output", "device", "node", "attempt", "iterations", "stop_reason", "losses", "scales",
+    "peak_memory_bytes", "batch_size", "timings", "versions", "claimed_at", "finished_at",
+}  # fmt: skip
+
+
+def test_shipped_schema_matches_model(tmp_path: Path) -> None:
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
+        "daemon/manifest.schema.json is stale; regenerate it with `python -m daemon.jobs.manifest`"
+    )
+    document = json.loads(write_schema(tmp_path / "schema.json").read_text())
+    assert document["additionalProperties"] is False
+    assert set(document["properties"]) == KEYS
+    assert set(document["required"]) == KEYS  # a manifest as written has every key
+    for name, prop in document["properties"].items():
+        assert prop.get("description"), f"{name} has no description in the schema"
+
+
+def _once(config: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "once", "--config", str(config), "--log-format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _read(folders: Folders, rel: str) -> tuple[Manifest, dict[str, object]]:
+    text = (folders.outbox / rel).read_text(encoding="utf-8")
+    return Manifest.model_validate_json(text), json.loads(text)
+
+
+def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
+    """A rendered job with a blend and (second run) one reused from that earlier identical job:
+    each validates, and the model writes back exactly its keys and values (plus `node`, the one
+    key the model added). (A photo without a sidecar waits pair_timeout, which `once` does not.)"""
+    blend = {"style": [{"name": "mosaic", "weight": 2}, {"name": "waves"}]}
+    (folders.inbox / "a").mkdir()
+    (folders.inbox / "a/photo.jpg").write_bytes(image_bytes(seed=1))
+    write_json(folders.inbox / "a/photo.json", blend)
+    config = folders.config()
+    _once(config)
+    (folders.inbox / "b").mkdir()
+    (folders.inbox / "b/photo.jpg").write_bytes(image_bytes(seed=1))
+    write_json(folders.inbox / "b/photo.json", blend)
+    _once(config)
+
+    rendered, raw = _read(folders, "a/photo.manifest.json")
+    reused, reused_raw = _read(folders, "b/photo.manifest.json")
+    for model, data in ((rendered, raw), (reused, reused_raw)):
+        assert model.model_dump(mode="json") == {"node": None, **data}
+        assert model.node is None  # the local pool
+    assert rendered.reused is None
+    assert rendered.sidecar is not None and rendered.sidecar.content == blend
+    assert [style.weight for style in rendered.styles] == [2.0, 1.0]
+    assert reused.reused is not None and reused.reused.job_id == rendered.job_id
+    assert reused.output.sha256 == rendered.output.sha256
+    assert (reused.input.path, reused.output.file) == ("b/photo.jpg", "photo.stylised.jpg")
