@@ -51,9 +51,9 @@ def _drop(folders: Folders, stems: list[str], rng: random.Random) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the kills land at random moments: on a fast machine no job reaches 5 starts
     reason="the crash-loop guard gives healthy photos up: each kill -9 of the daemon during a "
-    "render counts as a start of that job (spool started.json), and at MAX_STARTS (5) the "
+    "render counts as a start of that job (the store's `starts`), and at MAX_STARTS (5) the "
     "job gets 'the job was interrupted 5 times ...' instead of a result (seen: j005)",
 )
 @pytest.mark.timeout(900)  # 21 daemon starts and 60 renders; minutes on a busy 2-core machine
