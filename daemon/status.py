@@ -119,6 +119,7 @@ class StatusReport(_Model):
 
 STATUS_FILE = "status.json"
 RECENT = 50
+_ANSWERED = ("releasing", "rejected")
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected"]] = {
     State.DONE: "done",
     State.FAILED: "failed",
@@ -155,12 +156,17 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
                 )
             )
         elif row.state in (State.DONE, State.FAILED, State.REJECTED):
+            # The outbox file named when the answer was written (relative to the outbox).
+            notes = [t.note for t in store.transitions(row.id) if t.new in _ANSWERED]
+            answer = notes[-1] if notes else None
             recent.append(
                 Finished(
                     job_id=row.id,
                     input=row.input,
                     outcome=_OUTCOMES[row.state],
                     at=row.since,
+                    output=answer if row.state is State.DONE else None,
+                    report=None if row.state is State.DONE else answer,
                     reason=row.reason,
                 )
             )

@@ -157,7 +157,8 @@ class Publisher:
         success = outcome in ("result", "reuse")
         running = self.running.get(job.id)
         elapsed = time.time() - running.started if running else 0.0
-        self.store.move(job.id, State.RELEASING, note=shown)
+        reason = detail.reason if isinstance(detail, FailureDetail) else None
+        self.store.move(job.id, State.RELEASING, note=shown, reason=reason)
         if isinstance(detail, FailureDetail):
             log.warning(
                 "job.failed", input=job.source, kind=detail.kind, reason=detail.reason, report=shown
