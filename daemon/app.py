@@ -284,6 +284,7 @@ class Daemon:
             version=stylefold_version(),
             updated_at=time.time(),
             watch_mode=self.watcher.mode,
+            watch_reason=self.watcher.mode_reason or None,
             paused=self.watcher.pause_reason if self.watcher.paused else None,
             backend=self.settings.backend,
             workers=workers,

@@ -92,6 +92,7 @@ class DaemonInfo(_Model):
     version: str
     updated_at: float | None = None  # when the daemon last wrote this report
     watch_mode: str | None = None
+    watch_reason: str | None = None  # why that mode (a network file system, a limit...)
     paused: str | None = None  # why the inbox is not being watched (unmounted share...)
     backend: str | None = None
     workers: list[WorkerItem] = []

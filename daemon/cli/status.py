@@ -122,7 +122,8 @@ def _daemon_lines(daemon: DaemonInfo, now: float) -> list[str]:
     parts = [f"daemon: running, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
     parts.append(f"stylefold {daemon.version}")
     if daemon.watch_mode:
-        parts.append(f"watching the inbox ({daemon.watch_mode})")
+        why = f": {daemon.watch_reason}" if daemon.watch_reason else ""
+        parts.append(f"watching the inbox ({daemon.watch_mode}{why})")
     if daemon.updated_at is not None:
         parts.append(f"reported {duration(now - daemon.updated_at)} ago")
     lines = [", ".join(parts)]

@@ -150,6 +150,7 @@ class Watcher:
         self.native_factory = native_factory
         self.mountinfo = mountinfo
         self.mode: ActiveMode | None = None  # what is running now
+        self.mode_reason = ""  # why this mode: shown by `status`
         self.paused = False
         self.pause_reason = ""
         self.scans = 0
@@ -269,7 +270,7 @@ class Watcher:
                 mode, reason = "polling", f"native watching failed ({exc})"
         if mode == "polling":
             self._observer = self._launch(PollingObserver(timeout=self.poll_interval))
-        self.mode = mode
+        self.mode, self.mode_reason = mode, reason
         self._identity = self._inbox_identity()
         log.info("watching inbox", inbox=str(self.inbox), mode=mode, reason=reason)
 

@@ -283,7 +283,14 @@ class Lifecycle:
             job,
             f"started on {event.device} (worker {event.worker}{where}, start {starts}{together})",
         )
-        log.info("job.started", device=event.device, worker=event.worker, node=event.node)
+        log.info(
+            "job.started",
+            input=job.source,
+            device=event.device,
+            worker=event.worker,
+            node=event.node,
+            start=starts,
+        )
 
     def _progress(self, job: Job, event: Progress) -> None:
         running = self.running.get(job.id)
