@@ -12,8 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from daemon.fsutil import file_sha256, read_json
+from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import outbox
+from daemon.jobs.manifest import (
+    InputInfo,
+    Manifest,
+    OutputInfo,
+    ReusedFrom,
+    SidecarEntry,
+    StyleEntry,
+    Timings,
+    Versions,
+)
 from daemon.jobs.outbox import OutputNames, choose_names
 from daemon.jobs.record import Job
 from daemon.pool.events import FailureKind, ResultInfo
@@ -75,93 +85,91 @@ class ReportDetail(BaseModel):
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _sidecar_entry(job: Job) -> dict[str, Any] | None:
+def _sidecar_entry(job: Job) -> SidecarEntry | None:
     if job.sidecar_name is None:
         return None
-    return {"path": job.sidecar_name, "content": job.sidecar}
+    return SidecarEntry(path=job.sidecar_name, content=job.sidecar or {})
 
 
-def build_manifest(
-    job: Job, detail: ResultDetail, names: OutputNames, digest: str
-) -> dict[str, Any]:
+def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: str) -> Manifest:
     """What was done, exactly enough to reproduce it."""
     info = detail.info
     now = time.time()
-    timings: dict[str, Any] = dict(info.timings)
     started = detail.started_at
-    timings["queued_seconds"] = round(started - job.claimed_at, 3) if started else None
-    timings["total_seconds"] = round(now - job.claimed_at, 3)
-    used = info.params.model_dump(mode="json")
-    requested = job.params.model_dump(mode="json")
-    return {
-        "job_id": job.id,
-        "status": "ok",
-        "reused": None,
-        "input": {
-            "path": job.source,
-            "sha256": job.input_sha256,
-            "format": info.input_format,
-            "size": list(info.input_size),
-        },
-        "sidecar": _sidecar_entry(job),
-        "styles": [
-            {"name": style.name, "weight": style.weight, "sha256": style.sha256}
-            for style in job.styles
-        ],
-        "params": used,
-        "requested_params": requested if used != requested else None,
-        "output": {
-            "file": names.image.name,
-            "format": job.output_format,
-            "quality": job.output_quality,
-            "size": list(info.output_size),
-            "sha256": digest,
-        },
-        "device": info.device,
-        "node": detail.node or info.node,
-        "attempt": info.attempt,
-        "iterations": info.iterations,
-        "stop_reason": info.stop_reason,
-        "losses": info.losses,
-        "scales": [list(scale) for scale in info.scales],
-        "peak_memory_bytes": info.peak_memory_bytes,
+    return Manifest(
+        job_id=job.id,
+        input=InputInfo(
+            path=job.source,
+            sha256=job.input_sha256,
+            format=info.input_format,
+            size=info.input_size,
+        ),
+        sidecar=_sidecar_entry(job),
+        styles=[StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles],
+        params=info.params,
+        requested_params=None if info.params == job.params else job.params,
+        output=OutputInfo(
+            file=names.image.name,
+            format=job.output_format,
+            quality=job.output_quality,
+            size=info.output_size,
+            sha256=digest,
+        ),
+        device=info.device,
+        node=detail.node or info.node,
+        attempt=info.attempt,
+        iterations=info.iterations,
+        stop_reason=info.stop_reason,
+        losses=info.losses,
+        scales=info.scales,
+        peak_memory_bytes=info.peak_memory_bytes,
         # Jobs rendered together share the render's time and peak memory.
-        "batch_size": info.batch_size,
-        "timings": timings,
-        "versions": {
-            "stylefold": stylefold_version(),
-            "python": platform.python_version(),
-            **info.versions,
-        },
-        "claimed_at": _iso(job.claimed_at),
-        "finished_at": _iso(now),
-    }
+        batch_size=info.batch_size,
+        timings=Timings(
+            **info.timings,
+            queued_seconds=round(started - job.claimed_at, 3) if started else None,
+            total_seconds=round(now - job.claimed_at, 3),
+        ),
+        versions=Versions(
+            stylefold=stylefold_version(), python=platform.python_version(), **info.versions
+        ),
+        claimed_at=_iso(job.claimed_at),
+        finished_at=_iso(now),
+    )
 
 
 def publish_result(
     job: Job, detail: ResultDetail, result: Path, names: OutputNames, log: str
-) -> dict[str, Any]:
+) -> Manifest:
     digest = file_sha256(result)
     manifest = build_manifest(job, detail, names, digest)
-    outbox.publish_result(names, result, manifest, log)
+    outbox.publish_result(names, result, manifest.model_dump(mode="json"), log)
     return manifest
 
 
+def earlier_manifest(detail: ReuseDetail) -> Manifest:
+    """The earlier identical job's manifest; raises OSError or ValueError when it is gone or no
+    longer a manifest (then the job is rendered instead of answered from it)."""
+    return model_from_json(Manifest, Path(detail.manifest).read_bytes())
+
+
 def publish_reuse(job: Job, detail: ReuseDetail, names: OutputNames, log: str) -> None:
-    """An identical job was done before: answer with a copy of its result."""
-    previous = read_json(Path(detail.manifest))
-    base = previous if isinstance(previous, dict) else {}
-    manifest = {
-        **base,
-        "job_id": job.id,
-        "input": {**base.get("input", {}), "path": job.source},
-        "sidecar": _sidecar_entry(job),
-        "output": {**base.get("output", {}), "file": names.image.name},
-        "reused": {"job_id": detail.job_id, "output": detail.output, "manifest": detail.manifest},
-        "claimed_at": _iso(job.claimed_at),
-        "finished_at": _iso(time.time()),
-    }
-    outbox.publish_result(names, Path(detail.output), manifest, log)
+    """An identical job was done before: answer with a copy of its result and its facts."""
+    previous = earlier_manifest(detail)
+    manifest = previous.model_copy(
+        update={
+            "job_id": job.id,
+            "input": previous.input.model_copy(update={"path": job.source}),
+            "sidecar": _sidecar_entry(job),
+            "output": previous.output.model_copy(update={"file": names.image.name}),
+            "reused": ReusedFrom(
+                job_id=detail.job_id, output=detail.output, manifest=detail.manifest
+            ),
+            "claimed_at": _iso(job.claimed_at),
+            "finished_at": _iso(time.time()),
+        }
+    )
+    outbox.publish_result(names, Path(detail.output), manifest.model_dump(mode="json"), log)
 
 
 def failure_report(job: Job, detail: FailureDetail, inbox: Path) -> dict[str, Any]:

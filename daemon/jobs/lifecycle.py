@@ -191,7 +191,7 @@ class Lifecycle:
     def submit(self, job: Job) -> None:
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
-            if earlier is not None:
+            if earlier is not None and _readable(_reuse(earlier)):
                 self.publisher.publish(job.id, job, "reuse", _reuse(earlier))
                 return
         job_dir = self.spool.job_dir(job)
@@ -336,3 +336,11 @@ def _reuse(answer: Answer) -> ReuseDetail:
     return ReuseDetail(
         job_id=answer.job_id, output=str(answer.output), manifest=str(answer.manifest)
     )
+
+
+def _readable(detail: ReuseDetail) -> bool:
+    try:
+        answers.earlier_manifest(detail)
+    except (OSError, ValueError):
+        return False
+    return True
