@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,42 @@ def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders
     assert not (folders.inbox / "photo.json").exists()  # the new photo is not given our sidecar
     assert spool.already_handled([returned, folders.inbox / "photo.returned-2.json"])
     assert not spool.already_handled([newer, None])
+
+
+def test_a_state_folder_of_the_previous_version_is_upgraded_and_nothing_is_lost(
+    folders: Folders,
+) -> None:
+    """Version 0.1 kept job.json in each spool folder, .claim-<id>/intent.json for claims in
+    progress and index/ files; the first start of this version imports them all."""
+    settings = _settings(folders)
+    spool = _spool(settings)
+    # A claimed job, written the way 0.1 wrote it (job.json with params as a plain dict).
+    job = _claim(spool, settings, _pair(folders, "old/photo.jpg", {"style": "mosaic"}))
+    old = json.loads(job.model_dump_json())
+    (spool.job_dir(job) / "job.json").write_text(json.dumps(old))
+    with sqlite3.connect(settings.state / "stylefold.db") as db:  # as if there were no database
+        db.execute("DELETE FROM jobs")
+        db.execute("DELETE FROM transitions")
+    # An old claim cut short after its first move.
+    half = _pair(folders, "old/half.jpg", {"style": "mosaic"}, seed=3)
+    data = half.image.read_bytes()
+    claim = spool.root / ".claim-20250101-000000-000000-abcdef"
+    claim.mkdir()
+    moves = [["half.jpg", "input.jpg"], ["half.json", "sidecar.json"]]
+    (claim / "intent.json").write_text(json.dumps({"rel_dir": "old", "moves": moves}))
+    os.rename(half.image, claim / "input.jpg")
+    # 0.1's index of answered inbox files.
+    seen = settings.state / "index" / "seen"
+    seen.mkdir(parents=True)
+    (folders.inbox / "kept.jpg").write_bytes(b"returned earlier")  # still there: still answered
+    (seen / "a.json").write_text(
+        json.dumps({"path": "kept.jpg", "signatures": [[1, 2]], "job_id": "x"})
+    )
+
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    assert [j.id for j in lifecycle.backlog] == [job.id]  # queued again, originals in place
+    assert lifecycle.spool.input_path(job).exists()
+    assert half.image.read_bytes() == data and not claim.exists()  # rolled back to the inbox
+    assert Store(settings.state).seen("kept.jpg") == [[1, 2]]
+    assert not (spool.job_dir(job) / "job.json").exists() and not list(seen.iterdir())

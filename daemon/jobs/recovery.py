@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from daemon.fsutil import model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
+from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
 from daemon.jobs.record import Job
 from daemon.jobs.spool import ClaimIntent
@@ -31,6 +32,7 @@ MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is give
 
 def recover(lc: Lifecycle) -> None:
     """Continue every unfinished job from its recorded state."""
+    migrate(lc.store, lc.spool, lc.settings.state)
     for row in lc.store.active():
         with job_context(row.id):
             log.info("job.recovered", input=row.input, state=str(row.state))

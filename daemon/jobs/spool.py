@@ -229,8 +229,10 @@ class Spool:
                     log.error("spool.rollback_failed", file=str(moved), error=str(exc))
                     return  # keep the folder and the CLAIMING record: it holds an original
         shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.store.move(job_id, State.ROLLED_BACK, note=note)
+        row = self.store.get(job_id)
+        if row is not None and row.state is State.CLAIMING:
+            with contextlib.suppress(OSError):
+                self.store.move(job_id, State.ROLLED_BACK, note=note)
 
     def _put_back(self, source: Path, target: Path) -> Path:
         """Move a file to `target`, or beside it under a free name: never over anything."""
