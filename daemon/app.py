@@ -8,6 +8,7 @@ in the state database (`jobs.store`); this loop may be killed at any instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 import structlog
 
 from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
-from daemon.fsutil import remove_temporaries
+from daemon.fsutil import atomic_write, model_to_json, remove_temporaries
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
@@ -31,14 +32,14 @@ from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
 from daemon.pool.events import Started
-from daemon.reporting import StatusWriter
 from daemon.sdnotify import Notifier
-from daemon.status import DaemonInfo, WorkerItem, from_store
+from daemon.status import STATUS_FILE, DaemonInfo, StatusReport, WorkerItem, from_store
 from daemon.versions import stylefold_version
 
 log = structlog.get_logger("stylefold.daemon")
 
 TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction time
+STATUS_EVERY = 2.0
 # Seconds before writing into an unwritable outbox is tried again; the environment variable is
 # a test hook (the reliability suite shortens it), not a setting.
 PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
@@ -78,7 +79,9 @@ class Daemon:
         self._signals = 0
         self._reload = False
         self._last_activity = time.monotonic()
+        self._last_status = 0.0
         self._last_beat = 0.0
+        self._status_shape: tuple[object, ...] = ()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -118,7 +121,6 @@ class Daemon:
         jobs = self.lifecycle = Lifecycle(
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
-        self.status = StatusWriter(self.settings.state, self.notifier, self.metrics)
         jobs.recover()
         self.notifier.ready()
         log.info(
@@ -203,7 +205,8 @@ class Daemon:
             jobs.requeue(running.job, "the daemon stopped")
         self.pool.stop()
         self.metrics.stop()
-        self.status.remove()
+        with contextlib.suppress(OSError):
+            (self.settings.state / STATUS_FILE).unlink(missing_ok=True)
         log.info("daemon.stopped", left_in_spool=len(jobs.jobs))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -250,15 +253,25 @@ class Daemon:
     # -- reporting --------------------------------------------------------------------------
 
     def _report_status(self) -> None:
+        """A change of any job's state is published at once (a short job would otherwise never
+        show); progress percentages only every STATUS_EVERY seconds."""
         assert self.lifecycle is not None and self.store is not None
-        self._beat()
         now = time.monotonic()
+        self._beat()
         items = self.lifecycle.items()
         inbox = self.intake.items(now, time.time())
         shape = (tuple((i.job_id, i.state) for i in items), len(inbox), self.watcher.paused)
-        if self.status.due(shape):
-            report = from_store(self.store, self._daemon_info())
-            self.status.publish(report.model_copy(update={"inbox": inbox, "jobs": items}))
+        if shape == self._status_shape and now - self._last_status < STATUS_EVERY:
+            return
+        self._status_shape = shape
+        self._last_status = now
+        report = from_store(self.store, self._daemon_info())
+        report = report.model_copy(update={"inbox": inbox, "jobs": items})
+        self.metrics.set_queue(len(items))
+        self.notifier.status(_summary(report))
+        with contextlib.suppress(OSError):
+            data = model_to_json(report, indent=1).encode()
+            atomic_write(self.settings.state / STATUS_FILE, data, durable=False)
 
     def _daemon_info(self) -> DaemonInfo:
         workers = [
@@ -306,3 +319,17 @@ class Daemon:
             self.lifecycle.spool.settings = new
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
+
+
+def _summary(report: StatusReport) -> str:
+    """The one line systemd shows (STATUS=)."""
+    queued = len(report.in_state("queued"))
+    running = report.in_state("running")
+    parts = [f"{queued} queued", f"{len(running)} running"]
+    parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
+    blocked = report.in_state("blocked")
+    if blocked:
+        parts.append(f"{len(blocked)} blocked (outbox unwritable)")
+    if report.daemon.paused:
+        parts.append(f"inbox unavailable: {report.daemon.paused}")
+    return ", ".join(parts)
