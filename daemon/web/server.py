@@ -4,6 +4,8 @@ the demo's daemon on a thread (`stylefold demo --web`)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -22,18 +24,28 @@ class WebServer:
     server: uvicorn.Server
     sock: socket.socket
     url: str
+    thread: threading.Thread | None = None
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (on the main thread) or `stop()`."""
         self.server.run(sockets=[self.sock])
 
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="stylefold-web", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        """Serve on a thread of its own (the main thread runs the demo's daemon)."""
+        self.thread = threading.Thread(target=self.run, name="stylefold-web", daemon=True)
+        self.thread.start()
 
-    def stop(self) -> None:
+    def wait_for_ctrl_c(self) -> None:
+        """Keep the thread serving until Ctrl-C or SIGTERM, then stop it. Handlers that
+        only set a flag (the demo daemon's) are replaced by ones that interrupt the wait."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with contextlib.suppress(KeyboardInterrupt):
+            while self.thread is not None and self.thread.is_alive():
+                self.thread.join(0.5)
         self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(10)
 
 
 def bind(
