@@ -17,6 +17,7 @@ pytest.importorskip("starlette", reason="the page needs the web extra")
 pytest.importorskip("skimage", reason="the demo's images come with the demo extra")
 
 
+@pytest.mark.heavy  # a whole demo (four jobs), beside test_demo's
 def test_demo_web_serves_the_results_until_ctrl_c(tmp_path: Path) -> None:
     demo = subprocess.Popen(
         [*CLI, "demo", "--dir", str(tmp_path / "demo"), "--size", "32", "--iterations", "3",
