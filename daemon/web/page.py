@@ -89,7 +89,6 @@ class Skipped:
 @dataclass(frozen=True)
 class Disk:
     folders: str
-    path: str
     free: str
     total: str
     percent_free: float
@@ -328,7 +327,6 @@ def disks(settings: Settings) -> list[Disk]:
         shown.append(
             Disk(
                 ", ".join(names),
-                str(path),
                 size(usage.free),
                 size(usage.total),
                 round(100 * free, 1),

@@ -42,7 +42,6 @@ class JobRecord:
 
     id: str
     state: State
-    input: str
     job: Job | None  # None for a report about inbox files that never became a job
     answer: str | None  # the answer's file, relative to the outbox, as recorded when written
     originals: tuple[Path, ...]  # where the originals went, as recorded
@@ -62,7 +61,7 @@ def find_job(store: Store, job_id: str) -> JobRecord | None:
             answer = step.note or None
         if step.new in (State.DONE, State.FAILED) and step.note.startswith("originals: "):
             originals = tuple(Path(p) for p in step.note[11:].split(", ") if p)
-    return JobRecord(row.id, row.state, row.input, row.job, answer, originals)
+    return JobRecord(row.id, row.state, row.job, answer, originals)
 
 
 class Outputs:
