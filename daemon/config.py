@@ -335,6 +335,21 @@ class Settings(BaseSettings):
         json_schema_extra=_NEEDS_RESTART,
     )
 
+    # The web page (`stylefold web`, a process of its own; the daemon does not read these).
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address `stylefold web` listens on; a non-loopback address lets everyone "
+        "who reaches it see the photos (it logs a warning).",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    web_port: int = Field(
+        8765,
+        ge=0,
+        le=65535,
+        description="TCP port of `stylefold web` (read when it starts); 0 picks a free one.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

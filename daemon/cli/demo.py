@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.config import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from daemon.web.server import WebServer
 
 MARKER = ".stylefold-demo"
 EXIT_ERROR = 1
@@ -213,6 +216,7 @@ def run_daemon(folder: Path, jobs: list[DemoJob], device: str) -> int:
         "archive_dir": folder / "state" / "archive",
         "devices": device,
         "settle_seconds": 1.0,  # the demo wrote the files itself: no sync client to wait for
+        "preview_every": 10,  # live previews for `--web`
         "log_format": "json",
     }
     try:
@@ -274,12 +278,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="keep the results of an earlier demo in --dir (default: start afresh)",
     )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="watch it in a browser: serve `stylefold web` on 127.0.0.1 while the demo runs, "
+        "and after it until Ctrl-C (needs the web extra)",
+    )
+    parser.add_argument(
+        "--web-port", type=int, default=8765, metavar="PORT", help="its port (8765; 0: any)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _demo(args.dir, args.device, args.size, args.iterations, args.keep)
+        port = args.web_port if args.web else None
+        return _demo(args.dir, args.device, args.size, args.iterations, args.keep, port)
     except DemoError as exc:
         print(f"stylefold demo: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -288,10 +302,13 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _demo(folder: Path, device: str, size: int, iterations: int, keep: bool) -> int:
+def _demo(
+    folder: Path, device: str, size: int, iterations: int, keep: bool, web_port: int | None
+) -> int:
     folder = folder.expanduser().resolve()
     jobs = demo_jobs(size, iterations)
     prepare(folder, jobs, keep)
+    page = start_page(folder, web_port) if web_port is not None else None
     inbox = folder / "inbox"
     print(f"stylefold demo in {folder}")
     print(f"styles library {folder / 'styles'}: {', '.join(STYLES)}")
@@ -333,5 +350,34 @@ def _demo(folder: Path, device: str, size: int, iterations: int, keep: bool) -> 
             f"see {folder / 'daemon.log'}",
             file=sys.stderr,
         )
-        return EXIT_ERROR
-    return 0
+    if page is not None:
+        print(f"the page stays open at {page.url}; Ctrl-C stops it", flush=True)
+        page.wait_for_ctrl_c()
+    return EXIT_ERROR if code != 0 or failed else 0
+
+
+# -- the web page (--web) -----------------------------------------------------------------------
+
+
+def start_page(folder: Path, port: int) -> WebServer:
+    """`stylefold web` for the demo's folders, on a thread beside the daemon."""
+    try:
+        from daemon.web.server import bind
+    except ImportError as exc:
+        raise DemoError(
+            f"--web needs the web extra ({exc.name} is missing): pip install 'stylefold[web]'"
+        ) from None
+    names = ("inbox", "outbox", "styles", "state")
+    settings = load_settings(
+        None,
+        {**{name: folder / name for name in names}, "archive_dir": folder / "state" / "archive"},
+        create_dirs=False,
+    )
+    try:
+        page = bind(settings, "127.0.0.1", port)
+    except OSError as exc:
+        raise DemoError(f"cannot serve the page on port {port} ({exc.strerror}); "
+                        "choose another --web-port") from None  # fmt: skip
+    page.start()
+    print(f"watch it work in a browser: open {page.url}", flush=True)
+    return page

@@ -1,0 +1,63 @@
+"""Opening files the page shows without ever following the request, or a link, out of a folder.
+
+The outbox, inbox and archive are shared with sync peers: any of them can replace `photo.log`
+with a symlink to a secret, or a folder with a link elsewhere. So a file is opened one path
+component at a time below its root (`O_NOFOLLOW` at every step, with `dir_fd`), and only a
+regular file is returned; a race between a check and the open cannot exist because there is no
+separate check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_inside(root: Path, relative: str | PurePosixPath) -> BinaryIO | None:
+    """The regular file at `root/relative`, opened for reading, or None when it is missing,
+    not a regular file, or reached through a symlink below `root` (the root itself, a folder
+    from the configuration, may be a link)."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(part in ("", ".", "..", "/") for part in parts):
+        return None
+    try:
+        folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, _DIR_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        return None
+    return handle
+
+
+def relative_to(path: Path, root: Path) -> PurePosixPath | None:
+    """`path` below `root`, compared as written (no file system access), or None."""
+    with contextlib.suppress(ValueError):
+        return PurePosixPath(path.relative_to(root).as_posix())
+    return None
+
+
+def read_inside(root: Path, relative: str | PurePosixPath, limit: int) -> bytes | None:
+    """The first `limit` bytes of a file opened with `open_inside`."""
+    handle = open_inside(root, relative)
+    if handle is None:
+        return None
+    with handle:
+        return handle.read(limit)

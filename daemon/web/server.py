@@ -1,0 +1,69 @@
+"""Serving the page with uvicorn on a socket bound here, so the address (port 0 included) is
+known, and printed, before the first request; in the foreground (`stylefold web`) or beside
+the demo's daemon on a thread (`stylefold demo --web`)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+
+import structlog
+import uvicorn
+
+from daemon.config import Settings
+from daemon.web.app import POLL_SECONDS, create_app, is_loopback
+
+log = structlog.get_logger("stylefold.web")
+
+
+@dataclass
+class WebServer:
+    server: uvicorn.Server
+    sock: socket.socket
+    url: str
+    thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (on the main thread) or `stop()`."""
+        self.server.run(sockets=[self.sock])
+
+    def start(self) -> None:
+        """Serve on a thread of its own (the main thread runs the demo's daemon)."""
+        self.thread = threading.Thread(target=self.run, name="stylefold-web", daemon=True)
+        self.thread.start()
+
+    def wait_for_ctrl_c(self) -> None:
+        """Keep the thread serving until Ctrl-C or SIGTERM, then stop it. Handlers that
+        only set a flag (the demo daemon's) are replaced by ones that interrupt the wait."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with contextlib.suppress(KeyboardInterrupt):
+            while self.thread is not None and self.thread.is_alive():
+                self.thread.join(0.5)
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(10)
+
+
+def bind(
+    settings: Settings, host: str, port: int, *, poll_seconds: float = POLL_SECONDS
+) -> WebServer:
+    """The page for `settings` on host:port (OSError when the address cannot be bound)."""
+    if not is_loopback(host):
+        log.warning(
+            "web.exposed",
+            host=host,
+            risk="everyone who can reach this address sees the photos, results and logs",
+            fix="bind to 127.0.0.1 and reach it through an SSH tunnel or a reverse proxy that "
+            "asks for a password",
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound = sock.getsockname()[1]
+    app = create_app(settings, host=host, poll_seconds=poll_seconds)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return WebServer(uvicorn.Server(config), sock, f"http://{shown}:{bound}/")

@@ -1,0 +1,91 @@
+"""Every picture the page shows is decoded and encoded again by Pillow, never sent as it lies
+on disk: a file in a shared folder may be HTML or SVG under a .jpg name, and a browser must
+never get the chance to run it. Small versions are cached in `state/thumbnails/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+from PIL import Image
+
+from daemon.fsutil import atomic_write
+from service.errors import ImageInputError
+from service.imageio import open_image
+
+log = structlog.get_logger("stylefold.web")
+
+THUMB_SIDE = 480  # long side of gallery, queue and style thumbnails (sharp on a phone)
+FULL_SIDE = 4096  # "full size" is re-encoded too, and bounded like max_output_size
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a larger file is not decoded for the page
+CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
+QUALITY = 88
+
+
+class Pictures:
+    """JPEG versions of images, bounded in size; thumbnails cached by source and version."""
+
+    def __init__(self, cache: Path, max_pixels: int) -> None:
+        self.cache = cache  # created on first use, inside the state folder the daemon made
+        self.max_pixels = max_pixels
+        self._warned = False
+
+    def thumbnail(self, handle: BinaryIO, key: str, sha256: str | None = None) -> bytes | None:
+        """A JPEG of at most THUMB_SIDE px for the open file `handle`; `key` names what it is
+        (job and role, or style), so one cache entry never serves another file. With `sha256`,
+        only a file with exactly those bytes is shown (checked before it is cached)."""
+        info = os.fstat(handle.fileno())
+        name = hashlib.sha256(f"{key}\0{info.st_size}\0{info.st_mtime_ns}".encode()).hexdigest()
+        cached = self.cache / f"{name[:40]}.jpg"
+        with contextlib.suppress(OSError):
+            return cached.read_bytes()
+        data = self.encode(handle, THUMB_SIDE, sha256)
+        if data is not None:
+            self._store(cached, data)
+        return data
+
+    def encode(
+        self, handle: BinaryIO, side: int = FULL_SIDE, sha256: str | None = None
+    ) -> bytes | None:
+        """The picture in `handle` as a JPEG with a long side of at most `side`; None when it
+        is not an image Pillow reads within the pixel limit (or not the expected bytes)."""
+        data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        try:
+            image = open_image(data, self.max_pixels).image
+        except ImageInputError:
+            return None
+        if max(image.size) > side:
+            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=QUALITY, optimize=True)
+        return out.getvalue()
+
+    def _store(self, path: Path, data: bytes) -> None:
+        """Cache `data`, then drop the oldest entries beyond CACHE_FILES; a cache that cannot
+        be written (a state folder of another user) only costs time."""
+        try:
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, data, durable=False)
+            entries = sorted(os.scandir(path.parent), key=lambda e: e.stat().st_mtime_ns)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "web.thumbnail_cache_unwritable",
+                    folder=str(path.parent),
+                    error=exc.strerror,
+                    effect="thumbnails are made again for every request",
+                )
+            return
+        for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
+            Path(entry.path).unlink(missing_ok=True)
