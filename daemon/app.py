@@ -295,8 +295,8 @@ class Daemon:
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
             self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), error=str(exc))
-        self._report_status(force=True)  # now: `stylefold reload` waits for it
-        self.notifier.ready()
+        self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
+        self._report_status(force=True)
 
     def _apply(self, new: Settings) -> None:
         """Settings that need a restart keep their running values (and the log says so)."""

@@ -8,9 +8,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -544,6 +546,7 @@ def test_gpu_required_makes_an_unusable_gpu_fatal(folders: Folders) -> None:
     assert b"READY=1" not in daemon.messages
 
 
+@pytest.mark.heavy
 def test_a_gpu_host_on_the_cpu_says_so_everywhere(folders: Folders) -> None:
     port = _free_port()
     daemon = _gpu_host(folders, metrics_port=port)
@@ -573,6 +576,7 @@ def test_a_gpu_host_on_the_cpu_says_so_everywhere(folders: Folders) -> None:
     assert "stylefold_gpu_fallback 1.0" in scrape
 
 
+@pytest.mark.heavy
 def test_doctor_fails_on_an_unusable_gpu(folders: Folders) -> None:
     root = fake_driver(folders.root / "host")
     env = {**os.environ, ROOT_ENV: str(root), PROBE_ENV: BROKEN_CUDA}
@@ -588,3 +592,95 @@ def test_doctor_fails_on_an_unusable_gpu(folders: Folders) -> None:
     line = next(line for line in done.stdout.splitlines() if "devices:" in line)
     assert line.startswith("FAIL devices: auto would run on cpu: torch sees no CUDA device")
     assert "Error 304" in line and "DeviceAllow=" in line
+
+
+# --- the deploy README's journal commands, on what journald makes of the daemon's output ------
+
+FAKE_JOURNALCTL = """
+import json, os, sys
+
+LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
+          "debug": 7}
+with open(os.environ["FAKE_JOURNAL"]) as handle:
+    entries = [json.loads(line) for line in handle]
+output, floor, args = "short", 7, sys.argv[1:]
+while args:
+    arg = args.pop(0)
+    if arg in ("-o", "--output"):
+        output = args.pop(0)
+    elif arg in ("-p", "--priority"):
+        value = args.pop(0)
+        floor = int(value) if value.isdigit() else LEVELS[value]
+    elif arg in ("-u", "--unit", "--since", "--until"):
+        args.pop(0)
+for entry in entries:
+    if int(entry["PRIORITY"]) > floor:
+        continue
+    if output == "cat":
+        print(entry["MESSAGE"])
+    elif output == "json":
+        print(json.dumps(entry))
+    else:
+        print(f"2026-12-01T10:00:00+0000 host {entry['SYSLOG_IDENTIFIER']}: {entry['MESSAGE']}")
+"""
+
+
+def _readme_journal_commands() -> list[str]:
+    text = (REPO / "deploy" / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"^ *```sh\n(.*?)^ *```", text, re.M | re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip().startswith("journalctl "):
+                commands.append(line.strip())  # bash drops the trailing comments
+    return commands
+
+
+def test_readme_journal_commands_work_on_journal_output(
+    supervised: SupervisedRun, tmp_path: Path
+) -> None:
+    """Each `journalctl ... | jq ...` of deploy/README.md, on the supervised run's output as
+    journald stores it (priority from the `<N>` prefix), with systemd's own plain lines and a
+    traceback line around it; `journalctl` is a stand-in that prints that journal."""
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed (Debian package jq; .ci/run installs it)")
+    stylefold = journal_entries(supervised.journal)
+    entries = [
+        (6, "systemd", "Starting stylefold.service - stylefold style-transfer daemon..."),
+        *((priority, "stylefold", message) for priority, message in stylefold),
+        (6, "stylefold", "Fatal Python error: Aborted"),
+        (3, "systemd", "stylefold.service: Watchdog timeout (limit 1min)!"),
+    ]
+    journal = tmp_path / "journal.jsonl"
+    fields = ("PRIORITY", "SYSLOG_IDENTIFIER", "MESSAGE")
+    lines = [json.dumps(dict(zip(fields, (str(p), i, m), strict=True))) for p, i, m in entries]
+    journal.write_text("\n".join(lines) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "journalctl"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_JOURNALCTL}")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_JOURNAL": str(journal)}
+    commands = _readme_journal_commands()
+    assert len(commands) >= 8, commands
+    outputs = {}
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0 and not done.stderr, f"{command}\n{done.stderr}"
+        outputs[command] = done.stdout
+
+    def output(*words: str) -> str:
+        return next(out for cmd, out in outputs.items() if all(w in cmd for w in words))
+
+    assert '"event":"daemon.reload_failed"' in output("-p err -o cat |", "{timestamp, event")
+    assert "photo.jpg\tphoto.stylised.jpg" in output('"job.done"')
+    warnings = output("-p warning -o cat")
+    assert "Watchdog timeout" in warnings and "daemon.reload_failed" in warnings
+    assert "daemon.ready" not in warnings  # info lines stay out
+    follow = output("-f -o cat")
+    assert '"Fatal Python error: Aborted"' in follow and '"event": "daemon.ready"' in follow
