@@ -259,6 +259,7 @@ RESTART_VALUES: dict[str, Any] = {
     "poll_interval": 5.0,
     "metrics_port": 9100,
     "metrics_host": "0.0.0.0",
+    "gpu_required": True,
 }
 LIVE_VALUES: dict[str, Any] = {
     "retries": 3,
