@@ -178,7 +178,7 @@ def test_beat_paces_watchdog_and_extension(path_socket: tuple[socket.socket, str
             received.append(sock.recv(4096))
     extend = f"EXTEND_TIMEOUT_USEC={int(EXTEND_STEP * 1_000_000)}".encode()
     assert received[:2] == [b"WATCHDOG=1", extend]
-    assert 4 <= received.count(b"WATCHDOG=1") <= 7, received
+    assert 3 <= received.count(b"WATCHDOG=1") <= 7, received  # every 0.1 s for 0.45 s
     assert received.count(extend) == 2
     assert received[-2:] == [b"STOPPING=1", extend]
 
