@@ -20,7 +20,10 @@ from typing import Any
 import structlog
 
 from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
-from daemon.fsutil import atomic_write, model_to_json, remove_temporaries
+from daemon.exitcodes import ExitCode
+from daemon.folder_guard import FolderGuard
+from daemon.fsutil import remove_temporaries
+from daemon.gpu_probe import DeviceProbe, probe_for
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
@@ -32,20 +35,21 @@ from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
 from daemon.pool.events import Started
+from daemon.reporting import Reporter
 from daemon.sdnotify import Notifier
-from daemon.status import STATUS_FILE, DaemonInfo, StatusReport, WorkerItem, from_store
-from daemon.versions import stylefold_version
+from daemon.status import STATUS_FILE, ReloadInfo
+from daemon.supervision import exit_code_for
 
 log = structlog.get_logger("stylefold.daemon")
 
 TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction time
-STATUS_EVERY = 2.0
 # Seconds before writing into an unwritable outbox is tried again; the environment variable is
 # a test hook (the reliability suite shortens it), not a setting.
 PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
-READY_TIMEOUT = 600.0
+READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
+STOP_LOADING = 2.0  # a stop while loading: seconds workers get before they are killed
 
 
 class Daemon:
@@ -74,14 +78,17 @@ class Daemon:
             settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
         )
         self.pool = make_pool(settings)
+        self.guard = FolderGuard({"inbox": settings.inbox, "outbox": settings.outbox})
         self.store: Store | None = None
         self.lifecycle: Lifecycle | None = None
+        self.gpu: DeviceProbe | None = None
+        self.reloaded: ReloadInfo | None = None
         self._signals = 0
         self._reload = False
+        self._extending = True  # loading or draining: systemd's timeouts are extended
         self._last_activity = time.monotonic()
-        self._last_status = 0.0
-        self._last_beat = 0.0
-        self._status_shape: tuple[object, ...] = ()
+        self.reporter = Reporter(self)
+        self._install_signals()  # from the start: a stop while loading ends cleanly too
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -90,14 +97,13 @@ class Daemon:
             self.lock.acquire()
         except LockError as exc:
             log.error("daemon.locked", error=str(exc))
-            return 1
+            return ExitCode.FAILURE
         try:
             return self._run_locked()
         finally:
             self.lock.release()
 
     def _run_locked(self) -> int:
-        self._install_signals()
         removed = remove_temporaries(self.settings.outbox)
         if removed:
             log.info("daemon.temporaries_removed", count=removed)
@@ -108,20 +114,26 @@ class Daemon:
             if self.settings.metrics_port is not None:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
             self.notifier.status("loading the network")
-            self.pool.start()
-            self.pool.wait_ready(READY_TIMEOUT, tick=self._starting_tick)
-            if self._signals:
-                self.pool.stop()
-                return 0
-            self.watcher.start()
+            if self._probe_devices():
+                return ExitCode.GPU_UNUSABLE
+            if not self._signals:
+                self.pool.start()
+                self.pool.wait_ready(READY_TIMEOUT, tick=self._starting_tick)
+            if not self._signals:
+                self.watcher.start()
         except (PoolError, WatchError, MetricsError, StoreError) as exc:
-            log.error("daemon.start_failed", error=str(exc))
-            self.pool.stop()
-            return 1
+            if not self._signals:  # a stop asked for while loading is no failure
+                log.error("daemon.start_failed", error=str(exc))
+                self.pool.stop()
+                return exit_code_for(exc)
+        if self._signals:
+            return self._stop_while_starting()
+        assert self.store is not None
         jobs = self.lifecycle = Lifecycle(
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
         jobs.recover()
+        self._extending = False
         self.notifier.ready()
         log.info(
             "daemon.ready",
@@ -132,7 +144,7 @@ class Daemon:
             once=self.once,
         )
         try:
-            while not self._signals:
+            while not self._signals and not self.guard.tripped(time.monotonic()):
                 if self._reload:
                     self._reload = False
                     self.reload()
@@ -142,21 +154,33 @@ class Daemon:
                     break
         finally:
             self._shutdown()
-        return 0
+        return ExitCode.TEMPFAIL if self.guard.reason else ExitCode.OK
+
+    def _probe_devices(self) -> bool:
+        """`devices = "auto"` on local workers: find them, loudly when a GPU host cannot use
+        CUDA; True when that must stop the daemon (gpu_required)."""
+        self.gpu = probe_for(self.settings, self._starting_tick)
+        if self.gpu is None:
+            return False
+        self.pool = make_pool(self.settings.model_copy(update={"devices": self.gpu.devices}))
+        self.metrics.set_gpu_fallback(self.gpu.fallback)
+        return self.gpu.fallback and self.settings.gpu_required and not self._signals
 
     def _starting_tick(self) -> bool:
         """While the workers load: keep the watchdog fed; True ends the wait on a signal."""
         self._beat()
         return bool(self._signals)
 
+    def _stop_while_starting(self) -> int:
+        self.notifier.stopping()
+        log.info("daemon.stopping", while_starting=True)
+        self.pool.stop(timeout=STOP_LOADING)
+        self.metrics.stop()
+        log.info("daemon.stopped", while_starting=True)
+        return ExitCode.OK
+
     def _beat(self) -> None:
-        """WATCHDOG=1 at half the interval, only ever from the main thread's loop, so a wedged
-        loop stops the beats and systemd restarts the daemon."""
-        interval = self.notifier.watchdog_interval()
-        now = time.monotonic()
-        if interval is not None and now - self._last_beat >= interval / 2:
-            self.notifier.watchdog()
-            self._last_beat = now
+        self.notifier.beat(extend=self._extending)
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -186,7 +210,9 @@ class Daemon:
         in the queue (they stay QUEUED for the next start)."""
         assert self.lifecycle is not None
         jobs = self.lifecycle
+        self._extending = True
         self.notifier.stopping()
+        self._beat()  # EXTEND_TIMEOUT_USEC at once: the drain may outlast TimeoutStopSec=
         log.info("daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued))
         self.watcher.stop()
         self.pool.drain()
@@ -252,55 +278,28 @@ class Daemon:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def _report_status(self) -> None:
-        """A change of any job's state is published at once (a short job would otherwise never
-        show); progress percentages only every STATUS_EVERY seconds."""
-        assert self.lifecycle is not None and self.store is not None
-        now = time.monotonic()
+    def _report_status(self, force: bool = False) -> None:
         self._beat()
-        items = self.lifecycle.items()
-        inbox = self.intake.items(now, time.time())
-        shape = (tuple((i.job_id, i.state) for i in items), len(inbox), self.watcher.paused)
-        if shape == self._status_shape and now - self._last_status < STATUS_EVERY:
-            return
-        self._status_shape = shape
-        self._last_status = now
-        report = from_store(self.store, self._daemon_info())
-        report = report.model_copy(update={"inbox": inbox, "jobs": items})
-        self.metrics.set_queue(len(items))
-        self.notifier.status(_summary(report))
-        with contextlib.suppress(OSError):
-            data = model_to_json(report, indent=1).encode()
-            atomic_write(self.settings.state / STATUS_FILE, data, durable=False)
-
-    def _daemon_info(self) -> DaemonInfo:
-        workers = [
-            WorkerItem(worker=w.worker, device=w.device, state=w.state, pid=w.pid, node=w.node)
-            for w in self.pool.workers()
-        ]
-        return DaemonInfo(
-            running=True,
-            pid=os.getpid(),
-            version=stylefold_version(),
-            updated_at=time.time(),
-            watch_mode=self.watcher.mode,
-            watch_reason=self.watcher.mode_reason or None,
-            paused=self.watcher.pause_reason if self.watcher.paused else None,
-            backend=self.settings.backend,
-            workers=workers,
-            devices=list(self.pool.devices),
-        )
+        self.reporter.publish(force)
 
     # -- SIGHUP -----------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read the config and the style library and apply every live setting; settings
-        that need a restart keep their running values (and the log says so)."""
+        """RELOADING=1, then re-read the config and the style library and apply every live
+        setting, then READY=1; a broken config keeps the running one, and the log, STATUS= and
+        `status` say so until a reload succeeds."""
+        usec = self.notifier.reloading()
         try:
-            new = load_settings(self.config_path, self.overrides)
+            self._apply(load_settings(self.config_path, self.overrides))
+            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time())
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
-            return
+            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), error=str(exc))
+        self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
+        self._report_status(force=True)
+
+    def _apply(self, new: Settings) -> None:
+        """Settings that need a restart keep their running values (and the log says so)."""
         changed = restart_only_changes(self.settings, new)
         if changed:
             log.warning("daemon.reload_needs_restart", settings=changed)
@@ -319,17 +318,3 @@ class Daemon:
             self.lifecycle.spool.settings = new
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
-
-
-def _summary(report: StatusReport) -> str:
-    """The one line systemd shows (STATUS=)."""
-    queued = len(report.in_state("queued"))
-    running = report.in_state("running")
-    parts = [f"{queued} queued", f"{len(running)} running"]
-    parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
-    blocked = report.in_state("blocked")
-    if blocked:
-        parts.append(f"{len(blocked)} blocked (outbox unwritable)")
-    if report.daemon.paused:
-        parts.append(f"inbox unavailable: {report.daemon.paused}")
-    return ", ".join(parts)

@@ -334,6 +334,13 @@ class Settings(BaseSettings):
         description="Address the metrics endpoint listens on; 0.0.0.0 to allow other hosts.",
         json_schema_extra=_NEEDS_RESTART,
     )
+    gpu_required: bool = Field(
+        False,
+        description="With devices = auto: exit (code 69) instead of running on the CPU when "
+        "an NVIDIA driver is present but CUDA cannot be used; either way the log, status and "
+        "doctor say why.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
 
     # The web page (`stylefold web`, a process of its own; the daemon does not read these).
     web_host: str = Field(

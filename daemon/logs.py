@@ -1,7 +1,8 @@
 """Logging: JSON lines for journald and log shippers, a readable console form on a terminal.
 
 `setup_logging` configures structlog and routes the standard `logging` module (watchdog, torch,
-...) through the same renderer, so every line of the daemon has one format. It may be called
+...) through the same renderer, so every line of the daemon has one format; under systemd each
+line starts with its journald priority (`daemon.journal`). It may be called
 again (SIGHUP) to change format or level. Lines about a job carry `job_id`: bind it for a block
 with `job_context(job_id)` (context variables, so it follows the code that handles the job) or
 keep a logger from `job_logger(job_id)`.
@@ -15,6 +16,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import Processor
+
+from daemon.journal import PriorityFormatter, is_journal
 
 LogFormat = Literal["auto", "json", "console"]
 # Libraries whose debug output drowns the daemon's own; they log at warning and above only.
@@ -69,7 +72,7 @@ def setup_logging(
         ],
     )
     handler = logging.StreamHandler(out)
-    handler.setFormatter(formatter)
+    handler.setFormatter(PriorityFormatter(formatter) if is_journal(out) else formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,4 +1,6 @@
-"""The optional Prometheus endpoint: queue length, jobs by outcome, job duration, GPU memory.
+"""The optional Prometheus endpoint: queue length, jobs by outcome, job duration, GPU memory,
+and what an admin must act on: blocked answers, failed outbox writes, ready workers, a GPU host
+running on the CPU.
 
 prometheus-client is the optional extra `metrics` and is imported only when the endpoint is
 turned on, so a daemon without it runs unchanged. Each `Metrics` owns its own CollectorRegistry:
@@ -33,6 +35,10 @@ class _Instruments:
     jobs: Counter
     duration: Histogram
     gpu_memory: Gauge
+    blocked: Gauge
+    outbox_errors: Counter
+    ready_workers: Gauge
+    gpu_fallback: Gauge
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,26 @@ class Metrics:
                 "Peak GPU memory of the last finished job (0 on CPU).",
                 registry=registry,
             ),
+            blocked=prom.Gauge(
+                "stylefold_blocked_jobs",
+                "Answers waiting because the outbox cannot be written (retried).",
+                registry=registry,
+            ),
+            outbox_errors=prom.Counter(
+                "stylefold_outbox_write_errors",
+                "Failed attempts to write an answer into the outbox.",
+                registry=registry,
+            ),
+            ready_workers=prom.Gauge(
+                "stylefold_ready_workers",
+                "Workers that have loaded the network.",
+                registry=registry,
+            ),
+            gpu_fallback=prom.Gauge(
+                "stylefold_gpu_fallback",
+                "1 when an NVIDIA driver is present but CUDA is unusable, so jobs run on the CPU.",
+                registry=registry,
+            ),
         )
         try:
             server, thread = prom.start_http_server(port, addr=host, registry=registry)
@@ -121,6 +147,19 @@ class Metrics:
     def set_gpu_memory(self, n_bytes: int) -> None:
         if self._endpoint is not None:
             self._endpoint.instruments.gpu_memory.set(n_bytes)
+
+    def set_health(self, *, blocked: int, ready_workers: int) -> None:
+        if self._endpoint is not None:
+            self._endpoint.instruments.blocked.set(blocked)
+            self._endpoint.instruments.ready_workers.set(ready_workers)
+
+    def outbox_write_failed(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.instruments.outbox_errors.inc()
+
+    def set_gpu_fallback(self, fallback: bool) -> None:
+        if self._endpoint is not None:
+            self._endpoint.instruments.gpu_fallback.set(int(fallback))
 
     def stop(self) -> None:
         """Close the listening socket, so a reload can bind the same port again."""

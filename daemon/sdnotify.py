@@ -2,19 +2,28 @@
 
 Under `Type=notify` systemd waits for `READY=1`, shows `STATUS=` in `systemctl status`, kills a
 service whose `WATCHDOG=1` beats stop (with `WatchdogSec=`), and knows a stop is under way after
-`STOPPING=1`. Outside systemd every call is a no-op, so the daemon never checks whether it is
-supervised. A failed send is logged, never raised: supervision must not be what kills the daemon.
+`STOPPING=1`. A reload is framed by `RELOADING=1` (with `MONOTONIC_USEC=`, as
+`Type=notify-reload` wants it) and `READY=1`; `EXTEND_TIMEOUT_USEC=` keeps systemd's start or
+stop timeout from running out while loading or draining still makes progress. Outside systemd
+every call is a no-op, so the daemon never checks whether it is supervised. A failed send is
+logged, never raised: supervision must not be what kills the daemon.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+# While loading or draining, every EXTEND_EVERY seconds: "give me EXTEND_STEP more seconds".
+# A loop that stops turning stops asking, and systemd's own timeout applies again.
+EXTEND_EVERY = 5.0
+EXTEND_STEP = 30.0
 
 
 def _socket_address(value: str) -> str | bytes | None:
@@ -49,6 +58,8 @@ class Notifier:
         self._watchdog_seconds = watchdog_seconds
         self._socket: socket.socket | None = None
         self._failing = False
+        self._last_beat = -float("inf")
+        self._last_extend = -float("inf")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -70,6 +81,29 @@ class Notifier:
     def ready(self) -> None:
         self._send("READY=1")
 
+    def reloading(self) -> int:
+        """RELOADING=1 with the CLOCK_MONOTONIC time in microseconds, which is returned: a
+        reload's result can name the request it answers."""
+        usec = time.monotonic_ns() // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+        return usec
+
+    def extend_timeout(self, seconds: float) -> None:
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+    def beat(self, *, extend: bool = False) -> None:
+        """Called from the main loop only, so a wedged loop stops the beats and systemd kills
+        it: WATCHDOG=1 at half the watchdog interval and, with `extend` (loading, draining),
+        EXTEND_TIMEOUT_USEC every EXTEND_EVERY seconds."""
+        now = time.monotonic()
+        interval = self._watchdog_seconds
+        if interval is not None and now - self._last_beat >= interval / 2:
+            self.watchdog()
+            self._last_beat = now
+        if extend and now - self._last_extend >= EXTEND_EVERY:
+            self.extend_timeout(EXTEND_STEP)
+            self._last_extend = now
+
     def status(self, text: str) -> None:
         # The protocol is newline-separated assignments: a newline would end STATUS early.
         self._send("STATUS=" + " ".join(text.splitlines()))
@@ -79,6 +113,7 @@ class Notifier:
 
     def stopping(self) -> None:
         self._send("STOPPING=1")
+        self._last_extend = -float("inf")  # the stop timeout is a new one: extend it at once
 
     def _send(self, message: str) -> None:
         if self._address is None:

@@ -86,6 +86,14 @@ class WorkerItem(_Model):
     node: str | None = None
 
 
+class ReloadInfo(_Model):
+    """The last SIGHUP's outcome; `stylefold reload` waits for the one that answers its own."""
+
+    monotonic_usec: int  # CLOCK_MONOTONIC when it began (RELOADING=1's MONOTONIC_USEC)
+    at: float  # epoch seconds
+    error: str | None = None  # the new configuration is broken: the previous one still runs
+
+
 class DaemonInfo(_Model):
     running: bool
     pid: int | None = None
@@ -97,6 +105,8 @@ class DaemonInfo(_Model):
     backend: str | None = None
     workers: list[WorkerItem] = []
     devices: list[str] = []
+    gpu_fallback: str | None = None  # a GPU host on the CPU: why CUDA cannot be used
+    reload: ReloadInfo | None = None
 
 
 class Counts(_Model):

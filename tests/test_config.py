@@ -261,6 +261,7 @@ RESTART_VALUES: dict[str, Any] = {
     "metrics_host": "0.0.0.0",
     "web_host": "0.0.0.0",
     "web_port": 8000,
+    "gpu_required": True,
 }
 LIVE_VALUES: dict[str, Any] = {
     "retries": 3,

@@ -1,24 +1,35 @@
-"""The notify protocol against real AF_UNIX datagram sockets owned by the test."""
+"""The notify protocol against real AF_UNIX datagram sockets owned by the test, and the real
+daemon under it as systemd runs it: start-up, reload (good and broken), stop at any moment,
+the watchdog's abort, exit codes, journald priorities, a GPU host without usable CUDA."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import REPO, make_folders, make_image, write_json
+from conftest import CLI, REPO, Folders, make_folders, make_image, write_json
+from test_gpu_probe import BROKEN_CUDA, fake_driver
 
-from daemon.sdnotify import Notifier
+from daemon.exitcodes import ExitCode
+from daemon.gpu_probe import PROBE_ENV, ROOT_ENV
+from daemon.sdnotify import EXTEND_STEP, Notifier
+from daemon.status import StatusReport, read_status
 
 
 def _receive(sock: socket.socket) -> bytes:
@@ -140,15 +151,148 @@ def test_real_environment_is_the_default(
     assert _receive(sock) == b"READY=1"
 
 
+def test_reloading_names_its_monotonic_time(path_socket: tuple[socket.socket, str]) -> None:
+    sock, path = path_socket
+    before = time.monotonic_ns() // 1000
+    usec = Notifier.from_env({"NOTIFY_SOCKET": path}).reloading()
+    after = time.monotonic_ns() // 1000
+    assert before <= usec <= after
+    assert _receive(sock) == f"RELOADING=1\nMONOTONIC_USEC={usec}".encode()
+
+
+def test_beat_paces_watchdog_and_extension(path_socket: tuple[socket.socket, str]) -> None:
+    sock, path = path_socket
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}  # a beat every 0.1 s
+    notifier = Notifier.from_env(env)
+    deadline = time.monotonic() + 0.45
+    while time.monotonic() < deadline:
+        notifier.beat(extend=True)
+        time.sleep(0.01)
+    notifier.beat()  # not loading or draining: no extension
+    notifier.stopping()
+    notifier.beat(extend=True)  # a stop is a new timeout: extended at once
+    sock.settimeout(0)
+    received = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            received.append(sock.recv(4096))
+    extend = f"EXTEND_TIMEOUT_USEC={int(EXTEND_STEP * 1_000_000)}".encode()
+    assert received[:2] == [b"WATCHDOG=1", extend]
+    assert 3 <= received.count(b"WATCHDOG=1") <= 7, received  # every 0.1 s for 0.45 s
+    assert received.count(extend) == 2
+    assert received[-2:] == [b"STOPPING=1", extend]
+
+
 # --- the real daemon under the protocol, as systemd would run it -----------------------------
+
+JOURNAL_LINE = re.compile(rb"^<(\d{1,3})>")
+
+
+def journal_entries(raw: bytes) -> list[tuple[int, str]]:
+    """What journald makes of a service's stream: a `<N>` prefix is the line's priority (and is
+    stripped); a line without one gets the default, info (6)."""
+    entries = []
+    for line in raw.splitlines():
+        match = JOURNAL_LINE.match(line)
+        priority = int(match.group(1)) & 7 if match else 6
+        entries.append((priority, line[match.end() if match else 0 :].decode(errors="replace")))
+    return entries
+
+
+def events(raw: bytes) -> list[dict[str, Any]]:
+    found = []
+    for _, message in journal_entries(raw):
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(message))
+    return found
+
+
+class Supervisor:
+    """What systemd is to the daemon, for one test: a notify socket read on a thread, and one
+    file for stdout and stderr that JOURNAL_STREAM names, as journald's stream would be."""
+
+    def __init__(self, root: Path, config: Path, env: dict[str, str] | None = None) -> None:
+        self.socket_path = root / f"notify-{uuid.uuid4().hex[:8]}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.socket_path))
+        self.sock.settimeout(0.2)
+        self.messages: list[bytes] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.journal = root / f"journal-{uuid.uuid4().hex[:8]}.log"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCH"))}
+        with self.journal.open("wb") as stream:
+            info = os.fstat(stream.fileno())
+            self.env = {
+                **inherited,
+                "NOTIFY_SOCKET": str(self.socket_path),
+                "WATCHDOG_USEC": "2000000",  # beats every second
+                "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}",
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            }
+            command = [*CLI, "run", "--config", str(config), "--log-format", "json"]
+            self.process = subprocess.Popen(
+                command, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT, env=self.env
+            )
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                self.messages.append(self.sock.recv(4096))
+
+    def wait_for(self, seen: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not seen() and time.monotonic() < deadline and self.process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # messages sent just before an exit are read too
+        assert seen(), f"no {what}; exit {self.process.poll()}\n{self.log()[-3000:]}"
+
+    def wait_message(self, prefix: bytes, timeout: float = 90, after: int = 0) -> None:
+        def seen() -> bool:
+            return any(m.startswith(prefix) for m in self.messages[after:])
+
+        self.wait_for(seen, timeout, f"{prefix!r} message")
+
+    def statuses(self) -> list[str]:
+        return [m.decode() for m in self.messages if m.startswith(b"STATUS=")]
+
+    def log(self) -> str:
+        return self.journal.read_bytes().decode(errors="replace")
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        time.sleep(0.3)
+        self._closed.set()
+        self._reader.join(5)
+        self.sock.close()
+
+
+@dataclass
+class Reload:
+    result: subprocess.CompletedProcess[str]
+    messages: list[bytes]  # from the signal on
+    asked_usec: int  # CLOCK_MONOTONIC just before `stylefold reload` started
 
 
 @dataclass
 class SupervisedRun:
     messages: list[bytes]
-    log: str
+    journal: bytes
     exit_code: int
     scrape_after_job: str
+    reloads: list[Reload]
+    status_after_broken: StatusReport
+    status_text_after_broken: str
 
 
 def _free_port() -> int:
@@ -158,93 +302,137 @@ def _free_port() -> int:
         return port
 
 
+def _reload(daemon: Supervisor, config: Path) -> Reload:
+    start = len(daemon.messages)
+    asked = time.monotonic_ns() // 1000
+    command = [*CLI, "reload", "--config", str(config), "--pid", str(daemon.process.pid)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=90)
+    daemon.wait_message(b"READY=1", 30, after=start)
+    return Reload(result, daemon.messages[start:], asked)
+
+
 @pytest.fixture(scope="module")
 def supervised(tmp_path_factory: pytest.TempPathFactory) -> SupervisedRun:
-    """`stylefold run` with NOTIFY_SOCKET and WATCHDOG_USEC set, one job, then SIGTERM."""
+    """`stylefold run` as systemd runs it: one job, a reload, a reload of a broken config, a
+    reload of the mended one, a metrics scrape, then SIGTERM."""
     folders = make_folders(tmp_path_factory.mktemp("notify"))
     port = _free_port()
     config = folders.config(metrics_port=port)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(folders.root / "notify.sock"))
-    sock.settimeout(0.2)
-    messages: list[bytes] = []
-    log_path = folders.root / "daemon.log"
-    env = {
-        **os.environ,
-        "NOTIFY_SOCKET": str(folders.root / "notify.sock"),
-        "WATCHDOG_USEC": "2000000",  # beats every second
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("WATCHDOG_PID", None)
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daemon.cli",
-                "run",
-                "--config",
-                str(config),
-                "--log-format",
-                "json",
-            ],
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def receive_until(done: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(TimeoutError):
-                messages.append(sock.recv(4096))
-
+    daemon = Supervisor(folders.root, config)
     try:
-        receive_until(lambda: b"READY=1" in messages, 90)
-        assert b"READY=1" in messages, log_path.read_text()[-3000:]
+        daemon.wait_message(b"READY=1")
         # A job start is published at once, however short the job (CI machines are fast).
         write_json(folders.inbox / "photo.json", {"style": "mosaic", "params": {"iterations": 20}})
         make_image(folders.inbox / "photo.jpg")
         manifest = folders.outbox / "photo.manifest.json"
-        receive_until(manifest.exists, 90)
-        assert manifest.exists(), log_path.read_text()[-3000:]
-        receive_until(lambda: False, 2.5)  # a status refresh and more beats after the job
-        url = f"http://127.0.0.1:{port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        daemon.wait_for(manifest.exists, 90, "result")
+        time.sleep(2.5)  # a status refresh and more beats after the job
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             scrape = response.read().decode()
-        process.send_signal(signal.SIGTERM)
-        receive_until(lambda: process.poll() is not None, 30)
-        exit_code = process.wait(30)
-        with contextlib.suppress(TimeoutError, BlockingIOError):
-            sock.settimeout(0)
-            while True:
-                messages.append(sock.recv(4096))
+        good = config.read_text()
+        reloads = [_reload(daemon, config)]
+        config.write_text(good.replace("[defaults]", "[defaults"))  # not TOML any more
+        reloads.append(_reload(daemon, config))
+        status = read_status(folders.state)
+        flags = [f"--{name}={getattr(folders, name)}" for name in ("inbox", "styles", "state")]
+        shown = subprocess.run(
+            [*CLI, "status", f"--outbox={folders.outbox}", *flags],  # the config is broken
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        config.write_text(good)
+        reloads.append(_reload(daemon, config))
+        time.sleep(0.5)
+        daemon.process.send_signal(signal.SIGTERM)
+        exit_code = daemon.finish(30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        sock.close()
-    return SupervisedRun(messages, log_path.read_text(), exit_code, scrape)
+        daemon.close()
+    return SupervisedRun(
+        daemon.messages, daemon.journal.read_bytes(), exit_code, scrape, reloads, status, shown
+    )
 
 
 def test_daemon_notifies_ready_status_watchdog_stopping_in_order(
     supervised: SupervisedRun,
 ) -> None:
     messages = supervised.messages
-    assert supervised.exit_code == 0, supervised.log[-3000:]
-    assert messages.count(b"READY=1") == 1
+    assert supervised.exit_code == 0, supervised.journal[-3000:]
+    assert messages.count(b"READY=1") == 1 + len(supervised.reloads)
     assert messages.count(b"STOPPING=1") == 1
     ready, stopping = messages.index(b"READY=1"), messages.index(b"STOPPING=1")
     assert ready < stopping
     # READY only once the network is loaded: the loading status comes first (beats may too).
     before = [m for m in messages[:ready] if m != b"WATCHDOG=1"]
+    before = [m for m in before if not m.startswith(b"EXTEND_TIMEOUT_USEC=")]
     assert before and all(m.startswith(b"STATUS=") for m in before), before
-    statuses = [m.decode() for m in messages[ready:stopping] if m.startswith(b"STATUS=")]
+    first_reload = next(i for i, m in enumerate(messages) if m.startswith(b"RELOADING=1"))
+    statuses = [m.decode() for m in messages[ready:first_reload] if m.startswith(b"STATUS=")]
     assert any("photo.jpg" in s and "1 running" in s for s in statuses), statuses
     assert statuses[-1] == "STATUS=0 queued, 0 running", statuses
     # WATCHDOG=1 about every second (WATCHDOG_USEC / 2) throughout the run, job included.
     assert messages[ready:stopping].count(b"WATCHDOG=1") >= 3
+
+
+def test_loading_and_draining_extend_systemds_timeouts(supervised: SupervisedRun) -> None:
+    """EXTEND_TIMEOUT_USEC while loading and after STOPPING=1, never while running: a wedged
+    loop stops asking, and TimeoutStartSec=/TimeoutStopSec= apply again."""
+    messages = supervised.messages
+    ready, stopping = messages.index(b"READY=1"), messages.index(b"STOPPING=1")
+    extend = f"EXTEND_TIMEOUT_USEC={int(EXTEND_STEP * 1_000_000)}".encode()
+    assert extend in messages[:ready]
+    assert extend not in messages[ready:stopping]
+    assert messages[stopping + 1 :].count(extend) >= 1
+
+
+def test_reload_is_framed_by_reloading_and_ready(supervised: SupervisedRun) -> None:
+    for reload in supervised.reloads:
+        framed = [m for m in reload.messages if m.startswith((b"RELOADING=1", b"READY=1"))]
+        assert len(framed) == 2 and framed[1] == b"READY=1", framed
+        fields = dict(line.split("=", 1) for line in framed[0].decode().splitlines())
+        assert fields["RELOADING"] == "1"
+        # CLOCK_MONOTONIC is one clock for every process: the reload began after the request.
+        assert reload.asked_usec <= int(fields["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
+    good, _, mended = supervised.reloads
+    assert good.result.returncode == 0, good.result.stderr
+    assert mended.result.returncode == 0, mended.result.stderr
+    assert "reloaded its configuration" in good.result.stdout
+
+
+def test_a_broken_config_on_reload_keeps_the_old_one_and_says_so(
+    supervised: SupervisedRun,
+) -> None:
+    _, broken, mended = supervised.reloads
+    assert broken.result.returncode == 78, broken.result.stderr
+    assert "keeps its previous configuration" in broken.result.stderr
+    assert "is not valid TOML" in broken.result.stderr
+    said = [m for m in broken.messages if m.startswith(b"STATUS=")]
+    assert said and said[-1].startswith(b"STATUS=reload failed, the previous config still runs")
+    failures = [e for e in events(supervised.journal) if e.get("event") == "daemon.reload_failed"]
+    assert len(failures) == 1 and "is not valid TOML" in failures[0]["error"]
+    daemon = supervised.status_after_broken.daemon
+    assert daemon.reload is not None and "is not valid TOML" in (daemon.reload.error or "")
+    whats = [item.what for item in supervised.status_after_broken.attention]
+    assert "the configuration could not be reloaded; the previous one still runs" in whats
+    assert "could not be reloaded" in supervised.status_text_after_broken
+    # Mended, the STATUS= line is the queue again, from the reload on.
+    began = next(i for i, m in enumerate(mended.messages) if m.startswith(b"RELOADING=1"))
+    after = [m for m in mended.messages[began:] if m.startswith(b"STATUS=")]
+    assert after and not any(b"reload failed" in m for m in after), after
+    assert supervised.exit_code == 0  # the daemon ran on with the previous settings
+
+
+def test_every_log_line_carries_its_journald_priority(supervised: SupervisedRun) -> None:
+    priorities = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+    lines = supervised.journal.splitlines()
+    assert lines and all(JOURNAL_LINE.match(line) for line in lines), lines[:5]
+    seen = set()
+    for priority, message in journal_entries(supervised.journal):
+        level = json.loads(message)["level"]
+        assert priority == priorities[level], message
+        seen.add(level)
+    assert {"info", "error"} <= seen
 
 
 def test_daemon_metrics_count_the_job(supervised: SupervisedRun) -> None:
@@ -258,3 +446,241 @@ def test_daemon_metrics_count_the_job(supervised: SupervisedRun) -> None:
     assert samples[("stylefold_job_duration_seconds_count", (("outcome", "done"),))] == 1
     assert samples[("stylefold_queue_length", ())] == 0
     assert samples[("stylefold_gpu_memory_bytes", ())] == 0  # CPU only here
+    assert samples[("stylefold_ready_workers", ())] == 1
+    assert samples[("stylefold_blocked_jobs", ())] == 0
+    assert samples[("stylefold_outbox_write_errors_total", ())] == 0
+    assert samples[("stylefold_gpu_fallback", ())] == 0
+
+
+# --- start-up: stop, abort, configuration errors ---------------------------------------------
+
+
+def test_sigterm_while_the_network_loads_stops_cleanly(folders: Folders) -> None:
+    daemon = Supervisor(folders.root, folders.config())
+    try:
+        daemon.wait_message(b"STATUS=loading the network", 60)
+        daemon.process.send_signal(signal.SIGTERM)  # the workers need seconds to import torch
+        code = daemon.finish(30)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.log()[-3000:]
+    assert b"READY=1" not in daemon.messages
+    assert daemon.messages.count(b"STOPPING=1") == 1
+    assert "no worker could start" not in daemon.log()
+    assert [e["event"] for e in events(daemon.journal.read_bytes())][-1] == "daemon.stopped"
+
+
+def _hanging_probe(folders: Folders, **extra: Any) -> Supervisor:
+    """A daemon stuck in the device probe of a GPU host (the probe child never answers)."""
+    root = fake_driver(folders.root / "host")
+    env = {ROOT_ENV: str(root), PROBE_ENV: "import time; time.sleep(120)"}
+    daemon = Supervisor(folders.root, folders.config(devices=["auto"], **extra), env)
+    daemon.wait_message(b"STATUS=loading the network", 60)
+    return daemon
+
+
+def test_sigterm_while_probing_the_devices_stops_cleanly(folders: Folders) -> None:
+    daemon = _hanging_probe(folders)
+    try:
+        time.sleep(0.5)
+        daemon.process.send_signal(signal.SIGTERM)
+        code = daemon.finish(15)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.log()[-3000:]
+    assert b"READY=1" not in daemon.messages and b"STOPPING=1" in daemon.messages
+    assert any(m.startswith(b"EXTEND_TIMEOUT_USEC=") for m in daemon.messages)
+
+
+def test_watchdog_abort_writes_every_threads_traceback(folders: Folders) -> None:
+    """systemd's watchdog kills with SIGABRT: faulthandler shows where each thread was."""
+    daemon = _hanging_probe(folders, metrics_port=_free_port())  # the endpoint is a 2nd thread
+    try:
+        time.sleep(0.5)
+        daemon.process.send_signal(signal.SIGABRT)
+        code = daemon.finish(15)
+    finally:
+        daemon.close()
+    log = daemon.log()
+    assert code == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in log
+    assert "Current thread 0x" in log and "\nThread 0x" in log, log[-3000:]  # and another
+    assert re.search(r'File ".*gpu_probe\.py", line \d+ in probe_devices', log), log[-3000:]
+
+
+def test_a_configuration_error_exits_78_without_ready(folders: Folders) -> None:
+    config = folders.root / "broken.toml"
+    config.write_text(folders.config().read_text() + "grace_period = -1\n")
+    daemon = Supervisor(folders.root, config)
+    code = daemon.finish(60)
+    assert code == ExitCode.CONFIG == 78
+    assert "grace_period" in daemon.log()
+    assert b"READY=1" not in daemon.messages
+
+
+# --- a GPU host whose CUDA cannot be used --------------------------------------------------
+
+
+def _gpu_host(folders: Folders, **extra: Any) -> Supervisor:
+    root = fake_driver(folders.root / "host", proc=False, node=True)
+    env = {ROOT_ENV: str(root), PROBE_ENV: BROKEN_CUDA}
+    return Supervisor(folders.root, folders.config(devices=["auto"], **extra), env)
+
+
+def _gpu_error(journal: bytes) -> dict[str, Any]:
+    found = [e for e in events(journal) if e.get("event") == "daemon.gpu_unusable"]
+    assert len(found) == 1, journal[-3000:]
+    error = found[0]
+    assert error["level"] == "error"
+    assert "Error 304: OS call failed" in error["problem"]  # the probe's stderr
+    for fix in ("DeviceAllow=", "nvidia-uvm", "video and render"):
+        assert fix in error["fix"]
+    return error
+
+
+def test_gpu_required_makes_an_unusable_gpu_fatal(folders: Folders) -> None:
+    daemon = _gpu_host(folders, gpu_required=True)
+    code = daemon.finish(60)
+    assert code == ExitCode.GPU_UNUSABLE == 69, daemon.log()[-3000:]
+    assert _gpu_error(daemon.journal.read_bytes())["then"] == "exiting (gpu_required)"
+    assert b"READY=1" not in daemon.messages
+
+
+@pytest.mark.heavy
+def test_a_gpu_host_on_the_cpu_says_so_everywhere(folders: Folders) -> None:
+    port = _free_port()
+    daemon = _gpu_host(folders, metrics_port=port)
+    try:
+        daemon.wait_message(b"READY=1")
+        daemon.wait_for(lambda: (folders.state / "status.json").exists(), 30, "status.json")
+        report = read_status(folders.state)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            scrape = response.read().decode()
+        shown = subprocess.run(
+            [*CLI, "status", "--config", str(folders.root / "stylefold.toml")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.finish(30) == 0
+    finally:
+        daemon.close()
+    assert _gpu_error(daemon.journal.read_bytes())["then"] == "running on the CPU"
+    assert report.daemon.devices == ["cpu"]
+    assert report.daemon.gpu_fallback and "Error 304" in report.daemon.gpu_fallback
+    assert [item.what for item in report.attention] == ["a GPU host runs on the CPU"]
+    assert "a GPU host runs on the CPU" in shown and "DeviceAllow=" in shown
+    assert daemon.statuses()[-1].startswith("STATUS=ON THE CPU: the GPU is unusable")
+    assert "stylefold_gpu_fallback 1.0" in scrape
+
+
+@pytest.mark.heavy
+def test_doctor_fails_on_an_unusable_gpu(folders: Folders) -> None:
+    root = fake_driver(folders.root / "host")
+    env = {**os.environ, ROOT_ENV: str(root), PROBE_ENV: BROKEN_CUDA}
+    done = subprocess.run(
+        [*CLI, "doctor", "--config", str(folders.config(devices=["auto"]))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stdout
+    line = next(line for line in done.stdout.splitlines() if "devices:" in line)
+    assert line.startswith("FAIL devices: auto would run on cpu: torch sees no CUDA device")
+    assert "Error 304" in line and "DeviceAllow=" in line
+
+
+# --- the deploy README's journal commands, on what journald makes of the daemon's output ------
+
+FAKE_JOURNALCTL = """
+import json, os, sys
+
+LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
+          "debug": 7}
+with open(os.environ["FAKE_JOURNAL"]) as handle:
+    entries = [json.loads(line) for line in handle]
+output, floor, args = "short", 7, sys.argv[1:]
+while args:
+    arg = args.pop(0)
+    if arg in ("-o", "--output"):
+        output = args.pop(0)
+    elif arg in ("-p", "--priority"):
+        value = args.pop(0)
+        floor = int(value) if value.isdigit() else LEVELS[value]
+    elif arg in ("-u", "--unit", "--since", "--until"):
+        args.pop(0)
+for entry in entries:
+    if int(entry["PRIORITY"]) > floor:
+        continue
+    if output == "cat":
+        print(entry["MESSAGE"])
+    elif output == "json":
+        print(json.dumps(entry))
+    else:
+        print(f"2026-12-01T10:00:00+0000 host {entry['SYSLOG_IDENTIFIER']}: {entry['MESSAGE']}")
+"""
+
+
+def _readme_journal_commands() -> list[str]:
+    text = (REPO / "deploy" / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"^ *```sh\n(.*?)^ *```", text, re.M | re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip().startswith("journalctl "):
+                commands.append(line.strip())  # bash drops the trailing comments
+    return commands
+
+
+def test_readme_journal_commands_work_on_journal_output(
+    supervised: SupervisedRun, tmp_path: Path
+) -> None:
+    """Each `journalctl ... | jq ...` of deploy/README.md, on the supervised run's output as
+    journald stores it (priority from the `<N>` prefix), with systemd's own plain lines and a
+    traceback line around it; `journalctl` is a stand-in that prints that journal."""
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed (Debian package jq; .ci/run installs it)")
+    stylefold = journal_entries(supervised.journal)
+    entries = [
+        (6, "systemd", "Starting stylefold.service - stylefold style-transfer daemon..."),
+        *((priority, "stylefold", message) for priority, message in stylefold),
+        (6, "stylefold", "Fatal Python error: Aborted"),
+        (3, "systemd", "stylefold.service: Watchdog timeout (limit 1min)!"),
+    ]
+    journal = tmp_path / "journal.jsonl"
+    fields = ("PRIORITY", "SYSLOG_IDENTIFIER", "MESSAGE")
+    lines = [json.dumps(dict(zip(fields, (str(p), i, m), strict=True))) for p, i, m in entries]
+    journal.write_text("\n".join(lines) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "journalctl"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_JOURNALCTL}")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_JOURNAL": str(journal)}
+    commands = _readme_journal_commands()
+    assert len(commands) >= 8, commands
+    outputs = {}
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0 and not done.stderr, f"{command}\n{done.stderr}"
+        outputs[command] = done.stdout
+
+    def output(*words: str) -> str:
+        return next(out for cmd, out in outputs.items() if all(w in cmd for w in words))
+
+    assert '"event":"daemon.reload_failed"' in output("-p err -o cat |", "{timestamp, event")
+    assert "photo.jpg\tphoto.stylised.jpg" in output('"job.done"')
+    warnings = output("-p warning -o cat")
+    assert "Watchdog timeout" in warnings and "daemon.reload_failed" in warnings
+    assert "daemon.ready" not in warnings  # info lines stay out
+    follow = output("-f -o cat")
+    assert '"Fatal Python error: Aborted"' in follow and '"event": "daemon.ready"' in follow

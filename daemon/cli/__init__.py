@@ -10,10 +10,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from daemon.cli import demo, doctor, render, run, status, styles, validate, web
+from daemon.cli import demo, doctor, reload, render, run, status, styles, validate, web
 from daemon.versions import stylefold_version
 
-COMMANDS = (run, status, styles, validate, doctor, render, demo, web)
+COMMANDS = (run, reload, status, styles, validate, doctor, render, demo, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,12 +56,19 @@ def _space_check(name: str, folder: Path) -> tuple[bool, str]:
 def _device_check(devices: list[str]) -> tuple[bool, str]:
     import torch
 
-    from daemon.pool.local import expand_devices
+    from daemon.gpu_probe import GPU_FIX, probe_devices
     from service.devices import resolve
     from service.errors import EngineError
 
+    if devices == ["auto"]:
+        probe = probe_devices()
+        if probe.problem is not None:
+            return False, f"devices: auto would run on {', '.join(probe.devices)}: " + (
+                f"{probe.problem}; fix: {GPU_FIX}"
+            )
+        devices = probe.devices
     found = []
-    for name in expand_devices(devices):
+    for name in devices:
         try:
             device = resolve(name)
         except EngineError as exc:

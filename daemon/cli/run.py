@@ -1,12 +1,15 @@
 """`stylefold run` and `stylefold once`: the daemon, watching until SIGTERM or until the inbox
-is done. The only commands that start workers (and so import torch, in the worker processes)."""
+is done. The only commands that start workers (and so import torch, in the worker processes).
+Their exit codes are `daemon.exitcodes.ExitCode`."""
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 
 from daemon.cli.common import fail, folder_flags, overrides
 from daemon.config import ConfigError, load_settings
+from daemon.exitcodes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def command(args: argparse.Namespace) -> int:
+    # systemd's watchdog ends a wedged daemon with SIGABRT: every thread's stack goes to stderr
+    # (the journal) first, so the cause is read there, not guessed.
+    faulthandler.enable(all_threads=True)
     from daemon.app import Daemon
     from daemon.logs import setup_logging
 
@@ -37,6 +43,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, given)
     except ConfigError as exc:
-        return fail(f"configuration error:\n{exc}")
+        fail(f"configuration error:\n{exc}")
+        return ExitCode.CONFIG
     setup_logging(settings.log_format, settings.log_level)
     return Daemon(settings, config_path=args.config, overrides=given, once=args.once).run()

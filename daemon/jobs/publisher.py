@@ -122,6 +122,7 @@ class Publisher:
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
         reason = str(exc)
+        self.metrics.outbox_write_failed()
         log.error(
             "job.outbox_unwritable",
             job_id=job_id,

@@ -9,16 +9,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 
 import structlog
 
+from daemon.gpu_probe import GPU_FIX, probe_devices
 from daemon.pool.messages import (
     CancelBatch,
     Command,
@@ -35,25 +33,13 @@ log = structlog.get_logger(__name__)
 
 
 def visible_devices() -> list[str]:
-    """What 'auto' means: every visible CUDA GPU, else MPS, else the CPU. Asked of a short-lived
-    child process, so the daemon itself never imports torch (and stays small)."""
-    if sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/gpus").exists():
-        return ["cpu"]
-    probe = (
-        "import torch\n"
-        "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-        "mps = getattr(torch.backends, 'mps', None)\n"
-        "print(' '.join(f'cuda:{i}' for i in range(n)) or "
-        "('mps' if mps and mps.is_available() else 'cpu'))\n"
-    )
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("pool.device_probe_failed", error=str(exc))
-        return ["cpu"]
-    return out.split() or ["cpu"]
+    """What 'auto' means: every visible CUDA GPU, else MPS, else the CPU (daemon.gpu_probe,
+    which asks a child process, so the daemon itself never imports torch). A driver host
+    without usable CUDA is an error in the log, never a silent fallback."""
+    probe = probe_devices()
+    if probe.problem is not None:
+        log.error("pool.gpu_unusable", problem=probe.problem, devices=probe.devices, fix=GPU_FIX)
+    return probe.devices
 
 
 def expand_devices(devices: list[str]) -> list[str]:
@@ -75,13 +61,14 @@ class WorkerProcesses:
     def __init__(
         self, devices: list[str], workers_per_device: int = 1, setup: EngineSetup | None = None
     ) -> None:
-        self.devices = expand_devices(devices)
+        self.devices = list(devices)  # "auto" is resolved by `open`, not at construction
         self.workers_per_device = workers_per_device
         self.setup = setup or EngineSetup()
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, _Process] = {}
 
     def open(self) -> list[str]:
+        self.devices = expand_devices(self.devices)
         return [device for device in self.devices for _ in range(self.workers_per_device)]
 
     def spawn(self, worker_id: int, device: str) -> int | None:

@@ -1,0 +1,66 @@
+"""`stylefold reload`: SIGHUP the running daemon, then wait for its verdict, so that systemd's
+`ExecReload=` (and an admin at a shell) learn whether the new configuration was taken.
+
+The daemon answers in `state/status.json` (`daemon.reload`), naming the CLOCK_MONOTONIC time
+its reload began; the answer to this request is the first one that began after the signal.
+A configuration this command cannot load is broken for the daemon too: the signal still goes
+out (the daemon says so in its log and STATUS=), and the exit code is 78 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+
+from daemon.cli.common import fail, folder_flags, read_settings
+from daemon.config import ConfigError
+from daemon.exitcodes import ExitCode
+from daemon.lock import holder
+from daemon.status import read_status
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    help_text = "make the running daemon re-read its configuration; fails if it keeps the old one"
+    parser = subparsers.add_parser("reload", help=help_text, description=help_text)
+    folder_flags(parser)
+    parser.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="the daemon's process id (systemd: $MAINPID); default: the state folder's lock holder",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="seconds to wait for the answer"
+    )
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        settings = read_settings(args)
+    except ConfigError as exc:
+        settings, broken = None, str(exc)
+    pid = args.pid if args.pid is not None else settings and holder(settings.state)
+    if not pid:
+        return fail("no running daemon found; start it, or name it with --pid")
+    asked = time.monotonic_ns() // 1000
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        return fail(f"cannot signal process {pid}: {exc.strerror}")
+    if settings is None:
+        fail(f"configuration error, the daemon keeps its previous configuration:\n{broken}")
+        return ExitCode.CONFIG
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        reload = read_status(settings.state).daemon.reload
+        if reload is not None and reload.monotonic_usec >= asked:
+            if reload.error is None:
+                print(f"stylefold: process {pid} reloaded its configuration")
+                return ExitCode.OK
+            fail(f"reload failed, process {pid} keeps its previous configuration:\n{reload.error}")
+            return ExitCode.CONFIG
+        time.sleep(0.1)
+    return fail(f"process {pid} did not report a reload within {args.timeout:g} s")

@@ -1,0 +1,98 @@
+"""Publishing what the daemon knows, as one `StatusReport`: STATUS= for systemd,
+`state/status.json` for `stylefold status` (and the web page), and the Prometheus gauges.
+
+A change of any job's state is published at once (a short job would otherwise never show);
+progress percentages only every STATUS_EVERY seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from daemon.fsutil import atomic_write, model_to_json
+from daemon.status import STATUS_FILE, DaemonInfo, ReloadInfo, WorkerItem, from_store
+from daemon.supervision import host_attention, status_line
+from daemon.versions import stylefold_version
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
+    from daemon.gpu_probe import DeviceProbe
+    from daemon.intake.pairing import Intake
+    from daemon.intake.watcher import Watcher
+    from daemon.jobs.lifecycle import Lifecycle
+    from daemon.jobs.store import Store
+    from daemon.metrics import Metrics
+    from daemon.pool import WorkerPool
+    from daemon.sdnotify import Notifier
+
+STATUS_EVERY = 2.0
+
+
+class Source(Protocol):
+    """The daemon's parts a report is read from (`daemon.app.Daemon`), read afresh each time:
+    a reload replaces the settings, the device probe the pool."""
+
+    settings: Settings
+    store: Store | None
+    lifecycle: Lifecycle | None
+    intake: Intake
+    watcher: Watcher
+    pool: WorkerPool
+    notifier: Notifier
+    metrics: Metrics
+    gpu: DeviceProbe | None
+    reloaded: ReloadInfo | None
+
+
+class Reporter:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._last = 0.0
+        self._shape: tuple[object, ...] = ()
+
+    def publish(self, force: bool = False) -> None:
+        """Publish if anything changed (or STATUS_EVERY passed, or `force`)."""
+        daemon = self.source
+        assert daemon.lifecycle is not None and daemon.store is not None
+        now = time.monotonic()
+        items = daemon.lifecycle.items()
+        inbox = daemon.intake.items(now, time.time())
+        shape = (tuple((i.job_id, i.state) for i in items), len(inbox), daemon.watcher.paused)
+        if not force and shape == self._shape and now - self._last < STATUS_EVERY:
+            return
+        self._shape = shape
+        self._last = now
+        report = from_store(daemon.store, self.daemon_info())
+        report = report.model_copy(update={"inbox": inbox, "jobs": items})
+        report.attention[:0] = host_attention(report)
+        daemon.metrics.set_queue(len(items))
+        blocked = len(report.in_state("blocked"))
+        daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())
+        daemon.notifier.status(status_line(report))
+        with contextlib.suppress(OSError):
+            data = model_to_json(report, indent=1).encode()
+            atomic_write(daemon.settings.state / STATUS_FILE, data, durable=False)
+
+    def daemon_info(self) -> DaemonInfo:
+        daemon = self.source
+        workers = [
+            WorkerItem(worker=w.worker, device=w.device, state=w.state, pid=w.pid, node=w.node)
+            for w in daemon.pool.workers()
+        ]
+        return DaemonInfo(
+            running=True,
+            pid=os.getpid(),
+            version=stylefold_version(),
+            updated_at=time.time(),
+            watch_mode=daemon.watcher.mode,
+            watch_reason=daemon.watcher.mode_reason or None,
+            paused=daemon.watcher.pause_reason if daemon.watcher.paused else None,
+            backend=daemon.settings.backend,
+            workers=workers,
+            devices=list(daemon.pool.devices),
+            gpu_fallback=daemon.gpu.problem if daemon.gpu else None,
+            reload=daemon.reloaded,
+        )

@@ -1,0 +1,72 @@
+"""What systemd and the admin are told about the daemon's health, apart from the jobs: the
+STATUS= line, the attention items of a GPU it cannot use, a configuration it could not reload
+or an outbox that takes no answers, and the exit code of a failed start."""
+
+from __future__ import annotations
+
+from daemon.exitcodes import ExitCode
+from daemon.gpu_probe import GPU_FIX
+from daemon.intake.watcher import WatchError
+from daemon.jobs.answers import OUTBOX_FIX
+from daemon.metrics import MetricsError
+from daemon.status import Attention, StatusReport
+
+# Start-up failures that a restart cannot mend: their messages name the setting to change.
+_START_FAILURES: dict[type[Exception], ExitCode] = {
+    WatchError: ExitCode.CONFIG,
+    MetricsError: ExitCode.CONFIG,
+}
+
+
+def exit_code_for(exc: Exception) -> ExitCode:
+    """The exit code of a start that failed with `exc`."""
+    return _START_FAILURES.get(type(exc), ExitCode.FAILURE)
+
+
+def status_line(report: StatusReport) -> str:
+    """The one line systemd shows (STATUS=); what needs an admin comes first."""
+    queued = len(report.in_state("queued"))
+    running = report.in_state("running")
+    parts = [f"{queued} queued", f"{len(running)} running"]
+    parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
+    blocked = report.in_state("blocked")
+    if blocked:
+        parts.append(f"{len(blocked)} blocked (outbox unwritable)")
+    if report.daemon.paused:
+        parts.append(f"inbox unavailable: {report.daemon.paused}")
+    if report.daemon.gpu_fallback:
+        parts.insert(0, "ON THE CPU: the GPU is unusable (see stylefold status)")
+    if report.daemon.reload is not None and report.daemon.reload.error:
+        parts.insert(0, "reload failed, the previous config still runs (see stylefold status)")
+    return ", ".join(parts)
+
+
+def host_attention(report: StatusReport) -> list[Attention]:
+    """What the running daemon itself needs an admin for: a GPU it cannot use, a configuration
+    it could not reload, answers the outbox does not take."""
+    items = []
+    daemon = report.daemon
+    if daemon.gpu_fallback:
+        items.append(
+            Attention(what="a GPU host runs on the CPU", where=daemon.gpu_fallback, fix=GPU_FIX)
+        )
+    if daemon.reload is not None and daemon.reload.error:
+        items.append(
+            Attention(
+                what="the configuration could not be reloaded; the previous one still runs",
+                where=daemon.reload.error,
+                since=daemon.reload.at,
+                fix="correct the file, then `systemctl reload` (or SIGHUP) again",
+            )
+        )
+    blocked = report.in_state("blocked")
+    if blocked:
+        items.append(
+            Attention(
+                what=f"{len(blocked)} answer(s) cannot be written to the outbox",
+                where=blocked[0].reason,
+                since=min(job.since for job in blocked),
+                fix=OUTBOX_FIX,
+            )
+        )
+    return items

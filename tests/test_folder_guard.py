@@ -1,0 +1,92 @@
+"""A shared folder deleted and re-created under the sandbox's bind mount: inside, the new folder
+is a read-only stand-in, and the daemon exits 75 so systemd restarts it with fresh mounts.
+
+The sandbox is the unit's file-system view, made with unshare(1): the inbox, outbox, state and
+a private /tmp are bind mounts of themselves, and / is remounted read-only
+(ReadWritePaths= under ProtectSystem=strict). The same folder remounted read-only is not this:
+answers wait for it (tests/test_reliability_disk.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import CLI, REPO, Folders, wait_for
+
+from daemon.exitcodes import ExitCode
+from daemon.folder_guard import FolderGuard
+
+_SANDBOX = """
+set -e
+for writable in "$INBOX" "$OUTBOX" "$STATE" "$PRIVATE_TMP"; do
+  mount --bind "$writable" "$writable"
+done
+mount -o remount,bind,ro /
+exec "$@"
+"""
+
+
+def _can_unshare_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+
+
+def test_a_folder_recreated_on_a_writable_file_system_is_no_reason(folders: Folders) -> None:
+    """Outside a sandbox a re-created folder is simply the new folder (the watcher follows
+    it), and a missing one is an unmounted share (paused): neither needs a restart."""
+    guard = FolderGuard({"inbox": folders.inbox, "outbox": folders.outbox}, check_every=0)
+    assert not guard.tripped(1.0)
+    shutil.rmtree(folders.outbox)
+    assert not guard.tripped(2.0)
+    folders.outbox.mkdir()
+    folders.inbox.rename(folders.root / "old-inbox")
+    folders.inbox.mkdir()
+    assert not guard.tripped(3.0) and guard.reason is None
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.parametrize("folder", ["outbox", "inbox"])
+def test_a_read_only_stand_in_makes_the_daemon_exit_for_a_restart(
+    folders: Folders, folder: str
+) -> None:
+    private_tmp = folders.root / "tmp"
+    private_tmp.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+        "INBOX": str(folders.inbox),
+        "OUTBOX": str(folders.outbox),
+        "STATE": str(folders.state),
+        "PRIVATE_TMP": str(private_tmp),
+        "TMPDIR": str(private_tmp),
+        "HOME": str(folders.state),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    sandbox = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SANDBOX, "sh"]
+    command = [*CLI, "run", "--config", str(folders.config()), "--log-format", "json"]
+    log_path = folders.root / "daemon.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*sandbox, *command], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(lambda: "daemon.ready" in log_path.read_text(), 90, "the daemon to be ready")
+        # A sync tool re-adding the folder, on the host: the sandbox's bind mount goes, and the
+        # new folder shows through the read-only rest.
+        path = getattr(folders, folder)
+        shutil.rmtree(path)
+        path.mkdir()
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    log = log_path.read_text()
+    assert code == ExitCode.TEMPFAIL == 75, log[-3000:]
+    assert '"event": "daemon.folder_replaced"' in log
+    assert f"the {folder} {path} is now a different folder on a read-only mount" in log
+    assert '"event": "daemon.stopped"' in log  # through the ordinary shutdown
