@@ -335,6 +335,15 @@ class Settings(BaseSettings):
         json_schema_extra=_NEEDS_RESTART,
     )
 
+    # Sync tools (deploy/README.md, section 4).
+    arriving_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a truncated photo (a JPEG without its end marker, a PNG without "
+        "IEND...) stays still arriving before it gets a truncation report.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

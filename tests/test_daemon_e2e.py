@@ -36,7 +36,7 @@ SIDECAR = {"style": "mosaic"}
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     folders = make_folders(tmp_path_factory.mktemp("e2e"))
-    daemon = start_daemon(folders, config=folders.config(pair_timeout=4.0))
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=4.0, arriving_timeout=3.0))
     yield daemon
     assert daemon.stop() == 0
 

@@ -21,6 +21,7 @@ import structlog
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_write
+from daemon.intake.arrival import ChangedAfterSettling
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
@@ -138,6 +139,9 @@ class Lifecycle:
             return
         except FileNotFoundError:
             log.info("job.claim_vanished", image=str(arrival.image))
+            return
+        except ChangedAfterSettling:
+            log.info("job.claim_changed", image=str(arrival.image), then="settles again")
             return
         except OSError as exc:
             log.error(

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_copy, file_sha256, fit_name, fsync_dir, move_file
+from daemon.intake.arrival import ChangedAfterSettling
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.intake.sidecar import load_json
@@ -152,6 +153,10 @@ class Spool:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
             raise Rejected(f"{arrival.sidecar}: changed while it was being claimed")
+        input_file = f"input{_suffix(arrival.image.name)}"
+        settled = arrival.signature
+        if settled and _signature(folder / input_file) != [settled.size, settled.mtime_ns]:
+            raise ChangedAfterSettling(f"{arrival.image} changed after it had settled")
         styles = []
         for index, (name, path, weight) in enumerate(resolved.styles):
             stored = self._stored_style(path)
@@ -161,7 +166,6 @@ class Spool:
             except OSError:
                 atomic_copy(stored, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
-        input_file = f"input{_suffix(arrival.image.name)}"
         input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         names = choose_names(
