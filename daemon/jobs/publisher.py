@@ -17,7 +17,7 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import published_by
+from daemon.jobs.outbox import drop_stale_report, published_by
 from daemon.jobs.record import Job
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import Outcome, State
@@ -155,6 +155,9 @@ class Publisher:
 
     def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
         success = outcome in ("result", "reuse")
+        if success:
+            with contextlib.suppress(OSError):
+                drop_stale_report(self.spool.names(job), job.inputs)
         running = self.running.get(job.id)
         elapsed = time.time() - running.started if running else 0.0
         reason = detail.reason if isinstance(detail, FailureDetail) else None

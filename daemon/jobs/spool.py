@@ -37,7 +37,7 @@ from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.intake.sidecar import load_json
 from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job, JobStyle, job_key, log_line, new_job_id
+from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 
@@ -168,11 +168,13 @@ class Spool:
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
         input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
+        arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         names = choose_names(
             self.settings.outbox / rel_dir,
             Path(arrival.image.name).stem,
             resolved.output_format,
             reserved=[path for paths in self._reserved.values() for path in paths],
+            inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
         )
         job = Job(
             id=job_id,
