@@ -343,6 +343,13 @@ class Settings(BaseSettings):
         "IEND...) stays still arriving before it gets a truncation report.",
         json_schema_extra=_APPLIED_LIVE,
     )
+    resend: Literal["skip", "answer"] = Field(
+        "skip",
+        description="A photo sent again (same inbox path, content and parameters as one "
+        "already answered): skip it, the earlier result stays the answer; or answer it again "
+        "with a numbered copy. Needs dedupe.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -151,13 +151,26 @@ def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared
     (inbox / "photo.jpg").write_bytes(data)
     write_json(inbox / "photo.json", SIDECAR)
     first = _finished_once(shared, "again")
+    # Sent again (a sync tool restoring the archived original): recognised, not answered again.
     (inbox / "photo.jpg").write_bytes(data)
     write_json(inbox / "photo.json", SIDECAR)
-    second = _manifest(shared.folders, "again/photo.manifest-2.json")
-    assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
-    assert second["job_id"] != first["job_id"]
+    wait_for(
+        lambda: any(
+            line.get("event") == "job.skipped" and line.get("input") == "again/photo.jpg"
+            for line in shared.log_lines()
+        ),
+        90,
+        "job.skipped",
+    )
+    wait_for(lambda: not (inbox / "photo.jpg").exists(), 10, "the re-sent copy gone")
     out = shared.folders.outbox / "again"
-    assert (out / "photo.stylised-2.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
+    assert _outputs(out) == ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    # The same photo under another name is answered there, from the earlier result.
+    (inbox / "copy.jpg").write_bytes(data)
+    write_json(inbox / "copy.json", SIDECAR)
+    second = _manifest(shared.folders, "again/copy.manifest.json")
+    assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
+    assert (out / "copy.stylised.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
 
 
 def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -> None:

@@ -32,6 +32,7 @@ from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
 from daemon.jobs.recovery import recover
+from daemon.jobs.resend import earlier_answer_to_this_input
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -193,6 +194,8 @@ class Lifecycle:
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def submit(self, job: Job) -> None:
+        if self._skip_resent(job):
+            return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
             if earlier is not None:
@@ -240,6 +243,8 @@ class Lifecycle:
         elif isinstance(event, Progress):
             self._progress(job, event)
         elif isinstance(event, Done):
+            if self._skip_resent(job):  # sent again while its first copy was being rendered
+                return
             running = self.running.get(job.id)
             detail = ResultDetail(
                 info=event.info,
@@ -330,6 +335,18 @@ class Lifecycle:
         log.info("job.requeued", input=job.source, reason=reason)
 
     # -- answers ----------------------------------------------------------------------------
+
+    def _skip_resent(self, job: Job) -> bool:
+        """A photo sent again (daemon.jobs.resend) with resend = "skip": the earlier answer
+        stands and nothing new is written."""
+        if not (self.settings.dedupe and self.settings.resend == "skip"):
+            return False
+        earlier = earlier_answer_to_this_input(self.store, job)
+        if earlier is None:
+            return False
+        self.spool.append_log(job, f"sent again; the answer stays {earlier.output}")
+        self.publisher.publish(job.id, job, "skip", _reuse(earlier))
+        return True
 
 
 def _rel(path: Path | None, inbox: Path) -> str | None:
