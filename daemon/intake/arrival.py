@@ -115,8 +115,9 @@ def inbox_item(
     quiet = now - changed_at
     if arriving is not None:
         note = (
-            f"still arriving: {arriving.reason}; unchanged for {quiet:.0f} s, looked at again "
-            f"in {max(0.0, arriving.look_at - now):.0f} s"
+            f"still arriving: {arriving.reason}; next look in "
+            f"{max(0.0, arriving.look_at - now):.0f} s, reported as truncated in "
+            f"{max(0.0, arriving_timeout - quiet):.0f} s unless it changes"
         )
         return InboxItem(
             path=relative,
