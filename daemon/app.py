@@ -260,7 +260,8 @@ class Daemon:
         self._beat()
         items = self.lifecycle.items()
         inbox = self.intake.items(now, time.time())
-        shape = (tuple((i.job_id, i.state) for i in items), len(inbox), self.watcher.paused)
+        inbox_states = tuple(i.state for i in inbox)  # settling -> still arriving shows at once
+        shape = (tuple((i.job_id, i.state) for i in items), inbox_states, self.watcher.paused)
         if shape == self._status_shape and now - self._last_status < STATUS_EVERY:
             return
         self._status_shape = shape

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -81,11 +82,14 @@ TOOLS = (
 
 
 class Pauses:
-    """Polls each photo's size and keeps the longest time a partial photo stayed unchanged."""
+    """Polls each photo's size and keeps the longest time a partial photo stayed unchanged, and
+    what the daemon's status said about the inbox meanwhile."""
 
-    def __init__(self, photos: dict[str, tuple[Path, int]]) -> None:
+    def __init__(self, photos: dict[str, tuple[Path, int]], status: Path) -> None:
         self.photos = photos
+        self.status = status
         self.longest = dict.fromkeys(photos, 0.0)
+        self.states: set[tuple[str, str]] = set()  # (path in the inbox, state)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -102,6 +106,9 @@ class Pauses:
                     since[name] = (size, now)
                 if 0 < size < full:
                     self.longest[name] = max(self.longest[name], now - since[name][1])
+            with contextlib.suppress(OSError, ValueError):
+                inbox = json.loads(self.status.read_text())["inbox"]
+                self.states.update((item["path"], item["state"]) for item in inbox)
 
     def __enter__(self) -> Pauses:
         self._thread.start()
@@ -118,6 +125,7 @@ class Run:
     daemon: Daemon
     sources: dict[str, Path]
     pauses: dict[str, float]
+    states: set[tuple[str, str]]  # what status showed for inbox files during the slow copies
     first: dict[str, dict[str, bytes]]  # the outbox subfolder's files after the first copy
 
 
@@ -161,7 +169,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
     photos = {t.name: (folders.inbox / t.name / "photo.jpg", len(t.photo)) for t in TOOLS}
     try:
-        with Pauses(photos) as pauses:
+        with Pauses(photos, folders.state / "status.json") as pauses:
             threads = [threading.Thread(target=transfer, args=(tool,)) for tool in TOOLS]
             for thread in threads:
                 thread.start()
@@ -177,7 +185,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             )
         time.sleep(SETTLE + 1.0)  # a second (wrong) job would have been claimed by now
         first = {tool.name: _files(folders.outbox / tool.name) for tool in TOOLS}
-        yield Run(folders, daemon, sources, dict(pauses.longest), first)
+        yield Run(folders, daemon, sources, dict(pauses.longest), pauses.states, first)
     finally:
         assert daemon.stop() == 0
 
@@ -186,6 +194,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 def test_a_slow_growing_copy_makes_exactly_one_result(run: Run, tool: str) -> None:
     # The scenario mattered: the partial photo sat unchanged for longer than the settle time.
     assert run.pauses[tool] > SETTLE, run.pauses
+    assert (f"{tool}/photo.jpg", "arriving") in run.states, run.states
     assert sorted(run.first[tool]) == RESULT_SET
     manifest = json.loads(run.first[tool]["photo.manifest.json"])
     photo = next(t.photo for t in TOOLS if t.name == tool)
