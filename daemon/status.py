@@ -121,7 +121,7 @@ class StatusReport(_Model):
 STATUS_FILE = "status.json"
 RECENT = 50
 _ANSWERED = ("releasing", "rejected")
-_ANSWERS = (State.DONE, State.SKIPPED)  # whose answer is a result, not a report
+_RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
     State.FAILED: "failed",
@@ -168,8 +168,8 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
                     input=row.input,
                     outcome=_OUTCOMES[row.state],
                     at=row.since,
-                    output=answer if row.state in _ANSWERS else None,
-                    report=None if row.state in _ANSWERS else answer,
+                    output=answer if row.state in _RESULTS else None,
+                    report=None if row.state in _RESULTS else answer,
                     reason=row.reason,
                 )
             )

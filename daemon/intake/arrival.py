@@ -73,18 +73,13 @@ class Arriving:
 
 
 def look_again(
-    previous: Arriving | None,
-    reason: str,
-    now: float,
-    changed_at: float,
-    settle_seconds: float,
-    timeout: float,
+    previous: Arriving | None, reason: str, now: float, due: float, settle_seconds: float
 ) -> Arriving:
     """The next look: `settle_seconds` after the first (at least a second), then twice as long
-    each time, never after the moment the file is due to be reported."""
+    each time, never after `due`, the moment the file is to be reported."""
     backoff = max(1.0, settle_seconds) if previous is None else previous.backoff * 2
     backoff = min(backoff, MAX_BACKOFF)
-    return Arriving(reason, min(now + backoff, changed_at + timeout), backoff)
+    return Arriving(reason, min(now + backoff, due), backoff)
 
 
 def given_up(reason: str, timeout: float) -> str:

@@ -2,13 +2,15 @@
 
 Sync tools and network copies write files over seconds or hours, so a file is ready only once its
 size, mtime and inode have stayed unchanged for `settle_seconds`; every change restarts the timer
-and the tracker never gives up on a file that keeps changing. Ready photos are paired with their
+and the tracker never gives up on a file that keeps changing. A settled photo whose structure
+says it is cut short is still arriving (`daemon.intake.arrival`). Ready photos are paired with their
 sidecars (`photo.json` or the more specific `photo.jpg.json`), whichever arrives first; a pair is
 ready only when both halves (and a style image the sidecar brings along) have settled.
 
 `Intake` is driven from outside: `observe(path, now)` for every event or scan hit, `poll(now)`
 to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
-I/O is `stat` (and reading a settled sidecar to learn which brought-along style file to wait for).
+I/O is `stat`, reading a settled photo's structure (`daemon.intake.complete`) and a settled
+sidecar (to learn which brought-along style file to wait for).
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
@@ -345,18 +347,12 @@ class Intake:
         reason = entry.arriving.reason if entry.arriving else truncation(entry.path)
         if reason is None:
             return False
-        if now - entry.changed_at >= self.arriving_timeout:
+        due = entry.changed_at + self.arriving_timeout
+        if now >= due:
             entry.arriving = None
             self._report(entry, events, given_up(reason, self.arriving_timeout))
-            return True
-        entry.arriving = look_again(
-            entry.arriving,
-            reason,
-            now,
-            entry.changed_at,
-            self.settle_seconds,
-            self.arriving_timeout,
-        )
+        else:
+            entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
         return True
 
     def _report(self, entry: _File, events: list[Event], reason: str) -> None:

@@ -344,7 +344,6 @@ class Lifecycle:
         earlier = earlier_answer_to_this_input(self.store, job)
         if earlier is None:
             return False
-        self.spool.append_log(job, f"sent again; the answer stays {earlier.output}")
         self.publisher.publish(job.id, job, "skip", _reuse(earlier))
         return True
 
