@@ -357,6 +357,22 @@ class Settings(BaseSettings):
         json_schema_extra=_NEEDS_RESTART,
     )
 
+    # Sync tools (deploy/README.md, section 4).
+    arriving_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a truncated photo (a JPEG without its end marker, a PNG without "
+        "IEND...) stays still arriving before it gets a truncation report.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+    resend: Literal["skip", "answer"] = Field(
+        "skip",
+        description="A photo sent again (same inbox path, content and parameters as one "
+        "already answered): skip it, the earlier result stays the answer; or answer it again "
+        "with a numbered copy. Needs dedupe.",
+        json_schema_extra=_APPLIED_LIVE,
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

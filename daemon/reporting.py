@@ -60,7 +60,8 @@ class Reporter:
         now = time.monotonic()
         items = daemon.lifecycle.items()
         inbox = daemon.intake.items(now, time.time())
-        shape = (tuple((i.job_id, i.state) for i in items), len(inbox), daemon.watcher.paused)
+        inbox_states = tuple(i.state for i in inbox)  # settling -> still arriving shows at once
+        shape = (tuple((i.job_id, i.state) for i in items), inbox_states, daemon.watcher.paused)
         if not force and shape == self._shape and now - self._last < STATUS_EVERY:
             return
         self._shape = shape

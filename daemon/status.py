@@ -113,7 +113,7 @@ class Counts(_Model):
     done: int = 0
     failed: int = 0
     rejected: int = 0
-    skipped: int = 0  # re-sent inputs answered by an earlier result
+    skipped: int = 0  # photos sent again: their earlier answer stands (daemon.jobs.resend)
 
 
 class StatusReport(_Model):
@@ -131,10 +131,12 @@ class StatusReport(_Model):
 STATUS_FILE = "status.json"
 RECENT = 50
 _ANSWERED = ("releasing", "rejected")
-_OUTCOMES: dict[State, Literal["done", "failed", "rejected"]] = {
+_RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
+_OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
     State.FAILED: "failed",
     State.REJECTED: "rejected",
+    State.SKIPPED: "skipped",
 }
 
 
@@ -166,7 +168,7 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
                     "then delete the folder",
                 )
             )
-        elif row.state in (State.DONE, State.FAILED, State.REJECTED):
+        elif row.state in _OUTCOMES:
             # The outbox file named when the answer was written (relative to the outbox).
             notes = [t.note for t in store.transitions(row.id) if t.new in _ANSWERED]
             answer = notes[-1] if notes else None
@@ -176,8 +178,8 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
                     input=row.input,
                     outcome=_OUTCOMES[row.state],
                     at=row.since,
-                    output=answer if row.state is State.DONE else None,
-                    report=None if row.state is State.DONE else answer,
+                    output=answer if row.state in _RESULTS else None,
+                    report=None if row.state in _RESULTS else answer,
                     reason=row.reason,
                 )
             )
@@ -191,6 +193,7 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
             done=counts.get("done", 0),
             failed=counts.get("failed", 0),
             rejected=counts.get("rejected", 0),
+            skipped=counts.get("skipped", 0),
         ),
     )
 

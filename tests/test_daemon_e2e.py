@@ -36,7 +36,7 @@ SIDECAR = {"style": "mosaic"}
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     folders = make_folders(tmp_path_factory.mktemp("e2e"))
-    daemon = start_daemon(folders, config=folders.config(pair_timeout=4.0))
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=4.0, arriving_timeout=3.0))
     yield daemon
     assert daemon.stop() == 0
 
@@ -138,26 +138,39 @@ def test_bad_sidecar_gets_an_error_report_and_the_original_stays(shared: Daemon)
     assert (inbox / "photo.jpg").read_bytes() == data
     time.sleep(1.5)  # settled again, rescanned: not reported twice
     assert _outputs(shared.folders.outbox / "bad") == ["photo.error.json", "photo.log"]
-    # Fixing the sidecar makes it a job.
+    # Fixing the sidecar makes it a job, whose result takes the plain names and replaces the
+    # outdated report.
     write_json(inbox / "photo.json", SIDECAR)
-    wait_for((shared.folders.outbox / "bad/photo.manifest-2.json").exists, 90, "the fixed job")
-    assert (shared.folders.outbox / "bad/photo.stylised-2.jpg").exists()
+    _finished_once(shared, "bad")
 
 
-def test_identical_resubmission_reuses_the_earlier_result(shared: Daemon) -> None:
+def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "again"
     data = image_bytes(seed=6)
     (inbox).mkdir()
     (inbox / "photo.jpg").write_bytes(data)
     write_json(inbox / "photo.json", SIDECAR)
     first = _finished_once(shared, "again")
+    # Sent again (a sync tool restoring the archived original): recognised, not answered again.
     (inbox / "photo.jpg").write_bytes(data)
     write_json(inbox / "photo.json", SIDECAR)
-    second = _manifest(shared.folders, "again/photo.manifest-2.json")
-    assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
-    assert second["job_id"] != first["job_id"]
+    wait_for(
+        lambda: any(
+            line.get("event") == "job.skipped" and line.get("input") == "again/photo.jpg"
+            for line in shared.log_lines()
+        ),
+        90,
+        "job.skipped",
+    )
+    wait_for(lambda: not (inbox / "photo.jpg").exists(), 10, "the re-sent copy gone")
     out = shared.folders.outbox / "again"
-    assert (out / "photo.stylised-2.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
+    assert _outputs(out) == ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    # The same photo under another name is answered there, from the earlier result.
+    (inbox / "copy.jpg").write_bytes(data)
+    write_json(inbox / "copy.json", SIDECAR)
+    second = _manifest(shared.folders, "again/copy.manifest.json")
+    assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
+    assert (out / "copy.stylised.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
 
 
 def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -> None:

@@ -44,6 +44,8 @@ def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:
         (State.DONE, State.QUEUED),
         (State.BLOCKED, State.RELEASING),
         (State.BROKEN, State.BROKEN),
+        (State.QUEUED, State.SKIPPED),  # a skip is recorded (publishing), then released
+        (State.SKIPPED, State.QUEUED),
     ],
 )
 def test_illegal_transitions_are_refused(old: State | None, new: State) -> None:
@@ -93,6 +95,17 @@ def test_a_job_s_life_is_journalled_and_survives_reopening(tmp_path: Path) -> No
     again.move("j1", State.DONE)
     assert again.active() == [] and [r.id for r in again.finished(10)] == ["j1"]
     assert again.counts() == {"done": 1}
+
+
+def test_a_photo_sent_again_ends_skipped_through_publishing_and_releasing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.create("j2", State.CLAIMING, "photo.jpg")
+    store.move("j2", State.QUEUED)
+    store.move("j2", State.PUBLISHING, outcome="skip")
+    store.move("j2", State.RELEASING, note="photo.stylised.jpg")
+    store.move("j2", State.SKIPPED)
+    assert State.SKIPPED in TERMINAL and store.active() == []
+    assert store.counts() == {"skipped": 1}
 
 
 def test_the_database_is_wal_and_readable_while_written(tmp_path: Path) -> None:

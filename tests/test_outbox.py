@@ -142,3 +142,21 @@ def test_move_file_across_file_systems_copies_and_verifies(tmp_path: Path) -> No
     finally:
         target.unlink(missing_ok=True)
         target.parent.rmdir()
+
+
+def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_path: Path) -> None:
+    pair = ["trip/photo.jpg", "trip/photo.json"]
+    first = outbox.choose_names(tmp_path, "photo", "jpg")
+    # A report about the photo, or about its sidecar alone: the pair takes the plain names.
+    for reported in pair:
+        outbox.publish_error(first, {"error": "bad", "input": reported}, "log\n")
+        assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair) == first
+    # Another photo with the same stem is a different job: numbered.
+    assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=["trip/photo.png"]).number == 2
+    outbox.drop_stale_report(first, ["trip/photo.png"])
+    assert first.error.exists()
+    outbox.drop_stale_report(first, pair)
+    assert not first.error.exists() and first.log.exists()
+    # A result holds its names whatever the inputs.
+    outbox.publish_result(first, first.log, {"job_id": "j"}, "log\n")
+    assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair).number == 2

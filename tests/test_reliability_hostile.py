@@ -88,6 +88,7 @@ def _freeze(world: World) -> None:
 def daemon(world: World) -> Iterator[Daemon]:
     config = world.folders.config(
         pair_timeout=3.0,
+        arriving_timeout=3.0,
         max_pixels=4_000_000,
         max_iterations=50,
         max_output_size=256,

@@ -5,8 +5,9 @@ temporary or growing file lives longer than `settle_seconds`, and must end in ex
 on the complete file (the manifest's input hash is the whole file's hash), with no error report
 and no job for a temporary or metadata file. rclone and rsync are the real binaries (throttled
 with --bwlimit); Syncthing, the Nextcloud client, newer rclone's `.partial` names, SMB/scp and
-macOS Finder are imitated write for write: their write patterns are documented, and two
-Syncthing instances syncing over loopback would take most of this file's time budget.
+macOS Finder are imitated write for write: their write patterns are documented. Real Syncthing
+instances run in tests/test_syncthing.py; slow and repeated rsync/rclone copies in
+tests/test_sync_resend.py.
 """
 
 from __future__ import annotations

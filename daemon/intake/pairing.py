@@ -2,13 +2,15 @@
 
 Sync tools and network copies write files over seconds or hours, so a file is ready only once its
 size, mtime and inode have stayed unchanged for `settle_seconds`; every change restarts the timer
-and the tracker never gives up on a file that keeps changing. Ready photos are paired with their
+and the tracker never gives up on a file that keeps changing. A settled photo whose structure
+says it is cut short is still arriving (`daemon.intake.arrival`). Ready photos are paired with their
 sidecars (`photo.json` or the more specific `photo.jpg.json`), whichever arrives first; a pair is
 ready only when both halves (and a style image the sidecar brings along) have settled.
 
 `Intake` is driven from outside: `observe(path, now)` for every event or scan hit, `poll(now)`
 to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
-I/O is `stat` (and reading a settled sidecar to learn which brought-along style file to wait for).
+I/O is `stat`, reading a settled photo's structure (`daemon.intake.complete`) and a settled
+sidecar (to learn which brought-along style file to wait for).
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
@@ -16,45 +18,24 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from daemon.config import Settings
+from daemon.intake.arrival import (
+    Arrival,
+    Arriving,
+    Event,
+    Kind,
+    Problem,
+    Signature,
+    given_up,
+    inbox_item,
+    look_again,
+)
+from daemon.intake.complete import truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.sidecar import SidecarError, read_sidecar
 from daemon.status import InboxItem
-
-Kind = Literal["image", "sidecar"]
-
-
-class Signature(NamedTuple):
-    """What must stay unchanged for a file to count as settled (a rename-over changes ino)."""
-
-    size: int
-    mtime_ns: int
-    ino: int
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """A settled photo ready to become a job. `sidecar` is None when the default style applies;
-    `style_file` is a brought-along style image the sidecar names (to copy, not move: several
-    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox."""
-
-    image: Path
-    sidecar: Path | None
-    rel_dir: Path
-    style_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A settled file that cannot become a job; `reason` says what to do about it."""
-
-    path: Path
-    reason: str
-
-
-Event = Arrival | Problem
 
 
 @dataclass
@@ -70,6 +51,7 @@ class _File:
     style_file: str | None = None  # sidecars: the brought-along style file named inside
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
     regular: bool = True
+    arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
 
 
 def _signature(result: os.stat_result) -> Signature:
@@ -90,6 +72,7 @@ class Intake:
         default_style: str | None = None,
         max_sidecar_bytes: int = 65536,
         max_tracked: int = 100_000,
+        arriving_timeout: float = 600.0,
     ) -> None:
         self.inbox = inbox
         self.rules = rules
@@ -98,6 +81,7 @@ class Intake:
         self.use_default = no_sidecar == "default" and default_style is not None
         self.max_sidecar_bytes = max_sidecar_bytes
         self.max_tracked = max_tracked
+        self.arriving_timeout = arriving_timeout
         self.dropped = 0  # observations refused because max_tracked files are already tracked
         self._files: dict[Path, _File] = {}
         self._pending: set[Path] = set()
@@ -116,6 +100,7 @@ class Intake:
             no_sidecar=settings.no_sidecar,
             default_style=settings.default_style,
             max_sidecar_bytes=settings.max_sidecar_bytes,
+            arriving_timeout=settings.arriving_timeout,
         )
 
     def __len__(self) -> int:
@@ -133,34 +118,27 @@ class Intake:
         self.pair_timeout = settings.pair_timeout
         self.use_default = settings.no_sidecar == "default" and settings.default_style is not None
         self.max_sidecar_bytes = settings.max_sidecar_bytes
+        self.arriving_timeout = settings.arriving_timeout
 
     def items(self, now: float, wall: float) -> list[InboxItem]:
-        """Files not yet a job, for `status`: settling, or settled and waiting for a partner.
-        `now` is this tracker's clock, `wall` the epoch time at the same instant."""
-        found = []
-        for path in sorted(self._pending):
-            entry = self._files[path]
-            relative = path.relative_to(self.inbox).as_posix()
-            if not entry.settled:
-                left = max(0.0, self.settle_seconds - (now - entry.changed_at))
-                note = (
-                    f"settling: unchanged for {now - entry.changed_at:.0f} s, ready in {left:.0f} s"
-                )
-                since = wall - (now - entry.changed_at)
-                found.append(InboxItem(path=relative, state="settling", since=since, note=note))
-                continue
-            waited = now - entry.waiting_since
-            partner = "its photo" if entry.kind == "sidecar" else "its sidecar"
-            found.append(
-                InboxItem(
-                    path=relative,
-                    state="waiting",
-                    since=wall - waited,
-                    note=f"waiting for {partner}",
-                    gives_up_in=max(0.0, self.pair_timeout - waited),
-                )
+        """Files not yet a job, for `status`: settling, still arriving, or settled and waiting
+        for a partner. `now` is this tracker's clock, `wall` the epoch time at the same instant."""
+        return [
+            inbox_item(
+                path.relative_to(self.inbox).as_posix(),
+                entry.kind,
+                settled=entry.settled,
+                arriving=entry.arriving,
+                changed_at=entry.changed_at,
+                waiting_since=entry.waiting_since,
+                now=now,
+                wall=wall,
+                settle_seconds=self.settle_seconds,
+                pair_timeout=self.pair_timeout,
+                arriving_timeout=self.arriving_timeout,
             )
-        return found
+            for path, entry in sorted((path, self._files[path]) for path in self._pending)
+        ]
 
     # -- observations ---------------------------------------------------------------------
 
@@ -191,6 +169,7 @@ class Intake:
                 entry.signature = signature
                 entry.changed_at = entry.waiting_since = now
                 entry.settled = False
+                entry.arriving = None
                 entry.regular = stat.S_ISREG(result.st_mode)
                 self._pending.add(path)
                 self._touch_related(entry)
@@ -341,6 +320,8 @@ class Intake:
             return
         if now - entry.changed_at < self.settle_seconds:
             return
+        if entry.arriving is not None and now < entry.arriving.look_at:
+            return
         before = entry.signature
         self.observe(entry.path, now)  # one last look: a change missed by events restarts
         current = self._files.get(entry.path)
@@ -355,8 +336,24 @@ class Intake:
                 reason = f"is empty (0 bytes) after {self.pair_timeout:g} s; copy it again"
                 self._report(entry, events, reason)
             return  # writers often create a file first and fill it later
+        if entry.kind == "image" and self._still_arriving(entry, now, events):
+            return
         entry.settled = True
         self._touch_related(entry)
+
+    def _still_arriving(self, entry: _File, now: float, events: list[Event]) -> bool:
+        """A truncated image is not settled: it is looked at again with a growing back-off,
+        and reported only once unchanged for `arriving_timeout`."""
+        reason = entry.arriving.reason if entry.arriving else truncation(entry.path)
+        if reason is None:
+            return False
+        due = entry.changed_at + self.arriving_timeout
+        if now >= due:
+            entry.arriving = None
+            self._report(entry, events, given_up(reason, self.arriving_timeout))
+        else:
+            entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
+        return True
 
     def _report(self, entry: _File, events: list[Event], reason: str) -> None:
         marker = ("problem", entry.signature, reason)
@@ -447,6 +444,7 @@ class Intake:
                 None if sidecar is None else sidecar.path,
                 rel_dir,
                 None if style is None else style.path,
+                image.signature,
             )
         )
 

@@ -194,7 +194,8 @@ def publish_report(
     output_format: str,
 ) -> OutputNames:
     """The report of inbox files that never became a job, under names free right now."""
-    names = choose_names(outbox_root / detail.rel_dir, detail.stem, output_format)
+    inputs = [path for path in detail.paths if path is not None]
+    names = choose_names(outbox_root / detail.rel_dir, detail.stem, output_format, inputs=inputs)
     report = {
         "error": detail.reason,
         "job_id": job_id,

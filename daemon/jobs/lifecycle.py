@@ -21,6 +21,7 @@ import structlog
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_write
+from daemon.intake.arrival import ChangedAfterSettling
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
@@ -31,6 +32,7 @@ from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
 from daemon.jobs.recovery import recover
+from daemon.jobs.resend import earlier_answer_to_this_input
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -139,6 +141,9 @@ class Lifecycle:
         except FileNotFoundError:
             log.info("job.claim_vanished", image=str(arrival.image))
             return
+        except ChangedAfterSettling:
+            log.info("job.claim_changed", image=str(arrival.image), then="settles again")
+            return
         except OSError as exc:
             log.error(
                 "job.claim_failed", image=str(arrival.image), error=str(exc), retry_in=CLAIM_RETRY
@@ -189,6 +194,8 @@ class Lifecycle:
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def submit(self, job: Job) -> None:
+        if self._skip_resent(job):
+            return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
             if earlier is not None and _readable(_reuse(earlier)):
@@ -225,7 +232,7 @@ class Lifecycle:
             try:
                 self._handle(job, event)
             except Exception as exc:  # a bug while finishing one job must not stop the rest
-                log.exception("job.event_crashed", event=type(event).__name__)
+                log.exception("job.event_crashed", pool_event=type(event).__name__)
                 if isinstance(event, Done | Failed):
                     reason = answers.INTERNAL.format(error=exc)
                     self.publisher.fail(job, FailureDetail(kind="internal", reason=reason))
@@ -236,6 +243,8 @@ class Lifecycle:
         elif isinstance(event, Progress):
             self._progress(job, event)
         elif isinstance(event, Done):
+            if self._skip_resent(job):  # sent again while its first copy was being rendered
+                return
             running = self.running.get(job.id)
             detail = ResultDetail(
                 info=event.info,
@@ -326,6 +335,17 @@ class Lifecycle:
         log.info("job.requeued", input=job.source, reason=reason)
 
     # -- answers ----------------------------------------------------------------------------
+
+    def _skip_resent(self, job: Job) -> bool:
+        """A photo sent again (daemon.jobs.resend) with resend = "skip": the earlier answer
+        stands and nothing new is written."""
+        if not (self.settings.dedupe and self.settings.resend == "skip"):
+            return False
+        earlier = earlier_answer_to_this_input(self.store, job)
+        if earlier is None:
+            return False
+        self.publisher.publish(job.id, job, "skip", _reuse(earlier))
+        return True
 
 
 def _rel(path: Path | None, inbox: Path) -> str | None:

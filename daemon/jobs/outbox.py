@@ -3,14 +3,16 @@
 Every file is written under a hidden temporary name (`.stylefold-*.tmp`, which Syncthing,
 Nextcloud and rclone can be told to ignore), flushed with fsync, renamed into place, and the
 folder itself is fsynced so the rename survives a power cut. A job's files share one set of
-names (`OutputNames`) chosen so that nothing already in the outbox is replaced; the manifest (or
-the error report) is renamed last and so marks the job as published.
+names (`OutputNames`) chosen so that no other job's answer in the outbox is replaced; the
+manifest (or the error report) is renamed last and so marks the job as published. The one thing
+an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
+gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,17 +87,40 @@ class OutputNames:
 
 
 def choose_names(
-    folder: Path, stem: str, image_ext: str, reserved: Iterable[Path] = ()
+    folder: Path,
+    stem: str,
+    image_ext: str,
+    reserved: Iterable[Path] = (),
+    inputs: Collection[str] = (),
 ) -> OutputNames:
     """The first numbering whose files neither exist nor are `reserved` by a running job, so a
-    second photo.jpg never replaces the first one's result (or its error report)."""
+    second photo.jpg never replaces the first one's result. An error report about one of
+    `inputs` (the job's photo and sidecar, relative to the inbox) does not hold its numbering:
+    the new answer replaces it and its log."""
     taken = set(reserved)
     number = 1
     while True:
         names = OutputNames(folder, stem, image_ext, number)
-        if not any(path in taken or os.path.lexists(path) for path in names.all()):
+        stale = (names.error, names.log) if reports_on(names, inputs) else ()
+        files = [path for path in names.all() if path not in stale]
+        if not any(path in taken or os.path.lexists(path) for path in files):
             return names
         number += 1
+
+
+def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
+    """Whether `names.error` is an error report about one of `inputs`."""
+    if not inputs:
+        return False
+    report = read_json(names.error)
+    return isinstance(report, dict) and report.get("input") in inputs
+
+
+def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
+    """After a result for the same photo: its earlier error report is outdated (the log beside
+    it has already been replaced by the result's)."""
+    if reports_on(names, inputs):
+        names.error.unlink(missing_ok=True)
 
 
 def publish_result(names: OutputNames, image: Path, manifest: dict[str, Any], log: str) -> None:

@@ -1,13 +1,15 @@
 """The one way an answer reaches the outbox: PUBLISHING is recorded with what will be written
 (so a restart writes it again), the answer is written, then the originals leave the spool
 (RELEASING -> DONE or FAILED). An outbox that cannot be written blocks the job (BLOCKED) and
-publishing is retried; a report about inbox files that never became a job ends REJECTED."""
+publishing is retried; a report about inbox files that never became a job ends REJECTED. A photo
+sent again (`daemon.jobs.resend`) writes nothing: the earlier answer stands (SKIPPED)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from pydantic import BaseModel
@@ -17,8 +19,9 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import published_by
+from daemon.jobs.outbox import drop_stale_report, published_by
 from daemon.jobs.record import Job
+from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import Outcome, State
 from daemon.jobs.store import Answer, Store
@@ -91,6 +94,9 @@ class Publisher:
                 job_id, detail, self.settings.outbox, self.settings.output_format
             )
             return names.error.relative_to(self.settings.outbox).as_posix()
+        if outcome == "skip":
+            assert isinstance(detail, ReuseDetail)
+            return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
@@ -155,7 +161,14 @@ class Publisher:
         log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)
 
     def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
-        success = outcome in ("result", "reuse")
+        if outcome in ("result", "reuse"):
+            names = self.spool.names(job)
+            with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
+                digest = file_sha256(names.image)
+                self.store.record_input_answer(
+                    job.source, Answer(job.key, job.id, names.image, digest, names.manifest)
+                )
+                drop_stale_report(names, job.inputs)
         running = self.running.get(job.id)
         elapsed = time.time() - running.started if running else 0.0
         reason = detail.reason if isinstance(detail, FailureDetail) else None
@@ -164,18 +177,28 @@ class Publisher:
             log.warning(
                 "job.failed", input=job.source, kind=detail.kind, reason=detail.reason, report=shown
             )
+        elif outcome == "skip":
+            assert isinstance(detail, ReuseDetail)
+            log.info("job.skipped", input=job.source, answered_by=shown, earlier_job=detail.job_id)
         else:
             log.info("job.done", input=job.source, output=shown, reused=outcome == "reuse")
-        self.metrics.job_finished("done" if success else "failed", elapsed)
+        self.metrics.job_finished(_METRIC[outcome], elapsed)
         if isinstance(detail, ResultDetail) and detail.info.device.startswith("cuda"):
             self.metrics.set_gpu_memory(detail.info.peak_memory_bytes)
-        self.release(job, success=success)
+        self.release(job, outcome)
 
-    def release(self, job: Job, *, success: bool) -> None:
+    def release(self, job: Job, outcome: Outcome | None) -> None:
         """After the outbox holds the answer: move the originals on and forget the job."""
         self.stop_running(job)
+        success = outcome in ("result", "reuse", "skip")
+        archive = success and self.settings.archive == "move"
+        twins = self.settings.archive_path / job.rel_dir
         try:
-            placed = self.spool.release(job, archive=success and self.settings.archive == "move")
+            if outcome == "skip" and archive and archived_twins(job, self.spool, twins):
+                note = f"originals: removed, identical copies are in {twins}"
+            else:
+                placed = self.spool.release(job, archive=archive)
+                note = "originals: " + ", ".join(str(path) for path in placed)
         except OSError as exc:
             # The answer is safe; the originals stay in the spool (RELEASING) until next start.
             log.error(
@@ -183,12 +206,20 @@ class Publisher:
             )
             self.jobs.pop(job.id, None)
             return
-        where = ", ".join(str(path) for path in placed)
-        self.store.move(job.id, State.DONE if success else State.FAILED, note=f"originals: {where}")
+        end = State.SKIPPED if outcome == "skip" else State.DONE if success else State.FAILED
+        self.store.move(job.id, end, note=note)
         self.spool.remove(job)
         self.jobs.pop(job.id, None)
 
     # -- for status -------------------------------------------------------------------------
+
+
+_METRIC = {"result": "done", "reuse": "done", "skip": "reused", "failure": "failed"}
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """`path` relative to `folder` for people, or whole when it is elsewhere."""
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
 
 
 def _input(job: Job | None, detail: BaseModel) -> str:
@@ -201,6 +232,7 @@ def outcome_detail(outcome: Outcome | None, text: str) -> BaseModel:
     models: dict[str, type[BaseModel]] = {
         "result": ResultDetail,
         "reuse": ReuseDetail,
+        "skip": ReuseDetail,
         "failure": FailureDetail,
         "report": ReportDetail,
     }

@@ -48,6 +48,15 @@ class Job(BaseModel):
         """The photo's path relative to the inbox, for people and logs."""
         return str(Path(self.rel_dir) / self.image_name)
 
+    @property
+    def inputs(self) -> list[str]:
+        """The photo and its sidecar relative to the inbox, as error reports name them."""
+        return inbox_paths(self.rel_dir, self.image_name, self.sidecar_name)
+
+
+def inbox_paths(rel_dir: str, *names: str | None) -> list[str]:
+    return [(Path(rel_dir) / name).as_posix() for name in names if name is not None]
+
 
 def new_job_id() -> str:
     """Sortable by claim time, so the spool replays in first-in first-out order."""

@@ -69,7 +69,7 @@ def _recover(
             job.id, job, outcome or "failure", outcome_detail(outcome, detail or "")
         )
     elif state is State.RELEASING:
-        lc.publisher.release(job, success=outcome in ("result", "reuse"))
+        lc.publisher.release(job, outcome)
     elif (lc.spool.job_dir(job) / "result.json").exists():
         info = model_from_json(ResultInfo, (lc.spool.job_dir(job) / "result.json").read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))

@@ -32,11 +32,12 @@ from pydantic import BaseModel
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_copy, file_sha256, fit_name, fsync_dir, move_file
+from daemon.intake.arrival import ChangedAfterSettling
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.intake.sidecar import load_json
 from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job, JobStyle, job_key, log_line, new_job_id
+from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 
@@ -152,6 +153,10 @@ class Spool:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
             raise Rejected(f"{arrival.sidecar}: changed while it was being claimed")
+        input_file = f"input{_suffix(arrival.image.name)}"
+        settled = arrival.signature
+        if settled and _signature(folder / input_file) != [settled.size, settled.mtime_ns]:
+            raise ChangedAfterSettling(f"{arrival.image} changed after it had settled")
         styles = []
         for index, (name, path, weight) in enumerate(resolved.styles):
             stored = self._stored_style(path)
@@ -161,14 +166,15 @@ class Spool:
             except OSError:
                 atomic_copy(stored, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
-        input_file = f"input{_suffix(arrival.image.name)}"
         input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
+        arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         names = choose_names(
             self.settings.outbox / rel_dir,
             Path(arrival.image.name).stem,
             resolved.output_format,
             reserved=[path for paths in self._reserved.values() for path in paths],
+            inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
         )
         job = Job(
             id=job_id,

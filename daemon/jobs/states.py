@@ -6,12 +6,16 @@ before it moves the originals into the spool; from then on every change of state
 `daemon.jobs.store.Store.move`, which refuses any transition not listed here and records each
 one durably, so a restart continues from the recorded state instead of guessing from files.
 
-    claiming -> queued -> running -> publishing -> releasing -> done | failed
+    claiming -> queued -> running -> publishing -> releasing -> done | failed | skipped
        |           \\          |  \\         |   \\
        |            \\         |   queued    |    blocked -> publishing   (outbox unwritable)
        v             publishing (answered   v
     rolled_back      from an earlier       rejected  (a report for an input never claimed)
                      result, or given up)
+
+A photo sent again (the same inbox path, content and parameters as one already answered) is
+`skipped`: nothing new is written to the outbox, and its originals are released like any
+answered job's.
 
 Any unfinished job whose spool folder cannot be read becomes `broken` (moved aside, kept).
 """
@@ -31,17 +35,18 @@ class State(StrEnum):
     RELEASING = "releasing"  # the answer is in the outbox; the originals leave the spool
     DONE = "done"
     FAILED = "failed"
+    SKIPPED = "skipped"  # sent again: the earlier answer stands (daemon.jobs.resend)
     REJECTED = "rejected"  # never claimed: the input got a report and stays in the inbox
     ROLLED_BACK = "rolled_back"  # a claim interrupted by a crash; the originals went back
     BROKEN = "broken"  # unreadable record or folder; moved aside for a person to look at
 
 
 # What a job in PUBLISHING or BLOCKED is about to write.
-Outcome = Literal["result", "reuse", "failure", "report"]
+Outcome = Literal["result", "reuse", "failure", "report", "skip"]
 
 NEW: frozenset[State] = frozenset({State.CLAIMING, State.PUBLISHING})
 TERMINAL: frozenset[State] = frozenset(
-    {State.DONE, State.FAILED, State.REJECTED, State.ROLLED_BACK, State.BROKEN}
+    {State.DONE, State.FAILED, State.SKIPPED, State.REJECTED, State.ROLLED_BACK, State.BROKEN}
 )
 ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
 
@@ -51,7 +56,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING}),
     State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED}),
     State.BLOCKED: frozenset({State.PUBLISHING}),
-    State.RELEASING: frozenset({State.DONE, State.FAILED}),
+    State.RELEASING: frozenset({State.DONE, State.FAILED, State.SKIPPED}),
     **{state: frozenset() for state in TERMINAL},
 }
 

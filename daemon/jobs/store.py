@@ -60,6 +60,16 @@ CREATE TABLE IF NOT EXISTS answered (
     manifest TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS answered_inputs (
+    input TEXT NOT NULL,          -- the photo, relative to the inbox
+    key TEXT NOT NULL,            -- as in `answered`
+    job_id TEXT NOT NULL,
+    output TEXT NOT NULL,         -- absolute path of the image that answered this input
+    sha256 TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (input, key)
+);
 CREATE TABLE IF NOT EXISTS seen (
     path BLOB PRIMARY KEY,        -- relative to the inbox, as the file system's bytes
     signatures TEXT NOT NULL,     -- [[size, mtime_ns] | null, ...] of photo and sidecar
@@ -280,6 +290,27 @@ class Store:
     def answer_for(self, key: str) -> Answer | None:
         row = self._db.execute(
             "SELECT key, job_id, output, sha256, manifest FROM answered WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Answer(row[0], row[1], Path(row[2]), row[3], Path(row[4]))
+
+    def record_input_answer(self, input: str, answer: Answer) -> None:
+        """The answer published for one inbox path (a result or a reused one): what a photo sent
+        again under that path is recognised by (daemon.jobs.resend)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO answered_inputs "
+                "(input, key, job_id, output, sha256, manifest, at) VALUES (?,?,?,?,?,?,?)",
+                (_text(input), answer.key, answer.job_id, str(answer.output), answer.sha256,
+                 str(answer.manifest), time.time()),
+            )  # fmt: skip
+
+    def input_answer(self, input: str, key: str) -> Answer | None:
+        row = self._db.execute(
+            "SELECT key, job_id, output, sha256, manifest FROM answered_inputs "
+            "WHERE input = ? AND key = ?",
+            (_text(input), key),
         ).fetchone()
         if row is None:
             return None

@@ -1,0 +1,136 @@
+"""Inbox files that are not a job yet: what the intake hands out (`Arrival`, `Problem`), when a
+settled but truncated photo is looked at again or given up, and how each waiting file is shown
+in `status`. `daemon.intake.pairing` decides; the types and rules live here.
+
+A photo that has stopped changing for `settle_seconds` but whose own structure says it is cut
+short (`daemon.intake.complete`) is *still arriving*: copy tools pause between bursts for longer
+than the settle time on slow links. It is looked at again with a growing back-off, and any
+change sends it back to settling. Only a photo that stays truncated and unchanged for
+`arriving_timeout` (counted on the daemon's clock from the last change it saw) is reported,
+because then the transfer was cut off and only copying it again helps.
+
+Pure functions of the tracker's clock (`now`) and the epoch time at the same instant (`wall`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from daemon.status import InboxItem
+
+MAX_BACKOFF = 60.0  # seconds between looks at a truncated file that does not change
+
+Kind = Literal["image", "sidecar"]
+
+
+class Signature(NamedTuple):
+    """What must stay unchanged for a file to count as settled (a rename-over changes ino)."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A settled photo ready to become a job. `sidecar` is None when the default style applies;
+    `style_file` is a brought-along style image the sidecar names (to copy, not move: several
+    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox; `signature`
+    is the photo's as it settled (a claim that finds it changed gives the photo back)."""
+
+    image: Path
+    sidecar: Path | None
+    rel_dir: Path
+    style_file: Path | None = None
+    signature: Signature | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A settled file that cannot become a job; `reason` says what to do about it."""
+
+    path: Path
+    reason: str
+
+
+Event = Arrival | Problem
+
+
+class ChangedAfterSettling(Exception):
+    """Raised by a claim whose photo is not the file that settled: it is given back to the
+    inbox (the claim is rolled back) and settles again."""
+
+
+@dataclass(frozen=True)
+class Arriving:
+    """A settled file found truncated: what is missing and when to look again."""
+
+    reason: str  # e.g. "a JPEG without its end marker" (daemon.intake.complete)
+    look_at: float  # tracker clock
+    backoff: float  # seconds from one look to the next, doubling up to MAX_BACKOFF
+
+
+def look_again(
+    previous: Arriving | None, reason: str, now: float, due: float, settle_seconds: float
+) -> Arriving:
+    """The next look: `settle_seconds` after the first (at least a second), then twice as long
+    each time, never after `due`, the moment the file is to be reported."""
+    backoff = max(1.0, settle_seconds) if previous is None else previous.backoff * 2
+    backoff = min(backoff, MAX_BACKOFF)
+    return Arriving(reason, min(now + backoff, due), backoff)
+
+
+def given_up(reason: str, timeout: float) -> str:
+    """The truncation report's text, after the file's name: the transfer stopped, and only a
+    new copy helps."""
+    return (
+        f"is truncated or corrupt ({reason}) and has not changed for {timeout:g} s "
+        "(arriving_timeout); copy it again: if its transfer was interrupted, the new copy "
+        "replaces it and is taken as soon as it is whole"
+    )
+
+
+def inbox_item(
+    relative: str,
+    kind: Kind,
+    *,
+    settled: bool,
+    arriving: Arriving | None,
+    changed_at: float,
+    waiting_since: float,
+    now: float,
+    wall: float,
+    settle_seconds: float,
+    pair_timeout: float,
+    arriving_timeout: float,
+) -> InboxItem:
+    """One file for `status`: settling, still arriving, or settled and waiting for a partner."""
+    quiet = now - changed_at
+    if arriving is not None:
+        note = (
+            f"still arriving: {arriving.reason}; next look in "
+            f"{max(0.0, arriving.look_at - now):.0f} s, reported as truncated in "
+            f"{max(0.0, arriving_timeout - quiet):.0f} s unless it changes"
+        )
+        return InboxItem(
+            path=relative,
+            state="arriving",
+            since=wall - quiet,
+            note=note,
+            gives_up_in=max(0.0, arriving_timeout - quiet),
+        )
+    if not settled:
+        left = max(0.0, settle_seconds - quiet)
+        note = f"settling: unchanged for {quiet:.0f} s, ready in {left:.0f} s"
+        return InboxItem(path=relative, state="settling", since=wall - quiet, note=note)
+    waited = now - waiting_since
+    partner = "its photo" if kind == "sidecar" else "its sidecar"
+    return InboxItem(
+        path=relative,
+        state="waiting",
+        since=wall - waited,
+        note=f"waiting for {partner}",
+        gives_up_in=max(0.0, pair_timeout - waited),
+    )

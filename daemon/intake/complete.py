@@ -1,0 +1,300 @@
+"""Whether an image file is whole, judged from its own structure before anything decodes it.
+
+Copy tools write a photo under its final name and let it grow in bursts (rsync --inplace writes
+256 KiB at a time, rclone 1.60 32 KiB), and at a low bandwidth the gaps between bursts outlast
+`settle_seconds`: a file that stopped growing for a while is not necessarily finished. Each
+format says where it ends, so a file that is a valid beginning of an image but stops before its
+end is *truncated* (still arriving, or cut off). A file whose structure breaks before its end is
+corrupt, not truncated: the decoder reports it as before. Formats not known here cannot be
+judged and count as whole.
+
+    JPEG       the end-of-image marker, found by walking the segments (data after it, such as
+               the video of a Motion Photo, is allowed; an EXIF thumbnail's marker is skipped)
+    PNG        the IEND chunk, walking the chunks
+    GIF        the trailer byte, walking the blocks
+    WebP       the RIFF size in the header
+    HEIC/AVIF  the sizes of the top-level ISO-BMFF boxes
+    TIFF       the image file directories and the strips or tiles they point to
+
+`missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(path)` opens the
+file. Work is bounded: a hostile file that needs more steps than the limits is not judged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+Read = Callable[[int, int], bytes]  # (offset, length) -> at most `length` bytes
+
+MAX_STEPS = 200_000  # segments, chunks, blocks or boxes walked before giving up (not judged)
+WINDOW = 1 << 16
+# Inside JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; any
+# other byte after it starts a marker (a fill byte 0xFF included).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def truncation(path: Path) -> str | None:
+    """What is missing from the end of the image file at `path` ("a JPEG without its end
+    marker"), or None when it is whole, corrupt, unreadable or of a format not judged here."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        result = os.fstat(fd)
+        if not stat.S_ISREG(result.st_mode):
+            return None
+        window = _Window(fd)
+        return missing_end(window.read, result.st_size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class _Window:
+    """Reads through a cached 64 KiB window: the walks below make many small, mostly forward
+    reads (GIF sub-blocks are at most 256 bytes)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.start = 0
+        self.data = b""
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if not (self.start <= offset and end <= self.start + len(self.data)):
+            self.start = offset
+            self.data = os.pread(self.fd, max(length, WINDOW), offset)
+        return self.data[offset - self.start : end - self.start]
+
+
+class _GaveUp(Exception):
+    """The walk needed more than MAX_STEPS steps: the file is not judged."""
+
+
+def missing_end(read: Read, size: int) -> str | None:
+    """The format's own description of what is missing, or None (see `truncation`)."""
+    try:
+        return _missing_end(read, size)
+    except _GaveUp:
+        return None
+
+
+def _missing_end(read: Read, size: int) -> str | None:
+    head = read(0, 12)
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg(read, size)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png(read, size)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _gif(read, size)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP shorter than its header says" if _u32le(head, 4) + 8 > size else None
+    if head[4:8] == b"ftyp":
+        return _bmff(read, size)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff(read, size, "little" if head[:2] == b"II" else "big")
+    return None
+
+
+def _u32le(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 4], "little")
+
+
+# -- JPEG ---------------------------------------------------------------------------------------
+
+_JPEG_CUT = "a JPEG without its end marker"
+
+
+def _jpeg(read: Read, size: int) -> str | None:
+    pos = 2
+    for _ in range(MAX_STEPS):
+        head = read(pos, 4)
+        if len(head) < 2:
+            return _JPEG_CUT
+        if head[0] != 0xFF:
+            return None  # corrupt: not a marker where one must be
+        marker = head[1]
+        if marker == 0xD9:
+            return None  # end of image
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2  # a fill byte, or a marker without a length
+            continue
+        if len(head) < 4:
+            return _JPEG_CUT
+        length = int.from_bytes(head[2:4], "big")
+        if length < 2:
+            return None
+        pos += 2 + length
+        if pos > size:
+            return _JPEG_CUT
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _next_marker(read, pos, size)
+            if found is None:
+                return _JPEG_CUT
+            pos = found
+    raise _GaveUp
+
+
+def _next_marker(read: Read, pos: int, size: int) -> int | None:
+    while pos < size:
+        chunk = read(pos, WINDOW + 1)  # one byte of overlap: a 0xFF at the window's edge
+        match = _JPEG_MARKER.search(chunk)
+        if match is not None:
+            return pos + match.start()
+        if len(chunk) <= 1:
+            return None
+        pos += len(chunk) - 1
+    return None
+
+
+# -- PNG ----------------------------------------------------------------------------------------
+
+_PNG_CUT = "a PNG without its IEND chunk"
+
+
+def _png(read: Read, size: int) -> str | None:
+    pos = 8
+    for _ in range(MAX_STEPS):
+        head = read(pos, 8)
+        if len(head) < 8:
+            return _PNG_CUT
+        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if not kind.isalpha():
+            return None  # corrupt
+        pos += 12 + length  # length, type, data, CRC
+        if pos > size:
+            return _PNG_CUT
+        if kind == b"IEND":
+            return None
+    raise _GaveUp
+
+
+# -- GIF ----------------------------------------------------------------------------------------
+
+_GIF_CUT = "a GIF without its trailer"
+
+
+def _gif(read: Read, size: int) -> str | None:
+    screen = read(10, 1)
+    if not screen:
+        return _GIF_CUT
+    pos = 13 + _color_table(screen[0])
+    for _ in range(MAX_STEPS):
+        block = read(pos, 1)
+        if not block:
+            return _GIF_CUT
+        if block[0] == 0x3B:
+            return None  # trailer
+        if block[0] == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif block[0] == 0x2C:  # image: descriptor, local colour table, LZW code size
+            packed = read(pos + 9, 1)
+            if not packed:
+                return _GIF_CUT
+            pos += 10 + _color_table(packed[0]) + 1
+        else:
+            return None  # corrupt
+        pos = _sub_blocks(read, pos)
+        if pos > size:
+            return _GIF_CUT
+    raise _GaveUp
+
+
+def _sub_blocks(read: Read, pos: int) -> int:
+    """The position after a chain of sub-blocks (ended by an empty one); past the end of the
+    file when the file ends inside it."""
+    for _ in range(MAX_STEPS):
+        length = read(pos, 1)
+        if not length:
+            return pos + 1
+        pos += 1 + length[0]
+        if length[0] == 0:
+            return pos
+    raise _GaveUp
+
+
+def _color_table(packed: int) -> int:
+    return 3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0
+
+
+# -- HEIC, AVIF (ISO base media file format) ----------------------------------------------------
+
+_BMFF_CUT = "a HEIC/AVIF file shorter than its boxes say"
+
+
+def _bmff(read: Read, size: int) -> str | None:
+    pos = 0
+    for _ in range(MAX_STEPS):
+        if pos == size:
+            return None
+        head = read(pos, 16)
+        if len(head) < 8:
+            return _BMFF_CUT
+        length = int.from_bytes(head[:4], "big")
+        if length == 0:
+            return None  # the last box runs to the end of the file
+        if length == 1:
+            if len(head) < 16:
+                return _BMFF_CUT
+            length = int.from_bytes(head[8:16], "big")
+        if length < 8:
+            return None  # corrupt
+        pos += length
+        if pos > size:
+            return _BMFF_CUT
+    raise _GaveUp
+
+
+# -- TIFF ---------------------------------------------------------------------------------------
+
+_TIFF_CUT = "a TIFF shorter than its directories say"
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_DATA_TAGS = {273: 279, 324: 325}  # strip offsets -> strip byte counts; tiles likewise
+MAX_IFDS = 64
+
+
+def _tiff(read: Read, size: int, order: Literal["little", "big"]) -> str | None:
+    def number(data: bytes) -> int:
+        return int.from_bytes(data, order)
+
+    offset = number(read(4, 4))
+    seen: set[int] = set()
+    while offset and offset not in seen and len(seen) < MAX_IFDS:
+        seen.add(offset)
+        count_bytes = read(offset, 2)
+        if len(count_bytes) < 2:
+            return _TIFF_CUT
+        count = number(count_bytes)
+        end = offset + 2 + 12 * count + 4
+        if end > size:
+            return _TIFF_CUT
+        arrays: dict[int, list[int]] = {}
+        for index in range(count):
+            entry = read(offset + 2 + 12 * index, 12)
+            tag, kind, items = number(entry[:2]), number(entry[2:4]), number(entry[4:8])
+            width = _TYPE_SIZES.get(kind)
+            if width is None or items * width > size:
+                return None  # corrupt
+            where = offset + 2 + 12 * index + 8
+            if items * width > 4:
+                where = number(entry[8:12])
+                if where + items * width > size:
+                    return _TIFF_CUT
+            if kind in (3, 4) and (tag in _DATA_TAGS or tag in _DATA_TAGS.values()):
+                raw = read(where, items * width)
+                arrays[tag] = [number(raw[i : i + width]) for i in range(0, len(raw), width)]
+        for offsets_tag, counts_tag in _DATA_TAGS.items():
+            starts, lengths = arrays.get(offsets_tag, []), arrays.get(counts_tag, [])
+            if any(start + length > size for start, length in zip(starts, lengths, strict=False)):
+                return _TIFF_CUT
+        offset = number(read(end - 4, 4))
+        if offset >= size:
+            return _TIFF_CUT
+    return None

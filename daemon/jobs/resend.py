@@ -1,0 +1,57 @@
+"""Photos sent again: recognised, not answered again.
+
+Sync tools bring back originals the daemon has already answered: rsync or rclone run from a
+timer copy the folder again once the archived originals are gone from the inbox, `rclone sync`
+restores them, and Syncthing's "Revert Local Changes" (on a Receive Only inbox) and "Override
+Changes" (on a Send Only folder) send every archived original once more. A job is a *re-send*
+when the same inbox path was answered before with the same job key (photo bytes, styles,
+parameters, output options) and that answer is still in the outbox, unchanged.
+
+With `resend = "skip"` (the default) a re-send ends SKIPPED: nothing new reaches the outbox,
+the earlier answer stands, and the re-sent originals are released like an answered job's:
+back into the inbox with archive = "keep" (remembered, not taken again while unchanged), into
+the archive with archive = "move", or, when the archive already holds byte-identical copies
+under the same names, deleted (the archived copies are the originals; repeated re-sends do not
+pile up `photo.returned-N.jpg`). `resend = "answer"` publishes it again, numbered, as a reused
+result. The same photo under another name or in another folder is not a re-send: it gets its
+own answer (from the earlier result, with `dedupe`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.fsutil import file_sha256
+from daemon.jobs.record import Job
+from daemon.jobs.spool import SIDECAR_FILE, Spool
+from daemon.jobs.store import Answer, Store
+
+
+def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
+    """The answer already published for this job's inbox path and key, if it is still in the
+    outbox unchanged (a result someone deleted or edited is no reason to skip)."""
+    answer = store.input_answer(job.source, job.key)
+    if answer is None or answer.job_id == job.id:
+        return None
+    try:
+        if file_sha256(answer.output) != answer.sha256:
+            return None
+    except OSError:
+        return None
+    return answer
+
+
+def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:
+    """Whether the archive `folder` (the job's subfolder) already holds its photo and sidecar,
+    byte for byte, under their own names: then the re-sent copies go without losing anything."""
+    if job.companions:
+        return False  # rare (macOS `._` files): released the ordinary way
+    try:
+        if file_sha256(folder / job.image_name) != job.input_sha256:
+            return False
+        if job.sidecar_name is None:
+            return True
+        archived = (folder / job.sidecar_name).read_bytes()
+        return archived == (spool.job_dir(job) / SIDECAR_FILE).read_bytes()
+    except OSError:
+        return False

@@ -1,0 +1,147 @@
+"""A settled but truncated photo is still arriving (daemon.intake.arrival): a hand-moved clock
+over real files, then the claim's check that the photo is still the file that settled."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Folders, write_json
+from PIL import Image
+
+from daemon.config import load_settings
+from daemon.intake.arrival import MAX_BACKOFF, ChangedAfterSettling
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Arrival, Intake, Problem
+from daemon.intake.resolve import resolve
+from daemon.intake.styles import StyleLibrary
+from daemon.jobs.spool import Spool
+from daemon.jobs.states import State
+from daemon.jobs.store import Store
+
+SETTLE = 2.0
+TIMEOUT = 300.0
+
+
+def _jpeg() -> bytes:
+    pixels = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+PHOTO = _jpeg()
+
+
+class Clock:
+    def __init__(self, inbox: Path) -> None:
+        self.now = 1000.0
+        self.inbox = inbox
+        self.intake = Intake(
+            inbox, IgnoreRules(), settle_seconds=SETTLE, pair_timeout=60.0,
+            arriving_timeout=TIMEOUT,
+        )  # fmt: skip
+
+    def write(self, name: str, data: bytes) -> Path:
+        path = self.inbox / name
+        path.write_bytes(data)
+        self.intake.observe(path, self.now)
+        return path
+
+    def poll(self, after: float) -> list[object]:
+        self.now += after
+        return list(self.intake.poll(self.now))
+
+    def states(self) -> dict[str, str]:
+        return {item.path: item.state for item in self.intake.items(self.now, 0.0)}
+
+
+@pytest.fixture
+def clock(tmp_path: Path) -> Clock:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return Clock(inbox)
+
+
+def test_a_truncated_photo_waits_through_long_pauses_then_arrives_once(clock: Clock) -> None:
+    clock.write("photo.json", b'{"style": "mosaic"}')
+    photo = clock.write("photo.jpg", PHOTO[:3000])
+    for _burst in range(3):  # pauses of 5 settle times: each one looks like a finished file
+        assert clock.poll(5 * SETTLE) == []
+        assert clock.states()["photo.jpg"] == "arriving"
+        item = next(i for i in clock.intake.items(clock.now, 0.0) if i.path == "photo.jpg")
+        assert "a JPEG without its end marker" in item.note
+        assert item.gives_up_in is not None and 0 < item.gives_up_in < TIMEOUT
+        with photo.open("ab") as handle:
+            handle.write(PHOTO[photo.stat().st_size : photo.stat().st_size + 3000])
+        clock.intake.observe(photo, clock.now)
+        assert clock.states()["photo.jpg"] == "settling"
+    photo.write_bytes(PHOTO)
+    clock.intake.observe(photo, clock.now)
+    events = clock.poll(SETTLE)
+    assert events == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+    assert isinstance(events[0], Arrival) and events[0].signature is not None
+    assert events[0].signature.size == len(PHOTO)
+
+
+def test_looks_back_off_and_a_photo_cut_off_for_good_is_reported_once(clock: Clock) -> None:
+    clock.write("photo.json", b'{"style": "mosaic"}')
+    photo = clock.write("photo.jpg", PHOTO[:-100])
+    clock.poll(SETTLE)
+    looks = []
+    while True:
+        entry = clock.intake._files[photo]
+        if entry.arriving is None:
+            break
+        looks.append(entry.arriving.look_at - clock.now)
+        events = clock.poll(entry.arriving.look_at - clock.now)
+        if events:
+            break
+    assert looks[:4] == [SETTLE, 2 * SETTLE, 4 * SETTLE, 8 * SETTLE]
+    assert max(looks) <= MAX_BACKOFF
+    assert clock.now - 1000.0 == pytest.approx(TIMEOUT)  # reported on time, not a look late
+    assert len(events) == 1 and isinstance(events[0], Problem)
+    assert "truncated or corrupt (a JPEG without its end marker)" in events[0].reason
+    assert "arriving_timeout" in events[0].reason
+    assert clock.poll(TIMEOUT) == []  # once
+    # A new, whole copy is taken.
+    photo.write_bytes(PHOTO)
+    clock.intake.observe(photo, clock.now)
+    assert [type(e) for e in clock.poll(SETTLE)] == [Arrival]
+
+
+def test_whole_and_unknown_files_settle_as_before(clock: Clock) -> None:
+    clock.write("a.jpg", PHOTO)
+    clock.write("a.json", b"{}")
+    clock.write("b.jpg", b"\xff\xd8 not a JPEG at all")  # corrupt: the decoder reports it
+    clock.write("b.json", b"{}")
+    assert sorted(e.image.name for e in clock.poll(SETTLE) if isinstance(e, Arrival)) == [
+        "a.jpg",
+        "b.jpg",
+    ]
+
+
+def test_a_claim_gives_back_a_photo_that_changed_after_it_settled(folders: Folders) -> None:
+    settings = load_settings(folders.config(), {})
+    spool = Spool(settings, Store(settings.state))
+    intake = Intake.from_settings(settings)
+    photo = folders.inbox / "photo.jpg"
+    photo.write_bytes(PHOTO)
+    write_json(folders.inbox / "photo.json", {"style": "mosaic"})
+    for path in folders.inbox.iterdir():
+        intake.observe(path, 0.0)
+    (arrival,) = intake.poll(settings.settle_seconds + 1)
+    assert isinstance(arrival, Arrival)
+    with photo.open("ab") as handle:  # a writer still at work after the file looked settled
+        handle.write(b"more")
+    resolved = resolve(arrival, settings, StyleLibrary.from_settings(settings))
+    with pytest.raises(ChangedAfterSettling):
+        spool.claim(arrival, resolved)
+    assert photo.read_bytes() == PHOTO + b"more"  # back in the inbox, untouched
+    assert (folders.inbox / "photo.json").exists()
+    assert os.listdir(spool.root) == []
+    (row,) = spool.store.finished(5)
+    assert row.state is State.ROLLED_BACK

@@ -1,0 +1,118 @@
+"""Truncation checks (daemon.intake.complete) over real encoder output and every cut of it."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon.intake.complete import missing_end, truncation
+
+FORMATS = {
+    "jpeg": ("JPEG", {}),
+    "progressive": ("JPEG", {"progressive": True}),
+    "png": ("PNG", {}),
+    "gif": ("GIF", {}),
+    "webp": ("WEBP", {}),
+    "tiff": ("TIFF", {}),
+    "tiff-lzw": ("TIFF", {"compression": "tiff_lzw"}),
+    "heic": ("HEIF", {}),
+}
+
+
+def _encoded(fmt: str, options: dict[str, object], size: tuple[int, int] = (96, 64)) -> bytes:
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    pixels = np.random.default_rng(7).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _judge(data: bytes) -> str | None:
+    return missing_end(lambda offset, length: data[offset : offset + length], len(data))
+
+
+def _box_ends(data: bytes) -> set[int]:
+    """Where the top-level ISO-BMFF boxes end: a cut exactly there cannot be seen."""
+    ends, pos = set(), 0
+    while pos + 8 <= len(data):
+        pos += int.from_bytes(data[pos : pos + 4], "big")
+        ends.add(pos)
+    return ends
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_whole_files_are_whole_and_every_cut_is_truncated(name: str) -> None:
+    data = _encoded(*FORMATS[name])
+    assert _judge(data) is None
+    blind = _box_ends(data) if name == "heic" else set()
+    cuts = [cut for cut in range(16, len(data)) if cut not in blind]
+    assert [cut for cut in cuts if _judge(data[:cut]) is None] == []
+    reason = _judge(data[: len(data) // 2])
+    assert reason is not None and reason.startswith("a ")
+
+
+def test_data_after_the_jpeg_end_is_allowed_like_a_motion_photo_s_video() -> None:
+    video = b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000)
+    assert _judge(_encoded("JPEG", {}) + video) is None
+
+
+def test_an_exif_thumbnail_s_end_marker_does_not_end_the_photo() -> None:
+    thumbnail = _encoded("JPEG", {}, size=(16, 16))
+    payload = b"Exif\x00\x00" + thumbnail
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    photo = _encoded("JPEG", {})
+    data = photo[:2] + app1 + photo[2:]
+    assert _judge(data) is None
+    # Cut right after the thumbnail's end marker: still inside APP1, so still truncated.
+    cut = 2 + 4 + len(payload)
+    assert data[cut - 2 : cut] == b"\xff\xd9"
+    assert _judge(data[:cut]) == "a JPEG without its end marker"
+    assert _judge(data[: cut + 10]) == "a JPEG without its end marker"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xd8 image bytes",  # SOI, then no marker: corrupt, the decoder says so
+        _encoded("JPEG", {})[:20] + b"\x12" * 3000,
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x00\x00\x00\x00" + bytes(50),  # no chunk type
+        b"GIF89a" + bytes(7) + b"\x99 not a block",
+        b"hello, this is not a photo\n" * 50,  # not a known format: not judged
+        b"",
+    ],
+)
+def test_corrupt_or_unknown_files_are_not_called_truncated(data: bytes) -> None:
+    assert _judge(data) is None
+
+
+def test_truncation_reads_the_file_and_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    data = _encoded("PNG", {})
+    whole = tmp_path / "whole.png"
+    whole.write_bytes(data)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[:-5])
+    assert truncation(whole) is None
+    assert truncation(cut) == "a PNG without its IEND chunk"
+    os.symlink(cut, tmp_path / "link.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    assert truncation(tmp_path / "link.png") is None  # never followed
+    assert truncation(tmp_path / "fifo.png") is None  # never blocks
+    assert truncation(tmp_path / "missing.png") is None
+
+
+def test_a_big_jpeg_is_judged_quickly(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "big.jpg"
+    path.write_bytes(_encoded("JPEG", {"quality": 95}, size=(2000, 1500)))
+    started = time.perf_counter()
+    assert truncation(path) is None
+    assert time.perf_counter() - started < 0.5

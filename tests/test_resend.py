@@ -1,0 +1,201 @@
+"""One answer per photo: re-sent photos are skipped (daemon.jobs.resend), and names do not drift
+(a stale error report of the same photo is replaced, not numbered past). The lifecycle runs on
+real files and the state database; renders are finished by hand (no worker is started)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Folders, image_bytes, write_json
+
+from daemon.config import load_settings
+from daemon.intake.pairing import Arrival
+from daemon.intake.styles import StyleLibrary
+from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.states import State
+from daemon.jobs.store import Store
+from daemon.metrics import Metrics
+from daemon.pool import make_pool
+from daemon.pool.events import Done, Failed, ResultInfo
+from daemon.status import DaemonInfo, from_store
+
+SIDECAR = {"style": "mosaic"}
+RESULT_SET = ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+
+
+def _lifecycle(folders: Folders, **settings: Any) -> Lifecycle:
+    config = load_settings(folders.config(**settings), {})
+    return Lifecycle(
+        config,
+        Store(config.state),
+        make_pool(config),
+        StyleLibrary.from_settings(config),
+        Metrics.disabled(),
+        1.0,
+    )
+
+
+def _send(folders: Folders, name: str = "photo.jpg", sidecar: object = SIDECAR) -> Arrival:
+    """What a sync tool delivers: the same bytes every time for the same name."""
+    image = folders.inbox / name
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(image_bytes(seed=5))
+    side = write_json(image.with_suffix(".json"), sidecar) if sidecar is not None else None
+    return Arrival(image, side, image.parent.relative_to(folders.inbox))
+
+
+def _take(lc: Lifecycle, arrival: Arrival) -> str | None:
+    """Claim a pair; the new job's id while it waits for its render, else None."""
+    before = set(lc.jobs)
+    lc.claim(arrival)
+    new = set(lc.jobs) - before
+    return new.pop() if new else None
+
+
+def _render(lc: Lifecycle, job_id: str) -> None:
+    """What a worker reports after writing its result into the spool."""
+    job = lc.jobs[job_id]
+    (lc.spool.job_dir(job) / "result.jpg").write_bytes(image_bytes(seed=99))
+    info = ResultInfo(
+        iterations=4, stop_reason="iterations", losses={}, scales=[(48, 36)], device="cpu",
+        output_size=(48, 36), input_size=(64, 48), input_format="JPEG", peak_memory_bytes=0,
+        params=job.params, versions={"torch": "2", "pillow": "11"},
+        timings={"decode_seconds": 0.1, "render_seconds": 1.0, "encode_seconds": 0.1,
+                 "worker_total_seconds": 1.2},
+    )  # fmt: skip
+    lc.handle(Done(job_id, info))
+
+
+def _outbox(folders: Folders, sub: str = "") -> list[str]:
+    return sorted(p.name for p in (folders.outbox / sub).iterdir())
+
+
+def _end(lc: Lifecycle, job_id: str) -> State:
+    row = lc.store.get(job_id)
+    assert row is not None
+    return row.state
+
+
+def _last_end(lc: Lifecycle) -> State:
+    return lc.store.finished(1)[0].state
+
+
+def test_a_photo_sent_again_is_skipped_and_its_copies_go(folders: Folders) -> None:
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    assert _end(lc, first) is State.DONE and _outbox(folders) == RESULT_SET
+    archived = sorted(p.name for p in lc.settings.archive_path.iterdir())
+    for _again in range(3):  # a timer's rsync, `rclone sync`, Syncthing's Revert...
+        assert _take(lc, _send(folders)) is None
+        assert _last_end(lc) is State.SKIPPED
+    assert _outbox(folders) == RESULT_SET
+    assert list(folders.inbox.iterdir()) == []
+    # The archive already held byte-identical copies: no photo.returned-N.jpg pile-up.
+    assert sorted(p.name for p in lc.settings.archive_path.iterdir()) == archived
+    report = from_store(lc.store, DaemonInfo(running=False, version="x"))
+    assert report.counts.skipped == 3 and report.counts.done == 1
+    assert report.recent[0].outcome == "skipped" and report.recent[0].output == "photo.stylised.jpg"
+
+
+def test_with_archive_keep_a_resent_copy_stays_in_the_inbox_remembered(folders: Folders) -> None:
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    arrival = _send(folders)  # rewritten by the tool (rsync -I, a new mtime)
+    assert _take(lc, arrival) is None and _last_end(lc) is State.SKIPPED
+    assert arrival.image.exists() and lc.spool.already_handled([arrival.image, arrival.sidecar])
+    assert _outbox(folders) == RESULT_SET
+
+
+def test_resend_answer_publishes_again_numbered(folders: Folders) -> None:
+    lc = _lifecycle(folders, resend="answer")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    assert _take(lc, _send(folders)) is None and _last_end(lc) is State.DONE
+    assert _outbox(folders) == sorted(
+        [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+    )
+
+
+def test_the_same_photo_under_another_name_is_answered_there_then_skipped(
+    folders: Folders,
+) -> None:
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    assert _take(lc, _send(folders, "album/copy.jpg")) is None  # answered from the result
+    assert _last_end(lc) is State.DONE
+    assert _outbox(folders, "album") == ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
+    assert _take(lc, _send(folders, "album/copy.jpg")) is None
+    assert _last_end(lc) is State.SKIPPED
+    assert _outbox(folders, "album") == ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
+
+
+def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    for path in folders.outbox.iterdir():
+        path.unlink()
+    again = _take(lc, _send(folders))
+    assert again is not None  # not skipped: the earlier answer is gone
+    _render(lc, again)
+    assert _outbox(folders) == RESULT_SET
+
+
+def test_sent_again_while_the_first_copy_renders_still_one_answer(folders: Folders) -> None:
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    # The inbox no longer holds the photo (claimed), so a timer's copy brings it back.
+    second = _take(lc, _send(folders))
+    assert first is not None and second is not None
+    _render(lc, first)
+    _render(lc, second)
+    assert _end(lc, first) is State.DONE and _end(lc, second) is State.SKIPPED
+    assert _outbox(folders) == RESULT_SET
+
+
+def test_a_fixed_sidecar_gets_the_plain_name_and_the_stale_report_goes(folders: Folders) -> None:
+    lc = _lifecycle(folders)
+    assert _take(lc, _send(folders, sidecar={"style": "no-such-style"})) is None
+    assert _outbox(folders) == ["photo.error.json", "photo.log"]
+    assert _take(lc, _send(folders, sidecar={"style": "no-such-style", "params": {}})) is None
+    assert _outbox(folders) == ["photo.error.json", "photo.log"]  # replaced, not numbered
+    fixed = _take(lc, _send(folders))
+    assert fixed is not None
+    _render(lc, fixed)
+    assert _outbox(folders) == RESULT_SET
+
+
+def test_a_failure_then_a_success_leaves_only_the_result(folders: Folders) -> None:
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    lc.handle(Failed(first, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    assert _outbox(folders) == ["photo.error.json", "photo.log"]
+    second = _take(lc, _send(folders, sidecar={"style": "waves"}))
+    assert second is not None
+    _render(lc, second)
+    assert _outbox(folders) == RESULT_SET
+
+
+@pytest.mark.parametrize("sub", ["", "trip"])
+def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str) -> None:
+    lc = _lifecycle(folders)
+    name = f"{sub}/photo.jpg" if sub else "photo.jpg"
+    first = _take(lc, _send(folders, name))
+    assert first is not None
+    _render(lc, first)
+    other = _take(lc, _send(folders, name, sidecar={"style": "waves"}))
+    assert other is not None
+    _render(lc, other)
+    assert _outbox(folders, sub) == sorted(
+        [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+    )
