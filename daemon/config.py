@@ -334,6 +334,21 @@ class Settings(BaseSettings):
         description="Address the metrics endpoint listens on; 0.0.0.0 to allow other hosts.",
         json_schema_extra=_NEEDS_RESTART,
     )
+    max_depth: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Deepest inbox folder watched (the inbox itself is 0); deeper folders are "
+        "not entered, which is logged and shown by `status`.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    max_tracked: int = Field(
+        100_000,
+        ge=1,
+        description="Most inbox photos and sidecars tracked at once; beyond it the rest are "
+        "found by later scans, which is logged and shown by `status`.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
 
     @classmethod
     def settings_customise_sources(

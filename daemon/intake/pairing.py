@@ -9,19 +9,24 @@ ready only when both halves (and a style image the sidecar brings along) have se
 `Intake` is driven from outside: `observe(path, now)` for every event or scan hit, `poll(now)`
 to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
 I/O is `stat` (and reading a settled sidecar to learn which brought-along style file to wait for).
+Nothing is looked at through a symbolic link: a file in a symlinked folder counts as absent, and
+a link, a special file or a file with several hard links is reported instead of taken.
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 from daemon.config import Settings
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
-from daemon.intake.sidecar import SidecarError, read_sidecar
-from daemon.status import InboxItem
+from daemon.intake.jsonload import SidecarError, read_inbox
+from daemon.intake.sidecar import parse_sidecar
+from daemon.limits import Limits
+from daemon.safefs import Changed, Identity, UnsafePath, lstat_under, unusable
+from daemon.status import Attention, InboxItem
 
 Kind = Literal["image", "sidecar"]
 
@@ -32,18 +37,25 @@ class Signature(NamedTuple):
     size: int
     mtime_ns: int
     ino: int
+    dev: int = 0
+
+    def identity(self) -> Identity:
+        """What the claim checks again on the file it actually takes."""
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
 class Arrival:
     """A settled photo ready to become a job. `sidecar` is None when the default style applies;
     `style_file` is a brought-along style image the sidecar names (to copy, not move: several
-    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox."""
+    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox. `seen` holds
+    what each file was when it settled (image, sidecar, style file), for the claim to check."""
 
     image: Path
     sidecar: Path | None
     rel_dir: Path
     style_file: Path | None = None
+    seen: dict[Path, Signature] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,11 +81,11 @@ class _File:
     done: tuple[object, ...] | None = None  # what was last emitted about this file
     style_file: str | None = None  # sidecars: the brought-along style file named inside
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
-    regular: bool = True
+    unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
 
 
 def _signature(result: os.stat_result) -> Signature:
-    return Signature(result.st_size, result.st_mtime_ns, result.st_ino)
+    return Signature(result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev)
 
 
 class Intake:
@@ -99,6 +111,7 @@ class Intake:
         self.max_sidecar_bytes = max_sidecar_bytes
         self.max_tracked = max_tracked
         self.dropped = 0  # observations refused because max_tracked files are already tracked
+        self.limits = Limits()
         self._files: dict[Path, _File] = {}
         self._pending: set[Path] = set()
         self._sidecars: dict[tuple[Path, str], Path] = {}  # (folder, base) -> sidecar
@@ -116,7 +129,12 @@ class Intake:
             no_sidecar=settings.no_sidecar,
             default_style=settings.default_style,
             max_sidecar_bytes=settings.max_sidecar_bytes,
+            max_tracked=settings.max_tracked,
         )
+
+    def attention(self) -> list[Attention]:
+        """Limits reached (too many files tracked), for `status`."""
+        return self.limits.attention()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -175,9 +193,9 @@ class Intake:
         if kind is None:
             return
         try:
-            result = os.lstat(path)
-        except FileNotFoundError:
-            self.forget(path, now)
+            result = lstat_under(self.inbox, relative)
+        except (FileNotFoundError, UnsafePath):
+            self.forget(path, now)  # gone, or only reachable through a link: not in the inbox
             return
         except OSError:
             return  # unreadable for now (e.g. a folder without search permission): try later
@@ -191,15 +209,21 @@ class Intake:
                 entry.signature = signature
                 entry.changed_at = entry.waiting_since = now
                 entry.settled = False
-                entry.regular = stat.S_ISREG(result.st_mode)
+                entry.unusable = unusable(result)
                 self._pending.add(path)
                 self._touch_related(entry)
             return
         if len(self._files) >= self.max_tracked:
             self.dropped += 1
+            self.limits.reach(
+                "max_tracked",
+                f"max_tracked ({self.max_tracked}) inbox files are tracked already; the others "
+                "are picked up by later scans once there is room",
+                "let the queue drain, or raise max_tracked (each file costs some memory)",
+            )
             return
         stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
-        entry = _File(path, kind, stem, signature, now, now, regular=stat.S_ISREG(result.st_mode))
+        entry = _File(path, kind, stem, signature, now, now, unusable=unusable(result))
         self._files[path] = entry
         self._pending.add(path)
         if kind == "sidecar":
@@ -237,6 +261,15 @@ class Intake:
         were lost, e.g. on inotify queue overflow."""
         for path in list(self._files):
             self.observe(path, now)
+        if not self.dropped:
+            self.limits.clear("max_tracked")
+        self.dropped = 0
+
+    def resettle(self, path: Path, now: float) -> None:
+        """Start over with a file that was not what settled when it was claimed (swapped,
+        replaced): it must settle again, even if it has meanwhile been put back as it was."""
+        self.forget(path, now)
+        self.observe(path, now)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -346,9 +379,8 @@ class Intake:
         current = self._files.get(entry.path)
         if current is not entry or entry.signature != before:
             return
-        if not entry.regular:
-            reason = "is a symbolic link or special file; copy the file itself into the inbox"
-            self._report(entry, events, reason)
+        if entry.unusable is not None:
+            self._report(entry, events, entry.unusable)
             return
         if entry.signature.size == 0:
             if now - entry.changed_at >= self.pair_timeout:
@@ -370,8 +402,11 @@ class Intake:
             return
         sidecar.parsed = sidecar.signature
         try:
-            name = read_sidecar(sidecar.path, self.max_sidecar_bytes).style_file()
-        except SidecarError:
+            relative = sidecar.path.relative_to(self.inbox)
+            identity = sidecar.signature.identity()
+            data = read_inbox(self.inbox, relative, self.max_sidecar_bytes, "sidecar", identity)
+            name = parse_sidecar(data).style_file()
+        except (SidecarError, Changed):  # a change is seen by the next observation
             name = None  # the job itself reports what is wrong with the sidecar
         self._set_style_ref(sidecar, name)
 
@@ -441,12 +476,14 @@ class Intake:
             return
         image.done = marker
         rel_dir = image.path.parent.relative_to(self.inbox)
+        settled = [entry for entry in (image, sidecar, style) if entry is not None]
         events.append(
             Arrival(
                 image.path,
                 None if sidecar is None else sidecar.path,
                 rel_dir,
                 None if style is None else style.path,
+                {entry.path: entry.signature for entry in settled},
             )
         )
 

@@ -3,11 +3,15 @@
 Events are fast but not reliable: inotify drops them silently when its queue overflows, network
 and FUSE file systems never deliver changes made elsewhere, and the watch limit can be reached.
 So the watcher
-- uses watchdog's native (inotify) observer, or a polling observer when configured, when the
-  inbox's file system cannot deliver events (NFS, SMB, FUSE, VM shared folders, read from
-  /proc/self/mountinfo), or when native watching fails (watch or instance limit);
+- uses watchdog's native (inotify) observer, or polls when configured, when the inbox's file
+  system cannot deliver events (NFS, SMB, FUSE, VM shared folders, read from
+  /proc/self/mountinfo), when native watching fails (watch or instance limit), or when folders
+  are nested deeper than `max_depth` (inotify watches every level and cannot be bounded);
 - scans the whole inbox at start and every `rescan_interval` seconds, feeding the same callback,
   so anything the events missed is found;
+- walks the inbox only with `daemon.intake.tree.walk` (scans and polls alike): no symbolic link
+  is followed, no folder deeper than `max_depth` is entered, at most `max_tracked` files are
+  held; limits reached are logged once and shown by `status` (`attention`);
 - checks every `check_interval` seconds that the inbox is still there, readable and still on its
   mount; if not (an unmounted share), it pauses, warns once, reports nothing (in particular, no
   file counts as deleted), and resumes with a fresh observer and a full scan when it is back.
@@ -17,21 +21,24 @@ deleted) and runs on watcher threads: it must be thread-safe (put the path on a 
 """
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 import structlog
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
+from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
+from daemon.limits import Limits
+from daemon.status import Attention
 
 log = structlog.get_logger("stylefold.watcher")
 
@@ -116,10 +123,18 @@ class _Handler(FileSystemEventHandler):
             path = Path(os.fsdecode(raw))
             if event.is_directory:
                 # A folder moved or copied in brings files that raise no events of their own.
-                if isinstance(event, DirCreatedEvent | DirMovedEvent) and path.is_dir():
+                if isinstance(event, DirCreatedEvent | DirMovedEvent) and _is_folder(path):
                     self.watcher.scan_folder(path)
             else:
                 self.watcher.feed(path)
+
+
+def _is_folder(path: Path) -> bool:
+    """A real folder (a link to one is not entered)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class Watcher:
@@ -138,6 +153,8 @@ class Watcher:
         check_interval: float = 1.0,
         native_factory: Callable[[], BaseObserver] = Observer,
         mountinfo: Path = MOUNTINFO,
+        max_depth: int = 32,
+        max_tracked: int = 100_000,
     ) -> None:
         self.inbox = inbox.absolute()
         self.rules = rules
@@ -149,6 +166,9 @@ class Watcher:
         self.check_interval = check_interval
         self.native_factory = native_factory
         self.mountinfo = mountinfo
+        self.max_depth = max_depth
+        self.max_tracked = max_tracked
+        self.limits = Limits()
         self.mode: ActiveMode | None = None  # what is running now
         self.mode_reason = ""  # why this mode: shown by `status`
         self.paused = False
@@ -161,6 +181,8 @@ class Watcher:
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
         self._thread: threading.Thread | None = None
+        self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
+        self._deep: bool | None = None  # whether the last whole walk found too-deep folders
 
     @classmethod
     def from_settings(
@@ -178,7 +200,13 @@ class Watcher:
             poll_interval=settings.poll_interval,
             rescan_interval=settings.rescan_interval,
             on_scan=on_scan,
+            max_depth=settings.max_depth,
+            max_tracked=settings.max_tracked,
         )
+
+    def attention(self) -> list[Attention]:
+        """Limits the watching has reached (deep folders, too many files), for `status`."""
+        return self.limits.attention()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -217,30 +245,71 @@ class Watcher:
             relative = path.relative_to(self.inbox)
         except ValueError:
             return
-        if self.rules.is_candidate(relative):
+        if depth(relative.parent) > self.max_depth:
+            self._too_deep([relative.parent])
+        elif self.rules.is_candidate(relative):
             self.on_path(path)
 
     def scan_folder(self, folder: Path) -> int:
         """Feed every photo and sidecar under `folder`, skipping ignored folders; returns the
         number of paths fed."""
+        try:
+            relative = folder.relative_to(self.inbox)
+        except ValueError:
+            return 0
+        tree = self._walk(relative)
+        if relative == ROOT and tree.complete:
+            self._polled = tree.files  # what polling compares its next walk with
+        return self._feed_all(sorted(tree.files))
+
+    def _feed_all(self, paths: list[PurePath]) -> int:
         fed = 0
-        for directory, subdirs, files in os.walk(folder):
-            here = Path(directory)
-            try:
-                relative = here.relative_to(self.inbox)
-            except ValueError:
-                return fed
-            subdirs[:] = [name for name in subdirs if not self.rules.ignored_name(name)]
-            if self.rules.ignored_dir(relative):
-                subdirs[:] = []
-                continue
-            for name in files:
-                if self._stop.is_set() or self.paused:
-                    return fed
-                if self.rules.is_candidate(relative / name):
-                    self.on_path(here / name)
-                    fed += 1
+        for path in paths:
+            if self._stop.is_set() or self.paused:
+                break
+            self.on_path(self.inbox / path)
+            fed += 1
         return fed
+
+    def _walk(self, start: PurePath) -> Tree:
+        """One bounded walk (see `daemon.intake.tree`), with the limits it reached noted."""
+        tree = walk(
+            self.inbox,
+            self.rules,
+            start=start,
+            max_depth=self.max_depth,
+            max_entries=self.max_tracked,
+            stop=lambda: self._stop.is_set() or self.paused,
+        )
+        self._too_deep(tree.deep)
+        if tree.truncated:
+            self.limits.reach(
+                "max_tracked",
+                f"the inbox holds more than max_tracked ({self.max_tracked}) photos and "
+                "sidecars; the rest are found once there is room",
+                "let the queue drain, or raise max_tracked (each file costs some memory)",
+            )
+        elif start == ROOT and tree.complete:
+            self.limits.clear("max_tracked")
+        if start == ROOT and tree.complete:
+            self._deep = bool(tree.deep)
+            if not tree.deep:
+                self.limits.clear("max_depth")
+        return tree
+
+    def _too_deep(self, folders: list[PurePath]) -> None:
+        """Folders deeper than max_depth are never entered; native watching (which would watch
+        every level, and fails at about a thousand) gives way to polling at the next check."""
+        if not folders:
+            return
+        self._deep = True
+        self.limits.reach(
+            "max_depth",
+            f"folders nested deeper than max_depth ({self.max_depth}) are not watched; "
+            "photos in them are not taken",
+            "move the photos nearer the top of the inbox, or raise max_depth",
+            where=folders[0].as_posix(),
+        )
 
     # -- observer -------------------------------------------------------------------------
 
@@ -252,6 +321,10 @@ class Watcher:
                 f"the inbox is on {mount.fstype} ({mount.source}), which does not report "
                 "changes made on other machines"
             )
+        if self._deep is None:
+            self._walk(ROOT)  # how deep the inbox is, before inotify walks all of it
+        if self._deep:
+            return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
         return "native", f"watch_mode is {self.requested_mode}"
 
     def _start_observer(self, mount: Mount | None) -> None:
@@ -259,20 +332,18 @@ class Watcher:
         if mode == "native":
             try:
                 self._observer = self._launch(self.native_factory())
-            except OSError as exc:
+            except (OSError, RecursionError) as exc:
                 fix = (
                     "raise the limit (sysctl fs.inotify.max_user_watches=524288 and "
                     'fs.inotify.max_user_instances=1024) or set watch_mode = "polling"'
                 )
-                if self.requested_mode == "native":
+                if self.requested_mode == "native" and isinstance(exc, OSError):
                     raise WatchError(f"watch_mode: native watching failed ({exc}); {fix}") from exc
                 log.warning("native watching failed, polling instead", error=str(exc), fix=fix)
                 mode, reason = "polling", f"native watching failed ({exc})"
-        if mode == "polling":
-            self._observer = self._launch(PollingObserver(timeout=self.poll_interval))
         self.mode, self.mode_reason = mode, reason
         self._identity = self._inbox_identity()
-        log.info("watching inbox", inbox=str(self.inbox), mode=mode, reason=reason)
+        log.info("watching inbox", inbox=str(self.inbox), mode=self.mode, reason=self.mode_reason)
 
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
@@ -293,10 +364,22 @@ class Watcher:
                 observer.join(timeout=5)
 
     def _observer_healthy(self) -> bool:
+        """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
+        if self.mode == "polling":
+            return True
+        if self._deep:
+            return False  # native watching must give way to polling (see `_too_deep`)
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
         return all(emitter.is_alive() for emitter in observer.emitters)
+
+    def _poll(self) -> None:
+        """Feed the photos and sidecars that appeared, changed or went since the last walk."""
+        tree = self._walk(ROOT)
+        if tree.complete:
+            before, self._polled = self._polled, tree.files
+            self._feed_all(changes(before, tree.files))
 
     # -- inbox health ---------------------------------------------------------------------
 
@@ -355,27 +438,40 @@ class Watcher:
             self._resume()
             return
         if self._inbox_identity() != self._identity or not self._observer_healthy():
-            # Recreated inbox (its watch is on the old folder) or a dead emitter thread.
+            # Recreated inbox (its watch is on the old folder), a dead emitter thread, or
+            # folders too deep for native watching.
             log.warning("restarting the inbox observer", inbox=str(self.inbox))
             self._stop_observer()
             self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
             self._scan_requested.set()
 
     def _run(self) -> None:
-        last_scan = -float("inf")
+        last_scan = last_poll = -float("inf")
         while not self._stop.is_set():
             try:
                 self._check()
-                due = time.monotonic() - last_scan >= self.rescan_interval
-                if not self.paused and (due or self._scan_requested.is_set()):
+                now = time.monotonic()
+                if not self.paused and (
+                    now - last_scan >= self.rescan_interval or self._scan_requested.is_set()
+                ):
                     self._scan_requested.clear()
-                    last_scan = time.monotonic()
+                    last_scan = last_poll = now
                     self.scan_folder(self.inbox)
                     if not self.paused and not self._stop.is_set():
                         self.scans += 1
                         self.first_scan.set()
                         if self.on_scan is not None:
                             self.on_scan()
+                elif (
+                    not self.paused
+                    and self.mode == "polling"
+                    and now - last_poll >= self.poll_interval
+                ):
+                    last_poll = now
+                    self._poll()
             except Exception:
                 log.exception("inbox watcher check failed; retrying")
-            self._stop.wait(self.check_interval)
+            wait = self.check_interval
+            if self.mode == "polling":
+                wait = min(wait, self.poll_interval)
+            self._stop.wait(wait)
