@@ -226,6 +226,8 @@ class Daemon:
             except Exception:
                 log.exception("problem.crashed", path=str(event.path))
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
+        while self.lifecycle.unsettled:
+            self.intake.resettle(self.lifecycle.unsettled.pop(), now)
         self._pump(timeout)
         self.lifecycle.retry_blocked()
         self._report_status()
@@ -266,7 +268,10 @@ class Daemon:
         self._status_shape = shape
         self._last_status = now
         report = from_store(self.store, self._daemon_info())
-        report = report.model_copy(update={"inbox": inbox, "jobs": items})
+        limits = self.watcher.attention() + self.intake.attention()
+        report = report.model_copy(
+            update={"inbox": inbox, "jobs": items, "attention": report.attention + limits}
+        )
         self.metrics.set_queue(len(items))
         self.notifier.status(_summary(report))
         with contextlib.suppress(OSError):

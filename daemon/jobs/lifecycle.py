@@ -47,6 +47,7 @@ from daemon.pool.events import (
     Retrying,
     Started,
 )
+from daemon.safefs import Changed
 from daemon.status import JobItem
 
 log = structlog.get_logger("stylefold.jobs")
@@ -74,6 +75,7 @@ class Lifecycle:
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
+        self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
         self.claim_pause_until = 0.0
         self.publisher = Publisher(
@@ -138,6 +140,10 @@ class Lifecycle:
             return
         except FileNotFoundError:
             log.info("job.claim_vanished", image=str(arrival.image))
+            return
+        except Changed as exc:
+            log.warning("job.claim_changed", image=str(arrival.image), reason=str(exc))
+            self.unsettled += [arrival.image, *([arrival.sidecar] if arrival.sidecar else [])]
             return
         except OSError as exc:
             log.error(
