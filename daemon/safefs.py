@@ -135,6 +135,9 @@ class NotUsable(OSError):
         super().__init__(errno.EPERM, f"{name} {reason}")
         self.reason = reason
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def check(name: str, result: os.stat_result, expect: Identity | None) -> None:
     """Changed when the entry is not the file `expect` describes (checked first: a file

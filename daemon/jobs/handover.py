@@ -123,6 +123,8 @@ def give_back(
     folder cannot be reached safely. `before` runs with the chosen names just before the moves
     (to record them first)."""
     present = [(file, name) for file, name in files if os.path.lexists(job_dir / file)]
+    if not present:
+        return GivenBack({}, None)
     _race("return", inbox / rel_dir)
     try:
         with folder(inbox, rel_dir) as destination:
