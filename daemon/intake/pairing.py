@@ -213,7 +213,8 @@ class Intake:
                 self._pending.add(path)
                 self._touch_related(entry)
             return
-        if len(self._files) >= self.max_tracked:
+        stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
+        if len(self._files) >= self.max_tracked and not self._has_partner(path, kind, stem):
             self.dropped += 1
             self.limits.reach(
                 "max_tracked",
@@ -222,7 +223,6 @@ class Intake:
                 "let the queue drain, or raise max_tracked (each file costs some memory)",
             )
             return
-        stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
         entry = _File(path, kind, stem, signature, now, now, unusable=unusable(result))
         self._files[path] = entry
         self._pending.add(path)
@@ -231,6 +231,15 @@ class Intake:
         else:
             self._stems.setdefault((path.parent, stem), set()).add(path)
         self._touch_related(entry)
+
+    def _has_partner(self, path: Path, kind: Kind, stem: str) -> bool:
+        """Whether a file would complete a pair already tracked: those are let in beyond
+        max_tracked (at most doubling it), so a full tracker never holds photos whose
+        sidecars it keeps out."""
+        folder = path.parent
+        if kind == "sidecar":
+            return (folder / stem) in self._files or bool(self._stems.get((folder, stem)))
+        return (folder, path.name) in self._sidecars or (folder, stem) in self._sidecars
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""

@@ -4,7 +4,8 @@ The inbox is written by others, so the walk must not be steerable: it never foll
 link (each folder is opened name by name from the inbox with O_NOFOLLOW, entries are looked at
 with lstat), so link loops cannot exist; it is iterative, so no nesting depth can exhaust the
 stack; it does not enter folders deeper than `max_depth` (they are listed in `deep`); and it
-keeps at most `max_entries` files, so its memory is bounded whatever the inbox holds.
+keeps at most `max_entries` files (plus the partners of files it kept: a photo's sidecar is
+never cut off from it), so its memory is bounded whatever the inbox holds.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def walk(
             fd = open_folder(root, relative)
         except (UnsafePath, PermissionError, FileNotFoundError):
             continue  # swapped for a link, unreadable or gone: nothing to look at here
+        kept: set[str] = set()  # stems of the files kept in this folder
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
@@ -80,9 +82,11 @@ def walk(
                     if stat.S_ISDIR(result.st_mode):
                         pending.append(path)
                     elif rules.is_candidate(path):
-                        if len(tree.files) >= max_entries:
+                        stem = name.partition(".")[0]
+                        if len(tree.files) >= max_entries and stem not in kept:
                             tree.truncated = True
                             continue
+                        kept.add(stem)
                         tree.files[path] = (
                             result.st_dev,
                             result.st_ino,

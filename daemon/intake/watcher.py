@@ -129,6 +129,18 @@ class _Handler(FileSystemEventHandler):
                 self.watcher.feed(path)
 
 
+def _native_reader_alive() -> bool:
+    """watchdog (7 and later) reads every inotify watch of the process in one shared thread; an
+    exception in it (its recursive walk of a folder tree moved in, a thousand levels deep) ends
+    that thread for good, and no event arrives any more, while the observer looks alive."""
+    try:
+        from watchdog.observers.inotify_c import InotifyFD
+    except ImportError:  # not Linux: no shared reader
+        return True
+    reader = getattr(InotifyFD, "_instance", None)
+    return reader is None or reader.is_alive()
+
+
 def _is_folder(path: Path) -> bool:
     """A real folder (a link to one is not entered)."""
     try:
@@ -325,6 +337,11 @@ class Watcher:
             self._walk(ROOT)  # how deep the inbox is, before inotify walks all of it
         if self._deep:
             return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
+        if not _native_reader_alive():
+            return "polling", (
+                "native watching stopped: watchdog's event thread failed (for example on a "
+                "folder tree moved in that is too deep for it)"
+            )
         return "native", f"watch_mode is {self.requested_mode}"
 
     def _start_observer(self, mount: Mount | None) -> None:
@@ -367,8 +384,8 @@ class Watcher:
         """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
         if self.mode == "polling":
             return True
-        if self._deep:
-            return False  # native watching must give way to polling (see `_too_deep`)
+        if self._deep or not _native_reader_alive():
+            return False  # native watching must give way to polling (see `_choose`)
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
