@@ -231,7 +231,7 @@ class Lifecycle:
             try:
                 self._handle(job, event)
             except Exception as exc:  # a bug while finishing one job must not stop the rest
-                log.exception("job.event_crashed", event=type(event).__name__)
+                log.exception("job.event_crashed", pool_event=type(event).__name__)
                 if isinstance(event, Done | Failed):
                     reason = answers.INTERNAL.format(error=exc)
                     self.publisher.fail(job, FailureDetail(kind="internal", reason=reason))
