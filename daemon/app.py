@@ -269,6 +269,7 @@ class Daemon:
         self._last_status = now
         report = from_store(self.store, self._daemon_info())
         limits = self.watcher.attention() + self.intake.attention()
+        limits += self.lifecycle.attention()
         report = report.model_copy(
             update={"inbox": inbox, "jobs": items, "attention": report.attention + limits}
         )

@@ -21,21 +21,20 @@ deleted) and runs on watcher threads: it must be thread-safe (put the path on a 
 """
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Literal
 
 import structlog
-from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
+from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read_mounts
+from daemon.intake.native import Handler, native_reader_alive
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
 from daemon.status import Attention
@@ -44,109 +43,10 @@ log = structlog.get_logger("stylefold.watcher")
 
 WatchMode = Literal["auto", "native", "polling"]
 ActiveMode = Literal["native", "polling"]
-MOUNTINFO = Path("/proc/self/mountinfo")
-
-# File systems whose changes made elsewhere never reach inotify (or that are FUSE front-ends of
-# remote stores: sshfs, rclone mount, s3fs, gcsfuse, ...). fuseblk (ntfs-3g, exfat) is local.
-POLLING_FILESYSTEMS = frozenset(
-    {
-        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
-        "lustre", "gpfs", "beegfs", "ocfs2", "gfs2", "davfs", "coda", "fuse", "virtiofs",
-        "vboxsf", "vmhgfs", "prl_fs",
-    }
-)  # fmt: skip
 
 
 class WatchError(RuntimeError):
     """Watching cannot start as configured; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    mount_point: str
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if len(fields) < 5 or len(fields) < separator + 3:
-            continue
-        mounts.append(
-            Mount(_unescape(fields[4]), fields[separator + 1], _unescape(fields[separator + 2]))
-        )
-    return mounts
-
-
-def mount_of(path: Path, mounts: list[Mount]) -> Mount | None:
-    """The mount holding `path`: the longest mount point above it (the last one if stacked)."""
-    real = str(path.resolve())
-    best: Mount | None = None
-    for mount in mounts:
-        point = mount.mount_point.rstrip("/") or "/"
-        inside = real == point or real.startswith(point + "/") or point == "/"
-        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
-            best = mount
-    return best
-
-
-def needs_polling(fstype: str) -> bool:
-    return fstype in POLLING_FILESYSTEMS or fstype.startswith("fuse.")
-
-
-def read_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
-    try:
-        return parse_mountinfo(mountinfo.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return []
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher") -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
-        for raw in paths:
-            path = Path(os.fsdecode(raw))
-            if event.is_directory:
-                # A folder moved or copied in brings files that raise no events of their own.
-                if isinstance(event, DirCreatedEvent | DirMovedEvent) and _is_folder(path):
-                    self.watcher.scan_folder(path)
-            else:
-                self.watcher.feed(path)
-
-
-def _native_reader_alive() -> bool:
-    """watchdog (7 and later) reads every inotify watch of the process in one shared thread; an
-    exception in it (its recursive walk of a folder tree moved in, a thousand levels deep) ends
-    that thread for good, and no event arrives any more, while the observer looks alive."""
-    try:
-        from watchdog.observers.inotify_c import InotifyFD
-    except ImportError:  # not Linux: no shared reader
-        return True
-    reader = getattr(InotifyFD, "_instance", None)
-    return reader is None or reader.is_alive()
-
-
-def _is_folder(path: Path) -> bool:
-    """A real folder (a link to one is not entered)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 class Watcher:
@@ -337,7 +237,7 @@ class Watcher:
             self._walk(ROOT)  # how deep the inbox is, before inotify walks all of it
         if self._deep:
             return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
-        if not _native_reader_alive():
+        if not native_reader_alive():
             return "polling", (
                 "native watching stopped: watchdog's event thread failed (for example on a "
                 "folder tree moved in that is too deep for it)"
@@ -365,7 +265,7 @@ class Watcher:
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
         try:
-            observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+            observer.schedule(Handler(self.scan_folder, self.feed), str(self.inbox), recursive=True)
             observer.start()
         except BaseException:
             observer.stop()
@@ -384,7 +284,7 @@ class Watcher:
         """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
         if self.mode == "polling":
             return True
-        if self._deep or not _native_reader_alive():
+        if self._deep or not native_reader_alive():
             return False  # native watching must give way to polling (see `_choose`)
         observer = self._observer
         if observer is None or not observer.is_alive():

@@ -46,6 +46,7 @@ INTERRUPTED = (
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
+STATE_FIX = "free space where the state folder is; the job waits"
 
 
 def _iso(seconds: float) -> str:

@@ -22,7 +22,7 @@ from daemon.jobs.outbox import published_by
 from daemon.jobs.record import Job
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import Outcome, State
-from daemon.jobs.store import Answer, Store
+from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 
@@ -142,7 +142,7 @@ class Publisher:
             job_id=job_id,
             error=reason,
             retry_in=self.publish_retry,
-            fix=answers.OUTBOX_FIX,
+            fix=answers.STATE_FIX if isinstance(exc, StoreError) else answers.OUTBOX_FIX,
         )
         if job is not None:
             self.stop_running(job)

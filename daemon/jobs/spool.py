@@ -282,9 +282,13 @@ class Spool:
     # -- the job's log --------------------------------------------------------------------
 
     def append_log(self, job: Job, line: str) -> None:
+        """Best effort: the job's log must never stop the job (a full state folder)."""
         path = self.job_dir(job) / LOG_FILE
-        with path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(log_line(line))
+        try:
+            with path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(log_line(line))
+        except OSError as exc:
+            log.warning("job.log_not_written", job_id=job.id, error=str(exc))
 
     def read_log(self, job: Job, last: str | None = None) -> str:
         """The job's log so far, plus `last` (a line not yet appended: the outcome, which is
