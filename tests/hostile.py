@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 from pathlib import Path
 
 from conftest import image_bytes
 
+from daemon.app import Daemon
+from daemon.config import Settings
 from daemon.intake.pairing import Arrival, Signature
+from daemon.jobs import handover
 
 SECRET = {"style": "mosaic", "password": "hunter2-outside"}
 
@@ -57,3 +61,15 @@ def pair(inbox: Path, rel: str, sidecar: object = None, seed: int = 0) -> tuple[
     side = image.with_suffix(".json")
     side.write_text(json.dumps(sidecar if sidecar is not None else {"style": "mosaic"}))
     return image, side
+
+
+def run_once(settings: Settings) -> None:
+    """A real daemon in this process (`stylefold once`: it works off the inbox and stops), so
+    a test seam set here reaches its spool; pytest's signal handlers are put back after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        assert Daemon(settings, once=True).run() == 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        handover.race_hook = None

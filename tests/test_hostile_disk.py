@@ -71,13 +71,13 @@ def test_photos_wait_in_the_inbox_while_the_state_folder_is_full(
 
     filler.unlink()  # room again: no restart
     wait_for((folders.outbox / "photo.manifest.json").exists, 90, "the result once there is room")
-    assert (tmpfs_state / "archive" / "photo.jpg").read_bytes() == data
+    _archived(tmpfs_state, "photo.jpg", data)
     daemon.wait_for_log("limit.cleared", timeout=10)
     _drop(folders, "later", seed=2)
     wait_for((folders.outbox / "later.manifest.json").exists, 90, "a photo after the outage")
     assert _answers(folders) == ["later.manifest.json", "photo.manifest.json"]
     assert [line["setting"] for line in _events(daemon, "limit.reached")] == ["state"]
-    assert _claims_left(tmpfs_state) == []
+    wait_for(lambda: _claims_left(tmpfs_state) == [], 30, "the spool emptied")
     assert daemon.stop() == 0
 
 
@@ -108,10 +108,17 @@ def test_a_result_that_cannot_be_stored_waits_instead_of_failing(
     assert len(_held(daemon, "second.jpg")) == 1  # rendered again only once there was room
     assert _events(daemon, "job.failed") == []
     assert "out of memory" not in daemon.log_path.read_text().lower()
-    assert (tmpfs_state / "archive" / "first.jpg").read_bytes() == first
-    assert (tmpfs_state / "archive" / "second.jpg").read_bytes() == second
-    assert _claims_left(tmpfs_state) == []
+    _archived(tmpfs_state, "first.jpg", first)
+    _archived(tmpfs_state, "second.jpg", second)
+    wait_for(lambda: _claims_left(tmpfs_state) == [], 30, "the spool emptied")
     assert daemon.stop() == 0
+
+
+def _archived(state: Path, name: str, data: bytes) -> None:
+    """The original lands in the archive just after its manifest is published."""
+    archived = state / "archive" / name
+    wait_for(archived.exists, 30, f"{name} archived")
+    assert archived.read_bytes() == data
 
 
 def _held(daemon: Daemon, image: str) -> list[str]:

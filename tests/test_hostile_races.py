@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Folders, image_bytes
-from hostile import Decoy, pair
+from hostile import Decoy, pair, run_once
 
-from daemon.app import Daemon
 from daemon.config import load_settings
 from daemon.jobs import handover
 
 pytestmark = pytest.mark.heavy
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    """The daemon installs its handlers in this process; put pytest's back afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-    handover.race_hook = None
 
 
 class Attacker:
@@ -75,7 +62,7 @@ def _answers(outbox: Path, rel_stem: str) -> list[str]:
 
 @pytest.mark.parametrize("mode", ["native", "polling"])
 def test_races_and_links_never_reach_outside_and_every_photo_gets_one_answer(
-    folders: Folders, tmp_path: Path, mode: str, restore_signals: None
+    folders: Folders, tmp_path: Path, mode: str
 ) -> None:
     inbox = folders.inbox
     decoy = Decoy(tmp_path / "outside")
@@ -95,7 +82,7 @@ def test_races_and_links_never_reach_outside_and_every_photo_gets_one_answer(
     config = folders.config(watch_mode=mode, pair_timeout=3.0)
     handover.race_hook = Attacker(inbox, decoy)
 
-    assert Daemon(load_settings(config, {}), once=True).run() == 0
+    run_once(load_settings(config, {}))
 
     assert decoy.unchanged()
     outbox = folders.outbox

@@ -14,12 +14,16 @@ a link, a special file or a file with several hard links is reported instead of 
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
+import contextlib
 import os
 import stat
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from daemon import safefs
 from daemon.config import Settings
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
@@ -82,6 +86,12 @@ class _File:
     style_file: str | None = None  # sidecars: the brought-along style file named inside
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
+
+
+def _key(name: str) -> str:
+    """Names pair up whatever the Unicode normalisation: macOS writes accents decomposed (NFD),
+    most other systems composed (NFC), and a sync tool carries the bytes as they were."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _signature(result: os.stat_result) -> Signature:
@@ -213,7 +223,7 @@ class Intake:
                 self._pending.add(path)
                 self._touch_related(entry)
             return
-        stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
+        stem = _key(path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem)
         if len(self._files) >= self.max_tracked and not self._has_partner(path, kind, stem):
             self.dropped += 1
             self.limits.reach(
@@ -238,8 +248,8 @@ class Intake:
         sidecars it keeps out."""
         folder = path.parent
         if kind == "sidecar":
-            return (folder / stem) in self._files or bool(self._stems.get((folder, stem)))
-        return (folder, path.name) in self._sidecars or (folder, stem) in self._sidecars
+            return bool(self._stems.get((folder, stem)) or self._exact_image(folder, stem))
+        return (folder, _key(path.name)) in self._sidecars or (folder, stem) in self._sidecars
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""
@@ -287,7 +297,7 @@ class Intake:
         folder = entry.path.parent
         related: set[Path] = set()
         if entry.kind == "image":
-            for base in (entry.path.name, entry.base):
+            for base in (_key(entry.path.name), entry.base):
                 sidecar = self._sidecars.get((folder, base))
                 if sidecar is not None:
                     related.add(sidecar)
@@ -309,20 +319,27 @@ class Intake:
         """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
         here, else every image with that stem that has no specific sidecar of its own."""
         folder = sidecar.parent
-        base = sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
-        exact = folder / base
-        if exact in self._files and self._files[exact].kind == "image":
+        base = _key(sidecar.name[: -len(SIDECAR_EXTENSION) - 1])
+        exact = self._exact_image(folder, base)
+        if exact is not None:
             return [exact]
         return sorted(
             image
             for image in self._stems.get((folder, base), ())
-            if (folder, image.name) not in self._sidecars
+            if (folder, _key(image.name)) not in self._sidecars
         )
+
+    def _exact_image(self, folder: Path, name: str) -> Path | None:
+        """The image called `name` (compared in NFC) in `folder`, if it is tracked."""
+        for image in self._stems.get((folder, _key(Path(name).stem)), ()):
+            if _key(image.name) == name:
+                return image
+        return None
 
     def _sidecar_for(self, image: _File) -> tuple[_File | None, list[Path]]:
         """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
         folder = image.path.parent
-        specific = self._sidecars.get((folder, image.path.name))
+        specific = self._sidecars.get((folder, _key(image.path.name)))
         if specific is not None:
             return self._files[specific], []
         shared = self._sidecars.get((folder, image.base))
@@ -406,6 +423,19 @@ class Intake:
             events.append(Problem(entry.path, f"{entry.path.name} {reason}"))
         self._pending.discard(entry.path)
 
+    def _folder_named(self, entry: _File, wanted: Callable[[str], bool], reason: str) -> str:
+        """`reason`, or, when the partner it asks for is there but is a folder, what to do
+        about that: a folder named like a photo or a sidecar is only a folder."""
+        relative = entry.path.parent.relative_to(self.inbox)
+        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
+            for name in os.listdir(fd):
+                if wanted(_key(name)) and stat.S_ISDIR(safefs.lstat_at(fd, name).st_mode):
+                    return (
+                        f"has no partner: {name} beside it is a folder, not a file; rename the "
+                        "folder, and put the photo and its sidecar side by side as files"
+                    )
+        return reason
+
     def _read_style_file(self, sidecar: _File) -> None:
         if sidecar.parsed == sidecar.signature:
             return
@@ -443,7 +473,8 @@ class Intake:
                     '{"style": "starry_night"} (see `stylefold styles`), or configure '
                     'default_style with no_sidecar = "default"'
                 )
-                self._report(image, events, reason)
+                wanted = {f"{image.base}.json", f"{_key(image.path.name)}.json"}
+                self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
         if not sidecar.settled:
             return
@@ -507,4 +538,8 @@ class Intake:
                 f"has no photo beside it; add the photo ({sidecar.base}.jpg or another image "
                 "type) to the same folder, or remove the sidecar"
             )
-            self._report(sidecar, events, reason)
+
+            def photo_name(name: str) -> bool:
+                return self.rules.is_image_name(name) and _key(Path(name).stem) == sidecar.base
+
+            self._report(sidecar, events, self._folder_named(sidecar, photo_name, reason))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,9 +176,10 @@ def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
     """photo.jpg -> photo.returned-2.jpg, photo.json -> photo.returned-2.json, photo.jpg.json ->
     photo.returned-2.jpg.json, ._photo.jpg -> ._photo.returned-2.jpg."""
     parts = []
+    stem = unicodedata.normalize("NFC", stem)  # a sidecar may spell the stem decomposed
     for name in wanted:
         prefix = "._" if name.startswith("._") else ""
-        bare = name[len(prefix) :]
+        bare = unicodedata.normalize("NFC", name[len(prefix) :])
         rest = bare[len(stem) :] if bare.startswith(stem) else f"-{bare}"
         parts.append((prefix, f".returned-{number}{rest}"))
     longest = max(parts, key=lambda part: len(os.fsencode(part[0] + part[1])))
