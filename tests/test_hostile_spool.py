@@ -186,6 +186,8 @@ def test_originals_never_go_into_a_folder_that_is_gone_or_swapped(
     assert decoy.unchanged()
     text = answers.original_text(placed, settings.inbox, settings.state)
     assert f"returned/{job.id}/photo.jpg" in text and str(settings.state) not in text
+    [kept] = spool.kept()  # listed by `status` until a person hands them back
+    assert kept.where == str(rescue) and "give them back" in kept.fix
     spool.remove(job)
     _no_claims_left(spool)
     _still_claims(settings, spool)

@@ -148,8 +148,9 @@ class Lifecycle:
             self.limits.clear("queue_max")
 
     def attention(self) -> list[Attention]:
-        """Limits reached by the jobs (the queue, a full state folder), for `status`."""
-        return self.limits.attention() + self.space.attention()
+        """What the jobs need a person for (the queue at its limit, a full state folder,
+        originals kept in the state folder), for `status`."""
+        return self.limits.attention() + self.space.attention() + self.spool.kept()
 
     def claim(self, arrival: Arrival) -> None:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):

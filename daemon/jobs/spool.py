@@ -44,6 +44,7 @@ from daemon.jobs.record import Job, JobStyle, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.safefs import Changed, Identity, NotUsable
+from daemon.status import Attention
 
 log = structlog.get_logger(__name__)
 
@@ -270,6 +271,24 @@ class Spool:
 
     def _rescue(self, job_id: str) -> Path:
         return self.settings.state / handover.RETURNED / job_id
+
+    def kept(self) -> list[Attention]:
+        """Originals kept in state/returned/ (their inbox folder was gone or swapped): until a
+        person hands them back, `status` lists them."""
+        try:
+            folders = sorted((self.settings.state / handover.RETURNED).iterdir())
+        except OSError:
+            return []
+        return [
+            Attention(
+                what=f"originals of job {folder.name} are kept in the state folder: their "
+                "inbox folder was gone or was no longer a real folder when they were returned",
+                where=str(folder),
+                fix="give them back to their owner (or put them back in the inbox), then "
+                "delete the folder",
+            )
+            for folder in folders
+        ]
 
     def move_aside(self, job_id: str) -> Path:
         """A job that cannot be finished (unreadable record): its folder is kept for a person."""
