@@ -250,3 +250,19 @@ def test_a_brought_along_style_swapped_for_a_link_is_not_read(
     assert list(spool.style_store.iterdir()) == []
     assert image.exists() and sidecar.exists()
     assert decoy.unchanged()
+
+
+def test_a_full_queue_is_listed_and_further_photos_wait_in_the_inbox(folders: Folders) -> None:
+    settings = load_settings(folders.config(queue_max=1), {})
+    lifecycle = Lifecycle(
+        settings, Store(settings.state), make_pool(settings), StyleLibrary.from_settings(settings),
+        Metrics.disabled(), 1.0,
+    )  # fmt: skip
+    for index in range(3):
+        image, sidecar = pair(settings.inbox, f"p{index}.jpg", seed=index)
+        lifecycle.deferred.append(arrival(settings.inbox, image, sidecar))
+    lifecycle.feed(float("inf"))
+    assert len(lifecycle.jobs) == 1 and len(lifecycle.deferred) == 2
+    assert (settings.inbox / "p2.jpg").exists()
+    [item] = lifecycle.attention()
+    assert "queue_max (1)" in item.what and "wait in the inbox" in item.what

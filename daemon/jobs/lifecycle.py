@@ -122,7 +122,6 @@ class Lifecycle:
             self.backlog.append(job)
         while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
             self.submit(self.backlog.popleft())
-        self._note_queue()
         while (
             self.deferred
             and not self.backlog
@@ -134,6 +133,7 @@ class Lifecycle:
                 self.claim(arrival)
             except Exception:  # one bad pair must never stop the daemon
                 log.exception("job.arrival_crashed", image=str(arrival.image))
+        self._note_queue()
 
     def _note_queue(self) -> None:
         """queue_max reached is no fault, but it must be visible: photos then wait in the inbox."""
