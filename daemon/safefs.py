@@ -167,13 +167,6 @@ def open_file(dir_fd: int, name: str, expect: Identity | None = None) -> int:
     return fd
 
 
-def read_at(dir_fd: int, name: str, limit: int, expect: Identity | None = None) -> bytes:
-    """At most `limit + 1` bytes of a regular file (the caller refuses more than `limit`)."""
-    fd = open_file(dir_fd, name, expect)
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(limit + 1)
-
-
 _libc: ctypes.CDLL | None = None
 
 
@@ -276,8 +269,3 @@ def move(src_fd: int, src: str, dst_fd: int, dst: str, expect: Identity | None =
     finally:
         os.close(source)
     return False
-
-
-def free_name(dir_fd: int, names: list[str]) -> bool:
-    """True when none of `names` exists in the folder."""
-    return not any(exists_at(dir_fd, name) for name in names)
