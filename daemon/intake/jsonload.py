@@ -162,7 +162,9 @@ def _read_fd(fd: int, name: str, max_bytes: int, what: str) -> bytes:
                 f"{what}: {result.st_size} bytes is larger than max_sidecar_bytes ({max_bytes}); "
                 "shorten it or raise max_sidecar_bytes"
             )
-        data = os.read(fd, max_bytes + 1)
+        data = b""
+        while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
+            data += chunk  # a network file system may return less than asked
     except OSError as exc:
         raise _unreadable(exc, name, what) from None
     finally:
