@@ -252,6 +252,8 @@ class Daemon:
             except Exception:
                 log.exception("problem.crashed", path=str(event.path))
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
+        while self.lifecycle.unsettled:
+            self.intake.resettle(self.lifecycle.unsettled.pop(), now)
         self._pump(timeout)
         self.lifecycle.retry_blocked()
         self._report_status()

@@ -372,6 +372,21 @@ class Settings(BaseSettings):
         "with a numbered copy. Needs dedupe.",
         json_schema_extra=_APPLIED_LIVE,
     )
+    max_depth: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Deepest inbox folder watched (the inbox itself is 0); deeper folders are "
+        "not entered, which is logged and shown by `status`.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    max_tracked: int = Field(
+        100_000,
+        ge=1,
+        description="Most inbox photos and sidecars tracked at once; beyond it the rest are "
+        "found by later scans, which is logged and shown by `status`.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,6 @@ and names that fit the file system's limit.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -96,40 +95,6 @@ def file_sha256(path: Path) -> str:
     for chunk in _read_chunks(path):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-class MoveError(OSError):
-    """A cross-file-system move could not be verified; the source was left in place."""
-
-
-def move_file(source: Path, target: Path, sync: bool = True) -> None:
-    """Move a file durably without ever having zero copies: a rename where possible; across
-    file systems copy, fsync, verify the copy's hash against the source, and only then unlink
-    the source. The target must not exist (an original is never written over). With
-    `sync=False` a rename leaves fsyncing both folders to the caller (who batches them)."""
-    if os.path.lexists(target):
-        raise FileExistsError(f"{target} already exists")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    else:
-        if sync:
-            fsync_dir(target.parent)
-            fsync_dir(source.parent)
-        return
-    before = os.stat(source)
-    expected = file_sha256(source)
-    atomic_copy(source, target)
-    after = os.stat(source)
-    changed = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
-    if changed or file_sha256(target) != expected:
-        target.unlink(missing_ok=True)
-        raise MoveError(errno.EIO, f"{source} changed while it was copied to {target}")
-    os.unlink(source)
-    fsync_dir(source.parent)
 
 
 def read_json(path: Path) -> Any:

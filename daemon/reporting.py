@@ -69,6 +69,9 @@ class Reporter:
         report = from_store(daemon.store, self.daemon_info())
         report = report.model_copy(update={"inbox": inbox, "jobs": items})
         report.attention[:0] = host_attention(report)
+        # Limits reached (depth, tracked files, queue) and originals kept aside.
+        report.attention += daemon.watcher.attention() + daemon.intake.attention()
+        report.attention += daemon.lifecycle.attention()
         daemon.metrics.set_queue(len(items))
         blocked = len(report.in_state("blocked"))
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())

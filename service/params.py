@@ -5,9 +5,9 @@ maps its flags onto it, and the daemon's sidecar `params` object is validated ag
 unknown key or a wrong type is rejected with the field's name).
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 VGG19_LAYERS: tuple[str, ...] = (
     "conv1_1", "conv1_2",
@@ -26,6 +26,16 @@ VGG16_LAYERS: tuple[str, ...] = (
 
 Network = Literal["vgg19", "vgg16"]
 ColorMode = Literal["none", "luminance", "histogram"]
+MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image is noise
+
+
+def _list_as_tuple(value: object) -> object:
+    """JSON and TOML give arrays as lists; the fields are tuples (hashable, frozen). Converted
+    before validation so strict validation (sidecars) accepts a JSON array."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Layers = Annotated[tuple[str, ...], BeforeValidator(_list_as_tuple)]
 
 
 class RenderParams(BaseModel):
@@ -62,7 +72,10 @@ class RenderParams(BaseModel):
         description="L-BFGS (reaches a given loss in far fewer iterations) or Adam.",
     )
     learning_rate: float | None = Field(
-        default=None, gt=0, description="Step size; None picks the optimiser's own default."
+        default=None,
+        ge=1e-6,
+        le=MAX_LEARNING_RATE,
+        description="Step size, 1e-6 to 100; None picks the optimiser's own default.",
     )
     pooling: Literal["max", "avg"] = Field(
         default="max",
@@ -84,16 +97,20 @@ class RenderParams(BaseModel):
     network: Network = Field(
         default="vgg19", description="vgg19 (the paper's network) or vgg16 (a little faster)."
     )
-    content_layers: tuple[str, ...] = Field(
+    content_layers: Layers = Field(
         default=("conv4_2",),
         description="Layers whose features the output keeps from the photo (deeper: looser).",
     )
-    style_layers: tuple[str, ...] = Field(
+    style_layers: Layers = Field(
         default=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
         description="Layers whose Gram matrices the output takes from the style image.",
     )
-    style_layer_weights: tuple[float, ...] | None = Field(
-        default=None, description="One weight per style layer; None weights them equally."
+    style_layer_weights: Annotated[
+        tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None,
+        BeforeValidator(_list_as_tuple),
+    ] = Field(
+        default=None,
+        description="One weight (0 or more, not all 0) per style layer; None weights them equally.",
     )
     multiscale: Literal["auto", "on", "off"] = Field(
         default="auto",
@@ -118,20 +135,37 @@ class RenderParams(BaseModel):
 
     @model_validator(mode="after")
     def _layers_exist(self) -> "RenderParams":
+        """Layers bound a job's cost (each is a Gram matrix per style and per step), so each
+        may be named once, and only from the chosen network."""
         known = VGG19_LAYERS if self.network == "vgg19" else VGG16_LAYERS
-        for name in (*self.content_layers, *self.style_layers):
-            if name not in known:
-                raise ValueError(
-                    f"layer {name!r} does not exist in {self.network}; "
-                    f"use one of {', '.join(known)}"
-                )
+        for key, layers in (
+            ("content_layers", self.content_layers),
+            ("style_layers", self.style_layers),
+        ):
+            for name in layers:
+                if name not in known:
+                    raise ValueError(
+                        f"layer {name!r} does not exist in {self.network} ({key}); "
+                        f"use one of {', '.join(known)}"
+                    )
+                if layers.count(name) > 1:
+                    raise ValueError(f"layer {name!r} is listed twice in {key}; list it once")
         if not self.style_layers and not self.content_layers:
             raise ValueError("at least one content or style layer is needed")
-        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(
-            self.style_layers
-        ):
+        weights = self.style_layer_weights
+        if weights is not None and len(weights) != len(self.style_layers):
             raise ValueError(
-                f"style_layer_weights has {len(self.style_layer_weights)} entries but "
+                f"style_layer_weights has {len(weights)} entries but "
                 f"style_layers has {len(self.style_layers)}; give one weight per layer"
+            )
+        if weights and not any(weights):
+            raise ValueError(
+                "style_layer_weights are all 0, so no style would be transferred; give at least "
+                "one layer a weight above 0 (or leave style_layer_weights out)"
+            )
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise ValueError(
+                "content_weight and style_weight are both 0, so nothing would be optimised; "
+                "give at least one a weight above 0 (e.g. content_weight 1, style_weight 1000)"
             )
         return self

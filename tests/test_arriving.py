@@ -13,7 +13,7 @@ from conftest import Folders, write_json
 from PIL import Image
 
 from daemon.config import load_settings
-from daemon.intake.arrival import MAX_BACKOFF, ChangedAfterSettling
+from daemon.intake.arrival import MAX_BACKOFF
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake, Problem
 from daemon.intake.resolve import resolve
@@ -21,6 +21,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
+from daemon.safefs import Changed
 
 SETTLE = 2.0
 TIMEOUT = 300.0
@@ -83,8 +84,8 @@ def test_a_truncated_photo_waits_through_long_pauses_then_arrives_once(clock: Cl
     clock.intake.observe(photo, clock.now)
     events = clock.poll(SETTLE)
     assert events == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
-    assert isinstance(events[0], Arrival) and events[0].signature is not None
-    assert events[0].signature.size == len(PHOTO)
+    assert isinstance(events[0], Arrival) and events[0].seen is not None
+    assert events[0].seen[photo].size == len(PHOTO)
 
 
 def test_looks_back_off_and_a_photo_cut_off_for_good_is_reported_once(clock: Clock) -> None:
@@ -138,10 +139,11 @@ def test_a_claim_gives_back_a_photo_that_changed_after_it_settled(folders: Folde
     with photo.open("ab") as handle:  # a writer still at work after the file looked settled
         handle.write(b"more")
     resolved = resolve(arrival, settings, StyleLibrary.from_settings(settings))
-    with pytest.raises(ChangedAfterSettling):
+    with pytest.raises(Changed):
         spool.claim(arrival, resolved)
     assert photo.read_bytes() == PHOTO + b"more"  # back in the inbox, untouched
     assert (folders.inbox / "photo.json").exists()
     assert os.listdir(spool.root) == []
-    (row,) = spool.store.finished(5)
-    assert row.state is State.ROLLED_BACK
+    # Refused before anything moved, or rolled back: either way no job was recorded as claimed.
+    assert all(row.state is State.ROLLED_BACK for row in spool.store.finished(5))
+    assert spool.store.active() == []

@@ -262,6 +262,8 @@ RESTART_VALUES: dict[str, Any] = {
     "web_host": "0.0.0.0",
     "web_port": 8000,
     "gpu_required": True,
+    "max_depth": 8,
+    "max_tracked": 500,
 }
 LIVE_VALUES: dict[str, Any] = {
     "retries": 3,

@@ -116,34 +116,6 @@ def test_atomic_copy_keeps_bytes_and_mtime(tmp_path: Path) -> None:
     assert target.stat().st_mtime == 1_000_000
 
 
-def test_move_file_refuses_to_overwrite(tmp_path: Path) -> None:
-    source = tmp_path / "a.jpg"
-    target = tmp_path / "sub" / "b.jpg"
-    source.write_bytes(b"one")
-    fsutil.move_file(source, target)
-    assert target.read_bytes() == b"one" and not source.exists()
-    source.write_bytes(b"two")
-    with pytest.raises(FileExistsError):
-        fsutil.move_file(source, target)
-    assert source.read_bytes() == b"two" and target.read_bytes() == b"one"
-
-
-def test_move_file_across_file_systems_copies_and_verifies(tmp_path: Path) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs a second file system")
-    source = tmp_path / "photo.jpg"
-    source.write_bytes(os.urandom(100_000))
-    data = source.read_bytes()
-    target = shm / f"stylefold-test-{os.getpid()}" / "photo.jpg"
-    try:
-        fsutil.move_file(source, target)
-        assert target.read_bytes() == data and not source.exists()
-    finally:
-        target.unlink(missing_ok=True)
-        target.parent.rmdir()
-
-
 def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_path: Path) -> None:
     pair = ["trip/photo.jpg", "trip/photo.json"]
     first = outbox.choose_names(tmp_path, "photo", "jpg")

@@ -134,7 +134,7 @@ def test_resolve_errors(library_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(StyleError, match=r"'notes\.txt' is not an image name"):
         library.resolve(StyleFile(file="notes.txt"), beside=inbox, default=None)
     (inbox / "escape.jpg").symlink_to(library_dir / "starry_night.jpg")
-    with pytest.raises(StyleError, match="not a file in the same folder"):
+    with pytest.raises(StyleError, match=r"'escape\.jpg' is a symbolic link"):
         library.resolve(StyleFile(file="escape.jpg"), beside=inbox, default=None)
 
 

@@ -13,15 +13,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from daemon.intake.ignore import IgnoreRules
+from daemon.intake.mounts import Mount, mount_of, needs_polling, parse_mountinfo
 from daemon.intake.pairing import Arrival, Intake
-from daemon.intake.watcher import (
-    Mount,
-    Watcher,
-    WatchError,
-    mount_of,
-    needs_polling,
-    parse_mountinfo,
-)
+from daemon.intake.watcher import Watcher, WatchError
 
 TIMEOUT = 10.0
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from daemon.safefs import Identity
 from daemon.status import InboxItem
 
 MAX_BACKOFF = 60.0  # seconds between looks at a truncated file that does not change
@@ -31,20 +32,26 @@ class Signature(NamedTuple):
     size: int
     mtime_ns: int
     ino: int
+    dev: int = 0
+
+    def identity(self) -> Identity:
+        """What the claim checks again on the file it actually takes."""
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
 class Arrival:
     """A settled photo ready to become a job. `sidecar` is None when the default style applies;
     `style_file` is a brought-along style image the sidecar names (to copy, not move: several
-    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox; `signature`
-    is the photo's as it settled (a claim that finds it changed gives the photo back)."""
+    sidecars may share it). `rel_dir` is the photo's folder relative to the inbox; `seen`
+    holds what each file was when it settled (image, sidecar, style file), for the claim to
+    check on the file it opens."""
 
     image: Path
     sidecar: Path | None
     rel_dir: Path
     style_file: Path | None = None
-    signature: Signature | None = field(default=None, compare=False)
+    seen: dict[Path, Signature] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,6 @@ class Problem:
 
 
 Event = Arrival | Problem
-
-
-class ChangedAfterSettling(Exception):
-    """Raised by a claim whose photo is not the file that settled: it is given back to the
-    inbox (the claim is rolled back) and settles again."""
 
 
 @dataclass(frozen=True)

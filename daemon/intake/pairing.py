@@ -11,15 +11,21 @@ ready only when both halves (and a style image the sidecar brings along) have se
 to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
 I/O is `stat`, reading a settled photo's structure (`daemon.intake.complete`) and a settled
 sidecar (to learn which brought-along style file to wait for).
+Nothing is looked at through a symbolic link: a file in a symlinked folder counts as absent, and
+a link, a special file or a file with several hard links is reported instead of taken.
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
+import contextlib
 import os
 import stat
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from daemon import safefs
 from daemon.config import Settings
 from daemon.intake.arrival import (
     Arrival,
@@ -34,8 +40,11 @@ from daemon.intake.arrival import (
 )
 from daemon.intake.complete import truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
-from daemon.intake.sidecar import SidecarError, read_sidecar
-from daemon.status import InboxItem
+from daemon.intake.jsonload import SidecarError, read_inbox
+from daemon.intake.sidecar import parse_sidecar
+from daemon.limits import Limits
+from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
+from daemon.status import Attention, InboxItem
 
 
 @dataclass
@@ -50,12 +59,18 @@ class _File:
     done: tuple[object, ...] | None = None  # what was last emitted about this file
     style_file: str | None = None  # sidecars: the brought-along style file named inside
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
-    regular: bool = True
     arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
+    unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
+
+
+def _key(name: str) -> str:
+    """Names pair up whatever the Unicode normalisation: macOS writes accents decomposed (NFD),
+    most other systems composed (NFC), and a sync tool carries the bytes as they were."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _signature(result: os.stat_result) -> Signature:
-    return Signature(result.st_size, result.st_mtime_ns, result.st_ino)
+    return Signature(result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev)
 
 
 class Intake:
@@ -83,6 +98,7 @@ class Intake:
         self.max_tracked = max_tracked
         self.arriving_timeout = arriving_timeout
         self.dropped = 0  # observations refused because max_tracked files are already tracked
+        self.limits = Limits()
         self._files: dict[Path, _File] = {}
         self._pending: set[Path] = set()
         self._sidecars: dict[tuple[Path, str], Path] = {}  # (folder, base) -> sidecar
@@ -101,7 +117,12 @@ class Intake:
             default_style=settings.default_style,
             max_sidecar_bytes=settings.max_sidecar_bytes,
             arriving_timeout=settings.arriving_timeout,
+            max_tracked=settings.max_tracked,
         )
+
+    def attention(self) -> list[Attention]:
+        """Limits reached (too many files tracked), for `status`."""
+        return self.limits.attention()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -153,9 +174,9 @@ class Intake:
         if kind is None:
             return
         try:
-            result = os.lstat(path)
-        except FileNotFoundError:
-            self.forget(path, now)
+            result = lstat_under(self.inbox, relative)
+        except (FileNotFoundError, UnsafePath):
+            self.forget(path, now)  # gone, or only reachable through a link: not in the inbox
             return
         except OSError:
             return  # unreadable for now (e.g. a folder without search permission): try later
@@ -170,15 +191,21 @@ class Intake:
                 entry.changed_at = entry.waiting_since = now
                 entry.settled = False
                 entry.arriving = None
-                entry.regular = stat.S_ISREG(result.st_mode)
+                entry.unusable = unusable(result)
                 self._pending.add(path)
                 self._touch_related(entry)
             return
-        if len(self._files) >= self.max_tracked:
+        stem = _key(path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem)
+        if len(self._files) >= self.max_tracked and not self._has_partner(path, kind, stem):
             self.dropped += 1
+            self.limits.reach(
+                "max_tracked",
+                f"max_tracked ({self.max_tracked}) inbox files are tracked already; the others "
+                "are picked up by later scans once there is room",
+                "let the queue drain, or raise max_tracked (each file costs some memory)",
+            )
             return
-        stem = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
-        entry = _File(path, kind, stem, signature, now, now, regular=stat.S_ISREG(result.st_mode))
+        entry = _File(path, kind, stem, signature, now, now, unusable=unusable(result))
         self._files[path] = entry
         self._pending.add(path)
         if kind == "sidecar":
@@ -186,6 +213,15 @@ class Intake:
         else:
             self._stems.setdefault((path.parent, stem), set()).add(path)
         self._touch_related(entry)
+
+    def _has_partner(self, path: Path, kind: Kind, stem: str) -> bool:
+        """Whether a file would complete a pair already tracked: those are let in beyond
+        max_tracked (at most doubling it), so a full tracker never holds photos whose
+        sidecars it keeps out."""
+        folder = path.parent
+        if kind == "sidecar":
+            return bool(self._stems.get((folder, stem)) or self._exact_image(folder, stem))
+        return (folder, _key(path.name)) in self._sidecars or (folder, stem) in self._sidecars
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""
@@ -216,6 +252,15 @@ class Intake:
         were lost, e.g. on inotify queue overflow."""
         for path in list(self._files):
             self.observe(path, now)
+        if not self.dropped:
+            self.limits.clear("max_tracked")
+        self.dropped = 0
+
+    def resettle(self, path: Path, now: float) -> None:
+        """Start over with a file that was not what settled when it was claimed (swapped,
+        replaced): it must settle again, even if it has meanwhile been put back as it was."""
+        self.forget(path, now)
+        self.observe(path, now)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -224,7 +269,7 @@ class Intake:
         folder = entry.path.parent
         related: set[Path] = set()
         if entry.kind == "image":
-            for base in (entry.path.name, entry.base):
+            for base in (_key(entry.path.name), entry.base):
                 sidecar = self._sidecars.get((folder, base))
                 if sidecar is not None:
                     related.add(sidecar)
@@ -246,20 +291,27 @@ class Intake:
         """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
         here, else every image with that stem that has no specific sidecar of its own."""
         folder = sidecar.parent
-        base = sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
-        exact = folder / base
-        if exact in self._files and self._files[exact].kind == "image":
+        base = _key(sidecar.name[: -len(SIDECAR_EXTENSION) - 1])
+        exact = self._exact_image(folder, base)
+        if exact is not None:
             return [exact]
         return sorted(
             image
             for image in self._stems.get((folder, base), ())
-            if (folder, image.name) not in self._sidecars
+            if (folder, _key(image.name)) not in self._sidecars
         )
+
+    def _exact_image(self, folder: Path, name: str) -> Path | None:
+        """The image called `name` (compared in NFC) in `folder`, if it is tracked."""
+        for image in self._stems.get((folder, _key(Path(name).stem)), ()):
+            if _key(image.name) == name:
+                return image
+        return None
 
     def _sidecar_for(self, image: _File) -> tuple[_File | None, list[Path]]:
         """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
         folder = image.path.parent
-        specific = self._sidecars.get((folder, image.path.name))
+        specific = self._sidecars.get((folder, _key(image.path.name)))
         if specific is not None:
             return self._files[specific], []
         shared = self._sidecars.get((folder, image.base))
@@ -327,9 +379,8 @@ class Intake:
         current = self._files.get(entry.path)
         if current is not entry or entry.signature != before:
             return
-        if not entry.regular:
-            reason = "is a symbolic link or special file; copy the file itself into the inbox"
-            self._report(entry, events, reason)
+        if entry.unusable is not None:
+            self._report(entry, events, entry.unusable)
             return
         if entry.signature.size == 0:
             if now - entry.changed_at >= self.pair_timeout:
@@ -362,13 +413,29 @@ class Intake:
             events.append(Problem(entry.path, f"{entry.path.name} {reason}"))
         self._pending.discard(entry.path)
 
+    def _folder_named(self, entry: _File, wanted: Callable[[str], bool], reason: str) -> str:
+        """`reason`, or, when the partner it asks for is there but is a folder, what to do
+        about that: a folder named like a photo or a sidecar is only a folder."""
+        relative = entry.path.parent.relative_to(self.inbox)
+        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
+            for name in os.listdir(fd):
+                if wanted(_key(name)) and stat.S_ISDIR(safefs.lstat_at(fd, name).st_mode):
+                    return (
+                        f"has no partner: {name} beside it is a folder, not a file; rename the "
+                        "folder, and put the photo and its sidecar side by side as files"
+                    )
+        return reason
+
     def _read_style_file(self, sidecar: _File) -> None:
         if sidecar.parsed == sidecar.signature:
             return
         sidecar.parsed = sidecar.signature
         try:
-            name = read_sidecar(sidecar.path, self.max_sidecar_bytes).style_file()
-        except SidecarError:
+            relative = sidecar.path.relative_to(self.inbox)
+            identity = sidecar.signature.identity()
+            data = read_inbox(self.inbox, relative, self.max_sidecar_bytes, "sidecar", identity)
+            name = parse_sidecar(data).style_file()
+        except (SidecarError, Changed):  # a change is seen by the next observation
             name = None  # the job itself reports what is wrong with the sidecar
         self._set_style_ref(sidecar, name)
 
@@ -396,7 +463,8 @@ class Intake:
                     '{"style": "starry_night"} (see `stylefold styles`), or configure '
                     'default_style with no_sidecar = "default"'
                 )
-                self._report(image, events, reason)
+                wanted = {f"{image.base}.json", f"{_key(image.path.name)}.json"}
+                self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
         if not sidecar.settled:
             return
@@ -438,13 +506,14 @@ class Intake:
             return
         image.done = marker
         rel_dir = image.path.parent.relative_to(self.inbox)
+        settled = [entry for entry in (image, sidecar, style) if entry is not None]
         events.append(
             Arrival(
                 image.path,
                 None if sidecar is None else sidecar.path,
                 rel_dir,
                 None if style is None else style.path,
-                image.signature,
+                seen={entry.path: entry.signature for entry in settled},
             )
         )
 
@@ -459,4 +528,8 @@ class Intake:
                 f"has no photo beside it; add the photo ({sidecar.base}.jpg or another image "
                 "type) to the same folder, or remove the sidecar"
             )
-            self._report(sidecar, events, reason)
+
+            def photo_name(name: str) -> bool:
+                return self.rules.is_image_name(name) and _key(Path(name).stem) == sidecar.base
+
+            self._report(sidecar, events, self._folder_named(sidecar, photo_name, reason))

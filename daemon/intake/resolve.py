@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Settings
+from daemon.intake.jsonload import read_inbox
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar, read_limited
+from daemon.intake.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar
 from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 from service.params import RenderParams
 
@@ -32,13 +33,24 @@ class Resolved:
 
 
 def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Resolved:
-    """Read the sidecar and resolve styles and parameters; raises Rejected."""
+    """Read the sidecar and resolve styles and parameters; raises Rejected, or
+    `daemon.safefs.Changed` when the sidecar is not the file that settled."""
     sidecar: Sidecar | None = None
     raw: bytes | None = None
     try:
         if arrival.sidecar is not None:
-            raw = read_limited(arrival.sidecar, settings.max_sidecar_bytes, "sidecar")
+            relative = arrival.sidecar.relative_to(settings.inbox)
+            seen = (arrival.seen or {}).get(arrival.sidecar)
+            expect = None if seen is None else seen.identity()
+            raw = read_inbox(
+                settings.inbox, relative, settings.max_sidecar_bytes, "sidecar", expect
+            )
             sidecar = parse_sidecar(raw)
+            if sidecar.style_file() == arrival.image.name:
+                raise StyleError(
+                    f"style.file: {arrival.image.name} is the photo itself; bring a different "
+                    'image as the style, or name a library style ("style": "<name>")'
+                )
         styles = library.resolve(
             sidecar.style if sidecar is not None else None,
             beside=arrival.image.parent,

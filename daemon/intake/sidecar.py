@@ -12,15 +12,14 @@ daemon's default_style must be configured. `params` override the daemon's defaul
 the merged result is validated as `service.params.RenderParams`.
 
 Sidecars are written by people and by other programs, so everything here assumes hostile input:
-size is checked before reading, nesting depth before parsing, and every pydantic error becomes a
-sentence naming the key and what to do (`SidecarError.problems`).
+size is checked before reading, nesting depth before parsing (`daemon.intake.jsonload`), types
+strictly (no "256" or true for a number), and every pydantic error becomes a sentence naming the
+key and what to do (`SidecarError.problems`).
 `python -m daemon.intake.sidecar` regenerates daemon/sidecar.schema.json from the model.
 """
 
 import difflib
 import json
-import math
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -41,24 +40,14 @@ from pydantic import (
     WrapValidator,
 )
 
+from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
 from service.params import RenderParams
 
 SCHEMA_PATH = Path(__file__).parent.parent / "sidecar.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
-MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
 MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
 _STYLE_NAME = re.compile(r"^\w[\w. -]*$")
-_SHOWN_INPUT = 60
-
-
-class SidecarError(ValueError):
-    """A sidecar (or a style's default-params file) is unusable. `problems` holds one sentence
-    per problem, each naming the key and the fix; str() joins them for error reports."""
-
-    def __init__(self, *problems: str) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(problems))
 
 
 def check_style_name(name: str) -> str:
@@ -67,7 +56,7 @@ def check_style_name(name: str) -> str:
         raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
     if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
         raise ValueError(
-            f"{_shown(name)} is not a style name; use a name from the style library "
+            f"{shown(name)} is not a style name; use a name from the style library "
             "(letters, digits, '-', '_', '.', space; no paths), see `stylefold styles`"
         )
     return name
@@ -83,7 +72,7 @@ def check_file_name(name: str) -> str:
         or name != name.strip()
     ):
         raise ValueError(
-            f"{_shown(name)} is not a bare file name; name an image lying beside the sidecar, "
+            f"{shown(name)} is not a bare file name; name an image lying beside the sidecar, "
             'e.g. {"file": "mine.jpg"} (no folders, no hidden names)'
         )
     return name
@@ -210,11 +199,6 @@ class Sidecar(BaseModel):
 _PARAMS_ADAPTER: TypeAdapter[RenderParams] = TypeAdapter(ParamsOverride)
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
-
-
 def _allowed_keys(path: tuple[str, ...]) -> list[str]:
     models: dict[tuple[str, ...], type[BaseModel]] = {
         (): Sidecar,
@@ -241,8 +225,8 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
             elif part.isdigit() and where:
                 where += f"[{part}]"
             else:
-                shown = part if part.isprintable() and len(part) <= 40 else _shown(part)
-                where += f".{shown}" if where else shown
+                name = part if part.isprintable() and len(part) <= 40 else shown(part)
+                where += f".{name}" if where else name
                 model_path.append(part)
         where = where or "sidecar"
         message = item["msg"].removeprefix("Value error, ")
@@ -257,92 +241,29 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
             problems.append(f"{where}: unknown key; remove it ({hint})")
         else:
             got = item.get("input")
-            shown = ""
-            if isinstance(got, str | int | float | bool) and _shown(got) not in message:
-                shown = f" (got {_shown(got)})"
-            problems.append(f"{where}: {message}{shown}")
+            value = ""
+            if isinstance(got, str | int | float | bool) and shown(got) not in message:
+                value = f" (got {shown(got)})"
+            problems.append(f"{where}: {message}{value}{_type_fix(kind, got)}")
     return problems
 
 
-def check_depth(text: str, what: str = "sidecar", limit: int = MAX_DEPTH) -> None:
-    """Refuse deep nesting with a linear scan, before any recursive parser sees it."""
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                raise SidecarError(f"{what}: nested more than {limit} levels deep; flatten it")
-        elif char in "]}":
-            depth -= 1
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range; use a finite number")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 20:
-        raise ValueError(f"number {text[:20]}... has more than 20 digits; use a smaller number")
-    return int(text)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON; use a finite number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {_shown(key)} appears twice in one object; keep one")
-        result[key] = value
-    return result
-
-
-def load_json(data: bytes | str, what: str = "sidecar") -> Any:
-    """Strict JSON: UTF-8 (BOM allowed), bounded depth, no NaN/Infinity, no duplicate keys."""
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise SidecarError(
-                f"{what}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
-            ) from None
-    else:
-        text = data.removeprefix("\ufeff")
-    if not text.strip():
-        raise SidecarError(
-            f'{what}: the file is empty; write a JSON object such as {{"style": "name"}}'
-        )
-    check_depth(text, what)
-    try:
-        return json.loads(
-            text,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_unique_keys,
-        )
-    except json.JSONDecodeError as exc:
-        raise SidecarError(
-            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "fix the syntax"
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise SidecarError(f"{what}: {exc}") from None
+def _type_fix(kind: str, got: object) -> str:
+    """What to write instead of a value of the wrong JSON type (nothing is coerced: "256" and
+    true are not numbers, 2.0 is not a whole number)."""
+    if kind not in ("int_type", "float_type", "int_from_float"):
+        return ""
+    whole = kind != "float_type"
+    example = "256" if whole else "1.5"
+    if isinstance(got, bool):
+        return f"; true and false are not numbers, write a number such as {example}"
+    if isinstance(got, str):
+        text = got.strip()
+        plain = text if text.lstrip("-").replace(".", "", 1).isdigit() else example
+        return f"; write the number without quotes: {plain}"
+    if isinstance(got, float) and whole:
+        return f"; write a whole number such as {example}"
+    return f"; write a number such as {example}"
 
 
 def parse_sidecar(data: bytes | str) -> Sidecar:
@@ -354,37 +275,9 @@ def parse_sidecar(data: bytes | str) -> Sidecar:
             f"{type(value).__name__}"
         )
     try:
-        return Sidecar.model_validate(value)
+        return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc)) from None
-
-
-def read_limited(path: Path, max_bytes: int, what: str) -> bytes:
-    """Read at most max_bytes, refusing larger files before reading them (and files that grow
-    past the limit while being read)."""
-    try:
-        with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise SidecarError(
-                    f"{what}: {size} bytes is larger than max_sidecar_bytes ({max_bytes}); "
-                    "shorten it or raise max_sidecar_bytes"
-                )
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise SidecarError(f"{what}: {path.name} disappeared before it could be read") from None
-    except IsADirectoryError:
-        raise SidecarError(f"{what}: {path.name} is a folder, not a JSON file") from None
-    except OSError as exc:
-        raise SidecarError(
-            f"{what}: cannot read {path.name} ({exc.strerror}); check its permissions"
-        ) from None
-    if len(data) > max_bytes:
-        raise SidecarError(
-            f"{what}: larger than max_sidecar_bytes ({max_bytes}); shorten it or raise "
-            "max_sidecar_bytes"
-        )
-    return data
 
 
 def read_sidecar(path: Path, max_bytes: int) -> Sidecar:
@@ -398,7 +291,7 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SidecarError(f'{what}: must be a JSON object of params such as {{"size": 512}}')
     try:
-        params = _PARAMS_ADAPTER.validate_python(value)
+        params = _PARAMS_ADAPTER.validate_python(value, strict=True)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ("params",))) from None
     return {name: getattr(params, name) for name in params.model_fields_set}

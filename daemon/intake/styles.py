@@ -5,8 +5,9 @@ holds default params for it (a partial `RenderParams` object, validated on load)
 only name styles, so nothing a sidecar says can reach a file outside this folder: entries are
 resolved with symlinks followed and must stay inside it.
 
-A style image brought along in the inbox (`{"file": "mine.jpg"}`) is resolved by `resolve` too,
-under the same rule, inside the folder the sidecar lies in.
+A style image brought along in the inbox (`{"file": "mine.jpg"}`) is resolved by `resolve` too:
+a regular file with one link in the folder the sidecar lies in, never reached through a link (the
+inbox is not the administrator's folder; the claim reads it through `daemon.safefs`).
 """
 
 import os
@@ -17,14 +18,9 @@ from typing import Any
 
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
-from daemon.intake.sidecar import (
-    SidecarError,
-    StyleFile,
-    StyleSpec,
-    check_style_name,
-    parse_param_overrides,
-    read_limited,
-)
+from daemon.intake.jsonload import SidecarError, read_limited
+from daemon.intake.sidecar import StyleFile, StyleSpec, check_style_name, parse_param_overrides
+from daemon.safefs import unusable
 
 DEFAULTS_MAX_BYTES = 65536
 
@@ -182,7 +178,7 @@ class StyleLibrary:
                 return f"style {name!r} is broken: {problem.reason}"
         available = ", ".join(self.names()) or "none yet"
         return (
-            f"style {name!r} is not in the style library {self.root} (available: {available}); "
+            f"style {name!r} is not in the style library (available: {available}); "
             "use one of those names, add the image to the library, or bring it along with "
             '"style": {"file": "<image beside the sidecar>"}'
         )
@@ -218,13 +214,16 @@ class StyleLibrary:
                 f"{extensions}"
             )
         path = beside / name
-        real = _inside(path, beside.resolve())
-        if real is None:
+        try:
+            reason = unusable(os.lstat(path))
+        except OSError:
+            reason = "is not a file in the same folder as the sidecar"
+        if reason is not None:
             raise StyleError(
-                f"style.file: {name!r} is not a file in the same folder as the sidecar; put the "
-                "style image beside the sidecar under that name"
+                f"style.file: {name!r} {reason}; put the style image itself beside the sidecar "
+                "under that name"
             )
-        return ResolvedStyle(name, real, 1.0, {})
+        return ResolvedStyle(name, path, 1.0, {})
 
 
 def blend_defaults(styles: Iterable[ResolvedStyle]) -> dict[str, Any]:

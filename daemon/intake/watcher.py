@@ -3,11 +3,15 @@
 Events are fast but not reliable: inotify drops them silently when its queue overflows, network
 and FUSE file systems never deliver changes made elsewhere, and the watch limit can be reached.
 So the watcher
-- uses watchdog's native (inotify) observer, or a polling observer when configured, when the
-  inbox's file system cannot deliver events (NFS, SMB, FUSE, VM shared folders, read from
-  /proc/self/mountinfo), or when native watching fails (watch or instance limit);
+- uses watchdog's native (inotify) observer, or polls when configured, when the inbox's file
+  system cannot deliver events (NFS, SMB, FUSE, VM shared folders, read from
+  /proc/self/mountinfo), when native watching fails (watch or instance limit), or when folders
+  are nested deeper than `max_depth` (inotify watches every level and cannot be bounded);
 - scans the whole inbox at start and every `rescan_interval` seconds, feeding the same callback,
   so anything the events missed is found;
+- walks the inbox only with `daemon.intake.tree.walk` (scans and polls alike): no symbolic link
+  is followed, no folder deeper than `max_depth` is entered, at most `max_tracked` files are
+  held; limits reached are logged once and shown by `status` (`attention`);
 - checks every `check_interval` seconds that the inbox is still there, readable and still on its
   mount; if not (an unmounted share), it pauses, warns once, reports nothing (in particular, no
   file counts as deleted), and resumes with a fresh observer and a full scan when it is back.
@@ -20,106 +24,29 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 import structlog
-from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
+from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read_mounts
+from daemon.intake.native import Handler, native_reader_alive
+from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
+from daemon.limits import Limits
+from daemon.status import Attention
 
 log = structlog.get_logger("stylefold.watcher")
 
 WatchMode = Literal["auto", "native", "polling"]
 ActiveMode = Literal["native", "polling"]
-MOUNTINFO = Path("/proc/self/mountinfo")
-
-# File systems whose changes made elsewhere never reach inotify (or that are FUSE front-ends of
-# remote stores: sshfs, rclone mount, s3fs, gcsfuse, ...). fuseblk (ntfs-3g, exfat) is local.
-POLLING_FILESYSTEMS = frozenset(
-    {
-        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
-        "lustre", "gpfs", "beegfs", "ocfs2", "gfs2", "davfs", "coda", "fuse", "virtiofs",
-        "vboxsf", "vmhgfs", "prl_fs",
-    }
-)  # fmt: skip
 
 
 class WatchError(RuntimeError):
     """Watching cannot start as configured; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    mount_point: str
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        separator = fields.index("-")
-        if len(fields) < 5 or len(fields) < separator + 3:
-            continue
-        mounts.append(
-            Mount(_unescape(fields[4]), fields[separator + 1], _unescape(fields[separator + 2]))
-        )
-    return mounts
-
-
-def mount_of(path: Path, mounts: list[Mount]) -> Mount | None:
-    """The mount holding `path`: the longest mount point above it (the last one if stacked)."""
-    real = str(path.resolve())
-    best: Mount | None = None
-    for mount in mounts:
-        point = mount.mount_point.rstrip("/") or "/"
-        inside = real == point or real.startswith(point + "/") or point == "/"
-        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
-            best = mount
-    return best
-
-
-def needs_polling(fstype: str) -> bool:
-    return fstype in POLLING_FILESYSTEMS or fstype.startswith("fuse.")
-
-
-def read_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
-    try:
-        return parse_mountinfo(mountinfo.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return []
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher") -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
-        for raw in paths:
-            path = Path(os.fsdecode(raw))
-            if event.is_directory:
-                # A folder moved or copied in brings files that raise no events of their own.
-                if isinstance(event, DirCreatedEvent | DirMovedEvent) and path.is_dir():
-                    self.watcher.scan_folder(path)
-            else:
-                self.watcher.feed(path)
 
 
 class Watcher:
@@ -138,6 +65,8 @@ class Watcher:
         check_interval: float = 1.0,
         native_factory: Callable[[], BaseObserver] = Observer,
         mountinfo: Path = MOUNTINFO,
+        max_depth: int = 32,
+        max_tracked: int = 100_000,
     ) -> None:
         self.inbox = inbox.absolute()
         self.rules = rules
@@ -149,6 +78,9 @@ class Watcher:
         self.check_interval = check_interval
         self.native_factory = native_factory
         self.mountinfo = mountinfo
+        self.max_depth = max_depth
+        self.max_tracked = max_tracked
+        self.limits = Limits()
         self.mode: ActiveMode | None = None  # what is running now
         self.mode_reason = ""  # why this mode: shown by `status`
         self.paused = False
@@ -161,6 +93,8 @@ class Watcher:
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
         self._thread: threading.Thread | None = None
+        self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
+        self._deep: bool | None = None  # whether the last whole walk found too-deep folders
 
     @classmethod
     def from_settings(
@@ -178,7 +112,13 @@ class Watcher:
             poll_interval=settings.poll_interval,
             rescan_interval=settings.rescan_interval,
             on_scan=on_scan,
+            max_depth=settings.max_depth,
+            max_tracked=settings.max_tracked,
         )
+
+    def attention(self) -> list[Attention]:
+        """Limits the watching has reached (deep folders, too many files), for `status`."""
+        return self.limits.attention()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -217,30 +157,71 @@ class Watcher:
             relative = path.relative_to(self.inbox)
         except ValueError:
             return
-        if self.rules.is_candidate(relative):
+        if depth(relative.parent) > self.max_depth:
+            self._too_deep([relative.parent])
+        elif self.rules.is_candidate(relative):
             self.on_path(path)
 
     def scan_folder(self, folder: Path) -> int:
         """Feed every photo and sidecar under `folder`, skipping ignored folders; returns the
         number of paths fed."""
+        try:
+            relative = folder.relative_to(self.inbox)
+        except ValueError:
+            return 0
+        tree = self._walk(relative)
+        if relative == ROOT and tree.complete:
+            self._polled = tree.files  # what polling compares its next walk with
+        return self._feed_all(sorted(tree.files))
+
+    def _feed_all(self, paths: list[PurePath]) -> int:
         fed = 0
-        for directory, subdirs, files in os.walk(folder):
-            here = Path(directory)
-            try:
-                relative = here.relative_to(self.inbox)
-            except ValueError:
-                return fed
-            subdirs[:] = [name for name in subdirs if not self.rules.ignored_name(name)]
-            if self.rules.ignored_dir(relative):
-                subdirs[:] = []
-                continue
-            for name in files:
-                if self._stop.is_set() or self.paused:
-                    return fed
-                if self.rules.is_candidate(relative / name):
-                    self.on_path(here / name)
-                    fed += 1
+        for path in paths:
+            if self._stop.is_set() or self.paused:
+                break
+            self.on_path(self.inbox / path)
+            fed += 1
         return fed
+
+    def _walk(self, start: PurePath) -> Tree:
+        """One bounded walk (see `daemon.intake.tree`), with the limits it reached noted."""
+        tree = walk(
+            self.inbox,
+            self.rules,
+            start=start,
+            max_depth=self.max_depth,
+            max_entries=self.max_tracked,
+            stop=lambda: self._stop.is_set() or self.paused,
+        )
+        self._too_deep(tree.deep)
+        if tree.truncated:
+            self.limits.reach(
+                "max_tracked",
+                f"the inbox holds more than max_tracked ({self.max_tracked}) photos and "
+                "sidecars; the rest are found once there is room",
+                "let the queue drain, or raise max_tracked (each file costs some memory)",
+            )
+        elif start == ROOT and tree.complete:
+            self.limits.clear("max_tracked")
+        if start == ROOT and tree.complete:
+            self._deep = bool(tree.deep)
+            if not tree.deep:
+                self.limits.clear("max_depth")
+        return tree
+
+    def _too_deep(self, folders: list[PurePath]) -> None:
+        """Folders deeper than max_depth are never entered; native watching (which would watch
+        every level, and fails at about a thousand) gives way to polling at the next check."""
+        if not folders:
+            return
+        self._deep = True
+        self.limits.reach(
+            "max_depth",
+            f"folders nested deeper than max_depth ({self.max_depth}) are not watched; "
+            "photos in them are not taken",
+            "move the photos nearer the top of the inbox, or raise max_depth",
+            where=folders[0].as_posix(),
+        )
 
     # -- observer -------------------------------------------------------------------------
 
@@ -252,6 +233,15 @@ class Watcher:
                 f"the inbox is on {mount.fstype} ({mount.source}), which does not report "
                 "changes made on other machines"
             )
+        if self._deep is None:
+            self._walk(ROOT)  # how deep the inbox is, before inotify walks all of it
+        if self._deep:
+            return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
+        if not native_reader_alive():
+            return "polling", (
+                "native watching stopped: watchdog's event thread failed (for example on a "
+                "folder tree moved in that is too deep for it)"
+            )
         return "native", f"watch_mode is {self.requested_mode}"
 
     def _start_observer(self, mount: Mount | None) -> None:
@@ -259,25 +249,23 @@ class Watcher:
         if mode == "native":
             try:
                 self._observer = self._launch(self.native_factory())
-            except OSError as exc:
+            except (OSError, RecursionError) as exc:
                 fix = (
                     "raise the limit (sysctl fs.inotify.max_user_watches=524288 and "
                     'fs.inotify.max_user_instances=1024) or set watch_mode = "polling"'
                 )
-                if self.requested_mode == "native":
+                if self.requested_mode == "native" and isinstance(exc, OSError):
                     raise WatchError(f"watch_mode: native watching failed ({exc}); {fix}") from exc
                 log.warning("native watching failed, polling instead", error=str(exc), fix=fix)
                 mode, reason = "polling", f"native watching failed ({exc})"
-        if mode == "polling":
-            self._observer = self._launch(PollingObserver(timeout=self.poll_interval))
         self.mode, self.mode_reason = mode, reason
         self._identity = self._inbox_identity()
-        log.info("watching inbox", inbox=str(self.inbox), mode=mode, reason=reason)
+        log.info("watching inbox", inbox=str(self.inbox), mode=self.mode, reason=self.mode_reason)
 
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
         try:
-            observer.schedule(_Handler(self), str(self.inbox), recursive=True)
+            observer.schedule(Handler(self.scan_folder, self.feed), str(self.inbox), recursive=True)
             observer.start()
         except BaseException:
             observer.stop()
@@ -293,10 +281,22 @@ class Watcher:
                 observer.join(timeout=5)
 
     def _observer_healthy(self) -> bool:
+        """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
+        if self.mode == "polling":
+            return True
+        if self._deep or not native_reader_alive():
+            return False  # native watching must give way to polling (see `_choose`)
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
         return all(emitter.is_alive() for emitter in observer.emitters)
+
+    def _poll(self) -> None:
+        """Feed the photos and sidecars that appeared, changed or went since the last walk."""
+        tree = self._walk(ROOT)
+        if tree.complete:
+            before, self._polled = self._polled, tree.files
+            self._feed_all(changes(before, tree.files))
 
     # -- inbox health ---------------------------------------------------------------------
 
@@ -355,27 +355,40 @@ class Watcher:
             self._resume()
             return
         if self._inbox_identity() != self._identity or not self._observer_healthy():
-            # Recreated inbox (its watch is on the old folder) or a dead emitter thread.
+            # Recreated inbox (its watch is on the old folder), a dead emitter thread, or
+            # folders too deep for native watching.
             log.warning("restarting the inbox observer", inbox=str(self.inbox))
             self._stop_observer()
             self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
             self._scan_requested.set()
 
     def _run(self) -> None:
-        last_scan = -float("inf")
+        last_scan = last_poll = -float("inf")
         while not self._stop.is_set():
             try:
                 self._check()
-                due = time.monotonic() - last_scan >= self.rescan_interval
-                if not self.paused and (due or self._scan_requested.is_set()):
+                now = time.monotonic()
+                if not self.paused and (
+                    now - last_scan >= self.rescan_interval or self._scan_requested.is_set()
+                ):
                     self._scan_requested.clear()
-                    last_scan = time.monotonic()
+                    last_scan = last_poll = now
                     self.scan_folder(self.inbox)
                     if not self.paused and not self._stop.is_set():
                         self.scans += 1
                         self.first_scan.set()
                         if self.on_scan is not None:
                             self.on_scan()
+                elif (
+                    not self.paused
+                    and self.mode == "polling"
+                    and now - last_poll >= self.poll_interval
+                ):
+                    last_poll = now
+                    self._poll()
             except Exception:
                 log.exception("inbox watcher check failed; retrying")
-            self._stop.wait(self.check_interval)
+            wait = self.check_interval
+            if self.mode == "polling":
+                wait = min(wait, self.poll_interval)
+            self._stop.wait(wait)

@@ -1,18 +1,25 @@
 """A job's answer in the outbox: what it says (the details recorded while PUBLISHING, so a
 restart or a blocked outbox can write it again) and how it is written (manifest or error report,
 with the job's log). Every user-facing error report is built here, from one catalogue of texts.
+
+The outbox is synced to people who see neither the server nor its folders, so nothing written
+there names a server path: files are named relative to the inbox (or the outbox), and `public`
+rewrites any path that slipped into a message (an OSError's file name, say) to the role of its
+folder (`state/spool/...`) or, for a path outside them, to its last name only.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from daemon.fsutil import file_sha256, model_from_json
+from daemon.fsutil import atomic_write_json, file_sha256, model_from_json, read_json
 from daemon.jobs import outbox
 from daemon.jobs.manifest import (
     InputInfo,
@@ -31,7 +38,13 @@ from daemon.versions import stylefold_version
 
 # -- the catalogue of what people read --------------------------------------------------------
 
-RETURNED = "returned to {path}; it is not taken again until the photo or its sidecar changes"
+RETURNED = (
+    "returned to the inbox as {path}; it is not taken again until the photo or its sidecar changes"
+)
+KEPT = (
+    "kept by the daemon in its state folder as {path}, because the inbox folder it came from "
+    "was gone or was no longer a real folder when it was returned; ask the administrator for it"
+)
 LEFT_REJECTED = (
     "left in the inbox, unchanged; fix the sidecar (or replace the photo) and it is taken again"
 )
@@ -43,10 +56,39 @@ INTERRUPTED = (
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
+STATE_FIX = "free space where the state folder is; the job waits"
 
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+# An absolute path: a "/" not inside a word or a number, then at least two names.
+_ABSOLUTE = re.compile(r"(?<![\w/.])/(?:[^\s/'\"():,;]+/)+([^\s/'\"():,;]+)")
+
+
+def public(value: Any, roots: Mapping[Path, str]) -> Any:
+    """`value` (text, or JSON-like data) as it may be published: each path under one of `roots`
+    (the daemon's folders) starts with that folder's role instead, any other absolute path is
+    cut to its last name."""
+    if isinstance(value, str):
+        for root, role in sorted(roots.items(), key=lambda item: -len(str(item[0]))):
+            value = value.replace(str(root), role)
+        return _ABSOLUTE.sub(lambda match: f".../{match.group(1)}", value)
+    if isinstance(value, dict):
+        return {key: public(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [public(item, roots) for item in value]
+    return value
+
+
+def original_text(placed: list[Path], inbox: Path, state: Path) -> str:
+    """Where a failed job's originals are, named as the people reading the report know them."""
+    if not placed:
+        return "no original was left to return"
+    if inbox not in placed[0].parents:
+        return KEPT.format(path=", ".join(p.relative_to(state).as_posix() for p in placed))
+    return RETURNED.format(path=", ".join(p.relative_to(inbox).as_posix() for p in placed))
 
 
 # -- what PUBLISHING records --------------------------------------------------------------------
@@ -139,11 +181,17 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
 
 
 def publish_result(
-    job: Job, detail: ResultDetail, result: Path, names: OutputNames, log: str
+    job: Job,
+    detail: ResultDetail,
+    result: Path,
+    names: OutputNames,
+    log: str,
+    roots: Mapping[Path, str],
 ) -> Manifest:
     digest = file_sha256(result)
     manifest = build_manifest(job, detail, names, digest)
-    outbox.publish_result(names, result, manifest.model_dump(mode="json"), log)
+    data = public(manifest.model_dump(mode="json"), roots)
+    outbox.publish_result(names, result, data, public(log, roots))
     return manifest
 
 
@@ -153,7 +201,14 @@ def earlier_manifest(detail: ReuseDetail) -> Manifest:
     return model_from_json(Manifest, Path(detail.manifest).read_bytes())
 
 
-def publish_reuse(job: Job, detail: ReuseDetail, names: OutputNames, log: str) -> None:
+def publish_reuse(
+    job: Job,
+    detail: ReuseDetail,
+    names: OutputNames,
+    log: str,
+    outbox_root: Path,
+    roots: Mapping[Path, str],
+) -> None:
     """An identical job was done before: answer with a copy of its result and its facts."""
     previous = earlier_manifest(detail)
     manifest = previous.model_copy(
@@ -163,17 +218,30 @@ def publish_reuse(job: Job, detail: ReuseDetail, names: OutputNames, log: str) -
             "sidecar": _sidecar_entry(job),
             "output": previous.output.model_copy(update={"file": names.image.name}),
             "reused": ReusedFrom(
-                job_id=detail.job_id, output=detail.output, manifest=detail.manifest
+                job_id=detail.job_id,
+                output=_in_outbox(detail.output, outbox_root),
+                manifest=_in_outbox(detail.manifest, outbox_root),
             ),
             "claimed_at": _iso(job.claimed_at),
             "finished_at": _iso(time.time()),
         }
     )
-    outbox.publish_result(names, Path(detail.output), manifest.model_dump(mode="json"), log)
+    data = public(manifest.model_dump(mode="json"), roots)
+    outbox.publish_result(names, Path(detail.output), data, public(log, roots))
 
 
-def failure_report(job: Job, detail: FailureDetail, inbox: Path) -> dict[str, Any]:
-    original = inbox / job.rel_dir / job.image_name
+def _in_outbox(path: str, outbox_root: Path) -> str:
+    """An earlier answer's file, relative to the outbox."""
+    try:
+        return Path(path).relative_to(outbox_root).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def failure_report(job: Job, detail: FailureDetail) -> dict[str, Any]:
+    """The report of a failed job; its `original` names the planned return, and `amend`
+    corrects it once the originals are back if they went elsewhere."""
+    original = (Path(job.rel_dir) / job.image_name).as_posix()
     return {
         "error": detail.reason,
         "job_id": job.id,
@@ -187,11 +255,18 @@ def failure_report(job: Job, detail: FailureDetail, inbox: Path) -> dict[str, An
     }
 
 
+def publish_failure(
+    names: OutputNames, report: dict[str, Any], log: str, roots: Mapping[Path, str]
+) -> None:
+    outbox.publish_error(names, public(report, roots), public(log, roots))
+
+
 def publish_report(
     job_id: str,
     detail: ReportDetail,
     outbox_root: Path,
     output_format: str,
+    roots: Mapping[Path, str],
 ) -> OutputNames:
     """The report of inbox files that never became a job, under names free right now."""
     inputs = [path for path in detail.paths if path is not None]
@@ -204,5 +279,14 @@ def publish_report(
         "original": detail.original,
         "at": _iso(time.time()),
     }
-    outbox.publish_error(names, report, f"{_iso(time.time())} {detail.reason}\n")
+    log = f"{_iso(time.time())} {detail.reason}\n"
+    outbox.publish_error(names, public(report, roots), public(log, roots))
     return names
+
+
+def amend_original(names: OutputNames, job_id: str, text: str) -> None:
+    """Correct a failure report's `original` when the originals went elsewhere than planned (a
+    free `.returned-N` name, or state/ because their folder was gone or swapped)."""
+    report = read_json(names.error)
+    if isinstance(report, dict) and report.get("job_id") == job_id and report["original"] != text:
+        atomic_write_json(names.error, {**report, "original": text})

@@ -21,7 +21,6 @@ import structlog
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_write
-from daemon.intake.arrival import ChangedAfterSettling
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
@@ -33,9 +32,11 @@ from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
 from daemon.jobs.recovery import recover
 from daemon.jobs.resend import earlier_answer_to_this_input
+from daemon.jobs.space import StateSpace, is_full
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
+from daemon.limits import Limits
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 from daemon.pool import StyleRef, Task, WorkerPool
@@ -49,7 +50,8 @@ from daemon.pool.events import (
     Retrying,
     Started,
 )
-from daemon.status import JobItem
+from daemon.safefs import Changed
+from daemon.status import Attention, JobItem
 
 log = structlog.get_logger("stylefold.jobs")
 
@@ -76,8 +78,11 @@ class Lifecycle:
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
+        self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
         self.claim_pause_until = 0.0
+        self.space = StateSpace(settings.state)
+        self.limits = Limits()
         self.publisher = Publisher(
             settings,
             store,
@@ -113,6 +118,9 @@ class Lifecycle:
     def feed(self, deadline: float) -> None:
         """Claim what is ready while the pool's queue has room (the bound keeps a burst of
         thousands of photos in the inbox, visible, rather than in memory)."""
+        for job in self.space.released():
+            self._queued_again(job)
+            self.backlog.append(job)
         while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
             self.submit(self.backlog.popleft())
         while (
@@ -126,6 +134,24 @@ class Lifecycle:
                 self.claim(arrival)
             except Exception:  # one bad pair must never stop the daemon
                 log.exception("job.arrival_crashed", image=str(arrival.image))
+        self._note_queue()
+
+    def _note_queue(self) -> None:
+        """queue_max reached is no fault, but it must be visible: photos then wait in the inbox."""
+        if (self.deferred or self.backlog) and not self.pool.has_room():
+            self.limits.reach(
+                "queue_max",
+                f"queue_max ({self.settings.queue_max}) jobs are claimed and waiting for a "
+                "worker; further photos wait in the inbox until the queue drains",
+                "nothing to do unless this lasts: add workers, or raise queue_max",
+            )
+        elif not self.deferred:
+            self.limits.clear("queue_max")
+
+    def attention(self) -> list[Attention]:
+        """What the jobs need a person for (the queue at its limit, a full state folder,
+        originals kept in the state folder), for `status`."""
+        return self.limits.attention() + self.space.attention() + self.spool.kept()
 
     def claim(self, arrival: Arrival) -> None:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):
@@ -141,17 +167,22 @@ class Lifecycle:
         except FileNotFoundError:
             log.info("job.claim_vanished", image=str(arrival.image))
             return
-        except ChangedAfterSettling:
-            log.info("job.claim_changed", image=str(arrival.image), then="settles again")
+        except Changed as exc:
+            log.warning("job.claim_changed", image=str(arrival.image), reason=str(exc))
+            self.unsettled += [arrival.image, *([arrival.sidecar] if arrival.sidecar else [])]
             return
         except OSError as exc:
             log.error(
                 "job.claim_failed", image=str(arrival.image), error=str(exc), retry_in=CLAIM_RETRY
             )
+            if is_full(exc):
+                self.space.full(exc)
             self.deferred.appendleft(arrival)
             self.claim_pause_until = time.monotonic() + CLAIM_RETRY
             return
         self.jobs[job.id] = job
+        if not self.space.held:
+            self.space.recovered()
         with job_context(job.id):
             styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
             self.spool.append_log(job, f"claimed {job.source} (style {styles})")
@@ -252,6 +283,8 @@ class Lifecycle:
                 node=running.node if running else None,
             )
             self.publisher.publish(job.id, job, "result", detail)
+        elif isinstance(event, Failed) and event.kind == "nospace":
+            self._hold(job, event.reason)
         elif isinstance(event, Failed):
             self.publisher.fail(
                 job, FailureDetail(kind=event.kind, reason=event.reason, traceback=event.traceback)
@@ -326,6 +359,23 @@ class Lifecycle:
         for path in (names.progress, names.preview):
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+
+    def _hold(self, job: Job, reason: str) -> None:
+        """The result could not be stored (state full): not a failure; the job waits, queued,
+        and is submitted again once there is room for its result (`StateSpace.released`)."""
+        self._stopped_running(job)
+        self.spool.append_log(job, f"waiting for room in the state folder ({reason})")
+        self._queued_again(job, reason)
+        self.space.hold(job, reason)
+        self.space.full("a result could not be stored")
+
+    def _queued_again(self, job: Job, reason: str | None = None) -> None:
+        """Record a held job as QUEUED; with the state folder full that may fail, and is tried
+        again when the job is released (a restart queues a RUNNING job again anyway)."""
+        row = self.store.get(job.id)
+        if row is not None and row.state is State.RUNNING:
+            with contextlib.suppress(OSError):
+                self.store.move(job.id, State.QUEUED, reason=reason, note="held: state full")
 
     def requeue(self, job: Job, reason: str) -> None:
         """Cancelled at shutdown: the job stays QUEUED and runs again at the next start."""

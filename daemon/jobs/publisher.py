@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from daemon.config import Settings
 from daemon.fsutil import file_sha256, model_from_json
-from daemon.jobs import answers, outbox
+from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
 from daemon.jobs.outbox import drop_stale_report, published_by
@@ -24,7 +24,7 @@ from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import Outcome, State
-from daemon.jobs.store import Answer, Store
+from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 
@@ -52,6 +52,18 @@ class Publisher:
         self.running = running
         self.stop_running = stop_running
         self.blocked: dict[str, Blocked] = {}
+
+    @property
+    def roots(self) -> dict[Path, str]:
+        """The daemon's folders, by the names reports give them instead of server paths."""
+        settings = self.settings
+        return {
+            settings.inbox: "inbox",
+            settings.outbox: "outbox",
+            settings.styles: "styles",
+            settings.state: "state",
+            settings.archive_path: "archive",
+        }
 
     def fail(self, job: Job, detail: FailureDetail) -> None:
         """The one failure path: every job that cannot succeed gets its report this way."""
@@ -91,7 +103,7 @@ class Publisher:
         if job is None:
             assert isinstance(detail, ReportDetail)
             names = answers.publish_report(
-                job_id, detail, self.settings.outbox, self.settings.output_format
+                job_id, detail, self.settings.outbox, self.settings.output_format, self.roots
             )
             return names.error.relative_to(self.settings.outbox).as_posix()
         if outcome == "skip":
@@ -108,20 +120,22 @@ class Publisher:
                 f"wrote {names.image.name}"
             )
             result = self.spool.job_dir(job) / f"result.{job.output_format}"
-            answers.publish_result(job, detail, result, names, self.spool.read_log(job, last))
+            log_text = self.spool.read_log(job, last)
+            answers.publish_result(job, detail, result, names, log_text, self.roots)
             self.store.record_answer(
                 Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
             )
         elif isinstance(detail, ReuseDetail):
             last = f"identical to job {detail.job_id}; reused {detail.output}"
-            answers.publish_reuse(job, detail, names, self.spool.read_log(job, last))
+            log_text = self.spool.read_log(job, last)
+            answers.publish_reuse(job, detail, names, log_text, self.settings.outbox, self.roots)
         else:
             assert isinstance(detail, FailureDetail)
             last = f"failed: {detail.reason}" + (
-                f"\n{detail.traceback}" if detail.traceback else ""
+                " (the traceback is in the daemon's log)" if detail.traceback else ""
             )
-            report = answers.failure_report(job, detail, self.settings.inbox)
-            outbox.publish_error(names, report, self.spool.read_log(job, last))
+            report = answers.failure_report(job, detail)
+            answers.publish_failure(names, report, self.spool.read_log(job, last), self.roots)
         return shown
 
     def _block(
@@ -134,7 +148,7 @@ class Publisher:
             job_id=job_id,
             error=reason,
             retry_in=self.publish_retry,
-            fix=answers.OUTBOX_FIX,
+            fix=answers.STATE_FIX if isinstance(exc, StoreError) else answers.OUTBOX_FIX,
         )
         if job is not None:
             self.stop_running(job)
@@ -175,7 +189,12 @@ class Publisher:
         self.store.move(job.id, State.RELEASING, note=shown, reason=reason)
         if isinstance(detail, FailureDetail):
             log.warning(
-                "job.failed", input=job.source, kind=detail.kind, reason=detail.reason, report=shown
+                "job.failed",
+                input=job.source,
+                kind=detail.kind,
+                reason=detail.reason,
+                report=shown,
+                traceback=detail.traceback,
             )
         elif outcome == "skip":
             assert isinstance(detail, ReuseDetail)
@@ -206,6 +225,11 @@ class Publisher:
             )
             self.jobs.pop(job.id, None)
             return
+        if not success:
+            settings = self.settings
+            text = answers.original_text(placed, settings.inbox, settings.state)
+            with contextlib.suppress(OSError):  # the report keeps the planned place
+                answers.amend_original(self.spool.names(job), job.id, text)
         end = State.SKIPPED if outcome == "skip" else State.DONE if success else State.FAILED
         self.store.move(job.id, end, note=note)
         self.spool.remove(job)

@@ -10,11 +10,14 @@ where the originals go once the job's answer is in the outbox.
     spool/.broken-<job-id>/      a job whose record was unreadable, kept for a person
     style-store/<sha256>.<ext>   each style image used by a waiting job, stored once
 
+    returned/<job-id>/           originals whose inbox folder was gone or swapped on return
+
 A claim moves the photo and its sidecar with a rename (or, across file systems, a verified copy
 before the inbox file goes), so from then on the spool owns the only copy until the answer is
 in the outbox. What was moved is recorded (state CLAIMING) before the first move, so a claim
-cut short by a crash is rolled back from the record. The job's state lives in the database
-(`daemon.jobs.store`); this module only moves files.
+cut short by a crash is rolled back from the record. Every move between the inbox and the
+spool goes through folder descriptors and is checked on both sides (`daemon.jobs.handover`).
+The job's state lives in the database (`daemon.jobs.store`); this module only moves files.
 """
 
 from __future__ import annotations
@@ -23,23 +26,25 @@ import contextlib
 import os
 import secrets
 import shutil
-import stat
 import time
 from pathlib import Path
 
 import structlog
 from pydantic import BaseModel
 
+from daemon import safefs
 from daemon.config import Settings
-from daemon.fsutil import atomic_copy, file_sha256, fit_name, fsync_dir, move_file
-from daemon.intake.arrival import ChangedAfterSettling
-from daemon.intake.pairing import Arrival
+from daemon.fsutil import atomic_copy, file_sha256
+from daemon.intake.jsonload import load_json
+from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
-from daemon.intake.sidecar import load_json
+from daemon.jobs import handover
 from daemon.jobs.outbox import OutputNames, choose_names
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
+from daemon.safefs import Changed, Identity, NotUsable
+from daemon.status import Attention
 
 log = structlog.get_logger(__name__)
 
@@ -61,12 +66,17 @@ def _suffix(name: str) -> str:
     return ext if ext[1:].isalnum() else ""
 
 
-def _signature(path: Path) -> list[int] | None:
+def _stat_signature(path: Path) -> list[int] | None:
+    """What a remembered file must still be: size and mtime (the spool side: our own files)."""
     try:
-        result = os.stat(path)
+        result = os.lstat(path)
     except OSError:
         return None
     return [result.st_size, result.st_mtime_ns]
+
+
+def _identity(settled: Signature | None) -> Identity | None:
+    return None if settled is None else settled.identity()
 
 
 class Spool:
@@ -101,45 +111,45 @@ class Spool:
 
     def claim(self, arrival: Arrival, resolved: Resolved) -> Job:
         """Move the pair into a new job folder and record the job (CLAIMING, then QUEUED). On
-        failure nothing is lost: whatever was moved goes back to the inbox."""
+        failure nothing is lost: whatever was moved goes back to the inbox. Raises Changed when
+        a file is not what settled (it must settle again) and Rejected when one may not be
+        taken at all (a link, a special file, several hard links)."""
         job_id = new_job_id()
         rel_dir = arrival.rel_dir.as_posix() if str(arrival.rel_dir) != "." else ""
-        source_dir = self.settings.inbox / rel_dir
-        moves = [(arrival.image.name, f"input{_suffix(arrival.image.name)}")]
+        seen = arrival.seen or {}
+        wanted = [(arrival.image, f"input{_suffix(arrival.image.name)}")]
         if arrival.sidecar is not None:
-            moves.append((arrival.sidecar.name, SIDECAR_FILE))
-        companions = [
-            (name, f"companion-{index}")
-            for index, name in enumerate(self._companions(source_dir, [m[0] for m in moves]))
+            wanted.append((arrival.sidecar, SIDECAR_FILE))
+        inbox = self.settings.inbox
+        # Styles first: a brought-along style may be one of the files this claim moves.
+        styles = self._store_styles(resolved, seen)
+        try:
+            planned = handover.check_files(
+                inbox, rel_dir, [(p.name, t, _identity(seen.get(p))) for p, t in wanted]
+            )
+        except NotUsable as exc:
+            raise Rejected(str(exc)) from None
+        extra = handover.companions(inbox, rel_dir, [p.name for p, _ in wanted])
+        companions = [(name, f"companion-{index}") for index, (name, _) in enumerate(extra)]
+        planned += [
+            handover.Planned(name, target, identity)
+            for (name, target), (_, identity) in zip(companions, extra, strict=True)
         ]
-        intent = ClaimIntent(rel_dir=rel_dir, moves=moves + companions)
+        intent = ClaimIntent(rel_dir=rel_dir, moves=[(p.name, p.target) for p in planned])
         source = (Path(rel_dir) / arrival.image.name).as_posix()
         self.store.create(job_id, State.CLAIMING, source, detail=intent)
         folder = self.job_dir(job_id)
         try:
             folder.mkdir()
-            for name, target in intent.moves:
-                move_file(source_dir / name, folder / target, sync=False)
-            fsync_dir(source_dir)
-            fsync_dir(folder)
-            job = self._record(job_id, folder, arrival, rel_dir, resolved, companions)
+            handover.take(inbox, rel_dir, folder, planned)
+            job = self._record(job_id, folder, arrival, rel_dir, resolved, styles, companions)
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
         except BaseException as exc:
             self.roll_back(job_id, intent, note=f"claim failed: {exc}")
+            if isinstance(exc, NotUsable):
+                raise Rejected(str(exc)) from None
             raise
         return job
-
-    @staticmethod
-    def _companions(folder: Path, names: list[str]) -> list[str]:
-        """macOS AppleDouble files (`._photo.jpg`) that belong to the files of a job: they
-        travel with the photo instead of being left behind in the inbox."""
-        found = []
-        for name in names:
-            companion = f"._{name}"
-            with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(folder / companion).st_mode):
-                    found.append(companion)
-        return found
 
     def _record(
         self,
@@ -148,24 +158,23 @@ class Spool:
         arrival: Arrival,
         rel_dir: str,
         resolved: Resolved,
+        stored: list[Path],
         companions: list[tuple[str, str]],
     ) -> Job:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
-            raise Rejected(f"{arrival.sidecar}: changed while it was being claimed")
-        input_file = f"input{_suffix(arrival.image.name)}"
-        settled = arrival.signature
-        if settled and _signature(folder / input_file) != [settled.size, settled.mtime_ns]:
-            raise ChangedAfterSettling(f"{arrival.image} changed after it had settled")
+            raise Changed(f"{arrival.sidecar}: changed while it was being claimed")
         styles = []
-        for index, (name, path, weight) in enumerate(resolved.styles):
-            stored = self._stored_style(path)
-            file = f"style-{index}{stored.suffix}"
+        for index, ((name, _, weight), style) in enumerate(
+            zip(resolved.styles, stored, strict=True)
+        ):
+            file = f"style-{index}{style.suffix}"
             try:
-                os.link(stored, folder / file)
+                os.link(style, folder / file)
             except OSError:
-                atomic_copy(stored, folder / file)
-            styles.append(JobStyle(name=name, file=file, weight=weight, sha256=stored.stem))
+                atomic_copy(style, folder / file)
+            styles.append(JobStyle(name=name, file=file, weight=weight, sha256=style.stem))
+        input_file = f"input{_suffix(arrival.image.name)}"
         input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
@@ -196,22 +205,45 @@ class Spool:
         self._reserved[job_id] = names.all()
         return job
 
-    def _stored_style(self, path: Path) -> Path:
+    def _store_styles(self, resolved: Resolved, seen: dict[Path, Signature]) -> list[Path]:
+        return [self._stored_style(path, seen.get(path)) for _, path, _ in resolved.styles]
+
+    def _stored_style(self, path: Path, settled: Signature | None) -> Path:
         """The style image's copy in the content-addressed store. Jobs hold hard links to it:
         a thousand jobs with one style share one copy, and editing the library cannot change
-        a job already claimed."""
-        result = os.stat(path)
-        key = (str(path), result.st_size, result.st_mtime_ns)
+        a job already claimed. A style brought along in the inbox is read like an original:
+        through `daemon.safefs`, only if it is still the regular file that settled."""
         ext = _suffix(path.name)
-        digest = self._style_digests.get(key)
-        if digest is not None and (self.style_store / f"{digest}{ext}").exists():
-            return self.style_store / f"{digest}{ext}"
         incoming = self.style_store / f".incoming-{secrets.token_hex(6)}{ext}"
-        atomic_copy(path, incoming)
+        try:
+            relative = path.relative_to(self.settings.inbox)
+        except ValueError:
+            relative = None
+        if relative is None:
+            result = os.stat(path)
+            key = (str(path), result.st_size, result.st_mtime_ns)
+            digest = self._style_digests.get(key)
+            if digest is not None and (self.style_store / f"{digest}{ext}").exists():
+                return self.style_store / f"{digest}{ext}"
+            atomic_copy(path, incoming)
+        else:
+            try:
+                with safefs.folder(self.settings.inbox, relative.parent) as source:
+                    fd = safefs.open_file(source, relative.name, _identity(settled))
+            except safefs.UnsafePath as exc:
+                raise Changed(str(exc)) from None
+            except NotUsable as exc:
+                raise Rejected(f"style.file: {exc}") from None
+            try:
+                with safefs.folder(self.style_store) as store:
+                    safefs.copy_open(fd, store, incoming.name)
+            finally:
+                os.close(fd)
         digest = file_sha256(incoming)  # of the copy: what the job will actually use
         stored = self.style_store / f"{digest}{ext}"
         os.replace(incoming, stored)
-        self._style_digests[key] = digest
+        if relative is None:
+            self._style_digests[key] = digest
         return stored
 
     def collect_styles(self) -> None:
@@ -222,34 +254,45 @@ class Spool:
                     entry.unlink()
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> None:
-        """Undo a claim that did not complete: every moved file goes back to the inbox (or, if
-        its name was taken meanwhile, beside it under a free name)."""
+        """Undo a claim that did not complete: every moved file goes back to the inbox (beside
+        its old name if that was taken meanwhile; into state/returned/ if its folder is gone)."""
         folder = self.job_dir(job_id)
-        inbox = self.settings.inbox / intent.rel_dir
-        for name, target in intent.moves:
-            moved = folder / target
-            if moved.exists():
-                try:
-                    self._put_back(moved, inbox / name)
-                except OSError as exc:
-                    log.error("spool.rollback_failed", file=str(moved), error=str(exc))
-                    return  # keep the folder and the CLAIMING record: it holds an original
+        files = [(target, name) for name, target in intent.moves]
+        try:
+            back = handover.give_back(
+                self.settings.inbox, intent.rel_dir, folder, files, self._rescue(job_id)
+            )
+        except OSError as exc:
+            log.error("spool.rollback_failed", folder=str(folder), error=str(exc))
+            return  # keep the folder and the CLAIMING record: it holds an original
+        if back.rescue is not None and back.names:
+            log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
         shutil.rmtree(folder, ignore_errors=True)
         row = self.store.get(job_id)
         if row is not None and row.state is State.CLAIMING:
             with contextlib.suppress(OSError):
                 self.store.move(job_id, State.ROLLED_BACK, note=note)
 
-    def _put_back(self, source: Path, target: Path) -> Path:
-        """Move a file to `target`, or beside it under a free name: never over anything."""
-        candidate = target
-        number = 1
-        while os.path.lexists(candidate):
-            number += 1
-            name = fit_name(target.stem, f".returned-{number}{target.suffix}")
-            candidate = target.with_name(name)
-        move_file(source, candidate)
-        return candidate
+    def _rescue(self, job_id: str) -> Path:
+        return self.settings.state / handover.RETURNED / job_id
+
+    def kept(self) -> list[Attention]:
+        """Originals kept in state/returned/ (their inbox folder was gone or swapped): until a
+        person hands them back, `status` lists them."""
+        try:
+            folders = sorted((self.settings.state / handover.RETURNED).iterdir())
+        except OSError:
+            return []
+        return [
+            Attention(
+                what=f"originals of job {folder.name} are kept in the state folder: their "
+                "inbox folder was gone or was no longer a real folder when they were returned",
+                where=str(folder),
+                fix="give them back to their owner (or put them back in the inbox), then "
+                "delete the folder",
+            )
+            for folder in folders
+        ]
 
     def move_aside(self, job_id: str) -> Path:
         """A job that cannot be finished (unreadable record): its folder is kept for a person."""
@@ -262,9 +305,13 @@ class Spool:
     # -- the job's log --------------------------------------------------------------------
 
     def append_log(self, job: Job, line: str) -> None:
+        """Best effort: the job's log must never stop the job (a full state folder)."""
         path = self.job_dir(job) / LOG_FILE
-        with path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(log_line(line))
+        try:
+            with path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(log_line(line))
+        except OSError as exc:
+            log.warning("job.log_not_written", job_id=job.id, error=str(exc))
 
     def read_log(self, job: Job, last: str | None = None) -> str:
         """The job's log so far, plus `last` (a line not yet appended: the outcome, which is
@@ -280,61 +327,46 @@ class Spool:
     def release(self, job: Job, *, archive: bool) -> list[Path]:
         """The originals leave the spool: to <archive>/<rel_dir>/ (success with archive =
         "move"), or back where they were in the inbox, remembered so they are not taken again
-        while unchanged."""
+        while unchanged (into state/returned/<job-id>/ if that folder is gone or swapped).
+        Returns where the photo and its sidecar went."""
+        files = [(job.input_file, job.image_name)]
+        if job.sidecar_name is not None:
+            files.append((SIDECAR_FILE, job.sidecar_name))
+        pair = [name for _, name in files]
+        files += [(file, name) for name, file in job.companions]
+        folder = self.job_dir(job)
         if archive:
-            return self._release_files(job, self.settings.archive_path / job.rel_dir, False)
-        return self._release_files(job, self.settings.inbox / job.rel_dir, True)
+            root = self.settings.archive_path
+            (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
+            back = handover.give_back(root, job.rel_dir, folder, files, self._rescue(job.id))
+            late = {name: back.names.get(name, name) for name in pair}
+            handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
+            where = root / job.rel_dir
+        else:
+            back = handover.give_back(
+                self.settings.inbox,
+                job.rel_dir,
+                folder,
+                files,
+                self._rescue(job.id),
+                before=lambda names: self._remember_returned(job, names),
+            )
+            where = self.settings.inbox / job.rel_dir
+        if back.rescue is not None:
+            log.warning("spool.originals_kept", folder=str(back.rescue), reason="folder gone")
+            where = back.rescue
+        return [where / back.names[name] for name in pair if name in back.names]
 
-    def _release_files(self, job: Job, folder: Path, into_inbox: bool) -> list[Path]:
-        image_name, sidecar_name = self._free_pair_names(job, folder)
-        pairs = [(self.input_path(job), image_name)]
-        if sidecar_name is not None:
-            pairs.append((self.job_dir(job) / SIDECAR_FILE, sidecar_name))
-        renamed = {job.image_name: image_name, job.sidecar_name: sidecar_name}
-        if into_inbox:
-            # Written first (a rename keeps size and mtime): a crash between the record and the
-            # move leaves a harmless record, never a photo that is taken again.
-            signatures = [_signature(source) for source, _ in pairs]
-            if signatures[0] is not None:
-                rel = (Path(job.rel_dir) / image_name).as_posix()
-                self.store.remember(rel, signatures, job.id)
-        placed = []
-        for source, name in pairs:
-            if source.exists():
-                placed.append(self._put_back(source, folder / name))
-        for name, file in job.companions:
-            if (self.job_dir(job) / file).exists():
-                target = f"._{renamed.get(name[2:]) or name[2:]}"
-                self._put_back(self.job_dir(job) / file, folder / target)
-        if not into_inbox:  # companions written after the claim follow the photo too
-            inbox = self.settings.inbox / job.rel_dir
-            names = [job.image_name] + ([job.sidecar_name] if job.sidecar_name else [])
-            for late in self._companions(inbox, names):
-                with contextlib.suppress(OSError):
-                    self._put_back(inbox / late, folder / f"._{renamed.get(late[2:]) or late[2:]}")
-        return placed
-
-    @staticmethod
-    def _free_pair_names(job: Job, folder: Path) -> tuple[str, str | None]:
-        """Names for the photo and its sidecar in `folder` that are both free and still pair
-        up: the originals', else `photo.returned-N.jpg` with `photo.returned-N.json`."""
-        number = 1
-        while True:
-            if number == 1:
-                image = job.image_name
-            else:
-                stem, suffix = Path(job.image_name).stem, Path(job.image_name).suffix
-                image = fit_name(stem, f".returned-{number}{suffix}")
-            sidecar = None
-            if job.sidecar_name is not None:
-                specific = job.sidecar_name == f"{job.image_name}.json"
-                sidecar = f"{image}.json" if specific else f"{Path(image).stem}.json"
-                if number == 1:
-                    sidecar = job.sidecar_name
-            names = [image] + ([sidecar] if sidecar else [])
-            if not any(os.path.lexists(folder / name) for name in names):
-                return image, sidecar
-            number += 1
+    def _remember_returned(self, job: Job, names: dict[str, str]) -> None:
+        """Recorded before the move (a rename keeps size and mtime): a crash between the record
+        and the move leaves a harmless record, never a photo that is taken again."""
+        folder = self.job_dir(job)
+        image = _stat_signature(folder / job.input_file)
+        if image is None:
+            return
+        sidecar = _stat_signature(folder / SIDECAR_FILE) if job.sidecar_name else None
+        rel = (Path(job.rel_dir) / names.get(job.image_name, job.image_name)).as_posix()
+        self.store.remember(rel, [image, sidecar], job.id)
 
     def remove(self, job: Job) -> None:
         """Delete the job folder (its originals have already left it)."""
@@ -346,12 +378,21 @@ class Spool:
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.settings.inbox).as_posix()
 
+    def _signature(self, path: Path) -> list[int] | None:
+        """An inbox file's size and mtime, looked at without following any link."""
+        try:
+            relative = path.relative_to(self.settings.inbox)
+            result = safefs.lstat_under(self.settings.inbox, relative)
+        except (OSError, ValueError):
+            return None
+        return [result.st_size, result.st_mtime_ns]
+
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
         taken or reported again until one of them changes, also across restarts."""
         first = paths[0]
         if first is not None:
-            signatures = [None if p is None else _signature(p) for p in paths]
+            signatures = [None if p is None else self._signature(p) for p in paths]
             self.store.remember(self._relative(first), signatures, job_id)
 
     def already_handled(self, paths: list[Path | None]) -> bool:
@@ -361,14 +402,14 @@ class Spool:
         if first is None:
             return False
         recorded = self.store.seen(self._relative(first))
-        return recorded == [None if p is None else _signature(p) for p in paths]
+        return recorded == [None if p is None else self._signature(p) for p in paths]
 
     def forget_vanished(self) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved)."""
         gone = [
             path
             for path in self.store.seen_paths()
-            if not os.path.lexists(self.settings.inbox / path)
+            if self._signature(self.settings.inbox / path) is None
         ]
         if gone:
             self.store.forget_seen(gone)

@@ -55,7 +55,7 @@ CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
 CREATE TABLE IF NOT EXISTS answered (
     key TEXT PRIMARY KEY,         -- photo bytes + styles + params + output options
     job_id TEXT NOT NULL,
-    output TEXT NOT NULL,         -- absolute path of the published image
+    output TEXT NOT NULL,         -- absolute path of the published image (file system bytes)
     sha256 TEXT NOT NULL,
     manifest TEXT NOT NULL,
     at REAL NOT NULL
@@ -283,8 +283,8 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO answered (key, job_id, output, sha256, manifest, at) "
                 "VALUES (?,?,?,?,?,?)",
-                (answer.key, answer.job_id, str(answer.output), answer.sha256,
-                 str(answer.manifest), time.time()),
+                (answer.key, answer.job_id, os.fsencode(answer.output), answer.sha256,
+                 os.fsencode(answer.manifest), time.time()),
             )  # fmt: skip
 
     def answer_for(self, key: str) -> Answer | None:
@@ -293,7 +293,8 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return Answer(row[0], row[1], Path(row[2]), row[3], Path(row[4]))
+        # Paths as the file system's bytes (a name need not be UTF-8); older rows hold text.
+        return Answer(row[0], row[1], Path(os.fsdecode(row[2])), row[3], Path(os.fsdecode(row[4])))
 
     def record_input_answer(self, input: str, answer: Answer) -> None:
         """The answer published for one inbox path (a result or a reused one): what a photo sent

@@ -15,7 +15,16 @@ from pydantic import BaseModel, ConfigDict
 from service.params import RenderParams
 
 FailureKind = Literal[
-    "input", "weights", "engine", "oom", "crash", "timeout", "internal", "cancelled", "interrupted"
+    "input",
+    "weights",
+    "engine",
+    "oom",
+    "crash",
+    "timeout",
+    "internal",
+    "cancelled",
+    "interrupted",
+    "nospace",  # the result could not be stored: the state folder's file system is full
 ]
 
 

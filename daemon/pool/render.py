@@ -7,6 +7,7 @@ the types) and must stay free of torch.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import time
@@ -129,6 +130,8 @@ def classify(exc: BaseException) -> FailureKind:
     for cls, kind in kinds:
         if isinstance(exc, cls):
             return kind
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "nospace"
     return "internal"
 
 

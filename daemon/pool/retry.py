@@ -60,6 +60,11 @@ def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> st
             f"out of memory on {task.device or 'the device'} at size {size} ({tries}); "
             "lower params.size, or set oom_fallback to 'smaller' or 'cpu'"
         )
+    if kind == "nospace":
+        return (
+            f"no space left in the daemon's state folder to store the result ({error}); the "
+            "job waits and is rendered again once there is room"
+        )
     if kind == "internal":
         return f"internal error: {error}; please report it with the job's log"
     return error

@@ -153,5 +153,9 @@ def run_batch(
                 return
             continue
         for output in outputs:
-            write_result(output)
+            try:
+                write_result(output)
+            except Exception as exc:  # a full state folder is the job's problem, not the pipe's
+                fail(output.task, exc)
+                continue
             send(JobDone(spec.worker_id, output.task.job_id, output.task.attempt, output.info))

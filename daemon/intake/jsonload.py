@@ -1,0 +1,177 @@
+"""Reading JSON that other people wrote (sidecars, a style's default params): bounded in size
+before it is read, in nesting depth before it is parsed, strict about numbers and duplicate keys;
+and, for files in the inbox, read only through `daemon.safefs` (no link followed, one hard link,
+still the file that settled). Every problem is a `SidecarError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path, PurePath
+from typing import Any
+
+from daemon.safefs import Changed, Identity, NotUsable, UnsafePath, folder, open_file
+
+MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
+_SHOWN_INPUT = 60
+
+
+class SidecarError(ValueError):
+    """A sidecar (or a style's default-params file) is unusable. `problems` holds one sentence
+    per problem, each naming the key and the fix; str() joins them for error reports."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(problems))
+
+
+def shown(value: object) -> str:
+    """A value as people read it in an error message, cut to a sensible length."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
+
+
+def check_depth(text: str, what: str = "sidecar", limit: int = MAX_DEPTH) -> None:
+    """Refuse deep nesting with a linear scan, before any recursive parser sees it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                raise SidecarError(f"{what}: nested more than {limit} levels deep; flatten it")
+        elif char in "]}":
+            depth -= 1
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range; use a finite number")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"number {text[:20]}... has more than 20 digits; use a smaller number")
+    return int(text)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON; use a finite number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {shown(key)} appears twice in one object; keep one")
+        result[key] = value
+    return result
+
+
+def load_json(data: bytes | str, what: str = "sidecar") -> Any:
+    """Strict JSON: UTF-8 (BOM allowed), bounded depth, no NaN/Infinity, no duplicate keys."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SidecarError(
+                f"{what}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+            ) from None
+    else:
+        text = data.removeprefix("\ufeff")
+    if not text.strip():
+        raise SidecarError(
+            f'{what}: the file is empty; write a JSON object such as {{"style": "name"}}'
+        )
+    check_depth(text, what)
+    try:
+        return json.loads(
+            text,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise SidecarError(
+            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "fix the syntax"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise SidecarError(f"{what}: {exc}") from None
+
+
+def read_limited(path: Path, max_bytes: int, what: str) -> bytes:
+    """Read at most max_bytes, refusing larger files before reading them (and files that grow
+    past the limit while being read). For files in folders the daemon's owner controls (the
+    style library, a file given on the command line); inbox files go through `read_inbox`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _unreadable(exc, path.name, what) from None
+    return _read_fd(fd, path.name, max_bytes, what)
+
+
+def read_inbox(
+    inbox: Path, relative: PurePath, max_bytes: int, what: str, expect: Identity | None
+) -> bytes:
+    """`read_limited` for a file in the inbox: reached without following any link, taken only
+    if it is a regular file with one link, and (with `expect`) still the file that settled;
+    raises Changed when it is not (or a folder on its way was swapped)."""
+    try:
+        with folder(inbox, relative.parent) as dir_fd:
+            fd = open_file(dir_fd, relative.name, expect)
+    except UnsafePath:
+        raise Changed(f"{relative.parent.as_posix()} is not the folder it was") from None
+    except NotUsable as exc:
+        raise SidecarError(f"{what}: {relative.name} {exc.reason}") from None
+    except OSError as exc:
+        raise _unreadable(exc, relative.name, what) from None
+    return _read_fd(fd, relative.name, max_bytes, what)
+
+
+def _unreadable(exc: OSError, name: str, what: str) -> SidecarError:
+    if isinstance(exc, FileNotFoundError):
+        return SidecarError(f"{what}: {name} disappeared before it could be read")
+    if isinstance(exc, IsADirectoryError):
+        return SidecarError(f"{what}: {name} is a folder, not a JSON file")
+    return SidecarError(f"{what}: cannot read {name} ({exc.strerror}); check its permissions")
+
+
+def _read_fd(fd: int, name: str, max_bytes: int, what: str) -> bytes:
+    try:
+        result = os.fstat(fd)
+        if stat.S_ISDIR(result.st_mode):
+            raise SidecarError(f"{what}: {name} is a folder, not a JSON file")
+        if result.st_size > max_bytes:
+            raise SidecarError(
+                f"{what}: {result.st_size} bytes is larger than max_sidecar_bytes ({max_bytes}); "
+                "shorten it or raise max_sidecar_bytes"
+            )
+        data = b""
+        while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
+            data += chunk  # a network file system may return less than asked
+    except OSError as exc:
+        raise _unreadable(exc, name, what) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise SidecarError(
+            f"{what}: larger than max_sidecar_bytes ({max_bytes}); shorten it or raise "
+            "max_sidecar_bytes"
+        )
+    return data

@@ -1,0 +1,201 @@
+"""Originals crossing the trust boundary: taken from the inbox into a job folder, and given back.
+
+The inbox is written by others at any moment, so nothing here uses an inbox path twice. The
+inbox folder is opened name by name without following links (`daemon.safefs`), each file is
+checked on that descriptor against what settled, moved by a rename between two descriptors that
+never replaces anything, and checked again on the entry that actually arrived: whatever was
+swapped in between is caught there (`Changed`) and the claim is rolled back. Giving back writes
+only into the inbox folder reached the same way; when that folder is gone or is no longer a real
+folder, the originals are kept in `state/returned/<job-id>/` instead and the caller says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.fsutil import fit_name
+from daemon.safefs import (
+    Changed,
+    Identity,
+    UnsafePath,
+    check,
+    exists_at,
+    folder,
+    lstat_at,
+    move,
+)
+
+RETURNED = "returned"  # state/returned/<job-id>/: originals whose inbox folder was gone or swapped
+
+# A test seam at the two instants an attacker would aim for: after a claim's checks, before its
+# moves ("claim"), and before originals go back into the inbox ("return"). The reliability tests
+# set it to swap a file or folder for a link at exactly that moment; None in production.
+race_hook: Callable[[str, Path], None] | None = None
+
+
+def _race(moment: str, where: Path) -> None:
+    if race_hook is not None:
+        race_hook(moment, where)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One file of a claim: its name in the inbox folder, its name in the job folder, and what
+    it must still be (the identity it settled with, or the one just checked)."""
+
+    name: str
+    target: str
+    expect: Identity
+
+
+def check_files(
+    inbox: Path, rel_dir: str, files: list[tuple[str, str, Identity | None]]
+) -> list[Planned]:
+    """Check each file in its inbox folder (reached without following links): a regular file
+    with one link, unchanged since it settled. Raises Changed (settle again), NotUsable (a
+    report), or UnsafePath turned into Changed (a folder on the way was swapped)."""
+    try:
+        with folder(inbox, rel_dir) as source:
+            planned = []
+            for name, target, settled in files:
+                result = lstat_at(source, name)
+                check(name, result, settled)
+                planned.append(Planned(name, target, Identity.of(result)))
+            return planned
+    except UnsafePath as exc:
+        raise Changed(str(exc)) from None
+
+
+def companions(inbox: Path, rel_dir: str, names: list[str]) -> list[tuple[str, Identity]]:
+    """macOS AppleDouble files (`._photo.jpg`) of these names that are regular files with one
+    link: they travel with the photo instead of being left behind."""
+    found = []
+    with contextlib.suppress(OSError), folder(inbox, rel_dir) as source:
+        for name in names:
+            with contextlib.suppress(OSError):
+                result = lstat_at(source, f"._{name}")
+                check(f"._{name}", result, None)
+                found.append((f"._{name}", Identity.of(result)))
+    return found
+
+
+def take(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> None:
+    """Move the planned files into the job folder and check what arrived. On any exception some
+    files may already be in the job folder: the caller rolls the claim back from its record."""
+    _race("claim", inbox / rel_dir)
+    try:
+        with folder(inbox, rel_dir) as source, folder(job_dir) as target:
+            for item in planned:
+                renamed = move(source, item.name, target, item.target, item.expect)
+                # A rename moved whatever had the name at that instant: check what arrived.
+                arrived = lstat_at(target, item.target)
+                check(item.name, arrived, item.expect if renamed else None)
+            os.fsync(source)
+            os.fsync(target)
+    except UnsafePath as exc:
+        raise Changed(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class GivenBack:
+    """Where originals went: `names` maps each wanted name to the one it got; `rescue` is None
+    when they are in the folder asked for, else the rescue folder in state/ (that folder was
+    gone or swapped)."""
+
+    names: dict[str, str]
+    rescue: Path | None
+
+
+def give_back(
+    inbox: Path,
+    rel_dir: str,
+    job_dir: Path,
+    files: list[tuple[str, str]],
+    rescue: Path,
+    before: Callable[[dict[str, str]], None] = lambda names: None,
+) -> GivenBack:
+    """Move (file in the job folder, wanted name) pairs into the inbox folder, under the wanted
+    names or free `.returned-N` ones (never over anything), or into `rescue` when the inbox
+    folder cannot be reached safely. `before` runs with the chosen names just before the moves
+    (to record them first)."""
+    present = [(file, name) for file, name in files if os.path.lexists(job_dir / file)]
+    if not present:
+        return GivenBack({}, None)
+    _race("return", inbox / rel_dir)
+    try:
+        with folder(inbox, rel_dir) as destination:
+            names = _move_all(destination, job_dir, present, before)
+            return GivenBack(names, None)
+    except (UnsafePath, FileNotFoundError, NotADirectoryError):
+        pass  # the folder is gone, or is a link now: never write through it
+    rescue.mkdir(parents=True, exist_ok=True)
+    with folder(rescue) as destination:
+        return GivenBack(_move_all(destination, job_dir, present, lambda names: None), rescue)
+
+
+def _move_all(
+    destination: int,
+    job_dir: Path,
+    files: list[tuple[str, str]],
+    before: Callable[[dict[str, str]], None],
+) -> dict[str, str]:
+    wanted = [name for _, name in files]
+    chosen = free_names(lambda name: exists_at(destination, name), wanted)
+    names = dict(zip(wanted, chosen, strict=True))
+    before(names)
+    with folder(job_dir) as source:
+        for file, name in files:
+            move(source, file, destination, names[name], Identity.of(lstat_at(source, file)))
+        os.fsync(destination)
+        os.fsync(source)
+    return names
+
+
+def free_names(taken: Callable[[str], bool], wanted: list[str]) -> list[str]:
+    """Names for files that must keep pairing up (photo, sidecar, `._` companions): the wanted
+    ones if all are free, else all renamed `photo.returned-N.jpg`, `photo.returned-N.json`,
+    `._photo.returned-N.jpg` with the first N that frees every one (the photo's stem shortened
+    alike in all of them when the longest would pass the file system's name limit)."""
+    if not wanted:
+        return []
+    stem = wanted[0].rpartition(".")[0] or wanted[0]
+    number = 1
+    while True:
+        names = wanted if number == 1 else _renamed(wanted, stem, number)
+        if not any(taken(name) for name in names):
+            return names
+        number += 1
+
+
+def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
+    """photo.jpg -> photo.returned-2.jpg, photo.json -> photo.returned-2.json, photo.jpg.json ->
+    photo.returned-2.jpg.json, ._photo.jpg -> ._photo.returned-2.jpg."""
+    parts = []
+    stem = unicodedata.normalize("NFC", stem)  # a sidecar may spell the stem decomposed
+    for name in wanted:
+        prefix = "._" if name.startswith("._") else ""
+        bare = unicodedata.normalize("NFC", name[len(prefix) :])
+        rest = bare[len(stem) :] if bare.startswith(stem) else f"-{bare}"
+        parts.append((prefix, f".returned-{number}{rest}"))
+    longest = max(parts, key=lambda part: len(os.fsencode(part[0] + part[1])))
+    kept = fit_name(stem, longest[0] + longest[1])[: -len(longest[0] + longest[1])]
+    return [prefix + kept + tail for prefix, tail in parts]
+
+
+def follow(inbox: Path, rel_dir: str, renamed: dict[str, str], to: Path) -> None:
+    """`._` files of the photo and its sidecar that were written after the claim follow them
+    to `to` (the archive folder), beside their new names; any that cannot stay where they are."""
+    found = companions(inbox, rel_dir, list(renamed))
+    if not found:
+        return
+    with contextlib.suppress(OSError), folder(inbox, rel_dir) as source, folder(to) as target:
+        for name, identity in found:
+            new = renamed.get(name[2:]) or name[2:]
+            [free] = free_names(lambda candidate: exists_at(target, candidate), [f"._{new}"])
+            with contextlib.suppress(OSError, Changed):
+                move(source, name, target, free, identity)

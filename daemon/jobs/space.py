@@ -1,0 +1,77 @@
+"""Room in the state folder. When its file system is full nothing may be lost, rendered twice
+or explained wrongly: a claim that cannot be recorded leaves the photo where it is in the inbox
+(and is tried again); a job whose result cannot be stored is held, not failed, and is rendered
+again only once there is room for its result. Both are logged once and listed by `status` while
+the folder is full, and carry on by themselves when space returns (no restart)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import structlog
+
+from daemon.jobs.record import Job
+from daemon.limits import Limits
+from daemon.status import Attention
+
+log = structlog.get_logger("stylefold.jobs")
+
+SETTING = "state"  # the limit's name in `status`: the state folder's file system
+SLACK = 4 << 20  # bytes beyond a result's own size: the job's log, its record, the database
+
+
+def is_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def room_for(job: Job) -> int:
+    """Bytes a held job needs before it is rendered again: its result uncompressed (8-bit RGB,
+    an upper bound for every output format) plus slack."""
+    return 3 * job.params.size * job.params.size + SLACK
+
+
+class StateSpace:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.limits = Limits()
+        self.held: list[Job] = []  # results that could not be stored: waiting for room
+
+    def attention(self) -> list[Attention]:
+        return self.limits.attention()
+
+    def full(self, cause: object) -> None:
+        self.limits.reach(
+            SETTING,
+            f"the state folder's file system is full ({cause}); new photos wait in the inbox "
+            "and jobs whose result could not be stored wait to be rendered again",
+            f"free space where the state folder is ({self.state}); everything carries on by "
+            "itself once there is room",
+        )
+
+    def hold(self, job: Job, reason: str) -> None:
+        self.held.append(job)
+        log.warning("job.held", input=job.source, reason=reason)
+
+    def free(self) -> int:
+        result = os.statvfs(self.state)
+        return result.f_bavail * result.f_frsize
+
+    def released(self) -> list[Job]:
+        """The held jobs there is room for now, in the order they were held."""
+        if not self.held:
+            return []
+        available = self.free()
+        ready = []
+        for job in list(self.held):
+            if room_for(job) > available:
+                break
+            available -= room_for(job)
+            ready.append(self.held.pop(0))
+        if not self.held:
+            self.recovered()
+        return ready
+
+    def recovered(self) -> None:
+        self.limits.clear(SETTING)

@@ -1,0 +1,42 @@
+"""Limits that protect the daemon from an inbox it does not control (files tracked, folder
+depth, queue length). Reaching one never drops a photo silently: it is logged once when first
+reached, listed by `stylefold status` under "needs attention" while it holds, and logged again
+when it no longer does."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from daemon.status import Attention
+
+log = structlog.get_logger("stylefold.limits")
+
+
+class Limits:
+    """The limits reached right now, by setting name; thread-safe (the watcher's threads and
+    the main loop both report)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reached: dict[str, Attention] = {}
+
+    def reach(self, setting: str, what: str, fix: str, where: str | None = None) -> None:
+        """Note that `setting` is reached; only the first call until `clear` logs."""
+        with self._lock:
+            if setting in self._reached:
+                return
+            self._reached[setting] = Attention(what=what, where=where, fix=fix, since=time.time())
+        log.warning("limit.reached", setting=setting, what=what, where=where, fix=fix)
+
+    def clear(self, setting: str) -> None:
+        with self._lock:
+            item = self._reached.pop(setting, None)
+        if item is not None:
+            log.info("limit.cleared", setting=setting, what=item.what)
+
+    def attention(self) -> list[Attention]:
+        with self._lock:
+            return list(self._reached.values())

@@ -1,0 +1,271 @@
+"""File operations inside folders that other people write to (the inbox), where any name may
+become a symbolic link, a FIFO, a folder or a hard link to a file elsewhere at any moment.
+
+No path below such a folder is trusted twice. Folders are opened one name at a time from the
+trusted root with O_NOFOLLOW | O_DIRECTORY, and every operation on a file is made relative to
+an open folder descriptor: stat without following, open with O_NOFOLLOW, rename between two
+descriptors without replacing anything. What a caller checked about a file (its `Identity`) is
+checked again on the entry actually opened or moved (`Changed` when it differs). Only the root
+itself is taken as configured: the administrator chose it, and the people writing inside it
+cannot replace it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import PurePath
+from typing import NamedTuple
+
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_RENAME_NOREPLACE = 1
+_TEMPORARY = ".stylefold-{}.tmp"  # the inbox ignores `.stylefold-*` names
+
+
+class UnsafePath(OSError):
+    """A folder on the way is a symbolic link, is not a folder, or is gone: the path cannot be
+    used now (it may be usable again once whoever swapped it puts a real folder back)."""
+
+
+class Changed(Exception):
+    """A file is not the one that was checked (replaced, swapped for a link, or rewritten) since
+    it settled: it must settle again before anyone takes it."""
+
+
+class Identity(NamedTuple):
+    """What must stay the same between settling and claiming a file."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, result: os.stat_result) -> Identity:
+        return cls(result.st_dev, result.st_ino, result.st_size, result.st_mtime_ns)
+
+
+def open_folder(root: os.PathLike[str] | str, relative: PurePath | str = "") -> int:
+    """A descriptor of `root/relative`, opened name by name without following any symbolic
+    link below `root`. The caller closes it (or uses `folder`)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in PurePath(relative).parts:
+            if part in ("..", "/"):
+                raise UnsafePath(errno.EINVAL, f"{relative}: not a path inside the folder")
+            try:
+                inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                    raise UnsafePath(
+                        exc.errno, f"{PurePath(relative).as_posix()}: {part} is not a folder now"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def folder(root: os.PathLike[str] | str, relative: PurePath | str = "") -> Iterator[int]:
+    fd = open_folder(root, relative)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result:
+    """The entry `name` itself (a link is not followed)."""
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def lstat_under(root: os.PathLike[str] | str, relative: PurePath) -> os.stat_result:
+    """The entry at `root/relative` without following a link anywhere below `root`: a file
+    reached through a symlinked folder raises UnsafePath, as if it were not there."""
+    with folder(root, relative.parent) as fd:
+        return lstat_at(fd, relative.name)
+
+
+def exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        lstat_at(dir_fd, name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def unusable(result: os.stat_result) -> str | None:
+    """Why an entry cannot be taken as a user's file (None when it can): only regular files with
+    a single name are taken; another name may lie outside the inbox."""
+    mode = result.st_mode
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link; copy the file itself into the inbox instead of linking to it"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file; rename the folder (or put the file inside it)"
+    if not stat.S_ISREG(mode):
+        return (
+            "is a special file (FIFO, socket or device), not a photo; remove it and copy the "
+            "file itself into the inbox"
+        )
+    if result.st_nlink != 1:
+        return (
+            f"has {result.st_nlink} hard links (another name for the same file exists, maybe "
+            "outside the inbox); copy the file into the inbox instead of linking it"
+        )
+    return None
+
+
+class NotUsable(OSError):
+    """An entry that is not a regular file with one link; `reason` says what to do."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(errno.EPERM, f"{name} {reason}")
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def check(name: str, result: os.stat_result, expect: Identity | None) -> None:
+    """Changed when the entry is not the file `expect` describes (checked first: a file
+    swapped since it settled must settle again); NotUsable when it cannot be taken at all."""
+    if expect is not None and Identity.of(result) != expect:
+        raise Changed(f"{name} changed since it settled")
+    reason = unusable(result)
+    if reason is not None:
+        raise NotUsable(name, reason)
+
+
+def open_file(dir_fd: int, name: str, expect: Identity | None = None) -> int:
+    """Open `name` for reading without following a link; raises NotUsable for anything but a
+    regular file with one link, Changed if it is not the file `expect` describes."""
+    seen = lstat_at(dir_fd, name)  # first: opening a device may do something by itself
+    check(name, seen, expect)
+    fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        result = os.fstat(fd)
+        if (result.st_dev, result.st_ino) != (seen.st_dev, seen.st_ino):
+            raise Changed(f"{name} was replaced while it was being opened")
+        check(name, result, expect)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _renameat2(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """rename(2) that fails with EEXIST instead of replacing `dst` (Linux renameat2)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(_libc, "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    result = function(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), dst)
+
+
+def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rename between two folders, never over an existing entry (FileExistsError). Where the
+    file system cannot refuse atomically (some network shares), the check comes just before."""
+    try:
+        _renameat2(src_fd, src, dst_fd, dst)
+        return
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "already exists", dst) from None
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise
+    if exists_at(dst_fd, dst):
+        raise FileExistsError(errno.EEXIST, "already exists", dst)
+    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def copy_open(source: int, dst_fd: int, dst: str) -> str:
+    """Copy an open file into a new file `dst` (a temporary name, then a no-replace rename),
+    fsynced, with the source's mtime; returns the SHA-256 of the bytes copied."""
+    temporary = _TEMPORARY.format(secrets.token_hex(8))
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(temporary, flags, 0o644, dir_fd=dst_fd)
+    try:
+        with os.fdopen(out, "wb", closefd=False) as writer:
+            os.lseek(source, 0, os.SEEK_SET)
+            while chunk := os.read(source, _CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+            writer.flush()
+            os.fsync(out)
+        result = os.fstat(source)
+        os.utime(out, ns=(result.st_atime_ns, result.st_mtime_ns))
+        os.close(out)
+        out = -1
+        rename_noreplace(dst_fd, temporary, dst_fd, dst)
+    except BaseException:
+        if out >= 0:
+            os.close(out)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=dst_fd)
+        raise
+    return digest.hexdigest()
+
+
+def _digest_at(dir_fd: int, name: str) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        while chunk := os.read(fd, _CHUNK):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def move(src_fd: int, src: str, dst_fd: int, dst: str, expect: Identity | None = None) -> bool:
+    """Move the regular file `src` to `dst` (never over anything), so that there are never zero
+    copies: a rename where possible; across file systems a verified copy first, and the source
+    is unlinked only while it is still the very file that was copied. With `expect`, the file
+    copied must be that file (Changed otherwise). Returns True for a rename, whose result is
+    for the caller to check: what moved is whatever had the name at that instant."""
+    try:
+        rename_noreplace(src_fd, src, dst_fd, dst)
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    source = open_file(src_fd, src, expect)
+    try:
+        before = os.fstat(source)
+        copied = copy_open(source, dst_fd, dst)
+        after = os.fstat(source)
+        current = lstat_at(src_fd, src)
+        same = Identity.of(before) == Identity.of(after)
+        if not same or (current.st_dev, current.st_ino) != (before.st_dev, before.st_ino):
+            os.unlink(dst, dir_fd=dst_fd)
+            raise Changed(f"{src} changed while it was copied")
+        if _digest_at(dst_fd, dst) != copied:
+            os.unlink(dst, dir_fd=dst_fd)
+            raise OSError(errno.EIO, f"the copy of {src} does not match it; nothing was moved")
+        os.unlink(src, dir_fd=src_fd)
+    finally:
+        os.close(source)
+    return False

@@ -1,0 +1,125 @@
+"""A full state folder (a small tmpfs the test mounts and fills up): nothing is lost, rendered
+twice or explained wrongly, and the daemon carries on by itself once there is room. A photo
+that cannot be claimed stays in the inbox; a job whose result cannot be stored waits (it is not
+failed as "out of memory"); no empty claim folder is left behind. Needs root to mount."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, Folders, image_bytes, wait_for
+from test_reliability_disk import _fill
+
+pytestmark = pytest.mark.heavy
+
+
+@pytest.fixture
+def tmpfs_state(folders: Folders) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folders.state)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folders.state
+    subprocess.run(["umount", "-l", str(folders.state)], check=False)
+
+
+def _drop(folders: Folders, stem: str, seed: int) -> bytes:
+    data = image_bytes(seed=seed)
+    (folders.inbox / f"{stem}.jpg").write_bytes(data)
+    (folders.inbox / f"{stem}.json").write_text(json.dumps({"style": "mosaic"}))
+    return data
+
+
+def _events(daemon: Daemon, event: str) -> list[dict[str, object]]:
+    return [line for line in daemon.log_lines() if line.get("event") == event]
+
+
+def _claims_left(state: Path) -> list[str]:
+    return [p.name for p in (state / "spool").iterdir()]
+
+
+def _answers(folders: Folders) -> list[str]:
+    return sorted(
+        p.name
+        for p in folders.outbox.iterdir()
+        if p.name.endswith((".manifest.json", ".error.json"))
+    )
+
+
+def test_photos_wait_in_the_inbox_while_the_state_folder_is_full(
+    folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    daemon = daemon_factory()
+    filler = _fill(tmpfs_state)
+    data = _drop(folders, "photo", seed=1)
+    failed = daemon.wait_for_log("job.claim_failed", timeout=60)
+    assert "no space left" in str(failed["error"]).lower()
+    reached = daemon.wait_for_log("limit.reached", timeout=10)
+    assert reached["setting"] == "state" and "free space" in str(reached["fix"])
+    assert (folders.inbox / "photo.jpg").read_bytes() == data
+    assert _claims_left(tmpfs_state) == []  # no empty claim folder
+    assert _answers(folders) == []
+
+    filler.unlink()  # room again: no restart
+    wait_for((folders.outbox / "photo.manifest.json").exists, 90, "the result once there is room")
+    _archived(tmpfs_state, "photo.jpg", data)
+    daemon.wait_for_log("limit.cleared", timeout=10)
+    _drop(folders, "later", seed=2)
+    wait_for((folders.outbox / "later.manifest.json").exists, 90, "a photo after the outage")
+    assert _answers(folders) == ["later.manifest.json", "photo.manifest.json"]
+    assert [line["setting"] for line in _events(daemon, "limit.reached")] == ["state"]
+    wait_for(lambda: _claims_left(tmpfs_state) == [], 30, "the spool emptied")
+    assert daemon.stop() == 0
+
+
+def test_a_result_that_cannot_be_stored_waits_instead_of_failing(
+    folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """Two photos at once: the first renders on the only worker while the second waits its
+    turn, claimed; the state folder fills up before the second's render even starts, so its
+    result cannot be stored whatever the timing."""
+    daemon = daemon_factory(config=folders.config(defaults={"iterations": 8}))
+    first = _drop(folders, "first", seed=3)
+    second = _drop(folders, "second", seed=4)
+    daemon.wait_for_log("job.claimed", timeout=60, count=2)
+    filler = _fill(tmpfs_state)
+    wait_for(lambda: _held(daemon, "second.jpg"), 180, "the second job held")
+    [reason] = _held(daemon, "second.jpg")
+    assert "no space left in the daemon's state folder" in reason
+    spooled = [p.read_bytes() for p in (tmpfs_state / "spool").glob("*/input.jpg")]
+    assert second in spooled  # the original is safe in the spool meanwhile
+    assert "second.error.json" not in _answers(folders)
+
+    filler.unlink()
+    for stem in ("first", "second"):
+        wait_for(
+            (folders.outbox / f"{stem}.manifest.json").exists, 180, f"{stem} once there is room"
+        )
+    assert _answers(folders) == ["first.manifest.json", "second.manifest.json"]
+    assert len(_held(daemon, "second.jpg")) == 1  # rendered again only once there was room
+    assert _events(daemon, "job.failed") == []
+    assert "out of memory" not in daemon.log_path.read_text().lower()
+    _archived(tmpfs_state, "first.jpg", first)
+    _archived(tmpfs_state, "second.jpg", second)
+    wait_for(lambda: _claims_left(tmpfs_state) == [], 30, "the spool emptied")
+    assert daemon.stop() == 0
+
+
+def _archived(state: Path, name: str, data: bytes) -> None:
+    """The original lands in the archive just after its manifest is published."""
+    archived = state / "archive" / name
+    wait_for(archived.exists, 30, f"{name} archived")
+    assert archived.read_bytes() == data
+
+
+def _held(daemon: Daemon, image: str) -> list[str]:
+    return [str(line["reason"]) for line in _events(daemon, "job.held") if line["input"] == image]

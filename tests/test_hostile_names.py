@@ -1,0 +1,87 @@
+"""Awkward names, end to end and across a restart: names that are not UTF-8, a photo and its
+sidecar spelled in different Unicode normalisations, names at the 255-byte limit, folders
+named like a photo or a sidecar, a style file that is the photo itself. Each gets exactly one
+answer a user can act on; a second run (a restart) answers nothing again and leaves nothing
+in the state folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import Folders, image_bytes
+from hostile import run_once
+
+from daemon.config import load_settings
+
+pytestmark = pytest.mark.heavy
+
+LATIN1 = os.fsdecode(b"caf\xe9")  # a name from an old SMB client: not UTF-8
+COMPOSED, DECOMPOSED = "caf\u00e9", "cafe\u0301"  # Linux and most tools / macOS
+LONG = "L" * 250  # photo.jpg is 254 bytes, its sidecar 255: the outputs must be shortened
+
+
+def _write(folder: Path, name: str, data: bytes | object) -> None:
+    path = folder / name
+    path.write_bytes(data if isinstance(data, bytes) else json.dumps(data).encode())
+
+
+def _commit_files(outbox: Path) -> list[str]:
+    return sorted(
+        name for name in os.listdir(outbox) if name.endswith((".manifest.json", ".error.json"))
+    )
+
+
+def test_awkward_names_get_one_answer_each_and_survive_a_restart(folders: Folders) -> None:
+    inbox, outbox = folders.inbox, folders.outbox
+    style = {"style": "mosaic"}
+    _write(inbox, f"{LATIN1}.jpg", image_bytes(seed=1))
+    _write(inbox, f"{LATIN1}.json", style)
+    _write(inbox, f"{COMPOSED}.jpg", image_bytes(seed=2))
+    _write(inbox, f"{DECOMPOSED}.json", style)  # pairs with the composed photo
+    _write(inbox, f"{LONG}.jpg", image_bytes(seed=3))
+    _write(inbox, f"{LONG}.json", {"style": "no-such-style"})  # answered without a render
+    _write(inbox, "holiday.jpg", image_bytes(seed=4))
+    (inbox / "holiday.json").mkdir()  # a folder named like its sidecar
+    (inbox / "album.jpg").mkdir()  # a folder named like the photo of a sidecar
+    _write(inbox, "album.json", style)
+    _write(inbox, "self.jpg", image_bytes(seed=5))
+    _write(inbox, "self.json", {"style": {"file": "self.jpg"}})
+    settings = load_settings(folders.config(pair_timeout=3.0), {})
+
+    run_once(settings)
+    first = _commit_files(outbox)
+    short = next(name for name in first if name.startswith("LLLL"))
+    assert len(short.encode()) <= 255 and short.endswith(".error.json")
+    assert first == sorted(
+        [
+            f"{LATIN1}.manifest.json",
+            f"{COMPOSED}.manifest.json",
+            short,
+            "holiday.error.json",
+            "album.error.json",
+            "self.error.json",
+        ]
+    )
+
+    def error(name: str) -> str:
+        return str(json.loads((outbox / name).read_text())["error"])
+
+    assert "no-such-style" in error(short)
+    assert "holiday.json beside it is a folder" in error("holiday.error.json")
+    assert "rename the folder" in error("holiday.error.json")
+    assert "album.jpg beside it is a folder" in error("album.error.json")
+    assert "self.jpg is the photo itself" in error("self.error.json")
+    manifest = json.loads((outbox / f"{COMPOSED}.manifest.json").read_text())
+    assert manifest["sidecar"]["path"] == f"{DECOMPOSED}.json"
+    archive = settings.archive_path
+    assert (archive / f"{LATIN1}.jpg").read_bytes() == image_bytes(seed=1)
+    assert (archive / f"{DECOMPOSED}.json").exists()
+
+    run_once(settings)  # a restart: nothing is answered twice, nothing is left behind
+    assert _commit_files(outbox) == first
+    assert list((settings.state / "spool").iterdir()) == []
+    assert not (settings.state / "returned").exists()
+    assert (inbox / f"{LONG}.jpg").exists() and (inbox / "self.jpg").exists()

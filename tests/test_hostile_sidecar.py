@@ -1,0 +1,106 @@
+"""A job's cost is bounded by validation: sidecars that would make one job cost many times a
+normal one, publish a "success" that is not, or pass strings and booleans as numbers are
+refused, each with a sentence that names the key and what to write, the same in the daemon's
+report and in `stylefold validate`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI, REPO
+
+from daemon.intake.sidecar import SidecarError, merge_params, parse_sidecar
+from service.params import VGG16_LAYERS, VGG19_LAYERS, RenderParams
+
+# (sidecar params, words the one problem must contain: the key, and what to write)
+REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+    ({"iterations": True}, ("params.iterations", "true and false are not numbers")),
+    ({"size": "256"}, ("params.size", "without quotes: 256")),
+    ({"size": 256.0}, ("params.size", "whole number")),
+    ({"seed": False}, ("params.seed", "not numbers")),
+    ({"content_weight": "1"}, ("params.content_weight", "without quotes: 1")),
+    ({"style_weight": True}, ("params.style_weight", "not numbers")),
+    ({"tolerance": "0.1"}, ("params.tolerance", "without quotes: 0.1")),
+    ({"style_layers": ["conv1_1"] * 2000}, ("style_layers", "listed twice", "list it once")),
+    ({"content_layers": ["conv4_2", "conv4_2"]}, ("content_layers", "listed twice")),
+    ({"style_layers": ["conv5_4"], "network": "vgg16"}, ("does not exist in vgg16", "conv5_3")),
+    ({"style_layers": ["fc7"]}, ("'fc7' does not exist in vgg19", "use one of")),
+    (
+        {"style_layers": ["conv1_1", "conv2_1"], "style_layer_weights": [-1.0, 2.0]},
+        ("params.style_layer_weights[0]", "greater than or equal to 0"),
+    ),
+    (
+        {"style_layers": ["conv1_1", "conv2_1"], "style_layer_weights": [0, 0]},
+        ("style_layer_weights are all 0", "at least one layer a weight above 0"),
+    ),
+    (
+        {"style_layers": ["conv1_1"], "style_layer_weights": ["1"]},
+        ("params.style_layer_weights[0]", "without quotes: 1"),
+    ),
+    ({"content_weight": 0, "style_weight": 0}, ("both 0", "give at least one a weight")),
+    ({"learning_rate": 1e6}, ("params.learning_rate", "less than or equal to 100")),
+    ({"learning_rate": 1e-9}, ("params.learning_rate", "greater than or equal to 0.000001")),
+    ({"learning_rate": "0.1"}, ("params.learning_rate", "without quotes")),
+]
+
+
+def _problems(params: dict[str, Any]) -> list[str]:
+    """Every problem the daemon finds, from parsing to merging over the defaults."""
+    try:
+        sidecar = parse_sidecar(json.dumps({"style": "mosaic", "params": params}))
+        merge_params(RenderParams(), sidecar.overrides(), max_size=4096, max_iterations=3000)
+    except SidecarError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize(("params", "words"), REFUSED, ids=[str(p)[:40] for p, _ in REFUSED])
+def test_costly_or_mistyped_params_are_refused_naming_the_key_and_the_fix(
+    params: dict[str, Any], words: tuple[str, ...]
+) -> None:
+    [problem] = _problems(params)
+    for word in words:
+        assert word in problem, problem
+
+
+def test_other_fields_refuse_coercion_too() -> None:
+    for sidecar, words in (
+        ({"style": "mosaic", "output": {"quality": "90"}}, ("output.quality", "quotes: 90")),
+        ({"style": [{"name": "mosaic", "weight": True}]}, ("style[0].weight", "not numbers")),
+        ({"style": "mosaic", "params": {"preserve_colors": 1}}, ("params.preserve_colors",)),
+    ):
+        with pytest.raises(SidecarError) as caught:
+            parse_sidecar(json.dumps(sidecar))
+        [problem] = caught.value.problems
+        assert all(word in problem for word in words), problem
+
+
+def test_what_stays_accepted() -> None:
+    """Numbers as numbers, integers for floats, true for preserve_colors, every layer once."""
+    params = {
+        "size": 256,
+        "content_weight": 1,
+        "learning_rate": 0.5,
+        "preserve_colors": True,
+        "style_layers": list(VGG19_LAYERS),
+        "style_layer_weights": [0] * 15 + [1],
+    }
+    assert _problems(params) == []
+    assert _problems({"network": "vgg16", "style_layers": list(VGG16_LAYERS)}) == []
+    assert _problems({"content_weight": 0}) == []
+    assert _problems({"style_weight": 0}) == []
+
+
+def test_validate_shows_the_same_sentences(tmp_path: Path) -> None:
+    path = tmp_path / "photo.json"
+    path.write_text(json.dumps({"style": "mosaic", "params": {"iterations": True, "size": "9"}}))
+    done = subprocess.run(
+        [*CLI, "validate", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "params.iterations: Input should be a valid integer (got True)" in done.stderr
+    assert "params.size" in done.stderr and "without quotes: 9" in done.stderr

@@ -1,0 +1,186 @@
+"""Watching an inbox that others control, in both watch modes: links to folders and link loops
+are never entered, a tree deeper than Python can recurse neither crashes the watcher nor is
+entered past max_depth, and reaching a limit is logged once and listed for `status`; the
+tracker and the walk keep a photo's sidecar with it at their limits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePath
+
+import pytest
+from conftest import image_bytes
+from hostile import Decoy
+from structlog.testing import capture_logs
+
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Intake, Problem
+from daemon.intake.tree import walk
+from daemon.intake.watcher import Watcher
+
+WAIT = 20.0
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, path: Path) -> None:
+        with self.lock:
+            self.paths.add(path)
+
+    def wait_for(self, path: Path) -> None:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self.lock:
+                if path in self.paths:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{path} was never fed")
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def watch(inbox: Path) -> Iterator[Callable[..., tuple[Watcher, Seen]]]:
+    started: list[Watcher] = []
+
+    def start(mode: str, **options: object) -> tuple[Watcher, Seen]:
+        seen = Seen()
+        watcher = Watcher(
+            inbox, IgnoreRules(), seen, mode=mode, poll_interval=0.1,  # type: ignore[arg-type]
+            check_interval=0.1, rescan_interval=3600.0, **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        watcher.start()
+        started.append(watcher)
+        assert watcher.first_scan.wait(WAIT)
+        return watcher, seen
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+def _deep_tree(top: Path, levels: int) -> PurePath:
+    """`top/d/d/.../d` (levels deep) with a photo at the bottom, made through descriptors
+    (the path is longer than most tools like); returns the bottom folder, relative to top."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        photo = os.open("bottom.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(photo, image_bytes())
+        os.close(photo)
+    finally:
+        os.close(fd)
+    return PurePath(*["d"] * levels)
+
+
+@pytest.fixture
+def deep(inbox: Path) -> Iterator[PurePath]:
+    bottom = _deep_tree(inbox, 1100)
+    yield bottom
+    subprocess.run(["rm", "-rf", str(inbox / "d")], check=True)  # shutil.rmtree recurses
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_links_to_folders_and_link_loops_are_never_entered(
+    watch: Callable[..., tuple[Watcher, Seen]], inbox: Path, tmp_path: Path, mode: str
+) -> None:
+    decoy = Decoy(tmp_path / "outside")
+    (inbox / "linkdir").symlink_to(decoy.root / "dir")
+    (inbox / "loop").symlink_to(inbox)
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "loop").symlink_to(inbox / "sub")
+    (inbox / "sub" / "again").symlink_to("..")
+    (inbox / "sub" / "link.jpg").symlink_to(decoy.root / "photo.jpg")
+    (inbox / "sub" / "real.jpg").write_bytes(image_bytes())
+    watcher, seen = watch(mode)
+    (inbox / "later").symlink_to(decoy.root)  # a link made while watching
+    (inbox / "sub" / "new.jpg").write_bytes(image_bytes(seed=1))
+    seen.wait_for(inbox / "sub" / "new.jpg")
+
+    # The link named like a photo is fed (it gets its report); nothing behind a link is.
+    assert seen.paths <= {inbox / "sub" / n for n in ("link.jpg", "real.jpg", "new.jpg")}
+    assert inbox / "sub" / "real.jpg" in seen.paths
+    intake = Intake(inbox, IgnoreRules(), settle_seconds=0.0, pair_timeout=1.0)
+    for path in (inbox / "linkdir" / "photo.jpg", inbox / "loop" / "sub" / "real.jpg"):
+        intake.observe(path, 0.0)  # reached through a link: as if absent
+    intake.observe(inbox / "sub" / "link.jpg", 0.0)
+    assert len(intake) == 1
+    [problem] = intake.poll(1.0)
+    assert isinstance(problem, Problem) and "symbolic link" in problem.reason
+    assert decoy.unchanged()
+    assert watcher.mode == mode
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_a_tree_too_deep_to_recurse_is_watched_to_max_depth_without_a_crash(
+    watch: Callable[..., tuple[Watcher, Seen]], inbox: Path, deep: PurePath, mode: str
+) -> None:
+    (inbox / "top.jpg").write_bytes(image_bytes())
+    with capture_logs() as logs:
+        watcher, seen = watch(mode, max_depth=32)
+        (inbox / "new.jpg").write_bytes(image_bytes(seed=1))
+        seen.wait_for(inbox / "new.jpg")
+        watcher.request_scan()
+        scans = watcher.scans
+        deadline = time.monotonic() + WAIT
+        while watcher.scans == scans and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert watcher.scans > scans  # a second full scan found the same deep folder
+    assert inbox / "top.jpg" in seen.paths
+    assert inbox / deep / "bottom.jpg" not in seen.paths
+    assert watcher.mode == "polling"  # inotify would watch every level; it is not asked to
+    if mode == "native":
+        assert "deeper than max_depth (32)" in watcher.mode_reason
+    [item] = watcher.attention()
+    assert "max_depth (32)" in item.what and "raise max_depth" in item.fix
+    assert item.where == PurePath(*["d"] * 33).as_posix()
+    reached = [line for line in logs if line["event"] == "limit.reached"]
+    assert [line["setting"] for line in reached] == ["max_depth"]
+
+
+def test_the_walk_keeps_sidecars_with_their_photos_at_its_limit(inbox: Path) -> None:
+    for index in range(4):
+        (inbox / f"p{index}.jpg").write_bytes(b"x")
+        (inbox / f"p{index}.json").write_bytes(b"{}")
+    tree = walk(inbox, IgnoreRules(), max_depth=4, max_entries=3)
+    stems = {path.name.partition(".")[0] for path in tree.files}
+    assert tree.truncated and len(stems) < 4  # the first 3 files' stems, in any order
+    assert len(tree.files) == 2 * len(stems)  # whole pairs, no half pair
+
+
+def test_the_tracker_keeps_room_for_sidecars_and_says_when_full(inbox: Path) -> None:
+    intake = Intake(inbox, IgnoreRules(), settle_seconds=0.0, pair_timeout=1.0, max_tracked=2)
+    for name in ("a.jpg", "b.jpg", "c.jpg", "a.json", "b.json", "c.json"):
+        (inbox / name).write_bytes(b"{}" if name.endswith("json") else image_bytes())
+    with capture_logs() as logs:
+        for name in ("a.jpg", "b.jpg", "c.jpg", "a.json", "b.json", "c.json"):
+            intake.observe(inbox / name, 0.0)
+        intake.observe(inbox / "c.jpg", 0.1)
+    assert len(intake) == 4  # a and b with their sidecars; c waits for room
+    [item] = intake.attention()
+    assert "max_tracked (2)" in item.what and "raise max_tracked" in item.fix
+    assert [line["setting"] for line in logs if line["event"] == "limit.reached"] == ["max_tracked"]
+    for name in ("a.jpg", "a.json", "b.jpg", "b.json"):
+        (inbox / name).unlink()  # claimed
+    intake.sweep(1.0)  # the full scan that fed c again found room
+    for name in ("c.jpg", "c.json"):
+        intake.observe(inbox / name, 1.0)
+    assert len(intake) == 2
+    intake.sweep(1.0)
+    assert intake.attention() == []
