@@ -79,7 +79,7 @@ def settings(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
 
 def strip(paths: list[Path], target: Path, height: int = 160) -> None:
     """The renders of one pair side by side, for looking at."""
-    images = []
+    images: list[Image.Image] = []
     for path in paths:
         with Image.open(path) as image:
             images.append(
@@ -90,9 +90,9 @@ def strip(paths: list[Path], target: Path, height: int = 160) -> None:
             )
     canvas = Image.new("RGB", (sum(i.width + 4 for i in images), height), "white")
     x = 0
-    for image in images:
-        canvas.paste(image, (x, 0))
-        x += image.width + 4
+    for picture in images:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + 4
     canvas.save(target, quality=90)
 
 
