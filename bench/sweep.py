@@ -8,7 +8,7 @@ Every render uses stylefold's defaults except the size and the balance (style we
 weight 1; or strength), in one process with one engine. A pair is `CONTENT:STYLE`, each a
 scikit-image sample name (see `daemon.cli.demo.SAMPLES`) or a file name in
 `../shared/data/content` / `../shared/data/styles`. Writes per render a PNG and, into `--out`,
-`results.json`, `table.md` and one strip per pair (`<pair>.jpg`, the renders side by side);
+`results.json`, `table.md` and one strip per pair (`<pair>.png`, the renders side by side);
 renders already in `--out` are scored again but not redone, so an interrupted sweep resumes.
 """
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             print(table([point], {}).splitlines()[-1], flush=True)
             points.append(point)
             paths.append(path)
-        strip(paths, out / f"{content_name}-{style_name}.jpg")
+        strip(paths, out / f"{content_name}-{style_name}.png")
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results = {"machine": info, "size": args.size, "points": [p.as_dict() for p in points],
                "photo": {k: v.as_dict() for k, v in photo.items()}}  # fmt: skip

@@ -9,8 +9,8 @@ properties another way, for `bench.referee`:
   loss never looks at, each channel scaled by the photo's own RMS so that a few high-energy
   channels do not decide the score (the loss's plain MSE is dominated by them);
 - style: the sliced Wasserstein distance between the output's and the style's feature
-  distributions (every channel standardised by the style's own mean and spread): the whole
-  distribution of activations, not its second moments, compared along random directions.
+  distributions (every channel standardised by the style's own mean and spread, floored): the
+  whole distribution of activations, not its second moments, compared along random directions.
 
 All functions take features as `[C, H, W]` (one image) and return plain floats, lower is better.
 """
@@ -62,15 +62,18 @@ def sliced_wasserstein(
 ) -> float:
     """The sliced 2-Wasserstein distance between the distributions of feature vectors (one
     per position) of `features` and `style` (`[C, H, W]`, any H and W), each channel first
-    standardised by the style's mean and standard deviation, along `projections` (`[C, K]`
-    unit vectors). 0 when the two have the same distribution of activations wherever they
-    are in the image; 1 is the spread of the style's own features along a direction."""
+    standardised by the style's mean and standard deviation (floored like `channel_scale`:
+    a dark style such as a deep-field photo has channels that hardly ever fire), along
+    `projections` (`[C, K]` unit vectors). 0 when the two have the same distribution of
+    activations wherever they are in the image; 1 is the spread of the style's own features
+    along a direction."""
     c = style.shape[0]
     if features.shape[0] != c or projections.shape[0] != c:
         raise ValueError("features, style and projections must have the same channel count")
     s = style.float().reshape(c, -1)
     mean = s.mean(dim=1, keepdim=True)
-    std = s.std(dim=1, keepdim=True).clamp(min=1e-6)
+    std = s.std(dim=1, keepdim=True)
+    std = std.clamp(min=SCALE_FLOOR * float(std.mean()) + 1e-12)
     a = ((features.float().reshape(c, -1) - mean) / std).T @ projections
     b = ((s - mean) / std).T @ projections
     gap = quantiles(a, bins) - quantiles(b, bins)

@@ -83,3 +83,14 @@ def test_sliced_wasserstein_of_a_shift_is_the_shift_in_standard_deviations() -> 
 def test_sliced_wasserstein_refuses_mismatched_channels() -> None:
     with pytest.raises(ValueError, match="channel count"):
         sliced_wasserstein(_features(1, c=3), _features(2, c=4), directions(4, 2))
+
+
+def test_sliced_wasserstein_does_not_explode_on_a_silent_style_channel() -> None:
+    """A channel that never fires in the style (std 0) is scaled by the floor, not by 0."""
+    style = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(4))
+    style[1] = 0.0
+    lit = style.clone()
+    lit[1] = 0.01
+    distance = sliced_wasserstein(lit, style, torch.eye(2), bins=16)
+    floor = SCALE_FLOOR * float(style[0].std()) / 2  # the mean of the two channels' std
+    assert distance == pytest.approx(0.01 / floor / 2**0.5, rel=1e-4)
