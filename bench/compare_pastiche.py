@@ -9,10 +9,12 @@ Per output size it runs, each in its own process (so peak memory is that subject
 - stylefold at pastiche's settings: same objective (content weight 0.01, style weight 10), size,
   style size, pooling and number of L-BFGS iterations, one scale, no early stop.
 
-Every output is scored by `bench.score` (one loss function: pastiche's loss, with stylefold's
-network). From snapshots taken at progress points, it also finds when each stylefold run first
-reached pastiche's final loss. It prints one markdown table and writes `results.json`, the
-outputs and the logs under `--out`. See docs/BENCH.md for what each column means.
+Every output is scored by two referees: `bench.score` (pastiche's loss, with stylefold's
+network: what both optimise) and `bench.referee` (other layers and statistics of the network,
+which neither optimises). From snapshots taken at progress points, it also finds when each
+stylefold run first reached pastiche's final loss. It prints one markdown table and writes
+`results.json`, the outputs and the logs under `--out`. See docs/BENCH.md for what each column
+means.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from PIL import Image
 
 from bench import machine, pastiche_run
 from bench.measure import Measured, run_measured
+from bench.referee import Referee, Verdict
 from bench.score import CONTENT_WEIGHT, STYLE_WEIGHT, Score, Scorer, pastiche_size
 from service.params import RenderParams
 from service.schedule import dimensions, style_dimensions
@@ -49,6 +52,7 @@ class Row:
     scales: str
     convs: str  # the precision of the VGG convolutions
     score: Score | None = None
+    verdict: Verdict | None = None
     cuda_peak_bytes: int | None = None
     load_before: list[float] = field(default_factory=list)
     engine: str = ""  # stylefold's version when this subject started
@@ -72,6 +76,7 @@ class Row:
             "scales": self.scales,
             "convolutions": self.convs,
             "score": self.score.as_dict() if self.score else None,
+            "referee": self.verdict.as_dict() if self.verdict else None,
             "load_average_before": self.load_before,
             "stylefold_version": self.engine,
             "reach_pastiche_s": self.reach_s,
@@ -202,12 +207,14 @@ def table(rows: list[Row], pastiche_by_size: dict[int, Row], cuda: bool) -> str:
         "size", "subject", "iterations", "stop", "scales (iterations)", "convs", "wall s", "run s",
         "CPU s", "peak RSS MiB", *(["GPU peak MiB"] if cuda else []),
         "content", "style", "total", "total ÷ pastiche",
+        "referee content", "referee style", "referee ÷ pastiche: content / style",
         "reaches pastiche at s: run / CPU", "÷ pastiche: run / CPU",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         p = pastiche_by_size[r.size]
         assert r.score is not None and p.score is not None
+        assert r.verdict is not None and p.verdict is not None
         if r.subject == "pastiche":
             reach = ratio = "–"
         elif r.reach_s is None or r.reach_cpu_s is None:
@@ -221,7 +228,11 @@ def table(rows: list[Row], pastiche_by_size: dict[int, Row], cuda: bool) -> str:
             f"{r.measured.peak_rss_bytes / MIB:.0f}",
             *([_fmt(r.cuda_peak_bytes and r.cuda_peak_bytes / MIB, ".0f")] if cuda else []),
             f"{r.score.content:.4g}", f"{r.score.style:.4g}", f"{r.score.total:.4g}",
-            f"{r.score.total / p.score.total:.3f}", reach, ratio,
+            f"{r.score.total / p.score.total:.3f}",
+            f"{r.verdict.content:.4f}", f"{r.verdict.style:.4f}",
+            f"{r.verdict.content / p.verdict.content:.3f} / "
+            f"{r.verdict.style / p.verdict.style:.3f}",
+            reach, ratio,
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -243,6 +254,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--every", type=int, default=5, help="snapshot every N iterations (default 5)"
     )
     parser.add_argument("--out", type=Path, help="results folder (default .bench-out/compare-*)")
+    parser.add_argument(
+        "--subjects", nargs="+", choices=("defaults", "equal settings"),
+        help="the stylefold configurations to run (default: all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.sizes is None:
@@ -263,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {json.dumps(info)}", flush=True)
     content, style = Image.open(args.content), Image.open(args.style)
     scorer = Scorer(content, style)
+    referee = Referee(content, style)
     rows: list[Row] = []
     pastiche_by_size: dict[int, Row] = {}
     for size in args.sizes:
@@ -270,13 +286,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{size} px] pastiche, {args.iterations} steps ...", flush=True)
         p, steps = run_pastiche(size, args, folder)
         p.score = scorer.score(Image.open(p.output))
+        p.verdict = referee.judge(Image.open(p.output))
         p.curve = [{"iteration": s.step, "elapsed_s": s.elapsed_s, "total": s.loss} for s in steps]
         pastiche_by_size[size] = p
         rows.append(p)
-        for subject, params in subjects(size, args.iterations, content, style).items():
+        configurations = subjects(size, args.iterations, content, style)
+        for subject, params in configurations.items():
+            if args.subjects and subject.removeprefix("stylefold ") not in args.subjects:
+                continue
             print(f"[{size} px] {subject} ...", flush=True)
             row = run_stylefold(size, subject, params, args, folder)
             row.score = scorer.score(Image.open(row.output))
+            row.verdict = referee.judge(Image.open(row.output))
             find_reach(row, scorer, p.score.total)
             rows.append(row)
         print(table([r for r in rows if r.size == size], pastiche_by_size, False), flush=True)

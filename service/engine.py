@@ -250,7 +250,7 @@ class Engine:
         inits = list(init_images) if init_images is not None else [None] * len(contents)
         if not contents or len(inits) != len(contents):
             raise ValueError("render_batch needs one or more photos and one init image each")
-        if not styles and params.style_weight > 0:
+        if not styles and params.effective_style_weight > 0:
             raise ImageInputError("no style image given; give at least one style image")
         if params.init == "image" and any(init is None for init in inits):
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
@@ -376,7 +376,7 @@ class Engine:
     ) -> tuple[torch.Tensor, LossFn]:
         """The batch's content images in network space and the loss function of one scale."""
         use_content = params.content_weight > 0 and bool(params.content_layers)
-        use_style = params.style_weight > 0 and bool(params.style_layers) and bool(styles)
+        use_style = params.effective_style_weight > 0 and bool(params.style_layers) and bool(styles)
         content_taps = net.tap_indices(params.content_layers if use_content else ())
         style_taps = net.tap_indices(params.style_layers if use_style else ())
         taps = (*content_taps, *style_taps)
@@ -409,7 +409,7 @@ class Engine:
             style_target,
             LossWeights(
                 content=params.content_weight * stage.content_boost,
-                style=params.style_weight,
+                style=params.effective_style_weight,
                 tv=params.tv_weight,
                 style_layers=params.style_layer_weights or (1.0,) * len(params.style_layers),
             ),

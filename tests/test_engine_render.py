@@ -105,6 +105,18 @@ def test_style_only_moves_the_grams_toward_the_style(
     assert distance_after < 0.3 * distance_before
 
 
+def test_more_strength_takes_more_style_and_keeps_less_photo(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    """The reported (unweighted) losses order the same way as the strengths."""
+    losses = [
+        engine.render(content, [StyleImage(style)], _params(strength=s, size=48)).losses
+        for s in (0.0, 0.5, 1.0)
+    ]
+    assert losses[0]["content"] < losses[1]["content"] < losses[2]["content"]
+    assert losses[0]["style"] > losses[1]["style"] > losses[2]["style"]
+
+
 def test_reported_loss_is_the_loss_of_the_saved_image(
     content: Image.Image, style: Image.Image
 ) -> None:

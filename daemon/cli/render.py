@@ -24,6 +24,7 @@ _PARAM_FLAGS = (
     "size",
     "iterations",
     "content_weight",
+    "strength",
     "style_weight",
     "tv_weight",
     "optimizer",
@@ -79,6 +80,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     param("--size", type=int, metavar="PX")
     param("--iterations", type=int, metavar="N")
     param("--content-weight", type=float, metavar="W")
+    param("--strength", type=float, metavar="0..1")
     param("--style-weight", type=float, metavar="W")
     parser.add_argument(
         "--style-blend",
@@ -196,6 +198,8 @@ def _not_in_library(spec: str, library: "StyleLibrary") -> str:
 
 def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderParams:
     flags = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+    if "strength" in flags and "style_weight" not in flags:
+        style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
     values = {**style_defaults, **flags}
     if args.init is not None:
         values["init"] = args.init if args.init in ("content", "noise") else "image"

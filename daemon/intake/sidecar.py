@@ -304,10 +304,13 @@ def merge_params(
     max_iterations: int,
 ) -> RenderParams:
     """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
-    RenderParams and held to the daemon's limits."""
+    RenderParams and held to the daemon's limits. `style_weight` overrides `strength` within a
+    layer; a layer that gives `strength` alone clears a `style_weight` of the layers below."""
     merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
     for layer in layers:
         merged.update(layer)
+        if "strength" in layer and "style_weight" not in layer:
+            merged["style_weight"] = None  # a later strength beats an earlier style_weight
     try:
         params = RenderParams.model_validate(merged)
     except ValidationError as exc:

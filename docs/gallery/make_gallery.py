@@ -7,8 +7,9 @@ Writes small JPEGs into docs/gallery/ and `figures.md` (iterations, stop reason,
 losses of every render, measured on the machine that ran it), and prints each row as it comes.
 The experiments follow the seed README (Gatys et al.): the noise image, content only, style
 only, the content:style ratio sweep, the iteration sweep, noise versus content initialisation
-and a large output (here coarse-to-fine), plus the README's before/after pictures and one
-`stylefold render` run through the real command line.
+and a large output (here coarse-to-fine), plus the README's before/after pictures, one
+`stylefold render` run through the real command line and the `strength` sweep. Renders made
+before `strength` existed pin the style weight they were made with, so they stay reproducible.
 """
 
 import argparse
@@ -35,7 +36,11 @@ QUALITY = 85
 CONTENT = "chelsea"  # the cat: fur, eyes and whiskers show at once when content is lost
 STYLE = "cells"  # the immunohistochemistry slide: strong strokes, a two-colour palette
 RENDER_ITERATIONS = 100  # the `stylefold render` example and the README's before/after set
-GROUPS = ("render", "hero", "inputs", "references", "ratio", "iterations", "init", "large")
+GROUPS = (
+    "render", "hero", "inputs", "references", "ratio", "strength", "iterations", "init", "large",
+)  # fmt: skip
+STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+RATIOS = (0.1, 1.0, 10.0, 100.0)  # style weights with content 1: the range where pictures change
 # The README's fourth before/after pair is the `stylefold render` example.
 RENDER_EXAMPLE = "render_example"
 FIGURES = "figures.md"
@@ -71,11 +76,11 @@ class Figure:
 
 def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
     """The seed's experiments as stylefold jobs, grouped as the README shows them. Weights are
-    stylefold's (normalised losses: content 1, style 1e4 by default), not the seed's."""
+    stylefold's (normalised losses, content 1), not the seed's."""
     fixed = {"size": size, "tolerance": 0.0}  # sweeps run every iteration they are given
-    noise = {**fixed, "init": "noise"}
+    noise = {**fixed, "init": "noise", "style_weight": 1e3}
     cat = (CONTENT, ((STYLE, 1.0),))
-    shown = {"iterations": RENDER_ITERATIONS, "size": hero}
+    shown = {"iterations": RENDER_ITERATIONS, "size": hero, "style_weight": 1e4}
     return {
         "hero": [
             Render("hero_chelsea", "cells", "chelsea", ((STYLE, 1.0),), shown),
@@ -100,7 +105,12 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
         "ratio": [
             Render(f"ratio_{weight:g}", f"content:style 1:{weight:g}, 60 it", *cat,
                    {**fixed, "iterations": 60, "style_weight": weight})
-            for weight in (1e2, 1e3, 1e4, 1e5)
+            for weight in RATIOS
+        ],
+        "strength": [
+            Render(f"strength_{strength:g}", f"strength {strength:g} (otherwise defaults)",
+                   *cat, {"size": size, "strength": strength})
+            for strength in STRENGTHS
         ],
         "iterations": [
             Render(f"iterations_{n}", f"{n} it from noise", *cat, {**noise, "iterations": n})
@@ -108,11 +118,13 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
         ],
         "init": [
             Render("init_noise", "noise init, 100 it", *cat, {**noise, "iterations": 100}),
-            Render("init_content", "content init, 100 it", *cat, {**fixed, "iterations": 100}),
+            Render("init_content", "content init, 100 it", *cat,
+                   {**fixed, "iterations": 100, "style_weight": 1e3}),
         ],
         "large": [
             Render(f"large_{large}", f"{large} px, coarse to fine, 100 it first pass",
-                   "motorcycle", (("retina", 1.0),), {"size": large, "iterations": 100}),
+                   "motorcycle", (("retina", 1.0),),
+                   {"size": large, "iterations": 100, "style_weight": 1e3}),
         ],
     }  # fmt: skip
 

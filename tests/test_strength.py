@@ -1,0 +1,89 @@
+"""`strength`: its mapping onto the style weight, and `style_weight` overriding it everywhere a
+job's params are put together (the model, the daemon's merge, `stylefold render`'s flags)."""
+
+import argparse
+import itertools
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.cli.render import _params
+from daemon.intake.sidecar import merge_params
+from service.params import (
+    DEFAULT_STRENGTH,
+    STRENGTH_RANGE,
+    RenderParams,
+    style_weight_for,
+)
+
+STEPS = [i / 10 for i in range(11)]
+
+
+def test_the_endpoints_are_the_calibrated_range() -> None:
+    assert style_weight_for(0.0) == pytest.approx(STRENGTH_RANGE[0])
+    assert style_weight_for(1.0) == pytest.approx(STRENGTH_RANGE[1])
+
+
+def test_the_mapping_rises_by_equal_factors_for_equal_steps() -> None:
+    weights = [style_weight_for(s) for s in STEPS]
+    assert all(a < b for a, b in itertools.pairwise(weights))
+    ratios = [b / a for a, b in itertools.pairwise(weights)]
+    assert ratios == pytest.approx([ratios[0]] * len(ratios))
+    assert math.prod(ratios) == pytest.approx(STRENGTH_RANGE[1] / STRENGTH_RANGE[0])
+
+
+@pytest.mark.parametrize("strength", [-0.01, 1.01])
+def test_strength_outside_0_to_1_is_refused(strength: float) -> None:
+    with pytest.raises(ValueError, match="outside 0 to 1"):
+        style_weight_for(strength)
+    with pytest.raises(ValidationError, match="strength"):
+        RenderParams(strength=strength)
+
+
+def test_params_take_the_style_weight_from_strength_unless_given() -> None:
+    assert RenderParams().effective_style_weight == pytest.approx(
+        style_weight_for(DEFAULT_STRENGTH)
+    )
+    assert RenderParams(strength=0.9).effective_style_weight == pytest.approx(style_weight_for(0.9))
+    explicit = RenderParams(strength=0.9, style_weight=5000.0)
+    assert explicit.effective_style_weight == 5000.0
+    assert RenderParams(style_weight=0.0).effective_style_weight == 0.0
+
+
+def _merge(*layers: dict[str, object]) -> RenderParams:
+    return merge_params(RenderParams(), *layers, max_size=4096, max_iterations=3000)
+
+
+def test_daemon_merge_lets_the_later_layer_choose_the_balance() -> None:
+    style_defaults = {"style_weight": 5000.0}
+    # The style's weight applies when the sidecar says nothing about the balance ...
+    assert _merge(style_defaults, {}).effective_style_weight == 5000.0
+    # ... a sidecar's strength replaces it ...
+    assert _merge(style_defaults, {"strength": 0.2}).effective_style_weight == pytest.approx(
+        style_weight_for(0.2)
+    )
+    # ... and within one layer an explicit style_weight wins over strength.
+    both = _merge({"strength": 0.2}, {"strength": 0.8, "style_weight": 7.0})
+    assert both.effective_style_weight == 7.0
+    # A daemon-wide default style_weight is replaced by a sidecar's strength, too.
+    base = RenderParams(style_weight=300.0)
+    merged = merge_params(base, {"strength": 0.1}, max_size=4096, max_iterations=3000)
+    assert merged.effective_style_weight == pytest.approx(style_weight_for(0.1))
+
+
+def _flags(**given: object) -> argparse.Namespace:
+    names = ("size", "iterations", "content_weight", "strength", "style_weight", "tv_weight",
+             "optimizer", "learning_rate", "pooling", "style_scale", "preserve_colors", "seed",
+             "network", "multiscale", "tolerance")  # fmt: skip
+    return argparse.Namespace(init=None, **{name: given.get(name) for name in names})
+
+
+def test_render_flags_strength_and_style_weight() -> None:
+    style_defaults = {"style_weight": 5000.0}
+    assert _params(_flags(), style_defaults).effective_style_weight == 5000.0
+    assert _params(_flags(strength=0.3), style_defaults).effective_style_weight == pytest.approx(
+        style_weight_for(0.3)
+    )
+    both = _params(_flags(strength=0.3, style_weight=42.0), style_defaults)
+    assert both.effective_style_weight == 42.0
