@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from daemon.fsutil import file_sha256, read_json
 from daemon.jobs import outbox
 from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job
+from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.versions import stylefold_version
 
@@ -32,7 +32,22 @@ INTERRUPTED = (
     "the inbox"
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
+# How a job-time report says where a style image lives (`style_label`).
+IN_LIBRARY = "in the style library"
+BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
+
+
+def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:
+    """What a job-time report calls one of the job's style images: the file, and whether it is
+    in the style library or was brought along in the inbox."""
+    spec = (job.sidecar or {}).get("style")
+    if isinstance(spec, dict):  # {"file": ...}: the image beside the sidecar
+        where = (Path(job.rel_dir) / style.name).as_posix()
+        return f"the style image {where} ({BROUGHT_ALONG})"
+    if library_file is None:
+        return f"the image of style {style.name!r} ({IN_LIBRARY})"
+    return f"the image of style {style.name!r} ({library_file} {IN_LIBRARY})"
 
 
 def _iso(seconds: float) -> str:

@@ -196,7 +196,15 @@ class Lifecycle:
                 return
         job_dir = self.spool.job_dir(job)
         content = self.spool.input_path(job)
-        styles = tuple(StyleRef(job_dir / style.file, style.weight) for style in job.styles)
+        files = {style.name: style.path for style in self.library.styles()}
+        styles = tuple(
+            StyleRef(
+                job_dir / style.file,
+                style.weight,
+                answers.style_label(job, style, files.get(style.name)),
+            )
+            for style in job.styles
+        )
         key = None
         if self.pool.may_batch():
             key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)
