@@ -26,6 +26,7 @@ from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
 from daemon.lock import LockError, StateLock
 from daemon.logs import setup_logging
@@ -69,6 +70,7 @@ class Daemon:
         self.library = StyleLibrary.from_settings(settings)
         self.rules = IgnoreRules.from_settings(settings)
         self.intake = Intake.from_settings(settings, self.rules)
+        self.intake.style_names = self.library.names
         self.paths: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: scan finished
         self.watcher = Watcher.from_settings(
             settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
@@ -76,6 +78,7 @@ class Daemon:
         self.pool = make_pool(settings)
         self.store: Store | None = None
         self.lifecycle: Lifecycle | None = None
+        self.fixes: FixWatch | None = None
         self._signals = 0
         self._reload = False
         self._last_activity = time.monotonic()
@@ -122,6 +125,8 @@ class Daemon:
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
         jobs.recover()
+        self.fixes = FixWatch(jobs)
+        self.fixes.retry("the daemon started")  # fixes done while it was stopped
         self.notifier.ready()
         log.info(
             "daemon.ready",
@@ -219,12 +224,16 @@ class Daemon:
         for event in self.intake.poll(now):
             self._last_activity = now
             if isinstance(event, Arrival):
+                if self.fixes is not None:
+                    self.fixes.arrived(event)
                 self.lifecycle.deferred.append(event)
                 continue
             try:
                 self.lifecycle.problem(event)
             except Exception:
                 log.exception("problem.crashed", path=str(event.path))
+        if self.fixes is not None:
+            self.fixes.tick(now)
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
         self._pump(timeout)
         self.lifecycle.retry_blocked()
@@ -301,14 +310,18 @@ class Daemon:
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
             return
+        old = self.settings
         changed = restart_only_changes(self.settings, new)
         if changed:
             log.warning("daemon.reload_needs_restart", settings=changed)
             new = new.model_copy(update={name: getattr(self.settings, name) for name in changed})
         self.settings = new
         setup_logging(new.log_format, new.log_level)
-        problems = self.library.reload()
         self.library.max_json_bytes = new.max_sidecar_bytes
+        self.library.checker.max_pixels = new.max_pixels
+        problems = self.library.reload()
+        for problem in problems:
+            log.warning("styles.problem", path=str(problem.path), reason=problem.reason)
         self.rules = IgnoreRules.from_settings(new)
         self.intake.configure(new, self.rules)
         self.watcher.rules = self.rules
@@ -319,6 +332,9 @@ class Daemon:
             self.lifecycle.spool.settings = new
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
+        self.intake.reconsider()
+        if self.fixes is not None:
+            self.fixes.reloaded(old)
 
 
 def _summary(report: StatusReport) -> str:

@@ -21,15 +21,21 @@ from daemon.versions import stylefold_version
 
 # -- the catalogue of what people read --------------------------------------------------------
 
-RETURNED = "returned to {path}; it is not taken again until the photo or its sidecar changes"
+RETURNED = (
+    "returned to {path}; it is taken again by itself once the fix above is done: a changed photo "
+    "or sidecar, a setting the error names changed and reloaded (SIGHUP), or the file of a style "
+    "it names replaced"
+)
 LEFT_REJECTED = (
-    "left in the inbox, unchanged; fix the sidecar (or replace the photo) and it is taken again"
+    "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
+    "changed photo or sidecar, a style added to the library, or a setting changed and reloaded "
+    "(SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
 INTERRUPTED = (
     "the job was interrupted {starts} times (the daemon or its worker stopped while rendering "
-    "it); check the machine's memory (dmesg) and lower params.size, then put the photo back in "
-    "the inbox"
+    "it); check the machine's memory (dmesg) and lower params.size in its sidecar: the photo is "
+    "back in the inbox and is taken again once the sidecar changes"
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
 # How a job-time report says where a style image lives (`style_label`).

@@ -128,6 +128,9 @@ class Lifecycle:
     def claim(self, arrival: Arrival) -> None:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):
             return
+        if not arrival.image.exists():  # e.g. claimed already, by a retry queued with it
+            log.info("job.claim_vanished", image=str(arrival.image))
+            return
         try:
             resolved = resolve(arrival, self.settings, self.library)
             job = self.spool.claim(arrival, resolved)
