@@ -89,6 +89,7 @@ def test_fixes_outside_the_sidecar_get_the_photo_done(
         _done(folders, stem)
     retried = _retries(daemon)
     assert retried["b.jpg"] == retried["c.jpg"] == retried["f.jpg"] == "the daemon reloaded"
+    assert "e.jpg" not in retried  # its report names no setting, and mine.jpg is unchanged
 
     (folders.inbox / "mine.jpg").write_bytes(image_bytes(size=(64, 64), seed=6))
     _done(folders, "e")

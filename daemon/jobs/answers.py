@@ -22,14 +22,14 @@ from daemon.versions import stylefold_version
 # -- the catalogue of what people read --------------------------------------------------------
 
 RETURNED = (
-    "returned to {path}; it is taken again by itself once the fix above is done: a changed photo "
-    "or sidecar, a setting the error names changed and reloaded (SIGHUP), or the file of a style "
-    "it names replaced"
+    "returned to {path}; it is taken again by itself once the fix above is done: a changed "
+    "photo, sidecar or brought-along style image, a setting the error names changed and reloaded "
+    "(SIGHUP), or the file of a library style it names replaced"
 )
 LEFT_REJECTED = (
     "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
-    "changed photo or sidecar, a style added to the library, or a setting changed and reloaded "
-    "(SIGHUP, which also looks again at every photo left here)"
+    "changed photo, sidecar or brought-along style image, a style added to the library, or a "
+    "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
 INTERRUPTED = (

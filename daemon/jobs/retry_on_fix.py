@@ -12,8 +12,9 @@ start-up, each pair still answered in place is looked at again:
   report, so an unrelated change does not bring a second report.
 - a failed job whose report names a setting (max_pixels, job_timeout, oom_fallback, ...) is taken
   again when a reload changes that setting; one whose report names a style of the library is
-  taken again when the library changes, one whose brought-along style image failed when that
-  file is replaced (the intake sees it and offers the pair again: `arrived`).
+  taken again when the library changes.
+- a pair whose brought-along style image changed after its answer is taken again, as when its
+  photo or sidecar changes (the intake offers the pair again: `arrived`).
 
 Files reported for another reason (no sidecar, an empty file) are decided again by the intake
 after a reload (`Intake.reconsider`): no_sidecar and default_style may have changed.
@@ -77,15 +78,14 @@ class FixWatch:
         self.retry("the daemon reloaded", old=old, library=True)
 
     def arrived(self, arrival: Arrival) -> None:
-        """A pair offered again by the intake because its brought-along style image changed:
-        if that image failed the job before it was replaced, the pair is taken again."""
+        """A pair offered by the intake: if its brought-along style image changed after the
+        pair was answered (the `seen` record holds only the photo and the sidecar), forget
+        the answer, so the pair is claimed again."""
         if arrival.style_file is None:
             return
         rel = arrival.image.relative_to(self.jobs.settings.inbox).as_posix()
         store = self.jobs.store
-        for path, row in store.seen_answers(frozenset({State.FAILED}), rel):
-            if row.detail is None or answers.BROUGHT_ALONG not in row.detail:
-                continue
+        for path, row in store.seen_answers(ANSWERED, rel):
             try:
                 replaced = arrival.style_file.stat().st_ctime > row.since
             except OSError:
