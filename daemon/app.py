@@ -29,6 +29,7 @@ from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
 from daemon.lock import LockError, StateLock
 from daemon.logs import setup_logging
@@ -73,6 +74,7 @@ class Daemon:
         self.library = StyleLibrary.from_settings(settings)
         self.rules = IgnoreRules.from_settings(settings)
         self.intake = Intake.from_settings(settings, self.rules)
+        self.intake.style_names = self.library.names
         self.paths: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: scan finished
         self.watcher = Watcher.from_settings(
             settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
@@ -83,6 +85,7 @@ class Daemon:
         self.lifecycle: Lifecycle | None = None
         self.gpu: DeviceProbe | None = None
         self.reloaded: ReloadInfo | None = None
+        self.fixes: FixWatch | None = None
         self._signals = 0
         self._reload = False
         self._extending = True  # loading or draining: systemd's timeouts are extended
@@ -134,6 +137,8 @@ class Daemon:
         )
         jobs.recover()
         self._extending = False
+        self.fixes = FixWatch(jobs)
+        self.fixes.retry("the daemon started")  # fixes done while it was stopped
         self.notifier.ready()
         log.info(
             "daemon.ready",
@@ -245,12 +250,16 @@ class Daemon:
         for event in self.intake.poll(now):
             self._last_activity = now
             if isinstance(event, Arrival):
+                if self.fixes is not None:
+                    self.fixes.arrived(event)
                 self.lifecycle.deferred.append(event)
                 continue
             try:
                 self.lifecycle.problem(event)
             except Exception:
                 log.exception("problem.crashed", path=str(event.path))
+        if self.fixes is not None:
+            self.fixes.tick(now)
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
         while self.lifecycle.unsettled:
             self.intake.resettle(self.lifecycle.unsettled.pop(), now)
@@ -302,14 +311,18 @@ class Daemon:
 
     def _apply(self, new: Settings) -> None:
         """Settings that need a restart keep their running values (and the log says so)."""
+        old = self.settings
         changed = restart_only_changes(self.settings, new)
         if changed:
             log.warning("daemon.reload_needs_restart", settings=changed)
             new = new.model_copy(update={name: getattr(self.settings, name) for name in changed})
         self.settings = new
         setup_logging(new.log_format, new.log_level)
-        problems = self.library.reload()
         self.library.max_json_bytes = new.max_sidecar_bytes
+        self.library.checker.max_pixels = new.max_pixels
+        problems = self.library.reload()
+        for problem in problems:
+            log.warning("styles.problem", path=str(problem.path), reason=problem.reason)
         self.rules = IgnoreRules.from_settings(new)
         self.intake.configure(new, self.rules)
         self.watcher.rules = self.rules
@@ -320,3 +333,6 @@ class Daemon:
             self.lifecycle.spool.settings = new
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
+        self.intake.reconsider()
+        if self.fixes is not None:
+            self.fixes.reloaded(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from importlib import metadata
@@ -59,9 +60,10 @@ def test_a_reader_that_has_gone_is_not_an_error(folders: Folders, args: str) -> 
 
 def test_styles_into_head(folders: Folders) -> None:
     """A listing longer than a pipe holds (64 KiB), so `head -1` quits while stylefold still
-    writes."""
+    writes. The styles are real images (hard links to one): `styles` decodes each."""
     for n in range(1200):
-        (folders.styles / f"a-style-with-a-rather-long-name-{n:04}.jpg").touch()
+        name = f"a-style-with-a-rather-long-name-{n:04}.jpg"
+        os.link(folders.styles / "mosaic.jpg", folders.styles / name)
     done = bash(f"{STYLEFOLD} styles --styles {folders.styles} | head -1", folders.root)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"style library {folders.styles}: 1202 style(s)\n"

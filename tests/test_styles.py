@@ -10,7 +10,7 @@ from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 
 
 def image(path: Path) -> Path:
-    Image.new("RGB", (8, 8), (200, 40, 10)).save(path)
+    Image.new("RGB", (16, 16), (200, 40, 10)).save(path)
     return path
 
 
@@ -145,3 +145,46 @@ def test_blend_defaults_first_style_wins(library_dir: Path, tmp_path: Path) -> N
         [StyleRef(name="the scream"), StyleRef(name="starry_night")], beside=tmp_path, default=None
     )
     assert blend_defaults(styles) == {"size": 256, "style_weight": 5000.0, "tv_weight": 1.0}
+
+
+def test_every_style_image_is_decoded_and_broken_ones_are_named(library_dir: Path) -> None:
+    """As a worker would read them: empty, truncated, undecodable and absurdly shaped images
+    are refused at load, each by its file name, and the rest stay usable."""
+    whole = (library_dir / "starry_night.jpg").read_bytes()
+    (library_dir / "empty.jpg").write_bytes(b"")
+    (library_dir / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (library_dir / "text.png").write_text("not an image at all")
+    Image.new("RGB", (8, 40), (1, 2, 3)).save(library_dir / "tiny.png")
+    Image.new("RGB", (400, 20), (1, 2, 3)).save(library_dir / "strip.png")
+    library = StyleLibrary(library_dir)
+    assert library.names() == ["starry_night", "the scream"]
+    reasons = {problem.path.name: problem.reason for problem in library.problems}
+    assert reasons.keys() == {"empty.jpg", "cut.jpg", "text.png", "tiny.png", "strip.png"}
+    assert reasons["empty.jpg"].startswith("empty.jpg is empty (0 bytes)")
+    assert reasons["cut.jpg"].startswith("cut.jpg is truncated or corrupt")
+    assert reasons["text.png"].startswith("text.png is not an image format stylefold can read")
+    assert reasons["tiny.png"].startswith("tiny.png is only 8x40 pixels")
+    assert reasons["strip.png"].startswith("strip.png is 400x20, a strip over 10 times longer")
+    with pytest.raises(StyleError, match=r"style 'cut' is broken: cut\.jpg is truncated.*"
+                       r"\(cut\.jpg in the style library "):  # fmt: skip
+        library.get("cut")
+
+
+def test_a_style_replaced_by_a_broken_file_is_refused_at_once(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    (library_dir / "starry_night.jpg").write_bytes(b"")
+    with pytest.raises(StyleError, match=r"starry_night\.jpg is empty \(0 bytes\)"):
+        library.get("starry_night")
+    assert library.names() == ["the scream"]
+
+
+def test_the_pixel_limit_of_the_daemon_applies_to_styles(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir, max_pixels=100)
+    assert library.names() == []
+    assert "raise the daemon's max_pixels setting" in library.problems[0].reason
+
+
+def test_an_unknown_name_suggests_a_close_one(library_dir: Path) -> None:
+    library = StyleLibrary(library_dir)
+    with pytest.raises(StyleError, match=r"did you mean 'starry_night'\? available"):
+        library.get("stary_night")

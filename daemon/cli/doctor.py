@@ -180,4 +180,6 @@ def _styles_check(settings: Settings) -> tuple[bool, str]:
             f"({', '.join(names)}); add it or change default_style"
         )
     text = f"styles: {len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
-    return True, text + (f"; skipped: {problems}" if problems else "")
+    if problems:  # each image was decoded as a worker will; a broken one would fail its jobs
+        return False, f"{text}; unusable, fix or remove: {problems}"
+    return True, text

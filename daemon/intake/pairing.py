@@ -105,6 +105,7 @@ class Intake:
         self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, stem) -> images
         self._style_refs: dict[Path, set[Path]] = {}  # style file -> sidecars naming it
         self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
+        self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: IgnoreRules | None = None) -> "Intake":
@@ -140,6 +141,13 @@ class Intake:
         self.use_default = settings.no_sidecar == "default" and settings.default_style is not None
         self.max_sidecar_bytes = settings.max_sidecar_bytes
         self.arriving_timeout = settings.arriving_timeout
+
+    def reconsider(self) -> None:
+        """Decide again on the files answered with a problem (after a reload, a changed
+        no_sidecar or default_style may turn one into a job); the same answer is not repeated."""
+        for path, entry in self._files.items():
+            if isinstance(entry.done, tuple) and entry.done[0] == "problem":
+                self._pending.add(path)
 
     def items(self, now: float, wall: float) -> list[InboxItem]:
         """Files not yet a job, for `status`: settling, still arriving, or settled and waiting
@@ -458,11 +466,7 @@ class Intake:
             elif self.use_default:
                 self._emit(image, None, None, events)
             else:
-                reason = (
-                    f"has no sidecar; add {image.base}.json beside it, e.g. "
-                    '{"style": "starry_night"} (see `stylefold styles`), or configure '
-                    'default_style with no_sidecar = "default"'
-                )
+                reason = self._no_sidecar(image)
                 wanted = {f"{image.base}.json", f"{_key(image.path.name)}.json"}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
@@ -485,6 +489,25 @@ class Intake:
                 if not style.settled:
                     return
         self._emit(image, sidecar, style, events)
+
+    def _no_sidecar(self, image: _File) -> str:
+        """The advice for a lone photo, with a style that exists in this library."""
+        names = self.style_names()
+        if names:
+            example = names[0]
+            listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            known = f"styles: {listed}; see `stylefold styles`"
+        else:
+            example = "<style name>"
+            known = (
+                "the style library has no style yet: add an image to it first; its file name "
+                "without the extension is the style name"
+            )
+        return (
+            f'has no sidecar; add {image.base}.json beside it, e.g. {{"style": "{example}"}} '
+            f'({known}), or configure default_style with no_sidecar = "default" and reload '
+            "(SIGHUP)"
+        )
 
     def _emit(
         self, image: _File, sidecar: _File | None, style: _File | None, events: list[Event]

@@ -5,11 +5,15 @@ holds default params for it (a partial `RenderParams` object, validated on load)
 only name styles, so nothing a sidecar says can reach a file outside this folder: entries are
 resolved with symlinks followed and must stay inside it.
 
+Each image is decoded when the library is loaded (`daemon.intake.style_check`), so a broken
+file is refused here, by name, rather than failing the jobs that use it.
+
 A style image brought along in the inbox (`{"file": "mine.jpg"}`) is resolved by `resolve` too:
 a regular file with one link in the folder the sidecar lies in, never reached through a link (the
 inbox is not the administrator's folder; the claim reads it through `daemon.safefs`).
 """
 
+import difflib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,9 +24,11 @@ from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_limited
 from daemon.intake.sidecar import StyleFile, StyleSpec, check_style_name, parse_param_overrides
+from daemon.intake.style_check import StyleChecker
 from daemon.safefs import unusable
 
 DEFAULTS_MAX_BYTES = 65536
+DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default
 
 
 class StyleError(ValueError):
@@ -74,9 +80,11 @@ class StyleLibrary:
         root: Path,
         image_extensions: Iterable[str] = DEFAULT_IMAGE_EXTENSIONS,
         max_json_bytes: int = DEFAULTS_MAX_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = root
         self.max_json_bytes = max_json_bytes
+        self.checker = StyleChecker(max_pixels)
         self._rules = IgnoreRules(image_extensions=image_extensions)
         self._styles: dict[str, Style] = {}
         self.problems: list[StyleProblem] = []
@@ -84,7 +92,12 @@ class StyleLibrary:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StyleLibrary":
-        return cls(settings.styles, settings.image_extensions, settings.max_sidecar_bytes)
+        return cls(
+            settings.styles,
+            settings.image_extensions,
+            settings.max_sidecar_bytes,
+            settings.max_pixels,
+        )
 
     def reload(self) -> list[StyleProblem]:
         """Rescan the folder; returns (and keeps in `problems`) the entries that were skipped."""
@@ -127,6 +140,10 @@ class StyleLibrary:
                     )
                 )
                 continue
+            broken = self.checker.problem(real)
+            if broken is not None:
+                problems.append(StyleProblem(paths[0], f"{broken}; style {name!r} is unavailable"))
+                continue
             style = self._with_defaults(name, real, root, problems)
             if style is not None:
                 styles[name] = style
@@ -154,6 +171,22 @@ class StyleLibrary:
             return None
         return Style(name, image, defaults, real)
 
+    def signature(self) -> tuple[tuple[str, int, int, int], ...]:
+        """What the folder holds now (each entry's name, size, mtime and inode, symlinks
+        followed): when it differs from the last look, the library has changed."""
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return ()
+        found = []
+        for entry in entries:
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            found.append((entry.name, info.st_size, info.st_mtime_ns, info.st_ino))
+        return tuple(sorted(found))
+
     def styles(self) -> list[Style]:
         """Every usable style, sorted by name (for `stylefold styles`)."""
         return [self._styles[name] for name in sorted(self._styles)]
@@ -162,10 +195,10 @@ class StyleLibrary:
         return sorted(self._styles)
 
     def get(self, name: str) -> Style:
-        """The style called `name`; an unknown or vanished entry triggers one reload first, so
-        styles added to the folder work without a SIGHUP."""
+        """The style called `name`; an unknown, vanished or changed entry triggers one reload
+        first, so styles added to (or replaced in) the folder work without a SIGHUP."""
         style = self._styles.get(name)
-        if style is None or not style.path.exists():
+        if style is None or self.checker.problem(style.path) is not None:
             self.reload()
             style = self._styles.get(name)
         if style is None:
@@ -175,12 +208,21 @@ class StyleLibrary:
     def _unknown(self, name: str) -> str:
         for problem in self.problems:
             if problem.path.name.rpartition(".")[0] == name:
-                return f"style {name!r} is broken: {problem.reason}"
-        available = ", ".join(self.names()) or "none yet"
+                return (
+                    f"style {name!r} is broken: {problem.reason} ({problem.path.name} in the "
+                    f"style library {self.root}); replace or fix the file and photos waiting for "
+                    "it are taken again by themselves"
+                )
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        available = ", ".join(names) or "none yet"
         return (
-            f"style {name!r} is not in the style library (available: {available}); "
-            "use one of those names, add the image to the library, or bring it along with "
-            '"style": {"file": "<image beside the sidecar>"}'
+            f"style {name!r} is not in the style library ({hint}available: "
+            f"{available}); add the image to the library as {name}.jpg (or .png, ...) and "
+            "photos waiting for it are taken again by themselves, or name another style in the "
+            'sidecar, or bring the image along with "style": {"file": "<image beside the '
+            'sidecar>"}'
         )
 
     def resolve(

@@ -32,31 +32,50 @@ from daemon.jobs.manifest import (
     Versions,
 )
 from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job
+from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.versions import stylefold_version
 
 # -- the catalogue of what people read --------------------------------------------------------
 
 RETURNED = (
-    "returned to the inbox as {path}; it is not taken again until the photo or its sidecar changes"
+    "returned to the inbox as {path}; it is taken again by itself once the fix above is done: a "
+    "changed photo, sidecar or brought-along style image, a setting the error names changed and "
+    "reloaded (SIGHUP), or the file of a library style it names replaced"
 )
 KEPT = (
     "kept by the daemon in its state folder as {path}, because the inbox folder it came from "
     "was gone or was no longer a real folder when it was returned; ask the administrator for it"
 )
 LEFT_REJECTED = (
-    "left in the inbox, unchanged; fix the sidecar (or replace the photo) and it is taken again"
+    "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
+    "changed photo, sidecar or brought-along style image, a style added to the library, or a "
+    "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
 INTERRUPTED = (
     "the job was interrupted {starts} times (the daemon or its worker stopped while rendering "
-    "it); check the machine's memory (dmesg) and lower params.size, then put the photo back in "
-    "the inbox"
+    "it); check the machine's memory (dmesg) and lower params.size in its sidecar: the photo is "
+    "back in the inbox and is taken again once the sidecar changes"
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
+# How a job-time report says where a style image lives (`style_label`).
+IN_LIBRARY = "in the style library"
+BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
 STATE_FIX = "free space where the state folder is; the job waits"
+
+
+def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:
+    """What a job-time report calls one of the job's style images: the file, and whether it is
+    in the style library or was brought along in the inbox."""
+    spec = (job.sidecar or {}).get("style")
+    if isinstance(spec, dict):  # {"file": ...}: the image beside the sidecar
+        where = (Path(job.rel_dir) / style.name).as_posix()
+        return f"the style image {where} ({BROUGHT_ALONG})"
+    if library_file is None:
+        return f"the image of style {style.name!r} ({IN_LIBRARY})"
+    return f"the image of style {style.name!r} ({library_file} {IN_LIBRARY})"
 
 
 def _iso(seconds: float) -> str:

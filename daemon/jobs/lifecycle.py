@@ -156,6 +156,9 @@ class Lifecycle:
     def claim(self, arrival: Arrival) -> None:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):
             return
+        if not arrival.image.exists():  # e.g. claimed already, by a retry queued with it
+            log.info("job.claim_vanished", image=str(arrival.image))
+            return
         try:
             resolved = resolve(arrival, self.settings, self.library)
             job = self.spool.claim(arrival, resolved)
@@ -234,7 +237,15 @@ class Lifecycle:
                 return
         job_dir = self.spool.job_dir(job)
         content = self.spool.input_path(job)
-        styles = tuple(StyleRef(job_dir / style.file, style.weight) for style in job.styles)
+        files = {style.name: style.path for style in self.library.styles()}
+        styles = tuple(
+            StyleRef(
+                job_dir / style.file,
+                style.weight,
+                answers.style_label(job, style, files.get(style.name)),
+            )
+            for style in job.styles
+        )
         key = None
         if self.pool.may_batch():
             key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)

@@ -339,6 +339,21 @@ class Store:
         with self._transaction() as db:
             db.executemany("DELETE FROM seen WHERE path = ?", [(os.fsencode(p),) for p in paths])
 
+    def seen_answers(
+        self, states: frozenset[State], path: str | None = None
+    ) -> list[tuple[str, JobRow]]:
+        """Inbox files (or the one at `path`) answered in place, each with the job (in one of
+        `states`) that answered it, while that job is kept; for retrying once the fix a report
+        asked for is done."""
+        marks = ",".join("?" * len(states))
+        one = "" if path is None else " AND seen.path = ?"
+        rows = self._db.execute(
+            f"SELECT seen.path, {_COLUMNS} FROM seen JOIN jobs ON jobs.id = seen.job_id "
+            f"WHERE jobs.state IN ({marks}){one} ORDER BY jobs.id",
+            (*states, *([] if path is None else [os.fsencode(path)])),
+        ).fetchall()
+        return [(os.fsdecode(row[0]), _row(row[1:])) for row in rows]
+
 
 _JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
 _COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"

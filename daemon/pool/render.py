@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 PREVIEW_SIDE = 512  # long side of a preview, at most
 PREVIEW_QUALITY = 80
 FAULT_OOM = "STYLEFOLD_FAULT_OOM"
+BYTES_NAME = "the image"  # what service.imageio calls an image given as bytes
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,8 @@ def decode(task: Task, sources: Sources) -> Decoded:
     started = time.monotonic()
     content = _open(sources.content, task, "the photo")
     styles = [
-        StyleImage(_open(source, task, "a style image").image, weight)
-        for source, weight in sources.styles
+        StyleImage(_open(source, task, ref.label).image, weight)
+        for ref, (source, weight) in zip(task.styles, sources.styles, strict=True)
     ]
     init = _open(sources.init, task, "the init image").image if sources.init is not None else None
     return Decoded(task, content, styles, init, time.monotonic() - started)
@@ -182,6 +183,8 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
         message = str(exc)
         if isinstance(source, Path):
             message = message.replace(str(source), what)
+        elif message.startswith(BYTES_NAME):  # bytes sent to a Ray actor
+            message = what + message[len(BYTES_NAME) :]
         message = message.replace("raise the limit", "raise the daemon's max_pixels setting")
         raise ImageInputError(message) from exc
 

@@ -15,6 +15,7 @@ RESULT_INFO = "result.json"  # daemon.pool.events.ResultInfo, beside the result 
 class StyleRef:
     path: Path
     weight: float
+    label: str = "a style image"  # what a report calls it: the file and where it lives
 
 
 @dataclass(frozen=True)

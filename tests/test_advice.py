@@ -1,0 +1,125 @@
+"""Advice that follows through, with a real daemon: when a report's fix lies outside the photo
+and its sidecar (a style added to the library, a setting changed and reloaded, a brought-along
+style image replaced), doing it gets the photo done without anyone touching its sidecar. And a
+broken style image is refused at library load, by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon, Folders, image_bytes, make_image, wait_for, write_json
+
+from daemon.config import load_settings
+from daemon.intake.ignore import IgnoreRules
+from daemon.intake.pairing import Arrival, Intake, Problem
+
+
+def _photo(
+    folders: Folders, stem: str, sidecar: dict[str, Any] | None, seed: int, wide: bool = False
+) -> None:
+    """A 48x48 photo (64x48 if `wide`) and its sidecar."""
+    size = (64, 48) if wide else (48, 48)
+    (folders.inbox / f"{stem}.jpg").write_bytes(image_bytes(size=size, seed=seed))
+    if sidecar is not None:
+        write_json(folders.inbox / f"{stem}.json", sidecar)
+
+
+def _report(folders: Folders, stem: str) -> str:
+    path = folders.outbox / f"{stem}.error.json"
+    wait_for(path.exists, 90, f"{path.name} in the outbox")
+    return str(json.loads(path.read_text())["error"])
+
+
+def _done(folders: Folders, stem: str) -> None:
+    wait_for(lambda: list(folders.outbox.glob(f"{stem}.manifest*.json")), 90, f"{stem}'s result")
+
+
+def _retries(daemon: Daemon) -> dict[str, str]:
+    return {
+        str(line["input"]): str(line["because"])
+        for line in daemon.log_lines()
+        if line.get("event") == "job.retry_after_fix"
+    }
+
+
+def test_fixes_outside_the_sidecar_get_the_photo_done(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """Photos b, c and d are a's photo: once a is done they are answered from its result
+    (dedupe), which keeps the test short; e and f are rendered."""
+    (folders.styles / "broken.jpg").write_bytes(b"")
+    _photo(folders, "a", {"style": "coffee"}, 1)  # the style is added to the folder later
+    _photo(folders, "b", {"style": "latte"}, 1)  # ... added, then SIGHUP
+    padded = '{"style": "coffee"}' + " " * 300  # over max_sidecar_bytes
+    _photo(folders, "c", None, 1)
+    (folders.inbox / "c.json").write_text(padded)
+    _photo(folders, "d", None, 1)  # no sidecar: default_style is configured later
+    _photo(folders, "e", {"style": {"file": "mine.jpg"}}, 5)  # a truncated style brought along
+    (folders.inbox / "mine.jpg").write_bytes(image_bytes(size=(64, 64), seed=6)[:300])
+    _photo(folders, "f", {"style": "waves"}, 9, wide=True)  # above max_pixels: it fails
+    sidecars = {stem: (folders.inbox / f"{stem}.json").read_bytes() for stem in "abcf"}
+    limits: dict[str, Any] = {"max_sidecar_bytes": 200, "max_pixels": 3000, "pair_timeout": 3.0}
+    daemon = daemon_factory(config=folders.config(**limits))
+
+    refused = daemon.wait_for_log("styles.problem")  # at library load, by file name
+    assert refused["path"] == str(folders.styles / "broken.jpg")
+    assert "broken.jpg is empty (0 bytes)" in refused["reason"]
+    assert "style 'coffee' is not in the style library" in _report(folders, "a")
+    assert "available: mosaic, waves)" in _report(folders, "a")  # not the broken one
+    assert "larger than max_sidecar_bytes (200)" in _report(folders, "c")
+    lone = _report(folders, "d")
+    assert '{"style": "mosaic"}' in lone and "starry_night" not in lone
+    failed = _report(folders, "e")
+    assert "the style image mine.jpg (brought along in the inbox) is truncated" in failed
+    assert "raise the daemon's max_pixels setting" in _report(folders, "f")
+
+    make_image(folders.styles / "coffee.jpg", size=(48, 48), seed=7)  # no SIGHUP
+    _done(folders, "a")
+    assert _retries(daemon)["a.jpg"] == "the style library changed"
+
+    shutil.copy(folders.styles / "coffee.jpg", folders.styles / "latte.jpg")
+    limits.update(max_sidecar_bytes=1000, max_pixels=10**6)
+    folders.config(**limits, default_style="coffee", no_sidecar="default")
+    daemon.process.send_signal(signal.SIGHUP)
+    for stem in "bcdf":
+        _done(folders, stem)
+    retried = _retries(daemon)
+    assert retried["b.jpg"] == retried["c.jpg"] == retried["f.jpg"] == "the daemon reloaded"
+    assert "e.jpg" not in retried  # its report names no setting, and mine.jpg is unchanged
+
+    (folders.inbox / "mine.jpg").write_bytes(image_bytes(size=(64, 64), seed=6))
+    _done(folders, "e")
+    assert _retries(daemon)["e.jpg"] == "its style image was replaced"
+
+    archive = folders.state / "archive"
+    assert {stem: (archive / f"{stem}.json").read_bytes() for stem in "abcf"} == sidecars
+    assert not list(folders.inbox.glob("[a-f].*"))
+    # A change that did not fix a report (coffee added while b waits for latte) brought no
+    # second report: one report per photo, then its result.
+    assert sorted(p.name for p in folders.outbox.glob("b*.error.json")) == ["b.error.json"]
+    assert daemon.stop() == 0
+
+
+def test_a_lone_photo_is_decided_again_after_a_reload(folders: Folders) -> None:
+    """The intake's part: the no-sidecar advice names a style of this library, the same answer
+    is not given twice, and a reload that configures default_style turns it into a job."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    intake.style_names = lambda: ["mosaic", "waves"]
+    photo = folders.inbox / "lone.jpg"
+    photo.write_bytes(image_bytes())
+    intake.observe(photo, 0.0)
+    [problem] = intake.poll(10.0)
+    assert isinstance(problem, Problem)
+    assert '{"style": "mosaic"} (styles: mosaic, waves;' in problem.reason
+    intake.reconsider()
+    assert intake.poll(11.0) == []
+    config = folders.config(default_style="mosaic", no_sidecar="default", pair_timeout=5.0)
+    settings = load_settings(config, {})
+    intake.configure(settings, IgnoreRules())
+    assert intake.poll(12.0) == []  # configured, but not decided again until asked
+    intake.reconsider()
+    assert intake.poll(13.0) == [Arrival(photo, None, Path("."))]
