@@ -30,7 +30,7 @@ from daemon.jobs.store import Store, StoreError
 from daemon.lock import LockError, StateLock
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
-from daemon.pool import PoolError, PoolPolicy, make_pool
+from daemon.pool import ClusterUnavailable, PoolError, PoolPolicy, make_pool
 from daemon.pool.events import Started
 from daemon.sdnotify import Notifier
 from daemon.status import STATUS_FILE, DaemonInfo, StatusReport, WorkerItem, from_store
@@ -108,7 +108,7 @@ class Daemon:
             if self.settings.metrics_port is not None:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
             self.notifier.status("loading the network")
-            self.pool.start()
+            self.pool.start(tick=self._starting_tick)
             self.pool.wait_ready(READY_TIMEOUT, tick=self._starting_tick)
             if self._signals:
                 self.pool.stop()
@@ -117,7 +117,7 @@ class Daemon:
         except (PoolError, WatchError, MetricsError, StoreError) as exc:
             log.error("daemon.start_failed", error=str(exc))
             self.pool.stop()
-            return 1
+            return os.EX_TEMPFAIL if isinstance(exc, ClusterUnavailable) else 1
         jobs = self.lifecycle = Lifecycle(
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )

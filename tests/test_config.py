@@ -259,6 +259,8 @@ RESTART_VALUES: dict[str, Any] = {
     "poll_interval": 5.0,
     "metrics_port": 9100,
     "metrics_host": "0.0.0.0",
+    "ray_connect_timeout": 5.0,
+    "ray_actor_cpus": 4,
 }
 LIVE_VALUES: dict[str, Any] = {
     "retries": 3,

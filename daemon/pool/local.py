@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -81,7 +82,7 @@ class WorkerProcesses:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, _Process] = {}
 
-    def open(self) -> list[str]:
+    def open(self, tick: Callable[[], bool]) -> list[str]:
         return [device for device in self.devices for _ in range(self.workers_per_device)]
 
     def spawn(self, worker_id: int, device: str) -> int | None:
