@@ -8,6 +8,7 @@ The cluster uses a token of its own (RAY_AUTH_TOKEN), so nothing is read from or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,7 @@ class RayNode:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    again: Callable[[], RayNode]  # starts the same node anew
 
     def wait_started(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -63,10 +66,8 @@ class RayNode:
     def kill(self) -> None:
         """SIGKILL to the node and everything it started (its session), as a crash would."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(30)
 
     def pids(self) -> set[int]:
@@ -109,12 +110,14 @@ class RayCluster:
             "RAY_USAGE_STATS_ENABLED": "0",
         }
 
-    def _start(self, name: str, args: list[str], cpus: int, pythonpath: Path) -> RayNode:
+    def _start(
+        self, name: str, args: list[str], cpus: int, gpus: int = 0, pythonpath: str = str(REPO)
+    ) -> RayNode:
         log = self.root / f"{name}-{len(self.nodes)}.log"
         env = {
             **os.environ,
             **self.env,
-            "PYTHONPATH": str(pythonpath),  # the actors import this checkout's stylefold
+            "PYTHONPATH": pythonpath,  # the actors import this checkout's stylefold
             "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "5",  # a cut client's actors go sooner
         }
         with log.open("wb") as out:
@@ -126,7 +129,7 @@ class RayCluster:
                     "--node-ip-address=127.0.0.1",
                     f"--node-name={name}",
                     f"--num-cpus={cpus}",
-                    "--num-gpus=0",
+                    f"--num-gpus={gpus}",  # a pretend GPU: resources are what Ray is told
                     "--object-store-memory=100000000",
                     "--min-worker-port=0",
                     "--max-worker-port=0",
@@ -140,9 +143,24 @@ class RayCluster:
                 cwd=self.root,
                 start_new_session=True,
             )
-        node = RayNode(name, process, log)
+        node = RayNode(name, process, log, lambda: self._start(name, args, cpus, gpus, pythonpath))
+        self.nodes = [old for old in self.nodes if old.name != name or old.process.poll() is None]
         self.nodes.append(node)
         return node
+
+    def up(self, node: RayNode) -> RayNode:
+        """`node`, once it runs. Ray gives a node 30 s to register with the head, which a loaded
+        machine can miss: then it is started once more."""
+        try:
+            node.wait_started()
+        except AssertionError:
+            node.kill()
+            node = node.again()
+            node.wait_started()
+        return node
+
+    def node(self, name: str) -> RayNode:
+        return next(node for node in reversed(self.nodes) if node.name == name)
 
     def start_head(self, cpus: int = 2) -> RayNode:
         args = [
@@ -153,10 +171,12 @@ class RayCluster:
             "--include-dashboard=false",
             f"--temp-dir={self.root / 'ray'}",
         ]
-        return self._start("head", args, cpus, REPO)
+        return self._start("head", args, cpus)
 
-    def add_node(self, name: str, cpus: int = 2, pythonpath: Path = REPO) -> RayNode:
-        return self._start(name, [f"--address={self.address}"], cpus, pythonpath)
+    def add_node(
+        self, name: str, cpus: int = 2, gpus: int = 0, pythonpath: str = str(REPO)
+    ) -> RayNode:
+        return self._start(name, [f"--address={self.address}"], cpus, gpus, pythonpath)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -205,24 +225,18 @@ class TcpProxy:
         except OSError:
             pass
         for sock in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> None:
         if self._listener is not None:  # shut down first: that wakes its accept()
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()

@@ -54,6 +54,46 @@ def actor_name(daemon_pid: int, worker_id: int) -> str:
     return f"stylefold-{daemon_pid}-{worker_id}"
 
 
+def misfit(connected: Connected, cpu_actors: int, actor_cpus: int) -> str | None:
+    """Why the cluster cannot hold the actors the settings ask for, with the fix; else None."""
+    if connected.gpus + cpu_actors == 0:
+        return (
+            "the Ray cluster has no GPU and ray_cpu_actors is 0; "
+            "add a GPU worker or set ray_cpu_actors"
+        )
+    largest = max((node.cpus for node in connected.nodes), default=0.0)
+    if cpu_actors * actor_cpus > connected.cpus or (cpu_actors and actor_cpus > largest):
+        return (
+            f"ray_cpu_actors ({cpu_actors}) x ray_actor_cpus ({actor_cpus}) do not fit the Ray "
+            f"cluster: {connected.cpus:g} CPUs, at most {largest:g} on one node; lower them or "
+            "add nodes"
+        )
+    return None
+
+
+def probe_cluster(address: str, timeout: float) -> Connected:
+    """The cluster's nodes, resources and stylefold versions (for `stylefold doctor`), asked
+    of a short-lived driver; ClusterUnavailable when it cannot be reached within `timeout`."""
+    opening = Open(address, NAMESPACE, time.monotonic() + timeout, local_cpus=1, probe=True)
+    driver = DriverProcess(opening, timeout)
+    try:
+        while driver.connected is None:
+            driver.replies(0.2)
+            problem = driver.problem()
+            if driver.connected is None and problem is not None:
+                raise ClusterUnavailable(_unreachable(address, timeout, problem))
+        return driver.connected
+    finally:
+        driver.end(5.0)
+
+
+def _unreachable(address: str, timeout: float, problem: str) -> str:
+    return (
+        f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
+        f"(ray_connect_timeout): {problem}"
+    )
+
+
 class RayActors:
     """`Members` (daemon.pool.core) as Ray actors; `devices` has one entry per actor, "cuda"
     for each of the cluster's GPUs and "cpu" for each of `cpu_actors`, which reserve
@@ -96,35 +136,21 @@ class RayActors:
             problem = driver.problem()
             if problem is not None:
                 self._end()
-                raise ClusterUnavailable(
-                    f"cannot reach the Ray cluster at {self.address!r} within "
-                    f"{self.connect_timeout:g} s (ray_connect_timeout): {problem}"
-                )
-        self._check(driver.connected)
+                raise ClusterUnavailable(_unreachable(self.address, self.connect_timeout, problem))
+        problem = misfit(driver.connected, self.cpu_actors, self.actor_cpus)
+        if problem is not None:
+            self._end()
+            raise ClusterUnavailable(problem)
         self.devices = ["cuda"] * driver.connected.gpus + ["cpu"] * self.cpu_actors
         return list(self.devices)
 
     def _start(self) -> DriverProcess:
         log.info("pool.ray_connecting", address=self.address, timeout=self.connect_timeout)
         local_cpus = max(os.cpu_count() or 1, self.cpu_actors * self.actor_cpus)
-        opening = Open(self.address, NAMESPACE, self.connect_timeout, local_cpus)
-        self._driver = DriverProcess(opening)
+        deadline = time.monotonic() + self.connect_timeout
+        opening = Open(self.address, NAMESPACE, deadline, local_cpus)
+        self._driver = DriverProcess(opening, self.connect_timeout)
         return self._driver
-
-    def _check(self, connected: Connected) -> None:
-        if connected.gpus + self.cpu_actors == 0:
-            raise ClusterUnavailable(
-                "the Ray cluster has no GPU and ray_cpu_actors is 0; "
-                "add a GPU worker or set ray_cpu_actors"
-            )
-        needed = self.cpu_actors * self.actor_cpus
-        largest = max((node.cpus for node in connected.nodes), default=0.0)
-        if needed > connected.cpus or (self.cpu_actors and self.actor_cpus > largest):
-            raise ClusterUnavailable(
-                f"ray_cpu_actors ({self.cpu_actors}) x ray_actor_cpus ({self.actor_cpus}) do "
-                f"not fit the Ray cluster: {connected.cpus:g} CPUs, at most {largest:g} on one "
-                "node; lower them or add nodes"
-            )
 
     def spawn(self, worker_id: int, device: str) -> int | None:
         if device not in self.devices:
@@ -191,10 +217,12 @@ class RayActors:
                 log.error(
                     "pool.ray_node_refused",
                     node=node.name,
-                    version=node.version or "unknown (no answer)",
+                    version=node.version,
                     daemon_version=reply.version,
                     fix="install the daemon's stylefold version on that node",
                 )
+            for node in reply.silent():
+                log.warning("pool.ray_node_silent", node=node.name, version="unknown")
             return []
         if isinstance(reply, ConnectFailed | Lost):
             return []  # the driver's problem(), acted on in receive

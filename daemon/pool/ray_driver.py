@@ -114,11 +114,11 @@ def ignore_signals() -> None:
 
 def connect(opening: Open, deadline: float) -> tuple[Any, tuple[str, int]]:
     """Join the cluster; Ray, and the address to watch for its health."""
+    target = endpoint(opening.address)
+    if target is not None:  # first: importing ray takes seconds
+        wait_listening(target, deadline)
     import ray
 
-    target = endpoint(opening.address)
-    if target is not None:
-        wait_listening(target, deadline)
     options: dict[str, Any] = {"namespace": opening.namespace}
     if not opening.address.startswith("ray://"):  # Ray Client takes no log_to_driver
         options["log_to_driver"] = False  # the actors' output stays in the nodes' log files
@@ -147,7 +147,7 @@ def describe(ray: Any, version: str, deadline: float) -> Connected:
         ).remote()
         for node in nodes
     ]
-    ray.wait(refs, num_returns=len(refs), timeout=max(1.0, deadline - time.monotonic()))
+    ray.wait(refs, num_returns=len(refs), timeout=max(0.1, deadline - time.monotonic()))
     infos = []
     for node, ref in zip(nodes, refs, strict=True):
         answer: str | None = None
@@ -372,10 +372,10 @@ def main(conn: Connection, output: Connection) -> None:
     opening = link.commands.get()
     if not isinstance(opening, Open):
         return
-    deadline = time.monotonic() + opening.timeout
+    deadline = opening.deadline - 0.5  # so the daemon hears why before it gives up
     try:
         ray, target = connect(opening, deadline)
-        connected = describe(ray, stylefold_version(), deadline - 0.5)
+        connected = describe(ray, stylefold_version(), deadline)
     except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
         link.send(ConnectFailed(str(exc) or type(exc).__name__))
         return

@@ -4,6 +4,7 @@ the daemon's log lines (`ray.output`), so Ray never breaks the JSON log."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -50,7 +51,7 @@ def _relay(output: Connection) -> None:
 class DriverProcess:
     """One driver: connecting until `connected` (or a `problem()`), then running actors."""
 
-    def __init__(self, opening: Open) -> None:
+    def __init__(self, opening: Open, timeout: float) -> None:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe(duplex=True)
         output, output_end = context.Pipe(duplex=False)
@@ -62,12 +63,15 @@ class DriverProcess:
         theirs.close()
         output_end.close()
         self.conn = ours
-        self.timeout = opening.timeout
-        self.deadline = time.monotonic() + opening.timeout
+        self.timeout = timeout
+        self.deadline = opening.deadline
         self.connected: Connected | None = None
         self._failure: str | None = None
         self._relay = threading.Thread(target=_relay, args=(output,), daemon=True)
         self._relay.start()
+        # The driver ignores SIGTERM, and multiprocessing joins its children at exit: an exit
+        # without pool.stop() (a crash) must not wait for it forever.
+        atexit.register(self.end)
         self.send(opening)
 
     def send(self, command: Command) -> bool:
@@ -116,6 +120,7 @@ class DriverProcess:
     def end(self, timeout: float = 0.0) -> None:
         """Wait up to `timeout` for the driver to leave, then kill it and whatever it started
         (its own session: a private "local" cluster too)."""
+        atexit.unregister(self.end)
         self.process.join(timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if self.process.pid:

@@ -22,7 +22,7 @@ class Open:
 
     address: str
     namespace: str
-    timeout: float  # seconds; the daemon kills a driver that has not answered by then
+    deadline: float  # time.monotonic() (one clock for every process) when the daemon gives up
     local_cpus: int  # CPUs of the private cluster that address "local" starts
     probe: bool = False  # `stylefold doctor`: describe the cluster, then leave
 
@@ -87,7 +87,11 @@ class Connected:
 
     def strangers(self) -> list[NodeInfo]:
         """Nodes that run another stylefold version (their actors are refused)."""
-        return [node for node in self.nodes if node.version != self.version]
+        return [node for node in self.nodes if node.version not in (None, self.version)]
+
+    def silent(self) -> list[NodeInfo]:
+        """Nodes whose version is unknown: no answer in time, or no stylefold to answer."""
+        return [node for node in self.nodes if node.version is None]
 
 
 @dataclass(frozen=True)
