@@ -154,7 +154,8 @@ def describe(ray: Any, version: str, deadline: float) -> Connected:
         try:
             answer = str(ray.get(ref, timeout=0)[0])
         except Exception:  # no answer yet, or no stylefold there: unknown
-            ray.cancel(ref, force=True)
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
         resources = node.get("Resources", {})
         infos.append(
             NodeInfo(
