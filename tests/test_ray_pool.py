@@ -251,8 +251,6 @@ def daemon(nodes: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 class TestDaemonThroughFaults:
     def test_refuses_the_actor_of_another_version(self, nodes: RayCluster, daemon: Daemon) -> None:
-        (refused,) = events(daemon, "pool.ray_node_refused")
-        assert refused["node"] == "stranger" and refused["version"] == "9.9.9"
         failed = wait_for(lambda: events(daemon, "pool.worker_load_failed"), 60, "the refusal")
         assert "the Ray node stranger runs stylefold 9.9.9" in failed[0]["error"]
         nodes.node("stranger").kill()  # no more refusals to wait through

@@ -9,10 +9,10 @@ the daemon cannot tell the backends apart.
 Ray itself runs in a child process, the driver (daemon.pool.ray_driver, handled through
 daemon.pool.ray_process), never in the daemon. An actor that dies (its process, or its node)
 is reported lost, as a local worker process would be, and its job is retried by the usual
-rules. When the driver loses the cluster (the head, or
-the connection to it) every actor is reported lost *with the cluster*: their jobs go back to the
-queue without counting as an attempt, and the pool's replacements start a new driver, which
-connects again (with the pool's growing back-off while it cannot).
+rules. When the driver loses the cluster (the head, or the connection to it) every actor is
+reported lost *with the cluster*: their jobs go back to the queue without counting as an
+attempt, and the pool's replacements start a new driver, which connects again (with the pool's
+growing back-off while it cannot).
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ from daemon.pool.task import Task
 log = structlog.get_logger(__name__)
 
 NAMESPACE = "stylefold"
+VERSIONS_WAIT = 10.0  # doctor: seconds, after connecting, for every node to say its version
 MISSING_EXTRA = "backend 'ray' needs the ray extra: pip install 'stylefold[ray]'"
 
 
 def actor_name(daemon_pid: int, worker_id: int) -> str:
-    """Named, so an operator (or a test) can find the actor that runs a job in the log."""
+    """Named, so an operator can find the actor that runs a job (`ray list actors`)."""
     return f"stylefold-{daemon_pid}-{worker_id}"
 
 
@@ -74,7 +75,9 @@ def misfit(connected: Connected, cpu_actors: int, actor_cpus: int) -> str | None
 def probe_cluster(address: str, timeout: float) -> Connected:
     """The cluster's nodes, resources and stylefold versions (for `stylefold doctor`), asked
     of a short-lived driver; ClusterUnavailable when it cannot be reached within `timeout`."""
-    opening = Open(address, NAMESPACE, time.monotonic() + timeout, local_cpus=1, probe=True)
+    _require_ray()
+    deadline = time.monotonic() + timeout
+    opening = Open(address, NAMESPACE, deadline, local_cpus=1, probe_until=deadline + VERSIONS_WAIT)
     driver = DriverProcess(opening, timeout)
     try:
         while driver.connected is None:
@@ -85,6 +88,12 @@ def probe_cluster(address: str, timeout: float) -> Connected:
         return driver.connected
     finally:
         driver.end(5.0)
+
+
+def _require_ray() -> None:
+    """The daemon itself never imports ray; its driver process would fail to."""
+    if importlib.util.find_spec("ray") is None:
+        raise PoolError(MISSING_EXTRA)
 
 
 def _unreachable(address: str, timeout: float, problem: str) -> str:
@@ -124,8 +133,7 @@ class RayActors:
     def open(self, tick: Callable[[], bool] = lambda: False) -> list[str]:
         """Connect within `connect_timeout` (ClusterUnavailable otherwise); no devices when
         `tick` says the daemon is stopping meanwhile."""
-        if importlib.util.find_spec("ray") is None:
-            raise PoolError(MISSING_EXTRA)
+        _require_ray()
         driver = self._start()
         while driver.connected is None:
             if tick():
@@ -213,16 +221,6 @@ class RayActors:
                 cpus=reply.cpus,
                 gpus=reply.gpus,
             )
-            for node in reply.strangers():
-                log.error(
-                    "pool.ray_node_refused",
-                    node=node.name,
-                    version=node.version,
-                    daemon_version=reply.version,
-                    fix="install the daemon's stylefold version on that node",
-                )
-            for node in reply.silent():
-                log.warning("pool.ray_node_silent", node=node.name, version="unknown")
             return []
         if isinstance(reply, ConnectFailed | Lost):
             return []  # the driver's problem(), acted on in receive

@@ -134,12 +134,11 @@ def connect(opening: Open, deadline: float) -> tuple[Any, tuple[str, int]]:
     return ray, target
 
 
-def describe(ray: Any, version: str, deadline: float) -> Connected:
-    """The alive nodes with their resources and stylefold versions: one tiny task per node,
-    waited for until `deadline` at most."""
+def versions(ray: Any, nodes: list[dict[str, Any]], until: float) -> list[str | None]:
+    """Each node's stylefold version, from one tiny task per node; None where none came back
+    by `until` (time.monotonic()), or where no stylefold could answer."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
     probe_task = ray.remote(num_cpus=0, max_retries=0)(identify)
     refs = [
         probe_task.options(
@@ -147,15 +146,24 @@ def describe(ray: Any, version: str, deadline: float) -> Connected:
         ).remote()
         for node in nodes
     ]
-    ray.wait(refs, num_returns=len(refs), timeout=max(0.1, deadline - time.monotonic()))
-    infos = []
-    for node, ref in zip(nodes, refs, strict=True):
-        answer: str | None = None
+    ray.wait(refs, num_returns=len(refs), timeout=max(0.1, until - time.monotonic()))
+    answers: list[str | None] = []
+    for ref in refs:
         try:
-            answer = str(ray.get(ref, timeout=0)[0])
-        except Exception:  # no answer yet, or no stylefold there: unknown
+            answers.append(str(ray.get(ref, timeout=0)[0]))
+        except Exception:  # no answer yet, or no stylefold there
+            answers.append(None)
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
+    return answers
+
+
+def describe(ray: Any, version: str, probe_until: float | None) -> Connected:
+    """The alive nodes with their resources, and their stylefold versions when asked to."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    found = [None] * len(nodes) if probe_until is None else versions(ray, nodes, probe_until)
+    infos = []
+    for node, answer in zip(nodes, found, strict=True):
         resources = node.get("Resources", {})
         infos.append(
             NodeInfo(
@@ -373,16 +381,17 @@ def main(conn: Connection, output: Connection) -> None:
     opening = link.commands.get()
     if not isinstance(opening, Open):
         return
-    deadline = opening.deadline - 0.5  # so the daemon hears why before it gives up
+    # 0.5 s early, so the daemon hears why before it gives up.
+    until = None if opening.probe_until is None else opening.probe_until - 0.5
     try:
-        ray, target = connect(opening, deadline)
-        connected = describe(ray, stylefold_version(), deadline)
+        ray, target = connect(opening, opening.deadline - 0.5)
+        connected = describe(ray, stylefold_version(), until)
     except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
         link.send(ConnectFailed(str(exc) or type(exc).__name__))
         return
     link.send(connected)
     driver = Driver(ray, link, target, opening.address)
-    if opening.probe:
+    if opening.probe_until is not None:
         driver.leave()
         return
     driver.run()

@@ -64,7 +64,7 @@ class DriverProcess:
         output_end.close()
         self.conn = ours
         self.timeout = timeout
-        self.deadline = opening.deadline
+        self.deadline = max(opening.deadline, opening.probe_until or 0.0)
         self.connected: Connected | None = None
         self._failure: str | None = None
         self._relay = threading.Thread(target=_relay, args=(output,), daemon=True)
@@ -102,12 +102,19 @@ class DriverProcess:
         return replies
 
     def problem(self) -> str | None:
-        """Why this driver is of no more use, or None while it connects or runs."""
-        if self._failure is None and not self.process.is_alive():
+        """Why this driver is of no more use, or None while it connects or runs (or has words
+        left to read: a result it sent before it went is not lost)."""
+        if self._failure is None and not self.process.is_alive() and not self._unread():
             self._failure = self._exit_reason()
         if self._failure is None and self.connected is None and time.monotonic() > self.deadline:
             self._failure = f"no answer within {self.timeout:g} s"
         return self._failure
+
+    def _unread(self) -> bool:
+        try:
+            return self.conn.poll()  # True at the end of the pipe too: `replies` reads that
+        except (OSError, ValueError):
+            return False
 
     def _exit_reason(self) -> str:
         self.process.join(1)

@@ -24,7 +24,9 @@ class Open:
     namespace: str
     deadline: float  # time.monotonic() (one clock for every process) when the daemon gives up
     local_cpus: int  # CPUs of the private cluster that address "local" starts
-    probe: bool = False  # `stylefold doctor`: describe the cluster, then leave
+    # `stylefold doctor`: each node's stylefold version by then (time.monotonic()), then leave.
+    # The daemon does not ask: each actor says its node's version before it loads.
+    probe_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class NodeInfo:
     name: str  # the Ray node name (`ray start --node-name`; by default its IP address)
     cpus: float
     gpus: float
-    version: str | None  # stylefold installed there; None when the node did not answer
+    version: str | None  # stylefold installed there; None: not asked, or no answer
 
 
 @dataclass(frozen=True)
