@@ -120,7 +120,7 @@ class Daemon:
             if self._probe_devices():
                 return ExitCode.GPU_UNUSABLE
             if not self._signals:
-                self.pool.start()
+                self.pool.start(tick=self._starting_tick)
                 self.pool.wait_ready(READY_TIMEOUT, tick=self._starting_tick)
             if not self._signals:
                 self.watcher.start()

@@ -387,6 +387,22 @@ class Settings(BaseSettings):
         "found by later scans, which is logged and shown by `status`.",
         json_schema_extra=_NEEDS_RESTART,
     )
+    ray_connect_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds to reach the Ray cluster (at start, and each time it reconnects "
+        "after losing it). At start the daemon then exits with code 75 (EX_TEMPFAIL, worth a "
+        "restart); later it keeps trying, waiting longer each time.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
+    ray_actor_cpus: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="CPUs each Ray CPU actor reserves; it runs torch on as many threads.",
+        json_schema_extra=_NEEDS_RESTART,
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -264,6 +264,8 @@ RESTART_VALUES: dict[str, Any] = {
     "gpu_required": True,
     "max_depth": 8,
     "max_tracked": 500,
+    "ray_connect_timeout": 5.0,
+    "ray_actor_cpus": 4,
 }
 LIVE_VALUES: dict[str, Any] = {
     "retries": 3,

@@ -1,107 +1,362 @@
-"""The daemon on a real local Ray cluster: two CPU actors, jobs end to end, and an actor killed
-mid-job whose job is retried on another actor and published exactly once.
+"""The daemon on a real Ray cluster, through the faults a cluster has.
 
-One cluster (started here, in the test process) and one daemon (a `stylefold run` subprocess that
-joins the cluster as a second driver) serve the module; the test process finds the daemon's
-actors by name, as an operator would.
+The cluster is separate `ray start` processes on 127.0.0.1 (tests/ray_cluster.py): a head,
+`second`, and `stranger`, a node whose stylefold is another version (and which pretends to have
+a GPU, so the daemon places an actor there to refuse). Daemons are real `stylefold run`
+processes; nodes, actors and connections are really killed or cut. One cluster serves the
+module, in order: a start without a cluster (while the cluster boots), `doctor`, then one
+daemon through a refused node, jobs on both nodes, a killed actor, a lost node and a lost head
+(restarted on the same port), and last a Ray Client daemon whose connection is cut.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, image_bytes, make_folders, start_daemon, wait_for, write_json
-
-ray = pytest.importorskip(
-    "ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'"
+from conftest import (
+    CLI,
+    REPO,
+    Daemon,
+    Folders,
+    image_bytes,
+    make_folders,
+    start_daemon,
+    wait_for,
+    write_json,
 )
 
-from daemon.pool.ray_backend import NAMESPACE, actor_name  # noqa: E402
+pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
-pytestmark = pytest.mark.ray
+from ray_cluster import RayCluster, TcpProxy, free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.heavy]
+
+LONG_SECONDS = 5.0  # a job that a fault must reach mid-job runs about this long ...
+PACE = {"iterations": 60}  # ... with this many iterations; measured on the first jobs
+
+
+def long_job() -> dict[str, Any]:
+    return {"params": {"iterations": PACE["iterations"]}}
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+def cluster() -> Iterator[RayCluster]:
+    """The head starts booting here; `nodes` waits for it and adds the others."""
+    cluster = RayCluster.create()
+    cluster.start_head(cpus=2)
     try:
-        yield str(ray.get_runtime_context().gcs_address)
+        yield cluster
     finally:
-        ray.shutdown()
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
-def daemon(cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    folders = make_folders(tmp_path_factory.mktemp("ray"))
-    config = folders.config(backend="ray", ray_address=cluster, ray_cpu_actors=2, retries=1)
-    started = start_daemon(folders, config=config)
-    yield started
-    assert started.stop() == 0
+def nodes(cluster: RayCluster) -> RayCluster:
+    cluster.up(cluster.node("head"))
+    site = cluster.root / "stranger-site"  # first on its path: stylefold 9.9.9 "installed"
+    info = site / "stylefold-9.9.9.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stylefold\nVersion: 9.9.9\n")
+    cluster.up(cluster.add_node("second", cpus=2))  # one at a time: each must register in 30 s
+    cluster.up(cluster.add_node("stranger", cpus=1, gpus=1, pythonpath=f"{site}:{REPO}"))
+    return cluster
 
 
-def _stylised(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.stylised.jpg"))
+# -- helpers -----------------------------------------------------------------------------------
 
 
-def test_jobs_flow_end_to_end_on_two_actors(daemon: Daemon) -> None:
-    inbox = daemon.folders.inbox / "flow"
-    for index in range(4):
-        (inbox / f"p{index}.jpg").parent.mkdir(parents=True, exist_ok=True)
-        (inbox / f"p{index}.jpg").write_bytes(image_bytes(seed=index))
-        write_json(inbox / f"p{index}.json", {"style": "mosaic"})
-    outbox = daemon.folders.outbox / "flow"
-    wait_for(lambda: len(list(outbox.glob("*.manifest.json"))) == 4, 90, "four manifests")
-    assert _stylised(outbox) == [f"p{index}.stylised.jpg" for index in range(4)]
-    manifest = json.loads((outbox / "p0.manifest.json").read_text())
-    assert manifest["device"] == "cpu" or "cpu" in json.dumps(manifest)
-    workers = {
-        line.get("worker") for line in daemon.log_lines() if line.get("event") == "job.started"
+def assert_json_log(daemon: Daemon) -> None:
+    """Every line the daemon wrote (stdout and stderr) is one JSON object: Ray's output too."""
+    for raw in daemon.log_path.read_text(errors="replace").splitlines():
+        try:
+            assert isinstance(json.loads(raw), dict), raw
+        except ValueError:
+            pytest.fail(f"a line of the daemon's output is not JSON: {raw!r}")
+
+
+def events(daemon: Daemon, name: str) -> list[dict[str, Any]]:
+    return [line for line in daemon.log_lines() if line.get("event") == name]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command name of every process below `pid`."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_no_cluster_started_by(daemon: Daemon) -> None:
+    """Ray did not start a cluster of its own under the daemon (its GCS or raylet)."""
+    names = set(descendants(daemon.process.pid).values())
+    assert not names & {"gcs_server", "raylet"}, names
+
+
+def drop(folders: Folders, name: str, sidecar: dict[str, Any], seed: int = 0) -> None:
+    (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=seed))
+    write_json(folders.inbox / f"{name}.json", {"style": "mosaic", **sidecar})
+
+
+def started(daemon: Daemon, name: str, count: int = 1) -> dict[str, Any]:
+    def found() -> list[dict[str, Any]]:
+        lines = [line for line in events(daemon, "job.started") if line["input"] == f"{name}.jpg"]
+        return lines if len(lines) >= count else []
+
+    lines: list[dict[str, Any]] = wait_for(found, 90, f"{name} started")
+    return lines[count - 1]
+
+
+def answered_once(folders: Folders, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each job has exactly one answer, a result (a second would be `NAME.stylised-2.jpg`);
+    its manifest by name."""
+    for name in names:
+        found = sorted(p.name for p in folders.outbox.glob(f"{name}.*"))
+        assert found == [f"{name}.log", f"{name}.manifest.json", f"{name}.stylised.jpg"], found
+    return {
+        name: json.loads((folders.outbox / f"{name}.manifest.json").read_text()) for name in names
     }
-    assert len(workers) == 2, "both actors took jobs"
-    log_text = (outbox / "p0.log").read_text()
-    assert "iteration" in log_text  # progress came back from the actor
 
 
-def _started(daemon: Daemon, source: str) -> dict[str, Any]:
-    def found() -> bool:
-        return any(
-            line.get("event") == "job.started" and source in str(line.get("input"))
-            for line in daemon.log_lines()
-        )
+def wait_answered(folders: Folders, names: list[str], timeout: float = 120) -> None:
+    manifests = [folders.outbox / f"{name}.manifest.json" for name in names]
+    wait_for(lambda: all(path.exists() for path in manifests), timeout, f"answers to {names}")
 
-    wait_for(found, 60, f"{source} started")
-    return next(
-        line
-        for line in daemon.log_lines()
-        if line.get("event") == "job.started" and source in str(line.get("input"))
+
+def doctor(config: Path, env: dict[str, str]) -> tuple[int, str, float]:
+    begun = time.monotonic()
+    done = subprocess.run(
+        [*CLI, "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **env},
+        timeout=180,
     )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - begun
 
 
-def test_killed_actor_mid_job_yields_exactly_one_output(daemon: Daemon) -> None:
-    inbox = daemon.folders.inbox / "kill"
-    inbox.mkdir(parents=True)
-    (inbox / "photo.jpg").write_bytes(image_bytes(seed=7))
-    write_json(inbox / "photo.json", {"style": "waves", "params": {"iterations": 400}})
-    started = _started(daemon, "kill/photo.jpg")
-    victim = ray.get_actor(actor_name(daemon.process.pid, int(started["worker"])))
-    ray.kill(victim, no_restart=True)
-    outbox = daemon.folders.outbox / "kill"
-    wait_for((outbox / "photo.manifest.json").exists, 90, "the retried job's manifest")
-    assert _stylised(outbox) == ["photo.stylised.jpg"]
-    assert not list(outbox.glob("*.error.json"))
-    manifest = json.loads((outbox / "photo.manifest.json").read_text())
-    assert "attempt" in json.dumps(manifest)
-    retries = [line for line in daemon.log_lines() if line.get("event") == "job.retry"]
-    assert retries and "Ray actor died" in str(retries[-1].get("error"))
-    lost = [line for line in daemon.log_lines() if line.get("event") == "pool.worker_lost"]
-    assert lost, "the pool noticed the dead actor"
-    # A fresh actor replaced the dead one: the pool is back to two.
-    wait_for(
-        lambda: sum(line.get("event") == "pool.worker_ready" for line in daemon.log_lines()) >= 3,
-        60,
-        "a replacement actor",
+# -- no cluster --------------------------------------------------------------------------------
+
+
+def test_start_without_a_cluster_fails_in_bounded_time(
+    cluster: RayCluster, folders: Folders
+) -> None:
+    """Exit 75 (EX_TEMPFAIL: systemd restarts it) after ray_connect_timeout, with one line that
+    says why; doctor fails as quickly."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    config = folders.config(
+        backend="ray", ray_address=nowhere, ray_cpu_actors=1, ray_connect_timeout=5.0
     )
+    begun = time.monotonic()
+    daemon = start_daemon(folders, config=config, env=cluster.env, ready=False)
+    assert daemon.process.wait(60) == 75
+    assert time.monotonic() - begun < 30
+    (failed,) = events(daemon, "daemon.start_failed")
+    assert f"cannot reach the Ray cluster at '{nowhere}' within 5 s" in failed["error"]
+    assert "nothing answers" in failed["error"]
+    assert_json_log(daemon)
+
+    code, out, seconds = doctor(config, cluster.env)
+    assert code == 1
+    assert f"FAIL ray: cannot reach the Ray cluster at '{nowhere}' within 5 s" in out
+    assert seconds < 60
+
+
+def test_sigterm_while_waiting_for_the_cluster_stops_cleanly(
+    cluster: RayCluster, folders: Folders
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    config = folders.config(
+        backend="ray", ray_address=nowhere, ray_cpu_actors=1, ray_connect_timeout=120.0
+    )
+    daemon = start_daemon(folders, config=config, env=cluster.env, ready=False)
+    daemon.wait_for_log("pool.ray_connecting", timeout=30)
+    children = wait_for(lambda: descendants(daemon.process.pid), 30, "the driver process")
+    assert daemon.stop(signal.SIGTERM, timeout=20) == 0
+    assert not events(daemon, "daemon.start_failed")
+    wait_for(lambda: not any(map(alive, children)), 10, "the driver to end with the daemon")
+    assert_json_log(daemon)
+
+
+# -- doctor ------------------------------------------------------------------------------------
+
+
+def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
+    config = folders.config(
+        backend="ray",
+        ray_address=nodes.address,
+        ray_cpu_actors=2,
+        ray_actor_cpus=2,
+        ray_connect_timeout=30.0,
+    )
+    code, out, _ = doctor(config, nodes.env)
+    assert code == 1, out  # the stranger
+    assert f"ok   ray: {nodes.address} answers" in out
+    assert "3 node(s)" in out
+    assert "ok   ray resources: 5 CPUs, 1 GPUs" in out
+    assert "FAIL ray versions: stranger runs 9.9.9" in out
+    assert "install the same version on every node" in out
+
+
+# -- one daemon through the faults -------------------------------------------------------------
+
+
+@pytest.fixture(scope="class")
+def daemon(nodes: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """Through TestDaemonThroughFaults, in order."""
+    folders = make_folders(tmp_path_factory.mktemp("ray"))
+    config = folders.config(
+        backend="ray",
+        ray_address=nodes.address,
+        ray_cpu_actors=2,
+        ray_actor_cpus=2,
+        retries=1,
+        ray_connect_timeout=10.0,
+    )
+    running = start_daemon(folders, config=config, env=nodes.env)
+    yield running
+    assert running.stop() == 0
+    assert_json_log(running)
+
+
+class TestDaemonThroughFaults:
+    def test_refuses_the_actor_of_another_version(self, nodes: RayCluster, daemon: Daemon) -> None:
+        failed = wait_for(lambda: events(daemon, "pool.worker_load_failed"), 60, "the refusal")
+        assert "the Ray node stranger runs stylefold 9.9.9" in failed[0]["error"]
+        nodes.node("stranger").kill()  # no more refusals to wait through
+
+    def test_jobs_run_on_both_nodes_and_name_them(self, daemon: Daemon) -> None:
+        ready = events(daemon, "pool.worker_ready")
+        assert {line["node"] for line in ready} == {"head", "second"}
+        assert {line["threads"] for line in ready} == {2}  # ray_actor_cpus
+        folders = daemon.folders
+        names = [f"flow{index}" for index in range(4)]
+        for index, name in enumerate(names):
+            drop(folders, name, long_job() if name == "flow3" else {}, seed=index)
+        wait_answered(folders, names)
+        manifests = answered_once(folders, names)
+        per_iteration = manifests["flow3"]["timings"]["render_seconds"] / PACE["iterations"]
+        PACE["iterations"] = max(60, min(3000, round(LONG_SECONDS / per_iteration)))
+        assert {manifest["node"] for manifest in manifests.values()} == {"head", "second"}
+        assert "iteration" in (folders.outbox / "flow0.log").read_text()  # progress came back
+        status = subprocess.run(
+            [*CLI, "status", "--config", str(folders.root / "stylefold.toml")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        ).stdout
+        assert "cpu on head" in status and "cpu on second" in status, status
+
+    def test_killed_actor_mid_job_is_retried_once(self, daemon: Daemon) -> None:
+        folders = daemon.folders
+        drop(folders, "kill", long_job(), seed=7)
+        worker = started(daemon, "kill")["worker"]
+        ready = {line["worker"]: line["pid"] for line in events(daemon, "pool.worker_ready")}
+        os.kill(ready[worker], signal.SIGKILL)  # the actor's process
+        wait_answered(folders, ["kill"])
+        assert answered_once(folders, ["kill"])["kill"]["attempt"] == 2
+        (retry,) = events(daemon, "job.retry")
+        assert "Ray actor died" in retry["error"]
+        wait_for(lambda: len(events(daemon, "pool.worker_ready")) >= 3, 90, "a replacement actor")
+
+    def test_node_loss_mid_job_retries_on_the_head(self, nodes: RayCluster, daemon: Daemon) -> None:
+        folders = daemon.folders
+        drop(folders, "node0", long_job(), seed=10)
+        drop(folders, "node1", long_job(), seed=11)
+        on = {name: started(daemon, name)["node"] for name in ("node0", "node1")}
+        (victim,) = [name for name, node in on.items() if node == "second"]
+        status = json.loads((folders.state / "status.json").read_text())
+        running = {job["node"] for job in status["jobs"] if job["state"] == "running"}
+        assert running == {"head", "second"}  # status names each job's node
+        nodes.node("second").kill()
+        wait_answered(folders, ["node0", "node1"])
+        manifest = answered_once(folders, ["node0", "node1"])[victim]
+        assert manifest["node"] == "head" and manifest["attempt"] == 2
+        assert daemon.process.poll() is None
+
+    def test_head_loss_mid_job_reconnects_and_answers_once(
+        self, nodes: RayCluster, daemon: Daemon
+    ) -> None:
+        folders = daemon.folders
+        drop(folders, "head0", long_job(), seed=20)
+        drop(folders, "head1", {}, seed=21)
+        started(daemon, "head0")
+        nodes.node("head").kill()
+        lost = daemon.wait_for_log("pool.ray_lost", timeout=30)
+        assert "stopped answering" in lost["error"] or "Ray driver" in lost["error"]
+        daemon.wait_for_log("job.requeued", timeout=10)
+        daemon.wait_for_log("pool.ray_unreachable", timeout=60)  # it keeps trying, and lives
+        assert daemon.process.poll() is None
+        assert_no_cluster_started_by(daemon)
+        nodes.up(nodes.start_head(cpus=2))
+        daemon.wait_for_log("pool.ray_connected", timeout=120, count=2)
+        wait_answered(folders, ["head0", "head1"])
+        manifests = answered_once(folders, ["head0", "head1"])
+        assert manifests["head0"]["attempt"] == 1  # the lost run did not count
+
+
+# -- Ray Client --------------------------------------------------------------------------------
+
+
+def test_cut_client_connection_requeues_and_reconnects(nodes: RayCluster, folders: Folders) -> None:
+    """ray://, through a proxy that is cut mid-job: the job goes back to the queue, nothing
+    starts a local cluster, and once the proxy is back the daemon reconnects and answers once."""
+    proxy = TcpProxy(nodes.client_port)
+    proxy.start()
+    config = folders.config(
+        backend="ray",
+        ray_address=f"ray://127.0.0.1:{proxy.port}",
+        ray_cpu_actors=1,
+        ray_actor_cpus=1,  # the cut session's actor may hold its CPU a while yet
+        ray_connect_timeout=20.0,
+    )
+    daemon = start_daemon(folders, config=config, env=nodes.env)
+    try:
+        drop(folders, "cut", long_job(), seed=30)
+        started(daemon, "cut")
+        proxy.cut()
+        daemon.wait_for_log("pool.ray_lost", timeout=30)
+        daemon.wait_for_log("job.requeued", timeout=10)
+        time.sleep(2)
+        assert daemon.process.poll() is None
+        assert_no_cluster_started_by(daemon)
+        proxy.restore()
+        daemon.wait_for_log("pool.ray_connected", timeout=120, count=2)
+        wait_answered(folders, ["cut"])
+        assert answered_once(folders, ["cut"])["cut"]["attempt"] == 1
+    finally:
+        proxy.cut()
+        code = daemon.stop()
+    assert code == 0
+    assert_json_log(daemon)

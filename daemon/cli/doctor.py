@@ -16,7 +16,8 @@ from daemon.config import ConfigError, Settings
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "doctor", help="check config, devices, weights, folders and inotify limits"
+        "doctor",
+        help="check config, devices, weights, folders, inotify limits and the Ray cluster",
     )
     folder_flags(parser)
     parser.set_defaults(func=command)
@@ -119,6 +120,10 @@ def command(args: argparse.Namespace) -> int:
         ("state space", lambda: _space_check("state", _existing(settings.state))),
         ("lock", lambda: _lock_check(settings.state)),
     ]
+    if settings.backend == "ray":
+        from daemon.cli.ray_doctor import ray_checks
+
+        checks += ray_checks(settings)
     failed = 0
     for name, check in checks:
         try:

@@ -47,6 +47,7 @@ from daemon.pool.events import (
     Failed,
     PoolEvent,
     Progress,
+    Requeued,
     Retrying,
     Started,
 )
@@ -311,7 +312,7 @@ class Lifecycle:
             self._stopped_running(job)
             self.store.move(job.id, State.QUEUED, reason=event.error, note=line)
             self.metrics.job_finished("retried", 0.0)
-        elif isinstance(event, Cancelled):
+        elif isinstance(event, Cancelled | Requeued):
             self.requeue(job, event.reason)
 
     def _started(self, job: Job, event: Started) -> None:
@@ -389,7 +390,8 @@ class Lifecycle:
                 self.store.move(job.id, State.QUEUED, reason=reason, note="held: state full")
 
     def requeue(self, job: Job, reason: str) -> None:
-        """Cancelled at shutdown: the job stays QUEUED and runs again at the next start."""
+        """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or
+        requeued by the pool after its Ray cluster went away (it runs when a worker is free)."""
         self._stopped_running(job)
         self.store.move(job.id, State.QUEUED, note=f"put back in the queue ({reason})")
         self.spool.append_log(job, f"put back in the queue ({reason})")

@@ -3,7 +3,7 @@
 The daemon needs only what is exported here; `make_pool(settings)` picks the backend.
 """
 
-from daemon.pool.api import PoolError, PoolPolicy, WorkerPool, WorkerState
+from daemon.pool.api import ClusterUnavailable, PoolError, PoolPolicy, WorkerPool, WorkerState
 from daemon.pool.events import (
     Cancelled,
     Done,
@@ -11,6 +11,7 @@ from daemon.pool.events import (
     FailureKind,
     PoolEvent,
     Progress,
+    Requeued,
     ResultInfo,
     Retrying,
     Started,
@@ -21,6 +22,7 @@ from daemon.pool.task import RESULT_INFO, StyleRef, Task
 __all__ = [
     "RESULT_INFO",
     "Cancelled",
+    "ClusterUnavailable",
     "Done",
     "Failed",
     "FailureKind",
@@ -28,6 +30,7 @@ __all__ = [
     "PoolEvent",
     "PoolPolicy",
     "Progress",
+    "Requeued",
     "ResultInfo",
     "Retrying",
     "Started",

@@ -22,6 +22,11 @@ class PoolError(Exception):
     """No worker could start (e.g. the weights are missing); the message says why."""
 
 
+class ClusterUnavailable(PoolError):
+    """The Ray cluster cannot be reached, or lacks what the settings ask for: worth a restart
+    later (the daemon exits with EX_TEMPFAIL), unlike a broken setup."""
+
+
 @dataclass(frozen=True)
 class PoolPolicy:
     """The settings a running pool follows and a reload (SIGHUP) may change."""
@@ -67,13 +72,15 @@ class WorkerPool(Protocol):
         """Job ids waiting for a member, oldest first."""
         ...
 
-    def start(self) -> None:
-        """Start the members (they load their networks in the background)."""
+    def start(self, tick: Callable[[], bool] = ...) -> None:
+        """Start the members (they load their networks in the background). `tick` runs while
+        it waits (for a cluster); True ends the wait, and no member starts."""
         ...
 
     def wait_ready(self, timeout: float, tick: Callable[[], bool] = ...) -> None:
-        """Until no member is still loading; PoolError when none could load. `tick` runs every
-        turn and ends the wait early by returning True."""
+        """Until no member is still loading; PoolError when none could load (ClusterUnavailable
+        when its cluster went away). `tick` runs every turn and ends the wait early by returning
+        True, without an error."""
         ...
 
     def ready_workers(self) -> int: ...

@@ -16,8 +16,17 @@ from typing import Protocol
 import structlog
 
 from daemon.pool import retry
-from daemon.pool.api import MemberState, PoolError, PoolPolicy, WorkerState
-from daemon.pool.events import Cancelled, Done, Failed, FailureKind, PoolEvent, Retrying, Started
+from daemon.pool.api import ClusterUnavailable, MemberState, PoolError, PoolPolicy, WorkerState
+from daemon.pool.events import (
+    Cancelled,
+    Done,
+    Failed,
+    FailureKind,
+    PoolEvent,
+    Requeued,
+    Retrying,
+    Started,
+)
 from daemon.pool.messages import (
     JobDone,
     JobFailed,
@@ -35,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 CANCEL_WAIT = 10.0  # seconds a member gets to stop after a cancel before it is killed
 RESPAWN_BACKOFF_MAX = 60.0
+LOAD_ERRORS_KEPT = 20  # the latest reasons members could not load, for wait_ready's error
 
 
 class Members(Protocol):
@@ -44,8 +54,9 @@ class Members(Protocol):
     batches: bool  # whether a member renders several jobs at once
     devices: list[str]  # what members run on; `spawn` adds a device it has not seen
 
-    def open(self) -> list[str]:
-        """Get ready (e.g. join the cluster); the device of each member to start."""
+    def open(self, tick: Callable[[], bool]) -> list[str]:
+        """Get ready (e.g. join the cluster); the device of each member to start. `tick` runs
+        while it waits; when it returns True, give up and start nothing."""
         ...
 
     def spawn(self, worker_id: int, device: str) -> int | None:
@@ -103,6 +114,7 @@ class Pool:
         self._load_errors: list[str] = []
         self._pending_respawn: list[tuple[float, str]] = []  # (when, device) of replacements
         self._respawn_failures: dict[str, int] = {}  # device -> consecutive failed starts
+        self._cluster_lost = False  # a member went with its whole cluster
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -111,8 +123,8 @@ class Pool:
     def devices(self) -> list[str]:
         return self.members.devices
 
-    def start(self) -> None:
-        for device in self.members.open():
+    def start(self, tick: Callable[[], bool] = lambda: False) -> None:
+        for device in self.members.open(tick):
             self._spawn(device)
 
     def _spawn(self, device: str) -> None:
@@ -127,11 +139,12 @@ class Pool:
             if time.monotonic() > deadline or tick():
                 break
             self.poll(0.2)
-        if not self.ready_workers():
+        if not self.ready_workers() and not tick():  # stopping is no error
             reasons = "; ".join(dict.fromkeys(self._load_errors)) or (
                 f"no {self.members.kind} loaded its network within {timeout:.0f} s"
             )
-            raise PoolError(f"no worker could start: {reasons}")
+            error = ClusterUnavailable if self._cluster_lost else PoolError
+            raise error(f"no worker could start: {reasons}")
 
     def ready_workers(self) -> int:
         return sum(1 for member in self._members.values() if member.loaded)
@@ -224,10 +237,12 @@ class Pool:
                 seconds=round(report.seconds, 3),
                 pid=report.pid,
                 node=report.node,
+                threads=report.threads,
             )
         elif isinstance(report, WorkerLoadFailed):
             member.load_failed = True
             self._load_errors.append(f"{member.device}: {report.error}")
+            del self._load_errors[:-LOAD_ERRORS_KEPT]
             log.error(
                 "pool.worker_load_failed",
                 worker=member.worker_id,
@@ -235,7 +250,8 @@ class Pool:
                 error=report.error,
             )
         elif isinstance(report, MemberLost):
-            self._lost(member, report.reason, "crash", events)
+            self._cluster_lost |= report.with_cluster
+            self._lost(member, report.reason, "crash", events, with_cluster=report.with_cluster)
         else:
             task = member.holding(report.job_id, report.attempt)
             if task is not None:  # else: about an attempt that has ended already
@@ -270,16 +286,24 @@ class Pool:
                 )
 
     def _lost(
-        self, member: _Member, reason: str, kind: FailureKind, events: list[PoolEvent]
+        self,
+        member: _Member,
+        reason: str,
+        kind: FailureKind,
+        events: list[PoolEvent],
+        *,
+        with_cluster: bool = False,
     ) -> None:
-        """A member died or was killed: its jobs are cancelled, retried or failed as `kind`; it
-        is replaced (with a growing delay while its kind keeps dying before it is ready)."""
+        """A member died or was killed: its jobs are cancelled, retried or failed as `kind`
+        (`with_cluster`: put back in the queue, as no fault of theirs); it is replaced (with a
+        growing delay while its kind keeps dying before it is ready)."""
         self.members.remove(member.worker_id)
         del self._members[member.worker_id]
         delay = 0.0
         if not member.loaded:
             if not member.load_failed:
                 self._load_errors.append(f"{member.device}: {reason} while loading")
+            del self._load_errors[:-LOAD_ERRORS_KEPT]
             failures = self._respawn_failures.get(member.device, 0) + 1
             self._respawn_failures[member.device] = failures
             delay = min(RESPAWN_BACKOFF_MAX, 2.0**failures)
@@ -294,6 +318,11 @@ class Pool:
         for task in member.tasks:
             if member.cancel_sent is not None:
                 events.append(Cancelled(task.job_id, reason))
+            elif with_cluster and self._stopping:
+                events.append(Cancelled(task.job_id, f"{reason}; it runs again at the next start"))
+            elif with_cluster:
+                self._queue.put_back([task])
+                events.append(Requeued(task.job_id, reason))
             else:
                 self._job_failed(task, kind, reason, events)
 

@@ -1,8 +1,8 @@
 """What the pool tells the daemon about a job: small typed events, the same for every backend.
 
 A worker (process or Ray actor) reports to its pool; the pool applies the retry rules and hands
-the daemon one of these. Only `Done` and `Failed` end a job; `Retrying` and `Cancelled` put it
-back in a queue (the pool's or, at shutdown, the spool's for the next start).
+the daemon one of these. Only `Done` and `Failed` end a job; `Retrying`, `Requeued` and
+`Cancelled` put it back in a queue (the pool's or, at shutdown, the spool's for the next start).
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Requeued:
+    """Back in the pool's queue through no fault of its own (its Ray cluster went away while it
+    ran); it runs again, and the lost run does not count as an attempt."""
+
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Cancelled:
     """Stopped on request (shutdown): the job runs again at the next start."""
 
@@ -109,4 +118,4 @@ class Cancelled:
     reason: str
 
 
-PoolEvent = Started | Progress | Done | Retrying | Failed | Cancelled
+PoolEvent = Started | Progress | Done | Retrying | Requeued | Failed | Cancelled

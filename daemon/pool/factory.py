@@ -22,7 +22,13 @@ def make_pool(settings: Settings) -> WorkerPool:
     if settings.backend == "ray":
         from daemon.pool.ray_backend import RayActors
 
-        members = RayActors(settings.ray_address, settings.ray_cpu_actors, setup)
+        members = RayActors(
+            settings.ray_address,
+            settings.ray_cpu_actors,
+            setup,
+            actor_cpus=settings.ray_actor_cpus,
+            connect_timeout=settings.ray_connect_timeout,
+        )
     else:
         from daemon.pool.local import WorkerProcesses
 

@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -67,7 +68,7 @@ class WorkerProcesses:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, _Process] = {}
 
-    def open(self) -> list[str]:
+    def open(self, tick: Callable[[], bool]) -> list[str]:
         self.devices = expand_devices(self.devices)
         return [device for device in self.devices for _ in range(self.workers_per_device)]
 

@@ -25,6 +25,7 @@ class WorkerReady:
     seconds: float  # the load took
     pid: int
     node: str | None = None  # the Ray node
+    threads: int | None = None  # torch's CPU threads, where the member chose them
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class MemberLost:
 
     worker_id: int
     reason: str
+    with_cluster: bool = False  # its whole Ray cluster went away: not its jobs' fault
 
 
 Report = WorkerMessage | MemberLost

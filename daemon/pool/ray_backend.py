@@ -4,213 +4,177 @@ One actor per cluster GPU (and `ray_cpu_actors` on CPUs) loads the network once 
 one job at a time. Nothing needs a shared filesystem: the daemon reads a job's images from its
 folder and sends the bytes; the actor sends back the encoded result and its `ResultInfo`, and
 this backend writes both into the job folder exactly where a local worker would, so the rest of
-the daemon cannot tell the backends apart. Progress comes back through one Ray queue. An actor
-that dies (its process, or its node) fails its call with `RayActorError` and is reported lost,
-as a local worker process would be.
+the daemon cannot tell the backends apart.
+
+Ray itself runs in a child process, the driver (daemon.pool.ray_driver, handled through
+daemon.pool.ray_process), never in the daemon. An actor that dies (its process, or its node)
+is reported lost, as a local worker process would be, and its job is retried by the usual
+rules. When the driver loses the cluster (the head, or the connection to it) every actor is
+reported lost *with the cluster*: their jobs go back to the queue without counting as an
+attempt, and the pool's replacements start a new driver, which connects again (with the pool's
+growing back-off while it cannot).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import signal
-import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 import structlog
 
-from daemon.pool.api import PoolError
-from daemon.pool.events import Progress
-from daemon.pool.messages import (
-    JobDone,
-    JobFailed,
-    JobProgress,
-    JobStarted,
-    MemberLost,
-    Report,
-    WorkerLoadFailed,
-    WorkerReady,
+from daemon.pool.api import ClusterUnavailable, PoolError
+from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
+from daemon.pool.ray_process import DriverProcess
+from daemon.pool.ray_protocol import (
+    Cancel,
+    Close,
+    Connected,
+    ConnectFailed,
+    Finished,
+    Lost,
+    Open,
+    Remove,
+    Reply,
+    Run,
+    Spawn,
 )
-from daemon.pool.render import (
-    EngineSetup,
-    Rendered,
-    Sources,
-    WorkerSpec,
-    cpu_threads,
-    decode,
-    describe,
-    load_engine,
-    render,
-    write_result,
-)
+from daemon.pool.render import EngineSetup, Sources, WorkerSpec, write_result
 from daemon.pool.task import Task
-
-if TYPE_CHECKING:
-    from ray.actor import ActorHandle
-    from ray.util.queue import Queue
-
-    from service.engine import Engine
 
 log = structlog.get_logger(__name__)
 
 NAMESPACE = "stylefold"
+VERSIONS_WAIT = 10.0  # doctor: seconds, after connecting, for every node to say its version
 MISSING_EXTRA = "backend 'ray' needs the ray extra: pip install 'stylefold[ray]'"
 
 
 def actor_name(daemon_pid: int, worker_id: int) -> str:
-    """Named, so an operator (or a test) can find the actor that runs a job in the log."""
+    """Named, so an operator can find the actor that runs a job (`ray list actors`)."""
     return f"stylefold-{daemon_pid}-{worker_id}"
 
 
-class RenderActor:
-    """Runs inside a Ray worker process: one engine, one job at a time. Threaded (the render
-    holds one thread), so `cancel` reaches it while it renders."""
-
-    def __init__(self, spec: WorkerSpec, progress: Queue) -> None:
-        self.spec = spec
-        self.progress = progress
-        self.engine: Engine | None = None
-        self.node: str | None = None
-        self.cancelled: set[str] = set()
-        self.lock = threading.Lock()
-
-    def load(self) -> WorkerReady | WorkerLoadFailed:
-        import ray
-
-        started = time.monotonic()
-        try:
-            self.engine = load_engine(self.spec)
-        except Exception as exc:
-            kind, error, _ = describe(exc)
-            return WorkerLoadFailed(self.spec.worker_id, kind, error)
-        self.node = ray.util.get_node_ip_address()
-        seconds = time.monotonic() - started
-        device = str(self.engine.device)
-        return WorkerReady(self.spec.worker_id, device, seconds, os.getpid(), self.node)
-
-    def cancel(self, job_id: str) -> None:
-        with self.lock:
-            self.cancelled.add(job_id)
-
-    def render(self, task: Task, sources: Sources) -> Rendered | JobFailed:
-        assert self.engine is not None, "render before load"
-
-        def report(progress: Progress) -> None:
-            self.progress.put_nowait(JobProgress(self.spec.worker_id, task.attempt, progress))
-
-        def cancel() -> bool:
-            with self.lock:
-                return task.job_id in self.cancelled
-
-        try:
-            job = decode(task, sources)
-            (rendered,) = render(self.engine, [job], report, cancel, self.spec, self.node)
-        except Exception as exc:
-            kind, error, trace = describe(exc)
-            return JobFailed(self.spec.worker_id, task.job_id, task.attempt, kind, error, trace)
-        finally:
-            with self.lock:
-                self.cancelled.discard(task.job_id)
-        return rendered
+def misfit(connected: Connected, cpu_actors: int, actor_cpus: int) -> str | None:
+    """Why the cluster cannot hold the actors the settings ask for, with the fix; else None."""
+    if connected.gpus + cpu_actors == 0:
+        return (
+            "the Ray cluster has no GPU and ray_cpu_actors is 0; "
+            "add a GPU worker or set ray_cpu_actors"
+        )
+    largest = max((node.cpus for node in connected.nodes), default=0.0)
+    if cpu_actors * actor_cpus > connected.cpus or (cpu_actors and actor_cpus > largest):
+        return (
+            f"ray_cpu_actors ({cpu_actors}) x ray_actor_cpus ({actor_cpus}) do not fit the Ray "
+            f"cluster: {connected.cpus:g} CPUs, at most {largest:g} on one node; lower them or "
+            "add nodes"
+        )
+    return None
 
 
-@dataclass
-class _Actor:
-    handle: ActorHandle
-    call: Any  # the ObjectRef of `load` or `render` while one runs, else None
-
-
-def _import_ray() -> Any:
+def probe_cluster(address: str, timeout: float) -> Connected:
+    """The cluster's nodes, resources and stylefold versions (for `stylefold doctor`), asked
+    of a short-lived driver; ClusterUnavailable when it cannot be reached within `timeout`."""
+    _require_ray()
+    deadline = time.monotonic() + timeout
+    opening = Open(address, NAMESPACE, deadline, local_cpus=1, probe_until=deadline + VERSIONS_WAIT)
+    driver = DriverProcess(opening, timeout)
     try:
-        import ray
-    except ImportError:
-        raise PoolError(MISSING_EXTRA) from None
-    return ray
+        while driver.connected is None:
+            driver.replies(0.2)
+            problem = driver.problem()
+            if driver.connected is None and problem is not None:
+                raise ClusterUnavailable(_unreachable(address, timeout, problem))
+        return driver.connected
+    finally:
+        driver.end(5.0)
+
+
+def _require_ray() -> None:
+    """The daemon itself never imports ray; its driver process would fail to."""
+    if importlib.util.find_spec("ray") is None:
+        raise PoolError(MISSING_EXTRA)
+
+
+def _unreachable(address: str, timeout: float, problem: str) -> str:
+    return (
+        f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
+        f"(ray_connect_timeout): {problem}"
+    )
 
 
 class RayActors:
     """`Members` (daemon.pool.core) as Ray actors; `devices` has one entry per actor, "cuda"
-    for each of the cluster's GPUs and "cpu" for each of `cpu_actors`."""
+    for each of the cluster's GPUs and "cpu" for each of `cpu_actors`, which reserve
+    `actor_cpus` CPUs each and run torch on as many threads."""
 
     kind = "Ray actor"
     batches = False  # one job per actor call
 
-    def __init__(self, address: str, cpu_actors: int, setup: EngineSetup | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        cpu_actors: int,
+        setup: EngineSetup | None = None,
+        *,
+        actor_cpus: int = 1,
+        connect_timeout: float = 30.0,
+    ) -> None:
         self.address = address
         self.cpu_actors = cpu_actors
+        self.actor_cpus = actor_cpus
+        self.connect_timeout = connect_timeout
         self.setup = setup or EngineSetup()
         self.devices: list[str] = []
-        self._actors: dict[int, _Actor] = {}
+        self._driver: DriverProcess | None = None
+        self._members: set[int] = set()  # the actors the current driver runs
         self._said: list[Report] = []  # reports this backend makes for its actors
-        self._progress: Queue | None = None
-        self._ray: Any = None
 
-    def open(self) -> list[str]:
-        ray = self._ray = _import_ray()
-        from ray.util.queue import Queue
-
-        options: dict[str, Any] = {"namespace": NAMESPACE}
-        if not self.address.startswith("ray://"):  # Ray Client takes no log_to_driver
-            options["log_to_driver"] = False  # actors' output would break the JSON log
-        if self.address == "local":
-            options.update(num_cpus=max(os.cpu_count() or 1, self.cpu_actors))
-            options.update(include_dashboard=False)
-        else:
-            options["address"] = self.address
-        # ray.init installs its own SIGTERM handler (exit at once) and a C++ one that logs a
-        # stack: the daemon's handlers, which drain, are put back.
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            ray.init(**options)
-        except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
-            raise PoolError(f"cannot reach the Ray cluster at {self.address!r}: {exc}") from exc
-        finally:
-            for sig, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(sig, handler)
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        if gpus + self.cpu_actors == 0:
-            raise PoolError(
-                "the Ray cluster has no GPU and ray_cpu_actors is 0; "
-                "add a GPU worker or set ray_cpu_actors"
-            )
-        if self.cpu_actors > resources.get("CPU", 0):
-            raise PoolError(
-                f"ray_cpu_actors is {self.cpu_actors} but the Ray cluster has "
-                f"{resources.get('CPU', 0):g} CPUs; lower ray_cpu_actors or add nodes"
-            )
-        self._progress = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE})
-        self.devices = ["cuda"] * gpus + ["cpu"] * self.cpu_actors
+    def open(self, tick: Callable[[], bool] = lambda: False) -> list[str]:
+        """Connect within `connect_timeout` (ClusterUnavailable otherwise); no devices when
+        `tick` says the daemon is stopping meanwhile."""
+        _require_ray()
+        driver = self._start()
+        while driver.connected is None:
+            if tick():
+                self._end()
+                return []
+            for reply in driver.replies(0.1):
+                self._reply(reply)
+            problem = driver.problem()
+            if problem is not None:
+                self._end()
+                raise ClusterUnavailable(_unreachable(self.address, self.connect_timeout, problem))
+        problem = misfit(driver.connected, self.cpu_actors, self.actor_cpus)
+        if problem is not None:
+            self._end()
+            raise ClusterUnavailable(problem)
+        self.devices = ["cuda"] * driver.connected.gpus + ["cpu"] * self.cpu_actors
         return list(self.devices)
+
+    def _start(self) -> DriverProcess:
+        log.info("pool.ray_connecting", address=self.address, timeout=self.connect_timeout)
+        local_cpus = max(os.cpu_count() or 1, self.cpu_actors * self.actor_cpus)
+        deadline = time.monotonic() + self.connect_timeout
+        opening = Open(self.address, NAMESPACE, deadline, local_cpus)
+        self._driver = DriverProcess(opening, self.connect_timeout)
+        return self._driver
 
     def spawn(self, worker_id: int, device: str) -> int | None:
         if device not in self.devices:
             self.devices.append(device)
-        if device == "cpu":  # the actors share a machine's cores only on a local cluster
-            threads = cpu_threads(self.cpu_actors) if self.address == "local" else None
-            spec = WorkerSpec(worker_id, "cpu", threads, self.setup)
+        driver = self._driver or self._start()  # the cluster was lost: connect again
+        if device == "cpu":
+            spec = WorkerSpec(worker_id, "cpu", self.actor_cpus, self.setup)
+            cpus, gpus = self.actor_cpus, 0
         else:  # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES: its GPU is cuda:0
-            spec = WorkerSpec(worker_id, "cuda:0", None, self.setup)
-        resources = {"num_gpus": 1, "num_cpus": 1} if device != "cpu" else {"num_cpus": 1}
-        handle = (
-            self._ray.remote(RenderActor)
-            .options(
-                name=actor_name(os.getpid(), worker_id),
-                namespace=NAMESPACE,
-                max_concurrency=2,
-                max_restarts=0,
-                **resources,
-            )
-            .remote(spec, self._progress)
-        )
-        self._actors[worker_id] = _Actor(handle, handle.load.remote())
+            spec, cpus, gpus = WorkerSpec(worker_id, "cuda:0", None, self.setup), 1, 1
+        self._members.add(worker_id)
+        driver.send(Spawn(worker_id, actor_name(os.getpid(), worker_id), spec, cpus, gpus))
         return None  # known once it has loaded
 
     def send(self, worker_id: int, tasks: list[Task]) -> bool:
-        actor = self._actors.get(worker_id)
-        if actor is None:
+        if worker_id not in self._members or self._driver is None:
             return False
         (task,) = tasks
         try:
@@ -219,71 +183,87 @@ class RayActors:
             error = f"cannot read the job: {exc}"
             self._said.append(JobFailed(worker_id, task.job_id, task.attempt, "input", error))
             return True
-        actor.call = actor.handle.render.remote(task, sources)
+        if not self._driver.send(Run(worker_id, task, sources)):
+            return False  # the driver is gone: receive reports its actors lost
         self._said.append(JobStarted(worker_id, task.job_id, task.attempt, pid=None))
         return True
 
     def cancel(self, worker_id: int, tasks: list[Task]) -> None:
-        actor = self._actors.get(worker_id)
-        if actor is None:
-            return
-        for task in tasks:
-            actor.handle.cancel.remote(task.job_id)
+        if worker_id in self._members and self._driver is not None:
+            for task in tasks:
+                self._driver.send(Cancel(worker_id, task.job_id))
 
     def remove(self, worker_id: int) -> None:
-        actor = self._actors.pop(worker_id, None)
-        if actor is not None and self._ray is not None:
-            self._ray.kill(actor.handle, no_restart=True)
+        if worker_id in self._members and self._driver is not None:
+            self._members.discard(worker_id)
+            self._driver.send(Remove(worker_id))
 
     def receive(self, timeout: float) -> list[Report]:
         reports, self._said = self._said, []
-        calls = {a.call: worker_id for worker_id, a in self._actors.items() if a.call is not None}
-        if not calls:
+        driver = self._driver
+        if driver is None:
             if not reports:
                 time.sleep(timeout)
             return reports
-        ray = self._ray
-        if not reports:
-            ray.wait(list(calls), num_returns=1, timeout=timeout)
-        ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
-        reports += self._progress_reports()  # before results: a job's progress precedes its end
-        for ref in ready:
-            reports += self._outcome(calls[ref], ref)
+        for reply in driver.replies(0.0 if reports else timeout):
+            reports += self._reply(reply)
+        problem = driver.problem()
+        if problem is not None:
+            reports += self._lose(driver, problem)
         return reports
 
-    def _progress_reports(self) -> list[Report]:
-        if self._progress is None:
+    def _reply(self, reply: Reply) -> list[Report]:
+        if isinstance(reply, Connected):
+            log.info(
+                "pool.ray_connected",
+                address=self.address,
+                nodes=[node.name for node in reply.nodes],
+                cpus=reply.cpus,
+                gpus=reply.gpus,
+            )
             return []
-        count = self._progress.qsize()
-        return list(self._progress.get_nowait_batch(count)) if count else []
+        if isinstance(reply, ConnectFailed | Lost):
+            return []  # the driver's problem(), acted on in receive
+        if isinstance(reply, Finished):
+            return self._finished(reply)
+        if isinstance(reply, MemberLost):
+            self._members.discard(reply.worker_id)
+        return [reply]
 
-    def _outcome(self, worker_id: int, ref: Any) -> list[Report]:
-        from ray.exceptions import RayActorError, RayError
-
-        self._actors[worker_id].call = None
-        try:
-            outcome = self._ray.get(ref)
-        except RayActorError as exc:
-            return [MemberLost(worker_id, f"the Ray actor died ({type(exc).__name__})")]
-        except RayError as exc:
-            return [MemberLost(worker_id, f"the Ray call failed: {exc}")]
-        if isinstance(outcome, WorkerLoadFailed):
-            return [outcome, MemberLost(worker_id, outcome.error)]
-        if not isinstance(outcome, Rendered):
-            return [outcome]  # WorkerReady, JobFailed
+    def _finished(self, reply: Finished) -> list[Report]:
+        outcome = reply.outcome
+        if isinstance(outcome, JobFailed):
+            return [outcome]
         task = outcome.task
         try:
             write_result(outcome)
         except OSError as exc:
             error = f"cannot write the result: {exc}"
-            return [JobFailed(worker_id, task.job_id, task.attempt, "internal", error)]
-        return [JobDone(worker_id, task.job_id, task.attempt, outcome.info)]
+            return [JobFailed(reply.worker_id, task.job_id, task.attempt, "internal", error)]
+        return [JobDone(reply.worker_id, task.job_id, task.attempt, outcome.info)]
+
+    def _lose(self, driver: DriverProcess, problem: str) -> list[Report]:
+        """The driver is gone or could not connect: its actors are lost with the cluster."""
+        event = "pool.ray_lost" if driver.connected else "pool.ray_unreachable"
+        log.error(event, address=self.address, error=problem, actors=len(self._members))
+        self._end()
+        reason = f"the Ray cluster was lost ({problem})"
+        if driver.connected is None:
+            reason = f"cannot reach the Ray cluster at {self.address!r}: {problem}"
+        lost: list[Report] = [
+            MemberLost(worker_id, reason, with_cluster=True) for worker_id in sorted(self._members)
+        ]
+        self._members.clear()
+        return lost
+
+    def _end(self, timeout: float = 0.0) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.end(timeout)
 
     def close(self, timeout: float) -> None:
         """Kill the actors (a job still on one stays in the spool) and leave the cluster."""
-        if self._ray is None:
-            return
-        for worker_id in list(self._actors):
-            self.remove(worker_id)
-        self._ray.shutdown()
-        self._ray = None
+        if self._driver is not None:
+            self._driver.send(Close())
+            self._end(timeout if self._driver.connected else 0.0)
+        self._members.clear()

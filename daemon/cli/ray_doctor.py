@@ -1,0 +1,79 @@
+"""`stylefold doctor` with backend = "ray": the cluster answers within ray_connect_timeout,
+holds the actors the settings ask for, and runs the daemon's stylefold version on every node.
+One short-lived driver process asks (daemon.pool.ray_backend.probe_cluster), so a cluster that
+does not answer costs ray_connect_timeout at most."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cache
+
+from daemon.config import Settings
+from daemon.pool.api import PoolError
+from daemon.pool.ray_protocol import Connected
+
+RayCheck = tuple[str, Callable[[], tuple[bool, str]]]
+
+
+def ray_checks(settings: Settings) -> list[RayCheck]:
+    if settings.ray_address == "local":
+        text = "ray: ray_address is local: the daemon starts a private one-machine cluster"
+        return [("ray", lambda: (True, text))]
+
+    @cache
+    def probe() -> tuple[Connected | str, float]:
+        from daemon.pool.ray_backend import probe_cluster
+
+        started = time.monotonic()
+        try:
+            found: Connected | str = probe_cluster(
+                settings.ray_address, settings.ray_connect_timeout
+            )
+        except PoolError as exc:
+            found = str(exc)
+        return found, time.monotonic() - started
+
+    def reachable() -> tuple[bool, str]:
+        found, seconds = probe()
+        if isinstance(found, str):
+            return False, (
+                f"ray: {found}; start the cluster (systemctl start ray-head) or fix ray_address"
+            )
+        nodes = ", ".join(node.name for node in found.nodes)
+        return True, (
+            f"ray: {settings.ray_address} answers ({seconds:.1f} s): "
+            f"{len(found.nodes)} node(s): {nodes}"
+        )
+
+    def resources() -> tuple[bool, str]:
+        from daemon.pool.ray_backend import misfit
+
+        found, _ = probe()
+        if isinstance(found, str):
+            return False, "ray resources: unknown, the cluster did not answer"
+        text = f"ray resources: {found.cpus:g} CPUs, {found.gpus} GPUs"
+        problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
+        if problem is not None:
+            return False, f"{text}; {problem}"
+        return True, (
+            f"{text}: room for {found.gpus} GPU actor(s) and {settings.ray_cpu_actors} CPU "
+            f"actor(s) of {settings.ray_actor_cpus} CPU(s)"
+        )
+
+    def versions() -> tuple[bool, str]:
+        found, _ = probe()
+        if isinstance(found, str):
+            return False, "ray versions: unknown, the cluster did not answer"
+        named = "; ".join(
+            [f"{node.name} runs {node.version}" for node in found.strangers()]
+            + [f"{node.name} did not answer (is stylefold installed?)" for node in found.silent()]
+        )
+        if not named:
+            return True, f"ray versions: every node runs stylefold {found.version}"
+        return False, (
+            f"ray versions: {named}; the daemon runs {found.version} and refuses actors of "
+            "another version: install the same version on every node"
+        )
+
+    return [("ray", reachable), ("ray resources", resources), ("ray versions", versions)]

@@ -1,0 +1,111 @@
+"""Reaching a Ray cluster from the driver process (daemon.pool.ray_driver): whether anything
+answers at its address (before `ray.init`, which hangs for minutes where nothing does, and
+while connected, to notice a lost head or connection), joining it, and what its nodes are.
+Ray is imported only here and in the driver, never by the daemon."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import time
+from typing import Any
+
+from daemon.pool.ray_actor import identify
+from daemon.pool.ray_protocol import Connected, NodeInfo, Open
+
+
+def endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a cluster address, or None for "local" and "auto"."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def probe(target: tuple[str, int], timeout: float = 1.0) -> str | None:
+    """None when something accepts connections at `target`, else why not."""
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            return None
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def wait_listening(target: tuple[str, int], deadline: float) -> None:
+    """Before `ray.init`, which hangs for minutes on an address where nothing answers."""
+    while True:
+        error = probe(target, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        if error is None:
+            return
+        if time.monotonic() + 0.5 >= deadline:
+            raise ConnectionError(f"nothing answers at {target[0]}:{target[1]} ({error})")
+        time.sleep(0.5)
+
+
+def ignore_signals() -> None:
+    """The daemon decides when this process ends (and ray.init installs its own handler)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def connect(opening: Open, deadline: float) -> tuple[Any, tuple[str, int]]:
+    """Join the cluster; Ray, and the address to watch for its health."""
+    target = endpoint(opening.address)
+    if target is not None:  # first: importing ray takes seconds
+        wait_listening(target, deadline)
+    import ray
+
+    options: dict[str, Any] = {"namespace": opening.namespace}
+    if not opening.address.startswith("ray://"):  # Ray Client takes no log_to_driver
+        options["log_to_driver"] = False  # the actors' output stays in the nodes' log files
+    if opening.address == "local":
+        options.update(num_cpus=opening.local_cpus, include_dashboard=False)
+    else:
+        options["address"] = opening.address
+    ray.init(**options)
+    ignore_signals()
+    if target is None:
+        target = endpoint(str(ray.get_runtime_context().gcs_address))
+    assert target is not None, "a connected driver knows its GCS address"
+    return ray, target
+
+
+def versions(ray: Any, nodes: list[dict[str, Any]], until: float) -> list[str | None]:
+    """Each node's stylefold version, from one tiny task per node; None where none came back
+    by `until` (time.monotonic()), or where no stylefold could answer."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe_task = ray.remote(num_cpus=0, max_retries=0)(identify)
+    refs = [
+        probe_task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote()
+        for node in nodes
+    ]
+    ray.wait(refs, num_returns=len(refs), timeout=max(0.1, until - time.monotonic()))
+    answers: list[str | None] = []
+    for ref in refs:
+        try:
+            answers.append(str(ray.get(ref, timeout=0)[0]))
+        except Exception:  # no answer yet, or no stylefold there
+            answers.append(None)
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+    return answers
+
+
+def describe(ray: Any, version: str, probe_until: float | None) -> Connected:
+    """The alive nodes with their resources, and their stylefold versions when asked to."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    found = [None] * len(nodes) if probe_until is None else versions(ray, nodes, probe_until)
+    infos = []
+    for node, answer in zip(nodes, found, strict=True):
+        resources = node.get("Resources", {})
+        infos.append(
+            NodeInfo(
+                name=str(node.get("NodeName") or node.get("NodeManagerAddress")),
+                cpus=float(resources.get("CPU", 0.0)),
+                gpus=float(resources.get("GPU", 0.0)),
+                version=answer,
+            )
+        )
+    return Connected(version, tuple(infos))
