@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from service.errors import EngineError
+from service.params import StopReason
 
 # Losses are read back (one sync) this often; convergence is decided only at these points, so
 # the result does not depend on how often the caller asks for progress.
@@ -33,7 +34,6 @@ HISTORY_BYTES = 1 << 30
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (iteration, per item [content, style, tv, total] at that iteration) -> None; may raise to stop.
 CheckFn = Callable[[int, list[list[float]]], None]
-StopReason = Literal["converged", "iterations"]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,10 @@ Network = Literal["vgg19", "vgg16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image is noise
 
+# Why an optimisation ended (results, manifests); here, not in optimize.py, so that readers of
+# results (the daemon, the web page) need not import torch.
+StopReason = Literal["converged", "iterations"]
+
 
 def _list_as_tuple(value: object) -> object:
     """JSON and TOML give arrays as lists; the fields are tuples (hashable, frozen). Converted

@@ -13,8 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.optimize import StopReason
-from service.params import RenderParams
+from service.params import RenderParams, StopReason
 
 SCHEMA_PATH = Path(__file__).parent.parent / "manifest.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/manifest.schema.json"
