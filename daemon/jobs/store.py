@@ -61,10 +61,10 @@ CREATE TABLE IF NOT EXISTS answered (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS answered_inputs (
-    input TEXT NOT NULL,          -- the photo, relative to the inbox
+    input BLOB NOT NULL,          -- the photo, relative to the inbox (file-system bytes)
     key TEXT NOT NULL,            -- as in `answered`
     job_id TEXT NOT NULL,
-    output TEXT NOT NULL,         -- absolute path of the image that answered this input
+    output BLOB NOT NULL,         -- absolute path of the image that answered this input
     sha256 TEXT NOT NULL,
     manifest TEXT NOT NULL,
     at REAL NOT NULL,
@@ -303,19 +303,19 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO answered_inputs "
                 "(input, key, job_id, output, sha256, manifest, at) VALUES (?,?,?,?,?,?,?)",
-                (_text(input), answer.key, answer.job_id, str(answer.output), answer.sha256,
-                 str(answer.manifest), time.time()),
+                (os.fsencode(input), answer.key, answer.job_id, os.fsencode(answer.output),
+                 answer.sha256, os.fsencode(answer.manifest), time.time()),
             )  # fmt: skip
 
     def input_answer(self, input: str, key: str) -> Answer | None:
         row = self._db.execute(
             "SELECT key, job_id, output, sha256, manifest FROM answered_inputs "
             "WHERE input = ? AND key = ?",
-            (_text(input), key),
+            (os.fsencode(input), key),
         ).fetchone()
         if row is None:
             return None
-        return Answer(row[0], row[1], Path(row[2]), row[3], Path(row[4]))
+        return Answer(row[0], row[1], Path(os.fsdecode(row[2])), row[3], Path(os.fsdecode(row[4])))
 
     # -- inbox files answered in place ----------------------------------------------------
 
