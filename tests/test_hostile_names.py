@@ -49,7 +49,9 @@ def test_awkward_names_get_one_answer_each_and_survive_a_restart(folders: Folder
     _write(inbox, "album.json", style)
     _write(inbox, "self.jpg", image_bytes(seed=5))
     _write(inbox, "self.json", {"style": {"file": "self.jpg"}})
-    settings = load_settings(folders.config(pair_timeout=3.0), {})
+    # A short pair_timeout: `once` stops once the inbox is quiet, which must come after the
+    # lone files are reported.
+    settings = load_settings(folders.config(pair_timeout=0.8), {})
 
     run_once(settings)
     first = _commit_files(outbox)
