@@ -23,22 +23,14 @@ from pathlib import Path
 
 from daemon.fsutil import file_sha256
 from daemon.jobs.record import Job
-from daemon.jobs.spool import SIDECAR_FILE, Spool
+from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published
 from daemon.jobs.store import Answer, Store
 
 
 def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
     """The answer already published for this job's inbox path and key, if it is still in the
     outbox unchanged (a result someone deleted or edited is no reason to skip)."""
-    answer = store.input_answer(job.source, job.key)
-    if answer is None or answer.job_id == job.id:
-        return None
-    try:
-        if file_sha256(answer.output) != answer.sha256:
-            return None
-    except OSError:
-        return None
-    return answer
+    return still_published(store.input_answer(job.source, job.key), job)
 
 
 def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:

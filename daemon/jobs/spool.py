@@ -418,12 +418,17 @@ class Spool:
 
     def earlier_answer(self, job: Job) -> Answer | None:
         """An earlier identical job's output, if it is still there unchanged."""
-        answer = self.store.answer_for(job.key)
-        if answer is None or answer.job_id == job.id:
+        return still_published(self.store.answer_for(job.key), job)
+
+
+def still_published(answer: Answer | None, job: Job) -> Answer | None:
+    """`answer` if it is another job's and its output is still in the outbox unchanged (a
+    result someone deleted or edited answers nothing)."""
+    if answer is None or answer.job_id == job.id:
+        return None
+    try:
+        if file_sha256(answer.output) != answer.sha256:
             return None
-        try:
-            if file_sha256(answer.output) != answer.sha256:
-                return None
-        except OSError:
-            return None
-        return answer
+    except OSError:
+        return None
+    return answer
