@@ -1,0 +1,177 @@
+"""Reading the settings: `load_settings` is the one entry point. It reads the TOML file itself
+(so a syntax error names the line), lets pydantic-settings layer the environment and the CLI
+flags on top, and then checks the folders. Every failure becomes a `ConfigError` whose message
+names the setting and the fix, because a daemon that dies at start-up is read about in a journal,
+not debugged."""
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
+from daemon.config.settings import Settings, toml_values
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+# The `stylefold run` flags that set a field (the others come from the file or the environment).
+CLI_FLAGS: dict[str, str] = {
+    "inbox": "--inbox",
+    "outbox": "--outbox",
+    "styles": "--styles",
+    "state": "--state",
+    "devices": "--device",
+    "workers_per_device": "--workers",
+    "backend": "--backend",
+}
+
+
+def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
+    names = [str(part) for part in loc]
+    env = ENV_PREFIX + "__".join(name.upper() for name in names)
+    flag = CLI_FLAGS.get(names[0]) if len(names) == 1 else None
+    where = f"the config file, {env} or {flag}" if flag else f"the config file or {env}"
+    return f"{verb} it in {where}"
+
+
+def _describe(error: ValidationError) -> str:
+    """One sentence per problem, each naming the setting and where to change it."""
+    lines = []
+    for problem in error.errors():
+        loc = tuple(part for part in problem["loc"] if part != "__root__")
+        message = problem["msg"].removeprefix("Value error, ")
+        if not loc:
+            lines.append(message)
+            continue
+        name = ".".join(str(part) for part in loc)
+        if problem["type"] == "missing":
+            lines.append(f"{name}: not set; {_fix_hint(loc, 'set')}")
+        elif problem["type"] == "extra_forbidden":
+            lines.append(f"{name}: unknown setting; remove it or check its spelling")
+        else:
+            got = problem.get("input")
+            plain = isinstance(got, str | int | float | bool) and repr(got) not in message
+            shown = f" (got {got!r})" if plain else ""
+            lines.append(f"{name}: {message}{shown}; {_fix_hint(loc)}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse the config file; relative folder paths in it are relative to the file itself."""
+    try:
+        with path.open("rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config: {path} does not exist; create it or point --config/{CONFIG_ENV} at "
+            "an existing file"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config: cannot read {path} ({exc.strerror}); check its permissions"
+        ) from None
+    base = path.resolve().parent
+    tables: list[tuple[dict[str, Any], tuple[str, ...]]] = [(values, PATH_FIELDS)]
+    if isinstance(values.get("weights"), dict):
+        tables.append((values["weights"], WEIGHTS_PATH_FIELDS))
+    for table, names in tables:
+        for name in names:
+            if isinstance(table.get(name), str):
+                table[name] = str(base / Path(table[name]).expanduser())
+    return values
+
+
+@contextmanager
+def _toml_layer(values: Mapping[str, Any]) -> Iterator[None]:
+    token = toml_values.set(values)
+    try:
+        yield
+    finally:
+        toml_values.reset(token)
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_folders(settings: Settings, *, create: bool = True) -> None:
+    """The inbox and the styles library must exist (an absent inbox is often an unmounted share,
+    which must not be papered over by creating an empty folder); outbox, state and archive are
+    created. Folders must not nest into the inbox, or the daemon would ingest its own output."""
+    real = {
+        name: path.resolve()
+        for name, path in (
+            ("inbox", settings.inbox),
+            ("outbox", settings.outbox),
+            ("styles", settings.styles),
+            ("state", settings.state),
+            ("archive_dir", settings.archive_path),
+        )
+    }
+    if real["inbox"] == real["outbox"]:
+        raise ConfigError(
+            f"outbox: it is the inbox ({settings.inbox}); give the outbox its own folder"
+        )
+    for name in ("outbox", "styles", "state", "archive_dir"):
+        if _within(real[name], real["inbox"]):
+            raise ConfigError(
+                f"{name}: {real[name]} is inside the inbox {real['inbox']}, so the daemon would "
+                f"watch its own files; move it outside the inbox ({_fix_hint((name,), 'set')})"
+            )
+    if _within(real["inbox"], real["outbox"]):
+        raise ConfigError(
+            f"inbox: {real['inbox']} is inside the outbox {real['outbox']}; use separate folders"
+        )
+    for name in ("inbox", "styles"):
+        path = real[name]
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            raise ConfigError(f"{name}: {path} {what}; create it or {_fix_hint((name,), 'set')}")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(f"{name}: {path} is not readable; fix its permissions")
+    for name in ("outbox", "state", "archive_dir"):
+        path = real[name]
+        if create:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{name}: cannot create {path} ({exc.strerror}); create it by hand or "
+                    f"{_fix_hint((name,), 'set')}"
+                ) from None
+        if path.exists() and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+            raise ConfigError(
+                f"{name}: {path} is not a writable folder; fix its permissions or "
+                f"{_fix_hint((name,), 'set')}"
+            )
+
+
+def load_settings(
+    config_path: Path | None, overrides: Mapping[str, Any], *, create_dirs: bool = True
+) -> Settings:
+    """Build and check the settings. `overrides` are CLI flags (None values mean 'not given');
+    `config_path` falls back to STYLEFOLD_CONFIG. With `create_dirs=False` (read-only commands
+    such as `status` and `validate`) missing output folders are not created."""
+    if config_path is None and os.environ.get(CONFIG_ENV):
+        config_path = Path(os.environ[CONFIG_ENV])
+    toml = read_toml(config_path.expanduser()) if config_path is not None else {}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        with _toml_layer(toml):
+            settings = Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}; fix the STYLEFOLD_* variable") from None
+    check_folders(settings, create=create_dirs)
+    return settings
