@@ -335,7 +335,7 @@ def test_thousands_of_files_fast_and_bounded(inbox: Inbox) -> None:
         inbox.remove(event.sidecar)
     assert len(inbox.intake) == 0
     intake = inbox.intake
-    assert not (intake._sidecars or intake._stems or intake._style_refs or intake._used_styles)
+    assert intake._pairs.empty and not intake._used_styles
 
 
 def test_tracking_is_capped(tmp_path: Path) -> None:

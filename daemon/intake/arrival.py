@@ -94,6 +94,25 @@ def given_up(reason: str, timeout: float) -> str:
     )
 
 
+def no_sidecar(base: str, style_names: list[str]) -> str:
+    """The advice for a lone photo, with a style that exists in this library."""
+    if style_names:
+        example = style_names[0]
+        listed = ", ".join(style_names[:5]) + (", ..." if len(style_names) > 5 else "")
+        known = f"styles: {listed}; see `stylefold styles`"
+    else:
+        example = "<style name>"
+        known = (
+            "the style library has no style yet: add an image to it first; its file name "
+            "without the extension is the style name"
+        )
+    return (
+        f'has no sidecar; add {base}.json beside it, e.g. {{"style": "{example}"}} '
+        f'({known}), or configure default_style with no_sidecar = "default" and reload '
+        "(SIGHUP)"
+    )
+
+
 def inbox_item(
     relative: str,
     kind: Kind,

@@ -5,7 +5,8 @@ size, mtime and inode have stayed unchanged for `settle_seconds`; every change r
 and the tracker never gives up on a file that keeps changing. A settled photo whose structure
 says it is cut short is still arriving (`daemon.intake.arrival`). Ready photos are paired with their
 sidecars (`photo.json` or the more specific `photo.jpg.json`), whichever arrives first; a pair is
-ready only when both halves (and a style image the sidecar brings along) have settled.
+ready only when both halves (and a style image the sidecar brings along) have settled; which files
+belong together is `daemon.intake.partners`'s index.
 
 `Intake` is driven from outside: `observe(path, now)` for every event or scan hit, `poll(now)`
 to collect what became ready. Time is passed in, so tests drive it with their own clock; the only
@@ -19,9 +20,7 @@ It is not thread-safe: call it from one thread (the daemon's main loop).
 import contextlib
 import os
 import stat
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,48 +28,22 @@ from daemon import safefs
 from daemon.config import Settings
 from daemon.intake.arrival import (
     Arrival,
-    Arriving,
     Event,
-    Kind,
     Problem,
     Signature,
     given_up,
     inbox_item,
     look_again,
+    no_sidecar,
 )
 from daemon.intake.complete import truncation
-from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
+from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
+from daemon.intake.partners import Partners, Tracked, base_of, key, signature_of
 from daemon.intake.sidecar import parse_sidecar
 from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
 from daemon.status import Attention, InboxItem
-
-
-@dataclass
-class _File:
-    path: Path
-    kind: Kind
-    base: str  # sidecars: name without ".json"; images: name without the extension
-    signature: Signature
-    changed_at: float
-    waiting_since: float
-    settled: bool = False
-    done: tuple[object, ...] | None = None  # what was last emitted about this file
-    style_file: str | None = None  # sidecars: the brought-along style file named inside
-    parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
-    arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
-    unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
-
-
-def _key(name: str) -> str:
-    """Names pair up whatever the Unicode normalisation: macOS writes accents decomposed (NFD),
-    most other systems composed (NFC), and a sync tool carries the bytes as they were."""
-    return unicodedata.normalize("NFC", name)
-
-
-def _signature(result: os.stat_result) -> Signature:
-    return Signature(result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev)
 
 
 class Intake:
@@ -99,11 +72,9 @@ class Intake:
         self.arriving_timeout = arriving_timeout
         self.dropped = 0  # observations refused because max_tracked files are already tracked
         self.limits = Limits()
-        self._files: dict[Path, _File] = {}
+        self._pairs = Partners()
+        self._files = self._pairs.files  # the same dict, read often
         self._pending: set[Path] = set()
-        self._sidecars: dict[tuple[Path, str], Path] = {}  # (folder, base) -> sidecar
-        self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, stem) -> images
-        self._style_refs: dict[Path, set[Path]] = {}  # style file -> sidecars naming it
         self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
 
@@ -191,7 +162,7 @@ class Intake:
         if stat.S_ISDIR(result.st_mode):
             self.forget(path, now)  # a folder with a photo's name is not a photo
             return
-        signature = _signature(result)
+        signature = signature_of(result)
         entry = self._files.get(path)
         if entry is not None:
             if entry.signature != signature:
@@ -203,8 +174,10 @@ class Intake:
                 self._pending.add(path)
                 self._touch_related(entry)
             return
-        stem = _key(path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem)
-        if len(self._files) >= self.max_tracked and not self._has_partner(path, kind, stem):
+        base = base_of(path, kind)
+        # A file completing a tracked pair is let in beyond max_tracked (at most doubling it),
+        # so a full tracker never holds photos whose sidecars it keeps out.
+        if len(self._files) >= self.max_tracked and not self._pairs.has_partner(path, kind, base):
             self.dropped += 1
             self.limits.reach(
                 "max_tracked",
@@ -213,43 +186,19 @@ class Intake:
                 "let the queue drain, or raise max_tracked (each file costs some memory)",
             )
             return
-        entry = _File(path, kind, stem, signature, now, now, unusable=unusable(result))
-        self._files[path] = entry
+        entry = Tracked(path, kind, base, signature, now, now, unusable=unusable(result))
+        self._pairs.add(entry)
         self._pending.add(path)
-        if kind == "sidecar":
-            self._sidecars[(path.parent, stem)] = path
-        else:
-            self._stems.setdefault((path.parent, stem), set()).add(path)
         self._touch_related(entry)
-
-    def _has_partner(self, path: Path, kind: Kind, stem: str) -> bool:
-        """Whether a file would complete a pair already tracked: those are let in beyond
-        max_tracked (at most doubling it), so a full tracker never holds photos whose
-        sidecars it keeps out."""
-        folder = path.parent
-        if kind == "sidecar":
-            return bool(self._stems.get((folder, stem)) or self._exact_image(folder, stem))
-        return (folder, _key(path.name)) in self._sidecars or (folder, stem) in self._sidecars
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""
-        entry = self._files.pop(path, None)
+        entry = self._pairs.remove(path)
         self._pending.discard(path)
         self._used_styles.pop(path, None)
         if entry is None:
             return
-        key = (path.parent, entry.base)
-        if entry.kind == "sidecar":
-            if self._sidecars.get(key) == path:
-                del self._sidecars[key]
-            self._set_style_ref(entry, None)
-        else:
-            images = self._stems.get(key)
-            if images is not None:
-                images.discard(path)
-                if not images:
-                    del self._stems[key]
-        for related in self._related(entry):
+        for related in self._pairs.related(entry):
             # A half pair is alone from now on: its timeout counts from here, not from its birth.
             other = self._files[related]
             other.waiting_since = max(other.waiting_since, now)
@@ -270,77 +219,8 @@ class Intake:
         self.forget(path, now)
         self.observe(path, now)
 
-    # -- bookkeeping ----------------------------------------------------------------------
-
-    def _related(self, entry: _File) -> set[Path]:
-        """Files whose pairing may change when `entry` changes or goes."""
-        folder = entry.path.parent
-        related: set[Path] = set()
-        if entry.kind == "image":
-            for base in (_key(entry.path.name), entry.base):
-                sidecar = self._sidecars.get((folder, base))
-                if sidecar is not None:
-                    related.add(sidecar)
-                    related.update(self._images_for(sidecar))
-            for sidecar in self._style_refs.get(entry.path, ()):
-                related.add(sidecar)
-                related.update(self._images_for(sidecar))
-        else:
-            related.update(self._images_for(entry.path))
-            if entry.style_file is not None:
-                related.add(folder / entry.style_file)
-        related.discard(entry.path)
-        return {path for path in related if path in self._files}
-
-    def _touch_related(self, entry: _File) -> None:
-        self._pending.update(self._related(entry))
-
-    def _images_for(self, sidecar: Path) -> list[Path]:
-        """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
-        here, else every image with that stem that has no specific sidecar of its own."""
-        folder = sidecar.parent
-        base = _key(sidecar.name[: -len(SIDECAR_EXTENSION) - 1])
-        exact = self._exact_image(folder, base)
-        if exact is not None:
-            return [exact]
-        return sorted(
-            image
-            for image in self._stems.get((folder, base), ())
-            if (folder, _key(image.name)) not in self._sidecars
-        )
-
-    def _exact_image(self, folder: Path, name: str) -> Path | None:
-        """The image called `name` (compared in NFC) in `folder`, if it is tracked."""
-        for image in self._stems.get((folder, _key(Path(name).stem)), ()):
-            if _key(image.name) == name:
-                return image
-        return None
-
-    def _sidecar_for(self, image: _File) -> tuple[_File | None, list[Path]]:
-        """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
-        folder = image.path.parent
-        specific = self._sidecars.get((folder, _key(image.path.name)))
-        if specific is not None:
-            return self._files[specific], []
-        shared = self._sidecars.get((folder, image.base))
-        if shared is None:
-            return None, []
-        owners = self._images_for(shared)
-        if owners == [image.path]:
-            return self._files[shared], []
-        return None, owners if image.path in owners else []
-
-    def _set_style_ref(self, sidecar: _File, name: str | None) -> None:
-        if sidecar.style_file is not None:
-            old = sidecar.path.parent / sidecar.style_file
-            refs = self._style_refs.get(old)
-            if refs is not None:
-                refs.discard(sidecar.path)
-                if not refs:
-                    del self._style_refs[old]
-        sidecar.style_file = name
-        if name is not None:
-            self._style_refs.setdefault(sidecar.path.parent / name, set()).add(sidecar.path)
+    def _touch_related(self, entry: Tracked) -> None:
+        self._pending.update(self._pairs.related(entry))
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -375,7 +255,7 @@ class Intake:
                 else:
                     self._decide_sidecar(entry, now, events)
 
-    def _settle(self, entry: _File, now: float, events: list[Event]) -> None:
+    def _settle(self, entry: Tracked, now: float, events: list[Event]) -> None:
         if entry.settled:
             return
         if now - entry.changed_at < self.settle_seconds:
@@ -400,7 +280,7 @@ class Intake:
         entry.settled = True
         self._touch_related(entry)
 
-    def _still_arriving(self, entry: _File, now: float, events: list[Event]) -> bool:
+    def _still_arriving(self, entry: Tracked, now: float, events: list[Event]) -> bool:
         """A truncated image is not settled: it is looked at again with a growing back-off,
         and reported only once unchanged for `arriving_timeout`."""
         reason = entry.arriving.reason if entry.arriving else truncation(entry.path)
@@ -414,27 +294,27 @@ class Intake:
             entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
         return True
 
-    def _report(self, entry: _File, events: list[Event], reason: str) -> None:
+    def _report(self, entry: Tracked, events: list[Event], reason: str) -> None:
         marker = ("problem", entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
             events.append(Problem(entry.path, f"{entry.path.name} {reason}"))
         self._pending.discard(entry.path)
 
-    def _folder_named(self, entry: _File, wanted: Callable[[str], bool], reason: str) -> str:
+    def _folder_named(self, entry: Tracked, wanted: Callable[[str], bool], reason: str) -> str:
         """`reason`, or, when the partner it asks for is there but is a folder, what to do
         about that: a folder named like a photo or a sidecar is only a folder."""
         relative = entry.path.parent.relative_to(self.inbox)
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in os.listdir(fd):
-                if wanted(_key(name)) and stat.S_ISDIR(safefs.lstat_at(fd, name).st_mode):
+                if wanted(key(name)) and stat.S_ISDIR(safefs.lstat_at(fd, name).st_mode):
                     return (
                         f"has no partner: {name} beside it is a folder, not a file; rename the "
                         "folder, and put the photo and its sidecar side by side as files"
                     )
         return reason
 
-    def _read_style_file(self, sidecar: _File) -> None:
+    def _read_style_file(self, sidecar: Tracked) -> None:
         if sidecar.parsed == sidecar.signature:
             return
         sidecar.parsed = sidecar.signature
@@ -445,14 +325,14 @@ class Intake:
             name = parse_sidecar(data).style_file()
         except (SidecarError, Changed):  # a change is seen by the next observation
             name = None  # the job itself reports what is wrong with the sidecar
-        self._set_style_ref(sidecar, name)
+        self._pairs.set_style_ref(sidecar, name)
 
-    def _decide_image(self, image: _File, now: float, events: list[Event]) -> None:
-        sidecar, sharers = self._sidecar_for(image)
+    def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
+        sidecar, sharers = self._pairs.sidecar_for(image)
         timed_out = now - image.waiting_since >= self.pair_timeout
         if sidecar is None:
             used = self._used_styles.get(image.path) == image.signature
-            if used or image.path in self._style_refs:
+            if used or self._pairs.is_style_image(image.path):
                 self._pending.discard(image.path)  # a brought-along style image, not a photo
             elif not timed_out:
                 return
@@ -466,14 +346,14 @@ class Intake:
             elif self.use_default:
                 self._emit(image, None, None, events)
             else:
-                reason = self._no_sidecar(image)
-                wanted = {f"{image.base}.json", f"{_key(image.path.name)}.json"}
+                reason = no_sidecar(image.base, self.style_names())
+                wanted = {f"{image.base}.json", f"{key(image.path.name)}.json"}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
         if not sidecar.settled:
             return
         self._read_style_file(sidecar)
-        style: _File | None = None
+        style: Tracked | None = None
         if sidecar.style_file is not None:
             style_path = image.path.parent / sidecar.style_file
             if self.rules.is_candidate(style_path.relative_to(self.inbox)):
@@ -490,27 +370,8 @@ class Intake:
                     return
         self._emit(image, sidecar, style, events)
 
-    def _no_sidecar(self, image: _File) -> str:
-        """The advice for a lone photo, with a style that exists in this library."""
-        names = self.style_names()
-        if names:
-            example = names[0]
-            listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            known = f"styles: {listed}; see `stylefold styles`"
-        else:
-            example = "<style name>"
-            known = (
-                "the style library has no style yet: add an image to it first; its file name "
-                "without the extension is the style name"
-            )
-        return (
-            f'has no sidecar; add {image.base}.json beside it, e.g. {{"style": "{example}"}} '
-            f'({known}), or configure default_style with no_sidecar = "default" and reload '
-            "(SIGHUP)"
-        )
-
     def _emit(
-        self, image: _File, sidecar: _File | None, style: _File | None, events: list[Event]
+        self, image: Tracked, sidecar: Tracked | None, style: Tracked | None, events: list[Event]
     ) -> None:
         marker = (
             "arrival",
@@ -540,9 +401,9 @@ class Intake:
             )
         )
 
-    def _decide_sidecar(self, sidecar: _File, now: float, events: list[Event]) -> None:
+    def _decide_sidecar(self, sidecar: Tracked, now: float, events: list[Event]) -> None:
         self._read_style_file(sidecar)
-        images = self._images_for(sidecar.path)
+        images = self._pairs.images_for(sidecar.path)
         if images:
             self._pending.discard(sidecar.path)  # its images drive the pairing
             self._pending.update(images)
@@ -553,6 +414,6 @@ class Intake:
             )
 
             def photo_name(name: str) -> bool:
-                return self.rules.is_image_name(name) and _key(Path(name).stem) == sidecar.base
+                return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base
 
             self._report(sidecar, events, self._folder_named(sidecar, photo_name, reason))
