@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from bench.score import RESAMPLE, pastiche_size
-from service.engine import to_tensor
 from service.network import VGGFeatures
 from service.quality import content_distance, directions, sliced_wasserstein
+from service.tensors import to_tensor
 from service.weights import WeightsConfig, load_weights
 
 CONTENT_LAYERS = ("conv3_2", "conv5_2")

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from service.engine import to_tensor
 from service.losses import content_loss, gram, style_layer_loss
 from service.network import VGGFeatures
 from service.params import RenderParams
+from service.tensors import to_tensor
 from service.weights import WeightsConfig, load_weights
 
 CONTENT_WEIGHT = 0.01

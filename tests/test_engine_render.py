@@ -9,11 +9,13 @@ from PIL import Image
 from skimage import data
 
 from service import color
-from service.engine import Engine, Progress, StyleImage, to_tensor
+from service.engine import Engine, StyleImage
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
 from service.params import RenderParams
+from service.progress import Progress
 from service.schedule import style_dimensions
+from service.tensors import to_tensor
 
 SIZE = 40
 

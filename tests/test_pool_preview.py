@@ -7,8 +7,9 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from service.engine import Engine, Progress, StyleImage
+from service.engine import Engine, StyleImage
 from service.params import RenderParams
+from service.progress import Progress
 
 
 @pytest.fixture(scope="module")

@@ -243,7 +243,8 @@ def _render(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from service.engine import Engine, Progress, StyleImage
+    from service.engine import Engine, StyleImage
+    from service.progress import Progress
     from service.schedule import plan
     from service.weights import WeightsConfig
 

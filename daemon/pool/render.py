@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from service.engine import Engine, RenderResult, StyleImage
-    from service.engine import Progress as EngineProgress
     from service.imageio import LoadedImage
+    from service.progress import Progress as EngineProgress
 
 PREVIEW_SIDE = 512  # long side of a preview, at most
 PREVIEW_QUALITY = 80
