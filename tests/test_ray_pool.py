@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,10 +212,6 @@ def test_sigterm_while_waiting_for_the_cluster_stops_cleanly(
 # -- doctor ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure after merging the issue 12-17 branches on 2026-12-01 (the branches pass alone); doctor against the real cluster fails after the merge with the systemd exit-code changes; left for the next session",  # noqa: E501
-)
 def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
     config = folders.config(
         backend="ray",
@@ -230,6 +227,30 @@ def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
     assert "ok   ray resources: 5 CPUs, 1 GPUs" in out
     assert "FAIL ray versions: stranger runs 9.9.9" in out
     assert "install the same version on every node" in out
+
+
+def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
+    nodes: RayCluster, folders: Folders
+) -> None:
+    """Ray puts its driver's working directory first on the module path of every worker, on
+    every node: started in a folder that holds another stylefold (a checkout, say), doctor still
+    reads the version each node has installed."""
+    elsewhere = folders.root / "elsewhere"
+    info = elsewhere / "stylefold-7.7.7.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stylefold\nVersion: 7.7.7\n")
+    config = folders.config(backend="ray", ray_address=nodes.address, ray_connect_timeout=30.0)
+    done = subprocess.run(  # -P: like the `stylefold` command, not from its working directory
+        [sys.executable, "-P", "-m", "daemon.cli", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env={**os.environ, **nodes.env},
+        timeout=180,
+    )
+    out = done.stdout + done.stderr
+    assert "FAIL ray versions: stranger runs 9.9.9" in out, out
+    assert "7.7.7" not in out, out
 
 
 # -- one daemon through the faults -------------------------------------------------------------
@@ -254,10 +275,6 @@ def daemon(nodes: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 class TestDaemonThroughFaults:
-    @pytest.mark.xfail(
-        strict=False,
-        reason="known failure after merging the issue 12-17 branches on 2026-12-01 (the branches pass alone); version refusal fails after the merge; left for the next session",  # noqa: E501
-    )
     def test_refuses_the_actor_of_another_version(self, nodes: RayCluster, daemon: Daemon) -> None:
         failed = wait_for(lambda: events(daemon, "pool.worker_load_failed"), 60, "the refusal")
         assert "the Ray node stranger runs stylefold 9.9.9" in failed[0]["error"]
