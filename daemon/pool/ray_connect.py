@@ -6,6 +6,7 @@ Ray is imported only here and in the driver, never by the daemon."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -13,6 +14,13 @@ from typing import Any
 
 from daemon.pool.ray_actor import identify
 from daemon.pool.ray_protocol import Connected, NodeInfo, Open
+
+# Ray puts the driver's working directory first on the module path of every worker it starts
+# for it, on every node. The daemon (or doctor) may have been started anywhere, e.g. in a
+# stylefold checkout whose metadata and code would then shadow what each node has installed,
+# and every node would seem to run the daemon's version. The root holds no Python packages
+# (and is where systemd starts the daemon anyway).
+DRIVER_CWD = "/"
 
 
 def endpoint(address: str) -> tuple[str, int] | None:
@@ -54,6 +62,7 @@ def connect(opening: Open, deadline: float) -> tuple[Any, tuple[str, int]]:
         wait_listening(target, deadline)
     import ray
 
+    os.chdir(DRIVER_CWD)  # before ray.init, which hands it to the workers
     options: dict[str, Any] = {"namespace": opening.namespace}
     if not opening.address.startswith("ray://"):  # Ray Client takes no log_to_driver
         options["log_to_driver"] = False  # the actors' output stays in the nodes' log files

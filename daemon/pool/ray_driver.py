@@ -8,6 +8,8 @@ signal handlers and writes to stdout. So this process ignores signals (the daemo
 writes only into a pipe the daemon turns into log lines, never connects implicitly
 (RAY_ENABLE_AUTO_CONNECT=0), and when the cluster stops answering it says `Lost` and exits: the
 daemon then puts the running jobs back in its queue and starts another driver to reconnect.
+It joins from / (daemon.pool.ray_connect.DRIVER_CWD): Ray puts a driver's working directory
+first on every worker's module path, where it would shadow the stylefold a node has installed.
 Progress stays on each actor until this driver takes it, so no single actor carries it for all.
 """
 
