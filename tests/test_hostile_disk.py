@@ -81,10 +81,6 @@ def test_photos_wait_in_the_inbox_while_the_state_folder_is_full(
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure after merging the issue 12-17 branches on 2026-12-01 (the branches pass alone); a full state disk during a render: fails after the merge, cause not yet found; left for the next session",  # noqa: E501
-)
 def test_a_result_that_cannot_be_stored_waits_instead_of_failing(
     folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
 ) -> None:
