@@ -36,15 +36,16 @@ def tmpfs_outbox(folders: Folders) -> Iterator[Path]:
 
 
 def _fill(folder: Path) -> Path:
+    """Fill `folder`'s file system up. Unbuffered: a buffered file that took a short write
+    keeps the rest in its buffer, and closing it raises ENOSPC again (whether it does depends
+    on how much was free, modulo the chunk size)."""
     filler = folder / "filler.bin"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 65536)
-            handle.flush()
-    with contextlib.suppress(OSError), filler.open("ab") as handle:  # the last partial block
+    with contextlib.suppress(OSError), filler.open("ab", buffering=0) as handle:  # the last block
         while True:
             handle.write(b"\0" * 512)
-            handle.flush()
     try:
         (folder / "probe").write_bytes(b"x" * 8192)
     except OSError as exc:

@@ -310,19 +310,22 @@ class Lifecycle:
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
             self._stopped_running(job)
-            self.store.move(job.id, State.QUEUED, reason=event.error, note=line)
+            self._queued_again(job, event.error, note=line)
             self.metrics.job_finished("retried", 0.0)
         elif isinstance(event, Cancelled | Requeued):
             self.requeue(job, event.reason)
 
     def _started(self, job: Job, event: Started) -> None:
-        self.store.move(
-            job.id,
-            State.RUNNING,
-            started=True,
-            reason=None,
-            note=f"on {event.device} (worker {event.worker})",
-        )
+        try:
+            self.store.move(
+                job.id,
+                State.RUNNING,
+                started=True,
+                reason=None,
+                note=f"on {event.device} (worker {event.worker})",
+            )
+        except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
+            log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
         names = self.spool.names(job)
         progress = ProgressFile(names.progress, job.id, job.source)
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
@@ -377,23 +380,28 @@ class Lifecycle:
         and is submitted again once there is room for its result (`StateSpace.released`)."""
         self._stopped_running(job)
         self.spool.append_log(job, f"waiting for room in the state folder ({reason})")
-        self._queued_again(job, reason)
+        self._queued_again(job, reason, note="held: state full")
         self.space.hold(job, reason)
         self.space.full("a result could not be stored")
 
-    def _queued_again(self, job: Job, reason: str | None = None) -> None:
-        """Record a held job as QUEUED; with the state folder full that may fail, and is tried
-        again when the job is released (a restart queues a RUNNING job again anyway)."""
+    def _queued_again(
+        self, job: Job, reason: str | None = None, note: str = "held: state full"
+    ) -> None:
+        """Record a job that left its worker as QUEUED. With the state folder full that may
+        fail (and RUNNING may never have been recorded): the job goes on all the same, and a
+        restart queues a RUNNING job again anyway."""
         row = self.store.get(job.id)
         if row is not None and row.state is State.RUNNING:
-            with contextlib.suppress(OSError):
-                self.store.move(job.id, State.QUEUED, reason=reason, note="held: state full")
+            try:
+                self.store.move(job.id, State.QUEUED, reason=reason, note=note)
+            except OSError as exc:
+                log.warning("job.not_recorded", state=str(State.QUEUED), error=str(exc))
 
     def requeue(self, job: Job, reason: str) -> None:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or
         requeued by the pool after its Ray cluster went away (it runs when a worker is free)."""
         self._stopped_running(job)
-        self.store.move(job.id, State.QUEUED, note=f"put back in the queue ({reason})")
+        self._queued_again(job, note=f"put back in the queue ({reason})")
         self.spool.append_log(job, f"put back in the queue ({reason})")
         log.info("job.requeued", input=job.source, reason=reason)
 

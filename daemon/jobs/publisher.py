@@ -70,19 +70,25 @@ class Publisher:
         self.publish(job.id, job, "failure", detail)
 
     def publish(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> None:
-        """PUBLISHING: record what will be written, write it, then let the originals go."""
+        """PUBLISHING: record what will be written, write it, then let the originals go. Any
+        step that cannot write (the outbox, or the state database on a full disk: StoreError
+        is an OSError) blocks the job and is tried again; none of them fails it."""
         try:
-            self._enter_publishing(job_id, job, outcome, detail)
-            written = self._write(job_id, job, outcome, detail)
+            row = self.store.get(job_id)
+            if job is not None and row is not None and row.state is State.RELEASING:
+                self.release(job, outcome)  # the answer is out: only the originals are left
+            else:
+                self._enter_publishing(job_id, job, outcome, detail)
+                written = self._write(job_id, job, outcome, detail)
+                if job is None:
+                    assert isinstance(detail, ReportDetail)
+                    self._reported(job_id, detail, written)
+                else:
+                    self._answered(job, outcome, detail, written)
         except OSError as exc:
             self._block(job_id, job, outcome, detail, exc)
             return
         self.blocked.pop(job_id, None)
-        if job is None:
-            assert isinstance(detail, ReportDetail)
-            self._reported(job_id, detail, written)
-        else:
-            self._answered(job, outcome, detail, written)
 
     def _enter_publishing(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel
@@ -225,13 +231,13 @@ class Publisher:
             )
             self.jobs.pop(job.id, None)
             return
-        if not success:
+        if not success and placed:  # none: moved by an earlier try, its report amended then
             settings = self.settings
             text = answers.original_text(placed, settings.inbox, settings.state)
             with contextlib.suppress(OSError):  # the report keeps the planned place
                 answers.amend_original(self.spool.names(job), job.id, text)
         end = State.SKIPPED if outcome == "skip" else State.DONE if success else State.FAILED
-        self.store.move(job.id, end, note=note)
+        self.store.move(job.id, end, note=note)  # raises on a full state folder: tried again
         self.spool.remove(job)
         self.jobs.pop(job.id, None)
 
