@@ -44,3 +44,19 @@ def test_a_signal_stops_the_page_with_status_0(tmp_path: Path, sig: signal.Signa
         if web.poll() is None:
             web.kill()
             web.wait(10)
+
+
+def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
+    """As for the daemon: systemd does not restart a unit after 78 (RestartPreventExitStatus=)."""
+    folders = make_folders(tmp_path)
+    config = folders.config()
+    folders.inbox.rmdir()  # an unmounted share
+    done = subprocess.run(
+        [*CLI, "web", "--config", str(config), "--port", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert f"inbox: {folders.inbox} does not exist" in done.stderr

@@ -8,6 +8,7 @@ import signal
 
 from daemon.cli.common import fail, folder_flags, read_settings
 from daemon.config import ConfigError
+from daemon.exitcodes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,9 +49,10 @@ def command(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        settings = read_settings(args)
+        settings = read_settings(args, writable=False)  # it only reads the folders
     except ConfigError as exc:
-        return fail(f"configuration error:\n{exc}")
+        fail(f"configuration error:\n{exc}")
+        return ExitCode.CONFIG  # a restart cannot mend it (RestartPreventExitStatus=)
     try:
         from daemon.web.server import bind
     except ImportError as exc:
