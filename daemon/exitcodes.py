@@ -1,4 +1,5 @@
-"""The exit codes of `stylefold run` and `stylefold once`, so systemd can tell what to do next.
+"""The exit codes of `stylefold run`, `stylefold once` and `stylefold web`, so systemd can tell
+what to do next.
 
 The units restart on failure (`Restart=on-failure`) except after a configuration error
 (`RestartPreventExitStatus=78`): retrying the same broken file five times only buries the

@@ -25,7 +25,8 @@ from daemon.gpu_probe import PROBE_TIMEOUT
 from daemon.sdnotify import EXTEND_EVERY, EXTEND_STEP
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ("stylefold.service", "stylefold@.service")
+UNITS = ("stylefold.service", "stylefold@.service")  # the daemon's
+WEB_UNIT = "stylefold-web.service"
 SHIPPED_EXEC = "/usr/local/bin/stylefold"
 
 
@@ -98,7 +99,11 @@ def _installed_copy(tmp_path: Path, unit: str, as_name: str) -> Path:
 
 @pytest.mark.parametrize(
     ("unit", "as_name"),
-    [("stylefold.service", "stylefold.service"), ("stylefold@.service", "stylefold@demo.service")],
+    [
+        ("stylefold.service", "stylefold.service"),
+        ("stylefold@.service", "stylefold@demo.service"),
+        (WEB_UNIT, WEB_UNIT),
+    ],
 )
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str, as_name: str) -> None:
     unit_dir = _installed_copy(tmp_path, unit, as_name)
@@ -198,6 +203,77 @@ def test_exec_arguments_parse_with_the_real_cli(unit: str, key: str, command: st
     assert argv[0] == SHIPPED_EXEC
     args = build_parser().parse_args(argv[1:])
     assert args.command == command
+
+
+# Hardening of the daemon's unit that the web page's keeps as it is.
+_SAME_HARDENING = (
+    "User",
+    "Group",
+    "EnvironmentFile",
+    "ConfigurationDirectory",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "NoNewPrivileges",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+    "RestrictSUIDSGID",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "LockPersonality",
+    "RestrictRealtime",
+    "RestrictNamespaces",
+    "ProtectProc",
+    "PrivateMounts",
+    "RemoveIPC",
+    "SystemCallArchitectures",
+    "SystemCallErrorNumber",
+    "RestrictAddressFamilies",
+    "IPAddressDeny",
+    "IPAddressAllow",
+    "RestartPreventExitStatus",
+)
+
+
+def test_web_unit_is_the_daemons_hardening_and_more() -> None:
+    """The page only reads and listens: nothing writable but its thumbnail cache, no devices,
+    no code written at run time, fewer system calls; the rest as the daemon's unit."""
+    daemon = (DEPLOY / "stylefold.service").read_text()
+    web = (DEPLOY / WEB_UNIT).read_text()
+    for key in _SAME_HARDENING:
+        assert _values(web, key) == _values(daemon, key), key
+    assert _values(web, "ReadWritePaths") == [] and _values(web, "BindPaths") == []
+    assert _one(web, "StateDirectory") == _one(daemon, "StateDirectory") + "/thumbnails"
+    assert _one(web, "StateDirectoryMode") == "0700"
+    assert _values(web, "CacheDirectory") == [] and _values(web, "DeviceAllow") == []
+    assert _one(web, "PrivateDevices") == "yes"
+    assert _one(web, "MemoryDenyWriteExecute") == "yes"
+    assert _one(web, "ProcSubset") == "pid"
+    assert _one(web, "UMask") == "0077"
+    assert _values(web, "SystemCallFilter") == ["@system-service", "~@privileged @resources"]
+    assert _values(web, "ExecStartPre") == [], "nothing runs outside the sandbox"
+    assert _one(web, "Restart") == "on-failure"
+    assert int(_one(web, "CPUWeight")) < 100, "the sync tool gets the CPU first"
+    assert _mib(_one(web, "MemoryMax")) >= 1.25 * _mib(_one(web, "MemoryHigh"))
+
+
+def test_web_unit_serves_the_daemons_configuration_on_loopback() -> None:
+    from daemon.cli import build_parser
+
+    web = (DEPLOY / WEB_UNIT).read_text()
+    argv = shlex.split(_one(web, "ExecStart"))
+    assert argv[0] == SHIPPED_EXEC
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "web"
+    daemon_argv = shlex.split(_one((DEPLOY / "stylefold.service").read_text(), "ExecStart"))
+    assert args.config == Path(daemon_argv[daemon_argv.index("--config") + 1])
+    # No --host: web_host decides, and its default is loopback (IPAddressAllow= too).
+    assert args.host is None and Settings.model_fields["web_host"].default == "127.0.0.1"
+    assert args.port is None
 
 
 def _mib(value: str) -> float:
@@ -512,3 +588,105 @@ def test_ray_runs_under_its_units_sandbox(tmp_path: Path) -> None:
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     assert "ray task: 3.0" in done.stdout, (done.stdout + done.stderr)[-3000:]
+
+
+# The web unit's file system view: / read-only (the daemon's folders and state included) but
+# the thumbnail cache (StateDirectory=) and a private /tmp; /proc with other users' processes
+# hidden and only the process folders (ProtectProc=invisible, ProcSubset=pid).
+_WEB_SANDBOX = """
+set -e
+mount --bind "$THUMBNAILS" "$THUMBNAILS"
+mount --bind "$PRIVATE_TMP" "$PRIVATE_TMP"
+mount -o remount,bind,ro /
+mount -t proc -o hidepid=invisible,subset=pid proc /proc
+if touch "$STATE/probe" 2>/dev/null; then echo "the state is writable" >&2; exit 99; fi
+exec "$@"
+"""
+# MemoryDenyWriteExecute=yes: no mapping may become executable once writable (PR_SET_MDWE).
+_NO_WRITE_EXECUTE = (
+    "import ctypes, os, sys; "
+    "assert ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0, 'PR_SET_MDWE'; "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _page(url: str) -> dict[str, str]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}api/page", timeout=30) as response:
+        sections = json.load(response)["sections"]
+    return {name: section["html"] for name, section in sections.items()}
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+def test_web_page_works_inside_its_units_sandbox(tmp_path: Path) -> None:
+    """The page of a running daemon, then of the same daemon stopped, served under the web
+    unit's file system view, system call filter and MemoryDenyWriteExecute=: every picture
+    and log readable, the thumbnails cached (the only folder it may write); SIGTERM stops
+    it with 0."""
+    import urllib.request
+
+    pytest.importorskip("starlette", reason="the page needs the web extra")
+    from conftest import CLI, REPO, make_folders, make_image, start_daemon, wait_for, write_json
+
+    folders = make_folders(tmp_path / "run")
+    config = folders.config()
+    thumbnails, private_tmp = folders.state / "thumbnails", tmp_path / "tmp"
+    thumbnails.mkdir()  # StateDirectory= makes it before the start
+    private_tmp.mkdir()
+    daemon = start_daemon(folders, config=config)
+    write_json(folders.inbox / "photo.json", {"style": "mosaic"})
+    make_image(folders.inbox / "photo.jpg")
+    wait_for(lambda: (folders.outbox / "photo.manifest.json").exists(), 120, "the result")
+
+    names = tmp_path / "allowed.txt"
+    names.write_text("\n".join(sorted(_allowed_syscalls((DEPLOY / WEB_UNIT).read_text()))))
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+        "THUMBNAILS": str(thumbnails),
+        "PRIVATE_TMP": str(private_tmp),
+        "STATE": str(folders.state),
+        "TMPDIR": str(private_tmp),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        *("unshare", "--mount", "--propagation", "private", "sh", "-c", _WEB_SANDBOX, "sh"),
+        *(sys.executable, "-c", _NO_WRITE_EXECUTE),
+        *(sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), str(names)),
+        *(*CLI, "web", "--config", str(config), "--port", "0"),
+    ]
+    web = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert web.stdout is not None
+        first = web.stdout.readline()
+        opened = re.search(r"open (http://127\.0\.0\.1:\d+/)", first)
+        assert opened, first + web.stdout.read()
+        url = opened[1]
+        for daemon_runs in (True, False):
+            if not daemon_runs:
+                assert daemon.stop() == 0
+            page = _page(url)
+            assert ("running, pid" in page["health"]) is daemon_runs, page["health"]
+            job = re.search(r'<article class="card" data-job="([^"]+)"', page["gallery"])
+            assert job and "photo.jpg" in page["gallery"], page["gallery"]
+            for path in ("thumb/result", "thumb/original", "full", "log"):
+                with urllib.request.urlopen(f"{url}jobs/{job[1]}/{path}", timeout=30) as answer:
+                    assert answer.status == 200 and answer.read(), path
+            with urllib.request.urlopen(f"{url}styles/mosaic/thumb", timeout=30) as answer:
+                assert answer.status == 200
+        assert list(thumbnails.iterdir()), "the thumbnail cache was not written"
+        web.send_signal(signal.SIGTERM)
+        assert web.wait(30) == 0
+        printed = web.stdout.read()
+    except BaseException:
+        web.kill()
+        print(web.communicate(timeout=10)[0])  # the page's own account, shown by pytest
+        raise
+    finally:
+        daemon.stop()
+    for problem in ("Traceback", "Read-only file system", "Operation not permitted", "unwritable"):
+        assert problem not in printed, printed

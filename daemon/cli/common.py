@@ -36,9 +36,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def read_settings(args: argparse.Namespace) -> Settings:
-    """The settings for a command that only reads: missing output folders are not created."""
-    return load_settings(args.config, overrides(args), create_dirs=False)
+def read_settings(args: argparse.Namespace, *, writable: bool = True) -> Settings:
+    """The settings for a command that only reads: missing output folders are not created;
+    with `writable=False` they need not be writable either (the web page)."""
+    return load_settings(args.config, overrides(args), create_dirs=False, writable=writable)
 
 
 def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = None) -> StyleLibrary:

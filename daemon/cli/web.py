@@ -4,10 +4,11 @@ daemon of a configuration, in a process of its own (see docs/DESIGN.md, "Web pag
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 
 from daemon.cli.common import fail, folder_flags, read_settings
 from daemon.config import ConfigError
+from daemon.exitcodes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,10 +36,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def command(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, and exit 0 after either, at any moment (start-up
+    included), like `stylefold run`. uvicorn stops gracefully on both, then raises the signal
+    again for the handler it found: SIGTERM's default would kill the process (status -15), so
+    SIGTERM is made to interrupt like Ctrl-C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        settings = read_settings(args)
+        return _serve(args)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = read_settings(args, writable=False)  # it only reads the folders
     except ConfigError as exc:
-        return fail(f"configuration error:\n{exc}")
+        fail(f"configuration error:\n{exc}")
+        return ExitCode.CONFIG  # a restart cannot mend it (RestartPreventExitStatus=)
     try:
         from daemon.web.server import bind
     except ImportError as exc:
@@ -54,6 +68,5 @@ def command(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port")
     print(f"stylefold web: open {server.url} (Ctrl-C stops it)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it stopped
-        server.run()
+    server.run()  # returns after SIGINT/SIGTERM, or raises KeyboardInterrupt once it stopped
     return 0

@@ -104,10 +104,12 @@ def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_folders(settings: Settings, *, create: bool = True) -> None:
+def check_folders(settings: Settings, *, create: bool = True, writable: bool = True) -> None:
     """The inbox and the styles library must exist (an absent inbox is often an unmounted share,
     which must not be papered over by creating an empty folder); outbox, state and archive are
-    created. Folders must not nest into the inbox, or the daemon would ingest its own output."""
+    created. Folders must not nest into the inbox, or the daemon would ingest its own output.
+    With `writable=False` (the web page, which only reads them, maybe from a read-only view)
+    the outbox, state and archive need only be readable."""
     real = {
         name: path.resolve()
         for name, path in (
@@ -149,19 +151,25 @@ def check_folders(settings: Settings, *, create: bool = True) -> None:
                     f"{name}: cannot create {path} ({exc.strerror}); create it by hand or "
                     f"{_fix_hint((name,), 'set')}"
                 ) from None
-        if path.exists() and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        need, what = (os.W_OK, "writable") if writable else (os.R_OK, "readable")
+        if path.exists() and not (path.is_dir() and os.access(path, need | os.X_OK)):
             raise ConfigError(
-                f"{name}: {path} is not a writable folder; fix its permissions or "
+                f"{name}: {path} is not a {what} folder; fix its permissions or "
                 f"{_fix_hint((name,), 'set')}"
             )
 
 
 def load_settings(
-    config_path: Path | None, overrides: Mapping[str, Any], *, create_dirs: bool = True
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    *,
+    create_dirs: bool = True,
+    writable: bool = True,
 ) -> Settings:
     """Build and check the settings. `overrides` are CLI flags (None values mean 'not given');
     `config_path` falls back to STYLEFOLD_CONFIG. With `create_dirs=False` (read-only commands
-    such as `status` and `validate`) missing output folders are not created."""
+    such as `status` and `validate`) missing output folders are not created; with
+    `writable=False` (the web page) they need only be readable."""
     if config_path is None and os.environ.get(CONFIG_ENV):
         config_path = Path(os.environ[CONFIG_ENV])
     toml = read_toml(config_path.expanduser()) if config_path is not None else {}
@@ -173,5 +181,5 @@ def load_settings(
         raise ConfigError(_describe(exc)) from None
     except SettingsError as exc:
         raise ConfigError(f"environment: {exc}; fix the STYLEFOLD_* variable") from None
-    check_folders(settings, create=create_dirs)
+    check_folders(settings, create=create_dirs, writable=writable)
     return settings

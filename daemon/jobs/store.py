@@ -127,8 +127,7 @@ class Store:
         self.path = state_dir / DB_FILE
         try:
             if readonly:
-                uri = f"file:{self.path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5)
+                self._db = self._open_readonly()
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -138,6 +137,29 @@ class Store:
             raise StoreError(
                 errno.EIO, f"cannot open the state database {self.path}: {exc}"
             ) from exc
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A reader that writes nothing. In WAL mode a reader needs the `-shm` index, which
+        SQLite creates when it is missing; in a read-only view of the state (the web page's
+        unit) it cannot. When no daemon has the database open there is no `-wal` either
+        (SQLite folds it into the database and removes both as the last connection closes),
+        so the database file holds every transaction and is read as immutable."""
+        uri = f"file:{self.path}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+            if not self.path.is_file() or self.path.with_name(f"{DB_FILE}-wal").exists():
+                raise
+        db = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None, timeout=5)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self._db.close()
