@@ -169,6 +169,9 @@ def test_unit_supervision_and_hardening(unit: str) -> None:
     allowed = {value.split()[0] for value in _values(text, "DeviceAllow")}
     assert {"char-nvidia-frontend", "char-nvidia-uvm"} <= allowed
     assert len(_values(text, "ReadWritePaths")) == 1
+    # UMask=0002 shares results with the sync tool's group; the state (spool, archive, kept
+    # originals) must not be readable by every local user for it.
+    assert _one(text, "StateDirectoryMode") == "0750"
 
 
 def test_template_differs_only_by_instance() -> None:

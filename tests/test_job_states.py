@@ -119,6 +119,18 @@ def test_the_database_is_wal_and_readable_while_written(tmp_path: Path) -> None:
         reader.create("j2", State.CLAIMING, "other.jpg")
 
 
+@pytest.mark.parametrize("name", ["state?mode=rw#1", "100% state", "état ünïcode"])
+def test_the_database_reads_in_any_folder_name(tmp_path: Path, name: str) -> None:
+    """The read-only open goes through an SQLite URI, where '?', '#' and '%' have meanings."""
+    state = tmp_path / name
+    state.mkdir()
+    Store(state).create("j1", State.CLAIMING, "photo.jpg")
+    reader = Store(state, readonly=True)
+    assert reader.get("j1") is not None
+    with pytest.raises(OSError):
+        reader.create("j2", State.CLAIMING, "other.jpg")
+
+
 def test_answers_seen_files_and_pruning(tmp_path: Path) -> None:
     store = Store(tmp_path)
     answer = Answer("k", "j1", tmp_path / "o.jpg", "abc", tmp_path / "o.manifest.json")

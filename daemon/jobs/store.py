@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -144,7 +145,7 @@ class Store:
         unit) it cannot. When no daemon has the database open there is no `-wal` either
         (SQLite folds it into the database and removes both as the last connection closes),
         so the database file holds every transaction and is read as immutable."""
-        uri = f"file:{self.path}?mode=ro"
+        uri = f"file:{quote(str(self.path))}?mode=ro"  # a '?', '#' or '%' in a folder name
         db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5)
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
