@@ -8,10 +8,19 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, Folders, image_bytes, make_image, wait_for, write_json
+from conftest import (
+    Daemon,
+    Folders,
+    image_bytes,
+    make_image,
+    start_daemon,
+    wait_for,
+    write_json,
+)
 
 from daemon.config import load_settings
 from daemon.intake.ignore import IgnoreRules
@@ -125,3 +134,20 @@ def test_a_lone_photo_is_decided_again_after_a_reload(folders: Folders) -> None:
     assert intake.poll(12.0) == []  # configured, but not decided again until asked
     intake.reconsider()
     assert intake.poll(13.0) == [Arrival(photo, None, Path("."))]
+
+
+def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
+    """`stylefold once` from cron stops while a lone photo still waits for its sidecar (it stops
+    once the inbox is quiet); a later run must not start that wait again (it counts from the
+    photo's arrival), or a photo left without a sidecar would never get its report."""
+    config = folders.config(pair_timeout=3.0)  # longer than once's quiet period (settle + 1 s)
+    _photo(folders, "lone", None, seed=7)
+    wait_for(lambda: _age(folders.inbox / "lone.jpg") > 3.0, 30, "the photo's pair_timeout")
+    later = start_daemon(folders, config=config, ready=False, command="once")
+    assert later.process.wait(90) == 0
+    assert "has no sidecar" in _report(folders, "lone")
+    assert (folders.inbox / "lone.jpg").exists(), "a reported photo stays where it was"
+
+
+def _age(path: Path) -> float:
+    return time.time() - path.stat().st_ctime

@@ -211,7 +211,8 @@ class Settings(BaseSettings):
     pair_timeout: float = Field(
         600.0,
         gt=0,
-        description="Seconds a half pair waits before an error report (or default).",
+        description="Seconds a half pair waits, from its arrival in the inbox (also across "
+        "restarts and `once` runs), before an error report (or default).",
         json_schema_extra=APPLIED_LIVE,
     )
     settle_seconds: float = Field(

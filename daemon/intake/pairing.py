@@ -20,6 +20,7 @@ It is not thread-safe: call it from one thread (the daemon's main loop).
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -186,7 +187,12 @@ class Intake:
                 "let the queue drain, or raise max_tracked (each file costs some memory)",
             )
             return
-        entry = Tracked(path, kind, base, signature, now, now, unusable=unusable(result))
+        # The wait for a partner counts from the file's arrival (its inode change time: the
+        # rename that put it in place), not from when this tracker first saw it; otherwise a
+        # restart, or `run --once` from cron, would start every lone photo's timer again and
+        # it would never be answered. Settling is still timed from now.
+        waited = min(max(0.0, time.time() - result.st_ctime), self.pair_timeout)
+        entry = Tracked(path, kind, base, signature, now, now - waited, unusable=unusable(result))
         self._pairs.add(entry)
         self._pending.add(path)
         self._touch_related(entry)
