@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 
+import pytest
 from conftest import CLI, REPO, Daemon, Folders, image_bytes, wait_for, write_json
 
 from daemon.cli.status import SHOWN, render_status
@@ -220,3 +224,43 @@ def test_status_of_a_running_daemon(
     assert text.startswith(f"daemon: running, pid {daemon.process.pid}, stylefold ")
     assert "\nrunning: 1\n  slow.jpg  " in text and " on cpu" in text
     assert daemon.stop() == 0
+
+
+def _can_unshare_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) for a mount")
+@pytest.mark.parametrize("command", ["status", "validate", "doctor"])
+def test_read_only_commands_work_on_a_read_only_view_of_the_folders(
+    folders: Folders, command: str
+) -> None:
+    """An admin, or a unit with ReadOnlyPaths=, may see the outbox and state read-only: the
+    commands that only read must still work (doctor then says what is not writable)."""
+    config = folders.config()
+    (folders.outbox / "seen.txt").write_text("")
+    binds = " && ".join(
+        f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))} && "
+        f"mount -o remount,bind,ro {shlex.quote(str(p))}"
+        for p in (folders.outbox, folders.state)
+    )
+    sidecar = folders.root / "photo.json"
+    write_json(sidecar, {"style": "mosaic"})
+    extra = [str(sidecar)] if command == "validate" else []
+    cli = shlex.join([*CLI, command, "--config", str(config), *extra])
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{binds} && {cli}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert "not a writable folder" not in output or command == "doctor", output
+    if command == "doctor":
+        assert "outbox" in output and "not a writable folder" in output, output
+    else:
+        assert done.returncode == 0, output

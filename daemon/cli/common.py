@@ -36,10 +36,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def read_settings(args: argparse.Namespace, *, writable: bool = True) -> Settings:
-    """The settings for a command that only reads: missing output folders are not created;
-    with `writable=False` they need not be writable either (the web page)."""
-    return load_settings(args.config, overrides(args), create_dirs=False, writable=writable)
+def read_settings(args: argparse.Namespace) -> Settings:
+    """The settings for a command that only reads (status, validate, reload, doctor, web):
+    missing output folders are not created, and the existing ones need only be readable, so
+    an admin or the web page's unit with a read-only view of the state can use them (doctor
+    says itself what is not writable)."""
+    return load_settings(args.config, overrides(args), create_dirs=False, writable=False)
 
 
 def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = None) -> StyleLibrary:
@@ -50,7 +52,10 @@ def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = No
 
     try:
         settings = load_settings(
-            args.config, overrides(args) if given is None else given, create_dirs=False
+            args.config,
+            overrides(args) if given is None else given,
+            create_dirs=False,
+            writable=False,
         )
         return StyleLibrary.from_settings(settings)
     except ConfigError:

@@ -49,7 +49,7 @@ def command(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        settings = read_settings(args, writable=False)  # it only reads the folders
+        settings = read_settings(args)  # it only reads the folders
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}")
         return ExitCode.CONFIG  # a restart cannot mend it (RestartPreventExitStatus=)
