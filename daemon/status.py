@@ -9,6 +9,7 @@ report from the state database (`daemon.jobs.store`), without the in-memory sect
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Literal
 
@@ -210,8 +211,18 @@ def read_status(state: Path) -> StatusReport:
     daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())
     if not (state / DB_FILE).exists():
         return StatusReport(daemon=daemon)
-    store = Store(state, readonly=True)
     try:
-        return from_store(store, daemon)
-    finally:
-        store.close()
+        store = Store(state, readonly=True)
+        try:
+            return from_store(store, daemon)
+        finally:
+            store.close()
+    except (OSError, sqlite3.Error, ValidationError) as exc:
+        # Whoever asks (status, the web page) still gets an answer that says what is wrong.
+        unreadable = Attention(
+            what=f"the state database cannot be read ({exc})",
+            where=str(state / DB_FILE),
+            fix="check the state folder's permissions and free space (stylefold doctor); a "
+            "running daemon reports its own status meanwhile",
+        )
+        return StatusReport(daemon=daemon, attention=[unreadable])

@@ -264,3 +264,18 @@ def test_read_only_commands_work_on_a_read_only_view_of_the_folders(
         assert "outbox" in output and "not a writable folder" in output, output
     else:
         assert done.returncode == 0, output
+
+
+def test_an_unreadable_state_database_is_reported_not_raised(folders: Folders) -> None:
+    """status (and the web page, through the same read_status) answers with what is wrong."""
+    (folders.state / "stylefold.db").write_bytes(b"not a database, " * 512)
+    done = subprocess.run(
+        [*CLI, "status", "--state", str(folders.state)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the state database cannot be read" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
