@@ -18,6 +18,8 @@ from daemon.web.app import POLL_SECONDS, create_app, is_loopback
 
 log = structlog.get_logger("stylefold.web")
 
+SHUTDOWN_GRACE = 5  # seconds
+
 
 @dataclass
 class WebServer:
@@ -64,6 +66,14 @@ def bind(
     sock = socket.create_server((host, port), family=family)
     bound = sock.getsockname()[1]
     app = create_app(settings, host=host, poll_seconds=poll_seconds)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # A stop waits at most SHUTDOWN_GRACE for open requests (a phone that stopped reading),
+    # well inside the unit's TimeoutStopSec=.
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     return WebServer(uvicorn.Server(config), sock, f"http://{shown}:{bound}/")
