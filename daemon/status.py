@@ -199,6 +199,16 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
     )
 
 
+def duration(seconds: float) -> str:
+    """A span as people read it in a status line: seconds, minutes, then hours."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def read_status(state: Path) -> StatusReport:
     """What `stylefold status` shows: the running daemon's own report, or (when none runs)
     the same report built from the state database."""

@@ -24,6 +24,7 @@ from daemon.status import (
     InboxItem,
     JobItem,
     StatusReport,
+    duration,
     read_status,
 )
 
@@ -190,12 +191,3 @@ def _failure_line(end: Finished) -> str:
 def _attention_line(item: Attention) -> str:
     where = f" ({item.where})" if item.where else ""
     return f"{item.what}{where}\n    fix: {item.fix}"
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -17,7 +17,15 @@ from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import OUTBOX_FIX
 from daemon.jobs.manifest import Manifest
-from daemon.status import Attention, Counts, DaemonInfo, Finished, JobItem, StatusReport
+from daemon.status import (
+    Attention,
+    Counts,
+    DaemonInfo,
+    Finished,
+    JobItem,
+    StatusReport,
+    duration,
+)
 from daemon.versions import stylefold_version
 from daemon.web.records import Outputs
 
@@ -343,15 +351,6 @@ def _value(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     return "default" if value is None else str(value)
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def clock(epoch: float) -> str:
