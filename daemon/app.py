@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from daemon import early_stop
 from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
@@ -96,6 +97,8 @@ class Daemon:
     # -- life cycle -------------------------------------------------------------------------
 
     def run(self) -> int:
+        if self._signals:  # asked for while `stylefold run` imported: nothing to undo yet
+            return self._stop_while_starting()
         try:
             self.lock.acquire()
         except LockError as exc:
@@ -199,6 +202,11 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+        # Stops recorded before these handlers (`daemon.early_stop`), taken after them: each
+        # signal is counted once, by one handler or the other.
+        for signum in early_stop.take():
+            log.info("daemon.stop_asked", signal=signal.Signals(signum).name, before_start=True)
+            self._signals += 1
 
     def _idle(self) -> bool:
         """`once`: everything in the inbox has been taken and worked off."""

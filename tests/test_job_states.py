@@ -16,7 +16,7 @@ from daemon.jobs.states import (
     State,
     check,
 )
-from daemon.jobs.store import Answer, Store
+from daemon.jobs.store import SCHEMA, Answer, Store
 
 
 def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:
@@ -95,6 +95,36 @@ def test_a_job_s_life_is_journalled_and_survives_reopening(tmp_path: Path) -> No
     again.move("j1", State.DONE)
     assert again.active() == [] and [r.id for r in again.finished(10)] == ["j1"]
     assert again.counts() == {"done": 1}
+
+
+def test_losses_with_the_cluster_are_counted_with_the_job_only_when_said(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.create("j1", State.CLAIMING, "photo.jpg")
+    store.move("j1", State.QUEUED)
+    for lost in (True, False, True):  # lost, the daemon stopped, lost
+        store.move("j1", State.RUNNING, started=True)
+        store.move("j1", State.QUEUED, note="put back in the queue", lost=lost)
+    store.close()
+    row = Store(tmp_path).get("j1")
+    assert row is not None and (row.starts, row.lost) == (3, 2)
+
+
+def test_a_database_without_the_lost_column_is_read_then_upgraded(tmp_path: Path) -> None:
+    """A state folder of the previous release: `status` reads it as it is (the old daemon may
+    still run), the new daemon adds the column when it opens it."""
+    old = sqlite3.connect(tmp_path / "stylefold.db")
+    old.executescript(SCHEMA.replace(",\n    lost INTEGER NOT NULL DEFAULT 0", ""))
+    old.execute("INSERT INTO jobs (id, state, since, input, starts) VALUES ('j1','queued',1,'a',2)")
+    old.commit()
+    assert "lost" not in {row[1] for row in old.execute("PRAGMA table_info(jobs)")}
+    old.close()
+    row = Store(tmp_path, readonly=True).get("j1")
+    assert row is not None and (row.state, row.starts, row.lost) == (State.QUEUED, 2, 0)
+
+    store = Store(tmp_path)
+    store.move("j1", State.RUNNING)
+    store.move("j1", State.QUEUED, lost=True)
+    assert [(r.id, r.starts, r.lost) for r in store.active()] == [("j1", 2, 1)]
 
 
 def test_a_photo_sent_again_ends_skipped_through_publishing_and_releasing(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.pool import PoolPolicy, Task
 from daemon.pool.queue import AUTO_GPU_BATCH, TaskQueue, batch_size
-from daemon.pool.retry import explain, next_attempt
+from daemon.pool.retry import MAX_REQUEUES, explain, next_attempt, requeue_free
 from service.params import RenderParams
 
 
@@ -96,8 +96,8 @@ def test_auto_batches_on_a_gpu_only() -> None:
 # -- retries -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["crash", "timeout", "internal"])
-def test_crash_timeout_and_internal_errors_are_retried_as_they_were(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["crash", "timeout", "internal", "lost"])
+def test_crash_timeout_internal_errors_and_losses_are_retried_as_they_were(kind: str) -> None:
     task = _task("j", batch_key="k")
     retry = next_attempt(task, kind, PoolPolicy(retries=1))
     assert retry == replace(task, attempt=2, batch_key=None)  # alone, same size and device
@@ -150,6 +150,18 @@ def test_failure_reasons_name_the_setting_to_change() -> None:
     assert "oom_fallback" in explain(_task("j", device="cpu"), "oom", "", policy)
     assert "please report" in explain(task, "internal", "KeyError", policy)
     assert explain(task, "input", "not an image format", policy) == "not an image format"
+    lost = explain(replace(task, lost=5), "lost", "the Ray cluster was lost (gone)", policy)
+    assert "lost 5 times" in lost and "(last: the Ray cluster was lost (gone))" in lost
+    assert f"after the first {MAX_REQUEUES}" in lost and "2 attempts failed" in lost
+    assert "lower params.size (now 512)" in lost and "send it again" in lost
+
+
+def test_losing_the_cluster_requeues_for_free_only_so_often() -> None:
+    assert [requeue_free(_task("j", lost=n)) for n in range(MAX_REQUEUES + 2)] == [
+        *[True] * MAX_REQUEUES,
+        False,
+        False,
+    ]
 
 
 # -- the package -------------------------------------------------------------------------------

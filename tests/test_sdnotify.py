@@ -470,6 +470,96 @@ def test_sigterm_while_the_network_loads_stops_cleanly(folders: Folders) -> None
     assert [e["event"] for e in events(daemon.journal.read_bytes())][-1] == "daemon.stopped"
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process has a handler for `sig` now (the SigCgt mask of /proc/PID/status)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def _wait_until_caught(daemon: Supervisor) -> float:
+    """Seconds from exec until `stylefold run` catches SIGTERM. Before that the interpreter
+    itself is starting and the kernel's default action applies: the one window no code of
+    ours can close (`daemon.early_stop`)."""
+    started = time.monotonic()
+    while not _catches(daemon.process.pid, signal.SIGTERM):
+        assert daemon.process.poll() is None, daemon.log()[-3000:]
+        assert time.monotonic() - started < 30, "SIGTERM never caught"
+        time.sleep(0.0005)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("sig", "delay"),
+    [
+        (signal.SIGTERM, 0.0),  # at once: while daemon.cli imports pydantic, structlog, ...
+        (signal.SIGINT, 0.0),
+        (signal.SIGTERM, 0.02),
+        (signal.SIGTERM, 0.1),
+        (signal.SIGTERM, 0.3),  # on 2 busy cores: about when `Daemon` takes the stop over
+        (signal.SIGTERM, 0.8),  # the workers are starting
+    ],
+)
+def test_a_stop_at_any_moment_of_start_up_exits_0_with_stopping(
+    folders: Folders, sig: signal.Signals, delay: float
+) -> None:
+    """The contract: SIGTERM (or SIGINT) at any moment, start-up included, ends with
+    STOPPING=1 and exit 0, and nothing is taken from the inbox."""
+    write_json(folders.inbox / "photo.json", {"style": "mosaic"})
+    make_image(folders.inbox / "photo.jpg")
+    daemon = Supervisor(folders.root, folders.config())
+    try:
+        _wait_until_caught(daemon)
+        time.sleep(delay)
+        daemon.process.send_signal(sig)
+        code = daemon.finish(30)
+    finally:
+        daemon.close()
+    assert code == 0, daemon.log()[-3000:]
+    assert daemon.messages.count(b"STOPPING=1") == 1, daemon.messages
+    assert b"READY=1" not in daemon.messages
+    names = [e["event"] for e in events(daemon.journal.read_bytes())]
+    assert names[-2:] == ["daemon.stopping", "daemon.stopped"], daemon.log()[-3000:]
+    assert sorted(p.name for p in folders.inbox.iterdir()) == ["photo.jpg", "photo.json"]
+    assert list(folders.outbox.iterdir()) == []
+
+
+# Runs `stylefold run --help` as the console script does, watching every module load: the
+# names loaded while SIGTERM still had its default action go to stdout as JSON.
+_WATCH_IMPORTS = """
+import json, signal, sys
+unguarded, guarded = [], []
+def hook(event, args):
+    if event == "import":
+        default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        (unguarded if default else guarded).append(args[0])
+sys.addaudithook(hook)
+sys.argv = ["stylefold", "run", "--help"]
+from daemon.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps({"unguarded": unguarded, "guarded": guarded}))
+"""
+
+
+def test_nothing_heavy_is_imported_before_the_stop_handler() -> None:
+    """Before `daemon.early_stop` installs its handler SIGTERM still kills: in that window only
+    the standard library, the `daemon` and `daemon.cli` packages (which install it) and
+    `early_stop` itself may load, never pydantic, structlog or torch (hundreds of ms)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _WATCH_IMPORTS], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "pydantic" in loaded["guarded"]  # the hook does see the heavy imports
+    outside = [m for m in loaded["unguarded"] if m.split(".")[0] not in sys.stdlib_module_names]
+    assert outside == ["daemon.cli", "daemon", "daemon.early_stop"], loaded["unguarded"]
+
+
 def _hanging_probe(folders: Folders, **extra: Any) -> Supervisor:
     """A daemon stuck in the device probe of a GPU host (the probe child never answers)."""
     root = fake_driver(folders.root / "host")

@@ -5,13 +5,20 @@ Each subcommand module exposes `register(subparsers)`, which adds its parser and
 the commands, so `stylefold status` and `--help` stay fast.
 """
 
-import argparse
-import os
 import sys
-from collections.abc import Sequence
 
-from daemon.cli import demo, doctor, reload, render, run, status, styles, validate, web
-from daemon.versions import stylefold_version
+from daemon import early_stop
+
+# First, before the imports below (pydantic, structlog: hundreds of milliseconds): from here on a
+# SIGTERM during `stylefold run`'s start-up is a stop, not a kill (see `daemon.early_stop`).
+early_stop.install(sys.argv[1:])
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from daemon.cli import demo, doctor, reload, render, run, status, styles, validate, web  # noqa: E402
+from daemon.versions import stylefold_version  # noqa: E402
 
 COMMANDS = (run, reload, status, styles, validate, doctor, render, demo, web)
 

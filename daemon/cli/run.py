@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import signal
 
+from daemon import early_stop
 from daemon.cli.common import fail, folder_flags, overrides
 from daemon.config import ConfigError, load_settings
 from daemon.exitcodes import ExitCode
@@ -36,7 +38,6 @@ def command(args: argparse.Namespace) -> int:
     # systemd's watchdog ends a wedged daemon with SIGABRT: every thread's stack goes to stderr
     # (the journal) first, so the cause is read there, not guessed.
     faulthandler.enable(all_threads=True)
-    from daemon.app import Daemon
     from daemon.logs import setup_logging
 
     given = overrides(args)
@@ -44,6 +45,27 @@ def command(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, given)
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}")
+        if early_stop.received():
+            return stopped_before_start()  # the stop was asked for: no failure to restart on
         return ExitCode.CONFIG
     setup_logging(settings.log_format, settings.log_level)
+    if early_stop.received():
+        return stopped_before_start()
+    from daemon.app import Daemon  # the daemon's modules: a stop meanwhile is taken over by it
+
     return Daemon(settings, config_path=args.config, overrides=given, once=args.once).run()
+
+
+def stopped_before_start() -> int:
+    """A SIGTERM/SIGINT recorded while `stylefold run` imported: an ordinary stop, said to
+    systemd and the log like any other, before anything was opened or taken from the inbox."""
+    import structlog
+
+    from daemon.sdnotify import Notifier
+
+    log = structlog.get_logger("stylefold.daemon")
+    Notifier.from_env().stopping()
+    names = [signal.Signals(number).name for number in early_stop.take()]
+    log.info("daemon.stopping", while_starting=True, before_start=True, signals=names)
+    log.info("daemon.stopped", while_starting=True, before_start=True)
+    return ExitCode.OK

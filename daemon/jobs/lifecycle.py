@@ -247,6 +247,7 @@ class Lifecycle:
             )
             for style in job.styles
         )
+        row = self.store.get(job.id)
         key = None
         if self.pool.may_batch():
             key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)
@@ -261,6 +262,7 @@ class Lifecycle:
             max_pixels=self.settings.max_pixels,
             batch_key=key,
             preview_every=self.settings.preview_every,
+            lost=row.lost if row else 0,  # its free requeues are counted across restarts
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)
@@ -310,9 +312,11 @@ class Lifecycle:
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
             self._stopped_running(job)
-            self._queued_again(job, event.error, note=line)
+            self._queued_again(job, event.error, note=line, lost=event.kind == "lost")
             self.metrics.job_finished("retried", 0.0)
-        elif isinstance(event, Cancelled | Requeued):
+        elif isinstance(event, Requeued):
+            self.requeue(job, event.reason, lost=True)
+        elif isinstance(event, Cancelled):
             self.requeue(job, event.reason)
 
     def _started(self, job: Job, event: Started) -> None:
@@ -385,25 +389,35 @@ class Lifecycle:
         self.space.full("a result could not be stored")
 
     def _queued_again(
-        self, job: Job, reason: str | None = None, note: str = "held: state full"
+        self,
+        job: Job,
+        reason: str | None = None,
+        note: str = "held: state full",
+        *,
+        lost: bool = False,
     ) -> None:
-        """Record a job that left its worker as QUEUED. With the state folder full that may
-        fail (and RUNNING may never have been recorded): the job goes on all the same, and a
+        """Record a job that left its worker as QUEUED (`lost`: its worker went with its
+        cluster, counted against the free requeues). With the state folder full that may fail
+        (and RUNNING may never have been recorded): the job goes on all the same, and a
         restart queues a RUNNING job again anyway."""
         row = self.store.get(job.id)
         if row is not None and row.state is State.RUNNING:
             try:
-                self.store.move(job.id, State.QUEUED, reason=reason, note=note)
+                self.store.move(job.id, State.QUEUED, reason=reason, note=note, lost=lost)
             except OSError as exc:
                 log.warning("job.not_recorded", state=str(State.QUEUED), error=str(exc))
 
-    def requeue(self, job: Job, reason: str) -> None:
+    def requeue(self, job: Job, reason: str, *, lost: bool = False) -> None:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or
-        requeued by the pool after its Ray cluster went away (it runs when a worker is free)."""
+        requeued by the pool after its Ray cluster went away (`lost`: it runs when a worker is
+        free, and the loss is counted with the job, as the pool frees only so many;
+        daemon.pool.retry.MAX_REQUEUES). A stop of the daemon is never the job's doing and
+        does not count."""
         self._stopped_running(job)
-        self._queued_again(job, note=f"put back in the queue ({reason})")
-        self.spool.append_log(job, f"put back in the queue ({reason})")
-        log.info("job.requeued", input=job.source, reason=reason)
+        note = f"put back in the queue ({reason})"
+        self._queued_again(job, note=note, lost=lost)
+        self.spool.append_log(job, note)
+        log.info("job.requeued", input=job.source, reason=reason, lost=lost)
 
     # -- answers ----------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     detail TEXT,                  -- what publishing needs (JSON; see daemon.jobs.lifecycle)
     reason TEXT,                  -- blocked, failed, rejected, broken: in words
     retry_at REAL,                -- blocked: epoch seconds of the next try
-    starts INTEGER NOT NULL DEFAULT 0
+    starts INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0  -- times its worker went with its Ray cluster (add_columns)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS transitions (
@@ -96,6 +97,7 @@ class JobRow:
     reason: str | None
     retry_at: float | None
     starts: int
+    lost: int  # times its worker went with its Ray cluster (see daemon.pool.retry.MAX_REQUEUES)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(SCHEMA)
+                _add_columns(self._db)
+            self._columns = _columns(self._db)
         except sqlite3.Error as exc:
             raise StoreError(
                 errno.EIO, f"cannot open the state database {self.path}: {exc}"
@@ -217,9 +221,11 @@ class Store:
         reason: str | None = _UNSET,
         retry_at: float | None = _UNSET,
         started: bool = False,
+        lost: bool = False,
     ) -> None:
         """One transition, checked and journalled; the keyword fields are updated with it
-        (left as they are when not given)."""
+        (left as they are when not given). `started` and `lost` count a start and a loss of
+        the job's worker with its cluster in the same transaction."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -239,7 +245,9 @@ class Store:
             if retry_at is not _UNSET:
                 fields["retry_at"] = retry_at
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            increment = ", starts = starts + 1" if started else ""
+            increment = (", starts = starts + 1" if started else "") + (
+                ", lost = lost + 1" if lost else ""
+            )
             db.execute(
                 f"UPDATE jobs SET {assignments}{increment} WHERE id = ?",
                 (*fields.values(), job_id),
@@ -250,14 +258,16 @@ class Store:
             )
 
     def get(self, job_id: str) -> JobRow | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {self._columns} FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         return None if row is None else _row(row)
 
     def active(self) -> list[JobRow]:
         """Unfinished jobs in claim order (job ids sort by claim time)."""
         marks = ",".join("?" * len(TERMINAL))
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN ({marks}) ORDER BY id",
+            f"SELECT {self._columns} FROM jobs WHERE state NOT IN ({marks}) ORDER BY id",
             tuple(TERMINAL),
         ).fetchall()
         return [_row(row) for row in rows]
@@ -266,7 +276,8 @@ class Store:
         """The most recent ends, newest first."""
         marks = ",".join("?" * len(TERMINAL))
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY since DESC LIMIT ?",
+            f"SELECT {self._columns} FROM jobs WHERE state IN ({marks}) "
+            "ORDER BY since DESC LIMIT ?",
             (*TERMINAL, limit),
         ).fetchall()
         return [_row(row) for row in rows]
@@ -371,7 +382,7 @@ class Store:
         marks = ",".join("?" * len(states))
         one = "" if path is None else " AND seen.path = ?"
         rows = self._db.execute(
-            f"SELECT seen.path, {_COLUMNS} FROM seen JOIN jobs ON jobs.id = seen.job_id "
+            f"SELECT seen.path, {self._columns} FROM seen JOIN jobs ON jobs.id = seen.job_id "
             f"WHERE jobs.state IN ({marks}){one} ORDER BY jobs.id",
             (*states, *([] if path is None else [os.fsencode(path)])),
         ).fetchall()
@@ -380,13 +391,34 @@ class Store:
 
 _JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
 _COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"
+# Columns added since the first release of the database, with their definitions: opening a
+# database for writing adds what it lacks (SQLite adds a column in place, without a copy).
+ADDED_COLUMNS: dict[str, str] = {"lost": "INTEGER NOT NULL DEFAULT 0"}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    have = _column_names(db)
+    for name, definition in ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+
+def _columns(db: sqlite3.Connection) -> str:
+    """What a job row is read with. A read-only reader (`stylefold status` upgraded while the
+    previous daemon still runs) may find a database without the added columns: it reads them
+    as their defaults rather than failing."""
+    have = _column_names(db)
+    added = [name if name in have else f"0 AS {name}" for name in ADDED_COLUMNS]
+    return ", ".join([_COLUMNS, *added])
+
+
+def _column_names(db: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(jobs)")}
 
 
 def _row(row: tuple[Any, ...]) -> JobRow:
     record = model_from_json(Job, row[4]) if row[4] else None
-    return JobRow(
-        row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9]
-    )
+    return JobRow(row[0], State(row[1]), row[2], row[3], record, *row[5:11])
 
 
 def _dump(model: BaseModel | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import structlog
@@ -321,10 +321,19 @@ class Pool:
             elif with_cluster and self._stopping:
                 events.append(Cancelled(task.job_id, f"{reason}; it runs again at the next start"))
             elif with_cluster:
-                self._queue.put_back([task])
-                events.append(Requeued(task.job_id, reason))
+                self._lost_with_cluster(task, reason, events)
             else:
                 self._job_failed(task, kind, reason, events)
+
+    def _lost_with_cluster(self, task: Task, reason: str, events: list[PoolEvent]) -> None:
+        """No fault of the job's: back in the queue without an attempt, up to
+        retry.MAX_REQUEUES times; after that a failed attempt, as a crash would be."""
+        lost = replace(task, lost=task.lost + 1)
+        if retry.requeue_free(task):
+            self._queue.put_back([lost])
+            events.append(Requeued(task.job_id, reason))
+        else:
+            self._job_failed(lost, "lost", reason, events)
 
     def _respawn_due(self) -> None:
         now = time.monotonic()

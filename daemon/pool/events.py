@@ -25,6 +25,7 @@ FailureKind = Literal[
     "cancelled",
     "interrupted",
     "nospace",  # the result could not be stored: the state folder's file system is full
+    "lost",  # its worker went with its Ray cluster once too often (retry.MAX_REQUEUES)
 ]
 
 
@@ -104,7 +105,8 @@ class Failed:
 @dataclass(frozen=True)
 class Requeued:
     """Back in the pool's queue through no fault of its own (its Ray cluster went away while it
-    ran); it runs again, and the lost run does not count as an attempt."""
+    ran); it runs again, and the lost run does not count as an attempt (up to
+    retry.MAX_REQUEUES times: later losses are failed attempts of kind "lost")."""
 
     job_id: str
     reason: str

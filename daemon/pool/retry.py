@@ -11,7 +11,19 @@ from daemon.pool.task import Task
 
 OOM_SHRINK = 0.7  # each out-of-memory retry renders at 70 % of the previous long side
 MIN_SIZE = 16
-RETRIED = ("crash", "timeout", "internal")  # worth another try as they are
+RETRIED = ("crash", "timeout", "internal", "lost")  # worth another try as they are
+# A job whose worker goes with its Ray cluster (the head, or the connection to it) is put back
+# without counting an attempt, as it is rarely the job's fault. Rarely is not never: a photo
+# that takes its node down every time (the OOM killer, a driver crash) would loop for ever. So
+# after this many free requeues each further loss is a failed attempt (kind "lost"), retried
+# as `retries` allows and then reported. 3 outlasts a head restart, a cut connection and a
+# reconnect gone wrong in a row, yet gives a poison job up within minutes.
+MAX_REQUEUES = 3
+
+
+def requeue_free(task: Task) -> bool:
+    """Whether losing `task`'s worker with its cluster may put it back without an attempt."""
+    return task.lost < MAX_REQUEUES
 
 
 def next_attempt(
@@ -67,4 +79,12 @@ def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> st
         )
     if kind == "internal":
         return f"internal error: {error}; please report it with the job's log"
+    if kind == "lost":
+        return (
+            f"its worker was lost {task.lost} times while rendering it, with its Ray cluster "
+            f"(last: {error}); after the first {MAX_REQUEUES} each loss was a failed attempt, "
+            f"and {tries} failed. A photo that takes its node down every time usually runs it "
+            f"out of memory: lower params.size (now {size}) or the photo's resolution, check "
+            "the nodes' memory and logs (dmesg, `ray logs`), then send it again"
+        )
     return error
