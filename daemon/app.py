@@ -202,9 +202,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
-        # Stops recorded before these handlers (`daemon.early_stop`), taken after them: each
-        # signal is counted once, by one handler or the other.
+        # Stops and reloads recorded before these handlers (`daemon.early_stop`), taken after
+        # them: each signal is counted once, by one handler or the other.
         for signum in early_stop.take():
+            if signum == signal.SIGHUP:
+                log.info("daemon.reload_asked", before_start=True)
+                self._reload = True
+                continue
             log.info("daemon.stop_asked", signal=signal.Signals(signum).name, before_start=True)
             self._signals += 1
 

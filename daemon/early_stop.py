@@ -1,5 +1,5 @@
-"""A stop asked for before the daemon can act on it: SIGTERM/SIGINT while `stylefold run`
-still imports and loads its configuration.
+"""A stop (or a reload) asked for before the daemon can act on it: SIGTERM/SIGINT (SIGHUP)
+while `stylefold run` still imports and loads its configuration.
 
 Until a process installs a handler, SIGTERM kills it (exit -15, a failed stop for systemd).
 `daemon.cli` calls `install` before any other import, so from then on a stop is only recorded
@@ -22,8 +22,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 DAEMON_COMMANDS = frozenset({"run", "once"})
-# SIGTERM last: a process seen catching it (SigCgt in /proc/PID/status) records SIGINT too.
+# SIGTERM last: a process seen catching it (SigCgt in /proc/PID/status) records the others too.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP's default action is to end the process too; a reload asked for during start-up is
+# done once the daemon runs (its configuration may have been read before the file changed).
+RECORDED = (signal.SIGHUP, *STOP_SIGNALS)
 
 _received: list[int] = []  # signal numbers, in order; only appended to by the handler
 
@@ -39,23 +42,22 @@ def command_of(argv: Sequence[str]) -> str | None:
 
 
 def install(argv: Sequence[str]) -> bool:
-    """Record SIGTERM/SIGINT from now on when `argv` starts the daemon; True when it did.
-
-    Other commands (`status`, `validate`, ...) keep the default: a stop ends them at once."""
+    """Record SIGHUP/SIGINT/SIGTERM from now on when `argv` starts the daemon; True when it
+    did. Other commands (`status`, `validate`, ...) keep the default: a stop ends them at once."""
     if command_of(argv) not in DAEMON_COMMANDS:
         return False
-    for sig in STOP_SIGNALS:
+    for sig in RECORDED:
         signal.signal(sig, _record)
     return True
 
 
-def received() -> list[int]:
-    """The stop signals recorded so far (the handler stays installed)."""
-    return list(_received)
+def stop_asked() -> bool:
+    """Whether a stop signal has been recorded (the handler stays installed)."""
+    return any(signum in STOP_SIGNALS for signum in _received)
 
 
 def take() -> list[int]:
-    """The stop signals recorded so far, forgotten here: the caller now owns them (it has
+    """The signals recorded so far, forgotten here: the caller now owns them (it has
     installed its own handlers first, so none is lost in between)."""
     taken = list(_received)
     del _received[: len(taken)]

@@ -526,6 +526,27 @@ def test_a_stop_at_any_moment_of_start_up_exits_0_with_stopping(
     assert list(folders.outbox.iterdir()) == []
 
 
+def test_a_reload_asked_during_start_up_is_done_once_running(folders: Folders) -> None:
+    """SIGHUP's default action ends a process too: during start-up it is recorded, and the
+    reload is done once the daemon runs (the file may have changed after it was read)."""
+    daemon = Supervisor(folders.root, folders.config())
+    try:
+        _wait_until_caught(daemon)
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for(lambda: b"READY=1" in b"".join(daemon.messages), 90, "READY=1")
+
+        def names() -> list[str]:
+            return [e["event"] for e in events(daemon.journal.read_bytes())]
+
+        daemon.wait_for(lambda: "daemon.reloaded" in names(), 30, "the reload")
+        assert "daemon.reload_asked" in names()
+        assert daemon.process.poll() is None, "SIGHUP ended the daemon"
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.finish(60) == 0, daemon.log()[-3000:]
+    finally:
+        daemon.close()
+
+
 # Runs `stylefold run --help` as the console script does, watching every module load: the
 # names loaded while SIGTERM still had its default action go to stdout as JSON.
 _WATCH_IMPORTS = """

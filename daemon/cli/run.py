@@ -45,11 +45,11 @@ def command(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, given)
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}")
-        if early_stop.received():
+        if early_stop.stop_asked():
             return stopped_before_start()  # the stop was asked for: no failure to restart on
         return ExitCode.CONFIG
     setup_logging(settings.log_format, settings.log_level)
-    if early_stop.received():
+    if early_stop.stop_asked():
         return stopped_before_start()
     from daemon.app import Daemon  # the daemon's modules: a stop meanwhile is taken over by it
 
@@ -65,7 +65,7 @@ def stopped_before_start() -> int:
 
     log = structlog.get_logger("stylefold.daemon")
     Notifier.from_env().stopping()
-    names = [signal.Signals(number).name for number in early_stop.take()]
+    names = [signal.Signals(number).name for number in early_stop.take()]  # a SIGHUP too
     log.info("daemon.stopping", while_starting=True, before_start=True, signals=names)
     log.info("daemon.stopped", while_starting=True, before_start=True)
     return ExitCode.OK
