@@ -4,6 +4,7 @@ real files and the state database; renders are finished by hand (no worker is st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,10 @@ from conftest import Folders, image_bytes, write_json
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
+from daemon.jobs import answers
+from daemon.jobs.answers import ResultDetail
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.record import Job
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
@@ -57,14 +61,17 @@ def _render(lc: Lifecycle, job_id: str) -> None:
     """What a worker reports after writing its result into the spool."""
     job = lc.jobs[job_id]
     (lc.spool.job_dir(job) / "result.jpg").write_bytes(image_bytes(seed=99))
-    info = ResultInfo(
+    lc.handle(Done(job_id, _info(job)))
+
+
+def _info(job: Job) -> ResultInfo:
+    return ResultInfo(
         iterations=4, stop_reason="iterations", losses={}, scales=[(48, 36)], device="cpu",
         output_size=(48, 36), input_size=(64, 48), input_format="JPEG", peak_memory_bytes=0,
         params=job.params, versions={"torch": "2", "pillow": "11"},
         timings={"decode_seconds": 0.1, "render_seconds": 1.0, "encode_seconds": 0.1,
                  "worker_total_seconds": 1.2},
     )  # fmt: skip
-    lc.handle(Done(job_id, info))
 
 
 def _outbox(folders: Folders, sub: str = "") -> list[str]:
@@ -199,3 +206,32 @@ def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str
     assert _outbox(folders, sub) == sorted(
         [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
     )
+
+
+def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo(
+    folders: Folders,
+) -> None:
+    """The daemon died after writing a result into the outbox and before indexing it for
+    dedupe (a full state folder leaves the same gap: the next try finds the result written).
+    Publishing it again must index it: an identical photo under another name is then answered
+    from it at once, not rendered a second time. The crash is reproduced by the steps the
+    publisher takes before it: PUBLISHING recorded, the answer written, nothing indexed."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    result = lc.spool.job_dir(job) / "result.jpg"
+    result.write_bytes(image_bytes(seed=99))
+    detail = ResultDetail(info=_info(job))
+    lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
+    answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
+    assert lc.store.answer_for(job.key) is None
+    lc.store.close()  # killed here
+
+    lc = _lifecycle(folders)
+    lc.recover()
+    assert _end(lc, job_id) is State.DONE
+    assert lc.store.answer_for(job.key) is not None
+    assert _take(lc, _send(folders, "copy.jpg")) is None  # answered at once, from the result
+    manifest = json.loads((folders.outbox / "copy.manifest.json").read_text())
+    assert manifest["reused"]["job_id"] == job_id

@@ -19,7 +19,7 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import drop_stale_report, published_by
+from daemon.jobs.outbox import OutputNames, drop_stale_report, published_by
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
@@ -118,8 +118,17 @@ class Publisher:
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
-        if published_by(names, job.id) is not None:
-            return shown  # written before a restart
+        if published_by(names, job.id) is None:  # else written by an earlier try
+            self._write_answer(job, detail, names)
+        if isinstance(detail, ResultDetail):
+            # Also when an earlier try wrote the result but could not index it (a full state
+            # folder): an identical photo is then answered from it instead of rendered again.
+            self.store.record_answer(
+                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
+            )
+        return shown
+
+    def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
             last = (
                 f"done: {detail.info.iterations} iterations ({detail.info.stop_reason}), "
@@ -128,9 +137,6 @@ class Publisher:
             result = self.spool.job_dir(job) / f"result.{job.output_format}"
             log_text = self.spool.read_log(job, last)
             answers.publish_result(job, detail, result, names, log_text, self.roots)
-            self.store.record_answer(
-                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
-            )
         elif isinstance(detail, ReuseDetail):
             last = f"identical to job {detail.job_id}; reused {detail.output}"
             log_text = self.spool.read_log(job, last)
@@ -142,7 +148,6 @@ class Publisher:
             )
             report = answers.failure_report(job, detail)
             answers.publish_failure(names, report, self.spool.read_log(job, last), self.roots)
-        return shown
 
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
