@@ -19,6 +19,7 @@ from test_reliability_disk import _fill
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
+from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.states import State
@@ -26,6 +27,8 @@ from daemon.jobs.store import DB_FILE, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, ResultInfo, Started
+from daemon.status import DaemonInfo, StatusReport
+from daemon.supervision import host_attention, status_line
 
 pytestmark = pytest.mark.heavy
 
@@ -158,6 +161,13 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     assert job.id in lc.publisher.blocked
     assert "no space left for the state database" in lc.publisher.blocked[job.id].reason
     assert _answers(folders) == []
+    [item] = lc.items()  # status names the state folder, not the outbox, and its fix
+    assert item.state == "blocked" and item.blocked_on == "state"
+    report = StatusReport(daemon=DaemonInfo(running=True, version="test"), jobs=lc.items())
+    [attention] = host_attention(report)
+    assert attention.what.startswith("the state folder is full or unwritable")
+    assert attention.fix == answers.STATE_FIX and "state folder" in attention.fix
+    assert "1 blocked (state folder full or unwritable)" in status_line(report)
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.QUEUED  # nothing could be recorded
 

@@ -63,7 +63,10 @@ INTERNAL = "internal error while finishing the job ({error}); please report it"
 IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
-STATE_FIX = "free space where the state folder is; the job waits"
+STATE_FIX = (
+    "free space where the state folder is, or fix its permissions; the job waits and carries on "
+    "by itself"
+)
 
 
 def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from pydantic import BaseModel
@@ -153,24 +154,35 @@ class Publisher:
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
         reason = str(exc)
-        self.metrics.outbox_write_failed()
+        on = self._refused_by(exc)
+        if on == "outbox":
+            self.metrics.outbox_write_failed()
         log.error(
-            "job.outbox_unwritable",
+            f"job.{on}_unwritable",
             job_id=job_id,
             error=reason,
             retry_in=self.publish_retry,
-            fix=answers.STATE_FIX if isinstance(exc, StoreError) else answers.OUTBOX_FIX,
+            fix=answers.STATE_FIX if on == "state" else answers.OUTBOX_FIX,
         )
         if job is not None:
             self.stop_running(job)
         retry_at = time.monotonic() + self.publish_retry
-        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at)
+        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
         row = self.store.get(job_id)
         if row is not None and row.state is State.PUBLISHING:
             with contextlib.suppress(OSError):
                 self.store.move(
                     job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
                 )
+
+    def _refused_by(self, exc: OSError) -> Literal["outbox", "state"]:
+        """Which folder an error while publishing is about: the state database (StoreError) or
+        a file in the state folder (the spool) is the state folder's, anything else the
+        outbox's; status names the folder to free or fix."""
+        name = exc.filename if isinstance(exc.filename, str) else None
+        if isinstance(exc, StoreError) or (name and Path(name).is_relative_to(self.settings.state)):
+            return "state"
+        return "outbox"
 
     def retry_blocked(self) -> None:
         now = time.monotonic()
