@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Folders, image_bytes, wait_for
+from conftest import CLI, Daemon, Folders, image_bytes, wait_for
 from test_reliability_disk import _fill
 
 from daemon.config import load_settings
@@ -200,3 +200,61 @@ def _archived(state: Path, name: str, data: bytes) -> None:
 
 def _held(daemon: Daemon, image: str) -> list[str]:
     return [str(line["reason"]) for line in _events(daemon, "job.held") if line["input"] == image]
+
+
+def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
+    folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """A job left RELEASING (its answer out, its originals not yet moved: here the archive
+    held a file where the job's folder belongs) meets a full state database at the next
+    start. Recovery releases it, cannot record the end, and must not stop the daemon: it
+    starts, `status` names the full state folder, and the job ends by itself once there is
+    room. A reader keeps the database's WAL index open, as `stylefold web` does (SQLite cannot
+    create one on a full disk); the WAL is emptied, so any write must grow it."""
+    env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
+    (tmpfs_state / "archive").mkdir()
+    (tmpfs_state / "archive" / "trip").write_text("in the way")
+    daemon = daemon_factory(env=env)
+    (folders.inbox / "trip").mkdir()
+    data = image_bytes(seed=6)
+    (folders.inbox / "trip" / "photo.jpg").write_bytes(data)
+    (folders.inbox / "trip" / "photo.json").write_text(json.dumps({"style": "mosaic"}))
+    daemon.wait_for_log("job.originals_not_moved", timeout=120)
+    assert daemon.stop() == 0
+    [row] = _rows(tmpfs_state)
+    assert row[1] == "releasing"
+    (tmpfs_state / "archive" / "trip").unlink()
+
+    reader = sqlite3.connect(tmpfs_state / DB_FILE)
+    try:
+        reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = _fill(tmpfs_state)
+        daemon = daemon_factory(env=env)
+        unwritable = daemon.wait_for_log("job.state_unwritable", timeout=30)
+        assert "no space left for the state database" in str(unwritable["error"])
+        assert "state folder" in str(unwritable["fix"])
+        daemon.wait_for_log("job.state_unwritable", timeout=30, count=2)  # tried again
+        assert daemon.process.poll() is None
+        report = json.loads(
+            subprocess.run(
+                [*CLI, "status", "--config", str(folders.config()), "--json"],
+                capture_output=True, check=True, env=daemon.env,
+            ).stdout
+        )  # fmt: skip
+        assert [job["input"] for job in report["jobs"]] == ["trip/photo.jpg"]
+        [attention] = [a for a in report["attention"] if "state folder" in a["what"]]
+        assert "is full" in attention["what"] and "free space" in attention["fix"]
+        assert (tmpfs_state / "archive" / "trip" / "photo.jpg").read_bytes() == data
+
+        filler.unlink()
+        wait_for(lambda: _rows(tmpfs_state)[0][1] == "done", 30, "the job recorded done")
+    finally:
+        reader.close()
+    assert (folders.outbox / "trip" / "photo.manifest.json").exists()
+    assert _claims_left(tmpfs_state) == []
+    assert daemon.stop() == 0
+
+
+def _rows(state: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(state / DB_FILE) as db:
+        return list(db.execute("SELECT id, state FROM jobs ORDER BY id"))

@@ -120,7 +120,7 @@ class Lifecycle:
         """Claim what is ready while the pool's queue has room (the bound keeps a burst of
         thousands of photos in the inbox, visible, rather than in memory)."""
         for job in self.space.released():
-            self._queued_again(job)
+            self.queued_again(job)
             self.backlog.append(job)
         while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
             self.submit(self.backlog.popleft())
@@ -310,7 +310,7 @@ class Lifecycle:
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
             self._stopped_running(job)
-            self._queued_again(job, event.error, note=line)
+            self.queued_again(job, event.error, note=line)
             self.metrics.job_finished("retried", 0.0)
         elif isinstance(event, Cancelled | Requeued):
             self.requeue(job, event.reason)
@@ -380,11 +380,11 @@ class Lifecycle:
         and is submitted again once there is room for its result (`StateSpace.released`)."""
         self._stopped_running(job)
         self.spool.append_log(job, f"waiting for room in the state folder ({reason})")
-        self._queued_again(job, reason, note="held: state full")
+        self.queued_again(job, reason, note="held: state full")
         self.space.hold(job, reason)
         self.space.full("a result could not be stored")
 
-    def _queued_again(
+    def queued_again(
         self, job: Job, reason: str | None = None, note: str = "held: state full"
     ) -> None:
         """Record a job that left its worker as QUEUED. With the state folder full that may
@@ -401,7 +401,7 @@ class Lifecycle:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or
         requeued by the pool after its Ray cluster went away (it runs when a worker is free)."""
         self._stopped_running(job)
-        self._queued_again(job, note=f"put back in the queue ({reason})")
+        self.queued_again(job, note=f"put back in the queue ({reason})")
         self.spool.append_log(job, f"put back in the queue ({reason})")
         log.info("job.requeued", input=job.source, reason=reason)
 

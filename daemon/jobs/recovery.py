@@ -31,8 +31,13 @@ MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is give
 
 
 def recover(lc: Lifecycle) -> None:
-    """Continue every unfinished job from its recorded state."""
-    migrate(lc.store, lc.spool, lc.settings.state)
+    """Continue every unfinished job from its recorded state. A state folder that records
+    nothing (full) must not keep the daemon from starting: every write here is best effort or
+    blocks its job, which stays as recorded and is tried again from the loop."""
+    try:
+        migrate(lc.store, lc.spool, lc.settings.state)
+    except OSError as exc:  # repeated at the next start; its old files are kept until then
+        log.error("state.migration_deferred", error=str(exc), fix=answers.STATE_FIX)
     for row in lc.store.active():
         with job_context(row.id):
             log.info("job.recovered", input=row.input, state=str(row.state))
@@ -41,7 +46,10 @@ def recover(lc: Lifecycle) -> None:
             except (ValidationError, ValueError) as exc:
                 _broken(lc, row.id, f"its record cannot be read ({exc})")
     lc.spool.collect_styles()
-    lc.spool.forget_vanished()
+    try:
+        lc.spool.forget_vanished()
+    except OSError as exc:  # only housekeeping: the records are dropped at the next start
+        log.warning("spool.not_forgotten", error=str(exc))
 
 
 def _recover(
@@ -64,12 +72,11 @@ def _recover(
         raise ValueError(f"no job record in state {state}")
     lc.jobs[job.id] = job
     lc.spool.reserve(job)
-    if state in (State.PUBLISHING, State.BLOCKED):
+    if state in (State.PUBLISHING, State.BLOCKED, State.RELEASING):
+        # RELEASING too: publish only releases it, and a full state folder blocks, not raises
         lc.publisher.publish(
             job.id, job, outcome or "failure", outcome_detail(outcome, detail or "")
         )
-    elif state is State.RELEASING:
-        lc.publisher.release(job, outcome)
     elif (lc.spool.job_dir(job) / "result.json").exists():
         info = model_from_json(ResultInfo, (lc.spool.job_dir(job) / "result.json").read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))
@@ -77,8 +84,7 @@ def _recover(
         reason = answers.INTERRUPTED.format(starts=starts)
         lc.publisher.fail(job, FailureDetail(kind="interrupted", reason=reason))
     else:
-        if state is State.RUNNING:
-            lc.store.move(job.id, State.QUEUED, note="the daemon restarted")
+        lc.queued_again(job, note="the daemon restarted")  # best effort, as RUNNING is requeued
         lc.backlog.append(job)
 
 
