@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -188,7 +189,45 @@ class Publisher:
         now = time.monotonic()
         for blocked in [b for b in self.blocked.values() if b.retry_at <= now]:
             with job_context(blocked.job_id):
-                self.publish(blocked.job_id, blocked.job, blocked.outcome, blocked.detail)
+                try:
+                    self.publish(blocked.job_id, blocked.job, blocked.outcome, blocked.detail)
+                except Exception as exc:  # one bad job must never stop the daemon
+                    self.crashed(blocked.job_id, blocked.job, exc, "publishing its answer")
+
+    def crashed(self, job_id: str, job: Job | None, exc: Exception, doing: str) -> None:
+        """A job whose handling raised something no path expects (a bug, bad data in its
+        record or in an earlier answer it reuses): logged with the traceback, it ends through
+        the one failure path, its originals returned with a report. Should that raise too (the
+        same bad data), it is set aside as BROKEN with its originals kept in the spool and
+        listed by `status`; either way the loop forgets it and carries on."""
+        trace = _trace(exc)
+        log.error("job.crashed", doing=doing, error=repr(exc), traceback=trace)
+        failing = job_id in self.blocked and self.blocked[job_id].outcome == "failure"
+        if job is not None and not failing:
+            reason = answers.INTERNAL.format(error=f"{doing}: {exc!r}")
+            try:
+                self.fail(job, FailureDetail(kind="internal", reason=reason, traceback=trace))
+                return
+            except Exception as again:  # the failure path meets the same bad data
+                log.error("job.fail_crashed", error=repr(again), traceback=_trace(again))
+        self.set_aside(job_id, job, f"{doing} crashed ({exc!r}); the traceback is in the log")
+
+    def set_aside(self, job_id: str, job: Job | None, reason: str) -> None:
+        """The last resort for a job that cannot be finished: its spool folder (originals and
+        all) is moved aside for a person, BROKEN is recorded (best effort) and the loop
+        forgets it. A report's files were never moved: they stay in the inbox."""
+        moved: Path | None = self.spool.move_aside(job_id)
+        if moved is not None and not moved.exists():
+            moved = None  # no spool folder: a report, or a job whose folder is gone
+        where = f"; its files are in {moved}" if moved is not None else ""
+        log.error("job.broken", reason=reason, moved_to=None if moved is None else str(moved))
+        try:
+            self.store.move(job_id, State.BROKEN, reason=f"{reason}{where}")
+        except Exception as exc:  # recorded or not, the job is set aside
+            log.warning("job.not_recorded", state=str(State.BROKEN), error=repr(exc))
+        self.blocked.pop(job_id, None)
+        self.jobs.pop(job_id, None)
+        self.running.pop(job_id, None)
 
     def _reported(self, job_id: str, detail: ReportDetail, report: str) -> None:
         inbox = self.settings.inbox
@@ -262,6 +301,10 @@ class Publisher:
 
 
 _METRIC = {"result": "done", "reuse": "done", "skip": "reused", "failure": "failed"}
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 def _relative(path: Path, folder: Path) -> str:
