@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,11 +23,12 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
+from daemon.jobs.recovery import MAX_STARTS
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
-from daemon.pool.events import Done, ResultInfo, Started
+from daemon.pool.events import Done, Requeued, ResultInfo, Started
 from daemon.status import DaemonInfo, StatusReport
 from daemon.supervision import host_attention, status_line
 
@@ -258,3 +260,45 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
 def _rows(state: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(state / DB_FILE) as db:
         return list(db.execute("SELECT id, state FROM jobs ORDER BY id"))
+
+
+def test_a_start_the_full_state_database_cannot_record_still_counts_for_max_starts(
+    folders: Folders, tmpfs_state: Path
+) -> None:
+    """A job started MAX_STARTS - 1 times, each recorded, is started once more while the state
+    database cannot record anything, and the daemon dies while it renders (the crash loop
+    MAX_STARTS guards against). That start must count: the next start-up gives the job up
+    with its report instead of starting it again uncounted."""
+    settings = load_settings(folders.config(), {})
+
+    def lifecycle() -> Lifecycle:
+        return Lifecycle(
+            settings, Store(settings.state), make_pool(settings),
+            StyleLibrary.from_settings(settings), Metrics.disabled(), 0.0,
+        )  # fmt: skip
+
+    lc = lifecycle()
+    data = _drop(folders, "photo", seed=7)
+    inbox = folders.inbox
+    lc.claim(Arrival(inbox / "photo.jpg", inbox / "photo.json", Path(".")))
+    [job] = lc.jobs.values()
+    for _ in range(MAX_STARTS - 1):
+        lc.handle(Started(job.id, worker=0, device="cpu"))
+        lc.handle(Requeued(job.id, "the worker went away"))
+    row = lc.store.get(job.id)
+    assert row is not None and row.starts == MAX_STARTS - 1 and row.state is State.QUEUED
+    with sqlite3.connect(tmpfs_state / DB_FILE) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filler = _fill(tmpfs_state)
+    lc.handle(Started(job.id, worker=0, device="cpu"))
+    row = lc.store.get(job.id)
+    assert row is not None and row.starts == MAX_STARTS - 1  # not recorded
+    lc.store.close()  # the daemon dies while rendering
+    filler.unlink()
+
+    lc = lifecycle()
+    lc.recover()
+    assert lc.backlog == deque()
+    report = json.loads((folders.outbox / "photo.error.json").read_text())
+    assert report["kind"] == "interrupted" and f"{MAX_STARTS} times" in report["error"]
+    assert (folders.inbox / "photo.jpg").read_bytes() == data

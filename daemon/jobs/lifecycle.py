@@ -24,7 +24,7 @@ from daemon.fsutil import atomic_write
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import answers, reports
+from daemon.jobs import answers, reports, starts
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Running, live_items
 from daemon.jobs.progress import ProgressFile, percent_done
@@ -314,6 +314,7 @@ class Lifecycle:
             self.requeue(job, event.reason)
 
     def _started(self, job: Job, event: Started) -> None:
+        folder = self.spool.job_dir(job)
         try:
             self.store.move(
                 job.id,
@@ -324,6 +325,7 @@ class Lifecycle:
             )
         except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
             log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
+            starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
         names = self.spool.names(job)
         progress = ProgressFile(names.progress, job.id, job.source)
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
@@ -331,12 +333,12 @@ class Lifecycle:
         with contextlib.suppress(OSError):
             progress.write(0, job.params.iterations, event.device, force=True)
         row = self.store.get(job.id)
-        starts = row.starts if row else 0
+        start = (row.starts if row else 0) + starts.unrecorded(folder)
         together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
         where = f" on node {event.node}" if event.node else ""
         self.spool.append_log(
             job,
-            f"started on {event.device} (worker {event.worker}{where}, start {starts}{together})",
+            f"started on {event.device} (worker {event.worker}{where}, start {start}{together})",
         )
         log.info(
             "job.started",
@@ -344,7 +346,7 @@ class Lifecycle:
             device=event.device,
             worker=event.worker,
             node=event.node,
-            start=starts,
+            start=start,
         )
 
     def _progress(self, job: Job, event: Progress) -> None:

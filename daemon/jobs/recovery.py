@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from daemon.fsutil import model_from_json
-from daemon.jobs import answers
+from daemon.jobs import answers, starts
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
@@ -74,8 +74,8 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     elif (lc.spool.job_dir(job) / "result.json").exists():
         info = model_from_json(ResultInfo, (lc.spool.job_dir(job) / "result.json").read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))
-    elif row.starts >= MAX_STARTS:
-        reason = answers.INTERRUPTED.format(starts=row.starts)
+    elif (started := row.starts + starts.unrecorded(lc.spool.job_dir(job))) >= MAX_STARTS:
+        reason = answers.INTERRUPTED.format(starts=started)
         lc.publisher.fail(job, FailureDetail(kind="interrupted", reason=reason))
     else:
         lc.queued_again(job, note="the daemon restarted")  # best effort, as RUNNING is requeued
