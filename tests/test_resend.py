@@ -5,6 +5,8 @@ real files and the state database; renders are finished by hand (no worker is st
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from conftest import Folders, image_bytes, write_json
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import answers
+from daemon.jobs import answers, handover
 from daemon.jobs.answers import ResultDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
@@ -235,3 +237,42 @@ def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo
     assert _take(lc, _send(folders, "copy.jpg")) is None  # answered at once, from the result
     manifest = json.loads((folders.outbox / "copy.manifest.json").read_text())
     assert manifest["reused"]["job_id"] == job_id
+
+
+def test_a_report_pointing_to_kept_originals_survives_a_new_photo_at_the_same_path(
+    folders: Folders,
+) -> None:
+    """A failed photo's folder was gone when its originals went back, so they were kept in
+    state/returned/ and its report says so: the owner's only pointer to them. A new photo
+    later sent under the same path, whether it succeeds or fails, must not replace or remove
+    that report: its answer is numbered beside it."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders, "trip/photo.jpg"))
+    assert first is not None
+
+    def folder_gone(moment: str, where: Path) -> None:
+        if moment == "return":
+            shutil.rmtree(where)
+
+    handover.race_hook = folder_gone
+    try:
+        lc.handle(Failed(first, kind="engine", reason="the render failed"))
+    finally:
+        handover.race_hook = None
+    kept = folders.outbox / "trip" / "photo.error.json"
+    pointer = kept.read_text()
+    assert f"returned/{first}/photo.jpg" in json.loads(pointer)["original"]
+
+    second = _take(lc, _send(folders, "trip/photo.jpg"))  # the folder again, a new photo
+    assert second is not None
+    _render(lc, second)
+    assert _outbox(folders, "trip") == [
+        "photo-2.log", "photo.error.json", "photo.log", "photo.manifest-2.json",
+        "photo.stylised-2.jpg",
+    ]  # fmt: skip
+    assert kept.read_text() == pointer
+    third = _take(lc, _send(folders, "trip/photo.jpg", sidecar={"style": "nosuchstyle"}))
+    assert third is None  # rejected: a report about the same path, numbered too
+    assert kept.read_text() == pointer
+    assert "nosuchstyle" in (folders.outbox / "trip" / "photo.error-3.json").read_text()
+    assert (folders.state / "returned" / first / "photo.jpg").exists()

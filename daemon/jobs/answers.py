@@ -44,8 +44,8 @@ RETURNED = (
     "reloaded (SIGHUP), or the file of a library style it names replaced"
 )
 KEPT = (
-    "kept by the daemon in its state folder as {path}, because the inbox folder it came from "
-    "was gone or was no longer a real folder when it was returned; ask the administrator for it"
+    f"{outbox.KEPT_PREFIX} as {{path}}, because the inbox folder it came from was gone or was "
+    "no longer a real folder when it was returned; ask the administrator for it"
 )
 LEFT_REJECTED = (
     "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
