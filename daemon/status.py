@@ -9,6 +9,7 @@ report from the state database (`daemon.jobs.store`), without the in-memory sect
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,7 @@ class JobItem(_Model):
     preview: str | None = None  # the preview image in the outbox, relative to the outbox
     reason: str | None = None  # blocked: why; queued after a retry: what went wrong
     retry_at: float | None = None  # blocked: epoch seconds of the next try
+    blocked_on: Literal["outbox", "state"] | None = None  # blocked: the folder that refused
     starts: int = 0
 
 
@@ -210,8 +212,16 @@ def duration(seconds: float) -> str:
 
 
 def read_status(state: Path) -> StatusReport:
-    """What `stylefold status` shows: the running daemon's own report, or (when none runs)
-    the same report built from the state database."""
+    """What `stylefold status` shows: the running daemon's own report, or (when none runs, or
+    its report could not be written) the same report built from the state database; either
+    way a full state folder is named, as the daemon cannot write that into its report."""
+    report = _read_report(state)
+    if not any(STATE_FOLDER in item.what for item in report.attention):
+        report.attention += _state_full(state)
+    return report
+
+
+def _read_report(state: Path) -> StatusReport:
     pid = holder(state)
     if pid is not None:
         with contextlib.suppress(OSError, ValidationError):
@@ -236,3 +246,24 @@ def read_status(state: Path) -> StatusReport:
             "running daemon reports its own status meanwhile",
         )
         return StatusReport(daemon=daemon, attention=[unreadable])
+
+
+STATE_FOLDER = "the state folder"  # how attention items about it begin their `what`
+NEARLY_FULL = 1 << 20  # bytes free below which the state database may record nothing
+
+
+def _state_full(state: Path) -> list[Attention]:
+    try:
+        result = os.statvfs(state)
+    except OSError:
+        return []
+    if result.f_bavail * result.f_frsize >= NEARLY_FULL:
+        return []
+    return [
+        Attention(
+            what=f"{STATE_FOLDER} is full: jobs cannot be recorded and new photos wait in the "
+            "inbox",
+            where=str(state),
+            fix="free space where the state folder is; the daemon carries on by itself",
+        )
+    ]

@@ -1,16 +1,17 @@
 """What systemd and the admin are told about the daemon's health, apart from the jobs: the
-STATUS= line, the attention items of a GPU it cannot use, a configuration it could not reload
-or an outbox that takes no answers, and the exit code of a failed start."""
+STATUS= line, the attention items of a GPU it cannot use, a configuration it could not reload,
+an outbox that takes no answers or a state folder that records none, and the exit code of a
+failed start."""
 
 from __future__ import annotations
 
 from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
-from daemon.jobs.answers import OUTBOX_FIX
+from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable
-from daemon.status import Attention, StatusReport
+from daemon.status import Attention, JobItem, StatusReport
 
 # Start-up failures that a restart cannot mend: their messages name the setting to change.
 _START_FAILURES: dict[type[Exception], ExitCode] = {
@@ -31,9 +32,11 @@ def status_line(report: StatusReport) -> str:
     running = report.in_state("running")
     parts = [f"{queued} queued", f"{len(running)} running"]
     parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
-    blocked = report.in_state("blocked")
-    if blocked:
-        parts.append(f"{len(blocked)} blocked (outbox unwritable)")
+    outbox, state = _blocked(report)
+    if outbox:
+        parts.append(f"{len(outbox)} blocked (outbox unwritable)")
+    if state:
+        parts.append(f"{len(state)} blocked (state folder full or unwritable)")
     if report.daemon.paused:
         parts.append(f"inbox unavailable: {report.daemon.paused}")
     if report.daemon.gpu_fallback:
@@ -61,14 +64,31 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 fix="correct the file, then `systemctl reload` (or SIGHUP) again",
             )
         )
-    blocked = report.in_state("blocked")
-    if blocked:
+    outbox, state = _blocked(report)
+    if outbox:
         items.append(
             Attention(
-                what=f"{len(blocked)} answer(s) cannot be written to the outbox",
-                where=blocked[0].reason,
-                since=min(job.since for job in blocked),
+                what=f"{len(outbox)} answer(s) cannot be written to the outbox",
+                where=outbox[0].reason,
+                since=min(job.since for job in outbox),
                 fix=OUTBOX_FIX,
             )
         )
+    if state:
+        items.append(
+            Attention(
+                what=f"the state folder is full or unwritable: {len(state)} answered job(s) "
+                "cannot be recorded",
+                where=state[0].reason,
+                since=min(job.since for job in state),
+                fix=STATE_FIX,
+            )
+        )
     return items
+
+
+def _blocked(report: StatusReport) -> tuple[list[JobItem], list[JobItem]]:
+    """Blocked jobs waiting for the outbox, and those waiting for the state folder."""
+    blocked = report.in_state("blocked")
+    state = [job for job in blocked if job.blocked_on == "state"]
+    return [job for job in blocked if job.blocked_on != "state"], state

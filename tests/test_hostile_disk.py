@@ -9,23 +9,28 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Folders, image_bytes, wait_for
+from conftest import CLI, Daemon, Folders, image_bytes, wait_for
 from test_reliability_disk import _fill
 
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
+from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
+from daemon.jobs.recovery import MAX_STARTS
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
-from daemon.pool.events import Done, ResultInfo, Started
+from daemon.pool.events import Done, Requeued, ResultInfo, Started
+from daemon.status import DaemonInfo, StatusReport
+from daemon.supervision import host_attention, status_line
 
 pytestmark = pytest.mark.heavy
 
@@ -158,6 +163,13 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     assert job.id in lc.publisher.blocked
     assert "no space left for the state database" in lc.publisher.blocked[job.id].reason
     assert _answers(folders) == []
+    [item] = lc.items()  # status names the state folder, not the outbox, and its fix
+    assert item.state == "blocked" and item.blocked_on == "state"
+    report = StatusReport(daemon=DaemonInfo(running=True, version="test"), jobs=lc.items())
+    [attention] = host_attention(report)
+    assert attention.what.startswith("the state folder is full or unwritable")
+    assert attention.fix == answers.STATE_FIX and "state folder" in attention.fix
+    assert "1 blocked (state folder full or unwritable)" in status_line(report)
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.QUEUED  # nothing could be recorded
 
@@ -190,3 +202,103 @@ def _archived(state: Path, name: str, data: bytes) -> None:
 
 def _held(daemon: Daemon, image: str) -> list[str]:
     return [str(line["reason"]) for line in _events(daemon, "job.held") if line["input"] == image]
+
+
+def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
+    folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """A job left RELEASING (its answer out, its originals not yet moved: here the archive
+    held a file where the job's folder belongs) meets a full state database at the next
+    start. Recovery releases it, cannot record the end, and must not stop the daemon: it
+    starts, `status` names the full state folder, and the job ends by itself once there is
+    room. A reader keeps the database's WAL index open, as `stylefold web` does (SQLite cannot
+    create one on a full disk); the WAL is emptied, so any write must grow it."""
+    env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
+    (tmpfs_state / "archive").mkdir()
+    (tmpfs_state / "archive" / "trip").write_text("in the way")
+    daemon = daemon_factory(env=env)
+    (folders.inbox / "trip").mkdir()
+    data = image_bytes(seed=6)
+    (folders.inbox / "trip" / "photo.jpg").write_bytes(data)
+    (folders.inbox / "trip" / "photo.json").write_text(json.dumps({"style": "mosaic"}))
+    daemon.wait_for_log("job.originals_not_moved", timeout=120)
+    assert daemon.stop() == 0
+    [row] = _rows(tmpfs_state)
+    assert row[1] == "releasing"
+    (tmpfs_state / "archive" / "trip").unlink()
+
+    reader = sqlite3.connect(tmpfs_state / DB_FILE)
+    try:
+        reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = _fill(tmpfs_state)
+        daemon = daemon_factory(env=env)
+        unwritable = daemon.wait_for_log("job.state_unwritable", timeout=30)
+        assert "no space left for the state database" in str(unwritable["error"])
+        assert "state folder" in str(unwritable["fix"])
+        daemon.wait_for_log("job.state_unwritable", timeout=30, count=2)  # tried again
+        assert daemon.process.poll() is None
+        report = json.loads(
+            subprocess.run(
+                [*CLI, "status", "--config", str(folders.config()), "--json"],
+                capture_output=True, check=True, env=daemon.env,
+            ).stdout
+        )  # fmt: skip
+        assert [job["input"] for job in report["jobs"]] == ["trip/photo.jpg"]
+        [attention] = [a for a in report["attention"] if "state folder" in a["what"]]
+        assert "is full" in attention["what"] and "free space" in attention["fix"]
+        assert (tmpfs_state / "archive" / "trip" / "photo.jpg").read_bytes() == data
+
+        filler.unlink()
+        wait_for(lambda: _rows(tmpfs_state)[0][1] == "done", 30, "the job recorded done")
+    finally:
+        reader.close()
+    assert (folders.outbox / "trip" / "photo.manifest.json").exists()
+    assert _claims_left(tmpfs_state) == []
+    assert daemon.stop() == 0
+
+
+def _rows(state: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(state / DB_FILE) as db:
+        return list(db.execute("SELECT id, state FROM jobs ORDER BY id"))
+
+
+def test_a_start_the_full_state_database_cannot_record_still_counts_for_max_starts(
+    folders: Folders, tmpfs_state: Path
+) -> None:
+    """A job started MAX_STARTS - 1 times, each recorded, is started once more while the state
+    database cannot record anything, and the daemon dies while it renders (the crash loop
+    MAX_STARTS guards against). That start must count: the next start-up gives the job up
+    with its report instead of starting it again uncounted."""
+    settings = load_settings(folders.config(), {})
+
+    def lifecycle() -> Lifecycle:
+        return Lifecycle(
+            settings, Store(settings.state), make_pool(settings),
+            StyleLibrary.from_settings(settings), Metrics.disabled(), 0.0,
+        )  # fmt: skip
+
+    lc = lifecycle()
+    data = _drop(folders, "photo", seed=7)
+    inbox = folders.inbox
+    lc.claim(Arrival(inbox / "photo.jpg", inbox / "photo.json", Path(".")))
+    [job] = lc.jobs.values()
+    for _ in range(MAX_STARTS - 1):
+        lc.handle(Started(job.id, worker=0, device="cpu"))
+        lc.handle(Requeued(job.id, "the worker went away"))
+    row = lc.store.get(job.id)
+    assert row is not None and row.starts == MAX_STARTS - 1 and row.state is State.QUEUED
+    with sqlite3.connect(tmpfs_state / DB_FILE) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filler = _fill(tmpfs_state)
+    lc.handle(Started(job.id, worker=0, device="cpu"))
+    row = lc.store.get(job.id)
+    assert row is not None and row.starts == MAX_STARTS - 1  # not recorded
+    lc.store.close()  # the daemon dies while rendering
+    filler.unlink()
+
+    lc = lifecycle()
+    lc.recover()
+    assert lc.backlog == deque()
+    report = json.loads((folders.outbox / "photo.error.json").read_text())
+    assert report["kind"] == "interrupted" and f"{MAX_STARTS} times" in report["error"]
+    assert (folders.inbox / "photo.jpg").read_bytes() == data

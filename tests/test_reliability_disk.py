@@ -150,3 +150,35 @@ def test_a_read_only_outbox_makes_jobs_wait_then_publish(
         "the result and the error report are published and the original archived",
         f"{seen['blocked']} failed publishing attempts while read-only",
     )
+
+
+def test_a_blocked_answer_that_crashes_on_retry_fails_alone_and_the_daemon_carries_on(
+    folders: Folders, tmpfs_outbox: Path
+) -> None:
+    """A copy of an answered photo waits, blocked, to be answered from the earlier result
+    (the outbox is full); meanwhile that result's manifest is replaced by something that is
+    no manifest. The retry meets a ValidationError, no disk error: the job must end through
+    the failure path (a report, its originals back in the inbox, the traceback in the log)
+    and the daemon carry on with the next photo, not die with it."""
+    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": RETRY})
+    data = _drop(folders, "photo", {"style": "mosaic"})
+    wait_for((folders.outbox / "photo.manifest.json").exists, 120, "the first result")
+    filler = _fill(tmpfs_outbox)
+    (folders.inbox / "copy.jpg").write_bytes(data)
+    (folders.inbox / "copy.json").write_text(json.dumps({"style": "mosaic"}))
+    daemon.wait_for_log("job.outbox_unwritable", timeout=60)
+    (folders.outbox / "photo.manifest.json").write_text('{"note": "edited by hand"}')
+    filler.unlink()
+
+    crashed = daemon.wait_for_log("job.crashed", timeout=30)
+    assert "ValidationError" in str(crashed["traceback"])
+    wait_for((folders.outbox / "copy.error.json").exists, 30, "the copy's failure report")
+    report = json.loads((folders.outbox / "copy.error.json").read_text())
+    assert report["kind"] == "internal" and "please report it" in report["error"]
+    assert "returned to the inbox as copy.jpg" in report["original"]
+    wait_for((folders.inbox / "copy.jpg").exists, 10, "the copy's original back in the inbox")
+    assert (folders.inbox / "copy.jpg").read_bytes() == data
+    assert daemon.process.poll() is None
+    _drop(folders, "later", {"style": "waves"})
+    wait_for((folders.outbox / "later.manifest.json").exists, 120, "a photo after the crash")
+    assert daemon.stop() == 0

@@ -4,6 +4,9 @@ real files and the state database; renders are finished by hand (no worker is st
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,10 @@ from conftest import Folders, image_bytes, write_json
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
+from daemon.jobs import answers, handover
+from daemon.jobs.answers import ResultDetail
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.record import Job
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
@@ -57,14 +63,17 @@ def _render(lc: Lifecycle, job_id: str) -> None:
     """What a worker reports after writing its result into the spool."""
     job = lc.jobs[job_id]
     (lc.spool.job_dir(job) / "result.jpg").write_bytes(image_bytes(seed=99))
-    info = ResultInfo(
+    lc.handle(Done(job_id, _info(job)))
+
+
+def _info(job: Job) -> ResultInfo:
+    return ResultInfo(
         iterations=4, stop_reason="iterations", losses={}, scales=[(48, 36)], device="cpu",
         output_size=(48, 36), input_size=(64, 48), input_format="JPEG", peak_memory_bytes=0,
         params=job.params, versions={"torch": "2", "pillow": "11"},
         timings={"decode_seconds": 0.1, "render_seconds": 1.0, "encode_seconds": 0.1,
                  "worker_total_seconds": 1.2},
     )  # fmt: skip
-    lc.handle(Done(job_id, info))
 
 
 def _outbox(folders: Folders, sub: str = "") -> list[str]:
@@ -199,3 +208,71 @@ def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str
     assert _outbox(folders, sub) == sorted(
         [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
     )
+
+
+def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo(
+    folders: Folders,
+) -> None:
+    """The daemon died after writing a result into the outbox and before indexing it for
+    dedupe (a full state folder leaves the same gap: the next try finds the result written).
+    Publishing it again must index it: an identical photo under another name is then answered
+    from it at once, not rendered a second time. The crash is reproduced by the steps the
+    publisher takes before it: PUBLISHING recorded, the answer written, nothing indexed."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    result = lc.spool.job_dir(job) / "result.jpg"
+    result.write_bytes(image_bytes(seed=99))
+    detail = ResultDetail(info=_info(job))
+    lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
+    answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
+    assert lc.store.answer_for(job.key) is None
+    lc.store.close()  # killed here
+
+    lc = _lifecycle(folders)
+    lc.recover()
+    assert _end(lc, job_id) is State.DONE
+    assert lc.store.answer_for(job.key) is not None
+    assert _take(lc, _send(folders, "copy.jpg")) is None  # answered at once, from the result
+    manifest = json.loads((folders.outbox / "copy.manifest.json").read_text())
+    assert manifest["reused"]["job_id"] == job_id
+
+
+def test_a_report_pointing_to_kept_originals_survives_a_new_photo_at_the_same_path(
+    folders: Folders,
+) -> None:
+    """A failed photo's folder was gone when its originals went back, so they were kept in
+    state/returned/ and its report says so: the owner's only pointer to them. A new photo
+    later sent under the same path, whether it succeeds or fails, must not replace or remove
+    that report: its answer is numbered beside it."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders, "trip/photo.jpg"))
+    assert first is not None
+
+    def folder_gone(moment: str, where: Path) -> None:
+        if moment == "return":
+            shutil.rmtree(where)
+
+    handover.race_hook = folder_gone
+    try:
+        lc.handle(Failed(first, kind="engine", reason="the render failed"))
+    finally:
+        handover.race_hook = None
+    kept = folders.outbox / "trip" / "photo.error.json"
+    pointer = kept.read_text()
+    assert f"returned/{first}/photo.jpg" in json.loads(pointer)["original"]
+
+    second = _take(lc, _send(folders, "trip/photo.jpg"))  # the folder again, a new photo
+    assert second is not None
+    _render(lc, second)
+    assert _outbox(folders, "trip") == [
+        "photo-2.log", "photo.error.json", "photo.log", "photo.manifest-2.json",
+        "photo.stylised-2.jpg",
+    ]  # fmt: skip
+    assert kept.read_text() == pointer
+    third = _take(lc, _send(folders, "trip/photo.jpg", sidecar={"style": "nosuchstyle"}))
+    assert third is None  # rejected: a report about the same path, numbered too
+    assert kept.read_text() == pointer
+    assert "nosuchstyle" in (folders.outbox / "trip" / "photo.error-3.json").read_text()
+    assert (folders.state / "returned" / first / "photo.jpg").exists()

@@ -44,8 +44,8 @@ RETURNED = (
     "reloaded (SIGHUP), or the file of a library style it names replaced"
 )
 KEPT = (
-    "kept by the daemon in its state folder as {path}, because the inbox folder it came from "
-    "was gone or was no longer a real folder when it was returned; ask the administrator for it"
+    f"{outbox.KEPT_PREFIX} as {{path}}, because the inbox folder it came from was gone or was "
+    "no longer a real folder when it was returned; ask the administrator for it"
 )
 LEFT_REJECTED = (
     "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
@@ -63,7 +63,10 @@ INTERNAL = "internal error while finishing the job ({error}); please report it"
 IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
-STATE_FIX = "free space where the state folder is; the job waits"
+STATE_FIX = (
+    "free space where the state folder is, or fix its permissions; the job waits and carries on "
+    "by itself"
+)
 
 
 def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:

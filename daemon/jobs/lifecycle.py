@@ -24,8 +24,8 @@ from daemon.fsutil import atomic_write
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import answers
-from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
+from daemon.jobs import answers, reports, starts
+from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Running, live_items
 from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.publisher import Publisher
@@ -120,10 +120,10 @@ class Lifecycle:
         """Claim what is ready while the pool's queue has room (the bound keeps a burst of
         thousands of photos in the inbox, visible, rather than in memory)."""
         for job in self.space.released():
-            self._queued_again(job)
+            self.queued_again(job)
             self.backlog.append(job)
         while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
-            self.submit(self.backlog.popleft())
+            self._submit_one(self.backlog.popleft())
         while (
             self.deferred
             and not self.backlog
@@ -133,9 +133,18 @@ class Lifecycle:
             arrival = self.deferred.popleft()
             try:
                 self.claim(arrival)
-            except Exception:  # one bad pair must never stop the daemon
+            except Exception as exc:  # one bad pair must never stop the daemon
                 log.exception("job.arrival_crashed", image=str(arrival.image))
+                self._arrival_crashed(arrival, exc)
         self._note_queue()
+
+    def _submit_one(self, job: Job) -> None:
+        """Submit a claimed job; one that crashes on the way ends through the failure path."""
+        with job_context(job.id):
+            try:
+                self.submit(job)
+            except Exception as exc:  # one bad job must never stop the daemon
+                self.publisher.crashed(job.id, job, exc, "submitting it")
 
     def _note_queue(self) -> None:
         """queue_max reached is no fault, but it must be visible: photos then wait in the inbox."""
@@ -192,40 +201,28 @@ class Lifecycle:
             self.spool.append_log(job, f"claimed {job.source} (style {styles})")
             self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
             log.info("job.claimed", input=job.source, sidecar=job.sidecar_name, styles=styles)
-            self.submit(job)
+        self._submit_one(job)
 
-    def reject(self, arrival: Arrival, reason: str) -> None:
+    def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:
         """The pair cannot become a job; it stays in the inbox untouched, with a report."""
-        rel_dir = arrival.rel_dir.as_posix() if str(arrival.rel_dir) != "." else ""
-        inbox = self.settings.inbox
-        detail = ReportDetail(
-            input=(arrival.image.relative_to(inbox)).as_posix(),
-            sidecar=arrival.sidecar.name if arrival.sidecar else None,
-            reason=reason,
-            original=answers.LEFT_REJECTED,
-            rel_dir=rel_dir,
-            stem=arrival.image.stem,
-            paths=[_rel(arrival.image, inbox), _rel(arrival.sidecar, inbox)],
-        )
+        detail = reports.about_arrival(arrival, self.settings.inbox, reason, original)
         self.publisher.publish(new_job_id(), None, "report", detail)
+
+    def _arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
+        """A pair whose claim crashed before it became a job (a claim cut short is rolled
+        back) stays in the inbox with a report: answered, and not taken again until it
+        changes, rather than crashing again at every look."""
+        reason = answers.INTERNAL.format(error=f"claiming it: {exc!r}")
+        try:
+            self.reject(arrival, reason, answers.LEFT_PROBLEM)
+        except Exception:
+            log.exception("job.report_crashed", image=str(arrival.image))
 
     def problem(self, problem: Problem) -> None:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
         if self.spool.already_handled([problem.path]):
             return
-        rel = problem.path.relative_to(self.settings.inbox)
-        name = problem.path.name
-        stem = name[:-5] if name.lower().endswith(".json") else name
-        stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-        detail = ReportDetail(
-            input=rel.as_posix(),
-            sidecar=None,
-            reason=problem.reason,
-            original=answers.LEFT_PROBLEM,
-            rel_dir=rel.parent.as_posix() if str(rel.parent) != "." else "",
-            stem=stem,
-            paths=[rel.as_posix()],
-        )
+        detail = reports.about_problem(problem, self.settings.inbox)
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def submit(self, job: Job) -> None:
@@ -277,10 +274,11 @@ class Lifecycle:
             try:
                 self._handle(job, event)
             except Exception as exc:  # a bug while finishing one job must not stop the rest
-                log.exception("job.event_crashed", pool_event=type(event).__name__)
-                if isinstance(event, Done | Failed):
-                    reason = answers.INTERNAL.format(error=exc)
-                    self.publisher.fail(job, FailureDetail(kind="internal", reason=reason))
+                name = type(event).__name__
+                if isinstance(event, Done | Failed):  # the job left its worker: it ends here
+                    self.publisher.crashed(job.id, job, exc, f"handling its {name} event")
+                else:  # still with its worker, whose Done or Failed decides
+                    log.exception("job.event_crashed", pool_event=name)
 
     def _handle(self, job: Job, event: PoolEvent) -> None:
         if isinstance(event, Started):
@@ -312,7 +310,7 @@ class Lifecycle:
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
             self._stopped_running(job)
-            self._queued_again(job, event.error, note=line, lost=event.kind == "lost")
+            self.queued_again(job, event.error, note=line, lost=event.kind == "lost")
             self.metrics.job_finished("retried", 0.0)
         elif isinstance(event, Requeued):
             self.requeue(job, event.reason, lost=True)
@@ -320,6 +318,7 @@ class Lifecycle:
             self.requeue(job, event.reason)
 
     def _started(self, job: Job, event: Started) -> None:
+        folder = self.spool.job_dir(job)
         try:
             self.store.move(
                 job.id,
@@ -330,6 +329,7 @@ class Lifecycle:
             )
         except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
             log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
+            starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
         names = self.spool.names(job)
         progress = ProgressFile(names.progress, job.id, job.source)
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
@@ -337,12 +337,12 @@ class Lifecycle:
         with contextlib.suppress(OSError):
             progress.write(0, job.params.iterations, event.device, force=True)
         row = self.store.get(job.id)
-        starts = row.starts if row else 0
+        start = (row.starts if row else 0) + starts.unrecorded(folder)
         together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
         where = f" on node {event.node}" if event.node else ""
         self.spool.append_log(
             job,
-            f"started on {event.device} (worker {event.worker}{where}, start {starts}{together})",
+            f"started on {event.device} (worker {event.worker}{where}, start {start}{together})",
         )
         log.info(
             "job.started",
@@ -350,7 +350,7 @@ class Lifecycle:
             device=event.device,
             worker=event.worker,
             node=event.node,
-            start=starts,
+            start=start,
         )
 
     def _progress(self, job: Job, event: Progress) -> None:
@@ -384,11 +384,11 @@ class Lifecycle:
         and is submitted again once there is room for its result (`StateSpace.released`)."""
         self._stopped_running(job)
         self.spool.append_log(job, f"waiting for room in the state folder ({reason})")
-        self._queued_again(job, reason, note="held: state full")
+        self.queued_again(job, reason, note="held: state full")
         self.space.hold(job, reason)
         self.space.full("a result could not be stored")
 
-    def _queued_again(
+    def queued_again(
         self,
         job: Job,
         reason: str | None = None,
@@ -415,7 +415,7 @@ class Lifecycle:
         does not count."""
         self._stopped_running(job)
         note = f"put back in the queue ({reason})"
-        self._queued_again(job, note=note, lost=lost)
+        self.queued_again(job, note=note, lost=lost)
         self.spool.append_log(job, note)
         log.info("job.requeued", input=job.source, reason=reason, lost=lost)
 
@@ -431,10 +431,6 @@ class Lifecycle:
             return False
         self.publisher.publish(job.id, job, "skip", _reuse(earlier))
         return True
-
-
-def _rel(path: Path | None, inbox: Path) -> str | None:
-    return None if path is None else path.relative_to(inbox).as_posix()
 
 
 def _reuse(answer: Answer) -> ReuseDetail:

@@ -1,5 +1,6 @@
 """The daemon's live view of its unfinished jobs: which one runs where, how far it is, and
-which answers wait for an unwritable outbox (what `status` and the web page show)."""
+which answers wait for an unwritable outbox or state folder (what `status` and the web page
+show)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -41,6 +43,7 @@ class Blocked:
     detail: BaseModel
     reason: str
     retry_at: float
+    on: Literal["outbox", "state"] = "outbox"  # the folder that could not be written
     since: float = field(default_factory=time.time)
 
 
@@ -88,6 +91,7 @@ def live_items(
                     "since": blocked.since,
                     "reason": blocked.reason,
                     "retry_at": time.time() + max(0.0, blocked.retry_at - time.monotonic()),
+                    "blocked_on": blocked.on,
                 }
             )
         items.append(item)
@@ -101,6 +105,7 @@ def live_items(
                     since=blocked.since,
                     reason=blocked.reason,
                     retry_at=time.time() + max(0.0, blocked.retry_at - time.monotonic()),
+                    blocked_on=blocked.on,
                 )
             )
     return items

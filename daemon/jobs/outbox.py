@@ -6,7 +6,8 @@ folder itself is fsynced so the rename survives a power cut. A job's files share
 names (`OutputNames`) chosen so that no other job's answer in the outbox is replaced; the
 manifest (or the error report) is renamed last and so marks the job as published. The one thing
 an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
-gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`.
+gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`
+(unless that report says where originals kept in the state folder are: that one stays).
 """
 
 from __future__ import annotations
@@ -108,12 +109,22 @@ def choose_names(
         number += 1
 
 
+# How a failure report's `original` begins when the originals could not go back to the inbox
+# (their folder was gone or swapped) and were kept in state/returned/ (answers.KEPT).
+KEPT_PREFIX = "kept by the daemon in its state folder"
+
+
 def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
-    """Whether `names.error` is an error report about one of `inputs`."""
+    """Whether `names.error` is a stale error report about one of `inputs`: one a new answer
+    for the same photo may replace. A report saying the originals were kept in the state
+    folder is never stale: it is its owner's only pointer to them, so it keeps its names and
+    the new answer is numbered beside it."""
     if not inputs:
         return False
     report = read_json(names.error)
-    return isinstance(report, dict) and report.get("input") in inputs
+    if not isinstance(report, dict) or report.get("input") not in inputs:
+        return False
+    return not str(report.get("original", "")).startswith(KEPT_PREFIX)
 
 
 def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from pydantic import BaseModel
@@ -19,7 +21,7 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import drop_stale_report, published_by
+from daemon.jobs.outbox import OutputNames, drop_stale_report, published_by
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
@@ -118,8 +120,17 @@ class Publisher:
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
-        if published_by(names, job.id) is not None:
-            return shown  # written before a restart
+        if published_by(names, job.id) is None:  # else written by an earlier try
+            self._write_answer(job, detail, names)
+        if isinstance(detail, ResultDetail):
+            # Also when an earlier try wrote the result but could not index it (a full state
+            # folder): an identical photo is then answered from it instead of rendered again.
+            self.store.record_answer(
+                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
+            )
+        return shown
+
+    def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
             last = (
                 f"done: {detail.info.iterations} iterations ({detail.info.stop_reason}), "
@@ -128,9 +139,6 @@ class Publisher:
             result = self.spool.job_dir(job) / f"result.{job.output_format}"
             log_text = self.spool.read_log(job, last)
             answers.publish_result(job, detail, result, names, log_text, self.roots)
-            self.store.record_answer(
-                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
-            )
         elif isinstance(detail, ReuseDetail):
             last = f"identical to job {detail.job_id}; reused {detail.output}"
             log_text = self.spool.read_log(job, last)
@@ -142,24 +150,25 @@ class Publisher:
             )
             report = answers.failure_report(job, detail)
             answers.publish_failure(names, report, self.spool.read_log(job, last), self.roots)
-        return shown
 
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
         reason = str(exc)
-        self.metrics.outbox_write_failed()
+        on = self._refused_by(exc)
+        if on == "outbox":
+            self.metrics.outbox_write_failed()
         log.error(
-            "job.outbox_unwritable",
+            f"job.{on}_unwritable",
             job_id=job_id,
             error=reason,
             retry_in=self.publish_retry,
-            fix=answers.STATE_FIX if isinstance(exc, StoreError) else answers.OUTBOX_FIX,
+            fix=answers.STATE_FIX if on == "state" else answers.OUTBOX_FIX,
         )
         if job is not None:
             self.stop_running(job)
         retry_at = time.monotonic() + self.publish_retry
-        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at)
+        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
         row = self.store.get(job_id)
         if row is not None and row.state is State.PUBLISHING:
             with contextlib.suppress(OSError):
@@ -167,11 +176,58 @@ class Publisher:
                     job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
                 )
 
+    def _refused_by(self, exc: OSError) -> Literal["outbox", "state"]:
+        """Which folder an error while publishing is about: the state database (StoreError) or
+        a file in the state folder (the spool) is the state folder's, anything else the
+        outbox's; status names the folder to free or fix."""
+        name = exc.filename if isinstance(exc.filename, str) else None
+        if isinstance(exc, StoreError) or (name and Path(name).is_relative_to(self.settings.state)):
+            return "state"
+        return "outbox"
+
     def retry_blocked(self) -> None:
         now = time.monotonic()
         for blocked in [b for b in self.blocked.values() if b.retry_at <= now]:
             with job_context(blocked.job_id):
-                self.publish(blocked.job_id, blocked.job, blocked.outcome, blocked.detail)
+                try:
+                    self.publish(blocked.job_id, blocked.job, blocked.outcome, blocked.detail)
+                except Exception as exc:  # one bad job must never stop the daemon
+                    self.crashed(blocked.job_id, blocked.job, exc, "publishing its answer")
+
+    def crashed(self, job_id: str, job: Job | None, exc: Exception, doing: str) -> None:
+        """A job whose handling raised something no path expects (a bug, bad data in its
+        record or in an earlier answer it reuses): logged with the traceback, it ends through
+        the one failure path, its originals returned with a report. Should that raise too (the
+        same bad data), it is set aside as BROKEN with its originals kept in the spool and
+        listed by `status`; either way the loop forgets it and carries on."""
+        trace = _trace(exc)
+        log.error("job.crashed", doing=doing, error=repr(exc), traceback=trace)
+        failing = job_id in self.blocked and self.blocked[job_id].outcome == "failure"
+        if job is not None and not failing:
+            reason = answers.INTERNAL.format(error=f"{doing}: {exc!r}")
+            try:
+                self.fail(job, FailureDetail(kind="internal", reason=reason, traceback=trace))
+                return
+            except Exception as again:  # the failure path meets the same bad data
+                log.error("job.fail_crashed", error=repr(again), traceback=_trace(again))
+        self.set_aside(job_id, job, f"{doing} crashed ({exc!r}); the traceback is in the log")
+
+    def set_aside(self, job_id: str, job: Job | None, reason: str) -> None:
+        """The last resort for a job that cannot be finished: its spool folder (originals and
+        all) is moved aside for a person, BROKEN is recorded (best effort) and the loop
+        forgets it. A report's files were never moved: they stay in the inbox."""
+        moved: Path | None = self.spool.move_aside(job_id)
+        if moved is not None and not moved.exists():
+            moved = None  # no spool folder: a report, or a job whose folder is gone
+        where = f"; its files are in {moved}" if moved is not None else ""
+        log.error("job.broken", reason=reason, moved_to=None if moved is None else str(moved))
+        try:
+            self.store.move(job_id, State.BROKEN, reason=f"{reason}{where}")
+        except Exception as exc:  # recorded or not, the job is set aside
+            log.warning("job.not_recorded", state=str(State.BROKEN), error=repr(exc))
+        self.blocked.pop(job_id, None)
+        self.jobs.pop(job_id, None)
+        self.running.pop(job_id, None)
 
     def _reported(self, job_id: str, detail: ReportDetail, report: str) -> None:
         inbox = self.settings.inbox
@@ -245,6 +301,10 @@ class Publisher:
 
 
 _METRIC = {"result": "done", "reuse": "done", "skip": "reused", "failure": "failed"}
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 def _relative(path: Path, folder: Path) -> str:

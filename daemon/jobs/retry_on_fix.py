@@ -90,8 +90,7 @@ class FixWatch:
                 replaced = arrival.style_file.stat().st_ctime > row.since
             except OSError:
                 continue
-            if replaced:
-                store.forget_seen([path])
+            if replaced and _forgotten(self.jobs, path):
                 log.info("job.retry_after_fix", input=path, because="its style image was replaced")
 
     def retry(self, why: str, *, old: Settings | None = None, library: bool = False) -> int:
@@ -105,9 +104,8 @@ class FixWatch:
             except (ValidationError, ValueError, OSError) as exc:
                 log.warning("job.retry_check_failed", input=path, error=str(exc))
                 continue
-            if arrival is None or arrival.image in queued:
+            if arrival is None or arrival.image in queued or not _forgotten(jobs, path):
                 continue
-            jobs.store.forget_seen([path])
             jobs.deferred.append(arrival)
             queued.add(arrival.image)
             count += 1
@@ -147,6 +145,17 @@ class FixWatch:
                 return None
             return Arrival(image, sidecar, image.parent.relative_to(inbox))
         return None
+
+
+def _forgotten(jobs: Lifecycle, path: str) -> bool:
+    """Drop the record that an inbox file was answered; False when the state folder cannot be
+    written (full): the file stays answered and is looked at again at the next retry."""
+    try:
+        jobs.store.forget_seen([path])
+    except OSError as exc:
+        log.warning("job.retry_deferred", input=path, error=str(exc), fix=answers.STATE_FIX)
+        return False
+    return True
 
 
 def _setting_changed(reason: str, old: Settings | None, new: Settings) -> bool:

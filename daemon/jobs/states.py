@@ -8,7 +8,7 @@ one durably, so a restart continues from the recorded state instead of guessing 
 
     claiming -> queued -> running -> publishing -> releasing -> done | failed | skipped
        |           \\          |  \\         |   \\
-       |            \\         |   queued    |    blocked -> publishing   (outbox unwritable)
+       |            \\         |   queued    |    blocked -> publishing   (outbox/state unwritable)
        v             publishing (answered   v
     rolled_back      from an earlier       rejected  (a report for an input never claimed)
                      result, or given up)

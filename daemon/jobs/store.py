@@ -98,6 +98,7 @@ class JobRow:
     retry_at: float | None
     starts: int
     lost: int  # times its worker went with its Ray cluster (see daemon.pool.retry.MAX_REQUEUES)
+    record_error: str | None = None  # why `job` is None although a record is stored
 
 
 @dataclass(frozen=True)
@@ -417,8 +418,19 @@ def _column_names(db: sqlite3.Connection) -> set[str]:
 
 
 def _row(row: tuple[Any, ...]) -> JobRow:
-    record = model_from_json(Job, row[4]) if row[4] else None
-    return JobRow(row[0], State(row[1]), row[2], row[3], record, *row[5:11])
+    """A job row. A record that no longer reads as a Job (damaged, or from a version whose
+    Job differs) leaves `job` None with the reason, instead of raising out of every listing:
+    one bad record must not stop recovery, status or the daemon's loop."""
+    record, error = None, None
+    if row[4]:
+        try:
+            record = model_from_json(Job, row[4])
+        except ValueError as exc:  # pydantic's ValidationError is one
+            error = f"its job record does not read as a job: {exc}"
+    return JobRow(
+        row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9],
+        row[10], record_error=error,
+    )  # fmt: skip
 
 
 def _dump(model: BaseModel | None) -> str | None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs.answers import OUTBOX_FIX
+from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.status import (
     Attention,
@@ -185,7 +185,8 @@ def _job_row(job: JobItem, now: float) -> QueueRow:
         note = f"{job.reason or 'the outbox cannot be written'}"
         if job.retry_at is not None:
             note += f"; next try in {duration(job.retry_at - now)}"
-        return QueueRow("blocked", "blocked", job.input, note, styles, fix=OUTBOX_FIX)
+        fix = STATE_FIX if job.blocked_on == "state" else OUTBOX_FIX
+        return QueueRow("blocked", "blocked", job.input, note, styles, fix=fix)
     note = f"for {duration(now - job.since)}"
     if job.starts:
         note += f"; started {job.starts} time(s) before"

@@ -1,0 +1,52 @@
+"""What a report about inbox files that never became a job says (`ReportDetail`): a rejected
+pair, a file that cannot be a job, or a pair whose claim crashed. Such files stay in the inbox,
+untouched; the report is their one answer (published by `Publisher.publish`, outcome
+"report")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.intake.pairing import Arrival, Problem
+from daemon.jobs import answers
+from daemon.jobs.answers import ReportDetail
+
+
+def about_arrival(
+    arrival: Arrival, inbox: Path, reason: str, original: str = answers.LEFT_REJECTED
+) -> ReportDetail:
+    """The report of a pair that cannot become a job (`original`: what happened to it)."""
+    return ReportDetail(
+        input=arrival.image.relative_to(inbox).as_posix(),
+        sidecar=arrival.sidecar.name if arrival.sidecar else None,
+        reason=reason,
+        original=original,
+        rel_dir=_folder(arrival.rel_dir),
+        stem=arrival.image.stem,
+        paths=[_rel(arrival.image, inbox), _rel(arrival.sidecar, inbox)],
+    )
+
+
+def about_problem(problem: Problem, inbox: Path) -> ReportDetail:
+    """The report of a settled file that cannot become a job (no sidecar, empty...)."""
+    rel = problem.path.relative_to(inbox)
+    name = problem.path.name
+    stem = name[:-5] if name.lower().endswith(".json") else name
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return ReportDetail(
+        input=rel.as_posix(),
+        sidecar=None,
+        reason=problem.reason,
+        original=answers.LEFT_PROBLEM,
+        rel_dir=_folder(rel.parent),
+        stem=stem,
+        paths=[rel.as_posix()],
+    )
+
+
+def _folder(rel_dir: Path) -> str:
+    return rel_dir.as_posix() if str(rel_dir) != "." else ""
+
+
+def _rel(path: Path | None, inbox: Path) -> str | None:
+    return None if path is None else path.relative_to(inbox).as_posix()

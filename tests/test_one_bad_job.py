@@ -1,0 +1,70 @@
+"""One bad job never takes the daemon down: a job record damaged in the state database (or
+written by a version whose job record differs) is set aside at start-up, its originals kept,
+while the other jobs carry on; listings and status read past it. Real files, the real
+database (the record is damaged with SQL); no worker is started."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import Folders, image_bytes, write_json
+
+from daemon.config import load_settings
+from daemon.intake.pairing import Arrival
+from daemon.intake.styles import StyleLibrary
+from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.states import State
+from daemon.jobs.store import DB_FILE, Store
+from daemon.metrics import Metrics
+from daemon.pool import make_pool
+from daemon.status import DaemonInfo, from_store
+
+
+def _lifecycle(folders: Folders) -> Lifecycle:
+    settings = load_settings(folders.config(), {})
+    return Lifecycle(
+        settings,
+        Store(settings.state),
+        make_pool(settings),
+        StyleLibrary.from_settings(settings),
+        Metrics.disabled(),
+        1.0,
+    )
+
+
+def _claim(lc: Lifecycle, folders: Folders, name: str, seed: int) -> tuple[str, bytes]:
+    image = folders.inbox / name
+    data = image_bytes(seed=seed)
+    image.write_bytes(data)
+    sidecar = write_json(image.with_suffix(".json"), {"style": "mosaic"})
+    before = set(lc.jobs)
+    lc.claim(Arrival(image, sidecar, image.parent.relative_to(folders.inbox)))
+    [job_id] = set(lc.jobs) - before
+    return job_id, data
+
+
+def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
+    folders: Folders,
+) -> None:
+    lc = _lifecycle(folders)
+    bad, data = _claim(lc, folders, "bad.jpg", seed=1)
+    good, _ = _claim(lc, folders, "good.jpg", seed=2)
+    lc.store.close()  # the daemon stops; then the record is damaged
+    with sqlite3.connect(folders.state / DB_FILE) as db:
+        db.execute("UPDATE jobs SET record = ? WHERE id = ?", ('{"id": 1}', bad))
+    db.close()
+
+    lc = _lifecycle(folders)
+    [row] = [row for row in lc.store.active() if row.id == bad]  # listing reads past it
+    assert row.job is None and "does not read as a job" in str(row.record_error)
+    lc.recover()
+    assert [job.id for job in lc.backlog] == [good]
+    assert bad not in lc.jobs
+    row = lc.store.get(bad)
+    assert row is not None and row.state is State.BROKEN
+    kept = folders.state / "spool" / f".broken-{bad}"
+    assert (kept / "input.jpg").read_bytes() == data
+    report = from_store(lc.store, DaemonInfo(running=False, version="test"))
+    [attention] = report.attention
+    assert f"job {bad} (bad.jpg) is broken" in attention.what
+    assert "does not read as a job" in str(attention.where) and str(kept) in str(attention.where)
