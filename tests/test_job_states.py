@@ -16,7 +16,8 @@ from daemon.jobs.states import (
     State,
     check,
 )
-from daemon.jobs.store import SCHEMA, Answer, Store
+from daemon.jobs.store import Answer, Store
+from daemon.jobs.store_schema import SCHEMA
 
 
 def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:

@@ -4,7 +4,8 @@ transitions, the index of answered inputs, and the inbox files already answered 
 Originals stay files (in `state/spool/<job-id>/`); this holds everything about them. Each state
 change is one transaction that checks the transition against `daemon.jobs.states` and appends it
 to `transitions` (the journal that `stylefold status` and a person read). `synchronous=FULL`:
-a transition that returned survives a power cut, so a restart resumes from it.
+a transition that returned survives a power cut, so a restart resumes from it. The tables
+themselves, and the upgrade of a database from an older version, are `daemon.jobs.store_schema`.
 """
 
 from __future__ import annotations
@@ -26,58 +27,10 @@ from pydantic import BaseModel
 from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
 from daemon.jobs.states import TERMINAL, Outcome, State, check
+from daemon.jobs.store_schema import create_or_upgrade, job_columns
 
 DB_FILE = "stylefold.db"
 KEEP_FINISHED = 10_000  # finished jobs kept for `status` and the journal; older ones pruned
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    since REAL NOT NULL,
-    input TEXT NOT NULL,          -- the photo, relative to the inbox
-    record TEXT,                  -- the Job (JSON), once claimed
-    outcome TEXT,                 -- publishing/blocked: result | reuse | failure | report
-    detail TEXT,                  -- what publishing needs (JSON; see daemon.jobs.lifecycle)
-    reason TEXT,                  -- blocked, failed, rejected, broken: in words
-    retry_at REAL,                -- blocked: epoch seconds of the next try
-    starts INTEGER NOT NULL DEFAULT 0,
-    lost INTEGER NOT NULL DEFAULT 0  -- times its worker went with its Ray cluster (add_columns)
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS transitions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
-CREATE TABLE IF NOT EXISTS answered (
-    key TEXT PRIMARY KEY,         -- photo bytes + styles + params + output options
-    job_id TEXT NOT NULL,
-    output TEXT NOT NULL,         -- absolute path of the published image (file system bytes)
-    sha256 TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS answered_inputs (
-    input BLOB NOT NULL,          -- the photo, relative to the inbox (file-system bytes)
-    key TEXT NOT NULL,            -- as in `answered`
-    job_id TEXT NOT NULL,
-    output BLOB NOT NULL,         -- absolute path of the image that answered this input
-    sha256 TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (input, key)
-);
-CREATE TABLE IF NOT EXISTS seen (
-    path BLOB PRIMARY KEY,        -- relative to the inbox, as the file system's bytes
-    signatures TEXT NOT NULL,     -- [[size, mtime_ns] | null, ...] of photo and sidecar
-    job_id TEXT NOT NULL
-);
-"""
 
 
 class StoreError(OSError):
@@ -136,9 +89,8 @@ class Store:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(SCHEMA)
-                _add_columns(self._db)
-            self._columns = _columns(self._db)
+                create_or_upgrade(self._db)
+            self._columns = job_columns(self._db)
         except sqlite3.Error as exc:
             raise StoreError(
                 errno.EIO, f"cannot open the state database {self.path}: {exc}"
@@ -391,30 +343,6 @@ class Store:
 
 
 _JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
-_COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"
-# Columns added since the first release of the database, with their definitions: opening a
-# database for writing adds what it lacks (SQLite adds a column in place, without a copy).
-ADDED_COLUMNS: dict[str, str] = {"lost": "INTEGER NOT NULL DEFAULT 0"}
-
-
-def _add_columns(db: sqlite3.Connection) -> None:
-    have = _column_names(db)
-    for name, definition in ADDED_COLUMNS.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
-
-
-def _columns(db: sqlite3.Connection) -> str:
-    """What a job row is read with. A read-only reader (`stylefold status` upgraded while the
-    previous daemon still runs) may find a database without the added columns: it reads them
-    as their defaults rather than failing."""
-    have = _column_names(db)
-    added = [name if name in have else f"0 AS {name}" for name in ADDED_COLUMNS]
-    return ", ".join([_COLUMNS, *added])
-
-
-def _column_names(db: sqlite3.Connection) -> set[str]:
-    return {str(row[1]) for row in db.execute("PRAGMA table_info(jobs)")}
 
 
 def _row(row: tuple[Any, ...]) -> JobRow:

@@ -1,0 +1,87 @@
+"""The state database's tables, and the upgrade of a database written by an older version.
+
+Kept apart from `daemon.jobs.store`, which reads and writes rows: what the tables are, and how
+a database from an earlier release is brought up to them, change together and only here. An
+upgrade only ever adds (tables, indexes, columns with defaults), so a read-only reader of a
+database not yet upgraded still works (`job_columns`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since REAL NOT NULL,
+    input TEXT NOT NULL,          -- the photo, relative to the inbox
+    record TEXT,                  -- the Job (JSON), once claimed
+    outcome TEXT,                 -- publishing/blocked: result | reuse | failure | report
+    detail TEXT,                  -- what publishing needs (JSON; see daemon.jobs.lifecycle)
+    reason TEXT,                  -- blocked, failed, rejected, broken: in words
+    retry_at REAL,                -- blocked: epoch seconds of the next try
+    starts INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0  -- times its worker went with its Ray cluster (ADDED_COLUMNS)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+CREATE TABLE IF NOT EXISTS answered (
+    key TEXT PRIMARY KEY,         -- photo bytes + styles + params + output options
+    job_id TEXT NOT NULL,
+    output TEXT NOT NULL,         -- absolute path of the published image (file system bytes)
+    sha256 TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answered_inputs (
+    input BLOB NOT NULL,          -- the photo, relative to the inbox (file-system bytes)
+    key TEXT NOT NULL,            -- as in `answered`
+    job_id TEXT NOT NULL,
+    output BLOB NOT NULL,         -- absolute path of the image that answered this input
+    sha256 TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (input, key)
+);
+CREATE TABLE IF NOT EXISTS seen (
+    path BLOB PRIMARY KEY,        -- relative to the inbox, as the file system's bytes
+    signatures TEXT NOT NULL,     -- [[size, mtime_ns] | null, ...] of photo and sidecar
+    job_id TEXT NOT NULL
+);
+"""
+
+_COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"
+# Columns added since the first release of the database, with their definitions: opening a
+# database for writing adds what it lacks (SQLite adds a column in place, without a copy).
+ADDED_COLUMNS: dict[str, str] = {"lost": "INTEGER NOT NULL DEFAULT 0"}
+
+
+def create_or_upgrade(db: sqlite3.Connection) -> None:
+    """Create what a new database lacks, and add what an older one lacks."""
+    db.executescript(SCHEMA)
+    have = _column_names(db)
+    for name, definition in ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+
+def job_columns(db: sqlite3.Connection) -> str:
+    """What a job row is read with. A read-only reader (`stylefold status` upgraded while the
+    previous daemon still runs) may find a database without the added columns: it reads them
+    as their defaults rather than failing."""
+    have = _column_names(db)
+    added = [name if name in have else f"0 AS {name}" for name in ADDED_COLUMNS]
+    return ", ".join([_COLUMNS, *added])
+
+
+def _column_names(db: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(jobs)")}
