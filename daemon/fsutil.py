@@ -119,6 +119,13 @@ def remove_temporaries(folder: Path) -> int:
     return removed
 
 
+def plain_suffix(name: str) -> str:
+    """`name`'s extension in lower case, for our own copies of a file (`input.jpg`), or "" when
+    it is not plain letters and digits: nothing from an inbox name reaches our names but that."""
+    ext = Path(name).suffix.lower()
+    return ext if ext[1:].isalnum() else ""
+
+
 def fit_name(stem: str, suffix: str) -> str:
     """`stem + suffix`, with the stem shortened (on a character boundary) to fit NAME_MAX bytes,
     so a very long input name still gets an output and an error report."""

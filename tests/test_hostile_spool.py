@@ -247,7 +247,7 @@ def test_a_brought_along_style_swapped_for_a_link_is_not_read(
     style.symlink_to(decoy.root / "photo.jpg")
     with pytest.raises(Changed):
         spool.claim(came, resolved)
-    assert list(spool.style_store.iterdir()) == []
+    assert list(spool.styles.folder.iterdir()) == []
     assert image.exists() and sidecar.exists()
     assert decoy.unchanged()
 

@@ -247,13 +247,13 @@ def test_jobs_share_one_stored_copy_of_a_style(folders: Folders) -> None:
     ]
     inodes = {os.stat(spool.job_dir(job) / job.styles[0].file).st_ino for job in jobs}
     assert len(inodes) == 1
-    stored = list(spool.style_store.iterdir())
+    stored = list(spool.styles.folder.iterdir())
     assert [p.stem for p in stored] == [jobs[0].styles[0].sha256]
     for job in jobs:
         spool.release(job, archive=True)
         spool.remove(job)
-    _spool(settings).collect_styles()
-    assert list(spool.style_store.iterdir()) == []
+    _spool(settings).styles.collect()
+    assert list(spool.styles.folder.iterdir()) == []
 
 
 def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:

@@ -46,7 +46,7 @@ def recover(lc: Lifecycle) -> None:
                     lc.publisher.set_aside(row.id, None, f"its record cannot be read ({exc})")
                 else:  # the failure path: its originals go back with a report
                     lc.publisher.crashed(row.id, row.job, exc, "recovering it")
-    lc.spool.collect_styles()
+    lc.spool.styles.collect()
     try:
         lc.spool.forget_vanished()
     except OSError as exc:  # only housekeeping: the records are dropped at the next start

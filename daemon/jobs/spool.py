@@ -4,7 +4,7 @@ where the originals go once the job's answer is in the outbox.
     spool/<job-id>/input.<ext>   the original photo, moved here from the inbox
     spool/<job-id>/sidecar.json  the original sidecar (if any), moved here too
     spool/<job-id>/companion-N   macOS `._photo.jpg` AppleDouble files, which go with the photo
-    spool/<job-id>/style-N.<ext> hard links into style-store/, so a library edit cannot change it
+    spool/<job-id>/style-N.<ext> hard links into style-store/ (`daemon.jobs.style_store`)
     spool/<job-id>/job.log       the job's log, published with the answer
     spool/<job-id>/result.*      the render and its `result.json`, written by the worker
     spool/.broken-<job-id>/      a job whose record was unreadable, kept for a person
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pydantic import BaseModel
 
 from daemon import safefs
 from daemon.config import Settings
-from daemon.fsutil import atomic_copy, file_sha256
+from daemon.fsutil import atomic_copy, file_sha256, plain_suffix
 from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
@@ -43,6 +42,7 @@ from daemon.jobs.outbox import OutputNames, choose_names
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
+from daemon.jobs.style_store import StyleStore
 from daemon.safefs import Changed, Identity, NotUsable
 from daemon.status import Attention
 
@@ -51,7 +51,6 @@ log = structlog.get_logger(__name__)
 LOG_FILE = "job.log"
 SIDECAR_FILE = "sidecar.json"
 BROKEN_PREFIX = ".broken-"
-STYLE_STORE = "style-store"
 
 
 class ClaimIntent(BaseModel):
@@ -59,11 +58,6 @@ class ClaimIntent(BaseModel):
 
     rel_dir: str
     moves: list[tuple[str, str]]  # (name in the inbox folder, name in the job folder)
-
-
-def _suffix(name: str) -> str:
-    ext = Path(name).suffix.lower()
-    return ext if ext[1:].isalnum() else ""
 
 
 def _stat_signature(path: Path) -> list[int] | None:
@@ -86,11 +80,9 @@ class Spool:
         self.settings = settings
         self.store = store
         self.root = settings.state / "spool"
-        self.style_store = settings.state / STYLE_STORE
-        for folder in (self.root, self.style_store):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.styles = StyleStore(settings)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
-        self._style_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -117,12 +109,14 @@ class Spool:
         job_id = new_job_id()
         rel_dir = arrival.rel_dir.as_posix() if str(arrival.rel_dir) != "." else ""
         seen = arrival.seen or {}
-        wanted = [(arrival.image, f"input{_suffix(arrival.image.name)}")]
+        wanted = [(arrival.image, f"input{plain_suffix(arrival.image.name)}")]
         if arrival.sidecar is not None:
             wanted.append((arrival.sidecar, SIDECAR_FILE))
         inbox = self.settings.inbox
         # Styles first: a brought-along style may be one of the files this claim moves.
-        styles = self._store_styles(resolved, seen)
+        styles = [
+            self.styles.store(path, _identity(seen.get(path))) for _, path, _ in resolved.styles
+        ]
         try:
             planned = handover.check_files(
                 inbox, rel_dir, [(p.name, t, _identity(seen.get(p))) for p, t in wanted]
@@ -174,7 +168,7 @@ class Spool:
             except OSError:
                 atomic_copy(style, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=style.stem))
-        input_file = f"input{_suffix(arrival.image.name)}"
+        input_file = f"input{plain_suffix(arrival.image.name)}"
         input_sha = file_sha256(folder / input_file)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
@@ -204,54 +198,6 @@ class Spool:
         )
         self._reserved[job_id] = names.all()
         return job
-
-    def _store_styles(self, resolved: Resolved, seen: dict[Path, Signature]) -> list[Path]:
-        return [self._stored_style(path, seen.get(path)) for _, path, _ in resolved.styles]
-
-    def _stored_style(self, path: Path, settled: Signature | None) -> Path:
-        """The style image's copy in the content-addressed store. Jobs hold hard links to it:
-        a thousand jobs with one style share one copy, and editing the library cannot change
-        a job already claimed. A style brought along in the inbox is read like an original:
-        through `daemon.safefs`, only if it is still the regular file that settled."""
-        ext = _suffix(path.name)
-        incoming = self.style_store / f".incoming-{secrets.token_hex(6)}{ext}"
-        try:
-            relative = path.relative_to(self.settings.inbox)
-        except ValueError:
-            relative = None
-        if relative is None:
-            result = os.stat(path)
-            key = (str(path), result.st_size, result.st_mtime_ns)
-            digest = self._style_digests.get(key)
-            if digest is not None and (self.style_store / f"{digest}{ext}").exists():
-                return self.style_store / f"{digest}{ext}"
-            atomic_copy(path, incoming)
-        else:
-            try:
-                with safefs.folder(self.settings.inbox, relative.parent) as source:
-                    fd = safefs.open_file(source, relative.name, _identity(settled))
-            except safefs.UnsafePath as exc:
-                raise Changed(str(exc)) from None
-            except NotUsable as exc:
-                raise Rejected(f"style.file: {exc}") from None
-            try:
-                with safefs.folder(self.style_store) as store:
-                    safefs.copy_open(fd, store, incoming.name)
-            finally:
-                os.close(fd)
-        digest = file_sha256(incoming)  # of the copy: what the job will actually use
-        stored = self.style_store / f"{digest}{ext}"
-        os.replace(incoming, stored)
-        if relative is None:
-            self._style_digests[key] = digest
-        return stored
-
-    def collect_styles(self) -> None:
-        """Drop stored styles no job links to any more (start-up, before any claim)."""
-        for entry in self.style_store.iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.startswith(".incoming-") or entry.stat().st_nlink <= 1:
-                    entry.unlink()
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> None:
         """Undo a claim that did not complete: every moved file goes back to the inbox (beside
