@@ -12,7 +12,6 @@ start-up continues each job from its recorded state.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from pathlib import Path
@@ -20,18 +19,17 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.fsutil import atomic_write
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import answers, reports, starts
+from daemon.jobs import answers, reports
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Running, live_items
-from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
 from daemon.jobs.recovery import recover
 from daemon.jobs.resend import earlier_answer_to_this_input
+from daemon.jobs.running import RunningJobs
 from daemon.jobs.space import StateSpace, is_full
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import State
@@ -81,6 +79,7 @@ class Lifecycle:
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
+        self.at_work = RunningJobs(store, self.spool, self.running)
         self.claim_pause_until = 0.0
         self.space = StateSpace(settings.state)
         self.limits = Limits()
@@ -92,7 +91,7 @@ class Lifecycle:
             publish_retry,
             self.jobs,
             self.running,
-            self._stopped_running,
+            self.at_work.stopped,
         )
 
     @property
@@ -282,9 +281,9 @@ class Lifecycle:
 
     def _handle(self, job: Job, event: PoolEvent) -> None:
         if isinstance(event, Started):
-            self._started(job, event)
+            self.at_work.started(job, event)
         elif isinstance(event, Progress):
-            self._progress(job, event)
+            self.at_work.progress(job, event)
         elif isinstance(event, Done):
             if self._skip_resent(job):  # sent again while its first copy was being rendered
                 return
@@ -309,7 +308,7 @@ class Lifecycle:
                 line += f" on {event.device}"
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
-            self._stopped_running(job)
+            self.at_work.stopped(job)
             self.queued_again(job, event.error, note=line, lost=event.kind == "lost")
             self.metrics.job_finished("retried", 0.0)
         elif isinstance(event, Requeued):
@@ -317,72 +316,10 @@ class Lifecycle:
         elif isinstance(event, Cancelled):
             self.requeue(job, event.reason)
 
-    def _started(self, job: Job, event: Started) -> None:
-        folder = self.spool.job_dir(job)
-        try:
-            self.store.move(
-                job.id,
-                State.RUNNING,
-                started=True,
-                reason=None,
-                note=f"on {event.device} (worker {event.worker})",
-            )
-        except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
-            log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
-            starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
-        names = self.spool.names(job)
-        progress = ProgressFile(names.progress, job.id, job.source)
-        running = Running(job, time.time(), event.device, event.worker, event.node, progress)
-        self.running[job.id] = running
-        with contextlib.suppress(OSError):
-            progress.write(0, job.params.iterations, event.device, force=True)
-        row = self.store.get(job.id)
-        start = (row.starts if row else 0) + starts.unrecorded(folder)
-        together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
-        where = f" on node {event.node}" if event.node else ""
-        self.spool.append_log(
-            job,
-            f"started on {event.device} (worker {event.worker}{where}, start {start}{together})",
-        )
-        log.info(
-            "job.started",
-            input=job.source,
-            device=event.device,
-            worker=event.worker,
-            node=event.node,
-            start=start,
-        )
-
-    def _progress(self, job: Job, event: Progress) -> None:
-        running = self.running.get(job.id)
-        if running is None:
-            return
-        running.last = event
-        names = self.spool.names(job)
-        with contextlib.suppress(OSError):  # a full outbox must not stop the render
-            running.progress.update(event)
-            if event.preview is not None:
-                atomic_write(names.preview, event.preview, durable=False)
-                running.preview = True
-        losses = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
-        percent = percent_done(event.iteration, event.total)
-        self.spool.append_log(
-            job,
-            f"iteration {event.iteration}/{event.total} ({percent}%) "
-            f"scale {event.scale + 1}/{event.scales} {losses}",
-        )
-
-    def _stopped_running(self, job: Job) -> None:
-        self.running.pop(job.id, None)
-        names = self.spool.names(job)
-        for path in (names.progress, names.preview):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-
     def _hold(self, job: Job, reason: str) -> None:
         """The result could not be stored (state full): not a failure; the job waits, queued,
         and is submitted again once there is room for its result (`StateSpace.released`)."""
-        self._stopped_running(job)
+        self.at_work.stopped(job)
         self.spool.append_log(job, f"waiting for room in the state folder ({reason})")
         self.queued_again(job, reason, note="held: state full")
         self.space.hold(job, reason)
@@ -413,7 +350,7 @@ class Lifecycle:
         free, and the loss is counted with the job, as the pool frees only so many;
         daemon.pool.retry.MAX_REQUEUES). A stop of the daemon is never the job's doing and
         does not count."""
-        self._stopped_running(job)
+        self.at_work.stopped(job)
         note = f"put back in the queue ({reason})"
         self.queued_again(job, note=note, lost=lost)
         self.spool.append_log(job, note)

@@ -1,0 +1,100 @@
+"""The jobs at a worker now, as the pool's Started and Progress events tell: what `status`
+shows of each (`daemon.jobs.live.Running`), its progress file and preview in the outbox, and the
+lines its log gets. Kept apart from `daemon.jobs.lifecycle`, which decides what happens to a job:
+here a job's course is only recorded (RUNNING, its starts), never changed, and a full disk costs
+a progress file, a preview or a log line, never the render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import structlog
+
+from daemon.fsutil import atomic_write
+from daemon.jobs import starts
+from daemon.jobs.live import Running
+from daemon.jobs.progress import ProgressFile, percent_done
+from daemon.jobs.record import Job
+from daemon.jobs.spool import Spool
+from daemon.jobs.states import State
+from daemon.jobs.store import Store
+from daemon.pool.events import Progress, Started
+
+log = structlog.get_logger("stylefold.jobs")
+
+
+class RunningJobs:
+    """Keeps `running` (job id -> Running, shared with the lifecycle and the publisher)."""
+
+    def __init__(self, store: Store, spool: Spool, running: dict[str, Running]) -> None:
+        self.store = store
+        self.spool = spool
+        self.running = running
+
+    def started(self, job: Job, event: Started) -> None:
+        """Record RUNNING and count the start (recovery gives up after MAX_STARTS)."""
+        folder = self.spool.job_dir(job)
+        try:
+            self.store.move(
+                job.id,
+                State.RUNNING,
+                started=True,
+                reason=None,
+                note=f"on {event.device} (worker {event.worker})",
+            )
+        except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
+            log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
+            starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
+        names = self.spool.names(job)
+        progress = ProgressFile(names.progress, job.id, job.source)
+        running = Running(job, time.time(), event.device, event.worker, event.node, progress)
+        self.running[job.id] = running
+        with contextlib.suppress(OSError):
+            progress.write(0, job.params.iterations, event.device, force=True)
+        row = self.store.get(job.id)
+        start = (row.starts if row else 0) + starts.unrecorded(folder)
+        together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
+        where = f" on node {event.node}" if event.node else ""
+        self.spool.append_log(
+            job,
+            f"started on {event.device} (worker {event.worker}{where}, start {start}{together})",
+        )
+        log.info(
+            "job.started",
+            input=job.source,
+            device=event.device,
+            worker=event.worker,
+            node=event.node,
+            start=start,
+        )
+
+    def progress(self, job: Job, event: Progress) -> None:
+        """What `status` and the progress file show; the preview is written on request."""
+        running = self.running.get(job.id)
+        if running is None:
+            return
+        running.last = event
+        names = self.spool.names(job)
+        with contextlib.suppress(OSError):  # a full outbox must not stop the render
+            running.progress.update(event)
+            if event.preview is not None:
+                atomic_write(names.preview, event.preview, durable=False)
+                running.preview = True
+        losses = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
+        percent = percent_done(event.iteration, event.total)
+        self.spool.append_log(
+            job,
+            f"iteration {event.iteration}/{event.total} ({percent}%) "
+            f"scale {event.scale + 1}/{event.scales} {losses}",
+        )
+
+    def stopped(self, job: Job) -> None:
+        """The job left its worker (done, failed, held, requeued): its progress file and
+        preview leave the outbox, where only answers stay."""
+        self.running.pop(job.id, None)
+        names = self.spool.names(job)
+        for path in (names.progress, names.preview):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
