@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPORT_ENV = "STYLEFOLD_RELIABILITY_REPORT"
-REGENERATE = f"{REPORT_ENV}=docs/RELIABILITY.md pytest tests/test_reliability_*.py"
+REGENERATE = f'{REPORT_ENV}=docs/RELIABILITY.md pytest -m "" tests/test_reliability_*.py'
 HEADER = "| scenario | cases | held | result | measured |"
 RULE = "| --- | --- | --- | --- | --- |"
 
