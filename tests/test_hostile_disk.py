@@ -22,7 +22,6 @@ from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
-from daemon.jobs.record import Job
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
@@ -31,6 +30,7 @@ from daemon.pool import make_pool
 from daemon.pool.events import Done, Requeued, ResultInfo, Started
 from daemon.status import DaemonInfo, StatusReport
 from daemon.supervision import host_attention, status_line
+from service.params import RenderParams
 
 pytestmark = pytest.mark.heavy
 
@@ -159,7 +159,7 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
 
     lc.handle(Started(job.id, worker=0, device="cpu"))
     assert [item.state for item in lc.items()] == ["running"]
-    lc.handle(Done(job.id, _info(job)))
+    lc.handle(Done(job.id, _info(job.params)))
     assert job.id in lc.publisher.blocked
     assert "no space left for the state database" in lc.publisher.blocked[job.id].reason
     assert _answers(folders) == []
@@ -182,12 +182,12 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     assert lc.jobs == {} and lc.publisher.blocked == {}
 
 
-def _info(job: Job) -> ResultInfo:
+def _info(params: RenderParams) -> ResultInfo:
     """What a worker reports after writing its result into the spool."""
     return ResultInfo(
         iterations=4, stop_reason="iterations", losses={}, scales=[(48, 36)], device="cpu",
         output_size=(48, 36), input_size=(64, 48), input_format="JPEG", peak_memory_bytes=0,
-        params=job.params, versions={"torch": "2", "pillow": "11"},
+        params=params, versions={"torch": "2", "pillow": "11"},
         timings={"decode_seconds": 0.1, "render_seconds": 1.0, "encode_seconds": 0.1,
                  "worker_total_seconds": 1.2},
     )  # fmt: skip
@@ -302,3 +302,28 @@ def test_a_start_the_full_state_database_cannot_record_still_counts_for_max_star
     report = json.loads((folders.outbox / "photo.error.json").read_text())
     assert report["kind"] == "interrupted" and f"{MAX_STARTS} times" in report["error"]
     assert (folders.inbox / "photo.jpg").read_bytes() == data
+
+
+@pytest.mark.ray
+def test_a_ray_result_that_cannot_be_stored_is_nospace_as_on_a_local_worker(
+    tmpfs_state: Path,
+) -> None:
+    """On Ray the daemon writes the actor's result into the job folder itself: a full state
+    folder there must be 'nospace' (the job waits), as it is for a local worker, not an
+    internal error."""
+    pytest.importorskip("ray")
+    from daemon.pool.messages import JobFailed
+    from daemon.pool.ray_backend import RayActors
+    from daemon.pool.ray_protocol import Finished
+    from daemon.pool.render import Rendered
+    from daemon.pool.task import Task
+
+    job_dir = tmpfs_state / "spool" / "j1"
+    job_dir.mkdir(parents=True)
+    task = Task("j1", job_dir, job_dir / "in.jpg", (), RenderParams(size=32), "jpg", 90, 10)
+    info = _info(task.params)
+    _fill(tmpfs_state)
+    actors = RayActors("auto", cpu_actors=0)  # nothing connects until it starts
+    (reply,) = actors._finished(Finished(0, Rendered(task, b"\xff" * 65536, info)))
+    assert isinstance(reply, JobFailed)
+    assert reply.kind == "nospace", reply

@@ -40,7 +40,7 @@ from daemon.pool.ray_protocol import (
     Run,
     Spawn,
 )
-from daemon.pool.render import EngineSetup, Sources, WorkerSpec, write_result
+from daemon.pool.render import EngineSetup, Sources, WorkerSpec, classify, write_result
 from daemon.pool.task import Task
 
 log = structlog.get_logger(__name__)
@@ -237,9 +237,10 @@ class RayActors:
         task = outcome.task
         try:
             write_result(outcome)
-        except OSError as exc:
+        except OSError as exc:  # classified as a local worker's is: a full state folder waits
             error = f"cannot write the result: {exc}"
-            return [JobFailed(reply.worker_id, task.job_id, task.attempt, "internal", error)]
+            kind = classify(exc)
+            return [JobFailed(reply.worker_id, task.job_id, task.attempt, kind, error)]
         return [JobDone(reply.worker_id, task.job_id, task.attempt, outcome.info)]
 
     def _lose(self, driver: DriverProcess, problem: str) -> list[Report]:
