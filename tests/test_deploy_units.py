@@ -570,9 +570,11 @@ def test_ray_runs_under_its_units_sandbox(tmp_path: Path) -> None:
     text = (DEPLOY / "ray-head.service").read_text()
     assert _one(text, "ProtectSystem") == "strict" and _one(text, "ReadWritePaths") == "/tmp"
     assert "HOME=/var/lib/ray" in _values(text, "Environment")
-    assert _values(text, "SystemCallFilter") == _values(
-        (DEPLOY / "ray-worker@.service").read_text(), "SystemCallFilter"
-    )
+    worker = (DEPLOY / "ray-worker@.service").read_text()
+    assert _values(text, "SystemCallFilter") == _values(worker, "SystemCallFilter")
+    for unit in (text, worker):  # no node joins, and nothing is submitted, without the secret
+        assert "RAY_AUTH_MODE=token" in _values(unit, "Environment")
+        assert _values(unit, "EnvironmentFile") == ["/etc/ray/auth.env"]
     names = tmp_path / "allowed.txt"
     names.write_text("\n".join(sorted(_allowed_syscalls(text))))
     home = tmp_path / "home"
@@ -585,7 +587,9 @@ def test_ray_runs_under_its_units_sandbox(tmp_path: Path) -> None:
         *(sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), str(names)),
         *(sys.executable, "-c", _RAY_TASK.format(temp=temp)),
     ]
-    env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    unit_env = dict(value.split("=", 1) for value in " ".join(_values(text, "Environment")).split())
+    auth = {"RAY_AUTH_TOKEN": "0123456789abcdef" * 4}  # what /etc/ray/auth.env holds
+    env = {**os.environ, **unit_env, **auth, "HOME": str(home)}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     finally:
