@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from conftest import Folders, image_bytes, start_daemon, wait_for
+from conftest import Folders, image_bytes, mount_tmpfs, start_daemon, wait_for
 from test_sdnotify import _free_port
 
 from daemon.status import read_status
@@ -33,10 +33,7 @@ def _samples(port: int) -> dict[str, float]:
 def _lockable_outbox(folders: Folders) -> tuple[Callable[[], None], Callable[[], None]]:
     if os.geteuid() != 0:
         return lambda: folders.outbox.chmod(0o555), lambda: folders.outbox.chmod(0o755)
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folders.outbox)]
-    done = subprocess.run(mount, capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(folders.outbox, "4m")
 
     def remount(mode: str) -> Callable[[], None]:
         return lambda: subprocess.run(["mount", "-o", f"remount,{mode}", str(folders.outbox)])

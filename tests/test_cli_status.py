@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable
 
 import pytest
-from conftest import CLI, REPO, Daemon, Folders, image_bytes, wait_for, write_json
+from conftest import (
+    CLI,
+    REPO,
+    Daemon,
+    Folders,
+    can_unshare_mounts,
+    image_bytes,
+    wait_for,
+    write_json,
+)
 
 from daemon.cli.status import SHOWN, render_status
 from daemon.status import (
@@ -226,14 +233,7 @@ def test_status_of_a_running_daemon(
     assert daemon.stop() == 0
 
 
-def _can_unshare_mounts() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = ["unshare", "--mount", "--propagation", "private", "true"]
-    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-
-
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) for a mount")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs root and unshare(1) for a mount")
 @pytest.mark.parametrize("command", ["status", "validate", "doctor"])
 def test_read_only_commands_work_on_a_read_only_view_of_the_folders(
     folders: Folders, command: str

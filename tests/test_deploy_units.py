@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import can_unshare_mounts
 
 from daemon.app import CANCEL_GRACE, READY_TIMEOUT
 from daemon.config import Settings, load_settings
@@ -430,13 +431,6 @@ def test_sysusers_and_tmpfiles_create_the_layout(tmp_path: Path) -> None:
     assert inbox.stat().st_gid == 0 and inbox.stat().st_mode & 0o7777 == 0o2770
 
 
-def _can_unshare_mounts() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = ["unshare", "--mount", "--propagation", "private", "true"]
-    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-
-
 # What the shipped unit does to the file system, done with unshare(1): every writable path is a
 # mount of its own (ReadWritePaths=, StateDirectory=, CacheDirectory=, PrivateTmp=), and
 # everything else is read-only (ProtectSystem=strict). Renames between them fail with EXDEV.
@@ -460,7 +454,7 @@ def _in_sandbox(pid: int, code: str) -> None:
     subprocess.run(argv, check=True, timeout=30)
 
 
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
 @pytest.mark.parametrize(
     "inbox_fs",
     [
@@ -560,7 +554,7 @@ ray.shutdown()
 
 
 @pytest.mark.heavy
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
 def test_ray_runs_under_its_units_sandbox(tmp_path: Path) -> None:
     """A Ray cluster (GCS, raylet, object store, a worker importing torch) under the Ray units'
     system call filter and file system view: / read-only but /tmp, and a writable home."""
@@ -626,7 +620,7 @@ def _page(url: str) -> dict[str, str]:
     return {name: section["html"] for name, section in sections.items()}
 
 
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
 def test_web_page_works_inside_its_units_sandbox(tmp_path: Path) -> None:
     """The page of a running daemon, then of the same daemon stopped, served under the web
     unit's file system view, system call filter and MemoryDenyWriteExecute=: every picture

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import CLI, REPO, Folders, wait_for
+from conftest import CLI, REPO, Folders, can_unshare_mounts, wait_for
 
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
@@ -26,13 +26,6 @@ done
 mount -o remount,bind,ro /
 exec "$@"
 """
-
-
-def _can_unshare_mounts() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = ["unshare", "--mount", "--propagation", "private", "true"]
-    return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
 
 
 def test_a_folder_recreated_on_a_writable_file_system_is_no_reason(folders: Folders) -> None:
@@ -49,7 +42,7 @@ def test_a_folder_recreated_on_a_writable_file_system_is_no_reason(folders: Fold
 
 
 @pytest.mark.heavy
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs root and unshare(1) mount namespaces")
 @pytest.mark.parametrize("folder", ["outbox", "inbox"])
 def test_a_read_only_stand_in_makes_the_daemon_exit_for_a_restart(
     folders: Folders, folder: str

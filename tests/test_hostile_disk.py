@@ -6,7 +6,6 @@ failed as "out of memory"); no empty claim folder is left behind. Needs root to 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 from collections import deque
@@ -14,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLI, Daemon, Folders, image_bytes, wait_for
+from conftest import CLI, Daemon, Folders, image_bytes, mount_tmpfs, wait_for
 from test_reliability_disk import _fill
 
 from daemon.config import load_settings
@@ -37,14 +36,7 @@ pytestmark = pytest.mark.heavy
 
 @pytest.fixture
 def tmpfs_state(folders: Folders) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folders.state)],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(folders.state, "16m")
     yield folders.state
     subprocess.run(["umount", "-l", str(folders.state)], check=False)
 

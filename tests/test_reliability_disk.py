@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Folders, image_bytes, start_daemon, wait_for
+from conftest import Daemon, Folders, image_bytes, mount_tmpfs, start_daemon, wait_for
 from PIL import Image
 from reliability_report import Collector
 
@@ -23,14 +23,7 @@ RETRY = "0.5"  # STYLEFOLD_TEST_PUBLISH_RETRY: seconds between publishing attemp
 
 @pytest.fixture
 def tmpfs_outbox(folders: Folders) -> Iterator[Path]:
-    if not ROOT:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folders.outbox)],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(folders.outbox, "512k")
     yield folders.outbox
     subprocess.run(["umount", "-l", str(folders.outbox)], check=False)
 
@@ -114,12 +107,7 @@ def test_a_read_only_outbox_makes_jobs_wait_then_publish(
     folders: Folders, reliability: Collector
 ) -> None:
     if ROOT:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folders.outbox)],
-            capture_output=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mount_tmpfs(folders.outbox, "4m")
         how = "tmpfs remounted read-only (EROFS)"
 
         def lock() -> None:
