@@ -39,8 +39,11 @@ PROJECTIONS = 128
 class Verdict:
     content: float  # mean relative feature distance to the photo (lower keeps more of it)
     style: float  # mean sliced Wasserstein distance to the style (lower takes more of it)
+    # The style distance per layer of `STYLE_LAYERS`: conv1_2 and conv2_2 are the fine texture
+    # that large prints can lose while the mean hardly moves.
+    style_layers: tuple[float, ...] = ()
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -88,7 +91,7 @@ class Referee:
             sliced_wasserstein(f, t, self._project(t.shape[0]))
             for f, t in zip(style_feats, style_targets, strict=True)
         ]
-        return Verdict(sum(content) / len(content), sum(style) / len(style))
+        return Verdict(sum(content) / len(content), sum(style) / len(style), tuple(style))
 
 
 def anchors(referee: Referee, size: tuple[int, int]) -> dict[str, Verdict]:
