@@ -244,7 +244,8 @@ class Engine:
         previous_content = torch.empty(0)
         result: OptimizeResult | None = None
         steps: list[list[int]] = [[] for _ in contents]  # per item, per scale
-        for index, (stage, size) in enumerate(zip(stages, sizes, strict=True)):
+        for index, size in enumerate(sizes):
+            stage = stages[index]  # refitted after each pass
             content_in, loss_fn = self._stage(net, contents, styles, blend, params, stage, size)
             if x is None:
                 x = self._initial(params, content_in, inits, size, net.space)
@@ -269,6 +270,7 @@ class Engine:
             )
             x = result.image
             reporter.finished(max(result.iterations))
+            stages = reporter.stages = schedule.refit(stages, index, max(result.iterations))
             for item, done in enumerate(result.iterations):
                 steps[item].append(done)
 

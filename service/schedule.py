@@ -13,10 +13,18 @@ statistics are dominated by fine detail that no upsampled start carries. So outp
 style's patterns come out too large relative to the picture (the washed-out content that naive
 128-256 px passes give). Coarse passes keep a little more content (`COARSE_CONTENT_BOOST`) for
 the same reason.
+
+A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
+its cap: the coarse pass stops when it converges, and the fine pass refines texture in a number
+of steps that grows with how much painting the coarse pass did. Measured at 1024 px (tubingen x
+Starry Night, docs/BENCH.md "Large prints"): with a fixed share of the cap, the fine pass ran
+until its own convergence (100 iterations at four times the cost each), so coarse-to-fine took
+as long as a single-scale run; its texture was as good after 20-40 of them.
 """
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from service.params import RenderParams
 
@@ -24,8 +32,10 @@ from service.params import RenderParams
 AUTO_ABOVE = 640
 # Smallest long side of an automatic coarse pass (so every output above AUTO_ABOVE gets one).
 MIN_SIDE = AUTO_ABOVE // 2
-# Iteration cap of each finer pass as a share of the previous pass's cap.
-FINER_SHARE = 0.4
+# Iteration cap of each finer pass as a share of the iterations the previous pass ran (at
+# least `FINER_MIN`); before that pass has run, a share of its cap.
+FINER_SHARE = 0.3
+FINER_MIN = 10
 # Content weight multiplier of coarse passes (the output pass uses the job's own balance).
 COARSE_CONTENT_BOOST = 2.0
 
@@ -61,7 +71,8 @@ def style_dimensions(
 
 def plan(params: RenderParams) -> list[Stage]:
     """Stages coarsest first; the last is the output size. The first pass gets
-    `params.iterations`, each finer one `FINER_SHARE` of the one before (at least 1)."""
+    `params.iterations`, each finer one `FINER_SHARE` of the one before (at least `FINER_MIN`,
+    or the one before's cap if that is smaller); `refit` lowers them once a pass has run."""
     enabled = params.multiscale == "on" or (
         params.multiscale == "auto" and params.size > AUTO_ABOVE
     )
@@ -76,5 +87,20 @@ def plan(params: RenderParams) -> list[Stage]:
     for index, side in enumerate(sides):
         final = index == len(sides) - 1
         stages.append(Stage(side, cap, 1.0 if final else COARSE_CONTENT_BOOST))
-        cap = max(1, round(cap * FINER_SHARE))
+        cap = _finer_cap(cap)
     return stages
+
+
+def _finer_cap(previous: int) -> int:
+    return max(min(previous, FINER_MIN), round(previous * FINER_SHARE), 1)
+
+
+def refit(stages: Sequence[Stage], index: int, done: int) -> list[Stage]:
+    """The plan once pass `index` has run `done` iterations: every finer pass's cap is
+    re-derived from that count, never above what `plan` gave it."""
+    refitted = list(stages[: index + 1])
+    cap = done
+    for stage in stages[index + 1 :]:
+        cap = min(stage.iterations, _finer_cap(cap))
+        refitted.append(replace(stage, iterations=cap))
+    return refitted

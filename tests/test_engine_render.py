@@ -14,7 +14,7 @@ from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
 from service.params import RenderParams
 from service.progress import Progress
-from service.schedule import style_dimensions
+from service.schedule import FINER_MIN, FINER_SHARE, plan, style_dimensions
 from service.tensors import to_tensor
 
 SIZE = 40
@@ -229,12 +229,28 @@ def test_multiscale_runs_coarse_to_fine(
     )
     assert result.scales == [(24, 16), (48, 32)]
     assert result.image.size == (48, 32)
-    assert result.stage_iterations == [10, 4]
+    assert result.stage_iterations == [10, 10]
     assert result.iterations == sum(result.stage_iterations)
     assert {p.scale for p in seen} == {0, 1} and all(p.scales == 2 for p in seen)
     iterations = [p.iteration for p in seen]
     assert iterations == sorted(iterations) and iterations[-1] == result.iterations
     assert seen[-1].eta == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_coarse_pass_that_converges_early_shortens_the_fine_one(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    """The fine pass gets a share of what the coarse pass ran, not of its cap, and progress
+    totals say so from the moment the fine pass starts."""
+    seen, record = _recorder()
+    params = _params(size=64, iterations=400, multiscale="on", tolerance=0.05)
+    result = engine.render(content, [StyleImage(style)], params, progress=record)
+    coarse, fine = result.stage_iterations
+    assert coarse < 400  # converged
+    planned = plan(params)[1].iterations
+    cap = max(min(coarse, FINER_MIN), round(coarse * FINER_SHARE))
+    assert cap < planned and fine <= cap
+    assert {p.total for p in seen if p.scale == 1} == {coarse + cap}
 
 
 def test_progress_eta_and_cancel(engine: Engine, content: Image.Image, style: Image.Image) -> None:

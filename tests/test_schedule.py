@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.params import RenderParams
-from service.schedule import AUTO_ABOVE, MIN_SIDE, dimensions, plan, style_dimensions
+from service.schedule import (
+    AUTO_ABOVE,
+    MIN_SIDE,
+    dimensions,
+    plan,
+    refit,
+    style_dimensions,
+)
 
 
 def test_outputs_up_to_the_threshold_run_one_scale_by_default() -> None:
@@ -37,7 +44,25 @@ def test_large_outputs_go_coarse_to_fine() -> None:
 
 def test_on_forces_a_coarse_pass_even_when_small() -> None:
     stages = plan(RenderParams(size=48, iterations=10, multiscale="on"))
-    assert [(s.long_side, s.iterations) for s in stages] == [(24, 10), (48, 4)]
+    assert [(s.long_side, s.iterations) for s in stages] == [(24, 10), (48, 10)]
+
+
+def test_a_finer_pass_gets_a_share_of_what_the_coarser_one_ran() -> None:
+    stages = plan(RenderParams(size=2048, iterations=500))
+    assert [s.iterations for s in stages] == [500, 150, 45]
+    # The 512 px pass converged after 120 iterations: 36 at 1024 px, then 11 at 2048 px.
+    after_first = refit(stages, 0, 120)
+    assert [s.iterations for s in after_first] == [500, 36, 11]
+    assert [s.long_side for s in after_first] == [s.long_side for s in stages]
+    # A finer pass that converged early passes its own count on.
+    assert [s.iterations for s in refit(after_first, 1, 20)] == [500, 36, 10]
+    # Never more than the plan gave: a coarse pass that ran long does not grow the finer ones.
+    capped = plan(RenderParams(size=1024, iterations=40))
+    assert [s.iterations for s in refit(capped, 0, 40)] == [40, 12]
+    assert [s.iterations for s in refit(plan(RenderParams(size=1024, iterations=5)), 0, 5)] == [
+        5,
+        5,
+    ]
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(16, 4096))
