@@ -246,7 +246,9 @@ class Engine:
         steps: list[list[int]] = [[] for _ in contents]  # per item, per scale
         for index, size in enumerate(sizes):
             stage = stages[index]  # refitted after each pass
-            content_in, loss_fn = self._stage(net, contents, styles, blend, params, stage, size)
+            content_in, loss_fn, floor = self._stage(
+                net, contents, styles, blend, params, stage, size
+            )
             if x is None:
                 x = self._initial(params, content_in, inits, size, net.space)
             else:
@@ -267,6 +269,7 @@ class Engine:
                 # neural-style) lets 1-2% of values leave the valid range, and clamping them at
                 # the end raised the style loss by 40% at 256 px and 4.5x at 512 px.
                 project=net.space.clamp,
+                floor=floor,
             )
             x = result.image
             reporter.finished(max(result.iterations))
@@ -323,8 +326,9 @@ class Engine:
         params: RenderParams,
         stage: schedule.Stage,
         size: tuple[int, int],
-    ) -> tuple[torch.Tensor, LossFn]:
-        """The batch's content images in network space and the loss function of one scale."""
+    ) -> tuple[torch.Tensor, LossFn, list[float]]:
+        """The batch's content images in network space, the loss function of one scale and
+        each item's loss floor (see `Objective.floor`)."""
         use_content = params.content_weight > 0 and bool(params.content_layers)
         use_style = params.effective_style_weight > 0 and bool(params.style_layers) and bool(styles)
         content_taps = net.tap_indices(params.content_layers if use_content else ())
@@ -370,7 +374,7 @@ class Engine:
             feats = self._features(net, image, taps)
             return objective(image, feats[:n_content], feats[n_content:])
 
-        return content_in, loss_fn
+        return content_in, loss_fn, objective.floor(len(contents))
 
     @staticmethod
     def _style_input(

@@ -123,6 +123,17 @@ class Objective:
         self.weights = weights
         self.pixel_scale = pixel_scale
 
+    def floor(self, batch: int) -> list[float]:
+        """Per item, the part of the total that no image can remove: the blend's constant
+        (weighted). Convergence is judged on what is above it; with a blend of unlike styles it
+        can be most of the loss, and a relative test on the whole stopped renders early."""
+        if self.style_target is None:
+            return [0.0] * batch
+        floor = torch.zeros(batch, dtype=torch.float64)
+        for offset, w in zip(self.style_target.offsets, self.weights.style_layers, strict=True):
+            floor += w * (offset.double().cpu() if isinstance(offset, torch.Tensor) else offset)
+        return (self.weights.style * floor).tolist()
+
     def __call__(
         self,
         image: torch.Tensor,

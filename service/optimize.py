@@ -11,7 +11,7 @@ by the iteration cap and `tolerance` (relative loss improvement over a window), 
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -118,6 +118,7 @@ def optimize(
     check_every: int = CHECK_EVERY,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     watch: Callable[[torch.Tensor], None] | None = None,
+    floor: Sequence[float] | None = None,
 ) -> OptimizeResult:
     """Minimise `loss_fn` over each item of the batch `image` (a copy is optimised); the items
     are independent problems that share every forward and backward pass. An item that
@@ -129,7 +130,9 @@ def optimize(
     whatever `check_every` is, so results do not depend on it. `project` maps each iterate back
     into the feasible set (e.g. valid colours); L-BFGS then learns its curvature from the steps
     actually taken. `watch` gets the iterate once, before the first step: it is updated in
-    place, so `on_check` can look at the current images (a preview) without a copy per check."""
+    place, so `on_check` can look at the current images (a preview) without a copy per check.
+    `floor` (per item) is the part of the loss no step can remove; convergence is judged
+    relative to what lies above it."""
     x = image.detach().clone()
     if project is not None:
         x = project(x)
@@ -180,7 +183,8 @@ def optimize(
                 on_check(done, seen[-1])
             if judge and tolerance > 0 and done > WINDOW:
                 for item in range(batch):
-                    if active[item] and _converged(seen, item, tolerance):
+                    bottom = floor[item] if floor is not None else 0.0
+                    if active[item] and _converged(seen, item, tolerance, bottom):
                         active[item] = False
                         stops[item] = "converged"
                         keep[item] = False
@@ -194,6 +198,8 @@ def optimize(
     return OptimizeResult(x.detach(), steps, stops, losses)
 
 
-def _converged(history: list[list[list[float]]], item: int, tolerance: float) -> bool:
+def _converged(
+    history: list[list[list[float]]], item: int, tolerance: float, floor: float = 0.0
+) -> bool:
     before, now = history[-1 - WINDOW][item][3], history[-1][item][3]
-    return (before - now) < tolerance * max(abs(before), 1e-30)
+    return (before - now) < tolerance * max(abs(before - floor), 1e-30)

@@ -1,5 +1,6 @@
 """The loss maths against direct, loop-level computations."""
 
+import pytest
 import torch
 
 from service.losses import (
@@ -135,3 +136,23 @@ def test_a_batch_scores_each_item_as_if_it_were_alone() -> None:
         one_grads = torch.autograd.grad(one_total.sum(), list(feats))
         assert torch.allclose(one_grads[0], grads[0][i : i + 1], rtol=1e-5, atol=1e-8)
         assert torch.allclose(one_grads[1], grads[1][i : i + 1], rtol=1e-5, atol=1e-8)
+
+
+def test_the_floor_is_the_weighted_blend_constant() -> None:
+    """What no image can remove: zero for one style, the weighted spread for a blend."""
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(1, 4, 4, generator=g) for _ in range(2))
+    weights = LossWeights(content=1.0, style=7.0, tv=0.0, style_layers=(2.0,))
+    alone = Objective([], StyleTarget.blend([[a]], [1.0]), weights, 1.0)
+    assert alone.floor(3) == [0.0, 0.0, 0.0]
+    blended = StyleTarget.blend([[a], [b]], [0.25, 0.75])
+    objective = Objective([], blended, weights, 1.0)
+    (floor,) = objective.floor(1)
+    assert floor > 0
+    mean = 0.25 * a + 0.75 * b
+    expected = (
+        7.0
+        * 2.0
+        * (0.25 * float(((a - mean) ** 2).mean()) + 0.75 * float(((b - mean) ** 2).mean()))
+    )
+    assert floor == pytest.approx(expected)

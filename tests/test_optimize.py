@@ -191,3 +191,32 @@ def test_a_batch_gives_each_item_its_own_solo_result(method: str) -> None:
     for i, solo in enumerate(alone):
         assert torch.allclose(batch.image[i : i + 1], solo.image, rtol=1e-9, atol=1e-9)
         assert batch.losses[i] == pytest.approx(solo.losses[0], rel=1e-9)
+
+
+def test_convergence_is_judged_above_the_loss_floor() -> None:
+    """A constant in the loss (a blend's spread between unlike styles) must not make the
+    relative test stop early: with the constant named as the floor, the run stops where it
+    stops without the constant; unnamed, the same constant stops it much sooner."""
+    target = torch.linspace(-3, 3, 24, dtype=torch.float64).reshape(1, 24)
+    constant = 1e3
+
+    def distance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = (x - target).abs().sum(1)  # Adam closes it at a steady pace, then stalls
+        return total, torch.stack([total.detach()] * 3, dim=1)
+
+    def shifted(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, parts = distance(x)
+        return total + constant, parts
+
+    def run(fn, floor: list[float] | None) -> int:  # type: ignore[no-untyped-def]
+        result = optimize(
+            torch.zeros(1, 24, dtype=torch.float64), fn, method="adam", iterations=2000,
+            learning_rate=0.01, tolerance=0.02, floor=floor,
+        )  # fmt: skip
+        assert result.stop_reasons == ["converged"]
+        (steps,) = result.iterations
+        return steps
+
+    plain = run(distance, None)
+    assert run(shifted, [constant]) == plain
+    assert run(shifted, None) < plain / 2
