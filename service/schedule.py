@@ -19,7 +19,8 @@ its cap: the coarse pass stops when it converges, and the fine pass refines text
 of steps that grows with how much painting the coarse pass did. Measured at 1024 px (tubingen x
 Starry Night, docs/BENCH.md "Large prints"): with a fixed share of the cap, the fine pass ran
 until its own convergence (100 iterations at four times the cost each), so coarse-to-fine took
-as long as a single-scale run; its texture was as good after 20-40 of them.
+as long as a single-scale run; with 30 % of the coarse pass's count it takes a third of that
+time, with the finest layers' texture within 3 % of the single-scale run's.
 """
 
 import math
