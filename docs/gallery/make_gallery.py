@@ -35,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 QUALITY = 85
 CONTENT = "chelsea"  # the cat: fur, eyes and whiskers show at once when content is lost
 STYLE = "cells"  # the immunohistochemistry slide: strong strokes, a two-colour palette
-RENDER_ITERATIONS = 100  # the `stylefold render` example and the README's before/after set
 GROUPS = (
     "render", "hero", "inputs", "references", "ratio", "strength", "iterations", "init", "large",
 )  # fmt: skip
@@ -80,7 +79,7 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
     fixed = {"size": size, "tolerance": 0.0}  # sweeps run every iteration they are given
     noise = {**fixed, "init": "noise", "style_weight": 1e3}
     cat = (CONTENT, ((STYLE, 1.0),))
-    shown = {"iterations": RENDER_ITERATIONS, "size": hero, "style_weight": 1e4}
+    shown = {"size": hero}  # the README's first picture: what the defaults give
     return {
         "hero": [
             Render("hero_chelsea", "cells", "chelsea", ((STYLE, 1.0),), shown),
@@ -169,7 +168,7 @@ class Gallery:
         target = self.out / f"{RENDER_EXAMPLE}.jpg"
         command = [
             "stylefold", "render", str(sample_path("rocket")), str(sample_path("hubble")),
-            "-o", str(target), "--size", str(size), "--iterations", str(RENDER_ITERATIONS),
+            "-o", str(target), "--size", str(size),
             "--device", device, "--quiet",
         ]  # fmt: skip
         started = time.perf_counter()
@@ -177,9 +176,7 @@ class Gallery:
         with Image.open(target) as image:
             small = image.convert("RGB")
         save(small, target)  # the command writes quality 92; the gallery keeps files small
-        caption = (
-            f"stylefold render rocket.jpg hubble.jpg --size {size} --iterations {RENDER_ITERATIONS}"
-        )
+        caption = f"stylefold render rocket.jpg hubble.jpg --size {size}"
         return self._add(Figure(RENDER_EXAMPLE, caption, None, time.perf_counter() - started))
 
     def _add(self, figure: Figure) -> Figure:
@@ -276,7 +273,7 @@ def merge_figures(path: Path, rows: dict[str, str], machine: str, order: Sequenc
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate docs/gallery/.")
     parser.add_argument("--size", type=int, default=192, help="long side of the sweeps")
-    parser.add_argument("--hero", type=int, default=288, help="long side of the README set")
+    parser.add_argument("--hero", type=int, default=512, help="long side of the README set")
     parser.add_argument("--large", type=int, default=1024, help="long side of the large output")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=HERE)
