@@ -27,9 +27,8 @@ from pathlib import Path
 from PIL import Image
 
 from bench import machine
-from bench.referee import STYLE_LAYERS, Referee, Verdict
-from bench.score import RESAMPLE
-from bench.sweep import image_path
+from bench.referee import STYLE_LAYERS, Referee, Verdict, photo_anchor
+from bench.sweep import image_path, side_by_side
 from service.engine import Engine, StyleImage
 from service.params import RenderParams
 from service.schedule import dimensions
@@ -71,12 +70,16 @@ def params_of(name: str, args: argparse.Namespace) -> RenderParams:
     return RenderParams.model_validate({"size": args.size, **values})
 
 
+def _kept(args: argparse.Namespace, name: str) -> Path:
+    """Where a subject's record lies, beside its PNG."""
+    return args.out / f"{name}.json"
+
+
 def render(
     name: str, args: argparse.Namespace, engine: Engine, content: Image.Image, style: Image.Image
 ) -> Record:
     """Render one subject, or read its record when it exists and is not to be redone."""
-    path = args.out / f"{name}.png"
-    kept = path.with_suffix(".json")
+    kept = _kept(args, name)
     if kept.exists() and name not in args.fresh:
         return Record(**json.loads(kept.read_text()))
     began = time.process_time()
@@ -87,7 +90,7 @@ def render(
         result.stage_iterations,
         time.process_time() - began,
     )
-    result.image.save(path)
+    result.image.save(kept.with_suffix(".png"))
     kept.write_text(json.dumps(asdict(record)))
     return record
 
@@ -101,10 +104,7 @@ def crops(paths: list[Path], centre: tuple[float, float], target: Path) -> None:
             y = round(centre[1] * image.height - CROP / 2)
             x, y = max(0, min(x, image.width - CROP)), max(0, min(y, image.height - CROP))
             pieces.append(image.convert("RGB").crop((x, y, x + CROP, y + CROP)))
-    canvas = Image.new("RGB", (len(pieces) * (CROP + 4) - 4, CROP), "white")
-    for index, piece in enumerate(pieces):
-        canvas.paste(piece, (index * (CROP + 4), 0))
-    canvas.save(target)
+    side_by_side(pieces, target)
 
 
 def table(subjects: list[Subject], photo: Verdict) -> str:
@@ -116,16 +116,19 @@ def table(subjects: list[Subject], photo: Verdict) -> str:
     ]
     per_layer = " | ".join(f"{v:.4f}" for v in photo.style_layers)
     lines.append(f"| (the photo) | – | 0 | – | – | 0 | {photo.style:.4f} | {per_layer} |")
-    reference = subjects[0].record.cpu_s
-    for s in subjects:
-        r, v = s.record, s.verdict
-        per_layer = " | ".join(f"{x:.4f}" for x in v.style_layers)
-        stages = "+".join(str(n) for n in r.stage_iterations)
-        lines.append(
-            f"| {s.name} | {r.engine} | {r.iterations} ({stages}) | {r.cpu_s:.0f} | "
-            f"{r.cpu_s / reference:.3f} | {v.content:.4f} | {v.style:.4f} | {per_layer} |"
-        )
+    lines.extend(row(s, subjects[0].record.cpu_s) for s in subjects)
     return "\n".join(lines)
+
+
+def row(subject: Subject, reference_cpu_s: float) -> str:
+    """One subject's table row; its CPU time is given as a share of the reference's."""
+    r, v = subject.record, subject.verdict
+    per_layer = " | ".join(f"{x:.4f}" for x in v.style_layers)
+    stages = "+".join(str(n) for n in r.stage_iterations)
+    return (
+        f"| {subject.name} | {r.engine} | {r.iterations} ({stages}) | {r.cpu_s:.0f} | "
+        f"{r.cpu_s / reference_cpu_s:.3f} | {v.content:.4f} | {v.style:.4f} | {per_layer} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,14 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     engine = Engine(device=args.device)
     subjects = []
     for name in SUBJECTS:
-        if name not in args.only and not (args.out / f"{name}.json").exists():
+        if name not in args.only and not _kept(args, name).exists():
             continue
         print(f"[{args.size} px] {name} ...", flush=True)
         record = render(name, args, engine, content, style)
         with Image.open(args.out / f"{name}.png") as image:
             subjects.append(Subject(name, record, referee.judge(image)))
-        print(table(subjects, subjects[-1].verdict).splitlines()[-1], flush=True)
-    photo = referee.judge(content.resize(dimensions(*content.size, args.size), RESAMPLE))
+        print(row(subjects[-1], subjects[0].record.cpu_s), flush=True)
+    photo = photo_anchor(referee, dimensions(*content.size, args.size))
     crops([args.out / f"{s.name}.png" for s in subjects], args.crop, args.out / "crops.png")
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results = {"machine": info, "pair": args.pair, "size": args.size,

@@ -94,13 +94,17 @@ class Referee:
         return Verdict(sum(content) / len(content), sum(style) / len(style), tuple(style))
 
 
+def photo_anchor(referee: Referee, size: tuple[int, int]) -> Verdict:
+    """The photo itself at `size`: content 0, and the style distance of an unstyled picture."""
+    return referee.judge(referee.content.resize(size, RESAMPLE))
+
+
 def anchors(referee: Referee, size: tuple[int, int]) -> dict[str, Verdict]:
-    """What the scale of the two scores means at `size`: the photo itself (content 0, the
-    style distance of an unstyled picture) and the style image (the style distance of the
-    style itself, resized to the output, near 0; the content distance of a picture that keeps
-    nothing of the photo)."""
+    """What the scale of the two scores means at `size`: the photo itself and the style image
+    (the style distance of the style itself, resized to the output, near 0; the content
+    distance of a picture that keeps nothing of the photo)."""
     return {
-        "photo": referee.judge(referee.content.resize(size, RESAMPLE)),
+        "photo": photo_anchor(referee, size),
         "style image": referee.judge(referee.style.resize(size, RESAMPLE)),
     }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench import machine
-from bench.referee import Referee, Verdict, anchors
+from bench.referee import Referee, Verdict, photo_anchor
 from bench.score import Score, Scorer
 from daemon.cli.demo import SAMPLES, sample_path
 from service.engine import Engine, StyleImage
@@ -77,8 +77,20 @@ def settings(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
     return [(f"style_weight={w:g}", {"style_weight": w}) for w in args.weights]
 
 
+def side_by_side(pictures: list[Image.Image], target: Path, gap: int = 4) -> None:
+    """Pictures in one row on white, `gap` pixels apart, for looking at."""
+    height = max(p.height for p in pictures)
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    canvas.save(target, quality=90)
+
+
 def strip(paths: list[Path], target: Path, height: int = 160) -> None:
-    """The renders of one pair side by side, for looking at."""
+    """The renders of one pair side by side, each scaled to `height`."""
     images: list[Image.Image] = []
     for path in paths:
         with Image.open(path) as image:
@@ -88,12 +100,7 @@ def strip(paths: list[Path], target: Path, height: int = 160) -> None:
                     Image.Resampling.LANCZOS,
                 )
             )
-    canvas = Image.new("RGB", (sum(i.width + 4 for i in images), height), "white")
-    x = 0
-    for picture in images:
-        canvas.paste(picture, (x, 0))
-        x += picture.width + 4
-    canvas.save(target, quality=90)
+    side_by_side(images, target)
 
 
 def table(points: list[Point], photo: dict[str, Verdict]) -> str:
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         content = Image.open(image_path(content_name, "content")).convert("RGB")
         style = Image.open(image_path(style_name, "styles")).convert("RGB")
         referee, scorer = Referee(content, style), Scorer(content, style)
-        photo[pair] = anchors(referee, dimensions(*content.size, args.size))["photo"]
+        photo[pair] = photo_anchor(referee, dimensions(*content.size, args.size))
         paths = []
         for setting, values in settings(args):
             path = out / f"{content_name}-{style_name}-{setting.replace('=', '_')}.png"
