@@ -6,7 +6,15 @@ RGB images in [0, 1] shaped `[B, 3, H, W]`.
   luminance is then combined with the content's I and Q channels.
 - Histogram matching: the style image's colours get the content's mean and covariance before
   transfer, so the stylised image inherits the content's palette.
+
+The same affine map, the other way round, gives the default start (`init="recolored"`): the
+photo in the style's colours. The optimiser then spends its iterations on texture instead of
+repainting every pixel's colour, and at the same balance the result is closer to the style by an
+independent referee and no further from the photo (docs/BENCH.md).
 """
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -51,18 +59,47 @@ def combine_luminance(stylised: torch.Tensor, content: torch.Tensor) -> torch.Te
     return yiq_to_rgb(torch.cat([y, iq], dim=1))
 
 
+@dataclass(frozen=True)
+class Palette:
+    """An image's colour statistics: the mean and covariance of its RGB values (float64)."""
+
+    mean: torch.Tensor  # [3, 1]
+    cov: torch.Tensor  # [3, 3]
+
+    @staticmethod
+    def of(image: torch.Tensor) -> "Palette":
+        pixels = image.movedim(-3, 0).reshape(3, -1).double()
+        return Palette(pixels.mean(1, keepdim=True), torch.cov(pixels))
+
+    @staticmethod
+    def mixture(palettes: Sequence["Palette"], weights: Sequence[float]) -> "Palette":
+        """The statistics of the images' pixels pooled with these weights (summing to 1): a
+        blend of styles has the colours of all its styles, in proportion."""
+        mean = sum((w * p.mean for p, w in zip(palettes, weights, strict=True)), torch.zeros(3, 1))
+        second = sum(
+            (w * (p.cov + p.mean @ p.mean.T) for p, w in zip(palettes, weights, strict=True)),
+            torch.zeros(3, 3),
+        )
+        return Palette(mean.double(), (second - mean @ mean.T).double())
+
+
+def recolour(image: torch.Tensor, palette: Palette) -> torch.Tensor:
+    """An affine colour map x -> A (x - mu_x) + mu taking the image's colour mean and covariance
+    to the palette's (A = C^1/2 C_x^-1/2, symmetric square roots), applied to each image of the
+    batch on its own; not clamped."""
+    out = []
+    for item in image.split(1):
+        own = Palette.of(item)
+        eye = torch.eye(3, dtype=torch.float64) * 1e-5
+        mapping = _sqrtm(palette.cov + eye) @ torch.linalg.inv(_sqrtm(own.cov + eye))
+        pixels = item.reshape(3, -1).double()
+        out.append((mapping @ (pixels - own.mean) + palette.mean).reshape(item.shape))
+    return torch.cat(out).to(image.dtype)
+
+
 def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """An affine colour map x -> A (x - mu_s) + mu_c taking the style's colour mean and
-    covariance to the content's (A = C_c^1/2 C_s^-1/2, symmetric square roots); not clamped."""
-    s = style.reshape(3, -1).double()
-    c = content.reshape(3, -1).double()
-    mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    eye = torch.eye(3, dtype=torch.float64) * 1e-5
-    cov_s = torch.cov(s) + eye
-    cov_c = torch.cov(c) + eye
-    mapping = _sqrtm(cov_c) @ torch.linalg.inv(_sqrtm(cov_s))
-    out = mapping @ (s - mu_s) + mu_c
-    return out.reshape(style.shape).to(style.dtype)
+    """The style image with the content's colour mean and covariance; not clamped."""
+    return recolour(style, Palette.of(content))
 
 
 def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:

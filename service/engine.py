@@ -41,6 +41,8 @@ from service.weights import WeightsConfig, layer_names, load_weights
 ADAM_STEP_GREY_LEVELS = 10.0
 STYLE_CACHE_ENTRIES = 32
 NOISE_STD = 0.2
+# Long side of the copy of a style image whose colours a recolored start takes.
+PALETTE_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ class Engine:
                 net, contents, styles, blend, params, stage, size
             )
             if x is None:
-                x = self._initial(params, content_in, inits, size, net.space)
+                x = self._initial(params, content_in, inits, size, net.space, styles, blend)
             else:
                 x = _upscale(x, previous_content, content_in)
             previous_content = content_in
@@ -400,8 +402,16 @@ class Engine:
         inits: Sequence[Image.Image | None],
         size: tuple[int, int],
         space: InputSpace,
+        styles: Sequence[StyleImage],
+        blend: list[float],
     ) -> torch.Tensor:
-        if params.init == "content":
+        # Kept colours and a style weight of 0 both mean the photo's own colours.
+        recolor = params.preserve_colors == "none" and params.effective_style_weight > 0
+        if params.init == "recolored" and recolor and styles:
+            palette = color.Palette.mixture([_palette(s.image) for s in styles], blend)
+            rgb = color.recolour(space.decode(content_in).cpu(), palette)
+            return space.clamp(space.encode(rgb.float()).to(self.device))
+        if params.init in ("content", "recolored"):
             return content_in.clone()
         if params.init == "image":
             images = [image for image in inits if image is not None]
@@ -412,6 +422,11 @@ class Engine:
         generator = torch.Generator().manual_seed(params.seed)
         noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
         return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
+
+
+def _palette(image: Image.Image) -> color.Palette:
+    """A style image's colours, from a copy small enough to be quick at any size."""
+    return color.Palette.of(tensors.resized(image, schedule.dimensions(*image.size, PALETTE_SIDE)))
 
 
 def _upscale(

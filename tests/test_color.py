@@ -47,3 +47,27 @@ def test_histogram_matching_gives_the_contents_mean_and_covariance() -> None:
     assert torch.allclose(m.mean(1), c.mean(1), atol=1e-5)
     # Equal up to the small ridge that keeps near-grey styles from blowing up noise.
     assert torch.allclose(torch.cov(m), torch.cov(c), atol=1e-3)
+
+
+def test_recolour_gives_each_image_the_palettes_mean_and_covariance() -> None:
+    photos = _image(8, (2, 3, 14, 14))
+    photos[1] = photos[1] * 0.3 + 0.6  # a second, paler photo: recoloured on its own
+    style = _image(9, (1, 3, 20, 20))
+    style[:, 2] = 0.4 * style[:, 2] + 0.6 * style[:, 1]
+    palette = color.Palette.of(style)
+    out = color.recolour(photos, palette)
+    for item in out:
+        pixels = item.reshape(3, -1).double()
+        assert torch.allclose(pixels.mean(1, keepdim=True), palette.mean, atol=1e-5)
+        assert torch.allclose(torch.cov(pixels), palette.cov, atol=1e-3)
+
+
+def test_a_mixtures_palette_is_that_of_the_pooled_pixels() -> None:
+    one, two = _image(10, (1, 3, 16, 16)) * 0.5, _image(11, (1, 3, 16, 16)) * 0.2 + 0.7
+    mixed = color.Palette.mixture([color.Palette.of(one), color.Palette.of(two)], [0.5, 0.5])
+    pooled = color.Palette.of(torch.cat([one, two], dim=-1))
+    assert torch.allclose(mixed.mean, pooled.mean, atol=1e-9)
+    # torch.cov divides by n - 1: pooled 2n pixels against two halves of n.
+    assert torch.allclose(mixed.cov, pooled.cov, atol=2e-3)
+    alone = color.Palette.mixture([color.Palette.of(one), color.Palette.of(two)], [1.0, 0.0])
+    assert torch.allclose(alone.cov, color.Palette.of(one).cov)

@@ -306,6 +306,28 @@ def test_init_image(engine: Engine, content: Image.Image, style: Image.Image) ->
         engine.render(content, [StyleImage(style)], params)
 
 
+def test_the_default_start_is_the_photo_in_the_styles_colours(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    """Iterations 0 return the start: the photo recolored to the style's colour mean, unless
+    the photo's colours are to be kept or there is no style to take."""
+    params = _params(iterations=0, multiscale="off")
+    assert params.init == "recolored"
+
+    def mean_colour(image: Image.Image) -> np.ndarray:
+        return np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(0)
+
+    start = engine.render(content, [StyleImage(style)], params).image
+    assert np.abs(mean_colour(start) - mean_colour(style)).max() < 6
+    assert np.abs(mean_colour(content) - mean_colour(style)).max() > 20  # so the test can fail
+    as_it_is = params.model_copy(update={"init": "content"})
+    photo = engine.render(content, [StyleImage(style)], as_it_is)
+    for update in ({"preserve_colors": "luminance"}, {"style_weight": 0.0}):
+        kept = engine.render(content, [StyleImage(style)], params.model_copy(update=update))
+        assert np.abs(mean_colour(kept.image) - mean_colour(photo.image)).max() < 1
+    assert np.abs(mean_colour(photo.image) - mean_colour(content.resize(start.size))).max() < 2
+
+
 def test_bad_requests_are_clear_errors(engine: Engine, content: Image.Image) -> None:
     with pytest.raises(ImageInputError, match="no style image"):
         engine.render(content, [], _params())

@@ -93,8 +93,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument(
         "--init",
         default=None,
-        metavar="content|noise|PATH",
-        help="start from the content image (default), from noise, or from an image file",
+        metavar="recolored|content|noise|PATH",
+        help="start from the content image in the style's colours (default), the content image "
+        "as it is, noise, or an image file",
     )
     param("--optimizer", choices=("lbfgs", "adam"))
     param("--learning-rate", type=float, metavar="LR")
@@ -202,7 +203,7 @@ def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderP
         style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
     values = {**style_defaults, **flags}
     if args.init is not None:
-        values["init"] = args.init if args.init in ("content", "noise") else "image"
+        values["init"] = args.init if args.init in ("recolored", "content", "noise") else "image"
     try:
         return RenderParams(**values)
     except ValidationError as exc:
