@@ -405,11 +405,19 @@ class Engine:
         styles: Sequence[StyleImage],
         blend: list[float],
     ) -> torch.Tensor:
-        # Kept colours and a style weight of 0 both mean the photo's own colours.
-        recolor = params.preserve_colors == "none" and params.effective_style_weight > 0
-        if params.init == "recolored" and recolor and styles:
-            palette = color.Palette.mixture([_palette(s.image) for s in styles], blend)
-            rgb = color.recolour(space.decode(content_in).cpu(), palette)
+        share = params.recolor_share
+        if share > 0 and styles:
+            photos = space.decode(content_in).cpu()
+            style = color.Palette.mixture([_palette(s.image) for s in styles], blend)
+            rgb = torch.cat(
+                [
+                    color.recolour(
+                        photo,
+                        color.Palette.mixture([color.Palette.of(photo), style], [1 - share, share]),
+                    )
+                    for photo in photos.split(1)
+                ]
+            )
             return space.clamp(space.encode(rgb.float()).to(self.device))
         if params.init in ("content", "recolored"):
             return content_in.clone()

@@ -70,6 +70,15 @@ def style_weight_for(strength: float) -> float:
     return float(10 ** (low + strength * (high - low)))
 
 
+def strength_of(style_weight: float) -> float:
+    """The strength a style weight corresponds to, clamped to [0, 1] (`style_weight_for`'s
+    inverse inside the range)."""
+    if style_weight <= 0:
+        return 0.0
+    low, high = (math.log10(w) for w in STRENGTH_RANGE)
+    return min(1.0, max(0.0, (math.log10(style_weight) - low) / (high - low)))
+
+
 class RenderParams(BaseModel):
     """Options of one render. Defaults follow Gatys et al. and the seed, tuned for one set of
     weights to work at any size and with any number of style images."""
@@ -106,8 +115,9 @@ class RenderParams(BaseModel):
     init: Literal["recolored", "content", "noise", "image"] = Field(
         default="recolored",
         description="Start from the content image recolored with the style's colour mean and "
-        "covariance (the photo's own colours when preserve_colors is set), from the content "
-        "image as it is, from noise, or from a given image.",
+        "covariance (in proportion below the default strength; the photo's own colours when "
+        "preserve_colors is set), from the content image as it is, from noise, or from a "
+        "given image.",
     )
     optimizer: Literal["lbfgs", "adam"] = Field(
         default="lbfgs",
@@ -171,6 +181,16 @@ class RenderParams(BaseModel):
         if self.style_weight is not None:
             return self.style_weight
         return style_weight_for(self.strength)
+
+    @property
+    def recolor_share(self) -> float:
+        """How much of the style's colours a recolored start takes: all of them from the
+        default strength up, less in proportion below it (a gentle strength keeps the photo's
+        colours, which the content loss alone would not bring back), none when the photo's
+        colours are kept or there is no style weight."""
+        if self.init != "recolored" or self.preserve_colors != "none":
+            return 0.0
+        return min(1.0, strength_of(self.effective_style_weight) / DEFAULT_STRENGTH)
 
     @field_validator("preserve_colors", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from service import color
 from service.engine import Engine, StyleImage
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
-from service.params import RenderParams
+from service.params import DEFAULT_STRENGTH, RenderParams
 from service.progress import Progress
 from service.schedule import FINER_MIN, FINER_SHARE, plan, style_dimensions
 from service.tensors import to_tensor
@@ -326,6 +326,12 @@ def test_the_default_start_is_the_photo_in_the_styles_colours(
         kept = engine.render(content, [StyleImage(style)], params.model_copy(update=update))
         assert np.abs(mean_colour(kept.image) - mean_colour(photo.image)).max() < 1
     assert np.abs(mean_colour(photo.image) - mean_colour(content.resize(start.size))).max() < 2
+    # A gentler strength takes the style's colours in proportion: halfway at half the default.
+    half = params.model_copy(update={"strength": DEFAULT_STRENGTH / 2})
+    assert half.recolor_share == pytest.approx(0.5)
+    between = mean_colour(engine.render(content, [StyleImage(style)], half).image)
+    expected = (mean_colour(photo.image) + mean_colour(start)) / 2
+    assert np.abs(between - expected).max() < 6
 
 
 def test_bad_requests_are_clear_errors(engine: Engine, content: Image.Image) -> None:

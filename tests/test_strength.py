@@ -14,6 +14,7 @@ from service.params import (
     DEFAULT_STRENGTH,
     STRENGTH_RANGE,
     RenderParams,
+    strength_of,
     style_weight_for,
 )
 
@@ -87,3 +88,20 @@ def test_render_flags_strength_and_style_weight() -> None:
     )
     both = _params(_flags(strength=0.3, style_weight=42.0), style_defaults)
     assert both.effective_style_weight == 42.0
+
+
+def test_strength_of_inverts_the_mapping_inside_the_range() -> None:
+    for strength in (0.0, 0.3, 0.75, 1.0):
+        assert strength_of(style_weight_for(strength)) == pytest.approx(strength)
+    assert strength_of(0.0) == 0.0
+    assert strength_of(0.01) == 0.0 and strength_of(1e6) == 1.0
+
+
+def test_the_recolored_start_takes_the_styles_colours_from_the_default_strength_up() -> None:
+    assert RenderParams().recolor_share == 1.0
+    assert RenderParams(strength=1.0).recolor_share == 1.0
+    assert RenderParams(strength=DEFAULT_STRENGTH / 4).recolor_share == pytest.approx(0.25)
+    assert RenderParams(style_weight=style_weight_for(0.45)).recolor_share == pytest.approx(0.5)
+    assert RenderParams(strength=0.0).recolor_share == 0.0
+    assert RenderParams(preserve_colors="luminance").recolor_share == 0.0
+    assert RenderParams(init="content").recolor_share == 0.0
