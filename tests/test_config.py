@@ -116,7 +116,7 @@ def test_lists_from_environment_json(
         ({"defaults": {"size": 99999}}, "STYLEFOLD_DEFAULTS__SIZE"),
         ({"defaults": {"colour": 1}}, "defaults.colour: unknown setting"),
         ({"defaults": {"size": 5000}}, "exceeds max_output_size"),
-        ({"max_iterations": 10}, "defaults.iterations 500 exceeds max_iterations 10"),
+        ({"max_iterations": 10}, "defaults.iterations 300 exceeds max_iterations 10"),
         ({"bogus": 1}, "bogus: unknown setting"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),
         ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),
