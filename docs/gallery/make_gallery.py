@@ -118,6 +118,8 @@ def experiments(size: int, hero: int, large: int) -> dict[str, list[Render]]:
         "init": [
             Render("init_noise", "noise init, 100 it", *cat, {**noise, "iterations": 100}),
             Render("init_content", "content init, 100 it", *cat,
+                   {**fixed, "iterations": 100, "style_weight": 1e3, "init": "content"}),
+            Render("init_recolored", "recolored content init, 100 it", *cat,
                    {**fixed, "iterations": 100, "style_weight": 1e3}),
         ],
         "large": [
@@ -292,15 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = [RENDER_EXAMPLE, *(job.name for jobs in groups.values() for job in jobs)]
     gallery = Gallery(engine, args.out, machine, order)
     started = time.perf_counter()
-    for group in args.only or GROUPS:
+    run = args.only or GROUPS
+    for group in run:
         if group == "render":
             gallery.render_cli(args.hero, args.device)
             continue
         for job in groups[group]:
             gallery.render(job)
-        if group == "hero":
-            rocket = Render(RENDER_EXAMPLE, "hubble", "rocket", (("hubble", 1.0),))
-            hero_picture([*groups["hero"], rocket], args.out, args.out / "hero.jpg")
+    if "hero" in run or "render" in run:  # after both, whatever order --only gave
+        rocket = Render(RENDER_EXAMPLE, "hubble", "rocket", (("hubble", 1.0),))
+        hero_picture([*groups["hero"], rocket], args.out, args.out / "hero.jpg")
     print(f"all renders together: {(time.perf_counter() - started) / 60:.1f} min")
     print(f"figures: {args.out / FIGURES}")
     return 0
