@@ -73,11 +73,18 @@ def test_daemon_merge_lets_the_later_layer_choose_the_balance() -> None:
     assert merged.effective_style_weight == pytest.approx(style_weight_for(0.1))
 
 
-def _flags(**given: object) -> argparse.Namespace:
+def _flags(init: str | None = None, **given: object) -> argparse.Namespace:
     names = ("size", "iterations", "content_weight", "strength", "style_weight", "tv_weight",
              "optimizer", "learning_rate", "pooling", "style_scale", "preserve_colors", "seed",
              "network", "multiscale", "tolerance")  # fmt: skip
-    return argparse.Namespace(init=None, **{name: given.get(name) for name in names})
+    return argparse.Namespace(init=init, **{name: given.get(name) for name in names})
+
+
+def test_render_init_names_a_start_or_else_an_image_file() -> None:
+    assert _params(_flags(), {}).init == "recolored"
+    for name in ("recolored", "content", "noise"):
+        assert _params(_flags(init=name), {}).init == name
+    assert _params(_flags(init="start.png"), {}).init == "image"
 
 
 def test_render_flags_strength_and_style_weight() -> None:
