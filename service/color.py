@@ -75,25 +75,28 @@ class Palette:
     def mixture(palettes: Sequence["Palette"], weights: Sequence[float]) -> "Palette":
         """The statistics of the images' pixels pooled with these weights (summing to 1): a
         blend of styles has the colours of all its styles, in proportion."""
-        mean = sum((w * p.mean for p, w in zip(palettes, weights, strict=True)), torch.zeros(3, 1))
+        pairs = list(zip(palettes, weights, strict=True))
+        mean = sum((w * p.mean for p, w in pairs), torch.zeros(3, 1, dtype=torch.float64))
         second = sum(
-            (w * (p.cov + p.mean @ p.mean.T) for p, w in zip(palettes, weights, strict=True)),
-            torch.zeros(3, 3),
+            (w * (p.cov + p.mean @ p.mean.T) for p, w in pairs),
+            torch.zeros(3, 3, dtype=torch.float64),
         )
-        return Palette(mean.double(), (second - mean @ mean.T).double())
+        return Palette(mean, second - mean @ mean.T)
 
 
-def recolour(image: torch.Tensor, palette: Palette) -> torch.Tensor:
-    """An affine colour map x -> A (x - mu_x) + mu taking the image's colour mean and covariance
-    to the palette's (A = C^1/2 C_x^-1/2, symmetric square roots), applied to each image of the
-    batch on its own; not clamped."""
+def recolour(image: torch.Tensor, palette: Palette, share: float = 1.0) -> torch.Tensor:
+    """An affine colour map x -> A (x - mu_x) + mu taking each image of the batch, on its own,
+    from its colour mean and covariance to the palette's (A = C^1/2 C_x^-1/2, symmetric square
+    roots); with `share` below 1, to the mixture of its own palette and the palette, so it takes
+    that share of the palette's colours. Not clamped."""
+    eye = torch.eye(3, dtype=torch.float64) * 1e-5
     out = []
     for item in image.split(1):
         own = Palette.of(item)
-        eye = torch.eye(3, dtype=torch.float64) * 1e-5
-        mapping = _sqrtm(palette.cov + eye) @ torch.linalg.inv(_sqrtm(own.cov + eye))
+        target = palette if share >= 1 else Palette.mixture([own, palette], [1 - share, share])
+        mapping = _sqrtm(target.cov + eye) @ torch.linalg.inv(_sqrtm(own.cov + eye))
         pixels = item.reshape(3, -1).double()
-        out.append((mapping @ (pixels - own.mean) + palette.mean).reshape(item.shape))
+        out.append((mapping @ (pixels - own.mean) + target.mean).reshape(item.shape))
     return torch.cat(out).to(image.dtype)
 
 

@@ -407,17 +407,8 @@ class Engine:
     ) -> torch.Tensor:
         share = params.recolor_share
         if share > 0 and styles:
-            photos = space.decode(content_in).cpu()
-            style = color.Palette.mixture([_palette(s.image) for s in styles], blend)
-            rgb = torch.cat(
-                [
-                    color.recolour(
-                        photo,
-                        color.Palette.mixture([color.Palette.of(photo), style], [1 - share, share]),
-                    )
-                    for photo in photos.split(1)
-                ]
-            )
+            palette = color.Palette.mixture([_palette(s.image) for s in styles], blend)
+            rgb = color.recolour(space.decode(content_in).cpu(), palette, share)
             return space.clamp(space.encode(rgb.float()).to(self.device))
         if params.init in ("content", "recolored"):
             return content_in.clone()

@@ -71,3 +71,13 @@ def test_a_mixtures_palette_is_that_of_the_pooled_pixels() -> None:
     assert torch.allclose(mixed.cov, pooled.cov, atol=2e-3)
     alone = color.Palette.mixture([color.Palette.of(one), color.Palette.of(two)], [1.0, 0.0])
     assert torch.allclose(alone.cov, color.Palette.of(one).cov)
+
+
+def test_recolour_with_a_share_takes_that_share_of_the_palettes_mean() -> None:
+    photo, style = _image(12, (1, 3, 16, 16)) * 0.4, _image(13, (1, 3, 16, 16)) * 0.3 + 0.6
+    palette = color.Palette.of(style)
+    half = color.recolour(photo, palette, share=0.5).reshape(3, -1).double().mean(1, keepdim=True)
+    own = color.Palette.of(photo).mean
+    assert torch.allclose(half, (own + palette.mean) / 2, atol=1e-6)
+    unchanged = color.recolour(photo, palette, share=0.0)
+    assert torch.allclose(unchanged, photo, atol=1e-3)
