@@ -63,6 +63,10 @@ INTERNAL = "internal error while finishing the job ({error}); please report it"
 IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
+RESULT_LOST = (
+    "its rendered result was gone from the state folder's spool before it reached the outbox "
+    "(removed by hand, or by a cleaner?); it is rendered again"
+)
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"

@@ -49,6 +49,7 @@ from daemon.pool.events import (
     Retrying,
     Started,
 )
+from daemon.pool.task import RESULT_INFO
 from daemon.safefs import Changed
 from daemon.status import Attention, JobItem
 
@@ -92,6 +93,7 @@ class Lifecycle:
             self.jobs,
             self.running,
             self.at_work.stopped,
+            self.render_again,
         )
 
     @property
@@ -343,6 +345,16 @@ class Lifecycle:
                 self.store.move(job.id, State.QUEUED, reason=reason, note=note, lost=lost)
             except OSError as exc:
                 log.warning("job.not_recorded", state=str(State.QUEUED), error=str(exc))
+
+    def render_again(self, job: Job, reason: str) -> None:
+        """PUBLISHING -> QUEUED: the rendered result vanished from the spool before it was
+        written out, so the job is rendered again (its originals are still in the spool). The
+        result's record goes too, or a restart would try to publish it again."""
+        self.store.move(job.id, State.QUEUED, reason=reason, note="rendered again")
+        (self.spool.job_dir(job) / RESULT_INFO).unlink(missing_ok=True)
+        self.spool.append_log(job, reason)
+        log.warning("job.result_lost", input=job.source, reason=reason)
+        self.backlog.append(job)
 
     def requeue(self, job: Job, reason: str, *, lost: bool = False) -> None:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or

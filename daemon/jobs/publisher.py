@@ -2,7 +2,9 @@
 (so a restart writes it again), the answer is written, then the originals leave the spool
 (RELEASING -> DONE or FAILED). An outbox that cannot be written blocks the job (BLOCKED) and
 publishing is retried; a report about inbox files that never became a job ends REJECTED. A photo
-sent again (`daemon.jobs.resend`) writes nothing: the earlier answer stands (SKIPPED)."""
+sent again (`daemon.jobs.resend`) writes nothing: the earlier answer stands (SKIPPED). A rendered
+result that is gone from the spool before it was written out sends the job back to be rendered
+again (QUEUED): retrying could never write it."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ from daemon.metrics import Metrics
 log = structlog.get_logger("stylefold.jobs")
 
 
+class ResultLost(Exception):
+    """The rendered result a job's answer needs is no longer in its spool folder."""
+
+
 class Publisher:
     def __init__(
         self,
@@ -44,6 +50,7 @@ class Publisher:
         jobs: dict[str, Job],
         running: dict[str, Running],
         stop_running: Callable[[Job], None],
+        render_again: Callable[[Job, str], None],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -53,6 +60,7 @@ class Publisher:
         self.jobs = jobs
         self.running = running
         self.stop_running = stop_running
+        self.render_again = render_again
         self.blocked: dict[str, Blocked] = {}
 
     @property
@@ -81,13 +89,19 @@ class Publisher:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
                 self._enter_publishing(job_id, job, outcome, detail)
-                written = self._write(job_id, job, outcome, detail)
+                try:
+                    written = self._write(job_id, job, outcome, detail)
+                except ResultLost:
+                    assert job is not None
+                    self.render_again(job, answers.RESULT_LOST)
+                    self.blocked.pop(job_id, None)
+                    return
                 if job is None:
                     assert isinstance(detail, ReportDetail)
                     self._reported(job_id, detail, written)
                 else:
                     self._answered(job, outcome, detail, written)
-        except OSError as exc:
+        except OSError as exc:  # render_again's record too: blocked, the next try finds it gone
             self._block(job_id, job, outcome, detail, exc)
             return
         self.blocked.pop(job_id, None)
@@ -137,6 +151,8 @@ class Publisher:
                 f"wrote {names.image.name}"
             )
             result = self.spool.job_dir(job) / f"result.{job.output_format}"
+            if not result.is_file():  # gone after this check: blocked, then found gone here
+                raise ResultLost(str(result))
             log_text = self.spool.read_log(job, last)
             answers.publish_result(job, detail, result, names, log_text, self.roots)
         elif isinstance(detail, ReuseDetail):

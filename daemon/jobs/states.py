@@ -9,9 +9,10 @@ one durably, so a restart continues from the recorded state instead of guessing 
     claiming -> queued -> running -> publishing -> releasing -> done | failed | skipped
        |           \\          |  \\         |   \\
        |            \\         |   queued    |    blocked -> publishing   (outbox/state unwritable)
-       v             publishing (answered   v
-    rolled_back      from an earlier       rejected  (a report for an input never claimed)
-                     result, or given up)
+       v             publishing (answered   |\\
+    rolled_back      from an earlier       | queued    (its rendered result vanished: render again)
+                     result, or given up)  v
+                                         rejected  (a report for an input never claimed)
 
 A photo sent again (the same inbox path, content and parameters as one already answered) is
 `skipped`: nothing new is written to the outbox, and its originals are released like any
@@ -54,7 +55,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLAIMING: frozenset({State.QUEUED, State.ROLLED_BACK}),
     State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING}),
     State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING}),
-    State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED}),
+    State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED, State.QUEUED}),
     State.BLOCKED: frozenset({State.PUBLISHING}),
     State.RELEASING: frozenset({State.DONE, State.FAILED, State.SKIPPED}),
     **{state: frozenset() for state in TERMINAL},
