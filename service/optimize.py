@@ -154,10 +154,10 @@ def optimize(
     it may raise (e.g. to cancel). Convergence is judged every `CHECK_EVERY` iterations
     whatever `check_every` is, so results do not depend on it. `project` maps each iterate back
     into the feasible set (e.g. valid colours); L-BFGS then learns its curvature from the steps
-    actually taken. `watch` gets the kept iterate (the one whose losses `on_check` sees) once,
-    before the first step: it is updated in place, so `on_check` can look at the current images
-    (a preview) without a copy per check. L-BFGS takes back a step that raised an item's loss
-    (see the module's docstring); Adam keeps every step, as its momentum expects.
+    actually taken. `watch` gets the iterate once, before the first step: it is updated in
+    place, so `on_check` can look at the current images (a preview) without a copy per check.
+    L-BFGS takes back a step that raised an item's loss (see the module's docstring); Adam keeps
+    every step, as its momentum expects.
     `floor` (per item) is the part of the loss no step can remove; convergence is judged
     relative to what lies above it."""
     x = image.detach().clone()
@@ -179,7 +179,7 @@ def optimize(
     base_parts = x.new_zeros(batch, 3)
     lowest = x.new_full((batch,), math.inf)
     if watch is not None:
-        watch(base)
+        watch(x)
     done = 0
     for i in range(iterations):
         total, parts = loss_fn(x)
