@@ -10,31 +10,15 @@ from pathlib import Path
 
 from conftest import Folders, image_bytes, write_json
 from test_hostile_disk import _info
+from test_one_bad_job import _lifecycle
 
-from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
-from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.states import State
-from daemon.jobs.store import Store
-from daemon.metrics import Metrics
-from daemon.pool import make_pool
 from daemon.pool.events import Done, Started
 from daemon.pool.task import RESULT_INFO
-
-
-def _lifecycle(folders: Folders) -> Lifecycle:
-    settings = load_settings(folders.config(), {})
-    return Lifecycle(
-        settings,
-        Store(settings.state),
-        make_pool(settings),
-        StyleLibrary.from_settings(settings),
-        Metrics.disabled(),
-        0.0,
-    )
 
 
 def _claimed(lc: Lifecycle, folders: Folders) -> tuple[Job, bytes]:
