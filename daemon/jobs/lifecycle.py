@@ -37,7 +37,7 @@ from daemon.jobs.store import Answer, Store
 from daemon.limits import Limits
 from daemon.logs import job_context
 from daemon.metrics import Metrics
-from daemon.pool import StyleRef, Task, WorkerPool
+from daemon.pool import RESULT_INFO, StyleRef, Task, WorkerPool
 from daemon.pool.batching import batch_key
 from daemon.pool.events import (
     Cancelled,
@@ -49,7 +49,6 @@ from daemon.pool.events import (
     Retrying,
     Started,
 )
-from daemon.pool.task import RESULT_INFO
 from daemon.safefs import Changed
 from daemon.status import Attention, JobItem
 

@@ -18,6 +18,7 @@ from daemon.jobs.spool import ClaimIntent
 from daemon.jobs.states import State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
+from daemon.pool import RESULT_INFO
 from daemon.pool.events import ResultInfo
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
         lc.publisher.publish(
             job.id, job, outcome or "failure", outcome_detail(outcome, detail or "")
         )
-    elif (lc.spool.job_dir(job) / "result.json").exists():
-        info = model_from_json(ResultInfo, (lc.spool.job_dir(job) / "result.json").read_bytes())
+    elif (described := lc.spool.job_dir(job) / RESULT_INFO).exists():
+        info = model_from_json(ResultInfo, described.read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))
     elif (started := row.starts + starts.unrecorded(lc.spool.job_dir(job))) >= MAX_STARTS:
         reason = answers.INTERRUPTED.format(starts=started)
