@@ -1,11 +1,13 @@
 """A rendered result that is gone from the spool before its answer is written (removed by hand
 or by a cleaner in the state folder) sends the job back to be rendered again, live and at a
 restart, instead of blocking it forever as "state folder unwritable"; the photo then gets
-exactly one answer. Real files and the real database; the worker's part is done by hand
+exactly one answer; a result that keeps vanishing fails the job with a report that says why.
+Real files and the real database; the worker's part is done by hand
 (no worker is started)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import Folders, image_bytes, write_json
@@ -14,7 +16,7 @@ from test_one_bad_job import _lifecycle
 
 from daemon.intake.pairing import Arrival
 from daemon.jobs import answers
-from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.lifecycle import MAX_RESULTS_LOST, Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.states import State
 from daemon.pool.events import Done, Started
@@ -92,3 +94,36 @@ def test_a_result_gone_while_the_daemon_was_down_is_rendered_again_at_start_up(
     lc.recover()
     _sent_back(lc, job, folders, data)
     _answered_once(lc, job, folders)
+
+
+def test_a_result_that_keeps_vanishing_fails_the_job_with_a_report_that_says_why(
+    folders: Folders,
+) -> None:
+    """Rendering again cannot help when something keeps deleting in the state folder: after
+    MAX_RESULTS_LOST losses, counted across a restart, the job fails like any other, with an
+    error report naming the likely cause, and the original goes back to the inbox."""
+    lc = _lifecycle(folders)
+    job, data = _claimed(lc, folders)
+    result = lc.spool.job_dir(job) / f"result.{job.output_format}"
+    for _ in range(MAX_RESULTS_LOST - 1):
+        lc.backlog.clear()
+        lc.handle(Started(job.id, worker=0, device="cpu"))
+        _rendered(lc, job)
+        result.unlink()
+        lc.handle(Done(job.id, _info(job.params)))
+        _sent_back(lc, job, folders, data)
+    lc.handle(Started(job.id, worker=0, device="cpu"))
+    _rendered(lc, job)
+    lc.store.close()  # the daemon stops before publishing; the result goes meanwhile
+    result.unlink()
+
+    lc = _lifecycle(folders)
+    lc.recover()
+    assert list(lc.backlog) == []
+    row = lc.store.get(job.id)
+    assert row is not None and row.state is State.FAILED
+    assert [p.name for p in folders.outbox.rglob("*.json")] == ["photo.error.json"]
+    report = json.loads((folders.outbox / "photo.error.json").read_text())
+    assert report["kind"] == "result_lost"
+    assert f"{MAX_RESULTS_LOST} times" in report["error"] and "state folder" in report["error"]
+    assert (folders.inbox / "photo.jpg").read_bytes() == data

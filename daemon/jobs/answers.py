@@ -67,6 +67,12 @@ RESULT_LOST = (
     "its rendered result was gone from the state folder's spool before it reached the outbox "
     "(removed by hand, or by a cleaner?); it is rendered again"
 )
+RESULT_KEEPS_VANISHING = (
+    "its rendered result was gone from the state folder's spool {times} times before it reached "
+    "the outbox: something keeps removing files there (a cleaner such as systemd-tmpfiles, or a "
+    "sync tool pointed at the state folder?); keep the state folder out of its reach, then drop "
+    "the photo again"
+)
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"

@@ -55,6 +55,10 @@ from daemon.status import Attention, JobItem
 log = structlog.get_logger("stylefold.jobs")
 
 CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder failed a claim
+# A job whose rendered result vanished from the spool this often is failed, not rendered again:
+# something keeps deleting in the state folder, and rendering again would loop for ever.
+MAX_RESULTS_LOST = 3
+RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
 
 class Lifecycle:
@@ -347,13 +351,19 @@ class Lifecycle:
 
     def render_again(self, job: Job, reason: str) -> None:
         """PUBLISHING -> QUEUED: the rendered result vanished from the spool before it was
-        written out, so the job is rendered again (its originals are still in the spool). The
-        result's record goes too, or a restart would try to publish it again."""
-        self.store.move(job.id, State.QUEUED, reason=reason, note="rendered again")
+        written out, so the job is rendered again (its originals are still in the spool), or
+        failed after `MAX_RESULTS_LOST` such losses. The result's record goes too, or a restart
+        would try to publish it again."""
+        times = 1 + sum(t.note == RENDERED_AGAIN for t in self.store.transitions(job.id))
+        self.store.move(job.id, State.QUEUED, reason=reason, note=RENDERED_AGAIN)
         (self.spool.job_dir(job) / RESULT_INFO).unlink(missing_ok=True)
         self.spool.append_log(job, reason)
-        log.warning("job.result_lost", input=job.source, reason=reason)
-        self.backlog.append(job)
+        log.warning("job.result_lost", input=job.source, reason=reason, times=times)
+        if times >= MAX_RESULTS_LOST:
+            reason = answers.RESULT_KEEPS_VANISHING.format(times=times)
+            self.publisher.fail(job, FailureDetail(kind="result_lost", reason=reason))
+        else:
+            self.backlog.append(job)
 
     def requeue(self, job: Job, reason: str, *, lost: bool = False) -> None:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or

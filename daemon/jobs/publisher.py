@@ -4,7 +4,8 @@
 publishing is retried; a report about inbox files that never became a job ends REJECTED. A photo
 sent again (`daemon.jobs.resend`) writes nothing: the earlier answer stands (SKIPPED). A rendered
 result that is gone from the spool before it was written out sends the job back to be rendered
-again (QUEUED): retrying could never write it."""
+again (QUEUED): retrying could never write it; `Lifecycle.render_again` fails it when that keeps
+happening."""
 
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ class Publisher:
                     written = self._write(job_id, job, outcome, detail)
                 except ResultLost:
                     assert job is not None
+                    self.blocked.pop(job_id, None)  # before: failing it may block it anew
                     self.render_again(job, answers.RESULT_LOST)
-                    self.blocked.pop(job_id, None)
                     return
                 if job is None:
                     assert isinstance(detail, ReportDetail)

@@ -26,6 +26,7 @@ FailureKind = Literal[
     "interrupted",
     "nospace",  # the result could not be stored: the state folder's file system is full
     "lost",  # its worker went with its Ray cluster once too often (retry.MAX_REQUEUES)
+    "result_lost",  # its rendered result vanished from the spool too often (MAX_RESULTS_LOST)
 ]
 
 
