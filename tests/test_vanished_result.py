@@ -2,8 +2,7 @@
 or by a cleaner in the state folder) sends the job back to be rendered again, live and at a
 restart, instead of blocking it forever as "state folder unwritable"; the photo then gets
 exactly one answer; a result that keeps vanishing fails the job with a report that says why.
-Real files and the real database; the worker's part is done by hand
-(no worker is started)."""
+Real files and the real database; the worker's part is done by hand (no worker is started)."""
 
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ RESULT_LOST = (
 RESULT_KEEPS_VANISHING = (
     "its rendered result was gone from the state folder's spool {times} times before it reached "
     "the outbox: something keeps removing files there (a cleaner such as systemd-tmpfiles, or a "
-    "sync tool pointed at the state folder?); keep the state folder out of its reach, then drop "
-    "the photo again"
+    "sync tool pointed at the state folder?); keep the state folder out of its reach: the photo "
+    "is back in the inbox and is taken again once the sidecar changes"
 )
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
