@@ -247,7 +247,7 @@ class Engine:
         result: OptimizeResult | None = None
         steps: list[list[int]] = [[] for _ in contents]  # per item, per scale
         for index, size in enumerate(sizes):
-            stage = stages[index]  # refitted after each pass
+            stage = reporter.stages[index]  # refitted after each pass (Reporter.finished)
             content_in, loss_fn, floor = self._stage(
                 net, contents, styles, blend, params, stage, size
             )
@@ -275,7 +275,6 @@ class Engine:
             )
             x = result.image
             reporter.finished(max(result.iterations))
-            stages = reporter.stages = schedule.refit(stages, index, max(result.iterations))
             for item, done in enumerate(result.iterations):
                 steps[item].append(done)
 

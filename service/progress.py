@@ -80,7 +80,10 @@ class Reporter:
         self.iterate = iterate
 
     def finished(self, iterations: int) -> None:
+        """The current pass ran `iterations`; the finer passes are refitted to that count
+        (`schedule.refit`), so progress totals and the engine's next pass follow one plan."""
         self.stage_iterations.append(iterations)
+        self.stages = schedule.refit(self.stages, self.stage, iterations)
 
     def check(self, iteration: int, losses: list[list[float]]) -> None:
         if self.cancel is not None and self.cancel():
