@@ -17,7 +17,7 @@ carries more style than a 512 px one.
 """
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -79,6 +79,11 @@ def strength_of(style_weight: float) -> float:
     return min(1.0, max(0.0, (math.log10(style_weight) - low) / (high - low)))
 
 
+Init = Literal["recolored", "content", "noise", "image"]
+# The starts named by a word; "image" comes with a file instead (`stylefold render --init PATH`).
+NAMED_INITS: tuple[str, ...] = tuple(name for name in get_args(Init) if name != "image")
+
+
 class RenderParams(BaseModel):
     """Options of one render. Defaults follow Gatys et al. and the seed, tuned for one set of
     weights to work at any size and with any number of style images."""
@@ -114,7 +119,7 @@ class RenderParams(BaseModel):
     tv_weight: float = Field(
         default=0.0, ge=0, description="Weight of the total-variation smoothness loss."
     )
-    init: Literal["recolored", "content", "noise", "image"] = Field(
+    init: Init = Field(
         default="recolored",
         description="Start from the content image recolored with the style's colour mean and "
         "covariance (in proportion below the default strength; the photo's own colours when "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from daemon.fsutil import atomic_write
-from service.params import RenderParams
+from service.params import NAMED_INITS, RenderParams
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
@@ -93,7 +93,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument(
         "--init",
         default=None,
-        metavar="recolored|content|noise|PATH",
+        metavar="|".join((*NAMED_INITS, "PATH")),
         help="start from the content image in the style's colours (default), the content image "
         "as it is, noise, or an image file",
     )
@@ -203,7 +203,7 @@ def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderP
         style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
     values = {**style_defaults, **flags}
     if args.init is not None:
-        values["init"] = args.init if args.init in ("recolored", "content", "noise") else "image"
+        values["init"] = args.init if args.init in NAMED_INITS else "image"
     try:
         return RenderParams(**values)
     except ValidationError as exc:
