@@ -32,6 +32,7 @@ from daemon.jobs.states import Outcome, State
 from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
+from daemon.pool import result_file
 
 log = structlog.get_logger("stylefold.jobs")
 
@@ -151,7 +152,7 @@ class Publisher:
                 f"done: {detail.info.iterations} iterations ({detail.info.stop_reason}), "
                 f"wrote {names.image.name}"
             )
-            result = self.spool.job_dir(job) / f"result.{job.output_format}"
+            result = result_file(self.spool.job_dir(job), job.output_format)
             if not result.is_file():  # gone after this check: blocked, then found gone here
                 raise ResultLost(str(result))
             log_text = self.spool.read_log(job, last)

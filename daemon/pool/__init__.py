@@ -17,7 +17,7 @@ from daemon.pool.events import (
     Started,
 )
 from daemon.pool.factory import make_pool
-from daemon.pool.task import RESULT_INFO, StyleRef, Task
+from daemon.pool.task import RESULT_INFO, StyleRef, Task, result_file
 
 __all__ = [
     "RESULT_INFO",
@@ -39,4 +39,5 @@ __all__ = [
     "WorkerPool",
     "WorkerState",
     "make_pool",
+    "result_file",
 ]

@@ -11,6 +11,11 @@ from service.params import RenderParams
 RESULT_INFO = "result.json"  # daemon.pool.events.ResultInfo, beside the result in the job folder
 
 
+def result_file(job_dir: Path, output_format: str) -> Path:
+    """Where a worker leaves a job's rendered image in its spool folder."""
+    return job_dir / f"result.{output_format}"
+
+
 @dataclass(frozen=True)
 class StyleRef:
     path: Path
@@ -40,7 +45,7 @@ class Task:
 
     @property
     def result_path(self) -> Path:
-        return self.job_dir / f"result.{self.output_format}"
+        return result_file(self.job_dir, self.output_format)
 
     @property
     def info_path(self) -> Path:
