@@ -53,10 +53,11 @@ LEFT_REJECTED = (
     "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
+# Where a failed job's photo is, and what takes it again (the end of a failure's advice).
+BACK_IN_INBOX = "the photo is back in the inbox and is taken again once the sidecar changes"
 INTERRUPTED = (
     "the job was interrupted {starts} times (the daemon or its worker stopped while rendering "
-    "it); check the machine's memory (dmesg) and lower params.size in its sidecar: the photo is "
-    "back in the inbox and is taken again once the sidecar changes"
+    "it); check the machine's memory (dmesg) and lower params.size in its sidecar: " + BACK_IN_INBOX
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
 # How a job-time report says where a style image lives (`style_label`).
@@ -70,8 +71,8 @@ RESULT_LOST = (
 RESULT_KEEPS_VANISHING = (
     "its rendered result was gone from the state folder's spool {times} times before it reached "
     "the outbox: something keeps removing files there (a cleaner such as systemd-tmpfiles, or a "
-    "sync tool pointed at the state folder?); keep the state folder out of its reach: the photo "
-    "is back in the inbox and is taken again once the sidecar changes"
+    "sync tool pointed at the state folder?); keep the state folder out of its reach: "
+    + BACK_IN_INBOX
 )
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "

@@ -360,8 +360,8 @@ class Lifecycle:
         self.spool.append_log(job, reason)
         log.warning("job.result_lost", input=job.source, reason=reason, times=times)
         if times >= MAX_RESULTS_LOST:
-            reason = answers.RESULT_KEEPS_VANISHING.format(times=times)
-            self.publisher.fail(job, FailureDetail(kind="result_lost", reason=reason))
+            why = answers.RESULT_KEEPS_VANISHING.format(times=times)
+            self.publisher.fail(job, FailureDetail(kind="result_lost", reason=why))
         else:
             self.backlog.append(job)
 
