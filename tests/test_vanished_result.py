@@ -19,7 +19,7 @@ from daemon.jobs.lifecycle import MAX_RESULTS_LOST, Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.states import State
 from daemon.pool.events import Done, Started
-from daemon.pool.task import RESULT_INFO
+from daemon.pool.task import RESULT_INFO, result_file
 
 
 def _claimed(lc: Lifecycle, folders: Folders) -> tuple[Job, bytes]:
@@ -31,11 +31,14 @@ def _claimed(lc: Lifecycle, folders: Folders) -> tuple[Job, bytes]:
     return job, data
 
 
-def _rendered(lc: Lifecycle, job: Job) -> None:
-    """What a worker leaves in the job's spool folder: the result, then its description."""
+def _rendered(lc: Lifecycle, job: Job) -> Path:
+    """What a worker leaves in the job's spool folder: the result, then its description.
+    Returns the result's path."""
     folder = lc.spool.job_dir(job)
-    (folder / f"result.{job.output_format}").write_bytes(image_bytes(seed=99))
+    result = result_file(folder, job.output_format)
+    result.write_bytes(image_bytes(seed=99))
     (folder / RESULT_INFO).write_text(_info(job.params).model_dump_json())
+    return result
 
 
 def _sent_back(lc: Lifecycle, job: Job, folders: Folders, data: bytes) -> None:
@@ -66,8 +69,7 @@ def test_a_result_gone_before_it_is_published_is_rendered_again(folders: Folders
     lc = _lifecycle(folders)
     job, data = _claimed(lc, folders)
     lc.handle(Started(job.id, worker=0, device="cpu"))
-    _rendered(lc, job)
-    (lc.spool.job_dir(job) / f"result.{job.output_format}").unlink()
+    _rendered(lc, job).unlink()
 
     lc.handle(Done(job.id, _info(job.params)))
     _sent_back(lc, job, folders, data)
@@ -85,9 +87,9 @@ def test_a_result_gone_while_the_daemon_was_down_is_rendered_again_at_start_up(
     lc = _lifecycle(folders)
     job, data = _claimed(lc, folders)
     lc.handle(Started(job.id, worker=0, device="cpu"))
-    _rendered(lc, job)
+    result = _rendered(lc, job)
     lc.store.close()
-    (lc.spool.job_dir(job) / f"result.{job.output_format}").unlink()
+    result.unlink()
 
     lc = _lifecycle(folders)
     lc.recover()
@@ -103,16 +105,14 @@ def test_a_result_that_keeps_vanishing_fails_the_job_with_a_report_that_says_why
     error report naming the likely cause, and the original goes back to the inbox."""
     lc = _lifecycle(folders)
     job, data = _claimed(lc, folders)
-    result = lc.spool.job_dir(job) / f"result.{job.output_format}"
     for _ in range(MAX_RESULTS_LOST - 1):
         lc.backlog.clear()
         lc.handle(Started(job.id, worker=0, device="cpu"))
-        _rendered(lc, job)
-        result.unlink()
+        _rendered(lc, job).unlink()
         lc.handle(Done(job.id, _info(job.params)))
         _sent_back(lc, job, folders, data)
     lc.handle(Started(job.id, worker=0, device="cpu"))
-    _rendered(lc, job)
+    result = _rendered(lc, job)
     lc.store.close()  # the daemon stops before publishing; the result goes meanwhile
     result.unlink()
 
