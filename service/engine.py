@@ -366,7 +366,9 @@ class Engine:
                 content=params.content_weight * stage.content_boost,
                 style=params.effective_style_weight,
                 tv=params.tv_weight,
-                style_layers=params.style_layer_weights or (1.0,) * len(params.style_layers),
+                style_layers=schedule.style_layer_weights(
+                    params.style_layers, params.style_layer_weights, stage
+                ),
             ),
             net.space.pixel_scale,
         )

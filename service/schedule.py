@@ -25,6 +25,14 @@ visibly softer on a dark, smooth style (golden gate x shipwreck: conv1_2 57 % fu
 earlier defaults, 42 % at strength 0.9, where twice the fine iterations would not close it).
 Neither a fine start that keeps only the broad part of the coarse pass's change nor a middle
 pass at 724 px (√2 steps) helps both pairs, so the plan keeps one coarse pass per halving.
+
+Finer passes weight the deep style layers (block 4 on) by `REFINE_DEEP_WEIGHT`: the coarse pass
+has already painted what those layers see, and at full weight they go on repainting it at the
+finer size, which is what held back the finest layers' texture and the content. Measured at
+1024 px on both pairs (docs/BENCH.md "Large prints"), 0.3 brings both closer to the single-scale
+run to convergence (content 7-10 % closer to the photo, conv1_2 4-6 % nearer the style) for a
+deepest layer that comes back from well below the single-scale run's to about it. Lower weights
+sharpen further but let the picture slide back towards the photo.
 """
 
 import math
@@ -43,6 +51,10 @@ FINER_SHARE = 0.3
 FINER_MIN = 10
 # Content weight multiplier of coarse passes (the output pass uses the job's own balance).
 COARSE_CONTENT_BOOST = 2.0
+# Weight of the deep style layers (from block `DEEP_BLOCK` on) in passes after the first,
+# relative to the job's own weights.
+REFINE_DEEP_WEIGHT = 0.3
+DEEP_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Stage:
     long_side: int
     iterations: int
     content_boost: float
+    deep_style: float = 1.0  # multiplier of the style layers from DEEP_BLOCK on
 
 
 def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -91,9 +104,28 @@ def plan(params: RenderParams) -> list[Stage]:
     cap = params.iterations
     for index, side in enumerate(sides):
         final = index == len(sides) - 1
-        stages.append(Stage(side, cap, 1.0 if final else COARSE_CONTENT_BOOST))
+        boost = 1.0 if final else COARSE_CONTENT_BOOST
+        stages.append(Stage(side, cap, boost, 1.0 if index == 0 else REFINE_DEEP_WEIGHT))
         cap = _finer_cap(cap)
     return stages
+
+
+def style_layer_weights(
+    layers: Sequence[str], weights: Sequence[float] | None, stage: Stage
+) -> tuple[float, ...]:
+    """The style layers' weights in `stage`: the job's (equal if it gave none), the deep ones
+    times `stage.deep_style`. Unchanged when no shallower layer has weight, where scaling would
+    only weaken the style."""
+    base = tuple(weights) if weights is not None else (1.0,) * len(layers)
+    deep = [_block(name) >= DEEP_BLOCK for name in layers]
+    if not any(w > 0 and not d for w, d in zip(base, deep, strict=True)):
+        return base
+    return tuple(w * stage.deep_style if d else w for w, d in zip(base, deep, strict=True))
+
+
+def _block(layer: str) -> int:
+    """VGG block of a layer name such as "conv4_1"."""
+    return int(layer.removeprefix("conv").split("_")[0])
 
 
 def _finer_cap(previous: int) -> int:

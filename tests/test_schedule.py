@@ -9,10 +9,13 @@ from service.params import RenderParams
 from service.schedule import (
     AUTO_ABOVE,
     MIN_SIDE,
+    REFINE_DEEP_WEIGHT,
+    Stage,
     dimensions,
     plan,
     refit,
     style_dimensions,
+    style_layer_weights,
 )
 
 
@@ -40,6 +43,28 @@ def test_large_outputs_go_coarse_to_fine() -> None:
         assert stages[-1].content_boost == 1.0
         assert all(s.content_boost > 1.0 for s in stages[:-1])
     assert len(plan(RenderParams(size=2048))) > len(plan(RenderParams(size=1024)))
+
+
+def test_finer_passes_lighten_the_deep_style_layers() -> None:
+    params = RenderParams(size=2048)
+    first, *finer = plan(params)
+    layers = params.style_layers  # conv1_1 .. conv5_1
+    assert style_layer_weights(layers, None, first) == (1.0,) * 5
+    r = REFINE_DEEP_WEIGHT
+    assert 0 < r < 1
+    for stage in finer:
+        assert style_layer_weights(layers, None, stage) == (1.0, 1.0, 1.0, r, r)
+        assert style_layer_weights(layers, (2, 0, 1, 4, 8), stage) == (2, 0, 1, 4 * r, 8 * r)
+    # A single-scale render keeps the job's weights.
+    (only,) = plan(RenderParams(size=512))
+    assert style_layer_weights(layers, (2, 0, 1, 4, 8), only) == (2, 0, 1, 4, 8)
+
+
+def test_deep_only_style_is_not_weakened_in_finer_passes() -> None:
+    finer = Stage(1024, 50, 1.0, REFINE_DEEP_WEIGHT)
+    assert style_layer_weights(("conv4_1", "conv5_1"), None, finer) == (1.0, 1.0)
+    assert style_layer_weights(("conv1_1", "conv5_1"), (0, 3), finer) == (0, 3)
+    assert style_layer_weights(("conv3_4", "conv4_1"), (1, 1), finer) == (1, REFINE_DEEP_WEIGHT)
 
 
 def test_on_forces_a_coarse_pass_even_when_small() -> None:
