@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from service import color
+from service import color, schedule
 from service.engine import Engine, StyleImage
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
@@ -395,3 +395,29 @@ def test_compiled_network_gives_the_same_render(content: Image.Image, style: Ima
     compiled = compiled_engine.render(content, [StyleImage(style)], params)
     assert compiled_engine._compiled  # the compiled forward was used
     assert compiled.losses["total"] == pytest.approx(plain.losses["total"], rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("layers", "lightened"),
+    [(("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"), True), (("conv4_1",), False)],
+)
+def test_the_fine_pass_lightens_the_deep_style_layers(
+    engine: Engine,
+    content: Image.Image,
+    style: Image.Image,
+    monkeypatch: pytest.MonkeyPatch,
+    layers: tuple[str, ...],
+    lightened: bool,
+) -> None:
+    """The same coarse-to-fine job with the deep layers at full weight in the fine pass ends
+    elsewhere; a style made of deep layers only is rendered as the job asked."""
+    params = _params(size=64, multiscale="on", style_layers=layers)
+
+    def render() -> np.ndarray:
+        return np.asarray(engine.render(content, [StyleImage(style)], params).image)
+
+    lighter = render()
+    monkeypatch.setattr(schedule, "REFINE_DEEP_WEIGHT", 1.0)
+    full = render()
+    assert lighter.shape == full.shape
+    assert (np.abs(lighter.astype(int) - full.astype(int)).max() > 0) == lightened
