@@ -62,7 +62,7 @@ class Stage:
     long_side: int
     iterations: int
     content_boost: float
-    deep_style: float = 1.0  # multiplier of the style layers from DEEP_BLOCK on
+    deep_style: float  # multiplier of the style layers from DEEP_BLOCK on
 
 
 def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
