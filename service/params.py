@@ -36,6 +36,13 @@ VGG16_LAYERS: tuple[str, ...] = (
     "conv5_1", "conv5_2", "conv5_3",
 )  # fmt: skip
 
+
+def layer_position(name: str) -> tuple[int, int]:
+    """(block, conv) of a layer name such as "conv4_1": (4, 1)."""
+    block, conv = name.removeprefix("conv").split("_")
+    return int(block), int(conv)
+
+
 Network = Literal["vgg19", "vgg16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image is noise

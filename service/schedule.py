@@ -39,7 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from service.params import RenderParams
+from service.params import RenderParams, layer_position
 
 # `multiscale="auto"` goes coarse-to-fine for outputs longer than this.
 AUTO_ABOVE = 640
@@ -117,15 +117,10 @@ def style_layer_weights(
     times `stage.deep_style`. Unchanged when no shallower layer has weight, where scaling would
     only weaken the style."""
     base = tuple(weights) if weights is not None else (1.0,) * len(layers)
-    deep = [_block(name) >= DEEP_BLOCK for name in layers]
+    deep = [layer_position(name)[0] >= DEEP_BLOCK for name in layers]
     if not any(w > 0 and not d for w, d in zip(base, deep, strict=True)):
         return base
     return tuple(w * stage.deep_style if d else w for w, d in zip(base, deep, strict=True))
-
-
-def _block(layer: str) -> int:
-    """VGG block of a layer name such as "conv4_1"."""
-    return int(layer.removeprefix("conv").split("_")[0])
 
 
 def _finer_cap(previous: int) -> int:

