@@ -110,9 +110,15 @@ def test_style_only_moves_the_grams_toward_the_style(
 def test_more_strength_takes_more_style_and_keeps_less_photo(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:
-    """The reported (unweighted) losses order the same way as the strengths."""
+    """The reported (unweighted) losses order the same way as the strengths, near convergence:
+    after a few dozen iterations the strongest run may still be behind (its first L-BFGS steps
+    overshoot and are taken back), by as much as fp32 or bf16 rounding decides."""
     losses = [
-        engine.render(content, [StyleImage(style)], _params(strength=s, size=48)).losses
+        engine.render(
+            content,
+            [StyleImage(style)],
+            _params(strength=s, size=48, iterations=100, tolerance=0.01),
+        ).losses
         for s in (0.0, 0.5, 1.0)
     ]
     assert losses[0]["content"] < losses[1]["content"] < losses[2]["content"]
@@ -355,10 +361,13 @@ def test_a_batch_renders_each_photo_as_it_would_alone(
     engine: Engine, content: Image.Image, style: Image.Image, preserve_colors: str
 ) -> None:
     """Two photos, one style, one forward/backward per step: each result is its solo render
-    (kept colours give each photo its own style target), with its own convergence."""
+    (kept colours give each photo its own style target). With Adam: L-BFGS's first curvature
+    pair, from a tiny first step, amplifies summation-order differences (a batch's convolutions
+    are not a solo's) to percents of the loss within 30 fp32 iterations, so the optimiser's own
+    per-item independence is tested exactly, in float64, by test_optimize."""
     other = content.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     other = Image.fromarray(255 - np.asarray(other))  # same size, different picture
-    params = _params(iterations=30, tolerance=0.02, preserve_colors=preserve_colors)
+    params = _params(iterations=30, optimizer="adam", preserve_colors=preserve_colors)
     seen: list[tuple[int, int]] = []
     batch = engine.render_batch(
         [content, other],
@@ -372,9 +381,9 @@ def test_a_batch_renders_each_photo_as_it_would_alone(
         assert together.batch_size == 2 and solo.batch_size == 1
         assert together.iterations == solo.iterations
         assert together.stop_reason == solo.stop_reason
-        assert together.losses["total"] == pytest.approx(solo.losses["total"], rel=0.02)
+        assert together.losses["total"] == pytest.approx(solo.losses["total"], rel=1e-3)
         diff = np.abs(np.asarray(together.image, float) - np.asarray(solo.image, float))
-        assert diff.mean() < 2.0  # grey levels: floating-point order only
+        assert diff.mean() < 0.5  # grey levels: floating-point order only
     assert {item for item, _ in seen} == {0, 1}
     assert batch[0].image.tobytes() != batch[1].image.tobytes()
 
