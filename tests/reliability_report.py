@@ -9,6 +9,7 @@ is regenerated with REGENERATE (below).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import time
@@ -71,19 +72,27 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         COLLECTOR.fail(test, str(report.wasxfail), result="XFAIL")
 
 
-def _previous_rows(report: Path) -> dict[str, str]:
-    if not report.exists():
-        return {}
+def _previous_rows(text: str) -> dict[str, str]:
     rows = {}
-    for line in report.read_text().splitlines():
+    for line in text.splitlines():
         if line.startswith("| ") and line not in (HEADER, RULE):
             rows[line[2:].split(" | ", 1)[0]] = line
     return rows
 
 
 def write_report(collector: Collector, report: Path) -> None:
-    """Merge the collector's rows into `report` (other scenarios keep their previous rows)."""
-    rows = _previous_rows(report)
+    """Merge the collector's rows into `report` (other scenarios keep their previous rows).
+    Each test process (pytest-xdist) merges its own rows, one at a time under a lock."""
+    with report.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        text = _merged(collector, _previous_rows(handle.read()))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+
+
+def _merged(collector: Collector, rows: dict[str, str]) -> str:
     rows = {name: line for name, line in rows.items() if not name.startswith(("FAIL ", "XFAIL "))}
     rows.update({name: row.line() for name, row in collector.rows.items()})
     text = [
@@ -102,7 +111,7 @@ def write_report(collector: Collector, report: Path) -> None:
         *[rows[name] for name in sorted(rows)],
         "",
     ]
-    report.write_text("\n".join(text))
+    return "\n".join(text)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

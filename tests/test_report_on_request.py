@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 from reliability_report import REGENERATE, Collector, write_report
@@ -41,3 +42,25 @@ def test_shipped_report_says_how_to_regenerate_it(tmp_path: Path) -> None:
     generated = tmp_path / "RELIABILITY.md"
     write_report(Collector(), generated)
     assert _header(shipped) == _header(generated.read_text())
+
+
+def _write_rows(target: Path, prefix: str) -> None:
+    for n in range(30):
+        rows = Collector()
+        rows.record(f"{prefix} {n}", 1, "held")
+        write_report(rows, target)
+
+
+def test_test_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
+    """pytest-xdist's processes each merge their rows at session end, possibly together."""
+    target = tmp_path / "RELIABILITY.md"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_rows, args=(target, p)) for p in ("a", "b", "c")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    text = target.read_text()
+    missing = [f"{p} {n}" for p in "abc" for n in range(30) if f"| {p} {n} | 1 |" not in text]
+    assert missing == []
