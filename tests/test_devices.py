@@ -46,7 +46,7 @@ def test_out_of_memory_becomes_a_device_error() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-job peak needs Linux")
 def test_cpu_peak_memory_sees_a_large_allocation_and_resets() -> None:
     """In a fresh process, as a worker is: in one that has freed large blocks (a test runner
-    after renders), glibc keeps them resident and serves the new block from them, so the
+    after renders), glibc can keep them resident and serve the new block from them, so the
     resident high-water mark cannot see it."""
     script = """
 import torch
