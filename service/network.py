@@ -9,7 +9,7 @@ BGR, 0-255, mean subtracted), so no conversion runs inside the optimisation loop
 import torch
 from torch import nn
 
-from service.params import Network
+from service.params import Network, layer_position
 from service.weights import Convention, VGGWeights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -22,7 +22,7 @@ def min_side(layers: tuple[str, ...]) -> int:
     layer's block halves the size, and a pooled side of 0 fails."""
     if not layers:
         return 1
-    return int(2 ** (max(int(name[4]) for name in layers) - 1))
+    return int(2 ** (max(layer_position(name)[0] for name in layers) - 1))
 
 
 class InputSpace:
@@ -74,7 +74,7 @@ class VGGFeatures(nn.Module):
         for i, (name, kernel, bias) in enumerate(
             zip(weights.layers, weights.kernels, weights.biases, strict=True)
         ):
-            if i > 0 and name[4] != weights.layers[i - 1][4]:
+            if i > 0 and layer_position(name)[0] != layer_position(weights.layers[i - 1])[0]:
                 modules.append(pool(kernel_size=2, stride=2))
             conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], kernel_size=3, padding=1)
             conv.weight = nn.Parameter(kernel.clone(), requires_grad=False)

@@ -200,10 +200,10 @@ def _download_torchvision(
 
 def _check_shapes(weights: VGGWeights, path: Path) -> None:
     """VGG's channel plan; a file for another architecture fails here, not inside a conv."""
-    plan = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
+    plan = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
     in_channels = 3
     for name, kernel, bias in zip(weights.layers, weights.kernels, weights.biases, strict=True):
-        out = plan[name[4]]
+        out = plan[layer_position(name)[0]]
         if tuple(kernel.shape) != (out, in_channels, 3, 3) or tuple(bias.shape) != (out,):
             raise _mismatch(
                 path,
