@@ -176,19 +176,64 @@ def test_inbox_gone_pauses_and_returns(
     inbox.rename(away)
     assert wait_for(lambda: watcher.paused)
     assert watcher.pause_reason == "it does not exist"
-    assert watcher.mode is None
+    assert wait_for(lambda: watcher.mode is None)
     seen.clear()
     (away / "while-away.jpg").write_bytes(b"x")
     time.sleep(0.5)
     assert seen.snapshot() == set()  # nothing reported while paused: no deletions, no arrivals
     away.rename(inbox)
-    # Unpaused first, then the observer starts (its first walk must not see a pause), so the
-    # mode comes a moment later: under load (two test processes) the gap was seen.
-    assert wait_for(lambda: not watcher.paused and watcher.mode == mode)
+    assert wait_for(lambda: not watcher.paused)
+    assert watcher.mode == mode
     assert wait_for(lambda: seen.snapshot() >= {kept, inbox / "while-away.jpg"})
     fresh = inbox / "fresh.jpg"
     fresh.write_bytes(b"x")
     assert wait_for(lambda: seen.has(fresh))
+
+
+class Sampler:
+    """What `status` would read of a watcher, read as often as the other threads allow."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.seen: set[tuple[bool, str | None]] = set()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            self.seen.add((self.watcher.paused, self.watcher.mode))
+            time.sleep(0)  # let the watcher's threads run between reads
+
+    def stop(self) -> set[tuple[bool, str | None]]:
+        self.done.set()
+        self.thread.join()
+        return self.seen
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_an_unpaused_inbox_always_has_a_watch_mode(
+    make_watcher: Callable[..., tuple[Watcher, Seen]], inbox: Path, mode: str
+) -> None:
+    # Enough folders that starting a watch (the depth walk, inotify's recursive add) takes a
+    # while: that is when `status` once read an unpaused inbox with no mode.
+    for index in range(400):
+        (inbox / f"album{index}").mkdir()
+    watcher, _ = make_watcher(mode=mode)
+    sampler = Sampler(watcher)
+    away = inbox.parent / "unmounted"
+    for _ in range(3):
+        inbox.rename(away)
+        assert wait_for(lambda: watcher.paused)
+        away.rename(inbox)
+        assert wait_for(lambda: not watcher.paused)
+    shutil.rmtree(inbox)
+    inbox.mkdir()  # recreated: the observer restarts without a pause
+    assert wait_for(lambda: watcher._identity is not None
+                    and watcher._identity[1] == inbox.stat().st_ino)  # fmt: skip
+    seen = sampler.stop()
+    assert (False, None) not in seen
+    assert {(True, None), (False, mode)} <= seen
 
 
 def test_recreated_inbox_gets_a_new_observer(

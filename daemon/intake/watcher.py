@@ -81,7 +81,9 @@ class Watcher:
         self.max_depth = max_depth
         self.max_tracked = max_tracked
         self.limits = Limits()
-        self.mode: ActiveMode | None = None  # what is running now
+        # What is running now: None only before `start` and while paused, so `status` never
+        # shows an unpaused inbox without a watch mode.
+        self.mode: ActiveMode | None = None
         self.mode_reason = ""  # why this mode: shown by `status`
         self.paused = False
         self.pause_reason = ""
@@ -183,15 +185,16 @@ class Watcher:
             fed += 1
         return fed
 
-    def _walk(self, start: PurePath) -> Tree:
-        """One bounded walk (see `daemon.intake.tree`), with the limits it reached noted."""
+    def _walk(self, start: PurePath, heed_pause: bool = True) -> Tree:
+        """One bounded walk (see `daemon.intake.tree`), with the limits it reached noted. It
+        stops early on a pause unless told not to heed it."""
         tree = walk(
             self.inbox,
             self.rules,
             start=start,
             max_depth=self.max_depth,
             max_entries=self.max_tracked,
-            stop=lambda: self._stop.is_set() or self.paused,
+            stop=lambda: self._stop.is_set() or (heed_pause and self.paused),
         )
         self._too_deep(tree.deep)
         if tree.truncated:
@@ -234,7 +237,9 @@ class Watcher:
                 "changes made on other machines"
             )
         if self._deep is None:
-            self._walk(ROOT)  # how deep the inbox is, before inotify walks all of it
+            # How deep the inbox is, before inotify walks all of it. Only the scan thread
+            # pauses, and it is here, so a pause now is the one `_resume` is about to lift.
+            self._walk(ROOT, heed_pause=False)
         if self._deep:
             return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
         if not native_reader_alive():
@@ -273,8 +278,8 @@ class Watcher:
         return observer
 
     def _stop_observer(self) -> None:
+        """Leaves `mode` as it was: a restart replaces it, a pause clears it."""
         observer, self._observer = self._observer, None
-        self.mode = None
         if observer is not None:
             observer.stop()
             if observer.is_alive():
@@ -331,7 +336,7 @@ class Watcher:
         return None
 
     def _pause(self, reason: str) -> None:
-        self.paused, self.pause_reason = True, reason
+        self.paused, self.pause_reason, self.mode = True, reason, None
         self._stop_observer()
         log.warning(
             "inbox unavailable, pausing (nothing counts as deleted meanwhile)",
@@ -340,9 +345,12 @@ class Watcher:
         )
 
     def _resume(self) -> None:
-        self.paused, self.pause_reason = False, ""
+        """The watch starts before the pause lifts, so `status` never shows an unpaused inbox
+        without a watch mode. What the observer reports meanwhile is dropped (`feed`); the full
+        scan asked for here takes it."""
         log.info("inbox available again, resuming", inbox=str(self.inbox))
         self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
+        self.paused, self.pause_reason = False, ""
         self._scan_requested.set()
 
     def _check(self) -> None:
