@@ -59,13 +59,16 @@ def _finished_once(daemon: Daemon, rel_dir: str, stem: str = "photo") -> dict[st
     """The job's result set is complete, alone, and its original is archived."""
     folders = daemon.folders
     manifest = _manifest(folders, f"{rel_dir}/{stem}.manifest.json")
+    # The original is archived once the answer is complete: after the manifest, a stale error
+    # report about the same photo is dropped (the result is on disk first), then the original
+    # moves on. Read the outbox before that and the outdated report may still be there.
+    archived = folders.state / "archive" / rel_dir / f"{stem}.jpg"
+    wait_for(archived.exists, 10, "the original in the archive")
     assert _outputs(folders.outbox / rel_dir) == [
         f"{stem}.log",
         f"{stem}.manifest.json",
         f"{stem}.stylised.jpg",
     ]
-    archived = folders.state / "archive" / rel_dir / f"{stem}.jpg"
-    wait_for(archived.exists, 10, "the original in the archive")
     assert manifest["input"]["sha256"] == _sha(archived.read_bytes())  # type: ignore[index]
     assert not (folders.inbox / rel_dir / f"{stem}.jpg").exists()
     return manifest
