@@ -156,3 +156,18 @@ def test_the_floor_is_the_weighted_blend_constant() -> None:
         * (0.25 * float(((a - mean) ** 2).mean()) + 0.75 * float(((b - mean) ** 2).mean()))
     )
     assert floor == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_gradient_is_autograds_of_the_plain_product(layout: torch.memory_format) -> None:
+    """The Gram's own backward (one matmul) gives what autograd gives through the two uses of
+    the features in the plain product."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 8, 6, 5).contiguous(memory_format=layout).requires_grad_()
+    upstream = torch.randn(2, 8, 8)  # not symmetric: both halves of the backward matter
+    (gram(features) * upstream).sum().backward()
+    ours, features.grad = features.grad, None
+    flat = features.reshape(2, 8, 30)
+    (torch.bmm(flat, flat.transpose(1, 2)) / (8 * 30) * upstream).sum().backward()
+    assert ours is not None and features.grad is not None
+    torch.testing.assert_close(ours, features.grad, rtol=1e-5, atol=1e-7)
