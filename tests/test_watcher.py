@@ -176,7 +176,7 @@ def test_inbox_gone_pauses_and_returns(
     inbox.rename(away)
     assert wait_for(lambda: watcher.paused)
     assert watcher.pause_reason == "it does not exist"
-    assert wait_for(lambda: watcher.mode is None)
+    assert watcher.mode is None  # cleared in the same statement that pauses
     seen.clear()
     (away / "while-away.jpg").write_bytes(b"x")
     time.sleep(0.5)
@@ -188,6 +188,11 @@ def test_inbox_gone_pauses_and_returns(
     fresh = inbox / "fresh.jpg"
     fresh.write_bytes(b"x")
     assert wait_for(lambda: seen.has(fresh))
+
+
+def watches_folder(watcher: Watcher, inbox: Path) -> bool:
+    """Whether the watcher's observer was started on the folder now at `inbox`."""
+    return watcher._identity is not None and watcher._identity[1] == inbox.stat().st_ino
 
 
 class Sampler:
@@ -229,8 +234,7 @@ def test_an_unpaused_inbox_always_has_a_watch_mode(
         assert wait_for(lambda: not watcher.paused)
     shutil.rmtree(inbox)
     inbox.mkdir()  # recreated: the observer restarts without a pause
-    assert wait_for(lambda: watcher._identity is not None
-                    and watcher._identity[1] == inbox.stat().st_ino)  # fmt: skip
+    assert wait_for(lambda: watches_folder(watcher, inbox))
     seen = sampler.stop()
     assert (False, None) not in seen
     assert {(True, None), (False, mode)} <= seen
@@ -242,8 +246,7 @@ def test_recreated_inbox_gets_a_new_observer(
     watcher, seen = make_watcher(mode="native", check_interval=1.0)
     shutil.rmtree(inbox)
     inbox.mkdir()  # recreated before a check notices: same path, new folder
-    assert wait_for(lambda: watcher.mode == "native" and watcher._identity is not None
-                    and watcher._identity[1] == inbox.stat().st_ino)  # fmt: skip
+    assert wait_for(lambda: watcher.mode == "native" and watches_folder(watcher, inbox))
     new = inbox / "after.jpg"
     new.write_bytes(b"x")
     assert wait_for(lambda: seen.has(new))
