@@ -303,20 +303,20 @@ class Engine:
     def _fitting_plan(
         content_size: tuple[int, int], params: RenderParams
     ) -> tuple[list[schedule.Stage], list[tuple[int, int]]]:
-        """The schedule's stages with their (w, h), leaving out coarse passes too small for
-        the network; an output too small for it is an error that says what to change."""
-        stages = schedule.plan(params)
-        sizes = [schedule.dimensions(*content_size, s.long_side) for s in stages]
+        """The schedule's stages with their (w, h), without coarse passes too small for the
+        network; an output too small for it is an error that says what to change."""
         need = min_side((*params.content_layers, *params.style_layers))
-        w, h = sizes[-1]
+        w, h = schedule.dimensions(*content_size, params.size)
         if min(w, h) < need:
             raise ImageInputError(
                 f"the output would be {w}x{h} px, but the network needs at least {need} px on "
                 "the short side to reach its deepest layer; raise the size or use a less "
                 "elongated image"
             )
-        keep = [i for i, size in enumerate(sizes) if min(size) >= need]
-        return [stages[i] for i in keep], [sizes[i] for i in keep]
+        stages = schedule.plan(
+            params, fits=lambda side: min(schedule.dimensions(*content_size, side)) >= need
+        )
+        return stages, [schedule.dimensions(*content_size, s.long_side) for s in stages]
 
     def _stage(
         self,

@@ -100,14 +100,15 @@ class RenderParams(BaseModel):
     size: int = Field(
         default=512, ge=16, le=16384, description="Long side of the output in pixels."
     )
-    # 300: at 512 px and the default tolerance, renders of the benchmark's pairs converge after
-    # 280-350 iterations; the cap keeps the slowest within a quarter of pastiche's 500 steps.
+    # 300: at 512 px one-scale renders of the benchmark's pairs converge after 280-350
+    # iterations at the default tolerance; the coarse-to-fine plans share it out.
     iterations: int = Field(
         default=300,
         ge=0,
         le=100_000,
-        description="Iteration cap of the first (coarsest) scale; finer scales of a "
-        "coarse-to-fine plan get a share of it.",
+        description="Iteration cap of a one-scale render. Coarse-to-fine shares it: a half-size "
+        "sketch gets half of it, a larger output's first coarse pass all of it, and each finer "
+        "pass a share of what the pass before it ran.",
     )
     content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
     strength: float = Field(
@@ -180,7 +181,9 @@ class RenderParams(BaseModel):
     )
     multiscale: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Coarse-to-fine: 'auto' turns it on for outputs above 640 px.",
+        description="Coarse-to-fine: 'auto' sketches at half size first for outputs of 512 to "
+        "640 px and refines through each halving above 640 px; 'on' asks for a coarse pass at "
+        "any size; 'off' renders at one scale.",
     )
     tolerance: float = Field(
         default=0.01,

@@ -6,13 +6,18 @@ coarsest pass does the real work at a size where VGG's receptive fields see the 
 structure; each finer pass refines texture from an upsampled start and needs far fewer
 iterations, which at four times the cost per iteration is where the time goes.
 
-Measured on tubingen x starry night at 512 px (bf16 CPU, equal CPU time): a 256 px pass
-followed by 512 px reached the same loss as 512 px alone, not lower, because the 512 px Gram
-statistics are dominated by fine detail that no upsampled start carries. So outputs up to
-`AUTO_ABOVE` run at one scale, and coarse passes never go below `MIN_SIDE`, where the
-style's patterns come out too large relative to the picture (the washed-out content that naive
-128-256 px passes give). Coarse passes keep a little more content (`COARSE_CONTENT_BOOST`) for
-the same reason.
+Outputs from 512 to `AUTO_ABOVE` px (the default size) start with one *sketch* at half size
+with half the iteration cap (`SKETCH_SHARE`); the output pass then gets most of what the sketch
+ran (`AFTER_SKETCH_SHARE`) with the job's own style weights, because at the size the defaults
+were calibrated at it does most of the painting: the sketch only lays out the composition and
+the large strokes, cheaply. Measured at 512 px on tubingen x Starry Night (docs/BENCH.md,
+"the sketch"), by the referee: one scale to the cap took 0.55 of pastiche's 500-step CPU time
+on an fp32 CPU; sketch + output pass are as close to pastiche's scores in about 0.27. A lighter
+deep layer weight in the output pass (as refining passes have) kept more of the photo but less
+of the style there. Smaller outputs run at one scale: a sketch below `SKETCH_MIN` paints the
+style's patterns too large for the picture. Outputs above `AUTO_ABOVE` refine through each
+halving down to `MIN_SIDE`, and coarse passes keep a little more content
+(`COARSE_CONTENT_BOOST`).
 
 A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
 its cap: the coarse pass stops when it converges, and the fine pass refines texture in a number
@@ -36,23 +41,29 @@ sharpen further but let the picture slide back towards the photo.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from service.params import RenderParams, layer_position
 
-# `multiscale="auto"` goes coarse-to-fine for outputs longer than this.
+# `multiscale="auto"` refines through passes at each halving for outputs longer than this ...
 AUTO_ABOVE = 640
-# Smallest long side of an automatic coarse pass (so every output above AUTO_ABOVE gets one).
+# ... whose coarsest pass is at least this long (so every output above AUTO_ABOVE gets one).
 MIN_SIDE = AUTO_ABOVE // 2
-# Iteration cap of each finer pass as a share of the iterations the previous pass ran (at
-# least `FINER_MIN`); before that pass has run, a share of its cap.
+# Outputs up to AUTO_ABOVE get one sketch pass at half size when that half is at least this long.
+SKETCH_MIN = 256
+# The sketch's iteration cap as a share of the job's.
+SKETCH_SHARE = 0.5
+# A pass's iteration cap as a share of the iterations the pass before it ran (at least
+# `FINER_MIN`): an output pass after a sketch does most of the painting, a refining pass only
+# the finer texture. Before the pass before it has run, a share of its cap.
+AFTER_SKETCH_SHARE = 0.8
 FINER_SHARE = 0.3
 FINER_MIN = 10
 # Content weight multiplier of coarse passes (the output pass uses the job's own balance).
 COARSE_CONTENT_BOOST = 2.0
-# Weight of the deep style layers (from block `DEEP_BLOCK` on) in passes after the first,
-# relative to the job's own weights.
+# Weight of the deep style layers (from block `DEEP_BLOCK` on) in refining passes, relative to
+# the job's own weights; the output pass after a sketch keeps them.
 REFINE_DEEP_WEIGHT = 0.3
 DEEP_BLOCK = 4
 
@@ -63,6 +74,7 @@ class Stage:
     iterations: int
     content_boost: float
     deep_style: float  # multiplier of the style layers from DEEP_BLOCK on
+    share: float = 1.0  # of the iterations the pass before ran (refit); unused for the first
 
 
 def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -87,26 +99,39 @@ def style_dimensions(
     return max(1, round(w / h * height)), height
 
 
-def plan(params: RenderParams) -> list[Stage]:
-    """Stages coarsest first; the last is the output size. The first pass gets
-    `params.iterations`, each finer one `FINER_SHARE` of the one before (at least `FINER_MIN`,
-    or the one before's cap if that is smaller); `refit` lowers them once a pass has run."""
-    enabled = params.multiscale == "on" or (
-        params.multiscale == "auto" and params.size > AUTO_ABOVE
-    )
-    sides = [params.size]
-    if enabled:
+def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) -> list[Stage]:
+    """Stages coarsest first; the last is the output size. Coarse passes whose long side does
+    not `fit` (too small for the network at the photo's aspect) are left out before the
+    iterations are shared, so the first pass that runs gets the job's cap (or the sketch's
+    share of it); each finer one a share of the one before's (at least `FINER_MIN`, or the one
+    before's cap if that is smaller); `refit` lowers them once a pass has run."""
+    size = params.size
+    sides = [size]
+    if params.multiscale == "off":
+        pass
+    elif size > AUTO_ABOVE:
         while sides[0] // 2 >= MIN_SIDE:
             sides.insert(0, sides[0] // 2)
-        if len(sides) == 1 and params.multiscale == "on" and params.size // 2 >= 16:
-            sides.insert(0, params.size // 2)  # asked for explicitly: at least one coarse pass
+    elif size // 2 >= SKETCH_MIN or (params.multiscale == "on" and size // 2 >= 16):
+        sides.insert(0, size // 2)  # "on" asks for a coarse pass at any size the network takes
+    sides = [side for side in sides[:-1] if fits(side)] + [size]
+    if len(sides) == 1:
+        return [Stage(size, params.iterations, 1.0, 1.0)]
+    if size <= AUTO_ABOVE:
+        sketch = max(1, round(params.iterations * SKETCH_SHARE))
+        output = _finer_cap(sketch, AFTER_SKETCH_SHARE)
+        return [
+            Stage(sides[0], sketch, COARSE_CONTENT_BOOST, 1.0),
+            Stage(size, output, 1.0, 1.0, AFTER_SKETCH_SHARE),
+        ]
     stages = []
     cap = params.iterations
     for index, side in enumerate(sides):
         final = index == len(sides) - 1
         boost = 1.0 if final else COARSE_CONTENT_BOOST
-        stages.append(Stage(side, cap, boost, 1.0 if index == 0 else REFINE_DEEP_WEIGHT))
-        cap = _finer_cap(cap)
+        deep = 1.0 if index == 0 else REFINE_DEEP_WEIGHT
+        stages.append(Stage(side, cap, boost, deep, FINER_SHARE))
+        cap = _finer_cap(cap, FINER_SHARE)
     return stages
 
 
@@ -123,8 +148,8 @@ def style_layer_weights(
     return tuple(w * stage.deep_style if d else w for w, d in zip(base, deep, strict=True))
 
 
-def _finer_cap(previous: int) -> int:
-    return max(min(previous, FINER_MIN), round(previous * FINER_SHARE), 1)
+def _finer_cap(previous: int, share: float) -> int:
+    return max(min(previous, FINER_MIN), round(previous * share), 1)
 
 
 def refit(stages: Sequence[Stage], index: int, done: int) -> list[Stage]:
@@ -133,6 +158,6 @@ def refit(stages: Sequence[Stage], index: int, done: int) -> list[Stage]:
     refitted = list(stages[: index + 1])
     cap = done
     for stage in stages[index + 1 :]:
-        cap = min(stage.iterations, _finer_cap(cap))
+        cap = min(stage.iterations, _finer_cap(cap, stage.share))
         refitted.append(replace(stage, iterations=cap))
     return refitted

@@ -14,7 +14,7 @@ from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
 from service.params import DEFAULT_STRENGTH, RenderParams
 from service.progress import Progress
-from service.schedule import FINER_MIN, FINER_SHARE, plan, style_dimensions
+from service.schedule import AFTER_SKETCH_SHARE, FINER_MIN, plan, style_dimensions
 from service.tensors import to_tensor
 
 SIZE = 40
@@ -235,7 +235,7 @@ def test_multiscale_runs_coarse_to_fine(
     )
     assert result.scales == [(24, 16), (48, 32)]
     assert result.image.size == (48, 32)
-    assert result.stage_iterations == [10, 10]
+    assert result.stage_iterations == [5, 5]  # a sketch with half the cap, the output FINER_MIN
     assert result.iterations == sum(result.stage_iterations)
     assert {p.scale for p in seen} == {0, 1} and all(p.scales == 2 for p in seen)
     iterations = [p.iteration for p in seen]
@@ -254,7 +254,7 @@ def test_a_coarse_pass_that_converges_early_shortens_the_fine_one(
     coarse, fine = result.stage_iterations
     assert coarse < 400  # converged
     planned = plan(params)[1].iterations
-    cap = max(min(coarse, FINER_MIN), round(coarse * FINER_SHARE))
+    cap = max(min(coarse, FINER_MIN), round(coarse * AFTER_SKETCH_SHARE))
     assert cap < planned and fine <= cap
     assert {p.total for p in seen if p.scale == 1} == {coarse + cap}
 
@@ -422,8 +422,12 @@ def test_the_fine_pass_lightens_the_deep_style_layers(
     lightened: bool,
 ) -> None:
     """The same coarse-to-fine job with the deep layers at full weight in the fine pass ends
-    elsewhere; a style made of deep layers only is rendered as the job asked."""
-    params = _params(size=64, multiscale="on", style_layers=layers)
+    elsewhere; a style made of deep layers only is rendered as the job asked. (A test-sized
+    output gets a sketch plan, so the threshold of refining plans is lowered.)"""
+    monkeypatch.setattr(schedule, "AUTO_ABOVE", 48)
+    monkeypatch.setattr(schedule, "MIN_SIDE", 24)
+    params = _params(size=64, style_layers=layers)
+    assert len(schedule.plan(params)) == 2
 
     def render() -> np.ndarray:
         return np.asarray(engine.render(content, [StyleImage(style)], params).image)

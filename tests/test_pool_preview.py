@@ -76,7 +76,7 @@ def test_without_previews_progress_is_reported_as_before(
 def test_previews_are_counted_per_scale_at_that_scales_size(
     engine: Engine, images: tuple[Image.Image, StyleImage]
 ) -> None:
-    params = RenderParams(size=96, iterations=10, tolerance=0.0, multiscale="on")
+    params = RenderParams(size=96, iterations=20, tolerance=0.0, multiscale="on")  # 10 + 10
     seen, result = _render(engine, images, params, progress_every=10, preview_every=2)
     sizes = {(p.scale, image.size) for p, image in seen if image is not None}
     assert sizes == {(0, (48, 36)), (1, (96, 72))}

@@ -7,9 +7,12 @@ from hypothesis import strategies as st
 
 from service.params import RenderParams
 from service.schedule import (
+    AFTER_SKETCH_SHARE,
     AUTO_ABOVE,
     MIN_SIDE,
     REFINE_DEEP_WEIGHT,
+    SKETCH_MIN,
+    SKETCH_SHARE,
     Stage,
     dimensions,
     plan,
@@ -19,10 +22,22 @@ from service.schedule import (
 )
 
 
-def test_outputs_up_to_the_threshold_run_one_scale_by_default() -> None:
-    for size in (256, 512, AUTO_ABOVE):
+def test_small_outputs_run_one_scale_by_default() -> None:
+    for size in (64, 256, 2 * SKETCH_MIN - 1):
         stages = plan(RenderParams(size=size, iterations=123))
         assert [(s.long_side, s.iterations, s.content_boost) for s in stages] == [(size, 123, 1.0)]
+
+
+def test_outputs_up_to_the_threshold_get_a_sketch_at_half_size() -> None:
+    for size in (2 * SKETCH_MIN, 512, 601, AUTO_ABOVE):
+        sketch, output = plan(RenderParams(size=size, iterations=300))
+        assert (sketch.long_side, output.long_side) == (size // 2, size)
+        # The sketch gets part of the cap; the output pass does most of the painting, with the
+        # job's own balance and style layers.
+        assert sketch.iterations == round(300 * SKETCH_SHARE) < 300
+        assert output.iterations == round(sketch.iterations * AFTER_SKETCH_SHARE)
+        assert sketch.content_boost > 1.0 and output.content_boost == 1.0
+        assert sketch.deep_style == output.deep_style == 1.0
 
 
 def test_off_means_one_scale_at_any_size() -> None:
@@ -56,7 +71,7 @@ def test_finer_passes_lighten_the_deep_style_layers() -> None:
         assert style_layer_weights(layers, None, stage) == (1.0, 1.0, 1.0, r, r)
         assert style_layer_weights(layers, (2, 0, 1, 4, 8), stage) == (2, 0, 1, 4 * r, 8 * r)
     # A single-scale render keeps the job's weights.
-    (only,) = plan(RenderParams(size=512))
+    (only,) = plan(RenderParams(size=256))
     assert style_layer_weights(layers, (2, 0, 1, 4, 8), only) == (2, 0, 1, 4, 8)
 
 
@@ -69,7 +84,7 @@ def test_deep_only_style_is_not_weakened_in_finer_passes() -> None:
 
 def test_on_forces_a_coarse_pass_even_when_small() -> None:
     stages = plan(RenderParams(size=48, iterations=10, multiscale="on"))
-    assert [(s.long_side, s.iterations) for s in stages] == [(24, 10), (48, 10)]
+    assert [(s.long_side, s.iterations) for s in stages] == [(24, 5), (48, 5)]
 
 
 def test_a_finer_pass_gets_a_share_of_what_the_coarser_one_ran() -> None:
@@ -88,6 +103,16 @@ def test_a_finer_pass_gets_a_share_of_what_the_coarser_one_ran() -> None:
         5,
         5,
     ]
+
+
+def test_passes_too_small_for_the_network_are_left_out_before_sharing() -> None:
+    """The first pass that runs gets the job's cap (or the sketch's share), whichever coarse
+    passes an elongated photo had to drop."""
+    stages = plan(RenderParams(size=2048, iterations=300), fits=lambda side: side >= 1024)
+    assert [(s.long_side, s.iterations) for s in stages] == [(1024, 300), (2048, 90)]
+    assert stages[0].deep_style == 1.0 and stages[1].deep_style == REFINE_DEEP_WEIGHT
+    (only,) = plan(RenderParams(size=512, iterations=300), fits=lambda side: side >= 512)
+    assert (only.long_side, only.iterations, only.content_boost) == (512, 300, 1.0)
 
 
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(16, 4096))
