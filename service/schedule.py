@@ -6,17 +6,18 @@ coarsest pass does the real work at a size where VGG's receptive fields see the 
 structure; each finer pass refines texture from an upsampled start and needs far fewer
 iterations, which at four times the cost per iteration is where the time goes.
 
-Outputs from 512 to `AUTO_ABOVE` px (the default size) start with one *sketch* at half size
-with half the iteration cap (`SKETCH_SHARE`); the output pass then gets most of what the sketch
-ran (`AFTER_SKETCH_SHARE`) with the job's own style weights, because at the size the defaults
-were calibrated at it does most of the painting: the sketch only lays out the composition and
-the large strokes, cheaply. Measured at 512 px on tubingen x Starry Night (docs/BENCH.md,
-"the sketch"), by the referee: one scale to the cap took 0.55 of pastiche's 500-step CPU time
-on an fp32 CPU; sketch + output pass are as close to pastiche's scores in about 0.27. A lighter
-deep layer weight in the output pass (as refining passes have) kept more of the photo but less
-of the style there. Smaller outputs run at one scale: a sketch below `SKETCH_MIN` paints the
-style's patterns too large for the picture. Outputs above `AUTO_ABOVE` refine through each
-halving down to `MIN_SIDE`, and coarse passes keep a little more content
+Outputs up to `AUTO_ABOVE` run at one scale by default. With `multiscale="on"` they start with
+one *sketch* at half size with half the iteration cap (`SKETCH_SHARE`); the output pass then
+gets most of what the sketch ran (`AFTER_SKETCH_SHARE`) with the job's own style weights,
+because at the size the defaults were calibrated at it does most of the painting: the sketch only
+lays out the composition and the large strokes, cheaply. Measured at 512 px on an fp32 CPU
+(docs/BENCH.md, "A sketch at half size"), by the referee against pastiche's 500 steps: the
+sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to the cap: 0.55) with a better
+style score on three pairs, but keeps 5 % less of the photo than pastiche on tubingen x Matisse
+(one scale keeps more on all three), so it is not the default. A lighter deep layer weight in the
+output pass (as refining passes have) kept more of the photo but less of the style. Outputs above
+`AUTO_ABOVE` refine through each halving down to `MIN_SIDE` (smaller coarse passes paint the
+style's patterns too large for the picture), and coarse passes keep a little more content
 (`COARSE_CONTENT_BOOST`).
 
 A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
@@ -50,8 +51,6 @@ from service.params import RenderParams, layer_position
 AUTO_ABOVE = 640
 # ... whose coarsest pass is at least this long (so every output above AUTO_ABOVE gets one).
 MIN_SIDE = AUTO_ABOVE // 2
-# Outputs up to AUTO_ABOVE get one sketch pass at half size when that half is at least this long.
-SKETCH_MIN = 256
 # The sketch's iteration cap as a share of the job's.
 SKETCH_SHARE = 0.5
 # A pass's iteration cap as a share of the iterations the pass before it ran (at least
@@ -112,8 +111,8 @@ def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) 
     elif size > AUTO_ABOVE:
         while sides[0] // 2 >= MIN_SIDE:
             sides.insert(0, sides[0] // 2)
-    elif size // 2 >= SKETCH_MIN or (params.multiscale == "on" and size // 2 >= 16):
-        sides.insert(0, size // 2)  # "on" asks for a coarse pass at any size the network takes
+    elif params.multiscale == "on" and size // 2 >= 16:
+        sides.insert(0, size // 2)  # a sketch, asked for
     sides = [side for side in sides[:-1] if fits(side)] + [size]
     if len(sides) == 1:
         return [Stage(size, params.iterations, 1.0, 1.0)]

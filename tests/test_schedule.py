@@ -11,7 +11,6 @@ from service.schedule import (
     AUTO_ABOVE,
     MIN_SIDE,
     REFINE_DEEP_WEIGHT,
-    SKETCH_MIN,
     SKETCH_SHARE,
     Stage,
     dimensions,
@@ -22,15 +21,15 @@ from service.schedule import (
 )
 
 
-def test_small_outputs_run_one_scale_by_default() -> None:
-    for size in (64, 256, 2 * SKETCH_MIN - 1):
+def test_outputs_up_to_the_threshold_run_one_scale_by_default() -> None:
+    for size in (256, 512, AUTO_ABOVE):
         stages = plan(RenderParams(size=size, iterations=123))
         assert [(s.long_side, s.iterations, s.content_boost) for s in stages] == [(size, 123, 1.0)]
 
 
-def test_outputs_up_to_the_threshold_get_a_sketch_at_half_size() -> None:
-    for size in (2 * SKETCH_MIN, 512, 601, AUTO_ABOVE):
-        sketch, output = plan(RenderParams(size=size, iterations=300))
+def test_on_sketches_outputs_up_to_the_threshold_at_half_size() -> None:
+    for size in (256, 512, 601, AUTO_ABOVE):
+        sketch, output = plan(RenderParams(size=size, iterations=300, multiscale="on"))
         assert (sketch.long_side, output.long_side) == (size // 2, size)
         # The sketch gets part of the cap; the output pass does most of the painting, with the
         # job's own balance and style layers.
@@ -71,7 +70,7 @@ def test_finer_passes_lighten_the_deep_style_layers() -> None:
         assert style_layer_weights(layers, None, stage) == (1.0, 1.0, 1.0, r, r)
         assert style_layer_weights(layers, (2, 0, 1, 4, 8), stage) == (2, 0, 1, 4 * r, 8 * r)
     # A single-scale render keeps the job's weights.
-    (only,) = plan(RenderParams(size=256))
+    (only,) = plan(RenderParams(size=512))
     assert style_layer_weights(layers, (2, 0, 1, 4, 8), only) == (2, 0, 1, 4, 8)
 
 
@@ -111,7 +110,8 @@ def test_passes_too_small_for_the_network_are_left_out_before_sharing() -> None:
     stages = plan(RenderParams(size=2048, iterations=300), fits=lambda side: side >= 1024)
     assert [(s.long_side, s.iterations) for s in stages] == [(1024, 300), (2048, 90)]
     assert stages[0].deep_style == 1.0 and stages[1].deep_style == REFINE_DEEP_WEIGHT
-    (only,) = plan(RenderParams(size=512, iterations=300), fits=lambda side: side >= 512)
+    sketch_dropped = RenderParams(size=512, iterations=300, multiscale="on")
+    (only,) = plan(sketch_dropped, fits=lambda side: side >= 512)
     assert (only.long_side, only.iterations, only.content_boost) == (512, 300, 1.0)
 
 
