@@ -157,6 +157,10 @@ class Daemon:
                 lines.append({"event": raw})
         return lines
 
+    def logged(self, event: str) -> int:
+        """How many times `event` is in the log so far (to wait for the next one)."""
+        return sum(line.get("event") == event for line in self.log_lines())
+
     def wait_for_log(self, event: str, timeout: float = 60.0, count: int = 1) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -30,6 +30,8 @@ from conftest import (
     write_json,
 )
 
+from daemon.exitcodes import ExitCode
+
 SIDECAR = {"style": "mosaic"}
 
 
@@ -296,14 +298,49 @@ def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     assert "another stylefold daemon" in result.stdout and str(shared.process.pid) in result.stdout
 
 
+def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_is_broken(
+    shared: Daemon,
+) -> None:
+    """Found by a new user: `reload --state` alone, and `reload --config` on a file with a wrong
+    value (the case the README gives exit code 78 for), said no daemon was running."""
+    config = shared.folders.root / "stylefold.toml"
+    good = config.read_text()
+    pid = shared.process.pid
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [*CLI, *argv]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    by_state = cli("reload", "--state", str(shared.folders.state))
+    assert by_state.returncode == 0, by_state.stderr
+    assert f"process {pid} reloaded" in by_state.stdout
+    failed = shared.logged("daemon.reload_failed")
+    config.write_text(good + "seed = -1\n")  # a wrong value under [defaults]; the TOML parses
+    try:
+        broken = cli("reload", "--config", str(config))
+        assert broken.returncode == ExitCode.CONFIG, broken.stderr
+        assert "reload failed" in broken.stderr
+        assert "defaults.seed" in broken.stderr
+        shared.wait_for_log("daemon.reload_failed", count=failed + 1)
+        status = cli("status", "--config", str(config))
+        assert status.returncode == 0, status.stderr
+        assert f"running, pid {pid}" in status.stdout
+    finally:
+        config.write_text(good)
+    nowhere = cli("reload")
+    assert nowhere.returncode == 1 and "give --config or --state" in nowhere.stderr
+
+
 def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     good = config.read_text()
+    failed, reloaded = shared.logged("daemon.reload_failed"), shared.logged("daemon.reloaded")
     config.write_text(good + "settle_seconds = [\n")
     shared.process.send_signal(signal.SIGHUP)
-    assert "not valid TOML" in str(shared.wait_for_log("daemon.reload_failed")["error"])
+    answer = shared.wait_for_log("daemon.reload_failed", count=failed + 1)
+    assert "not valid TOML" in str(answer["error"])
     config.write_text(good)
     make_image(shared.folders.styles / "new_style.png", size=(40, 40), seed=9)
     shared.process.send_signal(signal.SIGHUP)
-    assert shared.wait_for_log("daemon.reloaded")["styles"] == 3
+    assert shared.wait_for_log("daemon.reloaded", count=reloaded + 1)["styles"] == 3
     assert shared.process.poll() is None

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.config.fields import CONFIG_ENV, ENV_PREFIX
+from daemon.config.loading import read_toml
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
@@ -42,6 +44,21 @@ def read_settings(args: argparse.Namespace) -> Settings:
     an admin or the web page's unit with a read-only view of the state can use them (doctor
     says itself what is not writable)."""
     return load_settings(args.config, overrides(args), create_dirs=False, writable=False)
+
+
+def state_folder(args: argparse.Namespace) -> Path | None:
+    """The state folder as the settings would name it (--state, then STYLEFOLD_STATE, then the
+    config file's `state`), read even when the rest of the configuration is broken: the
+    daemon's lock and status are there, so `status` and `reload` still find a running daemon
+    whose config file someone is editing. None when nothing names it."""
+    named = args.state or os.environ.get(ENV_PREFIX + "STATE")
+    config = args.config or os.environ.get(CONFIG_ENV)
+    if not named and config:
+        try:
+            named = read_toml(Path(config)).get("state")
+        except ConfigError:
+            return None
+    return Path(os.path.abspath(named)) if isinstance(named, str | Path) and named else None
 
 
 def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = None) -> StyleLibrary:

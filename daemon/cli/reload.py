@@ -3,8 +3,11 @@
 
 The daemon answers in `state/status.json` (`daemon.reload`), naming the CLOCK_MONOTONIC time
 its reload began; the answer to this request is the first one that began after the signal.
-A configuration this command cannot load is broken for the daemon too: the signal still goes
-out (the daemon says so in its log and STATUS=), and the exit code is 78 at once.
+The daemon is found by its state folder's lock, named as the settings would name it, even in a
+config file with a wrong value (`--state` alone is enough), and its own verdict is the answer.
+Only when not even the state folder can be read from the configuration (`--pid` with a file
+that is not TOML) does this command judge the file itself: the signal still goes out (the daemon
+says so in its log and STATUS=), and the exit code is 78 at once.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import argparse
 import os
 import signal
 import time
+from pathlib import Path
 
-from daemon.cli.common import fail, folder_flags, read_settings
+from daemon.cli.common import fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.lock import holder
@@ -39,23 +43,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def command(args: argparse.Namespace) -> int:
     try:
-        settings = read_settings(args)
-    except ConfigError as exc:
-        settings, broken = None, str(exc)
-    pid = args.pid if args.pid is not None else settings and holder(settings.state)
+        state: Path | None = read_settings(args).state
+        broken = ""
+    except ConfigError as exc:  # still the daemon's own file to judge, when its state is known
+        state, broken = state_folder(args), str(exc)
+    pid = args.pid if args.pid is not None else state and holder(state)
     if not pid:
-        return fail("no running daemon found; start it, or name it with --pid")
+        where = f"on {state}" if state else "(no state folder named: give --config or --state)"
+        return fail(f"no running daemon found {where}; start it, or name it with --pid")
     asked = time.monotonic_ns() // 1000
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         return fail(f"cannot signal process {pid}: {exc.strerror}")
-    if settings is None:
+    if state is None:
         fail(f"configuration error, the daemon keeps its previous configuration:\n{broken}")
         return ExitCode.CONFIG
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        reload = read_status(settings.state).daemon.reload
+        reload = read_status(state).daemon.reload
         if reload is not None and reload.monotonic_usec >= asked:
             if reload.error is None:
                 print(f"stylefold: process {pid} reloaded its configuration")

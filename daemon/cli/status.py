@@ -8,13 +8,12 @@ never disagree; each non-empty group gets a section, and a long one says how man
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from daemon.cli.common import fail, folder_flags, read_settings
+from daemon.cli.common import fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
 from daemon.status import (
@@ -68,10 +67,14 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    """--state alone is enough for `status`; otherwise the config (file or environment)."""
-    if args.state is not None and args.config is None:
-        return Path(os.path.abspath(args.state))
-    return read_settings(args).state
+    """The config's state folder; while the config is broken, the one it names (or --state):
+    `status` only reads the state folder, so it must work while someone fixes the file."""
+    try:
+        return read_settings(args).state
+    except ConfigError:
+        if (state := state_folder(args)) is None:
+            raise
+        return state
 
 
 # -- the text ---------------------------------------------------------------------------------
