@@ -116,6 +116,7 @@ def test_lists_from_environment_json(
         ({"defaults": {"size": 99999}}, "STYLEFOLD_DEFAULTS__SIZE"),
         ({"defaults": {"colour": 1}}, "defaults.colour: unknown setting"),
         ({"defaults": {"size": 5000}}, "exceeds max_output_size"),
+        ({"defaults": {"size": 1024, "style_scale": 8}}, "style_scale 8 at defaults.size 1024"),
         ({"max_iterations": 10}, "defaults.iterations 300 exceeds max_iterations 10"),
         ({"bogus": 1}, "bogus: unknown setting"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),

@@ -45,6 +45,9 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"learning_rate": 1e6}, ("params.learning_rate", "less than or equal to 100")),
     ({"learning_rate": 1e-9}, ("params.learning_rate", "greater than or equal to 0.000001")),
     ({"learning_rate": "0.1"}, ("params.learning_rate", "without quotes")),
+    # the style image is sized from the output: 64 times its pixels at style_scale 8
+    ({"size": 1024, "style_scale": 8}, ("params.style_scale", "8192 px", "style_scale 4 or less")),
+    ({"size": 3000, "style_scale": 1.5}, ("4500 px", "max_output_size (4096)", "1.36 or less")),
 ]
 
 
@@ -91,6 +94,8 @@ def test_what_stays_accepted() -> None:
     }
     assert _problems(params) == []
     assert _problems({"network": "vgg16", "style_layers": list(VGG16_LAYERS)}) == []
+    assert _problems({"size": 512, "style_scale": 8}) == []  # a style image of 4096 px
+    assert _problems({"size": 4096, "style_scale": 0.5}) == []
     assert _problems({"content_weight": 0}) == []
     assert _problems({"style_weight": 0}) == []
 

@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     max_output_size: int = Field(
         4096,
         ge=16,
-        description="Largest output long side, in pixels.",
+        description="Largest output long side, in pixels; also of style images (size x style_scale).",
         json_schema_extra=APPLIED_LIVE,
     )
     max_iterations: int = Field(
@@ -386,6 +386,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"defaults.size {self.defaults.size} exceeds max_output_size "
                 f"{self.max_output_size}; lower defaults.size or raise max_output_size"
+            )
+        if self.defaults.size * self.defaults.style_scale > self.max_output_size:
+            raise ValueError(
+                f"defaults.style_scale {self.defaults.style_scale:g} at defaults.size "
+                f"{self.defaults.size} makes style images longer than max_output_size "
+                f"{self.max_output_size}; lower either default or raise max_output_size"
             )
         if self.defaults.iterations > self.max_iterations:
             raise ValueError(

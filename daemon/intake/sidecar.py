@@ -20,6 +20,7 @@ key and what to do (`SidecarError.problems`).
 
 import difflib
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -304,8 +305,10 @@ def merge_params(
     max_iterations: int,
 ) -> RenderParams:
     """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
-    RenderParams and held to the daemon's limits. `style_weight` overrides `strength` within a
-    layer; a layer that gives `strength` alone clears a `style_weight` of the layers below."""
+    RenderParams and held to the daemon's limits (the style image, sized relative to the output
+    by `style_scale`, counts as an output: it costs as much per iteration). `style_weight`
+    overrides `strength` within a layer; a layer that gives `strength` alone clears a
+    `style_weight` of the layers below."""
     merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
     for layer in layers:
         merged.update(layer)
@@ -325,6 +328,14 @@ def merge_params(
         problems.append(
             f"params.iterations: {params.iterations} is above this daemon's max_iterations "
             f"({max_iterations}); ask for {max_iterations} or less"
+        )
+    style_side = params.size * params.style_scale  # the style image's pixels: size² x scale²
+    if style_side > max_size >= params.size:  # (a size too large is said above)
+        problems.append(
+            f"params.style_scale: {params.style_scale:g} at size {params.size} makes the style "
+            f"image {round(style_side)} px long, above this daemon's max_output_size "
+            f"({max_size}); ask for style_scale {math.floor(max_size / params.size * 100) / 100:g}"
+            " or less, or a smaller size"
         )
     if problems:
         raise SidecarError(*problems)
