@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     max_output_size: int = Field(
         4096,
         ge=16,
-        description="Largest output long side, in pixels; also of style images (size x style_scale).",
+        description="Largest long side of an output or of a style image (size x style_scale).",
         json_schema_extra=APPLIED_LIVE,
     )
     max_iterations: int = Field(
