@@ -248,6 +248,47 @@ def test_missing_style_file_reported(inbox: Inbox) -> None:
     assert "waits for the style image mine.jpg named by photo.json" in problem.reason
 
 
+def _link(inbox: Inbox, name: str, target: Path, hard: bool = False) -> Path:
+    target.write_bytes(b"\xff\xd8 outside")
+    path = inbox.root / name
+    path.hardlink_to(target) if hard else path.symlink_to(target)
+    inbox.intake.observe(path, inbox.now)
+    return path
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["symlink", "hard link"])
+def test_a_photo_whose_brought_style_is_unusable_gets_its_own_report(
+    inbox: Inbox, tmp_path: Path, hard: bool
+) -> None:
+    """Found by an attacker's trial: the style file was reported, the photo waited for ever."""
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')
+    style = _link(inbox, "mine.jpg", tmp_path / "outside.jpg", hard)
+    problems = inbox.poll(SETTLE) + inbox.poll(SETTLE)
+    about = {problem.path: problem.reason for problem in problems if isinstance(problem, Problem)}
+    assert set(about) == {style, image}
+    assert about[image].startswith("photo.jpg cannot use the style image mine.jpg it brings: ")
+    assert ("hard links" if hard else "symbolic link") in about[image]
+    assert inbox.intake.items(inbox.now, 0.0) == []  # nothing left waiting
+    style.unlink()
+    real = inbox.write("mine.jpg")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."), real)]
+
+
+def test_a_photo_whose_sidecar_is_unusable_stops_waiting(inbox: Inbox, tmp_path: Path) -> None:
+    """The sidecar's report answers for the pair (the two share a stem, so one report); the
+    photo is no longer listed as waiting for a sidecar that is there, and pairs once it is
+    replaced by a real file."""
+    image = inbox.write("photo.jpg")
+    link = _link(inbox, "photo.json", tmp_path / "outside.json")
+    [problem] = inbox.poll(SETTLE) + inbox.poll(PAIR)
+    assert isinstance(problem, Problem) and problem.path == link
+    assert inbox.intake.items(inbox.now, 0.0) == []
+    link.unlink()
+    sidecar = inbox.write("photo.json", "{}")
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
+
+
 def test_invalid_sidecar_still_arrives_for_an_error_report(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     sidecar = inbox.write("photo.json", "{not json")

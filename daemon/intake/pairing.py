@@ -357,6 +357,8 @@ class Intake:
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
         if not sidecar.settled:
+            if _reported(sidecar) is not None:  # its sidecar's report answers for the pair
+                self._pending.discard(image.path)
             return
         self._read_style_file(sidecar)
         style: Tracked | None = None
@@ -373,6 +375,9 @@ class Intake:
                         self._report(image, events, reason)
                     return
                 if not style.settled:
+                    if (why := _reported(style)) is not None:
+                        reason = f"cannot use the style image {style_path.name} it brings: {why}"
+                        self._report(image, events, reason)
                     return
         self._emit(image, sidecar, style, events)
 
@@ -423,3 +428,12 @@ class Intake:
                 return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base
 
             self._report(sidecar, events, self._folder_named(sidecar, photo_name, reason))
+
+
+def _reported(entry: Tracked) -> str | None:
+    """Why `entry` was reported as unusable as it is now (None if it was not): a photo waiting
+    for it would wait for ever, since it settles only once replaced."""
+    done = entry.done
+    if done is not None and done[0] == "problem" and done[1] == entry.signature:
+        return str(done[2])
+    return None
