@@ -8,6 +8,7 @@ pixel count from the header before decoding, so a decompression bomb costs nothi
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,10 @@ class LoadedImage:
     format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
 
 
+def _over_limit(name: str, shown: str, max_pixels: int) -> str:
+    return f"{name} is {shown}, over the limit of {max_pixels:,}; downscale it or raise the limit"
+
+
 def open_image(
     source: str | os.PathLike[str] | bytes, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:
@@ -53,10 +58,8 @@ def open_image(
         with Image.open(io.BytesIO(data)) as opened:
             width, height = opened.size
             if width * height > max_pixels:
-                raise ImageInputError(
-                    f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,}; downscale it or raise the limit"
-                )
+                shown = f"{width}x{height} = {width * height:,} pixels"
+                raise ImageInputError(_over_limit(name, shown, max_pixels))
             fmt = opened.format
             opened.seek(0)  # first frame of an animation
             opened.load()
@@ -66,8 +69,14 @@ def open_image(
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
+        # Pillow's own guard (at twice Image.MAX_IMAGE_PIXELS) fires before the size is ours
+        # to read; its message carries the pixel count, which our limit usually refuses too.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found and int(found[1]) > max_pixels:
+            shown = f"{int(found[1]):,} pixels"
+            raise ImageInputError(_over_limit(name, shown, max_pixels)) from exc
         raise ImageInputError(
-            f"{name} looks like a decompression bomb ({exc}); it was not decoded"
+            f"{name} looks like a decompression bomb ({exc}); it was not decoded; downscale it"
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageInputError(
