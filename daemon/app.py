@@ -32,7 +32,7 @@ from daemon.intake.watcher import Watcher, WatchError
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
-from daemon.lock import LockError, StateLock
+from daemon.lock import InboxLock, LockError, StateLock
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
@@ -72,6 +72,7 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.metrics = Metrics.disabled()
         self.lock = StateLock(settings.state)
+        self.inbox_lock = InboxLock(settings.inbox)
         self.library = StyleLibrary.from_settings(settings)
         self.rules = IgnoreRules.from_settings(settings)
         self.intake = Intake.from_settings(settings, self.rules)
@@ -101,12 +102,19 @@ class Daemon:
             return self._stop_while_starting()
         try:
             self.lock.acquire()
+            if not self.inbox_lock.acquire():
+                unlocked = (
+                    "cannot lock the inbox folder here; a second daemon would not be kept out"
+                )
+                log.warning("daemon.inbox_unlocked", inbox=str(self.settings.inbox), why=unlocked)
         except LockError as exc:
+            self.lock.release()
             log.error("daemon.locked", error=str(exc))
             return ExitCode.FAILURE
         try:
             return self._run_locked()
         finally:
+            self.inbox_lock.release()
             self.lock.release()
 
     def _run_locked(self) -> int:

@@ -90,6 +90,44 @@ class StateLock:
         self.release()
 
 
+class InboxLock:
+    """One daemon per inbox as well: two daemons with their own state folders on one inbox would
+    race for every photo. The lock is a flock on the inbox folder itself, because a lock file in
+    it would sync to every device. Where the filesystem cannot flock a folder (NFS emulates flock
+    with POSIX locks, which need a file open for writing), the daemon runs without this lock and
+    says so: the state lock still holds, and a photo is claimed by one atomic rename."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock (True), or find that this filesystem cannot (False); LockError when
+        another daemon holds it."""
+        try:  # a missing inbox is the folder guard's to report
+            fd = os.open(self.inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockError(
+                f"another stylefold daemon is watching the inbox {self.inbox} (with another "
+                "state directory); stop it first, or give this one its own inbox"
+            ) from None
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 def holder(state_dir: Path) -> int | None:
     """The pid of the daemon holding `state_dir` (0 if it has not written its pid yet), or None
     when no daemon runs (for `status`)."""

@@ -298,6 +298,20 @@ def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     assert "another stylefold daemon" in result.stdout and str(shared.process.pid) in result.stdout
 
 
+def test_a_second_daemon_on_the_same_inbox_refuses(shared: Daemon, tmp_path: Path) -> None:
+    """Found by a new user's trial: with its own state folder a second daemon started on the
+    same inbox, and the two would have raced for every photo."""
+    config = shared.folders.root / "stylefold.toml"
+    result = subprocess.run(
+        [*CLI, "run", "--config", str(config), "--state", str(tmp_path / "state2"),
+         "--log-format", "json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "another stylefold daemon is watching the inbox" in result.stdout
+    assert str(shared.folders.inbox) in result.stdout
+
+
 def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_is_broken(
     shared: Daemon,
 ) -> None:

@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from daemon.lock import LockError, StateLock, holder
+from daemon.lock import InboxLock, LockError, StateLock, holder
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from daemon.lock import StateLock
-lock = StateLock(Path(sys.argv[1]))
+from daemon.lock import InboxLock, StateLock
+lock = (InboxLock if len(sys.argv) > 2 else StateLock)(Path(sys.argv[1]))
 lock.acquire()
 print("locked", flush=True)
 time.sleep(60)
 """
 
 
-def start_holder(state: Path) -> subprocess.Popen[str]:
+def start_holder(state: Path, *inbox: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(state)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(state), *inbox], stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "locked"
@@ -80,3 +80,19 @@ def test_lock_not_inherited_by_exec(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_inbox_is_locked_by_one_process_until_it_dies(tmp_path: Path) -> None:
+    """The lock is on the folder itself (nothing is written into the inbox)."""
+    process = start_holder(tmp_path, "inbox")
+    try:
+        with pytest.raises(LockError, match="another stylefold daemon is watching the inbox"):
+            InboxLock(tmp_path).acquire()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    lock = InboxLock(tmp_path)
+    assert lock.acquire()
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+    assert not InboxLock(tmp_path / "absent").acquire()  # the folder guard reports that one
