@@ -150,12 +150,13 @@ def optimize(
     converges is frozen (its later steps are discarded) while the others go on; the loop ends
     when all have converged or at the cap.
 
-    `on_check` runs every `check_every` iterations and at the end, with the losses read back;
-    it may raise (e.g. to cancel). Convergence is judged every `CHECK_EVERY` iterations
-    whatever `check_every` is, so results do not depend on it. `project` maps each iterate back
-    into the feasible set (e.g. valid colours); L-BFGS then learns its curvature from the steps
-    actually taken. `watch` gets the iterate once, before the first step: it is updated in
-    place, so `on_check` can look at the current images (a preview) without a copy per check.
+    `on_check` runs every `check_every` iterations with the losses read back, and at the end
+    with the returned image's; it may raise (e.g. to cancel). Convergence is judged every
+    `CHECK_EVERY` iterations whatever `check_every` is, so results do not depend on it.
+    `project` maps each iterate back into the feasible set (e.g. valid colours); L-BFGS then
+    learns its curvature from the steps actually taken. `watch` gets the iterate once, before
+    the first step: it is updated in place, so `on_check` can look at the current images (a
+    preview) without a copy per check.
     L-BFGS takes back a step that raised an item's loss (see the module's docstring); Adam keeps
     every step, as its momentum expects.
     `floor` (per item) is the part of the loss no step can remove; convergence is judged
@@ -207,17 +208,11 @@ def optimize(
         done = i + 1
         for item in range(batch):
             steps[item] += active[item]
-        report = done % check_every == 0 or done == iterations
+        report = done % check_every == 0 and done < iterations  # the last: after the loop
         judge = done % CHECK_EVERY == 0
         if report or judge:
             seen = history[:done].tolist()  # the one sync per check
-            if not all(math.isfinite(v) for item in seen[-1] for v in item):
-                raise EngineError(
-                    "the optimisation diverged (the loss is no longer finite); lower the "
-                    "learning rate or the style weight"
-                )
-            if report and on_check is not None:
-                on_check(done, seen[-1])
+            _finite(seen[-1])
             if judge and tolerance > 0 and done > WINDOW:
                 for item in range(batch):
                     bottom = floor[item] if floor is not None else 0.0
@@ -227,8 +222,11 @@ def optimize(
                         keep[item] = False
                 if not any(active):
                     break
+            if report and on_check is not None:
+                on_check(done, seen[-1])
     # The history holds each kept iterate's loss before its step; the last step's own loss costs
-    # one forward pass, and a step that raised it is taken back here too.
+    # one forward pass, and a step that raised it is taken back here too. The last check reports
+    # these, the returned image's losses, so a log's last line and a manifest agree.
     with torch.no_grad():
         total, parts = loss_fn(x)
         kept = _kept(total, lowest, lbfgs is not None)
@@ -236,6 +234,9 @@ def optimize(
         parts = torch.where(kept.unsqueeze(-1), parts, base_parts)
         total = torch.where(kept, total, base_loss)
     losses = [[*p, t] for p, t in zip(parts.tolist(), total.tolist(), strict=True)]
+    _finite(losses)
+    if on_check is not None:
+        on_check(done, losses)
     return OptimizeResult(x.detach(), steps, stops, losses)
 
 
@@ -253,3 +254,11 @@ def _converged(
 ) -> bool:
     before, now = history[-1 - WINDOW][item][3], history[-1][item][3]
     return (before - now) < tolerance * max(abs(before - floor), 1e-30)
+
+
+def _finite(losses: list[list[float]]) -> None:
+    if not all(math.isfinite(v) for item in losses for v in item):
+        raise EngineError(
+            "the optimisation diverged (the loss is no longer finite); lower the learning rate "
+            "or the style weight"
+        )

@@ -104,6 +104,27 @@ def test_convergence_stops_early_and_says_so() -> None:
     assert seen == list(range(CHECK_EVERY, steps + 1, CHECK_EVERY))
 
 
+@pytest.mark.parametrize(
+    ("iterations", "tolerance"), [(7, 0.0), (1000, 1e-6)], ids=["cap", "converged"]
+)
+def test_the_last_check_reports_the_returned_images_losses(
+    iterations: int, tolerance: float
+) -> None:
+    """Found by a new user: a log's last line showed the loss before the last step, the
+    manifest the returned image's."""
+    a, b = _quadratic()
+    seen: list[tuple[int, list[list[float]]]] = []
+    result = optimize(
+        torch.zeros(1, 12, dtype=torch.float64), _loss(a, b), method="lbfgs",
+        iterations=iterations, learning_rate=1.0, tolerance=tolerance, check_every=5,
+        on_check=lambda i, losses: seen.append((i, losses)),
+    )  # fmt: skip
+    assert seen[-1] == (result.iterations[0], result.losses)
+    done = [i for i, _ in seen]
+    assert done == sorted(set(done))  # each count reported once
+    assert result.losses[0][3] == pytest.approx(float(_loss(a, b)(result.image)[0]))
+
+
 def test_progress_frequency_does_not_change_the_result() -> None:
     a, b = _quadratic()
     runs = [
