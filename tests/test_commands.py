@@ -107,6 +107,9 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(too_big), "--config", str(folders.config()))
     assert result.returncode == 1 and "max_output_size" in result.stderr
 
+    result = stylefold("validate", str(tmp_path / "missing.json"))
+    assert result.returncode == 1 and "missing.json: no such file" in result.stderr
+
 
 def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     result = stylefold("doctor", "--config", str(folders.config()))

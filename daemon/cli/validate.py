@@ -28,6 +28,9 @@ def command(args: argparse.Namespace) -> int:
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file
+    if not path.exists() and not path.is_symlink():
+        print(f"{path}: no such file; give the path of a sidecar (.json)", file=sys.stderr)
+        return 1
     try:
         settings = read_settings(args)
     except ConfigError:
