@@ -95,7 +95,9 @@ class InboxLock:
     race for every photo. The lock is a flock on the inbox folder itself, because a lock file in
     it would sync to every device. Where the filesystem cannot flock a folder (NFS emulates flock
     with POSIX locks, which need a file open for writing), the daemon runs without this lock and
-    says so: the state lock still holds, and a photo is claimed by one atomic rename."""
+    says so. A claim then still renames a photo out of the inbox, which only one daemon can win,
+    where the state folder shares the inbox's filesystem; across filesystems a claim is a copy,
+    and two daemons could both answer one photo."""
 
     def __init__(self, inbox: Path) -> None:
         self.inbox = inbox
