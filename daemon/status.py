@@ -69,6 +69,17 @@ class Finished(_Model):
     output: str | None = None  # relative to the outbox
     report: str | None = None  # the error report, relative to the outbox
     reason: str | None = None
+    answered_again_by: str | None = None  # a failure: the later job of the same input, if any
+
+
+def open_failures(recent: list[Finished]) -> list[Finished]:
+    """Failures and rejections not answered again since (by a fixed sidecar, a resend): the
+    ones a person still has to act on."""
+    return [
+        end
+        for end in recent
+        if end.outcome in ("failed", "rejected") and end.answered_again_by is None
+    ]
 
 
 class Attention(_Model):
@@ -160,7 +171,8 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
         for row in store.active()
     ]
     recent, attention = [], []
-    for row in store.finished(RECENT):
+    later = {job.input: job.job_id for job in jobs}  # input -> its newest job so far
+    for row in store.finished(RECENT):  # newest first
         if row.state is State.BROKEN:
             attention.append(
                 Attention(
@@ -184,8 +196,10 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
                     output=answer if row.state in _RESULTS else None,
                     report=None if row.state in _RESULTS else answer,
                     reason=row.reason,
+                    answered_again_by=None if row.state in _RESULTS else later.get(row.input),
                 )
             )
+            later.setdefault(row.input, row.id)
     counts = store.counts()
     return StatusReport(
         daemon=daemon,

@@ -24,6 +24,7 @@ from daemon.status import (
     JobItem,
     StatusReport,
     duration,
+    open_failures,
     read_status,
 )
 
@@ -34,7 +35,6 @@ INBOX_SECTIONS = (
     ("waiting", "waiting for their pair"),
 )
 JOB_SECTIONS = ("queued", "running", "publishing", "blocked")
-FAILED = ("failed", "rejected")
 
 Item = TypeVar("Item")
 
@@ -93,7 +93,7 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         _section(lines, heading, items, lambda item: _inbox_line(item, now))
     for state in dict.fromkeys([*JOB_SECTIONS, *(job.state for job in report.jobs)]):
         _section(lines, state, report.in_state(state), lambda job: _job_line(job, now))
-    _failures(lines, [end for end in report.recent if end.outcome in FAILED], failures)
+    _failures(lines, open_failures(report.recent), failures)
     _section(lines, "needs attention", report.attention, _attention_line)
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from daemon.status import (
     JobItem,
     StatusReport,
     duration,
+    open_failures,
 )
 from daemon.versions import stylefold_version
 from daemon.web.records import Outputs
@@ -243,7 +244,7 @@ def _card(end: Finished, manifest: Manifest) -> Card:
 
 
 def failures(recent: list[Finished], outputs: Outputs) -> list[FailureRow]:
-    failed = [end for end in recent if end.outcome in ("failed", "rejected")][:FAILURES]
+    failed = open_failures(recent)[:FAILURES]
     records = outputs.records([end.job_id for end in failed])
     rows = []
     for end in failed:
