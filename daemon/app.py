@@ -89,6 +89,7 @@ class Daemon:
         self.reloaded: ReloadInfo | None = None
         self.fixes: FixWatch | None = None
         self._signals = 0
+        self.stopping = False  # draining after a stop was asked for (shown by `status`)
         self._reload = False
         self._extending = True  # loading or draining: systemd's timeouts are extended
         self._last_activity = time.monotonic()
@@ -239,6 +240,8 @@ class Daemon:
         self.notifier.stopping()
         self._beat()  # EXTEND_TIMEOUT_USEC at once: the drain may outlast TimeoutStopSec=
         log.info("daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued))
+        self.stopping = True
+        self._report_status(force=True)
         self.watcher.stop()
         self.pool.drain()
         jobs.backlog.clear()

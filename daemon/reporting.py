@@ -45,6 +45,7 @@ class Source(Protocol):
     metrics: Metrics
     gpu: DeviceProbe | None
     reloaded: ReloadInfo | None
+    stopping: bool
 
 
 class Reporter:
@@ -99,4 +100,5 @@ class Reporter:
             devices=list(daemon.pool.devices),
             gpu_fallback=daemon.gpu.problem if daemon.gpu else None,
             reload=daemon.reloaded,
+            stopping=daemon.stopping,
         )

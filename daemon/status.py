@@ -121,6 +121,7 @@ class DaemonInfo(_Model):
     devices: list[str] = []
     gpu_fallback: str | None = None  # a GPU host on the CPU: why CUDA cannot be used
     reload: ReloadInfo | None = None
+    stopping: bool = False  # asked to stop: finishing the running jobs, taking no new ones
 
 
 class Counts(_Model):

@@ -180,6 +180,12 @@ def test_an_idle_daemon_is_one_line() -> None:
     assert render_status(report, failures=10, now=NOW) == "daemon: not running (stylefold 1.2)"
 
 
+def test_a_stopping_daemon_says_so() -> None:
+    report = StatusReport(daemon=DaemonInfo(running=True, pid=7, version="1.2", stopping=True))
+    text = render_status(report, failures=10, now=NOW)
+    assert text.startswith("daemon: stopping (finishing its running jobs), pid 7")
+
+
 def test_long_sections_say_what_they_left_out() -> None:
     jobs = [
         JobItem(job_id=str(n), input=f"q/{n:03}.jpg", state="queued", since=NOW)

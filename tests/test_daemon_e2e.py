@@ -6,6 +6,7 @@ subfolder); restarts and signals get daemons of their own.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -266,6 +267,16 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
             20,
             "status to show the running job",
         )
+        daemon.process.send_signal(signal.SIGTERM)
+        # While it finishes, status says it is stopping, not running (found by a new user).
+        status_file = folders.state / "status.json"
+
+        def stopping() -> bool:
+            with contextlib.suppress(FileNotFoundError):  # removed once it has stopped
+                return bool(json.loads(status_file.read_text())["daemon"]["stopping"])
+            return False
+
+        wait_for(stopping, 20, "status to say the daemon is stopping")
         assert daemon.stop(signal.SIGTERM, timeout=40) == 0
     finally:
         daemon.process.kill()

@@ -123,7 +123,8 @@ def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:
 def _daemon_lines(daemon: DaemonInfo, now: float) -> list[str]:
     if not daemon.running:
         return [f"daemon: not running (stylefold {daemon.version})"]
-    parts = [f"daemon: running, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
+    doing = "stopping (finishing its running jobs)" if daemon.stopping else "running"
+    parts = [f"daemon: {doing}, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
     parts.append(f"stylefold {daemon.version}")
     if daemon.watch_mode:
         why = f": {daemon.watch_reason}" if daemon.watch_reason else ""
