@@ -115,6 +115,12 @@ def test_lists_from_environment_json(
         ({"defaults": {"size": 99999}}, "defaults.size"),
         ({"defaults": {"size": 99999}}, "STYLEFOLD_DEFAULTS__SIZE"),
         ({"defaults": {"colour": 1}}, "defaults.colour: unknown setting"),
+        ({"settle_second": 1}, "spelling (did you mean 'settle_seconds'?)"),
+        (
+            {"defaults": {"iteration": 3}},
+            "defaults.iteration: unknown setting; remove it or "
+            "check its spelling (did you mean 'iterations'?)",
+        ),
         ({"defaults": {"size": 5000}}, "exceeds max_output_size"),
         ({"defaults": {"size": 1024, "style_scale": 8}}, "style_scale 8 at defaults.size 1024"),
         ({"max_iterations": 10}, "defaults.iterations 300 exceeds max_iterations 10"),

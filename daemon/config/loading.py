@@ -4,6 +4,7 @@ flags on top, and then checks the folders. Every failure becomes a `ConfigError`
 names the setting and the fix, because a daemon that dies at start-up is read about in a journal,
 not debugged."""
 
+import difflib
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
@@ -55,13 +56,28 @@ def _describe(error: ValidationError) -> str:
         if problem["type"] == "missing":
             lines.append(f"{name}: not set; {_fix_hint(loc, 'set')}")
         elif problem["type"] == "extra_forbidden":
-            lines.append(f"{name}: unknown setting; remove it or check its spelling")
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"{name}: unknown setting; remove it or check its spelling{hint}")
         else:
             got = problem.get("input")
             plain = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if plain else ""
             lines.append(f"{name}: {message}{shown}; {_fix_hint(loc)}")
     return "\n".join(lines)
+
+
+def _known_keys(table: tuple[str | int, ...]) -> list[str]:
+    """The setting names allowed in `table` (() for the top level, ("defaults",) ...)."""
+    model: Any = Settings
+    for part in table:
+        field = model.model_fields.get(str(part)) if _is_model(model) else None
+        model = field.annotation if field is not None else None
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
