@@ -121,9 +121,17 @@ def test_lists_from_environment_json(
             "defaults.iteration: unknown setting; remove it or "
             "check its spelling (did you mean 'iterations'?)",
         ),
-        ({"defaults": {"size": 5000}}, "exceeds max_output_size"),
-        ({"defaults": {"size": 1024, "style_scale": 8}}, "style_scale 8 at defaults.size 1024"),
-        ({"max_iterations": 10}, "defaults.iterations 300 exceeds max_iterations 10"),
+        ({"defaults": {"size": 5000}}, "defaults.size 5000 is above max_output_size (4096)"),
+        (
+            {"defaults": {"size": 1024, "style_scale": 8}},
+            "defaults.style_scale 8 at size 1024 makes the style image 8192 px long, above "
+            "max_output_size (4096); lower defaults.style_scale or raise max_output_size",
+        ),
+        (
+            {"max_iterations": 10},
+            "defaults.iterations 300 is above max_iterations (10); "
+            "lower defaults.iterations or raise max_iterations",
+        ),
         ({"bogus": 1}, "bogus: unknown setting"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),
         ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),

@@ -216,9 +216,10 @@ def test_merge_enforces_daemon_limits() -> None:
     with pytest.raises(SidecarError) as caught:
         merge_params(RenderParams(), sidecar.overrides(), max_size=4096, max_iterations=3000)
     assert caught.value.problems == [
-        "params.size: 8000 is above this daemon's max_output_size (4096); ask for 4096 or less",
+        "params.size: 8000 is above this daemon's max_output_size (4096); "
+        "ask for size 4096 or less",
         "params.iterations: 5000 is above this daemon's max_iterations (3000); "
-        "ask for 3000 or less",
+        "ask for iterations 3000 or less",
     ]
 
 

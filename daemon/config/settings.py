@@ -29,6 +29,7 @@ from daemon.config.fields import (
     RayAddress,
     StyleName,
 )
+from daemon.config.render_limits import over_limits
 from service.params import RenderParams
 from service.weights import WeightsConfig
 
@@ -382,21 +383,10 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.archive_dir is None:
             self.archive_dir = self.state / "archive"
-        if self.defaults.size > self.max_output_size:
+        for over in over_limits(self.defaults, self.max_output_size, self.max_iterations):
             raise ValueError(
-                f"defaults.size {self.defaults.size} exceeds max_output_size "
-                f"{self.max_output_size}; lower defaults.size or raise max_output_size"
-            )
-        if self.defaults.size * self.defaults.style_scale > self.max_output_size:
-            raise ValueError(
-                f"defaults.style_scale {self.defaults.style_scale:g} at defaults.size "
-                f"{self.defaults.size} makes style images longer than max_output_size "
-                f"{self.max_output_size}; lower either default or raise max_output_size"
-            )
-        if self.defaults.iterations > self.max_iterations:
-            raise ValueError(
-                f"defaults.iterations {self.defaults.iterations} exceeds max_iterations "
-                f"{self.max_iterations}; lower defaults.iterations or raise max_iterations"
+                f"defaults.{over.key} {over.asked:g}{over.how} above {over.setting} "
+                f"({over.limit}); lower defaults.{over.key} or raise {over.setting}"
             )
         if self.pair_timeout <= self.settle_seconds:
             raise ValueError(

@@ -20,7 +20,6 @@ key and what to do (`SidecarError.problems`).
 
 import difflib
 import json
-import math
 import re
 import sys
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from pydantic import (
     WrapValidator,
 )
 
+from daemon.config.render_limits import over_limits
 from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
 from service.params import RenderParams
 
@@ -305,8 +305,7 @@ def merge_params(
     max_iterations: int,
 ) -> RenderParams:
     """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
-    RenderParams and held to the daemon's limits (the style image, sized relative to the output
-    by `style_scale`, counts as an output: it costs as much per iteration). `style_weight`
+    RenderParams and held to the daemon's limits (`daemon.config.render_limits`). `style_weight`
     overrides `strength` within a layer; a layer that gives `strength` alone clears a
     `style_weight` of the layers below."""
     merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
@@ -318,25 +317,11 @@ def merge_params(
         params = RenderParams.model_validate(merged)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ("params",))) from None
-    problems = []
-    if params.size > max_size:
-        problems.append(
-            f"params.size: {params.size} is above this daemon's max_output_size ({max_size}); "
-            f"ask for {max_size} or less"
-        )
-    if params.iterations > max_iterations:
-        problems.append(
-            f"params.iterations: {params.iterations} is above this daemon's max_iterations "
-            f"({max_iterations}); ask for {max_iterations} or less"
-        )
-    style_side = params.size * params.style_scale  # the style image's pixels: size² x scale²
-    if style_side > max_size >= params.size:  # (a size too large is said above)
-        problems.append(
-            f"params.style_scale: {params.style_scale:g} at size {params.size} makes the style "
-            f"image {round(style_side)} px long, above this daemon's max_output_size "
-            f"({max_size}); ask for style_scale {math.floor(max_size / params.size * 100) / 100:g}"
-            " or less, or a smaller size"
-        )
+    problems = [
+        f"params.{over.key}: {over.asked:g}{over.how} above this daemon's {over.setting} "
+        f"({over.limit}); ask for {over.key} {over.allowed:g} or less"
+        for over in over_limits(params, max_size, max_iterations)
+    ]
     if problems:
         raise SidecarError(*problems)
     return params

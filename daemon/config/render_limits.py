@@ -1,0 +1,56 @@
+"""What one render may ask for: the rule set behind `max_output_size` and `max_iterations`.
+
+The config holds its `defaults` to it and every photo's merged parameters are held to it
+(`daemon.intake.sidecar.merge_params`), so the two can never disagree; each words the breaches
+for its reader ("lower defaults.size ..." for the administrator, "ask for ..." for the sender).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from service.params import RenderParams
+
+
+@dataclass(frozen=True)
+class OverLimit:
+    """One parameter above a limit: `setting` (the daemon's) at `limit`; `allowed` is the most
+    the parameter may ask for with the others as they are; `how` joins the asked value to "above
+    the limit" in a sentence, saying why when the parameter breaks the limit through another one
+    (style_scale through the style image's length)."""
+
+    key: str
+    asked: float
+    allowed: float
+    setting: str
+    limit: int
+    how: str = " is"
+
+
+def over_limits(params: RenderParams, max_size: int, max_iterations: int) -> list[OverLimit]:
+    """The breaches, in the order a reader fixes them. The style image is sized from the output
+    (size x style_scale per side) and costs as much per iteration as an output, so it counts as
+    one; a size already too large is reported for itself only."""
+    over = []
+    if params.size > max_size:
+        over.append(OverLimit("size", params.size, max_size, "max_output_size", max_size))
+    if params.iterations > max_iterations:
+        over.append(
+            OverLimit(
+                "iterations", params.iterations, max_iterations, "max_iterations", max_iterations
+            )
+        )
+    style_side = params.size * params.style_scale
+    if style_side > max_size >= params.size:
+        over.append(
+            OverLimit(
+                "style_scale",
+                params.style_scale,
+                math.floor(max_size / params.size * 100) / 100,
+                "max_output_size",
+                max_size,
+                how=f" at size {params.size} makes the style image {round(style_side)} px long,",
+            )
+        )
+    return over
