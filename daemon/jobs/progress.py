@@ -68,7 +68,7 @@ class ProgressFile:
             event.total,
             event.device,
             extra={
-                "scale": event.scale,
+                "scale": event.scale + 1,  # of "scales", counted from 1 as the log does
                 "scales": event.scales,
                 "size": list(event.size),
                 "elapsed_seconds": event.elapsed,
