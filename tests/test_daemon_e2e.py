@@ -33,6 +33,7 @@ from conftest import (
 )
 
 from daemon.exitcodes import ExitCode
+from daemon.jobs.recovery import MAX_STARTS
 
 SIDECAR = {"style": "mosaic"}
 
@@ -312,6 +313,30 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     log = (folders.outbox / "photo.log").read_text()
     assert all(f"start {n})" in log for n in (1, 2, 3))  # one log telling the whole story
     assert "put back in the queue" in log
+
+
+def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
+    """Restarts for upgrades or config changes (SIGTERM mid-job) put the job back in the queue;
+    only crashes count towards MAX_STARTS. Found by an operator's trial: five `systemctl
+    restart`s during one long print failed it with advice about memory."""
+    config = folders.config(grace_period=0.5)
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=8))
+    write_json(folders.inbox / "photo.json", SLOW)
+    for _ in range(MAX_STARTS):
+        daemon = start_daemon(folders, config=config)
+        try:
+            daemon.wait_for_log("job.started")
+            assert daemon.stop(signal.SIGTERM, timeout=40) == 0
+        finally:
+            daemon.process.kill()
+        assert daemon.wait_for_log("job.requeued")
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.started")  # a sixth start, not "interrupted 5 times"
+    finally:
+        assert daemon.stop() == 0
+    assert not any(line.get("event") == "job.failed" for line in daemon.log_lines())
+    assert not list(folders.outbox.glob("*.error.json"))
 
 
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:

@@ -337,15 +337,19 @@ class Lifecycle:
         note: str = "held: state full",
         *,
         lost: bool = False,
+        stopped: bool = False,
     ) -> None:
         """Record a job that left its worker as QUEUED (`lost`: its worker went with its
-        cluster, counted against the free requeues). With the state folder full that may fail
+        cluster, counted against the free requeues; `stopped`: its start ended in order, so
+        recovery's MAX_STARTS does not count it). With the state folder full that may fail
         (and RUNNING may never have been recorded): the job goes on all the same, and a
         restart queues a RUNNING job again anyway."""
         row = self.store.get(job.id)
         if row is not None and row.state is State.RUNNING:
             try:
-                self.store.move(job.id, State.QUEUED, reason=reason, note=note, lost=lost)
+                self.store.move(
+                    job.id, State.QUEUED, reason=reason, note=note, lost=lost, stopped=stopped
+                )
             except OSError as exc:
                 log.warning("job.not_recorded", state=str(State.QUEUED), error=str(exc))
 
@@ -373,7 +377,7 @@ class Lifecycle:
         does not count."""
         self.at_work.stopped(job)
         note = f"put back in the queue ({reason})"
-        self.queued_again(job, note=note, lost=lost)
+        self.queued_again(job, note=note, lost=lost, stopped=True)
         self.spool.append_log(job, note)
         log.info("job.requeued", input=job.source, reason=reason, lost=lost)
 

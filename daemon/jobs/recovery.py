@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("stylefold.jobs")
 
-MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up
+MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up; an orderly
+# stop (SIGTERM, a restart for an upgrade) requeues it and does not count
 
 
 def recover(lc: Lifecycle) -> None:
@@ -75,7 +76,9 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     elif (described := lc.spool.job_dir(job) / RESULT_INFO).exists():
         info = model_from_json(ResultInfo, described.read_bytes())
         lc.publisher.publish(job.id, job, "result", ResultDetail(info=info))
-    elif (started := row.starts + starts.unrecorded(lc.spool.job_dir(job))) >= MAX_STARTS:
+    elif (
+        started := row.starts - row.stopped + starts.unrecorded(lc.spool.job_dir(job))
+    ) >= MAX_STARTS:
         reason = answers.INTERRUPTED.format(starts=started)
         lc.publisher.fail(job, FailureDetail(kind="interrupted", reason=reason))
     else:

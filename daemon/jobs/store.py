@@ -51,6 +51,7 @@ class JobRow:
     retry_at: float | None
     starts: int
     lost: int  # times its worker went with its Ray cluster (see daemon.pool.retry.MAX_REQUEUES)
+    stopped: int  # starts that ended by an orderly stop (requeued), not a crash
     record_error: str | None = None  # why `job` is None although a record is stored
 
 
@@ -175,10 +176,12 @@ class Store:
         retry_at: float | None = _UNSET,
         started: bool = False,
         lost: bool = False,
+        stopped: bool = False,
     ) -> None:
         """One transition, checked and journalled; the keyword fields are updated with it
-        (left as they are when not given). `started` and `lost` count a start and a loss of
-        the job's worker with its cluster in the same transaction."""
+        (left as they are when not given). `started`, `lost` and `stopped` count a start, a
+        loss of the job's worker with its cluster and an orderly end of a start in the same
+        transaction."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -198,9 +201,8 @@ class Store:
             if retry_at is not _UNSET:
                 fields["retry_at"] = retry_at
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            increment = (", starts = starts + 1" if started else "") + (
-                ", lost = lost + 1" if lost else ""
-            )
+            counted = {"starts": started, "lost": lost, "stopped": stopped}
+            increment = "".join(f", {name} = {name} + 1" for name, on in counted.items() if on)
             db.execute(
                 f"UPDATE jobs SET {assignments}{increment} WHERE id = ?",
                 (*fields.values(), job_id),
@@ -357,7 +359,7 @@ def _row(row: tuple[Any, ...]) -> JobRow:
             error = f"its job record does not read as a job: {exc}"
     return JobRow(
         row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9],
-        row[10], record_error=error,
+        row[10], row[11], record_error=error,
     )  # fmt: skip
 
 

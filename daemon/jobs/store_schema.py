@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS seen (
 _COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, starts"
 # Columns added since the first release of the database, with their definitions: opening a
 # database for writing adds what it lacks (SQLite adds a column in place, without a copy).
-ADDED_COLUMNS: dict[str, str] = {"lost": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS: dict[str, str] = {
+    "lost": "INTEGER NOT NULL DEFAULT 0",
+    "stopped": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def create_or_upgrade(db: sqlite3.Connection) -> None:
