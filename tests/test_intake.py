@@ -8,6 +8,7 @@ import pytest
 
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Event, Intake, Problem
+from daemon.jobs.reports import about_problem
 
 SETTLE = 5.0
 PAIR = 60.0
@@ -203,7 +204,25 @@ def test_lone_sidecar_reported(inbox: Inbox) -> None:
         sidecar,
         "photo.json has no photo beside it; add the photo (photo.jpg or another image type) to "
         "the same folder, or remove the sidecar",
+        "photo",
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("photo.jpg.json", "photo"), ("p.manifest.json", "p.manifest"), ("a.error.json", "a.error")],
+)
+def test_a_lone_sidecars_report_is_named_after_the_photo_it_names(
+    inbox: Inbox, name: str, stem: str
+) -> None:
+    """An outbox synced back into the inbox: p.manifest.json is the sidecar of p.manifest.jpg,
+    and its report must not land on photo p's names (p.error.json beside p's result)."""
+    sidecar = inbox.write(name, "{}")
+    inbox.poll(PAIR - 1)
+    [problem] = inbox.poll(1)
+    assert isinstance(problem, Problem) and problem.path == sidecar
+    assert problem.stem == stem
+    assert about_problem(problem, inbox.root).stem == stem
 
 
 def test_claimed_pair_is_forgotten_without_spurious_reports(inbox: Inbox) -> None:

@@ -56,10 +56,12 @@ class Arrival:
 
 @dataclass(frozen=True)
 class Problem:
-    """A settled file that cannot become a job; `reason` says what to do about it."""
+    """A settled file that cannot become a job; `reason` says what to do about it, and `stem`
+    names its report (the photo's stem that the file is, or is the sidecar of)."""
 
     path: Path
     reason: str
+    stem: str
 
 
 Event = Arrival | Problem

@@ -38,7 +38,7 @@ from daemon.intake.arrival import (
     no_sidecar,
 )
 from daemon.intake.complete import truncation
-from daemon.intake.ignore import IgnoreRules
+from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.partners import Partners, Tracked, base_of, key, signature_of
 from daemon.intake.sidecar import parse_sidecar
@@ -304,8 +304,17 @@ class Intake:
         marker = ("problem", entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
-            events.append(Problem(entry.path, f"{entry.path.name} {reason}"))
+            events.append(Problem(entry.path, f"{entry.path.name} {reason}", self._stem(entry)))
         self._pending.discard(entry.path)
+
+    def _stem(self, entry: Tracked) -> str:
+        """photo.jpg, photo.json, photo.jpg.json -> photo; but p.manifest.json -> p.manifest
+        (the sidecar of p.manifest.jpg), so a report about it never lands on photo p's names."""
+        name = entry.path.name
+        if entry.kind != "sidecar":
+            return Path(name).stem
+        base = name[: -len(SIDECAR_EXTENSION) - 1]
+        return Path(base).stem if self.rules.is_image_name(base) else base
 
     def _folder_named(self, entry: Tracked, wanted: Callable[[str], bool], reason: str) -> str:
         """`reason`, or, when the partner it asks for is there but is a folder, what to do

@@ -30,16 +30,13 @@ def about_arrival(
 def about_problem(problem: Problem, inbox: Path) -> ReportDetail:
     """The report of a settled file that cannot become a job (no sidecar, empty...)."""
     rel = problem.path.relative_to(inbox)
-    name = problem.path.name
-    stem = name[:-5] if name.lower().endswith(".json") else name
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
     return ReportDetail(
         input=rel.as_posix(),
         sidecar=None,
         reason=problem.reason,
         original=answers.LEFT_PROBLEM,
         rel_dir=_folder(rel.parent),
-        stem=stem,
+        stem=problem.stem,
         paths=[rel.as_posix()],
     )
 
