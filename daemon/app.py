@@ -324,16 +324,17 @@ class Daemon:
         `status` say so until a reload succeeds."""
         usec = self.notifier.reloading()
         try:
-            self._apply(load_settings(self.config_path, self.overrides))
-            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time())
+            waiting = self._apply(load_settings(self.config_path, self.overrides))
+            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), needs_restart=waiting)
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
             self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), error=str(exc))
         self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
         self._report_status(force=True)
 
-    def _apply(self, new: Settings) -> None:
-        """Settings that need a restart keep their running values (and the log says so)."""
+    def _apply(self, new: Settings) -> list[str]:
+        """Settings that need a restart keep their running values; they are returned, for
+        `reload` and `status` to say so (a changed inbox would otherwise wait unwatched)."""
         old = self.settings
         changed = restart_only_changes(self.settings, new)
         if changed:
@@ -359,3 +360,4 @@ class Daemon:
         self.intake.reconsider()
         if self.fixes is not None:
             self.fixes.reloaded(old)
+        return changed

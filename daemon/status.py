@@ -100,12 +100,18 @@ class WorkerItem(_Model):
     node: str | None = None
 
 
+RESTART_FIX = (
+    "restart the daemon (systemctl restart stylefold), or put the old values back and reload"
+)
+
+
 class ReloadInfo(_Model):
     """The last SIGHUP's outcome; `stylefold reload` waits for the one that answers its own."""
 
     monotonic_usec: int  # CLOCK_MONOTONIC when it began (RELOADING=1's MONOTONIC_USEC)
     at: float  # epoch seconds
     error: str | None = None  # the new configuration is broken: the previous one still runs
+    needs_restart: list[str] = []  # changed settings that keep their running values until then
 
 
 class DaemonInfo(_Model):

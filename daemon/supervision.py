@@ -11,7 +11,7 @@ from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable
-from daemon.status import Attention, JobItem, StatusReport
+from daemon.status import RESTART_FIX, Attention, JobItem, StatusReport
 
 # Start-up failures that a restart cannot mend: their messages name the setting to change.
 _START_FAILURES: dict[type[Exception], ExitCode] = {
@@ -41,7 +41,10 @@ def status_line(report: StatusReport) -> str:
         parts.append(f"inbox unavailable: {report.daemon.paused}")
     if report.daemon.gpu_fallback:
         parts.insert(0, "ON THE CPU: the GPU is unusable (see stylefold status)")
-    if report.daemon.reload is not None and report.daemon.reload.error:
+    reload = report.daemon.reload
+    if reload is not None and reload.needs_restart:
+        parts.insert(0, f"restart to apply {', '.join(reload.needs_restart)}")
+    if reload is not None and reload.error:
         parts.insert(0, "reload failed, the previous config still runs (see stylefold status)")
     return ", ".join(parts)
 
@@ -62,6 +65,16 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 where=daemon.reload.error,
                 since=daemon.reload.at,
                 fix="correct the file, then `systemctl reload` (or SIGHUP) again",
+            )
+        )
+    if daemon.reload is not None and daemon.reload.needs_restart:
+        items.append(
+            Attention(
+                what="the reloaded configuration changes settings that only a restart applies; "
+                "they keep their running values until then",
+                where=", ".join(daemon.reload.needs_restart),
+                since=daemon.reload.at,
+                fix=RESTART_FIX,
             )
         )
     outbox, state = _blocked(report)

@@ -34,6 +34,8 @@ from conftest import (
 
 from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
+from daemon.status import read_status
+from daemon.supervision import status_line
 
 SIDECAR = {"style": "mosaic"}
 
@@ -394,6 +396,34 @@ def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_
         config.write_text(good)
     nowhere = _cli("reload")
     assert nowhere.returncode == 1 and "give --config or --state" in nowhere.stderr
+
+
+def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applied(
+    shared: Daemon,
+) -> None:
+    """Found by an operator's trial: a reload that moved the inbox said only "reloaded", and
+    status showed nothing, while photos dropped in the new inbox waited unwatched."""
+    config = shared.folders.root / "stylefold.toml"
+    good = config.read_text()
+    config.write_text("max_tracked = 12345\n" + good)  # top level, before any [table]
+    try:
+        reload = _cli("reload", "--config", str(config))
+        assert reload.returncode == 0, reload.stderr
+        assert "max_tracked changed, which only a restart applies" in reload.stdout
+        report = _status(shared.folders)
+        assert report["daemon"]["reload"]["needs_restart"] == ["max_tracked"]  # type: ignore[index]
+        said = status_line(read_status(shared.folders.state))  # what systemd shows (STATUS=)
+        assert said.startswith("restart to apply max_tracked"), said
+        text = _cli("status", "--state", str(shared.folders.state)).stdout
+        assert "only a restart applies" in text and "max_tracked" in text, text
+    finally:
+        config.write_text(good)
+    assert _cli("reload", "--config", str(config)).returncode == 0
+    report = _status(shared.folders)
+    assert report["daemon"]["reload"]["needs_restart"] == []  # type: ignore[index]
+    assert (
+        "only a restart applies" not in _cli("status", "--state", str(shared.folders.state)).stdout
+    )
 
 
 def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon) -> None:

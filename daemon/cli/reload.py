@@ -22,7 +22,7 @@ from daemon.cli.common import fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.lock import holder
-from daemon.status import read_status
+from daemon.status import RESTART_FIX, read_status
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +65,11 @@ def command(args: argparse.Namespace) -> int:
         if reload is not None and reload.monotonic_usec >= asked:
             if reload.error is None:
                 print(f"stylefold: process {pid} reloaded its configuration")
+                if reload.needs_restart:
+                    print(
+                        f"stylefold: {', '.join(reload.needs_restart)} changed, which only a "
+                        f"restart applies; until then the running values stay ({RESTART_FIX})"
+                    )
                 return ExitCode.OK
             fail(f"reload failed, process {pid} keeps its previous configuration:\n{reload.error}")
             return ExitCode.CONFIG
