@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.fsutil import model_from_json
 from daemon.jobs.states import State
-from daemon.jobs.store import DB_FILE, Store
+from daemon.jobs.store import DB_FILE, Store, StoreError, damage_fix
 from daemon.lock import holder
 from daemon.versions import stylefold_version
 
@@ -250,7 +250,8 @@ def _read_report(state: Path) -> StatusReport:
             if report.daemon.pid == pid:
                 return report
     daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())
-    if not (state / DB_FILE).exists():
+    store_file = state / DB_FILE
+    if not store_file.exists():
         return StatusReport(daemon=daemon)
     try:
         store = Store(state, readonly=True)
@@ -260,12 +261,15 @@ def _read_report(state: Path) -> StatusReport:
             store.close()
     except (OSError, sqlite3.Error, ValidationError) as exc:
         # Whoever asks (status, the web page) still gets an answer that says what is wrong.
-        unreadable = Attention(
-            what=f"the state database cannot be read ({exc})",
-            where=str(state / DB_FILE),
-            fix="check the state folder's permissions and free space (stylefold doctor); a "
-            "running daemon reports its own status meanwhile",
-        )
+        if isinstance(exc, StoreError) and exc.damaged:
+            what, fix = f"the state database is damaged ({exc.__cause__})", damage_fix(store_file)
+        else:
+            what = f"the state database cannot be read ({exc})"
+            fix = (
+                "check the state folder's permissions and free space (stylefold doctor); a "
+                "running daemon reports its own status meanwhile"
+            )
+        unreadable = Attention(what=what, where=str(store_file), fix=fix)
         return StatusReport(daemon=daemon, attention=[unreadable])
 
 

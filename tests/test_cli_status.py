@@ -283,5 +283,6 @@ def test_an_unreadable_state_database_is_reported_not_raised(folders: Folders) -
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "the state database cannot be read" in done.stdout, done.stdout
+    assert "the state database is damaged" in done.stdout, done.stdout
+    assert "restore stylefold.db from a backup" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr

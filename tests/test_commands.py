@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import CLI, REPO, Folders, image_bytes, write_json
 
+from daemon.jobs.store import DB_FILE, Store
 from daemon.status import StatusReport
 
 
@@ -130,3 +131,31 @@ def test_run_refuses_bad_configuration_with_the_setting_named(folders: Folders) 
     result = stylefold("run", "--config", str(folders.config(settle_seconds=-1)))
     assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert "settle_seconds" in result.stderr
+
+
+def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run(
+    folders: Folders,
+) -> None:
+    """Found by an operator's trial: with garbage in stylefold.db the daemon could not start,
+    `doctor` said all checks passed and `status` blamed permissions and free space."""
+    config = str(folders.config())
+    folders.state.mkdir(parents=True, exist_ok=True)
+    Store(folders.state).close()  # a real, intact database
+    result = stylefold("doctor", "--config", config)
+    assert "ok   state database: intact" in result.stdout, result.stdout
+    (folders.state / DB_FILE).write_bytes(bytes(range(256)) * 20)
+
+    result = stylefold("doctor", "--config", config)
+    assert result.returncode == 1
+    assert "FAIL state database:" in result.stdout and "is damaged" in result.stdout
+    assert "move stylefold.db, stylefold.db-wal and stylefold.db-shm aside" in result.stdout
+
+    result = stylefold("status", "--config", config, "--json")
+    [attention] = StatusReport.model_validate_json(result.stdout).attention
+    assert attention.what.startswith("the state database is damaged"), attention
+    assert "restore stylefold.db from a backup" in attention.fix
+
+    result = stylefold("run", "--config", config)
+    said = result.stdout + result.stderr  # the log (start_failed), wherever it goes
+    assert result.returncode != 0
+    assert "is damaged" in said and "restore stylefold.db from a backup" in said

@@ -96,6 +96,28 @@ def _weights_check(settings: Settings) -> tuple[bool, str]:
     )
 
 
+def _database_check(state: Path) -> tuple[bool, str]:
+    from daemon.jobs.store import DB_FILE, Store, StoreError, damage_fix
+
+    path = state / DB_FILE
+    if not path.exists():
+        return True, "state database: none yet (the daemon creates it)"
+    try:
+        store = Store(state, readonly=True)
+    except StoreError as exc:
+        return False, f"state database: {exc.strerror}"
+    try:
+        damage = store.damage()
+    finally:
+        store.close()
+    if damage is not None:
+        return (
+            False,
+            f"state database: {path} is damaged ({damage}); {damage_fix(path)}",
+        )
+    return True, "state database: intact"
+
+
 def _lock_check(state: Path) -> tuple[bool, str]:
     from daemon.lock import holder
 
@@ -118,6 +140,7 @@ def command(args: argparse.Namespace) -> int:
         ("inotify", lambda: _inotify_check(settings.inbox)),
         ("outbox space", lambda: _space_check("outbox", _existing(settings.outbox))),
         ("state space", lambda: _space_check("state", _existing(settings.state))),
+        ("state database", lambda: _database_check(settings.state)),
         ("lock", lambda: _lock_check(settings.state)),
     ]
     if settings.backend == "ray":

@@ -35,7 +35,19 @@ KEEP_FINISHED = 10_000  # finished jobs kept for `status` and the journal; older
 
 class StoreError(OSError):
     """The database could not be written (disk full, permissions, corruption); an OSError, so
-    every path that copes with an unwritable state folder copes with this too."""
+    every path that copes with an unwritable state folder copes with this too. `damaged`: the
+    file itself is broken, which no restart, permission or free space mends."""
+
+    damaged = False
+
+
+def damage_fix(path: Path) -> str:
+    """What to do about a damaged database, which holds the unfinished jobs' records."""
+    return (
+        f"stop the daemon, then restore {path.name} from a backup, or move {path.name}, "
+        f"{path.name}-wal and {path.name}-shm aside to start with an empty history (the photos "
+        f"of unfinished jobs are then in {path.parent / 'spool'}/*/: put them back in the inbox)"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,16 @@ class Store:
                 create_or_upgrade(self._db)
             self._columns = job_columns(self._db)
         except sqlite3.Error as exc:
+            # SQLITE_NOTADB and SQLITE_CORRUPT; locks, permissions and I/O are OperationalError
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            ):
+                error = StoreError(
+                    errno.EIO,
+                    f"the state database {self.path} is damaged ({exc}); {damage_fix(self.path)}",
+                )
+                error.damaged = True
+                raise error from exc
             raise StoreError(
                 errno.EIO, f"cannot open the state database {self.path}: {exc}"
             ) from exc
@@ -122,6 +144,15 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def damage(self) -> str | None:
+        """What SQLite's quick check finds wrong with the file (`stylefold doctor`), or None."""
+        try:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        found = [str(row[0]) for row in rows]
+        return None if found == ["ok"] else "; ".join(found[:3])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
