@@ -341,6 +341,27 @@ def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     assert not list(folders.outbox.glob("*.error.json"))
 
 
+def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(folders: Folders) -> None:
+    """Found by a sync-tool trial: the corrected sidecar got "has no photo beside it; add the
+    photo", beside the photo's result, as if the photo had never come."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=2.0))
+    try:
+        (folders.inbox / "h.jpg").write_bytes(image_bytes(seed=4))
+        write_json(folders.inbox / "h.json", {"style": "mosaic", "params": {"iterations": 2}})
+        job = daemon.wait_for_log("job.done")["job_id"]
+        write_json(folders.inbox / "h.json", {"style": "waves", "params": {"iterations": 2}})
+        reports = wait_for(lambda: list(folders.outbox.glob("h.error*.json")), 30, "a report")
+    finally:
+        assert daemon.stop() == 0
+    [report] = [json.loads(path.read_text()) for path in reports]
+    assert report["input"] == "h.json"
+    assert report["error"].startswith(
+        f"h.json arrived after its photo h.jpg had been taken with the sidecar it had then (job "
+        f"{job}), so it was not used; to render the photo with it, put h.jpg back beside it"
+    ), report
+    assert (folders.inbox / "h.json").exists()  # left where it is
+
+
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(

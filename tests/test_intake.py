@@ -205,6 +205,7 @@ def test_lone_sidecar_reported(inbox: Inbox) -> None:
         "photo.json has no photo beside it; add the photo (photo.jpg or another image type) to "
         "the same folder, or remove the sidecar",
         "photo",
+        orphan=True,
     )
 
 

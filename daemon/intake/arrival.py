@@ -62,6 +62,7 @@ class Problem:
     path: Path
     reason: str
     stem: str
+    orphan: bool = False  # a sidecar whose photo is not beside it
 
 
 Event = Arrival | Problem

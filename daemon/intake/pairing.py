@@ -300,11 +300,14 @@ class Intake:
             entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
         return True
 
-    def _report(self, entry: Tracked, events: list[Event], reason: str) -> None:
+    def _report(
+        self, entry: Tracked, events: list[Event], reason: str, *, orphan: bool = False
+    ) -> None:
         marker = ("problem", entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
-            events.append(Problem(entry.path, f"{entry.path.name} {reason}", self._stem(entry)))
+            text = f"{entry.path.name} {reason}"
+            events.append(Problem(entry.path, text, self._stem(entry), orphan=orphan))
         self._pending.discard(entry.path)
 
     def _stem(self, entry: Tracked) -> str:
@@ -436,7 +439,9 @@ class Intake:
             def photo_name(name: str) -> bool:
                 return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base
 
-            self._report(sidecar, events, self._folder_named(sidecar, photo_name, reason))
+            self._report(
+                sidecar, events, self._folder_named(sidecar, photo_name, reason), orphan=True
+            )
 
 
 def _reported(entry: Tracked) -> str | None:

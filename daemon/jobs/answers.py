@@ -53,6 +53,11 @@ LEFT_REJECTED = (
     "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
+SIDECAR_AFTER_PHOTO = (
+    "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
+    "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "
+    "it; otherwise remove {sidecar}"
+)
 # Where a failed job's photo is, and what takes it again (the end of a failure's advice).
 BACK_IN_INBOX = "the photo is back in the inbox and is taken again once the sidecar changes"
 INTERRUPTED = (

@@ -58,6 +58,7 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # A job whose rendered result vanished from the spool this often is failed, not rendered again:
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
+RECENT_JOBS = 200  # finished jobs a late sidecar is matched against (`_photo_taken_for`)
 RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
 
@@ -227,7 +228,23 @@ class Lifecycle:
         if self.spool.already_handled([problem.path]):
             return
         detail = reports.about_problem(problem, self.settings.inbox)
+        if problem.orphan and (taken := self._photo_taken_for(problem)) is not None:
+            job_id, photo = taken
+            reason = answers.SIDECAR_AFTER_PHOTO.format(
+                sidecar=problem.path.name, photo=photo, job_id=job_id
+            )
+            detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
+
+    def _photo_taken_for(self, problem: Problem) -> tuple[str, str] | None:
+        """The latest job that took a photo this lone sidecar names (same folder and stem): a
+        sidecar corrected, or synced, after its photo was claimed. (job id, photo name)."""
+        folder = problem.path.parent.relative_to(self.settings.inbox)
+        for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
+            taken = Path(row.input)
+            if row.job is not None and taken.parent == folder and taken.stem == problem.stem:
+                return row.id, taken.name
+        return None
 
     def submit(self, job: Job) -> None:
         if self._skip_resent(job):
