@@ -391,10 +391,11 @@ class Lifecycle:
         requeued by the pool after its Ray cluster went away (`lost`: it runs when a worker is
         free, and the loss is counted with the job, as the pool frees only so many;
         daemon.pool.retry.MAX_REQUEUES). A stop of the daemon is never the job's doing and
-        does not count."""
+        does not count towards recovery's MAX_STARTS; a loss still does (it may be the job's
+        doing: a photo that brings its node down)."""
         self.at_work.stopped(job)
         note = f"put back in the queue ({reason})"
-        self.queued_again(job, note=note, lost=lost, stopped=True)
+        self.queued_again(job, note=note, lost=lost, stopped=not lost)
         self.spool.append_log(job, note)
         log.info("job.requeued", input=job.source, reason=reason, lost=lost)
 
