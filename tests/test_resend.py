@@ -1,9 +1,11 @@
-"""One answer per photo: re-sent photos are skipped (daemon.jobs.resend), and names do not drift
-(a stale error report of the same photo is replaced, not numbered past). The lifecycle runs on
+"""One answer per photo: re-sent photos are skipped (daemon.jobs.resend), names do not drift
+(a stale error report of the same photo is replaced, not numbered past), and a photo written on
+after its claim is given back instead of answered from half of each version. The lifecycle runs on
 real files and the state database; renders are finished by hand (no worker is started)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +21,7 @@ from daemon.jobs import answers, handover
 from daemon.jobs.answers import ResultDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
+from daemon.jobs.spool import ClaimIntent
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
@@ -276,3 +279,79 @@ def test_a_report_pointing_to_kept_originals_survives_a_new_photo_at_the_same_pa
     assert kept.read_text() == pointer
     assert "nosuchstyle" in (folders.outbox / "trip" / "photo.error-3.json").read_text()
     assert (folders.state / "returned" / first / "photo.jpg").exists()
+
+
+# -- an original that changes while its job runs ---------------------------------------------
+
+
+def _rewritten_in_place(lc: Lifecycle, folders: Folders, failed: bool = False) -> tuple[str, bytes]:
+    """`rsync --inplace` over a photo: the writer opened the file before the claim, paused
+    longer than the settle time, and goes on writing through its descriptor after the claim
+    moved the file into the spool, without truncating it (the old tail was still there)."""
+    arrival = _send(folders)
+    new = image_bytes(size=(64, 48), seed=6)
+    with arrival.image.open("r+b") as writer:  # no O_TRUNC, like rsync --inplace
+        writer.write(new[: len(new) // 2])
+        writer.flush()
+        job_id = _take(lc, arrival)
+        assert job_id is not None
+        writer.write(new[len(new) // 2 :])
+        writer.truncate()
+    if failed:  # a decoder that tripped over half of each version
+        lc.handle(Failed(job_id, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    else:
+        _render(lc, job_id)
+    return job_id, new
+
+
+@pytest.mark.parametrize("failed", [False, True], ids=["rendered", "failed"])
+def test_a_photo_written_on_after_its_claim_goes_back_unanswered(
+    folders: Folders, failed: bool
+) -> None:
+    lc = _lifecycle(folders, archive="keep")
+    job_id, new = _rewritten_in_place(lc, folders, failed)
+    # Nothing was published from the mixed file, and the whole new file is back, unremembered.
+    assert _end(lc, job_id) is State.ROLLED_BACK
+    assert not folders.outbox.exists() or _outbox(folders) == []
+    photo, sidecar = folders.inbox / "photo.jpg", folders.inbox / "photo.json"
+    assert photo.read_bytes() == new and sidecar.exists()
+    assert not lc.spool.already_handled([photo, sidecar])
+    assert sorted(lc.unsettled) == [photo, sidecar]  # settles again, as a new arrival
+    assert not lc.spool.job_dir(job_id).exists() and job_id not in lc.jobs
+    # Taken again once settled: one answer, of the new version, under the plain names.
+    again = _take(lc, Arrival(photo, sidecar, Path()))
+    assert again is not None
+    _render(lc, again)
+    assert _outbox(folders) == RESULT_SET
+    manifest = json.loads((folders.outbox / "photo.manifest.json").read_text())
+    assert manifest["input"]["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+def test_a_changed_sidecar_also_sends_the_pair_back(folders: Folders) -> None:
+    lc = _lifecycle(folders)
+    arrival = _send(folders)
+    assert arrival.sidecar is not None
+    with arrival.sidecar.open("r+b") as writer:
+        job_id = _take(lc, arrival)
+        assert job_id is not None
+        writer.write(json.dumps({"style": "waves"}).encode())
+        writer.truncate()
+    _render(lc, job_id)
+    assert _end(lc, job_id) is State.ROLLED_BACK
+    assert json.loads((folders.inbox / "photo.json").read_text()) == {"style": "waves"}
+    assert (folders.inbox / "photo.jpg").exists()
+
+
+def test_a_restart_while_giving_back_finishes_the_way_back(folders: Folders) -> None:
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    # Recorded RETURNING, then the daemon died before the first file went back.
+    lc.store.move(job_id, State.RUNNING, started=True)
+    lc.store.move(job_id, State.RETURNING, detail=ClaimIntent.of(job))
+    restarted = _lifecycle(folders)
+    restarted.recover()
+    assert _end(restarted, job_id) is State.ROLLED_BACK
+    assert sorted(p.name for p in folders.inbox.iterdir()) == ["photo.jpg", "photo.json"]
+    assert not restarted.spool.job_dir(job_id).exists()

@@ -234,3 +234,43 @@ def test_status_counts_the_skipped_resends(resent: Run) -> None:
 
     found = wait_for(counts, 10, "status counting the skipped re-sends")
     assert found["done"] == len(TOOLS) and found["failed"] == 0
+
+
+# A render that outlasts rsync's 2 s pause, so the copy goes on writing while the job runs.
+SLOW_SIDECAR = {"style": "mosaic", "params": {"size": 64, "iterations": 60, "tolerance": 0.0}}
+
+
+def test_an_in_place_update_of_a_kept_photo_is_answered_once_whole(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`rsync --inplace` updating a photo kept in the inbox (archive = "keep") writes over the
+    old version without truncating it, so a pause longer than `settle_seconds` leaves a whole
+    looking file (the old end marker is still there): it is claimed between two bursts, and the
+    copy goes on writing through its descriptor into the spool. That job must give the photo
+    back, not answer from half of each version; the finished copy is answered once."""
+    folders = make_folders(tmp_path_factory.mktemp("inplace"))
+    daemon = start_daemon(folders, config=folders.config(settle_seconds=SETTLE, archive="keep"))
+    try:
+        source = folders.root / "phone"
+        source.mkdir()
+        old, new = _photo(880), _photo(881)
+        (source / "photo.jpg").write_bytes(old)
+        (source / "photo.json").write_text(json.dumps(SLOW_SIDECAR))
+        _rsync(source, folders.inbox)
+        wait_for(lambda: (folders.outbox / "photo.manifest.json").exists(), 90, "the first answer")
+        (source / "photo.jpg").write_bytes(new)  # edited on the phone; the timer's rsync runs
+        with contextlib.suppress(subprocess.CalledProcessError):  # exit 23 if moved at its end
+            _rsync(source, folders.inbox, "--inplace", "--bwlimit=128")
+        second = folders.outbox / "photo.manifest-2.json"
+        wait_for(second.exists, 120, "the answer to the updated photo")
+        time.sleep(SETTLE + 3.0)  # a further (wrong) job would have been claimed by now
+        # The scenario mattered: a job was claimed mid-copy and gave its photo back.
+        assert daemon.logged("job.original_changed") >= 1, daemon.log_path.read_text()[-3000:]
+        assert sorted(os.listdir(folders.outbox)) == sorted(
+            [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+        )
+        manifest = json.loads(second.read_text())
+        assert manifest["input"]["sha256"] == hashlib.sha256(new).hexdigest()
+        assert (folders.inbox / "photo.jpg").read_bytes() == new
+    finally:
+        assert daemon.stop() == 0

@@ -79,6 +79,10 @@ RESULT_KEEPS_VANISHING = (
     "sync tool pointed at the state folder?); keep the state folder out of its reach: "
     + BACK_IN_INBOX
 )
+ORIGINAL_CHANGED = (
+    "{name} changed while it was being rendered (a copy tool still writing it in place?): "
+    "nothing is published from it; it is back in the inbox and is taken again once it settles"
+)
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"

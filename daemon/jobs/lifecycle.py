@@ -31,7 +31,7 @@ from daemon.jobs.recovery import recover
 from daemon.jobs.resend import earlier_answer_to_this_input
 from daemon.jobs.running import RunningJobs
 from daemon.jobs.space import StateSpace, is_full
-from daemon.jobs.spool import Spool
+from daemon.jobs.spool import ClaimIntent, Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.limits import Limits
@@ -306,6 +306,8 @@ class Lifecycle:
             self.at_work.started(job, event)
         elif isinstance(event, Progress):
             self.at_work.progress(job, event)
+        elif isinstance(event, Done | Failed) and (changed := self._changed_under(job, event)):
+            self._give_back_changed(job, changed)
         elif isinstance(event, Done):
             if self._skip_resent(job):  # sent again while its first copy was being rendered
                 return
@@ -337,6 +339,26 @@ class Lifecycle:
             self.requeue(job, event.reason, lost=True)
         elif isinstance(event, Cancelled):
             self.requeue(job, event.reason)
+
+    def _changed_under(self, job: Job, event: Done | Failed) -> str | None:
+        """An original that changed while the job ran (`Spool.changed_original`). A job held
+        for room renders again later and is looked at then."""
+        if isinstance(event, Failed) and event.kind == "nospace":
+            return None
+        return self.spool.changed_original(job)
+
+    def _give_back_changed(self, job: Job, name: str) -> None:
+        """RUNNING -> RETURNING -> ROLLED_BACK: the render is of neither version of `name`, so
+        nothing is published (a result would have taken the photo's names); the originals go
+        back to the inbox, not remembered, and settle again like new arrivals. RETURNING holds
+        the way back, so a restart in between finishes it."""
+        self.at_work.stopped(job)
+        reason = answers.ORIGINAL_CHANGED.format(name=name)
+        intent = ClaimIntent.of(job)
+        self.store.move(job.id, State.RETURNING, detail=intent, reason=reason)
+        self.unsettled += self.spool.roll_back(job.id, intent, note=reason)
+        self.jobs.pop(job.id, None)
+        log.warning("job.original_changed", input=job.source, changed=name)
 
     def _hold(self, job: Job, reason: str) -> None:
         """The result could not be stored (state full): not a failure; the job waits, queued,

@@ -1,5 +1,6 @@
 """Start-up: every unfinished job continues from its recorded state (never from a guess based
-on which files exist). A claim cut short is rolled back; a job that was running is queued again
+on which files exist). A claim cut short, or a changed original
+on its way back, is rolled back; a job that was running is queued again
 (or given up after MAX_STARTS starts, which protects against a photo that kills its worker);
 an answer being published is written again; originals being released are released."""
 
@@ -57,9 +58,9 @@ def recover(lc: Lifecycle) -> None:
 
 def _recover(lc: Lifecycle, row: JobRow) -> None:
     job_id, state, job, outcome, detail = row.id, row.state, row.job, row.outcome, row.detail
-    if state is State.CLAIMING:
+    if state in (State.CLAIMING, State.RETURNING):
         intent = model_from_json(ClaimIntent, detail or "{}")
-        lc.spool.roll_back(job_id, intent, note="claim interrupted by a restart")
+        lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
         return
     if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
         lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))

@@ -59,6 +59,15 @@ class ClaimIntent(BaseModel):
     rel_dir: str
     moves: list[tuple[str, str]]  # (name in the inbox folder, name in the job folder)
 
+    @classmethod
+    def of(cls, job: Job) -> ClaimIntent:
+        """What a claimed job moved: to move it back (`Spool.roll_back`)."""
+        moves = [(job.image_name, job.input_file)]
+        if job.sidecar_name is not None:
+            moves.append((job.sidecar_name, SIDECAR_FILE))
+        moves += [(name, target) for name, target in job.companions]
+        return cls(rel_dir=job.rel_dir, moves=moves)
+
 
 def _stat_signature(path: Path) -> list[int] | None:
     """What a remembered file must still be: size and mtime (the spool side: our own files)."""
@@ -199,9 +208,11 @@ class Spool:
         self._reserved[job_id] = names.all()
         return job
 
-    def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> None:
-        """Undo a claim that did not complete: every moved file goes back to the inbox (beside
-        its old name if that was taken meanwhile; into state/returned/ if its folder is gone)."""
+    def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+        """Undo a claim that did not complete, or one whose originals changed under the job
+        (RETURNING): every moved file goes back to the inbox, not remembered, to settle again
+        (beside its old name if that was taken meanwhile; into state/returned/ if its folder
+        is gone). Returns where they went in the inbox."""
         folder = self.job_dir(job_id)
         files = [(target, name) for name, target in intent.moves]
         try:
@@ -210,14 +221,37 @@ class Spool:
             )
         except OSError as exc:
             log.error("spool.rollback_failed", folder=str(folder), error=str(exc))
-            return  # keep the folder and the CLAIMING record: it holds an original
+            return []  # keep the folder and the record (CLAIMING, RETURNING): it holds originals
         if back.rescue is not None and back.names:
             log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
         shutil.rmtree(folder, ignore_errors=True)
+        self._reserved.pop(job_id, None)
         row = self.store.get(job_id)
-        if row is not None and row.state is State.CLAIMING:
+        if row is not None and row.state in (State.CLAIMING, State.RETURNING):
             with contextlib.suppress(OSError):
                 self.store.move(job_id, State.ROLLED_BACK, note=note)
+        if back.rescue is not None:
+            return []
+        return [self.settings.inbox / intent.rel_dir / name for name in back.names.values()]
+
+    def changed_original(self, job: Job) -> str | None:
+        """The name of an original that is no longer what was claimed, if any: a copy tool
+        that writes in place (`rsync --inplace`) goes on writing through the file it had open
+        after the claim moved it here, so the render may have read half of each version."""
+        folder = self.job_dir(job)
+        try:  # a file gone from the spool is not a change: the ordinary paths handle it
+            if file_sha256(folder / job.input_file) != job.input_sha256:
+                return job.image_name
+            if job.sidecar_name is None:
+                return None
+            raw = (folder / SIDECAR_FILE).read_bytes()
+        except OSError:
+            return None
+        try:
+            same = load_json(raw) == job.sidecar
+        except ValueError:  # valid when claimed (SidecarError is a ValueError)
+            same = False
+        return None if same else job.sidecar_name
 
     def _rescue(self, job_id: str) -> Path:
         return self.settings.state / handover.RETURNED / job_id

@@ -11,12 +11,17 @@ one durably, so a restart continues from the recorded state instead of guessing 
        |            \\         |   queued    |    blocked -> publishing   (outbox/state unwritable)
        v             publishing (answered   |\\
     rolled_back      from an earlier       | queued    (its rendered result vanished: render again)
-                     result, or given up)  v
-                                         rejected  (a report for an input never claimed)
+       ^             result, or given up)  v
+       |                                 rejected  (a report for an input never claimed)
+    returning <- running | queued  (an original changed under the job: nothing is published)
 
 A photo sent again (the same inbox path, content and parameters as one already answered) is
 `skipped`: nothing new is written to the outbox, and its originals are released like any
 answered job's.
+
+An original that changed while its job ran (a copy tool still writing in place through a file
+it had open when the photo was claimed) makes the render worthless: the job is `returning`, its
+originals go back to the inbox to settle again, and it ends `rolled_back` with no answer.
 
 Any unfinished job whose spool folder cannot be read becomes `broken` (moved aside, kept).
 """
@@ -38,7 +43,8 @@ class State(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # sent again: the earlier answer stands (daemon.jobs.resend)
     REJECTED = "rejected"  # never claimed: the input got a report and stays in the inbox
-    ROLLED_BACK = "rolled_back"  # a claim interrupted by a crash; the originals went back
+    RETURNING = "returning"  # an original changed under the job; the originals go back
+    ROLLED_BACK = "rolled_back"  # the originals went back to the inbox unanswered
     BROKEN = "broken"  # unreadable record or folder; moved aside for a person to look at
 
 
@@ -53,11 +59,12 @@ ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLAIMING: frozenset({State.QUEUED, State.ROLLED_BACK}),
-    State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING}),
-    State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING}),
+    State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING, State.RETURNING}),
+    State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING, State.RETURNING}),
     State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED, State.QUEUED}),
     State.BLOCKED: frozenset({State.PUBLISHING}),
     State.RELEASING: frozenset({State.DONE, State.FAILED, State.SKIPPED}),
+    State.RETURNING: frozenset({State.ROLLED_BACK}),
     **{state: frozenset() for state in TERMINAL},
 }
 
