@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -22,6 +22,8 @@ pillow_heif.register_heif_opener()
 
 DEFAULT_MAX_PIXELS = 50_000_000
 EXIF_ORIENTATION = 0x0112
+EXIF_SOFTWARE = 0x0131
+SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
 
 OutputFormat = Literal["jpg", "jpeg", "png", "webp", "tiff", "tif"]
 _PIL_FORMATS = {
@@ -167,9 +169,7 @@ def encode_image(
             f"cannot write {format!r}; use one of {', '.join(sorted(set(_PIL_FORMATS)))}"
         )
     pil_format = _PIL_FORMATS[key]
-    options: dict[str, object] = {}
-    if exif:
-        options["exif"] = _upright_exif(exif)
+    options: dict[str, object] = {"exif": _marked_exif(exif)}
     if icc:
         options["icc_profile"] = icc
     if pil_format in ("JPEG", "WEBP"):
@@ -181,12 +181,26 @@ def encode_image(
     return buffer.getvalue()
 
 
-def _upright_exif(raw: bytes) -> bytes:
+def _marked_exif(raw: bytes | None) -> bytes:
+    """The photo's EXIF, upright (its pixels already are) and signed with SOFTWARE, so that
+    an image of ours synced back into an inbox is known (`written_by_stylefold`)."""
     exif = Image.Exif()
-    try:
-        exif.load(raw)
-    except (SyntaxError, ValueError, OSError):
-        return b""  # unreadable EXIF is dropped rather than failing the result
+    if raw:
+        try:
+            exif.load(raw)
+        except (SyntaxError, ValueError, OSError):
+            exif = Image.Exif()  # unreadable EXIF is dropped rather than failing the result
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
+    exif[EXIF_SOFTWARE] = SOFTWARE
     return exif.tobytes()
+
+
+def written_by_stylefold(file: BinaryIO) -> bool:
+    """Whether an open image file was encoded here (its EXIF Software is SOFTWARE). Anything
+    unreadable is not ours."""
+    try:
+        with Image.open(file) as image:
+            return str(image.getexif().get(EXIF_SOFTWARE, "")) == SOFTWARE
+    except Exception:  # a hostile or broken file: Pillow raises many kinds; none is ours
+        return False

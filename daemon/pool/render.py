@@ -8,7 +8,6 @@ the types) and must stay free of torch.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import time
 import traceback
@@ -238,11 +237,11 @@ def progress_event(job_id: str, progress: EngineProgress, device: str) -> Progre
 
 def preview_jpeg(image: Image.Image) -> bytes:
     """Small enough to rewrite every few iterations, large enough to judge the look."""
+    from service.imageio import encode_image
+
     image = image.copy()
     image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
-    return buffer.getvalue()
+    return encode_image(image, format="jpg", quality=PREVIEW_QUALITY)
 
 
 def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:

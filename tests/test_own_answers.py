@@ -1,0 +1,114 @@
+"""stylefold's own answers synced back into the inbox (the outbox shared into the phone folder
+that feeds the inbox) are left alone: no result of a result, no report about a report."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
+from PIL import Image
+
+from daemon.intake.own_answers import own_answer
+from daemon.jobs.record import new_job_id
+from service.imageio import encode_image
+
+PAIR_TIMEOUT = 3.0
+
+
+def _camera_photo(path: Path, software: str = "Ver.1.00") -> Path:
+    exif = Image.Exif()
+    exif[0x0131] = software
+    Image.open(io.BytesIO(image_bytes())).save(path, format="JPEG", exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp", "tiff"])
+def test_an_image_we_encoded_is_known_and_a_camera_photo_is_not(tmp_path: Path, fmt: str) -> None:
+    photo = _camera_photo(tmp_path / "camera.jpg")
+    loaded = Image.open(photo)
+    ours = tmp_path / f"result.{fmt}"
+    ours.write_bytes(encode_image(loaded, fmt, exif=loaded.info["exif"]))
+    assert own_answer(tmp_path, ours) == "a stylised image"
+    assert own_answer(tmp_path, photo) is None
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not really")
+    assert own_answer(tmp_path, tmp_path / "garbage.jpg") is None
+
+
+def test_our_json_answers_are_known_and_sidecars_are_not(tmp_path: Path) -> None:
+    job = {"job_id": new_job_id(), "input": "photo.jpg"}
+    answers = {
+        "photo.manifest.json": {**job, "status": "ok", "output": {}},
+        "photo.error.json": {**job, "error": "has no sidecar", "sidecar": None},
+        "photo.progress.json": {**job, "state": "running", "iteration": 3},
+    }
+    kinds = {
+        name: own_answer(tmp_path, write_json(tmp_path / name, v)) for name, v in answers.items()
+    }
+    assert kinds == {
+        "photo.manifest.json": "a manifest",
+        "photo.error.json": "an error report",
+        "photo.progress.json": "a progress file",
+    }
+    not_ours = {
+        "sidecar.json": {"style": "mosaic"},
+        "made-up.json": {"job_id": "42", "input": "x", "error": "?"},
+        "list.json": [job],
+    }
+    for name, value in not_ours.items():
+        assert own_answer(tmp_path, write_json(tmp_path / name, value)) is None, name
+    (tmp_path / "broken.json").write_text("{")
+    assert own_answer(tmp_path, tmp_path / "broken.json") is None
+
+
+def test_answers_synced_back_make_no_job_and_no_report(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folders: Folders = make_folders(tmp_path_factory.mktemp("back"))
+    config = folders.config(no_sidecar="default", default_style="mosaic", pair_timeout=PAIR_TIMEOUT)
+    daemon = start_daemon(folders, config=config)
+    try:
+        _camera_photo(folders.inbox / "photo.jpg")
+        write_json(folders.inbox / "lonely.json", {"style": "mosaic"})  # a photo never came
+        wait_for(lambda: (folders.outbox / "photo.manifest.json").exists(), 90, "the result")
+        wait_for(lambda: (folders.outbox / "lonely.error.json").exists(), 90, "the report")
+        answered = sorted(p.name for p in folders.outbox.iterdir())
+        claimed = daemon.logged("job.claimed")
+        # The phone's gallery folder holds the outbox's files and syncs them to the inbox.
+        back = folders.inbox / "phone"
+        shutil.copytree(folders.outbox, back)
+        (back / "photo.stylised.jpg").rename(back / "IMG_0001.jpg")  # renamed on the phone
+        wait_for(lambda: daemon.logged("intake.own_answer") >= 3, 30, "three answers known")
+        time.sleep(PAIR_TIMEOUT + 2)  # any report or job would have come by now
+        assert sorted(p.name for p in folders.outbox.iterdir()) == answered
+        assert daemon.logged("job.claimed") == claimed
+        kinds = sorted(
+            line["kind"] for line in daemon.log_lines() if line.get("event") == "intake.own_answer"
+        )
+        assert kinds == ["a manifest", "a stylised image", "an error report"]
+        status = json.loads((folders.state / "status.json").read_text())
+        (item,) = [a for a in status["attention"] if "own answers" in a["what"]]
+        assert item["what"].startswith("3 of stylefold's own answers came back")
+        assert "exclude" in item["fix"]
+        # A result with a sidecar of its own is a request to render it again, and is.
+        write_json(back / "IMG_0001.json", {"style": "waves"})
+        wait_for(lambda: (folders.outbox / "phone" / "IMG_0001.manifest.json").exists(), 90, "")
+        # Gone from the inbox, gone from status.
+        shutil.rmtree(back)
+        wait_for(
+            lambda: (
+                not [
+                    a
+                    for a in json.loads((folders.state / "status.json").read_text())["attention"]
+                    if "own answers" in a["what"]
+                ]
+            ),
+            30,
+            "the attention item to clear",
+        )
+    finally:
+        assert daemon.stop() == 0
