@@ -298,11 +298,10 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
         daemon.process.wait(10)
     assert not (folders.inbox / "photo.jpg").exists()
 
-    # Shorten the job for the final run; nothing else changes.
+    # Shorten the job for the final run; nothing else changes (its sidecar, as claimed, stays:
+    # a job whose originals no longer match its record would be given back).
     with sqlite3.connect(folders.state / "stylefold.db") as db:
-        db.execute(
-            "UPDATE jobs SET record = replace(record, '\"iterations\": 400', '\"iterations\": 3')"
-        )
+        db.execute("UPDATE jobs SET record = json_set(record, '$.params.iterations', 3)")
     daemon = start_daemon(folders, config=config)
     try:
         daemon.wait_for_log("job.done", timeout=90)
