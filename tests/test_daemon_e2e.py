@@ -361,6 +361,32 @@ def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(folders: Folde
     assert (folders.inbox / "h.json").exists()  # left where it is
 
 
+@pytest.mark.parametrize("archive", ["move", "keep"])
+def test_of_two_sidecars_the_unused_one_is_told_why(folders: Folders, archive: str) -> None:
+    """Found by a sync-tool trial: with both t.json and t.jpg.json, the unused t.json later got
+    "has no photo beside it" (with archive = "keep", the photo was right beside it)."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=2.0, archive=archive))
+    try:
+        write_json(folders.inbox / "t.json", {"style": "waves", "params": {"iterations": 2}})
+        write_json(folders.inbox / "t.jpg.json", {"style": "mosaic", "params": {"iterations": 2}})
+        (folders.inbox / "t.jpg").write_bytes(image_bytes(seed=4))
+        job = daemon.wait_for_log("job.done")["job_id"]
+        reports = wait_for(lambda: list(folders.outbox.glob("t.error*.json")), 30, "a report")
+        time.sleep(3.0)  # no second job, no second report
+    finally:
+        assert daemon.stop() == 0
+    [report] = [json.loads(path.read_text()) for path in reports]
+    assert report["input"] == "t.json"
+    assert report["error"].startswith(
+        f"t.json was not used: job {job} took t.jpg with t.jpg.json, the sidecar named after "
+        "the photo's whole file name, which comes first; remove t.json"
+    ), report
+    assert daemon.logged("job.claimed") == 1
+    manifest = json.loads((folders.outbox / "t.manifest.json").read_text())
+    assert manifest["sidecar"]["path"] == "t.jpg.json"
+    assert (folders.inbox / "t.json").exists()  # left where it is
+
+
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(

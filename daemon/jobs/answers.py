@@ -58,6 +58,11 @@ SIDECAR_AFTER_PHOTO = (
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "
     "it; otherwise remove {sidecar}"
 )
+SIDECAR_SHADOWED = (
+    "{sidecar} was not used: job {job_id} took {photo} with {used}, the sidecar named after the "
+    "photo's whole file name, which comes first; remove {sidecar} (or, to render the photo with "
+    "it, remove {used} and send {photo} again)"
+)
 # Where a failed job's photo is, and what takes it again (the end of a failure's advice).
 BACK_IN_INBOX = "the photo is back in the inbox and is taken again once the sidecar changes"
 INTERRUPTED = (

@@ -240,10 +240,14 @@ class Lifecycle:
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         if problem.orphan and (taken := self._photo_taken_for(problem)) is not None:
-            job_id, photo = taken
-            reason = answers.SIDECAR_AFTER_PHOTO.format(
-                sidecar=problem.path.name, photo=photo, job_id=job_id
+            job_id, photo, used = taken
+            sidecar = problem.path.name
+            text = (
+                answers.SIDECAR_SHADOWED
+                if used == f"{photo}.json" and sidecar != used
+                else answers.SIDECAR_AFTER_PHOTO
             )
+            reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
 
@@ -276,14 +280,15 @@ class Lifecycle:
             )
         ]
 
-    def _photo_taken_for(self, problem: Problem) -> tuple[str, str] | None:
+    def _photo_taken_for(self, problem: Problem) -> tuple[str, str, str | None] | None:
         """The latest job that took a photo this lone sidecar names (same folder and stem): a
-        sidecar corrected, or synced, after its photo was claimed. (job id, photo name)."""
+        sidecar corrected, or synced, after its photo was claimed, or one of two sidecars.
+        (job id, photo name, the sidecar it was taken with)."""
         folder = problem.path.parent.relative_to(self.settings.inbox)
         for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
             taken = Path(row.input)
             if row.job is not None and taken.parent == folder and taken.stem == problem.stem:
-                return row.id, taken.name
+                return row.id, taken.name, row.job.sidecar_name
         return None
 
     def submit(self, job: Job) -> None:
