@@ -355,3 +355,40 @@ def test_a_restart_while_giving_back_finishes_the_way_back(folders: Folders) -> 
     assert _end(restarted, job_id) is State.ROLLED_BACK
     assert sorted(p.name for p in folders.inbox.iterdir()) == ["photo.jpg", "photo.json"]
     assert not restarted.spool.job_dir(job_id).exists()
+
+
+def _synced(path: Path, data: bytes) -> None:
+    """How Syncthing, Nextcloud or rsync deliver a file: a temporary name, then a rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.rename(path)
+
+
+@pytest.mark.parametrize("updated", ["photo.jpg", "photo.json"])
+def test_keep_an_original_updated_during_its_job_goes_to_the_archive(
+    folders: Folders, updated: str
+) -> None:
+    """Found by a sync-tool trial: the answered photo came back beside its newer version as
+    photo.returned-2.jpg, taking the sidecar along as photo.returned-2.json, so the mirrored
+    inbox grew copies and the newer photo waited for a sidecar that never came."""
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    newer = image_bytes(seed=8) if updated.endswith(".jpg") else b'{"style": "waves"}'
+    _synced(folders.inbox / updated, newer)
+    old = (lc.spool.job_dir(first) / lc.jobs[first].input_file).read_bytes()
+    _render(lc, first)
+    assert _end(lc, first) is State.DONE
+    assert sorted(p.name for p in folders.inbox.iterdir()) == ["photo.jpg", "photo.json"]
+    assert (folders.inbox / updated).read_bytes() == newer
+    archived = lc.settings.archive_path / updated
+    assert sorted(p.name for p in lc.settings.archive_path.iterdir()) == [updated]
+    if updated == "photo.jpg":
+        assert archived.read_bytes() == old
+    # The newer pair is not taken for the answered one: it is answered in its turn.
+    again = _take(lc, Arrival(folders.inbox / "photo.jpg", folders.inbox / "photo.json", Path()))
+    assert again is not None
+    _render(lc, again)
+    assert _outbox(folders) == sorted(
+        [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+    )

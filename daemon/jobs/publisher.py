@@ -296,7 +296,7 @@ class Publisher:
             if outcome == "skip" and archive and archived_twins(job, self.spool, twins):
                 note = f"originals: removed, identical copies are in {twins}"
             else:
-                placed = self.spool.release(job, archive=archive)
+                placed = self.spool.release(job, archive=archive, answered=success)
                 note = "originals: " + ", ".join(str(path) for path in placed)
         except OSError as exc:
             # The answer is safe; the originals stay in the spool (RELEASING) until next start.

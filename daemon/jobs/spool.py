@@ -304,38 +304,67 @@ class Spool:
 
     # -- after the outbox is written ------------------------------------------------------
 
-    def release(self, job: Job, *, archive: bool) -> list[Path]:
+    def release(self, job: Job, *, archive: bool, answered: bool = False) -> list[Path]:
         """The originals leave the spool: to <archive>/<rel_dir>/ (success with archive =
         "move"), or back where they were in the inbox, remembered so they are not taken again
-        while unchanged (into state/returned/<job-id>/ if that folder is gone or swapped).
-        Returns where the photo and its sidecar went."""
+        while unchanged (into state/returned/<job-id>/ if that folder is gone or swapped). An
+        `answered` original whose inbox name a newer file has taken meanwhile (a sync tool
+        that updated the photo or its sidecar while the job ran) goes to the archive instead:
+        the newer file keeps its name and its partner, and is answered in its turn, and the
+        inbox, which such a tool mirrors, gets no `.returned-N` copy. Returns where the photo
+        and its sidecar went."""
         files = [(job.input_file, job.image_name)]
         if job.sidecar_name is not None:
             files.append((SIDECAR_FILE, job.sidecar_name))
         pair = [name for _, name in files]
         files += [(file, name) for name, file in job.companions]
-        folder = self.job_dir(job)
         if archive:
-            root = self.settings.archive_path
-            (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
-            back = handover.give_back(root, job.rel_dir, folder, files, self._rescue(job.id))
-            late = {name: back.names.get(name, name) for name in pair}
-            handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
-            where = root / job.rel_dir
+            gone = {name for _, name in files}
         else:
+            gone = self._replaced(job) if answered else set()
+        placed: dict[str, Path] = {}
+        if gone:
+            archived = [f for f in files if f[1] in gone]
+            placed |= self._archive(job, archived, [name for name in pair if name in gone])
+        if home := [f for f in files if f[1] not in gone]:
             back = handover.give_back(
                 self.settings.inbox,
                 job.rel_dir,
-                folder,
-                files,
+                self.job_dir(job),
+                home,
                 self._rescue(job.id),
                 before=lambda names: self._remember_returned(job, names),
             )
-            where = self.settings.inbox / job.rel_dir
+            placed |= self._placed(back, self.settings.inbox / job.rel_dir)
+        return [placed[name] for name in pair if name in placed]
+
+    def _replaced(self, job: Job) -> set[str]:
+        """The job's inbox names that a newer file holds now (its photo's take its `._`
+        companions along)."""
+        names = [job.image_name, *([job.sidecar_name] if job.sidecar_name else [])]
+        try:
+            with safefs.folder(self.settings.inbox, job.rel_dir) as fd:
+                taken = {name for name in names if safefs.exists_at(fd, name)}
+        except OSError:
+            return set()  # the folder is gone: give_back rescues them all
+        if job.image_name in taken:
+            taken |= {name for name, _ in job.companions}
+        return taken
+
+    def _archive(self, job: Job, files: list[tuple[str, str]], pair: list[str]) -> dict[str, Path]:
+        root = self.settings.archive_path
+        (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
+        back = handover.give_back(root, job.rel_dir, self.job_dir(job), files, self._rescue(job.id))
+        late = {name: back.names.get(name, name) for name in pair}
+        handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
+        return self._placed(back, root / job.rel_dir)
+
+    @staticmethod
+    def _placed(back: handover.GivenBack, where: Path) -> dict[str, Path]:
         if back.rescue is not None:
             log.warning("spool.originals_kept", folder=str(back.rescue), reason="folder gone")
             where = back.rescue
-        return [where / back.names[name] for name in pair if name in back.names]
+        return {name: where / got for name, got in back.names.items()}
 
     def _remember_returned(self, job: Job, names: dict[str, str]) -> None:
         """Recorded before the move (a rename keeps size and mtime): a crash between the record
