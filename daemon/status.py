@@ -151,6 +151,8 @@ class StatusReport(_Model):
 
 STATUS_FILE = "status.json"
 RECENT = 50
+# A job recorded RUNNING while no daemon runs: its daemon was killed (recovery queues it).
+INTERRUPTED = "interrupted: the daemon stopped while it ran; it runs again when the daemon starts"
 _ANSWERED = ("releasing", "rejected")
 _RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
@@ -177,6 +179,13 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
         )
         for row in store.active()
     ]
+    if not daemon.running:  # recorded RUNNING by a daemon that was killed: nothing runs it now
+        jobs = [
+            job.model_copy(update={"state": str(State.QUEUED), "reason": INTERRUPTED})
+            if job.state == State.RUNNING
+            else job
+            for job in jobs
+        ]
     recent, attention = [], []
     later = {job.input: job.job_id for job in jobs}  # input -> its newest job so far
     for row in store.finished(RECENT):  # newest first

@@ -297,6 +297,11 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
         daemon.process.kill()
         daemon.process.wait(10)
     assert not (folders.inbox / "photo.jpg").exists()
+    # Nothing runs it now: status says so, not "running" (found by an operator's trial).
+    report = _status(folders)
+    assert report["daemon"]["running"] is False
+    [job] = report["jobs"]
+    assert job["state"] == "queued" and job["reason"].startswith("interrupted"), job
 
     # Shorten the job for the final run; nothing else changes (its sidecar, as claimed, stays:
     # a job whose originals no longer match its record would be given back).
