@@ -321,6 +321,32 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     assert "put back in the queue" in log
 
 
+def test_a_job_survives_the_loss_of_the_state_database(folders: Folders) -> None:
+    """Found by an operator's trial: with the database moved aside (the fix status gives for a
+    damaged one) or lost, the spooled photo stayed in the state folder and was never answered."""
+    config = folders.config()
+    daemon = start_daemon(folders, config=config)
+    try:
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=3))
+        write_json(folders.inbox / "photo.json", SLOW)
+        daemon.wait_for_log("job.started")
+    finally:
+        daemon.process.kill()  # before it can finish
+        daemon.process.wait(10)
+    assert [p.name for p in (folders.state / "spool").iterdir()] != []
+    for name in ("stylefold.db", "stylefold.db-wal", "stylefold.db-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (folders.state / name).rename(folders.state / f"{name}.damaged")
+    daemon = start_daemon(folders, config=config)
+    try:
+        assert daemon.wait_for_log("job.unrecorded")["input"] == "photo.jpg"
+        daemon.wait_for_log("job.done", timeout=90)
+    finally:
+        assert daemon.stop() == 0
+    assert _outputs(folders.outbox) == ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    assert [p.name for p in (folders.state / "spool").iterdir()] == []
+
+
 def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     """Restarts for upgrades or config changes (SIGTERM mid-job) put the job back in the queue;
     only crashes count towards MAX_STARTS. Found by an operator's trial: five `systemctl

@@ -24,6 +24,7 @@ from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
+from daemon.status import DaemonInfo, from_store
 
 
 def _settings(folders: Folders, **extra: object) -> Settings:
@@ -137,6 +138,54 @@ def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) ->
     assert not claim.exists()
     row = store.get("20250101-000000-000000-abcdef")
     assert row is not None and row.state is State.ROLLED_BACK
+
+
+def _lose_the_database(settings: Settings) -> None:
+    """What an operator does with a damaged database (the fix `status` gives): move it aside."""
+    for name in ("stylefold.db", "stylefold.db-wal", "stylefold.db-shm"):
+        path = settings.state / name
+        if path.exists():
+            path.rename(path.with_name(f"{name}.damaged"))
+
+
+def test_claimed_photos_go_back_to_the_inbox_when_the_database_is_lost(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = _spool(settings)
+    arrivals = [_pair(folders, rel, {"style": "mosaic"}, seed=i) for i, rel in
+                enumerate(["photo.jpg", "trip/beach.jpg"])]  # fmt: skip
+    photos = {a.image: a.image.read_bytes() for a in arrivals}
+    jobs = [_claim(spool, settings, arrival) for arrival in arrivals]
+    spool.store.close()
+    _lose_the_database(settings)
+
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    assert not lifecycle.jobs and not lifecycle.backlog
+    assert {path: path.read_bytes() for path in photos} == photos
+    assert all(a.sidecar is not None and a.sidecar.exists() for a in arrivals)
+    assert list(spool.root.iterdir()) == []
+    for job in jobs:
+        row = lifecycle.store.get(job.id)
+        assert row is not None and row.state is State.ROLLED_BACK and row.input == job.source
+
+
+def test_an_unknown_spool_folder_without_its_claim_file_is_set_aside(folders: Folders) -> None:
+    settings = _settings(folders)
+    spool = _spool(settings)
+    job = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    (spool.job_dir(job) / "claim.json").unlink()  # a folder claimed by an older version
+    spool.store.close()
+    _lose_the_database(settings)
+
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    row = lifecycle.store.get(job.id)
+    assert row is not None and row.state is State.BROKEN
+    assert "not in the state database" in (row.reason or "")
+    kept = spool.root / f".broken-{job.id}"
+    assert (kept / "input.jpg").exists() and (kept / "sidecar.json").exists()
+    report = from_store(lifecycle.store, DaemonInfo(running=False, version="x"))
+    assert [item.what for item in report.attention] == [f"job {job.id} (unknown photo) is broken"]
 
 
 def test_originals_are_archived_or_returned_and_remembered(folders: Folders) -> None:

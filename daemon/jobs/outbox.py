@@ -156,3 +156,15 @@ def published_by(names: OutputNames, job_id: str) -> str | None:
         if isinstance(value, dict) and value.get("job_id") == job_id:
             return kind
     return None
+
+
+def running_files_of(folder: Path, job_id: str) -> list[Path]:
+    """The progress files (and their previews) that job `job_id` left in the outbox `folder`,
+    found by the job id inside (for a job whose names the state database has lost)."""
+    found = []
+    for progress in folder.glob("*.progress*.json") if folder.is_dir() else []:
+        value = read_json(progress)
+        if isinstance(value, dict) and value.get("job_id") == job_id:
+            preview = progress.name.replace(".progress", ".preview").removesuffix(".json")
+            found += [progress, progress.with_name(f"{preview}.jpg")]
+    return found

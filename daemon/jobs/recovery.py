@@ -6,16 +6,17 @@ an answer being published is written again; originals being released are release
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from daemon.fsutil import model_from_json
-from daemon.jobs import answers, starts
+from daemon.jobs import answers, outbox, starts
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
-from daemon.jobs.spool import ClaimIntent
+from daemon.jobs.spool import CLAIM_FILE, ClaimIntent
 from daemon.jobs.states import State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("stylefold.jobs")
 
+NOT_RECORDED = "its spool folder was not in the state database"
+UNKNOWN_INPUT = "unknown photo"
 MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up; an orderly
 # stop (SIGTERM, a restart for an upgrade) requeues it and does not count
 
@@ -39,6 +42,7 @@ def recover(lc: Lifecycle) -> None:
         migrate(lc.store, lc.spool, lc.settings.state)
     except OSError as exc:  # repeated at the next start; its old files are kept until then
         log.error("state.migration_deferred", error=str(exc), fix=answers.STATE_FIX)
+    _give_back_unknown(lc)
     for row in lc.store.active():
         with job_context(row.id):
             log.info("job.recovered", input=row.input, state=str(row.state))
@@ -54,6 +58,45 @@ def recover(lc: Lifecycle) -> None:
         lc.spool.forget_vanished()
     except OSError as exc:  # only housekeeping: the records are dropped at the next start
         log.warning("spool.not_forgotten", error=str(exc))
+
+
+def _give_back_unknown(lc: Lifecycle) -> None:
+    """Spool folders the database has no record of (it was lost, damaged and moved aside, or
+    rolled back to an older copy): their originals go back to the inbox, as a claim cut short
+    would, from the folder's own `claim.json`, and are taken again as new arrivals. A folder
+    without one (or with one that cannot be read) is set aside, BROKEN, for a person, so that
+    status lists it; no original is left where nobody looks."""
+    for folder in sorted(lc.spool.root.iterdir()):
+        job_id = folder.name
+        if job_id.startswith(".") or not folder.is_dir() or lc.store.get(job_id) is not None:
+            continue
+        with job_context(job_id):
+            try:
+                _give_back_folder(lc, folder)
+            except Exception as exc:  # never keeps the daemon from starting; tried again then
+                log.error("job.unrecorded_not_returned", folder=str(folder), error=repr(exc))
+
+
+def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
+    job_id = folder.name
+    try:
+        intent = model_from_json(ClaimIntent, (folder / CLAIM_FILE).read_bytes())
+        if not intent.moves:
+            raise ValueError(f"{CLAIM_FILE} lists no files")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            why = f"it has no {CLAIM_FILE} (claimed by an older version?)"
+        else:
+            why = f"its {CLAIM_FILE} cannot be used ({exc})"
+        lc.store.create(job_id, State.CLAIMING, UNKNOWN_INPUT, note=NOT_RECORDED)
+        lc.publisher.set_aside(job_id, None, f"{NOT_RECORDED}, and {why}")
+        return
+    source = (Path(intent.rel_dir) / intent.moves[0][0]).as_posix()
+    lc.store.create(job_id, State.CLAIMING, source, detail=intent, note=NOT_RECORDED)
+    log.warning("job.unrecorded", input=source, folder=str(folder))
+    lc.spool.roll_back(job_id, intent, note=f"{NOT_RECORDED}: given back to the inbox")
+    for path in outbox.running_files_of(lc.settings.outbox / intent.rel_dir, job_id):
+        path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
 
 
 def _recover(lc: Lifecycle, row: JobRow) -> None:

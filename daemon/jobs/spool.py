@@ -1,6 +1,8 @@
 """The files of claimed jobs: originals moved out of the inbox, the style images they use, and
 where the originals go once the job's answer is in the outbox.
 
+    spool/<job-id>/claim.json    what the claim moved (ClaimIntent): a copy of the database's
+                                 record, so a folder the database lost is given back
     spool/<job-id>/input.<ext>   the original photo, moved here from the inbox
     spool/<job-id>/sidecar.json  the original sidecar (if any), moved here too
     spool/<job-id>/companion-N   macOS `._photo.jpg` AppleDouble files, which go with the photo
@@ -33,7 +35,13 @@ from pydantic import BaseModel
 
 from daemon import safefs
 from daemon.config import Settings
-from daemon.fsutil import atomic_copy, file_sha256, plain_suffix
+from daemon.fsutil import (
+    atomic_copy,
+    atomic_write,
+    file_sha256,
+    model_to_json,
+    plain_suffix,
+)
 from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
@@ -50,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 LOG_FILE = "job.log"
 SIDECAR_FILE = "sidecar.json"
+CLAIM_FILE = "claim.json"
 BROKEN_PREFIX = ".broken-"
 
 
@@ -144,6 +153,7 @@ class Spool:
         folder = self.job_dir(job_id)
         try:
             folder.mkdir()
+            atomic_write(folder / CLAIM_FILE, model_to_json(intent).encode())  # ASCII JSON
             handover.take(inbox, rel_dir, folder, planned)
             job = self._record(job_id, folder, arrival, rel_dir, resolved, styles, companions)
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")

@@ -46,7 +46,8 @@ def damage_fix(path: Path) -> str:
     return (
         f"stop the daemon, then restore {path.name} from a backup, or move {path.name}, "
         f"{path.name}-wal and {path.name}-shm aside to start with an empty history (the photos "
-        f"of unfinished jobs are then in {path.parent / 'spool'}/*/: put them back in the inbox)"
+        f"of unfinished jobs, in {path.parent / 'spool'}, then go back to the inbox by "
+        "themselves and are rendered again)"
     )
 
 
