@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +169,13 @@ def test_sent_again_while_the_first_copy_renders_still_one_answer(folders: Folde
     # The inbox no longer holds the photo (claimed), so a timer's copy brings it back.
     second = _take(lc, _send(folders))
     assert first is not None and second is not None
+    # The copy waits for the first render instead of being rendered (and shown) a second time.
+    assert lc.pool.queued == [first]
     _render(lc, first)
-    _render(lc, second)
+    lc.feed(time.monotonic() + 5)
     assert _end(lc, first) is State.DONE and _end(lc, second) is State.SKIPPED
     assert _outbox(folders) == RESULT_SET
+    assert not lc.jobs and not lc.twins
 
 
 def test_a_fixed_sidecar_gets_the_plain_name_and_the_stale_report_goes(folders: Folders) -> None:

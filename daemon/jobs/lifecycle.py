@@ -85,6 +85,7 @@ class Lifecycle:
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
+        self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.answers_back: dict[Path, str] = {}  # our own answers found in the inbox, by kind
         self.running: dict[str, Running] = {}
@@ -130,6 +131,9 @@ class Lifecycle:
         thousands of photos in the inbox, visible, rather than in memory)."""
         for job in self.space.released():
             self.queued_again(job)
+            self.backlog.append(job)
+        for job in [job for job in self.twins if self._twin_of(job) is None]:
+            self.twins.remove(job)  # its twin is answered (or failed): skip, reuse or render
             self.backlog.append(job)
         while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
             self._submit_one(self.backlog.popleft())
@@ -294,6 +298,11 @@ class Lifecycle:
     def submit(self, job: Job) -> None:
         if self._skip_resent(job):
             return
+        if (twin := self._twin_of(job)) is not None:
+            self.twins.append(job)
+            self.spool.append_log(job, f"waits for job {twin}, which renders the same")
+            log.info("job.waits_for_twin", input=job.source, twin=twin)
+            return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
             if earlier is not None and _readable(_reuse(earlier)):
@@ -329,6 +338,17 @@ class Lifecycle:
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)
+
+    def _twin_of(self, job: Job) -> str | None:
+        """An earlier unfinished job on the same photo, styles and parameters (a sync tool that
+        sent it again while it rendered): with `dedupe`, this one waits for its answer and is
+        then skipped or answered from it, instead of rendering it a second time."""
+        if not self.settings.dedupe:
+            return None
+        for other in self.jobs.values():
+            if other.id < job.id and other.key == job.key and other not in self.twins:
+                return other.id
+        return None
 
     # -- what the pool says -----------------------------------------------------------------
 
