@@ -128,9 +128,14 @@ def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
 
 
 def test_run_refuses_bad_configuration_with_the_setting_named(folders: Folders) -> None:
-    result = stylefold("run", "--config", str(folders.config(settle_seconds=-1)))
+    config = str(folders.config(settle_seconds=-1))
+    result = stylefold("run", "--config", config, "--log-format", "json")
     assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert "settle_seconds" in result.stderr
+    # A log shipper that reads the JSON log sees it too (found by an operator's trial).
+    [line] = [json.loads(text) for text in result.stdout.splitlines()]
+    assert line["event"] == "daemon.config_error" and line["exit_code"] == 78
+    assert "settle_seconds" in line["error"] and line["level"] == "error"
 
 
 def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run(

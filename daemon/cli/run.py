@@ -47,6 +47,13 @@ def command(args: argparse.Namespace) -> int:
         fail(f"configuration error:\n{exc}")
         if early_stop.stop_asked():
             return stopped_before_start()  # the stop was asked for: no failure to restart on
+        # Also as a log line, in the format asked for: a log shipper reading JSON sees it too.
+        import structlog
+
+        setup_logging(args.log_format or "auto", "error")
+        structlog.get_logger("stylefold.daemon").error(
+            "daemon.config_error", error=str(exc), exit_code=int(ExitCode.CONFIG)
+        )
         return ExitCode.CONFIG
     setup_logging(settings.log_format, settings.log_level)
     if early_stop.stop_asked():
