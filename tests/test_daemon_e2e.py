@@ -383,13 +383,18 @@ def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(folders: Folde
         reports = wait_for(lambda: list(folders.outbox.glob("h.error*.json")), 30, "a report")
     finally:
         assert daemon.stop() == 0
-    [report] = [json.loads(path.read_text()) for path in reports]
-    assert report["input"] == "h.json"
-    assert report["error"].startswith(
+    assert _the_report_about(folders, reports, "h.json").startswith(
         f"h.json arrived after its photo h.jpg had been taken with the sidecar it had then (job "
         f"{job}), so it was not used; to render the photo with it, put h.jpg back beside it"
-    ), report
-    assert (folders.inbox / "h.json").exists()  # left where it is
+    )
+
+
+def _the_report_about(folders: Folders, reports: list[Path], sidecar: str) -> str:
+    """The text of the one report in `reports`: about `sidecar`, which stays in the inbox."""
+    [report] = [json.loads(path.read_text()) for path in reports]
+    assert report["input"] == sidecar, report
+    assert (folders.inbox / sidecar).exists()  # left where it is
+    return str(report["error"])
 
 
 @pytest.mark.parametrize("archive", ["move", "keep"])
@@ -406,16 +411,13 @@ def test_of_two_sidecars_the_unused_one_is_told_why(folders: Folders, archive: s
         time.sleep(3.0)  # no second job, no second report
     finally:
         assert daemon.stop() == 0
-    [report] = [json.loads(path.read_text()) for path in reports]
-    assert report["input"] == "t.json"
-    assert report["error"].startswith(
+    assert _the_report_about(folders, reports, "t.json").startswith(
         f"t.json was not used: job {job} took t.jpg with t.jpg.json, the sidecar named after "
         "the photo's whole file name, which comes first; remove t.json"
-    ), report
+    )
     assert daemon.logged("job.claimed") == 1
     manifest = json.loads((folders.outbox / "t.manifest.json").read_text())
     assert manifest["sidecar"]["path"] == "t.jpg.json"
-    assert (folders.inbox / "t.json").exists()  # left where it is
 
 
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
