@@ -19,13 +19,12 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
-from daemon.intake import own_answers
-from daemon.intake.own_answers import own_answer
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, reports
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
+from daemon.jobs.answers_back import AnswersBack
 from daemon.jobs.live import Running, live_items
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
@@ -60,7 +59,6 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # A job whose rendered result vanished from the spool this often is failed, not rendered again:
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
-MAX_ANSWERS_BACK = 100  # own answers found in the inbox that status keeps track of
 RECENT_JOBS = 200  # finished jobs a late sidecar is matched against (`_photo_taken_for`)
 RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
@@ -87,9 +85,9 @@ class Lifecycle:
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
-        self.answers_back: dict[Path, str] = {}  # our own answers found in the inbox, by kind
         self.running: dict[str, Running] = {}
         self.at_work = RunningJobs(store, self.spool, self.running)
+        self.answers_back = AnswersBack(settings.inbox, self.spool)
         self.claim_pause_until = 0.0
         self.space = StateSpace(settings.state)
         self.limits = Limits()
@@ -178,13 +176,13 @@ class Lifecycle:
             self.limits.attention()
             + self.space.attention()
             + self.spool.kept()
-            + self._answers_back()
+            + self.answers_back.attention()
         )
 
     def claim(self, arrival: Arrival) -> None:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):
             return
-        if arrival.sidecar is None and self._own_answer(arrival.image, None):
+        if arrival.sidecar is None and self.answers_back.left_alone(arrival.image, None):
             return
         if not arrival.image.exists():  # e.g. claimed already, by a retry queued with it
             log.info("job.claim_vanished", image=str(arrival.image))
@@ -240,7 +238,7 @@ class Lifecycle:
 
     def problem(self, problem: Problem) -> None:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
-        if self.spool.already_handled([problem.path]) or self._own_answer(problem.path):
+        if self.spool.already_handled([problem.path]) or self.answers_back.left_alone(problem.path):
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         if problem.orphan and (taken := self._photo_taken_for(problem)) is not None:
@@ -254,35 +252,6 @@ class Lifecycle:
             reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
-
-    def _own_answer(self, path: Path, *partners: Path | None) -> bool:
-        """One of our own answers, synced back into the inbox (daemon.intake.own_answers): it
-        is left alone without a job or a report, remembered until it changes, and `status`
-        lists it while it is there (`partners`: as `already_handled` will look it up)."""
-        kind = own_answer(self.settings.inbox, path)
-        if kind is None:
-            return False
-        self.spool.remember([path, *partners], new_job_id())
-        if len(self.answers_back) < MAX_ANSWERS_BACK:
-            self.answers_back[path] = kind
-        shown = path.relative_to(self.settings.inbox).as_posix()
-        log.warning("intake.own_answer", path=shown, kind=kind, fix=own_answers.FIX)
-        return True
-
-    def _answers_back(self) -> list[Attention]:
-        self.answers_back = {p: k for p, k in self.answers_back.items() if p.exists()}
-        if not self.answers_back:
-            return []
-        path, kind = next(iter(self.answers_back.items()))
-        example = path.relative_to(self.settings.inbox).as_posix()
-        return [
-            Attention(
-                what=f"{len(self.answers_back)} of stylefold's own answers came back into the "
-                f"inbox and are left alone (for example {example}, {kind})",
-                where=str(self.settings.inbox),
-                fix=own_answers.FIX,
-            )
-        ]
 
     def _photo_taken_for(self, problem: Problem) -> tuple[str, str, str | None] | None:
         """The latest job that took a photo this lone sidecar names (same folder and stem): a
