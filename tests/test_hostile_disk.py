@@ -319,3 +319,32 @@ def test_a_ray_result_that_cannot_be_stored_is_nospace_as_on_a_local_worker(
     (reply,) = actors._finished(Finished(0, Rendered(task, b"\xff" * 65536, info)))
     assert isinstance(reply, JobFailed)
     assert reply.kind == "nospace", reply
+
+
+def test_status_says_how_much_room_a_held_result_needs(folders: Folders, tmpfs_state: Path) -> None:
+    """Found by an operator's trial: on a state folder smaller than a result's room the held
+    job never went on, and nothing said how much room it waited for."""
+    settings = load_settings(folders.config(), {})
+    lc = Lifecycle(
+        settings,
+        Store(settings.state),
+        make_pool(settings),
+        StyleLibrary.from_settings(settings),
+        Metrics.disabled(),
+        1.0,
+    )
+    for stem, size in (("small", 48), ("large", 2100)):  # 4.0 and 16.6 MiB of room
+        _drop(folders, stem, seed=1)
+        sidecar = {"style": "mosaic", "params": {"size": size}}
+        (folders.inbox / f"{stem}.json").write_text(json.dumps(sidecar))
+        lc.claim(Arrival(folders.inbox / f"{stem}.jpg", folders.inbox / f"{stem}.json", Path()))
+    small, large = sorted(lc.jobs.values(), key=lambda job: job.params.size)
+    lc.space.hold(small, "no space")
+    [item] = [a for a in lc.attention() if "wait for room" in a.what]
+    assert item.what.startswith("1 rendered job(s) wait for room for their result: the next "
+                                "needs 4.0 MiB free in the state folder, ")  # fmt: skip
+    assert item.fix.startswith("free space where the state folder is")
+    lc.space.held = [large, small]
+    [item] = [a for a in lc.attention() if "wait for room" in a.what]
+    assert item.what.endswith("and its file system holds only 16.0 MiB"), item.what
+    assert item.fix.startswith("move the state folder to a larger file system")

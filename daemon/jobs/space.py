@@ -39,7 +39,26 @@ class StateSpace:
         self.held: list[Job] = []  # results that could not be stored: waiting for room
 
     def attention(self) -> list[Attention]:
-        return self.limits.attention()
+        """The full file system, and while results wait for room, how much the next one needs
+        (so a person knows when it will go on, or that it never can)."""
+        items = self.limits.attention()
+        if not self.held:
+            return items
+        need = room_for(self.held[0])
+        try:
+            fs = os.statvfs(self.state)
+        except OSError:
+            return items
+        free, total = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+        what = (
+            f"{len(self.held)} rendered job(s) wait for room for their result: the next needs "
+            f"{_mb(need)} free in the state folder, {_mb(free)} is free"
+        )
+        fix = "free space where the state folder is; it goes on by itself"
+        if need > total:
+            what += f", and its file system holds only {_mb(total)}"
+            fix = "move the state folder to a larger file system (state = ...) and restart"
+        return [*items, Attention(what=what, where=str(self.state), fix=fix)]
 
     def full(self, cause: object) -> None:
         self.limits.reach(
@@ -75,3 +94,7 @@ class StateSpace:
 
     def recovered(self) -> None:
         self.limits.clear(SETTING)
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
