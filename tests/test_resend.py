@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.spool import ClaimIntent
 from daemon.jobs.states import State
-from daemon.jobs.store import Store
+from daemon.jobs.store import DB_FILE, KEEP_FINISHED, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, Failed, ResultInfo
@@ -396,3 +397,24 @@ def test_keep_an_original_updated_during_its_job_goes_to_the_archive(
     assert _outbox(folders) == sorted(
         [*RESULT_SET, "photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
     )
+
+
+def test_the_history_of_finished_jobs_is_pruned_as_the_daemon_runs(folders: Folders) -> None:
+    """Found by a soak trial: KEEP_FINISHED was promised, but nothing called prune, so the
+    database grew by about 5 KB per job for ever."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)  # one answer, still recognised after the prune
+    older = [
+        (f"20200101-000000-{n:06d}-000000", "done", float(n), "old.jpg")
+        for n in range(KEEP_FINISHED + 50)
+    ]
+    db = sqlite3.connect(folders.state / DB_FILE)
+    with db:
+        db.executemany("INSERT INTO jobs (id, state, since, input) VALUES (?,?,?,?)", older)
+    db.close()
+    lc.feed(time.monotonic() + 5)
+    assert len(lc.store.finished(2 * KEEP_FINISHED)) == KEEP_FINISHED
+    assert lc.store.get(first) is not None  # the newest are kept
+    assert _take(lc, _send(folders)) is None and _last_end(lc) is State.SKIPPED

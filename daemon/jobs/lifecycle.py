@@ -59,6 +59,7 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # A job whose rendered result vanished from the spool this often is failed, not rendered again:
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
+PRUNE_EVERY = 3600.0  # seconds between prunes of the finished jobs' history
 RECENT_JOBS = 200  # finished jobs a late sidecar is matched against (`_photo_taken_for`)
 RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
@@ -89,6 +90,7 @@ class Lifecycle:
         self.at_work = RunningJobs(store, self.spool, self.running)
         self.answers_back = AnswersBack(settings.inbox, self.spool)
         self.claim_pause_until = 0.0
+        self._next_prune = 0.0  # monotonic time of the next `_prune`: at once, then hourly
         self.space = StateSpace(settings.state)
         self.limits = Limits()
         self.publisher = Publisher(
@@ -127,6 +129,8 @@ class Lifecycle:
     def feed(self, deadline: float) -> None:
         """Claim what is ready while the pool's queue has room (the bound keeps a burst of
         thousands of photos in the inbox, visible, rather than in memory)."""
+        if time.monotonic() >= self._next_prune:
+            self._prune()
         for job in self.space.released():
             self.queued_again(job)
             self.backlog.append(job)
@@ -148,6 +152,19 @@ class Lifecycle:
                 log.exception("job.arrival_crashed", image=str(arrival.image))
                 self._arrival_crashed(arrival, exc)
         self._note_queue()
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond the store's KEEP_FINISHED, at start and then
+        hourly, so months of service do not grow the database without bound. What recognises
+        a photo sent again (its answers) is kept."""
+        self._next_prune = time.monotonic() + PRUNE_EVERY
+        try:
+            pruned = self.store.prune()
+        except OSError as exc:  # housekeeping only: tried again at the next turn
+            log.warning("jobs.not_pruned", error=str(exc))
+            return
+        if pruned:
+            log.info("jobs.pruned", jobs=pruned)
 
     def _submit_one(self, job: Job) -> None:
         """Submit a claimed job; one that crashes on the way ends through the failure path."""
