@@ -78,6 +78,9 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Libraries' Python warnings (watchdog's RuntimeWarnings on fast nested mkdirs) become log
+    # lines in the same format instead of raw text on stderr among the JSON lines.
+    logging.captureWarnings(True)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pty
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ def restore_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -80,6 +82,18 @@ def test_stdlib_logging_and_exceptions_in_the_same_format() -> None:
     assert library["event"] == "library says hello"
     assert library["level"] == "error"
     assert failure["exception"][0]["exc_type"] == "ValueError"
+
+
+def test_python_warnings_become_log_lines_in_the_same_format() -> None:
+    """Found by a soak trial: watchdog's RuntimeWarnings came out as raw text among the JSON."""
+    stream = io.StringIO()
+    setup_logging("json", "info", stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("Callback with id '1' already exists", RuntimeWarning, stacklevel=1)
+    [line] = lines(stream)
+    assert "RuntimeWarning: Callback with id '1' already exists" in line["event"]
+    assert line["level"] == "warning" and line["logger"] == "py.warnings"
 
 
 def test_console_on_a_terminal() -> None:
