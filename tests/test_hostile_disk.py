@@ -14,18 +14,15 @@ from pathlib import Path
 
 import pytest
 from conftest import CLI, Daemon, Folders, image_bytes, mount_tmpfs, wait_for
+from test_one_bad_job import _lifecycle
 from test_reliability_disk import _fill
 
-from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
-from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.jobs.states import State
-from daemon.jobs.store import DB_FILE, Store
-from daemon.metrics import Metrics
-from daemon.pool import make_pool
+from daemon.jobs.store import DB_FILE
 from daemon.pool.events import Done, Requeued, ResultInfo, Started
 from daemon.status import DaemonInfo, StatusReport
 from daemon.supervision import host_attention, status_line
@@ -131,15 +128,7 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     and its answer waits, blocked, instead of failing; it lands once there is room. The
     lifecycle runs on real files and the real database; the worker's events are given by
     hand (no worker is started)."""
-    settings = load_settings(folders.config(), {})
-    lc = Lifecycle(
-        settings,
-        Store(settings.state),
-        make_pool(settings),
-        StyleLibrary.from_settings(settings),
-        Metrics.disabled(),
-        0.0,  # a blocked answer is tried again at the next retry_blocked
-    )
+    lc = _lifecycle(folders, publish_retry=0.0)  # a blocked answer: tried at the next retry
     data = _drop(folders, "photo", seed=5)
     inbox = folders.inbox
     lc.claim(Arrival(inbox / "photo.jpg", inbox / "photo.json", Path(".")))
@@ -261,13 +250,9 @@ def test_a_start_the_full_state_database_cannot_record_still_counts_for_max_star
     database cannot record anything, and the daemon dies while it renders (the crash loop
     MAX_STARTS guards against). That start must count: the next start-up gives the job up
     with its report instead of starting it again uncounted."""
-    settings = load_settings(folders.config(), {})
 
     def lifecycle() -> Lifecycle:
-        return Lifecycle(
-            settings, Store(settings.state), make_pool(settings),
-            StyleLibrary.from_settings(settings), Metrics.disabled(), 0.0,
-        )  # fmt: skip
+        return _lifecycle(folders, publish_retry=0.0)
 
     lc = lifecycle()
     data = _drop(folders, "photo", seed=7)
@@ -324,15 +309,7 @@ def test_a_ray_result_that_cannot_be_stored_is_nospace_as_on_a_local_worker(
 def test_status_says_how_much_room_a_held_result_needs(folders: Folders, tmpfs_state: Path) -> None:
     """Found by an operator's trial: on a state folder smaller than a result's room the held
     job never went on, and nothing said how much room it waited for."""
-    settings = load_settings(folders.config(), {})
-    lc = Lifecycle(
-        settings,
-        Store(settings.state),
-        make_pool(settings),
-        StyleLibrary.from_settings(settings),
-        Metrics.disabled(),
-        1.0,
-    )
+    lc = _lifecycle(folders, publish_retry=1.0)
     for stem, size in (("small", 48), ("large", 2100)):  # 4.0 and 16.6 MiB of room
         _drop(folders, stem, seed=1)
         sidecar = {"style": "mosaic", "params": {"size": size}}

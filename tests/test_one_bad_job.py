@@ -20,7 +20,8 @@ from daemon.pool import make_pool
 from daemon.status import DaemonInfo, from_store
 
 
-def _lifecycle(folders: Folders) -> Lifecycle:
+def _lifecycle(folders: Folders, publish_retry: float = 1.0) -> Lifecycle:
+    """The real lifecycle on the real database; the worker's events are given by hand."""
     settings = load_settings(folders.config(), {})
     return Lifecycle(
         settings,
@@ -28,7 +29,7 @@ def _lifecycle(folders: Folders) -> Lifecycle:
         make_pool(settings),
         StyleLibrary.from_settings(settings),
         Metrics.disabled(),
-        1.0,
+        publish_retry,
     )
 
 
