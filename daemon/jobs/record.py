@@ -49,6 +49,11 @@ class Job(BaseModel):
         return str(Path(self.rel_dir) / self.image_name)
 
     @property
+    def pair(self) -> list[str]:
+        """The photo's and its sidecar's names in their inbox folder."""
+        return [name for name in (self.image_name, self.sidecar_name) if name is not None]
+
+    @property
     def inputs(self) -> list[str]:
         """The photo and its sidecar relative to the inbox, as error reports name them."""
         return inbox_paths(self.rel_dir, self.image_name, self.sidecar_name)

@@ -1,8 +1,9 @@
 """Start-up: every unfinished job continues from its recorded state (never from a guess based
-on which files exist). A claim cut short, or a changed original
-on its way back, is rolled back; a job that was running is queued again
-(or given up after MAX_STARTS starts, which protects against a photo that kills its worker);
-an answer being published is written again; originals being released are released."""
+on which files exist). A claim cut short, or a changed original on its way back, is rolled
+back; a job that was running is queued again (or given up after MAX_STARTS starts, which
+protects against a photo that kills its worker); an answer being published is written again;
+originals being released are released. A spool folder the database does not know is given
+back to the inbox from its own `claim.json`."""
 
 from __future__ import annotations
 

@@ -323,11 +323,8 @@ class Spool:
         the newer file keeps its name and its partner, and is answered in its turn, and the
         inbox, which such a tool mirrors, gets no `.returned-N` copy. Returns where the photo
         and its sidecar went."""
-        files = [(job.input_file, job.image_name)]
-        if job.sidecar_name is not None:
-            files.append((SIDECAR_FILE, job.sidecar_name))
-        pair = [name for _, name in files]
-        files += [(file, name) for name, file in job.companions]
+        files = [(target, name) for name, target in ClaimIntent.of(job).moves]
+        pair = job.pair
         if archive:
             gone = {name for _, name in files}
         else:
@@ -351,10 +348,9 @@ class Spool:
     def _replaced(self, job: Job) -> set[str]:
         """The job's inbox names that a newer file holds now (its photo's take its `._`
         companions along)."""
-        names = [job.image_name, *([job.sidecar_name] if job.sidecar_name else [])]
         try:
             with safefs.folder(self.settings.inbox, job.rel_dir) as fd:
-                taken = {name for name in names if safefs.exists_at(fd, name)}
+                taken = {name for name in job.pair if safefs.exists_at(fd, name)}
         except OSError:
             return set()  # the folder is gone: give_back rescues them all
         if job.image_name in taken:
