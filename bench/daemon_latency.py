@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _photo(seed: int, size: tuple[int, int]) -> bytes:
+def photo(seed: int, size: tuple[int, int]) -> bytes:
     rng = np.random.default_rng(seed)
     small = Image.fromarray((rng.random((6, 8, 3)) * 255).astype(np.uint8))
     buffer = io.BytesIO()
@@ -44,7 +44,7 @@ def _photo(seed: int, size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -83,10 +83,13 @@ class Run:
                 continue
         return out
 
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
     def wait_for(self, event: str, count: int, timeout: float) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = [line for line in self.lines() if line.get("event") == event]
+            found = self.events(event)
             if len(found) >= count:
                 return found
             if self.process.poll() is not None:
@@ -96,9 +99,16 @@ class Run:
 
 
 def _start(root: Path, mode: str, args: argparse.Namespace) -> Run:
+    prepare(root, mode, args)
+    return launch(root)
+
+
+def prepare(root: Path, mode: str, args: argparse.Namespace) -> None:
+    """Folders, a style and a config for a daemon at `root`; `args` gives settle, poll_interval,
+    size and iterations."""
     for name in ("inbox", "outbox", "styles", "state"):
         (root / name).mkdir(parents=True)
-    (root / "styles" / "mosaic.jpg").write_bytes(_photo(99, (64, 64)))
+    (root / "styles" / "mosaic.jpg").write_bytes(photo(99, (64, 64)))
     config = root / "stylefold.toml"
     config.write_text(
         "\n".join(
@@ -119,8 +129,13 @@ def _start(root: Path, mode: str, args: argparse.Namespace) -> Run:
         )
         + "\n"
     )
+
+
+def launch(root: Path) -> Run:
+    """`stylefold run` on the folders `prepare` made, once it says it is ready."""
+    config = root / "stylefold.toml"
     log = root / "daemon.log"
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -137,7 +152,7 @@ def _start(root: Path, mode: str, args: argparse.Namespace) -> Run:
             stderr=subprocess.STDOUT,
         )
     run = Run(root, process, log)
-    run.wait_for("daemon.ready", 1, 180)
+    run.wait_for("daemon.ready", len(run.events("daemon.ready")) + 1, 180)
     return run
 
 
@@ -148,13 +163,13 @@ def _measure_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(2.0)  # let start-up settle before the idle window
             pid = run.process.pid
             workers = _children(pid)
-            daemon_cpu, worker_cpu = _cpu_seconds(pid), sum(_cpu_seconds(w) for w in workers)
+            daemon_cpu, worker_cpu = cpu_seconds(pid), sum(cpu_seconds(w) for w in workers)
             time.sleep(args.idle)
             idle = {
                 "seconds": args.idle,
-                "daemon_cpu_percent": round(100 * (_cpu_seconds(pid) - daemon_cpu) / args.idle, 2),
+                "daemon_cpu_percent": round(100 * (cpu_seconds(pid) - daemon_cpu) / args.idle, 2),
                 "workers_cpu_percent": round(
-                    100 * (sum(_cpu_seconds(w) for w in workers) - worker_cpu) / args.idle, 2
+                    100 * (sum(cpu_seconds(w) for w in workers) - worker_cpu) / args.idle, 2
                 ),
                 "daemon_rss_mib": round(_rss_bytes(pid) / 2**20, 1),
                 "workers_rss_mib": [round(_rss_bytes(w) / 2**20, 1) for w in workers],
@@ -165,7 +180,7 @@ def _measure_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 (inbox / f"p{index}.json").write_text('{"style": "mosaic"}')
                 time.sleep(0.2)
                 with (inbox / f"p{index}.jpg").open("wb") as handle:
-                    handle.write(_photo(index, (args.size * 4 // 3, args.size)))
+                    handle.write(photo(index, (args.size * 4 // 3, args.size)))
                 last_byte = time.time()
                 started = run.wait_for("job.started", index + 1, 120)[-1]
                 latencies.append(_stamp(started) - last_byte)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,51 @@ def test_answers_seen_files_and_pruning(tmp_path: Path) -> None:
     assert store.prune(keep=2) == 3
     assert [row.id for row in store.finished(10)] == ["r4", "r3"]
     assert store.transitions("r0") == []
+
+
+def _work(store: Store, ask: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps (in thousands) that `ask` costs on the store's connection:
+    a measure of the rows it visits, without a clock."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    store._db.set_progress_handler(count, 1000)
+    try:
+        ask()
+    finally:
+        store._db.set_progress_handler(None, 1000)
+    return steps[0]
+
+
+def test_the_queries_run_at_every_change_do_not_grow_with_the_history(tmp_path: Path) -> None:
+    """Found by a soak trial: status is published at every change of a job's state, and its
+    queries read every finished job (unfinished ones by `state NOT IN`, the latest ends by
+    sorting all of them), so the daemon's CPU per job tripled with a history of 10,000."""
+    store = Store(tmp_path)
+    for n in range(3):
+        store.create(f"20260101-000000-{n:06d}-aaaaaa", State.CLAIMING, f"new{n}.jpg")
+
+    def cost() -> tuple[int, int]:
+        return _work(store, store.active), _work(store, lambda: store.finished(50))
+
+    def add_history(count: int) -> None:
+        with sqlite3.connect(tmp_path / "stylefold.db") as db:
+            start = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+            db.executemany(
+                "INSERT INTO jobs (id, state, since, input, record) VALUES (?,?,?,?,?)",
+                [
+                    (f"20250101-000000-{n:06d}-bbbbbb", "done", float(n), "old.jpg", "x" * 5000)
+                    for n in range(start, start + count)
+                ],
+            )
+
+    add_history(100)
+    small = cost()
+    add_history(10_000)
+    large = cost()
+    assert len(store.active()) == 3 and len(store.finished(50)) == 50
+    assert large[0] <= small[0] + 2, (small, large)
+    assert large[1] <= small[1] + 2, (small, large)

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
-from daemon.jobs.states import TERMINAL, Outcome, State, check
+from daemon.jobs.states import ACTIVE, TERMINAL, Outcome, State, check
 from daemon.jobs.store_schema import create_or_upgrade, job_columns
 
 DB_FILE = "stylefold.db"
@@ -251,19 +251,22 @@ class Store:
         return None if row is None else _row(row)
 
     def active(self) -> list[JobRow]:
-        """Unfinished jobs in claim order (job ids sort by claim time)."""
-        marks = ",".join("?" * len(TERMINAL))
+        """Unfinished jobs in claim order (job ids sort by claim time). Asked for by state, so
+        the state index finds the few unfinished rows among a long history."""
+        marks = ",".join("?" * len(ACTIVE))
         rows = self._db.execute(
-            f"SELECT {self._columns} FROM jobs WHERE state NOT IN ({marks}) ORDER BY id",
-            tuple(TERMINAL),
+            f"SELECT {self._columns} FROM jobs WHERE state IN ({marks}) ORDER BY id",
+            tuple(ACTIVE),
         ).fetchall()
         return [_row(row) for row in rows]
 
     def finished(self, limit: int) -> list[JobRow]:
-        """The most recent ends, newest first."""
+        """The most recent ends, newest first. `+state` keeps SQLite from the state index,
+        which would fetch and sort every finished job: it walks `since` from the newest and
+        stops at `limit` (status asks for this at every change of a job's state)."""
         marks = ",".join("?" * len(TERMINAL))
         rows = self._db.execute(
-            f"SELECT {self._columns} FROM jobs WHERE state IN ({marks}) "
+            f"SELECT {self._columns} FROM jobs WHERE +state IN ({marks}) "
             "ORDER BY since DESC LIMIT ?",
             (*TERMINAL, limit),
         ).fetchall()
@@ -288,7 +291,7 @@ class Store:
             old = [
                 row[0]
                 for row in db.execute(
-                    f"SELECT id FROM jobs WHERE state IN ({marks}) ORDER BY since DESC "
+                    f"SELECT id FROM jobs WHERE +state IN ({marks}) ORDER BY since DESC "
                     "LIMIT -1 OFFSET ?",
                     (*TERMINAL, keep),
                 )
