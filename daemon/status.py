@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.fsutil import model_from_json
+from daemon.jobs.layout import set_aside
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store, StoreError, damage_fix
 from daemon.lock import holder
@@ -186,20 +187,12 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
             else job
             for job in jobs
         ]
-    recent, attention = [], []
+    recent: list[Finished] = []
+    latest = store.finished(RECENT)
+    attention = _broken(store, {row.id for row in latest})
     later = {job.input: job.job_id for job in jobs}  # input -> its newest job so far
-    for row in store.finished(RECENT):  # newest first
-        if row.state is State.BROKEN:
-            attention.append(
-                Attention(
-                    what=f"job {row.id} ({row.input}) is broken",
-                    where=row.reason,
-                    since=row.since,
-                    fix="look at the files, put the photo back in the inbox, "
-                    "then delete the folder",
-                )
-            )
-        elif row.state in _OUTCOMES:
+    for row in latest:  # newest first
+        if row.state in _OUTCOMES:
             # The outbox file named when the answer was written (relative to the outbox).
             notes = [t.note for t in store.transitions(row.id) if t.new in _ANSWERED]
             answer = notes[-1] if notes else None
@@ -229,6 +222,22 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
             skipped=counts.get("skipped", 0),
         ),
     )
+
+
+def _broken(store: Store, recent: set[str]) -> list[Attention]:
+    """Jobs set aside for a person: listed while their folder is kept (however many jobs
+    ended since), and, when they had none, while they are among the recent ends."""
+    state = store.path.parent
+    return [
+        Attention(
+            what=f"job {row.id} ({row.input}) is broken",
+            where=row.reason,
+            since=row.since,
+            fix="look at the files, put the photo back in the inbox, then delete the folder",
+        )
+        for row in store.in_state(State.BROKEN)
+        if set_aside(state, row.id).exists() or row.id in recent
+    ]
 
 
 def duration(seconds: float) -> str:

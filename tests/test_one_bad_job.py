@@ -5,6 +5,7 @@ database (the record is damaged with SQL); no worker is started."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 from conftest import Folders, image_bytes, write_json
@@ -69,3 +70,30 @@ def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
     [attention] = report.attention
     assert f"job {bad} (bad.jpg) is broken" in attention.what
     assert "does not read as a job" in str(attention.where) and str(kept) in str(attention.where)
+
+
+def test_a_broken_job_stays_in_status_while_its_folder_is_kept(folders: Folders) -> None:
+    """Status listed a broken job only while it was among the 50 latest ends: on a busy
+    daemon it vanished within minutes, its photo still set aside for a person."""
+    lc = _lifecycle(folders)
+    bad, _ = _claim(lc, folders, "bad.jpg", seed=1)
+    lc.store.close()
+    with sqlite3.connect(folders.state / DB_FILE) as db:
+        db.execute("UPDATE jobs SET record = ? WHERE id = ?", ('{"id": 1}', bad))
+    db.close()
+    lc = _lifecycle(folders)
+    lc.recover()
+    with sqlite3.connect(folders.state / DB_FILE) as db:  # then many jobs end after it
+        db.executemany(
+            "INSERT INTO jobs (id, state, since, input) VALUES (?,?,?,?)",
+            [(f"29990101-000000-{n:06d}-cccccc", "done", 4e9 + n, "x.jpg") for n in range(80)],
+        )
+    db.close()
+
+    def broken() -> list[str]:
+        report = from_store(lc.store, DaemonInfo(running=False, version="test"))
+        return [item.what for item in report.attention]
+
+    assert broken() == [f"job {bad} (bad.jpg) is broken"]
+    shutil.rmtree(folders.state / "spool" / f".broken-{bad}")  # the person is done with it
+    assert broken() == []

@@ -46,6 +46,7 @@ from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
+from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import OutputNames, choose_names
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
@@ -59,7 +60,6 @@ log = structlog.get_logger(__name__)
 LOG_FILE = "job.log"
 SIDECAR_FILE = "sidecar.json"
 CLAIM_FILE = "claim.json"
-BROKEN_PREFIX = ".broken-"
 
 
 class ClaimIntent(BaseModel):
@@ -97,7 +97,7 @@ class Spool:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.root = settings.state / "spool"
+        self.root = spool_root(settings.state)
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
@@ -286,10 +286,9 @@ class Spool:
 
     def move_aside(self, job_id: str) -> Path:
         """A job that cannot be finished (unreadable record): its folder is kept for a person."""
-        folder = self.job_dir(job_id)
-        broken = folder.with_name(f"{BROKEN_PREFIX}{job_id}")
+        broken = set_aside(self.settings.state, job_id)
         with contextlib.suppress(OSError):
-            os.rename(folder, broken)
+            os.rename(self.job_dir(job_id), broken)
         return broken
 
     # -- the job's log --------------------------------------------------------------------

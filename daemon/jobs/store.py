@@ -260,6 +260,13 @@ class Store:
         ).fetchall()
         return [_row(row) for row in rows]
 
+    def in_state(self, state: State) -> list[JobRow]:
+        """The jobs now in `state`, in claim order."""
+        rows = self._db.execute(
+            f"SELECT {self._columns} FROM jobs WHERE state = ? ORDER BY id", (state,)
+        ).fetchall()
+        return [_row(row) for row in rows]
+
     def finished(self, limit: int) -> list[JobRow]:
         """The most recent ends, newest first. `+state` keeps SQLite from the state index,
         which would fetch and sort every finished job: it walks `since` from the newest and
