@@ -14,6 +14,7 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.mounts import Mount, mount_of, needs_polling, parse_mountinfo
+from daemon.intake.native import held_watches
 from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.watcher import Watcher, WatchError
 
@@ -250,6 +251,31 @@ def test_recreated_inbox_gets_a_new_observer(
     new = inbox / "after.jpg"
     new.write_bytes(b"x")
     assert wait_for(lambda: seen.has(new))
+
+
+def test_folders_moved_out_of_the_inbox_release_their_watches(
+    make_watcher: Callable[..., tuple[Watcher, Seen]], inbox: Path
+) -> None:
+    """watchdog keeps the inotify watch of a folder moved out of the tree: the watches pile up
+    against fs.inotify.max_user_watches for as long as the folders live elsewhere (a trash
+    folder), and what happens in them is reported as if it were in the inbox."""
+    _, seen = make_watcher(mode="native")
+    held = len(held_watches())  # the inbox's, and any other watch of this test process
+    for index in range(5):
+        (inbox / f"album{index}" / "day").mkdir(parents=True)
+    assert wait_for(lambda: len(held_watches()) == held + 10)
+    trash = inbox.parent / "trash"
+    trash.mkdir()
+    for index in range(5):
+        (inbox / f"album{index}").rename(trash / f"album{index}")
+    assert wait_for(lambda: len(held_watches()) == held)
+    seen.clear()
+    (trash / "album0" / "day" / "x.jpg").write_bytes(b"x")  # outside the inbox now
+    (inbox / "album0").mkdir()  # a new folder of the same name is watched
+    (inbox / "album0" / "y.jpg").write_bytes(b"x")
+    assert wait_for(lambda: seen.has(inbox / "album0" / "y.jpg"))
+    time.sleep(0.5)
+    assert not seen.has(inbox / "album0" / "day" / "x.jpg")
 
 
 class LimitReachedObserver(Observer):  # type: ignore[misc,valid-type]

@@ -15,6 +15,9 @@ So the watcher
 - checks every `check_interval` seconds that the inbox is still there, readable and still on its
   mount; if not (an unmounted share), it pauses, warns once, reports nothing (in particular, no
   file counts as deleted), and resumes with a fresh observer and a full scan when it is back.
+- starts a fresh observer when watches are held on folders moved out of the inbox (watchdog
+  keeps them, and reports what happens there under the old inbox path): see
+  `daemon.intake.native.stale_watches`.
 
 The callback receives paths of photos and sidecars (created, modified, closed, moved in or out,
 deleted) and runs on watcher threads: it must be thread-safe (put the path on a queue).
@@ -34,7 +37,7 @@ from watchdog.observers.api import BaseObserver
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read_mounts
-from daemon.intake.native import Handler, native_reader_alive
+from daemon.intake.native import Handler, native_reader_alive, stale_watches
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
 from daemon.status import Attention
@@ -42,6 +45,7 @@ from daemon.status import Attention
 log = structlog.get_logger("stylefold.watcher")
 
 WatchMode = Literal["auto", "native", "polling"]
+STALE_CHECK_EVERY = 30.0  # seconds between looks for watches on folders moved out (`_stale`)
 ActiveMode = Literal["native", "polling"]
 
 
@@ -94,6 +98,8 @@ class Watcher:
         self._mount_point: Path | None = None
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
+        self._folder_went = threading.Event()  # a folder was deleted or moved (`_stale`)
+        self._stale_checked = -float("inf")
         self._thread: threading.Thread | None = None
         self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
         self._deep: bool | None = None  # whether the last whole walk found too-deep folders
@@ -270,7 +276,8 @@ class Watcher:
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
         try:
-            observer.schedule(Handler(self.scan_folder, self.feed), str(self.inbox), recursive=True)
+            handler = Handler(self.scan_folder, self.feed, self._folder_went.set)
+            observer.schedule(handler, str(self.inbox), recursive=True)
             observer.start()
         except BaseException:
             observer.stop()
@@ -294,7 +301,21 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
-        return all(emitter.is_alive() for emitter in observer.emitters)
+        return all(emitter.is_alive() for emitter in observer.emitters) and not self._stale()
+
+    def _stale(self) -> bool:
+        """Whether watches are held on folders moved out of the inbox: a new observer lets
+        them go. Looked for once a folder went, at most every STALE_CHECK_EVERY seconds (it
+        walks the inbox's folders)."""
+        now = time.monotonic()
+        if not self._folder_went.is_set() or now - self._stale_checked < STALE_CHECK_EVERY:
+            return False
+        self._folder_went.clear()
+        self._stale_checked = now
+        stale = stale_watches(self.inbox)
+        if stale:
+            log.info("watches held on folders moved out of the inbox", watches=stale)
+        return stale > 0
 
     def _poll(self) -> None:
         """Feed the photos and sidecars that appeared, changed or went since the last walk."""
@@ -363,8 +384,8 @@ class Watcher:
             self._resume()
             return
         if self._inbox_identity() != self._identity or not self._observer_healthy():
-            # Recreated inbox (its watch is on the old folder), a dead emitter thread, or
-            # folders too deep for native watching.
+            # Recreated inbox (its watch is on the old folder), a dead emitter thread, folders
+            # too deep for native watching, or watches on folders moved out.
             log.warning("restarting the inbox observer", inbox=str(self.inbox))
             self._stop_observer()
             self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
