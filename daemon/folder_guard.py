@@ -14,6 +14,11 @@ again, tests/test_reliability_disk.py). Only a different folder on a read-only m
 writable one was at start, is. "Different" is another mount holding the path (the bind mount is
 gone, /proc/self/mountinfo) or another st_dev/st_ino; the inode number alone cannot tell, as a
 re-created folder often gets the freed one back.
+
+The state database is watched apart: when the file at its path is gone or another file (the
+state folder deleted or moved while the daemon runs), every record the daemon writes goes to
+a file no one will read again, and a second daemon would no longer be locked out. That is a
+restart too, on a new database.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ FIX = (
     "folder. Exiting with code 75 so systemd restarts the unit and mounts the new folder "
     "(Restart=on-failure); outside systemd, start the daemon again. To avoid it, configure the "
     "sync tool to keep the folder rather than re-create it"
+)
+
+STATE_FIX = (
+    "the state folder or its database was deleted or moved while the daemon ran, so what the "
+    "daemon records would be lost and its lock no longer keeps a second daemon out. Exiting "
+    "with code 75 so systemd starts it again with a new database (Restart=on-failure); "
+    "outside systemd, start it again. Photos of unfinished jobs were in its spool folder: if "
+    "it was moved, put them back in the inbox. Stop the daemon before moving its state"
 )
 
 
@@ -66,17 +79,46 @@ class FolderGuard:
     """`tripped(now)` from the main loop: True (once logged) when a folder that was writable is
     now a different folder on a read-only mount."""
 
-    def __init__(self, folders: Mapping[str, Path], check_every: float = CHECK_EVERY) -> None:
+    def __init__(
+        self,
+        folders: Mapping[str, Path],
+        check_every: float = CHECK_EVERY,
+        database: Path | None = None,
+    ) -> None:
         self.folders = dict(folders)
         self.check_every = check_every
+        self.database = database
         self.reason: str | None = None
         self._first = {name: _look(path) for name, path in self.folders.items()}
+        self._database: tuple[int, int] | None = None  # (st_dev, st_ino) once it exists
         self._next = 0.0
 
     def tripped(self, now: float) -> bool:
         if self.reason is not None or now < self._next:
             return self.reason is not None
         self._next = now + self.check_every
+        return self._database_replaced() or self._folder_replaced()
+
+    def _database_replaced(self) -> bool:
+        if self.database is None:
+            return False
+        try:
+            info = os.stat(self.database)
+            seen: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        except OSError:
+            seen = None
+        if self._database is None:
+            self._database = seen  # created after the guard: compare with that
+            return False
+        if seen == self._database:
+            return False
+        self.reason = f"the state database {self.database} was deleted or moved"
+        log.error(
+            "daemon.state_replaced", path=str(self.database), reason=self.reason, fix=STATE_FIX
+        )
+        return True
+
+    def _folder_replaced(self) -> bool:
         for name, path in self.folders.items():
             seen, first = _look(path), self._first[name]
             if seen is None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import pytest
-from conftest import CLI, REPO, Folders, can_unshare_mounts, wait_for
+from conftest import CLI, REPO, Daemon, Folders, can_unshare_mounts, wait_for
 
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
+from daemon.jobs.store import DB_FILE
 
 _SANDBOX = """
 set -e
@@ -83,3 +85,26 @@ def test_a_read_only_stand_in_makes_the_daemon_exit_for_a_restart(
     assert '"event": "daemon.folder_replaced"' in log
     assert f"the {folder} {path} is now a different folder on a read-only mount" in log
     assert '"event": "daemon.stopped"' in log  # through the ordinary shutdown
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_a_state_folder_taken_away_while_the_daemon_runs_makes_it_exit_for_a_restart(
+    daemon_factory: Callable[..., Daemon], folders: Folders, how: str
+) -> None:
+    """Found by an operator trial: after `rm -rf` of the state folder the daemon ran on,
+    writing its records to a deleted database, with its lock gone (a second daemon could
+    start on the same inbox) and `status` blind."""
+    daemon = daemon_factory()
+    if how == "deleted":
+        shutil.rmtree(folders.state)
+    else:
+        folders.state.rename(folders.root / "state-moved")
+    code = daemon.process.wait(60)
+    assert code == ExitCode.TEMPFAIL == 75, daemon.log_path.read_text()[-3000:]
+    [line] = [line for line in daemon.log_lines() if line["event"] == "daemon.state_replaced"]
+    assert line["reason"] == f"the state database {folders.state / DB_FILE} was deleted or moved"
+    assert "Stop the daemon before moving its state" in line["fix"]
+    assert daemon.logged("daemon.stopped") == 1  # through the ordinary shutdown
+    again = daemon_factory()  # what systemd's restart does: a new, working state
+    assert (folders.state / DB_FILE).exists()
+    assert again.stop() == 0
