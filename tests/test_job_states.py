@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,9 +176,27 @@ def test_answers_seen_files_and_pruning(tmp_path: Path) -> None:
     for index in range(5):
         store.create(f"r{index}", State.PUBLISHING, "x.jpg", outcome="report")
         store.move(f"r{index}", State.REJECTED)
-    assert store.prune(keep=2) == 3
+    assert store.prune(keep=2).jobs == 3
     assert [row.id for row in store.finished(10)] == ["r4", "r3"]
     assert store.transitions("r0") == []
+
+
+def test_answers_are_pruned_oldest_first(tmp_path: Path) -> None:
+    """Found in a soak trial's database: answers (about 0.7 KB each) were never pruned, so a
+    GPU daemon answering 3,000 photos an hour grew it by 1.5 GB a month."""
+    store = Store(tmp_path)
+    for index in range(8):
+        answer = Answer(f"k{index}", f"j{index}", tmp_path / f"o{index}.jpg", "abc", tmp_path)
+        store.record_answer(answer)
+        store.record_input_answer(f"photo{index}.jpg", answer)
+        time.sleep(0.002)  # `at` orders them
+    pruned = store.prune(keep_answers=3)
+    assert pruned.answers == 10 and pruned.jobs == 0
+    kept = [store.answer_for(f"k{index}") is not None for index in range(8)]
+    assert kept == [False] * 5 + [True] * 3
+    assert store.input_answer("photo4.jpg", "k4") is None
+    assert store.input_answer("photo5.jpg", "k5") is not None
+    assert store.prune(keep_answers=3).answers == 0
 
 
 def _work(store: Store, ask: Callable[[], object]) -> int:

@@ -154,17 +154,17 @@ class Lifecycle:
         self._note_queue()
 
     def _prune(self) -> None:
-        """Forget the oldest finished jobs beyond the store's KEEP_FINISHED, at start and then
-        hourly, so months of service do not grow the database without bound. What recognises
-        a photo sent again (its answers) is kept."""
+        """Forget the oldest finished jobs and answers beyond the store's KEEP_FINISHED and
+        KEEP_ANSWERS, at start and then hourly, so months of service do not grow the database
+        without bound."""
         self._next_prune = time.monotonic() + PRUNE_EVERY
         try:
             pruned = self.store.prune()
         except OSError as exc:  # housekeeping only: tried again at the next turn
             log.warning("jobs.not_pruned", error=str(exc))
             return
-        if pruned:
-            log.info("jobs.pruned", jobs=pruned)
+        if pruned.jobs or pruned.answers:
+            log.info("jobs.pruned", jobs=pruned.jobs, answers=pruned.answers)
 
     def _submit_one(self, job: Job) -> None:
         """Submit a claimed job; one that crashes on the way ends through the failure path."""

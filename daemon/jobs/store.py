@@ -31,6 +31,9 @@ from daemon.jobs.store_schema import create_or_upgrade, job_columns
 
 DB_FILE = "stylefold.db"
 KEEP_FINISHED = 10_000  # finished jobs kept for `status` and the journal; older ones pruned
+# Answers kept for dedupe and for recognising a photo sent again (about 0.7 KB each with their
+# inputs' rows): a photo older than this is rendered again, nothing is lost.
+KEEP_ANSWERS = 200_000
 
 
 class StoreError(OSError):
@@ -77,6 +80,12 @@ class Answer:
     output: Path
     sha256: str
     manifest: Path
+
+
+@dataclass(frozen=True)
+class Pruned:
+    jobs: int
+    answers: int  # rows of the two answer tables
 
 
 @dataclass(frozen=True)
@@ -291,8 +300,9 @@ class Store:
         ).fetchall()
         return [TransitionRow(*row) for row in rows]
 
-    def prune(self, keep: int = KEEP_FINISHED) -> int:
-        """Forget the oldest finished jobs beyond `keep` (and their transitions)."""
+    def prune(self, keep: int = KEEP_FINISHED, keep_answers: int = KEEP_ANSWERS) -> Pruned:
+        """Forget the oldest finished jobs beyond `keep` (and their transitions), and the
+        oldest answers beyond `keep_answers` (in each of the two answer tables)."""
         marks = ",".join("?" * len(TERMINAL))
         with self._transaction() as db:
             old = [
@@ -305,7 +315,14 @@ class Store:
             ]
             db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in old])
             db.executemany("DELETE FROM transitions WHERE job_id = ?", [(i,) for i in old])
-        return len(old)
+            answers = 0
+            for table in ("answered", "answered_inputs"):
+                answers += db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                    "ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                    (keep_answers,),
+                ).rowcount
+        return Pruned(jobs=len(old), answers=answers)
 
     # -- answered inputs ------------------------------------------------------------------
 
