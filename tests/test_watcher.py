@@ -259,8 +259,11 @@ def test_folders_moved_out_of_the_inbox_release_their_watches(
     """watchdog keeps the inotify watch of a folder moved out of the tree: the watches pile up
     against fs.inotify.max_user_watches for as long as the folders live elsewhere (a trash
     folder), and what happens in them is reported as if it were in the inbox."""
-    _, seen = make_watcher(mode="native")
+    watcher, seen = make_watcher(mode="native")
+    assert watcher.mode == "native"
     held = len(held_watches())  # the inbox's, and any other watch of this test process
+    if not held:
+        pytest.skip("this kernel lists no inotify watches in /proc/self/fdinfo")
     for index in range(5):
         (inbox / f"album{index}" / "day").mkdir(parents=True)
     assert wait_for(lambda: len(held_watches()) == held + 10)

@@ -4,10 +4,14 @@ shared event thread still runs."""
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
+
+log = structlog.get_logger("stylefold.watcher")
 
 
 class Handler(FileSystemEventHandler):
@@ -57,22 +61,71 @@ def stale_watches(inbox: Path) -> int:
     watchdog keeps the watch of a folder moved out of the tree (a TODO in its inotify
     emitter): the watch stays for as long as the folder lives elsewhere, counting against
     fs.inotify.max_user_watches, and what happens in it is reported under its old inbox path.
-    Read from the kernel's list (/proc/self/fdinfo), compared with the inbox's folders; 0
-    where there is no such list."""
-    held = held_watches()
-    if not held:
+    Read from the kernel's list (/proc/self/fdinfo), compared with the inbox's folders by
+    inode number alone (the kernel's device there is the superblock's, which btrfs subvolumes
+    report otherwise to stat). A watch counts only if it is there before and after the walk,
+    so folders deleted meanwhile do not. 0 where there is no such list."""
+    before = held_watches()
+    if not before:
         return 0
-    here: set[tuple[int, int]] = set()
+    here: set[int] = set()
     for folder, _, _ in os.walk(inbox):  # links are not followed, as watchdog does not
         with contextlib.suppress(OSError):
-            result = os.lstat(folder)
-            here.add((result.st_dev, result.st_ino))
-    return len(held - here)
+            here.add(os.lstat(folder).st_ino)
+    after = set(held_watches())
+    return sum(1 for inode in before if inode in after and inode not in here)
 
 
-def held_watches() -> set[tuple[int, int]]:
-    """(device, inode) of every folder this process's inotify instances watch."""
-    held: set[tuple[int, int]] = set()
+class StaleWatches:
+    """When to look for watches on folders moved out of the inbox (the watcher starts a new
+    observer when there are some), and whether looking works here at all."""
+
+    CHECK_EVERY = 30.0  # seconds between looks: each walks the inbox's folders
+    QUIET = 1.0  # looked at once no folder went for this long, so a batch of moves is one look
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self._went_at: float | None = None  # when a folder was last deleted or moved away
+        self._checked = -float("inf")
+        self._renewing = False  # a new observer is being started for stale watches
+        self._unreliable = False  # even a fresh observer looked stale: never look again
+
+    def went(self) -> None:
+        """From the observer's thread: a folder was deleted or moved."""
+        self._went_at = time.monotonic()
+
+    def found(self) -> bool:
+        """True when watches are held on folders no longer in the inbox."""
+        now, went = time.monotonic(), self._went_at
+        if (
+            went is None
+            or self._unreliable
+            or now - went < self.QUIET
+            or now - self._checked < self.CHECK_EVERY
+        ):
+            return False
+        if self._went_at == went:
+            self._went_at = None
+        self._checked = now
+        stale = stale_watches(self.inbox)
+        if stale:
+            log.info("watches held on folders moved out of the inbox", watches=stale)
+            self._renewing = True
+        return stale > 0
+
+    def renewed(self) -> None:
+        """After a new observer was started: one started for stale watches must hold none, or
+        fdinfo's and stat's inode numbers differ on this file system (overlayfs may)."""
+        if self._renewing:
+            self._renewing = False
+            if stale_watches(self.inbox):
+                self._unreliable = True
+                log.info("stale inotify watches cannot be told apart here; no longer looked for")
+
+
+def held_watches() -> list[int]:
+    """The inode number of the folder of each inotify watch this process holds."""
+    held: list[int] = []
     try:
         descriptors = os.listdir("/proc/self/fd")
     except OSError:
@@ -87,8 +140,7 @@ def held_watches() -> set[tuple[int, int]]:
         for line in lines:
             if line.startswith("inotify wd:"):
                 fields = dict(item.split(":", 1) for item in line.split()[1:] if ":" in item)
-                device = int(fields["sdev"], 16)  # the kernel's dev_t: major << 20 | minor
-                held.add((os.makedev(device >> 20, device & 0xFFFFF), int(fields["ino"], 16)))
+                held.append(int(fields["ino"], 16))
     return held
 
 

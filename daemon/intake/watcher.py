@@ -17,7 +17,7 @@ So the watcher
   file counts as deleted), and resumes with a fresh observer and a full scan when it is back.
 - starts a fresh observer when watches are held on folders moved out of the inbox (watchdog
   keeps them, and reports what happens there under the old inbox path): see
-  `daemon.intake.native.stale_watches`.
+  `daemon.intake.native.StaleWatches`.
 
 The callback receives paths of photos and sidecars (created, modified, closed, moved in or out,
 deleted) and runs on watcher threads: it must be thread-safe (put the path on a queue).
@@ -37,7 +37,7 @@ from watchdog.observers.api import BaseObserver
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read_mounts
-from daemon.intake.native import Handler, native_reader_alive, stale_watches
+from daemon.intake.native import Handler, StaleWatches, native_reader_alive
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
 from daemon.status import Attention
@@ -45,7 +45,6 @@ from daemon.status import Attention
 log = structlog.get_logger("stylefold.watcher")
 
 WatchMode = Literal["auto", "native", "polling"]
-STALE_CHECK_EVERY = 30.0  # seconds between looks for watches on folders moved out (`_stale`)
 ActiveMode = Literal["native", "polling"]
 
 
@@ -98,8 +97,7 @@ class Watcher:
         self._mount_point: Path | None = None
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
-        self._folder_went = threading.Event()  # a folder was deleted or moved (`_stale`)
-        self._stale_checked = -float("inf")
+        self._stale = StaleWatches(self.inbox)
         self._thread: threading.Thread | None = None
         self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
         self._deep: bool | None = None  # whether the last whole walk found too-deep folders
@@ -276,7 +274,7 @@ class Watcher:
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
         try:
-            handler = Handler(self.scan_folder, self.feed, self._folder_went.set)
+            handler = Handler(self.scan_folder, self.feed, self._stale.went)
             observer.schedule(handler, str(self.inbox), recursive=True)
             observer.start()
         except BaseException:
@@ -301,21 +299,7 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
-        return all(emitter.is_alive() for emitter in observer.emitters) and not self._stale()
-
-    def _stale(self) -> bool:
-        """Whether watches are held on folders moved out of the inbox: a new observer lets
-        them go. Looked for once a folder went, at most every STALE_CHECK_EVERY seconds (it
-        walks the inbox's folders)."""
-        now = time.monotonic()
-        if not self._folder_went.is_set() or now - self._stale_checked < STALE_CHECK_EVERY:
-            return False
-        self._folder_went.clear()
-        self._stale_checked = now
-        stale = stale_watches(self.inbox)
-        if stale:
-            log.info("watches held on folders moved out of the inbox", watches=stale)
-        return stale > 0
+        return all(emitter.is_alive() for emitter in observer.emitters) and not self._stale.found()
 
     def _poll(self) -> None:
         """Feed the photos and sidecars that appeared, changed or went since the last walk."""
@@ -389,6 +373,7 @@ class Watcher:
             log.warning("restarting the inbox observer", inbox=str(self.inbox))
             self._stop_observer()
             self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
+            self._stale.renewed()
             self._scan_requested.set()
 
     def _run(self) -> None:
