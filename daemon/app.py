@@ -31,7 +31,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.retry_on_fix import FixWatch
-from daemon.jobs.store import DB_FILE, Store, StoreError
+from daemon.jobs.store import Store, StoreError
 from daemon.lock import InboxLock, LockError, StateLock
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
@@ -82,10 +82,7 @@ class Daemon:
             settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
         )
         self.pool = make_pool(settings)
-        self.guard = FolderGuard(
-            {"inbox": settings.inbox, "outbox": settings.outbox},
-            database=settings.state / DB_FILE,
-        )
+        self.guard = FolderGuard({"inbox": settings.inbox, "outbox": settings.outbox})
         self.store: Store | None = None
         self.lifecycle: Lifecycle | None = None
         self.gpu: DeviceProbe | None = None
@@ -129,6 +126,7 @@ class Daemon:
             log.warning("styles.problem", path=str(problem.path), reason=problem.reason)
         try:
             self.store = Store(self.settings.state)
+            self.guard.watch_database(self.store.path)
             if self.settings.metrics_port is not None:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
             self.notifier.status("loading the network")

@@ -23,6 +23,7 @@ restart too, on a new database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,19 +80,20 @@ class FolderGuard:
     """`tripped(now)` from the main loop: True (once logged) when a folder that was writable is
     now a different folder on a read-only mount."""
 
-    def __init__(
-        self,
-        folders: Mapping[str, Path],
-        check_every: float = CHECK_EVERY,
-        database: Path | None = None,
-    ) -> None:
+    def __init__(self, folders: Mapping[str, Path], check_every: float = CHECK_EVERY) -> None:
         self.folders = dict(folders)
         self.check_every = check_every
-        self.database = database
         self.reason: str | None = None
         self._first = {name: _look(path) for name, path in self.folders.items()}
-        self._database: tuple[int, int] | None = None  # (st_dev, st_ino) once it exists
+        self._database: tuple[Path, tuple[int, int]] | None = None  # (path, (st_dev, st_ino))
         self._next = 0.0
+
+    def watch_database(self, path: Path) -> None:
+        """From when the daemon has opened its state database at `path` (one already gone
+        again is not watched: the first write fails loudly)."""
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            self._database = (path, (info.st_dev, info.st_ino))
 
     def tripped(self, now: float) -> bool:
         if self.reason is not None or now < self._next:
@@ -100,22 +102,19 @@ class FolderGuard:
         return self._database_replaced() or self._folder_replaced()
 
     def _database_replaced(self) -> bool:
-        if self.database is None:
-            return False
-        try:
-            info = os.stat(self.database)
-            seen: tuple[int, int] | None = (info.st_dev, info.st_ino)
-        except OSError:
-            seen = None
         if self._database is None:
-            self._database = seen  # created after the guard: compare with that
             return False
-        if seen == self._database:
-            return False
-        self.reason = f"the state database {self.database} was deleted or moved"
-        log.error(
-            "daemon.state_replaced", path=str(self.database), reason=self.reason, fix=STATE_FIX
-        )
+        path, first = self._database
+        try:
+            info = os.stat(path)
+            if (info.st_dev, info.st_ino) == first:
+                return False
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # gone
+        except OSError:
+            return False  # unreadable for now (a state folder on a network share): no verdict
+        self.reason = f"the state database {path} was deleted or moved"
+        log.error("daemon.state_replaced", path=str(path), reason=self.reason, fix=STATE_FIX)
         return True
 
     def _folder_replaced(self) -> bool:

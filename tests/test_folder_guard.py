@@ -18,7 +18,7 @@ from conftest import CLI, REPO, Daemon, Folders, can_unshare_mounts, wait_for
 
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
-from daemon.jobs.store import DB_FILE
+from daemon.jobs.store import DB_FILE, Store
 
 _SANDBOX = """
 set -e
@@ -108,3 +108,17 @@ def test_a_state_folder_taken_away_while_the_daemon_runs_makes_it_exit_for_a_res
     again = daemon_factory()  # what systemd's restart does: a new, working state
     assert (folders.state / DB_FILE).exists()
     assert again.stop() == 0
+
+
+def test_the_state_database_is_watched_from_when_it_is_opened(folders: Folders) -> None:
+    """From the moment the daemon opens it, not from its first look in the main loop: a state
+    folder deleted while the workers load (minutes on a slow disk) was taken for one not yet
+    created, and whatever appeared later for the database."""
+    store = Store(folders.state)
+    guard = FolderGuard({"inbox": folders.inbox, "outbox": folders.outbox}, check_every=0)
+    guard.watch_database(store.path)
+    assert not guard.tripped(1.0)
+    store.path.rename(folders.root / "elsewhere.db")
+    store.path.write_bytes(b"")  # a new file at the path is not the database either
+    assert guard.tripped(2.0)
+    assert guard.reason == f"the state database {store.path} was deleted or moved"
