@@ -74,7 +74,8 @@ def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
 
 def test_a_broken_job_stays_in_status_while_its_folder_is_kept(folders: Folders) -> None:
     """Status listed a broken job only while it was among the 50 latest ends: on a busy
-    daemon it vanished within minutes, its photo still set aside for a person."""
+    daemon it vanished within minutes, its photo still set aside for a person (and the
+    history's prune would have dropped its row later)."""
     lc = _lifecycle(folders)
     bad, _ = _claim(lc, folders, "bad.jpg", seed=1)
     lc.store.close()
@@ -94,6 +95,8 @@ def test_a_broken_job_stays_in_status_while_its_folder_is_kept(folders: Folders)
         report = from_store(lc.store, DaemonInfo(running=False, version="test"))
         return [item.what for item in report.attention]
 
+    assert broken() == [f"job {bad} (bad.jpg) is broken"]
+    assert lc.store.prune(keep=60).jobs == 20  # the history is pruned, the broken job kept
     assert broken() == [f"job {bad} (bad.jpg) is broken"]
     shutil.rmtree(folders.state / "spool" / f".broken-{bad}")  # the person is done with it
     assert broken() == []

@@ -260,11 +260,13 @@ class Store:
         return None if row is None else _row(row)
 
     def active(self) -> list[JobRow]:
-        """Unfinished jobs in claim order (job ids sort by claim time). Asked for by state, so
-        the state index finds the few unfinished rows among a long history."""
+        """Unfinished jobs in claim order (job ids sort by claim time). Through the state
+        index (named, so statistics from an ANALYZE cannot turn it into a scan of the table),
+        which finds the few unfinished rows among a long history."""
         marks = ",".join("?" * len(ACTIVE))
         rows = self._db.execute(
-            f"SELECT {self._columns} FROM jobs WHERE state IN ({marks}) ORDER BY id",
+            f"SELECT {self._columns} FROM jobs INDEXED BY jobs_state WHERE state IN ({marks}) "
+            "ORDER BY id",
             tuple(ACTIVE),
         ).fetchall()
         return [_row(row) for row in rows]
@@ -302,15 +304,17 @@ class Store:
 
     def prune(self, keep: int = KEEP_FINISHED, keep_answers: int = KEEP_ANSWERS) -> Pruned:
         """Forget the oldest finished jobs beyond `keep` (and their transitions), and the
-        oldest answers beyond `keep_answers` (in each of the two answer tables)."""
-        marks = ",".join("?" * len(TERMINAL))
+        oldest answers beyond `keep_answers` (in each of the two answer tables). Broken jobs
+        are kept: status lists them while their folder waits for a person."""
+        ended = TERMINAL - {State.BROKEN}
+        marks = ",".join("?" * len(ended))
         with self._transaction() as db:
             old = [
                 row[0]
                 for row in db.execute(
                     f"SELECT id FROM jobs WHERE +state IN ({marks}) ORDER BY since DESC "
                     "LIMIT -1 OFFSET ?",
-                    (*TERMINAL, keep),
+                    (*ended, keep),
                 )
             ]
             db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in old])
