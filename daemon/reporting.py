@@ -13,7 +13,15 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from daemon.fsutil import atomic_write, model_to_json
-from daemon.status import STATUS_FILE, DaemonInfo, ReloadInfo, WorkerItem, from_store
+from daemon.pool.api import Outage
+from daemon.status import (
+    STATUS_FILE,
+    Attention,
+    DaemonInfo,
+    ReloadInfo,
+    WorkerItem,
+    from_store,
+)
 from daemon.supervision import host_attention, status_line
 from daemon.versions import stylefold_version
 
@@ -48,6 +56,16 @@ class Source(Protocol):
     stopping: bool
 
 
+def outage_attention(outage: Outage) -> Attention:
+    return Attention(
+        what=f"the Ray cluster at {outage.address} does not answer",
+        where=outage.reason,
+        since=outage.since,
+        fix="jobs wait in the queue and the daemon connects again by itself, waiting up to a "
+        "minute between tries; on the head: `ray status`, `systemctl status ray-head`",
+    )
+
+
 class Reporter:
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -73,6 +91,8 @@ class Reporter:
         # Limits reached (depth, tracked files, queue) and originals kept aside.
         report.attention += daemon.watcher.attention() + daemon.intake.attention()
         report.attention += daemon.lifecycle.attention()
+        if (outage := daemon.pool.outage) is not None:
+            report.attention.append(outage_attention(outage))
         daemon.metrics.set_queue(len(items))
         blocked = len(report.in_state("blocked"))
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())

@@ -24,6 +24,7 @@ from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
 from daemon.pool import PoolPolicy, Requeued, Retrying, Task
+from daemon.pool.api import Outage
 from daemon.pool.core import Pool
 from daemon.pool.messages import JobStarted, MemberLost, Report, WorkerReady
 from daemon.pool.retry import MAX_REQUEUES
@@ -37,6 +38,7 @@ class ClusterLostWithEveryJob:
 
     kind = "Ray actor"
     batches = False
+    outage: Outage | None = None
 
     def __init__(self) -> None:
         self.devices = ["cpu"]

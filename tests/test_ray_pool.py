@@ -353,11 +353,22 @@ class TestDaemonThroughFaults:
         daemon.wait_for_log("pool.ray_unreachable", timeout=60)  # it keeps trying, and lives
         assert daemon.process.poll() is None
         assert_no_cluster_started_by(daemon)
+        # status says so (a Ray soak trial's operator saw only "1 starting" and a queue)
+        outage = wait_for(lambda: _ray_attention(folders), 10, "status to name the outage")
+        assert outage["what"] == f"the Ray cluster at {nodes.address} does not answer"
+        assert "connects again by itself" in outage["fix"] and outage["since"] <= time.time()
         nodes.up(nodes.start_head(cpus=2))
         daemon.wait_for_log("pool.ray_connected", timeout=120, count=2)
+        wait_for(lambda: _ray_attention(folders) is None, 30, "status to drop the outage")
         wait_answered(folders, ["head0", "head1"])
         manifests = answered_once(folders, ["head0", "head1"])
         assert manifests["head0"]["attempt"] == 1  # the lost run did not count
+
+
+def _ray_attention(folders: Folders) -> dict[str, Any] | None:
+    status = json.loads((folders.state / "status.json").read_text())
+    found = [item for item in status["attention"] if "Ray cluster" in item["what"]]
+    return found[0] if found else None
 
 
 # -- Ray Client --------------------------------------------------------------------------------

@@ -28,6 +28,16 @@ class ClusterUnavailable(PoolError):
 
 
 @dataclass(frozen=True)
+class Outage:
+    """The cluster the members live on does not answer: where, why, and since when (epoch
+    seconds, the first loss of a run of failed tries)."""
+
+    address: str
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
 class PoolPolicy:
     """The settings a running pool follows and a reload (SIGHUP) may change."""
 
@@ -84,6 +94,11 @@ class WorkerPool(Protocol):
         ...
 
     def ready_workers(self) -> int: ...
+
+    @property
+    def outage(self) -> Outage | None:
+        """Set while the members' cluster cannot be reached (the pool connects again itself)."""
+        ...
 
     def workers(self) -> list[WorkerState]: ...
 

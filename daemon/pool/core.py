@@ -16,7 +16,14 @@ from typing import Protocol
 import structlog
 
 from daemon.pool import retry
-from daemon.pool.api import ClusterUnavailable, MemberState, PoolError, PoolPolicy, WorkerState
+from daemon.pool.api import (
+    ClusterUnavailable,
+    MemberState,
+    Outage,
+    PoolError,
+    PoolPolicy,
+    WorkerState,
+)
 from daemon.pool.events import (
     Cancelled,
     Done,
@@ -53,6 +60,7 @@ class Members(Protocol):
     kind: str  # what runs jobs, in messages: "worker", "Ray actor"
     batches: bool  # whether a member renders several jobs at once
     devices: list[str]  # what members run on; `spawn` adds a device it has not seen
+    outage: Outage | None  # set while their cluster cannot be reached
 
     def open(self, tick: Callable[[], bool]) -> list[str]:
         """Get ready (e.g. join the cluster); the device of each member to start. `tick` runs
@@ -148,6 +156,10 @@ class Pool:
 
     def ready_workers(self) -> int:
         return sum(1 for member in self._members.values() if member.loaded)
+
+    @property
+    def outage(self) -> Outage | None:
+        return self.members.outage
 
     def workers(self) -> list[WorkerState]:
         return [

@@ -18,6 +18,7 @@ from multiprocessing.process import BaseProcess
 import structlog
 
 from daemon.gpu_probe import GPU_FIX, probe_devices
+from daemon.pool.api import Outage
 from daemon.pool.messages import (
     CancelBatch,
     Command,
@@ -58,6 +59,7 @@ class WorkerProcesses:
 
     kind = "worker"
     batches = True
+    outage: Outage | None = None  # processes on this machine have no cluster to lose
 
     def __init__(
         self, devices: list[str], workers_per_device: int = 1, setup: EngineSetup | None = None

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import structlog
 
-from daemon.pool.api import ClusterUnavailable, PoolError
+from daemon.pool.api import ClusterUnavailable, Outage, PoolError
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
@@ -129,6 +129,7 @@ class RayActors:
         self._driver: DriverProcess | None = None
         self._members: set[int] = set()  # the actors the current driver runs
         self._said: list[Report] = []  # reports this backend makes for its actors
+        self.outage: Outage | None = None
 
     def open(self, tick: Callable[[], bool] = lambda: False) -> list[str]:
         """Connect within `connect_timeout` (ClusterUnavailable otherwise); no devices when
@@ -214,6 +215,7 @@ class RayActors:
 
     def _reply(self, reply: Reply) -> list[Report]:
         if isinstance(reply, Connected):
+            self.outage = None
             log.info(
                 "pool.ray_connected",
                 address=self.address,
@@ -251,6 +253,8 @@ class RayActors:
         reason = f"the Ray cluster was lost ({problem})"
         if driver.connected is None:
             reason = f"cannot reach the Ray cluster at {self.address!r}: {problem}"
+        since = self.outage.since if self.outage is not None else time.time()
+        self.outage = Outage(self.address, problem, since)
         lost: list[Report] = [
             MemberLost(worker_id, reason, with_cluster=True) for worker_id in sorted(self._members)
         ]
