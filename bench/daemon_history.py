@@ -4,9 +4,10 @@ A daemon that runs for months keeps up to `KEEP_FINISHED` finished jobs. This st
 run` on temporary folders, drops `--jobs` pairs at once and divides the daemon process's user
 and system CPU (not its workers') by the jobs done; then it stops the daemon, copies the
 finished jobs' rows (and their transitions) until the database holds `--history` of them,
-starts it again and repeats the burst.
+starts it again and repeats the burst. `--drop N` adds one burst of N pairs on the fresh
+database: the queue a first sync of a phone's whole camera roll makes.
 
-    python -m bench.daemon_history [--jobs 100] [--history 10000] [--rounds 2]
+    python -m bench.daemon_history [--jobs 100] [--history 10000] [--rounds 2] [--drop 1000]
 
 A soak trial found the figure growing with the history (status queries read every finished
 job); the two lines printed should be close.
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=100, help="pairs per burst")
     parser.add_argument("--history", type=int, default=10_000, help="finished jobs to grow to")
     parser.add_argument("--rounds", type=int, default=2, help="bursts on each database")
+    parser.add_argument(
+        "--drop", type=int, default=0, help="then, on the fresh database, one burst this big"
+    )
     args = parser.parse_args(argv)
     settings = argparse.Namespace(settle=0.3, poll_interval=2.0, size=32, iterations=2)
 
@@ -87,14 +91,19 @@ def main(argv: list[str] | None = None) -> int:
             run = launch(root)
             try:
                 figures = []
-                for _ in range(args.rounds):
-                    figures.append(_burst(run, sent, args.jobs))
-                    sent += args.jobs
+                sizes = [args.jobs] * args.rounds
+                if args.drop and label == "fresh database":
+                    sizes.append(args.drop)
+                for size in sizes:
+                    figures.append(_burst(run, sent, size))
+                    sent += size
             finally:
                 run.process.send_signal(signal.SIGTERM)
                 run.process.wait(60)
-            shown = ", ".join(f"{figure:.1f}" for figure in figures)
-            print(f"{label}: daemon CPU per job {shown} ms ({args.jobs} jobs per burst)")
+            shown = ", ".join(
+                f"{f:.1f} ms ({n} pairs)" for f, n in zip(figures, sizes, strict=True)
+            )
+            print(f"{label}: daemon CPU per job {shown}")
             time.sleep(1)
     return 0
 

@@ -85,8 +85,8 @@ class Reporter:
             return
         self._shape = shape
         self._last = now
-        report = from_store(daemon.store, self.daemon_info())
-        report = report.model_copy(update={"inbox": inbox, "jobs": items})
+        report = from_store(daemon.store, self.daemon_info(), live=items)
+        report = report.model_copy(update={"inbox": inbox})
         report.attention[:0] = host_attention(report)
         # Limits reached (depth, tracked files, queue) and originals kept aside.
         report.attention += daemon.watcher.attention() + daemon.intake.attention()

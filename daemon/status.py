@@ -164,22 +164,11 @@ _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
 }
 
 
-def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
-    """The durable part of the report: unfinished jobs as recorded, recent ends, jobs moved
-    aside. The running daemon replaces `jobs` with its live view and adds the inbox."""
-    jobs = [
-        JobItem(
-            job_id=row.id,
-            input=row.input,
-            state=str(row.state),
-            since=row.since,
-            styles=[s.name for s in row.job.styles] if row.job else [],
-            reason=row.reason,
-            retry_at=row.retry_at,
-            starts=row.starts,
-        )
-        for row in store.active()
-    ]
+def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = None) -> StatusReport:
+    """The durable part of the report: unfinished jobs as recorded (or the running daemon's
+    `live` view of them, which saves reading every queued job's record at each publish),
+    recent ends, jobs moved aside. The running daemon adds the inbox."""
+    jobs = live if live is not None else _recorded(store)
     if not daemon.running:  # recorded RUNNING by a daemon that was killed: nothing runs it now
         jobs = [
             job.model_copy(update={"state": str(State.QUEUED), "reason": INTERRUPTED})
@@ -222,6 +211,22 @@ def from_store(store: Store, daemon: DaemonInfo) -> StatusReport:
             skipped=counts.get("skipped", 0),
         ),
     )
+
+
+def _recorded(store: Store) -> list[JobItem]:
+    return [
+        JobItem(
+            job_id=row.id,
+            input=row.input,
+            state=str(row.state),
+            since=row.since,
+            styles=[s.name for s in row.job.styles] if row.job else [],
+            reason=row.reason,
+            retry_at=row.retry_at,
+            starts=row.starts,
+        )
+        for row in store.active()
+    ]
 
 
 def _broken(store: Store, recent: set[str]) -> list[Attention]:
