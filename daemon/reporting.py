@@ -56,7 +56,7 @@ class Source(Protocol):
     stopping: bool
 
 
-def outage_attention(outage: Outage) -> Attention:
+def _outage_attention(outage: Outage) -> Attention:
     return Attention(
         what=f"the Ray cluster at {outage.address} does not answer",
         where=outage.reason,
@@ -92,7 +92,7 @@ class Reporter:
         report.attention += daemon.watcher.attention() + daemon.intake.attention()
         report.attention += daemon.lifecycle.attention()
         if (outage := daemon.pool.outage) is not None:
-            report.attention.append(outage_attention(outage))
+            report.attention.append(_outage_attention(outage))
         daemon.metrics.set_queue(len(items))
         blocked = len(report.in_state("blocked"))
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())
