@@ -231,7 +231,8 @@ def _recorded(store: Store) -> list[JobItem]:
 
 def _broken(store: Store, recent: set[str]) -> list[Attention]:
     """Jobs set aside for a person: listed while their folder is kept (however many jobs
-    ended since), and, when they had none, while they are among the recent ends."""
+    ended since), and while they are among the recent ends (all that a job set aside without
+    a folder, a report, gets)."""
     state = store.path.parent
     return [
         Attention(
