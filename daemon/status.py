@@ -154,7 +154,6 @@ STATUS_FILE = "status.json"
 RECENT = 50
 # A job recorded RUNNING while no daemon runs: its daemon was killed (recovery queues it).
 INTERRUPTED = "interrupted: the daemon stopped while it ran; it runs again when the daemon starts"
-_ANSWERED = ("releasing", "rejected")
 _RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
@@ -177,27 +176,25 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
             for job in jobs
         ]
     recent: list[Finished] = []
-    latest = store.finished(RECENT)
-    attention = _broken(store, {row.id for row in latest})
+    latest = store.ends(RECENT)
+    attention = _broken(store, {end.id for end in latest})
     later = {job.input: job.job_id for job in jobs}  # input -> its newest job so far
-    for row in latest:  # newest first
-        if row.state in _OUTCOMES:
-            # The outbox file named when the answer was written (relative to the outbox).
-            notes = [t.note for t in store.transitions(row.id) if t.new in _ANSWERED]
-            answer = notes[-1] if notes else None
+    for end in latest:  # newest first
+        if end.state in _OUTCOMES:
+            result = end.state in _RESULTS
             recent.append(
                 Finished(
-                    job_id=row.id,
-                    input=row.input,
-                    outcome=_OUTCOMES[row.state],
-                    at=row.since,
-                    output=answer if row.state in _RESULTS else None,
-                    report=None if row.state in _RESULTS else answer,
-                    reason=row.reason,
-                    answered_again_by=None if row.state in _RESULTS else later.get(row.input),
+                    job_id=end.id,
+                    input=end.input,
+                    outcome=_OUTCOMES[end.state],
+                    at=end.since,
+                    output=end.answer if result else None,
+                    report=None if result else end.answer,
+                    reason=end.reason,
+                    answered_again_by=None if result else later.get(end.input),
                 )
             )
-            later.setdefault(row.input, row.id)
+            later.setdefault(end.input, end.id)
     counts = store.counts()
     return StatusReport(
         daemon=daemon,

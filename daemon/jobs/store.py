@@ -72,6 +72,18 @@ class JobRow:
 
 
 @dataclass(frozen=True)
+class End:
+    """A finished job as status lists it, read without its record."""
+
+    id: str
+    state: State
+    since: float
+    input: str
+    reason: str | None
+    answer: str | None  # the note of its last move to RELEASING or REJECTED: the answer's name
+
+
+@dataclass(frozen=True)
 class Answer:
     """An earlier result for the same input, styles and parameters."""
 
@@ -289,6 +301,19 @@ class Store:
             (*TERMINAL, limit),
         ).fetchall()
         return [_row(row) for row in rows]
+
+    def ends(self, limit: int) -> list[End]:
+        """The most recent ends, newest first, as `finished` finds them, each with the name of
+        its answer, in one query and without parsing records: status reads them at every
+        change of a job's state."""
+        marks = ",".join("?" * len(TERMINAL))
+        rows = self._db.execute(
+            "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
+            "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
+            f"FROM jobs WHERE +state IN ({marks}) ORDER BY since DESC LIMIT ?",
+            (State.RELEASING, State.REJECTED, *TERMINAL, limit),
+        ).fetchall()
+        return [End(row[0], State(row[1]), *row[2:]) for row in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
