@@ -253,6 +253,47 @@ def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
     assert "7.7.7" not in out, out
 
 
+STYLE_REFS_CHECK = """
+import sys
+import ray
+from daemon.pool.ray_driver import StyleRefs
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+styles = StyleRefs(ray.put, size=2)
+first, second, third = (bytes([n]) * 300_000 for n in range(3))
+ref = styles(first)
+assert styles(first) is ref, "the same style was put again"
+assert styles(bytes(bytearray(first))) is ref, "an equal style from another read was put again"
+
+
+@ray.remote
+def length(data: bytes) -> int:
+    return len(data) if isinstance(data, bytes) else -1
+
+
+assert ray.get(length.remote(ref)) == len(first), "a task got no bytes for the reference"
+assert ray.get(styles(second)) == second
+styles(third)  # the third style lets go of the first, the least recently used
+assert styles(first) is not ref, "a style let go was not put again"
+ray.shutdown()
+print("checked")
+"""
+
+
+def test_a_style_crosses_to_the_cluster_once(nodes: RayCluster) -> None:
+    """The driver puts each style image in the cluster's object store once and passes it by
+    reference (a task receives the bytes), holding the latest few."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", STYLE_REFS_CHECK, nodes.address],
+        capture_output=True,
+        text=True,
+        cwd="/",  # Ray puts a driver's working directory on every worker's module path
+        env={**os.environ, **nodes.env},
+        timeout=180,
+    )
+    assert done.returncode == 0 and "checked" in done.stdout, done.stdout + done.stderr
+
+
 # -- one daemon through the faults -------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from daemon.pool.events import Progress
@@ -89,11 +90,15 @@ class RenderActor:
         return taken
 
     def render(
-        self, task: Task, sources: Sources
+        self, task: Task, sources: Sources, *styles: bytes
     ) -> tuple[Rendered | JobFailed, list[JobProgress]]:
-        """The outcome, with the progress not yet taken (it comes before the outcome)."""
+        """The outcome, with the progress not yet taken (it comes before the outcome).
+        `styles`: the style images' bytes, which the driver sends apart from `sources` (once
+        per style, see daemon.pool.ray_driver.StyleRefs)."""
         assert self.engine is not None and self.spec is not None, "render before load"
         spec = self.spec
+        weights = (ref.weight for ref in task.styles)
+        sources = replace(sources, styles=tuple(zip(styles, weights, strict=True)))
 
         def report(progress: Progress) -> None:
             with self.lock:
