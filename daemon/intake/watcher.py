@@ -299,7 +299,7 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
-        return all(emitter.is_alive() for emitter in observer.emitters) and not self._stale.found()
+        return all(emitter.is_alive() for emitter in observer.emitters)
 
     def _poll(self) -> None:
         """Feed the photos and sidecars that appeared, changed or went since the last walk."""
@@ -367,7 +367,11 @@ class Watcher:
         if self.paused:
             self._resume()
             return
-        if self._inbox_identity() != self._identity or not self._observer_healthy():
+        if (
+            self._inbox_identity() != self._identity
+            or not self._observer_healthy()
+            or (self.mode == "native" and self._stale.found())  # walks the inbox's folders
+        ):
             # Recreated inbox (its watch is on the old folder), a dead emitter thread, folders
             # too deep for native watching, or watches on folders moved out.
             log.warning("restarting the inbox observer", inbox=str(self.inbox))
