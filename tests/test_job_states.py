@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable
@@ -232,13 +233,26 @@ def test_the_queries_run_at_every_change_do_not_grow_with_the_history(tmp_path: 
         )
 
     def add_history(count: int) -> None:
+        """Finished jobs, each with the transitions of a job that was rendered."""
+        path = [None, "claiming", "queued", "running", "publishing", "releasing", "done"]
         with sqlite3.connect(tmp_path / "stylefold.db") as db:
             start = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+            ids = [f"20250101-000000-{n:06d}-bbbbbb" for n in range(start, start + count)]
             db.executemany(
                 "INSERT INTO jobs (id, state, since, input, record) VALUES (?,?,?,?,?)",
+                # The first ends are the newest: their transitions lie at the journal's start.
                 [
-                    (f"20250101-000000-{n:06d}-bbbbbb", "done", float(n), "old.jpg", "x" * 5000)
-                    for n in range(start, start + count)
+                    (job, "done", 1e9 - start - n, "old.jpg", "x" * 5000)
+                    for n, job in enumerate(ids)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO transitions (job_id, at, from_state, to_state, note) "
+                "VALUES (?,?,?,?,?)",
+                [
+                    (job, 0.0, old, new, "old.stylised.jpg")
+                    for job in ids
+                    for old, new in itertools.pairwise(path)
                 ],
             )
 
@@ -248,3 +262,55 @@ def test_the_queries_run_at_every_change_do_not_grow_with_the_history(tmp_path: 
     large = cost()
     assert len(store.active()) == 3 and len(store.finished(50)) == len(store.ends(50)) == 50
     assert all(large[n] <= small[n] + 2 for n in range(3)), (small, large)
+
+
+def test_the_recent_ends_name_their_answers_as_their_transitions_do(tmp_path: Path) -> None:
+    """`ends` (one query, for status) against the journal read job by job: each end's answer is
+    the note of its last move to RELEASING or REJECTED, None without one."""
+    store = Store(tmp_path)
+    paths = {
+        "done": [State.QUEUED, State.RUNNING, State.PUBLISHING, State.RELEASING, State.DONE],
+        "again": [  # blocked, then rendered again
+            State.QUEUED,
+            State.PUBLISHING,
+            State.BLOCKED,
+            State.PUBLISHING,
+            State.QUEUED,
+            State.RUNNING,
+            State.PUBLISHING,
+            State.RELEASING,
+            State.DONE,
+        ],
+        "failed": [State.QUEUED, State.RUNNING, State.PUBLISHING, State.RELEASING, State.FAILED],
+        "rolled_back": [State.QUEUED, State.RETURNING, State.ROLLED_BACK],
+        "broken": [State.QUEUED, State.BROKEN],
+        "still_queued": [State.QUEUED],
+    }
+    for n, (name, path) in enumerate(paths.items()):
+        job = f"20260101-000000-{n:06d}-aaaaaa"
+        store.create(job, State.CLAIMING, f"{name}.jpg")
+        for step, state in enumerate(path):
+            note = "" if name == "failed" else f"{name}-{step}.jpg"
+            store.move(job, state, note=note, reason="why" if state == State.FAILED else None)
+    store.create("20260101-000000-000099-aaaaaa", State.PUBLISHING, "lonely.json")
+    store.move("20260101-000000-000099-aaaaaa", State.REJECTED, note="lonely.error.json")
+
+    expected = []
+    for row in store.finished(50):
+        notes = [
+            t.note for t in store.transitions(row.id) if t.new in (State.RELEASING, State.REJECTED)
+        ]
+        expected.append(
+            (row.id, row.state, row.since, row.input, row.reason, notes[-1] if notes else None)
+        )
+    ends = [(e.id, e.state, e.since, e.input, e.reason, e.answer) for e in store.ends(50)]
+    assert ends == expected
+    answers = {end.input: end.answer for end in store.ends(50)}
+    assert answers == {
+        "done.jpg": "done-3.jpg",
+        "again.jpg": "again-7.jpg",
+        "failed.jpg": "",
+        "rolled_back.jpg": None,
+        "broken.jpg": None,
+        "lonely.json": "lonely.error.json",
+    }
