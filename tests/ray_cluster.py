@@ -186,11 +186,13 @@ class RayCluster:
 
 class TcpProxy:
     """127.0.0.1:port -> target, until `cut` (the listener and every connection close at
-    once, as when a network goes); `restore` listens on the same port again."""
+    once, as when a network goes); `restore` listens on the same port again. `sent` counts
+    the bytes the clients sent through it."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.port = free_port()
+        self.sent = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -214,13 +216,15 @@ class TcpProxy:
                 return
             with self._lock:
                 self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, out in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, out), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, out: bool) -> None:
         try:
             while data := source.recv(65536):
+                if out:
+                    with self._lock:
+                        self.sent += len(data)
                 sink.sendall(data)
         except OSError:
             pass

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.pool import PoolPolicy, Task
 from daemon.pool.queue import AUTO_GPU_BATCH, TaskQueue, batch_size
+from daemon.pool.ray_driver import StyleRefs
 from daemon.pool.retry import MAX_REQUEUES, explain, next_attempt, requeue_free
 from service.params import RenderParams
 
@@ -177,3 +178,23 @@ def test_importing_the_pool_imports_neither_ray_nor_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_the_ray_driver_puts_each_style_once_and_holds_the_latest() -> None:
+    """daemon.pool.ray_driver.StyleRefs, with a stand-in for `ray.put` that records what it is
+    given (the cluster path is tests/test_ray_pool.py's, through a real `ray://` link)."""
+    put: list[bytes] = []
+
+    def record(data: bytes) -> int:
+        put.append(data)
+        return len(put)  # a reference: which put made it
+
+    styles = StyleRefs(record, size=2)
+    first, second, third = (bytes([n]) * 1000 for n in range(3))
+    assert styles(first) == styles(bytes(bytearray(first))) == 1  # equal bytes: one put
+    assert styles(second) == 2
+    assert styles(first) == 1  # used again: now the latest
+    assert styles(third) == 3  # lets go of `second`, the least recently used
+    assert styles(first) == 1
+    assert styles(second) == 4
+    assert put == [first, second, third, second]

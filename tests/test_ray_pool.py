@@ -6,7 +6,8 @@ a GPU, so the daemon places an actor there to refuse). Daemons are real `stylefo
 processes; nodes, actors and connections are really killed or cut. One cluster serves the
 module, in order: a start without a cluster (while the cluster boots), `doctor`, then one
 daemon through a refused node, jobs on both nodes, a killed actor, a lost node and a lost head
-(restarted on the same port), and last a Ray Client daemon whose connection is cut.
+(restarted on the same port), and last Ray Client daemons: one whose style crosses the link
+once, one whose connection is cut.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import (
     CLI,
@@ -33,6 +35,7 @@ from conftest import (
     wait_for,
     write_json,
 )
+from PIL import Image
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
@@ -253,47 +256,6 @@ def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
     assert "7.7.7" not in out, out
 
 
-STYLE_REFS_CHECK = """
-import sys
-import ray
-from daemon.pool.ray_driver import StyleRefs
-
-ray.init(address=sys.argv[1], logging_level="ERROR")
-styles = StyleRefs(ray.put, size=2)
-first, second, third = (bytes([n]) * 300_000 for n in range(3))
-ref = styles(first)
-assert styles(first) is ref, "the same style was put again"
-assert styles(bytes(bytearray(first))) is ref, "an equal style from another read was put again"
-
-
-@ray.remote
-def length(data: bytes) -> int:
-    return len(data) if isinstance(data, bytes) else -1
-
-
-assert ray.get(length.remote(ref)) == len(first), "a task got no bytes for the reference"
-assert ray.get(styles(second)) == second
-styles(third)  # the third style lets go of the first, the least recently used
-assert styles(first) is not ref, "a style let go was not put again"
-ray.shutdown()
-print("checked")
-"""
-
-
-def test_a_style_crosses_to_the_cluster_once(nodes: RayCluster) -> None:
-    """The driver puts each style image in the cluster's object store once and passes it by
-    reference (a task receives the bytes), holding the latest few."""
-    done = subprocess.run(
-        [sys.executable, "-P", "-c", STYLE_REFS_CHECK, nodes.address],
-        capture_output=True,
-        text=True,
-        cwd="/",  # Ray puts a driver's working directory on every worker's module path
-        env={**os.environ, **nodes.env},
-        timeout=180,
-    )
-    assert done.returncode == 0 and "checked" in done.stdout, done.stdout + done.stderr
-
-
 # -- one daemon through the faults -------------------------------------------------------------
 
 
@@ -430,6 +392,39 @@ def _start_as_the_unit_does(folders: Folders, config: Path, env: dict[str, str])
             raise
     time.sleep(5)
     return start_daemon(folders, config=config, env=env)
+
+
+def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folders) -> None:
+    """ray://: a style image goes to the cluster once, and then jobs under it send only their
+    own bytes (a soak sent the style with every job: 230 MB over the link per 1,000 jobs)."""
+    noise = np.random.default_rng(7).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folders.styles / "noise.png")  # about 300 KB: incompressible
+    style_bytes = (folders.styles / "noise.png").stat().st_size
+    proxy = TcpProxy(nodes.client_port)
+    proxy.start()
+    config = folders.config(
+        backend="ray",
+        ray_address=f"ray://127.0.0.1:{proxy.port}",
+        ray_cpu_actors=1,
+        ray_actor_cpus=1,
+        ray_connect_timeout=60.0,  # see the next test
+    )
+    daemon = _start_as_the_unit_does(folders, config, nodes.env)
+    try:
+        drop(folders, "first", {"style": "noise"}, seed=40)
+        wait_answered(folders, ["first"])
+        before = proxy.sent
+        names = [f"later{n}" for n in range(5)]
+        for n, name in enumerate(names):
+            drop(folders, name, {"style": "noise"}, seed=41 + n)
+        wait_answered(folders, names)
+        sent = proxy.sent - before
+        answered_once(folders, ["first", *names])
+    finally:
+        proxy.cut()
+        code = daemon.stop()
+    assert code == 0
+    assert sent < style_bytes, f"{sent} bytes sent for five jobs under a {style_bytes} byte style"
 
 
 def test_cut_client_connection_requeues_and_reconnects(nodes: RayCluster, folders: Folders) -> None:

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lost INTEGER NOT NULL DEFAULT 0  -- times its worker went with its Ray cluster (ADDED_COLUMNS)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_since ON jobs(since);  -- the latest ends (Store.finished)
+CREATE INDEX IF NOT EXISTS jobs_since ON jobs(since);  -- the latest ends (Store.finished, .ends)
 CREATE TABLE IF NOT EXISTS transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,

@@ -97,8 +97,6 @@ class RenderActor:
         per style, see daemon.pool.ray_driver.StyleRefs)."""
         assert self.engine is not None and self.spec is not None, "render before load"
         spec = self.spec
-        weights = (ref.weight for ref in task.styles)
-        sources = replace(sources, styles=tuple(zip(styles, weights, strict=True)))
 
         def report(progress: Progress) -> None:
             with self.lock:
@@ -110,6 +108,8 @@ class RenderActor:
 
         outcome: Rendered | JobFailed
         try:
+            weights = (ref.weight for ref in task.styles)
+            sources = replace(sources, styles=tuple(zip(styles, weights, strict=True)))
             job = decode(task, sources)
             (outcome,) = render(self.engine, [job], report, cancel, spec, self.node)
         except Exception as exc:
