@@ -394,12 +394,9 @@ def _start_as_the_unit_does(folders: Folders, config: Path, env: dict[str, str])
     return start_daemon(folders, config=config, env=env)
 
 
-def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folders) -> None:
-    """ray://: a style image goes to the cluster once, and then jobs under it send only their
-    own bytes (a soak sent the style with every job: 230 MB over the link per 1,000 jobs)."""
-    noise = np.random.default_rng(7).integers(0, 256, (320, 320, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(folders.styles / "noise.png")  # about 300 KB: incompressible
-    style_bytes = (folders.styles / "noise.png").stat().st_size
+def _client_daemon(nodes: RayCluster, folders: Folders) -> tuple[TcpProxy, Daemon]:
+    """A daemon on `ray://` through a proxy (to cut, and to count what it sends), with one
+    actor of one CPU (a cut session's actor may hold its CPU a while yet)."""
     proxy = TcpProxy(nodes.client_port)
     proxy.start()
     config = folders.config(
@@ -407,9 +404,21 @@ def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folder
         ray_address=f"ray://127.0.0.1:{proxy.port}",
         ray_cpu_actors=1,
         ray_actor_cpus=1,
-        ray_connect_timeout=60.0,  # see the next test
+        # The Ray Client server starts a server process per session; right after the head
+        # restart of the tests before, on a loaded machine, the first one took over 20 s
+        # (exit 75, "no answer within 20 s", in 2 of 4 full runs).
+        ray_connect_timeout=60.0,
     )
-    daemon = _start_as_the_unit_does(folders, config, nodes.env)
+    return proxy, _start_as_the_unit_does(folders, config, nodes.env)
+
+
+def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folders) -> None:
+    """ray://: a style image goes to the cluster once, and then jobs under it send only their
+    own bytes (a soak sent the style with every job: 230 MB over the link per 1,000 jobs)."""
+    noise = np.random.default_rng(7).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folders.styles / "noise.png")  # about 300 KB: incompressible
+    style_bytes = (folders.styles / "noise.png").stat().st_size
+    proxy, daemon = _client_daemon(nodes, folders)
     try:
         drop(folders, "first", {"style": "noise"}, seed=40)
         wait_answered(folders, ["first"])
@@ -430,19 +439,7 @@ def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folder
 def test_cut_client_connection_requeues_and_reconnects(nodes: RayCluster, folders: Folders) -> None:
     """ray://, through a proxy that is cut mid-job: the job goes back to the queue, nothing
     starts a local cluster, and once the proxy is back the daemon reconnects and answers once."""
-    proxy = TcpProxy(nodes.client_port)
-    proxy.start()
-    config = folders.config(
-        backend="ray",
-        ray_address=f"ray://127.0.0.1:{proxy.port}",
-        ray_cpu_actors=1,
-        ray_actor_cpus=1,  # the cut session's actor may hold its CPU a while yet
-        # The Ray Client server starts a server process per session; right after the head
-        # restart of the test before, on a loaded machine, the first one took over 20 s
-        # (exit 75, "no answer within 20 s", in 2 of 4 full runs).
-        ray_connect_timeout=60.0,
-    )
-    daemon = _start_as_the_unit_does(folders, config, nodes.env)
+    proxy, daemon = _client_daemon(nodes, folders)
     try:
         drop(folders, "cut", long_job(), seed=30)
         started(daemon, "cut")
