@@ -31,6 +31,7 @@ from bench.referee import STYLE_LAYERS, Referee, Verdict, photo_anchor
 from bench.sweep import image_path, side_by_side
 from service.engine import Engine, StyleImage
 from service.params import RenderParams
+from service.progress import Progress
 from service.schedule import dimensions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,16 @@ def render(
     if kept.exists() and name not in args.fresh:
         return Record(**json.loads(kept.read_text()))
     began = time.process_time()
-    result = engine.render(content, [StyleImage(style)], params_of(name, args))
+
+    def say(progress: Progress) -> None:  # the reference runs for an hour on a CPU
+        print(
+            f"  {name}: scale {progress.scale + 1}/{progress.scales}, iteration "
+            f"{progress.iteration}/{progress.total}, {time.process_time() - began:.0f} CPU s",
+            flush=True,
+        )
+
+    params = params_of(name, args)
+    result = engine.render(content, [StyleImage(style)], params, progress=say, progress_every=50)
     record = Record(
         machine.engine_version(REPO),
         result.iterations,
