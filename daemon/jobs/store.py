@@ -71,6 +71,13 @@ class JobRow:
     record_error: str | None = None  # why `job` is None although a record is stored
 
 
+# The latest ends, `limit` of them (parameters: TERMINAL's states, then the limit), for
+# `Store.finished` and `Store.ends`.
+_LATEST_ENDS = (
+    f"FROM jobs WHERE +state IN ({','.join('?' * len(TERMINAL))}) ORDER BY since DESC LIMIT ?"
+)
+
+
 @dataclass(frozen=True)
 class End:
     """A finished job as status lists it, read without its record."""
@@ -294,11 +301,8 @@ class Store:
         """The most recent ends, newest first. `+state` keeps SQLite from the state index,
         which would fetch and sort every finished job: it walks `since` from the newest and
         stops at `limit` (status asks for this at every change of a job's state)."""
-        marks = ",".join("?" * len(TERMINAL))
         rows = self._db.execute(
-            f"SELECT {self._columns} FROM jobs WHERE +state IN ({marks}) "
-            "ORDER BY since DESC LIMIT ?",
-            (*TERMINAL, limit),
+            f"SELECT {self._columns} {_LATEST_ENDS}", (*TERMINAL, limit)
         ).fetchall()
         return [_row(row) for row in rows]
 
@@ -306,11 +310,10 @@ class Store:
         """The most recent ends, newest first, as `finished` finds them, each with the name of
         its answer, in one query and without parsing records: status reads them at every
         change of a job's state."""
-        marks = ",".join("?" * len(TERMINAL))
         rows = self._db.execute(
             "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
             "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
-            f"FROM jobs WHERE +state IN ({marks}) ORDER BY since DESC LIMIT ?",
+            + _LATEST_ENDS,
             (State.RELEASING, State.REJECTED, *TERMINAL, limit),
         ).fetchall()
         return [End(row[0], State(row[1]), *row[2:]) for row in rows]
