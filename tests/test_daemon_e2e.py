@@ -347,6 +347,41 @@ def test_a_job_survives_the_loss_of_the_state_database(folders: Folders) -> None
     assert [p.name for p in (folders.state / "spool").iterdir()] == []
 
 
+def test_a_stop_between_a_recorded_end_and_its_folder_going_leaves_no_folder(
+    folders: Folders,
+) -> None:
+    """A job's end is recorded before its spool folder goes: a stop in between left the folder
+    (a result image and a log) in the state folder for good. The next start removes it, unless
+    an original is in it after all."""
+    daemon = start_daemon(folders)
+    try:
+        for name in ("one", "two"):
+            (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=5))
+            write_json(folders.inbox / f"{name}.json", {**SLOW, "params": {"iterations": 2}})
+            daemon.wait_for_log("job.done", count=1 if name == "one" else 2)
+    finally:
+        assert daemon.stop() == 0
+    with sqlite3.connect(folders.state / "stylefold.db") as db:
+        rows = db.execute(
+            "SELECT id, json_extract(record, '$.input_file') FROM jobs ORDER BY id"
+        ).fetchall()
+    (done, _), (kept, input_file) = rows
+    spool = folders.state / "spool"
+    for job_id in (done, kept):
+        (spool / job_id).mkdir()
+        (spool / job_id / "result.png").write_bytes(b"rendered")
+    (spool / kept / input_file).write_bytes(b"an original")  # never removed unasked
+
+    daemon = start_daemon(folders)
+    try:
+        assert daemon.wait_for_log("spool.leftover_removed")["state"] == "done"
+        daemon.wait_for_log("spool.leftover_kept")
+    finally:
+        assert daemon.stop() == 0
+    assert [p.name for p in spool.iterdir()] == [kept]
+    assert (spool / kept / input_file).read_bytes() == b"an original"
+
+
 def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     """Restarts for upgrades or config changes (SIGTERM mid-job) put the job back in the queue;
     only crashes count towards MAX_STARTS. Found by an operator's trial: five `systemctl

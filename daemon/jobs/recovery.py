@@ -7,6 +7,7 @@ back to the inbox from its own `claim.json`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ log = structlog.get_logger("stylefold.jobs")
 
 NOT_RECORDED = "its spool folder was not in the state database"
 UNKNOWN_INPUT = "unknown photo"
+# Ends recorded only after the job's originals left its spool folder (`Publisher.release`).
+RELEASED = frozenset({State.DONE, State.SKIPPED, State.FAILED})
 MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up; an orderly
 # stop (SIGTERM, a restart for an upgrade) requeues it and does not count
 
@@ -66,16 +69,34 @@ def _give_back_unknown(lc: Lifecycle) -> None:
     rolled back to an older copy): their originals go back to the inbox, as a claim cut short
     would, from the folder's own `claim.json`, and are taken again as new arrivals. A folder
     without one (or with one that cannot be read) is set aside, BROKEN, for a person, so that
-    status lists it; no original is left where nobody looks."""
+    status lists it; no original is left where nobody looks. The folder of a job whose end is
+    recorded is a leftover, removed."""
     for folder in sorted(lc.spool.root.iterdir()):
         job_id = folder.name
-        if job_id.startswith(".") or not folder.is_dir() or lc.store.get(job_id) is not None:
+        if job_id.startswith(".") or not folder.is_dir():
+            continue
+        row = lc.store.get(job_id)
+        if row is not None:
+            if row.state in RELEASED:
+                _remove_leftover(row, folder)
             continue
         with job_context(job_id):
             try:
                 _give_back_folder(lc, folder)
             except Exception as exc:  # never keeps the daemon from starting; tried again then
                 log.error("job.unrecorded_not_returned", folder=str(folder), error=repr(exc))
+
+
+def _remove_leftover(row: JobRow, folder: Path) -> None:
+    """A job's end is recorded before its folder goes, so a stop in between leaves the folder
+    with the result and log (both in the outbox by then) and without the originals (moved on
+    by then). Kept, and said, should an original be there after all."""
+    originals = [] if row.job is None else [t for _, t in ClaimIntent.of(row.job).moves]
+    if any((folder / name).exists() for name in originals):
+        log.warning("spool.leftover_kept", folder=str(folder), state=str(row.state))
+        return
+    log.info("spool.leftover_removed", folder=str(folder), state=str(row.state))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
