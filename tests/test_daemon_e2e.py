@@ -353,11 +353,12 @@ def test_a_stop_between_a_recorded_end_and_its_folder_going_leaves_no_folder(
     """A job's end is recorded before its spool folder goes: a stop in between left the folder
     (a result image and a log) in the state folder for good. The next start removes it, unless
     an original is in it after all."""
+    sidecar = {"style": "mosaic", "params": {"iterations": 2}}
     daemon = start_daemon(folders)
     try:
         for name in ("one", "two"):
             (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=5))
-            write_json(folders.inbox / f"{name}.json", {**SLOW, "params": {"iterations": 2}})
+            write_json(folders.inbox / f"{name}.json", sidecar)
             daemon.wait_for_log("job.done", count=1 if name == "one" else 2)
     finally:
         assert daemon.stop() == 0

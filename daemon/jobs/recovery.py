@@ -7,7 +7,6 @@ back to the inbox from its own `claim.json`."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
 from daemon.jobs.spool import CLAIM_FILE, ClaimIntent
-from daemon.jobs.states import State
+from daemon.jobs.states import TRANSITIONS, State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
 from daemon.pool import RESULT_INFO
@@ -32,8 +31,8 @@ log = structlog.get_logger("stylefold.jobs")
 
 NOT_RECORDED = "its spool folder was not in the state database"
 UNKNOWN_INPUT = "unknown photo"
-# Ends recorded only after the job's originals left its spool folder (`Publisher.release`).
-RELEASED = frozenset({State.DONE, State.SKIPPED, State.FAILED})
+# Ends reached only through RELEASING, so only after the originals left the spool folder.
+RELEASED = TRANSITIONS[State.RELEASING]
 MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up; an orderly
 # stop (SIGTERM, a restart for an upgrade) requeues it and does not count
 
@@ -46,7 +45,7 @@ def recover(lc: Lifecycle) -> None:
         migrate(lc.store, lc.spool, lc.settings.state)
     except OSError as exc:  # repeated at the next start; its old files are kept until then
         log.error("state.migration_deferred", error=str(exc), fix=answers.STATE_FIX)
-    _give_back_unknown(lc)
+    _settle_spool(lc)
     for row in lc.store.active():
         with job_context(row.id):
             log.info("job.recovered", input=row.input, state=str(row.state))
@@ -64,7 +63,7 @@ def recover(lc: Lifecycle) -> None:
         log.warning("spool.not_forgotten", error=str(exc))
 
 
-def _give_back_unknown(lc: Lifecycle) -> None:
+def _settle_spool(lc: Lifecycle) -> None:
     """Spool folders the database has no record of (it was lost, damaged and moved aside, or
     rolled back to an older copy): their originals go back to the inbox, as a claim cut short
     would, from the folder's own `claim.json`, and are taken again as new arrivals. A folder
@@ -78,7 +77,7 @@ def _give_back_unknown(lc: Lifecycle) -> None:
         row = lc.store.get(job_id)
         if row is not None:
             if row.state in RELEASED:
-                _remove_leftover(row, folder)
+                _remove_leftover(lc, row)
             continue
         with job_context(job_id):
             try:
@@ -87,16 +86,17 @@ def _give_back_unknown(lc: Lifecycle) -> None:
                 log.error("job.unrecorded_not_returned", folder=str(folder), error=repr(exc))
 
 
-def _remove_leftover(row: JobRow, folder: Path) -> None:
+def _remove_leftover(lc: Lifecycle, row: JobRow) -> None:
     """A job's end is recorded before its folder goes, so a stop in between leaves the folder
     with the result and log (both in the outbox by then) and without the originals (moved on
     by then). Kept, and said, should an original be there after all."""
+    folder = lc.spool.job_dir(row.id)
     originals = [] if row.job is None else [t for _, t in ClaimIntent.of(row.job).moves]
     if any((folder / name).exists() for name in originals):
         log.warning("spool.leftover_kept", folder=str(folder), state=str(row.state))
         return
     log.info("spool.leftover_removed", folder=str(folder), state=str(row.state))
-    shutil.rmtree(folder, ignore_errors=True)
+    lc.spool.remove(row.id)
 
 
 def _give_back_folder(lc: Lifecycle, folder: Path) -> None:

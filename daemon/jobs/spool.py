@@ -382,10 +382,10 @@ class Spool:
         rel = (Path(job.rel_dir) / names.get(job.image_name, job.image_name)).as_posix()
         self.store.remember(rel, [image, sidecar], job.id)
 
-    def remove(self, job: Job) -> None:
+    def remove(self, job: Job | str) -> None:
         """Delete the job folder (its originals have already left it)."""
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
-        self._reserved.pop(job.id, None)
+        self._reserved.pop(job if isinstance(job, str) else job.id, None)
 
     # -- inbox files answered in place ----------------------------------------------------
 
