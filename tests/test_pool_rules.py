@@ -198,3 +198,25 @@ def test_the_ray_driver_puts_each_style_once_and_holds_the_latest() -> None:
     assert styles(first) == 1
     assert styles(second) == 4
     assert put == [first, second, third, second]
+
+
+def test_the_ray_driver_holds_styles_up_to_a_byte_budget() -> None:
+    """A few large paintings must not pin the head's object store: past the budget the least
+    recently used go, but the style just used is held even when it alone is over it."""
+    put: list[bytes] = []
+
+    def record(data: bytes) -> int:
+        put.append(data)
+        return len(put)
+
+    styles = StyleRefs(record, size=32, budget=2500)
+    small, medium, large = bytes(1000), b"m" * 1200, b"L" * 3000
+    assert styles(small) == 1
+    assert styles(medium) == 2  # 2200 bytes held: both kept
+    assert styles(small) == 1
+    assert styles(large) == 3  # over the budget alone: held, everything older let go
+    assert styles(large) == 3
+    assert styles(small) == 4  # let go above, so put again; `large` goes now
+    assert styles(medium) == 5
+    assert styles(small) == 4  # 2200 bytes: both still held
+    assert put == [small, medium, large, small, medium]

@@ -52,7 +52,8 @@ PROGRESS_EVERY = 0.5  # seconds between two progress takes from a rendering acto
 HEALTH_EVERY = 1.0  # seconds between two probes of the cluster's address
 HEALTH_FAILURES = 3  # failed probes in a row that mean the cluster is gone
 ACTOR_CONCURRENCY = 4  # identify or load or render, take_progress, cancel
-STYLE_REFS = 32  # style images held in the cluster's object store (the latest used)
+STYLE_REFS = 32  # style images held in the cluster's object store (the latest used) ...
+STYLE_REF_BYTES = 256 * 2**20  # ... and at most this many bytes of them (the latest is kept)
 
 
 class Link:
@@ -87,23 +88,29 @@ class StyleRefs:
     """Each style image put in the cluster's object store once and passed to renders by
     reference. Sent with every job, a style (145-315 KB beside a 3 KB photo in a soak) crossed
     the Ray Client link again for each: about 230 MB per 1,000 jobs. The latest `size` used are
-    held here; Ray frees one let go once no render still reads it. A driver lives for one
-    connection, so its references never outlive their cluster."""
+    held here, as many as `size` and `budget` bytes allow (a library of large paintings would
+    otherwise pin gigabytes of the head's object store); Ray frees one let go once no render
+    still reads it. A driver lives for one connection, so its references never outlive their
+    cluster."""
 
-    def __init__(self, put: Callable[[bytes], Any], size: int = STYLE_REFS) -> None:
+    def __init__(
+        self, put: Callable[[bytes], Any], size: int = STYLE_REFS, budget: int = STYLE_REF_BYTES
+    ) -> None:
         self._put = put
         self._size = size
-        self._refs: OrderedDict[bytes, Any] = OrderedDict()
+        self._budget = budget
+        self._refs: OrderedDict[bytes, tuple[Any, int]] = OrderedDict()
+        self._held = 0  # bytes
 
     def __call__(self, data: bytes) -> Any:
         key = hashlib.blake2b(data, digest_size=16).digest()
-        ref = self._refs.get(key)
-        if ref is None:
-            ref = self._refs[key] = self._put(data)
+        if key not in self._refs:
+            self._refs[key] = (self._put(data), len(data))
+            self._held += len(data)
         self._refs.move_to_end(key)
-        while len(self._refs) > self._size:
-            self._refs.popitem(last=False)
-        return ref
+        while len(self._refs) > 1 and (len(self._refs) > self._size or self._held > self._budget):
+            self._held -= self._refs.popitem(last=False)[1][1]
+        return self._refs[key][0]
 
 
 @dataclass
