@@ -201,6 +201,29 @@ def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared
     assert (out / "copy.stylised.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
 
 
+def test_a_photo_another_sidecar_borrows_as_its_style_is_answered_too(shared: Daemon) -> None:
+    """Anyone may name any photo as the style to bring along: that must not cost the photo
+    its own answer, even when the borrowing pair is decided first."""
+    inbox = shared.folders.inbox / "borrowed"
+    write_json(inbox / "photo.json", SIDECAR)
+    (inbox / "borrower.jpg").write_bytes(image_bytes(seed=31))
+    write_json(inbox / "borrower.json", {"style": {"file": "photo.jpg"}})
+    time.sleep(0.1)
+    photo = image_bytes(seed=30)
+    (inbox / "photo.jpg").write_bytes(photo)  # settles last
+    borrowed = _manifest(shared.folders, "borrowed/borrower.manifest.json")
+    assert borrowed["styles"][0]["sha256"] == _sha(photo)  # type: ignore[index]
+    own = _manifest(shared.folders, "borrowed/photo.manifest.json")
+    assert own["styles"][0]["name"] == "mosaic"  # type: ignore[index]
+    wait_for(lambda: _outputs(inbox) == [], 10, "both pairs archived")
+    assert _outputs(shared.folders.state / "archive" / "borrowed") == [
+        "borrower.jpg",
+        "borrower.json",
+        "photo.jpg",
+        "photo.json",
+    ]
+
+
 def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "corrupt"
     inbox.mkdir()
@@ -381,6 +404,30 @@ def test_a_stop_between_a_recorded_end_and_its_folder_going_leaves_no_folder(
         assert daemon.stop() == 0
     assert [p.name for p in spool.iterdir()] == [kept]
     assert (spool / kept / input_file).read_bytes() == b"an original"
+
+
+def test_a_brought_along_style_left_in_the_inbox_is_not_a_lone_photo_after_a_restart(
+    folders: Folders,
+) -> None:
+    """A style image a sidecar brings is copied, not moved (several sidecars may share it), so
+    it stays in the inbox; the next daemon must not answer it as a photo without a sidecar."""
+    config = folders.config(pair_timeout=2.0)
+    daemon = start_daemon(folders, config=config)
+    try:
+        (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=12))
+        write_json(folders.inbox / "photo.json", {"style": {"file": "mine.jpg"}})
+        daemon.wait_for_log("job.done")
+    finally:
+        assert daemon.stop() == 0
+    daemon = start_daemon(folders, config=config)
+    try:
+        (folders.inbox / "lone.jpg").write_bytes(image_bytes(seed=13))  # reported, as a yardstick
+        wait_for((folders.outbox / "lone.error.json").exists, 60, "the lone photo's report")
+    finally:
+        assert daemon.stop() == 0
+    assert not (folders.outbox / "mine.error.json").exists()
+    assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
 
 
 def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:

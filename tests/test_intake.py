@@ -260,6 +260,23 @@ def test_brought_along_style_file(inbox: Inbox) -> None:
     assert inbox.poll(PAIR * 2) == []  # the style image left behind is not a lone photo
 
 
+def test_a_photo_another_sidecar_brings_as_its_style_still_gets_its_own_job(
+    inbox: Inbox,
+) -> None:
+    """Whoever can write to the inbox may name any photo there as the style to bring along;
+    the photo must still become a job of its own, whichever half settles when."""
+    sidecar = inbox.write("x.json", '{"style": "a"}')
+    inbox.now += 0.1
+    borrower = inbox.write("y.jpg"), inbox.write("y.json", '{"style": {"file": "x.jpg"}}')
+    inbox.now += 0.1
+    image = inbox.write("x.jpg")  # settles last: the borrower is decided first
+    events = inbox.poll(SETTLE) + inbox.poll(PAIR * 2)
+    assert sorted(events, key=lambda e: e.image.name) == [  # type: ignore[union-attr]
+        Arrival(image, sidecar, Path(".")),
+        Arrival(borrower[0], borrower[1], Path("."), image),
+    ]
+
+
 def test_missing_style_file_reported(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')

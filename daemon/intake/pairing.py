@@ -391,6 +391,9 @@ class Intake:
                         reason = f"cannot use the style image {style_path.name} it brings: {why}"
                         self._report(image, events, reason)
                     return
+        waiting = [b for b in self._pairs.borrowers(image.path) if b.done is None]
+        if waiting and not timed_out:
+            return  # pairs bringing this photo as their style copy it first: a job moves it
         self._emit(image, sidecar, style, events)
 
     def _emit(
@@ -407,8 +410,9 @@ class Intake:
             self._pending.discard(sidecar.path)
             sidecar.done = marker
         if style is not None:
+            # Still decided as a photo: another sidecar may name any photo as its style, and
+            # one with a sidecar of its own must get its own answer.
             self._used_styles[style.path] = style.signature
-            self._pending.discard(style.path)
         if image.done == marker:
             return
         image.done = marker

@@ -95,6 +95,14 @@ class Partners:
         """Whether a sidecar names this file as the style image it brings along."""
         return path in self._style_refs
 
+    def borrowers(self, path: Path) -> list[Tracked]:
+        """The sidecars, each with its photo here, that name this file as their style image."""
+        return [
+            self.files[sidecar]
+            for sidecar in sorted(self._style_refs.get(path, ()))
+            if sidecar in self.files and self.images_for(sidecar)
+        ]
+
     def related(self, entry: Tracked) -> set[Path]:
         """Files whose pairing may change when `entry` changes or goes."""
         folder = entry.path.parent

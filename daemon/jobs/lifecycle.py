@@ -12,6 +12,7 @@ start-up continues each job from its recorded state.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from pathlib import Path
@@ -229,6 +230,11 @@ class Lifecycle:
             self.claim_pause_until = time.monotonic() + CLAIM_RETRY
             return
         self.jobs[job.id] = job
+        if arrival.style_file is not None:
+            # Copied, not moved (other sidecars may name it too): left in the inbox, it must
+            # not be answered as a photo without a sidecar after a restart.
+            with contextlib.suppress(OSError):  # else only that needless report, later
+                self.spool.remember([arrival.style_file], job.id)
         if not self.space.held:
             self.space.recovered()
         with job_context(job.id):
