@@ -224,6 +224,44 @@ def test_a_photo_another_sidecar_borrows_as_its_style_is_answered_too(shared: Da
     ]
 
 
+def test_a_file_over_max_input_bytes_is_reported_unread(shared: Daemon) -> None:
+    """A sparse file claims gigabytes it does not hold: hashing it stalled the daemon's loop
+    for minutes and decoding it filled the worker's memory. Over max_input_bytes (256 MiB by
+    default) a photo, or a style image brought along, is reported before anything reads it."""
+    inbox = shared.folders.inbox / "sparse"
+    inbox.mkdir()
+    for name in ("huge.jpg", "painting.jpg"):
+        with (inbox / name).open("wb") as handle:
+            handle.write(image_bytes(seed=40))
+            handle.truncate(4 * 2**30)  # 4 GiB on screen, a few KiB on disk
+    write_json(inbox / "huge.json", SIDECAR)
+    (inbox / "borrower.jpg").write_bytes(image_bytes(seed=41))
+    write_json(inbox / "borrower.json", {"style": {"file": "painting.jpg"}})
+    (inbox / "photo.jpg").write_bytes(image_bytes(seed=42))
+    write_json(inbox / "photo.json", SIDECAR)
+    reports = {}
+    for stem in ("huge", "borrower"):
+        path = shared.folders.outbox / "sparse" / f"{stem}.error.json"
+        reports[stem] = json.loads(wait_for(lambda p=path: p.exists() and p.read_text(), 30))
+    assert (
+        "huge.jpg is 4,294,967,296 bytes, more than max_input_bytes (268,435,456)"
+        in (reports["huge"]["error"])
+    )
+    assert "cannot use the style image painting.jpg it brings" in reports["borrower"]["error"]
+    assert "more than max_input_bytes" in reports["borrower"]["error"]
+    _manifest(shared.folders, "sparse/photo.manifest.json")  # the loop went on
+    wait_for(lambda: not (inbox / "photo.jpg").exists(), 10, "the photo archived")
+    assert _outputs(shared.folders.outbox / "sparse") == sorted(
+        [
+            f"{stem}.{ext}"
+            for stem in ("huge", "borrower", "painting")
+            for ext in ("error.json", "log")
+        ]
+        + ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    )
+    assert (inbox / "huge.jpg").stat().st_size == 4 * 2**30  # left as it was
+
+
 def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "corrupt"
     inbox.mkdir()

@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         description="Largest per-job iteration count.",
         json_schema_extra=APPLIED_LIVE,
     )
+    max_input_bytes: int = Field(
+        256 * 2**20,
+        gt=0,
+        description="Largest photo or brought-along style image file, in bytes; larger ones "
+        "are reported without being read.",
+        json_schema_extra=APPLIED_LIVE,
+    )
     max_sidecar_bytes: int = Field(
         65536,
         gt=0,

@@ -97,6 +97,15 @@ def given_up(reason: str, timeout: float) -> str:
     )
 
 
+def too_large(size: int, limit: int) -> str:
+    """The report on a photo or style image file over `max_input_bytes`."""
+    return (
+        f"is {size:,} bytes, more than max_input_bytes ({limit:,}); send a smaller file "
+        "(a JPEG, PNG or WebP of the same picture is usually far smaller), or raise "
+        "max_input_bytes"
+    )
+
+
 def no_sidecar(base: str, style_names: list[str]) -> str:
     """The advice for a lone photo, with a style that exists in this library."""
     if style_names:

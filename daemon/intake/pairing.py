@@ -36,6 +36,7 @@ from daemon.intake.arrival import (
     inbox_item,
     look_again,
     no_sidecar,
+    too_large,
 )
 from daemon.intake.complete import truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
@@ -60,6 +61,7 @@ class Intake:
         no_sidecar: Literal["default", "wait"] = "wait",
         default_style: str | None = None,
         max_sidecar_bytes: int = 65536,
+        max_input_bytes: int = 256 * 2**20,
         max_tracked: int = 100_000,
         arriving_timeout: float = 600.0,
     ) -> None:
@@ -69,6 +71,7 @@ class Intake:
         self.pair_timeout = pair_timeout
         self.use_default = no_sidecar == "default" and default_style is not None
         self.max_sidecar_bytes = max_sidecar_bytes
+        self.max_input_bytes = max_input_bytes
         self.max_tracked = max_tracked
         self.arriving_timeout = arriving_timeout
         self.dropped = 0  # observations refused because max_tracked files are already tracked
@@ -89,6 +92,7 @@ class Intake:
             no_sidecar=settings.no_sidecar,
             default_style=settings.default_style,
             max_sidecar_bytes=settings.max_sidecar_bytes,
+            max_input_bytes=settings.max_input_bytes,
             arriving_timeout=settings.arriving_timeout,
             max_tracked=settings.max_tracked,
         )
@@ -112,6 +116,7 @@ class Intake:
         self.pair_timeout = settings.pair_timeout
         self.use_default = settings.no_sidecar == "default" and settings.default_style is not None
         self.max_sidecar_bytes = settings.max_sidecar_bytes
+        self.max_input_bytes = settings.max_input_bytes
         self.arriving_timeout = settings.arriving_timeout
 
     def reconsider(self) -> None:
@@ -275,6 +280,10 @@ class Intake:
             return
         if entry.unusable is not None:
             self._report(entry, events, entry.unusable)
+            return
+        if entry.kind == "image" and entry.signature.size > self.max_input_bytes:
+            # Before anything reads it: its size may be a sparse file's, gigabytes of nothing.
+            self._report(entry, events, too_large(entry.signature.size, self.max_input_bytes))
             return
         if entry.signature.size == 0:
             if now - entry.changed_at >= self.pair_timeout:
