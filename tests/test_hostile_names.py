@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Folders, image_bytes
+from conftest import Folders, image_bytes, start_daemon, wait_for, write_json
 from hostile import run_once
 
 from daemon.config import load_settings
+from daemon.status import read_status
 
 pytestmark = pytest.mark.heavy
 
@@ -87,3 +89,50 @@ def test_awkward_names_get_one_answer_each_and_survive_a_restart(folders: Folder
     assert list((settings.state / "spool").iterdir()) == []
     assert not (settings.state / "returned").exists()
     assert (inbox / f"{LONG}.jpg").exists() and (inbox / "self.jpg").exists()
+
+
+def test_a_photo_whose_path_is_too_long_to_answer_is_listed_not_retried_for_ever(
+    folders: Folders,
+) -> None:
+    """22 folders of 200-byte names: each name is legal and the depth under max_depth, but the
+    whole path is longer than the system opens (PATH_MAX), and its answer's path under the
+    outbox would be too. It was taken, crashed, and its report was retried for ever with advice
+    to free space in the outbox; it is now listed under "needs attention" instead, and the
+    inbox goes on."""
+    names = [f"{index:02d}{'d' * 198}" for index in range(22)]
+    fd = os.open(folders.inbox, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            fd, parent = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+        for name, data in (
+            ("deep.jpg", image_bytes(seed=50)),
+            ("deep.json", b'{"style": "mosaic"}'),
+        ):
+            out = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(out, data)
+            os.close(out)
+    finally:
+        os.close(fd)
+    daemon = start_daemon(folders, config=folders.config(rescan_interval=1.0))
+    try:
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=51))
+        write_json(folders.inbox / "photo.json", {"style": "mosaic"})
+        wait_for((folders.outbox / "photo.manifest.json").exists, 60, "the short path's answer")
+
+        def listed() -> list[str]:
+            return [i.what for i in read_status(folders.state).attention if "path" in i.what]
+
+        [what] = wait_for(listed, 30, "the long path listed")
+        assert "longer than" in what and "are not taken" in what
+        shutil.rmtree(folders.inbox / names[0])  # moved away
+        wait_for(lambda: not listed(), 30, "the listing cleared")
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.logged("job.outbox_unwritable") and not daemon.logged("job.arrival_crashed")
+    assert sorted(os.listdir(folders.outbox)) == [
+        "photo.log",
+        "photo.manifest.json",
+        "photo.stylised.jpg",
+    ]

@@ -47,6 +47,18 @@ from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
 from daemon.status import Attention, InboxItem
 
+PATH_MAX = 4096  # Linux's, in bytes, with the closing NUL
+# What the daemon adds to an inbox path below its other folders: a job id and numbered,
+# temporary names (state/returned/<job id>/..., ".photo.stylised-12.jpg.<random>.tmp").
+PATH_SLACK = 128
+
+
+def longest_relative(settings: Settings) -> int:
+    """The longest inbox-relative path (bytes) whose photo the daemon can take and answer: it
+    becomes a path below the outbox, the archive and the state folder too."""
+    roots = (settings.inbox, settings.outbox, settings.archive_path, settings.state)
+    return PATH_MAX - 1 - PATH_SLACK - max(len(os.fsencode(root)) for root in roots)
+
 
 class Intake:
     """Settle timers and image/sidecar pairing for one inbox."""
@@ -64,6 +76,7 @@ class Intake:
         max_input_bytes: int = 256 * 2**20,
         max_tracked: int = 100_000,
         arriving_timeout: float = 600.0,
+        max_relative: int = PATH_MAX,
     ) -> None:
         self.inbox = inbox
         self.rules = rules
@@ -74,7 +87,9 @@ class Intake:
         self.max_input_bytes = max_input_bytes
         self.max_tracked = max_tracked
         self.arriving_timeout = arriving_timeout
+        self.max_relative = max_relative  # bytes of an inbox-relative path (longest_relative)
         self.dropped = 0  # observations refused because max_tracked files are already tracked
+        self.too_long = 0  # observations refused because their path is longer than max_relative
         self.limits = Limits()
         self._pairs = Partners()
         self._files = self._pairs.files  # the same dict, read often
@@ -95,6 +110,7 @@ class Intake:
             max_input_bytes=settings.max_input_bytes,
             arriving_timeout=settings.arriving_timeout,
             max_tracked=settings.max_tracked,
+            max_relative=longest_relative(settings),
         )
 
     def attention(self) -> list[Attention]:
@@ -157,6 +173,9 @@ class Intake:
             return
         kind = self.rules.kind(relative)
         if kind is None:
+            return
+        if len(os.fsencode(relative)) > self.max_relative:
+            self._refuse_long(relative)
             return
         try:
             result = lstat_under(self.inbox, relative)
@@ -222,7 +241,22 @@ class Intake:
             self.observe(path, now)
         if not self.dropped:
             self.limits.clear("max_tracked")
-        self.dropped = 0
+        if not self.too_long:
+            self.limits.clear("path length")
+        self.dropped = self.too_long = 0
+
+    def _refuse_long(self, relative: Path) -> None:
+        """A path the system cannot open whole (nor the answer's, under the outbox): such a
+        photo could be neither taken nor answered, so it is listed for a person instead."""
+        self.too_long += 1
+        shown = relative.as_posix()
+        self.limits.reach(
+            "path length",
+            f"photos and sidecars whose path in the inbox is longer than {self.max_relative} "
+            "bytes are not taken: their answers would not fit under the outbox",
+            "move them into a folder nearer the top of the inbox, or shorten its folder names",
+            where=shown if len(shown) <= 120 else f"{shown[:60]}...{shown[-57:]}",
+        )
 
     def resettle(self, path: Path, now: float) -> None:
         """Start over with a file that was not what settled when it was claimed (swapped,
