@@ -188,6 +188,20 @@ def test_lone_image_reported_once_then_paired_later(inbox: Inbox) -> None:
     assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
 
 
+def test_a_lone_photo_whose_name_leaves_no_room_for_a_sidecar_is_told_to_rename(
+    inbox: Inbox,
+) -> None:
+    """At 255 bytes photo.jpg is a legal name, but photo.json would be 256: asking for it
+    would ask for a file that cannot exist."""
+    inbox.write("L" * 251 + ".jpg")
+    inbox.write("short.jpg")
+    long, short = sorted(inbox.poll(PAIR), key=lambda e: len(str(e.path)), reverse=True)
+    assert isinstance(long, Problem) and isinstance(short, Problem)
+    assert "its name is too long to have one" in long.reason
+    assert "rename the photo to a shorter name" in long.reason
+    assert "add short.json beside it" in short.reason
+
+
 def test_lone_image_gets_default_style_when_configured(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path, no_sidecar="default", default_style="starry")
     image = inbox.write("photo.jpg")

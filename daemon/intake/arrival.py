@@ -14,6 +14,7 @@ Pure functions of the tracker's clock (`now`) and the epoch time at the same ins
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -97,6 +98,9 @@ def given_up(reason: str, timeout: float) -> str:
     )
 
 
+NAME_MAX = 255  # bytes of one file name, on every file system a sync tool writes to
+
+
 def too_large(size: int, limit: int) -> str:
     """The report on a photo or style image file over `max_input_bytes`."""
     return (
@@ -118,8 +122,15 @@ def no_sidecar(base: str, style_names: list[str]) -> str:
             "the style library has no style yet: add an image to it first; its file name "
             "without the extension is the style name"
         )
+    sidecar = f"{base}.json"
+    if len(os.fsencode(sidecar)) > NAME_MAX:
+        return (
+            f"has no sidecar, and its name is too long to have one: {sidecar} would be more "
+            f"than {NAME_MAX} bytes; rename the photo to a shorter name, then add its sidecar, "
+            f'e.g. {{"style": "{example}"}} ({known})'
+        )
     return (
-        f'has no sidecar; add {base}.json beside it, e.g. {{"style": "{example}"}} '
+        f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} '
         f'({known}), or configure default_style with no_sidecar = "default" and reload '
         "(SIGHUP)"
     )
