@@ -132,8 +132,8 @@ class RenderParams(BaseModel):
         default="recolored",
         description="Start from the content image recolored with the style's colour mean and "
         "covariance (in proportion below the default strength; the photo's own colours when "
-        "preserve_colors is set), from the content image as it is, from noise, or from a "
-        "given image.",
+        "preserve_colors is set), from the content image as it is, from noise, or (only "
+        "`stylefold render --init PATH`) from a given image.",
     )
     optimizer: Literal["lbfgs", "adam"] = Field(
         default="lbfgs",

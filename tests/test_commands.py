@@ -111,6 +111,19 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(tmp_path / "missing.json"))
     assert result.returncode == 1 and "missing.json: no such file" in result.stderr
 
+    start = write_json(tmp_path / "start.json", {"style": "mosaic", "params": {"init": "image"}})
+    result = stylefold("validate", str(start))
+    assert result.returncode == 1 and "only `stylefold render --init PATH` takes" in result.stderr
+
+    # A config asked for but unusable: its checks cannot be made, so no "ok" (a user's trial).
+    for config, problem in (
+        (folders.root / "stylefold.tom", "does not exist"),
+        (write_json(tmp_path / "broken.toml", {"inbox": 1}), "not valid TOML"),
+    ):
+        result = stylefold("validate", str(too_big), "--config", str(config))
+        assert result.returncode == 1 and "ok" not in result.stdout
+        assert problem in result.stderr and "leave out --config" in result.stderr
+
 
 def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     result = stylefold("doctor", "--config", str(folders.config()))

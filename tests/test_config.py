@@ -133,6 +133,13 @@ def test_lists_from_environment_json(
             "lower defaults.iterations or raise max_iterations",
         ),
         ({"bogus": 1}, "bogus: unknown setting"),
+        ({"size": 96}, "size: unknown setting; size belongs in the [defaults] table"),
+        (
+            {"defaults": {"archive": "keep"}},
+            "defaults.archive: unknown setting; archive is a top-level setting: move it above "
+            "the [defaults] line",
+        ),
+        ({"defaults": {"init": "image"}}, "defaults.init: init 'image' needs a start image"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),
         ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),
         ({"image_extensions": ["json"]}, "sidecar extension"),

@@ -4,11 +4,13 @@ the inbox; with a config (or --styles) also its styles and the daemon's limits."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from daemon.cli.common import folder_flags, read_settings, style_library
+from daemon.cli.common import fail, folder_flags, read_settings, style_library
 from daemon.config import ConfigError, Settings
+from daemon.config.fields import CONFIG_ENV
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +35,13 @@ def command(args: argparse.Namespace) -> int:
         return 1
     try:
         settings = read_settings(args)
-    except ConfigError:
-        settings = None  # the contract alone can still be checked
+    except ConfigError as exc:
+        if args.config is not None or os.environ.get(CONFIG_ENV):
+            # Asked for, so an "ok" without its checks would mislead.
+            return fail(
+                f"{exc}\n(leave out --config to check the sidecar against the contract alone)"
+            )
+        settings = None  # no config named: the contract alone can still be checked
     default_max: int = Settings.model_fields["max_sidecar_bytes"].default
     max_bytes = settings.max_sidecar_bytes if settings is not None else default_max
     try:

@@ -56,15 +56,31 @@ def _describe(error: ValidationError) -> str:
         if problem["type"] == "missing":
             lines.append(f"{name}: not set; {_fix_hint(loc, 'set')}")
         elif problem["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"{name}: unknown setting; remove it or check its spelling{hint}")
+            lines.append(f"{name}: unknown setting; {_unknown_fix(loc)}")
         else:
             got = problem.get("input")
             plain = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if plain else ""
             lines.append(f"{name}: {message}{shown}; {_fix_hint(loc)}")
     return "\n".join(lines)
+
+
+def _unknown_fix(loc: tuple[str | int, ...]) -> str:
+    """What to do about a key its table does not have: a close spelling, or the table where a
+    setting of that name lives (TOML puts every key after `[defaults]` into that table)."""
+    key, table = str(loc[-1]), loc[:-1]
+    close = difflib.get_close_matches(key, _known_keys(table), n=1)
+    if close:
+        return f"remove it or check its spelling (did you mean {close[0]!r}?)"
+    if table and key in _known_keys(()):
+        return (
+            f"{key} is a top-level setting: move it above the [{'.'.join(map(str, table))}] "
+            "line (every key after that line belongs to its table)"
+        )
+    for other in ("defaults", "weights"):
+        if not table and key in _known_keys((other,)):
+            return f"{key} belongs in the [{other}] table: put it under the [{other}] line"
+    return "remove it or check its spelling"
 
 
 def _known_keys(table: tuple[str | int, ...]) -> list[str]:

@@ -10,7 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from service.params import RenderParams
+from service.params import NAMED_INITS, RenderParams
+
+# A job's photo and styles come from the inbox and the library; nothing brings a start image.
+START_IMAGE_REFUSED = (
+    "init 'image' needs a start image file, which only `stylefold render --init PATH` takes; "
+    f"use one of {', '.join(repr(name) for name in NAMED_INITS)}"
+)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from daemon.config.fields import (
     RayAddress,
     StyleName,
 )
-from daemon.config.render_limits import over_limits
+from daemon.config.render_limits import START_IMAGE_REFUSED, over_limits
 from service.params import RenderParams
 from service.weights import WeightsConfig
 
@@ -390,6 +390,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.archive_dir is None:
             self.archive_dir = self.state / "archive"
+        if self.defaults.init == "image":
+            raise ValueError(f"defaults.init: {START_IMAGE_REFUSED}")
         for over in over_limits(self.defaults, self.max_output_size, self.max_iterations):
             raise ValueError(
                 f"defaults.{over.key} {over.asked:g}{over.how} above {over.setting} "

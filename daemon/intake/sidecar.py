@@ -39,10 +39,11 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
+from pydantic_core import PydanticCustomError
 
-from daemon.config.render_limits import over_limits
+from daemon.config.render_limits import START_IMAGE_REFUSED, over_limits
 from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
-from service.params import RenderParams
+from service.params import NAMED_INITS, RenderParams
 
 SCHEMA_PATH = Path(__file__).parent.parent / "sidecar.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
@@ -147,6 +148,8 @@ def _partial_params(value: Any, handler: ValidatorFunctionWrapHandler) -> Render
         if isinstance(value, dict) and all(not error["loc"] for error in exc.errors()):
             return RenderParams.model_construct(**value)
         raise
+    if result.init == "image":
+        raise PydanticCustomError("start_image", START_IMAGE_REFUSED)
     return result
 
 
@@ -330,6 +333,7 @@ def merge_params(
 def schema() -> dict[str, Any]:
     """The JSON Schema shipped as daemon/sidecar.schema.json."""
     document = Sidecar.model_json_schema()
+    document["$defs"]["RenderParams"]["properties"]["init"]["enum"] = list(NAMED_INITS)
     return {"$id": SCHEMA_ID, **document}
 
 
