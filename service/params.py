@@ -163,7 +163,9 @@ class RenderParams(BaseModel):
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
     network: Network = Field(
-        default="vgg19", description="vgg19 (the paper's network) or vgg16 (a little faster)."
+        default="vgg19",
+        description="vgg19 (the paper's network) or vgg16 (a little faster; its weights do "
+        "not ship offline: give a .pth file or allow the download).",
     )
     content_layers: Layers = Field(
         default=("conv4_2",),

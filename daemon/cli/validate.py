@@ -69,6 +69,7 @@ def command(args: argparse.Namespace) -> int:
                 sidecar.overrides(),
                 max_size=settings.max_output_size,
                 max_iterations=settings.max_iterations,
+                weights=settings.weights,
             )
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)

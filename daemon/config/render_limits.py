@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from service.params import NAMED_INITS, RenderParams
+from service.weights import WeightsConfig, ships_without_file
 
 # A job's photo and styles come from the inbox and the library; nothing brings a start image.
 START_IMAGE_REFUSED = (
@@ -60,3 +61,16 @@ def over_limits(params: RenderParams, max_size: int, max_iterations: int) -> lis
             )
         )
     return over
+
+
+def network_missing(params: RenderParams, weights: WeightsConfig) -> str | None:
+    """Why this daemon has no weights for the network asked for (VGG-16's do not ship
+    offline), in the administrator's terms; None when it has them."""
+    network = params.network
+    if getattr(weights, network) is not None or ships_without_file(network, weights):
+        return None
+    return (
+        f"this daemon has no {network.upper()} weights (none ship offline, and weights."
+        f"{network} is not set); use vgg19, or have the administrator set weights.{network} "
+        "to a torchvision .pth file"
+    )

@@ -29,7 +29,7 @@ from daemon.config.fields import (
     RayAddress,
     StyleName,
 )
-from daemon.config.render_limits import START_IMAGE_REFUSED, over_limits
+from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
 from service.params import RenderParams
 from service.weights import WeightsConfig
 
@@ -392,6 +392,8 @@ class Settings(BaseSettings):
             self.archive_dir = self.state / "archive"
         if self.defaults.init == "image":
             raise ValueError(f"defaults.init: {START_IMAGE_REFUSED}")
+        if (missing := network_missing(self.defaults, self.weights)) is not None:
+            raise ValueError(f"defaults.network: {missing}")
         for over in over_limits(self.defaults, self.max_output_size, self.max_iterations):
             raise ValueError(
                 f"defaults.{over.key} {over.asked:g}{over.how} above {over.setting} "

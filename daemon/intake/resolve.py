@@ -62,6 +62,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
             sidecar.overrides() if sidecar is not None else {},
             max_size=settings.max_output_size,
             max_iterations=settings.max_iterations,
+            weights=settings.weights,
         )
     except (SidecarError, StyleError) as exc:
         where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name

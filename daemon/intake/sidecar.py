@@ -41,9 +41,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from daemon.config.render_limits import START_IMAGE_REFUSED, over_limits
+from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
 from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
 from service.params import NAMED_INITS, RenderParams
+from service.weights import WeightsConfig
 
 SCHEMA_PATH = Path(__file__).parent.parent / "sidecar.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
@@ -306,11 +307,12 @@ def merge_params(
     *layers: Mapping[str, Any],
     max_size: int,
     max_iterations: int,
+    weights: WeightsConfig,
 ) -> RenderParams:
     """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
-    RenderParams and held to the daemon's limits (`daemon.config.render_limits`). `style_weight`
-    overrides `strength` within a layer; a layer that gives `strength` alone clears a
-    `style_weight` of the layers below."""
+    RenderParams and held to the daemon's limits and weights (`daemon.config.render_limits`).
+    `style_weight` overrides `strength` within a layer; a layer that gives `strength` alone
+    clears a `style_weight` of the layers below."""
     merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
     for layer in layers:
         merged.update(layer)
@@ -325,6 +327,8 @@ def merge_params(
         f"({over.limit}); ask for {over.key} {over.allowed:g} or less"
         for over in over_limits(params, max_size, max_iterations)
     ]
+    if (missing := network_missing(params, weights)) is not None:
+        problems.append(f"params.network: {missing}")
     if problems:
         raise SidecarError(*problems)
     return params
