@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -163,6 +163,15 @@ _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
 }
 
 
+def _subject(input: str) -> str:
+    """The folder and stem a job's answer is named after: a lone sidecar's report and the
+    later result of its photo share them, as do reports on a photo and on its sidecar."""
+    path = PurePosixPath(input)
+    if path.suffix.lower() == ".json":
+        path = path.with_suffix("")
+    return str(path.with_suffix("") if path.suffix else path)
+
+
 def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = None) -> StatusReport:
     """The durable part of the report: unfinished jobs as recorded (or the running daemon's
     `live` view of them, which saves reading every queued job's record at each publish),
@@ -178,7 +187,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     recent: list[Finished] = []
     latest = store.ends(RECENT)
     attention = _broken(store, {end.id for end in latest})
-    later = {job.input: job.job_id for job in jobs}  # input -> its newest job so far
+    later = {_subject(job.input): job.job_id for job in jobs}  # its newest job so far
     for end in latest:  # newest first
         if end.state in _OUTCOMES:
             result = end.state in _RESULTS
@@ -191,10 +200,10 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
                     output=end.answer if result else None,
                     report=None if result else end.answer,
                     reason=end.reason,
-                    answered_again_by=None if result else later.get(end.input),
+                    answered_again_by=None if result else later.get(_subject(end.input)),
                 )
             )
-            later.setdefault(end.input, end.id)
+            later.setdefault(_subject(end.input), end.id)
     counts = store.counts()
     return StatusReport(
         daemon=daemon,

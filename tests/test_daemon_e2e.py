@@ -171,6 +171,23 @@ def test_bad_sidecar_gets_an_error_report_and_the_original_stays(shared: Daemon)
     text = _cli("status", "--state", str(shared.folders.state)).stdout
     assert "bad/photo.jpg rejected" not in text
 
+    # A lone sidecar's report is answered by its photo's result too (a new user's trial).
+    write_json(inbox / "lone" / "photo.json", SIDECAR)
+    _manifest(shared.folders, "bad/lone/photo.error.json")
+    (inbox / "lone" / "photo.jpg").write_bytes(image_bytes(seed=6))
+    _finished_once(shared, "bad/lone")
+
+    def lone_ends() -> list[dict[str, Any]]:
+        status = json.loads(_cli("status", "--state", str(shared.folders.state), "--json").stdout)
+        ends = [end for end in status["recent"] if end["input"].startswith("bad/lone/")]
+        return ends if [end["outcome"] for end in ends] == ["done", "rejected"] else []
+
+    done, rejected = wait_for(lone_ends, what="the photo's result in status.json")
+    assert rejected["input"] == "bad/lone/photo.json"
+    assert rejected["answered_again_by"] == done["job_id"]
+    text = _cli("status", "--state", str(shared.folders.state)).stdout
+    assert "bad/lone/photo.json rejected" not in text
+
 
 def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "again"
