@@ -613,6 +613,8 @@ def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_
         config.write_text(good)
     nowhere = _cli("reload")
     assert nowhere.returncode == 1 and "give --config or --state" in nowhere.stderr
+    typo = _cli("reload", "--config", str(config.with_suffix(".tom")))  # a new user's slip
+    assert typo.returncode == 1 and "stylefold.tom does not exist" in typo.stderr
 
 
 def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applied(

@@ -46,6 +46,12 @@ def read_settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides(args), create_dirs=False, writable=False)
 
 
+def config_named(args: argparse.Namespace) -> bool:
+    """Whether a config file was asked for (--config or STYLEFOLD_CONFIG): its errors are then
+    the answer, not a reason to go on without it."""
+    return args.config is not None or bool(os.environ.get(CONFIG_ENV))
+
+
 def state_folder(args: argparse.Namespace) -> Path | None:
     """The state folder as the settings would name it (--state, then STYLEFOLD_STATE, then the
     config file's `state`), read even when the rest of the configuration is broken: the

@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from daemon.cli.common import fail, folder_flags, read_settings, state_folder
+from daemon.cli.common import config_named, fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.lock import holder
@@ -49,6 +49,8 @@ def command(args: argparse.Namespace) -> int:
         state, broken = state_folder(args), str(exc)
     pid = args.pid if args.pid is not None else state and holder(state)
     if not pid:
+        if state is None and config_named(args):  # but not one that names a state folder
+            return fail(f"{broken}\n(or give the state folder: stylefold reload --state DIR)")
         where = f"on {state}" if state else "(no state folder named: give --config or --state)"
         return fail(f"no running daemon found {where}; start it, or name it with --pid")
     asked = time.monotonic_ns() // 1000

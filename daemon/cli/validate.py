@@ -4,13 +4,11 @@ the inbox; with a config (or --styles) also its styles and the daemon's limits."
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from daemon.cli.common import fail, folder_flags, read_settings, style_library
+from daemon.cli.common import config_named, fail, folder_flags, read_settings, style_library
 from daemon.config import ConfigError, Settings
-from daemon.config.fields import CONFIG_ENV
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +34,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         settings = read_settings(args)
     except ConfigError as exc:
-        if args.config is not None or os.environ.get(CONFIG_ENV):
+        if config_named(args):
             # Asked for, so an "ok" without its checks would mislead.
             return fail(
                 f"{exc}\n(leave out --config to check the sidecar against the contract alone)"
