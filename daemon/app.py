@@ -111,7 +111,9 @@ class Daemon:
         except LockError as exc:
             self.lock.release()
             log.error("daemon.locked", error=str(exc))
-            return ExitCode.FAILURE
+            # Two daemons configured on one folder: a restart cannot mend that while the other
+            # runs, and a loop of them would bury this message.
+            return ExitCode.CONFIG
         try:
             return self._run_locked()
         finally:

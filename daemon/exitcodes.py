@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     FAILURE = 1  # anything unforeseen: a restart may help
     GPU_UNUSABLE = 69  # EX_UNAVAILABLE: gpu_required, and CUDA cannot be used on this host
     TEMPFAIL = 75  # EX_TEMPFAIL: restart-worthy, e.g. a folder became a read-only stand-in
-    CONFIG = 78  # EX_CONFIG: the configuration is wrong; fix it, then start again
+    CONFIG = 78  # EX_CONFIG: the configuration is wrong (or names another daemon's folders)
 
 
 RESTART_PREVENT: tuple[ExitCode, ...] = (ExitCode.CONFIG,)

@@ -568,7 +568,7 @@ def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.CONFIG  # systemd does not restart it into a loop
     assert "another stylefold daemon" in result.stdout and str(shared.process.pid) in result.stdout
 
 
@@ -581,7 +581,7 @@ def test_a_second_daemon_on_the_same_inbox_refuses(shared: Daemon, tmp_path: Pat
          "--log-format", "json"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.CONFIG
     assert "another stylefold daemon is watching the inbox" in result.stdout
     assert str(shared.folders.inbox) in result.stdout
 
