@@ -202,6 +202,20 @@ def test_a_lone_photo_whose_name_leaves_no_room_for_a_sidecar_is_told_to_rename(
     assert "add short.json beside it" in short.reason
 
 
+def test_a_sidecar_whose_photo_is_of_a_type_not_taken_says_so(inbox: Inbox) -> None:
+    """scan.bmp beside scan.json: "add the photo" would send the user looking for a file that
+    is right there (a new user's trial)."""
+    (inbox.root / "scan.bmp").write_bytes(b"BM not taken")
+    inbox.write("scan.json", '{"style": "a"}')
+    inbox.write("other.json", '{"style": "a"}')
+    problems = {event.path.name: event for event in inbox.poll(PAIR)}
+    assert isinstance(problems["scan.json"], Problem)
+    reason = problems["scan.json"].reason
+    assert "scan.bmp is not one of gif, heic, heif, jpeg, jpg, png" in reason
+    assert "add its extension to image_extensions" in reason
+    assert "has no photo beside it; add the photo" in problems["other.json"].reason
+
+
 def test_lone_image_gets_default_style_when_configured(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path, no_sidecar="default", default_style="starry")
     image = inbox.write("photo.jpg")

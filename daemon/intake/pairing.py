@@ -362,17 +362,32 @@ class Intake:
         base = name[: -len(SIDECAR_EXTENSION) - 1]
         return Path(base).stem if self.rules.is_image_name(base) else base
 
-    def _folder_named(self, entry: Tracked, wanted: Callable[[str], bool], reason: str) -> str:
+    def _folder_named(
+        self, entry: Tracked, wanted: Callable[[str], bool], reason: str, photo_of: str = ""
+    ) -> str:
         """`reason`, or, when the partner it asks for is there but is a folder, what to do
-        about that: a folder named like a photo or a sidecar is only a folder."""
+        about that: a folder named like a photo or a sidecar is only a folder. With `photo_of`
+        (a sidecar's base), also a file of that name in a type the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
+        other_type = None
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
-            for name in os.listdir(fd):
-                if wanted(key(name)) and stat.S_ISDIR(safefs.lstat_at(fd, name).st_mode):
+            for name in sorted(os.listdir(fd)):
+                kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
+                if wanted(key(name)) and kind == stat.S_IFDIR:
                     return (
                         f"has no partner: {name} beside it is a folder, not a file; rename the "
                         "folder, and put the photo and its sidecar side by side as files"
                     )
+                stem, _, ext = key(name).rpartition(".")
+                if photo_of and stem == photo_of and kind == stat.S_IFREG and ext != "json":
+                    other_type = other_type or name
+        if other_type is not None:
+            accepted = ", ".join(sorted(self.rules.image_extensions))
+            return (
+                f"has no photo beside it of a type stylefold takes: {other_type} is not one of "
+                f"{accepted}; save the photo as one of those (JPEG or PNG will do), or have the "
+                "administrator add its extension to image_extensions"
+            )
         return reason
 
     def _read_style_file(self, sidecar: Tracked) -> None:
@@ -486,9 +501,8 @@ class Intake:
             def photo_name(name: str) -> bool:
                 return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base
 
-            self._report(
-                sidecar, events, self._folder_named(sidecar, photo_name, reason), orphan=True
-            )
+            reason = self._folder_named(sidecar, photo_name, reason, photo_of=sidecar.base)
+            self._report(sidecar, events, reason, orphan=True)
 
 
 def _reported(entry: Tracked) -> str | None:
