@@ -50,6 +50,7 @@ MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image 
 # Why an optimisation ended (results, manifests); here, not in optimize.py, so that readers of
 # results (the daemon, the web page) need not import torch.
 StopReason = Literal["converged", "iterations"]
+STOPPED: dict[str, str] = {"converged": "converged", "iterations": "at the iteration cap"}
 
 
 def _list_as_tuple(value: object) -> object:

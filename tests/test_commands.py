@@ -125,6 +125,13 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
         assert problem in result.stderr and "leave out --config" in result.stderr
 
 
+def test_every_documented_log_level_is_a_flag_too() -> None:
+    """The config table lists critical; `run --log-level critical` refused it."""
+    for command in ("run", "once"):
+        usage = stylefold(command, "--help").stdout
+        assert "{debug,info,warning,error,critical}" in usage
+
+
 def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     result = stylefold("doctor", "--config", str(folders.config()))
     assert result.returncode == 0, result.stdout

@@ -38,7 +38,7 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert done.returncode == 0, done.stderr
     image = Image.open(out)
     assert image.format == "WEBP" and image.size == (32, 21)
-    assert "32x21, 3 iterations" in done.stderr
+    assert "32x21, 3 iterations (at the iteration cap)" in done.stderr
     assert not list(tmp_path.glob(".stylefold-*"))  # no temporary left behind
 
 

@@ -188,3 +188,13 @@ def test_an_unknown_name_suggests_a_close_one(library_dir: Path) -> None:
     library = StyleLibrary(library_dir)
     with pytest.raises(StyleError, match=r"did you mean 'starry_night'\? available"):
         library.get("stary_night")
+
+
+def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_dir: Path) -> None:
+    """A style given as "cells.png" was told to add the image as cells.png.jpg (a new user's
+    trial): the style is there, only named with its extension."""
+    library = StyleLibrary(library_dir)
+    with pytest.raises(StyleError) as caught:
+        library.get("starry_night.png")
+    assert 'named without its extension: "style": "starry_night"' in str(caught.value)
+    assert "starry_night.png.jpg" not in str(caught.value)

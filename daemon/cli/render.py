@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from daemon.config import Settings
 from daemon.fsutil import atomic_write
-from service.params import NAMED_INITS, RenderParams
+from service.params import NAMED_INITS, STOPPED, RenderParams
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
+
+DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default  # as the daemon's
 
 # Flags that map one-to-one onto RenderParams fields.
 _PARAM_FLAGS = (
@@ -124,8 +127,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=50_000_000,
-        help="refuse input images with more pixels than this (default: 50,000,000)",
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse input images with more pixels than this (default: {DEFAULT_MAX_PIXELS:,}, "
+        "the daemon's max_pixels)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -293,8 +297,8 @@ def _render(args: argparse.Namespace) -> int:
     if not args.quiet:
         w, h = result.image.size
         print(
-            f"{args.output}: {w}x{h}, {result.iterations} iterations ({result.stop_reason}), "
-            f"{result.seconds:.1f} s on {result.device}",
+            f"{args.output}: {w}x{h}, {result.iterations} iterations "
+            f"({STOPPED[result.stop_reason]}), {result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
     return 0

@@ -11,6 +11,7 @@ import signal
 from daemon import early_stop
 from daemon.cli.common import fail, folder_flags, overrides
 from daemon.config import ConfigError, load_settings
+from daemon.config.fields import LOG_LEVELS
 from daemon.exitcodes import ExitCode
 
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--workers", type=int, metavar="N", help="workers per device")
         parser.add_argument("--backend", choices=("local", "ray"), help="worker pool backend")
         parser.add_argument("--log-format", choices=("auto", "json", "console"))
-        parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        parser.add_argument("--log-level", choices=LOG_LEVELS)
         parser.set_defaults(func=command, once=once)
 
 

@@ -214,6 +214,13 @@ class StyleLibrary:
                     "it are taken again by themselves"
                 )
         names = self.names()
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem in names and ext.lower() in DEFAULT_IMAGE_EXTENSIONS:  # "cells.png"
+            return (
+                f"style {name!r} is a file name; a library style is named without its extension: "
+                f'"style": "{stem}" (or, for an image beside the sidecar, "style": {{"file": '
+                f'"{name}"}})'
+            )
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         available = ", ".join(names) or "none yet"

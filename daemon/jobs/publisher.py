@@ -33,6 +33,7 @@ from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 from daemon.pool import result_file
+from service.params import STOPPED
 
 log = structlog.get_logger("stylefold.jobs")
 
@@ -149,7 +150,7 @@ class Publisher:
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
             last = (
-                f"done: {detail.info.iterations} iterations ({detail.info.stop_reason}), "
+                f"done: {detail.info.iterations} iterations ({STOPPED[detail.info.stop_reason]}), "
                 f"wrote {names.image.name}"
             )
             result = result_file(self.spool.job_dir(job), job.output_format)
