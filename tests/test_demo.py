@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from PIL import Image
 
 from daemon.cli.demo import (
@@ -117,3 +119,23 @@ def test_a_brought_along_style_stays_for_an_unfinished_job(tmp_path: Path) -> No
     assert (inbox / "hubble.jpg").is_file()
     assert tidy_inbox(inbox, jobs, unfinished=["chelsea"]) == ["hubble.jpg"]
     assert not (inbox / "hubble.jpg").exists()
+
+
+def test_a_demo_stopped_by_ctrl_c_says_so_and_how_to_finish(tmp_path: Path) -> None:
+    """Ctrl-C during the jobs printed "finished" and an error (a new user's trial)."""
+    folder = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--dir", str(folder), "--size", "64", "--iterations", "2000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: list((folder / "outbox").glob("*.progress.json")), 120, "a job running")
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 130, out + err
+    assert "stopped after" in out and "finished in" not in out
+    assert "stopped before" in err and "stylefold once" in err and "did not finish" not in err

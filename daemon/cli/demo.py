@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MARKER = ".stylefold-demo"
 EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 # Names used by the demo and the gallery -> files inside skimage/data in the scikit-image wheel.
 SAMPLES: dict[str, str] = {
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("stylefold demo: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _demo(
@@ -322,7 +323,11 @@ def _demo(
     outbox = folder / "outbox"
     states = {job.photo: job_state(outbox, job.photo) for job in jobs}
     failed = [stem for stem, (state, _) in states.items() if state != "done"]
-    print(f"finished in {time.monotonic() - started:.0f} s; results in {outbox}:")
+    # `once` ends with every job answered, or early on Ctrl-C or SIGTERM (still exit 0).
+    waiting = [stem for stem, (state, _) in states.items() if state in ("running", "waiting")]
+    stopped = code == 0 and bool(waiting)
+    ended = "stopped after" if stopped else "finished in"
+    print(f"{ended} {time.monotonic() - started:.0f} s; results in {outbox}:")
     for job in jobs:
         state, data = states[job.photo]
         if state == "done":
@@ -336,7 +341,7 @@ def _demo(
         print(
             f"removed {name} from the inbox: the daemon copies a style image brought along and "
             "leaves it there (another sidecar may name it too); once its jobs are done, remove "
-            "it yourself, or the next run takes it for a photo waiting for its sidecar"
+            "it yourself"
         )
     print(
         "try your own: put a photo and a sidecar such as "
@@ -344,7 +349,13 @@ def _demo(
         f"  stylefold once --inbox {inbox} --outbox {outbox} --styles {folder / 'styles'} "
         f"--state {folder / 'state'}"
     )
-    if code != 0 or failed:
+    if stopped:
+        print(
+            f"stylefold demo: stopped before {', '.join(waiting)} finished; they wait in "
+            f"{folder / 'state'}, and the `stylefold once` command above finishes them",
+            file=sys.stderr,
+        )
+    elif code != 0 or failed:
         print(
             f"stylefold demo: error: {', '.join(failed) or 'the daemon'} did not finish; "
             f"see {folder / 'daemon.log'}",
@@ -353,6 +364,8 @@ def _demo(
     if page is not None:
         print(f"the page stays open at {page.url}; Ctrl-C stops it", flush=True)
         page.wait_for_ctrl_c()
+    if stopped:
+        return EXIT_INTERRUPTED
     return EXIT_ERROR if code != 0 or failed else 0
 
 
