@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,9 +13,17 @@ from daemon.jobs.store import DB_FILE, Store
 from daemon.status import StatusReport
 
 
-def stylefold(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def stylefold(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        [*CLI, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -28,8 +37,21 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
         path.parent.mkdir(parents=True)
         path.write_bytes(image_bytes(seed=len(rel)))
         write_json(path.with_suffix(".json"), sidecar)
-    result = stylefold("once", "--config", str(folders.config()), "--log-format", "json")
+    result = stylefold(
+        "once",
+        "--config",
+        str(folders.config()),
+        "--log-format",
+        "json",
+        env={"STYLEFOLD_MAXPIXELS": "5"},  # a typo: said, and the default stays
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [unknown] = [
+        json.loads(line)
+        for line in result.stdout.splitlines()
+        if '"config.unknown_variable"' in line
+    ]
+    assert "did you mean STYLEFOLD_MAX_PIXELS?" in unknown["problem"]
     assert (folders.outbox / "a/one.stylised.jpg").exists()
     manifest = json.loads((folders.outbox / "b/two.manifest.json").read_text())
     assert [s["weight"] for s in manifest["styles"]] == [2.0, 1.0]
@@ -135,6 +157,16 @@ def test_every_documented_log_level_is_a_flag_too() -> None:
 def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     result = stylefold("doctor", "--config", str(folders.config()))
     assert result.returncode == 0, result.stdout
+    assert "WARN" not in result.stdout
+    # pydantic-settings ignores variables it does not know: a typo would go unsaid.
+    typo = stylefold(
+        "doctor", "--config", str(folders.config()), env={"STYLEFOLD_SETLE_SECONDS": "3"}
+    )
+    assert typo.returncode == 0, typo.stdout
+    assert (
+        "WARN environment: STYLEFOLD_SETLE_SECONDS is not a setting and is ignored; "
+        "did you mean STYLEFOLD_SETTLE_SECONDS?"
+    ) in typo.stdout
     for line in ("ok   devices: cpu", "ok   weights: vgg19 loads", "ok   inotify:"):
         assert line in result.stdout
     missing = folders.root / "gone"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from daemon.cli.common import folder_flags, read_settings
 from daemon.config import ConfigError, Settings
+from daemon.config.loading import misspelt_variables
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,6 +133,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"FAIL config:\n{exc}")
         return 1
     print(f"ok   config: inbox {settings.inbox}, outbox {settings.outbox}, state {settings.state}")
+    for problem in misspelt_variables(os.environ):
+        print(f"WARN environment: {problem}")
     checks: list[tuple[str, Check]] = [
         ("folders", lambda: _folders_check(settings)),
         ("styles", lambda: _styles_check(settings)),

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import signal
 
 from daemon import early_stop
 from daemon.cli.common import fail, folder_flags, overrides
 from daemon.config import ConfigError, load_settings
 from daemon.config.fields import LOG_LEVELS
+from daemon.config.loading import misspelt_variables
 from daemon.exitcodes import ExitCode
 
 
@@ -59,6 +61,10 @@ def command(args: argparse.Namespace) -> int:
     setup_logging(settings.log_format, settings.log_level)
     if early_stop.stop_asked():
         return stopped_before_start()
+    import structlog
+
+    for problem in misspelt_variables(os.environ):
+        structlog.get_logger("stylefold.daemon").warning("config.unknown_variable", problem=problem)
     from daemon.app import Daemon  # the daemon's modules: a stop meanwhile is taken over by it
 
     return Daemon(settings, config_path=args.config, overrides=given, once=args.once).run()

@@ -83,6 +83,32 @@ def _unknown_fix(loc: tuple[str | int, ...]) -> str:
     return "remove it or check its spelling"
 
 
+def setting_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
+    """The environment variable of every setting (`STYLEFOLD_DEFAULTS__SIZE` for nested ones)."""
+    names = []
+    for name, field in model.model_fields.items():
+        table = field.annotation
+        if isinstance(table, type) and issubclass(table, BaseModel):
+            names += setting_variables(table, f"{prefix}{name.upper()}__")
+        else:
+            names.append(prefix + name.upper())
+    return names
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """STYLEFOLD_* variables that set nothing but are spelt nearly like a setting's: the
+    settings ignore variables they do not know, so a typo would leave the default in place
+    unsaid. Only near misses count; other STYLEFOLD_* names are the tests' and tools' own."""
+    known = setting_variables()
+    problems = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and name != CONFIG_ENV:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                problems.append(f"{name} is not a setting and is ignored; did you mean {close[0]}?")
+    return problems
+
+
 def _known_keys(table: tuple[str | int, ...]) -> list[str]:
     """The setting names allowed in `table` (() for the top level, ("defaults",) ...)."""
     model: Any = Settings
