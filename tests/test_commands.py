@@ -137,6 +137,8 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(start))
     assert result.returncode == 1 and "only `stylefold render --init PATH` takes" in result.stderr
 
+    missing = stylefold("validate", str(good), "--styles", str(tmp_path / "nosuchdir"))
+    assert missing.returncode == 1 and "nosuchdir is not a folder" in missing.stderr
     # A config asked for but unusable: its checks cannot be made, so no "ok" (a user's trial).
     for config, problem in (
         (folders.root / "stylefold.tom", "does not exist"),

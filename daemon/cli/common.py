@@ -84,7 +84,10 @@ def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = No
     except ConfigError:
         if args.styles is None:
             raise
-    return StyleLibrary(Path(os.path.abspath(args.styles)))
+    root = Path(os.path.abspath(args.styles))
+    if not root.is_dir():
+        raise ConfigError(f"--styles: {root} is not a folder; give the style library's folder")
+    return StyleLibrary(root)
 
 
 def fail(message: str) -> int:

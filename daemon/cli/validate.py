@@ -51,7 +51,9 @@ def command(args: argparse.Namespace) -> int:
         return 1
     try:
         library = style_library(args)
-    except ConfigError:
+    except ConfigError as exc:
+        if args.styles is not None:
+            return fail(str(exc))
         print(f"{path}: ok (styles not checked: give --config or --styles to check them)")
         return 0
     try:
