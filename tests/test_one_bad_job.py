@@ -5,9 +5,12 @@ database (the record is damaged with SQL); no worker is started."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+import time
 
+import pytest
 from conftest import Folders, image_bytes, write_json
 
 from daemon.config import load_settings
@@ -100,3 +103,32 @@ def test_a_broken_job_stays_in_status_while_its_folder_is_kept(folders: Folders)
     assert broken() == [f"job {bad} (bad.jpg) is broken"]
     shutil.rmtree(folders.state / "spool" / f".broken-{bad}")  # the person is done with it
     assert broken() == []
+
+
+def test_a_crash_just_after_a_claim_fails_the_job_and_returns_its_photo(
+    folders: Folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something unforeseen (here a stand-in for a bug: the job's log cannot be written) right
+    after the photo moved into the spool was reported as a pair "left in the inbox", while the
+    photo sat in the spool with a job nobody ran until the next start. It now ends through the
+    one failure path: photo back in the inbox, a report that says so, nothing left running."""
+    lc = _lifecycle(folders)
+
+    def broken(job: object, line: str) -> None:
+        raise RuntimeError("a bug after the claim")
+
+    monkeypatch.setattr(lc.spool, "append_log", broken)
+    image = folders.inbox / "photo.jpg"
+    data = image_bytes(seed=3)
+    image.write_bytes(data)
+    sidecar = write_json(image.with_suffix(".json"), {"style": "mosaic"})
+    lc.deferred.append(Arrival(image, sidecar, image.parent.relative_to(folders.inbox)))
+    lc.feed(time.monotonic() + 10)
+    monkeypatch.undo()
+    [row] = lc.store.finished(10)
+    assert row.state is State.FAILED and "a bug after the claim" in str(row.reason)
+    assert lc.jobs == {} and not lc.backlog and not lc.busy
+    assert image.read_bytes() == data  # back where it was
+    report = json.loads((folders.outbox / "photo.error.json").read_text())
+    assert "a bug after the claim" in report["error"]
+    assert list((folders.state / "spool").iterdir()) == []

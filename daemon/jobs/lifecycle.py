@@ -230,6 +230,13 @@ class Lifecycle:
             self.claim_pause_until = time.monotonic() + CLAIM_RETRY
             return
         self.jobs[job.id] = job
+        with job_context(job.id):
+            try:
+                self._claimed(arrival, job)
+            except Exception as exc:  # its originals are in the spool now: the failure path
+                self.publisher.crashed(job.id, job, exc, "claiming it")
+
+    def _claimed(self, arrival: Arrival, job: Job) -> None:
         if arrival.style_file is not None:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
             # not be answered as a photo without a sidecar after a restart.
@@ -237,11 +244,10 @@ class Lifecycle:
                 self.spool.remember([arrival.style_file], job.id)
         if not self.space.held:
             self.space.recovered()
-        with job_context(job.id):
-            styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
-            self.spool.append_log(job, f"claimed {job.source} (style {styles})")
-            self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
-            log.info("job.claimed", input=job.source, sidecar=job.sidecar_name, styles=styles)
+        styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
+        self.spool.append_log(job, f"claimed {job.source} (style {styles})")
+        self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
+        log.info("job.claimed", input=job.source, sidecar=job.sidecar_name, styles=styles)
         self._submit_one(job)
 
     def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:
@@ -251,8 +257,9 @@ class Lifecycle:
 
     def _arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
         """A pair whose claim crashed before it became a job (a claim cut short is rolled
-        back) stays in the inbox with a report: answered, and not taken again until it
-        changes, rather than crashing again at every look."""
+        back; once it is a job, it fails as any job does) stays in the inbox with a report:
+        answered, and not taken again until it changes, rather than crashing again at every
+        look."""
         reason = answers.INTERNAL.format(error=f"claiming it: {exc!r}")
         try:
             self.reject(arrival, reason, answers.LEFT_PROBLEM)
