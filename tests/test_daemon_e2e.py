@@ -174,7 +174,7 @@ def test_bad_sidecar_gets_an_error_report_and_the_original_stays(shared: Daemon)
     # A lone sidecar's report is answered by its photo's result too (a new user's trial).
     write_json(inbox / "lone" / "photo.json", SIDECAR)
     _manifest(shared.folders, "bad/lone/photo.error.json")
-    (inbox / "lone" / "photo.jpg").write_bytes(image_bytes(seed=6))
+    (inbox / "lone" / "photo.jpg").write_bytes(image_bytes(seed=34))
     _finished_once(shared, "bad/lone")
 
     def lone_ends() -> list[dict[str, Any]]:
@@ -236,6 +236,24 @@ def test_a_photo_another_sidecar_borrows_as_its_style_is_answered_too(shared: Da
     archive = shared.folders.state / "archive" / "borrowed"
     wait_for(lambda: _outputs(archive) == archived, 10, "both pairs archived")
     assert _outputs(inbox) == []
+
+
+def test_a_pair_naming_a_photo_already_taken_as_its_style_is_told_what_happened(
+    shared: Daemon,
+) -> None:
+    """A borrower that completes after the photo it names was taken as a job of its own cannot
+    have it; "add it there" would send its sender looking for a file they did add."""
+    inbox = shared.folders.inbox / "taken"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(image_bytes(seed=32))
+    write_json(inbox / "photo.json", SIDECAR)
+    _manifest(shared.folders, "taken/photo.manifest.json")
+    (inbox / "late.jpg").write_bytes(image_bytes(seed=33))
+    write_json(inbox / "late.json", {"style": {"file": "photo.jpg"}})
+    report = _manifest(shared.folders, "taken/late.error.json")
+    assert "late.jpg cannot use the style image photo.jpg its sidecar names" in report["error"]
+    assert "taken as a photo of its own, with photo.json" in str(report["error"])
+    assert "send a copy of it under another name" in str(report["error"])
 
 
 def test_a_file_over_max_input_bytes_is_reported_unread(shared: Daemon) -> None:

@@ -305,6 +305,27 @@ def test_a_photo_another_sidecar_brings_as_its_style_still_gets_its_own_job(
     ]
 
 
+@pytest.mark.parametrize("photo_first", [True, False])
+def test_pairs_that_bring_a_photo_as_their_style_are_emitted_before_it(
+    inbox: Inbox, photo_first: bool
+) -> None:
+    """Emitted is claimed, in order, and claiming the photo moves it out of the inbox: a pair
+    emitted after it would find its style gone. So the borrowers go first, also when the photo
+    settled first or in the same instant (one batch of events)."""
+    written = [("x.jpg", None), ("x.json", '{"style": "a"}')]
+    written += [("y.jpg", None), ("y.json", '{"style": {"file": "x.jpg"}}')]
+    if not photo_first:
+        written.reverse()
+    for name, text in written:
+        inbox.write(name) if text is None else inbox.write(name, text)
+        inbox.now += 0.01 if photo_first else 0.0
+    events = inbox.poll(SETTLE) + inbox.poll(0.1)
+    assert [(e.image.name, e.style_file) for e in events] == [  # type: ignore[union-attr]
+        ("y.jpg", inbox.root / "x.jpg"),
+        ("x.jpg", None),
+    ]
+
+
 def test_missing_style_file_reported(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')

@@ -64,6 +64,7 @@ class Problem:
     reason: str
     stem: str
     orphan: bool = False  # a sidecar whose photo is not beside it
+    missing_style: str | None = None  # the style image its sidecar names, not beside it
 
 
 Event = Arrival | Problem

@@ -278,6 +278,12 @@ class Intake:
                 self._settle(entry, now, events)
         # Decisions come after every settle check, so halves settling in the same poll pair up;
         # a decision may wake partners, which are decided in the next round of this same poll.
+        # Settled sidecars are read first: a photo another one brings as its style waits for
+        # that pair, whichever of the two is decided first.
+        for path in self._pending:
+            entry = self._files[path]
+            if entry.kind == "sidecar" and entry.settled:
+                self._read_style_file(entry)
         decided: set[Path] = set()
         while True:
             batch = sorted(
@@ -344,13 +350,19 @@ class Intake:
         return True
 
     def _report(
-        self, entry: Tracked, events: list[Event], reason: str, *, orphan: bool = False
+        self,
+        entry: Tracked,
+        events: list[Event],
+        reason: str,
+        *,
+        orphan: bool = False,
+        missing_style: str | None = None,
     ) -> None:
         marker = ("problem", entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
             text = f"{entry.path.name} {reason}"
-            events.append(Problem(entry.path, text, self._stem(entry), orphan=orphan))
+            events.append(Problem(entry.path, text, self._stem(entry), orphan, missing_style))
         self._pending.discard(entry.path)
 
     def _stem(self, entry: Tracked) -> str:
@@ -442,7 +454,7 @@ class Intake:
                             f"waits for the style image {sidecar.style_file} named by "
                             f"{sidecar.path.name}, which is not in the same folder; add it there"
                         )
-                        self._report(image, events, reason)
+                        self._report(image, events, reason, missing_style=sidecar.style_file)
                     return
                 if not style.settled:
                     if (why := _reported(style)) is not None:

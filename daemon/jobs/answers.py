@@ -58,6 +58,12 @@ SIDECAR_AFTER_PHOTO = (
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "
     "it; otherwise remove {sidecar}"
 )
+STYLE_TAKEN = (
+    "{photo} cannot use the style image {style} its sidecar names: {style} had been taken as a "
+    "photo of its own, with {used} (job {job_id}), before {photo} and its sidecar were "
+    "complete; to use it as a style too, send a copy of it under another name beside {photo}, "
+    "or add it to the style library"
+)
 SIDECAR_SHADOWED = (
     "{sidecar} was not used: job {job_id} took {photo} with {used}, the sidecar named after the "
     "photo's whole file name, which comes first; remove {sidecar} (or, to render the photo with "

@@ -61,7 +61,7 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
 PRUNE_EVERY = 3600.0  # seconds between prunes of the finished jobs' history
-RECENT_JOBS = 200  # finished jobs a late sidecar is matched against (`_photo_taken_for`)
+RECENT_JOBS = 200  # finished jobs a late sidecar or style is matched against (`_taken`)
 RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
 
@@ -271,7 +271,14 @@ class Lifecycle:
         if self.spool.already_handled([problem.path]) or self.answers_back.left_alone(problem.path):
             return
         detail = reports.about_problem(problem, self.settings.inbox)
-        if problem.orphan and (taken := self._photo_taken_for(problem)) is not None:
+        folder = problem.path.parent.relative_to(self.settings.inbox)
+        if problem.missing_style and (taken := self._taken(folder, name=problem.missing_style)):
+            job_id, style, used = taken
+            reason = answers.STYLE_TAKEN.format(
+                photo=problem.path.name, style=style, used=used, job_id=job_id
+            )
+            detail = detail.model_copy(update={"reason": reason})
+        if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
             job_id, photo, used = taken
             sidecar = problem.path.name
             text = (
@@ -283,14 +290,17 @@ class Lifecycle:
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
 
-    def _photo_taken_for(self, problem: Problem) -> tuple[str, str, str | None] | None:
-        """The latest job that took a photo this lone sidecar names (same folder and stem): a
-        sidecar corrected, or synced, after its photo was claimed, or one of two sidecars.
-        (job id, photo name, the sidecar it was taken with)."""
-        folder = problem.path.parent.relative_to(self.settings.inbox)
+    def _taken(
+        self, folder: Path, *, stem: str | None = None, name: str | None = None
+    ) -> tuple[str, str, str | None] | None:
+        """The latest job that took a photo of this folder with this stem (what a lone sidecar
+        names: one corrected, or synced, after its photo was claimed, or one of two sidecars)
+        or this name (a style image another pair brings). (job id, photo name, the sidecar it
+        was taken with)."""
         for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
             taken = Path(row.input)
-            if row.job is not None and taken.parent == folder and taken.stem == problem.stem:
+            named = taken.stem == stem if stem is not None else taken.name == name
+            if row.job is not None and taken.parent == folder and named:
                 return row.id, taken.name, row.job.sidecar_name
         return None
 
