@@ -10,7 +10,7 @@ keep a logger from `job_logger(job_id)`.
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
@@ -18,6 +18,7 @@ import structlog
 from structlog.typing import Processor
 
 from daemon.journal import PriorityFormatter, is_journal
+from daemon.visible import visible
 
 LogFormat = Literal["auto", "json", "console"]
 # Libraries whose debug output drowns the daemon's own; they log at warning and above only.
@@ -31,6 +32,14 @@ def _wants_console(log_format: LogFormat, stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _visible_values(
+    logger: object, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Inbox names in a console log, with control characters shown as escapes (JSON escapes
+    them itself)."""
+    return {key: visible(v) if isinstance(v, str) else v for key, v in event.items()}
 
 
 def setup_logging(
@@ -49,7 +58,7 @@ def setup_logging(
     renderer: Processor
     if _wants_console(log_format, out):
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        exceptions: list[Processor] = []
+        exceptions: list[Processor] = [_visible_values]  # a terminal obeys escapes in names
     else:
         renderer = structlog.processors.JSONRenderer()
         exceptions = [structlog.processors.dict_tracebacks]

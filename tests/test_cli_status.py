@@ -175,6 +175,19 @@ def test_a_job_state_without_a_section_of_its_own_still_shows() -> None:
     assert "claimed: 1\n  c/claimed.jpg  for 5 s" in render_status(report, failures=10, now=NOW)
 
 
+def test_names_with_terminal_escapes_are_shown_not_obeyed() -> None:
+    """Inbox names reach the terminal: ESC [ 2 J would clear it, a bidi override reorder a
+    name (an attacker's trial). They print as escapes, as on the web page."""
+    name = "e\x1b]0;PWNED\x07\x1b[2J\u202egpj.jpg"
+    report = StatusReport(
+        daemon=DaemonInfo(running=True, pid=1, version="1"),
+        jobs=[JobItem(job_id="c", input=name, state="queued", since=NOW - 5)],
+    )
+    text = render_status(report, failures=10, now=NOW)
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert r"e\x1b]0;PWNED\x07\x1b[2J\u202egpj.jpg" in text
+
+
 def test_an_idle_daemon_is_one_line() -> None:
     report = StatusReport(daemon=DaemonInfo(running=False, version="1.2"))
     assert render_status(report, failures=10, now=NOW) == "daemon: not running (stylefold 1.2)"

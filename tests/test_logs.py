@@ -112,6 +112,17 @@ def test_console_on_a_terminal() -> None:
     assert not output.lstrip().startswith("{")
 
 
+def test_a_name_with_terminal_escapes_is_shown_not_obeyed_on_the_console() -> None:
+    """An inbox file name is anyone's text: on a terminal, ESC ] 0 ; ... BEL retitles the
+    window and ESC [ 2 J clears it (an attacker's trial)."""
+    stream = io.StringIO()
+    setup_logging("console", "info", stream)
+    get_logger().info("job.claimed", input="a\x1b]0;PWNED\x07\x1b[2J\u202egpj.exe")
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert r"a\x1b]0;PWNED\x07\x1b[2J\u202egpj.exe" in text
+
+
 def test_console_forced() -> None:
     stream = io.StringIO()
     setup_logging("console", "info", stream)

@@ -27,6 +27,7 @@ from daemon.status import (
     open_failures,
     read_status,
 )
+from daemon.visible import visible
 
 SHOWN = 20  # lines per section; --json always has everything
 INBOX_SECTIONS = (
@@ -95,7 +96,7 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         _section(lines, state, report.in_state(state), lambda job: _job_line(job, now))
     _failures(lines, open_failures(report.recent), failures)
     _section(lines, "needs attention", report.attention, _attention_line)
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)  # names from the inbox, escapes shown
 
 
 def _section(

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import threading
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
 from daemon.status import read_status
+from daemon.visible import visible
 from daemon.web.files import open_inside, relative_to
 from daemon.web.page import Page, build_page
 from daemon.web.records import JobRecord, OutboxFile, Outputs
@@ -53,22 +53,13 @@ HEADERS = {
 CACHED = "private, max-age=3600"  # pictures whose URL changes when they do
 NOT_FOUND = "not found: this page only serves files of jobs and styles it knows\n"
 
-# Bidirectional overrides and isolates make a name read differently from what it is
-# ("photo\u202egpj.exe"); shown as escapes, like control characters and undecodable bytes.
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
-
-def visible(value: Any) -> Any:
+def finalize(value: Any) -> Any:
     """Jinja2's finalize: every printed value passes here before autoescaping, so control
     characters, lone surrogates and bidi overrides in file names show as `\\x1b`-style text."""
-    if not isinstance(value, str) or isinstance(value, Markup) or value.isprintable():
+    if not isinstance(value, str) or isinstance(value, Markup):
         return value
-    return "".join(
-        char.encode("unicode_escape").decode("ascii")
-        if char in _BIDI or unicodedata.category(char) in ("Cc", "Cs")
-        else char
-        for char in value
-    )
+    return visible(value)
 
 
 class SecurityHeaders:
@@ -101,7 +92,7 @@ class Site:
         self.templates = Environment(
             loader=PackageLoader("daemon.web"),
             autoescape=True,
-            finalize=visible,
+            finalize=finalize,
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
