@@ -54,11 +54,20 @@ class Pictures:
         self, handle: BinaryIO, side: int = FULL_SIDE, sha256: str | None = None
     ) -> bytes | None:
         """The picture in `handle` as a JPEG with a long side of at most `side`; None when it
-        is not an image Pillow reads within the pixel limit (or not the expected bytes)."""
+        is not an image Pillow reads within the pixel limit (or not the expected bytes). The
+        size and the hash are checked before the file is read into memory: an original in the
+        inbox may since have been replaced by anyone, with hundreds of megabytes."""
+        if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+            return None
+        if sha256 is not None:
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+            if digest.hexdigest() != sha256:
+                return None
+            handle.seek(0)
         data = handle.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
-            return None
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             return None
         try:
             image = open_image(data, self.max_pixels).image

@@ -1,0 +1,58 @@
+"""The page's pictures (daemon.web.thumbnails) on real files: what a file in a shared folder can
+make the page do before it is shown."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, image_bytes
+
+pytest.importorskip("starlette", reason="the page needs the web extra")
+
+# In a fresh process, so that its peak memory is this check's alone.
+CHECK = """
+import resource, sys
+from pathlib import Path
+from daemon.web.thumbnails import MAX_FILE_BYTES, Pictures
+original, expected = Path(sys.argv[1]), sys.argv[2]
+pictures = Pictures(original.parent / "cache", max_pixels=10**6)
+with original.open("rb") as handle:
+    shown = pictures.encode(handle, sha256=expected) is not None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+refused = []
+for size in (MAX_FILE_BYTES, MAX_FILE_BYTES + 1):
+    with original.open("r+b") as handle:
+        handle.truncate(size)  # sparse: nothing on disk
+    with original.open("rb") as handle:
+        refused.append(pictures.encode(handle, sha256=expected) is None)
+print(shown, all(refused), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_an_original_replaced_by_a_large_file_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """An original left in the inbox (archive = "keep") may be replaced by anyone: a 256 MB
+    file was read whole into memory at every request before its hash was compared (1.6 GB
+    for one gallery's six requests, an attacker's trial). The hash is now streamed and a file
+    over the limit is not read at all."""
+    photo = image_bytes(seed=1)
+    original = tmp_path / "photo.jpg"
+    original.write_bytes(photo)
+    expected = hashlib.sha256(photo).hexdigest()
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(original), expected],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    shown, refused, grown = done.stdout.split()
+    assert shown == "True"  # the real original is shown
+    assert refused == "True"
+    assert int(grown) < 64 * 1024, f"the process grew by {grown} KiB"
