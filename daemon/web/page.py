@@ -121,6 +121,7 @@ class Health:
 @dataclass(frozen=True)
 class Page:
     queue: list[QueueRow]
+    queue_more: int  # rows left out (QUEUE_SHOWN)
     gallery: list[Card]
     failures: list[FailureRow]
     styles: list[StyleCard]
@@ -137,8 +138,10 @@ def build_page(
     report: StatusReport, settings: Settings, outputs: Outputs, library: StyleLibrary
 ) -> Page:
     now = time.time()
+    queue = queue_rows(report, now)
     return Page(
-        queue=queue_rows(report, now),
+        queue=queue[:QUEUE_SHOWN],
+        queue_more=max(0, len(queue) - QUEUE_SHOWN),
         gallery=gallery(report.recent, outputs),
         failures=failures(report.recent, outputs),
         styles=[_style_card(style.name, style.path, style.defaults) for style in library.styles()],
@@ -151,7 +154,13 @@ def build_page(
 # -- the queue ----------------------------------------------------------------------------------
 
 
+# Rows of the queue on the page: a burst of thousands of files in the inbox would make each
+# poll of every viewer megabytes (`stylefold status --json` lists them all).
+QUEUE_SHOWN = 50
+
+
 def queue_rows(report: StatusReport, now: float) -> list[QueueRow]:
+    """Jobs at work first (running, publishing, blocked), then the inbox, then the queued."""
     rows = [
         QueueRow(
             item.state,
@@ -168,7 +177,9 @@ def queue_rows(report: StatusReport, now: float) -> list[QueueRow]:
     ]
     order = {"running": 0, "publishing": 1, "blocked": 2, "queued": 3}
     jobs = sorted(report.jobs, key=lambda job: order.get(job.state, 4))
-    return rows + [_job_row(job, now) for job in jobs]
+    at_work = [_job_row(job, now) for job in jobs if order.get(job.state, 4) < order["queued"]]
+    waiting = [_job_row(job, now) for job in jobs if order.get(job.state, 4) >= order["queued"]]
+    return at_work + rows + waiting
 
 
 def _job_row(job: JobItem, now: float) -> QueueRow:

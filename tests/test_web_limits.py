@@ -1,5 +1,5 @@
-"""The page's pictures (daemon.web.thumbnails) on real files: what a file in a shared folder can
-make the page do before it is shown."""
+"""The page against what anyone who writes to the shared folders can put there: files of
+hundreds of megabytes, thousands of files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, image_bytes
+from conftest import REPO, image_bytes, make_folders
 
 pytest.importorskip("starlette", reason="the page needs the web extra")
 
@@ -56,3 +56,30 @@ def test_an_original_replaced_by_a_large_file_is_refused_before_it_is_read(
     assert shown == "True"  # the real original is shown
     assert refused == "True"
     assert int(grown) < 64 * 1024, f"the process grew by {grown} KiB"
+
+
+def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on_top(
+    tmp_path: Path,
+) -> None:
+    """10,000 files in the inbox made every poll of every viewer 2.8 MB of queue (an
+    attacker's trial); the page lists QUEUE_SHOWN rows, the jobs at work first."""
+    from daemon.config import load_settings
+    from daemon.status import DaemonInfo, InboxItem, JobItem, StatusReport
+    from daemon.web.app import Site
+    from daemon.web.page import QUEUE_SHOWN, build_page
+
+    settings = load_settings(make_folders(tmp_path).config(), {})
+    site = Site(settings, poll_seconds=2.0)
+    burst = [
+        InboxItem(path=f"flood/f{index}.jpg", state="waiting", note="waiting", since=0.0)
+        for index in range(QUEUE_SHOWN + 10)
+    ]
+    running = JobItem(job_id="j", input="mine.jpg", state="running", since=0.0)
+    report = StatusReport(daemon=DaemonInfo(running=True, pid=1, version="1"), inbox=burst)
+    report = report.model_copy(update={"jobs": [running]})
+    page = build_page(report, settings, site.outputs, site.library())
+    assert [row.name for row in page.queue[:2]] == ["mine.jpg", "flood/f0.jpg"]
+    assert len(page.queue) == QUEUE_SHOWN and page.queue_more == 11
+    html = site.sections(page)["queue"]
+    assert "... and 11 more waiting" in html and "flood/f48.jpg" in html
+    assert "flood/f49.jpg" not in html
