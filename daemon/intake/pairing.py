@@ -384,14 +384,17 @@ class Intake:
         other_type = None
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in sorted(os.listdir(fd)):
+                stem, _, ext = key(name).rpartition(".")
+                other = bool(photo_of) and stem == photo_of and ext != "json"
+                if not (other or wanted(key(name))):
+                    continue  # only the names asked about are looked at
                 kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
-                if wanted(key(name)) and kind == stat.S_IFDIR:
+                if kind == stat.S_IFDIR and wanted(key(name)):
                     return (
                         f"has no partner: {name} beside it is a folder, not a file; rename the "
                         "folder, and put the photo and its sidecar side by side as files"
                     )
-                stem, _, ext = key(name).rpartition(".")
-                if photo_of and stem == photo_of and kind == stat.S_IFREG and ext != "json":
+                if other and kind == stat.S_IFREG:
                     other_type = other_type or name
         if other_type is not None:
             accepted = ", ".join(sorted(self.rules.image_extensions))
