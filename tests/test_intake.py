@@ -471,3 +471,12 @@ def test_tracking_is_capped(tmp_path: Path) -> None:
         inbox.write(f"p{index}.jpg")
     assert len(inbox.intake) == 3
     assert inbox.intake.dropped == 2
+
+
+def test_a_photo_whose_own_sidecar_names_it_as_its_style_does_not_wait_for_itself(
+    inbox: Inbox,
+) -> None:
+    """Refused later ("the photo itself"), but at once, not after pair_timeout."""
+    image = inbox.write("self.jpg")
+    sidecar = inbox.write("self.json", '{"style": {"file": "self.jpg"}}')
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."), image)]

@@ -464,7 +464,8 @@ class Intake:
                         reason = f"cannot use the style image {style_path.name} it brings: {why}"
                         self._report(image, events, reason)
                     return
-        waiting = [b for b in self._pairs.borrowers(image.path) if b.done is None]
+        borrowers = self._pairs.borrowers(image.path)
+        waiting = [b for b in borrowers if b.done is None and b is not sidecar]
         if waiting and not timed_out:
             return  # pairs bringing this photo as their style copy it first: a job moves it
         self._emit(image, sidecar, style, events)
