@@ -12,7 +12,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
@@ -91,8 +91,14 @@ def atomic_copy(source: Path, target: Path) -> None:
 
 
 def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return stream_sha256(handle)
+
+
+def stream_sha256(handle: BinaryIO) -> str:
+    """The SHA-256 of what is left to read in `handle`, without holding it in memory."""
     digest = hashlib.sha256()
-    for chunk in _read_chunks(path):
+    while chunk := handle.read(_COPY_CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
 

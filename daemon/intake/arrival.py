@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from daemon.fsutil import NAME_MAX
 from daemon.safefs import Identity
 from daemon.status import InboxItem
 
@@ -97,9 +98,6 @@ def given_up(reason: str, timeout: float) -> str:
         "(arriving_timeout); copy it again: if its transfer was interrupted, the new copy "
         "replaces it and is taken as soon as it is whole"
     )
-
-
-NAME_MAX = 255  # bytes of one file name, on every file system a sync tool writes to
 
 
 def too_large(size: int, limit: int) -> str:

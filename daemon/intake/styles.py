@@ -214,8 +214,8 @@ class StyleLibrary:
                     "it are taken again by themselves"
                 )
         names = self.names()
-        stem, dot, ext = name.rpartition(".")
-        if dot and stem in names and ext.lower() in DEFAULT_IMAGE_EXTENSIONS:  # "cells.png"
+        stem = name.rpartition(".")[0]
+        if stem in names and self._rules.is_image_name(name):  # "cells.png"
             return (
                 f"style {name!r} is a file name; a library style is named without its extension: "
                 f'"style": "{stem}" (or, for an image beside the sidecar, "style": {{"file": '

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import structlog
 from PIL import Image
 
-from daemon.fsutil import atomic_write
+from daemon.fsutil import atomic_write, stream_sha256
 from service.errors import ImageInputError
 from service.imageio import open_image
 
@@ -60,10 +60,7 @@ class Pictures:
         if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
             return None
         if sha256 is not None:
-            digest = hashlib.sha256()
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-            if digest.hexdigest() != sha256:
+            if stream_sha256(handle) != sha256:
                 return None
             handle.seek(0)
         data = handle.read(MAX_FILE_BYTES + 1)
