@@ -120,6 +120,24 @@ def test_shipped_drop_ins_pass_verify(tmp_path: Path) -> None:
     assert _verify(unit_dir, "stylefold.service") == ""
 
 
+OFFERED = re.compile(r"^# ?([A-Z][A-Za-z]+=\S*|\[(?:Unit|Service|Install)\])$", re.MULTILINE)
+
+
+def test_directives_offered_in_comments_pass_verify_once_uncommented(tmp_path: Path) -> None:
+    """A drop-in's commented-out directive is an instruction ("uncomment for a network mount"):
+    folders.conf offered RequiresMountsFor= under [Service], where systemd ignores it."""
+    unit_dir = _installed_copy(tmp_path, "stylefold.service", "stylefold.service")
+    drop_in_dir = unit_dir / "stylefold.service.d"
+    drop_in_dir.mkdir()
+    offered = 0
+    for drop_in in sorted((DEPLOY / "drop-ins").glob("*.conf")):
+        text, count = OFFERED.subn(r"\1", drop_in.read_text())
+        offered += count
+        (drop_in_dir / drop_in.name).write_text(text)
+    assert offered > 0
+    assert _verify(unit_dir, "stylefold.service") == ""
+
+
 def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
     """Guards the test above: a misspelt key must produce output, or `== ""` proves nothing."""
     unit_dir = _installed_copy(tmp_path, "stylefold.service", "stylefold.service")
