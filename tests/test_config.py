@@ -101,9 +101,11 @@ def test_lists_from_environment_json(
 ) -> None:
     monkeypatch.setenv("STYLEFOLD_IGNORE_PATTERNS", '["*.bak", "draft-*"]')
     monkeypatch.setenv("STYLEFOLD_IMAGE_EXTENSIONS", ".JPG,png")
+    monkeypatch.setenv("STYLEFOLD_WEB_ALLOWED_HOSTS", "Photos.Example.org., nas.local")
     settings = load_settings(None, folders)
     assert settings.ignore_patterns == ["*.bak", "draft-*"]
     assert settings.image_extensions == ["jpg", "png"]
+    assert settings.web_allowed_hosts == ["photos.example.org", "nas.local"]
 
 
 @pytest.mark.parametrize(
@@ -153,6 +155,8 @@ def test_lists_from_environment_json(
         ({"default_style": "../x"}, "not a style name"),
         ({"metrics_port": 70000}, "metrics_port"),
         ({"output_quality": 101}, "output_quality"),
+        ({"web_allowed_hosts": ["https://photos.example.org/"]}, "without a scheme, port or path"),
+        ({"web_allowed_hosts": ["photos.example.org:443"]}, "is not a host name"),
     ],
 )
 def test_bad_values_name_setting_and_fix(
@@ -284,6 +288,7 @@ RESTART_VALUES: dict[str, Any] = {
     "metrics_host": "0.0.0.0",
     "web_host": "0.0.0.0",
     "web_port": 8000,
+    "web_allowed_hosts": ["photos.example.org"],
     "gpu_required": True,
     "max_depth": 8,
     "max_tracked": 500,

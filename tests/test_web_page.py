@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -269,17 +270,32 @@ def test_links_and_look_alikes_in_the_outbox_are_not_served(site: Site) -> None:
 
 
 def test_requests_naming_another_host_are_refused(site: Site) -> None:
-    """Bound to 127.0.0.1, the page answers only to local names (DNS rebinding)."""
-    assert site.get("/", host="evil.example").status == 400
-    assert site.get("/", host=f"localhost:{urlsplit(site.url).port}").status == 200
+    """The page answers to IP addresses and this machine's names only (DNS rebinding: a page
+    that rebinds its own name to this address sends that name)."""
+    port = urlsplit(site.url).port
+    refused = site.get("/", host="evil.example")
+    assert refused.status == 400
+    for host in (f"localhost:{port}", f"10.1.2.3:{port}", "[::1]", socket.gethostname()):
+        assert site.get("/", host=host).status == 200, host
 
 
-def test_binding_to_every_address_warns(site: Site) -> None:
-    web, url, printed = start_web(site.folders.root / "stylefold.toml", "--host", "0.0.0.0")
+def test_binding_to_every_address_warns_and_still_checks_the_host(site: Site) -> None:
+    """Found by an attacker's trial: bound to 0.0.0.0 (the LAN), any name was answered, so any
+    web page a LAN user visited could rebind its name and read the photos."""
+    config = site.folders.root / "stylefold-lan.toml"
+    text = (site.folders.root / "stylefold.toml").read_text()
+    config.write_text(
+        text.replace("[defaults]", 'web_allowed_hosts = ["Photos.Example.org"]\n[defaults]')
+    )
+    web, url, printed = start_web(config, "--host", "0.0.0.0")
     port = urlsplit(url).port
-    wait_for(lambda: site.get("/", host=f"127.0.0.1:{port}", port=port).status == 200)
-    web.send_signal(signal.SIGINT)  # Ctrl-C
-    assert web.wait(30) == 0
+    try:
+        wait_for(lambda: site.get("/", host=f"127.0.0.1:{port}", port=port).status == 200)
+        assert site.get("/", host="evil.example", port=port).status == 400
+        assert site.get("/", host=f"photos.example.org:{port}", port=port).status == 200
+    finally:
+        web.send_signal(signal.SIGINT)  # Ctrl-C
+        assert web.wait(30) == 0
     assert "web.exposed" in printed and "sees the photos" in printed
 
 

@@ -99,6 +99,17 @@ def name_patterns(value: list[str]) -> list[str]:
     return value
 
 
+def host_names(value: list[str]) -> list[str]:
+    names = [name.strip().lower().rstrip(".") for name in value]
+    for name in names:
+        if not name or not all(part.isalnum() for part in name.replace("-", "a").split(".")):
+            raise ValueError(
+                f"{name!r} is not a host name; give names such as photos.example.org, "
+                "without a scheme, port or path"
+            )
+    return names
+
+
 def known_level(value: str) -> str:
     level = value.strip().lower()
     if level not in LOG_LEVELS:
@@ -120,6 +131,7 @@ _AS_LIST = BeforeValidator(split_list)
 Devices = Annotated[list[str], NoDecode, _AS_LIST, AfterValidator(known_devices)]
 NamePatterns = Annotated[list[str], NoDecode, _AS_LIST, AfterValidator(name_patterns)]
 Extensions = Annotated[list[str], NoDecode, _AS_LIST, AfterValidator(clean_extensions)]
+HostNames = Annotated[list[str], NoDecode, _AS_LIST, AfterValidator(host_names)]
 RayAddress = Annotated[str, AfterValidator(ray_address)]
 LogLevel = Annotated[str, AfterValidator(known_level)]
 StyleName = Annotated[str | None, AfterValidator(style_name)]

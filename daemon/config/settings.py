@@ -24,6 +24,7 @@ from daemon.config.fields import (
     Devices,
     Extensions,
     Folder,
+    HostNames,
     LogLevel,
     NamePatterns,
     RayAddress,
@@ -324,6 +325,13 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description="TCP port of `stylefold web` (read when it starts); 0 picks a free one.",
+        json_schema_extra=NEEDS_RESTART,
+    )
+    web_allowed_hosts: HostNames = Field(
+        [],
+        description="Host names `stylefold web` answers to besides IP addresses, localhost and "
+        "this machine's name, e.g. the public name of a reverse proxy that passes it on; a "
+        "request for any other name is refused (DNS rebinding).",
         json_schema_extra=NEEDS_RESTART,
     )
 

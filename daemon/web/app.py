@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -19,9 +20,8 @@ from typing import Any, BinaryIO
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -41,7 +41,6 @@ POLL_SECONDS = 2.0
 LIBRARY_EVERY = 10.0  # seconds between rescans of the style library
 TEXT_LIMIT = 2 * 1024 * 1024  # a longer log is shown from its end
 SECTIONS = ("health", "queue", "gallery", "failures", "styles")
-LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -78,6 +77,51 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostCheck:
+    """Answers only requests whose Host is an IP address or a name in `names`: a page that
+    rebinds its own name to this machine's address (DNS rebinding) sends its own name, so a
+    visitor's browser cannot be made to read the photos for it."""
+
+    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            name = _without_port(host)
+            if not _is_ip(name) and name not in self.names:
+                refused = PlainTextResponse(
+                    f"this page does not answer to the name {visible(host)!r}; to reach it by "
+                    "that name (a reverse proxy passing it on), add it to web_allowed_hosts\n",
+                    400,
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def own_names(settings: Settings) -> frozenset[str]:
+    """localhost, this machine's name (and its .local mDNS form) and web_allowed_hosts."""
+    machine = socket.gethostname().lower()
+    short = machine.split(".")[0]
+    return frozenset(["localhost", machine, short, f"{short}.local", *settings.web_allowed_hosts])
+
+
+def _without_port(host: str) -> str:
+    if host.startswith("["):  # [v6]:port
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].lower().rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Site:
@@ -119,15 +163,13 @@ class Site:
         }
 
 
-def create_app(
-    settings: Settings, *, host: str = "127.0.0.1", poll_seconds: float = POLL_SECONDS
-) -> Starlette:
-    """The page for the daemon of `settings`; `host` is the address it is served on (a
-    loopback address also refuses requests naming another host: DNS rebinding)."""
+def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Starlette:
+    """The page for the daemon of `settings`."""
     site = Site(settings, poll_seconds)
-    middleware = [Middleware(SecurityHeaders)]
-    if is_loopback(host):
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES))
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(HostCheck, names=own_names(settings)),
+    ]
 
     def index(request: Request) -> Response:
         page = site.page()

@@ -65,7 +65,7 @@ def bind(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
     bound = sock.getsockname()[1]
-    app = create_app(settings, host=host, poll_seconds=poll_seconds)
+    app = create_app(settings, poll_seconds=poll_seconds)
     # A stop waits at most SHUTDOWN_GRACE for open requests (a phone that stopped reading),
     # well inside the unit's TimeoutStopSec=.
     config = uvicorn.Config(
