@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import CLI, REPO, make_folders
@@ -17,9 +20,8 @@ from conftest import CLI, REPO, make_folders
 pytest.importorskip("starlette", reason="the page needs the web extra")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_the_page_with_status_0(tmp_path: Path, sig: signal.Signals) -> None:
-    config = make_folders(tmp_path).config()
+def _start(config: Path) -> tuple[subprocess.Popen[str], str]:
+    """`stylefold web` on a free port, and the URL it says to open."""
     web = subprocess.Popen(
         [*CLI, "web", "--config", str(config), "--port", "0"],
         cwd=REPO,
@@ -27,23 +29,78 @@ def test_a_signal_stops_the_page_with_status_0(tmp_path: Path, sig: signal.Signa
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert web.stdout is not None
+    first = web.stdout.readline()
+    opened = re.search(r"open (http://127\.0\.0\.1:\d+/)", first)
+    if opened is None:
+        web.kill()
+        raise AssertionError(first + web.stdout.read())
+    return web, opened[1]
+
+
+def _stop(web: subprocess.Popen[str]) -> None:
+    if web.poll() is None:
+        web.kill()
+        web.wait(10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_page_with_status_0(tmp_path: Path, sig: signal.Signals) -> None:
+    web, url = _start(make_folders(tmp_path).config())
     try:
-        assert web.stdout is not None
-        first = web.stdout.readline()
-        opened = re.search(r"open (http://127\.0\.0\.1:\d+/)", first)
-        assert opened, first + web.stdout.read()
-        with urllib.request.urlopen(f"{opened[1]}api/page", timeout=30) as response:
+        with urllib.request.urlopen(f"{url}api/page", timeout=30) as response:
             health = json.load(response)["sections"]["health"]["html"]
         assert "not running: start it with `stylefold run`" in health  # no daemon, as said
         web.send_signal(sig)
         status = web.wait(30)
+        assert web.stdout is not None
         rest = web.stdout.read()
         assert status == 0, f"exit status {status} after {sig.name}\n{rest}"
         assert "Traceback" not in rest, rest
     finally:
-        if web.poll() is None:
-            web.kill()
-            web.wait(10)
+        _stop(web)
+
+
+def _open_after(url: str, first: bytes, then: bytes, limit: float) -> float | None:
+    """Seconds until the server closed a connection that sent `first`, then `then` every
+    second; None if it was still open after `limit` seconds."""
+    where = urlsplit(url)
+    connection = socket.create_connection((where.hostname, where.port), timeout=5)
+    connection.settimeout(None)  # blocking, so that MSG_DONTWAIT says "nothing yet" at once
+    started = time.monotonic()
+    try:
+        connection.sendall(first)
+        while time.monotonic() - started < limit:
+            time.sleep(1.0)
+            try:
+                connection.sendall(then)
+                if connection.recv(1 << 16, socket.MSG_DONTWAIT) == b"":
+                    return time.monotonic() - started
+            except BlockingIOError:
+                continue  # open, nothing to read
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+        return None
+    finally:
+        connection.close()
+
+
+def test_a_request_sent_a_line_at_a_time_is_cut_off(tmp_path: Path) -> None:
+    """Found by an attacker's trial: a connection that never finished its request (a header
+    line every second, "slowloris") was held open for good, so a few hundred of them used up
+    the process's file descriptors. It now has REQUEST_DEADLINE for each request."""
+    from daemon.web.server import REQUEST_DEADLINE
+
+    web, url = _start(make_folders(tmp_path).config())
+    try:
+        head = b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+        closed = _open_after(url, head, b"X-Slow: 1\r\n", REQUEST_DEADLINE + 20)
+        assert closed is not None, "the slow connection was still open"
+        assert closed >= REQUEST_DEADLINE - 1
+        with urllib.request.urlopen(f"{url}api/page", timeout=30) as response:
+            assert response.status == 200  # the page goes on
+    finally:
+        _stop(web)
 
 
 def test_a_configuration_error_exits_78(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the demo's daemon on a thread (`stylefold demo --web`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon.config import Settings
 from daemon.web.app import POLL_SECONDS, create_app, is_loopback
@@ -19,6 +21,39 @@ from daemon.web.app import POLL_SECONDS, create_app, is_loopback
 log = structlog.get_logger("stylefold.web")
 
 SHUTDOWN_GRACE = 5  # seconds
+REQUEST_DEADLINE = 10.0  # seconds a connection has to send a whole request line and headers
+
+
+class DeadlineProtocol(H11Protocol):
+    """uvicorn closes a connection only once it sat idle after a response: one that never
+    finishes its request (a header byte every few seconds, "slowloris") held a file
+    descriptor until the process ran out of them. Each request now has REQUEST_DEADLINE,
+    counted from the connection or the previous response."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        self._arm()  # first: a pipelined request may start inside
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(REQUEST_DEADLINE, self._expire)
+
+    def _expire(self) -> None:
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if not answering and not self.transport.is_closing():
+            self.transport.close()
 
 
 @dataclass
@@ -73,6 +108,7 @@ def bind(
         log_level="warning",
         access_log=False,
         lifespan="off",
+        http=DeadlineProtocol,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     shown = f"[{host}]" if family == socket.AF_INET6 else host
