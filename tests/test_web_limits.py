@@ -58,6 +58,25 @@ def test_an_original_replaced_by_a_large_file_is_refused_before_it_is_read(
     assert int(grown) < 64 * 1024, f"the process grew by {grown} KiB"
 
 
+def test_a_replaced_original_is_read_once_per_version(tmp_path: Path) -> None:
+    """A replaced original was read and hashed again at every request (every page view, with
+    archive = "keep"); its refusal is remembered until the file changes again."""
+    from daemon.web.thumbnails import Pictures
+
+    photo = image_bytes(seed=2)
+    original = tmp_path / "photo.jpg"
+    original.write_bytes(image_bytes(seed=3))  # someone else's picture under its name
+    pictures = Pictures(tmp_path / "cache", max_pixels=10**6)
+    expected = hashlib.sha256(photo).hexdigest()
+    for read_again in (True, False):
+        with original.open("rb") as handle:
+            assert pictures.thumbnail(handle, "job:o", expected) is None
+            assert (handle.tell() > 0) is read_again
+    original.write_bytes(photo)  # put back: shown again
+    with original.open("rb") as handle:
+        assert pictures.thumbnail(handle, "job:o", expected) is not None
+
+
 def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on_top(
     tmp_path: Path,
 ) -> None:

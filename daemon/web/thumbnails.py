@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ THUMB_SIDE = 480  # long side of gallery, queue and style thumbnails (sharp on a
 FULL_SIDE = 4096  # "full size" is re-encoded too, and bounded like max_output_size
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a larger file is not decoded for the page
 CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
+REFUSALS = 1000  # versions of files found unshowable, remembered in memory
 QUALITY = 88
 
 
@@ -35,6 +37,9 @@ class Pictures:
         self.cache = cache  # created on first use, inside the state folder the daemon made
         self.max_pixels = max_pixels
         self._warned = False
+        # An unshowable file (a replaced original) would otherwise be read and hashed again at
+        # every request: hundreds of megabytes per page view.
+        self._refused: OrderedDict[str, None] = OrderedDict()
 
     def thumbnail(self, handle: BinaryIO, key: str, sha256: str | None = None) -> bytes | None:
         """A JPEG of at most THUMB_SIDE px for the open file `handle`; `key` names what it is
@@ -45,10 +50,16 @@ class Pictures:
         cached = self.cache / f"{name[:40]}.jpg"
         with contextlib.suppress(OSError):
             return cached.read_bytes()
+        if name in self._refused:
+            return None
         data = self.encode(handle, THUMB_SIDE, sha256)
         if data is not None:
             self._store(cached, data)
-        return data
+            return data
+        self._refused[name] = None
+        if len(self._refused) > REFUSALS:
+            self._refused.popitem(last=False)
+        return None
 
     def encode(
         self, handle: BinaryIO, side: int = FULL_SIDE, sha256: str | None = None
