@@ -1,6 +1,7 @@
 """Inbox files that are not a job yet: what the intake hands out (`Arrival`, `Problem`), when a
 settled but truncated photo is looked at again or given up, and how each waiting file is shown
-in `status`. `daemon.intake.pairing` decides; the types and rules live here.
+in `status`. `daemon.intake.pairing` decides; the types and rules live here, the texts of its
+reports in `daemon.intake.reasons`.
 
 A photo that has stopped changing for `settle_seconds` but whose own structure says it is cut
 short (`daemon.intake.complete`) is *still arriving*: copy tools pause between bursts for longer
@@ -14,12 +15,10 @@ Pure functions of the tracker's clock (`now`) and the epoch time at the same ins
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from daemon.fsutil import NAME_MAX
 from daemon.safefs import Identity
 from daemon.status import InboxItem
 
@@ -88,51 +87,6 @@ def look_again(
     backoff = max(1.0, settle_seconds) if previous is None else previous.backoff * 2
     backoff = min(backoff, MAX_BACKOFF)
     return Arriving(reason, min(now + backoff, due), backoff)
-
-
-def given_up(reason: str, timeout: float) -> str:
-    """The truncation report's text, after the file's name: the transfer stopped, and only a
-    new copy helps."""
-    return (
-        f"is truncated or corrupt ({reason}) and has not changed for {timeout:g} s "
-        "(arriving_timeout); copy it again: if its transfer was interrupted, the new copy "
-        "replaces it and is taken as soon as it is whole"
-    )
-
-
-def too_large(size: int, limit: int) -> str:
-    """The report on a photo or style image file over `max_input_bytes`."""
-    return (
-        f"is {size:,} bytes, more than max_input_bytes ({limit:,}); send a smaller file "
-        "(a JPEG, PNG or WebP of the same picture is usually far smaller), or raise "
-        "max_input_bytes"
-    )
-
-
-def no_sidecar(base: str, style_names: list[str]) -> str:
-    """The advice for a lone photo, with a style that exists in this library."""
-    if style_names:
-        example = style_names[0]
-        listed = ", ".join(style_names[:5]) + (", ..." if len(style_names) > 5 else "")
-        known = f"styles: {listed}; see `stylefold styles`"
-    else:
-        example = "<style name>"
-        known = (
-            "the style library has no style yet: add an image to it first; its file name "
-            "without the extension is the style name"
-        )
-    sidecar = f"{base}.json"
-    if len(os.fsencode(sidecar)) > NAME_MAX:
-        return (
-            f"has no sidecar, and its name is too long to have one: {sidecar} would be more "
-            f"than {NAME_MAX} bytes; rename the photo to a shorter name, then add its sidecar, "
-            f'e.g. {{"style": "{example}"}} ({known})'
-        )
-    return (
-        f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} '
-        f'({known}), or configure default_style with no_sidecar = "default" and reload '
-        "(SIGHUP)"
-    )
 
 
 def inbox_item(

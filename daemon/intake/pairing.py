@@ -27,16 +27,14 @@ from typing import Literal
 
 from daemon import safefs
 from daemon.config import Settings
+from daemon.intake import reasons
 from daemon.intake.arrival import (
     Arrival,
     Event,
     Problem,
     Signature,
-    given_up,
     inbox_item,
     look_again,
-    no_sidecar,
-    too_large,
 )
 from daemon.intake.complete import truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
@@ -252,9 +250,8 @@ class Intake:
         shown = relative.as_posix()
         self.limits.reach(
             "path length",
-            f"photos and sidecars whose path in the inbox is longer than {self.max_relative} "
-            "bytes are not taken: their answers would not fit under the outbox",
-            "move them into a folder nearer the top of the inbox, or shorten its folder names",
+            reasons.PATH_TOO_LONG.format(limit=self.max_relative),
+            reasons.PATH_TOO_LONG_FIX,
             where=shown if len(shown) <= 120 else f"{shown[:60]}...{shown[-57:]}",
         )
 
@@ -323,12 +320,12 @@ class Intake:
             return
         if entry.kind == "image" and entry.signature.size > self.max_input_bytes:
             # Before anything reads it: its size may be a sparse file's, gigabytes of nothing.
-            self._report(entry, events, too_large(entry.signature.size, self.max_input_bytes))
+            reason = reasons.too_large(entry.signature.size, self.max_input_bytes)
+            self._report(entry, events, reason)
             return
         if entry.signature.size == 0:
             if now - entry.changed_at >= self.pair_timeout:
-                reason = f"is empty (0 bytes) after {self.pair_timeout:g} s; copy it again"
-                self._report(entry, events, reason)
+                self._report(entry, events, reasons.empty(self.pair_timeout))
             return  # writers often create a file first and fill it later
         if entry.kind == "image" and self._still_arriving(entry, now, events):
             return
@@ -344,7 +341,7 @@ class Intake:
         due = entry.changed_at + self.arriving_timeout
         if now >= due:
             entry.arriving = None
-            self._report(entry, events, given_up(reason, self.arriving_timeout))
+            self._report(entry, events, reasons.given_up(reason, self.arriving_timeout))
         else:
             entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
         return True
@@ -390,19 +387,11 @@ class Intake:
                     continue  # only the names asked about are looked at
                 kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
                 if kind == stat.S_IFDIR and wanted(key(name)):
-                    return (
-                        f"has no partner: {name} beside it is a folder, not a file; rename the "
-                        "folder, and put the photo and its sidecar side by side as files"
-                    )
+                    return reasons.partner_is_folder(name)
                 if other and kind == stat.S_IFREG:
                     other_type = other_type or name
         if other_type is not None:
-            accepted = ", ".join(sorted(self.rules.image_extensions))
-            return (
-                f"has no photo beside it of a type stylefold takes: {other_type} is not one of "
-                f"{accepted}; save the photo as one of those (JPEG or PNG will do), or have the "
-                "administrator add its extension to image_extensions"
-            )
+            return reasons.photo_type_not_taken(other_type, self.rules.image_extensions)
         return reason
 
     def _read_style_file(self, sidecar: Tracked) -> None:
@@ -428,16 +417,13 @@ class Intake:
             elif not timed_out:
                 return
             elif sharers:
-                names = " and ".join(path.name for path in sharers)
-                reason = (
-                    f"shares {image.base}.json with another photo ({names}); name each sidecar "
-                    f"after its photo, e.g. {image.path.name}.json"
-                )
+                others = [path.name for path in sharers]
+                reason = reasons.shares_sidecar(image.base, image.path.name, others)
                 self._report(image, events, reason)
             elif self.use_default:
                 self._emit(image, None, None, events)
             else:
-                reason = no_sidecar(image.base, self.style_names())
+                reason = reasons.no_sidecar(image.base, self.style_names())
                 wanted = {f"{image.base}.json", f"{key(image.path.name)}.json"}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
@@ -453,15 +439,12 @@ class Intake:
                 style = self._files.get(style_path)
                 if style is None:
                     if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
-                        reason = (
-                            f"waits for the style image {sidecar.style_file} named by "
-                            f"{sidecar.path.name}, which is not in the same folder; add it there"
-                        )
+                        reason = reasons.style_not_beside(sidecar.style_file, sidecar.path.name)
                         self._report(image, events, reason, missing_style=sidecar.style_file)
                     return
                 if not style.settled:
                     if (why := _reported(style)) is not None:
-                        reason = f"cannot use the style image {style_path.name} it brings: {why}"
+                        reason = reasons.style_unusable(style_path.name, why)
                         self._report(image, events, reason)
                     return
         borrowers = self._pairs.borrowers(image.path)
@@ -509,10 +492,7 @@ class Intake:
             self._pending.discard(sidecar.path)  # its images drive the pairing
             self._pending.update(images)
         elif now - sidecar.waiting_since >= self.pair_timeout:
-            reason = (
-                f"has no photo beside it; add the photo ({sidecar.base}.jpg or another image "
-                "type) to the same folder, or remove the sidecar"
-            )
+            reason = reasons.no_photo(sidecar.base)
 
             def photo_name(name: str) -> bool:
                 return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base

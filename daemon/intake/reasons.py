@@ -1,0 +1,107 @@
+"""The catalogue of what the intake tells people about an inbox file that cannot become a job
+(the text after the file's name in its `<stem>.error.json` report). Each says what to do."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from daemon.fsutil import NAME_MAX
+
+
+def given_up(reason: str, timeout: float) -> str:
+    """The truncation report's text, after the file's name: the transfer stopped, and only a
+    new copy helps."""
+    return (
+        f"is truncated or corrupt ({reason}) and has not changed for {timeout:g} s "
+        "(arriving_timeout); copy it again: if its transfer was interrupted, the new copy "
+        "replaces it and is taken as soon as it is whole"
+    )
+
+
+def too_large(size: int, limit: int) -> str:
+    """The report on a photo or style image file over `max_input_bytes`."""
+    return (
+        f"is {size:,} bytes, more than max_input_bytes ({limit:,}); send a smaller file "
+        "(a JPEG, PNG or WebP of the same picture is usually far smaller), or raise "
+        "max_input_bytes"
+    )
+
+
+def no_sidecar(base: str, style_names: list[str]) -> str:
+    """The advice for a lone photo, with a style that exists in this library."""
+    if style_names:
+        example = style_names[0]
+        listed = ", ".join(style_names[:5]) + (", ..." if len(style_names) > 5 else "")
+        known = f"styles: {listed}; see `stylefold styles`"
+    else:
+        example = "<style name>"
+        known = (
+            "the style library has no style yet: add an image to it first; its file name "
+            "without the extension is the style name"
+        )
+    sidecar = f"{base}.json"
+    if len(os.fsencode(sidecar)) > NAME_MAX:
+        return (
+            f"has no sidecar, and its name is too long to have one: {sidecar} would be more "
+            f"than {NAME_MAX} bytes; rename the photo to a shorter name, then add its sidecar, "
+            f'e.g. {{"style": "{example}"}} ({known})'
+        )
+    return (
+        f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} '
+        f'({known}), or configure default_style with no_sidecar = "default" and reload '
+        "(SIGHUP)"
+    )
+
+
+def empty(timeout: float) -> str:
+    return f"is empty (0 bytes) after {timeout:g} s; copy it again"
+
+
+def shares_sidecar(base: str, photo: str, others: list[str]) -> str:
+    return (
+        f"shares {base}.json with another photo ({' and '.join(others)}); name each sidecar "
+        f"after its photo, e.g. {photo}.json"
+    )
+
+
+def style_not_beside(style_file: str, sidecar: str) -> str:
+    return (
+        f"waits for the style image {style_file} named by {sidecar}, which is not in the same "
+        "folder; add it there"
+    )
+
+
+def style_unusable(style_file: str, why: str) -> str:
+    return f"cannot use the style image {style_file} it brings: {why}"
+
+
+def no_photo(base: str) -> str:
+    return (
+        f"has no photo beside it; add the photo ({base}.jpg or another image type) to the same "
+        "folder, or remove the sidecar"
+    )
+
+
+def partner_is_folder(name: str) -> str:
+    return (
+        f"has no partner: {name} beside it is a folder, not a file; rename the folder, and put "
+        "the photo and its sidecar side by side as files"
+    )
+
+
+def photo_type_not_taken(name: str, accepted: Iterable[str]) -> str:
+    return (
+        f"has no photo beside it of a type stylefold takes: {name} is not one of "
+        f"{', '.join(sorted(accepted))}; save the photo as one of those (JPEG or PNG will do), "
+        "or have the administrator add its extension to image_extensions"
+    )
+
+
+PATH_TOO_LONG = (
+    "photos and sidecars whose path in the inbox is longer than {limit} bytes are not taken: "
+    "their answers would not fit under the outbox"
+)
+PATH_TOO_LONG_FIX = (
+    "move them into a folder nearer the top of the inbox, or shorten its folder names"
+)
