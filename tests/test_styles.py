@@ -138,13 +138,30 @@ def test_resolve_errors(library_dir: Path, tmp_path: Path) -> None:
         library.resolve(StyleFile(file="escape.jpg"), beside=inbox, default=None)
 
 
-def test_blend_defaults_first_style_wins(library_dir: Path, tmp_path: Path) -> None:
+def test_a_blend_takes_the_defaults_of_its_heaviest_style(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    """Found by a photographer's trial: a style weighted 10 % in a blend set the whole job's
+    style_weight from its own JSON (the first style listed that had the key won)."""
     (library_dir / "starry_night.json").write_text('{"size": 512, "tv_weight": 1}')
     library = StyleLibrary(library_dir)
-    styles = library.resolve(
-        [StyleRef(name="the scream"), StyleRef(name="starry_night")], beside=tmp_path, default=None
-    )
-    assert blend_defaults(styles) == {"size": 256, "style_weight": 5000.0, "tv_weight": 1.0}
+
+    def defaults(*refs: StyleRef) -> dict[str, object]:
+        return blend_defaults(library.resolve(list(refs), beside=tmp_path, default=None))
+
+    scream, starry = "the scream", "starry_night"  # the scream.json: size 256, style_weight 5000
+    assert defaults(StyleRef(name=starry, weight=0.9), StyleRef(name=scream, weight=0.1)) == {
+        "size": 512,
+        "tv_weight": 1,
+    }
+    assert defaults(StyleRef(name=starry, weight=0.1), StyleRef(name=scream, weight=0.9)) == {
+        "size": 256,
+        "style_weight": 5000.0,
+    }
+    assert defaults(StyleRef(name=scream), StyleRef(name=starry)) == {
+        "size": 256,
+        "style_weight": 5000.0,
+    }  # equal weights: the first listed
 
 
 def test_every_style_image_is_decoded_and_broken_ones_are_named(library_dir: Path) -> None:

@@ -276,8 +276,10 @@ class StyleLibrary:
 
 
 def blend_defaults(styles: Iterable[ResolvedStyle]) -> dict[str, Any]:
-    """Merge the styles' default params; the first style listed wins on shared keys."""
-    merged: dict[str, Any] = {}
-    for style in reversed(list(styles)):
-        merged.update(style.defaults)
-    return merged
+    """The default params of the blend's heaviest style (the first listed among equals). A
+    style's JSON is tuned for that style alone: merged, a style weighted 10 % set the whole
+    job's balance with its `style_weight` (a photographer's trial)."""
+    listed = list(styles)
+    if not listed:
+        return {}
+    return dict(max(listed, key=lambda style: style.weight).defaults)
