@@ -36,6 +36,7 @@ from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.status import read_status
 from daemon.supervision import status_line
+from service.params import DEFAULT_STRENGTH, style_weight_for
 
 SIDECAR = {"style": "mosaic"}
 
@@ -95,6 +96,10 @@ def test_image_first_then_sidecar(shared: Daemon) -> None:
     manifest = _finished_once(shared, "image-first")
     assert manifest["styles"][0]["name"] == "mosaic"  # type: ignore[index]
     assert manifest["output"]["size"] == [48, 36]  # type: ignore[index]
+    # The weight the default strength stood for, exactly (a photographer's trial: the
+    # README's rounded 398 does not repeat the picture).
+    assert manifest["params"]["style_weight"] is None  # type: ignore[index]
+    assert manifest["style_weight_used"] == style_weight_for(DEFAULT_STRENGTH)
 
 
 def test_sidecar_first_then_image_in_nested_subfolders(shared: Daemon) -> None:

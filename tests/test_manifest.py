@@ -11,9 +11,10 @@ from conftest import CLI, REPO, Folders, image_bytes, write_json
 from daemon.jobs.manifest import SCHEMA_PATH, Manifest, schema_text, write_schema
 
 KEYS = {
-    "job_id", "status", "reused", "input", "sidecar", "styles", "params", "requested_params",
-    "output", "device", "node", "attempt", "iterations", "stop_reason", "losses", "scales",
-    "peak_memory_bytes", "batch_size", "timings", "versions", "claimed_at", "finished_at",
+    "job_id", "status", "reused", "input", "sidecar", "styles", "params", "style_weight_used",
+    "requested_params", "output", "device", "node", "attempt", "iterations", "stop_reason",
+    "losses", "scales", "peak_memory_bytes", "batch_size", "timings", "versions", "claimed_at",
+    "finished_at",
 }  # fmt: skip
 
 

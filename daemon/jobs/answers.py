@@ -202,6 +202,7 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
         sidecar=_sidecar_entry(job),
         styles=[StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles],
         params=info.params,
+        style_weight_used=info.params.effective_style_weight,
         requested_params=None if info.params == job.params else job.params,
         output=OutputInfo(
             file=names.image.name,

@@ -103,6 +103,12 @@ class Manifest(_Part):
     sidecar: SidecarEntry | None = Field(description="The sidecar; null for a photo without one.")
     styles: list[StyleEntry] = Field(min_length=1, description="The styles, in blend order.")
     params: RenderParams = Field(description="The parameters the render used.")
+    style_weight_used: float | None = Field(
+        None,
+        description="The style loss's weight the render used: params.style_weight when given, "
+        "else the one params.strength maps to; give it as style_weight to repeat the balance "
+        "exactly. Null in manifests written before it was recorded.",
+    )
     requested_params: RenderParams | None = Field(
         None,
         description="The parameters asked for, when a retry changed them (oom_fallback "
