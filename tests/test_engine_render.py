@@ -94,9 +94,9 @@ def test_style_only_moves_the_grams_toward_the_style(
 ) -> None:
     result = engine.render(content, [StyleImage(style)], _params(content_weight=0, iterations=40))
     layers = RenderParams().style_layers
-    out_w, out_h = result.image.size
-    # The style as the engine sizes it: as many pixels as the output.
-    style_sized = style.resize((round(out_w * 1.0), round(out_h * 1.0)), Image.Resampling.BILINEAR)
+    # The style as the engine sizes it: as many pixels as the output, or STYLE_MIN_SIDE.
+    style_size = style_dimensions(style.size, result.image.size, 1.0)
+    style_sized = style.resize(style_size, Image.Resampling.BILINEAR)
     targets = [gram(f) for f in _features(engine, style_sized, layers)]
     before = [gram(f) for f in _features(engine, content.resize(result.image.size), layers)]
     after = [gram(f) for f in _features(engine, result.image, layers)]
@@ -300,6 +300,8 @@ def test_style_targets_are_computed_once_per_style_and_size(
     assert engine.style_target_computations == 1  # same style pixels, size, layers, network
     engine.render(content, [StyleImage(style)], params.model_copy(update={"pooling": "avg"}))
     engine.render(content, [StyleImage(style)], params.model_copy(update={"size": 32}))
+    assert engine.style_target_computations == 2  # both sizes' style is at STYLE_MIN_SIDE
+    engine.render(content, [StyleImage(style)], params.model_copy(update={"size": 256}))
     assert engine.style_target_computations == 3
 
 

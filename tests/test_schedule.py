@@ -126,11 +126,19 @@ def test_dimensions_keep_the_aspect_and_set_the_long_side(w: int, h: int, side: 
 
 @given(st.integers(8, 3000), st.integers(8, 3000), st.integers(16, 1024), st.integers(16, 1024))
 def test_style_gets_the_outputs_pixel_count(sw: int, sh: int, ow: int, oh: int) -> None:
-    w, h = style_dimensions((sw, sh), (ow, oh), 1.0)
+    w, h = style_dimensions((sw, sh), (ow, oh), 1.0, min_side=1)
     assert abs(w * h - ow * oh) <= (w + h + 1) * 1.5
-    w2, h2 = style_dimensions((sw, sh), (ow, oh), 2.0)
+    w2, h2 = style_dimensions((sw, sh), (ow, oh), 2.0, min_side=1)
     assert abs(w2 * h2 - 4 * ow * oh) <= (w2 + h2 + 1) * 1.5
 
 
 def test_style_short_side_has_a_floor() -> None:
     assert min(style_dimensions((1000, 50), (40, 30), 1.0, min_side=16)) == 16
+
+
+def test_a_style_image_too_small_to_carry_texture_is_kept_at_the_floor() -> None:
+    """Found by a photographer's trial: style_scale 0.25 at 160 px made a 40 px style image,
+    and the picture a frame of swirls around a washed-out middle (at 512 px: 0.25 still)."""
+    assert style_dimensions((800, 600), (160, 120), 0.25) == (171, 128)
+    assert style_dimensions((800, 600), (512, 384), 0.25) == (171, 128)
+    assert style_dimensions((800, 600), (512, 384), 0.5) == (256, 192)  # above: as asked
