@@ -137,6 +137,22 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(start))
     assert result.returncode == 1 and "only `stylefold render --init PATH` takes" in result.stderr
 
+    # Without a config, against the built-in defaults and limits (a photographer's trial:
+    # each got "ok" and then an error report from the daemon).
+    for params, problem in (
+        ({"style_layer_weights": [1, 2]}, "give one weight per layer"),
+        ({"content_layers": ["conv6_1"]}, "'conv6_1' does not exist"),
+        ({"content_weight": 0, "style_weight": 0}, "nothing would be optimised"),
+        ({"size": 5000}, "max_output_size (4096)"),
+    ):
+        sidecar = write_json(tmp_path / "alone.json", {"style": "mosaic", "params": params})
+        result = stylefold("validate", str(sidecar))
+        assert result.returncode == 1 and problem in result.stderr, result.stdout
+    result = stylefold("validate", str(write_json(tmp_path / "no_style.json", {})))
+    assert result.returncode == 1 and 'names no style; add "style"' in result.stderr
+    result = stylefold("validate", str(good))
+    assert result.returncode == 0 and "styles not checked" in result.stdout
+
     missing = stylefold("validate", str(good), "--styles", str(tmp_path / "nosuchdir"))
     assert missing.returncode == 1 and "nosuchdir is not a folder" in missing.stderr
     # A config asked for but unusable: its checks cannot be made, so no "ok" (a user's trial).
