@@ -383,9 +383,12 @@ class Spool:
         self.store.remember(rel, [image, sidecar], job.id)
 
     def remove(self, job: Job | str) -> None:
-        """Delete the job folder (its originals have already left it)."""
+        """Delete the job folder (its originals have already left it), and the stored styles
+        it was the last to use: a daemon restarted only every few months would otherwise keep
+        every brought-along style until then."""
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
         self._reserved.pop(job if isinstance(job, str) else job.id, None)
+        self.styles.collect()
 
     # -- inbox files answered in place ----------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 A job folder holds hard links to these copies (`spool/<job-id>/style-N.<ext>`): a thousand jobs
 with one style share one copy, and editing the library cannot change a job already claimed. A
-copy no job links to any more is dropped at start-up (`StyleStore.collect`). Kept apart from
+copy no job links to any more is dropped when the last job folder using it goes, and at start-up
+(`StyleStore.collect`). Kept apart from
 `daemon.jobs.spool`, which moves originals: this only ever copies, and owns nothing of a job.
 """
 
@@ -70,8 +71,10 @@ class StyleStore:
         return stored
 
     def collect(self) -> None:
-        """Drop stored styles no job links to any more (start-up, before any claim)."""
-        for entry in self.folder.iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.startswith(INCOMING) or entry.stat().st_nlink <= 1:
-                    entry.unlink()
+        """Drop stored styles no job links to any more, and copies a crash left unfinished.
+        Called between claims (at start-up, after a job folder goes), never during one."""
+        with contextlib.suppress(OSError):
+            for entry in self.folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if entry.name.startswith(INCOMING) or entry.stat().st_nlink <= 1:
+                        entry.unlink()
