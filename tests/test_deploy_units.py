@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_shipped_drop_ins_pass_verify(tmp_path: Path) -> None:
     assert _verify(unit_dir, "stylefold.service") == ""
 
 
+OFFERED_TMPFILES = re.compile(r"^# ?([a-zA-Z]\s+/\S+\s+.*\d+[smhdw])$", re.MULTILINE)
 OFFERED = re.compile(r"^# ?([A-Z][A-Za-z]+=\S*|\[(?:Unit|Service|Install)\])$", re.MULTILINE)
 
 
@@ -447,6 +449,27 @@ def test_sysusers_and_tmpfiles_create_the_layout(tmp_path: Path) -> None:
     inbox.chmod(0o2770)
     subprocess.run(tmpfiles, check=True, timeout=60)
     assert inbox.stat().st_gid == 0 and inbox.stat().st_mode & 0o7777 == 0o2770
+
+
+def test_the_offered_archive_age_removes_only_what_was_archived_long_ago(tmp_path: Path) -> None:
+    """The archive grows with every answered photo (an operator's trial); tmpfiles.d offers an
+    age for it. Its age counts from the move into the archive (ctime), not from the photo's own
+    mtime, which may be years old; tried here with the age lowered to 2 s."""
+    root = tmp_path / "root"
+    (root / "etc" / "tmpfiles.d").mkdir(parents=True)
+    [line] = OFFERED_TMPFILES.findall((DEPLOY / "tmpfiles.d/stylefold.conf").read_text())
+    (root / "etc/tmpfiles.d/stylefold.conf").write_text(line.replace(" 90d", " 2s") + "\n")
+    archive = root / "var/lib/stylefold/archive/2024"
+    archive.mkdir(parents=True)
+    old, new = archive / "old.jpg", archive / "new.jpg"
+    old.write_bytes(b"answered long ago")
+    os.utime(old, (0, 0))  # a photo taken decades ago, archived now
+    time.sleep(3)
+    new.write_bytes(b"answered just now")
+    os.utime(new, (0, 0))
+    clean = [_tool("systemd-tmpfiles"), f"--root={root}", "--clean"]
+    subprocess.run(clean, check=True, timeout=60)
+    assert not old.exists() and new.exists()
 
 
 # What the shipped unit does to the file system, done with unshare(1): every writable path is a
