@@ -85,11 +85,22 @@ def test_other_fields_refuse_coercion_too() -> None:
         ({"style": "mosaic", "output": {"quality": "90"}}, ("output.quality", "quotes: 90")),
         ({"style": [{"name": "mosaic", "weight": True}]}, ("style[0].weight", "not numbers")),
         ({"style": "mosaic", "params": {"preserve_colors": 1}}, ("params.preserve_colors",)),
+        # A photographer's trial: pydantic's "instance of StyleRef", no example, no value.
+        (
+            {"style": ["starry", "cells"]},
+            ("style[0]", 'an object such as {"name": "starry", "weight": 0.5}', "got 'starry'"),
+        ),
+        ({"style": "mosaic", "params": [1]}, ('params: must be an object such as {"',)),
+        ({"style": "mosaic", "output": 3}, ('output: must be an object such as {"format"',)),
+        ({"style": "mosaic", "params": {"strength": None}}, ("a number such as 0.5",)),
+        ({"style": [{"name": "mosaic", "weight": 0}]}, ("greater than 0 (got 0)",)),
+        ({"style": "mosaic", "params": {"style_scale": 0}}, ("greater than 0 (got 0)",)),
     ):
         with pytest.raises(SidecarError) as caught:
             parse_sidecar(json.dumps(sidecar))
-        [problem] = caught.value.problems
+        problem = caught.value.problems[0]
         assert all(word in problem for word in words), problem
+        assert "instance of" not in problem
 
 
 def test_what_stays_accepted() -> None:

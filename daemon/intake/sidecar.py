@@ -244,13 +244,27 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
             problems.append(f"{where}: unknown key; remove it ({hint})")
+        elif kind in ("model_type", "dict_type"):
+            problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         else:
             got = item.get("input")
             value = ""
-            if isinstance(got, str | int | float | bool) and shown(got) not in message:
+            bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
+            if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
                 value = f" (got {shown(got)})"
             problems.append(f"{where}: {message}{value}{_type_fix(kind, got)}")
     return problems
+
+
+def _object_fix(model_path: list[str], got: object) -> str:
+    """What an object in the sidecar looks like, where something else was written."""
+    if model_path[:1] == ["style"]:
+        name = got if isinstance(got, str) else "starry"
+        example = f'{{"name": {json.dumps(name)}, "weight": 0.5}}'
+        return f"each style of a blend is an object such as {example} (got {shown(got)})"
+    examples = {"params": '{"strength": 0.7}', "output": '{"format": "jpg", "quality": 90}'}
+    example = examples.get(model_path[0] if model_path else "", '{"style": "starry"}')
+    return f"must be an object such as {example} (got {shown(got)})"
 
 
 def _type_fix(kind: str, got: object) -> str:
@@ -259,7 +273,7 @@ def _type_fix(kind: str, got: object) -> str:
     if kind not in ("int_type", "float_type", "int_from_float"):
         return ""
     whole = kind != "float_type"
-    example = "256" if whole else "1.5"
+    example = "256" if whole else "0.5"
     if isinstance(got, bool):
         return f"; true and false are not numbers, write a number such as {example}"
     if isinstance(got, str):
