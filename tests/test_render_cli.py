@@ -82,7 +82,21 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         (["{content}", "{style}", "--network", "vgg16"], "VGG-16 weights do not ship offline"),
         (["{content}", "{style}", "--weights", "{tmp}/nope.pth"], "nope.pth does not exist"),
         (["{content}", "{style}", "--device", "cuda:7"], "CUDA is not available"),
-        (["{content}", "{style}", "--init", "{tmp}/nope.png"], "nope.png does not exist"),
+        (
+            ["{content}", "{style}", "--init", "{tmp}/nope.png"],
+            "nope.png: neither recolored, content, noise nor an image file",
+        ),
+        # A photographer's trial: a zero weight was accepted, a negative one said "ValueError:".
+        (
+            ["{content}", "{style}", "{style}", "--style-blend", "1", "0"],
+            "--style-blend 1 0: every weight must be above 0",
+        ),
+        (["{content}", "{style}", "{style}", "--style-blend", "1", "-1"], "must be above 0"),
+        (
+            ["{content}", "{style}", "--content-weight", "0", "--style-weight", "0"],
+            "error: content_weight and style_weight are both 0",
+        ),
+        (["{content}", "{style}", "--style-scale", "0"], "greater than 0 (got 0"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(
@@ -99,6 +113,7 @@ def test_errors_are_one_line_and_non_zero(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stylefold render: error: ")
     assert message in lines[0]
+    assert "Error" not in lines[0] and "Value error" not in lines[0]
     assert not (tmp_path / "out.jpg").exists()
 
 

@@ -207,17 +207,28 @@ def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderP
         style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
     values = {**style_defaults, **flags}
     if args.init is not None:
+        if args.init not in NAMED_INITS and not Path(args.init).is_file():
+            raise UsageError(
+                f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file"
+            )
         values["init"] = args.init if args.init in NAMED_INITS else "image"
     try:
         return RenderParams(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {_message(e)}"
             if e["loc"]
-            else e["msg"]
+            else _message(e)
             for e in exc.errors()
         )
         raise UsageError(problems) from None
+
+
+def _message(error: Any) -> str:
+    """pydantic's message without its "Value error, " prefix, with the value given."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    return message + (f" (got {given})" if isinstance(given, int | float) else "")
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -225,6 +236,11 @@ def _render(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
             "styles; give one per style"
+        )
+    if args.style_blend is not None and min(args.style_blend) <= 0:
+        raise UsageError(
+            f"--style-blend {' '.join(f'{w:g}' for w in args.style_blend)}: every weight must "
+            "be above 0 (leave out a style to give it none)"
         )
     style_files, style_defaults = _style_files(args)
     params = _params(args, style_defaults)
