@@ -48,6 +48,8 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
         assert (outbox / f"{job.photo}.log").is_file()
         assert (folder / "state" / "archive" / sample_path(job.photo).name).is_file()
         assert manifest["output"]["file"] in done.stdout
+    # Said as render says it: "(at the iteration cap)", not the manifest's "(iterations)".
+    assert "iterations (at the iteration cap) on cpu" in done.stdout, done.stdout
     blend = json.loads((outbox / "astronaut.manifest.json").read_text())
     assert {s["name"]: s["weight"] for s in blend["styles"]} == {"cells": 0.7, "retina": 0.3}
     kept = json.loads((outbox / "coffee.manifest.json").read_text())

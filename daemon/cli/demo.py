@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import ConfigError, load_settings
+from service.params import STOPPED
 
 if TYPE_CHECKING:
     from daemon.web.server import WebServer
@@ -191,7 +192,8 @@ def _describe(stem: str, state: str, data: dict[str, Any] | None) -> str:
         took = f" in {seconds:.0f} s" if isinstance(seconds, int | float) else ""
         return (
             f"  {stem}: done{took}, {data.get('iterations')} iterations "
-            f"({data.get('stop_reason')}) on {data.get('device')} -> "
+            f"({STOPPED.get(str(data.get('stop_reason')), data.get('stop_reason'))}) on "
+            f"{data.get('device')} -> "
             f"{data.get('output', {}).get('file')}"
         )
     if state == "failed":
