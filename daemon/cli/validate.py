@@ -71,7 +71,7 @@ def command(args: argparse.Namespace) -> int:
             )
         # Without a config, against the built-in defaults and limits: a layer list or a
         # weight that no daemon takes is found before the file is sent.
-        limits = settings if settings is not None else _BUILT_IN
+        limits = settings if settings is not None else Settings.model_construct()
         merge_params(
             limits.defaults,
             blend_defaults(styles),
@@ -88,15 +88,3 @@ def command(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: ok (styles: {', '.join(s.name for s in styles)})")
     return 0
-
-
-class _BuiltIn:
-    """The defaults and limits of a configuration that sets none of them."""
-
-    defaults = Settings.model_fields["defaults"].get_default(call_default_factory=True)
-    max_output_size: int = Settings.model_fields["max_output_size"].default
-    max_iterations: int = Settings.model_fields["max_iterations"].default
-    weights = Settings.model_fields["weights"].get_default(call_default_factory=True)
-
-
-_BUILT_IN = _BuiltIn()

@@ -2,9 +2,9 @@
 
 A job folder holds hard links to these copies (`spool/<job-id>/style-N.<ext>`): a thousand jobs
 with one style share one copy, and editing the library cannot change a job already claimed. A
-copy no job links to any more is dropped when the last job folder using it goes, and at start-up
-(`StyleStore.collect`). Kept apart from
-`daemon.jobs.spool`, which moves originals: this only ever copies, and owns nothing of a job.
+copy no job links to any more is dropped when the last job folder using it goes, and at
+start-up (`StyleStore.collect`). Kept apart from `daemon.jobs.spool`, which moves originals:
+this only ever copies, and owns nothing of a job.
 """
 
 from __future__ import annotations
