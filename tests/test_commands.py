@@ -152,6 +152,10 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     assert result.returncode == 1 and 'names no style; add "style"' in result.stderr
     result = stylefold("validate", str(good))
     assert result.returncode == 0 and "styles not checked" in result.stdout
+    both = {"style": "mosaic", "params": {"strength": 0.2, "style_weight": 1000}}
+    result = stylefold("validate", str(write_json(tmp_path / "both.json", both)))
+    assert result.returncode == 0  # allowed, as documented, but said
+    assert "style_weight 1000 is given, so strength 0.2 is not used" in result.stdout
 
     missing = stylefold("validate", str(good), "--styles", str(tmp_path / "nosuchdir"))
     assert missing.returncode == 1 and "nosuchdir is not a folder" in missing.stderr

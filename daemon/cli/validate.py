@@ -83,6 +83,12 @@ def command(args: argparse.Namespace) -> int:
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
         return 1
+    given = sidecar.overrides()
+    if "strength" in given and given.get("style_weight") is not None:
+        print(
+            f"{path}: note: style_weight {given['style_weight']:g} is given, so strength "
+            f"{given['strength']:g} is not used; leave out one of them"
+        )
     if library is None:
         print(f"{path}: ok (styles not checked: give --config or --styles to check them)")
     else:
