@@ -207,10 +207,6 @@ def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderP
         style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
     values = {**style_defaults, **flags}
     if args.init is not None:
-        if args.init not in NAMED_INITS and not Path(args.init).is_file():
-            raise UsageError(
-                f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file"
-            )
         values["init"] = args.init if args.init in NAMED_INITS else "image"
     try:
         return RenderParams(**values)
@@ -260,6 +256,10 @@ def _render(args: argparse.Namespace) -> int:
     style_images = [open_image(path, max_pixels=args.max_pixels).image for path in style_files]
     init_image = None
     if params.init == "image":
+        if not Path(args.init).is_file():
+            raise UsageError(
+                f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file"
+            )
         init_image = open_image(Path(args.init), max_pixels=args.max_pixels).image
 
     from tqdm import tqdm
