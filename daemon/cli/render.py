@@ -211,20 +211,15 @@ def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderP
     try:
         return RenderParams(**values)
     except ValidationError as exc:
+        from daemon.intake.sidecar import error_text
+
         problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {_message(e)}"
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {error_text(e)}"
             if e["loc"]
-            else _message(e)
+            else error_text(e)
             for e in exc.errors()
         )
         raise UsageError(problems) from None
-
-
-def _message(error: Any) -> str:
-    """pydantic's message without its "Value error, " prefix, with the value given."""
-    message = str(error["msg"]).removeprefix("Value error, ")
-    given = error.get("input")
-    return message + (f" (got {given})" if isinstance(given, int | float) else "")
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ def command(args: argparse.Namespace) -> int:
         if args.styles is not None:
             return fail(str(exc))
         library = None  # the styles cannot be checked; the params still are
+    given = sidecar.overrides()
     try:
         if library is None:
             styles = []
@@ -75,7 +76,7 @@ def command(args: argparse.Namespace) -> int:
         merge_params(
             limits.defaults,
             blend_defaults(styles),
-            sidecar.overrides(),
+            given,
             max_size=limits.max_output_size,
             max_iterations=limits.max_iterations,
             weights=limits.weights,
@@ -83,7 +84,6 @@ def command(args: argparse.Namespace) -> int:
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
         return 1
-    given = sidecar.overrides()
     if "strength" in given and given.get("style_weight") is not None:
         print(
             f"{path}: note: style_weight {given['style_weight']:g} is given, so strength "

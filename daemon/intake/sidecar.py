@@ -39,7 +39,7 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
 from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
@@ -234,7 +234,6 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
                 where += f".{name}" if where else name
                 model_path.append(part)
         where = where or "sidecar"
-        message = item["msg"].removeprefix("Value error, ")
         kind = item["type"]
         if kind == "missing":
             problems.append(f"{where}: required key is missing; add it")
@@ -247,13 +246,20 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
         elif kind in ("model_type", "dict_type"):
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         else:
-            got = item.get("input")
-            value = ""
-            bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
-            if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
-                value = f" (got {shown(got)})"
-            problems.append(f"{where}: {message}{value}{_type_fix(kind, got)}")
+            problems.append(f"{where}: {error_text(item)}")
     return problems
+
+
+def error_text(item: ErrorDetails) -> str:
+    """One pydantic error as people read it: its message without "Value error, ", the value
+    given, and what to write instead of a value of the wrong type."""
+    message = item["msg"].removeprefix("Value error, ")
+    kind, got = item["type"], item.get("input")
+    value = ""
+    bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
+    if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
+        value = f" (got {shown(got)})"
+    return f"{message}{value}{_type_fix(kind, got)}"
 
 
 def _object_fix(model_path: list[str], got: object) -> str:
