@@ -10,13 +10,14 @@ from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
 from daemon.metrics import MetricsError
-from daemon.pool.api import ClusterUnavailable
+from daemon.pool.api import ClusterUnavailable, SetupError
 from daemon.status import RESTART_FIX, Attention, JobItem, StatusReport
 
 # Start-up failures that a restart cannot mend: their messages name the setting to change.
 _START_FAILURES: dict[type[Exception], ExitCode] = {
     WatchError: ExitCode.CONFIG,
     MetricsError: ExitCode.CONFIG,
+    SetupError: ExitCode.CONFIG,
     ClusterUnavailable: ExitCode.TEMPFAIL,  # systemd restarts and the cluster may be back
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from service.errors import DeviceOutOfMemoryError, EngineError
+from service.errors import DeviceError, DeviceOutOfMemoryError
 
 # Memory one batch item needs per output pixel (activations kept for the backward pass, their
 # gradients, L-BFGS's history of 100 step pairs), and the share of the free memory a batch may
@@ -31,21 +31,21 @@ def resolve(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise EngineError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise EngineError(f"device {name!r}: CUDA is not available here; use cpu or auto")
+            raise DeviceError(f"device {name!r}: CUDA is not available here; use cpu or auto")
         index = device.index if device.index is not None else torch.cuda.current_device()
         count = torch.cuda.device_count()
         if index >= count:
-            raise EngineError(
+            raise DeviceError(
                 f"device {name!r}: there are only {count} CUDA device(s) (0-{count - 1})"
             )
         return torch.device("cuda", index)
     if device.type == "mps" and not _mps_available():
-        raise EngineError(f"device {name!r}: MPS is not available here; use cpu or auto")
+        raise DeviceError(f"device {name!r}: MPS is not available here; use cpu or auto")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise EngineError(f"unsupported device {name!r}; use auto, cpu, cuda:N or mps")
+        raise DeviceError(f"unsupported device {name!r}; use auto, cpu, cuda:N or mps")
     return device
 
 

@@ -9,6 +9,10 @@ class WeightsError(EngineError):
     """A weights file is missing, truncated or does not match the network."""
 
 
+class DeviceError(EngineError):
+    """The device named does not exist or cannot be used on this machine."""
+
+
 class ImageInputError(EngineError):
     """An input is not a usable image (not decodable, too large, empty, ...)."""
 

@@ -212,6 +212,30 @@ def test_run_refuses_bad_configuration_with_the_setting_named(folders: Folders) 
     assert "settle_seconds" in line["error"] and line["level"] == "error"
 
 
+def test_run_exits_as_misconfigured_when_no_worker_can_load(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """A device this machine lacks, or a weights file that does not load, is the settings'
+    fault: exit 78, so systemd does not restart it five times over the same error (an
+    operator's trial: "cuda:7" on a host without it exited 1)."""
+    broken = tmp_path / "vgg19.bin"
+    broken.write_bytes(b"not a weights file" * 100)
+    cases = [
+        ({"devices": ["cuda:63"]}, {}, "device 'cuda:63'"),
+        ({}, {"STYLEFOLD_WEIGHTS__VGG19": str(broken)}, f"weights file {broken}"),
+    ]
+    for settings, env, reason in cases:
+        config = str(folders.config(**settings))
+        result = stylefold("run", "--config", config, "--log-format", "json", env=env)
+        assert result.returncode == 78, (settings, result.stdout[-2000:])
+        [failed] = [
+            line
+            for line in map(json.loads, result.stdout.splitlines())
+            if line["event"] == "daemon.start_failed"
+        ]
+        assert failed["error"].startswith("no worker could start:") and reason in failed["error"]
+
+
 def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run(
     folders: Folders,
 ) -> None:

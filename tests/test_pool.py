@@ -19,12 +19,12 @@ from daemon.pool import (
     Cancelled,
     Done,
     Failed,
-    PoolError,
     PoolEvent,
     PoolPolicy,
     Progress,
     ResultInfo,
     Retrying,
+    SetupError,
     Started,
     StyleRef,
     Task,
@@ -242,7 +242,8 @@ def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path: Path) -
     pool = Pool(WorkerProcesses(["cpu"], 1, EngineSetup(weights=missing)))
     pool.start()
     try:
-        with pytest.raises(PoolError, match=r"no worker could start: cpu: .*missing\.pth"):
+        # SetupError: the settings' fault, which the daemon exits on with EX_CONFIG.
+        with pytest.raises(SetupError, match=r"no worker could start: cpu: .*missing\.pth"):
             pool.wait_ready(90)
         assert pool.ready_workers() == 0
     finally:

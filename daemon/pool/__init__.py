@@ -3,7 +3,14 @@
 The daemon needs only what is exported here; `make_pool(settings)` picks the backend.
 """
 
-from daemon.pool.api import ClusterUnavailable, PoolError, PoolPolicy, WorkerPool, WorkerState
+from daemon.pool.api import (
+    ClusterUnavailable,
+    PoolError,
+    PoolPolicy,
+    SetupError,
+    WorkerPool,
+    WorkerState,
+)
 from daemon.pool.events import (
     Cancelled,
     Done,
@@ -33,6 +40,7 @@ __all__ = [
     "Requeued",
     "ResultInfo",
     "Retrying",
+    "SetupError",
     "Started",
     "StyleRef",
     "Task",

@@ -22,6 +22,12 @@ class PoolError(Exception):
     """No worker could start (e.g. the weights are missing); the message says why."""
 
 
+class SetupError(PoolError):
+    """No worker could start because of the settings alone (a device this machine does not
+    have, weights that do not load): a restart cannot mend it (the daemon exits with
+    EX_CONFIG)."""
+
+
 class ClusterUnavailable(PoolError):
     """The Ray cluster cannot be reached, or lacks what the settings ask for: worth a restart
     later (the daemon exits with EX_TEMPFAIL), unlike a broken setup."""

@@ -22,6 +22,7 @@ from daemon.pool.api import (
     Outage,
     PoolError,
     PoolPolicy,
+    SetupError,
     WorkerState,
 )
 from daemon.pool.events import (
@@ -51,6 +52,8 @@ log = structlog.get_logger(__name__)
 
 CANCEL_WAIT = 10.0  # seconds a member gets to stop after a cancel before it is killed
 RESPAWN_BACKOFF_MAX = 60.0
+# Load failures the settings decide: a device the machine lacks, weights that do not load.
+SETUP_KINDS: frozenset[FailureKind] = frozenset({"device", "weights"})
 LOAD_ERRORS_KEPT = 20  # the latest reasons members could not load, for wait_ready's error
 
 
@@ -120,6 +123,7 @@ class Pool:
         self._members: dict[int, _Member] = {}
         self._next_id = 0
         self._load_errors: list[str] = []
+        self._load_kinds: set[FailureKind] = set()  # why members failed to load, by kind
         self._pending_respawn: list[tuple[float, str]] = []  # (when, device) of replacements
         self._respawn_failures: dict[str, int] = {}  # device -> consecutive failed starts
         self._cluster_lost = False  # a member went with its whole cluster
@@ -152,6 +156,8 @@ class Pool:
                 f"no {self.members.kind} loaded its network within {timeout:.0f} s"
             )
             error = ClusterUnavailable if self._cluster_lost else PoolError
+            if self._load_kinds and self._load_kinds <= SETUP_KINDS:
+                error = SetupError
             raise error(f"no worker could start: {reasons}")
 
     def ready_workers(self) -> int:
@@ -253,6 +259,7 @@ class Pool:
             )
         elif isinstance(report, WorkerLoadFailed):
             member.load_failed = True
+            self._load_kinds.add(report.kind)
             self._load_errors.append(f"{member.device}: {report.error}")
             del self._load_errors[:-LOAD_ERRORS_KEPT]
             log.error(
@@ -314,6 +321,7 @@ class Pool:
         delay = 0.0
         if not member.loaded:
             if not member.load_failed:
+                self._load_kinds.add(kind)
                 self._load_errors.append(f"{member.device}: {reason} while loading")
             del self._load_errors[:-LOAD_ERRORS_KEPT]
             failures = self._respawn_failures.get(member.device, 0) + 1

@@ -17,6 +17,7 @@ from service.params import RenderParams
 FailureKind = Literal[
     "input",
     "weights",
+    "device",  # the device named in the settings is not there (a worker cannot start)
     "engine",
     "oom",
     "crash",

@@ -113,6 +113,7 @@ def write_result(output: Rendered) -> None:
 def classify(exc: BaseException) -> FailureKind:
     from service.errors import (
         CancelledError,
+        DeviceError,
         DeviceOutOfMemoryError,
         EngineError,
         ImageInputError,
@@ -124,6 +125,7 @@ def classify(exc: BaseException) -> FailureKind:
         (DeviceOutOfMemoryError, "oom"),
         (ImageInputError, "input"),
         (WeightsError, "weights"),
+        (DeviceError, "device"),
         (EngineError, "engine"),
         (MemoryError, "oom"),
     )
