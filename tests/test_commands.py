@@ -144,6 +144,7 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
         ({"content_layers": ["conv6_1"]}, "'conv6_1' does not exist"),
         ({"content_weight": 0, "style_weight": 0}, "nothing would be optimised"),
         ({"size": 5000}, "max_output_size (4096)"),
+        ({"size": 100000}, "size 4096 or less"),
     ):
         sidecar = write_json(tmp_path / "alone.json", {"style": "mosaic", "params": params})
         result = stylefold("validate", str(sidecar))

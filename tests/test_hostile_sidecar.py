@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import CLI, REPO
 
+from daemon.config.render_limits import ceilings
 from daemon.intake.sidecar import SidecarError, merge_params, parse_sidecar
 from service.params import VGG16_LAYERS, VGG19_LAYERS, RenderParams
 from service.weights import WeightsConfig
@@ -52,13 +53,18 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     # the style image is sized from the output: 64 times its pixels at style_scale 8
     ({"size": 1024, "style_scale": 8}, ("params.style_scale", "8192 px", "style_scale 4 or less")),
     ({"size": 3000, "style_scale": 1.5}, ("4500 px", "max_output_size (4096)", "1.36 or less")),
+    # above the engine's own bound: told the daemon's lower limit at once, not the engine's
+    # 16384 first and 4096 on the next try (a photographer's trial)
+    ({"size": 100000}, ("params.size: 100000", "max_output_size (4096)", "size 4096 or less")),
+    ({"iterations": 10**6}, ("max_iterations (3000)", "ask for iterations 3000 or less")),
 ]
 
 
 def _problems(params: dict[str, Any]) -> list[str]:
     """Every problem the daemon finds, from parsing to merging over the defaults."""
     try:
-        sidecar = parse_sidecar(json.dumps({"style": "mosaic", "params": params}))
+        text = json.dumps({"style": "mosaic", "params": params})
+        sidecar = parse_sidecar(text, ceilings(max_size=4096, max_iterations=3000))
         merge_params(
             RenderParams(),
             sidecar.overrides(),

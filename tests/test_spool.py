@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -105,9 +106,13 @@ def test_bad_sidecar_or_style_is_rejected_before_anything_moves(folders: Folders
         ({"style": "../etc/passwd"}, "not a style name"),
         ({"style": "missing"}, "not in the style library"),
         ({"style": "mosaic", "params": {"size": 9999}}, "max_output_size"),
+        (
+            {"style": "mosaic", "params": {"size": 99999}},
+            "max_output_size (4096); ask for size 4096",
+        ),
     ):
         arrival = _pair(folders, "photo.jpg", sidecar)
-        with pytest.raises(Rejected, match=expected.replace("(", r"\(")):
+        with pytest.raises(Rejected, match=re.escape(expected)):
             resolve(arrival, settings, library)
         assert arrival.image.exists()
 

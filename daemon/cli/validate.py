@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def command(args: argparse.Namespace) -> int:
+    from daemon.config.render_limits import ceilings
     from daemon.intake.sidecar import SidecarError, merge_params, read_sidecar
     from daemon.intake.styles import StyleError, blend_defaults
 
@@ -40,10 +41,15 @@ def command(args: argparse.Namespace) -> int:
                 f"{exc}\n(leave out --config to check the sidecar against the contract alone)"
             )
         settings = None  # no config named: the contract alone can still be checked
-    default_max: int = Settings.model_fields["max_sidecar_bytes"].default
-    max_bytes = settings.max_sidecar_bytes if settings is not None else default_max
+    # Without a config, against the built-in defaults and limits: a layer list or a weight
+    # that no daemon takes is found before the file is sent.
+    limits = settings if settings is not None else Settings.model_construct()
     try:
-        sidecar = read_sidecar(path, max_bytes)
+        sidecar = read_sidecar(
+            path,
+            limits.max_sidecar_bytes,
+            ceilings(limits.max_output_size, limits.max_iterations),
+        )
     except SidecarError as exc:
         print(f"{path}: invalid sidecar", file=sys.stderr)
         for problem in exc.problems:
@@ -70,9 +76,6 @@ def command(args: argparse.Namespace) -> int:
                 beside=path.resolve().parent,
                 default=settings.default_style if settings else None,
             )
-        # Without a config, against the built-in defaults and limits: a layer list or a
-        # weight that no daemon takes is found before the file is sent.
-        limits = settings if settings is not None else Settings.model_construct()
         merge_params(
             limits.defaults,
             blend_defaults(styles),

@@ -35,19 +35,28 @@ class OverLimit:
     how: str = " is"
 
 
+def ceilings(max_size: int, max_iterations: int) -> dict[str, tuple[str, int]]:
+    """The params the daemon caps one by one: key -> (setting, limit)."""
+    return {"size": ("max_output_size", max_size), "iterations": ("max_iterations", max_iterations)}
+
+
+def breach_text(over: OverLimit) -> str:
+    """A breach as the sender reads it: what was asked, the setting, what to ask instead."""
+    return (
+        f"params.{over.key}: {over.asked:g}{over.how} above this daemon's {over.setting} "
+        f"({over.limit}); ask for {over.key} {over.allowed:g} or less"
+    )
+
+
 def over_limits(params: RenderParams, max_size: int, max_iterations: int) -> list[OverLimit]:
     """The breaches, in the order a reader fixes them. The style image is sized from the output
     (size x style_scale per side) and costs as much per iteration as an output, so it counts as
     one; a size already too large is reported for itself only."""
-    over = []
-    if params.size > max_size:
-        over.append(OverLimit("size", params.size, max_size, "max_output_size", max_size))
-    if params.iterations > max_iterations:
-        over.append(
-            OverLimit(
-                "iterations", params.iterations, max_iterations, "max_iterations", max_iterations
-            )
-        )
+    over = [
+        OverLimit(key, getattr(params, key), limit, setting, limit)
+        for key, (setting, limit) in ceilings(max_size, max_iterations).items()
+        if getattr(params, key) > limit
+    ]
     style_side = params.size * params.style_scale
     if style_side > max_size >= params.size:
         over.append(

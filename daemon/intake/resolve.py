@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Settings
+from daemon.config.render_limits import ceilings
 from daemon.intake.jsonload import read_inbox
 from daemon.intake.pairing import Arrival
 from daemon.intake.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar
@@ -45,7 +46,9 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
             raw = read_inbox(
                 settings.inbox, relative, settings.max_sidecar_bytes, "sidecar", expect
             )
-            sidecar = parse_sidecar(raw)
+            sidecar = parse_sidecar(
+                raw, ceilings(settings.max_output_size, settings.max_iterations)
+            )
             if sidecar.style_file() == arrival.image.name:
                 raise StyleError(
                     f"style.file: {arrival.image.name} is the photo itself; bring a different "

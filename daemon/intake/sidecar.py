@@ -41,7 +41,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
+from daemon.config.render_limits import (
+    START_IMAGE_REFUSED,
+    OverLimit,
+    breach_text,
+    network_missing,
+    over_limits,
+)
 from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
 from service.params import NAMED_INITS, RenderParams
 from service.weights import WeightsConfig
@@ -216,8 +222,14 @@ def _allowed_keys(path: tuple[str, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    """One sentence per pydantic error: `where: what is wrong (got ...); what to do`."""
+def describe_errors(
+    error: ValidationError,
+    prefix: tuple[str, ...] = (),
+    ceilings: Mapping[str, tuple[str, int]] | None = None,
+) -> list[str]:
+    """One sentence per pydantic error: `where: what is wrong (got ...); what to do`. A param
+    above the engine's own bound is told the daemon's lower limit (`ceilings`, from
+    `daemon.config.render_limits`) at once, not in a second round trip."""
     problems = []
     for item in error.errors():
         loc = prefix + tuple(str(part) for part in item["loc"])
@@ -245,9 +257,25 @@ def describe_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> lis
             problems.append(f"{where}: unknown key; remove it ({hint})")
         elif kind in ("model_type", "dict_type"):
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
+        elif (over := _over_ceiling(model_path, item, ceilings or {})) is not None:
+            problems.append(breach_text(over))
         else:
             problems.append(f"{where}: {error_text(item)}")
     return problems
+
+
+def _over_ceiling(
+    model_path: list[str], item: ErrorDetails, ceilings: Mapping[str, tuple[str, int]]
+) -> OverLimit | None:
+    """The daemon's limit a param breaks, where it lies below the engine bound it broke."""
+    key = model_path[-1] if model_path[:1] == ["params"] and len(model_path) == 2 else ""
+    if item["type"] != "less_than_equal" or key not in ceilings:
+        return None
+    setting, limit = ceilings[key]
+    bound, asked = item.get("ctx", {}).get("le"), item.get("input")
+    if not isinstance(asked, int | float) or not isinstance(bound, int | float) or limit >= bound:
+        return None
+    return OverLimit(key, asked, limit, setting, limit)
 
 
 def error_text(item: ErrorDetails) -> str:
@@ -291,8 +319,11 @@ def _type_fix(kind: str, got: object) -> str:
     return f"; write a number such as {example}"
 
 
-def parse_sidecar(data: bytes | str) -> Sidecar:
-    """Validate sidecar text; raises SidecarError with every problem found."""
+def parse_sidecar(
+    data: bytes | str, ceilings: Mapping[str, tuple[str, int]] | None = None
+) -> Sidecar:
+    """Validate sidecar text; raises SidecarError with every problem found (a param above the
+    engine's bound named with the daemon's own limit, from `ceilings`, when that is lower)."""
     value = load_json(data)
     if not isinstance(value, dict):
         raise SidecarError(
@@ -302,12 +333,14 @@ def parse_sidecar(data: bytes | str) -> Sidecar:
     try:
         return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
-        raise SidecarError(*describe_errors(exc)) from None
+        raise SidecarError(*describe_errors(exc, ceilings=ceilings)) from None
 
 
-def read_sidecar(path: Path, max_bytes: int) -> Sidecar:
+def read_sidecar(
+    path: Path, max_bytes: int, ceilings: Mapping[str, tuple[str, int]] | None = None
+) -> Sidecar:
     """Read and validate a sidecar file."""
-    return parse_sidecar(read_limited(path, max_bytes, "sidecar"))
+    return parse_sidecar(read_limited(path, max_bytes, "sidecar"), ceilings)
 
 
 def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
@@ -342,11 +375,7 @@ def merge_params(
         params = RenderParams.model_validate(merged)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ("params",))) from None
-    problems = [
-        f"params.{over.key}: {over.asked:g}{over.how} above this daemon's {over.setting} "
-        f"({over.limit}); ask for {over.key} {over.allowed:g} or less"
-        for over in over_limits(params, max_size, max_iterations)
-    ]
+    problems = [breach_text(over) for over in over_limits(params, max_size, max_iterations)]
     if (missing := network_missing(params, weights)) is not None:
         problems.append(f"params.network: {missing}")
     if problems:
