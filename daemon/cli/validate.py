@@ -25,7 +25,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
-    from daemon.intake.sidecar import SidecarError, merge_params, read_sidecar
+    from daemon.intake.sidecar import (
+        SidecarError,
+        merge_params,
+        read_sidecar,
+        unused_strength,
+    )
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file
@@ -87,11 +92,8 @@ def command(args: argparse.Namespace) -> int:
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
         return 1
-    if "strength" in given and given.get("style_weight") is not None:
-        print(
-            f"{path}: note: style_weight {given['style_weight']:g} is given, so strength "
-            f"{given['strength']:g} is not used; leave out one of them"
-        )
+    if (note := unused_strength(given)) is not None:
+        print(f"{path}: {note}")
     if library is None:
         print(f"{path}: ok (styles not checked: give --config or --styles to check them)")
     else:

@@ -11,7 +11,13 @@ from daemon.config import Settings
 from daemon.config.render_limits import ceilings
 from daemon.intake.jsonload import read_inbox
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import Sidecar, SidecarError, merge_params, parse_sidecar
+from daemon.intake.sidecar import (
+    Sidecar,
+    SidecarError,
+    merge_params,
+    parse_sidecar,
+    unused_strength,
+)
 from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 from service.params import RenderParams
 
@@ -31,6 +37,7 @@ class Resolved:
     params: RenderParams
     output_format: str
     output_quality: int
+    notes: tuple[str, ...] = ()  # what the sender should hear, though nothing is wrong
 
 
 def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Resolved:
@@ -71,6 +78,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name
         raise Rejected(f"{where}: {exc}") from None
     output = sidecar.output if sidecar is not None else None
+    note = unused_strength(sidecar.overrides()) if sidecar is not None else None
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
@@ -78,4 +86,5 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         params=params,
         output_format=(output.format if output and output.format else settings.output_format),
         output_quality=(output.quality if output and output.quality else settings.output_quality),
+        notes=(note,) if note is not None else (),
     )

@@ -232,11 +232,11 @@ class Lifecycle:
         self.jobs[job.id] = job
         with job_context(job.id):
             try:
-                self._claimed(arrival, job)
+                self._claimed(arrival, job, resolved.notes)
             except Exception as exc:  # its originals are in the spool now: the failure path
                 self.publisher.crashed(job.id, job, exc, "claiming it")
 
-    def _claimed(self, arrival: Arrival, job: Job) -> None:
+    def _claimed(self, arrival: Arrival, job: Job, notes: tuple[str, ...]) -> None:
         if arrival.style_file is not None:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
             # not be answered as a photo without a sidecar after a restart.
@@ -247,6 +247,8 @@ class Lifecycle:
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
         self.spool.append_log(job, f"claimed {job.source} (style {styles})")
         self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
+        for note in notes:
+            self.spool.append_log(job, note)
         log.info("job.claimed", input=job.source, sidecar=job.sidecar_name, styles=styles)
         self._submit_one(job)
 
