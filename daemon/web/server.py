@@ -22,27 +22,53 @@ log = structlog.get_logger("stylefold.web")
 
 SHUTDOWN_GRACE = 5  # seconds
 REQUEST_DEADLINE = 10.0  # seconds a connection has to send a whole request line and headers
+SEND_STALL = 60.0  # seconds a client may leave an answer unread (nginx's send_timeout)
+SEND_CHECK = 5.0  # seconds between looks at what a connection has left to send
 
 
 class DeadlineProtocol(H11Protocol):
     """uvicorn closes a connection only once it sat idle after a response: one that never
     finishes its request (a header byte every few seconds, "slowloris") held a file
     descriptor until the process ran out of them. Each request now has REQUEST_DEADLINE,
-    counted from the connection or the previous response."""
+    counted from the connection or the previous response. A client that stops reading an
+    answer held its connection and the answer's buffers for good, too: a connection whose
+    unsent bytes do not go down for SEND_STALL is cut (aborted, since closing would wait to
+    send them)."""
 
     _deadline: asyncio.TimerHandle | None = None
+    _watch: asyncio.TimerHandle | None = None
+    _unsent = 0
+    _resumed = False  # the transport took more since the last look (flow control resumed)
+    _progress = 0.0  # when the unsent bytes last went down
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
+        self._progress = self.loop.time()
+        self._watch = self.loop.call_later(SEND_CHECK, self._check_sending)
+
+    def resume_writing(self) -> None:
+        self._resumed = True
+        super().resume_writing()
+
+    def _check_sending(self) -> None:
+        unsent, now = self.transport.get_write_buffer_size(), self.loop.time()
+        if unsent == 0 or unsent < self._unsent or self._resumed:
+            self._progress = now
+        elif now - self._progress > SEND_STALL:
+            self.transport.abort()
+            return
+        self._unsent, self._resumed = unsent, False
+        self._watch = self.loop.call_later(SEND_CHECK, self._check_sending)
 
     def on_response_complete(self) -> None:
         self._arm()  # first: a pipelined request may start inside
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._watch):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
