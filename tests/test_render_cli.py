@@ -171,3 +171,53 @@ def test_a_name_not_in_the_library(
         assert len(lines) == 1 and lines[0].startswith("stylefold render: error: "), lines
         assert message in lines[0]
     assert not out.exists()
+
+
+def _config(tmp_path: Path, library: Path, *lines: str) -> Path:
+    """A daemon's config over `library`, with its folders."""
+    for name in ("inbox", "outbox", "state"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    config = tmp_path / "stylefold.toml"
+    folders = [f'{name} = "{tmp_path / name}"' for name in ("inbox", "outbox", "state")]
+    config.write_text("\n".join([*folders, f'styles = "{library}"', *lines]) + "\n")
+    return config
+
+
+def test_a_config_s_defaults_and_weights_apply_under_the_flags(
+    tmp_path: Path, photos: tuple[Path, Path], library: Path
+) -> None:
+    """A render with the daemon's config previews the daemon's picture: its [defaults] apply
+    (a photographer's trial: they were ignored, and only the library was read), under the
+    style's defaults and the flags, as in the daemon; and so do its weights."""
+    content, style = photos
+    out = tmp_path / "out.png"
+    config = _config(tmp_path, library, "[defaults]", "size = 36", "iterations = 2")
+    for spec, flags, expected in (
+        (style, [], "36x24, 2 iterations"),  # a file: the config's defaults
+        (style, ["--size", "30"], "30x20, 2 iterations"),  # a flag over them
+        ("stain", [], "40x27, 3 iterations"),  # the style's own defaults over the config's
+    ):
+        done = _run(content, spec, "-o", out, "--config", config, *flags, cwd=tmp_path)
+        assert done.returncode == 0 and expected in done.stderr, (spec, flags, done.stderr)
+    broken = tmp_path / "vgg19.pth"
+    broken.write_bytes(b"not a weights file")
+    config = _config(tmp_path, library, f'weights = {{vgg19 = "{broken}"}}')
+    done = _run(content, style, "-o", out, "--config", config, *FAST, cwd=tmp_path)
+    assert done.returncode == 1 and f"weights file {broken}" in done.stderr, done.stderr
+
+
+def test_layer_flags(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    """The layer lists a sidecar may give are flags too (a photographer's trial)."""
+    content, style = photos
+    out = tmp_path / "out.png"
+    layers = ["--style-layers", "conv1_1", "conv2_1", "--content-layers", "conv3_2"]
+    done = _run(
+        content, style, "-o", out, *FAST, *layers, "--style-layer-weights", "2", "1", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    for flags, message in (
+        (["--style-layer-weights", "1"], "1 entries but style_layers has 2; give one weight per"),
+        (["--content-layers", "conv6_1"], "'conv6_1' does not exist"),
+    ):
+        done = _run(content, style, "-o", out, *FAST, *layers, *flags, cwd=tmp_path)
+        assert done.returncode == 1 and message in done.stderr, done.stderr

@@ -8,7 +8,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from daemon.cli.render import _params
+from daemon.cli.render import _PARAM_FLAGS, _params
 from daemon.intake.sidecar import merge_params
 from service.params import (
     DEFAULT_STRENGTH,
@@ -81,26 +81,22 @@ def test_daemon_merge_lets_the_later_layer_choose_the_balance() -> None:
 
 
 def _flags(init: str | None = None, **given: object) -> argparse.Namespace:
-    names = ("size", "iterations", "content_weight", "strength", "style_weight", "tv_weight",
-             "optimizer", "learning_rate", "pooling", "style_scale", "preserve_colors", "seed",
-             "network", "multiscale", "tolerance")  # fmt: skip
-    return argparse.Namespace(init=init, **{name: given.get(name) for name in names})
+    return argparse.Namespace(init=init, **{name: given.get(name) for name in _PARAM_FLAGS})
 
 
 def test_render_init_names_a_start_or_else_an_image_file() -> None:
-    assert _params(_flags(), {}).init == "recolored"
+    assert _params(_flags(), {}, None).init == "recolored"
     for name in ("recolored", "content", "noise"):
-        assert _params(_flags(init=name), {}).init == name
-    assert _params(_flags(init="start.png"), {}).init == "image"
+        assert _params(_flags(init=name), {}, None).init == name
+    assert _params(_flags(init="start.png"), {}, None).init == "image"
 
 
 def test_render_flags_strength_and_style_weight() -> None:
     style_defaults = {"style_weight": 5000.0}
-    assert _params(_flags(), style_defaults).effective_style_weight == 5000.0
-    assert _params(_flags(strength=0.3), style_defaults).effective_style_weight == pytest.approx(
-        style_weight_for(0.3)
-    )
-    both = _params(_flags(strength=0.3, style_weight=42.0), style_defaults)
+    assert _params(_flags(), style_defaults, None).effective_style_weight == 5000.0
+    gentle = _params(_flags(strength=0.3), style_defaults, None)
+    assert gentle.effective_style_weight == pytest.approx(style_weight_for(0.3))
+    both = _params(_flags(strength=0.3, style_weight=42.0), style_defaults, None)
     assert both.effective_style_weight == 42.0
 
 

@@ -3,7 +3,8 @@
 A thin shell over `service.engine`: flags map onto `RenderParams` (only the flags given, so the
 model's defaults apply otherwise), a tqdm bar shows progress, and every failure is one line on
 stderr with a non-zero exit code. A STYLE is an image file or, with a style library (--styles,
---config), a style's name, whose default params then apply as they do in the daemon.
+--config), a style's name, whose default params then apply as they do in the daemon. With
+--config the daemon's [defaults] and weights apply too, so a render previews the daemon's.
 """
 
 import argparse
@@ -39,6 +40,9 @@ _PARAM_FLAGS = (
     "network",
     "multiscale",
     "tolerance",
+    "content_layers",
+    "style_layers",
+    "style_layer_weights",
 )
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -65,7 +69,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--styles", type=Path, metavar="DIR", help="the style library that STYLE names come from"
     )
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="the daemon's config, for its style library"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's config: its style library, and its [defaults] and weights under the "
+        "flags (as the daemon renders)",
     )
 
     def param(flag: str, **kwargs: Any) -> None:
@@ -109,6 +117,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     param("--network", choices=("vgg19", "vgg16"))
     param("--multiscale", choices=("auto", "on", "off"))
     param("--tolerance", type=float)
+    param("--content-layers", nargs="+", metavar="LAYER")
+    param("--style-layers", nargs="+", metavar="LAYER")
+    param("--style-layer-weights", type=float, nargs="+", metavar="W")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--weights",
@@ -153,7 +164,22 @@ class UsageError(Exception):
     """A flag combination that cannot work."""
 
 
-def _style_files(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any]]:
+def _config(args: argparse.Namespace) -> Settings | None:
+    """The daemon's settings when --config names them; named, its errors are the answer."""
+    from daemon.config import ConfigError, load_settings
+
+    if args.config is None:
+        return None
+    try:
+        given = {"styles": args.styles}
+        return load_settings(args.config, given, create_dirs=False, writable=False)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _style_files(
+    args: argparse.Namespace, settings: Settings | None
+) -> tuple[list[Path], dict[str, Any]]:
     """Each STYLE as an image file, and the default params of those named from the library
     (blended as the daemon does). A file wins over a library style of the same name."""
     from daemon.intake.styles import StyleLibrary, blend_defaults
@@ -165,7 +191,7 @@ def _style_files(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any]]:
         if Path(spec).is_file():
             files.append(Path(spec))
             continue
-        library = library or _library(args, spec)
+        library = library or _library(args, spec, settings)
         if spec not in library.names():
             raise UsageError(_not_in_library(spec, library))
         named += library.resolve(spec, beside=Path.cwd(), default=None)
@@ -173,21 +199,22 @@ def _style_files(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any]]:
     return files, blend_defaults(named)
 
 
-def _library(args: argparse.Namespace, spec: str) -> "StyleLibrary":
-    from daemon.cli.common import style_library
-    from daemon.config import ConfigError
+def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> "StyleLibrary":
+    from daemon.intake.styles import StyleLibrary
 
-    try:
-        return style_library(args, {"styles": args.styles})
-    except ConfigError as exc:
-        if args.config is None and args.styles is None:
-            raise UsageError(
-                f"{spec} does not exist (to name a style of the library instead, give "
-                "--styles DIR or --config FILE)"
-            ) from None
+    if settings is not None:
+        return StyleLibrary.from_settings(settings)
+    if args.styles is None:
         raise UsageError(
-            f"{spec} is not a file, and the style library is unusable: {exc}"
-        ) from None
+            f"{spec} does not exist (to name a style of the library instead, give "
+            "--styles DIR or --config FILE)"
+        )
+    if not args.styles.is_dir():
+        raise UsageError(
+            f"{spec} is not a file, and --styles {args.styles} is not a folder; give the style "
+            "library's folder"
+        )
+    return StyleLibrary(args.styles.absolute())
 
 
 def _not_in_library(spec: str, library: "StyleLibrary") -> str:
@@ -201,18 +228,20 @@ def _not_in_library(spec: str, library: "StyleLibrary") -> str:
     return text
 
 
-def _params(args: argparse.Namespace, style_defaults: dict[str, Any]) -> RenderParams:
+def _params(
+    args: argparse.Namespace, style_defaults: dict[str, Any], settings: Settings | None
+) -> RenderParams:
+    """The daemon's layers: its defaults (--config's, else the model's) < the styles' < flags."""
+    from daemon.intake.sidecar import error_text, layered
+
     flags = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
-    if "strength" in flags and "style_weight" not in flags:
-        style_defaults = {k: v for k, v in style_defaults.items() if k != "style_weight"}
-    values = {**style_defaults, **flags}
+    base = settings.defaults if settings is not None else RenderParams()
+    values = layered(base, style_defaults, flags)
     if args.init is not None:
         values["init"] = args.init if args.init in NAMED_INITS else "image"
     try:
         return RenderParams(**values)
     except ValidationError as exc:
-        from daemon.intake.sidecar import error_text
-
         problems = "; ".join(
             f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {error_text(e)}"
             if e["loc"]
@@ -233,8 +262,9 @@ def _render(args: argparse.Namespace) -> int:
             f"--style-blend {' '.join(f'{w:g}' for w in args.style_blend)}: every weight must "
             "be above 0 (leave out a style to give it none)"
         )
-    style_files, style_defaults = _style_files(args)
-    params = _params(args, style_defaults)
+    settings = _config(args)
+    style_files, style_defaults = _style_files(args, settings)
+    params = _params(args, style_defaults, settings)
     suffix = args.output.suffix.lower().lstrip(".")
     if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
         raise UsageError(
@@ -265,9 +295,12 @@ def _render(args: argparse.Namespace) -> int:
     from service.weights import WeightsConfig
 
     styles = [StyleImage(image, weight) for image, weight in zip(style_images, blend, strict=True)]
-    weights = WeightsConfig(
-        **{params.network: args.weights}, pth_convention=args.weights_convention
-    )
+    if args.weights is None and settings is not None:
+        weights = settings.weights
+    else:
+        weights = WeightsConfig(
+            **{params.network: args.weights}, pth_convention=args.weights_convention
+        )
     engine = Engine(device=args.device, weights=weights)
 
     # Loading the network takes seconds: the line says so, then becomes the iteration bar.

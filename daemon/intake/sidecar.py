@@ -366,6 +366,17 @@ def unused_strength(given: Mapping[str, Any]) -> str | None:
     )
 
 
+def layered(base: RenderParams, *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """`base`'s values under each layer in turn, key by key; a layer that gives `strength`
+    without `style_weight` clears the `style_weight` of the layers below it."""
+    merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
+    for layer in layers:
+        merged.update(layer)
+        if "strength" in layer and "style_weight" not in layer:
+            merged["style_weight"] = None  # a later strength beats an earlier style_weight
+    return merged
+
+
 def merge_params(
     base: RenderParams,
     *layers: Mapping[str, Any],
@@ -374,16 +385,10 @@ def merge_params(
     weights: WeightsConfig,
 ) -> RenderParams:
     """Daemon defaults < each layer in order (style defaults, then sidecar), validated as one
-    RenderParams and held to the daemon's limits and weights (`daemon.config.render_limits`).
-    `style_weight` overrides `strength` within a layer; a layer that gives `strength` alone
-    clears a `style_weight` of the layers below."""
-    merged: dict[str, Any] = {name: getattr(base, name) for name in RenderParams.model_fields}
-    for layer in layers:
-        merged.update(layer)
-        if "strength" in layer and "style_weight" not in layer:
-            merged["style_weight"] = None  # a later strength beats an earlier style_weight
+    RenderParams (`layered`) and held to the daemon's limits and weights
+    (`daemon.config.render_limits`)."""
     try:
-        params = RenderParams.model_validate(merged)
+        params = RenderParams.model_validate(layered(base, *layers))
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ("params",))) from None
     problems = [breach_text(over) for over in over_limits(params, max_size, max_iterations)]
