@@ -19,7 +19,8 @@ import uvicorn
 from daemon.web import server
 
 CHUNK = 1 << 20
-BODY = 16 * CHUNK  # far above the kernel's socket buffers and the transport's
+PAUSE_EVERY = 8 * CHUNK
+BODY = 64 * CHUNK  # far above the kernel's socket buffers (4-6 MiB at most by default)
 
 
 async def large_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -62,7 +63,7 @@ def _read_all(client: socket.socket, pause: float = 0.0) -> int:
     try:
         while chunk := client.recv(CHUNK):
             received += len(chunk)
-            if pause and received // CHUNK != (received - len(chunk)) // CHUNK:
+            if pause and received // PAUSE_EVERY != (received - len(chunk)) // PAUSE_EVERY:
                 time.sleep(pause)  # slow, but reading
     except ConnectionResetError:
         pass
@@ -84,5 +85,5 @@ def test_a_slow_reader_gets_the_whole_answer(running: tuple[uvicorn.Server, int]
     """Pauses shorter than SEND_STALL, adding up to several times it: a slow link, not a stall."""
     _, port = running
     with _ask(port) as client:
-        received = _read_all(client, pause=0.4)
+        received = _read_all(client, pause=0.6)
     assert received > BODY  # the headers, then all of the body
