@@ -6,11 +6,23 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
+import subprocess
+import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
-from conftest import Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
+from conftest import (
+    REPO,
+    Folders,
+    image_bytes,
+    make_folders,
+    start_daemon,
+    wait_for,
+    write_json,
+)
 from PIL import Image
 
 from daemon.intake.own_answers import own_answer
@@ -37,6 +49,55 @@ def test_an_image_we_encoded_is_known_and_a_camera_photo_is_not(tmp_path: Path, 
     assert own_answer(tmp_path, photo) is None
     (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not really")
     assert own_answer(tmp_path, tmp_path / "garbage.jpg") is None
+
+
+def _png_of_zeros(path: Path, side: int) -> Path:
+    """A whole, valid grey PNG of side x side pixels, a few hundred KB on disk."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    packer, row = zlib.compressobj(9), b"\0" * (side + 1)  # filter byte, then the pixels
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+# In a fresh process, so that its peak memory is this check's alone.
+HEADER_CHECK = """
+import resource, sys
+from pathlib import Path
+from daemon.intake.own_answers import own_answer
+from daemon.pool.batching import upright_size
+bomb = Path(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+found = own_answer(bomb.parent, bomb), upright_size(bomb)
+print(found, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_large_png_is_judged_from_its_header_without_decoding(tmp_path: Path) -> None:
+    """An attacker's trial: a lone 0.7 MB PNG of 177 megapixels cost the daemon's main process
+    half a gigabyte, as Pillow's PNG `getexif` decodes the whole image to look for EXIF after
+    the pixels; the batch key's look at its orientation did the same for a claimed photo.
+    Both happen before a worker applies max_pixels, so both now read the header only."""
+    side = 12_000  # 144 megapixels, just under Pillow's own refusal
+    bomb = _png_of_zeros(tmp_path / "bomb.png", side)
+    done = subprocess.run(
+        [sys.executable, "-c", HEADER_CHECK, str(bomb)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found, grown = done.stdout.rsplit(maxsplit=1)
+    assert found == f"(None, ({side}, {side}))"
+    assert int(grown) < 32 * 1024, f"the process grew by {grown} KiB"
 
 
 def test_our_json_answers_are_known_and_sidecars_are_not(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from service import schedule
+from service.imageio import EXIF_ORIENTATION, header_exif
 from service.params import RenderParams
 
-EXIF_ORIENTATION = 0x0112
 SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
 
 
@@ -25,7 +25,7 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             w, h = image.size
-            if image.getexif().get(EXIF_ORIENTATION) in SIDEWAYS:
+            if header_exif(image).get(EXIF_ORIENTATION) in SIDEWAYS:
                 w, h = h, w
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
