@@ -336,6 +336,15 @@ def test_appledouble_companions_travel_with_the_photo(folders: Folders) -> None:
     archived = sorted(p.name for p in (settings.archive_path / "mac").iterdir())
     assert archived == ["._photo.jpg", "._photo.json", "photo.jpg", "photo.json"]
 
+    # One no AppleDouble file can be (sparse: nothing on disk here, its size in bytes on a
+    # copy to another file system) stays in the inbox, untouched (an attacker's trial).
+    arrival = _pair(folders, "mac/big.jpg", {"style": "mosaic"})
+    with (folders.inbox / "mac/._big.jpg").open("wb") as handle:
+        handle.truncate(300 << 20)
+    job = _claim(spool, settings, arrival)
+    assert sorted(p.name for p in (folders.inbox / "mac").iterdir()) == ["._big.jpg"]
+    assert sorted(p.name for p in spool.job_dir(job).iterdir() if "companion" in p.name) == []
+
 
 def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders: Folders) -> None:
     settings = _settings(folders)

@@ -30,6 +30,7 @@ from daemon.safefs import (
     move,
 )
 
+MAX_COMPANION_BYTES = 1 << 20  # AppleDouble files hold Finder's few KB of metadata
 RETURNED = "returned"  # state/returned/<job-id>/: originals whose inbox folder was gone or swapped
 
 # A test seam at the two instants an attacker would aim for: after a claim's checks, before its
@@ -73,14 +74,17 @@ def check_files(
 
 def companions(inbox: Path, rel_dir: str, names: list[str]) -> list[tuple[str, Identity]]:
     """macOS AppleDouble files (`._photo.jpg`) of these names that are regular files with one
-    link: they travel with the photo instead of being left behind."""
+    link and no larger than one can be: they travel with the photo instead of being left
+    behind. A larger one stays where it is (an attacker's trial: a sparse 300 MB `._` file,
+    unchecked, became 300 MB of real bytes when the state folder is on another file system)."""
     found = []
     with contextlib.suppress(OSError), folder(inbox, rel_dir) as source:
         for name in names:
             with contextlib.suppress(OSError):
                 result = lstat_at(source, f"._{name}")
                 check(f"._{name}", result, None)
-                found.append((f"._{name}", Identity.of(result)))
+                if result.st_size <= MAX_COMPANION_BYTES:
+                    found.append((f"._{name}", Identity.of(result)))
     return found
 
 
