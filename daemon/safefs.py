@@ -20,7 +20,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -202,7 +202,9 @@ def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
 
 def copy_open(source: int, dst_fd: int, dst: str) -> str:
     """Copy an open file into a new file `dst` (a temporary name, then a no-replace rename),
-    fsynced, with the source's mtime; returns the SHA-256 of the bytes copied."""
+    fsynced, with the source's mtime; returns the SHA-256 of the bytes copied. Exactly the
+    size it had when the copy began: Changed if it grows or shrinks meanwhile (an attacker's
+    trial: a style image extended during the copy filled the state folder with 2 GB)."""
     temporary = _TEMPORARY.format(secrets.token_hex(8))
     digest = hashlib.sha256()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -210,7 +212,7 @@ def copy_open(source: int, dst_fd: int, dst: str) -> str:
     try:
         with os.fdopen(out, "wb", closefd=False) as writer:
             os.lseek(source, 0, os.SEEK_SET)
-            while chunk := os.read(source, _CHUNK):
+            for chunk in _chunks(source, os.fstat(source).st_size):
                 digest.update(chunk)
                 writer.write(chunk)
             writer.flush()
@@ -226,6 +228,39 @@ def copy_open(source: int, dst_fd: int, dst: str) -> str:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=dst_fd)
         raise
+    return digest.hexdigest()
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The `size` bytes of an open file from where it stands; Changed when it ends before them
+    or goes on after them."""
+    left = size
+    while left > 0:
+        chunk = os.read(fd, min(_CHUNK, left))
+        if not chunk:
+            raise Changed(f"the file shrank below {size:,} bytes while it was read")
+        left -= len(chunk)
+        yield chunk
+    if os.read(fd, 1):
+        raise Changed(f"the file grew past {size:,} bytes while it was read")
+
+
+def digest_unchanged(path: Path, expect: Identity) -> str:
+    """The SHA-256 of `path`, which must still have the size and mtime of `expect` (a file
+    moved across file systems keeps both, not its inode): Changed otherwise, having read no
+    more than that size. A writer holding the file open can go on changing it after a claim
+    moved it (an attacker's trial: extended to 3 GiB just after the move, it was hashed,
+    rendered and archived at that size)."""
+    fd = os.open(path, FILE_FLAGS)
+    try:
+        digest = hashlib.sha256()
+        for chunk in _chunks(fd, expect.size):
+            digest.update(chunk)
+        result = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (result.st_size, result.st_mtime_ns) != (expect.size, expect.mtime_ns):
+        raise Changed(f"{path.name} changed after it was claimed")
     return digest.hexdigest()
 
 

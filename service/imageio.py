@@ -49,11 +49,14 @@ def _over_limit(name: str, shown: str, max_pixels: int) -> str:
 
 
 def open_image(
-    source: str | os.PathLike[str] | bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: str | os.PathLike[str] | bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> LoadedImage:
-    """Decode a path or bytes to RGB. Raises ImageInputError saying what is wrong."""
+    """Decode a path or bytes to RGB (a file of at most `max_bytes`). Raises ImageInputError
+    saying what is wrong."""
     name = "the image" if isinstance(source, bytes) else str(source)
-    data = source if isinstance(source, bytes) else _read_bytes(Path(source))
+    data = source if isinstance(source, bytes) else read_image_file(Path(source), max_bytes)
     if not data:
         raise ImageInputError(f"{name} is empty (0 bytes); copy the file again")
     try:
@@ -108,9 +111,18 @@ def _exif_bytes(image: Image.Image) -> bytes | None:
     return exif.tobytes() if len(exif) else None
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The file's bytes, never more than `max_bytes` of them in memory: a file can grow after
+    its size was checked (an attacker's trial: extended to 3 GiB by a writer that held it
+    open, it was read whole into a worker)."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ImageInputError(
+                f"{path} is more than {max_bytes:,} bytes, over the limit; send a smaller file"
+            )
+        return data
     except FileNotFoundError as exc:
         raise ImageInputError(f"{path} does not exist") from exc
     except IsADirectoryError as exc:

@@ -3,7 +3,9 @@ no replacing rename, moves that never leave zero copies, and no link followed be
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,66 @@ def test_no_link_is_followed_below_the_root(tmp_path: Path) -> None:
                 safefs.open_file(fd, name)
     with pytest.raises(safefs.UnsafePath):
         safefs.open_folder(inbox, "../outside")
+
+
+def _grow_while(path: Path, until: int) -> threading.Thread:
+    """A writer that keeps extending `path` (sparse, so cheaply) up to `until` bytes, as one
+    holding it open over SMB can: `ftruncate` adds bytes without writing any."""
+
+    def grow() -> None:
+        with path.open("r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            while size < until:
+                size += 1 << 20
+                handle.truncate(size)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    return writer
+
+
+def test_a_copy_takes_the_size_it_began_with_and_no_more(tmp_path: Path) -> None:
+    """An attacker's trial: a style image brought along was extended while it was copied into
+    the state folder, and the copy read on to the end: 2 GB of real bytes from a sparse file."""
+    source = tmp_path / "style.png"
+    source.write_bytes(os.urandom(16 << 20))
+    (tmp_path / "store").mkdir()
+    fd = os.open(source, os.O_RDONLY)
+    writer = _grow_while(source, 1 << 30)
+    try:
+        with safefs.folder(tmp_path / "store") as store, pytest.raises(safefs.Changed):
+            safefs.copy_open(fd, store, "copy.png")
+    finally:
+        writer.join()
+        os.close(fd)
+    assert list((tmp_path / "store").iterdir()) == []  # nothing of it is kept
+
+    source.write_bytes(b"a style")
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        with safefs.folder(tmp_path / "store") as store:
+            digest = safefs.copy_open(fd, store, "copy.png")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "store" / "copy.png").read_bytes() == b"a style"
+    assert digest == hashlib.sha256(b"a style").hexdigest()
+
+
+def test_a_claimed_file_must_still_be_what_settled(tmp_path: Path) -> None:
+    """An attacker's trial: a writer holding the photo open extended it to 3 GiB just after the
+    claim moved it; it was hashed, rendered and archived at that size."""
+    photo = tmp_path / "input.jpg"
+    photo.write_bytes(b"a photo")
+    settled = safefs.Identity.of(os.stat(photo))
+    assert safefs.digest_unchanged(photo, settled) == hashlib.sha256(b"a photo").hexdigest()
+    with photo.open("r+b") as held:  # opened before the move, written after it
+        moved = photo.rename(tmp_path / "claimed.jpg")
+        held.truncate(3 << 30)
+    with pytest.raises(safefs.Changed, match="grew past"):
+        safefs.digest_unchanged(moved, settled)
+    os.truncate(moved, 3)  # shorter: the bytes that settled are not all there
+    with pytest.raises(safefs.Changed, match="shrank"):
+        safefs.digest_unchanged(moved, settled)
+    moved.write_bytes(b"A photo")  # the same size, written later
+    with pytest.raises(safefs.Changed, match="changed after it was claimed"):
+        safefs.digest_unchanged(moved, settled)

@@ -343,6 +343,7 @@ class Lifecycle:
             output_format=job.output_format,
             output_quality=job.output_quality,
             max_pixels=self.settings.max_pixels,
+            max_bytes=self.settings.max_input_bytes,
             batch_key=key,
             preview_every=self.settings.preview_every,
             lost=row.lost if row else 0,  # its free requeues are counted across restarts

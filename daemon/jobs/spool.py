@@ -155,7 +155,10 @@ class Spool:
             folder.mkdir()
             atomic_write(folder / CLAIM_FILE, model_to_json(intent).encode())  # ASCII JSON
             handover.take(inbox, rel_dir, folder, planned)
-            job = self._record(job_id, folder, arrival, rel_dir, resolved, styles, companions)
+            photo = planned[0].expect  # what settled: a writer may still hold it open
+            job = self._record(
+                job_id, folder, arrival, rel_dir, resolved, styles, companions, photo
+            )
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
         except BaseException as exc:
             self.roll_back(job_id, intent, note=f"claim failed: {exc}")
@@ -173,6 +176,7 @@ class Spool:
         resolved: Resolved,
         stored: list[Path],
         companions: list[tuple[str, str]],
+        photo: Identity,
     ) -> Job:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
@@ -188,7 +192,7 @@ class Spool:
                 atomic_copy(style, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=style.stem))
         input_file = f"input{plain_suffix(arrival.image.name)}"
-        input_sha = file_sha256(folder / input_file)
+        input_sha = safefs.digest_unchanged(folder / input_file, photo)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         names = choose_names(

@@ -42,6 +42,7 @@ from daemon.pool.ray_protocol import (
 )
 from daemon.pool.render import EngineSetup, Sources, WorkerSpec, classify, write_result
 from daemon.pool.task import Task
+from service.errors import ImageInputError
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +181,7 @@ class RayActors:
         (task,) = tasks
         try:
             sources = Sources.read(task)
-        except OSError as exc:
+        except ImageInputError as exc:
             error = f"cannot read the job: {exc}"
             self._said.append(JobFailed(worker_id, task.job_id, task.attempt, "input", error))
             return True

@@ -77,11 +77,17 @@ class Sources:
 
     @classmethod
     def read(cls, task: Task) -> Sources:
-        """The files' bytes, for a member on another machine (OSError when one is unreadable)."""
+        """The files' bytes, for a member on another machine (ImageInputError when one is
+        unreadable or over the task's max_bytes)."""
+        from service.imageio import read_image_file
+
+        def read(path: Path) -> bytes:
+            return read_image_file(path, task.max_bytes)
+
         return cls(
-            task.content.read_bytes(),
-            tuple((ref.path.read_bytes(), ref.weight) for ref in task.styles),
-            task.init_image.read_bytes() if task.init_image else None,
+            read(task.content),
+            tuple((read(ref.path), ref.weight) for ref in task.styles),
+            read(task.init_image) if task.init_image else None,
         )
 
 
@@ -179,7 +185,7 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
     from service.imageio import open_image
 
     try:
-        return open_image(source, max_pixels=task.max_pixels)
+        return open_image(source, max_pixels=task.max_pixels, max_bytes=task.max_bytes)
     except ImageInputError as exc:
         message = str(exc)
         if isinstance(source, Path):

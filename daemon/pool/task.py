@@ -36,6 +36,7 @@ class Task:
     output_format: str
     output_quality: int
     max_pixels: int
+    max_bytes: int | None = None  # of each image file (max_input_bytes): it may grow once claimed
     attempt: int = 1
     lost: int = 0  # times its worker went with its Ray cluster, from the job's durable record
     device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
