@@ -16,18 +16,19 @@ judged and count as whole.
     HEIC/AVIF  the sizes of the top-level ISO-BMFF boxes
     TIFF       the image file directories and the strips or tiles they point to
 
-`missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(path)` opens the
-file. Work is bounded: a hostile file that needs more steps than the limits is not judged.
+`missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(root, relative)`
+opens the file. Work is bounded: a hostile file that needs more steps than the limits is not judged.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
+
+from daemon import safefs
 
 Read = Callable[[int, int], bytes]  # (offset, length) -> at most `length` bytes
 
@@ -38,17 +39,19 @@ WINDOW = 1 << 16
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
-def truncation(path: Path) -> str | None:
-    """What is missing from the end of the image file at `path` ("a JPEG without its end
-    marker"), or None when it is whole, corrupt, unreadable or of a format not judged here."""
+def truncation(root: Path, relative: PurePath) -> str | None:
+    """What is missing from the end of the image file `root/relative` ("a JPEG without its end
+    marker"), or None when it is whole, corrupt, unreadable or of a format not judged here.
+    Reached like every inbox file (`daemon.safefs`): a folder on the way swapped for a link is
+    not followed (an attacker's trial: opened by its whole path, files outside the inbox were
+    read, and their ends told)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        with safefs.folder(root, relative.parent) as folder:
+            fd = safefs.open_file(folder, relative.name)
+    except (OSError, safefs.Changed):
         return None
     try:
         result = os.fstat(fd)
-        if not stat.S_ISREG(result.st_mode):
-            return None
         window = _Window(fd)
         return missing_end(window.read, result.st_size)
     except OSError:

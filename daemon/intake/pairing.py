@@ -335,7 +335,11 @@ class Intake:
     def _still_arriving(self, entry: Tracked, now: float, events: list[Event]) -> bool:
         """A truncated image is not settled: it is looked at again with a growing back-off,
         and reported only once unchanged for `arriving_timeout`."""
-        reason = entry.arriving.reason if entry.arriving else truncation(entry.path)
+        reason = (
+            entry.arriving.reason
+            if entry.arriving is not None
+            else truncation(self.inbox, entry.path.relative_to(self.inbox))
+        )
         if reason is None:
             return False
         due = entry.changed_at + self.arriving_timeout
