@@ -154,6 +154,29 @@ def test_a_tree_too_deep_to_recurse_is_watched_to_max_depth_without_a_crash(
     assert [line["setting"] for line in reached] == ["max_depth"]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # watchdog's
+def test_a_deep_hidden_tree_moved_in_moves_native_watching_to_polling(
+    watch: Callable[..., tuple[Watcher, Seen]], inbox: Path, tmp_path: Path
+) -> None:
+    """An attacker's trial: a 1,100-level tree under a hidden name (stylefold's own walks skip
+    it, so they never see its depth), moved in with one rename, ended watchdog's event thread;
+    the daemon stayed "native" and found new photos only at the next full rescan (300 s by
+    default; never within this test)."""
+    watcher, seen = watch("native")
+    assert watcher.mode == "native"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _deep_tree(outside, 1100)
+    try:
+        os.rename(outside / "d", inbox / ".deep")
+        time.sleep(1.0)  # watchdog's thread meets the tree and dies
+        (inbox / "new.jpg").write_bytes(image_bytes(seed=2))
+        seen.wait_for(inbox / "new.jpg")
+        assert watcher.mode == "polling", watcher.mode_reason
+    finally:
+        subprocess.run(["rm", "-rf", str(inbox / ".deep")], check=True)
+
+
 def test_the_walk_keeps_sidecars_with_their_photos_at_its_limit(inbox: Path) -> None:
     for index in range(4):
         (inbox / f"p{index}.jpg").write_bytes(b"x")

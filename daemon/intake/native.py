@@ -4,12 +4,14 @@ shared event thread still runs."""
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
 
 log = structlog.get_logger("stylefold.watcher")
 
@@ -44,16 +46,21 @@ class Handler(FileSystemEventHandler):
                 self.feed(path)
 
 
-def native_reader_alive() -> bool:
-    """watchdog (7 and later) reads every inotify watch of the process in one shared thread; an
-    exception in it (its recursive walk of a folder tree moved in, a thousand levels deep) ends
-    that thread for good, and no event arrives any more, while the observer looks alive."""
+def native_reader_alive(observer: BaseObserver | None = None) -> bool:
+    """watchdog reads inotify events in a thread of its own (one shared by the process, or
+    one per emitter in watchdog 7.1: `emitter._inotify_fd`); an exception in it (its recursive
+    walk of a folder tree moved in, a thousand levels deep) ends that thread for good, and no
+    event arrives any more, while the observer and its emitters look alive. An attacker's
+    trial found 7.1's per-emitter reader unwatched: a deep tree moved in under a hidden name
+    (which stylefold's own walks skip) left the daemon "native" and deaf to new photos."""
     try:
         from watchdog.observers.inotify_c import InotifyFD
-    except ImportError:  # not Linux: no shared reader
+    except ImportError:  # not Linux: no such reader
         return True
-    reader = getattr(InotifyFD, "_instance", None)
-    return reader is None or reader.is_alive()
+    readers = [getattr(InotifyFD, "_instance", None)]
+    if observer is not None:
+        readers += [getattr(emitter, "_inotify_fd", None) for emitter in observer.emitters]
+    return all(reader.is_alive() for reader in readers if isinstance(reader, threading.Thread))
 
 
 def stale_watches(inbox: Path) -> int:

@@ -294,12 +294,10 @@ class Watcher:
         """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
         if self.mode == "polling":
             return True
-        if self._deep or not native_reader_alive():
-            return False  # native watching must give way to polling (see `_choose`)
         observer = self._observer
-        if observer is None or not observer.is_alive():
-            return False
-        return all(emitter.is_alive() for emitter in observer.emitters)
+        if self._deep or observer is None or not native_reader_alive(observer):
+            return False  # native watching must give way to polling (see `_choose`)
+        return observer.is_alive() and all(emitter.is_alive() for emitter in observer.emitters)
 
     def _poll(self) -> None:
         """Feed the photos and sidecars that appeared, changed or went since the last walk."""
