@@ -122,6 +122,29 @@ def test_a_folder_swapped_for_a_link_after_the_checks_is_not_entered(
     _still_claims(settings, spool)
 
 
+def test_a_late_companion_swapped_for_a_link_does_not_follow_into_the_archive(
+    settings: Settings, decoy: Decoy, race: Callable[[str, Hook], None]
+) -> None:
+    """An attacker's trial: a `._` file written after the claim follows the photo into the
+    archive, and one swapped for a link just before that rename planted the link there."""
+    spool = Spool(settings, Store(settings.state))
+    job = _claim(settings, spool, "trip/photo.jpg")
+    late = settings.inbox / "trip" / "._photo.jpg"
+    late.write_bytes(b"\x00\x05\x16\x07 finder")
+
+    def swap(_when: str, _where: Path) -> None:
+        late.rename(late.with_name("finder-kept"))
+        late.symlink_to(decoy.root / "photo.jpg")
+
+    race("follow", swap)
+    spool.release(job, archive=True)
+    archive = settings.archive_path / "trip"
+    assert sorted(p.name for p in archive.iterdir()) == ["photo.jpg", "photo.json"]
+    assert late.is_symlink()  # back where it was put, never in the archive
+    assert decoy.unchanged()
+    _still_claims(settings, spool)
+
+
 def test_a_second_hard_link_made_after_settling_is_refused_with_a_reason(
     settings: Settings, decoy: Decoy, race: Callable[[str, Hook], None]
 ) -> None:

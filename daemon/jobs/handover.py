@@ -22,19 +22,22 @@ from daemon.fsutil import fit_name
 from daemon.safefs import (
     Changed,
     Identity,
+    NotUsable,
     UnsafePath,
     check,
     exists_at,
     folder,
     lstat_at,
     move,
+    rename_noreplace,
 )
 
 MAX_COMPANION_BYTES = 1 << 20  # AppleDouble files hold Finder's few KB of metadata
 RETURNED = "returned"  # state/returned/<job-id>/: originals whose inbox folder was gone or swapped
 
-# A test seam at the two instants an attacker would aim for: after a claim's checks, before its
-# moves ("claim"), and before originals go back into the inbox ("return"). The reliability tests
+# A test seam at the instants an attacker would aim for: after a claim's checks, before its
+# moves ("claim"), before originals go back into the inbox ("return"), and before late `._`
+# companions follow them to the archive ("follow"). The reliability tests
 # set it to swap a file or folder for a link at exactly that moment; None in production.
 race_hook: Callable[[str, Path], None] | None = None
 
@@ -191,15 +194,29 @@ def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
     return [prefix + kept + tail for prefix, tail in parts]
 
 
+def _keep_only_the_checked(
+    source: int, name: str, target: int, moved: str, expect: Identity
+) -> None:
+    """A rename moves whatever has the name at that instant: anything but the file checked
+    (swapped in between, such as a link to /etc/passwd, as an attacker's trial planted in the
+    archive) goes back where it came from."""
+    try:
+        check(moved, lstat_at(target, moved), expect)
+    except (Changed, NotUsable):
+        rename_noreplace(target, moved, source, name)
+
+
 def follow(inbox: Path, rel_dir: str, renamed: dict[str, str], to: Path) -> None:
     """`._` files of the photo and its sidecar that were written after the claim follow them
     to `to` (the archive folder), beside their new names; any that cannot stay where they are."""
     found = companions(inbox, rel_dir, list(renamed))
     if not found:
         return
+    _race("follow", inbox / rel_dir)
     with contextlib.suppress(OSError), folder(inbox, rel_dir) as source, folder(to) as target:
         for name, identity in found:
             new = renamed.get(name[2:]) or name[2:]
             [free] = free_names(lambda candidate: exists_at(target, candidate), [f"._{new}"])
             with contextlib.suppress(OSError, Changed):
-                move(source, name, target, free, identity)
+                if move(source, name, target, free, identity):
+                    _keep_only_the_checked(source, name, target, free, identity)
