@@ -136,3 +136,27 @@ def test_a_photo_whose_path_is_too_long_to_answer_is_listed_not_retried_for_ever
         "photo.manifest.json",
         "photo.stylised.jpg",
     ]
+
+
+def test_an_inbox_folder_named_like_an_answer_file_is_told_what_to_rename(
+    folders: Folders,
+) -> None:
+    """An attacker's trial: after photo `xc.jpg` was answered, a folder `xc.log/` in the inbox
+    needs a folder where the outbox holds the file `xc.log`. The job waits, blocked, as it
+    should (nothing to answer into), but was told to free space or fix permissions, with the
+    server's path; it now names the clash and what to rename, relative to the outbox."""
+    (folders.outbox / "xc.log").write_text("an earlier job's log\n")
+    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"})
+    try:
+        (folders.inbox / "xc.log").mkdir()
+        (folders.inbox / "xc.log" / "inner.jpg").write_bytes(image_bytes(seed=52))
+        write_json(folders.inbox / "xc.log" / "inner.json", {"style": "mosaic"})
+        daemon.wait_for_log("job.outbox_unwritable", timeout=60)
+        [job] = [job for job in read_status(folders.state).jobs if job.state == "blocked"]
+        assert job.reason is not None and job.reason.startswith("outbox/xc.log is a file, where")
+        assert "rename that inbox folder, or move the file away" in job.reason
+        assert str(folders.root) not in job.reason
+        (folders.outbox / "xc.log").rename(folders.root / "xc.log.kept")  # moved away
+        wait_for((folders.outbox / "xc.log" / "inner.manifest.json").exists, 60, "the answer")
+    finally:
+        assert daemon.stop() == 0

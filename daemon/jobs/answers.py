@@ -79,7 +79,9 @@ INTERNAL = "internal error while finishing the job ({error}); please report it"
 # How a job-time report says where a style image lives (`style_label`).
 IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"
-OUTBOX_FIX = "free space in the outbox or fix its permissions; the job waits"
+OUTBOX_FIX = (
+    "free space in the outbox or fix its permissions (or what the reason names); the job waits"
+)
 RESULT_LOST = (
     "its rendered result was gone from the state folder's spool before it reached the outbox "
     "(removed by hand, or by a cleaner?); it is rendered again"

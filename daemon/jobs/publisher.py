@@ -10,6 +10,8 @@ happening."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -173,8 +175,8 @@ class Publisher:
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
-        reason = str(exc)
         on = self._refused_by(exc)
+        reason = answers.public(_clash(exc) or str(exc), self.roots)
         if on == "outbox":
             self.metrics.outbox_write_failed()
         log.error(
@@ -346,3 +348,19 @@ def outcome_detail(outcome: Outcome | None, text: str) -> BaseModel:
         "report": ReportDetail,
     }
     return model_from_json(models[outcome or "failure"], text)
+
+
+def _clash(exc: OSError) -> str | None:
+    """An outbox folder that cannot be made because a file holds its name (an inbox folder
+    named like an answer, `photo.log/`, an attacker's trial): no space or permission will
+    mend it, so the reason says what will. None for any other error."""
+    if exc.errno not in (errno.EEXIST, errno.ENOTDIR) or not isinstance(exc.filename, str):
+        return None
+    path = Path(exc.filename)
+    for folder in (path, *path.parents):
+        if os.path.lexists(folder) and not folder.is_dir():
+            return (
+                f"{folder} is a file, where the answer needs a folder of that name (the inbox "
+                f"has a folder {folder.name}); rename that inbox folder, or move the file away"
+            )
+    return None
