@@ -24,6 +24,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
 SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
+EXIF_IFD = 0x8769
+_BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least portable parts
+JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
 
 OutputFormat = Literal["jpg", "jpeg", "png", "webp", "tiff", "tif"]
 _PIL_FORMATS = {
@@ -181,7 +184,8 @@ def encode_image(
             f"cannot write {format!r}; use one of {', '.join(sorted(set(_PIL_FORMATS)))}"
         )
     pil_format = _PIL_FORMATS[key]
-    options: dict[str, object] = {"exif": _marked_exif(exif)}
+    limit = JPEG_EXIF_MAX if pil_format == "JPEG" else None
+    options: dict[str, object] = {"exif": _marked_exif(exif, limit)}
     if icc:
         options["icc_profile"] = icc
     if pil_format in ("JPEG", "WEBP"):
@@ -193,9 +197,12 @@ def encode_image(
     return buffer.getvalue()
 
 
-def _marked_exif(raw: bytes | None) -> bytes:
+def _marked_exif(raw: bytes | None, limit: int | None = None) -> bytes:
     """The photo's EXIF, upright (its pixels already are) and signed with SOFTWARE, so that
-    an image of ours synced back into an inbox is known (`written_by_stylefold`)."""
+    an image of ours synced back into an inbox is known (`written_by_stylefold`). Over `limit`
+    bytes (a JPEG's 64 KiB segment; a PNG or TIFF may carry more, an attacker's trial: the
+    result failed as an internal error) it loses its maker's notes and comments, and if that
+    is not enough, everything but the signature: never the result."""
     exif = Image.Exif()
     if raw:
         try:
@@ -205,7 +212,17 @@ def _marked_exif(raw: bytes | None) -> bytes:
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
     exif[EXIF_SOFTWARE] = SOFTWARE
-    return exif.tobytes()
+    data = exif.tobytes()
+    if limit is not None and len(data) > limit:
+        details = exif.get_ifd(EXIF_IFD)
+        for tag in _BULKY_TAGS:
+            details.pop(tag, None)
+        data = exif.tobytes()
+    if limit is not None and len(data) > limit:
+        exif = Image.Exif()
+        exif[EXIF_SOFTWARE] = SOFTWARE
+        data = exif.tobytes()
+    return data
 
 
 def header_exif(image: Image.Image) -> Image.Exif:

@@ -190,3 +190,24 @@ def test_encode_rejects_unknown_format() -> None:
 def test_png_round_trip_is_lossless() -> None:
     image = _gradient()
     assert open_image(encode_image(image, "png")).image.tobytes() == image.tobytes()
+
+
+def test_exif_too_long_for_a_jpeg_loses_its_bulk_not_the_result() -> None:
+    """An attacker's trial: a PNG carrying 70 KB of EXIF failed as an internal error ("EXIF
+    data is too long") after rendering twice; a JPEG holds 64 KiB of it."""
+    image = Image.new("RGB", (32, 32), "red")
+    notes = Image.Exif()
+    notes[0x0132] = "2024:01:01 00:00:00"  # DateTime
+    details = notes.get_ifd(0x8769)
+    details[0x927C] = b"maker" * 14_000  # MakerNote
+    details[0x9003] = "2024:01:01 10:00:00"  # DateTimeOriginal
+    kept = Image.open(io.BytesIO(encode_image(image, "jpg", exif=notes.tobytes()))).getexif()
+    assert kept[0x0132] == "2024:01:01 00:00:00" and kept[0x0131] == "stylefold"
+    assert kept.get_ifd(0x8769).get(0x9003) == "2024:01:01 10:00:00"
+    assert 0x927C not in kept.get_ifd(0x8769)
+    described = Image.Exif()
+    described[0x010E] = "x" * 70_000  # ImageDescription: nothing but the signature fits
+    data = encode_image(image, "jpg", exif=described.tobytes())
+    assert dict(Image.open(io.BytesIO(data)).getexif()) == {0x0131: "stylefold"}
+    png = encode_image(image, "png", exif=described.tobytes())  # no such limit: all kept
+    assert Image.open(io.BytesIO(png)).getexif()[0x010E] == "x" * 70_000
