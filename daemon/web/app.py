@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import socket
 import threading
 import time
@@ -110,10 +111,17 @@ def own_names(settings: Settings) -> frozenset[str]:
     return frozenset(["localhost", machine, short, f"{short}.local", *settings.web_allowed_hosts])
 
 
+# A Host header: a name or an IPv4 address, or [an IPv6 address], then an optional :port and
+# nothing else ("localhost:80@evil.example" and "[::1].evil.example" are no names of ours).
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]@/\\\s]+))(?::\d{1,5})?")
+
+
 def _without_port(host: str) -> str:
-    if host.startswith("["):  # [v6]:port
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0].lower().rstrip(".")
+    """The name or address a Host header gives, lowercase; "" for one that is malformed."""
+    found = _HOST.fullmatch(host)
+    if found is None:
+        return ""
+    return (found["v6"] or found["name"]).lower().rstrip(".")
 
 
 def _is_ip(name: str) -> bool:
