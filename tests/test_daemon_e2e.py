@@ -698,3 +698,41 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon
     shared.process.send_signal(signal.SIGHUP)
     assert shared.wait_for_log("daemon.reloaded", count=reloaded + 1)["styles"] == 3
     assert shared.process.poll() is None
+
+
+def test_with_archive_keep_an_original_never_leaves_the_inbox(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A sync user's trial: with archive = "keep" and a two-way sync (the Nextcloud client),
+    claiming moved the photo into the spool, which the sync tool took for a deletion: the photo
+    vanished from the phone and the cloud while its job was queued or running, and for as long
+    as the daemon was stopped. A kept original is now copied, never moved: it stays in the
+    inbox throughout, across a stop mid-job, and gets exactly one answer."""
+    folders = make_folders(tmp_path_factory.mktemp("keep"))
+    config = folders.config(archive="keep", grace_period=0.5)
+    photo, sidecar = folders.inbox / "photo.jpg", folders.inbox / "photo.json"
+    daemon = start_daemon(folders, config=config)
+    try:
+        photo.write_bytes(image_bytes(seed=45))
+        write_json(sidecar, {"style": "mosaic", "params": {"iterations": 100, "tolerance": 0}})
+        sent = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in (photo, sidecar)}
+
+        def untouched() -> bool:
+            return all((p.read_bytes(), p.stat().st_mtime_ns) == s for p, s in sent.items())
+
+        daemon.wait_for_log("job.started")
+        assert untouched()  # queued, then running: still in the inbox
+    finally:
+        assert daemon.stop() == 0  # mid-job: the job stays in the spool for the next start
+    assert untouched() and not (folders.outbox / "photo.manifest.json").exists()
+    daemon = start_daemon(folders, config=config)
+    try:
+        wait_for((folders.outbox / "photo.manifest.json").exists, 90, "the answer")
+        time.sleep(2.0)  # a second (wrong) job would have been claimed by now
+        assert daemon.logged("job.claimed") == 0  # the recovered job, not a new claim
+    finally:
+        assert daemon.stop() == 0
+    assert _outputs(folders.outbox) == ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
+    assert untouched()
+    assert not any((folders.state / "archive").rglob("*"))
+    assert not any((folders.state / "spool").iterdir())

@@ -165,9 +165,9 @@ def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folder
 
 
 def test_sent_again_while_the_first_copy_renders_still_one_answer(folders: Folders) -> None:
-    lc = _lifecycle(folders, archive="keep")
+    lc = _lifecycle(folders)
     first = _take(lc, _send(folders))
-    # The inbox no longer holds the photo (claimed), so a timer's copy brings it back.
+    # The inbox no longer holds the photo (claimed, moved), so a timer's copy brings it back.
     second = _take(lc, _send(folders))
     assert first is not None and second is not None
     # The copy waits for the first render instead of being rendered (and shown) a second time.

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     )
     archive: Literal["move", "keep"] = Field(
         "move",
-        description="After success, move originals to the archive folder or keep them.",
+        description="After success, move originals to the archive folder, or keep them in the "
+        "inbox (jobs then work on copies: an original never leaves the inbox, which suits "
+        "two-way sync tools).",
         json_schema_extra=APPLIED_LIVE,
     )
     archive_dir: Folder | None = Field(

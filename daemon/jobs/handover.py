@@ -25,10 +25,12 @@ from daemon.safefs import (
     NotUsable,
     UnsafePath,
     check,
+    copy_open,
     exists_at,
     folder,
     lstat_at,
     move,
+    open_file,
     rename_noreplace,
 )
 
@@ -103,6 +105,27 @@ def take(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> No
                 arrived = lstat_at(target, item.target)
                 check(item.name, arrived, item.expect if renamed else None)
             os.fsync(source)
+            os.fsync(target)
+    except UnsafePath as exc:
+        raise Changed(str(exc)) from None
+
+
+def copy_in(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> None:
+    """Copy the planned files into the job folder and leave them where they are: with archive
+    = "keep" an original never leaves the inbox, where a two-way sync tool (Nextcloud) would
+    have taken a move for a deletion and deleted it everywhere until the job ended (a sync
+    user's trial). Each copy is of the file checked, unchanged from start to end."""
+    _race("claim", inbox / rel_dir)
+    try:
+        with folder(inbox, rel_dir) as source, folder(job_dir) as target:
+            for item in planned:
+                fd = open_file(source, item.name, item.expect)
+                try:
+                    copy_open(fd, target, item.target)
+                    if Identity.of(os.fstat(fd)) != item.expect:
+                        raise Changed(f"{item.name} changed while it was copied")
+                finally:
+                    os.close(fd)
             os.fsync(target)
     except UnsafePath as exc:
         raise Changed(str(exc)) from None

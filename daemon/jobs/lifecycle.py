@@ -85,6 +85,7 @@ class Lifecycle:
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
         self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
+        self.held_back: dict[Path, Arrival] = {}  # a newer version of a photo a job copied
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
@@ -135,6 +136,8 @@ class Lifecycle:
         for job in self.space.released():
             self.queued_again(job)
             self.backlog.append(job)
+        for image in [image for image in self.held_back if self._copied_by(image) is None]:
+            self.deferred.append(self.held_back.pop(image))  # its job ended: taken in turn
         for job in [job for job in self.twins if self._twin_of(job) is None]:
             self.twins.remove(job)  # its twin is answered (or failed): skip, reuse or render
             self.backlog.append(job)
@@ -201,6 +204,13 @@ class Lifecycle:
         if self.spool.already_handled([arrival.image, arrival.sidecar]):
             return
         if arrival.sidecar is None and self.answers_back.left_alone(arrival.image, None):
+            return
+        if (holder := self._copied_by(arrival.image)) is not None:
+            # Claimed by copying (archive = "keep"), a photo stays in the inbox, and a sync
+            # tool still writing it settles again and again: one job at a time per photo.
+            if arrival.image not in self.held_back:
+                log.info("job.waits_for_copy", image=str(arrival.image), job=holder)
+            self.held_back[arrival.image] = arrival
             return
         if not arrival.image.exists():  # e.g. claimed already, by a retry queued with it
             log.info("job.claim_vanished", image=str(arrival.image))
@@ -350,6 +360,14 @@ class Lifecycle:
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)
+
+    def _copied_by(self, image: Path) -> str | None:
+        """The live job that copied the inbox photo `image`, if any."""
+        inbox = self.settings.inbox
+        for job in self.jobs.values():
+            if job.copied and inbox / job.rel_dir / job.image_name == image:
+                return job.id
+        return None
 
     def _twin_of(self, job: Job) -> str | None:
         """An earlier unfinished job on the same photo, styles and parameters (a sync tool that

@@ -42,6 +42,8 @@ class Job(BaseModel):
     names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
     key: str  # what identical resubmissions share
     companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
+    copied: bool = False  # archive = "keep": the originals stayed in the inbox, these are copies
+    origin: list[list[int]] = []  # copied: [dev, inode, size, mtime_ns] of each, as claimed
 
     @property
     def source(self) -> str:

@@ -91,7 +91,9 @@ def _remove_leftover(lc: Lifecycle, row: JobRow) -> None:
     with the result and log (both in the outbox by then) and without the originals (moved on
     by then). Kept, and said, should an original be there after all."""
     folder = lc.spool.job_dir(row.id)
-    originals = [] if row.job is None else [t for _, t in ClaimIntent.of(row.job).moves]
+    job = row.job
+    # A copied job's files are copies: its originals never left the inbox.
+    originals = [] if job is None or job.copied else [t for _, t in ClaimIntent.of(job).moves]
     if any((folder / name).exists() for name in originals):
         log.warning("spool.leftover_kept", folder=str(folder), state=str(row.state))
         return

@@ -16,9 +16,12 @@ where the originals go once the job's answer is in the outbox.
 
 A claim moves the photo and its sidecar with a rename (or, across file systems, a verified copy
 before the inbox file goes), so from then on the spool owns the only copy until the answer is
-in the outbox. What was moved is recorded (state CLAIMING) before the first move, so a claim
-cut short by a crash is rolled back from the record. Every move between the inbox and the
-spool goes through folder descriptors and is checked on both sides (`daemon.jobs.handover`).
+in the outbox. With archive = "keep" the claim copies them instead (`handover.copy_in`): the
+originals never leave the inbox, where a two-way sync tool would take a move for a deletion,
+and the inbox files are remembered as answered from the claim on. What was moved is recorded
+(state CLAIMING) before the first move, so a claim cut short by a crash is rolled back from
+the record. Every move between the inbox and the spool goes through folder descriptors and
+is checked on both sides (`daemon.jobs.handover`).
 The job's state lives in the database (`daemon.jobs.store`); this module only moves files.
 """
 
@@ -67,6 +70,7 @@ class ClaimIntent(BaseModel):
 
     rel_dir: str
     moves: list[tuple[str, str]]  # (name in the inbox folder, name in the job folder)
+    copied: bool = False  # copies were made (archive = "keep"); the originals stay in the inbox
 
     @classmethod
     def of(cls, job: Job) -> ClaimIntent:
@@ -75,7 +79,14 @@ class ClaimIntent(BaseModel):
         if job.sidecar_name is not None:
             moves.append((job.sidecar_name, SIDECAR_FILE))
         moves += [(name, target) for name, target in job.companions]
-        return cls(rel_dir=job.rel_dir, moves=moves)
+        return cls(rel_dir=job.rel_dir, moves=moves, copied=job.copied)
+
+    def inbox_pair(self, inbox: Path) -> tuple[Path, Path | None]:
+        """The photo and its sidecar (None without one) in the inbox."""
+        photo, *rest = self.moves
+        sidecar = next((name for name, target in rest if target == SIDECAR_FILE), None)
+        folder = inbox / self.rel_dir
+        return folder / photo[0], None if sidecar is None else folder / sidecar
 
 
 def _stat_signature(path: Path) -> list[int] | None:
@@ -141,24 +152,38 @@ class Spool:
             )
         except NotUsable as exc:
             raise Rejected(str(exc)) from None
-        extra = handover.companions(inbox, rel_dir, [p.name for p, _ in wanted])
+        # Copied, the originals stay in the inbox, and their `._` companions beside them.
+        copied = self.settings.archive == "keep"
+        names = [p.name for p, _ in wanted]
+        extra = [] if copied else handover.companions(inbox, rel_dir, names)
         companions = [(name, f"companion-{index}") for index, (name, _) in enumerate(extra)]
         planned += [
             handover.Planned(name, target, identity)
             for (name, target), (_, identity) in zip(companions, extra, strict=True)
         ]
-        intent = ClaimIntent(rel_dir=rel_dir, moves=[(p.name, p.target) for p in planned])
+        moves = [(p.name, p.target) for p in planned]
+        intent = ClaimIntent(rel_dir=rel_dir, moves=moves, copied=copied)
         source = (Path(rel_dir) / arrival.image.name).as_posix()
         self.store.create(job_id, State.CLAIMING, source, detail=intent)
         folder = self.job_dir(job_id)
         try:
             folder.mkdir()
             atomic_write(folder / CLAIM_FILE, model_to_json(intent).encode())  # ASCII JSON
-            handover.take(inbox, rel_dir, folder, planned)
+            if copied:
+                handover.copy_in(inbox, rel_dir, folder, planned)
+                # Answered in place: not taken again while unchanged (until a roll-back).
+                signatures = [[p.expect.size, p.expect.mtime_ns] for p in planned]
+                first, _ = intent.inbox_pair(inbox)
+                self.store.remember(self._relative(first), [*signatures, None][:2], job_id)
+            else:
+                handover.take(inbox, rel_dir, folder, planned)
             photo = planned[0].expect  # what settled: a writer may still hold it open
             job = self._record(
                 job_id, folder, arrival, rel_dir, resolved, styles, companions, photo
             )
+            if copied:
+                origin = [[*p.expect] for p in planned]  # dev, inode, size, mtime_ns
+                job = job.model_copy(update={"copied": True, "origin": origin})
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
         except BaseException as exc:
             self.roll_back(job_id, intent, note=f"claim failed: {exc}")
@@ -226,8 +251,11 @@ class Spool:
         """Undo a claim that did not complete, or one whose originals changed under the job
         (RETURNING): every moved file goes back to the inbox, not remembered, to settle again
         (beside its old name if that was taken meanwhile; into state/returned/ if its folder
-        is gone). Returns where they went in the inbox."""
+        is gone). Returns where they went in the inbox. Copies (archive = "keep") are only
+        dropped: their originals never left, and settle again, no longer remembered."""
         folder = self.job_dir(job_id)
+        if intent.copied:
+            return self._drop_copies(job_id, intent, note)
         files = [(target, name) for name, target in intent.moves]
         try:
             back = handover.give_back(
@@ -238,12 +266,7 @@ class Spool:
             return []  # keep the folder and the record (CLAIMING, RETURNING): it holds originals
         if back.rescue is not None and back.names:
             log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
-        shutil.rmtree(folder, ignore_errors=True)
-        self._reserved.pop(job_id, None)
-        row = self.store.get(job_id)
-        if row is not None and row.state in (State.CLAIMING, State.RETURNING):
-            with contextlib.suppress(OSError):
-                self.store.move(job_id, State.ROLLED_BACK, note=note)
+        self._rolled_back(job_id, note)
         if back.rescue is not None:
             return []
         return [self.settings.inbox / intent.rel_dir / name for name in back.names.values()]
@@ -251,7 +274,12 @@ class Spool:
     def changed_original(self, job: Job) -> str | None:
         """The name of an original that is no longer what was claimed, if any: a copy tool
         that writes in place (`rsync --inplace`) goes on writing through the file it had open
-        after the claim moved it here, so the render may have read half of each version."""
+        after the claim moved it here, so the render may have read half of each version. A
+        copied job's originals stayed in the inbox: one written on in place there means the
+        copy was of a transfer still under way (one replaced by a new file is a new version,
+        answered in its turn)."""
+        if job.copied:
+            return self._written_in_place(job)
         folder = self.job_dir(job)
         try:  # a file gone from the spool is not a change: the ordinary paths handle it
             if file_sha256(folder / job.input_file) != job.input_sha256:
@@ -266,6 +294,25 @@ class Spool:
         except ValueError:  # valid when claimed (SidecarError is a ValueError)
             same = False
         return None if same else job.sidecar_name
+
+    def _written_in_place(self, job: Job) -> str | None:
+        for name, claimed, now in self._origins(job):
+            if now is not None and now[:2] == claimed[:2] and now != claimed:
+                return name
+        return None
+
+    def _origins(self, job: Job) -> list[tuple[str, list[int], list[int] | None]]:
+        """A copied job's originals: name, [dev, inode, size, mtime_ns] as claimed and as in
+        the inbox now (None: gone)."""
+        found = []
+        for name, claimed in zip(job.pair, job.origin, strict=False):
+            try:
+                result = safefs.lstat_under(self.settings.inbox, Path(job.rel_dir) / name)
+                now: list[int] | None = [*safefs.Identity.of(result)]
+            except OSError:
+                now = None
+            found.append((name, claimed, now))
+        return found
 
     def _rescue(self, job_id: str) -> Path:
         return self.settings.state / handover.RETURNED / job_id
@@ -324,15 +371,25 @@ class Spool:
         `answered` original whose inbox name a newer file has taken meanwhile (a sync tool
         that updated the photo or its sidecar while the job ran) goes to the archive instead:
         the newer file keeps its name and its partner, and is answered in its turn, and the
-        inbox, which such a tool mirrors, gets no `.returned-N` copy. Returns where the photo
-        and its sidecar went."""
-        files = [(target, name) for name, target in ClaimIntent.of(job).moves]
+        inbox, which such a tool mirrors, gets no `.returned-N` copy. A copied job's originals
+        never left the inbox: only copies of versions no longer there go on. Returns where the
+        photo and its sidecar went (or are)."""
+        intent = ClaimIntent.of(job)
+        placed: dict[str, Path] = {}
+        files = [(target, name) for name, target in intent.moves]
+        if intent.copied:
+            # A copy whose original is still as claimed just goes; one whose original changed
+            # or went is that version's only copy: archived when answered, else given back.
+            folder = self.settings.inbox / job.rel_dir
+            kept = {name for name, claimed, now in self._origins(job) if now == claimed}
+            placed |= {name: folder / name for name in kept}
+            files = [(target, name) for target, name in files if name not in kept]
+            archive = answered
         pair = job.pair
         if archive:
             gone = {name for _, name in files}
         else:
             gone = self._replaced(job) if answered else set()
-        placed: dict[str, Path] = {}
         if gone:
             archived = [f for f in files if f[1] in gone]
             placed |= self._archive(job, archived, [name for name in pair if name in gone])
@@ -347,6 +404,21 @@ class Spool:
             )
             placed |= self._placed(back, self.settings.inbox / job.rel_dir)
         return [placed[name] for name in pair if name in placed]
+
+    def _drop_copies(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+        pair = [path for path in intent.inbox_pair(self.settings.inbox) if path is not None]
+        self.store.forget_seen([self._relative(pair[0])])
+        self._rolled_back(job_id, note)
+        return pair
+
+    def _rolled_back(self, job_id: str, note: str) -> None:
+        """The job folder goes, and a claim in progress ends ROLLED_BACK."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self._reserved.pop(job_id, None)
+        row = self.store.get(job_id)
+        if row is not None and row.state in (State.CLAIMING, State.RETURNING):
+            with contextlib.suppress(OSError):
+                self.store.move(job_id, State.ROLLED_BACK, note=note)
 
     def _replaced(self, job: Job) -> set[str]:
         """The job's inbox names that a newer file holds now (its photo's take its `._`
@@ -364,8 +436,9 @@ class Spool:
         root = self.settings.archive_path
         (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
         back = handover.give_back(root, job.rel_dir, self.job_dir(job), files, self._rescue(job.id))
-        late = {name: back.names.get(name, name) for name in pair}
-        handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
+        if not job.copied:  # a copied job's `._` files belong to the inbox's newer version
+            late = {name: back.names.get(name, name) for name in pair}
+            handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
         return self._placed(back, root / job.rel_dir)
 
     @staticmethod
