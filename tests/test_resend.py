@@ -17,7 +17,7 @@ import pytest
 from conftest import Folders, image_bytes, write_json
 
 from daemon.config import load_settings
-from daemon.intake.pairing import Arrival
+from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, handover
 from daemon.jobs.answers import ResultDetail
@@ -418,3 +418,28 @@ def test_the_history_of_finished_jobs_is_pruned_as_the_daemon_runs(folders: Fold
     assert len(lc.store.finished(2 * KEEP_FINISHED)) == KEEP_FINISHED
     assert lc.store.get(first) is not None  # the newest are kept
     assert _take(lc, _send(folders)) is None and _last_end(lc) is State.SKIPPED
+
+
+def test_a_kept_photo_deleted_leaves_its_sidecar_without_a_second_report(
+    folders: Folders,
+) -> None:
+    """A sync user's trial: with archive = "keep", the phone deleted an answered photo and its
+    sidecar stayed; after pair_timeout the sidecar got a report saying it "arrived after its
+    photo had been taken", beside the photo's result. The sidecar the photo was answered with
+    is left alone; one written anew still gets its report."""
+    lc = _lifecycle(folders, archive="keep")
+    arrival = _send(folders)
+    job_id = _take(lc, arrival)
+    assert job_id is not None and arrival.sidecar is not None
+    _render(lc, job_id)
+    assert _outbox(folders) == RESULT_SET
+    arrival.image.unlink()  # deleted on the phone, synced here
+    lone = Problem(arrival.sidecar, "photo.json has no photo beside it", "photo", orphan=True)
+    lc.problem(lone)
+    assert _outbox(folders) == RESULT_SET
+    assert lc.spool.already_handled([arrival.sidecar])  # not looked at again while unchanged
+    write_json(arrival.sidecar, {"style": "waves"})  # a new sidecar: a real orphan
+    lc.problem(lone)
+    [report_file] = [p for p in folders.outbox.iterdir() if ".error" in p.name]
+    report = json.loads(report_file.read_text())
+    assert "arrived after its photo photo.jpg had been taken" in report["error"]

@@ -293,6 +293,12 @@ class Lifecycle:
         if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
             job_id, photo, used = taken
             sidecar = problem.path.name
+            if used == sidecar and self.spool.answered_with(problem.path.parent / photo, sidecar):
+                # The very sidecar its kept photo was answered with, left when someone deleted
+                # the photo (a sync user's trial: it got a second, wrong report).
+                self.spool.remember([problem.path], job_id)
+                log.info("intake.sidecar_left", sidecar=str(problem.path), job_id=job_id)
+                return
             text = (
                 answers.SIDECAR_SHADOWED
                 if used == f"{photo}.json" and sidecar != used

@@ -498,6 +498,15 @@ class Spool:
         recorded = self.store.seen(self._relative(first))
         return recorded == [None if p is None else self._signature(p) for p in paths]
 
+    def answered_with(self, photo: Path, sidecar: str) -> bool:
+        """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
+        photo was answered with it in place (archive = "keep")."""
+        recorded = self.store.seen(self._relative(photo))
+        now = self._signature(photo.parent / sidecar)
+        if recorded is None or len(recorded) != 2 or now is None:
+            return False
+        return recorded[1] == now
+
     def forget_vanished(self) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved)."""
         gone = [
