@@ -31,6 +31,12 @@ RULES = IgnoreRules()
         "THUMBS.DB",
         "desktop.ini",
         ".stylefold-1234.tmp",
+        # conflict copies, for a person to resolve in the sync tool (a sync user's trial: each
+        # got a report asking for a sidecar of the same odd name)
+        "s.sync-conflict-20261203-235900-ABCDEFG.jpg",  # Syncthing
+        "t.sync-conflict-20261203-235900-ABCDEFG.json",
+        "photo (conflicted copy 2026-12-03 235900).jpg",  # Nextcloud, ownCloud
+        "photo (Ann's conflicted copy 2026-12-03).json",  # Dropbox
         ".hidden.jpg",
         ".json",
     ],

@@ -32,6 +32,8 @@ BUILTIN_IGNORES: tuple[IgnoreRule, ...] = (
     IgnoreRule(".stfolder", "Syncthing folder marker"),
     IgnoreRule(".stversions", "Syncthing versioning folder"),
     IgnoreRule(".stignore", "Syncthing ignore file"),
+    IgnoreRule("*.sync-conflict-*", "Syncthing conflict copy, for a person to resolve there"),
+    IgnoreRule("*conflicted copy*", "Nextcloud, ownCloud or Dropbox conflict copy"),
     IgnoreRule(".*.~*", "Nextcloud/ownCloud desktop client temporary file (.<name>.~<hex>)"),
     IgnoreRule("*.part", "partial download (Firefox, KDE, wget)"),
     IgnoreRule("*.filepart", "WinSCP partial transfer"),
