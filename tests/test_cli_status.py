@@ -153,7 +153,9 @@ def test_every_section_in_order() -> None:
     assert re.search(
         r"x/rejected.jpg rejected: unknown style 'starry'; report x/rejected.error.json", text
     )
-    assert "    fix: look at its job.json, then delete the folder" in text
+    # On a line of its own (a sync user's trial: a literal "\n" was shown before it).
+    assert "\n      fix: look at its job.json, then delete the folder" in text
+    assert "\\n" not in text
 
 
 def test_nothing_is_dropped() -> None:

@@ -100,12 +100,18 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
 
 
 def _section(
-    lines: list[str], heading: str, items: Sequence[Item], line: Callable[[Item], str]
+    lines: list[str],
+    heading: str,
+    items: Sequence[Item],
+    line: Callable[[Item], str | list[str]],
 ) -> None:
+    """`heading: count`, then each item's line (or lines), indented."""
     if not items:
         return
     lines.append(f"{heading}: {len(items)}")
-    lines += [f"  {line(item)}" for item in items[:SHOWN]]
+    for item in items[:SHOWN]:
+        shown = line(item)
+        lines += [f"  {text}" for text in ([shown] if isinstance(shown, str) else shown)]
     if len(items) > SHOWN:
         lines.append(f"  ... and {len(items) - SHOWN} more (stylefold status --json lists all)")
 
@@ -193,6 +199,6 @@ def _failure_line(end: Finished) -> str:
     return text + (f"; report {end.report}" if end.report else "")
 
 
-def _attention_line(item: Attention) -> str:
+def _attention_line(item: Attention) -> list[str]:
     where = f" ({item.where})" if item.where else ""
-    return f"{item.what}{where}\n    fix: {item.fix}"
+    return [f"{item.what}{where}", f"    fix: {item.fix}"]
