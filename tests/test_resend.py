@@ -443,3 +443,35 @@ def test_a_kept_photo_deleted_leaves_its_sidecar_without_a_second_report(
     [report_file] = [p for p in folders.outbox.iterdir() if ".error" in p.name]
     report = json.loads(report_file.read_text())
     assert "arrived after its photo photo.jpg had been taken" in report["error"]
+
+
+def test_a_photo_edited_once_then_resent_does_not_pile_up_in_the_archive(
+    folders: Folders,
+) -> None:
+    """A sync user's trial (archive = "move", rsync from a timer): after the photo was edited
+    once, every run re-sent it as it is now; each was skipped, but archived anew as
+    photo.returned-N, since only photo.jpg (the first version) was compared."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    image, sidecar = folders.inbox / "photo.jpg", folders.inbox / "photo.json"
+
+    def send_edited() -> str | None:
+        image.write_bytes(image_bytes(seed=6))  # the edited version, as the phone has it now
+        write_json(sidecar, SIDECAR)
+        return _take(lc, Arrival(image, sidecar, Path()))
+
+    second = send_edited()
+    assert second is not None
+    _render(lc, second)  # answered: its original archived beside the first, as returned-2
+    for _ in range(3):  # the timer's runs
+        assert send_edited() is None  # skipped at once
+        assert _last_end(lc) is State.SKIPPED
+    assert sorted(p.name for p in lc.settings.archive_path.iterdir()) == [
+        "photo.jpg",
+        "photo.json",
+        "photo.returned-2.jpg",
+        "photo.returned-2.json",
+    ]
+    assert not image.exists() and not sidecar.exists()  # nothing left in the inbox either

@@ -12,9 +12,10 @@ folder, the originals are kept in `state/returned/<job-id>/` instead and the cal
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,13 +194,15 @@ def free_names(taken: Callable[[str], bool], wanted: list[str]) -> list[str]:
     alike in all of them when the longest would pass the file system's name limit)."""
     if not wanted:
         return []
+    return next(names for names in numbered(wanted) if not any(taken(name) for name in names))
+
+
+def numbered(wanted: list[str]) -> Iterator[list[str]]:
+    """The wanted names, then their `.returned-2`, `.returned-3`, ... renamings, for ever."""
     stem = wanted[0].rpartition(".")[0] or wanted[0]
-    number = 1
-    while True:
-        names = wanted if number == 1 else _renamed(wanted, stem, number)
-        if not any(taken(name) for name in names):
-            return names
-        number += 1
+    yield wanted
+    for number in itertools.count(2):
+        yield _renamed(wanted, stem, number)
 
 
 def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:

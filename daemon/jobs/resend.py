@@ -19,9 +19,12 @@ own answer (from the earlier result, with `dedupe`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from daemon.fsutil import file_sha256
+from daemon.jobs import handover
 from daemon.jobs.record import Job
 from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published
 from daemon.jobs.store import Answer, Store
@@ -35,15 +38,21 @@ def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
 
 def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:
     """Whether the archive `folder` (the job's subfolder) already holds its photo and sidecar,
-    byte for byte, under their own names: then the re-sent copies go without losing anything."""
+    byte for byte, under their own names or as one of their `.returned-N` renamings (a photo
+    edited once and then re-sent by a timer as it is now: a sync user's trial found a new
+    identical copy archived at every run): then the re-sent copies go without losing
+    anything."""
     if job.companions:
         return False  # rare (macOS `._` files): released the ordinary way
-    try:
-        if file_sha256(folder / job.image_name) != job.input_sha256:
+    for names in handover.numbered(job.pair):
+        if not os.path.lexists(folder / names[0]):
             return False
-        if job.sidecar_name is None:
-            return True
-        archived = (folder / job.sidecar_name).read_bytes()
-        return archived == (spool.job_dir(job) / SIDECAR_FILE).read_bytes()
-    except OSError:
-        return False
+        with contextlib.suppress(OSError):
+            if file_sha256(folder / names[0]) != job.input_sha256:
+                continue
+            if job.sidecar_name is None:
+                return True
+            archived = (folder / names[1]).read_bytes()
+            if archived == (spool.job_dir(job) / SIDECAR_FILE).read_bytes():
+                return True
+    return False
