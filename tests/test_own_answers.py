@@ -14,15 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import (
-    REPO,
-    Folders,
-    image_bytes,
-    make_folders,
-    start_daemon,
-    wait_for,
-    write_json,
-)
+from conftest import REPO, Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
 from PIL import Image
 
 from daemon.intake.own_answers import own_answer
