@@ -171,10 +171,6 @@ class Spool:
             atomic_write(folder / CLAIM_FILE, model_to_json(intent).encode())  # ASCII JSON
             if copied:
                 handover.copy_in(inbox, rel_dir, folder, planned)
-                # Answered in place: not taken again while unchanged (until a roll-back).
-                signatures = [[p.expect.size, p.expect.mtime_ns] for p in planned]
-                first, _ = intent.inbox_pair(inbox)
-                self.store.remember(self._relative(first), [*signatures, None][:2], job_id)
             else:
                 handover.take(inbox, rel_dir, folder, planned)
             photo = planned[0].expect  # what settled: a writer may still hold it open
@@ -182,8 +178,7 @@ class Spool:
                 job_id, folder, arrival, rel_dir, resolved, styles, companions, photo
             )
             if copied:
-                origin = [[*p.expect] for p in planned]  # dev, inode, size, mtime_ns
-                job = job.model_copy(update={"copied": True, "origin": origin})
+                job = self._left_in_place(job, [p.expect for p in planned])
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
         except BaseException as exc:
             self.roll_back(job_id, intent, note=f"claim failed: {exc}")
@@ -191,6 +186,15 @@ class Spool:
                 raise Rejected(str(exc)) from None
             raise
         return job
+
+    def _left_in_place(self, job: Job, claimed: list[Identity]) -> Job:
+        """A copied claim's originals stay in the inbox: remembered as answered from now on
+        (until a roll-back forgets them), with what they were, to tell later whether the inbox
+        holds them still, a newer version, or one written over in place."""
+        origin = [[*identity] for identity in claimed]  # dev, inode, size, mtime_ns
+        photo = self.settings.inbox / job.rel_dir / job.image_name
+        self.store.remember(self._relative(photo), [*(o[2:] for o in origin), None][:2], job.id)
+        return job.model_copy(update={"copied": True, "origin": origin})
 
     def _record(
         self,
