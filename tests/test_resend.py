@@ -475,3 +475,20 @@ def test_a_photo_edited_once_then_resent_does_not_pile_up_in_the_archive(
         "photo.returned-2.json",
     ]
     assert not image.exists() and not sidecar.exists()  # nothing left in the inbox either
+
+
+def test_an_identical_photo_does_not_wait_behind_a_blocked_job(folders: Folders) -> None:
+    """An attacker's trial: a job blocked for good (its outbox folder's name held by a file,
+    until a person mends it) kept identical photos elsewhere waiting behind it."""
+    lc = _lifecycle(folders)
+    folders.outbox.mkdir(parents=True, exist_ok=True)
+    (folders.outbox / "xc.log").write_text("an earlier job's log\n")
+    first = _take(lc, _send(folders, "xc.log/photo.jpg"))
+    assert first is not None
+    _render(lc, first)
+    assert first in lc.publisher.blocked
+    second = _take(lc, _send(folders, "album/photo.jpg"))  # the same bytes and sidecar
+    assert second is not None and lc.jobs[second].key == lc.jobs[first].key
+    assert lc.twins == [] and second in lc.pool.queued  # rendered, not waiting
+    _render(lc, second)
+    assert _outbox(folders, "album") == RESULT_SET
