@@ -84,7 +84,14 @@ def style_library(args: argparse.Namespace, given: Mapping[str, Any] | None = No
     except ConfigError:
         if args.styles is None:
             raise
-    root = Path(os.path.abspath(args.styles))
+    return folder_library(args.styles)
+
+
+def folder_library(styles: Path) -> StyleLibrary:
+    """The library of the --styles folder alone; ConfigError when it is not a folder."""
+    from daemon.intake.styles import StyleLibrary
+
+    root = Path(os.path.abspath(styles))
     if not root.is_dir():
         raise ConfigError(f"--styles: {root} is not a folder; give the style library's folder")
     return StyleLibrary(root)

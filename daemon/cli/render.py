@@ -200,6 +200,8 @@ def _style_files(
 
 
 def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> "StyleLibrary":
+    from daemon.cli.common import folder_library
+    from daemon.config import ConfigError
     from daemon.intake.styles import StyleLibrary
 
     if settings is not None:
@@ -209,12 +211,12 @@ def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> 
             f"{spec} does not exist (to name a style of the library instead, give "
             "--styles DIR or --config FILE)"
         )
-    if not args.styles.is_dir():
+    try:
+        return folder_library(args.styles)
+    except ConfigError as exc:
         raise UsageError(
-            f"{spec} is not a file, and --styles {args.styles} is not a folder; give the style "
-            "library's folder"
-        )
-    return StyleLibrary(args.styles.absolute())
+            f"{spec} is not a file, and the style library is unusable: {exc}"
+        ) from None
 
 
 def _not_in_library(spec: str, library: "StyleLibrary") -> str:
