@@ -44,15 +44,17 @@ def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:
     anything."""
     if job.companions:
         return False  # rare (macOS `._` files): released the ordinary way
+    try:
+        sidecar = None if job.sidecar_name is None else spool.job_dir(job) / SIDECAR_FILE
+        sent = None if sidecar is None else sidecar.read_bytes()
+    except OSError:
+        return False
     for names in handover.numbered(job.pair):
         if not os.path.lexists(folder / names[0]):
             return False
         with contextlib.suppress(OSError):
-            if file_sha256(folder / names[0]) != job.input_sha256:
-                continue
-            if job.sidecar_name is None:
-                return True
-            archived = (folder / names[1]).read_bytes()
-            if archived == (spool.job_dir(job) / SIDECAR_FILE).read_bytes():
+            if file_sha256(folder / names[0]) == job.input_sha256 and (
+                sent is None or (folder / names[1]).read_bytes() == sent
+            ):
                 return True
     return False
