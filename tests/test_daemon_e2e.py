@@ -206,6 +206,31 @@ def test_bad_sidecar_gets_an_error_report_and_the_original_stays(shared: Daemon)
     assert "bad/lone/photo.json rejected" not in text
 
 
+def test_photos_whose_names_differ_only_in_case_get_answers_a_phone_can_hold(
+    shared: Daemon,
+) -> None:
+    """A Linux inbox can hold `Trip/Photo.jpg`, `Trip/photo.jpg` and `trip/photo.jpg`; a phone,
+    a Mac or a Windows share the outbox syncs to folds case, so answers named alike would be one
+    file there and the sync tool would keep one of them (a sync user's trial)."""
+    photos = [("case/Trip", "Photo", 46), ("case/Trip", "photo", 47), ("case/trip", "photo", 48)]
+    for rel_dir, stem, seed in photos:
+        folder = shared.folders.inbox / rel_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.jpg").write_bytes(image_bytes(seed=seed))
+        write_json(folder / f"{stem}.json", SIDECAR)
+    root = shared.folders.outbox / "case"
+
+    def answered() -> list[Path]:
+        return sorted(root.rglob("*.manifest*.json")) if root.is_dir() else []
+
+    wait_for(lambda: len(answered()) == 3, 90, "three answers")
+    inputs = {json.loads(path.read_text())["input"]["sha256"] for path in answered()}
+    assert inputs == {_sha(image_bytes(seed=seed)) for _, _, seed in photos}
+    files = [path.relative_to(root) for path in root.rglob("*") if path.is_file()]
+    folded = {str(path).casefold() for path in files}
+    assert len(folded) == len(files) == 9, sorted(files)
+
+
 def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "again"
     data = image_bytes(seed=6)

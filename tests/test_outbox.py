@@ -68,6 +68,26 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
     assert OutputNames.from_json(tmp_path, json.loads(json.dumps(third.to_json()))) == third
 
 
+def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> None:
+    """A phone, a Mac or a Windows share folds case and Unicode normalisation: an answer whose
+    name differs from one in the outbox only so would be the same file there, and the sync tool
+    would keep one of the two. Folders count too: `Trip/` and `trip/` are one folder there."""
+    outbox.publish_error(outbox.choose_names(tmp_path, "Photo", "jpg"), {"error": "x"}, "")
+    assert outbox.choose_names(tmp_path, "photo", "jpg").number == 2
+    assert outbox.choose_names(tmp_path, "PHOTO", "jpg", root=tmp_path).number == 2
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    outbox.publish_error(outbox.choose_names(tmp_path, nfc, "jpg"), {"error": "x"}, "")
+    assert outbox.choose_names(tmp_path, nfd, "jpg").number == 2
+
+    upper = outbox.choose_names(tmp_path / "Trip" / "June", "beach", "jpg", root=tmp_path)
+    outbox.publish_error(upper, {"error": "x"}, "")
+    lower = outbox.choose_names(tmp_path / "trip" / "june", "Beach", "jpg", root=tmp_path)
+    assert lower.number == 2
+    # A running job's reserved names count the same way.
+    running = outbox.choose_names(tmp_path / "x", "sea", "jpg", root=tmp_path)
+    assert outbox.choose_names(tmp_path / "X", "SEA", "jpg", reserved=running.all()).number == 2
+
+
 def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
     rendered = tmp_path / "render.jpg"
     rendered.write_bytes(b"\xff\xd8jpeg")

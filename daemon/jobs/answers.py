@@ -326,7 +326,9 @@ def publish_report(
 ) -> OutputNames:
     """The report of inbox files that never became a job, under names free right now."""
     inputs = [path for path in detail.paths if path is not None]
-    names = choose_names(outbox_root / detail.rel_dir, detail.stem, output_format, inputs=inputs)
+    names = choose_names(
+        outbox_root / detail.rel_dir, detail.stem, output_format, inputs=inputs, root=outbox_root
+    )
     report = {
         "error": detail.reason,
         "job_id": job_id,

@@ -8,11 +8,16 @@ manifest (or the error report) is renamed last and so marks the job as published
 an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
 gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`
 (unless that report says where originals kept in the state folder are: that one stays).
+
+Names are compared as the receiving end sees them: a phone, a Mac or a Windows share folds case
+and Unicode normalisation, so `Photo.stylised.jpg` beside `photo.stylised.jpg` (or `Trip/`
+beside `trip/`) would be one file there, and the sync tool would drop or rename one answer.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,24 +92,62 @@ class OutputNames:
         return cls(folder, str(value["stem"]), str(value["image_ext"]), int(value["number"]))
 
 
+def folded(name: str) -> str:
+    """A name as a case- and normalisation-insensitive file system (APFS, NTFS, exFAT) sees it."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def _alike_folders(root: Path, folder: Path) -> list[Path]:
+    """`folder` and every folder under `root` whose path differs from it only in case or in
+    normalisation: one folder on a receiver that folds names."""
+    found = [root]
+    for part in folder.relative_to(root).parts:
+        want = folded(part)
+        found = [
+            parent / entry.name
+            for parent in found
+            for entry in _entries(parent)
+            if folded(entry.name) == want and entry.is_dir(follow_symlinks=False)
+        ]
+    return found
+
+
 def choose_names(
     folder: Path,
     stem: str,
     image_ext: str,
     reserved: Iterable[Path] = (),
     inputs: Collection[str] = (),
+    root: Path | None = None,
 ) -> OutputNames:
     """The first numbering whose files neither exist nor are `reserved` by a running job, so a
-    second photo.jpg never replaces the first one's result. An error report about one of
-    `inputs` (the job's photo and sidecar, relative to the inbox) does not hold its numbering:
-    the new answer replaces it and its log."""
-    taken = set(reserved)
+    second photo.jpg never replaces the first one's result, and no file of it differs from
+    one in the outbox (`root`, of which `folder` is a part) only in case or normalisation. An
+    error report about one of `inputs` (the job's photo and sidecar, relative to the inbox)
+    does not hold its numbering: the new answer replaces it and its log."""
+    taken = {folded(str(path)) for path in reserved}
+    present = {
+        folded(entry.name)
+        for alike in _alike_folders(folder if root is None else root, folder)
+        for entry in _entries(alike)
+    }
     number = 1
     while True:
         names = OutputNames(folder, stem, image_ext, number)
         stale = (names.error, names.log) if reports_on(names, inputs) else ()
         files = [path for path in names.all() if path not in stale]
-        if not any(path in taken or os.path.lexists(path) for path in files):
+        if not any(
+            folded(str(path)) in taken or folded(path.name) in present or os.path.lexists(path)
+            for path in files
+        ):
             return names
         number += 1
 

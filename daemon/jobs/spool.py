@@ -230,6 +230,7 @@ class Spool:
             resolved.output_format,
             reserved=[path for paths in self._reserved.values() for path in paths],
             inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
+            root=self.settings.outbox,
         )
         job = Job(
             id=job_id,
