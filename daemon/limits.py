@@ -1,7 +1,7 @@
 """Limits that protect the daemon from an inbox it does not control (files tracked, folder
-depth, queue length). Reaching one never drops a photo silently: it is logged once when first
-reached, listed by `stylefold status` under "needs attention" while it holds, and logged again
-when it no longer does."""
+depth, queue length), and what of the inbox it will not take (links). Reaching one never drops
+a photo silently: it is logged once when first reached, listed by `stylefold status` under
+"needs attention" while it holds, and logged again when it no longer does."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ log = structlog.get_logger("stylefold.limits")
 
 
 class Limits:
-    """The limits reached right now, by setting name; thread-safe (the watcher's threads and
-    the main loop both report)."""
+    """The limits reached right now, by setting name (or `links`); thread-safe (the watcher's
+    threads and the main loop both report)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -127,6 +127,35 @@ def test_links_to_folders_and_link_loops_are_never_entered(
     assert watcher.mode == mode
 
 
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_a_folder_linked_into_the_inbox_is_named_for_status_until_it_goes(
+    watch: Callable[..., tuple[Watcher, Seen]], inbox: Path, tmp_path: Path, mode: str
+) -> None:
+    """An attacker's trial: a folder of photos linked into the inbox is (rightly) never
+    entered, but nothing said so: its photos waited for ever, unexplained."""
+    outside = tmp_path / "photos"
+    outside.mkdir()
+    (outside / "beach.jpg").write_bytes(image_bytes())
+    (inbox / "sub").mkdir()
+    watcher, _ = watch(mode)
+    assert watcher.attention() == []
+    (inbox / "sub" / "holiday").symlink_to(outside)  # made while watching
+    _until(lambda: bool(watcher.attention()), "the link named for status")
+    [item] = watcher.attention()
+    assert item.where == "sub/holiday" and "not followed" in item.what
+    assert "copy or move the photos into the inbox" in item.fix
+    (inbox / "sub" / "holiday").unlink()
+    watcher.request_scan()
+    _until(lambda: not watcher.attention(), "the item gone with the link")
+
+
 @pytest.mark.parametrize("mode", ["native", "polling"])
 def test_a_tree_too_deep_to_recurse_is_watched_to_max_depth_without_a_crash(
     watch: Callable[..., tuple[Watcher, Seen]], inbox: Path, deep: PurePath, mode: str

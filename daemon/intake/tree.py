@@ -30,6 +30,7 @@ class Tree:
 
     files: dict[PurePath, Stamp] = field(default_factory=dict)
     deep: list[PurePath] = field(default_factory=list)  # folders not entered: too deep
+    links: list[PurePath] = field(default_factory=list)  # links not followed (not photo names)
     truncated: bool = False  # stopped after max_entries files
     complete: bool = True  # False when stopped early (stop requested)
 
@@ -49,8 +50,9 @@ def walk(
     stop: Callable[[], bool] = lambda: False,
 ) -> Tree:
     """Photos and sidecars below `root/start`, skipping ignored names, links and special files
-    (a link named like a photo is listed, so that it gets its report), never entering a folder
-    deeper than `max_depth`."""
+    (a link named like a photo is listed, so that it gets its report; other links, such as a
+    folder linked into the inbox, are noted in `links` for the status), never entering a
+    folder deeper than `max_depth`."""
     tree = Tree()
     pending = [start]
     while pending:
@@ -81,7 +83,10 @@ def walk(
                     path = relative / name
                     if stat.S_ISDIR(result.st_mode):
                         pending.append(path)
-                    elif rules.is_candidate(path):
+                    elif not rules.is_candidate(path):
+                        if stat.S_ISLNK(result.st_mode):
+                            tree.links.append(path)
+                    else:
                         stem = name.partition(".")[0]
                         if len(tree.files) >= max_entries and stem not in kept:
                             tree.truncated = True

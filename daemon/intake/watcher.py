@@ -43,6 +43,7 @@ from daemon.limits import Limits
 from daemon.status import Attention
 
 log = structlog.get_logger("stylefold.watcher")
+LINKS = "links"  # the attention item about links in the inbox (not a setting: nothing to raise)
 
 WatchMode = Literal["auto", "native", "polling"]
 ActiveMode = Literal["native", "polling"]
@@ -167,6 +168,8 @@ class Watcher:
             self._too_deep([relative.parent])
         elif self.rules.is_candidate(relative):
             self.on_path(path)
+        elif not self.rules.ignored_dir(relative) and path.is_symlink():
+            self._linked([relative])
 
     def scan_folder(self, folder: Path) -> int:
         """Feed every photo and sidecar under `folder`, skipping ignored folders; returns the
@@ -201,6 +204,7 @@ class Watcher:
             stop=lambda: self._stop.is_set() or (heed_pause and self.paused),
         )
         self._too_deep(tree.deep)
+        self._linked(tree.links)
         if tree.truncated:
             self.limits.reach(
                 "max_tracked",
@@ -214,7 +218,20 @@ class Watcher:
             self._deep = bool(tree.deep)
             if not tree.deep:
                 self.limits.clear("max_depth")
+            if not tree.links:
+                self.limits.clear(LINKS)
         return tree
+
+    def _linked(self, links: list[PurePath]) -> None:
+        """A link is never followed (the inbox is a trust boundary): a folder of photos linked
+        into the inbox would otherwise wait for ever, unexplained."""
+        if links:
+            self.limits.reach(
+                LINKS,
+                "links in the inbox are not followed: the photos they point to are not taken",
+                "copy or move the photos into the inbox instead of linking them",
+                where=links[0].as_posix(),
+            )
 
     def _too_deep(self, folders: list[PurePath]) -> None:
         """Folders deeper than max_depth are never entered; native watching (which would watch
