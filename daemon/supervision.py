@@ -38,6 +38,9 @@ def status_line(report: StatusReport) -> str:
         parts.append(f"{len(outbox)} blocked (outbox unwritable)")
     if state:
         parts.append(f"{len(state)} blocked (state folder full or unwritable)")
+    told = host_attention(report)  # each of these has its own words in the line
+    if others := [item for item in report.attention if item not in told]:
+        parts.insert(0, f"{len(others)} need attention (stylefold status): {others[0].what}")
     if report.daemon.paused:
         parts.append(f"inbox unavailable: {report.daemon.paused}")
     if report.daemon.gpu_fallback:

@@ -314,7 +314,8 @@ def _reload(daemon: Supervisor, config: Path) -> Reload:
 @pytest.fixture(scope="module")
 def supervised(tmp_path_factory: pytest.TempPathFactory) -> SupervisedRun:
     """`stylefold run` as systemd runs it: one job, a reload, a reload of a broken config, a
-    reload of the mended one, a metrics scrape, then SIGTERM."""
+    reload of the mended one, a metrics scrape, a folder linked into the inbox, then
+    SIGTERM."""
     folders = make_folders(tmp_path_factory.mktemp("notify"))
     port = _free_port()
     config = folders.config(metrics_port=port)
@@ -344,7 +345,9 @@ def supervised(tmp_path_factory: pytest.TempPathFactory) -> SupervisedRun:
         ).stdout
         config.write_text(good)
         reloads.append(_reload(daemon, config))
-        time.sleep(0.5)
+        linked = len(daemon.messages)
+        (folders.inbox / "holiday").symlink_to(folders.styles)  # a folder linked in
+        daemon.wait_message(b"STATUS=1 need attention", 30, after=linked)
         daemon.process.send_signal(signal.SIGTERM)
         exit_code = daemon.finish(30)
     finally:
@@ -421,6 +424,20 @@ def test_a_broken_config_on_reload_keeps_the_old_one_and_says_so(
     after = [m for m in mended.messages[began:] if m.startswith(b"STATUS=")]
     assert after and not any(b"reload failed" in m for m in after), after
     assert supervised.exit_code == 0  # the daemon ran on with the previous settings
+
+
+def test_the_status_line_says_when_something_else_needs_attention(
+    supervised: SupervisedRun,
+) -> None:
+    """An operator's trial: a full state folder (or a limit reached, a link in the inbox)
+    was listed by `stylefold status` but not in the line `systemctl status` shows."""
+    said = [m.decode() for m in supervised.reloads[-1].messages if m.startswith(b"STATUS=")]
+    assert not any("attention" in line for line in said), said  # nothing to say before
+    [line] = {m.decode() for m in supervised.messages if b"need attention" in m}
+    assert line == (
+        "STATUS=1 need attention (stylefold status): links in the inbox are not followed: "
+        "the photos they point to are not taken, 0 queued, 0 running"
+    )
 
 
 def test_every_log_line_carries_its_journald_priority(supervised: SupervisedRun) -> None:
