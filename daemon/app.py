@@ -356,8 +356,7 @@ class Daemon:
         self.watcher.rescan_interval = new.rescan_interval
         self.pool.configure(PoolPolicy.from_settings(new))
         if self.lifecycle is not None:
-            self.lifecycle.settings = new
-            self.lifecycle.spool.settings = new
+            self.lifecycle.configure(new)
         self.watcher.request_scan()
         log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
         self.intake.reconsider()

@@ -725,6 +725,32 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon
     assert shared.process.poll() is None
 
 
+def test_a_reload_of_archive_applies_to_claims_and_releases_alike(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A newcomer's review: a reload reached the claim but not the release, so after `archive`
+    went from keep to move photos were moved in and then given back to the inbox until a
+    restart. Back to keep, the original stays."""
+    folders = make_folders(tmp_path_factory.mktemp("archive-reload"))
+    config = folders.config(archive="keep")
+    daemon = start_daemon(folders, config=config)
+    try:
+        for archive, stem, seed in (("move", "moved", 49), ("keep", "kept", 50)):
+            folders.config(archive=archive)  # rewrites the file
+            assert _cli("reload", "--config", str(config)).returncode == 0
+            (folders.inbox / f"{stem}.jpg").write_bytes(image_bytes(seed=seed))
+            write_json(folders.inbox / f"{stem}.json", SIDECAR)
+            _manifest(folders, f"{stem}.manifest.json")
+            time.sleep(1.0)  # the release follows the answer
+        wait_for((folders.state / "archive" / "moved.jpg").exists, 10, "the archived original")
+        assert not (folders.inbox / "moved.jpg").exists()
+        assert (folders.state / "archive" / "moved.jpg").read_bytes() == image_bytes(seed=49)
+        assert (folders.inbox / "kept.jpg").read_bytes() == image_bytes(seed=50)
+        assert not (folders.state / "archive" / "kept.jpg").exists()
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_with_archive_keep_an_original_never_leaves_the_inbox(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

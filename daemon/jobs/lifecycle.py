@@ -107,6 +107,13 @@ class Lifecycle:
             self.render_again,
         )
 
+    def configure(self, settings: Settings) -> None:
+        """A reload's settings, for every part that reads them: a claim and its release must
+        agree (a newcomer's review found the publisher on the old ones: after `archive` went
+        from keep to move, claims moved photos and releases gave them back to the inbox)."""
+        self.settings = self.spool.settings = self.publisher.settings = settings
+        self.spool.styles.settings = settings
+
     @property
     def busy(self) -> bool:
         return bool(self.jobs or self.deferred or self.publisher.blocked)
