@@ -10,6 +10,7 @@ import json
 import shutil
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,14 @@ SIDECAR = {"style": "mosaic"}
 RESULT_SET = ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
 
 
-def _lifecycle(folders: Folders, **settings: Any) -> Lifecycle:
+def _lifecycle(folders: Folders, metrics: Metrics | None = None, **settings: Any) -> Lifecycle:
     config = load_settings(folders.config(**settings), {})
     return Lifecycle(
         config,
         Store(config.state),
         make_pool(config),
         StyleLibrary.from_settings(config),
-        Metrics.disabled(),
+        metrics or Metrics.disabled(),
         1.0,
     )
 
@@ -149,6 +150,31 @@ def test_the_same_photo_under_another_name_is_answered_there_then_skipped(
     assert _take(lc, _send(folders, "album/copy.jpg")) is None
     assert _last_end(lc) is State.SKIPPED
     assert _outbox(folders, "album") == ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
+
+
+def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Folders) -> None:
+    """A newcomer's review: a photo answered from an earlier result counted as `done` and a
+    skipped re-send as `reused`, against deploy/README's table."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    metrics = Metrics.start("127.0.0.1", 0)
+    try:
+        lc = _lifecycle(folders, metrics)
+        first = _take(lc, _send(folders))
+        assert first is not None
+        _render(lc, first)
+        assert _take(lc, _send(folders, "album/copy.jpg")) is None  # answered from the result
+        assert _take(lc, _send(folders, "album/copy.jpg")) is None  # sent again: skipped
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as response:
+            text = response.read().decode()
+    finally:
+        metrics.stop()
+    counts = {
+        sample.labels["outcome"]: sample.value
+        for family in parser.text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "stylefold_jobs_total"
+    }
+    assert counts == {"done": 1, "failed": 0, "reused": 1, "skipped": 1, "retried": 0}
 
 
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:

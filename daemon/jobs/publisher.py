@@ -321,7 +321,7 @@ class Publisher:
     # -- for status -------------------------------------------------------------------------
 
 
-_METRIC = {"result": "done", "reuse": "done", "skip": "reused", "failure": "failed"}
+_METRIC = {"result": "done", "reuse": "reused", "skip": "skipped", "failure": "failed"}
 
 
 def _trace(exc: BaseException) -> str:
