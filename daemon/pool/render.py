@@ -68,12 +68,11 @@ class Sources:
 
     content: Path | bytes
     styles: tuple[tuple[Path | bytes, float], ...]
-    init: Path | bytes | None = None
 
     @classmethod
     def of(cls, task: Task) -> Sources:
         styles = tuple((ref.path, ref.weight) for ref in task.styles)
-        return cls(task.content, styles, task.init_image)
+        return cls(task.content, styles)
 
     @classmethod
     def read(cls, task: Task) -> Sources:
@@ -84,11 +83,7 @@ class Sources:
         def read(path: Path) -> bytes:
             return read_image_file(path, task.max_bytes)
 
-        return cls(
-            read(task.content),
-            tuple((read(ref.path), ref.weight) for ref in task.styles),
-            read(task.init_image) if task.init_image else None,
-        )
+        return cls(read(task.content), tuple((read(ref.path), ref.weight) for ref in task.styles))
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,6 @@ class Decoded:
     task: Task
     content: LoadedImage
     styles: list[StyleImage]
-    init: Image.Image | None
     seconds: float
 
 
@@ -174,8 +168,7 @@ def decode(task: Task, sources: Sources) -> Decoded:
         StyleImage(_open(source, task, ref.label).image, weight)
         for ref, (source, weight) in zip(task.styles, sources.styles, strict=True)
     ]
-    init = _open(sources.init, task, "the init image").image if sources.init is not None else None
-    return Decoded(task, content, styles, init, time.monotonic() - started)
+    return Decoded(task, content, styles, time.monotonic() - started)
 
 
 def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
@@ -216,7 +209,6 @@ def render(
         [job.content.image for job in batch],
         batch[0].styles,
         first.params,
-        init_images=[job.init for job in batch],
         progress=progress,
         progress_every=spec.setup.progress_every,
         cancel=cancel,

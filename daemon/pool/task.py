@@ -40,7 +40,6 @@ class Task:
     attempt: int = 1
     lost: int = 0  # times its worker went with its Ray cluster, from the job's durable record
     device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
-    init_image: Path | None = None
     batch_key: str | None = None  # tasks with one key may be optimised together; None: alone
     preview_every: int = 0  # a JPEG preview with the progress every this many iterations; 0: off
 
