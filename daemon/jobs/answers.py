@@ -31,7 +31,7 @@ from daemon.jobs.manifest import (
     Timings,
     Versions,
 )
-from daemon.jobs.outbox import OutputNames, choose_names
+from daemon.jobs.outbox import OutputNames, choose_names, local_time
 from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.versions import stylefold_version
@@ -112,10 +112,6 @@ def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:
     if library_file is None:
         return f"the image of style {style.name!r} ({IN_LIBRARY})"
     return f"the image of style {style.name!r} ({library_file} {IN_LIBRARY})"
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
 
 
 # An absolute path: a "/" not inside a word or a number, then at least two names.
@@ -231,8 +227,8 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
         versions=Versions(
             stylefold=stylefold_version(), python=platform.python_version(), **info.versions
         ),
-        claimed_at=_iso(job.claimed_at),
-        finished_at=_iso(now),
+        claimed_at=local_time(job.claimed_at),
+        finished_at=local_time(now),
     )
 
 
@@ -278,8 +274,8 @@ def publish_reuse(
                 output=_in_outbox(detail.output, outbox_root),
                 manifest=_in_outbox(detail.manifest, outbox_root),
             ),
-            "claimed_at": _iso(job.claimed_at),
-            "finished_at": _iso(time.time()),
+            "claimed_at": local_time(job.claimed_at),
+            "finished_at": local_time(time.time()),
         }
     )
     data = public(manifest.model_dump(mode="json"), roots)
@@ -307,7 +303,7 @@ def failure_report(job: Job, detail: FailureDetail) -> dict[str, Any]:
         "original": RETURNED.format(path=original),
         "styles": [style.name for style in job.styles],
         "params": job.params.model_dump(mode="json"),
-        "at": _iso(time.time()),
+        "at": local_time(time.time()),
     }
 
 
@@ -335,9 +331,9 @@ def publish_report(
         "input": detail.input,
         "sidecar": detail.sidecar,
         "original": detail.original,
-        "at": _iso(time.time()),
+        "at": local_time(time.time()),
     }
-    log = f"{_iso(time.time())} {detail.reason}\n"
+    log = f"{local_time(time.time())} {detail.reason}\n"
     outbox.publish_error(names, public(report, roots), public(log, roots))
     return names
 

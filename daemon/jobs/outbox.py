@@ -17,6 +17,7 @@ beside `trip/`) would be one file there, and the sync tool would drop or rename 
 from __future__ import annotations
 
 import os
+import time
 import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ def _numbered(name_tail: str, number: int) -> str:
         return name_tail
     head, dot, ext = name_tail.rpartition(".")
     return f"{head}-{number}{dot}{ext}"
+
+
+def local_time(seconds: float) -> str:
+    """How the outbox's files (manifests, reports, progress) write a time: local, with its
+    offset, as the person reading them lives it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
 
 
 @dataclass(frozen=True)

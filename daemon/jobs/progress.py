@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.fsutil import atomic_write_json
+from daemon.jobs.outbox import local_time
 from daemon.pool.events import Progress
 
 
@@ -18,10 +19,6 @@ def percent_done(iteration: int, total: int) -> float:
     if total <= 0:
         return 0.0
     return round(min(100.0, 100.0 * iteration / total), 1)
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
 
 
 @dataclass
@@ -56,7 +53,7 @@ class ProgressFile:
             "percent": percent_done(iteration, total),
             "device": device,
             **(extra or {}),
-            "updated_at": _iso(now),
+            "updated_at": local_time(now),
         }
         atomic_write_json(self.path, payload, durable=False)
         self._last_write = now
