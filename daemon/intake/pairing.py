@@ -47,7 +47,7 @@ from daemon.status import Attention, InboxItem
 
 PATH_MAX = 4096  # Linux's, in bytes, with the closing NUL
 # What the daemon adds to an inbox path below its other folders: a job id and numbered,
-# temporary names (state/returned/<job id>/..., ".photo.stylised-12.jpg.<random>.tmp").
+# numbered names (state/returned/<job id>/..., "photo.stylised-12.jpg", ".stylefold-<hex>.tmp").
 PATH_SLACK = 128
 
 

@@ -318,8 +318,6 @@ class Publisher:
         self.spool.remove(job)
         self.jobs.pop(job.id, None)
 
-    # -- for status -------------------------------------------------------------------------
-
 
 _METRIC = {"result": "done", "reuse": "reused", "skip": "skipped", "failure": "failed"}
 

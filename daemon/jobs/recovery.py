@@ -152,6 +152,3 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     else:
         lc.queued_again(job, note="the daemon restarted")  # best effort, as RUNNING is requeued
         lc.backlog.append(job)
-
-
-# -- intake -----------------------------------------------------------------------------
