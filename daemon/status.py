@@ -38,6 +38,11 @@ class InboxItem(_Model):
     gives_up_in: float | None = None  # seconds until pair_timeout reports it
 
 
+# The folder that refused a blocked job's next step: its answer (outbox), its record (state),
+# or, with the answer out, its originals' move to the archive or back to the inbox.
+BlockedOn = Literal["outbox", "state", "originals"]
+
+
 class JobItem(_Model):
     """A claimed job, in any state before its end."""
 
@@ -56,7 +61,7 @@ class JobItem(_Model):
     preview: str | None = None  # the preview image in the outbox, relative to the outbox
     reason: str | None = None  # blocked: why; queued after a retry: what went wrong
     retry_at: float | None = None  # blocked: epoch seconds of the next try
-    blocked_on: Literal["outbox", "state"] | None = None  # blocked: the folder that refused
+    blocked_on: BlockedOn | None = None  # blocked: the folder that refused
     starts: int = 0
 
 

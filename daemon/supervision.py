@@ -8,10 +8,10 @@ from __future__ import annotations
 from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
-from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
+from daemon.jobs.answers import BLOCKED_FIX
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable, SetupError
-from daemon.status import RESTART_FIX, Attention, JobItem, StatusReport
+from daemon.status import RESTART_FIX, Attention, BlockedOn, JobItem, StatusReport
 
 # Start-up failures that a restart cannot mend: their messages name the setting to change.
 _START_FAILURES: dict[type[Exception], ExitCode] = {
@@ -33,11 +33,8 @@ def status_line(report: StatusReport) -> str:
     running = report.in_state("running")
     parts = [f"{queued} queued", f"{len(running)} running"]
     parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
-    outbox, state = _blocked(report)
-    if outbox:
-        parts.append(f"{len(outbox)} blocked (outbox unwritable)")
-    if state:
-        parts.append(f"{len(state)} blocked (state folder full or unwritable)")
+    for on, jobs in _blocked(report).items():
+        parts.append(f"{len(jobs)} blocked ({_BLOCKED[on][0]})")
     told = host_attention(report)  # each of these has its own words in the line
     if others := [item for item in report.attention if item not in told]:
         parts.insert(0, f"{len(others)} need attention (stylefold status): {others[0].what}")
@@ -81,31 +78,36 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 fix=RESTART_FIX,
             )
         )
-    outbox, state = _blocked(report)
-    if outbox:
+    for on, jobs in _blocked(report).items():
         items.append(
             Attention(
-                what=f"{len(outbox)} answer(s) cannot be written to the outbox",
-                where=outbox[0].reason,
-                since=min(job.since for job in outbox),
-                fix=OUTBOX_FIX,
-            )
-        )
-    if state:
-        items.append(
-            Attention(
-                what=f"the state folder is full or unwritable: {len(state)} answered job(s) "
-                "cannot be recorded",
-                where=state[0].reason,
-                since=min(job.since for job in state),
-                fix=STATE_FIX,
+                what=_BLOCKED[on][1].format(count=len(jobs)),
+                where=jobs[0].reason,
+                since=min(job.since for job in jobs),
+                fix=BLOCKED_FIX[on],
             )
         )
     return items
 
 
-def _blocked(report: StatusReport) -> tuple[list[JobItem], list[JobItem]]:
-    """Blocked jobs waiting for the outbox, and those waiting for the state folder."""
+# Per folder that refused: the STATUS= words, and the attention item's.
+_BLOCKED: dict[BlockedOn, tuple[str, str]] = {
+    "outbox": ("outbox unwritable", "{count} answer(s) cannot be written to the outbox"),
+    "state": (
+        "state folder full or unwritable",
+        "the state folder is full or unwritable: {count} answered job(s) cannot be recorded",
+    ),
+    "originals": (
+        "originals not moved",
+        "{count} answered job(s) cannot move their originals to the archive or the inbox",
+    ),
+}
+
+
+def _blocked(report: StatusReport) -> dict[BlockedOn, list[JobItem]]:
+    """Blocked jobs by the folder they wait for, in `_BLOCKED`'s order."""
     blocked = report.in_state("blocked")
-    state = [job for job in blocked if job.blocked_on == "state"]
-    return [job for job in blocked if job.blocked_on != "state"], state
+    by_folder = {
+        on: [job for job in blocked if (job.blocked_on or "outbox") == on] for on in _BLOCKED
+    }
+    return {on: jobs for on, jobs in by_folder.items() if jobs}

@@ -202,7 +202,8 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
     data = image_bytes(seed=6)
     (folders.inbox / "trip" / "photo.jpg").write_bytes(data)
     (folders.inbox / "trip" / "photo.json").write_text(json.dumps({"style": "mosaic"}))
-    daemon.wait_for_log("job.originals_not_moved", timeout=120)
+    blocked = daemon.wait_for_log("job.originals_unwritable", timeout=120)
+    assert "trip" in str(blocked["error"]) and "archive folder" in str(blocked["fix"])
     assert daemon.stop() == 0
     [row] = _rows(tmpfs_state)
     assert row[1] == "releasing"

@@ -31,6 +31,7 @@ from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, Failed, ResultInfo
 from daemon.status import DaemonInfo, from_store
+from daemon.supervision import host_attention, status_line
 
 SIDECAR = {"style": "mosaic"}
 RESULT_SET = ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
@@ -175,6 +176,33 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         if sample.name == "stylefold_jobs_total"
     }
     assert counts == {"done": 1, "failed": 0, "reused": 1, "skipped": 1, "retried": 0}
+
+
+def test_originals_that_cannot_move_on_wait_blocked_and_say_why(folders: Folders) -> None:
+    """A newcomer's review: with the answer out, a failed move of the originals (here a file
+    where the archive's folder should be) dropped the job from the running daemon's status,
+    its originals in the spool until a restart. It is blocked now, named, and retried."""
+    archive = folders.root / "archive"
+    lc = _lifecycle(folders, archive_dir=str(archive))
+    job_id = _take(lc, _send(folders, "trip/photo.jpg"))
+    assert job_id is not None
+    (archive / "trip").write_bytes(b"in the way")  # the daemon made the archive at its start
+    _render(lc, job_id)
+    assert _outbox(folders, "trip") == RESULT_SET  # the answer is out
+    [item] = lc.items()
+    assert item.state == "blocked" and item.blocked_on == "originals", item
+    assert "trip" in (item.reason or "")
+    report = from_store(lc.store, DaemonInfo(running=True, version="t"), live=lc.items())
+    assert "1 blocked (originals not moved)" in status_line(report)
+    [attention] = host_attention(report)
+    assert attention.fix == answers.ORIGINALS_FIX
+    assert _end(lc, job_id) is State.RELEASING
+
+    (archive / "trip").unlink()
+    time.sleep(1.1)  # publish_retry
+    lc.retry_blocked()
+    assert lc.items() == [] and _end(lc, job_id) is State.DONE
+    assert (archive / "trip" / "photo.jpg").read_bytes() == image_bytes(seed=5)
 
 
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:

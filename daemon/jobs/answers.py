@@ -34,6 +34,7 @@ from daemon.jobs.manifest import (
 from daemon.jobs.outbox import OutputNames, choose_names, local_time
 from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
+from daemon.status import BlockedOn
 from daemon.versions import stylefold_version
 
 # -- the catalogue of what people read --------------------------------------------------------
@@ -100,6 +101,15 @@ STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"
 )
+ORIGINALS_FIX = (
+    "free space in the archive folder (or the inbox) or fix its permissions (or what the reason "
+    "names); the answer is out, the originals wait in the spool and move on by themselves"
+)
+BLOCKED_FIX: dict[BlockedOn, str] = {
+    "outbox": OUTBOX_FIX,
+    "state": STATE_FIX,
+    "originals": ORIGINALS_FIX,
+}
 
 
 def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:

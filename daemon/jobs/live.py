@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
@@ -18,7 +17,7 @@ from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.record import Job
 from daemon.jobs.states import Outcome, State
 from daemon.pool.events import Progress
-from daemon.status import JobItem
+from daemon.status import BlockedOn, JobItem
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Blocked:
     detail: BaseModel
     reason: str
     retry_at: float
-    on: Literal["outbox", "state"] = "outbox"  # the folder that could not be written
+    on: BlockedOn = "outbox"  # the folder that could not be written
     since: float = field(default_factory=time.time)
 
 

@@ -16,7 +16,6 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import structlog
 from pydantic import BaseModel
@@ -35,6 +34,7 @@ from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 from daemon.pool import result_file
+from daemon.status import BlockedOn
 from service.params import STOPPED
 
 log = structlog.get_logger("stylefold.jobs")
@@ -184,7 +184,7 @@ class Publisher:
             job_id=job_id,
             error=reason,
             retry_in=self.publish_retry,
-            fix=answers.STATE_FIX if on == "state" else answers.OUTBOX_FIX,
+            fix=answers.BLOCKED_FIX[on],
         )
         if job is not None:
             self.stop_running(job)
@@ -197,12 +197,19 @@ class Publisher:
                     job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
                 )
 
-    def _refused_by(self, exc: OSError) -> Literal["outbox", "state"]:
-        """Which folder an error while publishing is about: the state database (StoreError) or
-        a file in the state folder (the spool) is the state folder's, anything else the
-        outbox's; status names the folder to free or fix."""
-        name = exc.filename if isinstance(exc.filename, str) else None
-        if isinstance(exc, StoreError) or (name and Path(name).is_relative_to(self.settings.state)):
+    def _refused_by(self, exc: OSError) -> BlockedOn:
+        """Which folder an error while publishing is about, for status to name what to free or
+        fix: the state database (StoreError) is the state folder's; a file in the archive (by
+        default inside the state folder) or the inbox is the originals'; any other file in the
+        state folder (the spool) is the state folder's; anything else the outbox's."""
+        name = Path(exc.filename) if isinstance(exc.filename, str) else None
+        if isinstance(exc, StoreError):
+            return "state"
+        if name and any(
+            name.is_relative_to(f) for f in (self.settings.archive_path, self.settings.inbox)
+        ):
+            return "originals"
+        if name and name.is_relative_to(self.settings.state):
             return "state"
         return "outbox"
 
@@ -295,19 +302,13 @@ class Publisher:
         success = outcome in ("result", "reuse", "skip")
         archive = success and self.settings.archive == "move"
         twins = self.settings.archive_path / job.rel_dir
-        try:
-            if outcome == "skip" and archive and archived_twins(job, self.spool, twins):
-                note = f"originals: removed, identical copies are in {twins}"
-            else:
-                placed = self.spool.release(job, archive=archive, answered=success)
-                note = "originals: " + ", ".join(str(path) for path in placed)
-        except OSError as exc:
-            # The answer is safe; the originals stay in the spool (RELEASING) until next start.
-            log.error(
-                "job.originals_not_moved", error=str(exc), folder=str(self.spool.job_dir(job))
-            )
-            self.jobs.pop(job.id, None)
-            return
+        # An OSError here blocks the job (`publish`): the answer is safe, the originals wait
+        # in the spool (RELEASING) and the release is tried again, after a restart too.
+        if outcome == "skip" and archive and archived_twins(job, self.spool, twins):
+            note = f"originals: removed, identical copies are in {twins}"
+        else:
+            placed = self.spool.release(job, archive=archive, answered=success)
+            note = "originals: " + ", ".join(str(path) for path in placed)
         if not success and placed:  # none: moved by an earlier try, its report amended then
             settings = self.settings
             text = answers.original_text(placed, settings.inbox, settings.state)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs.answers import OUTBOX_FIX, STATE_FIX
+from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.status import (
     Attention,
@@ -197,7 +197,7 @@ def _job_row(job: JobItem, now: float) -> QueueRow:
         note = f"{job.reason or 'the outbox cannot be written'}"
         if job.retry_at is not None:
             note += f"; next try in {duration(job.retry_at - now)}"
-        fix = STATE_FIX if job.blocked_on == "state" else OUTBOX_FIX
+        fix = BLOCKED_FIX[job.blocked_on or "outbox"]
         return QueueRow("blocked", "blocked", job.input, note, styles, fix=fix)
     note = f"for {duration(now - job.since)}"
     if job.starts:
