@@ -39,7 +39,8 @@ from daemon.pool import PoolError, PoolPolicy, make_pool
 from daemon.pool.events import Started
 from daemon.reporting import Reporter
 from daemon.sdnotify import Notifier
-from daemon.status import STATUS_FILE, ReloadInfo
+from daemon.status import STATUS_FILE
+from daemon.status_model import ReloadInfo
 from daemon.supervision import exit_code_for
 
 log = structlog.get_logger("stylefold.daemon")

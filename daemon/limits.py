@@ -10,7 +10,7 @@ import time
 
 import structlog
 
-from daemon.status import Attention
+from daemon.status_model import Attention
 
 log = structlog.get_logger("stylefold.limits")
 

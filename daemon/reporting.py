@@ -14,14 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from daemon.fsutil import atomic_write, model_to_json
 from daemon.pool.api import Outage
-from daemon.status import (
-    STATUS_FILE,
-    Attention,
-    DaemonInfo,
-    ReloadInfo,
-    WorkerItem,
-    from_store,
-)
+from daemon.status import STATUS_FILE, from_store
+from daemon.status_model import Attention, DaemonInfo, ReloadInfo, WorkerItem
 from daemon.supervision import host_attention, status_line
 from daemon.versions import stylefold_version
 

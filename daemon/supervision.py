@@ -11,7 +11,8 @@ from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable, SetupError
-from daemon.status import RESTART_FIX, Attention, BlockedOn, JobItem, StatusReport
+from daemon.status import RESTART_FIX
+from daemon.status_model import Attention, BlockedOn, JobItem, StatusReport
 
 # Start-up failures that a restart cannot mend: their messages name the setting to change.
 _START_FAILURES: dict[type[Exception], ExitCode] = {

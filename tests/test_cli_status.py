@@ -20,7 +20,7 @@ from conftest import (
 )
 
 from daemon.cli.status import SHOWN, render_status
-from daemon.status import (
+from daemon.status_model import (
     Attention,
     Counts,
     DaemonInfo,

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import CLI, REPO, Folders, image_bytes, write_json
 
 from daemon.jobs.store import DB_FILE, Store
-from daemon.status import StatusReport
+from daemon.status_model import StatusReport
 
 
 def stylefold(

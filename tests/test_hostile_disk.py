@@ -24,7 +24,7 @@ from daemon.jobs.recovery import MAX_STARTS
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE
 from daemon.pool.events import Done, Requeued, ResultInfo, Started
-from daemon.status import DaemonInfo, StatusReport
+from daemon.status_model import DaemonInfo, StatusReport
 from daemon.supervision import host_attention, status_line
 from service.params import RenderParams
 

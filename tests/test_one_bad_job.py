@@ -21,7 +21,8 @@ from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
-from daemon.status import DaemonInfo, from_store
+from daemon.status import from_store
+from daemon.status_model import DaemonInfo
 
 
 def _lifecycle(folders: Folders, publish_retry: float = 1.0) -> Lifecycle:

@@ -30,7 +30,8 @@ from daemon.jobs.store import DB_FILE, KEEP_FINISHED, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, Failed, ResultInfo
-from daemon.status import DaemonInfo, from_store
+from daemon.status import from_store
+from daemon.status_model import DaemonInfo
 from daemon.supervision import host_attention, status_line
 
 SIDECAR = {"style": "mosaic"}

@@ -29,7 +29,8 @@ from test_gpu_probe import BROKEN_CUDA, fake_driver
 from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import PROBE_ENV, ROOT_ENV
 from daemon.sdnotify import EXTEND_STEP, Notifier
-from daemon.status import StatusReport, read_status
+from daemon.status import read_status
+from daemon.status_model import StatusReport
 
 
 def _receive(sock: socket.socket) -> bytes:

@@ -25,7 +25,8 @@ from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
-from daemon.status import DaemonInfo, from_store
+from daemon.status import from_store
+from daemon.status_model import DaemonInfo
 
 
 def _settings(folders: Folders, **extra: object) -> Settings:

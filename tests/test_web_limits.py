@@ -83,7 +83,7 @@ def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on
     """10,000 files in the inbox made every poll of every viewer 2.8 MB of queue (an
     attacker's trial); the page lists QUEUE_SHOWN rows, the jobs at work first."""
     from daemon.config import load_settings
-    from daemon.status import DaemonInfo, InboxItem, JobItem, StatusReport
+    from daemon.status_model import DaemonInfo, InboxItem, JobItem, StatusReport
     from daemon.web.app import Site
     from daemon.web.page import QUEUE_SHOWN, build_page
 

@@ -16,16 +16,15 @@ from typing import TypeVar
 from daemon.cli.common import fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
-from daemon.status import (
+from daemon.status import duration, read_status
+from daemon.status_model import (
     Attention,
     DaemonInfo,
     Finished,
     InboxItem,
     JobItem,
     StatusReport,
-    duration,
     open_failures,
-    read_status,
 )
 from daemon.visible import visible
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from daemon.safefs import Identity
-from daemon.status import InboxItem
+from daemon.status_model import InboxItem
 
 MAX_BACKOFF = 60.0  # seconds between looks at a truncated file that does not change
 

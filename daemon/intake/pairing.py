@@ -43,7 +43,7 @@ from daemon.intake.partners import Partners, Tracked, base_of, key, signature_of
 from daemon.intake.sidecar import parse_sidecar
 from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
-from daemon.status import Attention, InboxItem
+from daemon.status_model import Attention, InboxItem
 
 PATH_MAX = 4096  # Linux's, in bytes, with the closing NUL
 # What the daemon adds to an inbox path below its other folders: a job id and numbered,

@@ -40,7 +40,7 @@ from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read
 from daemon.intake.native import Handler, StaleWatches, native_reader_alive
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
-from daemon.status import Attention
+from daemon.status_model import Attention
 
 log = structlog.get_logger("stylefold.watcher")
 LINKS = "links"  # the attention item about links in the inbox (not a setting: nothing to raise)

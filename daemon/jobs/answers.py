@@ -34,7 +34,7 @@ from daemon.jobs.manifest import (
 from daemon.jobs.outbox import OutputNames, choose_names, local_time
 from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
-from daemon.status import BlockedOn
+from daemon.status_model import BlockedOn
 from daemon.versions import stylefold_version
 
 # -- the catalogue of what people read --------------------------------------------------------

@@ -11,7 +11,7 @@ import structlog
 from daemon.intake import own_answers
 from daemon.jobs.record import new_job_id
 from daemon.jobs.spool import Spool
-from daemon.status import Attention
+from daemon.status_model import Attention
 
 log = structlog.get_logger("stylefold.jobs")
 

@@ -52,7 +52,7 @@ from daemon.pool.events import (
     Started,
 )
 from daemon.safefs import Changed
-from daemon.status import Attention, JobItem
+from daemon.status_model import Attention, JobItem
 
 log = structlog.get_logger("stylefold.jobs")
 

@@ -17,7 +17,7 @@ from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.record import Job
 from daemon.jobs.states import Outcome, State
 from daemon.pool.events import Progress
-from daemon.status import BlockedOn, JobItem
+from daemon.status_model import BlockedOn, JobItem
 
 
 @dataclass

@@ -34,7 +34,7 @@ from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 from daemon.pool import result_file
-from daemon.status import BlockedOn
+from daemon.status_model import BlockedOn
 from service.params import STOPPED
 
 log = structlog.get_logger("stylefold.jobs")

@@ -14,7 +14,7 @@ import structlog
 
 from daemon.jobs.record import Job
 from daemon.limits import Limits
-from daemon.status import Attention
+from daemon.status_model import Attention
 
 log = structlog.get_logger("stylefold.jobs")
 

@@ -56,7 +56,7 @@ from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.jobs.style_store import StyleStore
 from daemon.safefs import Changed, Identity, NotUsable
-from daemon.status import Attention
+from daemon.status_model import Attention
 
 log = structlog.get_logger(__name__)
 

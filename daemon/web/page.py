@@ -17,14 +17,14 @@ from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
-from daemon.status import (
+from daemon.status import duration
+from daemon.status_model import (
     Attention,
     Counts,
     DaemonInfo,
     Finished,
     JobItem,
     StatusReport,
-    duration,
     open_failures,
 )
 from daemon.versions import stylefold_version

@@ -1,0 +1,137 @@
+"""The status report's types: what `stylefold status`, `state/status.json`, the web page and
+STATUS= share. Plain models with no dependency on the rest of the daemon, so that the parts
+that add to the report (the watcher, the intake, the limits) need not import the job store that
+`daemon.status` reads it from.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InboxItem(_Model):
+    """A file in the inbox that is not a job yet."""
+
+    path: str  # relative to the inbox
+    state: Literal["settling", "arriving", "waiting"]
+    since: float  # epoch seconds: last change (settling) or since it waits for its partner
+    note: str  # for people: what it waits for
+    gives_up_in: float | None = None  # seconds until pair_timeout reports it
+
+
+# The folder that refused a blocked job's next step: its answer (outbox), its record (state),
+# or, with the answer out, its originals' move to the archive or back to the inbox.
+BlockedOn = Literal["outbox", "state", "originals"]
+
+
+class JobItem(_Model):
+    """A claimed job, in any state before its end."""
+
+    job_id: str
+    input: str  # relative to the inbox
+    state: str  # a daemon.jobs.states.State value
+    since: float  # epoch seconds of the last transition
+    styles: list[str] = []
+    device: str | None = None
+    worker: int | None = None
+    node: str | None = None
+    percent: float | None = None
+    iteration: int | None = None
+    total: int | None = None
+    eta_seconds: float | None = None
+    preview: str | None = None  # the preview image in the outbox, relative to the outbox
+    reason: str | None = None  # blocked: why; queued after a retry: what went wrong
+    retry_at: float | None = None  # blocked: epoch seconds of the next try
+    blocked_on: BlockedOn | None = None  # blocked: the folder that refused
+    starts: int = 0
+
+
+class Finished(_Model):
+    """A recent end: a result, a failure report or a rejection."""
+
+    job_id: str
+    input: str
+    outcome: Literal["done", "failed", "rejected", "skipped"]
+    at: float
+    output: str | None = None  # relative to the outbox
+    report: str | None = None  # the error report, relative to the outbox
+    reason: str | None = None
+    answered_again_by: str | None = None  # a failure: the later job of the same input, if any
+
+
+def open_failures(recent: list[Finished]) -> list[Finished]:
+    """Failures and rejections not answered again since (by a fixed sidecar, a resend): the
+    ones a person still has to act on."""
+    return [
+        end
+        for end in recent
+        if end.outcome in ("failed", "rejected") and end.answered_again_by is None
+    ]
+
+
+class Attention(_Model):
+    """Something an admin must act on: a broken job moved aside, a limit reached, a skipped
+    folder, a style that cannot be used."""
+
+    what: str
+    where: str | None = None
+    fix: str
+    since: float | None = None
+
+
+class WorkerItem(_Model):
+    worker: int
+    device: str
+    state: str  # starting | idle | busy
+    pid: int | None = None
+    node: str | None = None
+
+
+class ReloadInfo(_Model):
+    """The last SIGHUP's outcome; `stylefold reload` waits for the one that answers its own."""
+
+    monotonic_usec: int  # CLOCK_MONOTONIC when it began (RELOADING=1's MONOTONIC_USEC)
+    at: float  # epoch seconds
+    error: str | None = None  # the new configuration is broken: the previous one still runs
+    needs_restart: list[str] = []  # changed settings that keep their running values until then
+
+
+class DaemonInfo(_Model):
+    running: bool
+    pid: int | None = None
+    version: str
+    updated_at: float | None = None  # when the daemon last wrote this report
+    watch_mode: str | None = None
+    watch_reason: str | None = None  # why that mode (a network file system, a limit...)
+    paused: str | None = None  # why the inbox is not being watched (unmounted share...)
+    backend: str | None = None
+    workers: list[WorkerItem] = []
+    devices: list[str] = []
+    gpu_fallback: str | None = None  # a GPU host on the CPU: why CUDA cannot be used
+    reload: ReloadInfo | None = None
+    stopping: bool = False  # asked to stop: finishing the running jobs, taking no new ones
+
+
+class Counts(_Model):
+    done: int = 0
+    failed: int = 0
+    rejected: int = 0
+    skipped: int = 0  # photos sent again: their earlier answer stands (daemon.jobs.resend)
+
+
+class StatusReport(_Model):
+    daemon: DaemonInfo
+    inbox: list[InboxItem] = Field(default_factory=list)
+    jobs: list[JobItem] = Field(default_factory=list)
+    recent: list[Finished] = Field(default_factory=list)
+    attention: list[Attention] = Field(default_factory=list)
+    counts: Counts = Field(default_factory=Counts)
+
+    def in_state(self, *states: str) -> list[JobItem]:
+        return [job for job in self.jobs if job.state in states]
