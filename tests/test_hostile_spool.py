@@ -275,6 +275,26 @@ def test_a_brought_along_style_swapped_for_a_link_is_not_read(
     assert decoy.unchanged()
 
 
+def test_a_brought_along_style_over_max_input_bytes_is_never_copied(folders: Folders) -> None:
+    """An attacker's trial: the pairing checks the size of the style a sidecar names when the
+    sidecar settles; rewritten in place with its old size and mtime, the sidecar named a sparse
+    300 MiB file instead, and the claim copied all of it into the state folder (1.5 GB with
+    five jobs queued). The claim sees the pair as the pairing emitted it, style unchecked."""
+    settings = load_settings(folders.config(max_input_bytes=100_000), {})
+    spool = Spool(settings, Store(settings.state))
+    image, sidecar = pair(settings.inbox, "photo.jpg", {"style": {"file": "big.png"}})
+    big = settings.inbox / "big.png"
+    big.write_bytes(image_bytes(seed=5))
+    os.truncate(big, 50_000_000)  # sparse: nothing for the writer, 50 MB for a copy
+    came = arrival(settings.inbox, image, sidecar)
+    resolved = resolve(came, settings, StyleLibrary.from_settings(settings))
+    with pytest.raises(Rejected, match=r"style image big\.png is 50,000,000 bytes, more than max_"):
+        spool.claim(came, resolved)
+    assert list(spool.styles.folder.iterdir()) == []
+    assert image.exists() and sidecar.exists() and big.exists()
+    _no_claims_left(spool)
+
+
 def test_a_full_queue_is_listed_and_further_photos_wait_in_the_inbox(folders: Folders) -> None:
     settings = load_settings(folders.config(queue_max=1), {})
     lifecycle = Lifecycle(

@@ -17,6 +17,7 @@ from pathlib import Path
 from daemon import safefs
 from daemon.config import Settings
 from daemon.fsutil import atomic_copy, file_sha256, plain_suffix
+from daemon.intake import reasons
 from daemon.intake.resolve import Rejected
 from daemon.safefs import Changed, Identity, NotUsable
 
@@ -36,7 +37,9 @@ class StyleStore:
     def store(self, path: Path, expect: Identity | None) -> Path:
         """The style image's stored copy. A library style unchanged since it was last stored
         is not read again. A style brought along in the inbox is read like an original: through
-        `daemon.safefs`, only if it is still the regular file that settled (`expect`)."""
+        `daemon.safefs`, only if it is still the regular file that settled (`expect`), and
+        never over `max_input_bytes` (an attacker's trial: a sparse 300 MiB file became 300 MiB
+        of real bytes in the state folder per queued job)."""
         ext = plain_suffix(path.name)
         incoming = self.folder / f"{INCOMING}{secrets.token_hex(6)}{ext}"
         try:
@@ -59,6 +62,11 @@ class StyleStore:
             except NotUsable as exc:
                 raise Rejected(f"style.file: {exc}") from None
             try:
+                # The pairing checked the size of the style the sidecar named when it settled;
+                # a sidecar rewritten in place with its old size and mtime names another.
+                size, limit = os.fstat(fd).st_size, self.settings.max_input_bytes
+                if size > limit:
+                    raise Rejected(f"style image {relative.name} {reasons.too_large(size, limit)}")
                 with safefs.folder(self.folder) as store:
                     safefs.copy_open(fd, store, incoming.name)
             finally:
