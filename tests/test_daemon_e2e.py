@@ -284,6 +284,25 @@ def test_a_photo_another_sidecar_borrows_as_its_style_is_answered_too(shared: Da
     assert not [p for p in store.iterdir() if p.name.startswith(_sha(photo))]
 
 
+def test_two_photos_that_swap_styles_are_both_answered(shared: Daemon) -> None:
+    """An attacker's trial: each waited for the other until pair_timeout, then the second
+    claimed failed with "not a file in the same folder" (the first had been moved away)."""
+    inbox = shared.folders.inbox / "swap"
+    inbox.mkdir()
+    for name, seed, other in (("a", 51, "b"), ("b", 52, "a")):
+        (inbox / f"{name}.jpg").write_bytes(image_bytes(seed=seed))
+        write_json(inbox / f"{name}.json", {"style": {"file": f"{other}.jpg"}})
+    for name, seed in (("a", 51), ("b", 52)):
+        manifest = _manifest(shared.folders, f"swap/{name}.manifest.json")
+        assert manifest["input"]["sha256"] == _sha(image_bytes(seed=seed))  # type: ignore[index]
+        assert manifest["styles"][0]["sha256"] == _sha(image_bytes(seed=103 - seed))  # type: ignore[index]
+    time.sleep(1.0)  # a wrong second answer would have come by now
+    assert not [p.name for p in (shared.folders.outbox / "swap").glob("*.error*")]
+    # One was claimed as a copy (the other still needed it): it stays in the inbox, answered.
+    left = sorted(p.name for p in inbox.iterdir())
+    assert left in (["a.jpg", "a.json"], ["b.jpg", "b.json"]), left
+
+
 def test_a_pair_naming_a_photo_already_taken_as_its_style_is_told_what_happened(
     shared: Daemon,
 ) -> None:

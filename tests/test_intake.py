@@ -326,6 +326,26 @@ def test_pairs_that_bring_a_photo_as_their_style_are_emitted_before_it(
     ]
 
 
+@pytest.mark.parametrize("ring", [2, 3])
+def test_photos_that_borrow_each_other_as_styles_are_emitted_at_once(
+    inbox: Inbox, ring: int
+) -> None:
+    """An attacker's trial: a.jpg styled by b.jpg and b.jpg by a.jpg (two photos that swap
+    styles) each waited for the other's pair to be emitted first: a stall until pair_timeout,
+    then whichever was claimed second found its style moved away. The first emitted is now
+    claimed as a copy (it stays in the inbox for the others); the rest follow at once."""
+    names = [f"p{index}" for index in range(ring)]
+    for index, name in enumerate(names):
+        inbox.write(f"{name}.jpg")
+        inbox.write(f"{name}.json", f'{{"style": {{"file": "{names[index - 1]}.jpg"}}}}')
+    events = inbox.poll(SETTLE) + inbox.poll(0.1)
+    emitted = [(e.image.name, e.style_file.name, e.borrowed) for e in events]  # type: ignore[union-attr]
+    assert sorted(emitted) == [
+        (f"{name}.jpg", f"{names[index - 1]}.jpg", emitted[0][0] == f"{name}.jpg")
+        for index, name in enumerate(names)
+    ]
+
+
 def test_missing_style_file_reported(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')

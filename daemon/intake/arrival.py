@@ -53,6 +53,9 @@ class Arrival:
     rel_dir: Path
     style_file: Path | None = None
     seen: dict[Path, Signature] | None = field(default=None, compare=False)
+    # Other pairs that name this photo as their style wait for it, and it waits for them (two
+    # photos that swap styles): claimed as a copy, it stays in the inbox for them.
+    borrowed: bool = False
 
 
 @dataclass(frozen=True)

@@ -451,14 +451,39 @@ class Intake:
                         reason = reasons.style_unusable(style_path.name, why)
                         self._report(image, events, reason)
                     return
-        borrowers = self._pairs.borrowers(image.path)
-        waiting = [b for b in borrowers if b.done is None and b is not sidecar]
-        if waiting and not timed_out:
-            return  # pairs bringing this photo as their style copy it first: a job moves it
+        if self._waiting_borrowers(image.path, sidecar) and not timed_out:
+            if not self._waits_on_itself(image.path, sidecar):
+                return  # pairs bringing this photo as their style copy it first: a job moves it
+            self._emit(image, sidecar, style, events, borrowed=True)
+            return
         self._emit(image, sidecar, style, events)
 
+    def _waiting_borrowers(self, photo: Path, own: Tracked | None) -> list[Tracked]:
+        """Sidecars not yet decided that name `photo` as their style (other than its own)."""
+        return [b for b in self._pairs.borrowers(photo) if b.done is None and b is not own]
+
+    def _waits_on_itself(self, photo: Path, own: Tracked) -> bool:
+        """Whether the photos `photo` waits for (those whose sidecars borrow it) wait, in turn
+        and however far, for `photo`: a cycle, which would otherwise stall until pair_timeout
+        and then fail whichever was claimed second."""
+        seen = {photo}
+        borrowers = self._waiting_borrowers(photo, own)
+        while borrowers:
+            waited_for = {path for b in borrowers for path in self._pairs.images_for(b.path)}
+            if photo in waited_for:
+                return True
+            fresh = waited_for - seen
+            seen |= fresh
+            borrowers = [b for path in fresh for b in self._waiting_borrowers(path, None)]
+        return False
+
     def _emit(
-        self, image: Tracked, sidecar: Tracked | None, style: Tracked | None, events: list[Event]
+        self,
+        image: Tracked,
+        sidecar: Tracked | None,
+        style: Tracked | None,
+        events: list[Event],
+        borrowed: bool = False,
     ) -> None:
         marker = (
             "arrival",
@@ -486,6 +511,7 @@ class Intake:
                 rel_dir,
                 None if style is None else style.path,
                 seen={entry.path: entry.signature for entry in settled},
+                borrowed=borrowed,
             )
         )
 

@@ -153,7 +153,7 @@ class Spool:
         except NotUsable as exc:
             raise Rejected(str(exc)) from None
         # Copied, the originals stay in the inbox, and their `._` companions beside them.
-        copied = self.settings.archive == "keep"
+        copied = self.settings.archive == "keep" or arrival.borrowed
         names = [p.name for p, _ in wanted]
         extra = [] if copied else handover.companions(inbox, rel_dir, names)
         companions = [(name, f"companion-{index}") for index, (name, _) in enumerate(extra)]
