@@ -128,6 +128,32 @@ def test_with_archive_keep_a_resent_copy_stays_in_the_inbox_remembered(folders: 
     assert _outbox(folders) == RESULT_SET
 
 
+def test_a_start_on_an_inbox_share_not_yet_mounted_keeps_what_was_answered(
+    folders: Folders,
+) -> None:
+    """An operator's trial: started while the inbox share was not mounted (an empty mount
+    point), the daemon forgot every answered original it keeps in the inbox; once the share
+    came back all were taken again, and a result the user had deleted was rendered again."""
+    lc = _lifecycle(folders, archive="keep")
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    _render(lc, job_id)
+    assert _take(lc, _send(folders, "other.jpg")) is None  # the same picture: answered from it
+    share = folders.root / "share"
+    folders.inbox.rename(share)
+    folders.inbox.mkdir()  # the mount point, empty
+    lc.spool.forget_vanished()  # what every start does
+    folders.inbox.rmdir()
+    share.rename(folders.inbox)
+    sent = [folders.inbox / name for name in ("photo.jpg", "photo.json", "other.jpg", "other.json")]
+    assert lc.spool.already_handled(sent[:2]) and lc.spool.already_handled(sent[2:])
+
+    (folders.inbox / "other.jpg").unlink()  # one really gone: its record goes, the other stays
+    lc.spool.forget_vanished()
+    assert lc.spool.already_handled(sent[:2])
+    assert "other.jpg" not in lc.store.seen_paths()
+
+
 def test_resend_answer_publishes_again_numbered(folders: Folders) -> None:
     lc = _lifecycle(folders, resend="answer")
     first = _take(lc, _send(folders))

@@ -513,13 +513,20 @@ class Spool:
         return recorded[1] == now
 
     def forget_vanished(self) -> None:
-        """Drop records of answered inbox files that are gone (deleted, replaced, moved)."""
-        gone = [
-            path
-            for path in self.store.seen_paths()
-            if self._signature(self.settings.inbox / path) is None
-        ]
-        if gone:
+        """Drop records of answered inbox files that are gone (deleted, replaced, moved). When
+        every one is gone, the inbox is more likely a share that is not mounted yet (its empty
+        mount point) than emptied: an operator's trial lost every record of a kept inbox that
+        way, and thousands of answered photos were taken again once the share came back. A
+        record of a file really gone is harmless: a new file there differs and is taken."""
+        remembered = self.store.seen_paths()
+        gone = [path for path in remembered if self._signature(self.settings.inbox / path) is None]
+        if gone and len(gone) == len(remembered):
+            log.warning(
+                "spool.records_kept",
+                reason=f"none of the {len(gone)} answered files remembered is in the inbox",
+                hint="an inbox on a share that is not mounted looks empty; the records stay",
+            )
+        elif gone:
             self.store.forget_seen(gone)
 
     # -- earlier results ------------------------------------------------------------------
