@@ -199,6 +199,15 @@ def test_inbox_equal_or_inside_outbox_refused(folders: dict[str, Any]) -> None:
     assert "inside the outbox" in error_of(None, outer)
 
 
+@pytest.mark.parametrize("where", ["out", "out/.state"])
+def test_state_in_the_outbox_refused(folders: dict[str, Any], where: str) -> None:
+    """An operator's trial: `state = "outbox/.state"` passed doctor and ran; a sync tool would
+    ship the live database, the spool and the archived originals to every phone."""
+    state = folders["outbox"].parent / where
+    message = error_of(None, {**folders, "state": state})
+    assert f"state: {state} is inside the outbox" in message and "move it outside" in message
+
+
 def test_symlinked_outbox_into_inbox_refused(folders: dict[str, Any], tmp_path: Path) -> None:
     (folders["inbox"] / "results").mkdir()
     (tmp_path / "link").symlink_to(folders["inbox"] / "results")

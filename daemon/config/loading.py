@@ -165,7 +165,8 @@ def _within(inner: Path, outer: Path) -> bool:
 def check_folders(settings: Settings, *, create: bool = True, writable: bool = True) -> None:
     """The inbox and the styles library must exist (an absent inbox is often an unmounted share,
     which must not be papered over by creating an empty folder); outbox, state and archive are
-    created. Folders must not nest into the inbox, or the daemon would ingest its own output.
+    created. Folders must not nest into the inbox, or the daemon would ingest its own output,
+    nor the state folder into the outbox, which is synced elsewhere.
     With `writable=False` (the web page, which only reads them, maybe from a read-only view)
     the outbox, state and archive need only be readable."""
     real = {
@@ -191,6 +192,13 @@ def check_folders(settings: Settings, *, create: bool = True, writable: bool = T
     if _within(real["inbox"], real["outbox"]):
         raise ConfigError(
             f"inbox: {real['inbox']} is inside the outbox {real['outbox']}; use separate folders"
+        )
+    if _within(real["state"], real["outbox"]):
+        # A sync tool would ship the live database, the spool and the archive to every phone,
+        # and a two-way one could delete or overwrite them there.
+        raise ConfigError(
+            f"state: {real['state']} is inside the outbox {real['outbox']}, which sync tools "
+            f"copy to other machines; move it outside the outbox ({_fix_hint(('state',), 'set')})"
         )
     for name in ("inbox", "styles"):
         path = real[name]
