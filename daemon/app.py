@@ -328,7 +328,9 @@ class Daemon:
         `status` say so until a reload succeeds."""
         usec = self.notifier.reloading()
         try:
-            waiting = self._apply(load_settings(self.config_path, self.overrides))
+            # No folder is made for a changed folder setting: it applies only at a restart.
+            new = load_settings(self.config_path, self.overrides, create_dirs=False)
+            waiting = self._apply(new)
             self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), needs_restart=waiting)
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")

@@ -146,3 +146,18 @@ def holder(state_dir: Path) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def state_of(pid: int) -> Path | None:
+    """The state folder daemon `pid` holds, found by its open lock file (Linux's /proc): a
+    `reload` after `state` was changed in the file reads the new folder, not the one the
+    running daemon keeps until its restart. None when the process cannot be looked at."""
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return None
+    for target in links:
+        lock = Path(target)
+        if lock.name == LOCK_NAME and lock.is_absolute() and holder(lock.parent) == pid:
+            return lock.parent
+    return None

@@ -698,7 +698,14 @@ def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_
     nowhere = _cli("reload")
     assert nowhere.returncode == 1 and "give --config or --state" in nowhere.stderr
     typo = _cli("reload", "--config", str(config.with_suffix(".tom")))  # a new user's slip
-    assert typo.returncode == 1 and "stylefold.tom does not exist" in typo.stderr
+    assert typo.returncode == ExitCode.CONFIG and "stylefold.tom does not exist" in typo.stderr
+    config.write_text(good + "settle_seconds = [\n")  # not TOML: no state folder to find
+    try:
+        unreadable = _cli("reload", "--config", str(config))
+        assert unreadable.returncode == ExitCode.CONFIG, unreadable.stderr  # an operator's trial
+        assert "not valid TOML" in unreadable.stderr
+    finally:
+        config.write_text(good)
 
 
 def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applied(
@@ -727,6 +734,30 @@ def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applie
     assert (
         "only a restart applies" not in _cli("status", "--state", str(shared.folders.state)).stdout
     )
+
+
+def test_a_reload_after_state_was_changed_in_the_file_finds_the_running_daemon(
+    shared: Daemon,
+) -> None:
+    """An operator's trial: with `state` changed in the file, `reload --pid` (systemd's
+    ExecReload=) waited a minute in the new, empty folder and said the daemon did not answer,
+    and the daemon made that folder although it keeps its own until a restart."""
+    config = shared.folders.root / "stylefold.toml"
+    good = config.read_text()
+    moved = shared.folders.root / "state2"
+    config.write_text(good.replace(str(shared.folders.state), str(moved)))
+    try:
+        pid = shared.process.pid
+        reload = _cli("reload", "--config", str(config), "--pid", str(pid), "--timeout", "20")
+        assert reload.returncode == 0, reload.stderr
+        assert "state, archive_dir changed, which only a restart" in reload.stdout, reload.stdout
+        assert not moved.exists()
+        unnamed = _cli("reload", "--config", str(config))
+        assert unnamed.returncode == 1 and "name it with --pid" in unnamed.stderr
+        assert "`state` was changed" in unnamed.stderr
+    finally:
+        config.write_text(good)
+    assert _cli("reload", "--config", str(config)).returncode == 0
 
 
 def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon) -> None:

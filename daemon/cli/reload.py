@@ -21,7 +21,7 @@ from pathlib import Path
 from daemon.cli.common import config_named, fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
-from daemon.lock import holder
+from daemon.lock import holder, state_of
 from daemon.status import RESTART_FIX, read_status
 
 
@@ -50,9 +50,15 @@ def command(args: argparse.Namespace) -> int:
     pid = args.pid if args.pid is not None else state and holder(state)
     if not pid:
         if state is None and config_named(args):  # but not one that names a state folder
-            return fail(f"{broken}\n(or give the state folder: stylefold reload --state DIR)")
+            fail(f"{broken}\n(or give the state folder: stylefold reload --state DIR)")
+            return ExitCode.CONFIG
         where = f"on {state}" if state else "(no state folder named: give --config or --state)"
-        return fail(f"no running daemon found {where}; start it, or name it with --pid")
+        return fail(
+            f"no running daemon found {where}; start it, or name it with --pid (also when "
+            "`state` was changed in the file: the daemon keeps its folder until a restart)"
+        )
+    if state is not None and holder(state) != pid:
+        state = state_of(pid) or state  # `state` changed in the file: the daemon's own folder
     asked = time.monotonic_ns() // 1000
     try:
         os.kill(pid, signal.SIGHUP)
