@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -171,9 +172,20 @@ def test_inbox_gone_pauses_and_returns(
 ) -> None:
     kept = inbox / "kept.jpg"
     kept.write_bytes(b"x")
-    watcher, seen = make_watcher(mode=mode)
-    assert seen.has(kept)
-    away = inbox.parent / "unmounted"
+    with capture_logs() as logs:
+        watcher, seen = make_watcher(mode=mode)
+        assert seen.has(kept)
+        away = inbox.parent / "unmounted"
+        inbox.rename(away)
+        assert wait_for(lambda: watcher.paused)
+        away.rename(inbox)
+        assert wait_for(lambda: not watcher.paused)
+    # Event names are dotted, as every other (an operator's trial: the README's jq recipes
+    # filter on them, and "inbox unavailable, pausing (...)" was a sentence).
+    events = [line["event"] for line in logs]
+    assert events[:3] == ["watcher.started", "watcher.paused", "watcher.resumed"], events
+    [paused] = [line for line in logs if line["event"] == "watcher.paused"]
+    assert paused["reason"] == "it does not exist"
     inbox.rename(away)
     assert wait_for(lambda: watcher.paused)
     assert watcher.pause_reason == "it does not exist"

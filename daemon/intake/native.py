@@ -116,7 +116,7 @@ class StaleWatches:
         self._checked = now
         stale = stale_watches(self.inbox)
         if stale:
-            log.info("watches held on folders moved out of the inbox", watches=stale)
+            log.info("watcher.stale_watches", watches=stale, what="held on folders moved out")
             self._renewing = True
         return stale > 0
 
@@ -127,7 +127,10 @@ class StaleWatches:
             self._renewing = False
             if stale_watches(self.inbox):
                 self._unreliable = True
-                log.info("stale inotify watches cannot be told apart here; no longer looked for")
+                log.info(
+                    "watcher.stale_watches_unknowable",
+                    what="stale inotify watches cannot be told apart here; no longer looked for",
+                )
 
 
 def held_watches() -> list[int]:

@@ -282,11 +282,13 @@ class Watcher:
                 )
                 if self.requested_mode == "native" and isinstance(exc, OSError):
                     raise WatchError(f"watch_mode: native watching failed ({exc}); {fix}") from exc
-                log.warning("native watching failed, polling instead", error=str(exc), fix=fix)
+                log.warning(
+                    "watcher.native_failed", what="polling instead", error=str(exc), fix=fix
+                )
                 mode, reason = "polling", f"native watching failed ({exc})"
         self.mode, self.mode_reason = mode, reason
         self._identity = self._inbox_identity()
-        log.info("watching inbox", inbox=str(self.inbox), mode=self.mode, reason=self.mode_reason)
+        log.info("watcher.started", inbox=str(self.inbox), mode=self.mode, reason=self.mode_reason)
 
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
@@ -359,16 +361,17 @@ class Watcher:
         self.paused, self.pause_reason, self.mode = True, reason, None
         self._stop_observer()
         log.warning(
-            "inbox unavailable, pausing (nothing counts as deleted meanwhile)",
+            "watcher.paused",
             inbox=str(self.inbox),
             reason=reason,
+            what="the inbox is unavailable; nothing in it counts as deleted meanwhile",
         )
 
     def _resume(self) -> None:
         """The watch starts before the pause lifts, so `status` never shows an unpaused inbox
         without a watch mode. What the observer reports meanwhile is dropped (`feed`); the full
         scan asked for here takes it."""
-        log.info("inbox available again, resuming", inbox=str(self.inbox))
+        log.info("watcher.resumed", inbox=str(self.inbox))
         self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
         self.paused, self.pause_reason = False, ""
         self._scan_requested.set()
@@ -389,7 +392,7 @@ class Watcher:
         ):
             # Recreated inbox (its watch is on the old folder), a dead emitter thread, folders
             # too deep for native watching, or watches on folders moved out.
-            log.warning("restarting the inbox observer", inbox=str(self.inbox))
+            log.warning("watcher.restarted", inbox=str(self.inbox))
             self._stop_observer()
             self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
             self._stale.renewed()
