@@ -354,6 +354,17 @@ def test_missing_style_file_reported(inbox: Inbox) -> None:
     assert "waits for the style image mine.jpg named by photo.json" in problem.reason
 
 
+def test_a_style_file_that_is_a_folder_is_told_so(inbox: Inbox) -> None:
+    """An attacker's trial: `dir.png/` beside the sidecar got "not in the same folder; add it
+    there", which it was, as a folder."""
+    image = inbox.write("photo.jpg")
+    inbox.write("photo.json", '{"style": {"file": "dir.png"}}')
+    (inbox.root / "dir.png").mkdir()
+    [problem] = inbox.poll(PAIR)
+    assert problem.path == image
+    assert "dir.png named by photo.json, but dir.png is a folder, not a file" in problem.reason
+
+
 def _link(inbox: Inbox, name: str, target: Path, hard: bool = False) -> Path:
     target.write_bytes(b"\xff\xd8 outside")
     path = inbox.root / name

@@ -376,11 +376,17 @@ class Intake:
         return Path(base).stem if self.rules.is_image_name(base) else base
 
     def _folder_named(
-        self, entry: Tracked, wanted: Callable[[str], bool], reason: str, photo_of: str = ""
+        self,
+        entry: Tracked,
+        wanted: Callable[[str], bool],
+        reason: str,
+        photo_of: str = "",
+        is_folder: Callable[[str], str] = reasons.partner_is_folder,
     ) -> str:
         """`reason`, or, when the partner it asks for is there but is a folder, what to do
-        about that: a folder named like a photo or a sidecar is only a folder. With `photo_of`
-        (a sidecar's base), also a file of that name in a type the inbox does not take."""
+        about that (`is_folder`): a folder named like a photo, a sidecar or a style image is
+        only a folder. With `photo_of` (a sidecar's base), also a file of that name in a type
+        the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
         other_type = None
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
@@ -391,7 +397,7 @@ class Intake:
                     continue  # only the names asked about are looked at
                 kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
                 if kind == stat.S_IFDIR and wanted(key(name)):
-                    return reasons.partner_is_folder(name)
+                    return is_folder(name)
                 if other and kind == stat.S_IFREG:
                     other_type = other_type or name
         if other_type is not None:
@@ -443,8 +449,14 @@ class Intake:
                 style = self._files.get(style_path)
                 if style is None:
                     if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
-                        reason = reasons.style_not_beside(sidecar.style_file, sidecar.path.name)
-                        self._report(image, events, reason, missing_style=sidecar.style_file)
+                        named, by = sidecar.style_file, sidecar.path.name
+                        reason = self._folder_named(
+                            image,
+                            {key(named)}.__contains__,
+                            reasons.style_not_beside(named, by),
+                            is_folder=lambda name: reasons.style_is_folder(name, by),
+                        )
+                        self._report(image, events, reason, missing_style=named)
                     return
                 if not style.settled:
                     if (why := _reported(style)) is not None:

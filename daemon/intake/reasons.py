@@ -72,6 +72,13 @@ def style_not_beside(style_file: str, sidecar: str) -> str:
     )
 
 
+def style_is_folder(style_file: str, sidecar: str) -> str:
+    return (
+        f"waits for the style image {style_file} named by {sidecar}, but {style_file} is a "
+        "folder, not a file; name an image file beside the sidecar, or rename the folder"
+    )
+
+
 def style_unusable(style_file: str, why: str) -> str:
     return f"cannot use the style image {style_file} it brings: {why}"
 
