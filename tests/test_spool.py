@@ -347,6 +347,21 @@ def test_appledouble_companions_travel_with_the_photo(folders: Folders) -> None:
     assert sorted(p.name for p in spool.job_dir(job).iterdir() if "companion" in p.name) == []
 
 
+def test_a_late_companion_of_a_newer_version_stays_with_it(folders: Folders) -> None:
+    """An attacker's trial: a new photo.jpg and its `._photo.jpg` arrived while the old one
+    rendered; the release archived the old photo with the new version's companion."""
+    settings = _settings(folders)
+    spool = _spool(settings)
+    job = _claim(spool, settings, _pair(folders, "mac/photo.jpg", {"style": "mosaic"}))
+    (folders.inbox / "mac/._photo.jpg").write_bytes(b"\x00\x05\x16\x07 the newer one's")
+    make_image(folders.inbox / "mac/photo.jpg", seed=42)  # the newer version
+    (folders.inbox / "mac/._photo.json").write_bytes(b"\x00\x05\x16\x07 late, the old one's")
+    spool.release(job, archive=True, answered=True)
+    archived = sorted(p.name for p in (settings.archive_path / "mac").iterdir())
+    assert archived == ["._photo.json", "photo.jpg", "photo.json"]
+    assert sorted(p.name for p in (folders.inbox / "mac").iterdir()) == ["._photo.jpg", "photo.jpg"]
+
+
 def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders: Folders) -> None:
     settings = _settings(folders)
     spool = _spool(settings)

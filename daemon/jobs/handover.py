@@ -234,13 +234,16 @@ def _keep_only_the_checked(
 
 def follow(inbox: Path, rel_dir: str, renamed: dict[str, str], to: Path) -> None:
     """`._` files of the photo and its sidecar that were written after the claim follow them
-    to `to` (the archive folder), beside their new names; any that cannot stay where they are."""
+    to `to` (the archive folder), beside their new names; any that cannot stay where they are.
+    One whose file a newer version has taken meanwhile stays with it."""
     found = companions(inbox, rel_dir, list(renamed))
     if not found:
         return
     _race("follow", inbox / rel_dir)
     with contextlib.suppress(OSError), folder(inbox, rel_dir) as source, folder(to) as target:
         for name, identity in found:
+            if exists_at(source, name[2:]):
+                continue  # a newer file holds the name: the companion is the newer one's
             new = renamed.get(name[2:]) or name[2:]
             [free] = free_names(lambda candidate: exists_at(target, candidate), [f"._{new}"])
             with contextlib.suppress(OSError, Changed):
