@@ -141,7 +141,7 @@ class Lifecycle:
         if time.monotonic() >= self._next_prune:
             self._prune()
         for job in self.space.released():
-            self.queued_again(job)
+            self.queued_again(job, note="held: state full")  # room again: to a worker in turn
             self.backlog.append(job)
         for image in [image for image in self.held_back if self._copied_by(image) is None]:
             self.deferred.append(self.held_back.pop(image))  # its job ended: taken in turn
@@ -488,8 +488,8 @@ class Lifecycle:
         self,
         job: Job,
         reason: str | None = None,
-        note: str = "held: state full",
         *,
+        note: str,
         lost: bool = False,
         stopped: bool = False,
     ) -> None:

@@ -1,8 +1,8 @@
 """The jobs at a worker now, as the pool's Started and Progress events tell: what `status`
 shows of each (`daemon.jobs.live.Running`), its progress file and preview in the outbox, and the
 lines its log gets. Kept apart from `daemon.jobs.lifecycle`, which decides what happens to a job:
-here a job's course is only recorded (RUNNING, its starts), never changed, and a full disk costs
-a progress file, a preview or a log line, never the render.
+here the pool's word is only recorded (QUEUED -> RUNNING, its starts), nothing is decided, and a
+full disk costs a progress file, a preview or a log line, never the render.
 """
 
 from __future__ import annotations

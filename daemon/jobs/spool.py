@@ -22,7 +22,8 @@ and the inbox files are remembered as answered from the claim on. What was moved
 (state CLAIMING) before the first move, so a claim cut short by a crash is rolled back from
 the record. Every move between the inbox and the spool goes through folder descriptors and
 is checked on both sides (`daemon.jobs.handover`).
-The job's state lives in the database (`daemon.jobs.store`); this module only moves files.
+The job's state lives in the database (`daemon.jobs.store`); this module records only the
+claim's own steps there (CLAIMING, then QUEUED or ROLLED_BACK) and decides nothing else.
 """
 
 from __future__ import annotations
