@@ -174,9 +174,8 @@ class Spool:
                 handover.copy_in(inbox, rel_dir, folder, planned)
             else:
                 handover.take(inbox, rel_dir, folder, planned)
-            photo = planned[0].expect  # what settled: a writer may still hold it open
             job = self._record(
-                job_id, folder, arrival, rel_dir, resolved, styles, companions, photo
+                job_id, folder, arrival, rel_dir, resolved, styles, companions, planned[0]
             )
             if copied:
                 job = self._left_in_place(job, [p.expect for p in planned])
@@ -206,7 +205,7 @@ class Spool:
         resolved: Resolved,
         stored: list[Path],
         companions: list[tuple[str, str]],
-        photo: Identity,
+        photo: handover.Planned,
     ) -> Job:
         sidecar_raw = resolved.sidecar_raw
         if sidecar_raw is not None and (folder / SIDECAR_FILE).read_bytes() != sidecar_raw:
@@ -221,8 +220,9 @@ class Spool:
             except OSError:
                 atomic_copy(style, folder / file)
             styles.append(JobStyle(name=name, file=file, weight=weight, sha256=style.stem))
-        input_file = f"input{plain_suffix(arrival.image.name)}"
-        input_sha = safefs.digest_unchanged(folder / input_file, photo)
+        input_file = photo.target
+        # What settled: a writer may still hold the photo open.
+        input_sha = safefs.digest_unchanged(folder / input_file, photo.expect)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         names = choose_names(
