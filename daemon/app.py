@@ -279,7 +279,7 @@ class Daemon:
             if isinstance(event, Arrival):
                 if self.fixes is not None:
                     self.fixes.arrived(event)
-                self.lifecycle.deferred.append(event)
+                self.lifecycle.arrived(event)
                 continue
             try:
                 self.lifecycle.problem(event)
@@ -288,8 +288,8 @@ class Daemon:
         if self.fixes is not None:
             self.fixes.tick(now)
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
-        while self.lifecycle.unsettled:
-            self.intake.resettle(self.lifecycle.unsettled.pop(), now)
+        for path in self.lifecycle.settle_again():
+            self.intake.resettle(path, now)
         self._pump(timeout)
         self.lifecycle.retry_blocked()
         self._report_status()

@@ -303,7 +303,7 @@ def test_a_full_queue_is_listed_and_further_photos_wait_in_the_inbox(folders: Fo
     )  # fmt: skip
     for index in range(3):
         image, sidecar = pair(settings.inbox, f"p{index}.jpg", seed=index)
-        lifecycle.deferred.append(arrival(settings.inbox, image, sidecar))
+        lifecycle.arrived(arrival(settings.inbox, image, sidecar))
     lifecycle.feed(float("inf"))
     assert len(lifecycle.jobs) == 1 and len(lifecycle.deferred) == 2
     assert (settings.inbox / "p2.jpg").exists()

@@ -123,7 +123,7 @@ def test_a_crash_just_after_a_claim_fails_the_job_and_returns_its_photo(
     data = image_bytes(seed=3)
     image.write_bytes(data)
     sidecar = write_json(image.with_suffix(".json"), {"style": "mosaic"})
-    lc.deferred.append(Arrival(image, sidecar, image.parent.relative_to(folders.inbox)))
+    lc.arrived(Arrival(image, sidecar, image.parent.relative_to(folders.inbox)))
     lc.feed(time.monotonic() + 10)
     monkeypatch.undo()
     [row] = lc.store.finished(10)

@@ -402,7 +402,7 @@ def test_a_photo_written_on_after_its_claim_goes_back_unanswered(
     photo, sidecar = folders.inbox / "photo.jpg", folders.inbox / "photo.json"
     assert photo.read_bytes() == new and sidecar.exists()
     assert not lc.spool.already_handled([photo, sidecar])
-    assert sorted(lc.unsettled) == [photo, sidecar]  # settles again, as a new arrival
+    assert sorted(lc.settle_again()) == [photo, sidecar]  # settles again, as a new arrival
     assert not lc.spool.job_dir(job_id).exists() and job_id not in lc.jobs
     # Taken again once settled: one answer, of the new version, under the plain names.
     again = _take(lc, Arrival(photo, sidecar, Path()))

@@ -126,6 +126,16 @@ class Lifecycle:
     def retry_blocked(self) -> None:
         self.publisher.retry_blocked()
 
+    def arrived(self, arrival: Arrival) -> None:
+        """A pair the intake found ready: claimed in turn, as the queue has room (`feed`)."""
+        self.deferred.append(arrival)
+
+    def settle_again(self) -> list[Path]:
+        """The inbox files a claim found changed since they settled (or a roll-back gave
+        back), handed over once: the intake must see them settle anew."""
+        paths, self.unsettled = self.unsettled, []
+        return paths
+
     def items(self) -> list[JobItem]:
         return live_items(
             self.jobs,
