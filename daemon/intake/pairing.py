@@ -39,7 +39,15 @@ from daemon.intake.arrival import (
 from daemon.intake.complete import truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
-from daemon.intake.partners import Partners, Tracked, base_of, key, signature_of
+from daemon.intake.partners import (
+    Emitted,
+    Partners,
+    Reported,
+    Tracked,
+    base_of,
+    key,
+    signature_of,
+)
 from daemon.intake.sidecar import parse_sidecar
 from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
@@ -137,7 +145,7 @@ class Intake:
         """Decide again on the files answered with a problem (after a reload, a changed
         no_sidecar or default_style may turn one into a job); the same answer is not repeated."""
         for path, entry in self._files.items():
-            if isinstance(entry.done, tuple) and entry.done[0] == "problem":
+            if isinstance(entry.done, Reported):
                 self._pending.add(path)
 
     def items(self, now: float, wall: float) -> list[InboxItem]:
@@ -359,7 +367,7 @@ class Intake:
         orphan: bool = False,
         missing_style: str | None = None,
     ) -> None:
-        marker = ("problem", entry.signature, reason)
+        marker = Reported(entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
             text = f"{entry.path.name} {reason}"
@@ -497,8 +505,7 @@ class Intake:
         events: list[Event],
         borrowed: bool = False,
     ) -> None:
-        marker = (
-            "arrival",
+        marker = Emitted(
             image.signature,
             None if sidecar is None else (sidecar.path, sidecar.signature),
             None if style is None else (style.path, style.signature),
@@ -547,6 +554,6 @@ def _reported(entry: Tracked) -> str | None:
     """Why `entry` was reported as unusable as it is now (None if it was not): a photo waiting
     for it would wait for ever, since it settles only once replaced."""
     done = entry.done
-    if done is not None and done[0] == "problem" and done[1] == entry.signature:
-        return str(done[2])
+    if isinstance(done, Reported) and done.signature == entry.signature:
+        return done.reason
     return None

@@ -15,6 +15,25 @@ from daemon.intake.arrival import Arriving, Kind, Signature
 from daemon.intake.ignore import SIDECAR_EXTENSION
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A file answered with a problem report, as it was then: the same report is not repeated
+    while the file stays so, and a photo waiting on it knows why."""
+
+    signature: Signature
+    reason: str
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """A pair emitted as an arrival, each file as it was then (the photo's signature, the
+    sidecar's and the style's path and signature), so the same arrival is not emitted twice."""
+
+    signature: Signature
+    sidecar: tuple[Path, Signature] | None
+    style: tuple[Path, Signature] | None
+
+
 @dataclass
 class Tracked:
     path: Path
@@ -24,7 +43,7 @@ class Tracked:
     changed_at: float
     waiting_since: float
     settled: bool = False
-    done: tuple[object, ...] | None = None  # what was last emitted about this file
+    done: Reported | Emitted | None = None  # what was last emitted about this file
     style_file: str | None = None  # sidecars: the brought-along style file named inside
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
     arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
