@@ -232,6 +232,26 @@ def test_originals_that_cannot_move_on_wait_blocked_and_say_why(folders: Folders
     assert (archive / "trip" / "photo.jpg").read_bytes() == image_bytes(seed=5)
 
 
+def test_a_report_never_takes_the_names_of_a_queued_job(folders: Folders) -> None:
+    """An attacker's trial: a report about `y.png` (here a link) was written under the names a
+    queued `y.jpg` job held but had not used yet; the job's answer then replaced it."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders, "y.jpg"))
+    assert job_id is not None and _outbox(folders) == []  # queued: nothing written yet
+    (folders.inbox / "y.png").symlink_to("/etc/hostname")
+    lc.problem(Problem(folders.inbox / "y.png", "y.png is a symbolic link", "y"))
+    assert _outbox(folders) == ["y-2.log", "y.error-2.json"]
+    _render(lc, job_id)
+    assert _outbox(folders) == [
+        "y-2.log",
+        "y.error-2.json",
+        "y.log",
+        "y.manifest.json",
+        "y.stylised.jpg",
+    ]
+    assert json.loads((folders.outbox / "y.error-2.json").read_text())["input"] == "y.png"
+
+
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

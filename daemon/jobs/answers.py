@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -329,11 +329,18 @@ def publish_report(
     outbox_root: Path,
     output_format: str,
     roots: Mapping[Path, str],
+    reserved: Iterable[Path] = (),
 ) -> OutputNames:
-    """The report of inbox files that never became a job, under names free right now."""
+    """The report of inbox files that never became a job, under names free right now and not
+    `reserved` by a claimed job (which may not have written any file yet)."""
     inputs = [path for path in detail.paths if path is not None]
     names = choose_names(
-        outbox_root / detail.rel_dir, detail.stem, output_format, inputs=inputs, root=outbox_root
+        outbox_root / detail.rel_dir,
+        detail.stem,
+        output_format,
+        reserved=reserved,
+        inputs=inputs,
+        root=outbox_root,
     )
     report = {
         "error": detail.reason,

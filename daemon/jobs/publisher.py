@@ -130,7 +130,12 @@ class Publisher:
         if job is None:
             assert isinstance(detail, ReportDetail)
             names = answers.publish_report(
-                job_id, detail, self.settings.outbox, self.settings.output_format, self.roots
+                job_id,
+                detail,
+                self.settings.outbox,
+                self.settings.output_format,
+                self.roots,
+                reserved=self.spool.reserved(),
             )
             return names.error.relative_to(self.settings.outbox).as_posix()
         if outcome == "skip":

@@ -229,7 +229,7 @@ class Spool:
             self.settings.outbox / rel_dir,
             Path(arrival.image.name).stem,
             resolved.output_format,
-            reserved=[path for paths in self._reserved.values() for path in paths],
+            reserved=self.reserved(),
             inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
             root=self.settings.outbox,
         )
@@ -252,6 +252,11 @@ class Spool:
         )
         self._reserved[job_id] = names.all()
         return job
+
+    def reserved(self) -> list[Path]:
+        """The outbox names every job claimed and not yet released will write: a queued job
+        has no file there yet, and nothing else may take them meanwhile."""
+        return [path for paths in self._reserved.values() for path in paths]
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         """Undo a claim that did not complete, or one whose originals changed under the job
