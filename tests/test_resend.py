@@ -252,6 +252,24 @@ def test_a_report_never_takes_the_names_of_a_queued_job(folders: Folders) -> Non
     assert json.loads((folders.outbox / "y.error-2.json").read_text())["input"] == "y.png"
 
 
+def test_a_kept_photo_another_pair_borrows_as_its_style_stays_answered(folders: Folders) -> None:
+    """An attacker's trial (archive = "keep"): `S.json` naming the answered `R.jpg` as its style
+    replaced R's record (photo and sidecar) with one for R alone; after a restart R and its
+    sidecar were taken again and answered a second time."""
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders, "R.jpg"))
+    assert first is not None
+    _render(lc, first)
+    kept = [folders.inbox / "R.jpg", folders.inbox / "R.json"]
+    assert lc.spool.already_handled(kept)
+    style = Arrival(folders.inbox / "S.jpg", folders.inbox / "S.json", Path("."), kept[0])
+    (folders.inbox / "S.jpg").write_bytes(image_bytes(seed=6))
+    write_json(folders.inbox / "S.json", {"style": {"file": "R.jpg"}})
+    second = _take(lc, style)
+    assert second is not None
+    assert lc.spool.already_handled(kept)  # what a restart asks of R and its sidecar
+
+
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

@@ -268,7 +268,7 @@ class Lifecycle:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
             # not be answered as a photo without a sidecar after a restart.
             with contextlib.suppress(OSError):  # else only that needless report, later
-                self.spool.remember([arrival.style_file], job.id)
+                self.spool.remember_style(arrival.style_file, job.id)
         if not self.space.held:
             self.space.recovered()
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)

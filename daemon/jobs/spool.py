@@ -500,6 +500,15 @@ class Spool:
             signatures = [None if p is None else self._signature(p) for p in paths]
             self.store.remember(self._relative(first), signatures, job_id)
 
+    def remember_style(self, path: Path, job_id: str) -> None:
+        """A brought-along style left in the inbox, not to be answered as a lone photo after a
+        restart. A record the file already has as it is now (a photo answered in place with
+        its sidecar) stays: replaced by this one, that photo was taken again after a restart
+        (an attacker's trial, archive = "keep")."""
+        recorded = self.store.seen(self._relative(path))
+        if not recorded or recorded[0] != self._signature(path):
+            self.remember([path], job_id)
+
     def already_handled(self, paths: list[Path | None]) -> bool:
         """True when exactly these files (photo and sidecar, or one reported file) were put
         back or answered by us and have not changed since."""
