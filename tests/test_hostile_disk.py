@@ -189,25 +189,30 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
     folders: Folders, tmpfs_state: Path, daemon_factory: Callable[..., Daemon]
 ) -> None:
     """A job left RELEASING (its answer out, its originals not yet moved: here the archive
-    held a file where the job's folder belongs) meets a full state database at the next
+    was a read-only file system) meets a full state database at the next
     start. Recovery releases it, cannot record the end, and must not stop the daemon: it
     starts, `status` names the full state folder, and the job ends by itself once there is
     room. A reader keeps the database's WAL index open, as `stylefold web` does (SQLite cannot
     create one on a full disk); the WAL is emptied, so any write must grow it."""
     env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
-    (tmpfs_state / "archive").mkdir()
-    (tmpfs_state / "archive" / "trip").write_text("in the way")
-    daemon = daemon_factory(env=env)
-    (folders.inbox / "trip").mkdir()
-    data = image_bytes(seed=6)
-    (folders.inbox / "trip" / "photo.jpg").write_bytes(data)
-    (folders.inbox / "trip" / "photo.json").write_text(json.dumps({"style": "mosaic"}))
-    blocked = daemon.wait_for_log("job.originals_unwritable", timeout=120)
-    assert "trip" in str(blocked["error"]) and "archive folder" in str(blocked["fix"])
-    assert daemon.stop() == 0
+    archive = tmpfs_state / "archive"
+    archive.mkdir()
+    mount_tmpfs(archive, "4m")
+    try:
+        daemon = daemon_factory(env=env)  # a start checks that the archive is writable
+        subprocess.run(["mount", "-o", "remount,ro", str(archive)], check=True)
+        (folders.inbox / "trip").mkdir()
+        data = image_bytes(seed=6)
+        (folders.inbox / "trip" / "photo.jpg").write_bytes(data)
+        (folders.inbox / "trip" / "photo.json").write_text(json.dumps({"style": "mosaic"}))
+        blocked = daemon.wait_for_log("job.originals_unwritable", timeout=120)
+        assert "Read-only file system" in str(blocked["error"])
+        assert "archive folder" in str(blocked["fix"])
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(archive)], check=False)
     [row] = _rows(tmpfs_state)
     assert row[1] == "releasing"
-    (tmpfs_state / "archive" / "trip").unlink()
 
     reader = sqlite3.connect(tmpfs_state / DB_FILE)
     try:

@@ -9,13 +9,14 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Folders, image_bytes, write_json
+from conftest import Folders, image_bytes, mount_tmpfs, write_json
 
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival, Problem
@@ -206,30 +207,55 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
 
 
 def test_originals_that_cannot_move_on_wait_blocked_and_say_why(folders: Folders) -> None:
-    """A newcomer's review: with the answer out, a failed move of the originals (here a file
-    where the archive's folder should be) dropped the job from the running daemon's status,
+    """A newcomer's review: with the answer out, a failed move of the originals (here an
+    archive on a file system gone read-only) dropped the job from the running daemon's status,
     its originals in the spool until a restart. It is blocked now, named, and retried."""
     archive = folders.root / "archive"
-    lc = _lifecycle(folders, archive_dir=str(archive))
-    job_id = _take(lc, _send(folders, "trip/photo.jpg"))
-    assert job_id is not None
-    (archive / "trip").write_bytes(b"in the way")  # the daemon made the archive at its start
-    _render(lc, job_id)
-    assert _outbox(folders, "trip") == RESULT_SET  # the answer is out
-    [item] = lc.items()
-    assert item.state == "blocked" and item.blocked_on == "originals", item
-    assert "trip" in (item.reason or "")
-    report = from_store(lc.store, DaemonInfo(running=True, version="t"), live=lc.items())
-    assert "1 blocked (originals not moved)" in status_line(report)
-    [attention] = host_attention(report)
-    assert attention.fix == answers.ORIGINALS_FIX
-    assert _end(lc, job_id) is State.RELEASING
+    archive.mkdir()
+    mount_tmpfs(archive, "4m")
+    try:
+        lc = _lifecycle(folders, archive_dir=str(archive))
+        job_id = _take(lc, _send(folders, "trip/photo.jpg"))
+        assert job_id is not None
+        subprocess.run(["mount", "-o", "remount,ro", str(archive)], check=True)
+        _render(lc, job_id)
+        assert _outbox(folders, "trip") == RESULT_SET  # the answer is out
+        [item] = lc.items()
+        assert item.state == "blocked" and item.blocked_on == "originals", item
+        assert "Read-only file system" in (item.reason or "")
+        report = from_store(lc.store, DaemonInfo(running=True, version="t"), live=lc.items())
+        assert "1 blocked (originals not moved)" in status_line(report)
+        [attention] = host_attention(report)
+        assert attention.fix == answers.ORIGINALS_FIX
+        assert _end(lc, job_id) is State.RELEASING
 
-    (archive / "trip").unlink()
-    time.sleep(1.1)  # publish_retry
-    lc.retry_blocked()
+        subprocess.run(["mount", "-o", "remount,rw", str(archive)], check=True)
+        time.sleep(1.1)  # publish_retry
+        lc.retry_blocked()
+        assert lc.items() == [] and _end(lc, job_id) is State.DONE
+        assert (archive / "trip" / "photo.jpg").read_bytes() == image_bytes(seed=5)
+    finally:
+        subprocess.run(["umount", "-l", str(archive)], check=False)
+
+
+def test_a_file_where_the_archive_folder_belongs_keeps_the_originals_in_the_state_folder(
+    folders: Folders,
+) -> None:
+    """An attacker's trial: an inbox folder named like an archived photo (`b.jpg/`) made the
+    archive need a folder where a file was; the job stayed blocked for good, its fix (rename
+    the inbox folder) no help. The originals are kept in state/returned/ instead, listed by
+    `status`, as for an inbox folder that went."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders, "b.jpg/photo.jpg"))
+    assert job_id is not None
+    (lc.settings.archive_path / "b.jpg").write_bytes(b"an archived photo")
+    _render(lc, job_id)
+    assert _outbox(folders, "b.jpg") == RESULT_SET
     assert lc.items() == [] and _end(lc, job_id) is State.DONE
-    assert (archive / "trip" / "photo.jpg").read_bytes() == image_bytes(seed=5)
+    kept = folders.state / "returned" / job_id
+    assert (kept / "photo.jpg").read_bytes() == image_bytes(seed=5)
+    [attention] = lc.spool.kept()
+    assert attention.where == str(kept) and "archive" in attention.what
 
 
 def test_a_report_never_takes_the_names_of_a_queued_job(folders: Folders) -> None:

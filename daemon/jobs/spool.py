@@ -337,8 +337,9 @@ class Spool:
             return []
         return [
             Attention(
-                what=f"originals of job {folder.name} are kept in the state folder: their "
-                "inbox folder was gone or was no longer a real folder when they were returned",
+                what=f"originals of job {folder.name} are kept in the state folder: the folder "
+                "they were going to (in the inbox, or the archive) was gone or was no longer a "
+                "real folder",
                 where=str(folder),
                 fix="give them back to their owner (or put them back in the inbox), then "
                 "delete the folder",
@@ -445,7 +446,11 @@ class Spool:
 
     def _archive(self, job: Job, files: list[tuple[str, str]], pair: list[str]) -> dict[str, Path]:
         root = self.settings.archive_path
-        (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError, NotADirectoryError):
+            # A file holds the folder's name (an inbox folder once named like an archived
+            # photo): `give_back` keeps the originals in state/returned/ rather than wait for
+            # a person, as for an inbox folder that is gone.
+            (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
         back = handover.give_back(root, job.rel_dir, self.job_dir(job), files, self._rescue(job.id))
         if not job.copied:  # a copied job's `._` files belong to the inbox's newer version
             late = {name: back.names.get(name, name) for name in pair}
