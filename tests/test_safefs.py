@@ -122,6 +122,34 @@ def test_a_copy_takes_the_size_it_began_with_and_no_more(tmp_path: Path) -> None
     assert digest == hashlib.sha256(b"a style").hexdigest()
 
 
+@pytest.mark.parametrize("tail", [b"", b"\x89 end"])
+def test_a_sparse_file_is_copied_sparse(tmp_path: Path, tail: bytes) -> None:
+    """An attacker's trial: four brought-along styles of 200 MB apparent size and a few real
+    bytes each (`truncate -s 200M`, free for the writer) made 800 MB of real bytes in the state
+    folder. The copy keeps their holes, and every byte and the size (also one ending in a
+    hole)."""
+    source = tmp_path / "style.png"
+    with source.open("wb") as handle:
+        handle.write(b"\x89PNG real bytes")
+        handle.seek(1000)
+        handle.write(b"more")
+        handle.truncate(64 << 20)
+        if tail:
+            handle.seek(0, os.SEEK_END)
+            handle.write(tail)
+    data = source.read_bytes()
+    (tmp_path / "store").mkdir()
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        with safefs.folder(tmp_path / "store") as store:
+            digest = safefs.copy_open(fd, store, "copy.png")
+    finally:
+        os.close(fd)
+    copy = tmp_path / "store" / "copy.png"
+    assert copy.read_bytes() == data and digest == hashlib.sha256(data).hexdigest()
+    assert copy.stat().st_blocks * 512 <= 4 << 20  # the chunks with real bytes, not 64 MiB
+
+
 def test_a_claimed_file_must_still_be_what_settled(tmp_path: Path) -> None:
     """An attacker's trial: a writer holding the photo open extended it to 3 GiB just after the
     claim moved it; it was hashed, rendered and archived at that size."""
