@@ -296,6 +296,22 @@ def test_a_kept_photo_another_pair_borrows_as_its_style_stays_answered(folders: 
     assert lc.spool.already_handled(kept)  # what a restart asks of R and its sidecar
 
 
+def test_a_kept_photo_whose_sidecar_went_gets_no_second_report(folders: Folders) -> None:
+    """A sync user's trial (archive = "keep"): a phone app tidied the sidecar away after the
+    answer; the photo, unchanged and answered, waited "for its sidecar" and then got a report
+    that it had none."""
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    (folders.inbox / "photo.json").unlink()
+    lc.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
+    assert _outbox(folders) == RESULT_SET
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))  # a new version: its report
+    lc.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
+    assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
+
+
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

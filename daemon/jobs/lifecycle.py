@@ -297,7 +297,7 @@ class Lifecycle:
 
     def problem(self, problem: Problem) -> None:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
-        if self.spool.already_handled([problem.path]) or self.answers_back.left_alone(problem.path):
+        if self.spool.answered_as_is(problem.path) or self.answers_back.left_alone(problem.path):
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         folder = problem.path.parent.relative_to(self.settings.inbox)

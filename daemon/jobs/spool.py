@@ -523,6 +523,14 @@ class Spool:
         recorded = self.store.seen(self._relative(first))
         return recorded == [None if p is None else self._signature(p) for p in paths]
 
+    def answered_as_is(self, path: Path) -> bool:
+        """Whether the inbox file `path`, as it is now, was answered in place (reported, or a
+        photo answered and kept beside its sidecar), whatever became of its partners since: a
+        kept photo whose sidecar or style image then went is no new problem (a sync user's
+        trial: a second, false report after pair_timeout)."""
+        recorded = self.store.seen(self._relative(path))
+        return recorded is not None and recorded[:1] == [self._signature(path)]
+
     def answered_with(self, photo: Path, sidecar: str) -> bool:
         """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
         photo was answered with it in place (archive = "keep")."""
