@@ -346,6 +346,26 @@ def test_photos_that_borrow_each_other_as_styles_are_emitted_at_once(
     ]
 
 
+def test_a_kept_photo_whose_partners_go_after_its_answer_waits_for_nothing(inbox: Inbox) -> None:
+    """A sync user's trial (archive = "keep"): the photo stays in the inbox after its answer;
+    when a phone app tidied its sidecar (or style image) away, status showed it "waiting for
+    its sidecar" until pair_timeout, then it got a report. A partner that changes is a new
+    request, though: a new style image under the same name is emitted again."""
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": {"file": "mine.png"}}')
+    style = inbox.write("mine.png", b"\x89PNG a style")
+    [first] = inbox.poll(SETTLE)
+    assert isinstance(first, Arrival) and first.style_file == style
+    inbox.remove(style)
+    assert inbox.poll(PAIR * 2) == [] and inbox.intake.items(inbox.now, 0.0) == []
+    inbox.write("mine.png", b"\x89PNG another style")
+    [again] = inbox.poll(SETTLE) + inbox.poll(0.1)
+    assert isinstance(again, Arrival) and again.image == image and again.style_file == style
+    inbox.remove(sidecar)
+    inbox.remove(style)
+    assert inbox.poll(PAIR * 2) == [] and inbox.intake.items(inbox.now, 0.0) == []
+
+
 def test_missing_style_file_reported(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')

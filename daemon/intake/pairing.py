@@ -427,6 +427,9 @@ class Intake:
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
         sidecar, sharers = self._pairs.sidecar_for(image)
+        if self._emitted_as_is(image, sidecar):
+            self._pending.discard(image.path)  # a kept photo whose sidecar or style went since
+            return
         timed_out = now - image.waiting_since >= self.pair_timeout
         if sidecar is None:
             used = self._used_styles.get(image.path) == image.signature
@@ -477,6 +480,19 @@ class Intake:
             self._emit(image, sidecar, style, events, borrowed=True)
             return
         self._emit(image, sidecar, style, events)
+
+    def _emitted_as_is(self, image: Tracked, sidecar: Tracked | None) -> bool:
+        """Whether `image` was emitted as it is now, with its sidecar and style image as they
+        are now or gone since: left in the inbox (archive = "keep", a style swap's copy), it was
+        answered, and a partner going is no new request (a sync user's trial: status showed it
+        "waiting for its sidecar", then it got a false report). A partner changed is one."""
+        done = image.done
+        if not isinstance(done, Emitted) or done.signature != image.signature:
+            return False
+        if sidecar is not None and done.sidecar != (sidecar.path, sidecar.signature):
+            return False
+        style = None if done.style is None else self._files.get(done.style[0])
+        return style is None or done.style == (style.path, style.signature)
 
     def _waiting_borrowers(self, photo: Path, own: Tracked | None) -> list[Tracked]:
         """Sidecars not yet decided that name `photo` as their style (other than its own)."""
