@@ -95,6 +95,16 @@ def _grow_while(path: Path, until: int) -> threading.Thread:
     return writer
 
 
+def _copy(source: Path, store: Path) -> str:
+    """`source` copied into `store` as copy.png, the way a claim copies: its SHA-256."""
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        with safefs.folder(store) as folder:
+            return safefs.copy_open(fd, folder, "copy.png")
+    finally:
+        os.close(fd)
+
+
 def test_a_copy_takes_the_size_it_began_with_and_no_more(tmp_path: Path) -> None:
     """An attacker's trial: a style image brought along was extended while it was copied into
     the state folder, and the copy read on to the end: 2 GB of real bytes from a sparse file."""
@@ -112,12 +122,7 @@ def test_a_copy_takes_the_size_it_began_with_and_no_more(tmp_path: Path) -> None
     assert list((tmp_path / "store").iterdir()) == []  # nothing of it is kept
 
     source.write_bytes(b"a style")
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        with safefs.folder(tmp_path / "store") as store:
-            digest = safefs.copy_open(fd, store, "copy.png")
-    finally:
-        os.close(fd)
+    digest = _copy(source, tmp_path / "store")
     assert (tmp_path / "store" / "copy.png").read_bytes() == b"a style"
     assert digest == hashlib.sha256(b"a style").hexdigest()
 
@@ -139,12 +144,7 @@ def test_a_sparse_file_is_copied_sparse(tmp_path: Path, tail: bytes) -> None:
             handle.write(tail)
     data = source.read_bytes()
     (tmp_path / "store").mkdir()
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        with safefs.folder(tmp_path / "store") as store:
-            digest = safefs.copy_open(fd, store, "copy.png")
-    finally:
-        os.close(fd)
+    digest = _copy(source, tmp_path / "store")
     copy = tmp_path / "store" / "copy.png"
     assert copy.read_bytes() == data and digest == hashlib.sha256(data).hexdigest()
     assert copy.stat().st_blocks * 512 <= 4 << 20  # the chunks with real bytes, not 64 MiB
