@@ -3,9 +3,11 @@ no replacing rename, moves that never leave zero copies, and no link followed be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,22 @@ def test_no_link_is_followed_below_the_root(tmp_path: Path) -> None:
         safefs.open_folder(inbox, "../outside")
 
 
-def _grow_while(path: Path, until: int) -> threading.Thread:
-    """A writer that keeps extending `path` (sparse, so cheaply) up to `until` bytes, as one
-    holding it open over SMB can: `ftruncate` adds bytes without writing any."""
+def _grow_while(path: Path, until: int, copying: Path) -> threading.Thread:
+    """A writer that extends `path` (sparse, so cheaply) up to `until` bytes, as one holding it
+    open over SMB can (`ftruncate` adds bytes without writing any), once a copy into the folder
+    `copying` has begun writing: after the copy took the size, whatever the machine's load."""
+
+    def begun() -> bool:
+        for entry in copying.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_size > 0:
+                    return True
+        return False
 
     def grow() -> None:
+        deadline = time.monotonic() + 30
+        while not begun() and time.monotonic() < deadline:
+            time.sleep(0.001)
         with path.open("r+b") as handle:
             size = os.fstat(handle.fileno()).st_size
             while size < until:
@@ -109,10 +122,10 @@ def test_a_copy_takes_the_size_it_began_with_and_no_more(tmp_path: Path) -> None
     """An attacker's trial: a style image brought along was extended while it was copied into
     the state folder, and the copy read on to the end: 2 GB of real bytes from a sparse file."""
     source = tmp_path / "style.png"
-    source.write_bytes(os.urandom(16 << 20))
+    source.write_bytes(os.urandom(64 << 20))
     (tmp_path / "store").mkdir()
     fd = os.open(source, os.O_RDONLY)
-    writer = _grow_while(source, 1 << 30)
+    writer = _grow_while(source, 1 << 30, tmp_path / "store")
     try:
         with safefs.folder(tmp_path / "store") as store, pytest.raises(safefs.Changed):
             safefs.copy_open(fd, store, "copy.png")
