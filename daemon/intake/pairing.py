@@ -555,7 +555,9 @@ class Intake:
         images = self._pairs.images_for(sidecar.path)
         if images:
             self._pending.discard(sidecar.path)  # its images drive the pairing
-            self._pending.update(images)
+            self._pending.update(
+                path for path in images if not self._emitted_as_is(self._files[path], sidecar)
+            )
         elif now - sidecar.waiting_since >= self.pair_timeout:
             reason = reasons.no_photo(sidecar.base)
 
