@@ -510,8 +510,7 @@ class Spool:
         restart. A record the file already has as it is now (a photo answered in place with
         its sidecar) stays: replaced by this one, that photo was taken again after a restart
         (an attacker's trial, archive = "keep")."""
-        recorded = self.store.seen(self._relative(path))
-        if not recorded or recorded[0] != self._signature(path):
+        if not self.answered_as_is(path):
             self.remember([path], job_id)
 
     def already_handled(self, paths: list[Path | None]) -> bool:
