@@ -83,10 +83,7 @@ def walk(
                     path = relative / name
                     if stat.S_ISDIR(result.st_mode):
                         pending.append(path)
-                    elif not rules.is_candidate(path):
-                        if stat.S_ISLNK(result.st_mode):
-                            tree.links.append(path)
-                    else:
+                    elif rules.is_candidate(path):
                         stem = name.partition(".")[0]
                         if len(tree.files) >= max_entries and stem not in kept:
                             tree.truncated = True
@@ -98,6 +95,8 @@ def walk(
                             result.st_size,
                             result.st_mtime_ns,
                         )
+                    elif stat.S_ISLNK(result.st_mode):
+                        tree.links.append(path)
         except OSError:
             continue
         finally:
