@@ -11,17 +11,16 @@ from pathlib import Path
 
 from conftest import Folders
 from hostile import arrival, pair
+from outbox_files import a_manifest
 
 from daemon.config import Settings, load_settings
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import ReuseDetail, public
 from daemon.jobs.lifecycle import Lifecycle
-from daemon.jobs.manifest import InputInfo, Manifest, OutputInfo, StyleEntry, Timings, Versions
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Failed, Retrying, Started
-from service.params import RenderParams
 
 
 def _lifecycle(settings: Settings) -> Lifecycle:
@@ -90,7 +89,7 @@ def test_rejections_and_reused_results_name_no_server_path(folders: Folders) -> 
     earlier = folders.outbox / "old" / "photo.stylised.jpg"
     earlier.parent.mkdir()
     earlier.write_bytes(b"\xff\xd8 an earlier result")
-    (earlier.parent / "photo.manifest.json").write_text(_manifest_json("old"))
+    (earlier.parent / "photo.manifest.json").write_text(a_manifest("old").model_dump_json())
     detail = ReuseDetail(
         job_id="old", output=str(earlier), manifest=str(earlier.parent / "photo.manifest.json")
     )
@@ -113,24 +112,3 @@ def test_public_names_folders_by_role_and_cuts_other_paths() -> None:
     assert public("iteration 3/4, 50/50 blend, http://example.org/a/b", roots) == (
         "iteration 3/4, 50/50 blend, http://example.org/a/b"
     )
-
-
-def _manifest_json(job_id: str) -> str:
-    """A whole manifest of an earlier job (reuse copies its facts, so it must be one)."""
-    sha = "0" * 64
-    manifest = Manifest(
-        job_id=job_id,
-        input=InputInfo(path="old/photo.jpg", sha256=sha, format="JPEG", size=(64, 48)),
-        sidecar=None,
-        styles=[StyleEntry(name="mosaic", weight=1.0, sha256=sha)],
-        params=RenderParams(),
-        output=OutputInfo(file="photo.stylised.jpg", format="jpg", quality=92, size=(48, 36),
-                          sha256=sha),
-        device="cpu", attempt=1, iterations=4, stop_reason="iterations", losses={},
-        scales=[(48, 36)], peak_memory_bytes=1, batch_size=1,
-        timings=Timings(decode_seconds=0, render_seconds=1, encode_seconds=0,
-                        worker_total_seconds=1, queued_seconds=0, total_seconds=1),
-        versions=Versions(stylefold="0", python="3", torch="2", pillow="11"),
-        claimed_at="2026-01-01T00:00:00+0000", finished_at="2026-01-01T00:00:01+0000",
-    )  # fmt: skip
-    return manifest.model_dump_json()

@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from outbox_files import a_manifest, a_report
+from pydantic import ValidationError
 
 from daemon import fsutil
 from daemon.jobs import outbox
+from daemon.jobs.error_report import as_report
 from daemon.jobs.outbox import OutputNames
 
 
@@ -55,7 +58,7 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
     assert first.log.name == "photo.log"
     assert first.error.name == "photo.error.json"
     assert first.progress.name == "photo.progress.json"
-    outbox.publish_error(first, {"error": "bad", "job_id": "a"}, "log\n")
+    outbox.publish_error(first, a_report(job_id="a"), "log\n")
 
     second = outbox.choose_names(tmp_path, "photo", "jpg")
     assert second.image.name == "photo.stylised-2.jpg"
@@ -72,15 +75,15 @@ def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> 
     """A phone, a Mac or a Windows share folds case and Unicode normalisation: an answer whose
     name differs from one in the outbox only so would be the same file there, and the sync tool
     would keep one of the two. Folders count too: `Trip/` and `trip/` are one folder there."""
-    outbox.publish_error(outbox.choose_names(tmp_path, "Photo", "jpg"), {"error": "x"}, "")
+    outbox.publish_error(outbox.choose_names(tmp_path, "Photo", "jpg"), a_report(), "")
     assert outbox.choose_names(tmp_path, "photo", "jpg").number == 2
     assert outbox.choose_names(tmp_path, "PHOTO", "jpg", root=tmp_path).number == 2
     nfc, nfd = "caf\u00e9", "cafe\u0301"
-    outbox.publish_error(outbox.choose_names(tmp_path, nfc, "jpg"), {"error": "x"}, "")
+    outbox.publish_error(outbox.choose_names(tmp_path, nfc, "jpg"), a_report(), "")
     assert outbox.choose_names(tmp_path, nfd, "jpg").number == 2
 
     upper = outbox.choose_names(tmp_path / "Trip" / "June", "beach", "jpg", root=tmp_path)
-    outbox.publish_error(upper, {"error": "x"}, "")
+    outbox.publish_error(upper, a_report(), "")
     lower = outbox.choose_names(tmp_path / "trip" / "june", "Beach", "jpg", root=tmp_path)
     assert lower.number == 2
     # A running job's reserved names count the same way.
@@ -93,18 +96,26 @@ def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
     rendered.write_bytes(b"\xff\xd8jpeg")
     names = outbox.choose_names(tmp_path / "out", "photo", "jpg")
     assert outbox.published_by(names, "job-1") is None
-    outbox.publish_result(names, rendered, {"job_id": "job-1"}, "line\n")
+    outbox.publish_result(names, rendered, a_manifest("job-1"), "line\n")
     assert names.image.read_bytes() == b"\xff\xd8jpeg"
     assert outbox.published_by(names, "job-1") == "result"
     assert outbox.published_by(names, "job-2") is None
 
 
 def test_error_report_needs_an_error_text(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        a_report(error="")
     names = outbox.choose_names(tmp_path, "photo", "jpg")
-    with pytest.raises(ValueError):
-        outbox.publish_error(names, {"job_id": "x"}, "")
-    outbox.publish_error(names, {"error": "what and how to fix", "job_id": "x"}, "")
+    outbox.publish_error(names, a_report(job_id="x"), "")
     assert outbox.published_by(names, "x") == "error"
+    assert as_report(json.loads(names.error.read_text())) == a_report(job_id="x")
+    # A file under a report's name that is not one is not read as one, whatever it holds.
+    for other in ({"job_id": "x"}, {"error": "x", "job_id": 3}, [1], "x", None):
+        assert as_report(other) is None
+        names.error.write_text(json.dumps(other))
+        assert outbox.published_by(names, "x") == ("error" if other == {"job_id": "x"} else None)
+    names.error.write_text("{not json")
+    assert outbox.published_by(names, "x") is None
 
 
 def test_long_names_fit_the_file_system(tmp_path: Path) -> None:
@@ -112,7 +123,7 @@ def test_long_names_fit_the_file_system(tmp_path: Path) -> None:
     names = outbox.choose_names(tmp_path, stem, "jpg")
     for path in names.all():
         assert len(path.name.encode()) <= fsutil.NAME_MAX
-    outbox.publish_error(names, {"error": "x"}, "")
+    outbox.publish_error(names, a_report(), "")
     assert names.error.exists()
 
 
@@ -141,7 +152,7 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
     first = outbox.choose_names(tmp_path, "photo", "jpg")
     # A report about the photo, or about its sidecar alone: the pair takes the plain names.
     for reported in pair:
-        outbox.publish_error(first, {"error": "bad", "input": reported}, "log\n")
+        outbox.publish_error(first, a_report(input=reported), "log\n")
         assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair) == first
     # Another photo with the same stem is a different job: numbered.
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=["trip/photo.png"]).number == 2
@@ -150,5 +161,5 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
     outbox.drop_stale_report(first, pair)
     assert not first.error.exists() and first.log.exists()
     # A result holds its names whatever the inputs.
-    outbox.publish_result(first, first.log, {"job_id": "j"}, "log\n")
+    outbox.publish_result(first, first.log, a_manifest("j"), "log\n")
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair).number == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon.jobs.progress import ProgressFile
+from daemon.jobs.progress import ProgressFile, ProgressReport
 from daemon.pool.events import Progress
 
 
@@ -42,5 +42,7 @@ def test_progress_is_written_at_most_every_min_interval(tmp_path: Path) -> None:
     assert file.update(_event(0, 1))
     assert not file.update(_event(0, 2))
     assert json.loads(file.path.read_text())["iteration"] == 1
-    assert file.write(3, 40, "cpu", force=True)
-    assert json.loads(file.path.read_text())["iteration"] == 3
+    file.started(40, "cpu")  # always written: the job (re)starts
+    started = json.loads(file.path.read_text())
+    assert (started["iteration"], started["percent"], started["scale"]) == (0, 0.0, None)
+    assert ProgressReport.model_validate(started).total == 40

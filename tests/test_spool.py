@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Folders, make_image, write_json
+from outbox_files import a_manifest, a_report
 
 from daemon.config import Settings, load_settings
 from daemon.intake.pairing import Arrival
@@ -253,7 +254,7 @@ def test_a_published_job_is_not_rendered_again_after_a_restart(folders: Folders)
     spool.store.move(job.id, State.RUNNING, started=True)
     rendered = spool.job_dir(job) / "result.jpg"
     rendered.write_bytes(b"\xff\xd8done")
-    outbox.publish_result(spool.names(job), rendered, {"job_id": job.id}, "log\n")
+    outbox.publish_result(spool.names(job), rendered, a_manifest(job.id), "log\n")
     info = {
         "iterations": 4, "stop_reason": "iterations", "losses": {}, "scales": [[48, 36]],
         "device": "cpu", "output_size": [48, 36], "input_size": [64, 48], "input_format": "JPEG",
@@ -319,7 +320,7 @@ def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:
     sidecar = write_json(folders.inbox / os.fsdecode(b"caf\xe9.json"), {"style": "mosaic"})
     job = _claim(spool, settings, Arrival(image, sidecar, Path(".")))
     spool.append_log(job, f"claimed {job.source}")
-    outbox.publish_error(spool.names(job), {"error": f"test {job.source}"}, spool.read_log(job))
+    outbox.publish_error(spool.names(job), a_report(f"test {job.source}"), spool.read_log(job))
     spool.release(job, archive=False)
     assert image.exists() and spool.already_handled([image, sidecar])
     assert (folders.outbox / os.fsdecode(b"caf\xe9.error.json")).exists()

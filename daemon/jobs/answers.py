@@ -15,12 +15,13 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from daemon.fsutil import atomic_write_json, file_sha256, model_from_json, read_json
 from daemon.jobs import outbox
+from daemon.jobs.error_report import ErrorReport, FailureReport, as_report
 from daemon.jobs.manifest import (
     InputInfo,
     Manifest,
@@ -36,6 +37,8 @@ from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.status_model import BlockedOn
 from daemon.versions import stylefold_version
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 # -- the catalogue of what people read --------------------------------------------------------
 
@@ -141,6 +144,11 @@ def public(value: Any, roots: Mapping[Path, str]) -> Any:
     if isinstance(value, list):
         return [public(item, roots) for item in value]
     return value
+
+
+def published(answer: AnswerT, roots: Mapping[Path, str]) -> AnswerT:
+    """A manifest or report as it may be published (`public`), checked again as its model."""
+    return type(answer).model_validate(public(answer.model_dump(mode="json"), roots))
 
 
 def original_text(placed: list[Path], inbox: Path, state: Path) -> str:
@@ -252,9 +260,14 @@ def publish_result(
 ) -> Manifest:
     digest = file_sha256(result)
     manifest = build_manifest(job, detail, names, digest)
-    data = public(manifest.model_dump(mode="json"), roots)
-    outbox.publish_result(names, result, data, public(log, roots))
+    _publish_result(names, result, manifest, log, roots)
     return manifest
+
+
+def _publish_result(
+    names: OutputNames, image: Path, manifest: Manifest, log: str, roots: Mapping[Path, str]
+) -> None:
+    outbox.publish_result(names, image, published(manifest, roots), public(log, roots))
 
 
 def earlier_manifest(detail: ReuseDetail) -> Manifest:
@@ -288,8 +301,7 @@ def publish_reuse(
             "finished_at": local_time(time.time()),
         }
     )
-    data = public(manifest.model_dump(mode="json"), roots)
-    outbox.publish_result(names, Path(detail.output), data, public(log, roots))
+    _publish_result(names, Path(detail.output), manifest, log, roots)
 
 
 def _in_outbox(path: str, outbox_root: Path) -> str:
@@ -300,27 +312,27 @@ def _in_outbox(path: str, outbox_root: Path) -> str:
         return Path(path).name
 
 
-def failure_report(job: Job, detail: FailureDetail) -> dict[str, Any]:
-    """The report of a failed job; its `original` names the planned return, and `amend`
-    corrects it once the originals are back if they went elsewhere."""
+def failure_report(job: Job, detail: FailureDetail) -> FailureReport:
+    """The report of a failed job; its `original` names the planned return, and
+    `amend_original` corrects it once the originals are back if they went elsewhere."""
     original = (Path(job.rel_dir) / job.image_name).as_posix()
-    return {
-        "error": detail.reason,
-        "job_id": job.id,
-        "kind": detail.kind,
-        "input": job.source,
-        "sidecar": job.sidecar_name,
-        "original": RETURNED.format(path=original),
-        "styles": [style.name for style in job.styles],
-        "params": job.params.model_dump(mode="json"),
-        "at": local_time(time.time()),
-    }
+    return FailureReport(
+        error=detail.reason,
+        job_id=job.id,
+        kind=detail.kind,
+        input=job.source,
+        sidecar=job.sidecar_name,
+        original=RETURNED.format(path=original),
+        styles=[style.name for style in job.styles],
+        params=job.params,
+        at=local_time(time.time()),
+    )
 
 
 def publish_failure(
-    names: OutputNames, report: dict[str, Any], log: str, roots: Mapping[Path, str]
+    names: OutputNames, report: ErrorReport, log: str, roots: Mapping[Path, str]
 ) -> None:
-    outbox.publish_error(names, public(report, roots), public(log, roots))
+    outbox.publish_error(names, published(report, roots), public(log, roots))
 
 
 def publish_report(
@@ -342,22 +354,22 @@ def publish_report(
         inputs=inputs,
         root=outbox_root,
     )
-    report = {
-        "error": detail.reason,
-        "job_id": job_id,
-        "input": detail.input,
-        "sidecar": detail.sidecar,
-        "original": detail.original,
-        "at": local_time(time.time()),
-    }
-    log = f"{local_time(time.time())} {detail.reason}\n"
-    outbox.publish_error(names, public(report, roots), public(log, roots))
+    report = ErrorReport(
+        error=detail.reason,
+        job_id=job_id,
+        input=detail.input,
+        sidecar=detail.sidecar,
+        original=detail.original,
+        at=local_time(time.time()),
+    )
+    publish_failure(names, report, f"{local_time(time.time())} {detail.reason}\n", roots)
     return names
 
 
 def amend_original(names: OutputNames, job_id: str, text: str) -> None:
     """Correct a failure report's `original` when the originals went elsewhere than planned (a
     free `.returned-N` name, or state/ because their folder was gone or swapped)."""
-    report = read_json(names.error)
-    if isinstance(report, dict) and report.get("job_id") == job_id and report["original"] != text:
-        atomic_write_json(names.error, {**report, "original": text})
+    report = as_report(read_json(names.error))
+    if report is not None and report.job_id == job_id and report.original != text:
+        amended = report.model_copy(update={"original": text})
+        atomic_write_json(names.error, amended.model_dump(mode="json"))

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from daemon.fsutil import (
     atomic_copy,
     atomic_write,
@@ -32,6 +34,8 @@ from daemon.fsutil import (
     read_json,
     text_bytes,
 )
+from daemon.jobs.error_report import ErrorReport, as_report
+from daemon.jobs.manifest import Manifest
 
 
 def _numbered(name_tail: str, number: int) -> str:
@@ -169,12 +173,10 @@ def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
     for the same photo may replace. A report saying the originals were kept in the state
     folder is never stale: it is its owner's only pointer to them, so it keeps its names and
     the new answer is numbered beside it."""
-    if not inputs:
+    report = as_report(read_json(names.error)) if inputs else None
+    if report is None or report.input not in inputs:
         return False
-    report = read_json(names.error)
-    if not isinstance(report, dict) or report.get("input") not in inputs:
-        return False
-    return not str(report.get("original", "")).startswith(KEPT_PREFIX)
+    return not report.original.startswith(KEPT_PREFIX)
 
 
 def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
@@ -184,26 +186,38 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
         names.error.unlink(missing_ok=True)
 
 
-def publish_result(names: OutputNames, image: Path, manifest: dict[str, Any], log: str) -> None:
+def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
     """Image first, manifest last: a manifest in the outbox means its image is complete."""
     atomic_copy(image, names.image)
     atomic_write(names.log, text_bytes(log))
-    atomic_write_json(names.manifest, manifest)
+    atomic_write_json(names.manifest, manifest.model_dump(mode="json"))
 
 
-def publish_error(names: OutputNames, report: dict[str, Any], log: str) -> None:
+def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:
     """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix."""
-    if not isinstance(report.get("error"), str):
-        raise ValueError("an error report needs an 'error' text")
     atomic_write(names.log, text_bytes(log))
-    atomic_write_json(names.error, report)
+    atomic_write_json(names.error, report.model_dump(mode="json"))
+
+
+class _Owned(BaseModel):
+    """Whose one of our JSON files in the outbox is (manifest, report or progress file); any
+    other key is the file's own business."""
+
+    job_id: str
+
+
+def owner(path: Path) -> str | None:
+    """The job id inside `path`, or None when it is not one of our JSON files."""
+    try:
+        return _Owned.model_validate(read_json(path)).job_id
+    except ValidationError:
+        return None
 
 
 def published_by(names: OutputNames, job_id: str) -> str | None:
     """'result' or 'error' when this job's commit file is in place (a restart must not redo it)."""
     for kind, path in (("result", names.manifest), ("error", names.error)):
-        value = read_json(path)
-        if isinstance(value, dict) and value.get("job_id") == job_id:
+        if owner(path) == job_id:
             return kind
     return None
 
@@ -213,8 +227,7 @@ def running_files_of(folder: Path, job_id: str) -> list[Path]:
     found by the job id inside (for a job whose names the state database has lost)."""
     found = []
     for progress in folder.glob("*.progress*.json") if folder.is_dir() else []:
-        value = read_json(progress)
-        if isinstance(value, dict) and value.get("job_id") == job_id:
+        if owner(progress) == job_id:
             preview = progress.name.replace(".progress", ".preview").removesuffix(".json")
             found += [progress, progress.with_name(f"{preview}.jpg")]
     return found

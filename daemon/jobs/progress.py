@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.fsutil import atomic_write_json
 from daemon.jobs.outbox import local_time
@@ -21,6 +23,28 @@ def percent_done(iteration: int, total: int) -> float:
     return round(min(100.0, 100.0 * iteration / total), 1)
 
 
+class ProgressReport(BaseModel):
+    """`<stem>.progress.json`. The scale and timing keys are null until the worker's first
+    report (the file is written as the job starts, at iteration 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    input: str = Field(description="The photo's path relative to the inbox.")
+    state: Literal["running"] = "running"
+    iteration: int = Field(ge=0, description="Optimiser iterations done, all scales together.")
+    total: int = Field(ge=0, description="The iterations the job may take at most.")
+    percent: float = Field(ge=0, le=100)
+    device: str
+    scale: int | None = Field(None, description="The scale at work, counted from 1.")
+    scales: int | None = None
+    size: tuple[int, int] | None = Field(None, description="[width, height] of this scale.")
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = Field(None, description="Time left, estimated.")
+    losses: dict[str, float] | None = None
+    updated_at: str = Field(description="Local time, ISO 8601.")
+
+
 @dataclass
 class ProgressFile:
     """One running job's progress file."""
@@ -31,45 +55,37 @@ class ProgressFile:
     min_interval: float = 0.5
     _last_write: float = field(default=float("-inf"), init=False)
 
-    def write(
-        self,
-        iteration: int,
-        total: int,
-        device: str,
-        *,
-        force: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> bool:
-        """Write the file if `min_interval` has passed (or `force`); True when written."""
-        now = time.time()
-        if not force and now - self._last_write < self.min_interval:
+    def started(self, total: int, device: str) -> None:
+        """The file as the job starts, before any report from its worker."""
+        self._write(ProgressReport(**self._common(0, total, device)))
+
+    def update(self, event: Progress) -> bool:
+        """Write the file if `min_interval` has passed since the last; True when written."""
+        if time.time() - self._last_write < self.min_interval:
             return False
-        payload = {
+        report = ProgressReport(
+            **self._common(event.iteration, event.total, event.device),
+            scale=event.scale + 1,  # of "scales", counted from 1 as the log does
+            scales=event.scales,
+            size=event.size,
+            elapsed_seconds=event.elapsed,
+            eta_seconds=round(event.eta, 1),
+            losses=event.losses,
+        )
+        self._write(report)
+        return True
+
+    def _common(self, iteration: int, total: int, device: str) -> dict[str, object]:
+        return {
             "job_id": self.job_id,
             "input": self.source,
-            "state": "running",
             "iteration": iteration,
             "total": total,
             "percent": percent_done(iteration, total),
             "device": device,
-            **(extra or {}),
-            "updated_at": local_time(now),
+            "updated_at": local_time(time.time()),
         }
-        atomic_write_json(self.path, payload, durable=False)
-        self._last_write = now
-        return True
 
-    def update(self, event: Progress) -> bool:
-        return self.write(
-            event.iteration,
-            event.total,
-            event.device,
-            extra={
-                "scale": event.scale + 1,  # of "scales", counted from 1 as the log does
-                "scales": event.scales,
-                "size": list(event.size),
-                "elapsed_seconds": event.elapsed,
-                "eta_seconds": round(event.eta, 1),
-                "losses": event.losses,
-            },
-        )
+    def _write(self, report: ProgressReport) -> None:
+        atomic_write_json(self.path, report.model_dump(mode="json"), durable=False)
+        self._last_write = time.time()

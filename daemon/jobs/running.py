@@ -52,7 +52,7 @@ class RunningJobs:
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
         self.running[job.id] = running
         with contextlib.suppress(OSError):
-            progress.write(0, job.params.iterations, event.device, force=True)
+            progress.started(job.params.iterations, event.device)
         row = self.store.get(job.id)
         start = (row.starts if row else 0) + starts.unrecorded(folder)
         together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""

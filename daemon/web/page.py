@@ -261,7 +261,6 @@ def failures(recent: list[Finished], outputs: Outputs) -> list[FailureRow]:
     for end in failed:
         record = records.get(end.job_id)
         report = outputs.report(record) if record is not None else None
-        original = report.get("original") if report is not None else None
         has_log = record is not None and outputs.path(record, "log") is not None
         rows.append(
             FailureRow(
@@ -269,7 +268,7 @@ def failures(recent: list[Finished], outputs: Outputs) -> list[FailureRow]:
                 outcome=end.outcome,
                 when=clock(end.at),
                 reason=end.reason or "no reason recorded",
-                original=original if isinstance(original, str) else None,
+                original=report.original if report is not None else None,
                 report=job_url(end.job_id, "report") if report is not None else None,
                 log=job_url(end.job_id, "log") if has_log else None,
             )

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 from pydantic import ValidationError
 
 from daemon.config import Settings
+from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.outbox import OutputNames
 from daemon.jobs.record import Job
@@ -71,7 +72,7 @@ class Outputs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._manifests: dict[str, Manifest] = {}
-        self._reports: dict[str, dict[str, Any]] = {}
+        self._reports: dict[str, ErrorReport] = {}
         self._finished: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
 
@@ -149,13 +150,13 @@ class Outputs:
             _remember(self._manifests, {record.id: manifest})
         return manifest
 
-    def report(self, record: JobRecord) -> dict[str, Any] | None:
+    def report(self, record: JobRecord) -> ErrorReport | None:
         """The job's error report, if it is there and is this job's."""
         with self._lock:
             if record.id in self._reports:
                 return self._reports[record.id]
-        value = self._json(record, "report")
-        if not isinstance(value, dict) or value.get("job_id") != record.id:
+        value = as_report(self._json(record, "report"))
+        if value is None or value.job_id != record.id:
             return None
         with self._lock:
             _remember(self._reports, {record.id: value})
