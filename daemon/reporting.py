@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from daemon.fsutil import atomic_write, model_to_json
+from daemon.jobs.states import State
 from daemon.pool.api import Outage
 from daemon.status import STATUS_FILE, from_store
 from daemon.status_model import Attention, DaemonInfo, ReloadInfo, WorkerItem
@@ -88,7 +89,7 @@ class Reporter:
         if (outage := daemon.pool.outage) is not None:
             report.attention.append(_outage_attention(outage))
         daemon.metrics.set_queue(len(items))
-        blocked = len(report.in_state("blocked"))
+        blocked = len(report.in_state(State.BLOCKED))
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())
         daemon.notifier.status(status_line(report))
         with contextlib.suppress(OSError):

@@ -111,7 +111,7 @@ def _recorded(store: Store) -> list[JobItem]:
         JobItem(
             job_id=row.id,
             input=row.input,
-            state=str(row.state),
+            state=row.state,
             since=row.since,
             styles=[s.name for s in row.job.styles] if row.job else [],
             reason=row.reason,

@@ -1,7 +1,7 @@
 """The status report's types: what `stylefold status`, `state/status.json`, the web page and
-STATUS= share. Plain models with no dependency on the rest of the daemon, so that the parts
-that add to the report (the watcher, the intake, the limits) need not import the job store that
-`daemon.status` reads it from.
+STATUS= share. Plain models that depend only on the job states (`daemon.jobs.states`, a leaf),
+so that the parts that add to the report (the watcher, the intake, the limits) need not import
+the job store that `daemon.status` reads it from.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.jobs.states import State
 
 
 class _Model(BaseModel):
@@ -35,7 +37,7 @@ class JobItem(_Model):
 
     job_id: str
     input: str  # relative to the inbox
-    state: str  # a daemon.jobs.states.State value
+    state: State
     since: float  # epoch seconds of the last transition
     styles: list[str] = []
     device: str | None = None
@@ -133,5 +135,5 @@ class StatusReport(_Model):
     attention: list[Attention] = Field(default_factory=list)
     counts: Counts = Field(default_factory=Counts)
 
-    def in_state(self, *states: str) -> list[JobItem]:
+    def in_state(self, *states: State) -> list[JobItem]:
         return [job for job in self.jobs if job.state in states]

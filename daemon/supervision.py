@@ -9,6 +9,7 @@ from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import BLOCKED_FIX
+from daemon.jobs.states import State
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable, SetupError
 from daemon.status import RESTART_FIX
@@ -30,8 +31,8 @@ def exit_code_for(exc: Exception) -> ExitCode:
 
 def status_line(report: StatusReport) -> str:
     """The one line systemd shows (STATUS=); what needs an admin comes first."""
-    queued = len(report.in_state("queued"))
-    running = report.in_state("running")
+    queued = len(report.in_state(State.QUEUED))
+    running = report.in_state(State.RUNNING)
     parts = [f"{queued} queued", f"{len(running)} running"]
     parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
     for on, jobs in _blocked(report).items():
@@ -107,7 +108,7 @@ _BLOCKED: dict[BlockedOn, tuple[str, str]] = {
 
 def _blocked(report: StatusReport) -> dict[BlockedOn, list[JobItem]]:
     """Blocked jobs by the folder they wait for, in `_BLOCKED`'s order."""
-    blocked = report.in_state("blocked")
+    blocked = report.in_state(State.BLOCKED)
     by_folder = {
         on: [job for job in blocked if (job.blocked_on or "outbox") == on] for on in _BLOCKED
     }

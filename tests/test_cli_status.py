@@ -20,6 +20,7 @@ from conftest import (
 )
 
 from daemon.cli.status import SHOWN, render_status
+from daemon.jobs.states import State
 from daemon.status_model import (
     Attention,
     Counts,
@@ -172,9 +173,9 @@ def test_nothing_is_dropped() -> None:
 def test_a_job_state_without_a_section_of_its_own_still_shows() -> None:
     report = StatusReport(
         daemon=DaemonInfo(running=True, pid=1, version="1"),
-        jobs=[JobItem(job_id="c", input="c/claimed.jpg", state="claimed", since=NOW - 5)],
+        jobs=[JobItem(job_id="c", input="c/claiming.jpg", state=State.CLAIMING, since=NOW - 5)],
     )
-    assert "claimed: 1\n  c/claimed.jpg  for 5 s" in render_status(report, failures=10, now=NOW)
+    assert "claiming: 1\n  c/claiming.jpg  for 5 s" in render_status(report, failures=10, now=NOW)
 
 
 def test_names_with_terminal_escapes_are_shown_not_obeyed() -> None:

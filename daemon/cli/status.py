@@ -16,6 +16,7 @@ from typing import TypeVar
 from daemon.cli.common import fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
+from daemon.jobs.states import State
 from daemon.status import duration, read_status
 from daemon.status_model import (
     Attention,
@@ -34,7 +35,7 @@ INBOX_SECTIONS = (
     ("arriving", "still arriving"),
     ("waiting", "waiting for their pair"),
 )
-JOB_SECTIONS = ("queued", "running", "publishing", "blocked")
+JOB_SECTIONS = (State.QUEUED, State.RUNNING, State.PUBLISHING, State.BLOCKED)
 
 Item = TypeVar("Item")
 
@@ -170,7 +171,7 @@ def _inbox_line(item: InboxItem, now: float) -> str:
 
 
 def _job_line(job: JobItem, now: float) -> str:
-    if job.state == "running":
+    if job.state is State.RUNNING:
         done = f"{job.percent:g}%" if job.percent is not None else "starting"
         if job.iteration is not None and job.total is not None:
             done += f" ({job.iteration}/{job.total})"
@@ -180,12 +181,12 @@ def _job_line(job: JobItem, now: float) -> str:
         if job.eta_seconds is not None:
             text += f", about {duration(job.eta_seconds)} left"
         return text + (f"; preview {job.preview}" if job.preview else "")
-    if job.state == "blocked":
+    if job.state is State.BLOCKED:
         text = f"{job.input}  {job.reason or 'blocked'}"
         if job.retry_at is not None:
             text += f"; next try in {duration(job.retry_at - now)}"
         return text
-    waiting = "waiting" if job.state == "queued" else "for"
+    waiting = "waiting" if job.state is State.QUEUED else "for"
     text = f"{job.input}  {waiting} {duration(now - job.since)}"
     if job.starts:
         text += f"; started {job.starts} time(s) before"

@@ -61,7 +61,7 @@ def live_items(
         item = JobItem(
             job_id=job.id,
             input=job.source,
-            state=str(State.QUEUED),
+            state=State.QUEUED,
             since=job.claimed_at,
             styles=[style.name for style in job.styles],
         )
@@ -100,7 +100,7 @@ def live_items(
                 JobItem(
                     job_id=blocked.job_id,
                     input=blocked.detail.input,
-                    state=str(State.BLOCKED),
+                    state=State.BLOCKED,
                     since=blocked.since,
                     reason=blocked.reason,
                     retry_at=time.time() + max(0.0, blocked.retry_at - time.monotonic()),

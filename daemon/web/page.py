@@ -17,6 +17,7 @@ from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
+from daemon.jobs.states import State
 from daemon.status import duration
 from daemon.status_model import (
     Attention,
@@ -175,16 +176,16 @@ def queue_rows(report: StatusReport, now: float) -> list[QueueRow]:
         )
         for item in report.inbox
     ]
-    order = {"running": 0, "publishing": 1, "blocked": 2, "queued": 3}
+    order = {State.RUNNING: 0, State.PUBLISHING: 1, State.BLOCKED: 2, State.QUEUED: 3}
     jobs = sorted(report.jobs, key=lambda job: order.get(job.state, 4))
-    at_work = [_job_row(job, now) for job in jobs if order.get(job.state, 4) < order["queued"]]
-    waiting = [_job_row(job, now) for job in jobs if order.get(job.state, 4) >= order["queued"]]
+    at_work = [_job_row(job, now) for job in jobs if order.get(job.state, 4) < order[State.QUEUED]]
+    waiting = [_job_row(job, now) for job in jobs if order.get(job.state, 4) >= order[State.QUEUED]]
     return at_work + rows + waiting
 
 
 def _job_row(job: JobItem, now: float) -> QueueRow:
     styles = ", ".join(job.styles)
-    if job.state == "running":
+    if job.state is State.RUNNING:
         notes = [f"{job.iteration}/{job.total} iterations" if job.total else "starting"]
         notes.append(f"on {job.device}" + (f" ({job.node})" if job.node else ""))
         if job.eta_seconds is not None:
@@ -193,7 +194,7 @@ def _job_row(job: JobItem, now: float) -> QueueRow:
         return QueueRow(
             "running", "running", job.input, ", ".join(notes), styles, job.percent or 0.0, preview
         )
-    if job.state == "blocked":
+    if job.state is State.BLOCKED:
         note = f"{job.reason or 'the outbox cannot be written'}"
         if job.retry_at is not None:
             note += f"; next try in {duration(job.retry_at - now)}"
