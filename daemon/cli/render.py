@@ -9,6 +9,7 @@ stderr with a non-zero exit code. A STYLE is an image file or, with a style libr
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,11 @@ from daemon.fsutil import atomic_write
 from service.params import NAMED_INITS, STOPPED, RenderParams
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from daemon.intake.styles import StyleLibrary
+    from service.engine import Engine, RenderResult, StyleImage
+    from service.imageio import LoadedImage
 
 DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default  # as the daemon's
 
@@ -254,49 +259,18 @@ def _params(
 
 
 def _render(args: argparse.Namespace) -> int:
-    if args.style_blend is not None and len(args.style_blend) != len(args.style_specs):
-        raise UsageError(
-            f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
-            "styles; give one per style"
-        )
-    if args.style_blend is not None and min(args.style_blend) <= 0:
-        raise UsageError(
-            f"--style-blend {' '.join(f'{w:g}' for w in args.style_blend)}: every weight must "
-            "be above 0 (leave out a style to give it none)"
-        )
+    """Flags, then images (before torch is imported, so bad input fails in a fraction of a
+    second), then the network and the render, then the file."""
+    blend = _blend(args)
     settings = _config(args)
     style_files, style_defaults = _style_files(args, settings)
     params = _params(args, style_defaults, settings)
-    suffix = args.output.suffix.lower().lstrip(".")
-    if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
-        raise UsageError(
-            f"cannot tell the format from {args.output}; end it in .jpg, .png, .webp or .tiff"
-        )
-    if not args.output.parent.is_dir():
-        raise UsageError(f"the output folder {args.output.parent} does not exist")
-
-    # Images are checked before torch is imported, so bad input fails in a fraction of a second.
-    from service.imageio import encode_image, open_image
-
-    content = open_image(args.content, max_pixels=args.max_pixels)
-    blend = args.style_blend or [1.0] * len(style_files)
-    style_images = [open_image(path, max_pixels=args.max_pixels).image for path in style_files]
-    init_image = None
-    if params.init == "image":
-        if not Path(args.init).is_file():
-            raise UsageError(
-                f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file"
-            )
-        init_image = open_image(Path(args.init), max_pixels=args.max_pixels).image
-
-    from tqdm import tqdm
+    image_format = _output_format(args.output)
+    images = _read_images(args, style_files, params)
 
     from service.engine import Engine, StyleImage
-    from service.progress import Progress
-    from service.schedule import plan
     from service.weights import WeightsConfig
 
-    styles = [StyleImage(image, weight) for image, weight in zip(style_images, blend, strict=True)]
     if args.weights is None and settings is not None:
         weights = settings.weights
     else:
@@ -304,13 +278,99 @@ def _render(args: argparse.Namespace) -> int:
             **{params.network: args.weights}, pth_convention=args.weights_convention
         )
     engine = Engine(device=args.device, weights=weights)
+    styles = [StyleImage(image, w) for image, w in zip(images.styles, blend, strict=True)]
+    result = _paint(engine, images, styles, params, quiet=args.quiet)
 
-    # Loading the network takes seconds: the line says so, then becomes the iteration bar.
+    from service.imageio import encode_image
+
+    content = images.content
+    data = encode_image(
+        result.image, format=image_format, quality=args.quality, exif=content.exif, icc=content.icc
+    )
+    # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
+    atomic_write(args.output, data)
+    if not args.quiet:
+        w, h = result.image.size
+        print(
+            f"{args.output}: {w}x{h}, {result.iterations} iterations "
+            f"({STOPPED[result.stop_reason]}), {result.seconds:.1f} s on {result.device}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _blend(args: argparse.Namespace) -> list[float]:
+    """One weight per style: --style-blend's, or equal ones."""
+    if args.style_blend is None:
+        return [1.0] * len(args.style_specs)
+    if len(args.style_blend) != len(args.style_specs):
+        raise UsageError(
+            f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
+            "styles; give one per style"
+        )
+    if min(args.style_blend) <= 0:
+        raise UsageError(
+            f"--style-blend {' '.join(f'{w:g}' for w in args.style_blend)}: every weight must "
+            "be above 0 (leave out a style to give it none)"
+        )
+    return list(args.style_blend)
+
+
+def _output_format(output: Path) -> str:
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
+        raise UsageError(
+            f"cannot tell the format from {output}; end it in .jpg, .png, .webp or .tiff"
+        )
+    if not output.parent.is_dir():
+        raise UsageError(f"the output folder {output.parent} does not exist")
+    return suffix
+
+
+@dataclass(frozen=True)
+class _Images:
+    content: "LoadedImage"
+    styles: "list[Image.Image]"
+    init: "Image.Image | None"  # --init PATH
+
+
+def _read_images(
+    args: argparse.Namespace, style_files: list[Path], params: RenderParams
+) -> _Images:
+    from service.imageio import open_image
+
+    def read(path: Path) -> "LoadedImage":
+        return open_image(path, max_pixels=args.max_pixels)
+
+    content = read(args.content)
+    styles = [read(path).image for path in style_files]
+    if params.init != "image":
+        return _Images(content, styles, None)
+    if not Path(args.init).is_file():
+        raise UsageError(f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file")
+    return _Images(content, styles, read(Path(args.init)).image)
+
+
+def _paint(
+    engine: "Engine",
+    images: _Images,
+    styles: "list[StyleImage]",
+    params: RenderParams,
+    *,
+    quiet: bool,
+) -> "RenderResult":
+    """The render under a progress bar. Loading the network takes seconds: the bar's line says
+    so, then becomes the iteration bar."""
+    from tqdm import tqdm
+
+    from service.progress import Progress
+    from service.schedule import plan
+
     with tqdm(
         desc=f"loading the network ({params.network}) on {engine.device}…",
         bar_format="{desc}",
         unit="it",
-        disable=args.quiet,
+        disable=quiet,
         dynamic_ncols=True,
         leave=False,
     ) as bar:
@@ -327,24 +387,11 @@ def _render(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{progress.losses['total']:.4g}", refresh=False)
             bar.refresh()
 
-        result = engine.render(
-            content.image,
+        return engine.render(
+            images.content.image,
             styles,
             params,
-            init_image=init_image,
+            init_image=images.init,
             progress=show,
             progress_every=5,
         )
-    data = encode_image(
-        result.image, format=suffix, quality=args.quality, exif=content.exif, icc=content.icc
-    )
-    # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
-    atomic_write(args.output, data)
-    if not args.quiet:
-        w, h = result.image.size
-        print(
-            f"{args.output}: {w}x{h}, {result.iterations} iterations "
-            f"({STOPPED[result.stop_reason]}), {result.seconds:.1f} s on {result.device}",
-            file=sys.stderr,
-        )
-    return 0
