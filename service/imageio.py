@@ -17,6 +17,7 @@ import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from service.errors import ImageInputError
+from service.files import NotAFile, open_regular
 
 pillow_heif.register_heif_opener()
 
@@ -119,7 +120,7 @@ def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
     its size was checked (an attacker's trial: extended to 3 GiB by a writer that held it
     open, it was read whole into a worker)."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
         if max_bytes is not None and len(data) > max_bytes:
             raise ImageInputError(
@@ -130,6 +131,8 @@ def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
         raise ImageInputError(f"{path} does not exist") from exc
     except IsADirectoryError as exc:
         raise ImageInputError(f"{path} is a folder, not an image") from exc
+    except NotAFile as exc:
+        raise ImageInputError(f"{path} is {exc.strerror}; give an image file") from exc
     except OSError as exc:
         raise ImageInputError(f"{path} cannot be read ({exc.strerror})") from exc
 

@@ -263,3 +263,29 @@ def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run
     said = result.stdout + result.stderr  # the log (start_failed), wherever it goes
     assert result.returncode != 0
     assert "is damaged" in said and "restore stylefold.db from a backup" in said
+
+
+def test_a_pipe_or_device_named_as_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    """Opened for reading, a FIFO waits for a writer forever: `validate`, `render`, `run` and
+    `doctor` given one hung until killed. Each now says what it is and exits."""
+    pipe = tmp_path / "photo.json"
+    os.mkfifo(pipe)
+    style = tmp_path / "style.png"
+    style.write_bytes(image_bytes(seed=7))
+    out = str(tmp_path / "out.jpg")
+    cases = [
+        (("validate", str(pipe)), 1, "photo.json is a named pipe (FIFO), not a file"),
+        (("validate", "/dev/zero"), 1, "zero is a character device, not a file"),
+        (("render", str(pipe), str(style), "-o", out), 1, "is a named pipe (FIFO), not a file"),
+        (("render", str(style), str(pipe), "-o", out), 1, "photo.json is a named pipe (FIFO)"),
+        (("render", str(style), str(style), "--init", "/dev/zero", "-o", out), 1, "device, not"),
+        (("run", "--config", str(pipe)), 78, "is a named pipe (FIFO), not a file; point"),
+        (("doctor", "--config", str(pipe)), 1, "is a named pipe (FIFO), not a file; point"),
+        (("status", "--config", str(tmp_path)), 1, "is a folder; point --config"),
+    ]
+    for args, code, words in cases:
+        result = stylefold(*args, timeout=60)
+        assert (result.returncode, words in result.stdout + result.stderr) == (code, True), (
+            args,
+            result.stdout + result.stderr,
+        )

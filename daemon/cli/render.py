@@ -196,12 +196,25 @@ def _style_files(
         if Path(spec).is_file():
             files.append(Path(spec))
             continue
+        _refuse_special(Path(spec))
         library = library or _library(args, spec, settings)
         if spec not in library.names():
             raise UsageError(_not_in_library(spec, library))
         named += library.resolve(spec, beside=Path.cwd(), default=None)
         files.append(named[-1].path)
     return files, blend_defaults(named)
+
+
+def _refuse_special(path: Path) -> None:
+    """A pipe or device named as an image is said to be one (not "does not exist")."""
+    from service.files import NotAFile, check_regular
+
+    try:
+        check_regular(path)
+    except NotAFile as exc:
+        raise UsageError(f"{path} is {exc.strerror}; give an image file") from None
+    except OSError:
+        pass  # not there, or a folder: the library may know the name
 
 
 def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> "StyleLibrary":
@@ -347,6 +360,7 @@ def _read_images(
     if params.init != "image":
         return _Images(content, styles, None)
     if not Path(args.init).is_file():
+        _refuse_special(Path(args.init))
         raise UsageError(f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file")
     return _Images(content, styles, read(Path(args.init)).image)
 

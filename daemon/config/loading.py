@@ -17,6 +17,7 @@ from pydantic_settings import SettingsError
 
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
+from service.files import NotAFile, open_regular
 
 
 class ConfigError(Exception):
@@ -125,12 +126,17 @@ def _is_model(value: object) -> bool:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse the config file; relative folder paths in it are relative to the file itself."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             values = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
             f"config: {path} does not exist; create it or point --config/{CONFIG_ENV} at "
             "an existing file"
+        ) from None
+    except (IsADirectoryError, NotAFile) as exc:
+        what = "a folder" if isinstance(exc, IsADirectoryError) else exc.strerror
+        raise ConfigError(
+            f"config: {path} is {what}; point --config/{CONFIG_ENV} at the TOML file"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None

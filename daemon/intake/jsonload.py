@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from daemon.safefs import Changed, Identity, NotUsable, UnsafePath, folder, open_file
+from service.files import NotAFile, open_regular
 
 MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
 _SHOWN_INPUT = 60
@@ -120,7 +121,8 @@ def read_limited(path: Path, max_bytes: int, what: str) -> bytes:
     past the limit while being read). For files in folders the daemon's owner controls (the
     style library, a file given on the command line); inbox files go through `read_inbox`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with open_regular(path) as handle:
+            fd = os.dup(handle.fileno())  # _read_fd closes it
     except OSError as exc:
         raise _unreadable(exc, path.name, what) from None
     return _read_fd(fd, path.name, max_bytes, what)
@@ -149,6 +151,8 @@ def _unreadable(exc: OSError, name: str, what: str) -> SidecarError:
         return SidecarError(f"{what}: {name} disappeared before it could be read")
     if isinstance(exc, IsADirectoryError):
         return SidecarError(f"{what}: {name} is a folder, not a JSON file")
+    if isinstance(exc, NotAFile):
+        return SidecarError(f"{what}: {name} is {exc.strerror}; give a JSON file")
     return SidecarError(f"{what}: cannot read {name} ({exc.strerror}); check its permissions")
 
 
