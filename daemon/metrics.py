@@ -26,6 +26,12 @@ earlier result, skipped as sent again (the earlier answer stands), retried."""
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 
 
+MISSING_EXTRA = (
+    "metrics_port is set but prometheus-client is not installed: "
+    "pip install 'stylefold[metrics]', or unset metrics_port"
+)
+
+
 class MetricsError(RuntimeError):
     """The endpoint was asked for and cannot run; the message says what to change."""
 
@@ -65,10 +71,7 @@ class Metrics:
         try:
             import prometheus_client as prom
         except ImportError as exc:
-            raise MetricsError(
-                "metrics_port is set but prometheus-client is not installed: "
-                "pip install 'stylefold[metrics]', or unset metrics_port"
-            ) from exc
+            raise MetricsError(MISSING_EXTRA) from exc
         registry = prom.CollectorRegistry()
         prom.ProcessCollector(registry=registry)
         jobs = prom.Counter(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from conftest import CLI, REPO, Folders, image_bytes, write_json
@@ -289,3 +291,40 @@ def test_a_pipe_or_device_named_as_a_file_is_refused_at_once(tmp_path: Path) -> 
             args,
             result.stdout + result.stderr,
         )
+
+
+def _python_without(tmp_path: Path, *hidden: str) -> tuple[list[str], dict[str, str]]:
+    """This checkout's CLI in a real interpreter that has every package of the test venv but
+    `hidden`: as a user's install without those extras."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    farm = tmp_path / "site-packages"
+    farm.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(hidden) and entry.suffix != ".pth":
+            (farm / entry.name).symlink_to(entry)
+    return [sys.executable, "-S", "-m", "daemon.cli"], {"PYTHONPATH": f"{REPO}{os.pathsep}{farm}"}
+
+
+def test_doctor_names_a_missing_extra_that_stops_the_daemon(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """backend = "ray" or metrics_port without its extra: doctor said "all checks passed",
+    then run exited 1 for ray, which systemd restarted five times. Both are settings: 78."""
+    cli, env = _python_without(tmp_path, "ray", "prometheus_client")
+    probe = subprocess.run([*cli[:2], "-c", "import ray"], env={**os.environ, **env}, check=False)
+    assert probe.returncode != 0  # really not there
+    both = folders.config(backend="ray", metrics_port=9464)
+    result = subprocess.run(
+        [*cli, "doctor", "--config", str(both)],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "extras:" in line]
+    assert line.startswith("FAIL extras: backend 'ray' needs the ray extra"), line
+    assert "prometheus-client is not installed: pip install 'stylefold[metrics]'" in line
+    for config in (folders.config(backend="ray"), folders.config(metrics_port=9464)):
+        run = subprocess.run(
+            [*cli, "once", "--config", str(config)],
+            capture_output=True, text=True, env={**os.environ, **env}, timeout=300, check=False,
+        )  # fmt: skip
+        assert run.returncode == 78, run.stdout + run.stderr

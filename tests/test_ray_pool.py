@@ -458,3 +458,19 @@ def test_cut_client_connection_requeues_and_reconnects(nodes: RayCluster, folder
         code = daemon.stop()
     assert code == 0
     assert_json_log(daemon)
+
+
+def test_a_private_cluster_without_room_for_an_actor_is_a_setting_not_an_outage(
+    cluster: RayCluster, folders: Folders
+) -> None:
+    """ray_address "local" is this machine: without a GPU and with ray_cpu_actors 0 no actor
+    can ever start, so the daemon exits 78 (systemd does not restart it five times, 75 did)
+    and doctor says so before, where it said ok."""
+    config = folders.config(backend="ray", ray_address="local", ray_cpu_actors=0)
+    daemon = start_daemon(folders, config=config, env=cluster.env, ready=False)
+    assert daemon.process.wait(120) == 78
+    (failed,) = events(daemon, "daemon.start_failed")
+    assert "the Ray cluster has no GPU and ray_cpu_actors is 0" in failed["error"]
+    code, out, _ = doctor(config, cluster.env)
+    assert code == 1
+    assert "FAIL ray: ray_address is local" in out and "ray_cpu_actors is 0; add" in out

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 
 from daemon.cli.common import folder_flags, read_settings
@@ -136,6 +137,7 @@ def command(args: argparse.Namespace) -> int:
     for problem in misspelt_variables(os.environ):
         print(f"WARN environment: {problem}")
     checks: list[tuple[str, Check]] = [
+        ("extras", lambda: _extras_check(settings)),
         ("folders", lambda: _folders_check(settings)),
         ("styles", lambda: _styles_check(settings)),
         ("devices", lambda: _device_check(settings.devices)),
@@ -160,6 +162,24 @@ def command(args: argparse.Namespace) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {text}")
     print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
     return 1 if failed else 0
+
+
+def _extras_check(settings: Settings) -> tuple[bool, str]:
+    """The optional packages the settings need: without one the daemon cannot start."""
+    from daemon import metrics
+    from daemon.pool import ray_backend
+
+    needed = {
+        "ray": (settings.backend == "ray", ray_backend.MISSING_EXTRA),
+        "prometheus_client": (settings.metrics_port is not None, metrics.MISSING_EXTRA),
+    }
+    missing = [
+        text for module, (used, text) in needed.items() if used and find_spec(module) is None
+    ]
+    if missing:
+        return False, "extras: " + "; ".join(missing)
+    used = [module for module, (wanted, _) in needed.items() if wanted]
+    return True, f"extras: {', '.join(used)} installed" if used else "extras: none needed"
 
 
 def _existing(path: Path) -> Path:

@@ -18,8 +18,7 @@ RayCheck = tuple[str, Callable[[], tuple[bool, str]]]
 
 def ray_checks(settings: Settings) -> list[RayCheck]:
     if settings.ray_address == "local":
-        text = "ray: ray_address is local: the daemon starts a private one-machine cluster"
-        return [("ray", lambda: (True, text))]
+        return [("ray", lambda: _local(settings))]
 
     @cache
     def probe() -> tuple[Connected | str, float]:
@@ -77,3 +76,20 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
         )
 
     return [("ray", reachable), ("ray resources", resources), ("ray versions", versions)]
+
+
+def _local(settings: Settings) -> tuple[bool, str]:
+    """The private cluster is this machine: what the daemon would find, without starting it."""
+    import torch
+
+    from daemon.pool.ray_backend import local_cluster, misfit
+
+    found = local_cluster(
+        settings.ray_cpu_actors, settings.ray_actor_cpus, torch.cuda.device_count()
+    )
+    text = (
+        "ray: ray_address is local: the daemon starts a private cluster of this machine "
+        f"({found.cpus:g} CPUs, {found.gpus} GPUs)"
+    )
+    problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
+    return (True, text) if problem is None else (False, f"{text}; {problem}")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import structlog
 
-from daemon.pool.api import ClusterUnavailable, Outage, PoolError
+from daemon.pool.api import ClusterUnavailable, Outage, SetupError
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
@@ -34,6 +34,7 @@ from daemon.pool.ray_protocol import (
     ConnectFailed,
     Finished,
     Lost,
+    NodeInfo,
     Open,
     Remove,
     Reply,
@@ -42,6 +43,7 @@ from daemon.pool.ray_protocol import (
 )
 from daemon.pool.render import EngineSetup, Sources, WorkerSpec, classify, write_result
 from daemon.pool.task import Task
+from daemon.versions import stylefold_version
 from service.errors import ImageInputError
 
 log = structlog.get_logger(__name__)
@@ -92,9 +94,21 @@ def probe_cluster(address: str, timeout: float) -> Connected:
 
 
 def _require_ray() -> None:
-    """The daemon itself never imports ray; its driver process would fail to."""
+    """The daemon itself never imports ray; its driver process would fail to. A restart
+    cannot install it (EX_CONFIG)."""
     if importlib.util.find_spec("ray") is None:
-        raise PoolError(MISSING_EXTRA)
+        raise SetupError(MISSING_EXTRA)
+
+
+def local_cluster(cpu_actors: int, actor_cpus: int, gpus: int) -> Connected:
+    """The private cluster that ray_address "local" starts: this machine, `gpus` GPUs."""
+    node = NodeInfo("local", _local_cpus(cpu_actors, actor_cpus), gpus, stylefold_version())
+    return Connected(stylefold_version(), (node,))
+
+
+def _local_cpus(cpu_actors: int, actor_cpus: int) -> int:
+    """This machine's CPUs, or more: Ray places no more actors than its CPUs allow."""
+    return max(os.cpu_count() or 1, cpu_actors * actor_cpus)
 
 
 def _unreachable(address: str, timeout: float, problem: str) -> str:
@@ -150,15 +164,17 @@ class RayActors:
         problem = misfit(driver.connected, self.cpu_actors, self.actor_cpus)
         if problem is not None:
             self._end()
-            raise ClusterUnavailable(problem)
+            # A private cluster is this machine: waiting for a node to join cannot help.
+            raise (SetupError if self.address == "local" else ClusterUnavailable)(problem)
         self.devices = ["cuda"] * driver.connected.gpus + ["cpu"] * self.cpu_actors
         return list(self.devices)
 
     def _start(self) -> DriverProcess:
         log.info("pool.ray_connecting", address=self.address, timeout=self.connect_timeout)
-        local_cpus = max(os.cpu_count() or 1, self.cpu_actors * self.actor_cpus)
         deadline = time.monotonic() + self.connect_timeout
-        opening = Open(self.address, NAMESPACE, deadline, local_cpus)
+        opening = Open(
+            self.address, NAMESPACE, deadline, _local_cpus(self.cpu_actors, self.actor_cpus)
+        )
         self._driver = DriverProcess(opening, self.connect_timeout)
         return self._driver
 
