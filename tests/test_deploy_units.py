@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import can_unshare_mounts
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from daemon.app import CANCEL_GRACE, READY_TIMEOUT
 from daemon.config import Settings, load_settings
@@ -732,3 +734,37 @@ def test_web_page_works_inside_its_units_sandbox(tmp_path: Path) -> None:
         daemon.stop()
     for problem in ("Traceback", "Read-only file system", "Operation not permitted", "unwritable"):
         assert problem not in printed, printed
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields |= _leaf_fields(annotation, f"{name}.")
+        else:
+            fields[prefix + name] = field
+    return fields
+
+
+def test_example_config_lists_every_setting_with_its_real_default() -> None:
+    """It said `iterations = 500` and `style_weight = 10000.0` were the defaults (300, and
+    unset: strength decides), left out gif, and did not name 25 settings at all (a new user's
+    trial). Every key is on a line now, and a value not marked "example" is the default."""
+    table = ""
+    shown: dict[str, tuple[str, bool]] = {}
+    for line in (DEPLOY / "stylefold.toml.example").read_text().splitlines():
+        if header := re.fullmatch(r"\[(\w+)\]", line):
+            table = header[1] + "."
+        elif entry := re.fullmatch(r"#? ?(\w+) = (.+?)(\s+#.*)?", line):
+            shown[table + entry[1]] = (entry[2], "example" in (entry[3] or ""))
+    fields = _leaf_fields(Settings)
+    assert sorted(fields.keys() - shown.keys()) == []
+    assert sorted(shown.keys() - fields.keys()) == []
+    for key, (text, example) in shown.items():
+        field = fields[key]
+        if field.is_required() or example:
+            continue
+        value = tomllib.loads(f"v = {text}")["v"]
+        default = field.get_default(call_default_factory=True)
+        assert value == (list(default) if isinstance(default, tuple) else default), key
