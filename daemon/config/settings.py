@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     )
     backend: Literal["local", "ray"] = Field(
         "local",
-        description="Worker pool: local processes, or actors on a Ray cluster.",
+        description="Worker pool: local processes, or actors on a Ray cluster (ray: needs the ray "
+        "extra, pip install 'stylefold[ray]').",
         json_schema_extra=NEEDS_RESTART,
     )
     ray_address: RayAddress = Field(
@@ -299,7 +300,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=65535,
-        description="TCP port of the Prometheus /metrics endpoint; unset: no endpoint.",
+        description="TCP port of the Prometheus /metrics endpoint (needs the metrics extra: pip "
+        "install 'stylefold[metrics]'); unset: no endpoint.",
         json_schema_extra=NEEDS_RESTART,
     )
     metrics_host: str = Field(
