@@ -216,6 +216,26 @@ def test_a_sidecar_whose_photo_is_of_a_type_not_taken_says_so(inbox: Inbox) -> N
     assert "has no photo beside it; add the photo" in problems["other.json"].reason
 
 
+def test_a_sidecar_beside_a_photo_of_a_type_not_taken_is_told_at_once(inbox: Inbox) -> None:
+    """A camera's raw file or a BMP beside its sidecar: the sender was told after pair_timeout
+    (10 minutes by default) what was plain as the sidecar settled (a new user's trial). An
+    iPhone's .aae or an .xmp beside a sidecar is no photo: that sidecar waits as before, as its
+    photo may be on its way. A photo of a type taken, sent after the report, is rendered."""
+    (inbox.root / "IMG_1.AAE").write_bytes(b"edits")
+    (inbox.root / "IMG_1.CR2").write_bytes(b"raw")
+    inbox.write("IMG_1.json", '{"style": "a"}')
+    (inbox.root / "notes.xmp").write_bytes(b"<xmp/>")
+    inbox.write("notes.json", '{"style": "a"}')
+    [problem] = inbox.poll(SETTLE)
+    assert isinstance(problem, Problem) and problem.path.name == "IMG_1.json"
+    assert "IMG_1.CR2 is not one of gif, heic" in problem.reason
+    assert inbox.poll(SETTLE) == []  # told once
+    jpg = inbox.write("IMG_1.jpg")
+    assert inbox.poll(SETTLE) == [Arrival(jpg, inbox.root / "IMG_1.json", Path("."))]
+    [late] = inbox.poll(PAIR)
+    assert isinstance(late, Problem) and late.path.name == "notes.json"
+
+
 def test_lone_image_gets_default_style_when_configured(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path, no_sidecar="default", default_style="starry")
     image = inbox.write("photo.jpg")

@@ -16,6 +16,14 @@ from typing import Literal, NamedTuple
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 
 SIDECAR_EXTENSION = "json"
+# Photo types that are not taken by default (camera raw files, formats Pillow reads but
+# stylefold does not take, formats it cannot read): a sidecar beside one is told so at once.
+PHOTO_TYPES = frozenset(
+    {"3fr", "arw", "avif", "bmp", "cr2", "cr3", "crw", "dng", "erf", "exr", "hdr", "ico", "iiq",
+     "j2k", "jp2", "jpf", "jpx", "jxl", "kdc", "mos", "mrw", "nef", "nrw", "orf", "pbm", "pcx",
+     "pef", "pgm", "pnm", "ppm", "psd", "raf", "raw", "rw2", "rwl", "sr2", "srf", "srw", "svg",
+     "tga", "x3f"}
+)  # fmt: skip
 
 
 class IgnoreRule(NamedTuple):

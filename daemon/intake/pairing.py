@@ -37,7 +37,7 @@ from daemon.intake.arrival import (
     look_again,
 )
 from daemon.intake.complete import truncation
-from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
+from daemon.intake.ignore import PHOTO_TYPES, SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.partners import (
     Emitted,
@@ -396,7 +396,7 @@ class Intake:
         only a folder. With `photo_of` (a sidecar's base), also a file of that name in a type
         the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
-        other_type = None
+        other_types = []
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in sorted(os.listdir(fd)):
                 stem, _, ext = key(name).rpartition(".")
@@ -407,10 +407,28 @@ class Intake:
                 if kind == stat.S_IFDIR and wanted(key(name)):
                     return is_folder(name)
                 if other and kind == stat.S_IFREG:
-                    other_type = other_type or name
-        if other_type is not None:
-            return reasons.photo_type_not_taken(other_type, self.rules.image_extensions)
+                    other_types.append(name)
+        if other_types:  # a photo's type first: pic.nef, not the pic.aae beside it
+            name = min(other_types, key=lambda name: (not self._photo_not_taken(name), name))
+            return reasons.photo_type_not_taken(name, self.rules.image_extensions)
         return reason
+
+    def _photo_not_taken(self, name: str) -> bool:
+        return name.rpartition(".")[2].lower() in PHOTO_TYPES and not self.rules.is_image_name(name)
+
+    def _beside_photo_not_taken(self, sidecar: Tracked) -> bool:
+        """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) lies beside a
+        sidecar that waits for its photo: then it is told at once, not after pair_timeout.
+        Looked for once per version of the sidecar (waiting sidecars are decided every poll)."""
+        if sidecar.looked_beside == sidecar.signature:
+            return False
+        sidecar.looked_beside = sidecar.signature
+        relative = sidecar.path.parent.relative_to(self.inbox)
+        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
+            for name in os.listdir(fd):
+                if key(name).rpartition(".")[0] == sidecar.base and self._photo_not_taken(name):
+                    return stat.S_ISREG(safefs.lstat_at(fd, name).st_mode)
+        return False
 
     def _read_style_file(self, sidecar: Tracked) -> None:
         if sidecar.parsed == sidecar.signature:
@@ -558,7 +576,9 @@ class Intake:
             self._pending.update(
                 path for path in images if not self._emitted_as_is(self._files[path], sidecar)
             )
-        elif now - sidecar.waiting_since >= self.pair_timeout:
+        elif now - sidecar.waiting_since >= self.pair_timeout or self._beside_photo_not_taken(
+            sidecar
+        ):
             reason = reasons.no_photo(sidecar.base)
 
             def photo_name(name: str) -> bool:

@@ -48,6 +48,7 @@ class Tracked:
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
     arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
+    looked_beside: Signature | None = None  # sidecars: the version a photo not taken was sought at
 
 
 def key(name: str) -> str:
