@@ -127,6 +127,10 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     unknown = write_json(tmp_path / "unknown.json", {"style": "starry"})
     result = stylefold("validate", str(unknown), "--config", str(folders.config()))
     assert result.returncode == 1 and "not in the style library" in result.stderr
+    both = write_json(tmp_path / "both.json", {"style": "mosaik", "params": {"sise": 32}})
+    result = stylefold("validate", str(both), "--config", str(folders.config()))
+    assert "params.sise: unknown key" in result.stderr, result.stderr
+    assert "style 'mosaik' is not in the style library (did you mean 'mosaic'?" in result.stderr
 
     too_big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": {"size": 8000}})
     result = stylefold("validate", str(too_big), "--config", str(folders.config()))

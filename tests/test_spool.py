@@ -117,6 +117,22 @@ def test_bad_sidecar_or_style_is_rejected_before_anything_moves(folders: Folders
         with pytest.raises(Rejected, match=re.escape(expected)):
             resolve(arrival, settings, library)
         assert arrival.image.exists()
+    # A misspelt param and an unknown style are told in one report, not one after the other
+    # (a new user's trial: a round trip per mistake).
+    for style, told in (
+        ("mosaik", "style 'mosaik' is not in the style library (did you mean 'mosaic'?"),
+        ([{"name": "mosaic"}, {"name": "wave"}], "style 'wave' is not in the style library"),
+        ({"file": "gone.png"}, "gone.png"),
+    ):
+        arrival = _pair(folders, "photo.jpg", {"style": style, "params": {"strenght": 0.5}})
+        with pytest.raises(Rejected) as rejected:
+            resolve(arrival, settings, library)
+        assert "params.strenght: unknown key" in str(rejected.value)
+        assert told in str(rejected.value), rejected.value
+    arrival = _pair(folders, "photo.jpg", {"style": "mosaic", "params": {"strenght": 0.5}})
+    with pytest.raises(Rejected, match="strenght") as rejected:
+        resolve(arrival, settings, library)
+    assert "style" not in str(rejected.value).replace("strenght", "")  # a good style: silent
 
 
 def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) -> None:

@@ -4,6 +4,7 @@ the inbox; with a config (or --styles) also its styles and the daemon's limits."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
+    from daemon.intake.jsonload import read_limited
+    from daemon.intake.resolve import style_problems
     from daemon.intake.sidecar import (
         SidecarError,
         merge_params,
@@ -56,16 +59,25 @@ def command(args: argparse.Namespace) -> int:
             ceilings(limits.max_output_size, limits.max_iterations),
         )
     except SidecarError as exc:
-        print(f"{path}: invalid sidecar", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 1
+        problems = exc.problems
+    else:
+        problems = []
     try:
         library = style_library(args)
     except ConfigError as exc:
         if args.styles is not None:
             return fail(str(exc))
         library = None  # the styles cannot be checked; the params still are
+    if problems:
+        if library is not None:  # its styles too, when the sidecar can be read at all
+            default = settings.default_style if settings else None
+            with contextlib.suppress(SidecarError):
+                raw = read_limited(path, limits.max_sidecar_bytes, "sidecar")
+                problems += style_problems(raw, library, path.resolve().parent, default)
+        print(f"{path}: invalid sidecar", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
     given = sidecar.overrides()
     try:
         if library is None:

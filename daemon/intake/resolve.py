@@ -16,6 +16,7 @@ from daemon.intake.sidecar import (
     SidecarError,
     merge_params,
     parse_sidecar,
+    style_alone,
     unused_strength,
 )
 from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
@@ -53,9 +54,13 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
             raw = read_inbox(
                 settings.inbox, relative, settings.max_sidecar_bytes, "sidecar", expect
             )
-            sidecar = parse_sidecar(
-                raw, ceilings(settings.max_output_size, settings.max_iterations)
-            )
+            try:
+                sidecar = parse_sidecar(
+                    raw, ceilings(settings.max_output_size, settings.max_iterations)
+                )
+            except SidecarError as exc:
+                also = style_problems(raw, library, arrival.image.parent, settings.default_style)
+                raise SidecarError(*exc.problems, *also) from None
             if sidecar.style_file() == arrival.image.name:
                 raise StyleError(
                     f"style.file: {arrival.image.name} is the photo itself; bring a different "
@@ -88,3 +93,18 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         output_quality=(output.quality if output and output.quality else settings.output_quality),
         notes=(note,) if note is not None else (),
     )
+
+
+def style_problems(
+    raw: bytes, library: StyleLibrary, beside: Path, default: str | None
+) -> list[str]:
+    """What is wrong with the styles of a sidecar that is invalid for other reasons (see
+    `style_alone`), so that its report names every fix at once."""
+    spec = style_alone(raw)
+    if spec is None:
+        return []
+    try:
+        library.resolve(spec, beside=beside, default=default)
+    except StyleError as exc:
+        return [str(exc)]
+    return []

@@ -208,6 +208,20 @@ class Sidecar(BaseModel):
 
 
 _PARAMS_ADAPTER: TypeAdapter[RenderParams] = TypeAdapter(ParamsOverride)
+_STYLE_ADAPTER: TypeAdapter[StyleSpec] = TypeAdapter(StyleSpec)
+
+
+def style_alone(data: bytes | str) -> StyleSpec | None:
+    """The `style` of a sidecar whose other keys are invalid, when it is valid by itself: its
+    styles are then checked too, so that one report names every fix (a misspelt param and an
+    unknown style were told one after the other, a round trip each). None otherwise."""
+    try:
+        value = load_json(data)
+        if isinstance(value, dict) and "style" in value:
+            return _STYLE_ADAPTER.validate_python(value["style"], strict=True)
+    except (SidecarError, ValidationError):
+        pass
+    return None
 
 
 def _allowed_keys(path: tuple[str, ...]) -> list[str]:
