@@ -25,6 +25,8 @@ ANY_NETWORK = WeightsConfig(download=True)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"iterations": True}, ("params.iterations", "true and false are not numbers")),
     ({"size": "256"}, ("params.size", "without quotes: 256")),
+    ({"iterations": "many"}, ("params.iterations", "a whole number such as 256, without quotes")),
+    ({"content_weight": "lots"}, ("params.content_weight", "a number such as 0.5, without")),
     ({"size": 256.0}, ("params.size", "whole number")),
     ({"seed": False}, ("params.seed", "not numbers")),
     ({"content_weight": "1"}, ("params.content_weight", "without quotes: 1")),

@@ -326,8 +326,9 @@ def _type_fix(kind: str, got: object) -> str:
         return f"; true and false are not numbers, write a number such as {example}"
     if isinstance(got, str):
         text = got.strip()
-        plain = text if text.lstrip("-").replace(".", "", 1).isdigit() else example
-        return f"; write the number without quotes: {plain}"
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            return f"; write the number without quotes: {text}"
+        return f"; write a {'whole ' if whole else ''}number such as {example}, without quotes"
     if isinstance(got, float) and whole:
         return f"; write a whole number such as {example}"
     return f"; write a number such as {example}"
