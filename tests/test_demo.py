@@ -61,6 +61,26 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
     assert list((folder / "inbox").iterdir()) == []
     assert "removed hubble.jpg from the inbox" in done.stdout
 
+    # --keep: the photos are sent again and skipped; that was told as if they were just done,
+    # from the earlier manifests (a new user's trial). With another size, new answers are
+    # numbered, and those are the ones told.
+    for size, told in (("32", "answered by an earlier demo, sent again: skipped -> "), ("40", "")):
+        again = subprocess.run(
+            [*CLI, "demo", "--dir", str(folder), "--keep", "--size", size, "--iterations", "3"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        for job in demo_jobs(32, 3):
+            if told:
+                assert f"{job.photo}: {told}{job.photo}.stylised." in again.stdout, again.stdout
+            else:
+                assert f"{job.photo}: done in" in again.stdout
+                manifest = json.loads((outbox / f"{job.photo}.manifest-2.json").read_text())
+                assert f"-> {manifest['output']['file']}" in again.stdout
+        assert ("done in" in again.stdout) is not bool(told)
+
 
 def test_prepare_lays_out_folders_styles_and_sidecars(tmp_path: Path) -> None:
     jobs = demo_jobs(64, 10)

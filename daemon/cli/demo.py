@@ -17,9 +17,13 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.config import ConfigError, load_settings
+from daemon.fsutil import read_json
+from daemon.jobs.error_report import ErrorReport, as_report
+from daemon.jobs.manifest import Manifest
+from daemon.jobs.progress import ProgressReport
 from service.params import STOPPED
 
 if TYPE_CHECKING:
@@ -132,32 +136,56 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
 # -- running the daemon -------------------------------------------------------------------------
 
 
-def job_state(outbox: Path, stem: str) -> tuple[str, dict[str, Any] | None]:
-    """Where a job stands, read from the outbox as a user would: its manifest means done (the
-    daemon writes it last), an error report means failed, a progress file means running."""
-    for state, tail in (("done", ".manifest.json"), ("failed", ".error.json")):
-        path = outbox / f"{stem}{tail}"
-        if path.is_file():
-            return state, _read(path)
-    progress = _read(outbox / f"{stem}.progress.json")
-    return ("running", progress) if progress is not None else ("waiting", None)
+@dataclass(frozen=True)
+class Seen:
+    """Where one demo job stands, read from the outbox as a user would: its manifest means
+    done (the daemon writes it last), an error report failed, a progress file running.
+    `earlier`: answered by an earlier demo (--keep), so this run skipped it."""
+
+    state: Literal["done", "failed", "running", "waiting", "earlier"]
+    manifest: Manifest | None = None
+    report: ErrorReport | None = None
+    progress: ProgressReport | None = None
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # not there yet, or replaced between listing and reading
-    return value if isinstance(value, dict) else None
+def job_state(outbox: Path, stem: str, before: frozenset[str] = frozenset()) -> Seen:
+    """The job's state from the answers in `outbox` that were not there `before` it ran."""
+    for path in _answers(outbox, stem, "manifest", before):
+        with contextlib.suppress(ValueError):
+            return Seen("done", manifest=Manifest.model_validate(read_json(path)))
+    for path in _answers(outbox, stem, "error", before):
+        if (report := as_report(read_json(path))) is not None:
+            return Seen("failed", report=report)
+    for path in _answers(outbox, stem, "progress", before):
+        with contextlib.suppress(ValueError):
+            return Seen("running", progress=ProgressReport.model_validate(read_json(path)))
+    return Seen("waiting")
+
+
+def final_state(outbox: Path, stem: str, before: frozenset[str]) -> Seen:
+    """After the run: a photo an earlier demo answered was sent again and skipped."""
+    seen = job_state(outbox, stem, before)
+    if seen.state == "waiting" and (earlier := job_state(outbox, stem)).manifest is not None:
+        return Seen("earlier", manifest=earlier.manifest)
+    return seen
+
+
+def _answers(outbox: Path, stem: str, kind: str, before: frozenset[str]) -> list[Path]:
+    """`stem`'s answers of one kind, numbered ones too (`photo.manifest-2.json`)."""
+    paths = [outbox / f"{stem}.{kind}.json", *sorted(outbox.glob(f"{stem}.{kind}-*.json"))]
+    return [path for path in paths if path.name not in before and path.is_file()]
 
 
 class Reporter(threading.Thread):
     """Prints each job's progress while the daemon (on the main thread, for its signal
     handlers) works; the daemon's own log goes to a file."""
 
-    def __init__(self, outbox: Path, jobs: list[DemoJob], interval: float = 1.0) -> None:
+    def __init__(
+        self, outbox: Path, jobs: list[DemoJob], before: frozenset[str], interval: float = 1.0
+    ) -> None:
         super().__init__(name="demo-reporter", daemon=True)
         self.outbox = outbox
+        self.before = before
         self.stems = [job.photo for job in jobs]
         self.interval = interval
         self.finished = threading.Event()
@@ -171,41 +199,39 @@ class Reporter(threading.Thread):
 
     def report(self) -> None:
         for stem in self.stems:
-            state, data = job_state(self.outbox, stem)
-            line = _describe(stem, state, data)
+            seen = job_state(self.outbox, stem, self.before)
+            if self.finished.is_set():
+                seen = final_state(self.outbox, stem, self.before)
             # Running jobs are shown every 25 %, so a slow CPU does not flood the terminal.
-            key = state if state != "running" else f"running {int(_percent(data) // 25)}"
-            if self._shown.get(stem) != key:
-                self._shown[stem] = key
-                print(line, flush=True)
+            shown: str = seen.state
+            if seen.progress is not None:
+                shown = f"running {int(seen.progress.percent // 25)}"
+            if self._shown.get(stem) != shown:
+                self._shown[stem] = shown
+                print(_describe(stem, seen), flush=True)
 
 
-def _percent(data: dict[str, Any] | None) -> float:
-    value = (data or {}).get("percent", 0)
-    return float(value) if isinstance(value, int | float) else 0.0
-
-
-def _describe(stem: str, state: str, data: dict[str, Any] | None) -> str:
-    data = data or {}
-    if state == "done":
-        seconds = data.get("timings", {}).get("render_seconds")
-        took = f" in {seconds:.0f} s" if isinstance(seconds, int | float) else ""
+def _describe(stem: str, seen: Seen) -> str:
+    if seen.manifest is not None:
+        done = seen.manifest
+        if seen.state == "earlier":
+            return (
+                f"  {stem}: answered by an earlier demo, sent again: skipped -> {done.output.file}"
+            )
         return (
-            f"  {stem}: done{took}, {data.get('iterations')} iterations "
-            f"({STOPPED.get(str(data.get('stop_reason')), data.get('stop_reason'))}) on "
-            f"{data.get('device')} -> "
-            f"{data.get('output', {}).get('file')}"
+            f"  {stem}: done in {done.timings.render_seconds:.0f} s, {done.iterations} "
+            f"iterations ({STOPPED[done.stop_reason]}) on {done.device} -> {done.output.file}"
         )
-    if state == "failed":
-        return f"  {stem}: FAILED: {data.get('error')}"
-    if state == "running":
-        eta = data.get("eta_seconds")
-        left = f", about {eta:.0f} s left" if isinstance(eta, int | float) else ""
-        return f"  {stem}: {_percent(data):.0f}% on {data.get('device')}{left}"
+    if seen.report is not None:
+        return f"  {stem}: FAILED: {seen.report.error}"
+    if seen.progress is not None:
+        eta = seen.progress.eta_seconds
+        left = f", about {eta:.0f} s left" if eta is not None else ""
+        return f"  {stem}: {seen.progress.percent:.0f}% on {seen.progress.device}{left}"
     return f"  {stem}: waiting"
 
 
-def run_daemon(folder: Path, jobs: list[DemoJob], device: str) -> int:
+def run_daemon(folder: Path, jobs: list[DemoJob], device: str, before: frozenset[str]) -> int:
     """`stylefold once` on the demo folder, in this process; its JSON log goes to daemon.log."""
     from daemon.app import Daemon
     from daemon.logs import setup_logging
@@ -226,7 +252,7 @@ def run_daemon(folder: Path, jobs: list[DemoJob], device: str) -> int:
         settings = load_settings(None, overrides)
     except ConfigError as exc:
         raise DemoError(f"the demo's configuration is not usable:\n{exc}") from None
-    reporter = Reporter(settings.outbox, jobs)
+    reporter = Reporter(settings.outbox, jobs, before)
     with (folder / "daemon.log").open("a", encoding="utf-8") as log_file:
         setup_logging("json", settings.log_level, stream=log_file)
         reporter.start()
@@ -321,29 +347,29 @@ def _demo(
               f"{json.dumps(job.sidecar['style'])}")  # fmt: skip
     print(f"running the daemon once (device {device}; its log: {folder / 'daemon.log'})")
     started = time.monotonic()
-    code = run_daemon(folder, jobs, device)
     outbox = folder / "outbox"
-    states = {job.photo: job_state(outbox, job.photo) for job in jobs}
-    failed = [stem for stem, (state, _) in states.items() if state != "done"]
+    before = frozenset(path.name for path in outbox.iterdir())  # --keep: earlier answers
+    code = run_daemon(folder, jobs, device, before)
+    states = {job.photo: final_state(outbox, job.photo, before) for job in jobs}
+    failed = [stem for stem, seen in states.items() if seen.manifest is None]
     # `once` ends with every job answered, or early on Ctrl-C or SIGTERM (still exit 0).
-    waiting = [stem for stem, (state, _) in states.items() if state in ("running", "waiting")]
+    waiting = [stem for stem, seen in states.items() if seen.state in ("running", "waiting")]
     stopped = code == 0 and bool(waiting)
     ended = "stopped after" if stopped else "finished in"
     print(f"{ended} {time.monotonic() - started:.0f} s; results in {outbox}:")
     for job in jobs:
-        state, data = states[job.photo]
-        if state == "done":
-            what = str((data or {}).get("output", {}).get("file"))
+        seen = states[job.photo]
+        if seen.manifest is not None:
+            what = seen.manifest.output.file
         else:
-            what = f"{job.photo}.error.json" if state == "failed" else "no result"
+            what = f"{job.photo}.error.json" if seen.state == "failed" else "no result"
         print(f"  {what:28}  {job.what}")
     print(f"per job: <name>.manifest.json (parameters, losses, timings) and <name>.log in {outbox}")
     print(f"daemon log: {folder / 'daemon.log'}; originals moved to {folder / 'state' / 'archive'}")
     for name in tidy_inbox(inbox, jobs, failed):
         print(
-            f"removed {name} from the inbox: the daemon copies a style image brought along and "
-            "leaves it there (another sidecar may name it too); once its jobs are done, remove "
-            "it yourself"
+            f"removed {name} from the inbox: the daemon leaves a style image brought along where "
+            "it is (another sidecar may name it too); remove your own once its jobs are done"
         )
     print(
         "try your own: put a photo and a sidecar such as "
