@@ -12,6 +12,7 @@ the state directory. On NFS, Linux implements flock with POSIX byte-range locks,
 on different machines sharing one state directory also exclude each other.
 """
 
+import contextlib
 import fcntl
 import os
 import time
@@ -160,4 +161,22 @@ def state_of(pid: int) -> Path | None:
         lock = Path(target)
         if lock.name == LOCK_NAME and lock.is_absolute() and holder(lock.parent) == pid:
             return lock.parent
+    return None
+
+
+def inbox_holder(inbox: Path) -> int | None:
+    """The pid of the daemon watching `inbox` (its `InboxLock`), read from Linux's /proc/locks
+    without taking the lock: trying it would make a daemon starting at that moment exit. None
+    when none is found (or /proc cannot tell)."""
+    try:
+        seen = inbox.stat()
+        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    where = f"{os.major(seen.st_dev):02x}:{os.minor(seen.st_dev):02x}:{seen.st_ino}"
+    for line in text.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+            with contextlib.suppress(ValueError):
+                return int(fields[4])
     return None

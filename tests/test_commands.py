@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CLI, REPO, Folders, image_bytes, write_json
+from conftest import CLI, REPO, Daemon, Folders, image_bytes, write_json
 
 from daemon.jobs.store import DB_FILE, Store
 from daemon.status_model import StatusReport
@@ -332,3 +333,21 @@ def test_doctor_names_a_missing_extra_that_stops_the_daemon(
             capture_output=True, text=True, env={**os.environ, **env}, timeout=300, check=False,
         )  # fmt: skip
         assert run.returncode == 78, run.stdout + run.stderr
+
+
+def test_doctor_names_a_daemon_watching_the_inbox_with_another_state(
+    folders: Folders, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """doctor said "daemon: not running" while another daemon watched the same inbox with its
+    own state folder, and then run exited 78 (a new user's trial)."""
+    daemon = daemon_factory()
+    other = folders.config(state=str(folders.root / "state-2"))
+    result = stylefold("doctor", "--config", str(other))
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"FAIL daemon: another stylefold daemon (pid {daemon.process.pid}, state "
+        f"{folders.state}) is watching the inbox {folders.inbox}, so this one would exit 78"
+    ) in result.stdout, result.stdout
+    daemon.stop()
+    result = stylefold("doctor", "--config", str(other))
+    assert "ok   daemon: not running" in result.stdout, result.stdout

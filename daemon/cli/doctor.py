@@ -120,11 +120,21 @@ def _database_check(state: Path) -> tuple[bool, str]:
     return True, "state database: intact"
 
 
-def _lock_check(state: Path) -> tuple[bool, str]:
-    from daemon.lock import holder
+def _lock_check(state: Path, inbox: Path) -> tuple[bool, str]:
+    from daemon.lock import holder, inbox_holder, state_of
 
     pid = holder(state)
-    return True, (f"daemon: running (pid {pid})" if pid else "daemon: not running")
+    if pid is not None:
+        return True, f"daemon: running (pid {pid})"
+    other = inbox_holder(inbox)
+    if other is None:
+        return True, "daemon: not running"
+    where = state_of(other)
+    return False, (
+        f"daemon: another stylefold daemon (pid {other}"
+        f"{f', state {where}' if where else ''}) is watching the inbox {inbox}, so this one "
+        "would exit 78; stop it first, or give this one its own inbox"
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -146,7 +156,7 @@ def command(args: argparse.Namespace) -> int:
         ("outbox space", lambda: _space_check("outbox", _existing(settings.outbox))),
         ("state space", lambda: _space_check("state", _existing(settings.state))),
         ("state database", lambda: _database_check(settings.state)),
-        ("lock", lambda: _lock_check(settings.state)),
+        ("lock", lambda: _lock_check(settings.state, settings.inbox)),
     ]
     if settings.backend == "ray":
         from daemon.cli.ray_doctor import ray_checks
