@@ -191,8 +191,9 @@ def test_the_result_appears_in_the_gallery_with_thumbnails_and_parameters(site: 
     card = site.page.locator("article.card", has_text="cat.jpg")
     expect(card).to_be_visible(timeout=WAIT_MS)
     expect(card.locator(".styles")).to_have_text("style: mosaic")
-    expect(card.locator(".summary")).to_contain_text("size 48 · iterations 30")
-    expect(card.locator("dl.facts")).to_contain_text("30 (iterations)")
+    expect(card.locator(".summary")).to_contain_text("size 48 · iterations 30 · strength 0.9")
+    expect(card.locator(".summary")).not_to_contain_text("None")  # an unset style_weight
+    expect(card.locator("dl.facts")).to_contain_text("30 (at the iteration cap)")
     job = card.get_attribute("data-job")
     loaded(site.page, f'article.card[data-job="{job}"] figure.result img')
     # The original was moved to the archive; found there and checked against the manifest.

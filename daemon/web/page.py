@@ -30,6 +30,7 @@ from daemon.status_model import (
 )
 from daemon.versions import stylefold_version
 from daemon.web.records import Outputs
+from service.params import STOPPED
 
 GALLERY = 24  # newest results shown
 FAILURES = 20  # newest failures shown
@@ -40,7 +41,8 @@ INBOX_LABELS = {
     "arriving": "still arriving",
     "waiting": "waiting for its pair",
 }
-PARAMS_SHOWN = ("size", "iterations", "content_weight", "style_weight", "preserve_colors")
+# Shown on a card; style_weight only when given (it overrides strength, which is then moot).
+PARAMS_SHOWN = ("size", "iterations", "strength", "style_weight", "preserve_colors")
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def _card(end: Finished, manifest: Manifest) -> Card:
     params = manifest.params.model_dump(mode="json")
     timings = manifest.timings
     facts = [
-        ("iterations", f"{manifest.iterations} ({manifest.stop_reason})"),
+        ("iterations", f"{manifest.iterations} ({STOPPED[manifest.stop_reason]})"),
         ("device", manifest.device + (f" ({manifest.node})" if manifest.node else "")),
         ("output", f"{manifest.output.size[0]}x{manifest.output.size[1]} {manifest.output.format}"),
         ("render", f"{timings.render_seconds:.1f} s"),
@@ -249,7 +251,11 @@ def _card(end: Finished, manifest: Manifest) -> Card:
             style.name if len(manifest.styles) == 1 else f"{style.name} ×{style.weight:g}"
             for style in manifest.styles
         ],
-        summary=[f"{name.replace('_', ' ')} {params[name]}" for name in PARAMS_SHOWN],
+        summary=[
+            f"{name.replace('_', ' ')} {params[name]}"
+            for name in PARAMS_SHOWN
+            if params[name] is not None and not (name == "strength" and params["style_weight"])
+        ],
         params=[(name, _value(value)) for name, value in params.items()],
         facts=facts,
     )
