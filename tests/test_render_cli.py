@@ -162,6 +162,7 @@ def test_a_name_not_in_the_library(
             f"'starry' is neither a file nor a style of the library {library}; its styles: stain",
         ),
         ("broken", ["--styles", library], "(broken.jpg was skipped: broken.jpg is empty (0 bytes)"),
+        ("STAINS", ["--styles", library], "did you mean 'stain'? its styles: stain"),
         ("stain", [], "stain does not exist (to name a style of the library instead, give "),
         ("stain", ["--config", tmp_path / "none.toml"], "none.toml does not exist"),
     ):

@@ -205,6 +205,8 @@ def test_an_unknown_name_suggests_a_close_one(library_dir: Path) -> None:
     library = StyleLibrary(library_dir)
     with pytest.raises(StyleError, match=r"did you mean 'starry_night'\? available"):
         library.get("stary_night")
+    with pytest.raises(StyleError, match=r"did you mean 'starry_night'\? available"):
+        library.get("STARRY_NIGHT")  # case aside (it had no suggestion)
 
 
 def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_dir: Path) -> None:

@@ -238,8 +238,12 @@ def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> 
 
 
 def _not_in_library(spec: str, library: "StyleLibrary") -> str:
+    from daemon.intake.styles import closest
+
+    close = closest(spec, library.names())
     text = (
-        f"{spec!r} is neither a file nor a style of the library {library.root}; its styles: "
+        f"{spec!r} is neither a file nor a style of the library {library.root}; "
+        f"{f'did you mean {close!r}? ' if close else ''}its styles: "
         f"{', '.join(library.names()) or 'none'}"
     )
     for problem in library.problems:

@@ -221,8 +221,8 @@ class StyleLibrary:
                 f'"style": "{stem}" (or, for an image beside the sidecar, "style": {{"file": '
                 f'"{name}"}})'
             )
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = closest(name, names)
+        hint = f"did you mean {close!r}? " if close else ""
         available = ", ".join(names) or "none yet"
         return (
             f"style {name!r} is not in the style library ({hint}available: "
@@ -283,3 +283,10 @@ def blend_defaults(styles: Iterable[ResolvedStyle]) -> dict[str, Any]:
     if not listed:
         return {}
     return dict(max(listed, key=lambda style: style.weight).defaults)
+
+
+def closest(name: str, names: list[str]) -> str | None:
+    """The style `name` was probably meant to be, case aside ("SHIPWRECK", "Cels")."""
+    by_folded = {known.casefold(): known for known in names}
+    close = difflib.get_close_matches(name.casefold(), list(by_folded), n=1)
+    return by_folded[close[0]] if close else None
