@@ -117,3 +117,30 @@ def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
     )
     assert done.returncode == 78, done.stdout + done.stderr
     assert f"inbox: {folders.inbox} does not exist" in done.stderr
+
+
+def test_on_every_address_it_says_to_open_the_machines_name(tmp_path: Path) -> None:
+    """`--host 0.0.0.0` said to open http://0.0.0.0:PORT/, an address no browser elsewhere
+    can open (a new user's trial); the page answers to this machine's name."""
+    config = make_folders(tmp_path).config()
+    web = subprocess.Popen(
+        [*CLI, "web", "--config", str(config), "--host", "0.0.0.0", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert web.stdout is not None
+        said = ""
+        while (opened := re.search(r"open (http://(\S+):(\d+)/)", said)) is None:
+            line = web.stdout.readline()  # after the warning that the page is exposed
+            assert line, said
+            said += line
+        assert opened is not None and opened[2] == socket.gethostname(), said
+        request = urllib.request.Request(f"http://127.0.0.1:{opened[3]}/api/page")
+        request.add_header("Host", f"{socket.gethostname()}:{opened[3]}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        _stop(web)

@@ -137,5 +137,8 @@ def bind(
         http=DeadlineProtocol,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if host in ("0.0.0.0", "::"):  # every address: the machine's name, which the page answers to
+        shown = socket.gethostname()
+    else:
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
     return WebServer(uvicorn.Server(config), sock, f"http://{shown}:{bound}/")
