@@ -351,3 +351,18 @@ def test_doctor_names_a_daemon_watching_the_inbox_with_another_state(
     daemon.stop()
     result = stylefold("doctor", "--config", str(other))
     assert "ok   daemon: not running" in result.stdout, result.stdout
+
+
+def test_styles_of_a_library_with_only_skipped_images_says_what_to_fix(tmp_path: Path) -> None:
+    """shipwreck.jpg beside shipwreck.png: "0 style(s)", the reason, then "add images such
+    as starry_night.jpg" to a folder full of them (a new user's trial). The reason stands."""
+    library = tmp_path / "styles"
+    library.mkdir()
+    (library / "shipwreck.jpg").write_bytes(image_bytes(seed=1))
+    (library / "shipwreck.png").write_bytes(image_bytes(seed=2))
+    result = stylefold("styles", "--styles", str(library))
+    assert "both define style 'shipwreck'; remove one" in result.stdout, result.stdout
+    assert "add images such as" not in result.stdout
+    (library / "shipwreck.png").unlink()
+    (library / "shipwreck.jpg").unlink()
+    assert "add images such as" in stylefold("styles", "--styles", str(library)).stdout

@@ -39,6 +39,6 @@ def command(args: argparse.Namespace) -> int:
         print(f"  {style.name.ljust(width)}  {style.path.name}{defaults}")
     for problem in library.problems:
         print(f"  skipped {problem.path.name}: {problem.reason}")
-    if not styles:
+    if not styles and not library.problems:
         print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
     return 0
