@@ -66,7 +66,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     jobs = live if live is not None else _recorded(store)
     if not daemon.running:  # recorded RUNNING by a daemon that was killed: nothing runs it now
         jobs = [
-            job.model_copy(update={"state": str(State.QUEUED), "reason": INTERRUPTED})
+            job.model_copy(update={"state": State.QUEUED, "reason": INTERRUPTED})
             if job.state == State.RUNNING
             else job
             for job in jobs

@@ -179,13 +179,18 @@ class Daemon:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
             raise AssertionError(
                 f"daemon did not exit on {sig}\n{self.log_path.read_text()[-4000:]}"
             ) from None
+        # A model given a value of the wrong type (a str for an enum, through model_copy) is
+        # written with a warning to the operator's log, and may be read back wrong.
+        text = self.log_path.read_text(errors="replace")
+        assert "serializer warnings" not in text, text[text.index("serializer warnings") - 500 :]
+        return code
 
 
 def start_daemon(

@@ -69,7 +69,7 @@ def live_items(
             last = running.last
             item = item.model_copy(
                 update={
-                    "state": str(State.RUNNING),
+                    "state": State.RUNNING,
                     "since": running.started,
                     "device": running.device,
                     "worker": running.worker,
@@ -86,7 +86,7 @@ def live_items(
         elif blocked is not None:
             item = item.model_copy(
                 update={
-                    "state": str(State.BLOCKED),
+                    "state": State.BLOCKED,
                     "since": blocked.since,
                     "reason": blocked.reason,
                     "retry_at": time.time() + max(0.0, blocked.retry_at - time.monotonic()),
