@@ -73,20 +73,23 @@ def prepare(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+# How allocators say they ran out, besides torch.OutOfMemoryError: CUDA's older message, and
+# the CPU allocator's ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 @contextlib.contextmanager
 def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
-    """Turn the device's own out-of-memory exceptions into DeviceOutOfMemoryError."""
+    """Turn the device's own out-of-memory exceptions into DeviceOutOfMemoryError, so that a
+    job is retried smaller (oom_fallback), not reported as an internal error."""
     try:
         yield
-    except torch.OutOfMemoryError as exc:
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        said = any(words in str(exc).lower() for words in _OUT_OF_MEMORY)
+        if not (said or isinstance(exc, MemoryError | torch.OutOfMemoryError)):
+            raise
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        raise DeviceOutOfMemoryError(
-            f"{device} ran out of memory; use a smaller size, another device, or free memory"
-        ) from exc
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower():
-            raise
         raise DeviceOutOfMemoryError(
             f"{device} ran out of memory; use a smaller size, another device, or free memory"
         ) from exc

@@ -7,9 +7,11 @@ daemon/worker.py) since this machine has no GPU; the daemon's oom_fallback then 
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
 
 import pytest
-from conftest import Daemon, Folders, image_bytes, start_daemon, wait_for
+from conftest import CLI, REPO, Daemon, Folders, image_bytes, start_daemon, wait_for
 from PIL import Image
 from reliability_report import Collector
 
@@ -111,3 +113,31 @@ def test_resource_limits_are_enforced_and_named(folders: Folders, reliability: C
         "before the job is claimed, max_pixels at decode before rendering, a job over "
         "job_timeout is killed and reported; a job within limits still renders",
     )
+
+
+def test_a_real_out_of_memory_on_the_cpu_is_retried_smaller(folders: Folders) -> None:
+    """The CPU allocator says "DefaultCPUAllocator: can't allocate memory", not "out of
+    memory": the job was reported as an internal error ("please report it"), never retried
+    smaller as README promises (a photographer's trial, under `ulimit -v`). The same limit
+    here, a real allocation failure: each attempt 70 % smaller until one fits."""
+    config = folders.config(
+        oom_fallback="smaller",
+        retries=2,
+        defaults={"size": 2000, "iterations": 1, "multiscale": "off", "tolerance": 0.0},
+    )
+    _job(folders, "big", {"style": "mosaic"}, size=(200, 150))
+
+    def six_gib() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    once = subprocess.run(
+        [*CLI, "once", "--config", str(config), "--log-format", "json"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, preexec_fn=six_gib, check=False,
+    )  # fmt: skip
+    assert once.returncode == 0, once.stdout[-3000:] + once.stderr[-3000:]
+    outcome, answer = _answer(folders, "big", timeout=1)
+    assert outcome == "result", answer
+    assert answer["params"]["size"] < 2000 and answer["requested_params"]["size"] == 2000
+    log = (folders.outbox / "big.log").read_text()
+    assert "ran out of memory" in log and "retrying" in log, log
+    assert "internal error" not in log
