@@ -89,9 +89,13 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         # A photographer's trial: a zero weight was accepted, a negative one said "ValueError:".
         (
             ["{content}", "{style}", "{style}", "--style-blend", "1", "0"],
-            "--style-blend 1 0: every weight must be above 0",
+            "--style-blend 1 0: every weight must be a number above 0",
         ),
-        (["{content}", "{style}", "{style}", "--style-blend", "1", "-1"], "must be above 0"),
+        (["{content}", "{style}", "{style}", "--style-blend", "1", "-1"], "a number above 0"),
+        # Not a number, or too large to add up: an engine error (linalg.eigh) or a wrong one.
+        (["{content}", "{style}", "{style}", "--style-blend", "nan", "1"], "a number above 0"),
+        (["{content}", "{style}", "{style}", "--style-blend", "inf", "1"], "a number above 0"),
+        (["{content}", "{style}", "{style}", "--style-blend", "1e308", "1e308"], "smaller"),
         (
             ["{content}", "{style}", "--content-weight", "0", "--style-weight", "0"],
             "error: content_weight and style_weight are both 0",
@@ -222,3 +226,15 @@ def test_layer_flags(tmp_path: Path, photos: tuple[Path, Path]) -> None:
     ):
         done = _run(content, style, "-o", out, *FAST, *layers, *flags, cwd=tmp_path)
         assert done.returncode == 1 and message in done.stderr, done.stderr
+
+
+def test_quality_out_of_range_is_refused_as_in_a_sidecar(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """--quality 0, -5, 101 and 1000 were taken and clamped without a word."""
+    content, style = photos
+    for quality in ("0", "101", "-5", "high"):
+        done = _run(content, style, "-o", tmp_path / "o.jpg", "--quality", quality, cwd=tmp_path)
+        assert done.returncode == 2 and "--quality" in done.stderr, done.stderr
+        assert "from 1 to 100" in done.stderr
+        assert not (tmp_path / "o.jpg").exists()

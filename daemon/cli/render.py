@@ -8,6 +8,7 @@ stderr with a non-zero exit code. A STYLE is an image file or, with a style libr
 """
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,13 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         default="torchvision",
         help="input convention of --weights (caffe: converted Caffe models, BGR 0-255)",
     )
-    parser.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default: 92)")
+    parser.add_argument(
+        "--quality",
+        type=_quality,
+        default=92,
+        metavar="1..100",
+        help="JPEG/WebP quality (default: 92)",
+    )
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -149,6 +156,17 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def _quality(text: str) -> int:
+    """As a sidecar's output.quality: 0 and 101 were taken and quietly clamped."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to 100")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -325,11 +343,14 @@ def _blend(args: argparse.Namespace) -> list[float]:
             f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
             "styles; give one per style"
         )
-    if min(args.style_blend) <= 0:
+    shown = " ".join(f"{w:g}" for w in args.style_blend)
+    if not all(math.isfinite(w) and w > 0 for w in args.style_blend):
         raise UsageError(
-            f"--style-blend {' '.join(f'{w:g}' for w in args.style_blend)}: every weight must "
-            "be above 0 (leave out a style to give it none)"
+            f"--style-blend {shown}: every weight must be a number above 0 (leave out a style "
+            "to give it none)"
         )
+    if not math.isfinite(sum(args.style_blend)):
+        raise UsageError(f"--style-blend {shown}: give smaller weights (only their ratio counts)")
     return list(args.style_blend)
 
 
