@@ -26,6 +26,7 @@ EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
 SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
 EXIF_IFD = 0x8769
+EXIF_PIXEL_X, EXIF_PIXEL_Y = 0xA002, 0xA003  # in EXIF_IFD: the image's width and height
 _BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least portable parts
 JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
 
@@ -188,7 +189,7 @@ def encode_image(
         )
     pil_format = _PIL_FORMATS[key]
     limit = JPEG_EXIF_MAX if pil_format == "JPEG" else None
-    options: dict[str, object] = {"exif": _marked_exif(exif, limit)}
+    options: dict[str, object] = {"exif": _marked_exif(exif, image.size, limit)}
     if icc:
         options["icc_profile"] = icc
     if pil_format in ("JPEG", "WEBP"):
@@ -200,9 +201,10 @@ def encode_image(
     return buffer.getvalue()
 
 
-def _marked_exif(raw: bytes | None, limit: int | None = None) -> bytes:
-    """The photo's EXIF, upright (its pixels already are) and signed with SOFTWARE, so that
-    an image of ours synced back into an inbox is known (`written_by_stylefold`). Over `limit`
+def _marked_exif(raw: bytes | None, size: tuple[int, int], limit: int | None = None) -> bytes:
+    """The photo's EXIF, upright (its pixels already are), with the result's pixel `size`
+    (a camera's 6000x4000 stayed on a 512 px result) and signed with SOFTWARE, so that an
+    image of ours synced back into an inbox is known (`written_by_stylefold`). Over `limit`
     bytes (a JPEG's 64 KiB segment; a PNG or TIFF may carry more, an attacker's trial: the
     result failed as an internal error) it loses its maker's notes and comments, and if that
     is not enough, everything but the signature: never the result."""
@@ -214,6 +216,10 @@ def _marked_exif(raw: bytes | None, limit: int | None = None) -> bytes:
             exif = Image.Exif()  # unreadable EXIF is dropped rather than failing the result
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
+    details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}  # get_ifd adds an empty one
+    for tag, value in zip((EXIF_PIXEL_X, EXIF_PIXEL_Y), size, strict=True):
+        if tag in details:
+            details[tag] = value
     exif[EXIF_SOFTWARE] = SOFTWARE
     data = exif.tobytes()
     if limit is not None and len(data) > limit:

@@ -211,3 +211,16 @@ def test_exif_too_long_for_a_jpeg_loses_its_bulk_not_the_result() -> None:
     assert dict(Image.open(io.BytesIO(data)).getexif()) == {0x0131: "stylefold"}
     png = encode_image(image, "png", exif=described.tobytes())  # no such limit: all kept
     assert Image.open(io.BytesIO(png)).getexif()[0x010E] == "x" * 70_000
+
+
+def test_the_results_exif_gives_its_own_pixel_size() -> None:
+    """A camera's PixelXDimension/PixelYDimension (6000x4000) stayed on a small result (a
+    photographer's trial); viewers that trust them show the wrong size."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769).update({0xA002: 6000, 0xA003: 4000, 0x9003: "2026:01:01 10:00:00"})
+    result = Image.new("RGB", (96, 64), "white")
+    data = encode_image(result, "jpg", exif=exif.tobytes())
+    with Image.open(io.BytesIO(data)) as read:
+        details = read.getexif().get_ifd(0x8769)
+    assert (details[0xA002], details[0xA003]) == (96, 64)
+    assert details[0x9003] == "2026:01:01 10:00:00"  # the rest is the photo's, as it was
