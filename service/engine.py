@@ -8,6 +8,7 @@ per iteration for all of them.
 """
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -308,10 +309,14 @@ class Engine:
         need = min_side((*params.content_layers, *params.style_layers))
         w, h = schedule.dimensions(*content_size, params.size)
         if min(w, h) < need:
+            # The smallest long side whose short side rounds to `need`: a step or two above.
+            size = math.floor((need - 0.5) * max(content_size) / min(content_size))
+            while min(schedule.dimensions(*content_size, size)) < need:
+                size += 1
             raise ImageInputError(
                 f"the output would be {w}x{h} px, but the network needs at least {need} px on "
-                "the short side to reach its deepest layer; raise the size or use a less "
-                "elongated image"
+                f"the short side to reach its deepest layer; ask for size {size} or more, or "
+                "crop the image to a less elongated shape"
             )
         stages = schedule.plan(
             params, fits=lambda side: min(schedule.dimensions(*content_size, side)) >= need

@@ -1,5 +1,6 @@
 """The engine end to end on tiny real photos (scikit-image's samples): behaviour, not just runs."""
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -174,6 +175,15 @@ def test_output_long_side_and_aspect(engine: Engine, style: Image.Image) -> None
     thin = Image.new("RGB", (90, 20), (200, 120, 40))
     with pytest.raises(ImageInputError, match=r"40x9 px, but the network needs at least 16"):
         engine.render(thin, [StyleImage(style)], params)
+    # The size it names is the smallest that works (it had to be worked out by hand).
+    with pytest.raises(ImageInputError, match=r"ask for size \d+ or more") as refused:
+        engine.render(thin, [StyleImage(style)], params)
+    found = re.search(r"ask for size (\d+) or more", str(refused.value))
+    assert found is not None
+    size = int(found[1])
+    assert engine.render(thin, [StyleImage(style)], _params(iterations=1, size=size)).image
+    with pytest.raises(ImageInputError, match=r"but the network needs at least 16"):
+        engine.render(thin, [StyleImage(style)], _params(iterations=1, size=size - 1))
 
 
 def test_luminance_mode_keeps_the_content_chroma(
