@@ -238,3 +238,24 @@ def test_quality_out_of_range_is_refused_as_in_a_sidecar(
         assert done.returncode == 2 and "--quality" in done.stderr, done.stderr
         assert "from 1 to 100" in done.stderr
         assert not (tmp_path / "o.jpg").exists()
+
+
+def test_with_config_the_daemons_limits_apply(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    """--config previews the daemon's render; --size 5000 and --iterations 5000 were taken
+    although the daemon would refuse them (a photographer's trial)."""
+    content, style = photos
+    for name in ("inbox", "outbox", "styles", "state"):
+        (tmp_path / name).mkdir()
+    config = tmp_path / "stylefold.toml"
+    config.write_text(
+        'inbox = "inbox"\noutbox = "outbox"\nstyles = "styles"\nstate = "state"\n'
+        "max_output_size = 64\nmax_iterations = 5\n[defaults]\nsize = 48\niterations = 4\n"
+    )
+    done = _run(
+        content, style, "-o", tmp_path / "o.jpg", "--config", config, "--size", "80",
+        "--iterations", "6", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "--size 80 is above this daemon's max_output_size (64); ask for size 64" in done.stderr
+    assert "--iterations 6 is above this daemon's max_iterations (5)" in done.stderr
+    assert not (tmp_path / "o.jpg").exists()

@@ -282,7 +282,7 @@ def _params(
     if args.init is not None:
         values["init"] = args.init if args.init in NAMED_INITS else "image"
     try:
-        return RenderParams(**values)
+        params = RenderParams(**values)
     except ValidationError as exc:
         problems = "; ".join(
             f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {error_text(e)}"
@@ -291,6 +291,18 @@ def _params(
             for e in exc.errors()
         )
         raise UsageError(problems) from None
+    if settings is not None:  # a preview of the daemon's render: its limits too
+        from daemon.config.render_limits import breach_text, over_limits
+
+        over = over_limits(params, settings.max_output_size, settings.max_iterations)
+        if over:
+            raise UsageError(
+                "; ".join(
+                    breach_text(b).replace(f"params.{b.key}: ", f"--{b.key.replace('_', '-')} ")
+                    for b in over
+                )
+            )
+    return params
 
 
 def _render(args: argparse.Namespace) -> int:
