@@ -259,3 +259,19 @@ def test_with_config_the_daemons_limits_apply(tmp_path: Path, photos: tuple[Path
     assert "--size 80 is above this daemon's max_output_size (64); ask for size 64" in done.stderr
     assert "--iterations 6 is above this daemon's max_iterations (5)" in done.stderr
     assert not (tmp_path / "o.jpg").exists()
+
+
+def test_a_style_the_library_would_refuse_is_refused(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """An 8x8 style image was rendered, though `stylefold styles` refuses it in the library
+    (a photographer's trial); a strip likewise."""
+    content, _ = photos
+    for name, size, words in (
+        ("tiny.png", (8, 8), "is only 8x8 pixels; a style image needs at least 16"),
+        ("strip.png", (400, 30), "a strip over 10 times longer than it is wide"),
+    ):
+        Image.new("RGB", size, (200, 30, 90)).save(tmp_path / name)
+        done = _run(content, tmp_path / name, "-o", tmp_path / "o.jpg", *FAST, cwd=tmp_path)
+        assert done.returncode == 1 and words in done.stderr, done.stderr
+        assert done.stderr.startswith("stylefold render: error: style ")

@@ -392,8 +392,13 @@ def _read_images(
     def read(path: Path) -> "LoadedImage":
         return open_image(path, max_pixels=args.max_pixels)
 
+    from daemon.intake.style_check import shape_problem
+
     content = read(args.content)
     styles = [read(path).image for path in style_files]
+    for path, image in zip(style_files, styles, strict=True):
+        if (problem := shape_problem(str(path), image.size)) is not None:
+            raise UsageError(f"style {problem}")  # as the style library would refuse it
     if params.init != "image":
         return _Images(content, styles, None)
     if not Path(args.init).is_file():

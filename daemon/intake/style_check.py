@@ -48,15 +48,20 @@ def check_style_image(path: Path, max_pixels: int) -> str | None:
     except ImageInputError as exc:
         message = str(exc).replace(str(path), path.name)
         return message.replace("raise the limit", "raise the daemon's max_pixels setting")
-    width, height = image.size
+    return shape_problem(path.name, image.size)
+
+
+def shape_problem(name: str, size: tuple[int, int]) -> str | None:
+    """What is wrong with a decoded style image's shape (too small, a strip), or None."""
+    width, height = size
     if min(width, height) < MIN_SIDE:
         return (
-            f"{path.name} is only {width}x{height} pixels; a style image needs at least "
+            f"{name} is only {width}x{height} pixels; a style image needs at least "
             f"{MIN_SIDE} pixels on each side (use a larger picture of the style)"
         )
     if max(width, height) > MAX_ASPECT * min(width, height):
         return (
-            f"{path.name} is {width}x{height}, a strip over {MAX_ASPECT:g} times longer than it "
+            f"{name} is {width}x{height}, a strip over {MAX_ASPECT:g} times longer than it "
             "is wide; crop it to a squarer part of the style"
         )
     return None
