@@ -101,14 +101,16 @@ _BLOCKED: dict[BlockedOn, tuple[str, str]] = {
     ),
     "originals": (
         "originals not moved",
-        "{count} answered job(s) cannot move their originals to the archive or the inbox",
+        "{count} job(s) cannot move their originals to the archive or back to the inbox",
     ),
 }
 
 
 def _blocked(report: StatusReport) -> dict[BlockedOn, list[JobItem]]:
-    """Blocked jobs by the folder they wait for, in `_BLOCKED`'s order."""
-    blocked = report.in_state(State.BLOCKED)
+    """Blocked jobs by the folder they wait for, in `_BLOCKED`'s order; with them, the jobs
+    whose originals could not go back to the inbox (RETURNING, `blocked_on` set)."""
+    returning = [job for job in report.in_state(State.RETURNING) if job.blocked_on]
+    blocked = report.in_state(State.BLOCKED) + returning
     by_folder = {
         on: [job for job in blocked if (job.blocked_on or "outbox") == on] for on in _BLOCKED
     }

@@ -508,6 +508,46 @@ def test_a_changed_sidecar_also_sends_the_pair_back(folders: Folders) -> None:
     assert (folders.inbox / "photo.jpg").exists()
 
 
+def test_originals_refused_their_way_back_are_shown_and_tried_again(folders: Folders) -> None:
+    """A newcomer's review: a RETURNING job whose way back to the inbox was refused left the
+    running daemon's status, its originals in the spool until a restart. It is shown now
+    (returning, with why) and tried again every publish_retry seconds."""
+    trip = folders.inbox / "trip"
+    trip.mkdir()
+    mount_tmpfs(trip, "4m")
+    try:
+        lc = _lifecycle(folders)
+        arrival = _send(folders, "trip/photo.jpg")
+        job_id = _take(lc, arrival)
+        assert job_id is not None and not arrival.image.exists()  # in the spool
+        # The claim copied it across file systems: write on the spool's copy, as an `rsync
+        # --inplace` holding the file open does on one file system (`_rewritten_in_place`).
+        new = image_bytes(size=(64, 48), seed=6)
+        (lc.spool.job_dir(job_id) / lc.jobs[job_id].input_file).write_bytes(new)
+        subprocess.run(["mount", "-o", "remount,ro", str(trip)], check=True)
+        _render(lc, job_id)
+        [item] = lc.items()
+        assert item.state is State.RETURNING and item.blocked_on == "originals", item
+        assert "Read-only file system" in (item.reason or "") and item.retry_at is not None
+        assert _end(lc, job_id) is State.RETURNING and lc.busy
+        report = from_store(lc.store, DaemonInfo(running=True, version="t"), live=lc.items())
+        assert "1 blocked (originals not moved)" in status_line(report)
+        [attention] = host_attention(report)
+        assert attention.fix == answers.ORIGINALS_FIX
+        assert not (folders.outbox / "trip").exists()  # nothing published
+
+        subprocess.run(["mount", "-o", "remount,rw", str(trip)], check=True)
+        lc.retry_blocked()
+        assert lc.items() != []  # not before its time
+        time.sleep(1.1)  # publish_retry
+        lc.retry_blocked()
+        assert lc.items() == [] and _end(lc, job_id) is State.ROLLED_BACK
+        assert arrival.image.read_bytes() == new
+        assert not lc.spool.job_dir(job_id).exists()
+    finally:
+        subprocess.run(["umount", "-l", str(trip)], check=False)
+
+
 def test_a_restart_while_giving_back_finishes_the_way_back(folders: Folders) -> None:
     lc = _lifecycle(folders)
     job_id = _take(lc, _send(folders))

@@ -105,8 +105,8 @@ STATE_FIX = (
     "by itself"
 )
 ORIGINALS_FIX = (
-    "free space in the archive folder (or the inbox) or fix its permissions (or what the reason "
-    "names); the answer is out, the originals wait in the spool and move on by themselves"
+    "free space in the archive folder or the inbox, or fix its permissions (or what the reason "
+    "names); the originals wait in the spool and move on by themselves"
 )
 BLOCKED_FIX: dict[BlockedOn, str] = {
     "outbox": OUTBOX_FIX,

@@ -26,7 +26,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, reports
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
-from daemon.jobs.live import Running, live_items
+from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job, new_job_id
 from daemon.jobs.recovery import recover
@@ -89,6 +89,7 @@ class Lifecycle:
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
+        self.returning: dict[str, Returning] = {}  # originals refused their way back
         self.at_work = RunningJobs(store, self.spool, self.running)
         self.answers_back = AnswersBack(settings.inbox, self.spool)
         self.claim_pause_until = 0.0
@@ -116,7 +117,7 @@ class Lifecycle:
 
     @property
     def busy(self) -> bool:
-        return bool(self.jobs or self.deferred or self.publisher.blocked)
+        return bool(self.jobs or self.deferred or self.publisher.blocked or self.returning)
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -125,6 +126,9 @@ class Lifecycle:
 
     def retry_blocked(self) -> None:
         self.publisher.retry_blocked()
+        now = time.monotonic()
+        for back in [back for back in self.returning.values() if back.retry_at <= now]:
+            self._return(back)
 
     def arrived(self, arrival: Arrival) -> None:
         """A pair the intake found ready: claimed in turn, as the queue has room (`feed`)."""
@@ -141,6 +145,7 @@ class Lifecycle:
             self.jobs,
             self.running,
             self.publisher.blocked,
+            self.returning,
             self.spool.names,
             self.settings.outbox,
         )
@@ -481,9 +486,23 @@ class Lifecycle:
         reason = answers.ORIGINAL_CHANGED.format(name=name)
         intent = ClaimIntent.of(job)
         self.store.move(job.id, State.RETURNING, detail=intent, reason=reason)
-        self.unsettled += self.spool.roll_back(job.id, intent, note=reason)
         self.jobs.pop(job.id, None)
         log.warning("job.original_changed", input=job.source, changed=name)
+        self._return(Returning(job, intent, reason, "", retry_at=0.0))
+
+    def _return(self, back: Returning) -> None:
+        """The originals of a RETURNING job back into the inbox; a way back that is refused
+        is tried again every `publish_retry` seconds, the job shown meanwhile (it had left
+        `status` until a restart)."""
+        try:
+            self.unsettled += self.spool.give_back(back.job.id, back.intent, note=back.reason)
+        except OSError as exc:
+            error = answers.public(str(exc), self.publisher.roots)
+            log.error("job.originals_unreturned", input=back.job.source, error=error)
+            back.error, back.retry_at = error, time.monotonic() + self.publish_retry
+            self.returning[back.job.id] = back
+        else:
+            self.returning.pop(back.job.id, None)
 
     def _hold(self, job: Job, reason: str) -> None:
         """The result could not be stored (state full): not a failure; the job waits, queued,

@@ -1,6 +1,6 @@
-"""The daemon's live view of its unfinished jobs: which one runs where, how far it is, and
-which answers wait for an unwritable outbox or state folder (what `status` and the web page
-show)."""
+"""The daemon's live view of its unfinished jobs: which one runs where, how far it is, which
+answers wait for an unwritable outbox or state folder, and which originals wait to go back to
+the inbox (what `status` and the web page show)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from daemon.jobs.answers import ReportDetail
 from daemon.jobs.outbox import OutputNames
 from daemon.jobs.progress import ProgressFile, percent_done
 from daemon.jobs.record import Job
+from daemon.jobs.spool import ClaimIntent
 from daemon.jobs.states import Outcome, State
 from daemon.pool.events import Progress
 from daemon.status_model import BlockedOn, JobItem
@@ -46,15 +47,43 @@ class Blocked:
     since: float = field(default_factory=time.time)
 
 
+@dataclass
+class Returning:
+    """A job whose originals changed under it (RETURNING) and whose way back to the inbox was
+    refused (an inbox folder made read-only, a full disk): tried again at `retry_at`
+    (monotonic), shown meanwhile."""
+
+    job: Job
+    intent: ClaimIntent
+    reason: str  # why it returns (the original that changed)
+    error: str  # why the way back was refused
+    retry_at: float
+    since: float = field(default_factory=time.time)
+
+
 def live_items(
     jobs: dict[str, Job],
     active: dict[str, Running],
     waiting: dict[str, Blocked],
+    returning: dict[str, Returning],
     names: Callable[[Job], OutputNames],
     outbox: Path,
 ) -> list[JobItem]:
     """The daemon's live view of every unfinished job."""
-    items = []
+    items = [
+        JobItem(
+            job_id=back.job.id,
+            input=back.job.source,
+            state=State.RETURNING,
+            since=back.since,
+            styles=[style.name for style in back.job.styles],
+            reason=f"{back.reason}; its originals could not go back to the inbox yet "
+            f"({back.error})",
+            retry_at=time.time() + max(0.0, back.retry_at - time.monotonic()),
+            blocked_on="originals",
+        )
+        for back in returning.values()
+    ]
     for job in jobs.values():
         running = active.get(job.id)
         blocked = waiting.get(job.id)

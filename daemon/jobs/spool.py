@@ -264,17 +264,22 @@ class Spool:
         (beside its old name if that was taken meanwhile; into state/returned/ if its folder
         is gone). Returns where they went in the inbox. Copies (archive = "keep") are only
         dropped: their originals never left, and settle again, no longer remembered."""
+        try:
+            return self.give_back(job_id, intent, note)
+        except OSError as exc:
+            log.error("spool.rollback_failed", folder=str(self.job_dir(job_id)), error=str(exc))
+            return []  # keep the folder and the record (CLAIMING, RETURNING): it holds originals
+
+    def give_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+        """`roll_back`, raising the OSError of a way back that is refused (the folder and the
+        record stay, with the originals)."""
         folder = self.job_dir(job_id)
         if intent.copied:
             return self._drop_copies(job_id, intent, note)
         files = [(target, name) for name, target in intent.moves]
-        try:
-            back = handover.give_back(
-                self.settings.inbox, intent.rel_dir, folder, files, self._rescue(job_id)
-            )
-        except OSError as exc:
-            log.error("spool.rollback_failed", folder=str(folder), error=str(exc))
-            return []  # keep the folder and the record (CLAIMING, RETURNING): it holds originals
+        back = handover.give_back(
+            self.settings.inbox, intent.rel_dir, folder, files, self._rescue(job_id)
+        )
         if back.rescue is not None and back.names:
             log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
         self._rolled_back(job_id, note)
