@@ -429,3 +429,21 @@ def test_a_state_folder_of_the_previous_version_is_upgraded_and_nothing_is_lost(
     assert half.image.read_bytes() == data and not claim.exists()  # rolled back to the inbox
     assert Store(settings.state).seen("kept.jpg") == [[1, 2]]
     assert not (spool.job_dir(job) / "job.json").exists() and not list(seen.iterdir())
+
+
+def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
+    """A style's JSON set strength 0.3 for a sidecar that gave none: the log and manifest
+    showed strength 0.3 without where it came from (a photographer's trial)."""
+    write_json(folders.styles / "mosaic.json", {"strength": 0.3})
+    settings = _settings(folders)
+    library = StyleLibrary.from_settings(settings)
+    resolved = resolve(_pair(folders, "photo.jpg", {"style": "mosaic"}), settings, library)
+    assert resolved.params.strength == 0.3
+    assert (
+        "style mosaic's defaults from the style library: strength 0.3 (a sidecar overrides)"
+    ) in resolved.notes
+    plain = resolve(_pair(folders, "other.jpg", {"style": "waves"}), settings, library)
+    assert plain.notes == ()
+    spool = _spool(settings)
+    job = _claim(spool, settings, _pair(folders, "third.jpg", {"style": "mosaic"}))
+    assert job.params.strength == 0.3

@@ -19,7 +19,13 @@ from daemon.intake.sidecar import (
     style_alone,
     unused_strength,
 )
-from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
+from daemon.intake.styles import (
+    ResolvedStyle,
+    StyleError,
+    StyleLibrary,
+    blend_defaults,
+    defaults_from,
+)
 from service.params import RenderParams
 
 
@@ -83,7 +89,8 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name
         raise Rejected(f"{where}: {exc}") from None
     output = sidecar.output if sidecar is not None else None
-    note = unused_strength(sidecar.overrides()) if sidecar is not None else None
+    unused = unused_strength(sidecar.overrides()) if sidecar is not None else None
+    notes = [note for note in (_style_defaults(styles), unused) if note is not None]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
@@ -91,8 +98,18 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         params=params,
         output_format=(output.format if output and output.format else settings.output_format),
         output_quality=(output.quality if output and output.quality else settings.output_quality),
-        notes=(note,) if note is not None else (),
+        notes=tuple(notes),
     )
+
+
+def _style_defaults(styles: list[ResolvedStyle]) -> str | None:
+    """Where params the sender did not write came from, when a style's JSON gave them (a
+    photographer could not tell why a result was gentle)."""
+    source = defaults_from(styles)
+    if source is None or not source.defaults:
+        return None
+    given = ", ".join(f"{key} {value}" for key, value in source.defaults.items())
+    return f"style {source.name}'s defaults from the style library: {given} (a sidecar overrides)"
 
 
 def style_problems(

@@ -276,13 +276,16 @@ class StyleLibrary:
 
 
 def blend_defaults(styles: Iterable[ResolvedStyle]) -> dict[str, Any]:
-    """The default params of the blend's heaviest style (the first listed among equals). A
-    style's JSON is tuned for that style alone: merged, a style weighted 10 % set the whole
-    job's balance with its `style_weight` (a photographer's trial)."""
-    listed = list(styles)
-    if not listed:
-        return {}
-    return dict(max(listed, key=lambda style: style.weight).defaults)
+    """The default params of the blend's heaviest style (`defaults_from`)."""
+    source = defaults_from(styles)
+    return dict(source.defaults) if source is not None else {}
+
+
+def defaults_from(styles: Iterable[ResolvedStyle]) -> ResolvedStyle | None:
+    """The style whose default params a job takes: the blend's heaviest (the first listed
+    among equals). A style's JSON is tuned for that style alone: merged, a style weighted 10 %
+    set the whole job's balance with its `style_weight` (a photographer's trial)."""
+    return max(styles, key=lambda style: style.weight, default=None)
 
 
 def closest(name: str, names: list[str]) -> str | None:
