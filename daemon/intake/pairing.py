@@ -576,9 +576,9 @@ class Intake:
             self._pending.update(
                 path for path in images if not self._emitted_as_is(self._files[path], sidecar)
             )
-        elif now - sidecar.waiting_since >= self.pair_timeout or self._beside_photo_not_taken(
-            sidecar
-        ):
+            return
+        timed_out = now - sidecar.waiting_since >= self.pair_timeout
+        if timed_out or self._beside_photo_not_taken(sidecar):
             reason = reasons.no_photo(sidecar.base)
 
             def photo_name(name: str) -> bool:
