@@ -551,3 +551,27 @@ def test_a_photo_whose_own_sidecar_names_it_as_its_style_does_not_wait_for_itsel
     image = inbox.write("self.jpg")
     sidecar = inbox.write("self.json", '{"style": {"file": "self.jpg"}}')
     assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."), image)]
+
+
+def test_two_photos_alike_but_for_unicode_form_each_take_their_own_sidecar(
+    inbox: Inbox,
+) -> None:
+    """café.jpg composed and decomposed (a Mac and a Linux box syncing one folder), each with
+    its sidecar written the same way: both were refused as sharing one sidecar (the index held
+    one sidecar per folded name). A lone sidecar still pairs across forms (a Mac's photo, a
+    Linux-written sidecar)."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    first = inbox.write(f"{composed}.jpg")
+    second = inbox.write(f"{decomposed}.jpg")
+    first_sidecar = inbox.write(f"{composed}.json", '{"style": "a"}')
+    second_sidecar = inbox.write(f"{decomposed}.json", '{"style": "b"}')
+    assert set(inbox.poll(SETTLE)) == {
+        Arrival(first, first_sidecar, Path(".")),
+        Arrival(second, second_sidecar, Path(".")),
+    }
+    inbox.remove(second)
+    inbox.remove(second_sidecar)
+    inbox.remove(first_sidecar)
+    lone = inbox.write("na\u00efve.jpg")
+    across = inbox.write("nai\u0308ve.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(lone, across, Path("."))]

@@ -71,7 +71,9 @@ class Partners:
 
     def __init__(self) -> None:
         self.files: dict[Path, Tracked] = {}
-        self._sidecars: dict[tuple[Path, str], Path] = {}  # (folder, base) -> sidecar
+        # (folder, base) -> {the base as written: sidecar}: more than one only for names that
+        # differ in Unicode form alone (café.json written composed and decomposed)
+        self._sidecars: dict[tuple[Path, str], dict[str, Path]] = {}
         self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, stem) -> images
         self._style_refs: dict[Path, set[Path]] = {}  # style file -> sidecars naming it
 
@@ -83,7 +85,9 @@ class Partners:
     def add(self, entry: Tracked) -> None:
         self.files[entry.path] = entry
         if entry.kind == "sidecar":
-            self._sidecars[(entry.path.parent, entry.base)] = entry.path
+            self._sidecars.setdefault((entry.path.parent, entry.base), {})[_raw(entry.path)] = (
+                entry.path
+            )
         else:
             self._stems.setdefault((entry.path.parent, entry.base), set()).add(entry.path)
 
@@ -93,8 +97,11 @@ class Partners:
             return None
         index = (path.parent, entry.base)
         if entry.kind == "sidecar":
-            if self._sidecars.get(index) == path:
-                del self._sidecars[index]
+            group = self._sidecars.get(index, {})
+            if group.get(_raw(entry.path)) == path:
+                del group[_raw(entry.path)]
+                if not group:
+                    del self._sidecars[index]
             self.set_style_ref(entry, None)
         else:
             images = self._stems.get(index)
@@ -129,8 +136,7 @@ class Partners:
         related: set[Path] = set()
         if entry.kind == "image":
             for base in (key(entry.path.name), entry.base):
-                sidecar = self._sidecars.get((folder, base))
-                if sidecar is not None:
+                for sidecar in self._sidecars.get((folder, base), {}).values():
                     related.add(sidecar)
                     related.update(self.images_for(sidecar))
             for sidecar in self._style_refs.get(entry.path, ()):
@@ -151,10 +157,12 @@ class Partners:
         exact = self.exact_image(folder, base)
         if exact is not None:
             return [exact]
+        alike = len(self._sidecars.get((folder, base), {})) > 1  # café.json twice: each its own
+        raw = sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
         return sorted(
             image
             for image in self._stems.get((folder, base), ())
-            if (folder, key(image.name)) not in self._sidecars
+            if (folder, key(image.name)) not in self._sidecars and (not alike or image.stem == raw)
         )
 
     def exact_image(self, folder: Path, name: str) -> Path | None:
@@ -167,16 +175,26 @@ class Partners:
     def sidecar_for(self, image: Tracked) -> tuple[Tracked | None, list[Path]]:
         """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
         folder = image.path.parent
-        specific = self._sidecars.get((folder, key(image.path.name)))
+        specific = self._pick(
+            self._sidecars.get((folder, key(image.path.name)), {}), image.path.name
+        )
         if specific is not None:
             return self.files[specific], []
-        shared = self._sidecars.get((folder, image.base))
+        shared = self._pick(self._sidecars.get((folder, image.base), {}), image.path.stem)
         if shared is None:
             return None, []
         owners = self.images_for(shared)
         if owners == [image.path]:
             return self.files[shared], []
         return None, owners if image.path in owners else []
+
+    @staticmethod
+    def _pick(group: dict[str, Path], name: str) -> Path | None:
+        """The sidecar of `group` for an image whose base is `name` as written: the only one,
+        or, of several alike in Unicode form alone, the one written the same way."""
+        if len(group) == 1:
+            return next(iter(group.values()))
+        return group.get(name)
 
     def set_style_ref(self, sidecar: Tracked, name: str | None) -> None:
         if sidecar.style_file is not None:
@@ -189,3 +207,8 @@ class Partners:
         sidecar.style_file = name
         if name is not None:
             self._style_refs.setdefault(sidecar.path.parent / name, set()).add(sidecar.path)
+
+
+def _raw(sidecar: Path) -> str:
+    """A sidecar's base as written (not folded): what tells café.json composed from decomposed."""
+    return sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
