@@ -26,6 +26,7 @@ EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
 SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
 EXIF_IFD = 0x8769
+EXIF_GPS_IFD = 0x8825
 EXIF_PIXEL_X, EXIF_PIXEL_Y = 0xA002, 0xA003  # in EXIF_IFD: the image's width and height
 _BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least portable parts
 JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
@@ -179,9 +180,10 @@ def encode_image(
     quality: int = 92,
     exif: bytes | None = None,
     icc: bytes | None = None,
+    location: bool = True,
 ) -> bytes:
     """Encode to `format` bytes, carrying EXIF (with orientation reset to 1, since the pixels
-    are already upright) and the ICC profile."""
+    are already upright; without its GPS location unless `location`) and the ICC profile."""
     key = format.lower().lstrip(".")
     if key not in _PIL_FORMATS:
         raise ImageInputError(
@@ -189,7 +191,7 @@ def encode_image(
         )
     pil_format = _PIL_FORMATS[key]
     limit = JPEG_EXIF_MAX if pil_format == "JPEG" else None
-    options: dict[str, object] = {"exif": _marked_exif(exif, image.size, limit)}
+    options: dict[str, object] = {"exif": _marked_exif(exif, image.size, limit, location)}
     if icc:
         options["icc_profile"] = icc
     if pil_format in ("JPEG", "WEBP"):
@@ -201,7 +203,9 @@ def encode_image(
     return buffer.getvalue()
 
 
-def _marked_exif(raw: bytes | None, size: tuple[int, int], limit: int | None = None) -> bytes:
+def _marked_exif(
+    raw: bytes | None, size: tuple[int, int], limit: int | None = None, location: bool = True
+) -> bytes:
     """The photo's EXIF, upright (its pixels already are), with the result's pixel `size`
     (a camera's 6000x4000 stayed on a 512 px result) and signed with SOFTWARE, so that an
     image of ours synced back into an inbox is known (`written_by_stylefold`). Over `limit`
@@ -216,6 +220,8 @@ def _marked_exif(raw: bytes | None, size: tuple[int, int], limit: int | None = N
             exif = Image.Exif()  # unreadable EXIF is dropped rather than failing the result
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
+    if not location:
+        exif.pop(EXIF_GPS_IFD, None)
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}  # get_ifd adds an empty one
     for tag, value in zip((EXIF_PIXEL_X, EXIF_PIXEL_Y), size, strict=True):
         if tag in details:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from conftest import (
     wait_for,
     write_json,
 )
+from PIL import Image
 
 from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
@@ -839,3 +841,31 @@ def test_with_archive_keep_an_original_never_leaves_the_inbox(
     assert untouched()
     assert not any((folders.state / "archive").rglob("*"))
     assert not any((folders.state / "spool").iterdir())
+
+
+def _gps_photo(path: Path, seed: int) -> None:
+    """A camera's JPEG with its location (a photographer's trial: it went into the result)."""
+    image = Image.open(io.BytesIO(image_bytes(seed=seed)))
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 31.0, 0.0), 3: "E", 4: (9.0, 3.0, 0.0)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, exif=exif.tobytes())
+
+
+def test_strip_location_leaves_the_gps_out_of_results_from_its_reload_on(
+    folders: Folders, daemon_factory: Callable[..., Daemon]
+) -> None:
+    daemon = daemon_factory()
+    results = []
+    for stem, seed, strip in (("kept", 54, False), ("stripped", 55, True)):
+        if strip:
+            reloaded = daemon.logged("daemon.reloaded")
+            folders.config(strip_location=True)  # the same file, rewritten
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_for_log("daemon.reloaded", count=reloaded + 1)
+        _gps_photo(folders.inbox / f"{stem}.jpg", seed)
+        write_json(folders.inbox / f"{stem}.json", SIDECAR)
+        manifest = _manifest(folders, f"{stem}.manifest.json")
+        with Image.open(folders.outbox / str(manifest["output"]["file"])) as result:  # type: ignore[index]
+            results.append(result.getexif().get_ifd(0x8825).get(1))
+    assert results == ["N", None]

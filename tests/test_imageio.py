@@ -224,3 +224,20 @@ def test_the_results_exif_gives_its_own_pixel_size() -> None:
         details = read.getexif().get_ifd(0x8769)
     assert (details[0xA002], details[0xA003]) == (96, 64)
     assert details[0x9003] == "2026:01:01 10:00:00"  # the rest is the photo's, as it was
+
+
+def test_the_location_is_kept_unless_asked_to_leave_it_out() -> None:
+    """A photographer's trial: the result carried the camera's GPS block into an outbox that
+    syncs to other people; `strip_location` leaves it out and keeps the rest."""
+    exif = Image.Exif()
+    exif[0x013B] = "A. Photographer"  # Artist
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 31.0, 0.0), 3: "E", 4: (9.0, 3.0, 0.0)})
+    result = Image.new("RGB", (32, 24), "white")
+    for location, gps in ((True, {1: "N", 3: "E"}), (False, {})):
+        data = encode_image(result, "jpg", exif=exif.tobytes(), location=location)
+        with Image.open(io.BytesIO(data)) as read:
+            found = read.getexif()
+            kept = {tag: found.get_ifd(0x8825).get(tag) for tag in (1, 3)}
+            assert {k: v for k, v in kept.items() if v is not None} == gps
+            assert (0x8825 in found) is location
+            assert found[0x013B] == "A. Photographer"

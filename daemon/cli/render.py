@@ -148,6 +148,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="JPEG/WebP quality (default: 92)",
     )
     parser.add_argument(
+        "--strip-location",
+        action="store_true",
+        help="leave the photo's GPS location out of the result's EXIF (with --config, the "
+        "daemon's strip_location setting does too)",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
@@ -331,8 +337,14 @@ def _render(args: argparse.Namespace) -> int:
     from service.imageio import encode_image
 
     content = images.content
+    strip = args.strip_location or (settings is not None and settings.strip_location)
     data = encode_image(
-        result.image, format=image_format, quality=args.quality, exif=content.exif, icc=content.icc
+        result.image,
+        format=image_format,
+        quality=args.quality,
+        exif=content.exif,
+        icc=content.icc,
+        location=not strip,
     )
     # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
     atomic_write(args.output, data)

@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         "output.quality overrides it.",
         json_schema_extra=APPLIED_LIVE,
     )
+    strip_location: bool = Field(
+        False,
+        description="Leave the GPS location out of the EXIF a result carries over from its "
+        "photo (for an outbox shared more widely than the photos were); results rendered "
+        "before the change keep theirs, and so do copies of them for identical photos.",
+        json_schema_extra=APPLIED_LIVE,
+    )
 
     # Intake.
     default_style: StyleName = Field(

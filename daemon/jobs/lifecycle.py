@@ -384,6 +384,7 @@ class Lifecycle:
             max_bytes=self.settings.max_input_bytes,
             batch_key=key,
             preview_every=self.settings.preview_every,
+            strip_location=self.settings.strip_location,
             lost=row.lost if row else 0,  # its free requeues are counted across restarts
         )
         if not self.pool.submit(task):

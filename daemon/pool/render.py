@@ -255,6 +255,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         quality=task.output_quality,
         exif=content.exif,
         icc=content.icc,
+        location=not task.strip_location,
     )
     encode_seconds = time.monotonic() - started
     info = ResultInfo(

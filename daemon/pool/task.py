@@ -42,6 +42,7 @@ class Task:
     device: str | None = None  # only a worker on this device may take it (OOM fallback to CPU)
     batch_key: str | None = None  # tasks with one key may be optimised together; None: alone
     preview_every: int = 0  # a JPEG preview with the progress every this many iterations; 0: off
+    strip_location: bool = False  # leave the photo's GPS location out of the result's EXIF
 
     @property
     def result_path(self) -> Path:
