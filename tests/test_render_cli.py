@@ -275,3 +275,19 @@ def test_a_style_the_library_would_refuse_is_refused(
         done = _run(content, tmp_path / name, "-o", tmp_path / "o.jpg", *FAST, cwd=tmp_path)
         assert done.returncode == 1 and words in done.stderr, done.stderr
         assert done.stderr.startswith("stylefold render: error: style ")
+
+
+def test_strip_location_leaves_the_gps_out(tmp_path: Path, photos: tuple[Path, Path]) -> None:
+    _, style = photos
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 31.0, 0.0)})
+    content = tmp_path / "gps.jpg"
+    Image.fromarray(data.chelsea()).resize((48, 32)).save(content, exif=exif.tobytes())
+    found = []
+    for flags in ([], ["--strip-location"]):
+        out = tmp_path / f"out{len(flags)}.jpg"
+        done = _run(content, style, "-o", out, *FAST, "--quiet", *flags, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        with Image.open(out) as result:
+            found.append(result.getexif().get_ifd(0x8825).get(1))
+    assert found == ["N", None]
