@@ -869,3 +869,20 @@ def test_strip_location_leaves_the_gps_out_of_results_from_its_reload_on(
         with Image.open(folders.outbox / str(manifest["output"]["file"])) as result:  # type: ignore[index]
             results.append(result.getexif().get_ifd(0x8825).get(1))
     assert results == ["N", None]
+
+
+def test_a_tiny_photo_is_rendered_with_a_note_that_it_was_upscaled(shared: Daemon) -> None:
+    """An 8x8 photo became a full-size result without a word (a photographer's trial)."""
+    inbox = shared.folders.inbox / "tiny"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(image_bytes(size=(8, 8), seed=56))
+    write_json(inbox / "photo.json", SIDECAR)
+    _finished_once(shared, "tiny")
+    log = (shared.folders.outbox / "tiny" / "photo.log").read_text()
+    assert "note: the photo is only 8x8 px, upscaled to 48x48, so the result is soft" in log
+    large = shared.folders.inbox / "not-tiny"
+    large.mkdir()
+    (large / "photo.jpg").write_bytes(image_bytes(size=(64, 48), seed=57))
+    write_json(large / "photo.json", SIDECAR)
+    _finished_once(shared, "not-tiny")  # 64x48 to 48x36: nothing to say
+    assert "upscaled" not in (shared.folders.outbox / "not-tiny" / "photo.log").read_text()

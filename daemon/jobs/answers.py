@@ -151,6 +151,17 @@ def published(answer: AnswerT, roots: Mapping[Path, str]) -> AnswerT:
     return type(answer).model_validate(public(answer.model_dump(mode="json"), roots))
 
 
+def upscaled(photo: tuple[int, int], result: tuple[int, int]) -> str:
+    """A note for a result more than twice the photo's size (an 8x8 photo became 192x192 with
+    no word): its detail is the upscaled photo's, soft."""
+    if max(result) <= 2 * max(photo):
+        return ""
+    return (
+        f"; note: the photo is only {photo[0]}x{photo[1]} px, upscaled to "
+        f"{result[0]}x{result[1]}, so the result is soft (send a larger photo for more detail)"
+    )
+
+
 def original_text(placed: list[Path], inbox: Path, state: Path) -> str:
     """Where a failed job's originals are, named as the people reading the report know them."""
     if not placed:

@@ -156,9 +156,10 @@ class Publisher:
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
+            info = detail.info
             last = (
-                f"done: {detail.info.iterations} iterations ({STOPPED[detail.info.stop_reason]}), "
-                f"wrote {names.image.name}"
+                f"done: {info.iterations} iterations ({STOPPED[info.stop_reason]}), "
+                f"wrote {names.image.name}{answers.upscaled(info.input_size, info.output_size)}"
             )
             result = result_file(self.spool.job_dir(job), job.output_format)
             if not result.is_file():  # gone after this check: blocked, then found gone here
