@@ -168,6 +168,7 @@ def test_a_name_not_in_the_library(
         ("broken", ["--styles", library], "(broken.jpg was skipped: broken.jpg is empty (0 bytes)"),
         ("STAINS", ["--styles", library], "did you mean 'stain'? its styles: stain"),
         ("stain", [], "stain does not exist (to name a style of the library instead, give "),
+        (".", [], ". is a folder, not an image file (to name a style of the library instead"),
         ("stain", ["--config", tmp_path / "none.toml"], "none.toml does not exist"),
     ):
         done = _run(content, name, "-o", out, *flags, *FAST, "--quiet", cwd=tmp_path)

@@ -249,9 +249,10 @@ def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> 
     if settings is not None:
         return StyleLibrary.from_settings(settings)
     if args.styles is None:
+        what = "is a folder, not an image file" if Path(spec).is_dir() else "does not exist"
         raise UsageError(
-            f"{spec} does not exist (to name a style of the library instead, give "
-            "--styles DIR or --config FILE)"
+            f"{spec} {what} (to name a style of the library instead, give --styles DIR or "
+            "--config FILE)"
         )
     try:
         return folder_library(args.styles)
