@@ -199,9 +199,8 @@ class Reporter(threading.Thread):
 
     def report(self) -> None:
         for stem in self.stems:
-            seen = job_state(self.outbox, stem, self.before)
-            if self.finished.is_set():
-                seen = final_state(self.outbox, stem, self.before)
+            state_of = final_state if self.finished.is_set() else job_state
+            seen = state_of(self.outbox, stem, self.before)
             # Running jobs are shown every 25 %, so a slow CPU does not flood the terminal.
             shown: str = seen.state
             if seen.progress is not None:
