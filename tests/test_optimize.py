@@ -311,3 +311,30 @@ def test_a_step_taken_back_for_one_item_leaves_the_others_alone() -> None:
     ]
     for i, solo in enumerate(alone):
         assert torch.allclose(batch.image[i : i + 1], solo.image, rtol=1e-9, atol=1e-9)
+
+
+def test_lbfgs_starts_again_from_the_gradient_after_steps_taken_back_in_a_row() -> None:
+    """A photographer's float TIFF: the step after a half-kept one was taken back and halved
+    ten times in a row (an iteration wasted each, the loss stuck at 2.5e8 against 8e6 for the
+    same picture as a PNG). After RESTART_AFTER in a row the item starts again from its
+    gradient with its curvature forgotten; a second item in the batch goes on as before."""
+    from service.optimize import _LBFGS, RESTART_AFTER
+
+    x = torch.zeros(2, 3, 4, 4)
+    lbfgs = _LBFGS(x, 1.0)
+    grad = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    first = lbfgs.direction(grad, torch.tensor([True, True]))
+    lbfgs.taken(first)
+    step = lbfgs.direction(grad * 0.5, torch.tensor([True, True]))  # one curvature pair
+    lbfgs.taken(step)
+    base_grad = (grad * 0.5).reshape(2, -1)
+    for count in range(1, RESTART_AFTER + 1):
+        step = lbfgs.direction(torch.full_like(grad, 9.0), torch.tensor([False, True]))
+        lbfgs.taken(step)
+        flat = step.reshape(2, -1)
+        if count < RESTART_AFTER:  # halved along the same direction
+            assert not torch.allclose(flat[0], lbfgs._first(base_grad)[0])
+    expected = -base_grad[0] / base_grad[0].abs().sum()
+    assert torch.allclose(flat[0], expected)  # the gradient's step, from the kept point
+    assert torch.all(lbfgs.rho[:, 0] == 0) and int(lbfgs.rejected[0]) == 0
+    assert torch.any(lbfgs.rho[:, 1] != 0)  # the other item keeps what it learnt
