@@ -17,6 +17,7 @@ from hostile import run_once
 
 from daemon.config import load_settings
 from daemon.status import read_status
+from daemon.status_model import JobItem
 
 pytestmark = pytest.mark.heavy
 
@@ -152,7 +153,11 @@ def test_an_inbox_folder_named_like_an_answer_file_is_told_what_to_rename(
         (folders.inbox / "xc.log" / "inner.jpg").write_bytes(image_bytes(seed=52))
         write_json(folders.inbox / "xc.log" / "inner.json", {"style": "mosaic"})
         daemon.wait_for_log("job.outbox_unwritable", timeout=60)
-        [job] = [job for job in read_status(folders.state).jobs if job.state == "blocked"]
+
+        def blocked() -> list[JobItem]:  # status.json follows the log line within a loop turn
+            return [job for job in read_status(folders.state).jobs if job.state == "blocked"]
+
+        [job] = wait_for(blocked, 10, "the blocked job in status")
         assert job.reason is not None and job.reason.startswith("outbox/xc.log is a file, where")
         assert "rename that inbox folder, or move the file away" in job.reason
         assert str(folders.root) not in job.reason
