@@ -4,7 +4,6 @@ the inbox; with a config (or --styles) also its styles and the daemon's limits."
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def command(args: argparse.Namespace) -> int:
     from daemon.intake.sidecar import (
         SidecarError,
         merge_params,
-        read_sidecar,
+        parse_sidecar,
         unused_strength,
     )
     from daemon.intake.styles import StyleError, blend_defaults
@@ -52,12 +51,10 @@ def command(args: argparse.Namespace) -> int:
     # Without a config, against the built-in defaults and limits: a layer list or a weight
     # that no daemon takes is found before the file is sent.
     limits = settings if settings is not None else Settings.model_construct()
+    raw: bytes | None = None
     try:
-        sidecar = read_sidecar(
-            path,
-            limits.max_sidecar_bytes,
-            ceilings(limits.max_output_size, limits.max_iterations),
-        )
+        raw = read_limited(path, limits.max_sidecar_bytes, "sidecar")
+        sidecar = parse_sidecar(raw, ceilings(limits.max_output_size, limits.max_iterations))
     except SidecarError as exc:
         problems = exc.problems
     else:
@@ -69,11 +66,9 @@ def command(args: argparse.Namespace) -> int:
             return fail(str(exc))
         library = None  # the styles cannot be checked; the params still are
     if problems:
-        if library is not None:  # its styles too, when the sidecar can be read at all
+        if library is not None and raw is not None:  # its styles too, when it could be read
             default = settings.default_style if settings else None
-            with contextlib.suppress(SidecarError):
-                raw = read_limited(path, limits.max_sidecar_bytes, "sidecar")
-                problems += style_problems(raw, library, path.resolve().parent, default)
+            problems += style_problems(raw, library, path.resolve().parent, default)
         print(f"{path}: invalid sidecar", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
