@@ -1,8 +1,9 @@
 """Reading photos as users have them, and writing results with their metadata.
 
 `open_image` accepts what cameras, phones and editors produce (EXIF orientation, CMYK, 16-bit,
-palette, grey with alpha, transparency, animations, HEIC) and returns plain RGB. It checks the
-pixel count from the header before decoding, so a decompression bomb costs nothing.
+palette, grey with alpha, transparency, animations, HEIC, colour profiles) and returns plain
+sRGB. It checks the pixel count from the header before decoding, so a decompression bomb costs
+nothing.
 `encode_image` returns bytes; writing them safely is the caller's job.
 """
 
@@ -10,6 +11,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -28,6 +30,7 @@ SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
 EXIF_IFD = 0x8769
 EXIF_GPS_IFD = 0x8825
 EXIF_PIXEL_X, EXIF_PIXEL_Y = 0xA002, 0xA003  # in EXIF_IFD: the image's width and height
+EXIF_COLOR_SPACE, EXIF_SRGB = 0xA001, 1  # in EXIF_IFD: 1 sRGB, 0xFFFF another (a P3 photo's)
 _BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least portable parts
 JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
 
@@ -44,10 +47,11 @@ _PIL_FORMATS = {
 
 @dataclass(frozen=True)
 class LoadedImage:
-    image: Image.Image  # RGB, orientation applied
+    image: Image.Image  # sRGB, orientation applied
     exif: bytes | None  # EXIF as found (orientation still set; encode_image resets it)
-    icc: bytes | None  # ICC profile of the source, if any
+    icc: bytes | None  # the profile of `image` (sRGB) when the file had one, for the result
     format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
+    profile: str | None = None  # the file's own colour profile, converted from; None: had none
 
 
 def _over_limit(name: str, shown: str, max_pixels: int) -> str:
@@ -75,8 +79,7 @@ def open_image(
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
-            icc = opened.info.get("icc_profile")
-            rgb = _to_rgb(ImageOps.exif_transpose(opened))
+            rgb, profile = _to_srgb(ImageOps.exif_transpose(opened), opened.info.get("icc_profile"))
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -95,7 +98,7 @@ def open_image(
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
-    return LoadedImage(rgb, exif, icc or None, fmt)
+    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile)
 
 
 # TIFF tags that describe the file's layout rather than the photo; a TIFF's EXIF view lists them,
@@ -139,8 +142,52 @@ def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
         raise ImageInputError(f"{path} cannot be read ({exc.strerror})") from exc
 
 
+def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:
+    """RGB pixels in sRGB, and the name of the profile they were converted from. The network,
+    the styles and every viewer without colour management read pixels as sRGB: a Display P3
+    photo (every recent iPhone's) kept as P3 numbers had its result's painted colours shown
+    oversaturated under the photo's profile. A profile that cannot be read or does not fit the
+    pixels is named so, and the pixels are taken as sRGB."""
+    if not isinstance(icc, bytes) or not icc:
+        return _to_rgb(image), None
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = ImageCms.getProfileDescription(source).strip() or "unnamed"
+        space = source.profile.xcolor_space.strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        return _to_rgb(image), f"unreadable ({exc}), taken as sRGB"
+    kind = "CMYK" if image.mode == "CMYK" else "GRAY" if image.mode in _GREY_MODES else "RGB"
+    if space != kind:
+        return _to_rgb(image), f"{name}, a {space} profile on {kind} pixels, taken as sRGB"
+    # A grey photo's profile describes one channel: its tone curve, applied to the grey.
+    pixels = image if kind == "CMYK" else _to_rgb(image)
+    try:
+        converted = ImageCms.profileToProfile(
+            pixels if kind != "GRAY" else pixels.convert("L"), source, _srgb(), outputMode="RGB"
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        return _to_rgb(image), f"{name}, not applied ({exc}), taken as sRGB"
+    assert converted is not None  # None only with inPlace
+    return converted, name
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+@cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@cache
+def srgb_profile() -> bytes:
+    """The ICC profile a result carries when its photo had one: results are sRGB."""
+    return _srgb().tobytes()
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to RGB; transparency is composited over white (what a viewer shows)."""
+    """Any mode to RGB, as numbers (colour profiles are `_to_srgb`'s); transparency is
+    composited over white (what a viewer shows)."""
     if image.mode == "RGB":
         return image
     if image.mode == "P":
@@ -148,29 +195,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grey: scale to 8 bits rather than clip (PIL's convert would clip at 255).
         image = image.point(lambda v: v / 257).convert("L")
-    if image.mode == "CMYK":
-        image = _cmyk_to_rgb(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
-    """Through the embedded profile when there is one (Adobe's inverted CMYK looks wrong
-    otherwise), else PIL's naive conversion."""
-    icc = image.info.get("icc_profile")
-    if icc:
-        try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            converted = ImageCms.profileToProfile(
-                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
-            if converted is not None:
-                return converted
-        except (ImageCms.PyCMSError, OSError):
-            pass
     return image.convert("RGB")
 
 
@@ -207,11 +235,12 @@ def _marked_exif(
     raw: bytes | None, size: tuple[int, int], limit: int | None = None, location: bool = True
 ) -> bytes:
     """The photo's EXIF, upright (its pixels already are), with the result's pixel `size`
-    (a camera's 6000x4000 stayed on a 512 px result) and signed with SOFTWARE, so that an
-    image of ours synced back into an inbox is known (`written_by_stylefold`). Over `limit`
-    bytes (a JPEG's 64 KiB segment; a PNG or TIFF may carry more, an attacker's trial: the
-    result failed as an internal error) it loses its maker's notes and comments, and if that
-    is not enough, everything but the signature: never the result."""
+    (a camera's 6000x4000 stayed on a 512 px result) and colour space (sRGB), and signed with
+    SOFTWARE, so that an image of ours synced back into an inbox is known
+    (`written_by_stylefold`). Over `limit` bytes (a JPEG's 64 KiB segment; a PNG or TIFF may
+    carry more, an attacker's trial: the result failed as an internal error) it loses its
+    maker's notes and comments, and if that is not enough, everything but the signature:
+    never the result."""
     exif = Image.Exif()
     if raw:
         try:
@@ -223,7 +252,8 @@ def _marked_exif(
     if not location:
         exif.pop(EXIF_GPS_IFD, None)
     details = exif.get_ifd(EXIF_IFD) if EXIF_IFD in exif else {}  # get_ifd adds an empty one
-    for tag, value in zip((EXIF_PIXEL_X, EXIF_PIXEL_Y), size, strict=True):
+    ours = zip((EXIF_PIXEL_X, EXIF_PIXEL_Y, EXIF_COLOR_SPACE), (*size, EXIF_SRGB), strict=True)
+    for tag, value in ours:  # the result's own size, and its pixels are sRGB
         if tag in details:
             details[tag] = value
     exif[EXIF_SOFTWARE] = SOFTWARE

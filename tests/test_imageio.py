@@ -9,10 +9,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from icc_profiles import DISPLAY_P3_D50, grey_profile, rgb_profile
 from PIL import Image, ImageCms
 
 from service.errors import ImageInputError
-from service.imageio import EXIF_ORIENTATION, encode_image, open_image
+from service.imageio import (
+    EXIF_COLOR_SPACE,
+    EXIF_ORIENTATION,
+    encode_image,
+    open_image,
+    srgb_profile,
+)
 
 
 def _save(image: Image.Image, path: Path, **options: Any) -> Path:
@@ -241,3 +248,80 @@ def test_the_location_is_kept_unless_asked_to_leave_it_out() -> None:
             assert {k: v for k, v in kept.items() if v is not None} == gps
             assert (0x8825 in found) is location
             assert found[0x013B] == "A. Photographer"
+
+
+def _srgb_encoded(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    curve = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.asarray(curve * 255)
+
+
+def test_a_display_p3_photo_is_read_as_srgb_and_its_result_says_srgb(tmp_path: Path) -> None:
+    """An iPhone's photos are Display P3: kept as P3 numbers and tagged P3, the result's
+    painted (sRGB) colours were shown oversaturated. The expected colours here are worked out
+    from the profile's own matrix and the sRGB standard, not by ImageCms."""
+    colours = [(200, 100, 50), (30, 160, 220), (128, 128, 128), (250, 240, 10)]
+    photo = Image.new("RGB", (len(colours), 1))
+    photo.putdata(colours)
+    exif = Image.Exif()
+    exif[0x8769] = {EXIF_COLOR_SPACE: 0xFFFF}  # "uncalibrated": what a P3 camera writes
+    path = _save(
+        photo, tmp_path / "p3.png", icc_profile=rgb_profile("Display P3 (test)"), exif=exif
+    )
+
+    loaded = open_image(path)
+
+    p3_to_xyz = np.array(DISPLAY_P3_D50).T
+    srgb_to_xyz = np.array(  # sRGB's primaries adapted to D50 (Bradford), IEC 61966-2-1
+        [[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+         [0.0139322, 0.0971045, 0.7141733]]
+    )  # fmt: skip
+    linear = (np.array(colours) / 255) ** (563 / 256)  # the profile's gamma, as stored
+    expected = _srgb_encoded(linear @ p3_to_xyz.T @ np.linalg.inv(srgb_to_xyz).T)
+    got = np.asarray(loaded.image, dtype=float)[0]
+    assert np.abs(got - expected).max() <= 2, (got, expected)
+    assert np.abs(got - np.array(colours)).max() >= 15  # converted, not passed through
+    assert loaded.profile == "Display P3 (test)"
+    assert loaded.icc == srgb_profile()
+
+    result = Image.open(
+        io.BytesIO(encode_image(loaded.image, "jpg", exif=loaded.exif, icc=loaded.icc))
+    )
+    described = ImageCms.getProfileDescription(
+        ImageCms.ImageCmsProfile(io.BytesIO(result.info["icc_profile"]))
+    )
+    assert "sRGB" in described
+    assert result.getexif().get_ifd(0x8769)[EXIF_COLOR_SPACE] == 1
+
+
+def test_a_grey_photo_s_profile_is_applied_to_its_grey(tmp_path: Path) -> None:
+    """A linear grey (gamma 1) value of 128 is half the light: sRGB writes that as 188."""
+    for mode in ("L", "LA"):
+        photo = Image.new(mode, (4, 4), 128 if mode == "L" else (128, 255))
+        path = _save(photo, tmp_path / f"{mode}.png", icc_profile=grey_profile("linear", 1.0))
+        loaded = open_image(path)
+        pixels = np.asarray(loaded.image).reshape(-1, 3)
+        assert (pixels == pixels[:, :1]).all() and 186 <= pixels.min() <= pixels.max() <= 190
+        assert loaded.profile == "linear"
+
+
+def test_a_profile_that_cannot_be_used_is_named_and_the_pixels_kept(tmp_path: Path) -> None:
+    colour = (200, 100, 50)
+    cases = {
+        "garbage.png": (Image.new("RGB", (4, 4), colour), b"not a profile at all", "unreadable"),
+        "grey_on_rgb.png": (
+            Image.new("RGB", (4, 4), colour),
+            grey_profile("linear", 1.0),
+            "linear, a GRAY profile on RGB pixels, taken as sRGB",
+        ),
+        "rgb_on_grey.png": (
+            Image.new("L", (4, 4), 200),
+            rgb_profile("wide"),
+            "wide, a RGB profile on GRAY pixels, taken as sRGB",
+        ),
+    }
+    for name, (image, icc, told) in cases.items():
+        loaded = open_image(_save(image, tmp_path / name, icc_profile=icc))
+        assert loaded.image.tobytes() == image.convert("RGB").tobytes(), name
+        assert loaded.profile is not None and loaded.profile.startswith(told), name
+        assert loaded.icc == srgb_profile(), name  # its numbers are read as sRGB

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
 
 from conftest import CLI, REPO, Folders, image_bytes, write_json
+from icc_profiles import rgb_profile
+from PIL import Image
 
 from daemon.jobs.manifest import SCHEMA_PATH, Manifest, schema_text, write_schema
 
@@ -53,12 +56,16 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
     key the model added). (A photo without a sidecar waits pair_timeout, which `once` does not.)"""
     blend = {"style": [{"name": "mosaic", "weight": 2}, {"name": "waves"}]}
     (folders.inbox / "a").mkdir()
-    (folders.inbox / "a/photo.jpg").write_bytes(image_bytes(seed=1))
+    photo = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(seed=1))).save(
+        photo, "JPEG", icc_profile=rgb_profile("P3 (test)")
+    )
+    (folders.inbox / "a/photo.jpg").write_bytes(photo.getvalue())
     write_json(folders.inbox / "a/photo.json", blend)
     config = folders.config()
     _once(config)
     (folders.inbox / "b").mkdir()
-    (folders.inbox / "b/photo.jpg").write_bytes(image_bytes(seed=1))
+    (folders.inbox / "b/photo.jpg").write_bytes(photo.getvalue())
     write_json(folders.inbox / "b/photo.json", blend)
     _once(config)
 
@@ -68,6 +75,7 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
         assert model.model_dump(mode="json") == {"node": None, **data}
         assert model.node is None  # the local pool
     assert rendered.reused is None
+    assert rendered.input.colour_profile == "P3 (test)"  # its pixels were converted to sRGB
     assert rendered.sidecar is not None and rendered.sidecar.content == blend
     assert [style.weight for style in rendered.styles] == [2.0, 1.0]
     assert reused.reused is not None and reused.reused.job_id == rendered.job_id

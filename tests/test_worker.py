@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_PARAMS, make_image
+from icc_profiles import rgb_profile
 from PIL import Image, ImageCms
 
 from daemon.pool import ResultInfo, StyleRef, Task
@@ -41,14 +42,14 @@ def engine() -> Engine:
 
 
 def _rotated_photo_with_icc(path: Path) -> Path:
-    """A 64x48 picture stored sideways (EXIF orientation 6) with an sRGB ICC profile."""
+    """A 64x48 picture stored sideways (EXIF orientation 6), in Display P3 as an iPhone's."""
     make_image(path.with_suffix(".png"), size=(48, 64))
     image = Image.open(path.with_suffix(".png")).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6
     exif[0x010F] = "StylefoldCam"
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    image.save(path, format="JPEG", exif=exif.tobytes(), icc_profile=icc)
+    exif[0x8769] = {0xA001: 0xFFFF}  # colour space: not sRGB
+    image.save(path, format="JPEG", exif=exif.tobytes(), icc_profile=rgb_profile("P3 (test)"))
     return path
 
 
@@ -77,10 +78,13 @@ def test_a_job_gets_an_upright_result_with_metadata(engine: Engine, tmp_path: Pa
         assert result.size == (48, 36)  # rotated upright: landscape
         assert result.getexif()[0x0112] == 1
         assert result.getexif()[0x010F] == "StylefoldCam"
-        assert result.info.get("icc_profile")
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(result.info["icc_profile"]))
+        assert "sRGB" in ImageCms.getProfileDescription(profile)  # painted in sRGB
+        assert result.getexif().get_ifd(0x8769)[0xA001] == 1
     assert ResultInfo.model_validate_json(task.info_path.read_text()) == info
     assert info.iterations == TINY_PARAMS["iterations"] and info.params == PARAMS
     assert info.output_size == (48, 36) and info.input_size == (64, 48)  # upright
+    assert info.input_profile == "P3 (test)"
     assert set(info.timings) == {
         "decode_seconds",
         "render_seconds",

@@ -225,6 +225,7 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
             sha256=job.input_sha256,
             format=info.input_format,
             size=info.input_size,
+            colour_profile=info.input_profile,
         ),
         sidecar=_sidecar_entry(job),
         styles=[StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles],

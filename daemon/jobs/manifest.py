@@ -37,6 +37,11 @@ class InputInfo(_Part):
         description="The format the photo decoded as (e.g. JPEG, PNG, HEIF); null if unknown."
     )
     size: Pixels = Field(description="[width, height] of the photo in pixels.")
+    colour_profile: str | None = Field(
+        default=None,
+        description="The name of the photo's ICC colour profile, from which its pixels were "
+        "converted to sRGB (results are sRGB); null if it had none (read as sRGB).",
+    )
 
 
 class SidecarEntry(_Part):

@@ -45,6 +45,7 @@ class ResultInfo(BaseModel):
     output_size: tuple[int, int]
     input_size: tuple[int, int]
     input_format: str | None
+    input_profile: str | None = None  # the photo's colour profile, converted from
     peak_memory_bytes: int
     batch_size: int = 1
     attempt: int = 1

@@ -267,6 +267,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         output_size=result.image.size,
         input_size=content.image.size,
         input_format=content.format,
+        input_profile=content.profile,
         peak_memory_bytes=int(result.peak_memory_bytes),
         batch_size=int(result.batch_size),
         attempt=task.attempt,
