@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.intake.jsonload import read_limited
 from daemon.intake.sidecar import (
     SCHEMA_PATH,
     Sidecar,
@@ -17,7 +18,6 @@ from daemon.intake.sidecar import (
     merge_params,
     parse_param_overrides,
     parse_sidecar,
-    read_sidecar,
     schema_text,
     write_schema,
 )
@@ -183,19 +183,19 @@ def test_read_refuses_large_file_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "photo.json"
     path.write_text('{"style": "a", "pad": "' + "x" * 1000 + '"}')
     with pytest.raises(SidecarError, match=r"1025 bytes is larger than max_sidecar_bytes \(100\)"):
-        read_sidecar(path, max_bytes=100)
+        parse_sidecar(read_limited(path, 100, "sidecar"))
     with pytest.raises(SidecarError, match="pad: unknown key"):
-        read_sidecar(path, max_bytes=2000)
+        parse_sidecar(read_limited(path, 2000, "sidecar"))
 
 
 def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match=r"gone\.json disappeared"):
-        read_sidecar(tmp_path / "gone.json", 100)
+        parse_sidecar(read_limited(tmp_path / "gone.json", 100, "sidecar"))
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(SidecarError, match="is a folder"):
-        read_sidecar(tmp_path / "dir.json", 100)
+        parse_sidecar(read_limited(tmp_path / "dir.json", 100, "sidecar"))
     (tmp_path / "ok.json").write_text('{"style": "a"}')
-    assert read_sidecar(tmp_path / "ok.json", 100).style == "a"
+    assert parse_sidecar(read_limited(tmp_path / "ok.json", 100, "sidecar")).style == "a"
 
 
 def test_merge_order_and_cross_field_checks_after_merge() -> None:

@@ -48,7 +48,7 @@ from daemon.config.render_limits import (
     network_missing,
     over_limits,
 )
-from daemon.intake.jsonload import SidecarError, load_json, read_limited, shown
+from daemon.intake.jsonload import SidecarError, load_json, shown
 from service.params import NAMED_INITS, RenderParams
 from service.weights import WeightsConfig
 
@@ -349,13 +349,6 @@ def parse_sidecar(
         return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ceilings=ceilings)) from None
-
-
-def read_sidecar(
-    path: Path, max_bytes: int, ceilings: Mapping[str, tuple[str, int]] | None = None
-) -> Sidecar:
-    """Read and validate a sidecar file."""
-    return parse_sidecar(read_limited(path, max_bytes, "sidecar"), ceilings)
 
 
 def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
