@@ -53,6 +53,12 @@ class JobItem(_Model):
     blocked_on: BlockedOn | None = None  # blocked: the folder that refused
     starts: int = 0
 
+    @property
+    def waits_for(self) -> BlockedOn:
+        """The folder a blocked job waits for: the outbox when `blocked_on` is not given (a
+        status file written before it was)."""
+        return self.blocked_on or "outbox"
+
 
 class Finished(_Model):
     """A recent end: a result, a failure report or a rejection."""

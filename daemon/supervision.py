@@ -111,7 +111,5 @@ def _blocked(report: StatusReport) -> dict[BlockedOn, list[JobItem]]:
     whose originals could not go back to the inbox (RETURNING, `blocked_on` set)."""
     returning = [job for job in report.in_state(State.RETURNING) if job.blocked_on]
     blocked = report.in_state(State.BLOCKED) + returning
-    by_folder = {
-        on: [job for job in blocked if (job.blocked_on or "outbox") == on] for on in _BLOCKED
-    }
+    by_folder = {on: [job for job in blocked if job.waits_for == on] for on in _BLOCKED}
     return {on: jobs for on, jobs in by_folder.items() if jobs}

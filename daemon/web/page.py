@@ -200,7 +200,7 @@ def _job_row(job: JobItem, now: float) -> QueueRow:
         note = f"{job.reason or 'the outbox cannot be written'}"
         if job.retry_at is not None:
             note += f"; next try in {duration(job.retry_at - now)}"
-        fix = BLOCKED_FIX[job.blocked_on or "outbox"]
+        fix = BLOCKED_FIX[job.waits_for]
         return QueueRow("blocked", "blocked", job.input, note, styles, fix=fix)
     note = f"for {duration(now - job.since)}"
     if job.starts:
