@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path, PurePath
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.intake.complete import missing_end, truncation
+from daemon.intake.complete import MAX_STEPS, missing_end, truncation
 
 FORMATS = {
     "jpeg": ("JPEG", {}),
@@ -120,3 +121,43 @@ def test_a_big_jpeg_is_judged_quickly(tmp_path: Path) -> None:
     started = time.perf_counter()
     assert truncation(path.parent, PurePath(path.name)) is None
     assert time.perf_counter() - started < 0.5
+
+
+def _sparse_tiff(size: int, directories: int) -> bytes:
+    """The head of a TIFF whose directories each claim (size - 64 KiB) / 4 strips: what a
+    sparse file of 4 KiB on disk can say (an attacker's trial)."""
+    data = 1 << 16
+    strips = (size - data) // 4
+    head = b"II*\x00" + struct.pack("<I", 8)
+    offset = 8
+    for index in range(directories):
+        following = offset + 2 + 24 + 4 if index < directories - 1 else 0
+        head += struct.pack("<H", 2)
+        head += struct.pack("<HHII", 273, 3, strips, data)
+        head += struct.pack("<HHII", 279, 3, strips, data + 2 * strips)
+        head += struct.pack("<I", following)
+        offset = following
+    return head
+
+
+def test_a_tiff_claiming_millions_of_strips_is_not_judged_and_costs_little(
+    tmp_path: Path,
+) -> None:
+    """A 256 MiB sparse TIFF whose 64 directories each claim 67 million strips held the daemon's
+    loop 32 s per directory and 1.2 GB of memory; its strips are steps now (MAX_STEPS), and
+    the file is left to the decoder."""
+    size = 256 << 20
+    head = _sparse_tiff(size, 64)
+    asked: list[int] = []
+
+    def read(offset: int, length: int) -> bytes:
+        asked.append(length)
+        return (head + bytes(1 << 20))[offset : offset + length] if offset < 1 << 20 else b""
+
+    assert missing_end(read, size) is None
+    assert sum(asked) <= 4 * MAX_STEPS  # not the 128 MiB of strip pointers it claims
+    path = tmp_path / "sparse.tif"
+    with path.open("wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    assert truncation(tmp_path, PurePath("sparse.tif")) is None
