@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, REPO
+from conftest import CLI, REPO, Folders, image_bytes
 
 from daemon.config.render_limits import ceilings
+from daemon.intake.jsonload import MAX_TOLD
 from daemon.intake.sidecar import SidecarError, merge_params, parse_sidecar
 from service.params import VGG16_LAYERS, VGG19_LAYERS, RenderParams
 from service.weights import WeightsConfig
@@ -138,3 +139,32 @@ def test_validate_shows_the_same_sentences(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "params.iterations: Input should be a valid integer (got True)" in done.stderr
     assert "params.size" in done.stderr and "without quotes: 9" in done.stderr
+
+
+def test_a_sidecar_of_thousands_of_mistakes_gets_a_report_of_ten(folders: Folders) -> None:
+    """An attacker's trial: 6,500 unknown keys in a 64 KiB sidecar made a 1.8 MB error report,
+    as large a log, database row and status entry (status.json reached 42 MB with 26 of them,
+    rewritten every 2 s). The report tells the first MAX_TOLD; validate lists every one."""
+    keys = {f"{index:x}": 0 for index in range(6500)}
+    sidecar = json.dumps({"style": "mosaic", "params": keys}, separators=(",", ":"))
+    assert len(sidecar) < 65536
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=3))
+    (folders.inbox / "photo.json").write_text(sidecar)
+    done = subprocess.run(
+        [*CLI, "once", "--config", str(folders.config())],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    report = json.loads((folders.outbox / "photo.error.json").read_text())
+    assert report["error"].count("unknown key") == MAX_TOLD
+    assert "and 6490 more (`stylefold validate` on the sidecar lists them all)" in report["error"]
+    for answer in ("photo.error.json", "photo.log"):
+        assert (folders.outbox / answer).stat().st_size < 10_000, answer
+    state = sum(path.stat().st_size for path in folders.state.rglob("*") if path.is_file())
+    assert state < 300_000  # the database and its journal (57 KB here; 2.7 MB more before)
+    listed = subprocess.run(
+        [*CLI, "validate", str(folders.inbox / "photo.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 1 and listed.stderr.count("unknown key") == 6500
