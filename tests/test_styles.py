@@ -217,3 +217,30 @@ def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_di
         library.get("starry_night.png")
     assert 'named without its extension: "style": "starry_night"' in str(caught.value)
     assert "starry_night.png.jpg" not in str(caught.value)
+
+
+def test_a_sidecar_folder_swapped_for_a_link_tells_nothing_of_where_it_leads(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    """An attacker's trial: the folder of a sidecar naming `style.file` was swapped for a link
+    to another place for the moment of this look (renameat2 exchange), and the report told
+    whether a file of that name existed there, whether a folder, and its hard links. Looked at
+    under the inbox, the swapped folder is seen as no file, whatever lies behind it."""
+    library = StyleLibrary(library_dir)
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    image(outside / "secret.jpg")
+    (outside / "secret-too.jpg").hardlink_to(outside / "secret.jpg")
+    (outside / "dir.jpg").mkdir()
+    image(outside / "plain.jpg")
+    (inbox / "g").symlink_to(outside)  # the swapped folder, as the daemon would find it
+    told = set()
+    for name in ("secret.jpg", "dir.jpg", "nothere.jpg", "plain.jpg"):
+        with pytest.raises(StyleError) as caught:
+            library.resolve(StyleFile(file=name), beside=inbox / "g", default=None, root=inbox)
+        told.add(str(caught.value).replace(name, "NAME"))
+    assert told == {
+        "style.file: 'NAME' is not a file in the same folder as the sidecar; put the style "
+        "image itself beside the sidecar under that name"
+    }

@@ -65,7 +65,9 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
                     raw, ceilings(settings.max_output_size, settings.max_iterations)
                 )
             except SidecarError as exc:
-                also = style_problems(raw, library, arrival.image.parent, settings.default_style)
+                also = style_problems(
+                    raw, library, arrival.image.parent, settings.default_style, settings.inbox
+                )
                 raise SidecarError(*exc.problems, *also) from None
             if sidecar.style_file() == arrival.image.name:
                 raise StyleError(
@@ -76,6 +78,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
             sidecar.style if sidecar is not None else None,
             beside=arrival.image.parent,
             default=settings.default_style,
+            root=settings.inbox,
         )
         params = merge_params(
             settings.defaults,
@@ -113,7 +116,7 @@ def _style_defaults(styles: list[ResolvedStyle]) -> str | None:
 
 
 def style_problems(
-    raw: bytes, library: StyleLibrary, beside: Path, default: str | None
+    raw: bytes, library: StyleLibrary, beside: Path, default: str | None, root: Path | None = None
 ) -> list[str]:
     """What is wrong with the styles of a sidecar that is invalid for other reasons (see
     `style_alone`), so that its report names every fix at once."""
@@ -121,7 +124,7 @@ def style_problems(
     if spec is None:
         return []
     try:
-        library.resolve(spec, beside=beside, default=default)
+        library.resolve(spec, beside=beside, default=default, root=root)
     except StyleError as exc:
         return [str(exc)]
     return []

@@ -25,7 +25,7 @@ from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_limited
 from daemon.intake.sidecar import StyleFile, StyleSpec, check_style_name, parse_param_overrides
 from daemon.intake.style_check import StyleChecker
-from daemon.safefs import unusable
+from daemon.safefs import lstat_under, unusable
 
 DEFAULTS_MAX_BYTES = 65536
 DEFAULT_MAX_PIXELS: int = Settings.model_fields["max_pixels"].default
@@ -233,10 +233,11 @@ class StyleLibrary:
         )
 
     def resolve(
-        self, spec: StyleSpec | None, *, beside: Path, default: str | None
+        self, spec: StyleSpec | None, *, beside: Path, default: str | None, root: Path | None = None
     ) -> list[ResolvedStyle]:
         """The styles of one job. `beside` is the folder the sidecar lies in (where a
-        brought-along style file must be); `default` is the daemon's default_style."""
+        brought-along style file must be), under `root` when that is the inbox (whose folders
+        are looked at without following a link); `default` is the daemon's default_style."""
         if spec is None:
             if default is None:
                 raise StyleError(
@@ -248,14 +249,14 @@ class StyleLibrary:
             style = self.get(spec)
             return [ResolvedStyle(style.name, style.path, 1.0, style.defaults)]
         if isinstance(spec, StyleFile):
-            return [self._brought_along(spec.file, beside)]
+            return [self._brought_along(spec.file, beside, root)]
         resolved = []
         for ref in spec:
             style = self.get(ref.name)
             resolved.append(ResolvedStyle(style.name, style.path, ref.weight, style.defaults))
         return resolved
 
-    def _brought_along(self, name: str, beside: Path) -> ResolvedStyle:
+    def _brought_along(self, name: str, beside: Path, root: Path | None) -> ResolvedStyle:
         if not self._rules.is_image_name(name) or self._rules.ignored_name(name):
             extensions = ", ".join(sorted(self._rules.image_extensions))
             raise StyleError(
@@ -264,7 +265,11 @@ class StyleLibrary:
             )
         path = beside / name
         try:
-            reason = unusable(os.lstat(path))
+            # A folder of the inbox swapped for a link to another place between the sidecar's
+            # read and this look told whether files existed there, and their kind and links
+            # (an attacker's trial); through safefs the swap is seen as no file.
+            found = os.lstat(path) if root is None else lstat_under(root, path.relative_to(root))
+            reason = unusable(found)
         except OSError:
             reason = "is not a file in the same folder as the sidecar"
         if reason is not None:
