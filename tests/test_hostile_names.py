@@ -165,3 +165,45 @@ def test_an_inbox_folder_named_like_an_answer_file_is_told_what_to_rename(
         wait_for((folders.outbox / "xc.log" / "inner.manifest.json").exists, 60, "the answer")
     finally:
         assert daemon.stop() == 0
+
+
+def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> None:
+    """An attacker's trial: while `victim.jpg` rendered, a rejected pair in an inbox folder
+    `victim.stylised.jpg/` made that folder in the outbox for its report, and the victim's
+    result could never be written (blocked, told to free space). No folder is made that takes
+    the name of an answer in progress, or differs only in case from a file beside it; the
+    folder's own job waits, blocked, told what to rename."""
+    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"})
+
+    def blocked(folder: str) -> list[JobItem]:
+        jobs = read_status(folders.state).jobs
+        return [job for job in jobs if job.state == "blocked" and job.input.startswith(folder)]
+
+    try:
+        (folders.inbox / "victim.jpg").write_bytes(image_bytes(seed=58))
+        slow = {"size": 128, "iterations": 200}  # rendering while the other pair is answered
+        write_json(folders.inbox / "victim.json", {"style": "mosaic", "params": slow})
+        daemon.wait_for_log("job.started", timeout=60)
+        taker = folders.inbox / "victim.stylised.jpg"
+        taker.mkdir()
+        (taker / "a.jpg").write_bytes(image_bytes(seed=59))
+        write_json(taker / "a.json", {"style": "no such style"})
+        [report] = wait_for(lambda: blocked("victim.stylised.jpg/"), 60, "the blocked report")
+        assert not (folders.outbox / "victim.manifest.json").exists(), "rendered too soon"
+        assert not (folders.outbox / "victim.stylised.jpg").exists()
+        assert report.reason is not None
+        assert "another photo's answer, still in progress, gets that name" in report.reason
+        assert report.reason.endswith("rename the inbox folder victim.stylised.jpg")
+
+        wait_for((folders.outbox / "victim.manifest.json").exists, 120, "the victim's answer")
+        assert (folders.outbox / "victim.stylised.jpg").is_file()
+
+        case = folders.inbox / "VICTIM.LOG"  # victim.log is a file in the outbox now
+        case.mkdir()
+        (case / "b.jpg").write_bytes(image_bytes(seed=60))
+        write_json(case / "b.json", {"style": "no such style"})
+        [report] = wait_for(lambda: blocked("VICTIM.LOG/"), 60, "the blocked report")
+        assert report.reason is not None and "beside the file victim.log" in report.reason
+        assert not (folders.outbox / "VICTIM.LOG").exists()
+    finally:
+        assert daemon.stop() == 0

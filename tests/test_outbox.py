@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from daemon import fsutil
 from daemon.jobs import outbox
 from daemon.jobs.error_report import as_report
-from daemon.jobs.outbox import OutputNames
+from daemon.jobs.outbox import OutputNames, folder_clash
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
@@ -163,3 +163,33 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
     # A result holds its names whatever the inputs.
     outbox.publish_result(first, first.log, a_manifest("j"), "log\n")
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair).number == 2
+
+
+def test_a_folder_is_not_made_where_it_takes_an_answer_s_name(tmp_path: Path) -> None:
+    (tmp_path / "photo.stylised.jpg").write_bytes(b"an answer")
+    (tmp_path / "Trip").mkdir()
+    reserved = [tmp_path / "sub" / "b.log", tmp_path / "queued.stylised.jpg"]
+    assert folder_clash(tmp_path, "queued.stylised.jpg/x", reserved) is not None
+    assert folder_clash(tmp_path, "SUB/B.LOG", reserved) is not None  # folded, one level down
+    told = folder_clash(tmp_path, "Photo.Stylised.JPG", reserved)
+    assert told is not None and "beside the file photo.stylised.jpg" in told
+    assert folder_clash(tmp_path, "trip/deeper", reserved) is None  # alike folders: numbered
+    assert folder_clash(tmp_path, "sub/other", reserved) is None
+    (tmp_path / "queued.stylised.jpg").mkdir()  # already there: no one's to refuse
+    assert folder_clash(tmp_path, "queued.stylised.jpg/x", reserved) is None
+
+
+def test_a_folder_holding_an_answer_s_name_is_told_as_such(tmp_path: Path) -> None:
+    """A folder made at an answer's name by another writer of the outbox: the rename of the
+    answer fails with EISDIR, which no space or permission mends (it was told to free space)."""
+    from daemon.jobs.publisher import _clash
+
+    (tmp_path / "photo.stylised.jpg").mkdir()
+    (tmp_path / ".tmp").write_bytes(b"the answer")
+    with pytest.raises(OSError) as caught:
+        os.replace(tmp_path / ".tmp", tmp_path / "photo.stylised.jpg")
+    told = _clash(caught.value)
+    assert told == (
+        f"{tmp_path / 'photo.stylised.jpg'} is a folder, where the answer writes a file of that "
+        "name; move that folder away"
+    )

@@ -131,6 +131,39 @@ def _alike_folders(root: Path, folder: Path) -> list[Path]:
     return found
 
 
+class FolderClash(OSError):
+    """An outbox folder the daemon must not make (`folder_clash`); its message says why and
+    what to rename."""
+
+
+def folder_clash(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str | None:
+    """Why the outbox folder mirroring the inbox folder `rel_dir` must not be made, or None.
+    A part of it would take a name `reserved` by another job's answer still in progress (an
+    attacker's trial: a report in an inbox folder `victim.stylised.jpg/` made that folder in
+    the outbox mid-render, and the victim's result could never be written), or would differ
+    only in case or normalisation from a file beside it (one name on a folding receiver; a
+    file of exactly its name fails the folder's making, `publisher._clash`). A folder already
+    there is no one's to refuse."""
+    taken = {folded(str(path)) for path in reserved}
+    folder = root
+    for part in Path(rel_dir).parts:
+        path = folder / part
+        if not path.is_dir():
+            if folded(str(path)) in taken:
+                return (
+                    f"{path} would be a folder where another photo's answer, still in "
+                    f"progress, gets that name; rename the inbox folder {part}"
+                )
+            for entry in _entries(folder):
+                if entry.name != part and folded(entry.name) == folded(part) and not entry.is_dir():
+                    return (
+                        f"{path} would be a folder beside the file {entry.name}, one name where "
+                        f"case is folded (a phone, a Mac, Windows); rename the inbox folder {part}"
+                    )
+        folder = path
+    return None
+
+
 def choose_names(
     folder: Path,
     stem: str,

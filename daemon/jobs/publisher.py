@@ -25,7 +25,7 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import OutputNames, drop_stale_report, published_by
+from daemon.jobs.outbox import FolderClash, OutputNames, drop_stale_report, published_by
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
@@ -129,6 +129,7 @@ class Publisher:
         the file people open, relative to the outbox."""
         if job is None:
             assert isinstance(detail, ReportDetail)
+            self._may_make_folder(detail.rel_dir, job_id)
             names = answers.publish_report(
                 job_id,
                 detail,
@@ -141,6 +142,7 @@ class Publisher:
         if outcome == "skip":
             assert isinstance(detail, ReuseDetail)
             return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
+        self._may_make_folder(job.rel_dir, job_id)
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
@@ -153,6 +155,12 @@ class Publisher:
                 Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
             )
         return shown
+
+    def _may_make_folder(self, rel_dir: str, job_id: str) -> None:
+        """Raises FolderClash (which blocks the job, saying what to rename) where the answer's
+        folder would take another answer's name."""
+        if (clash := self.spool.outbox_clash(rel_dir, job_id)) is not None:
+            raise FolderClash(clash)
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
@@ -182,7 +190,8 @@ class Publisher:
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
         on = self._refused_by(exc)
-        reason = answers.public(_clash(exc) or str(exc), self.roots)
+        told = str(exc) if isinstance(exc, FolderClash) else _clash(exc)
+        reason = answers.public(told or str(exc), self.roots)
         if on == "outbox":
             self.metrics.outbox_write_failed()
         log.error(
@@ -357,8 +366,14 @@ def outcome_detail(outcome: Outcome | None, text: str) -> BaseModel:
 
 def _clash(exc: OSError) -> str | None:
     """An outbox folder that cannot be made because a file holds its name (an inbox folder
-    named like an answer, `photo.log/`, an attacker's trial): no space or permission will
-    mend it, so the reason says what will. None for any other error."""
+    named like an answer, `photo.log/`, an attacker's trial), or an answer's file that a
+    folder holds the name of: no space or permission will mend it, so the reason says what
+    will. None for any other error."""
+    if exc.errno == errno.EISDIR and isinstance(exc.filename2, str):  # rename(tmp, answer)
+        return (
+            f"{exc.filename2} is a folder, where the answer writes a file of that name; move "
+            "that folder away"
+        )
     if exc.errno not in (errno.EEXIST, errno.ENOTDIR) or not isinstance(exc.filename, str):
         return None
     path = Path(exc.filename)

@@ -52,7 +52,8 @@ class RunningJobs:
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
         self.running[job.id] = running
         with contextlib.suppress(OSError):
-            progress.started(job.params.iterations, event.device)
+            if self._may_write(job):
+                progress.started(job.params.iterations, event.device)
         row = self.store.get(job.id)
         start = (row.starts if row else 0) + starts.unrecorded(folder)
         together = f", in a batch of {event.batch_size}" if event.batch_size > 1 else ""
@@ -78,10 +79,11 @@ class RunningJobs:
         running.last = event
         names = self.spool.names(job)
         with contextlib.suppress(OSError):  # a full outbox must not stop the render
-            running.progress.update(event)
-            if event.preview is not None:
-                atomic_write(names.preview, event.preview, durable=False)
-                running.preview = True
+            if self._may_write(job):
+                running.progress.update(event)
+                if event.preview is not None:
+                    atomic_write(names.preview, event.preview, durable=False)
+                    running.preview = True
         losses = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
         percent = percent_done(event.iteration, event.total)
         self.spool.append_log(
@@ -89,6 +91,11 @@ class RunningJobs:
             f"iteration {event.iteration}/{event.total} ({percent}%) "
             f"scale {event.scale + 1}/{event.scales} {losses}",
         )
+
+    def _may_write(self, job: Job) -> bool:
+        """Progress is not worth an outbox folder that would take another answer's name (the
+        answer itself blocks on it: `Publisher._may_make_folder`)."""
+        return self.spool.outbox_clash(job.rel_dir, job.id) is None
 
     def stopped(self, job: Job) -> None:
         """The job left its worker (done, failed, held, requeued): its progress file and

@@ -51,7 +51,7 @@ from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, choose_names
+from daemon.jobs.outbox import OutputNames, choose_names, folder_clash
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -253,10 +253,18 @@ class Spool:
         self._reserved[job_id] = names.all()
         return job
 
-    def reserved(self) -> list[Path]:
-        """The outbox names every job claimed and not yet released will write: a queued job
-        has no file there yet, and nothing else may take them meanwhile."""
-        return [path for paths in self._reserved.values() for path in paths]
+    def reserved(self, but: str | None = None) -> list[Path]:
+        """The outbox names every job claimed and not yet released (`but` the job of that id)
+        will write: a queued job has no file there yet, and nothing else may take them
+        meanwhile."""
+        return [path for job, paths in self._reserved.items() if job != but for path in paths]
+
+    def outbox_clash(self, rel_dir: str, job_id: str) -> str | None:
+        """Why the outbox folder of `rel_dir` may not be made for job `job_id` (see
+        `outbox.folder_clash`); None when it may, or is there already."""
+        if not rel_dir or (self.settings.outbox / rel_dir).is_dir():
+            return None
+        return folder_clash(self.settings.outbox, rel_dir, self.reserved(but=job_id))
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         """Undo a claim that did not complete, or one whose originals changed under the job
