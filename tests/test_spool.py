@@ -192,6 +192,35 @@ def test_claimed_photos_go_back_to_the_inbox_when_the_database_is_lost(folders: 
         assert row is not None and row.state is State.ROLLED_BACK and row.input == job.source
 
 
+def test_an_answered_job_lost_with_the_database_is_not_answered_again(folders: Folders) -> None:
+    """A database lost between a job's answer and the release of its originals (a full disk,
+    an operator moving it aside): the originals went back to the inbox as new arrivals and
+    got a second answer, `photo.stylised-2.jpg`. Found answered in the outbox (by the job id
+    inside its manifest or report), they go back remembered as answered; a job without an
+    answer goes back to be taken again."""
+    settings = _settings(folders)
+    spool = _spool(settings)
+    arrivals = [_pair(folders, rel, {"style": "mosaic"}, seed=i) for i, rel in
+                enumerate(["trip/photo.jpg", "trip/failed.jpg", "trip/open.jpg"])]  # fmt: skip
+    jobs = [_claim(spool, settings, arrival) for arrival in arrivals]
+    result = spool.input_path(jobs[0])  # any image will do as the answer
+    outbox.publish_result(spool.names(jobs[0]), result, a_manifest(jobs[0].id), "")
+    failed = a_report(job_id=jobs[1].id, input="trip/failed.jpg")
+    outbox.publish_error(spool.names(jobs[1]), failed, "")
+    spool.store.close()
+    _lose_the_database(settings)
+
+    lifecycle = _lifecycle(settings)
+    lifecycle.recover()
+    handled = [lifecycle.spool.already_handled([a.image, a.sidecar]) for a in arrivals]
+    assert handled == [True, True, False]
+    assert all(arrival.image.exists() for arrival in arrivals)
+    row = lifecycle.store.get(jobs[0].id)
+    assert row is not None and row.state is State.ROLLED_BACK
+    [*_, last] = lifecycle.store.transitions(jobs[0].id)
+    assert "answered by trip/photo.manifest.json" in last.note
+
+
 def test_an_unknown_spool_folder_without_its_claim_file_is_set_aside(folders: Folders) -> None:
     settings = _settings(folders)
     spool = _spool(settings)

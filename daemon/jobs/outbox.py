@@ -16,6 +16,7 @@ beside `trip/`) would be one file there, and the sync tool would drop or rename 
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 import unicodedata
@@ -252,6 +253,17 @@ def published_by(names: OutputNames, job_id: str) -> str | None:
     for kind, path in (("result", names.manifest), ("error", names.error)):
         if owner(path) == job_id:
             return kind
+    return None
+
+
+def answer_of(folder: Path, stem: str, job_id: str) -> Path | None:
+    """The manifest or error report job `job_id` published for a photo named `stem` in the
+    outbox `folder`, if any (for a job whose names the state database has lost)."""
+    prefix = glob.escape(stem[:40])  # long stems are shortened to fit, never at the front
+    for pattern in (f"{prefix}*.manifest*.json", f"{prefix}*.error*.json"):
+        for path in folder.glob(pattern) if folder.is_dir() else []:
+            if owner(path) == job_id:
+                return path
     return None
 
 

@@ -17,7 +17,7 @@ from daemon.jobs import answers, outbox, starts
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
-from daemon.jobs.spool import CLAIM_FILE, ClaimIntent
+from daemon.jobs.spool import CLAIM_FILE, SIDECAR_FILE, ClaimIntent
 from daemon.jobs.states import TRANSITIONS, State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
@@ -115,10 +115,21 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
         lc.store.create(job_id, State.CLAIMING, UNKNOWN_INPUT, note=NOT_RECORDED)
         lc.publisher.set_aside(job_id, None, f"{NOT_RECORDED}, and {why}")
         return
-    source = (Path(intent.rel_dir) / intent.moves[0][0]).as_posix()
+    photo = intent.moves[0][0]
+    source = (Path(intent.rel_dir) / photo).as_posix()
     lc.store.create(job_id, State.CLAIMING, source, detail=intent, note=NOT_RECORDED)
-    log.warning("job.unrecorded", input=source, folder=str(folder))
-    lc.spool.roll_back(job_id, intent, note=f"{NOT_RECORDED}: given back to the inbox")
+    # Lost between its answer and the release of its originals, it was answered a second
+    # time as `photo.stylised-2.jpg`: the originals go back remembered as answered.
+    answer = outbox.answer_of(lc.settings.outbox / intent.rel_dir, Path(photo).stem, job_id)
+    shown = None if answer is None else answer.relative_to(lc.settings.outbox).as_posix()
+    log.warning("job.unrecorded", input=source, folder=str(folder), answer=shown)
+    note = f"{NOT_RECORDED}: given back to the inbox"
+    if shown is not None:
+        note += f", answered by {shown} (not to be taken again while unchanged)"
+    placed = lc.spool.roll_back(job_id, intent, note=note)
+    if shown is not None and placed:  # the sidecar is the second file claimed, if any
+        has_sidecar = len(intent.moves) > 1 and intent.moves[1][1] == SIDECAR_FILE
+        lc.spool.remember([placed[0], placed[1] if has_sidecar else None], job_id)
     for path in outbox.running_files_of(lc.settings.outbox / intent.rel_dir, job_id):
         path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
 
