@@ -231,6 +231,16 @@ def encode_image(
     return buffer.getvalue()
 
 
+def carries_location(path: Path) -> bool:
+    """Whether the image file at `path` has a GPS location in its EXIF (read from its header,
+    not decoded). An unreadable file carries nothing to leave out."""
+    try:
+        with Image.open(path) as image:
+            return bool(image.getexif().get_ifd(EXIF_GPS_IFD))
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def _marked_exif(
     raw: bytes | None, size: tuple[int, int], limit: int | None = None, location: bool = True
 ) -> bytes:

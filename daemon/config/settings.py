@@ -212,7 +212,8 @@ class Settings(BaseSettings):
         False,
         description="Leave the GPS location out of the EXIF a result carries over from its "
         "photo (for an outbox shared more widely than the photos were); results rendered "
-        "before the change keep theirs, and so do copies of them for identical photos.",
+        "before the change keep theirs (an identical photo sent later is rendered, not "
+        "answered with a copy of one).",
         json_schema_extra=APPLIED_LIVE,
     )
 

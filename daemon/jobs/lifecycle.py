@@ -354,7 +354,7 @@ class Lifecycle:
             return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
-            if earlier is not None and _readable(_reuse(earlier)):
+            if earlier is not None and _readable(_reuse(earlier)) and self._may_copy(earlier):
                 self.publisher.publish(job.id, job, "reuse", _reuse(earlier))
                 return
         job_dir = self.spool.job_dir(job)
@@ -397,6 +397,14 @@ class Lifecycle:
             if job.copied and inbox / job.rel_dir / job.image_name == image:
                 return job.id
         return None
+
+    def _may_copy(self, earlier: Answer) -> bool:
+        """An earlier result is copied for an identical photo unless it carries the location
+        that `strip_location` now leaves out (then the photo is rendered: its copy would have
+        published the location the setting was turned on to keep out of the outbox)."""
+        from service.imageio import carries_location
+
+        return not (self.settings.strip_location and carries_location(earlier.output))
 
     def _twin_of(self, job: Job) -> str | None:
         """An earlier unfinished job on the same photo, styles and parameters (a sync tool that
