@@ -77,6 +77,36 @@ def test_a_replaced_original_is_read_once_per_version(tmp_path: Path) -> None:
         assert pictures.thumbnail(handle, "job:o", expected) is not None
 
 
+def test_a_thumbnail_cached_before_photos_were_converted_to_srgb_is_made_again(
+    tmp_path: Path,
+) -> None:
+    """Cached thumbnails outlive an upgrade: a Display P3 photo's, cached when its P3 numbers
+    were shown as sRGB, stayed washed out. The cache key holds the rendition."""
+    import io
+
+    from icc_profiles import rgb_profile
+    from PIL import Image
+
+    from daemon.web.thumbnails import Pictures
+
+    photo = tmp_path / "p3.png"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(photo, icc_profile=rgb_profile("P3"))
+    info = photo.stat()
+    old_key = f"job:p\0{info.st_size}\0{info.st_mtime_ns}"  # before the rendition was in it
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(stale, "JPEG")  # the P3 numbers as sRGB
+    (cache / f"{hashlib.sha256(old_key.encode()).hexdigest()[:40]}.jpg").write_bytes(
+        stale.getvalue()
+    )
+    with photo.open("rb") as handle:
+        shown = Pictures(cache, max_pixels=10**6).thumbnail(handle, "job:p")
+    assert shown is not None
+    red, _, blue = Image.open(io.BytesIO(shown)).getpixel((16, 16))
+    assert red > 210 and blue < 35  # converted: (216, 93, 24) in sRGB
+
+
 def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on_top(
     tmp_path: Path,
 ) -> None:

@@ -26,6 +26,9 @@ THUMB_SIDE = 480  # long side of gallery, queue and style thumbnails (sharp on a
 FULL_SIDE = 4096  # "full size" is re-encoded too, and bounded like max_output_size
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a larger file is not decoded for the page
 CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
+# Part of every cache key: raised when thumbnails of the same file change (2: photos with a
+# colour profile are converted to sRGB; cached ones showed a Display P3 photo washed out).
+RENDITION = 2
 REFUSALS = 1000  # versions of files found unshowable, remembered in memory
 QUALITY = 88
 
@@ -46,7 +49,8 @@ class Pictures:
         (job and role, or style), so one cache entry never serves another file. With `sha256`,
         only a file with exactly those bytes is shown (checked before it is cached)."""
         info = os.fstat(handle.fileno())
-        name = hashlib.sha256(f"{key}\0{info.st_size}\0{info.st_mtime_ns}".encode()).hexdigest()
+        seen = f"{key}\0{info.st_size}\0{info.st_mtime_ns}\0{RENDITION}"
+        name = hashlib.sha256(seen.encode()).hexdigest()
         cached = self.cache / f"{name[:40]}.jpg"
         with contextlib.suppress(OSError):
             return cached.read_bytes()
