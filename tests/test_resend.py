@@ -118,6 +118,29 @@ def test_a_photo_sent_again_is_skipped_and_its_copies_go(folders: Folders) -> No
     assert report.recent[0].outcome == "skipped" and report.recent[0].output == "photo.stylised.jpg"
 
 
+def test_a_photo_sent_again_after_the_defaults_changed_is_still_skipped(folders: Folders) -> None:
+    """An operator's trial: after an upgrade whose defaults differ (`init`), every archived
+    original a sync tool restored got a second answer; the parameters a pair resolves to are
+    not what makes it a re-send. A row an earlier version recorded (by job key) still counts."""
+    first = _lifecycle(folders)
+    job_id = _take(first, _send(folders))
+    assert job_id is not None
+    _render(first, job_id)
+    first.store.close()
+    again = _lifecycle(folders, defaults={"iterations": 7, "init": "content"})
+    assert _take(again, _send(folders)) is None and _last_end(again) is State.SKIPPED
+    assert _outbox(folders) == RESULT_SET
+
+    row = again.store.get(job_id)
+    assert row is not None and row.job is not None
+    again.store.close()
+    with sqlite3.connect(folders.state / DB_FILE) as db:  # as an earlier version recorded it
+        db.execute("UPDATE answered_inputs SET key = ? WHERE job_id = ?", (row.job.key, job_id))
+    earlier = _lifecycle(folders)  # its defaults: the job key matches
+    assert _take(earlier, _send(folders)) is None and _last_end(earlier) is State.SKIPPED
+    assert _outbox(folders) == RESULT_SET
+
+
 def test_with_archive_keep_a_resent_copy_stays_in_the_inbox_remembered(folders: Folders) -> None:
     lc = _lifecycle(folders, archive="keep")
     first = _take(lc, _send(folders))

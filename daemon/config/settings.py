@@ -357,9 +357,9 @@ class Settings(BaseSettings):
     )
     resend: Literal["skip", "answer"] = Field(
         "skip",
-        description="A photo sent again (same inbox path, content and parameters as one "
-        "already answered): skip it, the earlier result stays the answer; or answer it again "
-        "with a numbered copy. Needs dedupe.",
+        description="A photo sent again (same inbox path, photo, sidecar and style images as "
+        "one already answered, whatever the defaults are now): skip it, the earlier result "
+        "stays the answer; or answer it again with a numbered copy. Needs dedupe.",
         json_schema_extra=APPLIED_LIVE,
     )
     max_depth: int = Field(

@@ -285,7 +285,7 @@ class Publisher:
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
                 digest = file_sha256(names.image)
                 self.store.record_input_answer(
-                    job.source, Answer(job.key, job.id, names.image, digest, names.manifest)
+                    job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )
                 drop_stale_report(names, job.inputs)
         running = self.running.get(job.id)

@@ -51,6 +51,19 @@ class Job(BaseModel):
         return str(Path(self.rel_dir) / self.image_name)
 
     @property
+    def sent_key(self) -> str:
+        """What a re-send of this pair shares (daemon.jobs.resend): the photo's bytes, the
+        sidecar as written and the style images, not the parameters they resolve to. An upgrade
+        or a config whose defaults changed gave every photo a sync tool sent again a second
+        answer (an operator's trial: `init` changed between two releases)."""
+        material = {
+            "input": self.input_sha256,
+            "sidecar": self.sidecar,
+            "styles": [[style.sha256, style.weight] for style in self.styles],
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    @property
     def pair(self) -> list[str]:
         """The photo's and its sidecar's names in their inbox folder."""
         return [name for name in (self.image_name, self.sidecar_name) if name is not None]

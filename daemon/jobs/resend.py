@@ -4,8 +4,9 @@ Sync tools bring back originals the daemon has already answered: rsync or rclone
 timer copy the folder again once the archived originals are gone from the inbox, `rclone sync`
 restores them, and Syncthing's "Revert Local Changes" (on a Receive Only inbox) and "Override
 Changes" (on a Send Only folder) send every archived original once more. A job is a *re-send*
-when the same inbox path was answered before with the same job key (photo bytes, styles,
-parameters, output options) and that answer is still in the outbox, unchanged.
+when the same inbox path was answered before for the same pair (photo bytes, sidecar, style
+images: `Job.sent_key`, not the parameters they resolve to, which an upgrade or a reload may
+change) and that answer is still in the outbox, unchanged.
 
 With `resend = "skip"` (the default) a re-send ends SKIPPED: nothing new reaches the outbox,
 the earlier answer stands, and the re-sent originals are released like an answered job's:
@@ -31,9 +32,11 @@ from daemon.jobs.store import Answer, Store
 
 
 def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
-    """The answer already published for this job's inbox path and key, if it is still in the
-    outbox unchanged (a result someone deleted or edited is no reason to skip)."""
-    return still_published(store.input_answer(job.source, job.key), job)
+    """The answer already published for this job's inbox path and pair (`Job.sent_key`; or its
+    job key, which earlier versions recorded), if it is still in the outbox unchanged (a
+    result someone deleted or edited is no reason to skip)."""
+    answer = store.input_answer(job.source, job.sent_key) or store.input_answer(job.source, job.key)
+    return still_published(answer, job)
 
 
 def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:

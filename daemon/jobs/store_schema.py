@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS answered (
 );
 CREATE TABLE IF NOT EXISTS answered_inputs (
     input BLOB NOT NULL,          -- the photo, relative to the inbox (file-system bytes)
-    key TEXT NOT NULL,            -- as in `answered`
+    key TEXT NOT NULL,            -- Job.sent_key (rows of earlier versions: the job key)
     job_id TEXT NOT NULL,
     output BLOB NOT NULL,         -- absolute path of the image that answered this input
     sha256 TEXT NOT NULL,
