@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from daemon.fsutil import model_from_json
 from daemon.jobs.layout import set_aside
 from daemon.jobs.states import State
-from daemon.jobs.store import DB_FILE, Store, StoreError, damage_fix
+from daemon.jobs.store import (
+    DB_FILE,
+    NEWER_FIX,
+    NewerStateError,
+    Store,
+    StoreError,
+    damage_fix,
+)
 from daemon.lock import holder
 from daemon.status_model import (
     Attention,
@@ -180,6 +187,8 @@ def _read_report(state: Path) -> StatusReport:
         # Whoever asks (status, the web page) still gets an answer that says what is wrong.
         if isinstance(exc, StoreError) and exc.damaged:
             what, fix = f"the state database is damaged ({exc.__cause__})", damage_fix(store_file)
+        elif isinstance(exc, NewerStateError):
+            what, fix = exc.what, NEWER_FIX
         else:
             what = f"the state database cannot be read ({exc})"
             fix = (

@@ -10,6 +10,7 @@ from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.states import State
+from daemon.jobs.store import NewerStateError
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable, SetupError
 from daemon.status import RESTART_FIX
@@ -21,6 +22,7 @@ _START_FAILURES: dict[type[Exception], ExitCode] = {
     MetricsError: ExitCode.CONFIG,
     SetupError: ExitCode.CONFIG,
     ClusterUnavailable: ExitCode.TEMPFAIL,  # systemd restarts and the cluster may be back
+    NewerStateError: ExitCode.CONFIG,  # a state folder of a newer version: not restarted
 }
 
 

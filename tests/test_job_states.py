@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import CLI, REPO, Folders
 
+from daemon.exitcodes import ExitCode
 from daemon.jobs.states import (
     ACTIVE,
     NEW,
@@ -19,8 +22,10 @@ from daemon.jobs.states import (
     State,
     check,
 )
-from daemon.jobs.store import Answer, Store
-from daemon.jobs.store_schema import SCHEMA
+from daemon.jobs.store import NEWER_FIX, Answer, NewerStateError, Store
+from daemon.jobs.store_schema import SCHEMA, STATE_FORMAT
+from daemon.status import read_status
+from daemon.supervision import exit_code_for
 
 
 def test_every_state_has_its_rules_and_terminal_states_lead_nowhere() -> None:
@@ -314,3 +319,42 @@ def test_the_recent_ends_name_their_answers_as_their_transitions_do(tmp_path: Pa
         "broken.jpg": None,
         "lonely.json": "lonely.error.json",
     }
+
+
+def test_a_database_of_a_newer_format_is_refused_untouched(tmp_path: Path) -> None:
+    """An operator's trial: rolled back one day, a version set every unfinished job aside as
+    broken (its records held fields it did not know). A database says its format; a version
+    refuses a newer one, by the daemon (exit 78, not restarted) and by `status`, and writes
+    nothing to it."""
+    Store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "stylefold.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == STATE_FORMAT
+    db.execute(f"PRAGMA user_version = {STATE_FORMAT + 1}")
+    db.commit()
+    db.close()  # the last connection: the journal is folded into the file
+    before = (tmp_path / "stylefold.db").read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(NewerStateError, match=r"written by a newer stylefold \(state format"):
+            Store(tmp_path, readonly=readonly)
+    assert (tmp_path / "stylefold.db").read_bytes() == before
+    assert exit_code_for(NewerStateError("x")) is ExitCode.CONFIG
+
+
+def test_the_daemon_and_doctor_refuse_a_state_folder_of_a_newer_version(folders: Folders) -> None:
+    Store(folders.state).close()
+    db = sqlite3.connect(folders.state / "stylefold.db")
+    db.execute(f"PRAGMA user_version = {STATE_FORMAT + 1}")
+    db.commit()
+    db.close()
+    config = str(folders.config())
+    for command, code in (("once", ExitCode.CONFIG), ("doctor", 1)):
+        done = subprocess.run(
+            [*CLI, command, "--config", config],
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == code, (command, done.stdout[-2000:], done.stderr[-2000:])
+        assert "written by a newer stylefold" in done.stdout + done.stderr, command
+    report = read_status(folders.state)
+    [item] = report.attention
+    assert item.what.startswith("the state database") and "newer stylefold" in item.what
+    assert item.fix == NEWER_FIX

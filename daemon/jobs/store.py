@@ -27,7 +27,13 @@ from pydantic import BaseModel
 from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
 from daemon.jobs.states import ACTIVE, TERMINAL, Outcome, State, check
-from daemon.jobs.store_schema import create_or_upgrade, job_columns
+from daemon.jobs.store_schema import (
+    STATE_FORMAT,
+    NewerFormat,
+    check_format,
+    create_or_upgrade,
+    job_columns,
+)
 
 DB_FILE = "stylefold.db"
 KEEP_FINISHED = 10_000  # finished jobs kept for `status` and the journal; older ones pruned
@@ -42,6 +48,20 @@ class StoreError(OSError):
     file itself is broken, which no restart, permission or free space mends."""
 
     damaged = False
+
+
+NEWER_FIX = (
+    "run the newer version, or roll back as deploy/README.md section 6 says (let the queue "
+    "drain, stop it, then move the state folder aside)"
+)
+
+
+class NewerStateError(StoreError):
+    """The database is of a newer version's format: no restart of this version mends it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(errno.EPROTO, f"{what}: {NEWER_FIX}")
+        self.what = what
 
 
 def damage_fix(path: Path) -> str:
@@ -127,12 +147,20 @@ class Store:
         try:
             if readonly:
                 self._db = self._open_readonly()
+                check_format(self._db)
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                check_format(self._db)  # before anything is written to it
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 create_or_upgrade(self._db)
             self._columns = job_columns(self._db)
+        except NewerFormat as exc:
+            self._db.close()
+            raise NewerStateError(
+                f"the state database {self.path} was written by a newer stylefold (state "
+                f"format {exc.found}; this version reads up to {STATE_FORMAT})"
+            ) from None
         except sqlite3.Error as exc:
             # SQLITE_NOTADB and SQLITE_CORRUPT; locks, permissions and I/O are OperationalError
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(

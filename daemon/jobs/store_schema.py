@@ -69,13 +69,39 @@ ADDED_COLUMNS: dict[str, str] = {
 }
 
 
+# The database's format (PRAGMA user_version): raised with any change an older version would
+# misread (a job record field it does not know). An operator's trial: rolled back one day, a
+# version set every unfinished job aside as broken, "copied: Extra inputs are not permitted".
+# Versions from this one on refuse a newer format instead (`NewerFormat`).
+STATE_FORMAT = 1
+
+
+class NewerFormat(Exception):
+    """The database was written by a newer version; `found` is its format."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(found)
+        self.found = found
+
+
+def check_format(db: sqlite3.Connection) -> int:
+    """The database's format; raises NewerFormat for one this version cannot read."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > STATE_FORMAT:
+        raise NewerFormat(found)
+    return found
+
+
 def create_or_upgrade(db: sqlite3.Connection) -> None:
     """Create what a new database lacks, and add what an older one lacks."""
+    found = check_format(db)
     db.executescript(SCHEMA)
     have = _column_names(db)
     for name, definition in ADDED_COLUMNS.items():
         if name not in have:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+    if found < STATE_FORMAT:
+        db.execute(f"PRAGMA user_version = {STATE_FORMAT}")
 
 
 def job_columns(db: sqlite3.Connection) -> str:
