@@ -63,6 +63,9 @@ def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
     lc = _lifecycle(folders)
     [row] = [row for row in lc.store.active() if row.id == bad]  # listing reads past it
     assert row.job is None and "does not read as a job" in str(row.record_error)
+    # On one line, naming each field (status showed a pydantic error's lines as literal \n).
+    assert "\n" not in str(row.record_error)
+    assert "claimed_at: Field required; rel_dir: Field required" in str(row.record_error)
     lc.recover()
     assert [job.id for job in lc.backlog] == [good]
     assert bad not in lc.jobs

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
@@ -475,11 +475,19 @@ def _row(row: tuple[Any, ...]) -> JobRow:
         try:
             record = model_from_json(Job, row[4])
         except ValueError as exc:  # pydantic's ValidationError is one
-            error = f"its job record does not read as a job: {exc}"
+            error = f"its job record does not read as a job: {_one_line(exc)}"
     return JobRow(
         row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9],
         row[10], row[11], record_error=error,
     )  # fmt: skip
+
+
+def _one_line(exc: ValueError) -> str:
+    """A record's problems on one line, for status and reports (a pydantic error spans many,
+    which status showed as literal \\n): each field and what is wrong with it."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
 
 
 def _dump(model: BaseModel | None) -> str | None:
