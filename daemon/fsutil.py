@@ -5,6 +5,7 @@ and names that fit the file system's limit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,10 +41,15 @@ def _temporary_path(folder: Path) -> Path:
     return folder / f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
 
 
-def _write_chunks(path: Path, chunks: Iterable[bytes], durable: bool = True) -> None:
+def _write_chunks(
+    path: Path, chunks: Iterable[bytes], durable: bool = True, stat_of: Path | None = None
+) -> None:
     """Write `chunks` under a temporary name beside `path`, then rename over `path`. Without
     `durable` (progress and status files, rewritten every second and worthless after a crash)
-    the fsyncs are skipped: readers still never see half a file."""
+    the fsyncs are skipped: readers still never see half a file. With `stat_of`, that file's
+    times and mode are given to it where the file system takes them: FAT and exFAT refuse a
+    chmod, and a copy whose data was in place blocked its job for good (a user's trial with
+    the outbox on a USB stick)."""
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_path(folder)
@@ -52,6 +58,9 @@ def _write_chunks(path: Path, chunks: Iterable[bytes], durable: bool = True) -> 
             for chunk in chunks:
                 handle.write(chunk)
             handle.flush()
+            if stat_of is not None:
+                with contextlib.suppress(OSError):
+                    shutil.copystat(stat_of, tmp, follow_symlinks=False)
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -86,8 +95,7 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
 
 def atomic_copy(source: Path, target: Path) -> None:
     """Copy a file as atomically as `atomic_write`, without holding it in memory."""
-    _write_chunks(target, _read_chunks(source))
-    shutil.copystat(source, target, follow_symlinks=False)
+    _write_chunks(target, _read_chunks(source), stat_of=source)
 
 
 def file_sha256(path: Path) -> str:

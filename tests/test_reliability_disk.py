@@ -13,7 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Folders, image_bytes, mount_tmpfs, start_daemon, wait_for
+from conftest import (
+    CLI,
+    REPO,
+    Daemon,
+    Folders,
+    image_bytes,
+    mount_tmpfs,
+    start_daemon,
+    wait_for,
+)
 from PIL import Image
 from reliability_report import Collector
 
@@ -170,3 +179,32 @@ def test_a_blocked_answer_that_crashes_on_retry_fails_alone_and_the_daemon_carri
     _drop(folders, "later", {"style": "waves"})
     wait_for((folders.outbox / "later.manifest.json").exists, 120, "a photo after the crash")
     assert daemon.stop() == 0
+
+
+def test_an_outbox_that_refuses_chmod_still_gets_its_answers(folders: Folders) -> None:
+    """A user's trial with the outbox on a USB stick (FAT refuses a chmod that changes the
+    mode, FUSE file systems may not implement it): the result was copied into place, then
+    copying its mode failed and the job blocked for good, told to free space. The mode and
+    times of a copy are taken where the file system takes them. Here the daemon runs with
+    chmod refused (seccomp, EPERM), as the stick would refuse it."""
+    import sys
+
+    refused = folders.root / "refused.txt"
+    refused.write_text("chmod\nfchmod\nfchmodat\nfchmodat2\n")
+    launcher = [sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), "--deny"]
+    probe = subprocess.run(
+        [*launcher, str(refused), sys.executable, "-c", "import os; os.chmod('.', 0o755)"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "Operation not permitted" in probe.stderr, "the filter must bite, or this proves nothing"
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=61))
+    (folders.inbox / "photo.json").write_text(json.dumps({"style": "mosaic"}))
+    once = [*CLI, "once", "--config", str(folders.config()), "--log-format", "json"]
+    done = subprocess.run(
+        [*launcher, str(refused), *once],  # blocked, it would retry until killed here
+        cwd=REPO, capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert (folders.outbox / "photo.manifest.json").exists(), log[-3000:]
+    assert "outbox_unwritable" not in log
