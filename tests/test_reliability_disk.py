@@ -208,3 +208,29 @@ def test_an_outbox_that_refuses_chmod_still_gets_its_answers(folders: Folders) -
     assert done.returncode == 0, log[-3000:]
     assert (folders.outbox / "photo.manifest.json").exists(), log[-3000:]
     assert "outbox_unwritable" not in log
+
+
+def test_an_outbox_on_a_stick_pulled_mid_job_waits_for_the_stick(folders: Folders) -> None:
+    """A user's trial with the outbox on a USB stick, unmounted while a job rendered: the
+    daemon made the outbox folder again under the mount point, on the local disk, and wrote
+    the answer there, hidden once the stick was back. It waits now, blocked, saying the stick
+    is gone, and publishes once it is mounted again."""
+    stick = folders.root / "stick"  # the outbox is the stick's mount point
+    stick.mkdir()
+    mount_tmpfs(stick, "4m")
+    config = folders.config(outbox=str(stick))
+    try:
+        daemon = start_daemon(folders, config=config, env={"STYLEFOLD_TEST_PUBLISH_RETRY": RETRY})
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=62))
+        slow = {"style": "mosaic", "params": {"size": 96, "iterations": 60}}
+        (folders.inbox / "photo.json").write_text(json.dumps(slow))
+        daemon.wait_for_log("job.started", timeout=60)
+        subprocess.run(["umount", "-l", str(stick)], check=True)
+        blocked = daemon.wait_for_log("job.outbox_unwritable", timeout=120)
+        assert "no longer mounted; mount it again" in blocked["error"]
+        assert list(stick.iterdir()) == []  # nothing written on the disk under the stick
+        mount_tmpfs(stick, "4m")  # the stick is back
+        wait_for((stick / "photo.manifest.json").exists, 60, "the answer on the stick")
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(stick)], check=False)

@@ -1,6 +1,7 @@
 """Which file system holds the inbox, read from /proc/self/mountinfo: changes made on other
 machines never reach inotify on network and FUSE file systems, so those are polled, and an
-unmounted share is told apart from an empty folder."""
+unmounted share is told apart from an empty folder (for the outbox too: an answer written into
+the mount point of a stick that is gone lands on the local disk, hidden under it)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +67,19 @@ def read_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
         return parse_mountinfo(mountinfo.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return []
+
+
+def held_mount(path: Path, mountinfo: Path = MOUNTINFO) -> Path | None:
+    """The mount point holding `path` now, unless that is the root file system (nothing to
+    lose), or None."""
+    mount = mount_of(path, read_mounts(mountinfo))
+    return None if mount is None or mount.mount_point == "/" else Path(mount.mount_point)
+
+
+def still_mounted(point: Path, mountinfo: Path = MOUNTINFO) -> bool:
+    """Whether `point` is still listed as a mount point. os.path.ismount cannot tell: a bind
+    mount of a folder onto itself on the same file system (what systemd's ReadWritePaths=
+    makes of the inbox) has the same device as its parent. An unreadable mountinfo tells
+    nothing, so it counts as mounted."""
+    mounts = read_mounts(mountinfo)
+    return not mounts or any(Path(m.mount_point) == point for m in mounts)

@@ -36,7 +36,15 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.config import Settings
 from daemon.intake.ignore import IgnoreRules
-from daemon.intake.mounts import MOUNTINFO, Mount, mount_of, needs_polling, read_mounts
+from daemon.intake.mounts import (
+    MOUNTINFO,
+    Mount,
+    held_mount,
+    mount_of,
+    needs_polling,
+    read_mounts,
+    still_mounted,
+)
 from daemon.intake.native import Handler, StaleWatches, native_reader_alive
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
@@ -133,12 +141,10 @@ class Watcher:
         """Start watching (or start paused if the inbox is unavailable) and the scan thread,
         whose first full scan sets `first_scan`. Raises WatchError if watch_mode="native" was
         asked for and cannot work."""
-        mount = mount_of(self.inbox, read_mounts(self.mountinfo))
-        if mount is not None and mount.mount_point != "/":
-            self._mount_point = Path(mount.mount_point)
+        self._mount_point = held_mount(self.inbox, self.mountinfo)
         problem = self._unavailable()
         if problem is None:
-            self._start_observer(mount)
+            self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
         else:
             self._pause(problem)
         self._scan_requested.set()
@@ -334,17 +340,9 @@ class Watcher:
             return None
         return result.st_dev, result.st_ino
 
-    def _still_mounted(self, point: Path) -> bool:
-        """Whether `point` is still listed as a mount point. os.path.ismount cannot tell: a bind
-        mount of a folder onto itself on the same file system (what systemd's ReadWritePaths=
-        makes of the inbox) has the same device as its parent. An unreadable mountinfo tells
-        nothing, so it counts as mounted."""
-        mounts = read_mounts(self.mountinfo)
-        return not mounts or any(Path(m.mount_point) == point for m in mounts)
-
     def _unavailable(self) -> str | None:
         """Why the inbox cannot be watched now, or None if it can."""
-        if self._mount_point is not None and not self._still_mounted(self._mount_point):
+        if self._mount_point is not None and not still_mounted(self._mount_point, self.mountinfo):
             return f"{self._mount_point} is no longer mounted"
         try:
             with os.scandir(self.inbox) as entries:

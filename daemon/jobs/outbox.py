@@ -132,9 +132,10 @@ def _alike_folders(root: Path, folder: Path) -> list[Path]:
     return found
 
 
-class FolderClash(OSError):
-    """An outbox folder the daemon must not make (`folder_clash`); its message says why and
-    what to rename."""
+class OutboxRefused(OSError):
+    """An answer the outbox must not take now (a folder that would take another answer's name,
+    `folder_clash`; an outbox whose file system is gone); its message says why and what to
+    do."""
 
 
 def folder_clash(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str | None:

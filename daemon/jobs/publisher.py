@@ -25,7 +25,7 @@ from daemon.fsutil import file_sha256, model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import FolderClash, OutputNames, drop_stale_report, published_by
+from daemon.jobs.outbox import OutboxRefused, OutputNames, drop_stale_report, published_by
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
@@ -157,10 +157,10 @@ class Publisher:
         return shown
 
     def _may_make_folder(self, rel_dir: str, job_id: str) -> None:
-        """Raises FolderClash (which blocks the job, saying what to rename) where the answer's
-        folder would take another answer's name."""
-        if (clash := self.spool.outbox_clash(rel_dir, job_id)) is not None:
-            raise FolderClash(clash)
+        """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
+        gone, or the answer's folder would take another answer's name."""
+        if refused := self.spool.outbox_gone() or self.spool.outbox_clash(rel_dir, job_id):
+            raise OutboxRefused(refused)
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
         if isinstance(detail, ResultDetail):
@@ -190,7 +190,7 @@ class Publisher:
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
         on = self._refused_by(exc)
-        told = str(exc) if isinstance(exc, FolderClash) else _clash(exc)
+        told = str(exc) if isinstance(exc, OutboxRefused) else _clash(exc)
         reason = answers.public(told or str(exc), self.roots)
         if on == "outbox":
             self.metrics.outbox_write_failed()

@@ -47,6 +47,7 @@ from daemon.fsutil import (
     plain_suffix,
 )
 from daemon.intake.jsonload import load_json
+from daemon.intake.mounts import held_mount, still_mounted
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
@@ -113,6 +114,7 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
+        self._outbox_mount = held_mount(settings.outbox)  # see outbox_gone
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -258,6 +260,22 @@ class Spool:
         will write: a queued job has no file there yet, and nothing else may take them
         meanwhile."""
         return [path for job, paths in self._reserved.items() if job != but for path in paths]
+
+    def outbox_gone(self) -> str | None:
+        """Why the outbox cannot take answers now, or None: missing, or its file system (a
+        stick, a share) no longer mounted where it was at start. A user's trial: a stick
+        unmounted mid-job got no answer, which was written under its mount point on the local
+        disk (the outbox folder made again there), hidden once the stick was back."""
+        outbox = self.settings.outbox
+        if not outbox.is_dir():
+            return f"the outbox {outbox} is missing (a share or stick not mounted?); mount it"
+        point = self._outbox_mount
+        if point is not None and not still_mounted(point):
+            return (
+                f"the outbox's file system, mounted at {point} when the daemon started, is no "
+                "longer mounted; mount it again"
+            )
+        return None
 
     def outbox_clash(self, rel_dir: str, job_id: str) -> str | None:
         """Why the outbox folder of `rel_dir` may not be made for job `job_id` (see
