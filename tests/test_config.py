@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_folders
 
 from daemon.config import (
     LIVE,
@@ -332,3 +333,13 @@ def test_restart_only_changes_ignores_live_settings(folders: dict[str, Any]) -> 
     assert restart_only_changes(old, live) == []
     both = Settings(**{**_base(folders), **LIVE_VALUES, "devices": ["cpu"], "poll_interval": 9})
     assert restart_only_changes(old, both) == ["devices", "poll_interval"]
+
+
+def test_a_folder_that_cannot_be_asked_is_told_not_a_traceback(tmp_path: Path) -> None:
+    """A user's trial: an inbox on a FUSE stick whose process was gone ("Transport endpoint is
+    not connected") ended `status` and `doctor` in a traceback. Any error but "not there" is
+    told with the folder and what to do; here a name too long for the file system."""
+    folders = make_folders(tmp_path)
+    config = folders.config(inbox=str(tmp_path / ("x" * 300) / "inbox"))
+    with pytest.raises(ConfigError, match=r"inbox: .* cannot be reached \(File name too long\)"):
+        load_settings(config, {})

@@ -168,6 +168,21 @@ def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def _reachable(name: str, path: Path) -> None:
+    """A folder that is there or not, but not one that cannot be asked: a FUSE mount whose
+    process is gone, a share whose server went ("Transport endpoint is not connected", a user's
+    trial: status and doctor ended in a traceback)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}: {path} cannot be reached ({exc.strerror}); if it is on a share or a "
+            "stick whose connection is gone, mount it again"
+        ) from None
+
+
 def check_folders(settings: Settings, *, create: bool = True, writable: bool = True) -> None:
     """The inbox and the styles library must exist (an absent inbox is often an unmounted share,
     which must not be papered over by creating an empty folder); outbox, state and archive are
@@ -175,16 +190,16 @@ def check_folders(settings: Settings, *, create: bool = True, writable: bool = T
     nor the state folder into the outbox, which is synced elsewhere.
     With `writable=False` (the web page, which only reads them, maybe from a read-only view)
     the outbox, state and archive need only be readable."""
-    real = {
-        name: path.resolve()
-        for name, path in (
-            ("inbox", settings.inbox),
-            ("outbox", settings.outbox),
-            ("styles", settings.styles),
-            ("state", settings.state),
-            ("archive_dir", settings.archive_path),
-        )
+    given = {
+        "inbox": settings.inbox,
+        "outbox": settings.outbox,
+        "styles": settings.styles,
+        "state": settings.state,
+        "archive_dir": settings.archive_path,
     }
+    for name, path in given.items():
+        _reachable(name, path)
+    real = {name: path.resolve() for name, path in given.items()}
     if real["inbox"] == real["outbox"]:
         raise ConfigError(
             f"outbox: it is the inbox ({settings.inbox}); give the outbox its own folder"
