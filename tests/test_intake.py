@@ -257,6 +257,14 @@ def test_lone_sidecar_reported(inbox: Inbox) -> None:
     )
 
 
+def test_a_lone_photo_named_sidecar_is_told_the_photo_s_own_name(inbox: Inbox) -> None:
+    """A camera's IMG_0002.jpg.json was told to add IMG_0002.jpg.jpg (a user's trial)."""
+    inbox.write("IMG_0002.jpg.json", "{}")
+    inbox.poll(PAIR - 1)
+    [problem] = inbox.poll(1)
+    assert "add the photo (IMG_0002.jpg) to the same folder" in problem.reason
+
+
 @pytest.mark.parametrize(
     ("name", "stem"),
     [("photo.jpg.json", "photo"), ("p.manifest.json", "p.manifest"), ("a.error.json", "a.error")],

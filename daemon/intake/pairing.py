@@ -579,7 +579,7 @@ class Intake:
             return
         timed_out = now - sidecar.waiting_since >= self.pair_timeout
         if timed_out or self._beside_photo_not_taken(sidecar):
-            reason = reasons.no_photo(sidecar.base)
+            reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
 
             def photo_name(name: str) -> bool:
                 return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base

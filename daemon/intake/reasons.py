@@ -83,10 +83,12 @@ def style_unusable(style_file: str, why: str) -> str:
     return f"cannot use the style image {style_file} it brings: {why}"
 
 
-def no_photo(base: str) -> str:
+def no_photo(base: str, is_photo_name: bool) -> str:
+    """`base` is the sidecar's name without `.json`: a photo's own name when the sidecar is
+    `IMG_0002.jpg.json` (it was told to add IMG_0002.jpg.jpg)."""
+    photo = base if is_photo_name else f"{base}.jpg or another image type"
     return (
-        f"has no photo beside it; add the photo ({base}.jpg or another image type) to the same "
-        "folder, or remove the sidecar"
+        f"has no photo beside it; add the photo ({photo}) to the same folder, or remove the sidecar"
     )
 
 
