@@ -159,7 +159,7 @@ class Publisher:
     def _may_make_folder(self, rel_dir: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
         gone, or the answer's folder would take another answer's name."""
-        if refused := self.spool.outbox_gone() or self.spool.outbox_clash(rel_dir, job_id):
+        if (refused := self.spool.outbox_refusal(rel_dir, job_id)) is not None:
             raise OutboxRefused(refused)
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:

@@ -277,9 +277,12 @@ class Spool:
             )
         return None
 
-    def outbox_clash(self, rel_dir: str, job_id: str) -> str | None:
-        """Why the outbox folder of `rel_dir` may not be made for job `job_id` (see
-        `outbox.folder_clash`); None when it may, or is there already."""
+    def outbox_refusal(self, rel_dir: str, job_id: str) -> str | None:
+        """Why job `job_id` may not write into the outbox folder of `rel_dir` now: the outbox
+        is gone, or that folder would have to be made and take another answer's name (see
+        `outbox.folder_clash`); None when it may."""
+        if (gone := self.outbox_gone()) is not None:
+            return gone
         if not rel_dir or (self.settings.outbox / rel_dir).is_dir():
             return None
         return folder_clash(self.settings.outbox, rel_dir, self.reserved(but=job_id))
