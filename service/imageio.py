@@ -33,6 +33,7 @@ EXIF_PIXEL_X, EXIF_PIXEL_Y = 0xA002, 0xA003  # in EXIF_IFD: the image's width an
 EXIF_COLOR_SPACE, EXIF_SRGB = 0xA001, 1  # in EXIF_IFD: 1 sRGB, 0xFFFF another (a P3 photo's)
 _BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least portable parts
 JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
+PROFILE_NAME = 120  # characters of a colour profile's description kept (LoadedImage.profile)
 
 OutputFormat = Literal["jpg", "jpeg", "png", "webp", "tiff", "tif"]
 _PIL_FORMATS = {
@@ -152,7 +153,8 @@ def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:
         return _to_rgb(image), None
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        name = ImageCms.getProfileDescription(source).strip() or "unnamed"
+        # The sender's text, carried into the manifest: one line, of a sensible length.
+        name = " ".join(ImageCms.getProfileDescription(source).split())[:PROFILE_NAME] or "unnamed"
         space = source.profile.xcolor_space.strip()
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
         return _to_rgb(image), f"unreadable ({exc}), taken as sRGB"

@@ -16,6 +16,7 @@ from service.errors import ImageInputError
 from service.imageio import (
     EXIF_COLOR_SPACE,
     EXIF_ORIENTATION,
+    PROFILE_NAME,
     encode_image,
     open_image,
     srgb_profile,
@@ -325,3 +326,10 @@ def test_a_profile_that_cannot_be_used_is_named_and_the_pixels_kept(tmp_path: Pa
         assert loaded.image.tobytes() == image.convert("RGB").tobytes(), name
         assert loaded.profile is not None and loaded.profile.startswith(told), name
         assert loaded.icc == srgb_profile(), name  # its numbers are read as sRGB
+
+
+def test_a_profile_s_name_is_kept_to_one_short_line(tmp_path: Path) -> None:
+    """The description is the sender's text and goes into the manifest."""
+    icc = rgb_profile("wide\n" + "x" * 5000)
+    loaded = open_image(_save(Image.new("RGB", (4, 4)), tmp_path / "long.png", icc_profile=icc))
+    assert loaded.profile == ("wide " + "x" * 5000)[:PROFILE_NAME]
