@@ -583,3 +583,17 @@ def test_two_photos_alike_but_for_unicode_form_each_take_their_own_sidecar(
     lone = inbox.write("na\u00efve.jpg")
     across = inbox.write("nai\u0308ve.json", '{"style": "a"}')
     assert inbox.poll(SETTLE) == [Arrival(lone, across, Path("."))]
+
+
+def test_status_tells_a_pair_waiting_for_its_style_image_as_such(inbox: Inbox) -> None:
+    """A user's trial: status said "waiting for its sidecar" for the whole pair_timeout while
+    the sidecar was there and its named style image was not; the final report was right."""
+    inbox.write("d.jpg")
+    inbox.write("d.json", '{"style": {"file": "nothere.png"}}')
+    assert inbox.poll(SETTLE + 1) == []
+    [item] = inbox.intake.items(inbox.now, 0.0)
+    assert item.path == "d.jpg"
+    assert item.note == "waiting for the style image nothere.png named by d.json"
+    inbox.write("nothere.png")
+    inbox.poll(SETTLE + 1)
+    assert all("style image" not in item.note for item in inbox.intake.items(inbox.now, 0.0))

@@ -105,8 +105,11 @@ def inbox_item(
     settle_seconds: float,
     pair_timeout: float,
     arriving_timeout: float,
+    waits_for: str | None = None,
 ) -> InboxItem:
-    """One file for `status`: settling, still arriving, or settled and waiting for a partner."""
+    """One file for `status`: settling, still arriving, or settled and waiting for a partner
+    (or for what `waits_for` says: a style image its sidecar names, which status had told as
+    "waiting for its sidecar" while the sidecar was there)."""
     quiet = now - changed_at
     if arriving is not None:
         note = (
@@ -131,6 +134,6 @@ def inbox_item(
         path=relative,
         state="waiting",
         since=wall - waited,
-        note=f"waiting for {partner}",
+        note=f"waiting for {waits_for or partner}",
         gives_up_in=max(0.0, pair_timeout - waited),
     )

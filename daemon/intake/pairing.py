@@ -155,6 +155,7 @@ class Intake:
             inbox_item(
                 path.relative_to(self.inbox).as_posix(),
                 entry.kind,
+                waits_for=entry.waits_for,
                 settled=entry.settled,
                 arriving=entry.arriving,
                 changed_at=entry.changed_at,
@@ -444,6 +445,7 @@ class Intake:
         self._pairs.set_style_ref(sidecar, name)
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
+        image.waits_for = None
         sidecar, sharers = self._pairs.sidecar_for(image)
         if self._emitted_as_is(image, sidecar):
             self._pending.discard(image.path)  # a kept photo whose sidecar or style went since
@@ -477,8 +479,9 @@ class Intake:
             if self.rules.is_candidate(style_path.relative_to(self.inbox)):
                 style = self._files.get(style_path)
                 if style is None:
+                    named, by = sidecar.style_file, sidecar.path.name
+                    image.waits_for = f"the style image {named} named by {by}"
                     if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
-                        named, by = sidecar.style_file, sidecar.path.name
                         reason = self._folder_named(
                             image,
                             {key(named)}.__contains__,

@@ -49,6 +49,7 @@ class Tracked:
     arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
     looked_beside: Signature | None = None  # sidecars: the version a photo not taken was sought at
+    waits_for: str | None = None  # images: what it waits for, when not its sidecar (status)
 
 
 def key(name: str) -> str:
