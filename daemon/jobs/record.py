@@ -56,12 +56,13 @@ class Job(BaseModel):
         sidecar as written and the style images, not the parameters they resolve to. An upgrade
         or a config whose defaults changed gave every photo a sync tool sent again a second
         answer (an operator's trial: `init` changed between two releases)."""
-        material = {
-            "input": self.input_sha256,
-            "sidecar": self.sidecar,
-            "styles": [[style.sha256, style.weight] for style in self.styles],
-        }
-        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+        return _digest(
+            {
+                "input": self.input_sha256,
+                "sidecar": self.sidecar,
+                "styles": _style_material(self.styles),
+            }
+        )
 
     @property
     def pair(self) -> list[str]:
@@ -88,12 +89,22 @@ def new_job_id() -> str:
 def job_key(
     input_sha256: str, styles: list[JobStyle], params: RenderParams, output: dict[str, Any]
 ) -> str:
-    material = {
-        "input": input_sha256,
-        "styles": [[style.sha256, style.weight] for style in styles],
-        "params": params.model_dump(mode="json"),
-        "output": output,
-    }
+    return _digest(
+        {
+            "input": input_sha256,
+            "styles": _style_material(styles),
+            "params": params.model_dump(mode="json"),
+            "output": output,
+        }
+    )
+
+
+def _style_material(styles: list[JobStyle]) -> list[list[Any]]:
+    return [[style.sha256, style.weight] for style in styles]
+
+
+def _digest(material: dict[str, Any]) -> str:
+    """The key of `material`: the same for equal values whatever the order of their keys."""
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
