@@ -150,10 +150,10 @@ class Store:
                 check_format(self._db)
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-                check_format(self._db)  # before anything is written to it
+                found = check_format(self._db)  # before anything is written to it
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                create_or_upgrade(self._db)
+                create_or_upgrade(self._db, found)
             self._columns = job_columns(self._db)
         except NewerFormat as exc:
             self._db.close()

@@ -92,9 +92,9 @@ def check_format(db: sqlite3.Connection) -> int:
     return found
 
 
-def create_or_upgrade(db: sqlite3.Connection) -> None:
-    """Create what a new database lacks, and add what an older one lacks."""
-    found = check_format(db)
+def create_or_upgrade(db: sqlite3.Connection, found: int) -> None:
+    """Create what a new database lacks, and add what an older one (of format `found`, from
+    `check_format`) lacks."""
     db.executescript(SCHEMA)
     have = _column_names(db)
     for name, definition in ADDED_COLUMNS.items():
