@@ -69,10 +69,9 @@ def read_mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
         return []
 
 
-def held_mount(path: Path, mountinfo: Path = MOUNTINFO) -> Path | None:
-    """The mount point holding `path` now, unless that is the root file system (nothing to
-    lose), or None."""
-    mount = mount_of(path, read_mounts(mountinfo))
+def held_mount(mount: Mount | None) -> Path | None:
+    """The point of `mount` (`mount_of` a folder), unless that is the root file system
+    (nothing to lose), or None."""
     return None if mount is None or mount.mount_point == "/" else Path(mount.mount_point)
 
 

@@ -141,10 +141,11 @@ class Watcher:
         """Start watching (or start paused if the inbox is unavailable) and the scan thread,
         whose first full scan sets `first_scan`. Raises WatchError if watch_mode="native" was
         asked for and cannot work."""
-        self._mount_point = held_mount(self.inbox, self.mountinfo)
+        mount = mount_of(self.inbox, read_mounts(self.mountinfo))
+        self._mount_point = held_mount(mount)
         problem = self._unavailable()
         if problem is None:
-            self._start_observer(mount_of(self.inbox, read_mounts(self.mountinfo)))
+            self._start_observer(mount)
         else:
             self._pause(problem)
         self._scan_requested.set()

@@ -17,7 +17,7 @@ from daemon.jobs import answers, outbox, starts
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
-from daemon.jobs.spool import CLAIM_FILE, SIDECAR_FILE, ClaimIntent
+from daemon.jobs.spool import CLAIM_FILE, ClaimIntent
 from daemon.jobs.states import TRANSITIONS, State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
@@ -127,9 +127,8 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     if shown is not None:
         note += f", answered by {shown} (not to be taken again while unchanged)"
     placed = lc.spool.roll_back(job_id, intent, note=note)
-    if shown is not None and placed:  # the sidecar is the second file claimed, if any
-        has_sidecar = len(intent.moves) > 1 and intent.moves[1][1] == SIDECAR_FILE
-        lc.spool.remember([placed[0], placed[1] if has_sidecar else None], job_id)
+    if shown is not None and placed:
+        lc.spool.remember(list(intent.pair_among(placed)), job_id)
     for path in outbox.running_files_of(lc.settings.outbox / intent.rel_dir, job_id):
         path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
 

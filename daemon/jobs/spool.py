@@ -47,7 +47,7 @@ from daemon.fsutil import (
     plain_suffix,
 )
 from daemon.intake.jsonload import load_json
-from daemon.intake.mounts import held_mount, still_mounted
+from daemon.intake.mounts import held_mount, mount_of, read_mounts, still_mounted
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
@@ -85,10 +85,16 @@ class ClaimIntent(BaseModel):
 
     def inbox_pair(self, inbox: Path) -> tuple[Path, Path | None]:
         """The photo and its sidecar (None without one) in the inbox."""
-        photo, *rest = self.moves
-        sidecar = next((name for name, target in rest if target == SIDECAR_FILE), None)
         folder = inbox / self.rel_dir
-        return folder / photo[0], None if sidecar is None else folder / sidecar
+        photo, sidecar = self.pair_among([folder / name for name, _ in self.moves])
+        return photo, sidecar
+
+    def pair_among(self, paths: list[Path]) -> tuple[Path, Path | None]:
+        """The photo and its sidecar (None without one) among `paths`, listed in the order of
+        the moves (where `Spool.roll_back` put them; the sidecar moves second, `of`)."""
+        targets = [target for _, target in self.moves]
+        sidecar = targets.index(SIDECAR_FILE) if SIDECAR_FILE in targets else None
+        return paths[0], None if sidecar is None else paths[sidecar]
 
 
 def _stat_signature(path: Path) -> list[int] | None:
@@ -114,7 +120,7 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
-        self._outbox_mount = held_mount(settings.outbox)  # see outbox_gone
+        self._outbox_mount = held_mount(mount_of(settings.outbox, read_mounts()))  # outbox_gone
 
     # -- paths ----------------------------------------------------------------------------
 
