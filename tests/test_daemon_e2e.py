@@ -597,12 +597,16 @@ def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     assert not list(folders.outbox.glob("*.error.json"))
 
 
-def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(folders: Folders) -> None:
+@pytest.mark.parametrize("photo", ["h", "H"])
+def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(
+    folders: Folders, photo: str
+) -> None:
     """Found by a sync-tool trial: the corrected sidecar got "has no photo beside it; add the
-    photo", beside the photo's result, as if the photo had never come."""
+    photo", beside the photo's result, as if the photo had never come. Names pair without case
+    (`H.jpg` with `h.json`), and so are they told."""
     daemon = start_daemon(folders, config=folders.config(pair_timeout=2.0))
     try:
-        (folders.inbox / "h.jpg").write_bytes(image_bytes(seed=4))
+        (folders.inbox / f"{photo}.jpg").write_bytes(image_bytes(seed=4))
         write_json(folders.inbox / "h.json", {"style": "mosaic", "params": {"iterations": 2}})
         job = daemon.wait_for_log("job.done")["job_id"]
         write_json(folders.inbox / "h.json", {"style": "waves", "params": {"iterations": 2}})
@@ -610,8 +614,9 @@ def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(folders: Folde
     finally:
         assert daemon.stop() == 0
     assert _the_report_about(folders, reports, "h.json").startswith(
-        f"h.json arrived after its photo h.jpg had been taken with the sidecar it had then (job "
-        f"{job}), so it was not used; to render the photo with it, put h.jpg back beside it"
+        f"h.json arrived after its photo {photo}.jpg had been taken with the sidecar it had then "
+        f"(job {job}), so it was not used; to render the photo with it, put {photo}.jpg back "
+        "beside it"
     )
 
 

@@ -92,6 +92,38 @@ def test_awkward_names_get_one_answer_each_and_survive_a_restart(folders: Folder
     assert (inbox / f"{LONG}.jpg").exists() and (inbox / "self.jpg").exists()
 
 
+def test_names_that_differ_in_case_alone_pair_end_to_end(folders: Folders) -> None:
+    """A USB-stick user's trial: a camera's `IMG_0001.JPG` and a hand-written `img_0001.json`
+    never paired, nor a sidecar naming `brush.jpg` for `Brush.JPG`; on a stick that folds case
+    neither could be renamed beside the other. A style named in another case that is the photo
+    itself is still refused."""
+    inbox, outbox = folders.inbox, folders.outbox
+    _write(inbox, "IMG_0001.JPG", image_bytes(seed=63))
+    _write(inbox, "img_0001.json", {"style": "mosaic"})
+    _write(inbox, "portrait.jpg", image_bytes(seed=64))
+    _write(inbox, "Portrait.json", {"style": {"file": "brush.jpg"}})
+    _write(inbox, "Brush.JPG", image_bytes(seed=65))
+    _write(inbox, "Mine.jpg", image_bytes(seed=66))
+    _write(inbox, "mine.json", {"style": {"file": "MINE.JPG"}})
+    settings = load_settings(folders.config(pair_timeout=0.8), {})
+
+    run_once(settings)
+    first = _commit_files(outbox)
+    assert first == ["IMG_0001.manifest.json", "Mine.error.json", "portrait.manifest.json"]
+    camera = json.loads((outbox / "IMG_0001.manifest.json").read_text())
+    assert camera["sidecar"]["path"] == "img_0001.json"
+    portrait = json.loads((outbox / "portrait.manifest.json").read_text())
+    assert [style["name"] for style in portrait["styles"]] == ["Brush.JPG"]
+    assert portrait["sidecar"]["path"] == "Portrait.json"
+    error = json.loads((outbox / "Mine.error.json").read_text())["error"]
+    assert "Mine.jpg is the photo itself" in error
+    assert (inbox / "Brush.JPG").exists()  # a style brought along is copied, not moved
+
+    run_once(settings)  # a restart: the style image left beside is not a lone photo
+    assert _commit_files(outbox) == first
+    assert list((settings.state / "spool").iterdir()) == []
+
+
 def test_a_photo_whose_path_is_too_long_to_answer_is_listed_not_retried_for_ever(
     folders: Folders,
 ) -> None:

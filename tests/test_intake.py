@@ -597,3 +597,52 @@ def test_status_tells_a_pair_waiting_for_its_style_image_as_such(inbox: Inbox) -
     inbox.write("nothere.png")
     inbox.poll(SETTLE + 1)
     assert all("style image" not in item.note for item in inbox.intake.items(inbox.now, 0.0))
+
+
+def test_a_photo_and_its_sidecar_pair_whatever_the_case(inbox: Inbox) -> None:
+    """A USB-stick user's trial: `Photo.jpg` and `photo.json` waited pair_timeout and were told
+    to add a sidecar FAT cannot hold beside the other (it folds case). A camera writes
+    `IMG_0001.JPG`, a person `img_0001.json`; a style image named in another case is found."""
+    camera = inbox.write("IMG_0001.JPG")
+    by_hand = inbox.write("img_0001.json", '{"style": "a"}')
+    photo = inbox.write("Photo.jpg")
+    specific = inbox.write("photo.JPG.json", '{"style": "a"}')
+    portrait = inbox.write("portrait.jpg")
+    brings = inbox.write("portrait.json", '{"style": {"file": "style.png"}}')
+    style = inbox.write("Style.PNG")
+    assert set(inbox.poll(SETTLE)) == {
+        Arrival(camera, by_hand, Path(".")),
+        Arrival(photo, specific, Path(".")),
+        Arrival(portrait, brings, Path("."), style),
+    }
+    assert inbox.poll(PAIR * 2) == []  # the style image is not a photo waiting for a sidecar
+
+
+def test_names_alike_but_for_case_each_take_the_sidecar_written_the_same_way(
+    inbox: Inbox,
+) -> None:
+    """On a folder that keeps case (ext4), `photo.jpg` and `Photo.jpg` each pair with their own
+    sidecar; a specific sidecar is its photo's alone; one sidecar for both is shared and told."""
+    lower, upper = inbox.write("photo.jpg"), inbox.write("Photo.jpg")
+    lower_sidecar = inbox.write("photo.json", '{"style": "a"}')
+    upper_sidecar = inbox.write("Photo.json", '{"style": "b"}')
+    assert set(inbox.poll(SETTLE)) == {
+        Arrival(lower, lower_sidecar, Path(".")),
+        Arrival(upper, upper_sidecar, Path(".")),
+    }
+    for path in (lower, upper, lower_sidecar, upper_sidecar):
+        inbox.remove(path)
+    lower, upper = inbox.write("p.jpg"), inbox.write("P.jpg")
+    specific = inbox.write("p.jpg.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(lower, specific, Path("."))]
+    [problem] = inbox.poll(PAIR)
+    assert isinstance(problem, Problem)
+    assert problem.path == upper
+    assert "has no sidecar" in problem.reason
+    inbox.remove(lower)
+    inbox.remove(specific)
+    lower = inbox.write("p.jpg")
+    inbox.write("p.json", '{"style": "a"}')
+    events = inbox.poll(PAIR + SETTLE)
+    assert {event.path for event in events if isinstance(event, Problem)} == {lower, upper}
+    assert all("shares p.json with another photo" in event.reason for event in events)

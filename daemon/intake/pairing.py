@@ -397,6 +397,7 @@ class Intake:
         only a folder. With `photo_of` (a sidecar's base), also a file of that name in a type
         the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
+        photo_of = key(photo_of)
         other_types = []
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in sorted(os.listdir(fd)):
@@ -425,9 +426,10 @@ class Intake:
             return False
         sidecar.looked_beside = sidecar.signature
         relative = sidecar.path.parent.relative_to(self.inbox)
+        base = key(sidecar.base)
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in os.listdir(fd):
-                if key(name).rpartition(".")[0] == sidecar.base and self._photo_not_taken(name):
+                if key(name).rpartition(".")[0] == base and self._photo_not_taken(name):
                     return stat.S_ISREG(safefs.lstat_at(fd, name).st_mode)
         return False
 
@@ -446,7 +448,7 @@ class Intake:
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
         image.waits_for = None
-        sidecar, sharers = self._pairs.sidecar_for(image)
+        sidecar, sharing = self._pairs.sidecar_for(image)
         if self._emitted_as_is(image, sidecar):
             self._pending.discard(image.path)  # a kept photo whose sidecar or style went since
             return
@@ -457,15 +459,15 @@ class Intake:
                 self._pending.discard(image.path)  # a brought-along style image, not a photo
             elif not timed_out:
                 return
-            elif sharers:
-                others = [path.name for path in sharers]
-                reason = reasons.shares_sidecar(image.base, image.path.name, others)
+            elif sharing is not None:
+                others = [path.name for path in sharing.photos]
+                reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
                 self._report(image, events, reason)
             elif self.use_default:
                 self._emit(image, None, None, events)
             else:
                 reason = reasons.no_sidecar(image.base, self.style_names())
-                wanted = {f"{image.base}.json", f"{key(image.path.name)}.json"}
+                wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return
         if not sidecar.settled:
@@ -477,7 +479,8 @@ class Intake:
         if sidecar.style_file is not None:
             style_path = image.path.parent / sidecar.style_file
             if self.rules.is_candidate(style_path.relative_to(self.inbox)):
-                style = self._files.get(style_path)
+                found = self._pairs.exact_image(image.path.parent, sidecar.style_file)
+                style = None if found is None else self._files.get(found)
                 if style is None:
                     named, by = sidecar.style_file, sidecar.path.name
                     image.waits_for = f"the style image {named} named by {by}"
@@ -492,7 +495,7 @@ class Intake:
                     return
                 if not style.settled:
                     if (why := _reported(style)) is not None:
-                        reason = reasons.style_unusable(style_path.name, why)
+                        reason = reasons.style_unusable(style.path.name, why)
                         self._report(image, events, reason)
                     return
         if self._waiting_borrowers(image.path, sidecar) and not timed_out:
@@ -585,7 +588,7 @@ class Intake:
             reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
 
             def photo_name(name: str) -> bool:
-                return self.rules.is_image_name(name) and key(Path(name).stem) == sidecar.base
+                return self.rules.is_image_name(name) and key(Path(name).stem) == key(sidecar.base)
 
             reason = self._folder_named(sidecar, photo_name, reason, photo_of=sidecar.base)
             self._report(sidecar, events, reason, orphan=True)

@@ -2,8 +2,12 @@
 specific `photo.jpg.json`) and the style image a sidecar brings along.
 
 The index only answers questions about names; when a file is ready and what to do about it is
-`daemon.intake.pairing`'s work. Names are compared in NFC, so a photo written by macOS (NFD)
-pairs with a sidecar written elsewhere.
+`daemon.intake.pairing`'s work. Names are compared in NFC and without case, so a photo
+written by macOS (NFD) pairs with a sidecar written elsewhere, and `IMG_0001.JPG` with
+`img_0001.json` (a stick or a Windows share keeps either case, and a camera and a person write
+different ones). Where several sidecars differ in those ways alone, each photo takes the one
+written the same way; one sidecar for several photos that differ so is shared, and they are told
+to have one each.
 """
 
 import os
@@ -34,11 +38,19 @@ class Emitted:
     style: tuple[Path, Signature] | None
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """A sidecar that several photos would take (`p.json` beside `p.jpg` and `p.png`)."""
+
+    sidecar: Path
+    photos: list[Path]
+
+
 @dataclass
 class Tracked:
     path: Path
     kind: Kind
-    base: str  # sidecars: name without ".json"; images: name without the extension
+    base: str  # sidecars: name without ".json"; images: name without the extension (NFC)
     signature: Signature
     changed_at: float
     waiting_since: float
@@ -53,9 +65,11 @@ class Tracked:
 
 
 def key(name: str) -> str:
-    """Names pair up whatever the Unicode normalisation: macOS writes accents decomposed (NFD),
-    most other systems composed (NFC), and a sync tool carries the bytes as they were."""
-    return unicodedata.normalize("NFC", name)
+    """Names pair up whatever the Unicode normalisation (macOS writes accents decomposed, most
+    other systems composed, and a sync tool carries the bytes as they were) and whatever the
+    case (FAT, exFAT and SMB fold it, so a user cannot even rename `photo.json` beside
+    `Photo.jpg` to match)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
 def signature_of(result: os.stat_result) -> Signature:
@@ -63,8 +77,10 @@ def signature_of(result: os.stat_result) -> Signature:
 
 
 def base_of(path: Path, kind: Kind) -> str:
-    """What pairs: a sidecar's name without `.json`, an image's name without its extension."""
-    return key(path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem)
+    """What pairs (compared by `key`): a sidecar's name without `.json`, an image's name without
+    its extension; in NFC, with its case, as reports name it."""
+    name = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
+    return unicodedata.normalize("NFC", name)
 
 
 class Partners:
@@ -72,11 +88,12 @@ class Partners:
 
     def __init__(self) -> None:
         self.files: dict[Path, Tracked] = {}
-        # (folder, base) -> {the base as written: sidecar}: more than one only for names that
-        # differ in Unicode form alone (café.json written composed and decomposed)
+        # (folder, key of the base) -> {the base as written: sidecar}: more than one only for
+        # names that differ in case or Unicode form alone (photo.json and Photo.json)
         self._sidecars: dict[tuple[Path, str], dict[str, Path]] = {}
-        self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, stem) -> images
-        self._style_refs: dict[Path, set[Path]] = {}  # style file -> sidecars naming it
+        self._stems: dict[tuple[Path, str], set[Path]] = {}  # (folder, key of the stem) -> images
+        # (folder, key of the name) -> sidecars naming that file as their style image
+        self._style_refs: dict[tuple[Path, str], set[Path]] = {}
 
     @property
     def empty(self) -> bool:
@@ -85,18 +102,17 @@ class Partners:
 
     def add(self, entry: Tracked) -> None:
         self.files[entry.path] = entry
+        index = (entry.path.parent, key(entry.base))
         if entry.kind == "sidecar":
-            self._sidecars.setdefault((entry.path.parent, entry.base), {})[_raw(entry.path)] = (
-                entry.path
-            )
+            self._sidecars.setdefault(index, {})[_raw(entry.path)] = entry.path
         else:
-            self._stems.setdefault((entry.path.parent, entry.base), set()).add(entry.path)
+            self._stems.setdefault(index, set()).add(entry.path)
 
     def remove(self, path: Path) -> Tracked | None:
         entry = self.files.pop(path, None)
         if entry is None:
             return None
-        index = (path.parent, entry.base)
+        index = (path.parent, key(entry.base))
         if entry.kind == "sidecar":
             group = self._sidecars.get(index, {})
             if group.get(_raw(entry.path)) == path:
@@ -116,18 +132,18 @@ class Partners:
         """Whether a file would complete a pair already tracked."""
         folder = path.parent
         if kind == "sidecar":
-            return bool(self._stems.get((folder, base)) or self.exact_image(folder, base))
-        return (folder, key(path.name)) in self._sidecars or (folder, base) in self._sidecars
+            return bool(self._stems.get((folder, key(base))) or self.exact_image(folder, base))
+        return any((folder, key(name)) in self._sidecars for name in (path.name, base))
 
     def is_style_image(self, path: Path) -> bool:
         """Whether a sidecar names this file as the style image it brings along."""
-        return path in self._style_refs
+        return _named(path) in self._style_refs
 
     def borrowers(self, path: Path) -> list[Tracked]:
         """The sidecars, each with its photo here, that name this file as their style image."""
         return [
             self.files[sidecar]
-            for sidecar in sorted(self._style_refs.get(path, ()))
+            for sidecar in sorted(self._style_refs.get(_named(path), ()))
             if sidecar in self.files and self.images_for(sidecar)
         ]
 
@@ -136,17 +152,17 @@ class Partners:
         folder = entry.path.parent
         related: set[Path] = set()
         if entry.kind == "image":
-            for base in (key(entry.path.name), entry.base):
-                for sidecar in self._sidecars.get((folder, base), {}).values():
+            for base in (entry.path.name, entry.base):
+                for sidecar in self._sidecars.get((folder, key(base)), {}).values():
                     related.add(sidecar)
                     related.update(self.images_for(sidecar))
-            for sidecar in self._style_refs.get(entry.path, ()):
+            for sidecar in self._style_refs.get(_named(entry.path), ()):
                 related.add(sidecar)
                 related.update(self.images_for(sidecar))
         else:
             related.update(self.images_for(entry.path))
             if entry.style_file is not None:
-                related.add(folder / entry.style_file)
+                related.add(self.exact_image(folder, entry.style_file) or folder / entry.style_file)
         related.discard(entry.path)
         return {path for path in related if path in self.files}
 
@@ -154,12 +170,12 @@ class Partners:
         """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
         here, else every image with that stem that has no specific sidecar of its own."""
         folder = sidecar.parent
-        base = base_of(sidecar, "sidecar")
-        exact = self.exact_image(folder, base)
+        raw = _raw(sidecar)
+        exact = self.exact_image(folder, raw)
         if exact is not None:
             return [exact]
-        alike = len(self._sidecars.get((folder, base), {})) > 1  # café.json twice: each its own
-        raw = sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
+        base = key(raw)
+        alike = len(self._sidecars.get((folder, base), {})) > 1  # p.json, P.json: each its own
         return sorted(
             image
             for image in self._stems.get((folder, base), ())
@@ -167,39 +183,47 @@ class Partners:
         )
 
     def exact_image(self, folder: Path, name: str) -> Path | None:
-        """The image called `name` (compared in NFC) in `folder`, if it is tracked."""
-        for image in self._stems.get((folder, key(Path(name).stem)), ()):
-            if key(image.name) == name:
-                return image
-        return None
+        """The image called `name` in `folder`, if it is tracked: written so, else the only one
+        whose name differs in case or Unicode form alone (several such: none, it is unclear)."""
+        alike = [
+            image
+            for image in self._stems.get((folder, key(Path(name).stem)), ())
+            if key(image.name) == key(name)
+        ]
+        written = [image for image in alike if image.name == name]
+        if written:
+            return written[0]
+        return alike[0] if len(alike) == 1 else None
 
-    def sidecar_for(self, image: Tracked) -> tuple[Tracked | None, list[Path]]:
-        """The image's sidecar, or (None, [the images sharing it]) when it is ambiguous."""
+    def sidecar_for(self, image: Tracked) -> tuple[Tracked | None, Sharing | None]:
+        """The image's sidecar, or (None, the sidecar it would share) when it is ambiguous."""
         folder = image.path.parent
         specific = self._pick(
             self._sidecars.get((folder, key(image.path.name)), {}), image.path.name
         )
         if specific is not None:
-            return self.files[specific], []
-        shared = self._pick(self._sidecars.get((folder, image.base), {}), image.path.stem)
+            # photo.jpg.json beside photo.jpg and Photo.jpg is photo.jpg's alone
+            mine = image.path in self.images_for(specific)
+            return (self.files[specific], None) if mine else (None, None)
+        shared = self._pick(self._sidecars.get((folder, key(image.base)), {}), image.path.stem)
         if shared is None:
-            return None, []
+            return None, None
         owners = self.images_for(shared)
         if owners == [image.path]:
-            return self.files[shared], []
-        return None, owners if image.path in owners else []
+            return self.files[shared], None
+        return None, Sharing(shared, owners) if image.path in owners else None
 
     @staticmethod
     def _pick(group: dict[str, Path], name: str) -> Path | None:
         """The sidecar of `group` for an image whose base is `name` as written: the only one,
-        or, of several alike in Unicode form alone, the one written the same way."""
+        or, of several alike in case or Unicode form alone, the one written the same way."""
         if len(group) == 1:
             return next(iter(group.values()))
         return group.get(name)
 
     def set_style_ref(self, sidecar: Tracked, name: str | None) -> None:
         if sidecar.style_file is not None:
-            old = sidecar.path.parent / sidecar.style_file
+            old = _named(sidecar.path.parent / sidecar.style_file)
             refs = self._style_refs.get(old)
             if refs is not None:
                 refs.discard(sidecar.path)
@@ -207,9 +231,14 @@ class Partners:
                     del self._style_refs[old]
         sidecar.style_file = name
         if name is not None:
-            self._style_refs.setdefault(sidecar.path.parent / name, set()).add(sidecar.path)
+            self._style_refs.setdefault(_named(sidecar.path.parent / name), set()).add(sidecar.path)
 
 
 def _raw(sidecar: Path) -> str:
-    """A sidecar's base as written (not folded): what tells café.json composed from decomposed."""
+    """A sidecar's base as written (not folded): what tells photo.json from Photo.json."""
     return sidecar.name[: -len(SIDECAR_EXTENSION) - 1]
+
+
+def _named(path: Path) -> tuple[Path, str]:
+    """How a style image named by a sidecar is indexed: `Style.PNG` is the `style.png` named."""
+    return path.parent, key(path.name)

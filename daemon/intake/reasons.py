@@ -58,9 +58,9 @@ def empty(timeout: float) -> str:
     return f"is empty (0 bytes) after {timeout:g} s; copy it again"
 
 
-def shares_sidecar(base: str, photo: str, others: list[str]) -> str:
+def shares_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
     return (
-        f"shares {base}.json with another photo ({' and '.join(others)}); name each sidecar "
+        f"shares {sidecar} with another photo ({' and '.join(others)}); name each sidecar "
         f"after its photo, e.g. {photo}.json"
     )
 

@@ -14,6 +14,7 @@ from daemon.intake.pairing import Arrival
 from daemon.intake.sidecar import (
     Sidecar,
     SidecarError,
+    StyleFile,
     merge_params,
     parse_sidecar,
     style_alone,
@@ -69,13 +70,17 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
                     raw, library, arrival.image.parent, settings.default_style, settings.inbox
                 )
                 raise SidecarError(*exc.problems, *also) from None
-            if sidecar.style_file() == arrival.image.name:
+            itself = arrival.style_file == arrival.image  # paired so across case too
+            if itself or sidecar.style_file() == arrival.image.name:
                 raise StyleError(
                     f"style.file: {arrival.image.name} is the photo itself; bring a different "
                     'image as the style, or name a library style ("style": "<name>")'
                 )
+        spec = sidecar.style if sidecar is not None else None
+        if isinstance(spec, StyleFile) and arrival.style_file is not None:
+            spec = StyleFile(file=arrival.style_file.name)  # as paired: Style.PNG for style.png
         styles = library.resolve(
-            sidecar.style if sidecar is not None else None,
+            spec,
             beside=arrival.image.parent,
             default=settings.default_style,
             root=settings.inbox,

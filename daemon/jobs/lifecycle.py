@@ -21,6 +21,7 @@ import structlog
 
 from daemon.config import Settings
 from daemon.intake.pairing import Arrival, Problem
+from daemon.intake.partners import key
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, reports
@@ -336,10 +337,11 @@ class Lifecycle:
         """The latest job that took a photo of this folder with this stem (what a lone sidecar
         names: one corrected, or synced, after its photo was claimed, or one of two sidecars)
         or this name (a style image another pair brings). (job id, photo name, the sidecar it
-        was taken with)."""
+        was taken with). Names compare as pairing does: in NFC and without case."""
+        wanted = key(stem if stem is not None else name or "")
         for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
             taken = Path(row.input)
-            named = taken.stem == stem if stem is not None else taken.name == name
+            named = key(taken.stem if stem is not None else taken.name) == wanted
             if row.job is not None and taken.parent == folder and named:
                 return row.id, taken.name, row.job.sidecar_name
         return None
