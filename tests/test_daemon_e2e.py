@@ -262,6 +262,33 @@ def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared
     assert (out / "copy.stylised.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
 
 
+def test_an_identical_photo_in_another_folder_learns_nothing_of_the_first(shared: Daemon) -> None:
+    """A family's trial (per-person folders on one daemon): Bob sent a photo Alice had sent and
+    his manifest named her file, its folder, her brought-along style's name and her render's
+    timings. Another folder's photo is rendered for itself; in the same folder the earlier
+    result is reused, under this job's own style names."""
+    data = image_bytes(seed=67)
+    style = (shared.folders.styles / "mosaic.jpg").read_bytes()
+    alice, bob = shared.folders.inbox / "alice", shared.folders.inbox / "bob"
+    alice.mkdir()
+    (alice / "secret_style.jpg").write_bytes(style)
+    (alice / "beach.jpg").write_bytes(data)
+    write_json(alice / "beach.json", {"style": {"file": "secret_style.jpg"}})
+    first = _finished_once(shared, "alice", "beach")
+    bob.mkdir()
+    (bob / "guess.jpg").write_bytes(data)
+    write_json(bob / "guess.json", SIDECAR)
+    guessed = _finished_once(shared, "bob", "guess")
+    assert guessed["reused"] is None
+    told = [path.read_bytes() for path in (shared.folders.outbox / "bob").iterdir()]
+    assert not [text for text in told if b"alice" in text or b"secret_style" in text]
+    (alice / "again.jpg").write_bytes(data)
+    write_json(alice / "again.json", SIDECAR)
+    again = _manifest(shared.folders, "alice/again.manifest.json")
+    assert again["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
+    assert [style["name"] for style in again["styles"]] == ["mosaic"]  # type: ignore[attr-defined]
+
+
 def test_a_photo_another_sidecar_borrows_as_its_style_is_answered_too(shared: Daemon) -> None:
     """Anyone may name any photo as the style to bring along: that must not cost the photo
     its own answer, even when the borrowing pair is decided first."""

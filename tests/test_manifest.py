@@ -51,7 +51,8 @@ def _read(folders: Folders, rel: str) -> tuple[Manifest, dict[str, object]]:
 
 
 def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
-    """A rendered job with a blend and (second run) one reused from that earlier identical job:
+    """A rendered job with a blend and (second run) one reused from that earlier identical job
+    (the same photo under another name in its folder):
     each validates, and the model writes back exactly its keys and values (plus `node`, the one
     key the model added). (A photo without a sidecar waits pair_timeout, which `once` does not.)"""
     blend = {"style": [{"name": "mosaic", "weight": 2}, {"name": "waves"}]}
@@ -64,13 +65,12 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
     write_json(folders.inbox / "a/photo.json", blend)
     config = folders.config()
     _once(config)
-    (folders.inbox / "b").mkdir()
-    (folders.inbox / "b/photo.jpg").write_bytes(photo.getvalue())
-    write_json(folders.inbox / "b/photo.json", blend)
+    (folders.inbox / "a/copy.jpg").write_bytes(photo.getvalue())
+    write_json(folders.inbox / "a/copy.json", blend)
     _once(config)
 
     rendered, raw = _read(folders, "a/photo.manifest.json")
-    reused, reused_raw = _read(folders, "b/photo.manifest.json")
+    reused, reused_raw = _read(folders, "a/copy.manifest.json")
     for model, data in ((rendered, raw), (reused, reused_raw)):
         assert model.model_dump(mode="json") == {"node": None, **data}
         assert model.node is None  # the local pool
@@ -80,4 +80,4 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
     assert [style.weight for style in rendered.styles] == [2.0, 1.0]
     assert reused.reused is not None and reused.reused.job_id == rendered.job_id
     assert reused.output.sha256 == rendered.output.sha256
-    assert (reused.input.path, reused.output.file) == ("b/photo.jpg", "photo.stylised.jpg")
+    assert (reused.input.path, reused.output.file) == ("a/copy.jpg", "copy.stylised.jpg")

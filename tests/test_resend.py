@@ -196,12 +196,19 @@ def test_the_same_photo_under_another_name_is_answered_there_then_skipped(
     first = _take(lc, _send(folders))
     assert first is not None
     _render(lc, first)
-    assert _take(lc, _send(folders, "album/copy.jpg")) is None  # answered from the result
+    assert _take(lc, _send(folders, "copy.jpg")) is None  # answered from the result
     assert _last_end(lc) is State.DONE
-    assert _outbox(folders, "album") == ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
-    assert _take(lc, _send(folders, "album/copy.jpg")) is None
+    copies = ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
+    assert _outbox(folders) == sorted([*RESULT_SET, *copies])
+    assert _take(lc, _send(folders, "copy.jpg")) is None
     assert _last_end(lc) is State.SKIPPED
-    assert _outbox(folders, "album") == ["copy.log", "copy.manifest.json", "copy.stylised.jpg"]
+    assert _outbox(folders) == sorted([*RESULT_SET, *copies])
+    again = _take(lc, _send(folders, "album/copy.jpg"))  # another folder's: rendered there
+    assert again is not None
+    _render(lc, again)
+    assert _outbox(folders, "album") == copies
+    manifest = json.loads((folders.outbox / "album/copy.manifest.json").read_text())
+    assert manifest["reused"] is None
 
 
 def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Folders) -> None:
@@ -214,8 +221,8 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         first = _take(lc, _send(folders))
         assert first is not None
         _render(lc, first)
-        assert _take(lc, _send(folders, "album/copy.jpg")) is None  # answered from the result
-        assert _take(lc, _send(folders, "album/copy.jpg")) is None  # sent again: skipped
+        assert _take(lc, _send(folders, "copy.jpg")) is None  # answered from the result
+        assert _take(lc, _send(folders, "copy.jpg")) is None  # sent again: skipped
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as response:
             text = response.read().decode()
     finally:
@@ -419,13 +426,13 @@ def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo
     detail = ResultDetail(info=_info(job))
     lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
     answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
-    assert lc.store.answer_for(job.key) is None
+    assert lc.store.answer_for(job.reuse_key) is None
     lc.store.close()  # killed here
 
     lc = _lifecycle(folders)
     lc.recover()
     assert _end(lc, job_id) is State.DONE
-    assert lc.store.answer_for(job.key) is not None
+    assert lc.store.answer_for(job.reuse_key) is not None
     assert _take(lc, _send(folders, "copy.jpg")) is None  # answered at once, from the result
     manifest = json.loads((folders.outbox / "copy.manifest.json").read_text())
     assert manifest["reused"]["job_id"] == job_id

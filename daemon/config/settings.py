@@ -271,7 +271,10 @@ class Settings(BaseSettings):
     )
     dedupe: bool = Field(
         True,
-        description="Answer identical resubmissions from earlier results.",
+        description=(
+            "Answer identical resubmissions from earlier results in the same inbox folder "
+            "(another folder's result is never copied or named)."
+        ),
         json_schema_extra=APPLIED_LIVE,
     )
     grace_period: float = Field(

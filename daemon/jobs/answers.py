@@ -213,6 +213,10 @@ def _sidecar_entry(job: Job) -> SidecarEntry | None:
     return SidecarEntry(path=job.sidecar_name, content=job.sidecar or {})
 
 
+def _style_entries(job: Job) -> list[StyleEntry]:
+    return [StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles]
+
+
 def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: str) -> Manifest:
     """What was done, exactly enough to reproduce it."""
     info = detail.info
@@ -228,7 +232,7 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
             colour_profile=info.input_profile,
         ),
         sidecar=_sidecar_entry(job),
-        styles=[StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles],
+        styles=_style_entries(job),
         params=info.params,
         style_weight_used=info.params.effective_style_weight,
         requested_params=None if info.params == job.params else job.params,
@@ -296,13 +300,15 @@ def publish_reuse(
     outbox_root: Path,
     roots: Mapping[Path, str],
 ) -> None:
-    """An identical job was done before: answer with a copy of its result and its facts."""
+    """An identical job was done before: answer with a copy of its result and its facts, but
+    this job's own names (a style brought along under another name is the same image)."""
     previous = earlier_manifest(detail)
     manifest = previous.model_copy(
         update={
             "job_id": job.id,
             "input": previous.input.model_copy(update={"path": job.source}),
             "sidecar": _sidecar_entry(job),
+            "styles": _style_entries(job),
             "output": previous.output.model_copy(update={"file": names.image.name}),
             "reused": ReusedFrom(
                 job_id=detail.job_id,

@@ -411,15 +411,17 @@ class Lifecycle:
     def _twin_of(self, job: Job) -> str | None:
         """An earlier unfinished job on the same photo, styles and parameters (a sync tool that
         sent it again while it rendered): with `dedupe`, this one waits for its answer and is
-        then skipped or answered from it, instead of rendering it a second time. Not for one
-        blocked until a person mends its outbox folder (an attacker's trial: identical photos
-        elsewhere waited behind it for good)."""
+        then skipped or answered from it, instead of rendering it a second time. Only in the
+        same inbox folder, as `Spool.earlier_answer`; not for one blocked until a person mends
+        its outbox folder (an attacker's trial: identical photos elsewhere waited behind it for
+        good)."""
         if not self.settings.dedupe:
             return None
         for other in self.jobs.values():
             if (
                 other.id < job.id
                 and other.key == job.key
+                and other.rel_dir == job.rel_dir
                 and other not in self.twins
                 and other.id not in self.publisher.blocked
             ):

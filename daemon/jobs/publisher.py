@@ -152,7 +152,7 @@ class Publisher:
             # Also when an earlier try wrote the result but could not index it (a full state
             # folder): an identical photo is then answered from it instead of rendered again.
             self.store.record_answer(
-                Answer(job.key, job.id, names.image, file_sha256(names.image), names.manifest)
+                Answer(job.reuse_key, job.id, names.image, file_sha256(names.image), names.manifest)
             )
         return shown
 

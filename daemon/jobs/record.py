@@ -65,6 +65,13 @@ class Job(BaseModel):
         )
 
     @property
+    def reuse_key(self) -> str:
+        """What an identical job of the same inbox folder shares (`dedupe`): the job key alone
+        answered a photo from another folder's result, naming that folder's file (a family's
+        trial: per-person folders on one daemon)."""
+        return _digest({"key": self.key, "folder": self.rel_dir})
+
+    @property
     def pair(self) -> list[str]:
         """The photo's and its sidecar's names in their inbox folder."""
         return [name for name in (self.image_name, self.sidecar_name) if name is not None]

@@ -599,8 +599,9 @@ class Spool:
     # -- earlier results ------------------------------------------------------------------
 
     def earlier_answer(self, job: Job) -> Answer | None:
-        """An earlier identical job's output, if it is still there unchanged."""
-        return still_published(self.store.answer_for(job.key), job)
+        """An earlier identical job's output in the same inbox folder (`Job.reuse_key`), if it
+        is still there unchanged."""
+        return still_published(self.store.answer_for(job.reuse_key), job)
 
 
 def still_published(answer: Answer | None, job: Job) -> Answer | None:
