@@ -192,9 +192,12 @@ class Engine:
         cancel: CancelFn | None = None,
         preview_every: int = 0,
     ) -> list[RenderResult]:
-        """Several photos with the same styles, parameters and output size, optimised together.
-        Each item's loss, optimiser state and convergence are its own, so its result is the one
-        `render` gives it alone (up to floating-point summation order); the batch only shares
+        """Several photos with the same styles and parameters, optimised together where they have
+        the same size at every scale, one such group after another otherwise (a batch chosen by
+        headers can hold a photo whose pixels turn out another way up: a PNG's orientation
+        written after its pixels; a family's trial: it failed the other photo's job). Each
+        item's loss, optimiser state and convergence are its own, so its result is the one
+        `render` gives it alone (up to floating-point summation order); a group only shares
         the network's passes. Use `batch_limit` for how many fit in memory. `preview_every`
         (with `progress`): the progress at each of its multiples (counted per scale) carries a
         `preview`."""
@@ -206,9 +209,21 @@ class Engine:
         if params.init == "image" and any(init is None for init in inits):
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
         blend = normalise_weights([s.weight for s in styles]) if styles else []
+        groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for index, content in enumerate(contents):
+            sizes = tuple(self._fitting_plan(content.size, params)[1])
+            groups.setdefault(sizes, []).append(index)
+        results: dict[int, RenderResult] = {}
         with self._lock, devices.out_of_memory_as_error(self.device):
-            cadence = Cadence(max(1, progress_every), max(0, preview_every))
-            return self._render(contents, styles, blend, params, inits, progress, cadence, cancel)
+            for group in groups.values():
+                cadence = Cadence(max(1, progress_every), max(0, preview_every))
+                each = None if progress is None else _renumbered(progress, group)
+                members = [contents[i] for i in group]
+                done = self._render(
+                    members, styles, blend, params, [inits[i] for i in group], each, cadence, cancel
+                )
+                results.update(zip(group, done, strict=True))
+        return [results[index] for index in range(len(contents))]
 
     def batch_limit(self, content_size: tuple[int, int], params: RenderParams) -> int:
         """How many photos of this size fit in one batch in the memory free now (at least 1);
@@ -231,10 +246,7 @@ class Engine:
         peak = devices.PeakMemory(self.device)
         peak.reset()
         net = self.network(params)
-        stages, sizes = self._fitting_plan(contents[0].size, params)
-        for content in contents[1:]:
-            if self._fitting_plan(content.size, params)[1] != sizes:
-                raise ValueError("the photos of a batch must have the same output size")
+        stages, sizes = self._fitting_plan(contents[0].size, params)  # the same for all
 
         def picture(x: torch.Tensor, item: int, size: tuple[int, int]) -> Image.Image:
             return tensors.picture(net.space, x, contents[item], size, params)
@@ -427,6 +439,15 @@ class Engine:
         generator = torch.Generator().manual_seed(params.seed)
         noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
         return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
+
+
+def _renumbered(progress: BatchProgressFn, group: list[int]) -> BatchProgressFn:
+    """`progress` told of a group's items by their places in the whole batch."""
+
+    def each(item: int, value: Progress) -> None:
+        progress(group[item], value)
+
+    return each
 
 
 def _palette(image: Image.Image) -> color.Palette:

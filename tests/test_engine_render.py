@@ -400,12 +400,28 @@ def test_a_batch_renders_each_photo_as_it_would_alone(
     assert batch[0].image.tobytes() != batch[1].image.tobytes()
 
 
-def test_a_batch_needs_one_output_size(
+def test_a_batch_of_photos_of_two_sizes_renders_each_size_as_a_group(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:
+    """A batch chosen from headers (daemon.pool.batching) held a PNG whose pixels turned out
+    sideways (its orientation written after them): the batch failed with "the photos of a batch
+    must have the same output size", and with it another sender's job (a family's trial). Each
+    size is a group of its own; results and progress keep the batch's order."""
     tall = content.transpose(Image.Transpose.ROTATE_90)
-    with pytest.raises(ValueError, match="same output size"):
-        engine.render_batch([content, tall], [StyleImage(style)], _params(iterations=1))
+    params = _params(iterations=4, optimizer="adam")
+    seen: list[tuple[int, int]] = []
+    batch = engine.render_batch(
+        [content, tall, content],
+        [StyleImage(style)],
+        params,
+        progress=lambda item, p: seen.append((item, p.iteration)),
+        progress_every=2,
+    )
+    solo = engine.render(tall, [StyleImage(style)], params)
+    assert [result.batch_size for result in batch] == [2, 1, 2]
+    assert batch[1].image.size == solo.image.size == batch[0].image.size[::-1]
+    assert batch[1].losses["total"] == pytest.approx(solo.losses["total"], rel=1e-3)
+    assert {item for item, _ in seen} == {0, 1, 2}
     assert engine.batch_limit(content.size, _params()) >= 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import zlib
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -126,6 +127,45 @@ def test_a_batch_gives_every_job_its_own_result_and_a_bad_photo_fails_alone(
         assert ResultInfo.model_validate_json(task.info_path.read_text()) == done.info
     first, second = (Image.open(t.result_path).tobytes() for t in tasks[:2])
     assert first != second
+
+
+def _png_turned_after_its_pixels(path: Path, size: tuple[int, int], seed: int) -> Path:
+    """A PNG whose EXIF orientation (6: turn it) is an eXIf chunk after the pixels, where a
+    header read does not look and the decoder does."""
+    make_image(path, size=size, seed=seed)
+    data = path.read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()[6:]  # without the "Exif\0\0" of JPEG's APP1
+    chunk = len(body).to_bytes(4, "big") + b"eXIf" + body
+    chunk += zlib.crc32(b"eXIf" + body).to_bytes(4, "big")
+    end = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:end] + chunk + data[end:])
+    return path
+
+
+def test_a_batch_holding_a_photo_that_turns_out_sideways_renders_both(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A family's trial: batched by their headers (both 64x43), the decoded PNG was 43x64, and
+    the batch failed as an internal error, the other sender's job with it."""
+    style = make_image(tmp_path / "style.png", size=(48, 48), seed=3)
+    tasks = []
+    for n in range(2):
+        job_dir = tmp_path / f"job-{n}"
+        job_dir.mkdir()
+        photo = job_dir / "photo.png"
+        if n == 0:
+            make_image(photo, size=(64, 43), seed=1)
+        else:
+            _png_turned_after_its_pixels(photo, (64, 43), seed=2)
+        task = Task(f"job-{n}", job_dir, photo, (StyleRef(style, 1.0),), PARAMS, "png", 90, 10**6)
+        tasks.append(replace(task, batch_key="one style, one size by the headers"))
+    messages = _run(engine, tasks, _spec())
+    ends = [m for m in messages if isinstance(m, JobDone | JobFailed)]
+    assert [type(m) for m in ends] == [JobDone, JobDone], ends
+    sizes = [Image.open(task.result_path).size for task in tasks]
+    assert sizes[0] == sizes[1][::-1] and sizes[0][0] > sizes[0][1]
 
 
 def test_cancel_from_the_daemon_stops_the_render(engine: Engine, tmp_path: Path) -> None:
