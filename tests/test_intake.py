@@ -646,3 +646,26 @@ def test_names_alike_but_for_case_each_take_the_sidecar_written_the_same_way(
     events = inbox.poll(PAIR + SETTLE)
     assert {event.path for event in events if isinstance(event, Problem)} == {lower, upper}
     assert all("shares p.json with another photo" in event.reason for event in events)
+
+
+def test_status_tells_a_lone_photo_the_default_style_answers_when_it_will_be_rendered(
+    tmp_path: Path,
+) -> None:
+    """A camera roll's trial: with no_sidecar = "default", status said "waiting for its sidecar
+    ..., gives up in 9 min", and nothing gives up: the photo is rendered then."""
+    inbox = Inbox(tmp_path, no_sidecar="default", default_style="mosaic")
+    photo = inbox.write("IMG_0001.jpg")
+    assert inbox.poll(SETTLE) == []
+    [item] = inbox.intake.items(inbox.now, 0.0)
+    assert item.note == (
+        "waiting for its sidecar; without one it is rendered with the default style mosaic in "
+        f"{PAIR - SETTLE:.0f} s"
+    )
+    assert item.gives_up_in is None
+    assert inbox.poll(PAIR) == [Arrival(photo, None, Path("."))]
+    lone = Inbox(tmp_path / "waits")  # no_sidecar = "wait": it is reported then
+    lone.write("IMG_0002.jpg")
+    lone.poll(SETTLE)
+    [item] = lone.intake.items(lone.now, 0.0)
+    assert item.note == "waiting for its sidecar"
+    assert item.gives_up_in == pytest.approx(PAIR - SETTLE, abs=1.0)

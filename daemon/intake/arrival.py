@@ -106,10 +106,13 @@ def inbox_item(
     pair_timeout: float,
     arriving_timeout: float,
     waits_for: str | None = None,
+    default: str | None = None,
 ) -> InboxItem:
     """One file for `status`: settling, still arriving, or settled and waiting for a partner
     (or for what `waits_for` says: a style image its sidecar names, which status had told as
-    "waiting for its sidecar" while the sidecar was there)."""
+    "waiting for its sidecar" while the sidecar was there). A photo that the `default` style
+    answers when no sidecar comes does not give up: it is rendered then (a camera roll's
+    trial: status said "gives up in 9 min")."""
     quiet = now - changed_at
     if arriving is not None:
         note = (
@@ -129,11 +132,12 @@ def inbox_item(
         note = f"settling: unchanged for {quiet:.0f} s, ready in {left:.0f} s"
         return InboxItem(path=relative, state="settling", since=wall - quiet, note=note)
     waited = now - waiting_since
+    left = max(0.0, pair_timeout - waited)
     partner = "its photo" if kind == "sidecar" else "its sidecar"
+    note = f"waiting for {waits_for or partner}"
+    if kind == "image" and waits_for is None and default is not None:
+        note += f"; without one it is rendered with the default style {default} in {left:.0f} s"
+        return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
     return InboxItem(
-        path=relative,
-        state="waiting",
-        since=wall - waited,
-        note=f"waiting for {waits_for or partner}",
-        gives_up_in=max(0.0, pair_timeout - waited),
+        path=relative, state="waiting", since=wall - waited, note=note, gives_up_in=left
     )

@@ -88,7 +88,7 @@ class Intake:
         self.rules = rules
         self.settle_seconds = settle_seconds
         self.pair_timeout = pair_timeout
-        self.use_default = no_sidecar == "default" and default_style is not None
+        self.default = default_style if no_sidecar == "default" else None  # for a lone photo
         self.max_sidecar_bytes = max_sidecar_bytes
         self.max_input_bytes = max_input_bytes
         self.max_tracked = max_tracked
@@ -136,7 +136,7 @@ class Intake:
         self.rules = rules
         self.settle_seconds = settings.settle_seconds
         self.pair_timeout = settings.pair_timeout
-        self.use_default = settings.no_sidecar == "default" and settings.default_style is not None
+        self.default = settings.default_style if settings.no_sidecar == "default" else None
         self.max_sidecar_bytes = settings.max_sidecar_bytes
         self.max_input_bytes = settings.max_input_bytes
         self.arriving_timeout = settings.arriving_timeout
@@ -165,6 +165,7 @@ class Intake:
                 settle_seconds=self.settle_seconds,
                 pair_timeout=self.pair_timeout,
                 arriving_timeout=self.arriving_timeout,
+                default=self.default,
             )
             for path, entry in sorted((path, self._files[path]) for path in self._pending)
         ]
@@ -463,7 +464,7 @@ class Intake:
                 others = [path.name for path in sharing.photos]
                 reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
                 self._report(image, events, reason)
-            elif self.use_default:
+            elif self.default is not None:
                 self._emit(image, None, None, events)
             else:
                 reason = reasons.no_sidecar(image.base, self.style_names())
