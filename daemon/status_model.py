@@ -133,6 +133,13 @@ class Counts(_Model):
     skipped: int = 0  # photos sent again: their earlier answer stands (daemon.jobs.resend)
 
 
+class Unlisted(_Model):
+    """What a long queue's report counts but does not list (`daemon.status.listed`)."""
+
+    queued: int = 0  # queued jobs after the first listed
+    inbox: dict[str, int] = Field(default_factory=dict)  # inbox files by state
+
+
 class StatusReport(_Model):
     daemon: DaemonInfo
     inbox: list[InboxItem] = Field(default_factory=list)
@@ -140,6 +147,14 @@ class StatusReport(_Model):
     recent: list[Finished] = Field(default_factory=list)
     attention: list[Attention] = Field(default_factory=list)
     counts: Counts = Field(default_factory=Counts)
+    unlisted: Unlisted = Field(default_factory=Unlisted)
 
     def in_state(self, *states: State) -> list[JobItem]:
         return [job for job in self.jobs if job.state in states]
+
+    def unlisted_jobs(self, state: State) -> int:
+        return self.unlisted.queued if state is State.QUEUED else 0
+
+    @property
+    def unlisted_total(self) -> int:
+        return self.unlisted.queued + sum(self.unlisted.inbox.values())

@@ -33,7 +33,7 @@ def exit_code_for(exc: Exception) -> ExitCode:
 
 def status_line(report: StatusReport) -> str:
     """The one line systemd shows (STATUS=); what needs an admin comes first."""
-    queued = len(report.in_state(State.QUEUED))
+    queued = len(report.in_state(State.QUEUED)) + report.unlisted.queued
     running = report.in_state(State.RUNNING)
     parts = [f"{queued} queued", f"{len(running)} running"]
     parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]

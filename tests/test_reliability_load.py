@@ -10,6 +10,7 @@ distinct photos that really render (32 px, 1 iteration).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,12 +22,15 @@ import pytest
 from conftest import Daemon, Folders, image_bytes, start_daemon, wait_for
 from reliability_report import Collector
 
+from daemon.status import STATUS_FILE
+
 pytestmark = pytest.mark.heavy
 
 BURST = 1000
 REJECTED = 500
 RENDERED = 10
 RSS_LIMIT_MIB = 300
+STATUS_LIMIT = 200_000  # bytes of status.json: LISTED queued jobs and inbox files, and the rest
 
 
 def rss_mib(pid: int) -> float:
@@ -37,9 +41,12 @@ def rss_mib(pid: int) -> float:
 
 
 class PeakRss(threading.Thread):
-    def __init__(self, pid: int) -> None:
+    """The daemon's peak RSS, and the largest status.json it wrote meanwhile."""
+
+    def __init__(self, pid: int, status: Path) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self.running = pid, 0.0, True
+        self.status, self.status_peak = status, 0
 
     def run(self) -> None:
         while self.running:
@@ -47,6 +54,8 @@ class PeakRss(threading.Thread):
                 self.peak = max(self.peak, rss_mib(self.pid))
             except (FileNotFoundError, ProcessLookupError):
                 return
+            with contextlib.suppress(FileNotFoundError):
+                self.status_peak = max(self.status_peak, self.status.stat().st_size)
             time.sleep(0.1)
 
 
@@ -104,7 +113,7 @@ def test_a_burst_of_1000_pairs_is_answered_once_each(
     (inbox / "prime.json").write_text(json.dumps({"style": "mosaic"}))
     wait_for((folders.outbox / "burst/prime.manifest.json").exists, 120, "the primed job")
     stage = stage_burst(folders, primed)
-    peak = PeakRss(daemon.process.pid)
+    peak = PeakRss(daemon.process.pid, folders.state / STATUS_FILE)
     peak.start()
     started = time.monotonic()
     for path in sorted(stage.iterdir()):
@@ -139,6 +148,8 @@ def test_a_burst_of_1000_pairs_is_answered_once_each(
         "rendered": RENDERED,
     }
     assert 0 < peak.peak < RSS_LIMIT_MIB, f"daemon RSS peaked at {peak.peak:.0f} MiB"
+    # Before the report listed LISTED of each (a bulk import's trial), this burst wrote 348 KB.
+    assert 0 < peak.status_peak < STATUS_LIMIT, f"status.json peaked at {peak.status_peak} B"
     assert daemon.stop() == 0
     shutil.rmtree(stage, ignore_errors=True)
     reliability.record(
@@ -146,7 +157,9 @@ def test_a_burst_of_1000_pairs_is_answered_once_each(
         BURST,
         f"every pair answered exactly once ({kinds['error']} unknown-style error reports, "
         f"{kinds['reused']} answered from an earlier identical result, {kinds['rendered']} "
-        f"rendered at 32 px/1 iteration); daemon RSS below {RSS_LIMIT_MIB} MiB",
+        f"rendered at 32 px/1 iteration); daemon RSS below {RSS_LIMIT_MIB} MiB; status.json below "
+        f"{STATUS_LIMIT // 1000} KB",
         f"dropped in {dropped:.1f} s; all accepted after {accept_s:.0f} s, all answered after "
-        f"{answer_s:.0f} s; daemon RSS {rss_idle:.0f} MiB idle, {peak.peak:.0f} MiB peak",
+        f"{answer_s:.0f} s; daemon RSS {rss_idle:.0f} MiB idle, {peak.peak:.0f} MiB peak; "
+        f"status.json {peak.status_peak // 1000} KB at most",
     )

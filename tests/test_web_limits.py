@@ -113,7 +113,7 @@ def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on
     """10,000 files in the inbox made every poll of every viewer 2.8 MB of queue (an
     attacker's trial); the page lists QUEUE_SHOWN rows, the jobs at work first."""
     from daemon.config import load_settings
-    from daemon.status_model import DaemonInfo, InboxItem, JobItem, StatusReport
+    from daemon.status_model import DaemonInfo, InboxItem, JobItem, StatusReport, Unlisted
     from daemon.web.app import Site
     from daemon.web.page import QUEUE_SHOWN, build_page
 
@@ -132,3 +132,8 @@ def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on
     html = site.sections(page)["queue"]
     assert "... and 11 more waiting" in html and "flood/f48.jpg" in html
     assert "flood/f49.jpg" not in html
+    # The daemon's report lists LISTED of them and counts the rest: they are counted here too.
+    unlisted = Unlisted(queued=7, inbox={"waiting": 5})
+    counted = report.model_copy(update={"unlisted": unlisted})
+    page = build_page(counted, settings, site.outputs, site.library())
+    assert page.queue_more == 11 + 12

@@ -29,7 +29,7 @@ from daemon.status_model import (
 )
 from daemon.visible import visible
 
-SHOWN = 20  # lines per section; --json always has everything
+SHOWN = 20  # lines per section; --json lists more (daemon.status.LISTED)
 INBOX_SECTIONS = (
     ("settling", "settling"),
     ("arriving", "still arriving"),
@@ -91,9 +91,11 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         lines.append("finished: " + ", ".join(f"{n} {what}" for what, n in counts.items() if n))
     for state, heading in INBOX_SECTIONS:
         items = [item for item in report.inbox if item.state == state]
-        _section(lines, heading, items, lambda item: _inbox_line(item, now))
+        more = report.unlisted.inbox.get(state, 0)
+        _section(lines, heading, items, lambda item: _inbox_line(item, now), more)
     for state in dict.fromkeys([*JOB_SECTIONS, *(job.state for job in report.jobs)]):
-        _section(lines, state, report.in_state(state), lambda job: _job_line(job, now))
+        more = report.unlisted_jobs(state)
+        _section(lines, state, report.in_state(state), lambda job: _job_line(job, now), more)
     _failures(lines, open_failures(report.recent), failures)
     _section(lines, "needs attention", report.attention, _attention_line)
     return "\n".join(visible(line) for line in lines)  # names from the inbox, escapes shown
@@ -104,16 +106,19 @@ def _section(
     heading: str,
     items: Sequence[Item],
     line: Callable[[Item], str | list[str]],
+    unlisted: int = 0,
 ) -> None:
-    """`heading: count`, then each item's line (or lines), indented."""
-    if not items:
+    """`heading: count`, then each item's line (or lines), indented; `unlisted` more are
+    counted by the report, not listed in it."""
+    if not items and not unlisted:
         return
-    lines.append(f"{heading}: {len(items)}")
+    lines.append(f"{heading}: {len(items) + unlisted}")
     for item in items[:SHOWN]:
         shown = line(item)
         lines += [f"  {text}" for text in ([shown] if isinstance(shown, str) else shown)]
-    if len(items) > SHOWN:
-        lines.append(f"  ... and {len(items) - SHOWN} more (stylefold status --json lists all)")
+    if len(items) + unlisted > SHOWN:
+        more = len(items) + unlisted - SHOWN
+        lines.append(f"  ... and {more} more (stylefold status --json lists {len(items)})")
 
 
 def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:

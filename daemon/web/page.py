@@ -144,7 +144,7 @@ def build_page(
     queue = queue_rows(report, now)
     return Page(
         queue=queue[:QUEUE_SHOWN],
-        queue_more=max(0, len(queue) - QUEUE_SHOWN),
+        queue_more=max(0, len(queue) - QUEUE_SHOWN) + report.unlisted_total,
         gallery=gallery(report.recent, outputs),
         failures=failures(report.recent, outputs),
         styles=[_style_card(style.name, style.path, style.defaults) for style in library.styles()],
@@ -158,7 +158,7 @@ def build_page(
 
 
 # Rows of the queue on the page: a burst of thousands of files in the inbox would make each
-# poll of every viewer megabytes (`stylefold status --json` lists them all).
+# poll of every viewer megabytes.
 QUEUE_SHOWN = 50
 
 
