@@ -669,3 +669,21 @@ def test_status_tells_a_lone_photo_the_default_style_answers_when_it_will_be_ren
     [item] = lone.intake.items(lone.now, 0.0)
     assert item.note == "waiting for its sidecar"
     assert item.gives_up_in == pytest.approx(PAIR - SETTLE, abs=1.0)
+
+
+def test_photos_waiting_for_their_pair_are_not_looked_at_until_something_changes(
+    inbox: Inbox,
+) -> None:
+    """A bulk import's trial: 3,000 lone photos were each decided again at every poll, a fifth
+    of a core for waiting. A waiting photo sleeps until pair_timeout; its sidecar wakes it."""
+    photos = [inbox.write(f"roll/IMG_{index:04}.jpg") for index in range(1000)]
+    assert inbox.poll(SETTLE) == []
+    assert inbox.intake.pending == 1000 and not inbox.intake._pending  # all asleep
+    assert len(inbox.intake.items(inbox.now, 0.0)) == 1000  # and still shown by status
+    sidecar = inbox.write("roll/IMG_0500.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(photos[500], sidecar, Path("roll"))]
+    lone = inbox.write("roll/late.json", '{"style": "a"}')  # a sidecar waits asleep too
+    assert inbox.poll(SETTLE) == [] and not inbox.intake._pending
+    events = inbox.poll(PAIR)
+    assert {event.path for event in events} == {*photos[:500], *photos[501:], lone}
+    assert all(isinstance(event, Problem) for event in events)
