@@ -10,7 +10,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CLI, REPO, Daemon, Folders, image_bytes, write_json
+from conftest import CLI, REPO, Daemon, Folders, image_bytes, start_daemon, write_json
 
 from daemon.jobs.store import DB_FILE, Store
 from daemon.status_model import StatusReport
@@ -101,6 +101,31 @@ def test_once_batches_queued_jobs_with_one_style_and_size(folders: Folders) -> N
     outputs = {(folders.outbox / f"p{i}.stylised.jpg").read_bytes() for i in range(3)}
     assert len(outputs) == 3
     assert "in a batch of 3" in (folders.outbox / "p0.log").read_text()
+
+
+def test_top_inbox_folders_take_turns_in_the_queue(folders: Folders) -> None:
+    """A bulk import's and a family's trials: a camera roll in `DCIM/` (or one person's long
+    jobs) held every photo sent after it. With the roll queued and rendering, a photo of
+    another folder and one at the top are the next two jobs started."""
+    slow = {"style": "mosaic", "params": {"iterations": 60, "tolerance": 0}}
+    daemon = start_daemon(folders)
+    try:
+        (folders.inbox / "DCIM").mkdir()
+        for index in range(4):
+            (folders.inbox / f"DCIM/IMG_{index}.jpg").write_bytes(image_bytes(seed=20 + index))
+            write_json(folders.inbox / f"DCIM/IMG_{index}.json", slow)
+        daemon.wait_for_log("job.started")
+        (folders.inbox / "alice").mkdir()
+        (folders.inbox / "alice/cat.jpg").write_bytes(image_bytes(seed=30))
+        write_json(folders.inbox / "alice/cat.json", slow)
+        (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=31))
+        write_json(folders.inbox / "mine.json", slow)
+        daemon.wait_for_log("job.started", timeout=120, count=3)
+    finally:
+        assert daemon.stop() == 0
+    order = [str(line["input"]) for line in daemon.log_lines() if line["event"] == "job.started"]
+    assert order[0].startswith("DCIM/")
+    assert sorted(order[1:3]) == ["alice/cat.jpg", "mine.jpg"], order
 
 
 def test_styles_lists_the_library(folders: Folders) -> None:

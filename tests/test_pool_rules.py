@@ -63,6 +63,29 @@ def test_a_task_bound_to_the_cpu_waits_for_a_cpu_member() -> None:
     assert [t.job_id for t in queue.take("cpu", 1)] == ["needs-cpu"]
 
 
+def test_top_inbox_folders_take_turns() -> None:
+    """A bulk import's trial: a photo sent on purpose waited behind a camera roll of 3,000 in
+    `DCIM/` (and a family's: one person's long jobs held another's). Each folder's own photos
+    keep their order; a folder with nothing queued is served first when a photo comes."""
+    queue = _queue(
+        *[_task(f"roll{n}", share="DCIM") for n in range(4)],
+        _task("urgent", share=""),
+        _task("alice", share="alice"),
+        _task("alice2", share="alice"),
+    )
+
+    def order(count: int) -> list[str]:
+        return [queue.take("cpu", 1)[0].job_id for _ in range(count)]
+
+    assert order(4) == ["roll0", "urgent", "alice", "roll1"]
+    assert queue.submit(_task("bob", share="bob"))
+    assert order(2) == ["bob", "alice2"]
+    [again] = queue.take("cpu", 1)
+    assert again.job_id == "roll2"
+    queue.put_back([again])  # first in line already: first again
+    assert order(2) == ["roll2", "roll3"]
+
+
 def test_a_batch_takes_the_oldest_tasks_with_its_key_up_to_the_size() -> None:
     queue = _queue(
         _task("a", batch_key="k"),

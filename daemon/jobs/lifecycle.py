@@ -388,6 +388,7 @@ class Lifecycle:
             preview_every=self.settings.preview_every,
             strip_location=self.settings.strip_location,
             lost=row.lost if row else 0,  # its free requeues are counted across restarts
+            share=Path(job.rel_dir).parts[0] if job.rel_dir else "",
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)

@@ -1,8 +1,16 @@
-"""The pool's task queue: bounded, first in first out, and the rule for which queued tasks a
-member gets together. Pure bookkeeping, the same for every backend."""
+"""The pool's task queue: bounded, first in first out within each top inbox folder and taking
+turns between them, and the rule for which queued tasks a member gets together. Pure
+bookkeeping, the same for every backend.
+
+Turns: a camera roll of 3,000 photos synced into `DCIM/` held a photo sent on purpose for days,
+and one person's 200-iteration photos held another's (a bulk import's and a family's trials).
+The next task is the oldest of the folder served least recently, so a photo waits at most one
+job per other busy folder.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from daemon.pool.task import Task
@@ -27,6 +35,8 @@ class TaskQueue:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._tasks: deque[Task] = deque()
+        self._turns = itertools.count()
+        self._served: dict[str, int] = {}  # top inbox folder -> its last turn
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -47,16 +57,27 @@ class TaskQueue:
 
     def put_back(self, tasks: list[Task]) -> None:
         """At the front, in order: tasks that were first in line already (a retry, or a batch
-        its member could not take). Not bounded, since they were counted before."""
+        its member could not take). Not bounded, since they were counted before. Their folders'
+        turns are given back, so they are taken first again."""
         self._tasks.extendleft(reversed(tasks))
+        for task in tasks:
+            self._served.pop(task.share, None)
 
     def take(self, device: str, size: int) -> list[Task]:
         """For a member on `device`: the oldest task it may run (an out-of-memory fallback may
-        require the CPU) and, up to `size` in all, the queued tasks that can share its forward
-        and backward passes (same batch key and preview cadence), oldest first."""
-        first = next((task for task in self._tasks if _runs_on(task, device)), None)
-        if first is None:
+        require the CPU) of the folder whose turn it is, and, up to `size` in all, the queued
+        tasks that can share its forward and backward passes (same batch key and preview
+        cadence), oldest first."""
+        oldest: dict[str, Task] = {}
+        for task in self._tasks:
+            if _runs_on(task, device):
+                oldest.setdefault(task.share, task)
+        if not oldest:
             return []
+        first = min(oldest.values(), key=lambda task: self._served.get(task.share, -1))
+        # A folder with nothing queued is forgotten: its next photo is served first.
+        self._served = {share: turn for share, turn in self._served.items() if share in oldest}
+        self._served[first.share] = next(self._turns)
         batch = [first]
         if first.batch_key is not None:
             batch += [
@@ -73,3 +94,4 @@ class TaskQueue:
 
     def clear(self) -> None:
         self._tasks.clear()
+        self._served.clear()

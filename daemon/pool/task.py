@@ -43,6 +43,7 @@ class Task:
     batch_key: str | None = None  # tasks with one key may be optimised together; None: alone
     preview_every: int = 0  # a JPEG preview with the progress every this many iterations; 0: off
     strip_location: bool = False  # leave the photo's GPS location out of the result's EXIF
+    share: str = ""  # the photo's top inbox folder: the queue takes turns between them
 
     @property
     def result_path(self) -> Path:
