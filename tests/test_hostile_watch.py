@@ -181,6 +181,13 @@ def test_a_tree_too_deep_to_recurse_is_watched_to_max_depth_without_a_crash(
     assert item.where == PurePath(*["d"] * 33).as_posix()
     reached = [line for line in logs if line["event"] == "limit.reached"]
     assert [line["setting"] for line in reached] == ["max_depth"]
+    # The deep folder removed: native watching again (a family's trial: one person's deep
+    # folder left the whole daemon polling until a restart).
+    subprocess.run(["rm", "-rf", str(inbox / "d")], check=True)
+    watcher.request_scan()
+    _until(lambda: watcher.mode == mode and not watcher.attention(), f"{mode} watching again")
+    (inbox / "after.jpg").write_bytes(image_bytes(seed=2))
+    seen.wait_for(inbox / "after.jpg")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # watchdog's

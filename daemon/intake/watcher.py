@@ -110,6 +110,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
         self._deep: bool | None = None  # whether the last whole walk found too-deep folders
+        self._polling_for_depth = False  # native watching gave way to polling for them alone
 
     @classmethod
     def from_settings(
@@ -257,6 +258,7 @@ class Watcher:
     # -- observer -------------------------------------------------------------------------
 
     def _choose(self, mount: Mount | None) -> tuple[ActiveMode, str]:
+        self._polling_for_depth = False
         if self.requested_mode == "polling":
             return "polling", "watch_mode is polling"
         if self.requested_mode == "auto" and mount is not None and needs_polling(mount.fstype):
@@ -269,6 +271,7 @@ class Watcher:
             # pauses, and it is here, so a pause now is the one `_resume` is about to lift.
             self._walk(ROOT, heed_pause=False)
         if self._deep:
+            self._polling_for_depth = True
             return "polling", f"folders are nested deeper than max_depth ({self.max_depth})"
         if not native_reader_alive():
             return "polling", (
@@ -317,9 +320,11 @@ class Watcher:
                 observer.join(timeout=5)
 
     def _observer_healthy(self) -> bool:
-        """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs."""
+        """Polling is the scan thread's own walks (`_poll`): healthy while this thread runs,
+        unless it stood in for native watching only while folders were too deep, and they went
+        (a family's trial: one person's deep folder left the daemon polling until a restart)."""
         if self.mode == "polling":
-            return True
+            return not (self._polling_for_depth and self._deep is False)
         observer = self._observer
         if self._deep or observer is None or not native_reader_alive(observer):
             return False  # native watching must give way to polling (see `_choose`)
