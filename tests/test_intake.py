@@ -687,3 +687,17 @@ def test_photos_waiting_for_their_pair_are_not_looked_at_until_something_changes
     events = inbox.poll(PAIR)
     assert {event.path for event in events} == {*photos[:500], *photos[501:], lone}
     assert all(isinstance(event, Problem) for event in events)
+
+
+def test_status_tells_an_empty_file_as_waiting_for_its_content(inbox: Inbox) -> None:
+    """A camera roll's trial: a sync tool's zero-byte placeholder showed as "settling: ...,
+    ready in 0 s" for the whole pair_timeout, then was reported as empty."""
+    inbox.write("IMG_0005.JPG", b"")
+    assert inbox.poll(SETTLE + 10) == []
+    [item] = inbox.intake.items(inbox.now, 0.0)
+    assert item.state == "arriving"
+    assert item.note == (
+        f"empty (0 bytes): waiting for its content; reported as empty in {PAIR - SETTLE - 10:.0f} s"
+    )
+    [problem] = inbox.poll(PAIR)
+    assert isinstance(problem, Problem) and "is empty (0 bytes)" in problem.reason

@@ -107,6 +107,7 @@ def inbox_item(
     arriving_timeout: float,
     waits_for: str | None = None,
     default: str | None = None,
+    empty: bool = False,
 ) -> InboxItem:
     """One file for `status`: settling, still arriving, or settled and waiting for a partner
     (or for what `waits_for` says: a style image its sidecar names, which status had told as
@@ -126,6 +127,13 @@ def inbox_item(
             since=wall - quiet,
             note=note,
             gives_up_in=max(0.0, arriving_timeout - quiet),
+        )
+    if not settled and empty and quiet >= settle_seconds:
+        # Writers often create a file first and fill it later; status said "ready in 0 s".
+        left = max(0.0, pair_timeout - quiet)
+        note = f"empty (0 bytes): waiting for its content; reported as empty in {left:.0f} s"
+        return InboxItem(
+            path=relative, state="arriving", since=wall - quiet, note=note, gives_up_in=left
         )
     if not settled:
         left = max(0.0, settle_seconds - quiet)

@@ -172,6 +172,7 @@ class Intake:
                 pair_timeout=self.pair_timeout,
                 arriving_timeout=self.arriving_timeout,
                 default=self.default,
+                empty=entry.signature.size == 0,
             )
             for path, entry in sorted(
                 (path, self._files[path]) for path in self._pending | self._asleep.keys()
