@@ -288,9 +288,9 @@ class Intake:
             self._asleep.pop(path, None)
             self._pending.add(path)
 
-    def _sleep(self, entry: Tracked, until: float) -> None:
-        self._pending.discard(entry.path)
-        self._asleep[entry.path] = until
+    def _sleep(self, path: Path, until: float) -> None:
+        self._pending.discard(path)
+        self._asleep[path] = until
 
     def _decided(self, path: Path) -> None:
         """Nothing to look at for `path` until it or a partner changes."""
@@ -483,7 +483,7 @@ class Intake:
             if used or self._pairs.is_style_image(image.path):
                 self._decided(image.path)  # a brought-along style image, not a photo
             elif not timed_out:
-                self._sleep(image, image.waiting_since + self.pair_timeout)
+                self._sleep(image.path, image.waiting_since + self.pair_timeout)
             elif sharing is not None:
                 others = [path.name for path in sharing.photos]
                 reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
@@ -618,7 +618,7 @@ class Intake:
             reason = self._folder_named(sidecar, photo_name, reason, photo_of=sidecar.base)
             self._report(sidecar, events, reason, orphan=True)
         else:
-            self._sleep(sidecar, sidecar.waiting_since + self.pair_timeout)
+            self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)
 
 
 def _reported(entry: Tracked) -> str | None:
