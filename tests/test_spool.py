@@ -275,13 +275,15 @@ def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> No
     output = folders.outbox / "photo.stylised.jpg"
     output.write_bytes(b"result")
     spool.store.record_answer(
-        Answer(first.key, first.id, output, hashlib.sha256(b"result").hexdigest(), output)
+        Answer(first.reuse_key, first.id, output, hashlib.sha256(b"result").hexdigest(), output)
     )
     spool.release(first, archive=True)
     again = _claim(spool, settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
     assert again.key == first.key
     earlier = spool.earlier_answer(again)
     assert earlier is not None and earlier.job_id == first.id
+    elsewhere = _claim(spool, settings, _pair(folders, "bob/photo.jpg", {"style": "mosaic"}))
+    assert elsewhere.key == first.key and spool.earlier_answer(elsewhere) is None
     output.write_bytes(b"edited by someone")
     assert spool.earlier_answer(again) is None
     other = _claim(
