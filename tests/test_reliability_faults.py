@@ -100,7 +100,8 @@ def test_resource_limits_are_enforced_and_named(folders: Folders, reliability: C
         outcome, answer = _answer(folders, stem)
         assert outcome == "error", (stem, answer)
         assert limit in str(answer["error"]), (stem, answer["error"])
-    assert _answer(folders, "fine")[0] == "result"
+    outcome, answer = _answer(folders, "fine")
+    assert outcome == "result", answer
     assert _started(daemon, "fine"), "the log shows no claims: the check below would see none"
     for stem in before_work:  # rejected from the sidecar alone: never claimed, never rendered
         assert not _started(daemon, stem), stem
