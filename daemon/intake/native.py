@@ -2,6 +2,7 @@
 shared event thread still runs."""
 
 import contextlib
+import logging
 import os
 import stat
 import threading
@@ -44,6 +45,39 @@ class Handler(FileSystemEventHandler):
                     self.scan(path)
             else:
                 self.feed(path)
+
+
+class OverflowListener(logging.Filter):
+    """watchdog tells of an inotify queue overflow only in its log ("filesystem events were
+    lost"; it rebuilds its watches itself): `on_overflow` is called then, so that a full scan
+    finds at once what the lost events would have told, not at the next rescan_interval (a bulk
+    copy's trial: 970 of 1,000 photos unseen, and uncounted by status, for 5 minutes). The
+    logger is let through at WARNING whatever the log level; records below that level still
+    show nothing."""
+
+    LOGGER = "watchdog.observers.inotify_c"
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_overflow = on_overflow
+        self._level = logging.NOTSET
+        self._shown = logging.WARNING
+
+    def attach(self) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        self._level, self._shown = logger.level, logger.getEffectiveLevel()
+        logger.setLevel(min(self._shown, logging.WARNING))
+        logger.addFilter(self)
+
+    def detach(self) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        logger.removeFilter(self)
+        logger.setLevel(self._level)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflowed" in record.getMessage():
+            self.on_overflow()
+        return record.levelno >= self._shown
 
 
 def native_reader_alive(observer: BaseObserver | None = None) -> bool:

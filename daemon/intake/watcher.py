@@ -45,7 +45,7 @@ from daemon.intake.mounts import (
     read_mounts,
     still_mounted,
 )
-from daemon.intake.native import Handler, StaleWatches, native_reader_alive
+from daemon.intake.native import Handler, OverflowListener, StaleWatches, native_reader_alive
 from daemon.intake.tree import ROOT, Stamp, Tree, changes, depth, walk
 from daemon.limits import Limits
 from daemon.status_model import Attention
@@ -106,6 +106,7 @@ class Watcher:
         self._mount_point: Path | None = None
         self._stop = threading.Event()
         self._scan_requested = threading.Event()
+        self._overflow = OverflowListener(self._overflowed)
         self._stale = StaleWatches(self.inbox)
         self._thread: threading.Thread | None = None
         self._polled: dict[PurePath, Stamp] = {}  # polling: the last walk's files
@@ -150,6 +151,7 @@ class Watcher:
         else:
             self._pause(problem)
         self._scan_requested.set()
+        self._overflow.attach()
         self._thread = threading.Thread(target=self._run, name="stylefold-scan", daemon=True)
         self._thread.start()
 
@@ -158,6 +160,11 @@ class Watcher:
         if self._thread is not None:
             self._thread.join()
         self._stop_observer()
+        self._overflow.detach()
+
+    def _overflowed(self) -> None:
+        log.warning("watcher.overflow", what="inotify dropped events; a full scan now")
+        self._scan_requested.set()
 
     def request_scan(self) -> None:
         """Ask for a full scan soon (e.g. on SIGHUP)."""
