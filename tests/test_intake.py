@@ -701,3 +701,19 @@ def test_status_tells_an_empty_file_as_waiting_for_its_content(inbox: Inbox) -> 
     )
     [problem] = inbox.poll(PAIR)
     assert isinstance(problem, Problem) and "is empty (0 bytes)" in problem.reason
+
+
+def test_status_tells_a_photo_beside_an_empty_sidecar_that_it_waits_for_that_one(
+    tmp_path: Path,
+) -> None:
+    """A re-test's finding: with no_sidecar = "default", a photo beside a zero-byte sidecar
+    was told it would be rendered with the default style; it waits for that sidecar, whose
+    report, if it stays empty, answers for the pair."""
+    inbox = Inbox(tmp_path, no_sidecar="default", default_style="mosaic")
+    inbox.write("x.jpg")
+    inbox.write("x.json", b"")
+    assert inbox.poll(SETTLE) == []
+    notes = {item.path: item.note for item in inbox.intake.items(inbox.now, 0.0)}
+    assert notes["x.jpg"] == "waiting for its sidecar x.json to be complete"
+    [problem] = inbox.poll(PAIR)
+    assert problem.path == tmp_path / "x.json" and "is empty" in problem.reason

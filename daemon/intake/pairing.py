@@ -498,6 +498,9 @@ class Intake:
         if not sidecar.settled:
             if _reported(sidecar) is not None:  # its sidecar's report answers for the pair
                 self._decided(image.path)
+            # Status told a photo beside an empty placeholder sidecar that no sidecar would
+            # mean the default style (a re-test's finding); it waits for that one.
+            image.waits_for = f"its sidecar {sidecar.path.name} to be complete"
             return
         self._read_style_file(sidecar)
         style: Tracked | None = None
