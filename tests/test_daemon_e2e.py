@@ -678,6 +678,26 @@ def test_of_two_sidecars_the_unused_one_is_told_why(folders: Folders, archive: s
     assert manifest["sidecar"]["path"] == "t.jpg.json"
 
 
+def test_a_second_sidecar_differing_in_case_alone_is_told_why(folders: Folders) -> None:
+    """A re-test's finding: `pic.JPG`, answered with `pic.JPG.json` and kept in the inbox, got
+    a `pic.jpg.json` later (pairing ignores case), which was never told anything."""
+    config = folders.config(pair_timeout=2.0, archive="keep")
+    daemon = start_daemon(folders, config=config)
+    try:
+        (folders.inbox / "pic.JPG").write_bytes(image_bytes(seed=4))
+        write_json(folders.inbox / "pic.JPG.json", {"style": "mosaic", "params": {"iterations": 2}})
+        job = daemon.wait_for_log("job.done")["job_id"]
+        write_json(folders.inbox / "pic.jpg.json", {"style": "waves", "params": {"iterations": 2}})
+        reports = wait_for(lambda: list(folders.outbox.glob("pic.error*.json")), 30, "a report")
+    finally:
+        assert daemon.stop() == 0
+    assert _the_report_about(folders, reports, "pic.jpg.json").startswith(
+        f"pic.jpg.json was not used: job {job} took pic.JPG with pic.JPG.json, which differs "
+        "from it in case or Unicode form alone"
+    )
+    assert daemon.logged("job.claimed") == 1
+
+
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(

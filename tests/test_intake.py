@@ -717,3 +717,18 @@ def test_status_tells_a_photo_beside_an_empty_sidecar_that_it_waits_for_that_one
     assert notes["x.jpg"] == "waiting for its sidecar x.json to be complete"
     [problem] = inbox.poll(PAIR)
     assert problem.path == tmp_path / "x.json" and "is empty" in problem.reason
+
+
+def test_a_second_sidecar_differing_in_case_alone_is_told_not_kept_silently(
+    inbox: Inbox,
+) -> None:
+    """A re-test's finding: `pic.JPG` answered with `pic.JPG.json` and kept in the inbox; a
+    `pic.jpg.json` added later was never reported. It is reported once its wait is over (the
+    daemon tells it that pic.JPG was taken with the other)."""
+    photo = inbox.write("pic.JPG")
+    first = inbox.write("pic.JPG.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(photo, first, Path("."))]
+    second = inbox.write("pic.jpg.json", '{"style": "b"}')
+    assert inbox.poll(SETTLE) == []
+    [problem] = inbox.poll(PAIR)
+    assert isinstance(problem, Problem) and problem.path == second and problem.orphan

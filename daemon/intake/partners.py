@@ -173,7 +173,10 @@ class Partners:
         raw = _raw(sidecar)
         exact = self.exact_image(folder, raw)
         if exact is not None:
-            return [exact]
+            # Not when the photo takes a sidecar written as it is (pic.JPG.json, for pic.JPG,
+            # beside this pic.jpg.json): this one is told it is not used, not silently kept.
+            written = self._pick(self._sidecars.get((folder, key(exact.name)), {}), exact.name)
+            return [exact] if written == sidecar else []
         base = key(raw)
         alike = len(self._sidecars.get((folder, base), {})) > 1  # p.json, P.json: each its own
         return sorted(

@@ -73,6 +73,11 @@ SIDECAR_SHADOWED = (
     "photo's whole file name, which comes first; remove {sidecar} (or, to render the photo with "
     "it, remove {used} and send {photo} again)"
 )
+SIDECAR_CASE_TWIN = (
+    "{sidecar} was not used: job {job_id} took {photo} with {used}, which differs from it in case "
+    "or Unicode form alone and is written as the photo is; remove {sidecar} (or, to render the "
+    "photo with it, remove {used} and send {photo} again)"
+)
 # Where a failed job's photo is, and what takes it again (the end of a failure's advice).
 BACK_IN_INBOX = "the photo is back in the inbox and is taken again once the sidecar changes"
 INTERRUPTED = (

@@ -322,11 +322,11 @@ class Lifecycle:
                 self.spool.remember([problem.path], job_id)
                 log.info("intake.sidecar_left", sidecar=str(problem.path), job_id=job_id)
                 return
-            text = (
-                answers.SIDECAR_SHADOWED
-                if used == f"{photo}.json" and sidecar != used
-                else answers.SIDECAR_AFTER_PHOTO
-            )
+            text = answers.SIDECAR_AFTER_PHOTO
+            if used is not None and sidecar != used and key(sidecar) == key(used):
+                text = answers.SIDECAR_CASE_TWIN
+            elif used == f"{photo}.json" and sidecar != used:
+                text = answers.SIDECAR_SHADOWED
             reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
