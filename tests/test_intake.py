@@ -616,6 +616,10 @@ def test_a_photo_and_its_sidecar_pair_whatever_the_case(inbox: Inbox) -> None:
         Arrival(portrait, brings, Path("."), style),
     }
     assert inbox.poll(PAIR * 2) == []  # the style image is not a photo waiting for a sidecar
+    street = inbox.write("STRASSE.jpg")  # not straße: FAT and NTFS fold letter by letter
+    inbox.write("straße.json", '{"style": "a"}')
+    reported = {event.path for event in inbox.poll(PAIR + SETTLE) if isinstance(event, Problem)}
+    assert reported == {street, inbox.root / "straße.json"}
 
 
 def test_names_alike_but_for_case_each_take_the_sidecar_written_the_same_way(

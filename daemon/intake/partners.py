@@ -68,8 +68,9 @@ def key(name: str) -> str:
     """Names pair up whatever the Unicode normalisation (macOS writes accents decomposed, most
     other systems composed, and a sync tool carries the bytes as they were) and whatever the
     case (FAT, exFAT and SMB fold it, so a user cannot even rename `photo.json` beside
-    `Photo.jpg` to match)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+    `Photo.jpg` to match). Case is folded letter by letter, as those file systems do: `ß` is
+    not `SS` (a re-test's finding: `STRASSE.jpg` paired with `straße.json`)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).lower())
 
 
 def signature_of(result: os.stat_result) -> Signature:
