@@ -5,7 +5,7 @@ page and metrics read.
 While the daemon runs it writes the report on every change (files settling and waiting for
 their pair exist only in its memory), listing the first LISTED queued jobs and inbox files and
 counting the rest; when it does not, `stylefold status` builds the same report from the state
-database (`daemon.jobs.store`), without the in-memory sections.
+database (`daemon.jobs.store`), without the in-memory sections, listed the same way.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def _read_report(state: Path) -> StatusReport:
     try:
         store = Store(state, readonly=True)
         try:
-            return from_store(store, daemon)
+            return listed(from_store(store, daemon))  # as a running daemon's report lists
         finally:
             store.close()
     except (OSError, sqlite3.Error, ValidationError) as exc:

@@ -22,7 +22,8 @@ from conftest import (
 from daemon.cli.status import SHOWN, render_status
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
-from daemon.status import LISTED, listed
+from daemon.jobs.store import Store
+from daemon.status import LISTED, listed, read_status
 from daemon.status_model import (
     Attention,
     Counts,
@@ -251,6 +252,22 @@ def test_a_long_queue_is_listed_in_part_and_counted_whole() -> None:
     assert status_line(report).startswith(f"{LISTED + 50} queued, 1 running")
     assert len(model_to_json(report)) < len(model_to_json(whole)) * 0.9
     assert listed(report) == report  # within the limits: unchanged
+
+
+def test_a_stopped_daemons_long_queue_is_listed_as_a_running_ones(folders: Folders) -> None:
+    """A re-test's finding: with the daemon stopped, `status --json` listed all 1,100 queued
+    jobs (537 KB) with nothing under `unlisted`, unlike the running daemon's report."""
+    store = Store(folders.state)
+    try:
+        for index in range(LISTED + 5):
+            store.create(f"job-{index:04}", State.CLAIMING, f"roll/IMG_{index:04}.jpg")
+            store.move(f"job-{index:04}", State.QUEUED)
+    finally:
+        store.close()
+    report = read_status(folders.state)
+    assert not report.daemon.running
+    assert len(report.in_state(State.QUEUED)) == LISTED and report.unlisted.queued == 5
+    assert f"queued: {LISTED + 5}\n" in render_status(report, failures=0, now=NOW)
 
 
 def test_status_of_a_running_daemon(
