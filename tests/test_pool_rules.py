@@ -77,7 +77,9 @@ def test_top_inbox_folders_take_turns() -> None:
     def order(count: int) -> list[str]:
         return [queue.take("cpu", 1)[0].job_id for _ in range(count)]
 
-    assert order(4) == ["roll0", "urgent", "alice", "roll1"]
+    ahead = ["roll0", "urgent", "alice", "roll1", "alice2", "roll2", "roll3"]
+    assert queue.job_ids == ahead  # what status lists: the order they are taken in
+    assert order(4) == ahead[:4] and queue.job_ids == ahead[4:]
     assert queue.submit(_task("bob", share="bob"))
     assert order(2) == ["bob", "alice2"]
     [again] = queue.take("cpu", 1)

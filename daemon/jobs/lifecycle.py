@@ -142,8 +142,11 @@ class Lifecycle:
         return paths
 
     def items(self) -> list[JobItem]:
+        """Queued jobs in the order the pool takes them (its turns)."""
+        turn = {job_id: index for index, job_id in enumerate(self.pool.queued)}
+        jobs = sorted(self.jobs.values(), key=lambda job: turn.get(job.id, -1))
         return live_items(
-            self.jobs,
+            {job.id: job for job in jobs},
             self.running,
             self.publisher.blocked,
             self.returning,

@@ -10,6 +10,7 @@ job per other busy folder.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
 
@@ -43,7 +44,23 @@ class TaskQueue:
 
     @property
     def job_ids(self) -> list[str]:
-        return [task.job_id for task in self._tasks]
+        """In the order `take` would hand them out, one at a time (devices and batches aside):
+        what `status` lists first (a re-test's finding: the next to run were listed after the
+        whole camera roll, or not at all)."""
+        shares: dict[str, deque[Task]] = {}
+        for task in self._tasks:
+            shares.setdefault(task.share, deque()).append(task)
+        turns = [(self._served.get(share, -1), index, share) for index, share in enumerate(shares)]
+        heapq.heapify(turns)
+        later = max(self._served.values(), default=0) + 1
+        order = []
+        while turns:
+            _, index, share = heapq.heappop(turns)
+            order.append(shares[share].popleft().job_id)
+            if shares[share]:
+                heapq.heappush(turns, (later, index, share))
+                later += 1
+        return order
 
     def has_room(self) -> bool:
         return len(self._tasks) < self.limit
