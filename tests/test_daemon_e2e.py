@@ -624,27 +624,46 @@ def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     assert not list(folders.outbox.glob("*.error.json"))
 
 
-@pytest.mark.parametrize("photo", ["h", "H"])
-def test_a_sidecar_corrected_after_its_photo_was_taken_is_told_so(
-    folders: Folders, photo: str
+AFTER = (
+    "{second} arrived after its photo {photo} had been taken with the sidecar it had then (job "
+    "{job}), so it was not used; to render the photo with it, put {photo} back beside it"
+)
+CASE_TWIN = (
+    "{second} was not used: job {job} took {photo} with {first}, which differs from it in case "
+    "or Unicode form alone"
+)
+
+
+@pytest.mark.parametrize(
+    ("photo", "first", "second", "archive", "told"),
+    [
+        ("h.jpg", "h.json", "h.json", "move", AFTER),
+        ("H.jpg", "h.json", "h.json", "move", AFTER),  # names pair without case
+        ("pic.JPG", "pic.JPG.json", "pic.jpg.json", "keep", CASE_TWIN),
+    ],
+)
+def test_a_sidecar_after_its_photo_was_taken_is_told_so(
+    folders: Folders, photo: str, first: str, second: str, archive: str, told: str
 ) -> None:
     """Found by a sync-tool trial: the corrected sidecar got "has no photo beside it; add the
-    photo", beside the photo's result, as if the photo had never come. Names pair without case
-    (`H.jpg` with `h.json`), and so are they told."""
-    daemon = start_daemon(folders, config=folders.config(pair_timeout=2.0))
+    photo", beside the photo's result, as if the photo had never come. And by a re-test: a
+    `pic.jpg.json` beside `pic.JPG`, kept in the inbox with the `pic.JPG.json` it was answered
+    with, was never told anything."""
+    config = folders.config(pair_timeout=2.0, archive=archive)
+    daemon = start_daemon(folders, config=config)
+    stem = photo.split(".")[0].lower()
     try:
-        (folders.inbox / f"{photo}.jpg").write_bytes(image_bytes(seed=4))
-        write_json(folders.inbox / "h.json", {"style": "mosaic", "params": {"iterations": 2}})
+        (folders.inbox / photo).write_bytes(image_bytes(seed=4))
+        write_json(folders.inbox / first, {"style": "mosaic", "params": {"iterations": 2}})
         job = daemon.wait_for_log("job.done")["job_id"]
-        write_json(folders.inbox / "h.json", {"style": "waves", "params": {"iterations": 2}})
-        reports = wait_for(lambda: list(folders.outbox.glob("h.error*.json")), 30, "a report")
+        write_json(folders.inbox / second, {"style": "waves", "params": {"iterations": 2}})
+        reports = wait_for(lambda: list(folders.outbox.glob(f"{stem}.error*.json")), 30, "one")
     finally:
         assert daemon.stop() == 0
-    assert _the_report_about(folders, reports, "h.json").startswith(
-        f"h.json arrived after its photo {photo}.jpg had been taken with the sidecar it had then "
-        f"(job {job}), so it was not used; to render the photo with it, put {photo}.jpg back "
-        "beside it"
+    assert _the_report_about(folders, reports, second).startswith(
+        told.format(photo=photo, first=first, second=second, job=job)
     )
+    assert daemon.logged("job.claimed") == 1
 
 
 def _the_report_about(folders: Folders, reports: list[Path], sidecar: str) -> str:
@@ -676,26 +695,6 @@ def test_of_two_sidecars_the_unused_one_is_told_why(folders: Folders, archive: s
     assert daemon.logged("job.claimed") == 1
     manifest = json.loads((folders.outbox / "t.manifest.json").read_text())
     assert manifest["sidecar"]["path"] == "t.jpg.json"
-
-
-def test_a_second_sidecar_differing_in_case_alone_is_told_why(folders: Folders) -> None:
-    """A re-test's finding: `pic.JPG`, answered with `pic.JPG.json` and kept in the inbox, got
-    a `pic.jpg.json` later (pairing ignores case), which was never told anything."""
-    config = folders.config(pair_timeout=2.0, archive="keep")
-    daemon = start_daemon(folders, config=config)
-    try:
-        (folders.inbox / "pic.JPG").write_bytes(image_bytes(seed=4))
-        write_json(folders.inbox / "pic.JPG.json", {"style": "mosaic", "params": {"iterations": 2}})
-        job = daemon.wait_for_log("job.done")["job_id"]
-        write_json(folders.inbox / "pic.jpg.json", {"style": "waves", "params": {"iterations": 2}})
-        reports = wait_for(lambda: list(folders.outbox.glob("pic.error*.json")), 30, "a report")
-    finally:
-        assert daemon.stop() == 0
-    assert _the_report_about(folders, reports, "pic.jpg.json").startswith(
-        f"pic.jpg.json was not used: job {job} took pic.JPG with pic.JPG.json, which differs "
-        "from it in case or Unicode form alone"
-    )
-    assert daemon.logged("job.claimed") == 1
 
 
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
