@@ -44,6 +44,8 @@ STYLE_CACHE_ENTRIES = 32
 NOISE_STD = 0.2
 # Long side of the copy of a style image whose colours a recolored start takes.
 PALETTE_SIDE = 256
+# A schedule's stages with the (w, h) of each, for one photo (`Engine._fitting_plan`).
+Plan = tuple[list[schedule.Stage], list[tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -209,18 +211,19 @@ class Engine:
         if params.init == "image" and any(init is None for init in inits):
             raise ImageInputError("init 'image' needs an init image; pass one or use 'content'")
         blend = normalise_weights([s.weight for s in styles]) if styles else []
-        groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        groups: dict[tuple[tuple[int, int], ...], tuple[Plan, list[int]]] = {}
         for index, content in enumerate(contents):
-            sizes = tuple(self._fitting_plan(content.size, params)[1])
-            groups.setdefault(sizes, []).append(index)
+            plan = self._fitting_plan(content.size, params)
+            groups.setdefault(tuple(plan[1]), (plan, []))[1].append(index)
         results: dict[int, RenderResult] = {}
         with self._lock, devices.out_of_memory_as_error(self.device):
-            for group in groups.values():
+            for plan, group in groups.values():
                 cadence = Cadence(max(1, progress_every), max(0, preview_every))
                 each = None if progress is None else _renumbered(progress, group)
                 members = [contents[i] for i in group]
+                starts = [inits[i] for i in group]
                 done = self._render(
-                    members, styles, blend, params, [inits[i] for i in group], each, cadence, cancel
+                    members, styles, blend, params, starts, each, cadence, cancel, plan
                 )
                 results.update(zip(group, done, strict=True))
         return [results[index] for index in range(len(contents))]
@@ -242,11 +245,13 @@ class Engine:
         progress: BatchProgressFn | None,
         cadence: Cadence,
         cancel: CancelFn | None,
+        plan: Plan,
     ) -> list[RenderResult]:
+        """`plan`: `_fitting_plan`'s, the same for every photo of `contents`."""
         peak = devices.PeakMemory(self.device)
         peak.reset()
         net = self.network(params)
-        stages, sizes = self._fitting_plan(contents[0].size, params)  # the same for all
+        stages, sizes = plan
 
         def picture(x: torch.Tensor, item: int, size: tuple[int, int]) -> Image.Image:
             return tensors.picture(net.space, x, contents[item], size, params)
@@ -313,9 +318,7 @@ class Engine:
         return results
 
     @staticmethod
-    def _fitting_plan(
-        content_size: tuple[int, int], params: RenderParams
-    ) -> tuple[list[schedule.Stage], list[tuple[int, int]]]:
+    def _fitting_plan(content_size: tuple[int, int], params: RenderParams) -> Plan:
         """The schedule's stages with their (w, h), without coarse passes too small for the
         network; an output too small for it is an error that says what to change."""
         need = min_side((*params.content_layers, *params.style_layers))
