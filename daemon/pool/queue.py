@@ -50,7 +50,7 @@ class TaskQueue:
         shares: dict[str, deque[Task]] = {}
         for task in self._tasks:
             shares.setdefault(task.share, deque()).append(task)
-        turns = [(self._served.get(share, -1), index, share) for index, share in enumerate(shares)]
+        turns = [(self._turn(share), index, share) for index, share in enumerate(shares)]
         heapq.heapify(turns)
         later = max(self._served.values(), default=0) + 1
         order = []
@@ -61,6 +61,11 @@ class TaskQueue:
                 heapq.heappush(turns, (later, index, share))
                 later += 1
         return order
+
+    def _turn(self, share: str) -> int:
+        """When `share` was last served (-1: not since it last had nothing queued); the lowest
+        goes next, the oldest folder in the queue among equals."""
+        return self._served.get(share, -1)
 
     def has_room(self) -> bool:
         return len(self._tasks) < self.limit
@@ -91,8 +96,9 @@ class TaskQueue:
                 oldest.setdefault(task.share, task)
         if not oldest:
             return []
-        first = min(oldest.values(), key=lambda task: self._served.get(task.share, -1))
-        # A folder with nothing queued is forgotten: its next photo is served first.
+        first = min(oldest.values(), key=lambda task: self._turn(task.share))
+        # A folder with nothing queued (that this member may run) is forgotten: its next photo
+        # is served first.
         self._served = {share: turn for share, turn in self._served.items() if share in oldest}
         self._served[first.share] = next(self._turns)
         batch = [first]
