@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -125,14 +126,12 @@ def listed(report: StatusReport, limit: int = LISTED) -> StatusReport:
     if len(queued) <= limit and len(report.inbox) <= limit:
         return report
     dropped = {job.job_id for job in queued[limit:]}
-    inbox: dict[str, int] = {}
-    for item in report.inbox[limit:]:
-        inbox[item.state] = inbox.get(item.state, 0) + 1
+    inbox = Counter(item.state for item in report.inbox[limit:])
     return report.model_copy(
         update={
             "jobs": [job for job in report.jobs if job.job_id not in dropped],
             "inbox": report.inbox[:limit],
-            "unlisted": Unlisted(queued=len(dropped), inbox=inbox),
+            "unlisted": Unlisted(queued=len(dropped), inbox=dict(inbox)),
         }
     )
 

@@ -86,8 +86,7 @@ class ClaimIntent(BaseModel):
     def inbox_pair(self, inbox: Path) -> tuple[Path, Path | None]:
         """The photo and its sidecar (None without one) in the inbox."""
         folder = inbox / self.rel_dir
-        photo, sidecar = self.pair_among([folder / name for name, _ in self.moves])
-        return photo, sidecar
+        return self.pair_among([folder / name for name, _ in self.moves])
 
     def pair_among(self, paths: list[Path]) -> tuple[Path, Path | None]:
         """The photo and its sidecar (None without one) among `paths`, listed in the order of
