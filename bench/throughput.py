@@ -93,13 +93,21 @@ def run_subject(
             raise SystemExit(f"{subject}: exit {proc.returncode}, {len(done)}/{jobs} done\n"
                              f"{proc.stderr[-2000:]}")  # fmt: skip
         span = max(_stamp(x) for x in done) - ready[0]
-        render = sum(float(x.get("render_seconds") or 0.0) for x in done)
+        manifests = [json.loads(p.read_text()) for p in (root / "outbox").glob("*.manifest.json")]
+        timings = [m["timings"] for m in manifests]
+        # A batch's render time is shared by its jobs; the rest of the worker's time for a job
+        # (decoding and encoding) is overhead.
+        render = sum(
+            t["render_seconds"] / m["batch_size"] for t, m in zip(timings, manifests, strict=True)
+        )
+        overhead = [t["worker_total_seconds"] - t["render_seconds"] for t in timings]
         return {
             "startup_s": ready[0] - began,
             "span_s": span,
             "jobs_per_hour": jobs / span * 3600,
             "render_s_per_job": render / jobs,
-            "overhead_s_per_job": float(np.mean([x["overhead_seconds"] for x in done])),
+            "overhead_s_per_job": float(np.mean(overhead)),
+            "mean_batch": float(np.mean([m["batch_size"] for m in manifests])),
         }
 
 
@@ -130,7 +138,7 @@ def main() -> None:
     print(json.dumps(machine.describe(args.device, REPO)))
     print(f"{args.jobs} jobs, {args.size} px, {args.iterations} iterations, {args.device}")
     header = f"{'subject':<24} {'start-up s':>10} {'span s':>8} {'jobs/h':>8} "
-    print(header + f"{'render s/job':>12} {'overhead s/job':>14}")
+    print(header + f"{'render s/job':>12} {'overhead s/job':>14} {'mean batch':>10}")
     subjects = SUBJECTS + (RAY_SUBJECTS if args.ray else [])
     if args.only:
         subjects = [s for s in subjects if any(word in s[0] for word in args.only)]
@@ -138,7 +146,8 @@ def main() -> None:
         r = run_subject(subject, args.jobs, args.size, args.iterations, args.device)
         print(
             f"{name:<24} {r['startup_s']:>10.1f} {r['span_s']:>8.1f} {r['jobs_per_hour']:>8.0f} "
-            f"{r['render_s_per_job']:>12.2f} {r['overhead_s_per_job']:>14.2f}",
+            f"{r['render_s_per_job']:>12.2f} {r['overhead_s_per_job']:>14.2f} "
+            f"{r['mean_batch']:>10.1f}",
             flush=True,
         )
 
