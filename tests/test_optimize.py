@@ -336,5 +336,5 @@ def test_lbfgs_starts_again_from_the_gradient_after_steps_taken_back_in_a_row() 
             assert not torch.allclose(flat[0], lbfgs._first(base_grad)[0])
     expected = -base_grad[0] / base_grad[0].abs().sum()
     assert torch.allclose(flat[0], expected)  # the gradient's step, from the kept point
-    assert torch.all(lbfgs.rho[:, 0] == 0) and int(lbfgs.rejected[0]) == 0
-    assert torch.any(lbfgs.rho[:, 1] != 0)  # the other item keeps what it learnt
+    assert not torch.any(lbfgs.valid[0]) and int(lbfgs.rejected[0]) == 0
+    assert torch.any(lbfgs.valid[1])  # the other item keeps what it learnt
