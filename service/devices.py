@@ -88,11 +88,24 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
         said = any(words in str(exc).lower() for words in _OUT_OF_MEMORY)
         if not (said or isinstance(exc, MemoryError | torch.OutOfMemoryError)):
             raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise DeviceOutOfMemoryError(
-            f"{device} ran out of memory; use a smaller size, another device, or free memory"
-        ) from exc
+    else:
+        return
+    let_go_of_failed_graph(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    raise DeviceOutOfMemoryError(
+        f"{device} ran out of memory; use a smaller size, another device, or free memory"
+    )
+
+
+def let_go_of_failed_graph(device: torch.device) -> None:
+    """After an out-of-memory error inside a backward pass, PyTorch's autograd engine keeps the
+    failed pass's graph, with every activation of the forward pass, until the next backward
+    pass on that device (pytorch/pytorch#82218): measured 1.6 GiB on an H200 after a 4096 px
+    attempt, 3.5 GiB on a CPU after 2048 px, enough to make the smaller retry fail too. A
+    trivial backward pass lets it go."""
+    one = torch.ones(1, device=device, requires_grad=True)
+    torch.autograd.grad(one.sum(), [one])
 
 
 def per_item_bytes(pixels: float, device_type: str) -> float:
