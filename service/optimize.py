@@ -81,9 +81,9 @@ class _LBFGS:
     per pair, over a thousand per iteration with 100 pairs: on an H200 that host-side work set
     the pace (a 512 px job at the defaults: 24 ms per iteration, 8-9 ms in this form, the
     same steps up to rounding). Every dot product of an iteration comes from one pass over
-    each history, the small (pairs x pairs) algebra runs in float64, and the step from one more
-    pass; on a CPU it also reads less than the two-loop's temporaries (a 512 px direction: 121
-    -> 58 ms on two cores).
+    each history, the small (pairs x pairs) algebra runs in float64 (float32 on Apple's MPS,
+    which has no float64), and the step from one more pass; on a CPU it also reads less than
+    the two-loop's temporaries (a 512 px direction: 121 -> 58 ms on two cores).
 
     A pair with too little curvature (y.s <= 1e-10) is kept but marked not valid, which takes
     it out of the product as rho = 0 takes it out of the two-loop recursion; PyTorch skips such
@@ -97,8 +97,9 @@ class _LBFGS:
         self.s = x.new_zeros(b, self.m, n)
         self.y = x.new_zeros(b, self.m, n)
         # sy[b, i, j] = s_i . y_j and yy[b, i, j] = y_i . y_j, by slot
-        self.sy = x.new_zeros(b, self.m, self.m, dtype=torch.float64)
-        self.yy = x.new_zeros(b, self.m, self.m, dtype=torch.float64)
+        self.small = torch.float32 if x.device.type == "mps" else torch.float64
+        self.sy = x.new_zeros(b, self.m, self.m, dtype=self.small)
+        self.yy = x.new_zeros(b, self.m, self.m, dtype=self.small)
         self.valid = x.new_zeros(b, self.m, dtype=torch.bool)
         self.slots = torch.arange(self.m, device=x.device)
         self.h_diag = x.new_ones(b)
@@ -149,8 +150,8 @@ class _LBFGS:
         self.y[:, slot] = y
         # (stacked as rows, then transposed: a [B, n, k] made by stacking on its last axis was
         # three times slower in a matrix product on a CPU)
-        on_s = _per_item(self.s, torch.stack([y, g], 1).mT).double()  # s_i . y, s_i . g
-        on_y = _per_item(self.y, torch.stack([s, y, g], 1).mT).double()  # y_i.s, y_i.y, y_i.g
+        on_s = _per_item(self.s, torch.stack([y, g], 1).mT).to(self.small)  # s_i.y, s_i.g
+        on_y = _per_item(self.y, torch.stack([s, y, g], 1).mT).to(self.small)  # y_i.s, y.y, y.g
         self.sy[:, :, slot] = on_s[..., 0]
         self.sy[:, slot, :] = on_y[..., 0]
         self.yy[:, :, slot] = on_y[..., 1]
@@ -163,13 +164,13 @@ class _LBFGS:
         self.count += 1
         pairs = min(self.count, self.m)
         order = (self.slots[:pairs] + (slot + 1 - pairs)) % self.m  # oldest first
-        v = self.valid[:, order].double()
+        v = self.valid[:, order].to(self.small)
         both = v.unsqueeze(-1) * v.unsqueeze(-2)
         alone = torch.diag_embed(1 - v)
         sy = self.sy[:, order][:, :, order] * both
         r = torch.triu(sy) + alone
         d = torch.diag_embed(torch.diagonal(sy, dim1=1, dim2=2)) + alone
-        gamma = self.h_diag.double()[:, None, None]
+        gamma = self.h_diag.to(self.small)[:, None, None]
         a = (on_s[:, order, 1] * v).unsqueeze(-1)  # S^T g
         c = gamma * (on_y[:, order, 2] * v).unsqueeze(-1)  # gamma Y^T g
         u = torch.linalg.solve_triangular(r, a, upper=True)

@@ -338,3 +338,33 @@ def test_lbfgs_starts_again_from_the_gradient_after_steps_taken_back_in_a_row() 
     assert torch.allclose(flat[0], expected)  # the gradient's step, from the kept point
     assert not torch.any(lbfgs.valid[0]) and int(lbfgs.rejected[0]) == 0
     assert torch.any(lbfgs.valid[1])  # the other item keeps what it learnt
+
+
+def test_lbfgs_small_algebra_in_float32_as_on_mps_takes_the_same_steps() -> None:
+    """Apple's MPS has no float64, so there the (pairs x pairs) algebra of the compact form
+    runs in float32: on an ill-conditioned problem (condition 1e4) with the history wrapped
+    round its ring and a step taken back now and then, its steps stay those of float64."""
+    from service.optimize import _LBFGS
+
+    generator = torch.Generator().manual_seed(3)
+    n = 4000
+    curvature = torch.logspace(-2, 2, n)[torch.randperm(n, generator=generator)]
+    target = torch.randn(2, n, generator=generator)
+    x = torch.zeros(2, n)
+    exact, single = _LBFGS(x, 1.0), _LBFGS(x, 1.0)
+    single.small = torch.float32
+    single.sy, single.yy = single.sy.float(), single.yy.float()
+    worst = 0.0
+    for i in range(HISTORY + 30):
+        grad = curvature * x - target
+        kept = torch.tensor([True, i % 13 != 7])
+        step = exact.direction(grad, kept)
+        other = single.direction(grad, kept)
+        worst = max(worst, float(((step - other).norm(dim=-1) / step.norm(dim=-1)).max()))
+        x = x + step
+        exact.taken(step)
+        single.taken(step)
+    assert worst < 1e-3, worst
+    assert float((0.5 * curvature * x * x - target * x).sum()) < -0.9 * float(
+        (0.5 * target * target / curvature).sum()
+    )  # and the steps did solve it: within 10 % of the minimum
