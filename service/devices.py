@@ -90,7 +90,8 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
             raise
     else:
         return
-    let_go_of_failed_graph(device)
+    with contextlib.suppress(RuntimeError):  # a cleanup that fails must not hide the error
+        let_go_of_failed_graph(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     raise DeviceOutOfMemoryError(
