@@ -102,9 +102,9 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
 def let_go_of_failed_graph(device: torch.device) -> None:
     """After an out-of-memory error inside a backward pass, PyTorch's autograd engine keeps the
     failed pass's graph, with every activation of the forward pass, until the next backward
-    pass on that device (pytorch/pytorch#82218): measured 1.6 GiB on an H200 after a 4096 px
-    attempt, 3.5 GiB on a CPU after 2048 px, enough to make the smaller retry fail too. A
-    trivial backward pass lets it go."""
+    pass on that device (pytorch/pytorch#82218): on a CPU 0.5-0.9 GiB after a 768-1024 px
+    attempt and 3.5 GiB after 2048 px, enough to make the smaller retry fail too. A trivial
+    backward pass lets it go."""
     one = torch.ones(1, device=device, requires_grad=True)
     torch.autograd.grad(one.sum(), [one])
 
