@@ -39,6 +39,15 @@ def make_image(
     return path
 
 
+def sample(name: str, size: int = 64) -> Image.Image:
+    """A scikit-image sample picture (`skimage.data.<name>`) fitted within size x size, RGB."""
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)())
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image.convert("RGB")
+
+
 def image_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
     import io
 

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 import torch
-from conftest import Folders, make_image, start_daemon, wait_for
+from conftest import Folders, make_image, sample, start_daemon, wait_for
 from PIL import Image
-from skimage import data
 
 from service.engine import Engine, StyleImage
 from service.errors import DeviceOutOfMemoryError
@@ -21,12 +20,6 @@ from service.params import RenderParams
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 GIB = 1 << 30
-
-
-def _sample(name: str, size: int) -> Image.Image:
-    image = Image.fromarray(getattr(data, name)())
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return image.convert("RGB")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ def _params(**values: object) -> RenderParams:
 
 
 def test_the_engine_renders_on_cuda_as_on_the_cpu(cuda: Engine) -> None:
-    content, style = _sample("chelsea", 96), [StyleImage(_sample("immunohistochemistry", 96))]
+    content, style = sample("chelsea", 96), [StyleImage(sample("immunohistochemistry", 96))]
     on_gpu = cuda.render(content, style, _params())
     on_cpu = Engine(device="cpu", precision="fp32").render(content, style, _params())
     assert on_gpu.device.startswith("cuda") and on_gpu.image.size == on_cpu.image.size
@@ -50,8 +43,8 @@ def test_the_engine_renders_on_cuda_as_on_the_cpu(cuda: Engine) -> None:
 
 
 def test_a_batch_on_cuda_gives_each_photo_its_own_result(cuda: Engine) -> None:
-    photos = [_sample(name, 96) for name in ("chelsea", "coffee", "astronaut")]
-    style = [StyleImage(_sample("immunohistochemistry", 96))]
+    photos = [sample(name, 96) for name in ("chelsea", "coffee", "astronaut")]
+    style = [StyleImage(sample("immunohistochemistry", 96))]
     params = _params()
     batch = cuda.render_batch(photos, style, params)
     alone = [cuda.render(photo, style, params) for photo in photos]
@@ -80,7 +73,7 @@ def _out_of_memory(engine: Engine, content: Image.Image, style: list[StyleImage]
 )
 def test_a_real_out_of_memory_is_a_device_error_and_the_engine_goes_on(cuda: Engine) -> None:
     """The allocator's own limit: a 4096 px single-scale render does not fit in 2 GiB."""
-    content, style = _sample("chelsea", 96), [StyleImage(_sample("coffee", 96))]
+    content, style = sample("chelsea", 96), [StyleImage(sample("coffee", 96))]
     cuda.render(content, style, _params(iterations=2))  # network and caches in place
     before = torch.cuda.memory_allocated()
     total = torch.cuda.get_device_properties(0).total_memory

@@ -6,8 +6,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from conftest import sample
 from PIL import Image
-from skimage import data
 
 from service import color, schedule
 from service.engine import Engine, StyleImage
@@ -21,12 +21,6 @@ from service.tensors import to_tensor
 SIZE = 40
 
 
-def _sample(name: str, size: int = 64) -> Image.Image:
-    image = Image.fromarray(getattr(data, name)())
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return image.convert("RGB")
-
-
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     return Engine(device="cpu")
@@ -34,12 +28,12 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="module")
 def content() -> Image.Image:
-    return _sample("chelsea")  # a cat, 64x43
+    return sample("chelsea")  # a cat, 64x43
 
 
 @pytest.fixture(scope="module")
 def style() -> Image.Image:
-    return _sample("immunohistochemistry")  # purple and brown stains
+    return sample("immunohistochemistry")  # purple and brown stains
 
 
 def _params(**values: object) -> RenderParams:
@@ -220,7 +214,7 @@ def test_histogram_mode_keeps_the_content_palette(engine: Engine, style: Image.I
 def test_blend_weights_are_normalised_and_used(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:
-    other = _sample("coffee")
+    other = sample("coffee")
     params = _params(iterations=10)
     alone = engine.render(content, [StyleImage(style, 3.0)], params).image.tobytes()
     zero_other = engine.render(
