@@ -94,6 +94,11 @@ def open_image(
             f"{name} looks like a decompression bomb ({exc}); it was not decoded; downscale it"
         ) from exc
     except UnidentifiedImageError as exc:
+        if data[:4] in (b"II*\x00", b"MM\x00*"):  # Pillow reads TIFF, not every sample kind
+            raise ImageInputError(
+                f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
+                "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
+            ) from exc
         raise ImageInputError(
             f"{name} is not an image format stylefold can read (JPEG, PNG, WebP, TIFF, HEIC, ...)"
         ) from exc

@@ -333,3 +333,14 @@ def test_a_profile_s_name_is_kept_to_one_short_line(tmp_path: Path) -> None:
     icc = rgb_profile("wide\n" + "x" * 5000)
     loaded = open_image(_save(Image.new("RGB", (4, 4)), tmp_path / "long.png", icc_profile=icc))
     assert loaded.profile == ("wide " + "x" * 5000)[:PROFILE_NAME]
+
+
+def test_a_tiff_of_float_colour_says_what_to_save_it_as(tmp_path: Path) -> None:
+    """Found by a re-tester: a 32-bit float RGB TIFF (Pillow has no such mode) was told it is
+    "not an image format stylefold can read", of a file that plainly is a TIFF."""
+    import tifffile
+
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((24, 32, 3), dtype=np.float32))
+    with pytest.raises(ImageInputError, match=r"is a TIFF whose pixels .* 8- or 16-bit TIFF"):
+        open_image(path)
