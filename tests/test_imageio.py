@@ -341,6 +341,7 @@ def test_a_tiff_of_float_colour_says_what_to_save_it_as(tmp_path: Path) -> None:
     import tifffile
 
     path = tmp_path / "scan.tif"
-    tifffile.imwrite(path, np.random.default_rng(0).random((24, 32, 3), dtype=np.float32))
+    colour = np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
+    tifffile.imwrite(path, colour, photometric="rgb")
     with pytest.raises(ImageInputError, match=r"is a TIFF whose pixels .* 8- or 16-bit TIFF"):
         open_image(path)
