@@ -99,12 +99,51 @@ def open_image(
                 f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
                 "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
             ) from exc
-        raise ImageInputError(
-            f"{name} is not an image format stylefold can read (JPEG, PNG, WebP, TIFF, HEIC, ...)"
+        raise _not_a_photo(name, data) or ImageInputError(
+            f"{name} is not an image format stylefold can read ({READABLE})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if error := _not_a_photo(name, data):  # a decoder took it on its container's word
+            raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
     return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile)
+
+
+READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
+_SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"
+# ISO base media files (ftyp box) that hold still images: HEIF and AVIF, with their sequences,
+# of which the first image is read. Any other brand is a video or a camera's raw file: a phone's
+# clip, or a Live Photo's motion part, named .HEIC by a sync tool or by hand (a camera roll's
+# trial: told "truncated or corrupt; copy it again", which no copy cures).
+_STILL_BRANDS = frozenset(
+    {b"mif1", b"msf1", b"miaf", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"avif",
+     b"avis", b"avio"}
+)  # fmt: skip
+_RAW_BRANDS = {b"crx ": "a Canon CR3 raw file"}
+_RAW_FIX = "export it from your raw editor as a JPEG or a 16-bit TIFF"
+
+
+def _not_a_photo(name: str, data: bytes) -> ImageInputError | None:
+    """What a file that no decoder here reads is instead, and what to send, by its signature;
+    None when it is not one of the kinds people mistake for a photo."""
+    head = data[:1024]
+    found: tuple[str, str] | None = None
+    if head[4:8] == b"ftyp":
+        size = min(int.from_bytes(head[:4], "big"), len(head))
+        brand, brands = head[8:12], {head[i : i + 4] for i in range(8, size - 3, 4)}
+        if brand in _RAW_BRANDS:
+            found = _RAW_BRANDS[brand], _RAW_FIX
+        elif not brands & _STILL_BRANDS:
+            found = f"a video (its ftyp brand is {brand.decode('latin-1').strip()!r})", _SEND_STILL
+    elif head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        found = "a video (Matroska, WebM or AVI)", _SEND_STILL
+    elif head.startswith(b"%PDF-"):
+        found = "a PDF document", "export its page as a PNG or a JPEG"
+    elif b"<svg" in head.lower():
+        found = "an SVG drawing", "export it as a PNG"
+    if found is None:
+        return None
+    return ImageInputError(f"{name} is {found[0]}, not a photo stylefold can read; {found[1]}")
 
 
 # TIFF tags that describe the file's layout rather than the photo; a TIFF's EXIF view lists them,

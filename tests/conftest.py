@@ -60,6 +60,18 @@ def image_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+def iso_media(major: bytes, *compatible: bytes) -> bytes:
+    """An ISO base media file laid out as phones write their clips (ftyp, wide, mdat, moov),
+    whole by its box sizes: what a video named .HEIC looks like to the daemon."""
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+    ftyp = box(b"ftyp", major + b"\0\0\0\0" + b"".join(compatible or (major,)))
+    moov = box(b"moov", box(b"mvhd", bytes(100)))
+    return ftyp + box(b"wide", b"") + box(b"mdat", os.urandom(4096)) + moov
+
+
 def write_json(path: Path, value: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value))

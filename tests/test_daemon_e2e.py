@@ -26,6 +26,7 @@ from conftest import (
     Daemon,
     Folders,
     image_bytes,
+    iso_media,
     make_folders,
     make_image,
     start_daemon,
@@ -400,6 +401,19 @@ def test_a_photo_that_does_not_decode_is_reported_and_returned(shared: Daemon) -
     wait_for((inbox / "photo.jpg").exists, 10, "the original back in the inbox")
     time.sleep(1.5)  # back in the inbox, settled again: not taken a second time
     assert _outputs(shared.folders.outbox / "corrupt") == ["photo.error.json", "photo.log"]
+
+
+def test_a_clip_named_heic_is_told_it_is_a_video(shared: Daemon) -> None:
+    """A Live Photo's motion part or a clip renamed .HEIC: whole by its boxes, so not waited
+    for as truncated, and told what it is rather than "copy it again"."""
+    inbox = shared.folders.inbox / "clip"
+    inbox.mkdir()
+    (inbox / "IMG_0001.HEIC").write_bytes(iso_media(b"qt  "))
+    write_json(inbox / "IMG_0001.json", SIDECAR)
+    error = str(_manifest(shared.folders, "clip/IMG_0001.error.json")["error"])
+    assert "is a video (its ftyp brand is 'qt'), not a photo" in error, error
+    assert "send a still photo" in error and "copy it again" not in error, error
+    wait_for((inbox / "IMG_0001.HEIC").exists, 10, "the original back in the inbox")
 
 
 def test_a_photo_without_sidecar_is_reported_after_the_pair_timeout(shared: Daemon) -> None:

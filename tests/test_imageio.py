@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import iso_media
 from icc_profiles import DISPLAY_P3_D50, grey_profile, rgb_profile
 from PIL import Image, ImageCms
 
@@ -153,6 +154,41 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path, content: bytes, message: st
     path = tmp_path / "photo.jpg"
     path.write_bytes(content)
     with pytest.raises(ImageInputError, match=message):
+        open_image(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (iso_media(b"qt  "), "is a video (its ftyp brand is 'qt'), not a photo"),  # an iPhone's
+        (iso_media(b"isom", b"isom", b"iso2", b"avc1", b"mp41"), "brand is 'isom'"),  # Android's
+        (iso_media(b"mp42", b"mp42", b"isom"), "brand is 'mp42'"),
+        (iso_media(b"3gp4", b"3gp4", b"isom"), "brand is '3gp4'"),
+        (iso_media(b"crx ", b"crx ", b"isom"), "is a Canon CR3 raw file, not a photo"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + bytes(64), "is a video (Matroska, WebM"),
+        (b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(64), "is a video (Matroska, WebM or AVI)"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(64), "is a PDF document, not a photo"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "is an SVG drawing"),
+    ],
+)
+def test_files_mistaken_for_photos_are_told_what_they_are(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    """Not "truncated or corrupt; copy it again", which no copy cures (a camera roll's trial:
+    a QuickTime clip named .HEIC), nor only "not an image format"."""
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(content)
+    with pytest.raises(ImageInputError, match=re.escape(message)) as caught:
+        open_image(path)
+    assert "copy it again" not in str(caught.value)
+    assert re.search(r"; (send a still photo|export it)", str(caught.value)), caught.value
+
+
+def test_a_cut_heic_is_still_truncated_not_a_video(tmp_path: Path) -> None:
+    data = _save(_gradient(64, 64), tmp_path / "whole.heic", quality=90).read_bytes()
+    path = tmp_path / "cut.heic"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
         open_image(path)
 
 
