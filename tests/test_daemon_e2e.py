@@ -908,6 +908,39 @@ def test_with_archive_keep_an_original_never_leaves_the_inbox(
     assert not any((folders.state / "spool").iterdir())
 
 
+def test_with_archive_keep_a_full_tracker_says_to_move_answered_photos_out(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Kept originals stay in the inbox and stay tracked: once they fill max_tracked no new
+    photo is taken, and status must say that moving answered ones out (or a higher limit) makes
+    room: it said to let the queue drain, which holds nothing then. Moving them out does."""
+    folders = make_folders(tmp_path_factory.mktemp("kept_full"))
+    config = folders.config(archive="keep", max_tracked=2, rescan_interval=1.0)
+    daemon = start_daemon(folders, config=config)
+    try:
+        for stem in ("first", "second"):
+            (folders.inbox / f"{stem}.jpg").write_bytes(image_bytes(seed=len(stem)))
+            write_json(folders.inbox / f"{stem}.json", SIDECAR)
+            if stem == "first":
+                _manifest(folders, "first.manifest.json")
+
+        def advice() -> str | None:
+            status = json.loads((folders.state / "status.json").read_text())
+            found = [a["fix"] for a in status["attention"] if "max_tracked" in a["what"]]
+            return found[0] if found else None
+
+        fix = wait_for(advice, 30, "max_tracked listed by status")
+        assert 'archive = "keep"' in fix and "move answered ones out" in fix, fix
+        assert not (folders.outbox / "second.manifest.json").exists()
+        answered = folders.root / "answered"
+        answered.mkdir()
+        for name in ("first.jpg", "first.json"):
+            (folders.inbox / name).rename(answered / name)
+        _manifest(folders, "second.manifest.json")
+    finally:
+        assert daemon.stop() == 0
+
+
 def _gps_photo(path: Path, seed: int) -> None:
     """A camera's JPEG with its location (a photographer's trial: it went into the result)."""
     image = Image.open(io.BytesIO(image_bytes(seed=seed)))

@@ -377,7 +377,8 @@ class Settings(BaseSettings):
         100_000,
         ge=1,
         description="Most inbox photos and sidecars tracked at once; beyond it the rest are "
-        "found by later scans, which is logged and shown by `status`.",
+        'found by later scans, which is logged and shown by `status`. With archive = "keep" '
+        "answered photos stay in the inbox and count too.",
         json_schema_extra=NEEDS_RESTART,
     )
     ray_connect_timeout: float = Field(

@@ -225,7 +225,7 @@ class Intake:
                 "max_tracked",
                 f"max_tracked ({self.max_tracked}) inbox files are tracked already; the others "
                 "are picked up by later scans once there is room",
-                "let the queue drain, or raise max_tracked (each file costs some memory)",
+                reasons.MAX_TRACKED_FIX,
             )
             return
         # The wait for a partner counts from the file's arrival (its inode change time: the

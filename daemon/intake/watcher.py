@@ -35,6 +35,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from daemon.config import Settings
+from daemon.intake import reasons
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.mounts import (
     MOUNTINFO,
@@ -225,7 +226,7 @@ class Watcher:
                 "max_tracked",
                 f"the inbox holds more than max_tracked ({self.max_tracked}) photos and "
                 "sidecars; the rest are found once there is room",
-                "let the queue drain, or raise max_tracked (each file costs some memory)",
+                reasons.MAX_TRACKED_FIX,
             )
         elif start == ROOT and tree.complete:
             self.limits.clear("max_tracked")
