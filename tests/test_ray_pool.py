@@ -5,9 +5,9 @@ The cluster is separate `ray start` processes on 127.0.0.1 (tests/ray_cluster.py
 a GPU, so the daemon places an actor there to refuse). Daemons are real `stylefold run`
 processes; nodes, actors and connections are really killed or cut. One cluster serves the
 module, in order: a start without a cluster (while the cluster boots), `doctor`, then one
-daemon through a refused node, jobs on both nodes, a killed actor, a lost node and a lost head
-(restarted on the same port), and last Ray Client daemons: one whose style crosses the link
-once, one whose connection is cut.
+daemon through a refused node, jobs on both nodes, a killed actor, a lost node, a node lost
+while its actor was idle and a lost head (restarted on the same port), and last Ray Client
+daemons: one whose style crosses the link once, one whose connection is cut.
 """
 
 from __future__ import annotations
@@ -337,6 +337,37 @@ class TestDaemonThroughFaults:
         manifest = answered_once(folders, ["node0", "node1"])[victim]
         assert manifest["node"] == "head" and manifest["attempt"] == 2
         assert daemon.process.poll() is None
+
+    def test_an_actor_whose_node_dies_while_idle_costs_no_job_an_attempt(
+        self, nodes: RayCluster, daemon: Daemon
+    ) -> None:
+        """An operator's trial: a node killed while its actors were idle, the next photo was
+        sent to them one after the other and failed ("the Ray actor died ... this usually
+        means the machine ran out of memory") without being rendered, and status counted both
+        as idle. `third` takes the actor the head has no room for (the second node is gone)."""
+        nodes.up(nodes.add_node("third", cpus=2))
+        on_third = wait_for(
+            lambda: [
+                line for line in events(daemon, "pool.worker_ready") if line["node"] == "third"
+            ],
+            90,
+            "an actor on the third node",
+        )
+        lost_before = len(events(daemon, "pool.worker_lost"))
+        nodes.node("third").kill()
+        lost = wait_for(
+            lambda: events(daemon, "pool.worker_lost")[lost_before:], 30, "the idle actor's loss"
+        )
+        assert lost[0]["worker"] == on_third[-1]["worker"] and lost[0]["job_ids"] == []
+        folders = daemon.folders
+        retries = len(events(daemon, "job.retry"))
+        for index in range(2):
+            drop(folders, f"idle{index}", {}, seed=30 + index)
+        wait_answered(folders, ["idle0", "idle1"])
+        manifests = answered_once(folders, ["idle0", "idle1"])
+        assert {m["attempt"] for m in manifests.values()} == {1}
+        assert {m["node"] for m in manifests.values()} == {"head"}
+        assert len(events(daemon, "job.retry")) == retries
 
     def test_head_loss_mid_job_reconnects_and_answers_once(
         self, nodes: RayCluster, daemon: Daemon

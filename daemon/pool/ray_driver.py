@@ -48,7 +48,12 @@ from daemon.pool.render import WorkerSpec
 from daemon.versions import stylefold_version
 
 TICK = 0.1  # seconds one turn waits for the actors or the daemon
-PROGRESS_EVERY = 0.5  # seconds between two progress takes from a rendering actor
+PROGRESS_EVERY = 0.5  # seconds between two progress takes from a rendering actor ...
+# ... and from an idle one, which says whether it is alive: an actor whose node died while it
+# was idle was otherwise found dead only when a job was sent to it, and that job was charged
+# an attempt, with advice about memory (a Ray operator's trial: a photo failed after two
+# dead actors, never rendered; status counted both as idle).
+ALIVE_EVERY = 2.0
 HEALTH_EVERY = 1.0  # seconds between two probes of the cluster's address
 HEALTH_FAILURES = 3  # failed probes in a row that mean the cluster is gone
 ACTOR_CONCURRENCY = 4  # identify or load or render, take_progress, cancel
@@ -120,7 +125,7 @@ class _Actor:
     spec: WorkerSpec
     stage: Literal["identify", "load", "idle", "render"] = "identify"
     call: Any = None  # the ObjectRef of identify, load or render while one runs
-    progress: Any = None  # the ObjectRef of take_progress while one runs
+    progress: Any = None  # the ObjectRef of take_progress while one runs (idle ones too)
     polled: float = field(default_factory=time.monotonic)
 
 
@@ -210,8 +215,9 @@ class Driver:
     def _turn(self) -> None:
         now = time.monotonic()
         for actor in self.actors.values():
-            due = now - actor.polled >= PROGRESS_EVERY
-            if actor.stage == "render" and actor.progress is None and due:
+            every = PROGRESS_EVERY if actor.stage == "render" else ALIVE_EVERY
+            due = now - actor.polled >= every
+            if actor.stage in ("render", "idle") and actor.progress is None and due:
                 actor.progress, actor.polled = actor.handle.take_progress.remote(), now
         owners: dict[Any, tuple[_Actor, bool]] = {}
         for actor in self.actors.values():
@@ -233,13 +239,15 @@ class Driver:
                 self._answered(actor)
 
     def _progress(self, actor: _Actor, timeout: float = 0.0) -> None:
-        from ray.exceptions import RayError
+        from ray.exceptions import RayActorError, RayError
 
         ref, actor.progress = actor.progress, None
         try:
             reports = self.ray.get(ref, timeout=timeout)
-        except RayError:
-            return  # the actor's call says what happened to it
+        except RayError as exc:
+            if actor.stage == "idle" and isinstance(exc, RayActorError):
+                self._failed(actor, exc)  # no call of its own would say so
+            return  # a rendering actor's call says what happened to it
         for report in reports:
             self.link.send(report)
 
