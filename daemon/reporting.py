@@ -57,7 +57,8 @@ class Source(Protocol):
 def _outage_attention(outage: Outage) -> Attention:
     return Attention(
         what=f"the Ray cluster at {outage.address} does not answer",
-        where=outage.reason,
+        # The reason often starts as `what` does ("the Ray cluster at ... stopped answering").
+        where=outage.reason.removeprefix(f"the Ray cluster at {outage.address} "),
         since=outage.since,
         fix="jobs wait in the queue and the daemon connects again by itself, waiting up to a "
         "minute between tries; on the head: `ray status`, `systemctl status ray-head`",

@@ -114,7 +114,13 @@ def busy_report() -> StatusReport:
                 what="a job folder could not be read and was moved aside",
                 where="state/broken/20260101-x",
                 fix="look at its job.json, then delete the folder",
-            )
+            ),
+            Attention(
+                what="the Ray cluster at 10.0.0.2:6379 does not answer",
+                where="stopped answering (Connection refused)",
+                fix="jobs wait in the queue",
+                since=NOW - 180,
+            ),
         ],
         counts=Counts(done=7, failed=1, rejected=1),
     )
@@ -155,6 +161,12 @@ def test_every_section_in_order() -> None:
         in text
     )
     assert "b/blocked.jpg  the outbox is full (ENOSPC); next try in 50 s" in text
+    # Since when, where it is known (deploy/README promises it for a Ray outage).
+    assert (
+        "the Ray cluster at 10.0.0.2:6379 does not answer (stopped answering (Connection "
+        "refused)), for 3 min\n      fix: jobs wait in the queue" in text
+    )
+    assert "moved aside (state/broken/20260101-x)\n" in text  # no since: none shown
     assert re.search(
         r"x/rejected.jpg rejected: unknown style 'starry'; report x/rejected.error.json", text
     )

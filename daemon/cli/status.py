@@ -97,7 +97,7 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         more = report.unlisted_jobs(state)
         _section(lines, state, report.in_state(state), lambda job: _job_line(job, now), more)
     _failures(lines, open_failures(report.recent), failures)
-    _section(lines, "needs attention", report.attention, _attention_line)
+    _section(lines, "needs attention", report.attention, lambda item: _attention_line(item, now))
     return "\n".join(visible(line) for line in lines)  # names from the inbox, escapes shown
 
 
@@ -204,6 +204,7 @@ def _failure_line(end: Finished) -> str:
     return text + (f"; report {end.report}" if end.report else "")
 
 
-def _attention_line(item: Attention) -> list[str]:
+def _attention_line(item: Attention, now: float) -> list[str]:
     where = f" ({item.where})" if item.where else ""
-    return [f"{item.what}{where}", f"    fix: {item.fix}"]
+    since = "" if item.since is None else f", for {duration(max(0.0, now - item.since))}"
+    return [f"{item.what}{where}{since}", f"    fix: {item.fix}"]
