@@ -99,6 +99,11 @@ def open_image(
                 f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
                 "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
             ) from exc
+        if (kind := _damaged_kind(data)) is not None:
+            raise ImageInputError(
+                f"{name} begins as a {kind} but its header cannot be read (the file is damaged); "
+                "copy it again, or save it anew from the original"
+            ) from exc
         raise _not_a_photo(name, data) or ImageInputError(
             f"{name} is not an image format stylefold can read ({READABLE})"
         ) from exc
@@ -121,6 +126,24 @@ _STILL_BRANDS = frozenset(
 )  # fmt: skip
 _RAW_BRANDS = {b"crx ": "a Canon CR3 raw file"}
 _RAW_FIX = "export it from your raw editor as a JPEG or a 16-bit TIFF"
+
+
+def _damaged_kind(data: bytes) -> str | None:
+    """The format a file's first bytes claim, for one no decoder identifies: damaged, not of a
+    format unknown here (a Ray operator's trial: a JPEG scrambled after its first bytes was
+    told it was not a format stylefold reads)."""
+    head = data[:64]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in _STILL_BRANDS:
+        return "HEIF" if head[8:12] not in (b"avif", b"avis", b"avio") else "AVIF"
+    return None
 
 
 def _not_a_photo(name: str, data: bytes) -> ImageInputError | None:

@@ -146,7 +146,7 @@ def test_max_pixels_limit_applies(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"", "is empty"),
-        (b"GIF89a this is not really an image" * 3, "truncated or corrupt|not an image format"),
+        (b"GIF89a this is not really an image" * 3, "begins as a GIF but its header cannot"),
         (b"hello, I am a text file\n" * 20, "not an image format"),
     ],
 )
@@ -182,6 +182,17 @@ def test_files_mistaken_for_photos_are_told_what_they_are(
         open_image(path)
     assert "copy it again" not in str(caught.value)
     assert re.search(r"; (send a still photo|export it)", str(caught.value)), caught.value
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "gif", "webp", "heic"])
+def test_a_file_whose_header_is_damaged_is_told_so(tmp_path: Path, fmt: str) -> None:
+    """Its first bytes say what it is; past them, garbage that no decoder identifies."""
+    whole = _save(_gradient(64, 48), tmp_path / f"whole.{fmt}").read_bytes()
+    path = tmp_path / f"damaged.{fmt}"
+    path.write_bytes(whole[:12] + bytes(range(256)) * 4)
+    kind = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "heic": "HEIF"}[fmt]
+    with pytest.raises(ImageInputError, match=f"begins as a {kind} but its header cannot be read"):
+        open_image(path)
 
 
 def test_a_cut_heic_is_still_truncated_not_a_video(tmp_path: Path) -> None:
