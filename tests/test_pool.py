@@ -262,6 +262,43 @@ def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path: Path) -
         pool.stop()
 
 
+@pytest.mark.heavy
+def test_once_a_worker_starts_the_others_waiting_out_a_back_off_start_too() -> None:
+    """Workers killed while loading (four times) make their replacements wait longer each
+    time (2, 4, 8, 16 s); once one of them starts, the device works again and the other
+    starts at once rather than after the rest of its 16 s."""
+    pool = Pool(WorkerProcesses(["cpu"], 2, EngineSetup()), PoolPolicy())
+    pool.start()
+    try:
+        killed: set[int] = set()
+        while len(killed) < 4:
+            pool.poll(0.05)
+            for worker in pool.workers():
+                if (
+                    worker.pid is not None
+                    and worker.pid not in killed
+                    and worker.state == "starting"
+                ):
+                    os.kill(worker.pid, signal.SIGKILL)
+                    killed.add(worker.pid)
+        first_ready: float | None = None
+        second_started: float | None = None
+        deadline = time.monotonic() + 90
+        while second_started is None and time.monotonic() < deadline:
+            pool.poll(0.05)
+            workers = pool.workers()
+            if first_ready is None and any(worker.state == "idle" for worker in workers):
+                first_ready = time.monotonic()
+            elif first_ready is not None and len(workers) == 2:
+                second_started = time.monotonic()
+        assert first_ready is not None and second_started is not None
+        assert second_started - first_ready < 2.0
+        pool.wait_ready(90)
+        assert pool.ready_workers() == 2
+    finally:
+        pool.stop()
+
+
 def test_policy_reloads_live_and_drain_empties_the_queue(tmp_path: Path) -> None:
     """No worker needed: the queue and the policy are the pool's own."""
     pool = Pool(WorkerProcesses(["cpu"], 1), PoolPolicy(queue_max=1))

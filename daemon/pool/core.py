@@ -248,6 +248,14 @@ class Pool:
             member.state, member.loaded = "idle", True
             member.pid, member.node = report.pid, report.node
             self._respawn_failures.pop(member.device, None)
+            # The device starts engines again: replacements waiting out its back-off start now
+            # (a Ray operator's trial: after a two-minute outage the second actor came 26 s
+            # after the first, with the delay that had grown while the cluster was away).
+            now = time.monotonic()
+            self._pending_respawn = [
+                (min(when, now) if device == member.device else when, device)
+                for when, device in self._pending_respawn
+            ]
             log.info(
                 "pool.worker_ready",
                 worker=member.worker_id,
