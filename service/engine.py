@@ -25,7 +25,7 @@ from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
 from service.network import InputSpace, VGGFeatures, min_side
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
-from service.params import RenderParams
+from service.params import STYLE_MIN_SIDE, RenderParams
 from service.progress import (
     BatchProgressFn,
     Cadence,
@@ -405,7 +405,7 @@ class Engine:
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
-        need = max(min_side(params.style_layers), schedule.STYLE_MIN_SIDE)
+        need = max(min_side(params.style_layers), STYLE_MIN_SIDE)
         rgb = tensors.resized(
             style.image,
             schedule.style_dimensions(style.image.size, size, params.style_scale, need),

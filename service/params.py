@@ -45,6 +45,10 @@ def layer_position(name: str) -> tuple[int, int]:
 
 Network = Literal["vgg19", "vgg16"]
 ColorMode = Literal["none", "luminance", "histogram"]
+# The style image's short side is never below this: smaller, its Gram matrices are mostly the
+# network's zero padding at its borders, and the render paints a frame of swirls around a
+# washed-out middle (seen at 40-128 px: a low style_scale, or a small output).
+STYLE_MIN_SIDE = 128
 MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image is noise
 
 # Why an optimisation ended (results, manifests); here, not in optimize.py, so that readers of
@@ -162,7 +166,8 @@ class RenderParams(BaseModel):
         le=8,
         description="Style image size relative to the output size (linear; at 1 the style "
         "image has as many pixels as the output; lower makes the strokes finer). The style "
-        "image's short side stays at least 128 px, below which it carries no texture.",
+        f"image's short side stays at least {STYLE_MIN_SIDE} px, below which it carries no "
+        "texture.",
     )
     preserve_colors: ColorMode = Field(
         default="none",

@@ -46,7 +46,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from service.params import RenderParams, layer_position
+from service.params import STYLE_MIN_SIDE, RenderParams, layer_position
 
 # `multiscale="auto"` refines through passes at each halving for outputs longer than this ...
 AUTO_ABOVE = 640
@@ -82,12 +82,6 @@ def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
     if width >= height:
         return long_side, max(1, round(height * long_side / width))
     return max(1, round(width * long_side / height)), long_side
-
-
-# The style image's short side is never below this: smaller, its Gram matrices are mostly the
-# network's zero padding at its borders, and the render paints a frame of swirls around a
-# washed-out middle (seen at 40-128 px: a low style_scale, or a small output).
-STYLE_MIN_SIDE = 128
 
 
 def style_dimensions(
