@@ -398,6 +398,17 @@ class TestDaemonThroughFaults:
         wait_answered(folders, ["head0", "head1"])
         manifests = answered_once(folders, ["head0", "head1"])
         assert manifests["head0"]["attempt"] == 1  # the lost run did not count
+        # The outage is logged, not every member each try started and lost at once (an
+        # operator's trial: eight lines a minute for as long as it lasted).
+        names = [line.get("event") for line in daemon.log_lines()]
+        lost_at = len(names) - names[::-1].index("pool.ray_lost")
+        back_at = lost_at + names[lost_at:].index("pool.ray_connected")
+        during = daemon.log_lines()[lost_at:back_at]
+        tries = {"pool.worker_started", "pool.worker_lost", "pool.ray_connecting"}
+        loud = [line for line in during if line["event"] in tries and line["level"] != "debug"]
+        assert [line["event"] for line in loud] == ["pool.worker_lost"] * len(loud), loud
+        assert len(loud) <= 2  # the actors the loss took, each said once
+        assert any(line["event"] == "pool.worker_started" for line in during)  # it did try
 
 
 def _ray_attention(folders: Folders) -> dict[str, Any] | None:

@@ -143,7 +143,11 @@ class Pool:
         worker_id, self._next_id = self._next_id, self._next_id + 1
         pid = self.members.spawn(worker_id, device)
         self._members[worker_id] = _Member(worker_id, device, pid)
-        log.info("pool.worker_started", worker=worker_id, device=device, pid=pid)
+        # While a cluster is away every try starts members that it loses at once: the outage
+        # is logged (`pool.ray_unreachable`), its members' comings and goings only at debug
+        # (a Ray operator's trial: eight lines a minute for as long as the outage lasted).
+        say = log.debug if self.members.outage is not None else log.info
+        say("pool.worker_started", worker=worker_id, device=device, pid=pid)
 
     def wait_ready(self, timeout: float, tick: Callable[[], bool] = lambda: False) -> None:
         deadline = time.monotonic() + timeout
@@ -335,7 +339,8 @@ class Pool:
             failures = self._respawn_failures.get(member.device, 0) + 1
             self._respawn_failures[member.device] = failures
             delay = min(RESPAWN_BACKOFF_MAX, 2.0**failures)
-        log.warning(
+        quiet = with_cluster and not member.loaded and self.members.outage is not None
+        (log.debug if quiet else log.warning)(
             "pool.worker_lost",
             worker=member.worker_id,
             reason=reason,

@@ -170,7 +170,8 @@ class RayActors:
         return list(self.devices)
 
     def _start(self) -> DriverProcess:
-        log.info("pool.ray_connecting", address=self.address, timeout=self.connect_timeout)
+        say = log.debug if self.outage is not None else log.info  # each try of an outage
+        say("pool.ray_connecting", address=self.address, timeout=self.connect_timeout)
         deadline = time.monotonic() + self.connect_timeout
         opening = Open(
             self.address, NAMESPACE, deadline, _local_cpus(self.cpu_actors, self.actor_cpus)
