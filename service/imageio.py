@@ -101,14 +101,16 @@ def open_image(
             ) from exc
         if (kind := _damaged_kind(data)) is not None:
             raise ImageInputError(
-                f"{name} begins as a {kind} but its header cannot be read (the file is damaged); "
+                f"{name} begins as {kind} file but its header cannot be read (it is damaged); "
                 "copy it again, or save it anew from the original"
             ) from exc
         raise _not_a_photo(name, data) or ImageInputError(
             f"{name} is not an image format stylefold can read ({READABLE})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        if error := _not_a_photo(name, data):  # a decoder took it on its container's word
+        # A decoder took it on its container's word (a clip in an ISO box named .HEIC); one
+        # that begins as an image is a damaged image, whatever its metadata says.
+        if _damaged_kind(data) is None and (error := _not_a_photo(name, data)):
             raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
     return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile)
@@ -116,15 +118,21 @@ def open_image(
 
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
 _SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"
-# ISO base media files (ftyp box) that hold still images: HEIF and AVIF, with their sequences,
-# of which the first image is read. Any other brand is a video or a camera's raw file: a phone's
-# clip, or a Live Photo's motion part, named .HEIC by a sync tool or by hand (a camera roll's
-# trial: told "truncated or corrupt; copy it again", which no copy cures).
+# ISO base media files (ftyp box) whose major brand says still image: HEIF and AVIF, with their
+# sequences, of which the first image is read. Any other major brand is a video or a camera's
+# raw file (an MP4 may list mif1 among its other brands): a phone's clip, or a Live Photo's
+# motion part, named .HEIC by a sync tool or by hand (a camera roll's trial: told "truncated or
+# corrupt; copy it again", which no copy cures).
 _STILL_BRANDS = frozenset(
     {b"mif1", b"msf1", b"miaf", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"avif",
      b"avis", b"avio"}
 )  # fmt: skip
 _RAW_BRANDS = {b"crx ": "a Canon CR3 raw file"}
+# An SVG file begins with its root element, or with an XML declaration (and comments) before
+# it; "<svg" further in is a text note or a photo's metadata (a re-tester's finding).
+_SVG = re.compile(
+    rb"(\xef\xbb\xbf)?\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg", re.S | re.I
+)
 _RAW_FIX = "export it from your raw editor as a JPEG or a 16-bit TIFF"
 
 
@@ -134,15 +142,15 @@ def _damaged_kind(data: bytes) -> str | None:
     told it was not a format stylefold reads)."""
     head = data[:64]
     if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
+        return "a JPEG"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
+        return "a PNG"
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
+        return "a GIF"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
+        return "a WebP"
     if head[4:8] == b"ftyp" and head[8:12] in _STILL_BRANDS:
-        return "HEIF" if head[8:12] not in (b"avif", b"avis", b"avio") else "AVIF"
+        return "an AVIF" if head[8:12] in (b"avif", b"avis", b"avio") else "a HEIF"
     return None
 
 
@@ -152,17 +160,16 @@ def _not_a_photo(name: str, data: bytes) -> ImageInputError | None:
     head = data[:1024]
     found: tuple[str, str] | None = None
     if head[4:8] == b"ftyp":
-        size = min(int.from_bytes(head[:4], "big"), len(head))
-        brand, brands = head[8:12], {head[i : i + 4] for i in range(8, size - 3, 4)}
+        brand = head[8:12]  # the major brand: an MP4 may list mif1 among the others
         if brand in _RAW_BRANDS:
             found = _RAW_BRANDS[brand], _RAW_FIX
-        elif not brands & _STILL_BRANDS:
+        elif brand not in _STILL_BRANDS:
             found = f"a video (its ftyp brand is {brand.decode('latin-1').strip()!r})", _SEND_STILL
     elif head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
         found = "a video (Matroska, WebM or AVI)", _SEND_STILL
     elif head.startswith(b"%PDF-"):
         found = "a PDF document", "export its page as a PNG or a JPEG"
-    elif b"<svg" in head.lower():
+    elif _SVG.match(head):
         found = "an SVG drawing", "export it as a PNG"
     if found is None:
         return None

@@ -146,7 +146,7 @@ def test_max_pixels_limit_applies(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"", "is empty"),
-        (b"GIF89a this is not really an image" * 3, "begins as a GIF but its header cannot"),
+        (b"GIF89a this is not really an image" * 3, "begins as a GIF file but its header"),
         (b"hello, I am a text file\n" * 20, "not an image format"),
     ],
 )
@@ -169,6 +169,8 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path, content: bytes, message: st
         (b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(64), "is a video (Matroska, WebM or AVI)"),
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(64), "is a PDF document, not a photo"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "is an SVG drawing"),
+        (b'\xef\xbb\xbf  <!-- logo -->\n<SVG width="9"/>', "is an SVG drawing"),
+        (iso_media(b"isom", b"isom", b"mif1", b"iso2"), "is a video (its ftyp brand is 'isom')"),
     ],
 )
 def test_files_mistaken_for_photos_are_told_what_they_are(
@@ -190,9 +192,24 @@ def test_a_file_whose_header_is_damaged_is_told_so(tmp_path: Path, fmt: str) -> 
     whole = _save(_gradient(64, 48), tmp_path / f"whole.{fmt}").read_bytes()
     path = tmp_path / f"damaged.{fmt}"
     path.write_bytes(whole[:12] + bytes(range(256)) * 4)
-    kind = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "heic": "HEIF"}[fmt]
-    with pytest.raises(ImageInputError, match=f"begins as a {kind} but its header cannot be read"):
+    kind = {"jpg": "a JPEG", "png": "a PNG", "gif": "a GIF", "webp": "a WebP", "heic": "a HEIF"}
+    with pytest.raises(ImageInputError, match=f"begins as {kind[fmt]} file but its header cannot"):
         open_image(path)
+
+
+def test_svg_in_a_note_or_in_a_photos_metadata_is_not_an_svg(tmp_path: Path) -> None:
+    """A re-tester's finding: "<svg" anywhere in the first kilobyte made a text note, and a
+    truncated JPEG whose comment mentioned it, "an SVG drawing"."""
+    note = tmp_path / "note.jpg"
+    note.write_bytes(b"Notes: remember to export the <svg> logo\n" * 4)
+    with pytest.raises(ImageInputError, match="is not an image format stylefold can read"):
+        open_image(note)
+    buffer = io.BytesIO()
+    _gradient(64, 48).save(buffer, "JPEG", comment=b"logo <svg> version")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        open_image(cut)
 
 
 def test_a_cut_heic_is_still_truncated_not_a_video(tmp_path: Path) -> None:
