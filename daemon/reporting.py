@@ -55,10 +55,15 @@ class Source(Protocol):
 
 
 def _outage_attention(outage: Outage) -> Attention:
+    # The driver's reason mostly says what `what` says, around the error itself (a Ray
+    # operator's trial: "does not answer (the Ray cluster at ... stopped answering (...))").
+    said = f"the Ray cluster at {outage.address} stopped answering ("
+    where = outage.reason
+    if where.startswith(said) and where.endswith(")"):
+        where = where[len(said) : -1]
     return Attention(
         what=f"the Ray cluster at {outage.address} does not answer",
-        # The reason often starts as `what` does ("the Ray cluster at ... stopped answering").
-        where=outage.reason.removeprefix(f"the Ray cluster at {outage.address} "),
+        where=where,
         since=outage.since,
         fix="jobs wait in the queue and the daemon connects again by itself, waiting up to a "
         "minute between tries; on the head: `ray status`, `systemctl status ray-head`",

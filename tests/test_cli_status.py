@@ -117,7 +117,7 @@ def busy_report() -> StatusReport:
             ),
             Attention(
                 what="the Ray cluster at 10.0.0.2:6379 does not answer",
-                where="stopped answering (Connection refused)",
+                where="[Errno 111] Connection refused",
                 fix="jobs wait in the queue",
                 since=NOW - 180,
             ),
@@ -163,8 +163,8 @@ def test_every_section_in_order() -> None:
     assert "b/blocked.jpg  the outbox is full (ENOSPC); next try in 50 s" in text
     # Since when, where it is known (deploy/README promises it for a Ray outage).
     assert (
-        "the Ray cluster at 10.0.0.2:6379 does not answer (stopped answering (Connection "
-        "refused)), for 3 min\n      fix: jobs wait in the queue" in text
+        "the Ray cluster at 10.0.0.2:6379 does not answer ([Errno 111] Connection refused), "
+        "for 3 min\n      fix: jobs wait in the queue" in text
     )
     assert "moved aside (state/broken/20260101-x)\n" in text  # no since: none shown
     assert re.search(
