@@ -3,6 +3,7 @@
 import io
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,26 @@ def test_svg_in_a_note_or_in_a_photos_metadata_is_not_an_svg(tmp_path: Path) -> 
     cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
     with pytest.raises(ImageInputError, match="truncated or corrupt"):
         open_image(cut)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"<!---->" * 146 + b"<!--",
+        b"<!--" * 256,
+        b"<?xml" * 200,
+        b" " * 1023 + b"<",
+        b"<!-- -->" * 128,
+    ],
+)
+def test_a_hostile_prologue_is_judged_in_one_pass(tmp_path: Path, head: bytes) -> None:
+    """My first SVG test, a regular expression, took minutes on the first of these."""
+    path = tmp_path / "p.jpg"
+    path.write_bytes(head)
+    started = time.perf_counter()
+    with pytest.raises(ImageInputError, match="not an image format"):
+        open_image(path)
+    assert time.perf_counter() - started < 1.0
 
 
 def test_a_cut_heic_is_still_truncated_not_a_video(tmp_path: Path) -> None:
