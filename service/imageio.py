@@ -108,9 +108,8 @@ def open_image(
             f"{name} is not an image format stylefold can read ({READABLE})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # A decoder took it on its container's word (a clip in an ISO box named .HEIC); one
-        # that begins as an image is a damaged image, whatever its metadata says.
-        if _damaged_kind(data) is None and (error := _not_a_photo(name, data)):
+        # A decoder took it on its container's word (a clip in an ISO box named .HEIC).
+        if error := _not_a_photo(name, data):
             raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
     return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile)
@@ -174,7 +173,8 @@ def _damaged_kind(data: bytes) -> str | None:
 
 def _not_a_photo(name: str, data: bytes) -> ImageInputError | None:
     """What a file that no decoder here reads is instead, and what to send, by its signature;
-    None when it is not one of the kinds people mistake for a photo."""
+    None when it is not one of the kinds people mistake for a photo. No signature here is one
+    of `_damaged_kind`'s, so a damaged image is never called something else."""
     head = data[:1024]
     found: tuple[str, str] | None = None
     if head[4:8] == b"ftyp":

@@ -400,10 +400,11 @@ class TestDaemonThroughFaults:
         assert manifests["head0"]["attempt"] == 1  # the lost run did not count
         # The outage is logged, not every member each try started and lost at once (an
         # operator's trial: eight lines a minute for as long as it lasted).
-        names = [line.get("event") for line in daemon.log_lines()]
+        lines = daemon.log_lines()
+        names = [line.get("event") for line in lines]
         lost_at = len(names) - names[::-1].index("pool.ray_lost")
         back_at = lost_at + names[lost_at:].index("pool.ray_connected")
-        during = daemon.log_lines()[lost_at:back_at]
+        during = lines[lost_at:back_at]
         tries = {"pool.worker_started", "pool.worker_lost", "pool.ray_connecting"}
         loud = [line for line in during if line["event"] in tries and line["level"] != "debug"]
         assert [line["event"] for line in loud] == ["pool.worker_lost"] * len(loud), loud
