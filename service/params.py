@@ -114,7 +114,7 @@ class RenderParams(BaseModel):
         le=100_000,
         description="Iteration cap of a one-scale render. Coarse-to-fine shares it: a half-size "
         "sketch gets half of it, a larger output's first coarse pass all of it, and each finer "
-        "pass a share of what the pass before it ran.",
+        "pass a share of what the pass before it ran. 0 returns the start (see init) as it is.",
     )
     content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
     strength: float = Field(
