@@ -50,6 +50,7 @@ TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction ti
 # a test hook (the reliability suite shortens it), not a setting.
 PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
+INTAKE_BUDGET = 0.5  # seconds of settle checks per loop turn (they read arriving photos)
 READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
 STOP_LOADING = 2.0  # a stop while loading: seconds workers get before they are killed
@@ -274,7 +275,7 @@ class Daemon:
         assert self.lifecycle is not None
         now = time.monotonic()
         self._observe(now)
-        for event in self.intake.poll(now):
+        for event in self.intake.poll(now, time.monotonic() + INTAKE_BUDGET):
             self._last_activity = now
             if isinstance(event, Arrival):
                 if self.fixes is not None:

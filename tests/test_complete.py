@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -161,3 +162,52 @@ def test_a_tiff_claiming_millions_of_strips_is_not_judged_and_costs_little(
         handle.write(head)
         handle.truncate(size)
     assert truncation(tmp_path, PurePath("sparse.tif")) is None
+
+
+def _endless(head: bytes, unit: bytes, size: int) -> tuple[list[int], Callable[[int, int], bytes]]:
+    """A reader of `head` then `unit` over and over up to `size` bytes, without holding them,
+    and the list of the lengths asked of it."""
+    asked: list[int] = []
+
+    def read(offset: int, length: int) -> bytes:
+        asked.append(length)
+        out = bytearray()
+        while length > 0 and offset < size:
+            if offset < len(head):
+                piece = head[offset : offset + length]
+            else:
+                at = (offset - len(head)) % len(unit)
+                piece = unit[at : at + length]
+            piece = piece[: size - offset]
+            out += piece
+            offset += len(piece)
+            length -= len(piece)
+        return bytes(out)
+
+    return asked, read
+
+
+GIF_HEAD = b"GIF89a" + (1).to_bytes(2, "little") * 2 + b"\0\0\0"
+
+
+@pytest.mark.parametrize(
+    ("head", "unit"),
+    [
+        # comment extensions of 199,000 one-byte sub-blocks each, and no trailer (an
+        # attacker's trial: the limit was counted per chain of sub-blocks, and a 250 MB file
+        # held the daemon's loop 30 s)
+        (GIF_HEAD, b"\x21\xfe" + b"\x01\x00" * 199_000 + b"\x00"),
+        (b"\xff\xd8", b"\xff\xfe\x00\x02"),  # empty JPEG comments, no end marker
+        (b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00tEXt\x00\x00\x00\x00"),  # empty chunks
+        (b"\x00\x00\x00\x10ftypheic\x00\x00\x00\x00", b"\x00\x00\x00\x08free"),  # empty boxes
+    ],
+    ids=["gif", "jpeg", "png", "heic"],
+)
+def test_a_file_of_endless_tiny_structures_is_not_judged_and_costs_one_budget(
+    head: bytes, unit: bytes
+) -> None:
+    """Whatever the format and however its structures nest, one file costs at most MAX_STEPS
+    reads: the daemon's loop judges every arriving photo."""
+    asked, read = _endless(head, unit, 250 << 20)
+    assert missing_end(read, 250 << 20) is None
+    assert len(asked) <= MAX_STEPS + 1

@@ -736,3 +736,24 @@ def test_a_second_sidecar_differing_in_case_alone_is_told_not_kept_silently(
     assert inbox.poll(SETTLE) == []
     [problem] = inbox.poll(PAIR)
     assert isinstance(problem, Problem) and problem.path == second and problem.orphan
+
+
+def test_a_poll_past_its_time_settles_one_file_and_leaves_the_rest_for_the_next(
+    inbox: Inbox,
+) -> None:
+    """Settle checks read the files (a hostile inbox makes each cost up to a budget), so a poll
+    stops at its deadline after the first; none is lost, the next polls go on where it stopped."""
+    pairs = []
+    for index in range(3):
+        pairs.append((inbox.write(f"p{index}.jpg"), inbox.write(f"p{index}.json", "{}")))
+        inbox.now += 0.01
+    inbox.now += SETTLE
+    arrived: list[Event] = []
+    for turn in range(6):
+        events = inbox.intake.poll(inbox.now, until=0.0)  # the deadline already passed
+        assert len(events) <= 1
+        arrived += events
+        if turn == 0:
+            assert events == []  # one file settled: not yet a pair
+    assert arrived == [Arrival(image, sidecar, Path(".")) for image, sidecar in pairs]
+    assert inbox.poll(SETTLE) == []

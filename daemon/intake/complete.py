@@ -17,7 +17,10 @@ judged and count as whole.
     TIFF       the image file directories and the strips or tiles they point to
 
 `missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(root, relative)`
-opens the file. Work is bounded: a hostile file that needs more steps than the limits is not judged.
+opens the file. Work is bounded per file: every read, and every strip or tile pointer a TIFF
+lists, spends a step of one budget (MAX_STEPS), so a hostile file that needs more is not judged,
+however its structure nests (an attacker's trial: a GIF of extension blocks of 199,000 one-byte
+sub-blocks each, the limit then counted per chain, held the daemon's loop 30 s per 250 MB).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from daemon import safefs
 
 Read = Callable[[int, int], bytes]  # (offset, length) -> at most `length` bytes
 
-MAX_STEPS = 200_000  # segments, chunks, blocks or boxes walked before giving up (not judged)
+MAX_STEPS = 200_000  # reads (and TIFF data pointers) of one file before giving up (not judged)
 WINDOW = 1 << 16
 # Inside JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; any
 # other byte after it starts a marker (a fill byte 0xFF included).
@@ -82,15 +85,33 @@ class _GaveUp(Exception):
     """The walk needed more than MAX_STEPS steps: the file is not judged."""
 
 
+class _Steps:
+    """A reader that spends a step a read from the file's one budget: each walk below reads at
+    least once a step, so none outlasts the budget, however the file nests its structures."""
+
+    def __init__(self, read: Read) -> None:
+        self._read = read
+        self.spent = 0
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        self.spend(1)
+        return self._read(offset, length)
+
+    def spend(self, count: int) -> None:
+        self.spent += count
+        if self.spent > MAX_STEPS:
+            raise _GaveUp
+
+
 def missing_end(read: Read, size: int) -> str | None:
     """The format's own description of what is missing, or None (see `truncation`)."""
     try:
-        return _missing_end(read, size)
+        return _missing_end(_Steps(read), size)
     except _GaveUp:
         return None
 
 
-def _missing_end(read: Read, size: int) -> str | None:
+def _missing_end(read: _Steps, size: int) -> str | None:
     head = read(0, 12)
     if head.startswith(b"\xff\xd8"):
         return _jpeg(read, size)
@@ -116,9 +137,9 @@ def _u32le(data: bytes, offset: int) -> int:
 _JPEG_CUT = "a JPEG without its end marker"
 
 
-def _jpeg(read: Read, size: int) -> str | None:
+def _jpeg(read: _Steps, size: int) -> str | None:
     pos = 2
-    for _ in range(MAX_STEPS):
+    while True:
         head = read(pos, 4)
         if len(head) < 2:
             return _JPEG_CUT
@@ -143,10 +164,9 @@ def _jpeg(read: Read, size: int) -> str | None:
             if found is None:
                 return _JPEG_CUT
             pos = found
-    raise _GaveUp
 
 
-def _next_marker(read: Read, pos: int, size: int) -> int | None:
+def _next_marker(read: _Steps, pos: int, size: int) -> int | None:
     while pos < size:
         chunk = read(pos, WINDOW + 1)  # one byte of overlap: a 0xFF at the window's edge
         match = _JPEG_MARKER.search(chunk)
@@ -163,9 +183,9 @@ def _next_marker(read: Read, pos: int, size: int) -> int | None:
 _PNG_CUT = "a PNG without its IEND chunk"
 
 
-def _png(read: Read, size: int) -> str | None:
+def _png(read: _Steps, size: int) -> str | None:
     pos = 8
-    for _ in range(MAX_STEPS):
+    while True:
         head = read(pos, 8)
         if len(head) < 8:
             return _PNG_CUT
@@ -177,7 +197,6 @@ def _png(read: Read, size: int) -> str | None:
             return _PNG_CUT
         if kind == b"IEND":
             return None
-    raise _GaveUp
 
 
 # -- GIF ----------------------------------------------------------------------------------------
@@ -185,12 +204,12 @@ def _png(read: Read, size: int) -> str | None:
 _GIF_CUT = "a GIF without its trailer"
 
 
-def _gif(read: Read, size: int) -> str | None:
+def _gif(read: _Steps, size: int) -> str | None:
     screen = read(10, 1)
     if not screen:
         return _GIF_CUT
     pos = 13 + _color_table(screen[0])
-    for _ in range(MAX_STEPS):
+    while True:
         block = read(pos, 1)
         if not block:
             return _GIF_CUT
@@ -208,20 +227,18 @@ def _gif(read: Read, size: int) -> str | None:
         pos = _sub_blocks(read, pos)
         if pos > size:
             return _GIF_CUT
-    raise _GaveUp
 
 
-def _sub_blocks(read: Read, pos: int) -> int:
+def _sub_blocks(read: _Steps, pos: int) -> int:
     """The position after a chain of sub-blocks (ended by an empty one); past the end of the
     file when the file ends inside it."""
-    for _ in range(MAX_STEPS):
+    while True:
         length = read(pos, 1)
         if not length:
             return pos + 1
         pos += 1 + length[0]
         if length[0] == 0:
             return pos
-    raise _GaveUp
 
 
 def _color_table(packed: int) -> int:
@@ -233,9 +250,9 @@ def _color_table(packed: int) -> int:
 _BMFF_CUT = "a HEIC/AVIF file shorter than its boxes say"
 
 
-def _bmff(read: Read, size: int) -> str | None:
+def _bmff(read: _Steps, size: int) -> str | None:
     pos = 0
-    for _ in range(MAX_STEPS):
+    while True:
         if pos == size:
             return None
         head = read(pos, 16)
@@ -253,7 +270,6 @@ def _bmff(read: Read, size: int) -> str | None:
         pos += length
         if pos > size:
             return _BMFF_CUT
-    raise _GaveUp
 
 
 # -- TIFF ---------------------------------------------------------------------------------------
@@ -264,20 +280,13 @@ _DATA_TAGS = {273: 279, 324: 325}  # strip offsets -> strip byte counts; tiles l
 MAX_IFDS = 64
 
 
-def _tiff(read: Read, size: int, order: Literal["little", "big"]) -> str | None:
-    """Every directory entry and strip or tile pointer counts as a step: a sparse file's header
-    can claim millions of strips (an attacker's trial: a 256 MiB file of 4 KiB on disk held the
-    daemon's loop 32 s and 1.2 GB of memory, and 64 directories would take half an hour)."""
-    steps = 0
+def _tiff(read: _Steps, size: int, order: Literal["little", "big"]) -> str | None:
+    """Every strip or tile pointer counts as a step too: a sparse file's header can claim
+    millions of strips (an attacker's trial: a 256 MiB file of 4 KiB on disk held the daemon's
+    loop 32 s and 1.2 GB of memory, and 64 directories would take half an hour)."""
 
     def number(data: bytes) -> int:
         return int.from_bytes(data, order)
-
-    def spend(count: int) -> None:
-        nonlocal steps
-        steps += count
-        if steps > MAX_STEPS:
-            raise _GaveUp
 
     offset = number(read(4, 4))
     seen: set[int] = set()
@@ -287,7 +296,6 @@ def _tiff(read: Read, size: int, order: Literal["little", "big"]) -> str | None:
         if len(count_bytes) < 2:
             return _TIFF_CUT
         count = number(count_bytes)
-        spend(count)
         end = offset + 2 + 12 * count + 4
         if end > size:
             return _TIFF_CUT
@@ -304,7 +312,7 @@ def _tiff(read: Read, size: int, order: Literal["little", "big"]) -> str | None:
                 if where + items * width > size:
                     return _TIFF_CUT
             if kind in (3, 4) and (tag in _DATA_TAGS or tag in _DATA_TAGS.values()):
-                spend(items)
+                read.spend(items)
                 unit = ("<" if order == "little" else ">") + ("H" if kind == 3 else "I")
                 values = struct.iter_unpack(unit, read(where, items * width))
                 arrays[tag] = tuple(value for (value,) in values)

@@ -18,6 +18,7 @@ It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
 import contextlib
+import math
 import os
 import stat
 import time
@@ -299,14 +300,19 @@ class Intake:
 
     # -- decisions ------------------------------------------------------------------------
 
-    def poll(self, now: float) -> list[Event]:
-        """Everything that became ready or hopeless since the last poll, oldest first."""
+    def poll(self, now: float, until: float = math.inf) -> list[Event]:
+        """Everything that became ready or hopeless since the last poll, oldest first. Settle
+        checks read files (`_still_arriving`), so they stop at `until` (time.monotonic()) after
+        the first, and the rest wait for the next poll: the daemon's loop, and the watchdog it
+        feeds, go on while a thousand arriving photos are looked at."""
         events: list[Event] = []
-        self._wake([path for path, until in self._asleep.items() if until <= now])
+        self._wake([path for path, due in self._asleep.items() if due <= now])
         for path in sorted(self._pending, key=lambda path: self._files[path].changed_at):
             entry = self._files.get(path)
-            if entry is not None and path in self._pending:
-                self._settle(entry, now, events)
+            if entry is None or path not in self._pending:
+                continue
+            if self._settle(entry, now, events) and time.monotonic() >= until:
+                break
         # Decisions come after every settle check, so halves settling in the same poll pair up;
         # a decision may wake partners, which are decided in the next round of this same poll.
         # Settled sidecars are read first: a photo another one brings as its style waits for
@@ -337,13 +343,16 @@ class Intake:
                 else:
                     self._decide_sidecar(entry, now, events)
 
-    def _settle(self, entry: Tracked, now: float, events: list[Event]) -> None:
-        if entry.settled:
-            return
-        if now - entry.changed_at < self.settle_seconds:
-            return
+    def _settle(self, entry: Tracked, now: float, events: list[Event]) -> bool:
+        """Whether the file was due to be looked at, and was (what takes time)."""
+        if entry.settled or now - entry.changed_at < self.settle_seconds:
+            return False
         if entry.arriving is not None and now < entry.arriving.look_at:
-            return
+            return False
+        self._look(entry, now, events)
+        return True
+
+    def _look(self, entry: Tracked, now: float, events: list[Event]) -> None:
         before = entry.signature
         self.observe(entry.path, now)  # one last look: a change missed by events restarts
         current = self._files.get(entry.path)
