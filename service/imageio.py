@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import pillow_heif
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from service.errors import ImageInputError
 from service.files import NotAFile, open_regular
@@ -80,7 +80,7 @@ def open_image(
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
-            rgb, profile = _to_srgb(ImageOps.exif_transpose(opened), opened.info.get("icc_profile"))
+            rgb, profile = _to_srgb(_upright(opened), opened.info.get("icc_profile"))
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -202,15 +202,49 @@ _TIFF_LAYOUT_TAGS = frozenset(
 )  # fmt: skip
 
 
+# EXIF is metadata: a damaged block must not cost the photo. Pillow raises SyntaxError,
+# TypeError, struct.error and more on one (a fuzzer's trial: a WebP whose pixels are whole was
+# refused as "truncated or corrupt", or failed its batch as an internal error), so what reads or
+# rewrites EXIF catches every error and goes on without it.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation of an opened image, read from its header (`header_exif`); None
+    when it has none or its EXIF cannot be read."""
+    try:
+        value = header_exif(image).get(EXIF_ORIENTATION)
+    except Exception:  # a damaged EXIF block: see _TRANSPOSE
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The pixels as the photo is meant to be seen (its EXIF is rewritten by `encode_image`)."""
+    method = _TRANSPOSE.get(exif_orientation(image) or 1)
+    return image if method is None else image.transpose(method)
+
+
 def _exif_bytes(image: Image.Image) -> bytes | None:
     raw = image.info.get("exif")
     if isinstance(raw, bytes) and raw:
         return raw
-    exif = image.getexif()
-    if image.format == "TIFF":
-        for tag in _TIFF_LAYOUT_TAGS & set(exif):
-            del exif[tag]
-    return exif.tobytes() if len(exif) else None
+    try:
+        exif = image.getexif()
+        if image.format == "TIFF":
+            for tag in _TIFF_LAYOUT_TAGS & set(exif):
+                del exif[tag]
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # a damaged EXIF block: see _TRANSPOSE
+        return None
 
 
 def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
@@ -330,8 +364,8 @@ def carries_location(path: Path) -> bool:
     not decoded). An unreadable file carries nothing to leave out."""
     try:
         with Image.open(path) as image:
-            return bool(image.getexif().get_ifd(EXIF_GPS_IFD))
-    except (OSError, SyntaxError, ValueError):
+            return bool(header_exif(image).get_ifd(EXIF_GPS_IFD))
+    except Exception:  # unreadable, or a damaged EXIF block: see _TRANSPOSE
         return False
 
 
@@ -343,14 +377,26 @@ def _marked_exif(
     SOFTWARE, so that an image of ours synced back into an inbox is known
     (`written_by_stylefold`). Over `limit` bytes (a JPEG's 64 KiB segment; a PNG or TIFF may
     carry more, an attacker's trial: the result failed as an internal error) it loses its
-    maker's notes and comments, and if that is not enough, everything but the signature:
-    never the result."""
+    maker's notes and comments, and if that is not enough, or the photo's EXIF is damaged,
+    everything but the signature: never the result."""
+    try:
+        data = _carried_exif(raw, size, limit, location)
+    except Exception:  # a damaged EXIF block: see _TRANSPOSE
+        data = None
+    if data is None:
+        exif = Image.Exif()
+        exif[EXIF_SOFTWARE] = SOFTWARE
+        data = exif.tobytes()
+    return data
+
+
+def _carried_exif(
+    raw: bytes | None, size: tuple[int, int], limit: int | None, location: bool
+) -> bytes | None:
+    """`_marked_exif` with the photo's tags; None when they do not fit in `limit`."""
     exif = Image.Exif()
     if raw:
-        try:
-            exif.load(raw)
-        except (SyntaxError, ValueError, OSError):
-            exif = Image.Exif()  # unreadable EXIF is dropped rather than failing the result
+        exif.load(raw)
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
     if not location:
@@ -367,11 +413,7 @@ def _marked_exif(
         for tag in _BULKY_TAGS:
             details.pop(tag, None)
         data = exif.tobytes()
-    if limit is not None and len(data) > limit:
-        exif = Image.Exif()
-        exif[EXIF_SOFTWARE] = SOFTWARE
-        data = exif.tobytes()
-    return data
+    return data if limit is None or len(data) <= limit else None
 
 
 def header_exif(image: Image.Image) -> Image.Exif:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import iso_media
 from icc_profiles import DISPLAY_P3_D50, grey_profile, rgb_profile
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from service.errors import ImageInputError
 from service.imageio import (
@@ -430,3 +430,58 @@ def test_a_tiff_of_float_colour_says_what_to_save_it_as(tmp_path: Path) -> None:
     tifffile.imwrite(path, colour, photometric="rgb")
     with pytest.raises(ImageInputError, match=r"is a TIFF whose pixels .* 8- or 16-bit TIFF"):
         open_image(path)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_turns_the_pixels_as_pillow_does(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    buffer = io.BytesIO()
+    _gradient(24, 16).save(buffer, "PNG", exif=exif.tobytes())
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    assert np.array_equal(np.asarray(open_image(buffer.getvalue()).image), expected)
+
+
+def _damaged_exifs(count: int) -> list[bytes]:
+    """A photo's EXIF (orientation 6, GPS, a date) with a few bytes changed or cut short."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    exif[0x0131] = "camera"
+    exif.get_ifd(0x8825).update({1: "N", 2: (1.0, 2.0, 3.0)})
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:01 00:00:00"
+    whole = exif.tobytes()
+    rng = np.random.default_rng(11)
+    damaged = []
+    for _ in range(count):
+        data = bytearray(whole)
+        for at in rng.integers(0, len(data), rng.integers(1, 5)):
+            data[at] = rng.integers(0, 256)
+        damaged.append(bytes(data[: rng.integers(4, len(data))] if rng.random() < 0.2 else data))
+    return damaged
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on the damaged blocks
+@pytest.mark.parametrize("fmt", ["WEBP", "JPEG", "PNG"])
+def test_a_damaged_exif_costs_its_metadata_never_the_photo(fmt: str, tmp_path: Path) -> None:
+    """A fuzzer's trial: Pillow raises SyntaxError, TypeError or struct.error on a damaged EXIF
+    block; a WebP whose pixels were whole was refused as "truncated or corrupt", or failed its
+    batch as an internal error (`upright_size`). Each is decoded, turned as far as its EXIF can
+    be read, sized alike for batching, and written out with its EXIF or without it, never
+    with a location asked to be left out."""
+    from daemon.pool.batching import upright_size
+    from service.imageio import EXIF_GPS_IFD, carries_location
+
+    for index, damaged in enumerate(_damaged_exifs(80)):
+        buffer = io.BytesIO()
+        _gradient(24, 16).save(buffer, fmt, exif=damaged)
+        path = tmp_path / f"{index}.{fmt.lower()}"
+        path.write_bytes(buffer.getvalue())
+        loaded = open_image(path)
+        assert upright_size(path) == loaded.image.size
+        carries_location(path)
+        for out in ("jpg", "png", "webp"):
+            written = Image.open(
+                io.BytesIO(encode_image(loaded.image, out, exif=loaded.exif, location=False))
+            )
+            assert not written.getexif().get_ifd(EXIF_GPS_IFD)

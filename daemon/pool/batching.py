@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from service import schedule
-from service.imageio import EXIF_ORIENTATION, header_exif
+from service.imageio import exif_orientation
 from service.params import RenderParams
 
 SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
@@ -25,7 +25,7 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             w, h = image.size
-            if header_exif(image).get(EXIF_ORIENTATION) in SIDEWAYS:
+            if exif_orientation(image) in SIDEWAYS:
                 w, h = h, w
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
