@@ -223,16 +223,18 @@ def test_long_sections_say_what_they_left_out() -> None:
         JobItem(job_id=str(n), input=f"q/{n:03}.jpg", state="queued", since=NOW)
         for n in range(SHOWN + 5)
     ]
-    failures = [
-        Finished(job_id=str(n), input=f"f/{n:03}.jpg", outcome="failed", at=NOW, reason="x")
-        for n in range(12)
+    failures = [  # newest first, as `daemon.status.report` lists them
+        Finished(job_id=str(n), input=f"f/{n:03}.jpg", outcome="failed", at=NOW - n, reason="x")
+        for n in reversed(range(12))
     ]
     report = StatusReport(daemon=DaemonInfo(running=False, version="1"), jobs=jobs, recent=failures)
     text = render_status(report, failures=3, now=NOW)
     assert f"queued: {SHOWN + 5}" in text and f"q/{SHOWN - 1:03}.jpg" in text
     assert f"q/{SHOWN:03}.jpg" not in text and "... and 5 more" in text
-    # The newest failures are the ones shown, after a line counting the others.
+    # The newest failures are the ones shown, oldest of them first, after a line counting the
+    # others (a new user's trial: the oldest were shown, as "earlier" hid the newest).
     assert [f"f/{n:03}.jpg" in text for n in (8, 9, 10, 11)] == [False, True, True, True]
+    assert text.index("f/009.jpg") < text.index("f/010.jpg") < text.index("f/011.jpg")
     assert "recent failures: 12\n  ... 9 earlier (--failures N shows more)\n" in text
     hidden = render_status(report, failures=0, now=NOW)
     assert hidden.endswith("recent failures: 12\n  ... 12 earlier (--failures N shows more)")

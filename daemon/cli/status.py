@@ -122,10 +122,11 @@ def _section(
 
 
 def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:
-    """The newest `limit` failures, oldest first, after a line counting the ones left out."""
+    """The newest `limit` of `failed` (newest first), shown oldest first, after a line
+    counting the ones left out."""
     if not failed:
         return
-    shown = failed[-limit:] if limit > 0 else []
+    shown = failed[:limit][::-1] if limit > 0 else []
     lines.append(f"recent failures: {len(failed)}")
     if len(failed) > len(shown):
         lines.append(f"  ... {len(failed) - len(shown)} earlier (--failures N shows more)")
