@@ -249,7 +249,7 @@ def test_bad_environment_value_named(
     assert "'soon'" in message
     monkeypatch.setenv("STYLEFOLD_SETTLE_SECONDS", "1")
     monkeypatch.setenv("STYLEFOLD_DEFAULTS", "{not json")
-    assert '"defaults"' in error_of(None, folders)
+    assert "STYLEFOLD_DEFAULTS (or a STYLEFOLD_DEFAULTS__* variable)" in error_of(None, folders)
 
 
 def test_settings_model_usable_directly(folders: dict[str, Any]) -> None:
@@ -343,3 +343,20 @@ def test_a_folder_that_cannot_be_asked_is_told_not_a_traceback(tmp_path: Path) -
     config = folders.config(inbox=str(tmp_path / ("x" * 300) / "inbox"))
     with pytest.raises(ConfigError, match=r"inbox: .* cannot be reached \(File name too long\)"):
         load_settings(config, {})
+
+
+def test_nested_lists_from_environment_as_a_b_or_json(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the README says of every list: a new user's STYLEFOLD_DEFAULTS__STYLE_LAYERS=a,b was
+    refused, only JSON taken."""
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYERS", "conv1_1, conv2_1")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYER_WEIGHTS", "1,0.5")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__CONTENT_LAYERS", '["conv4_2"]')
+    defaults = load_settings(None, folders).defaults
+    assert defaults.style_layers == ("conv1_1", "conv2_1")
+    assert defaults.style_layer_weights == (1.0, 0.5)
+    assert defaults.content_layers == ("conv4_2",)
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYER_WEIGHTS", "1,heavy")
+    with pytest.raises(ConfigError, match="style_layer_weights"):
+        load_settings(None, folders)

@@ -8,7 +8,8 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BeforeValidator
 from pydantic.config import JsonDict
@@ -53,6 +54,14 @@ def split_list(value: object) -> object:
                 raise ValueError(f'not a JSON list ({exc.msg}); write a,b,c or ["a","b"]') from exc
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+def is_sequence(annotation: object) -> bool:
+    """A list or tuple type, or one of them or None."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    return origin in (Union, UnionType) and any(map(is_sequence, get_args(annotation)))
 
 
 def known_devices(value: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ not debugged."""
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -267,6 +268,18 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     except SettingsError as exc:
-        raise ConfigError(f"environment: {exc}; fix the STYLEFOLD_* variable") from None
+        raise ConfigError(_environment_error(exc)) from None
     check_folders(settings, create=create_dirs, writable=writable)
     return settings
+
+
+def _environment_error(exc: SettingsError) -> str:
+    """pydantic-settings names the setting and its own class, not the variable or the fix."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    if found is None:
+        return f"environment: {exc}; fix the STYLEFOLD_* variable"
+    name = f"{ENV_PREFIX}{found[1].upper()}"
+    return (
+        f"environment: {name} (or a {name}__* variable) cannot be read: give a nested key as "
+        f"{name}__KEY=value, a list as a,b or as JSON, a table as JSON"
+    )

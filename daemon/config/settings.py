@@ -9,8 +9,10 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -29,6 +31,8 @@ from daemon.config.fields import (
     NamePatterns,
     RayAddress,
     StyleName,
+    is_sequence,
+    split_list,
 )
 from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
 from service.params import RenderParams
@@ -408,7 +412,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = InitSettingsSource(settings_cls, init_kwargs=dict(toml_values.get()))
-        return (init_settings, env_settings, toml)
+        return (init_settings, _Environment(settings_cls), toml)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
@@ -440,3 +444,17 @@ class Settings(BaseSettings):
     def archive_path(self) -> Path:
         """The archive folder, resolved (archive_dir is filled in by validation)."""
         return self.archive_dir if self.archive_dir is not None else self.state / "archive"
+
+
+class _Environment(EnvSettingsSource):
+    """`STYLEFOLD_*` variables, where a nested list (STYLEFOLD_DEFAULTS__STYLE_LAYERS) may be
+    given as `a,b` as a top-level one may (a new user's trial: only JSON was taken there,
+    refused with a message that named neither the variable nor the way to write it)."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if field is None or not is_sequence(field.annotation):
+                raise
+            return split_list(value)
