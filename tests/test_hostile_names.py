@@ -17,7 +17,6 @@ from hostile import run_once
 
 from daemon.config import load_settings
 from daemon.status import read_status
-from daemon.status_model import JobItem
 
 pytestmark = pytest.mark.heavy
 
@@ -171,46 +170,47 @@ def test_a_photo_whose_path_is_too_long_to_answer_is_listed_not_retried_for_ever
     ]
 
 
-def test_an_inbox_folder_named_like_an_answer_file_is_told_what_to_rename(
+def test_an_inbox_folder_named_like_an_answer_file_is_answered_in_a_numbered_folder(
     folders: Folders,
 ) -> None:
-    """An attacker's trial: after photo `xc.jpg` was answered, a folder `xc.log/` in the inbox
-    needs a folder where the outbox holds the file `xc.log`. The job waits, blocked, as it
-    should (nothing to answer into), but was told to free space or fix permissions, with the
-    server's path; it now names the clash and what to rename, relative to the outbox."""
+    """Attackers' trials: after photo `xc.jpg` was answered, a folder `xc.log/` in the inbox
+    needs a folder where the outbox holds the file `xc.log`. Its job was blocked, told first to
+    free space, then to rename the inbox folder, which cannot help once the photo is claimed:
+    it waited forever. Now such a folder's answers go to `xc.log-2/`, every one of them, and its
+    log says why; a photo claimed while the folder's job is in progress cannot take the
+    folder's name for its own log either (`yc.log/` before `yc.jpg`), nor the other way round."""
     (folders.outbox / "xc.log").write_text("an earlier job's log\n")
-    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"})
-    try:
-        (folders.inbox / "xc.log").mkdir()
-        (folders.inbox / "xc.log" / "inner.jpg").write_bytes(image_bytes(seed=52))
-        write_json(folders.inbox / "xc.log" / "inner.json", {"style": "mosaic"})
-        daemon.wait_for_log("job.outbox_unwritable", timeout=60)
-
-        def blocked() -> list[JobItem]:  # status.json follows the log line within a loop turn
-            return [job for job in read_status(folders.state).jobs if job.state == "blocked"]
-
-        [job] = wait_for(blocked, 10, "the blocked job in status")
-        assert job.reason is not None and job.reason.startswith("outbox/xc.log is a file, where")
-        assert "rename that inbox folder, or move the file away" in job.reason
-        assert str(folders.root) not in job.reason
-        (folders.outbox / "xc.log").rename(folders.root / "xc.log.kept")  # moved away
-        wait_for((folders.outbox / "xc.log" / "inner.manifest.json").exists, 60, "the answer")
-    finally:
-        assert daemon.stop() == 0
+    (folders.inbox / "xc.log").mkdir()
+    for name in ("inner", "second"):
+        (folders.inbox / "xc.log" / f"{name}.jpg").write_bytes(image_bytes(seed=len(name)))
+        write_json(folders.inbox / "xc.log" / f"{name}.json", {"style": "mosaic"})
+    (folders.inbox / "yc.log").mkdir()  # together with yc.jpg: whichever is claimed first
+    (folders.inbox / "yc.log" / "a.jpg").write_bytes(image_bytes(seed=53))
+    write_json(folders.inbox / "yc.log" / "a.json", {"style": "mosaic"})
+    (folders.inbox / "yc.jpg").write_bytes(image_bytes(seed=54))
+    write_json(folders.inbox / "yc.json", {"style": "mosaic"})
+    run_once(load_settings(folders.config(), {}))
+    assert (folders.outbox / "xc.log").read_text() == "an earlier job's log\n"
+    for name in ("inner", "second"):
+        assert (folders.outbox / "xc.log-2" / f"{name}.stylised.jpg").is_file()
+        log = (folders.outbox / "xc.log-2" / f"{name}.log").read_text()
+        assert "answered in the outbox folder xc.log-2/, not xc.log/" in log
+    answered = {
+        path.relative_to(folders.outbox).as_posix()
+        for path in folders.outbox.rglob("*.manifest.json")
+    }
+    assert {"yc.manifest.json", "xc.log-2/inner.manifest.json"} <= answered
+    assert len(answered) == 4 and not list(folders.outbox.rglob("*.error.json"))
+    assert "yc.log/a.manifest.json" in answered or "yc.log-2/a.manifest.json" in answered
 
 
 def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> None:
     """An attacker's trial: while `victim.jpg` rendered, a rejected pair in an inbox folder
     `victim.stylised.jpg/` made that folder in the outbox for its report, and the victim's
     result could never be written (blocked, told to free space). No folder is made that takes
-    the name of an answer in progress, or differs only in case from a file beside it; the
-    folder's own job waits, blocked, told what to rename."""
-    daemon = start_daemon(folders, env={"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"})
-
-    def blocked(folder: str) -> list[JobItem]:
-        jobs = read_status(folders.state).jobs
-        return [job for job in jobs if job.state == "blocked" and job.input.startswith(folder)]
-
+    the name of an answer in progress, or differs only in case from a file beside it: such a
+    folder's answers go to a numbered one."""
+    daemon = start_daemon(folders)
     try:
         (folders.inbox / "victim.jpg").write_bytes(image_bytes(seed=58))
         slow = {"size": 128, "iterations": 200}  # rendering while the other pair is answered
@@ -220,12 +220,10 @@ def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> 
         taker.mkdir()
         (taker / "a.jpg").write_bytes(image_bytes(seed=59))
         write_json(taker / "a.json", {"style": "no such style"})
-        [report] = wait_for(lambda: blocked("victim.stylised.jpg/"), 60, "the blocked report")
+        report = folders.outbox / "victim.stylised.jpg-2" / "a.error.json"
+        wait_for(report.exists, 60, "the report in a numbered folder")
         assert not (folders.outbox / "victim.manifest.json").exists(), "rendered too soon"
         assert not (folders.outbox / "victim.stylised.jpg").exists()
-        assert report.reason is not None
-        assert "another photo's answer, still in progress, gets that name" in report.reason
-        assert report.reason.endswith("rename the inbox folder victim.stylised.jpg")
 
         wait_for((folders.outbox / "victim.manifest.json").exists, 120, "the victim's answer")
         assert (folders.outbox / "victim.stylised.jpg").is_file()
@@ -234,8 +232,8 @@ def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> 
         case.mkdir()
         (case / "b.jpg").write_bytes(image_bytes(seed=60))
         write_json(case / "b.json", {"style": "no such style"})
-        [report] = wait_for(lambda: blocked("VICTIM.LOG/"), 60, "the blocked report")
-        assert report.reason is not None and "beside the file victim.log" in report.reason
+        wait_for((folders.outbox / "VICTIM.LOG-2" / "b.error.json").exists, 60, "the report")
         assert not (folders.outbox / "VICTIM.LOG").exists()
     finally:
         assert daemon.stop() == 0
+    assert not daemon.logged("job.outbox_unwritable")

@@ -179,6 +179,35 @@ def test_a_folder_is_not_made_where_it_takes_an_answer_s_name(tmp_path: Path) ->
     assert folder_clash(tmp_path, "queued.stylised.jpg/x", reserved) is None
 
 
+def test_a_folder_refused_or_held_by_a_file_is_numbered_and_stays_so(tmp_path: Path) -> None:
+    (tmp_path / "photo.log").write_text("an answer's log")
+    (tmp_path / "Trip").mkdir()
+    (tmp_path / "b.LOG").write_text("another answer's log")
+    reserved = [tmp_path / "queued.stylised.jpg", tmp_path / "sub" / "c.log"]
+    assert outbox.answer_folder(tmp_path, "", reserved) == ""
+    assert outbox.answer_folder(tmp_path, "photo.log/x", reserved) == "photo.log-2/x"
+    assert outbox.answer_folder(tmp_path, "queued.stylised.jpg", reserved) == (
+        "queued.stylised.jpg-2"
+    )
+    assert outbox.answer_folder(tmp_path, "b.log", reserved) == "b.log-2"  # folded
+    assert outbox.answer_folder(tmp_path, "trip/photo.log", reserved) == "trip/photo.log"
+    assert outbox.answer_folder(tmp_path, "sub/c.log", reserved) == "sub/c.log-2"
+    (tmp_path / "photo.log-2").mkdir()  # made by the first answer: the next ones go there too
+    (tmp_path / "photo.log-3").mkdir()
+    assert outbox.answer_folder(tmp_path, "photo.log/y", reserved) == "photo.log-2/y"
+    long = "é" * 127  # 254 bytes: the number takes the place of its end
+    (tmp_path / long).write_text("x")
+    assert outbox.answer_folder(tmp_path, long, []) == "é" * 126 + "-2"
+
+
+def test_a_file_is_not_named_like_a_folder_an_answer_in_progress_goes_in(tmp_path: Path) -> None:
+    """Two attackers' trials: a photo `k.jpg` claimed while the answer of `k.log/a.jpg` was in
+    progress took the name `k.log` for its log, and whichever came second was blocked."""
+    reserved = [tmp_path / "k.log" / "a.stylised.jpg"]
+    assert outbox.choose_names(tmp_path, "k", "jpg", reserved=reserved).number == 2
+    assert outbox.choose_names(tmp_path, "m", "jpg", reserved=reserved).number == 1
+
+
 def test_a_folder_holding_an_answer_s_name_is_told_as_such(tmp_path: Path) -> None:
     """A folder made at an answer's name by another writer of the outbox: the rename of the
     answer fails with EISDIR, which no space or permission mends (it was told to free space)."""

@@ -713,9 +713,9 @@ def test_an_identical_photo_does_not_wait_behind_a_blocked_job(folders: Folders)
     until a person mends it) kept identical photos elsewhere waiting behind it."""
     lc = _lifecycle(folders)
     folders.outbox.mkdir(parents=True, exist_ok=True)
-    (folders.outbox / "xc.log").write_text("an earlier job's log\n")
     first = _take(lc, _send(folders, "xc.log/photo.jpg"))
     assert first is not None
+    (folders.outbox / "xc.log").write_text("another writer's file\n")  # after the claim
     _render(lc, first)
     assert first in lc.publisher.blocked
     second = _take(lc, _send(folders, "album/photo.jpg"))  # the same bytes and sidecar

@@ -156,6 +156,14 @@ def published(answer: AnswerT, roots: Mapping[Path, str]) -> AnswerT:
     return type(answer).model_validate(public(answer.model_dump(mode="json"), roots))
 
 
+def answered_elsewhere(job: Job) -> str:
+    """The log's line for answers in a numbered outbox folder (`outbox.answer_folder`)."""
+    return (
+        f"answered in the outbox folder {job.answer_dir}/, not {job.rel_dir}/: a file in the "
+        "outbox (or an answer in progress) holds that name"
+    )
+
+
 def upscaled(photo: tuple[int, int], result: tuple[int, int]) -> str:
     """A note for a result more than twice the photo's size (an 8x8 photo became 192x192 with
     no word): its detail is the upscaled photo's, soft."""
@@ -361,16 +369,18 @@ def publish_failure(
 def publish_report(
     job_id: str,
     detail: ReportDetail,
+    folder: Path,
     outbox_root: Path,
     output_format: str,
     roots: Mapping[Path, str],
     reserved: Iterable[Path] = (),
 ) -> OutputNames:
-    """The report of inbox files that never became a job, under names free right now and not
-    `reserved` by a claimed job (which may not have written any file yet)."""
+    """The report of inbox files that never became a job, in `folder` (of the outbox at
+    `outbox_root`), under names free right now and not `reserved` by a claimed job (which may
+    not have written any file yet)."""
     inputs = [path for path in detail.paths if path is not None]
     names = choose_names(
-        outbox_root / detail.rel_dir,
+        folder,
         detail.stem,
         output_format,
         reserved=reserved,

@@ -285,7 +285,15 @@ class Lifecycle:
         self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
         for note in notes:
             self.spool.append_log(job, note)
-        log.info("job.claimed", input=job.source, sidecar=job.sidecar_name, styles=styles)
+        if job.answer_dir is not None:
+            self.spool.append_log(job, answers.answered_elsewhere(job))
+        log.info(
+            "job.claimed",
+            input=job.source,
+            sidecar=job.sidecar_name,
+            styles=styles,
+            answer_folder=job.answer_dir,
+        )
         self._submit_one(job)
 
     def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:

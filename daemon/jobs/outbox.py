@@ -139,30 +139,73 @@ class OutboxRefused(OSError):
 
 
 def folder_clash(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str | None:
-    """Why the outbox folder mirroring the inbox folder `rel_dir` must not be made, or None.
-    A part of it would take a name `reserved` by another job's answer still in progress (an
-    attacker's trial: a report in an inbox folder `victim.stylised.jpg/` made that folder in
-    the outbox mid-render, and the victim's result could never be written), or would differ
-    only in case or normalisation from a file beside it (one name on a folding receiver; a
-    file of exactly its name fails the folder's making, `publisher._clash`). A folder already
-    there is no one's to refuse."""
-    taken = {folded(str(path)) for path in reserved}
+    """Why the outbox folder `rel_dir` (relative to `root`) must not be made, or None. A part of
+    it would take a name `reserved` by another job's answer still in progress (an attacker's
+    trial: a report in an inbox folder `victim.stylised.jpg/` made that folder in the outbox
+    mid-render, and the victim's result could never be written), or would differ only in case
+    or normalisation from a file beside it (one name on a folding receiver; a file of exactly
+    its name fails the folder's making, `publisher._clash`). A folder already there is no
+    one's to refuse. `answer_folder` chooses folders this passes; this is asked again when the
+    answer is written, in case another writer of the outbox came between."""
+    taken = _taken(reserved)
     folder = root
     for part in Path(rel_dir).parts:
-        path = folder / part
-        if not path.is_dir():
-            if folded(str(path)) in taken:
-                return (
-                    f"{path} would be a folder where another photo's answer, still in "
-                    f"progress, gets that name; rename the inbox folder {part}"
-                )
-            for entry in _entries(folder):
-                if entry.name != part and folded(entry.name) == folded(part) and not entry.is_dir():
-                    return (
-                        f"{path} would be a folder beside the file {entry.name}, one name where "
-                        f"case is folded (a phone, a Mac, Windows); rename the inbox folder {part}"
-                    )
-        folder = path
+        if (refused := _refused(folder, part, taken)) is not None:
+            return refused
+        folder = folder / part
+    return None
+
+
+def answer_folder(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str:
+    """Where (relative to `root`) the answers to a photo of the inbox folder `rel_dir` go: its
+    mirror, with each part that `folder_clash` refuses, or whose name a file holds (the log
+    `photo.log` of an earlier answer, for an inbox folder `photo.log/`), numbered as
+    `photo.log-2/`. The same inbox folder gets the same one while the outbox stays so. (An
+    attacker's trial: such a job was blocked, told to rename the inbox folder, which cannot
+    help once its photo is claimed, so it waited forever, and `stylefold once` with it.)"""
+    taken = _taken(reserved)
+    folder, chosen = root, []
+    for part in Path(rel_dir).parts:
+        name, number = part, 1
+        while _refused(folder, name, taken) is not None or _file_at(folder / name):
+            number += 1
+            name = fit_name(part, f"-{number}")
+        chosen.append(name)
+        folder = folder / name
+    return Path(*chosen).as_posix() if chosen else ""
+
+
+def _taken(reserved: Iterable[Path], *, folders: bool = False) -> set[str]:
+    """The reserved answers' names, as a folding receiver sees them; with `folders`, the
+    folders they go in too: no name for a file (an inbox folder `k.log/` claimed before the
+    photo `k.jpg`, whose log was then given that name, and whichever came second was blocked)."""
+    return {
+        folded(str(place))
+        for path in reserved
+        for place in ((path, *path.parents) if folders else (path,))
+    }
+
+
+def _file_at(path: Path) -> bool:
+    return os.path.lexists(path) and not path.is_dir()
+
+
+def _refused(folder: Path, part: str, taken: set[str]) -> str | None:
+    """Why `folder / part` may not be made as a folder (see `folder_clash`), or None."""
+    path = folder / part
+    if path.is_dir():
+        return None
+    if folded(str(path)) in taken:
+        return (
+            f"{path} would be a folder where another photo's answer, still in progress, gets "
+            "that name"
+        )
+    for entry in _entries(folder):
+        if entry.name != part and folded(entry.name) == folded(part) and not entry.is_dir():
+            return (
+                f"{path} would be a folder beside the file {entry.name}, one name where case is "
+                f"folded (a phone, a Mac, Windows); move the file {entry.name} away"
+            )
     return None
 
 
@@ -179,7 +222,7 @@ def choose_names(
     one in the outbox (`root`, of which `folder` is a part) only in case or normalisation. An
     error report about one of `inputs` (the job's photo and sidecar, relative to the inbox)
     does not hold its numbering: the new answer replaces it and its log."""
-    taken = {folded(str(path)) for path in reserved}
+    taken = _taken(reserved, folders=True)
     present = {
         folded(entry.name)
         for alike in _alike_folders(folder if root is None else root, folder)

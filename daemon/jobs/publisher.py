@@ -129,10 +129,12 @@ class Publisher:
         the file people open, relative to the outbox."""
         if job is None:
             assert isinstance(detail, ReportDetail)
-            self._may_make_folder(detail.rel_dir, job_id)
+            folder = self.spool.answer_folder(detail.rel_dir)
+            self._may_make_folder(folder, job_id)
             names = answers.publish_report(
                 job_id,
                 detail,
+                self.settings.outbox / folder,
                 self.settings.outbox,
                 self.settings.output_format,
                 self.roots,
@@ -142,7 +144,7 @@ class Publisher:
         if outcome == "skip":
             assert isinstance(detail, ReuseDetail)
             return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
-        self._may_make_folder(job.rel_dir, job_id)
+        self._may_make_folder(job.outbox_dir, job_id)
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
@@ -380,7 +382,7 @@ def _clash(exc: OSError) -> str | None:
     for folder in (path, *path.parents):
         if os.path.lexists(folder) and not folder.is_dir():
             return (
-                f"{folder} is a file, where the answer needs a folder of that name (the inbox "
-                f"has a folder {folder.name}); rename that inbox folder, or move the file away"
+                f"{folder} is a file, where the answer needs a folder of that name; move that "
+                "file away"
             )
     return None

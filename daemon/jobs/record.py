@@ -40,6 +40,9 @@ class Job(BaseModel):
     output_format: str
     output_quality: int
     names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
+    # The outbox folder of the answers where it is not rel_dir (outbox.answer_folder: a file
+    # holds the name of a folder there), relative to the outbox.
+    answer_dir: str | None = None
     key: str  # what identical resubmissions share
     companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
     copied: bool = False  # archive = "keep": the originals stayed in the inbox, these are copies
@@ -49,6 +52,11 @@ class Job(BaseModel):
     def source(self) -> str:
         """The photo's path relative to the inbox, for people and logs."""
         return str(Path(self.rel_dir) / self.image_name)
+
+    @property
+    def outbox_dir(self) -> str:
+        """The folder of its answers, relative to the outbox."""
+        return self.rel_dir if self.answer_dir is None else self.answer_dir
 
     @property
     def sent_key(self) -> str:

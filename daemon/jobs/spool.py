@@ -52,7 +52,7 @@ from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, choose_names, folder_clash
+from daemon.jobs.outbox import OutputNames, answer_folder, choose_names, folder_clash
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -130,7 +130,7 @@ class Spool:
         return self.job_dir(job) / job.input_file
 
     def names(self, job: Job) -> OutputNames:
-        return OutputNames.from_json(self.settings.outbox / job.rel_dir, job.names)
+        return OutputNames.from_json(self.settings.outbox / job.outbox_dir, job.names)
 
     def reserve(self, job: Job) -> None:
         """Keep a recovered job's output names from being chosen by a new job."""
@@ -232,11 +232,13 @@ class Spool:
         input_sha = safefs.digest_unchanged(folder / input_file, photo.expect)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
+        reserved = self.reserved()
+        answer_dir = answer_folder(self.settings.outbox, rel_dir, reserved)
         names = choose_names(
-            self.settings.outbox / rel_dir,
+            self.settings.outbox / answer_dir,
             Path(arrival.image.name).stem,
             resolved.output_format,
-            reserved=self.reserved(),
+            reserved=reserved,
             inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
             root=self.settings.outbox,
         )
@@ -254,6 +256,7 @@ class Spool:
             output_format=resolved.output_format,
             output_quality=resolved.output_quality,
             names=names.to_json(),
+            answer_dir=None if answer_dir == rel_dir else answer_dir,
             key=job_key(input_sha, styles, resolved.params, output),
             companions=[list(pair) for pair in companions],
         )
@@ -282,15 +285,20 @@ class Spool:
             )
         return None
 
-    def outbox_refusal(self, rel_dir: str, job_id: str) -> str | None:
-        """Why job `job_id` may not write into the outbox folder of `rel_dir` now: the outbox
-        is gone, or that folder would have to be made and take another answer's name (see
-        `outbox.folder_clash`); None when it may."""
+    def outbox_refusal(self, folder: str, job_id: str) -> str | None:
+        """Why job `job_id` may not write into the outbox folder `folder` (relative to the
+        outbox) now: the outbox is gone, or that folder would have to be made and take another
+        answer's name (see `outbox.folder_clash`); None when it may."""
         if (gone := self.outbox_gone()) is not None:
             return gone
-        if not rel_dir or (self.settings.outbox / rel_dir).is_dir():
+        if not folder or (self.settings.outbox / folder).is_dir():
             return None
-        return folder_clash(self.settings.outbox, rel_dir, self.reserved(but=job_id))
+        return folder_clash(self.settings.outbox, folder, self.reserved(but=job_id))
+
+    def answer_folder(self, rel_dir: str) -> str:
+        """The outbox folder, relative to the outbox, for answers about the inbox folder
+        `rel_dir` (`outbox.answer_folder`)."""
+        return answer_folder(self.settings.outbox, rel_dir, self.reserved())
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         """Undo a claim that did not complete, or one whose originals changed under the job

@@ -107,7 +107,7 @@ class Outputs:
     def _names(self, record: JobRecord) -> OutputNames | None:
         if record.job is None:
             return None
-        folder = self.settings.outbox / record.job.rel_dir
+        folder = self.settings.outbox / record.job.outbox_dir
         return OutputNames.from_json(folder, record.job.names)
 
     def path(self, record: JobRecord, kind: OutboxFile | Literal["manifest"]) -> str | None:
