@@ -165,6 +165,7 @@ class Daemon:
             recovered=len(jobs.jobs),
             once=self.once,
         )
+        left_blocked: list[str] = []
         try:
             while not self._signals and not self.guard.tripped(time.monotonic()):
                 if self._reload:
@@ -174,9 +175,15 @@ class Daemon:
                 if self.once and self._idle():
                     log.info("daemon.inbox_done", left_waiting=self.intake.pending)
                     break
+                if self.once and self._idle(blocked=True):
+                    # Blocked answers wait for a person; a cron job must end (an attacker's
+                    # trial: `once` ran until killed). The next start tries them again.
+                    left_blocked = sorted(jobs.publisher.blocked)
+                    log.warning("daemon.inbox_done", left_blocked=left_blocked)
+                    break
         finally:
             self._shutdown()
-        return ExitCode.TEMPFAIL if self.guard.reason else ExitCode.OK
+        return ExitCode.TEMPFAIL if self.guard.reason or left_blocked else ExitCode.OK
 
     def _probe_devices(self) -> bool:
         """`devices = "auto"` on local workers: find them, loudly when a GPU host cannot use
@@ -226,12 +233,13 @@ class Daemon:
             log.info("daemon.stop_asked", signal=signal.Signals(signum).name, before_start=True)
             self._signals += 1
 
-    def _idle(self) -> bool:
-        """`once`: everything in the inbox has been taken and worked off."""
+    def _idle(self, blocked: bool = False) -> bool:
+        """`once`: everything in the inbox has been taken and worked off (`blocked`: but for
+        answers blocked on the outbox)."""
         assert self.lifecycle is not None
         return (
             self.watcher.first_scan.is_set()
-            and not self.lifecycle.busy
+            and (self.lifecycle.only_blocked if blocked else not self.lifecycle.busy)
             and self.paths.empty()
             and time.monotonic() - self._last_activity > self.settings.settle_seconds + 1.0
         )

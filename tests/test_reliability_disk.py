@@ -234,3 +234,33 @@ def test_an_outbox_on_a_stick_pulled_mid_job_waits_for_the_stick(folders: Folder
         assert daemon.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(stick)], check=False)
+
+
+def test_once_ends_when_only_answers_blocked_on_the_outbox_are_left(
+    folders: Folders, tmpfs_outbox: Path
+) -> None:
+    """An attacker's trial: `stylefold once` (cron, a script) ran until killed while an answer
+    waited on the outbox. It ends once nothing else is left, with exit 75 (EX_TEMPFAIL) and the
+    blocked jobs named; the next run publishes them."""
+    filler = _fill(tmpfs_outbox)
+    _drop(folders, "photo", {"style": "mosaic"})
+    command = [*CLI, "once", "--config", str(folders.config()), "--log-format", "json"]
+    env = {**os.environ, "STYLEFOLD_TEST_PUBLISH_RETRY": RETRY}
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert first.returncode == 75, first.stderr[-3000:]
+    lines = (first.stdout + first.stderr).splitlines()
+    [done] = [event for line in lines if (event := _event(line, "daemon.inbox_done"))]
+    assert len(done["left_blocked"]) == 1 and done["level"] == "warning"
+    assert not (folders.outbox / "photo.manifest.json").exists()
+    filler.unlink()
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (folders.outbox / "photo.manifest.json").exists()
+
+
+def _event(line: str, name: str) -> dict[str, object] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("event") == name else None

@@ -120,6 +120,15 @@ class Lifecycle:
     def busy(self) -> bool:
         return bool(self.jobs or self.deferred or self.publisher.blocked or self.returning)
 
+    @property
+    def only_blocked(self) -> bool:
+        """Busy with answers blocked on the outbox or the state folder alone, which a person
+        must mend."""
+        blocked = self.publisher.blocked
+        return bool(blocked) and not (
+            self.deferred or self.returning or set(self.jobs) - set(blocked)
+        )
+
     # -- start-up ---------------------------------------------------------------------------
 
     def recover(self) -> None:
