@@ -229,7 +229,8 @@ class Settings(BaseSettings):
     )
     no_sidecar: Literal["default", "wait"] = Field(
         "wait",
-        description="An image without a sidecar uses default_style, or waits for one.",
+        description="An image whose sidecar has not come within pair_timeout is rendered with "
+        "default_style (default), or gets an error report (wait).",
         json_schema_extra=APPLIED_LIVE,
     )
     pair_timeout: float = Field(
