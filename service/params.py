@@ -17,7 +17,7 @@ carries more style than a 512 px one.
 """
 
 import math
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -64,6 +64,14 @@ def _list_as_tuple(value: object) -> object:
 
 
 Layers = Annotated[tuple[str, ...], BeforeValidator(_list_as_tuple)]
+
+
+def _or_boolean(schema: dict[str, Any]) -> None:
+    """The schema of a mode that a hand-written sidecar may give as true or false too
+    (`RenderParams._bool_means_luminance`): the schema said the modes alone (a new user's
+    trial: a sidecar the daemon took, the schema refused)."""
+    modes = {key: schema.pop(key) for key in ("enum", "type")}
+    schema["anyOf"] = [modes, {"type": "boolean"}]
 
 
 # Style weights (with content weight 1) at strength 0 and 1; see the module's docstring.
@@ -172,7 +180,9 @@ class RenderParams(BaseModel):
     preserve_colors: ColorMode = Field(
         default="none",
         description="Keep the content's colours: 'luminance' transfers luminance only, "
-        "'histogram' matches the style's colours to the content first.",
+        "'histogram' matches the style's colours to the content first; true means "
+        "'luminance', false 'none'.",
+        json_schema_extra=_or_boolean,
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
     network: Network = Field(

@@ -261,6 +261,12 @@ def test_shipped_schema_matches_model(tmp_path: Path) -> None:
     assert document["additionalProperties"] is False
     assert set(document["properties"]) == {"style", "params", "output"}
     assert set(document["$defs"]["RenderParams"]["properties"]) == set(RenderParams.model_fields)
+    # What the validator takes, the schema takes: true and false as colour modes too.
+    modes = document["$defs"]["RenderParams"]["properties"]["preserve_colors"]["anyOf"]
+    assert {"type": "boolean"} in modes
+    for value, mode in ((True, "luminance"), (False, "none")):
+        assert parse_sidecar(json.dumps({"params": {"preserve_colors": value}})) is not None
+        assert RenderParams.model_validate({"preserve_colors": value}).preserve_colors == mode
 
 
 JSON = st.recursive(
