@@ -336,14 +336,19 @@ class Daemon:
         setting, then READY=1; a broken config keeps the running one, and the log, STATUS= and
         `status` say so until a reload succeeds."""
         usec = self.notifier.reloading()
+        config = None if self.config_path is None else str(self.config_path)
         try:
             # No folder is made for a changed folder setting: it applies only at a restart.
             new = load_settings(self.config_path, self.overrides, create_dirs=False)
             waiting = self._apply(new)
-            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), needs_restart=waiting)
+            self.reloaded = ReloadInfo(
+                monotonic_usec=usec, at=time.time(), needs_restart=waiting, config=config
+            )
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
-            self.reloaded = ReloadInfo(monotonic_usec=usec, at=time.time(), error=str(exc))
+            self.reloaded = ReloadInfo(
+                monotonic_usec=usec, at=time.time(), error=str(exc), config=config
+            )
         self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
         self._report_status(force=True)
 

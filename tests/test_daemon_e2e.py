@@ -751,6 +751,11 @@ def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_
     by_state = _cli("reload", "--state", str(shared.folders.state))
     assert by_state.returncode == 0, by_state.stderr
     assert f"process {pid} reloaded" in by_state.stdout
+    other = shared.folders.root / "other.toml"  # a new user's trial: the daemon's file unnamed
+    other.write_text(good)
+    named = _cli("reload", "--config", str(other))
+    assert named.returncode == 0, named.stderr
+    assert f"(from {config}, the file it was started with, not {other})" in named.stdout
     failed = shared.logged("daemon.reload_failed")
     config.write_text(good + "seed = -1\n")  # a wrong value under [defaults]; the TOML parses
     try:

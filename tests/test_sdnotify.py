@@ -401,7 +401,7 @@ def test_reload_is_framed_by_reloading_and_ready(supervised: SupervisedRun) -> N
     good, _, mended = supervised.reloads
     assert good.result.returncode == 0, good.result.stderr
     assert mended.result.returncode == 0, mended.result.stderr
-    assert "reloaded its configuration" in good.result.stdout
+    assert "reloaded its configuration (from " in good.result.stdout
 
 
 def test_a_broken_config_on_reload_keeps_the_old_one_and_says_so(

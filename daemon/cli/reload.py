@@ -20,6 +20,7 @@ from pathlib import Path
 
 from daemon.cli.common import config_named, fail, folder_flags, read_settings, state_folder
 from daemon.config import ConfigError
+from daemon.config.fields import CONFIG_ENV
 from daemon.exitcodes import ExitCode
 from daemon.lock import holder, state_of
 from daemon.status import RESTART_FIX, read_status
@@ -71,15 +72,31 @@ def command(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         reload = read_status(state).daemon.reload
         if reload is not None and reload.monotonic_usec >= asked:
+            read = _file_read(reload.config, args)
             if reload.error is None:
-                print(f"stylefold: process {pid} reloaded its configuration")
+                print(f"stylefold: process {pid} reloaded its configuration{read}")
                 if reload.needs_restart:
                     print(
                         f"stylefold: {', '.join(reload.needs_restart)} changed, which only a "
                         f"restart applies; until then the running values stay ({RESTART_FIX})"
                     )
                 return ExitCode.OK
-            fail(f"reload failed, process {pid} keeps its previous configuration:\n{reload.error}")
+            fail(
+                f"reload failed, process {pid} keeps its previous configuration{read}:\n"
+                f"{reload.error}"
+            )
             return ExitCode.CONFIG
         time.sleep(0.1)
     return fail(f"process {pid} did not report a reload within {args.timeout:g} s")
+
+
+def _file_read(config: str | None, args: argparse.Namespace) -> str:
+    """Which file the daemon read again: the one it was started with, whatever --config this
+    command was given (a new user's trial: a reload of another file failed on the daemon's
+    own, unnamed)."""
+    if config is None:
+        return ""
+    given = args.config or os.environ.get(CONFIG_ENV)
+    if given and Path(given).resolve() != Path(config).resolve():
+        return f" (from {config}, the file it was started with, not {given})"
+    return f" (from {config})"
