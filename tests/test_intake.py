@@ -757,3 +757,19 @@ def test_a_poll_past_its_time_settles_one_file_and_leaves_the_rest_for_the_next(
             assert events == []  # one file settled: not yet a pair
     assert arrived == [Arrival(image, sidecar, Path(".")) for image, sidecar in pairs]
     assert inbox.poll(SETTLE) == []
+
+
+def test_a_lone_photo_is_told_a_sidecar_name_no_other_photo_holds(inbox: Inbox) -> None:
+    """An attacker's trial: `s.jpg.jpg` beside `s.jpg` and its `s.jpg.json` was told to add
+    `s.jpg.json`, which was there and was not its."""
+    photo = inbox.write("s.jpg")
+    sidecar = inbox.write("s.jpg.json", "{}")
+    lone = inbox.write("s.jpg.jpg")
+    assert inbox.poll(SETTLE) == [Arrival(photo, sidecar, Path("."))]
+    [problem] = inbox.poll(PAIR)
+    assert isinstance(problem, Problem) and problem.path == lone
+    assert "has no sidecar; add s.jpg.jpg.json beside it" in problem.reason
+    other = inbox.write("t.jpg.jpg")
+    [problem] = inbox.poll(SETTLE) + inbox.poll(PAIR)
+    assert isinstance(problem, Problem) and problem.path == other
+    assert "has no sidecar; add t.jpg.json beside it" in problem.reason

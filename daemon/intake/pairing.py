@@ -500,7 +500,11 @@ class Intake:
             elif self.default is not None:
                 self._emit(image, None, None, events)
             else:
-                reason = reasons.no_sidecar(image.base, self.style_names())
+                # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
+                # beside s.jpg and s.jpg.json was told to add s.jpg.json)
+                free = not self._pairs.has_sidecar(image.path.parent, image.base)
+                named = f"{image.base if free else image.path.name}.json"
+                reason = reasons.no_sidecar(named, self.style_names())
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
             return

@@ -217,6 +217,10 @@ class Partners:
             return self.files[shared], None
         return None, Sharing(shared, owners) if image.path in owners else None
 
+    def has_sidecar(self, folder: Path, base: str) -> bool:
+        """Whether a sidecar `base.json` (in any case or Unicode form) is in `folder`."""
+        return bool(self._sidecars.get((folder, key(base))))
+
     @staticmethod
     def _pick(group: dict[str, Path], name: str) -> Path | None:
         """The sidecar of `group` for an image whose base is `name` as written: the only one,

@@ -28,8 +28,9 @@ def too_large(size: int, limit: int) -> str:
     )
 
 
-def no_sidecar(base: str, style_names: list[str]) -> str:
-    """The advice for a lone photo, with a style that exists in this library."""
+def no_sidecar(sidecar: str, style_names: list[str]) -> str:
+    """The advice for a lone photo to add `sidecar`, with a style that exists in this
+    library."""
     if style_names:
         example = style_names[0]
         listed = ", ".join(style_names[:5]) + (", ..." if len(style_names) > 5 else "")
@@ -40,7 +41,6 @@ def no_sidecar(base: str, style_names: list[str]) -> str:
             "the style library has no style yet: add an image to it first; its file name "
             "without the extension is the style name"
         )
-    sidecar = f"{base}.json"
     if len(os.fsencode(sidecar)) > NAME_MAX:
         return (
             f"has no sidecar, and its name is too long to have one: {sidecar} would be more "
