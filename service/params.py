@@ -188,7 +188,7 @@ class RenderParams(BaseModel):
     network: Network = Field(
         default="vgg19",
         description="vgg19 (the paper's network) or vgg16 (a little faster; its weights do "
-        "not ship offline: give a .pth file or allow the download).",
+        "not ship offline: set weights.vgg16 to a .pth file, or weights.download = true).",
     )
     content_layers: Layers = Field(
         default=("conv4_2",),

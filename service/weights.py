@@ -111,7 +111,9 @@ def load_weights(network: Network, deepest: str, config: WeightsConfig) -> VGGWe
         return _download_torchvision(network, wanted, config)
     raise WeightsError(
         "VGG-16 weights do not ship offline; set a torchvision VGG-16 .pth file (--weights "
-        f"PATH, e.g. {TORCHVISION_FILES['vgg16']}), allow the download, or use --network vgg19"
+        f"PATH, e.g. {TORCHVISION_FILES['vgg16']}), allow the download (weights.download = "
+        "true in the config, on a machine that can reach download.pytorch.org), or use "
+        "--network vgg19"
     )
 
 
