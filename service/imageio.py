@@ -99,7 +99,7 @@ def open_image(
                 f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
                 "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
             ) from exc
-        if (kind := _damaged_kind(data)) is not None:
+        if (kind := claimed_format(data)) is not None:
             raise ImageInputError(
                 f"{name} begins as {kind} file but its header cannot be read (it is damaged); "
                 "copy it again, or save it anew from the original"
@@ -153,10 +153,11 @@ def _is_svg(head: bytes) -> bool:
             return text.startswith(b"<svg", at)
 
 
-def _damaged_kind(data: bytes) -> str | None:
-    """The format a file's first bytes claim, for one no decoder identifies: damaged, not of a
-    format unknown here (a Ray operator's trial: a JPEG scrambled after its first bytes was
-    told it was not a format stylefold reads)."""
+def claimed_format(data: bytes) -> str | None:
+    """The image format a file's first bytes claim: for one no decoder identifies, damaged,
+    not of a format unknown here (a Ray operator's trial: a JPEG scrambled after its first
+    bytes was told it was not a format stylefold reads); for a sidecar, a photo given in its
+    place."""
     head = data[:64]
     if head.startswith(b"\xff\xd8\xff"):
         return "a JPEG"
@@ -174,7 +175,7 @@ def _damaged_kind(data: bytes) -> str | None:
 def _not_a_photo(name: str, data: bytes) -> ImageInputError | None:
     """What a file that no decoder here reads is instead, and what to send, by its signature;
     None when it is not one of the kinds people mistake for a photo. No signature here is one
-    of `_damaged_kind`'s, so a damaged image is never called something else."""
+    of `claimed_format`'s, so a damaged image is never called something else."""
     head = data[:1024]
     found: tuple[str, str] | None = None
     if head[4:8] == b"ftyp":

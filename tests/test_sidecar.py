@@ -142,6 +142,8 @@ def test_every_problem_reported_once_each() -> None:
         (b"", "the file is empty"),
         (b"  \n", "the file is empty"),
         (b"\xff\xfe{}", "not UTF-8 text (bad byte at offset 0)"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "this is a JPEG image, not JSON text; give the photo's"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "this is a PNG image, not JSON text"),
         (
             b'{"style": "a",}',
             "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 1",

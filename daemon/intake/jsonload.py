@@ -97,6 +97,13 @@ def load_json(data: bytes | str, what: str = "sidecar") -> Any:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
+            from service.imageio import claimed_format  # Pillow, only for this mistake
+
+            if (kind := claimed_format(data)) is not None:  # a new user's `validate photo.jpg`
+                raise SidecarError(
+                    f"{what}: this is {kind} image, not JSON text; give the photo's sidecar "
+                    "(its .json file) instead"
+                ) from None
             raise SidecarError(
                 f"{what}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
             ) from None
