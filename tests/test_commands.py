@@ -314,6 +314,7 @@ def test_a_pipe_or_device_named_as_a_file_is_refused_at_once(tmp_path: Path) -> 
         (("run", "--config", str(pipe)), 78, "is a named pipe (FIFO), not a file; point"),
         (("doctor", "--config", str(pipe)), 1, "is a named pipe (FIFO), not a file; point"),
         (("status", "--config", str(tmp_path)), 1, "is a folder; point --config"),
+        (("status", "--state", str(tmp_path / "new")), 1, "no daemon has run with it yet"),
     ]
     for args, code, words in cases:
         result = stylefold(*args, timeout=60)

@@ -58,7 +58,10 @@ def command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(f"{exc}\n(or give the state folder: stylefold status --state DIR)")
     if not state.is_dir():
-        return fail(f"{state} does not exist; is --state right?")
+        return fail(
+            f"the state folder {state} does not exist: no daemon has run with it yet (start "
+            "one: stylefold run), or the configuration names another"
+        )
     report = read_status(state)
     if args.json:
         print(model_to_json(report, indent=2))
