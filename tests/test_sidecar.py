@@ -92,6 +92,9 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"output": {"quality": 0}}, "output.quality: Input should be greater than or equal to 1"),
         ({"style": 5}, 'style: must be a style name ("starry_night"), a list of'),
         ({"style": True}, "style: must be a style name"),
+        # a new user's trial: told "style.file: required key is missing" and "style.name:
+        # unknown key"
+        ({"style": {"name": "cells"}}, 'style: must be a style name ("starry_night"), a list'),
         ({"style": "../etc/passwd"}, "style: '../etc/passwd' is not a style name"),
         ({"style": "/abs/path"}, "is not a style name"),
         ({"style": "a/b"}, "is not a style name"),
@@ -113,7 +116,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ),
         ({"style": [{"weight": 2}]}, "style[0].name: required key is missing; add it"),
         ({"style": ["a"]}, "style[0]: each style of a blend is an object such as"),
-        ({"style": {"name": "a"}}, "style.file: required key is missing; add it"),
+        ({"style": {}}, "style.file: required key is missing; add it"),
         ({"style": {"file": "../x.jpg"}}, "style.file: '../x.jpg' is not a bare file name"),
         ({"style": {"file": "sub/x.jpg"}}, "is not a bare file name"),
         ({"style": {"file": "a\\x.jpg"}}, "is not a bare file name"),

@@ -122,6 +122,8 @@ def _style_kind(value: object) -> str | None:
         return "name"
     if isinstance(value, list | tuple):
         return "blend"
+    if isinstance(value, dict) and "name" in value and "file" not in value:
+        return None  # {"name": "cells"}: told the shapes, not that "file" is missing
     if isinstance(value, dict | StyleFile):
         return "file"
     return None
