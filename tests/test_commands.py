@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -392,3 +393,16 @@ def test_styles_of_a_library_with_only_skipped_images_says_what_to_fix(tmp_path:
     (library / "shipwreck.png").unlink()
     (library / "shipwreck.jpg").unlink()
     assert "add images such as" in stylefold("styles", "--styles", str(library)).stdout
+
+
+def test_every_command_s_help_says_what_it_does() -> None:
+    """A new user's trial: `status`, `styles` and `doctor --help` gave the usage alone."""
+    from daemon.cli import build_parser
+
+    [commands] = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    for name, parser in commands.choices.items():
+        assert parser.description, name

@@ -17,10 +17,8 @@ from daemon.config.loading import misspelt_variables
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "doctor",
-        help="check config, devices, weights, folders, inotify limits and the Ray cluster",
-    )
+    help_text = "check config, devices, weights, folders, inotify limits and the Ray cluster"
+    parser = subparsers.add_parser("doctor", help=help_text, description=help_text)
     folder_flags(parser)
     parser.set_defaults(func=command)
 

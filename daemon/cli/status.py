@@ -41,9 +41,8 @@ Item = TypeVar("Item")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "status", help="queue, running jobs and recent failures (reads the state folder)"
-    )
+    help_text = "queue, running jobs and recent failures (reads the state folder)"
+    parser = subparsers.add_parser("status", help=help_text, description=help_text)
     folder_flags(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(

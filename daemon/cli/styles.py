@@ -10,7 +10,8 @@ from daemon.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("styles", help="list the style library")
+    help_text = "list the style library"
+    parser = subparsers.add_parser("styles", help=help_text, description=help_text)
     folder_flags(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=command)
