@@ -158,10 +158,11 @@ class Publisher:
             )
         return shown
 
-    def _may_make_folder(self, rel_dir: str, job_id: str) -> None:
+    def _may_make_folder(self, folder: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
-        gone, or the answer's folder would take another answer's name."""
-        if (refused := self.spool.outbox_refusal(rel_dir, job_id)) is not None:
+        gone, or the answer's folder (relative to the outbox) would take another answer's
+        name."""
+        if (refused := self.spool.outbox_refusal(folder, job_id)) is not None:
             raise OutboxRefused(refused)
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:

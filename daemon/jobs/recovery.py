@@ -120,7 +120,9 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     lc.store.create(job_id, State.CLAIMING, source, detail=intent, note=NOT_RECORDED)
     # Lost between its answer and the release of its originals, it was answered a second
     # time as `photo.stylised-2.jpg`: the originals go back remembered as answered.
-    answer = outbox.answer_of(lc.settings.outbox / intent.rel_dir, Path(photo).stem, job_id)
+    # Where its answers went: the mirror of its folder, or the numbered one a file made it take.
+    answers_in = lc.settings.outbox / lc.spool.answer_folder(intent.rel_dir)
+    answer = outbox.answer_of(answers_in, Path(photo).stem, job_id)
     shown = None if answer is None else answer.relative_to(lc.settings.outbox).as_posix()
     log.warning("job.unrecorded", input=source, folder=str(folder), answer=shown)
     note = f"{NOT_RECORDED}: given back to the inbox"
@@ -129,7 +131,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     placed = lc.spool.roll_back(job_id, intent, note=note)
     if shown is not None and placed:
         lc.spool.remember(list(intent.pair_among(placed)), job_id)
-    for path in outbox.running_files_of(lc.settings.outbox / intent.rel_dir, job_id):
+    for path in outbox.running_files_of(answers_in, job_id):
         path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
 
 
