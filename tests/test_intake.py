@@ -769,7 +769,13 @@ def test_a_lone_photo_is_told_a_sidecar_name_no_other_photo_holds(inbox: Inbox) 
     [problem] = inbox.poll(PAIR)
     assert isinstance(problem, Problem) and problem.path == lone
     assert "has no sidecar; add s.jpg.jpg.json beside it" in problem.reason
+    inbox.write("t.jpg")  # its own sidecar would be t.jpg.json, beside t.json (a re-test's)
+    inbox.write("t.json", "{}")
     other = inbox.write("t.jpg.jpg")
+    events = inbox.poll(SETTLE) + inbox.poll(PAIR)
+    [problem] = [event for event in events if isinstance(event, Problem)]
+    assert problem.path == other and "add t.jpg.jpg.json beside it" in problem.reason
+    lone = inbox.write("u.jpg.jpg")
     [problem] = inbox.poll(SETTLE) + inbox.poll(PAIR)
-    assert isinstance(problem, Problem) and problem.path == other
-    assert "has no sidecar; add t.jpg.json beside it" in problem.reason
+    assert isinstance(problem, Problem) and problem.path == lone
+    assert "has no sidecar; add u.jpg.json beside it" in problem.reason

@@ -501,9 +501,9 @@ class Intake:
                 self._emit(image, None, None, events)
             else:
                 # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
-                # beside s.jpg and s.jpg.json was told to add s.jpg.json)
-                free = not self._pairs.has_sidecar(image.path.parent, image.base)
-                named = f"{image.base if free else image.path.name}.json"
+                # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
+                taken = self._pairs.sidecar_taken(image.path.parent, image.base)
+                named = f"{image.path.name if taken else image.base}.json"
                 reason = reasons.no_sidecar(named, self.style_names())
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
                 self._report(image, events, self._folder_named(image, wanted.__contains__, reason))

@@ -217,9 +217,13 @@ class Partners:
             return self.files[shared], None
         return None, Sharing(shared, owners) if image.path in owners else None
 
-    def has_sidecar(self, folder: Path, base: str) -> bool:
-        """Whether a sidecar `base.json` (in any case or Unicode form) is in `folder`."""
-        return bool(self._sidecars.get((folder, key(base))))
+    def sidecar_taken(self, folder: Path, base: str) -> bool:
+        """Whether `base.json` in `folder` is another photo's: a sidecar of that name is there
+        (in any case or Unicode form), or a photo named `base`, whose own it would be."""
+        if self._sidecars.get((folder, key(base))):
+            return True
+        images = self._stems.get((folder, key(Path(base).stem)), set())
+        return any(key(path.name) == key(base) for path in images)
 
     @staticmethod
     def _pick(group: dict[str, Path], name: str) -> Path | None:
