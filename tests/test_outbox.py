@@ -180,24 +180,35 @@ def test_a_folder_is_not_made_where_it_takes_an_answer_s_name(tmp_path: Path) ->
 
 
 def test_a_folder_refused_or_held_by_a_file_is_numbered_and_stays_so(tmp_path: Path) -> None:
-    (tmp_path / "photo.log").write_text("an answer's log")
-    (tmp_path / "Trip").mkdir()
-    (tmp_path / "b.LOG").write_text("another answer's log")
-    reserved = [tmp_path / "queued.stylised.jpg", tmp_path / "sub" / "c.log"]
-    assert outbox.answer_folder(tmp_path, "", reserved) == ""
-    assert outbox.answer_folder(tmp_path, "photo.log/x", reserved) == "photo.log-2/x"
-    assert outbox.answer_folder(tmp_path, "queued.stylised.jpg", reserved) == (
-        "queued.stylised.jpg-2"
-    )
-    assert outbox.answer_folder(tmp_path, "b.log", reserved) == "b.log-2"  # folded
-    assert outbox.answer_folder(tmp_path, "trip/photo.log", reserved) == "trip/photo.log"
-    assert outbox.answer_folder(tmp_path, "sub/c.log", reserved) == "sub/c.log-2"
-    (tmp_path / "photo.log-2").mkdir()  # made by the first answer: the next ones go there too
-    (tmp_path / "photo.log-3").mkdir()
-    assert outbox.answer_folder(tmp_path, "photo.log/y", reserved) == "photo.log-2/y"
+    root, inbox = tmp_path / "outbox", tmp_path / "inbox"
+    root.mkdir()
+    inbox.mkdir()
+    (root / "photo.log").write_text("an answer's log")
+    (root / "Trip").mkdir()
+    (root / "b.LOG").write_text("another answer's log")
+    reserved = [root / "queued.stylised.jpg", root / "sub" / "c.log"]
+
+    def folder(rel_dir: str, reserved: list[Path] = reserved) -> str:
+        return outbox.answer_folder(root, rel_dir, reserved, inbox)
+
+    assert folder("") == ""
+    assert folder("photo.log/x") == "photo.log-2/x"
+    assert folder("queued.stylised.jpg") == "queued.stylised.jpg-2"
+    assert folder("b.log") == "b.log-2"  # folded
+    assert folder("trip/photo.log") == "trip/photo.log"
+    assert folder("sub/c.log") == "sub/c.log-2"
+    # Made and marked by the first answer, the next ones of that folder go there too.
+    outbox.mark_folders(root, "photo.log-2/x", "photo.log/x")
+    assert folder("photo.log/y") == "photo.log-2/y"
+    # An inbox folder of that very name is not answered in another folder's numbered one, nor
+    # is a numbered name taken that an inbox folder has (a re-test's finding: both inbox
+    # folders were answered in photo.log-2/).
+    assert folder("photo.log-2") == "photo.log-2-2"
+    (inbox / "B.log-2").mkdir()
+    assert folder("b.log") == "b.log-3"
     long = "é" * 127  # 254 bytes: the number takes the place of its end
-    (tmp_path / long).write_text("x")
-    assert outbox.answer_folder(tmp_path, long, []) == "é" * 126 + "-2"
+    (root / long).write_text("x")
+    assert folder(long, []) == "é" * 126 + "-2"
 
 
 def test_a_file_is_not_named_like_a_folder_an_answer_in_progress_goes_in(tmp_path: Path) -> None:

@@ -156,23 +156,71 @@ def folder_clash(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str | No
     return None
 
 
-def answer_folder(root: Path, rel_dir: str, reserved: Iterable[Path]) -> str:
+# A numbered answer folder (`answer_folder`) holds this file, naming the inbox folder it
+# answers: an inbox folder of that very name (`photo.log-2/`, there before or made later) then
+# gets a folder of its own rather than another folder's answers (a re-test's finding).
+FOLDER_MARK = ".stylefold-folder.json"
+
+
+class _FolderMark(BaseModel):
+    inbox_folder: str  # relative to the inbox
+
+
+def answer_folder(root: Path, rel_dir: str, reserved: Iterable[Path], inbox: Path) -> str:
     """Where (relative to `root`) the answers to a photo of the inbox folder `rel_dir` go: its
     mirror, with each part that `folder_clash` refuses, or whose name a file holds (the log
-    `photo.log` of an earlier answer, for an inbox folder `photo.log/`), numbered as
-    `photo.log-2/`. The same inbox folder gets the same one while the outbox stays so. (An
-    attacker's trial: such a job was blocked, told to rename the inbox folder, which cannot
-    help once its photo is claimed, so it waited forever, and `stylefold once` with it.)"""
+    `photo.log` of an earlier answer, for an inbox folder `photo.log/`), or that is another
+    inbox folder's numbered one, numbered as `photo.log-2/` (skipping the names of folders of
+    `inbox`). The same inbox folder gets the same one while the outbox stays so; `mark_folders`
+    makes the numbered parts. (An attacker's trial: such a job was blocked, told to rename the
+    inbox folder, which cannot help once its photo is claimed, so it waited forever, and
+    `stylefold once` with it.)"""
     taken = _taken(reserved)
+    parts = Path(rel_dir).parts
     folder, chosen = root, []
-    for part in Path(rel_dir).parts:
+    for level, part in enumerate(parts):
+        answers = Path(*parts[: level + 1]).as_posix()
+        beside = inbox.joinpath(*parts[:level])
         name, number = part, 1
-        while _refused(folder, name, taken) is not None or _file_at(folder / name):
+        while not _answers_in(folder / name, answers, beside, taken, number > 1):
             number += 1
             name = fit_name(part, f"-{number}")
         chosen.append(name)
         folder = folder / name
     return Path(*chosen).as_posix() if chosen else ""
+
+
+def _answers_in(path: Path, answers: str, beside: Path, taken: set[str], numbered: bool) -> bool:
+    """Whether the answers of the inbox folder `answers` may go in the outbox folder `path`;
+    `beside`: the inbox folder that holds `answers`."""
+    if _refused(path.parent, path.name, taken) is not None or _file_at(path):
+        return False
+    mark = _mark_of(path)
+    if not numbered:
+        return mark is None or mark == answers  # its mirror, unless another folder's numbered
+    if path.is_dir():
+        return mark == answers
+    wanted = folded(path.name)
+    return not any(folded(entry.name) == wanted for entry in _entries(beside))
+
+
+def _mark_of(path: Path) -> str | None:
+    try:
+        return _FolderMark.model_validate(read_json(path / FOLDER_MARK)).inbox_folder
+    except ValidationError:
+        return None
+
+
+def mark_folders(root: Path, folder: str, rel_dir: str) -> None:
+    """Make the numbered parts of the answer folder `folder` (`answer_folder`), each with the
+    mark that names the inbox folder it answers."""
+    made, parts = root, Path(rel_dir).parts
+    for level, (name, part) in enumerate(zip(Path(folder).parts, parts, strict=True)):
+        made = made / name
+        if name != part and _mark_of(made) is None:
+            made.mkdir(parents=True, exist_ok=True)
+            mark = _FolderMark(inbox_folder=Path(*parts[: level + 1]).as_posix())
+            atomic_write_json(made / FOLDER_MARK, mark.model_dump())
 
 
 def _taken(reserved: Iterable[Path], *, folders: bool = False) -> set[str]:

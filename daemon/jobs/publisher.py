@@ -131,6 +131,7 @@ class Publisher:
             assert isinstance(detail, ReportDetail)
             folder = self.spool.answer_folder(detail.rel_dir)
             self._may_make_folder(folder, job_id)
+            self.spool.mark_answer_folder(folder, detail.rel_dir)
             names = answers.publish_report(
                 job_id,
                 detail,
@@ -145,6 +146,7 @@ class Publisher:
             assert isinstance(detail, ReuseDetail)
             return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
         self._may_make_folder(job.outbox_dir, job_id)
+        self.spool.mark_answer_folder(job.outbox_dir, job.rel_dir)
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()

@@ -52,7 +52,13 @@ from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, answer_folder, choose_names, folder_clash
+from daemon.jobs.outbox import (
+    OutputNames,
+    answer_folder,
+    choose_names,
+    folder_clash,
+    mark_folders,
+)
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -233,7 +239,8 @@ class Spool:
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         reserved = self.reserved()
-        answer_dir = answer_folder(self.settings.outbox, rel_dir, reserved)
+        answer_dir = self.answer_folder(rel_dir, reserved)
+        self.mark_answer_folder(answer_dir, rel_dir)
         names = choose_names(
             self.settings.outbox / answer_dir,
             Path(arrival.image.name).stem,
@@ -295,10 +302,19 @@ class Spool:
             return None
         return folder_clash(self.settings.outbox, folder, self.reserved(but=job_id))
 
-    def answer_folder(self, rel_dir: str) -> str:
+    def answer_folder(self, rel_dir: str, reserved: list[Path] | None = None) -> str:
         """The outbox folder, relative to the outbox, for answers about the inbox folder
         `rel_dir` (`outbox.answer_folder`)."""
-        return answer_folder(self.settings.outbox, rel_dir, self.reserved())
+        if reserved is None:
+            reserved = self.reserved()
+        return answer_folder(self.settings.outbox, rel_dir, reserved, self.settings.inbox)
+
+    def mark_answer_folder(self, folder: str, rel_dir: str) -> None:
+        """Make the numbered parts of the answer folder `folder` (`outbox.mark_folders`), at
+        once, so that the inbox folder's next photos find theirs; not where the outbox is gone
+        (the answer waits for it, and marks them then)."""
+        if folder != rel_dir and self.outbox_gone() is None:
+            mark_folders(self.settings.outbox, folder, rel_dir)
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         """Undo a claim that did not complete, or one whose originals changed under the job
