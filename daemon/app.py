@@ -29,7 +29,9 @@ from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake
 from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
+from daemon.jobs.answers import ReportDetail
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.live import Blocked
 from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
 from daemon.lock import InboxLock, LockError, StateLock
@@ -178,7 +180,7 @@ class Daemon:
                 if self.once and self._idle(blocked=True):
                     # Blocked answers wait for a person; a cron job must end (an attacker's
                     # trial: `once` ran until killed). The next start tries them again.
-                    left_blocked = sorted(jobs.publisher.blocked)
+                    left_blocked = sorted(map(_blocked_line, jobs.publisher.blocked.values()))
                     log.warning("daemon.inbox_done", left_blocked=left_blocked)
                     break
         finally:
@@ -380,3 +382,13 @@ class Daemon:
         if self.fixes is not None:
             self.fixes.reloaded(old)
         return changed
+
+
+def _blocked_line(blocked: Blocked) -> str:
+    """`once`'s last word on an answer left waiting: its photo and why."""
+    if blocked.job is not None:
+        source = blocked.job.source
+    else:  # a report about files that never became a job
+        assert isinstance(blocked.detail, ReportDetail)
+        source = blocked.detail.input
+    return f"{source} (job {blocked.job_id}): {blocked.reason}"

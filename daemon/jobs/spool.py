@@ -283,7 +283,9 @@ class Spool:
         disk (the outbox folder made again there), hidden once the stick was back."""
         outbox = self.settings.outbox
         if not outbox.is_dir():
-            return f"the outbox {outbox} is missing (a share or stick not mounted?); mount it"
+            return (
+                f"the outbox folder ({outbox}) is missing (a share or stick not mounted?); mount it"
+            )
         point = self._outbox_mount
         if point is not None and not still_mounted(point):
             return (
