@@ -197,12 +197,12 @@ def test_an_inbox_folder_named_like_an_answer_file_is_answered_in_a_numbered_fol
         assert "answered in the outbox folder xc.log-2/, not xc.log/" in log
     answered = {
         path.relative_to(folders.outbox).as_posix()
-        for path in folders.outbox.rglob("*.manifest.json")
+        for path in folders.outbox.rglob("*.manifest*.json")  # yc.manifest-2.json too
     }
     xc = {"xc.log-2/inner.manifest.json", "xc.log-2/second.manifest.json"}
     assert answered - xc in (  # whichever of yc.jpg and yc.log/ was claimed first
         {"yc.manifest.json", "yc.log-2/a.manifest.json"},
-        {"yc-2.manifest.json", "yc.log/a.manifest.json"},
+        {"yc.manifest-2.json", "yc.log/a.manifest.json"},
     ), answered
     assert xc <= answered and not list(folders.outbox.rglob("*.error.json"))
     # An inbox folder named like the numbered one gets its own (a re-test's finding: a photo
@@ -234,6 +234,8 @@ def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> 
         write_json(taker / "a.json", {"style": "no such style"})
         report = folders.outbox / "victim.stylised.jpg-2" / "a.error.json"
         wait_for(report.exists, 60, "the report in a numbered folder")
+        log = (report.parent / "a.log").read_text()
+        assert "answered in the outbox folder victim.stylised.jpg-2/, not" in log
         assert not (folders.outbox / "victim.manifest.json").exists(), "rendered too soon"
         assert not (folders.outbox / "victim.stylised.jpg").exists()
 

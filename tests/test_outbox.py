@@ -206,6 +206,21 @@ def test_a_folder_refused_or_held_by_a_file_is_numbered_and_stays_so(tmp_path: P
     assert folder("photo.log-2") == "photo.log-2-2"
     (inbox / "B.log-2").mkdir()
     assert folder("b.log") == "b.log-3"
+    # Alike in case, a numbered folder and another inbox folder's are one on a folding
+    # receiver (a re-test's finding: C.LOG-2/ was made beside c.log/'s c.log-2/).
+    assert folder("PHOTO.LOG-2") == "PHOTO.LOG-2-2"
+    # The answer folders of jobs in progress count, made or not (a re-test's finding: with the
+    # outbox away at claim, or the numbered folder removed mid-job, another inbox folder took
+    # it); alike mirrors of alike inbox folders still share one, their files numbered apart.
+    (root / "d.log").write_text("an answer's log")
+
+    def claimed(rel_dir: str, *held: tuple[str, str]) -> str:
+        return outbox.answer_folder(root, rel_dir, [], inbox, held)
+
+    assert claimed("c.log-2", ("c.log-2", "c.log")) == "c.log-2-2"
+    assert claimed("d.log", ("D.log-2", "D.log-2")) == "d.log-3"
+    assert claimed("trip2", ("Trip2", "Trip2")) == "trip2"
+    assert claimed("trip2", ("Trip2", "trip")) == "trip2-2"
     long = "é" * 127  # 254 bytes: the number takes the place of its end
     (root / long).write_text("x")
     assert folder(long, []) == "é" * 126 + "-2"

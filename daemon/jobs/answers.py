@@ -156,11 +156,11 @@ def published(answer: AnswerT, roots: Mapping[Path, str]) -> AnswerT:
     return type(answer).model_validate(public(answer.model_dump(mode="json"), roots))
 
 
-def answered_elsewhere(job: Job) -> str:
+def answered_elsewhere(folder: str, rel_dir: str) -> str:
     """The log's line for answers in a numbered outbox folder (`outbox.answer_folder`)."""
     return (
-        f"answered in the outbox folder {job.answer_dir}/, not {job.rel_dir}/: a file in the "
-        "outbox (or an answer in progress) holds that name"
+        f"answered in the outbox folder {folder}/, not {rel_dir}/: a file in the outbox (or an "
+        "answer in progress, or another inbox folder's answers) holds that name"
     )
 
 
@@ -395,7 +395,11 @@ def publish_report(
         original=detail.original,
         at=local_time(time.time()),
     )
-    publish_failure(names, report, f"{local_time(time.time())} {detail.reason}\n", roots)
+    log = f"{local_time(time.time())} {detail.reason}\n"
+    relative = folder.relative_to(outbox_root).as_posix()
+    if relative != (detail.rel_dir or "."):
+        log += f"{local_time(time.time())} {answered_elsewhere(relative, detail.rel_dir)}\n"
+    publish_failure(names, report, log, roots)
     return names
 
 

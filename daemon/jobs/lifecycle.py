@@ -295,7 +295,7 @@ class Lifecycle:
         for note in notes:
             self.spool.append_log(job, note)
         if job.answer_dir is not None:
-            self.spool.append_log(job, answers.answered_elsewhere(job))
+            self.spool.append_log(job, answers.answered_elsewhere(job.answer_dir, job.rel_dir))
         log.info(
             "job.claimed",
             input=job.source,

@@ -166,23 +166,32 @@ class _FolderMark(BaseModel):
     inbox_folder: str  # relative to the inbox
 
 
-def answer_folder(root: Path, rel_dir: str, reserved: Iterable[Path], inbox: Path) -> str:
+def answer_folder(
+    root: Path,
+    rel_dir: str,
+    reserved: Iterable[Path],
+    inbox: Path,
+    claimed: Iterable[tuple[str, str]] = (),
+) -> str:
     """Where (relative to `root`) the answers to a photo of the inbox folder `rel_dir` go: its
     mirror, with each part that `folder_clash` refuses, or whose name a file holds (the log
     `photo.log` of an earlier answer, for an inbox folder `photo.log/`), or that is another
     inbox folder's numbered one, numbered as `photo.log-2/` (skipping the names of folders of
-    `inbox`). The same inbox folder gets the same one while the outbox stays so; `mark_folders`
-    makes the numbered parts. (An attacker's trial: such a job was blocked, told to rename the
-    inbox folder, which cannot help once its photo is claimed, so it waited forever, and
-    `stylefold once` with it.)"""
-    taken = _taken(reserved)
+    `inbox`, and of folders `claimed` (answer folder, inbox folder) by jobs in progress). The
+    same inbox folder gets the same one while the outbox stays so; `mark_folders` makes the
+    numbered parts. (An attacker's trial: such a job was blocked, told to rename the inbox
+    folder, which cannot help once its photo is claimed, so it waited forever, and `stylefold
+    once` with it.)"""
+    taken, held = _taken(reserved), list(claimed)
     parts = Path(rel_dir).parts
-    folder, chosen = root, []
+    folder, chosen = root, list[str]()
     for level, part in enumerate(parts):
         answers = Path(*parts[: level + 1]).as_posix()
         beside = inbox.joinpath(*parts[:level])
         name, number = part, 1
-        while not _answers_in(folder / name, answers, beside, taken, number > 1):
+        while not _answers_in(folder / name, answers, taken, number > 1) or _held(
+            Path(*chosen, name).as_posix(), answers, held, beside, number > 1
+        ):
             number += 1
             name = fit_name(part, f"-{number}")
         chosen.append(name)
@@ -190,18 +199,35 @@ def answer_folder(root: Path, rel_dir: str, reserved: Iterable[Path], inbox: Pat
     return Path(*chosen).as_posix() if chosen else ""
 
 
-def _answers_in(path: Path, answers: str, beside: Path, taken: set[str], numbered: bool) -> bool:
-    """Whether the answers of the inbox folder `answers` may go in the outbox folder `path`;
-    `beside`: the inbox folder that holds `answers`."""
+def _answers_in(path: Path, answers: str, taken: set[str], numbered: bool) -> bool:
+    """Whether, by what the outbox holds, the answers of the inbox folder `answers` may go in
+    the outbox folder `path`. Folders alike in case or Unicode form are one on a folding
+    receiver: alike mirrors of alike inbox folders may share it (their files are numbered
+    apart), a numbered folder and another folder's may not (a re-test's finding: `C.LOG-2/`
+    was made beside `c.log-2/`, `c.log/`'s numbered one)."""
     if _refused(path.parent, path.name, taken) is not None or _file_at(path):
         return False
-    mark = _mark_of(path)
-    if not numbered:
-        return mark is None or mark == answers  # its mirror, unless another folder's numbered
-    if path.is_dir():
-        return mark == answers
     wanted = folded(path.name)
-    return not any(folded(entry.name) == wanted for entry in _entries(beside))
+    alike = [e.name for e in _entries(path.parent) if folded(e.name) == wanted and e.is_dir()]
+    marks = {_mark_of(path.parent / name) for name in alike}
+    if numbered:
+        return not alike or marks == {answers}
+    return marks <= {None, answers}  # its mirror, unless another folder's numbered one
+
+
+def _held(
+    rel: str, answers: str, held: list[tuple[str, str]], beside: Path, numbered: bool
+) -> bool:
+    """Whether the answer folder `rel` would be another inbox folder's: a job in progress
+    answers another one there (its folder may not be made yet, or was removed meanwhile), or,
+    numbered, the inbox has a folder of that name (`beside`: the inbox folder it would be in)."""
+    wanted = folded(rel)
+    for folder, inbox_folder in held:
+        mirrors = not numbered and folder == inbox_folder  # alike mirrors may share one
+        if folded(folder) == wanted and inbox_folder != answers and not mirrors:
+            return True
+    name = folded(Path(rel).name)
+    return numbered and any(folded(entry.name) == name for entry in _entries(beside))
 
 
 def _mark_of(path: Path) -> str | None:

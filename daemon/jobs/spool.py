@@ -125,6 +125,8 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
+        # job id -> (its answer folder, relative to the outbox; its photo's inbox folder)
+        self._answering: dict[str, tuple[str, str]] = {}
         self._outbox_mount = held_mount(mount_of(settings.outbox, read_mounts()))  # outbox_gone
 
     # -- paths ----------------------------------------------------------------------------
@@ -139,8 +141,14 @@ class Spool:
         return OutputNames.from_json(self.settings.outbox / job.outbox_dir, job.names)
 
     def reserve(self, job: Job) -> None:
-        """Keep a recovered job's output names from being chosen by a new job."""
+        """Keep a claimed or recovered job's output names and answer folder from being chosen
+        by a new job until it is released."""
         self._reserved[job.id] = self.names(job).all()
+        self._answering[job.id] = (job.outbox_dir, job.rel_dir)
+
+    def _let_go(self, job_id: str) -> None:
+        self._reserved.pop(job_id, None)
+        self._answering.pop(job_id, None)
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -267,7 +275,7 @@ class Spool:
             key=job_key(input_sha, styles, resolved.params, output),
             companions=[list(pair) for pair in companions],
         )
-        self._reserved[job_id] = names.all()
+        self.reserve(job)
         return job
 
     def reserved(self, but: str | None = None) -> list[Path]:
@@ -309,7 +317,8 @@ class Spool:
         `rel_dir` (`outbox.answer_folder`)."""
         if reserved is None:
             reserved = self.reserved()
-        return answer_folder(self.settings.outbox, rel_dir, reserved, self.settings.inbox)
+        claimed = self._answering.values()
+        return answer_folder(self.settings.outbox, rel_dir, reserved, self.settings.inbox, claimed)
 
     def mark_answer_folder(self, folder: str, rel_dir: str) -> None:
         """Make the numbered parts of the answer folder `folder` (`outbox.mark_folders`), at
@@ -491,7 +500,7 @@ class Spool:
     def _rolled_back(self, job_id: str, note: str) -> None:
         """The job folder goes, and a claim in progress ends ROLLED_BACK."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-        self._reserved.pop(job_id, None)
+        self._let_go(job_id)
         row = self.store.get(job_id)
         if row is not None and row.state in (State.CLAIMING, State.RETURNING):
             with contextlib.suppress(OSError):
@@ -545,7 +554,7 @@ class Spool:
         it was the last to use: a daemon restarted only every few months would otherwise keep
         every brought-along style until then."""
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
-        self._reserved.pop(job if isinstance(job, str) else job.id, None)
+        self._let_go(job if isinstance(job, str) else job.id)
         self.styles.collect()
 
     # -- inbox files answered in place ----------------------------------------------------
