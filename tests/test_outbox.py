@@ -221,6 +221,7 @@ def test_a_folder_refused_or_held_by_a_file_is_numbered_and_stays_so(tmp_path: P
     assert claimed("d.log", ("D.log-2", "D.log-2")) == "d.log-3"
     assert claimed("trip2", ("Trip2", "Trip2")) == "trip2"
     assert claimed("trip2", ("Trip2", "trip")) == "trip2-2"
+    assert claimed("c.log-2/sub", ("c.log-2/sub", "c.log/sub")) == "c.log-2-2/sub"
     long = "é" * 127  # 254 bytes: the number takes the place of its end
     (root / long).write_text("x")
     assert folder(long, []) == "é" * 126 + "-2"

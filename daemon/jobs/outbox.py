@@ -182,7 +182,7 @@ def answer_folder(
     numbered parts. (An attacker's trial: such a job was blocked, told to rename the inbox
     folder, which cannot help once its photo is claimed, so it waited forever, and `stylefold
     once` with it.)"""
-    taken, held = _taken(reserved), list(claimed)
+    taken, held = _taken(reserved), _levels(claimed)
     parts = Path(rel_dir).parts
     folder, chosen = root, list[str]()
     for level, part in enumerate(parts):
@@ -228,6 +228,17 @@ def _held(
             return True
     name = folded(Path(rel).name)
     return numbered and any(folded(entry.name) == name for entry in _entries(beside))
+
+
+def _levels(claimed: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each (answer folder, inbox folder) with the pairs of its parents: a job in progress in
+    `c.log-2/sub/` for `c.log/sub/` holds `c.log-2/` for `c.log/` too."""
+    pairs = []
+    for answer_dir, rel_dir in claimed:
+        outside, inside = Path(answer_dir).parts, Path(rel_dir).parts
+        for depth in range(1, len(inside) + 1):
+            pairs.append((Path(*outside[:depth]).as_posix(), Path(*inside[:depth]).as_posix()))
+    return pairs
 
 
 def _mark_of(path: Path) -> str | None:
