@@ -254,7 +254,15 @@ class Daemon:
         self._extending = True
         self.notifier.stopping()
         self._beat()  # EXTEND_TIMEOUT_USEC at once: the drain may outlast TimeoutStopSec=
-        log.info("daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued))
+        waits = (  # a new user's trial: the first Ctrl-C seemed to do nothing for 30 s
+            f"up to {self.settings.grace_period:g} s (grace_period) for the running jobs; a "
+            "second signal (Ctrl-C) stops them now, and they are rendered again at the next start"
+            if jobs.running
+            else None
+        )
+        log.info(
+            "daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued), waits=waits
+        )
         self.stopping = True
         self._report_status(force=True)
         self.watcher.stop()

@@ -483,6 +483,8 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
             return False
 
         wait_for(stopping, 20, "status to say the daemon is stopping")
+        said = daemon.wait_for_log("daemon.stopping")["waits"]
+        assert said.startswith("up to 0.5 s (grace_period) for the running jobs; a second"), said
         assert daemon.stop(signal.SIGTERM, timeout=40) == 0
     finally:
         daemon.process.kill()
