@@ -46,10 +46,16 @@ def read_settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides(args), create_dirs=False, writable=False)
 
 
+def config_file(args: argparse.Namespace) -> str | None:
+    """The config file asked for (--config, then STYLEFOLD_CONFIG), as given; None if none."""
+    given = args.config if args.config is not None else os.environ.get(CONFIG_ENV)
+    return str(given) if given else None
+
+
 def config_named(args: argparse.Namespace) -> bool:
     """Whether a config file was asked for (--config or STYLEFOLD_CONFIG): its errors are then
     the answer, not a reason to go on without it."""
-    return args.config is not None or bool(os.environ.get(CONFIG_ENV))
+    return config_file(args) is not None
 
 
 def state_folder(args: argparse.Namespace) -> Path | None:
@@ -58,7 +64,7 @@ def state_folder(args: argparse.Namespace) -> Path | None:
     daemon's lock and status are there, so `status` and `reload` still find a running daemon
     whose config file someone is editing. None when nothing names it."""
     named = args.state or os.environ.get(ENV_PREFIX + "STATE")
-    config = args.config or os.environ.get(CONFIG_ENV)
+    config = config_file(args)
     if not named and config:
         try:
             named = read_toml(Path(config)).get("state")

@@ -18,9 +18,15 @@ import signal
 import time
 from pathlib import Path
 
-from daemon.cli.common import config_named, fail, folder_flags, read_settings, state_folder
+from daemon.cli.common import (
+    config_file,
+    config_named,
+    fail,
+    folder_flags,
+    read_settings,
+    state_folder,
+)
 from daemon.config import ConfigError
-from daemon.config.fields import CONFIG_ENV
 from daemon.exitcodes import ExitCode
 from daemon.lock import holder, state_of
 from daemon.status import RESTART_FIX, read_status
@@ -96,7 +102,7 @@ def _file_read(config: str | None, args: argparse.Namespace) -> str:
     own, unnamed)."""
     if config is None:
         return ""
-    given = args.config or os.environ.get(CONFIG_ENV)
+    given = config_file(args)
     if given and Path(given).resolve() != Path(config).resolve():
         return f" (from {config}, the file it was started with, not {given})"
     return f" (from {config})"
