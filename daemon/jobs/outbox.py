@@ -188,8 +188,8 @@ def answer_folder(
     for level, part in enumerate(parts):
         answers = Path(*parts[: level + 1]).as_posix()
         beside = inbox.joinpath(*parts[:level])
-        name, number = part, 1
-        while not _answers_in(folder / name, answers, taken, number > 1) or _held(
+        name, number, entries = part, 1, _entries(folder)  # one listing for every number
+        while not _answers_in(folder / name, entries, answers, taken, number > 1) or _held(
             Path(*chosen, name).as_posix(), answers, held, beside, number > 1
         ):
             number += 1
@@ -199,16 +199,18 @@ def answer_folder(
     return Path(*chosen).as_posix() if chosen else ""
 
 
-def _answers_in(path: Path, answers: str, taken: set[str], numbered: bool) -> bool:
-    """Whether, by what the outbox holds, the answers of the inbox folder `answers` may go in
-    the outbox folder `path`. Folders alike in case or Unicode form are one on a folding
-    receiver: alike mirrors of alike inbox folders may share it (their files are numbered
-    apart), a numbered folder and another folder's may not (a re-test's finding: `C.LOG-2/`
-    was made beside `c.log-2/`, `c.log/`'s numbered one)."""
-    if _refused(path.parent, path.name, taken) is not None or _file_at(path):
+def _answers_in(
+    path: Path, entries: list[os.DirEntry[str]], answers: str, taken: set[str], numbered: bool
+) -> bool:
+    """Whether, by what the outbox holds (`entries`: those beside `path`), the answers of the
+    inbox folder `answers` may go in the outbox folder `path`. Folders alike in case or Unicode
+    form are one on a folding receiver: alike mirrors of alike inbox folders may share it
+    (their files are numbered apart), a numbered folder and another folder's may not (a
+    re-test's finding: `C.LOG-2/` was made beside `c.log-2/`, `c.log/`'s numbered one)."""
+    if _refused(path.parent, path.name, taken, entries) is not None or _file_at(path):
         return False
     wanted = folded(path.name)
-    alike = [e.name for e in _entries(path.parent) if folded(e.name) == wanted and e.is_dir()]
+    alike = [e.name for e in entries if folded(e.name) == wanted and e.is_dir()]
     marks = {_mark_of(path.parent / name) for name in alike}
     if numbered:
         return not alike or marks == {answers}
@@ -275,8 +277,11 @@ def _file_at(path: Path) -> bool:
     return os.path.lexists(path) and not path.is_dir()
 
 
-def _refused(folder: Path, part: str, taken: set[str]) -> str | None:
-    """Why `folder / part` may not be made as a folder (see `folder_clash`), or None."""
+def _refused(
+    folder: Path, part: str, taken: set[str], entries: list[os.DirEntry[str]] | None = None
+) -> str | None:
+    """Why `folder / part` may not be made as a folder (see `folder_clash`), or None;
+    `entries`: `folder`'s, when already listed."""
     path = folder / part
     if path.is_dir():
         return None
@@ -285,7 +290,7 @@ def _refused(folder: Path, part: str, taken: set[str]) -> str | None:
             f"{path} would be a folder where another photo's answer, still in progress, gets "
             "that name"
         )
-    for entry in _entries(folder):
+    for entry in _entries(folder) if entries is None else entries:
         if entry.name != part and folded(entry.name) == folded(part) and not entry.is_dir():
             return (
                 f"{path} would be a folder beside the file {entry.name}, one name where case is "
