@@ -148,7 +148,9 @@ def test_with_archive_keep_a_resent_copy_stays_in_the_inbox_remembered(folders: 
     _render(lc, first)
     arrival = _send(folders)  # rewritten by the tool (rsync -I, a new mtime)
     assert _take(lc, arrival) is None and _last_end(lc) is State.SKIPPED
-    assert arrival.image.exists() and lc.spool.already_handled([arrival.image, arrival.sidecar])
+    assert arrival.image.exists() and lc.spool.in_place.already_handled(
+        [arrival.image, arrival.sidecar]
+    )
     assert _outbox(folders) == RESULT_SET
 
 
@@ -166,15 +168,17 @@ def test_a_start_on_an_inbox_share_not_yet_mounted_keeps_what_was_answered(
     share = folders.root / "share"
     folders.inbox.rename(share)
     folders.inbox.mkdir()  # the mount point, empty
-    lc.spool.forget_vanished()  # what every start does
+    lc.spool.in_place.forget_vanished()  # what every start does
     folders.inbox.rmdir()
     share.rename(folders.inbox)
     sent = [folders.inbox / name for name in ("photo.jpg", "photo.json", "other.jpg", "other.json")]
-    assert lc.spool.already_handled(sent[:2]) and lc.spool.already_handled(sent[2:])
+    assert lc.spool.in_place.already_handled(sent[:2]) and lc.spool.in_place.already_handled(
+        sent[2:]
+    )
 
     (folders.inbox / "other.jpg").unlink()  # one really gone: its record goes, the other stays
-    lc.spool.forget_vanished()
-    assert lc.spool.already_handled(sent[:2])
+    lc.spool.in_place.forget_vanished()
+    assert lc.spool.in_place.already_handled(sent[:2])
     assert "other.jpg" not in lc.store.seen_paths()
 
 
@@ -317,13 +321,13 @@ def test_a_kept_photo_another_pair_borrows_as_its_style_stays_answered(folders: 
     assert first is not None
     _render(lc, first)
     kept = [folders.inbox / "R.jpg", folders.inbox / "R.json"]
-    assert lc.spool.already_handled(kept)
+    assert lc.spool.in_place.already_handled(kept)
     style = Arrival(folders.inbox / "S.jpg", folders.inbox / "S.json", Path("."), kept[0])
     (folders.inbox / "S.jpg").write_bytes(image_bytes(seed=6))
     write_json(folders.inbox / "S.json", {"style": {"file": "R.jpg"}})
     second = _take(lc, style)
     assert second is not None
-    assert lc.spool.already_handled(kept)  # what a restart asks of R and its sidecar
+    assert lc.spool.in_place.already_handled(kept)  # what a restart asks of R and its sidecar
 
 
 def test_a_kept_photo_whose_sidecar_went_gets_no_second_report(folders: Folders) -> None:
@@ -511,7 +515,7 @@ def test_a_photo_written_on_after_its_claim_goes_back_unanswered(
     assert not folders.outbox.exists() or _outbox(folders) == []
     photo, sidecar = folders.inbox / "photo.jpg", folders.inbox / "photo.json"
     assert photo.read_bytes() == new and sidecar.exists()
-    assert not lc.spool.already_handled([photo, sidecar])
+    assert not lc.spool.in_place.already_handled([photo, sidecar])
     assert sorted(lc.settle_again()) == [photo, sidecar]  # settles again, as a new arrival
     assert not lc.spool.job_dir(job_id).exists() and job_id not in lc.jobs
     # Taken again once settled: one answer, of the new version, under the plain names.
@@ -668,7 +672,9 @@ def test_a_kept_photo_deleted_leaves_its_sidecar_without_a_second_report(
     lone = Problem(arrival.sidecar, "photo.json has no photo beside it", "photo", orphan=True)
     lc.problem(lone)
     assert _outbox(folders) == RESULT_SET
-    assert lc.spool.already_handled([arrival.sidecar])  # not looked at again while unchanged
+    assert lc.spool.in_place.already_handled(
+        [arrival.sidecar]
+    )  # not looked at again while unchanged
     write_json(arrival.sidecar, {"style": "waves"})  # a new sidecar: a real orphan
     lc.problem(lone)
     [report_file] = [p for p in folders.outbox.iterdir() if ".error" in p.name]

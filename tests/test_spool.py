@@ -212,7 +212,7 @@ def test_an_answered_job_lost_with_the_database_is_not_answered_again(folders: F
 
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    handled = [lifecycle.spool.already_handled([a.image, a.sidecar]) for a in arrivals]
+    handled = [lifecycle.spool.in_place.already_handled([a.image, a.sidecar]) for a in arrivals]
     assert handled == [True, True, False]
     assert all(arrival.image.exists() for arrival in arrivals)
     row = lifecycle.store.get(jobs[0].id)
@@ -251,11 +251,11 @@ def test_originals_are_archived_or_returned_and_remembered(folders: Folders) -> 
     job = _claim(spool, settings, arrival)
     spool.release(job, archive=False)
     assert arrival.image.exists()
-    assert spool.already_handled([arrival.image, arrival.sidecar])
+    assert spool.in_place.already_handled([arrival.image, arrival.sidecar])
     # Editing the sidecar makes it a new job.
     assert arrival.sidecar is not None
     write_json(arrival.sidecar, {"style": "waves"})
-    assert not spool.already_handled([arrival.image, arrival.sidecar])
+    assert not spool.in_place.already_handled([arrival.image, arrival.sidecar])
 
 
 def test_archive_never_overwrites_an_earlier_original(folders: Folders) -> None:
@@ -369,7 +369,7 @@ def test_names_that_are_not_utf8_survive_every_record(folders: Folders) -> None:
     spool.append_log(job, f"claimed {job.source}")
     outbox.publish_error(spool.names(job), a_report(f"test {job.source}"), spool.read_log(job))
     spool.release(job, archive=False)
-    assert image.exists() and spool.already_handled([image, sidecar])
+    assert image.exists() and spool.in_place.already_handled([image, sidecar])
     assert (folders.outbox / os.fsdecode(b"caf\xe9.error.json")).exists()
 
 
@@ -419,8 +419,8 @@ def test_a_returned_pair_keeps_pairing_when_its_name_was_taken_meanwhile(folders
     returned = folders.inbox / "photo.returned-2.jpg"
     assert returned.exists() and (folders.inbox / "photo.returned-2.json").exists()
     assert not (folders.inbox / "photo.json").exists()  # the new photo is not given our sidecar
-    assert spool.already_handled([returned, folders.inbox / "photo.returned-2.json"])
-    assert not spool.already_handled([newer, None])
+    assert spool.in_place.already_handled([returned, folders.inbox / "photo.returned-2.json"])
+    assert not spool.in_place.already_handled([newer, None])
 
 
 def test_a_state_folder_of_the_previous_version_is_upgraded_and_nothing_is_lost(

@@ -30,7 +30,7 @@ class AnswersBack:
         kind = own_answers.own_answer(self.inbox, path)
         if kind is None:
             return False
-        self.spool.remember([path, *partners], new_job_id())
+        self.spool.in_place.remember([path, *partners], new_job_id())
         if len(self.found) < MAX_TRACKED:
             self.found[path] = kind
         shown = path.relative_to(self.inbox).as_posix()

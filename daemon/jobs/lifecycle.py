@@ -236,7 +236,7 @@ class Lifecycle:
         )
 
     def claim(self, arrival: Arrival) -> None:
-        if self.spool.already_handled([arrival.image, arrival.sidecar]):
+        if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
             return
         if arrival.sidecar is None and self.answers_back.left_alone(arrival.image, None):
             return
@@ -254,7 +254,7 @@ class Lifecycle:
             resolved = resolve(arrival, self.settings, self.library)
             job = self.spool.claim(arrival, resolved)
         except Rejected as exc:
-            if self.spool.already_handled([arrival.image, arrival.sidecar]):
+            if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
                 return
             self.reject(arrival, str(exc))
             return
@@ -286,7 +286,7 @@ class Lifecycle:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
             # not be answered as a photo without a sidecar after a restart.
             with contextlib.suppress(OSError):  # else only that needless report, later
-                self.spool.remember_style(arrival.style_file, job.id)
+                self.spool.in_place.remember_style(arrival.style_file, job.id)
         if not self.space.held:
             self.space.recovered()
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
@@ -323,7 +323,9 @@ class Lifecycle:
 
     def problem(self, problem: Problem) -> None:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
-        if self.spool.answered_as_is(problem.path) or self.answers_back.left_alone(problem.path):
+        if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
+            problem.path
+        ):
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         folder = problem.path.parent.relative_to(self.settings.inbox)
@@ -336,10 +338,12 @@ class Lifecycle:
         if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
             job_id, photo, used = taken
             sidecar = problem.path.name
-            if used == sidecar and self.spool.answered_with(problem.path.parent / photo, sidecar):
+            if used == sidecar and self.spool.in_place.answered_with(
+                problem.path.parent / photo, sidecar
+            ):
                 # The very sidecar its kept photo was answered with, left when someone deleted
                 # the photo (a sync user's trial: it got a second, wrong report).
-                self.spool.remember([problem.path], job_id)
+                self.spool.in_place.remember([problem.path], job_id)
                 log.info("intake.sidecar_left", sidecar=str(problem.path), job_id=job_id)
                 return
             text = answers.SIDECAR_AFTER_PHOTO

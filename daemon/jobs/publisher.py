@@ -279,7 +279,9 @@ class Publisher:
 
     def _reported(self, job_id: str, detail: ReportDetail, report: str) -> None:
         inbox = self.settings.inbox
-        self.spool.remember([None if p is None else inbox / p for p in detail.paths], job_id)
+        self.spool.in_place.remember(
+            [None if p is None else inbox / p for p in detail.paths], job_id
+        )
         self.store.move(job_id, State.REJECTED, reason=detail.reason, note=report)
         self.metrics.job_finished("failed", 0.0)
         log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)

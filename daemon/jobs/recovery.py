@@ -58,7 +58,7 @@ def recover(lc: Lifecycle) -> None:
                     lc.publisher.crashed(row.id, row.job, exc, "recovering it")
     lc.spool.styles.collect()
     try:
-        lc.spool.forget_vanished()
+        lc.spool.in_place.forget_vanished()
     except OSError as exc:  # only housekeeping: the records are dropped at the next start
         log.warning("spool.not_forgotten", error=str(exc))
 
@@ -130,7 +130,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
         note += f", answered by {shown} (not to be taken again while unchanged)"
     placed = lc.spool.roll_back(job_id, intent, note=note)
     if shown is not None and placed:
-        lc.spool.remember(list(intent.pair_among(placed)), job_id)
+        lc.spool.in_place.remember(list(intent.pair_among(placed)), job_id)
     for path in outbox.running_files_of(answers_in, job_id):
         path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
 

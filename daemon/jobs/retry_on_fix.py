@@ -126,7 +126,7 @@ class FixWatch:
             image = inbox / report.input
             sidecar = image.parent / report.sidecar if report.sidecar else None
             arrival = Arrival(image, sidecar, Path(report.rel_dir or "."))
-            if not self.jobs.spool.already_handled([image, sidecar]):
+            if not self.jobs.spool.in_place.already_handled([image, sidecar]):
                 return None
             try:
                 resolve(arrival, self.jobs.settings, self.jobs.library)
@@ -141,7 +141,7 @@ class FixWatch:
                 return None
             image = inbox / path
             sidecar = _sidecar_beside(image, row.job)
-            if not self.jobs.spool.already_handled([image, sidecar]):
+            if not self.jobs.spool.in_place.already_handled([image, sidecar]):
                 return None
             return Arrival(image, sidecar, image.parent.relative_to(inbox))
         return None

@@ -18,10 +18,10 @@ A claim moves the photo and its sidecar with a rename (or, across file systems, 
 before the inbox file goes), so from then on the spool owns the only copy until the answer is
 in the outbox. With archive = "keep" the claim copies them instead (`handover.copy_in`): the
 originals never leave the inbox, where a two-way sync tool would take a move for a deletion,
-and the inbox files are remembered as answered from the claim on. What was moved is recorded
-(state CLAIMING) before the first move, so a claim cut short by a crash is rolled back from
-the record. Every move between the inbox and the spool goes through folder descriptors and
-is checked on both sides (`daemon.jobs.handover`).
+and the inbox files are remembered as answered from the claim on (`daemon.jobs.in_place`). What
+was moved is recorded (state CLAIMING) before the first move, so a claim cut short by a crash
+is rolled back from the record. Every move between the inbox and the spool goes through folder
+descriptors and is checked on both sides (`daemon.jobs.handover`).
 The job's state lives in the database (`daemon.jobs.store`); this module records only the
 claim's own steps there (CLAIMING, then QUEUED or ROLLED_BACK) and decides nothing else.
 """
@@ -51,6 +51,7 @@ from daemon.intake.mounts import held_mount, mount_of, read_mounts, still_mounte
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
+from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import (
     OutputNames,
@@ -124,6 +125,7 @@ class Spool:
         self.root = spool_root(settings.state)
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
+        self.in_place = AnsweredInPlace(settings.inbox, store)
         self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
         # job id -> (its answer folder, relative to the outbox; its photo's inbox folder)
         self._answering: dict[str, tuple[str, str]] = {}
@@ -214,7 +216,9 @@ class Spool:
         holds them still, a newer version, or one written over in place."""
         origin = [[*identity] for identity in claimed]  # dev, inode, size, mtime_ns
         photo = self.settings.inbox / job.rel_dir / job.image_name
-        self.store.remember(self._relative(photo), [*(o[2:] for o in origin), None][:2], job.id)
+        self.store.remember(
+            self.in_place.relative(photo), [*(o[2:] for o in origin), None][:2], job.id
+        )
         return job.model_copy(update={"copied": True, "origin": origin})
 
     def _record(
@@ -493,7 +497,7 @@ class Spool:
 
     def _drop_copies(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         pair = [path for path in intent.inbox_pair(self.settings.inbox) if path is not None]
-        self.store.forget_seen([self._relative(pair[0])])
+        self.store.forget_seen([self.in_place.relative(pair[0])])
         self._rolled_back(job_id, note)
         return pair
 
@@ -556,79 +560,6 @@ class Spool:
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
         self._let_go(job if isinstance(job, str) else job.id)
         self.styles.collect()
-
-    # -- inbox files answered in place ----------------------------------------------------
-
-    def _relative(self, path: Path) -> str:
-        return path.relative_to(self.settings.inbox).as_posix()
-
-    def _signature(self, path: Path) -> list[int] | None:
-        """An inbox file's size and mtime, looked at without following any link."""
-        try:
-            relative = path.relative_to(self.settings.inbox)
-            result = safefs.lstat_under(self.settings.inbox, relative)
-        except (OSError, ValueError):
-            return None
-        return [result.st_size, result.st_mtime_ns]
-
-    def remember(self, paths: list[Path | None], job_id: str) -> None:
-        """Inbox files that were answered (rejected, reported) without being moved: not to be
-        taken or reported again until one of them changes, also across restarts."""
-        first = paths[0]
-        if first is not None:
-            signatures = [None if p is None else self._signature(p) for p in paths]
-            self.store.remember(self._relative(first), signatures, job_id)
-
-    def remember_style(self, path: Path, job_id: str) -> None:
-        """A brought-along style left in the inbox, not to be answered as a lone photo after a
-        restart. A record the file already has as it is now (a photo answered in place with
-        its sidecar) stays: replaced by this one, that photo was taken again after a restart
-        (an attacker's trial, archive = "keep")."""
-        if not self.answered_as_is(path):
-            self.remember([path], job_id)
-
-    def already_handled(self, paths: list[Path | None]) -> bool:
-        """True when exactly these files (photo and sidecar, or one reported file) were put
-        back or answered by us and have not changed since."""
-        first = paths[0]
-        if first is None:
-            return False
-        recorded = self.store.seen(self._relative(first))
-        return recorded == [None if p is None else self._signature(p) for p in paths]
-
-    def answered_as_is(self, path: Path) -> bool:
-        """Whether the inbox file `path`, as it is now, was answered in place (reported, or a
-        photo answered and kept beside its sidecar), whatever became of its partners since: a
-        kept photo whose sidecar or style image then went is no new problem (a sync user's
-        trial: a second, false report after pair_timeout)."""
-        recorded = self.store.seen(self._relative(path))
-        return recorded is not None and recorded[:1] == [self._signature(path)]
-
-    def answered_with(self, photo: Path, sidecar: str) -> bool:
-        """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
-        photo was answered with it in place (archive = "keep")."""
-        recorded = self.store.seen(self._relative(photo))
-        now = self._signature(photo.parent / sidecar)
-        if recorded is None or len(recorded) != 2 or now is None:
-            return False
-        return recorded[1] == now
-
-    def forget_vanished(self) -> None:
-        """Drop records of answered inbox files that are gone (deleted, replaced, moved). When
-        every one is gone, the inbox is more likely a share that is not mounted yet (its empty
-        mount point) than emptied: an operator's trial lost every record of a kept inbox that
-        way, and thousands of answered photos were taken again once the share came back. A
-        record of a file really gone is harmless: a new file there differs and is taken."""
-        remembered = self.store.seen_paths()
-        gone = [path for path in remembered if self._signature(self.settings.inbox / path) is None]
-        if gone and len(gone) == len(remembered):
-            log.warning(
-                "spool.records_kept",
-                reason=f"none of the {len(gone)} answered files remembered is in the inbox",
-                hint="an inbox on a share that is not mounted looks empty; the records stay",
-            )
-        elif gone:
-            self.store.forget_seen(gone)
 
     # -- earlier results ------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""Inbox files answered where they lie: reported or rejected files, photos kept beside their
+sidecar (archive = "keep"), brought-along styles left in the inbox, and originals given back.
+Each is remembered in the database with its size and mtime as answered, so it is neither taken
+nor reported again, also across restarts, until it changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from daemon import safefs
+from daemon.jobs.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class AnsweredInPlace:
+    """The database's record of inbox files answered without being moved (`Store.seen`)."""
+
+    def __init__(self, inbox: Path, store: Store) -> None:
+        self.inbox = inbox
+        self.store = store
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.inbox).as_posix()
+
+    def _signature(self, path: Path) -> list[int] | None:
+        """An inbox file's size and mtime, looked at without following any link."""
+        try:
+            relative = path.relative_to(self.inbox)
+            result = safefs.lstat_under(self.inbox, relative)
+        except (OSError, ValueError):
+            return None
+        return [result.st_size, result.st_mtime_ns]
+
+    def remember(self, paths: list[Path | None], job_id: str) -> None:
+        """Inbox files that were answered (rejected, reported) without being moved: not to be
+        taken or reported again until one of them changes, also across restarts."""
+        first = paths[0]
+        if first is not None:
+            signatures = [None if p is None else self._signature(p) for p in paths]
+            self.store.remember(self.relative(first), signatures, job_id)
+
+    def remember_style(self, path: Path, job_id: str) -> None:
+        """A brought-along style left in the inbox, not to be answered as a lone photo after a
+        restart. A record the file already has as it is now (a photo answered in place with
+        its sidecar) stays: replaced by this one, that photo was taken again after a restart
+        (an attacker's trial, archive = "keep")."""
+        if not self.answered_as_is(path):
+            self.remember([path], job_id)
+
+    def already_handled(self, paths: list[Path | None]) -> bool:
+        """True when exactly these files (photo and sidecar, or one reported file) were put
+        back or answered by us and have not changed since."""
+        first = paths[0]
+        if first is None:
+            return False
+        recorded = self.store.seen(self.relative(first))
+        return recorded == [None if p is None else self._signature(p) for p in paths]
+
+    def answered_as_is(self, path: Path) -> bool:
+        """Whether the inbox file `path`, as it is now, was answered in place (reported, or a
+        photo answered and kept beside its sidecar), whatever became of its partners since: a
+        kept photo whose sidecar or style image then went is no new problem (a sync user's
+        trial: a second, false report after pair_timeout)."""
+        recorded = self.store.seen(self.relative(path))
+        return recorded is not None and recorded[:1] == [self._signature(path)]
+
+    def answered_with(self, photo: Path, sidecar: str) -> bool:
+        """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
+        photo was answered with it in place (archive = "keep")."""
+        recorded = self.store.seen(self.relative(photo))
+        now = self._signature(photo.parent / sidecar)
+        if recorded is None or len(recorded) != 2 or now is None:
+            return False
+        return recorded[1] == now
+
+    def forget_vanished(self) -> None:
+        """Drop records of answered inbox files that are gone (deleted, replaced, moved). When
+        every one is gone, the inbox is more likely a share that is not mounted yet (its empty
+        mount point) than emptied: an operator's trial lost every record of a kept inbox that
+        way, and thousands of answered photos were taken again once the share came back. A
+        record of a file really gone is harmless: a new file there differs and is taken."""
+        remembered = self.store.seen_paths()
+        gone = [path for path in remembered if self._signature(self.inbox / path) is None]
+        if gone and len(gone) == len(remembered):
+            log.warning(
+                "spool.records_kept",
+                reason=f"none of the {len(gone)} answered files remembered is in the inbox",
+                hint="an inbox on a share that is not mounted looks empty; the records stay",
+            )
+        elif gone:
+            self.store.forget_seen(gone)
