@@ -129,9 +129,9 @@ class Publisher:
         the file people open, relative to the outbox."""
         if job is None:
             assert isinstance(detail, ReportDetail)
-            folder = self.spool.answer_folder(detail.rel_dir)
+            folder = self.spool.places.folder_for(detail.rel_dir)
             self._may_make_folder(folder, job_id)
-            self.spool.mark_answer_folder(folder, detail.rel_dir)
+            self.spool.places.mark(folder, detail.rel_dir)
             names = answers.publish_report(
                 job_id,
                 detail,
@@ -139,14 +139,14 @@ class Publisher:
                 self.settings.outbox,
                 self.settings.output_format,
                 self.roots,
-                reserved=self.spool.reserved(),
+                reserved=self.spool.places.reserved(),
             )
             return names.error.relative_to(self.settings.outbox).as_posix()
         if outcome == "skip":
             assert isinstance(detail, ReuseDetail)
             return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
         self._may_make_folder(job.outbox_dir, job_id)
-        self.spool.mark_answer_folder(job.outbox_dir, job.rel_dir)
+        self.spool.places.mark(job.outbox_dir, job.rel_dir)
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
@@ -164,7 +164,7 @@ class Publisher:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
         gone, or the answer's folder (relative to the outbox) would take another answer's
         name."""
-        if (refused := self.spool.outbox_refusal(folder, job_id)) is not None:
+        if (refused := self.spool.places.refusal(folder, job_id)) is not None:
             raise OutboxRefused(refused)
 
     def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:

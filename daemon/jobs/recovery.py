@@ -121,7 +121,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     # Lost between its answer and the release of its originals, it was answered a second
     # time as `photo.stylised-2.jpg`: the originals go back remembered as answered.
     # Where its answers went: the mirror of its folder, or the numbered one a file made it take.
-    answers_in = lc.settings.outbox / lc.spool.answer_folder(intent.rel_dir)
+    answers_in = lc.settings.outbox / lc.spool.places.folder_for(intent.rel_dir)
     answer = outbox.answer_of(answers_in, Path(photo).stem, job_id)
     shown = None if answer is None else answer.relative_to(lc.settings.outbox).as_posix()
     log.warning("job.unrecorded", input=source, folder=str(folder), answer=shown)

@@ -96,7 +96,7 @@ class RunningJobs:
         """Progress is not worth writing into an outbox that is gone, or a folder that would
         take another answer's name (the answer itself blocks on them:
         `Publisher._may_make_folder`)."""
-        return self.spool.outbox_refusal(job.outbox_dir, job.id) is None
+        return self.spool.places.refusal(job.outbox_dir, job.id) is None
 
     def stopped(self, job: Job) -> None:
         """The job left its worker (done, failed, held, requeued): its progress file and

@@ -47,19 +47,13 @@ from daemon.fsutil import (
     plain_suffix,
 )
 from daemon.intake.jsonload import load_json
-from daemon.intake.mounts import held_mount, mount_of, read_mounts, still_mounted
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
 from daemon.jobs import handover
+from daemon.jobs.answer_places import AnswerPlaces
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import (
-    OutputNames,
-    answer_folder,
-    choose_names,
-    folder_clash,
-    mark_folders,
-)
+from daemon.jobs.outbox import OutputNames, choose_names
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -126,10 +120,7 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.styles = StyleStore(settings)
         self.in_place = AnsweredInPlace(settings.inbox, store)
-        self._reserved: dict[str, tuple[Path, ...]] = {}  # job id -> its output names
-        # job id -> (its answer folder, relative to the outbox; its photo's inbox folder)
-        self._answering: dict[str, tuple[str, str]] = {}
-        self._outbox_mount = held_mount(mount_of(settings.outbox, read_mounts()))  # outbox_gone
+        self.places = AnswerPlaces(settings.outbox, settings.inbox)
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -145,12 +136,7 @@ class Spool:
     def reserve(self, job: Job) -> None:
         """Keep a claimed or recovered job's output names and answer folder from being chosen
         by a new job until it is released."""
-        self._reserved[job.id] = self.names(job).all()
-        self._answering[job.id] = (job.outbox_dir, job.rel_dir)
-
-    def _let_go(self, job_id: str) -> None:
-        self._reserved.pop(job_id, None)
-        self._answering.pop(job_id, None)
+        self.places.hold(job.id, self.names(job).all(), job.outbox_dir, job.rel_dir)
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -250,9 +236,9 @@ class Spool:
         input_sha = safefs.digest_unchanged(folder / input_file, photo.expect)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
-        reserved = self.reserved()
-        answer_dir = self.answer_folder(rel_dir, reserved)
-        self.mark_answer_folder(answer_dir, rel_dir)
+        reserved = self.places.reserved()
+        answer_dir = self.places.folder_for(rel_dir, reserved)
+        self.places.mark(answer_dir, rel_dir)
         names = choose_names(
             self.settings.outbox / answer_dir,
             Path(arrival.image.name).stem,
@@ -281,55 +267,6 @@ class Spool:
         )
         self.reserve(job)
         return job
-
-    def reserved(self, but: str | None = None) -> list[Path]:
-        """The outbox names every job claimed and not yet released (`but` the job of that id)
-        will write: a queued job has no file there yet, and nothing else may take them
-        meanwhile."""
-        return [path for job, paths in self._reserved.items() if job != but for path in paths]
-
-    def outbox_gone(self) -> str | None:
-        """Why the outbox cannot take answers now, or None: missing, or its file system (a
-        stick, a share) no longer mounted where it was at start. A user's trial: a stick
-        unmounted mid-job got no answer, which was written under its mount point on the local
-        disk (the outbox folder made again there), hidden once the stick was back."""
-        outbox = self.settings.outbox
-        if not outbox.is_dir():
-            return (
-                f"the outbox folder ({outbox}) is missing (a share or stick not mounted?); mount it"
-            )
-        point = self._outbox_mount
-        if point is not None and not still_mounted(point):
-            return (
-                f"the outbox's file system, mounted at {point} when the daemon started, is no "
-                "longer mounted; mount it again"
-            )
-        return None
-
-    def outbox_refusal(self, folder: str, job_id: str) -> str | None:
-        """Why job `job_id` may not write into the outbox folder `folder` (relative to the
-        outbox) now: the outbox is gone, or that folder would have to be made and take another
-        answer's name (see `outbox.folder_clash`); None when it may."""
-        if (gone := self.outbox_gone()) is not None:
-            return gone
-        if not folder or (self.settings.outbox / folder).is_dir():
-            return None
-        return folder_clash(self.settings.outbox, folder, self.reserved(but=job_id))
-
-    def answer_folder(self, rel_dir: str, reserved: list[Path] | None = None) -> str:
-        """The outbox folder, relative to the outbox, for answers about the inbox folder
-        `rel_dir` (`outbox.answer_folder`)."""
-        if reserved is None:
-            reserved = self.reserved()
-        claimed = self._answering.values()
-        return answer_folder(self.settings.outbox, rel_dir, reserved, self.settings.inbox, claimed)
-
-    def mark_answer_folder(self, folder: str, rel_dir: str) -> None:
-        """Make the numbered parts of the answer folder `folder` (`outbox.mark_folders`), at
-        once, so that the inbox folder's next photos find theirs; not where the outbox is gone
-        (the answer waits for it, and marks them then)."""
-        if folder != rel_dir and self.outbox_gone() is None:
-            mark_folders(self.settings.outbox, folder, rel_dir)
 
     def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
         """Undo a claim that did not complete, or one whose originals changed under the job
@@ -504,7 +441,7 @@ class Spool:
     def _rolled_back(self, job_id: str, note: str) -> None:
         """The job folder goes, and a claim in progress ends ROLLED_BACK."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-        self._let_go(job_id)
+        self.places.let_go(job_id)
         row = self.store.get(job_id)
         if row is not None and row.state in (State.CLAIMING, State.RETURNING):
             with contextlib.suppress(OSError):
@@ -558,7 +495,7 @@ class Spool:
         it was the last to use: a daemon restarted only every few months would otherwise keep
         every brought-along style until then."""
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
-        self._let_go(job if isinstance(job, str) else job.id)
+        self.places.let_go(job if isinstance(job, str) else job.id)
         self.styles.collect()
 
     # -- earlier results ------------------------------------------------------------------
