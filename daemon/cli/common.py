@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
 
 
+def subcommand(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, what: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose one line in `stylefold --help` opens its own --help too."""
+    return subparsers.add_parser(name, help=what, description=what)
+
+
 def folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     for name in ("inbox", "outbox", "styles", "state"):

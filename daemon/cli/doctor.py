@@ -11,14 +11,17 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
-from daemon.cli.common import folder_flags, read_settings
+from daemon.cli.common import folder_flags, read_settings, subcommand
 from daemon.config import ConfigError, Settings
 from daemon.config.loading import misspelt_variables
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = "check config, devices, weights, folders, inotify limits and the Ray cluster"
-    parser = subparsers.add_parser("doctor", help=help_text, description=help_text)
+    parser = subcommand(
+        subparsers,
+        "doctor",
+        "check config, devices, weights, folders, inotify limits and the Ray cluster",
+    )
     folder_flags(parser)
     parser.set_defaults(func=command)
 

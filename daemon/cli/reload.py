@@ -25,6 +25,7 @@ from daemon.cli.common import (
     folder_flags,
     read_settings,
     state_folder,
+    subcommand,
 )
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
@@ -33,8 +34,11 @@ from daemon.status import RESTART_FIX, read_status
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = "make the running daemon re-read its configuration; fails if it keeps the old one"
-    parser = subparsers.add_parser("reload", help=help_text, description=help_text)
+    parser = subcommand(
+        subparsers,
+        "reload",
+        "make the running daemon re-read its configuration; fails if it keeps the old one",
+    )
     folder_flags(parser)
     parser.add_argument(
         "--pid",

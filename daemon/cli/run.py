@@ -10,7 +10,7 @@ import os
 import signal
 
 from daemon import early_stop
-from daemon.cli.common import fail, folder_flags, overrides
+from daemon.cli.common import fail, folder_flags, overrides, subcommand
 from daemon.config import ConfigError, load_settings
 from daemon.config.fields import LOG_LEVELS
 from daemon.config.loading import misspelt_variables
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("run", "run the watch-folder daemon (until SIGTERM)", False),
         ("once", "process what is in the inbox now, then exit", True),
     ):
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser = subcommand(subparsers, name, help_text)
         folder_flags(parser)
         parser.add_argument(
             "--device",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from daemon.cli.common import fail, folder_flags, read_settings, state_folder
+from daemon.cli.common import fail, folder_flags, read_settings, state_folder, subcommand
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
@@ -41,8 +41,9 @@ Item = TypeVar("Item")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = "queue, running jobs and recent failures (reads the state folder)"
-    parser = subparsers.add_parser("status", help=help_text, description=help_text)
+    parser = subcommand(
+        subparsers, "status", "queue, running jobs and recent failures (reads the state folder)"
+    )
     folder_flags(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(

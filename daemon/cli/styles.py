@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from daemon.cli.common import fail, folder_flags, style_library
+from daemon.cli.common import fail, folder_flags, style_library, subcommand
 from daemon.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = "list the style library"
-    parser = subparsers.add_parser("styles", help=help_text, description=help_text)
+    parser = subcommand(subparsers, "styles", "list the style library")
     folder_flags(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=command)
