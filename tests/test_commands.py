@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import CLI, REPO, Daemon, Folders, image_bytes, start_daemon, write_json
+from ray_cluster import free_port
 
 from daemon.jobs.store import DB_FILE, Store
 from daemon.status_model import StatusReport
@@ -360,6 +362,21 @@ def test_doctor_names_a_missing_extra_that_stops_the_daemon(
             capture_output=True, text=True, env={**os.environ, **env}, timeout=300, check=False,
         )  # fmt: skip
         assert run.returncode == 78, run.stdout + run.stderr
+
+
+def test_doctor_says_at_once_that_nothing_listens_at_the_ray_address(folders: Folders) -> None:
+    """doctor waited the whole ray_connect_timeout (the daemon's patience with a cluster that
+    may be booting) on an address that refused the connection at once (an operator's trial)."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    config = folders.config(backend="ray", ray_address=nowhere, ray_connect_timeout=600)
+    begun = time.monotonic()
+    result = stylefold("doctor", "--config", str(config), timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAIL ray:")]
+    assert line.startswith(f"FAIL ray: nothing answers at {nowhere} ("), line
+    assert "Connection refused" in line and "start the cluster" in line, line
+    assert "FAIL ray resources: unknown, the cluster did not answer" in result.stdout
+    assert time.monotonic() - begun < 120
 
 
 def test_doctor_names_a_daemon_watching_the_inbox_with_another_state(

@@ -176,7 +176,7 @@ def test_start_without_a_cluster_fails_in_bounded_time(
     cluster: RayCluster, folders: Folders
 ) -> None:
     """Exit 75 (EX_TEMPFAIL: systemd restarts it) after ray_connect_timeout, with one line that
-    says why; doctor fails as quickly."""
+    says why; doctor fails sooner."""
     nowhere = f"127.0.0.1:{free_port()}"
     config = folders.config(
         backend="ray", ray_address=nowhere, ray_cpu_actors=1, ray_connect_timeout=5.0
@@ -192,7 +192,7 @@ def test_start_without_a_cluster_fails_in_bounded_time(
 
     code, out, seconds = doctor(config, cluster.env)
     assert code == 1
-    assert f"FAIL ray: cannot reach the Ray cluster at '{nowhere}' within 5 s" in out
+    assert f"FAIL ray: nothing answers at {nowhere} (" in out  # refused: said at once
     assert seconds < 60
 
 

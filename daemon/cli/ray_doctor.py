@@ -1,10 +1,11 @@
 """`stylefold doctor` with backend = "ray": the cluster answers within ray_connect_timeout,
 holds the actors the settings ask for, and runs the daemon's stylefold version on every node.
 One short-lived driver process asks (daemon.pool.ray_backend.probe_cluster), so a cluster that
-does not answer costs ray_connect_timeout at most."""
+does not answer costs ray_connect_timeout at most, and an address that refuses, nothing."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from functools import cache
@@ -12,6 +13,9 @@ from functools import cache
 from daemon.config import Settings
 from daemon.pool.api import PoolError
 from daemon.pool.ray_protocol import Connected
+
+# How long doctor waits for a TCP answer before leaving it to the full probe.
+REFUSED_WAIT = 3.0
 
 RayCheck = tuple[str, Callable[[], tuple[bool, str]]]
 
@@ -25,6 +29,8 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
         from daemon.pool.ray_backend import probe_cluster
 
         started = time.monotonic()
+        if (refused := _refused_now(settings.ray_address)) is not None:
+            return refused, time.monotonic() - started
         try:
             found: Connected | str = probe_cluster(
                 settings.ray_address, settings.ray_connect_timeout
@@ -93,3 +99,22 @@ def _local(settings: Settings) -> tuple[bool, str]:
     )
     problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
     return (True, text) if problem is None else (False, f"{text}; {problem}")
+
+
+def _refused_now(address: str) -> str | None:
+    """Why nothing can answer at `address` now, when that is known at once (connection refused,
+    an unknown host): doctor says so then, where the daemon waits ray_connect_timeout for a
+    cluster that may be booting (an operator's trial: doctor sat 30 s on a refused address).
+    None for a timeout, "auto", or something listening."""
+    from daemon.pool.ray_connect import endpoint
+
+    target = endpoint(address)
+    if target is None:
+        return None
+    try:
+        with socket.create_connection(target, timeout=REFUSED_WAIT):
+            return None
+    except TimeoutError:
+        return None
+    except OSError as exc:
+        return f"nothing answers at {target[0]}:{target[1]} ({exc})"
