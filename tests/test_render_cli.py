@@ -179,6 +179,52 @@ def test_a_name_not_in_the_library(
     assert not out.exists()
 
 
+def test_a_blend_takes_the_heaviest_style_s_defaults_and_says_what_it_used(
+    tmp_path: Path, photos: tuple[Path, Path], library: Path
+) -> None:
+    """As the daemon does: the blend's heaviest style gives its defaults, wherever it is listed
+    (a photographer's trial: render took the first listed style's, so `render --config` did
+    not preview the daemon's picture); the defaults taken, a strength that a style weight
+    overrides and the style weight used are said, as the daemon's job log says them."""
+    content, _ = photos
+    shutil.copyfile(photos[1], library / "ink.png")
+    (library / "ink.json").write_text(json.dumps({"size": 36, "iterations": 2, "strength": 0.3}))
+    out = tmp_path / "out.png"
+    for blend, expected in ((["1", "2"], "36x24, 2 iterations"), (["2", "1"], "40x27, 3 iter")):
+        done = _run(
+            content, "stain", "ink", "--style-blend", *blend, "-o", out, "--styles", library,
+            "--device", "cpu", cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0 and expected in done.stderr, (blend, done.stderr)
+    assert "style stain's defaults from the style library: iterations 3, size 40 (a flag " in (
+        done.stderr
+    )
+    done = _run(
+        content, "ink", "stain", "--style-blend", "3", "1", "-o", out, "--styles", library,
+        "--device", "cpu", "--strength", "0.5", "--style-weight", "1000", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "library: iterations 2, strength 0.3, size 36 (a flag overrides)" in done.stderr
+    assert "style_weight 1000 is given, so strength 0.5 is not used" in done.stderr
+    assert "36x24, 2 iterations (at the iteration cap), style weight 1000, " in done.stderr
+
+
+def test_preserve_colors_true_and_false_as_in_a_sidecar(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """The flag's help (the sidecar key's text) says true and false may be given; the flag
+    refused them (a photographer's trial)."""
+    content, style = photos
+    pictures = []
+    for mode in ("true", "luminance", "false", "none"):
+        out = tmp_path / f"{mode}.png"
+        done = _run(content, style, "-o", out, *FAST, "--preserve-colors", mode, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pictures.append(np.asarray(Image.open(out)))
+    assert np.array_equal(pictures[0], pictures[1]) and np.array_equal(pictures[2], pictures[3])
+    assert not np.array_equal(pictures[0], pictures[2])
+
+
 def _config(tmp_path: Path, library: Path, *lines: str) -> Path:
     """A daemon's config over `library`, with its folders."""
     for name in ("inbox", "outbox", "state"):

@@ -10,7 +10,7 @@ stderr with a non-zero exit code. A STYLE is an image file or, with a style libr
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from service.params import NAMED_INITS, STOPPED, RenderParams
 if TYPE_CHECKING:
     from PIL import Image
 
-    from daemon.intake.styles import StyleLibrary
+    from daemon.intake.styles import ResolvedStyle, StyleLibrary
     from service.engine import Engine, RenderResult, StyleImage
     from service.imageio import LoadedImage
 
@@ -118,7 +118,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     param("--learning-rate", type=float, metavar="LR")
     param("--pooling", choices=("max", "avg"))
     param("--style-scale", type=float, metavar="S")
-    param("--preserve-colors", choices=("none", "luminance", "histogram"))
+    param("--preserve-colors", type=_colors_mode, choices=("none", "luminance", "histogram"))
     param("--seed", type=int)
     param("--network", choices=("vgg19", "vgg16"))
     param("--multiscale", choices=("auto", "on", "off"))
@@ -206,27 +206,26 @@ def _config(args: argparse.Namespace) -> Settings | None:
         raise UsageError(str(exc)) from None
 
 
-def _style_files(
-    args: argparse.Namespace, settings: Settings | None
-) -> tuple[list[Path], dict[str, Any]]:
-    """Each STYLE as an image file, and the default params of those named from the library
-    (blended as the daemon does). A file wins over a library style of the same name."""
-    from daemon.intake.styles import StyleLibrary, blend_defaults
+def _styles(
+    args: argparse.Namespace, settings: Settings | None, blend: list[float]
+) -> "list[ResolvedStyle]":
+    """Each STYLE as an image file with its blend weight and, when named from the library, its
+    default params. A file wins over a library style of the same name."""
+    from daemon.intake.styles import ResolvedStyle, StyleLibrary
 
     library: StyleLibrary | None = None
-    files: list[Path] = []
-    named = []
-    for spec in args.style_specs:
+    styles = []
+    for spec, weight in zip(args.style_specs, blend, strict=True):
         if Path(spec).is_file():
-            files.append(Path(spec))
+            styles.append(ResolvedStyle(spec, Path(spec), weight, {}))
             continue
         _refuse_special(Path(spec))
         library = library or _library(args, spec, settings)
         if spec not in library.names():
             raise UsageError(_not_in_library(spec, library))
-        named += library.resolve(spec, beside=Path.cwd(), default=None)
-        files.append(named[-1].path)
-    return files, blend_defaults(named)
+        (style,) = library.resolve(spec, beside=Path.cwd(), default=None)
+        styles.append(replace(style, weight=weight))
+    return styles
 
 
 def _refuse_special(path: Path) -> None:
@@ -315,10 +314,21 @@ def _params(
 def _render(args: argparse.Namespace) -> int:
     """Flags, then images (before torch is imported, so bad input fails in a fraction of a
     second), then the network and the render, then the file."""
+    from daemon.intake.resolve import style_defaults_note
+    from daemon.intake.sidecar import unused_strength
+    from daemon.intake.styles import blend_defaults
+
     blend = _blend(args)
     settings = _config(args)
-    style_files, style_defaults = _style_files(args, settings)
-    params = _params(args, style_defaults, settings)
+    resolved = _styles(args, settings, blend)
+    style_files = [style.path for style in resolved]
+    params = _params(args, blend_defaults(resolved), settings)
+    if not args.quiet:  # what the daemon's job log says of the same render
+        balance = ("strength", "style_weight")
+        flags = {name: getattr(args, name) for name in balance if getattr(args, name) is not None}
+        for note in (style_defaults_note(resolved, "a flag"), unused_strength(flags)):
+            if note is not None:
+                print(note, file=sys.stderr)
     image_format = _output_format(args.output)
     images = _read_images(args, style_files, params)
 
@@ -353,7 +363,8 @@ def _render(args: argparse.Namespace) -> int:
         w, h = result.image.size
         print(
             f"{args.output}: {w}x{h}, {result.iterations} iterations "
-            f"({STOPPED[result.stop_reason]}), {result.seconds:.1f} s on {result.device}",
+            f"({STOPPED[result.stop_reason]}), style weight {params.effective_style_weight:g}, "
+            f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
     return 0
@@ -464,3 +475,8 @@ def _paint(
             progress=show,
             progress_every=5,
         )
+
+
+def _colors_mode(value: str) -> str:
+    """`--preserve-colors true`/`false`, as a sidecar may say them."""
+    return {"true": "luminance", "false": "none"}.get(value.lower(), value)

@@ -98,7 +98,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         raise Rejected(f"{where}: {exc}") from None
     output = sidecar.output if sidecar is not None else None
     unused = unused_strength(sidecar.overrides()) if sidecar is not None else None
-    notes = [note for note in (_style_defaults(styles), unused) if note is not None]
+    notes = [note for note in (style_defaults_note(styles), unused) if note is not None]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
@@ -110,14 +110,14 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
     )
 
 
-def _style_defaults(styles: list[ResolvedStyle]) -> str | None:
+def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar") -> str | None:
     """Where params the sender did not write came from, when a style's JSON gave them (a
-    photographer could not tell why a result was gentle)."""
+    photographer could not tell why a result was gentle); `overrides`: what would override."""
     source = defaults_from(styles)
     if source is None or not source.defaults:
         return None
     given = ", ".join(f"{key} {value}" for key, value in source.defaults.items())
-    return f"style {source.name}'s defaults from the style library: {given} (a sidecar overrides)"
+    return f"style {source.name}'s defaults from the style library: {given} ({overrides} overrides)"
 
 
 def style_problems(
