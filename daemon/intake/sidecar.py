@@ -202,7 +202,7 @@ class Sidecar(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         """Only the params the sidecar actually gave, for merging over other defaults."""
-        return {name: getattr(self.params, name) for name in self.params.model_fields_set}
+        return given(self.params)
 
     def style_file(self) -> str | None:
         """The bare file name of a brought-along style image, if the sidecar names one."""
@@ -362,7 +362,17 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
         params = _PARAMS_ADAPTER.validate_python(value, strict=True)
     except ValidationError as exc:
         raise SidecarError(*describe_errors(exc, ("params",))) from None
-    return {name: getattr(params, name) for name in params.model_fields_set}
+    return given(params)
+
+
+def given(params: RenderParams) -> dict[str, Any]:
+    """The params set explicitly, in the order of the fields, not of a set: the notes that list
+    them (a style's defaults taken) read the same each time."""
+    return {
+        name: getattr(params, name)
+        for name in RenderParams.model_fields
+        if name in params.model_fields_set
+    }
 
 
 def unused_strength(given: Mapping[str, Any]) -> str | None:
