@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from conftest import CLI, REPO, Daemon, Folders, image_bytes, start_daemon, write_json
+from PIL import Image
 from ray_cluster import free_port
 
 from daemon.jobs.store import DB_FILE, Store
@@ -82,6 +84,33 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
         "a/one.jpg",
         "b/two.jpg",
     }
+
+
+def test_a_brought_along_style_of_a_shape_the_library_refuses_is_refused_by_name(
+    folders: Folders,
+) -> None:
+    """An attacker's trial: a 2 KB PNG strip of 30000x16 px, brought along in the inbox (never
+    listed, so never checked as the library's styles are), was enlarged to the network's
+    minimum side, a 240000x128 px style, and ran the worker out of memory at any output size;
+    the report blamed the output size. Now it is refused as the library refuses it."""
+    strip = np.zeros((16, 2000, 3), np.uint8)  # far enough: 16000x128 px to paint
+    strip[::2, ::3] = 255
+    Image.fromarray(strip).save(folders.inbox / "strip.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folders.inbox / "dot.png")
+    for name, style in (("a", "strip.png"), ("b", "dot.png"), ("c", None)):
+        (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=len(name)))
+        sidecar = {"style": {"file": style}} if style else {"style": "mosaic"}
+        write_json(folders.inbox / f"{name}.json", sidecar)
+    result = stylefold("once", "--config", str(folders.config(retries=2)), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name, problem in (
+        ("a", "strip.png (brought along in the inbox) is 2000x16, a strip over 10 times"),
+        ("b", "dot.png (brought along in the inbox) is only 8x8 pixels; a style image needs"),
+    ):
+        report = json.loads((folders.outbox / f"{name}.error.json").read_text())
+        assert problem in report["error"], report["error"]
+        assert report["kind"] == "input", report  # the image is wrong: no second try
+    assert (folders.outbox / "c.stylised.jpg").exists()
 
 
 def test_once_batches_queued_jobs_with_one_style_and_size(folders: Folders) -> None:

@@ -416,7 +416,7 @@ def _read_images(
     def read(path: Path) -> "LoadedImage":
         return open_image(path, max_pixels=args.max_pixels)
 
-    from daemon.intake.style_check import shape_problem
+    from service.style_shape import shape_problem
 
     content = read(args.content)
     styles = [read(path).image for path in style_files]

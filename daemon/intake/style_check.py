@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MIN_SIDE = 16  # below this a style has too few pixels to carry a texture
-MAX_ASPECT = 10.0  # a thinner strip is enlarged to the network's minimum side, at great cost
+from service.style_shape import shape_problem
+
 CACHE_ENTRIES = 4096
 
 
@@ -49,19 +49,3 @@ def check_style_image(path: Path, max_pixels: int) -> str | None:
         message = str(exc).replace(str(path), path.name)
         return message.replace("raise the limit", "raise the daemon's max_pixels setting")
     return shape_problem(path.name, image.size)
-
-
-def shape_problem(name: str, size: tuple[int, int]) -> str | None:
-    """What is wrong with a decoded style image's shape (too small, a strip), or None."""
-    width, height = size
-    if min(width, height) < MIN_SIDE:
-        return (
-            f"{name} is only {width}x{height} pixels; a style image needs at least "
-            f"{MIN_SIDE} pixels on each side (use a larger picture of the style)"
-        )
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        return (
-            f"{name} is {width}x{height}, a strip over {MAX_ASPECT:g} times longer than it "
-            "is wide; crop it to a squarer part of the style"
-        )
-    return None

@@ -165,10 +165,22 @@ def decode(task: Task, sources: Sources) -> Decoded:
     started = time.monotonic()
     content = _open(sources.content, task, "the photo")
     styles = [
-        StyleImage(_open(source, task, ref.label).image, weight)
+        StyleImage(_style(source, task, ref.label), weight)
         for ref, (source, weight) in zip(task.styles, sources.styles, strict=True)
     ]
     return Decoded(task, content, styles, time.monotonic() - started)
+
+
+def _style(source: Path | bytes, task: Task, label: str) -> Image.Image:
+    """A style image the library would list: a brought-along one is not checked before its
+    job (an attacker's trial: a strip of 30000x16 px ran the worker out of memory)."""
+    from service.errors import ImageInputError
+    from service.style_shape import shape_problem
+
+    image = _open(source, task, label).image
+    if (problem := shape_problem(label, image.size)) is not None:
+        raise ImageInputError(problem)
+    return image
 
 
 def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
