@@ -92,10 +92,10 @@ def style_dimensions(
     relative to the output whatever the two images' aspect ratios), enlarged if needed so the
     short side is at least `min_side`."""
     w, h = style
-    pixels = output[0] * output[1] * scale * scale
-    exact = math.sqrt(pixels * h / w)
-    grow = max(1.0, min_side / min(exact, exact * w / h))
-    height = max(1, round(exact * grow))
+    exact = math.sqrt(output[0] * output[1] * h / w) * scale
+    # The height whose short side is `min_side`, not a ratio to `exact`, which a tiny scale
+    # (1e-300, an attacker's sidecar) rounds to 0: a division by zero in the worker.
+    height = max(1, round(max(exact, min_side * max(1.0, h / w))))
     return max(1, round(w / h * height)), height
 
 

@@ -142,3 +142,8 @@ def test_a_style_image_too_small_to_carry_texture_is_kept_at_the_floor() -> None
     assert style_dimensions((800, 600), (160, 120), 0.25) == (171, 128)
     assert style_dimensions((800, 600), (512, 384), 0.25) == (171, 128)
     assert style_dimensions((800, 600), (512, 384), 0.5) == (256, 192)  # above: as asked
+    # So does any scale below it, down to the smallest a sidecar may give (an attacker's
+    # trial: 1e-300 underflowed to a 0 px height, a division by zero in the worker).
+    for scale in (1e-3, 1e-300, 5e-324):
+        assert style_dimensions((800, 600), (512, 384), scale) == (171, 128)
+        assert style_dimensions((600, 800), (512, 384), scale) == (128, 171)
