@@ -37,6 +37,12 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"content_layers": ["conv4_2", "conv4_2"]}, ("content_layers", "listed twice")),
     ({"style_layers": ["conv5_4"], "network": "vgg16"}, ("does not exist in vgg16", "conv5_3")),
     ({"style_layers": ["fc7"]}, ("'fc7' does not exist in vgg19", "use one of")),
+    # told "Input should be a valid tuple" (a photographer's trial)
+    (
+        {"style_layers": "conv1_1, conv2_1"},
+        ("params.style_layers: must be a list in square brackets", 'write ["conv1_1", "conv2_1"]'),
+    ),
+    ({"style_layer_weights": 2}, ("params.style_layer_weights: must be a list", "write [2]")),
     (
         {"style_layers": ["conv1_1", "conv2_1"], "style_layer_weights": [-1.0, 2.0]},
         ("params.style_layer_weights[0]", "greater than or equal to 0"),

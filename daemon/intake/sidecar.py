@@ -299,6 +299,8 @@ def error_text(item: ErrorDetails) -> str:
     given, and what to write instead of a value of the wrong type."""
     message = item["msg"].removeprefix("Value error, ")
     kind, got = item["type"], item.get("input")
+    if kind in _LIST_KINDS:  # "a valid tuple" is Python's word (a photographer's trial)
+        message = "must be a list in square brackets"
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
@@ -317,9 +319,17 @@ def _object_fix(model_path: list[str], got: object) -> str:
     return f"must be an object such as {example} (got {shown(got)})"
 
 
+_LIST_KINDS = ("tuple_type", "list_type")
+
+
 def _type_fix(kind: str, got: object) -> str:
     """What to write instead of a value of the wrong JSON type (nothing is coerced: "256" and
-    true are not numbers, 2.0 is not a whole number)."""
+    true are not numbers, 2.0 is not a whole number, "conv1_1,conv2_1" is not a list)."""
+    if kind in _LIST_KINDS:
+        if isinstance(got, str):
+            items = [part.strip() for part in got.split(",") if part.strip()]
+            return f"; write {json.dumps(items)}"
+        return f"; write {json.dumps([got])}" if isinstance(got, int | float) else ""
     if kind not in ("int_type", "float_type", "int_from_float"):
         return ""
     whole = kind != "float_type"
