@@ -42,7 +42,7 @@ from daemon.pool.events import Started
 from daemon.reporting import Reporter
 from daemon.sdnotify import Notifier
 from daemon.status import STATUS_FILE
-from daemon.status_model import ReloadInfo
+from daemon.status_model import InboxItem, ReloadInfo
 from daemon.supervision import exit_code_for
 
 log = structlog.get_logger("stylefold.daemon")
@@ -175,7 +175,10 @@ class Daemon:
                     self.reload()
                 self.step(TICK)
                 if self.once and self._idle():
-                    log.info("daemon.inbox_done", left_waiting=self.intake.pending)
+                    # Each named with what it waits for (a photographer's trial: a sidecar
+                    # naming a style image that never came left only "left_waiting=2").
+                    waiting = self.intake.items(time.monotonic(), time.time())
+                    log.info("daemon.inbox_done", left_waiting=list(map(_waiting_line, waiting)))
                     break
                 if self.once and self._idle(blocked=True):
                     # Blocked answers wait for a person; a cron job must end (an attacker's
@@ -390,6 +393,14 @@ class Daemon:
         if self.fixes is not None:
             self.fixes.reloaded(old)
         return changed
+
+
+def _waiting_line(item: InboxItem) -> str:
+    """`once`'s last word on an inbox file it leaves: what it waits for, and when a running
+    daemon would report it."""
+    left = item.gives_up_in
+    later = "" if left is None else f"; reported in {left:.0f} s (pair_timeout) unless it comes"
+    return f"{item.path}: {item.note}{later}"
 
 
 def _blocked_line(blocked: Blocked) -> str:

@@ -40,6 +40,7 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
         ("a/one.jpg", {"style": "mosaic"}),
         ("b/two.jpg", {"style": [{"name": "mosaic", "weight": 2}, {"name": "waves"}]}),
         ("c/bad.jpg", {"style": "mosaic", "params": {"size": "huge"}}),
+        ("d/wait.jpg", {"style": {"file": "nothere.jpg"}}),
     ):
         path = folders.inbox / rel
         path.parent.mkdir(parents=True)
@@ -60,6 +61,13 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
         if '"config.unknown_variable"' in line
     ]
     assert "did you mean STYLEFOLD_MAX_PIXELS?" in unknown["problem"]
+    # what is left, each named with what it waits for (a photographer's trial: "left_waiting=2")
+    [done] = [json.loads(line) for line in result.stdout.splitlines() if "inbox_done" in line]
+    [waiting] = done["left_waiting"]
+    assert waiting.startswith(
+        "d/wait.jpg: waiting for the style image nothere.jpg named by wait.json; reported in "
+    ), waiting
+    assert waiting.endswith(" s (pair_timeout) unless it comes"), waiting
     assert (folders.outbox / "a/one.stylised.jpg").exists()
     manifest = json.loads((folders.outbox / "b/two.manifest.json").read_text())
     assert [s["weight"] for s in manifest["styles"]] == [2.0, 1.0]
