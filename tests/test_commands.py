@@ -272,6 +272,18 @@ def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
         "doctor", "--config", str(folders.config(default_style="nope", no_sidecar="default"))
     )
     assert result.returncode == 1 and "default_style 'nope' is not in the library" in result.stdout
+    # every style unusable: what to fix, not "add images" where they are (a photographer's trial)
+    write_json(folders.styles / "mosaic.json", {"strength": 5})
+    (folders.styles / "waves.png").write_bytes(b"")
+    result = stylefold("doctor", "--config", str(folders.config()))
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("FAIL styles")]
+    assert line.startswith(f"FAIL styles: no usable style in {folders.styles}; fix or remove: ")
+    assert "mosaic.json: params.strength" in line and "waves.png" in line, line
+    assert "add images" not in line, line
+    for name in ("mosaic.json", "mosaic.jpg", "waves.png"):
+        (folders.styles / name).unlink()
+    result = stylefold("doctor", "--config", str(folders.config()))
+    assert f"FAIL styles: no style in {folders.styles}; add images (e.g." in result.stdout
 
 
 def test_run_refuses_bad_configuration_with_the_setting_named(folders: Folders) -> None:

@@ -230,12 +230,10 @@ def _styles_check(settings: Settings) -> tuple[bool, str]:
     library = StyleLibrary.from_settings(settings)
     names = library.names()
     problems = "; ".join(f"{p.path.name}: {p.reason}" for p in library.problems)
+    if not names and problems:  # not "add images" where they are (a photographer's trial)
+        return False, f"styles: no usable style in {settings.styles}; fix or remove: {problems}"
     if not names:
-        return (
-            False,
-            f"styles: no usable style in {settings.styles}; add images (e.g. "
-            f"starry_night.jpg){'; ' + problems if problems else ''}",
-        )
+        return False, f"styles: no style in {settings.styles}; add images (e.g. starry_night.jpg)"
     if settings.default_style is not None and settings.default_style not in names:
         return False, (
             f"styles: default_style {settings.default_style!r} is not in the library "
