@@ -88,6 +88,25 @@ def test_a_truncated_photo_waits_through_long_pauses_then_arrives_once(clock: Cl
     assert events[0].seen[photo].size == len(PHOTO)
 
 
+def test_a_photo_whose_size_is_set_before_its_content_waits_for_it(clock: Clock) -> None:
+    """Windows and SMB copies (and some phone apps) set the full size first, then write: a
+    sync trial's photo was reported "not an image format" three seconds in, and answered again
+    when written. Zeros are no image's start: it is still arriving."""
+    clock.write("photo.json", b'{"style": "mosaic"}')
+    photo = clock.write("photo.jpg", bytes(len(PHOTO)))
+    assert clock.poll(5 * SETTLE) == []
+    assert clock.states()["photo.jpg"] == "arriving"
+    item = next(i for i in clock.intake.items(clock.now, 0.0) if i.path == "photo.jpg")
+    assert "its first bytes are still zeros" in item.note, item.note
+    with photo.open("r+b") as handle:  # the first chunk: then a JPEG without its end
+        handle.write(PHOTO[:4096])
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll(5 * SETTLE) == [] and clock.states()["photo.jpg"] == "arriving"
+    photo.write_bytes(PHOTO)
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+
+
 def test_looks_back_off_and_a_photo_cut_off_for_good_is_reported_once(clock: Clock) -> None:
     clock.write("photo.json", b'{"style": "mosaic"}')
     photo = clock.write("photo.jpg", PHOTO[:-100])

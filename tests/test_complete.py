@@ -88,6 +88,7 @@ def test_an_exif_thumbnail_s_end_marker_does_not_end_the_photo() -> None:
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x00\x00\x00\x00" + bytes(50),  # no chunk type
         b"GIF89a" + bytes(7) + b"\x99 not a block",
         b"hello, this is not a photo\n" * 50,  # not a known format: not judged
+        bytes(511) + b"x" + bytes(5000),  # not zeros throughout its start: not judged
         b"",
     ],
 )

@@ -16,6 +16,10 @@ judged and count as whole.
     HEIC/AVIF  the sizes of the top-level ISO-BMFF boxes
     TIFF       the image file directories and the strips or tiles they point to
 
+A file whose first bytes are all zeros is not an image yet: Windows and SMB copies and some
+phone apps set a file's full size first and write its content after (a sync trial: such a
+photo was reported "not an image format" three seconds in, then answered again once written).
+
 `missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(root, relative)`
 opens the file. Work is bounded per file: every read, and every strip or tile pointer a TIFF
 lists, spends a step of one budget (MAX_STEPS), so a hostile file that needs more is not judged,
@@ -38,6 +42,7 @@ Read = Callable[[int, int], bytes]  # (offset, length) -> at most `length` bytes
 
 MAX_STEPS = 200_000  # reads (and TIFF data pointers) of one file before giving up (not judged)
 WINDOW = 1 << 16
+ZEROS_SEEN = 512  # leading zero bytes that no image format starts with
 # Inside JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; any
 # other byte after it starts a marker (a fill byte 0xFF included).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
@@ -112,7 +117,10 @@ def missing_end(read: Read, size: int) -> str | None:
 
 
 def _missing_end(read: _Steps, size: int) -> str | None:
-    head = read(0, 12)
+    start = read(0, min(size, ZEROS_SEEN))
+    if start and not start.strip(b"\x00"):
+        return "its first bytes are still zeros, as a copy that sets the size first leaves them"
+    head = start[:12]
     if head.startswith(b"\xff\xd8"):
         return _jpeg(read, size)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
