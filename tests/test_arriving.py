@@ -15,7 +15,7 @@ from PIL import Image
 from daemon.config import load_settings
 from daemon.intake.arrival import MAX_BACKOFF
 from daemon.intake.ignore import IgnoreRules
-from daemon.intake.pairing import Arrival, Intake, Problem
+from daemon.intake.pairing import IN_PLACE_QUIET, Arrival, Intake, Problem
 from daemon.intake.resolve import resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs.spool import Spool
@@ -27,14 +27,14 @@ SETTLE = 2.0
 TIMEOUT = 300.0
 
 
-def _jpeg() -> bytes:
-    pixels = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+def _jpeg_of(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
-PHOTO = _jpeg()
+PHOTO = _jpeg_of(3)
 
 
 class Clock:
@@ -103,6 +103,31 @@ def test_a_photo_whose_size_is_set_before_its_content_waits_for_it(clock: Clock)
     clock.intake.observe(photo, clock.now)
     assert clock.poll(5 * SETTLE) == [] and clock.states()["photo.jpg"] == "arriving"
     photo.write_bytes(PHOTO)
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+
+
+def test_a_taken_photo_written_over_in_place_must_stay_unchanged_longer(clock: Clock) -> None:
+    """archive = "keep": `rsync --inplace` at a low bandwidth wrote a new version over a taken
+    photo, paused longer than settle_seconds, and the half-written file, whole by the old
+    version's end, was answered (a sync trial). Such a rewrite waits IN_PLACE_QUIET times."""
+    clock.write("photo.json", b'{"style": "mosaic"}')
+    photo = clock.write("photo.jpg", PHOTO)
+    assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+    other = _jpeg_of(7)
+    with photo.open("r+b") as handle:  # the first burst of a new version, over the old
+        handle.write(other[:4096])
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll(SETTLE) == [] and clock.poll((IN_PLACE_QUIET - 1.5) * SETTLE) == []
+    assert clock.states()["photo.jpg"] == "settling"
+    with photo.open("r+b") as handle:  # the rest: a new version, whole
+        handle.write(other)
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll((IN_PLACE_QUIET - 0.5) * SETTLE) == []
+    assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+    replaced = clock.inbox / "new.jpg"  # a new file renamed over it settles as any new file
+    replaced.write_bytes(PHOTO)
+    replaced.rename(photo)
     clock.intake.observe(photo, clock.now)
     assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
 

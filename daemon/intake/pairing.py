@@ -58,6 +58,9 @@ PATH_MAX = 4096  # Linux's, in bytes, with the closing NUL
 # What the daemon adds to an inbox path below its other folders: a job id and numbered,
 # numbered names (state/returned/<job id>/..., "photo.stylised-12.jpg", ".stylefold-<hex>.tmp").
 PATH_SLACK = 128
+# How many times settle_seconds a photo written over in place after it was taken must stay
+# unchanged (`Intake._quiet`): rsync --inplace pauses burst / bandwidth, 5.1 s at 50 KiB/s.
+IN_PLACE_QUIET = 4
 
 
 def longest_relative(settings: Settings) -> int:
@@ -169,7 +172,7 @@ class Intake:
                 waiting_since=entry.waiting_since,
                 now=now,
                 wall=wall,
-                settle_seconds=self.settle_seconds,
+                settle_seconds=self._quiet(entry),
                 pair_timeout=self.pair_timeout,
                 arriving_timeout=self.arriving_timeout,
                 default=self.default,
@@ -345,12 +348,25 @@ class Intake:
 
     def _settle(self, entry: Tracked, now: float, events: list[Event]) -> bool:
         """Whether the file was due to be looked at, and was (what takes time)."""
-        if entry.settled or now - entry.changed_at < self.settle_seconds:
+        if entry.settled or now - entry.changed_at < self._quiet(entry):
             return False
         if entry.arriving is not None and now < entry.arriving.look_at:
             return False
         self._look(entry, now, events)
         return True
+
+    def _quiet(self, entry: Tracked) -> float:
+        """How long `entry` must stay unchanged: `settle_seconds`, or `IN_PLACE_QUIET` times
+        that for a photo written over in place after it was taken (archive = "keep"), whose old
+        end makes a half-written new version look whole (a sync trial: `rsync --inplace` at a
+        low bandwidth paused longer than settle_seconds, and the half-written photo was
+        answered)."""
+        done = entry.done
+        if not isinstance(done, Emitted):
+            return self.settle_seconds
+        was, now = done.signature, entry.signature
+        in_place = (was.ino, was.dev) == (now.ino, now.dev)
+        return self.settle_seconds * (IN_PLACE_QUIET if in_place else 1)
 
     def _look(self, entry: Tracked, now: float, events: list[Event]) -> None:
         before = entry.signature
