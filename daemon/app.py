@@ -21,6 +21,7 @@ import structlog
 
 from daemon import early_stop
 from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
+from daemon.config.reload import applied_changes
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
 from daemon.fsutil import remove_temporaries
@@ -388,7 +389,12 @@ class Daemon:
         if self.lifecycle is not None:
             self.lifecycle.configure(new)
         self.watcher.request_scan()
-        log.info("daemon.reloaded", styles=len(self.library.names()), style_problems=len(problems))
+        log.info(
+            "daemon.reloaded",
+            changed=applied_changes(old, new),
+            styles=len(self.library.names()),
+            style_problems=len(problems),
+        )
         self.intake.reconsider()
         if self.fixes is not None:
             self.fixes.reloaded(old)

@@ -847,7 +847,17 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon
     config.write_text(good)
     make_image(shared.folders.styles / "new_style.png", size=(40, 40), seed=9)
     shared.process.send_signal(signal.SIGHUP)
-    assert shared.wait_for_log("daemon.reloaded", count=reloaded + 1)["styles"] == 3
+    answer = shared.wait_for_log("daemon.reloaded", count=reloaded + 1)
+    assert answer["styles"] == 3 and answer["changed"] == []
+    # What a reload changed is said (a soak trial's operator saw only the style count).
+    changed = good.replace("rescan_interval = 30.0", "rescan_interval = 45.0")
+    config.write_text(changed.replace("iterations = 4", "iterations = 7"))
+    shared.process.send_signal(signal.SIGHUP)
+    answer = shared.wait_for_log("daemon.reloaded", count=reloaded + 2)
+    assert answer["changed"] == ["defaults.iterations: 4 -> 7", "rescan_interval: 30.0 -> 45.0"]
+    config.write_text(good)
+    shared.process.send_signal(signal.SIGHUP)
+    shared.wait_for_log("daemon.reloaded", count=reloaded + 3)
     assert shared.process.poll() is None
 
 
