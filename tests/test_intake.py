@@ -499,6 +499,17 @@ def test_empty_file_never_settles_and_is_reported(inbox: Inbox) -> None:
     assert "is empty (0 bytes)" in problem.reason
 
 
+def test_an_empty_file_s_wait_counts_from_its_arrival_across_a_restart(tmp_path: Path) -> None:
+    """A soak trial: an empty sidecar there 49 s before a restart was reported 60 s after it,
+    as if new; a lone photo's wait counts from the file's arrival (its ctime), so does this."""
+    (tmp_path / "photo.json").write_bytes(b"")
+    time.sleep(1.1)  # older than the wait, in real time, when a new tracker (a restart) sees it
+    intake = Intake(tmp_path, IgnoreRules(), settle_seconds=0.1, pair_timeout=1.0)
+    intake.observe(tmp_path / "photo.json", 1000.0)
+    [problem] = intake.poll(1000.2)
+    assert isinstance(problem, Problem) and "is empty (0 bytes)" in problem.reason
+
+
 def test_symlink_reported(inbox: Inbox, tmp_path: Path) -> None:
     target = tmp_path / "secret.jpg"
     target.write_bytes(b"x")

@@ -130,7 +130,7 @@ def inbox_item(
         )
     if not settled and empty and quiet >= settle_seconds:
         # Writers often create a file first and fill it later; status said "ready in 0 s".
-        left = max(0.0, pair_timeout - quiet)
+        left = max(0.0, pair_timeout - (now - waiting_since))
         note = f"empty (0 bytes): waiting for its content; reported as empty in {left:.0f} s"
         return InboxItem(
             path=relative, state="arriving", since=wall - quiet, note=note, gives_up_in=left

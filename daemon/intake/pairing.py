@@ -383,7 +383,8 @@ class Intake:
             self._report(entry, events, reason)
             return
         if entry.signature.size == 0:
-            if now - entry.changed_at >= self.pair_timeout:
+            # From its arrival, as a lone photo's wait: a restart started it again (a soak trial).
+            if now - entry.waiting_since >= self.pair_timeout:
                 self._report(entry, events, reasons.empty(self.pair_timeout))
             return  # writers often create a file first and fill it later
         if entry.kind == "image" and self._still_arriving(entry, now, events):
