@@ -105,6 +105,13 @@ def test_a_photo_whose_size_is_set_before_its_content_waits_for_it(clock: Clock)
     photo.write_bytes(PHOTO)
     clock.intake.observe(photo, clock.now)
     assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+    # A sidecar written so: waited for too, not reported as bad JSON (a sync trial).
+    other = clock.write("other.jpg", PHOTO)
+    sidecar = clock.write("other.json", bytes(19))
+    assert clock.poll(5 * SETTLE) == [] and clock.states()["other.json"] == "arriving"
+    sidecar.write_bytes(b'{"style": "mosaic"}')
+    clock.intake.observe(sidecar, clock.now)
+    assert clock.poll(SETTLE) == [Arrival(other, sidecar, Path("."))]
 
 
 def test_a_taken_photo_written_over_in_place_must_stay_unchanged_longer(clock: Clock) -> None:

@@ -387,14 +387,15 @@ class Intake:
             if now - entry.waiting_since >= self.pair_timeout:
                 self._report(entry, events, reasons.empty(self.pair_timeout))
             return  # writers often create a file first and fill it later
-        if entry.kind == "image" and self._still_arriving(entry, now, events):
+        # A sidecar too: written by a copy that sets the size first, it is zeros for a while.
+        if self._still_arriving(entry, now, events):
             return
         entry.settled = True
         self._touch_related(entry)
 
     def _still_arriving(self, entry: Tracked, now: float, events: list[Event]) -> bool:
-        """A truncated image is not settled: it is looked at again with a growing back-off,
-        and reported only once unchanged for `arriving_timeout`."""
+        """A truncated image, or a file still all zeros, is not settled: it is looked at again
+        with a growing back-off, and reported only once unchanged for `arriving_timeout`."""
         reason = (
             entry.arriving.reason
             if entry.arriving is not None
