@@ -20,8 +20,9 @@ import glob
 import os
 import time
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,10 @@ def answer_folder(
     folder, chosen = root, list[str]()
     for level, part in enumerate(parts):
         answers = Path(*parts[: level + 1]).as_posix()
-        beside = inbox.joinpath(*parts[:level])
-        name, number, entries = part, 1, _entries(folder)  # one listing for every number
+        # One listing of each side for every number tried (the inbox folder's only once a
+        # numbered name is).
+        beside = _names_in(inbox.joinpath(*parts[:level]))
+        name, number, entries = part, 1, _entries(folder)
         while not _answers_in(folder / name, entries, answers, taken, number > 1) or _held(
             Path(*chosen, name).as_posix(), answers, held, beside, number > 1
         ):
@@ -218,18 +221,27 @@ def _answers_in(
 
 
 def _held(
-    rel: str, answers: str, held: list[tuple[str, str]], beside: Path, numbered: bool
+    rel: str,
+    answers: str,
+    held: list[tuple[str, str]],
+    beside: Callable[[], set[str]],
+    numbered: bool,
 ) -> bool:
     """Whether the answer folder `rel` would be another inbox folder's: a job in progress
     answers another one there (its folder may not be made yet, or was removed meanwhile), or,
-    numbered, the inbox has a folder of that name (`beside`: the inbox folder it would be in)."""
+    numbered, the inbox has a folder of that name (`beside`: the folded names in the inbox
+    folder it would be in)."""
     wanted = folded(rel)
     for folder, inbox_folder in held:
         mirrors = not numbered and folder == inbox_folder  # alike mirrors may share one
         if folded(folder) == wanted and inbox_folder != answers and not mirrors:
             return True
-    name = folded(Path(rel).name)
-    return numbered and any(folded(entry.name) == name for entry in _entries(beside))
+    return numbered and folded(Path(rel).name) in beside()
+
+
+def _names_in(folder: Path) -> Callable[[], set[str]]:
+    """The folded names in `folder`, listed at the first call."""
+    return cache(lambda: {folded(entry.name) for entry in _entries(folder)})
 
 
 def _levels(claimed: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
