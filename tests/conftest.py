@@ -21,6 +21,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Two test processes (pytest-xdist) share two cores, and each starts daemons whose workers run
+# torch: at a thread per core each, torch's threads spin-wait for each other and a render of 3 s
+# took over 90 (CI, 2026-12-05). One each, as README tells an operator sharing a machine; a test
+# that needs the default sets it back.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 CLI = [sys.executable, "-m", "daemon.cli"]  # the `stylefold` command of this checkout
 # Small enough that a job takes about a second on 2 cores, large enough for VGG's five poolings.
 TINY_PARAMS: dict[str, Any] = {"size": 48, "iterations": 4, "tolerance": 0.0}

@@ -114,8 +114,11 @@ class RayCluster:
         self, name: str, args: list[str], cpus: int, gpus: int = 0, pythonpath: str = str(REPO)
     ) -> RayNode:
         log = self.root / f"{name}-{len(self.nodes)}.log"
+        # Unset, as on a node's service: Ray gives each actor a thread per CPU it reserves
+        # (conftest sets one thread for this suite's own daemons).
+        inherited = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
         env = {
-            **os.environ,
+            **inherited,
             **self.env,
             "PYTHONPATH": pythonpath,  # the actors import this checkout's stylefold
             "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "5",  # a cut client's actors go sooner

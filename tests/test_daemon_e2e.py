@@ -925,6 +925,19 @@ def test_with_archive_keep_an_original_never_leaves_the_inbox(
     assert not any((folders.state / "spool").iterdir())
 
 
+def test_a_cpu_worker_runs_torch_on_the_threads_the_operator_chose(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """README tells an operator sharing a machine to set OMP_NUM_THREADS; the worker set torch's
+    threads to the core count over it, and the journal did not say how many it took."""
+    folders = make_folders(tmp_path_factory.mktemp("threads"))
+    daemon = start_daemon(folders, env={"OMP_NUM_THREADS": "3"})
+    try:
+        assert daemon.wait_for_log("pool.worker_ready")["threads"] == 3
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_with_archive_keep_a_full_tracker_says_to_move_answered_photos_out(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

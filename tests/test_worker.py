@@ -25,7 +25,7 @@ from daemon.pool.messages import (
     JobStarted,
     WorkerMessage,
 )
-from daemon.pool.render import EngineSetup, WorkerSpec, load_engine
+from daemon.pool.render import EngineSetup, WorkerSpec, cpu_threads, load_engine
 from daemon.pool.worker import Cancel, run_batch
 from service.engine import Engine
 from service.params import RenderParams
@@ -210,3 +210,26 @@ def test_a_closed_pipe_counts_as_cancel(tmp_path: Path) -> None:
     assert not cancel()
     ours.close()
     assert cancel() and cancel.requested
+
+
+def test_cpu_members_split_the_cores_this_process_may_use_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cores were counted with os.cpu_count(): a daemon confined to fewer (systemd's
+    CPUAffinity=, a container's cpuset) ran more threads than cores, and torch's threads
+    spin-waited for each other. OMP_NUM_THREADS, where the operator set it, is taken as is."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs two cores to confine this process to one")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads(1) == len(allowed)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert cpu_threads(1) == 1 and cpu_threads(3) == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads(1) == 3 and cpu_threads(2) == 3
+    for unusable in ("0", "two", "-1", ""):  # torch's own reading of these varies: ignored
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert cpu_threads(1) == len(allowed)

@@ -25,7 +25,7 @@ class WorkerReady:
     seconds: float  # the load took
     pid: int
     node: str | None = None  # the Ray node
-    threads: int | None = None  # torch's CPU threads, where the member chose them
+    threads: int | None = None  # torch's CPU threads (intra-op)
 
 
 @dataclass(frozen=True)

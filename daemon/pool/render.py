@@ -56,9 +56,14 @@ class WorkerSpec:
 
 
 def cpu_threads(cpu_members: int) -> int:
-    """Split the cores between the CPU members of one machine, so two do not fight over every
-    core."""
-    return max(1, (os.cpu_count() or 1) // max(1, cpu_members))
+    """Torch threads for each CPU member of one machine: OMP_NUM_THREADS where the operator set
+    it (a machine shared with other work), else the cores this process may use (its affinity:
+    systemd's CPUAffinity=, a container's cpuset) split between the members. Oversubscribed
+    cores cost far more than their share: torch's threads spin-wait for each other."""
+    chosen = os.environ.get("OMP_NUM_THREADS", "")
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    return max(1, len(os.sched_getaffinity(0)) // max(1, cpu_members))
 
 
 @dataclass(frozen=True)

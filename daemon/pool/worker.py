@@ -90,8 +90,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         kind, error, _ = describe(exc)
         conn.send(WorkerLoadFailed(spec.worker_id, kind, error))
         return
+    import torch
+
     device = str(engine.device)
-    conn.send(WorkerReady(spec.worker_id, device, time.monotonic() - started, os.getpid()))
+    threads = torch.get_num_threads()
+    seconds = time.monotonic() - started
+    conn.send(WorkerReady(spec.worker_id, device, seconds, os.getpid(), threads=threads))
     while True:
         try:
             command = conn.recv()
