@@ -359,6 +359,44 @@ def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folder
     assert _outbox(folders) == RESULT_SET
 
 
+def test_a_result_whose_image_alone_was_deleted_is_answered_again_under_its_own_names(
+    folders: Folders,
+) -> None:
+    """An operator's soak: deleting only the stylised image, then sending the photo again, got
+    `photo.stylised-2.jpg` and a second manifest beside the first one, a record of an image
+    that no longer exists. The new answer replaces that manifest and its log; a failure report
+    replaces them too. Another photo's manifest at those names still holds them."""
+    lc = _lifecycle(folders, archive="keep")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    (folders.outbox / "photo.stylised.jpg").unlink()
+    again = _take(lc, _send(folders))
+    assert again is not None  # not skipped: the earlier answer's image is gone
+    _render(lc, again)
+    assert _outbox(folders) == RESULT_SET
+    manifest = json.loads((folders.outbox / "photo.manifest.json").read_text())
+    assert manifest["job_id"] == again
+
+    (folders.outbox / "photo.stylised.jpg").unlink()
+    failed = _take(lc, _send(folders, sidecar={"style": "mosaic", "params": {"size": 48}}))
+    assert failed is not None
+    lc.handle(Failed(failed, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    assert _outbox(folders) == ["photo.error.json", "photo.log"]
+
+    other = _take(lc, _send(folders, "other.jpg"))
+    assert other is not None
+    _render(lc, other)
+    (folders.outbox / "other.stylised.jpg").rename(folders.outbox / "photo.stylised.jpg")
+    (folders.outbox / "other.manifest.json").rename(folders.outbox / "photo.manifest.json")
+    (folders.outbox / "photo.stylised.jpg").unlink()
+    (folders.outbox / "photo.error.json").unlink()
+    last = _take(lc, _send(folders))
+    assert last is not None
+    _render(lc, last)
+    assert "photo.stylised-2.jpg" in _outbox(folders)  # other.jpg's manifest is not ours
+
+
 def test_sent_again_while_the_first_copy_renders_still_one_answer(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

@@ -7,7 +7,9 @@ names (`OutputNames`) chosen so that no other job's answer in the outbox is repl
 manifest (or the error report) is renamed last and so marks the job as published. The one thing
 an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
 gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`
-(unless that report says where originals kept in the state folder are: that one stays).
+(unless that report says where originals kept in the state folder are: that one stays). So does
+the manifest and log of an earlier answer about the same photo whose image was deleted: the
+photo sent again is answered under its own names, not numbered beside a record of nothing.
 
 Names are compared as the receiving end sees them: a phone, a Mac or a Windows share folds case
 and Unicode normalisation, so `Photo.stylised.jpg` beside `photo.stylised.jpg` (or `Trip/`
@@ -333,7 +335,7 @@ def choose_names(
     number = 1
     while True:
         names = OutputNames(folder, stem, image_ext, number)
-        stale = (names.error, names.log) if reports_on(names, inputs) else ()
+        stale = _outdated(names, inputs)
         files = [path for path in names.all() if path not in stale]
         if not any(
             folded(str(path)) in taken or folded(path.name) in present or os.path.lexists(path)
@@ -359,6 +361,39 @@ def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
     return not report.original.startswith(KEPT_PREFIX)
 
 
+class _Input(BaseModel):
+    path: str
+
+
+class _Answering(BaseModel):
+    """Which photo one of our manifests answers; any other key is the file's own business."""
+
+    input: _Input
+
+
+def image_gone(names: OutputNames, inputs: Collection[str]) -> bool:
+    """Whether `names.manifest` is an earlier answer about one of `inputs` (the job's photo and
+    sidecar, relative to the inbox) whose image is no longer in the outbox: deleted by its
+    owner, so a new answer for the same photo may replace the manifest and its log."""
+    if not inputs or os.path.lexists(names.image) or not _file_at(names.manifest):
+        return False
+    try:
+        return _Answering.model_validate(read_json(names.manifest)).input.path in inputs
+    except ValidationError:
+        return False
+
+
+def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
+    """The files at `names` that an answer about `inputs` replaces instead of numbering
+    beside them."""
+    stale: tuple[Path, ...] = ()
+    if reports_on(names, inputs):
+        stale += (names.error, names.log)
+    if image_gone(names, inputs):
+        stale += (names.manifest, names.log)
+    return stale
+
+
 def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     """After a result for the same photo: its earlier error report is outdated (the log beside
     it has already been replaced by the result's)."""
@@ -374,9 +409,13 @@ def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str
 
 
 def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:
-    """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix."""
+    """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix;
+    then an earlier answer's manifest for the same photo whose image is gone goes, since the
+    log beside it is now the report's."""
     atomic_write(names.log, text_bytes(log))
     atomic_write_json(names.error, report.model_dump(mode="json"))
+    if image_gone(names, [report.input]):
+        names.manifest.unlink(missing_ok=True)
 
 
 class _Owned(BaseModel):
