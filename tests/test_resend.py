@@ -397,6 +397,23 @@ def test_a_result_whose_image_alone_was_deleted_is_answered_again_under_its_own_
     assert "photo.stylised-2.jpg" in _outbox(folders)  # other.jpg's manifest is not ours
 
 
+def test_a_photo_rendered_again_is_not_archived_twice(folders: Folders) -> None:
+    """The soak's other half: rendered again after its image was deleted, the photo went to the
+    archive a second time beside its identical first copy. Identical copies go, as for a skip."""
+    lc = _lifecycle(folders)
+    for _ in range(2):
+        job = _take(lc, _send(folders))
+        assert job is not None
+        _render(lc, job)
+        (folders.outbox / "photo.stylised.jpg").unlink()
+    assert sorted(p.name for p in (folders.state / "archive").iterdir()) == [
+        "photo.jpg",
+        "photo.json",
+    ]
+    assert (folders.state / "archive" / "photo.jpg").read_bytes() == image_bytes(seed=5)
+    assert not any(folders.inbox.iterdir())
+
+
 def test_sent_again_while_the_first_copy_renders_still_one_answer(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

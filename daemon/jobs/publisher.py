@@ -326,7 +326,7 @@ class Publisher:
         twins = self.settings.archive_path / job.rel_dir
         # An OSError here blocks the job (`publish`): the answer is safe, the originals wait
         # in the spool (RELEASING) and the release is tried again, after a restart too.
-        if outcome == "skip" and archive and archived_twins(job, self.spool, twins):
+        if archive and archived_twins(job, self.spool, twins):
             note = f"originals: removed, identical copies are in {twins}"
         else:
             placed = self.spool.release(job, archive=archive, answered=success)
