@@ -18,7 +18,7 @@ from conftest import REPO, Folders, image_bytes, make_folders, start_daemon, wai
 from PIL import Image
 
 from daemon.intake.own_answers import own_answer
-from daemon.jobs.record import new_job_id
+from daemon.job_id import new_job_id
 from service.imageio import encode_image
 
 PAIR_TIMEOUT = 3.0

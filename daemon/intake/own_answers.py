@@ -16,15 +16,13 @@ with a sidecar of its own is a deliberate request to render it again.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from daemon import safefs
 from daemon.intake.jsonload import SidecarError, load_json, read_inbox
+from daemon.job_id import JOB_ID
 from service.imageio import written_by_stylefold
 
-# daemon.jobs.record.new_job_id: UTC date-time, microseconds, 6 hex digits.
-JOB_ID = re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{6}")
 MAX_ANSWER_BYTES = 1 << 20  # far above any manifest; larger JSON is not ours
 FIX = (
     "the outbox seems to be synced into a folder that feeds the inbox: exclude stylefold's "

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 
 from daemon.intake import own_answers
-from daemon.jobs.record import new_job_id
+from daemon.job_id import new_job_id
 from daemon.jobs.spool import Spool
 from daemon.status_model import Attention
 

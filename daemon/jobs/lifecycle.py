@@ -24,12 +24,13 @@ from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.partners import key
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
+from daemon.job_id import new_job_id
 from daemon.jobs import answers, reports
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
 from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
-from daemon.jobs.record import Job, new_job_id
+from daemon.jobs.record import Job
 from daemon.jobs.recovery import recover
 from daemon.jobs.resend import earlier_answer_to_this_input
 from daemon.jobs.running import RunningJobs

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -92,13 +91,6 @@ class Job(BaseModel):
 
 def inbox_paths(rel_dir: str, *names: str | None) -> list[str]:
     return [(Path(rel_dir) / name).as_posix() for name in names if name is not None]
-
-
-def new_job_id() -> str:
-    """Sortable by claim time, so the spool replays in first-in first-out order."""
-    now = time.time()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
 
 
 def job_key(

@@ -49,12 +49,13 @@ from daemon.fsutil import (
 from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
 from daemon.intake.resolve import Rejected, Resolved
+from daemon.job_id import new_job_id
 from daemon.jobs import handover
 from daemon.jobs.answer_places import AnswerPlaces
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line, new_job_id
+from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.jobs.style_store import StyleStore

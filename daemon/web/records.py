@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 from pydantic import ValidationError
 
 from daemon.config import Settings
+from daemon.job_id import JOB_ID
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.outbox import OutputNames
@@ -26,8 +27,6 @@ from daemon.jobs.states import TERMINAL, State
 from daemon.jobs.store import DB_FILE, Store, StoreError
 from daemon.web.files import open_inside, read_inside, relative_to
 
-# new_job_id(): 20260101-120000-123456-abcdef
-JOB_ID = re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{6}")
 JSON_LIMIT = 1024 * 1024
 _ANSWERED = (State.RELEASING, State.REJECTED)
 _ERROR_NAME = re.compile(r"(.*)\.error(-\d+)?\.json")
