@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from service.errors import ImageInputError
 from service.files import NotAFile, open_regular
+from service.params import output_format
 
 pillow_heif.register_heif_opener()
 
@@ -35,15 +36,7 @@ _BULKY_TAGS = (0x927C, 0x9286)  # MakerNote, UserComment: the large, least porta
 JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
 PROFILE_NAME = 120  # characters of a colour profile's description kept (LoadedImage.profile)
 
-OutputFormat = Literal["jpg", "jpeg", "png", "webp", "tiff", "tif"]
-_PIL_FORMATS = {
-    "jpg": "JPEG",
-    "jpeg": "JPEG",
-    "png": "PNG",
-    "webp": "WEBP",
-    "tiff": "TIFF",
-    "tif": "TIFF",
-}
+_PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
 
 
 @dataclass(frozen=True)
@@ -341,11 +334,9 @@ def encode_image(
 ) -> bytes:
     """Encode to `format` bytes, carrying EXIF (with orientation reset to 1, since the pixels
     are already upright; without its GPS location unless `location`) and the ICC profile."""
-    key = format.lower().lstrip(".")
+    key = output_format(format.lstrip("."))
     if key not in _PIL_FORMATS:
-        raise ImageInputError(
-            f"cannot write {format!r}; use one of {', '.join(sorted(set(_PIL_FORMATS)))}"
-        )
+        raise ImageInputError(f"cannot write {format!r}; use one of {', '.join(_PIL_FORMATS)}")
     pil_format = _PIL_FORMATS[key]
     limit = JPEG_EXIF_MAX if pil_format == "JPEG" else None
     options: dict[str, object] = {"exif": _marked_exif(exif, image.size, limit, location)}

@@ -104,6 +104,11 @@ def strength_of(style_weight: float) -> float:
 
 
 Init = Literal["recolored", "content", "noise", "image"]
+
+# The formats a result is written in, by the names settings, sidecars and manifests use; the
+# other usual spellings are accepted for them (`output_format`).
+OutputFormat = Literal["jpg", "png", "webp", "tiff"]
+FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
 # The starts named by a word; "image" comes with a file instead (`stylefold render --init PATH`).
 NAMED_INITS: tuple[str, ...] = tuple(name for name in get_args(Init) if name != "image")
 
@@ -295,3 +300,9 @@ class RenderParams(BaseModel):
                 "give at least one a weight above 0 (e.g. content_weight 1, style_weight 1000)"
             )
         return self
+
+
+def output_format(name: str) -> str:
+    """`name` (any case, an alias or not) as an OutputFormat's spelling; unknown names as they
+    are (lower case), for the caller to refuse."""
+    return FORMAT_ALIASES.get(name.lower(), name.lower())

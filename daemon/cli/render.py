@@ -12,13 +12,13 @@ import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
 from daemon.config import Settings
 from daemon.fsutil import atomic_write
-from service.params import NAMED_INITS, STOPPED, RenderParams
+from service.params import NAMED_INITS, STOPPED, OutputFormat, RenderParams, output_format
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -391,8 +391,8 @@ def _blend(args: argparse.Namespace) -> list[float]:
 
 
 def _output_format(output: Path) -> str:
-    suffix = output.suffix.lower().lstrip(".")
-    if suffix not in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
+    suffix = output_format(output.suffix.lstrip("."))
+    if suffix not in get_args(OutputFormat):
         raise UsageError(
             f"cannot tell the format from {output}; end it in .jpg, .png, .webp or .tiff"
         )

