@@ -100,7 +100,8 @@ class Metrics:
             ),
             blocked=prom.Gauge(
                 "stylefold_blocked_jobs",
-                "Answers waiting because the outbox cannot be written (retried).",
+                "Jobs whose answer or originals wait: the outbox, the state folder or the "
+                "originals' way out refused them (retried).",
                 registry=registry,
             ),
             outbox_errors=prom.Counter(

@@ -172,19 +172,23 @@ class Settings(BaseSettings):
     job_timeout: float = Field(
         3600.0,
         gt=0,
-        description="Seconds a job may run before its worker is stopped.",
+        description="Seconds a job may run before its worker is stopped (a batch of n jobs "
+        "may run n times as long).",
         json_schema_extra=APPLIED_LIVE,
     )
     retries: int = Field(
         1,
         ge=0,
         le=10,
-        description="Retries of a crashed or timed-out job.",
+        description="Retries of a job that failed for a reason other than its input: a "
+        "crashed or lost worker, a timeout, an internal error, or out of memory (retried as "
+        "oom_fallback says).",
         json_schema_extra=APPLIED_LIVE,
     )
     oom_fallback: Literal["smaller", "cpu", "fail"] = Field(
         "smaller",
-        description="On out-of-memory retry at a smaller size, on CPU, or fail.",
+        description="How a job that ran out of memory is retried, within `retries`: at 70 % "
+        "of the size each time, on the CPU, or not at all.",
         json_schema_extra=APPLIED_LIVE,
     )
 

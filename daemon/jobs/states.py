@@ -37,7 +37,7 @@ class State(StrEnum):
     QUEUED = "queued"  # waiting for a worker (in the pool's queue or for room in it)
     RUNNING = "running"  # a worker is rendering it
     PUBLISHING = "publishing"  # its answer (result or report) is being written to the outbox
-    BLOCKED = "blocked"  # the outbox could not be written; publishing is retried
+    BLOCKED = "blocked"  # the outbox (or the state folder) refused the answer; retried
     RELEASING = "releasing"  # the answer is in the outbox; the originals leave the spool
     DONE = "done"
     FAILED = "failed"

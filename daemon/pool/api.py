@@ -66,7 +66,7 @@ class PoolPolicy:
 
 @dataclass(frozen=True)
 class WorkerState:
-    """One member, for the status report (daemon.status.WorkerItem has the same fields)."""
+    """One member, for the status report (daemon.status_model.WorkerItem has the same fields)."""
 
     worker: int
     device: str
