@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import image_bytes, wait_for
 from PIL import Image
 
 from daemon.cli.demo import (
@@ -18,6 +19,7 @@ from daemon.cli.demo import (
     STYLES,
     DemoError,
     demo_jobs,
+    not_the_demos,
     prepare,
     sample_path,
     tidy_inbox,
@@ -80,6 +82,8 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
                 manifest = json.loads((outbox / f"{job.photo}.manifest-2.json").read_text())
                 assert f"-> {manifest['output']['file']}" in again.stdout
         assert ("done in" in again.stdout) is not bool(told)
+    # Everything a real demo left is the demo's: the next run may start afresh.
+    assert not_the_demos(folder, demo_jobs(32, 3)) == []
 
 
 def test_prepare_lays_out_folders_styles_and_sidecars(tmp_path: Path) -> None:
@@ -125,6 +129,42 @@ def test_a_folder_not_made_by_the_demo_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("stylefold demo: error:")
     assert "Traceback" not in done.stderr
+
+
+def test_a_fresh_start_is_refused_while_the_demo_folder_holds_your_photos(tmp_path: Path) -> None:
+    """A new user's trial: the demo's last lines invite trying your own photos in its folder;
+    the next `stylefold demo` deleted them (the waiting photo, the archived original and its
+    result) without a word. Now it names them and deletes nothing; --keep still runs."""
+    root = tmp_path / "demo"
+    jobs = demo_jobs(64, 10)
+    prepare(root, jobs, keep=False)
+    (root / "state" / "archive").mkdir()
+    shutil.copyfile(sample_path("chelsea"), root / "state" / "archive" / "chelsea.png")
+    (root / "outbox" / "chelsea.stylised.jpg").write_bytes(b"the demo's result")
+    assert not_the_demos(root, jobs) == []
+    yours = {
+        "inbox/pending.jpg": image_bytes(seed=1),
+        "state/archive/mytrip.jpg": image_bytes(seed=2),
+        "state/spool/20261205-000000-000000-abcdef/input.jpg": image_bytes(seed=3),
+        "outbox/mytrip.stylised.jpg": b"your result",
+        "styles/mine.png": image_bytes(seed=4),
+        "inbox/chelsea.png": image_bytes(seed=5),  # a demo name, other bytes
+    }
+    for rel, data in yours.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    assert sorted(not_the_demos(root, jobs)) == sorted(yours)
+    with pytest.raises(DemoError, match=r"holds files the demo did not make \(inbox/chelsea.png"):
+        prepare(root, jobs, keep=False)
+    assert all((root / rel).read_bytes() == data for rel, data in yours.items())
+    done = subprocess.run(
+        [*CLI, "demo", "--dir", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "and 3 more" in done.stderr, done.stderr
+    assert "--keep" in done.stderr and "Traceback" not in done.stderr
+    assert all((root / rel).read_bytes() == data for rel, data in yours.items())
+    prepare(root, jobs, keep=True)
+    assert (root / "state" / "archive" / "mytrip.jpg").read_bytes() == image_bytes(seed=2)
 
 
 def test_every_sample_ships_with_scikit_image() -> None:

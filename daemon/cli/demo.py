@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import sys
 import threading
@@ -19,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from daemon.config import ConfigError, load_settings
-from daemon.fsutil import read_json
+from daemon.config import DEFAULT_IMAGE_EXTENSIONS, ConfigError, load_settings
+from daemon.fsutil import file_sha256, read_json
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.progress import ProgressReport
@@ -110,6 +111,38 @@ def _file_name(name: str) -> str:
     return name + sample_path(name).suffix
 
 
+SUBFOLDERS = ("inbox", "outbox", "styles", "state")
+SHOWN = 3  # of the files a fresh start would delete, named in its refusal
+
+
+def not_the_demos(folder: Path, jobs: list[DemoJob]) -> list[str]:
+    """Files in the demo's folders that no demo made, relative to `folder`: a fresh start
+    deletes those folders, and the demo's last lines invite people to try their own photos
+    there (a new user's trial: a second `stylefold demo` deleted them, archived originals too).
+    The demo's are its sample images byte for byte, its sidecars, the answers named after its
+    photos and the daemon's own files; any photo in the state folder (spool, archive) that is
+    not a sample is someone's."""
+    samples = {file_sha256(sample_path(name)) for name in SAMPLES}
+    stems = {job.photo for job in jobs}
+    found = []
+    for sub in SUBFOLDERS:
+        for path in sorted((folder / sub).rglob("*")):
+            if path.is_symlink() or not path.is_file() or path.name.startswith(".stylefold-"):
+                continue
+            top, name = path.parent == folder / sub, path.name
+            if sub != "outbox" and path.suffix.lower().lstrip(".") in DEFAULT_IMAGE_EXTENSIONS:
+                ours = file_sha256(path) in samples  # a photo, a style, an original kept
+            elif sub == "inbox":
+                ours = top and name in {f"{stem}.json" for stem in stems}
+            elif sub == "outbox":
+                ours = top and any(re.match(rf"{re.escape(stem)}(-\d+)?\.", name) for stem in stems)
+            else:  # the daemon's own files in the state folder; a style's own JSON is not
+                ours = sub == "state"
+            if not ours:
+                found.append(path.relative_to(folder).as_posix())
+    return found
+
+
 def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
     """Create the folder layout, fill the style library and drop photos and sidecars into the
     inbox (sidecar last, as a careful sync client would; the daemon accepts either order)."""
@@ -118,10 +151,17 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
             f"{folder} exists and was not made by `stylefold demo`; choose another --dir "
             "(the demo never writes into a folder of yours)"
         )
+    if folder.exists() and not keep and (yours := not_the_demos(folder, jobs)):
+        more = f" and {len(yours) - SHOWN} more" if len(yours) > SHOWN else ""
+        raise DemoError(
+            f"{folder} holds files the demo did not make ({', '.join(yours[:SHOWN])}{more}), "
+            "and starting afresh deletes its folders: move your files out of it first, run "
+            "with --keep to add the demo's photos beside them, or choose another --dir"
+        )
     if folder.exists() and not keep:
-        for sub in ("inbox", "outbox", "styles", "state"):
+        for sub in SUBFOLDERS:
             shutil.rmtree(folder / sub, ignore_errors=True)
-    for sub in ("inbox", "outbox", "styles", "state"):
+    for sub in SUBFOLDERS:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `stylefold demo`; safe to delete\n", encoding="utf-8")
     for name in STYLES:
@@ -304,7 +344,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="keep the results of an earlier demo in --dir (default: start afresh)",
+        help="keep the results of an earlier demo in --dir (default: start afresh, which "
+        "is refused while --dir holds files the demo did not make)",
     )
     parser.add_argument(
         "--web",
