@@ -236,6 +236,16 @@ def test_a_sidecar_beside_a_photo_of_a_type_not_taken_is_told_at_once(inbox: Inb
     assert isinstance(late, Problem) and late.path.name == "notes.json"
 
 
+def test_a_photo_named_sidecar_beside_its_photo_of_a_type_not_taken_says_so(inbox: Inbox) -> None:
+    """x.avif.json beside x.avif (a type the inbox does not take by default): told to "add the
+    photo (x.avif.jpg or another image type)", which is right there (an attacker's trial)."""
+    (inbox.root / "x.avif").write_bytes(b"\0\0\0\x1cftypavif")
+    inbox.write("x.avif.json", '{"style": "a"}')
+    [problem] = inbox.poll(SETTLE)
+    assert isinstance(problem, Problem) and problem.path.name == "x.avif.json"
+    assert "x.avif is not one of gif, heic" in problem.reason
+
+
 def test_lone_image_gets_default_style_when_configured(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path, no_sidecar="default", default_style="starry")
     image = inbox.write("photo.jpg")

@@ -454,7 +454,8 @@ class Intake:
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in sorted(os.listdir(fd)):
                 stem, _, ext = key(name).rpartition(".")
-                other = bool(photo_of) and stem == photo_of and ext != "json"
+                # pic.json's photo pic.bmp, and pic.avif.json's own pic.avif
+                other = bool(photo_of) and photo_of in (stem, key(name)) and ext != "json"
                 if not (other or wanted(key(name))):
                     continue  # only the names asked about are looked at
                 kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
@@ -481,7 +482,9 @@ class Intake:
         base = key(sidecar.base)
         with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
             for name in os.listdir(fd):
-                if key(name).rpartition(".")[0] == base and self._photo_not_taken(name):
+                if base in (key(name).rpartition(".")[0], key(name)) and self._photo_not_taken(
+                    name
+                ):
                     return stat.S_ISREG(safefs.lstat_at(fd, name).st_mode)
         return False
 
