@@ -25,6 +25,12 @@ from service.params import output_format
 pillow_heif.register_heif_opener()
 
 DEFAULT_MAX_PIXELS = 50_000_000
+# The decoders a file may reach: the photo formats of image_extensions (JPEG, whose decoder also
+# reads the MPO many phones write; PNG, WebP, TIFF, GIF, HEIF/HEIC) and two an operator may add
+# (AVIF, BMP). Left to itself Pillow picks any of its forty by the file's first bytes, whatever its
+# name: EPS among them, which it hands to Ghostscript's PostScript interpreter (an attacker's
+# trial: a photo.jpg of PostScript ran `gs`).
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "HEIF", "AVIF", "BMP")
 EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
 SOFTWARE = "stylefold"  # the EXIF Software of every image encoded here
@@ -64,7 +70,7 @@ def open_image(
     if not data:
         raise ImageInputError(f"{name} is empty (0 bytes); copy the file again")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as opened:
             width, height = opened.size
             if width * height > max_pixels:
                 shown = f"{width}x{height} = {width * height:,} pixels"
@@ -355,7 +361,7 @@ def carries_location(path: Path) -> bool:
     """Whether the image file at `path` has a GPS location in its EXIF (read from its header,
     not decoded). An unreadable file carries nothing to leave out."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PHOTO_FORMATS) as image:
             return bool(header_exif(image).get_ifd(EXIF_GPS_IFD))
     except Exception:  # unreadable, or a damaged EXIF block: see _TRANSPOSE
         return False
@@ -427,7 +433,7 @@ def written_by_stylefold(file: BinaryIO) -> bool:
     """Whether an open image file was encoded here (its EXIF Software is SOFTWARE). Anything
     unreadable is not ours."""
     try:
-        with Image.open(file) as image:
+        with Image.open(file, formats=PHOTO_FORMATS) as image:
             return str(header_exif(image).get(EXIF_SOFTWARE, "")) == SOFTWARE
     except Exception:  # a hostile or broken file: Pillow raises many kinds; none is ours
         return False

@@ -1,6 +1,7 @@
 """Decoding what users drop in, refusing what they should not, encoding with metadata."""
 
 import io
+import os
 import re
 import struct
 import time
@@ -14,14 +15,17 @@ from conftest import iso_media
 from icc_profiles import DISPLAY_P3_D50, grey_profile, rgb_profile
 from PIL import Image, ImageCms, ImageOps
 
+from daemon.pool.batching import upright_size
 from service.errors import ImageInputError
 from service.imageio import (
     EXIF_COLOR_SPACE,
     EXIF_ORIENTATION,
     PROFILE_NAME,
+    carries_location,
     encode_image,
     open_image,
     srgb_profile,
+    written_by_stylefold,
 )
 
 
@@ -485,3 +489,53 @@ def test_a_damaged_exif_costs_its_metadata_never_the_photo(fmt: str, tmp_path: P
                 io.BytesIO(encode_image(loaded.image, out, exif=loaded.exif, location=False))
             )
             assert not written.getexif().get_ifd(EXIF_GPS_IFD)
+
+
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n"
+    b"(/etc/passwd) (r) file 100 string readstring pop print\nshowpage\n"
+)
+
+
+def test_a_photo_of_postscript_never_reaches_ghostscript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's trial: photo.jpg holding PostScript was decoded by Pillow's EPS plugin,
+    which runs `gs` (Ghostscript's interpreter, a long history of -dSAFER escapes) on it, and a
+    failing `gs` was reported as an internal error and retried. Only photo formats are read."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ran = tmp_path / "gs-ran"
+    fake_gs = bin_dir / "gs"
+    fake_gs.write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    fake_gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(EPS)
+    with pytest.raises(ImageInputError, match="not an image format stylefold can read"):
+        open_image(photo)
+    with photo.open("rb") as file:
+        assert not written_by_stylefold(file)
+    assert upright_size(photo) is None and not carries_location(photo)
+    assert not ran.exists()
+
+
+def test_the_photo_formats_phones_and_scanners_write_are_read(tmp_path: Path) -> None:
+    """Restricting the decoders must not cost a real photo: an MPO (the JPEG many phones write,
+    with a second picture), a BMP, a TIFF and a WebP."""
+    first = Image.fromarray(np.full((30, 40, 3), 200, np.uint8))
+    second = Image.fromarray(np.full((30, 40, 3), 50, np.uint8))
+    buffer = io.BytesIO()
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    for fmt, data in (
+        ("MPO", buffer.getvalue()),
+        *((f, _encoded(first, f)) for f in ("BMP", "TIFF", "WEBP")),
+    ):
+        loaded = open_image(data)
+        assert loaded.format == fmt and loaded.image.size == (40, 30)
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
