@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from service.errors import ImageInputError
 from service.files import NotAFile, open_regular
@@ -107,6 +107,8 @@ def open_image(
             f"{name} is not an image format stylefold can read ({READABLE})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if any(limit in str(exc) for limit in ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")):
+            raise ImageInputError(_too_much_metadata(name)) from exc
         # A decoder took it on its container's word (a clip in an ISO box named .HEIC).
         if error := _not_a_photo(name, data):
             raise error from exc
@@ -355,6 +357,17 @@ def encode_image(
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format=pil_format, **options)
     return buffer.getvalue()
+
+
+def _too_much_metadata(name: str) -> str:
+    """A PNG whose colour profile or text unpacks past Pillow's bounds (a zip bomb in a chunk):
+    copying it again, as a corrupt file is told, would never help (an attacker's trial)."""
+    piece, total = PngImagePlugin.MAX_TEXT_CHUNK >> 20, PngImagePlugin.MAX_TEXT_MEMORY >> 20
+    return (
+        f"{name} carries metadata (a colour profile or text) that unpacks to more than "
+        f"stylefold reads ({piece} MB a piece, {total} MB in all); save it again without that "
+        "metadata (an export that leaves it out, or `exiftool -all= FILE`)"
+    )
 
 
 def carries_location(path: Path) -> bool:

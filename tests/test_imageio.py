@@ -539,3 +539,32 @@ def _encoded(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def _png_with(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A 2x2 PNG with extra chunks before its pixels."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    extra = b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in chunks
+    )
+    return png[:33] + extra + png[33:]  # after the signature and IHDR
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [(b"iCCP", b"x\0\0" + zlib.compress(b"\0" * 50_000_000, 9))],
+        [(b"zTXt", b"k\0\0" + zlib.compress(b"A" * 50_000_000, 9))],
+    ],
+    ids=["profile", "text"],
+)
+def test_a_png_whose_metadata_unpacks_too_large_is_told_to_drop_it(
+    chunks: list[tuple[bytes, bytes]],
+) -> None:
+    """It was "truncated or corrupt; copy it again", which copying never mends."""
+    with pytest.raises(ImageInputError, match=r"carries metadata .* save it again without") as err:
+        open_image(_png_with(chunks))
+    assert "copy it again" not in str(err.value)
