@@ -25,7 +25,7 @@ from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
 from service.network import InputSpace, VGGFeatures, min_side
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
-from service.params import STYLE_MIN_SIDE, RenderParams
+from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams
 from service.progress import (
     BatchProgressFn,
     Cadence,
@@ -328,10 +328,15 @@ class Engine:
             size = math.floor((need - 0.5) * max(content_size) / min(content_size))
             while min(schedule.dimensions(*content_size, size)) < need:
                 size += 1
+            fix = (
+                f"ask for size {size} or more, or crop the image to a less elongated shape"
+                if size <= MAX_SIZE
+                else f"no output size reaches that at {max(w, h) // min(w, h)}:1, so crop the "
+                "image to a less elongated shape"
+            )
             raise ImageInputError(
                 f"the output would be {w}x{h} px, but the network needs at least {need} px on "
-                f"the short side to reach its deepest layer; ask for size {size} or more, or "
-                "crop the image to a less elongated shape"
+                f"the short side to reach its deepest layer; {fix}"
             )
         stages = schedule.plan(
             params, fits=lambda side: min(schedule.dimensions(*content_size, side)) >= need

