@@ -4,6 +4,8 @@ import io
 import os
 import re
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -568,3 +570,34 @@ def test_a_png_whose_metadata_unpacks_too_large_is_told_to_drop_it(
     with pytest.raises(ImageInputError, match=r"carries metadata .* save it again without") as err:
         open_image(_png_with(chunks))
     assert "copy it again" not in str(err.value)
+
+
+def test_a_header_check_reads_no_more_than_the_header_of_a_file_with_a_huge_tag(
+    tmp_path: Path,
+) -> None:
+    """An attacker's trial: a 40x30 TIFF carrying 200 MB of XMP took the daemon's own process
+    from 125 to 644 MB in its header checks (the batch key's size, the own-answer check), which
+    read every tag. Measured in a fresh process: it grows far less than the tag."""
+    photo = tmp_path / "xmp.tif"
+    Image.new("RGB", (40, 30)).save(photo, tiffinfo={700: b"<x:xmpmeta>" + b" " * 60_000_000})
+    probe = f"""
+import re, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+from daemon.pool.batching import upright_size
+from service.imageio import written_by_stylefold
+def peak():  # this process's own (ru_maxrss carries the parent's over exec)
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\\s*(\\d+) kB", status)[1]) // 1024
+before = peak()
+size = upright_size(Path({str(photo)!r}))
+with open({str(photo)!r}, "rb") as file:
+    ours = written_by_stylefold(file)
+print(size, ours, peak() - before)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    size, ours, grown = done.stdout.split(")")[0] + ")", *done.stdout.split(")")[1].split()
+    assert (size, ours) == ("(40, 30)", "False")
+    assert int(grown) < 40, f"grew {grown} MB reading the header of a file with a 60 MB tag"

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from service import schedule
-from service.imageio import PHOTO_FORMATS, exif_orientation
+from service.imageio import exif_orientation, opened_header
 from service.params import RenderParams
 
 SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
@@ -23,7 +23,7 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     """(w, h) as the photo is meant to be seen, or None when the header cannot be read (the
     job then runs alone, and the worker reports what is wrong with the file)."""
     try:
-        with Image.open(path, formats=PHOTO_FORMATS) as image:
+        with opened_header(path) as image:
             w, h = image.size
             if exif_orientation(image) in SIDEWAYS:
                 w, h = h, w
