@@ -127,6 +127,30 @@ def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Pa
     assert done.returncode == 1 and "end it in .jpg, .png, .webp or .tiff" in done.stderr
 
 
+def test_an_output_that_is_one_of_the_inputs_is_refused(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """A new user's trial: `-o cat.png` for the photo cat.png exited 0 and the photo was gone.
+    The photo, a style or the --init image under -o (by any name: a hard link too) is refused,
+    and nothing is written."""
+    content, style = photos
+    (tmp_path / "linked.jpg").hardlink_to(content)
+    before = {path: path.read_bytes() for path in (content, style)}
+    for output, extra, role in (
+        (content, [], "the photo (CONTENT)"),
+        (tmp_path / "linked.jpg", [], "the photo (CONTENT)"),
+        (style, [], "a style"),
+        (tmp_path / "start.png", ["--init", tmp_path / "start.png"], "the --init"),
+    ):
+        if not output.exists():
+            shutil.copyfile(style, output)
+        done = _run(content, style, "-o", output, *extra, *FAST, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert f"is {role} image itself, which the result would replace" in done.stderr
+    assert {path: path.read_bytes() for path in before} == before
+    assert (tmp_path / "start.png").read_bytes() == style.read_bytes()
+
+
 @pytest.fixture
 def library(tmp_path: Path, photos: tuple[Path, Path]) -> Path:
     """A style library with one style, `stain`, whose defaults set the size."""

@@ -8,7 +8,9 @@ stderr with a non-zero exit code. A STYLE is an image file or, with a style libr
 """
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -330,6 +332,7 @@ def _render(args: argparse.Namespace) -> int:
             if note is not None:
                 print(note, file=sys.stderr)
     image_format = _output_format(args.output)
+    _not_an_input(args, style_files)
     images = _read_images(args, style_files, params)
 
     from service.engine import Engine, StyleImage
@@ -388,6 +391,21 @@ def _blend(args: argparse.Namespace) -> list[float]:
     if not math.isfinite(sum(args.style_blend)):
         raise UsageError(f"--style-blend {shown}: give smaller weights (only their ratio counts)")
     return list(args.style_blend)
+
+
+def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
+    """-o naming the photo (or a style or --init image) would replace it with the result (a new
+    user's trial: `-o cat.png` for cat.png exited 0, and the photo was gone)."""
+    named = args.init is None or args.init in NAMED_INITS
+    init = [] if named else [("the --init", Path(args.init))]
+    inputs = [("the photo (CONTENT)", args.content), *(("a style", p) for p in style_files), *init]
+    for role, path in inputs:
+        with contextlib.suppress(OSError):  # one that cannot be read is told when it is read
+            if args.output.exists() and os.path.samefile(args.output, path):
+                raise UsageError(
+                    f"-o {args.output} is {role} image itself, which the result would replace; "
+                    "write the result to another file"
+                )
 
 
 def _output_format(output: Path) -> str:
