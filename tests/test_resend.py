@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Folders, image_bytes, mount_tmpfs, write_json
+from structlog.testing import capture_logs
 
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival, Problem
@@ -180,6 +181,28 @@ def test_a_start_on_an_inbox_share_not_yet_mounted_keeps_what_was_answered(
     lc.spool.in_place.forget_vanished()
     assert lc.spool.in_place.already_handled(sent[:2])
     assert "other.jpg" not in lc.store.seen_paths()
+
+
+def test_a_deleted_rejected_photo_is_forgotten_once_the_inbox_shows_it_is_there(
+    folders: Folders,
+) -> None:
+    """A new user's trial: after deleting a photo whose report they had read, every start
+    warned that the inbox looked like a share not mounted. An empty inbox still keeps the
+    record (and says both readings); anything in it shows the share is mounted."""
+    lc = _lifecycle(folders)
+    assert _take(lc, _send(folders, sidecar={"style": "no-such-style"})) is None
+    assert lc.store.seen_paths() == ["photo.jpg"]
+    for name in ("photo.jpg", "photo.json"):
+        (folders.inbox / name).unlink()
+    with capture_logs() as logs:
+        lc.spool.in_place.forget_vanished()
+    [kept] = [line for line in logs if line["event"] == "spool.records_kept"]
+    assert "which is empty" in kept["reason"] and "if they were deleted" in kept["hint"]
+    assert lc.store.seen_paths() == ["photo.jpg"]
+    (folders.inbox / ".stfolder").mkdir()  # Syncthing's marker: the share is there
+    with capture_logs() as logs:
+        lc.spool.in_place.forget_vanished()
+    assert logs == [] and lc.store.seen_paths() == []
 
 
 def test_resend_answer_publishes_again_numbered(folders: Folders) -> None:

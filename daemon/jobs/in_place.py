@@ -5,6 +5,7 @@ nor reported again, also across restarts, until it changes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import structlog
@@ -78,17 +79,29 @@ class AnsweredInPlace:
 
     def forget_vanished(self) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved). When
-        every one is gone, the inbox is more likely a share that is not mounted yet (its empty
-        mount point) than emptied: an operator's trial lost every record of a kept inbox that
-        way, and thousands of answered photos were taken again once the share came back. A
-        record of a file really gone is harmless: a new file there differs and is taken."""
+        every one is gone and the inbox is empty, it is perhaps a share not mounted yet (its
+        empty mount point): an operator's trial lost every record of a kept inbox that way, and
+        thousands of answered photos were taken again once the share came back. Anything in
+        the inbox (a new photo, Syncthing's .stfolder) shows the share is there: a user had
+        deleted a rejected photo, and every start warned of a share not mounted. A record of a
+        file really gone is harmless: a new file there differs and is taken."""
         remembered = self.store.seen_paths()
         gone = [path for path in remembered if self._signature(self.inbox / path) is None]
-        if gone and len(gone) == len(remembered):
+        if gone and len(gone) == len(remembered) and self._empty():
             log.warning(
                 "spool.records_kept",
-                reason=f"none of the {len(gone)} answered files remembered is in the inbox",
-                hint="an inbox on a share that is not mounted looks empty; the records stay",
+                reason=f"none of the {len(gone)} files answered in place is in the inbox, "
+                "which is empty",
+                hint="if they were deleted, nothing is wrong (the records go at a start that "
+                "finds anything in the inbox); if the inbox is a share, check that it is "
+                "mounted: they are kept so that its answered photos are not taken again",
             )
         elif gone:
             self.store.forget_seen(gone)
+
+    def _empty(self) -> bool:
+        try:
+            with os.scandir(self.inbox) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return True  # unreadable: no sign that the share is there
