@@ -64,8 +64,9 @@ class StateLock:
         who = f"pid {pid}" if pid is not None else "a process that has not written its pid yet"
         return (
             f"another stylefold daemon ({who}) is using the state directory {self.path.parent}; "
-            "stop it first (e.g. systemctl stop stylefold) or give this one its own state "
-            "directory (--state or STYLEFOLD_STATE)"
+            "stop it first (e.g. systemctl stop stylefold); a second daemon needs its own "
+            "inbox, outbox and state directory (--inbox, --outbox, --state; deploy/README.md, "
+            "\"Several instances\")"
         )
 
     def release(self) -> None:

@@ -42,6 +42,8 @@ def test_second_daemon_refused_with_pid_then_stale_lock_cleared(tmp_path: Path) 
             f"another stylefold daemon (pid {process.pid}) is using the state directory" in message
         )
         assert "systemctl stop stylefold" in message
+        # Its own state directory alone is then refused for the inbox (a new user's trial).
+        assert "needs its own inbox, outbox and state directory" in message
     finally:
         process.send_signal(signal.SIGKILL)  # no clean-up at all: the kernel drops the flock
         process.wait()
