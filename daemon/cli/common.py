@@ -28,7 +28,10 @@ def subcommand(
 def folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     for name in ("inbox", "outbox", "styles", "state"):
-        parser.add_argument(f"--{name}", type=Path, metavar="DIR")
+        what = (Settings.model_fields[name].description or "").rstrip(".")
+        parser.add_argument(
+            f"--{name}", type=Path, metavar="DIR", help=f"{what}; over the config file's"
+        )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -228,13 +228,14 @@ class Settings(BaseSettings):
     # Intake.
     default_style: StyleName = Field(
         None,
-        description="Style for images without a sidecar.",
+        description="Style for a sidecar that names none, and, with no_sidecar = "
+        "\"default\", for images without a sidecar.",
         json_schema_extra=APPLIED_LIVE,
     )
     no_sidecar: Literal["default", "wait"] = Field(
         "wait",
-        description="An image whose sidecar has not come within pair_timeout is rendered with "
-        "default_style (default), or gets an error report (wait).",
+        description="An image whose sidecar has not come within pair_timeout gets an error "
+        "report (\"wait\", the default), or is rendered with default_style (\"default\").",
         json_schema_extra=APPLIED_LIVE,
     )
     pair_timeout: float = Field(

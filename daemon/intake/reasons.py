@@ -49,8 +49,8 @@ def no_sidecar(sidecar: str, style_names: list[str]) -> str:
         )
     return (
         f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} '
-        f'({known}), or configure default_style with no_sidecar = "default" and reload '
-        "(SIGHUP)"
+        f'({known}), or ask the administrator to set no_sidecar = "default" and a '
+        "default_style, in which photos without a sidecar are then rendered"
     )
 
 
