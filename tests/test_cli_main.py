@@ -67,3 +67,27 @@ def test_styles_into_head(folders: Folders) -> None:
     done = bash(f"{STYLEFOLD} styles --styles {folders.styles} | head -1", folders.root)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"style library {folders.styles}: 1202 style(s)\n"
+
+
+def test_a_config_file_here_but_not_given_is_pointed_to(folders: Folders) -> None:
+    """A new user's trial: `stylefold status` and `styles` beside their stylefold.toml said
+    that every folder was not set. It is still not read unasked (a service must not change
+    with its working folder), but the error says it is there and how to pass it."""
+    config = folders.config()
+    config.rename(folders.root / "stylefold.toml")
+    env = {k: v for k, v in os.environ.items() if k != "STYLEFOLD_CONFIG"}
+    for command in ("status", "styles"):
+        done = subprocess.run(
+            [*CLI, command], cwd=folders.root, capture_output=True, text=True, env=env
+        )
+        assert done.returncode != 0
+        assert "inbox: not set" in done.stderr
+        assert "stylefold.toml is in this folder: pass --config stylefold.toml" in done.stderr
+        given = subprocess.run(
+            [*CLI, command, "--config", "stylefold.toml"],
+            cwd=folders.root,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert given.returncode == 0, given.stderr

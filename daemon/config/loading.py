@@ -266,11 +266,27 @@ def load_settings(
         with _toml_layer(toml):
             settings = Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc) + _unread_config(config_path, exc)) from None
     except SettingsError as exc:
         raise ConfigError(_environment_error(exc)) from None
     check_folders(settings, create=create_dirs, writable=writable)
     return settings
+
+
+LOCAL_CONFIG = Path("stylefold.toml")
+
+
+def _unread_config(config_path: Path | None, error: ValidationError) -> str:
+    """A hint when settings are missing, no config file was given and one lies right here (a
+    new user's trial: `stylefold status` beside their stylefold.toml said every folder was
+    not set). It is not read unasked: a service must not change with its working folder."""
+    missing = any(problem["type"] == "missing" for problem in error.errors())
+    if config_path is not None or not missing or not LOCAL_CONFIG.is_file():
+        return ""
+    return (
+        f"\n(no config file was given, and {LOCAL_CONFIG} is in this folder: pass --config "
+        f"{LOCAL_CONFIG}, or set {CONFIG_ENV})"
+    )
 
 
 def _environment_error(exc: SettingsError) -> str:
