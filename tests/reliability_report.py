@@ -72,7 +72,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         COLLECTOR.fail(test, str(report.wasxfail), result="XFAIL")
 
 
-def _previous_rows(text: str) -> dict[str, str]:
+def previous_rows(text: str) -> dict[str, str]:
     rows = {}
     for line in text.splitlines():
         if line.startswith("| ") and line not in (HEADER, RULE):
@@ -86,7 +86,7 @@ def write_report(collector: Collector, report: Path) -> None:
     with report.open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
-        text = _merged(collector, _previous_rows(handle.read()))
+        text = _merged(collector, previous_rows(handle.read()))
         handle.seek(0)
         handle.truncate()
         handle.write(text)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
+import re
 from pathlib import Path
 
-from reliability_report import REGENERATE, Collector, write_report
+from reliability_report import REGENERATE, Collector, previous_rows, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,3 +66,41 @@ def test_test_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
     text = target.read_text()
     missing = [f"{p} {n}" for p in "abc" for n in range(30) if f"| {p} {n} | 1 |" not in text]
     assert missing == []
+
+
+def _recorded_scenarios() -> list[re.Pattern[str]]:
+    """The scenario names the reliability tests record, as patterns (an f-string's fields match
+    anything), and the names of those tests (a failure's row is `FAIL <test>`)."""
+    patterns = []
+    for source in sorted((REPO / "tests").glob("test_reliability_*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                patterns.append(re.compile(rf"(X?FAIL) {node.name}(\[.*\])?"))
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "record"
+                and node.args
+            ):
+                continue
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                patterns.append(re.compile(re.escape(name.value)))
+            elif isinstance(name, ast.JoinedStr):
+                parts = [
+                    re.escape(part.value) if isinstance(part, ast.Constant) else ".*"
+                    for part in name.values
+                ]
+                patterns.append(re.compile("".join(parts)))
+    return patterns
+
+
+def test_every_row_of_the_shipped_report_comes_from_a_test_that_still_exists() -> None:
+    """Rows of scenarios that did not run are kept from the previous file, so a scenario whose
+    test was removed or renamed stayed in docs/RELIABILITY.md as if it still passed (a
+    newcomer's reading: "kill -9 between claim and rename", tested by nothing for weeks)."""
+    patterns = _recorded_scenarios()
+    assert patterns
+    shipped = previous_rows((REPO / "docs" / "RELIABILITY.md").read_text())
+    stale = [row for row in shipped if not any(p.fullmatch(row) for p in patterns)]
+    assert stale == [], f"regenerate the report with `{REGENERATE}` from an empty file"
