@@ -66,7 +66,7 @@ class StateLock:
             f"another stylefold daemon ({who}) is using the state directory {self.path.parent}; "
             "stop it first (e.g. systemctl stop stylefold); a second daemon needs its own "
             "inbox, outbox and state directory (--inbox, --outbox, --state; deploy/README.md, "
-            "\"Several instances\")"
+            '"Several instances")'
         )
 
     def release(self) -> None:

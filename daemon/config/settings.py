@@ -229,13 +229,13 @@ class Settings(BaseSettings):
     default_style: StyleName = Field(
         None,
         description="Style for a sidecar that names none, and, with no_sidecar = "
-        "\"default\", for images without a sidecar.",
+        '"default", for images without a sidecar.',
         json_schema_extra=APPLIED_LIVE,
     )
     no_sidecar: Literal["default", "wait"] = Field(
         "wait",
         description="An image whose sidecar has not come within pair_timeout gets an error "
-        "report (\"wait\", the default), or is rendered with default_style (\"default\").",
+        'report ("wait", the default), or is rendered with default_style ("default").',
         json_schema_extra=APPLIED_LIVE,
     )
     pair_timeout: float = Field(
