@@ -78,23 +78,25 @@ class AnsweredInPlace:
         return recorded[1] == now
 
     def forget_vanished(self) -> None:
-        """Drop records of answered inbox files that are gone (deleted, replaced, moved). When
-        every one is gone and the inbox is empty, it is perhaps a share not mounted yet (its
-        empty mount point): an operator's trial lost every record of a kept inbox that way, and
-        thousands of answered photos were taken again once the share came back. Anything in
-        the inbox (a new photo, Syncthing's .stfolder) shows the share is there: a user had
-        deleted a rejected photo, and every start warned of a share not mounted. A record of a
-        file really gone is harmless: a new file there differs and is taken."""
+        """Drop records of answered inbox files that are gone (deleted, replaced, moved), unless
+        every one is gone: the inbox is then perhaps a share not mounted yet, or not synced back
+        yet (an operator's trial lost every record of a kept inbox at a start on its empty mount
+        point, and thousands of answered photos were taken again once the share came back; a
+        marker file or Syncthing's .stfolder may be there before the photos). Those records
+        stay until a start finds one of them. A record of a file really gone is harmless: a
+        new file there differs and is taken. Only an empty inbox is worth a warning: a user
+        who had deleted a rejected photo was warned at every start of a share not mounted."""
         remembered = self.store.seen_paths()
         gone = [path for path in remembered if self._signature(self.inbox / path) is None]
-        if gone and len(gone) == len(remembered) and self._empty():
-            log.warning(
+        if gone and len(gone) == len(remembered):
+            empty = self._empty()
+            (log.warning if empty else log.info)(
                 "spool.records_kept",
-                reason=f"none of the {len(gone)} files answered in place is in the inbox, "
-                "which is empty",
-                hint="if they were deleted, nothing is wrong (the records go at a start that "
-                "finds anything in the inbox); if the inbox is a share, check that it is "
-                "mounted: they are kept so that its answered photos are not taken again",
+                reason=f"none of the {len(gone)} files answered in place is in the inbox"
+                + (", which is empty" if empty else ""),
+                hint="if they were deleted, nothing is wrong; if the inbox is a share, check "
+                "that it is mounted and synced: they are kept so that its answered photos are "
+                "not taken again, until a start finds one of them",
             )
         elif gone:
             self.store.forget_seen(gone)
