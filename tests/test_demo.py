@@ -24,6 +24,7 @@ from daemon.cli.demo import (
     sample_path,
     tidy_inbox,
 )
+from service.imageio import encode_image
 
 CLI = [sys.executable, "-m", "daemon.cli"]
 
@@ -107,7 +108,7 @@ def test_prepare_starts_afresh_unless_asked_to_keep(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     prepare(root, demo_jobs(64, 10), keep=False)
     earlier = root / "outbox" / "chelsea.stylised.jpg"
-    earlier.write_bytes(b"an earlier result")
+    earlier.write_bytes(encode_image(Image.new("RGB", (8, 8))))  # signed as the daemon's
     prepare(root, demo_jobs(64, 10), keep=True)
     assert earlier.exists()
     prepare(root, demo_jobs(64, 10), keep=False)
@@ -134,37 +135,78 @@ def test_a_folder_not_made_by_the_demo_is_refused(tmp_path: Path) -> None:
 def test_a_fresh_start_is_refused_while_the_demo_folder_holds_your_photos(tmp_path: Path) -> None:
     """A new user's trial: the demo's last lines invite trying your own photos in its folder;
     the next `stylefold demo` deleted them (the waiting photo, the archived original and its
-    result) without a word. Now it names them and deletes nothing; --keep still runs."""
+    result) without a word. Now only what is provably the demo's goes (samples by their bytes,
+    its sidecars, answers the daemon signed, the daemon's own state files); anything else is
+    named and nothing is deleted. An attacker's re-test found names that only began like a
+    demo answer, files of other types in the state folder, and links."""
     root = tmp_path / "demo"
     jobs = demo_jobs(64, 10)
     prepare(root, jobs, keep=False)
     (root / "state" / "archive").mkdir()
     shutil.copyfile(sample_path("chelsea"), root / "state" / "archive" / "chelsea.png")
-    (root / "outbox" / "chelsea.stylised.jpg").write_bytes(b"the demo's result")
+    shutil.copyfile(root / "inbox" / "chelsea.json", root / "state" / "archive" / "chelsea.json")
+    (root / "state" / "stylefold.db").write_bytes(b"the daemon's")
     assert not_the_demos(root, jobs) == []
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(image_bytes(seed=9))
     yours = {
         "inbox/pending.jpg": image_bytes(seed=1),
         "state/archive/mytrip.jpg": image_bytes(seed=2),
         "state/spool/20261205-000000-000000-abcdef/input.jpg": image_bytes(seed=3),
+        "state/returned/cat.dng": image_bytes(seed=6),
+        "state/notes.txt": b"notes",
         "outbox/mytrip.stylised.jpg": b"your result",
+        "outbox/chelsea.edited.jpg": image_bytes(seed=7),
+        "outbox/chelsea.stylised.jpg": image_bytes(seed=8),  # the name, not the signature
+        "outbox/rocket.backup.psd": b"layers",
         "styles/mine.png": image_bytes(seed=4),
         "inbox/chelsea.png": image_bytes(seed=5),  # a demo name, other bytes
     }
     for rel, data in yours.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
-    assert sorted(not_the_demos(root, jobs)) == sorted(yours)
+    (root / "inbox" / "coffee.png").unlink()
+    (root / "inbox" / "coffee.png").symlink_to(outside)
+    expected = sorted([*yours, "inbox/coffee.png"])
+    assert not_the_demos(root, jobs) == expected
     with pytest.raises(DemoError, match=r"holds files the demo did not make \(inbox/chelsea.png"):
         prepare(root, jobs, keep=False)
-    assert all((root / rel).read_bytes() == data for rel, data in yours.items())
     done = subprocess.run(
         [*CLI, "demo", "--dir", str(root)], capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 1 and "and 3 more" in done.stderr, done.stderr
+    assert done.returncode == 1 and f"and {len(expected) - 3} more" in done.stderr, done.stderr
     assert "--keep" in done.stderr and "Traceback" not in done.stderr
     assert all((root / rel).read_bytes() == data for rel, data in yours.items())
-    prepare(root, jobs, keep=True)
-    assert (root / "state" / "archive" / "mytrip.jpg").read_bytes() == image_bytes(seed=2)
+    assert outside.read_bytes() == image_bytes(seed=9)
+
+
+def test_keep_never_writes_over_a_file_of_yours_nor_through_a_link(tmp_path: Path) -> None:
+    """An attacker's re-test: the refusal's own advice, --keep, copied the samples over your
+    chelsea.png and its sidecar, over your styles/cells.png, and through a link (symbolic or
+    hard) over a file outside the demo's folder."""
+    root = tmp_path / "demo"
+    jobs = demo_jobs(64, 10)
+    prepare(root, jobs, keep=False)
+    prepare(root, jobs, keep=True)  # its own files: no refusal
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(image_bytes(seed=9))
+    cases = {
+        "inbox/chelsea.png": lambda path: path.write_bytes(image_bytes(seed=5)),
+        "inbox/chelsea.json": lambda path: path.write_text('{"style": "retina"}'),
+        "styles/cells.png": lambda path: path.write_bytes(image_bytes(seed=4)),
+        "inbox/coffee.png": lambda path: path.symlink_to(outside),
+        "inbox/astronaut.png": lambda path: path.hardlink_to(outside),
+    }
+    for rel, make in cases.items():
+        target = root / rel
+        target.unlink()
+        make(target)
+        kept = target.read_bytes()
+        with pytest.raises(DemoError, match=f"{target} is not the demo's"):
+            prepare(root, jobs, keep=True)
+        assert target.read_bytes() == kept and outside.read_bytes() == image_bytes(seed=9)
+        target.unlink()
+        prepare(root, jobs, keep=True)  # its own again
 
 
 def test_every_sample_ships_with_scikit_image() -> None:

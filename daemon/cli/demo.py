@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
+import os
 import shutil
 import sys
 import threading
@@ -24,13 +24,21 @@ from daemon.config import DEFAULT_IMAGE_EXTENSIONS, ConfigError, load_settings
 from daemon.fsutil import file_sha256, read_json
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
+from daemon.jobs.outbox import OutputNames, owner
 from daemon.jobs.progress import ProgressReport
+from daemon.jobs.spool import CLAIM_FILE, LOG_FILE
+from daemon.jobs.store import DB_FILE
+from daemon.lock import LOCK_NAME
+from daemon.pool.task import RESULT_INFO
+from daemon.status import STATUS_FILE
+from service.imageio import written_by_stylefold
 from service.params import STOPPED
 
 if TYPE_CHECKING:
     from daemon.web.server import WebServer
 
 MARKER = ".stylefold-demo"
+DAEMON_LOG = "daemon.log"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
@@ -113,34 +121,132 @@ def _file_name(name: str) -> str:
 
 SUBFOLDERS = ("inbox", "outbox", "styles", "state")
 SHOWN = 3  # of the files a fresh start would delete, named in its refusal
+NUMBERED = 99  # answers to the demo's photos numbered up to this are its own (--keep runs)
+# The daemon's own files at the top of its state folder.
+STATE_FILES = frozenset(
+    {DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", LOCK_NAME, STATUS_FILE}
+)
+SIDECAR_BYTES = 4096  # far above a demo sidecar's size
+
+
+@dataclass(frozen=True)
+class _Ours:
+    """What the demo makes, to tell its files from anyone else's."""
+
+    jobs: list[DemoJob]
+    samples: frozenset[str]  # SHA-256 of every sample image
+    answers: frozenset[str]  # the names of the daemon's answers to the demo's photos
+
+    @classmethod
+    def of(cls, jobs: list[DemoJob]) -> _Ours:
+        samples = frozenset(file_sha256(sample_path(name)) for name in SAMPLES)
+        answers = frozenset(
+            answer.name
+            for job in jobs
+            for number in range(1, NUMBERED + 1)
+            for ext in ("jpg", "png")
+            for answer in OutputNames(Path(), job.photo, ext, number).all()
+        )
+        return cls(jobs, samples, answers)
+
+    def sample(self, path: Path) -> bool:
+        return file_sha256(path) in self.samples
+
+    def sidecar(self, path: Path) -> bool:
+        """A sidecar the demo wrote (its params may differ: another --size or --iterations)."""
+        if path.stat().st_size > SIDECAR_BYTES:
+            return False
+        try:
+            value = json.loads(path.read_bytes())
+        except ValueError:
+            return False
+        if not isinstance(value, dict) or not isinstance(value.get("params", {}), dict):
+            return False
+        rest = {key: item for key, item in value.items() if key != "params"}
+        return any(
+            rest == {key: item for key, item in job.sidecar.items() if key != "params"}
+            and set(value.get("params", {})) <= set(job.sidecar["params"])
+            for job in self.jobs
+        )
+
+    def answer(self, path: Path) -> bool:
+        """One of the daemon's answers to a demo photo, by name and by its signature or job id
+        (an image it encoded, a JSON file it wrote); a log by name."""
+        if path.name not in self.answers:
+            return False
+        if path.suffix == ".log":
+            return True
+        if path.suffix == ".json":
+            return owner(path) is not None
+        with path.open("rb") as file:
+            return written_by_stylefold(file)
+
+    def owns(self, sub: str, parts: tuple[str, ...], path: Path) -> bool:
+        """Whether `path`, at `parts` below the demo folder's `sub`, is the demo's."""
+        name = parts[-1]
+        if name.startswith(".stylefold-") and name.endswith(".tmp"):
+            return True  # a temporary of the daemon's
+        if sub == "outbox":
+            return len(parts) == 1 and self.answer(path)
+        if sub == "state" and len(parts) == 1 and name in STATE_FILES:
+            return True
+        if sub in ("inbox", "styles") and len(parts) > 1:
+            return False
+        if sub == "state" and parts[0] not in ("archive", "spool", "returned"):
+            return False
+        image = path.suffix.lower().lstrip(".") in DEFAULT_IMAGE_EXTENSIONS
+        spooled = sub == "state" and parts[0] == "spool"
+        if spooled and name in (RESULT_INFO, LOG_FILE, CLAIM_FILE):
+            return True  # the spool's own records of a job
+        if image and self.sample(path):
+            return True
+        if spooled and name.startswith("result."):
+            with path.open("rb") as file:
+                return written_by_stylefold(file)
+        return sub != "styles" and path.suffix == ".json" and self.sidecar(path)
 
 
 def not_the_demos(folder: Path, jobs: list[DemoJob]) -> list[str]:
-    """Files in the demo's folders that no demo made, relative to `folder`: a fresh start
-    deletes those folders, and the demo's last lines invite people to try their own photos
-    there (a new user's trial: a second `stylefold demo` deleted them, archived originals too).
-    The demo's are its sample images byte for byte, its sidecars, the answers named after its
-    photos and the daemon's own files; any photo in the state folder (spool, archive) that is
-    not a sample is someone's."""
-    samples = {file_sha256(sample_path(name)) for name in SAMPLES}
-    stems = {job.photo for job in jobs}
+    """Files in the demo's folders that are not provably the demo's, relative to `folder`:
+    a fresh start deletes those folders, and the demo's last lines invite people to try their
+    own photos there (a new user's trial: a second `stylefold demo` deleted them, archived
+    originals too). Links are never the demo's."""
+    ours = _Ours.of(jobs)
     found = []
     for sub in SUBFOLDERS:
-        for path in sorted((folder / sub).rglob("*")):
-            if path.is_symlink() or not path.is_file() or path.name.startswith(".stylefold-"):
-                continue
-            top, name = path.parent == folder / sub, path.name
-            if sub != "outbox" and path.suffix.lower().lstrip(".") in DEFAULT_IMAGE_EXTENSIONS:
-                ours = file_sha256(path) in samples  # a photo, a style, an original kept
-            elif sub == "inbox":
-                ours = top and name in {f"{stem}.json" for stem in stems}
-            elif sub == "outbox":
-                ours = top and any(re.match(rf"{re.escape(stem)}(-\d+)?\.", name) for stem in stems)
-            else:  # the daemon's own files in the state folder; a style's own JSON is not
-                ours = sub == "state"
-            if not ours:
-                found.append(path.relative_to(folder).as_posix())
-    return found
+        top = folder / sub
+        if top.is_symlink():
+            found.append(sub)
+            continue
+        for root, dirs, files in os.walk(top):
+            for name in [*dirs, *files]:
+                path = Path(root) / name
+                parts = path.relative_to(top).parts
+                if path.is_symlink() or (
+                    not path.is_dir() and not (path.is_file() and ours.owns(sub, parts, path))
+                ):
+                    found.append(path.relative_to(folder).as_posix())
+            dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+    return sorted(found)
+
+
+def _place(source: Path, target: Path, ours: _Ours) -> None:
+    """Copy a sample into the demo folder, where a file of the demo's (or none) is: never over
+    a file of someone else's, nor through a link (a trial's: `--keep` wrote the samples over a
+    photo of the same name, and through a link, over a file outside the folder)."""
+    if os.path.lexists(target):
+        mine = not target.is_symlink() and target.is_file() and ours.sample(target)
+        if mine and file_sha256(target) == file_sha256(source):
+            return
+        raise DemoError(_not_ours(target))
+    shutil.copyfile(source, target)
+
+
+def _not_ours(path: Path) -> str:
+    return (
+        f"{path} is not the demo's, and the demo would write its own file there; move it away "
+        "(the demo never writes over a file of yours), or choose another --dir"
+    )
 
 
 def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
@@ -151,6 +257,9 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
             f"{folder} exists and was not made by `stylefold demo`; choose another --dir "
             "(the demo never writes into a folder of yours)"
         )
+    for name in (MARKER, DAEMON_LOG):
+        if (folder / name).is_symlink():
+            raise DemoError(_not_ours(folder / name))
     if folder.exists() and not keep and (yours := not_the_demos(folder, jobs)):
         more = f" and {len(yours) - SHOWN} more" if len(yours) > SHOWN else ""
         raise DemoError(
@@ -162,18 +271,20 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
         for sub in SUBFOLDERS:
             shutil.rmtree(folder / sub, ignore_errors=True)
     for sub in SUBFOLDERS:
+        if (folder / sub).is_symlink():
+            raise DemoError(_not_ours(folder / sub))
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `stylefold demo`; safe to delete\n", encoding="utf-8")
+    ours = _Ours.of(jobs)
     for name in STYLES:
-        shutil.copyfile(sample_path(name), folder / "styles" / _file_name(name))
+        _place(sample_path(name), folder / "styles" / _file_name(name), ours)
     for job in jobs:
         for name in (job.photo, *job.extra):
-            shutil.copyfile(sample_path(name), folder / "inbox" / _file_name(name))
+            _place(sample_path(name), folder / "inbox" / _file_name(name), ours)
         sidecar = folder / "inbox" / f"{job.photo}.json"
+        if os.path.lexists(sidecar) and (sidecar.is_symlink() or not ours.sidecar(sidecar)):
+            raise DemoError(_not_ours(sidecar))
         sidecar.write_text(json.dumps(job.sidecar, indent=2) + "\n", encoding="utf-8")
-
-
-# -- running the daemon -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -292,7 +403,7 @@ def run_daemon(folder: Path, jobs: list[DemoJob], device: str, before: frozenset
     except ConfigError as exc:
         raise DemoError(f"the demo's configuration is not usable:\n{exc}") from None
     reporter = Reporter(settings.outbox, jobs, before)
-    with (folder / "daemon.log").open("a", encoding="utf-8") as log_file:
+    with (folder / DAEMON_LOG).open("a", encoding="utf-8") as log_file:
         setup_logging("json", settings.log_level, stream=log_file)
         reporter.start()
         try:
