@@ -359,8 +359,11 @@ def encode_image(
         options["icc_profile"] = icc
     if pil_format in ("JPEG", "WEBP"):
         options["quality"] = quality
-    if pil_format == "TIFF":
-        options["compression"] = "tiff_deflate"
+    # TIFF stays uncompressed, in Pillow's own writer: through libtiff (any compression) a
+    # photo's EXIF with its Exif or GPS sub-IFD, as nearly every phone's has, failed the job
+    # ("Error setting from dictionary"), and libtiff puts the tags after the pixels, beyond
+    # what the check for stylefold's own answers reads (HEADER_BYTES) of a large result (a
+    # photographer's trial). Pillow writes them first; the file is about a quarter larger.
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format=pil_format, **options)
     return buffer.getvalue()

@@ -22,6 +22,7 @@ from service.errors import ImageInputError
 from service.imageio import (
     EXIF_COLOR_SPACE,
     EXIF_ORIENTATION,
+    HEADER_BYTES,
     PROFILE_NAME,
     carries_location,
     encode_image,
@@ -270,6 +271,10 @@ def test_encode_carries_exif_and_icc(fmt: str, pil: str) -> None:
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 8
     exif[0x010F] = "TestCam"  # Make
+    # A phone's EXIF has sub-IFDs: with them a TIFF result failed the job (a photographer's
+    # trial: "Error setting from dictionary" from libtiff).
+    exif.get_ifd(0x8769)[0x9003] = "2026:12:05 10:00:00"  # DateTimeOriginal, Exif IFD
+    exif.get_ifd(0x8825)[1] = "N"  # GPSLatitudeRef, GPS IFD
     data = encode_image(_gradient(), fmt, exif=exif.tobytes(), icc=icc)
     back = open_image(data)
     assert back.format == pil
@@ -279,6 +284,18 @@ def test_encode_carries_exif_and_icc(fmt: str, pil: str) -> None:
     read = Image.Exif()
     read.load(back.exif)
     assert read[EXIF_ORIENTATION] == 1 and read[0x010F] == "TestCam"
+    assert read.get_ifd(0x8769)[0x9003] == "2026:12:05 10:00:00"
+    assert read.get_ifd(0x8825)[1] == "N"
+
+
+def test_a_large_tiff_result_is_known_as_ours_from_its_first_bytes() -> None:
+    """libtiff wrote a TIFF's tags after its pixels: a 30 MB result synced back into the inbox
+    was not recognised as stylefold's own (the check reads the first HEADER_BYTES) and was
+    rendered again (a photographer's trial)."""
+    noise = np.random.default_rng(0).integers(0, 256, (2400, 2400, 3), dtype=np.uint8)
+    data = encode_image(Image.fromarray(noise), "tiff")
+    assert len(data) > HEADER_BYTES
+    assert written_by_stylefold(io.BytesIO(data))
 
 
 def test_encode_rejects_unknown_format() -> None:

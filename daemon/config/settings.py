@@ -205,7 +205,8 @@ class Settings(BaseSettings):
     )
     output_format: OutputFormat = Field(
         "jpg",
-        description="Result file format, unless a sidecar's output.format says otherwise.",
+        description="Result file format, unless a sidecar's output.format says otherwise "
+        "(TIFF is written uncompressed, with the photo's whole EXIF).",
         json_schema_extra=APPLIED_LIVE,
     )
     output_quality: int = Field(
