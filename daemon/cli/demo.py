@@ -287,6 +287,9 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
         sidecar.write_text(json.dumps(job.sidecar, indent=2) + "\n", encoding="utf-8")
 
 
+# -- running the daemon -------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Seen:
     """Where one demo job stands, read from the outbox as a user would: its manifest means

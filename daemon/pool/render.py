@@ -63,7 +63,9 @@ def cpu_threads(cpu_members: int) -> int:
     chosen = os.environ.get("OMP_NUM_THREADS", "")
     if chosen.isdigit() and int(chosen) > 0:
         return int(chosen)
-    return max(1, len(os.sched_getaffinity(0)) // max(1, cpu_members))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; macOS (mps) has none
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, cores // max(1, cpu_members))
 
 
 @dataclass(frozen=True)
