@@ -360,8 +360,15 @@ class Daemon:
             )
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
+            # What an earlier reload left waiting for a restart still waits (a Ray operator's
+            # trial: a broken reload hid it from `status`).
+            waiting = [] if self.reloaded is None else self.reloaded.needs_restart
             self.reloaded = ReloadInfo(
-                monotonic_usec=usec, at=time.time(), error=str(exc), config=config
+                monotonic_usec=usec,
+                at=time.time(),
+                error=str(exc),
+                needs_restart=waiting,
+                config=config,
             )
         self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
         self._report_status(force=True)

@@ -802,6 +802,11 @@ def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applie
         assert said.startswith("restart to apply max_tracked"), said
         text = _cli("status", "--state", str(shared.folders.state)).stdout
         assert "only a restart applies" in text and "max_tracked" in text, text
+        # A broken reload after it keeps that notice (a Ray operator's trial: it went).
+        config.write_text("max_tracked = 12345\nretries = -1\n" + good)
+        assert _cli("reload", "--config", str(config)).returncode == ExitCode.CONFIG
+        reload_info = _status(shared.folders)["daemon"]["reload"]  # type: ignore[index]
+        assert reload_info["error"] and reload_info["needs_restart"] == ["max_tracked"]
     finally:
         config.write_text(good)
     assert _cli("reload", "--config", str(config)).returncode == 0
