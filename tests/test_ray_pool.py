@@ -230,6 +230,11 @@ def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
     assert "ok   ray resources: 5 CPUs, 1 GPUs" in out
     assert "FAIL ray versions: stranger runs 9.9.9" in out
     assert "install the same version on every node" in out
+    # A wrong token only times out: it read as a cluster down (a Ray operator's trial).
+    wrong = folders.config(backend="ray", ray_address=nodes.address, ray_connect_timeout=5.0)
+    code, out, _ = doctor(wrong, {**nodes.env, "RAY_AUTH_TOKEN": "0" * 64})
+    assert code == 1 and "FAIL ray: " in out, out
+    assert "check that RAY_AUTH_TOKEN in this daemon's environment is the head's" in out, out
 
 
 def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
