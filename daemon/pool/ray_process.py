@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 
 import structlog
@@ -24,28 +25,53 @@ log = structlog.get_logger("stylefold.ray")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Ray's Python lines: "2026-01-01 10:00:00,000<TAB>WARNING worker.py:1 -- ..."; its C++ lines:
-# "[2026-01-01 10:00:00,000 W 123 456] file.cc:1: ...".
-_PY_LEVEL = re.compile(r"^\S+ \S+\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
-_CC_LEVEL = re.compile(r"^\[\S+ \S+ ([DIWEF]) \d+ \d+\]")
-_CC_LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
+# "[2026-01-01 10:00:00,000 W 123 456] file.cc:1: ..." (C: a failed check, before a crash);
+# either may come from an actor, after its "(RenderActor pid=123)".
+_SOURCE = re.compile(r"^(\(\S+ pid=\d+(?:, ip=[^)]*)?\))?")
+_PY_LEVEL = re.compile(r"\S+ \S+\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+_CC_LEVEL = re.compile(r"\[\S+ \S+ ([DIWECF]) \d+ \d+\]")
+_CC_LEVELS = {
+    "D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "C": "CRITICAL", "F": "CRITICAL"
+}  # fmt: skip
 
 
-def output_level(line: str) -> int:
-    """The level Ray gave a line of its output; info when it gave none."""
-    if match := _PY_LEVEL.match(line):
+def _source(line: str) -> str:
+    """The actor prefix a line of Ray's output begins with, or ""."""
+    match = _SOURCE.match(line)
+    return match[0] if match else ""
+
+
+def output_level(line: str, previous: tuple[str, int] | None = None) -> int:
+    """The level Ray gave a line of its output. A line with none, from the same source (an
+    actor's prefix) as an error before it, is part of that error: a crash's stack trace, one
+    line per frame, was logged at info after its critical first line (a Ray operator's trial);
+    any other takes info."""
+    prefix = _source(line)
+    rest = line[len(prefix) :].lstrip()
+    if match := _PY_LEVEL.match(rest):
         return logging.getLevelNamesMapping()[match[1]]
-    if match := _CC_LEVEL.match(line):
+    if match := _CC_LEVEL.match(rest):
         return logging.getLevelNamesMapping()[_CC_LEVELS[match[1]]]
+    if previous is not None and previous[0] == prefix and previous[1] >= logging.ERROR:
+        return previous[1]
     return logging.INFO
+
+
+def output_levels(lines: Iterable[str]) -> Iterator[tuple[str, int]]:
+    """Each line of Ray's output with its level (`output_level`, knowing the line before)."""
+    previous: tuple[str, int] | None = None
+    for line in lines:
+        level = output_level(line, previous)
+        previous = (_source(line), level)
+        yield line, level
 
 
 def _relay(output: Connection) -> None:
     with os.fdopen(os.dup(output.fileno()), "rb") as stream:
         output.close()
-        for raw in stream:
-            line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
-            if line:
-                log.log(output_level(line), "ray.output", line=line)
+        decoded = (_ANSI.sub("", raw.decode(errors="replace")).rstrip() for raw in stream)
+        for line, level in output_levels(line for line in decoded if line):
+            log.log(level, "ray.output", line=line)
 
 
 class DriverProcess:
