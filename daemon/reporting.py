@@ -70,6 +70,34 @@ def _outage_attention(outage: Outage) -> Attention:
     )
 
 
+# A Ray actor still starting after this long has no room on the cluster: loading the network
+# takes seconds.
+ACTOR_WAIT = 120.0
+
+
+def waiting_actors(workers: list[WorkerItem], now: float) -> Attention | None:
+    """Ray actors that have waited ACTOR_WAIT for room on a cluster that answers: a node was
+    gone, and `status` showed only "1 starting" (a Ray operator's trial: for a minute, with
+    Ray's own `ray status` listing the demand)."""
+    waiting = [
+        w.started_at
+        for w in workers
+        if w.state == "starting" and w.started_at is not None and now - w.started_at > ACTOR_WAIT
+    ]
+    if not waiting:
+        return None
+    return Attention(
+        what=f"{len(waiting)} render actor(s) have waited over {ACTOR_WAIT:g} s for room on the "
+        "Ray cluster",
+        where="a node gone (its raylet stopped, the machine down), or too few CPUs or GPUs on "
+        "the nodes for ray_cpu_actors x ray_actor_cpus",
+        since=min(waiting),
+        fix="on the head, `ray status` shows the pending demand: start the node again "
+        "(systemctl start ray-worker@...), or lower ray_cpu_actors; the actors that are ready "
+        "render meanwhile",
+    )
+
+
 class Reporter:
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -104,6 +132,10 @@ class Reporter:
         report.attention += daemon.lifecycle.attention()
         if (outage := daemon.pool.outage) is not None:
             report.attention.append(_outage_attention(outage))
+        elif daemon.settings.backend == "ray" and (
+            waiting := waiting_actors(report.daemon.workers, time.time())
+        ):
+            report.attention.append(waiting)
         daemon.metrics.set_queue(len(items))
         blocked = len(report.in_state(State.BLOCKED))
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())
@@ -116,7 +148,14 @@ class Reporter:
     def daemon_info(self) -> DaemonInfo:
         daemon = self.source
         workers = [
-            WorkerItem(worker=w.worker, device=w.device, state=w.state, pid=w.pid, node=w.node)
+            WorkerItem(
+                worker=w.worker,
+                device=w.device,
+                state=w.state,
+                pid=w.pid,
+                node=w.node,
+                started_at=w.started_at,
+            )
             for w in daemon.pool.workers()
         ]
         return DaemonInfo(

@@ -99,6 +99,7 @@ class WorkerItem(_Model):
     state: str  # starting | idle | busy
     pid: int | None = None
     node: str | None = None
+    started_at: float | None = None  # epoch seconds: a member "starting" since then
 
 
 class ReloadInfo(_Model):

@@ -23,6 +23,7 @@ from daemon.cli.status import SHOWN, render_status
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
+from daemon.reporting import waiting_actors
 from daemon.status import LISTED, listed, read_status
 from daemon.status_model import (
     Attention,
@@ -364,3 +365,18 @@ def test_an_unreadable_state_database_is_reported_not_raised(folders: Folders) -
     assert "the state database is damaged" in done.stdout, done.stdout
     assert "restore stylefold.db from a backup" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_ray_actors_waiting_long_for_room_on_the_cluster_need_attention() -> None:
+    """A Ray operator's trial: with a node's raylet killed, status showed "1 starting" for as
+    long as it lasted, and nothing needing attention, while `ray status` listed the demand."""
+    now = 10_000.0
+    workers = [
+        WorkerItem(worker=0, device="cpu", state="idle", node="head", started_at=now - 900),
+        WorkerItem(worker=1, device="cpu", state="starting", started_at=now - 300),
+        WorkerItem(worker=2, device="cpu", state="starting", started_at=now - 30),
+    ]
+    item = waiting_actors(workers, now)
+    assert item is not None and item.what.startswith("1 render actor(s) have waited over 120 s")
+    assert item.since == now - 300 and "ray status" in item.fix and "node gone" in item.where
+    assert waiting_actors(workers[:1] + workers[2:], now) is None  # starting, but not for long

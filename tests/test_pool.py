@@ -132,6 +132,7 @@ def test_a_photo_over_max_bytes_is_not_read_into_the_worker(pool: Pool, tmp_path
 def test_a_killed_worker_is_replaced_and_its_job_retried(pool: Pool, tmp_path: Path) -> None:
     task = _task(tmp_path, "victim", iterations=8)
     pool.submit(task)
+    retry_seen = time.time()
     events = _kill_at_first_progress(pool, lambda seen: any(isinstance(e, Done) for e in seen))
     assert _kinds(events) == ["Started", "Retrying", "Started", "Done"]
     retry = next(e for e in events if isinstance(e, Retrying))
@@ -142,6 +143,7 @@ def test_a_killed_worker_is_replaced_and_its_job_retried(pool: Pool, tmp_path: P
     assert pool.ready_workers() == 1
     (worker,) = pool.workers()
     assert worker.state == "idle" and worker.pid != _pid_of(events[:1])
+    assert worker.started_at is not None and worker.started_at > retry_seen - 60  # the new one
 
 
 def test_jobs_with_one_batch_key_run_together_and_the_rest_wait(pool: Pool, tmp_path: Path) -> None:

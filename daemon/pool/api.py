@@ -73,6 +73,7 @@ class WorkerState:
     state: MemberState
     pid: int | None = None
     node: str | None = None  # the Ray node
+    started_at: float | None = None  # epoch seconds: a member "starting" since then
 
 
 class WorkerPool(Protocol):

@@ -108,6 +108,7 @@ class _Member:
     tasks: list[Task] = field(default_factory=list)  # the batch it renders, unfinished
     task_started: float = 0.0
     cancel_sent: float | None = None
+    started_at: float = field(default_factory=time.time)  # epoch, for status
 
     def holding(self, job_id: str, attempt: int) -> Task | None:
         return next((t for t in self.tasks if t.job_id == job_id and t.attempt == attempt), None)
@@ -173,7 +174,7 @@ class Pool:
 
     def workers(self) -> list[WorkerState]:
         return [
-            WorkerState(m.worker_id, m.device, m.state, m.pid, m.node)
+            WorkerState(m.worker_id, m.device, m.state, m.pid, m.node, m.started_at)
             for m in sorted(self._members.values(), key=lambda m: m.worker_id)
         ]
 
