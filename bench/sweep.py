@@ -6,7 +6,7 @@ strengths), every output scored by both referees, to calibrate `strength`.
 
 Every render uses stylefold's defaults except the size and the balance (style weight, content
 weight 1; or strength), in one process with one engine. A pair is `CONTENT:STYLE`, each a
-scikit-image sample name (see `daemon.cli.demo.SAMPLES`) or a file name in
+scikit-image sample name (see `daemon.cli.demo_folder.SAMPLES`) or a file name in
 `../shared/data/content` / `../shared/data/styles`. Writes per render a PNG and, into `--out`,
 `results.json`, `table.md` and one strip per pair (`<pair>.png`, the renders side by side);
 renders already in `--out` are scored again but not redone, so an interrupted sweep resumes.
@@ -24,7 +24,7 @@ from PIL import Image
 from bench import machine
 from bench.referee import Referee, Verdict, photo_anchor
 from bench.score import Score, Scorer
-from daemon.cli.demo import SAMPLES, sample_path
+from daemon.cli.demo_folder import SAMPLES, sample_path
 from service.engine import Engine, StyleImage
 from service.params import RenderParams
 from service.schedule import dimensions

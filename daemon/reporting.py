@@ -10,6 +10,7 @@ reports are paced to take at most STATUS_SHARE of the daemon's time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -147,17 +148,7 @@ class Reporter:
 
     def daemon_info(self) -> DaemonInfo:
         daemon = self.source
-        workers = [
-            WorkerItem(
-                worker=w.worker,
-                device=w.device,
-                state=w.state,
-                pid=w.pid,
-                node=w.node,
-                started_at=w.started_at,
-            )
-            for w in daemon.pool.workers()
-        ]
+        workers = [WorkerItem(**dataclasses.asdict(w)) for w in daemon.pool.workers()]
         return DaemonInfo(
             running=True,
             pid=os.getpid(),

@@ -13,7 +13,8 @@ import pytest
 from conftest import image_bytes, wait_for
 from PIL import Image
 
-from daemon.cli.demo import (
+from daemon.cli.demo import tidy_inbox
+from daemon.cli.demo_folder import (
     MARKER,
     SAMPLES,
     STYLES,
@@ -22,7 +23,6 @@ from daemon.cli.demo import (
     not_the_demos,
     prepare,
     sample_path,
-    tidy_inbox,
 )
 from service.imageio import encode_image
 

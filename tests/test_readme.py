@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import build_parser
-from daemon.cli.demo import STYLES
+from daemon.cli.demo_folder import STYLES
 from daemon.config import Settings
 from daemon.intake.sidecar import parse_sidecar
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from daemon.cli.demo import sample_path
+from daemon.cli.demo_folder import sample_path
 from service.engine import Engine, RenderResult, StyleImage
 from service.params import RenderParams
 
