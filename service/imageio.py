@@ -12,7 +12,6 @@ import io
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -454,7 +453,7 @@ def header_exif(image: Image.Image) -> Image.Exif:
     return exif
 
 
-@contextmanager
+@contextlib.contextmanager
 def opened_header(source: Path | BinaryIO) -> Iterator[Image.Image]:
     """The image at `source` opened from its first HEADER_BYTES, never decoded: for a look at
     its header (size, EXIF) in a process that must stay small."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS
-from daemon.fsutil import file_sha256
+from daemon.fsutil import file_sha256, read_json
 from daemon.jobs.outbox import OutputNames, owner
 from daemon.jobs.spool import CLAIM_FILE, LOG_FILE
 from daemon.jobs.store import DB_FILE
@@ -137,12 +137,7 @@ class _Ours:
 
     def sidecar(self, path: Path) -> bool:
         """A sidecar the demo wrote (its params may differ: another --size or --iterations)."""
-        if path.stat().st_size > SIDECAR_BYTES:
-            return False
-        try:
-            value = json.loads(path.read_bytes())
-        except ValueError:
-            return False
+        value = read_json(path) if path.stat().st_size <= SIDECAR_BYTES else None
         if not isinstance(value, dict) or not isinstance(value.get("params", {}), dict):
             return False
         rest = {key: item for key, item in value.items() if key != "params"}
@@ -194,7 +189,10 @@ def not_the_demos(folder: Path, jobs: list[DemoJob]) -> list[str]:
     a fresh start deletes those folders, and the demo's last lines invite people to try their
     own photos there (a new user's trial: a second `stylefold demo` deleted them, archived
     originals too). Links are never the demo's."""
-    ours = _Ours.of(jobs)
+    return _foreign(folder, _Ours.of(jobs))
+
+
+def _foreign(folder: Path, ours: _Ours) -> list[str]:
     found = []
     for sub in SUBFOLDERS:
         top = folder / sub
@@ -213,15 +211,16 @@ def not_the_demos(folder: Path, jobs: list[DemoJob]) -> list[str]:
     return sorted(found)
 
 
-def _place(source: Path, target: Path, ours: _Ours) -> None:
-    """Copy a sample into the demo folder, where a file of the demo's (or none) is: never over
-    a file of someone else's, nor through a link (a trial's: `--keep` wrote the samples over a
+def _place(source: Path, target: Path) -> None:
+    """Copy a sample into the demo folder, where the same sample (or nothing) is: never over a
+    file of someone else's, nor through a link (a trial's: `--keep` wrote the samples over a
     photo of the same name, and through a link, over a file outside the folder)."""
     if os.path.lexists(target):
-        mine = not target.is_symlink() and target.is_file() and ours.sample(target)
-        if mine and file_sha256(target) == file_sha256(source):
-            return
-        raise DemoError(_not_ours(target))
+        if target.is_symlink() or not target.is_file():
+            raise DemoError(_not_ours(target))
+        if file_sha256(target) != file_sha256(source):
+            raise DemoError(_not_ours(target))
+        return
     shutil.copyfile(source, target)
 
 
@@ -243,7 +242,8 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
     for name in (MARKER, DAEMON_LOG):
         if (folder / name).is_symlink():
             raise DemoError(_not_ours(folder / name))
-    if folder.exists() and not keep and (yours := not_the_demos(folder, jobs)):
+    ours = _Ours.of(jobs)
+    if folder.exists() and not keep and (yours := _foreign(folder, ours)):
         more = f" and {len(yours) - SHOWN} more" if len(yours) > SHOWN else ""
         raise DemoError(
             f"{folder} holds files the demo did not make ({', '.join(yours[:SHOWN])}{more}), "
@@ -258,12 +258,11 @@ def prepare(folder: Path, jobs: list[DemoJob], keep: bool) -> None:
             raise DemoError(_not_ours(folder / sub))
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `stylefold demo`; safe to delete\n", encoding="utf-8")
-    ours = _Ours.of(jobs)
     for name in STYLES:
-        _place(sample_path(name), folder / "styles" / file_name(name), ours)
+        _place(sample_path(name), folder / "styles" / file_name(name))
     for job in jobs:
         for name in (job.photo, *job.extra):
-            _place(sample_path(name), folder / "inbox" / file_name(name), ours)
+            _place(sample_path(name), folder / "inbox" / file_name(name))
         sidecar = folder / "inbox" / f"{job.photo}.json"
         if os.path.lexists(sidecar) and (sidecar.is_symlink() or not ours.sidecar(sidecar)):
             raise DemoError(_not_ours(sidecar))

@@ -399,9 +399,11 @@ def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
     named = args.init is None or args.init in NAMED_INITS
     init = [] if named else [("the --init", Path(args.init))]
     inputs = [("the photo (CONTENT)", args.content), *(("a style", p) for p in style_files), *init]
+    if not args.output.exists():
+        return
     for role, path in inputs:
         with contextlib.suppress(OSError):  # one that cannot be read is told when it is read
-            if args.output.exists() and os.path.samefile(args.output, path):
+            if os.path.samefile(args.output, path):
                 raise UsageError(
                     f"-o {args.output} is {role} image itself, which the result would replace; "
                     "write the result to another file"
