@@ -109,6 +109,21 @@ def test_lists_from_environment_json(
     assert settings.web_allowed_hosts == ["photos.example.org", "nas.local"]
 
 
+def test_an_unknown_setting_from_the_environment_names_its_variable(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's trial: `defaults.strenght: unknown setting` sent them to a config file that had
+    no such line; the misspelt variable is named, with the name that works."""
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STRENGHT", "0.5")
+    assert error_of(None, folders) == (
+        "defaults.strenght: unknown setting from the environment variable "
+        "STYLEFOLD_DEFAULTS__STRENGHT; unset it or rename it to STYLEFOLD_DEFAULTS__STRENGTH"
+    )
+    monkeypatch.delenv("STYLEFOLD_DEFAULTS__STRENGHT")
+    monkeypatch.setenv("STYLEFOLD_WEIGHTS__PARTY", "1")
+    assert error_of(None, folders).endswith("STYLEFOLD_WEIGHTS__PARTY; unset it")
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

@@ -57,6 +57,11 @@ def _describe(error: ValidationError) -> str:
         name = ".".join(str(part) for part in loc)
         if problem["type"] == "missing":
             lines.append(f"{name}: not set; {_fix_hint(loc, 'set')}")
+        elif problem["type"] == "extra_forbidden" and (variable := _variable_for(loc)):
+            lines.append(
+                f"{name}: unknown setting from the environment variable {variable}; "
+                f"{_unknown_fix(loc, variable)}"
+            )
         elif problem["type"] == "extra_forbidden":
             lines.append(f"{name}: unknown setting; {_unknown_fix(loc)}")
         else:
@@ -67,11 +72,21 @@ def _describe(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _unknown_fix(loc: tuple[str | int, ...]) -> str:
+def _variable_for(loc: tuple[str | int, ...]) -> str | None:
+    """The STYLEFOLD_* variable that set `loc`, if one did: an operator told of
+    `defaults.strenght` looks for it in the config file and finds nothing."""
+    wanted = (ENV_PREFIX + "__".join(str(part) for part in loc)).upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _unknown_fix(loc: tuple[str | int, ...], variable: str | None = None) -> str:
     """What to do about a key its table does not have: a close spelling, or the table where a
     setting of that name lives (TOML puts every key after `[defaults]` into that table)."""
     key, table = str(loc[-1]), loc[:-1]
     close = difflib.get_close_matches(key, _known_keys(table), n=1)
+    if variable is not None:
+        fixed = variable[: len(variable) - len(key)] + close[0].upper() if close else None
+        return f"unset it or rename it to {fixed}" if fixed else "unset it"
     if close:
         return f"remove it or check its spelling (did you mean {close[0]!r}?)"
     if table and key in _known_keys(()):
