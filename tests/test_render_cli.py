@@ -123,8 +123,10 @@ def test_errors_are_one_line_and_non_zero(
 
 def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Path]) -> None:
     content, style = photos
-    done = _run(content, style, "-o", tmp_path / "out.bmp", cwd=tmp_path)
-    assert done.returncode == 1 and "end it in .jpg, .png, .webp or .tiff" in done.stderr
+    for name, why in (("out.gif", ".gif is not a format stylefold writes"), ("out", "no suffix")):
+        done = _run(content, style, "-o", tmp_path / name, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert f"{why}; end it in .jpg, .png, .webp or .tiff" in done.stderr
 
 
 def test_an_output_that_is_one_of_the_inputs_is_refused(
