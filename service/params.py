@@ -276,8 +276,16 @@ class RenderParams(BaseModel):
                     )
                 if layers.count(name) > 1:
                     raise ValueError(f"layer {name!r} is listed twice in {key}; list it once")
-        if not self.style_layers and not self.content_layers:
-            raise ValueError("at least one content or style layer is needed")
+        if not self.style_layers:  # as all-0 layer weights below: a render that is the photo
+            raise ValueError(
+                "style_layers is empty, so no style would be transferred; list at least one "
+                'layer (e.g. ["conv1_1", "conv3_1", "conv5_1"]) or leave style_layers out'
+            )
+        if not self.content_layers:
+            raise ValueError(
+                "content_layers is empty, so nothing of the photo would be kept; list at least "
+                'one layer (e.g. ["conv4_2"]), or set content_weight 0 to let the style take over'
+            )
         weights = self.style_layer_weights
         if weights is not None and len(weights) != len(self.style_layers):
             raise ValueError(

@@ -26,8 +26,8 @@ ANY_NETWORK = WeightsConfig(download=True)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"iterations": True}, ("params.iterations", "true and false are not numbers")),
     ({"size": "256"}, ("params.size", "without quotes: 256")),
-    ({"iterations": "many"}, ("params.iterations", "a whole number such as 256, without quotes")),
-    ({"content_weight": "lots"}, ("params.content_weight", "a number such as 0.5, without")),
+    ({"iterations": "many"}, ("params.iterations", "a whole number such as 300, without quotes")),
+    ({"content_weight": "lots"}, ("params.content_weight", "a number such as 1, without")),
     ({"size": 256.0}, ("params.size", "whole number")),
     ({"seed": False}, ("params.seed", "not numbers")),
     ({"content_weight": "1"}, ("params.content_weight", "without quotes: 1")),
@@ -119,7 +119,7 @@ def test_other_fields_refuse_coercion_too() -> None:
         ),
         ({"style": "mosaic", "params": [1]}, ('params: must be an object such as {"',)),
         ({"style": "mosaic", "output": 3}, ('output: must be an object such as {"format"',)),
-        ({"style": "mosaic", "params": {"strength": None}}, ("a number such as 0.5",)),
+        ({"style": "mosaic", "params": {"strength": None}}, ("a number such as 0.9",)),
         ({"style": [{"name": "mosaic", "weight": 0}]}, ("greater than 0 (got 0)",)),
         ({"style": "mosaic", "params": {"style_scale": 0}}, ("greater than 0 (got 0)",)),
     ):

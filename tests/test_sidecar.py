@@ -96,15 +96,21 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         # unknown key"
         ({"style": {"name": "cells"}}, 'style: must be a style name ("starry_night"), a list'),
         ({"style": "../etc/passwd"}, "style: '../etc/passwd' is not a style name"),
-        ({"style": "/abs/path"}, "is not a style name"),
-        ({"style": "a/b"}, "is not a style name"),
+        ({"style": "/abs/path"}, "style: '/abs/path' is a path; name a library style alone"),
+        ({"style": "a/b"}, 'is a path; name a library style alone, as "style": "b" (see'),
+        # a user's trial: a path to a library style was told only that it is not a name
+        (
+            {"style": "C:\\art\\starry night.jpg"},
+            'as "style": "starry night" (see `stylefold styles`), and an image beside the sidecar'
+            ' as "style": {"file": "starry night.jpg"}',
+        ),
         ({"style": ".hidden"}, "is not a style name"),
         ({"style": "a\x00b"}, "is not a style name"),
         ({"style": " padded"}, "is not a style name"),
         ({"style": "x" * 129}, "style: a style name has 1 to 128 characters"),
         ({"style": ""}, "style: a style name has 1 to 128 characters"),
         ({"style": []}, "style: List should have at least 1 item"),
-        ({"style": [{"name": "a"}] * 17}, "style: List should have at most 16 items"),
+        ({"style": [{"name": "a"}] * 17}, "style: has 17 items; at most 16 are allowed"),
         ({"style": [{"name": "a"}, {"name": "a"}]}, "style 'a' is listed twice"),
         (
             {"style": [{"name": "a", "weight": 0}]},
@@ -128,6 +134,28 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
     assert any(expected in problem for problem in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"style": "a", "strength": 0.5}, 'strength: belongs inside "params", as in {"params": '),
+        ({"params": {"style": "a"}}, 'params.style: belongs at the top level, beside "params", as'),
+        ({"params": {"quality": 90}}, 'as in {"output": {"quality": 90}}; move it there'),
+        ({"format": "png"}, 'format: belongs inside "output", as in {"output": {"format": "png"}}'),
+        ({"output": {"size": 100}}, 'output.size: belongs inside "params"'),
+        ({"params": {"init": "photo"}}, "must be one of 'recolored', 'content', 'noise' (got"),
+        ({"output": {"quality": "high"}}, "write a whole number such as 90, without quotes"),
+        ({"params": {"iterations": "lots"}}, "write a whole number such as 300, without quotes"),
+        ({"params": {"style_weight": "x"}}, "write a number such as 1000, without quotes"),
+    ],
+)
+def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:
+    """A user's trial: a key at the wrong level was told to be removed, `init` offered a value
+    a sidecar cannot give, and `quality` was told "a whole number such as 256"."""
+    problems = problems_of(data)
+    assert any(expected in problem for problem in problems), problems
+    assert not any("remove it" in problem for problem in problems), problems
+
+
 def test_every_problem_reported_once_each() -> None:
     problems = problems_of({"stlye": "x", "params": {"size": "big", "seed": -1}, "output": 1})
     assert len(problems) == 4
@@ -147,14 +175,17 @@ def test_every_problem_reported_once_each() -> None:
         (b"\xff\xfe{}", "not UTF-8 text (bad byte at offset 0)"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "this is a JPEG image, not JSON text; give the photo's"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "this is a PNG image, not JSON text"),
-        (
-            b'{"style": "a",}',
-            "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 1",
-        ),
+        # a user's trial: the parser's words did not point at the comma or the comment
+        (b'{"style": "a",}', "a comma after the last item (line 1 column 14); JSON allows none"),
+        (b'{"a": [1, 2,\n  ]}', "a comma after the last item (line 1 column 12)"),
+        (b'{"style": "a", // mine\n}', "a comment at line 1 column 16; JSON has no comments"),
+        (b"# mine\n{}", "a comment at line 1 column 1"),
+        (b"{'style': 'a'}", "a single quote at line 1 column 2; JSON writes keys and text in"),
+        (b'{"style" "a"}', "not valid JSON (Expecting ':' delimiter at line 1 column 10)"),
         (b'{"style": "a"', "not valid JSON"),
-        (b"[]", "must be a JSON object"),
-        (b'"starry_night"', "must be a JSON object"),
-        (b"null", "must be a JSON object"),
+        (b"[]", 'must be a JSON object such as {"style": "name"}, not an array'),
+        (b'"starry_night"', 'must be a JSON object such as {"style": "name"}, not a string'),
+        (b"null", 'must be a JSON object such as {"style": "name"}, not null'),
         (b'{"style": "a", "style": "b"}', "key 'style' appears twice"),
         (b'{"params": {"tv_weight": NaN}}', "NaN is not valid JSON"),
         (b'{"params": {"tv_weight": -Infinity}}', "-Infinity is not valid JSON"),
@@ -222,6 +253,13 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     unknown_layer = parse_sidecar('{"params": {"content_layers": ["conv9_9"]}}').overrides()
     with pytest.raises(SidecarError, match="params: layer 'conv9_9' does not exist in vgg19"):
         _merge(base, unknown_layer)
+    # a user's trial: an empty style_layers rendered the photo back, with no word of why
+    no_style = parse_sidecar('{"params": {"style_layers": []}}').overrides()
+    with pytest.raises(SidecarError, match="style_layers is empty, so no style would be"):
+        _merge(base, no_style)
+    no_content = parse_sidecar('{"params": {"content_layers": []}}').overrides()
+    with pytest.raises(SidecarError, match="or set content_weight 0 to let the style take over"):
+        _merge(base, no_content)
 
 
 def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:
@@ -255,6 +293,9 @@ def test_param_overrides_errors_name_file() -> None:
         parse_param_overrides(b'{"size": "x"}', "styles/a.json")
     with pytest.raises(SidecarError, match=r"styles/a\.json: must be a JSON object of params"):
         parse_param_overrides(b"[1]", "styles/a.json")
+    # a style's file has no "output" or top level to move a key to
+    with pytest.raises(SidecarError, match=r"params\.quality: unknown key; remove it"):
+        parse_param_overrides(b'{"quality": 90}', "styles/a.json")
 
 
 def test_shipped_schema_matches_model(tmp_path: Path) -> None:

@@ -43,6 +43,14 @@ def shown(value: object) -> str:
     return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
 
 
+def json_kind(value: object) -> str:
+    """A parsed value's type in JSON's words (a sender wrote an array, not a Python list)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    kinds = {dict: "an object", list: "an array", str: "a string"}
+    return next((word for kind, word in kinds.items() if isinstance(value, kind)), "a number")
+
+
 def check_depth(text: str, what: str = "sidecar", limit: int = MAX_DEPTH) -> None:
     """Refuse deep nesting with a linear scan, before any recursive parser sees it."""
     depth = 0
@@ -123,12 +131,32 @@ def load_json(data: bytes | str, what: str = "sidecar") -> Any:
             object_pairs_hook=_unique_keys,
         )
     except json.JSONDecodeError as exc:
-        raise SidecarError(
-            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "fix the syntax"
-        ) from None
+        raise SidecarError(f"{what}: {_syntax_error(exc)}") from None
     except (ValueError, RecursionError) as exc:
         raise SidecarError(f"{what}: {exc}") from None
+
+
+def _syntax_error(exc: json.JSONDecodeError) -> str:
+    """The JSON mistakes people make by hand, named: the parser's own words ("Expecting property
+    name enclosed in double quotes") do not point at a trailing comma or a comment."""
+    text, pos = exc.doc, exc.pos
+    ahead = text[pos:].lstrip()
+    before = text[:pos].rstrip()
+    if before.endswith(",") and ahead[:1] in ("}", "]"):
+        comma = len(before) - 1
+        line, column = text.count("\n", 0, comma) + 1, comma - text.rfind("\n", 0, comma)
+        return (
+            f"not valid JSON: a comma after the last item (line {line} column {column}); "
+            "JSON allows none there, remove it"
+        )
+    where = f"line {exc.lineno} column {exc.colno}"
+    if text.startswith(("//", "/*", "#"), pos):
+        return f"not valid JSON: a comment at {where}; JSON has no comments, remove it"
+    if text.startswith("'", pos):
+        return (
+            f"not valid JSON: a single quote at {where}; JSON writes keys and text in double quotes"
+        )
+    return f"not valid JSON ({exc.msg} at {where}); fix the syntax"
 
 
 def read_limited(path: Path, max_bytes: int, what: str) -> bytes:

@@ -23,7 +23,7 @@ import json
 import re
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Annotated, Any
 
 from pydantic import (
@@ -48,7 +48,7 @@ from daemon.config.render_limits import (
     network_missing,
     over_limits,
 )
-from daemon.intake.jsonload import SidecarError, load_json, shown
+from daemon.intake.jsonload import SidecarError, json_kind, load_json, shown
 from service.params import NAMED_INITS, OutputFormat, RenderParams, output_format
 from service.weights import WeightsConfig
 
@@ -63,6 +63,14 @@ def check_style_name(name: str) -> str:
     """Style names are library keys, never paths: no separators, no `..`, no hidden names."""
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
+    last = PureWindowsPath(name).name  # both separators: a path from a phone or a PC
+    if last != name and _STYLE_NAME.match(last) and ".." not in name:
+        file = f', and an image beside the sidecar as "style": {{"file": {json.dumps(last)}}}'
+        raise ValueError(
+            f"{shown(name)} is a path; name a library style alone, as "
+            f'"style": {json.dumps(PurePath(last).stem)} (see `stylefold styles`)'
+            + (file if PurePath(last).suffix else "")
+        )
     if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
         raise ValueError(
             f"{shown(name)} is not a style name; use a name from the style library "
@@ -225,7 +233,7 @@ def style_alone(data: bytes | str) -> StyleSpec | None:
     return None
 
 
-def _allowed_keys(path: tuple[str, ...]) -> list[str]:
+def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
     models: dict[tuple[str, ...], type[BaseModel]] = {
         (): Sidecar,
         ("params",): RenderParams,
@@ -233,8 +241,29 @@ def _allowed_keys(path: tuple[str, ...]) -> list[str]:
         ("style", "blend"): StyleRef,
         ("style", "file"): StyleFile,
     }
-    model = models.get(path)
+    return models.get(path)
+
+
+def _allowed_keys(path: tuple[str, ...]) -> list[str]:
+    model = _model_at(path)
     return list(model.model_fields) if model is not None else []
+
+
+def _elsewhere(key: str, path: tuple[str, ...], value: object) -> str | None:
+    """Where a key put at the wrong level belongs (`strength` beside `style`, `quality` in
+    `params`): "remove it" would throw away what the sender asked for."""
+    sections: dict[tuple[str, ...], str] = {
+        (): 'at the top level, beside "params"',
+        ("params",): 'inside "params"',
+        ("output",): 'inside "output"',
+    }
+    for section, place in sections.items():
+        if section != path and key in _allowed_keys(section):
+            example: dict[str, object] = {key: value if len(json.dumps(value)) <= 40 else "..."}
+            if section:
+                example = {section[0]: example}
+            return f"belongs {place}, as in {json.dumps(example)}; move it there"
+    return None
 
 
 def describe_errors(
@@ -264,6 +293,12 @@ def describe_errors(
         kind = item["type"]
         if kind == "missing":
             problems.append(f"{where}: required key is missing; add it")
+        elif (
+            kind == "extra_forbidden"
+            and not prefix  # a whole sidecar, not a style's params file
+            and (home := _elsewhere(model_path[-1], tuple(model_path[:-1]), item.get("input")))
+        ):
+            problems.append(f"{where}: {home}")
         elif kind == "extra_forbidden":
             key = model_path[-1] if model_path else where
             allowed = _allowed_keys(tuple(model_path[:-1]))
@@ -274,9 +309,27 @@ def describe_errors(
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         elif (over := _over_ceiling(model_path, item, ceilings or {})) is not None:
             problems.append(breach_text(over))
+        elif kind == "literal_error" and model_path[-1:] == ["init"]:
+            # "image" is a value of the field, but only `render --init PATH` can give it.
+            named = ", ".join(repr(name) for name in NAMED_INITS)
+            problems.append(f"{where}: must be one of {named} (got {shown(item.get('input'))})")
         else:
-            problems.append(f"{where}: {error_text(item)}")
+            problems.append(f"{where}: {error_text(item, _example(model_path))}")
     return problems
+
+
+def _example(model_path: list[str]) -> str | None:
+    """A number fit for the field, for the hint after a value of the wrong type (`quality` was
+    told "a whole number such as 256")."""
+    model = _model_at(tuple(model_path[:-1]))
+    field = model.model_fields.get(model_path[-1]) if model is not None and model_path else None
+    default = field.default if field is not None else None
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return f"{default:g}"
+    return _EXAMPLES.get(model_path[-1] if model_path else "")
+
+
+_EXAMPLES = {"quality": "90", "style_weight": "1000"}
 
 
 def _over_ceiling(
@@ -293,18 +346,23 @@ def _over_ceiling(
     return OverLimit(key, asked, limit, setting, limit)
 
 
-def error_text(item: ErrorDetails) -> str:
+def error_text(item: ErrorDetails, example: str | None = None) -> str:
     """One pydantic error as people read it: its message without "Value error, ", the value
-    given, and what to write instead of a value of the wrong type."""
+    given, and what to write instead of a value of the wrong type (`example`: a number fit for
+    the field)."""
     message = item["msg"].removeprefix("Value error, ")
     kind, got = item["type"], item.get("input")
     if kind in _LIST_KINDS:  # "a valid tuple" is Python's word (a photographer's trial)
         message = "must be a list in square brackets"
+    if kind == "too_long":  # "... after validation, not 17" is pydantic's wording
+        context = item.get("ctx", {})
+        message = f"has {context.get('actual_length')} items; at most {context.get('max_length')}"
+        message += " are allowed"
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
         value = f" (got {shown(got)})"
-    return f"{message}{value}{_type_fix(kind, got)}"
+    return f"{message}{value}{_type_fix(kind, got, example)}"
 
 
 def _object_fix(model_path: list[str], got: object) -> str:
@@ -321,7 +379,7 @@ def _object_fix(model_path: list[str], got: object) -> str:
 _LIST_KINDS = ("tuple_type", "list_type")
 
 
-def _type_fix(kind: str, got: object) -> str:
+def _type_fix(kind: str, got: object, example: str | None) -> str:
     """What to write instead of a value of the wrong JSON type (nothing is coerced: "256" and
     true are not numbers, 2.0 is not a whole number, "conv1_1,conv2_1" is not a list)."""
     if kind in _LIST_KINDS:
@@ -332,7 +390,7 @@ def _type_fix(kind: str, got: object) -> str:
     if kind not in ("int_type", "float_type", "int_from_float"):
         return ""
     whole = kind != "float_type"
-    example = "256" if whole else "0.5"
+    example = example or ("256" if whole else "0.5")
     if isinstance(got, bool):
         return f"; true and false are not numbers, write a number such as {example}"
     if isinstance(got, str):
@@ -353,8 +411,7 @@ def parse_sidecar(
     value = load_json(data)
     if not isinstance(value, dict):
         raise SidecarError(
-            'sidecar: must be a JSON object such as {"style": "name"}, not '
-            f"{type(value).__name__}"
+            f'sidecar: must be a JSON object such as {{"style": "name"}}, not {json_kind(value)}'
         )
     try:
         return Sidecar.model_validate(value, strict=True)
