@@ -48,6 +48,12 @@ PALETTE_SIDE = 256
 Plan = tuple[list[schedule.Stage], list[tuple[int, int]]]
 
 
+def _style_min_side(params: RenderParams) -> int:
+    """The short side a style image is enlarged to: its deepest layer's need, or the least
+    that carries texture."""
+    return max(min_side(params.style_layers), STYLE_MIN_SIDE)
+
+
 @dataclass(frozen=True)
 class StyleImage:
     image: Image.Image
@@ -66,6 +72,7 @@ class RenderResult:
     peak_memory_bytes: int  # of the whole batch when rendered in one
     stage_iterations: list[int] = field(default_factory=list)
     batch_size: int = 1  # how many photos were optimised together (seconds and peak are shared)
+    notes: tuple[str, ...] = ()  # where the render differs from what the params asked for
 
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -298,6 +305,13 @@ class Engine:
 
         assert x is not None and result is not None
         seconds = time.perf_counter() - reporter.started
+        floored = (
+            schedule.style_floor_note(
+                style.image.size, sizes[-1], params.style_scale, _style_min_side(params)
+            )
+            for style in styles
+        )
+        notes = tuple(dict.fromkeys(note for note in floored if note is not None))
         peak_bytes = peak.peak_bytes()
         results = []
         for item in range(len(contents)):
@@ -313,6 +327,7 @@ class Engine:
                     peak_memory_bytes=peak_bytes,
                     stage_iterations=steps[item],
                     batch_size=len(contents),
+                    notes=notes,
                 )
             )
         return results
@@ -410,10 +425,11 @@ class Engine:
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
-        need = max(min_side(params.style_layers), STYLE_MIN_SIDE)
         rgb = tensors.resized(
             style.image,
-            schedule.style_dimensions(style.image.size, size, params.style_scale, need),
+            schedule.style_dimensions(
+                style.image.size, size, params.style_scale, _style_min_side(params)
+            ),
         )
         if params.preserve_colors == "luminance":
             return color.match_luminance(rgb, content_rgb)

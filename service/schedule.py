@@ -99,6 +99,24 @@ def style_dimensions(
     return max(1, round(w / h * height)), height
 
 
+def style_floor_note(
+    style: tuple[int, int], output: tuple[int, int], scale: float, min_side: int = STYLE_MIN_SIDE
+) -> str | None:
+    """What to tell a sender whose style_scale below 1 the floor overrode: at small sizes it
+    changed nothing (a user's trial at 160 px), and the manifest still records it."""
+    if scale >= 1:
+        return None
+    used = style_dimensions(style, output, scale, min_side)
+    asked = style_dimensions(style, output, scale, 1)
+    if used == asked:
+        return None
+    return (
+        f"style_scale {scale:g} asks for a {asked[0]}x{asked[1]} px style image; it was used at "
+        f"{used[0]}x{used[1]}, as a style image's short side needs {min_side} px to carry "
+        "texture: ask for a larger size for finer strokes"
+    )
+
+
 def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) -> list[Stage]:
     """Stages coarsest first; the last is the output size. Coarse passes whose long side does
     not `fit` (too small for the network at the photo's aspect) are left out before the

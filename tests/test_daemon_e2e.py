@@ -1023,3 +1023,17 @@ def test_a_tiny_photo_is_rendered_with_a_note_that_it_was_upscaled(shared: Daemo
     write_json(large / "photo.json", SIDECAR)
     _finished_once(shared, "not-tiny")  # 64x48 to 48x36: nothing to say
     assert "upscaled" not in (shared.folders.outbox / "not-tiny" / "photo.log").read_text()
+
+
+def test_a_style_scale_the_floor_overrode_is_told_in_the_log(shared: Daemon) -> None:
+    """A user's trial: at a small size `style_scale` 0.5 gave the very same picture as 1, and
+    the manifest recorded 0.5 with no word that it did nothing."""
+    inbox = shared.folders.inbox / "finer"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(image_bytes(size=(64, 48), seed=58))
+    write_json(inbox / "photo.json", {**SIDECAR, "params": {"style_scale": 0.5}})
+    manifest = _finished_once(shared, "finer")
+    assert manifest["params"]["style_scale"] == 0.5  # type: ignore[index]
+    log = (shared.folders.outbox / "finer" / "photo.log").read_text()
+    assert "note: style_scale 0.5 asks for a " in log, log
+    assert "as a style image's short side needs 128 px to carry texture" in log

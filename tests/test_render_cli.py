@@ -39,7 +39,13 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     image = Image.open(out)
     assert image.format == "WEBP" and image.size == (32, 21)
     assert "32x21, 3 iterations (at the iteration cap)" in done.stderr
+    assert "note:" not in done.stderr
     assert not list(tmp_path.glob(".stylefold-*"))  # no temporary left behind
+    # at this size a style_scale below 1 is overridden by the style image's floor: said so
+    finer = ("--style-scale", "0.5")
+    done = _run(content, style, "-o", out, *FAST, *finer, "--style-weight", "500", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\nnote: style_scale 0.5 asks for a " in done.stderr, done.stderr
 
 
 def test_output_mode_follows_the_umask(tmp_path: Path, photos: tuple[Path, Path]) -> None:

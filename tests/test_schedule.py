@@ -17,6 +17,7 @@ from service.schedule import (
     plan,
     refit,
     style_dimensions,
+    style_floor_note,
     style_layer_weights,
 )
 
@@ -147,3 +148,13 @@ def test_a_style_image_too_small_to_carry_texture_is_kept_at_the_floor() -> None
     for scale in (1e-3, 1e-300, 5e-324):
         assert style_dimensions((800, 600), (512, 384), scale) == (171, 128)
         assert style_dimensions((600, 800), (512, 384), scale) == (128, 171)
+
+
+def test_a_style_scale_the_floor_overrode_gets_a_note() -> None:
+    """A user's trial: at 160 px style_scale 0.5 changed nothing, and nothing said so."""
+    note = style_floor_note((800, 600), (160, 120), 0.5)
+    assert note is not None and note.startswith("style_scale 0.5 asks for a 80x60 px style")
+    assert "it was used at 171x128" in note and "ask for a larger size" in note
+    assert style_floor_note((800, 600), (512, 384), 0.5) is None  # 256x192: as asked
+    assert style_floor_note((800, 600), (64, 48), 1.0) is None  # floored, but nothing asked
+    assert style_floor_note((800, 600), (64, 48), 2.0) is None

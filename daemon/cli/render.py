@@ -370,6 +370,8 @@ def _render(args: argparse.Namespace) -> int:
             f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -53,6 +53,7 @@ class ResultInfo(BaseModel):
     versions: dict[str, str]
     timings: dict[str, float]
     node: str | None = None  # the Ray node that rendered it
+    notes: tuple[str, ...] = ()  # the engine's, where the render differs from its params
 
 
 @dataclass(frozen=True)

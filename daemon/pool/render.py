@@ -289,6 +289,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         input_profile=content.profile,
         peak_memory_bytes=int(result.peak_memory_bytes),
         batch_size=int(result.batch_size),
+        notes=result.notes,
         attempt=task.attempt,
         params=task.params,
         versions=library_versions(),
