@@ -682,6 +682,45 @@ def test_a_restart_while_giving_back_finishes_the_way_back(folders: Folders) -> 
     assert not restarted.spool.job_dir(job_id).exists()
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "after a restart"])
+def test_originals_whose_folder_went_while_they_changed_get_a_report(
+    folders: Folders, restart: bool
+) -> None:
+    """An attacker's trial: a photo written on after its claim, its inbox folder renamed
+    meanwhile, went to state/returned/ with no word to its sender: no answer, and the photo
+    gone from the inbox. Its report now says what happened and where the originals are."""
+    lc = _lifecycle(folders)
+    arrival = _send(folders, "trip/photo.jpg")
+    job_id = _take(lc, arrival)
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    (folders.inbox / "trip").rename(folders.inbox / "trip-renamed")
+    if restart:  # recorded RETURNING, then the daemon died before the first file went back
+        lc.store.move(job_id, State.RUNNING, started=True)
+        lc.store.move(job_id, State.RETURNING, detail=ClaimIntent.of(job))
+        lc = _lifecycle(folders)
+        lc.recover()
+    else:
+        (lc.spool.job_dir(job_id) / job.input_file).write_bytes(image_bytes(seed=9))
+        _render(lc, job_id)
+    assert _end(lc, job_id) is State.ROLLED_BACK
+    kept = folders.state / "returned" / job_id
+    assert sorted(path.name for path in kept.iterdir()) == ["photo.jpg", "photo.json"]
+    report = json.loads((folders.outbox / "trip" / "photo.error.json").read_text())
+    assert report["input"] == "trip/photo.jpg" and report["sidecar"] == "photo.json"
+    assert report["error"].startswith("photo.jpg changed while it was being rendered")
+    assert "its folder there had been renamed or removed meanwhile" in report["error"]
+    assert (
+        f"kept by the daemon in its state folder as returned/{job_id}/photo.jpg"
+        in report["original"]
+    )
+    assert "ask the administrator for it" in report["original"]
+    assert sorted(path.name for path in (folders.outbox / "trip").iterdir()) == [
+        "photo.error.json",
+        "photo.log",
+    ]
+
+
 def _synced(path: Path, data: bytes) -> None:
     """How Syncthing, Nextcloud or rsync deliver a file: a temporary name, then a rename."""
     temporary = path.with_name(f".{path.name}.tmp")

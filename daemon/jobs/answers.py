@@ -105,6 +105,11 @@ ORIGINAL_CHANGED = (
     "{name} changed while it was being rendered (a copy tool still writing it in place?): "
     "nothing is published from it; it is back in the inbox and is taken again once it settles"
 )
+ORIGINAL_CHANGED_KEPT = (
+    "{name} changed while it was being rendered (a copy tool still writing it in place?), so "
+    "nothing is published from it; it could not go back to the inbox: its folder there had been "
+    "renamed or removed meanwhile (or was no longer a real folder)"
+)
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"

@@ -527,21 +527,32 @@ class Lifecycle:
         self.store.move(job.id, State.RETURNING, detail=intent, reason=reason)
         self.jobs.pop(job.id, None)
         log.warning("job.original_changed", input=job.source, changed=name)
-        self._return(Returning(job, intent, reason, "", retry_at=0.0))
+        self._return(Returning(job, intent, reason, name, "", retry_at=0.0))
 
     def _return(self, back: Returning) -> None:
         """The originals of a RETURNING job back into the inbox; a way back that is refused
         is tried again every `publish_retry` seconds, the job shown meanwhile (it had left
         `status` until a restart)."""
         try:
-            self.unsettled += self.spool.give_back(back.job.id, back.intent, note=back.reason)
+            rolled = self.spool.give_back(back.job.id, back.intent, note=back.reason)
         except OSError as exc:
             error = answers.public(str(exc), self.publisher.roots)
             log.error("job.originals_unreturned", input=back.job.source, error=error)
             back.error, back.retry_at = error, time.monotonic() + self.publish_retry
             self.returning[back.job.id] = back
-        else:
-            self.returning.pop(back.job.id, None)
+            return
+        self.returning.pop(back.job.id, None)
+        self.unsettled += rolled.inbox
+        if rolled.kept:
+            kept_reason = answers.ORIGINAL_CHANGED_KEPT.format(name=back.changed)
+            self.report_kept(back.intent, rolled.kept, kept_reason)
+
+    def report_kept(self, intent: ClaimIntent, kept: list[Path], reason: str) -> None:
+        """Originals given back unanswered that could not go back (their inbox folder was
+        renamed or removed meanwhile) have a report in the outbox, where their sender looks:
+        they had left the inbox with no word (an attacker's trial)."""
+        detail = reports.about_kept(intent, kept, self.settings.state, reason)
+        self.publisher.publish(new_job_id(), None, "report", detail)
 
     def _hold(self, job: Job, reason: str) -> None:
         """The result could not be stored (state full): not a failure; the job waits, queued,

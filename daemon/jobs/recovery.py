@@ -128,7 +128,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     note = f"{NOT_RECORDED}: given back to the inbox"
     if shown is not None:
         note += f", answered by {shown} (not to be taken again while unchanged)"
-    placed = lc.spool.roll_back(job_id, intent, note=note)
+    placed = lc.spool.roll_back(job_id, intent, note=note).inbox
     if shown is not None and placed:
         lc.spool.in_place.remember(list(intent.pair_among(placed)), job_id)
     for path in outbox.running_files_of(answers_in, job_id):
@@ -139,7 +139,10 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     job_id, state, job, outcome, detail = row.id, row.state, row.job, row.outcome, row.detail
     if state in (State.CLAIMING, State.RETURNING):
         intent = model_from_json(ClaimIntent, detail or "{}")
-        lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
+        back = lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
+        if state is State.RETURNING and back.kept:
+            photo = intent.moves[0][0]
+            lc.report_kept(intent, back.kept, answers.ORIGINAL_CHANGED_KEPT.format(name=photo))
         return
     if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
         lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))

@@ -10,6 +10,7 @@ from pathlib import Path
 from daemon.intake.pairing import Arrival, Problem
 from daemon.jobs import answers
 from daemon.jobs.answers import ReportDetail
+from daemon.jobs.spool import ClaimIntent
 
 
 def about_arrival(
@@ -24,6 +25,21 @@ def about_arrival(
         rel_dir=_folder(arrival.rel_dir),
         stem=arrival.image.stem,
         paths=[_rel(arrival.image, inbox), _rel(arrival.sidecar, inbox)],
+    )
+
+
+def about_kept(intent: ClaimIntent, kept: list[Path], state: Path, reason: str) -> ReportDetail:
+    """The report of a job's originals given back unanswered into state/returned/ (`kept`),
+    their inbox folder gone: nothing of them is left in the inbox to remember."""
+    photo, sidecar = intent.inbox_pair(Path())
+    return ReportDetail(
+        input=photo.as_posix(),
+        sidecar=sidecar.name if sidecar is not None else None,
+        reason=reason,
+        original=answers.KEPT.format(path=", ".join(p.relative_to(state).as_posix() for p in kept)),
+        rel_dir=intent.rel_dir,
+        stem=photo.stem,
+        paths=[None],
     )
 
 

@@ -32,6 +32,7 @@ import contextlib
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -96,6 +97,15 @@ class ClaimIntent(BaseModel):
         targets = [target for _, target in self.moves]
         sidecar = targets.index(SIDECAR_FILE) if SIDECAR_FILE in targets else None
         return paths[0], None if sidecar is None else paths[sidecar]
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """Where a rolled-back claim's originals went: `inbox`, to settle again, or `kept` in
+    state/returned/<job-id>/ (their inbox folder was gone or swapped), for a person."""
+
+    inbox: list[Path]
+    kept: list[Path]
 
 
 def _stat_signature(path: Path) -> list[int] | None:
@@ -269,19 +279,20 @@ class Spool:
         self.reserve(job)
         return job
 
-    def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+    def roll_back(self, job_id: str, intent: ClaimIntent, note: str) -> RolledBack:
         """Undo a claim that did not complete, or one whose originals changed under the job
         (RETURNING): every moved file goes back to the inbox, not remembered, to settle again
         (beside its old name if that was taken meanwhile; into state/returned/ if its folder
-        is gone). Returns where they went in the inbox. Copies (archive = "keep") are only
-        dropped: their originals never left, and settle again, no longer remembered."""
+        is gone). Copies (archive = "keep") are only dropped: their originals never left, and
+        settle again, no longer remembered."""
         try:
             return self.give_back(job_id, intent, note)
         except OSError as exc:
             log.error("spool.rollback_failed", folder=str(self.job_dir(job_id)), error=str(exc))
-            return []  # keep the folder and the record (CLAIMING, RETURNING): it holds originals
+            # The folder and the record (CLAIMING, RETURNING) stay: they hold the originals.
+            return RolledBack(inbox=[], kept=[])
 
-    def give_back(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+    def give_back(self, job_id: str, intent: ClaimIntent, note: str) -> RolledBack:
         """`roll_back`, raising the OSError of a way back that is refused (the folder and the
         record stay, with the originals)."""
         folder = self.job_dir(job_id)
@@ -295,8 +306,9 @@ class Spool:
             log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
         self._rolled_back(job_id, note)
         if back.rescue is not None:
-            return []
-        return [self.settings.inbox / intent.rel_dir / name for name in back.names.values()]
+            return RolledBack(inbox=[], kept=[back.rescue / got for got in back.names.values()])
+        folder = self.settings.inbox / intent.rel_dir
+        return RolledBack(inbox=[folder / got for got in back.names.values()], kept=[])
 
     def changed_original(self, job: Job) -> str | None:
         """The name of an original that is no longer what was claimed, if any: a copy tool
@@ -433,11 +445,11 @@ class Spool:
             placed |= self._placed(back, self.settings.inbox / job.rel_dir)
         return [placed[name] for name in pair if name in placed]
 
-    def _drop_copies(self, job_id: str, intent: ClaimIntent, note: str) -> list[Path]:
+    def _drop_copies(self, job_id: str, intent: ClaimIntent, note: str) -> RolledBack:
         pair = [path for path in intent.inbox_pair(self.settings.inbox) if path is not None]
         self.store.forget_seen([self.in_place.relative(pair[0])])
         self._rolled_back(job_id, note)
-        return pair
+        return RolledBack(inbox=pair, kept=[])
 
     def _rolled_back(self, job_id: str, note: str) -> None:
         """The job folder goes, and a claim in progress ends ROLLED_BACK."""
