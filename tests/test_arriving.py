@@ -113,6 +113,15 @@ def test_a_photo_whose_size_is_set_before_its_content_waits_for_it(clock: Clock)
     clock.intake.observe(sidecar, clock.now)
     assert clock.poll(SETTLE) == [Arrival(other, sidecar, Path("."))]
 
+    # A sidecar of zeros too large to be one is not waited for: its size is told at once (an
+    # attacker's trial: a sparse 10 GiB waited arriving_timeout, its photo pair_timeout).
+    big = clock.write("big.jpg", PHOTO)
+    zeros = clock.inbox / "big.json"
+    with zeros.open("wb") as handle:
+        handle.truncate(10 << 30)
+    clock.intake.observe(zeros, clock.now)
+    assert clock.poll(SETTLE) == [Arrival(big, zeros, Path("."))]
+
 
 def test_a_taken_photo_written_over_in_place_must_stay_unchanged_longer(clock: Clock) -> None:
     """archive = "keep": `rsync --inplace` at a low bandwidth wrote a new version over a taken

@@ -388,7 +388,10 @@ class Intake:
                 self._report(entry, events, reasons.empty(self.pair_timeout))
             return  # writers often create a file first and fill it later
         # A sidecar too: written by a copy that sets the size first, it is zeros for a while.
-        if self._still_arriving(entry, now, events):
+        # One over max_sidecar_bytes is refused for its size, whatever it holds, at once (a
+        # sparse 10 GiB of zeros waited arriving_timeout: an attacker's trial).
+        oversized = entry.kind == "sidecar" and entry.signature.size > self.max_sidecar_bytes
+        if not oversized and self._still_arriving(entry, now, events):
             return
         entry.settled = True
         self._touch_related(entry)
