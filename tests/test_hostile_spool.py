@@ -245,6 +245,10 @@ def test_a_claim_cut_short_rolls_back_only_into_a_real_folder(
     assert row is not None and row.state is State.ROLLED_BACK
     assert decoy.unchanged()
     assert json.loads((settings.inbox / "trip-kept" / "photo.json").read_text())
+    # Its sender hears of it where they look: the outbox.
+    report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
+    assert report["error"].startswith("photo.jpg was being taken when the daemon stopped")
+    assert f"as returned/{job_id}/photo.jpg" in report["original"]
 
 
 def test_a_style_file_that_is_the_photo_itself_is_refused_with_a_fix(settings: Settings) -> None:

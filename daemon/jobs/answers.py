@@ -110,6 +110,11 @@ ORIGINAL_CHANGED_KEPT = (
     "nothing is published from it; it could not go back to the inbox: its folder there had been "
     "renamed or removed meanwhile (or was no longer a real folder)"
 )
+CLAIM_KEPT = (
+    "{name} was being taken when the daemon stopped, so nothing was rendered; it could not go "
+    "back to the inbox: its folder there had been renamed or removed meanwhile (or was no longer "
+    "a real folder)"
+)
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
     "by itself"

@@ -140,9 +140,9 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     if state in (State.CLAIMING, State.RETURNING):
         intent = model_from_json(ClaimIntent, detail or "{}")
         back = lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
-        if state is State.RETURNING and back.kept:
-            photo = intent.moves[0][0]
-            lc.report_kept(intent, back.kept, answers.ORIGINAL_CHANGED_KEPT.format(name=photo))
+        if back.kept:
+            why = answers.ORIGINAL_CHANGED_KEPT if state is State.RETURNING else answers.CLAIM_KEPT
+            lc.report_kept(intent, back.kept, why.format(name=intent.moves[0][0]))
         return
     if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
         lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))
