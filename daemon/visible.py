@@ -22,3 +22,8 @@ def visible(text: str) -> str:
         else char
         for char in text
     )
+
+
+def visible_lines(text: str) -> str:
+    """`visible` line by line: the line breaks of a report stay, any others are shown."""
+    return "\n".join(visible(line) for line in text.split("\n"))

@@ -461,6 +461,16 @@ def test_styles_of_a_library_with_only_skipped_images_says_what_to_fix(tmp_path:
     assert "add images such as" in stylefold("styles", "--styles", str(library)).stdout
 
 
+def test_styles_and_doctor_show_escapes_in_file_names(folders: Folders) -> None:
+    """A status trial: a style file named with ESC [ 2 J cleared the terminal from `styles`'
+    and `doctor`'s skipped lines, where `status` showed the same escapes as text."""
+    (folders.styles / "e\x1b[2J\u202egpj.png").write_bytes(image_bytes(seed=3))
+    for command in ("styles", "doctor"):
+        result = stylefold(command, "--config", str(folders.config()))
+        assert r"e\x1b[2J\u202egpj.png" in result.stdout, result.stdout
+        assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+
+
 def test_every_command_s_help_says_what_it_does() -> None:
     """A new user's trial: `status`, `styles` and `doctor --help` gave the usage alone."""
     from daemon.cli import build_parser

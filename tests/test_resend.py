@@ -721,6 +721,22 @@ def test_originals_whose_folder_went_while_they_changed_get_a_report(
     ]
 
 
+def test_a_job_log_shows_escapes_in_names_instead_of_running_them(folders: Folders) -> None:
+    """A status trial: `cat` of a synced `photo.log` cleared the terminal and retitled it, the
+    photo's name written raw in the log's lines (status and the web page showed it escaped)."""
+    lc = _lifecycle(folders)
+    name = "e\x1b]0;PWNED\x07\x1b[2J\u202egpj"
+    assert _take(lc, _send(folders, f"{name}.jpg", sidecar={"style": "no such style"})) is None
+    job_id = _take(lc, _send(folders, f"sub/{name}.jpg"))
+    assert job_id is not None
+    _render(lc, job_id)
+    logs = [folders.outbox / f"{name}.log", folders.outbox / "sub" / f"{name}.log"]
+    for log in logs:
+        text = log.read_text()
+        assert r"e\x1b]0;PWNED\x07\x1b[2J\u202egpj" in text, text
+        assert not any(char in text for char in "\x1b\x07\u202e"), text
+
+
 def _synced(path: Path, data: bytes) -> None:
     """How Syncthing, Nextcloud or rsync deliver a file: a temporary name, then a rename."""
     temporary = path.with_name(f".{path.name}.tmp")

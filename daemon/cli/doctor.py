@@ -14,6 +14,7 @@ from pathlib import Path
 from daemon.cli.common import folder_flags, read_settings, subcommand
 from daemon.config import ConfigError, Settings
 from daemon.config.loading import misspelt_variables
+from daemon.visible import visible_lines
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -170,7 +171,7 @@ def command(args: argparse.Namespace) -> int:
         except Exception as exc:  # a broken check is itself a finding
             ok, text = False, f"{name}: check failed ({type(exc).__name__}: {exc})"
         failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {text}")
+        print(visible_lines(f"{'ok  ' if ok else 'FAIL'} {text}"))  # names from the folders
     print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
     return 1 if failed else 0
 

@@ -7,6 +7,7 @@ import json
 
 from daemon.cli.common import fail, folder_flags, style_library, subcommand
 from daemon.config import ConfigError
+from daemon.visible import visible
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +39,7 @@ def command(args: argparse.Namespace) -> int:
         defaults = f"  defaults {json.dumps(style.defaults)}" if style.defaults else ""
         print(f"  {style.name.ljust(width)}  {style.path.name}{defaults}")
     for problem in library.problems:
-        print(f"  skipped {problem.path.name}: {problem.reason}")
+        print(visible(f"  skipped {problem.path.name}: {problem.reason}"))
     if not styles and not library.problems:
         print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
     return 0

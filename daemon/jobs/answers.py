@@ -33,7 +33,7 @@ from daemon.jobs.manifest import (
     Versions,
 )
 from daemon.jobs.outbox import OutputNames, choose_names, local_time
-from daemon.jobs.record import Job, JobStyle
+from daemon.jobs.record import Job, JobStyle, log_line
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.status_model import BlockedOn
 from daemon.versions import stylefold_version
@@ -405,10 +405,10 @@ def publish_report(
         original=detail.original,
         at=local_time(time.time()),
     )
-    log = f"{local_time(time.time())} {detail.reason}\n"
+    log = log_line(detail.reason)
     relative = folder.relative_to(outbox_root).as_posix()
     if relative != (detail.rel_dir or "."):
-        log += f"{local_time(time.time())} {answered_elsewhere(relative, detail.rel_dir)}\n"
+        log += log_line(answered_elsewhere(relative, detail.rel_dir))
     publish_failure(names, report, log, roots)
     return names
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from daemon.visible import visible
 from service.params import RenderParams
 
 
@@ -116,4 +117,7 @@ def _digest(material: dict[str, Any]) -> str:
 
 
 def log_line(text: str) -> str:
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime())} {text}\n"
+    """One line of a job's log, which people read in the outbox: a name from the inbox in it
+    has its escape sequences shown, not run by the terminal that prints the log (an attacker's
+    trial: `cat photo.log` cleared the screen)."""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime())} {visible(text)}\n"
