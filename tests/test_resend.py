@@ -721,6 +721,20 @@ def test_originals_whose_folder_went_while_they_changed_get_a_report(
     ]
 
 
+def test_a_report_outdated_by_a_new_job_goes_when_the_job_is_taken(folders: Folders) -> None:
+    """A status trial: a photo's "no such style" report stayed in the outbox, saying failed,
+    for the minutes its corrected pair waited in the queue; the outbox is all a sender sees."""
+    lc = _lifecycle(folders)
+    assert _take(lc, _send(folders, sidecar={"style": "no such style"})) is None
+    report, log = folders.outbox / "photo.error.json", folders.outbox / "photo.log"
+    assert report.exists() and log.exists()
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    assert not report.exists() and not log.exists()  # queued: nothing outdated is shown
+    _render(lc, job_id)
+    assert _outbox(folders) == RESULT_SET
+
+
 def test_a_job_log_shows_escapes_in_names_instead_of_running_them(folders: Folders) -> None:
     """A status trial: `cat` of a synced `photo.log` cleared the terminal and retitled it, the
     photo's name written raw in the log's lines (status and the web page showed it escaped)."""

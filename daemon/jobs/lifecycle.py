@@ -25,7 +25,7 @@ from daemon.intake.partners import key
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.job_id import new_job_id
-from daemon.jobs import answers, reports
+from daemon.jobs import answers, outbox, reports
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
 from daemon.jobs.live import Returning, Running, live_items
@@ -290,6 +290,10 @@ class Lifecycle:
                 self.spool.in_place.remember_style(arrival.style_file, job.id)
         if not self.space.held:
             self.space.recovered()
+        with contextlib.suppress(OSError):  # else it goes when the answer comes
+            # An earlier report on this photo (no sidecar yet, a bad one) is outdated now: it
+            # said "failed" in the outbox for as long as the new job waited (a status trial).
+            outbox.drop_stale_report(self.spool.names(job), job.inputs)
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
         self.spool.append_log(job, f"claimed {job.source} (style {styles})")
         self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")

@@ -395,10 +395,12 @@ def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
 
 
 def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
-    """After a result for the same photo: its earlier error report is outdated (the log beside
-    it has already been replaced by the result's)."""
+    """A new job of the same photo outdates its earlier error report, and the report's log
+    beside it unless an answer's manifest holds that name too (a result replaces it)."""
     if reports_on(names, inputs):
         names.error.unlink(missing_ok=True)
+        if not names.manifest.exists():
+            names.log.unlink(missing_ok=True)
 
 
 def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
