@@ -422,6 +422,8 @@ def test_a_photo_without_sidecar_is_reported_after_the_pair_timeout(shared: Daem
     (inbox / "photo.jpg").write_bytes(image_bytes(seed=10))
     report = _manifest(shared.folders, "lonely/photo.error.json")
     assert "has no sidecar" in str(report["error"]) and "photo.json" in str(report["error"])
+    # told that the photo is taken again by itself once its sidecar comes (a status trial)
+    assert "it is taken again by itself once the fix above is done" in str(report["original"])
     assert (inbox / "photo.jpg").exists()
 
 

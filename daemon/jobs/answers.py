@@ -57,6 +57,10 @@ LEFT_REJECTED = (
     "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
+LEFT_UNTIL_FIXED = (
+    "left in the inbox, unchanged; it is taken again by itself once the fix above is done (its "
+    "sidecar added, or the file sent again whole)"
+)
 SIDECAR_AFTER_PHOTO = (
     "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "

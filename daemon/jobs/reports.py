@@ -50,7 +50,7 @@ def about_problem(problem: Problem, inbox: Path) -> ReportDetail:
         input=rel.as_posix(),
         sidecar=None,
         reason=problem.reason,
-        original=answers.LEFT_PROBLEM,
+        original=answers.LEFT_UNTIL_FIXED,
         rel_dir=_folder(rel.parent),
         stem=problem.stem,
         paths=[rel.as_posix()],
