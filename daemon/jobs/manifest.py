@@ -71,8 +71,9 @@ class Timings(_Part):
     encode_seconds: float = Field(ge=0, description="Worker: encoding the stylised image.")
     worker_total_seconds: float = Field(ge=0, description="Worker: decode + render + encode.")
     queued_seconds: float | None = Field(
-        description="From the claim until a worker started the job; null when the daemon "
-        "restarted in between (the start was not seen)."
+        description="From the claim until a worker started the attempt that made this "
+        "result: the wait for a worker, and any earlier attempt cut short (a retry, a stop of "
+        "the daemon) with the time the daemon was stopped; null where that start was not seen."
     )
     total_seconds: float = Field(ge=0, description="From the claim until the manifest was built.")
 
