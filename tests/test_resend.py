@@ -735,6 +735,41 @@ def test_a_report_outdated_by_a_new_job_goes_when_the_job_is_taken(folders: Fold
     assert _outbox(folders) == RESULT_SET
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "after a restart"])
+def test_a_job_whose_answer_folder_a_file_took_is_answered_in_a_numbered_one(
+    folders: Folders, restart: bool
+) -> None:
+    """An administrator's upgrade trial: a job an older version had claimed for the inbox
+    folder `a.log/`, where the answer `a.log` of `a.jpg` is a file, was blocked for ever under
+    the new one, and told to move the answer away. Its answer goes where the folder's new
+    photos' go, the numbered `a.log-2/`, and the answer `a.log` stays."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders, "a.log/photo.jpg"))
+    assert job_id is not None
+    folders.outbox.mkdir(exist_ok=True)
+    (folders.outbox / "a.log").write_text("the log of a.jpg's answer")
+    if restart:  # rendered, then stopped before it was published
+        (lc.spool.job_dir(job_id) / "result.jpg").write_bytes(image_bytes(seed=99))
+        lc.store.move(job_id, State.RUNNING, started=True)
+        lc.store.move(
+            job_id,
+            State.PUBLISHING,
+            outcome="result",
+            detail=ResultDetail(info=_info(lc.jobs[job_id])),
+        )
+        lc = _lifecycle(folders)
+        lc.recover()
+    else:
+        _render(lc, job_id)
+    assert _end(lc, job_id) is State.DONE
+    assert (folders.outbox / "a.log").read_text() == "the log of a.jpg's answer"
+    assert _outbox(folders, "a.log-2") == [".stylefold-folder.json", *RESULT_SET]
+    log = (folders.outbox / "a.log-2" / "photo.log").read_text()
+    assert "answered in the outbox folder a.log-2/, not a.log/" in log
+    row = lc.store.get(job_id)
+    assert row is not None and row.job is not None and row.job.answer_dir == "a.log-2"
+
+
 def test_a_job_log_shows_escapes_in_names_instead_of_running_them(folders: Folders) -> None:
     """A status trial: `cat` of a synced `photo.log` cleared the terminal and retitled it, the
     photo's name written raw in the log's lines (status and the web page showed it escaped)."""
@@ -869,13 +904,13 @@ def test_a_photo_edited_once_then_resent_does_not_pile_up_in_the_archive(
 
 
 def test_an_identical_photo_does_not_wait_behind_a_blocked_job(folders: Folders) -> None:
-    """An attacker's trial: a job blocked for good (its outbox folder's name held by a file,
+    """An attacker's trial: a job blocked for good (its answer's name held by a folder,
     until a person mends it) kept identical photos elsewhere waiting behind it."""
     lc = _lifecycle(folders)
     folders.outbox.mkdir(parents=True, exist_ok=True)
-    first = _take(lc, _send(folders, "xc.log/photo.jpg"))
+    first = _take(lc, _send(folders, "xc/photo.jpg"))
     assert first is not None
-    (folders.outbox / "xc.log").write_text("another writer's file\n")  # after the claim
+    (folders.outbox / "xc" / "photo.stylised.jpg").mkdir(parents=True)  # after the claim
     _render(lc, first)
     assert first in lc.publisher.blocked
     second = _take(lc, _send(folders, "album/photo.jpg"))  # the same bytes and sidecar

@@ -94,6 +94,8 @@ class Publisher:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
                 self._enter_publishing(job_id, job, outcome, detail)
+                if job is not None and outcome != "skip":
+                    job = self._answer_place(job)
                 try:
                     written = self._write(job_id, job, outcome, detail)
                 except ResultLost:
@@ -110,6 +112,17 @@ class Publisher:
             self._block(job_id, job, outcome, detail, exc)
             return
         self.blocked.pop(job_id, None)
+
+    def _answer_place(self, job: Job) -> Job:
+        """The job, with its answer moved to a numbered folder where a file took its folder's
+        name meanwhile (see `Spool.answer_elsewhere`)."""
+        moved = self.spool.answer_elsewhere(job)
+        if moved is None:
+            return job
+        log.warning("job.answer_folder_moved", input=job.source, folder=moved.outbox_dir)
+        if job.id in self.jobs:
+            self.jobs[job.id] = moved
+        return moved
 
     def _enter_publishing(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel

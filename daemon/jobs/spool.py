@@ -53,6 +53,7 @@ from daemon.intake.resolve import Rejected, Resolved
 from daemon.job_id import new_job_id
 from daemon.jobs import handover
 from daemon.jobs.answer_places import AnswerPlaces
+from daemon.jobs.answers import answered_elsewhere
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import OutputNames, choose_names
@@ -148,6 +149,39 @@ class Spool:
         """Keep a claimed or recovered job's output names and answer folder from being chosen
         by a new job until it is released."""
         self.places.hold(job.id, self.names(job).all(), job.outbox_dir, job.rel_dir)
+
+    def answer_elsewhere(self, job: Job) -> Job | None:
+        """The job with a new answer folder and names, where a file now holds a part of the
+        folder it was given (a job claimed by a version before answer folders were numbered,
+        for an inbox folder `photo.log/`: blocked for ever once upgraded, an administrator's
+        trial), the one new photos of its inbox folder get; None where its folder is free.
+        Recorded, and held as at a claim."""
+        folder = job.outbox_dir
+        if not folder or (self.settings.outbox / folder).is_dir() or self.places.outbox_gone():
+            return None
+        reserved = self.places.reserved(but=job.id)
+        answer_dir = self.places.folder_for(job.rel_dir, reserved)
+        if answer_dir == folder:
+            return None
+        self.places.mark(answer_dir, job.rel_dir)
+        names = choose_names(
+            self.settings.outbox / answer_dir,
+            Path(job.image_name).stem,
+            job.output_format,
+            reserved=reserved,
+            inputs=job.inputs,
+            root=self.settings.outbox,
+        )
+        moved = job.model_copy(
+            update={
+                "answer_dir": None if answer_dir == job.rel_dir else answer_dir,
+                "names": names.to_json(),
+            }
+        )
+        self.store.rewrite(moved)
+        self.reserve(moved)
+        self.append_log(moved, answered_elsewhere(answer_dir, job.rel_dir))
+        return moved
 
     # -- claim ----------------------------------------------------------------------------
 

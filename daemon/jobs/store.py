@@ -300,6 +300,12 @@ class Store:
                 (job_id, now, old, new, _text(note)),
             )
 
+    def rewrite(self, job: Job) -> None:
+        """Replace an active job's record without a change of state: its answer's place,
+        chosen again (`Spool.answer_elsewhere`)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET record = ? WHERE id = ?", (model_to_json(job), job.id))
+
     def get(self, job_id: str) -> JobRow | None:
         row = self._db.execute(
             f"SELECT {self._columns} FROM jobs WHERE id = ?", (job_id,)
