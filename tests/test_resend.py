@@ -871,6 +871,18 @@ def test_a_kept_photo_deleted_leaves_its_sidecar_without_a_second_report(
     assert "arrived after its photo photo.jpg had been taken" in report["error"]
 
 
+def test_a_lone_sidecar_s_report_does_not_ask_for_a_sidecar(folders: Folders) -> None:
+    """A re-test: a sidecar without its photo was told it is taken again "(its sidecar added,
+    or the file sent again whole)". Its reason says what to add; its report's end defers to
+    that."""
+    lc = _lifecycle(folders)
+    sidecar = write_json(folders.inbox / "z.json", SIDECAR)
+    lc.problem(Problem(sidecar, "z.json has no photo beside it; add the photo", "z", orphan=True))
+    report = json.loads((folders.outbox / "z.error.json").read_text())
+    assert report["original"] == answers.LEFT_UNTIL_FIXED
+    assert "sidecar" not in report["original"]
+
+
 def test_a_photo_edited_once_then_resent_does_not_pile_up_in_the_archive(
     folders: Folders,
 ) -> None:

@@ -57,9 +57,10 @@ LEFT_REJECTED = (
     "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
 )
 LEFT_PROBLEM = "left in the inbox, unchanged"
+# Said of a photo without its sidecar, a sidecar without its photo, a file cut short...: the
+# reason above names what to add or send (a re-test: a lone sidecar was told "its sidecar added").
 LEFT_UNTIL_FIXED = (
-    "left in the inbox, unchanged; it is taken again by itself once the fix above is done (its "
-    "sidecar added, or the file sent again whole)"
+    "left in the inbox, unchanged; it is taken again by itself once the fix above is done"
 )
 SIDECAR_AFTER_PHOTO = (
     "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
