@@ -281,7 +281,7 @@ class RenderParams(BaseModel):
                 "style_layers is empty, so no style would be transferred; list at least one "
                 'layer (e.g. ["conv1_1", "conv3_1", "conv5_1"]) or leave style_layers out'
             )
-        if not self.content_layers:
+        if not self.content_layers and self.content_weight > 0:
             raise ValueError(
                 "content_layers is empty, so nothing of the photo would be kept; list at least "
                 'one layer (e.g. ["conv4_2"]), or set content_weight 0 to let the style take over'

@@ -146,6 +146,24 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ({"output": {"quality": "high"}}, "write a whole number such as 90, without quotes"),
         ({"params": {"iterations": "lots"}}, "write a whole number such as 300, without quotes"),
         ({"params": {"style_weight": "x"}}, "write a number such as 1000, without quotes"),
+        # a re-test: advice that was itself refused, or a key given twice told to move
+        (
+            {"style": "a", "strength": 5},
+            '{"params": {"strength": 5}}; move it there, and fix it: params.strength: Input '
+            "should be less than or equal to 1 (got 5)",
+        ),
+        (
+            {"params": {"style": "styles/cells.png"}},
+            "and fix it: style: 'styles/cells.png' is a path; name a library style alone, as "
+            '"style": "cells"',
+        ),
+        (
+            {"style": "a", "strength": 0.5, "params": {"strength": 0.7}},
+            'strength: belongs inside "params", where it is given too; remove this one',
+        ),
+        ({"quality": 90, "output": {"quality": 80}}, "where it is given too; remove this one"),
+        ({"params": {"style_layer_weights": "1, 2.5"}}, "(got '1, 2.5'); write [1, 2.5]"),
+        ({"params": {"style_layer_weights": "nan"}}, 'write ["nan"]'),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:
@@ -260,6 +278,9 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     no_content = parse_sidecar('{"params": {"content_layers": []}}').overrides()
     with pytest.raises(SidecarError, match="or set content_weight 0 to let the style take over"):
         _merge(base, no_content)
+    # which, so set, is taken (a re-test: it was refused with the same advice)
+    texture = parse_sidecar('{"params": {"content_layers": [], "content_weight": 0}}')
+    assert _merge(base, texture.overrides()).content_layers == ()
 
 
 def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:

@@ -20,6 +20,7 @@ key and what to do (`SidecarError.problems`).
 
 import difflib
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -218,6 +219,8 @@ class Sidecar(BaseModel):
 
 _PARAMS_ADAPTER: TypeAdapter[RenderParams] = TypeAdapter(ParamsOverride)
 _STYLE_ADAPTER: TypeAdapter[StyleSpec] = TypeAdapter(StyleSpec)
+_OUTPUT_ADAPTER: TypeAdapter[OutputOptions] = TypeAdapter(OutputOptions)
+_SIDECAR_ADAPTER: TypeAdapter[Sidecar] = TypeAdapter(Sidecar)
 
 
 def style_alone(data: bytes | str) -> StyleSpec | None:
@@ -249,31 +252,57 @@ def _allowed_keys(path: tuple[str, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _elsewhere(key: str, path: tuple[str, ...], value: object) -> str | None:
+def _elsewhere(
+    key: str, path: tuple[str, ...], value: object, sidecar: Mapping[str, Any]
+) -> str | None:
     """Where a key put at the wrong level belongs (`strength` beside `style`, `quality` in
-    `params`): "remove it" would throw away what the sender asked for."""
+    `params`): "remove it" would throw away what the sender asked for. A value that its place
+    would refuse too, or a key given there as well, is told so (a re-test: the advice was
+    itself refused)."""
     sections: dict[tuple[str, ...], str] = {
         (): 'at the top level, beside "params"',
         ("params",): 'inside "params"',
         ("output",): 'inside "output"',
     }
     for section, place in sections.items():
-        if section != path and key in _allowed_keys(section):
-            example: dict[str, object] = {key: value if len(json.dumps(value)) <= 40 else "..."}
-            if section:
-                example = {section[0]: example}
-            return f"belongs {place}, as in {json.dumps(example)}; move it there"
+        if section == path or key not in _allowed_keys(section):
+            continue
+        there = sidecar.get(section[0], {}) if section else sidecar
+        if isinstance(there, Mapping) and key in there:
+            return f"belongs {place}, where it is given too; remove this one"
+        example: dict[str, object] = {key: value if len(json.dumps(value)) <= 40 else "..."}
+        refused = _refused_at(section, example)
+        if section:
+            example = {section[0]: example}
+        told = f"belongs {place}, as in {json.dumps(example)}; move it there"
+        return told + (f", and fix it: {'; '.join(refused)}" if refused else "")
     return None
+
+
+def _refused_at(section: tuple[str, ...], given: dict[str, object]) -> list[str]:
+    """What the section would say of the moved key (`_elsewhere`)."""
+    models: dict[tuple[str, ...], TypeAdapter[Any]] = {
+        (): _SIDECAR_ADAPTER,
+        ("params",): _PARAMS_ADAPTER,
+        ("output",): _OUTPUT_ADAPTER,
+    }
+    try:
+        models[section].validate_python(given, strict=True)
+    except ValidationError as exc:
+        return describe_errors(exc, section)
+    return []
 
 
 def describe_errors(
     error: ValidationError,
     prefix: tuple[str, ...] = (),
     ceilings: Mapping[str, tuple[str, int]] | None = None,
+    sidecar: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """One sentence per pydantic error: `where: what is wrong (got ...); what to do`. A param
     above the engine's own bound is told the daemon's lower limit (`ceilings`, from
-    `daemon.config.render_limits`) at once, not in a second round trip."""
+    `daemon.config.render_limits`) at once, not in a second round trip. `sidecar`: the whole
+    sidecar, whose keys at the wrong level are told where they belong."""
     problems = []
     for item in error.errors():
         loc = prefix + tuple(str(part) for part in item["loc"])
@@ -295,8 +324,12 @@ def describe_errors(
             problems.append(f"{where}: required key is missing; add it")
         elif (
             kind == "extra_forbidden"
-            and not prefix  # a whole sidecar, not a style's params file
-            and (home := _elsewhere(model_path[-1], tuple(model_path[:-1]), item.get("input")))
+            and sidecar is not None  # a whole sidecar, not a style's params file
+            and (
+                home := _elsewhere(
+                    model_path[-1], tuple(model_path[:-1]), item.get("input"), sidecar
+                )
+            )
         ):
             problems.append(f"{where}: {home}")
         elif kind == "extra_forbidden":
@@ -379,12 +412,23 @@ def _object_fix(model_path: list[str], got: object) -> str:
 _LIST_KINDS = ("tuple_type", "list_type")
 
 
+def _number_or_text(text: str) -> float | int | str:
+    """A list item as written in the one string a sender gave ("1,2": weights, not names)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):  # "nan" is a name here, as JSON has no such number
+        return text
+    return int(number) if number.is_integer() else number
+
+
 def _type_fix(kind: str, got: object, example: str | None) -> str:
     """What to write instead of a value of the wrong JSON type (nothing is coerced: "256" and
     true are not numbers, 2.0 is not a whole number, "conv1_1,conv2_1" is not a list)."""
     if kind in _LIST_KINDS:
         if isinstance(got, str):
-            items = [part.strip() for part in got.split(",") if part.strip()]
+            items = [_number_or_text(part.strip()) for part in got.split(",") if part.strip()]
             return f"; write {json.dumps(items)}"
         return f"; write {json.dumps([got])}" if isinstance(got, int | float) else ""
     if kind not in ("int_type", "float_type", "int_from_float"):
@@ -416,7 +460,7 @@ def parse_sidecar(
     try:
         return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
-        raise SidecarError(*describe_errors(exc, ceilings=ceilings)) from None
+        raise SidecarError(*describe_errors(exc, ceilings=ceilings, sidecar=value)) from None
 
 
 def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
