@@ -155,7 +155,7 @@ def test_validate_shows_the_same_sentences(tmp_path: Path) -> None:
         [*CLI, "validate", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1
-    assert "params.iterations: Input should be a valid integer (got True)" in done.stderr
+    assert "params.iterations: Input should be a valid integer (got true)" in done.stderr
     assert "params.size" in done.stderr and "without quotes: 9" in done.stderr
 
 

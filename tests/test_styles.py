@@ -94,6 +94,14 @@ def test_symlink_out_of_library_not_followed(library_dir: Path, tmp_path: Path) 
     assert "not a regular file inside the style library" in reasons["starry_night.json"]
 
 
+def test_a_file_whose_name_cannot_be_a_style_is_told_to_be_renamed(library_dir: Path) -> None:
+    """A re-test: the library's keeper was told to "use a name from the style library", the
+    advice for a sidecar."""
+    image(library_dir / "bad\x1bname.png")
+    [problem] = StyleLibrary(library_dir).problems
+    assert problem.reason.startswith("'bad\\x1bname' cannot be a style's name; rename the file")
+
+
 def test_missing_library_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     library = StyleLibrary(tmp_path / "absent")
     assert library.names() == []

@@ -38,8 +38,9 @@ class SidecarError(ValueError):
 
 
 def shown(value: object) -> str:
-    """A value as people read it in an error message, cut to a sensible length."""
-    text = repr(value)
+    """A value as people read it in an error message, cut to a sensible length (true, false
+    and null as JSON writes them)."""
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
     return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
 
 

@@ -22,8 +22,14 @@ from typing import Any
 
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
-from daemon.intake.jsonload import SidecarError, read_limited
-from daemon.intake.sidecar import StyleFile, StyleSpec, check_style_name, parse_param_overrides
+from daemon.intake.jsonload import SidecarError, read_limited, shown
+from daemon.intake.sidecar import (
+    MAX_NAME_LENGTH,
+    StyleFile,
+    StyleSpec,
+    check_style_name,
+    parse_param_overrides,
+)
 from daemon.intake.style_check import StyleChecker
 from daemon.safefs import lstat_under, unusable
 
@@ -121,8 +127,16 @@ class StyleLibrary:
         for name, paths in images.items():
             try:
                 check_style_name(name)
-            except ValueError as exc:
-                problems.append(StyleProblem(paths[0], str(exc)))
+            except ValueError:  # its sidecar-facing advice ("use a name from the library") is not
+                # what the library's keeper does about a file
+                problems.append(
+                    StyleProblem(
+                        paths[0],
+                        f"{shown(name)} cannot be a style's name; rename the file with letters, "
+                        "digits, '-', '_', '.' and spaces (no leading dot, at most "
+                        f"{MAX_NAME_LENGTH} characters)",
+                    )
+                )
                 continue
             if len(paths) > 1:
                 listed = " and ".join(path.name for path in paths)
