@@ -276,7 +276,9 @@ class RenderParams(BaseModel):
                     )
                 if layers.count(name) > 1:
                     raise ValueError(f"layer {name!r} is listed twice in {key}; list it once")
-        if not self.style_layers:  # as all-0 layer weights below: a render that is the photo
+        # Empty lists are refused where their weight asks for them (as all-0 layer weights
+        # below): a sender who wants none of the style or of the photo sets that weight to 0.
+        if not self.style_layers and self.effective_style_weight > 0:
             raise ValueError(
                 "style_layers is empty, so no style would be transferred; list at least one "
                 'layer (e.g. ["conv1_1", "conv3_1", "conv5_1"]) or leave style_layers out'

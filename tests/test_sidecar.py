@@ -163,7 +163,8 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ),
         ({"quality": 90, "output": {"quality": 80}}, "where it is given too; remove this one"),
         ({"params": {"style_layer_weights": "1, 2.5"}}, "(got '1, 2.5'); write [1, 2.5]"),
-        ({"params": {"style_layer_weights": "nan"}}, 'write ["nan"]'),
+        ({"params": {"style_layer_weights": "nan"}}, "must be a list in square brackets (got"),
+        ({"params": {"style_layers": "conv1_1,2"}}, 'write ["conv1_1", "2"]'),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:
@@ -172,6 +173,16 @@ def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: s
     problems = problems_of(data)
     assert any(expected in problem for problem in problems), problems
     assert not any("remove it" in problem for problem in problems), problems
+
+
+def test_advice_is_never_itself_refused() -> None:
+    """A newcomer's review: ["nan"] was advised for style_layer_weights, and a long list's
+    check at its right level saw the placeholder "..." that the example shows."""
+    [problem] = problems_of({"params": {"style_layer_weights": "nan"}})
+    assert "write" not in problem
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_1"]
+    [problem] = problems_of({"style": "a", "style_layers": layers})
+    assert problem.endswith("; move it there"), problem
 
 
 def test_every_problem_reported_once_each() -> None:
@@ -281,6 +292,8 @@ def test_merge_order_and_cross_field_checks_after_merge() -> None:
     # which, so set, is taken (a re-test: it was refused with the same advice)
     texture = parse_sidecar('{"params": {"content_layers": [], "content_weight": 0}}')
     assert _merge(base, texture.overrides()).content_layers == ()
+    photo = parse_sidecar('{"params": {"style_layers": [], "style_weight": 0}}')
+    assert _merge(base, photo.overrides()).style_layers == ()  # the same rule for the style
 
 
 def test_merge_refuses_a_network_this_daemon_has_no_weights_for() -> None:

@@ -24,7 +24,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from pathlib import Path, PurePath, PureWindowsPath
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
@@ -42,6 +42,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from daemon.config import DEFAULT_IMAGE_EXTENSIONS
 from daemon.config.render_limits import (
     START_IMAGE_REFUSED,
     OverLimit,
@@ -49,6 +50,7 @@ from daemon.config.render_limits import (
     network_missing,
     over_limits,
 )
+from daemon.intake.ignore import PHOTO_TYPES
 from daemon.intake.jsonload import SidecarError, json_kind, load_json, shown
 from service.params import NAMED_INITS, OutputFormat, RenderParams, output_format
 from service.weights import WeightsConfig
@@ -58,24 +60,31 @@ SCHEMA_ID = "https://stylefold.invalid/sidecar.schema.json"
 MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
 _STYLE_NAME = re.compile(r"^\w[\w. -]*$")
+STYLE_NAME_RULE = (
+    "letters, digits, '-', '_', '.' and inner spaces, starting with a letter or digit, no '..' "
+    f"and at most {MAX_NAME_LENGTH} characters"
+)
+_IMAGE_SUFFIXES = frozenset({*DEFAULT_IMAGE_EXTENSIONS, *PHOTO_TYPES})
 
 
 def check_style_name(name: str) -> str:
     """Style names are library keys, never paths: no separators, no `..`, no hidden names."""
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
-    last = PureWindowsPath(name).name  # both separators: a path from a phone or a PC
+    last = name.replace("\\", "/").rpartition("/")[2]  # a path from a phone or a PC
     if last != name and _STYLE_NAME.match(last) and ".." not in name:
+        stem, dot, suffix = last.rpartition(".")
+        image = bool(dot) and suffix.lower() in _IMAGE_SUFFIXES  # "cells.v2" is a name
         file = f', and an image beside the sidecar as "style": {{"file": {json.dumps(last)}}}'
         raise ValueError(
             f"{shown(name)} is a path; name a library style alone, as "
-            f'"style": {json.dumps(PurePath(last).stem)} (see `stylefold styles`)'
-            + (file if PurePath(last).suffix else "")
+            f'"style": {json.dumps(stem if image else last)} (see `stylefold styles`)'
+            + (file if image else "")
         )
     if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
         raise ValueError(
             f"{shown(name)} is not a style name; use a name from the style library "
-            "(letters, digits, '-', '_', '.', space; no paths), see `stylefold styles`"
+            f"({STYLE_NAME_RULE}), see `stylefold styles`"
         )
     return name
 
@@ -269,9 +278,14 @@ def _elsewhere(
             continue
         there = sidecar.get(section[0], {}) if section else sidecar
         if isinstance(there, Mapping) and key in there:
-            return f"belongs {place}, where it is given too; remove this one"
+            what = (
+                "move what it holds into that one"
+                if isinstance(value, Mapping)
+                else ("remove this one")
+            )
+            return f"belongs {place}, where it is given too; {what}"
+        refused = _refused_at(section, {key: value})
         example: dict[str, object] = {key: value if len(json.dumps(value)) <= 40 else "..."}
-        refused = _refused_at(section, example)
         if section:
             example = {section[0]: example}
         told = f"belongs {place}, as in {json.dumps(example)}; move it there"
@@ -347,7 +361,8 @@ def describe_errors(
             named = ", ".join(repr(name) for name in NAMED_INITS)
             problems.append(f"{where}: must be one of {named} (got {shown(item.get('input'))})")
         else:
-            problems.append(f"{where}: {error_text(item, _example(model_path))}")
+            numbers = model_path[-1:] == ["style_layer_weights"]
+            problems.append(f"{where}: {error_text(item, _example(model_path), numbers)}")
     return problems
 
 
@@ -379,10 +394,10 @@ def _over_ceiling(
     return OverLimit(key, asked, limit, setting, limit)
 
 
-def error_text(item: ErrorDetails, example: str | None = None) -> str:
+def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = False) -> str:
     """One pydantic error as people read it: its message without "Value error, ", the value
     given, and what to write instead of a value of the wrong type (`example`: a number fit for
-    the field)."""
+    the field; `numbers`: the field is a list of numbers)."""
     message = item["msg"].removeprefix("Value error, ")
     kind, got = item["type"], item.get("input")
     if kind in _LIST_KINDS:  # "a valid tuple" is Python's word (a photographer's trial)
@@ -395,7 +410,7 @@ def error_text(item: ErrorDetails, example: str | None = None) -> str:
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
         value = f" (got {shown(got)})"
-    return f"{message}{value}{_type_fix(kind, got, example)}"
+    return f"{message}{value}{_type_fix(kind, got, example, numbers)}"
 
 
 def _object_fix(model_path: list[str], got: object) -> str:
@@ -423,12 +438,15 @@ def _number_or_text(text: str) -> float | int | str:
     return int(number) if number.is_integer() else number
 
 
-def _type_fix(kind: str, got: object, example: str | None) -> str:
+def _type_fix(kind: str, got: object, example: str | None, numbers: bool) -> str:
     """What to write instead of a value of the wrong JSON type (nothing is coerced: "256" and
     true are not numbers, 2.0 is not a whole number, "conv1_1,conv2_1" is not a list)."""
     if kind in _LIST_KINDS:
         if isinstance(got, str):
-            items = [_number_or_text(part.strip()) for part in got.split(",") if part.strip()]
+            parts = [part.strip() for part in got.split(",") if part.strip()]
+            items = [_number_or_text(part) for part in parts] if numbers else parts
+            if any(isinstance(item, str) for item in items) and numbers:
+                return ""  # ["nan"] would be refused in its turn
             return f"; write {json.dumps(items)}"
         return f"; write {json.dumps([got])}" if isinstance(got, int | float) else ""
     if kind not in ("int_type", "float_type", "int_from_float"):

@@ -24,7 +24,7 @@ from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_limited, shown
 from daemon.intake.sidecar import (
-    MAX_NAME_LENGTH,
+    STYLE_NAME_RULE,
     StyleFile,
     StyleSpec,
     check_style_name,
@@ -132,9 +132,8 @@ class StyleLibrary:
                 problems.append(
                     StyleProblem(
                         paths[0],
-                        f"{shown(name)} cannot be a style's name; rename the file with letters, "
-                        "digits, '-', '_', '.' and spaces (no leading dot, at most "
-                        f"{MAX_NAME_LENGTH} characters)",
+                        f"{shown(name)} cannot be a style's name; rename the file "
+                        f"({STYLE_NAME_RULE})",
                     )
                 )
                 continue

@@ -72,8 +72,9 @@ ADDED_COLUMNS: dict[str, str] = {
 # The database's format (PRAGMA user_version): raised with any change an older version would
 # misread (a job record field it does not know). An operator's trial: rolled back one day, a
 # version set every unfinished job aside as broken, "copied: Extra inputs are not permitted".
-# Versions from this one on refuse a newer format instead (`NewerFormat`).
-STATE_FORMAT = 1
+# Versions from this one on refuse a newer format instead (`NewerFormat`). 2: a result's
+# `notes` (ResultInfo), which format 1 refuses as an unknown field.
+STATE_FORMAT = 2
 
 
 class NewerFormat(Exception):
