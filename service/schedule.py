@@ -112,8 +112,8 @@ def style_floor_note(
         return None
     return (
         f"style_scale {scale:g} asks for a {asked[0]}x{asked[1]} px style image; it was used at "
-        f"{used[0]}x{used[1]}, as a style image's short side needs {min_side} px to carry "
-        "texture: ask for a larger size for finer strokes"
+        f"{used[0]}x{used[1]}, as a style image's short side is kept at least {min_side} px "
+        "(less carries no texture): ask for a larger size for finer strokes"
     )
 
 

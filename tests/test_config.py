@@ -122,6 +122,10 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     monkeypatch.delenv("STYLEFOLD_DEFAULTS__STRENGHT")
     monkeypatch.setenv("STYLEFOLD_WEIGHTS__PARTY", "1")
     assert error_of(None, folders).endswith("STYLEFOLD_WEIGHTS__PARTY; unset it")
+    # A top-level setting put in a table is told its own variable (a newcomer's review).
+    monkeypatch.delenv("STYLEFOLD_WEIGHTS__PARTY")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STATE", "/srv/state")
+    assert error_of(None, folders).endswith("unset it or rename it to STYLEFOLD_STATE")
 
 
 @pytest.mark.parametrize(

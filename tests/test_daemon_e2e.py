@@ -1038,4 +1038,4 @@ def test_a_style_scale_the_floor_overrode_is_told_in_the_log(shared: Daemon) -> 
     assert manifest["params"]["style_scale"] == 0.5  # type: ignore[index]
     log = (shared.folders.outbox / "finer" / "photo.log").read_text()
     assert "note: style_scale 0.5 asks for a " in log, log
-    assert "as a style image's short side needs 128 px to carry texture" in log
+    assert "as a style image's short side is kept at least 128 px (less carries no texture)" in log

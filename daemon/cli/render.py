@@ -415,8 +415,8 @@ def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
 def _output_format(output: Path) -> str:
     suffix = output_format(output.suffix.lstrip("."))
     if suffix not in get_args(OutputFormat):
-        known = f".{suffix} is not a format stylefold writes" if suffix else "it has no suffix"
-        raise UsageError(f"-o {output}: {known}; end it in .jpg, .png, .webp or .tiff")
+        why = f".{suffix} is not a format stylefold writes" if suffix else "it has no suffix"
+        raise UsageError(f"-o {output}: {why}; end it in .jpg, .png, .webp or .tiff")
     if not output.parent.is_dir():
         raise UsageError(f"the output folder {output.parent} does not exist")
     return suffix

@@ -37,9 +37,14 @@ CLI_FLAGS: dict[str, str] = {
 }
 
 
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    """The STYLEFOLD_* variable that sets the setting at `loc`."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
 def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
     names = [str(part) for part in loc]
-    env = ENV_PREFIX + "__".join(name.upper() for name in names)
+    env = _env_name(loc)
     flag = CLI_FLAGS.get(names[0]) if len(names) == 1 else None
     where = f"the config file, {env} or {flag}" if flag else f"the config file or {env}"
     return f"{verb} it in {where}"
@@ -75,29 +80,43 @@ def _describe(error: ValidationError) -> str:
 def _variable_for(loc: tuple[str | int, ...]) -> str | None:
     """The STYLEFOLD_* variable that set `loc`, if one did: an operator told of
     `defaults.strenght` looks for it in the config file and finds nothing."""
-    wanted = (ENV_PREFIX + "__".join(str(part) for part in loc)).upper()
+    wanted = _env_name(loc)
     return next((name for name in os.environ if name.upper() == wanted), None)
 
 
 def _unknown_fix(loc: tuple[str | int, ...], variable: str | None = None) -> str:
     """What to do about a key its table does not have: a close spelling, or the table where a
-    setting of that name lives (TOML puts every key after `[defaults]` into that table)."""
+    setting of that name lives (TOML puts every key after `[defaults]` into that table); for
+    one set by the environment `variable`, the variable that sets it."""
     key, table = str(loc[-1]), loc[:-1]
-    close = difflib.get_close_matches(key, _known_keys(table), n=1)
+    home = _home_of(key, table)
     if variable is not None:
-        fixed = variable[: len(variable) - len(key)] + close[0].upper() if close else None
-        return f"unset it or rename it to {fixed}" if fixed else "unset it"
-    if close:
-        return f"remove it or check its spelling (did you mean {close[0]!r}?)"
-    if table and key in _known_keys(()):
+        return f"unset it or rename it to {_env_name(home)}" if home else "unset it"
+    if home is None:
+        return "remove it or check its spelling"
+    if home[:-1] == table:
+        return f"remove it or check its spelling (did you mean {home[-1]!r}?)"
+    if not home[:-1]:
         return (
             f"{key} is a top-level setting: move it above the [{'.'.join(map(str, table))}] "
             "line (every key after that line belongs to its table)"
         )
+    other = home[0]
+    return f"{key} belongs in the [{other}] table: put it under the [{other}] line"
+
+
+def _home_of(key: str, table: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Where a setting named like `key` lives: its close spelling in `table`, or that name
+    at the top level or in the [defaults] or [weights] table; None when nowhere."""
+    close = difflib.get_close_matches(key, _known_keys(table), n=1)
+    if close:
+        return (*table, close[0])
+    if table and key in _known_keys(()):
+        return (key,)
     for other in ("defaults", "weights"):
         if not table and key in _known_keys((other,)):
-            return f"{key} belongs in the [{other}] table: put it under the [{other}] line"
-    return "remove it or check its spelling"
+            return (other, key)
+    return None
 
 
 def setting_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:

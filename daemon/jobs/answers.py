@@ -32,8 +32,8 @@ from daemon.jobs.manifest import (
     Timings,
     Versions,
 )
-from daemon.jobs.outbox import OutputNames, choose_names, local_time
-from daemon.jobs.record import Job, JobStyle, log_line
+from daemon.jobs.outbox import OutputNames, choose_names, local_time, log_line
+from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.status_model import BlockedOn
 from daemon.versions import stylefold_version

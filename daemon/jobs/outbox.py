@@ -40,6 +40,7 @@ from daemon.fsutil import (
 )
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
+from daemon.visible import visible
 
 
 def _numbered(name_tail: str, number: int) -> str:
@@ -55,6 +56,13 @@ def local_time(seconds: float) -> str:
     """How the outbox's files (manifests, reports, progress) write a time: local, with its
     offset, as the person reading them lives it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+def log_line(text: str) -> str:
+    """One line of a job's log, which people read in the outbox: a name from the inbox in it
+    has its escape sequences shown, not run by the terminal that prints the log (an attacker's
+    trial: `cat photo.log` cleared the screen)."""
+    return f"{local_time(time.time())} {visible(text)}\n"
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from daemon.visible import visible
 from service.params import RenderParams
 
 
@@ -114,10 +112,3 @@ def _style_material(styles: list[JobStyle]) -> list[list[Any]]:
 def _digest(material: dict[str, Any]) -> str:
     """The key of `material`: the same for equal values whatever the order of their keys."""
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def log_line(text: str) -> str:
-    """One line of a job's log, which people read in the outbox: a name from the inbox in it
-    has its escape sequences shown, not run by the terminal that prints the log (an attacker's
-    trial: `cat photo.log` cleared the screen)."""
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime())} {visible(text)}\n"

@@ -56,8 +56,8 @@ from daemon.jobs.answer_places import AnswerPlaces
 from daemon.jobs.answers import answered_elsewhere
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, choose_names
-from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key, log_line
+from daemon.jobs.outbox import OutputNames, choose_names, log_line
+from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.jobs.style_store import StyleStore

@@ -236,7 +236,8 @@ def _card(end: Finished, manifest: Manifest) -> Card:
         ("total", f"{timings.total_seconds:.1f} s"),
     ]
     if timings.queued_seconds is not None:
-        facts.append(("queued", f"{timings.queued_seconds:.1f} s"))
+        # to the start of the attempt that made it: earlier attempts and stops count too
+        facts.append(("before its start", f"{timings.queued_seconds:.1f} s"))
     if manifest.reused is not None:
         facts.append(("reused", f"the result of job {manifest.reused.job_id}"))
     return Card(
