@@ -247,7 +247,7 @@ def test_a_claim_cut_short_rolls_back_only_into_a_real_folder(
     assert json.loads((settings.inbox / "trip-kept" / "photo.json").read_text())
     # Its sender hears of it where they look: the outbox.
     report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
-    assert report["error"].startswith("photo.jpg was being taken when the daemon stopped")
+    assert report["error"].startswith("photo.jpg was not answered: its claim was cut short")
     assert f"as returned/{job_id}/photo.jpg" in report["original"]
 
 

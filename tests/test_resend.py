@@ -697,7 +697,8 @@ def test_originals_whose_folder_went_while_they_changed_get_a_report(
     (folders.inbox / "trip").rename(folders.inbox / "trip-renamed")
     if restart:  # recorded RETURNING, then the daemon died before the first file went back
         lc.store.move(job_id, State.RUNNING, started=True)
-        lc.store.move(job_id, State.RETURNING, detail=ClaimIntent.of(job))
+        intent = ClaimIntent.of(job).model_copy(update={"changed": "photo.jpg"})
+        lc.store.move(job_id, State.RETURNING, detail=intent)
         lc = _lifecycle(folders)
         lc.recover()
     else:
@@ -709,7 +710,7 @@ def test_originals_whose_folder_went_while_they_changed_get_a_report(
     report = json.loads((folders.outbox / "trip" / "photo.error.json").read_text())
     assert report["input"] == "trip/photo.jpg" and report["sidecar"] == "photo.json"
     assert report["error"].startswith("photo.jpg changed while it was being rendered")
-    assert "its folder there had been renamed or removed meanwhile" in report["error"]
+    assert "the inbox folder it came from was gone" in report["original"]
     assert (
         f"kept by the daemon in its state folder as returned/{job_id}/photo.jpg"
         in report["original"]

@@ -51,17 +51,18 @@ KEPT = (
     f"{outbox.KEPT_PREFIX} as {{path}}, because the inbox folder it came from was gone or was "
     "no longer a real folder when it was returned; ask the administrator for it"
 )
-LEFT_REJECTED = (
-    "left in the inbox, unchanged; it is taken again by itself once the fix above is done: a "
-    "changed photo, sidecar or brought-along style image, a style added to the library, or a "
-    "setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
-)
 LEFT_PROBLEM = "left in the inbox, unchanged"
+_TAKEN_AGAIN = f"{LEFT_PROBLEM}; it is taken again by itself once the fix above is done: "
+_RELOADED = (
+    "a setting changed and reloaded (SIGHUP, which also looks again at every photo left here)"
+)
+LEFT_REJECTED = (
+    f"{_TAKEN_AGAIN}a changed photo, sidecar or brought-along style image, a style added to the "
+    f"library, or {_RELOADED}"
+)
 # Said of a photo without its sidecar, a sidecar without its photo, a file cut short...: the
 # reason above names what to add or send (a re-test: a lone sidecar was told "its sidecar added").
-LEFT_UNTIL_FIXED = (
-    "left in the inbox, unchanged; it is taken again by itself once the fix above is done"
-)
+LEFT_UNTIL_FIXED = f"{_TAKEN_AGAIN}a file added beside it or sent again, or {_RELOADED}"
 SIDECAR_AFTER_PHOTO = (
     "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "
@@ -110,15 +111,14 @@ ORIGINAL_CHANGED = (
     "{name} changed while it was being rendered (a copy tool still writing it in place?): "
     "nothing is published from it; it is back in the inbox and is taken again once it settles"
 )
+# The reasons of a report on originals kept in the state folder (`KEPT` says where and why).
 ORIGINAL_CHANGED_KEPT = (
     "{name} changed while it was being rendered (a copy tool still writing it in place?), so "
-    "nothing is published from it; it could not go back to the inbox: its folder there had been "
-    "renamed or removed meanwhile (or was no longer a real folder)"
+    "nothing is published from it"
 )
 CLAIM_KEPT = (
-    "{name} was being taken when the daemon stopped, so nothing was rendered; it could not go "
-    "back to the inbox: its folder there had been renamed or removed meanwhile (or was no longer "
-    "a real folder)"
+    "{name} was not answered: its claim was cut short (by a stop of the daemon, or an error), "
+    "or it changed while it was being rendered"
 )
 STATE_FIX = (
     "free space where the state folder is, or fix its permissions; the job waits and carries on "
@@ -221,7 +221,8 @@ class FailureDetail(BaseModel):
 
 
 class ReportDetail(BaseModel):
-    """A report about inbox files that never became a job (a rejected pair, a lone file)."""
+    """A report about inbox files no job answers (a rejected pair, a lone file, originals
+    given back unanswered and kept in the state folder)."""
 
     input: str  # relative to the inbox
     sidecar: str | None

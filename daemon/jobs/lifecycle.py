@@ -80,6 +80,7 @@ class Lifecycle:
         self.settings = settings
         self.store = store
         self.spool = Spool(settings, store)
+        self.spool.on_kept = self.report_kept
         self.pool = pool
         self.library = library
         self.metrics = metrics
@@ -527,11 +528,11 @@ class Lifecycle:
         the way back, so a restart in between finishes it."""
         self.at_work.stopped(job)
         reason = answers.ORIGINAL_CHANGED.format(name=name)
-        intent = ClaimIntent.of(job)
+        intent = ClaimIntent.of(job).model_copy(update={"changed": name})
         self.store.move(job.id, State.RETURNING, detail=intent, reason=reason)
         self.jobs.pop(job.id, None)
         log.warning("job.original_changed", input=job.source, changed=name)
-        self._return(Returning(job, intent, reason, name, "", retry_at=0.0))
+        self._return(Returning(job, intent, reason, "", retry_at=0.0))
 
     def _return(self, back: Returning) -> None:
         """The originals of a RETURNING job back into the inbox; a way back that is refused
@@ -547,15 +548,15 @@ class Lifecycle:
             return
         self.returning.pop(back.job.id, None)
         self.unsettled += rolled.inbox
-        if rolled.kept:
-            kept_reason = answers.ORIGINAL_CHANGED_KEPT.format(name=back.changed)
-            self.report_kept(back.intent, rolled.kept, kept_reason)
 
-    def report_kept(self, intent: ClaimIntent, kept: list[Path], reason: str) -> None:
+    def report_kept(self, intent: ClaimIntent, kept: list[Path]) -> None:
         """Originals given back unanswered that could not go back (their inbox folder was
         renamed or removed meanwhile) have a report in the outbox, where their sender looks:
         they had left the inbox with no word (an attacker's trial)."""
-        detail = reports.about_kept(intent, kept, self.settings.state, reason)
+        photo = intent.moves[0][0]
+        why = answers.ORIGINAL_CHANGED_KEPT if intent.changed else answers.CLAIM_KEPT
+        reason = why.format(name=intent.changed or photo)
+        detail = reports.about_kept(intent, kept, self.settings.inbox, self.settings.state, reason)
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def _hold(self, job: Job, reason: str) -> None:

@@ -56,7 +56,6 @@ class Returning:
     job: Job
     intent: ClaimIntent
     reason: str  # why it returns (the original that changed)
-    changed: str  # that original's name
     error: str  # why the way back was refused
     retry_at: float
     since: float = field(default_factory=time.time)

@@ -139,10 +139,7 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
     job_id, state, job, outcome, detail = row.id, row.state, row.job, row.outcome, row.detail
     if state in (State.CLAIMING, State.RETURNING):
         intent = model_from_json(ClaimIntent, detail or "{}")
-        back = lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
-        if back.kept:
-            why = answers.ORIGINAL_CHANGED_KEPT if state is State.RETURNING else answers.CLAIM_KEPT
-            lc.report_kept(intent, back.kept, why.format(name=intent.moves[0][0]))
+        lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
         return
     if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
         lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))

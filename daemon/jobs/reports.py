@@ -1,7 +1,7 @@
-"""What a report about inbox files that never became a job says (`ReportDetail`): a rejected
-pair, a file that cannot be a job, or a pair whose claim crashed. Such files stay in the inbox,
-untouched; the report is their one answer (published by `Publisher.publish`, outcome
-"report")."""
+"""What a report about inbox files that no job answers says (`ReportDetail`): a rejected pair,
+a file that cannot be a job, or a pair whose claim crashed, which stay in the inbox untouched;
+or a claim's originals given back unanswered and kept in the state folder, their inbox folder
+gone. The report is their one answer (published by `Publisher.publish`, outcome "report")."""
 
 from __future__ import annotations
 
@@ -28,15 +28,17 @@ def about_arrival(
     )
 
 
-def about_kept(intent: ClaimIntent, kept: list[Path], state: Path, reason: str) -> ReportDetail:
-    """The report of a job's originals given back unanswered into state/returned/ (`kept`),
+def about_kept(
+    intent: ClaimIntent, kept: list[Path], inbox: Path, state: Path, reason: str
+) -> ReportDetail:
+    """The report of a claim's originals given back unanswered into state/returned/ (`kept`),
     their inbox folder gone: nothing of them is left in the inbox to remember."""
     photo, sidecar = intent.inbox_pair(Path())
     return ReportDetail(
         input=photo.as_posix(),
         sidecar=sidecar.name if sidecar is not None else None,
         reason=reason,
-        original=answers.KEPT.format(path=", ".join(p.relative_to(state).as_posix() for p in kept)),
+        original=answers.original_text(kept, inbox, state),
         rel_dir=intent.rel_dir,
         stem=photo.stem,
         paths=[None],

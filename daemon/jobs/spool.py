@@ -32,6 +32,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class ClaimIntent(BaseModel):
     rel_dir: str
     moves: list[tuple[str, str]]  # (name in the inbox folder, name in the job folder)
     copied: bool = False  # copies were made (archive = "keep"); the originals stay in the inbox
+    changed: str | None = None  # RETURNING: the original that changed under the job
 
     @classmethod
     def of(cls, job: Job) -> ClaimIntent:
@@ -133,6 +135,9 @@ class Spool:
         self.styles = StyleStore(settings)
         self.in_place = AnsweredInPlace(settings.inbox, store)
         self.places = AnswerPlaces(settings.outbox, settings.inbox)
+        # Told of originals given back into state/returned/ (their inbox folder gone), by
+        # every roll-back: the lifecycle reports them in the outbox, where their sender looks.
+        self.on_kept: Callable[[ClaimIntent, list[Path]], None] | None = None
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -336,13 +341,17 @@ class Spool:
         back = handover.give_back(
             self.settings.inbox, intent.rel_dir, folder, files, self._rescue(job_id)
         )
-        if back.rescue is not None and back.names:
+        if back.rescue is None:
+            self._rolled_back(job_id, note)
+            folder = self.settings.inbox / intent.rel_dir
+            return RolledBack(inbox=[folder / got for got in back.names.values()], kept=[])
+        kept = [back.rescue / got for got in back.names.values()]
+        self._rolled_back(job_id, f"originals kept in {back.rescue}: their inbox folder was gone")
+        if kept:
             log.warning("spool.originals_kept", folder=str(back.rescue), job_id=job_id)
-        self._rolled_back(job_id, note)
-        if back.rescue is not None:
-            return RolledBack(inbox=[], kept=[back.rescue / got for got in back.names.values()])
-        folder = self.settings.inbox / intent.rel_dir
-        return RolledBack(inbox=[folder / got for got in back.names.values()], kept=[])
+            if self.on_kept is not None:
+                self.on_kept(intent, kept)
+        return RolledBack(inbox=[], kept=kept)
 
     def changed_original(self, job: Job) -> str | None:
         """The name of an original that is no longer what was claimed, if any: a copy tool

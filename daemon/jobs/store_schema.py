@@ -73,7 +73,7 @@ ADDED_COLUMNS: dict[str, str] = {
 # misread (a job record field it does not know). An operator's trial: rolled back one day, a
 # version set every unfinished job aside as broken, "copied: Extra inputs are not permitted".
 # Versions from this one on refuse a newer format instead (`NewerFormat`). 2: a result's
-# `notes` (ResultInfo), which format 1 refuses as an unknown field.
+# `notes` (ResultInfo) and a returning job's `changed` (ClaimIntent), unknown to format 1.
 STATE_FORMAT = 2
 
 
