@@ -160,13 +160,10 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
     assert first.error.exists()
     outbox.drop_stale_report(first, pair)
     assert not first.error.exists() and not first.log.exists()  # the report's log went along
-    # A result holds its names whatever the inputs; its log stays when a report of it goes.
+    # A result holds its names whatever the inputs.
     image = tmp_path / "rendered.jpg"
     image.write_bytes(b"an image")
     outbox.publish_result(first, image, a_manifest("j"), "log\n")
-    outbox.publish_error(first, a_report(input=pair[0]), "report log\n")
-    outbox.drop_stale_report(first, pair)
-    assert not first.error.exists() and first.log.read_text() == "report log\n"
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair).number == 2
 
 

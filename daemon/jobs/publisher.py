@@ -115,8 +115,8 @@ class Publisher:
 
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
-        name meanwhile (see `Spool.answer_elsewhere`)."""
-        moved = self.spool.answer_elsewhere(job)
+        name meanwhile (see `Spool.move_answer_if_taken`)."""
+        moved = self.spool.move_answer_if_taken(job)
         if moved is None:
             return job
         log.warning("job.answer_folder_moved", input=job.source, folder=moved.outbox_dir)

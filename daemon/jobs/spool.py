@@ -155,27 +155,20 @@ class Spool:
         by a new job until it is released."""
         self.places.hold(job.id, self.names(job).all(), job.outbox_dir, job.rel_dir)
 
-    def answer_elsewhere(self, job: Job) -> Job | None:
+    def move_answer_if_taken(self, job: Job) -> Job | None:
         """The job with a new answer folder and names, where a file now holds a part of the
         folder it was given (a job claimed by a version before answer folders were numbered,
         for an inbox folder `photo.log/`: blocked for ever once upgraded, an administrator's
         trial), the one new photos of its inbox folder get; None where its folder is free.
-        Recorded, and held as at a claim."""
+        The new place is recorded, marked and held as at a claim."""
         folder = job.outbox_dir
         if not folder or (self.settings.outbox / folder).is_dir() or self.places.outbox_gone():
             return None
         reserved = self.places.reserved(but=job.id)
-        answer_dir = self.places.folder_for(job.rel_dir, reserved)
-        if answer_dir == folder:
+        if self.places.folder_for(job.rel_dir, reserved) == folder:
             return None
-        self.places.mark(answer_dir, job.rel_dir)
-        names = choose_names(
-            self.settings.outbox / answer_dir,
-            Path(job.image_name).stem,
-            job.output_format,
-            reserved=reserved,
-            inputs=job.inputs,
-            root=self.settings.outbox,
+        answer_dir, names = self._answer_place(
+            job.rel_dir, job.image_name, job.output_format, job.inputs, reserved
         )
         moved = job.model_copy(
             update={
@@ -187,6 +180,23 @@ class Spool:
         self.reserve(moved)
         self.append_log(moved, answered_elsewhere(answer_dir, job.rel_dir))
         return moved
+
+    def _answer_place(
+        self, rel_dir: str, photo: str, output_format: str, inputs: list[str], reserved: list[Path]
+    ) -> tuple[str, OutputNames]:
+        """The outbox folder (relative to the outbox, its numbered parts made) and the names of
+        the answer to `photo` of the inbox folder `rel_dir`, clear of the `reserved` names."""
+        answer_dir = self.places.folder_for(rel_dir, reserved)
+        self.places.mark(answer_dir, rel_dir)
+        names = choose_names(
+            self.settings.outbox / answer_dir,
+            Path(photo).stem,
+            output_format,
+            reserved=reserved,
+            inputs=inputs,
+            root=self.settings.outbox,
+        )
+        return answer_dir, names
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -286,16 +296,9 @@ class Spool:
         input_sha = safefs.digest_unchanged(folder / input_file, photo.expect)
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
-        reserved = self.places.reserved()
-        answer_dir = self.places.folder_for(rel_dir, reserved)
-        self.places.mark(answer_dir, rel_dir)
-        names = choose_names(
-            self.settings.outbox / answer_dir,
-            Path(arrival.image.name).stem,
-            resolved.output_format,
-            reserved=reserved,
-            inputs=inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar),
-            root=self.settings.outbox,
+        inputs = inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar)
+        answer_dir, names = self._answer_place(
+            rel_dir, arrival.image.name, resolved.output_format, inputs, self.places.reserved()
         )
         job = Job(
             id=job_id,

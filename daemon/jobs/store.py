@@ -301,10 +301,14 @@ class Store:
             )
 
     def rewrite(self, job: Job) -> None:
-        """Replace an active job's record without a change of state: its answer's place,
-        chosen again (`Spool.answer_elsewhere`)."""
+        """Replace an active job's record with no change of state, which `move` alone makes:
+        only the place of its answer, chosen again (`Spool.move_answer_if_taken`)."""
+        active = ", ".join(f"'{state}'" for state in sorted(ACTIVE))
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET record = ? WHERE id = ?", (model_to_json(job), job.id))
+            db.execute(
+                f"UPDATE jobs SET record = ? WHERE id = ? AND state IN ({active})",
+                (model_to_json(job), job.id),
+            )
 
     def get(self, job_id: str) -> JobRow | None:
         row = self._db.execute(
