@@ -61,8 +61,8 @@ MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
 _STYLE_NAME = re.compile(r"^\w[\w. -]*$")
 STYLE_NAME_RULE = (
-    "letters, digits, '-', '_', '.' and inner spaces, starting with a letter or digit, no '..' "
-    f"and at most {MAX_NAME_LENGTH} characters"
+    "letters, digits, '-', '_', '.' and spaces, starting with a letter or digit, not ending "
+    f"with a space, no '..', at most {MAX_NAME_LENGTH} characters"
 )
 _IMAGE_SUFFIXES = frozenset({*DEFAULT_IMAGE_EXTENSIONS, *PHOTO_TYPES})
 
