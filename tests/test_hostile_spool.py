@@ -23,7 +23,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, handover
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
-from daemon.jobs.spool import ClaimIntent, Spool
+from daemon.jobs.spool import CLAIM_FILE, ClaimIntent, Spool
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.metrics import Metrics
@@ -246,6 +246,31 @@ def test_a_claim_cut_short_rolls_back_only_into_a_real_folder(
     assert decoy.unchanged()
     assert json.loads((settings.inbox / "trip-kept" / "photo.json").read_text())
     # Its sender hears of it where they look: the outbox.
+    report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
+    assert report["error"].startswith("photo.jpg was not answered: its claim was cut short")
+    assert f"as returned/{job_id}/photo.jpg" in report["original"]
+
+
+def test_an_unrecorded_claim_whose_folder_went_is_reported(settings: Settings) -> None:
+    """A newcomer's review: a claim folder with no record (the daemon died before recording
+    it) given back while its inbox folder was gone kept the originals in state/returned/ with
+    no report, as every roll-back did before the spool told the lifecycle of kept files."""
+    image, _sidecar = pair(settings.inbox, "trip/photo.jpg")
+    data = image.read_bytes()
+    job_id = "20250101-000000-000000-fedcba"
+    claim = settings.state / "spool" / job_id
+    claim.mkdir(parents=True)
+    intent = ClaimIntent(rel_dir="trip", moves=[("photo.jpg", "input.jpg")])
+    (claim / CLAIM_FILE).write_text(intent.model_dump_json())
+    os.rename(image, claim / "input.jpg")
+    (settings.inbox / "trip").rename(settings.inbox / "trip-renamed")
+    store = Store(settings.state)
+    lifecycle = Lifecycle(
+        settings, store, make_pool(settings), StyleLibrary.from_settings(settings),
+        Metrics.disabled(), 1.0,
+    )  # fmt: skip
+    lifecycle.recover()
+    assert (settings.state / "returned" / job_id / "photo.jpg").read_bytes() == data
     report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
     assert report["error"].startswith("photo.jpg was not answered: its claim was cut short")
     assert f"as returned/{job_id}/photo.jpg" in report["original"]
