@@ -71,6 +71,13 @@ def _still_claims(settings: Settings, spool: Spool) -> None:
     assert spool.input_path(job).read_bytes() == image_bytes(seed=0)
 
 
+def _lifecycle(settings: Settings, store: Store) -> Lifecycle:
+    return Lifecycle(
+        settings, store, make_pool(settings), StyleLibrary.from_settings(settings),
+        Metrics.disabled(), 1.0,
+    )  # fmt: skip
+
+
 def _no_claims_left(spool: Spool) -> None:
     assert [p.name for p in spool.root.iterdir()] == []
 
@@ -223,53 +230,46 @@ def test_a_claim_cut_short_rolls_back_only_into_a_real_folder(
     not write through the link; the original is kept in state/returned/ and nothing is left in
     the spool."""
     store = Store(settings.state)
-    image, _sidecar = pair(settings.inbox, "trip/photo.jpg")
-    data = image.read_bytes()
     job_id = "20250101-000000-000000-abcdef"
-    intent = ClaimIntent(rel_dir="trip", moves=[("photo.jpg", "input.jpg")])
+    data, intent, claim = _cut_short(settings, job_id)
     store.create(job_id, State.CLAIMING, "trip/photo.jpg", detail=intent)
-    claim = settings.state / "spool" / job_id
-    claim.mkdir(parents=True)
-    os.rename(image, claim / "input.jpg")
     (settings.inbox / "trip").rename(settings.inbox / "trip-kept")
     (settings.inbox / "trip").symlink_to(decoy.root / "dir")
 
-    lifecycle = Lifecycle(
-        settings, store, make_pool(settings), StyleLibrary.from_settings(settings),
-        Metrics.disabled(), 1.0,
-    )  # fmt: skip
-    lifecycle.recover()
-    assert (settings.state / "returned" / job_id / "photo.jpg").read_bytes() == data
+    _lifecycle(settings, store).recover()
     assert not claim.exists()
     row = store.get(job_id)
     assert row is not None and row.state is State.ROLLED_BACK
     assert decoy.unchanged()
     assert json.loads((settings.inbox / "trip-kept" / "photo.json").read_text())
-    # Its sender hears of it where they look: the outbox.
-    report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
-    assert report["error"].startswith("photo.jpg was not answered: its claim was cut short")
-    assert f"as returned/{job_id}/photo.jpg" in report["original"]
+    _kept_and_reported(settings, job_id, data)  # its sender hears of it in the outbox
 
 
 def test_an_unrecorded_claim_whose_folder_went_is_reported(settings: Settings) -> None:
     """A newcomer's review: a claim folder with no record (the daemon died before recording
     it) given back while its inbox folder was gone kept the originals in state/returned/ with
     no report, as every roll-back did before the spool told the lifecycle of kept files."""
+    job_id = "20250101-000000-000000-fedcba"
+    data, intent, claim = _cut_short(settings, job_id)
+    (claim / CLAIM_FILE).write_text(intent.model_dump_json())
+    (settings.inbox / "trip").rename(settings.inbox / "trip-renamed")
+    _lifecycle(settings, Store(settings.state)).recover()
+    _kept_and_reported(settings, job_id, data)
+
+
+def _cut_short(settings: Settings, job_id: str) -> tuple[bytes, ClaimIntent, Path]:
+    """A claim cut short after its first move: trip/photo.jpg in the job's spool folder. Its
+    bytes, what the claim meant to move, and the folder."""
     image, _sidecar = pair(settings.inbox, "trip/photo.jpg")
     data = image.read_bytes()
-    job_id = "20250101-000000-000000-fedcba"
     claim = settings.state / "spool" / job_id
     claim.mkdir(parents=True)
-    intent = ClaimIntent(rel_dir="trip", moves=[("photo.jpg", "input.jpg")])
-    (claim / CLAIM_FILE).write_text(intent.model_dump_json())
     os.rename(image, claim / "input.jpg")
-    (settings.inbox / "trip").rename(settings.inbox / "trip-renamed")
-    store = Store(settings.state)
-    lifecycle = Lifecycle(
-        settings, store, make_pool(settings), StyleLibrary.from_settings(settings),
-        Metrics.disabled(), 1.0,
-    )  # fmt: skip
-    lifecycle.recover()
+    return data, ClaimIntent(rel_dir="trip", moves=[("photo.jpg", "input.jpg")]), claim
+
+
+def _kept_and_reported(settings: Settings, job_id: str, data: bytes) -> None:
+    """The photo is kept in state/returned/, and its report in the outbox says where."""
     assert (settings.state / "returned" / job_id / "photo.jpg").read_bytes() == data
     report = json.loads((settings.outbox / "trip" / "photo.error.json").read_text())
     assert report["error"].startswith("photo.jpg was not answered: its claim was cut short")
@@ -326,10 +326,7 @@ def test_a_brought_along_style_over_max_input_bytes_is_never_copied(folders: Fol
 
 def test_a_full_queue_is_listed_and_further_photos_wait_in_the_inbox(folders: Folders) -> None:
     settings = load_settings(folders.config(queue_max=1), {})
-    lifecycle = Lifecycle(
-        settings, Store(settings.state), make_pool(settings), StyleLibrary.from_settings(settings),
-        Metrics.disabled(), 1.0,
-    )  # fmt: skip
+    lifecycle = _lifecycle(settings, Store(settings.state))
     for index in range(3):
         image, sidecar = pair(settings.inbox, f"p{index}.jpg", seed=index)
         lifecycle.arrived(arrival(settings.inbox, image, sidecar))
