@@ -62,6 +62,10 @@ class LoadedImage:
     profile: str | None = None  # the file's own colour profile, converted from; None: had none
 
 
+def _empty(name: str) -> str:
+    return f"{name} is empty (0 bytes); copy the file again"
+
+
 def _over_limit(name: str, shown: str, max_pixels: int) -> str:
     return f"{name} is {shown}, over the limit of {max_pixels:,}; downscale it or raise the limit"
 
@@ -76,7 +80,7 @@ def open_image(
     name = "the image" if isinstance(source, bytes) else str(source)
     data = source if isinstance(source, bytes) else read_image_file(Path(source), max_bytes)
     if not data:
-        raise ImageInputError(f"{name} is empty (0 bytes); copy the file again")
+        raise ImageInputError(_empty(name))
     try:
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as opened:
             width, height = opened.size
@@ -91,29 +95,9 @@ def open_image(
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
-        # Pillow's own guard (at twice Image.MAX_IMAGE_PIXELS) fires before the size is ours
-        # to read; its message carries the pixel count, which our limit usually refuses too.
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        if found and int(found[1]) > max_pixels:
-            shown = f"{int(found[1]):,} pixels"
-            raise ImageInputError(_over_limit(name, shown, max_pixels)) from exc
-        raise ImageInputError(
-            f"{name} looks like a decompression bomb ({exc}); it was not decoded; downscale it"
-        ) from exc
+        raise _bomb(name, exc, max_pixels) from exc
     except UnidentifiedImageError as exc:
-        if data[:4] in (b"II*\x00", b"MM\x00*"):  # Pillow reads TIFF, not every sample kind
-            raise ImageInputError(
-                f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
-                "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
-            ) from exc
-        if (kind := claimed_format(data)) is not None:
-            raise ImageInputError(
-                f"{name} begins as {kind} file but its header cannot be read (it is damaged); "
-                "copy it again, or save it anew from the original"
-            ) from exc
-        raise _not_a_photo(name, data) or ImageInputError(
-            f"{name} is not an image format stylefold can read ({READABLE})"
-        ) from exc
+        raise _unidentified(name, data) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if any(limit in str(exc) for limit in ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")):
             raise ImageInputError(_too_much_metadata(name)) from exc
@@ -125,6 +109,64 @@ def open_image(
 
 
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
+
+
+def _bomb(name: str, exc: Image.DecompressionBombError, max_pixels: int) -> ImageInputError:
+    """Pillow's own guard (at twice Image.MAX_IMAGE_PIXELS) fires before the size is ours to
+    read; its message carries the pixel count, which our limit usually refuses too."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found and int(found[1]) > max_pixels:
+        return ImageInputError(_over_limit(name, f"{int(found[1]):,} pixels", max_pixels))
+    return ImageInputError(
+        f"{name} looks like a decompression bomb ({exc}); it was not decoded; downscale it"
+    )
+
+
+def _unidentified(name: str, data: bytes) -> ImageInputError:
+    """What to tell of a file no decoder here identifies, by what its first bytes are."""
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # Pillow reads TIFF, not every sample kind
+        return ImageInputError(
+            f"{name} is a TIFF whose pixels stylefold cannot read (such as 32-bit "
+            "floating-point colour); save it as an 8- or 16-bit TIFF, a PNG or a JPEG"
+        )
+    if (kind := claimed_format(data)) is not None:
+        return ImageInputError(
+            f"{name} begins as {kind} file but its header cannot be read (it is damaged); "
+            "copy it again, or save it anew from the original"
+        )
+    return _not_a_photo(name, data) or ImageInputError(
+        f"{name} is not an image format stylefold can read ({READABLE})"
+    )
+
+
+def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """What `open_image` would refuse in the file at `path`, told from its header without
+    decoding: a file no decoder takes, or one over the pixel limit. None when only decoding
+    can tell. A file longer than the header read is not judged unidentified: a TIFF may keep
+    its directory at the end."""
+    name = str(path)
+    try:
+        with open_regular(path) as file:
+            head = file.read(HEADER_BYTES + 1)
+    except OSError:
+        return None  # the decoder's own read says what is wrong
+    if not head:
+        return _empty(name)
+    whole, head = len(head) <= HEADER_BYTES, head[:HEADER_BYTES]
+    try:
+        with Image.open(io.BytesIO(head), formats=PHOTO_FORMATS) as opened:
+            width, height = opened.size
+    except Image.DecompressionBombError as exc:
+        return str(_bomb(name, exc, max_pixels))
+    except UnidentifiedImageError:
+        return str(_unidentified(name, head)) if whole else None
+    except Exception:  # a damaged header: Pillow raises many kinds; decoding tells which
+        return None
+    if width * height > max_pixels:
+        return _over_limit(name, f"{width}x{height} = {width * height:,} pixels", max_pixels)
+    return None
+
+
 _SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"
 # ISO base media files (ftyp box) whose major brand says still image: HEIF and AVIF, with their
 # sequences, of which the first image is read. Any other major brand is a video or a camera's

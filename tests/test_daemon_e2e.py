@@ -416,6 +416,36 @@ def test_a_clip_named_heic_is_told_it_is_a_video(shared: Daemon) -> None:
     wait_for((inbox / "IMG_0001.HEIC").exists, 10, "the original back in the inbox")
 
 
+def test_what_the_header_refuses_is_answered_without_waiting_for_the_queue(
+    folders: Folders,
+) -> None:
+    """A trial: random bytes named broken.jpg waited behind every queued job to be told they
+    are not an image. What the header tells (no image at all, over max_pixels) is answered as
+    the job is queued, while the one worker is still busy."""
+    config = folders.config(grace_period=0.5, max_pixels=20_000)
+    (folders.inbox / "slow.jpg").write_bytes(image_bytes(seed=7))
+    write_json(folders.inbox / "slow.json", SLOW)
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.started")
+        (folders.inbox / "broken.jpg").write_bytes(os.urandom(3000))
+        make_image(folders.inbox / "poster.png", size=(200, 150), seed=3)
+        for stem in ("broken", "poster"):
+            write_json(folders.inbox / f"{stem}.json", SIDECAR)
+        broken = _manifest(folders, "broken.error.json")
+        poster = _manifest(folders, "poster.error.json")
+        assert not (folders.outbox / "slow.stylised.jpg").exists()  # still rendering
+    finally:
+        daemon.stop()
+    assert str(broken["error"]).startswith("the photo is not an image format stylefold can")
+    assert str(poster["error"]) == (
+        "the photo is 200x150 = 30,000 pixels, over the limit of 20,000; downscale it or "
+        "raise the daemon's max_pixels setting"
+    )
+    for stem in ("broken", "poster"):  # returned, as after a worker's refusal
+        assert (folders.inbox / f"{stem}.json").exists()
+
+
 def test_a_photo_without_sidecar_is_reported_after_the_pair_timeout(shared: Daemon) -> None:
     inbox = shared.folders.inbox / "lonely"
     inbox.mkdir()

@@ -20,12 +20,14 @@ from PIL import Image, ImageCms, ImageOps
 from daemon.pool.batching import upright_size
 from service.errors import ImageInputError
 from service.imageio import (
+    DEFAULT_MAX_PIXELS,
     EXIF_COLOR_SPACE,
     EXIF_ORIENTATION,
     HEADER_BYTES,
     PROFILE_NAME,
     carries_location,
     encode_image,
+    header_problem,
     open_image,
     srgb_profile,
     written_by_stylefold,
@@ -203,6 +205,45 @@ def test_a_file_whose_header_is_damaged_is_told_so(tmp_path: Path, fmt: str) -> 
     kind = {"jpg": "a JPEG", "png": "a PNG", "gif": "a GIF", "webp": "a WebP", "heic": "a HEIF"}
     with pytest.raises(ImageInputError, match=f"begins as {kind[fmt]} file but its header cannot"):
         open_image(path)
+
+
+def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> None:
+    """`header_problem` answers a job before its turn (the daemon checks every photo as it is
+    queued), so it must say exactly what decoding would, and nothing about a photo that only
+    decoding can judge."""
+    import tifffile
+
+    whole = _save(_gradient(64, 48), tmp_path / "whole.jpg").read_bytes()
+    refused = {
+        "empty.jpg": b"",
+        "text.jpg": b"hello, I am a text file\n" * 20,
+        "random.jpg": np.random.default_rng(3).bytes(5000),
+        "clip.heic": iso_media(b"qt  "),
+        "document.jpg": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(64),
+        "drawing.png": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+        "damaged.jpg": whole[:12] + bytes(range(256)) * 4,
+    }
+    for name, content in refused.items():
+        (tmp_path / name).write_bytes(content)
+    colour = np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "float.tif", colour, photometric="rgb")
+    big = _save(_gradient(40, 30), tmp_path / "big.png")
+    cases = [(tmp_path / name, DEFAULT_MAX_PIXELS) for name in [*refused, "float.tif"]]
+    cases.append((big, 1000))
+    for path, limit in cases:
+        with pytest.raises(ImageInputError) as caught:
+            open_image(path, max_pixels=limit)
+        assert header_problem(path, limit) == str(caught.value), path.name
+
+    # Whole photos, a cut one (only decoding finds its end missing), and random bytes longer
+    # than the header read (a TIFF may keep its directory at its end) are not judged here.
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[: len(whole) // 2])
+    long = tmp_path / "long.tif"
+    long.write_bytes(os.urandom(HEADER_BYTES + 1))
+    photos = [_save(_gradient(64, 48), tmp_path / f"photo.{ext}") for ext in ("png", "webp")]
+    for path in [tmp_path / "whole.jpg", cut, long, big, *photos]:
+        assert header_problem(path) is None, path.name
 
 
 def test_svg_in_a_note_or_in_a_photos_metadata_is_not_an_svg(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from daemon.pool.events import (
     Retrying,
     Started,
 )
+from daemon.pool.render import photo_problem
 from daemon.safefs import Changed
 from daemon.status_model import Attention, JobItem
 
@@ -400,6 +401,9 @@ class Lifecycle:
             )
             for style in job.styles
         )
+        if (problem := photo_problem(content, self.settings.max_pixels)) is not None:
+            self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
+            return
         row = self.store.get(job.id)
         key = None
         if self.pool.may_batch():

@@ -199,13 +199,25 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
     try:
         return open_image(source, max_pixels=task.max_pixels, max_bytes=task.max_bytes)
     except ImageInputError as exc:
-        message = str(exc)
-        if isinstance(source, Path):
-            message = message.replace(str(source), what)
-        elif message.startswith(BYTES_NAME):  # bytes sent to a Ray actor
-            message = what + message[len(BYTES_NAME) :]
-        message = message.replace("raise the limit", "raise the daemon's max_pixels setting")
-        raise ImageInputError(message) from exc
+        raise ImageInputError(_for_people(str(exc), source, what)) from exc
+
+
+def photo_problem(photo: Path, max_pixels: int) -> str | None:
+    """What decoding the photo would refuse, where its header tells it (no decoder takes the
+    file, or it is over max_pixels): said at once, not after the queue ahead of it (a trial:
+    random bytes named broken.jpg waited their turn to be told they are not an image)."""
+    from service.imageio import header_problem
+
+    problem = header_problem(photo, max_pixels)
+    return None if problem is None else _for_people(problem, photo, "the photo")
+
+
+def _for_people(message: str, source: Path | bytes, what: str) -> str:
+    if isinstance(source, Path):
+        message = message.replace(str(source), what)
+    elif message.startswith(BYTES_NAME):  # bytes sent to a Ray actor
+        message = what + message[len(BYTES_NAME) :]
+    return message.replace("raise the limit", "raise the daemon's max_pixels setting")
 
 
 def render(
