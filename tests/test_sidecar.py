@@ -95,7 +95,8 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         # a new user's trial: told "style.file: required key is missing" and "style.name:
         # unknown key"
         ({"style": {"name": "cells"}}, 'style: must be a style name ("starry_night"), a list'),
-        ({"style": "../etc/passwd"}, "style: '../etc/passwd' is not a style name"),
+        ({"style": "../.."}, "style: '../..' is not a style name"),
+        ({"style": "a/.."}, "style: 'a/..' is not a style name"),
         ({"style": "/abs/path"}, "style: '/abs/path' is a path; name a library style alone"),
         ({"style": "a/b"}, 'is a path; name a library style alone, as "style": "b" (see'),
         # a user's trial: a path to a library style was told only that it is not a name
@@ -165,6 +166,21 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ({"params": {"style_layer_weights": "1, 2.5"}}, "(got '1, 2.5'); write [1, 2.5]"),
         ({"params": {"style_layer_weights": "nan"}}, "must be a list in square brackets (got"),
         ({"params": {"style_layers": "conv1_1,2"}}, 'write ["conv1_1", "2"]'),
+        # a re-test: a key in other letter case was an unknown key to remove, a blend's item
+        # given as a path told to write "style", and a path up a folder refused as no name
+        ({"style": "a", "Strength": 0.5}, 'as in {"params": {"strength": 0.5}}; move it there'),
+        ({"PARAMS": {"size": 64}}, 'PARAMS: unknown key; write it "params" (keys are lower'),
+        ({"params": {"Size": 64}}, 'params.Size: unknown key; write it "size" (keys are lower'),
+        (
+            {"style": [{"style": "styles/cells.png", "weight": 2}]},
+            'style[0].style: unknown key; a blend\'s item names a library style, as {"name": '
+            '"cells", "weight": 1}',
+        ),
+        (
+            {"style": "../styles/cells.png"},
+            'a path; name a library style alone, as "style": "cells"',
+        ),
+        ({"style": "../etc/passwd"}, 'is a path; name a library style alone, as "style": "passwd"'),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:
@@ -387,3 +403,12 @@ def test_any_bytes_are_accepted_or_explained(data: bytes) -> None:
         parse_sidecar(data)
     except SidecarError as exc:
         assert exc.problems
+
+
+def test_a_path_in_a_blend_is_told_its_name_and_no_image_to_bring() -> None:
+    """A blend mixes library styles only: a brought-along image is not advised there."""
+    problems = problems_of({"style": [{"name": "styles/cells.png"}, {"name": "waves"}]})
+    assert problems == [
+        "style[0].name: 'styles/cells.png' is a path; name a library style alone, as "
+        '"name": "cells" (see `stylefold styles`)'
+    ]

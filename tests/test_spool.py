@@ -105,7 +105,7 @@ def test_bad_sidecar_or_style_is_rejected_before_anything_moves(folders: Folders
     library = StyleLibrary.from_settings(settings)
     for sidecar, expected in (
         ({"style": "mosaic", "params": {"sise": 5}}, "did you mean 'size'"),
-        ({"style": "../etc/passwd"}, "not a style name"),
+        ({"style": "../etc/passwd"}, "is a path; name a library style alone"),
         ({"style": "missing"}, "not in the style library"),
         ({"style": "mosaic", "params": {"size": 9999}}, "max_output_size"),
         (

@@ -24,6 +24,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,19 +68,19 @@ STYLE_NAME_RULE = (
 _IMAGE_SUFFIXES = frozenset({*DEFAULT_IMAGE_EXTENSIONS, *PHOTO_TYPES})
 
 
-def check_style_name(name: str) -> str:
-    """Style names are library keys, never paths: no separators, no `..`, no hidden names."""
+def check_style_name(name: str, key: str = "style") -> str:
+    """Style names are library keys, never paths: no separators, no `..`, no hidden names.
+    `key` holds the name where it was given: "style", or "name" in a blend's item, which
+    cannot bring an image along."""
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
     last = name.replace("\\", "/").rpartition("/")[2]  # a path from a phone or a PC
-    if last != name and _STYLE_NAME.match(last) and ".." not in name:
-        stem, dot, suffix = last.rpartition(".")
-        image = bool(dot) and suffix.lower() in _IMAGE_SUFFIXES  # "cells.v2" is a name
+    if last != name and (meant := _name_in(name)) is not None:
         file = f', and an image beside the sidecar as "style": {{"file": {json.dumps(last)}}}'
         raise ValueError(
             f"{shown(name)} is a path; name a library style alone, as "
-            f'"style": {json.dumps(stem if image else last)} (see `stylefold styles`)'
-            + (file if image else "")
+            f"{json.dumps(key)}: {json.dumps(meant)} (see `stylefold styles`)"
+            + (file if meant != last and key == "style" else "")
         )
     if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
         raise ValueError(
@@ -87,6 +88,16 @@ def check_style_name(name: str) -> str:
             f"({STYLE_NAME_RULE}), see `stylefold styles`"
         )
     return name
+
+
+def _name_in(text: str) -> str | None:
+    """The library name a path or an image's file name stands for ("styles/cells.png" is
+    "cells"; "cells.v2" is a name), or None when its last part cannot be one."""
+    last = text.replace("\\", "/").rpartition("/")[2]
+    if not _STYLE_NAME.match(last) or ".." in last:
+        return None
+    stem, dot, suffix = last.rpartition(".")
+    return stem if dot and suffix.lower() in _IMAGE_SUFFIXES else last
 
 
 def check_file_name(name: str) -> str:
@@ -113,7 +124,9 @@ class StyleRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: StyleName = Field(description="A style library name (see `stylefold styles`).")
+    name: Annotated[str, AfterValidator(partial(check_style_name, key="name"))] = Field(
+        description="A style library name (see `stylefold styles`)."
+    )
     weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False, description="Blend weight.")
 
 
@@ -273,9 +286,13 @@ def _elsewhere(
         ("params",): 'inside "params"',
         ("output",): 'inside "output"',
     }
+    if path not in sections or _spelt(key, _allowed_keys(path)) is not None:
+        return None  # a blend's item, or its own level's key in other letter case
     for section, place in sections.items():
-        if section == path or key not in _allowed_keys(section):
+        spelt = _spelt(key, _allowed_keys(section))
+        if section == path or spelt is None:
             continue
+        key = spelt  # "Strength" is params' "strength"
         there = sidecar.get(section[0], {}) if section else sidecar
         if isinstance(there, Mapping) and key in there:
             what = (
@@ -291,6 +308,27 @@ def _elsewhere(
         told = f"belongs {place}, as in {json.dumps(example)}; move it there"
         return told + (f", and fix it: {'; '.join(refused)}" if refused else "")
     return None
+
+
+def _unknown_key(key: str, path: tuple[str, ...], item: ErrorDetails) -> str:
+    """What to do with a key its place does not know: its spelling, where it is one of that
+    place's in other letter case, what a blend's item is written with, or the close one."""
+    allowed = _allowed_keys(path)
+    if (spelt := _spelt(key, allowed)) is not None:
+        return f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
+    value = item.get("input")
+    if path == ("style", "blend") and isinstance(value, str):
+        example = json.dumps({"name": _name_in(value) or "starry", "weight": 1})
+        return f"unknown key; a blend's item names a library style, as {example}"
+    close = difflib.get_close_matches(key.lower(), allowed, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+    return f"unknown key; remove it ({hint})"
+
+
+def _spelt(key: str, allowed: list[str]) -> str | None:
+    """The allowed key that `key` is in another letter case, or itself (JSON keys are exact:
+    a sender's "Strength" is params' "strength")."""
+    return next((known for known in allowed if known.casefold() == key.casefold()), None)
 
 
 def _refused_at(section: tuple[str, ...], given: dict[str, object]) -> list[str]:
@@ -348,10 +386,7 @@ def describe_errors(
             problems.append(f"{where}: {home}")
         elif kind == "extra_forbidden":
             key = model_path[-1] if model_path else where
-            allowed = _allowed_keys(tuple(model_path[:-1]))
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            problems.append(f"{where}: unknown key; remove it ({hint})")
+            problems.append(f"{where}: {_unknown_key(key, tuple(model_path[:-1]), item)}")
         elif kind in ("model_type", "dict_type"):
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         elif (over := _over_ceiling(model_path, item, ceilings or {})) is not None:
