@@ -129,10 +129,18 @@ def test_errors_are_one_line_and_non_zero(
 
 def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Path]) -> None:
     content, style = photos
-    for name, why in (("out.gif", ".gif is not a format stylefold writes"), ("out", "no suffix")):
+    for name, why in (
+        ("out.gif", ".gif is not a format stylefold writes"),
+        (".gif", ".gif is not a format stylefold writes"),
+        ("out", "it has no suffix"),
+    ):
         done = _run(content, style, "-o", tmp_path / name, cwd=tmp_path)
         assert done.returncode == 1, done.stderr
-        assert f"{why}; end it in .jpg, .png, .webp or .tiff" in done.stderr
+        assert f"-o {tmp_path / name}: {why}; end it in .jpg, .png, .webp or .tiff" in done.stderr
+    done = _run(content, style, "-o", ".png", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "-o .png: the file has no name before its suffix; as -o result.png" in done.stderr
+    assert not (tmp_path / ".png").exists()
 
 
 def test_an_output_that_is_one_of_the_inputs_is_refused(

@@ -413,10 +413,16 @@ def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
 
 
 def _output_format(output: Path) -> str:
-    suffix = output_format(output.suffix.lstrip("."))
+    # ".png" alone is to Python a hidden file without a suffix; to its writer, a suffix
+    # without a name (a re-tester's `-o .gif` was told it had no suffix)
+    unnamed = not output.suffix and output.name.count(".") == 1 and output.name[0] == "."
+    suffix = output_format((output.name if unnamed else output.suffix).lstrip("."))
     if suffix not in get_args(OutputFormat):
         why = f".{suffix} is not a format stylefold writes" if suffix else "it has no suffix"
         raise UsageError(f"-o {output}: {why}; end it in .jpg, .png, .webp or .tiff")
+    if unnamed:
+        named = output.with_name(f"result{output.name}")
+        raise UsageError(f"-o {output}: the file has no name before its suffix; as -o {named}")
     if not output.parent.is_dir():
         raise UsageError(f"the output folder {output.parent} does not exist")
     return suffix
