@@ -126,6 +126,15 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     monkeypatch.delenv("STYLEFOLD_WEIGHTS__PARTY")
     monkeypatch.setenv("STYLEFOLD_DEFAULTS__STATE", "/srv/state")
     assert error_of(None, folders).endswith("unset it or rename it to STYLEFOLD_STATE")
+    # A part of a setting that has none was sent to the setting's own variable, not set (a
+    # re-test).
+    monkeypatch.delenv("STYLEFOLD_DEFAULTS__STATE")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE__X", "1")
+    assert error_of(None, folders) == (
+        "defaults.size: Input should be a valid integer; STYLEFOLD_DEFAULTS__SIZE__X sets a "
+        "part of it, and it has none; unset it (give its value in the config file or "
+        "STYLEFOLD_DEFAULTS__SIZE)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,15 @@ def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
     env = _env_name(loc)
     flag = CLI_FLAGS.get(names[0]) if len(names) == 1 else None
     where = f"the config file, {env} or {flag}" if flag else f"the config file or {env}"
+    # STYLEFOLD_DEFAULTS__SIZE__X sets a part of a setting that has none (an operator told
+    # to fix STYLEFOLD_DEFAULTS__SIZE looked for a variable that was not set)
+    deeper = sorted(name for name in os.environ if name.upper().startswith(f"{env}__"))
+    if deeper:
+        sets, them = ("sets", "it") if len(deeper) == 1 else ("set", "them")
+        return (
+            f"{', '.join(deeper)} {sets} a part of it, and it has none; unset {them} (give "
+            f"its value in {where})"
+        )
     return f"{verb} it in {where}"
 
 
