@@ -137,6 +137,17 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     )
 
 
+def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With STYLEFOLD_INBX set, `run` said only that the inbox is not set (found trying it)."""
+    monkeypatch.setenv("STYLEFOLD_INBX", str(folders.pop("inbox")))
+    assert error_of(None, folders) == (
+        "inbox: not set; set it in the config file, STYLEFOLD_INBOX or --inbox\n"
+        "STYLEFOLD_INBX is not a setting and is ignored; did you mean STYLEFOLD_INBOX?"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

@@ -309,7 +309,13 @@ def load_settings(
         with _toml_layer(toml):
             settings = Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc) + _unread_config(config_path, exc)) from None
+        # a misspelt variable is often why a setting is missing or wrong (STYLEFOLD_INBX
+        # set, and the inbox told "not set")
+        told = _describe(exc) + _unread_config(config_path, exc)
+        for problem in misspelt_variables(os.environ):
+            if problem.split()[0] not in told:  # not named already as an unknown setting
+                told += f"\n{problem}"
+        raise ConfigError(told) from None
     except SettingsError as exc:
         raise ConfigError(_environment_error(exc)) from None
     check_folders(settings, create=create_dirs, writable=writable)
