@@ -155,7 +155,7 @@ class Daemon:
         jobs = self.lifecycle = Lifecycle(
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
-        jobs.recover()
+        recovered = jobs.recover()
         self._extending = False
         self.fixes = FixWatch(jobs)
         self.fixes.retry("the daemon started")  # fixes done while it was stopped
@@ -165,7 +165,8 @@ class Daemon:
             workers=self.pool.ready_workers(),
             devices=self.pool.devices,
             watch_mode=self.watcher.mode,
-            recovered=len(jobs.jobs),
+            recovered=recovered,  # as many as `job.recovered` lines; some end at once
+            unfinished=len(jobs.jobs),
             once=self.once,
         )
         left_blocked: list[str] = []

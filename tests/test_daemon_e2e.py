@@ -529,6 +529,8 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     daemon = start_daemon(folders, config=config)
     try:
         assert daemon.wait_for_log("job.recovered")["input"] == "photo.jpg"
+        ready = daemon.wait_for_log("daemon.ready")
+        assert (ready["recovered"], ready["unfinished"]) == (1, 1), ready
         daemon.wait_for_log("job.started")
     finally:
         daemon.process.kill()

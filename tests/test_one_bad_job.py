@@ -66,7 +66,7 @@ def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
     # On one line, naming each field (status showed a pydantic error's lines as literal \n).
     assert "\n" not in str(row.record_error)
     assert "claimed_at: Field required; rel_dir: Field required" in str(row.record_error)
-    lc.recover()
+    assert lc.recover() == 2  # as many as its `job.recovered` lines, the one set aside too
     assert [job.id for job in lc.backlog] == [good]
     assert bad not in lc.jobs
     row = lc.store.get(bad)

@@ -134,8 +134,8 @@ class Lifecycle:
 
     # -- start-up ---------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        recover(self)
+    def recover(self) -> int:
+        return recover(self)
 
     def retry_blocked(self) -> None:
         self.publisher.retry_blocked()

@@ -37,16 +37,18 @@ MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is give
 # stop (SIGTERM, a restart for an upgrade) requeues it and does not count
 
 
-def recover(lc: Lifecycle) -> None:
-    """Continue every unfinished job from its recorded state. A state folder that records
-    nothing (full) must not keep the daemon from starting: every write here is best effort or
-    blocks its job, which stays as recorded and is tried again from the loop."""
+def recover(lc: Lifecycle) -> int:
+    """Continue every unfinished job from its recorded state; returns how many there were
+    (each logged `job.recovered`). A state folder that records nothing (full) must not keep
+    the daemon from starting: every write here is best effort or blocks its job, which stays
+    as recorded and is tried again from the loop."""
     try:
         migrate(lc.store, lc.spool, lc.settings.state)
     except OSError as exc:  # repeated at the next start; its old files are kept until then
         log.error("state.migration_deferred", error=str(exc), fix=answers.STATE_FIX)
     _settle_spool(lc)
-    for row in lc.store.active():
+    rows = lc.store.active()
+    for row in rows:
         with job_context(row.id):
             log.info("job.recovered", input=row.input, state=str(row.state))
             try:
@@ -61,6 +63,7 @@ def recover(lc: Lifecycle) -> None:
         lc.spool.in_place.forget_vanished()
     except OSError as exc:  # only housekeeping: the records are dropped at the next start
         log.warning("spool.not_forgotten", error=str(exc))
+    return len(rows)
 
 
 def _settle_spool(lc: Lifecycle) -> None:
