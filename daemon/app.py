@@ -95,6 +95,7 @@ class Daemon:
         self.fixes: FixWatch | None = None
         self._signals = 0
         self.stopping = False  # draining after a stop was asked for (shown by `status`)
+        self.cuts_running_at: float | None = None  # epoch seconds: the grace period's end
         self._reload = False
         self._extending = True  # loading or draining: systemd's timeouts are extended
         self._last_activity = time.monotonic()
@@ -269,6 +270,7 @@ class Daemon:
             "daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued), waits=waits
         )
         self.stopping = True
+        self.cuts_running_at = time.time() + self.settings.grace_period
         self._report_status(force=True)
         self.watcher.stop()
         self.pool.drain()

@@ -53,6 +53,7 @@ class Source(Protocol):
     gpu: DeviceProbe | None
     reloaded: ReloadInfo | None
     stopping: bool
+    cuts_running_at: float | None
 
 
 def _outage_attention(outage: Outage) -> Attention:
@@ -163,4 +164,5 @@ class Reporter:
             gpu_fallback=daemon.gpu.problem if daemon.gpu else None,
             reload=daemon.reloaded,
             stopping=daemon.stopping,
+            cuts_running_at=daemon.cuts_running_at,
         )

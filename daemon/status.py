@@ -179,6 +179,16 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def time_left(job: JobItem, daemon: DaemonInfo, now: float) -> str | None:
+    """What is left of a running job: its estimate, or, during a stop whose grace period ends
+    first, when the stop cuts it (an administrator's trial: "about 2 min left" showed while
+    the stop would put the job back in the queue within seconds)."""
+    cut, eta = daemon.cuts_running_at, job.eta_seconds
+    if daemon.stopping and cut is not None and (eta is None or now + eta > cut):
+        return f"the stop cuts it in {duration(cut - now)}; it runs again at the next start"
+    return None if eta is None else f"about {duration(eta)} left"
+
+
 def read_status(state: Path) -> StatusReport:
     """What `stylefold status` shows: the running daemon's own report, or (when none runs, or
     its report could not be written) the same report built from the state database; either

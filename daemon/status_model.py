@@ -126,6 +126,9 @@ class DaemonInfo(_Model):
     gpu_fallback: str | None = None  # a GPU host on the CPU: why CUDA cannot be used
     reload: ReloadInfo | None = None
     stopping: bool = False  # asked to stop: finishing the running jobs, taking no new ones
+    # stopping: epoch seconds when the grace period ends and the jobs still running are put
+    # back in the queue, to run again at the next start
+    cuts_running_at: float | None = None
 
 
 class Counts(_Model):

@@ -36,6 +36,7 @@ from daemon.status_model import (
     WorkerItem,
 )
 from daemon.supervision import status_line
+from daemon.web.page import queue_rows
 
 NOW = 1_800_000_000.0
 
@@ -217,6 +218,24 @@ def test_a_stopping_daemon_says_so() -> None:
     report = StatusReport(daemon=DaemonInfo(running=True, pid=7, version="1.2", stopping=True))
     text = render_status(report, failures=10, now=NOW)
     assert text.startswith("daemon: stopping (finishing its running jobs), pid 7")
+
+
+def test_a_stop_that_cuts_a_running_job_says_when_not_its_estimate() -> None:
+    """An administrator's trial: during a stop, "about 2 min left" showed for a job the grace
+    period would cut within seconds. The CLI and the web page say the same."""
+    busy = busy_report()
+    daemon = busy.daemon.model_copy(update={"stopping": True, "cuts_running_at": NOW + 20})
+    quick = busy.in_state(State.RUNNING)[0].model_copy(
+        update={"job_id": "s", "input": "s/short.jpg", "eta_seconds": 5}
+    )
+    report = busy.model_copy(update={"daemon": daemon, "jobs": [*busy.jobs, quick]})
+    text = render_status(report, failures=10, now=NOW)
+    cut = "the stop cuts it in 20 s; it runs again at the next start"
+    assert f"r/running.jpg  42.5% (85/200) on cuda:0, {cut}; preview" in text, text
+    assert "s/short.jpg  42.5% (85/200) on cuda:0, about 5 s left" in text, text
+    rows = {row.name: row.note for row in queue_rows(report, NOW)}
+    assert rows["r/running.jpg"].endswith(f"on cuda:0, {cut}")
+    assert rows["s/short.jpg"].endswith("on cuda:0, about 5 s left")
 
 
 def test_long_sections_say_what_they_left_out() -> None:

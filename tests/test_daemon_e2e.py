@@ -514,7 +514,11 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
                 return bool(json.loads(status_file.read_text())["daemon"]["stopping"])
             return False
 
+        asked = time.time()
         wait_for(stopping, 20, "status to say the daemon is stopping")
+        with contextlib.suppress(FileNotFoundError, ValueError):  # unless it has ended since
+            cut = json.loads(status_file.read_text())["daemon"]["cuts_running_at"]
+            assert asked - 1 < cut < time.time() + 0.5 + 1, (asked, cut)
         said = daemon.wait_for_log("daemon.stopping")["waits"]
         assert said.startswith("up to 0.5 s (grace_period) for the running jobs; a second"), said
         assert daemon.stop(signal.SIGTERM, timeout=40) == 0

@@ -8,6 +8,7 @@ never disagree; each non-empty group gets a section, and a long one says how man
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from daemon.cli.common import fail, folder_flags, read_settings, state_folder, s
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
-from daemon.status import duration, read_status
+from daemon.status import duration, read_status, time_left
 from daemon.status_model import (
     Attention,
     DaemonInfo,
@@ -98,7 +99,8 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         _section(lines, heading, items, lambda item: _inbox_line(item, now), more)
     for state in dict.fromkeys([*JOB_SECTIONS, *(job.state for job in report.jobs)]):
         more = report.unlisted_jobs(state)
-        _section(lines, state, report.in_state(state), lambda job: _job_line(job, now), more)
+        line = functools.partial(_job_line, daemon=report.daemon, now=now)
+        _section(lines, state, report.in_state(state), line, more)
     _failures(lines, open_failures(report.recent), failures)
     _section(lines, "needs attention", report.attention, lambda item: _attention_line(item, now))
     return "\n".join(visible(line) for line in lines)  # names from the inbox, escapes shown
@@ -179,7 +181,7 @@ def _inbox_line(item: InboxItem, now: float) -> str:
     return f"{item.path}  {item.note} (last change {duration(now - item.since)} ago)"
 
 
-def _job_line(job: JobItem, now: float) -> str:
+def _job_line(job: JobItem, daemon: DaemonInfo, now: float) -> str:
     if job.state is State.RUNNING:
         done = f"{job.percent:g}%" if job.percent is not None else "starting"
         if job.iteration is not None and job.total is not None:
@@ -187,8 +189,8 @@ def _job_line(job: JobItem, now: float) -> str:
         where = f" on {job.device}" if job.device else ""
         where += f" ({job.node})" if job.node else ""
         text = f"{job.input}  {done}{where}"
-        if job.eta_seconds is not None:
-            text += f", about {duration(job.eta_seconds)} left"
+        if (left := time_left(job, daemon, now)) is not None:
+            text += f", {left}"
         return text + (f"; preview {job.preview}" if job.preview else "")
     if job.state is State.BLOCKED:
         text = f"{job.input}  {job.reason or 'blocked'}"

@@ -18,7 +18,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.states import State
-from daemon.status import duration
+from daemon.status import duration, time_left
 from daemon.status_model import (
     Attention,
     Counts,
@@ -180,18 +180,18 @@ def queue_rows(report: StatusReport, now: float) -> list[QueueRow]:
     ]
     order = {State.RUNNING: 0, State.PUBLISHING: 1, State.BLOCKED: 2, State.QUEUED: 3}
     jobs = sorted(report.jobs, key=lambda job: order.get(job.state, 4))
-    at_work = [_job_row(job, now) for job in jobs if order.get(job.state, 4) < order[State.QUEUED]]
-    waiting = [_job_row(job, now) for job in jobs if order.get(job.state, 4) >= order[State.QUEUED]]
-    return at_work + rows + waiting
+    listed = [(order.get(job.state, 4), _job_row(job, report.daemon, now)) for job in jobs]
+    at_work = [row for turn, row in listed if turn < order[State.QUEUED]]
+    return at_work + rows + [row for turn, row in listed if turn >= order[State.QUEUED]]
 
 
-def _job_row(job: JobItem, now: float) -> QueueRow:
+def _job_row(job: JobItem, daemon: DaemonInfo, now: float) -> QueueRow:
     styles = ", ".join(job.styles)
     if job.state is State.RUNNING:
         notes = [f"{job.iteration}/{job.total} iterations" if job.total else "starting"]
         notes.append(f"on {job.device}" + (f" ({job.node})" if job.node else ""))
-        if job.eta_seconds is not None:
-            notes.append(f"about {duration(job.eta_seconds)} left")
+        if (left := time_left(job, daemon, now)) is not None:
+            notes.append(left)
         preview = job_url(job.job_id, f"preview?v={job.iteration or 0}") if job.preview else None
         return QueueRow(
             "running", "running", job.input, ", ".join(notes), styles, job.percent or 0.0, preview
