@@ -536,6 +536,8 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
         ready = daemon.wait_for_log("daemon.ready")
         assert (ready["recovered"], ready["unfinished"]) == (1, 1), ready
         daemon.wait_for_log("job.started")
+        # the running daemon's status counts the start before this one (it said 0)
+        wait_for(lambda: [j["starts"] for j in _status(folders)["jobs"]] == [2], 20, "starts")
     finally:
         daemon.process.kill()
         daemon.process.wait(10)

@@ -164,6 +164,7 @@ class Lifecycle:
             self.returning,
             self.spool.names,
             self.settings.outbox,
+            self.store.starts(),
         )
 
     def feed(self, deadline: float) -> None:

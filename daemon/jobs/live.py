@@ -5,7 +5,7 @@ the inbox (what `status` and the web page show)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +68,10 @@ def live_items(
     returning: dict[str, Returning],
     names: Callable[[Job], OutputNames],
     outbox: Path,
+    starts: Mapping[str, int],
 ) -> list[JobItem]:
-    """The daemon's live view of every unfinished job."""
+    """The daemon's live view of every unfinished job; `starts`: how often each was started,
+    as recorded (`Store.starts`)."""
     items = [
         JobItem(
             job_id=back.job.id,
@@ -93,6 +95,7 @@ def live_items(
             state=State.QUEUED,
             since=job.claimed_at,
             styles=[style.name for style in job.styles],
+            starts=starts.get(job.id, 0),
         )
         if running is not None:
             last = running.last
