@@ -376,6 +376,30 @@ def test_a_kept_photo_whose_sidecar_went_gets_no_second_report(folders: Folders)
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
 
 
+def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folders) -> None:
+    """A sync user's trial (Syncthing, archive = "move"): touched on the phone, the answered
+    photo came back alone (its sidecar was archived with it, and Syncthing sends only what
+    changed) and got a second answer at pair_timeout, "no sidecar". Its answer stands: it is
+    left in the inbox, not reported again, and skipped once its sidecar comes back too."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    _send(folders, sidecar=None)  # the same bytes, alone
+    lone = Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo")
+    with capture_logs() as logs:
+        lc.problem(lone)
+        lc.problem(lone)  # a rescan
+    assert _outbox(folders) == RESULT_SET
+    assert [(e["event"], e.get("answered_by")) for e in logs] == [("job.resent_alone", first)]
+    assert _take(lc, _send(folders)) is None and _last_end(lc) is State.SKIPPED
+    assert list(folders.inbox.iterdir()) == []
+    # An edited photo alone is a new photo: told it has no sidecar.
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))
+    lc.problem(lone)
+    assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
+
+
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:
     lc = _lifecycle(folders)
     first = _take(lc, _send(folders))

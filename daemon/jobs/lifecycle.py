@@ -32,7 +32,7 @@ from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job
 from daemon.jobs.recovery import recover
-from daemon.jobs.resend import earlier_answer_to_this_input
+from daemon.jobs.resend import answered_alone, earlier_answer_to_this_input
 from daemon.jobs.running import RunningJobs
 from daemon.jobs.space import StateSpace, is_full
 from daemon.jobs.spool import ClaimIntent, Spool
@@ -334,6 +334,15 @@ class Lifecycle:
         if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
             problem.path
         ):
+            return
+        if not problem.orphan and (
+            earlier := answered_alone(
+                self.store, self.settings.inbox, problem.path, self.settings.max_input_bytes
+            )
+        ):
+            self.spool.in_place.remember([problem.path], earlier.job_id)
+            relative = self.spool.in_place.relative(problem.path)
+            log.info("job.resent_alone", input=relative, answered_by=earlier.job_id)
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         folder = problem.path.parent.relative_to(self.settings.inbox)

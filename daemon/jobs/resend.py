@@ -16,6 +16,11 @@ under the same names, deleted (the archived copies are the originals; repeated r
 pile up `photo.returned-N.jpg`). `resend = "answer"` publishes it again, numbered, as a reused
 result. The same photo under another name or in another folder is not a re-send: it gets its
 own answer (from the earlier result, with `dedupe`).
+
+Syncthing sends only what changed, so a photo touched on the phone comes back *alone*, its
+sidecar archived with it. An answered photo that comes back alone, byte for byte, is not a lone
+photo to report at `pair_timeout` (`answered_alone`): its answer stands, and it is answered in
+place, left in the inbox until its sidecar comes again and it is skipped as above.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import contextlib
 import os
 from pathlib import Path
 
-from daemon.fsutil import file_sha256
+from daemon import safefs
+from daemon.fsutil import file_sha256, stream_sha256
 from daemon.jobs import handover
 from daemon.jobs.record import Job
-from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published
+from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
 from daemon.jobs.store import Answer, Store
 
 
@@ -37,6 +43,31 @@ def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
     result someone deleted or edited is no reason to skip)."""
     answer = store.input_answer(job.source, job.sent_key) or store.input_answer(job.source, job.key)
     return still_published(answer, job)
+
+
+def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> Answer | None:
+    """The answer still published for the inbox file `photo` when it is, byte for byte, the
+    photo of that answer: one re-sent without its sidecar (a sync user's trial, Syncthing with
+    archive = "move": touched on the phone, it got a second answer, "no sidecar"). Read
+    through `daemon.safefs`, as every inbox file."""
+    relative = photo.relative_to(inbox)
+    earlier = store.input_answers(relative.as_posix())
+    if not earlier:
+        return None
+    try:
+        with safefs.folder(inbox, relative.parent) as folder:
+            fd = safefs.open_file(folder, relative.name)
+        with os.fdopen(fd, "rb") as handle:
+            if os.fstat(fd).st_size > max_bytes:
+                return None
+            digest = stream_sha256(handle)
+    except (OSError, safefs.Changed):
+        return None
+    for answer in earlier:
+        row = store.get(answer.job_id)
+        if row is not None and row.job is not None and row.job.input_sha256 == digest:
+            return answer if unchanged(answer) else None
+    return None
 
 
 def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:

@@ -568,11 +568,14 @@ class Spool:
 def still_published(answer: Answer | None, job: Job) -> Answer | None:
     """`answer` if it is another job's and its output is still in the outbox unchanged (a
     result someone deleted or edited answers nothing)."""
-    if answer is None or answer.job_id == job.id:
-        return None
-    try:
-        if file_sha256(answer.output) != answer.sha256:
-            return None
-    except OSError:
+    if answer is None or answer.job_id == job.id or not unchanged(answer):
         return None
     return answer
+
+
+def unchanged(answer: Answer) -> bool:
+    """Whether `answer`'s output is still in the outbox as it was published."""
+    try:
+        return file_sha256(answer.output) == answer.sha256
+    except OSError:
+        return False

@@ -421,10 +421,7 @@ class Store:
         row = self._db.execute(
             "SELECT key, job_id, output, sha256, manifest FROM answered WHERE key = ?", (key,)
         ).fetchone()
-        if row is None:
-            return None
-        # Paths as the file system's bytes (a name need not be UTF-8); older rows hold text.
-        return Answer(row[0], row[1], Path(os.fsdecode(row[2])), row[3], Path(os.fsdecode(row[4])))
+        return None if row is None else _answer(row)
 
     def record_input_answer(self, input: str, answer: Answer) -> None:
         """The answer published for one inbox path (a result or a reused one): what a photo sent
@@ -443,9 +440,17 @@ class Store:
             "WHERE input = ? AND key = ?",
             (os.fsencode(input), key),
         ).fetchone()
-        if row is None:
-            return None
-        return Answer(row[0], row[1], Path(os.fsdecode(row[2])), row[3], Path(os.fsdecode(row[4])))
+        return None if row is None else _answer(row)
+
+    def input_answers(self, input: str) -> list[Answer]:
+        """Every answer recorded for the inbox path `input`, whatever pair it was sent with,
+        newest first."""
+        rows = self._db.execute(
+            "SELECT key, job_id, output, sha256, manifest FROM answered_inputs WHERE input = ? "
+            "ORDER BY at DESC",
+            (os.fsencode(input),),
+        ).fetchall()
+        return [_answer(row) for row in rows]
 
     # -- inbox files answered in place ----------------------------------------------------
 
@@ -486,6 +491,12 @@ class Store:
 
 
 _JOURNAL = "INSERT INTO transitions (job_id, at, from_state, to_state, note) VALUES (?,?,?,?,?)"
+
+
+def _answer(row: tuple[Any, ...]) -> Answer:
+    """(key, job_id, output, sha256, manifest) of either answer table. Paths as the file
+    system's bytes (a name need not be UTF-8); older rows hold text."""
+    return Answer(row[0], row[1], Path(os.fsdecode(row[2])), row[3], Path(os.fsdecode(row[4])))
 
 
 def _row(row: tuple[Any, ...]) -> JobRow:
