@@ -49,6 +49,7 @@ SIDECAR = {"style": "mosaic", "params": {"size": 32, "iterations": 4, "tolerance
 STIGNORE = ".stylefold-*.tmp\n*.progress.json\n*.preview.jpg\n"
 NOT_FOR_THE_PHONE = re.compile(r"\.stylefold-.*\.tmp|\.progress\.json|\.preview\.jpg")
 SETTLE = 1.0
+PAIR_TIMEOUT = 15.0  # a photo alone is reported after this (the default, 600 s, is for people)
 
 
 def _free_port() -> int:
@@ -214,7 +215,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         phone, {"photos": (folders.inbox, "receiveonly"), "results": (folders.outbox, "sendonly")}
     )
     watch = Watch(results)
-    daemon = start_daemon(folders, config=folders.config(settle_seconds=SETTLE), ready=False)
+    config = folders.config(settle_seconds=SETTLE, pair_timeout=PAIR_TIMEOUT)
+    daemon = start_daemon(folders, config=config, ready=False)
     try:
         phone.start()
         server.start()
@@ -304,3 +306,22 @@ def test_no_temporary_progress_or_preview_file_reaches_the_phone(
     assert {n for n in cluster.watch.seen if not n.startswith(".")} == {
         name.rsplit("/", 1)[-1] for name in _expected_names()
     }
+
+
+def test_a_photo_touched_on_the_phone_gets_no_second_answer(
+    reverted: tuple[Cluster, dict[str, bytes]],
+) -> None:
+    """A sync user's trial: Syncthing sends a photo touched on the phone without its sidecar,
+    which is unchanged (and archived on the server), and at pair_timeout the photo got a
+    second answer, "no sidecar"."""
+    cluster, before = reverted
+    photo = cluster.photos / PHOTOS[0]
+    later = time.time() + 10
+    os.utime(photo, (later, later))
+    cluster.phone.api("/rest/db/scan?folder=photos", method="POST")
+    wait_for((cluster.folders.inbox / PHOTOS[0]).exists, 60, "the touched photo in the inbox")
+    assert not (cluster.folders.inbox / PHOTOS[0]).with_suffix(".json").exists()
+    said = cluster.daemon.wait_for_log("job.resent_alone", timeout=PAIR_TIMEOUT + 60)
+    assert said["input"] == PHOTOS[0]
+    time.sleep(4)  # time for anything new in the outbox to reach the phone
+    assert _result_sets(cluster.results) == before
