@@ -353,28 +353,39 @@ class Daemon:
         setting, then READY=1; a broken config keeps the running one, and the log, STATUS= and
         `status` say so until a reload succeeds."""
         usec = self.notifier.reloading()
-        config = None if self.config_path is None else str(self.config_path)
+        error = None
         try:
             # No folder is made for a changed folder setting: it applies only at a restart.
             new = load_settings(self.config_path, self.overrides, create_dirs=False)
             waiting = self._apply(new)
-            self.reloaded = ReloadInfo(
-                monotonic_usec=usec, at=time.time(), needs_restart=waiting, config=config
-            )
         except ConfigError as exc:
             log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
+            error = str(exc)
             # What an earlier reload left waiting for a restart still waits (a Ray operator's
             # trial: a broken reload hid it from `status`).
             waiting = [] if self.reloaded is None else self.reloaded.needs_restart
-            self.reloaded = ReloadInfo(
-                monotonic_usec=usec,
-                at=time.time(),
-                error=str(exc),
-                needs_restart=waiting,
-                config=config,
-            )
+        now = time.time()
+        self.reloaded = ReloadInfo(
+            monotonic_usec=usec,
+            at=now,
+            error=error,
+            needs_restart=waiting,
+            waiting_since=self._waiting_since(waiting, now),
+            config=None if self.config_path is None else str(self.config_path),
+        )
         self.notifier.ready()  # before the verdict, which ends `stylefold reload` (ExecReload=)
         self._report_status(force=True)
+
+    def _waiting_since(self, waiting: list[str], now: float) -> float | None:
+        """Since when settings have waited for a restart: from the reload that first left one
+        waiting, not the latest (an administrator's trial: "for 0 s" right after a second
+        reload, of a change made minutes before)."""
+        before = self.reloaded
+        if not waiting:
+            return None
+        if before is not None and before.needs_restart:
+            return before.waiting_since or before.at
+        return now
 
     def _apply(self, new: Settings) -> list[str]:
         """Settings that need a restart keep their running values; they are returned, for

@@ -109,6 +109,7 @@ class ReloadInfo(_Model):
     at: float  # epoch seconds
     error: str | None = None  # the new configuration is broken: the previous one still runs
     needs_restart: list[str] = []  # changed settings that keep their running values until then
+    waiting_since: float | None = None  # epoch seconds: the reload since which some have waited
     config: str | None = None  # the file it read again (the one it was started with), if any
 
 

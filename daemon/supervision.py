@@ -32,25 +32,28 @@ def exit_code_for(exc: Exception) -> ExitCode:
 
 
 def status_line(report: StatusReport) -> str:
-    """The one line systemd shows (STATUS=); what needs an admin comes first."""
-    queued = len(report.in_state(State.QUEUED)) + report.unlisted.queued
-    running = report.in_state(State.RUNNING)
-    parts = [f"{queued} queued", f"{len(running)} running"]
-    parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
+    """The one line systemd shows (STATUS=): what needs an admin first, the most pressing
+    first (an administrator's trial: "restart to apply metrics_port" led a line whose 77
+    answers the full outbox refused came last), then the queue."""
+    reload = report.daemon.reload
+    parts = []
+    if reload is not None and reload.error:
+        parts.append("reload failed, the previous config still runs (see stylefold status)")
     for on, jobs in _blocked(report).items():
         parts.append(f"{len(jobs)} blocked ({_BLOCKED[on][0]})")
-    told = host_attention(report)  # each of these has its own words in the line
-    if others := [item for item in report.attention if item not in told]:
-        parts.insert(0, f"{len(others)} need attention (stylefold status): {others[0].what}")
     if report.daemon.paused:
         parts.append(f"inbox unavailable: {report.daemon.paused}")
     if report.daemon.gpu_fallback:
-        parts.insert(0, "ON THE CPU: the GPU is unusable (see stylefold status)")
-    reload = report.daemon.reload
+        parts.append("ON THE CPU: the GPU is unusable (see stylefold status)")
+    told = host_attention(report)  # each of these has its own words in the line
+    if others := [item for item in report.attention if item not in told]:
+        parts.append(f"{len(others)} need attention (stylefold status): {others[0].what}")
     if reload is not None and reload.needs_restart:
-        parts.insert(0, f"restart to apply {', '.join(reload.needs_restart)}")
-    if reload is not None and reload.error:
-        parts.insert(0, "reload failed, the previous config still runs (see stylefold status)")
+        parts.append(f"restart to apply {', '.join(reload.needs_restart)}")
+    queued = len(report.in_state(State.QUEUED)) + report.unlisted.queued
+    running = report.in_state(State.RUNNING)
+    parts += [f"{queued} queued", f"{len(running)} running"]
+    parts += [f"{job.input} {job.percent or 0:g}% on {job.device}" for job in running]
     return ", ".join(parts)
 
 
@@ -78,7 +81,7 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 what="the reloaded configuration changes settings that only a restart applies; "
                 "they keep their running values until then",
                 where=", ".join(daemon.reload.needs_restart),
-                since=daemon.reload.at,
+                since=daemon.reload.waiting_since or daemon.reload.at,
                 fix=RESTART_FIX,
             )
         )

@@ -32,6 +32,7 @@ from daemon.status_model import (
     Finished,
     InboxItem,
     JobItem,
+    ReloadInfo,
     StatusReport,
     WorkerItem,
 )
@@ -236,6 +237,22 @@ def test_a_stop_that_cuts_a_running_job_says_when_not_its_estimate() -> None:
     rows = {row.name: row.note for row in queue_rows(report, NOW)}
     assert rows["r/running.jpg"].endswith(f"on cuda:0, {cut}")
     assert rows["s/short.jpg"].endswith("on cuda:0, about 5 s left")
+
+
+def test_status_line_leads_with_the_most_pressing() -> None:
+    """An administrator's trial: "restart to apply metrics_port" led STATUS=, and the answers
+    a full outbox refused came last, after the queue."""
+    busy = busy_report()
+    waiting = ReloadInfo(monotonic_usec=1, at=NOW - 60, needs_restart=["metrics_port"])
+    report = busy.model_copy(update={"daemon": busy.daemon.model_copy(update={"reload": waiting})})
+    assert status_line(report).split(", ")[:6] == [
+        "1 blocked (outbox unwritable)",
+        "inbox unavailable: the inbox /mnt/share/inbox is not mounted",
+        "2 need attention (stylefold status): a job folder could not be read and was moved aside",
+        "restart to apply metrics_port",
+        "1 queued",
+        "1 running",
+    ]
 
 
 def test_long_sections_say_what_they_left_out() -> None:

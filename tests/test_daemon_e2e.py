@@ -847,6 +847,10 @@ def test_a_reload_that_changes_a_restart_only_setting_says_so_until_it_is_applie
         assert _cli("reload", "--config", str(config)).returncode == ExitCode.CONFIG
         reload_info = _status(shared.folders)["daemon"]["reload"]  # type: ignore[index]
         assert reload_info["error"] and reload_info["needs_restart"] == ["max_tracked"]
+        # waiting since the first reload, not the latest (an administrator's trial: "for 0 s")
+        first = report["daemon"]["reload"]  # type: ignore[index]
+        assert reload_info["waiting_since"] == first["waiting_since"] == first["at"]
+        assert reload_info["at"] > first["at"]
     finally:
         config.write_text(good)
     assert _cli("reload", "--config", str(config)).returncode == 0

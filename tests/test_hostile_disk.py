@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,6 +154,11 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     assert "1 blocked (state folder full or unwritable)" in status_line(report)
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.QUEUED  # nothing could be recorded
+    time.sleep(0.05)
+    lc.retry_blocked()  # refused again: blocked since the first refusal, not this one (an
+    # administrator's trial: status said "for 30 s" of an outbox full for minutes)
+    report = StatusReport(daemon=DaemonInfo(running=True, version="test"), jobs=lc.items())
+    assert [item.since for item in host_attention(report)] == [attention.since]
 
     filler.unlink()
     lc.retry_blocked()

@@ -222,7 +222,10 @@ class Publisher:
         if job is not None:
             self.stop_running(job)
         retry_at = time.monotonic() + self.publish_retry
-        self.blocked[job_id] = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
+        blocked = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
+        if (before := self.blocked.get(job_id)) is not None:  # blocked since its first try
+            blocked.since = before.since
+        self.blocked[job_id] = blocked
         row = self.store.get(job_id)
         if row is not None and row.state is State.PUBLISHING:
             with contextlib.suppress(OSError):
