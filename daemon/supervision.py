@@ -8,7 +8,7 @@ from __future__ import annotations
 from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
-from daemon.jobs.answers import BLOCKED_FIX
+from daemon.jobs.answers import BLOCKED_FIX, BLOCKED_ON
 from daemon.jobs.states import State
 from daemon.jobs.store import NewerStateError
 from daemon.metrics import MetricsError
@@ -40,7 +40,7 @@ def status_line(report: StatusReport) -> str:
     if reload is not None and reload.error:
         parts.append("reload failed, the previous config still runs (see stylefold status)")
     for on, jobs in _blocked(report).items():
-        parts.append(f"{len(jobs)} blocked ({_BLOCKED[on][0]})")
+        parts.append(f"{len(jobs)} blocked ({BLOCKED_ON[on]})")
     if report.daemon.paused:
         parts.append(f"inbox unavailable: {report.daemon.paused}")
     if report.daemon.gpu_fallback:
@@ -88,7 +88,7 @@ def host_attention(report: StatusReport) -> list[Attention]:
     for on, jobs in _blocked(report).items():
         items.append(
             Attention(
-                what=_BLOCKED[on][1].format(count=len(jobs)),
+                what=_BLOCKED[on].format(count=len(jobs)),
                 where=jobs[0].reason,
                 since=min(job.since for job in jobs),
                 fix=BLOCKED_FIX[on],
@@ -97,17 +97,11 @@ def host_attention(report: StatusReport) -> list[Attention]:
     return items
 
 
-# Per folder that refused: the STATUS= words, and the attention item's.
-_BLOCKED: dict[BlockedOn, tuple[str, str]] = {
-    "outbox": ("outbox unwritable", "{count} answer(s) cannot be written to the outbox"),
-    "state": (
-        "state folder full or unwritable",
-        "the state folder is full or unwritable: {count} answered job(s) cannot be recorded",
-    ),
-    "originals": (
-        "originals not moved",
-        "{count} job(s) cannot move their originals to the archive or back to the inbox",
-    ),
+# Per folder that refused: the attention item's words.
+_BLOCKED: dict[BlockedOn, str] = {
+    "outbox": "{count} answer(s) cannot be written to the outbox",
+    "state": "the state folder is full or unwritable: {count} answered job(s) cannot be recorded",
+    "originals": "{count} job(s) cannot move their originals to the archive or back to the inbox",
 }
 
 

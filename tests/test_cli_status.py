@@ -163,7 +163,9 @@ def test_every_section_in_order() -> None:
         "r/running.jpg  42.5% (85/200) on cuda:0, about 2 min left; preview r/running.preview.jpg"
         in text
     )
-    assert "b/blocked.jpg  the outbox is full (ENOSPC); next try in 50 s" in text
+    assert "b/blocked.jpg  outbox unwritable: the outbox is full (ENOSPC); next try in 50 s" in text
+    notes = {row.name: row.note for row in queue_rows(busy_report(), NOW)}  # and on the page
+    assert notes["b/blocked.jpg"].startswith("outbox unwritable: the outbox is full (ENOSPC)")
     # Since when, where it is known (deploy/README promises it for a Ray outage).
     assert (
         "the Ray cluster at 10.0.0.2:6379 does not answer ([Errno 111] Connection refused), "

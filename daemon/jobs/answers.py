@@ -133,6 +133,13 @@ BLOCKED_FIX: dict[BlockedOn, str] = {
     "state": STATE_FIX,
     "originals": ORIGINALS_FIX,
 }
+# What refused a blocked job, in a few words (STATUS=, and before each blocked job's error in
+# `status` and on the page, which said only "[Errno 28] No space left on device").
+BLOCKED_ON: dict[BlockedOn, str] = {
+    "outbox": "outbox unwritable",
+    "state": "state folder full or unwritable",
+    "originals": "originals not moved",
+}
 
 
 def style_label(job: Job, style: JobStyle, library_file: Path | None) -> str:
