@@ -76,7 +76,9 @@ def command(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(f"cannot signal process {pid}: {exc.strerror}")
     if state is None:
-        fail(f"configuration error, the daemon keeps its previous configuration:\n{broken}")
+        # its verdict cannot be read without the state folder: the file's own errors, in the
+        # words of the verdict's (an administrator's trial: two wordings for one failure)
+        fail(f"reload failed, process {pid} keeps its previous configuration:\n{broken}")
         return ExitCode.CONFIG
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
