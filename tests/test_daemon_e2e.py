@@ -564,6 +564,9 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     log = (folders.outbox / "photo.log").read_text()
     assert all(f"start {n})" in log for n in (1, 2, 3))  # one log telling the whole story
     assert "put back in the queue" in log
+    # the kill -9 is told between the starts it separates, once
+    assert log.count("interrupted: the daemon stopped while it ran; it runs again") == 1, log
+    assert log.index("start 2)") < log.index("interrupted:") < log.index("start 3)"), log
 
 
 def test_a_job_survives_the_loss_of_the_state_database(folders: Folders) -> None:
