@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -29,6 +31,22 @@ def test_version() -> None:
     done = subprocess.run([*CLI, "--version"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout == f"stylefold {metadata.version('stylefold')}\n"
+
+
+def test_a_build_names_the_commit_it_was_built_from(tmp_path: Path) -> None:
+    """An upgrade trial: every commit said "stylefold 0.1.0", so an administrator could not
+    tell which one ran, nor Ray's refusal of an actor of another version two commits apart.
+    The wheel pip builds from a checkout names its commit."""
+    clone = tmp_path / "src"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=60)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*wheel, "-w", str(tmp_path / "out"), str(clone)], check=True, timeout=300)
+    [built] = (tmp_path / "out").glob("stylefold-*.whl")
+    named = re.search(r"\+g([0-9a-f]{7,})", built.name)
+    assert named is not None and head.startswith(named[1]), built.name
 
 
 @pytest.mark.parametrize(
