@@ -261,14 +261,22 @@ def digest_unchanged(path: Path, expect: Identity) -> str:
     rendered and archived at that size)."""
     fd = os.open(path, FILE_FLAGS)
     try:
-        digest = hashlib.sha256()
-        for chunk in _chunks(fd, expect.size):
-            digest.update(chunk)
+        digest = digest_open(fd, expect.size)
         result = os.fstat(fd)
     finally:
         os.close(fd)
     if (result.st_size, result.st_mtime_ns) != (expect.size, expect.mtime_ns):
         raise Changed(f"{path.name} changed after it was claimed")
+    return digest
+
+
+def digest_open(fd: int, size: int) -> str:
+    """The SHA-256 of the open file `fd` from where it stands, which must hold exactly `size`
+    bytes (Changed otherwise, having read no more): a writer appending to it cannot keep the
+    reader busy."""
+    digest = hashlib.sha256()
+    for chunk in _chunks(fd, size):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

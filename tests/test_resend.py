@@ -386,7 +386,7 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
     assert first is not None
     _render(lc, first)
     _send(folders, sidecar=None)  # the same bytes, alone
-    lone = Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo")
+    lone = Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
     with capture_logs() as logs:
         lc.problem(lone)
         lc.problem(lone)  # a rescan
@@ -398,6 +398,46 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
     (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))
     lc.problem(lone)
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
+
+
+def test_a_photo_alone_is_known_by_its_manifest_once_its_job_is_pruned(folders: Folders) -> None:
+    """The answers outlive the history of jobs (KEEP_FINISHED): a photo answered long ago
+    that comes back alone is known by its manifest's hash."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    assert lc.store.prune(keep=0).jobs == 1 and lc.store.get(first) is None
+    _send(folders, sidecar=None)
+    with capture_logs() as logs:
+        lc.problem(
+            Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
+        )
+    assert [e["event"] for e in logs] == ["job.resent_alone"] and _outbox(folders) == RESULT_SET
+
+
+def test_only_a_photo_alone_is_taken_for_one_come_back(folders: Folders) -> None:
+    """A newcomer's review: any problem of an answered photo's bytes was taken for a photo come
+    back alone, and a sidecar naming a style image that is not there was never reported."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    _send(folders, sidecar={"style": {"file": "mine.png"}})
+    missing = "photo.jpg: the style image mine.png named by photo.json is not beside it"
+    lc.problem(Problem(folders.inbox / "photo.jpg", missing, "photo", missing_style="mine.png"))
+    assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
+
+
+def test_with_no_sidecar_default_a_photo_come_back_alone_is_skipped(folders: Folders) -> None:
+    """A newcomer's review: with no_sidecar = "default" a photo come back alone is a job (in the
+    default style), and was rendered a second time."""
+    lc = _lifecycle(folders, no_sidecar="default", default_style="waves")
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    assert _take(lc, _send(folders, sidecar=None)) is None and _last_end(lc) is State.SKIPPED
+    assert _outbox(folders) == RESULT_SET and list(folders.inbox.iterdir()) == []
 
 
 def test_a_deleted_result_is_rendered_again_under_the_plain_name(folders: Folders) -> None:

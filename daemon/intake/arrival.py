@@ -68,6 +68,7 @@ class Problem:
     stem: str
     orphan: bool = False  # a sidecar whose photo is not beside it
     missing_style: str | None = None  # the style image its sidecar names, not beside it
+    alone: bool = False  # a photo without a sidecar (not one of several sharing one)
 
 
 Event = Arrival | Problem

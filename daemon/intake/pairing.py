@@ -422,12 +422,14 @@ class Intake:
         *,
         orphan: bool = False,
         missing_style: str | None = None,
+        alone: bool = False,
     ) -> None:
         marker = Reported(entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
             text = f"{entry.path.name} {reason}"
-            events.append(Problem(entry.path, text, self._stem(entry), orphan, missing_style))
+            stem = self._stem(entry)
+            events.append(Problem(entry.path, text, stem, orphan, missing_style, alone))
         self._decided(entry.path)
 
     def _stem(self, entry: Tracked) -> str:
@@ -530,7 +532,8 @@ class Intake:
                 named = f"{image.path.name if taken else image.base}.json"
                 reason = reasons.no_sidecar(named, self.style_names())
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
-                self._report(image, events, self._folder_named(image, wanted.__contains__, reason))
+                reason = self._folder_named(image, wanted.__contains__, reason)
+                self._report(image, events, reason, alone=True)
             return
         if not sidecar.settled:
             if _reported(sidecar) is not None:  # its sidecar's report answers for the pair

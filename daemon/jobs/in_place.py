@@ -43,6 +43,11 @@ class AnsweredInPlace:
             signatures = [None if p is None else self._signature(p) for p in paths]
             self.store.remember(self.relative(first), signatures, job_id)
 
+    def remember_read(self, path: Path, signature: list[int], job_id: str) -> None:
+        """A file answered as it was read (`signature`), not as it may be by now: one changed
+        since is a new file, not answered."""
+        self.store.remember(self.relative(path), [signature], job_id)
+
     def remember_style(self, path: Path, job_id: str) -> None:
         """A brought-along style left in the inbox, not to be answered as a lone photo after a
         restart. A record the file already has as it is now (a photo answered in place with

@@ -335,14 +335,15 @@ class Lifecycle:
             problem.path
         ):
             return
-        if not problem.orphan and (
-            earlier := answered_alone(
+        if problem.alone and (
+            resent := answered_alone(
                 self.store, self.settings.inbox, problem.path, self.settings.max_input_bytes
             )
         ):
-            self.spool.in_place.remember([problem.path], earlier.job_id)
+            job_id = resent.answer.job_id
+            self.spool.in_place.remember_read(problem.path, resent.signature, job_id)
             relative = self.spool.in_place.relative(problem.path)
-            log.info("job.resent_alone", input=relative, answered_by=earlier.job_id)
+            log.info("job.resent_alone", input=relative, answered_by=job_id)
             return
         detail = reports.about_problem(problem, self.settings.inbox)
         folder = problem.path.parent.relative_to(self.settings.inbox)

@@ -26,11 +26,13 @@ place, left in the inbox until its sidecar comes again and it is skipped as abov
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import safefs
-from daemon.fsutil import file_sha256, stream_sha256
+from daemon.fsutil import file_sha256
 from daemon.jobs import handover
 from daemon.jobs.record import Job
 from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
@@ -42,14 +44,27 @@ def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
     job key, which earlier versions recorded), if it is still in the outbox unchanged (a
     result someone deleted or edited is no reason to skip)."""
     answer = store.input_answer(job.source, job.sent_key) or store.input_answer(job.source, job.key)
+    if answer is None and job.sidecar_name is None:  # come back alone (`answered_alone`),
+        # taken with the default style (no_sidecar = "default"): not rendered in another style
+        answer = _answer_to_photo(store, store.input_answers(job.source), job.input_sha256)
     return still_published(answer, job)
 
 
-def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> Answer | None:
+@dataclass(frozen=True)
+class ResentAlone:
+    """An answered photo come back without its sidecar: the answer that stands, and the
+    photo's [size, mtime_ns] as it was read (what `AnsweredInPlace` remembers)."""
+
+    answer: Answer
+    signature: list[int]
+
+
+def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> ResentAlone | None:
     """The answer still published for the inbox file `photo` when it is, byte for byte, the
-    photo of that answer: one re-sent without its sidecar (a sync user's trial, Syncthing with
+    photo of that answer, come back without its sidecar (a sync user's trial, Syncthing with
     archive = "move": touched on the phone, it got a second answer, "no sidecar"). Read
-    through `daemon.safefs`, as every inbox file."""
+    through `daemon.safefs`, at most `max_bytes` of it (a writer appending to it cannot hold
+    the daemon's loop), and only if it did not change while it was read."""
     relative = photo.relative_to(inbox)
     earlier = store.input_answers(relative.as_posix())
     if not earlier:
@@ -57,15 +72,36 @@ def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> An
     try:
         with safefs.folder(inbox, relative.parent) as folder:
             fd = safefs.open_file(folder, relative.name)
-        with os.fdopen(fd, "rb") as handle:
-            if os.fstat(fd).st_size > max_bytes:
+        try:
+            before = os.fstat(fd)
+            if before.st_size > max_bytes:
                 return None
-            digest = stream_sha256(handle)
+            digest = safefs.digest_open(fd, before.st_size)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
     except (OSError, safefs.Changed):
         return None
-    for answer in earlier:
+    if safefs.Identity.of(after) != safefs.Identity.of(before):
+        return None
+    answer = _answer_to_photo(store, earlier, digest)
+    return None if answer is None else ResentAlone(answer, [after.st_size, after.st_mtime_ns])
+
+
+def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer | None:
+    """Of an inbox path's answers, the one to a photo of these bytes still in the outbox as
+    published. The photo's hash comes from its job's record or, once the history is pruned
+    (after KEEP_FINISHED jobs; the answers are kept longer), from its manifest."""
+    for answer in answers:
         row = store.get(answer.job_id)
-        if row is not None and row.job is not None and row.job.input_sha256 == digest:
+        if row is not None and row.job is not None:
+            photo = row.job.input_sha256
+        else:
+            try:
+                photo = json.loads(answer.manifest.read_bytes())["input"]["sha256"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if photo == sha256:
             return answer if unchanged(answer) else None
     return None
 
