@@ -181,6 +181,10 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
             'a path; name a library style alone, as "style": "cells"',
         ),
         ({"style": "../etc/passwd"}, 'is a path; name a library style alone, as "style": "passwd"'),
+        # a newcomer's review: a blend item's param was told to be removed, losing it
+        ({"style": [{"name": "a", "size": 64}]}, 'style[0].size: belongs inside "params", as in'),
+        ({"style": [{"name": "a", "Params": {}}]}, 'Params: belongs at the top level, as in {"'),
+        ({"style": [{"File": "cells.png"}]}, "File: unknown key; a blend's item names a library"),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:

@@ -286,13 +286,15 @@ def _elsewhere(
         ("params",): 'inside "params"',
         ("output",): 'inside "output"',
     }
-    if path not in sections or _spelt(key, _allowed_keys(path)) is not None:
-        return None  # a blend's item, or its own level's key in other letter case
+    if _spelt(key, _allowed_keys(path)) is not None or _names_a_style(key, path, value):
+        return None  # its own level's key in other letter case, or a blend's item's style
     for section, place in sections.items():
         spelt = _spelt(key, _allowed_keys(section))
         if section == path or spelt is None:
             continue
         key = spelt  # "Strength" is params' "strength"
+        if key == "params":  # not "beside" itself
+            place = "at the top level"
         there = sidecar.get(section[0], {}) if section else sidecar
         if isinstance(there, Mapping) and key in there:
             what = (
@@ -317,12 +319,22 @@ def _unknown_key(key: str, path: tuple[str, ...], item: ErrorDetails) -> str:
     if (spelt := _spelt(key, allowed)) is not None:
         return f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
     value = item.get("input")
-    if path == ("style", "blend") and isinstance(value, str):
-        example = json.dumps({"name": _name_in(value) or "starry", "weight": 1})
+    if _names_a_style(key, path, value):
+        example = json.dumps({"name": _name_in(str(value)) or "starry", "weight": 1})
         return f"unknown key; a blend's item names a library style, as {example}"
     close = difflib.get_close_matches(key.lower(), allowed, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
     return f"unknown key; remove it ({hint})"
+
+
+def _names_a_style(key: str, path: tuple[str, ...], value: object) -> bool:
+    """A blend's item that gives its style as "style" or "file" (meaning "name"), which the
+    top level's "style" must not claim (a re-test: told it belongs at the top level)."""
+    return (
+        path == ("style", "blend")
+        and key.casefold() in ("style", "file")
+        and isinstance(value, str)
+    )
 
 
 def _spelt(key: str, allowed: list[str]) -> str | None:
