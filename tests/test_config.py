@@ -141,11 +141,14 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
     folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With STYLEFOLD_INBX set, `run` said only that the inbox is not set (found trying it)."""
-    monkeypatch.setenv("STYLEFOLD_INBX", str(folders.pop("inbox")))
-    assert error_of(None, folders) == (
-        "inbox: not set; set it in the config file, STYLEFOLD_INBOX or --inbox\n"
-        "STYLEFOLD_INBX is not a setting and is ignored; did you mean STYLEFOLD_INBOX?"
-    )
+    inbox = str(folders.pop("inbox"))
+    for misspelt in ("STYLEFOLD_INBX", "STYLEFOLD_INBO"):  # the second, within the right name
+        monkeypatch.setenv(misspelt, inbox)
+        assert error_of(None, folders) == (
+            "inbox: not set; set it in the config file, STYLEFOLD_INBOX or --inbox\n"
+            f"{misspelt} is not a setting and is ignored; did you mean STYLEFOLD_INBOX?"
+        )
+        monkeypatch.delenv(misspelt)
 
 
 @pytest.mark.parametrize(

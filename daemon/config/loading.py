@@ -312,8 +312,9 @@ def load_settings(
         # a misspelt variable is often why a setting is missing or wrong (STYLEFOLD_INBX
         # set, and the inbox told "not set")
         told = _describe(exc) + _unread_config(config_path, exc)
+        named = set(re.findall(r"\bSTYLEFOLD_\w+", told))  # unknown settings' variables
         for problem in misspelt_variables(os.environ):
-            if problem.split()[0] not in told:  # not named already as an unknown setting
+            if problem.split()[0] not in named:
                 told += f"\n{problem}"
         raise ConfigError(told) from None
     except SettingsError as exc:
