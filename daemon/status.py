@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from daemon.fsutil import model_from_json
+from daemon.jobs.answers import BLOCKED_ON
 from daemon.jobs.layout import set_aside
 from daemon.jobs.states import State
 from daemon.jobs.store import (
@@ -177,6 +178,13 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def blocked_why(job: JobItem) -> str:
+    """A blocked job's reason, after what refused it where that is known (the running daemon
+    knows; a report built from the database does not, and must not guess the outbox)."""
+    reason = job.reason or "blocked"
+    return reason if job.blocked_on is None else f"{BLOCKED_ON[job.blocked_on]}: {reason}"
 
 
 def time_left(job: JobItem, daemon: DaemonInfo, now: float) -> str | None:

@@ -24,7 +24,7 @@ from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.reporting import waiting_actors
-from daemon.status import LISTED, listed, read_status
+from daemon.status import LISTED, blocked_why, listed, read_status
 from daemon.status_model import (
     Attention,
     Counts,
@@ -91,6 +91,7 @@ def busy_report() -> StatusReport:
                 since=NOW - 10,
                 reason="the outbox is full (ENOSPC)",
                 retry_at=NOW + 50,
+                blocked_on="outbox",
             ),
         ],
         recent=[
@@ -166,6 +167,9 @@ def test_every_section_in_order() -> None:
     assert "b/blocked.jpg  outbox unwritable: the outbox is full (ENOSPC); next try in 50 s" in text
     notes = {row.name: row.note for row in queue_rows(busy_report(), NOW)}  # and on the page
     assert notes["b/blocked.jpg"].startswith("outbox unwritable: the outbox is full (ENOSPC)")
+    # A report built from the database does not know what refused: it does not guess.
+    [blocked] = busy_report().in_state(State.BLOCKED)
+    assert blocked_why(blocked.model_copy(update={"blocked_on": None})) == blocked.reason
     # Since when, where it is known (deploy/README promises it for a Ray outage).
     assert (
         "the Ray cluster at 10.0.0.2:6379 does not answer ([Errno 111] Connection refused), "

@@ -17,9 +17,8 @@ from typing import TypeVar
 from daemon.cli.common import fail, folder_flags, read_settings, state_folder, subcommand
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
-from daemon.jobs.answers import BLOCKED_ON
 from daemon.jobs.states import State
-from daemon.status import duration, read_status, time_left
+from daemon.status import blocked_why, duration, read_status, time_left
 from daemon.status_model import (
     Attention,
     DaemonInfo,
@@ -194,7 +193,7 @@ def _job_line(job: JobItem, daemon: DaemonInfo, now: float) -> str:
             text += f", {left}"
         return text + (f"; preview {job.preview}" if job.preview else "")
     if job.state is State.BLOCKED:
-        text = f"{job.input}  {BLOCKED_ON[job.waits_for]}: {job.reason or 'blocked'}"
+        text = f"{job.input}  {blocked_why(job)}"
         if job.retry_at is not None:
             text += f"; next try in {duration(job.retry_at - now)}"
         return text

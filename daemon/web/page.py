@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs.answers import BLOCKED_FIX, BLOCKED_ON
+from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.states import State
-from daemon.status import duration, time_left
+from daemon.status import blocked_why, duration, time_left
 from daemon.status_model import (
     Attention,
     Counts,
@@ -197,7 +197,7 @@ def _job_row(job: JobItem, daemon: DaemonInfo, now: float) -> QueueRow:
             "running", "running", job.input, ", ".join(notes), styles, job.percent or 0.0, preview
         )
     if job.state is State.BLOCKED:
-        note = f"{BLOCKED_ON[job.waits_for]}: {job.reason or 'blocked'}"
+        note = blocked_why(job)
         if job.retry_at is not None:
             note += f"; next try in {duration(job.retry_at - now)}"
         fix = BLOCKED_FIX[job.waits_for]
