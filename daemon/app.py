@@ -270,7 +270,8 @@ class Daemon:
             "daemon.stopping", running=len(jobs.running), queued=len(self.pool.queued), waits=waits
         )
         self.stopping = True
-        self.cuts_running_at = time.time() + self.settings.grace_period
+        if jobs.running:
+            self.cuts_running_at = time.time() + self.settings.grace_period
         self._report_status(force=True)
         self.watcher.stop()
         self.pool.drain()
@@ -281,6 +282,8 @@ class Daemon:
             self._pump(TICK)
         if jobs.running:
             log.info("daemon.cancelling", jobs=sorted(jobs.running))
+            self.cuts_running_at = time.time()  # now: the grace period ended, or a second signal
+            self._report_status(force=True)
             self.pool.cancel_running()
             deadline = time.monotonic() + CANCEL_GRACE
             while jobs.running and time.monotonic() < deadline:

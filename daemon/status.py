@@ -193,7 +193,8 @@ def time_left(job: JobItem, daemon: DaemonInfo, now: float) -> str | None:
     the stop would put the job back in the queue within seconds)."""
     cut, eta = daemon.cuts_running_at, job.eta_seconds
     if daemon.stopping and cut is not None and (eta is None or now + eta > cut):
-        return f"the stop cuts it in {duration(cut - now)}; it runs again at the next start"
+        when = f"in {duration(cut - now)}" if cut > now else "now"
+        return f"the stop cuts it {when}; it runs again at the next start"
     return None if eta is None else f"about {duration(eta)} left"
 
 
