@@ -55,6 +55,7 @@ PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 INTAKE_BUDGET = 0.5  # seconds of settle checks per loop turn (they read arriving photos)
 READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
+INTERNAL_RELOAD = "internal error reading the configuration ({!r}); please report it"
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
 STOP_LOADING = 2.0  # a stop while loading: seconds workers get before they are killed
 
@@ -361,9 +362,11 @@ class Daemon:
             # No folder is made for a changed folder setting: it applies only at a restart.
             new = load_settings(self.config_path, self.overrides, create_dirs=False)
             waiting = self._apply(new)
-        except ConfigError as exc:
-            log.error("daemon.reload_failed", error=str(exc), kept="the previous settings")
-            error = str(exc)
+        except Exception as exc:  # whatever the file holds, a reload never ends the daemon
+            if not isinstance(exc, ConfigError):
+                log.exception("daemon.reload_crashed")
+            error = str(exc) if isinstance(exc, ConfigError) else INTERNAL_RELOAD.format(exc)
+            log.error("daemon.reload_failed", error=error, kept="the previous settings")
             # What an earlier reload left waiting for a restart still waits (a Ray operator's
             # trial: a broken reload hid it from `status`).
             waiting = [] if self.reloaded is None else self.reloaded.needs_restart

@@ -277,6 +277,11 @@ def test_config_file_errors(folders: dict[str, Any], tmp_path: Path) -> None:
     message = error_of(broken, folders)
     assert "is not valid TOML" in message
     assert "line 1" in message
+    latin = tmp_path / "latin.toml"  # a re-test: UnicodeDecodeError, a traceback
+    latin.write_bytes("# caf\u00e9\n".encode("latin-1"))
+    assert error_of(latin, folders) == (
+        f"config: {latin} is not UTF-8 text (byte 5 cannot be read); save it as UTF-8"
+    )
     typo = tmp_path / "typo.toml"
     typo.write_text("setle_seconds = 3\n")
     assert "setle_seconds: unknown setting" in error_of(typo, folders)

@@ -184,6 +184,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError as exc:  # a re-test: a reload of such a file ended the daemon
+        raise ConfigError(
+            f"config: {path} is not UTF-8 text (byte {exc.start} cannot be read); save it as "
+            "UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"config: cannot read {path} ({exc.strerror}); check its permissions"
