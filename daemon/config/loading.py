@@ -186,8 +186,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
     except UnicodeDecodeError as exc:  # a re-test: a reload of such a file ended the daemon
         raise ConfigError(
-            f"config: {path} is not UTF-8 text (byte {exc.start} cannot be read); save it as "
-            "UTF-8"
+            f"config: {path} is not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8"
         ) from None
     except OSError as exc:
         raise ConfigError(
