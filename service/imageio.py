@@ -111,6 +111,16 @@ def open_image(
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
 
 
+def _accepted(head: bytes) -> bool:
+    """Whether any decoder that may read a photo takes a file beginning with `head`, by its
+    own test of the first bytes (what Pillow tries before it reads further)."""
+    Image.init()
+    return any(
+        fmt in Image.OPEN and (accept := Image.OPEN[fmt][1]) is not None and accept(head[:16])
+        for fmt in PHOTO_FORMATS
+    )
+
+
 def _bomb(name: str, exc: Image.DecompressionBombError, max_pixels: int) -> ImageInputError:
     """Pillow's own guard (at twice Image.MAX_IMAGE_PIXELS) fires before the size is ours to
     read; its message carries the pixel count, which our limit usually refuses too."""
@@ -142,8 +152,9 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
 def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
     """What `open_image` would refuse in the file at `path`, told from its header without
     decoding: a file no decoder takes, or one over the pixel limit. None when only decoding
-    can tell. A file longer than the header read is not judged unidentified: a TIFF may keep
-    its directory at the end."""
+    can tell. A file longer than the header read is judged unidentified only when no decoder
+    takes its first 16 bytes (a TIFF may keep its directory at its end; a phone's video, which
+    waited for the queue, is over 16 MiB)."""
     name = str(path)
     try:
         with open_regular(path) as file:
@@ -159,7 +170,7 @@ def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | No
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
     except UnidentifiedImageError:
-        return str(_unidentified(name, head)) if whole else None
+        return str(_unidentified(name, head)) if whole or not _accepted(head) else None
     except Exception:  # a damaged header: Pillow raises many kinds; decoding tells which
         return None
     if width * height > max_pixels:

@@ -227,20 +227,26 @@ def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> Non
         (tmp_path / name).write_bytes(content)
     colour = np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
     tifffile.imwrite(tmp_path / "float.tif", colour, photometric="rgb")
+    # Longer than the header read, of bytes no decoder takes (a re-test: a phone's 20 MB clip
+    # named .jpg waited for the queue): judged all the same.
+    (tmp_path / "long-clip.jpg").write_bytes(iso_media(b"isom") + bytes(HEADER_BYTES))
+    (tmp_path / "long-junk.jpg").write_bytes(os.urandom(HEADER_BYTES + 1))
     big = _save(_gradient(40, 30), tmp_path / "big.png")
-    cases = [(tmp_path / name, DEFAULT_MAX_PIXELS) for name in [*refused, "float.tif"]]
+    longer = ["float.tif", "long-clip.jpg", "long-junk.jpg"]
+    cases = [(tmp_path / name, DEFAULT_MAX_PIXELS) for name in [*refused, *longer]]
     cases.append((big, 1000))
     for path, limit in cases:
         with pytest.raises(ImageInputError) as caught:
             open_image(path, max_pixels=limit)
         assert header_problem(path, limit) == str(caught.value), path.name
 
-    # Whole photos, a cut one (only decoding finds its end missing), and random bytes longer
-    # than the header read (a TIFF may keep its directory at its end) are not judged here.
+    # Whole photos, a cut one (only decoding finds its end missing), and a file longer than
+    # the header read that a decoder takes by its first bytes (a TIFF may keep its directory
+    # at its end) are not judged here.
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(whole[: len(whole) // 2])
     long = tmp_path / "long.tif"
-    long.write_bytes(os.urandom(HEADER_BYTES + 1))
+    long.write_bytes(b"II*\x00" + (HEADER_BYTES + 8).to_bytes(4, "little") + bytes(HEADER_BYTES))
     photos = [_save(_gradient(64, 48), tmp_path / f"photo.{ext}") for ext in ("png", "webp")]
     for path in [tmp_path / "whole.jpg", cut, long, big, *photos]:
         assert header_problem(path) is None, path.name
