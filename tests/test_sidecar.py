@@ -185,6 +185,9 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ({"style": [{"name": "a", "size": 64}]}, 'style[0].size: belongs inside "params", as in'),
         ({"style": [{"name": "a", "Params": {}}]}, 'Params: belongs at the top level, as in {"'),
         ({"style": [{"File": "cells.png"}]}, "File: unknown key; a blend's item names a library"),
+        # a re-test: the spelling advice, followed, gave the key twice
+        ({"params": {"size": 64, "Size": 32}}, 'params.Size: unknown key; "size" is given too; '),
+        ({"style": [{"name": "a", "Name": "b"}]}, 'Name: unknown key; "name" is given too; remove'),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:

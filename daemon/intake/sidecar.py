@@ -312,11 +312,16 @@ def _elsewhere(
     return None
 
 
-def _unknown_key(key: str, path: tuple[str, ...], item: ErrorDetails) -> str:
+def _unknown_key(
+    key: str, path: tuple[str, ...], item: ErrorDetails, sidecar: Mapping[str, Any] | None
+) -> str:
     """What to do with a key its place does not know: its spelling, where it is one of that
-    place's in other letter case, what a blend's item is written with, or the close one."""
+    place's in other letter case (unless that place has it already), what a blend's item is
+    written with, or the close one."""
     allowed = _allowed_keys(path)
     if (spelt := _spelt(key, allowed)) is not None:
+        if spelt in _beside(sidecar, item["loc"]):  # a re-test: the advice made it twice
+            return f"unknown key; {json.dumps(spelt)} is given too; remove this one"
         return f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
     value = item.get("input")
     if _names_a_style(key, path, value):
@@ -325,6 +330,18 @@ def _unknown_key(key: str, path: tuple[str, ...], item: ErrorDetails) -> str:
     close = difflib.get_close_matches(key.lower(), allowed, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
     return f"unknown key; remove it ({hint})"
+
+
+def _beside(sidecar: Mapping[str, Any] | None, loc: tuple[str | int, ...]) -> Mapping[str, Any]:
+    """The keys given beside the one at `loc` in the sidecar as sent ({} when not known)."""
+    here: Any = sidecar or {}
+    for part in loc[:-1]:
+        try:
+            here = here[part]
+        except (KeyError, IndexError, TypeError):
+            if part not in _TAGS:  # a tag of the style's union is not in the sidecar
+                return {}
+    return here if isinstance(here, Mapping) else {}
 
 
 def _names_a_style(key: str, path: tuple[str, ...], value: object) -> bool:
@@ -398,7 +415,8 @@ def describe_errors(
             problems.append(f"{where}: {home}")
         elif kind == "extra_forbidden":
             key = model_path[-1] if model_path else where
-            problems.append(f"{where}: {_unknown_key(key, tuple(model_path[:-1]), item)}")
+            told = _unknown_key(key, tuple(model_path[:-1]), item, sidecar)
+            problems.append(f"{where}: {told}")
         elif kind in ("model_type", "dict_type"):
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         elif (over := _over_ceiling(model_path, item, ceilings or {})) is not None:
