@@ -110,7 +110,7 @@ def test_lists_from_environment_json(
 
 
 def test_an_unknown_setting_from_the_environment_names_its_variable(
-    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A user's trial: `defaults.strenght: unknown setting` sent them to a config file that had
     no such line; the misspelt variable is named, with the name that works."""
@@ -128,6 +128,14 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     assert error_of(None, folders).endswith("unset it or rename it to STYLEFOLD_STATE")
     # A part of a setting that has none was sent to the setting's own variable, not set (a
     # re-test).
+    # Set in the file too: both are named (a re-test: the file's one came up on the next run).
+    config = tmp_path / "both.toml"
+    config.write_text("[defaults]\nstate = '/srv/state'\n")
+    assert error_of(config, folders).endswith(
+        "unset it or rename it to STYLEFOLD_STATE; the config file sets it too: state is a "
+        "top-level setting: move it above the [defaults] line (every key after that line "
+        "belongs to its table)"
+    )
     monkeypatch.delenv("STYLEFOLD_DEFAULTS__STATE")
     monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE__X", "1")
     assert error_of(None, folders) == (

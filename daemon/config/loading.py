@@ -59,8 +59,9 @@ def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
     return f"{verb} it in {where}"
 
 
-def _describe(error: ValidationError) -> str:
-    """One sentence per problem, each naming the setting and where to change it."""
+def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
+    """One sentence per problem, each naming the setting and where to change it (`toml`: the
+    config file's values, where an unknown setting may be given as well)."""
     lines = []
     for problem in error.errors():
         loc = tuple(part for part in problem["loc"] if part != "__root__")
@@ -72,9 +73,11 @@ def _describe(error: ValidationError) -> str:
         if problem["type"] == "missing":
             lines.append(f"{name}: not set; {_fix_hint(loc, 'set')}")
         elif problem["type"] == "extra_forbidden" and (variable := _variable_for(loc)):
+            told = f"{_unknown_fix(loc, variable)}"
+            if _given_in(toml, loc):  # a re-test: followed, the file's one came up next
+                told += f"; the config file sets it too: {_unknown_fix(loc)}"
             lines.append(
-                f"{name}: unknown setting from the environment variable {variable}; "
-                f"{_unknown_fix(loc, variable)}"
+                f"{name}: unknown setting from the environment variable {variable}; {told}"
             )
         elif problem["type"] == "extra_forbidden":
             lines.append(f"{name}: unknown setting; {_unknown_fix(loc)}")
@@ -84,6 +87,15 @@ def _describe(error: ValidationError) -> str:
             shown = f" (got {got!r})" if plain else ""
             lines.append(f"{name}: {message}{shown}; {_fix_hint(loc)}")
     return "\n".join(lines)
+
+
+def _given_in(values: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:
+    here: object = values
+    for part in loc:
+        if not isinstance(here, Mapping) or part not in here:
+            return False
+        here = here[part]
+    return True
 
 
 def _variable_for(loc: tuple[str | int, ...]) -> str | None:
@@ -315,7 +327,7 @@ def load_settings(
     except ValidationError as exc:
         # a misspelt variable is often why a setting is missing or wrong (STYLEFOLD_INBX
         # set, and the inbox told "not set")
-        told = _describe(exc) + _unread_config(config_path, exc)
+        told = _describe(exc, toml) + _unread_config(config_path, exc)
         named = set(re.findall(r"\bSTYLEFOLD_\w+", told))  # unknown settings' variables
         for problem in misspelt_variables(os.environ):
             if problem.split()[0] not in named:
