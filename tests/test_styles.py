@@ -225,6 +225,11 @@ def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_di
         library.get("starry_night.png")
     assert 'named without its extension: "style": "starry_night"' in str(caught.value)
     assert "starry_night.png.jpg" not in str(caught.value)
+    # In a blend's item: its key, and no image to bring, which a blend cannot (a re-test).
+    blend = [StyleRef(name="starry_night.png"), StyleRef(name="starry_night")]
+    with pytest.raises(StyleError) as caught:
+        library.resolve(blend, beside=library_dir, default=None)
+    assert str(caught.value).endswith('without its extension: "name": "starry_night"')
 
 
 def test_a_sidecar_folder_swapped_for_a_link_tells_nothing_of_where_it_leads(

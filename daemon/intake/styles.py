@@ -207,18 +207,19 @@ class StyleLibrary:
     def names(self) -> list[str]:
         return sorted(self._styles)
 
-    def get(self, name: str) -> Style:
+    def get(self, name: str, key: str = "style") -> Style:
         """The style called `name`; an unknown, vanished or changed entry triggers one reload
-        first, so styles added to (or replaced in) the folder work without a SIGHUP."""
+        first, so styles added to (or replaced in) the folder work without a SIGHUP. `key`
+        holds the name in the sidecar: "style", or "name" in a blend's item."""
         style = self._styles.get(name)
         if style is None or self.checker.problem(style.path) is not None:
             self.reload()
             style = self._styles.get(name)
         if style is None:
-            raise StyleError(self._unknown(name))
+            raise StyleError(self._unknown(name, key))
         return style
 
-    def _unknown(self, name: str) -> str:
+    def _unknown(self, name: str, key: str) -> str:
         for problem in self.problems:
             if problem.path.name.rpartition(".")[0] == name:
                 return (
@@ -229,11 +230,13 @@ class StyleLibrary:
         names = self.names()
         stem = name.rpartition(".")[0]
         if stem in names and self._rules.is_image_name(name):  # "cells.png"
-            return (
+            told = (
                 f"style {name!r} is a file name; a library style is named without its extension: "
-                f'"style": "{stem}" (or, for an image beside the sidecar, "style": {{"file": '
-                f'"{name}"}})'
+                f'"{key}": "{stem}"'
             )
+            # a blend cannot bring an image along (a re-test: advised to, in a blend's item)
+            file = f' (or, for an image beside the sidecar, "style": {{"file": "{name}"}})'
+            return told + (file if key == "style" else "")
         close = closest(name, names)
         hint = f"did you mean {close!r}? " if close else ""
         available = ", ".join(names) or "none yet"
@@ -265,7 +268,7 @@ class StyleLibrary:
             return [self._brought_along(spec.file, beside, root)]
         resolved = []
         for ref in spec:
-            style = self.get(ref.name)
+            style = self.get(ref.name, key="name")
             resolved.append(ResolvedStyle(style.name, style.path, ref.weight, style.defaults))
         return resolved
 
