@@ -58,31 +58,19 @@ def status_line(report: StatusReport) -> str:
 
 
 def host_attention(report: StatusReport) -> list[Attention]:
-    """What the running daemon itself needs an admin for: a GPU it cannot use, a configuration
-    it could not reload, answers the outbox does not take."""
+    """What the running daemon itself needs an admin for, the most pressing first, as STATUS=
+    orders it: a configuration it could not reload, answers nothing takes, a GPU it cannot use,
+    settings waiting for a restart."""
     items = []
     daemon = report.daemon
-    if daemon.gpu_fallback:
-        items.append(
-            Attention(what="a GPU host runs on the CPU", where=daemon.gpu_fallback, fix=GPU_FIX)
-        )
-    if daemon.reload is not None and daemon.reload.error:
+    reload = daemon.reload
+    if reload is not None and reload.error:
         items.append(
             Attention(
                 what="the configuration could not be reloaded; the previous one still runs",
-                where=daemon.reload.error,
-                since=daemon.reload.at,
+                where=reload.error,
+                since=reload.at,
                 fix="correct the file, then `systemctl reload` (or SIGHUP) again",
-            )
-        )
-    if daemon.reload is not None and daemon.reload.needs_restart:
-        items.append(
-            Attention(
-                what="the reloaded configuration changes settings that only a restart applies; "
-                "they keep their running values until then",
-                where=", ".join(daemon.reload.needs_restart),
-                since=daemon.reload.waiting_since or daemon.reload.at,
-                fix=RESTART_FIX,
             )
         )
     for on, jobs in _blocked(report).items():
@@ -92,6 +80,20 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 where=jobs[0].reason,
                 since=min(job.since for job in jobs),
                 fix=BLOCKED_FIX[on],
+            )
+        )
+    if daemon.gpu_fallback:
+        items.append(
+            Attention(what="a GPU host runs on the CPU", where=daemon.gpu_fallback, fix=GPU_FIX)
+        )
+    if reload is not None and reload.needs_restart:
+        items.append(
+            Attention(
+                what="the reloaded configuration changes settings that only a restart applies; "
+                "they keep their running values until then",
+                where=", ".join(reload.needs_restart),
+                since=reload.waiting_since or reload.at,
+                fix=RESTART_FIX,
             )
         )
     return items

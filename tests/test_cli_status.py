@@ -36,7 +36,7 @@ from daemon.status_model import (
     StatusReport,
     WorkerItem,
 )
-from daemon.supervision import status_line
+from daemon.supervision import host_attention, status_line
 from daemon.web.page import queue_rows
 
 NOW = 1_800_000_000.0
@@ -258,6 +258,11 @@ def test_status_line_leads_with_the_most_pressing() -> None:
         "restart to apply metrics_port",
         "1 queued",
         "1 running",
+    ]
+    # and `status`'s "needs attention" in the same order (a re-test: the restart came first)
+    assert [item.what.split(";")[0] for item in host_attention(report)] == [
+        "1 answer(s) cannot be written to the outbox",
+        "the reloaded configuration changes settings that only a restart applies",
     ]
 
 
