@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from daemon.fsutil import model_from_json
-from daemon.jobs.answers import BLOCKED_ON
+from daemon.jobs import answers
 from daemon.jobs.layout import set_aside
 from daemon.jobs.states import State
 from daemon.jobs.store import (
@@ -53,8 +53,7 @@ RECENT = 50
 # Queued jobs and inbox files a running daemon's report lists: a camera roll of 3,000 photos
 # made status.json 1.2 MB, written every 2 s while the queue drained (a bulk import's trial).
 LISTED = 200
-# A job recorded RUNNING while no daemon runs: its daemon was killed (recovery queues it).
-INTERRUPTED = "interrupted: the daemon stopped while it ran; it runs again when the daemon starts"
+INTERRUPTED = f"{answers.STOPPED_WHILE_RUNNING}; it runs again when the daemon starts"
 _RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
@@ -184,7 +183,7 @@ def blocked_why(job: JobItem) -> str:
     """A blocked job's reason, after what refused it where that is known (the running daemon
     knows; a report built from the database does not, and must not guess the outbox)."""
     reason = job.reason or "blocked"
-    return reason if job.blocked_on is None else f"{BLOCKED_ON[job.blocked_on]}: {reason}"
+    return reason if job.blocked_on is None else f"{answers.BLOCKED_ON[job.blocked_on]}: {reason}"
 
 
 def time_left(job: JobItem, daemon: DaemonInfo, now: float) -> str | None:

@@ -91,6 +91,9 @@ INTERRUPTED = (
     "it); check the machine's memory (dmesg) and lower params.size in its sidecar: " + BACK_IN_INBOX
 )
 INTERNAL = "internal error while finishing the job ({error}); please report it"
+# A job recorded RUNNING when no daemon runs: its daemon was killed or crashed (recovery queues
+# it again), in status and in its log.
+STOPPED_WHILE_RUNNING = "interrupted: the daemon stopped while it ran"
 # How a job-time report says where a style image lives (`style_label`).
 IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"

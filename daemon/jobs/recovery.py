@@ -165,8 +165,9 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
         reason = answers.INTERRUPTED.format(starts=started)
         lc.publisher.fail(job, FailureDetail(kind="interrupted", reason=reason))
     else:
-        if state is State.RUNNING:  # an orderly stop requeued it, and its log says so
-            # (a sync user's trial: "start 1", then "start 2", and nothing of why in between)
-            lc.spool.append_log(job, "interrupted: the daemon stopped while it ran; it runs again")
+        if state is State.RUNNING:  # a crash or kill -9 cut it (an orderly stop requeues its
+            # jobs and logs why; a sync user's trial: "start 1", then "start 2", and nothing
+            # of why in between)
+            lc.spool.append_log(job, f"{answers.STOPPED_WHILE_RUNNING}; it runs again")
         lc.queued_again(job, note="the daemon restarted")  # best effort, as RUNNING is requeued
         lc.backlog.append(job)
