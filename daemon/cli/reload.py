@@ -77,8 +77,12 @@ def command(args: argparse.Namespace) -> int:
         return fail(f"cannot signal process {pid}: {exc.strerror}")
     if state is None:
         # its verdict cannot be read without the state folder: the file's own errors, in the
-        # words of the verdict's (an administrator's trial: two wordings for one failure)
-        fail(f"reload failed, process {pid} keeps its previous configuration:\n{broken}")
+        # verdict's words (an administrator's trial: two wordings for one failure), as far as
+        # they are known (the daemon may read another file: a newcomer's review)
+        fail(
+            f"reload failed, process {pid} keeps its previous configuration (if it reads this "
+            f"file, which has errors):\n{broken}"
+        )
         return ExitCode.CONFIG
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
