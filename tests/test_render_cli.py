@@ -140,6 +140,9 @@ def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Pa
     done = _run(content, style, "-o", ".png", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "-o .png: the file has no name before its suffix; as -o result.png" in done.stderr
+    (tmp_path / "out").mkdir()  # a re-test: told it had no suffix
+    done = _run(content, style, "-o", "out", cwd=tmp_path)
+    assert "-o out is a folder; name the result's file, as -o out/result.jpg" in done.stderr
     assert not (tmp_path / ".png").exists()
 
 

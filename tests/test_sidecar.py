@@ -184,7 +184,11 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         # a newcomer's review: a blend item's param was told to be removed, losing it
         ({"style": [{"name": "a", "size": 64}]}, 'style[0].size: belongs inside "params", as in'),
         ({"style": [{"name": "a", "Params": {}}]}, 'Params: belongs at the top level, as in {"'),
-        ({"style": [{"File": "cells.png"}]}, "File: unknown key; a blend's item names a library"),
+        ({"style": [{"File": "cells.png"}]}, "File: unknown key; a blend mixes styles of the"),
+        (
+            {"style": [{"file": "x/y.png"}]},
+            "put 'x/y.png' in the style library and name it, as {\"",
+        ),
         # a re-test: the spelling advice, followed, gave the key twice
         ({"params": {"size": 64, "Size": 32}}, 'params.Size: unknown key; "size" is given too; '),
         ({"style": [{"name": "a", "Name": "b"}]}, 'Name: unknown key; "name" is given too; remove'),

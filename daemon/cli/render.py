@@ -413,6 +413,10 @@ def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
 
 
 def _output_format(output: Path) -> str:
+    if output.is_dir():  # a re-test: `-o out/` was told it had no suffix
+        raise UsageError(
+            f"-o {output} is a folder; name the result's file, as -o {output / 'result.jpg'}"
+        )
     # ".png" alone is to Python a hidden file without a suffix; to its writer, a suffix
     # without a name (a re-tester's `-o .gif` was told it had no suffix)
     unnamed = not output.suffix and output.name.count(".") == 1 and output.name[0] == "."

@@ -326,6 +326,11 @@ def _unknown_key(
     value = item.get("input")
     if _names_a_style(key, path, value):
         example = json.dumps({"name": _name_in(str(value)) or "starry", "weight": 1})
+        if key.casefold() == "file":  # a re-test: told a name no library style had
+            return (
+                f"unknown key; a blend mixes styles of the library only: put {shown(value)} in "
+                f"the style library and name it, as {example}"
+            )
         return f"unknown key; a blend's item names a library style, as {example}"
     close = difflib.get_close_matches(key.lower(), allowed, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
