@@ -6,17 +6,19 @@ database (the record is damaged with SQL); no worker is started."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
 
 import pytest
 from conftest import Folders, image_bytes, write_json
+from structlog.testing import capture_logs
 
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.lifecycle import HEADER_MARK, Lifecycle
 from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.metrics import Metrics
@@ -136,3 +138,25 @@ def test_a_crash_just_after_a_claim_fails_the_job_and_returns_its_photo(
     report = json.loads((folders.outbox / "photo.error.json").read_text())
     assert "a bug after the claim" in report["error"]
     assert list((folders.state / "spool").iterdir()) == []
+
+
+def test_a_photo_whose_header_read_never_ended_is_left_to_the_worker(folders: Folders) -> None:
+    """A photo that stops the daemon in a header parser (some of Pillow's are C) would stop it
+    at every start, its job queued again each time. A read that began and never ended (what
+    such a crash leaves in the job's folder) is not begun again: the worker, a process of its
+    own, decodes the photo, where a crash is a failed attempt."""
+    lc = _lifecycle(folders)
+    job_id, _ = _claim(lc, folders, "photo.jpg", seed=1)
+    spooled = lc.spool.job_dir(lc.jobs[job_id])
+    lc.store.close()
+    (spooled / "input.jpg").write_bytes(os.urandom(3000))  # what a header read refuses at once
+    (spooled / HEADER_MARK).touch()
+
+    lc = _lifecycle(folders)
+    with capture_logs() as logs:
+        lc.recover()
+        lc.feed(time.monotonic() + 10)
+    assert job_id in lc.jobs and lc.pool.queued == [job_id]  # handed to a worker to decode
+    assert [e["input"] for e in logs if e["event"] == "job.header_not_read"] == ["photo.jpg"]
+    assert list(folders.outbox.iterdir()) == []
+    assert (spooled / HEADER_MARK).exists()  # never read here again, whatever restarts come

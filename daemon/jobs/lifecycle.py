@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -58,6 +59,8 @@ from daemon.safefs import Changed
 from daemon.status_model import Attention, JobItem
 
 log = structlog.get_logger("stylefold.jobs")
+HEADER_MARK = ".reading-header"  # in a job's folder while the daemon reads its photo's header
+HEADER_NOT_READ = "a read of its header began before the daemon stopped and never ended"
 
 CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder failed a claim
 # A job whose rendered result vanished from the spool this often is failed, not rendered again:
@@ -412,13 +415,14 @@ class Lifecycle:
             )
             for style in job.styles
         )
-        if (problem := photo_problem(content, self.settings.max_pixels)) is not None:
-            self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
-            return
-        row = self.store.get(job.id)
         key = None
-        if self.pool.may_batch():
-            key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)
+        with self._header_read(job) as readable:
+            if readable and (problem := photo_problem(content, self.settings.max_pixels)):
+                self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
+                return
+            if readable and self.pool.may_batch():
+                key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)
+        row = self.store.get(job.id)
         task = Task(
             job_id=job.id,
             job_dir=job_dir,
@@ -437,6 +441,26 @@ class Lifecycle:
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)
+
+    @contextlib.contextmanager
+    def _header_read(self, job: Job) -> Iterator[bool]:
+        """Whether this process may read the photo's header (Pillow's parsers, some in C):
+        not when such a read began and never ended. A photo that stops the daemon there would
+        stop it at every start, its job queued again each time; the worker, a process of its
+        own, decodes it instead. Marked in the job's folder (best effort: a full state folder
+        leaves no mark)."""
+        mark = self.spool.job_dir(job) / HEADER_MARK
+        if mark.exists():
+            log.warning("job.header_not_read", input=job.source, why=HEADER_NOT_READ)
+            yield False
+            return
+        with contextlib.suppress(OSError):
+            mark.touch()
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(OSError):
+                mark.unlink(missing_ok=True)
 
     def _copied_by(self, image: Path) -> str | None:
         """The live job that copied the inbox photo `image`, if any."""
