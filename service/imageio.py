@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -165,7 +166,12 @@ def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | No
         return _empty(name)
     whole, head = len(head) <= HEADER_BYTES, head[:HEADER_BYTES]
     try:
-        with Image.open(io.BytesIO(head), formats=PHOTO_FORMATS) as opened:
+        # a TIFF's directory past the header read is "corrupt" to Pillow, which warns: the
+        # decoder reads it whole, and the daemon's log is no place for the warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opened = Image.open(io.BytesIO(head), formats=PHOTO_FORMATS)
+        with opened:
             width, height = opened.size
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
