@@ -34,11 +34,14 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # name: EPS among them, which it hands to Ghostscript's PostScript interpreter (an attacker's
 # trial: a photo.jpg of PostScript ran `gs`).
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "HEIF", "AVIF", "BMP")
-# The most of a file a header check reads (`opened_header`): photos' headers and metadata sit
-# far inside it. Reading a whole TIFF whose tag held 200 MB cost the daemon's own process three
-# times that (an attacker's trial: 125 -> 644 MB); past this a tag is skipped, or the header
-# cannot be read, which the check takes as for a damaged file.
-HEADER_BYTES = 16 << 20
+# The most of a file a header check in the daemon's own process reads (`opened_header`,
+# `header_problem`): photos' headers and metadata, and all of stylefold's own results' (Pillow
+# writes them first), sit far inside it; a header it cannot hold is left to the worker (a job
+# runs unbatched, a photo is judged by decoding). Pillow's parsers keep a structure per chunk
+# or marker: a whole TIFF whose tag held 200 MB cost three times that (an attacker's trial:
+# 125 -> 644 MB), and at 16 MiB a GIF of 8 million one-byte comment blocks cost 731 MB and
+# 1.8 s, 4 million empty JPEG markers 4.4 s (another's); at 1 MiB, a sixteenth of that.
+HEADER_BYTES = 1 << 20
 WEBP_EXIF_MAX = 1 << 20  # an EXIF chunk stylefold writes is a few KB
 EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import iso_media
 from icc_profiles import DISPLAY_P3_D50, grey_profile, rgb_profile
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from daemon.pool.batching import upright_size
 from service.errors import ImageInputError
@@ -248,7 +248,13 @@ def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> Non
     long = tmp_path / "long.tif"
     long.write_bytes(b"II*\x00" + (HEADER_BYTES + 8).to_bytes(4, "little") + bytes(HEADER_BYTES))
     photos = [_save(_gradient(64, 48), tmp_path / f"photo.{ext}") for ext in ("png", "webp")]
-    for path in [tmp_path / "whole.jpg", cut, long, big, *photos]:
+    # a PNG whose text chunks (a generator's workflow) outgrow the header read: decoded whole
+    workflow = PngImagePlugin.PngInfo()
+    for n in range(3):
+        workflow.add_text(f"step{n}", "x" * (HEADER_BYTES // 2))
+    wordy = _save(_gradient(64, 48), tmp_path / "wordy.png", pnginfo=workflow)
+    assert wordy.stat().st_size > HEADER_BYTES and open_image(wordy).image.size == (64, 48)
+    for path in [tmp_path / "whole.jpg", cut, long, big, wordy, *photos]:
         assert header_problem(path) is None, path.name
 
 
