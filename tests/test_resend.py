@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -392,6 +393,18 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
         lc.problem(lone)  # a rescan
     assert _outbox(folders) == RESULT_SET
     assert [(e["event"], e.get("answered_by")) for e in logs] == [("job.resent_alone", first)]
+    # Another photo of that size put in its place with its mtime is no answered photo (an
+    # attacker's trial: it got no answer at all).
+    photo = folders.inbox / "photo.jpg"
+    seen, other = photo.stat(), bytearray(photo.read_bytes())
+    other[len(other) // 2] ^= 0xFF
+    (folders.inbox / ".swap").write_bytes(bytes(other))
+    os.utime(folders.inbox / ".swap", ns=(seen.st_atime_ns, seen.st_mtime_ns))
+    os.replace(folders.inbox / ".swap", photo)
+    lc.problem(lone)
+    assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
+    _send(folders, sidecar=None)  # the answered photo again: its report is outdated
+    lc.problem(lone)
     assert _take(lc, _send(folders)) is None and _last_end(lc) is State.SKIPPED
     assert list(folders.inbox.iterdir()) == []
     # An edited photo alone is a new photo: told it has no sidecar.

@@ -26,14 +26,21 @@ class AnsweredInPlace:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.inbox).as_posix()
 
-    def _signature(self, path: Path) -> list[int] | None:
-        """An inbox file's size and mtime, looked at without following any link."""
+    def _signature(self, path: Path, inode: bool = False) -> list[int] | None:
+        """An inbox file's size and mtime (and inode), looked at without following any link."""
         try:
             relative = path.relative_to(self.inbox)
             result = safefs.lstat_under(self.inbox, relative)
         except (OSError, ValueError):
             return None
-        return [result.st_size, result.st_mtime_ns]
+        return [result.st_size, result.st_mtime_ns, *([result.st_ino] if inode else [])]
+
+    def _unchanged(self, recorded: list[int] | None, path: Path | None) -> bool:
+        """Whether the file at `path` is as `recorded` ([size, mtime_ns], with the inode where
+        it was recorded: one read as it was answered)."""
+        if recorded is None or path is None:
+            return recorded is None and path is None
+        return recorded == self._signature(path, inode=len(recorded) == 3)
 
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
@@ -44,8 +51,11 @@ class AnsweredInPlace:
             self.store.remember(self.relative(first), signatures, job_id)
 
     def remember_read(self, path: Path, signature: list[int], job_id: str) -> None:
-        """A file answered as it was read (`signature`), not as it may be by now: one changed
-        since is a new file, not answered."""
+        """A file answered as it was read (`signature`: [size, mtime_ns, inode]), not as it may
+        be by now: one changed since is a new file, not answered. The inode tells apart another
+        file of the same size put in its place with its mtime (an attacker's trial: a photo
+        swapped in so got no answer at all; sync tools keep mtimes, and small photos of one
+        size are common)."""
         self.store.remember(self.relative(path), [signature], job_id)
 
     def remember_style(self, path: Path, job_id: str) -> None:
@@ -63,7 +73,11 @@ class AnsweredInPlace:
         if first is None:
             return False
         recorded = self.store.seen(self.relative(first))
-        return recorded == [None if p is None else self._signature(p) for p in paths]
+        return (
+            recorded is not None
+            and len(recorded) == len(paths)
+            and all(self._unchanged(r, p) for r, p in zip(recorded, paths, strict=True))
+        )
 
     def answered_as_is(self, path: Path) -> bool:
         """Whether the inbox file `path`, as it is now, was answered in place (reported, or a
@@ -71,7 +85,7 @@ class AnsweredInPlace:
         kept photo whose sidecar or style image then went is no new problem (a sync user's
         trial: a second, false report after pair_timeout)."""
         recorded = self.store.seen(self.relative(path))
-        return recorded is not None and recorded[:1] == [self._signature(path)]
+        return recorded is not None and len(recorded) > 0 and self._unchanged(recorded[0], path)
 
     def answered_with(self, photo: Path, sidecar: str) -> bool:
         """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the

@@ -53,7 +53,7 @@ def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
 @dataclass(frozen=True)
 class ResentAlone:
     """An answered photo come back without its sidecar: the answer that stands, and the
-    photo's [size, mtime_ns] as it was read (what `AnsweredInPlace` remembers)."""
+    photo's [size, mtime_ns, inode] as it was read (what `AnsweredInPlace` remembers)."""
 
     answer: Answer
     signature: list[int]
@@ -85,7 +85,8 @@ def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> Re
     if safefs.Identity.of(after) != safefs.Identity.of(before):
         return None
     answer = _answer_to_photo(store, earlier, digest)
-    return None if answer is None else ResentAlone(answer, [after.st_size, after.st_mtime_ns])
+    signature = [after.st_size, after.st_mtime_ns, after.st_ino]
+    return None if answer is None else ResentAlone(answer, signature)
 
 
 def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer | None:
