@@ -285,6 +285,11 @@ def test_config_file_errors(folders: dict[str, Any], tmp_path: Path) -> None:
     message = error_of(broken, folders)
     assert "is not valid TOML" in message
     assert "line 1" in message
+    deep = tmp_path / "deep.toml"  # an attacker's trial: RecursionError, a traceback
+    deep.write_text("x = " + "[" * 100_000 + "\n")
+    assert error_of(deep, folders) == (
+        f"config: {deep} nests its values too deeply to be read; fix the syntax"
+    )
     latin = tmp_path / "latin.toml"  # a re-test: UnicodeDecodeError, a traceback
     latin.write_bytes("# caf\u00e9\n".encode("latin-1"))
     assert error_of(latin, folders) == (

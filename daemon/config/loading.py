@@ -196,6 +196,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
+    except RecursionError:  # an attacker's trial: 100,000 "[" gave a traceback
+        raise ConfigError(
+            f"config: {path} nests its values too deeply to be read; fix the syntax"
+        ) from None
     except UnicodeDecodeError as exc:  # a re-test: a reload of such a file ended the daemon
         raise ConfigError(
             f"config: {path} is not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8"
