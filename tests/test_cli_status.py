@@ -225,6 +225,9 @@ def test_a_stopping_daemon_says_so() -> None:
     report = StatusReport(daemon=DaemonInfo(running=True, pid=7, version="1.2", stopping=True))
     text = render_status(report, failures=10, now=NOW)
     assert text.startswith("daemon: stopping (finishing its running jobs), pid 7")
+    cut = report.daemon.model_copy(update={"cuts_running_at": NOW - 1})  # an attacker's trial
+    text = render_status(report.model_copy(update={"daemon": cut}), failures=10, now=NOW)
+    assert text.startswith("daemon: stopping (cutting its running jobs short), pid 7")
 
 
 def test_a_stop_that_cuts_a_running_job_says_when_not_its_estimate() -> None:

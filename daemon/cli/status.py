@@ -141,7 +141,11 @@ def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:
 def _daemon_lines(daemon: DaemonInfo, now: float) -> list[str]:
     if not daemon.running:
         return [f"daemon: not running (stylefold {daemon.version})"]
-    doing = "stopping (finishing its running jobs)" if daemon.stopping else "running"
+    doing = "running"
+    if daemon.stopping:  # past the grace period, or at a second signal, the jobs are cut
+        cut = daemon.cuts_running_at is not None and daemon.cuts_running_at <= now
+        how = "cutting its running jobs short" if cut else "finishing its running jobs"
+        doing = f"stopping ({how})"
     parts = [f"daemon: {doing}, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
     parts.append(f"stylefold {daemon.version}")
     if daemon.watch_mode:
