@@ -317,28 +317,24 @@ class Store:
         return None if row is None else _row(row)
 
     def active(self) -> list[JobRow]:
-        """Unfinished jobs in claim order (job ids sort by claim time). Through the state
-        index (named, so statistics from an ANALYZE cannot turn it into a scan of the table),
-        which finds the few unfinished rows among a long history."""
-        marks = ",".join("?" * len(ACTIVE))
-        rows = self._db.execute(
-            f"SELECT {self._columns} FROM jobs INDEXED BY jobs_state WHERE state IN ({marks}) "
-            "ORDER BY id",
-            tuple(ACTIVE),
-        ).fetchall()
-        return [_row(row) for row in rows]
+        """Unfinished jobs in claim order (job ids sort by claim time)."""
+        return [_row(row) for row in self._unfinished(self._columns, "ORDER BY id")]
 
     def starts(self) -> dict[str, int]:
         """How often each unfinished job that has started was started: for the running
         daemon's status, whose jobs in memory do not count their starts (after a restart it
-        said 0 where the database said 1). Columns only, through the state index."""
+        said 0 where the database said 1). Two columns, not the records."""
+        return dict(self._unfinished("id, starts", "AND starts > 0"))
+
+    def _unfinished(self, columns: str, more: str) -> list[Any]:
+        """Unfinished jobs' `columns`, through the state index (named, so statistics from an
+        ANALYZE cannot turn it into a scan of the table), which finds the few unfinished rows
+        among a long history."""
         marks = ",".join("?" * len(ACTIVE))
-        rows = self._db.execute(
-            f"SELECT id, starts FROM jobs INDEXED BY jobs_state WHERE state IN ({marks}) "
-            "AND starts > 0",
+        return self._db.execute(
+            f"SELECT {columns} FROM jobs INDEXED BY jobs_state WHERE state IN ({marks}) {more}",
             tuple(ACTIVE),
         ).fetchall()
-        return {job_id: count for job_id, count in rows}
 
     def in_state(self, state: State) -> list[JobRow]:
         """The jobs now in `state`, in claim order."""
