@@ -153,32 +153,29 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
     )
 
 
-def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """What `open_image` would refuse in the file at `path`, told from its header without
-    decoding: a file no decoder takes, or one over the pixel limit. None when only decoding
-    can tell. A file longer than the header read is judged unidentified only when no decoder
-    takes its first 16 bytes (a TIFF may keep its directory at its end; a phone's video, which
-    waited for the queue, is over 16 MiB)."""
+def header_problem(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
+) -> str | None:
+    """What `open_image` would refuse in the file at `path` (whose `read_header` bytes `head`
+    may be given), told from its header without decoding: a file no decoder takes, or one over
+    the pixel limit. None when only decoding can tell. A file longer than the header read is
+    judged unidentified only when no decoder takes its first 16 bytes (a TIFF may keep its
+    directory at its end; a phone's video, which waited for the queue, is over 16 MiB)."""
     name = str(path)
-    try:
-        with open_regular(path) as file:
-            head = file.read(HEADER_BYTES + 1)
-    except OSError:
-        return None  # the decoder's own read says what is wrong
+    if head is None:
+        try:
+            head = read_header(path)
+        except OSError:
+            return None  # the decoder's own read says what is wrong
     if not head:
         return _empty(name)
-    whole, head = len(head) <= HEADER_BYTES, head[:HEADER_BYTES]
     try:
-        # a TIFF's directory past the header read is "corrupt" to Pillow, which warns: the
-        # decoder reads it whole, and the daemon's log is no place for the warning
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            opened = Image.open(io.BytesIO(head), formats=PHOTO_FORMATS)
-        with opened:
+        with opened_header(head) as opened:
             width, height = opened.size
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
     except UnidentifiedImageError:
+        whole = len(head) <= HEADER_BYTES
         return str(_unidentified(name, head)) if whole or not _accepted(head) else None
     except Exception:  # a damaged header: Pillow raises many kinds; decoding tells which
         return None
@@ -515,16 +512,26 @@ def header_exif(image: Image.Image) -> Image.Exif:
     return exif
 
 
+def read_header(path: Path) -> bytes:
+    """The first HEADER_BYTES of the regular file at `path`, and one byte more where there are
+    more (what tells a header check that its read did not hold the whole file)."""
+    with open_regular(path) as file:
+        return file.read(HEADER_BYTES + 1)
+
+
 @contextlib.contextmanager
-def opened_header(source: Path | BinaryIO) -> Iterator[Image.Image]:
-    """The image at `source` opened from its first HEADER_BYTES, never decoded: for a look at
-    its header (size, EXIF) in a process that must stay small."""
+def opened_header(source: Path | BinaryIO | bytes) -> Iterator[Image.Image]:
+    """The image at `source` (or `read_header`'s bytes of it) opened from its first
+    HEADER_BYTES, never decoded: for a look at its header (size, EXIF) in a process that must
+    stay small. What lies past the read is "corrupt" to Pillow (a TIFF's directory at its
+    end), and its warning is no news for the daemon's log: the decoder reads the file whole."""
     if isinstance(source, Path):
-        with source.open("rb") as file:
-            head = file.read(HEADER_BYTES)
-    else:
-        head = source.read(HEADER_BYTES)
-    with Image.open(io.BytesIO(head), formats=PHOTO_FORMATS) as image:
+        source = read_header(source)
+    head = source if isinstance(source, bytes) else source.read(HEADER_BYTES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = Image.open(io.BytesIO(head[:HEADER_BYTES]), formats=PHOTO_FORMATS)
+    with image:
         yield image
 
 

@@ -57,6 +57,7 @@ from daemon.pool.events import (
 from daemon.pool.render import photo_problem
 from daemon.safefs import Changed
 from daemon.status_model import Attention, JobItem
+from service.imageio import read_header
 
 log = structlog.get_logger("stylefold.jobs")
 HEADER_MARK = ".reading-header"  # in a job's folder while the daemon reads its photo's header
@@ -415,13 +416,18 @@ class Lifecycle:
             )
             for style in job.styles
         )
-        key = None
+        key = head = None
         with self._header_read(job) as readable:
-            if readable and (problem := photo_problem(content, self.settings.max_pixels)):
+            if readable:  # once, for the check and the batch key
+                with contextlib.suppress(OSError):  # else the worker's read says what is wrong
+                    head = read_header(content)
+            if head is not None and (
+                problem := photo_problem(content, self.settings.max_pixels, head)
+            ):
                 self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
                 return
-            if readable and self.pool.may_batch():
-                key = batch_key(content, [(s.sha256, s.weight) for s in job.styles], job.params)
+            if head is not None and self.pool.may_batch():
+                key = batch_key(head, [(s.sha256, s.weight) for s in job.styles], job.params)
         row = self.store.get(job.id)
         task = Task(
             job_id=job.id,

@@ -19,11 +19,12 @@ from service.params import RenderParams
 SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
 
 
-def upright_size(path: Path) -> tuple[int, int] | None:
-    """(w, h) as the photo is meant to be seen, or None when the header cannot be read (the
-    job then runs alone, and the worker reports what is wrong with the file)."""
+def upright_size(photo: Path | bytes) -> tuple[int, int] | None:
+    """(w, h) as the photo (or its `read_header` bytes) is meant to be seen, or None when the
+    header cannot be read (the job then runs alone, and the worker reports what is wrong with
+    the file)."""
     try:
-        with opened_header(path) as image:
+        with opened_header(photo) as image:
             w, h = image.size
             if exif_orientation(image) in SIDEWAYS:
                 w, h = h, w
@@ -32,7 +33,9 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     return w, h
 
 
-def batch_key(photo: Path, styles: list[tuple[str, float]], params: RenderParams) -> str | None:
+def batch_key(
+    photo: Path | bytes, styles: list[tuple[str, float]], params: RenderParams
+) -> str | None:
     """`styles`: (content hash, blend weight) of each style image, in order."""
     size = upright_size(photo)
     if size is None:

@@ -202,13 +202,13 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
         raise ImageInputError(_for_people(str(exc), source, what)) from exc
 
 
-def photo_problem(photo: Path, max_pixels: int) -> str | None:
+def photo_problem(photo: Path, max_pixels: int, head: bytes | None = None) -> str | None:
     """What decoding the photo would refuse, where its header tells it (no decoder takes the
     file, or it is over max_pixels): said at once, not after the queue ahead of it (a trial:
     random bytes named broken.jpg waited their turn to be told they are not an image)."""
     from service.imageio import header_problem
 
-    problem = header_problem(photo, max_pixels)
+    problem = header_problem(photo, max_pixels, head)
     return None if problem is None else _for_people(problem, photo, "the photo")
 
 
