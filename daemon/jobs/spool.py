@@ -165,10 +165,11 @@ class Spool:
         if not folder or (self.settings.outbox / folder).is_dir() or self.places.outbox_gone():
             return None
         reserved = self.places.reserved(but=job.id)
-        if self.places.folder_for(job.rel_dir, reserved) == folder:
+        answer_dir = self.places.folder_for(job.rel_dir, reserved)
+        if answer_dir == folder:
             return None
-        answer_dir, names = self._answer_place(
-            job.rel_dir, job.image_name, job.output_format, job.inputs, reserved
+        names = self._names_in(
+            answer_dir, job.rel_dir, job.image_name, job.output_format, job.inputs, reserved
         )
         moved = job.model_copy(
             update={
@@ -181,14 +182,20 @@ class Spool:
         self.append_log(moved, answered_elsewhere(answer_dir, job.rel_dir))
         return moved
 
-    def _answer_place(
-        self, rel_dir: str, photo: str, output_format: str, inputs: list[str], reserved: list[Path]
-    ) -> tuple[str, OutputNames]:
-        """The outbox folder (relative to the outbox, its numbered parts made) and the names of
-        the answer to `photo` of the inbox folder `rel_dir`, clear of the `reserved` names."""
-        answer_dir = self.places.folder_for(rel_dir, reserved)
+    def _names_in(
+        self,
+        answer_dir: str,
+        rel_dir: str,
+        photo: str,
+        output_format: str,
+        inputs: list[str],
+        reserved: list[Path],
+    ) -> OutputNames:
+        """The names of the answer to `photo` of the inbox folder `rel_dir` in `answer_dir`
+        (`AnswerPlaces.folder_for`: relative to the outbox; its numbered parts are marked
+        here), clear of the `reserved` names."""
         self.places.mark(answer_dir, rel_dir)
-        names = choose_names(
+        return choose_names(
             self.settings.outbox / answer_dir,
             Path(photo).stem,
             output_format,
@@ -196,7 +203,6 @@ class Spool:
             inputs=inputs,
             root=self.settings.outbox,
         )
-        return answer_dir, names
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -297,8 +303,10 @@ class Spool:
         output = {"format": resolved.output_format, "quality": resolved.output_quality}
         arrival_sidecar = [arrival.sidecar.name] if arrival.sidecar is not None else []
         inputs = inbox_paths(rel_dir, arrival.image.name, *arrival_sidecar)
-        answer_dir, names = self._answer_place(
-            rel_dir, arrival.image.name, resolved.output_format, inputs, self.places.reserved()
+        reserved = self.places.reserved()
+        answer_dir = self.places.folder_for(rel_dir, reserved)
+        names = self._names_in(
+            answer_dir, rel_dir, arrival.image.name, resolved.output_format, inputs, reserved
         )
         job = Job(
             id=job_id,
