@@ -179,11 +179,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def blocked_why(job: JobItem) -> str:
+def blocked_why(job: JobItem, now: float) -> str:
     """A blocked job's reason, after what refused it where that is known (the running daemon
-    knows; a report built from the database does not, and must not guess the outbox)."""
-    reason = job.reason or "blocked"
-    return reason if job.blocked_on is None else f"{answers.BLOCKED_ON[job.blocked_on]}: {reason}"
+    knows; a report built from the database does not, and must not guess the outbox), and
+    when it is tried again."""
+    why = job.reason or "blocked"
+    if job.blocked_on is not None:
+        why = f"{answers.BLOCKED_ON[job.blocked_on]}: {why}"
+    return why if job.retry_at is None else f"{why}; next try in {duration(job.retry_at - now)}"
 
 
 def time_left(job: JobItem, daemon: DaemonInfo, now: float) -> str | None:

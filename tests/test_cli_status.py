@@ -169,7 +169,8 @@ def test_every_section_in_order() -> None:
     assert notes["b/blocked.jpg"].startswith("outbox unwritable: the outbox is full (ENOSPC)")
     # A report built from the database does not know what refused: it does not guess.
     [blocked] = busy_report().in_state(State.BLOCKED)
-    assert blocked_why(blocked.model_copy(update={"blocked_on": None})) == blocked.reason
+    unknown = blocked.model_copy(update={"blocked_on": None})
+    assert blocked_why(unknown, NOW) == f"{blocked.reason}; next try in 50 s"
     # Since when, where it is known (deploy/README promises it for a Ray outage).
     assert (
         "the Ray cluster at 10.0.0.2:6379 does not answer ([Errno 111] Connection refused), "

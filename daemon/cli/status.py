@@ -197,10 +197,7 @@ def _job_line(job: JobItem, daemon: DaemonInfo, now: float) -> str:
             text += f", {left}"
         return text + (f"; preview {job.preview}" if job.preview else "")
     if job.state is State.BLOCKED:
-        text = f"{job.input}  {blocked_why(job)}"
-        if job.retry_at is not None:
-            text += f"; next try in {duration(job.retry_at - now)}"
-        return text
+        return f"{job.input}  {blocked_why(job, now)}"
     waiting = "waiting" if job.state is State.QUEUED else "for"
     text = f"{job.input}  {waiting} {duration(now - job.since)}"
     if job.starts:

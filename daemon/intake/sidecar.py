@@ -300,7 +300,7 @@ def _elsewhere(
             what = (
                 "move what it holds into that one"
                 if isinstance(value, Mapping)
-                else ("remove this one")
+                else "remove this one"
             )
             return f"belongs {place}, where it is given too; {what}"
         refused = _refused_at(section, {key: value})

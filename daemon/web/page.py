@@ -197,9 +197,7 @@ def _job_row(job: JobItem, daemon: DaemonInfo, now: float) -> QueueRow:
             "running", "running", job.input, ", ".join(notes), styles, job.percent or 0.0, preview
         )
     if job.state is State.BLOCKED:
-        note = blocked_why(job)
-        if job.retry_at is not None:
-            note += f"; next try in {duration(job.retry_at - now)}"
+        note = blocked_why(job, now)
         fix = BLOCKED_FIX[job.waits_for]
         return QueueRow("blocked", "blocked", job.input, note, styles, fix=fix)
     note = f"for {duration(now - job.since)}"
