@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from daemon.intake.own_answers import own_answer
 from daemon.job_id import new_job_id
@@ -37,10 +38,10 @@ def test_an_image_we_encoded_is_known_and_a_camera_photo_is_not(tmp_path: Path, 
     loaded = Image.open(photo)
     ours = tmp_path / f"result.{fmt}"
     ours.write_bytes(encode_image(loaded, fmt, exif=loaded.info["exif"]))
-    assert own_answer(tmp_path, ours) == "a stylised image"
-    assert own_answer(tmp_path, photo) is None
+    assert own_answer(tmp_path, ours, tmp_path) == "a stylised image"
+    assert own_answer(tmp_path, photo, tmp_path) is None
     (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not really")
-    assert own_answer(tmp_path, tmp_path / "garbage.jpg") is None
+    assert own_answer(tmp_path, tmp_path / "garbage.jpg", tmp_path) is None
 
 
 def _png_of_zeros(path: Path, side: int) -> Path:
@@ -67,7 +68,7 @@ from daemon.intake.own_answers import own_answer
 from daemon.pool.batching import upright_size
 bomb = Path(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-found = own_answer(bomb.parent, bomb), upright_size(bomb)
+found = own_answer(bomb.parent, bomb, bomb.parent), upright_size(bomb)
 print(found, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
@@ -100,7 +101,8 @@ def test_our_json_answers_are_known_and_sidecars_are_not(tmp_path: Path) -> None
         "photo.progress.json": {**job, "state": "running", "iteration": 3},
     }
     kinds = {
-        name: own_answer(tmp_path, write_json(tmp_path / name, v)) for name, v in answers.items()
+        name: own_answer(tmp_path, write_json(tmp_path / name, v), tmp_path)
+        for name, v in answers.items()
     }
     assert kinds == {
         "photo.manifest.json": "a manifest",
@@ -113,9 +115,9 @@ def test_our_json_answers_are_known_and_sidecars_are_not(tmp_path: Path) -> None
         "list.json": [job],
     }
     for name, value in not_ours.items():
-        assert own_answer(tmp_path, write_json(tmp_path / name, value)) is None, name
+        assert own_answer(tmp_path, write_json(tmp_path / name, value), tmp_path) is None, name
     (tmp_path / "broken.json").write_text("{")
-    assert own_answer(tmp_path, tmp_path / "broken.json") is None
+    assert own_answer(tmp_path, tmp_path / "broken.json", tmp_path) is None
 
 
 def test_answers_synced_back_make_no_job_and_no_report(
@@ -165,3 +167,60 @@ def test_answers_synced_back_make_no_job_and_no_report(
         )
     finally:
         assert daemon.stop() == 0
+
+
+# Loaded by every Python process the test starts (PYTHONPATH): Pillow's PNG parser ends the
+# process, as a crash inside a C parser would, on a PNG whose header holds the text "crash".
+CRASHING_PARSER = """
+import os, signal
+from PIL import PngImagePlugin
+
+_open = PngImagePlugin.PngImageFile._open
+
+
+def _crashing_open(self):
+    _open(self)
+    if self.info.get("crash") == "here":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+PngImagePlugin.PngImageFile._open = _crashing_open
+"""
+
+
+def test_a_lone_file_whose_header_read_killed_the_daemon_is_not_read_there_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The own-answer check parses a lone file's header in the daemon's process. A file that
+    kills it there killed it again at every start (a systemd restart loop: a left finding of
+    session 32); the read's mark outlives it, and the next start answers the file unread."""
+    folders: Folders = make_folders(tmp_path_factory.mktemp("crash"))
+    hooks = folders.root / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(CRASHING_PARSER)
+    env = {"PYTHONPATH": str(hooks)}
+    config = folders.config(pair_timeout=1.0)
+    photo = folders.inbox / "photo.png"
+    text = PngImagePlugin.PngInfo()
+    text.add_text("crash", "here")
+    Image.open(io.BytesIO(image_bytes())).save(photo, pnginfo=text)
+    first = start_daemon(folders, config=config, env=env)
+    assert first.process.wait(timeout=60) == -signal.SIGKILL  # inside the parser
+    marks = list((folders.state / "header-reads").iterdir())
+    assert len(marks) == 1
+
+    again = start_daemon(folders, config=config, env=env)
+    try:
+        report = folders.outbox / "photo.error.json"
+        wait_for(report.exists, 60, "the report")
+        assert "has no sidecar" in json.loads(report.read_text())["error"]
+        assert [e["path"] for e in again.log_lines() if e.get("event") == "intake.header_not_read"]
+        assert again.process.poll() is None
+        assert marks[0].exists()  # the photo is still there as it was
+    finally:
+        assert again.stop() == 0
+
+    photo.unlink()
+    last = start_daemon(folders, config=config, env=env)
+    assert not marks[0].exists()  # its file is gone: the mark is of no more use
+    assert last.stop() == 0

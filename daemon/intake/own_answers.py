@@ -10,19 +10,25 @@ the job id and input that every manifest, error report and progress file carries
 may not have a `job_id`). It is left alone, without a job or a report.
 
 Only files that would otherwise be answered without a sidecar are looked at: a stylised image
-with a sidecar of its own is a deliberate request to render it again.
+with a sidecar of its own is a deliberate request to render it again. An image's header is
+parsed here, in the daemon's own process, so the read is guarded (`daemon.header_guard`): a file
+whose read never ended is not parsed again, and is answered as any file without a sidecar.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-from daemon import safefs
+import structlog
+
+from daemon import header_guard, safefs
 from daemon.intake.jsonload import SidecarError, load_json, read_inbox
 from daemon.job_id import JOB_ID
 from service.imageio import written_by_stylefold
 
+log = structlog.get_logger("stylefold.intake")
 MAX_ANSWER_BYTES = 1 << 20  # far above any manifest; larger JSON is not ours
 FIX = (
     "the outbox seems to be synced into a folder that feeds the inbox: exclude stylefold's "
@@ -31,8 +37,9 @@ FIX = (
 )
 
 
-def own_answer(inbox: Path, path: Path) -> str | None:
-    """What kind of stylefold answer the inbox file `path` is, or None if it is not one."""
+def own_answer(inbox: Path, path: Path, marks: Path) -> str | None:
+    """What kind of stylefold answer the inbox file `path` is, or None if it is not one. `marks`
+    is the folder for the header reads' marks."""
     relative = path.relative_to(inbox)
     if path.suffix.lower() == ".json":
         return _json_answer(inbox, relative)
@@ -42,7 +49,21 @@ def own_answer(inbox: Path, path: Path) -> str | None:
     except (OSError, safefs.Changed):
         return None
     with os.fdopen(fd, "rb") as file:
-        return "a stylised image" if written_by_stylefold(file) else None
+        mark, identity = header_mark(marks, relative, os.fstat(file.fileno()))
+        with header_guard.guarded_read(mark, identity) as readable:
+            if not readable:
+                shown = relative.as_posix()
+                log.warning("intake.header_not_read", path=shown, why=header_guard.NOT_READ)
+                return None
+            return "a stylised image" if written_by_stylefold(file) else None
+
+
+def header_mark(marks: Path, relative: Path, seen: os.stat_result) -> tuple[Path, str]:
+    """The mark of a read of the inbox file `relative` as `seen`, and what it holds: the path and
+    the file's size, mtime and inode, so that a changed file is read again."""
+    name = os.fsencode(relative.as_posix())
+    identity = f"{seen.st_size} {seen.st_mtime_ns} {seen.st_ino} {name.hex()}"
+    return marks / hashlib.sha256(name).hexdigest()[:32], identity
 
 
 def _json_answer(inbox: Path, relative: Path) -> str | None:

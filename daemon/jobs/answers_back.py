@@ -4,12 +4,15 @@ they are there, since only a person can change the sync setup that brings them b
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import structlog
 
 from daemon.intake import own_answers
 from daemon.job_id import new_job_id
+from daemon.jobs.layout import header_marks
 from daemon.jobs.spool import Spool
 from daemon.status_model import Attention
 
@@ -23,11 +26,27 @@ class AnswersBack:
         self.inbox = inbox
         self.spool = spool
         self.found: dict[Path, str] = {}  # path -> what kind of answer
+        self.marks = header_marks(spool.settings.state)
+        with contextlib.suppress(OSError):
+            self.marks.mkdir(exist_ok=True)
+            self._forget_changed_marks()
+
+    def _forget_changed_marks(self) -> None:
+        """Drop the marks of files changed or gone since their read never ended: a mark is
+        only of use while its file is as it was."""
+        for mark in self.marks.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                held = mark.read_text(encoding="utf-8")
+                name = os.fsdecode(bytes.fromhex(held.rpartition(" ")[2]))
+                seen = (self.inbox / name).lstat()
+                if own_answers.header_mark(self.marks, Path(name), seen) == (mark, held):
+                    continue
+            mark.unlink(missing_ok=True)
 
     def left_alone(self, path: Path, *partners: Path | None) -> bool:
         """True when `path` is one of our answers (then it is remembered with `partners`, as
         `Spool.already_handled` will look it up, and logged)."""
-        kind = own_answers.own_answer(self.inbox, path)
+        kind = own_answers.own_answer(self.inbox, path, self.marks)
         if kind is None:
             return False
         self.spool.in_place.remember([path, *partners], new_job_id())

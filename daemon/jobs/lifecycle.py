@@ -20,7 +20,9 @@ from pathlib import Path
 
 import structlog
 
+from daemon import header_guard
 from daemon.config import Settings
+from daemon.header_guard import guarded_read
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.partners import key
 from daemon.intake.resolve import Rejected, resolve
@@ -61,7 +63,6 @@ from service.imageio import read_header
 
 log = structlog.get_logger("stylefold.jobs")
 HEADER_MARK = ".reading-header"  # in a job's folder while the daemon reads its photo's header
-HEADER_NOT_READ = "a read of its header began before the daemon stopped and never ended"
 
 CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder failed a claim
 # A job whose rendered result vanished from the spool this often is failed, not rendered again:
@@ -450,23 +451,12 @@ class Lifecycle:
 
     @contextlib.contextmanager
     def _header_read(self, job: Job) -> Iterator[bool]:
-        """Whether this process may read the photo's header (Pillow's parsers, some in C):
-        not when such a read began and never ended. A photo that stops the daemon there would
-        stop it at every start, its job queued again each time; the worker, a process of its
-        own, decodes it instead. Marked in the job's folder (best effort: a full state folder
-        leaves no mark)."""
-        mark = self.spool.job_dir(job) / HEADER_MARK
-        if mark.exists():
-            log.warning("job.header_not_read", input=job.source, why=HEADER_NOT_READ)
-            yield False
-            return
-        with contextlib.suppress(OSError):
-            mark.touch()
-        try:
-            yield True
-        finally:
-            with contextlib.suppress(OSError):
-                mark.unlink(missing_ok=True)
+        """Whether this process may read the photo's header (`daemon.header_guard`), marked in
+        the job's folder."""
+        with guarded_read(self.spool.job_dir(job) / HEADER_MARK) as readable:
+            if not readable:
+                log.warning("job.header_not_read", input=job.source, why=header_guard.NOT_READ)
+            yield readable
 
     def _copied_by(self, image: Path) -> str | None:
         """The live job that copied the inbox photo `image`, if any."""
