@@ -162,6 +162,12 @@ def test_shared_stem_sidecar_is_ambiguous(inbox: Inbox) -> None:
     png = inbox.write("photo.png")
     inbox.write("photo.json", "{}")
     assert inbox.poll(SETTLE) == []
+    # While they wait for sidecars of their own, status says so (it said "for its sidecar").
+    notes = {item.path: item.note for item in inbox.intake.items(inbox.now, 0.0)}
+    assert notes["photo.jpg"] == (
+        "waiting for a sidecar of its own (photo.jpg.json): photo.json is shared with another "
+        "photo (photo.png)"
+    )
     events = inbox.poll(PAIR)
     assert {event.path for event in events if isinstance(event, Problem)} == {jpg, png}
     assert "shares photo.json with another photo (photo.jpg and photo.png)" in str(events)

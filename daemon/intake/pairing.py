@@ -518,6 +518,10 @@ class Intake:
             if used or self._pairs.is_style_image(image.path):
                 self._decided(image.path)  # a brought-along style image, not a photo
             elif not timed_out:
+                if sharing is not None:  # status said "waiting for its sidecar", which is there
+                    shared = sharing.sidecar.name
+                    others = [p.name for p in sharing.photos if p != image.path]
+                    image.waits_for = reasons.own_sidecar(shared, image.path.name, others)
                 self._sleep(image.path, image.waiting_since + self.pair_timeout)
             elif sharing is not None:
                 others = [path.name for path in sharing.photos]

@@ -65,6 +65,13 @@ def shares_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
     )
 
 
+def own_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
+    return (
+        f"a sidecar of its own ({photo}.json): {sidecar} is shared with another photo "
+        f"({' and '.join(others)})"
+    )
+
+
 def style_not_beside(style_file: str, sidecar: str) -> str:
     return (
         f"waits for the style image {style_file} named by {sidecar}, which is not in the same "
