@@ -137,13 +137,16 @@ def test_output_name_needs_a_known_format(tmp_path: Path, photos: tuple[Path, Pa
         done = _run(content, style, "-o", tmp_path / name, cwd=tmp_path)
         assert done.returncode == 1, done.stderr
         assert f"-o {tmp_path / name}: {why}; end it in .jpg, .png, .webp or .tiff" in done.stderr
-    done = _run(content, style, "-o", ".png", cwd=tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert "-o .png: the file has no name before its suffix; as -o result.png" in done.stderr
+    for name in (".png", "..png"):  # the second was written as a hidden file
+        done = _run(content, style, "-o", name, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert f"-o {name}: the file has no name before its suffix; as -o result.png" in (
+            done.stderr
+        )
     (tmp_path / "out").mkdir()  # a re-test: told it had no suffix
     done = _run(content, style, "-o", "out", cwd=tmp_path)
     assert "-o out is a folder; name the result's file, as -o out/result.jpg" in done.stderr
-    assert not (tmp_path / ".png").exists()
+    assert not (tmp_path / ".png").exists() and not (tmp_path / "..png").exists()
 
 
 def test_an_output_that_is_one_of_the_inputs_is_refused(

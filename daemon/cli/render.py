@@ -418,14 +418,15 @@ def _output_format(output: Path) -> str:
             f"-o {output} is a folder; name the result's file, as -o {output / 'result.jpg'}"
         )
     # ".png" alone is to Python a hidden file without a suffix; to its writer, a suffix
-    # without a name (a re-tester's `-o .gif` was told it had no suffix)
-    unnamed = not output.suffix and output.name.count(".") == 1 and output.name[0] == "."
-    suffix = output_format((output.name if unnamed else output.suffix).lstrip("."))
+    # without a name (a re-tester's `-o .gif` was told it had no suffix, `-o ..png` wrote a
+    # hidden file)
+    head, dot, ext = output.name.rpartition(".")
+    suffix = output_format(ext if dot else "")
     if suffix not in get_args(OutputFormat):
         why = f".{suffix} is not a format stylefold writes" if suffix else "it has no suffix"
         raise UsageError(f"-o {output}: {why}; end it in .jpg, .png, .webp or .tiff")
-    if unnamed:
-        named = output.with_name(f"result{output.name}")
+    if not head.strip("."):
+        named = output.with_name(f"result.{ext}")
         raise UsageError(f"-o {output}: the file has no name before its suffix; as -o {named}")
     if not output.parent.is_dir():
         raise UsageError(f"the output folder {output.parent} does not exist")
