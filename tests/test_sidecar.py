@@ -192,6 +192,14 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         # a re-test: the spelling advice, followed, gave the key twice
         ({"params": {"size": 64, "Size": 32}}, 'params.Size: unknown key; "size" is given too; '),
         ({"style": [{"name": "a", "Name": "b"}]}, 'Name: unknown key; "name" is given too; remove'),
+        # a re-test: both were told to move into params, and an inner slip came a round later
+        ({"size": 64, "Size": 32}, 'Size: the same key as "size", which is given too; remove'),
+        ({"Size": 64, "SIZE": 32}, 'SIZE: the same key as "Size", which is given too; remove'),
+        (
+            {"style": "a", "Params": {"Size": 64}},
+            'Params: unknown key; write it "params" (keys are lower case), and mend what it '
+            'holds: params.Size: unknown key; write it "size"',
+        ),
     ],
 )
 def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: str) -> None:

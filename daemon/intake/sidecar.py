@@ -288,6 +288,12 @@ def _elsewhere(
     }
     if _spelt(key, _allowed_keys(path)) is not None or _names_a_style(key, path, value):
         return None  # its own level's key in other letter case, or a blend's item's style
+    here = sidecar.get(path[0], {}) if path else sidecar
+    mapping = path in sections and isinstance(here, Mapping)
+    twins = [k for k in here if k.casefold() == key.casefold()] if mapping else []
+    kept = next((k for k in twins if k == k.lower()), twins[0] if twins else key)
+    if kept != key:  # a re-test: {"size": 64, "Size": 32} told both to move
+        return f"the same key as {json.dumps(kept)}, which is given too; remove this one"
     for section, place in sections.items():
         spelt = _spelt(key, _allowed_keys(section))
         if section == path or spelt is None:
@@ -322,7 +328,13 @@ def _unknown_key(
     if (spelt := _spelt(key, allowed)) is not None:
         if spelt in _beside(sidecar, item["loc"]):  # a re-test: the advice made it twice
             return f"unknown key; {json.dumps(spelt)} is given too; remove this one"
-        return f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
+        told = f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
+        held = item.get("input")
+        # a re-test: "Params": {"Size": 64} was told of "Size" only once "Params" was mended
+        inner = not path and spelt in ("params", "output") and isinstance(held, Mapping)
+        if inner and (refused := _refused_at((spelt,), dict(held))):
+            told += f", and mend what it holds: {'; '.join(refused)}"
+        return told
     value = item.get("input")
     if _names_a_style(key, path, value):
         example = json.dumps({"name": _name_in(str(value)) or "starry", "weight": 1})
