@@ -413,6 +413,28 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
 
 
+def test_a_photo_alone_whose_answer_was_deleted_is_told_it_was_answered(folders: Folders) -> None:
+    """A re-test: an answered photo come back alone after its result was deleted was told it
+    had no sidecar, with no word that it had been answered; its report says so now."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    _render(lc, first)
+    (folders.outbox / "photo.stylised.jpg").unlink()
+    _send(folders, sidecar=None)
+    lc.problem(
+        Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
+    )
+    [report] = [p for p in folders.outbox.iterdir() if p.name.startswith("photo.error")]
+    error = json.loads(report.read_text())["error"]
+    assert "has no sidecar" in error
+    assert error.endswith(
+        f"; this very photo was answered before (job {first}, photo.stylised.jpg), and that "
+        "answer has left the outbox since: send its sidecar with it to have it rendered again"
+    )
+    assert (folders.inbox / "photo.jpg").exists()
+
+
 def test_a_photo_alone_is_known_by_its_manifest_once_its_job_is_pruned(folders: Folders) -> None:
     """The answers outlive the history of jobs (KEEP_FINISHED): a photo answered long ago
     that comes back alone is known by its manifest's hash."""

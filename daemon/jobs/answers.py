@@ -63,6 +63,10 @@ LEFT_REJECTED = (
 # Said of a photo without its sidecar, a sidecar without its photo, a file cut short...: the
 # reason above names what to add or send (a re-test: a lone sidecar was told "its sidecar added").
 LEFT_UNTIL_FIXED = f"{_TAKEN_AGAIN}a file added beside it or sent again, or {_RELOADED}"
+ANSWER_GONE = (
+    "this very photo was answered before (job {job_id}, {output}), and that answer has left the "
+    "outbox since: send its sidecar with it to have it rendered again"
+)
 SIDECAR_AFTER_PHOTO = (
     "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "

@@ -340,17 +340,22 @@ class Lifecycle:
             problem.path
         ):
             return
-        if problem.alone and (
-            resent := answered_alone(
-                self.store, self.settings.inbox, problem.path, self.settings.max_input_bytes
-            )
-        ):
+        resent = None
+        if problem.alone:
+            inbox, most = self.settings.inbox, self.settings.max_input_bytes
+            resent = answered_alone(self.store, inbox, problem.path, most)
+        if resent is not None and resent.published:
             job_id = resent.answer.job_id
             self.spool.in_place.remember_read(problem.path, resent.signature, job_id)
             relative = self.spool.in_place.relative(problem.path)
             log.info("job.resent_alone", input=relative, answered_by=job_id)
             return
         detail = reports.about_problem(problem, self.settings.inbox)
+        if resent is not None:  # a re-test: told "no sidecar" with no word of its answer
+            earlier = answers.ANSWER_GONE.format(
+                job_id=resent.answer.job_id, output=resent.answer.output.name
+            )
+            detail = detail.model_copy(update={"reason": f"{detail.reason}; {earlier}"})
         folder = problem.path.parent.relative_to(self.settings.inbox)
         if problem.missing_style and (taken := self._taken(folder, name=problem.missing_style)):
             job_id, style, used = taken

@@ -52,17 +52,20 @@ def earlier_answer_to_this_input(store: Store, job: Job) -> Answer | None:
 
 @dataclass(frozen=True)
 class ResentAlone:
-    """An answered photo come back without its sidecar: the answer that stands, and the
-    photo's [size, mtime_ns, inode] as it was read (what `AnsweredInPlace` remembers)."""
+    """An answered photo come back without its sidecar: its answer, whether that still stands
+    in the outbox as published, and the photo's [size, mtime_ns, inode] as it was read (what
+    `AnsweredInPlace` remembers)."""
 
     answer: Answer
+    published: bool
     signature: list[int]
 
 
 def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> ResentAlone | None:
-    """The answer still published for the inbox file `photo` when it is, byte for byte, the
-    photo of that answer, come back without its sidecar (a sync user's trial, Syncthing with
-    archive = "move": touched on the phone, it got a second answer, "no sidecar"). Read
+    """The answer to the inbox file `photo` when it is, byte for byte, the photo of that
+    answer, come back without its sidecar (a sync user's trial, Syncthing with archive =
+    "move": touched on the phone, it got a second answer, "no sidecar"); its report, when the
+    answer has left the outbox since, says the photo was answered before. Read
     through `daemon.safefs`, at most `max_bytes` of it (a writer appending to it cannot hold
     the daemon's loop), and only if it did not change while it was read."""
     relative = photo.relative_to(inbox)
@@ -85,13 +88,15 @@ def answered_alone(store: Store, inbox: Path, photo: Path, max_bytes: int) -> Re
     if safefs.Identity.of(after) != safefs.Identity.of(before):
         return None
     answer = _answer_to_photo(store, earlier, digest)
+    if answer is None:
+        return None
     signature = [after.st_size, after.st_mtime_ns, after.st_ino]
-    return None if answer is None else ResentAlone(answer, signature)
+    return ResentAlone(answer, unchanged(answer), signature)
 
 
 def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer | None:
-    """Of an inbox path's answers, the one to a photo of these bytes still in the outbox as
-    published. The photo's hash comes from its job's record or, once the history is pruned
+    """Of an inbox path's answers, the latest to a photo of these bytes (in the outbox or not:
+    callers ask). The photo's hash comes from its job's record or, once the history is pruned
     (after KEEP_FINISHED jobs; the answers are kept longer), from its manifest."""
     for answer in answers:
         row = store.get(answer.job_id)
@@ -103,7 +108,7 @@ def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         if photo == sha256:
-            return answer if unchanged(answer) else None
+            return answer
     return None
 
 
