@@ -582,6 +582,37 @@ def test_a_failure_then_a_success_leaves_only_the_result(folders: Folders) -> No
     assert _outbox(folders) == RESULT_SET
 
 
+@pytest.mark.parametrize("then", ["result", "failure"])
+def test_a_failed_photo_given_back_under_another_name_keeps_its_report(
+    folders: Folders, then: str
+) -> None:
+    """An attacker's trial: a newer photo took the failed one's inbox name while it rendered, so
+    the failed one went back as photo.returned-2.jpg; the newer photo's answer then deleted the
+    report (or, failing too, wrote its own over it), and the returned photo sat there
+    unexplained. Its report stays; the newer photo's answer is numbered beside it."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders))
+    assert first is not None
+    newer = folders.inbox / "photo.jpg"
+    newer.write_bytes(image_bytes(seed=8))
+    write_json(folders.inbox / "photo.json", {"style": "waves"})
+    lc.handle(Failed(first, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    report = folders.outbox / "photo.error.json"
+    back = "returned to the inbox as photo.returned-2.jpg, photo.returned-2.json; "
+    assert json.loads(report.read_text())["original"].startswith(back)
+    second = _take(lc, Arrival(newer, folders.inbox / "photo.json", Path(".")))
+    assert second is not None
+    if then == "result":
+        _render(lc, second)
+        numbered = ["photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+    else:
+        lc.handle(Failed(second, "input", "photo.jpg is truncated or corrupt; copy it again"))
+        numbered = ["photo-2.log", "photo.error-2.json"]
+    assert _outbox(folders) == sorted(["photo.error.json", "photo.log", *numbered])
+    assert json.loads(report.read_text())["job_id"] == first
+    assert (folders.inbox / "photo.returned-2.jpg").read_bytes() == image_bytes(seed=5)
+
+
 @pytest.mark.parametrize("sub", ["", "trip"])
 def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str) -> None:
     lc = _lifecycle(folders)

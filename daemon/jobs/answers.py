@@ -43,7 +43,7 @@ AnswerT = TypeVar("AnswerT", bound=BaseModel)
 # -- the catalogue of what people read --------------------------------------------------------
 
 RETURNED = (
-    "returned to the inbox as {path}; it is taken again by itself once the fix above is done: a "
+    f"{outbox.RETURNED_PREFIX}{{path}}; it is taken again by itself once the fix above is done: a "
     "changed photo, sidecar or brought-along style image, a setting the error names changed and "
     "reloaded (SIGHUP), or the file of a library style it names replaced"
 )
@@ -376,7 +376,7 @@ def _in_outbox(path: str, outbox_root: Path) -> str:
 def failure_report(job: Job, detail: FailureDetail) -> FailureReport:
     """The report of a failed job; its `original` names the planned return, and
     `amend_original` corrects it once the originals are back if they went elsewhere."""
-    original = (Path(job.rel_dir) / job.image_name).as_posix()
+    original = ", ".join((Path(job.rel_dir) / name).as_posix() for name in job.pair)
     return FailureReport(
         error=detail.reason,
         job_id=job.id,

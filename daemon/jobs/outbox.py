@@ -356,17 +356,25 @@ def choose_names(
 # How a failure report's `original` begins when the originals could not go back to the inbox
 # (their folder was gone or swapped) and were kept in state/returned/ (answers.KEPT).
 KEPT_PREFIX = "kept by the daemon in its state folder"
+RETURNED_PREFIX = "returned to the inbox as "
 
 
 def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
     """Whether `names.error` is a stale error report about one of `inputs`: one a new answer
     for the same photo may replace. A report saying the originals were kept in the state
-    folder is never stale: it is its owner's only pointer to them, so it keeps its names and
-    the new answer is numbered beside it."""
+    folder, or went back to the inbox under other names (a newer photo had taken theirs), is
+    never stale: it is its owner's only pointer to them, so it keeps its names and the new
+    answer is numbered beside it (an attacker's trial: the newer photo's answer deleted the
+    report, and `photo.returned-2.jpg` sat in the inbox unexplained)."""
     report = as_report(read_json(names.error)) if inputs else None
     if report is None or report.input not in inputs:
         return False
-    return not report.original.startswith(KEPT_PREFIX)
+    original = report.original
+    if original.startswith(RETURNED_PREFIX):
+        return original.removeprefix(RETURNED_PREFIX).startswith(
+            (f"{report.input};", f"{report.input},")
+        )
+    return not original.startswith(KEPT_PREFIX)
 
 
 class _Input(BaseModel):
