@@ -36,6 +36,7 @@ from daemon.pool.events import Done, Failed, ResultInfo
 from daemon.status import from_store
 from daemon.status_model import DaemonInfo
 from daemon.supervision import host_attention, status_line
+from daemon.web.records import OutboxFile, Outputs
 
 SIDECAR = {"style": "mosaic"}
 RESULT_SET = ["photo.log", "photo.manifest.json", "photo.stylised.jpg"]
@@ -611,6 +612,46 @@ def test_a_failed_photo_given_back_under_another_name_keeps_its_report(
     assert _outbox(folders) == sorted(["photo.error.json", "photo.log", *numbered])
     assert json.loads(report.read_text())["job_id"] == first
     assert (folders.inbox / "photo.returned-2.jpg").read_bytes() == image_bytes(seed=5)
+
+
+def test_the_page_serves_a_jobs_files_only_while_they_are_its_own(folders: Folders) -> None:
+    """An attacker's trial: once a newer answer about the same photo took a job's names (a
+    stale report replaced, a deleted result's photo sent again), the web page served the newer
+    job's report and log under the older job's address."""
+    lc = _lifecycle(folders, archive="keep")
+    outputs = Outputs(lc.settings)
+
+    def served(job_id: str, kind: OutboxFile) -> bytes | None:
+        record = outputs.record(job_id)
+        handle = None if record is None else outputs.open(record, kind)
+        if handle is None:
+            return None
+        with handle:
+            return handle.read()
+
+    failed = _take(lc, _send(folders))
+    assert failed is not None
+    lc.handle(Failed(failed, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    assert failed.encode() in (served(failed, "report") or b"")
+    assert served(failed, "log") is not None
+    again = _take(lc, _send(folders, sidecar={"style": "waves"}))
+    assert again is not None
+    lc.handle(Failed(again, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    assert _outbox(folders) == ["photo.error.json", "photo.log"]  # the stale report replaced
+    assert served(failed, "report") is None and served(failed, "log") is None
+    assert again.encode() in (served(again, "report") or b"")
+
+    done = _take(lc, _send(folders, sidecar={"style": "mosaic", "params": {"size": 40}}))
+    assert done is not None
+    _render(lc, done)
+    image = served(done, "result")
+    assert image == (folders.outbox / "photo.stylised.jpg").read_bytes()
+    (folders.outbox / "photo.stylised.jpg").unlink()
+    later = _take(lc, _send(folders, sidecar={"style": "mosaic", "params": {"size": 44}}))
+    assert later is not None
+    _render(lc, later)  # under the plain names, its manifest and log replacing the first's
+    assert served(done, "result") is None and served(done, "log") is None
+    assert served(later, "result") == (folders.outbox / "photo.stylised.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("sub", ["", "trip"])

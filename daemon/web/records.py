@@ -130,8 +130,19 @@ class Outputs:
         return None if relative is None else relative.as_posix()
 
     def open(self, record: JobRecord, kind: OutboxFile) -> BinaryIO | None:
-        relative = self.path(record, kind)
+        relative = self.path(record, kind) if self._still_owns(record, kind) else None
         return None if relative is None else open_inside(self.settings.outbox, relative)
+
+    def _still_owns(self, record: JobRecord, kind: OutboxFile) -> bool:
+        """Whether the job's names in the outbox still hold its own answer, read afresh: a later
+        answer about the same photo may take them over (a report replaced by a newer one, a
+        result whose image was deleted and its photo sent again), and the page served that
+        one's report and log under the old job's address (an attacker's trial). A preview is
+        written at its names only while the job runs."""
+        if kind == "preview":
+            return True
+        answers = _ANSWERED_BY[kind]
+        return any(_job_id(self._json(record, answer)) == record.id for answer in answers)
 
     def manifest(self, record: JobRecord) -> Manifest | None:
         """The job's manifest, if it is there and is this job's."""
@@ -186,6 +197,18 @@ class Outputs:
         own = PurePosixPath(job.rel_dir) / job.image_name
         places += [(root, own) for root in roots]
         return list(dict.fromkeys(places))
+
+
+# Which of a job's JSON files in the outbox must be its own for the page to serve a file.
+_ANSWERED_BY: dict[OutboxFile, tuple[Literal["manifest", "report"], ...]] = {
+    "result": ("manifest",),
+    "report": ("report",),
+    "log": ("manifest", "report"),
+}
+
+
+def _job_id(value: Any) -> object:
+    return value.get("job_id") if isinstance(value, dict) else None
 
 
 Value = TypeVar("Value")
