@@ -39,7 +39,7 @@ from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.status import read_status
 from daemon.supervision import status_line
-from service.params import DEFAULT_STRENGTH, style_weight_for
+from service.params import DEFAULT_STRENGTH, strength_of, style_weight_for
 
 SIDECAR = {"style": "mosaic"}
 
@@ -103,6 +103,7 @@ def test_image_first_then_sidecar(shared: Daemon) -> None:
     # README's rounded 398 does not repeat the picture).
     assert manifest["params"]["style_weight"] is None  # type: ignore[index]
     assert manifest["style_weight_used"] == style_weight_for(DEFAULT_STRENGTH)
+    assert manifest["start_style_colours"] == 1.0  # the recolored start, at the default
 
 
 def test_sidecar_first_then_image_in_nested_subfolders(shared: Daemon) -> None:
@@ -123,6 +124,7 @@ def test_both_weights_given_the_style_weight_is_used_and_the_log_says_so(shared:
     (inbox / "photo.jpg").write_bytes(image_bytes(seed=43))
     manifest = _finished_once(shared, "both-weights")
     assert manifest["style_weight_used"] == 50
+    assert manifest["start_style_colours"] == pytest.approx(strength_of(50) / DEFAULT_STRENGTH)
     log = (shared.folders.outbox / "both-weights" / "photo.log").read_text()
     assert "style_weight 50 is given, so strength 0.2 is not used" in log, log
 

@@ -13,7 +13,7 @@ from service import color, schedule
 from service.engine import Engine, StyleImage
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
-from service.params import DEFAULT_STRENGTH, RenderParams
+from service.params import DEFAULT_STRENGTH, RenderParams, style_weight_for
 from service.progress import Progress
 from service.schedule import AFTER_SKETCH_SHARE, FINER_MIN, plan, style_dimensions
 from service.tensors import to_tensor
@@ -349,6 +349,11 @@ def test_the_default_start_is_the_photo_in_the_styles_colours(
     between = mean_colour(engine.render(content, [StyleImage(style)], half).image)
     expected = (mean_colour(photo.image) + mean_colour(start)) / 2
     assert np.abs(between - expected).max() < 6
+    # So does the same balance reached by a raised content weight.
+    weight = style_weight_for(DEFAULT_STRENGTH) / style_weight_for(DEFAULT_STRENGTH / 2)
+    heavier = params.model_copy(update={"content_weight": weight})
+    same = mean_colour(engine.render(content, [StyleImage(style)], heavier).image)
+    assert np.abs(same - between).max() < 1
 
 
 def test_bad_requests_are_clear_errors(engine: Engine, content: Image.Image) -> None:

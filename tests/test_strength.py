@@ -115,3 +115,8 @@ def test_the_recolored_start_takes_the_styles_colours_from_the_default_strength_
     assert RenderParams(strength=0.0).recolor_share == 0.0
     assert RenderParams(preserve_colors="luminance").recolor_share == 0.0
     assert RenderParams(init="content").recolor_share == 0.0
+    # The balance, not the style weight alone: a raised content weight keeps the photo's
+    # colours as a lowered style weight does (a new user's trial).
+    halfway = style_weight_for(DEFAULT_STRENGTH) / style_weight_for(0.45)
+    assert RenderParams(content_weight=halfway).recolor_share == pytest.approx(0.5)
+    assert RenderParams(content_weight=0.0).recolor_share == 1.0

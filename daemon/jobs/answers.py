@@ -278,6 +278,9 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
         styles=_style_entries(job),
         params=info.params,
         style_weight_used=info.params.effective_style_weight,
+        start_style_colours=(
+            info.params.recolor_share if info.params.init in ("recolored", "content") else None
+        ),
         requested_params=None if info.params == job.params else job.params,
         output=OutputInfo(
             file=names.image.name,

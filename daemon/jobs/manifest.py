@@ -115,6 +115,14 @@ class Manifest(_Part):
         "else the one params.strength maps to; give it as style_weight to repeat the balance "
         "exactly. Null in manifests written before it was recorded.",
     )
+    start_style_colours: float | None = Field(
+        None,
+        description="How much of the style's colours the start took: 1 all (the photo "
+        "recoloured with the style's colour mean and covariance), 0 none (the photo's own: "
+        "init content, preserve_colors, or no style weight), in between below the default "
+        "strength's content:style balance. Null when the start is not the photo (init noise "
+        "or image), and in manifests written before it was recorded.",
+    )
     requested_params: RenderParams | None = Field(
         None,
         description="The parameters asked for, when a retry changed them (oom_fallback "
