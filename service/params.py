@@ -228,8 +228,9 @@ class RenderParams(BaseModel):
     tolerance: float = Field(
         default=0.01,
         ge=0,
+        lt=1,  # a new user's 2 (200 %) stopped every render after 20 iterations as "converged"
         description="Stop a scale when its loss improved by less than this fraction over the "
-        "last 20 iterations; 0 runs every iteration.",
+        "last 20 iterations (0.01: 1 %); 0 runs every iteration.",
     )
 
     @property
