@@ -192,6 +192,12 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         # a re-test: the spelling advice, followed, gave the key twice
         ({"params": {"size": 64, "Size": 32}}, 'params.Size: unknown key; "size" is given too; '),
         ({"style": [{"name": "a", "Name": "b"}]}, 'Name: unknown key; "name" is given too; remove'),
+        # a new user's trial: values in other letter case were told only the values
+        (
+            {"style": "a", "params": {"preserve_colors": "Luminance"}},
+            "(got 'Luminance'); write it \"luminance\" (values are lower case)",
+        ),
+        ({"style": "a", "params": {"init": "Content"}}, 'write it "content" (values are lower'),
         # a new user's tolerance of 2 (200 %) stopped every render after 20 iterations
         ({"style": "a", "params": {"tolerance": 2}}, "params.tolerance: Input should be less than"),
         # a re-test: both were told to move into params, and an inner slip came a round later

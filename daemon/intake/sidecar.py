@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     AfterValidator,
@@ -441,11 +441,29 @@ def describe_errors(
         elif kind == "literal_error" and model_path[-1:] == ["init"]:
             # "image" is a value of the field, but only `render --init PATH` can give it.
             named = ", ".join(repr(name) for name in NAMED_INITS)
-            problems.append(f"{where}: must be one of {named} (got {shown(item.get('input'))})")
+            told = f"must be one of {named} (got {shown(item.get('input'))})"
+            problems.append(f"{where}: {told}{_value_case(model_path, item.get('input'))}")
+        elif kind == "literal_error":
+            told = error_text(item) + _value_case(model_path, item.get("input"))
+            problems.append(f"{where}: {told}")
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
             problems.append(f"{where}: {error_text(item, _example(model_path), numbers)}")
     return problems
+
+
+def _value_case(model_path: list[str], got: object) -> str:
+    """The advice for a field's value in other letter case (a new user's "Luminance" was told
+    only the values, where a key's "Strength" is told its spelling)."""
+    model = _model_at(tuple(model_path[:-1]))
+    field = model.model_fields.get(model_path[-1]) if model and model_path else None
+    if field is None or not isinstance(got, str):
+        return ""
+    values = [value for value in get_args(field.annotation) if isinstance(value, str)]
+    if model_path[-1:] == ["init"]:
+        values = list(NAMED_INITS)
+    spelt = _spelt(got, values)
+    return "" if spelt is None else f"; write it {json.dumps(spelt)} (values are lower case)"
 
 
 def _example(model_path: list[str]) -> str | None:
