@@ -116,8 +116,13 @@ def test_a_photo_sent_again_is_skipped_and_its_copies_go(folders: Folders) -> No
     assert list(folders.inbox.iterdir()) == []
     # The archive already held byte-identical copies: no photo.returned-N.jpg pile-up.
     assert sorted(p.name for p in lc.settings.archive_path.iterdir()) == archived
+    # Nor for a sidecar that says the same in other bytes (a new user's trial).
+    arrival = _send(folders)
+    (folders.inbox / "photo.json").write_text(" " + json.dumps(SIDECAR, indent=4) + "\n\n")
+    assert _take(lc, arrival) is None and _last_end(lc) is State.SKIPPED
+    assert sorted(p.name for p in lc.settings.archive_path.iterdir()) == archived
     report = from_store(lc.store, DaemonInfo(running=False, version="x"))
-    assert report.counts.skipped == 3 and report.counts.done == 1
+    assert report.counts.skipped == 4 and report.counts.done == 1
     assert report.recent[0].outcome == "skipped" and report.recent[0].output == "photo.stylised.jpg"
 
 

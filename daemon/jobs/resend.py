@@ -33,6 +33,7 @@ from pathlib import Path
 
 from daemon import safefs
 from daemon.fsutil import file_sha256
+from daemon.intake.jsonload import SidecarError, load_json
 from daemon.jobs import handover
 from daemon.jobs.record import Job
 from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
@@ -117,7 +118,8 @@ def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:
     byte for byte, under their own names or as one of their `.returned-N` renamings (a photo
     edited once and then re-sent by a timer as it is now: a sync user's trial found a new
     identical copy archived at every run): then the re-sent copies go without losing
-    anything."""
+    anything. A sidecar counts as the same when it says the same (a new user's trial: one
+    re-sent with a trailing newline, skipped as sent again, was archived as a second copy)."""
     if job.companions:
         return False  # rare (macOS `._` files): released the ordinary way
     try:
@@ -130,7 +132,16 @@ def archived_twins(job: Job, spool: Spool, folder: Path) -> bool:
             return False
         with contextlib.suppress(OSError):
             if file_sha256(folder / names[0]) == job.input_sha256 and (
-                sent is None or (folder / names[1]).read_bytes() == sent
+                sent is None or _says_the_same((folder / names[1]).read_bytes(), sent)
             ):
                 return True
     return False
+
+
+def _says_the_same(archived: bytes, sent: bytes) -> bool:
+    if archived == sent:
+        return True
+    try:
+        return bool(load_json(archived) == load_json(sent))
+    except SidecarError:
+        return False
