@@ -278,7 +278,7 @@ def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     result = stylefold("doctor", "--config", str(folders.config()))
     [line] = [line for line in result.stdout.splitlines() if line.startswith("FAIL styles")]
     assert line.startswith(f"FAIL styles: no usable style in {folders.styles}; fix or remove: ")
-    assert "mosaic.json: params.strength" in line and "waves.png" in line, line
+    assert "mosaic.json: strength" in line and "waves.png" in line, line
     assert "add images" not in line, line
     for name in ("mosaic.json", "mosaic.jpg", "waves.png"):
         (folders.styles / name).unlink()

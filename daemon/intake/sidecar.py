@@ -589,7 +589,9 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
     try:
         params = _PARAMS_ADAPTER.validate_python(value, strict=True)
     except ValidationError as exc:
-        raise SidecarError(*describe_errors(exc, ("params",))) from None
+        # flat in its file: "strength", not "params.strength" (a new user's trial)
+        problems = describe_errors(exc, ("params",))
+        raise SidecarError(*(problem.removeprefix("params.") for problem in problems)) from None
     return given(params)
 
 

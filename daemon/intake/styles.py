@@ -176,7 +176,7 @@ class StyleLibrary:
                 StyleProblem(json_path, "not a regular file inside the style library; skipped")
             )
             return None
-        what = f"styles/{json_path.name}"
+        what = json_path.name  # a new user's library lib2/ was told "styles/..."
         try:
             defaults = parse_param_overrides(read_limited(real, self.max_json_bytes, what), what)
         except SidecarError as exc:
