@@ -90,7 +90,11 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         (["{content}", "{style}", "--device", "cuda:7"], "CUDA is not available"),
         (
             ["{content}", "{style}", "--init", "{tmp}/nope.png"],
-            "nope.png: neither recolored, content, noise nor an image file",
+            "nope.png does not exist; give an existing image, or one of recolored, content, noise",
+        ),
+        (
+            ["{content}", "{style}", "--init", "sketch"],
+            "--init sketch: neither recolored, content, noise nor an image file",
         ),
         # A photographer's trial: a zero weight was accepted, a negative one said "ValueError:".
         (

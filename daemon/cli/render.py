@@ -457,9 +457,15 @@ def _read_images(
             raise UsageError(f"style {problem}")  # as the style library would refuse it
     if params.init != "image":
         return _Images(content, styles, None)
-    if not Path(args.init).is_file():
-        _refuse_special(Path(args.init))
-        raise UsageError(f"--init {args.init}: neither {', '.join(NAMED_INITS)} nor an image file")
+    init = Path(args.init)
+    if not init.is_file():
+        _refuse_special(init)
+        named = ", ".join(NAMED_INITS)
+        if init.suffix or len(init.parts) > 1:  # a new user's missing file was told "neither"
+            raise UsageError(
+                f"--init {args.init} does not exist; give an existing image, or one of {named}"
+            )
+        raise UsageError(f"--init {args.init}: neither {named} nor an image file")
     return _Images(content, styles, read(Path(args.init)).image)
 
 
