@@ -131,6 +131,8 @@ def test_answers_synced_back_make_no_job_and_no_report(
         write_json(folders.inbox / "lonely.json", {"style": "mosaic"})  # a photo never came
         wait_for(lambda: (folders.outbox / "photo.manifest.json").exists(), 90, "the result")
         wait_for(lambda: (folders.outbox / "lonely.error.json").exists(), 90, "the report")
+        log = (folders.outbox / "photo.log").read_text()  # a new user's trial: it did not say
+        assert "no sidecar came, so the default style mosaic (default_style)" in log, log
         answered = sorted(p.name for p in folders.outbox.iterdir())
         claimed = daemon.logged("job.claimed")
         # The phone's gallery folder holds the outbox's files and syncs them to the inbox.

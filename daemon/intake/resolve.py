@@ -98,7 +98,11 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         raise Rejected(f"{where}: {exc}") from None
     output = sidecar.output if sidecar is not None else None
     unused = unused_strength(sidecar.overrides()) if sidecar is not None else None
-    notes = [note for note in (style_defaults_note(styles), unused) if note is not None]
+    default = None
+    if spec is None:  # a new user's trial: the log never said where the style came from
+        why = "no sidecar came" if sidecar is None else "the sidecar names no style"
+        default = f"{why}, so the default style {settings.default_style} (default_style)"
+    notes = [note for note in (default, style_defaults_note(styles), unused) if note is not None]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
