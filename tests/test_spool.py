@@ -462,6 +462,22 @@ def test_a_state_folder_of_the_previous_version_is_upgraded_and_nothing_is_lost(
     assert not (spool.job_dir(job) / "job.json").exists() and not list(seen.iterdir())
 
 
+def test_what_a_sidecar_asked_for_and_did_not_get_is_noted(folders: Folders) -> None:
+    """A new user's trials: a PNG's quality was taken without a word, and a job in the default
+    style never said where its style came from."""
+    settings = _settings(folders, default_style="waves")
+    library = StyleLibrary.from_settings(settings)
+    sidecar = {"style": "mosaic", "output": {"format": "png", "quality": 50}}
+    png = resolve(_pair(folders, "photo.jpg", sidecar), settings, library)
+    assert png.notes == ("output.quality 50 is not used: a png is lossless",)
+    jpeg = {"style": "mosaic", "output": {"format": "jpg", "quality": 50}}
+    assert resolve(_pair(folders, "other.jpg", jpeg), settings, library).notes == ()
+    unnamed = resolve(_pair(folders, "third.jpg", {"params": {"size": 64}}), settings, library)
+    assert unnamed.notes == (
+        "the sidecar names no style, so the default style waves (default_style)",
+    )
+
+
 def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     """A style's JSON set strength 0.3 for a sidecar that gave none: the log and manifest
     showed strength 0.3 without where it came from (a photographer's trial)."""

@@ -102,15 +102,19 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
     if spec is None:  # a new user's trial: the log never said where the style came from
         why = "no sidecar came" if sidecar is None else "the sidecar names no style"
         default = f"{why}, so the default style {settings.default_style} (default_style)"
-    notes = [note for note in (default, style_defaults_note(styles), unused) if note is not None]
+    output_format = output.format if output and output.format else settings.output_format
+    lossless = None
+    if output and output.quality and output_format in ("png", "tiff"):  # a new user's trial
+        lossless = f"output.quality {output.quality} is not used: a {output_format} is lossless"
+    notes = [default, style_defaults_note(styles), unused, lossless]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
         styles=[(style.name, style.path, style.weight) for style in styles],
         params=params,
-        output_format=(output.format if output and output.format else settings.output_format),
+        output_format=output_format,
         output_quality=(output.quality if output and output.quality else settings.output_quality),
-        notes=tuple(notes),
+        notes=tuple(note for note in notes if note is not None),
     )
 
 
