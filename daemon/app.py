@@ -312,7 +312,7 @@ class Daemon:
                 self.lifecycle.arrived(event)
                 continue
             try:
-                self.lifecycle.problem(event)
+                self.lifecycle.reports.problem(event)
             except Exception:
                 log.exception("problem.crashed", path=str(event.path))
         if self.fixes is not None:

@@ -336,7 +336,7 @@ def test_a_report_never_takes_the_names_of_a_queued_job(folders: Folders) -> Non
     job_id = _take(lc, _send(folders, "y.jpg"))
     assert job_id is not None and _outbox(folders) == []  # queued: nothing written yet
     (folders.inbox / "y.png").symlink_to("/etc/hostname")
-    lc.problem(Problem(folders.inbox / "y.png", "y.png is a symbolic link", "y"))
+    lc.reports.problem(Problem(folders.inbox / "y.png", "y.png is a symbolic link", "y"))
     assert _outbox(folders) == ["y-2.log", "y.error-2.json"]
     _render(lc, job_id)
     assert _outbox(folders) == [
@@ -376,10 +376,10 @@ def test_a_kept_photo_whose_sidecar_went_gets_no_second_report(folders: Folders)
     assert first is not None
     _render(lc, first)
     (folders.inbox / "photo.json").unlink()
-    lc.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
+    lc.reports.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
     assert _outbox(folders) == RESULT_SET
     (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))  # a new version: its report
-    lc.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
+    lc.reports.problem(Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo"))
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
 
 
@@ -395,8 +395,8 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
     _send(folders, sidecar=None)  # the same bytes, alone
     lone = Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
     with capture_logs() as logs:
-        lc.problem(lone)
-        lc.problem(lone)  # a rescan
+        lc.reports.problem(lone)
+        lc.reports.problem(lone)  # a rescan
     assert _outbox(folders) == RESULT_SET
     assert [(e["event"], e.get("answered_by")) for e in logs] == [("job.resent_alone", first)]
     # Another photo of that size put in its place with its mtime is no answered photo (an
@@ -407,15 +407,15 @@ def test_a_photo_resent_without_its_sidecar_gets_no_second_answer(folders: Folde
     (folders.inbox / ".swap").write_bytes(bytes(other))
     os.utime(folders.inbox / ".swap", ns=(seen.st_atime_ns, seen.st_mtime_ns))
     os.replace(folders.inbox / ".swap", photo)
-    lc.problem(lone)
+    lc.reports.problem(lone)
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
     _send(folders, sidecar=None)  # the answered photo again: its report is outdated
-    lc.problem(lone)
+    lc.reports.problem(lone)
     assert _take(lc, _send(folders)) is None and _last_end(lc) is State.SKIPPED
     assert list(folders.inbox.iterdir()) == []
     # An edited photo alone is a new photo: told it has no sidecar.
     (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))
-    lc.problem(lone)
+    lc.reports.problem(lone)
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
 
 
@@ -428,7 +428,7 @@ def test_a_photo_alone_whose_answer_was_deleted_is_told_it_was_answered(folders:
     _render(lc, first)
     (folders.outbox / "photo.stylised.jpg").unlink()
     _send(folders, sidecar=None)
-    lc.problem(
+    lc.reports.problem(
         Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
     )
     [report] = [p for p in folders.outbox.iterdir() if p.name.startswith("photo.error")]
@@ -451,7 +451,7 @@ def test_a_photo_alone_is_known_by_its_manifest_once_its_job_is_pruned(folders: 
     assert lc.store.prune(keep=0).jobs == 1 and lc.store.get(first) is None
     _send(folders, sidecar=None)
     with capture_logs() as logs:
-        lc.problem(
+        lc.reports.problem(
             Problem(folders.inbox / "photo.jpg", "photo.jpg has no sidecar", "photo", alone=True)
         )
     assert [e["event"] for e in logs] == ["job.resent_alone"] and _outbox(folders) == RESULT_SET
@@ -466,7 +466,9 @@ def test_only_a_photo_alone_is_taken_for_one_come_back(folders: Folders) -> None
     _render(lc, first)
     _send(folders, sidecar={"style": {"file": "mine.png"}})
     missing = "photo.jpg: the style image mine.png named by photo.json is not beside it"
-    lc.problem(Problem(folders.inbox / "photo.jpg", missing, "photo", missing_style="mine.png"))
+    lc.reports.problem(
+        Problem(folders.inbox / "photo.jpg", missing, "photo", missing_style="mine.png")
+    )
     assert _outbox(folders) == sorted([*RESULT_SET, "photo-2.log", "photo.error-2.json"])
 
 
@@ -1036,13 +1038,13 @@ def test_a_kept_photo_deleted_leaves_its_sidecar_without_a_second_report(
     assert _outbox(folders) == RESULT_SET
     arrival.image.unlink()  # deleted on the phone, synced here
     lone = Problem(arrival.sidecar, "photo.json has no photo beside it", "photo", orphan=True)
-    lc.problem(lone)
+    lc.reports.problem(lone)
     assert _outbox(folders) == RESULT_SET
     assert lc.spool.in_place.already_handled(
         [arrival.sidecar]
     )  # not looked at again while unchanged
     write_json(arrival.sidecar, {"style": "waves"})  # a new sidecar: a real orphan
-    lc.problem(lone)
+    lc.reports.problem(lone)
     [report_file] = [p for p in folders.outbox.iterdir() if ".error" in p.name]
     report = json.loads(report_file.read_text())
     assert "arrived after its photo photo.jpg had been taken" in report["error"]
@@ -1054,7 +1056,8 @@ def test_a_lone_sidecar_s_report_does_not_ask_for_a_sidecar(folders: Folders) ->
     that."""
     lc = _lifecycle(folders)
     sidecar = write_json(folders.inbox / "z.json", SIDECAR)
-    lc.problem(Problem(sidecar, "z.json has no photo beside it; add the photo", "z", orphan=True))
+    orphan = Problem(sidecar, "z.json has no photo beside it; add the photo", "z", orphan=True)
+    lc.reports.problem(orphan)
     report = json.loads((folders.outbox / "z.error.json").read_text())
     assert report["original"] == answers.LEFT_UNTIL_FIXED
     assert "sidecar" not in report["original"]

@@ -1,7 +1,7 @@
 """Every decision about a job, as named steps over the states of `daemon.jobs.states`:
 
     claim (arrival)  -> submit -> started -> progress ... -> done    -> publish -> release
-    reject / problem ----------------------------------------------> publish (a report)
+    reject / problem (inbox_reports.py) ---------------------------> publish (a report)
     any failure ---------------------------> fail -----------------> publish (the report)
     an unwritable outbox while publishing -> block -> (retry) -----> publish
 
@@ -23,19 +23,18 @@ import structlog
 from daemon import header_guard
 from daemon.config import Settings
 from daemon.header_guard import guarded_read
-from daemon.intake.pairing import Arrival, Problem
-from daemon.intake.partners import key
+from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
-from daemon.job_id import new_job_id
-from daemon.jobs import answers, outbox, reports
+from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
+from daemon.jobs.inbox_reports import InboxReports
 from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.record import Job
 from daemon.jobs.recovery import recover
-from daemon.jobs.resend import answered_alone, earlier_answer_to_this_input
+from daemon.jobs.resend import earlier_answer_to_this_input
 from daemon.jobs.running import RunningJobs
 from daemon.jobs.space import StateSpace, is_full
 from daemon.jobs.spool import ClaimIntent, Spool
@@ -69,7 +68,6 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
 PRUNE_EVERY = 3600.0  # seconds between prunes of the finished jobs' history
-RECENT_JOBS = 200  # finished jobs a late sidecar or style is matched against (`_taken`)
 RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
 
 
@@ -86,7 +84,6 @@ class Lifecycle:
         self.settings = settings
         self.store = store
         self.spool = Spool(settings, store)
-        self.spool.on_kept = self.report_kept
         self.pool = pool
         self.library = library
         self.metrics = metrics
@@ -116,6 +113,8 @@ class Lifecycle:
             self.at_work.stopped,
             self.render_again,
         )
+        self.reports = InboxReports(store, self.spool, self.publisher, self.answers_back)
+        self.spool.on_kept = self.reports.kept
 
     def configure(self, settings: Settings) -> None:
         """A reload's settings, for every part that reads them: a claim and its release must
@@ -198,7 +197,7 @@ class Lifecycle:
                 self.claim(arrival)
             except Exception as exc:  # one bad pair must never stop the daemon
                 log.exception("job.arrival_crashed", image=str(arrival.image))
-                self._arrival_crashed(arrival, exc)
+                self.reports.arrival_crashed(arrival, exc)
         self._note_queue()
 
     def _prune(self) -> None:
@@ -265,7 +264,7 @@ class Lifecycle:
         except Rejected as exc:
             if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
                 return
-            self.reject(arrival, str(exc))
+            self.reports.reject(arrival, str(exc))
             return
         except FileNotFoundError:
             log.info("job.claim_vanished", image=str(arrival.image))
@@ -317,86 +316,6 @@ class Lifecycle:
             answer_folder=job.answer_dir,
         )
         self._submit_one(job)
-
-    def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:
-        """The pair cannot become a job; it stays in the inbox untouched, with a report."""
-        detail = reports.about_arrival(arrival, self.settings.inbox, reason, original)
-        self.publisher.publish(new_job_id(), None, "report", detail)
-
-    def _arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
-        """A pair whose claim crashed before it became a job (a claim cut short is rolled
-        back; once it is a job, it fails as any job does) stays in the inbox with a report:
-        answered, and not taken again until it changes, rather than crashing again at every
-        look."""
-        reason = answers.INTERNAL.format(error=f"claiming it: {exc!r}")
-        try:
-            self.reject(arrival, reason, answers.LEFT_PROBLEM)
-        except Exception:
-            log.exception("job.report_crashed", image=str(arrival.image))
-
-    def problem(self, problem: Problem) -> None:
-        """A settled file that cannot become a job (no sidecar, empty, special file...)."""
-        if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
-            problem.path
-        ):
-            return
-        resent = None
-        if problem.alone:
-            inbox, most = self.settings.inbox, self.settings.max_input_bytes
-            resent = answered_alone(self.store, inbox, problem.path, most)
-        if resent is not None and resent.published:
-            job_id = resent.answer.job_id
-            self.spool.in_place.remember_read(problem.path, resent.signature, job_id)
-            relative = self.spool.in_place.relative(problem.path)
-            log.info("job.resent_alone", input=relative, answered_by=job_id)
-            return
-        detail = reports.about_problem(problem, self.settings.inbox)
-        if resent is not None:  # a re-test: told "no sidecar" with no word of its answer
-            earlier = answers.ANSWER_GONE.format(
-                job_id=resent.answer.job_id, output=resent.answer.output.name
-            )
-            detail = detail.model_copy(update={"reason": f"{detail.reason}; {earlier}"})
-        folder = problem.path.parent.relative_to(self.settings.inbox)
-        if problem.missing_style and (taken := self._taken(folder, name=problem.missing_style)):
-            job_id, style, used = taken
-            reason = answers.STYLE_TAKEN.format(
-                photo=problem.path.name, style=style, used=used, job_id=job_id
-            )
-            detail = detail.model_copy(update={"reason": reason})
-        if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
-            job_id, photo, used = taken
-            sidecar = problem.path.name
-            if used == sidecar and self.spool.in_place.answered_with(
-                problem.path.parent / photo, sidecar
-            ):
-                # The very sidecar its kept photo was answered with, left when someone deleted
-                # the photo (a sync user's trial: it got a second, wrong report).
-                self.spool.in_place.remember([problem.path], job_id)
-                log.info("intake.sidecar_left", sidecar=str(problem.path), job_id=job_id)
-                return
-            text = answers.SIDECAR_AFTER_PHOTO
-            if used is not None and sidecar != used and key(sidecar) == key(used):
-                text = answers.SIDECAR_CASE_TWIN
-            elif used == f"{photo}.json" and sidecar != used:
-                text = answers.SIDECAR_SHADOWED
-            reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
-            detail = detail.model_copy(update={"reason": reason})
-        self.publisher.publish(new_job_id(), None, "report", detail)
-
-    def _taken(
-        self, folder: Path, *, stem: str | None = None, name: str | None = None
-    ) -> tuple[str, str, str | None] | None:
-        """The latest job that took a photo of this folder with this stem (what a lone sidecar
-        names: one corrected, or synced, after its photo was claimed, or one of two sidecars)
-        or this name (a style image another pair brings). (job id, photo name, the sidecar it
-        was taken with). Names compare as pairing does: in NFC and without case."""
-        wanted = key(stem if stem is not None else name or "")
-        for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
-            taken = Path(row.input)
-            named = key(taken.stem if stem is not None else taken.name) == wanted
-            if row.job is not None and taken.parent == folder and named:
-                return row.id, taken.name, row.job.sidecar_name
-        return None
 
     def submit(self, job: Job) -> None:
         if self._skip_resent(job):
@@ -588,16 +507,6 @@ class Lifecycle:
             return
         self.returning.pop(back.job.id, None)
         self.unsettled += rolled.inbox
-
-    def report_kept(self, intent: ClaimIntent, kept: list[Path]) -> None:
-        """Originals given back unanswered that could not go back (their inbox folder was
-        renamed or removed meanwhile) have a report in the outbox, where their sender looks:
-        they had left the inbox with no word (an attacker's trial)."""
-        photo = intent.moves[0][0]
-        why = answers.ORIGINAL_CHANGED_KEPT if intent.changed else answers.CLAIM_KEPT
-        reason = why.format(name=intent.changed or photo)
-        detail = reports.about_kept(intent, kept, self.settings.inbox, self.settings.state, reason)
-        self.publisher.publish(new_job_id(), None, "report", detail)
 
     def _hold(self, job: Job, reason: str) -> None:
         """The result could not be stored (state full): not a failure; the job waits, queued,

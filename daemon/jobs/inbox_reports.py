@@ -1,0 +1,130 @@
+"""Answers about inbox files that never became a job: a pair refused at its claim, a settled
+file that cannot be one (no sidecar, empty, a special file), and originals that could not go
+back to their inbox folder. Each is told in the outbox through the publisher's one way out; a
+few are first recognised as needing no answer (stylefold's own answers come back, a photo come
+back alone after its answer, the sidecar of a kept photo that someone deleted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from daemon.intake.pairing import Arrival, Problem
+from daemon.intake.partners import key
+from daemon.job_id import new_job_id
+from daemon.jobs import answers, reports
+from daemon.jobs.answers_back import AnswersBack
+from daemon.jobs.publisher import Publisher
+from daemon.jobs.resend import answered_alone
+from daemon.jobs.spool import ClaimIntent, Spool
+from daemon.jobs.store import Store
+
+log = structlog.get_logger("stylefold.jobs")
+
+RECENT_JOBS = 200  # finished jobs a late sidecar or style is matched against (`_taken`)
+
+
+class InboxReports:
+    """Settings are the spool's, which a reload replaces."""
+
+    def __init__(
+        self, store: Store, spool: Spool, publisher: Publisher, answers_back: AnswersBack
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.publisher = publisher
+        self.answers_back = answers_back
+
+    def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:
+        """The pair cannot become a job; it stays in the inbox untouched, with a report."""
+        detail = reports.about_arrival(arrival, self.spool.settings.inbox, reason, original)
+        self.publisher.publish(new_job_id(), None, "report", detail)
+
+    def arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
+        """A pair whose claim crashed before it became a job (a claim cut short is rolled
+        back; once it is a job, it fails as any job does) stays in the inbox with a report:
+        answered, and not taken again until it changes, rather than crashing again at every
+        look."""
+        reason = answers.INTERNAL.format(error=f"claiming it: {exc!r}")
+        try:
+            self.reject(arrival, reason, answers.LEFT_PROBLEM)
+        except Exception:
+            log.exception("job.report_crashed", image=str(arrival.image))
+
+    def problem(self, problem: Problem) -> None:
+        """A settled file that cannot become a job (no sidecar, empty, special file...)."""
+        inbox = self.spool.settings.inbox
+        if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
+            problem.path
+        ):
+            return
+        resent = None
+        if problem.alone:
+            most = self.spool.settings.max_input_bytes
+            resent = answered_alone(self.store, inbox, problem.path, most)
+        if resent is not None and resent.published:
+            job_id = resent.answer.job_id
+            self.spool.in_place.remember_read(problem.path, resent.signature, job_id)
+            relative = self.spool.in_place.relative(problem.path)
+            log.info("job.resent_alone", input=relative, answered_by=job_id)
+            return
+        detail = reports.about_problem(problem, inbox)
+        if resent is not None:  # a re-test: told "no sidecar" with no word of its answer
+            earlier = answers.ANSWER_GONE.format(
+                job_id=resent.answer.job_id, output=resent.answer.output.name
+            )
+            detail = detail.model_copy(update={"reason": f"{detail.reason}; {earlier}"})
+        folder = problem.path.parent.relative_to(inbox)
+        if problem.missing_style and (taken := self._taken(folder, name=problem.missing_style)):
+            job_id, style, used = taken
+            reason = answers.STYLE_TAKEN.format(
+                photo=problem.path.name, style=style, used=used, job_id=job_id
+            )
+            detail = detail.model_copy(update={"reason": reason})
+        if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
+            job_id, photo, used = taken
+            sidecar = problem.path.name
+            if used == sidecar and self.spool.in_place.answered_with(
+                problem.path.parent / photo, sidecar
+            ):
+                # The very sidecar its kept photo was answered with, left when someone deleted
+                # the photo (a sync user's trial: it got a second, wrong report).
+                self.spool.in_place.remember([problem.path], job_id)
+                log.info("intake.sidecar_left", sidecar=str(problem.path), job_id=job_id)
+                return
+            text = answers.SIDECAR_AFTER_PHOTO
+            if used is not None and sidecar != used and key(sidecar) == key(used):
+                text = answers.SIDECAR_CASE_TWIN
+            elif used == f"{photo}.json" and sidecar != used:
+                text = answers.SIDECAR_SHADOWED
+            reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
+            detail = detail.model_copy(update={"reason": reason})
+        self.publisher.publish(new_job_id(), None, "report", detail)
+
+    def _taken(
+        self, folder: Path, *, stem: str | None = None, name: str | None = None
+    ) -> tuple[str, str, str | None] | None:
+        """The latest job that took a photo of this folder with this stem (what a lone sidecar
+        names: one corrected, or synced, after its photo was claimed, or one of two sidecars)
+        or this name (a style image another pair brings). (job id, photo name, the sidecar it
+        was taken with). Names compare as pairing does: in NFC and without case."""
+        wanted = key(stem if stem is not None else name or "")
+        for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
+            taken = Path(row.input)
+            named = key(taken.stem if stem is not None else taken.name) == wanted
+            if row.job is not None and taken.parent == folder and named:
+                return row.id, taken.name, row.job.sidecar_name
+        return None
+
+    def kept(self, intent: ClaimIntent, kept: list[Path]) -> None:
+        """Originals given back unanswered that could not go back (their inbox folder was
+        renamed or removed meanwhile) have a report in the outbox, where their sender looks:
+        they had left the inbox with no word (an attacker's trial)."""
+        photo = intent.moves[0][0]
+        why = answers.ORIGINAL_CHANGED_KEPT if intent.changed else answers.CLAIM_KEPT
+        reason = why.format(name=intent.changed or photo)
+        detail = reports.about_kept(
+            intent, kept, self.spool.settings.inbox, self.spool.settings.state, reason
+        )
+        self.publisher.publish(new_job_id(), None, "report", detail)
