@@ -13,6 +13,7 @@ import stat
 from pathlib import Path, PurePath
 from typing import Any
 
+from daemon.intake import reasons
 from daemon.safefs import Changed, Identity, NotUsable, UnsafePath, folder, open_file
 from service.files import NotAFile, open_regular
 
@@ -197,7 +198,7 @@ def _unreadable(exc: OSError, name: str, what: str) -> SidecarError:
         return SidecarError(f"{what}: {name} is a folder, not a JSON file")
     if isinstance(exc, NotAFile):
         return SidecarError(f"{what}: {name} is {exc.strerror}; give a JSON file")
-    return SidecarError(f"{what}: cannot read {name} ({exc.strerror}); check its permissions")
+    return SidecarError(f"{what}: {reasons.unreadable(exc.strerror)}")
 
 
 def _read_fd(fd: int, name: str, max_bytes: int, what: str) -> bytes:

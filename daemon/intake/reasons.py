@@ -54,6 +54,26 @@ def no_sidecar(sidecar: str, style_names: list[str]) -> str:
     )
 
 
+TAKE_AGAIN = "then touch it or run `stylefold reload` to have it taken again"
+
+
+def unreadable(strerror: str | None) -> str:
+    """A file the daemon's user may not read (a sync tool that copies the sender's modes)."""
+    return (
+        f"cannot be read by the daemon ({strerror}): make it readable by the daemon's user (for "
+        f"example by the folder's group: chmod g+r), {TAKE_AGAIN}"
+    )
+
+
+def not_movable(folder: str, strerror: str | None) -> str:
+    """A photo whose folder refuses its move (no write permission, or a sticky bit)."""
+    return (
+        f"cannot be taken out of {folder} ({strerror}): the daemon's user needs write permission "
+        "on that folder and, where the folder has the sticky bit (chmod +t), must own the file "
+        f"(deploy/README.md, Permissions); fix the folder, {TAKE_AGAIN}"
+    )
+
+
 def empty(timeout: float) -> str:
     return f"is empty (0 bytes) after {timeout:g} s; copy it again"
 

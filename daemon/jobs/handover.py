@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.fsutil import fit_name
+from daemon.intake import reasons
 from daemon.safefs import (
     Changed,
     Identity,
@@ -72,10 +73,21 @@ def check_files(
             for name, target, settled in files:
                 result = lstat_at(source, name)
                 check(name, result, settled)
+                _readable(source, name)
                 planned.append(Planned(name, target, Identity.of(result)))
             return planned
     except UnsafePath as exc:
         raise Changed(str(exc)) from None
+
+
+def _readable(source: int, name: str) -> None:
+    """A file the daemon may not read is told so before anything moves (a non-root trial: it
+    was moved, failed, rolled back and claimed again every 10 s, and every photo after it
+    waited)."""
+    try:
+        os.close(open_file(source, name))
+    except PermissionError as exc:
+        raise NotUsable(name, reasons.unreadable(exc.strerror)) from None
 
 
 def companions(inbox: Path, rel_dir: str, names: list[str]) -> list[tuple[str, Identity]]:
@@ -101,7 +113,11 @@ def take(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> No
     try:
         with folder(inbox, rel_dir) as source, folder(job_dir) as target:
             for item in planned:
-                renamed = move(source, item.name, target, item.target, item.expect)
+                try:
+                    renamed = move(source, item.name, target, item.target, item.expect)
+                except PermissionError as exc:  # the job folder is ours: the inbox refused
+                    where = f"the inbox folder {rel_dir}" if rel_dir else "the inbox"
+                    raise NotUsable(item.name, reasons.not_movable(where, exc.strerror)) from None
                 # A rename moved whatever had the name at that instant: check what arrived.
                 arrived = lstat_at(target, item.target)
                 check(item.name, arrived, item.expect if renamed else None)

@@ -1,0 +1,71 @@
+"""The daemon's user and the sync tool's are different users (deploy/README.md, Permissions):
+a file or folder the daemon may not take is told, in its own report, and the photos after it
+go on. A non-root trial found every photo after one unreadable photo waiting for good, with
+no report and nothing in `status`. Run as root, the daemon is started without the
+capabilities that override file permissions, so the refusals are the kernel's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import CLI, REPO, Folders, make_image, write_json
+
+WITHOUT_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
+
+
+def _as_an_ordinary_user() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}"]
+
+
+def _pair(folder: Path, stem: str, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"{stem}.json", {"style": "mosaic"})
+    return make_image(folder / f"{stem}.jpg", seed=seed)
+
+
+def _error(path: Path) -> str:
+    return str(json.loads(path.read_text())["error"])
+
+
+def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
+    folders: Folders,
+) -> None:
+    unreadable = _pair(folders.inbox, "unreadable", seed=1)
+    unreadable.chmod(0o000)
+    locked = _pair(folders.inbox / "locked", "photo", seed=2)
+    locked.parent.chmod(0o555)  # its folder refuses the move
+    _pair(folders.inbox, "later", seed=3)
+    hidden = _pair(folders.inbox, "hidden", seed=4).with_suffix(".json")
+    hidden.chmod(0o000)
+    before = {path: path.stat() for path in (unreadable, locked, hidden)}
+    once = [*CLI, "once", "--config", str(folders.config()), "--log-format", "json"]
+    try:
+        done = subprocess.run(
+            [*_as_an_ordinary_user(), *once], cwd=REPO, capture_output=True, text=True, timeout=240
+        )
+    finally:
+        locked.parent.chmod(0o755)
+        unreadable.chmod(0o644)
+        hidden.chmod(0o644)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert (folders.outbox / "later.manifest.json").exists(), log[-3000:]
+    assert _error(folders.outbox / "unreadable.error.json") == (
+        "unreadable.jpg cannot be read by the daemon (Permission denied): make it readable by "
+        "the daemon's user (for example by the folder's group: chmod g+r), then touch it or run "
+        "`stylefold reload` to have it taken again"
+    )
+    assert _error(folders.outbox / "locked" / "photo.error.json").startswith(
+        "photo.jpg cannot be taken out of the inbox folder locked (Permission denied): the "
+        "daemon's user needs write permission on that folder"
+    )
+    assert _error(folders.outbox / "hidden.error.json").startswith(
+        "hidden.json: sidecar: cannot be read by the daemon (Permission denied): make it readable"
+    )
+    for path, seen in before.items():  # left where they were, untouched
+        assert path.stat().st_ino == seen.st_ino and path.stat().st_mtime_ns == seen.st_mtime_ns
