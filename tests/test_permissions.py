@@ -69,3 +69,37 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     )
     for path, seen in before.items():  # left where they were, untouched
         assert path.stat().st_ino == seen.st_ino and path.stat().st_mtime_ns == seen.st_mtime_ns
+
+
+def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Folders) -> None:
+    """A non-root trial: with the database left owned by root, the daemon started "ready"
+    and every photo then waited, and `doctor` passed."""
+    config = str(folders.config())
+    made = subprocess.run(
+        [*CLI, "once", "--config", config], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    database = folders.state / "stylefold.db"
+    database.chmod(0o444)
+    try:
+        run = subprocess.run(
+            [*_as_an_ordinary_user(), *CLI, "run", "--config", config],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        doctor = subprocess.run(
+            [*_as_an_ordinary_user(), *CLI, "doctor", "--config", config],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        database.chmod(0o644)
+    told = f"the state database {database} cannot be written by this user (it belongs to "
+    assert run.returncode == 78, run.stdout[-2000:] + run.stderr[-2000:]
+    assert told in run.stdout + run.stderr
+    assert doctor.returncode != 0
+    assert f"FAIL state database: {database} cannot be written by this user" in doctor.stdout

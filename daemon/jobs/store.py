@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import pwd
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -62,6 +63,27 @@ class NewerStateError(StoreError):
     def __init__(self, what: str) -> None:
         super().__init__(errno.EPROTO, f"{what}: {NEWER_FIX}")
         self.what = what
+
+
+class ReadOnlyStateError(StoreError):
+    """The database opens but this user may not write it (a file left owned by root): every
+    claim would fail, so the daemon does not start on it (a non-root trial: it started
+    "ready", and every photo waited)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EACCES, f"the state database {path} {read_only_fix(path)}")
+
+
+def read_only_fix(path: Path) -> str:
+    """What to do about a state database this user may not write, naming its owner."""
+    try:
+        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        owner = "another user"
+    return (
+        f"cannot be written by this user (it belongs to {owner}); give it, and its -wal and "
+        "-shm files, back to the daemon's user (chown), as the rest of the state folder"
+    )
 
 
 def damage_fix(path: Path) -> str:
@@ -139,6 +161,22 @@ class TransitionRow:
 _UNSET: Any = object()
 
 
+def _writable(db: sqlite3.Connection) -> bool:
+    """Whether this connection may write: SQLite opens a file it may not write read-only, and
+    says so only at the first write. One is made and undone."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute(f"PRAGMA user_version = {version}")
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        return False
+    finally:
+        db.execute("ROLLBACK")
+    return True
+
+
 class Store:
     """One connection, used from the daemon's main thread (or a CLI command, read-only)."""
 
@@ -154,6 +192,9 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 create_or_upgrade(self._db, found)
+                if not _writable(self._db):
+                    self._db.close()
+                    raise ReadOnlyStateError(self.path)
             self._columns = job_columns(self._db)
         except NewerFormat as exc:
             self._db.close()
