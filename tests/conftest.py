@@ -227,8 +227,10 @@ def start_daemon(
     ready: bool = True,
     env: dict[str, str] | None = None,
     command: str = "run",
+    launcher: tuple[str, ...] = (),
 ) -> Daemon:
-    """Start `python -m daemon.cli run` (or `once`) and, by default, wait until it is ready."""
+    """Start `python -m daemon.cli run` (or `once`) and, by default, wait until it is ready;
+    `launcher` runs it under another command (setpriv)."""
     config = config or folders.config()
     log_path = folders.root / f"daemon-{time.monotonic_ns()}.log"
     inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
@@ -236,6 +238,7 @@ def start_daemon(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
+                *launcher,
                 *CLI,
                 command,
                 "--config",

@@ -11,15 +11,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import CLI, REPO, Folders, make_image, write_json
+from conftest import CLI, REPO, Folders, make_image, start_daemon, wait_for, write_json
 
 WITHOUT_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
 
 
-def _as_an_ordinary_user() -> list[str]:
+def _as_an_ordinary_user() -> tuple[str, ...]:
     if os.geteuid() != 0:
-        return []
-    return ["setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}"]
+        return ()
+    return ("setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}")
 
 
 def _pair(folder: Path, stem: str, seed: int) -> Path:
@@ -103,3 +103,30 @@ def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Fo
     assert told in run.stdout + run.stderr
     assert doctor.returncode != 0
     assert f"FAIL state database: {database} cannot be written by this user" in doctor.stdout
+
+
+def test_claims_that_fail_for_the_daemons_own_reason_show_in_status(folders: Folders) -> None:
+    """Not the photo's fault (its job folder cannot be made): the photo waits and is tried
+    again, and status says why meanwhile (it said nothing while every photo waited)."""
+    status = folders.state / "status.json"
+
+    def attention() -> list[str]:
+        try:
+            items = json.loads(status.read_text())["attention"]
+        except (OSError, ValueError):
+            return ["(not yet written)"]
+        return [item["what"] for item in items]
+
+    daemon = start_daemon(folders, launcher=_as_an_ordinary_user())
+    spool = folders.state / "spool"
+    try:
+        spool.chmod(0o555)
+        _pair(folders.inbox, "photo", seed=5)
+        told = "photos cannot be taken from the inbox: "
+        wait_for(lambda: any(w.startswith(told) for w in attention()), 60, "the attention item")
+        spool.chmod(0o755)
+        wait_for((folders.outbox / "photo.manifest.json").exists, 90, "the result")
+        wait_for(lambda: not any("cannot be taken" in w for w in attention()), 30, "it to clear")
+    finally:
+        spool.chmod(0o755)
+        assert daemon.stop() == 0

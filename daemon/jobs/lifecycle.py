@@ -99,6 +99,8 @@ class Lifecycle:
         self.at_work = RunningJobs(store, self.spool, self.running)
         self.answers_back = AnswersBack(settings.inbox, self.spool)
         self.claim_pause_until = 0.0
+        self.claims_failing: Attention | None = None  # the last claim failed for a reason of
+        # the daemon's own (not the photo's: that one is reported), and is tried again
         self._next_prune = 0.0  # monotonic time of the next `_prune`: at once, then hourly
         self.space = StateSpace(settings.state)
         self.limits = Limits()
@@ -238,12 +240,14 @@ class Lifecycle:
         originals kept in the state folder), for `status`."""
         return (
             self.limits.attention()
+            + ([self.claims_failing] if self.claims_failing else [])
             + self.space.attention()
             + self.spool.kept()
             + self.answers_back.attention()
         )
 
     def claim(self, arrival: Arrival) -> None:
+        self.claims_failing = None  # said again below while it lasts
         if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
             return
         if arrival.sidecar is None and self.answers_back.left_alone(arrival.image, None):
@@ -279,6 +283,12 @@ class Lifecycle:
             )
             if is_full(exc):
                 self.space.full(exc)
+            else:  # status said nothing while every photo waited (a non-root trial)
+                self.claims_failing = Attention(
+                    what=f"photos cannot be taken from the inbox: {exc}",
+                    where=str(arrival.image),
+                    fix=answers.CLAIMS_FAILING_FIX.format(seconds=CLAIM_RETRY),
+                )
             self.deferred.appendleft(arrival)
             self.claim_pause_until = time.monotonic() + CLAIM_RETRY
             return
