@@ -105,17 +105,20 @@ def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Fo
     assert f"FAIL state database: {database} cannot be written by this user" in doctor.stdout
 
 
+def _attention(folders: Folders) -> list[str]:
+    try:
+        items = json.loads((folders.state / "status.json").read_text())["attention"]
+    except (OSError, ValueError):
+        return ["(not yet written)"]
+    return [item["what"] for item in items]
+
+
 def test_claims_that_fail_for_the_daemons_own_reason_show_in_status(folders: Folders) -> None:
     """Not the photo's fault (its job folder cannot be made): the photo waits and is tried
     again, and status says why meanwhile (it said nothing while every photo waited)."""
-    status = folders.state / "status.json"
 
     def attention() -> list[str]:
-        try:
-            items = json.loads(status.read_text())["attention"]
-        except (OSError, ValueError):
-            return ["(not yet written)"]
-        return [item["what"] for item in items]
+        return _attention(folders)
 
     daemon = start_daemon(folders, launcher=_as_an_ordinary_user())
     spool = folders.state / "spool"
@@ -129,4 +132,22 @@ def test_claims_that_fail_for_the_daemons_own_reason_show_in_status(folders: Fol
         wait_for(lambda: not any("cannot be taken" in w for w in attention()), 30, "it to clear")
     finally:
         spool.chmod(0o755)
+        assert daemon.stop() == 0
+
+
+def test_a_folder_the_daemon_may_not_read_is_named_in_status(folders: Folders) -> None:
+    """A non-root trial: a sync tool's folder of mode 700 was skipped without a word, its
+    photos never seen."""
+    secret = _pair(folders.inbox / "secret", "photo", seed=6).parent
+    secret.chmod(0o000)
+    config = folders.config(rescan_interval=2)
+    daemon = start_daemon(folders, config=config, launcher=_as_an_ordinary_user())
+    told = "folders in the inbox cannot be read by the daemon: photos in them are not seen"
+    try:
+        wait_for(lambda: told in _attention(folders), 60, "the attention item")
+        secret.chmod(0o755)
+        wait_for((folders.outbox / "secret" / "photo.manifest.json").exists, 90, "the result")
+        wait_for(lambda: told not in _attention(folders), 30, "it to clear")
+    finally:
+        secret.chmod(0o755)
         assert daemon.stop() == 0

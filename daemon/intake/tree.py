@@ -31,6 +31,7 @@ class Tree:
     files: dict[PurePath, Stamp] = field(default_factory=dict)
     deep: list[PurePath] = field(default_factory=list)  # folders not entered: too deep
     links: list[PurePath] = field(default_factory=list)  # links not followed (not photo names)
+    unreadable: list[PurePath] = field(default_factory=list)  # folders the daemon may not list
     truncated: bool = False  # stopped after max_entries files
     complete: bool = True  # False when stopped early (stop requested)
 
@@ -67,8 +68,11 @@ def walk(
             continue
         try:
             fd = open_folder(root, relative)
-        except (UnsafePath, PermissionError, FileNotFoundError):
-            continue  # swapped for a link, unreadable or gone: nothing to look at here
+        except PermissionError:
+            tree.unreadable.append(relative)  # a non-root trial: skipped without a word
+            continue
+        except (UnsafePath, FileNotFoundError):
+            continue  # swapped for a link or gone: nothing to look at here
         kept: set[str] = set()  # stems of the files kept in this folder
         try:
             with os.scandir(fd) as entries:
@@ -97,6 +101,8 @@ def walk(
                         )
                     elif stat.S_ISLNK(result.st_mode):
                         tree.links.append(path)
+        except PermissionError:  # opened, but may not be listed (search without read)
+            tree.unreadable.append(relative)
         except OSError:
             continue
         finally:

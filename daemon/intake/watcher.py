@@ -53,6 +53,7 @@ from daemon.status_model import Attention
 
 log = structlog.get_logger("stylefold.watcher")
 LINKS = "links"  # the attention item about links in the inbox (not a setting: nothing to raise)
+UNREADABLE = "unreadable folders"  # the attention item about folders the daemon may not list
 
 WatchMode = Literal["auto", "native", "polling"]
 ActiveMode = Literal["native", "polling"]
@@ -221,6 +222,7 @@ class Watcher:
         )
         self._too_deep(tree.deep)
         self._linked(tree.links)
+        self._unreadable(tree.unreadable)
         if tree.truncated:
             self.limits.reach(
                 "max_tracked",
@@ -236,7 +238,21 @@ class Watcher:
                 self.limits.clear("max_depth")
             if not tree.links:
                 self.limits.clear(LINKS)
+            if not tree.unreadable:
+                self.limits.clear(UNREADABLE)
         return tree
+
+    def _unreadable(self, folders: list[PurePath]) -> None:
+        """A folder the daemon's user may not list (a sync tool's mode 700): its photos would
+        wait unseen, for ever."""
+        if folders:
+            self.limits.reach(
+                UNREADABLE,
+                "folders in the inbox cannot be read by the daemon: photos in them are not seen",
+                "let the daemon's user read and enter them (deploy/README.md, Permissions: the "
+                "folder's group, chmod g+rx); they are looked at again at the next full scan",
+                where=folders[0].as_posix(),
+            )
 
     def _linked(self, links: list[PurePath]) -> None:
         """A link is never followed (the inbox is a trust boundary): a folder of photos linked
