@@ -151,3 +151,24 @@ def test_a_folder_the_daemon_may_not_read_is_named_in_status(folders: Folders) -
     finally:
         secret.chmod(0o755)
         assert daemon.stop() == 0
+
+
+def test_a_command_the_user_may_not_run_says_so_without_a_traceback(folders: Folders) -> None:
+    """A non-root trial: `status` and `reload` by a user outside the state folder's group
+    printed a PermissionError traceback."""
+    lock = folders.state / "lock"
+    lock.write_text("")
+    lock.chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*_as_an_ordinary_user(), *CLI, "status", "--state", str(folders.state)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        lock.chmod(0o644)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"stylefold: {lock}: Permission denied; run this as the user")

@@ -48,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # advise, stdout now points at devnull, so the flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except PermissionError as exc:  # a non-root trial: `status` by another user, a traceback
+        where = exc.filename if exc.filename is not None else "a file it needs"
+        print(
+            f"stylefold: {where}: {exc.strerror}; run this as the user the daemon runs as "
+            "(for example `sudo -u stylefold stylefold ...`), or as one in that folder's group",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 
