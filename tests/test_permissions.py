@@ -172,3 +172,22 @@ def test_a_command_the_user_may_not_run_says_so_without_a_traceback(folders: Fol
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"stylefold: {lock}: Permission denied; run this as the user")
+
+
+def test_a_folder_shut_to_this_user_is_not_told_to_be_mounted_again(folders: Folders) -> None:
+    """A non-root trial: `doctor` by a user the state folder shuts out was told the archive
+    "cannot be reached; if it is on a share ... mount it again"."""
+    folders.state.chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*_as_an_ordinary_user(), *CLI, "doctor", "--config", str(folders.config())],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        folders.state.chmod(0o755)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "mount it again" not in said, said
+    assert "cannot be reached (Permission denied): a folder on its way shuts this user out" in said

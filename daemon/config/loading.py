@@ -240,6 +240,11 @@ def _reachable(name: str, path: Path) -> None:
         os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         pass
+    except PermissionError as exc:  # a non-root trial was told to mount it again
+        raise ConfigError(
+            f"{name}: {path} cannot be reached ({exc.strerror}): a folder on its way shuts this "
+            "user out; run as the daemon's user, or give this one the folders' group"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"{name}: {path} cannot be reached ({exc.strerror}); if it is on a share or a "
