@@ -191,3 +191,33 @@ def test_a_folder_shut_to_this_user_is_not_told_to_be_mounted_again(folders: Fol
     said = done.stdout + done.stderr
     assert done.returncode != 0 and "mount it again" not in said, said
     assert "cannot be reached (Permission denied): a folder on its way shuts this user out" in said
+
+
+def test_an_archive_the_daemon_may_not_write_is_told_as_the_originals_not_the_outbox(
+    folders: Folders,
+) -> None:
+    """A non-root trial: with the archive refusing the originals (the answer already out),
+    status said the outbox could not be written, and to free space there."""
+    archive = folders.root / "archive"
+    archive.mkdir()
+    config = folders.config(archive_dir=str(archive))
+    env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
+    daemon = start_daemon(folders, config=config, env=env, launcher=_as_an_ordinary_user())
+
+    def blocked_on() -> list[str]:
+        try:
+            jobs = json.loads((folders.state / "status.json").read_text())["jobs"]
+        except (OSError, ValueError):
+            return []
+        return [job["blocked_on"] for job in jobs if job["state"] == "blocked"]
+
+    try:
+        archive.chmod(0o555)  # after the start, which checks it
+        _pair(folders.inbox, "photo", seed=7)
+        wait_for(lambda: blocked_on() == ["originals"], 90, "the job blocked on its originals")
+        assert (folders.outbox / "photo.manifest.json").exists()
+        archive.chmod(0o755)
+        wait_for((archive / "photo.jpg").exists, 90, "the original archived")
+    finally:
+        archive.chmod(0o755)
+        assert daemon.stop() == 0

@@ -113,6 +113,12 @@ class Publisher:
             return
         self.blocked.pop(job_id, None)
 
+    def _releasing(self, job_id: str) -> bool:
+        with contextlib.suppress(OSError):
+            row = self.store.get(job_id)
+            return row is not None and row.state is State.RELEASING
+        return False
+
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
         name meanwhile (see `Spool.move_answer_if_taken`)."""
@@ -207,7 +213,7 @@ class Publisher:
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
-        on = self._refused_by(exc)
+        on = self._refused_by(exc, self._releasing(job_id))
         told = str(exc) if isinstance(exc, OutboxRefused) else _clash(exc)
         reason = answers.public(told or str(exc), self.roots)
         if on == "outbox":
@@ -233,14 +239,18 @@ class Publisher:
                     job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
                 )
 
-    def _refused_by(self, exc: OSError) -> BlockedOn:
+    def _refused_by(self, exc: OSError, released: bool) -> BlockedOn:
         """Which folder an error while publishing is about, for status to name what to free or
-        fix: the state database (StoreError) is the state folder's; a file in the archive (by
-        default inside the state folder) or the inbox is the originals'; any other file in the
-        state folder (the spool) is the state folder's; anything else the outbox's."""
+        fix: the state database (StoreError) is the state folder's; once the answer is out
+        (`released`: RELEASING), or for a file in the archive (by default inside the state
+        folder) or the inbox, the originals'; any other file in the state folder (the spool) is
+        the state folder's; anything else the outbox's. (A rename between folder descriptors
+        names the file alone: a non-root trial's unwritable archive was told as the outbox.)"""
         name = Path(exc.filename) if isinstance(exc.filename, str) else None
         if isinstance(exc, StoreError):
             return "state"
+        if released:
+            return "originals"
         if name and any(
             name.is_relative_to(f) for f in (self.settings.archive_path, self.settings.inbox)
         ):
