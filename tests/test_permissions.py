@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import CLI, REPO, Folders, make_image, start_daemon, wait_for, write_json
 
 WITHOUT_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
@@ -221,3 +223,24 @@ def test_an_archive_the_daemon_may_not_write_is_told_as_the_originals_not_the_ou
     finally:
         archive.chmod(0o755)
         assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root passes every permission")
+def test_doctor_run_as_root_says_it_checks_nothing_of_the_daemons_rights(folders: Folders) -> None:
+    """A non-root trial: `doctor` as root said "folders: readable and writable" however the
+    daemon's user was set up."""
+    os.chown(folders.state, 65534, 65534)
+    try:
+        done = subprocess.run(
+            [*CLI, "doctor", "--config", str(folders.config())],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.chown(folders.state, 0, 0)
+    owner = pwd.getpwuid(65534).pw_name
+    told = f"WARN user: run as root, which every folder lets in; the state folder belongs to "
+    told += owner
+    assert told in done.stdout, done.stdout

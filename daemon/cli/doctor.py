@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import time
 from collections.abc import Callable
@@ -151,6 +152,11 @@ def command(args: argparse.Namespace) -> int:
     print(f"ok   config: inbox {settings.inbox}, outbox {settings.outbox}, state {settings.state}")
     for problem in misspelt_variables(os.environ):
         print(f"WARN environment: {problem}")
+    if (owner := _other_owner(settings.state)) is not None:  # root passes every permission
+        print(
+            f"WARN user: run as root, which every folder lets in; the state folder belongs to "
+            f"{owner}: run `sudo -u {owner} stylefold doctor` to check what the daemon may do"
+        )
     checks: list[tuple[str, Check]] = [
         ("extras", lambda: _extras_check(settings)),
         ("folders", lambda: _folders_check(settings)),
@@ -177,6 +183,17 @@ def command(args: argparse.Namespace) -> int:
         print(visible_lines(f"{'ok  ' if ok else 'FAIL'} {text}"))  # names from the folders
     print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
     return 1 if failed else 0
+
+
+def _other_owner(state: Path) -> str | None:
+    """The state folder's owner when doctor runs as root and the daemon as someone else."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        uid = state.stat().st_uid
+        return None if uid == 0 else pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return None
 
 
 def _extras_check(settings: Settings) -> tuple[bool, str]:
