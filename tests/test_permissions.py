@@ -241,6 +241,6 @@ def test_doctor_run_as_root_says_it_checks_nothing_of_the_daemons_rights(folders
     finally:
         os.chown(folders.state, 0, 0)
     owner = pwd.getpwuid(65534).pw_name
-    told = f"WARN user: run as root, which every folder lets in; the state folder belongs to "
+    told = "WARN user: run as root, which every folder lets in; the state folder belongs to "
     told += owner
     assert told in done.stdout, done.stdout
