@@ -139,20 +139,34 @@ def test_claims_that_fail_for_the_daemons_own_reason_show_in_status(folders: Fol
 
 def test_a_folder_the_daemon_may_not_read_is_named_in_status(folders: Folders) -> None:
     """A non-root trial: a sync tool's folder of mode 700 was skipped without a word, its
-    photos never seen."""
-    secret = _pair(folders.inbox / "secret", "photo", seed=6).parent
-    secret.chmod(0o000)
+    photos never seen; and a re-test's folder of mode 644 (listed, not entered)."""
     config = folders.config(rescan_interval=2)
     daemon = start_daemon(folders, config=config, launcher=_as_an_ordinary_user())
     told = "folders in the inbox cannot be read by the daemon: photos in them are not seen"
+    shut: list[Path] = []
     try:
-        wait_for(lambda: told in _attention(folders), 60, "the attention item")
-        secret.chmod(0o755)
-        wait_for((folders.outbox / "secret" / "photo.manifest.json").exists, 90, "the result")
-        wait_for(lambda: told not in _attention(folders), 30, "it to clear")
+        for name, mode in (("secret", 0o000), ("listed", 0o644)):
+            folder = folders.inbox / name
+            _pair(folder, "photo", seed=len(shut))
+            shut.append(folder)
+            folder.chmod(mode)
+            wait_for(lambda: told in _attention(folders), 60, f"the item about {name}")
+            assert _attention_where(folders) == name
+            folder.chmod(0o755)
+            wait_for((folders.outbox / name / "photo.manifest.json").exists, 90, "the result")
+            wait_for(lambda: told not in _attention(folders), 30, "it to clear")
     finally:
-        secret.chmod(0o755)
+        for folder in shut:
+            folder.chmod(0o755)
         assert daemon.stop() == 0
+
+
+def _attention_where(folders: Folders) -> str | None:
+    try:
+        items = json.loads((folders.state / "status.json").read_text())["attention"]
+    except (OSError, ValueError):
+        return None
+    return next((item["where"] for item in items if "cannot be read" in item["what"]), None)
 
 
 def test_a_command_the_user_may_not_run_says_so_without_a_traceback(folders: Folders) -> None:

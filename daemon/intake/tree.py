@@ -82,6 +82,10 @@ def walk(
                         continue
                     try:
                         result = entry.stat(follow_symlinks=False)
+                    except PermissionError:  # listed but not entered (a `chmod -R 644`)
+                        if relative not in tree.unreadable:
+                            tree.unreadable.append(relative)
+                        continue
                     except OSError:
                         continue
                     path = relative / name
