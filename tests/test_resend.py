@@ -618,7 +618,16 @@ def test_a_failed_photo_given_back_under_another_name_keeps_its_report(
         numbered = ["photo-2.log", "photo.error-2.json"]
     assert _outbox(folders) == sorted(["photo.error.json", "photo.log", *numbered])
     assert json.loads(report.read_text())["job_id"] == first
-    assert (folders.inbox / "photo.returned-2.jpg").read_bytes() == image_bytes(seed=5)
+    returned = folders.inbox / "photo.returned-2.jpg"
+    assert returned.read_bytes() == image_bytes(seed=5)
+    # Taken again under that name, it is answered, and its report goes (a re-test: it stayed).
+    fixed = write_json(returned.with_suffix(".json"), {"style": "mosaic", "params": {"size": 40}})
+    again = _take(lc, Arrival(returned, fixed, Path(".")))
+    assert again is not None
+    _render(lc, again)
+    answered = ["photo.returned-2.log", "photo.returned-2.manifest.json"]
+    answered.append("photo.returned-2.stylised.jpg")
+    assert _outbox(folders) == sorted([*numbered, *answered])
 
 
 def test_the_page_serves_a_jobs_files_only_while_they_are_its_own(folders: Folders) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -412,11 +413,42 @@ def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
 
 def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     """A new job of the same photo outdates its earlier error report, and the report's log
-    beside it unless an answer's manifest holds that name too (a result replaces it)."""
-    if reports_on(names, inputs):
-        names.error.unlink(missing_ok=True)
-        if not names.manifest.exists():
-            names.log.unlink(missing_ok=True)
+    beside it unless an answer's manifest holds that name too (a result replaces it). So does
+    a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
+    for stale in [names, *_reports_of_returned(names.folder, inputs)]:
+        if stale is names and not reports_on(names, inputs):
+            continue
+        stale.error.unlink(missing_ok=True)
+        if not stale.manifest.exists():
+            stale.log.unlink(missing_ok=True)
+
+
+_RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
+
+
+def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNames]:
+    """The names of failure reports in `folder` that say their photo went back to the inbox as
+    one of `inputs` (its own name taken by a newer photo meanwhile): once that photo is taken
+    again, they are outdated (a re-test: the report stayed beside the photo's new answer)."""
+    found = []
+    for path in inputs:
+        match = _RETURNED_NAME.fullmatch(PurePosixPath(path).name)
+        if match is None:
+            continue
+        pattern = re.compile(rf"{re.escape(match['stem'])}\.error(?:-(\d+))?\.json")
+        for entry in _entries(folder):
+            if (named := pattern.fullmatch(entry.name)) is None:
+                continue
+            names = OutputNames(folder, match["stem"], "jpg", int(named[1] or 1))
+            report = as_report(read_json(names.error))
+            said = report.original.removeprefix(RETURNED_PREFIX) if report else ""
+            if (
+                report
+                and report.original.startswith(RETURNED_PREFIX)
+                and said.startswith((f"{path};", f"{path},"))
+            ):
+                found.append(names)
+    return found
 
 
 def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
