@@ -100,11 +100,21 @@ def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Fo
         )
     finally:
         database.chmod(0o644)
-    told = f"the state database {database} cannot be written by this user (it belongs to "
+    told = f"the state database file {database} cannot be written by this user (its mode, "
     assert run.returncode == 78, run.stdout[-2000:] + run.stderr[-2000:]
     assert told in run.stdout + run.stderr
+    assert "lets no one write it); chmod u+w it" in run.stdout + run.stderr
     assert doctor.returncode != 0
     assert f"FAIL state database: {database} cannot be written by this user" in doctor.stdout
+    # Mended, it starts (a re-test: the refused start had left a -shm file of mode 444).
+    again = subprocess.run(
+        [*_as_an_ordinary_user(), *CLI, "once", "--config", config],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
 
 
 def _attention(folders: Folders) -> list[str]:

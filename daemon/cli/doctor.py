@@ -102,13 +102,20 @@ def _weights_check(settings: Settings) -> tuple[bool, str]:
 
 
 def _database_check(state: Path) -> tuple[bool, str]:
-    from daemon.jobs.store import DB_FILE, Store, StoreError, damage_fix, read_only_fix
+    from daemon.jobs.store import (
+        DB_FILE,
+        Store,
+        StoreError,
+        damage_fix,
+        database_files,
+        read_only_fix,
+    )
 
     path = state / DB_FILE
     if not path.exists():
         return True, "state database: none yet (the daemon creates it)"
-    for file in (path, path.with_name(f"{DB_FILE}-wal"), path.with_name(f"{DB_FILE}-shm")):
-        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+    for file in database_files(path):
+        if not os.access(file, os.R_OK | os.W_OK):
             return False, f"state database: {file} {read_only_fix(file)}"
     try:
         store = Store(state, readonly=True)

@@ -16,6 +16,7 @@ import json
 import os
 import pwd
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,15 +72,28 @@ class ReadOnlyStateError(StoreError):
     "ready", and every photo waited)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(errno.EACCES, f"the state database {path} {read_only_fix(path)}")
+        super().__init__(errno.EACCES, f"the state database file {path} {read_only_fix(path)}")
+
+
+def database_files(path: Path) -> list[Path]:
+    """The database and its -wal and -shm files, those that exist."""
+    files = [path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
+    return [file for file in files if file.exists()]
 
 
 def read_only_fix(path: Path) -> str:
-    """What to do about a state database this user may not write, naming its owner."""
+    """What to do about a state database file this user may not write: give it back to the
+    daemon's user, or, where it is this user's, its write permission back."""
     try:
-        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+        seen = path.stat()
+        owner = pwd.getpwuid(seen.st_uid).pw_name if seen.st_uid != os.geteuid() else None
     except (OSError, KeyError):
-        owner = "another user"
+        seen, owner = None, "another user"
+    if owner is None and seen is not None:  # a re-test: told to chown a file that was its own
+        return (
+            f"cannot be written by this user (its mode, {stat.filemode(seen.st_mode)}, lets no "
+            "one write it); chmod u+w it, and its -wal and -shm files"
+        )
     return (
         f"cannot be written by this user (it belongs to {owner}); give it, and its -wal and "
         "-shm files, back to the daemon's user (chown), as the rest of the state folder"
@@ -187,6 +201,11 @@ class Store:
                 self._db = self._open_readonly()
                 check_format(self._db)
             else:
+                # Before SQLite opens it: opened read-only, it makes a -shm file of the same mode,
+                # which then stopped the next start too (a re-test).
+                for file in database_files(self.path):
+                    if not os.access(file, os.R_OK | os.W_OK):
+                        raise ReadOnlyStateError(file)
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 found = check_format(self._db)  # before anything is written to it
                 self._db.execute("PRAGMA journal_mode=WAL")
