@@ -204,6 +204,10 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ({"size": 64, "Size": 32}, 'Size: the same key as "size", which is given too; remove'),
         ({"Size": 64, "SIZE": 32}, 'SIZE: the same key as "Size", which is given too; remove'),
         (
+            {"style": "a", "Params": {}, "PARAMS": {}},
+            'PARAMS: unknown key; the same key as "Params", which is given too; remove this one',
+        ),
+        (
             {"style": "a", "Params": {"Size": 64}},
             'Params: unknown key; write it "params" (keys are lower case), and mend what it '
             'holds: params.Size: unknown key; write it "size"',
@@ -216,6 +220,14 @@ def test_a_users_slips_are_told_where_and_what(data: dict[str, Any], expected: s
     problems = problems_of(data)
     assert any(expected in problem for problem in problems), problems
     assert not any("remove it" in problem for problem in problems), problems
+
+
+def test_a_key_in_other_letter_case_is_not_also_told_missing() -> None:
+    """A re-test: {"style": {"File": "x.jpg"}} was told both that "file" is missing and to
+    write "File" as "file"."""
+    assert problems_of({"style": {"File": "x.jpg"}}) == [
+        'style.File: unknown key; write it "file" (keys are lower case)'
+    ]
 
 
 def test_advice_is_never_itself_refused() -> None:

@@ -289,11 +289,8 @@ def _elsewhere(
     if _spelt(key, _allowed_keys(path)) is not None or _names_a_style(key, path, value):
         return None  # its own level's key in other letter case, or a blend's item's style
     here = sidecar.get(path[0], {}) if path else sidecar
-    mapping = path in sections and isinstance(here, Mapping)
-    twins = [k for k in here if k.casefold() == key.casefold()] if mapping else []
-    kept = next((k for k in twins if k == k.lower()), twins[0] if twins else key)
-    if kept != key:  # a re-test: {"size": 64, "Size": 32} told both to move
-        return f"the same key as {json.dumps(kept)}, which is given too; remove this one"
+    if path in sections and (twin := _kept_twin(key, here)):  # a re-test: both told to move
+        return twin
     for section, place in sections.items():
         spelt = _spelt(key, _allowed_keys(section))
         if section == path or spelt is None:
@@ -326,8 +323,11 @@ def _unknown_key(
     written with, or the close one."""
     allowed = _allowed_keys(path)
     if (spelt := _spelt(key, allowed)) is not None:
-        if spelt in _beside(sidecar, item["loc"]):  # a re-test: the advice made it twice
+        beside = _beside(sidecar, item["loc"])
+        if spelt in beside:  # a re-test: the advice made it twice
             return f"unknown key; {json.dumps(spelt)} is given too; remove this one"
+        if twin := _kept_twin(key, beside):  # "Params" and "PARAMS": both told to write it
+            return f"unknown key; {twin}"
         told = f"unknown key; write it {json.dumps(spelt)} (keys are lower case)"
         held = item.get("input")
         # a re-test: "Params": {"Size": 64} was told of "Size" only once "Params" was mended
@@ -347,6 +347,16 @@ def _unknown_key(
     close = difflib.get_close_matches(key.lower(), allowed, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
     return f"unknown key; remove it ({hint})"
+
+
+def _kept_twin(key: str, here: object) -> str | None:
+    """What to tell `key` when the same object also holds it in other letter case: the
+    lower-case spelling is kept, or else the first; None when `key` is the one kept."""
+    twins = [k for k in here if k.casefold() == key.casefold()] if isinstance(here, Mapping) else []
+    kept = next((k for k in twins if k == k.lower()), twins[0] if twins else key)
+    if kept == key:
+        return None
+    return f"the same key as {json.dumps(kept)}, which is given too; remove this one"
 
 
 def _beside(sidecar: Mapping[str, Any] | None, loc: tuple[str | int, ...]) -> Mapping[str, Any]:
@@ -419,7 +429,9 @@ def describe_errors(
         where = where or "sidecar"
         kind = item["type"]
         if kind == "missing":
-            problems.append(f"{where}: required key is missing; add it")
+            if _kept_twin(model_path[-1], _beside(sidecar, item["loc"])) is None:
+                # else it is there in other letter case, which the next line tells
+                problems.append(f"{where}: required key is missing; add it")
         elif (
             kind == "extra_forbidden"
             and sidecar is not None  # a whole sidecar, not a style's params file
