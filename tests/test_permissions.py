@@ -24,6 +24,14 @@ def _as_an_ordinary_user() -> tuple[str, ...]:
     return ("setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}")
 
 
+def _stylefold(*args: str, ordinary: bool = True) -> subprocess.CompletedProcess[str]:
+    """The command, run as an ordinary user (`ordinary`) or as this one."""
+    launcher = _as_an_ordinary_user() if ordinary else ()
+    return subprocess.run(
+        [*launcher, *CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
+
+
 def _pair(folder: Path, stem: str, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / f"{stem}.json", {"style": "mosaic"})
@@ -45,11 +53,8 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     hidden = _pair(folders.inbox, "hidden", seed=4).with_suffix(".json")
     hidden.chmod(0o000)
     before = {path: path.stat() for path in (unreadable, locked, hidden)}
-    once = [*CLI, "once", "--config", str(folders.config()), "--log-format", "json"]
     try:
-        done = subprocess.run(
-            [*_as_an_ordinary_user(), *once], cwd=REPO, capture_output=True, text=True, timeout=240
-        )
+        done = _stylefold("once", "--config", str(folders.config()), "--log-format", "json")
     finally:
         locked.parent.chmod(0o755)
         unreadable.chmod(0o644)
@@ -77,27 +82,13 @@ def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Fo
     """A non-root trial: with the database left owned by root, the daemon started "ready"
     and every photo then waited, and `doctor` passed."""
     config = str(folders.config())
-    made = subprocess.run(
-        [*CLI, "once", "--config", config], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    made = _stylefold("once", "--config", config, ordinary=False)
     assert made.returncode == 0, made.stderr[-2000:]
     database = folders.state / "stylefold.db"
     database.chmod(0o444)
     try:
-        run = subprocess.run(
-            [*_as_an_ordinary_user(), *CLI, "run", "--config", config],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        doctor = subprocess.run(
-            [*_as_an_ordinary_user(), *CLI, "doctor", "--config", config],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        run = _stylefold("run", "--config", config)
+        doctor = _stylefold("doctor", "--config", config)
     finally:
         database.chmod(0o644)
     told = f"the state database file {database} cannot be written by this user (its mode, "
@@ -107,13 +98,7 @@ def test_a_state_database_the_daemon_may_not_write_stops_it_at_start(folders: Fo
     assert doctor.returncode != 0
     assert f"FAIL state database: {database} cannot be written by this user" in doctor.stdout
     # Mended, it starts (a re-test: the refused start had left a -shm file of mode 444).
-    again = subprocess.run(
-        [*_as_an_ordinary_user(), *CLI, "once", "--config", config],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = _stylefold("once", "--config", config)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
 
 
@@ -186,13 +171,7 @@ def test_a_command_the_user_may_not_run_says_so_without_a_traceback(folders: Fol
     lock.write_text("")
     lock.chmod(0o000)
     try:
-        done = subprocess.run(
-            [*_as_an_ordinary_user(), *CLI, "status", "--state", str(folders.state)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = _stylefold("status", "--state", str(folders.state))
     finally:
         lock.chmod(0o644)
     assert done.returncode == 1
@@ -205,13 +184,7 @@ def test_a_folder_shut_to_this_user_is_not_told_to_be_mounted_again(folders: Fol
     "cannot be reached; if it is on a share ... mount it again"."""
     folders.state.chmod(0o000)
     try:
-        done = subprocess.run(
-            [*_as_an_ordinary_user(), *CLI, "doctor", "--config", str(folders.config())],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = _stylefold("doctor", "--config", str(folders.config()))
     finally:
         folders.state.chmod(0o755)
     said = done.stdout + done.stderr
@@ -255,13 +228,7 @@ def test_doctor_run_as_root_says_it_checks_nothing_of_the_daemons_rights(folders
     daemon's user was set up."""
     os.chown(folders.state, 65534, 65534)
     try:
-        done = subprocess.run(
-            [*CLI, "doctor", "--config", str(folders.config())],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _stylefold("doctor", "--config", str(folders.config()), ordinary=False)
     finally:
         os.chown(folders.state, 0, 0)
     owner = pwd.getpwuid(65534).pw_name
