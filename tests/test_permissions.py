@@ -52,13 +52,18 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     _pair(folders.inbox, "later", seed=3)
     hidden = _pair(folders.inbox, "hidden", seed=4).with_suffix(".json")
     hidden.chmod(0o000)
-    before = {path: path.stat() for path in (unreadable, locked, hidden)}
+    brush = make_image(folders.inbox / "brush.png", seed=9)  # a review: it held them all too
+    make_image(folders.inbox / "brushed.jpg", seed=10)
+    write_json(folders.inbox / "brushed.json", {"style": {"file": "brush.png"}})
+    brush.chmod(0o000)
+    before = {path: path.stat() for path in (unreadable, locked, hidden, brush)}
     try:
         done = _stylefold("once", "--config", str(folders.config()), "--log-format", "json")
     finally:
         locked.parent.chmod(0o755)
         unreadable.chmod(0o644)
         hidden.chmod(0o644)
+        brush.chmod(0o644)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert (folders.outbox / "later.manifest.json").exists(), log[-3000:]
@@ -73,6 +78,9 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     )
     assert _error(folders.outbox / "hidden.error.json").startswith(
         "hidden.json: sidecar: cannot be read by the daemon (Permission denied): make it readable"
+    )
+    assert _error(folders.outbox / "brushed.error.json").startswith(
+        "style.file: brush.png cannot be read by the daemon (Permission denied): make it readable"
     )
     for path, seen in before.items():  # left where they were, untouched
         assert path.stat().st_ino == seen.st_ino and path.stat().st_mtime_ns == seen.st_mtime_ns

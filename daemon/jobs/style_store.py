@@ -61,6 +61,9 @@ class StyleStore:
                 raise Changed(str(exc)) from None
             except NotUsable as exc:
                 raise Rejected(f"style.file: {exc}") from None
+            except PermissionError as exc:  # a review: it held every later photo, as a photo did
+                told = f"style.file: {relative.name} {reasons.unreadable(exc.strerror)}"
+                raise Rejected(told) from None
             try:
                 # The pairing checked the size of the style the sidecar named when it settled;
                 # a sidecar rewritten in place with its old size and mtime names another.
