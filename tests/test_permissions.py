@@ -77,7 +77,8 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
         "daemon's user needs write permission on that folder"
     )
     assert _error(folders.outbox / "hidden.error.json").startswith(
-        "hidden.json: sidecar: cannot be read by the daemon (Permission denied): make it readable"
+        "hidden.json: sidecar: hidden.json cannot be read by the daemon (Permission denied): "
+        "make it readable"
     )
     assert _error(folders.outbox / "brushed.error.json").startswith(
         "style.file: brush.png cannot be read by the daemon (Permission denied): make it readable"
@@ -243,3 +244,27 @@ def test_doctor_run_as_root_says_it_checks_nothing_of_the_daemons_rights(folders
     told = "WARN user: run as root, which every folder lets in; the state folder belongs to "
     told += owner
     assert told in done.stdout, done.stdout
+
+
+def test_an_unreadable_photo_is_taken_again_once_readable_and_not_reported_twice(
+    folders: Folders,
+) -> None:
+    """A review: every reload (and start) claimed a photo the daemon may not read again, and
+    wrote it a new report; once it is readable, a reload or start takes it, as its report
+    says."""
+    photo = _pair(folders.inbox, "photo", seed=11)
+    photo.chmod(0o000)
+    report = folders.outbox / "photo.error.json"
+    config = str(folders.config())
+    try:
+        reports = []
+        for _ in range(2):  # the second start retries the pairs answered in place
+            done = _stylefold("once", "--config", config)
+            assert done.returncode == 0, done.stderr[-2000:]
+            reports.append(json.loads(report.read_text())["job_id"])
+        assert reports[0] == reports[1]
+    finally:
+        photo.chmod(0o644)
+    done = _stylefold("once", "--config", config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (folders.outbox / "photo.manifest.json").exists() and not report.exists()

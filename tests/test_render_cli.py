@@ -96,6 +96,7 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
             ["{content}", "{style}", "--init", "sketch"],
             "--init sketch: neither recolored, content, noise nor an image file",
         ),
+        (["{content}", "{style}", "--init", "{tmp}"], ": neither recolored, content, noise nor"),
         # A photographer's trial: a zero weight was accepted, a negative one said "ValueError:".
         (
             ["{content}", "{style}", "{style}", "--style-blend", "1", "0"],

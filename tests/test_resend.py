@@ -668,6 +668,9 @@ def test_the_page_serves_a_jobs_files_only_while_they_are_its_own(folders: Folde
     _render(lc, later)  # under the plain names, its manifest and log replacing the first's
     assert served(done, "result") is None and served(done, "log") is None
     assert served(later, "result") == (folders.outbox / "photo.stylised.jpg").read_bytes()
+    # A newer job running under the same names writes its preview there (a review).
+    (folders.outbox / "photo.preview.jpg").write_bytes(image_bytes(seed=3))
+    assert served(later, "preview") is None and served(done, "preview") is None
 
 
 @pytest.mark.parametrize("sub", ["", "trip"])

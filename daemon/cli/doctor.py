@@ -107,16 +107,15 @@ def _database_check(state: Path) -> tuple[bool, str]:
         Store,
         StoreError,
         damage_fix,
-        database_files,
         read_only_fix,
+        unwritable_file,
     )
 
     path = state / DB_FILE
     if not path.exists():
         return True, "state database: none yet (the daemon creates it)"
-    for file in database_files(path):
-        if not os.access(file, os.R_OK | os.W_OK):
-            return False, f"state database: {file} {read_only_fix(file)}"
+    if (shut := unwritable_file(path)) is not None:
+        return False, f"state database: {shut} {read_only_fix(shut)}"
     try:
         store = Store(state, readonly=True)
     except StoreError as exc:

@@ -461,7 +461,7 @@ def _read_images(
     if not init.is_file():
         _refuse_special(init)
         named = ", ".join(NAMED_INITS)
-        if init.suffix or len(init.parts) > 1:  # a new user's missing file was told "neither"
+        if not init.exists() and (init.suffix or len(init.parts) > 1):  # was told "neither"
             raise UsageError(
                 f"--init {args.init} does not exist; give an existing image, or one of {named}"
             )

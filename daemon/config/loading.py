@@ -243,7 +243,9 @@ def _reachable(name: str, path: Path) -> None:
     except PermissionError as exc:  # a non-root trial was told to mount it again
         raise ConfigError(
             f"{name}: {path} cannot be reached ({exc.strerror}): a folder on its way shuts this "
-            "user out; run as the daemon's user, or give this one the folders' group"
+            "user out; run as the daemon's user, or give this one the folders' group (under "
+            "the systemd unit, a folder in /home is hidden by ProtectHome=: deploy/README.md, "
+            "drop-ins/home-folder.conf)"
         ) from None
     except OSError as exc:
         raise ConfigError(

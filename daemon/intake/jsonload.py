@@ -186,6 +186,8 @@ def read_inbox(
         raise Changed(f"{relative.parent.as_posix()} is not the folder it was") from None
     except NotUsable as exc:
         raise SidecarError(f"{what}: {relative.name} {exc.reason}") from None
+    except PermissionError as exc:  # the daemon's user, shut out by a sync tool's modes
+        raise SidecarError(f"{what}: {relative.name} {reasons.unreadable(exc.strerror)}") from None
     except OSError as exc:
         raise _unreadable(exc, relative.name, what) from None
     return _read_fd(fd, relative.name, max_bytes, what)
@@ -198,7 +200,7 @@ def _unreadable(exc: OSError, name: str, what: str) -> SidecarError:
         return SidecarError(f"{what}: {name} is a folder, not a JSON file")
     if isinstance(exc, NotAFile):
         return SidecarError(f"{what}: {name} is {exc.strerror}; give a JSON file")
-    return SidecarError(f"{what}: {reasons.unreadable(exc.strerror)}")
+    return SidecarError(f"{what}: cannot read {name} ({exc.strerror}); check its permissions")
 
 
 def _read_fd(fd: int, name: str, max_bytes: int, what: str) -> bytes:

@@ -70,7 +70,8 @@ def not_movable(folder: str, strerror: str | None) -> str:
     return (
         f"cannot be taken out of {folder} ({strerror}): the daemon's user needs write permission "
         "on that folder and, where the folder has the sticky bit (chmod +t), must own the file "
-        f"(deploy/README.md, Permissions); fix the folder, {TAKE_AGAIN}"
+        "(deploy/README.md, Permissions); fix the folder, then touch the photo or run "
+        "`stylefold reload` to have it taken again"
     )
 
 

@@ -64,8 +64,9 @@ LEFT_REJECTED = (
 # reason above names what to add or send (a re-test: a lone sidecar was told "its sidecar added").
 LEFT_UNTIL_FIXED = f"{_TAKEN_AGAIN}a file added beside it or sent again, or {_RELOADED}"
 CLAIMS_FAILING_FIX = (
-    "check the state folder's free space and that the daemon's user may write it and its "
-    "database (stylefold doctor, run as that user); it tries again every {seconds:g} s"
+    "see the folder the error names: the state folder's free space, and that the daemon's "
+    "user may write it, its database and the inbox (stylefold doctor, run as that user); it "
+    "tries again every {seconds:g} s"
 )
 ANSWER_GONE = (
     "this very photo was answered before (job {job_id}, {output}), and that answer has left the "

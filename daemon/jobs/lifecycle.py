@@ -247,7 +247,6 @@ class Lifecycle:
         )
 
     def claim(self, arrival: Arrival) -> None:
-        self.claims_failing = None  # said again below while it lasts
         if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
             return
         if arrival.sidecar is None and self.answers_back.left_alone(arrival.image, None):
@@ -292,6 +291,7 @@ class Lifecycle:
             self.deferred.appendleft(arrival)
             self.claim_pause_until = time.monotonic() + CLAIM_RETRY
             return
+        self.claims_failing = None
         self.jobs[job.id] = job
         with job_context(job.id):
             try:

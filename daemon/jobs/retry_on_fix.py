@@ -31,13 +31,14 @@ from pydantic import ValidationError
 from daemon.config import Settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
-from daemon.jobs import answers
+from daemon.jobs import answers, handover
 from daemon.jobs.answers import FailureDetail, ReportDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.publisher import outcome_detail
 from daemon.jobs.record import Job
 from daemon.jobs.states import State
 from daemon.jobs.store import JobRow
+from daemon.safefs import Changed, Identity, NotUsable
 
 log = structlog.get_logger("stylefold.jobs")
 
@@ -130,7 +131,13 @@ class FixWatch:
                 return None
             try:
                 resolve(arrival, self.jobs.settings, self.jobs.library)
-            except Rejected:
+                # what the claim refuses before moving (a file the daemon may not read: a
+                # review found it claimed again, and reported again, at every reload)
+                files: list[tuple[str, str, Identity | None]] = [
+                    (p.name, p.name, None) for p in (image, sidecar) if p is not None
+                ]
+                handover.check_files(inbox, report.rel_dir or "", files)
+            except (Rejected, NotUsable, Changed):
                 return None
             return arrival
         if row.state is State.FAILED and row.outcome == "failure" and row.job is not None:

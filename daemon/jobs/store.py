@@ -75,28 +75,36 @@ class ReadOnlyStateError(StoreError):
         super().__init__(errno.EACCES, f"the state database file {path} {read_only_fix(path)}")
 
 
-def database_files(path: Path) -> list[Path]:
-    """The database and its -wal and -shm files, those that exist."""
+def unwritable_file(path: Path) -> Path | None:
+    """The first of the database and its -wal and -shm files that exists and this user may
+    not read and write, if any."""
     files = [path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
-    return [file for file in files if file.exists()]
+    return next((f for f in files if f.exists() and not os.access(f, os.R_OK | os.W_OK)), None)
 
 
 def read_only_fix(path: Path) -> str:
-    """What to do about a state database file this user may not write: give it back to the
-    daemon's user, or, where it is this user's, its write permission back."""
+    """What to do about a state database file this user may not write: run as its owner or
+    give it back to the daemon's user; where it is this user's, its write permission back;
+    else its file system (read-only, or the file immutable)."""
     try:
         seen = path.stat()
         owner = pwd.getpwuid(seen.st_uid).pw_name if seen.st_uid != os.geteuid() else None
     except (OSError, KeyError):
         seen, owner = None, "another user"
-    if owner is None and seen is not None:  # a re-test: told to chown a file that was its own
+    if owner is not None:
+        return (
+            f"cannot be written by this user (it belongs to {owner}): run this as {owner} if "
+            "that is the daemon's user, or give it, and its -wal and -shm files, back to the "
+            "daemon's user (chown), as the rest of the state folder"
+        )
+    if seen is not None and not seen.st_mode & stat.S_IWUSR:  # a re-test: told to chown it
         return (
             f"cannot be written by this user (its mode, {stat.filemode(seen.st_mode)}, lets no "
             "one write it); chmod u+w it, and its -wal and -shm files"
         )
     return (
-        f"cannot be written by this user (it belongs to {owner}); give it, and its -wal and "
-        "-shm files, back to the daemon's user (chown), as the rest of the state folder"
+        "cannot be written by this user though its mode allows it: its file system is "
+        "mounted read-only, or the file is immutable (lsattr)"
     )
 
 
@@ -183,7 +191,7 @@ def _writable(db: sqlite3.Connection) -> bool:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.execute(f"PRAGMA user_version = {version}")
     except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc):
+        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:  # any of its variants
             raise
         return False
     finally:
@@ -203,9 +211,8 @@ class Store:
             else:
                 # Before SQLite opens it: opened read-only, it makes a -shm file of the same mode,
                 # which then stopped the next start too (a re-test).
-                for file in database_files(self.path):
-                    if not os.access(file, os.R_OK | os.W_OK):
-                        raise ReadOnlyStateError(file)
+                if (shut := unwritable_file(self.path)) is not None:
+                    raise ReadOnlyStateError(shut)
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 found = check_format(self._db)  # before anything is written to it
                 self._db.execute("PRAGMA journal_mode=WAL")

@@ -137,10 +137,9 @@ class Outputs:
         """Whether the job's names in the outbox still hold its own answer, read afresh: a later
         answer about the same photo may take them over (a report replaced by a newer one, a
         result whose image was deleted and its photo sent again), and the page served that
-        one's report and log under the old job's address (an attacker's trial). A preview is
-        written at its names only while the job runs."""
-        if kind == "preview":
-            return True
+        one's report and log under the old job's address (an attacker's trial)."""
+        if kind == "preview":  # a newer job's preview may lie at the same names
+            return record.state is State.RUNNING
         answers = _ANSWERED_BY[kind]
         return any(_job_id(self._json(record, answer)) == record.id for answer in answers)
 
