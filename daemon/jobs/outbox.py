@@ -370,12 +370,17 @@ def reports_on(names: OutputNames, inputs: Collection[str]) -> bool:
     report = as_report(read_json(names.error)) if inputs else None
     if report is None or report.input not in inputs:
         return False
-    original = report.original
-    if original.startswith(RETURNED_PREFIX):
-        return original.removeprefix(RETURNED_PREFIX).startswith(
-            (f"{report.input};", f"{report.input},")
-        )
-    return not original.startswith(KEPT_PREFIX)
+    if (back_as := _returned_as(report, report.input)) is not None:
+        return back_as
+    return not report.original.startswith(KEPT_PREFIX)
+
+
+def _returned_as(report: ErrorReport, path: str) -> bool | None:
+    """Whether a report's photo went back to the inbox as `path` (its `original` names the
+    photo first, then its sidecar); None when it did not go back to the inbox."""
+    if not report.original.startswith(RETURNED_PREFIX):
+        return None
+    return report.original.removeprefix(RETURNED_PREFIX).startswith((f"{path};", f"{path},"))
 
 
 class _Input(BaseModel):
@@ -428,25 +433,20 @@ _RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
 
 def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNames]:
     """The names of failure reports in `folder` that say their photo went back to the inbox as
-    one of `inputs` (its own name taken by a newer photo meanwhile): once that photo is taken
-    again, they are outdated (a re-test: the report stayed beside the photo's new answer)."""
+    the job's photo (`inputs`' first: its own name taken by a newer photo meanwhile): once
+    that photo is taken again, they are outdated (a re-test: the report stayed beside the
+    photo's new answer)."""
+    photo = next(iter(inputs), "")
+    match = _RETURNED_NAME.fullmatch(PurePosixPath(photo).name)
+    if match is None:
+        return []
     found = []
-    for path in inputs:
-        match = _RETURNED_NAME.fullmatch(PurePosixPath(path).name)
-        if match is None:
-            continue
-        pattern = re.compile(rf"{re.escape(match['stem'])}\.error(?:-(\d+))?\.json")
-        for entry in _entries(folder):
-            if (named := pattern.fullmatch(entry.name)) is None:
-                continue
+    pattern = re.compile(rf"{re.escape(match['stem'])}\.error(?:-(\d+))?\.json")
+    for entry in _entries(folder):
+        if (named := pattern.fullmatch(entry.name)) is not None:
             names = OutputNames(folder, match["stem"], "jpg", int(named[1] or 1))
             report = as_report(read_json(names.error))
-            said = report.original.removeprefix(RETURNED_PREFIX) if report else ""
-            if (
-                report
-                and report.original.startswith(RETURNED_PREFIX)
-                and said.startswith((f"{path};", f"{path},"))
-            ):
+            if report is not None and _returned_as(report, photo):
                 found.append(names)
     return found
 
