@@ -420,9 +420,8 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     """A new job of the same photo outdates its earlier error report, and the report's log
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
-    for stale in [names, *_reports_of_returned(names.folder, inputs)]:
-        if stale is names and not reports_on(names, inputs):
-            continue
+    own = [names] if reports_on(names, inputs) else []
+    for stale in [*own, *_reports_of_returned(names.folder, inputs)]:
         stale.error.unlink(missing_ok=True)
         if not stale.manifest.exists():
             stale.log.unlink(missing_ok=True)
