@@ -456,9 +456,11 @@ def test_styles_of_a_library_with_only_skipped_images_says_what_to_fix(tmp_path:
     result = stylefold("styles", "--styles", str(library))
     assert "both define style 'shipwreck'; remove one" in result.stdout, result.stdout
     assert "add images such as" not in result.stdout
+    assert result.returncode == 1, "a library whose every style is skipped is not fine"
     (library / "shipwreck.png").unlink()
     (library / "shipwreck.jpg").unlink()
-    assert "add images such as" in stylefold("styles", "--styles", str(library)).stdout
+    empty = stylefold("styles", "--styles", str(library))
+    assert "add images such as" in empty.stdout and empty.returncode == 0
 
 
 def test_styles_and_doctor_show_escapes_in_file_names(folders: Folders) -> None:

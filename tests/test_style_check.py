@@ -26,11 +26,13 @@ def _break(folders: Folders) -> None:
 def test_styles_and_doctor_name_empty_and_truncated_images(folders: Folders) -> None:
     _break(folders)
     listing = stylefold("styles", "--styles", str(folders.styles))
-    assert listing.returncode == 0
+    assert listing.returncode == 1, "a skipped file fails the listing, as it fails doctor"
     assert "2 style(s)" in listing.stdout
     assert "skipped empty.jpg: empty.jpg is empty (0 bytes)" in listing.stdout
     assert "skipped cut.jpg: cut.jpg is truncated or corrupt" in listing.stdout
-    as_json = json.loads(stylefold("styles", "--styles", str(folders.styles), "--json").stdout)
+    result = stylefold("styles", "--styles", str(folders.styles), "--json")
+    assert result.returncode == 1
+    as_json = json.loads(result.stdout)
     assert [s["name"] for s in as_json["styles"]] == ["mosaic", "waves"]
     assert {Path(p["path"]).name for p in as_json["problems"]} == {"cut.jpg", "empty.jpg"}
 

@@ -23,6 +23,8 @@ def command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(f"{exc}\n(or give the library: stylefold styles --styles DIR)")
     styles = library.styles()
+    # Like doctor, a file that is skipped fails the listing, so a script can tell.
+    status = 1 if library.problems else 0
     if args.json:
         listing = {
             "library": str(library.root),
@@ -32,7 +34,7 @@ def command(args: argparse.Namespace) -> int:
             "problems": [{"path": str(p.path), "reason": p.reason} for p in library.problems],
         }
         print(json.dumps(listing, indent=2))
-        return 0
+        return status
     print(f"style library {library.root}: {len(styles)} style(s)")
     width = max((len(style.name) for style in styles), default=0)
     for style in styles:
@@ -42,4 +44,4 @@ def command(args: argparse.Namespace) -> int:
         print(visible(f"  skipped {problem.path.name}: {problem.reason}"))
     if not styles and not library.problems:
         print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
-    return 0
+    return status
