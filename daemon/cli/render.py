@@ -162,7 +162,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help=f"refuse input images with more pixels than this (default: {DEFAULT_MAX_PIXELS:,}, "
         "the daemon's max_pixels)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar or summary (notes still print)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -325,12 +327,13 @@ def _render(args: argparse.Namespace) -> int:
     resolved = _styles(args, settings, blend)
     style_files = [style.path for style in resolved]
     params = _params(args, blend_defaults(resolved), settings)
-    if not args.quiet:  # what the daemon's job log says of the same render
-        balance = ("strength", "style_weight")
-        flags = {name: getattr(args, name) for name in balance if getattr(args, name) is not None}
-        for note in (style_defaults_note(resolved, "a flag"), unused_strength(flags)):
-            if note is not None:
-                print(note, file=sys.stderr)
+    # What the daemon's job log says of the same render; --quiet keeps them: each says where
+    # the picture differs from what the flags seem to ask.
+    balance = ("strength", "style_weight")
+    flags = {name: getattr(args, name) for name in balance if getattr(args, name) is not None}
+    for note in (style_defaults_note(resolved, "a flag"), unused_strength(flags)):
+        if note is not None:
+            print(note, file=sys.stderr)
     image_format = _output_format(args.output)
     _not_an_input(args, style_files)
     images = _read_images(args, style_files, params)
@@ -370,8 +373,8 @@ def _render(args: argparse.Namespace) -> int:
             f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
-        for note in result.notes:
-            print(f"note: {note}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
