@@ -35,7 +35,7 @@ def metrics() -> Iterator[Metrics]:
 def test_fresh_endpoint_exports_zeros_for_every_outcome(metrics: Metrics) -> None:
     assert metrics.enabled and metrics.port
     samples = _scrape(metrics)
-    for outcome in ("done", "failed", "reused", "skipped", "retried"):
+    for outcome in ("done", "failed", "rejected", "reused", "skipped", "retried"):
         assert samples[("stylefold_jobs_total", (("outcome", outcome),))] == 0
         assert samples[("stylefold_job_duration_seconds_count", (("outcome", outcome),))] == 0
     assert samples[("stylefold_queue_length", ())] == 0

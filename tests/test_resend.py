@@ -254,7 +254,8 @@ def test_the_same_photo_under_another_name_is_answered_there_then_skipped(
 
 def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Folders) -> None:
     """A newcomer's review: a photo answered from an earlier result counted as `done` and a
-    skipped re-send as `reused`, against deploy/README's table."""
+    skipped re-send as `reused`, against deploy/README's table. A refused sidecar is
+    `rejected`, not `failed`: an admin's alert on failures must not fire on senders' typos."""
     parser = pytest.importorskip("prometheus_client.parser")
     metrics = Metrics.start("127.0.0.1", 0)
     try:
@@ -264,6 +265,8 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         _render(lc, first)
         assert _take(lc, _send(folders, "copy.jpg")) is None  # answered from the result
         assert _take(lc, _send(folders, "copy.jpg")) is None  # sent again: skipped
+        assert _take(lc, _send(folders, "typo.jpg", {"style": "mosaic", "sise": 9})) is None
+        assert (folders.outbox / "typo.error.json").exists()
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as response:
             text = response.read().decode()
     finally:
@@ -274,7 +277,9 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         for sample in family.samples
         if sample.name == "stylefold_jobs_total"
     }
-    assert counts == {"done": 1, "failed": 0, "reused": 1, "skipped": 1, "retried": 0}
+    assert counts == {
+        "done": 1, "failed": 0, "rejected": 1, "reused": 1, "skipped": 1, "retried": 0
+    }  # fmt: skip
 
 
 def test_originals_that_cannot_move_on_wait_blocked_and_say_why(folders: Folders) -> None:

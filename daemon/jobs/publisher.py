@@ -309,7 +309,7 @@ class Publisher:
             [None if p is None else inbox / p for p in detail.paths], job_id
         )
         self.store.move(job_id, State.REJECTED, reason=detail.reason, note=report)
-        self.metrics.job_finished("failed", 0.0)
+        self.metrics.job_finished("rejected", 0.0)
         log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)
 
     def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
