@@ -635,6 +635,29 @@ def test_a_failed_photo_given_back_under_another_name_keeps_its_report(
     assert _outbox(folders) == sorted([*numbered, *answered])
 
 
+def test_a_long_named_photo_given_back_loses_its_report_once_answered(folders: Folders) -> None:
+    """The same with a stem near the name limit: the report's names and the returned photo's
+    are shortened differently (`.error.json` against `.returned-2.json`), and the report,
+    looked up by the returned photo's shortened stem, was never found, so it stayed."""
+    stem = "p" * 250
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders, f"{stem}.jpg"))
+    assert first is not None
+    newer = folders.inbox / f"{stem}.jpg"
+    newer.write_bytes(image_bytes(seed=8))
+    lc.handle(Failed(first, "input", "truncated or corrupt; copy it again"))
+    [report] = folders.outbox.glob("*.error.json")
+    assert json.loads(report.read_text())["original"].startswith("returned to the inbox as ")
+    [returned] = folders.inbox.glob("*.returned-2.jpg")
+    assert returned.read_bytes() == image_bytes(seed=5)
+    fixed = write_json(returned.with_suffix(".json"), {"style": "mosaic", "params": {"size": 40}})
+    again = _take(lc, Arrival(returned, fixed, Path(".")))
+    assert again is not None
+    _render(lc, again)
+    assert not report.exists(), "the returned photo is answered: its report is outdated"
+    assert len(list(folders.outbox.glob("*.stylised.jpg"))) == 1
+
+
 def test_the_page_serves_a_jobs_files_only_while_they_are_its_own(folders: Folders) -> None:
     """An attacker's trial: once a newer answer about the same photo took a job's names (a
     stale report replaced, a deleted result's photo sent again), the web page served the newer

@@ -427,26 +427,29 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
             stale.log.unlink(missing_ok=True)
 
 
-_RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
+_RETURNED_NAME = re.compile(r".+?\.returned-\d+(?:\..*)?")
+_REPORT_NAME = re.compile(r".+\.error(?:-(\d+))?\.json")
 
 
 def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNames]:
     """The names of failure reports in `folder` that say their photo went back to the inbox as
     the job's photo (`inputs`' first: its own name taken by a newer photo meanwhile): once
     that photo is taken again, they are outdated (a re-test: the report stayed beside the
-    photo's new answer)."""
+    photo's new answer). Each report's names follow from the photo it is about, so a stem
+    shortened to fit the name limit, in the report's names or the returned photo's, is found."""
     photo = next(iter(inputs), "")
-    match = _RETURNED_NAME.fullmatch(PurePosixPath(photo).name)
-    if match is None:
+    if _RETURNED_NAME.fullmatch(PurePosixPath(photo).name) is None:
         return []
     found = []
-    pattern = re.compile(rf"{re.escape(match['stem'])}\.error(?:-(\d+))?\.json")
     for entry in _entries(folder):
-        if (named := pattern.fullmatch(entry.name)) is not None:
-            names = OutputNames(folder, match["stem"], "jpg", int(named[1] or 1))
-            report = as_report(read_json(names.error))
-            if report is not None and _returned_as(report, photo):
-                found.append(names)
+        if (named := _REPORT_NAME.fullmatch(entry.name)) is None:
+            continue
+        report = as_report(read_json(Path(entry.path)))
+        if report is None or not _returned_as(report, photo):
+            continue
+        names = OutputNames(folder, PurePosixPath(report.input).stem, "jpg", int(named[1] or 1))
+        if names.error.name == entry.name:
+            found.append(names)
     return found
 
 
