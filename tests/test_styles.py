@@ -1,5 +1,6 @@
 """The style library: names to files, per-style defaults, reloads, no escape from the folder."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,55 @@ def test_bad_defaults_file_reported_and_style_unavailable(library_dir: Path) -> 
     assert "did you mean 'size'" in problem.reason
     with pytest.raises(StyleError, match=r"style 'the scream' is broken: .*sise: unknown key"):
         library.get("the scream")
+
+
+@pytest.mark.parametrize("name", ["The Scream.json", "the scream.JSON", "THE SCREAM.Json"])
+def test_defaults_named_in_other_letter_case_are_told_not_skipped(
+    library_dir: Path, name: str
+) -> None:
+    """A new user's trial: `Mix.JSON` beside `mix.png` was passed over without a word, and the
+    style rendered without the defaults its keeper wrote. The style is unavailable until the
+    file is named as the style is; two defaults files are told to keep one."""
+    (library_dir / "the scream.json").rename(library_dir / name)
+    library = StyleLibrary(library_dir)
+    assert library.names() == ["starry_night"]
+    [problem] = library.problems
+    assert problem.path == library_dir / name
+    assert problem.reason == (
+        f"{name} is not read as the defaults of style 'the scream': name it the scream.json "
+        "(file names are exact); style 'the scream' is unavailable"
+    )
+    (library_dir / "the scream.json").write_text('{"size": 64}')
+    [problem] = StyleLibrary(library_dir).problems
+    assert problem.reason == (
+        f"{name} and the scream.json both hold defaults for style 'the scream'; remove one"
+    )
+    # One file under both names, as a file system that folds case shows it: it is read.
+    (library_dir / name).unlink()
+    os.link(library_dir / "the scream.json", library_dir / name)
+    library = StyleLibrary(library_dir)
+    assert library.problems == []
+    assert library.get("the scream").defaults == {"size": 64}
+
+
+def test_a_defaults_file_exactly_anothers_style_is_that_styles(library_dir: Path) -> None:
+    """`The Scream.json` of `The Scream.png` is that style's own, not the other's astray."""
+    image(library_dir / "The Scream.png")
+    (library_dir / "The Scream.json").write_text('{"size": 32}')
+    library = StyleLibrary(library_dir)
+    assert library.problems == []
+    assert library.get("The Scream").defaults == {"size": 32}
+    assert library.get("the scream").defaults == {"style_weight": 5000.0, "size": 256}
+
+
+def test_a_defaults_key_given_twice_in_two_cases_is_told_to_keep_one(library_dir: Path) -> None:
+    """A new user's trial: "strength" beside "Strength" was told to write it "strength"."""
+    (library_dir / "the scream.json").write_text('{"strength": 0.5, "Strength": 0.6, "Size": 9}')
+    [problem] = StyleLibrary(library_dir).problems
+    assert problem.reason.startswith(
+        'Strength: unknown key; "strength" is given too; remove this one; '
+        'Size: unknown key; write it "size" (keys are lower case)'
+    ), problem.reason
 
 
 def test_ambiguous_names_reported(library_dir: Path) -> None:

@@ -406,11 +406,15 @@ def describe_errors(
     prefix: tuple[str, ...] = (),
     ceilings: Mapping[str, tuple[str, int]] | None = None,
     sidecar: Mapping[str, Any] | None = None,
+    flat: bool = False,
 ) -> list[str]:
     """One sentence per pydantic error: `where: what is wrong (got ...); what to do`. A param
     above the engine's own bound is told the daemon's lower limit (`ceilings`, from
-    `daemon.config.render_limits`) at once, not in a second round trip. `sidecar`: the whole
-    sidecar, whose keys at the wrong level are told where they belong."""
+    `daemon.config.render_limits`) at once, not in a second round trip. `sidecar`: the
+    document as given, whose keys in two letter cases are told to keep one, and, when it is a
+    whole sidecar, whose keys at the wrong level are told where they belong. `flat`: the
+    document is the object at `prefix` alone (a style's params file), so its keys are named
+    without it ("strength", not "params.strength": a new user's trial)."""
     problems = []
     for item in error.errors():
         loc = prefix + tuple(str(part) for part in item["loc"])
@@ -424,7 +428,8 @@ def describe_errors(
                 where += f"[{part}]"
             else:
                 name = part if part.isprintable() and len(part) <= 40 else shown(part)
-                where += f".{name}" if where else name
+                if not (flat and index < len(prefix)):
+                    where += f".{name}" if where else name
                 model_path.append(part)
         where = where or "sidecar"
         kind = item["type"]
@@ -434,7 +439,8 @@ def describe_errors(
                 problems.append(f"{where}: required key is missing; add it")
         elif (
             kind == "extra_forbidden"
-            and sidecar is not None  # a whole sidecar, not a style's params file
+            and sidecar is not None
+            and not flat  # a whole sidecar, not a style's params file
             and (
                 home := _elsewhere(
                     model_path[-1], tuple(model_path[:-1]), item.get("input"), sidecar
@@ -601,9 +607,7 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
     try:
         params = _PARAMS_ADAPTER.validate_python(value, strict=True)
     except ValidationError as exc:
-        # flat in its file: "strength", not "params.strength" (a new user's trial)
-        problems = describe_errors(exc, ("params",))
-        raise SidecarError(*(problem.removeprefix("params.") for problem in problems)) from None
+        raise SidecarError(*describe_errors(exc, ("params",), sidecar=value, flat=True)) from None
     return given(params)
 
 

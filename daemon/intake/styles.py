@@ -67,6 +67,35 @@ class ResolvedStyle:
     defaults: dict[str, Any]
 
 
+def _astray(jsons: list[str], images: dict[str, list[Path]]) -> dict[str, str]:
+    """JSON files meant as a style's defaults but named in other letter case (`Mix.JSON`
+    beside `mix.png`, as a new user's trial named them), by the style name they fold to: they
+    are not read, and rendering without the defaults their keeper wrote would not be the style
+    they meant. A file that is exactly a style's (`Mix.json` of `Mix.png`) is that style's."""
+    own = {f"{stem}.json" for stem in images}
+    return {name.rpartition(".")[0].casefold(): name for name in jsons if name not in own}
+
+
+def _unread(astray: str | None, exact: Path) -> str | None:
+    """`astray` unless the file system folds case, so that the style's exact defaults name
+    reads that very file (a library on SMB or a Mac's disk)."""
+    if astray is None:
+        return None
+    try:
+        return None if os.path.samefile(exact.parent / astray, exact) else astray
+    except OSError:
+        return astray
+
+
+def _other_case_text(name: str, other: str, root: Path) -> str:
+    if (root / f"{name}.json").exists():
+        return f"{other} and {name}.json both hold defaults for style {name!r}; remove one"
+    return (
+        f"{other} is not read as the defaults of style {name!r}: name it {name}.json "
+        f"(file names are exact); style {name!r} is unavailable"
+    )
+
+
 def _inside(path: Path, root: Path) -> Path | None:
     """The real path of `path` if it is a regular file inside `root` (symlinks followed)."""
     try:
@@ -119,11 +148,17 @@ class StyleLibrary:
             ]
             return self.problems
         images: dict[str, list[Path]] = {}
+        jsons: list[str] = []
         for entry in entries:
             name = entry.name
-            if self._rules.ignored_name(name) or not self._rules.is_image_name(name):
+            if self._rules.ignored_name(name):
                 continue
-            images.setdefault(name.rpartition(".")[0], []).append(root / name)
+            stem, _, ext = name.rpartition(".")
+            if self._rules.is_image_name(name):
+                images.setdefault(stem, []).append(root / name)
+            elif stem and ext.casefold() == "json":
+                jsons.append(name)
+        astray = _astray(jsons, images)
         for name, paths in images.items():
             try:
                 check_style_name(name)
@@ -156,6 +191,9 @@ class StyleLibrary:
             broken = self.checker.problem(real)
             if broken is not None:
                 problems.append(StyleProblem(paths[0], f"{broken}; style {name!r} is unavailable"))
+                continue
+            if (other := _unread(astray.get(name.casefold()), root / f"{name}.json")) is not None:
+                problems.append(StyleProblem(root / other, _other_case_text(name, other, root)))
                 continue
             style = self._with_defaults(name, real, root, problems)
             if style is not None:
