@@ -23,6 +23,7 @@ from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from service.errors import ImageInputError
 from service.files import NotAFile, open_regular
+from service.jpeg_structure import too_complex
 from service.params import output_format
 
 pillow_heif.register_heif_opener()
@@ -92,6 +93,8 @@ def open_image(
                 shown = f"{width}x{height} = {width * height:,} pixels"
                 raise ImageInputError(_over_limit(name, shown, max_pixels))
             fmt = opened.format
+            if (slow := _too_slow_to_decode(name, fmt, data)) is not None:
+                raise ImageInputError(slow)
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
@@ -172,6 +175,7 @@ def header_problem(
     try:
         with opened_header(head) as opened:
             width, height = opened.size
+            fmt = opened.format
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
     except UnidentifiedImageError:
@@ -181,7 +185,17 @@ def header_problem(
         return None
     if width * height > max_pixels:
         return _over_limit(name, f"{width}x{height} = {width * height:,} pixels", max_pixels)
-    return None
+    return _too_slow_to_decode(name, fmt, head)  # those in the header read already are too many
+
+
+def _too_slow_to_decode(name: str, fmt: str | None, data: bytes) -> str | None:
+    """A JPEG whose decoding would take a worker for minutes or hours (`jpeg_structure`)."""
+    if fmt not in ("JPEG", "MPO") or (what := too_complex(data)) is None:
+        return None
+    return (
+        f"{name} is a JPEG of {what} (cameras and editors write a few dozen), which would take "
+        "very long to decode; save it again as an ordinary JPEG"
+    )
 
 
 _SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"

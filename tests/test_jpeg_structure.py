@@ -1,0 +1,117 @@
+"""A JPEG of very many progressive scans (or segments) is refused before it is decoded."""
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.errors import ImageInputError
+from service.imageio import header_problem, open_image
+from service.jpeg_structure import MAX_SCANS, MAX_SEGMENTS, too_complex
+
+
+def _jpeg(progressive: bool, mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (48, 40), (90, 140, 30) if mode == "RGB" else 90).save(
+        out, "JPEG", progressive=progressive, quality=80
+    )
+    return out.getvalue()
+
+
+def _segments(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, the segment's bytes, a scan's coded data included) up to EOI: the test's own
+    walk, written the plain way the attacker's script did."""
+    found, at = [], 2
+    while data[at + 1] != 0xD9:
+        marker = data[at + 1]
+        end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xDA:
+            while not (
+                data[end] == 0xFF and data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7
+            ):
+                end += 1
+        found.append((marker, data[at:end]))
+        at = end
+    return found
+
+
+def _with_scans(extra: int, before_scans: bytes = b"") -> bytes:
+    """A progressive JPEG whose last scan is repeated `extra` more times (each repeat costs a
+    decode of the whole picture and a few dozen bytes), `before_scans` put after SOI."""
+    segments = _segments(_jpeg(progressive=True))
+    last = [body for marker, body in segments if marker == 0xDA][-1]
+    body = b"".join(body for _, body in segments)
+    return b"\xff\xd8" + before_scans + body + last * extra + b"\xff\xd9"
+
+
+def _scans(data: bytes) -> int:
+    return sum(marker == 0xDA for marker, _ in _segments(data))
+
+
+def test_ordinary_jpegs_are_read() -> None:
+    for data in (_jpeg(progressive=False), _jpeg(progressive=False, mode="L")):
+        assert too_complex(data) is None and _scans(data) == 1
+    progressive = _jpeg(progressive=True)
+    assert 2 < _scans(progressive) <= 12  # libjpeg's progression: 10 for colour
+    assert too_complex(progressive) is None
+    assert open_image(progressive).image.size == (48, 40)
+
+
+def test_marker_bytes_inside_metadata_are_not_scans() -> None:
+    """An APP segment full of FF DA (as an EXIF thumbnail, a JPEG of its own, holds) is walked
+    over by its length."""
+    noise = b"\xff\xda\x00\x0c" * (MAX_SCANS + 50)
+    app = b"\xff\xef" + (len(noise) + 2).to_bytes(2, "big") + noise
+    data = _with_scans(0, before_scans=app)
+    assert too_complex(data) is None
+    assert open_image(data).image.size == (48, 40)
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_by_its_header_and_its_decode(tmp_path: Path) -> None:
+    """An attacker's trial: 1,500 copies of one scan at 40 megapixels, 250 KB, took a worker
+    37 s to decode (60 MB of them: hours). Here at 48x40 the limit itself is checked: one scan
+    more than MAX_SCANS is refused, MAX_SCANS is read."""
+    base = _scans(_jpeg(progressive=True))
+    at_limit = _with_scans(MAX_SCANS - base)
+    assert _scans(at_limit) == MAX_SCANS and too_complex(at_limit) is None
+    assert open_image(at_limit).image.size == (48, 40)
+    over = _with_scans(MAX_SCANS - base + 1)
+    assert too_complex(over) == f"more than {MAX_SCANS} progressive scans"
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(over)
+    told = (
+        f"{path} is a JPEG of more than {MAX_SCANS} progressive scans (cameras and editors "
+        "write a few dozen), which would take very long to decode; save it again as an "
+        "ordinary JPEG"
+    )
+    assert header_problem(path) == told
+    with pytest.raises(ImageInputError) as refused:
+        open_image(path)
+    assert str(refused.value) == told
+
+
+def test_a_flood_of_segments_is_refused_before_the_walk_is_slow() -> None:
+    """Four-byte comments by the million would make the walk itself take seconds."""
+    flood = b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1)
+    assert too_complex(_with_scans(0, before_scans=flood)) == (
+        f"more than {MAX_SEGMENTS:,} marker segments"
+    )
+    assert too_complex(_with_scans(0, before_scans=flood[: 4 * 100])) is None
+
+
+def test_only_the_first_picture_of_the_file_is_judged() -> None:
+    """An MPO (a phone's portrait photo) holds a second JPEG after the first one's EOI."""
+    assert too_complex(_jpeg(progressive=True) + _with_scans(500)) is None
+
+
+@pytest.mark.parametrize("cut", [3, 10, 200, -40])
+def test_a_cut_or_damaged_stream_is_judged_by_what_it_holds(cut: int) -> None:
+    """A stream cut or filled with zeros anywhere is never judged for more than it holds, and
+    scans before the damage count."""
+    data = _with_scans(3)
+    assert too_complex(data[:cut]) is None
+    assert too_complex(data[:cut] + b"\x00" * 50 + data[cut:]) is None
+    many = _with_scans(MAX_SCANS)
+    expected = None if cut > 0 else f"more than {MAX_SCANS} progressive scans"
+    assert too_complex(many[:cut] + b"\x00" * 50 + many[cut:]) == expected
