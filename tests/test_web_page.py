@@ -265,6 +265,9 @@ def test_links_and_look_alikes_in_the_outbox_are_not_served(site: Site) -> None:
     (outbox / "cat.log").unlink()
     (outbox / "cat.log").symlink_to(secret)
     assert site.get(f"/jobs/{job}/log").status == 404
+    (outbox / "cat.log").unlink()
+    os.link(secret, outbox / "cat.log")  # a hard link: the same file under a second name
+    assert site.get(f"/jobs/{job}/log").status == 404
     result = outbox / "cat.stylised.jpg"
     result.write_bytes(b"<script>alert(1)</script>")
     assert site.get(f"/jobs/{job}/full").status == 404

@@ -19,10 +19,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def open_inside(root: Path, relative: str | PurePosixPath) -> BinaryIO | None:
+def open_inside(
+    root: Path, relative: str | PurePosixPath, one_name: bool = False
+) -> BinaryIO | None:
     """The regular file at `root/relative`, opened for reading, or None when it is missing,
     not a regular file, or reached through a symlink below `root` (the root itself, a folder
-    from the configuration, may be a link)."""
+    from the configuration, may be a link). `one_name`: also None when the file has other
+    names (hard links), which is how a writer of the outbox would put a file from elsewhere
+    under a job's name (an attacker's trial served a root-only file as a job's log)."""
     parts = PurePosixPath(relative).parts
     if not parts or any(part in ("", ".", "..", "/") for part in parts):
         return None
@@ -41,7 +45,8 @@ def open_inside(root: Path, relative: str | PurePosixPath) -> BinaryIO | None:
     finally:
         os.close(folder)
     handle = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or (one_name and found.st_nlink != 1):
         handle.close()
         return None
     return handle
@@ -54,9 +59,11 @@ def relative_to(path: Path, root: Path) -> PurePosixPath | None:
     return None
 
 
-def read_inside(root: Path, relative: str | PurePosixPath, limit: int) -> bytes | None:
+def read_inside(
+    root: Path, relative: str | PurePosixPath, limit: int, one_name: bool = False
+) -> bytes | None:
     """The first `limit` bytes of a file opened with `open_inside`."""
-    handle = open_inside(root, relative)
+    handle = open_inside(root, relative, one_name)
     if handle is None:
         return None
     with handle:

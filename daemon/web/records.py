@@ -131,7 +131,7 @@ class Outputs:
 
     def open(self, record: JobRecord, kind: OutboxFile) -> BinaryIO | None:
         relative = self.path(record, kind) if self._still_owns(record, kind) else None
-        return None if relative is None else open_inside(self.settings.outbox, relative)
+        return None if relative is None else open_inside(self.settings.outbox, relative, True)
 
     def _still_owns(self, record: JobRecord, kind: OutboxFile) -> bool:
         """Whether the job's names in the outbox still hold its own answer, read afresh: a later
@@ -173,7 +173,8 @@ class Outputs:
 
     def _json(self, record: JobRecord, kind: Literal["manifest", "report"]) -> Any:
         relative = self.path(record, kind)
-        data = None if relative is None else read_inside(self.settings.outbox, relative, JSON_LIMIT)
+        outbox = self.settings.outbox
+        data = None if relative is None else read_inside(outbox, relative, JSON_LIMIT, True)
         try:
             return None if data is None else json.loads(data)
         except ValueError:
