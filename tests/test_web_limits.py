@@ -137,3 +137,24 @@ def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on
     counted = report.model_copy(update={"unlisted": unlisted})
     page = build_page(counted, settings, site.outputs, site.library())
     assert page.queue_more == 11 + 12
+
+
+def test_a_cache_made_by_root_belongs_to_the_state_folders_owner(tmp_path: Path) -> None:
+    """A permissions trial: `sudo stylefold web` for a look left `state/thumbnails/` owned by
+    root, and the daemon's user's own page could cache nothing there afterwards."""
+    import os
+
+    from daemon.web.thumbnails import Pictures
+
+    if os.geteuid() != 0:
+        pytest.skip("only root writes into another user's state folder")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4321, 4322)
+    photo = tmp_path / "p.png"
+    photo.write_bytes(image_bytes(seed=3))
+    with photo.open("rb") as handle:
+        assert Pictures(state / "thumbnails", max_pixels=10**6).thumbnail(handle, "job:p")
+    [cached] = (state / "thumbnails").iterdir()
+    for made in (state / "thumbnails", cached):
+        assert (made.stat().st_uid, made.stat().st_gid) == (4321, 4322), made

@@ -97,6 +97,7 @@ class Pictures:
         try:
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, data, durable=False)
+            _give_to_state_owner(path)
             entries = sorted(os.scandir(path.parent), key=lambda e: e.stat().st_mtime_ns)
         except OSError as exc:
             if not self._warned:
@@ -110,3 +111,16 @@ class Pictures:
             return
         for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
             Path(entry.path).unlink(missing_ok=True)
+
+
+def _give_to_state_owner(path: Path) -> None:
+    """Run by root (`sudo stylefold web` for a look), the page made a root-owned cache in the
+    daemon's user's state folder, where that user's own page could then cache nothing (a
+    trial): what root writes there goes to the state folder's owner."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(path.parent.parent)
+    for made in (path.parent, path):
+        found = os.lstat(made)
+        if (found.st_uid, found.st_gid) != (owner.st_uid, owner.st_gid):
+            os.chown(made, owner.st_uid, owner.st_gid, follow_symlinks=False)
