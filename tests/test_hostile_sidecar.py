@@ -14,8 +14,8 @@ import pytest
 from conftest import CLI, REPO, Folders, image_bytes
 
 from daemon.config.render_limits import ceilings
-from daemon.intake.jsonload import MAX_TOLD
-from daemon.intake.sidecar import SidecarError, merge_params, parse_sidecar
+from daemon.intake.jsonload import MAX_TOLD, SidecarError
+from daemon.intake.sidecar import merge_params, parse_sidecar
 from service.params import VGG16_LAYERS, VGG19_LAYERS, RenderParams
 from service.weights import WeightsConfig
 

@@ -8,19 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.intake.jsonload import read_limited
+from daemon.intake.jsonload import SidecarError, read_limited
 from daemon.intake.sidecar import (
     SCHEMA_PATH,
-    Sidecar,
-    SidecarError,
-    StyleFile,
-    StyleRef,
     merge_params,
     parse_param_overrides,
     parse_sidecar,
     schema_text,
     write_schema,
 )
+from daemon.intake.sidecar_model import Sidecar, StyleFile, StyleRef
 from service.params import RenderParams
 from service.weights import WeightsConfig
 

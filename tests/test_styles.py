@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.intake.sidecar import StyleFile, StyleRef
+from daemon.intake.sidecar_model import StyleFile, StyleRef
 from daemon.intake.styles import StyleError, StyleLibrary, blend_defaults
 
 

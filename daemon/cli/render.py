@@ -284,7 +284,8 @@ def _params(
     args: argparse.Namespace, style_defaults: dict[str, Any], settings: Settings | None
 ) -> RenderParams:
     """The daemon's layers: its defaults (--config's, else the model's) < the styles' < flags."""
-    from daemon.intake.sidecar import error_text, layered
+    from daemon.intake.sidecar import layered
+    from daemon.intake.sidecar_errors import error_text
 
     flags = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
     base = settings.defaults if settings is not None else RenderParams()

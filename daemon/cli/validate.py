@@ -25,14 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
-    from daemon.intake.jsonload import read_limited
+    from daemon.intake.jsonload import SidecarError, read_limited
     from daemon.intake.resolve import style_problems
-    from daemon.intake.sidecar import (
-        SidecarError,
-        merge_params,
-        parse_sidecar,
-        unused_strength,
-    )
+    from daemon.intake.sidecar import merge_params, parse_sidecar, unused_strength
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file

@@ -9,17 +9,10 @@ from pathlib import Path
 
 from daemon.config import Settings
 from daemon.config.render_limits import ceilings
-from daemon.intake.jsonload import read_inbox
+from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import (
-    Sidecar,
-    SidecarError,
-    StyleFile,
-    merge_params,
-    parse_sidecar,
-    style_alone,
-    unused_strength,
-)
+from daemon.intake.sidecar import merge_params, parse_sidecar, style_alone, unused_strength
+from daemon.intake.sidecar_model import Sidecar, StyleFile
 from daemon.intake.styles import (
     ResolvedStyle,
     StyleError,

@@ -23,13 +23,8 @@ from typing import Any
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_limited, shown
-from daemon.intake.sidecar import (
-    STYLE_NAME_RULE,
-    StyleFile,
-    StyleSpec,
-    check_style_name,
-    parse_param_overrides,
-)
+from daemon.intake.sidecar import parse_param_overrides
+from daemon.intake.sidecar_model import STYLE_NAME_RULE, StyleFile, StyleSpec, check_style_name
 from daemon.intake.style_check import StyleChecker
 from daemon.safefs import lstat_under, unusable
 
