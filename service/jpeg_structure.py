@@ -18,8 +18,11 @@ MAX_SCANS = 100
 MAX_SEGMENTS = 10_000
 
 _SOS, _EOI = 0xDA, 0xD9
-# A marker: fill bytes 0xFF, then its code.
-_MARKER = re.compile(rb"\xff+([^\xff])")
+# A marker, found as libjpeg finds it (`next_marker`): whatever is not 0xFF is skipped (with a
+# warning Pillow does not pass on: one junk byte before the scans hid 10,000 of them from a
+# walk that stopped there, an attacker's re-test), then fill bytes 0xFF, then a code that is
+# not 0 (0xFF 0x00 outside a scan is junk too).
+_MARKER = re.compile(rb"\xff+([^\xff\x00])")
 # The end of a scan's coded data: a 0xFF that is neither a stuffed 0xFF 0x00 nor a restart.
 _AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
@@ -28,10 +31,10 @@ def too_complex(data: bytes) -> str | None:
     """What makes the JPEG `data` too slow to decode ("more than 100 progressive scans"), or
     None. Markers are walked segment by segment up to the first EOI, so bytes that look like a
     marker inside metadata (an EXIF thumbnail is a JPEG of its own) are not counted, nor is the
-    second picture of an MPO; a damaged or cut stream is judged by what comes before the
-    damage, and its decoder says what is wrong."""
+    second picture of an MPO; junk between segments is skipped as the decoder skips it, and a
+    cut or damaged stream is judged by the markers found, its decoder saying what is wrong."""
     scans, segments, at = 0, 0, 2
-    while (found := _MARKER.match(data, at)) is not None:
+    while (found := _MARKER.search(data, at)) is not None:
         marker, at = found[1][0], found.end()
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # RSTn, TEM: no length follows
             continue
