@@ -21,9 +21,9 @@ from typing import BinaryIO
 import pillow_heif
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
+from service import decode_cost
 from service.errors import ImageInputError
 from service.files import NotAFile, open_regular
-from service.jpeg_structure import too_complex
 from service.params import output_format
 
 pillow_heif.register_heif_opener()
@@ -86,6 +86,8 @@ def open_image(
     data = source if isinstance(source, bytes) else read_image_file(Path(source), max_bytes)
     if not data:
         raise ImageInputError(_empty(name))
+    if (slow := decode_cost.problem(data)) is not None:
+        raise ImageInputError(f"{name} is {slow}")
     try:
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as opened:
             width, height = opened.size
@@ -93,8 +95,6 @@ def open_image(
                 shown = f"{width}x{height} = {width * height:,} pixels"
                 raise ImageInputError(_over_limit(name, shown, max_pixels))
             fmt = opened.format
-            if (slow := _too_slow_to_decode(name, fmt, data)) is not None:
-                raise ImageInputError(slow)
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
@@ -172,10 +172,11 @@ def header_problem(
             return None  # the decoder's own read says what is wrong
     if not head:
         return _empty(name)
+    if (slow := decode_cost.problem(head)) is not None:  # what the header read holds already
+        return f"{name} is {slow}"
     try:
         with opened_header(head) as opened:
             width, height = opened.size
-            fmt = opened.format
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
     except UnidentifiedImageError:
@@ -185,17 +186,7 @@ def header_problem(
         return None
     if width * height > max_pixels:
         return _over_limit(name, f"{width}x{height} = {width * height:,} pixels", max_pixels)
-    return _too_slow_to_decode(name, fmt, head)  # those in the header read already are too many
-
-
-def _too_slow_to_decode(name: str, fmt: str | None, data: bytes) -> str | None:
-    """A JPEG whose decoding would take a worker for minutes or hours (`jpeg_structure`)."""
-    if fmt not in ("JPEG", "MPO") or (what := too_complex(data)) is None:
-        return None
-    return (
-        f"{name} is a JPEG of {what} (cameras and editors write a few dozen), which would take "
-        "very long to decode; save it again as an ordinary JPEG"
-    )
+    return None
 
 
 _SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"

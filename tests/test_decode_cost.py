@@ -1,14 +1,28 @@
-"""A JPEG of very many progressive scans (or segments) is refused before it is decoded."""
+"""Photos whose structure makes decoding them cost minutes or gigabytes (a JPEG of very many
+progressive scans, a GIF of very many metadata blocks) are refused before they are decoded."""
 
 import io
+import struct
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from service.decode_cost import (
+    MAX_GIF_BLOCKS,
+    MAX_GIF_JUNK,
+    MAX_SCANS,
+    MAX_SEGMENTS,
+    gif_problem,
+    jpeg_problem,
+)
 from service.errors import ImageInputError
 from service.imageio import header_problem, open_image
-from service.jpeg_structure import MAX_SCANS, MAX_SEGMENTS, too_complex
+
+SCANS = (
+    f"a JPEG of more than {MAX_SCANS} progressive scans (cameras and editors write a few dozen), "
+    "which would take very long to decode; save it again as an ordinary JPEG"
+)
 
 
 def _jpeg(progressive: bool, mode: str = "RGB") -> bytes:
@@ -51,10 +65,10 @@ def _scans(data: bytes) -> int:
 
 def test_ordinary_jpegs_are_read() -> None:
     for data in (_jpeg(progressive=False), _jpeg(progressive=False, mode="L")):
-        assert too_complex(data) is None and _scans(data) == 1
+        assert jpeg_problem(data) is None and _scans(data) == 1
     progressive = _jpeg(progressive=True)
     assert 2 < _scans(progressive) <= 12  # libjpeg's progression: 10 for colour
-    assert too_complex(progressive) is None
+    assert jpeg_problem(progressive) is None
     assert open_image(progressive).image.size == (48, 40)
 
 
@@ -64,7 +78,7 @@ def test_marker_bytes_inside_metadata_are_not_scans() -> None:
     noise = b"\xff\xda\x00\x0c" * (MAX_SCANS + 50)
     app = b"\xff\xef" + (len(noise) + 2).to_bytes(2, "big") + noise
     data = _with_scans(0, before_scans=app)
-    assert too_complex(data) is None
+    assert jpeg_problem(data) is None
     assert open_image(data).image.size == (48, 40)
 
 
@@ -74,10 +88,10 @@ def test_a_jpeg_of_too_many_scans_is_refused_by_its_header_and_its_decode(tmp_pa
     more than MAX_SCANS is refused, MAX_SCANS is read."""
     base = _scans(_jpeg(progressive=True))
     at_limit = _with_scans(MAX_SCANS - base)
-    assert _scans(at_limit) == MAX_SCANS and too_complex(at_limit) is None
+    assert _scans(at_limit) == MAX_SCANS and jpeg_problem(at_limit) is None
     assert open_image(at_limit).image.size == (48, 40)
     over = _with_scans(MAX_SCANS - base + 1)
-    assert too_complex(over) == f"more than {MAX_SCANS} progressive scans"
+    assert jpeg_problem(over) == SCANS
     path = tmp_path / "bomb.jpg"
     path.write_bytes(over)
     told = (
@@ -94,15 +108,15 @@ def test_a_jpeg_of_too_many_scans_is_refused_by_its_header_and_its_decode(tmp_pa
 def test_a_flood_of_segments_is_refused_before_the_walk_is_slow() -> None:
     """Four-byte comments by the million would make the walk itself take seconds."""
     flood = b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1)
-    assert too_complex(_with_scans(0, before_scans=flood)) == (
-        f"more than {MAX_SEGMENTS:,} marker segments"
+    assert jpeg_problem(_with_scans(0, before_scans=flood)).startswith(  # type: ignore[union-attr]
+        f"a JPEG of more than {MAX_SEGMENTS:,} marker segments (cameras"
     )
-    assert too_complex(_with_scans(0, before_scans=flood[: 4 * 100])) is None
+    assert jpeg_problem(_with_scans(0, before_scans=flood[: 4 * 100])) is None
 
 
 def test_only_the_first_picture_of_the_file_is_judged() -> None:
     """An MPO (a phone's portrait photo) holds a second JPEG after the first one's EOI."""
-    assert too_complex(_jpeg(progressive=True) + _with_scans(500)) is None
+    assert jpeg_problem(_jpeg(progressive=True) + _with_scans(500)) is None
 
 
 @pytest.mark.parametrize("cut", [3, 10, 200, -40])
@@ -112,16 +126,16 @@ def test_junk_anywhere_hides_no_scan(cut: int) -> None:
     took a worker 25 s. Junk, and 0xFF 0x00 outside a scan, are skipped as libjpeg skips them."""
     for junk in (b"\x00", b"\x00" * 50, b"\xff\x00\x12\xff\x00"):
         data = _with_scans(3)
-        assert too_complex(data[:cut] + junk + data[cut:]) is None
+        assert jpeg_problem(data[:cut] + junk + data[cut:]) is None
         many = _with_scans(MAX_SCANS)
-        expected = f"more than {MAX_SCANS} progressive scans"
-        assert too_complex(many[:cut] + junk + many[cut:]) == expected
+        expected = SCANS
+        assert jpeg_problem(many[:cut] + junk + many[cut:]) == expected
 
 
 def test_a_cut_stream_is_judged_by_what_it_holds() -> None:
     data = _with_scans(MAX_SCANS)
-    assert too_complex(data[:3]) is None and too_complex(data[:200]) is None
-    assert too_complex(data[:-40]) == f"more than {MAX_SCANS} progressive scans"
+    assert jpeg_problem(data[:3]) is None and jpeg_problem(data[:200]) is None
+    assert jpeg_problem(data[:-40]) == SCANS
 
 
 def test_the_re_testers_file_decodes_and_so_is_refused() -> None:
@@ -134,3 +148,54 @@ def test_the_re_testers_file_decodes_and_so_is_refused() -> None:
     first = many.index(b"\xff\xda")
     with pytest.raises(ImageInputError, match="more than 100 progressive scans"):
         open_image(many[:first] + b"\x00" + many[first:])
+
+
+def _gif(metadata: bytes) -> bytes:
+    """A 1x1 GIF with `metadata` (extensions, junk) between its header and its picture."""
+    header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    picture = b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00;"
+    return header + metadata + picture
+
+
+def _blocks(label: int, count: int) -> bytes:
+    return b"!" + bytes([label]) + b"\x01A" * count + b"\x00"
+
+
+def test_a_gif_of_ordinary_metadata_is_read() -> None:
+    out = io.BytesIO()
+    Image.new("P", (20, 10), 3).save(out, "GIF", comment=b"made by hand" * 100, loop=0)
+    assert gif_problem(out.getvalue()) is None
+    assert open_image(out.getvalue()).image.size == (20, 10)
+    few = _gif(_blocks(0xFE, 1000) + _blocks(0x99, 1000) + b"\x07" * 100)
+    assert gif_problem(few) is None and open_image(few).image.size == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "what"),
+    [
+        (_blocks(0xFE, MAX_GIF_BLOCKS + 1), f"{MAX_GIF_BLOCKS:,} metadata blocks"),
+        (_blocks(0xFE, 40_000) + _blocks(0xFF, 30_000), f"{MAX_GIF_BLOCKS:,} metadata blocks"),
+        (b"\x07" * (MAX_GIF_JUNK + 1), f"{MAX_GIF_JUNK:,} stray bytes"),
+    ],
+)
+def test_a_gif_of_too_many_blocks_before_its_picture_is_refused(
+    tmp_path: Path, metadata: bytes, what: str
+) -> None:
+    """An attacker's re-test: a 64 MB GIF of one-byte comment blocks cost a worker 3 GB and 7 s
+    (Pillow keeps each block as an object), and the page's thumbnail the same at each view."""
+    path = tmp_path / "comments.gif"
+    path.write_bytes(_gif(metadata))
+    told = (
+        f"{path} is a GIF of more than {what} before its picture (editors write a few hundred "
+        "at most), which would take very long to read; save it again as an ordinary GIF or as "
+        "a PNG"
+    )
+    assert header_problem(path) == told
+    with pytest.raises(ImageInputError) as refused:
+        open_image(path)
+    assert str(refused.value) == told
+    # Judged before Pillow opens the file, which reads the metadata (the cost) as it opens it:
+    # without its picture, Pillow would have said so.
+    cut = path.read_bytes()[:-12]
+    with pytest.raises(ImageInputError, match="before its picture"):
+        open_image(cut)
