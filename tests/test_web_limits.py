@@ -158,3 +158,20 @@ def test_a_cache_made_by_root_belongs_to_the_state_folders_owner(tmp_path: Path)
     [cached] = (state / "thumbnails").iterdir()
     for made in (state / "thumbnails", cached):
         assert (made.stat().st_uid, made.stat().st_gid) == (4321, 4322), made
+
+
+def test_a_picture_with_a_long_comment_gets_a_thumbnail(tmp_path: Path) -> None:
+    """An attacker's trial: a GIF whose comment is over 64 KB made the thumbnail's JPEG encoder
+    raise, so the page answered 500 and decoded the file again at every view."""
+    import io
+
+    from PIL import Image
+
+    from daemon.web.thumbnails import Pictures
+
+    gif = tmp_path / "long.gif"
+    Image.new("P", (30, 20), 5).save(gif, "GIF", comment=b"c" * 70_000)
+    assert len(Image.open(gif).info["comment"]) == 70_000
+    with gif.open("rb") as handle:
+        shown = Pictures(tmp_path / "cache", max_pixels=10**6).thumbnail(handle, "job:g")
+    assert shown is not None and Image.open(io.BytesIO(shown)).size == (30, 20)

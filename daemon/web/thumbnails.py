@@ -87,8 +87,15 @@ class Pictures:
             return None
         if max(image.size) > side:
             image.thumbnail((side, side), Image.Resampling.LANCZOS)
+        # The pixels alone: a GIF's comment of more than 64 KB went along into the JPEG, whose
+        # encoder refused it, and every view of the page decoded the file again for a 500 (an
+        # attacker's trial).
+        image.info = {}
         out = io.BytesIO()
-        image.save(out, format="JPEG", quality=QUALITY, optimize=True)
+        try:
+            image.save(out, format="JPEG", quality=QUALITY, optimize=True)
+        except (OSError, ValueError):
+            return None
         return out.getvalue()
 
     def _store(self, path: Path, data: bytes) -> None:
