@@ -341,11 +341,16 @@ def test_claim_across_file_systems_copies_and_verifies(folders: Folders, tmp_pat
         shutil.rmtree(state, ignore_errors=True)
 
 
-def test_jobs_share_one_stored_copy_of_a_style(folders: Folders) -> None:
+@pytest.mark.parametrize("style", ["mosaic", {"file": "mine.png"}])
+def test_jobs_share_one_stored_copy_of_a_style(folders: Folders, style: object) -> None:
+    """A style brought along in the inbox too (an attacker's trial: each claim's copy replaced
+    the stored one, so every queued job kept a copy of its own: ten jobs bringing one 20 MB
+    style held 200 MB of the state folder)."""
     settings = _settings(folders)
     spool = _spool(settings)
+    make_image(folders.inbox / "mine.png", seed=9)
     jobs = [
-        _claim(spool, settings, _pair(folders, f"p{i}.jpg", {"style": "mosaic"}, seed=i))
+        _claim(spool, settings, _pair(folders, f"p{i}.jpg", {"style": style}, seed=i))
         for i in range(3)
     ]
     inodes = {os.stat(spool.job_dir(job) / job.styles[0].file).st_ino for job in jobs}

@@ -76,7 +76,10 @@ class StyleStore:
                 os.close(fd)
         digest = file_sha256(incoming)  # of the copy: what the job will actually use
         stored = self.folder / f"{digest}{ext}"
-        os.replace(incoming, stored)
+        if stored.exists():  # the same bytes: replacing it would leave earlier jobs their own
+            incoming.unlink()
+        else:
+            os.replace(incoming, stored)
         if relative is None:
             self._digests[key] = digest
         return stored
