@@ -74,9 +74,8 @@ def jpeg_problem(data: bytes) -> str | None:
 
 def gif_problem(data: bytes) -> str | None:
     """What makes the GIF `data` costly to open ("a GIF of more than 65,536 metadata blocks
-    ..."), or None,
-    from the blocks before its first picture, read as Pillow reads them (a stray byte skipped,
-    an extension's sub-blocks up to an empty one)."""
+    ..."), or None, from the blocks before its first picture, read as Pillow reads them (a
+    stray byte skipped, an extension's sub-blocks up to an empty one)."""
     if len(data) < 13:
         return None
     at = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # the global colour table
