@@ -21,54 +21,65 @@ import re
 
 MAX_SCANS = 100
 MAX_SEGMENTS = 10_000
+MAX_STRAY = 65_536
 MAX_GIF_BLOCKS = 65_536
 MAX_GIF_JUNK = 65_536
 
 _SOS, _EOI = 0xDA, 0xD9
 _JPEG_FIX = (
-    " (cameras and editors write a few dozen), which would take very long to decode; save it "
+    " (cameras and editors write far fewer), which would take very long to decode; save it "
     "again as an ordinary JPEG"
 )
 _GIF_FIX = (
     " (editors write a few hundred at most), which would take very long to read; save it again "
     "as an ordinary GIF or as a PNG"
 )
-# A marker, found as libjpeg finds it (`next_marker`): whatever is not 0xFF is skipped (with a
-# warning Pillow does not pass on: one junk byte before the scans hid 10,000 of them from a
-# walk that stopped there, an attacker's re-test), then fill bytes 0xFF, then a code that is
-# not 0 (0xFF 0x00 outside a scan is junk too).
-_MARKER = re.compile(rb"\xff+([^\xff\x00])")
+# The first byte after a run of 0xFF: a marker's code. Searched for in a separate step, as a
+# pattern of a 0xFF run and a code took time quadratic in the run (40 KB of 0xFF: 7 s, in the
+# daemon's own thread, an attacker's re-test).
+_NOT_FILL = re.compile(rb"[^\xff]")
 # The end of a scan's coded data: a 0xFF that is neither a stuffed 0xFF 0x00 nor a restart.
 _AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
 def jpeg_problem(data: bytes) -> str | None:
     """What makes the JPEG `data` too slow to decode ("a JPEG of more than 100 progressive
-    scans ..."), or None. Markers are walked segment by segment up to the first EOI, so bytes
-    that look like a marker inside metadata (an EXIF thumbnail is a JPEG of its own) are not
-    counted, nor is the second picture of an MPO; junk between segments is skipped as the
-    decoder skips it, and a cut or damaged stream is judged by the markers found, its decoder
-    saying what is wrong."""
-    scans, segments, at = 0, 0, 2
-    while (found := _MARKER.search(data, at)) is not None:
-        marker, at = found[1][0], found.end()
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # RSTn, TEM: no length follows
-            continue
-        if marker == _EOI or at + 2 > len(data):
+    scans ..."), or None. Markers are found as libjpeg finds them (`next_marker`): bytes that
+    are not 0xFF are skipped, then fill bytes 0xFF, and a code of 0 is junk too (one junk byte
+    before the scans hid 10,000 of them from a walk that stopped there, an attacker's re-test);
+    libjpeg warns of such stray bytes, Pillow passes on no warning, and walks them one at a
+    time, so more than `MAX_STRAY` of them are refused. Segments are walked by their length up
+    to the first EOI, a length below 2 skipping nothing (as libjpeg's `skip_variable`), so
+    bytes that look like a marker inside metadata (an EXIF thumbnail is a JPEG of its own) are
+    not counted, nor is the second picture of an MPO; a cut stream is judged by what it holds,
+    its decoder saying what is wrong."""
+    scans = segments = stray = 0
+    at, end = 2, len(data)
+    while at < end:
+        fill = data.find(b"\xff", at)
+        code = _NOT_FILL.search(data, fill) if fill >= 0 else None
+        code_at = end if code is None else code.start()
+        marker = data[code_at] if code_at < end else None
+        stray += code_at - at - 1 + (2 if marker == 0 else 0)  # before the 0xFF, fill, junk
+        if stray > MAX_STRAY:
+            return f"a JPEG of more than {MAX_STRAY:,} stray bytes between its segments{_JPEG_FIX}"
+        if marker is None:
             break
-        length = int.from_bytes(data[at : at + 2], "big")
-        if length < 2:
+        at = code_at + 1
+        if marker == 0 or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # junk; RSTn, TEM
+            continue
+        if marker == _EOI or at + 2 > end:
             break
         segments += 1
         if segments > MAX_SEGMENTS:
             return f"a JPEG of more than {MAX_SEGMENTS:,} marker segments{_JPEG_FIX}"
-        at += length
+        at += max(int.from_bytes(data[at : at + 2], "big"), 2)
         if marker == _SOS:
             scans += 1
             if scans > MAX_SCANS:
                 return f"a JPEG of more than {MAX_SCANS} progressive scans{_JPEG_FIX}"
             coded_end = _AFTER_SCAN.search(data, at)
-            at = len(data) if coded_end is None else coded_end.start()
+            at = end if coded_end is None else coded_end.start()
     return None
 
 

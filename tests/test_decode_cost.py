@@ -13,6 +13,7 @@ from service.decode_cost import (
     MAX_GIF_JUNK,
     MAX_SCANS,
     MAX_SEGMENTS,
+    MAX_STRAY,
     gif_problem,
     jpeg_problem,
 )
@@ -20,7 +21,7 @@ from service.errors import ImageInputError
 from service.imageio import header_problem, open_image
 
 SCANS = (
-    f"a JPEG of more than {MAX_SCANS} progressive scans (cameras and editors write a few dozen), "
+    f"a JPEG of more than {MAX_SCANS} progressive scans (cameras and editors write far fewer), "
     "which would take very long to decode; save it again as an ordinary JPEG"
 )
 
@@ -96,7 +97,7 @@ def test_a_jpeg_of_too_many_scans_is_refused_by_its_header_and_its_decode(tmp_pa
     path.write_bytes(over)
     told = (
         f"{path} is a JPEG of more than {MAX_SCANS} progressive scans (cameras and editors "
-        "write a few dozen), which would take very long to decode; save it again as an "
+        "write far fewer), which would take very long to decode; save it again as an "
         "ordinary JPEG"
     )
     assert header_problem(path) == told
@@ -199,3 +200,36 @@ def test_a_gif_of_too_many_blocks_before_its_picture_is_refused(
     cut = path.read_bytes()[:-12]
     with pytest.raises(ImageInputError, match="before its picture"):
         open_image(cut)
+
+
+def test_a_segment_length_below_two_hides_no_scan() -> None:
+    """An attacker's re-test: a comment of length 0 right after SOI stopped the walk, and
+    30,000 scans after it took a worker 17 s; libjpeg skips such a segment's two length bytes
+    and reads on."""
+    many = _with_scans(MAX_SCANS)
+    for segment in (b"\xff\xfe\x00\x00", b"\xff\xfe\x00\x01", b"\xff\xe0\x00\x00"):
+        assert jpeg_problem(many[:2] + segment + many[2:]) == SCANS
+        few = _with_scans(3)
+        assert open_image(few[:2] + segment + few[2:]).image.size == (48, 40)
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        b"\xff" * (1 << 20),  # fill bytes: a pattern of a run and a code took quadratic time
+        b"\xff" * (1 << 20) + b"\x00",
+        b"\x00" * (MAX_STRAY + 10),
+        b"\xff\x00" * (MAX_STRAY // 2 + 10),
+    ],
+)
+def test_stray_bytes_between_segments_are_refused_at_once(stray: bytes) -> None:
+    """An attacker's re-test: 1 MiB of 0xFF after SOI held the daemon's own thread for what
+    would have been an hour (SIGTERM unheard); Pillow walks stray bytes one at a time, 40 MB
+    of fill in 27 s."""
+    data = _jpeg(progressive=False)
+    assert jpeg_problem(data[:2] + stray + data[2:]) == (
+        f"a JPEG of more than {MAX_STRAY:,} stray bytes between its segments (cameras and "
+        "editors write far fewer), which would take very long to decode; save it again as an "
+        "ordinary JPEG"
+    )
+    assert jpeg_problem(data[:2] + stray[: MAX_STRAY // 4] + data[2:]) is None
