@@ -3,19 +3,27 @@ progressive scans, a GIF of very many metadata blocks) are refused before they a
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from service.decode_cost import (
+    FEW_TIFF_PARTS,
     MAX_GIF_BLOCKS,
     MAX_GIF_JUNK,
+    MAX_PNG_CHUNKS,
+    MAX_PNG_METADATA,
     MAX_SCANS,
     MAX_SEGMENTS,
     MAX_STRAY,
+    MAX_TIFF_PARTS,
+    MAX_TIFF_TAGS,
     gif_problem,
     jpeg_problem,
+    png_problem,
+    tiff_problem,
 )
 from service.errors import ImageInputError
 from service.imageio import header_problem, open_image
@@ -233,3 +241,95 @@ def test_stray_bytes_between_segments_are_refused_at_once(stray: bytes) -> None:
         "ordinary JPEG"
     )
     assert jpeg_problem(data[:2] + stray[: MAX_STRAY // 4] + data[2:]) is None
+
+
+def _tiff(strips: int, tags: int = 0) -> bytes:
+    """An 8x8 grey TIFF in one strip of 64 bytes, its StripOffsets listing that strip
+    `strips` times (how an attacker's 40 MB file listed 5,000,000), with `tags` extra ones."""
+    pixels = bytes(range(64))
+    entries = [
+        (256, 3, 1, 8), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, strips, 0), (277, 3, 1, 1), (278, 3, 1, 8), (279, 4, strips, 0),
+    ] + [(40000 + i, 3, 1, 0) for i in range(tags)]  # fmt: skip
+    ifd_at = 8 + len(pixels)
+    arrays_at = ifd_at + 2 + 12 * len(entries) + 4
+    offsets = struct.pack(f"<{strips}I", *[8] * strips)
+    counts = struct.pack(f"<{strips}I", *[64] * strips)
+    packed = []
+    for tag, kind, count, value in entries:
+        if tag == 273:
+            value = 8 if strips == 1 else arrays_at
+        elif tag == 279:
+            value = 64 if strips == 1 else arrays_at + len(offsets)
+        packed.append(struct.pack("<HHII", tag, kind, count, value))
+    ifd = struct.pack("<H", len(entries)) + b"".join(packed) + b"\0\0\0\0"
+    tail = b"" if strips == 1 else offsets + counts
+    return b"II*\0" + struct.pack("<I", ifd_at) + pixels + ifd + tail
+
+
+def test_a_tiff_listing_far_more_strips_than_its_size_needs_is_refused() -> None:
+    """An attacker's re-test: an 8x8 TIFF listing 5,000,000 strips (all the same 8 bytes)
+    cost a worker 23 s and 1.35 GB."""
+    assert open_image(_tiff(1)).image.size == (8, 8)
+    assert tiff_problem(_tiff(FEW_TIFF_PARTS)) is None  # damage libtiff trims, cheap
+    told = tiff_problem(_tiff(FEW_TIFF_PARTS + 1))
+    assert told == (
+        f"a TIFF listing {FEW_TIFF_PARTS + 1:,} strips where its size needs 1 (at most "
+        f"{MAX_TIFF_PARTS:,} are read), which would take very long to decode; save it again "
+        "as an ordinary TIFF, or as a PNG"
+    )
+    with pytest.raises(ImageInputError, match="listing 10,001 strips"):
+        open_image(_tiff(FEW_TIFF_PARTS + 1))
+    assert "4,097 tags" in (tiff_problem(_tiff(1, tags=MAX_TIFF_TAGS - 8)) or "")
+
+
+def test_ordinary_tiffs_are_read(tmp_path: Path) -> None:
+    for mode, size in (("RGB", (300, 900)), ("L", (64, 48)), ("CMYK", (40, 30))):
+        out = io.BytesIO()
+        Image.new(mode, size).save(out, "TIFF", compression="tiff_lzw")
+        assert tiff_problem(out.getvalue()) is None, mode
+        assert open_image(out.getvalue()).image.size == size
+
+
+def _chunk(kind: bytes, data: bytes = b"") -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def _png(extra: bytes) -> bytes:
+    """A PNG whose chunks after IHDR begin with `extra`."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 12), (1, 2, 3)).save(out, "PNG")
+    data = out.getvalue()
+    after_ihdr = 8 + 25
+    return data[:after_ihdr] + extra + data[after_ihdr:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        (_chunk(b"iCCP", b"a\0\0" + zlib.compress(b"x")) * 2, "more than one colour profile"),
+        (_chunk(b"tEXt", b"k\0v") * (MAX_PNG_METADATA + 1), "more than 1,000 metadata chunks"),
+        (_chunk(b"IDAT") * MAX_PNG_CHUNKS, "more than 200,000 chunks"),
+    ],
+)
+def test_a_png_of_very_many_chunks_is_refused(extra: bytes, what: str) -> None:
+    """An attacker's re-test: 40 MB of copies of one colour profile, each inflating to 1 MiB,
+    took a worker 23 s; 40 MB of empty chunks 7 s and 470 MB."""
+    with pytest.raises(ImageInputError) as refused:
+        open_image(_png(extra))
+    assert str(refused.value) == (
+        f"the image is a PNG of {what}, which would take very long to read; save it again as "
+        "an ordinary PNG"
+    )
+
+
+def test_ordinary_pngs_are_read() -> None:
+    out = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    for index in range(50):
+        info.add_text(f"k{index}", "v" * 100, zip=index % 2 == 0)
+    Image.new("RGB", (20, 10)).save(out, "PNG", pnginfo=info, icc_profile=b"\0" * 500)
+    assert png_problem(out.getvalue()) is None
+    assert png_problem(_png(_chunk(b"tEXt", b"k\0v") * MAX_PNG_METADATA)) is None
+    assert open_image(out.getvalue()).image.size == (20, 10)
