@@ -139,25 +139,34 @@ def test_a_burst_in_the_inbox_is_counted_not_listed_and_the_running_job_stays_on
     assert page.queue_more == 11 + 12
 
 
-def test_a_cache_made_by_root_belongs_to_the_state_folders_owner(tmp_path: Path) -> None:
-    """A permissions trial: `sudo stylefold web` for a look left `state/thumbnails/` owned by
-    root, and the daemon's user's own page could cache nothing there afterwards."""
+def test_a_page_run_by_root_writes_nothing_in_another_users_state_folder(tmp_path: Path) -> None:
+    """A re-tester's trial: `sudo stylefold web` over the daemon's user's state folder, whose
+    `thumbnails` that user had made a link to a folder of root's, wrote root's cache there and
+    deleted its oldest files. Thumbnails are made, and nothing is written or deleted."""
     import os
 
-    from daemon.web.thumbnails import Pictures
+    from daemon.web.thumbnails import CACHE_FILES, Pictures
 
     if os.geteuid() != 0:
         pytest.skip("only root writes into another user's state folder")
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    for index in range(CACHE_FILES + 3):
+        (victim / f"f{index}").write_text("root's")
     state = tmp_path / "state"
     state.mkdir()
+    (state / "thumbnails").symlink_to(victim)
     os.chown(state, 4321, 4322)
+    os.chown(state / "thumbnails", 4321, 4322, follow_symlinks=False)
     photo = tmp_path / "p.png"
     photo.write_bytes(image_bytes(seed=3))
-    with photo.open("rb") as handle:
-        assert Pictures(state / "thumbnails", max_pixels=10**6).thumbnail(handle, "job:p")
-    [cached] = (state / "thumbnails").iterdir()
-    for made in (state / "thumbnails", cached):
-        assert (made.stat().st_uid, made.stat().st_gid) == (4321, 4322), made
+    pictures = Pictures(state / "thumbnails", max_pixels=10**6)
+    for _ in range(2):
+        with photo.open("rb") as handle:
+            assert pictures.thumbnail(handle, "job:p")
+    assert sorted(p.name for p in victim.iterdir()) == sorted(
+        f"f{index}" for index in range(CACHE_FILES + 3)
+    )
 
 
 def test_a_picture_with_a_long_comment_gets_a_thumbnail(tmp_path: Path) -> None:

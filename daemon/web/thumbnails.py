@@ -40,6 +40,7 @@ class Pictures:
         self.cache = cache  # created on first use, inside the state folder the daemon made
         self.max_pixels = max_pixels
         self._warned = False
+        self._foreign = _foreign(cache.parent)
         # An unshowable file (a replaced original) would otherwise be read and hashed again at
         # every request: hundreds of megabytes per page view.
         self._refused: OrderedDict[str, None] = OrderedDict()
@@ -52,13 +53,23 @@ class Pictures:
         seen = f"{key}\0{info.st_size}\0{info.st_mtime_ns}\0{RENDITION}"
         name = hashlib.sha256(seen.encode()).hexdigest()
         cached = self.cache / f"{name[:40]}.jpg"
-        with contextlib.suppress(OSError):
-            return cached.read_bytes()
+        if self._foreign is None:
+            with contextlib.suppress(OSError):
+                return cached.read_bytes()
         if name in self._refused:
             return None
         data = self.encode(handle, THUMB_SIDE, sha256)
         if data is not None:
-            self._store(cached, data)
+            if self._foreign is None:
+                self._store(cached, data)
+            elif not self._warned:
+                self._warned = True
+                log.warning(
+                    "web.thumbnail_cache_off",
+                    folder=str(self.cache),
+                    why=self._foreign,
+                    effect="thumbnails are made again for every request",
+                )
             return data
         self._refused[name] = None
         if len(self._refused) > REFUSALS:
@@ -104,7 +115,6 @@ class Pictures:
         try:
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, data, durable=False)
-            _give_to_state_owner(path)
             entries = sorted(os.scandir(path.parent), key=lambda e: e.stat().st_mtime_ns)
         except OSError as exc:
             if not self._warned:
@@ -120,14 +130,18 @@ class Pictures:
             Path(entry.path).unlink(missing_ok=True)
 
 
-def _give_to_state_owner(path: Path) -> None:
-    """Run by root (`sudo stylefold web` for a look), the page made a root-owned cache in the
-    daemon's user's state folder, where that user's own page could then cache nothing (a
-    trial): what root writes there goes to the state folder's owner."""
+def _foreign(state: Path) -> str | None:
+    """Why the page must not write its cache: run by root (`sudo stylefold web` for a look)
+    over a state folder another user owns, where that user may have made `thumbnails` a link,
+    and root would write, and delete the oldest files, wherever it leads (a re-tester's
+    trial deleted root's files so); None when the cache may be used."""
     if os.geteuid() != 0:
-        return
-    owner = os.stat(path.parent.parent)
-    for made in (path.parent, path):
-        found = os.lstat(made)
-        if (found.st_uid, found.st_gid) != (owner.st_uid, owner.st_gid):
-            os.chown(made, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        return None
+    with contextlib.suppress(OSError):
+        owner = os.stat(state).st_uid
+        if owner != 0:
+            return (
+                f"run by root over a state folder of uid {owner}: root writes nothing there; "
+                "run the page as the daemon's user"
+            )
+    return None
