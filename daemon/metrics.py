@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("done", "failed", "rejected", "reused", "skipped", "retried")
-"""What became of a job attempt: rendered, failed for good, rejected before a render (the
-sender's input: a bad sidecar, an unknown style), answered from an earlier result, skipped as
-sent again (the earlier answer stands), retried. Rejections are apart from failures so that an
-alert on failures is not set off by what senders get wrong."""
+"""What became of a job attempt: rendered, failed for good, rejected (the sender's input: a bad
+sidecar, an unknown style, a photo its worker refused as damaged or too costly to decode),
+answered from an earlier result, skipped as sent again (the earlier answer stands), retried.
+Rejections are apart from failures so that an alert on failures is not set off by what senders
+get wrong."""
 
 # Style transfer takes seconds on a GPU and many minutes on a CPU: buckets span both.
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)

@@ -267,6 +267,12 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         assert _take(lc, _send(folders, "copy.jpg")) is None  # sent again: skipped
         assert _take(lc, _send(folders, "typo.jpg", {"style": "mosaic", "sise": 9})) is None
         assert (folders.outbox / "typo.error.json").exists()
+        arrival = _send(folders, "damaged.jpg")
+        arrival.image.write_bytes(image_bytes(seed=77))  # not the photo answered above
+        damaged = _take(lc, arrival)  # refused by its worker: the sender's to mend too
+        assert damaged is not None
+        lc.handle(Failed(damaged, "input", "the photo is truncated or corrupt; copy it again"))
+        assert (folders.outbox / "damaged.error.json").exists()
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as response:
             text = response.read().decode()
     finally:
@@ -278,7 +284,7 @@ def test_the_metrics_tell_a_render_a_reused_result_and_a_skip_apart(folders: Fol
         if sample.name == "stylefold_jobs_total"
     }
     assert counts == {
-        "done": 1, "failed": 0, "rejected": 1, "reused": 1, "skipped": 1, "retried": 0
+        "done": 1, "failed": 0, "rejected": 2, "reused": 1, "skipped": 1, "retried": 0
     }  # fmt: skip
 
 

@@ -339,7 +339,7 @@ class Publisher:
             log.info("job.skipped", input=job.source, answered_by=shown, earlier_job=detail.job_id)
         else:
             log.info("job.done", input=job.source, output=shown, reused=outcome == "reuse")
-        self.metrics.job_finished(_METRIC[outcome], elapsed)
+        self.metrics.job_finished(_metric(outcome, detail), elapsed)
         if isinstance(detail, ResultDetail) and detail.info.device.startswith("cuda"):
             self.metrics.set_gpu_memory(detail.info.peak_memory_bytes)
         self.release(job, outcome)
@@ -369,6 +369,15 @@ class Publisher:
 
 
 _METRIC = {"result": "done", "reuse": "reused", "skip": "skipped", "failure": "failed"}
+
+
+def _metric(outcome: Outcome, detail: BaseModel) -> str:
+    """A photo a worker refused (damaged, too costly to decode) is the sender's to mend, as a
+    refused sidecar is: `rejected`, so that an alert on failures is not set off by it (a
+    re-tester's trial)."""
+    if isinstance(detail, FailureDetail) and detail.kind == "input":
+        return "rejected"
+    return _METRIC[outcome]
 
 
 def _trace(exc: BaseException) -> str:
