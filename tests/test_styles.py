@@ -1,6 +1,5 @@
 """The style library: names to files, per-style defaults, reloads, no escape from the folder."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -74,33 +73,50 @@ def test_bad_defaults_file_reported_and_style_unavailable(library_dir: Path) -> 
         library.get("the scream")
 
 
-@pytest.mark.parametrize("name", ["The Scream.json", "the scream.JSON", "THE SCREAM.Json"])
-def test_defaults_named_in_other_letter_case_are_told_not_skipped(
+@pytest.mark.parametrize(
+    "name", ["The Scream.json", "the scream.JSON", "THE SCREAM.Json", "the scream.json"]
+)
+def test_defaults_named_in_other_letter_case_or_unicode_form_are_read(
     library_dir: Path, name: str
 ) -> None:
     """A new user's trial: `Mix.JSON` beside `mix.png` was passed over without a word, and the
-    style rendered without the defaults its keeper wrote. The style is unavailable until the
-    file is named as the style is; two defaults files are told to keep one."""
+    style rendered without the defaults its keeper wrote. Its name pairs as a sidecar's does
+    with its photo; beside the exactly named one it is told, and two such are told to keep one."""
     (library_dir / "the scream.json").rename(library_dir / name)
     library = StyleLibrary(library_dir)
-    assert library.names() == ["starry_night"]
-    [problem] = library.problems
-    assert problem.path == library_dir / name
-    assert problem.reason == (
-        f"{name} is not read as the defaults of style 'the scream': name it the scream.json "
-        "(file names are exact); style 'the scream' is unavailable"
-    )
+    assert library.problems == []
+    assert library.get("the scream").defaults == {"style_weight": 5000.0, "size": 256}
+    assert library.get("the scream").defaults_path == library_dir / name
+    if name == "the scream.json":
+        return
     (library_dir / "the scream.json").write_text('{"size": 64}')
     [problem] = StyleLibrary(library_dir).problems
-    assert problem.reason == (
-        f"{name} and the scream.json both hold defaults for style 'the scream'; remove one"
+    assert problem.path == library_dir / name
+    assert problem.reason == "the scream.json holds the defaults of style 'the scream'; remove one"
+    assert StyleLibrary(library_dir).get("the scream").defaults == {"size": 64}
+    (library_dir / "the scream.json").rename(library_dir / "THE scream.json")
+    library = StyleLibrary(library_dir)
+    [problem] = library.problems
+    assert problem.reason.endswith(
+        "both hold defaults for style 'the scream'; remove one; style 'the scream' is unavailable"
     )
-    # One file under both names, as a file system that folds case shows it: it is read.
-    (library_dir / name).unlink()
-    os.link(library_dir / "the scream.json", library_dir / name)
+    assert library.names() == ["starry_night"]
+
+
+def test_defaults_in_decomposed_unicode_are_read_and_no_letter_becomes_two(
+    library_dir: Path,
+) -> None:
+    """A re-tester's trial: `café.json` written by a Mac (decomposed) beside `café.png` was
+    passed over; `STRASSE.json` made `straße.png` unavailable (casefold makes ß "ss", which no
+    file system does)."""
+    image(library_dir / "caf\u00e9.png")
+    (library_dir / "cafe\u0301.json").write_text('{"size": 96}')
+    image(library_dir / "stra\u00dfe.png")
+    (library_dir / "STRASSE.json").write_text('{"size": 80}')
     library = StyleLibrary(library_dir)
     assert library.problems == []
-    assert library.get("the scream").defaults == {"size": 64}
+    assert library.get("caf\u00e9").defaults == {"size": 96}
+    assert library.get("stra\u00dfe").defaults == {}
 
 
 def test_a_defaults_file_exactly_anothers_style_is_that_styles(library_dir: Path) -> None:

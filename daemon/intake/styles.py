@@ -23,6 +23,7 @@ from typing import Any
 from daemon.config import DEFAULT_IMAGE_EXTENSIONS, Settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_limited, shown
+from daemon.intake.partners import key
 from daemon.intake.sidecar import parse_param_overrides
 from daemon.intake.sidecar_model import STYLE_NAME_RULE, StyleFile, StyleSpec, check_style_name
 from daemon.intake.style_check import StyleChecker
@@ -62,33 +63,48 @@ class ResolvedStyle:
     defaults: dict[str, Any]
 
 
-def _astray(jsons: list[str], images: dict[str, list[Path]]) -> dict[str, str]:
-    """JSON files meant as a style's defaults but named in other letter case (`Mix.JSON`
-    beside `mix.png`, as a new user's trial named them), by the style name they fold to: they
-    are not read, and rendering without the defaults their keeper wrote would not be the style
-    they meant. A file that is exactly a style's (`Mix.json` of `Mix.png`) is that style's."""
-    own = {f"{stem}.json" for stem in images}
-    return {name.rpartition(".")[0].casefold(): name for name in jsons if name not in own}
+@dataclass(frozen=True)
+class _DefaultsFiles:
+    chosen: dict[str, str]  # style name -> its defaults file's name
+    unread: list[StyleProblem]  # JSON files not read, and why
+    unclear: set[str]  # styles whose defaults file cannot be told
 
 
-def _unread(astray: str | None, exact: Path) -> str | None:
-    """`astray` unless the file system folds case, so that the style's exact defaults name
-    reads that very file (a library on SMB or a Mac's disk)."""
-    if astray is None:
-        return None
-    try:
-        return None if os.path.samefile(exact.parent / astray, exact) else astray
-    except OSError:
-        return astray
-
-
-def _other_case_text(name: str, other: str, root: Path) -> str:
-    if (root / f"{name}.json").exists():
-        return f"{other} and {name}.json both hold defaults for style {name!r}; remove one"
-    return (
-        f"{other} is not read as the defaults of style {name!r}: name it {name}.json "
-        f"(file names are exact); style {name!r} is unavailable"
-    )
+def _defaults_files(root: Path, jsons: list[str], images: dict[str, list[Path]]) -> _DefaultsFiles:
+    """Each style's defaults file: `<name>.json`, or else the one whose name differs from it
+    only in letter case or Unicode form (`Mix.JSON` beside `mix.png`, as a new user's trial
+    named it, was passed over without a word), as the inbox pairs a photo with its sidecar
+    (`daemon.intake.partners.key`). Where several could be a style's, the one named exactly
+    is, and the others are told; where none is named exactly, the style is unavailable until
+    one is left."""
+    by_key: dict[str, list[str]] = {}
+    for stem in images:
+        by_key.setdefault(key(stem), []).append(stem)
+    chosen = {stem: f"{stem}.json" for stem in images if f"{stem}.json" in jsons}
+    candidates: dict[str, list[str]] = {}
+    found = _DefaultsFiles(chosen, [], set())
+    for name in jsons:
+        styles = by_key.get(key(name.rpartition(".")[0]), [])
+        if name in chosen.values() or not styles:
+            continue
+        if len(styles) > 1:
+            either = " or ".join(repr(stem) for stem in styles)
+            told = f"could hold the defaults of style {either}; name it as one of them"
+            found.unread.append(StyleProblem(root / name, told))
+        elif styles[0] in chosen:
+            told = f"{chosen[styles[0]]} holds the defaults of style {styles[0]!r}; remove one"
+            found.unread.append(StyleProblem(root / name, told))
+        else:
+            candidates.setdefault(styles[0], []).append(name)
+    for stem, names in candidates.items():
+        if len(names) == 1:
+            chosen[stem] = names[0]
+            continue
+        both = " and ".join(names)
+        told = f"{both} both hold defaults for style {stem!r}; remove one"
+        found.unread.append(StyleProblem(root / names[0], f"{told}; style {stem!r} is unavailable"))
+        found.unclear.add(stem)
+    return found
 
 
 def _inside(path: Path, root: Path) -> Path | None:
@@ -153,7 +169,8 @@ class StyleLibrary:
                 images.setdefault(stem, []).append(root / name)
             elif stem and ext.casefold() == "json":
                 jsons.append(name)
-        astray = _astray(jsons, images)
+        defaults = _defaults_files(root, jsons, images)
+        problems += defaults.unread
         for name, paths in images.items():
             try:
                 check_style_name(name)
@@ -187,10 +204,9 @@ class StyleLibrary:
             if broken is not None:
                 problems.append(StyleProblem(paths[0], f"{broken}; style {name!r} is unavailable"))
                 continue
-            if (other := _unread(astray.get(name.casefold()), root / f"{name}.json")) is not None:
-                problems.append(StyleProblem(root / other, _other_case_text(name, other, root)))
-                continue
-            style = self._with_defaults(name, real, root, problems)
+            if name in defaults.unclear:
+                continue  # told above
+            style = self._with_defaults(name, real, root, problems, defaults.chosen.get(name))
             if style is not None:
                 styles[name] = style
         self._styles = styles
@@ -198,11 +214,16 @@ class StyleLibrary:
         return problems
 
     def _with_defaults(
-        self, name: str, image: Path, root: Path, problems: list[StyleProblem]
+        self,
+        name: str,
+        image: Path,
+        root: Path,
+        problems: list[StyleProblem],
+        defaults_file: str | None,
     ) -> Style | None:
-        json_path = root / f"{name}.json"
-        if not json_path.exists() and not json_path.is_symlink():
+        if defaults_file is None:
             return Style(name, image)
+        json_path = root / defaults_file
         real = _inside(json_path, root)
         if real is None:
             problems.append(
