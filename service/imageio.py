@@ -174,7 +174,7 @@ def header_problem(
         return _empty(name)
     if (slow := decode_cost.problem(head)) is not None:  # what the header read holds already
         return f"{name} is {slow}"
-    try:
+    try:  # `opened_header` judges the same bytes again: a walk costs little beside an open
         with opened_header(head) as opened:
             width, height = opened.size
     except Image.DecompressionBombError as exc:
@@ -528,11 +528,15 @@ def read_header(path: Path) -> bytes:
 def opened_header(source: Path | BinaryIO | bytes) -> Iterator[Image.Image]:
     """The image at `source` (or `read_header`'s bytes of it) opened from its first
     HEADER_BYTES, never decoded: for a look at its header (size, EXIF) in a process that must
-    stay small. What lies past the read is "corrupt" to Pillow (a TIFF's directory at its
-    end), and its warning is no news for the daemon's log: the decoder reads the file whole."""
+    stay small, and so not opened at all where `decode_cost` finds the opening itself costly
+    (ImageInputError). What lies past the read is "corrupt" to Pillow (a TIFF's directory at
+    its end), and its warning is no news for the daemon's log: the decoder reads the file
+    whole."""
     if isinstance(source, Path):
         source = read_header(source)
     head = source if isinstance(source, bytes) else source.read(HEADER_BYTES)
+    if (slow := decode_cost.problem(head[:HEADER_BYTES])) is not None:  # before Pillow pays it
+        raise ImageInputError(f"the image is {slow}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = Image.open(io.BytesIO(head[:HEADER_BYTES]), formats=PHOTO_FORMATS)

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from service import schedule
+from service.errors import ImageInputError
 from service.imageio import exif_orientation, opened_header
 from service.params import RenderParams
 
@@ -29,6 +30,8 @@ def upright_size(photo: Path | bytes) -> tuple[int, int] | None:
             if exif_orientation(image) in SIDEWAYS:
                 w, h = h, w
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    except ImageInputError:  # costly to open (`service.decode_cost`): the worker tells it
         return None
     return w, h
 
