@@ -323,3 +323,16 @@ def test_a_sidecar_folder_swapped_for_a_link_tells_nothing_of_where_it_leads(
         "style.file: 'NAME' is not a file in the same folder as the sidecar; put the style "
         "image itself beside the sidecar under that name"
     }
+
+
+def test_a_sidecar_naming_a_style_its_defaults_file_broke_is_told_why(library_dir: Path) -> None:
+    """A review: the reason was looked up by the defaults file's own name, so a style whose
+    `The Scream.JSON` was refused was told to a sender as not in the library at all ("add the
+    image"), and a note filed under another style's name was told as that style's."""
+    (library_dir / "the scream.json").rename(library_dir / "The Scream.JSON")
+    (library_dir / "The Scream.JSON").write_text('{"sise": 3}')
+    library = StyleLibrary(library_dir)
+    with pytest.raises(StyleError, match=r"style 'the scream' is broken: sise: unknown key"):
+        library.get("the scream")
+    with pytest.raises(StyleError, match=r"style 'The Scream' is not in the style library"):
+        library.get("The Scream")

@@ -51,6 +51,7 @@ class StyleProblem:
 
     path: Path
     reason: str
+    style: str | None = None  # the style it makes unavailable, told to a sidecar naming it
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class ResolvedStyle:
     defaults: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _DefaultsFiles:
     chosen: dict[str, str]  # style name -> its defaults file's name
     unread: list[StyleProblem]  # JSON files not read, and why
@@ -80,12 +81,14 @@ def _defaults_files(root: Path, jsons: list[str], images: dict[str, list[Path]])
     by_key: dict[str, list[str]] = {}
     for stem in images:
         by_key.setdefault(key(stem), []).append(stem)
-    chosen = {stem: f"{stem}.json" for stem in images if f"{stem}.json" in jsons}
+    listed = set(jsons)
+    chosen = {stem: f"{stem}.json" for stem in images if f"{stem}.json" in listed}
+    exact = set(chosen.values())
     candidates: dict[str, list[str]] = {}
     found = _DefaultsFiles(chosen, [], set())
     for name in jsons:
         styles = by_key.get(key(name.rpartition(".")[0]), [])
-        if name in chosen.values() or not styles:
+        if name in exact or not styles:
             continue
         if len(styles) > 1:
             either = " or ".join(repr(stem) for stem in styles)
@@ -102,7 +105,8 @@ def _defaults_files(root: Path, jsons: list[str], images: dict[str, list[Path]])
             continue
         both = " and ".join(names)
         told = f"{both} both hold defaults for style {stem!r}; remove one"
-        found.unread.append(StyleProblem(root / names[0], f"{told}; style {stem!r} is unavailable"))
+        unavailable = f"{told}; style {stem!r} is unavailable"
+        found.unread.append(StyleProblem(root / names[0], unavailable, stem))
         found.unclear.add(stem)
     return found
 
@@ -187,7 +191,7 @@ class StyleLibrary:
             if len(paths) > 1:
                 listed = " and ".join(path.name for path in paths)
                 problems.append(
-                    StyleProblem(paths[0], f"{listed} both define style {name!r}; remove one")
+                    StyleProblem(paths[0], f"{listed} both define style {name!r}; remove one", name)
                 )
                 continue
             real = _inside(paths[0], root)
@@ -197,12 +201,14 @@ class StyleLibrary:
                         paths[0],
                         "not a regular file inside the style library (a symlink pointing "
                         "outside is not followed); copy the image into the folder",
+                        name,
                     )
                 )
                 continue
             broken = self.checker.problem(real)
             if broken is not None:
-                problems.append(StyleProblem(paths[0], f"{broken}; style {name!r} is unavailable"))
+                unavailable = f"{broken}; style {name!r} is unavailable"
+                problems.append(StyleProblem(paths[0], unavailable, name))
                 continue
             if name in defaults.unclear:
                 continue  # told above
@@ -227,14 +233,16 @@ class StyleLibrary:
         real = _inside(json_path, root)
         if real is None:
             problems.append(
-                StyleProblem(json_path, "not a regular file inside the style library; skipped")
+                StyleProblem(
+                    json_path, "not a regular file inside the style library; skipped", name
+                )
             )
             return None
         what = json_path.name  # a new user's library lib2/ was told "styles/..."
         try:
             defaults = parse_param_overrides(read_limited(real, self.max_json_bytes, what), what)
         except SidecarError as exc:
-            problems.append(StyleProblem(json_path, f"{exc}; style {name!r} is unavailable"))
+            problems.append(StyleProblem(json_path, f"{exc}; style {name!r} is unavailable", name))
             return None
         return Style(name, image, defaults, real)
 
@@ -275,7 +283,7 @@ class StyleLibrary:
 
     def _unknown(self, name: str, key: str) -> str:
         for problem in self.problems:
-            if problem.path.name.rpartition(".")[0] == name:
+            if problem.style == name:  # its defaults file may be named otherwise (Cells.JSON)
                 return (
                     f"style {name!r} is broken: {problem.reason} ({problem.path.name} in the "
                     f"style library {self.root}); replace or fix the file and photos waiting for "
