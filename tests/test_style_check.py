@@ -63,3 +63,36 @@ def test_a_job_time_style_error_names_the_file(tmp_path: Path) -> None:
         with pytest.raises(ImageInputError) as caught:
             decode(task, sources)
         assert str(caught.value) == f"{label} is empty (0 bytes); copy the file again"
+
+
+def test_a_job_whose_own_copy_cannot_be_read_is_the_servers_fault(tmp_path: Path) -> None:
+    """A review: a spool copy the worker could not read (gone, refused) was reported as the
+    sender's input, and counted as their mistake in the metrics."""
+    from daemon.pool.render import classify, copy_unreadable
+    from service.errors import EngineError
+
+    content = make_image(tmp_path / "input.jpg")
+    task = Task(
+        job_id="j",
+        job_dir=tmp_path,
+        content=content,
+        styles=(StyleRef(content, 1.0, "the image of style 'mosaic'"),),
+        params=RenderParams(),
+        output_format="jpg",
+        output_quality=90,
+        max_pixels=10**6,
+    )
+    content.unlink()
+    with pytest.raises(EngineError) as caught:
+        decode(task, Sources.of(task))
+    assert not isinstance(caught.value, ImageInputError) and classify(caught.value) == "engine"
+    assert str(caught.value).startswith(
+        "the daemon's own copy of the photo cannot be read (No such file or directory): a fault "
+        "of the server, not of the file"
+    )
+    with pytest.raises(ImageInputError) as read:
+        Sources.read(task)  # what a Ray driver reads for its actor
+    assert copy_unreadable(read.value, "a file of the job") is not None
+    (tmp_path / "input.jpg").write_bytes(b"")  # the photo's own fault stays the sender's
+    with pytest.raises(ImageInputError):
+        decode(task, Sources.of(task))

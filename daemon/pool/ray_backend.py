@@ -25,6 +25,7 @@ from collections.abc import Callable
 import structlog
 
 from daemon.pool.api import ClusterUnavailable, Outage, SetupError
+from daemon.pool.events import FailureKind
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
@@ -41,7 +42,14 @@ from daemon.pool.ray_protocol import (
     Run,
     Spawn,
 )
-from daemon.pool.render import EngineSetup, Sources, WorkerSpec, classify, write_result
+from daemon.pool.render import (
+    EngineSetup,
+    Sources,
+    WorkerSpec,
+    classify,
+    copy_unreadable,
+    write_result,
+)
 from daemon.pool.task import Task
 from daemon.versions import stylefold_version
 from service.errors import ImageInputError
@@ -207,8 +215,10 @@ class RayActors:
         try:
             sources = Sources.read(task)
         except ImageInputError as exc:
-            error = f"cannot read the job: {exc}"
-            self._said.append(JobFailed(worker_id, task.job_id, task.attempt, "input", error))
+            unreadable = copy_unreadable(exc, "a file of the job")
+            kind: FailureKind = "input" if unreadable is None else "engine"
+            error = f"cannot read the job: {exc if unreadable is None else unreadable}"
+            self._said.append(JobFailed(worker_id, task.job_id, task.attempt, kind, error))
             return True
         if not self._driver.send(Run(worker_id, task, sources)):
             return False  # the driver is gone: receive reports its actors lost

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from service.engine import Engine, RenderResult, StyleImage
+    from service.errors import EngineError
     from service.imageio import LoadedImage
     from service.progress import Progress as EngineProgress
 
@@ -199,7 +200,26 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
     try:
         return open_image(source, max_pixels=task.max_pixels, max_bytes=task.max_bytes)
     except ImageInputError as exc:
+        if (unreadable := copy_unreadable(exc, what)) is not None:
+            raise unreadable from exc
         raise ImageInputError(_for_people(str(exc), source, what)) from exc
+
+
+def copy_unreadable(exc: BaseException, what: str) -> EngineError | None:
+    """The daemon's own copy of a file (in its spool or style store) could not be read: the
+    server's fault, not the sender's, so not an input error (a review: it counted as the
+    sender's in the metrics, and told them nothing they could mend)."""
+    from service.errors import EngineError
+    from service.files import NotAFile
+
+    cause = exc.__cause__
+    if not isinstance(cause, OSError) or isinstance(cause, NotAFile):
+        return None
+    return EngineError(
+        f"the daemon's own copy of {what} cannot be read ({cause.strerror or cause}): a fault "
+        "of the server, not of the file; its administrator can look at the state folder "
+        "(stylefold doctor)"
+    )
 
 
 def photo_problem(photo: Path, max_pixels: int, head: bytes | None = None) -> str | None:
