@@ -184,3 +184,25 @@ def test_a_picture_with_a_long_comment_gets_a_thumbnail(tmp_path: Path) -> None:
     with gif.open("rb") as handle:
         shown = Pictures(tmp_path / "cache", max_pixels=10**6).thumbnail(handle, "job:g")
     assert shown is not None and Image.open(io.BytesIO(shown)).size == (30, 20)
+
+
+def test_a_file_with_a_second_name_is_not_served_and_the_page_says_why(tmp_path: Path) -> None:
+    """A review: an outbox of hard-link snapshots (`cp -al`) would empty the page silently."""
+    import os
+
+    from structlog.testing import capture_logs
+
+    from daemon.web.files import open_inside
+
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "cat.log").write_text("log")
+    handle = open_inside(outbox, "cat.log", one_name=True)
+    assert handle is not None
+    handle.close()
+    os.link(outbox / "cat.log", tmp_path / "snapshot.log")
+    with capture_logs() as logs:
+        assert open_inside(outbox, "cat.log", one_name=True) is None
+        assert open_inside(outbox, "cat.log", one_name=True) is None
+    assert [entry["event"] for entry in logs] == ["web.hard_link_not_served"]
+    assert logs[0]["path"] == str(outbox / "cat.log")

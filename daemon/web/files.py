@@ -10,10 +10,15 @@ separate check.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+import structlog
+
+log = structlog.get_logger("stylefold.web")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -46,10 +51,23 @@ def open_inside(
         os.close(folder)
     handle = os.fdopen(fd, "rb")
     found = os.fstat(fd)
-    if not stat.S_ISREG(found.st_mode) or (one_name and found.st_nlink != 1):
+    linked = one_name and found.st_nlink != 1
+    if not stat.S_ISREG(found.st_mode) or linked:
         handle.close()
+        if linked:
+            _said_hard_link(root / PurePosixPath(relative))
         return None
     return handle
+
+
+@functools.lru_cache(maxsize=1024)
+def _said_hard_link(path: Path) -> None:
+    """Once a file, so that a page emptied by an outbox of hard-link snapshots says why."""
+    log.warning(
+        "web.hard_link_not_served",
+        path=str(path),
+        why="it has other names (hard links): a writer of the outbox could slip a file in so",
+    )
 
 
 def relative_to(path: Path, root: Path) -> PurePosixPath | None:
