@@ -427,8 +427,8 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
             stale.log.unlink(missing_ok=True)
 
 
-_RETURNED_NAME = re.compile(r".+?\.returned-\d+(?:\..*)?")
-_REPORT_NAME = re.compile(r".+\.error(?:-(\d+))?\.json")
+_RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
+_REPORT_NAME = re.compile(r"(?P<stem>.+)\.error(?:-(\d+))?\.json")
 
 
 def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNames]:
@@ -438,19 +438,29 @@ def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNa
     photo's new answer). Each report's names follow from the photo it is about, so a stem
     shortened to fit the name limit, in the report's names or the returned photo's, is found."""
     photo = next(iter(inputs), "")
-    if _RETURNED_NAME.fullmatch(PurePosixPath(photo).name) is None:
+    if (returned := _RETURNED_NAME.fullmatch(PurePosixPath(photo).name)) is None:
         return []
     found = []
     for entry in _entries(folder):
-        if (named := _REPORT_NAME.fullmatch(entry.name)) is None:
+        named = _REPORT_NAME.fullmatch(entry.name)
+        if named is None or not _same_start(named["stem"], returned["stem"]):
             continue
         report = as_report(read_json(Path(entry.path)))
         if report is None or not _returned_as(report, photo):
             continue
-        names = OutputNames(folder, PurePosixPath(report.input).stem, "jpg", int(named[1] or 1))
+        names = OutputNames(folder, PurePosixPath(report.input).stem, "jpg", int(named[2] or 1))
         if names.error.name == entry.name:
             found.append(names)
     return found
+
+
+def _same_start(one: str, other: str) -> bool:
+    """Whether two stems are one photo's, as far as both names kept it: shortened to fit the
+    name limit in bytes, in composed or decomposed form (a Mac's é is two characters), they
+    agree up to the shorter one's last character, which either cut may have split."""
+    one, other = (unicodedata.normalize("NFC", stem) for stem in (one, other))
+    kept = max(0, min(len(one), len(other)) - 1)
+    return one[:kept] == other[:kept]
 
 
 def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
