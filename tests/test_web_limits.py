@@ -206,3 +206,22 @@ def test_a_file_with_a_second_name_is_not_served_and_the_page_says_why(tmp_path:
         assert open_inside(outbox, "cat.log", one_name=True) is None
     assert [entry["event"] for entry in logs] == ["web.hard_link_not_served"]
     assert logs[0]["path"] == str(outbox / "cat.log")
+
+
+def test_root_uses_no_cache_another_user_owns_in_its_own_state_folder(tmp_path: Path) -> None:
+    """A review: with the state folder root's but `thumbnails/` another user's, root would
+    read a cached file that user made a link to a secret, and serve it."""
+    import os
+
+    from daemon.web.thumbnails import Pictures
+
+    if os.geteuid() != 0:
+        pytest.skip("only root")
+    state = tmp_path / "state"
+    (state / "thumbnails").mkdir(parents=True)
+    os.chown(state / "thumbnails", 4321, 4322)
+    photo = tmp_path / "p.png"
+    photo.write_bytes(image_bytes(seed=3))
+    with photo.open("rb") as handle:
+        assert Pictures(state / "thumbnails", max_pixels=10**6).thumbnail(handle, "job:p")
+    assert list((state / "thumbnails").iterdir()) == []

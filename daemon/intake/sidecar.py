@@ -69,14 +69,14 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
     return given(params)
 
 
-def unused_strength(given: Mapping[str, Any]) -> str | None:
+def unused_strength(values: Mapping[str, Any]) -> str | None:
     """A sidecar giving both weights: allowed (style_weight wins, as documented), but the
     sender should hear that their strength did nothing."""
-    if "strength" not in given or given.get("style_weight") is None:
+    if "strength" not in values or values.get("style_weight") is None:
         return None
     return (
-        f"note: style_weight {given['style_weight']:g} is given, so strength "
-        f"{given['strength']:g} is not used; leave out one of them"
+        f"note: style_weight {values['style_weight']:g} is given, so strength "
+        f"{values['strength']:g} is not used; leave out one of them"
     )
 
 

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
@@ -131,10 +132,11 @@ class Pictures:
 
 
 def _foreign(state: Path) -> str | None:
-    """Why the page must not write its cache: run by root (`sudo stylefold web` for a look)
-    over a state folder another user owns, where that user may have made `thumbnails` a link,
-    and root would write, and delete the oldest files, wherever it leads (a re-tester's
-    trial deleted root's files so); None when the cache may be used."""
+    """Why the page must not use its cache: run by root (`sudo stylefold web` for a look) over
+    a state folder, or a cache, another user owns, where that user may have made `thumbnails`
+    (or a cached file) a link, and root would read, write, and delete the oldest files,
+    wherever it leads (a re-tester's trial deleted root's files so); None when the cache may
+    be used."""
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(OSError):
@@ -144,4 +146,12 @@ def _foreign(state: Path) -> str | None:
                 f"run by root over a state folder of uid {owner}: root writes nothing there; "
                 "run the page as the daemon's user"
             )
+    try:
+        cache = os.lstat(state / "thumbnails")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"its thumbnail cache cannot be looked at ({exc.strerror})"
+    if stat.S_ISLNK(cache.st_mode) or cache.st_uid != 0:  # another's to point elsewhere
+        return "run by root over a thumbnail cache root does not own; run it as its owner"
     return None
