@@ -418,6 +418,11 @@ def test_ordinary_pngs_are_read() -> None:
     two_profiles = _png(_chunk(b"iCCP", b"a\0\0" + zlib.compress(b"x")) * 2)  # libpng warns
     assert png_problem(two_profiles) is None
     assert open_image(out.getvalue()).image.size == (20, 10)
+    frames = [Image.new("RGB", (30, 20), (40 * index, 0, 0)) for index in range(6)]
+    animated = io.BytesIO()  # an APNG: its frames' fcTL and fdAT chunks are pixels
+    frames[0].save(animated, "PNG", save_all=True, append_images=frames[1:])
+    assert png_problem(animated.getvalue()) is None
+    assert open_image(animated.getvalue()).image.size == (30, 20)
 
 
 def test_the_daemons_other_header_looks_do_not_open_a_costly_file() -> None:
