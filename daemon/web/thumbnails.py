@@ -63,14 +63,8 @@ class Pictures:
         if data is not None:
             if self._foreign is None:
                 self._store(cached, data)
-            elif not self._warned:
-                self._warned = True
-                log.warning(
-                    "web.thumbnail_cache_off",
-                    folder=str(self.cache),
-                    why=self._foreign,
-                    effect="thumbnails are made again for every request",
-                )
+            else:
+                self._uncached("web.thumbnail_cache_off", why=self._foreign)
             return data
         self._refused[name] = None
         if len(self._refused) > REFUSALS:
@@ -110,6 +104,17 @@ class Pictures:
             return None
         return out.getvalue()
 
+    def _uncached(self, event: str, why: str | None) -> None:
+        """Said once: every thumbnail is made again for each request from now on."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                event,
+                folder=str(self.cache),
+                why=why,
+                effect="thumbnails are made again for every request",
+            )
+
     def _store(self, path: Path, data: bytes) -> None:
         """Cache `data`, then drop the oldest entries beyond CACHE_FILES; a cache that cannot
         be written (a state folder of another user) only costs time."""
@@ -118,14 +123,7 @@ class Pictures:
             atomic_write(path, data, durable=False)
             entries = sorted(os.scandir(path.parent), key=lambda e: e.stat().st_mtime_ns)
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning(
-                    "web.thumbnail_cache_unwritable",
-                    folder=str(path.parent),
-                    error=exc.strerror,
-                    effect="thumbnails are made again for every request",
-                )
+            self._uncached("web.thumbnail_cache_unwritable", why=exc.strerror)
             return
         for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
             Path(entry.path).unlink(missing_ok=True)
