@@ -30,8 +30,10 @@ MAX_GIF_JUNK = 65_536
 MAX_TIFF_PARTS = 200_000
 FEW_TIFF_PARTS = 10_000  # more than the size needs, but few: damage libtiff trims, cheap
 MAX_TIFF_TAGS = 4_096
+MAX_FRACTIONS = 4_096
 MAX_PNG_METADATA = 1_000
 MAX_PNG_CHUNKS = 200_000
+MAX_WEBP_CHUNKS = 100_000
 
 _SOS, _EOI = 0xDA, 0xD9
 # Markers with no length: restarts (RSTn) and TEM; before the first scan also those Pillow
@@ -42,13 +44,18 @@ _NO_LENGTH_BEFORE_SCANS = frozenset({0x01, 0xC8, *range(0xD0, 0xDA), *range(0xF0
 # pattern of a 0xFF run and a code took time quadratic in the run (40 KB of 0xFF: 7 s, in the
 # daemon's own thread, an attacker's re-test).
 _NOT_FILL = re.compile(rb"[^\xff]")
-# Where a scan's coded data may end: a 0xFF that is neither a stuffed 0xFF 0x00 nor a restart.
-_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+# Where a scan's coded data ends: a run of 0xFF (from its start: the look-behind keeps the
+# search linear) ending in a code that is neither a stuffed 0x00 nor a restart, before either
+# of which fill bytes may come too (a loop over `FF FF 00` took a Python step per 3 bytes:
+# 40 MB in 5.5 s, an attacker's third round).
+_AFTER_SCAN = re.compile(rb"(?<!\xff)\xff+[^\x00\xd0-\xd7\xff]")
 
 _TIFF_HEADERS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"II\x00*", b"MM*\x00")
-_TIFF_PARTS = {273: "strips", 324: "tiles"}  # StripOffsets, TileOffsets
+_TIFF_PARTS = {273: "strips", 279: "strips", 324: "tiles", 325: "tiles"}  # offsets, sizes
 _TIFF_SIZES = (256, 257, 277, 278, 284, 322, 323)  # sizes, samples, rows, planar, tile sizes
 _TIFF_INTS = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8: their sizes in bytes
+_FRACTIONS = frozenset({5, 10})  # RATIONAL, SRATIONAL
+_SUB_DIRECTORIES = frozenset({34665, 34853, 40965})  # EXIF, GPS, interoperability
 
 _PNG_PIXELS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"fcTL", b"fdAT", b"acTL"})
 
@@ -65,6 +72,8 @@ def problem(data: bytes) -> str | None:
         return tiff_problem(data)
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return png_problem(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return webp_problem(data)
     return None
 
 
@@ -125,17 +134,9 @@ def jpeg_problem(data: bytes) -> str | None:
 
 
 def _scan_end(data: bytes, at: int) -> int:
-    """Where the marker after a scan's coded data begins: a 0xFF, past any fill bytes, that is
-    neither a stuffed 0xFF 0x00 nor a restart marker (fill bytes may come before those too: a
-    walk that ended the scan there refused an encoder's padded restarts)."""
-    while (found := _AFTER_SCAN.search(data, at)) is not None:
-        code = _NOT_FILL.search(data, found.start() + 1)
-        if code is None:
-            return len(data)
-        if data[code.start()] != 0 and not 0xD0 <= data[code.start()] <= 0xD7:
-            return found.start()
-        at = code.end()
-    return len(data)
+    """Where the marker after a scan's coded data begins (its fill bytes first)."""
+    found = _AFTER_SCAN.search(data, at)
+    return len(data) if found is None else found.start()
 
 
 def gif_problem(data: bytes) -> str | None:
@@ -174,33 +175,20 @@ def gif_problem(data: bytes) -> str | None:
 
 
 def tiff_problem(data: bytes) -> str | None:
-    """The strips or tiles a TIFF's first directory lists, against what its size needs. The
-    header is read as Pillow reads it (BigTIFF when its third byte is 43), and a tag given twice
-    is judged by its costliest value. A directory past the bytes given is left to the
-    decoder."""
-    big = data[2] == 0x2B
-    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
-    word, count_size, entry_size = (8, 8, 20) if big else (4, 2, 12)
-    at = int.from_bytes(data[8:16] if big else data[4:8], order)
-    if at + count_size > len(data):
-        return None
-    entries = int.from_bytes(data[at : at + count_size], order)
-    if entries > MAX_TIFF_TAGS:
-        return _refused(
-            f"a TIFF whose first directory lists {entries:,} tags",
-            "cameras and scanners write a few dozen",
-            "an ordinary TIFF",
-        )
+    """The strips or tiles a TIFF's first directory lists, against what its size needs, and its
+    metadata (`metadata_problem`). The header is read as Pillow reads it (BigTIFF when its
+    third byte is 43), and a tag given twice is judged by its costliest value. A directory past
+    the bytes given is left to the decoder."""
+    if (told := metadata_problem(data, "a TIFF", "an ordinary TIFF")) is not None:
+        return told
+    order, big = _tiff_layout(data)
+    entries = _directory(data, order, big, _first_directory(data, order, big))
     sizes: dict[int, int] = {}
     parts: dict[int, int] = {}
-    for index in range(min(entries, (len(data) - at - count_size) // entry_size)):
-        entry = at + count_size + index * entry_size
-        tag, kind = (int.from_bytes(data[entry + i : entry + i + 2], order) for i in (0, 2))
-        count = int.from_bytes(data[entry + 4 : entry + 4 + word], order)
+    for tag, kind, count, value in entries:
         if tag in _TIFF_PARTS:
             parts[tag] = max(parts.get(tag, 0), count)
         elif tag in _TIFF_SIZES and kind in _TIFF_INTS and count == 1:
-            value = entry + 4 + word
             found = int.from_bytes(data[value : value + _TIFF_INTS[kind]], order)
             sizes[tag] = min(sizes.get(tag, found), found)
     for tag, listed in parts.items():
@@ -215,10 +203,90 @@ def tiff_problem(data: bytes) -> str | None:
     return None
 
 
+def metadata_problem(
+    data: bytes, kind: str = "an EXIF block", fix: str = "a photo without it"
+) -> str | None:
+    """What makes the TIFF-structured `data` (a TIFF, or the EXIF block a JPEG, PNG or WebP
+    carries) costly to read: its first directory and the EXIF, GPS and interoperability ones
+    it points to, which Pillow reads whole to find a photo's orientation and copies into the
+    result. A fraction (RATIONAL) costs Pillow an object of a hundred bytes and microseconds, an
+    entry some twenty microseconds: a TIFF of four directories of a million fractions each,
+    8 MB, cost a worker 30 s and 638 MB, a 16 MB PNG whose EXIF orientation was a list of them
+    4.4 s (an attacker's third round). An EXIF block is metadata: `service.imageio` reads a
+    photo without it (a damaged EXIF block costs its metadata, never the photo)."""
+    if data[:6] == b"Exif\x00\x00":
+        data = data[6:]
+    if data[:4] not in _TIFF_HEADERS:
+        return None
+    order, big = _tiff_layout(data)
+    pending, seen = [_first_directory(data, order, big)], set[int]()
+    while pending and len(seen) < 8:
+        at = pending.pop()
+        if at in seen:
+            continue
+        seen.add(at)
+        entries = _directory(data, order, big, at)
+        if len(entries) > MAX_TIFF_TAGS:
+            return _refused(
+                f"{kind} whose metadata lists more than {MAX_TIFF_TAGS:,} tags in one directory",
+                "cameras and scanners write a few dozen",
+                fix,
+            )
+        for tag, kind_of_value, count, value in entries:
+            fractions = kind_of_value in _FRACTIONS and count > MAX_FRACTIONS
+            if fractions and _present(data, order, big, value, 8 * count):
+                return _refused(
+                    f"{kind} whose metadata holds a list of {count:,} fractions",
+                    "cameras write a few",
+                    fix,
+                )
+            if tag in _SUB_DIRECTORIES and count == 1:
+                pending.append(int.from_bytes(data[value : value + (8 if big else 4)], order))
+    return None
+
+
+def _tiff_layout(data: bytes) -> tuple[Literal["little", "big"], bool]:
+    return ("little" if data[:2] == b"II" else "big"), data[2] == 0x2B
+
+
+def _first_directory(data: bytes, order: Literal["little", "big"], big: bool) -> int:
+    return int.from_bytes(data[8:16] if big else data[4:8], order)
+
+
+def _directory(
+    data: bytes, order: Literal["little", "big"], big: bool, at: int
+) -> list[tuple[int, int, int, int]]:
+    """A directory's entries that lie within `data`, as Pillow reads them until it runs out
+    (a damaged count costs nothing more: a damaged EXIF must cost its metadata, never the
+    photo), up to one more than MAX_TIFF_TAGS: (tag, type, count, where its value, or its
+    value's offset, lies)."""
+    word, count_size, entry_size = (8, 8, 20) if big else (4, 2, 12)
+    if at + count_size > len(data):
+        return []
+    claimed = int.from_bytes(data[at : at + count_size], order)
+    present = (len(data) - at - count_size) // entry_size
+    entries = []
+    for index in range(min(claimed, present, MAX_TIFF_TAGS + 1)):
+        entry = at + count_size + index * entry_size
+        tag, kind = (int.from_bytes(data[entry + i : entry + i + 2], order) for i in (0, 2))
+        count = int.from_bytes(data[entry + 4 : entry + 4 + word], order)
+        entries.append((tag, kind, count, entry + 4 + word))
+    return entries
+
+
+def _present(data: bytes, order: Literal["little", "big"], big: bool, at: int, size: int) -> bool:
+    """Whether a value of `size` bytes, in or pointed to from the field at `at`, lies within
+    `data` (Pillow reads no value past the end: that costs nothing)."""
+    word = 8 if big else 4
+    if size <= word:
+        return True
+    return int.from_bytes(data[at : at + word], order) + size <= len(data)
+
+
 def _tiff_parts_needed(tag: int, sizes: dict[int, int]) -> int:
     width, height = sizes.get(256, 1), sizes.get(257, 1)
     planes = sizes.get(277, 1) if sizes.get(284, 1) == 2 else 1
-    if tag == 273:
+    if tag in (273, 279):  # StripOffsets, StripByteCounts
         rows = max(1, min(sizes.get(278, height), height))
         return -(-height // rows) * planes
     across, down = max(1, sizes.get(322, width)), max(1, sizes.get(323, height))
@@ -250,3 +318,19 @@ def png_problem(data: bytes) -> str | None:
                 "an ordinary PNG",
             )
     return None
+
+
+def webp_problem(data: bytes) -> str | None:
+    """A WebP's chunks, which libwebp reads in C: more than `MAX_WEBP_CHUNKS` (an animation's
+    frames are chunks: a few thousand at most) would make a walk of them take long."""
+    at = 12
+    for _ in range(MAX_WEBP_CHUNKS):
+        if at + 8 > len(data):
+            return None
+        length = int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + length + (length & 1)
+    return _refused(
+        f"a WebP of more than {MAX_WEBP_CHUNKS:,} chunks",
+        "editors write far fewer",
+        "an ordinary WebP",
+    )

@@ -310,7 +310,7 @@ def _upright(image: Image.Image) -> Image.Image:
 def _exif_bytes(image: Image.Image) -> bytes | None:
     raw = image.info.get("exif")
     if isinstance(raw, bytes) and raw:
-        return raw
+        return raw if decode_cost.metadata_problem(raw) is None else None
     try:
         exif = image.getexif()
         if image.format == "TIFF":
@@ -508,10 +508,12 @@ def header_exif(image: Image.Image) -> Image.Exif:
     look for EXIF after the pixels (an attacker's 0.7 MB PNG of 177 megapixels, which carries
     none, cost the daemon's main process half a gigabyte); stylefold writes EXIF before them,
     where opening the file finds it."""
+    raw = image.info.get("exif")
+    if isinstance(raw, bytes) and decode_cost.metadata_problem(raw) is not None:
+        return Image.Exif()  # costly to read (a list of a million fractions): read without it
     if image.format != "PNG":
         return image.getexif()
     exif = Image.Exif()
-    raw = image.info.get("exif")
     if isinstance(raw, bytes) and raw:
         exif.load(raw)
     return exif
@@ -565,9 +567,12 @@ def _webp_exif(file: BinaryIO) -> bytes | None:
     head = file.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WEBP":
         return None
-    while len(chunk := file.read(8)) == 8:
+    for _ in range(decode_cost.MAX_WEBP_CHUNKS):  # a walk of millions would hold the daemon
+        if len(chunk := file.read(8)) < 8:
+            return None
         size = int.from_bytes(chunk[4:], "little")
         if chunk[:4] == b"EXIF":
-            return file.read(size) if size <= WEBP_EXIF_MAX else None
+            exif = file.read(size) if size <= WEBP_EXIF_MAX else b""
+            return exif if exif and decode_cost.metadata_problem(exif) is None else None
         file.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
     return None

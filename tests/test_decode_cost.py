@@ -12,6 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from service.decode_cost import (
     FEW_TIFF_PARTS,
+    MAX_FRACTIONS,
     MAX_GIF_BLOCKS,
     MAX_GIF_JUNK,
     MAX_PNG_CHUNKS,
@@ -20,8 +21,10 @@ from service.decode_cost import (
     MAX_SEGMENTS,
     MAX_STRAY,
     MAX_TIFF_TAGS,
+    MAX_WEBP_CHUNKS,
     gif_problem,
     jpeg_problem,
+    metadata_problem,
     png_problem,
     problem,
     tiff_problem,
@@ -298,7 +301,7 @@ def _tiff(strips: int, tags: int = 0, header: bytes = b"II*\0", twice: bool = Fa
     entries = [
         (256, 3, 1, 8), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
         (273, 4, strips, 0), (277, 3, 1, 1), (278, 3, 1, 8), (279, 4, strips, 0),
-    ] + [(40000 + i, 3, 1, 0) for i in range(tags)]  # fmt: skip
+    ] + [(50000 + i, 3, 1, 0) for i in range(tags)]  # fmt: skip
     if twice:
         entries.append((273, 4, 1, 8))
     order = "<" if header[:2] == b"II" else ">"  # as Pillow reads it, whatever the magic
@@ -335,7 +338,9 @@ def test_a_tiff_listing_far_more_strips_than_its_size_needs_is_refused() -> None
     assert tiff_problem(_tiff(FEW_TIFF_PARTS + 1)) == STRIPS
     with pytest.raises(ImageInputError, match="listing 10,001 strips"):
         open_image(_tiff(FEW_TIFF_PARTS + 1))
-    assert f"{MAX_TIFF_TAGS + 1:,} tags" in (tiff_problem(_tiff(1, tags=MAX_TIFF_TAGS - 8)) or "")
+    many_tags = f"more than {MAX_TIFF_TAGS:,} tags"
+    assert many_tags in (tiff_problem(_tiff(1, tags=MAX_TIFF_TAGS - 8)) or "")
+    assert tiff_problem(_tiff(1, tags=MAX_TIFF_TAGS - 9)) is None
 
 
 @pytest.mark.parametrize("header", [b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00"])
@@ -437,3 +442,105 @@ def test_the_daemons_other_header_looks_do_not_open_a_costly_file() -> None:
     assert not written_by_stylefold(io.BytesIO(flood))
     with pytest.raises(ImageInputError, match="marker segments"), opened_header(flood):
         pass
+
+
+# -- metadata: TIFF directories, and the EXIF a PNG or WebP carries --------------------------
+
+
+def _exif(fractions: int, tag: int = 0x0112) -> bytes:
+    """An EXIF block whose one entry (the orientation, which Pillow reads to turn a photo
+    upright) is a list of `fractions` RATIONALs."""
+    values = struct.pack("<II", 7, 3) * fractions
+    entry = struct.pack("<HHII", tag, 5, fractions, 26)
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + b"\0" * 4 + values
+
+
+def _picture(fmt: str, exif: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (5, 6, 7)).save(out, fmt, exif=exif)
+    return out.getvalue()
+
+
+def test_a_tiff_of_a_million_fractions_is_refused() -> None:
+    """An attacker's third round: Pillow makes an object of every fraction (RATIONAL) in a
+    TIFF's directories as it opens it: four directories of a million each, 8 MB, took 30 s."""
+    data = _tiff_with_fractions(MAX_FRACTIONS + 1)
+    assert problem(data) == _told(
+        f"a TIFF whose metadata holds a list of {MAX_FRACTIONS + 1:,} fractions",
+        "cameras write a few",
+        "an ordinary TIFF",
+    )
+    with pytest.raises(ImageInputError, match="fractions"):
+        open_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_exif_block_costly_to_read_costs_the_photo_its_metadata_only(fmt: str) -> None:
+    """The same round: a 16 MB PNG or WebP whose EXIF orientation was a list of two million
+    fractions took 4.4 s and 413 MB. An EXIF block is metadata: the photo is read without it,
+    as it is without a damaged one."""
+    costly = _exif(MAX_FRACTIONS + 1)
+    assert metadata_problem(costly) is not None and metadata_problem(_exif(1)) is None
+    data = _picture(fmt, costly)
+    assert problem(data) is None
+    loaded = open_image(data)
+    assert loaded.image.size == (8, 8) and loaded.exif is None
+    assert open_image(_picture(fmt, _exif(1))).exif is not None
+
+
+def _tiff_with_fractions(count: int) -> bytes:
+    """An 8x8 TIFF whose XResolution (282) is a list of `count` fractions."""
+    base = _tiff(1)
+    values = struct.pack("<II", 300, 1) * count
+    ifd_at = struct.unpack("<I", base[4:8])[0]
+    entries = struct.unpack("<H", base[ifd_at : ifd_at + 2])[0]
+    extra = struct.pack("<HHII", 282, 5, count, len(base) + 12)
+    ifd = base[ifd_at + 2 : ifd_at + 2 + 12 * entries]
+    moved = struct.pack("<H", entries + 1) + ifd + extra + b"\0\0\0\0"
+    return base[:4] + struct.pack("<I", len(base)) + base[8:] + moved + values
+
+
+def test_ordinary_metadata_is_read() -> None:
+    camera = Image.Exif()
+    camera[0x0112] = 6
+    camera[0x010F] = "a camera"
+    for fmt in ("PNG", "WEBP", "TIFF"):
+        data = _picture(fmt, camera.tobytes())
+        assert problem(data) is None, fmt
+        assert open_image(data).image.size == (8, 8)  # turned upright: 8x8 either way
+    assert problem(_tiff_with_fractions(1)) is None
+    assert open_image(_tiff_with_fractions(1)).image.size == (8, 8)
+
+
+def test_a_webp_of_a_flood_of_chunks_is_refused_before_the_walk_is_slow() -> None:
+    data = _picture("WEBP", b"")
+    flood = b"JUNK\x00\x00\x00\x00" * (MAX_WEBP_CHUNKS + 1)
+    assert "more than 100,000 chunks" in (problem(data[:12] + flood + data[12:]) or "")
+    assert problem(data[:12] + flood[:800] + data[12:]) is None
+
+
+def test_strip_sizes_are_counted_as_strips() -> None:
+    """A review's idea: a sane StripOffsets beside a StripByteCounts of millions."""
+    base = _tiff(FEW_TIFF_PARTS + 1)
+    ifd_at = struct.unpack("<I", base[4:8])[0]
+    entries = struct.unpack("<H", base[ifd_at : ifd_at + 2])[0]
+    ifd = bytearray(base)
+    for index in range(entries):
+        at = ifd_at + 2 + 12 * index
+        if struct.unpack("<H", ifd[at : at + 2])[0] == 273:  # StripOffsets: one strip
+            ifd[at + 4 : at + 12] = struct.pack("<II", 1, 8)
+    told = problem(bytes(ifd))
+    assert told is not None and f"listing {FEW_TIFF_PARTS + 1:,} strips" in told
+
+
+def test_the_daemon_walks_a_webps_chunks_for_its_exif_no_further_than_the_limit() -> None:
+    """The own-answer check walks a whole WebP's chunks in the daemon's own thread for an EXIF
+    chunk written after the pixels: 2,000,000 empty chunks took it 0.65 s, 256 MB would take
+    ten. It walks MAX_WEBP_CHUNKS at most (an attacker's third round, in its margins)."""
+    from service.imageio import encode_image, written_by_stylefold
+
+    ours = encode_image(Image.new("RGB", (8, 8)), format="webp", quality=80)
+    assert written_by_stylefold(io.BytesIO(ours))
+    for junk, found in ((100, True), (MAX_WEBP_CHUNKS + 1, False)):
+        padded = ours[:12] + b"JUNK\0\0\0\0" * junk + ours[12:]
+        assert written_by_stylefold(io.BytesIO(padded)) is found
