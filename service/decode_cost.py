@@ -11,7 +11,10 @@ its blocks before any decoder opens it: what the pixel and byte limits do not se
   of one-byte comment blocks cost a worker 3 GB and 7 s, 40 MB of copies of one PNG colour
   profile 23 s.
 - Pillow makes a piece of work of every strip or tile a TIFF lists: an 8x8 picture listing
-  5,000,000 strips (all the same 8 bytes) cost 23 s and 1.35 GB.
+  5,000,000 strips (all the same 8 bytes) cost 23 s and 1.35 GB; and an object of every
+  fraction in a TIFF-structured directory (a TIFF's own, or an EXIF block's): 8 MB of them,
+  30 s (`metadata_problem`; an EXIF block so costly is metadata, which `service.imageio`
+  drops rather than refuse the photo).
 
 Each walk takes time linear in the file's size and stops at its limit: the daemon's own thread
 runs them on a photo's first MiB (`service.imageio.HEADER_BYTES`), a worker on the whole file.
@@ -62,7 +65,7 @@ _PNG_PIXELS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"fcTL", b"fdAT", b
 
 def problem(data: bytes) -> str | None:
     """What in `data` would make reading it costly ("a JPEG of more than 100 progressive scans
-    (...), which would take very long to decode; save it again ..."), or None. Judged before a
+    (...), which would take very long to read; save it again ..."), or None. Judged before a
     decoder opens the file: Pillow reads a GIF's or a PNG's metadata as it opens it."""
     if data.startswith(b"\xff\xd8\xff"):  # JPEG, and MPO, a JPEG followed by others
         return jpeg_problem(data)
