@@ -351,6 +351,10 @@ def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:
     pixels is named so, and the pixels are taken as sRGB."""
     if not isinstance(icc, bytes) or not icc:
         return _to_rgb(image), None
+    if (costly := decode_cost.profile_problem(icc)) is not None:
+        return _to_rgb(
+            image
+        ), f"not applied: building it would take very long ({costly}), taken as sRGB"
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         # The sender's text, carried into the manifest: one line, of a sensible length.

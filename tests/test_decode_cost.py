@@ -17,6 +17,7 @@ from service.decode_cost import (
     MAX_GIF_JUNK,
     MAX_PNG_CHUNKS,
     MAX_PNG_METADATA,
+    MAX_PROFILE_ELEMENTS,
     MAX_SCANS,
     MAX_SEGMENTS,
     MAX_STRAY,
@@ -27,6 +28,7 @@ from service.decode_cost import (
     metadata_problem,
     png_problem,
     problem,
+    profile_problem,
     tiff_problem,
 )
 from service.errors import ImageInputError
@@ -544,3 +546,67 @@ def test_the_daemon_walks_a_webps_chunks_for_its_exif_no_further_than_the_limit(
     for junk, found in ((100, True), (MAX_WEBP_CHUNKS + 1, False)):
         padded = ours[:12] + b"JUNK\0\0\0\0" * junk + ours[12:]
         assert written_by_stylefold(io.BytesIO(padded)) is found
+
+
+# -- colour profiles ------------------------------------------------------------------------
+
+
+def _mpet_profile(elements: int) -> bytes:
+    """An RGB display profile (ICC v4.3) whose D2B0 tag chains `elements` processing elements,
+    all pointing at one 3x3 matrix: 8 bytes each in the file."""
+    matrix = (
+        b"matf"
+        + b"\0" * 4
+        + struct.pack(">HH", 3, 3)
+        + struct.pack(">12f", *[1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0])
+    )
+    head = 16 + 8 * elements
+    mpet = b"mpet" + b"\0" * 4 + struct.pack(">HHI", 3, 3, elements)
+    mpet += struct.pack(">II", head, len(matrix)) * elements + matrix
+    text = "test".encode("utf-16-be")
+    desc = (
+        b"mluc"
+        + b"\0" * 4
+        + struct.pack(">II", 1, 12)
+        + b"enUS"
+        + struct.pack(">II", len(text), 28)
+        + text
+    )
+    tags = [(b"desc", desc + b"\0" * (-len(desc) % 4)), (b"D2B0", mpet)]
+    at, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, data in tags:
+        table += signature + struct.pack(">II", at + len(body), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    white = struct.pack(">iii", 63190, 65536, 54061)
+    header = (
+        struct.pack(">I", 132 + len(table) + len(body)) + b"lcms" + struct.pack(">I", 0x04300000)
+        + b"mntrRGB XYZ " + b"\0" * 12 + b"acspAPPL" + b"\0" * 24 + white + b"\0" * 48
+    )  # fmt: skip
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_colour_profile_costly_to_build_is_not_applied(fmt: str) -> None:
+    """An attacker's fourth round: a profile of 20,000 processing elements pointing at one
+    matrix, a 640-byte PNG, held a worker 14 s building its transform (quadratic in their
+    count). The profile is metadata: the pixels are taken as sRGB, and the report says why."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 99, 199)).save(
+        out, fmt, icc_profile=_mpet_profile(MAX_PROFILE_ELEMENTS + 1)
+    )
+    loaded = open_image(out.getvalue())
+    assert loaded.profile == (
+        f"not applied: building it would take very long ({MAX_PROFILE_ELEMENTS + 1:,} processing "
+        "elements, where profiles use a few), taken as sRGB"
+    )
+    assert profile_problem(_mpet_profile(MAX_PROFILE_ELEMENTS)) is None
+
+
+def test_ordinary_colour_profiles_are_applied() -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert profile_problem(srgb) is None
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PNG", icc_profile=srgb)
+    assert (open_image(out.getvalue()).profile or "").startswith("sRGB")
