@@ -685,3 +685,19 @@ def test_a_large_webp_result_is_known_as_ours_by_its_exif_after_the_pixels() -> 
     assert written_by_stylefold(io.BytesIO(bytes(large)))
     foreign = bytes(large).replace(b"stylefold", b"otherapp!")
     assert not written_by_stylefold(io.BytesIO(foreign))
+
+
+def test_a_tiffs_profile_and_other_blocks_are_not_carried_as_exif() -> None:
+    """An attacker's fourth round: a TIFF's colour profile (tag 34675) came back as 160 KB of
+    the result's "EXIF", a profile its sRGB pixels no longer are in."""
+    from PIL import ImageCms
+
+    exif = Image.Exif()
+    exif[0x010F] = "a scanner"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "TIFF", exif=exif, icc_profile=profile)
+    assert 34675 in Image.open(io.BytesIO(out.getvalue())).getexif()
+    carried = Image.Exif()
+    carried.load(open_image(out.getvalue()).exif)
+    assert carried.get(0x010F) == "a scanner" and 34675 not in carried
