@@ -15,6 +15,7 @@ from service.decode_cost import (
     MAX_FRACTIONS,
     MAX_GIF_BLOCKS,
     MAX_GIF_JUNK,
+    MAX_HEIF_IMAGES,
     MAX_PNG_CHUNKS,
     MAX_PNG_METADATA,
     MAX_PROFILE_ELEMENTS,
@@ -25,6 +26,7 @@ from service.decode_cost import (
     MAX_WEBP_CHUNKS,
     bmp_problem,
     gif_problem,
+    heif_problem,
     jpeg_problem,
     metadata_problem,
     png_problem,
@@ -636,3 +638,67 @@ def test_a_large_bmp_of_run_lengths_is_refused() -> None:
     plain = io.BytesIO()
     Image.new("RGB", (3000, 1500)).save(plain, "BMP")  # uncompressed: read as one block
     assert bmp_problem(plain.getvalue()) is None
+
+
+# -- HEIF -----------------------------------------------------------------------------------
+
+
+def _box(kind: bytes, content: bytes, full: bool = False) -> bytes:
+    content = (b"\0\0\0\0" if full else b"") + content
+    return struct.pack(">I", 8 + len(content)) + kind + content
+
+
+def _heif_boxes(images: int, exif: int, extents: int = 1) -> bytes:
+    """The boxes of a HEIF (no pixels: the walk needs none) of `images` image items and one
+    EXIF item of `exif` bytes that describes them all, listed `extents` times over."""
+    exif_id = images + 1
+
+    def infe(item: int, kind: bytes) -> bytes:  # version 2, not hidden
+        return _box(b"infe", b"\x02\0\0\0" + struct.pack(">HH", item, 0) + kind + b"\0")
+
+    infes = b"".join(infe(item, b"hvc1") for item in range(1, images + 1)) + infe(exif_id, b"Exif")
+    iinf = _box(b"iinf", struct.pack(">H", images + 1) + infes, full=True)
+    entries = (
+        b"".join(
+            struct.pack(">HHHHII", item, 0, 0, 1, 1000 + item, 10) for item in range(1, images + 1)
+        )
+        + struct.pack(">HHHH", exif_id, 0, 0, extents)
+        + struct.pack(">II", 5000, exif) * extents
+    )
+    iloc = _box(b"iloc", b"\x44\x00" + struct.pack(">H", images + 1) + entries, full=True)
+    iloc = iloc[:8] + b"\x01\0\0\0" + iloc[12:]  # version 1: a construction method per item
+    refs = struct.pack(">HH", exif_id, images) + b"".join(
+        struct.pack(">H", item) for item in range(1, images + 1)
+    )
+    iref = _box(b"iref", _box(b"cdsc", refs), full=True)
+    meta = _box(b"meta", iinf + iloc + iref, full=True)
+    return _box(b"ftyp", b"heic\0\0\0\0mif1heic") + meta
+
+
+def test_a_heif_whose_images_would_each_copy_much_metadata_is_refused() -> None:
+    """An attacker's fourth round: pillow-heif copies an EXIF item into every image it
+    describes as it opens the file: 999 images sharing a 0.95 MB item cost 1 GB in the
+    daemon's own header look, and an item listing the same bytes 32 times, 32 times that."""
+    assert heif_problem(_heif_boxes(2, 60_000)) is None
+    assert "would take 69,206,016 bytes of copies" in (
+        heif_problem(_heif_boxes(64, 1 << 20 | 32_768)) or ""
+    )
+    assert "lists the same bytes more than once" in (heif_problem(_heif_boxes(2, 1000, 32)) or "")
+    assert "a HEIF of 65 images" in (heif_problem(_heif_boxes(65, 10)) or "")
+
+
+def test_ordinary_heifs_are_read_and_many_images_refused() -> None:
+    import pillow_heif
+
+    def heif(images: int) -> bytes:
+        file = pillow_heif.from_pillow(Image.new("RGB", (16, 16), (10, 20, 30)))
+        for index in range(images - 1):
+            file.add_from_pillow(Image.new("RGB", (16, 16), (index, 0, 0)))
+        file[0].info["exif"] = b"Exif\0\0" + _exif(1)
+        out = io.BytesIO()
+        file.save(out, format="HEIF", quality=30)
+        return out.getvalue()
+
+    assert problem(heif(2)) is None and open_image(heif(2)).image.size == (16, 16)
+    with pytest.raises(ImageInputError, match="a HEIF of 65 images"):
+        open_image(heif(MAX_HEIF_IMAGES + 1))
