@@ -17,6 +17,11 @@ class ImageInputError(EngineError):
     """An input is not a usable image (not decodable, too large, empty, ...)."""
 
 
+class FileUnreadableError(ImageInputError):
+    """The file could not be read from its disk at all (gone, refused, an I/O error): where the
+    file is the caller's own copy, the fault is not the image's."""
+
+
 class CancelledError(EngineError):
     """The caller's cancel check asked the optimisation to stop."""
 

@@ -22,7 +22,7 @@ import pillow_heif
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from service import decode_cost
-from service.errors import ImageInputError
+from service.errors import FileUnreadableError, ImageInputError
 from service.files import NotAFile, open_regular
 from service.params import output_format
 
@@ -336,13 +336,13 @@ def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
             )
         return data
     except FileNotFoundError as exc:
-        raise ImageInputError(f"{path} does not exist") from exc
+        raise FileUnreadableError(f"{path} does not exist") from exc
     except IsADirectoryError as exc:
         raise ImageInputError(f"{path} is a folder, not an image") from exc
     except NotAFile as exc:
         raise ImageInputError(f"{path} is {exc.strerror}; give an image file") from exc
     except OSError as exc:
-        raise ImageInputError(f"{path} cannot be read ({exc.strerror})") from exc
+        raise FileUnreadableError(f"{path} cannot be read ({exc.strerror})") from exc
 
 
 def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:

@@ -93,6 +93,8 @@ def test_a_job_whose_own_copy_cannot_be_read_is_the_servers_fault(tmp_path: Path
     with pytest.raises(ImageInputError) as read:
         Sources.read(task)  # what a Ray driver reads for its actor
     assert copy_unreadable(read.value, "a file of the job") is not None
-    (tmp_path / "input.jpg").write_bytes(b"")  # the photo's own fault stays the sender's
-    with pytest.raises(ImageInputError):
-        decode(task, Sources.of(task))
+    for own_fault in (b"", b"not an image at all"):  # the photo's own fault stays the sender's
+        (tmp_path / "input.jpg").write_bytes(own_fault)  # (Pillow's "cannot identify" is an
+        with pytest.raises(ImageInputError) as refused:  # OSError: not a read's failure)
+            decode(task, Sources.of(task))
+        assert copy_unreadable(refused.value.__cause__ or refused.value, "x") is None

@@ -209,11 +209,10 @@ def copy_unreadable(exc: BaseException, what: str) -> EngineError | None:
     """The daemon's own copy of a file (in its spool or style store) could not be read: the
     server's fault, not the sender's, so not an input error (a review: it counted as the
     sender's in the metrics, and told them nothing they could mend)."""
-    from service.errors import EngineError
-    from service.files import NotAFile
+    from service.errors import EngineError, FileUnreadableError
 
     cause = exc.__cause__
-    if not isinstance(cause, OSError) or isinstance(cause, NotAFile):
+    if not isinstance(exc, FileUnreadableError) or not isinstance(cause, OSError):
         return None
     return EngineError(
         f"the daemon's own copy of {what} cannot be read ({cause.strerror or cause}): a fault "
