@@ -12,17 +12,13 @@ from PIL import Image, PngImagePlugin
 
 from service.decode_cost import metadata_problem, problem, profile_problem
 from service.decode_cost.bmp import bmp_problem
-from service.decode_cost.chunks import (
-    MAX_PNG_CHUNKS,
-    MAX_PNG_METADATA,
-    MAX_WEBP_CHUNKS,
-    png_problem,
-)
 from service.decode_cost.gif import MAX_GIF_BLOCKS, MAX_GIF_JUNK, gif_problem
 from service.decode_cost.heif import MAX_HEIF_IMAGES, heif_problem
 from service.decode_cost.jpeg import MAX_SCANS, MAX_SEGMENTS, MAX_STRAY, jpeg_problem
+from service.decode_cost.png import MAX_PNG_CHUNKS, MAX_PNG_METADATA, png_problem
 from service.decode_cost.profile import MAX_PROFILE_ELEMENTS
 from service.decode_cost.tiff import FEW_TIFF_PARTS, MAX_FRACTIONS, MAX_TIFF_TAGS, tiff_problem
+from service.decode_cost.webp import MAX_WEBP_CHUNKS
 from service.errors import ImageInputError
 from service.imageio import HEADER_BYTES, header_problem, open_image
 

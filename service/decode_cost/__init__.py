@@ -23,12 +23,13 @@ runs them on a photo's first MiB (`service.imageio.HEADER_BYTES`), a worker on t
 from __future__ import annotations
 
 from service.decode_cost.bmp import bmp_problem
-from service.decode_cost.chunks import MAX_WEBP_CHUNKS, png_problem, webp_problem
 from service.decode_cost.gif import gif_problem
 from service.decode_cost.heif import heif_problem
 from service.decode_cost.jpeg import jpeg_problem
+from service.decode_cost.png import png_problem
 from service.decode_cost.profile import profile_problem
 from service.decode_cost.tiff import TIFF_HEADERS, metadata_problem, tiff_problem
+from service.decode_cost.webp import MAX_WEBP_CHUNKS, webp_problem
 
 __all__ = ["MAX_WEBP_CHUNKS", "metadata_problem", "problem", "profile_problem"]
 
