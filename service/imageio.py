@@ -354,9 +354,8 @@ def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:
     if not isinstance(icc, bytes) or not icc:
         return _to_rgb(image), None
     if (costly := decode_cost.profile_problem(icc)) is not None:
-        return _to_rgb(
-            image
-        ), f"not applied: building it would take very long ({costly}), taken as sRGB"
+        told = f"not applied: building it would take very long ({costly}), taken as sRGB"
+        return _to_rgb(image), told
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         # The sender's text, carried into the manifest: one line, of a sensible length.
