@@ -82,10 +82,9 @@ def walk(
                         continue
                     try:
                         result = entry.stat(follow_symlinks=False)
-                    except PermissionError:  # listed but not entered (a `chmod -R 644`)
-                        if relative not in tree.unreadable:
-                            tree.unreadable.append(relative)
-                        continue
+                    except PermissionError:  # listed but not entered (a `chmod -R 644`):
+                        tree.unreadable.append(relative)  # no entry of it can be looked at
+                        break
                     except OSError:
                         continue
                     path = relative / name
