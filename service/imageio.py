@@ -174,8 +174,8 @@ def header_problem(
         return _empty(name)
     if (slow := decode_cost.problem(head)) is not None:  # what the header read holds already
         return f"{name} is {slow}"
-    try:  # `opened_header` judges the same bytes again: a walk costs little beside an open
-        with opened_header(head) as opened:
+    try:
+        with _opened_judged(head) as opened:
             width, height = opened.size
     except Image.DecompressionBombError as exc:
         return str(_bomb(name, exc, max_pixels))
@@ -544,6 +544,13 @@ def opened_header(source: Path | BinaryIO | bytes) -> Iterator[Image.Image]:
     head = source if isinstance(source, bytes) else source.read(HEADER_BYTES)
     if (slow := decode_cost.problem(head[:HEADER_BYTES])) is not None:  # before Pillow pays it
         raise ImageInputError(f"the image is {slow}")
+    with _opened_judged(head) as image:
+        yield image
+
+
+@contextlib.contextmanager
+def _opened_judged(head: bytes) -> Iterator[Image.Image]:
+    """`opened_header` of bytes `decode_cost` has judged already."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = Image.open(io.BytesIO(head[:HEADER_BYTES]), formats=PHOTO_FORMATS)
