@@ -131,7 +131,9 @@ class Outputs:
 
     def open(self, record: JobRecord, kind: OutboxFile) -> BinaryIO | None:
         relative = self.path(record, kind) if self._still_owns(record, kind) else None
-        return None if relative is None else open_inside(self.settings.outbox, relative, True)
+        if relative is None:
+            return None
+        return open_inside(self.settings.outbox, relative, one_name=True)
 
     def _still_owns(self, record: JobRecord, kind: OutboxFile) -> bool:
         """Whether the job's names in the outbox still hold its own answer, read afresh: a later
@@ -174,7 +176,9 @@ class Outputs:
     def _json(self, record: JobRecord, kind: Literal["manifest", "report"]) -> Any:
         relative = self.path(record, kind)
         outbox = self.settings.outbox
-        data = None if relative is None else read_inside(outbox, relative, JSON_LIMIT, True)
+        data = (
+            None if relative is None else read_inside(outbox, relative, JSON_LIMIT, one_name=True)
+        )
         try:
             return None if data is None else json.loads(data)
         except ValueError:

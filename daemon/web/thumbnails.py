@@ -41,7 +41,7 @@ class Pictures:
         self.cache = cache  # created on first use, inside the state folder the daemon made
         self.max_pixels = max_pixels
         self._warned = False
-        self._foreign = _foreign(cache.parent)
+        self._foreign = _foreign(cache)
         # An unshowable file (a replaced original) would otherwise be read and hashed again at
         # every request: hundreds of megabytes per page view.
         self._refused: OrderedDict[str, None] = OrderedDict()
@@ -129,7 +129,7 @@ class Pictures:
             Path(entry.path).unlink(missing_ok=True)
 
 
-def _foreign(state: Path) -> str | None:
+def _foreign(cache: Path) -> str | None:
     """Why the page must not use its cache: run by root (`sudo stylefold web` for a look) over
     a state folder, or a cache, another user owns, where that user may have made `thumbnails`
     (or a cached file) a link, and root would read, write, and delete the oldest files,
@@ -138,18 +138,18 @@ def _foreign(state: Path) -> str | None:
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(OSError):
-        owner = os.stat(state).st_uid
+        owner = os.stat(cache.parent).st_uid  # the state folder
         if owner != 0:
             return (
                 f"run by root over a state folder of uid {owner}: root writes nothing there; "
                 "run the page as the daemon's user"
             )
     try:
-        cache = os.lstat(state / "thumbnails")
+        found = os.lstat(cache)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"its thumbnail cache cannot be looked at ({exc.strerror})"
-    if stat.S_ISLNK(cache.st_mode) or cache.st_uid != 0:  # another's to point elsewhere
+    if stat.S_ISLNK(found.st_mode) or found.st_uid != 0:  # another's to point elsewhere
         return "run by root over a thumbnail cache root does not own; run it as its owner"
     return None
