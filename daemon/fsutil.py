@@ -6,21 +6,26 @@ and names that fit the file system's limit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
-import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
+from daemon import safefs
+
 TMP_PREFIX = ".stylefold-"
 TMP_SUFFIX = ".tmp"
 NAME_MAX = 255  # bytes per path component on every file system the daemon targets
 _COPY_CHUNK = 1 << 20
+# Our JSON files (manifests, reports, progress, marks) are a few KB; a bigger one is not ours.
+JSON_BYTES = 16 << 20
 
 
 def is_temporary(name: str) -> bool:
@@ -28,52 +33,88 @@ def is_temporary(name: str) -> bool:
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink inside `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temporary_path(folder: Path) -> Path:
-    return folder / f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
-
-
 def _write_chunks(
-    path: Path, chunks: Iterable[bytes], durable: bool = True, stat_of: Path | None = None
+    path: Path,
+    chunks: Iterable[bytes],
+    durable: bool = True,
+    stat_of: os.stat_result | None = None,
+    under: Path | None = None,
 ) -> None:
     """Write `chunks` under a temporary name beside `path`, then rename over `path`. Without
     `durable` (progress and status files, rewritten every second and worthless after a crash)
-    the fsyncs are skipped: readers still never see half a file. With `stat_of`, that file's
+    the fsyncs are skipped: readers still never see half a file. With `stat_of`, a file's
     times and mode are given to it where the file system takes them: FAT and exFAT refuse a
     chmod, and a copy whose data was in place blocked its job for good (a user's trial with
-    the outbox on a USB stick)."""
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_path(folder)
+    the outbox on a USB stick). With `under` (the outbox, which a two-way sync lets other
+    people write to), the folders from there to `path` are made and opened without following
+    a link (`safefs.UnsafePath` where one is a link): an attacker's trial linked an outbox
+    folder to one of the server's, and the daemon wrote its answers there. The rename replaces
+    a link at `path` itself, never what it points to."""
+    if under is None:
+        under = path.parent
+        under.mkdir(parents=True, exist_ok=True)
+    tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
+    with _named(path.parent), safefs.folder(under, path.parent.relative_to(under), True) as folder:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            with os.fdopen(os.open(tmp, flags, 0o666, dir_fd=folder), "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                if stat_of is not None:
+                    _copy_stat(stat_of, handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+        if durable:
+            os.fsync(folder)
+
+
+@contextlib.contextmanager
+def _named(folder: Path) -> Iterator[None]:
+    """Errors of operations on names relative to an open `folder` name whole paths, as those on
+    paths did: what is blocked says which folder to fix (`publisher._refused_by`, `_clash`)."""
     try:
-        with tmp.open("xb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            if stat_of is not None:
-                with contextlib.suppress(OSError):
-                    shutil.copystat(stat_of, tmp, follow_symlinks=False)
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        if exc.filename is None and isinstance(exc, safefs.UnsafePath):
+            exc.filename = str(folder)
+        for attribute in ("filename", "filename2"):
+            name = getattr(exc, attribute)
+            if isinstance(name, str) and not os.path.isabs(name):
+                setattr(exc, attribute, str(folder / name))
         raise
-    if durable:
-        fsync_dir(folder)
 
 
-def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+def _copy_stat(result: os.stat_result, fd: int) -> None:
+    """A file's mode and times onto the open file `fd`, where the file system takes them."""
+    with contextlib.suppress(OSError):
+        os.chmod(fd, stat.S_IMODE(result.st_mode))
+    with contextlib.suppress(OSError):
+        os.utime(fd, ns=(result.st_atime_ns, result.st_mtime_ns))
+
+
+def atomic_write(path: Path, data: bytes, durable: bool = True, under: Path | None = None) -> None:
     """Readers see either no file or all of `data`, also after a crash (if `durable`)."""
-    _write_chunks(path, (data,), durable)
+    _write_chunks(path, (data,), durable, under=under)
+
+
+def remove(path: Path, under: Path) -> None:
+    """Remove the entry `path` (a link itself, not what it points to) if it is there, reached
+    from `under` without following a link (`safefs.UnsafePath` where a folder on the way is
+    one); a missing folder has nothing to remove."""
+    try:
+        with safefs.folder(under, path.parent.relative_to(under)) as folder:
+            os.unlink(path.name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+    except safefs.UnsafePath as exc:
+        if exc.errno != errno.ENOENT:
+            raise
 
 
 def text_bytes(text: str) -> bytes:
@@ -82,20 +123,45 @@ def text_bytes(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def atomic_write_json(path: Path, value: Any, durable: bool = True) -> None:
+def atomic_write_json(
+    path: Path, value: Any, durable: bool = True, under: Path | None = None
+) -> None:
     data = text_bytes(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-    atomic_write(path, data, durable)
+    atomic_write(path, data, durable, under)
 
 
-def _read_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(_COPY_CHUNK):
-            yield chunk
+def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while chunk := handle.read(_COPY_CHUNK):
+        yield chunk
 
 
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy a file as atomically as `atomic_write`, without holding it in memory."""
-    _write_chunks(target, _read_chunks(source), stat_of=source)
+def atomic_copy(source: Path, target: Path, under: Path | None = None) -> None:
+    """Copy a file as atomically as `atomic_write`, without holding it in memory. With `under`
+    (a copy into the outbox), the source is one of the daemon's own files, a rendered result
+    or an earlier answer in the outbox, and is taken only as a regular file itself
+    (`open_regular`): another writer of the outbox may have swapped that answer for a link
+    to a file of the server's since it was found unchanged."""
+    with open_regular(source) if under is not None else source.open("rb") as handle:
+        found = os.fstat(handle.fileno())
+        _write_chunks(target, _read_chunks(handle), stat_of=found, under=under)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file itself: not a link (to a file of the
+    server's), a FIFO (whose open would wait for a writer for ever) or a device. For the
+    daemon's own files in the outbox, where other people may put anything."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return handle
+
+
+def regular_sha256(path: Path) -> str:
+    """The SHA-256 of the regular file `path` (`open_regular`): one of our outbox files."""
+    with open_regular(path) as handle:
+        return stream_sha256(handle)
 
 
 def file_sha256(path: Path) -> str:
@@ -112,9 +178,14 @@ def stream_sha256(handle: BinaryIO) -> str:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file written by `atomic_write_json`, or None when absent or unreadable."""
+    """A JSON file written by `atomic_write_json`, or None when absent or unreadable. A link, a
+    FIFO, a folder or a file over `JSON_BYTES` is none of ours: in the outbox other people may
+    have put it there (a FIFO held the daemon at its open, an attacker's trial)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as handle:
+            if os.fstat(handle.fileno()).st_size > JSON_BYTES:
+                return None
+            return json.loads(handle.read(JSON_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -54,14 +54,20 @@ class Identity(NamedTuple):
         return cls(result.st_dev, result.st_ino, result.st_size, result.st_mtime_ns)
 
 
-def open_folder(root: os.PathLike[str] | str, relative: PurePath | str = "") -> int:
+def open_folder(
+    root: os.PathLike[str] | str, relative: PurePath | str = "", make: bool = False
+) -> int:
     """A descriptor of `root/relative`, opened name by name without following any symbolic
-    link below `root`. The caller closes it (or uses `folder`)."""
+    link below `root`; with `make`, a missing folder on the way is made (a link in its place
+    still raises UnsafePath). The caller closes it (or uses `folder`)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in PurePath(relative).parts:
             if part in ("..", "/"):
                 raise UnsafePath(errno.EINVAL, f"{relative}: not a path inside the folder")
+            if make:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
             try:
                 inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
             except OSError as exc:
@@ -79,8 +85,10 @@ def open_folder(root: os.PathLike[str] | str, relative: PurePath | str = "") -> 
 
 
 @contextlib.contextmanager
-def folder(root: os.PathLike[str] | str, relative: PurePath | str = "") -> Iterator[int]:
-    fd = open_folder(root, relative)
+def folder(
+    root: os.PathLike[str] | str, relative: PurePath | str = "", make: bool = False
+) -> Iterator[int]:
+    fd = open_folder(root, relative, make)
     try:
         yield fd
     finally:

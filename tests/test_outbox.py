@@ -14,6 +14,7 @@ from daemon import fsutil
 from daemon.jobs import outbox
 from daemon.jobs.error_report import as_report
 from daemon.jobs.outbox import OutputNames, folder_clash
+from daemon.jobs.publisher import _clash
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
 
     third = outbox.choose_names(tmp_path, "photo", "jpg", reserved=second.all())
     assert third.number == 3
-    assert OutputNames.from_json(tmp_path, json.loads(json.dumps(third.to_json()))) == third
+    assert OutputNames.from_json(tmp_path, "", json.loads(json.dumps(third.to_json()))) == third
 
 
 def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> 
 def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
     rendered = tmp_path / "render.jpg"
     rendered.write_bytes(b"\xff\xd8jpeg")
-    names = outbox.choose_names(tmp_path / "out", "photo", "jpg")
+    names = outbox.choose_names(tmp_path / "out", "photo", "jpg", root=tmp_path)
     assert outbox.published_by(names, "job-1") is None
     outbox.publish_result(names, rendered, a_manifest("job-1"), "line\n")
     assert names.image.read_bytes() == b"\xff\xd8jpeg"
@@ -251,3 +252,60 @@ def test_a_folder_holding_an_answer_s_name_is_told_as_such(tmp_path: Path) -> No
         f"{tmp_path / 'photo.stylised.jpg'} is a folder, where the answer writes a file of that "
         "name; move that folder away"
     )
+
+
+def test_answers_are_never_written_or_removed_through_a_folder_link(tmp_path: Path) -> None:
+    """A two-way synced outbox lets its readers make a folder a link to one of the server's
+    between the answer's naming and its writing: the write refuses it, names the link, and
+    leaves the folder it points to alone."""
+    root, elsewhere = tmp_path / "outbox", tmp_path / "elsewhere"
+    (root / "trip").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "photo.log").write_text("theirs")
+    names = outbox.choose_names(root / "trip", "photo", "jpg", root=root)
+    (root / "trip").rmdir()
+    (root / "trip").symlink_to(elsewhere)
+    rendered = tmp_path / "render.jpg"
+    rendered.write_bytes(b"\xff\xd8jpeg")
+
+    with pytest.raises(OSError) as refused:
+        outbox.publish_result(names, rendered, a_manifest("job-1"), "line\n")
+    assert f"{root / 'trip'} is a link" in str(_clash(refused.value))
+    with pytest.raises(OSError):
+        fsutil.remove(names.log, root)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["photo.log"]
+    assert (elsewhere / "photo.log").read_text() == "theirs"
+    assert not outbox.is_folder(root, "trip") and outbox.is_folder(root, "")
+
+
+def test_a_link_at_an_answers_name_is_replaced_not_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("keep")
+    (tmp_path / "out").mkdir()
+    names = outbox.choose_names(tmp_path / "out", "photo", "jpg")
+    names.log.symlink_to(secret)
+    outbox.publish_error(names, a_report(), "the log\n")
+    assert names.log.read_text() == "the log\n" and not names.log.is_symlink()
+    fsutil.remove(names.log, names.outbox)
+    assert secret.read_text() == "keep" and not names.log.exists()
+
+
+def test_read_json_takes_no_fifo_link_or_huge_file(tmp_path: Path) -> None:
+    """Whoever writes into the outbox may put anything at the name of a report the daemon
+    reads: a FIFO would hold it at the open for ever, a huge file fill its memory."""
+    fifo, link, huge = tmp_path / "a.error.json", tmp_path / "b.error.json", tmp_path / "c.json"
+    os.mkfifo(fifo)
+    (tmp_path / "real.json").write_text('{"job_id": "j"}')
+    link.symlink_to(tmp_path / "real.json")
+    with huge.open("wb") as handle:
+        handle.write(b'{"job_id": "')
+        handle.truncate(fsutil.JSON_BYTES + 1)
+    assert [fsutil.read_json(p) for p in (fifo, link, huge)] == [None, None, None]
+    assert fsutil.read_json(tmp_path / "real.json") == {"job_id": "j"}
+    # An earlier answer's image, hashed to see that it is unchanged and copied for a reuse.
+    for swapped in (fifo, link):
+        with pytest.raises(OSError, match="not a regular file|symbolic link"):
+            fsutil.regular_sha256(swapped)
+        with pytest.raises(OSError, match="not a regular file|symbolic link"):
+            fsutil.atomic_copy(swapped, tmp_path / "out" / "copy.jpg", under=tmp_path)
+    assert not (tmp_path / "out" / "copy.jpg").exists()

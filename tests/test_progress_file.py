@@ -25,7 +25,9 @@ def _event(scale: int, iteration: int) -> Progress:
 
 
 def test_progress_counts_scales_from_one_as_the_log_does(tmp_path: Path) -> None:
-    file = ProgressFile(tmp_path / "photo.progress.json", "j1", "photo.jpg", min_interval=0)
+    file = ProgressFile(
+        tmp_path / "photo.progress.json", tmp_path, "j1", "photo.jpg", min_interval=0
+    )
     seen = []
     for scale, iteration in ((0, 10), (1, 30)):
         assert file.update(_event(scale, iteration))
@@ -38,7 +40,9 @@ def test_progress_counts_scales_from_one_as_the_log_does(tmp_path: Path) -> None
 
 
 def test_progress_is_written_at_most_every_min_interval(tmp_path: Path) -> None:
-    file = ProgressFile(tmp_path / "photo.progress.json", "j1", "photo.jpg", min_interval=3600)
+    file = ProgressFile(
+        tmp_path / "photo.progress.json", tmp_path, "j1", "photo.jpg", min_interval=3600
+    )
     assert file.update(_event(0, 1))
     assert not file.update(_event(0, 2))
     assert json.loads(file.path.read_text())["iteration"] == 1

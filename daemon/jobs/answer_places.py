@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.intake.mounts import held_mount, mount_of, read_mounts, still_mounted
-from daemon.jobs.outbox import answer_folder, folder_clash, mark_folders
+from daemon.jobs.outbox import answer_folder, folder_clash, is_folder, mark_folders
 
 
 class AnswerPlaces:
@@ -62,7 +62,7 @@ class AnswerPlaces:
         answer's name (see `outbox.folder_clash`); None when it may."""
         if (gone := self.outbox_gone()) is not None:
             return gone
-        if not folder or (self.outbox / folder).is_dir():
+        if not folder or is_folder(self.outbox, folder):
             return None
         return folder_clash(self.outbox, folder, self.reserved(but=job_id))
 

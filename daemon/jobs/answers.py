@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from daemon.fsutil import atomic_write_json, file_sha256, model_from_json, read_json
+from daemon.fsutil import (
+    JSON_BYTES,
+    atomic_write_json,
+    file_sha256,
+    model_from_json,
+    open_regular,
+    read_json,
+)
 from daemon.jobs import outbox
 from daemon.jobs.error_report import ErrorReport, FailureReport, as_report
 from daemon.jobs.manifest import (
@@ -340,7 +347,8 @@ def _publish_result(
 def earlier_manifest(detail: ReuseDetail) -> Manifest:
     """The earlier identical job's manifest; raises OSError or ValueError when it is gone or no
     longer a manifest (then the job is rendered instead of answered from it)."""
-    return model_from_json(Manifest, Path(detail.manifest).read_bytes())
+    with open_regular(Path(detail.manifest)) as handle:
+        return model_from_json(Manifest, handle.read(JSON_BYTES + 1))
 
 
 def publish_reuse(
@@ -447,4 +455,4 @@ def amend_original(names: OutputNames, job_id: str, text: str) -> None:
     report = as_report(read_json(names.error))
     if report is not None and report.job_id == job_id and report.original != text:
         amended = report.model_copy(update={"original": text})
-        atomic_write_json(names.error, amended.model_dump(mode="json"))
+        atomic_write_json(names.error, amended.model_dump(mode="json"), under=names.outbox)

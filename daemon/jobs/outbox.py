@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
 import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
@@ -31,12 +32,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from daemon import safefs
 from daemon.fsutil import (
     atomic_copy,
     atomic_write,
     atomic_write_json,
     fit_name,
     read_json,
+    remove,
     text_bytes,
 )
 from daemon.jobs.error_report import ErrorReport, as_report
@@ -75,6 +78,13 @@ class OutputNames:
     stem: str
     image_ext: str
     number: int = 1
+    # The outbox `folder` is in: no folder below it is trusted (another writer of a two-way
+    # synced outbox may make one a link); None: `folder` is the outbox.
+    root: Path | None = None
+
+    @property
+    def outbox(self) -> Path:
+        return self.folder if self.root is None else self.root
 
     def _path(self, tail: str) -> Path:
         return self.folder / fit_name(self.stem, _numbered(tail, self.number))
@@ -112,8 +122,10 @@ class OutputNames:
         return {"stem": self.stem, "image_ext": self.image_ext, "number": self.number}
 
     @classmethod
-    def from_json(cls, folder: Path, value: dict[str, Any]) -> OutputNames:
-        return cls(folder, str(value["stem"]), str(value["image_ext"]), int(value["number"]))
+    def from_json(cls, root: Path, folder: str, value: dict[str, Any]) -> OutputNames:
+        """The names of an answer in the outbox folder `folder` (relative to the outbox `root`)."""
+        stem, ext, number = str(value["stem"]), str(value["image_ext"]), int(value["number"])
+        return cls(root / folder, stem, ext, number, root)
 
 
 def folded(name: str) -> str:
@@ -224,7 +236,9 @@ def _answers_in(
     if _refused(path.parent, path.name, taken, entries) is not None or _file_at(path):
         return False
     wanted = folded(path.name)
-    alike = [e.name for e in entries if folded(e.name) == wanted and e.is_dir()]
+    alike = [
+        e.name for e in entries if folded(e.name) == wanted and e.is_dir(follow_symlinks=False)
+    ]
     marks = {_mark_of(path.parent / name) for name in alike}
     if numbered:
         return not alike or marks == {answers}
@@ -280,9 +294,8 @@ def mark_folders(root: Path, folder: str, rel_dir: str) -> None:
     for level, (name, part) in enumerate(zip(Path(folder).parts, parts, strict=True)):
         made = made / name
         if name != part and _mark_of(made) is None:
-            made.mkdir(parents=True, exist_ok=True)
             mark = _FolderMark(inbox_folder=Path(*parts[: level + 1]).as_posix())
-            atomic_write_json(made / FOLDER_MARK, mark.model_dump())
+            atomic_write_json(made / FOLDER_MARK, mark.model_dump(), under=root)
 
 
 def _taken(reserved: Iterable[Path], *, folders: bool = False) -> set[str]:
@@ -297,7 +310,21 @@ def _taken(reserved: Iterable[Path], *, folders: bool = False) -> set[str]:
 
 
 def _file_at(path: Path) -> bool:
-    return os.path.lexists(path) and not path.is_dir()
+    """Whether something other than a folder holds the name: a file, or a link, which answers
+    never go through."""
+    try:
+        return not stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def is_folder(root: Path, folder: str) -> bool:
+    """Whether `root/folder` is there as folders all the way, not through a link."""
+    try:
+        with safefs.folder(root, folder):
+            return True
+    except OSError:
+        return False
 
 
 def _refused(
@@ -306,7 +333,7 @@ def _refused(
     """Why `folder / part` may not be made as a folder (see `folder_clash`), or None;
     `entries`: `folder`'s, when already listed."""
     path = folder / part
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         return None
     if folded(str(path)) in taken:
         return (
@@ -336,14 +363,13 @@ def choose_names(
     error report about one of `inputs` (the job's photo and sidecar, relative to the inbox)
     does not hold its numbering: the new answer replaces it and its log."""
     taken = _taken(reserved, folders=True)
+    outbox = folder if root is None else root
     present = {
-        folded(entry.name)
-        for alike in _alike_folders(folder if root is None else root, folder)
-        for entry in _entries(alike)
+        folded(entry.name) for alike in _alike_folders(outbox, folder) for entry in _entries(alike)
     }
     number = 1
     while True:
-        names = OutputNames(folder, stem, image_ext, number)
+        names = OutputNames(folder, stem, image_ext, number, outbox)
         stale = _outdated(names, inputs)
         files = [path for path in names.all() if path not in stale]
         if not any(
@@ -421,18 +447,18 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
     own = [names] if reports_on(names, inputs) else []
-    for stale in [*own, *_reports_of_returned(names.folder, inputs)]:
-        stale.error.unlink(missing_ok=True)
-        if not stale.manifest.exists():
-            stale.log.unlink(missing_ok=True)
+    for stale in [*own, *_reports_of_returned(names, inputs)]:
+        remove(stale.error, names.outbox)
+        if not os.path.lexists(stale.manifest):
+            remove(stale.log, names.outbox)
 
 
 _RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
 _REPORT_NAME = re.compile(r"(?P<stem>.+)\.error(?:-(\d+))?\.json")
 
 
-def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNames]:
-    """The names of failure reports in `folder` that say their photo went back to the inbox as
+def _reports_of_returned(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
+    """The names of failure reports in `names.folder` that say their photo went back to the inbox as
     the job's photo (`inputs`' first: its own name taken by a newer photo meanwhile): once
     that photo is taken again, they are outdated (a re-test: the report stayed beside the
     photo's new answer). Each report's names follow from the photo it is about, so a stem
@@ -440,7 +466,7 @@ def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNa
     photo = next(iter(inputs), "")
     if (returned := _RETURNED_NAME.fullmatch(PurePosixPath(photo).name)) is None:
         return []
-    found = []
+    found, folder = [], names.folder
     for entry in _entries(folder):
         named = _REPORT_NAME.fullmatch(entry.name)
         if named is None or not _same_start(named["stem"], returned["stem"]):
@@ -448,9 +474,10 @@ def _reports_of_returned(folder: Path, inputs: Collection[str]) -> list[OutputNa
         report = as_report(read_json(Path(entry.path)))
         if report is None or not _returned_as(report, photo):
             continue
-        names = OutputNames(folder, PurePosixPath(report.input).stem, "jpg", int(named[2] or 1))
-        if names.error.name == entry.name:
-            found.append(names)
+        stem, number = PurePosixPath(report.input).stem, int(named[2] or 1)
+        theirs = OutputNames(folder, stem, "jpg", number, names.root)
+        if theirs.error.name == entry.name:
+            found.append(theirs)
     return found
 
 
@@ -465,19 +492,19 @@ def _same_start(one: str, other: str) -> bool:
 
 def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
     """Image first, manifest last: a manifest in the outbox means its image is complete."""
-    atomic_copy(image, names.image)
-    atomic_write(names.log, text_bytes(log))
-    atomic_write_json(names.manifest, manifest.model_dump(mode="json"))
+    atomic_copy(image, names.image, names.outbox)
+    atomic_write(names.log, text_bytes(log), under=names.outbox)
+    atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
 
 
 def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:
     """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix;
     then an earlier answer's manifest for the same photo whose image is gone goes, since the
     log beside it is now the report's."""
-    atomic_write(names.log, text_bytes(log))
-    atomic_write_json(names.error, report.model_dump(mode="json"))
+    atomic_write(names.log, text_bytes(log), under=names.outbox)
+    atomic_write_json(names.error, report.model_dump(mode="json"), under=names.outbox)
     if image_gone(names, [report.input]):
-        names.manifest.unlink(missing_ok=True)
+        remove(names.manifest, names.outbox)
 
 
 class _Owned(BaseModel):

@@ -50,6 +50,7 @@ class ProgressFile:
     """One running job's progress file."""
 
     path: Path
+    outbox: Path  # the outbox it is in (`fsutil.atomic_write`'s `under`)
     job_id: str
     source: str
     min_interval: float = 0.5
@@ -87,5 +88,5 @@ class ProgressFile:
         }
 
     def _write(self, report: ProgressReport) -> None:
-        atomic_write_json(self.path, report.model_dump(mode="json"), durable=False)
+        atomic_write_json(self.path, report.model_dump(mode="json"), False, self.outbox)
         self._last_write = time.time()

@@ -21,7 +21,7 @@ import structlog
 from pydantic import BaseModel
 
 from daemon.config import Settings
-from daemon.fsutil import file_sha256, model_from_json
+from daemon.fsutil import model_from_json, regular_sha256
 from daemon.jobs import answers
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
 from daemon.jobs.live import Blocked, Running
@@ -175,7 +175,9 @@ class Publisher:
             # Also when an earlier try wrote the result but could not index it (a full state
             # folder): an identical photo is then answered from it instead of rendered again.
             self.store.record_answer(
-                Answer(job.reuse_key, job.id, names.image, file_sha256(names.image), names.manifest)
+                Answer(
+                    job.reuse_key, job.id, names.image, regular_sha256(names.image), names.manifest
+                )
             )
         return shown
 
@@ -316,7 +318,7 @@ class Publisher:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                digest = file_sha256(names.image)
+                digest = regular_sha256(names.image)
                 self.store.record_input_answer(
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )
@@ -416,10 +418,18 @@ def _clash(exc: OSError) -> str | None:
             f"{exc.filename2} is a folder, where the answer writes a file of that name; move "
             "that folder away"
         )
-    if exc.errno not in (errno.EEXIST, errno.ENOTDIR) or not isinstance(exc.filename, str):
+    if exc.errno not in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP):
+        return None
+    if not isinstance(exc.filename, str):
         return None
     path = Path(exc.filename)
     for folder in (path, *path.parents):
+        if folder.is_symlink():  # made by another writer of the outbox: see `outbox.is_folder`
+            return (
+                f"{folder} is a link, where the answer needs a folder of that name, and answers "
+                "are never written through a link; the answer goes to a numbered folder at the "
+                "next try"
+            )
         if os.path.lexists(folder) and not folder.is_dir():
             return (
                 f"{folder} is a file, where the answer needs a folder of that name; move that "

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.fsutil import model_from_json
+from daemon.fsutil import model_from_json, remove
 from daemon.jobs import answers, outbox, starts
 from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
@@ -135,7 +135,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     if shown is not None and placed:
         lc.spool.in_place.remember(list(intent.pair_among(placed)), job_id)
     for path in outbox.running_files_of(answers_in, job_id):
-        path.unlink(missing_ok=True)  # a killed job's progress file, its names forgotten
+        remove(path, lc.settings.outbox)  # a killed job's progress file, its names forgotten
 
 
 def _recover(lc: Lifecycle, row: JobRow) -> None:

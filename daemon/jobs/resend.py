@@ -26,13 +26,12 @@ place, left in the inbox until its sidecar comes again and it is skipped as abov
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import safefs
-from daemon.fsutil import file_sha256
+from daemon.fsutil import file_sha256, read_json
 from daemon.intake.jsonload import SidecarError, load_json
 from daemon.jobs import handover
 from daemon.jobs.record import Job
@@ -105,7 +104,7 @@ def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer
             photo = row.job.input_sha256
         else:
             try:
-                photo = json.loads(answer.manifest.read_bytes())["input"]["sha256"]
+                photo = read_json(answer.manifest)["input"]["sha256"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         if photo == sha256:

@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from daemon.fsutil import atomic_write
+from daemon.fsutil import atomic_write, remove
 from daemon.jobs import starts
 from daemon.jobs.live import Running
 from daemon.jobs.progress import ProgressFile, percent_done
@@ -48,7 +48,7 @@ class RunningJobs:
             log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
             starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
         names = self.spool.names(job)
-        progress = ProgressFile(names.progress, job.id, job.source)
+        progress = ProgressFile(names.progress, names.outbox, job.id, job.source)
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
         self.running[job.id] = running
         with contextlib.suppress(OSError):
@@ -82,7 +82,7 @@ class RunningJobs:
             if self._may_write(job):
                 running.progress.update(event)
                 if event.preview is not None:
-                    atomic_write(names.preview, event.preview, durable=False)
+                    atomic_write(names.preview, event.preview, False, names.outbox)
                     running.preview = True
         losses = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
         percent = percent_done(event.iteration, event.total)
@@ -105,4 +105,4 @@ class RunningJobs:
         names = self.spool.names(job)
         for path in (names.progress, names.preview):
             with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+                remove(path, names.outbox)

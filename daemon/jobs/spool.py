@@ -47,6 +47,7 @@ from daemon.fsutil import (
     file_sha256,
     model_to_json,
     plain_suffix,
+    regular_sha256,
 )
 from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
@@ -57,7 +58,7 @@ from daemon.jobs.answer_places import AnswerPlaces
 from daemon.jobs.answers import answered_elsewhere
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, choose_names, log_line
+from daemon.jobs.outbox import OutputNames, choose_names, is_folder, log_line
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -148,7 +149,7 @@ class Spool:
         return self.job_dir(job) / job.input_file
 
     def names(self, job: Job) -> OutputNames:
-        return OutputNames.from_json(self.settings.outbox / job.outbox_dir, job.names)
+        return OutputNames.from_json(self.settings.outbox, job.outbox_dir, job.names)
 
     def reserve(self, job: Job) -> None:
         """Keep a claimed or recovered job's output names and answer folder from being chosen
@@ -162,7 +163,7 @@ class Spool:
         trial), the one new photos of its inbox folder get; None where its folder is free.
         The new place is recorded, marked and held as at a claim."""
         folder = job.outbox_dir
-        if not folder or (self.settings.outbox / folder).is_dir() or self.places.outbox_gone():
+        if not folder or is_folder(self.settings.outbox, folder) or self.places.outbox_gone():
             return None
         reserved = self.places.reserved(but=job.id)
         answer_dir = self.places.folder_for(job.rel_dir, reserved)
@@ -584,6 +585,6 @@ def still_published(answer: Answer | None, job: Job) -> Answer | None:
 def unchanged(answer: Answer) -> bool:
     """Whether `answer`'s output is still in the outbox as it was published."""
     try:
-        return file_sha256(answer.output) == answer.sha256
+        return regular_sha256(answer.output) == answer.sha256
     except OSError:
         return False
