@@ -304,8 +304,8 @@ def test_read_json_takes_no_fifo_link_or_huge_file(tmp_path: Path) -> None:
     assert fsutil.read_json(tmp_path / "real.json") == {"job_id": "j"}
     # An earlier answer's image, hashed to see that it is unchanged and copied for a reuse.
     for swapped in (fifo, link):
-        with pytest.raises(OSError, match="not a regular file|symbolic link"):
+        with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
             fsutil.regular_sha256(swapped)
-        with pytest.raises(OSError, match="not a regular file|symbolic link"):
+        with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
             fsutil.atomic_copy(swapped, tmp_path / "out" / "copy.jpg", under=tmp_path)
     assert not (tmp_path / "out" / "copy.jpg").exists()
