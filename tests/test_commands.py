@@ -231,14 +231,14 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     assert "style_weight 1000 is given, so strength 0.2 is not used" in result.stdout
 
     missing = stylefold("validate", str(good), "--styles", str(tmp_path / "nosuchdir"))
-    assert missing.returncode == 1 and "nosuchdir is not a folder" in missing.stderr
+    assert missing.returncode == 78 and "nosuchdir is not a folder" in missing.stderr
     # A config asked for but unusable: its checks cannot be made, so no "ok" (a user's trial).
     for config, problem in (
         (folders.root / "stylefold.tom", "does not exist"),
         (write_json(tmp_path / "broken.toml", {"inbox": 1}), "not valid TOML"),
     ):
         result = stylefold("validate", str(too_big), "--config", str(config))
-        assert result.returncode == 1 and "ok" not in result.stdout
+        assert result.returncode == 78 and "ok" not in result.stdout  # not the sidecar's 1
         assert problem in result.stderr and "leave out --config" in result.stderr
 
 
@@ -365,7 +365,7 @@ def test_a_pipe_or_device_named_as_a_file_is_refused_at_once(tmp_path: Path) -> 
         (("render", str(style), str(style), "--init", "/dev/zero", "-o", out), 1, "device, not"),
         (("run", "--config", str(pipe)), 78, "is a named pipe (FIFO), not a file; point"),
         (("doctor", "--config", str(pipe)), 1, "is a named pipe (FIFO), not a file; point"),
-        (("status", "--config", str(tmp_path)), 1, "is a folder; point --config"),
+        (("status", "--config", str(tmp_path)), 78, "is a folder; point --config"),
         (("status", "--state", str(tmp_path / "new")), 1, "no daemon has run with it yet"),
     ]
     for args, code, words in cases:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX
 from daemon.config.loading import read_toml
+from daemon.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
@@ -115,4 +116,12 @@ def folder_library(styles: Path) -> StyleLibrary:
 
 def fail(message: str) -> int:
     print(f"stylefold: {message}", file=sys.stderr)
-    return 1
+    return ExitCode.FAILURE
+
+
+def fail_config(message: str) -> int:
+    """`fail` for a configuration that cannot be used: 78 (EX_CONFIG), as `run` exits, so a
+    script tells it from the command's own verdict (`styles` skipped a file: 1) and systemd
+    does not restart on it."""
+    fail(message)
+    return ExitCode.CONFIG

@@ -22,6 +22,7 @@ from daemon.cli.common import (
     config_file,
     config_named,
     fail,
+    fail_config,
     folder_flags,
     read_settings,
     state_folder,
@@ -61,8 +62,9 @@ def command(args: argparse.Namespace) -> int:
     pid = args.pid if args.pid is not None else state and holder(state)
     if not pid:
         if state is None and config_named(args):  # but not one that names a state folder
-            fail(f"{broken}\n(or give the state folder: stylefold reload --state DIR)")
-            return ExitCode.CONFIG
+            return fail_config(
+                f"{broken}\n(or give the state folder: stylefold reload --state DIR)"
+            )
         where = f"on {state}" if state else "(no state folder named: give --config or --state)"
         return fail(
             f"no running daemon found {where}; start it, or name it with --pid (also when "
@@ -79,11 +81,10 @@ def command(args: argparse.Namespace) -> int:
         # its verdict cannot be read without the state folder: the file's own errors, in the
         # verdict's words (an administrator's trial: two wordings for one failure), as far as
         # they are known (the daemon may read another file: a newcomer's review)
-        fail(
+        return fail_config(
             f"reload failed, process {pid} keeps its previous configuration (if it reads this "
             f"file, which has errors):\n{broken}"
         )
-        return ExitCode.CONFIG
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         reload = read_status(state).daemon.reload
@@ -97,11 +98,10 @@ def command(args: argparse.Namespace) -> int:
                         f"restart applies; until then the running values stay ({RESTART_FIX})"
                     )
                 return ExitCode.OK
-            fail(
+            return fail_config(
                 f"reload failed, process {pid} keeps its previous configuration{read}:\n"
                 f"{reload.error}"
             )
-            return ExitCode.CONFIG
         time.sleep(0.1)
     return fail(f"process {pid} did not report a reload within {args.timeout:g} s")
 

@@ -10,7 +10,7 @@ import os
 import signal
 
 from daemon import early_stop
-from daemon.cli.common import fail, folder_flags, overrides, subcommand
+from daemon.cli.common import fail_config, folder_flags, overrides, subcommand
 from daemon.config import ConfigError, load_settings
 from daemon.config.fields import LOG_LEVELS
 from daemon.config.loading import misspelt_variables
@@ -47,7 +47,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, given)
     except ConfigError as exc:
-        fail(f"configuration error:\n{exc}")
+        status = fail_config(f"configuration error:\n{exc}")
         if early_stop.stop_asked():
             return stopped_before_start()  # the stop was asked for: no failure to restart on
         # Also as a log line, in the format asked for: a log shipper reading JSON sees it too.
@@ -55,9 +55,9 @@ def command(args: argparse.Namespace) -> int:
 
         setup_logging(args.log_format or "auto", "error")
         structlog.get_logger("stylefold.daemon").error(
-            "daemon.config_error", error=str(exc), exit_code=int(ExitCode.CONFIG)
+            "daemon.config_error", error=str(exc), exit_code=int(status)
         )
-        return ExitCode.CONFIG
+        return status
     setup_logging(settings.log_format, settings.log_level)
     if early_stop.stop_asked():
         return stopped_before_start()

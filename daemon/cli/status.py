@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from daemon.cli.common import fail, folder_flags, read_settings, state_folder, subcommand
+from daemon.cli.common import (
+    fail,
+    fail_config,
+    folder_flags,
+    read_settings,
+    state_folder,
+    subcommand,
+)
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
@@ -57,7 +64,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         state = _state_dir(args)
     except ConfigError as exc:
-        return fail(f"{exc}\n(or give the state folder: stylefold status --state DIR)")
+        return fail_config(f"{exc}\n(or give the state folder: stylefold status --state DIR)")
     if not state.is_dir():
         return fail(
             f"the state folder {state} does not exist: no daemon has run with it yet (start "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from daemon.cli.common import fail, folder_flags, style_library, subcommand
+from daemon.cli.common import fail_config, folder_flags, style_library, subcommand
 from daemon.config import ConfigError
 from daemon.visible import visible
 
@@ -21,7 +21,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         library = style_library(args)
     except ConfigError as exc:
-        return fail(f"{exc}\n(or give the library: stylefold styles --styles DIR)")
+        return fail_config(f"{exc}\n(or give the library: stylefold styles --styles DIR)")
     styles = library.styles()
     # Like doctor, a file that is skipped fails the listing, so a script can tell.
     status = 1 if library.problems else 0

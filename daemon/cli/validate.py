@@ -7,7 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from daemon.cli.common import config_named, fail, folder_flags, read_settings, style_library
+from daemon.cli.common import (
+    config_named,
+    fail_config,
+    folder_flags,
+    read_settings,
+    style_library,
+)
 from daemon.config import ConfigError, Settings
 
 
@@ -39,7 +45,7 @@ def command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         if config_named(args):
             # Asked for, so an "ok" without its checks would mislead.
-            return fail(
+            return fail_config(
                 f"{exc}\n(leave out --config to check the sidecar against the contract alone)"
             )
         settings = None  # no config named: the contract alone can still be checked
@@ -58,7 +64,7 @@ def command(args: argparse.Namespace) -> int:
         library = style_library(args)
     except ConfigError as exc:
         if args.styles is not None:
-            return fail(str(exc))
+            return fail_config(str(exc))
         library = None  # the styles cannot be checked; the params still are
     if problems:
         if library is not None and raw is not None:  # its styles too, when it could be read

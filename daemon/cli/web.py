@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import signal
 
-from daemon.cli.common import fail, folder_flags, read_settings
+from daemon.cli.common import fail, fail_config, folder_flags, read_settings
 from daemon.config import ConfigError
-from daemon.exitcodes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,8 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = read_settings(args)  # it only reads the folders
     except ConfigError as exc:
-        fail(f"configuration error:\n{exc}")
-        return ExitCode.CONFIG  # a restart cannot mend it (RestartPreventExitStatus=)
+        return fail_config(f"configuration error:\n{exc}")
     try:
         from daemon.web.server import bind
     except ImportError as exc:
