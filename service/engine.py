@@ -73,6 +73,8 @@ class RenderResult:
     stage_iterations: list[int] = field(default_factory=list)
     batch_size: int = 1  # how many photos were optimised together (seconds and peak are shared)
     notes: tuple[str, ...] = ()  # where the render differs from what the params asked for
+    # (w, h) each style image was resized to for the output's scale (style_scale, the floor)
+    style_sizes: tuple[tuple[int, int], ...] = ()
 
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -305,13 +307,16 @@ class Engine:
 
         assert x is not None and result is not None
         seconds = time.perf_counter() - reporter.started
+        shortest = _style_min_side(params)
         floored = (
-            schedule.style_floor_note(
-                style.image.size, sizes[-1], params.style_scale, _style_min_side(params)
-            )
+            schedule.style_floor_note(style.image.size, sizes[-1], params.style_scale, shortest)
             for style in styles
         )
         notes = tuple(dict.fromkeys(note for note in floored if note is not None))
+        style_sizes = tuple(
+            schedule.style_dimensions(style.image.size, sizes[-1], params.style_scale, shortest)
+            for style in styles
+        )
         peak_bytes = peak.peak_bytes()
         results = []
         for item in range(len(contents)):
@@ -328,6 +333,7 @@ class Engine:
                     stage_iterations=steps[item],
                     batch_size=len(contents),
                     notes=notes,
+                    style_sizes=style_sizes,
                 )
             )
         return results

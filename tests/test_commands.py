@@ -19,6 +19,7 @@ from ray_cluster import free_port
 
 from daemon.jobs.store import DB_FILE, Store
 from daemon.status_model import StatusReport
+from service.params import STYLE_MIN_SIDE
 
 
 def stylefold(
@@ -71,6 +72,14 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
     assert (folders.outbox / "a/one.stylised.jpg").exists()
     manifest = json.loads((folders.outbox / "b/two.manifest.json").read_text())
     assert [s["weight"] for s in manifest["styles"]] == [2.0, 1.0]
+    # The size each style image was used at: for this small output, the floor's short side, in
+    # the style image's own shape (what sets the size of its strokes).
+    for entry in manifest["styles"]:
+        with Image.open(next(folders.styles.glob(f"{entry['name']}.*"))) as opened:
+            width, height = opened.size
+        used = entry["size"]
+        shape = abs(used[0] / used[1] - width / height)
+        assert min(used) == STYLE_MIN_SIDE and shape < 0.01, (used, opened.size)
     report = json.loads((folders.outbox / "c/bad.error.json").read_text())
     assert "params.size" in report["error"]
     assert (folders.inbox / "c/bad.jpg").exists() and not (folders.inbox / "a/one.jpg").exists()

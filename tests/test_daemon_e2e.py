@@ -262,6 +262,7 @@ def test_a_resent_photo_is_skipped_and_a_copy_elsewhere_reuses_the_result(shared
     write_json(inbox / "copy.json", SIDECAR)
     second = _manifest(shared.folders, "again/copy.manifest.json")
     assert second["reused"]["job_id"] == first["job_id"]  # type: ignore[index]
+    assert second["styles"] == first["styles"]  # the sizes the images were used at too
     assert (out / "copy.stylised.jpg").read_bytes() == (out / "photo.stylised.jpg").read_bytes()
 
 

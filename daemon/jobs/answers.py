@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -268,8 +268,13 @@ def _sidecar_entry(job: Job) -> SidecarEntry | None:
     return SidecarEntry(path=job.sidecar_name, content=job.sidecar or {})
 
 
-def _style_entries(job: Job) -> list[StyleEntry]:
-    return [StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256) for s in job.styles]
+def _style_entries(job: Job, sizes: Sequence[tuple[int, int] | None]) -> list[StyleEntry]:
+    """The job's styles, each with the size it was used at (None where that is not known)."""
+    known = dict(enumerate(sizes))  # none at all from a result rendered by an older version
+    return [
+        StyleEntry(name=s.name, weight=s.weight, sha256=s.sha256, size=known.get(index))
+        for index, s in enumerate(job.styles)
+    ]
 
 
 def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: str) -> Manifest:
@@ -287,7 +292,7 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
             colour_profile=info.input_profile,
         ),
         sidecar=_sidecar_entry(job),
-        styles=_style_entries(job),
+        styles=_style_entries(job, info.style_sizes),
         params=info.params,
         style_weight_used=info.params.effective_style_weight,
         start_style_colours=(
@@ -362,12 +367,13 @@ def publish_reuse(
     """An identical job was done before: answer with a copy of its result and its facts, but
     this job's own names (a style brought along under another name is the same image)."""
     previous = earlier_manifest(detail)
+    used = {style.sha256: style.size for style in previous.styles}  # the same images
     manifest = previous.model_copy(
         update={
             "job_id": job.id,
             "input": previous.input.model_copy(update={"path": job.source}),
             "sidecar": _sidecar_entry(job),
-            "styles": _style_entries(job),
+            "styles": _style_entries(job, [used.get(s.sha256) for s in job.styles]),
             "output": previous.output.model_copy(update={"file": names.image.name}),
             "reused": ReusedFrom(
                 job_id=detail.job_id,

@@ -53,6 +53,12 @@ class StyleEntry(_Part):
     name: str = Field(description="Library name of the style (or the sidecar's style file).")
     weight: float = Field(description="The style's share of a blend, as given (1 alone).")
     sha256: Sha256 = Field(description="SHA-256 of the style image that was used.")
+    size: Pixels | None = Field(
+        None,
+        description="[width, height] the style image was resized to for the output: its texture "
+        "size follows from it (style_scale, and a short side of at least 128 px). Null in "
+        "manifests written before it was recorded.",
+    )
 
 
 class OutputInfo(_Part):

@@ -54,6 +54,8 @@ class ResultInfo(BaseModel):
     timings: dict[str, float]
     node: str | None = None  # the Ray node that rendered it
     notes: tuple[str, ...] = ()  # the engine's, where the render differs from its params
+    # (w, h) each style image was used at (the engine's); empty in results of older versions
+    style_sizes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         peak_memory_bytes=int(result.peak_memory_bytes),
         batch_size=int(result.batch_size),
         notes=result.notes,
+        style_sizes=result.style_sizes,
         attempt=task.attempt,
         params=task.params,
         versions=library_versions(),
