@@ -56,7 +56,10 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     make_image(folders.inbox / "brushed.jpg", seed=10)
     write_json(folders.inbox / "brushed.json", {"style": {"file": "brush.png"}})
     brush.chmod(0o000)
-    before = {path: path.stat() for path in (unreadable, locked, hidden, brush)}
+    both = _pair(folders.inbox, "both", seed=5)  # told together, not in two rounds
+    for path in (both, both.with_suffix(".json")):
+        path.chmod(0o000)
+    before = {path: path.stat() for path in (unreadable, locked, hidden, brush, both)}
     try:
         done = _stylefold("once", "--config", str(folders.config()), "--log-format", "json")
     finally:
@@ -64,6 +67,8 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
         unreadable.chmod(0o644)
         hidden.chmod(0o644)
         brush.chmod(0o644)
+        for path in (both, both.with_suffix(".json")):
+            path.chmod(0o644)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert (folders.outbox / "later.manifest.json").exists(), log[-3000:]
@@ -80,6 +85,9 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
         "hidden.json: sidecar: hidden.json cannot be read by the daemon (Permission denied): "
         "make it readable"
     )
+    told = _error(folders.outbox / "both.error.json")
+    assert told.startswith("both.json: sidecar: both.json cannot be read by the daemon"), told
+    assert "; both.jpg cannot be read by the daemon (Permission denied): make it" in told, told
     assert _error(folders.outbox / "brushed.error.json").startswith(
         "style.file: brush.png cannot be read by the daemon (Permission denied): make it readable"
     )

@@ -4,11 +4,14 @@ Nothing is moved here; a pair that cannot become a job raises `Rejected` with th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon import safefs
 from daemon.config import Settings
 from daemon.config.render_limits import ceilings
+from daemon.intake import reasons
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.pairing import Arrival
 from daemon.intake.sidecar import merge_params, parse_sidecar, style_alone, unused_strength
@@ -88,7 +91,8 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         )
     except (SidecarError, StyleError) as exc:
         where = arrival.sidecar.name if arrival.sidecar is not None else arrival.image.name
-        raise Rejected(f"{where}: {exc}") from None
+        photo = _unreadable_photo(arrival, settings)
+        raise Rejected(f"{where}: {exc}" + ("" if photo is None else f"; {photo}")) from None
     output = sidecar.output if sidecar is not None else None
     unused = unused_strength(sidecar.overrides()) if sidecar is not None else None
     default = None
@@ -109,6 +113,22 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         output_quality=(output.quality if output and output.quality else settings.output_quality),
         notes=tuple(note for note in notes if note is not None),
     )
+
+
+def _unreadable_photo(arrival: Arrival, settings: Settings) -> str | None:
+    """Why the daemon's user may not read the photo of a pair refused for its sidecar, so the
+    sender mends both in one round (a trial: a sync tool's modes shut out both files, and the
+    photo was told only in a second report, once the sidecar was fixed). Anything else about
+    the photo is the claim's to tell."""
+    relative = arrival.image.relative_to(settings.inbox)
+    try:
+        with safefs.folder(settings.inbox, relative.parent) as folder:
+            os.close(safefs.open_file(folder, relative.name))
+    except PermissionError as exc:
+        return f"{relative.name} {reasons.unreadable(exc.strerror)}"
+    except (OSError, safefs.Changed):
+        pass
+    return None
 
 
 def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar") -> str | None:
