@@ -243,6 +243,16 @@ def _read_report(state: Path) -> StatusReport:
         return StatusReport(daemon=daemon, attention=[unreadable])
 
 
+def shut_out(exc: PermissionError) -> str:
+    """What to tell someone who reads the daemon's state as another user (`status`, the web
+    page's own unit): a non-root trial got a traceback from one, an error page from the other."""
+    where = exc.filename if exc.filename is not None else "a file it needs"
+    return (
+        f"{where}: {exc.strerror}; run this as the user the daemon runs as (for example "
+        "`sudo -u stylefold stylefold ...`), or as one in that folder's group"
+    )
+
+
 STATE_FOLDER = "the state folder"  # how attention items about it begin their `what`
 NEARLY_FULL = 1 << 20  # bytes free below which the state database may record nothing
 

@@ -260,6 +260,17 @@ def start_daemon(
     return daemon
 
 
+WITHOUT_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
+
+
+def as_an_ordinary_user() -> tuple[str, ...]:
+    """A launcher that runs a command without the capabilities that override file permissions
+    (as root), so that the refusals are the kernel's own, as for the daemon's own user."""
+    if os.geteuid() != 0:
+        return ()
+    return ("setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,20 +13,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CLI, REPO, Folders, make_image, start_daemon, wait_for, write_json
-
-WITHOUT_OVERRIDE = "-dac_override,-dac_read_search,-fowner"
-
-
-def _as_an_ordinary_user() -> tuple[str, ...]:
-    if os.geteuid() != 0:
-        return ()
-    return ("setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}")
+from conftest import (
+    CLI,
+    REPO,
+    Folders,
+    as_an_ordinary_user,
+    make_image,
+    start_daemon,
+    wait_for,
+    write_json,
+)
 
 
 def _stylefold(*args: str, ordinary: bool = True) -> subprocess.CompletedProcess[str]:
     """The command, run as an ordinary user (`ordinary`) or as this one."""
-    launcher = _as_an_ordinary_user() if ordinary else ()
+    launcher = as_an_ordinary_user() if ordinary else ()
     return subprocess.run(
         [*launcher, *CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=240
     )
@@ -134,7 +135,7 @@ def test_claims_that_fail_for_the_daemons_own_reason_show_in_status(folders: Fol
     def attention() -> list[str]:
         return _attention(folders)
 
-    daemon = start_daemon(folders, launcher=_as_an_ordinary_user())
+    daemon = start_daemon(folders, launcher=as_an_ordinary_user())
     spool = folders.state / "spool"
     try:
         spool.chmod(0o555)
@@ -153,7 +154,7 @@ def test_a_folder_the_daemon_may_not_read_is_named_in_status(folders: Folders) -
     """A non-root trial: a sync tool's folder of mode 700 was skipped without a word, its
     photos never seen; and a re-test's folder of mode 644 (listed, not entered)."""
     config = folders.config(rescan_interval=2)
-    daemon = start_daemon(folders, config=config, launcher=_as_an_ordinary_user())
+    daemon = start_daemon(folders, config=config, launcher=as_an_ordinary_user())
     told = "folders in the inbox cannot be read by the daemon: photos in them are not seen"
     shut: list[Path] = []
     try:
@@ -218,7 +219,7 @@ def test_an_archive_the_daemon_may_not_write_is_told_as_the_originals_not_the_ou
     archive.mkdir()
     config = folders.config(archive_dir=str(archive))
     env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
-    daemon = start_daemon(folders, config=config, env=env, launcher=_as_an_ordinary_user())
+    daemon = start_daemon(folders, config=config, env=env, launcher=as_an_ordinary_user())
 
     def blocked_on() -> list[str]:
         try:

@@ -10,20 +10,21 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import CLI, REPO, make_folders
+from conftest import CLI, REPO, as_an_ordinary_user, make_folders
 
 pytest.importorskip("starlette", reason="the page needs the web extra")
 
 
-def _start(config: Path) -> tuple[subprocess.Popen[str], str]:
-    """`stylefold web` on a free port, and the URL it says to open."""
+def _start(config: Path, launcher: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], str]:
+    """`stylefold web` on a free port (run under `launcher`), and the URL it says to open."""
     web = subprocess.Popen(
-        [*CLI, "web", "--config", str(config), "--port", "0"],
+        [*launcher, *CLI, "web", "--config", str(config), "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -142,5 +143,25 @@ def test_on_every_address_it_says_to_open_the_machines_name(tmp_path: Path) -> N
         request.add_header("Host", f"{socket.gethostname()}:{opened[3]}")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
+    finally:
+        _stop(web)
+
+
+def test_a_state_folder_this_user_may_not_read_is_said_not_a_server_error(
+    tmp_path: Path,
+) -> None:
+    """A non-root trial: the page's unit run as another user than the daemon's, whose lock
+    file it may not read, answered every request with a bare 500."""
+    folders = make_folders(tmp_path)
+    lock = folders.state / "lock"
+    lock.touch()
+    lock.chmod(0o000)
+    web, url = _start(folders.config(), as_an_ordinary_user())
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=30)
+        told = refused.value.read().decode()
+        assert refused.value.code == 503, told
+        assert f"{lock}: Permission denied; run this as the user the daemon runs as" in told
     finally:
         _stop(web)

@@ -18,6 +18,7 @@ import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from daemon.cli import demo, doctor, reload, render, run, status, styles, validate, web  # noqa: E402
+from daemon.status import shut_out  # noqa: E402
 from daemon.versions import stylefold_version  # noqa: E402
 
 COMMANDS = (run, reload, status, styles, validate, doctor, render, demo, web)
@@ -49,12 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except PermissionError as exc:  # a non-root trial: `status` by another user, a traceback
-        where = exc.filename if exc.filename is not None else "a file it needs"
-        print(
-            f"stylefold: {where}: {exc.strerror}; run this as the user the daemon runs as "
-            "(for example `sudo -u stylefold stylefold ...`), or as one in that folder's group",
-            file=sys.stderr,
-        )
+        print(f"stylefold: {shut_out(exc)}", file=sys.stderr)
         return 1
     return code
 

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
-from daemon.status import read_status
+from daemon.status import read_status, shut_out
 from daemon.visible import visible
 from daemon.web.files import open_inside, relative_to
 from daemon.web.page import Page, build_page
@@ -259,7 +259,11 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
     return Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={404: lambda request, exc: _not_found()},
+        exception_handlers={
+            404: lambda request, exc: _not_found(),
+            # The page's unit run as another user than the daemon's: a page that says so.
+            PermissionError: lambda request, exc: PlainTextResponse(shut_out(exc), 503),
+        },
     )
 
 
