@@ -2,7 +2,9 @@
 
 Every file is written under a hidden temporary name (`.stylefold-*.tmp`, which Syncthing,
 Nextcloud and rclone can be told to ignore), flushed with fsync, renamed into place, and the
-folder itself is fsynced so the rename survives a power cut. A job's files share one set of
+folder itself is fsynced so the rename survives a power cut. Folders are reached from the
+outbox root without following a link, and our own files are read back only as regular files:
+a two-way sync lets the outbox's readers write into it too (docs/SECURITY.md, 5). A job's files share one set of
 names (`OutputNames`) chosen so that no other job's answer in the outbox is replaced; the
 manifest (or the error report) is renamed last and so marks the job as published. The one thing
 an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
