@@ -135,15 +135,34 @@ def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def atomic_copy(source: Path, target: Path, under: Path | None = None) -> None:
+class NotTheSame(OSError):
+    """A copy's bytes are not the ones expected of it: the source was changed meanwhile."""
+
+
+def _checked(chunks: Iterable[bytes], sha256: str | None, source: Path) -> Iterator[bytes]:
+    """`chunks`, and NotTheSame after the last when they do not hash to `sha256`."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise NotTheSame(errno.EIO, "changed since it was published", str(source))
+
+
+def atomic_copy(
+    source: Path, target: Path, under: Path | None = None, sha256: str | None = None
+) -> None:
     """Copy a file as atomically as `atomic_write`, without holding it in memory. With `under`
     (a copy into the outbox), the source is one of the daemon's own files, a rendered result
     or an earlier answer in the outbox, and is taken only as a regular file itself
     (`open_regular`): another writer of the outbox may have swapped that answer for a link
-    to a file of the server's since it was found unchanged."""
+    to a file of the server's since it was found unchanged. With `sha256`, the copy is put in
+    place only if its bytes hash to it (NotTheSame otherwise): what is copied is then the
+    answer that was published, whatever was swapped in since it was checked."""
     with open_regular(source) if under is not None else source.open("rb") as handle:
         found = os.fstat(handle.fileno())
-        _write_chunks(target, _read_chunks(handle), stat_of=found, under=under)
+        chunks = _checked(_read_chunks(handle), sha256, source)
+        _write_chunks(target, chunks, stat_of=found, under=under)
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -158,10 +177,19 @@ def open_regular(path: Path) -> BinaryIO:
     return handle
 
 
-def regular_sha256(path: Path) -> str:
-    """The SHA-256 of the regular file `path` (`open_regular`): one of our outbox files."""
+def regular_sha256(path: Path, max_bytes: int) -> str:
+    """The SHA-256 of the regular file `path` (`open_regular`): one of our outbox files, which
+    is no larger than `max_bytes` (OSError when it is: a sparse 100 GB file planted at an
+    answer's name held the daemon's loop for minutes while it was hashed, an attacker's
+    trial)."""
     with open_regular(path) as handle:
-        return stream_sha256(handle)
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger ({size:,} bytes) than any answer", str(path))
+        try:
+            return safefs.digest_open(handle.fileno(), size)
+        except safefs.Changed as exc:  # written to while it was read
+            raise OSError(errno.EAGAIN, str(exc), str(path)) from None
 
 
 def file_sha256(path: Path) -> str:
@@ -191,13 +219,16 @@ def read_json(path: Path) -> Any:
 
 
 def remove_temporaries(folder: Path) -> int:
-    """Delete our temporary files left by a crash anywhere below `folder`; returns the count."""
+    """Delete our temporary files left by a crash anywhere below `folder`; returns the count.
+    Folders are entered by descriptor without following a link (`os.fwalk`): `os.walk` opens
+    each by its path, and an outbox folder swapped for a link meanwhile had files of ours
+    deleted in the folder it pointed to (an attacker's trial)."""
     removed = 0
-    for root, _dirs, files in os.walk(folder):
+    for _root, _dirs, files, fd in os.fwalk(folder, follow_symlinks=False):
         for name in files:
             if is_temporary(name):
                 try:
-                    os.unlink(os.path.join(root, name))
+                    os.unlink(name, dir_fd=fd)
                     removed += 1
                 except FileNotFoundError:
                     pass

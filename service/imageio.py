@@ -450,11 +450,11 @@ def _too_much_metadata(name: str) -> str:
     )
 
 
-def carries_location(path: Path) -> bool:
-    """Whether the image file at `path` has a GPS location in its EXIF (read from its header,
-    not decoded). An unreadable file carries nothing to leave out."""
+def carries_location(source: Path | BinaryIO) -> bool:
+    """Whether the image file `source` (a path or an open file) has a GPS location in its EXIF
+    (read from its header, not decoded). An unreadable file carries nothing to leave out."""
     try:
-        with Image.open(path, formats=PHOTO_FORMATS) as image:
+        with Image.open(source, formats=PHOTO_FORMATS) as image:
             return bool(header_exif(image).get_ifd(EXIF_GPS_IFD))
     except Exception:  # unreadable, or a damaged EXIF block: see _TRANSPOSE
         return False

@@ -1,8 +1,12 @@
 """Outbox writes: whole files only, names that never replace an earlier result."""
 
+import ctypes
+import hashlib
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,7 +309,72 @@ def test_read_json_takes_no_fifo_link_or_huge_file(tmp_path: Path) -> None:
     # An earlier answer's image, hashed to see that it is unchanged and copied for a reuse.
     for swapped in (fifo, link):
         with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
-            fsutil.regular_sha256(swapped)
+            fsutil.regular_sha256(swapped, 1 << 20)
         with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
             fsutil.atomic_copy(swapped, tmp_path / "out" / "copy.jpg", under=tmp_path)
     assert not (tmp_path / "out" / "copy.jpg").exists()
+
+
+def test_remove_temporaries_never_enters_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    """An attacker's trial: `os.walk` checks a folder is no link, then opens it by its path; a
+    folder swapped for a link in between (a loop of renameat2 exchanges) had our temporary
+    files deleted in the folder it pointed to, within a couple of thousand walks."""
+    outbox, decoy = tmp_path / "outbox", tmp_path / "decoy"
+    outbox.mkdir()
+    decoy.mkdir()
+    theirs = decoy / ".stylefold-deadbeefdeadbeef.tmp"
+    theirs.write_bytes(b"someone else's")
+    for index in range(8):
+        (outbox / f"x{index}").mkdir()
+        (outbox / f".s{index}").symlink_to(decoy)
+    exchange = ctypes.CDLL(None, use_errno=True).renameat2
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for index in range(8):
+                real, link = os.fsencode(outbox / f"x{index}"), os.fsencode(outbox / f".s{index}")
+                exchange(-100, real, -100, link, 2)  # AT_FDCWD, RENAME_EXCHANGE
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and theirs.exists():
+            fsutil.remove_temporaries(outbox)
+    finally:
+        stop.set()
+        swapper.join()
+    assert theirs.read_bytes() == b"someone else's"
+
+
+def test_an_answer_is_hashed_no_further_than_an_answer_can_be(tmp_path: Path) -> None:
+    """An attacker's trial: a sparse 100 GB file at an earlier answer's name was hashed to the
+    end in the daemon's loop (minutes), to see whether that answer was unchanged."""
+    huge = tmp_path / "photo.stylised.jpg"
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 40)
+    began = time.monotonic()
+    with pytest.raises(OSError, match="than any answer"):
+        fsutil.regular_sha256(huge, 1 << 20)
+    assert time.monotonic() - began < 1
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"jpeg")
+    assert fsutil.regular_sha256(small, 1 << 20) == hashlib.sha256(b"jpeg").hexdigest()
+
+
+def test_a_copy_that_must_match_its_published_hash_is_not_put_in_place_otherwise(
+    tmp_path: Path,
+) -> None:
+    """A reuse copies an earlier answer checked unchanged a moment (or a blocked retry) before:
+    whatever was swapped in since, only the published bytes become the new answer."""
+    earlier, copy = tmp_path / "earlier.jpg", tmp_path / "out" / "copy.jpg"
+    earlier.write_bytes(b"published")
+    published = hashlib.sha256(b"published").hexdigest()
+    earlier.write_bytes(b"swapped in")
+    with pytest.raises(fsutil.NotTheSame):
+        fsutil.atomic_copy(earlier, copy, under=tmp_path, sha256=published)
+    assert not copy.exists() and sorted(os.listdir(tmp_path / "out")) == []
+    earlier.write_bytes(b"published")
+    fsutil.atomic_copy(earlier, copy, under=tmp_path, sha256=published)
+    assert copy.read_bytes() == b"published"

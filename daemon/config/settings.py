@@ -448,6 +448,13 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def max_answer_bytes(self) -> int:
+        """The most bytes one of our images in the outbox can have (uncompressed RGBA at the
+        largest output, and its metadata): a larger file at an answer's name is not ours, and
+        is not read to the end to find out."""
+        return self.max_output_size**2 * 4 + (16 << 20)
+
+    @property
     def archive_path(self) -> Path:
         """The archive folder, resolved (archive_dir is filled in by validation)."""
         return self.archive_dir if self.archive_dir is not None else self.state / "archive"

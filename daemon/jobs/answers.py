@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from daemon.fsutil import (
     JSON_BYTES,
+    NotTheSame,
     atomic_write_json,
     file_sha256,
     model_from_json,
@@ -115,6 +116,10 @@ IN_LIBRARY = "in the style library"
 BROUGHT_ALONG = "brought along in the inbox"
 OUTBOX_FIX = (
     "free space in the outbox or fix its permissions (or what the reason names); the job waits"
+)
+REUSE_CHANGED = (
+    "the earlier identical answer it was to be copied from changed in the outbox before the "
+    "copy (edited or replaced); it is rendered instead"
 )
 RESULT_LOST = (
     "its rendered result was gone from the state folder's spool before it reached the outbox "
@@ -238,6 +243,16 @@ class ReuseDetail(BaseModel):
     job_id: str
     output: str
     manifest: str
+    sha256: str | None = None  # the output's as published (None in records of earlier versions)
+
+
+class ResultLost(Exception):
+    """What a job's answer was to be made of is gone or changed (its rendered result in the
+    spool, an earlier answer to copy): it is rendered again, for `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class FailureDetail(BaseModel):
@@ -344,9 +359,14 @@ def publish_result(
 
 
 def _publish_result(
-    names: OutputNames, image: Path, manifest: Manifest, log: str, roots: Mapping[Path, str]
+    names: OutputNames,
+    image: Path,
+    manifest: Manifest,
+    log: str,
+    roots: Mapping[Path, str],
+    sha256: str | None = None,
 ) -> None:
-    outbox.publish_result(names, image, published(manifest, roots), public(log, roots))
+    outbox.publish_result(names, image, published(manifest, roots), public(log, roots), sha256)
 
 
 def earlier_manifest(detail: ReuseDetail) -> Manifest:
@@ -384,7 +404,10 @@ def publish_reuse(
             "finished_at": local_time(time.time()),
         }
     )
-    _publish_result(names, Path(detail.output), manifest, log, roots)
+    try:
+        _publish_result(names, Path(detail.output), manifest, log, roots, detail.sha256)
+    except NotTheSame:
+        raise ResultLost(REUSE_CHANGED) from None
 
 
 def _in_outbox(path: str, outbox_root: Path) -> str:

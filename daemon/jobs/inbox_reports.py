@@ -61,8 +61,9 @@ class InboxReports:
             return
         resent = None
         if problem.alone:
-            most = self.spool.settings.max_input_bytes
-            resent = answered_alone(self.store, inbox, problem.path, most)
+            settings = self.spool.settings
+            most, answer_bytes = settings.max_input_bytes, settings.max_answer_bytes
+            resent = answered_alone(self.store, inbox, problem.path, most, answer_bytes)
         if resent is not None and resent.published:
             job_id = resent.answer.job_id
             self.spool.in_place.remember_read(problem.path, resent.signature, job_id)

@@ -22,6 +22,7 @@ import structlog
 
 from daemon import header_guard
 from daemon.config import Settings
+from daemon.fsutil import open_regular
 from daemon.header_guard import guarded_read
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
@@ -406,7 +407,13 @@ class Lifecycle:
         published the location the setting was turned on to keep out of the outbox)."""
         from service.imageio import carries_location
 
-        return not (self.settings.strip_location and carries_location(earlier.output))
+        if not self.settings.strip_location:
+            return True
+        try:  # not by its path: it may be a link or a FIFO by now (another outbox writer's)
+            with open_regular(earlier.output) as handle:
+                return not carries_location(handle)
+        except OSError:
+            return False
 
     def _twin_of(self, job: Job) -> str | None:
         """An earlier unfinished job on the same photo, styles and parameters (a sync tool that
@@ -586,7 +593,7 @@ class Lifecycle:
         stands and nothing new is written."""
         if not (self.settings.dedupe and self.settings.resend == "skip"):
             return False
-        earlier = earlier_answer_to_this_input(self.store, job)
+        earlier = earlier_answer_to_this_input(self.store, job, self.settings.max_answer_bytes)
         if earlier is None:
             return False
         self.publisher.publish(job.id, job, "skip", _reuse(earlier))
@@ -595,7 +602,10 @@ class Lifecycle:
 
 def _reuse(answer: Answer) -> ReuseDetail:
     return ReuseDetail(
-        job_id=answer.job_id, output=str(answer.output), manifest=str(answer.manifest)
+        job_id=answer.job_id,
+        output=str(answer.output),
+        manifest=str(answer.manifest),
+        sha256=answer.sha256,
     )
 
 

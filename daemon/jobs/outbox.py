@@ -2,10 +2,10 @@
 
 Every file is written under a hidden temporary name (`.stylefold-*.tmp`, which Syncthing,
 Nextcloud and rclone can be told to ignore), flushed with fsync, renamed into place, and the
-folder itself is fsynced so the rename survives a power cut. Folders are reached from the
-outbox root without following a link, and our own files are read back only as regular files:
-a two-way sync lets the outbox's readers write into it too (docs/SECURITY.md, 5). A job's files share one set of
-names (`OutputNames`) chosen so that no other job's answer in the outbox is replaced; the
+folder itself is fsynced so the rename survives a power cut. Folders are reached from the outbox
+root without following a link, and our own files are read back only as regular files: a two-way
+sync lets the outbox's readers write into it too (docs/SECURITY.md, 5). A job's files share one
+set of names (`OutputNames`) chosen so that no other job's answer in the outbox is replaced; the
 manifest (or the error report) is renamed last and so marks the job as published. The one thing
 an answer does replace is a stale error report about the same photo: fixing a rejected sidecar
 gives `photo.stylised.jpg`, not `photo.stylised-2.jpg` beside an outdated `photo.error.json`
@@ -492,9 +492,12 @@ def _same_start(one: str, other: str) -> bool:
     return one[:kept] == other[:kept]
 
 
-def publish_result(names: OutputNames, image: Path, manifest: Manifest, log: str) -> None:
-    """Image first, manifest last: a manifest in the outbox means its image is complete."""
-    atomic_copy(image, names.image, names.outbox)
+def publish_result(
+    names: OutputNames, image: Path, manifest: Manifest, log: str, sha256: str | None = None
+) -> None:
+    """Image first, manifest last: a manifest in the outbox means its image is complete. With
+    `sha256`, the image copied must have it (`fsutil.atomic_copy`)."""
+    atomic_copy(image, names.image, names.outbox, sha256)
     atomic_write(names.log, text_bytes(log), under=names.outbox)
     atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
 

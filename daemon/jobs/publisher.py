@@ -23,7 +23,13 @@ from pydantic import BaseModel
 from daemon.config import Settings
 from daemon.fsutil import model_from_json, regular_sha256
 from daemon.jobs import answers
-from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail, ReuseDetail
+from daemon.jobs.answers import (
+    FailureDetail,
+    ReportDetail,
+    ResultDetail,
+    ResultLost,
+    ReuseDetail,
+)
 from daemon.jobs.live import Blocked, Running
 from daemon.jobs.outbox import OutboxRefused, OutputNames, drop_stale_report, published_by
 from daemon.jobs.record import Job
@@ -38,10 +44,6 @@ from daemon.status_model import BlockedOn
 from service.params import STOPPED
 
 log = structlog.get_logger("stylefold.jobs")
-
-
-class ResultLost(Exception):
-    """The rendered result a job's answer needs is no longer in its spool folder."""
 
 
 class Publisher:
@@ -98,10 +100,10 @@ class Publisher:
                     job = self._answer_place(job)
                 try:
                     written = self._write(job_id, job, outcome, detail)
-                except ResultLost:
+                except ResultLost as lost:
                     assert job is not None
                     self.blocked.pop(job_id, None)  # before: failing it may block it anew
-                    self.render_again(job, answers.RESULT_LOST)
+                    self.render_again(job, lost.reason)
                     return
                 if job is None:
                     assert isinstance(detail, ReportDetail)
@@ -176,7 +178,11 @@ class Publisher:
             # folder): an identical photo is then answered from it instead of rendered again.
             self.store.record_answer(
                 Answer(
-                    job.reuse_key, job.id, names.image, regular_sha256(names.image), names.manifest
+                    job.reuse_key,
+                    job.id,
+                    names.image,
+                    regular_sha256(names.image, self.settings.max_answer_bytes),
+                    names.manifest,
                 )
             )
         return shown
@@ -197,7 +203,7 @@ class Publisher:
             ) + "".join(f"; note: {note}" for note in info.notes)
             result = result_file(self.spool.job_dir(job), job.output_format)
             if not result.is_file():  # gone after this check: blocked, then found gone here
-                raise ResultLost(str(result))
+                raise ResultLost(answers.RESULT_LOST)
             log_text = self.spool.read_log(job, last)
             answers.publish_result(job, detail, result, names, log_text, self.roots)
         elif isinstance(detail, ReuseDetail):
@@ -318,7 +324,7 @@ class Publisher:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                digest = regular_sha256(names.image)
+                digest = regular_sha256(names.image, self.settings.max_answer_bytes)
                 self.store.record_input_answer(
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )

@@ -571,20 +571,22 @@ class Spool:
     def earlier_answer(self, job: Job) -> Answer | None:
         """An earlier identical job's output in the same inbox folder (`Job.reuse_key`), if it
         is still there unchanged."""
-        return still_published(self.store.answer_for(job.reuse_key), job)
+        answer = self.store.answer_for(job.reuse_key)
+        return still_published(answer, job, self.settings.max_answer_bytes)
 
 
-def still_published(answer: Answer | None, job: Job) -> Answer | None:
+def still_published(answer: Answer | None, job: Job, max_bytes: int) -> Answer | None:
     """`answer` if it is another job's and its output is still in the outbox unchanged (a
-    result someone deleted or edited answers nothing)."""
-    if answer is None or answer.job_id == job.id or not unchanged(answer):
+    result someone deleted or edited answers nothing); `max_bytes`: `unchanged`'s."""
+    if answer is None or answer.job_id == job.id or not unchanged(answer, max_bytes):
         return None
     return answer
 
 
-def unchanged(answer: Answer) -> bool:
-    """Whether `answer`'s output is still in the outbox as it was published."""
+def unchanged(answer: Answer, max_bytes: int) -> bool:
+    """Whether `answer`'s output is still in the outbox as it was published (a file larger
+    than `max_bytes`, `Settings.max_answer_bytes`, is not)."""
     try:
-        return regular_sha256(answer.output) == answer.sha256
+        return regular_sha256(answer.output, max_bytes) == answer.sha256
     except OSError:
         return False
