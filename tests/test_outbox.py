@@ -378,3 +378,16 @@ def test_a_copy_that_must_match_its_published_hash_is_not_put_in_place_otherwise
     earlier.write_bytes(b"published")
     fsutil.atomic_copy(earlier, copy, under=tmp_path, sha256=published)
     assert copy.read_bytes() == b"published"
+
+
+def test_a_link_named_like_an_answer_folder_in_another_case_makes_it_numbered(
+    tmp_path: Path,
+) -> None:
+    """An attacker's trial: with `outbox/case` a link to a folder, the inbox folder `Case/` was
+    answered in a new `Case/` beside it, one name on a receiver that folds case."""
+    root, inbox, elsewhere = tmp_path / "outbox", tmp_path / "inbox", tmp_path / "elsewhere"
+    for folder in (root, inbox / "Case", elsewhere):
+        folder.mkdir(parents=True)
+    (root / "case").symlink_to(elsewhere)
+    assert folder_clash(root, "Case", []) is not None
+    assert outbox.answer_folder(root, "Case", [], inbox) == "Case-2"

@@ -343,7 +343,8 @@ def _refused(
             "that name"
         )
     for entry in _entries(folder) if entries is None else entries:
-        if entry.name != part and folded(entry.name) == folded(part) and not entry.is_dir():
+        alike = entry.name != part and folded(entry.name) == folded(part)
+        if alike and not entry.is_dir(follow_symlinks=False):  # a link is no folder to share
             return (
                 f"{path} would be a folder beside the file {entry.name}, one name where case is "
                 f"folded (a phone, a Mac, Windows); move the file {entry.name} away"
