@@ -115,12 +115,6 @@ class Publisher:
             return
         self.blocked.pop(job_id, None)
 
-    def _releasing(self, job_id: str) -> bool:
-        with contextlib.suppress(OSError):
-            row = self.store.get(job_id)
-            return row is not None and row.state is State.RELEASING
-        return False
-
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
         name meanwhile (see `Spool.move_answer_if_taken`)."""
@@ -221,7 +215,10 @@ class Publisher:
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
     ) -> None:
-        on = self._refused_by(exc, self._releasing(job_id))
+        row = None
+        with contextlib.suppress(OSError):  # the state database may be what failed
+            row = self.store.get(job_id)
+        on = self._refused_by(exc, row is not None and row.state is State.RELEASING)
         told = str(exc) if isinstance(exc, OutboxRefused) else _clash(exc)
         reason = answers.public(told or str(exc), self.roots)
         if on == "outbox":
@@ -240,7 +237,6 @@ class Publisher:
         if (before := self.blocked.get(job_id)) is not None:  # blocked since its first try
             blocked.since = before.since
         self.blocked[job_id] = blocked
-        row = self.store.get(job_id)
         if row is not None and row.state is State.PUBLISHING:
             with contextlib.suppress(OSError):
                 self.store.move(
