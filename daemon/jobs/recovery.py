@@ -7,6 +7,7 @@ back to the inbox from its own `claim.json`."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,10 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
     if shown is not None and placed:
         lc.spool.in_place.remember(list(intent.pair_among(placed)), job_id)
     for path in outbox.running_files_of(answers_in, job_id):
-        remove(path, lc.settings.outbox)  # a killed job's progress file, its names forgotten
+        # A killed job's progress file, its names forgotten; one that cannot go (its folder
+        # swapped for a link meanwhile) is no reason to stop the recovery of the others.
+        with contextlib.suppress(OSError):
+            remove(path, lc.settings.outbox)
 
 
 def _recover(lc: Lifecycle, row: JobRow) -> None:
