@@ -130,9 +130,13 @@ def atomic_write_json(
     atomic_write(path, data, durable, under)
 
 
-def _read_chunks(handle: BinaryIO) -> Iterator[bytes]:
-    while chunk := handle.read(_COPY_CHUNK):
-        yield chunk
+def _read_chunks(handle: BinaryIO, size: int, name: Path) -> Iterator[bytes]:
+    """The `size` bytes of an open file, NotTheSame when it ends before or goes on after them
+    (written to while it was copied: another writer of the outbox may keep an answer open)."""
+    try:
+        yield from safefs.exact_chunks(handle.fileno(), size)
+    except safefs.Changed as exc:
+        raise NotTheSame(errno.EAGAIN, str(exc), str(name)) from None
 
 
 class NotTheSame(OSError):
@@ -150,42 +154,60 @@ def _checked(chunks: Iterable[bytes], sha256: str | None, source: Path) -> Itera
 
 
 def atomic_copy(
-    source: Path, target: Path, under: Path | None = None, sha256: str | None = None
+    source: Path,
+    target: Path,
+    under: Path | None = None,
+    sha256: str | None = None,
+    opened: BinaryIO | None = None,
 ) -> None:
-    """Copy a file as atomically as `atomic_write`, without holding it in memory. With `under`
-    (a copy into the outbox), the source is one of the daemon's own files, a rendered result
-    or an earlier answer in the outbox, and is taken only as a regular file itself
-    (`open_regular`): another writer of the outbox may have swapped that answer for a link
-    to a file of the server's since it was found unchanged. With `sha256`, the copy is put in
-    place only if its bytes hash to it (NotTheSame otherwise): what is copied is then the
-    answer that was published, whatever was swapped in since it was checked."""
-    with open_regular(source) if under is not None else source.open("rb") as handle:
+    """Copy a file as atomically as `atomic_write`, without holding it in memory, exactly as
+    long as it was when the copy began; `opened`: `source` already open (an earlier answer,
+    `open_answer`). With `sha256`, the copy is put in place only if its bytes hash to it
+    (NotTheSame otherwise): what is copied is then the answer that was published, whatever was
+    swapped in since it was checked (an attacker's trial)."""
+    with contextlib.ExitStack() as stack:
+        handle = opened if opened is not None else stack.enter_context(source.open("rb"))
         found = os.fstat(handle.fileno())
-        chunks = _checked(_read_chunks(handle), sha256, source)
+        chunks = _checked(_read_chunks(handle, found.st_size, source), sha256, source)
         _write_chunks(target, chunks, stat_of=found, under=under)
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is a regular file itself: not a link (to a file of the
-    server's), a FIFO (whose open would wait for a writer for ever) or a device. For the
-    daemon's own files in the outbox, where other people may put anything."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+# Our own files are read without following a link, or waiting on a FIFO at the open.
+_OURS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _ours(fd: int, path: Path, max_bytes: int) -> BinaryIO:
+    """The open `fd` if it is a regular file of at most `max_bytes` (closed, OSError if not)."""
     handle = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or found.st_size > max_bytes:
         handle.close()
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+        what = "not a regular file" if not stat.S_ISREG(found.st_mode) else "larger than ours"
+        raise OSError(errno.EINVAL, f"{what} ({found.st_size:,} bytes)", str(path))
     return handle
 
 
-def regular_sha256(path: Path, max_bytes: int) -> str:
-    """The SHA-256 of the regular file `path` (`open_regular`): one of our outbox files, which
-    is no larger than `max_bytes` (OSError when it is: a sparse 100 GB file planted at an
-    answer's name held the daemon's loop for minutes while it was hashed, an attacker's
-    trial)."""
-    with open_regular(path) as handle:
+def open_answer(path: Path, outbox: Path, max_bytes: int) -> BinaryIO:
+    """One of our files in the outbox (an earlier answer's image or manifest), opened from the
+    outbox root down without following a link anywhere, and taken only as a regular file of
+    at most `max_bytes`. Another writer of a two-way synced outbox may since have made it, or
+    a folder above it, a link to a server's file, a FIFO, or a sparse file of any size (an
+    attacker's trials: a 100 GB one held the daemon's loop for minutes while it was hashed,
+    and a manifest was read through a folder link)."""
+    try:
+        relative = path.relative_to(outbox)
+    except ValueError:
+        raise OSError(errno.EXDEV, "not in the outbox", str(path)) from None
+    with safefs.folder(outbox, relative.parent) as folder:
+        fd = os.open(relative.name, _OURS, dir_fd=folder)
+    return _ours(fd, path, max_bytes)
+
+
+def answer_sha256(path: Path, outbox: Path, max_bytes: int) -> str:
+    """The SHA-256 of one of our files in the outbox (`open_answer`), read exactly as long as it
+    was when opened."""
+    with open_answer(path, outbox, max_bytes) as handle:
         size = os.fstat(handle.fileno()).st_size
-        if size > max_bytes:
-            raise OSError(errno.EFBIG, f"larger ({size:,} bytes) than any answer", str(path))
         try:
             return safefs.digest_open(handle.fileno(), size)
         except safefs.Changed as exc:  # written to while it was read
@@ -210,9 +232,7 @@ def read_json(path: Path) -> Any:
     FIFO, a folder or a file over `JSON_BYTES` is none of ours: in the outbox other people may
     have put it there (a FIFO held the daemon at its open, an attacker's trial)."""
     try:
-        with open_regular(path) as handle:
-            if os.fstat(handle.fileno()).st_size > JSON_BYTES:
-                return None
+        with _ours(os.open(path, _OURS), path, JSON_BYTES) as handle:
             return json.loads(handle.read(JSON_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError):
         return None

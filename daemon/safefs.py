@@ -223,7 +223,7 @@ def copy_open(source: int, dst_fd: int, dst: str) -> str:
     try:
         os.lseek(source, 0, os.SEEK_SET)
         size = os.fstat(source).st_size
-        for chunk in _chunks(source, size):
+        for chunk in exact_chunks(source, size):
             digest.update(chunk)
             if chunk.count(0) == len(chunk):
                 os.lseek(out, len(chunk), os.SEEK_CUR)  # a hole: a sparse file stays sparse
@@ -247,7 +247,7 @@ def copy_open(source: int, dst_fd: int, dst: str) -> str:
     return digest.hexdigest()
 
 
-def _chunks(fd: int, size: int) -> Iterator[bytes]:
+def exact_chunks(fd: int, size: int) -> Iterator[bytes]:
     """The `size` bytes of an open file from where it stands; Changed when it ends before them
     or goes on after them."""
     left = size
@@ -283,7 +283,7 @@ def digest_open(fd: int, size: int) -> str:
     bytes (Changed otherwise, having read no more): a writer appending to it cannot keep the
     reader busy."""
     digest = hashlib.sha256()
-    for chunk in _chunks(fd, size):
+    for chunk in exact_chunks(fd, size):
         digest.update(chunk)
     return digest.hexdigest()
 

@@ -309,10 +309,9 @@ def test_read_json_takes_no_fifo_link_or_huge_file(tmp_path: Path) -> None:
     # An earlier answer's image, hashed to see that it is unchanged and copied for a reuse.
     for swapped in (fifo, link):
         with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
-            fsutil.regular_sha256(swapped, 1 << 20)
+            fsutil.answer_sha256(swapped, tmp_path, 1 << 20)
         with pytest.raises(OSError, match=r"not a regular file|symbolic link"):
-            fsutil.atomic_copy(swapped, tmp_path / "out" / "copy.jpg", under=tmp_path)
-    assert not (tmp_path / "out" / "copy.jpg").exists()
+            fsutil.open_answer(swapped, tmp_path, 1 << 20)
 
 
 def test_remove_temporaries_never_enters_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
@@ -355,12 +354,34 @@ def test_an_answer_is_hashed_no_further_than_an_answer_can_be(tmp_path: Path) ->
     with huge.open("wb") as handle:
         handle.truncate(1 << 40)
     began = time.monotonic()
-    with pytest.raises(OSError, match="than any answer"):
-        fsutil.regular_sha256(huge, 1 << 20)
+    with pytest.raises(OSError, match="larger than ours"):
+        fsutil.answer_sha256(huge, tmp_path, 1 << 20)
     assert time.monotonic() - began < 1
     small = tmp_path / "small.jpg"
     small.write_bytes(b"jpeg")
-    assert fsutil.regular_sha256(small, 1 << 20) == hashlib.sha256(b"jpeg").hexdigest()
+    assert fsutil.answer_sha256(small, tmp_path, 1 << 20) == hashlib.sha256(b"jpeg").hexdigest()
+    # Opened once, it is copied as it was then, whatever takes its name meanwhile (a re-test:
+    # a swap between the check and the copy wrote 2 GiB of a sparse file into the outbox).
+    with fsutil.open_answer(small, tmp_path, 1 << 20) as opened:
+        small.unlink()
+        huge.rename(small)
+        copy = tmp_path / "out" / "copy.jpg"
+        fsutil.atomic_copy(small, copy, tmp_path, hashlib.sha256(b"jpeg").hexdigest(), opened)
+    assert copy.read_bytes() == b"jpeg"
+
+
+def test_an_answer_is_not_read_through_a_folder_link(tmp_path: Path) -> None:
+    """A re-test: with the earlier answer's folder swapped for a link to a server folder, its
+    manifest was read there and its facts published in the new answer."""
+    outbox, server = tmp_path / "outbox", tmp_path / "server"
+    (server / "f").mkdir(parents=True)
+    (server / "f" / "a.manifest.json").write_text('{"secret": 1}')
+    outbox.mkdir()
+    (outbox / "f").symlink_to(server / "f")
+    with pytest.raises(OSError, match="is not a folder now"):
+        fsutil.open_answer(outbox / "f" / "a.manifest.json", outbox, 1 << 20)
+    with pytest.raises(OSError, match="not in the outbox"):
+        fsutil.open_answer(server / "f" / "a.manifest.json", outbox, 1 << 20)
 
 
 def test_a_copy_that_must_match_its_published_hash_is_not_put_in_place_otherwise(

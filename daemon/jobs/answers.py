@@ -15,17 +15,18 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
+from daemon.config import Settings
 from daemon.fsutil import (
     JSON_BYTES,
     NotTheSame,
     atomic_write_json,
     file_sha256,
     model_from_json,
-    open_regular,
+    open_answer,
     read_json,
 )
 from daemon.jobs import outbox
@@ -365,14 +366,17 @@ def _publish_result(
     log: str,
     roots: Mapping[Path, str],
     sha256: str | None = None,
+    opened: BinaryIO | None = None,
 ) -> None:
-    outbox.publish_result(names, image, published(manifest, roots), public(log, roots), sha256)
+    shown, text = published(manifest, roots), public(log, roots)
+    outbox.publish_result(names, image, shown, text, sha256, opened)
 
 
-def earlier_manifest(detail: ReuseDetail) -> Manifest:
-    """The earlier identical job's manifest; raises OSError or ValueError when it is gone or no
-    longer a manifest (then the job is rendered instead of answered from it)."""
-    with open_regular(Path(detail.manifest)) as handle:
+def earlier_manifest(detail: ReuseDetail, outbox: Path) -> Manifest:
+    """The earlier identical job's manifest, read from the `outbox` without following a link
+    (`open_answer`); raises OSError or ValueError when it is gone or no longer a manifest
+    (then the job is rendered instead of answered from it)."""
+    with open_answer(Path(detail.manifest), outbox, JSON_BYTES) as handle:
         return model_from_json(Manifest, handle.read(JSON_BYTES + 1))
 
 
@@ -381,12 +385,15 @@ def publish_reuse(
     detail: ReuseDetail,
     names: OutputNames,
     log: str,
-    outbox_root: Path,
+    settings: Settings,
     roots: Mapping[Path, str],
 ) -> None:
     """An identical job was done before: answer with a copy of its result and its facts, but
-    this job's own names (a style brought along under another name is the same image)."""
-    previous = earlier_manifest(detail)
+    this job's own names (a style brought along under another name is the same image). The
+    result is copied from one opening (`open_answer`), and only if it is still the one
+    published (`fsutil.atomic_copy`'s `sha256`)."""
+    outbox_root = settings.outbox
+    previous = earlier_manifest(detail, outbox_root)
     used = {style.sha256: style.size for style in previous.styles}  # the same images
     manifest = previous.model_copy(
         update={
@@ -404,8 +411,10 @@ def publish_reuse(
             "finished_at": local_time(time.time()),
         }
     )
+    output = Path(detail.output)
     try:
-        _publish_result(names, Path(detail.output), manifest, log, roots, detail.sha256)
+        with open_answer(output, outbox_root, settings.max_answer_bytes) as image:
+            _publish_result(names, output, manifest, log, roots, detail.sha256, image)
     except NotTheSame:
         raise ResultLost(REUSE_CHANGED) from None
 

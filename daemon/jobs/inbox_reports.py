@@ -54,16 +54,15 @@ class InboxReports:
 
     def problem(self, problem: Problem) -> None:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
-        inbox = self.spool.settings.inbox
+        settings = self.spool.settings
+        inbox = settings.inbox
         if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
             problem.path
         ):
             return
         resent = None
         if problem.alone:
-            settings = self.spool.settings
-            most, answer_bytes = settings.max_input_bytes, settings.max_answer_bytes
-            resent = answered_alone(self.store, inbox, problem.path, most, answer_bytes)
+            resent = answered_alone(self.store, settings, problem.path)
         if resent is not None and resent.published:
             job_id = resent.answer.job_id
             self.spool.in_place.remember_read(problem.path, resent.signature, job_id)

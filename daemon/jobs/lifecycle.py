@@ -22,7 +22,7 @@ import structlog
 
 from daemon import header_guard
 from daemon.config import Settings
-from daemon.fsutil import open_regular
+from daemon.fsutil import open_answer
 from daemon.header_guard import guarded_read
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
@@ -338,7 +338,8 @@ class Lifecycle:
             return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
-            if earlier is not None and _readable(_reuse(earlier)) and self._may_copy(earlier):
+            readable = earlier is not None and _readable(_reuse(earlier), self.settings.outbox)
+            if earlier is not None and readable and self._may_copy(earlier):
                 self.publisher.publish(job.id, job, "reuse", _reuse(earlier))
                 return
         job_dir = self.spool.job_dir(job)
@@ -410,7 +411,8 @@ class Lifecycle:
         if not self.settings.strip_location:
             return True
         try:  # not by its path: it may be a link or a FIFO by now (another outbox writer's)
-            with open_regular(earlier.output) as handle:
+            limit = self.settings.max_answer_bytes
+            with open_answer(earlier.output, self.settings.outbox, limit) as handle:
                 return not carries_location(handle)
         except OSError:
             return False
@@ -593,7 +595,7 @@ class Lifecycle:
         stands and nothing new is written."""
         if not (self.settings.dedupe and self.settings.resend == "skip"):
             return False
-        earlier = earlier_answer_to_this_input(self.store, job, self.settings.max_answer_bytes)
+        earlier = earlier_answer_to_this_input(self.store, job, self.settings)
         if earlier is None:
             return False
         self.publisher.publish(job.id, job, "skip", _reuse(earlier))
@@ -609,9 +611,9 @@ def _reuse(answer: Answer) -> ReuseDetail:
     )
 
 
-def _readable(detail: ReuseDetail) -> bool:
+def _readable(detail: ReuseDetail, outbox: Path) -> bool:
     try:
-        answers.earlier_manifest(detail)
+        answers.earlier_manifest(detail, outbox)
     except (OSError, ValueError):
         return False
     return True

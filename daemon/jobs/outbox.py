@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -494,11 +494,16 @@ def _same_start(one: str, other: str) -> bool:
 
 
 def publish_result(
-    names: OutputNames, image: Path, manifest: Manifest, log: str, sha256: str | None = None
+    names: OutputNames,
+    image: Path,
+    manifest: Manifest,
+    log: str,
+    sha256: str | None = None,
+    opened: BinaryIO | None = None,
 ) -> None:
     """Image first, manifest last: a manifest in the outbox means its image is complete. With
-    `sha256`, the image copied must have it (`fsutil.atomic_copy`)."""
-    atomic_copy(image, names.image, names.outbox, sha256)
+    `sha256` the image copied must have it, `opened` it (`fsutil.atomic_copy`)."""
+    atomic_copy(image, names.image, names.outbox, sha256, opened)
     atomic_write(names.log, text_bytes(log), under=names.outbox)
     atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
 

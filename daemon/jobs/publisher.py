@@ -21,7 +21,7 @@ import structlog
 from pydantic import BaseModel
 
 from daemon.config import Settings
-from daemon.fsutil import model_from_json, regular_sha256
+from daemon.fsutil import answer_sha256, model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import (
     FailureDetail,
@@ -175,7 +175,7 @@ class Publisher:
                     job.reuse_key,
                     job.id,
                     names.image,
-                    regular_sha256(names.image, self.settings.max_answer_bytes),
+                    answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes),
                     names.manifest,
                 )
             )
@@ -203,7 +203,7 @@ class Publisher:
         elif isinstance(detail, ReuseDetail):
             last = f"identical to job {detail.job_id}; reused {detail.output}"
             log_text = self.spool.read_log(job, last)
-            answers.publish_reuse(job, detail, names, log_text, self.settings.outbox, self.roots)
+            answers.publish_reuse(job, detail, names, log_text, self.settings, self.roots)
         else:
             assert isinstance(detail, FailureDetail)
             last = f"failed: {detail.reason}" + (
@@ -320,7 +320,8 @@ class Publisher:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                digest = regular_sha256(names.image, self.settings.max_answer_bytes)
+                limit = self.settings.max_answer_bytes
+                digest = answer_sha256(names.image, names.outbox, limit)
                 self.store.record_input_answer(
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import safefs
+from daemon.config import Settings
 from daemon.fsutil import file_sha256, read_json
 from daemon.intake.jsonload import SidecarError, load_json
 from daemon.jobs import handover
@@ -39,15 +40,15 @@ from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
 from daemon.jobs.store import Answer, Store
 
 
-def earlier_answer_to_this_input(store: Store, job: Job, answer_bytes: int) -> Answer | None:
+def earlier_answer_to_this_input(store: Store, job: Job, settings: Settings) -> Answer | None:
     """The answer already published for this job's inbox path and pair (`Job.sent_key`; or its
     job key, which earlier versions recorded), if it is still in the outbox unchanged (a
-    result someone deleted or edited is no reason to skip; `answer_bytes`: `unchanged`'s)."""
+    result someone deleted or edited is no reason to skip)."""
     answer = store.input_answer(job.source, job.sent_key) or store.input_answer(job.source, job.key)
     if answer is None and job.sidecar_name is None:  # come back alone (`answered_alone`),
         # taken with the default style (no_sidecar = "default"): not rendered in another style
         answer = _answer_to_photo(store, store.input_answers(job.source), job.input_sha256)
-    return still_published(answer, job, answer_bytes)
+    return still_published(answer, job, settings)
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,14 @@ class ResentAlone:
     signature: list[int]
 
 
-def answered_alone(
-    store: Store, inbox: Path, photo: Path, max_bytes: int, answer_bytes: int
-) -> ResentAlone | None:
+def answered_alone(store: Store, settings: Settings, photo: Path) -> ResentAlone | None:
     """The answer to the inbox file `photo` when it is, byte for byte, the photo of that
     answer, come back without its sidecar (a sync user's trial, Syncthing with archive =
     "move": touched on the phone, it got a second answer, "no sidecar"); its report, when the
     answer has left the outbox since, says the photo was answered before. Read
-    through `daemon.safefs`, at most `max_bytes` of it (a writer appending to it cannot hold
-    the daemon's loop), and only if it did not change while it was read; the answer's image
-    is read no further than `answer_bytes` (`unchanged`)."""
+    through `daemon.safefs`, at most `max_input_bytes` of it (a writer appending to it cannot
+    hold the daemon's loop), and only if it did not change while it was read."""
+    inbox, max_bytes = settings.inbox, settings.max_input_bytes
     relative = photo.relative_to(inbox)
     earlier = store.input_answers(relative.as_posix())
     if not earlier:
@@ -94,7 +93,7 @@ def answered_alone(
     if answer is None:
         return None
     signature = [after.st_size, after.st_mtime_ns, after.st_ino]
-    return ResentAlone(answer, unchanged(answer, answer_bytes), signature)
+    return ResentAlone(answer, unchanged(answer, settings), signature)
 
 
 def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer | None:

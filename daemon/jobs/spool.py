@@ -42,12 +42,12 @@ from pydantic import BaseModel
 from daemon import safefs
 from daemon.config import Settings
 from daemon.fsutil import (
+    answer_sha256,
     atomic_copy,
     atomic_write,
     file_sha256,
     model_to_json,
     plain_suffix,
-    regular_sha256,
 )
 from daemon.intake.jsonload import load_json
 from daemon.intake.pairing import Arrival, Signature
@@ -571,22 +571,22 @@ class Spool:
     def earlier_answer(self, job: Job) -> Answer | None:
         """An earlier identical job's output in the same inbox folder (`Job.reuse_key`), if it
         is still there unchanged."""
-        answer = self.store.answer_for(job.reuse_key)
-        return still_published(answer, job, self.settings.max_answer_bytes)
+        return still_published(self.store.answer_for(job.reuse_key), job, self.settings)
 
 
-def still_published(answer: Answer | None, job: Job, max_bytes: int) -> Answer | None:
+def still_published(answer: Answer | None, job: Job, settings: Settings) -> Answer | None:
     """`answer` if it is another job's and its output is still in the outbox unchanged (a
-    result someone deleted or edited answers nothing); `max_bytes`: `unchanged`'s."""
-    if answer is None or answer.job_id == job.id or not unchanged(answer, max_bytes):
+    result someone deleted or edited answers nothing)."""
+    if answer is None or answer.job_id == job.id or not unchanged(answer, settings):
         return None
     return answer
 
 
-def unchanged(answer: Answer, max_bytes: int) -> bool:
-    """Whether `answer`'s output is still in the outbox as it was published (a file larger
-    than `max_bytes`, `Settings.max_answer_bytes`, is not)."""
+def unchanged(answer: Answer, settings: Settings) -> bool:
+    """Whether `answer`'s output is still in the outbox as it was published (`open_answer`: a
+    file larger than `Settings.max_answer_bytes`, or reached through a link, is not)."""
     try:
-        return regular_sha256(answer.output, max_bytes) == answer.sha256
+        found = answer_sha256(answer.output, settings.outbox, settings.max_answer_bytes)
     except OSError:
         return False
+    return found == answer.sha256
