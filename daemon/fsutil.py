@@ -13,7 +13,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
@@ -176,15 +176,26 @@ def atomic_copy(
 _OURS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _ours(fd: int, path: Path, max_bytes: int) -> BinaryIO:
+def _ours(fd: int, path: Path, max_bytes: int | None) -> BinaryIO:
     """The open `fd` if it is a regular file of at most `max_bytes` (closed, OSError if not)."""
     handle = os.fdopen(fd, "rb")
     found = os.fstat(fd)
-    if not stat.S_ISREG(found.st_mode) or found.st_size > max_bytes:
+    too_big = max_bytes is not None and found.st_size > max_bytes
+    if not stat.S_ISREG(found.st_mode) or too_big:
         handle.close()
         what = "not a regular file" if not stat.S_ISREG(found.st_mode) else "larger than ours"
         raise OSError(errno.EINVAL, f"{what} ({found.st_size:,} bytes)", str(path))
     return handle
+
+
+def open_below(root: Path, relative: PurePath, max_bytes: int | None = None) -> BinaryIO:
+    """The file at `root/relative`, opened from `root` down without following a link below it
+    (`root` itself, a configured folder, may be one), and taken only as a regular file (of at
+    most `max_bytes`); OSError otherwise. For folders other people write to: the outbox here,
+    and every folder the web page shows files of."""
+    with safefs.folder(root, relative.parent) as folder:
+        fd = os.open(relative.name, _OURS, dir_fd=folder)
+    return _ours(fd, root / relative, max_bytes)
 
 
 def open_answer(path: Path, outbox: Path, max_bytes: int) -> BinaryIO:
@@ -198,9 +209,7 @@ def open_answer(path: Path, outbox: Path, max_bytes: int) -> BinaryIO:
         relative = path.relative_to(outbox)
     except ValueError:
         raise OSError(errno.EXDEV, "not in the outbox", str(path)) from None
-    with safefs.folder(outbox, relative.parent) as folder:
-        fd = os.open(relative.name, _OURS, dir_fd=folder)
-    return _ours(fd, path, max_bytes)
+    return open_below(outbox, relative, max_bytes)
 
 
 def answer_sha256(path: Path, outbox: Path, max_bytes: int) -> str:

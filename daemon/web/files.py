@@ -2,7 +2,7 @@
 
 The outbox, inbox and archive are shared with sync peers: any of them can replace `photo.log`
 with a symlink to a secret, or a folder with a link elsewhere. So a file is opened one path
-component at a time below its root (`O_NOFOLLOW` at every step, with `dir_fd`), and only a
+component at a time below its root (`fsutil.open_below`: `O_NOFOLLOW` at every step), and only a
 regular file is returned; a race between a check and the open cannot exist because there is no
 separate check.
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import stat
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import structlog
 
-log = structlog.get_logger("stylefold.web")
+from daemon.fsutil import open_below
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+log = structlog.get_logger("stylefold.web")
 
 
 def open_inside(
@@ -32,30 +30,16 @@ def open_inside(
     from the configuration, may be a link). `one_name`: also None when the file has other
     names (hard links), which is how a writer of the outbox would put a file from elsewhere
     under a job's name (an attacker's trial served a root-only file as a job's log)."""
-    parts = PurePosixPath(relative).parts
-    if not parts or any(part in ("", ".", "..", "/") for part in parts):
+    path = PurePosixPath(relative)
+    if not path.parts or any(part in ("", ".", "..", "/") for part in path.parts):
         return None
     try:
-        folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        handle = open_below(root, path)
     except OSError:
         return None
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, _DIR_FLAGS, dir_fd=folder)
-            os.close(folder)
-            folder = inner
-        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=folder)
-    except OSError:
-        return None
-    finally:
-        os.close(folder)
-    handle = os.fdopen(fd, "rb")
-    found = os.fstat(fd)
-    linked = one_name and found.st_nlink != 1
-    if not stat.S_ISREG(found.st_mode) or linked:
+    if one_name and os.fstat(handle.fileno()).st_nlink != 1:
         handle.close()
-        if linked:
-            _said_hard_link(root / PurePosixPath(relative))
+        _said_hard_link(root / path)
         return None
     return handle
 
