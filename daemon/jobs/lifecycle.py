@@ -338,8 +338,7 @@ class Lifecycle:
             return
         if self.settings.dedupe:
             earlier = self.spool.earlier_answer(job)
-            readable = earlier is not None and _readable(_reuse(earlier), self.settings.outbox)
-            if earlier is not None and readable and self._may_copy(earlier):
+            if earlier is not None and self._may_copy(earlier):
                 self.publisher.publish(job.id, job, "reuse", _reuse(earlier))
                 return
         job_dir = self.spool.job_dir(job)
@@ -403,11 +402,16 @@ class Lifecycle:
         return None
 
     def _may_copy(self, earlier: Answer) -> bool:
-        """An earlier result is copied for an identical photo unless it carries the location
-        that `strip_location` now leaves out (then the photo is rendered: its copy would have
-        published the location the setting was turned on to keep out of the outbox)."""
+        """An earlier result is copied for an identical photo if its manifest can still be read,
+        and unless it carries the location that `strip_location` now leaves out (then the photo
+        is rendered: its copy would have published the location the setting was turned on to
+        keep out of the outbox)."""
         from service.imageio import carries_location
 
+        try:
+            answers.earlier_manifest(_reuse(earlier), self.settings.outbox)
+        except (OSError, ValueError):
+            return False
         if not self.settings.strip_location:
             return True
         try:  # not by its path: it may be a link or a FIFO by now (another outbox writer's)
@@ -609,11 +613,3 @@ def _reuse(answer: Answer) -> ReuseDetail:
         manifest=str(answer.manifest),
         sha256=answer.sha256,
     )
-
-
-def _readable(detail: ReuseDetail, outbox: Path) -> bool:
-    try:
-        answers.earlier_manifest(detail, outbox)
-    except (OSError, ValueError):
-        return False
-    return True
