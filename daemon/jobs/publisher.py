@@ -171,15 +171,13 @@ class Publisher:
             # Also when an earlier try wrote the result but could not index it (a full state
             # folder): an identical photo is then answered from it instead of rendered again.
             self.store.record_answer(
-                Answer(
-                    job.reuse_key,
-                    job.id,
-                    names.image,
-                    answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes),
-                    names.manifest,
-                )
+                Answer(job.reuse_key, job.id, names.image, self._digest(names), names.manifest)
             )
         return shown
+
+    def _digest(self, names: OutputNames) -> str:
+        """The SHA-256 of the answer's image as it now stands in the outbox (`open_answer`)."""
+        return answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes)
 
     def _may_make_folder(self, folder: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
@@ -320,8 +318,7 @@ class Publisher:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                limit = self.settings.max_answer_bytes
-                digest = answer_sha256(names.image, names.outbox, limit)
+                digest = self._digest(names)
                 self.store.record_input_answer(
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )
