@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from daemon import safefs
 from daemon.fsutil import NAME_MAX
 
 
@@ -63,6 +64,17 @@ def unreadable(strerror: str | None) -> str:
         f"cannot be read by the daemon ({strerror}): make it readable by the daemon's user (for "
         f"example by the folder's group: chmod g+r), {TAKE_AGAIN}"
     )
+
+
+def unreadable_at(folder: int, name: str) -> str | None:
+    """`unreadable`'s text when the daemon's user may not open the file `name` of the open
+    `folder` (`safefs.open_file`), None when it may; anything else about the file is raised
+    as `open_file` raises it."""
+    try:
+        os.close(safefs.open_file(folder, name))
+    except PermissionError as exc:
+        return unreadable(exc.strerror)
+    return None
 
 
 def not_movable(folder: str, strerror: str | None) -> str:

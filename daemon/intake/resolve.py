@@ -4,7 +4,6 @@ Nothing is moved here; a pair that cannot become a job raises `Rejected` with th
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +122,10 @@ def _unreadable_photo(arrival: Arrival, settings: Settings) -> str | None:
     relative = arrival.image.relative_to(settings.inbox)
     try:
         with safefs.folder(settings.inbox, relative.parent) as folder:
-            os.close(safefs.open_file(folder, relative.name))
-    except PermissionError as exc:
-        return f"{relative.name} {reasons.unreadable(exc.strerror)}"
+            why = reasons.unreadable_at(folder, relative.name)
     except (OSError, safefs.Changed):
-        pass
-    return None
+        return None
+    return None if why is None else f"{relative.name} {why}"
 
 
 def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar") -> str | None:

@@ -84,10 +84,8 @@ def _readable(source: int, name: str) -> None:
     """A file the daemon may not read is told so before anything moves (a non-root trial: it
     was moved, failed, rolled back and claimed again every 10 s, and every photo after it
     waited)."""
-    try:
-        os.close(open_file(source, name))
-    except PermissionError as exc:
-        raise NotUsable(name, reasons.unreadable(exc.strerror)) from None
+    if (why := reasons.unreadable_at(source, name)) is not None:
+        raise NotUsable(name, why)
 
 
 def companions(inbox: Path, rel_dir: str, names: list[str]) -> list[tuple[str, Identity]]:
