@@ -24,6 +24,9 @@ class Progress:
     losses: dict[str, float]
     elapsed: float
     eta: float  # seconds left, estimated from the work done (iterations x pixels)
+    # Share of the work done, 0 to 1, by iterations x pixels: at 1024 px a fine iteration costs
+    # four coarse ones, so the iteration count alone said 77 % where 30 % of the time had passed.
+    done: float
     # With `preview_every`, at its multiples: the current image as the result would show it (at
     # this scale's size). Computed only when called, and only valid inside the callback.
     preview: Callable[[], Image.Image] | None = None
@@ -115,6 +118,7 @@ class Reporter:
                     losses=loss_dict(item_losses),
                     elapsed=elapsed,
                     eta=elapsed / max(work_done, 1) * work_left,
+                    done=work_done / max(work_done + work_left, 1),
                     preview=self._preview(item) if preview else None,
                 ),
             )

@@ -250,6 +250,12 @@ def test_multiscale_runs_coarse_to_fine(
     iterations = [p.iteration for p in seen]
     assert iterations == sorted(iterations) and iterations[-1] == result.iterations
     assert seen[-1].eta == pytest.approx(0.0, abs=1e-6)
+    # Work is counted in pixels: the sketch's 5 iterations at a quarter of the pixels are a
+    # fifth of the job, not the half its iteration count would say.
+    end_of_sketch = [p.done for p in seen if p.scale == 0][-1]
+    assert end_of_sketch == pytest.approx(5 * 24 * 16 / (5 * 24 * 16 + 5 * 48 * 32))
+    done = [p.done for p in seen]
+    assert done == sorted(done) and done[-1] == pytest.approx(1.0)
 
 
 def test_a_coarse_pass_that_converges_early_shortens_the_fine_one(

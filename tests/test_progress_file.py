@@ -9,7 +9,7 @@ from daemon.jobs.progress import ProgressFile, ProgressReport
 from daemon.pool.events import Progress
 
 
-def _event(scale: int, iteration: int) -> Progress:
+def _event(scale: int, iteration: int, done: float = 0.75) -> Progress:
     return Progress(
         job_id="j1",
         iteration=iteration,
@@ -20,6 +20,7 @@ def _event(scale: int, iteration: int) -> Progress:
         losses={"content": 1.5, "style": 0.25},
         elapsed=2.0,
         eta=6.04,
+        done=done,
         device="cpu",
     )
 
@@ -29,13 +30,14 @@ def test_progress_counts_scales_from_one_as_the_log_does(tmp_path: Path) -> None
         tmp_path / "photo.progress.json", tmp_path, "j1", "photo.jpg", min_interval=0
     )
     seen = []
-    for scale, iteration in ((0, 10), (1, 30)):
-        assert file.update(_event(scale, iteration))
+    for scale, iteration, done in ((0, 10, 0.1), (1, 30, 0.4567)):
+        assert file.update(_event(scale, iteration, done))
         seen.append(json.loads(file.path.read_text()))
     assert [(p["scale"], p["scales"]) for p in seen] == [(1, 2), (2, 2)]
     last = seen[-1]
     assert last["input"] == "photo.jpg" and last["state"] == "running"
-    assert (last["iteration"], last["total"], last["percent"]) == (30, 40, 75.0)
+    # the percent is the worker's share of work (a fine iteration costs more), not 30/40
+    assert (last["iteration"], last["total"], last["percent"]) == (30, 40, 45.7)
     assert last["eta_seconds"] == 6.0 and last["size"] == [64, 48]
 
 

@@ -108,7 +108,7 @@ def live_items(
                     "node": running.node,
                     "iteration": last.iteration if last else 0,
                     "total": last.total if last else job.params.iterations,
-                    "percent": percent_done(last.iteration, last.total) if last else 0.0,
+                    "percent": percent_done(last.done) if last else 0.0,
                     "eta_seconds": round(last.eta, 1) if last else None,
                     "preview": names(job).preview.relative_to(outbox).as_posix()
                     if running.preview

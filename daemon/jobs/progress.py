@@ -17,10 +17,9 @@ from daemon.jobs.outbox import local_time
 from daemon.pool.events import Progress
 
 
-def percent_done(iteration: int, total: int) -> float:
-    if total <= 0:
-        return 0.0
-    return round(min(100.0, 100.0 * iteration / total), 1)
+def percent_done(done: float) -> float:
+    """A worker's share of work done as the percent people read."""
+    return round(min(100.0, max(0.0, 100.0 * done)), 1)
 
 
 class ProgressReport(BaseModel):
@@ -34,7 +33,12 @@ class ProgressReport(BaseModel):
     state: Literal["running"] = "running"
     iteration: int = Field(ge=0, description="Optimiser iterations done, all scales together.")
     total: int = Field(ge=0, description="The iterations the job may take at most.")
-    percent: float = Field(ge=0, le=100)
+    percent: float = Field(
+        ge=0,
+        le=100,
+        description="The work done, weighted by pixels: an iteration of a finer scale counts "
+        "as much more as it costs.",
+    )
     device: str
     scale: int | None = Field(None, description="The scale at work, counted from 1.")
     scales: int | None = None
@@ -58,14 +62,14 @@ class ProgressFile:
 
     def started(self, total: int, device: str) -> None:
         """The file as the job starts, before any report from its worker."""
-        self._write(ProgressReport(**self._common(0, total, device)))
+        self._write(ProgressReport(**self._common(0, total, 0.0, device)))
 
     def update(self, event: Progress) -> bool:
         """Write the file if `min_interval` has passed since the last; True when written."""
         if time.time() - self._last_write < self.min_interval:
             return False
         report = ProgressReport(
-            **self._common(event.iteration, event.total, event.device),
+            **self._common(event.iteration, event.total, event.done, event.device),
             scale=event.scale + 1,  # of "scales", counted from 1 as the log does
             scales=event.scales,
             size=event.size,
@@ -76,13 +80,13 @@ class ProgressFile:
         self._write(report)
         return True
 
-    def _common(self, iteration: int, total: int, device: str) -> dict[str, object]:
+    def _common(self, iteration: int, total: int, done: float, device: str) -> dict[str, object]:
         return {
             "job_id": self.job_id,
             "input": self.source,
             "iteration": iteration,
             "total": total,
-            "percent": percent_done(iteration, total),
+            "percent": percent_done(done),
             "device": device,
             "updated_at": local_time(time.time()),
         }

@@ -85,7 +85,7 @@ class RunningJobs:
                     atomic_write(names.preview, event.preview, False, names.outbox)
                     running.preview = True
         losses = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
-        percent = percent_done(event.iteration, event.total)
+        percent = percent_done(event.done)
         self.spool.append_log(
             job,
             f"iteration {event.iteration}/{event.total} ({percent}%) "

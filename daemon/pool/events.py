@@ -79,6 +79,7 @@ class Progress:
     losses: dict[str, float]
     elapsed: float
     eta: float
+    done: float  # share of the work done (`service.progress.Progress.done`)
     device: str
     preview: bytes | None = None  # an encoded JPEG of the current image (preview_every)
 

@@ -280,6 +280,7 @@ def progress_event(job_id: str, progress: EngineProgress, device: str) -> Progre
         losses={str(name): float(value) for name, value in progress.losses.items()},
         elapsed=float(progress.elapsed),
         eta=float(progress.eta),
+        done=float(progress.done),
         device=device,
         preview=preview_jpeg(progress.preview()) if progress.preview else None,
     )
