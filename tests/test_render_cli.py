@@ -219,20 +219,28 @@ def test_a_name_not_in_the_library(
     (library / "broken.jpg").write_bytes(b"")
     (library / "broken.json").write_text("{")
     out = tmp_path / "out.png"
-    for name, flags, message in (
+    for name, flags, message, code in (
         (
             "starry",
             ["--styles", library],
             f"'starry' is neither a file nor a style of the library {library}; its styles: stain",
+            1,
         ),
-        ("broken", ["--styles", library], "(broken.jpg was skipped: broken.jpg is empty (0 bytes)"),
-        ("STAINS", ["--styles", library], "did you mean 'stain'? its styles: stain"),
-        ("stain", [], "stain does not exist (to name a style of the library instead, give "),
-        (".", [], ". is a folder, not an image file (to name a style of the library instead"),
-        ("stain", ["--config", tmp_path / "none.toml"], "none.toml does not exist"),
+        (
+            "broken",
+            ["--styles", library],
+            "(broken.jpg was skipped: broken.jpg is empty (0 bytes)",
+            1,
+        ),
+        ("STAINS", ["--styles", library], "did you mean 'stain'? its styles: stain", 1),
+        ("stain", [], "stain does not exist (to name a style of the library instead, give ", 1),
+        (".", [], ". is a folder, not an image file (to name a style of the library instead", 1),
+        # what cannot be used as a config or library exits as the daemon's commands do
+        ("stain", ["--config", tmp_path / "none.toml"], "none.toml does not exist", 78),
+        ("stain", ["--styles", tmp_path / "nowhere"], "the style library is unusable", 78),
     ):
         done = _run(content, name, "-o", out, *flags, *FAST, "--quiet", cwd=tmp_path)
-        assert done.returncode == 1
+        assert done.returncode == code, (name, flags, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("stylefold render: error: "), lines
         assert message in lines[0]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import ValidationError
 
 from daemon.config import Settings
+from daemon.exitcodes import ExitCode
 from daemon.fsutil import atomic_write
 from service.params import NAMED_INITS, STOPPED, OutputFormat, RenderParams, output_format
 
@@ -190,11 +191,16 @@ def run(args: argparse.Namespace) -> int:
 
         prefix = "" if isinstance(exc, EngineError | UsageError) else f"{type(exc).__name__}: "
         print(f"stylefold render: error: {prefix}{exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.CONFIG if isinstance(exc, ConfigUnusable) else EXIT_ERROR
 
 
 class UsageError(Exception):
     """A flag combination that cannot work."""
+
+
+class ConfigUnusable(UsageError):
+    """--config or --styles names what cannot be used: 78 (EX_CONFIG), as the daemon's
+    commands exit for the same file, so a script tells it from a bad photo or flag (1)."""
 
 
 def _config(args: argparse.Namespace) -> Settings | None:
@@ -207,7 +213,7 @@ def _config(args: argparse.Namespace) -> Settings | None:
         given = {"styles": args.styles}
         return load_settings(args.config, given, create_dirs=False, writable=False)
     except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        raise ConfigUnusable(str(exc)) from None
 
 
 def _styles(
@@ -260,7 +266,7 @@ def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> 
     try:
         return folder_library(args.styles)
     except ConfigError as exc:
-        raise UsageError(
+        raise ConfigUnusable(
             f"{spec} is not a file, and the style library is unusable: {exc}"
         ) from None
 
