@@ -179,6 +179,17 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def waited(job: JobItem, now: float) -> str:
+    """A job that waits for a worker, as status and the web page show it: for how long, when
+    it is expected to start, its earlier starts and what went wrong at the last."""
+    text = duration(now - job.since)
+    if job.starts_in_seconds is not None:
+        text += f"; starts in about {duration(job.starts_in_seconds)}"
+    if job.starts:
+        text += f"; started {job.starts} time(s) before"
+    return text + (f"; last try: {job.reason}" if job.reason else "")
+
+
 def blocked_why(job: JobItem, now: float) -> str:
     """A blocked job's reason, after what refused it where that is known (the running daemon
     knows; a report built from the database does not, and must not guess the outbox), and

@@ -47,6 +47,8 @@ class JobItem(_Model):
     iteration: int | None = None
     total: int | None = None
     eta_seconds: float | None = None
+    # queued: seconds until a worker takes it, estimated (`daemon.jobs.estimate`); None unknown
+    starts_in_seconds: float | None = None
     preview: str | None = None  # the preview image in the outbox, relative to the outbox
     reason: str | None = None  # blocked: why; queued after a retry: what went wrong
     retry_at: float | None = None  # blocked: epoch seconds of the next try

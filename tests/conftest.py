@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daemon.status_model import StatusReport
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Two test processes (pytest-xdist) share two cores, and each starts daemons whose workers run
@@ -303,3 +305,15 @@ from reliability_report import (  # noqa: E402, F401
     pytest_sessionfinish,
     reliability,
 )
+
+
+def status_json(folders: Folders) -> StatusReport:
+    """What `stylefold status --json` says of the daemon of `folders`."""
+    done = subprocess.run(
+        [*CLI, "status", "--state", str(folders.state), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return StatusReport.model_validate_json(done.stdout)

@@ -15,6 +15,7 @@ from conftest import (
     Folders,
     can_unshare_mounts,
     image_bytes,
+    status_json,
     wait_for,
     write_json,
 )
@@ -70,7 +71,14 @@ def busy_report() -> StatusReport:
             ),
         ],
         jobs=[
-            JobItem(job_id="q", input="q/queued.jpg", state="queued", since=NOW - 30, starts=1),
+            JobItem(
+                job_id="q",
+                input="q/queued.jpg",
+                state="queued",
+                since=NOW - 30,
+                starts=1,
+                starts_in_seconds=240,
+            ),
             JobItem(
                 job_id="r",
                 input="r/running.jpg",
@@ -159,7 +167,7 @@ def test_every_section_in_order() -> None:
     assert "workers: 2 on cuda:0 (1 busy, 1 idle); 1 on cpu (1 starting)" in text
     assert "finished: 7 done, 1 failed, 1 rejected" in text
     assert "in/lonely.jpg  waits for lonely.json (waiting 2 min, gives up in 4 min)" in text
-    assert "q/queued.jpg  waiting 30 s; started 1 time(s) before" in text
+    assert "q/queued.jpg  waiting 30 s; starts in about 4 min; started 1 time(s) before" in text
     assert (
         "r/running.jpg  42.5% (85/200) on cuda:0, about 2 min left; preview r/running.preview.jpg"
         in text
@@ -167,6 +175,7 @@ def test_every_section_in_order() -> None:
     assert "b/blocked.jpg  outbox unwritable: the outbox is full (ENOSPC); next try in 50 s" in text
     notes = {row.name: row.note for row in queue_rows(busy_report(), NOW)}  # and on the page
     assert notes["b/blocked.jpg"].startswith("outbox unwritable: the outbox is full (ENOSPC)")
+    assert notes["q/queued.jpg"] == "for 30 s; starts in about 4 min; started 1 time(s) before"
     # A report built from the database does not know what refused: it does not guess.
     [blocked] = busy_report().in_state(State.BLOCKED)
     unknown = blocked.model_copy(update={"blocked_on": None})
@@ -344,19 +353,11 @@ def test_status_of_a_running_daemon(
     write_json(folders.inbox / "slow.json", {"style": "mosaic", "params": {"iterations": 2000}})
     daemon = daemon_factory()
 
-    def report() -> StatusReport:
-        done = subprocess.run(
-            [*CLI, "status", "--state", str(folders.state), "--json"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return StatusReport.model_validate_json(done.stdout)
-
-    running = wait_for(lambda: report().in_state("running"), what="a running job in status")
+    running = wait_for(
+        lambda: status_json(folders).in_state("running"), what="a running job in status"
+    )
     assert [job.input for job in running] == ["slow.jpg"]
-    assert report().daemon.pid == daemon.process.pid
+    assert status_json(folders).daemon.pid == daemon.process.pid
     text = subprocess.run(
         [*CLI, "status", "--config", str(folders.config())],
         cwd=REPO,
@@ -366,6 +367,43 @@ def test_status_of_a_running_daemon(
     ).stdout
     assert text.startswith(f"daemon: running, pid {daemon.process.pid}, stylefold ")
     assert "\nrunning: 1\n  slow.jpg  " in text and " on cpu" in text
+    assert daemon.stop() == 0
+
+
+def test_queued_jobs_say_when_they_start_once_the_daemon_knows_its_pace(
+    folders: Folders, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """No queued job said when it would start: with one worker and a long render ahead, a
+    photo's sender saw only "waiting 3 min". After a first render the daemon knows its pace."""
+    daemon = daemon_factory()
+
+    (folders.inbox / "first.jpg").write_bytes(image_bytes(seed=1))
+    write_json(folders.inbox / "first.json", {"style": "mosaic", "params": {"iterations": 4}})
+    daemon.wait_for_log("job.done")
+    (folders.inbox / "slow.jpg").write_bytes(image_bytes(seed=2))
+    write_json(folders.inbox / "slow.json", {"style": "mosaic", "params": {"iterations": 2000}})
+    wait_for(lambda: status_json(folders).in_state("running"), what="the long render running")
+    for seed, (name, size) in enumerate((("small", 32), ("large", 64)), start=3):
+        (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=seed))
+        params = {"iterations": 50, "size": size}
+        write_json(folders.inbox / f"{name}.json", {"style": "mosaic", "params": params})
+
+    def estimated() -> StatusReport | None:
+        seen = status_json(folders)
+        queued = seen.in_state("queued")
+        running = seen.in_state("running")
+        ready = len(queued) == 2 and running and running[0].eta_seconds is not None
+        return seen if ready and all(job.starts_in_seconds for job in queued) else None
+
+    seen = wait_for(estimated, what="both queued jobs with a start estimate")
+    [slow] = seen.in_state("running")
+    queued = seen.in_state("queued")  # in the order the pool takes them
+    first, second = (job.starts_in_seconds or 0.0 for job in queued)
+    assert slow.eta_seconds is not None
+    assert first == pytest.approx(slow.eta_seconds, abs=0.5)  # when the worker is free
+    assert second > first  # then after the first one's own estimated time
+    text = render_status(seen, failures=0, now=seen.daemon.updated_at or 0.0)
+    assert re.search(rf"{queued[0].input}  waiting \d+ s; starts in about \d", text), text
     assert daemon.stop() == 0
 
 

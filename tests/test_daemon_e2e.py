@@ -30,6 +30,7 @@ from conftest import (
     make_folders,
     make_image,
     start_daemon,
+    status_json,
     wait_for,
     write_json,
 )
@@ -482,14 +483,7 @@ SLOW = {"style": "mosaic", "params": {"iterations": 400}}
 
 
 def _status(folders: Folders) -> dict[str, object]:
-    out = subprocess.run(
-        [*CLI, "status", "--state", str(folders.state), "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return status_json(folders).model_dump(mode="json")
 
 
 def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_once(

@@ -25,7 +25,7 @@ from daemon.cli.common import (
 from daemon.config import ConfigError
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
-from daemon.status import blocked_why, duration, read_status, time_left
+from daemon.status import blocked_why, duration, read_status, time_left, waited
 from daemon.status_model import (
     Attention,
     DaemonInfo,
@@ -206,10 +206,7 @@ def _job_line(job: JobItem, daemon: DaemonInfo, now: float) -> str:
     if job.state is State.BLOCKED:
         return f"{job.input}  {blocked_why(job, now)}"
     waiting = "waiting" if job.state is State.QUEUED else "for"
-    text = f"{job.input}  {waiting} {duration(now - job.since)}"
-    if job.starts:
-        text += f"; started {job.starts} time(s) before"
-    return text + (f"; last try: {job.reason}" if job.reason else "")
+    return f"{job.input}  {waiting} {waited(job, now)}"
 
 
 def _failure_line(end: Finished) -> str:

@@ -30,6 +30,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
+from daemon.jobs.estimate import Pace, queue_starts
 from daemon.jobs.inbox_reports import InboxReports
 from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
@@ -96,6 +97,7 @@ class Lifecycle:
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
         self.running: dict[str, Running] = {}
+        self.pace = Pace()  # how fast workers render, for queued jobs' start estimates
         self.returning: dict[str, Returning] = {}  # originals refused their way back
         self.at_work = RunningJobs(store, self.spool, self.running)
         self.answers_back = AnswersBack(settings.inbox, self.spool)
@@ -161,9 +163,17 @@ class Lifecycle:
         return paths
 
     def items(self) -> list[JobItem]:
-        """Queued jobs in the order the pool takes them (its turns)."""
+        """Queued jobs in the order the pool takes them (its turns), with when they start."""
         turn = {job_id: index for index, job_id in enumerate(self.pool.queued)}
         jobs = sorted(self.jobs.values(), key=lambda job: turn.get(job.id, -1))
+        waiting = [self.jobs[job_id] for job_id in self.pool.queued if job_id in self.jobs]
+        starts_in = queue_starts(
+            [*waiting, *self.backlog],
+            self.running.values(),
+            self.pool.workers(),
+            self.pace,
+            time.time(),
+        )
         return live_items(
             {job.id: job for job in jobs},
             self.running,
@@ -172,6 +182,7 @@ class Lifecycle:
             self.spool.names,
             self.settings.outbox,
             self.store.starts(),
+            starts_in,
         )
 
     def feed(self, deadline: float) -> None:
@@ -465,6 +476,7 @@ class Lifecycle:
         elif isinstance(event, Done | Failed) and (changed := self._changed_under(job, event)):
             self._give_back_changed(job, changed)
         elif isinstance(event, Done):
+            self.pace.record(event.info)
             if self._skip_resent(job):  # sent again while its first copy was being rendered
                 return
             running = self.running.get(job.id)

@@ -69,9 +69,10 @@ def live_items(
     names: Callable[[Job], OutputNames],
     outbox: Path,
     starts: Mapping[str, int],
+    starts_in: Mapping[str, float],
 ) -> list[JobItem]:
     """The daemon's live view of every unfinished job; `starts`: how often each was started,
-    as recorded (`Store.starts`)."""
+    as recorded (`Store.starts`); `starts_in`: when queued ones are expected to start."""
     items = [
         JobItem(
             job_id=back.job.id,
@@ -96,6 +97,7 @@ def live_items(
             since=job.claimed_at,
             styles=[style.name for style in job.styles],
             starts=starts.get(job.id, 0),
+            starts_in_seconds=starts_in.get(job.id),
         )
         if running is not None:
             last = running.last

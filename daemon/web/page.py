@@ -18,7 +18,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.states import State
-from daemon.status import blocked_why, duration, time_left
+from daemon.status import blocked_why, duration, time_left, waited
 from daemon.status_model import (
     Attention,
     Counts,
@@ -200,12 +200,7 @@ def _job_row(job: JobItem, daemon: DaemonInfo, now: float) -> QueueRow:
         note = blocked_why(job, now)
         fix = BLOCKED_FIX[job.waits_for]
         return QueueRow("blocked", "blocked", job.input, note, styles, fix=fix)
-    note = f"for {duration(now - job.since)}"
-    if job.starts:
-        note += f"; started {job.starts} time(s) before"
-    if job.reason:
-        note += f"; last try: {job.reason}"
-    return QueueRow(job.state, job.state, job.input, note, styles)
+    return QueueRow(job.state, job.state, job.input, f"for {waited(job, now)}", styles)
 
 
 # -- results and failures -----------------------------------------------------------------------

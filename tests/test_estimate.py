@@ -1,0 +1,53 @@
+"""When a queued job starts: the pace learned from finished renders, laid over the workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.jobs.estimate import Pace, planned_work, start_in
+from daemon.pool.events import ResultInfo
+from service.params import RenderParams
+
+
+def _info(params: RenderParams, seconds: float, batch: int = 1) -> ResultInfo:
+    return ResultInfo(
+        iterations=params.iterations, stop_reason="iterations", losses={}, scales=[(64, 48)],
+        device="cpu", output_size=(64, 48), input_size=(64, 48), input_format="JPEG",
+        peak_memory_bytes=0, batch_size=batch, params=params, versions={},
+        timings={"worker_total_seconds": seconds},
+    )  # fmt: skip
+
+
+def test_work_counts_every_pass_by_its_pixels() -> None:
+    one = RenderParams(size=512, iterations=100, multiscale="off")
+    assert planned_work(one) == 100 * 512**2
+    assert planned_work(one.model_copy(update={"iterations": 200})) == 2 * planned_work(one)
+    # coarse to fine: the 512 px pass with the whole cap, then its share at 1024 px
+    large = RenderParams(size=1024, iterations=100)
+    assert planned_work(large) == 100 * 512**2 + 30 * 1024**2
+
+
+def test_the_pace_is_the_median_per_unit_of_work_and_a_batch_shares_its_time() -> None:
+    pace = Pace()
+    small = RenderParams(size=64, iterations=10)
+    assert pace.seconds(small) is None  # nothing rendered yet: no guess
+    pace.record(_info(small, 2.0))
+    pace.record(_info(small, 200.0))  # one slow outlier
+    pace.record(_info(small, 3.0))
+    assert pace.seconds(small) == pytest.approx(3.0)
+    doubled = small.model_copy(update={"iterations": 20})
+    assert pace.seconds(doubled) == pytest.approx(6.0)
+    batched = Pace()
+    batched.record(_info(small, 8.0, batch=4))  # four photos in 8 s: 2 s of a worker each
+    assert batched.seconds(small) == pytest.approx(2.0)
+
+
+def test_each_job_goes_to_the_worker_free_first() -> None:
+    assert start_in([10.0, 0.0], [5.0, 5.0, 5.0, 5.0]) == [0.0, 5.0, 10.0, 10.0]
+    assert start_in([3.0], [4.0, 1.0]) == [3.0, 7.0]
+
+
+def test_an_unknown_time_leaves_what_follows_unknown() -> None:
+    assert start_in([0.0], [2.0, None, 3.0]) == [0.0, 2.0]
+    assert start_in([None, 0.0], [1.0]) == []  # a worker whose job has no estimate yet
+    assert start_in([], [1.0]) == []  # no workers (all failed to start)
