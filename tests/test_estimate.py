@@ -27,7 +27,7 @@ def test_work_counts_every_pass_by_its_pixels() -> None:
     assert planned_work(large) == 100 * 512**2 + 30 * 1024**2
 
 
-def test_the_pace_is_the_median_per_unit_of_work_and_a_batch_shares_its_time() -> None:
+def test_one_kind_of_render_is_paced_in_proportion_and_a_batch_shares_its_time() -> None:
     pace = Pace()
     small = RenderParams(size=64, iterations=10)
     assert pace.seconds(small) is None  # nothing rendered yet: no guess
@@ -40,6 +40,17 @@ def test_the_pace_is_the_median_per_unit_of_work_and_a_batch_shares_its_time() -
     batched = Pace()
     batched.record(_info(small, 8.0, batch=4))  # four photos in 8 s: 2 s of a worker each
     assert batched.seconds(small) == pytest.approx(2.0)
+
+
+def test_renders_of_different_sizes_give_a_fixed_part_and_a_rate() -> None:
+    """Found measuring the estimates: paced in proportion to one small render (decoding and
+    encoding a large part of it), larger jobs were predicted to take twice their time."""
+    pace = Pace()
+    for iterations, seconds in ((10, 1.5), (20, 2.0), (40, 3.0), (80, 5.0), (30, 60.0)):
+        pace.record(_info(RenderParams(size=100, iterations=iterations), seconds))
+    # 1 s fixed plus 0.05 s an iteration fits all but the outlier
+    assert pace.seconds(RenderParams(size=100, iterations=160)) == pytest.approx(9.0)
+    assert pace.seconds(RenderParams(size=200, iterations=40)) == pytest.approx(1 + 4 * 2.0)
 
 
 def test_each_job_goes_to_the_worker_free_first() -> None:

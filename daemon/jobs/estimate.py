@@ -1,10 +1,10 @@
 """When a queued job may start: the workers' pace, learned from this daemon's own renders, laid
 over the queue in the order the pool takes it.
 
-A render's cost grows with its pixels times its iterations at every scale (`planned_work`), so
-one pace (worker seconds per unit of that work) serves photos of every size. It is the median
-of the last `KEPT` renders, each divided by the jobs its batch rendered at once, so a GPU that
-batches eight photos is paced at what each costs it. Before this daemon has finished a render
+A render's cost grows with its pixels times its iterations at every scale (`planned_work`), on
+top of a fixed part, so one pace fitted to the last `KEPT` renders serves photos of every size.
+Each render's time is divided by the jobs its batch rendered at once, so a GPU that batches
+eight photos is paced at what each costs it. Before this daemon has finished a render
 it has no pace, and no estimate is shown: a guess from another machine would be worse than
 none. Workers on different devices share one pace: the estimate is "about".
 """
@@ -12,6 +12,7 @@ none. Workers on different devices share one pace: the estimate is "about".
 from __future__ import annotations
 
 import heapq
+import itertools
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -35,21 +36,35 @@ def planned_work(params: RenderParams) -> float:
 
 @dataclass
 class Pace:
-    """Worker seconds per unit of `planned_work`, from the renders this daemon finished."""
+    """A worker's seconds for a job of a given `planned_work`, from the renders this daemon
+    finished: a fixed part (decoding, the style's statistics, encoding) plus a part that grows
+    with the work, fitted robustly (Theil-Sen: the median of the slopes between every two
+    renders), so a slow outlier or a tiny test render does not set the pace. Where the kept
+    renders all had the same work, their median, in proportion."""
 
-    samples: deque[float] = field(default_factory=lambda: deque(maxlen=KEPT))
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=KEPT))
 
     def record(self, info: ResultInfo) -> None:
         seconds = info.timings.get("worker_total_seconds")
         work = planned_work(info.params)
         if seconds is not None and seconds > 0 and work > 0:
-            self.samples.append(seconds / max(1, info.batch_size) / work)
+            self.samples.append((work, seconds / max(1, info.batch_size)))
 
     def seconds(self, params: RenderParams) -> float | None:
         """How long a job of `params` takes a worker, or None before any render finished."""
         if not self.samples:
             return None
-        return statistics.median(self.samples) * planned_work(params)
+        work = planned_work(params)
+        slopes = [
+            (s2 - s1) / (w2 - w1)
+            for (w1, s1), (w2, s2) in itertools.combinations(self.samples, 2)
+            if w1 != w2
+        ]
+        if not slopes:
+            return statistics.median(s / w for w, s in self.samples) * work
+        slope = max(0.0, statistics.median(slopes))
+        fixed = max(0.0, statistics.median(s - slope * w for w, s in self.samples))
+        return fixed + slope * work
 
 
 def start_in(busy_for: Sequence[float | None], durations: Sequence[float | None]) -> list[float]:
