@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import time
+from collections import deque
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,9 +28,10 @@ from daemon.folder_guard import FolderGuard
 from daemon.fsutil import remove_temporaries
 from daemon.gpu_probe import DeviceProbe, probe_for
 from daemon.intake.ignore import IgnoreRules
-from daemon.intake.pairing import Arrival, Intake
+from daemon.intake.pairing import Arrival, Intake, Problem
 from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
+from daemon.jobs import outbox
 from daemon.jobs.answers import ReportDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.live import Blocked
@@ -54,6 +56,7 @@ TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction ti
 PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 INTAKE_BUDGET = 0.5  # seconds of settle checks per loop turn (they read arriving photos)
+REPORT_BUDGET = 0.5  # seconds of reports on inbox files per loop turn (after the first)
 READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
 INTERNAL_RELOAD = "internal error reading the configuration ({!r}); please report it"
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
@@ -94,6 +97,7 @@ class Daemon:
         self.gpu: DeviceProbe | None = None
         self.reloaded: ReloadInfo | None = None
         self.fixes: FixWatch | None = None
+        self.problems: deque[Problem] = deque()  # decided, to be reported (`_report_problems`)
         self._signals = 0
         self.stopping = False  # draining after a stop was asked for (shown by `status`)
         self.cuts_running_at: float | None = None  # epoch seconds: the grace period's end
@@ -250,6 +254,7 @@ class Daemon:
             self.watcher.first_scan.is_set()
             and (self.lifecycle.only_blocked if blocked else not self.lifecycle.busy)
             and self.paths.empty()
+            and not self.problems
             and time.monotonic() - self._last_activity > self.settings.settle_seconds + 1.0
         )
 
@@ -310,11 +315,9 @@ class Daemon:
                 if self.fixes is not None:
                     self.fixes.arrived(event)
                 self.lifecycle.arrived(event)
-                continue
-            try:
-                self.lifecycle.reports.problem(event)
-            except Exception:
-                log.exception("problem.crashed", path=str(event.path))
+            else:
+                self.problems.append(event)
+        self._report_problems(time.monotonic() + REPORT_BUDGET)
         if self.fixes is not None:
             self.fixes.tick(now)
         self.lifecycle.feed(time.monotonic() + FEED_BUDGET)
@@ -323,6 +326,22 @@ class Daemon:
         self._pump(timeout)
         self.lifecycle.retry_blocked()
         self._report_status()
+
+    def _report_problems(self, until: float) -> None:
+        """Reports on inbox files that cannot become jobs, until `until` (time.monotonic()),
+        the rest at the next turns: a volume trial's 50,000 empty photos held every render,
+        claim and status update for minutes while their reports were written in one turn. A
+        file that changed or went since it was decided is not reported: it is decided again."""
+        assert self.lifecycle is not None
+        with outbox.one_listing():
+            while self.problems and time.monotonic() < until:
+                problem = self.problems.popleft()
+                if not self.intake.as_decided(problem):
+                    continue
+                try:
+                    self.lifecycle.reports.problem(problem)
+                except Exception:
+                    log.exception("problem.crashed", path=str(problem.path))
 
     def _observe(self, now: float) -> None:
         while True:

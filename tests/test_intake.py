@@ -515,6 +515,19 @@ def test_empty_file_never_settles_and_is_reported(inbox: Inbox) -> None:
     assert "is empty (0 bytes)" in problem.reason
 
 
+def test_a_problem_is_as_decided_only_while_its_file_is_unchanged(inbox: Inbox) -> None:
+    """Reports of a flood are written over several turns of the loop: one whose file was
+    filled in or removed since it was decided must not be written."""
+    first, second, third = (inbox.write(f"p{n}.jpg", b"") for n in range(3))
+    problems = [event for event in inbox.poll(PAIR + SETTLE) if isinstance(event, Problem)]
+    assert sorted(problem.path for problem in problems) == [first, second, third]
+    assert all(inbox.intake.as_decided(problem) for problem in problems)
+    inbox.append(second, b"\xff\xd8 the photo, copied at last")
+    inbox.remove(third)
+    still = {problem.path for problem in problems if inbox.intake.as_decided(problem)}
+    assert still == {first}
+
+
 def test_an_empty_file_s_wait_counts_from_its_arrival_across_a_restart(tmp_path: Path) -> None:
     """A soak trial: an empty sidecar there 49 s before a restart was reported 60 s after it,
     as if new; a lone photo's wait counts from the file's arrival (its ctime), so does this."""

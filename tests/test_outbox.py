@@ -76,6 +76,23 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
     assert OutputNames.from_json(tmp_path, "", json.loads(json.dumps(third.to_json()))) == third
 
 
+def test_answers_named_together_list_the_folder_once_and_take_each_others_names(
+    tmp_path: Path,
+) -> None:
+    """A flood's reports are named in one listing of their folder (it cost the square of
+    their number); each name chosen in it is taken for the next, written or not yet, and a
+    file someone else makes under the exact name is still seen."""
+    outbox.publish_error(outbox.choose_names(tmp_path, "photo", "jpg"), a_report(), "")
+    assert outbox.choose_names(tmp_path, "Photo", "jpg").number == 2
+    assert outbox.choose_names(tmp_path, "Photo", "jpg").number == 2  # not written: free again
+    with outbox.one_listing():
+        assert outbox.choose_names(tmp_path, "Photo", "jpg").number == 2
+        assert outbox.choose_names(tmp_path, "PHOTO", "jpg").number == 3  # taken by the one before
+        (tmp_path / "photo.error-4.json").write_text("{}")  # made meanwhile, exactly so named
+        assert outbox.choose_names(tmp_path, "photo", "jpg").number == 5
+    assert outbox.choose_names(tmp_path, "photo", "jpg").number == 2  # a fresh listing
+
+
 def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> None:
     """A phone, a Mac or a Windows share folds case and Unicode normalisation: an answer whose
     name differs from one in the outbox only so would be the same file there, and the sync tool

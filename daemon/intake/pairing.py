@@ -429,8 +429,16 @@ class Intake:
             entry.done = marker
             text = f"{entry.path.name} {reason}"
             stem = self._stem(entry)
-            events.append(Problem(entry.path, text, stem, orphan, missing_style, alone))
+            problem = Problem(entry.path, text, stem, orphan, missing_style, alone, entry.signature)
+            events.append(problem)
         self._decided(entry.path)
+
+    def as_decided(self, problem: Problem) -> bool:
+        """Whether the file a problem is about is still there as it was when it was decided:
+        a report written turns later (a flood of them is spread over the loop's turns) must
+        not be about a file that has changed or gone since."""
+        entry = self._files.get(problem.path)
+        return entry is not None and entry.signature == problem.signature
 
     def _stem(self, entry: Tracked) -> str:
         """photo.jpg, photo.json, photo.jpg.json -> photo; but p.manifest.json -> p.manifest

@@ -20,13 +20,15 @@ beside `trip/`) would be one file there, and the sync tool would drop or rename 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import stat
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -367,9 +369,7 @@ def choose_names(
     does not hold its numbering: the new answer replaces it and its log."""
     taken = _taken(reserved, folders=True)
     outbox = folder if root is None else root
-    present = {
-        folded(entry.name) for alike in _alike_folders(outbox, folder) for entry in _entries(alike)
-    }
+    present = _present(outbox, folder)
     number = 1
     while True:
         names = OutputNames(folder, stem, image_ext, number, outbox)
@@ -379,8 +379,43 @@ def choose_names(
             folded(str(path)) in taken or folded(path.name) in present or os.path.lexists(path)
             for path in files
         ):
+            present.update(folded(path.name) for path in files)  # in a batch: taken now
             return names
         number += 1
+
+
+# The folded names of each answer folder (and the folders alike), listed once for the answers
+# `one_listing` chooses together; None outside one.
+_listings: ContextVar[dict[tuple[Path, Path], set[str]] | None] = ContextVar(
+    "listings", default=None
+)
+
+
+@contextlib.contextmanager
+def one_listing() -> Iterator[None]:
+    """Answers named together (the reports of one turn of the daemon's loop) list each folder
+    once, and see each other's names: listing a folder for every answer made a flood of 50,000
+    empty photos cost the daemon half an hour of CPU, growing with the square of their number
+    (a volume trial). A name someone else makes meanwhile is seen at the next turn; the exact
+    name is still checked on disk (`os.path.lexists`), and the rename never replaces one."""
+    token = _listings.set({})
+    try:
+        yield
+    finally:
+        _listings.reset(token)
+
+
+def _present(outbox: Path, folder: Path) -> set[str]:
+    """Folded names in `folder` and the folders alike: listed now, or once per `one_listing`."""
+    listings = _listings.get()
+    if listings is not None and (outbox, folder) in listings:
+        return listings[(outbox, folder)]
+    present = {
+        folded(entry.name) for alike in _alike_folders(outbox, folder) for entry in _entries(alike)
+    }
+    if listings is not None:
+        listings[(outbox, folder)] = present
+    return present
 
 
 # How a failure report's `original` begins when the originals could not go back to the inbox

@@ -1,0 +1,45 @@
+"""Volume: a flood of files that each get a report must not hold up the photos beside it.
+
+A volume trial dropped 50,000 empty photos into an inbox folder: once they were reported, the
+daemon wrote all their reports in one turn of its loop, each listing the growing outbox folder,
+and for minutes no render finished, no pair was claimed and status stood still.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Folders, image_bytes, start_daemon, wait_for, write_json
+
+pytestmark = pytest.mark.heavy
+
+FLOOD = 1500
+
+
+def _reports(folder: Path) -> int:
+    return len(list(folder.glob("*.error.json"))) if folder.is_dir() else 0
+
+
+def test_a_pair_dropped_during_a_flood_of_reports_is_answered_before_the_flood_is(
+    folders: Folders,
+) -> None:
+    config = folders.config(pair_timeout=1.0, log_format="json")
+    daemon = start_daemon(folders, config=config)
+    flood = folders.inbox / "flood"
+    flood.mkdir()
+    for index in range(FLOOD):
+        (flood / f"empty{index:05}.jpg").touch()
+    answers = folders.outbox / "flood"
+    wait_for(lambda: _reports(answers) > 0, 60, "the first reports on the empty photos")
+    (folders.inbox / "good.jpg").write_bytes(image_bytes(seed=5))
+    write_json(folders.inbox / "good.json", {"style": "mosaic"})
+    wait_for(lambda: (folders.outbox / "good.stylised.jpg").exists(), 120, "the good pair")
+    # Before: the whole flood was reported in one turn of the loop, the pair claimed after it.
+    assert _reports(answers) < FLOOD
+    wait_for(lambda: _reports(answers) == FLOOD, 240, "every empty photo reported")
+    assert daemon.stop() == 0
+    assert daemon.logged("problem.crashed") == 0
+    reported = {json.loads(path.read_text())["input"] for path in answers.glob("*.error.json")}
+    assert reported == {f"flood/empty{index:05}.jpg" for index in range(FLOOD)}
