@@ -42,6 +42,7 @@ INBOX_SECTIONS = (
     ("settling", "settling"),
     ("arriving", "still arriving"),
     ("waiting", "waiting for their pair"),
+    ("ready", "ready, waiting for room in the queue"),
 )
 JOB_SECTIONS = (State.QUEUED, State.RUNNING, State.PUBLISHING, State.BLOCKED)
 
@@ -189,6 +190,8 @@ def _inbox_line(item: InboxItem, now: float) -> str:
         if item.gives_up_in is not None:
             text += f", gives up in {duration(item.gives_up_in)}"
         return text + ")"
+    if item.state == "ready":
+        return f"{item.path}  {item.note} (for {duration(now - item.since)})"
     return f"{item.path}  {item.note} (last change {duration(now - item.since)} ago)"
 
 

@@ -297,7 +297,8 @@ class Settings(BaseSettings):
     queue_max: int = Field(
         10000,
         ge=1,
-        description="Jobs claimed and waiting for a worker; beyond it photos wait in the inbox.",
+        description="Jobs claimed and waiting for a worker; beyond it photos wait in the inbox "
+        "(listed by `status` as ready), taken from it with the top folders in turns.",
         json_schema_extra=APPLIED_LIVE,
     )
     preview_every: int = Field(

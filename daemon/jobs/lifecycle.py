@@ -34,6 +34,7 @@ from daemon.jobs.estimate import Pace, queue_starts
 from daemon.jobs.inbox_reports import InboxReports
 from daemon.jobs.live import Returning, Running, live_items
 from daemon.jobs.publisher import Publisher
+from daemon.jobs.ready import ReadyPairs, top_folder
 from daemon.jobs.record import Job
 from daemon.jobs.recovery import recover
 from daemon.jobs.resend import earlier_answer_to_this_input
@@ -92,7 +93,7 @@ class Lifecycle:
         self.publish_retry = publish_retry
         self.jobs: dict[str, Job] = {}  # claimed and not finished
         self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
-        self.deferred: deque[Arrival] = deque()  # ready in the inbox, not claimed yet
+        self.deferred = ReadyPairs()  # ready in the inbox, not claimed yet
         self.held_back: dict[Path, Arrival] = {}  # a newer version of a photo a job copied
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
         self.unsettled: list[Path] = []  # not what settled when claimed: to settle again
@@ -390,7 +391,7 @@ class Lifecycle:
             preview_every=self.settings.preview_every,
             strip_location=self.settings.strip_location,
             lost=row.lost if row else 0,  # its free requeues are counted across restarts
-            share=Path(job.rel_dir).parts[0] if job.rel_dir else "",
+            share=top_folder(job.rel_dir),
         )
         if not self.pool.submit(task):
             self.backlog.appendleft(job)

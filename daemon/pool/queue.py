@@ -13,6 +13,8 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from daemon.pool.task import Task
 
@@ -22,10 +24,31 @@ from daemon.pool.task import Task
 # already fill the cores.
 AUTO_GPU_BATCH = 8
 
+T = TypeVar("T")
+
 
 def batch_size(device: str, batch_max: int) -> int:
     """The most jobs a member on `device` renders together."""
     return batch_max or (1 if device == "cpu" else AUTO_GPU_BATCH)
+
+
+def in_turns(shares: Mapping[str, Sequence[T]], served: Mapping[str, int]) -> list[T]:
+    """Items of every folder in the order folders taking turns hand them out: each next from
+    the folder `served` least recently (-1 or absent: not since it last had nothing waiting),
+    the folder listed first among equals; `shares` oldest first within each folder."""
+    turns = [(served.get(share, -1), index, share) for index, share in enumerate(shares)]
+    heapq.heapify(turns)
+    later = max(served.values(), default=0) + 1
+    taken = dict.fromkeys(shares, 0)
+    order = []
+    while turns:
+        _, index, share = heapq.heappop(turns)
+        order.append(shares[share][taken[share]])
+        taken[share] += 1
+        if taken[share] < len(shares[share]):
+            heapq.heappush(turns, (later, index, share))
+            later += 1
+    return order
 
 
 def _runs_on(task: Task, device: str) -> bool:
@@ -47,20 +70,10 @@ class TaskQueue:
         """In the order `take` would hand them out, one at a time (devices and batches aside):
         what `status` lists first (a re-test's finding: the next to run were listed after the
         whole camera roll, or not at all)."""
-        shares: dict[str, deque[Task]] = {}
+        shares: dict[str, list[Task]] = {}
         for task in self._tasks:
-            shares.setdefault(task.share, deque()).append(task)
-        turns = [(self._turn(share), index, share) for index, share in enumerate(shares)]
-        heapq.heapify(turns)
-        later = max(self._served.values(), default=0) + 1
-        order = []
-        while turns:
-            _, index, share = heapq.heappop(turns)
-            order.append(shares[share].popleft().job_id)
-            if shares[share]:
-                heapq.heappush(turns, (later, index, share))
-                later += 1
-        return order
+            shares.setdefault(task.share, []).append(task)
+        return [task.job_id for task in in_turns(shares, self._served)]
 
     def _turn(self, share: str) -> int:
         """When `share` was last served (-1: not since it last had nothing queued); the lowest

@@ -40,6 +40,7 @@ INBOX_LABELS = {
     "settling": "settling",
     "arriving": "still arriving",
     "waiting": "waiting for its pair",
+    "ready": "ready",
 }
 # Shown on a card; style_weight only when given (it overrides strength, which is then moot).
 PARAMS_SHOWN = ("size", "iterations", "strength", "style_weight", "preserve_colors")
