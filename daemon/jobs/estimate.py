@@ -43,28 +43,34 @@ class Pace:
     renders all had the same work, their median, in proportion."""
 
     samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=KEPT))
+    _fit: tuple[float, float] | None = None  # (fixed seconds, seconds per unit), once asked
 
     def record(self, info: ResultInfo) -> None:
         seconds = info.timings.get("worker_total_seconds")
         work = planned_work(info.params)
         if seconds is not None and seconds > 0 and work > 0:
             self.samples.append((work, seconds / max(1, info.batch_size)))
+            self._fit = None
 
     def seconds(self, params: RenderParams) -> float | None:
         """How long a job of `params` takes a worker, or None before any render finished."""
         if not self.samples:
             return None
-        work = planned_work(params)
+        if self._fit is None:
+            self._fit = self._fitted()
+        fixed, slope = self._fit
+        return fixed + slope * planned_work(params)
+
+    def _fitted(self) -> tuple[float, float]:
         slopes = [
             (s2 - s1) / (w2 - w1)
             for (w1, s1), (w2, s2) in itertools.combinations(self.samples, 2)
             if w1 != w2
         ]
         if not slopes:
-            return statistics.median(s / w for w, s in self.samples) * work
+            return 0.0, statistics.median(s / w for w, s in self.samples)
         slope = max(0.0, statistics.median(slopes))
-        fixed = max(0.0, statistics.median(s - slope * w for w, s in self.samples))
-        return fixed + slope * work
+        return max(0.0, statistics.median(s - slope * w for w, s in self.samples)), slope
 
 
 def start_in(busy_for: Sequence[float | None], durations: Sequence[float | None]) -> list[float]:

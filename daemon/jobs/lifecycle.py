@@ -165,9 +165,10 @@ class Lifecycle:
 
     def items(self) -> list[JobItem]:
         """Queued jobs in the order the pool takes them (its turns), with when they start."""
-        turn = {job_id: index for index, job_id in enumerate(self.pool.queued)}
+        queued = self.pool.queued
+        turn = {job_id: index for index, job_id in enumerate(queued)}
         jobs = sorted(self.jobs.values(), key=lambda job: turn.get(job.id, -1))
-        waiting = [self.jobs[job_id] for job_id in self.pool.queued if job_id in self.jobs]
+        waiting = [self.jobs[job_id] for job_id in queued if job_id in self.jobs]
         starts_in = queue_starts(
             [*waiting, *self.backlog],
             self.running.values(),
