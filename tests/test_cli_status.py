@@ -69,6 +69,12 @@ def busy_report() -> StatusReport:
                 note="waits for lonely.json",
                 gives_up_in=240,
             ),
+            InboxItem(
+                path="in/ready.jpg",
+                state="ready",
+                since=NOW - 40,
+                note="ready; waits for room in the queue (queue_max)",
+            ),
         ],
         jobs=[
             JobItem(
@@ -152,6 +158,7 @@ def test_every_section_in_order() -> None:
         "settling",
         "still arriving",
         "waiting for their pair",
+        "ready, waiting for room in the queue",
         "queued",
         "running",
         "publishing",
@@ -168,6 +175,7 @@ def test_every_section_in_order() -> None:
     assert "finished: 7 done, 1 failed, 1 rejected" in text
     assert "in/lonely.jpg  waits for lonely.json (waiting 2 min, gives up in 4 min)" in text
     assert "q/queued.jpg  waiting 30 s; starts in about 4 min; started 1 time(s) before" in text
+    assert "\n  in/ready.jpg  for 40 s\n" in text
     assert (
         "r/running.jpg  42.5% (85/200) on cuda:0, about 2 min left; preview r/running.preview.jpg"
         in text
@@ -176,6 +184,7 @@ def test_every_section_in_order() -> None:
     notes = {row.name: row.note for row in queue_rows(busy_report(), NOW)}  # and on the page
     assert notes["b/blocked.jpg"].startswith("outbox unwritable: the outbox is full (ENOSPC)")
     assert notes["q/queued.jpg"] == "for 30 s; starts in about 4 min; started 1 time(s) before"
+    assert notes["in/ready.jpg"] == "ready; waits for room in the queue (queue_max)"
     # A report built from the database does not know what refused: it does not guess.
     [blocked] = busy_report().in_state(State.BLOCKED)
     unknown = blocked.model_copy(update={"blocked_on": None})

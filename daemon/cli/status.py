@@ -190,8 +190,8 @@ def _inbox_line(item: InboxItem, now: float) -> str:
         if item.gives_up_in is not None:
             text += f", gives up in {duration(item.gives_up_in)}"
         return text + ")"
-    if item.state == "ready":
-        return f"{item.path}  {item.note} (for {duration(now - item.since)})"
+    if item.state == "ready":  # the heading says what it waits for
+        return f"{item.path}  for {duration(now - item.since)}"
     return f"{item.path}  {item.note} (last change {duration(now - item.since)} ago)"
 
 
