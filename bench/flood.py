@@ -1,0 +1,115 @@
+"""A flood of files that each get a report, and one good pair beside it: `stylefold run` on
+temporary folders, N empty photos dropped into `inbox/flood/`, then a good pair at the top of
+the inbox two seconds later. Prints how long until every report was written, how long the
+good pair took to be answered, and the reports per second in each fifth of the flood (flat
+when each report costs the same however many came before).
+
+    python -m bench.flood --files 6000
+    python -m bench.flood --files 20000 --daemon-src /path/to/an/older/checkout
+
+`--daemon-src` runs the daemon from another checkout (the same flood before and after a change,
+one after the other on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import machine
+from bench.throughput import REPO, _jpeg
+
+SETTINGS = """\
+settle_seconds = 0.2
+poll_interval = 0.2
+pair_timeout = 2.0
+arriving_timeout = 2.0
+log_format = "json"
+[defaults]
+size = 48
+iterations = 2
+"""
+
+
+@dataclass(frozen=True)
+class Flood:
+    all_reported_s: float  # from the first empty photo dropped to the last report written
+    reporting_s: float  # from the first report written to the last
+    good_pair_s: float  # from the good pair dropped to its answer
+    rates: list[float]  # reports per second in each fifth of the flood
+
+
+def flood(files: int, source: Path) -> Flood:
+    with tempfile.TemporaryDirectory(prefix="stylefold-flood-") as tmp:
+        root = Path(tmp)
+        for name in ("inbox/flood", "outbox", "styles", "state"):
+            (root / name).mkdir(parents=True)
+        (root / "styles" / "mosaic.jpg").write_bytes(_jpeg(64, 999))
+        folders = "".join(
+            f'{name} = "{root / name}"\n' for name in ("inbox", "outbox", "styles", "state")
+        )
+        config = root / "stylefold.toml"
+        config.write_text(folders + 'devices = ["cpu"]\n' + SETTINGS)
+        env = {**os.environ, "PYTHONPATH": str(source)}
+        with (root / "daemon.log").open("wb") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            while b"daemon.ready" not in (root / "daemon.log").read_bytes():
+                time.sleep(0.2)
+            began = time.monotonic()
+            for index in range(files):
+                (root / "inbox" / "flood" / f"e{index:06d}.jpg").touch()
+            time.sleep(2)
+            (root / "inbox" / "good.jpg").write_bytes(_jpeg(64, 1))
+            (root / "inbox" / "good.json").write_text(json.dumps({"style": "mosaic"}))
+            dropped = time.monotonic()
+            good, reported, counts = None, 0, []
+            answers = root / "outbox" / "flood"
+            while reported < files or good is None:
+                if good is None and (root / "outbox" / "good.stylised.jpg").exists():
+                    good = time.monotonic() - dropped
+                reported = sum(1 for _ in answers.glob("*.error.json")) if answers.is_dir() else 0
+                counts.append((time.monotonic(), reported))
+                time.sleep(0.5)
+            ended = time.monotonic()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+    first = next(at for at, count in counts if count > 0)
+    rates = []
+    for fifth in range(5):
+        low, high = files * fifth // 5, files * (fifth + 1) // 5
+        start = next(at for at, count in counts if count >= max(low, 1))
+        end = next(at for at, count in counts if count >= high)
+        rates.append((high - low) / max(end - start, 0.5))
+    return Flood(ended - began, ended - first, good or 0.0, rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=6000)
+    parser.add_argument("--daemon-src", type=Path, default=REPO, help="a checkout to run")
+    args = parser.parse_args()
+    print(json.dumps(machine.describe("cpu", args.daemon_src)))
+    result = flood(args.files, args.daemon_src.resolve())
+    rates = ", ".join(f"{rate:.0f}" for rate in result.rates)
+    print(
+        f"{args.files} empty photos: all reported after {result.all_reported_s:.1f} s "
+        f"({result.reporting_s:.1f} s from the first report); the good pair answered "
+        f"{result.good_pair_s:.1f} s after it was dropped; reports/s by fifth: {rates}"
+    )
+
+
+if __name__ == "__main__":
+    main()
