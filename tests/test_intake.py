@@ -528,6 +528,33 @@ def test_a_problem_is_as_decided_only_while_its_file_is_unchanged(inbox: Inbox) 
     assert still == {first}
 
 
+def test_empty_files_wait_asleep_and_a_pair_beside_them_is_looked_at_first(
+    inbox: Inbox,
+) -> None:
+    """A re-test: 50,000 empty photos were looked at again at every poll, oldest first, and a
+    pair dropped beside them waited until they were reported. A poll cut short says so, for
+    `once`, which is done only after a poll that looked at everything due."""
+    for index in range(50):
+        inbox.write(f"flood/e{index:02}.jpg", b"")
+    assert inbox.poll(SETTLE * 2) == [] and inbox.intake.looked_at_all
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", "{}")
+    inbox.now += SETTLE * 2
+    # Polls whose budget is spent at once look at one file each: the photo, then its sidecar,
+    # not the 50 empty photos first.
+    cut_short = inbox.intake.poll(inbox.now, until=time.monotonic())
+    assert cut_short == [] and not inbox.intake.looked_at_all
+    assert inbox.intake.poll(inbox.now, until=time.monotonic()) == [
+        Arrival(image, sidecar, Path("."))
+    ]
+    assert inbox.poll() == [] and inbox.intake.looked_at_all
+    filled = inbox.write("flood/e07.jpg")  # an empty photo filled in wakes at once
+    inbox.write("flood/e07.json", "{}")
+    assert inbox.poll(SETTLE * 2) == [Arrival(filled, filled.with_suffix(".json"), Path("flood"))]
+    problems = inbox.poll(PAIR)
+    assert len(problems) == 49 and all(isinstance(p, Problem) for p in problems)
+
+
 def test_an_empty_file_s_wait_counts_from_its_arrival_across_a_restart(tmp_path: Path) -> None:
     """A soak trial: an empty sidecar there 49 s before a restart was reported 60 s after it,
     as if new; a lone photo's wait counts from the file's arrival (its ctime), so does this."""

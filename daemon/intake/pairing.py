@@ -109,6 +109,9 @@ class Intake:
         # each of 3,000 waiting photos at every poll took the daemon a fifth of a core (a bulk
         # import's trial).
         self._asleep: dict[Path, float] = {}
+        # Whether the last poll looked at every file due (not cut short by its `until`): what
+        # `once` waits for before it calls the inbox done.
+        self.looked_at_all = True
         self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
 
@@ -310,11 +313,13 @@ class Intake:
         feeds, go on while a thousand arriving photos are looked at."""
         events: list[Event] = []
         self._wake([path for path, due in self._asleep.items() if due <= now])
+        self.looked_at_all = True
         for path in sorted(self._pending, key=lambda path: self._files[path].changed_at):
             entry = self._files.get(path)
             if entry is None or path not in self._pending:
                 continue
             if self._settle(entry, now, events) and time.monotonic() >= until:
+                self.looked_at_all = False
                 break
         # Decisions come after every settle check, so halves settling in the same poll pair up;
         # a decision may wake partners, which are decided in the next round of this same poll.
@@ -386,7 +391,11 @@ class Intake:
             # From its arrival, as a lone photo's wait: a restart started it again (a soak trial).
             if now - entry.waiting_since >= self.pair_timeout:
                 self._report(entry, events, reasons.empty(self.pair_timeout))
-            return  # writers often create a file first and fill it later
+            else:  # writers often create a file first and fill it later, which wakes it
+                # Asleep, not looked at every turn: 50,000 empty photos took every turn's
+                # looks, and a pair dropped beside them waited until they were reported.
+                self._sleep(entry.path, entry.waiting_since + self.pair_timeout)
+            return
         # A sidecar too: written by a copy that sets the size first, it is zeros for a while.
         # One over max_sidecar_bytes is refused for its size, whatever it holds, at once (a
         # sparse 10 GiB of zeros waited arriving_timeout: an attacker's trial).
