@@ -57,7 +57,7 @@ TICK = 0.2  # seconds the loop waits for worker messages; bounds the reaction ti
 PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 INTAKE_BUDGET = 0.5  # seconds of settle checks per loop turn (they read arriving photos)
-REPORT_BUDGET = 0.5  # seconds of reports on inbox files per loop turn (after the first)
+REPORT_BUDGET = 0.5  # seconds of reports on inbox files per loop turn (the rest wait a turn)
 READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
 INTERNAL_RELOAD = "internal error reading the configuration ({!r}); please report it"
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
