@@ -384,7 +384,7 @@ def test_queued_jobs_say_when_they_start_once_the_daemon_knows_its_pace(
 ) -> None:
     """No queued job said when it would start: with one worker and a long render ahead, a
     photo's sender saw only "waiting 3 min". After a first render the daemon knows its pace."""
-    daemon = daemon_factory()
+    daemon = daemon_factory(config=folders.config(grace_period=1.0))
 
     (folders.inbox / "first.jpg").write_bytes(image_bytes(seed=1))
     write_json(folders.inbox / "first.json", {"style": "mosaic", "params": {"iterations": 4}})
