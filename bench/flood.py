@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import machine
-from bench.throughput import REPO, _jpeg
+from bench.daemon_latency import REPO, photo
 
 SETTINGS = """\
 settle_seconds = 0.2
@@ -52,7 +52,7 @@ def flood(files: int, source: Path) -> Flood:
         root = Path(tmp)
         for name in ("inbox/flood", "outbox", "styles", "state"):
             (root / name).mkdir(parents=True)
-        (root / "styles" / "mosaic.jpg").write_bytes(_jpeg(64, 999))
+        (root / "styles" / "mosaic.jpg").write_bytes(photo(999, (64, 48)))
         folders = "".join(
             f'{name} = "{root / name}"\n' for name in ("inbox", "outbox", "styles", "state")
         )
@@ -71,7 +71,7 @@ def flood(files: int, source: Path) -> Flood:
             for index in range(files):
                 (root / "inbox" / "flood" / f"e{index:06d}.jpg").touch()
             time.sleep(2)
-            (root / "inbox" / "good.jpg").write_bytes(_jpeg(64, 1))
+            (root / "inbox" / "good.jpg").write_bytes(photo(1, (64, 48)))
             (root / "inbox" / "good.json").write_text(json.dumps({"style": "mosaic"}))
             dropped = time.monotonic()
             good, reported, counts = None, 0, []
