@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
 import signal
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
 from daemon.fsutil import remove_temporaries
 from daemon.gpu_probe import DeviceProbe, probe_for
+from daemon.intake.backlog import Backlog
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake, Problem
 from daemon.intake.styles import StyleLibrary
@@ -58,6 +58,7 @@ PUBLISH_RETRY = float(os.environ.get("STYLEFOLD_TEST_PUBLISH_RETRY", "30"))
 FEED_BUDGET = 0.5  # seconds of claiming per loop turn
 INTAKE_BUDGET = 0.5  # seconds of settle checks per loop turn (they read arriving photos)
 REPORT_BUDGET = 0.5  # seconds of reports on inbox files per loop turn (the rest wait a turn)
+OBSERVE_BUDGET = 0.5  # seconds of the watcher's news per loop turn (`Backlog`)
 READY_TIMEOUT = 600.0  # the units' TimeoutStartSec= is shorter: loading sends EXTEND_TIMEOUT_USEC
 INTERNAL_RELOAD = "internal error reading the configuration ({!r}); please report it"
 CANCEL_GRACE = 15.0  # after the grace period: time for workers to acknowledge `cancel`
@@ -87,9 +88,9 @@ class Daemon:
         self.rules = IgnoreRules.from_settings(settings)
         self.intake = Intake.from_settings(settings, self.rules)
         self.intake.style_names = self.library.names
-        self.paths: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: scan finished
+        self.backlog = Backlog(self.intake)
         self.watcher = Watcher.from_settings(
-            settings, self.rules, self.paths.put, on_scan=lambda: self.paths.put(None)
+            settings, self.rules, self.backlog.put, on_scan=self.backlog.scanned
         )
         self.pool = make_pool(settings)
         self.guard = FolderGuard({"inbox": settings.inbox, "outbox": settings.outbox})
@@ -258,7 +259,7 @@ class Daemon:
         return (
             self.watcher.first_scan.is_set()
             and (self.lifecycle.only_blocked if blocked else not self.lifecycle.busy)
-            and self.paths.empty()
+            and self.backlog.empty
             and not self.problems
             and self._looked_at_all - self._last_activity > self.settings.settle_seconds + 1.0
         )
@@ -313,8 +314,10 @@ class Daemon:
         """One turn: new paths, ready pairs, room in the queue, worker news, housekeeping."""
         assert self.lifecycle is not None
         now = time.monotonic()
-        self._observe(now)
-        for event in self.intake.poll(now, time.monotonic() + INTAKE_BUDGET):
+        if self.backlog.observe(now, now + OBSERVE_BUDGET):
+            self._last_activity = now
+        events = self.backlog.poll(now, time.monotonic() + INTAKE_BUDGET)
+        for event in events or ():
             self._last_activity = now
             if isinstance(event, Arrival):
                 if self.fixes is not None:
@@ -322,7 +325,7 @@ class Daemon:
                 self.lifecycle.arrived(event)
             else:
                 self.problems.append(event)
-        if self.intake.looked_at_all:
+        if events is not None and self.intake.looked_at_all:
             self._looked_at_all = now
         self._report_problems(time.monotonic() + REPORT_BUDGET)
         if self.fixes is not None:
@@ -349,18 +352,6 @@ class Daemon:
                     self.lifecycle.reports.problem(problem)
                 except Exception:
                     log.exception("problem.crashed", path=str(problem.path))
-
-    def _observe(self, now: float) -> None:
-        while True:
-            try:
-                path = self.paths.get_nowait()
-            except queue.Empty:
-                return
-            if path is None:
-                self.intake.sweep(now)
-            else:
-                self._last_activity = now
-                self.intake.observe(path, now)
 
     def _pump(self, timeout: float) -> None:
         assert self.lifecycle is not None

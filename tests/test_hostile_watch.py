@@ -5,6 +5,7 @@ tracker and the walk keep a photo's sidecar with it at their limits."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import image_bytes, wait_for
 from hostile import Decoy
 from structlog.testing import capture_logs
 
+from daemon.intake.backlog import Backlog
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Intake, Problem
 from daemon.intake.tree import walk
@@ -239,11 +241,14 @@ def test_the_tracker_keeps_room_for_sidecars_and_says_when_full(inbox: Path) -> 
     assert [line["setting"] for line in logs if line["event"] == "limit.reached"] == ["max_tracked"]
     for name in ("a.jpg", "a.json", "b.jpg", "b.json"):
         (inbox / name).unlink()  # claimed
-    intake.sweep(1.0)  # the full scan that fed c again found room
+    backlog = Backlog(intake)
+    backlog.scanned()
+    backlog.observe(1.0, math.inf)  # the full scan that fed c again found room
     for name in ("c.jpg", "c.json"):
         intake.observe(inbox / name, 1.0)
     assert len(intake) == 2
-    intake.sweep(1.0)
+    backlog.scanned()
+    backlog.observe(1.0, math.inf)
     assert intake.attention() == []
 
 

@@ -1,11 +1,13 @@
 """Intake: settle timers and pairing, driven by a test clock over real files."""
 
+import math
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from daemon.intake.backlog import Backlog
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Event, Intake, Problem
 from daemon.jobs.reports import about_problem
@@ -138,7 +140,9 @@ def test_changed_after_emission_emits_again(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     sidecar = inbox.write("photo.json", '{"style": "a"}')
     assert len(inbox.poll(SETTLE)) == 1
-    inbox.intake.sweep(inbox.now)  # a full rescan of unchanged files is not a change
+    backlog = Backlog(inbox.intake)
+    backlog.scanned()
+    backlog.observe(inbox.now, math.inf)  # a full rescan of unchanged files is not a change
     inbox.intake.observe(image, inbox.now)
     assert inbox.poll(SETTLE) == []
     inbox.write("photo.json", '{"style": "other"}')

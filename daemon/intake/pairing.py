@@ -258,11 +258,14 @@ class Intake:
             other.waiting_since = max(other.waiting_since, now)
             self._wake([related])
 
-    def sweep(self, now: float) -> None:
-        """Re-stat every tracked file (after a full scan): forgets files whose deletion events
-        were lost, e.g. on inotify queue overflow."""
-        for path in list(self._files):
-            self.observe(path, now)
+    def tracked(self) -> list[Path]:
+        """Every tracked file: after a full scan each is observed again (a sweep, in
+        `daemon.intake.backlog`), which forgets files whose deletion events were lost, e.g. on
+        inotify queue overflow; then `swept`."""
+        return list(self._files)
+
+    def swept(self) -> None:
+        """A full scan and its sweep are done: limits no longer reached are cleared."""
         if not self.dropped:
             self.limits.clear("max_tracked")
         if not self.too_long:

@@ -1,0 +1,74 @@
+"""The watcher's news, observed a budget at a time.
+
+The watcher (its own thread) queues every inbox path it hears of, and a marker after each full
+scan, upon which every tracked file is looked at again (a sweep: deletions whose events were
+lost). The daemon's loop observes them here between its other work, for at most a budget per
+turn: a volume trial's 50,000 new paths, observed in one turn, left `status` 17.5 s stale and
+every worker's news waiting, and a sweep of as many tracked files stalled it as long every
+`rescan_interval`.
+
+Pairs are decided (`poll`) only while no news waits: a photo whose sidecar is still queued
+would be decided alone, and after a long stop its wait for a partner has run out already. A
+sweep's re-looks are no news (they find no new partner), so decisions go on during one.
+"""
+
+import queue
+import time
+from collections import deque
+from pathlib import Path
+
+from daemon.intake.arrival import Event
+from daemon.intake.pairing import Intake
+
+
+class Backlog:
+    """Usage: the watcher calls `put` and `scanned` from its thread; the loop calls `observe`,
+    then `poll`, each turn."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: a full scan
+        self._sweep: deque[Path] = deque()  # tracked files to look at again
+        self._sweeping = False
+
+    def put(self, path: Path) -> None:
+        self._queue.put(path)
+
+    def scanned(self) -> None:
+        self._queue.put(None)
+
+    @property
+    def news(self) -> bool:
+        """Whether paths the watcher reported wait to be observed."""
+        return not self._queue.empty()
+
+    @property
+    def empty(self) -> bool:
+        return not self.news and not self._sweeping
+
+    def observe(self, now: float, until: float) -> bool:
+        """Observe queued paths, then the sweep's, until `until` (time.monotonic()), at least
+        one; True if any was news (a new path, not a sweep's re-look)."""
+        fresh = False
+        while True:
+            if not self._queue.empty():
+                path = self._queue.get_nowait()
+                if path is None:  # (a sweep still going starts again)
+                    self._sweep = deque(self.intake.tracked())
+                    self._sweeping = True
+                else:
+                    fresh = True
+                    self.intake.observe(path, now)
+            elif self._sweep:
+                self.intake.observe(self._sweep.popleft(), now)
+            elif self._sweeping:
+                self._sweeping = False
+                self.intake.swept()
+            else:
+                return fresh
+            if time.monotonic() >= until:
+                return fresh
+
+    def poll(self, now: float, until: float) -> list[Event] | None:
+        """The intake's decisions (`Intake.poll`), or None while news waits."""
+        return None if self.news else self.intake.poll(now, until)
