@@ -1,8 +1,10 @@
 """A flood of files that each get a report, and one good pair beside it: `stylefold run` on
 temporary folders, N empty photos dropped into `inbox/flood/`, then a good pair at the top of
 the inbox two seconds later. Prints how long until every report was written, how long the
-good pair took to be answered, and the reports per second in each fifth of the flood (flat
-when each report costs the same however many came before).
+good pair took to be answered, the reports per second in each fifth of the flood (flat
+when each report costs the same however many came before), and the oldest `status` was
+(state/status.json's age, looked at twice a second: the daemon rewrites it at least every
+2 s while its loop turns).
 
     python -m bench.flood --files 6000
     python -m bench.flood --files 20000 --daemon-src /path/to/an/older/checkout
@@ -45,6 +47,7 @@ class Flood:
     reporting_s: float  # from the first report written to the last
     good_pair_s: float  # from the good pair dropped to its answer
     rates: list[float]  # reports per second in each fifth of the flood
+    status_age_s: float  # the oldest status.json was, from the flood's start to its end
 
 
 def flood(files: int, source: Path) -> Flood:
@@ -74,13 +77,15 @@ def flood(files: int, source: Path) -> Flood:
             (root / "inbox" / "good.jpg").write_bytes(photo(1, (64, 48)))
             (root / "inbox" / "good.json").write_text(json.dumps({"style": "mosaic"}))
             dropped = time.monotonic()
-            good, reported, counts = None, 0, []
+            good, reported, counts, oldest = None, 0, [], 0.0
+            status = root / "state" / "status.json"
             answers = root / "outbox" / "flood"
             while reported < files or good is None:
                 if good is None and (root / "outbox" / "good.stylised.jpg").exists():
                     good = time.monotonic() - dropped
                 reported = sum(1 for _ in answers.glob("*.error.json")) if answers.is_dir() else 0
                 counts.append((time.monotonic(), reported))
+                oldest = max(oldest, time.time() - status.stat().st_mtime)
                 time.sleep(0.5)
             ended = time.monotonic()
         finally:
@@ -93,7 +98,7 @@ def flood(files: int, source: Path) -> Flood:
         start = next(at for at, count in counts if count >= max(low, 1))
         end = next(at for at, count in counts if count >= high)
         rates.append((high - low) / max(end - start, 0.5))
-    return Flood(ended - began, ended - first, good or 0.0, rates)
+    return Flood(ended - began, ended - first, good or 0.0, rates, oldest)
 
 
 def main() -> None:
@@ -107,7 +112,8 @@ def main() -> None:
     print(
         f"{args.files} empty photos: all reported after {result.all_reported_s:.1f} s "
         f"({result.reporting_s:.1f} s from the first report); the good pair answered "
-        f"{result.good_pair_s:.1f} s after it was dropped; reports/s by fifth: {rates}"
+        f"{result.good_pair_s:.1f} s after it was dropped; reports/s by fifth: {rates}; "
+        f"status at most {result.status_age_s:.1f} s old"
     )
 
 

@@ -163,10 +163,14 @@ class Intake:
 
     def items(self, now: float, wall: float) -> list[InboxItem]:
         """Files not yet a job, for `status`: settling, still arriving, or settled and waiting
-        for a partner. `now` is this tracker's clock, `wall` the epoch time at the same instant."""
+        for a partner. `now` is this tracker's clock, `wall` the epoch time at the same instant.
+        Cheap for a flood (status is written the more rarely the longer it takes): paths sorted
+        by their parts, made relative by their text."""
+        inbox = len(os.fspath(self.inbox).rstrip("/")) + 1
+        due = sorted(self._pending | self._asleep.keys(), key=lambda path: path.parts)
         return [
             inbox_item(
-                path.relative_to(self.inbox).as_posix(),
+                os.fspath(path)[inbox:],
                 entry.kind,
                 waits_for=entry.waits_for,
                 settled=entry.settled,
@@ -181,9 +185,8 @@ class Intake:
                 default=self.default,
                 empty=entry.signature.size == 0,
             )
-            for path, entry in sorted(
-                (path, self._files[path]) for path in self._pending | self._asleep.keys()
-            )
+            for path in due
+            for entry in (self._files[path],)
         ]
 
     # -- observations ---------------------------------------------------------------------
