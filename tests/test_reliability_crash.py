@@ -22,8 +22,8 @@ from daemon.jobs.recovery import MAX_STARTS
 
 pytestmark = pytest.mark.heavy
 
-JOBS = 60
-KILLS = 20
+JOBS = 42
+KILLS = 14
 
 
 def _answers(folders: Folders, stem: str) -> list[str]:
@@ -53,7 +53,7 @@ def _drop(folders: Folders, stems: list[str], rng: random.Random) -> None:
         (inbox / f"{stem}.json").write_text(json.dumps(sidecar))
 
 
-@pytest.mark.timeout(900)  # 21 daemon starts and 60 renders; minutes on a busy 2-core machine
+@pytest.mark.timeout(900)  # 15 daemon starts and 42 renders; minutes on a busy 2-core machine
 def test_kill_9_of_the_daemon_at_random_moments_loses_nothing(
     folders: Folders, reliability: Collector
 ) -> None:
