@@ -23,11 +23,26 @@ def test_a_spent_budget_observes_one_path_a_turn(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"\xff\xd8 image bytes")
         backlog.put(tmp_path / name)
     for seen in range(1, 6):
-        assert backlog.news
+        assert not backlog.empty
         assert backlog.observe(0.0, SPENT)
         assert len(backlog.intake) == seen
-    assert not backlog.news and backlog.empty
+        assert (backlog.poll(0.0, math.inf) is None) == (seen < 5)  # decided once caught up
+    assert backlog.empty
     assert not backlog.observe(0.0, SPENT)  # nothing new
+
+
+def test_news_after_catching_up_waits_for_the_next_turn_not_the_decisions(
+    tmp_path: Path,
+) -> None:
+    """A large photo copied over minutes is a steady stream of events: were decisions held
+    while any news waited, no other photo would be answered meanwhile."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 image bytes")
+    backlog = backlog_on(tmp_path, pair_timeout=60.0)
+    backlog.put(photo)
+    backlog.observe(0.0, math.inf)
+    backlog.put(photo)  # the next event, as the turn decides
+    assert not backlog.empty and backlog.poll(0.0, math.inf) is not None
 
 
 def test_a_photo_is_not_decided_alone_while_its_sidecar_waits_in_the_backlog(
@@ -69,7 +84,7 @@ def test_a_full_scan_looks_at_every_tracked_file_again_a_budget_at_a_time(tmp_pa
     assert backlog.observe(1.0, SPENT) is False  # the marker: the sweep begins
     backlog.observe(1.0, SPENT)
     assert len(backlog.intake) == 3  # one re-look a turn
-    assert not backlog.news and not backlog.empty
+    assert not backlog.empty
     assert backlog.poll(1.0, math.inf) is not None  # decisions go on
     backlog.observe(1.0, math.inf)
     assert len(backlog.intake) == 1 and backlog.empty

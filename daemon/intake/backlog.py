@@ -7,9 +7,11 @@ turn: a volume trial's 50,000 new paths, observed in one turn, left `status` 17.
 every worker's news waiting, and a sweep of as many tracked files stalled it as long every
 `rescan_interval`.
 
-Pairs are decided (`poll`) only while no news waits: a photo whose sidecar is still queued
-would be decided alone, and after a long stop its wait for a partner has run out already. A
-sweep's re-looks are no news (they find no new partner), so decisions go on during one.
+Pairs are decided (`poll`) only in a turn that caught up with the news: a photo whose sidecar
+is still queued would be decided alone, and after a long stop its wait for a partner has run
+out already. News that comes in after the catching up waits for the next turn, or a steady
+stream of events (a large photo copied over minutes) would hold every decision. A sweep's
+re-looks are no news (they find no new partner), so decisions go on during one.
 """
 
 import queue
@@ -30,6 +32,7 @@ class Backlog:
         self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: a full scan
         self._sweep: deque[Path] = deque()  # tracked files to look at again
         self._sweeping = False
+        self._behind = False  # the last `observe` left news for the next turn
 
     def put(self, path: Path) -> None:
         self._queue.put(path)
@@ -38,20 +41,16 @@ class Backlog:
         self._queue.put(None)
 
     @property
-    def news(self) -> bool:
-        """Whether paths the watcher reported wait to be observed."""
-        return not self._queue.empty()
-
-    @property
     def empty(self) -> bool:
-        return not self.news and not self._sweeping
+        return self._queue.empty() and not self._sweeping
 
     def observe(self, now: float, until: float) -> bool:
         """Observe queued paths, then the sweep's, until `until` (time.monotonic()), at least
         one; True if any was news (a new path, not a sweep's re-look)."""
         fresh = False
         while True:
-            if not self._queue.empty():
+            self._behind = not self._queue.empty()
+            if self._behind:
                 path = self._queue.get_nowait()
                 if path is None:  # (a sweep still going starts again)
                     self._sweep = deque(self.intake.tracked())
@@ -67,8 +66,9 @@ class Backlog:
             else:
                 return fresh
             if time.monotonic() >= until:
+                self._behind = not self._queue.empty()
                 return fresh
 
     def poll(self, now: float, until: float) -> list[Event] | None:
-        """The intake's decisions (`Intake.poll`), or None while news waits."""
-        return None if self.news else self.intake.poll(now, until)
+        """The intake's decisions (`Intake.poll`), or None when `observe` left news."""
+        return None if self._behind else self.intake.poll(now, until)
