@@ -283,7 +283,7 @@ class Engine:
             else:
                 x = _upscale(x, previous_content, content_in)
             previous_content = content_in
-            reporter.stage = index
+            reporter.begin(index)
             result = optimize(
                 x,
                 loss_fn,

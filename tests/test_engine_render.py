@@ -14,7 +14,7 @@ from service.engine import Engine, StyleImage
 from service.errors import CancelledError, EngineError, ImageInputError
 from service.losses import content_loss, gram, style_layer_loss
 from service.params import DEFAULT_STRENGTH, RenderParams, style_weight_for
-from service.progress import Progress
+from service.progress import Progress, time_left
 from service.schedule import AFTER_SKETCH_SHARE, FINER_MIN, plan, style_dimensions
 from service.tensors import to_tensor
 
@@ -295,6 +295,14 @@ def test_progress_eta_and_cancel(engine: Engine, content: Image.Image, style: Im
     assert [p.iteration for p in seen] == [5]  # cancelled at the second progress point
     assert seen[0].total == 100 and seen[0].eta > 0 and seen[0].elapsed > 0
     assert set(seen[0].losses) == {"content", "style", "tv", "total"}
+
+
+def test_time_left_follows_the_current_pass_once_it_has_a_pace() -> None:
+    """A fine pass costing twice per pixel what the coarse one did: 100 units of coarse work
+    took 10 s, 50 of the fine pass's 10 s; 100 more of it take 20 s, not the 6.7 s the
+    render's average pace (20 s for 150) says."""
+    assert time_left(20.0, 150.0, 10.0, 50.0, 100.0) == pytest.approx(20.0)
+    assert time_left(10.0, 100.0, 0.0, 0.0, 100.0) == pytest.approx(10.0)  # no pace yet
 
 
 def test_convergence_stopping(engine: Engine, content: Image.Image, style: Image.Image) -> None:
