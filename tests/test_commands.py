@@ -493,3 +493,4 @@ def test_every_command_s_help_says_what_it_does() -> None:
     ]
     for name, parser in commands.choices.items():
         assert parser.description, name
+        assert "usage:" in parser.format_help(), name  # `render --help` crashed on a "%"

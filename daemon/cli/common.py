@@ -26,10 +26,16 @@ def subcommand(
     return subparsers.add_parser(name, help=what, description=what)
 
 
+def described(text: str | None) -> str:
+    """A setting's description as a flag's help: argparse %-formats help, so a "%" in a
+    description ("0.01: 1 %") made `render --help` crash."""
+    return (text or "").replace("%", "%%")
+
+
 def folder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     for name in ("inbox", "outbox", "styles", "state"):
-        what = (Settings.model_fields[name].description or "").rstrip(".")
+        what = described(Settings.model_fields[name].description).rstrip(".")
         parser.add_argument(
             f"--{name}", type=Path, metavar="DIR", help=f"{what}; over the config file's"
         )

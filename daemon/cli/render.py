@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
+from daemon.cli.common import described
 from daemon.config import Settings
 from daemon.exitcodes import ExitCode
 from daemon.fsutil import atomic_write
@@ -93,7 +94,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
             flag,
             dest=name,
             default=None,
-            help=f"{info.description or ''} (default: {default})".strip(),
+            help=f"{described(info.description)} (default: {default})".strip(),
             **kwargs,
         )
 
