@@ -406,3 +406,32 @@ def test_strip_location_leaves_the_gps_out(tmp_path: Path, photos: tuple[Path, P
         with Image.open(out) as result:
             found.append(result.getexif().get_ifd(0x8825).get(1))
     assert found == ["N", None]
+
+
+def test_an_existing_output_is_replaced_only_when_it_is_an_earlier_result(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """A photographer's trial: `-o` naming another photo, read-only at that, replaced it and
+    exited 0. An earlier result is replaced (the same render with other flags); another file
+    or a read-only one only with --overwrite."""
+    content, style = photos
+    print_ = tmp_path / "print.jpg"
+    for round_ in range(2):  # the second replaces the first's result
+        done = _run(content, style, "-o", print_, *FAST, "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, (round_, done.stderr)
+    other = tmp_path / "holiday.png"
+    shutil.copyfile(style, other)
+    kept = other.read_bytes()
+    done = _run(content, style, "-o", other, *FAST, cwd=tmp_path)
+    assert done.returncode == 1 and other.read_bytes() == kept
+    assert f"-o {other} exists and is not a result of stylefold's; write the result to " in (
+        done.stderr
+    )
+    assert "add --overwrite to replace it" in done.stderr
+    print_.chmod(0o444)
+    done = _run(content, style, "-o", print_, *FAST, cwd=tmp_path)
+    assert done.returncode == 1 and f"-o {print_} is read-only; " in done.stderr
+    for output in (other, print_):
+        done = _run(content, style, "-o", output, *FAST, "--overwrite", "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert other.read_bytes() != kept and Image.open(other).size == (32, 21)

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import math
 import os
+import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -166,6 +167,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar or summary (notes still print)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT even when it is not an earlier result of stylefold's, or read-only",
     )
     parser.set_defaults(func=run)
 
@@ -344,6 +350,7 @@ def _render(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     image_format = _output_format(args.output)
     _not_an_input(args, style_files)
+    _replaceable(args)
     images = _read_images(args, style_files, params)
 
     from service.engine import Engine, StyleImage
@@ -421,6 +428,29 @@ def _not_an_input(args: argparse.Namespace, style_files: list[Path]) -> None:
                     f"-o {args.output} is {role} image itself, which the result would replace; "
                     "write the result to another file"
                 )
+
+
+def _replaceable(args: argparse.Namespace) -> None:
+    """An existing OUT is replaced when it is an earlier result (the same render with other
+    flags); any other file, or a read-only one, only with --overwrite (a photographer's trial:
+    `-o` naming another photo, read-only at that, replaced it without a word)."""
+    from service.imageio import written_by_stylefold
+
+    if args.overwrite:
+        return
+    try:
+        seen = os.lstat(args.output)
+        if not stat.S_ISREG(seen.st_mode):
+            return  # a link is replaced, not what it points to; a folder is told elsewhere
+        with args.output.open("rb") as file:
+            ours = written_by_stylefold(file)
+    except OSError:
+        return  # not there, or not readable: writing it says what is wrong
+    fix = "write the result to another file, or add --overwrite to replace it"
+    if not seen.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(f"-o {args.output} is read-only; {fix}")
+    if not ours:
+        raise UsageError(f"-o {args.output} exists and is not a result of stylefold's; {fix}")
 
 
 def _output_format(output: Path) -> str:
