@@ -262,6 +262,11 @@ def test_every_problem_reported_once_each() -> None:
         (b'{"style": "a", // mine\n}', "a comment at line 1 column 16; JSON has no comments"),
         (b"# mine\n{}", "a comment at line 1 column 1"),
         (b"{'style': 'a'}", "a single quote at line 1 column 2; JSON writes keys and text in"),
+        # a photographer's trial: iOS Notes' smart quotes, and .5 as people write it
+        ("{\u201cstyle\u201d: \u201ca\u201d}".encode(), "a curly quote (\u201c) at line 1 col"),
+        ('{"style": \u201ca\u201d}'.encode(), "needs straight double quotes"),
+        (b'{"params": {"strength": .5}}', "the number .5 at line 1 column 25 needs a 0 before"),
+        (b'{"params": {"tv_weight": -.25}}', "a 0 before its point (-0.25)"),
         (b'{"style" "a"}', "not valid JSON (Expecting ':' delimiter at line 1 column 10)"),
         (b'{"style": "a"', "not valid JSON"),
         (b"[]", 'must be a JSON object such as {"style": "name"}, not an array'),

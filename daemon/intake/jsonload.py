@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path, PurePath
 from typing import Any
@@ -17,6 +18,8 @@ from daemon.intake import reasons
 from daemon.safefs import Changed, Identity, NotUsable, UnsafePath, folder, open_file
 from service.files import NotAFile, open_regular
 
+CURLY_QUOTES = "\u201c\u201d\u2018\u2019\u201e\u00ab\u00bb"  # what editors' smart quotes make
+LEADING_POINT = re.compile(r"(-?)(\.\d+)")  # .5, which JSON writes 0.5
 MAX_DEPTH = 16  # real sidecars nest 3 deep; anything near the parser's recursion limit is hostile
 _SHOWN_INPUT = 60
 
@@ -157,6 +160,17 @@ def _syntax_error(exc: json.JSONDecodeError) -> str:
     if text.startswith("'", pos):
         return (
             f"not valid JSON: a single quote at {where}; JSON writes keys and text in double quotes"
+        )
+    if (quote := text[pos : pos + 1]) and quote in CURLY_QUOTES:  # as iOS Notes writes them
+        return (
+            f"not valid JSON: a curly quote ({quote}) at {where}; JSON needs straight double "
+            'quotes ("): turn off smart quotes in the editor, or retype them'
+        )
+    if number := LEADING_POINT.match(text, pos):
+        shown, sign, digits = number.group(), number.group(1), number.group(2)
+        return (
+            f"not valid JSON: the number {shown} at {where} needs a 0 before its point "
+            f"({sign}0{digits})"
         )
     return f"not valid JSON ({exc.msg} at {where}); fix the syntax"
 
