@@ -198,7 +198,12 @@ class RenderParams(BaseModel):
         "'luminance', false 'none'.",
         json_schema_extra=_or_boolean,
     )
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed for noise init and ties.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description='Seed of the noise start (init "noise"); the other starts do not draw from it.',
+    )
     network: Network = Field(
         default="vgg19",
         description="vgg19 (the paper's network) or vgg16 (a little faster; its weights do "

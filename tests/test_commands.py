@@ -238,6 +238,11 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(write_json(tmp_path / "both.json", both)))
     assert result.returncode == 0  # allowed, as documented, but said
     assert "style_weight 1000 is given, so strength 0.2 is not used" in result.stdout
+    for init, told in (("content", True), ("noise", False)):
+        seeded = {"style": "mosaic", "params": {"seed": 3, "init": init}}
+        result = stylefold("validate", str(write_json(tmp_path / "seeded.json", seeded)))
+        assert result.returncode == 0
+        assert (f"seed 3 changes nothing with init {init}" in result.stdout) is told, init
 
     missing = stylefold("validate", str(good), "--styles", str(tmp_path / "nosuchdir"))
     assert missing.returncode == 78 and "nosuchdir is not a folder" in missing.stderr

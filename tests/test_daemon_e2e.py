@@ -119,15 +119,18 @@ def test_sidecar_first_then_image_in_nested_subfolders(shared: Daemon) -> None:
 
 def test_both_weights_given_the_style_weight_is_used_and_the_log_says_so(shared: Daemon) -> None:
     """Allowed, as documented, but the sender is told their strength did nothing (a
-    photographer's trial: the daemon was silent where validate spoke)."""
+    photographer's trial: the daemon was silent where validate spoke), and a seed without the
+    noise start (another's: three seeds, three identical pictures)."""
     inbox = shared.folders.inbox / "both-weights"
-    write_json(inbox / "photo.json", {**SIDECAR, "params": {"strength": 0.2, "style_weight": 50}})
+    given = {"strength": 0.2, "style_weight": 50, "seed": 7}
+    write_json(inbox / "photo.json", {**SIDECAR, "params": given})
     (inbox / "photo.jpg").write_bytes(image_bytes(seed=43))
     manifest = _finished_once(shared, "both-weights")
     assert manifest["style_weight_used"] == 50
     assert manifest["start_style_colours"] == pytest.approx(strength_of(50) / DEFAULT_STRENGTH)
     log = (shared.folders.outbox / "both-weights" / "photo.log").read_text()
     assert "style_weight 50 is given, so strength 0.2 is not used" in log, log
+    assert "seed 7 changes nothing with init recolored: only the noise start" in log, log
 
 
 def test_temporary_name_renamed_into_place(shared: Daemon) -> None:

@@ -47,7 +47,7 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert done.returncode == 0, done.stderr
     assert "\nnote: style_scale 0.5 asks for a " in done.stderr, done.stderr
     # --quiet hides the progress and the summary, not what the picture did not do as asked.
-    both = ("--strength", "0.5", "--quiet")
+    both = ("--strength", "0.5", "--seed", "5", "--quiet")
     done = _run(
         content, style, "-o", out, *FAST, *finer, "--style-weight", "500", *both, cwd=tmp_path
     )
@@ -55,6 +55,7 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert done.stderr.startswith("note: style_weight 500 is given, so strength 0.5 is not used")
     assert "\nnote: style_scale 0.5 asks for a " in done.stderr, done.stderr
     assert "iterations (" not in done.stderr, "no summary line"
+    assert "\nnote: seed 5 changes nothing with init recolored" in done.stderr, done.stderr
 
 
 def test_output_mode_follows_the_umask(tmp_path: Path, photos: tuple[Path, Path]) -> None:

@@ -333,7 +333,7 @@ def _render(args: argparse.Namespace) -> int:
     """Flags, then images (before torch is imported, so bad input fails in a fraction of a
     second), then the network and the render, then the file."""
     from daemon.intake.resolve import style_defaults_note
-    from daemon.intake.sidecar import unused_strength
+    from daemon.intake.sidecar import unused
     from daemon.intake.styles import blend_defaults
 
     blend = _blend(args)
@@ -343,9 +343,9 @@ def _render(args: argparse.Namespace) -> int:
     params = _params(args, blend_defaults(resolved), settings)
     # What the daemon's job log says of the same render; --quiet keeps them: each says where
     # the picture differs from what the flags seem to ask.
-    balance = ("strength", "style_weight")
-    flags = {name: getattr(args, name) for name in balance if getattr(args, name) is not None}
-    for note in (style_defaults_note(resolved, "a flag"), unused_strength(flags)):
+    told = ("strength", "style_weight", "seed")
+    flags = {name: getattr(args, name) for name in told if getattr(args, name) is not None}
+    for note in (style_defaults_note(resolved, "a flag"), *unused(flags, params)):
         if note is not None:
             print(note, file=sys.stderr)
     image_format = _output_format(args.output)

@@ -33,7 +33,7 @@ def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
     from daemon.intake.jsonload import SidecarError, read_limited
     from daemon.intake.resolve import style_problems
-    from daemon.intake.sidecar import merge_params, parse_sidecar, unused_strength
+    from daemon.intake.sidecar import merge_params, parse_sidecar, unused
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file
@@ -89,7 +89,7 @@ def command(args: argparse.Namespace) -> int:
                 beside=path.resolve().parent,
                 default=settings.default_style if settings else None,
             )
-        merge_params(
+        params = merge_params(
             limits.defaults,
             blend_defaults(styles),
             given,
@@ -100,7 +100,7 @@ def command(args: argparse.Namespace) -> int:
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
         return 1
-    if (note := unused_strength(given)) is not None:
+    for note in unused(given, params):
         print(f"{path}: {note}")
     if library is None:
         print(f"{path}: ok (styles not checked: give --config or --styles to check them)")

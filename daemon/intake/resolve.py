@@ -13,7 +13,7 @@ from daemon.config.render_limits import ceilings
 from daemon.intake import reasons
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import merge_params, parse_sidecar, style_alone, unused_strength
+from daemon.intake.sidecar import merge_params, parse_sidecar, style_alone, unused
 from daemon.intake.sidecar_model import Sidecar, StyleFile
 from daemon.intake.styles import (
     ResolvedStyle,
@@ -93,7 +93,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         photo = _unreadable_photo(arrival, settings)
         raise Rejected(f"{where}: {exc}" + ("" if photo is None else f"; {photo}")) from None
     output = sidecar.output if sidecar is not None else None
-    unused = unused_strength(sidecar.overrides()) if sidecar is not None else None
+    given = unused(sidecar.overrides(), params) if sidecar is not None else []
     default = None
     if spec is None:  # a new user's trial: the log never said where the style came from
         why = "no sidecar came" if sidecar is None else "the sidecar names no style"
@@ -102,7 +102,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
     lossless = None
     if output and output.quality and output_format in ("png", "tiff"):  # a new user's trial
         lossless = f"output.quality {output.quality} is not used: a {output_format} is lossless"
-    notes = [default, style_defaults_note(styles), unused, lossless]
+    notes = [default, style_defaults_note(styles), *given, lossless]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,

@@ -69,15 +69,23 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
     return given(params)
 
 
-def unused_strength(values: Mapping[str, Any]) -> str | None:
-    """A sidecar giving both weights: allowed (style_weight wins, as documented), but the
-    sender should hear that their strength did nothing."""
-    if "strength" not in values or values.get("style_weight") is None:
-        return None
-    return (
-        f"note: style_weight {values['style_weight']:g} is given, so strength "
-        f"{values['strength']:g} is not used; leave out one of them"
-    )
+def unused(values: Mapping[str, Any], params: RenderParams) -> list[str]:
+    """What a sender gave that does nothing in `params` (the render's, with `values` merged
+    in): allowed, but they should hear it. Both weights (style_weight wins, as documented);
+    a seed without the noise start, the only start it draws (a photographer's trial: three
+    seeds, three identical pictures, not a word)."""
+    notes = []
+    if "strength" in values and values.get("style_weight") is not None:
+        notes.append(
+            f"note: style_weight {values['style_weight']:g} is given, so strength "
+            f"{values['strength']:g} is not used; leave out one of them"
+        )
+    if values.get("seed") is not None and params.init != "noise":
+        notes.append(
+            f"note: seed {values['seed']} changes nothing with init {params.init}: only the "
+            'noise start (init "noise") draws from it'
+        )
+    return notes
 
 
 def layered(base: RenderParams, *layers: Mapping[str, Any]) -> dict[str, Any]:
