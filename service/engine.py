@@ -332,7 +332,7 @@ class Engine:
                     peak_memory_bytes=peak_bytes,
                     stage_iterations=steps[item],
                     batch_size=len(contents),
-                    notes=notes,
+                    notes=_with(notes, schedule.upscale_note(contents[item].size, sizes[-1])),
                     style_sizes=style_sizes,
                 )
             )
@@ -469,6 +469,10 @@ class Engine:
         generator = torch.Generator().manual_seed(params.seed)
         noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
         return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
+
+
+def _with(notes: tuple[str, ...], note: str | None) -> tuple[str, ...]:
+    return notes if note is None else (note, *notes)
 
 
 def _renumbered(progress: BatchProgressFn, group: list[int]) -> BatchProgressFn:

@@ -117,6 +117,17 @@ def style_floor_note(
     )
 
 
+def upscale_note(photo: tuple[int, int], output: tuple[int, int]) -> str | None:
+    """A note for a result more than twice the photo's size (an 8x8 photo became 192x192 with
+    no word): its detail is the upscaled photo's, soft."""
+    if max(output) <= 2 * max(photo):
+        return None
+    return (
+        f"the photo is only {photo[0]}x{photo[1]} px, upscaled to {output[0]}x{output[1]}, so "
+        "the result is soft (send a larger photo for more detail)"
+    )
+
+
 def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) -> list[Stage]:
     """Stages coarsest first; the last is the output size. Coarse passes whose long side does
     not `fit` (too small for the network at the photo's aspect) are left out before the

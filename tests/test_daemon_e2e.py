@@ -1068,14 +1068,21 @@ def test_a_tiny_photo_is_rendered_with_a_note_that_it_was_upscaled(shared: Daemo
     inbox.mkdir()
     (inbox / "photo.jpg").write_bytes(image_bytes(size=(8, 8), seed=56))
     write_json(inbox / "photo.json", SIDECAR)
-    _finished_once(shared, "tiny")
+    manifest = _finished_once(shared, "tiny")
     log = (shared.folders.outbox / "tiny" / "photo.log").read_text()
     assert "note: the photo is only 8x8 px, upscaled to 48x48, so the result is soft" in log
+    assert manifest["notes"] == [  # and in the manifest, for scripts (another's trial)
+        "the photo is only 8x8 px, upscaled to 48x48, so the result is soft (send a larger "
+        "photo for more detail)"
+    ]
+    [params] = [line.split(" params ", 1)[1] for line in log.splitlines() if " params {" in line]
+    assert json.loads(params)["size"] == 48  # JSON, to paste into a sidecar
     large = shared.folders.inbox / "not-tiny"
     large.mkdir()
     (large / "photo.jpg").write_bytes(image_bytes(size=(64, 48), seed=57))
     write_json(large / "photo.json", SIDECAR)
-    _finished_once(shared, "not-tiny")  # 64x48 to 48x36: nothing to say
+    manifest = _finished_once(shared, "not-tiny")  # 64x48 to 48x36: nothing to say
+    assert manifest["notes"] == []
     assert "upscaled" not in (shared.folders.outbox / "not-tiny" / "photo.log").read_text()
 
 

@@ -75,6 +75,8 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
         assert model.model_dump(mode="json") == {"node": None, **data}
         assert model.node is None  # the local pool
     assert rendered.reused is None
+    assert len(rendered.scale_iterations) == len(rendered.scales)
+    assert sum(rendered.scale_iterations) == rendered.iterations > 0
     assert rendered.input.colour_profile == "P3 (test)"  # its pixels were converted to sRGB
     assert rendered.sidecar is not None and rendered.sidecar.content == blend
     assert [style.weight for style in rendered.styles] == [2.0, 1.0]

@@ -56,6 +56,13 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert "\nnote: style_scale 0.5 asks for a " in done.stderr, done.stderr
     assert "iterations (" not in done.stderr, "no summary line"
     assert "\nnote: seed 5 changes nothing with init recolored" in done.stderr, done.stderr
+    # a photo upscaled more than twice is said, as the daemon's job log says it
+    larger = ("--size", "112", "--iterations", "1", "--device", "cpu", "--quiet")
+    done = _run(content, style, "-o", out, *larger, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note: the photo is only 48x32 px, upscaled to 112x75, so the result is soft" in (
+        done.stderr
+    )
 
 
 def test_output_mode_follows_the_umask(tmp_path: Path, photos: tuple[Path, Path]) -> None:

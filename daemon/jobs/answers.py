@@ -211,17 +211,6 @@ def answered_elsewhere(folder: str, rel_dir: str) -> str:
     )
 
 
-def upscaled(photo: tuple[int, int], result: tuple[int, int]) -> str:
-    """A note for a result more than twice the photo's size (an 8x8 photo became 192x192 with
-    no word): its detail is the upscaled photo's, soft."""
-    if max(result) <= 2 * max(photo):
-        return ""
-    return (
-        f"; note: the photo is only {photo[0]}x{photo[1]} px, upscaled to "
-        f"{result[0]}x{result[1]}, so the result is soft (send a larger photo for more detail)"
-    )
-
-
 def original_text(placed: list[Path], inbox: Path, state: Path) -> str:
     """Where a failed job's originals are, named as the people reading the report know them."""
     if not placed:
@@ -329,6 +318,8 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
         stop_reason=info.stop_reason,
         losses=info.losses,
         scales=info.scales,
+        scale_iterations=list(info.scale_iterations),
+        notes=list(info.notes),
         peak_memory_bytes=info.peak_memory_bytes,
         # Jobs rendered together share the render's time and peak memory.
         batch_size=info.batch_size,

@@ -327,7 +327,8 @@ class Lifecycle:
             outbox.drop_stale_report(self.spool.names(job), job.inputs)
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
         self.spool.append_log(job, f"claimed {job.source} (style {styles})")
-        self.spool.append_log(job, f"params {job.params.model_dump(mode='json')}")
+        # JSON, so that it can be pasted into a sidecar's "params" (a photographer's trial)
+        self.spool.append_log(job, f"params {job.params.model_dump_json()}")
         for note in notes:
             self.spool.append_log(job, note)
         if job.answer_dir is not None:

@@ -146,6 +146,17 @@ class Manifest(_Part):
     )
     losses: dict[str, float] = Field(description="The final weighted losses by name.")
     scales: list[Pixels] = Field(description="[width, height] of each coarse-to-fine scale.")
+    scale_iterations: list[int] = Field(
+        default_factory=list,
+        description="Iterations run at each scale, in the order of scales (empty in results "
+        "rendered before stylefold recorded them).",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Where the picture differs from what the params seem to ask: a photo "
+        "upscaled more than twice, a style_scale the style image's floor overrode (the job log "
+        "has these, and the claim's: weights, seeds and style defaults that did nothing).",
+    )
     peak_memory_bytes: int = Field(
         ge=0, description="Peak device memory of the render (shared by the jobs of a batch)."
     )

@@ -191,7 +191,7 @@ class Publisher:
             info = detail.info
             last = (
                 f"done: {info.iterations} iterations ({STOPPED[info.stop_reason]}), "
-                f"wrote {names.image.name}{answers.upscaled(info.input_size, info.output_size)}"
+                f"wrote {names.image.name}"
             ) + "".join(f"; note: {note}" for note in info.notes)
             result = result_file(self.spool.job_dir(job), job.output_format)
             if not result.is_file():  # gone after this check: blocked, then found gone here

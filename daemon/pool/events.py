@@ -41,6 +41,7 @@ class ResultInfo(BaseModel):
     stop_reason: str
     losses: dict[str, float]
     scales: list[tuple[int, int]]
+    scale_iterations: tuple[int, ...] = ()  # empty in results of older versions
     device: str
     output_size: tuple[int, int]
     input_size: tuple[int, int]

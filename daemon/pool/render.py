@@ -314,6 +314,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         stop_reason=result.stop_reason,
         losses={name: float(value) for name, value in result.losses.items()},
         scales=[(int(w), int(h)) for w, h in result.scales],
+        scale_iterations=tuple(int(n) for n in result.stage_iterations),
         device=str(result.device),
         output_size=result.image.size,
         input_size=content.image.size,
