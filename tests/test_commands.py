@@ -238,6 +238,9 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(write_json(tmp_path / "both.json", both)))
     assert result.returncode == 0  # allowed, as documented, but said
     assert "style_weight 1000 is given, so strength 0.2 is not used" in result.stdout
+    plain = {"style": "mosaic", "params": {"style_weight": 0}}
+    result = stylefold("validate", str(write_json(tmp_path / "plain.json", plain)))
+    assert result.returncode == 0 and "style_weight 0 takes no style" in result.stdout
     for init, told in (("content", True), ("noise", False)):
         seeded = {"style": "mosaic", "params": {"seed": 3, "init": init}}
         result = stylefold("validate", str(write_json(tmp_path / "seeded.json", seeded)))

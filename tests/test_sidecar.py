@@ -77,8 +77,12 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"stlye": "x"}, "stlye: unknown key; remove it (did you mean 'style'?)"),
-        ({"params": {"itrations": 4}}, "params.itrations: unknown key; remove it (did you mean"),
+        ({"stlye": "x"}, "stlye: unknown key; did you mean 'style'? rename it, or remove it"),
+        ({"params": {"itrations": 4}}, "params.itrations: unknown key; did you mean 'iterations'?"),
+        # a photographer's trial: "scale" was told multiscale alone, "remove it" first
+        ({"params": {"scale": 2}}, "did you mean 'multiscale' or 'style_scale'? rename it, or"),
+        ({"params": {"strenght": 1}}, "did you mean 'strength'? rename it, or remove it"),
+        ({"params": {"strength": 1.5}}, "(got 1.5); for more style than strength 1 gives (style_"),
         ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
         ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),
@@ -107,7 +111,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"style": " padded"}, "is not a style name"),
         ({"style": "x" * 129}, "style: a style name has 1 to 128 characters"),
         ({"style": ""}, "style: a style name has 1 to 128 characters"),
-        ({"style": []}, "style: List should have at least 1 item"),
+        ({"style": []}, "style: has 0 items; at least 1 needed"),
         ({"style": [{"name": "a"}] * 17}, "style: has 17 items; at most 16 are allowed"),
         ({"style": [{"name": "a"}, {"name": "a"}]}, "style 'a' is listed twice"),
         (
@@ -116,7 +120,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ),
         (
             {"style": [{"name": "a", "wieght": 2}]},
-            "style[0].wieght: unknown key; remove it (did you",
+            "style[0].wieght: unknown key; did you mean 'weight'?",
         ),
         ({"style": [{"weight": 2}]}, "style[0].name: required key is missing; add it"),
         ({"style": ["a"]}, "style[0]: each style of a blend is an object such as"),

@@ -71,14 +71,19 @@ def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
 
 def unused(values: Mapping[str, Any], params: RenderParams) -> list[str]:
     """What a sender gave that does nothing in `params` (the render's, with `values` merged
-    in): allowed, but they should hear it. Both weights (style_weight wins, as documented);
-    a seed without the noise start, the only start it draws (a photographer's trial: three
-    seeds, three identical pictures, not a word)."""
+    in): allowed, but they should hear it. Both weights (style_weight wins, as documented); a
+    style_weight of 0; a seed without the noise start, the only start it draws (a
+    photographer's trial: three seeds, three identical pictures, not a word)."""
     notes = []
     if "strength" in values and values.get("style_weight") is not None:
         notes.append(
             f"note: style_weight {values['style_weight']:g} is given, so strength "
             f"{values['strength']:g} is not used; leave out one of them"
+        )
+    if params.style_weight == 0:  # another's: validate said ok, the result was the photo
+        notes.append(
+            "note: style_weight 0 takes no style: the result is the photo as it is; give a "
+            "strength above 0 instead"
         )
     if values.get("seed") is not None and params.init != "noise":
         notes.append(

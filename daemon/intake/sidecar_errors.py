@@ -27,7 +27,7 @@ from daemon.intake.sidecar_model import (
     StyleRef,
     name_in,
 )
-from service.params import NAMED_INITS, RenderParams
+from service.params import NAMED_INITS, RenderParams, style_weight_for
 
 
 def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
@@ -116,9 +116,20 @@ def _unknown_key(
                 f"the style library and name it, as {example}"
             )
         return f"unknown key; a blend's item names a library style, as {example}"
-    close = difflib.get_close_matches(key.lower(), allowed, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-    return f"unknown key; remove it ({hint})"
+    close = _close(key.lower(), allowed)
+    if not close:
+        return f"unknown key; remove it (allowed: {', '.join(allowed)})"
+    # "remove it" alone would throw away what the sender meant (a photographer's trial)
+    meant = " or ".join(map(repr, close))
+    return f"unknown key; did you mean {meant}? rename it, or remove it"
+
+
+def _close(key: str, allowed: list[str]) -> list[str]:
+    """The allowed keys `key` may be a misspelling of: the closest, and a second as close
+    ("scale": multiscale or style_scale, where "strenght" is strength alone)."""
+    ratio = {name: difflib.SequenceMatcher(None, key, name).ratio() for name in allowed}
+    close = difflib.get_close_matches(key, allowed, n=2)
+    return [name for name in close if ratio[name] >= ratio[close[0]] - 0.1]
 
 
 def _kept_twin(key: str, here: object) -> str | None:
@@ -238,7 +249,13 @@ def describe_errors(
             problems.append(f"{where}: {told}")
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
-            problems.append(f"{where}: {error_text(item, _example(model_path), numbers)}")
+            told = error_text(item, _example(model_path), numbers)
+            if kind == "less_than_equal" and model_path[-1:] == ["strength"]:
+                # a photographer's trial: 1.5 for more style than 1 gives
+                most = style_weight_for(1.0)
+                told += f"; for more style than strength 1 gives (style_weight {most:g}), set "
+                told += "style_weight instead"
+            problems.append(f"{where}: {told}")
     return problems
 
 
@@ -292,10 +309,13 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
     kind, got = item["type"], item.get("input")
     if kind in _LIST_KINDS:  # "a valid tuple" is Python's word (a photographer's trial)
         message = "must be a list in square brackets"
+    context = item.get("ctx", {})
     if kind == "too_long":  # "... after validation, not 17" is pydantic's wording
-        context = item.get("ctx", {})
         message = f"has {context.get('actual_length')} items; at most {context.get('max_length')}"
         message += " are allowed"
+    if kind == "too_short":
+        message = f"has {context.get('actual_length')} items; at least {context.get('min_length')}"
+        message += " needed"
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
