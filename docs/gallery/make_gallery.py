@@ -171,7 +171,7 @@ class Gallery:
         command = [
             "stylefold", "render", str(sample_path("rocket")), str(sample_path("hubble")),
             "-o", str(target), "--size", str(size),
-            "--device", device, "--quiet",
+            "--device", device, "--quiet", "--overwrite",  # the gallery's re-saved copy
         ]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, check=True)
