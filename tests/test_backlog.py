@@ -88,3 +88,15 @@ def test_a_full_scan_looks_at_every_tracked_file_again_a_budget_at_a_time(tmp_pa
     assert backlog.poll(1.0, math.inf) is not None  # decisions go on
     backlog.observe(1.0, math.inf)
     assert len(backlog.intake) == 1 and backlog.empty
+
+
+def test_a_path_named_by_many_events_is_observed_once(tmp_path: Path) -> None:
+    """A re-test: 72,000 writes a second to 2,000 files queued every event, and decisions
+    waited minutes after the writes had ended."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 image bytes")
+    backlog = backlog_on(tmp_path, pair_timeout=60.0)
+    for _ in range(10_000):
+        backlog.put(photo)
+    backlog.observe(0.0, SPENT)  # one path, one turn
+    assert backlog.empty and backlog.poll(0.0, math.inf) is not None

@@ -14,7 +14,7 @@ stream of events (a large photo copied over minutes) would hold every decision. 
 re-looks are no news (they find no new partner), so decisions go on during one.
 """
 
-import queue
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -23,39 +23,56 @@ from daemon.intake.arrival import Event
 from daemon.intake.pairing import Intake
 
 
+class _Scanned:
+    """A full scan ended here (each its own: markers are never merged)."""
+
+
 class Backlog:
     """Usage: the watcher calls `put` and `scanned` from its thread; the loop calls `observe`,
     then `poll`, each turn."""
 
     def __init__(self, intake: Intake) -> None:
         self.intake = intake
-        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # None: a full scan
+        # Each path once however many events name it (a re-test: 72,000 writes a second to
+        # 2,000 files queued millions, and decisions waited minutes after the writes ended),
+        # and a marker after each full scan. The watcher's thread adds, the loop takes.
+        self._queue: dict[Path | _Scanned, None] = {}
+        self._lock = threading.Lock()
         self._sweep: deque[Path] = deque()  # tracked files to look at again
         self._sweeping = False
         self._behind = False  # the last `observe` left news for the next turn
 
-    def put(self, path: Path) -> None:
-        self._queue.put(path)
+    def put(self, path: Path | _Scanned) -> None:
+        with self._lock:
+            self._queue[path] = None
 
     def scanned(self) -> None:
-        self._queue.put(None)
+        self.put(_Scanned())
+
+    def _take(self) -> tuple[bool, Path | _Scanned | None]:
+        """(False, None) when nothing is queued, else (True, the oldest path or marker)."""
+        with self._lock:
+            if not self._queue:
+                return False, None
+            path = next(iter(self._queue))
+            del self._queue[path]
+            return True, path
 
     @property
     def empty(self) -> bool:
-        return self._queue.empty() and not self._sweeping
+        return not self._queue and not self._sweeping
 
     def observe(self, now: float, until: float) -> bool:
         """Observe queued paths, then the sweep's, until `until` (time.monotonic()), at least
         one; True if any was news (a new path, not a sweep's re-look)."""
         fresh = False
         while True:
-            self._behind = not self._queue.empty()
+            self._behind, path = self._take()
             if self._behind:
-                path = self._queue.get_nowait()
-                if path is None:  # (a sweep still going starts again)
+                if isinstance(path, _Scanned):  # (a sweep still going starts again)
                     self._sweep = deque(self.intake.tracked())
                     self._sweeping = True
-                else:
+                elif path is not None:
                     fresh = True
                     self.intake.observe(path, now)
             elif self._sweep:
@@ -66,7 +83,7 @@ class Backlog:
             else:
                 return fresh
             if time.monotonic() >= until:
-                self._behind = not self._queue.empty()
+                self._behind = bool(self._queue)
                 return fresh
 
     def poll(self, now: float, until: float) -> list[Event] | None:
