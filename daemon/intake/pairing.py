@@ -17,7 +17,6 @@ a link, a special file or a file with several hard links is reported instead of 
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
-import contextlib
 import math
 import os
 import stat
@@ -26,7 +25,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from daemon import safefs
 from daemon.config import Settings
 from daemon.intake import reasons
 from daemon.intake.arrival import (
@@ -37,6 +35,7 @@ from daemon.intake.arrival import (
     inbox_item,
     look_again,
 )
+from daemon.intake.beside import Beside
 from daemon.intake.complete import truncation
 from daemon.intake.ignore import PHOTO_TYPES, SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
@@ -89,6 +88,7 @@ class Intake:
         max_relative: int = PATH_MAX,
     ) -> None:
         self.inbox = inbox
+        self.beside = Beside(inbox)  # folders listed for a report's advice, once a poll
         self.rules = rules
         self.settle_seconds = settle_seconds
         self.pair_timeout = pair_timeout
@@ -318,6 +318,7 @@ class Intake:
         the first, and the rest wait for the next poll: the daemon's loop, and the watchdog it
         feeds, go on while a thousand arriving photos are looked at."""
         events: list[Event] = []
+        self.beside.forget()
         self._wake([path for path, due in self._asleep.items() if due <= now])
         self.looked_at_all = True
         for path in sorted(self._pending, key=lambda path: self._files[path].changed_at):
@@ -467,31 +468,30 @@ class Intake:
     def _folder_named(
         self,
         entry: Tracked,
-        wanted: Callable[[str], bool],
+        wanted: Iterable[str],
         reason: str,
         photo_of: str = "",
         is_folder: Callable[[str], str] = reasons.partner_is_folder,
     ) -> str:
-        """`reason`, or, when the partner it asks for is there but is a folder, what to do
-        about that (`is_folder`): a folder named like a photo, a sidecar or a style image is
-        only a folder. With `photo_of` (a sidecar's base), also a file of that name in a type
-        the inbox does not take."""
+        """`reason`, or, when the partner it asks for (`wanted`: the keys of its names) is there
+        but is a folder, what to do about that (`is_folder`): a folder named like a photo, a
+        sidecar or a style image is only a folder. With `photo_of` (a sidecar's base), also a
+        file of that name in a type the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
+        listing = self.beside.folder(relative)
+        asked = listing.named(wanted)
         photo_of = key(photo_of)
-        other_types = []
-        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
-            for name in sorted(os.listdir(fd)):
-                stem, _, ext = key(name).rpartition(".")
-                # pic.json's photo pic.bmp, and pic.avif.json's own pic.avif
-                other = bool(photo_of) and photo_of in (stem, key(name)) and ext != "json"
-                if not (other or wanted(key(name))):
-                    continue  # only the names asked about are looked at
-                kind = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
-                if kind == stat.S_IFDIR and wanted(key(name)):
-                    return is_folder(name)
-                if other and kind == stat.S_IFREG:
-                    other_types.append(name)
-        if other_types:  # a photo's type first: pic.nef, not the pic.aae beside it
+        # pic.json's photo pic.bmp, and pic.avif.json's own pic.avif
+        others = [
+            name
+            for name in (listing.stemmed(photo_of) + listing.named([photo_of]) if photo_of else ())
+            if key(name).rpartition(".")[2] != "json"
+        ]
+        kinds = self.beside.kinds(relative, sorted({*asked, *others}))
+        if folders := [name for name in asked if kinds.get(name) == stat.S_IFDIR]:
+            return is_folder(folders[0])
+        if other_types := [name for name in others if kinds.get(name) == stat.S_IFREG]:
+            # a photo's type first: pic.nef, not the pic.aae beside it
             name = min(other_types, key=lambda name: (not self._photo_not_taken(name), name))
             return reasons.photo_type_not_taken(name, self.rules.image_extensions)
         return reason
@@ -508,12 +508,10 @@ class Intake:
         sidecar.looked_beside = sidecar.signature
         relative = sidecar.path.parent.relative_to(self.inbox)
         base = key(sidecar.base)
-        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
-            for name in os.listdir(fd):
-                if base in (key(name).rpartition(".")[0], key(name)) and self._photo_not_taken(
-                    name
-                ):
-                    return stat.S_ISREG(safefs.lstat_at(fd, name).st_mode)
+        listing = self.beside.folder(relative)
+        for name in listing.stemmed(base) + listing.named([base]):
+            if self._photo_not_taken(name):
+                return self.beside.kinds(relative, [name]).get(name) == stat.S_IFREG
         return False
 
     def _read_style_file(self, sidecar: Tracked) -> None:
@@ -559,7 +557,7 @@ class Intake:
                 named = f"{image.path.name if taken else image.base}.json"
                 reason = reasons.no_sidecar(named, self.style_names())
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
-                reason = self._folder_named(image, wanted.__contains__, reason)
+                reason = self._folder_named(image, wanted, reason)
                 self._report(image, events, reason, alone=True)
             return
         if not sidecar.settled:
@@ -582,7 +580,7 @@ class Intake:
                     if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
                         reason = self._folder_named(
                             image,
-                            {key(named)}.__contains__,
+                            {key(named)},
                             reasons.style_not_beside(named, by),
                             is_folder=lambda name: reasons.style_is_folder(name, by),
                         )
@@ -682,10 +680,10 @@ class Intake:
         if timed_out or self._beside_photo_not_taken(sidecar):
             reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
 
-            def photo_name(name: str) -> bool:
-                return self.rules.is_image_name(name) and key(Path(name).stem) == key(sidecar.base)
-
-            reason = self._folder_named(sidecar, photo_name, reason, photo_of=sidecar.base)
+            named = self.beside.folder(sidecar.path.parent.relative_to(self.inbox))
+            photos = [key(name) for name in named.stemmed(key(sidecar.base))]
+            photos = [name for name in photos if self.rules.is_image_name(name)]
+            reason = self._folder_named(sidecar, photos, reason, photo_of=sidecar.base)
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)
