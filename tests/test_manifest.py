@@ -16,7 +16,8 @@ from daemon.jobs.manifest import SCHEMA_PATH, Manifest, schema_text, write_schem
 KEYS = {
     "job_id", "status", "reused", "input", "sidecar", "styles", "params", "style_weight_used",
     "start_style_colours", "requested_params", "output", "device", "node", "attempt",
-    "iterations", "stop_reason", "losses", "scales", "peak_memory_bytes", "batch_size", "timings",
+    "iterations", "stop_reason", "losses", "scales", "scale_iterations", "notes",
+    "peak_memory_bytes", "batch_size", "timings",
     "versions", "claimed_at", "finished_at",
 }  # fmt: skip
 
