@@ -271,6 +271,7 @@ def test_every_problem_reported_once_each() -> None:
         ('{"style": \u201ca\u201d}'.encode(), "needs straight double quotes"),
         (b'{"params": {"strength": .5}}', "the number .5 at line 1 column 25 needs a 0 before"),
         (b'{"params": {"tv_weight": -.25}}', "a 0 before its point (-0.25)"),
+        (b'{"params": {"tv_weight": 1.5.3}}', "not valid JSON (Expecting ',' delimiter at"),
         (b'{"style" "a"}', "not valid JSON (Expecting ':' delimiter at line 1 column 10)"),
         (b'{"style": "a"', "not valid JSON"),
         (b"[]", 'must be a JSON object such as {"style": "name"}, not an array'),

@@ -166,7 +166,8 @@ def _syntax_error(exc: json.JSONDecodeError) -> str:
             f"not valid JSON: a curly quote ({quote}) at {where}; JSON needs straight double "
             'quotes ("): turn off smart quotes in the editor, or retype them'
         )
-    if number := LEADING_POINT.match(text, pos):
+    value = before[-1:] in (":", ",", "[")  # where a value starts, not 1.5.3's second point
+    if value and (number := LEADING_POINT.match(text, pos)):
         shown, sign, digits = number.group(), number.group(1), number.group(2)
         return (
             f"not valid JSON: the number {shown} at {where} needs a 0 before its point "
