@@ -49,14 +49,14 @@ class Backlog:
     def scanned(self) -> None:
         self.put(_Scanned())
 
-    def _take(self) -> tuple[bool, Path | _Scanned | None]:
-        """(False, None) when nothing is queued, else (True, the oldest path or marker)."""
+    def _take(self) -> Path | _Scanned | None:
+        """The oldest path or marker, or None when nothing is queued."""
         with self._lock:
             if not self._queue:
-                return False, None
+                return None
             path = next(iter(self._queue))
             del self._queue[path]
-            return True, path
+            return path
 
     @property
     def empty(self) -> bool:
@@ -67,14 +67,14 @@ class Backlog:
         one; True if any was news (a new path, not a sweep's re-look)."""
         fresh = False
         while True:
-            self._behind, path = self._take()
-            if self._behind:
-                if isinstance(path, _Scanned):  # (a sweep still going starts again)
-                    self._sweep = deque(self.intake.tracked())
-                    self._sweeping = True
-                elif path is not None:
-                    fresh = True
-                    self.intake.observe(path, now)
+            path = self._take()
+            self._behind = path is not None
+            if isinstance(path, _Scanned):  # (a sweep still going starts again)
+                self._sweep = deque(self.intake.tracked())
+                self._sweeping = True
+            elif path is not None:
+                fresh = True
+                self.intake.observe(path, now)
             elif self._sweep:
                 self.intake.observe(self._sweep.popleft(), now)
             elif self._sweeping:
