@@ -10,10 +10,12 @@ import sys
 
 from conftest import REPO
 
-# In a child process (the limit is process-wide): the limit is bisected until a render at
-# SIZE fails inside its backward pass (the optimiser's calls of torch.autograd.grad are
-# counted: those over the image, not the engine's own one-element pass after a failure), then
-# the memory still held by tensors of the failed attempt is reported.
+# In a child process (the limit is process-wide): the limit is raised from below until a
+# render at SIZE fails inside its backward pass (the optimiser's calls of torch.autograd.grad
+# are counted: those over the image, not the engine's own one-element pass after a failure),
+# then the memory still held by tensors of the failed attempt is reported. From below, because
+# an attempt that fails in its forward pass takes seconds and one that fits takes many; past
+# the band where the backward pass fails, the limit is bisected back towards it.
 PROBE = """
 import gc, json, resource, sys
 gc.disable()  # what is freed must be freed without the cycle collector's help
@@ -42,27 +44,27 @@ photo = Image.new("RGB", (96, 64), (120, 80, 40))
 style = [StyleImage(Image.effect_noise((64, 64), 40).convert("RGB"))]
 engine.render(photo, style, RenderParams(size=64, iterations=2))
 room = int(open("/proc/self/statm").read().split()[0]) * 4096
-low, high = 0, 8000  # MiB of address space above what the process has
-for _ in range(8):
-    limit = (low + high) // 2
+low, high, limit = 0, 0, 512  # MiB of address space above what the process has
+for _ in range(16):
     resource.setrlimit(resource.RLIMIT_AS, (room + limit * 2**20, resource.RLIM_INFINITY))
     backward.clear()
     try:
-        engine.render(photo, style, RenderParams(size=size, iterations=2, multiscale="off"))
+        engine.render(photo, style, RenderParams(size=size, iterations=1, multiscale="off"))
         outcome = "fitted"
     except DeviceOutOfMemoryError as exc:
         outcome = str(exc)
     resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     print(json.dumps({"limit": limit, "outcome": outcome, "backward": len(backward)}), flush=True)
-    if outcome == "fitted":
-        high = limit
-    elif not backward:
-        low = limit
-    else:
+    if outcome != "fitted" and backward:
         held = held_mib()
         after = engine.render(photo, style, RenderParams(size=64, iterations=2))
         print(json.dumps({"held_mib": held, "after": list(after.image.size)}), flush=True)
         break
+    if outcome == "fitted":
+        high = limit
+    else:
+        low = limit
+    limit = (low + high) // 2 if high else limit + 256
 """
 
 
