@@ -23,7 +23,7 @@ from daemon.status_model import StatusReport
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Two test processes (pytest-xdist) share two cores, and each starts daemons whose workers run
+# Three test processes (pytest-xdist) share two cores, and each starts daemons whose workers run
 # torch: at a thread per core each, torch's threads spin-wait for each other and a render of 3 s
 # took over 90 (CI, 2026-12-05). One each, as README tells an operator sharing a machine; a test
 # that needs the default sets it back.
