@@ -147,8 +147,9 @@ def test_answers_synced_back_make_no_job_and_no_report(
             line["kind"] for line in daemon.log_lines() if line.get("event") == "intake.own_answer"
         )
         assert kinds == ["a manifest", "a stylised image", "an error report"]
-        status = json.loads((folders.state / "status.json").read_text())
-        (item,) = [a for a in status["attention"] if "own answers" in a["what"]]
+        # status.json is rewritten every STATUS_EVERY seconds at most, later on a busy machine
+        wait_for(lambda: _own_answers_listed(folders), 30, "the attention item")
+        (item,) = _own_answers_listed(folders)
         assert item["what"].startswith("3 of stylefold's own answers came back")
         assert "exclude" in item["fix"]
         # A result with a sidecar of its own is a request to render it again, and is.
@@ -156,19 +157,14 @@ def test_answers_synced_back_make_no_job_and_no_report(
         wait_for(lambda: (folders.outbox / "phone" / "IMG_0001.manifest.json").exists(), 90, "")
         # Gone from the inbox, gone from status.
         shutil.rmtree(back)
-        wait_for(
-            lambda: (
-                not [
-                    a
-                    for a in json.loads((folders.state / "status.json").read_text())["attention"]
-                    if "own answers" in a["what"]
-                ]
-            ),
-            30,
-            "the attention item to clear",
-        )
+        wait_for(lambda: not _own_answers_listed(folders), 30, "the attention item to clear")
     finally:
         assert daemon.stop() == 0
+
+
+def _own_answers_listed(folders: Folders) -> list[dict[str, str]]:
+    status = json.loads((folders.state / "status.json").read_text())
+    return [a for a in status["attention"] if "own answers" in a["what"]]
 
 
 # Loaded by every Python process the test starts (PYTHONPATH): Pillow's PNG parser ends the
