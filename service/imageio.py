@@ -56,6 +56,7 @@ JPEG_EXIF_MAX = 65533  # bytes of EXIF a JPEG's APP1 segment holds
 PROFILE_NAME = 120  # characters of a colour profile's description kept (LoadedImage.profile)
 
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "tiff": "TIFF"}
+ALPHA_FORMATS = ("png", "webp", "tiff")  # the result formats that hold transparency
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class LoadedImage:
     icc: bytes | None  # the profile of `image` (sRGB) when the file had one, for the result
     format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
     profile: str | None = None  # the file's own colour profile, converted from; None: had none
+    alpha: Image.Image | None = None  # upright, "L": the photo's transparency, where it has some
 
 
 def _empty(name: str) -> str:
@@ -98,7 +100,9 @@ def open_image(
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
-            rgb, profile = _to_srgb(_upright(opened), opened.info.get("icc_profile"))
+            upright = _upright(opened)
+            rgb, profile = _to_srgb(upright, opened.info.get("icc_profile"))
+            alpha = _transparency(upright)
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -112,7 +116,7 @@ def open_image(
         if error := _not_a_photo(name, data):
             raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
-    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile)
+    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile, alpha)
 
 
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
@@ -379,6 +383,7 @@ def _to_srgb(image: Image.Image, icc: object) -> tuple[Image.Image, str | None]:
 
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 @cache
@@ -392,6 +397,25 @@ def srgb_profile() -> bytes:
     return _srgb().tobytes()
 
 
+def _transparency(image: Image.Image) -> Image.Image | None:
+    """The alpha channel of a photo that is not opaque everywhere (a cut-out, a sticker), which
+    `_to_rgb` lays over white for the network and `encode_image` puts back on the result."""
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return None
+    alpha = image.convert("RGBA").getchannel("A")
+    lowest, _ = alpha.getextrema()
+    return alpha if isinstance(lowest, int) and lowest < 255 else None
+
+
+def _transparency_lost(alpha: Image.Image | None, format: str) -> str | None:
+    if alpha is None or output_format(format.lstrip(".")) in ALPHA_FORMATS:
+        return None
+    return (
+        f"the photo is partly transparent and a {format} result cannot be: its transparent parts "
+        "were painted as white; output format png, webp or tiff keeps them"
+    )
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to RGB, as numbers (colour profiles are `_to_srgb`'s); transparency is
     composited over white (what a viewer shows)."""
@@ -402,7 +426,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grey: scale to 8 bits rather than clip (PIL's convert would clip at 255).
         image = image.point(lambda v: v / 257).convert("L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -416,9 +440,11 @@ def encode_image(
     exif: bytes | None = None,
     icc: bytes | None = None,
     location: bool = True,
+    alpha: Image.Image | None = None,
 ) -> bytes:
     """Encode to `format` bytes, carrying EXIF (with orientation reset to 1, since the pixels
-    are already upright; without its GPS location unless `location`) and the ICC profile."""
+    are already upright; without its GPS location unless `location`), the ICC profile and,
+    where the format holds it, the photo's transparency (`alpha`, scaled to the image)."""
     key = output_format(format.lstrip("."))
     if key not in _PIL_FORMATS:
         raise ImageInputError(f"cannot write {format!r}; use one of {', '.join(_PIL_FORMATS)}")
@@ -434,9 +460,21 @@ def encode_image(
     # ("Error setting from dictionary"), and libtiff puts the tags after the pixels, beyond
     # what the check for stylefold's own answers reads (HEADER_BYTES) of a large result (a
     # photographer's trial). Pillow writes them first; the file is about a quarter larger.
+    pixels = image.convert("RGB")
+    if alpha is not None and key in ALPHA_FORMATS:
+        pixels.putalpha(alpha.resize(image.size, Image.Resampling.LANCZOS))
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=pil_format, **options)
+    pixels.save(buffer, format=pil_format, **options)
     return buffer.getvalue()
+
+
+def encode_result(
+    image: Image.Image, photo: LoadedImage, format: str, quality: int, location: bool
+) -> tuple[bytes, str | None]:
+    """A result encoded with what its photo carries (EXIF, profile, transparency), and a note
+    where the format cannot hold the photo's transparency."""
+    data = encode_image(image, format, quality, photo.exif, photo.icc, location, photo.alpha)
+    return data, _transparency_lost(photo.alpha, format)
 
 
 def _too_much_metadata(name: str) -> str:

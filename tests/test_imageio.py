@@ -27,6 +27,7 @@ from service.imageio import (
     PROFILE_NAME,
     carries_location,
     encode_image,
+    encode_result,
     header_problem,
     open_image,
     srgb_profile,
@@ -90,6 +91,63 @@ def test_transparency_is_composited_over_white(tmp_path: Path) -> None:
     palette = image.convert("P")  # palette with a transparent index
     loaded = open_image(_save(palette, tmp_path / "p.png", transparency=0)).image
     assert loaded.mode == "RGB"
+
+
+def _half_transparent(mode: str) -> tuple[Image.Image, dict[str, Any]]:
+    """An 8x8 picture whose left half is opaque blue and right half transparent, in `mode`."""
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 255), (0, 0, 4, 8))
+    if mode == "P":  # a palette with a transparent index
+        palette = image.convert("P")
+        return palette, {"transparency": palette.getpixel((6, 4))}
+    if mode == "RGB":  # one colour named transparent (PNG's tRNS)
+        return image.convert("RGB"), {"transparency": (255, 0, 0)}
+    return image.convert(mode), {}
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "RGB"])
+@pytest.mark.parametrize("kind", ["png", "webp", "tiff", "jpg"])
+def test_a_photo_s_transparency_is_kept_where_the_result_s_format_can_hold_it(
+    tmp_path: Path, mode: str, kind: str
+) -> None:
+    """A cut-out or a sticker: the network sees it over white, and its result had white where
+    the photo was transparent, whatever the format, without a word."""
+    image, options = _half_transparent(mode)
+    loaded = open_image(_save(image, tmp_path / "cutout.png", **options))
+    assert loaded.image.mode == "RGB" and loaded.alpha is not None
+    result = loaded.image.resize((16, 16))  # a result is larger or smaller than its photo
+    data, note = encode_result(result, loaded, kind, 92, location=True)
+    written = Image.open(io.BytesIO(data))
+    if kind == "jpg":
+        assert written.mode == "RGB"
+        assert note is not None and "a jpg result cannot be" in note, note
+        assert "output format png, webp or tiff keeps them" in note
+    else:
+        assert note is None
+        assert written.mode == "RGBA", kind
+        alpha = written.getchannel("A")
+        assert alpha.getpixel((2, 8)) == 255 and alpha.getpixel((13, 8)) == 0, kind
+
+
+def test_an_opaque_photo_with_an_alpha_channel_has_nothing_to_keep(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (8, 8), (10, 20, 30, 255))
+    loaded = open_image(_save(image, tmp_path / "opaque.png"))
+    assert loaded.alpha is None
+    data, note = encode_result(loaded.image, loaded, "jpg", 92, location=True)
+    assert note is None and Image.open(io.BytesIO(data)).mode == "RGB"
+    data, note = encode_result(loaded.image, loaded, "png", 92, location=True)
+    assert note is None and Image.open(io.BytesIO(data)).mode == "RGB"
+
+
+def test_a_turned_photo_s_transparency_turns_with_it(tmp_path: Path) -> None:
+    """EXIF orientation 6 (a phone held upright): the transparent half follows the pixels."""
+    image, _ = _half_transparent("RGBA")  # left half opaque, as stored
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # shown turned 90 degrees clockwise: the stored left is on top
+    loaded = open_image(_save(image, tmp_path / "turned.webp", exif=exif, lossless=True))
+    data, _ = encode_result(loaded.image, loaded, "png", 92, location=True)
+    alpha = Image.open(io.BytesIO(data)).getchannel("A")
+    assert alpha.getpixel((4, 1)) == 255 and alpha.getpixel((4, 6)) == 0
 
 
 def test_animation_gives_its_first_frame(tmp_path: Path) -> None:

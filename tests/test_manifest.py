@@ -64,8 +64,22 @@ def test_manifests_of_real_runs_fit_the_model(folders: Folders) -> None:
     )
     (folders.inbox / "a/photo.jpg").write_bytes(photo.getvalue())
     write_json(folders.inbox / "a/photo.json", blend)
+    # A partly transparent photo, answered in a format that holds transparency and in one that
+    # does not (said in the notes).
+    cutout = Image.open(io.BytesIO(image_bytes(seed=2))).convert("RGBA")
+    cutout.putalpha(Image.linear_gradient("L").resize(cutout.size))  # transparent at the top
+    for stem, output in (("cutout", {}), ("sticker", {"output": {"format": "png"}})):
+        cutout.save(folders.inbox / f"{stem}.png")
+        write_json(folders.inbox / f"{stem}.json", {"style": "mosaic", **output})
     config = folders.config()
     _once(config)
+    cut, _ = _read(folders, "cutout.manifest.json")
+    assert any("partly transparent and a jpg result" in note for note in cut.notes), cut.notes
+    sticker, _ = _read(folders, "sticker.manifest.json")
+    assert not sticker.notes, sticker.notes
+    with Image.open(folders.outbox / sticker.output.file) as painted:
+        alpha = painted.getchannel("A")
+        assert alpha.getpixel((5, 0)) < 8 and alpha.getpixel((5, painted.height - 1)) > 247
     (folders.inbox / "a/copy.jpg").write_bytes(photo.getvalue())
     write_json(folders.inbox / "a/copy.json", blend)
     _once(config)

@@ -65,6 +65,24 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     )
 
 
+def test_a_transparent_photo_s_result_is_transparent_where_the_format_can_be(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    _, style = photos
+    cutout = Image.new("RGBA", (48, 32), (0, 0, 0, 0))
+    cutout.paste(Image.fromarray(data.chelsea()).resize((24, 32)), (0, 0))
+    cutout.save(tmp_path / "cutout.png")
+    out = tmp_path / "cutout.stylised.png"
+    done = _run("cutout.png", style, "-o", out, *FAST, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0 and "note:" not in done.stderr, done.stderr
+    alpha = Image.open(out).getchannel("A")
+    assert alpha.size == (32, 21) and alpha.getpixel((4, 10)) == 255, alpha.getextrema()
+    assert alpha.getpixel((28, 10)) == 0
+    done = _run("cutout.png", style, "-o", "cutout.jpg", *FAST, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note: the photo is partly transparent and a jpg result cannot be" in done.stderr
+
+
 def test_output_mode_follows_the_umask(tmp_path: Path, photos: tuple[Path, Path]) -> None:
     """OUT is an ordinary file (0666 & ~umask), not a private 0600 temporary renamed into place;
     0o027 tells that apart from both 0600 and a hard-coded 0644."""

@@ -366,17 +366,11 @@ def _render(args: argparse.Namespace) -> int:
     styles = [StyleImage(image, w) for image, w in zip(images.styles, blend, strict=True)]
     result = _paint(engine, images, styles, params, quiet=args.quiet)
 
-    from service.imageio import encode_image
+    from service.imageio import encode_result
 
-    content = images.content
     strip = args.strip_location or (settings is not None and settings.strip_location)
-    data = encode_image(
-        result.image,
-        format=image_format,
-        quality=args.quality,
-        exif=content.exif,
-        icc=content.icc,
-        location=not strip,
+    data, lost = encode_result(
+        result.image, images.content, format=image_format, quality=args.quality, location=not strip
     )
     # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
     atomic_write(args.output, data)
@@ -388,7 +382,7 @@ def _render(args: argparse.Namespace) -> int:
             f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
-    for note in result.notes:
+    for note in result.notes + ((lost,) if lost else ()):
         print(f"note: {note}", file=sys.stderr)
     return 0
 

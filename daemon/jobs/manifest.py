@@ -154,7 +154,8 @@ class Manifest(_Part):
     notes: list[str] = Field(
         default_factory=list,
         description="Where the picture differs from what the params seem to ask: a photo "
-        "upscaled more than twice, a style_scale the style image's floor overrode (the job log "
+        "upscaled more than twice, a style_scale the style image's floor overrode, a partly "
+        "transparent photo's result in a format without transparency (the job log "
         "has these, and the claim's: weights, seeds and style defaults that did nothing).",
     )
     peak_memory_bytes: int = Field(

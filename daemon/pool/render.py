@@ -296,16 +296,15 @@ def preview_jpeg(image: Image.Image) -> bytes:
 
 
 def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
-    from service.imageio import encode_image
+    from service.imageio import encode_result
 
     started = time.monotonic()
     task, content = job.task, job.content
-    data = encode_image(
+    data, lost = encode_result(
         result.image,
+        content,
         format=task.output_format,
         quality=task.output_quality,
-        exif=content.exif,
-        icc=content.icc,
         location=not task.strip_location,
     )
     encode_seconds = time.monotonic() - started
@@ -322,7 +321,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         input_profile=content.profile,
         peak_memory_bytes=int(result.peak_memory_bytes),
         batch_size=int(result.batch_size),
-        notes=result.notes,
+        notes=result.notes + ((lost,) if lost else ()),
         style_sizes=result.style_sizes,
         attempt=task.attempt,
         params=task.params,
