@@ -82,17 +82,6 @@ def test_cmyk_16bit_palette_grey_alpha_all_become_rgb(tmp_path: Path) -> None:
     assert abs(np.asarray(grey16)[:, :, 0].mean() - np.asarray(rgb.convert("L")).mean()) < 2
 
 
-def test_transparency_is_composited_over_white(tmp_path: Path) -> None:
-    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
-    image.paste((0, 0, 255, 255), (0, 0, 4, 8))
-    loaded = open_image(_save(image, tmp_path / "alpha.png")).image
-    assert loaded.getpixel((6, 4)) == (255, 255, 255)  # transparent -> white
-    assert loaded.getpixel((1, 4)) == (0, 0, 255)
-    palette = image.convert("P")  # palette with a transparent index
-    loaded = open_image(_save(palette, tmp_path / "p.png", transparency=0)).image
-    assert loaded.mode == "RGB"
-
-
 def _half_transparent(mode: str) -> tuple[Image.Image, dict[str, Any]]:
     """An 8x8 picture whose left half is opaque blue and right half transparent, in `mode`."""
     image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
@@ -103,6 +92,16 @@ def _half_transparent(mode: str) -> tuple[Image.Image, dict[str, Any]]:
     if mode == "RGB":  # one colour named transparent (PNG's tRNS)
         return image.convert("RGB"), {"transparency": (255, 0, 0)}
     return image.convert(mode), {}
+
+
+def test_transparency_is_composited_over_white(tmp_path: Path) -> None:
+    image, _ = _half_transparent("RGBA")
+    loaded = open_image(_save(image, tmp_path / "alpha.png")).image
+    assert loaded.getpixel((6, 4)) == (255, 255, 255)  # transparent -> white
+    assert loaded.getpixel((1, 4)) == (0, 0, 255)
+    palette, options = _half_transparent("P")
+    loaded = open_image(_save(palette, tmp_path / "p.png", **options)).image
+    assert loaded.mode == "RGB" and loaded.getpixel((6, 4)) == (255, 255, 255)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "RGB"])
