@@ -33,6 +33,41 @@ def test_version() -> None:
     assert done.stdout == f"stylefold {metadata.version('stylefold')}\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "told"),
+    [
+        # Before the fix: "the following arguments are required: -o/--output".
+        (["render", "a.jpg", "b.jpg", "--outptu", "x.jpg"], "did you mean --output?"),
+        (["render", "a.jpg", "b.jpg", "-o", "x.jpg", "--strenght=0.5"], "did you mean --strength?"),
+        # Before: "stylefold: error: unrecognized arguments", in the top command's words.
+        (["run", "--confg", "x.toml"], "did you mean --config?"),
+        (["status", "--zzzz"], "stylefold status --help lists them"),
+    ],
+)
+def test_an_unknown_option_is_named_with_the_nearest_known_one(
+    tmp_path: Path, args: list[str], told: str
+) -> None:
+    done = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True)
+    flag = next(arg for arg in args if arg.startswith("--")).split("=")[0]
+    assert done.returncode == 2 and done.stderr.splitlines()[0].startswith(
+        f"usage: stylefold {args[0]} "
+    ), done.stderr
+    assert (
+        done.stderr.splitlines()[-1] == f"stylefold {args[0]}: error: unknown option {flag}; {told}"
+    )
+    assert not list(tmp_path.iterdir())  # nothing was run
+
+
+def test_an_abbreviated_option_is_still_taken(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "status", "--state", str(tmp_path), "--js"], cwd=tmp_path, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert "unknown option" not in done.stderr and done.stdout.lstrip().startswith("{"), (
+        done.stdout + done.stderr
+    )
+
+
 def test_a_build_names_the_commit_it_was_built_from(tmp_path: Path) -> None:
     """An upgrade trial: every commit said "stylefold 0.1.0", so an administrator could not
     tell which one ran, nor Ray's refusal of an actor of another version two commits apart.

@@ -18,6 +18,7 @@ import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from daemon.cli import demo, doctor, reload, render, run, status, styles, validate, web  # noqa: E402
+from daemon.cli.common import refuse_unknown_flags  # noqa: E402
 from daemon.status import shut_out  # noqa: E402
 from daemon.versions import stylefold_version  # noqa: E402
 
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            refuse_unknown_flags(parser, sys.argv[1:] if argv is None else argv)
+            args = parser.parse_args(argv)
             code: int = args.func(args)
         finally:
             sys.stdout.flush()  # also after --help, which leaves through SystemExit

@@ -4,9 +4,10 @@ library they name, the version, and the one-line error."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,28 @@ def subcommand(
 ) -> argparse.ArgumentParser:
     """A subcommand whose one line in `stylefold --help` opens its own --help too."""
     return subparsers.add_parser(name, help=what, description=what)
+
+
+def refuse_unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name a flag the command does not know, and the nearest one it does, before argparse
+    parses: argparse first complains of a required argument (`render --outptu x.jpg`: "-o/--output
+    is required"), and of an unknown one only in the top command's words, without a suggestion."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is None or (sub := commands.choices.get(command)) is None:
+        return  # argparse's own error lists the commands
+    known = [flag for action in sub._actions for flag in action.option_strings]
+    for arg in argv[list(argv).index(command) + 1 :]:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--") or any(option.startswith(flag) for option in known):
+            continue  # argparse takes an unambiguous abbreviation, and names an ambiguous one
+        close = difflib.get_close_matches(flag, known, n=1)
+        sub.error(
+            f"unknown option {flag}; "
+            + (f"did you mean {close[0]}?" if close else f"stylefold {command} --help lists them")
+        )
 
 
 def described(text: str | None) -> str:
