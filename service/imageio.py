@@ -418,11 +418,13 @@ def _transparency_lost(alpha: Image.Image | None, format: str) -> str | None:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to RGB, as numbers (colour profiles are `_to_srgb`'s); transparency is
-    composited over white (what a viewer shows)."""
+    composited over white (what a viewer shows), a colour named transparent (PNG's tRNS) too."""
+    if "transparency" in image.info and image.mode in ("P", "L", "RGB", "1"):
+        image = image.convert("RGBA")
     if image.mode == "RGB":
         return image
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = image.convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grey: scale to 8 bits rather than clip (PIL's convert would clip at 255).
         image = image.point(lambda v: v / 257).convert("L")

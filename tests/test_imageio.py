@@ -114,6 +114,7 @@ def test_a_photo_s_transparency_is_kept_where_the_result_s_format_can_hold_it(
     image, options = _half_transparent(mode)
     loaded = open_image(_save(image, tmp_path / "cutout.png", **options))
     assert loaded.image.mode == "RGB" and loaded.alpha is not None
+    assert loaded.image.getpixel((6, 4)) == (255, 255, 255), "the network sees it over white"
     result = loaded.image.resize((16, 16))  # a result is larger or smaller than its photo
     data, note = encode_result(result, loaded, kind, 92, location=True)
     written = Image.open(io.BytesIO(data))
