@@ -402,7 +402,12 @@ def _transparency(image: Image.Image) -> Image.Image | None:
     `_to_rgb` lays over white for the network and `encode_image` puts back on the result."""
     if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
         return None
-    alpha = image.convert("RGBA").getchannel("A")
+    # A channel of its own, without a copy of the photo (a 50 MP one's RGBA is 200 MB).
+    alpha = (
+        image.getchannel("A")
+        if image.mode in ("RGBA", "LA")
+        else image.convert("RGBA").getchannel("A")
+    )
     lowest, _ = alpha.getextrema()
     return alpha if isinstance(lowest, int) and lowest < 255 else None
 
