@@ -145,12 +145,15 @@ class Metrics:
         if self._endpoint is not None:
             self._endpoint.instruments.queue.set(n)
 
-    def job_finished(self, outcome: str, seconds: float) -> None:
+    def job_finished(self, outcome: str, seconds: float | None) -> None:
+        """`seconds` of the attempt; None where none ran (a rejection) or its start is not
+        known (published after a restart): counted, not timed."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown job outcome {outcome!r}; expected one of {OUTCOMES}")
         if self._endpoint is not None:
             self._endpoint.instruments.jobs.labels(outcome).inc()
-            self._endpoint.instruments.duration.labels(outcome).observe(seconds)
+            if seconds is not None:
+                self._endpoint.instruments.duration.labels(outcome).observe(seconds)
 
     def set_gpu_memory(self, n_bytes: int) -> None:
         if self._endpoint is not None:

@@ -47,12 +47,15 @@ def test_updates_show_in_the_scrape(metrics: Metrics) -> None:
     metrics.job_finished("done", 42.0)
     metrics.job_finished("done", 8.0)
     metrics.job_finished("retried", 0.5)
+    metrics.job_finished("rejected", None)  # nothing ran: counted, not timed
     metrics.set_gpu_memory(1_500_000_000)
     samples = _scrape(metrics)
     assert samples[("stylefold_queue_length", ())] == 3
     assert samples[("stylefold_jobs_total", (("outcome", "done"),))] == 2
     assert samples[("stylefold_jobs_total", (("outcome", "retried"),))] == 1
     assert samples[("stylefold_jobs_total", (("outcome", "failed"),))] == 0
+    assert samples[("stylefold_jobs_total", (("outcome", "rejected"),))] == 1
+    assert samples[("stylefold_job_duration_seconds_count", (("outcome", "rejected"),))] == 0
     assert samples[("stylefold_job_duration_seconds_sum", (("outcome", "done"),))] == 50.0
     assert (
         samples[("stylefold_job_duration_seconds_bucket", (("le", "10.0"), ("outcome", "done")))]

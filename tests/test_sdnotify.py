@@ -466,6 +466,8 @@ def test_daemon_metrics_count_the_job(supervised: SupervisedRun) -> None:
     }
     assert samples[("stylefold_jobs_total", (("outcome", "done"),))] == 1
     assert samples[("stylefold_job_duration_seconds_count", (("outcome", "done"),))] == 1
+    # The job's wall time: it was 0 for every job (an operator's trial, after 150 jobs).
+    assert 0 < samples[("stylefold_job_duration_seconds_sum", (("outcome", "done"),))] < 90
     assert samples[("stylefold_queue_length", ())] == 0
     assert samples[("stylefold_gpu_memory_bytes", ())] == 0  # CPU only here
     assert samples[("stylefold_ready_workers", ())] == 1

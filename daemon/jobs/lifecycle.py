@@ -503,9 +503,11 @@ class Lifecycle:
                 line += f" on {event.device}"
             self.spool.append_log(job, line)
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
+            running = self.running.get(job.id)
             self.at_work.stopped(job)
             self.queued_again(job, event.error, note=line, lost=event.kind == "lost")
-            self.metrics.job_finished("retried", 0.0)
+            seconds = None if running is None else time.time() - running.started
+            self.metrics.job_finished("retried", seconds)
         elif isinstance(event, Requeued):
             self.requeue(job, event.reason, lost=True)
         elif isinstance(event, Cancelled):

@@ -69,6 +69,9 @@ class Publisher:
         self.stop_running = stop_running
         self.render_again = render_again
         self.blocked: dict[str, Blocked] = {}
+        # A job's last attempt, from its start to its end, for the duration metric: taken
+        # when the job leaves its worker, before `running` forgets when it started.
+        self.attempt_seconds: dict[str, float] = {}
 
     @property
     def roots(self) -> dict[Path, str]:
@@ -103,6 +106,7 @@ class Publisher:
                 except ResultLost as lost:
                     assert job is not None
                     self.blocked.pop(job_id, None)  # before: failing it may block it anew
+                    self.attempt_seconds.pop(job_id, None)  # it runs again
                     self.render_again(job, lost.reason)
                     return
                 if job is None:
@@ -114,6 +118,11 @@ class Publisher:
             self._block(job_id, job, outcome, detail, exc)
             return
         self.blocked.pop(job_id, None)
+
+    def _stop(self, job: Job) -> None:
+        if (running := self.running.get(job.id)) is not None:
+            self.attempt_seconds[job.id] = time.time() - running.started
+        self.stop_running(job)
 
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
@@ -136,7 +145,7 @@ class Publisher:
             )
         elif row.state is not State.PUBLISHING:
             if job is not None:
-                self.stop_running(job)
+                self._stop(job)
             self.store.move(job_id, State.PUBLISHING, outcome=outcome, detail=detail)
 
     def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> str:
@@ -229,7 +238,7 @@ class Publisher:
             fix=answers.BLOCKED_FIX[on],
         )
         if job is not None:
-            self.stop_running(job)
+            self._stop(job)
         retry_at = time.monotonic() + self.publish_retry
         blocked = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
         if (before := self.blocked.get(job_id)) is not None:  # blocked since its first try
@@ -304,6 +313,7 @@ class Publisher:
         self.blocked.pop(job_id, None)
         self.jobs.pop(job_id, None)
         self.running.pop(job_id, None)
+        self.attempt_seconds.pop(job_id, None)
 
     def _reported(self, job_id: str, detail: ReportDetail, report: str) -> None:
         inbox = self.settings.inbox
@@ -311,7 +321,7 @@ class Publisher:
             [None if p is None else inbox / p for p in detail.paths], job_id
         )
         self.store.move(job_id, State.REJECTED, reason=detail.reason, note=report)
-        self.metrics.job_finished("rejected", 0.0)
+        self.metrics.job_finished("rejected", None)
         log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)
 
     def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
@@ -323,8 +333,6 @@ class Publisher:
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )
                 drop_stale_report(names, job.inputs)
-        running = self.running.get(job.id)
-        elapsed = time.time() - running.started if running else 0.0
         reason = detail.reason if isinstance(detail, FailureDetail) else None
         self.store.move(job.id, State.RELEASING, note=shown, reason=reason)
         if isinstance(detail, FailureDetail):
@@ -341,7 +349,7 @@ class Publisher:
             log.info("job.skipped", input=job.source, answered_by=shown, earlier_job=detail.job_id)
         else:
             log.info("job.done", input=job.source, output=shown, reused=outcome == "reuse")
-        self.metrics.job_finished(_metric(outcome, detail), elapsed)
+        self.metrics.job_finished(_metric(outcome, detail), self.attempt_seconds.pop(job.id, None))
         if isinstance(detail, ResultDetail) and detail.info.device.startswith("cuda"):
             self.metrics.set_gpu_memory(detail.info.peak_memory_bytes)
         self.release(job, outcome)
