@@ -146,7 +146,11 @@ class Reporter:
         daemon.notifier.status(status_line(report))
         with contextlib.suppress(OSError):
             data = model_to_json(report, indent=1).encode()
-            atomic_write(daemon.settings.state / STATUS_FILE, data, durable=False)
+            # Under the state folder as it is, never made again: one moved away while the
+            # daemon ran was made anew, empty, by the last report on its way out (an
+            # operator's trial then moved the real one back into it).
+            state = daemon.settings.state
+            atomic_write(state / STATUS_FILE, data, durable=False, under=state)
 
     def daemon_info(self) -> DaemonInfo:
         daemon = self.source

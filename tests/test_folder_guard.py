@@ -105,6 +105,9 @@ def test_a_state_folder_taken_away_while_the_daemon_runs_makes_it_exit_for_a_res
     assert line["reason"] == f"the state database {folders.state / DB_FILE} was deleted or moved"
     assert "Stop the daemon before moving its state" in line["fix"]
     assert daemon.logged("daemon.stopped") == 1  # through the ordinary shutdown
+    # Nothing made anew on its way out: an operator's trial found an empty state folder there,
+    # and moving the real one back put it inside that.
+    assert not folders.state.exists()
     again = daemon_factory()  # what systemd's restart does: a new, working state
     assert (folders.state / DB_FILE).exists()
     assert again.stop() == 0
