@@ -447,9 +447,11 @@ class Daemon:
 
 def _waiting_line(item: InboxItem) -> str:
     """`once`'s last word on an inbox file it leaves: what it waits for, and when a running
-    daemon would report it."""
+    daemon would report it (an arriving file's note says so itself: when it is reported as
+    truncated or empty)."""
     left = item.gives_up_in
-    later = "" if left is None else f"; reported in {left:.0f} s (pair_timeout) unless it comes"
+    waits = left is not None and item.state != "arriving"
+    later = f"; reported in {left:.0f} s (pair_timeout) unless it comes" if waits else ""
     return f"{item.path}: {item.note}{later}"
 
 

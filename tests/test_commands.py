@@ -47,6 +47,8 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
         path.parent.mkdir(parents=True)
         path.write_bytes(image_bytes(seed=len(rel)))
         write_json(path.with_suffix(".json"), sidecar)
+    (folders.inbox / "d/cut.jpg").write_bytes(image_bytes(seed=9)[:-100])  # a copy cut off
+    write_json(folders.inbox / "d/cut.json", {"style": "mosaic"})
     result = stylefold(
         "once",
         "--config",
@@ -64,7 +66,9 @@ def test_once_works_off_the_inbox_and_exits(folders: Folders) -> None:
     assert "did you mean STYLEFOLD_MAX_PIXELS?" in unknown["problem"]
     # what is left, each named with what it waits for (a photographer's trial: "left_waiting=2")
     [done] = [json.loads(line) for line in result.stdout.splitlines() if "inbox_done" in line]
-    [waiting] = done["left_waiting"]
+    cut, waiting = done["left_waiting"]
+    assert cut.startswith("d/cut.jpg: still arriving: a JPEG without its end marker"), cut
+    assert cut.endswith(" unless it changes"), cut  # not "(pair_timeout) unless it comes"
     assert waiting.startswith(
         "d/wait.jpg: waiting for the style image nothere.jpg named by wait.json; reported in "
     ), waiting

@@ -367,7 +367,8 @@ class Settings(BaseSettings):
         600.0,
         gt=0,
         description="Seconds a truncated photo (a JPEG without its end marker, a PNG without "
-        "IEND...) stays still arriving before it gets a truncation report.",
+        "IEND...) stays still arriving, unchanged, before it gets a truncation report (from "
+        "its last change, also across restarts and `once` runs).",
         json_schema_extra=APPLIED_LIVE,
     )
     resend: Literal["skip", "answer"] = Field(

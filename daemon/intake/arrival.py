@@ -7,8 +7,9 @@ A photo that has stopped changing for `settle_seconds` but whose own structure s
 short (`daemon.intake.complete`) is *still arriving*: copy tools pause between bursts for longer
 than the settle time on slow links. It is looked at again with a growing back-off, and any
 change sends it back to settling. Only a photo that stays truncated and unchanged for
-`arriving_timeout` (counted on the daemon's clock from the last change it saw) is reported,
-because then the transfer was cut off and only copying it again helps.
+`arriving_timeout` (counted from its last change, its inode change time, so that a restart or
+a `once` run does not start the count again) is reported, because then the transfer was cut
+off and only copying it again helps.
 
 Pure functions of the tracker's clock (`now`) and the epoch time at the same instant (`wall`).
 """
@@ -103,6 +104,7 @@ def inbox_item(
     arriving: Arriving | None,
     changed_at: float,
     waiting_since: float,
+    unchanged_since: float,
     now: float,
     wall: float,
     settle_seconds: float,
@@ -119,17 +121,18 @@ def inbox_item(
     trial: status said "gives up in 9 min")."""
     quiet = now - changed_at
     if arriving is not None:
+        unchanged = now - unchanged_since
         note = (
             f"still arriving: {arriving.reason}; next look in "
             f"{max(0.0, arriving.look_at - now):.0f} s, reported as truncated in "
-            f"{max(0.0, arriving_timeout - quiet):.0f} s unless it changes"
+            f"{max(0.0, arriving_timeout - unchanged):.0f} s unless it changes"
         )
         return InboxItem(
             path=relative,
             state="arriving",
-            since=wall - quiet,
+            since=wall - unchanged,
             note=note,
-            gives_up_in=max(0.0, arriving_timeout - quiet),
+            gives_up_in=max(0.0, arriving_timeout - unchanged),
         )
     if not settled and empty and quiet >= settle_seconds:
         # Writers often create a file first and fill it later; status said "ready in 0 s".

@@ -176,6 +176,7 @@ class Intake:
                 settled=entry.settled,
                 arriving=entry.arriving,
                 changed_at=entry.changed_at,
+                unchanged_since=entry.unchanged_since,
                 waiting_since=entry.waiting_since,
                 now=now,
                 wall=wall,
@@ -219,7 +220,7 @@ class Intake:
         if entry is not None:
             if entry.signature != signature:
                 entry.signature = signature
-                entry.changed_at = entry.waiting_since = now
+                entry.changed_at = entry.waiting_since = entry.unchanged_since = now
                 entry.settled = False
                 entry.arriving = None
                 entry.unusable = unusable(result)
@@ -241,9 +242,22 @@ class Intake:
         # The wait for a partner counts from the file's arrival (its inode change time: the
         # rename that put it in place), not from when this tracker first saw it; otherwise a
         # restart, or `run --once` from cron, would start every lone photo's timer again and
-        # it would never be answered. Settling is still timed from now.
-        waited = min(max(0.0, time.time() - result.st_ctime), self.pair_timeout)
-        entry = Tracked(path, kind, base, signature, now, now - waited, unusable=unusable(result))
+        # it would never be answered. A truncated photo's wait to be reported counts from its
+        # last change (the same inode change time, which every write moves), for the same
+        # reason (an operator's trial: restarted within arriving_timeout, it was never told).
+        # Settling is still timed from now.
+        age = max(0.0, time.time() - result.st_ctime)
+        waited, unchanged = min(age, self.pair_timeout), min(age, self.arriving_timeout)
+        entry = Tracked(
+            path,
+            kind,
+            base,
+            signature,
+            now,
+            now - waited,
+            now - unchanged,
+            unusable=unusable(result),
+        )
         self._pairs.add(entry)
         self._wake([path])
         self._touch_related(entry)
@@ -422,7 +436,7 @@ class Intake:
         )
         if reason is None:
             return False
-        due = entry.changed_at + self.arriving_timeout
+        due = entry.unchanged_since + self.arriving_timeout
         if now >= due:
             entry.arriving = None
             self._report(entry, events, reasons.given_up(reason, self.arriving_timeout))

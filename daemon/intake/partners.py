@@ -52,8 +52,9 @@ class Tracked:
     kind: Kind
     base: str  # sidecars: name without ".json"; images: name without the extension (NFC)
     signature: Signature
-    changed_at: float
-    waiting_since: float
+    changed_at: float  # settling counts from here: the last change this tracker saw
+    waiting_since: float  # pair_timeout counts from here: the file's arrival (its ctime)
+    unchanged_since: float  # arriving_timeout counts from here: its last change (its ctime)
     settled: bool = False
     done: Reported | Emitted | None = None  # what was last emitted about this file
     style_file: str | None = None  # sidecars: the brought-along style file named inside
