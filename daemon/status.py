@@ -86,6 +86,9 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
         ]
     recent: list[Finished] = []
     latest = store.ends(RECENT)
+    listed_ends = {end.id for end in latest}
+    waiting = [end for end in store.ends_answered_in_place(RECENT) if end.id not in listed_ends]
+    latest = sorted(latest + waiting, key=lambda end: end.since, reverse=True)
     attention = _broken(store, {end.id for end in latest})
     later = {_subject(job.input): job.job_id for job in jobs}  # its newest job so far
     for end in latest:  # newest first

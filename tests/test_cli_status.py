@@ -25,7 +25,7 @@ from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.reporting import waiting_actors
-from daemon.status import LISTED, blocked_why, listed, read_status
+from daemon.status import LISTED, RECENT, blocked_why, listed, read_status
 from daemon.status_model import (
     Attention,
     Counts,
@@ -36,6 +36,7 @@ from daemon.status_model import (
     ReloadInfo,
     StatusReport,
     WorkerItem,
+    open_failures,
 )
 from daemon.supervision import host_attention, status_line
 from daemon.web.page import queue_rows
@@ -352,6 +353,31 @@ def test_a_stopped_daemons_long_queue_is_listed_as_a_running_ones(folders: Folde
     assert not report.daemon.running
     assert len(report.in_state(State.QUEUED)) == LISTED and report.unlisted.queued == 5
     assert f"queued: {LISTED + 5}\n" in render_status(report, failures=0, now=NOW)
+
+
+def test_a_failure_waiting_in_the_inbox_stays_listed_after_many_later_jobs(
+    folders: Folders,
+) -> None:
+    """An operator's trial: after 50 good jobs, status and the web page said "no recent
+    failures" while seven reported photos still waited in the inbox for their fix. A failure
+    whose photo is remembered as still there stays listed; one whose photo went does not."""
+    store = Store(folders.state)
+    try:
+        for job_id, photo in (("0-waits", "waits.jpg"), ("0-gone", "gone.jpg")):
+            store.create(job_id, State.PUBLISHING, photo, outcome="report")
+            store.move(job_id, State.REJECTED, reason="no sidecar", note=f"{photo}.error.json")
+        store.remember("waits.jpg", [[10, 1]], "0-waits")
+        for index in range(RECENT + 10):
+            job_id = f"1-{index:03}"
+            store.create(job_id, State.PUBLISHING, f"ok{index}.jpg", outcome="result")
+            store.move(job_id, State.RELEASING)
+            store.move(job_id, State.DONE)
+    finally:
+        store.close()
+    report = read_status(folders.state)
+    assert [end.input for end in open_failures(report.recent)] == ["waits.jpg"]
+    shown = render_status(report, failures=10, now=NOW)
+    assert "recent failures: 1" in shown and "waits.jpg" in shown and "gone.jpg" not in shown
 
 
 def test_status_of_a_running_daemon(

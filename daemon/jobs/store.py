@@ -431,6 +431,21 @@ class Store:
         ).fetchall()
         return [End(row[0], State(row[1]), *row[2:]) for row in rows]
 
+    def ends_answered_in_place(self, limit: int) -> list[End]:
+        """The newest failures and rejections whose photo or sidecar is remembered as still
+        in the inbox (`seen`), waiting for the fix their report asks for, as `ends` gives them:
+        listed beyond the last `ends`, which other jobs push out (an operator's trial: after
+        50 good jobs, the failures waiting in the inbox were gone from status and the web
+        page)."""
+        rows = self._db.execute(
+            "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
+            "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
+            "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
+            "ORDER BY since DESC LIMIT ?",
+            (State.RELEASING, State.REJECTED, State.FAILED, State.REJECTED, limit),
+        ).fetchall()
+        return [End(row[0], State(row[1]), *row[2:]) for row in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
