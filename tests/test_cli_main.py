@@ -134,9 +134,15 @@ def test_a_config_file_here_but_not_given_is_pointed_to(folders: Folders) -> Non
     """A new user's trial: `stylefold status` and `styles` beside their stylefold.toml said
     that every folder was not set. It is still not read unasked (a service must not change
     with its working folder), but the error says it is there and how to pass it."""
+    env = {k: v for k, v in os.environ.items() if k != "STYLEFOLD_CONFIG"}
+    # None here: "set it in the config file" sent a new user looking for one after the demo.
+    done = subprocess.run(
+        [*CLI, "styles"], cwd=folders.root, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 78 and "inbox: not set" in done.stderr, done.stderr
+    assert "(no config file was given: pass --config FILE, or set STYLEFOLD_CONFIG)" in done.stderr
     config = folders.config()
     config.rename(folders.root / "stylefold.toml")
-    env = {k: v for k, v in os.environ.items() if k != "STYLEFOLD_CONFIG"}
     for command in ("status", "styles"):
         done = subprocess.run(
             [*CLI, command], cwd=folders.root, capture_output=True, text=True, env=env

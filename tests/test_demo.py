@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -63,6 +65,13 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
     # Nothing is left for the next run to take for a photo without its sidecar.
     assert list((folder / "inbox").iterdir()) == []
     assert "removed hubble.jpg from the inbox" in done.stdout
+    # The status command it names works as printed (a new user's trial: bare `stylefold
+    # status` after the demo asked for a config file).
+    [command] = re.findall(r"`(stylefold status --state [^`]+)`", done.stdout)
+    status = subprocess.run(
+        [*CLI, *shlex.split(command)[1:]], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0 and "4 done" in status.stdout, status.stdout + status.stderr
 
     # --keep: the photos are sent again and skipped; that was told as if they were just done,
     # from the earlier manifests (a new user's trial). With another size, new answers are

@@ -283,7 +283,8 @@ def _demo(
         "try your own: put a photo and a sidecar such as "
         '{"style": "cells"} into the inbox, then run\n'
         f"  stylefold once --inbox {inbox} --outbox {outbox} --styles {folder / 'styles'} "
-        f"--state {folder / 'state'}"
+        f"--state {folder / 'state'}\n"
+        f"and `stylefold status --state {folder / 'state'}` shows what it did"
     )
     if stopped:
         print(

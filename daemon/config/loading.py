@@ -354,12 +354,16 @@ LOCAL_CONFIG = Path("stylefold.toml")
 
 
 def _unread_config(config_path: Path | None, error: ValidationError) -> str:
-    """A hint when settings are missing, no config file was given and one lies right here (a
-    new user's trial: `stylefold status` beside their stylefold.toml said every folder was
-    not set). It is not read unasked: a service must not change with its working folder."""
+    """A hint when settings are missing and no config file was given, naming one that lies
+    right here (a new user's trial: `stylefold status` beside their stylefold.toml said every
+    folder was not set). It is not read unasked: a service must not change with its working
+    folder."""
     missing = any(problem["type"] == "missing" for problem in error.errors())
-    if config_path is not None or not missing or not LOCAL_CONFIG.is_file():
+    if config_path is not None or not missing:
         return ""
+    if not LOCAL_CONFIG.is_file():
+        # "set it in the config file" sent a new user, just after the demo, looking for one
+        return f"\n(no config file was given: pass --config FILE, or set {CONFIG_ENV})"
     return (
         f"\n(no config file was given, and {LOCAL_CONFIG} is in this folder: pass --config "
         f"{LOCAL_CONFIG}, or set {CONFIG_ENV})"
