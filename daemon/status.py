@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -221,7 +222,32 @@ def read_status(state: Path) -> StatusReport:
     report = _read_report(state)
     if not any(STATE_FOLDER in item.what for item in report.attention):
         report.attention += _state_full(state)
+    report.attention += _stale(report, state, time.time())
     return report
+
+
+# A running daemon rewrites its report every few seconds (daemon.reporting); by this age its
+# main loop would have missed systemd's watchdog (WatchdogSec=60).
+STALE_AFTER = 60.0
+
+
+def _stale(report: StatusReport, state: Path, now: float) -> list[Attention]:
+    """A running daemon's report that has stopped being rewritten: an operator's trial made
+    the state folder immutable, the daemon could take no photo, and `status` showed its last
+    report, 38 s old and growing, as if all were well."""
+    written = report.daemon.updated_at
+    if not report.daemon.running or written is None or now - written < STALE_AFTER:
+        return []
+    return [
+        Attention(
+            what=f"the running daemon has not rewritten this report for {now - written:.0f} s: "
+            "what it shows may be out of date",
+            where=str(state / STATUS_FILE),
+            fix="check that the state folder is writable and has room (stylefold doctor), and "
+            "the daemon's log for errors; a main loop that hangs is restarted by systemd's "
+            "watchdog",
+        )
+    ]
 
 
 def _read_report(state: Path) -> StatusReport:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -24,8 +26,9 @@ from daemon.cli.status import SHOWN, render_status
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
+from daemon.lock import StateLock
 from daemon.reporting import waiting_actors
-from daemon.status import LISTED, RECENT, blocked_why, listed, read_status
+from daemon.status import LISTED, RECENT, STALE_AFTER, blocked_why, listed, read_status
 from daemon.status_model import (
     Attention,
     Counts,
@@ -378,6 +381,26 @@ def test_a_failure_waiting_in_the_inbox_stays_listed_after_many_later_jobs(
     assert [end.input for end in open_failures(report.recent)] == ["waits.jpg"]
     shown = render_status(report, failures=10, now=NOW)
     assert "recent failures: 1" in shown and "waits.jpg" in shown and "gone.jpg" not in shown
+
+
+def test_a_running_daemon_s_report_that_is_not_rewritten_any_more_is_flagged(
+    folders: Folders,
+) -> None:
+    """An operator's trial: with the state folder made immutable, the daemon took no photo and
+    could not rewrite its report, and `status` showed the last one, minutes old, as all well."""
+    with StateLock(folders.state):  # a daemon holds the state: this process
+        for age, flagged in ((5.0, False), (STALE_AFTER + 60, True)):
+            written = StatusReport(
+                daemon=DaemonInfo(
+                    running=True, pid=os.getpid(), version="x", updated_at=time.time() - age
+                )
+            )
+            (folders.state / "status.json").write_bytes(model_to_json(written).encode())
+            report = read_status(folders.state)
+            stale = [a for a in report.attention if "has not rewritten this report" in a.what]
+            assert bool(stale) == flagged, report.attention
+    assert "stylefold doctor" in stale[0].fix
+    assert "needs attention" in render_status(report, failures=0)
 
 
 def test_status_of_a_running_daemon(
