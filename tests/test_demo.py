@@ -26,6 +26,7 @@ from daemon.cli.demo_folder import (
     prepare,
     sample_path,
 )
+from daemon.jobs.store import Store
 from service.imageio import encode_image
 
 CLI = [sys.executable, "-m", "daemon.cli"]
@@ -65,6 +66,13 @@ def test_demo_runs_every_job_through_the_daemon(tmp_path: Path) -> None:
     # Nothing is left for the next run to take for a photo without its sidecar.
     assert list((folder / "inbox").iterdir()) == []
     assert "removed hubble.jpg from the inbox" in done.stdout
+    # and from what the daemon remembers as answered there, which every later start told as
+    # "none of the 1 files answered in place is in the inbox" (a new user's trial)
+    store = Store(folder / "state")
+    try:
+        assert store.seen_paths() == []
+    finally:
+        store.close()
     # The status command it names works as printed (a new user's trial: bare `stylefold
     # status` after the demo asked for a config file).
     [command] = re.findall(r"`(stylefold status --state [^`]+)`", done.stdout)
@@ -228,9 +236,9 @@ def test_a_brought_along_style_stays_for_an_unfinished_job(tmp_path: Path) -> No
     jobs = demo_jobs(64, 10)
     prepare(tmp_path, jobs, keep=False)
     inbox = tmp_path / "inbox"
-    assert tidy_inbox(inbox, jobs, unfinished=["rocket"]) == []
+    assert tidy_inbox(tmp_path, jobs, unfinished=["rocket"]) == []
     assert (inbox / "hubble.jpg").is_file()
-    assert tidy_inbox(inbox, jobs, unfinished=["chelsea"]) == ["hubble.jpg"]
+    assert tidy_inbox(tmp_path, jobs, unfinished=["chelsea"]) == ["hubble.jpg"]
     assert not (inbox / "hubble.jpg").exists()
 
 

@@ -32,6 +32,7 @@ from daemon.fsutil import read_json
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.progress import ProgressReport
+from daemon.jobs.store import Store
 from service.params import STOPPED
 
 if TYPE_CHECKING:
@@ -171,15 +172,23 @@ def run_daemon(folder: Path, jobs: list[DemoJob], device: str, before: frozenset
     return code
 
 
-def tidy_inbox(inbox: Path, jobs: list[DemoJob], unfinished: list[str]) -> list[str]:
+def tidy_inbox(folder: Path, jobs: list[DemoJob], unfinished: list[str]) -> list[str]:
     """Remove the brought-along files of finished jobs (those of an unfinished one stay, for
-    its retry); returns their names."""
+    its retry), and the daemon's record of them as answered where they lay, which every later
+    start in this folder told as "none of the 1 files answered in place is in the inbox" (a
+    new user's trial); returns their names."""
     needed = {name for job in jobs if job.photo in unfinished for name in job.extra}
     removed = []
     for name in dict.fromkeys(name for job in jobs for name in job.extra):
         if name not in needed:
-            (inbox / file_name(name)).unlink(missing_ok=True)
+            (folder / "inbox" / file_name(name)).unlink(missing_ok=True)
             removed.append(file_name(name))
+    if removed:
+        store = Store(folder / "state")
+        try:
+            store.forget_seen(removed)
+        finally:
+            store.close()
     return removed
 
 
@@ -274,7 +283,7 @@ def _demo(
         print(f"  {what:28}  {job.what}")
     print(f"per job: <name>.manifest.json (parameters, losses, timings) and <name>.log in {outbox}")
     print(f"daemon log: {folder / 'daemon.log'}; originals moved to {folder / 'state' / 'archive'}")
-    for name in tidy_inbox(inbox, jobs, failed):
+    for name in tidy_inbox(folder, jobs, failed):
         print(
             f"removed {name} from the inbox: the daemon leaves a style image brought along where "
             "it is (another sidecar may name it too); remove your own once its jobs are done"
