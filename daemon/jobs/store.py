@@ -137,6 +137,11 @@ class JobRow:
 
 # The latest ends, `limit` of them (parameters: TERMINAL's states, then the limit), for
 # `Store.finished` and `Store.ends`.
+# An end as status lists it (`End`): the note of the move that answered it names its answer.
+_ENDS = (
+    "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
+    "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
+)
 _LATEST_ENDS = (
     f"FROM jobs WHERE +state IN ({','.join('?' * len(TERMINAL))}) ORDER BY since DESC LIMIT ?"
 )
@@ -424,10 +429,7 @@ class Store:
         its answer, in one query and without parsing records: status reads them at every
         change of a job's state."""
         rows = self._db.execute(
-            "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
-            "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
-            + _LATEST_ENDS,
-            (State.RELEASING, State.REJECTED, *TERMINAL, limit),
+            _ENDS + _LATEST_ENDS, (State.RELEASING, State.REJECTED, *TERMINAL, limit)
         ).fetchall()
         return [End(row[0], State(row[1]), *row[2:]) for row in rows]
 
@@ -438,9 +440,7 @@ class Store:
         50 good jobs, the failures waiting in the inbox were gone from status and the web
         page)."""
         rows = self._db.execute(
-            "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
-            "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
-            "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
+            _ENDS + "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
             "ORDER BY since DESC LIMIT ?",
             (State.RELEASING, State.REJECTED, State.FAILED, State.REJECTED, limit),
         ).fetchall()
