@@ -338,11 +338,12 @@ def load_settings(
     except ValidationError as exc:
         # a misspelt variable is often why a setting is missing or wrong (STYLEFOLD_INBX
         # set, and the inbox told "not set")
-        told = _describe(exc, toml) + _unread_config(config_path, exc)
+        told = _describe(exc, toml)
         named = set(re.findall(r"\bSTYLEFOLD_\w+", told))  # unknown settings' variables
-        for problem in misspelt_variables(os.environ):
-            if problem.split()[0] not in named:
-                told += f"\n{problem}"
+        misspelt = [p for p in misspelt_variables(os.environ) if p.split()[0] not in named]
+        told += _unread_config(config_path, exc, explained=bool(misspelt))
+        for problem in misspelt:
+            told += f"\n{problem}"
         raise ConfigError(told) from None
     except SettingsError as exc:
         raise ConfigError(_environment_error(exc)) from None
@@ -353,7 +354,7 @@ def load_settings(
 LOCAL_CONFIG = Path("stylefold.toml")
 
 
-def _unread_config(config_path: Path | None, error: ValidationError) -> str:
+def _unread_config(config_path: Path | None, error: ValidationError, explained: bool) -> str:
     """A hint when settings are missing and no config file was given, naming one that lies
     right here (a new user's trial: `stylefold status` beside their stylefold.toml said every
     folder was not set). It is not read unasked: a service must not change with its working
@@ -362,8 +363,13 @@ def _unread_config(config_path: Path | None, error: ValidationError) -> str:
     if config_path is not None or not missing:
         return ""
     if not LOCAL_CONFIG.is_file():
-        # "set it in the config file" sent a new user, just after the demo, looking for one
-        return f"\n(no config file was given: pass --config FILE, or set {CONFIG_ENV})"
+        # "set it in the config file" sent a new user, just after the demo, looking for one;
+        # not where a misspelt variable (`explained`) says what was meant
+        return (
+            ""
+            if explained
+            else f"\n(no config file was given: pass --config FILE, or set {CONFIG_ENV})"
+        )
     return (
         f"\n(no config file was given, and {LOCAL_CONFIG} is in this folder: pass --config "
         f"{LOCAL_CONFIG}, or set {CONFIG_ENV})"
