@@ -477,11 +477,12 @@ def encode_image(
 
 def encode_result(
     image: Image.Image, photo: LoadedImage, format: str, quality: int, location: bool
-) -> tuple[bytes, str | None]:
-    """A result encoded with what its photo carries (EXIF, profile, transparency), and a note
-    where the format cannot hold the photo's transparency."""
+) -> tuple[bytes, tuple[str, ...]]:
+    """A result encoded with what its photo carries (EXIF, profile, transparency), and the
+    notes to add to the render's: one where the format cannot hold the photo's transparency."""
     data = encode_image(image, format, quality, photo.exif, photo.icc, location, photo.alpha)
-    return data, _transparency_lost(photo.alpha, format)
+    lost = _transparency_lost(photo.alpha, format)
+    return data, () if lost is None else (lost,)
 
 
 def _too_much_metadata(name: str) -> str:

@@ -116,14 +116,15 @@ def test_a_photo_s_transparency_is_kept_where_the_result_s_format_can_hold_it(
     assert loaded.image.mode == "RGB" and loaded.alpha is not None
     assert loaded.image.getpixel((6, 4)) == (255, 255, 255), "the network sees it over white"
     result = loaded.image.resize((16, 16))  # a result is larger or smaller than its photo
-    data, note = encode_result(result, loaded, kind, 92, location=True)
+    data, notes = encode_result(result, loaded, kind, 92, location=True)
     written = Image.open(io.BytesIO(data))
     if kind == "jpg":
         assert written.mode == "RGB"
-        assert note is not None and "a jpg result cannot be" in note, note
+        [note] = notes
+        assert "a jpg result cannot be" in note, note
         assert "output format png, webp or tiff keeps them" in note
     else:
-        assert note is None
+        assert notes == ()
         assert written.mode == "RGBA", kind
         alpha = written.getchannel("A")
         assert alpha.getpixel((2, 8)) == 255 and alpha.getpixel((13, 8)) == 0, kind
@@ -133,10 +134,10 @@ def test_an_opaque_photo_with_an_alpha_channel_has_nothing_to_keep(tmp_path: Pat
     image = Image.new("RGBA", (8, 8), (10, 20, 30, 255))
     loaded = open_image(_save(image, tmp_path / "opaque.png"))
     assert loaded.alpha is None
-    data, note = encode_result(loaded.image, loaded, "jpg", 92, location=True)
-    assert note is None and Image.open(io.BytesIO(data)).mode == "RGB"
-    data, note = encode_result(loaded.image, loaded, "png", 92, location=True)
-    assert note is None and Image.open(io.BytesIO(data)).mode == "RGB"
+    data, notes = encode_result(loaded.image, loaded, "jpg", 92, location=True)
+    assert notes == () and Image.open(io.BytesIO(data)).mode == "RGB"
+    data, notes = encode_result(loaded.image, loaded, "png", 92, location=True)
+    assert notes == () and Image.open(io.BytesIO(data)).mode == "RGB"
 
 
 def test_a_turned_photo_s_transparency_turns_with_it(tmp_path: Path) -> None:

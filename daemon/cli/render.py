@@ -369,7 +369,7 @@ def _render(args: argparse.Namespace) -> int:
     from service.imageio import encode_result
 
     strip = args.strip_location or (settings is not None and settings.strip_location)
-    data, lost = encode_result(
+    data, notes = encode_result(
         result.image, images.content, format=image_format, quality=args.quality, location=not strip
     )
     # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
@@ -382,7 +382,7 @@ def _render(args: argparse.Namespace) -> int:
             f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
-    for note in result.notes + ((lost,) if lost else ()):
+    for note in result.notes + notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
 

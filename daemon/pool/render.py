@@ -300,7 +300,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
 
     started = time.monotonic()
     task, content = job.task, job.content
-    data, lost = encode_result(
+    data, notes = encode_result(
         result.image,
         content,
         format=task.output_format,
@@ -321,7 +321,7 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         input_profile=content.profile,
         peak_memory_bytes=int(result.peak_memory_bytes),
         batch_size=int(result.batch_size),
-        notes=result.notes + ((lost,) if lost else ()),
+        notes=result.notes + notes,
         style_sizes=result.style_sizes,
         attempt=task.attempt,
         params=task.params,
