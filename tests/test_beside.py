@@ -14,6 +14,8 @@ def test_names_are_found_by_key_and_by_stem_whatever_the_case_and_normalisation(
     assert folder.stemmed("strasse") == []  # folded letter by letter, as FAT does
     assert folder.stemmed("caf\u00e9") == ["Cafe\u0301.png"]  # macOS's decomposed accent
     assert folder.stemmed("readme") == []  # no extension, no stem
+    assert folder.of_base("pic") == ["Pic.NEF", "pic.json"]
+    assert folder.of_base("pic.json") == ["pic.json"]  # a name itself: pic.json.json's
 
 
 def test_a_folder_is_listed_once_a_poll(tmp_path: Path) -> None:

@@ -36,6 +36,11 @@ class Folder:
         """The names whose stem's key is `stem` (with an extension)."""
         return list(self._by_stem.get(stem, ()))
 
+    def of_base(self, base: str) -> list[str]:
+        """A sidecar's photos by its `base` (a key): `pic.bmp` of pic.json, and `pic.avif`
+        itself of pic.avif.json."""
+        return self.stemmed(base) + self.named([base])
+
 
 class Beside:
     """The folders of one poll (`Intake.poll` calls `forget` first): a file added during it

@@ -495,10 +495,9 @@ class Intake:
         listing = self.beside.folder(relative)
         asked = listing.named(wanted)
         photo_of = key(photo_of)
-        # pic.json's photo pic.bmp, and pic.avif.json's own pic.avif
         others = [
             name
-            for name in (listing.stemmed(photo_of) + listing.named([photo_of]) if photo_of else ())
+            for name in (listing.of_base(photo_of) if photo_of else ())
             if key(name).rpartition(".")[2] != "json"
         ]
         kinds = self.beside.kinds(relative, sorted({*asked, *others}))
@@ -523,7 +522,7 @@ class Intake:
         relative = sidecar.path.parent.relative_to(self.inbox)
         base = key(sidecar.base)
         listing = self.beside.folder(relative)
-        for name in listing.stemmed(base) + listing.named([base]):
+        for name in listing.of_base(base):
             if self._photo_not_taken(name):
                 return self.beside.kinds(relative, [name]).get(name) == stat.S_IFREG
         return False
