@@ -362,18 +362,15 @@ def _unread_config(config_path: Path | None, error: ValidationError, explained: 
     missing = any(problem["type"] == "missing" for problem in error.errors())
     if config_path is not None or not missing:
         return ""
-    if not LOCAL_CONFIG.is_file():
-        # "set it in the config file" sent a new user, just after the demo, looking for one;
-        # not where a misspelt variable (`explained`) says what was meant
+    if LOCAL_CONFIG.is_file():
         return (
-            ""
-            if explained
-            else f"\n(no config file was given: pass --config FILE, or set {CONFIG_ENV})"
+            f"\n(no config file was given, and {LOCAL_CONFIG} is in this folder: pass --config "
+            f"{LOCAL_CONFIG}, or set {CONFIG_ENV})"
         )
-    return (
-        f"\n(no config file was given, and {LOCAL_CONFIG} is in this folder: pass --config "
-        f"{LOCAL_CONFIG}, or set {CONFIG_ENV})"
-    )
+    if explained:  # a misspelt variable says what was meant
+        return ""
+    # "set it in the config file" sent a new user, just after the demo, looking for one
+    return f"\n(no config file was given: pass --config FILE, or set {CONFIG_ENV})"
 
 
 def _environment_error(exc: SettingsError) -> str:
