@@ -140,6 +140,11 @@ class Counts(_Model):
     rejected: int = 0
     skipped: int = 0  # photos sent again: their earlier answer stands (daemon.jobs.resend)
 
+    def described(self) -> str:
+        """The outcomes that happened, for status's and the page's "finished" line."""
+        said = [f"{count} {what}" for what, count in self.model_dump().items() if count]
+        return ", ".join(said) or "nothing yet"
+
 
 class Unlisted(_Model):
     """What a long queue's report counts but does not list (`daemon.status.listed`)."""

@@ -225,3 +225,27 @@ def test_root_uses_no_cache_another_user_owns_in_its_own_state_folder(tmp_path: 
     with photo.open("rb") as handle:
         assert Pictures(state / "thumbnails", max_pixels=10**6).thumbnail(handle, "job:p")
     assert list((state / "thumbnails").iterdir()) == []
+
+
+def test_the_finished_line_counts_every_outcome_as_status_does(tmp_path: Path) -> None:
+    """A new user's trial: the page said "4 done, 0 failed, 0 rejected" where status said
+    "4 done, 2 skipped" after photos were sent again. Both now say the same line."""
+    from daemon.cli.status import render_status
+    from daemon.config import load_settings
+    from daemon.status_model import Counts, DaemonInfo, StatusReport
+    from daemon.web.app import Site
+    from daemon.web.page import build_page
+
+    settings = load_settings(make_folders(tmp_path).config(), {})
+    site = Site(settings, poll_seconds=2.0)
+    daemon = DaemonInfo(running=True, pid=1, version="1")
+    for counts, said in [
+        (Counts(done=4, skipped=2), "4 done, 2 skipped"),
+        (Counts(failed=1, rejected=3), "1 failed, 3 rejected"),
+        (Counts(), "nothing yet"),
+    ]:
+        report = StatusReport(daemon=daemon, counts=counts)
+        health = site.sections(build_page(report, settings, site.outputs, site.library()))
+        assert f"<dt>finished</dt><dd>{said}</dd>" in health["health"]
+        text = render_status(report, failures=5, now=0.0)
+        assert (f"finished: {said}" in text) == (said != "nothing yet")

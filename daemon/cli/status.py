@@ -98,9 +98,8 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
     (the newest `failures`) and what needs an admin. `now` fixes the clock for tests."""
     now = time.time() if now is None else now
     lines = _daemon_lines(report.daemon, now)
-    counts = report.counts.model_dump()
-    if any(counts.values()):
-        lines.append("finished: " + ", ".join(f"{n} {what}" for what, n in counts.items() if n))
+    if any(report.counts.model_dump().values()):
+        lines.append(f"finished: {report.counts.described()}")
     for state, heading in INBOX_SECTIONS:
         items = [item for item in report.inbox if item.state == state]
         more = report.unlisted.inbox.get(state, 0)
