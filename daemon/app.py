@@ -48,6 +48,7 @@ from daemon.sdnotify import Notifier
 from daemon.status import STATUS_FILE
 from daemon.status_model import InboxItem, ReloadInfo
 from daemon.supervision import exit_code_for
+from daemon.versions import stylefold_version
 
 log = structlog.get_logger("stylefold.daemon")
 
@@ -118,6 +119,18 @@ class Daemon:
     def run(self) -> int:
         if self._signals:  # asked for while `stylefold run` imported: nothing to undo yet
             return self._stop_while_starting()
+        # What runs, from which file, on which folders: the journal's answer to "which
+        # version and config was this?" after an upgrade or an edit (an operator's trial).
+        log.info(
+            "daemon.starting",
+            version=stylefold_version(),
+            pid=os.getpid(),
+            config=str(self.config_path) if self.config_path is not None else None,
+            inbox=str(self.settings.inbox),
+            outbox=str(self.settings.outbox),
+            state=str(self.settings.state),
+            once=self.once,
+        )
         try:
             self.lock.acquire()
             if not self.inbox_lock.acquire():

@@ -40,6 +40,7 @@ from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.status import read_status
 from daemon.supervision import status_line
+from daemon.versions import stylefold_version
 from service.params import DEFAULT_STRENGTH, strength_of, style_weight_for
 
 SIDECAR = {"style": "mosaic"}
@@ -534,6 +535,12 @@ def test_sigterm_then_kill_9_during_a_job_then_a_restart_finishes_it_exactly_onc
     # kill -9 mid-job: nothing is cleaned up, and nothing needs to be.
     daemon = start_daemon(folders, config=config)
     try:
+        # The journal says what started: version, config file and folders (an operator's
+        # trial could not tell which config a restarted daemon had read).
+        starting = daemon.wait_for_log("daemon.starting")
+        assert starting["version"] == stylefold_version() != "unknown", starting
+        assert starting["config"] == str(config) and starting["pid"] == daemon.process.pid
+        assert starting["inbox"] == str(folders.inbox) and starting["state"] == str(folders.state)
         assert daemon.wait_for_log("job.recovered")["input"] == "photo.jpg"
         ready = daemon.wait_for_log("daemon.ready")
         assert (ready["recovered"], ready["unfinished"]) == (1, 1), ready
