@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.config.fields import CONFIG_ENV, ENV_PREFIX
-from daemon.config.loading import read_toml
+from daemon.config.fields import ENV_PREFIX
+from daemon.config.loading import named_config, read_toml
 from daemon.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def read_settings(args: argparse.Namespace) -> Settings:
 
 def config_file(args: argparse.Namespace) -> str | None:
     """The config file asked for (--config, then STYLEFOLD_CONFIG), as given; None if none."""
-    given = args.config if args.config is not None else os.environ.get(CONFIG_ENV)
+    given = named_config(args.config)
     return str(given) if given else None
 
 

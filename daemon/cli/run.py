@@ -13,7 +13,7 @@ from daemon import early_stop
 from daemon.cli.common import fail_config, folder_flags, overrides, subcommand
 from daemon.config import ConfigError, load_settings
 from daemon.config.fields import LOG_LEVELS
-from daemon.config.loading import config_file, misspelt_variables
+from daemon.config.loading import misspelt_variables, named_config
 from daemon.exitcodes import ExitCode
 
 
@@ -67,7 +67,7 @@ def command(args: argparse.Namespace) -> int:
         structlog.get_logger("stylefold.daemon").warning("config.unknown_variable", problem=problem)
     from daemon.app import Daemon  # the daemon's modules: a stop meanwhile is taken over by it
 
-    config_path = config_file(args.config)  # named by its start line and its reloads
+    config_path = named_config(args.config)  # named by its start line and its reloads
     return Daemon(settings, config_path=config_path, overrides=given, once=args.once).run()
 
 

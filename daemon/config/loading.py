@@ -317,7 +317,7 @@ def check_folders(settings: Settings, *, create: bool = True, writable: bool = T
             )
 
 
-def config_file(given: Path | None) -> Path | None:
+def named_config(given: Path | None) -> Path | None:
     """The config file read: --config's, else STYLEFOLD_CONFIG's, else none."""
     if given is None and os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
@@ -335,7 +335,7 @@ def load_settings(
     `config_path` falls back to STYLEFOLD_CONFIG. With `create_dirs=False` (read-only commands
     such as `status` and `validate`) missing output folders are not created; with
     `writable=False` (the web page) they need only be readable."""
-    config_path = config_file(config_path)
+    config_path = named_config(config_path)
     toml = read_toml(config_path.expanduser()) if config_path is not None else {}
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
