@@ -8,10 +8,12 @@ and one poll's decisions took 8 s of the daemon's loop.
 import contextlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 
 from daemon import safefs
+from daemon.intake import reasons
+from daemon.intake.ignore import PHOTO_TYPES, IgnoreRules
 from daemon.intake.partners import key
 
 
@@ -69,3 +71,46 @@ class Beside:
                 with contextlib.suppress(OSError):
                     found[name] = stat.S_IFMT(safefs.lstat_at(fd, name).st_mode)
         return found
+
+    def advice(
+        self,
+        relative: PurePath,
+        wanted: Iterable[str],
+        reason: str,
+        rules: IgnoreRules,
+        photo_of: str = "",
+        is_folder: Callable[[str], str] = reasons.partner_is_folder,
+    ) -> str:
+        """`reason`, or, when the partner it asks for (`wanted`: the keys of its names) is there
+        but is a folder, what to do about that (`is_folder`): a folder named like a photo, a
+        sidecar or a style image is only a folder. With `photo_of` (a sidecar's base), also a
+        file of that name in a type the inbox does not take."""
+        listing = self.folder(relative)
+        asked = listing.named(wanted)
+        photo_of = key(photo_of)
+        others = [
+            name
+            for name in (listing.of_base(photo_of) if photo_of else ())
+            if key(name).rpartition(".")[2] != "json"
+        ]
+        kinds = self.kinds(relative, sorted({*asked, *others}))
+        if folders := [name for name in asked if kinds.get(name) == stat.S_IFDIR]:
+            return is_folder(folders[0])
+        if other_types := [name for name in others if kinds.get(name) == stat.S_IFREG]:
+            # a photo's type first: pic.nef, not the pic.aae beside it
+            name = min(other_types, key=lambda name: (not _not_taken(name, rules), name))
+            return reasons.photo_type_not_taken(name, rules.image_extensions)
+        return reason
+
+    def photo_not_taken(self, relative: PurePath, base: str, rules: IgnoreRules) -> bool:
+        """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) of the sidecar
+        base `base` (a key) is a file in `relative`."""
+        for name in self.folder(relative).of_base(base):
+            if _not_taken(name, rules):
+                return self.kinds(relative, [name]).get(name) == stat.S_IFREG
+        return False
+
+
+def _not_taken(name: str, rules: IgnoreRules) -> bool:
+    """A photo's type that the inbox does not take."""
+    return name.rpartition(".")[2].lower() in PHOTO_TYPES and not rules.is_image_name(name)

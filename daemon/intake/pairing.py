@@ -37,7 +37,7 @@ from daemon.intake.arrival import (
 )
 from daemon.intake.beside import Beside
 from daemon.intake.complete import truncation
-from daemon.intake.ignore import PHOTO_TYPES, SIDECAR_EXTENSION, IgnoreRules
+from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.partners import (
     Emitted,
@@ -46,6 +46,7 @@ from daemon.intake.partners import (
     Tracked,
     base_of,
     key,
+    reported_unusable,
     signature_of,
 )
 from daemon.intake.sidecar import parse_sidecar
@@ -487,30 +488,8 @@ class Intake:
         photo_of: str = "",
         is_folder: Callable[[str], str] = reasons.partner_is_folder,
     ) -> str:
-        """`reason`, or, when the partner it asks for (`wanted`: the keys of its names) is there
-        but is a folder, what to do about that (`is_folder`): a folder named like a photo, a
-        sidecar or a style image is only a folder. With `photo_of` (a sidecar's base), also a
-        file of that name in a type the inbox does not take."""
         relative = entry.path.parent.relative_to(self.inbox)
-        listing = self.beside.folder(relative)
-        asked = listing.named(wanted)
-        photo_of = key(photo_of)
-        others = [
-            name
-            for name in (listing.of_base(photo_of) if photo_of else ())
-            if key(name).rpartition(".")[2] != "json"
-        ]
-        kinds = self.beside.kinds(relative, sorted({*asked, *others}))
-        if folders := [name for name in asked if kinds.get(name) == stat.S_IFDIR]:
-            return is_folder(folders[0])
-        if other_types := [name for name in others if kinds.get(name) == stat.S_IFREG]:
-            # a photo's type first: pic.nef, not the pic.aae beside it
-            name = min(other_types, key=lambda name: (not self._photo_not_taken(name), name))
-            return reasons.photo_type_not_taken(name, self.rules.image_extensions)
-        return reason
-
-    def _photo_not_taken(self, name: str) -> bool:
-        return name.rpartition(".")[2].lower() in PHOTO_TYPES and not self.rules.is_image_name(name)
+        return self.beside.advice(relative, wanted, reason, self.rules, photo_of, is_folder)
 
     def _beside_photo_not_taken(self, sidecar: Tracked) -> bool:
         """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) lies beside a
@@ -520,12 +499,7 @@ class Intake:
             return False
         sidecar.looked_beside = sidecar.signature
         relative = sidecar.path.parent.relative_to(self.inbox)
-        base = key(sidecar.base)
-        listing = self.beside.folder(relative)
-        for name in listing.of_base(base):
-            if self._photo_not_taken(name):
-                return self.beside.kinds(relative, [name]).get(name) == stat.S_IFREG
-        return False
+        return self.beside.photo_not_taken(relative, key(sidecar.base), self.rules)
 
     def _read_style_file(self, sidecar: Tracked) -> None:
         if sidecar.parsed == sidecar.signature:
@@ -543,7 +517,7 @@ class Intake:
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
         image.waits_for = None
         sidecar, sharing = self._pairs.sidecar_for(image)
-        if self._emitted_as_is(image, sidecar):
+        if self._pairs.emitted_as_is(image, sidecar):
             self._decided(image.path)  # a kept photo whose sidecar or style went since
             return
         timed_out = now - image.waiting_since >= self.pair_timeout
@@ -574,7 +548,7 @@ class Intake:
                 self._report(image, events, reason, alone=True)
             return
         if not sidecar.settled:
-            if _reported(sidecar) is not None:  # its sidecar's report answers for the pair
+            if reported_unusable(sidecar) is not None:  # its sidecar's report answers for the pair
                 self._decided(image.path)
             # Status told a photo beside an empty placeholder sidecar that no sidecar would
             # mean the default style (a re-test's finding); it waits for that one.
@@ -600,48 +574,16 @@ class Intake:
                         self._report(image, events, reason, missing_style=named)
                     return
                 if not style.settled:
-                    if (why := _reported(style)) is not None:
+                    if (why := reported_unusable(style)) is not None:
                         reason = reasons.style_unusable(style.path.name, why)
                         self._report(image, events, reason)
                     return
-        if self._waiting_borrowers(image.path, sidecar) and not timed_out:
-            if not self._waits_on_itself(image.path, sidecar):
+        if self._pairs.waiting_borrowers(image.path, sidecar) and not timed_out:
+            if not self._pairs.waits_on_itself(image.path, sidecar):
                 return  # pairs bringing this photo as their style copy it first: a job moves it
             self._emit(image, sidecar, style, events, borrowed=True)
             return
         self._emit(image, sidecar, style, events)
-
-    def _emitted_as_is(self, image: Tracked, sidecar: Tracked | None) -> bool:
-        """Whether `image` was emitted as it is now, with its sidecar and style image as they
-        are now or gone since: left in the inbox (archive = "keep", a style swap's copy), it was
-        answered, and a partner going is no new request (a sync user's trial: status showed it
-        "waiting for its sidecar", then it got a false report). A partner changed is one."""
-        done = image.done
-        if not isinstance(done, Emitted) or done.signature != image.signature:
-            return False
-        if sidecar is not None and done.sidecar != (sidecar.path, sidecar.signature):
-            return False
-        style = None if done.style is None else self._files.get(done.style[0])
-        return style is None or done.style == (style.path, style.signature)
-
-    def _waiting_borrowers(self, photo: Path, own: Tracked | None) -> list[Tracked]:
-        """Sidecars not yet decided that name `photo` as their style (other than its own)."""
-        return [b for b in self._pairs.borrowers(photo) if b.done is None and b is not own]
-
-    def _waits_on_itself(self, photo: Path, own: Tracked) -> bool:
-        """Whether the photos `photo` waits for (those whose sidecars borrow it) wait, in turn
-        and however far, for `photo`: a cycle, which would otherwise stall until pair_timeout
-        and then fail whichever was claimed second."""
-        seen = {photo}
-        borrowers = self._waiting_borrowers(photo, own)
-        while borrowers:
-            waited_for = {path for b in borrowers for path in self._pairs.images_for(b.path)}
-            if photo in waited_for:
-                return True
-            fresh = waited_for - seen
-            seen |= fresh
-            borrowers = [b for path in fresh for b in self._waiting_borrowers(path, None)]
-        return False
 
     def _emit(
         self,
@@ -686,7 +628,7 @@ class Intake:
         if images:
             self._decided(sidecar.path)  # its images drive the pairing
             self._wake(
-                path for path in images if not self._emitted_as_is(self._files[path], sidecar)
+                path for path in images if not self._pairs.emitted_as_is(self._files[path], sidecar)
             )
             return
         timed_out = now - sidecar.waiting_since >= self.pair_timeout
@@ -700,12 +642,3 @@ class Intake:
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)
-
-
-def _reported(entry: Tracked) -> str | None:
-    """Why `entry` was reported as unusable as it is now (None if it was not): a photo waiting
-    for it would wait for ever, since it settles only once replaced."""
-    done = entry.done
-    if isinstance(done, Reported) and done.signature == entry.signature:
-        return done.reason
-    return None

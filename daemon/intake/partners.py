@@ -149,6 +149,38 @@ class Partners:
             if sidecar in self.files and self.images_for(sidecar)
         ]
 
+    def waiting_borrowers(self, photo: Path, own: Tracked | None) -> list[Tracked]:
+        """Sidecars not yet decided that name `photo` as their style (other than its own)."""
+        return [b for b in self.borrowers(photo) if b.done is None and b is not own]
+
+    def waits_on_itself(self, photo: Path, own: Tracked) -> bool:
+        """Whether the photos `photo` waits for (those whose sidecars borrow it) wait, in turn
+        and however far, for `photo`: a cycle, which would otherwise stall until pair_timeout
+        and then fail whichever was claimed second."""
+        seen = {photo}
+        borrowers = self.waiting_borrowers(photo, own)
+        while borrowers:
+            waited_for = {path for b in borrowers for path in self.images_for(b.path)}
+            if photo in waited_for:
+                return True
+            fresh = waited_for - seen
+            seen |= fresh
+            borrowers = [b for path in fresh for b in self.waiting_borrowers(path, None)]
+        return False
+
+    def emitted_as_is(self, image: Tracked, sidecar: Tracked | None) -> bool:
+        """Whether `image` was emitted as it is now, with its sidecar and style image as they
+        are now or gone since: left in the inbox (archive = "keep", a style swap's copy), it was
+        answered, and a partner going is no new request (a sync user's trial: status showed it
+        "waiting for its sidecar", then it got a false report). A partner changed is one."""
+        done = image.done
+        if not isinstance(done, Emitted) or done.signature != image.signature:
+            return False
+        if sidecar is not None and done.sidecar != (sidecar.path, sidecar.signature):
+            return False
+        style = None if done.style is None else self.files.get(done.style[0])
+        return style is None or done.style == (style.path, style.signature)
+
     def related(self, entry: Tracked) -> set[Path]:
         """Files whose pairing may change when `entry` changes or goes."""
         folder = entry.path.parent
@@ -245,6 +277,15 @@ class Partners:
         sidecar.style_file = name
         if name is not None:
             self._style_refs.setdefault(_named(sidecar.path.parent / name), set()).add(sidecar.path)
+
+
+def reported_unusable(entry: Tracked) -> str | None:
+    """Why `entry` was reported as unusable as it is now (None if it was not): a photo waiting
+    for it would wait for ever, since it settles only once replaced."""
+    done = entry.done
+    if isinstance(done, Reported) and done.signature == entry.signature:
+        return done.reason
+    return None
 
 
 def _raw(sidecar: Path) -> str:
