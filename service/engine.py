@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from service import color, devices, schedule, tensors
+from service import color, devices, schedule, start, tensors
 from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
-from service.network import InputSpace, VGGFeatures, min_side
+from service.network import VGGFeatures, min_side
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
 from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams
 from service.progress import (
@@ -41,9 +40,6 @@ from service.weights import WeightsConfig, layer_names, load_weights
 # 150 iterations at 128 px (L-BFGS uses 1, as in PyTorch and neural-style).
 ADAM_STEP_GREY_LEVELS = 10.0
 STYLE_CACHE_ENTRIES = 32
-NOISE_STD = 0.2
-# Long side of the copy of a style image whose colours a recolored start takes.
-PALETTE_SIDE = 256
 # A schedule's stages with the (w, h) of each, for one photo (`Engine._fitting_plan`).
 Plan = tuple[list[schedule.Stage], list[tuple[int, int]]]
 
@@ -279,9 +275,10 @@ class Engine:
                 net, contents, styles, blend, params, stage, size
             )
             if x is None:
-                x = self._initial(params, content_in, inits, size, net.space, styles, blend)
+                style_images = [style.image for style in styles]
+                x = start.initial(params, content_in, inits, size, net.space, style_images, blend)
             else:
-                x = _upscale(x, previous_content, content_in)
+                x = start.upscaled(x, previous_content, content_in)
             previous_content = content_in
             reporter.begin(index)
             result = optimize(
@@ -443,33 +440,6 @@ class Engine:
             return color.match_histogram(rgb, content_rgb).clamp(0, 1)
         return rgb
 
-    def _initial(
-        self,
-        params: RenderParams,
-        content_in: torch.Tensor,
-        inits: Sequence[Image.Image | None],
-        size: tuple[int, int],
-        space: InputSpace,
-        styles: Sequence[StyleImage],
-        blend: list[float],
-    ) -> torch.Tensor:
-        share = params.recolor_share
-        if share > 0 and styles:
-            palette = color.Palette.mixture([_palette(s.image) for s in styles], blend)
-            rgb = color.recolour(space.decode(content_in).cpu(), palette, share)
-            return space.clamp(space.encode(rgb.float()).to(self.device))
-        if params.init in ("content", "recolored"):
-            return content_in.clone()
-        if params.init == "image":
-            images = [image for image in inits if image is not None]
-            return space.encode(torch.cat([tensors.resized(i, size) for i in images])).to(
-                self.device
-            )
-        # The same noise for every item: each starts where it would start alone.
-        generator = torch.Generator().manual_seed(params.seed)
-        noise = 0.5 + NOISE_STD * torch.randn(content_in[:1].shape, generator=generator)
-        return space.encode(noise.expand_as(content_in).contiguous()).to(self.device)
-
 
 def _with(notes: tuple[str, ...], note: str | None) -> tuple[str, ...]:
     return notes if note is None else (note, *notes)
@@ -482,20 +452,3 @@ def _renumbered(progress: BatchProgressFn, group: list[int]) -> BatchProgressFn:
         progress(group[item], value)
 
     return each
-
-
-def _palette(image: Image.Image) -> color.Palette:
-    """A style image's colours, from a copy small enough to be quick at any size."""
-    return color.Palette.of(tensors.resized(image, schedule.dimensions(*image.size, PALETTE_SIDE)))
-
-
-def _upscale(
-    x: torch.Tensor, coarse_content: torch.Tensor, fine_content: torch.Tensor
-) -> torch.Tensor:
-    """The next scale's start: the sharp content at the new size plus the upsampled change that
-    the coarse pass made. Upsampling the coarse image itself blurs the photo's detail, which
-    the fine pass must then rebuild (measured at 256 -> 512 px: a start with 12% less content
-    loss and 30% less total loss than a plain bicubic upsample)."""
-    h, w = fine_content.shape[-2:]
-    change = F.interpolate(x - coarse_content, size=(h, w), mode="bicubic", align_corners=False)
-    return fine_content + change
