@@ -180,6 +180,7 @@ class Daemon:
         jobs = self.lifecycle = Lifecycle(
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
+        self.intake.own_answer = jobs.answers_back.kind_of
         recovered = jobs.recover()
         self._extending = False
         self.fixes = FixWatch(jobs)

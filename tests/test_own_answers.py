@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import signal
 import struct
@@ -18,8 +19,12 @@ import pytest
 from conftest import REPO, Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
 from PIL import Image, PngImagePlugin
 
+from daemon.intake.arrival import Arrival
+from daemon.intake.ignore import IgnoreRules
 from daemon.intake.own_answers import own_answer
+from daemon.intake.pairing import Intake
 from daemon.job_id import new_job_id
+from daemon.status import read_status
 from service.imageio import encode_image
 
 PAIR_TIMEOUT = 3.0
@@ -118,6 +123,70 @@ def test_our_json_answers_are_known_and_sidecars_are_not(tmp_path: Path) -> None
         assert own_answer(tmp_path, write_json(tmp_path / name, value), tmp_path) is None, name
     (tmp_path / "broken.json").write_text("{")
     assert own_answer(tmp_path, tmp_path / "broken.json", tmp_path) is None
+
+
+def test_status_tells_answers_come_back_before_pair_timeout_leaves_them_alone(
+    tmp_path: Path,
+) -> None:
+    """A sync user's finding: every result synced back was listed "waiting for its sidecar"
+    for pair_timeout (ten minutes) before it was known for what it is."""
+    inbox, marks = tmp_path / "inbox", tmp_path / "marks"
+    inbox.mkdir()
+    marks.mkdir()
+    intake = Intake(inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=600.0)
+    intake.own_answer = lambda path: own_answer(inbox, path, marks)
+    camera = Image.open(_camera_photo(inbox / "camera.jpg"))
+    ours = encode_image(camera, "jpg", exif=camera.info["exif"])
+    (inbox / "IMG_0001.jpg").write_bytes(ours)
+    (inbox / "again.jpg").write_bytes(ours)  # with a sidecar: a request to render it again
+    write_json(inbox / "again.json", {"style": "mosaic"})
+    manifest = {"job_id": new_job_id(), "input": "photo.jpg", "status": "ok", "output": {}}
+    write_json(inbox / "photo.manifest.json", manifest)
+    write_json(inbox / "lonely.json", {"style": "mosaic"})
+    for path in inbox.iterdir():
+        intake.observe(path, 0.0)
+    events = intake.poll(2.0)
+    assert [event.image.name for event in events if isinstance(event, Arrival)] == ["again.jpg"]
+
+    def notes() -> dict[str, str]:
+        return {item.path: item.note for item in intake.items(2.0, time.time())}
+
+    said = {name: re.sub(r"in 59\d s", "in N s", note) for name, note in notes().items()}
+    assert said["IMG_0001.jpg"].startswith(
+        "one of stylefold's own answers (a stylised image), come back into the inbox: left "
+        "alone in N s unless its sidecar comes; exclude stylefold's answers from the sync"
+    ), said
+    assert said["photo.manifest.json"].startswith(
+        "one of stylefold's own answers (a manifest), come back into the inbox: left alone in "
+        "N s unless its photo comes"
+    ), said
+    assert said["camera.jpg"] == "waiting for its sidecar"
+    assert said["lonely.json"] == "waiting for its photo"
+    assert "again.jpg" not in said
+    # Written over with a photo of the camera's, it is a lone photo again.
+    shutil.copyfile(inbox / "camera.jpg", inbox / "IMG_0001.jpg")
+    intake.observe(inbox / "IMG_0001.jpg", 2.0)
+    intake.poll(4.0)
+    assert notes()["IMG_0001.jpg"] == "waiting for its sidecar"
+
+
+def test_the_daemons_status_tells_an_answer_come_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folders: Folders = make_folders(tmp_path_factory.mktemp("told"))
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=300.0))
+    try:
+        camera = Image.open(_camera_photo(folders.root / "camera.jpg"))
+        ours = encode_image(camera, "jpg", exif=camera.info["exif"])
+        (folders.inbox / "IMG_0002.jpg").write_bytes(ours)
+
+        def told() -> list[str]:
+            inbox = read_status(folders.state).inbox
+            return [item.note for item in inbox if item.path == "IMG_0002.jpg"]
+
+        wait_for(lambda: any("own answers (a stylised image)" in note for note in told()), 30, "")
+    finally:
+        assert daemon.stop() == 0
 
 
 def test_answers_synced_back_make_no_job_and_no_report(

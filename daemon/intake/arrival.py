@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from daemon.intake import reasons
 from daemon.safefs import Identity
 from daemon.status_model import InboxItem
 
@@ -111,6 +112,7 @@ def inbox_item(
     pair_timeout: float,
     arriving_timeout: float,
     waits_for: str | None = None,
+    own: str | None = None,
     default: str | None = None,
     empty: bool = False,
 ) -> InboxItem:
@@ -118,7 +120,8 @@ def inbox_item(
     (or for what `waits_for` says: a style image its sidecar names, which status had told as
     "waiting for its sidecar" while the sidecar was there). A photo that the `default` style
     answers when no sidecar comes does not give up: it is rendered then (a camera roll's
-    trial: status said "gives up in 9 min")."""
+    trial: status said "gives up in 9 min"). One of stylefold's own answers (`own`: what kind)
+    is told as such: it is left alone then, unless its partner comes."""
     quiet = now - changed_at
     if arriving is not None:
         unchanged = now - unchanged_since
@@ -149,6 +152,11 @@ def inbox_item(
     left = max(0.0, pair_timeout - waited)
     partner = "its photo" if kind == "sidecar" else "its sidecar"
     note = f"waiting for {waits_for or partner}"
+    if own is not None and waits_for is None:
+        note = reasons.own_answer_waits(own, partner, left)
+        return InboxItem(
+            path=relative, state="waiting", since=wall - waited, note=note, gives_up_in=left
+        )
     if kind == "image" and waits_for is None and default is not None:
         note += f"; without one it is rendered with the default style {default} in {left:.0f} s"
         return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)

@@ -115,6 +115,8 @@ class Intake:
         self.looked_at_all = True
         self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
+        # What kind of stylefold answer an inbox file is (daemon.jobs.answers_back's), or None.
+        self.own_answer: Callable[[Path], str | None] = lambda path: None
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: IgnoreRules | None = None) -> "Intake":
@@ -174,6 +176,7 @@ class Intake:
                 os.fspath(path)[inbox:],
                 entry.kind,
                 waits_for=entry.waits_for,
+                own=entry.own[1] if entry.own and entry.own[0] == entry.signature else None,
                 settled=entry.settled,
                 arriving=entry.arriving,
                 changed_at=entry.changed_at,
@@ -426,6 +429,22 @@ class Intake:
             return
         entry.settled = True
         self._touch_related(entry)
+        self._look_for_own_answer(entry)
+
+    def _look_for_own_answer(self, entry: Tracked) -> None:
+        """Whether a file settled alone is one of stylefold's own answers, synced back: status
+        says so while it waits out pair_timeout, after which it is left alone (a sync user saw
+        each result "waiting for its sidecar" for ten minutes). Read here, where settling is
+        budgeted, once per version of the file."""
+        if entry.own is not None and entry.own[0] == entry.signature:
+            return
+        alone = (
+            self._pairs.sidecar_for(entry)[0] is None
+            if entry.kind == "image"
+            else not self._pairs.images_for(entry.path)
+        )
+        if alone:
+            entry.own = (entry.signature, self.own_answer(entry.path))
 
     def _still_arriving(self, entry: Tracked, now: float, events: list[Event]) -> bool:
         """A truncated image, or a file still all zeros, is not settled: it is looked at again

@@ -29,6 +29,16 @@ def too_large(size: int, limit: int) -> str:
     )
 
 
+def own_answer_waits(kind: str, partner: str, left: float) -> str:
+    """Status's note for one of stylefold's own answers come back into the inbox (`kind`: "a
+    manifest"), before pair_timeout; the full fix is `daemon.intake.own_answers.FIX`."""
+    return (
+        f"one of stylefold's own answers ({kind}), come back into the inbox: left alone in "
+        f"{left:.0f} s unless {partner} comes; exclude stylefold's answers from the sync that "
+        "brings them here"
+    )
+
+
 def no_sidecar(sidecar: str, style_names: list[str]) -> str:
     """The advice for a lone photo to add `sidecar`, with a style that exists in this
     library."""

@@ -43,10 +43,14 @@ class AnswersBack:
                     continue
             mark.unlink(missing_ok=True)
 
+    def kind_of(self, path: Path) -> str | None:
+        """What kind of our answers the inbox file `path` is ("a manifest"), or None."""
+        return own_answers.own_answer(self.inbox, path, self.marks)
+
     def left_alone(self, path: Path, *partners: Path | None) -> bool:
         """True when `path` is one of our answers (then it is remembered with `partners`, as
         `Spool.already_handled` will look it up, and logged)."""
-        kind = own_answers.own_answer(self.inbox, path, self.marks)
+        kind = self.kind_of(path)
         if kind is None:
             return False
         self.spool.in_place.remember([path, *partners], new_job_id())
