@@ -176,7 +176,7 @@ class Intake:
                 os.fspath(path)[inbox:],
                 entry.kind,
                 waits_for=entry.waits_for,
-                own=entry.own[1] if entry.own and entry.own[0] == entry.signature else None,
+                own=entry.own_answer,
                 settled=entry.settled,
                 arriving=entry.arriving,
                 changed_at=entry.changed_at,

@@ -67,6 +67,11 @@ class Tracked:
     # it was looked at (`Intake.own_answer`), for status before pair_timeout leaves it alone.
     own: tuple[Signature, str | None] | None = None
 
+    @property
+    def own_answer(self) -> str | None:
+        """What kind of stylefold answer the file is as it is now, if it was looked at."""
+        return self.own[1] if self.own is not None and self.own[0] == self.signature else None
+
 
 def key(name: str) -> str:
     """Names pair up whatever the Unicode normalisation (macOS writes accents decomposed, most
