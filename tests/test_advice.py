@@ -151,3 +151,76 @@ def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
 
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
+
+
+def test_a_photo_refused_for_its_links_is_taken_once_the_other_name_is_removed(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """An attacker's trial: a photo refused for a second hard link stayed refused after the
+    link was removed, though its report said it is taken again once that is fixed. Removing a
+    name (or a chmod) moves only the inode change time, which a full scan now looks at."""
+    outside = folders.root / "outside"
+    outside.mkdir()
+    _photo(folders, "linked", {"style": "mosaic"}, 3)
+    (outside / "other-name.jpg").hardlink_to(folders.inbox / "linked.jpg")
+    daemon = daemon_factory(config=folders.config(rescan_interval=1.0))
+    assert "has 2 hard links" in _report(folders, "linked")
+    (outside / "other-name.jpg").unlink()
+    _done(folders, "linked")
+    assert daemon.stop() == 0
+
+
+def test_a_pair_refused_at_its_claim_is_retried_once_its_permissions_or_links_change(
+    folders: Folders,
+) -> None:
+    """The same at the claim: a second name made while the photo was being taken (the
+    attacker's race) refused it there. Removing that name moves only the photo's inode change
+    time; the look every rescan_interval finds it, and only then is the pair claimed again."""
+    from structlog.testing import capture_logs
+
+    from daemon.intake.styles import StyleLibrary
+    from daemon.jobs import handover
+    from daemon.jobs.lifecycle import Lifecycle
+    from daemon.jobs.retry_on_fix import FixWatch
+    from daemon.jobs.store import Store
+    from daemon.metrics import Metrics
+    from daemon.pool import make_pool
+
+    settings = load_settings(folders.config(rescan_interval=60.0), {})
+    lc = Lifecycle(
+        settings,
+        Store(settings.state),
+        make_pool(settings),
+        StyleLibrary.from_settings(settings),
+        Metrics.disabled(),
+        1.0,
+    )
+    _photo(folders, "raced", {"style": "mosaic"}, 4)
+    photo, other = folders.inbox / "raced.jpg", folders.root / "other-name.jpg"
+
+    def link_at_claim(moment: str, where: Path) -> None:
+        if moment == "claim" and not other.exists():
+            other.hardlink_to(photo)
+
+    handover.race_hook = link_at_claim
+    try:
+        lc.claim(Arrival(photo, folders.inbox / "raced.json", Path(".")))
+    finally:
+        handover.race_hook = None
+    assert "has 2 hard links" in _report(folders, "raced")
+    assert lc.jobs == {} and photo.exists()
+    fixes = FixWatch(lc)
+    with capture_logs() as logs:
+        fixes.tick(1000.0)  # nothing changed since the report: nothing is taken again
+        assert not lc.deferred
+        time.sleep(0.05)
+        other.unlink()
+        fixes.tick(1030.0)  # before rescan_interval: not looked at yet
+        assert not lc.deferred
+        fixes.tick(1060.0)
+    assert [arrival.image for arrival in lc.deferred] == [photo]
+    because = [line["because"] for line in logs if line["event"] == "job.retry_after_fix"]
+    assert because == ["its permissions or links changed"]
+    [again] = lc.deferred
+    lc.claim(again)
+    assert [job.source for job in lc.jobs.values()] == ["raced.jpg"]

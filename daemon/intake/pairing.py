@@ -222,12 +222,15 @@ class Intake:
         signature = signature_of(result)
         entry = self._files.get(path)
         if entry is not None:
-            if entry.signature != signature:
+            # A second name removed (or added) changes no signature, and a photo reported
+            # for it would stay reported (an attacker's trial): it is a change too.
+            why = unusable(result)
+            if entry.signature != signature or entry.unusable != why:
                 entry.signature = signature
                 entry.changed_at = entry.waiting_since = entry.unchanged_since = now
                 entry.settled = False
                 entry.arriving = None
-                entry.unusable = unusable(result)
+                entry.unusable = why
                 self._wake([path])
                 self._touch_related(entry)
             return

@@ -15,6 +15,9 @@ start-up, each pair still answered in place is looked at again:
   taken again when the library changes.
 - a pair whose brought-along style image changed after its answer is taken again, as when its
   photo or sidecar changes (the intake offers the pair again: `arrived`).
+- a rejected pair whose photo or sidecar had its permissions, owner or links changed after its
+  answer (a `chmod`, another name for it removed: only the inode change time moves, which the
+  intake does not see) is resolved again at each full scan's interval (`rescan_interval`).
 
 Files reported for another reason (no sidecar, an empty file) are decided again by the intake
 after a reload (`Intake.reconsider`): no_sidecar and default_style may have changed.
@@ -22,6 +25,7 @@ after a reload (`Intake.reconsider`): no_sidecar and default_style may have chan
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -54,10 +58,15 @@ class FixWatch:
         self._loaded = lifecycle.library.signature()
         self._last = self._loaded
         self._next_look = 0.0
+        self._next_touched = 0.0
 
     def tick(self, now: float) -> None:
         """A look at the style folder; a change that held still since the last look (so a
-        copy in progress is not decoded half-written) reloads the library and retries."""
+        copy in progress is not decoded half-written) reloads the library and retries. Every
+        `rescan_interval`, a look at the rejected pairs' inode change times."""
+        if now >= self._next_touched:
+            self._next_touched = now + self.jobs.settings.rescan_interval
+            self.retry("its permissions or links changed", touched=True)
         if now < self._next_look:
             return
         self._next_look = now + STYLES_EVERY
@@ -94,14 +103,24 @@ class FixWatch:
             if replaced and _forgotten(self.jobs, path):
                 log.info("job.retry_after_fix", input=path, because="its style image was replaced")
 
-    def retry(self, why: str, *, old: Settings | None = None, library: bool = False) -> int:
-        """Queue for claiming every pair whose fix is now done; returns how many."""
+    def retry(
+        self,
+        why: str,
+        *,
+        old: Settings | None = None,
+        library: bool = False,
+        touched: bool = False,
+    ) -> int:
+        """Queue for claiming every pair whose fix is now done; returns how many. `touched`:
+        only rejected pairs whose files' inode changed since their answer."""
         jobs = self.jobs
         queued = {arrival.image for arrival in jobs.deferred}
         count = 0
-        for path, row in jobs.store.seen_answers(ANSWERED):
+        for path, row in jobs.store.seen_answers(
+            frozenset({State.REJECTED}) if touched else ANSWERED
+        ):
             try:
-                arrival = self._fixed(path, row, old, library)
+                arrival = self._fixed(path, row, old, library, touched)
             except (ValidationError, ValueError, OSError) as exc:
                 log.warning("job.retry_check_failed", input=path, error=str(exc))
                 continue
@@ -113,7 +132,9 @@ class FixWatch:
             log.info("job.retry_after_fix", input=path, because=why, answered_by=row.id)
         return count
 
-    def _fixed(self, path: str, row: JobRow, old: Settings | None, library: bool) -> Arrival | None:
+    def _fixed(
+        self, path: str, row: JobRow, old: Settings | None, library: bool, touched: bool = False
+    ) -> Arrival | None:
         """The pair to claim again if its fix is done and it is unchanged since its answer
         (a changed pair is the intake's business)."""
         inbox = self.jobs.settings.inbox
@@ -126,6 +147,8 @@ class FixWatch:
                 return None
             image = inbox / report.input
             sidecar = image.parent / report.sidecar if report.sidecar else None
+            if touched and not _touched_since(row.since, image, sidecar):
+                return None
             arrival = Arrival(image, sidecar, Path(report.rel_dir or "."))
             if not self.jobs.spool.in_place.already_handled([image, sidecar]):
                 return None
@@ -152,6 +175,15 @@ class FixWatch:
                 return None
             return Arrival(image, sidecar, image.parent.relative_to(inbox))
         return None
+
+
+def _touched_since(since: float, *paths: Path | None) -> bool:
+    """Whether a chmod, chown, link or unlink (or a write) changed one of `paths` after `since`."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path is not None and path.lstat().st_ctime > since:
+                return True
+    return False
 
 
 def _forgotten(jobs: Lifecycle, path: str) -> bool:
