@@ -125,8 +125,8 @@ def unusable(result: os.stat_result) -> str | None:
         return "is a folder, not a file; rename the folder (or put the file inside it)"
     if not stat.S_ISREG(mode):
         return (
-            "is a special file (FIFO, socket or device), not a photo; remove it and copy the "
-            "file itself into the inbox"
+            "is a special file (FIFO, socket or device), not a regular file; remove it and copy "
+            "the file itself into the inbox"
         )
     if result.st_nlink != 1:
         return (
