@@ -742,27 +742,38 @@ def _the_report_about(folders: Folders, reports: list[Path], sidecar: str) -> st
     return str(report["error"])
 
 
-@pytest.mark.parametrize("archive", ["move", "keep"])
-def test_of_two_sidecars_the_unused_one_is_told_why(folders: Folders, archive: str) -> None:
+@pytest.mark.parametrize(
+    ("photo", "unused", "used", "archive"),
+    [
+        ("t.jpg", "t.json", "t.jpg.json", "move"),
+        ("t.jpg", "t.json", "t.jpg.json", "keep"),
+        # x.jpg.json is x.jpg.jpg's by its stem, or a photo x.jpg's (an attacker's trial: it
+        # was told to add the photo x.jpg)
+        ("x.jpg.jpg", "x.jpg.json", "x.jpg.jpg.json", "move"),
+    ],
+)
+def test_of_two_sidecars_the_unused_one_is_told_why(
+    folders: Folders, photo: str, unused: str, used: str, archive: str
+) -> None:
     """Found by a sync-tool trial: with both t.json and t.jpg.json, the unused t.json later got
     "has no photo beside it" (with archive = "keep", the photo was right beside it)."""
     daemon = start_daemon(folders, config=folders.config(pair_timeout=2.0, archive=archive))
     try:
-        write_json(folders.inbox / "t.json", {"style": "waves", "params": {"iterations": 2}})
-        write_json(folders.inbox / "t.jpg.json", {"style": "mosaic", "params": {"iterations": 2}})
-        (folders.inbox / "t.jpg").write_bytes(image_bytes(seed=4))
+        write_json(folders.inbox / unused, {"style": "waves", "params": {"iterations": 2}})
+        write_json(folders.inbox / used, {"style": "mosaic", "params": {"iterations": 2}})
+        (folders.inbox / photo).write_bytes(image_bytes(seed=4))
         job = daemon.wait_for_log("job.done")["job_id"]
-        reports = wait_for(lambda: list(folders.outbox.glob("t.error*.json")), 30, "a report")
+        reports = wait_for(lambda: list(folders.outbox.glob("[tx].error*.json")), 30, "a report")
         time.sleep(3.0)  # no second job, no second report
     finally:
         assert daemon.stop() == 0
-    assert _the_report_about(folders, reports, "t.json").startswith(
-        f"t.json was not used: job {job} took t.jpg with t.jpg.json, the sidecar named after "
-        "the photo's whole file name, which comes first; remove t.json"
+    assert _the_report_about(folders, reports, unused).startswith(
+        f"{unused} was not used: job {job} took {photo} with {used}, the sidecar named after "
+        f"the photo's whole file name, which comes first; remove {unused}"
     )
     assert daemon.logged("job.claimed") == 1
-    manifest = json.loads((folders.outbox / "t.manifest.json").read_text())
-    assert manifest["sidecar"]["path"] == "t.jpg.json"
+    manifest = json.loads((folders.outbox / f"{Path(photo).stem}.manifest.json").read_text())
+    assert manifest["sidecar"]["path"] == used
 
 
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:

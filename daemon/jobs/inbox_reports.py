@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon.intake.ignore import SIDECAR_EXTENSION
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.partners import key
 from daemon.job_id import new_job_id
@@ -82,7 +83,11 @@ class InboxReports:
                 photo=problem.path.name, style=style, used=used, job_id=job_id
             )
             detail = detail.model_copy(update={"reason": reason})
-        if problem.orphan and (taken := self._taken(folder, stem=problem.stem)) is not None:
+        # A sidecar's photo has its stem, or its base as a stem: x.jpg.json is x.jpg's, or
+        # x.jpg.jpg's, which x.jpg.jpg.json comes before (an attacker's trial).
+        base = problem.path.name[: -len(SIDECAR_EXTENSION) - 1]
+        stems = (problem.stem, base)
+        if problem.orphan and (taken := self._taken(folder, stems=stems)) is not None:
             job_id, photo, used = taken
             sidecar = problem.path.name
             if used == sidecar and self.spool.in_place.answered_with(
@@ -103,16 +108,16 @@ class InboxReports:
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def _taken(
-        self, folder: Path, *, stem: str | None = None, name: str | None = None
+        self, folder: Path, *, stems: tuple[str, ...] = (), name: str | None = None
     ) -> tuple[str, str, str | None] | None:
-        """The latest job that took a photo of this folder with this stem (what a lone sidecar
-        names: one corrected, or synced, after its photo was claimed, or one of two sidecars)
-        or this name (a style image another pair brings). (job id, photo name, the sidecar it
-        was taken with). Names compare as pairing does: in NFC and without case."""
-        wanted = key(stem if stem is not None else name or "")
+        """The latest job that took a photo of this folder with one of these stems (what a
+        lone sidecar names: one corrected, or synced, after its photo was claimed, or one of two
+        sidecars) or this name (a style image another pair brings). (job id, photo name, the
+        sidecar it was taken with). Names compare as pairing does: in NFC and without case."""
+        wanted = {key(stem) for stem in stems} if name is None else {key(name)}
         for row in [*reversed(self.store.active()), *self.store.finished(RECENT_JOBS)]:
             taken = Path(row.input)
-            named = key(taken.stem if stem is not None else taken.name) == wanted
+            named = key(taken.stem if name is None else taken.name) in wanted
             if row.job is not None and taken.parent == folder and named:
                 return row.id, taken.name, row.job.sidecar_name
         return None
