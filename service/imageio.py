@@ -67,6 +67,7 @@ class LoadedImage:
     format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
     profile: str | None = None  # the file's own colour profile, converted from; None: had none
     alpha: Image.Image | None = None  # upright, "L": the photo's transparency, where it has some
+    frames: bool = False  # an animation or a multi-page file, of which the first frame is used
 
 
 def _empty(name: str) -> str:
@@ -97,6 +98,7 @@ def open_image(
                 shown = f"{width}x{height} = {width * height:,} pixels"
                 raise ImageInputError(_over_limit(name, shown, max_pixels))
             fmt = opened.format
+            frames = bool(getattr(opened, "is_animated", False))  # TIFF pages too
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
@@ -116,7 +118,7 @@ def open_image(
         if error := _not_a_photo(name, data):
             raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
-    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile, alpha)
+    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile, alpha, frames)
 
 
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
@@ -412,6 +414,12 @@ def _transparency(image: Image.Image) -> Image.Image | None:
     return alpha if isinstance(lowest, int) and lowest < 255 else None
 
 
+FIRST_FRAME = (
+    "the photo has several frames or pages (an animation, or a multi-page file): only the first "
+    "was painted; send each one you want as a photo of its own"
+)
+
+
 def _transparency_lost(alpha: Image.Image | None, format: str) -> str | None:
     if alpha is None or output_format(format.lstrip(".")) in ALPHA_FORMATS:
         return None
@@ -479,10 +487,13 @@ def encode_result(
     image: Image.Image, photo: LoadedImage, format: str, quality: int, location: bool
 ) -> tuple[bytes, tuple[str, ...]]:
     """A result encoded with what its photo carries (EXIF, profile, transparency), and the
-    notes to add to the render's: one where the format cannot hold the photo's transparency."""
+    notes to add to the render's: where the format cannot hold the photo's transparency, and
+    where the photo had frames or pages after the first, which were left out (an attacker's
+    trial: a 3,000-frame GIF was answered from its first without a word)."""
     data = encode_image(image, format, quality, photo.exif, photo.icc, location, photo.alpha)
     lost = _transparency_lost(photo.alpha, format)
-    return data, () if lost is None else (lost,)
+    notes = () if lost is None else (lost,)
+    return data, notes + ((FIRST_FRAME,) if photo.frames else ())
 
 
 def _too_much_metadata(name: str) -> str:

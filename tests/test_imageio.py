@@ -23,6 +23,7 @@ from service.imageio import (
     DEFAULT_MAX_PIXELS,
     EXIF_COLOR_SPACE,
     EXIF_ORIENTATION,
+    FIRST_FRAME,
     HEADER_BYTES,
     PROFILE_NAME,
     carries_location,
@@ -151,13 +152,20 @@ def test_a_turned_photo_s_transparency_turns_with_it(tmp_path: Path) -> None:
     assert alpha.getpixel((4, 1)) == 255 and alpha.getpixel((4, 6)) == 0
 
 
-def test_animation_gives_its_first_frame(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["gif", "png", "webp", "tiff"])
+def test_animation_gives_its_first_frame_and_says_so(tmp_path: Path, kind: str) -> None:
+    """An animated GIF, PNG or WebP, or a multi-page TIFF: the first frame is painted, and the
+    result's notes say the others were left out (an attacker's trial: not a word)."""
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 255, 0))]
-    path = tmp_path / "anim.gif"
+    path = tmp_path / f"anim.{kind}"
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    loaded = open_image(path).image
-    r, g, _ = loaded.getpixel((4, 4))  # type: ignore[misc]
+    loaded = open_image(path)
+    r, g, _ = loaded.image.getpixel((4, 4))  # type: ignore[misc]
     assert r > 200 and g < 50
+    _, notes = encode_result(loaded.image, loaded, "jpg", 92, location=True)
+    assert notes == (FIRST_FRAME,)
+    frames[0].save(path)  # one frame: nothing left out
+    assert encode_result(loaded.image, open_image(path), "jpg", 92, location=True)[1] == ()
 
 
 def test_heic_is_read(tmp_path: Path) -> None:
