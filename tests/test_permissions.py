@@ -168,6 +168,11 @@ def test_a_folder_the_daemon_may_not_read_is_named_in_status(folders: Folders) -
             folder.chmod(0o755)
             wait_for((folders.outbox / name / "photo.manifest.json").exists, 90, "the result")
             wait_for(lambda: told not in _attention(folders), 30, "it to clear")
+        # Both at once are both named: one must not hide the other (a non-root trial).
+        for folder, mode in zip(shut, (0o000, 0o644), strict=True):
+            _pair(folder, "again", seed=7)
+            folder.chmod(mode)
+        wait_for(lambda: _attention_where(folders) == "listed, secret", 60, "both named")
     finally:
         for folder in shut:
             folder.chmod(0o755)

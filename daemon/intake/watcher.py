@@ -251,7 +251,7 @@ class Watcher:
                 "folders in the inbox cannot be read by the daemon: photos in them are not seen",
                 "let the daemon's user read and enter them (deploy/README.md, Permissions: the "
                 "folder's group, chmod g+rx); they are looked at again at the next full scan",
-                where=folders[0].as_posix(),
+                where=_listed(folders),
             )
 
     def _linked(self, links: list[PurePath]) -> None:
@@ -262,7 +262,7 @@ class Watcher:
                 LINKS,
                 "links in the inbox are not followed: the photos they point to are not taken",
                 "copy or move the photos into the inbox instead of linking them",
-                where=links[0].as_posix(),
+                where=_listed(links),
             )
 
     def _too_deep(self, folders: list[PurePath]) -> None:
@@ -276,7 +276,7 @@ class Watcher:
             f"folders nested deeper than max_depth ({self.max_depth}) are not watched; "
             "photos in them are not taken",
             "move the photos nearer the top of the inbox, or raise max_depth",
-            where=folders[0].as_posix(),
+            where=_listed(folders),
         )
 
     # -- observer -------------------------------------------------------------------------
@@ -456,3 +456,11 @@ class Watcher:
             if self.mode == "polling":
                 wait = min(wait, self.poll_interval)
             self._stop.wait(wait)
+
+
+def _listed(paths: list[PurePath], shown: int = 3) -> str:
+    """The first few of `paths` by name, and how many more: one folder listed first must not
+    hide the others (a non-root trial: a folder of mode 000 went unnamed behind one of 700)."""
+    names = [path.as_posix() for path in sorted(paths)[:shown]]
+    more = len(paths) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more else "")
