@@ -282,3 +282,21 @@ def test_an_unreadable_photo_is_taken_again_once_readable_and_not_reported_twice
     done = _stylefold("once", "--config", config)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (folders.outbox / "photo.manifest.json").exists() and not report.exists()
+
+
+def test_an_outbox_folder_the_daemon_may_not_write_into_gets_a_numbered_one(
+    folders: Folders,
+) -> None:
+    """A non-root trial: another user of a shared outbox made `alicedir/` there (mode 755,
+    hers) before alice's photos in `inbox/alicedir/` were answered; their answers were blocked
+    for as long as it stayed. They go to `alicedir-2/`, as for a name a file holds."""
+    shut = folders.outbox / "alicedir"
+    shut.mkdir(mode=0o555)
+    _pair(folders.inbox / "alicedir", "r1", seed=3)
+    try:
+        done = _stylefold("once", "--config", str(folders.config()), "--log-format", "json")
+    finally:
+        shut.chmod(0o755)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert (folders.outbox / "alicedir-2" / "r1.manifest.json").exists()
+    assert list(shut.iterdir()) == []

@@ -203,8 +203,9 @@ def answer_folder(
 ) -> str:
     """Where (relative to `root`) the answers to a photo of the inbox folder `rel_dir` go: its
     mirror, with each part that `folder_clash` refuses, or whose name a file holds (the log
-    `photo.log` of an earlier answer, for an inbox folder `photo.log/`), or that is another
-    inbox folder's numbered one, numbered as `photo.log-2/` (skipping the names of folders of
+    `photo.log` of an earlier answer, for an inbox folder `photo.log/`), or that is a folder the
+    daemon may not write into, or another inbox folder's numbered one, numbered as
+    `photo.log-2/` (skipping the names of folders of
     `inbox`, and of folders `claimed` (answer folder, inbox folder) by jobs in progress). The
     same inbox folder gets the same one while the outbox stays so; `mark_folders` makes the
     numbered parts. (An attacker's trial: such a job was blocked, told to rename the inbox
@@ -238,6 +239,8 @@ def _answers_in(
     (their files are numbered apart), a numbered folder and another folder's may not (a
     re-test's finding: `C.LOG-2/` was made beside `c.log-2/`, `c.log/`'s numbered one)."""
     if _refused(path.parent, path.name, taken, entries) is not None or _file_at(path):
+        return False
+    if _shut(path):
         return False
     wanted = folded(path.name)
     alike = [
@@ -320,6 +323,13 @@ def _file_at(path: Path) -> bool:
         return not stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return False
+
+
+def _shut(path: Path) -> bool:
+    """Whether `path` is a folder the daemon may not write into: one another user of a shared
+    outbox made before the answers came (a non-root trial: it held them blocked for as long as
+    it stayed)."""
+    return path.is_dir() and not path.is_symlink() and not os.access(path, os.W_OK | os.X_OK)
 
 
 def is_folder(root: Path, folder: str) -> bool:
