@@ -75,8 +75,9 @@ def test_a_file_the_daemon_may_not_take_is_told_and_the_photos_after_it_go_on(
     assert (folders.outbox / "later.manifest.json").exists(), log[-3000:]
     assert _error(folders.outbox / "unreadable.error.json") == (
         "unreadable.jpg cannot be read by the daemon (Permission denied): make it readable by "
-        "the daemon's user (for example by the folder's group: chmod g+r), then touch it or run "
-        "`stylefold reload` to have it taken again"
+        "the daemon's user (for example by the folder's group: chmod g+r), then it is taken "
+        "again by itself within rescan_interval (at once if you touch it or run `stylefold "
+        "reload`)"
     )
     assert _error(folders.outbox / "locked" / "photo.error.json").startswith(
         "photo.jpg cannot be taken out of the inbox folder locked (Permission denied): the "
@@ -300,3 +301,25 @@ def test_an_outbox_folder_the_daemon_may_not_write_into_gets_a_numbered_one(
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert (folders.outbox / "alicedir-2" / "r1.manifest.json").exists()
     assert list(shut.iterdir()) == []
+
+
+def test_a_photo_whose_folder_refused_its_move_is_taken_once_the_folder_is_fixed(
+    folders: Folders,
+) -> None:
+    """Its report says it is taken again by itself once the folder is fixed: a chmod of the
+    folder moves no file's size or time, and nothing looked again until a touch or a reload."""
+    locked = _pair(folders.inbox / "locked", "photo", seed=2).parent
+    locked.chmod(0o555)
+    config = folders.config(rescan_interval=1.0)
+    daemon = start_daemon(folders, config=config, launcher=as_an_ordinary_user())
+    try:
+        report = folders.outbox / "locked" / "photo.error.json"
+        wait_for(report.exists, 60, "the report")
+        assert "fix the folder, then it is taken again by itself within rescan_interval" in (
+            _error(report)
+        )
+        locked.chmod(0o755)
+        wait_for((folders.outbox / "locked" / "photo.manifest.json").exists, 60, "the result")
+    finally:
+        locked.chmod(0o755)
+        assert daemon.stop() == 0

@@ -65,7 +65,10 @@ def no_sidecar(sidecar: str, style_names: list[str]) -> str:
     )
 
 
-TAKE_AGAIN = "then touch it or run `stylefold reload` to have it taken again"
+TAKE_AGAIN = (
+    "then it is taken again by itself within rescan_interval (at once if you touch it or run "
+    "`stylefold reload`)"
+)
 
 
 def unreadable(strerror: str | None) -> str:
@@ -92,8 +95,7 @@ def not_movable(folder: str, strerror: str | None) -> str:
     return (
         f"cannot be taken out of {folder} ({strerror}): the daemon's user needs write permission "
         "on that folder and, where the folder has the sticky bit (chmod +t), must own the file "
-        "(deploy/README.md, Permissions); fix the folder, then touch the photo or run "
-        "`stylefold reload` to have it taken again"
+        f"(deploy/README.md, Permissions); fix the folder, {TAKE_AGAIN}"
     )
 
 

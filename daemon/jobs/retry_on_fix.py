@@ -15,9 +15,10 @@ start-up, each pair still answered in place is looked at again:
   taken again when the library changes.
 - a pair whose brought-along style image changed after its answer is taken again, as when its
   photo or sidecar changes (the intake offers the pair again: `arrived`).
-- a rejected pair whose photo or sidecar had its permissions, owner or links changed after its
-  answer (a `chmod`, another name for it removed: only the inode change time moves, which the
-  intake does not see) is resolved again at each full scan's interval (`rescan_interval`).
+- a rejected pair whose photo, sidecar or folder had its permissions, owner or links changed
+  after its answer (a `chmod`, another name for it removed: only the inode change time moves,
+  which the intake does not see) is resolved again at each full scan's interval
+  (`rescan_interval`).
 
 Files reported for another reason (no sidecar, an empty file) are decided again by the intake
 after a reload (`Intake.reconsider`): no_sidecar and default_style may have changed.
@@ -147,7 +148,7 @@ class FixWatch:
                 return None
             image = inbox / report.input
             sidecar = image.parent / report.sidecar if report.sidecar else None
-            if touched and not _touched_since(row.since, image, sidecar):
+            if touched and not _touched_since(row.since, image, sidecar, image.parent):
                 return None
             arrival = Arrival(image, sidecar, Path(report.rel_dir or "."))
             if not self.jobs.spool.in_place.already_handled([image, sidecar]):
@@ -178,7 +179,8 @@ class FixWatch:
 
 
 def _touched_since(since: float, *paths: Path | None) -> bool:
-    """Whether a chmod, chown, link or unlink (or a write) changed one of `paths` after `since`."""
+    """Whether a chmod, chown, link or unlink (or a write) changed one of `paths` after `since`
+    (the photo's folder too: a chmod of it lets the daemon move the photo out)."""
     for path in paths:
         with contextlib.suppress(OSError):
             if path is not None and path.lstat().st_ctime > since:
