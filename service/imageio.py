@@ -67,7 +67,7 @@ class LoadedImage:
     format: str | None  # the decoder's name for the file format, e.g. "JPEG", "HEIF"
     profile: str | None = None  # the file's own colour profile, converted from; None: had none
     alpha: Image.Image | None = None  # upright, "L": the photo's transparency, where it has some
-    frames: bool = False  # an animation or a multi-page file, of which the first frame is used
+    more_frames: bool = False  # an animation or a multi-page file: its first frame is used
 
 
 def _empty(name: str) -> str:
@@ -98,7 +98,7 @@ def open_image(
                 shown = f"{width}x{height} = {width * height:,} pixels"
                 raise ImageInputError(_over_limit(name, shown, max_pixels))
             fmt = opened.format
-            frames = bool(getattr(opened, "is_animated", False))  # TIFF pages too
+            more_frames = bool(getattr(opened, "is_animated", False))  # TIFF pages too
             opened.seek(0)  # first frame of an animation
             opened.load()
             exif = _exif_bytes(opened)
@@ -118,7 +118,8 @@ def open_image(
         if error := _not_a_photo(name, data):
             raise error from exc
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}); copy it again") from exc
-    return LoadedImage(rgb, exif, srgb_profile() if profile else None, fmt, profile, alpha, frames)
+    icc = srgb_profile() if profile else None
+    return LoadedImage(rgb, exif, icc, fmt, profile, alpha, more_frames)
 
 
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
@@ -493,7 +494,7 @@ def encode_result(
     data = encode_image(image, format, quality, photo.exif, photo.icc, location, photo.alpha)
     lost = _transparency_lost(photo.alpha, format)
     notes = () if lost is None else (lost,)
-    return data, notes + ((FIRST_FRAME,) if photo.frames else ())
+    return data, notes + ((FIRST_FRAME,) if photo.more_frames else ())
 
 
 def _too_much_metadata(name: str) -> str:

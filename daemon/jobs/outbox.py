@@ -205,12 +205,11 @@ def answer_folder(
     mirror, with each part that `folder_clash` refuses, or whose name a file holds (the log
     `photo.log` of an earlier answer, for an inbox folder `photo.log/`), or that is a folder the
     daemon may not write into, or another inbox folder's numbered one, numbered as
-    `photo.log-2/` (skipping the names of folders of
-    `inbox`, and of folders `claimed` (answer folder, inbox folder) by jobs in progress). The
-    same inbox folder gets the same one while the outbox stays so; `mark_folders` makes the
-    numbered parts. (An attacker's trial: such a job was blocked, told to rename the inbox
-    folder, which cannot help once its photo is claimed, so it waited forever, and `stylefold
-    once` with it.)"""
+    `photo.log-2/` (skipping the names of folders of `inbox`, and of folders `claimed` (answer
+    folder, inbox folder) by jobs in progress). The same inbox folder gets the same one while
+    the outbox stays so; `mark_folders` makes the numbered parts. (An attacker's trial: such a
+    job was blocked, told to rename the inbox folder, which cannot help once its photo is
+    claimed, so it waited forever, and `stylefold once` with it.)"""
     taken, held = _taken(reserved), _levels(claimed)
     parts = Path(rel_dir).parts
     folder, chosen = root, list[str]()
@@ -238,9 +237,9 @@ def _answers_in(
     form are one on a folding receiver: alike mirrors of alike inbox folders may share it
     (their files are numbered apart), a numbered folder and another folder's may not (a
     re-test's finding: `C.LOG-2/` was made beside `c.log-2/`, `c.log/`'s numbered one)."""
-    if _refused(path.parent, path.name, taken, entries) is not None or _file_at(path):
+    if _refused(path.parent, path.name, taken, entries) is not None:
         return False
-    if _shut(path):
+    if _file_at(path) or _shut(path):
         return False
     wanted = folded(path.name)
     alike = [
