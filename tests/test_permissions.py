@@ -323,3 +323,31 @@ def test_a_photo_whose_folder_refused_its_move_is_taken_once_the_folder_is_fixed
     finally:
         locked.chmod(0o755)
         assert daemon.stop() == 0
+
+
+def test_an_outbox_folder_shut_while_its_photo_renders_gets_a_numbered_one(
+    folders: Folders,
+) -> None:
+    """The same where the folder stops taking answers while the photo renders (after its
+    claim chose it): shut by another user, or given a sync tool's copied mode. The answer was
+    blocked for as long as it stayed; it goes to the numbered one too."""
+    slow = {"style": "mosaic", "params": {"size": 48, "iterations": 80, "tolerance": 0.0}}
+    (folders.inbox / "alicedir").mkdir()
+    write_json(folders.inbox / "alicedir" / "r2.json", slow)
+    make_image(folders.inbox / "alicedir" / "r2.jpg", seed=4)
+    daemon = start_daemon(folders, launcher=as_an_ordinary_user())
+    shut = folders.outbox / "alicedir"
+    try:
+        daemon.wait_for_log("job.started")
+        wait_for((shut / "r2.progress.json").exists, 30, "its progress file")
+        shut.chmod(0o555)
+        wait_for((folders.outbox / "alicedir-2" / "r2.manifest.json").exists, 90, "the result")
+        moved = daemon.wait_for_log("job.answer_folder_moved")
+        assert moved["folder"] == "alicedir-2", moved
+        log = (folders.outbox / "alicedir-2" / "r2.log").read_text()
+        assert "may not be written by the daemon" in log, log
+    finally:
+        shut.chmod(0o755)
+        assert daemon.stop() == 0
+    # Only its progress file stayed there: the shut folder refused its deletion.
+    assert sorted(path.name for path in shut.iterdir()) == ["r2.progress.json"]

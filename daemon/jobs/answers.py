@@ -207,7 +207,8 @@ def answered_elsewhere(folder: str, rel_dir: str) -> str:
     """The log's line for answers in a numbered outbox folder (`outbox.answer_folder`)."""
     return (
         f"answered in the outbox folder {folder}/, not {rel_dir}/: a file in the outbox (or an "
-        "answer in progress, or another inbox folder's answers) holds that name"
+        "answer in progress, or another inbox folder's answers) holds that name, or a folder "
+        "of that name there may not be written by the daemon"
     )
 
 

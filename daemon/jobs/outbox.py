@@ -239,7 +239,7 @@ def _answers_in(
     re-test's finding: `C.LOG-2/` was made beside `c.log-2/`, `c.log/`'s numbered one)."""
     if _refused(path.parent, path.name, taken, entries) is not None:
         return False
-    if _file_at(path) or _shut(path):
+    if _file_at(path) or shut(path):
         return False
     wanted = folded(path.name)
     alike = [
@@ -324,7 +324,7 @@ def _file_at(path: Path) -> bool:
         return False
 
 
-def _shut(path: Path) -> bool:
+def shut(path: Path) -> bool:
     """Whether `path` is a folder the daemon may not write into: one another user of a shared
     outbox made before the answers came (a non-root trial: it held them blocked for as long as
     it stayed)."""

@@ -58,7 +58,7 @@ from daemon.jobs.answer_places import AnswerPlaces
 from daemon.jobs.answers import answered_elsewhere
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
-from daemon.jobs.outbox import OutputNames, choose_names, is_folder, log_line
+from daemon.jobs.outbox import OutputNames, choose_names, is_folder, log_line, shut
 from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
@@ -160,10 +160,14 @@ class Spool:
         """The job with a new answer folder and names, where a file now holds a part of the
         folder it was given (a job claimed by a version before answer folders were numbered,
         for an inbox folder `photo.log/`: blocked for ever once upgraded, an administrator's
-        trial), the one new photos of its inbox folder get; None where its folder is free.
+        trial), or where that folder is one the daemon may not write into (made by another user
+        of a shared outbox while the job ran: a non-root trial), the one new photos of its inbox
+        folder get; None where its folder is free.
         The new place is recorded, marked and held as at a claim."""
         folder = job.outbox_dir
-        if not folder or is_folder(self.settings.outbox, folder) or self.places.outbox_gone():
+        if not folder or self.places.outbox_gone():
+            return None
+        if is_folder(self.settings.outbox, folder) and not shut(self.settings.outbox / folder):
             return None
         reserved = self.places.reserved(but=job.id)
         answer_dir = self.places.folder_for(job.rel_dir, reserved)
