@@ -23,10 +23,16 @@ class Limits:
         self._lock = threading.Lock()
         self._reached: dict[str, Attention] = {}
 
-    def reach(self, setting: str, what: str, fix: str, where: str | None = None) -> None:
-        """Note that `setting` is reached; only the first call until `clear` logs."""
+    def reach(
+        self, setting: str, what: str, fix: str, where: str | None = None, *, whole: bool = False
+    ) -> None:
+        """Note that `setting` is reached; only the first call until `clear` logs. `whole`: the
+        call knows all of `where` (a full scan's), which then replaces what an earlier call
+        named (a re-test: status named folders long fixed, and never the new ones)."""
         with self._lock:
-            if setting in self._reached:
+            if (known := self._reached.get(setting)) is not None:
+                if whole and known.where != where:
+                    self._reached[setting] = known.model_copy(update={"where": where})
                 return
             self._reached[setting] = Attention(what=what, where=where, fix=fix, since=time.time())
         log.warning("limit.reached", setting=setting, what=what, where=where, fix=fix)

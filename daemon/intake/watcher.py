@@ -220,9 +220,10 @@ class Watcher:
             max_entries=self.max_tracked,
             stop=lambda: self._stop.is_set() or (heed_pause and self.paused),
         )
-        self._too_deep(tree.deep)
-        self._linked(tree.links)
-        self._unreadable(tree.unreadable)
+        whole = start == ROOT and tree.complete  # what it found is all there is
+        self._too_deep(tree.deep, whole)
+        self._linked(tree.links, whole)
+        self._unreadable(tree.unreadable, whole)
         if tree.truncated:
             self.limits.reach(
                 "max_tracked",
@@ -230,9 +231,9 @@ class Watcher:
                 "sidecars; the rest are found once there is room",
                 reasons.MAX_TRACKED_FIX,
             )
-        elif start == ROOT and tree.complete:
+        elif whole:
             self.limits.clear("max_tracked")
-        if start == ROOT and tree.complete:
+        if whole:
             self._deep = bool(tree.deep)
             if not tree.deep:
                 self.limits.clear("max_depth")
@@ -242,7 +243,7 @@ class Watcher:
                 self.limits.clear(UNREADABLE)
         return tree
 
-    def _unreadable(self, folders: list[PurePath]) -> None:
+    def _unreadable(self, folders: list[PurePath], whole: bool = False) -> None:
         """A folder the daemon's user may not list (a sync tool's mode 700): its photos would
         wait unseen, for ever."""
         if folders:
@@ -252,9 +253,10 @@ class Watcher:
                 "let the daemon's user read and enter them (deploy/README.md, Permissions: the "
                 "folder's group, chmod g+rx); they are looked at again at the next full scan",
                 where=_listed(folders),
+                whole=whole,
             )
 
-    def _linked(self, links: list[PurePath]) -> None:
+    def _linked(self, links: list[PurePath], whole: bool = False) -> None:
         """A link is never followed (the inbox is a trust boundary): a folder of photos linked
         into the inbox would otherwise wait for ever, unexplained."""
         if links:
@@ -263,9 +265,10 @@ class Watcher:
                 "links in the inbox are not followed: the photos they point to are not taken",
                 "copy or move the photos into the inbox instead of linking them",
                 where=_listed(links),
+                whole=whole,
             )
 
-    def _too_deep(self, folders: list[PurePath]) -> None:
+    def _too_deep(self, folders: list[PurePath], whole: bool = False) -> None:
         """Folders deeper than max_depth are never entered; native watching (which would watch
         every level, and fails at about a thousand) gives way to polling at the next check."""
         if not folders:
@@ -277,6 +280,7 @@ class Watcher:
             "photos in them are not taken",
             "move the photos nearer the top of the inbox, or raise max_depth",
             where=_listed(folders),
+            whole=whole,
         )
 
     # -- observer -------------------------------------------------------------------------
