@@ -750,6 +750,7 @@ def _the_report_about(folders: Folders, reports: list[Path], sidecar: str) -> st
         # x.jpg.json is x.jpg.jpg's by its stem, or a photo x.jpg's (an attacker's trial: it
         # was told to add the photo x.jpg)
         ("x.jpg.jpg", "x.jpg.json", "x.jpg.jpg.json", "move"),
+        ("M.jpg", "M.json", "m.JPG.json", "move"),  # its whole name in another case (a re-test)
     ],
 )
 def test_of_two_sidecars_the_unused_one_is_told_why(
@@ -763,7 +764,7 @@ def test_of_two_sidecars_the_unused_one_is_told_why(
         write_json(folders.inbox / used, {"style": "mosaic", "params": {"iterations": 2}})
         (folders.inbox / photo).write_bytes(image_bytes(seed=4))
         job = daemon.wait_for_log("job.done")["job_id"]
-        reports = wait_for(lambda: list(folders.outbox.glob("[tx].error*.json")), 30, "a report")
+        reports = wait_for(lambda: list(folders.outbox.glob("[txM].error*.json")), 30, "a report")
         time.sleep(3.0)  # no second job, no second report
     finally:
         assert daemon.stop() == 0

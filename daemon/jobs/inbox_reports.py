@@ -101,8 +101,8 @@ class InboxReports:
             text = answers.SIDECAR_AFTER_PHOTO
             if used is not None and sidecar != used and key(sidecar) == key(used):
                 text = answers.SIDECAR_CASE_TWIN
-            elif used == f"{photo}.json" and sidecar != used:
-                text = answers.SIDECAR_SHADOWED
+            elif used is not None and key(used) == key(f"{photo}.json") and sidecar != used:
+                text = answers.SIDECAR_SHADOWED  # m.JPG.json is M.jpg's too (a re-test)
             reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
