@@ -131,7 +131,8 @@ def unusable(result: os.stat_result) -> str | None:
     if result.st_nlink != 1:
         return (
             f"has {result.st_nlink} hard links (another name for the same file exists, maybe "
-            "outside the inbox); copy the file into the inbox instead of linking it"
+            "outside the inbox); copy the file into the inbox instead of linking it, or remove "
+            "its other names: it is then taken by itself within rescan_interval"
         )
     return None
 

@@ -143,8 +143,11 @@ def test_once_batches_queued_jobs_with_one_style_and_size(folders: Folders) -> N
     (folders.inbox / "tall.jpg").write_bytes(image_bytes(size=(48, 64), seed=9))
     write_json(folders.inbox / "tall.json", {"style": "mosaic"})
     config = folders.config(batch_max=3)
-    result = stylefold("once", "--config", str(config), "--log-format", "json")
+    relative = os.path.relpath(config, REPO)  # the start line names it whole (a re-test)
+    result = stylefold("once", "--config", relative, "--log-format", "json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [starting] = [json.loads(line) for line in result.stdout.splitlines() if "starting" in line]
+    assert starting["config"] == str(config), starting
     manifests = {
         stem: json.loads((folders.outbox / f"{stem}.manifest.json").read_text())
         for stem in ("p0", "p1", "p2", "tall")

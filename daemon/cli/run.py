@@ -8,6 +8,7 @@ import argparse
 import faulthandler
 import os
 import signal
+from pathlib import Path
 
 from daemon import early_stop
 from daemon.cli.common import fail_config, folder_flags, overrides, subcommand
@@ -67,7 +68,10 @@ def command(args: argparse.Namespace) -> int:
         structlog.get_logger("stylefold.daemon").warning("config.unknown_variable", problem=problem)
     from daemon.app import Daemon  # the daemon's modules: a stop meanwhile is taken over by it
 
-    config_path = named_config(args.config)  # named by its start line and its reloads
+    # Whole, as the start line and the reloads name it: a relative path means little in a log.
+    config_path = named_config(args.config)
+    if config_path is not None:
+        config_path = Path(os.path.abspath(config_path))
     return Daemon(settings, config_path=config_path, overrides=given, once=args.once).run()
 
 
