@@ -157,13 +157,12 @@ class Spool:
         self.places.hold(job.id, self.names(job).all(), job.outbox_dir, job.rel_dir)
 
     def move_answer_if_taken(self, job: Job) -> Job | None:
-        """The job with a new answer folder and names, where a file now holds a part of the
-        folder it was given (a job claimed by a version before answer folders were numbered,
-        for an inbox folder `photo.log/`: blocked for ever once upgraded, an administrator's
-        trial), or where that folder is one the daemon may not write into (made by another user
-        of a shared outbox while the job ran: a non-root trial), the one new photos of its inbox
-        folder get; None where its folder is free.
-        The new place is recorded, marked and held as at a claim."""
+        """The job with the answer folder and names that new photos of its inbox folder get,
+        where a file now holds a part of the folder it was given (a job claimed by a version
+        before answer folders were numbered, for an inbox folder `photo.log/`: blocked for ever
+        once upgraded, an administrator's trial) or the daemon may no longer write into that
+        folder (shut while the job ran: a non-root trial); None where its folder is free. The
+        new place is recorded, marked and held as at a claim."""
         folder = job.outbox_dir
         if not folder or self.places.outbox_gone():
             return None
