@@ -154,10 +154,7 @@ def inbox_item(
     note = f"waiting for {waits_for or partner}"
     if own is not None and waits_for is None:
         note = reasons.own_answer_waits(own, partner, left)
-        return InboxItem(
-            path=relative, state="waiting", since=wall - waited, note=note, gives_up_in=left
-        )
-    if kind == "image" and waits_for is None and default is not None:
+    elif kind == "image" and waits_for is None and default is not None:
         note += f"; without one it is rendered with the default style {default} in {left:.0f} s"
         return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
     return InboxItem(

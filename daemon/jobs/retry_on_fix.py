@@ -97,11 +97,7 @@ class FixWatch:
         rel = arrival.image.relative_to(self.jobs.settings.inbox).as_posix()
         store = self.jobs.store
         for path, row in store.seen_answers(ANSWERED, rel):
-            try:
-                replaced = arrival.style_file.stat().st_ctime > row.since
-            except OSError:
-                continue
-            if replaced and _forgotten(self.jobs, path):
+            if _touched_since(row.since, arrival.style_file) and _forgotten(self.jobs, path):
                 log.info("job.retry_after_fix", input=path, because="its style image was replaced")
 
     def retry(
