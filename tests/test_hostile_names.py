@@ -225,7 +225,8 @@ def test_an_inbox_folder_cannot_take_the_name_of_an_answer(folders: Folders) -> 
     daemon = start_daemon(folders)
     try:
         (folders.inbox / "victim.jpg").write_bytes(image_bytes(seed=58))
-        slow = {"size": 128, "iterations": 200}  # rendering while the other pair is answered
+        # Rendering (about 20 s in fp32 on 2 cores) while the other pair is answered (seconds).
+        slow = {"size": 128, "iterations": 80}
         write_json(folders.inbox / "victim.json", {"style": "mosaic", "params": slow})
         daemon.wait_for_log("job.started", timeout=60)
         taker = folders.inbox / "victim.stylised.jpg"
