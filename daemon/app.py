@@ -21,7 +21,13 @@ from typing import Any
 import structlog
 
 from daemon import early_stop
-from daemon.config import ConfigError, Settings, load_settings, restart_only_changes
+from daemon.config import (
+    ConfigError,
+    Settings,
+    check_folders,
+    load_settings,
+    restart_only_changes,
+)
 from daemon.config.reload import applied_changes
 from daemon.exitcodes import ExitCode
 from daemon.folder_guard import FolderGuard
@@ -38,7 +44,7 @@ from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.live import Blocked
 from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
-from daemon.lock import InboxLock, LockError, StateLock
+from daemon.lock import InboxLock, LockError, StateLock, holder
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
@@ -132,23 +138,39 @@ class Daemon:
             once=self.once,
         )
         try:
-            self.lock.acquire()
-            if not self.inbox_lock.acquire():
-                unlocked = (
-                    "cannot lock the inbox folder here; a second daemon would not be kept out"
-                )
-                log.warning("daemon.inbox_unlocked", inbox=str(self.settings.inbox), why=unlocked)
+            self._take_folders()
         except LockError as exc:
-            self.lock.release()
+            self.inbox_lock.release()
             log.error("daemon.locked", error=str(exc))
             # Two daemons configured on one folder: a restart cannot mend that while the other
             # runs, and a loop of them would bury this message.
+            return ExitCode.CONFIG
+        except ConfigError as exc:  # an outbox or state folder that cannot be made
+            self.inbox_lock.release()
+            log.error("daemon.config_error", error=str(exc), exit_code=int(ExitCode.CONFIG))
             return ExitCode.CONFIG
         try:
             return self._run_locked()
         finally:
             self.inbox_lock.release()
             self.lock.release()
+
+    def _take_folders(self) -> None:
+        """The inbox's lock first, then the missing folders made, then the state's lock: a
+        second daemon refused for the inbox leaves no state folder behind (an operator's
+        trial found an empty `state-b/` with `archive/` and `lock` after each refusal)."""
+        try:
+            locked = self.inbox_lock.acquire()
+        except LockError:
+            same_state = holder(self.settings.state)
+            if same_state is None:
+                raise
+            raise LockError(self.lock.held_message(same_state or None)) from None
+        if not locked:
+            unlocked = "cannot lock the inbox folder here; a second daemon would not be kept out"
+            log.warning("daemon.inbox_unlocked", inbox=str(self.settings.inbox), why=unlocked)
+        check_folders(self.settings, create=True)
+        self.lock.acquire()
 
     def _run_locked(self) -> int:
         removed = remove_temporaries(self.settings.outbox)

@@ -50,7 +50,7 @@ class StateLock:
                     break
                 except BlockingIOError:
                     if attempt == attempts - 1:
-                        raise LockError(self._held_message(_read_pid(fd))) from None
+                        raise LockError(self.held_message(_read_pid(fd))) from None
                     time.sleep(pause)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -60,7 +60,7 @@ class StateLock:
             raise
         self._fd = fd
 
-    def _held_message(self, pid: int | None) -> str:
+    def held_message(self, pid: int | None) -> str:
         who = f"pid {pid}" if pid is not None else "a process that has not written its pid yet"
         return (
             f"another stylefold daemon ({who}) is using the state directory {self.path.parent}; "

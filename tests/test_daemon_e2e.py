@@ -803,6 +803,27 @@ def test_a_second_daemon_on_the_same_inbox_refuses(shared: Daemon, tmp_path: Pat
     assert result.returncode == ExitCode.CONFIG
     assert "another stylefold daemon is watching the inbox" in result.stdout
     assert str(shared.folders.inbox) in result.stdout
+    # An operator's trial: each refusal left an empty state2/ with archive/ and lock in it.
+    assert not (tmp_path / "state2").exists()
+
+
+def test_a_state_folder_that_cannot_be_made_stops_the_start_and_says_why(
+    shared: Daemon, tmp_path: Path
+) -> None:
+    """Folders are made once the daemon holds the inbox (its own here); one that cannot be made
+    is a configuration error, named with its setting."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (tmp_path / "file").write_text("")
+    config = shared.folders.root / "stylefold.toml"
+    result = subprocess.run(
+        [*CLI, "run", "--config", str(config), "--inbox", str(inbox),
+         "--outbox", str(tmp_path / "outbox"), "--state", str(tmp_path / "file" / "state"),
+         "--log-format", "json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == ExitCode.CONFIG, result.stdout + result.stderr
+    assert "state: cannot create" in result.stdout and "daemon.config_error" in result.stdout
 
 
 def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_is_broken(

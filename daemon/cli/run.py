@@ -46,7 +46,8 @@ def command(args: argparse.Namespace) -> int:
 
     given = overrides(args)
     try:
-        settings = load_settings(args.config, given)
+        # The daemon makes missing folders once it holds the inbox (`Daemon._take_folders`).
+        settings = load_settings(args.config, given, create_dirs=False)
     except ConfigError as exc:
         status = fail_config(f"configuration error:\n{exc}")
         if early_stop.stop_asked():
