@@ -133,11 +133,12 @@ def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) 
     not `fit` (too small for the network at the photo's aspect) are left out before the
     iterations are shared, so the first pass that runs gets the job's cap (or the sketch's
     share of it); each finer one a share of the one before's (at least `FINER_MIN`, or the one
-    before's cap if that is smaller); `refit` lowers them once a pass has run."""
+    before's cap if that is smaller); `refit` lowers them once a pass has run. A cap of 0 is
+    one pass of 0 iterations at the output size."""
     size = params.size
     sides = [size]
-    if params.multiscale == "off":
-        pass
+    if params.multiscale == "off" or params.iterations == 0:
+        pass  # 0 returns the start as it is: no pass may add iterations (a photographer's trial)
     elif size > AUTO_ABOVE:
         while sides[0] // 2 >= MIN_SIDE:
             sides.insert(0, sides[0] // 2)

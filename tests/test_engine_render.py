@@ -337,6 +337,22 @@ def test_init_image(engine: Engine, content: Image.Image, style: Image.Image) ->
         engine.render(content, [StyleImage(style)], params)
 
 
+def test_no_iterations_return_the_start_with_a_sketch_asked_for_too(
+    engine: Engine, content: Image.Image, style: Image.Image
+) -> None:
+    """A photographer's trial: with `multiscale: "on"`, iterations 0 ran a sketch and an output
+    pass of a step each, and said "2 iterations (at the iteration cap)"."""
+    params = _params(iterations=0, size=96)
+    alone = engine.render(
+        content, [StyleImage(style)], params.model_copy(update={"multiscale": "off"})
+    )
+    asked = engine.render(
+        content, [StyleImage(style)], params.model_copy(update={"multiscale": "on"})
+    )
+    assert (asked.iterations, asked.stage_iterations, asked.scales) == (0, [0], alone.scales)
+    assert asked.image.tobytes() == alone.image.tobytes()
+
+
 def test_the_default_start_is_the_photo_in_the_styles_colours(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:

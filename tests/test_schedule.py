@@ -40,6 +40,14 @@ def test_on_sketches_outputs_up_to_the_threshold_at_half_size() -> None:
         assert sketch.deep_style == output.deep_style == 1.0
 
 
+def test_no_iterations_is_one_pass_of_none_at_any_size() -> None:
+    """`iterations: 0` returns the start as it is; a sketch or coarse pass made it 1-2 steps
+    (a photographer's trial: "2 iterations (at the iteration cap)")."""
+    for size, multiscale in itertools.product((96, 660, 2048), ("auto", "on")):
+        stages = plan(RenderParams(size=size, iterations=0, multiscale=multiscale))
+        assert [(s.long_side, s.iterations) for s in stages] == [(size, 0)]
+
+
 def test_off_means_one_scale_at_any_size() -> None:
     assert len(plan(RenderParams(size=4096, multiscale="off"))) == 1
 
