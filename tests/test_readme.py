@@ -48,6 +48,30 @@ def test_configuration_table_is_generated_from_settings() -> None:
         assert f"`STYLEFOLD_{name.upper()}" in README
 
 
+def test_every_value_the_configuration_table_offers_is_accepted(tmp_path: Path) -> None:
+    """A photographer's trial was offered `image` for `defaults.init`, which a config file
+    cannot give: each "One of" value is set alone and must load."""
+    base: dict[str, object] = {}
+    for name in ("inbox", "outbox", "styles", "state"):
+        base[name] = tmp_path / name
+        (tmp_path / name).mkdir()
+    (tmp_path / "vgg16.pth").write_bytes(b"")  # the table says vgg16 needs weights.vgg16
+    base["weights"] = {"vgg16": tmp_path / "vgg16.pth"}
+    base["default_style"] = "mosaic"  # and no_sidecar = "default" a default_style
+    rows = re.findall(r"^\| `([\w.]+)` \|.*One of ((?:`[^`]+`(?:, )?)+)\. \|$", README, re.M)
+    assert len(rows) >= 10, "the table's choices were not found"
+    for key, listed in rows:
+        for choice in re.findall(r"`([^`]+)`", listed):
+            *parents, name = key.split(".")
+            value: dict[str, object] = {name: choice}
+            for parent in reversed(parents):
+                value = {parent: value}
+            try:
+                Settings(**{**base, **value})
+            except ValueError as exc:
+                raise AssertionError(f"{key} = {choice!r}, as the table offers: {exc}") from None
+
+
 def test_test_command_is_what_ci_runs() -> None:
     """`.ci/run` installs and tests exactly as README says (minus its -q flags)."""
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
