@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -428,6 +429,41 @@ SIDECARISH = st.dictionaries(
 )
 
 
+SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    "accepted",
+    [
+        {"output": {"format": "jpeg"}},
+        {"output": {"format": "TIF"}},
+        {"output": {"format": "Png", "quality": 80}},
+        {"style": "mosaic", "params": {"init": "noise", "strength": 0.5}},
+        {"style": [{"name": "mosaic"}, {"name": "waves", "weight": 2}]},
+    ],
+)
+def test_what_the_daemon_takes_the_shipped_schema_takes(accepted: dict[str, Any]) -> None:
+    """A photographer's trial: "jpeg" and "TIF" passed the daemon and failed the schema."""
+    parse_sidecar(json.dumps(accepted))
+    assert not list(SCHEMA.iter_errors(accepted))
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        {"style": ""},
+        {"style": [{"name": ""}]},
+        {"style": "x" * 129},
+        {"output": {"format": "gif"}},
+        {"params": {"init": "image"}},
+    ],
+)
+def test_what_the_shipped_schema_can_tell_is_wrong_it_refuses(refused: dict[str, Any]) -> None:
+    with pytest.raises(SidecarError):
+        parse_sidecar(json.dumps(refused))
+    assert list(SCHEMA.iter_errors(refused))
+
+
 @settings(max_examples=300, deadline=None)
 @given(SIDECARISH)
 def test_any_json_is_accepted_or_explained(data: dict[str, Any]) -> None:
@@ -441,6 +477,7 @@ def test_any_json_is_accepted_or_explained(data: dict[str, Any]) -> None:
             assert "Value error" not in problem
     else:
         assert isinstance(sidecar, Sidecar)
+        assert not list(SCHEMA.iter_errors(data)), "accepted here, refused by the shipped schema"
 
 
 @settings(max_examples=200, deadline=None)

@@ -16,7 +16,7 @@ the merged result is validated as `service.params.RenderParams`. Reading one is
 import json
 import re
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
 )
 from pydantic_core import PydanticCustomError
@@ -37,7 +38,7 @@ from daemon.config import DEFAULT_IMAGE_EXTENSIONS
 from daemon.config.render_limits import START_IMAGE_REFUSED
 from daemon.intake.ignore import PHOTO_TYPES
 from daemon.intake.jsonload import shown
-from service.params import OutputFormat, RenderParams, output_format
+from service.params import FORMAT_ALIASES, OutputFormat, RenderParams, output_format
 
 MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
@@ -97,7 +98,10 @@ def check_file_name(name: str) -> str:
     return name
 
 
-StyleName = Annotated[str, AfterValidator(check_style_name)]
+# What the published schema can say of a name (the name rule's \w is Unicode in Python, ASCII
+# in most JSON Schema validators): an empty name passed the schema and was refused here.
+NAME_SCHEMA = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH})
+StyleName = Annotated[str, AfterValidator(check_style_name), NAME_SCHEMA]
 
 
 class StyleRef(BaseModel):
@@ -105,8 +109,8 @@ class StyleRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, AfterValidator(partial(check_style_name, key="name"))] = Field(
-        description="A style library name (see `stylefold styles`)."
+    name: Annotated[str, AfterValidator(partial(check_style_name, key="name")), NAME_SCHEMA] = (
+        Field(description="A style library name (see `stylefold styles`), each once in a blend.")
     )
     weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False, description="Blend weight.")
 
@@ -181,13 +185,33 @@ def _format_alias(value: object) -> object:
     return output_format(value) if isinstance(value, str) else value
 
 
+def _any_case(names: list[str]) -> str:
+    """A JSON Schema pattern (ECMA-262: no case-insensitive flag) for `names` in any case."""
+    spelt = ["".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in names]
+    return f"^({'|'.join(spelt)})$"
+
+
+# The schema takes what `_format_alias` does: "jpeg" and "TIF" were refused by the schema alone.
+FORMAT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"enum": list(get_args(OutputFormat))},  # what editors offer
+            {"type": "string", "pattern": _any_case([*get_args(OutputFormat), *FORMAT_ALIASES])},
+            {"type": "null"},
+        ]
+    }
+)
+
+
 class OutputOptions(BaseModel):
     """How the result is encoded; unset keys use the daemon's output_format/output_quality."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Annotated[OutputFormat | None, BeforeValidator(_format_alias)] = Field(
-        None, description="Output image format (jpeg and tif are accepted as aliases)."
+    format: Annotated[OutputFormat | None, BeforeValidator(_format_alias), FORMAT_SCHEMA] = Field(
+        None,
+        description="Output image format: jpg, png, webp or tiff, in any case (jpeg and tif are "
+        "accepted as aliases).",
     )
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality, 1-100.")
 
