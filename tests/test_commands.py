@@ -245,6 +245,10 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     result = stylefold("validate", str(write_json(tmp_path / "both.json", both)))
     assert result.returncode == 0  # allowed, as documented, but said
     assert "style_weight 1000 is given, so strength 0.2 is not used" in result.stdout
+    lossless = {"style": "mosaic", "output": {"format": "TIF", "quality": 50}}
+    result = stylefold("validate", str(write_json(tmp_path / "lossless.json", lossless)))
+    assert result.returncode == 0  # a photographer's trial: only the job log said so
+    assert "note: output.quality 50 is not used: a tiff is lossless" in result.stdout
     plain = {"style": "mosaic", "params": {"style_weight": 0}}
     result = stylefold("validate", str(write_json(tmp_path / "plain.json", plain)))
     assert result.returncode == 0 and "style_weight 0 takes no style" in result.stdout

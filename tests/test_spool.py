@@ -474,7 +474,7 @@ def test_what_a_sidecar_asked_for_and_did_not_get_is_noted(folders: Folders) -> 
     library = StyleLibrary.from_settings(settings)
     sidecar = {"style": "mosaic", "output": {"format": "png", "quality": 50}}
     png = resolve(_pair(folders, "photo.jpg", sidecar), settings, library)
-    assert png.notes == ("output.quality 50 is not used: a png is lossless",)
+    assert png.notes == ("note: output.quality 50 is not used: a png is lossless",)
     jpeg = {"style": "mosaic", "output": {"format": "jpg", "quality": 50}}
     assert resolve(_pair(folders, "other.jpg", jpeg), settings, library).notes == ()
     unnamed = resolve(_pair(folders, "third.jpg", {"params": {"size": 64}}), settings, library)

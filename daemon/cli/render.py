@@ -333,7 +333,7 @@ def _render(args: argparse.Namespace) -> int:
     """Flags, then images (before torch is imported, so bad input fails in a fraction of a
     second), then the network and the render, then the file."""
     from daemon.intake.resolve import style_defaults_note
-    from daemon.intake.sidecar import unused
+    from daemon.intake.sidecar import lossless_note, unused
     from daemon.intake.styles import blend_defaults
 
     blend = _blend(args)
@@ -345,10 +345,11 @@ def _render(args: argparse.Namespace) -> int:
     # the picture differs from what the flags seem to ask.
     told = ("strength", "style_weight", "seed")
     flags = {name: getattr(args, name) for name in told if getattr(args, name) is not None}
-    for note in (style_defaults_note(resolved, "a flag"), *unused(flags, params)):
+    image_format = _output_format(args.output)
+    lossless = lossless_note(args.quality, image_format, "--quality")
+    for note in (style_defaults_note(resolved, "a flag"), *unused(flags, params), lossless):
         if note is not None:
             print(note, file=sys.stderr)
-    image_format = _output_format(args.output)
     _not_an_input(args, style_files)
     _replaceable(args)
     images = _read_images(args, style_files, params)

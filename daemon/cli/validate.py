@@ -33,7 +33,7 @@ def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
     from daemon.intake.jsonload import SidecarError, read_limited
     from daemon.intake.resolve import style_problems
-    from daemon.intake.sidecar import merge_params, parse_sidecar, unused
+    from daemon.intake.sidecar import lossless_note, merge_params, parse_sidecar, unused
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file
@@ -100,8 +100,11 @@ def command(args: argparse.Namespace) -> int:
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
         return 1
-    for note in unused(given, params):
-        print(f"{path}: {note}")
+    output = sidecar.output
+    fmt = output.format if output and output.format else limits.output_format
+    for note in (*unused(given, params), lossless_note(output.quality if output else None, fmt)):
+        if note is not None:
+            print(f"{path}: {note}")
     if library is None:
         print(f"{path}: ok (styles not checked: give --config or --styles to check them)")
     else:

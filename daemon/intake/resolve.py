@@ -13,7 +13,7 @@ from daemon.config.render_limits import ceilings
 from daemon.intake import reasons
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.pairing import Arrival
-from daemon.intake.sidecar import merge_params, parse_sidecar, style_alone, unused
+from daemon.intake.sidecar import lossless_note, merge_params, parse_sidecar, style_alone, unused
 from daemon.intake.sidecar_model import Sidecar, StyleFile
 from daemon.intake.styles import (
     ResolvedStyle,
@@ -99,9 +99,7 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         why = "no sidecar came" if sidecar is None else "the sidecar names no style"
         default = f"{why}, so the default style {settings.default_style} (default_style)"
     output_format = output.format if output and output.format else settings.output_format
-    lossless = None
-    if output and output.quality and output_format in ("png", "tiff"):  # a new user's trial
-        lossless = f"output.quality {output.quality} is not used: a {output_format} is lossless"
+    lossless = lossless_note(output.quality if output else None, output_format)
     notes = [default, style_defaults_note(styles), *given, lossless]
     return Resolved(
         sidecar=sidecar,

@@ -93,6 +93,16 @@ def unused(values: Mapping[str, Any], params: RenderParams) -> list[str]:
     return notes
 
 
+def lossless_note(
+    quality: int | None, output_format: str, key: str = "output.quality"
+) -> str | None:
+    """A quality given for a format that has none (a new user's trial, then a photographer's:
+    `validate` and `render` said nothing where the job log did)."""
+    if quality is None or output_format not in ("png", "tiff"):
+        return None
+    return f"note: {key} {quality} is not used: a {output_format} is lossless"
+
+
 def layered(base: RenderParams, *layers: Mapping[str, Any]) -> dict[str, Any]:
     """`base`'s values under each layer in turn, key by key; a layer that gives `strength`
     without `style_weight` clears the `style_weight` of the layers below it."""
