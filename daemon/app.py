@@ -36,6 +36,7 @@ from daemon.gpu_probe import DeviceProbe, probe_for
 from daemon.intake.backlog import Backlog
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake, Problem
+from daemon.intake.sidecar import defaults_notes
 from daemon.intake.styles import StyleLibrary
 from daemon.intake.watcher import Watcher, WatchError
 from daemon.jobs import outbox
@@ -137,6 +138,7 @@ class Daemon:
             state=str(self.settings.state),
             once=self.once,
         )
+        _tell_unused_defaults(self.settings)
         try:
             self._take_folders()
         except LockError as exc:
@@ -475,10 +477,16 @@ class Daemon:
             styles=len(self.library.names()),
             style_problems=len(problems),
         )
+        _tell_unused_defaults(new)
         self.intake.reconsider()
         if self.fixes is not None:
             self.fixes.reloaded(old)
         return changed
+
+
+def _tell_unused_defaults(settings: Settings) -> None:
+    for note in defaults_notes(settings.defaults):
+        log.warning("config.unused_default", note=note)
 
 
 def _waiting_line(item: InboxItem) -> str:

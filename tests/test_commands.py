@@ -199,6 +199,12 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     good = write_json(tmp_path / "good.json", {"style": "mosaic", "params": {"size": 32}})
     result = stylefold("validate", str(good), "--config", str(folders.config()))
     assert result.returncode == 0 and "ok" in result.stdout
+    assert "note" not in result.stdout
+    # A photographer's trial: both weights under [defaults] passed without a word.
+    weights = folders.config(defaults={"strength": 0.5, "style_weight": 10})
+    result = stylefold("validate", str(good), "--config", str(weights))
+    assert result.returncode == 0 and "ok" in result.stdout
+    assert "defaults: style_weight 10 is given, so strength 0.5 is not used" in result.stdout
 
     bad = write_json(tmp_path / "bad.json", {"style": "mosaic", "params": {"sise": 32}, "x": 1})
     result = stylefold("validate", str(bad))
@@ -282,10 +288,10 @@ def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     assert result.returncode == 0, result.stdout
     assert "WARN" not in result.stdout
     # pydantic-settings ignores variables it does not know: a typo would go unsaid.
-    typo = stylefold(
-        "doctor", "--config", str(folders.config()), env={"STYLEFOLD_SETLE_SECONDS": "3"}
-    )
+    weights = folders.config(defaults={"strength": 0.5, "style_weight": 10})
+    typo = stylefold("doctor", "--config", str(weights), env={"STYLEFOLD_SETLE_SECONDS": "3"})
     assert typo.returncode == 0, typo.stdout
+    assert "WARN config: defaults: style_weight 10 is given, so strength 0.5" in typo.stdout
     assert (
         "WARN environment: STYLEFOLD_SETLE_SECONDS is not a setting and is ignored; "
         "did you mean STYLEFOLD_SETTLE_SECONDS?"

@@ -950,10 +950,20 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon
     assert answer["styles"] == 3 and answer["changed"] == []
     # What a reload changed is said (a soak trial's operator saw only the style count).
     changed = good.replace("rescan_interval = 30.0", "rescan_interval = 45.0")
-    config.write_text(changed.replace("iterations = 4", "iterations = 7"))
+    both = "strength = 0.5\nstyle_weight = 10.0\n"  # under [defaults], the file's last table
+    config.write_text(changed.replace("iterations = 4", "iterations = 7") + both)
+    unused = shared.logged("config.unused_default")
     shared.process.send_signal(signal.SIGHUP)
     answer = shared.wait_for_log("daemon.reloaded", count=reloaded + 2)
-    assert answer["changed"] == ["defaults.iterations: 4 -> 7", "rescan_interval: 30.0 -> 45.0"]
+    assert answer["changed"] == [
+        "defaults.iterations: 4 -> 7",
+        "defaults.strength: 0.9 -> 0.5",
+        "defaults.style_weight: null -> 10.0",
+        "rescan_interval: 30.0 -> 45.0",
+    ]
+    # A photographer's trial: both weights in the file went unsaid (style_weight wins).
+    note = shared.wait_for_log("config.unused_default", count=unused + 1)["note"]
+    assert note.startswith("defaults: style_weight 10 is given, so strength 0.5 is not used")
     config.write_text(good)
     shared.process.send_signal(signal.SIGHUP)
     shared.wait_for_log("daemon.reloaded", count=reloaded + 3)

@@ -150,6 +150,8 @@ def _lock_check(state: Path, inbox: Path) -> tuple[bool, str]:
 
 
 def command(args: argparse.Namespace) -> int:
+    from daemon.intake.sidecar import defaults_notes
+
     try:
         settings = read_settings(args)
     except ConfigError as exc:
@@ -158,6 +160,8 @@ def command(args: argparse.Namespace) -> int:
     print(f"ok   config: inbox {settings.inbox}, outbox {settings.outbox}, state {settings.state}")
     for problem in misspelt_variables(os.environ):
         print(f"WARN environment: {problem}")
+    for note in defaults_notes(settings.defaults):
+        print(f"WARN config: {note}")
     if (owner := _other_owner(settings.state)) is not None:  # root passes every permission
         print(
             f"WARN user: run as root, which every folder lets in; the state folder belongs to "

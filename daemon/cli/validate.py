@@ -33,7 +33,13 @@ def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
     from daemon.intake.jsonload import SidecarError, read_limited
     from daemon.intake.resolve import style_problems
-    from daemon.intake.sidecar import lossless_note, merge_params, parse_sidecar, unused
+    from daemon.intake.sidecar import (
+        defaults_notes,
+        lossless_note,
+        merge_params,
+        parse_sidecar,
+        unused,
+    )
     from daemon.intake.styles import StyleError, blend_defaults
 
     path: Path = args.file
@@ -102,7 +108,9 @@ def command(args: argparse.Namespace) -> int:
         return 1
     output = sidecar.output
     fmt = output.format if output and output.format else limits.output_format
-    for note in (*unused(given, params), lossless_note(output.quality if output else None, fmt)):
+    config_notes = defaults_notes(settings.defaults) if settings is not None else []
+    lossless = lossless_note(output.quality if output else None, fmt)
+    for note in (*config_notes, *unused(given, params), lossless):
         if note is not None:
             print(f"{path}: {note}")
     if library is None:

@@ -93,6 +93,13 @@ def unused(values: Mapping[str, Any], params: RenderParams) -> list[str]:
     return notes
 
 
+def defaults_notes(defaults: RenderParams) -> list[str]:
+    """`unused` for a config's [defaults] (a photographer's trial: both weights there passed
+    `validate --config` without a word), for where the file is checked or taken."""
+    given = {name: getattr(defaults, name) for name in defaults.model_fields_set}
+    return [f"defaults: {note.removeprefix('note: ')}" for note in unused(given, defaults)]
+
+
 def lossless_note(
     quality: int | None, output_format: str, key: str = "output.quality"
 ) -> str | None:
