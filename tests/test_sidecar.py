@@ -84,6 +84,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"scale": 2}}, "did you mean 'multiscale' or 'style_scale'? rename it, or"),
         ({"params": {"strenght": 1}}, "did you mean 'strength'? rename it, or remove it"),
         ({"params": {"strength": 1.5}}, "(got 1.5); for more style than strength 1 gives (style_"),
+        ({"params": {"strength": -1}}, "(got -1); for less style than strength 0 gives (style_"),
         ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
         ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),

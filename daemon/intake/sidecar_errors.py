@@ -250,13 +250,22 @@ def describe_errors(
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
             told = error_text(item, _example(model_path), numbers)
-            if kind == "less_than_equal" and model_path[-1:] == ["strength"]:
-                # a photographer's trial: 1.5 for more style than 1 gives
-                most = style_weight_for(1.0)
-                told += f"; for more style than strength 1 gives (style_weight {most:g}), set "
-                told += "style_weight instead"
-            problems.append(f"{where}: {told}")
+            problems.append(f"{where}: {told}{_strength_beyond(kind, model_path, item)}")
     return problems
+
+
+def _strength_beyond(kind: str, model_path: list[str], item: ErrorDetails) -> str:
+    """Where a strength outside 0-1 asks for: more or less style than the scale gives (a
+    photographer's trials: 1.5, and then -1, which was told only the bound)."""
+    if model_path[-1:] != ["strength"] or not isinstance(item.get("input"), int | float):
+        return ""
+    ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
+    if kind not in ends:
+        return ""
+    what, end = ends[kind]
+    weight = style_weight_for(end)
+    told = f"; for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
+    return told + "style_weight instead"
 
 
 def _value_case(model_path: list[str], got: object) -> str:
@@ -316,6 +325,8 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
     if kind == "too_short":
         message = f"has {context.get('actual_length')} items; at least {context.get('min_length')}"
         message += " needed"
+    if isinstance(got, float) and not math.isfinite(got):  # `render --strength nan`: "<= 1"
+        return f"must be a finite number (got {shown(got)})"
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
