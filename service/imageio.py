@@ -24,7 +24,7 @@ from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 from service import decode_cost
 from service.errors import FileUnreadableError, ImageInputError
 from service.files import NotAFile, open_regular
-from service.params import output_format
+from service.params import DEFAULT_QUALITY, output_format
 
 pillow_heif.register_heif_opener()
 
@@ -452,7 +452,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def encode_image(
     image: Image.Image,
     format: str = "jpg",
-    quality: int = 92,
+    quality: int = DEFAULT_QUALITY,
     exif: bytes | None = None,
     icc: bytes | None = None,
     location: bool = True,

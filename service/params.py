@@ -110,6 +110,7 @@ MAX_SIZE = 16384  # the largest output long side anyone may ask for
 # other usual spellings are accepted for them (`output_format`).
 OutputFormat = Literal["jpg", "png", "webp", "tiff"]
 FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
+DEFAULT_QUALITY = 92  # of JPEG and WebP results: settings' output_quality, render's --quality
 # The starts named by a word; "image" comes with a file instead (`stylefold render --init PATH`).
 NAMED_INITS: tuple[str, ...] = tuple(name for name in get_args(Init) if name != "image")
 

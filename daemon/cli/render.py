@@ -23,7 +23,14 @@ from daemon.cli.common import described
 from daemon.config import Settings
 from daemon.exitcodes import ExitCode
 from daemon.fsutil import atomic_write
-from service.params import NAMED_INITS, STOPPED, OutputFormat, RenderParams, output_format
+from service.params import (
+    DEFAULT_QUALITY,
+    NAMED_INITS,
+    STOPPED,
+    OutputFormat,
+    RenderParams,
+    output_format,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -148,9 +155,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument(
         "--quality",
         type=_quality,
-        default=92,
         metavar="1..100",
-        help="JPEG/WebP quality (default: 92)",
+        help="JPEG/WebP quality (default: the config's output_quality, else 92)",
     )
     parser.add_argument(
         "--strip-location",
@@ -370,8 +376,9 @@ def _render(args: argparse.Namespace) -> int:
     from service.imageio import encode_result
 
     strip = args.strip_location or (settings is not None and settings.strip_location)
+    quality = args.quality or (settings.output_quality if settings else DEFAULT_QUALITY)
     data, notes = encode_result(
-        result.image, images.content, format=image_format, quality=args.quality, location=not strip
+        result.image, images.content, format=image_format, quality=quality, location=not strip
     )
     # The outbox's atomic write: never half a file, and the usual 0666 & ~umask mode.
     atomic_write(args.output, data)

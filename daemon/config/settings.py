@@ -35,7 +35,7 @@ from daemon.config.fields import (
     split_list,
 )
 from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
-from service.params import OutputFormat, RenderParams
+from service.params import DEFAULT_QUALITY, OutputFormat, RenderParams
 from service.weights import WeightsConfig
 
 # The TOML file is chosen per call (`--config` or STYLEFOLD_CONFIG), but pydantic-settings fixes
@@ -210,7 +210,7 @@ class Settings(BaseSettings):
         json_schema_extra=APPLIED_LIVE,
     )
     output_quality: int = Field(
-        92,
+        DEFAULT_QUALITY,
         ge=1,
         le=100,
         description="JPEG/WebP quality, 1-100 (higher: larger files); a sidecar's "
