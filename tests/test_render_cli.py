@@ -1,5 +1,6 @@
 """`stylefold render` as a user runs it: a real process, real files, exit codes, one-line errors."""
 
+import io
 import json
 import shutil
 import stat
@@ -342,8 +343,9 @@ def test_a_config_s_defaults_and_weights_apply_under_the_flags(
     (a photographer's trial: they were ignored, and only the library was read), under the
     style's defaults and the flags, as in the daemon; and so do its weights."""
     content, style = photos
-    out = tmp_path / "out.png"
-    config = _config(tmp_path, library, "[defaults]", "size = 36", "iterations = 2")
+    out = tmp_path / "out.jpg"
+    lines = ("output_quality = 40", "[defaults]", "size = 36", "iterations = 2")
+    config = _config(tmp_path, library, *lines)
     for spec, flags, expected in (
         (style, [], "36x24, 2 iterations"),  # a file: the config's defaults
         (style, ["--size", "30"], "30x20, 2 iterations"),  # a flag over them
@@ -351,6 +353,11 @@ def test_a_config_s_defaults_and_weights_apply_under_the_flags(
     ):
         done = _run(content, spec, "-o", out, "--config", config, *flags, cwd=tmp_path)
         assert done.returncode == 0 and expected in done.stderr, (spec, flags, done.stderr)
+    # The config's output_quality too, as the daemon would write the result.
+    at_40 = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(at_40, "JPEG", quality=40)
+    with Image.open(out) as written, Image.open(at_40) as expected_tables:
+        assert written.quantization == expected_tables.quantization  # type: ignore[attr-defined]
     broken = tmp_path / "vgg19.pth"
     broken.write_bytes(b"not a weights file")
     config = _config(tmp_path, library, f'weights = {{vgg19 = "{broken}"}}')
