@@ -496,6 +496,19 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     ) in resolved.notes
     plain = resolve(_pair(folders, "other.jpg", {"style": "waves"}), settings, library)
     assert plain.notes == ()
+    # In a blend only the heaviest style's apply; the others' are named (a photographer's
+    # trial: dropped without a word).
+    lighter = [{"name": "waves", "weight": 2}, {"name": "mosaic"}]
+    mixed = resolve(_pair(folders, "blend.jpg", {"style": lighter}), settings, library)
+    assert mixed.notes == (
+        "style waves has no defaults in the style library; mosaic's left out: a blend takes "
+        "the heaviest style's (the first among equals)",
+    )
+    heavier = [{"name": "mosaic", "weight": 2}, {"name": "waves"}]
+    mixed = resolve(_pair(folders, "blend2.jpg", {"style": heavier}), settings, library)
+    assert mixed.notes == (
+        "style mosaic's defaults from the style library: strength 0.3 (a sidecar overrides)",
+    )
     spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "third.jpg", {"style": "mosaic"}))
     assert job.params.strength == 0.3

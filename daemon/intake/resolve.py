@@ -128,12 +128,25 @@ def _unreadable_photo(arrival: Arrival, settings: Settings) -> str | None:
 
 def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar") -> str | None:
     """Where params the sender did not write came from, when a style's JSON gave them (a
-    photographer could not tell why a result was gentle); `overrides`: what would override."""
+    photographer could not tell why a result was gentle), and a blend's other styles whose
+    JSON was left out (another's: silent); `overrides`: what would override."""
     source = defaults_from(styles)
-    if source is None or not source.defaults:
+    if source is None:
         return None
+    left = [style.name for style in styles if style is not source and style.defaults]
+    unused = (
+        f"; {', '.join(left)}'s left out: a blend takes the heaviest style's (the first among "
+        "equals)"
+        if left
+        else ""
+    )
+    if not source.defaults:
+        return f"style {source.name} has no defaults in the style library{unused}" if left else None
     given = ", ".join(f"{key} {value}" for key, value in source.defaults.items())
-    return f"style {source.name}'s defaults from the style library: {given} ({overrides} overrides)"
+    return (
+        f"style {source.name}'s defaults from the style library: {given} ({overrides} "
+        f"overrides){unused}"
+    )
 
 
 def style_problems(
