@@ -305,11 +305,12 @@ class Engine:
         assert x is not None and result is not None
         seconds = time.perf_counter() - reporter.started
         shortest = _style_min_side(params)
-        floored = (
-            schedule.style_floor_note(style.image.size, sizes[-1], params.style_scale, shortest)
+        said = (
+            told(style.image.size, sizes[-1], params.style_scale, shortest)
             for style in styles
+            for told in (schedule.style_floor_note, schedule.style_upscale_note)
         )
-        notes = tuple(dict.fromkeys(note for note in floored if note is not None))
+        notes = tuple(dict.fromkeys(note for note in said if note is not None))
         style_sizes = tuple(
             schedule.style_dimensions(style.image.size, sizes[-1], params.style_scale, shortest)
             for style in styles

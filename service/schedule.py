@@ -117,6 +117,23 @@ def style_floor_note(
     )
 
 
+def style_upscale_note(
+    style: tuple[int, int], output: tuple[int, int], scale: float, min_side: int = STYLE_MIN_SIDE
+) -> str | None:
+    """A note for a style image the output's size (times `scale`) enlarged more than twice
+    (a photographer's trial: a 40x25 style at style_scale 4, not a word where an enlarged photo
+    gets one). Not for the floor's own enlargement of a small style at a small size."""
+    asked = style_dimensions(style, output, scale, 1)
+    if max(asked) <= 2 * max(style):
+        return None
+    used = style_dimensions(style, output, scale, min_side)
+    lower = " or a lower style_scale" if scale > 1 else ""
+    return (
+        f"the style image is only {style[0]}x{style[1]} px, enlarged to {used[0]}x{used[1]} for "
+        f"this output, so its strokes are soft (send a larger style image{lower})"
+    )
+
+
 def upscale_note(photo: tuple[int, int], output: tuple[int, int]) -> str | None:
     """A note for a result more than twice the photo's size (an 8x8 photo became 192x192 with
     no word): its detail is the upscaled photo's, soft."""

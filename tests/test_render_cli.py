@@ -64,6 +64,12 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     assert "note: the photo is only 48x32 px, upscaled to 112x75, so the result is soft" in (
         done.stderr
     )
+    # and so is a style image enlarged more than twice (a photographer's trial: 14 times)
+    Image.open(style).resize((24, 16)).save(tmp_path / "tiny_style.png")
+    finest = ("--size", "64", "--style-scale", "3", "--iterations", "1", "--device", "cpu")
+    done = _run(content, "tiny_style.png", "-o", out, *finest, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note: the style image is only 24x16 px, enlarged to " in done.stderr, done.stderr
 
 
 def test_a_transparent_photo_s_result_is_transparent_where_the_format_can_be(

@@ -19,6 +19,7 @@ from service.schedule import (
     style_dimensions,
     style_floor_note,
     style_layer_weights,
+    style_upscale_note,
 )
 
 
@@ -166,3 +167,15 @@ def test_a_style_scale_the_floor_overrode_gets_a_note() -> None:
     assert style_floor_note((800, 600), (512, 384), 0.5) is None  # 256x192: as asked
     assert style_floor_note((800, 600), (64, 48), 1.0) is None  # floored, but nothing asked
     assert style_floor_note((800, 600), (64, 48), 2.0) is None
+
+
+def test_a_style_image_enlarged_more_than_twice_gets_a_note() -> None:
+    """A photographer's trial: a 40x25 style at style_scale 4 was enlarged 14 times without a
+    word, where an enlarged photo is told."""
+    note = style_upscale_note((40, 25), (128, 85), 4.0)
+    assert note is not None and note.startswith("the style image is only 40x25 px, enlarged to ")
+    assert note.endswith("(send a larger style image or a lower style_scale)")
+    assert style_upscale_note((200, 138), (512, 353), 1.0) is not None  # 2.5 times
+    assert style_upscale_note((400, 276), (512, 353), 1.0) is None
+    # A small style at a small size: the floor's own enlargement is not the sender's doing.
+    assert style_upscale_note((48, 48), (48, 36), 1.0) is None

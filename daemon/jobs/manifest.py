@@ -153,11 +153,11 @@ class Manifest(_Part):
     )
     notes: list[str] = Field(
         default_factory=list,
-        description="Where the picture differs from what the params seem to ask: a photo "
-        "upscaled more than twice, a style_scale the style image's floor overrode, a partly "
-        "transparent photo's result in a format without transparency, an animation or a multi-page "
-        "file of which only the first frame was painted (the job log "
-        "has these, and the claim's: weights, seeds and style defaults that did nothing).",
+        description="Where the picture differs from what the params seem to ask: a photo or a "
+        "style image enlarged more than twice, a style_scale the style image's floor overrode, "
+        "a partly transparent photo's result in a format without transparency, an animation or "
+        "a multi-page file of which only the first frame was painted (the job log has these, "
+        "and the claim's: weights, seeds and style defaults that did nothing).",
     )
     peak_memory_bytes: int = Field(
         ge=0, description="Peak device memory of the render (shared by the jobs of a batch)."
