@@ -150,12 +150,12 @@ def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) 
     not `fit` (too small for the network at the photo's aspect) are left out before the
     iterations are shared, so the first pass that runs gets the job's cap (or the sketch's
     share of it); each finer one a share of the one before's (at least `FINER_MIN`, or the one
-    before's cap if that is smaller); `refit` lowers them once a pass has run. A cap of 0 is
-    one pass of 0 iterations at the output size."""
+    before's cap if that is smaller); `refit` lowers them once a pass has run. A cap of 0 or
+    1 is one pass at the output size."""
     size = params.size
     sides = [size]
-    if params.multiscale == "off" or params.iterations == 0:
-        pass  # 0 returns the start as it is: no pass may add iterations (a photographer's trial)
+    if params.multiscale == "off" or params.iterations < 2:
+        pass  # 0 returns the start as it is, and 1 cannot be shared (a photographer's trial)
     elif size > AUTO_ABOVE:
         while sides[0] // 2 >= MIN_SIDE:
             sides.insert(0, sides[0] // 2)
@@ -164,7 +164,9 @@ def plan(params: RenderParams, fits: Callable[[int], bool] = lambda side: True) 
     sides = [side for side in sides[:-1] if fits(side)] + [size]
     sketch = len(sides) > 1 and size <= AUTO_ABOVE
     share, deep = (AFTER_SKETCH_SHARE, 1.0) if sketch else (FINER_SHARE, REFINE_DEEP_WEIGHT)
-    cap = max(1, round(params.iterations * SKETCH_SHARE)) if sketch else params.iterations
+    # Rounded down, so that a sketch and its output pass never run more than the cap (a
+    # re-test: 3 iterations ran 2 + 2 and said "at the iteration cap").
+    cap = max(1, int(params.iterations * SKETCH_SHARE)) if sketch else params.iterations
     stages = []
     for index, side in enumerate(sides):
         final = index == len(sides) - 1

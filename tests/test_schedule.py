@@ -41,12 +41,19 @@ def test_on_sketches_outputs_up_to_the_threshold_at_half_size() -> None:
         assert sketch.deep_style == output.deep_style == 1.0
 
 
-def test_no_iterations_is_one_pass_of_none_at_any_size() -> None:
+def test_no_iterations_or_one_is_one_pass_at_any_size() -> None:
     """`iterations: 0` returns the start as it is; a sketch or coarse pass made it 1-2 steps
-    (a photographer's trial: "2 iterations (at the iteration cap)")."""
-    for size, multiscale in itertools.product((96, 660, 2048), ("auto", "on")):
-        stages = plan(RenderParams(size=size, iterations=0, multiscale=multiscale))
-        assert [(s.long_side, s.iterations) for s in stages] == [(size, 0)]
+    (a photographer's trial: "2 iterations (at the iteration cap)"). One cannot be shared."""
+    for size, multiscale, cap in itertools.product((96, 660, 2048), ("auto", "on"), (0, 1)):
+        stages = plan(RenderParams(size=size, iterations=cap, multiscale=multiscale))
+        assert [(s.long_side, s.iterations) for s in stages] == [(size, cap)]
+
+
+def test_a_sketch_and_its_output_pass_never_run_more_than_the_cap() -> None:
+    """A re-test: 3 iterations ran a sketch of 2 and an output pass of 2."""
+    for cap in range(2, 40):
+        stages = plan(RenderParams(size=96, iterations=cap, multiscale="on"))
+        assert len(stages) == 2 and sum(s.iterations for s in stages) <= cap, (cap, stages)
 
 
 def test_off_means_one_scale_at_any_size() -> None:
