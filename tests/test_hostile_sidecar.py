@@ -28,7 +28,7 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"size": "256"}, ("params.size", "without quotes: 256")),
     ({"iterations": "many"}, ("params.iterations", "a whole number such as 300, without quotes")),
     ({"content_weight": "lots"}, ("params.content_weight", "a number such as 1, without")),
-    ({"size": 256.0}, ("params.size", "whole number")),
+    ({"size": 256.5}, ("params.size", "whole number")),  # 256.0 is 256, as JSON Schema says
     ({"seed": False}, ("params.seed", "not numbers")),
     ({"content_weight": "1"}, ("params.content_weight", "without quotes: 1")),
     ({"style_weight": True}, ("params.style_weight", "not numbers")),
