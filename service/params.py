@@ -94,6 +94,19 @@ def style_weight_for(strength: float) -> float:
     return float(10 ** (low + strength * (high - low)))
 
 
+def beyond_strength(error_type: str) -> str:
+    """For a strength past 1 or below 0 (pydantic's `less_than_equal`/`greater_than_equal`):
+    the style_weight that goes further (photographers' trials: 1.5, then -1, told only the
+    bound), for every place that tells it: sidecars, style defaults, flags, config files."""
+    ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
+    if error_type not in ends:
+        return ""
+    what, end = ends[error_type]
+    weight = style_weight_for(end)
+    told = f"; for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
+    return told + "style_weight instead"
+
+
 def strength_of(style_weight: float) -> float:
     """The strength a style weight corresponds to, clamped to [0, 1] (`style_weight_for`'s
     inverse inside the range)."""

@@ -420,3 +420,15 @@ def test_nested_lists_from_environment_as_a_b_or_json(
     monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYER_WEIGHTS", "1,heavy")
     with pytest.raises(ConfigError, match="style_layer_weights"):
         load_settings(None, folders)
+
+
+def test_a_strength_beyond_its_scale_is_told_the_style_weight_to_set(
+    folders: dict[str, Any], tmp_path: Path
+) -> None:
+    """As a sidecar's is (a re-test: a config's -1 was told only the bound)."""
+    for strength, what in ((-1, "less style than strength 0"), (1.5, "more style than strength 1")):
+        config = tmp_path / f"strength{strength}.toml"
+        config.write_text(f"[defaults]\nstrength = {strength}\n")
+        told = error_of(config, folders)
+        assert "defaults.strength: Input should be" in told and f"(got {strength})" in told, told
+        assert f"; for {what} gives (style_weight " in told and "set style_weight instead" in told

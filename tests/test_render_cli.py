@@ -155,6 +155,7 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         (["{content}", "{style}", "{style}", "--style-blend", "1e308", "1e308"], "smaller"),
         # "less than or equal to 1 (got nan)" (a photographer's trial): the bound is not why
         (["{content}", "{style}", "--strength", "nan"], "--strength: must be a finite number"),
+        (["{content}", "{style}", "--strength", "-1"], "for less style than strength 0 gives ("),
         (
             ["{content}", "{style}", "--content-weight", "0", "--style-weight", "0"],
             "error: content_weight and style_weight are both 0",

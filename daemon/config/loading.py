@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
 from service.files import NotAFile, open_regular
+from service.params import beyond_strength
 
 
 class ConfigError(Exception):
@@ -85,7 +86,8 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             got = problem.get("input")
             plain = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if plain else ""
-            lines.append(f"{name}: {message}{shown}; {_fix_hint(loc)}")
+            beyond = beyond_strength(problem["type"]) if loc[-1:] == ("strength",) else ""
+            lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc)}")
     return "\n".join(lines)
 
 

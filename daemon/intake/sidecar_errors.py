@@ -27,7 +27,7 @@ from daemon.intake.sidecar_model import (
     StyleRef,
     name_in,
 )
-from service.params import NAMED_INITS, RenderParams, style_weight_for
+from service.params import NAMED_INITS, RenderParams, beyond_strength
 
 
 def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
@@ -250,22 +250,8 @@ def describe_errors(
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
             told = error_text(item, _example(model_path), numbers)
-            problems.append(f"{where}: {told}{_strength_beyond(kind, model_path, item)}")
+            problems.append(f"{where}: {told}")
     return problems
-
-
-def _strength_beyond(kind: str, model_path: list[str], item: ErrorDetails) -> str:
-    """Where a strength outside 0-1 asks for: more or less style than the scale gives (a
-    photographer's trials: 1.5, and then -1, which was told only the bound)."""
-    if model_path[-1:] != ["strength"] or not isinstance(item.get("input"), int | float):
-        return ""
-    ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
-    if kind not in ends:
-        return ""
-    what, end = ends[kind]
-    weight = style_weight_for(end)
-    told = f"; for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
-    return told + "style_weight instead"
 
 
 def _value_case(model_path: list[str], got: object) -> str:
@@ -327,11 +313,12 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
         message += " needed"
     if isinstance(got, float) and not math.isfinite(got):  # `render --strength nan`: "<= 1"
         return f"must be a finite number (got {shown(got)})"
+    beyond = beyond_strength(kind) if item["loc"][-1:] == ("strength",) else ""
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
         value = f" (got {shown(got)})"
-    return f"{message}{value}{_type_fix(kind, got, example, numbers)}"
+    return f"{message}{value}{_type_fix(kind, got, example, numbers)}{beyond}"
 
 
 def _object_fix(model_path: list[str], got: object) -> str:
