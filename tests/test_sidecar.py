@@ -442,6 +442,8 @@ SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encodi
         {"style": "mosaic", "params": {"init": "noise", "strength": 0.5}},
         {"style": [{"name": "mosaic"}, {"name": "waves", "weight": 2}]},
         {"params": {"size": 128.0, "seed": 3.0}, "output": {"quality": 90.0}},
+        {"style": "Été 2.v-1_x y"},  # the name rule's letters are Unicode's
+        {"style": {"file": "mine (2).JPG"}},
     ],
 )
 def test_what_the_daemon_takes_the_shipped_schema_takes(accepted: dict[str, Any]) -> None:
@@ -470,6 +472,16 @@ def test_a_whole_number_written_as_a_float_is_that_number() -> None:
         {"style": ""},
         {"style": [{"name": ""}]},
         {"style": "x" * 129},
+        {"style": ".hidden"},  # a re-test: these passed the schema
+        {"style": "../etc"},
+        {"style": "a/b"},
+        {"style": "trailing "},
+        {"style": [{"name": " "}]},
+        {"style": {"file": ""}},
+        {"style": {"file": "../x.jpg"}},
+        {"style": {"file": "sub\\x.jpg"}},
+        {"style": {"file": ".jpg"}},
+        {"style": {"file": "x" * 256}},
         {"output": {"format": "gif"}},
         {"params": {"init": "image"}},
     ],
@@ -478,6 +490,18 @@ def test_what_the_shipped_schema_can_tell_is_wrong_it_refuses(refused: dict[str,
     with pytest.raises(SidecarError):
         parse_sidecar(json.dumps(refused))
     assert list(SCHEMA.iter_errors(refused))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12), st.booleans())
+def test_any_name_the_daemon_takes_the_shipped_schema_takes(name: str, file: bool) -> None:
+    """The schema's name and file patterns are a superset of the daemon's rules, Unicode too."""
+    sidecar = {"style": {"file": name} if file else name}
+    try:
+        parse_sidecar(json.dumps(sidecar))
+    except SidecarError:
+        return
+    assert not list(SCHEMA.iter_errors(sidecar)), sidecar
 
 
 @settings(max_examples=300, deadline=None)

@@ -104,9 +104,26 @@ def check_file_name(name: str) -> str:
     return name
 
 
-# What the published schema can say of a name (the name rule's \w is Unicode in Python, ASCII
-# in most JSON Schema validators): an empty name passed the schema and was refused here.
-NAME_SCHEMA = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH})
+# What the published schema can say of a name: no more than the rules above, so that it never
+# refuses what the daemon takes (the name rule's \w is Unicode in Python, ASCII in most JSON
+# Schema validators): not empty, no separator, no "..", no hidden name, no space at either end
+# (an empty name, "../etc" and ".hidden" passed the schema and were refused here).
+NAME_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_LENGTH,
+        "pattern": r"^(?!.*\.\.)(?!.*\s$)[^\s./\\][^/\\]*$",
+    }
+)
+FILE_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": r"^(?!.*\s$)[^\s./\\][^/\\]*$",
+    }
+)
 StyleName = Annotated[str, AfterValidator(check_style_name), NAME_SCHEMA]
 
 
@@ -126,7 +143,7 @@ class StyleFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: Annotated[str, AfterValidator(check_file_name)] = Field(
+    file: Annotated[str, AfterValidator(check_file_name), FILE_SCHEMA] = Field(
         description="Bare file name of an image in the same inbox folder as the sidecar."
     )
 
