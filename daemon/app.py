@@ -45,7 +45,7 @@ from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.live import Blocked
 from daemon.jobs.retry_on_fix import FixWatch
 from daemon.jobs.store import Store, StoreError
-from daemon.lock import InboxLock, LockError, StateLock, holder
+from daemon.lock import InboxLock, LockError, StateLock, holder, nested_inbox
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
@@ -171,6 +171,14 @@ class Daemon:
         if not locked:
             unlocked = "cannot lock the inbox folder here; a second daemon would not be kept out"
             log.warning("daemon.inbox_unlocked", inbox=str(self.settings.inbox), why=unlocked)
+        if (other := nested_inbox(self.settings.inbox)) is not None:
+            pid, folder = other
+            where = "inside" if folder.is_relative_to(self.settings.inbox.resolve()) else "around"
+            raise LockError(
+                f"another stylefold daemon (pid {pid}) is watching the inbox {folder}, {where} "
+                f"this one's ({self.settings.inbox}): both would take its photos; stop it, or "
+                "give each daemon an inbox that holds no other's"
+            )
         check_folders(self.settings, create=True)
         self.lock.acquire()
 

@@ -15,6 +15,7 @@ on different machines sharing one state directory also exclude each other.
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -165,19 +166,72 @@ def state_of(pid: int) -> Path | None:
     return None
 
 
+def _folder_flocks() -> dict[str, int]:
+    """Linux's /proc/locks: each flocked file's "<maj>:<min>:<inode>" and its holder's pid;
+    empty where /proc cannot tell."""
+    try:
+        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return {}
+    held = {}
+    for line in text.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[4].isdigit():
+            held[fields[5]] = int(fields[4])
+    return held
+
+
+def _where(info: os.stat_result) -> str:
+    return f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+
+
 def inbox_holder(inbox: Path) -> int | None:
     """The pid of the daemon watching `inbox` (its `InboxLock`), read from Linux's /proc/locks
     without taking the lock: trying it would make a daemon starting at that moment exit. None
     when none is found (or /proc cannot tell)."""
     try:
         seen = inbox.stat()
-        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
-    where = f"{os.major(seen.st_dev):02x}:{os.minor(seen.st_dev):02x}:{seen.st_ino}"
-    for line in text.splitlines():
-        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
-            with contextlib.suppress(ValueError):
-                return int(fields[4])
+    return _folder_flocks().get(_where(seen))
+
+
+def nested_inbox(inbox: Path) -> tuple[int, Path] | None:
+    """Another daemon's inbox around or inside this one (its pid and folder): the inbox lock
+    keeps out a second daemon on the same folder only, and a re-test started one on a
+    subfolder of a watched inbox, both then racing for its photos. A folder inside is found by
+    the holder's open descriptor (readable where /proc lets us: the same user, or root)."""
+    held = {where: pid for where, pid in _folder_flocks().items() if pid != os.getpid()}
+    if not held:
+        return None
+    inbox = inbox.resolve()
+    for folder in inbox.parents:
+        with contextlib.suppress(OSError):
+            if (pid := held.get(_where(folder.stat()))) is not None and _is_daemon(pid):
+                return pid, folder
+    for where, pid in held.items():
+        for folder in _open_folders(pid):
+            if not folder.is_relative_to(inbox) or folder == inbox:
+                continue
+            with contextlib.suppress(OSError):
+                info = folder.stat()  # a folder: a daemon's lock file may lie in the tree too
+                if stat.S_ISDIR(info.st_mode) and _where(info) == where and _is_daemon(pid):
+                    return pid, folder
     return None
+
+
+def _is_daemon(pid: int) -> bool:
+    """Whether `pid` runs stylefold (another program may flock a folder for its own ends)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"stylefold" in command or b"daemon.cli" in command
+
+
+def _open_folders(pid: int) -> list[Path]:
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return []
+    return [Path(link) for link in links if link.startswith("/")]

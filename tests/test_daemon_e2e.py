@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -805,6 +806,30 @@ def test_a_second_daemon_on_the_same_inbox_refuses(shared: Daemon, tmp_path: Pat
     assert str(shared.folders.inbox) in result.stdout
     # An operator's trial: each refusal left an empty state2/ with archive/ and lock in it.
     assert not (tmp_path / "state2").exists()
+
+
+def test_a_second_daemon_on_a_folder_inside_or_around_the_inbox_refuses(
+    shared: Daemon, tmp_path: Path
+) -> None:
+    """A re-test: a daemon on a subfolder of a watched inbox started, and both would have
+    taken its photos; so would one whose inbox holds the watched one."""
+    inside = shared.folders.inbox / "nested-inbox"
+    inside.mkdir()
+    config = shared.folders.root / "stylefold.toml"
+    styles = shutil.copytree(shared.folders.styles, tmp_path / "styles")  # outside either inbox
+    for n, (inbox, where) in enumerate(((inside, "around"), (shared.folders.root, "inside"))):
+        state = tmp_path / f"state{n}"
+        result = subprocess.run(
+            [*CLI, "run", "--config", str(config), "--inbox", str(inbox), "--state", str(state),
+             "--outbox", str(tmp_path / f"outbox{n}"), "--styles", str(styles),
+             "--log-format", "json"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == ExitCode.CONFIG, result.stdout + result.stderr
+        told = f"another stylefold daemon (pid {shared.process.pid}) is watching the inbox "
+        assert told + f"{shared.folders.inbox}, {where} this one's" in result.stdout, result.stdout
+        assert not state.exists()
+    inside.rmdir()
 
 
 def test_a_state_folder_that_cannot_be_made_stops_the_start_and_says_why(
