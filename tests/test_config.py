@@ -266,10 +266,19 @@ def test_symlinked_outbox_into_inbox_refused(folders: dict[str, Any], tmp_path: 
 
 
 def test_uncreatable_state_named(folders: dict[str, Any], tmp_path: Path) -> None:
+    """A file in the way is named as such, by `run` and by the checks that create nothing
+    (a re-test: "fix its permissions"; doctor said "ok", then failed to take the lock)."""
     (tmp_path / "blocker").write_text("x")
-    message = error_of(None, {**folders, "state": tmp_path / "blocker" / "state"})
-    assert message.startswith("state: cannot create")
-    assert "STYLEFOLD_STATE" in message
+    blocked = tmp_path / "blocker" / "state"
+    for create in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, {**folders, "state": blocked}, create_dirs=create)
+        message = str(caught.value)
+        assert message.startswith(f"state: {blocked} cannot be created: {tmp_path / 'blocker'} ")
+        assert "is a file, not a folder" in message and "STYLEFOLD_STATE" in message
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, {**folders, "state": tmp_path / "blocker"}, create_dirs=create)
+        assert str(caught.value).startswith(f"state: {tmp_path / 'blocker'} is a file, not a")
 
 
 def test_create_dirs_false_creates_nothing(folders: dict[str, Any]) -> None:

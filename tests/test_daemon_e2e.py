@@ -26,6 +26,7 @@ from conftest import (
     REPO,
     Daemon,
     Folders,
+    as_an_ordinary_user,
     image_bytes,
     iso_media,
     make_folders,
@@ -836,19 +837,21 @@ def test_a_state_folder_that_cannot_be_made_stops_the_start_and_says_why(
     shared: Daemon, tmp_path: Path
 ) -> None:
     """Folders are made once the daemon holds the inbox (its own here); one that cannot be made
-    is a configuration error, named with its setting."""
+    (here a folder the daemon's user may not write into) is a configuration error, named with
+    its setting."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (tmp_path / "file").write_text("")
+    (tmp_path / "shut").mkdir(mode=0o555)
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(
-        [*CLI, "run", "--config", str(config), "--inbox", str(inbox),
-         "--outbox", str(tmp_path / "outbox"), "--state", str(tmp_path / "file" / "state"),
+        [*as_an_ordinary_user(), *CLI, "run", "--config", str(config), "--inbox", str(inbox),
+         "--outbox", str(tmp_path / "outbox"), "--state", str(tmp_path / "shut" / "state"),
          "--log-format", "json"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == ExitCode.CONFIG, result.stdout + result.stderr
-    assert "state: cannot create" in result.stdout and "daemon.config_error" in result.stdout
+    told = f"state: cannot create {tmp_path / 'shut' / 'state'} (Permission denied)"
+    assert told in result.stdout and "daemon.config_error" in result.stdout, result.stdout
 
 
 def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_is_broken(

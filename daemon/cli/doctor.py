@@ -14,7 +14,7 @@ from pathlib import Path
 
 from daemon.cli.common import folder_flags, read_settings, subcommand
 from daemon.config import ConfigError, Settings
-from daemon.config.loading import misspelt_variables
+from daemon.config.loading import misspelt_variables, nearest_existing
 from daemon.visible import visible_lines
 
 
@@ -174,8 +174,8 @@ def command(args: argparse.Namespace) -> int:
         ("devices", lambda: _device_check(settings.devices)),
         ("weights", lambda: _weights_check(settings)),
         ("inotify", lambda: _inotify_check(settings.inbox)),
-        ("outbox space", lambda: _space_check("outbox", _existing(settings.outbox))),
-        ("state space", lambda: _space_check("state", _existing(settings.state))),
+        ("outbox space", lambda: _space_check("outbox", nearest_existing(settings.outbox))),
+        ("state space", lambda: _space_check("state", nearest_existing(settings.state))),
         ("state database", lambda: _database_check(settings.state)),
         ("lock", lambda: _lock_check(settings.state, settings.inbox)),
     ]
@@ -222,12 +222,6 @@ def _extras_check(settings: Settings) -> tuple[bool, str]:
         return False, "extras: " + "; ".join(missing)
     used = [module for module, (wanted, _) in needed.items() if wanted]
     return True, f"extras: {', '.join(used)} installed" if used else "extras: none needed"
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _folders_check(settings: Settings) -> tuple[bool, str]:

@@ -303,6 +303,10 @@ def check_folders(settings: Settings, *, create: bool = True, writable: bool = T
             raise ConfigError(f"{name}: {path} is not readable; fix its permissions")
     for name in ("outbox", "state", "archive_dir"):
         path = real[name]
+        base = nearest_existing(path)
+        if not base.is_dir():  # a re-test: "fix its permissions", and doctor said "ok"
+            where = "is a file" if base == path else f"cannot be created: {base} is a file"
+            raise ConfigError(f"{name}: {path} {where}, not a folder; {_fix_hint((name,), 'set')}")
         if create:
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -317,6 +321,13 @@ def check_folders(settings: Settings, *, create: bool = True, writable: bool = T
                 f"{name}: {path} is not a {what} folder; fix its permissions or "
                 f"{_fix_hint((name,), 'set')}"
             )
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the closest folder above it that exists (where it would be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def named_config(given: Path | None) -> Path | None:
