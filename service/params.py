@@ -355,6 +355,11 @@ class RenderParams(BaseModel):
         return self
 
 
+def format_alias(value: object) -> object:
+    """A validator's step: a format name in any case or alias as its OutputFormat spelling."""
+    return output_format(value) if isinstance(value, str) else value
+
+
 def output_format(name: str) -> str:
     """`name` (any case, an alias or not) as an OutputFormat's spelling; unknown names as they
     are (lower case), for the caller to refuse."""

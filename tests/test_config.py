@@ -441,3 +441,10 @@ def test_a_strength_beyond_its_scale_is_told_the_style_weight_to_set(
         told = error_of(config, folders)
         assert "defaults.strength: Input should be" in told and f"(got {strength})" in told, told
         assert f"; for {what} gives (style_weight " in told and "set style_weight instead" in told
+
+
+def test_the_output_format_is_spelt_as_a_sidecar_may_spell_it(folders: dict[str, Any]) -> None:
+    """A re-test: a sidecar's "jpeg" was taken, the config file's refused."""
+    for given, meant in (("JPEG", "jpg"), ("tif", "tiff"), ("Png", "png")):
+        assert load_settings(None, {**folders, "output_format": given}).output_format == meant
+    assert "output_format" in error_of(None, {**folders, "output_format": "gif"})

@@ -42,7 +42,7 @@ from service.params import (
     FORMAT_ALIASES,
     OutputFormat,
     RenderParams,
-    output_format,
+    format_alias,
     whole,
 )
 
@@ -204,10 +204,6 @@ def _partial_params(value: Any, handler: ValidatorFunctionWrapHandler) -> Render
 ParamsOverride = Annotated[RenderParams, WrapValidator(_partial_params)]
 
 
-def _format_alias(value: object) -> object:
-    return output_format(value) if isinstance(value, str) else value
-
-
 def _any_case(names: list[str]) -> str:
     """A JSON Schema pattern (ECMA-262: no case-insensitive flag) for `names` in any case."""
     spelt = ["".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in names]
@@ -231,7 +227,7 @@ class OutputOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Annotated[OutputFormat | None, BeforeValidator(_format_alias), FORMAT_SCHEMA] = Field(
+    format: Annotated[OutputFormat | None, BeforeValidator(format_alias), FORMAT_SCHEMA] = Field(
         None,
         description="Output image format: jpg, png, webp or tiff, in any case (jpeg and tif are "
         "accepted as aliases).",
