@@ -204,7 +204,8 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     weights = folders.config(defaults={"strength": 0.5, "style_weight": 10})
     result = stylefold("validate", str(good), "--config", str(weights))
     assert result.returncode == 0 and "ok" in result.stdout
-    assert "defaults: style_weight 10 is given, so strength 0.5 is not used" in result.stdout
+    told = "note: defaults: style_weight 10 is given, so strength 0.5 is not used"
+    assert f"{weights}: {told}" in result.stdout, result.stdout  # the config's, not the sidecar's
 
     bad = write_json(tmp_path / "bad.json", {"style": "mosaic", "params": {"sise": 32}, "x": 1})
     result = stylefold("validate", str(bad))

@@ -157,6 +157,10 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         (["{content}", "{style}", "--strength", "nan"], "--strength: must be a finite number"),
         (["{content}", "{style}", "--strength", "-1"], "for less style than strength 0 gives ("),
         (
+            ["{content}", "{style}", "--style-layer-weights", "1", "1", "nan", "1", "1"],
+            "--style-layer-weights item 3: must be a finite number (got nan)",
+        ),
+        (
             ["{content}", "{style}", "--content-weight", "0", "--style-weight", "0"],
             "error: content_weight and style_weight are both 0",
         ),
@@ -351,7 +355,8 @@ def test_a_config_s_defaults_and_weights_apply_under_the_flags(
     style's defaults and the flags, as in the daemon; and so do its weights."""
     content, style = photos
     out = tmp_path / "out.jpg"
-    lines = ("output_quality = 40", "[defaults]", "size = 36", "iterations = 2")
+    both = ("strength = 0.5", "style_weight = 10.0")  # told, as validate and doctor tell it
+    lines = ("output_quality = 40", "[defaults]", "size = 36", "iterations = 2", *both)
     config = _config(tmp_path, library, *lines)
     for spec, flags, expected in (
         (style, [], "36x24, 2 iterations"),  # a file: the config's defaults
@@ -360,6 +365,7 @@ def test_a_config_s_defaults_and_weights_apply_under_the_flags(
     ):
         done = _run(content, spec, "-o", out, "--config", config, *flags, cwd=tmp_path)
         assert done.returncode == 0 and expected in done.stderr, (spec, flags, done.stderr)
+        assert "note: defaults: style_weight 10 is given, so strength 0.5" in done.stderr
     # The config's output_quality too, as the daemon would write the result.
     at_40 = io.BytesIO()
     Image.new("RGB", (8, 8)).save(at_40, "JPEG", quality=40)

@@ -315,9 +315,7 @@ def _params(
         params = RenderParams(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {error_text(e)}"
-            if e["loc"]
-            else error_text(e)
+            f"{_flag_of(e['loc'])}: {error_text(e)}" if e["loc"] else error_text(e)
             for e in exc.errors()
         )
         raise UsageError(problems) from None
@@ -335,11 +333,18 @@ def _params(
     return params
 
 
+def _flag_of(loc: tuple[int | str, ...]) -> str:
+    """The flag an error's place stands for: `--style-layer-weights` item 3, not the
+    `--style-layer-weights-2` a re-test was told (item numbers count from 1)."""
+    flag = "--" + str(loc[0]).replace("_", "-")
+    return flag + "".join(f" item {part + 1}" for part in loc[1:] if isinstance(part, int))
+
+
 def _render(args: argparse.Namespace) -> int:
     """Flags, then images (before torch is imported, so bad input fails in a fraction of a
     second), then the network and the render, then the file."""
     from daemon.intake.resolve import style_defaults_note
-    from daemon.intake.sidecar import lossless_note, unused
+    from daemon.intake.sidecar import defaults_notes, lossless_note, unused
     from daemon.intake.styles import blend_defaults
 
     blend = _blend(args)
@@ -353,7 +358,13 @@ def _render(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in told if getattr(args, name) is not None}
     image_format = _output_format(args.output)
     lossless = lossless_note(args.quality, image_format, "--quality")
-    for note in (style_defaults_note(resolved, "a flag"), *unused(flags, params), lossless):
+    config = [f"note: {told}" for told in defaults_notes(settings.defaults)] if settings else []
+    for note in (
+        *config,
+        style_defaults_note(resolved, "a flag"),
+        *unused(flags, params),
+        lossless,
+    ):
         if note is not None:
             print(note, file=sys.stderr)
     _not_an_input(args, style_files)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from daemon.cli.common import (
+    config_file,
     config_named,
     fail_config,
     folder_flags,
@@ -108,9 +109,11 @@ def command(args: argparse.Namespace) -> int:
         return 1
     output = sidecar.output
     fmt = output.format if output and output.format else limits.output_format
-    config_notes = defaults_notes(settings.defaults) if settings is not None else []
+    # The config file's own, under its name (a re-test: they read as the sidecar's).
+    for told in defaults_notes(settings.defaults) if settings is not None else []:
+        print(f"{config_file(args) or 'environment'}: note: {told}")
     lossless = lossless_note(output.quality if output else None, fmt)
-    for note in (*config_notes, *unused(given, params), lossless):
+    for note in (*unused(given, params), lossless):
         if note is not None:
             print(f"{path}: {note}")
     if library is None:
