@@ -210,7 +210,7 @@ def _any_case(names: list[str]) -> str:
     return f"^({'|'.join(spelt)})$"
 
 
-# The schema takes what `_format_alias` does: "jpeg" and "TIF" were refused by the schema alone.
+# The schema takes what `format_alias` does: "jpeg" and "TIF" were refused by the schema alone.
 FORMAT_SCHEMA = WithJsonSchema(
     {
         "anyOf": [
