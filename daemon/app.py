@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -149,6 +150,9 @@ class Daemon:
             return ExitCode.CONFIG
         except ConfigError as exc:  # an outbox or state folder that cannot be made
             self.inbox_lock.release()
+            # On stderr too, as `run` tells the settings' own errors (a re-test: a JSON log
+            # line on stdout was all a script saw).
+            print(f"stylefold: configuration error:\n{exc}", file=sys.stderr)
             log.error("daemon.config_error", error=str(exc), exit_code=int(ExitCode.CONFIG))
             return ExitCode.CONFIG
         try:

@@ -852,6 +852,8 @@ def test_a_state_folder_that_cannot_be_made_stops_the_start_and_says_why(
     assert result.returncode == ExitCode.CONFIG, result.stdout + result.stderr
     told = f"state: cannot create {tmp_path / 'shut' / 'state'} (Permission denied)"
     assert told in result.stdout and "daemon.config_error" in result.stdout, result.stdout
+    # and on stderr, as `run` tells the settings' own errors (a re-test found only the log line)
+    assert result.stderr.startswith(f"stylefold: configuration error:\n{told}; create it by hand")
 
 
 def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_is_broken(
