@@ -448,3 +448,18 @@ def test_the_output_format_is_spelt_as_a_sidecar_may_spell_it(folders: dict[str,
     for given, meant in (("JPEG", "jpg"), ("tif", "tiff"), ("Png", "png")):
         assert load_settings(None, {**folders, "output_format": given}).output_format == meant
     assert "output_format" in error_of(None, {**folders, "output_format": "gif"})
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:6379", "127.0.0.1", "ray://h:0", "h:x"])
+def test_a_ray_address_that_is_no_address_is_a_setting_error(
+    folders: dict[str, Any], address: str
+) -> None:
+    """An operator's trial: "http://127.0.0.1:6390" passed, then failed as a network error
+    with exit 75, a restart loop over a typo."""
+    told = error_of(None, {**folders, "ray_address": address})
+    assert f"ray_address {address!r} is not local, auto, ray://host:port or host:port" in told
+
+
+@pytest.mark.parametrize("address", ["local", "auto", "ray://10.0.0.2:10001", "head.lan:6379"])
+def test_ray_addresses_as_documented_load(folders: dict[str, Any], address: str) -> None:
+    assert load_settings(None, {**folders, "ray_address": address}).ray_address == address

@@ -81,7 +81,9 @@ def ray_address(value: str) -> str:
     if address in ("local", "auto"):
         return address
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # A scheme other than ray:// ("http://h:6379") passed as a host named "http://h", then
+    # failed as a network error, exit 75: a restart loop over a typo (an operator's trial).
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"ray_address {value!r} is not local, auto, ray://host:port or host:port")
     return address
 
