@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.jobs.estimate import Pace, planned_work, start_in
+from daemon.jobs.estimate import Pace, planned_work, queue_starts, start_in
+from daemon.jobs.record import Job
+from daemon.pool.api import WorkerState
 from daemon.pool.events import ResultInfo
 from service.params import RenderParams
 
@@ -62,3 +64,24 @@ def test_an_unknown_time_leaves_what_follows_unknown() -> None:
     assert start_in([0.0], [2.0, None, 3.0]) == [0.0, 2.0]
     assert start_in([None, 0.0], [1.0]) == []  # a worker whose job has no estimate yet
     assert start_in([], [1.0]) == []  # no workers (all failed to start)
+
+
+def _queued(job_id: str, params: RenderParams) -> Job:
+    return Job(
+        id=job_id, claimed_at=0.0, rel_dir="", image_name=f"{job_id}.jpg", sidecar_name=None,
+        sidecar=None, input_file="input.jpg", input_sha256="0" * 64, styles=[], params=params,
+        output_format="jpg", output_quality=92, names={}, key=job_id,
+    )  # fmt: skip
+
+
+def test_members_still_starting_are_no_free_workers() -> None:
+    """An operator's trial: with the Ray cluster down, and while its actors had no room, a
+    queued job "starts in about 0 s" for minutes."""
+    params = RenderParams(size=64, iterations=10)
+    pace = Pace()
+    pace.record(_info(params, 4.0))
+    queued = [_queued("a", params), _queued("b", params)]
+    starting = [WorkerState(0, "cpu", "starting"), WorkerState(1, "cpu", "starting")]
+    assert queue_starts(queued, [], starting, pace, now=0.0) == {}
+    one_up = [WorkerState(0, "cpu", "idle"), WorkerState(1, "cpu", "starting")]
+    assert queue_starts(queued, [], one_up, pace, now=0.0) == {"a": 0.0, "b": 4.0}

@@ -100,8 +100,11 @@ def queue_starts(
 ) -> dict[str, float]:
     """Seconds until each of `queued` (in the pool's order) starts, for those that can be
     estimated. A worker is busy for what its slowest running job has left: the engine's own
-    estimate once it reported progress, else the pace's less what has run."""
-    left: dict[int, float | None] = {worker.worker: 0.0 for worker in workers}
+    estimate once it reported progress, else the pace's less what has run; none is estimated
+    while no member is up."""
+    # Only members that can take a job: one still starting (a Ray cluster down, or without
+    # room) is no free worker, which said "starts in about 0 s" for minutes (an operator's trial).
+    left: dict[int, float | None] = {w.worker: 0.0 for w in workers if w.state != "starting"}
     for job in running:
         if job.last is not None:
             remaining: float | None = job.last.eta
