@@ -188,6 +188,8 @@ def test_start_without_a_cluster_fails_in_bounded_time(
     (failed,) = events(daemon, "daemon.start_failed")
     assert f"cannot reach the Ray cluster at '{nowhere}' within 5 s" in failed["error"]
     assert "nothing answers" in failed["error"]
+    # refused at once: no token was asked for (an operator's trial was told of tokens here)
+    assert "token" not in failed["error"], failed["error"]
     assert_json_log(daemon)
 
     code, out, seconds = doctor(config, cluster.env)

@@ -12,7 +12,7 @@ from functools import cache
 
 from daemon.config import Settings
 from daemon.pool.api import PoolError
-from daemon.pool.ray_protocol import Connected
+from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected
 
 # How long doctor waits for a TCP answer before leaving it to the full probe.
 REFUSED_WAIT = 3.0
@@ -117,4 +117,4 @@ def _refused_now(address: str) -> str | None:
     except TimeoutError:
         return None
     except OSError as exc:
-        return f"nothing answers at {target[0]}:{target[1]} ({exc})"
+        return f"{NOTHING_ANSWERS} {target[0]}:{target[1]} ({exc})"

@@ -29,6 +29,7 @@ from daemon.pool.events import FailureKind
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
+    NOTHING_ANSWERS,
     Cancel,
     Close,
     Connected,
@@ -122,15 +123,18 @@ def _local_cpus(cpu_actors: int, actor_cpus: int) -> int:
 def _unreachable(address: str, timeout: float, problem: str) -> str:
     """A Ray client refused for its token only times out: the words name the token too (a Ray
     operator's trial: a wrong RAY_AUTH_TOKEN read as a cluster down, and the unit restarted)."""
+    reached = f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
+    reached += f"(ray_connect_timeout): {problem}"
+    if problem.startswith(NOTHING_ANSWERS):  # no connection at all: no token was asked for
+        return reached  # (an operator's trial was told of tokens at "Connection refused")
     token = (
         "check that RAY_AUTH_TOKEN in this daemon's environment is the head's"
         if os.environ.get("RAY_AUTH_MODE") == "token"
         else "set RAY_AUTH_MODE=token and the head's RAY_AUTH_TOKEN in this daemon's environment"
     )
     return (
-        f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
-        f"(ray_connect_timeout): {problem}; a cluster that asks for a token refuses a missing "
-        f"or wrong one this way too: if yours does, {token}"
+        f"{reached}; a cluster that asks for a token refuses a missing or wrong one this way "
+        f"too: if yours does, {token}"
     )
 
 

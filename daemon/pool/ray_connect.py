@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from daemon.pool.ray_actor import identify
-from daemon.pool.ray_protocol import Connected, NodeInfo, Open
+from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected, NodeInfo, Open
 
 # Ray puts the driver's working directory first on the module path of every worker it starts
 # for it, on every node. The daemon (or doctor) may have been started anywhere, e.g. in a
@@ -45,7 +45,7 @@ def wait_listening(target: tuple[str, int], deadline: float) -> None:
         if error is None:
             return
         if time.monotonic() + 0.5 >= deadline:
-            raise ConnectionError(f"nothing answers at {target[0]}:{target[1]} ({error})")
+            raise ConnectionError(f"{NOTHING_ANSWERS} {target[0]}:{target[1]} ({error})")
         time.sleep(0.5)
 
 

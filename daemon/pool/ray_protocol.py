@@ -13,6 +13,8 @@ from daemon.pool.messages import JobFailed, Report
 from daemon.pool.render import Rendered, Sources, WorkerSpec
 from daemon.pool.task import Task
 
+NOTHING_ANSWERS = "nothing answers at"  # no TCP connection to a Ray address at all
+
 # -- daemon -> driver --------------------------------------------------------------------------
 
 
