@@ -122,7 +122,8 @@ def _local_cpus(cpu_actors: int, actor_cpus: int) -> int:
 
 def _unreachable(address: str, timeout: float, problem: str) -> str:
     """A Ray client refused for its token only times out: the words name the token too (a Ray
-    operator's trial: a wrong RAY_AUTH_TOKEN read as a cluster down, and the unit restarted)."""
+    operator's trial: a wrong RAY_AUTH_TOKEN read as a cluster down, and the unit restarted),
+    unless nothing took the connection at all."""
     reached = f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
     reached += f"(ray_connect_timeout): {problem}"
     if problem.startswith(NOTHING_ANSWERS):  # no connection at all: no token was asked for
