@@ -226,3 +226,17 @@ def test_a_pair_refused_at_its_claim_is_retried_once_its_permissions_or_links_ch
     [again] = lc.deferred
     lc.claim(again)
     assert [job.source for job in lc.jobs.values()] == ["raced.jpg"]
+
+
+def test_a_fix_made_the_moment_its_report_appeared_counts(tmp_path: Path) -> None:
+    """A CI run under load: the folder's chmod came right after the report, its change time
+    (the kernel's coarse clock) fell before the answer's record, and the photo was never
+    taken again. A change up to CTIME_SLACK before the record counts."""
+    from daemon.jobs.retry_on_fix import CTIME_SLACK, _touched_since
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o755)
+    changed = folder.lstat().st_ctime
+    assert _touched_since(changed + CTIME_SLACK / 2, folder)  # recorded just after the fix
+    assert not _touched_since(changed + CTIME_SLACK * 2, folder)  # a change before the answer

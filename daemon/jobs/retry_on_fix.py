@@ -174,12 +174,19 @@ class FixWatch:
         return None
 
 
+# File times come from the kernel's coarse clock, and an answer's record is written after its
+# report: a fix made the moment the report appeared (a script's chmod; a CI run under load) had
+# a change time before `since` and was never seen. A change this much earlier counts; a pair
+# still broken is only looked at again (`FixWatch._fixed`), never reported twice.
+CTIME_SLACK = 1.0
+
+
 def _touched_since(since: float, *paths: Path | None) -> bool:
     """Whether a chmod, chown, link or unlink (or a write) changed one of `paths` after `since`
     (the photo's folder too: a chmod of it lets the daemon move the photo out)."""
     for path in paths:
         with contextlib.suppress(OSError):
-            if path is not None and path.lstat().st_ctime > since:
+            if path is not None and path.lstat().st_ctime > since - CTIME_SLACK:
                 return True
     return False
 
