@@ -144,7 +144,8 @@ class FixWatch:
                 return None
             image = inbox / report.input
             sidecar = image.parent / report.sidecar if report.sidecar else None
-            if touched and not _touched_since(row.since, image, sidecar, image.parent):
+            paths = (image, sidecar, image.parent)
+            if touched and not _touched_since(row.since, *paths, slack=CTIME_SLACK):
                 return None
             arrival = Arrival(image, sidecar, Path(report.rel_dir or "."))
             if not self.jobs.spool.in_place.already_handled([image, sidecar]):
@@ -176,17 +177,17 @@ class FixWatch:
 
 # File times come from the kernel's coarse clock, and an answer's record is written after its
 # report: a fix made the moment the report appeared (a script's chmod; a CI run under load) had
-# a change time before `since` and was never seen. A change this much earlier counts; a pair
-# still broken is only looked at again (`FixWatch._fixed`), never reported twice.
+# a change time before `since` and was never seen. For a pair refused at its claim, a change
+# this much earlier counts: `_fixed` claims it only if its files now pass the claim's checks.
 CTIME_SLACK = 1.0
 
 
-def _touched_since(since: float, *paths: Path | None) -> bool:
+def _touched_since(since: float, *paths: Path | None, slack: float = 0.0) -> bool:
     """Whether a chmod, chown, link or unlink (or a write) changed one of `paths` after `since`
     (the photo's folder too: a chmod of it lets the daemon move the photo out)."""
     for path in paths:
         with contextlib.suppress(OSError):
-            if path is not None and path.lstat().st_ctime > since - CTIME_SLACK:
+            if path is not None and path.lstat().st_ctime > since - slack:
                 return True
     return False
 
