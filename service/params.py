@@ -17,6 +17,7 @@ carries more style than a 512 px one.
 """
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -94,12 +95,13 @@ def style_weight_for(strength: float) -> float:
     return float(10 ** (low + strength * (high - low)))
 
 
-def beyond_strength(error_type: str) -> str:
-    """For a strength past 1 or below 0 (pydantic's `less_than_equal`/`greater_than_equal`):
-    the style_weight that goes further (photographers' trials: 1.5, then -1, told only the
-    bound), for every place that tells it: sidecars, style defaults, flags, config files."""
+def beyond_strength(error_type: str, loc: Sequence[int | str]) -> str:
+    """For a strength past 1 or below 0 (pydantic's `less_than_equal`/`greater_than_equal` at
+    a `loc` ending in strength): the style_weight that goes further (photographers' trials:
+    1.5, then -1, told only the bound), for every place that tells it: sidecars, style
+    defaults, flags, config files. Empty for any other error."""
     ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
-    if error_type not in ends:
+    if error_type not in ends or tuple(loc[-1:]) != ("strength",):
         return ""
     what, end = ends[error_type]
     weight = style_weight_for(end)
@@ -358,6 +360,10 @@ class RenderParams(BaseModel):
 def format_alias(value: object) -> object:
     """A validator's step: a format name in any case or alias as its OutputFormat spelling."""
     return output_format(value) if isinstance(value, str) else value
+
+
+# A format as settings and sidecars take it: any case, and the aliases.
+FormatName = Annotated[OutputFormat, BeforeValidator(format_alias)]
 
 
 def output_format(name: str) -> str:

@@ -358,7 +358,7 @@ def _render(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in told if getattr(args, name) is not None}
     image_format = _output_format(args.output)
     lossless = lossless_note(args.quality, image_format, "--quality")
-    config = [f"note: {told}" for told in defaults_notes(settings.defaults)] if settings else []
+    config = [f"note: {said}" for said in defaults_notes(settings.defaults)] if settings else []
     for note in (
         *config,
         style_defaults_note(resolved, "a flag"),

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -35,7 +35,7 @@ from daemon.config.fields import (
     split_list,
 )
 from daemon.config.render_limits import START_IMAGE_REFUSED, network_missing, over_limits
-from service.params import DEFAULT_QUALITY, OutputFormat, RenderParams, format_alias
+from service.params import DEFAULT_QUALITY, FormatName, RenderParams
 from service.weights import WeightsConfig
 
 # The TOML file is chosen per call (`--config` or STYLEFOLD_CONFIG), but pydantic-settings fixes
@@ -204,7 +204,7 @@ class Settings(BaseSettings):
         json_schema_extra=NEEDS_RESTART,
     )
     # Spelt as a sidecar may spell it (a re-test: "jpeg" was taken there and refused here).
-    output_format: Annotated[OutputFormat, BeforeValidator(format_alias)] = Field(
+    output_format: FormatName = Field(
         "jpg",
         description="Result file format, unless a sidecar's output.format says otherwise "
         "(TIFF is written uncompressed, with the photo's whole EXIF); any case, and jpeg and "

@@ -40,9 +40,9 @@ from daemon.intake.ignore import PHOTO_TYPES
 from daemon.intake.jsonload import shown
 from service.params import (
     FORMAT_ALIASES,
+    FormatName,
     OutputFormat,
     RenderParams,
-    format_alias,
     whole,
 )
 
@@ -210,7 +210,7 @@ def _any_case(names: list[str]) -> str:
     return f"^({'|'.join(spelt)})$"
 
 
-# The schema takes what `format_alias` does: "jpeg" and "TIF" were refused by the schema alone.
+# The schema takes what `FormatName` does: "jpeg" and "TIF" were refused by the schema alone.
 FORMAT_SCHEMA = WithJsonSchema(
     {
         "anyOf": [
@@ -227,7 +227,7 @@ class OutputOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Annotated[OutputFormat | None, BeforeValidator(format_alias), FORMAT_SCHEMA] = Field(
+    format: Annotated[FormatName | None, FORMAT_SCHEMA] = Field(
         None,
         description="Output image format: jpg, png, webp or tiff, in any case (jpeg and tif are "
         "accepted as aliases).",
