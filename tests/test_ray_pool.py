@@ -387,7 +387,9 @@ class TestDaemonThroughFaults:
         drop(folders, "head0", long_job(), seed=20)
         drop(folders, "head1", {}, seed=21)
         started(daemon, "head0")
-        nodes.node("head").kill()
+        # As `ray stop` does: the head's raylet, with the actors, first (a Ray operator's
+        # trial: that charged head0 an attempt, as if its actor alone had died).
+        nodes.node("head").stop_as_ray_stop_does()
         lost = daemon.wait_for_log("pool.ray_lost", timeout=30)
         assert "stopped answering" in lost["error"] or "Ray driver" in lost["error"]
         daemon.wait_for_log("job.requeued", timeout=10)

@@ -56,6 +56,11 @@ PROGRESS_EVERY = 0.5  # seconds between two progress takes from a rendering acto
 ALIVE_EVERY = 2.0
 HEALTH_EVERY = 1.0  # seconds between two probes of the cluster's address
 HEALTH_FAILURES = 3  # failed probes in a row that mean the cluster is gone
+# Seconds a rendering actor's death waits before it is reported, charging its job an attempt:
+# `ray stop` on the head kills its raylet, and so the actors there, about 2 s before the
+# cluster's address stops answering (a Ray operator's trial), and a job lost with its cluster
+# is requeued free. Other deaths charge nothing, and wait not: a job could be sent meanwhile.
+LOSS_GRACE = 5.0
 ACTOR_CONCURRENCY = 4  # identify or load or render, take_progress, cancel
 STYLE_REFS = 32  # style images held in the cluster's object store (the latest used) ...
 STYLE_REF_BYTES = 256 * 2**20  # ... and at most this many bytes of them (the latest is kept)
@@ -139,6 +144,7 @@ class Driver:
         self.address = address
         self.version = stylefold_version()
         self.actors: dict[int, _Actor] = {}
+        self.dead: list[tuple[float, MemberLost]] = []  # not reported before LOSS_GRACE
         self.actor_class = ray.remote(RenderActor)
         self.styles = StyleRefs(ray.put)
 
@@ -214,6 +220,7 @@ class Driver:
 
     def _turn(self) -> None:
         now = time.monotonic()
+        self._report_dead(now)
         for actor in self.actors.values():
             every = PROGRESS_EVERY if actor.stage == "render" else ALIVE_EVERY
             due = now - actor.polled >= every
@@ -290,15 +297,25 @@ class Driver:
     def _failed(self, actor: _Actor, exc: Exception) -> None:
         from ray.exceptions import RayActorError
 
-        error = probe(self.target)
-        if error is not None:
-            self.link.lose(f"the Ray cluster at {self.address} stopped answering ({error})")
         if isinstance(exc, RayActorError):
             reason = f"the Ray actor died ({type(exc).__name__})"
         else:
             reason = f"the Ray call failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         del self.actors[actor.worker_id]
-        self.link.send(MemberLost(actor.worker_id, reason))
+        grace = LOSS_GRACE if actor.stage == "render" else 0.0
+        self.dead.append((time.monotonic() + grace, MemberLost(actor.worker_id, reason)))
+
+    def _report_dead(self, now: float) -> None:
+        """The deaths whose grace is over, unless the cluster went meanwhile (then Lost)."""
+        due = [lost for until, lost in self.dead if until <= now]
+        if not due:
+            return
+        error = probe(self.target)
+        if error is not None:
+            self.link.lose(f"the Ray cluster at {self.address} stopped answering ({error})")
+        self.dead = [(until, lost) for until, lost in self.dead if until > now]
+        for lost in due:
+            self.link.send(lost)
 
     def _drop(self, actor: _Actor, said: WorkerLoadFailed, reason: str) -> None:
         del self.actors[actor.worker_id]
