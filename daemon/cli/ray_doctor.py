@@ -78,7 +78,8 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
             return True, f"ray versions: every node runs stylefold {found.version}"
         return False, (
             f"ray versions: {named}; the daemon runs {found.version} and refuses actors of "
-            "another version: install the same version on every node"
+            "another version: install the same version on every node "
+            "(from a checkout, the same code)"
         )
 
     return [("ray", reachable), ("ray resources", resources), ("ray versions", versions)]

@@ -25,7 +25,7 @@ from daemon.pool.render import (
     render,
 )
 from daemon.pool.task import Task
-from daemon.versions import stylefold_version
+from daemon.versions import stylefold_build
 
 if TYPE_CHECKING:
     from service.engine import Engine
@@ -44,8 +44,8 @@ def node_name() -> str:
 
 
 def identify() -> tuple[str, str]:
-    """(stylefold version, node name) of this process's node."""
-    return stylefold_version(), node_name()
+    """(stylefold build, node name) of this process's node."""
+    return stylefold_build(), node_name()
 
 
 class RenderActor:

@@ -52,7 +52,7 @@ from daemon.pool.render import (
     write_result,
 )
 from daemon.pool.task import Task
-from daemon.versions import stylefold_version
+from daemon.versions import stylefold_build
 from service.errors import ImageInputError
 
 log = structlog.get_logger(__name__)
@@ -111,8 +111,8 @@ def _require_ray() -> None:
 
 def local_cluster(cpu_actors: int, actor_cpus: int, gpus: int) -> Connected:
     """The private cluster that ray_address "local" starts: this machine, `gpus` GPUs."""
-    node = NodeInfo("local", _local_cpus(cpu_actors, actor_cpus), gpus, stylefold_version())
-    return Connected(stylefold_version(), (node,))
+    node = NodeInfo("local", _local_cpus(cpu_actors, actor_cpus), gpus, stylefold_build())
+    return Connected(stylefold_build(), (node,))
 
 
 def _local_cpus(cpu_actors: int, actor_cpus: int) -> int:

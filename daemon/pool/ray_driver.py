@@ -45,7 +45,7 @@ from daemon.pool.ray_protocol import (
     Spawn,
 )
 from daemon.pool.render import WorkerSpec
-from daemon.versions import stylefold_version
+from daemon.versions import stylefold_build
 
 TICK = 0.1  # seconds one turn waits for the actors or the daemon
 PROGRESS_EVERY = 0.5  # seconds between two progress takes from a rendering actor ...
@@ -142,7 +142,7 @@ class Driver:
         self.link = link
         self.target = target
         self.address = address
-        self.version = stylefold_version()
+        self.version = stylefold_build()
         self.actors: dict[int, _Actor] = {}
         self.dead: list[tuple[float, MemberLost]] = []  # not reported before LOSS_GRACE
         self.actor_class = ray.remote(RenderActor)
@@ -274,7 +274,8 @@ class Driver:
             if version != self.version:
                 error = (
                     f"the Ray node {node} runs stylefold {version}, the daemon {self.version}; "
-                    "install the same version on every node"
+                    "install the same version on every node "
+                    "(from a checkout, the same code)"
                 )
                 self._drop(actor, WorkerLoadFailed(actor.worker_id, "engine", error), error)
                 return
@@ -356,7 +357,7 @@ def main(conn: Connection, output: Connection) -> None:
     until = None if opening.probe_until is None else opening.probe_until - 0.5
     try:
         ray, target = connect(opening, opening.deadline - 0.5)
-        connected = describe(ray, stylefold_version(), until)
+        connected = describe(ray, stylefold_build(), until)
     except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
         link.send(ConnectFailed(str(exc) or type(exc).__name__))
         return
