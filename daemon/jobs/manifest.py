@@ -64,7 +64,12 @@ class StyleEntry(_Part):
 class OutputInfo(_Part):
     file: str = Field(description="File name of the stylised image, beside this manifest.")
     format: OutputFormat = Field(description="Its image format.")
-    quality: int = Field(ge=1, le=100, description="Encoder quality 1-100 (JPEG and WebP).")
+    quality: int = Field(
+        ge=1,
+        le=100,
+        description="Encoder quality 1-100 of a JPEG or WebP; a PNG's records the setting, "
+        "which a lossless format does not use.",
+    )
     size: Pixels = Field(description="[width, height] of the stylised image in pixels.")
     sha256: Sha256 = Field(description="SHA-256 of the stylised image's bytes.")
 
