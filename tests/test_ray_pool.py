@@ -239,6 +239,27 @@ def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
     assert "check that RAY_AUTH_TOKEN in this daemon's environment is the head's" in out, out
 
 
+def test_the_other_kind_of_ray_port_is_named_at_once(nodes: RayCluster, folders: Folders) -> None:
+    """A Ray operator's trial: the Ray Client port without ray:// took doctor 23 s past a 5 s
+    ray_connect_timeout, with 20 of Ray's warnings, to say "no answer" and name the token."""
+    client, head = f"127.0.0.1:{nodes.client_port}", nodes.address
+    for address, told in [
+        (client, f'write ray_address = "ray://{client}"'),
+        (f"ray://{head}", f'write ray_address = "{head}" without ray://'),
+    ]:
+        config = folders.config(backend="ray", ray_address=address, ray_connect_timeout=30.0)
+        code, out, seconds = doctor(config, nodes.env)
+        assert code == 1 and "FAIL ray: ray_address names the wrong port: " in out, out
+        assert told in out and "RAY_AUTH_TOKEN" not in out and "start the cluster" not in out
+        assert seconds < 20, out  # at once, not after ray_connect_timeout
+    # The daemon: a setting to fix (exit 78), not an outage to restart for (75).
+    config = folders.config(backend="ray", ray_address=client)
+    daemon = start_daemon(folders, config=config, env=nodes.env, ready=False)
+    assert daemon.process.wait(60) == 78
+    (failed,) = events(daemon, "daemon.start_failed")
+    assert f'ray_address = "ray://{client}"' in failed["error"]
+
+
 def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
     nodes: RayCluster, folders: Folders
 ) -> None:

@@ -12,7 +12,7 @@ from functools import cache
 
 from daemon.config import Settings
 from daemon.pool.api import PoolError
-from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected
+from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected
 
 # How long doctor waits for a TCP answer before leaving it to the full probe.
 REFUSED_WAIT = 3.0
@@ -42,6 +42,8 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
     def reachable() -> tuple[bool, str]:
         found, seconds = probe()
         if isinstance(found, str):
+            if found.startswith(WRONG_PORT):  # it says which setting to write
+                return False, f"ray: {found}"
             return False, (
                 f"ray: {found}; start the cluster (systemctl start ray-head) or fix ray_address"
             )

@@ -30,6 +30,7 @@ from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Rep
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
     NOTHING_ANSWERS,
+    WRONG_PORT,
     Cancel,
     Close,
     Connected,
@@ -124,6 +125,8 @@ def _unreachable(address: str, timeout: float, problem: str) -> str:
     """A Ray client refused for its token only times out: the words name the token too (a Ray
     operator's trial: a wrong RAY_AUTH_TOKEN read as a cluster down, and the unit restarted),
     unless nothing took the connection at all."""
+    if problem.startswith(WRONG_PORT):  # it answered at once, as what it is
+        return problem
     reached = f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
     reached += f"(ray_connect_timeout): {problem}"
     if problem.startswith(NOTHING_ANSWERS):  # no connection at all: no token was asked for
@@ -181,7 +184,9 @@ class RayActors:
             problem = driver.problem()
             if problem is not None:
                 self._end()
-                raise ClusterUnavailable(_unreachable(self.address, self.connect_timeout, problem))
+                # The wrong port is a setting to fix: restarts cannot help.
+                error = SetupError if problem.startswith(WRONG_PORT) else ClusterUnavailable
+                raise error(_unreachable(self.address, self.connect_timeout, problem))
         problem = misfit(driver.connected, self.cpu_actors, self.actor_cpus)
         if problem is not None:
             self._end()

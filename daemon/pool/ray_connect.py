@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from daemon.pool.ray_actor import identify
-from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected, NodeInfo, Open
+from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected, NodeInfo, Open
 
 # Ray puts the driver's working directory first on the module path of every worker it starts
 # for it, on every node. The daemon (or doctor) may have been started anywhere, e.g. in a
@@ -21,6 +21,7 @@ from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected, NodeInfo, Open
 # and every node would seem to run the daemon's version. The root holds no Python packages
 # (and is where systemd starts the daemon anyway).
 DRIVER_CWD = "/"
+GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the first call a driver makes
 
 
 def endpoint(address: str) -> tuple[str, int] | None:
@@ -49,6 +50,45 @@ def wait_listening(target: tuple[str, int], deadline: float) -> None:
         time.sleep(0.5)
 
 
+def answers_as_gcs(target: tuple[str, int], timeout: float) -> bool | None:
+    """Whether a Ray cluster's address (its GCS) answers at `target`: True; False when a gRPC
+    server without the GCS's methods does (a Ray Client server); None when it cannot tell.
+    Given the other kind of port, `ray.init` hangs to its own timeouts with a warning a second
+    (a Ray operator's trial: 23 s for a 5 s ray_connect_timeout, 20 warnings, "no answer")."""
+    import grpc
+
+    with grpc.insecure_channel(f"{target[0]}:{target[1]}") as channel:
+        try:
+            channel.unary_unary(GCS_METHOD)(b"", timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()  # the call's error is also a grpc.Call
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return False
+            return True if code == grpc.StatusCode.UNAUTHENTICATED else None  # a token's GCS
+    return True
+
+
+def check_port(address: str, target: tuple[str, int], deadline: float) -> None:
+    """ConnectionError (WRONG_PORT) when `target` is the other kind of Ray port than
+    `address`'s form names: the head's address written with ray://, or the Ray Client port
+    without it."""
+    timeout = max(0.1, min(2.0, deadline - time.monotonic()))
+    gcs = answers_as_gcs(target, timeout)
+    where = f"{target[0]}:{target[1]}"
+    if gcs is True and address.startswith("ray://"):
+        raise ConnectionError(
+            f"{WRONG_PORT} {where} is a Ray cluster's address (its GCS), not a Ray Client "
+            f'server: write ray_address = "{where}" without ray://, or name the Ray Client '
+            "port (10001 by default)"
+        )
+    if gcs is False and not address.startswith("ray://"):
+        raise ConnectionError(
+            f"{WRONG_PORT} {where} answers, but not as a Ray cluster's address (a Ray Client "
+            f"server answers this way): to connect through Ray Client write ray_address = "
+            f'"ray://{where}", or name the head\'s address (port 6379 by default)'
+        )
+
+
 def ignore_signals() -> None:
     """The daemon decides when this process ends (and ray.init installs its own handler)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -60,6 +100,7 @@ def connect(opening: Open, deadline: float) -> tuple[Any, tuple[str, int]]:
     target = endpoint(opening.address)
     if target is not None:  # first: importing ray takes seconds
         wait_listening(target, deadline)
+        check_port(opening.address, target, deadline)
     import ray
 
     os.chdir(DRIVER_CWD)  # before ray.init, which hands it to the workers

@@ -14,6 +14,8 @@ from daemon.pool.render import Rendered, Sources, WorkerSpec
 from daemon.pool.task import Task
 
 NOTHING_ANSWERS = "nothing answers at"  # no TCP connection to a Ray address at all
+# The address is the other kind of Ray port than its form says (a setting to fix, not an outage).
+WRONG_PORT = "ray_address names the wrong port:"
 
 # -- daemon -> driver --------------------------------------------------------------------------
 
