@@ -197,7 +197,8 @@ class Daemon:
             self.guard.watch_database(self.store.path)
             if self.settings.metrics_port is not None:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
-            self.notifier.status("loading the network")
+            self.notifier.status(self._start_phase())
+            self.reporter.starting(self._start_phase())
             if self._probe_devices():
                 return ExitCode.GPU_UNUSABLE
             if not self._signals:
@@ -265,9 +266,20 @@ class Daemon:
         return self.gpu.fallback and self.settings.gpu_required and not self._signals
 
     def _starting_tick(self) -> bool:
-        """While the workers load: keep the watchdog fed; True ends the wait on a signal."""
+        """While the workers load: keep the watchdog fed and `status` told; True ends the wait
+        on a signal."""
         self._beat()
+        self.reporter.starting(self._start_phase())
         return bool(self._signals)
+
+    def _start_phase(self) -> str:
+        settings = self.settings
+        if settings.backend == "ray" and settings.ray_address != "local":
+            return (
+                f"connecting to the Ray cluster at {settings.ray_address} (ray_connect_timeout "
+                f"{settings.ray_connect_timeout:g} s) and loading the network on its actors"
+            )
+        return "loading the network"
 
     def _stop_while_starting(self) -> int:
         self.notifier.stopping()

@@ -19,7 +19,7 @@ from daemon.fsutil import atomic_write, model_to_json
 from daemon.jobs.states import State
 from daemon.pool.api import Outage
 from daemon.status import STATUS_FILE, from_store, listed
-from daemon.status_model import Attention, DaemonInfo, ReloadInfo, WorkerItem
+from daemon.status_model import Attention, DaemonInfo, ReloadInfo, StatusReport, WorkerItem
 from daemon.supervision import host_attention, status_line
 from daemon.versions import stylefold_version
 
@@ -144,12 +144,25 @@ class Reporter:
         daemon.metrics.set_health(blocked=blocked, ready_workers=daemon.pool.ready_workers())
         report = listed(report)
         daemon.notifier.status(status_line(report))
+        self._write(report)
+
+    def starting(self, phase: str) -> None:
+        """While the daemon is not ready yet: what it waits for (an operator's Ray trial saw
+        nothing of a daemon waiting for its cluster), rewritten now and then as it waits."""
+        now = time.monotonic()
+        if now - self._last < STATUS_EVERY * 5:
+            return
+        self._last = now
+        info = self.daemon_info().model_copy(update={"starting": phase})
+        self._write(StatusReport(daemon=info))
+
+    def _write(self, report: StatusReport) -> None:
         with contextlib.suppress(OSError):
             data = model_to_json(report, indent=1).encode()
             # Under the state folder as it is, never made again: one moved away while the
             # daemon ran was made anew, empty, by the last report on its way out (an
             # operator's trial then moved the real one back into it).
-            state = daemon.settings.state
+            state = self.source.settings.state
             atomic_write(state / STATUS_FILE, data, durable=False, under=state)
 
     def daemon_info(self) -> DaemonInfo:

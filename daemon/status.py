@@ -252,12 +252,14 @@ def _stale(report: StatusReport, state: Path, now: float) -> list[Attention]:
 
 def _read_report(state: Path) -> StatusReport:
     pid = holder(state)
+    daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())
     if pid is not None:
         with contextlib.suppress(OSError, ValidationError):
             report = model_from_json(StatusReport, (state / STATUS_FILE).read_bytes())
-            if report.daemon.pid == pid:
+            if report.daemon.pid == pid and report.daemon.starting is None:
                 return report
-    daemon = DaemonInfo(running=pid is not None, pid=pid, version=stylefold_version())
+            if report.daemon.pid == pid:  # not ready yet: its own words, the stored queue
+                daemon = report.daemon
     store_file = state / DB_FILE
     if not store_file.exists():
         return StatusReport(daemon=daemon)

@@ -132,6 +132,9 @@ class DaemonInfo(_Model):
     # stopping: epoch seconds when the grace period ends and the jobs still running are put
     # back in the queue, to run again at the next start
     cuts_running_at: float | None = None
+    # Before the daemon is ready: what it waits for (the network loading, the Ray cluster);
+    # the queue shown meanwhile is the state database's.
+    starting: str | None = None
 
 
 class Counts(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,12 +18,14 @@ from conftest import (
     Folders,
     can_unshare_mounts,
     image_bytes,
+    start_daemon,
     status_json,
     wait_for,
     write_json,
 )
 
 from daemon.cli.status import SHOWN, render_status
+from daemon.config import load_settings
 from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
@@ -42,7 +45,7 @@ from daemon.status_model import (
     open_failures,
 )
 from daemon.supervision import host_attention, status_line
-from daemon.web.page import queue_rows
+from daemon.web.page import health, queue_rows
 
 NOW = 1_800_000_000.0
 
@@ -426,6 +429,32 @@ def test_status_of_a_running_daemon(
     assert text.startswith(f"daemon: running, pid {daemon.process.pid}, stylefold ")
     assert "\nrunning: 1\n  slow.jpg  " in text and " on cpu" in text
     assert daemon.stop() == 0
+
+
+def test_a_daemon_waiting_for_its_ray_cluster_says_so(folders: Folders) -> None:
+    """A Ray operator's trial: a daemon waiting at start for its cluster showed as running,
+    with nothing of what it waited for (and systemd's status said "loading the network")."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    with socket.socket() as sock:  # a port where nothing answers (yet)
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    config = folders.config(backend="ray", ray_address=address, ray_connect_timeout=120)
+    daemon = start_daemon(folders, config=config, ready=False)
+
+    def shown() -> str:
+        return subprocess.run(
+            [*CLI, "status", "--config", str(config)], cwd=REPO, capture_output=True, text=True
+        ).stdout
+
+    waiting = (
+        f"daemon: starting (connecting to the Ray cluster at {address} (ray_connect_timeout "
+        f"120 s) and loading the network on its actors), pid {daemon.process.pid}, stylefold "
+    )
+    wait_for(lambda: shown().startswith(waiting), 30, "status to say what the daemon waits for")
+    page = health(read_status(folders.state), load_settings(config, {}), time.time())
+    assert page.state.startswith(f"starting (connecting to the Ray cluster at {address} ")
+    assert daemon.stop() == 0  # a stop while starting
+    assert shown().startswith("daemon: not running")
 
 
 def test_queued_jobs_say_when_they_start_once_the_daemon_knows_its_pace(

@@ -153,6 +153,8 @@ def _daemon_lines(daemon: DaemonInfo, now: float) -> list[str]:
         cut = daemon.cuts_running_at is not None and daemon.cuts_running_at <= now
         how = "cutting its running jobs short" if cut else "finishing its running jobs"
         doing = f"stopping ({how})"
+    if daemon.starting:
+        doing = f"starting ({daemon.starting})"
     parts = [f"daemon: {doing}, pid {daemon.pid}" if daemon.pid else "daemon: starting"]
     parts.append(f"stylefold {daemon.version}")
     if daemon.watch_mode:

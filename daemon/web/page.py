@@ -295,7 +295,10 @@ def health(report: StatusReport, settings: Settings, now: float) -> Health:
     if not daemon.running:
         state = "not running: start it with `stylefold run` (or its systemd unit)"
     else:
-        state = f"{'stopping' if daemon.stopping else 'running'}, pid {daemon.pid}"
+        doing = "stopping" if daemon.stopping else "running"
+        if daemon.starting:
+            doing = f"starting ({daemon.starting})"
+        state = f"{doing}, pid {daemon.pid}"
         if daemon.updated_at is not None:
             age = now - daemon.updated_at
             state += f", last report {duration(age)} ago"
