@@ -207,7 +207,7 @@ def test_importing_the_pool_imports_neither_ray_nor_torch() -> None:
 
 def test_the_ray_driver_puts_each_style_once_and_holds_the_latest() -> None:
     """daemon.pool.ray_driver.StyleRefs, with a stand-in for `ray.put` that records what it is
-    given (the cluster path is tests/test_ray_pool.py's, through a real `ray://` link)."""
+    given (the cluster path is tests/test_ray_client.py's, through a real `ray://` link)."""
     put: list[bytes] = []
 
     def record(data: bytes) -> int:

@@ -6,8 +6,8 @@ a GPU, so the daemon places an actor there to refuse). Daemons are real `stylefo
 processes; nodes, actors and connections are really killed or cut. One cluster serves the
 module, in order: a start without a cluster (while the cluster boots), `doctor`, then one
 daemon through a refused node, jobs on both nodes, a killed actor, a lost node, a node lost
-while its actor was idle and a lost head (restarted on the same port), and last Ray Client
-daemons: one whose style crosses the link once, one whose connection is cut.
+while its actor was idle and a lost head (restarted on the same port). Ray Client daemons
+have a head of their own (test_ray_client).
 """
 
 from __future__ import annotations
@@ -19,47 +19,45 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import (
     CLI,
     REPO,
     Daemon,
     Folders,
-    image_bytes,
     make_folders,
     start_daemon,
     wait_for,
-    write_json,
 )
-from PIL import Image
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
-from ray_cluster import RayCluster, TcpProxy, free_port
+from ray_cluster import RayCluster, booting, free_port
+from ray_daemon import (
+    LONG_SECONDS,
+    PACE,
+    alive,
+    answered_once,
+    assert_json_log,
+    assert_no_cluster_started_by,
+    descendants,
+    doctor,
+    drop,
+    events,
+    long_job,
+    started,
+    wait_answered,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.heavy]
-
-LONG_SECONDS = 5.0  # a job that a fault must reach mid-job runs about this long ...
-PACE = {"iterations": 60}  # ... with this many iterations; measured on the first jobs
-
-
-def long_job() -> dict[str, Any]:
-    return {"params": {"iterations": PACE["iterations"]}}
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
     """The head starts booting here; `nodes` waits for it and adds the others."""
-    cluster = RayCluster.create()
-    cluster.start_head(cpus=2)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from booting()
 
 
 @pytest.fixture(scope="module")
@@ -72,101 +70,6 @@ def nodes(cluster: RayCluster) -> RayCluster:
     cluster.up(cluster.add_node("second", cpus=2))  # one at a time: each must register in 30 s
     cluster.up(cluster.add_node("stranger", cpus=1, gpus=1, pythonpath=f"{site}:{REPO}"))
     return cluster
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def assert_json_log(daemon: Daemon) -> None:
-    """Every line the daemon wrote (stdout and stderr) is one JSON object: Ray's output too."""
-    for raw in daemon.log_path.read_text(errors="replace").splitlines():
-        try:
-            assert isinstance(json.loads(raw), dict), raw
-        except ValueError:
-            pytest.fail(f"a line of the daemon's output is not JSON: {raw!r}")
-
-
-def events(daemon: Daemon, name: str) -> list[dict[str, Any]]:
-    return [line for line in daemon.log_lines() if line.get("event") == name]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """pid -> command name of every process below `pid`."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, name) in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = name
-                frontier.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def assert_no_cluster_started_by(daemon: Daemon) -> None:
-    """Ray did not start a cluster of its own under the daemon (its GCS or raylet)."""
-    names = set(descendants(daemon.process.pid).values())
-    assert not names & {"gcs_server", "raylet"}, names
-
-
-def drop(folders: Folders, name: str, sidecar: dict[str, Any], seed: int = 0) -> None:
-    (folders.inbox / f"{name}.jpg").write_bytes(image_bytes(seed=seed))
-    write_json(folders.inbox / f"{name}.json", {"style": "mosaic", **sidecar})
-
-
-def started(daemon: Daemon, name: str, count: int = 1) -> dict[str, Any]:
-    def found() -> list[dict[str, Any]]:
-        lines = [line for line in events(daemon, "job.started") if line["input"] == f"{name}.jpg"]
-        return lines if len(lines) >= count else []
-
-    lines: list[dict[str, Any]] = wait_for(found, 90, f"{name} started")
-    return lines[count - 1]
-
-
-def answered_once(folders: Folders, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each job has exactly one answer, a result (a second would be `NAME.stylised-2.jpg`);
-    its manifest by name."""
-    for name in names:
-        found = sorted(p.name for p in folders.outbox.glob(f"{name}.*"))
-        assert found == [f"{name}.log", f"{name}.manifest.json", f"{name}.stylised.jpg"], found
-    return {
-        name: json.loads((folders.outbox / f"{name}.manifest.json").read_text()) for name in names
-    }
-
-
-def wait_answered(folders: Folders, names: list[str], timeout: float = 120) -> None:
-    manifests = [folders.outbox / f"{name}.manifest.json" for name in names]
-    wait_for(lambda: all(path.exists() for path in manifests), timeout, f"answers to {names}")
-
-
-def doctor(config: Path, env: dict[str, str]) -> tuple[int, str, float]:
-    begun = time.monotonic()
-    done = subprocess.run(
-        [*CLI, "doctor", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **env},
-        timeout=180,
-    )
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - begun
 
 
 # -- no cluster --------------------------------------------------------------------------------
@@ -237,27 +140,6 @@ def test_doctor_checks_the_cluster(nodes: RayCluster, folders: Folders) -> None:
     code, out, _ = doctor(wrong, {**nodes.env, "RAY_AUTH_TOKEN": "0" * 64})
     assert code == 1 and "FAIL ray: " in out, out
     assert "check that RAY_AUTH_TOKEN in this daemon's environment is the head's" in out, out
-
-
-def test_the_other_kind_of_ray_port_is_named_at_once(nodes: RayCluster, folders: Folders) -> None:
-    """A Ray operator's trial: the Ray Client port without ray:// took doctor 23 s past a 5 s
-    ray_connect_timeout, with 20 of Ray's warnings, to say "no answer" and name the token."""
-    client, head = f"127.0.0.1:{nodes.client_port}", nodes.address
-    for address, told in [
-        (client, f'write ray_address = "ray://{client}"'),
-        (f"ray://{head}", f'write ray_address = "{head}" without ray://'),
-    ]:
-        config = folders.config(backend="ray", ray_address=address, ray_connect_timeout=30.0)
-        code, out, seconds = doctor(config, nodes.env)
-        assert code == 1 and "FAIL ray: ray_address names the wrong port: " in out, out
-        assert told in out and "RAY_AUTH_TOKEN" not in out and "start the cluster" not in out
-        assert seconds < 20, out  # at once, not after ray_connect_timeout
-    # The daemon: a setting to fix (exit 78), not an outage to restart for (75).
-    config = folders.config(backend="ray", ray_address=client)
-    daemon = start_daemon(folders, config=config, env=nodes.env, ready=False)
-    assert daemon.process.wait(60) == 78
-    (failed,) = events(daemon, "daemon.start_failed")
-    assert f'ray_address = "ray://{client}"' in failed["error"]
 
 
 def test_doctor_reads_the_versions_the_nodes_have_wherever_it_is_started(
@@ -446,105 +328,3 @@ def _ray_attention(folders: Folders) -> dict[str, Any] | None:
     status = json.loads((folders.state / "status.json").read_text())
     found = [item for item in status["attention"] if "Ray cluster" in item["what"]]
     return found[0] if found else None
-
-
-# -- Ray Client --------------------------------------------------------------------------------
-
-
-def _start_as_the_unit_does(folders: Folders, config: Path, env: dict[str, str]) -> Daemon:
-    """Start the daemon as deploy/stylefold.service runs it: one that exits 75 because the
-    cluster did not let it in at start is started again 5 s later (Restart=on-failure,
-    RestartSec=5s), here once. Right after the head restart of the test before, Ray's client
-    server sometimes fails to start the first session ("Starting Ray client server failed",
-    1 of 5 full runs); the daemon's part, exit 75 with the reason, is what the unit expects."""
-    daemon = start_daemon(folders, config=config, env=env, ready=False)
-    try:
-        daemon.wait_for_log("daemon.ready", timeout=90)
-        return daemon
-    except AssertionError:
-        if daemon.process.poll() != 75 or not events(daemon, "daemon.start_failed"):
-            raise
-    time.sleep(5)
-    return start_daemon(folders, config=config, env=env)
-
-
-def _client_daemon(nodes: RayCluster, folders: Folders) -> tuple[TcpProxy, Daemon]:
-    """A daemon on `ray://` through a proxy (to cut, and to count what it sends), with one
-    actor of one CPU (a cut session's actor may hold its CPU a while yet)."""
-    proxy = TcpProxy(nodes.client_port)
-    proxy.start()
-    config = folders.config(
-        backend="ray",
-        ray_address=f"ray://127.0.0.1:{proxy.port}",
-        ray_cpu_actors=1,
-        ray_actor_cpus=1,
-        # The Ray Client server starts a server process per session; right after the head
-        # restart of the tests before, on a loaded machine, the first one took over 20 s
-        # (exit 75, "no answer within 20 s", in 2 of 4 full runs).
-        ray_connect_timeout=60.0,
-    )
-    return proxy, _start_as_the_unit_does(folders, config, nodes.env)
-
-
-def test_a_style_crosses_the_client_link_once(nodes: RayCluster, folders: Folders) -> None:
-    """ray://: a style image goes to the cluster once, and then jobs under it send only their
-    own bytes (a soak sent the style with every job: 230 MB over the link per 1,000 jobs)."""
-    noise = np.random.default_rng(7).integers(0, 256, (320, 320, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(folders.styles / "noise.png")  # about 300 KB: incompressible
-    style_bytes = (folders.styles / "noise.png").stat().st_size
-    proxy, daemon = _client_daemon(nodes, folders)
-    try:
-        drop(folders, "first", {"style": "noise"}, seed=40)
-        wait_answered(folders, ["first"])
-        before = proxy.sent
-        names = [f"later{n}" for n in range(5)]
-        for n, name in enumerate(names):
-            drop(folders, name, {"style": "noise"}, seed=41 + n)
-        wait_answered(folders, names)
-        sent = proxy.sent - before
-        answered_once(folders, ["first", *names])
-    finally:
-        proxy.cut()
-        code = daemon.stop()
-    assert code == 0
-    assert sent < style_bytes, f"{sent} bytes sent for five jobs under a {style_bytes} byte style"
-
-
-def test_cut_client_connection_requeues_and_reconnects(nodes: RayCluster, folders: Folders) -> None:
-    """ray://, through a proxy that is cut mid-job: the job goes back to the queue, nothing
-    starts a local cluster, and once the proxy is back the daemon reconnects and answers once."""
-    proxy, daemon = _client_daemon(nodes, folders)
-    try:
-        drop(folders, "cut", long_job(), seed=30)
-        started(daemon, "cut")
-        proxy.cut()
-        daemon.wait_for_log("pool.ray_lost", timeout=30)
-        daemon.wait_for_log("job.requeued", timeout=10)
-        time.sleep(2)
-        assert daemon.process.poll() is None
-        assert_no_cluster_started_by(daemon)
-        proxy.restore()
-        daemon.wait_for_log("pool.ray_connected", timeout=120, count=2)
-        wait_answered(folders, ["cut"])
-        assert answered_once(folders, ["cut"])["cut"]["attempt"] == 1
-    finally:
-        proxy.cut()
-        code = daemon.stop()
-    assert code == 0
-    assert_json_log(daemon)
-
-
-def test_a_private_cluster_without_room_for_an_actor_is_a_setting_not_an_outage(
-    cluster: RayCluster, folders: Folders
-) -> None:
-    """ray_address "local" is this machine: without a GPU and with ray_cpu_actors 0 no actor
-    can ever start, so the daemon exits 78 (systemd does not restart it five times, 75 did)
-    and doctor says so before, where it said ok."""
-    config = folders.config(backend="ray", ray_address="local", ray_cpu_actors=0)
-    daemon = start_daemon(folders, config=config, env=cluster.env, ready=False)
-    assert daemon.process.wait(120) == 78
-    (failed,) = events(daemon, "daemon.start_failed")
-    assert "the Ray cluster has no GPU and ray_cpu_actors is 0" in failed["error"]
-    code, out, _ = doctor(config, cluster.env)
-    assert code == 1
-    assert "FAIL ray: ray_address is local" in out and "ray_cpu_actors is 0; add" in out
