@@ -145,6 +145,27 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     )
 
 
+def test_a_table_whose_parts_disagree_names_where_its_parts_are_set(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A docs trial: a wrong layer in STYLEFOLD_DEFAULTS__STYLE_LAYERS, a documented variable,
+    was told the variable "sets a part of it, and it has none; unset it", and to use
+    STYLEFOLD_DEFAULTS, which no page names."""
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYERS", "conv9_9")
+    error = error_of(None, folders)
+    assert error.startswith("defaults: layer 'conv9_9' does not exist in vgg19"), error
+    assert error.endswith(
+        "; fix it in the config file's [defaults] table or STYLEFOLD_DEFAULTS__STYLE_LAYERS"
+    )
+    monkeypatch.delenv("STYLEFOLD_DEFAULTS__STYLE_LAYERS")
+    config = tmp_path / "weights.toml"
+    config.write_text("[defaults]\nstyle_layer_weights = [1, 2]\n")
+    assert error_of(config, folders) == (
+        "defaults: style_layer_weights has 2 entries but style_layers has 5; give one weight "
+        "per layer; fix it in the config file's [defaults] table"
+    )
+
+
 def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
     folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

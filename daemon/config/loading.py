@@ -46,11 +46,18 @@ def _env_name(loc: tuple[str | int, ...]) -> str:
 def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
     names = [str(part) for part in loc]
     env = _env_name(loc)
+    deeper = sorted(name for name in os.environ if name.upper().startswith(f"{env}__"))
+    if _known_keys(loc):
+        # A table ([defaults]) whose parts disagree: where its parts are set, not a variable
+        # for the whole (a docs trial was told to unset STYLEFOLD_DEFAULTS__STYLE_LAYERS, a
+        # documented setting, and to use STYLEFOLD_DEFAULTS, which no page names).
+        whole = [name for name in os.environ if name.upper() == env]
+        where = [f"the config file's [{'.'.join(names)}] table", *deeper, *whole]
+        return f"{verb} it in {' or '.join(where)}"
     flag = CLI_FLAGS.get(names[0]) if len(names) == 1 else None
     where = f"the config file, {env} or {flag}" if flag else f"the config file or {env}"
     # STYLEFOLD_DEFAULTS__SIZE__X sets a part of a setting that has none (an operator told
     # to fix STYLEFOLD_DEFAULTS__SIZE looked for a variable that was not set)
-    deeper = sorted(name for name in os.environ if name.upper().startswith(f"{env}__"))
     if deeper:
         sets, them = ("sets", "it") if len(deeper) == 1 else ("set", "them")
         return (
