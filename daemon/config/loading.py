@@ -52,8 +52,8 @@ def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
         # for the whole (a docs trial was told to unset STYLEFOLD_DEFAULTS__STYLE_LAYERS, a
         # documented setting, and to use STYLEFOLD_DEFAULTS, which no page names).
         whole = [name for name in os.environ if name.upper() == env]
-        where = [f"the config file's [{'.'.join(names)}] table", *deeper, *whole]
-        return f"{verb} it in {' or '.join(where)}"
+        places = [f"the config file's [{'.'.join(names)}] table", *deeper, *whole]
+        return f"{verb} it in {' or '.join(places)}"
     flag = CLI_FLAGS.get(names[0]) if len(names) == 1 else None
     where = f"the config file, {env} or {flag}" if flag else f"the config file or {env}"
     # STYLEFOLD_DEFAULTS__SIZE__X sets a part of a setting that has none (an operator told
