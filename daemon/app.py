@@ -218,6 +218,7 @@ class Daemon:
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
         self.intake.own_answer = jobs.answers_back.kind_of
+        self.intake.answered_in_place = jobs.spool.in_place.answered_as_is
         recovered = jobs.recover()
         self._extending = False
         self.fixes = FixWatch(jobs)

@@ -670,6 +670,31 @@ def test_a_brought_along_style_left_in_the_inbox_is_not_a_lone_photo_after_a_res
     assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
 
 
+def test_once_after_a_restart_does_not_count_a_brought_along_style_as_waiting(
+    folders: Folders,
+) -> None:
+    """A docs trial: after a restart `once` listed the style image a sidecar had brought as
+    "waiting for its sidecar; reported in 447 s (pair_timeout) unless it comes", which it never
+    is (and `status` said the same while it waited)."""
+    daemon = start_daemon(folders)
+    try:
+        (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=12))
+        write_json(
+            folders.inbox / "photo.json",
+            {"style": {"file": "mine.jpg"}, "params": {"iterations": 2}},
+        )
+        daemon.wait_for_log("job.done")
+    finally:
+        assert daemon.stop() == 0
+    (folders.inbox / "lone.jpg").write_bytes(image_bytes(seed=13))  # waits, as a yardstick
+    once = start_daemon(folders, command="once", ready=False)
+    assert once.process.wait(120) == 0
+    done = once.wait_for_log("daemon.inbox_done")
+    assert [line.split(":")[0] for line in done["left_waiting"]] == ["lone.jpg"], done
+    assert (folders.inbox / "mine.jpg").exists()
+
+
 def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
     """Restarts for upgrades or config changes (SIGTERM mid-job) put the job back in the queue;
     only crashes count towards MAX_STARTS. Found by an operator's trial: five `systemctl
