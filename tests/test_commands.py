@@ -224,6 +224,17 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     too_big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": {"size": 8000}})
     result = stylefold("validate", str(too_big), "--config", str(folders.config()))
     assert result.returncode == 1 and "max_output_size" in result.stderr
+    assert "without --config" not in result.stderr
+    # Without a config the limits are the defaults, and said to be (a docs trial read them as
+    # the refusal of a daemon whose config allows more).
+    for params in ({"size": 5000}, {"iterations": 5000}):  # within the engine's own bounds
+        big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": params})
+        result = stylefold("validate", str(big))
+        assert result.returncode == 1 and "above this daemon's max_" in result.stderr
+        assert result.stderr.rstrip().endswith(
+            '(without --config, "this daemon" is one with the default settings; give --config '
+            "to check against your daemon's limits)"
+        ), result.stderr
 
     result = stylefold("validate", str(tmp_path / "missing.json"))
     assert result.returncode == 1 and "missing.json: no such file" in result.stderr

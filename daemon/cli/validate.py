@@ -80,6 +80,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"{path}: invalid sidecar", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
+        _whose_limits(problems, settings)
         return 1
     given = sidecar.overrides()
     try:
@@ -106,6 +107,7 @@ def command(args: argparse.Namespace) -> int:
         )
     except (StyleError, SidecarError) as exc:
         print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
+        _whose_limits([str(exc)], settings)
         return 1
     output = sidecar.output
     fmt = output.format if output and output.format else limits.output_format
@@ -121,3 +123,14 @@ def command(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: ok (styles: {', '.join(s.name for s in styles)})")
     return 0
+
+
+def _whose_limits(problems: list[str], settings: Settings | None) -> None:
+    """Without a config, "this daemon's max_output_size" is the default's (a docs trial: an
+    operator whose daemon allows more read it as their daemon's refusal)."""
+    if settings is None and any("this daemon's max_" in problem for problem in problems):
+        print(
+            '(without --config, "this daemon" is one with the default settings; give --config '
+            "to check against your daemon's limits)",
+            file=sys.stderr,
+        )
