@@ -549,10 +549,11 @@ class Intake:
             used = self._used_styles.get(image.path) == image.signature
             if used or self._pairs.is_style_image(image.path):
                 self._decided(image.path)  # a brought-along style image, not a photo
-            elif self.answered_in_place(image.path):
+            elif self.default is None and self.answered_in_place(image.path):
                 # A brought-along style after a restart, a photo reported before: its report
                 # would be left out, so no wait either (a docs trial: `once` and `status`
-                # said the style would be reported after pair_timeout).
+                # said the style would be reported after pair_timeout). With a default style
+                # a reported photo is a job now (a reload that configured one).
                 self._decided(image.path)
             elif not timed_out:
                 if sharing is not None:  # status said "waiting for its sidecar", which is there
