@@ -38,6 +38,11 @@ def test_a_checkout_whose_code_changed_since_its_install_is_another_build(tmp_pa
     ours, version = build_of(REPO)
     assert ours.startswith(f"{version} (code ") and version != "unknown"
     assert build_of(copy) == (ours, version)  # the same code, wherever it lies
+    # An editor's lock file (a dangling link) and a backup are not code (a re-test: the lock
+    # file failed every Ray start, told as a cluster that did not answer).
+    (copy / "daemon" / ".#app.py").symlink_to("user@host.12345:1700000000")
+    (copy / "daemon" / "app.py~.py").write_text("# a backup\n")
+    assert build_of(copy) == (ours, version)
     changed = copy / "service" / "losses.py"
     changed.write_text(changed.read_text() + "\n# a newer commit\n")
     theirs, their_version = build_of(copy)
