@@ -109,7 +109,7 @@ def _refused_now(address: str) -> str | None:
     an unknown host): doctor says so then, where the daemon waits ray_connect_timeout for a
     cluster that may be booting (an operator's trial: doctor sat 30 s on a refused address).
     None for a timeout, "auto", or something listening."""
-    from daemon.pool.ray_connect import endpoint
+    from daemon.pool.ray_connect import endpoint, shown
 
     target = endpoint(address)
     if target is None:
@@ -120,4 +120,4 @@ def _refused_now(address: str) -> str | None:
     except TimeoutError:
         return None
     except OSError as exc:
-        return f"{NOTHING_ANSWERS} {target[0]}:{target[1]} ({exc})"
+        return f"{NOTHING_ANSWERS} {shown(target)} ({exc})"

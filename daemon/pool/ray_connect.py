@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Literal
 
 from daemon.pool.ray_actor import identify
 from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected, NodeInfo, Open
@@ -22,12 +22,22 @@ from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected, Nod
 # (and is where systemd starts the daemon anyway).
 DRIVER_CWD = "/"
 GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the first call a driver makes
+# What gRPC says of a server that answered in another protocol (HTTP/1.x): not a Ray port.
+NOT_GRPC = ("Failed parsing HTTP/2", "http1.x server")
 
 
 def endpoint(address: str) -> tuple[str, int] | None:
-    """(host, port) of a cluster address, or None for "local" and "auto"."""
+    """(host, port) of a cluster address, or None for "local" and "auto"; an IPv6 host without
+    its brackets ([::1]:6379: a re-test's listener there was "Name or service not known")."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
     return (host, int(port)) if host and port.isdigit() else None
+
+
+def shown(target: tuple[str, int]) -> str:
+    """HOST:PORT as written in an address (an IPv6 host in brackets)."""
+    host, port = target
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def probe(target: tuple[str, int], timeout: float = 1.0) -> str | None:
@@ -46,46 +56,61 @@ def wait_listening(target: tuple[str, int], deadline: float) -> None:
         if error is None:
             return
         if time.monotonic() + 0.5 >= deadline:
-            raise ConnectionError(f"{NOTHING_ANSWERS} {target[0]}:{target[1]} ({error})")
+            raise ConnectionError(f"{NOTHING_ANSWERS} {shown(target)} ({error})")
         time.sleep(0.5)
 
 
-def answers_as_gcs(target: tuple[str, int], timeout: float) -> bool | None:
-    """Whether a Ray cluster's address (its GCS) answers at `target`: True; False when a gRPC
-    server without the GCS's methods does (a Ray Client server); None when it cannot tell.
-    Given the other kind of port, `ray.init` hangs to its own timeouts with a warning a second
-    (a Ray operator's trial: 23 s for a 5 s ray_connect_timeout, 20 warnings, "no answer")."""
+PortKind = Literal["gcs", "grpc", "not grpc"]
+
+
+def port_kind(target: tuple[str, int], timeout: float) -> PortKind | None:
+    """What answers at `target`: a Ray cluster's address (its GCS), another gRPC server (a Ray
+    Client server has none of the GCS's methods), a server that does not speak gRPC (an HTTP
+    one), or None when it cannot tell (no answer yet, a connection closed). Given the wrong
+    kind of port, `ray.init` hangs to its own timeouts with a warning a second (a Ray
+    operator's trial: 23 s for a 5 s ray_connect_timeout, 20 warnings, "no answer")."""
     import grpc
 
-    with grpc.insecure_channel(f"{target[0]}:{target[1]}") as channel:
+    with grpc.insecure_channel(shown(target)) as channel:
         try:
             channel.unary_unary(GCS_METHOD)(b"", timeout=timeout)
         except grpc.RpcError as exc:
-            code = exc.code()  # the call's error is also a grpc.Call
+            code, details = exc.code(), exc.details()  # the call's error is also a grpc.Call
+            if code == grpc.StatusCode.UNAUTHENTICATED:  # a GCS that asks for a token
+                return "gcs"
             if code == grpc.StatusCode.UNIMPLEMENTED:
-                return False
-            return True if code == grpc.StatusCode.UNAUTHENTICATED else None  # a token's GCS
-    return True
+                return "grpc"
+            if code == grpc.StatusCode.UNAVAILABLE and any(m in details for m in NOT_GRPC):
+                return "not grpc"
+            return None
+    return "gcs"
 
 
 def check_port(address: str, target: tuple[str, int], deadline: float) -> None:
-    """ConnectionError (WRONG_PORT) when `target` is the other kind of Ray port than
-    `address`'s form names: the head's address written with ray://, or the Ray Client port
-    without it."""
+    """ConnectionError (WRONG_PORT) when `target` is not the kind of port `address`'s form
+    names: the head's address written with ray://, the Ray Client port without it, or no Ray
+    port at all."""
     timeout = max(0.1, min(2.0, deadline - time.monotonic()))
-    gcs = answers_as_gcs(target, timeout)
-    where = f"{target[0]}:{target[1]}"
-    if gcs is True and address.startswith("ray://"):
+    kind = port_kind(target, timeout)
+    where = shown(target)
+    client = address.startswith("ray://")
+    if kind == "gcs" and client:
         raise ConnectionError(
             f"{WRONG_PORT} {where} is a Ray cluster's address (its GCS), not a Ray Client "
             f'server: write ray_address = "{where}" without ray://, or name the Ray Client '
             "port (10001 by default)"
         )
-    if gcs is False and not address.startswith("ray://"):
+    if kind == "grpc" and not client:
         raise ConnectionError(
             f"{WRONG_PORT} {where} answers, but not as a Ray cluster's address (a Ray Client "
             f"server answers this way): to connect through Ray Client write ray_address = "
             f'"ray://{where}", or name the head\'s address (port 6379 by default)'
+        )
+    if kind == "not grpc":
+        raise ConnectionError(
+            f"{WRONG_PORT} {where} answers, but not as Ray does (not gRPC: a web server?); "
+            "name the head's address (port 6379 by default) or its Ray Client port as "
+            "ray://HOST:10001"
         )
 
 
