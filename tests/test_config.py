@@ -157,12 +157,39 @@ def test_a_table_whose_parts_disagree_names_where_its_parts_are_set(
     assert error.endswith(
         "; fix it in the config file's [defaults] table or STYLEFOLD_DEFAULTS__STYLE_LAYERS"
     )
-    monkeypatch.delenv("STYLEFOLD_DEFAULTS__STYLE_LAYERS")
+    # Only the variables of the parts it names (a re-test was sent to ..._SEED as well).
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYERS", "conv1_1,conv2_1")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STYLE_LAYER_WEIGHTS", "1,2,3")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__SEED", "3")
+    assert error_of(None, folders).endswith(
+        "; fix it in the config file's [defaults] table or STYLEFOLD_DEFAULTS__STYLE_LAYERS "
+        "or STYLEFOLD_DEFAULTS__STYLE_LAYER_WEIGHTS"
+    )
+    for name in ("STYLE_LAYERS", "STYLE_LAYER_WEIGHTS", "SEED"):
+        monkeypatch.delenv(f"STYLEFOLD_DEFAULTS__{name}")
     config = tmp_path / "weights.toml"
     config.write_text("[defaults]\nstyle_layer_weights = [1, 2]\n")
     assert error_of(config, folders) == (
         "defaults: style_layer_weights has 2 entries but style_layers has 5; give one weight "
         "per layer; fix it in the config file's [defaults] table"
+    )
+
+
+def test_settings_checked_together_name_the_variables_that_set_them(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-test: "raise pair_timeout or lower settle_seconds" sent an operator to a config
+    file that set neither; STYLEFOLD_PAIR_TIMEOUT did."""
+    monkeypatch.setenv("STYLEFOLD_PAIR_TIMEOUT", "0.5")
+    assert error_of(None, folders).endswith(
+        "raise pair_timeout or lower settle_seconds (STYLEFOLD_PAIR_TIMEOUT sets pair_timeout)"
+    )
+    monkeypatch.delenv("STYLEFOLD_PAIR_TIMEOUT")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE", "5000")
+    monkeypatch.setenv("STYLEFOLD_MAX_OUTPUT_SIZE", "4000")
+    assert error_of(None, folders).endswith(
+        "lower defaults.size or raise max_output_size (STYLEFOLD_MAX_OUTPUT_SIZE sets "
+        "max_output_size; STYLEFOLD_DEFAULTS__SIZE sets defaults.size)"
     )
 
 

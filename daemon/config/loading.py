@@ -43,14 +43,18 @@ def _env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
-def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix") -> str:
+def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix", message: str = "") -> str:
     names = [str(part) for part in loc]
     env = _env_name(loc)
     deeper = sorted(name for name in os.environ if name.upper().startswith(f"{env}__"))
     if _known_keys(loc):
         # A table ([defaults]) whose parts disagree: where its parts are set, not a variable
         # for the whole (a docs trial was told to unset STYLEFOLD_DEFAULTS__STYLE_LAYERS, a
-        # documented setting, and to use STYLEFOLD_DEFAULTS, which no page names).
+        # documented setting, and to use STYLEFOLD_DEFAULTS, which no page names); the
+        # variables of the parts the message names, where it names any (a re-test was sent to
+        # STYLEFOLD_DEFAULTS__SEED about the layers' weights).
+        if any(_names(message, part) for part in _known_keys(loc)):
+            deeper = [name for name in deeper if _names(message, name[len(env) + 2 :].lower())]
         whole = [name for name in os.environ if name.upper() == env]
         places = [f"the config file's [{'.'.join(names)}] table", *deeper, *whole]
         return f"{verb} it in {' or '.join(places)}"
@@ -74,8 +78,8 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
     for problem in error.errors():
         loc = tuple(part for part in problem["loc"] if part != "__root__")
         message = problem["msg"].removeprefix("Value error, ")
-        if not loc:
-            lines.append(message)
+        if not loc:  # settings checked together: the variables that set the ones named
+            lines.append(message + _set_by_variables(message))
             continue
         name = ".".join(str(part) for part in loc)
         if problem["type"] == "missing":
@@ -94,8 +98,25 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             plain = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if plain else ""
             beyond = beyond_strength(problem["type"], loc)
-            lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc)}")
+            lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc, message=message)}")
     return "\n".join(lines)
+
+
+def _names(message: str, setting: str) -> bool:
+    """Whether `message` names `setting` (a dotted name), not a part of a longer name."""
+    return re.search(rf"(?<![\w.]){re.escape(setting)}(?![\w.])", message) is not None
+
+
+def _set_by_variables(message: str) -> str:
+    """ " (STYLEFOLD_PAIR_TIMEOUT sets pair_timeout)" for each setting `message` names that a
+    variable sets: a re-test was sent to a config file that set neither of the two."""
+    found = [
+        f"{variable} sets {setting}"
+        for variable in setting_variables()
+        if variable in os.environ
+        and _names(message, setting := variable[len(ENV_PREFIX) :].lower().replace("__", "."))
+    ]
+    return f" ({'; '.join(found)})" if found else ""
 
 
 def _given_in(values: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:
