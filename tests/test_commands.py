@@ -227,10 +227,11 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     assert "without --config" not in result.stderr
     # Without a config the limits are the defaults, and said to be (a docs trial read them as
     # the refusal of a daemon whose config allows more).
-    for params in ({"size": 5000}, {"iterations": 5000}):  # within the engine's own bounds
-        big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": params})
+    padded = {"style": "mosaic", "comment": "x" * 70_000}  # above max_sidecar_bytes too
+    for sidecar in ({"params": {"size": 5000}}, {"params": {"iterations": 5000}}, padded):
+        big = write_json(tmp_path / "big.json", {"style": "mosaic", **sidecar})
         result = stylefold("validate", str(big))
-        assert result.returncode == 1 and "above this daemon's max_" in result.stderr
+        assert result.returncode == 1 and " max_" in result.stderr
         assert result.stderr.rstrip().endswith(
             '(without --config, "this daemon" is one with the default settings; give --config '
             "to check against your daemon's limits)"

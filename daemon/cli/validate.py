@@ -125,10 +125,13 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+LIMITS = ("this daemon's max_", "than max_sidecar_bytes")  # how a limit's breach reads
+
+
 def _whose_limits(problems: list[str], settings: Settings | None) -> None:
     """Without a config, "this daemon's max_output_size" is the default's (a docs trial: an
     operator whose daemon allows more read it as their daemon's refusal)."""
-    if settings is None and any("this daemon's max_" in problem for problem in problems):
+    if settings is None and any(limit in p for p in problems for limit in LIMITS):
         print(
             '(without --config, "this daemon" is one with the default settings; give --config '
             "to check against your daemon's limits)",
