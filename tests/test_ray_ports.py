@@ -60,3 +60,20 @@ def test_an_ipv6_address_is_reached_without_its_brackets() -> None:
         listener.listen()
         target = endpoint(f"[::1]:{listener.getsockname()[1]}")
         assert target is not None and probe(target) is None
+
+
+def test_an_address_that_never_answers_costs_doctor_its_timeout_only() -> None:
+    """A re-test: doctor gave a silent port ray_connect_timeout (8 s) plus the time it allows
+    for asking the nodes' versions, plus a wait for a driver that never joined: 26 s."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    from daemon.pool.api import ClusterUnavailable
+    from daemon.pool.ray_backend import VERSIONS_WAIT, probe_cluster
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        begun = time.monotonic()
+        with pytest.raises(ClusterUnavailable, match="no answer within 3 s"):
+            probe_cluster(address, 3.0)
+        assert time.monotonic() - begun < 3.0 + VERSIONS_WAIT / 2

@@ -36,6 +36,7 @@ from daemon.pool.ray_protocol import (
     Connected,
     ConnectFailed,
     Finished,
+    Joined,
     Lost,
     NodeInfo,
     Open,
@@ -100,7 +101,7 @@ def probe_cluster(address: str, timeout: float) -> Connected:
                 raise ClusterUnavailable(_unreachable(address, timeout, problem))
         return driver.connected
     finally:
-        driver.end(5.0)
+        driver.end(5.0 if driver.connected else 0.0)  # one that never joined will not leave
 
 
 def _require_ray() -> None:
@@ -270,7 +271,7 @@ class RayActors:
                 gpus=reply.gpus,
             )
             return []
-        if isinstance(reply, ConnectFailed | Lost):
+        if isinstance(reply, Joined | ConnectFailed | Lost):
             return []  # the driver's problem(), acted on in receive
         if isinstance(reply, Finished):
             return self._finished(reply)

@@ -37,6 +37,7 @@ from daemon.pool.ray_protocol import (
     Command,
     ConnectFailed,
     Finished,
+    Joined,
     Lost,
     Open,
     Remove,
@@ -357,6 +358,7 @@ def main(conn: Connection, output: Connection) -> None:
     until = None if opening.probe_until is None else opening.probe_until - 0.5
     try:
         ray, target = connect(opening, opening.deadline - 0.5)
+        link.send(Joined())
         connected = describe(ray, stylefold_build(), until)
     except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
         link.send(ConnectFailed(str(exc) or type(exc).__name__))

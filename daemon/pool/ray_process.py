@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 import structlog
 
 from daemon.pool import ray_driver
-from daemon.pool.ray_protocol import Command, Connected, ConnectFailed, Lost, Open, Reply
+from daemon.pool.ray_protocol import Command, Connected, ConnectFailed, Joined, Lost, Open, Reply
 
 log = structlog.get_logger("stylefold.ray")
 
@@ -90,7 +90,8 @@ class DriverProcess:
         output_end.close()
         self.conn = ours
         self.timeout = timeout
-        self.deadline = max(opening.deadline, opening.probe_until or 0.0)
+        self.deadline = opening.deadline  # to join; then to ask the nodes, if it does
+        self._probe_until = opening.probe_until
         self.connected: Connected | None = None
         self._failure: str | None = None
         self._relay = threading.Thread(target=_relay, args=(output,), daemon=True)
@@ -116,7 +117,9 @@ class DriverProcess:
         try:
             while self.conn.poll():
                 reply: Reply = self.conn.recv()
-                if isinstance(reply, Connected):
+                if isinstance(reply, Joined):
+                    self.deadline = max(self.deadline, self._probe_until or 0.0)
+                elif isinstance(reply, Connected):
                     self.connected = reply
                 elif isinstance(reply, ConnectFailed):
                     self._failure = reply.error

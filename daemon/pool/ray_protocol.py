@@ -101,6 +101,13 @@ class Connected:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """`ray.init` returned: what is left is asking the nodes (doctor: their versions), so the
+    connection's deadline is over (doctor waited ray_connect_timeout and that asking's time
+    for an address that never answered: 26 s for 8 s in a re-test)."""
+
+
+@dataclass(frozen=True)
 class ConnectFailed:
     error: str
 
@@ -120,4 +127,4 @@ class Finished:
     outcome: Rendered | JobFailed
 
 
-Reply = Connected | ConnectFailed | Lost | Finished | Report
+Reply = Joined | Connected | ConnectFailed | Lost | Finished | Report
