@@ -450,10 +450,12 @@ def test_a_daemon_waiting_for_its_ray_cluster_says_so(folders: Folders) -> None:
         f"daemon: starting (connecting to the Ray cluster at {address} (ray_connect_timeout "
         f"120 s) and loading the network on its actors), pid {daemon.process.pid}, stylefold "
     )
-    wait_for(lambda: shown().startswith(waiting), 30, "status to say what the daemon waits for")
-    page = health(read_status(folders.state), load_settings(config, {}), time.time())
-    assert page.state.startswith(f"starting (connecting to the Ray cluster at {address} ")
-    assert daemon.stop() == 0  # a stop while starting
+    try:
+        wait_for(lambda: shown().startswith(waiting), 30, "status to say what it waits for")
+        page = health(read_status(folders.state), load_settings(config, {}), time.time())
+        assert page.state.startswith(f"starting (connecting to the Ray cluster at {address} ")
+    finally:
+        assert daemon.stop() == 0  # a stop while starting
     assert shown().startswith("daemon: not running")
 
 

@@ -74,6 +74,10 @@ def test_the_other_kind_of_ray_port_is_named_at_once(head: RayCluster, folders: 
         code, out, seconds = doctor(config, head.env)
         assert code == 1 and "FAIL ray: ray_address names the wrong port: " in out, out
         assert told in out and "RAY_AUTH_TOKEN" not in out and "start the cluster" not in out
+        assert (
+            "FAIL ray versions: unknown, see the ray line above" in out
+            and "did not answer" not in out
+        )
         assert seconds < 20, out  # at once, not after ray_connect_timeout
     # The daemon: a setting to fix (exit 78), not an outage to restart for (75).
     config = folders.config(backend="ray", ray_address=client)

@@ -58,7 +58,7 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
 
         found, _ = probe()
         if isinstance(found, str):
-            return False, "ray resources: unknown, the cluster did not answer"
+            return False, f"ray resources: unknown, {_unasked(found)}"
         text = f"ray resources: {found.cpus:g} CPUs, {found.gpus} GPUs"
         problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
         if problem is not None:
@@ -71,7 +71,7 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
     def versions() -> tuple[bool, str]:
         found, _ = probe()
         if isinstance(found, str):
-            return False, "ray versions: unknown, the cluster did not answer"
+            return False, f"ray versions: unknown, {_unasked(found)}"
         named = "; ".join(
             [f"{node.name} runs {node.version}" for node in found.strangers()]
             + [f"{node.name} did not answer (is stylefold installed?)" for node in found.silent()]
@@ -102,6 +102,14 @@ def _local(settings: Settings) -> tuple[bool, str]:
     )
     problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
     return (True, text) if problem is None else (False, f"{text}; {problem}")
+
+
+def _unasked(problem: str) -> str:
+    """Why the cluster could not be asked: it did answer, as the wrong kind of port (a
+    re-test read "did not answer" after "answers, but not as ...")."""
+    return (
+        "see the ray line above" if problem.startswith(WRONG_PORT) else "the cluster did not answer"
+    )
 
 
 def _refused_now(address: str) -> str | None:
