@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from daemon.status_model import StatusReport
+
+if TYPE_CHECKING:
+    from ray_cluster import RayCluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -297,6 +300,21 @@ def daemon_factory(folders: Folders) -> Iterator[Callable[..., Daemon]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    """A Ray cluster on 127.0.0.1 for a module of Ray tests (tests/ray_cluster.py): its head
+    starts booting when the module first asks, so that its tests without a cluster run
+    meanwhile (`RayCluster.up` waits for a node); stopped after the module."""
+    from ray_cluster import RayCluster
+
+    ray_cluster = RayCluster.create()
+    ray_cluster.start_head(cpus=2)
+    try:
+        yield ray_cluster
+    finally:
+        ray_cluster.stop()
 
 
 # The reliability report (docs/RELIABILITY.md): a session fixture and its session-end hook.

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,17 +205,6 @@ class RayCluster:
         for node in self.nodes:
             node.kill()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def booting() -> Iterator[RayCluster]:
-    """A cluster whose head starts booting now (`up` waits for it), stopped after: a module's
-    fixture, so that its tests without a cluster run meanwhile."""
-    cluster = RayCluster.create()
-    cluster.start_head(cpus=2)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 class TcpProxy:

@@ -8,7 +8,6 @@ comes before a Ray Client session here (its client server then sometimes failed 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +17,10 @@ from PIL import Image
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
-from ray_cluster import RayCluster, TcpProxy, booting
-from ray_daemon import (
-    answered_once,
-    assert_json_log,
-    assert_no_cluster_started_by,
-    doctor,
-    drop,
-    events,
-    long_job,
-    started,
-    wait_answered,
-)
+import ray_daemon
+from ray_cluster import RayCluster, TcpProxy
 
 pytestmark = [pytest.mark.ray, pytest.mark.heavy]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    """The head starts booting here; `head` waits for it."""
-    yield from booting()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +38,9 @@ def test_a_private_cluster_without_room_for_an_actor_is_a_setting_not_an_outage(
     config = folders.config(backend="ray", ray_address="local", ray_cpu_actors=0)
     daemon = start_daemon(folders, config=config, env=cluster.env, ready=False)
     assert daemon.process.wait(120) == 78
-    (failed,) = events(daemon, "daemon.start_failed")
+    (failed,) = ray_daemon.events(daemon, "daemon.start_failed")
     assert "the Ray cluster has no GPU and ray_cpu_actors is 0" in failed["error"]
-    code, out, _ = doctor(config, cluster.env)
+    code, out, _ = ray_daemon.doctor(config, cluster.env)
     assert code == 1
     assert "FAIL ray: ray_address is local" in out and "ray_cpu_actors is 0; add" in out
 
@@ -71,7 +54,7 @@ def test_the_other_kind_of_ray_port_is_named_at_once(head: RayCluster, folders: 
         (f"ray://{gcs}", f'write ray_address = "{gcs}" without ray://'),
     ]:
         config = folders.config(backend="ray", ray_address=address, ray_connect_timeout=30.0)
-        code, out, seconds = doctor(config, head.env)
+        code, out, seconds = ray_daemon.doctor(config, head.env)
         assert code == 1 and "FAIL ray: ray_address names the wrong port: " in out, out
         assert told in out and "RAY_AUTH_TOKEN" not in out and "start the cluster" not in out
         assert (
@@ -83,7 +66,7 @@ def test_the_other_kind_of_ray_port_is_named_at_once(head: RayCluster, folders: 
     config = folders.config(backend="ray", ray_address=client)
     daemon = start_daemon(folders, config=config, env=head.env, ready=False)
     assert daemon.process.wait(60) == 78
-    (failed,) = events(daemon, "daemon.start_failed")
+    (failed,) = ray_daemon.events(daemon, "daemon.start_failed")
     assert f'ray_address = "ray://{client}"' in failed["error"]
 
 
@@ -98,7 +81,7 @@ def _start_as_the_unit_does(folders: Folders, config: Path, env: dict[str, str])
         daemon.wait_for_log("daemon.ready", timeout=90)
         return daemon
     except AssertionError:
-        if daemon.process.poll() != 75 or not events(daemon, "daemon.start_failed"):
+        if daemon.process.poll() != 75 or not ray_daemon.events(daemon, "daemon.start_failed"):
             raise
     time.sleep(5)
     return start_daemon(folders, config=config, env=env)
@@ -130,15 +113,15 @@ def test_a_style_crosses_the_client_link_once(head: RayCluster, folders: Folders
     style_bytes = (folders.styles / "noise.png").stat().st_size
     proxy, daemon = _client_daemon(head, folders)
     try:
-        drop(folders, "first", {"style": "noise"}, seed=40)
-        wait_answered(folders, ["first"])
+        ray_daemon.drop(folders, "first", {"style": "noise"}, seed=40)
+        ray_daemon.wait_answered(folders, ["first"])
         before = proxy.sent
         names = [f"later{n}" for n in range(5)]
         for n, name in enumerate(names):
-            drop(folders, name, {"style": "noise"}, seed=41 + n)
-        wait_answered(folders, names)
+            ray_daemon.drop(folders, name, {"style": "noise"}, seed=41 + n)
+        ray_daemon.wait_answered(folders, names)
         sent = proxy.sent - before
-        answered_once(folders, ["first", *names])
+        ray_daemon.answered_once(folders, ["first", *names])
     finally:
         proxy.cut()
         code = daemon.stop()
@@ -151,20 +134,20 @@ def test_cut_client_connection_requeues_and_reconnects(head: RayCluster, folders
     starts a local cluster, and once the proxy is back the daemon reconnects and answers once."""
     proxy, daemon = _client_daemon(head, folders)
     try:
-        drop(folders, "cut", long_job(), seed=30)
-        started(daemon, "cut")
+        ray_daemon.drop(folders, "cut", ray_daemon.long_job(), seed=30)
+        ray_daemon.started(daemon, "cut")
         proxy.cut()
         daemon.wait_for_log("pool.ray_lost", timeout=30)
         daemon.wait_for_log("job.requeued", timeout=10)
         time.sleep(2)
         assert daemon.process.poll() is None
-        assert_no_cluster_started_by(daemon)
+        ray_daemon.assert_no_cluster_started_by(daemon)
         proxy.restore()
         daemon.wait_for_log("pool.ray_connected", timeout=120, count=2)
-        wait_answered(folders, ["cut"])
-        assert answered_once(folders, ["cut"])["cut"]["attempt"] == 1
+        ray_daemon.wait_answered(folders, ["cut"])
+        assert ray_daemon.answered_once(folders, ["cut"])["cut"]["attempt"] == 1
     finally:
         proxy.cut()
         code = daemon.stop()
     assert code == 0
-    assert_json_log(daemon)
+    ray_daemon.assert_json_log(daemon)

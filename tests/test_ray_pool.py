@@ -34,7 +34,7 @@ from conftest import (
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
-from ray_cluster import RayCluster, booting, free_port
+from ray_cluster import RayCluster, free_port
 from ray_daemon import (
     LONG_SECONDS,
     PACE,
@@ -52,12 +52,6 @@ from ray_daemon import (
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.heavy]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    """The head starts booting here; `nodes` waits for it and adds the others."""
-    yield from booting()
 
 
 @pytest.fixture(scope="module")
