@@ -197,8 +197,9 @@ class Daemon:
             self.guard.watch_database(self.store.path)
             if self.settings.metrics_port is not None:
                 self.metrics = Metrics.start(self.settings.metrics_host, self.settings.metrics_port)
-            self.notifier.status(self._start_phase())
-            self.reporter.starting(self._start_phase())
+            phase = self._start_phase()
+            self.notifier.status(phase)
+            self.reporter.starting(phase)
             if self._probe_devices():
                 return ExitCode.GPU_UNUSABLE
             if not self._signals:

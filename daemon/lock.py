@@ -210,12 +210,14 @@ def nested_inbox(inbox: Path) -> tuple[int, Path] | None:
             if (pid := held.get(_where(folder.stat()))) is not None and _is_daemon(pid):
                 return pid, folder
     for where, pid in held.items():
+        if not _is_daemon(pid):  # before its descriptors: other programs' may be thousands
+            continue
         for folder in _open_folders(pid):
             if not folder.is_relative_to(inbox) or folder == inbox:
                 continue
             with contextlib.suppress(OSError):
                 info = folder.stat()  # a folder: a daemon's lock file may lie in the tree too
-                if stat.S_ISDIR(info.st_mode) and _where(info) == where and _is_daemon(pid):
+                if stat.S_ISDIR(info.st_mode) and _where(info) == where:
                     return pid, folder
     return None
 

@@ -47,13 +47,13 @@ def _fix_hint(loc: tuple[str | int, ...], verb: str = "fix", message: str = "") 
     names = [str(part) for part in loc]
     env = _env_name(loc)
     deeper = sorted(name for name in os.environ if name.upper().startswith(f"{env}__"))
-    if _known_keys(loc):
+    if parts := _known_keys(loc):
         # A table ([defaults]) whose parts disagree: where its parts are set, not a variable
         # for the whole (a docs trial was told to unset STYLEFOLD_DEFAULTS__STYLE_LAYERS, a
         # documented setting, and to use STYLEFOLD_DEFAULTS, which no page names); the
         # variables of the parts the message names, where it names any (a re-test was sent to
         # STYLEFOLD_DEFAULTS__SEED about the layers' weights).
-        if any(_names(message, part) for part in _known_keys(loc)):
+        if any(_names(message, part) for part in parts):
             deeper = [name for name in deeper if _names(message, name[len(env) + 2 :].lower())]
         whole = [name for name in os.environ if name.upper() == env]
         places = [f"the config file's [{'.'.join(names)}] table", *deeper, *whole]
