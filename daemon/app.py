@@ -220,6 +220,7 @@ class Daemon:
         )
         self.intake.own_answer = jobs.answers_back.kind_of
         self.intake.answered_in_place = jobs.spool.in_place.answered_as_is
+        self.intake.brought_along = jobs.spool.in_place.brought_along
         recovered = jobs.recover()
         self._extending = False
         self.fixes = FixWatch(jobs)

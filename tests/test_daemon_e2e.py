@@ -670,13 +670,17 @@ def test_a_brought_along_style_left_in_the_inbox_is_not_a_lone_photo_after_a_res
     assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
 
 
+@pytest.mark.parametrize("default", [None, "mosaic"])
 def test_once_after_a_restart_does_not_count_a_brought_along_style_as_waiting(
-    folders: Folders,
+    folders: Folders, default: str | None
 ) -> None:
     """A docs trial: after a restart `once` listed the style image a sidecar had brought as
     "waiting for its sidecar; reported in 447 s (pair_timeout) unless it comes", which it never
-    is (and `status` said the same while it waited)."""
-    daemon = start_daemon(folders)
+    is (and `status` said the same while it waited). With a default style it was listed as
+    waiting to be rendered with that style, then dropped without a word."""
+    lone = {} if default is None else {"default_style": default, "no_sidecar": "default"}
+    config = folders.config(**lone)
+    daemon = start_daemon(folders, config=config)
     try:
         (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
         (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=12))
@@ -688,7 +692,7 @@ def test_once_after_a_restart_does_not_count_a_brought_along_style_as_waiting(
     finally:
         assert daemon.stop() == 0
     (folders.inbox / "lone.jpg").write_bytes(image_bytes(seed=13))  # waits, as a yardstick
-    once = start_daemon(folders, command="once", ready=False)
+    once = start_daemon(folders, config=config, command="once", ready=False)
     assert once.process.wait(120) == 0
     done = once.wait_for_log("daemon.inbox_done")
     assert [line.split(":")[0] for line in done["left_waiting"]] == ["lone.jpg"], done

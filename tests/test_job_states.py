@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import subprocess
 import time
@@ -185,6 +186,23 @@ def test_answers_seen_files_and_pruning(tmp_path: Path) -> None:
     assert store.prune(keep=2).jobs == 3
     assert [row.id for row in store.finished(10)] == ["r4", "r3"]
     assert store.transitions("r0") == []
+
+
+def test_a_file_answered_for_another_input_is_told_apart(tmp_path: Path) -> None:
+    """A style image a sidecar brought along is remembered with the job of the photo it
+    styled; a reported photo (its name not UTF-8 here) with its own job."""
+    store = Store(tmp_path)
+    odd = os.fsdecode(b"caf\xe9.jpg")
+    store.create("j1", State.PUBLISHING, "a/photo.jpg", outcome="result")
+    store.create("j2", State.PUBLISHING, odd, outcome="report")
+    store.remember("a/mine.jpg", [[10, 20]], "j1")
+    store.remember("a/photo.jpg", [[10, 20], None], "j1")
+    store.remember(odd, [[10, 20]], "j2")
+    store.remember("gone.jpg", [[10, 20]], "pruned")
+    assert store.seen_for_another("a/mine.jpg")
+    assert not store.seen_for_another("a/photo.jpg")
+    assert not store.seen_for_another(odd)
+    assert not store.seen_for_another("gone.jpg") and not store.seen_for_another("never.jpg")
 
 
 def test_answers_are_pruned_oldest_first(tmp_path: Path) -> None:

@@ -117,8 +117,10 @@ class Intake:
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
         # What kind of stylefold answer an inbox file is (daemon.jobs.answers_back's), or None.
         self.own_answer: Callable[[Path], str | None] = lambda path: None
-        # Whether a file, as it is, was answered where it lies (the state database knows).
+        # Whether a file, as it is, was answered where it lies, and whether as a style image
+        # another photo's sidecar brought along (the state database knows).
         self.answered_in_place: Callable[[Path], bool] = lambda path: False
+        self.brought_along: Callable[[Path], bool] = lambda path: False
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: IgnoreRules | None = None) -> "Intake":
@@ -549,11 +551,15 @@ class Intake:
             used = self._used_styles.get(image.path) == image.signature
             if used or self._pairs.is_style_image(image.path):
                 self._decided(image.path)  # a brought-along style image, not a photo
-            elif self.default is None and self.answered_in_place(image.path):
+            elif self.brought_along(image.path) or (
+                self.default is None and self.answered_in_place(image.path)
+            ):
                 # A brought-along style after a restart, a photo reported before: its report
                 # would be left out, so no wait either (a docs trial: `once` and `status`
                 # said the style would be reported after pair_timeout). With a default style
-                # a reported photo is a job now (a reload that configured one).
+                # a reported photo is a job now (a reload that configured one), but a style
+                # image stays one (it was listed as waiting for the default style, then
+                # dropped as answered).
                 self._decided(image.path)
             elif not timed_out:
                 if sharing is not None:  # status said "waiting for its sidecar", which is there

@@ -87,6 +87,11 @@ class AnsweredInPlace:
         recorded = self.store.seen(self.relative(path))
         return recorded is not None and len(recorded) > 0 and self._unchanged(recorded[0], path)
 
+    def brought_along(self, path: Path) -> bool:
+        """Whether the inbox file `path`, as it is now, is a style image another photo's job
+        brought along (`remember_style`): never a photo of its own, whatever the settings."""
+        return self.store.seen_for_another(self.relative(path)) and self.answered_as_is(path)
+
     def answered_with(self, photo: Path, sidecar: str) -> bool:
         """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
         photo was answered with it in place (archive = "keep")."""

@@ -545,6 +545,15 @@ class Store:
         ).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def seen_for_another(self, path: str) -> bool:
+        """Whether the inbox file `path` was answered in place by a job of another input (a
+        style image it brought along); False without a record, or once that job was pruned."""
+        row = self._db.execute(
+            "SELECT jobs.input FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
+            (os.fsencode(path),),
+        ).fetchone()
+        return row is not None and row[0] != _text(path)
+
     def seen_paths(self) -> list[str]:
         return [os.fsdecode(row[0]) for row in self._db.execute("SELECT path FROM seen")]
 
