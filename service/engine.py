@@ -54,6 +54,7 @@ def _style_min_side(params: RenderParams) -> int:
 class StyleImage:
     image: Image.Image
     weight: float = 1.0
+    name: str = ""  # what a note about it says in a blend (a library name, a file name)
 
 
 @dataclass(frozen=True)
@@ -306,11 +307,20 @@ class Engine:
         seconds = time.perf_counter() - reporter.started
         shortest = _style_min_side(params)
         said = (
-            told(style.image.size, sizes[-1], params.style_scale, shortest)
+            (style.name, told(style.image.size, sizes[-1], params.style_scale, shortest))
             for style in styles
             for told in (schedule.style_floor_note, schedule.style_upscale_note)
         )
-        notes = tuple(dict.fromkeys(note for note in said if note is not None))
+        # In a blend, a note names its style (a steering trial: "the style image is only
+        # 40x25 px" twice, for two styles, and neither named).
+        blended = len(styles) > 1
+        notes = tuple(
+            dict.fromkeys(
+                f"style {name}: {note}" if blended and name else note
+                for name, note in said
+                if note is not None
+            )
+        )
         style_sizes = tuple(
             schedule.style_dimensions(style.image.size, sizes[-1], params.style_scale, shortest)
             for style in styles

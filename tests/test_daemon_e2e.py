@@ -1207,3 +1207,14 @@ def test_a_style_scale_the_floor_overrode_is_told_in_the_log(shared: Daemon) -> 
     log = (shared.folders.outbox / "finer" / "photo.log").read_text()
     assert "note: style_scale 0.5 asks for a " in log, log
     assert "as a style image's short side is kept at least 128 px (less carries no texture)" in log
+    # in a blend each note names its style
+    blend = [{"name": "mosaic", "weight": 1}, {"name": "waves", "weight": 1}]
+    blended = shared.folders.inbox / "finer-blend"
+    blended.mkdir()
+    (blended / "photo.jpg").write_bytes(image_bytes(size=(64, 48), seed=59))
+    write_json(blended / "photo.json", {"style": blend, "params": {"style_scale": 0.5}})
+    notes = _finished_once(shared, "finer-blend")["notes"]
+    assert [note.split(": style_scale")[0] for note in notes] == [  # type: ignore[union-attr]
+        "style mosaic",
+        "style waves",
+    ], notes

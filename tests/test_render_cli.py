@@ -70,6 +70,14 @@ def test_render_writes_the_output(tmp_path: Path, photos: tuple[Path, Path]) -> 
     done = _run(content, "tiny_style.png", "-o", out, *finest, "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "note: the style image is only 24x16 px, enlarged to " in done.stderr, done.stderr
+    # in a blend each such note names its style (a steering trial: two alike, neither named)
+    Image.open(style).resize((16, 24)).save(tmp_path / "tall_style.png")
+    blend = ("tiny_style.png", "tall_style.png", "--style-blend", "1", "1")
+    done = _run(content, *blend, "-o", out, *finest, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name, size in (("tiny_style.png", "24x16"), ("tall_style.png", "16x24")):
+        told = f"note: style {name}: the style image is only {size} px, enlarged to "
+        assert told in done.stderr, done.stderr
 
 
 def test_a_transparent_photo_s_result_is_transparent_where_the_format_can_be(

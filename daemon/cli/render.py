@@ -381,7 +381,10 @@ def _render(args: argparse.Namespace) -> int:
             **{params.network: args.weights}, pth_convention=args.weights_convention
         )
     engine = Engine(device=args.device, weights=weights)
-    styles = [StyleImage(image, w) for image, w in zip(images.styles, blend, strict=True)]
+    styles = [
+        StyleImage(image, w, style.name)
+        for image, w, style in zip(images.styles, blend, resolved, strict=True)
+    ]
     result = _paint(engine, images, styles, params, quiet=args.quiet)
 
     from service.imageio import encode_result

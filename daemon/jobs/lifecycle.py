@@ -363,6 +363,7 @@ class Lifecycle:
                 job_dir / style.file,
                 style.weight,
                 answers.style_label(job, style, files.get(style.name)),
+                style.name,
             )
             for style in job.styles
         )

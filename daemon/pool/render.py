@@ -173,7 +173,7 @@ def decode(task: Task, sources: Sources) -> Decoded:
     started = time.monotonic()
     content = _open(sources.content, task, "the photo")
     styles = [
-        StyleImage(_style(source, task, ref.label), weight)
+        StyleImage(_style(source, task, ref.label), weight, ref.name)
         for ref, (source, weight) in zip(task.styles, sources.styles, strict=True)
     ]
     return Decoded(task, content, styles, time.monotonic() - started)

@@ -21,6 +21,7 @@ class StyleRef:
     path: Path
     weight: float
     label: str = "a style image"  # what a report calls it: the file and where it lives
+    name: str = ""  # what a note calls it in a blend: the style's name or file
 
 
 @dataclass(frozen=True)
