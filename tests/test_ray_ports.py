@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("grpc", reason="the ray extra is not installed: pip install 'stylefold[ray]'")
 
 from daemon.pool.ray_connect import check_port, endpoint, port_kind, probe, shown
-from daemon.pool.ray_protocol import WRONG_PORT
+from daemon.pool.ray_protocol import WRONG_PORT, WrongPort
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_a_web_server_is_no_ray_port_of_either_kind(web_server: tuple[str, int])
     was told "no answer" and to check the token."""
     assert port_kind(web_server, timeout=5.0) == "not grpc"
     for address in (shown(web_server), f"ray://{shown(web_server)}"):
-        with pytest.raises(ConnectionError, match=f"^{WRONG_PORT} .*[(]not gRPC"):
+        with pytest.raises(WrongPort, match=f"^{WRONG_PORT} .*[(]not gRPC"):
             check_port(address, web_server, time.monotonic() + 5.0)
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from functools import cache
 
 from daemon.config import Settings
-from daemon.pool.api import PoolError
-from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected
+from daemon.pool.api import ClusterUnavailable, PoolError, SetupError
+from daemon.pool.ray_protocol import NOTHING_ANSWERS, Connected
 
 # How long doctor waits for a TCP answer before leaving it to the full probe.
 REFUSED_WAIT = 3.0
@@ -25,24 +25,24 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
         return [("ray", lambda: _local(settings))]
 
     @cache
-    def probe() -> tuple[Connected | str, float]:
+    def probe() -> tuple[Connected | PoolError, float]:
         from daemon.pool.ray_backend import probe_cluster
 
         started = time.monotonic()
         if (refused := _refused_now(settings.ray_address)) is not None:
             return refused, time.monotonic() - started
         try:
-            found: Connected | str = probe_cluster(
+            found: Connected | PoolError = probe_cluster(
                 settings.ray_address, settings.ray_connect_timeout
             )
         except PoolError as exc:
-            found = str(exc)
+            found = exc
         return found, time.monotonic() - started
 
     def reachable() -> tuple[bool, str]:
         found, seconds = probe()
-        if isinstance(found, str):
-            if found.startswith(WRONG_PORT):  # it says which setting to write
+        if isinstance(found, PoolError):
+            if isinstance(found, SetupError):  # the wrong port: it says which setting to write
                 return False, f"ray: {found}"
             return False, (
                 f"ray: {found}; start the cluster (systemctl start ray-head) or fix ray_address"
@@ -57,7 +57,7 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
         from daemon.pool.ray_backend import misfit
 
         found, _ = probe()
-        if isinstance(found, str):
+        if isinstance(found, PoolError):
             return False, f"ray resources: unknown, {_unasked(found)}"
         text = f"ray resources: {found.cpus:g} CPUs, {found.gpus} GPUs"
         problem = misfit(found, settings.ray_cpu_actors, settings.ray_actor_cpus)
@@ -70,7 +70,7 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
 
     def versions() -> tuple[bool, str]:
         found, _ = probe()
-        if isinstance(found, str):
+        if isinstance(found, PoolError):
             return False, f"ray versions: unknown, {_unasked(found)}"
         named = "; ".join(
             [f"{node.name} runs {node.version}" for node in found.strangers()]
@@ -104,15 +104,17 @@ def _local(settings: Settings) -> tuple[bool, str]:
     return (True, text) if problem is None else (False, f"{text}; {problem}")
 
 
-def _unasked(problem: str) -> str:
+def _unasked(problem: PoolError) -> str:
     """Why the cluster could not be asked: it did answer, as the wrong kind of port (a
     re-test read "did not answer" after "answers, but not as ...")."""
     return (
-        "see the ray line above" if problem.startswith(WRONG_PORT) else "the cluster did not answer"
+        "see the ray line above"
+        if isinstance(problem, SetupError)
+        else "the cluster did not answer"
     )
 
 
-def _refused_now(address: str) -> str | None:
+def _refused_now(address: str) -> ClusterUnavailable | None:
     """Why nothing can answer at `address` now, when that is known at once (connection refused,
     an unknown host): doctor says so then, where the daemon waits ray_connect_timeout for a
     cluster that may be booting (an operator's trial: doctor sat 30 s on a refused address).
@@ -128,4 +130,4 @@ def _refused_now(address: str) -> str | None:
     except TimeoutError:
         return None
     except OSError as exc:
-        return f"{NOTHING_ANSWERS} {shown(target)} ({exc})"
+        return ClusterUnavailable(f"{NOTHING_ANSWERS} {shown(target)} ({exc})")

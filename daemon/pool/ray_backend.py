@@ -24,13 +24,11 @@ from collections.abc import Callable
 
 import structlog
 
-from daemon.pool.api import ClusterUnavailable, Outage, SetupError
+from daemon.pool.api import ClusterUnavailable, Outage, PoolError, SetupError
 from daemon.pool.events import FailureKind
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
-    NOTHING_ANSWERS,
-    WRONG_PORT,
     Cancel,
     Close,
     Connected,
@@ -98,7 +96,7 @@ def probe_cluster(address: str, timeout: float) -> Connected:
             driver.replies(0.2)
             problem = driver.problem()
             if driver.connected is None and problem is not None:
-                raise ClusterUnavailable(_unreachable(address, timeout, problem))
+                raise _not_joined(driver, address, timeout, problem)
         return driver.connected
     finally:
         driver.end(5.0 if driver.connected else 0.0)  # one that never joined will not leave
@@ -122,22 +120,24 @@ def _local_cpus(cpu_actors: int, actor_cpus: int) -> int:
     return max(os.cpu_count() or 1, cpu_actors * actor_cpus)
 
 
-def _unreachable(address: str, timeout: float, problem: str) -> str:
-    """A Ray client refused for its token only times out: the words name the token too (a Ray
-    operator's trial: a wrong RAY_AUTH_TOKEN read as a cluster down, and the unit restarted),
-    unless nothing took the connection at all."""
-    if problem.startswith(WRONG_PORT):  # it answered at once, as what it is
-        return problem
+def _not_joined(driver: DriverProcess, address: str, timeout: float, problem: str) -> PoolError:
+    """SetupError for the wrong kind of port (it answered at once, as what it is: a setting to
+    fix, which restarts cannot help), else ClusterUnavailable. A Ray client refused for its
+    token only times out: the words name the token too (a Ray operator's trial: a wrong
+    RAY_AUTH_TOKEN read as a cluster down, and the unit restarted), unless nothing took the
+    connection at all (an operator's trial was told of tokens at "Connection refused")."""
+    if driver.connect_failure == "wrong port":
+        return SetupError(problem)
     reached = f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
     reached += f"(ray_connect_timeout): {problem}"
-    if problem.startswith(NOTHING_ANSWERS):  # no connection at all: no token was asked for
-        return reached  # (an operator's trial was told of tokens at "Connection refused")
+    if driver.connect_failure == "nothing listens":
+        return ClusterUnavailable(reached)
     token = (
         "check that RAY_AUTH_TOKEN in this daemon's environment is the head's"
         if os.environ.get("RAY_AUTH_MODE") == "token"
         else "set RAY_AUTH_MODE=token and the head's RAY_AUTH_TOKEN in this daemon's environment"
     )
-    return (
+    return ClusterUnavailable(
         f"{reached}; a cluster that asks for a token refuses a missing or wrong one this way "
         f"too: if yours does, {token}"
     )
@@ -185,9 +185,7 @@ class RayActors:
             problem = driver.problem()
             if problem is not None:
                 self._end()
-                # The wrong port is a setting to fix: restarts cannot help.
-                error = SetupError if problem.startswith(WRONG_PORT) else ClusterUnavailable
-                raise error(_unreachable(self.address, self.connect_timeout, problem))
+                raise _not_joined(driver, self.address, self.connect_timeout, problem)
         problem = misfit(driver.connected, self.cpu_actors, self.actor_cpus)
         if problem is not None:
             self._end()

@@ -13,7 +13,15 @@ import time
 from typing import Any, Literal
 
 from daemon.pool.ray_actor import identify
-from daemon.pool.ray_protocol import NOTHING_ANSWERS, WRONG_PORT, Connected, NodeInfo, Open
+from daemon.pool.ray_protocol import (
+    NOTHING_ANSWERS,
+    WRONG_PORT,
+    Connected,
+    NodeInfo,
+    NothingListens,
+    Open,
+    WrongPort,
+)
 
 # Ray puts the driver's working directory first on the module path of every worker it starts
 # for it, on every node. The daemon (or doctor) may have been started anywhere, e.g. in a
@@ -56,7 +64,7 @@ def wait_listening(target: tuple[str, int], deadline: float) -> None:
         if error is None:
             return
         if time.monotonic() + 0.5 >= deadline:
-            raise ConnectionError(f"{NOTHING_ANSWERS} {shown(target)} ({error})")
+            raise NothingListens(f"{NOTHING_ANSWERS} {shown(target)} ({error})")
         time.sleep(0.5)
 
 
@@ -87,7 +95,7 @@ def port_kind(target: tuple[str, int], timeout: float) -> PortKind | None:
 
 
 def check_port(address: str, target: tuple[str, int], deadline: float) -> None:
-    """ConnectionError (WRONG_PORT) when `target` is not the kind of port `address`'s form
+    """WrongPort when `target` is not the kind of port `address`'s form
     names: the head's address written with ray://, the Ray Client port without it, or no Ray
     port at all."""
     timeout = max(0.1, min(2.0, deadline - time.monotonic()))
@@ -95,19 +103,19 @@ def check_port(address: str, target: tuple[str, int], deadline: float) -> None:
     where = shown(target)
     client = address.startswith("ray://")
     if kind == "gcs" and client:
-        raise ConnectionError(
+        raise WrongPort(
             f"{WRONG_PORT} {where} is a Ray cluster's address (its GCS), not a Ray Client "
             f'server: write ray_address = "{where}" without ray://, or name the Ray Client '
             "port (10001 by default)"
         )
     if kind == "grpc" and not client:
-        raise ConnectionError(
+        raise WrongPort(
             f"{WRONG_PORT} {where} answers, but not as a Ray cluster's address (a Ray Client "
             f"server answers this way): to connect through Ray Client write ray_address = "
             f'"ray://{where}", or name the head\'s address (port 6379 by default)'
         )
     if kind == "not grpc":
-        raise ConnectionError(
+        raise WrongPort(
             f"{WRONG_PORT} {where} answers, but not as Ray does (not gRPC: a web server?); "
             "name the head's address (port 6379 by default) or its Ray Client port as "
             "ray://HOST:10001"

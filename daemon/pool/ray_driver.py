@@ -44,6 +44,7 @@ from daemon.pool.ray_protocol import (
     Reply,
     Run,
     Spawn,
+    connect_kind,
 )
 from daemon.pool.render import WorkerSpec
 from daemon.versions import stylefold_build
@@ -361,7 +362,7 @@ def main(conn: Connection, output: Connection) -> None:
         link.send(Joined())
         connected = describe(ray, stylefold_build(), until)
     except Exception as exc:  # ConnectionError, RuntimeError, ...: all mean "no cluster"
-        link.send(ConnectFailed(str(exc) or type(exc).__name__))
+        link.send(ConnectFailed(str(exc) or type(exc).__name__, connect_kind(exc)))
         return
     link.send(connected)
     driver = Driver(ray, link, target, opening.address)

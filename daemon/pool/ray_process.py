@@ -19,7 +19,16 @@ from multiprocessing.connection import Connection, wait
 import structlog
 
 from daemon.pool import ray_driver
-from daemon.pool.ray_protocol import Command, Connected, ConnectFailed, Joined, Lost, Open, Reply
+from daemon.pool.ray_protocol import (
+    Command,
+    Connected,
+    ConnectFailed,
+    ConnectKind,
+    Joined,
+    Lost,
+    Open,
+    Reply,
+)
 
 log = structlog.get_logger("stylefold.ray")
 
@@ -94,6 +103,7 @@ class DriverProcess:
         self._probe_until = opening.probe_until
         self.connected: Connected | None = None
         self._failure: str | None = None
+        self.connect_failure: ConnectKind = "other"  # why it could not connect
         self._relay = threading.Thread(target=_relay, args=(output,), daemon=True)
         self._relay.start()
         # The driver ignores SIGTERM, and multiprocessing joins its children at exit: an exit
@@ -123,6 +133,7 @@ class DriverProcess:
                     self.connected = reply
                 elif isinstance(reply, ConnectFailed):
                     self._failure = reply.error
+                    self.connect_failure = reply.kind
                 elif isinstance(reply, Lost):
                     self._failure = reply.reason
                 replies.append(reply)

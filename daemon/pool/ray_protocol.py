@@ -8,14 +8,38 @@ only, like every message between processes here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from daemon.pool.messages import JobFailed, Report
 from daemon.pool.render import Rendered, Sources, WorkerSpec
 from daemon.pool.task import Task
 
-NOTHING_ANSWERS = "nothing answers at"  # no TCP connection to a Ray address at all
-# The address is the other kind of Ray port than its form says (a setting to fix, not an outage).
+# How the two failures the daemon acts on begin their words (their kind travels as
+# `ConnectFailed.kind`).
+NOTHING_ANSWERS = "nothing answers at"
 WRONG_PORT = "ray_address names the wrong port:"
+
+
+class NothingListens(ConnectionError):
+    """No TCP connection to a Ray address at all (refused, an unknown host): no token was
+    asked for, so the words do not name one."""
+
+
+class WrongPort(ConnectionError):
+    """The address is the other kind of Ray port than its form says: a setting to fix, which
+    restarts cannot help, not an outage."""
+
+
+# Why a driver could not connect, as far as the daemon acts on it ("other": a timeout, a
+# refused token, anything Ray raised).
+ConnectKind = Literal["nothing listens", "wrong port", "other"]
+
+
+def connect_kind(error: BaseException) -> ConnectKind:
+    if isinstance(error, WrongPort):
+        return "wrong port"
+    return "nothing listens" if isinstance(error, NothingListens) else "other"
+
 
 # -- daemon -> driver --------------------------------------------------------------------------
 
@@ -110,6 +134,7 @@ class Joined:
 @dataclass(frozen=True)
 class ConnectFailed:
     error: str
+    kind: ConnectKind = "other"
 
 
 @dataclass(frozen=True)
