@@ -838,6 +838,35 @@ def test_a_photo_written_on_after_its_claim_goes_back_unanswered(
     assert manifest["input"]["sha256"] == hashlib.sha256(new).hexdigest()
 
 
+@pytest.mark.parametrize("put", ["symlink", "fifo"])
+def test_a_kept_photo_replaced_by_a_link_on_its_inode_is_still_answered(
+    folders: Folders, put: str
+) -> None:
+    """An attacker's trial (archive = "keep"): the photo, claimed as a copy, was deleted and a
+    symbolic link put in its place, which the file system gave the freed inode: the same
+    device and inode at another size read as the photo written on in place, so the claimed
+    copy's result was thrown away (and the link, back "to settle again", reported twice). A
+    file of another type is a new file, whatever its inode."""
+    lc = _lifecycle(folders, archive="keep")
+    arrival = _send(folders)
+    job_id = _take(lc, arrival)
+    assert job_id is not None
+    arrival.image.unlink()
+    if put == "symlink":
+        arrival.image.symlink_to(folders.root / "elsewhere.jpg")
+    else:
+        os.mkfifo(arrival.image)
+    job = lc.jobs[job_id]
+    dev, ino = (lambda st: (st.st_dev, st.st_ino))(os.lstat(arrival.image))
+    # The freed inode, as that file system reused it (this one may not).
+    lc.jobs[job_id] = job.model_copy(
+        update={"origin": [[dev, ino, *job.origin[0][2:]], *job.origin[1:]]}
+    )
+    _render(lc, job_id)
+    assert _end(lc, job_id) is State.DONE
+    assert _outbox(folders) == RESULT_SET
+
+
 def test_a_changed_sidecar_also_sends_the_pair_back(folders: Folders) -> None:
     lc = _lifecycle(folders)
     arrival = _send(folders)

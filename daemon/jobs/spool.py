@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -400,14 +401,16 @@ class Spool:
 
     def _origins(self, job: Job) -> list[tuple[str, list[int], list[int] | None]]:
         """A copied job's originals: name, [dev, inode, size, mtime_ns] as claimed and as in
-        the inbox now (None: gone)."""
+        the inbox now (None: gone, or no regular file: a link or a pipe put in its place is a
+        new file even on the freed inode, which an attacker's trial saw a file system give a
+        symbolic link, and the claimed copy's result was thrown away as written on in place)."""
         found = []
         for name, claimed in zip(job.pair, job.origin, strict=False):
-            try:
+            now: list[int] | None = None
+            with contextlib.suppress(OSError):
                 result = safefs.lstat_under(self.settings.inbox, Path(job.rel_dir) / name)
-                now: list[int] | None = [*safefs.Identity.of(result)]
-            except OSError:
-                now = None
+                if stat.S_ISREG(result.st_mode):
+                    now = [*safefs.Identity.of(result)]
             found.append((name, claimed, now))
         return found
 
