@@ -136,6 +136,35 @@ def test_a_lone_photo_is_decided_again_after_a_reload(folders: Folders) -> None:
     assert intake.poll(13.0) == [Arrival(photo, None, Path("."))]
 
 
+def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> None:
+    """An attacker's trial: beside both.jpg and both.jpg.json, both.json was told that both.jpg
+    "is not one of gif, heic, ..., jpg, ..." and to save the photo as one of those, when the
+    photo's pair was rejected (a rendered one was told what happened, from its job)."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    files = {"both.jpg": image_bytes(), "both.jpg.json": b'{"style": "nope"}'}
+    files["both.json"] = b'{"style": "mosaic"}'
+    for name, data in files.items():
+        (folders.inbox / name).write_bytes(data)
+        intake.observe(folders.inbox / name, 0.0)
+    assert intake.poll(2.0) == [
+        Arrival(folders.inbox / "both.jpg", folders.inbox / "both.jpg.json", Path("."))
+    ]
+    [problem] = intake.poll(6.0)
+    assert isinstance(problem, Problem) and problem.path == folders.inbox / "both.json"
+    assert problem.reason == (
+        "both.json is not used: both.jpg goes with both.jpg.json, the sidecar named after the "
+        "photo's whole file name, which comes first; remove both.json (or, to render the photo "
+        "with it, remove both.jpg.json)"
+    )
+    # A file named like the photo in a type the inbox does not take is still told as one.
+    (folders.inbox / "raw.nef").write_bytes(b"raw")
+    (folders.inbox / "raw.json").write_bytes(b'{"style": "mosaic"}')
+    intake.observe(folders.inbox / "raw.nef", 7.0)
+    intake.observe(folders.inbox / "raw.json", 7.0)
+    [told] = intake.poll(9.0)
+    assert isinstance(told, Problem) and "raw.nef is not one of gif, heic" in told.reason
+
+
 def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
     """`stylefold once` from cron stops while a lone photo still waits for its sidecar (it stops
     once the inbox is quiet); a later run must not start that wait again (it counts from the

@@ -96,7 +96,10 @@ class Beside:
         kinds = self.kinds(relative, sorted({*asked, *others}))
         if folders := [name for name in asked if kinds.get(name) == stat.S_IFDIR]:
             return is_folder(folders[0])
-        if other_types := [name for name in others if kinds.get(name) == stat.S_IFREG]:
+        # Not a photo the inbox takes (both.jpg, paired with both.jpg.json, was called "not
+        # one of gif, heic, ..., jpg" in an attacker's trial).
+        files = [name for name in others if kinds.get(name) == stat.S_IFREG]
+        if other_types := [name for name in files if not rules.is_image_name(name)]:
             # a photo's type first: pic.nef, not the pic.aae beside it
             name = min(other_types, key=lambda name: (not _not_taken(name, rules), name))
             return reasons.photo_type_not_taken(name, rules.image_extensions)

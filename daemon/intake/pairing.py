@@ -669,12 +669,15 @@ class Intake:
             return
         timed_out = now - sidecar.waiting_since >= self.pair_timeout
         if timed_out or self._beside_photo_not_taken(sidecar):
-            reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
-
-            named = self.beside.folder(sidecar.path.parent.relative_to(self.inbox))
-            photos = [key(name) for name in named.stemmed(key(sidecar.base))]
-            photos = [name for name in photos if self.rules.is_image_name(name)]
-            reason = self._folder_named(sidecar, photos, reason, photo_of=sidecar.base)
+            if (shadow := self._pairs.shadowed_by(sidecar.path)) is not None:
+                photo, used = (path.name for path in shadow)
+                reason = reasons.sidecar_shadowed(sidecar.path.name, photo, used)
+            else:
+                reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
+                named = self.beside.folder(sidecar.path.parent.relative_to(self.inbox))
+                photos = [key(name) for name in named.stemmed(key(sidecar.base))]
+                photos = [name for name in photos if self.rules.is_image_name(name)]
+                reason = self._folder_named(sidecar, photos, reason, photo_of=sidecar.base)
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)

@@ -227,6 +227,16 @@ class Partners:
             if (folder, key(image.name)) not in self._sidecars and (not alike or image.stem == raw)
         )
 
+    def shadowed_by(self, sidecar: Path) -> tuple[Path, Path] | None:
+        """(photo, its own sidecar) when the lone `sidecar` (pic.json) is not used because the
+        photo of its stem takes the sidecar named after its whole file name (pic.jpg.json)."""
+        folder = sidecar.parent
+        for image in sorted(self._stems.get((folder, key(_raw(sidecar))), ())):
+            own = self._pick(self._sidecars.get((folder, key(image.name)), {}), image.name)
+            if own is not None and own != sidecar:
+                return image, own
+        return None
+
     def exact_image(self, folder: Path, name: str) -> Path | None:
         """The image called `name` in `folder`, if it is tracked: written so, else the only one
         whose name differs in case or Unicode form alone (several such: none, it is unclear)."""

@@ -144,6 +144,16 @@ def no_photo(base: str, is_photo_name: bool) -> str:
     )
 
 
+def sidecar_shadowed(sidecar: str, photo: str, used: str) -> str:
+    """Whatever became of the photo's pair (rendered, rejected): a job that took it says
+    more (daemon.jobs.answers.SIDECAR_SHADOWED)."""
+    return (
+        f"is not used: {photo} goes with {used}, the sidecar named after the photo's whole file "
+        f"name, which comes first; remove {sidecar} (or, to render the photo with it, remove "
+        f"{used})"
+    )
+
+
 def partner_is_folder(name: str) -> str:
     return (
         f"has no partner: {name} beside it is a folder, not a file; rename the folder, and put "
