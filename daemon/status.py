@@ -27,6 +27,7 @@ from daemon.jobs.states import State
 from daemon.jobs.store import (
     DB_FILE,
     NEWER_FIX,
+    End,
     NewerStateError,
     Store,
     StoreError,
@@ -73,6 +74,17 @@ def _subject(input: str) -> str:
     return str(path.with_suffix("") if path.suffix else path)
 
 
+def _created(later: dict[str, str], input: str, job_id: str) -> None:
+    """Note a job of `input`'s subject; job ids sort by the time they were created."""
+    subject = _subject(input)
+    later[subject] = max(later.get(subject, ""), job_id)
+
+
+def _answered_again(later: dict[str, str], end: End) -> str | None:
+    newest = later.get(_subject(end.input))
+    return newest if newest is not None and newest > end.id else None
+
+
 def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = None) -> StatusReport:
     """The durable part of the report: unfinished jobs as recorded (or the running daemon's
     `live` view of them, which saves reading every queued job's record at each publish),
@@ -91,7 +103,13 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     waiting = [end for end in store.ends_answered_in_place(RECENT) if end.id not in listed_ends]
     latest = sorted(latest + waiting, key=lambda end: end.since, reverse=True)
     attention = _broken(store, {end.id for end in latest})
-    later = {_subject(job.input): job.job_id for job in jobs}  # its newest job so far
+    # Per subject, its newest job (by id: when it was created) of those not ended yet or ended
+    # after the one at hand: a failure is answered again only by a job created after it (an
+    # attacker's trial: a link's report, put where a kept photo was while that photo's job
+    # waited, was hidden once that job was done).
+    later: dict[str, str] = {}
+    for job in jobs:
+        _created(later, job.input, job.job_id)
     for end in latest:  # newest first
         if end.state in _OUTCOMES:
             result = end.state in _RESULTS
@@ -104,10 +122,10 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
                     output=end.answer if result else None,
                     report=None if result else end.answer,
                     reason=end.reason,
-                    answered_again_by=None if result else later.get(_subject(end.input)),
+                    answered_again_by=None if result else _answered_again(later, end),
                 )
             )
-            later.setdefault(_subject(end.input), end.id)
+            _created(later, end.input, end.id)
     counts = store.counts()
     return StatusReport(
         daemon=daemon,

@@ -386,6 +386,29 @@ def test_a_failure_waiting_in_the_inbox_stays_listed_after_many_later_jobs(
     assert "recent failures: 1" in shown and "waits.jpg" in shown and "gone.jpg" not in shown
 
 
+def test_a_failure_is_not_hidden_by_a_job_of_its_name_claimed_before_it(folders: Folders) -> None:
+    """An attacker's trial (archive = "keep"): a kept photo replaced by a link while its job
+    waited; the link's report was hidden from status once that job, claimed before it, was
+    done, though the link still waits in the inbox. A job claimed after a failure answers it."""
+    claimed, report, fixed = (f"20261206-15000{n}-000000-00000{n}" for n in range(3))
+    store = Store(folders.state)
+    try:
+        store.create(claimed, State.CLAIMING, "m.jpg")
+        store.move(claimed, State.QUEUED)
+        store.create(report, State.PUBLISHING, "m.jpg", outcome="report")
+        store.move(report, State.REJECTED, reason="a link", note="m.error-2.json")
+        store.remember("m.jpg", [[10, 1, 7]], report)
+        store.move(claimed, State.RUNNING)
+        store.move(claimed, State.PUBLISHING, outcome="result")
+        store.move(claimed, State.RELEASING)
+        store.move(claimed, State.DONE)
+        assert [end.job_id for end in open_failures(read_status(folders.state).recent)] == [report]
+        store.create(fixed, State.CLAIMING, "m.jpg")
+    finally:
+        store.close()
+    assert open_failures(read_status(folders.state).recent) == []
+
+
 def test_a_running_daemon_s_report_that_is_not_rewritten_any_more_is_flagged(
     folders: Folders,
 ) -> None:
