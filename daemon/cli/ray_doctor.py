@@ -42,7 +42,7 @@ def ray_checks(settings: Settings) -> list[RayCheck]:
     def reachable() -> tuple[bool, str]:
         found, seconds = probe()
         if isinstance(found, PoolError):
-            if isinstance(found, SetupError):  # the wrong port: it says which setting to write
+            if isinstance(found, SetupError):  # the wrong port, or no ray: it says what to do
                 return False, f"ray: {found}"
             return False, (
                 f"ray: {found}; start the cluster (systemctl start ray-head) or fix ray_address"
