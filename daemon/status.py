@@ -74,15 +74,28 @@ def _subject(input: str) -> str:
     return str(path.with_suffix("") if path.suffix else path)
 
 
-def _created(later: dict[str, str], input: str, job_id: str) -> None:
+# Per subject and whether the job was about a lone sidecar, the newest job id so far.
+Later = dict[tuple[str, bool], str]
+
+
+def _about_sidecar(input: str) -> bool:
+    return PurePosixPath(input).suffix.lower() == ".json"
+
+
+def _created(later: Later, input: str, job_id: str) -> None:
     """Note a job of `input`'s subject; job ids sort by the time they were created."""
-    subject = _subject(input)
-    later[subject] = max(later.get(subject, ""), job_id)
+    key = (_subject(input), _about_sidecar(input))
+    later[key] = max(later.get(key, ""), job_id)
 
 
-def _answered_again(later: dict[str, str], end: End) -> str | None:
-    newest = later.get(_subject(end.input))
-    return newest if newest is not None and newest > end.id else None
+def _answered_again(later: Later, end: End) -> str | None:
+    """The newest job of the failure's subject created after it, if any. A lone sidecar's
+    report does not answer a photo's failure (an attacker's trial: beside both.jpg and
+    both.jpg.json, the report on an unused both.json hid both.jpg's own)."""
+    subject = _subject(end.input)
+    kinds = (False, True) if _about_sidecar(end.input) else (False,)
+    newest = max((later.get((subject, kind), "") for kind in kinds), default="")
+    return newest if newest > end.id else None
 
 
 def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = None) -> StatusReport:
@@ -107,7 +120,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     # after the one at hand: a failure is answered again only by a job created after it (an
     # attacker's trial: a link's report, put where a kept photo was while that photo's job
     # waited, was hidden once that job was done).
-    later: dict[str, str] = {}
+    later: Later = {}
     for job in jobs:
         _created(later, job.input, job.job_id)
     for end in latest:  # newest first

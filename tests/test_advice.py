@@ -146,10 +146,12 @@ def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> 
     for name, data in files.items():
         (folders.inbox / name).write_bytes(data)
         intake.observe(folders.inbox / name, 0.0)
-    assert intake.poll(2.0) == [
-        Arrival(folders.inbox / "both.jpg", folders.inbox / "both.jpg.json", Path("."))
-    ]
-    [problem] = intake.poll(6.0)
+    # once its photo is decided, not after pair_timeout: status said it waited for its photo
+    pair = Arrival(folders.inbox / "both.jpg", folders.inbox / "both.jpg.json", Path("."))
+    assert intake.poll(2.0) == [pair]
+    [item] = [item for item in intake.items(2.0, 2.0) if item.path == "both.json"]
+    assert item.note.startswith("waiting for both.jpg to be taken with both.jpg.json, which"), item
+    [problem] = intake.poll(2.2)
     assert isinstance(problem, Problem) and problem.path == folders.inbox / "both.json"
     assert problem.reason == (
         "both.json is not used: both.jpg goes with both.jpg.json, the sidecar named after the "

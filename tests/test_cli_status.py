@@ -404,9 +404,17 @@ def test_a_failure_is_not_hidden_by_a_job_of_its_name_claimed_before_it(folders:
         store.move(claimed, State.DONE)
         assert [end.job_id for end in open_failures(read_status(folders.state).recent)] == [report]
         store.create(fixed, State.CLAIMING, "m.jpg")
+        # A lone sidecar's later report does not answer a photo's failure (an attacker's
+        # trial: the report on both.json, unused beside both.jpg and both.jpg.json, hid
+        # both.jpg's), but a later report on the same sidecar answers its earlier one.
+        for n, input in enumerate(["both.jpg", "both.json", "lone.json", "lone.json"]):
+            job_id = f"20261206-16000{n}-000000-00000{n}"
+            store.create(job_id, State.PUBLISHING, input, outcome="report")
+            store.move(job_id, State.REJECTED, reason="a problem", note="x.error.json")
     finally:
         store.close()
-    assert open_failures(read_status(folders.state).recent) == []
+    failures = open_failures(read_status(folders.state).recent)
+    assert sorted(end.input for end in failures) == ["both.jpg", "both.json", "lone.json"]
 
 
 def test_a_running_daemon_s_report_that_is_not_rewritten_any_more_is_flagged(

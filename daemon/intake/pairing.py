@@ -114,6 +114,7 @@ class Intake:
         # `once` waits for before it calls the inbox done.
         self.looked_at_all = True
         self._used_styles: dict[Path, Signature] = {}  # style files already part of a job
+        self._emitted_now: set[Path] = set()  # photos emitted in this poll: not claimed yet
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
         # What kind of stylefold answer an inbox file is (daemon.jobs.answers_back's), or None.
         self.own_answer: Callable[[Path], str | None] = lambda path: None
@@ -344,6 +345,7 @@ class Intake:
         feeds, go on while a thousand arriving photos are looked at."""
         events: list[Event] = []
         self.beside.forget()
+        self._emitted_now.clear()
         self._wake([path for path, due in self._asleep.items() if due <= now])
         self.looked_at_all = True
         for path in sorted(self._pending, key=lambda path: self._files[path].changed_at):
@@ -645,6 +647,7 @@ class Intake:
         if image.done == marker:
             return
         image.done = marker
+        self._emitted_now.add(image.path)
         rel_dir = image.path.parent.relative_to(self.inbox)
         settled = [entry for entry in (image, sidecar, style) if entry is not None]
         events.append(
@@ -668,8 +671,18 @@ class Intake:
             )
             return
         timed_out = now - sidecar.waiting_since >= self.pair_timeout
-        if timed_out or self._beside_photo_not_taken(sidecar):
-            if (shadow := self._pairs.shadowed_by(sidecar.path)) is not None:
+        # Not used while its photo takes another sidecar: told once the photo is decided, in a
+        # later poll than its arrival (so the report names the job that took it), not after
+        # pair_timeout (status said it waited for its photo, which was there).
+        shadow = self._pairs.shadowed_by(sidecar.path)
+        if shadow is not None and (
+            self._files[shadow[0]].done is None or shadow[0] in self._emitted_now
+        ):
+            photo, used = (path.name for path in shadow)
+            sidecar.waits_for = f"{photo} to be taken with {used}, which comes first"
+            return
+        if timed_out or shadow is not None or self._beside_photo_not_taken(sidecar):
+            if shadow is not None:
                 photo, used = (path.name for path in shadow)
                 reason = reasons.sidecar_shadowed(sidecar.path.name, photo, used)
             else:
