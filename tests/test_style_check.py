@@ -5,6 +5,11 @@ and where it lives."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +68,59 @@ def test_a_job_time_style_error_names_the_file(tmp_path: Path) -> None:
         with pytest.raises(ImageInputError) as caught:
             decode(task, sources)
         assert str(caught.value) == f"{label} is empty (0 bytes); copy the file again"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acts as two users")
+def test_a_photo_its_owner_made_unreadable_after_its_claim_is_the_sender_s_input() -> None:
+    """An attacker's trial: a claim moves the photo, owner and all; its sender, holding it open,
+    made it unreadable (fchmod 000), and the report called it a fault of the server, which
+    `doctor` then found none of. The daemon's user reads here as `nobody`."""
+    from daemon.pool.render import classify
+
+    folder = Path(tempfile.mkdtemp())  # not under pytest's root-only folders
+    try:
+        folder.chmod(0o755)
+        content = make_image(folder / "input.jpg")
+        os.chown(content, 12345, 12345)
+        content.chmod(0)
+        style = make_image(folder / "style.jpg")
+        task = Task(
+            job_id="j",
+            job_dir=folder,
+            content=content,
+            styles=(StyleRef(style, 1.0, "the image of style 'mosaic'"),),
+            params=RenderParams(),
+            output_format="jpg",
+            output_quality=90,
+            max_pixels=10**6,
+        )
+        # Imported before the fork: `nobody` may not read this Python's own folders.
+        readable = replace(task, content=style)
+        decode(readable, Sources.of(readable))
+        classify(ImageInputError("x"))
+        context = multiprocessing.get_context("fork")
+        told: multiprocessing.Queue[tuple[str, str]] = context.Queue()
+
+        def as_the_daemon() -> None:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                decode(task, Sources.of(task))
+            except Exception as exc:
+                told.put((classify(exc), str(exc)))
+
+        child = context.Process(target=as_the_daemon)
+        child.start()
+        kind, text = told.get(timeout=60)
+        child.join(60)
+    finally:
+        shutil.rmtree(folder)
+    assert kind == "input", text
+    assert text == (
+        "the photo cannot be read any more (Permission denied): its owner (uid 12345) changed "
+        "its permissions after it was taken; make it readable to the daemon's user again and "
+        "send it again"
+    )
 
 
 def test_a_job_whose_own_copy_cannot_be_read_is_the_servers_fault(tmp_path: Path) -> None:

@@ -225,7 +225,8 @@ class RayActors:
             sources = Sources.read(task)
         except ImageInputError as exc:
             unreadable = copy_unreadable(exc, "a file of the job")
-            kind: FailureKind = "input" if unreadable is None else "engine"
+            ours = unreadable is not None and not isinstance(unreadable, ImageInputError)
+            kind: FailureKind = "engine" if ours else "input"
             error = f"cannot read the job: {exc if unreadable is None else unreadable}"
             self._said.append(JobFailed(worker_id, task.job_id, task.attempt, kind, error))
             return True

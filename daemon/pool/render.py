@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import time
 import traceback
 from collections.abc import Callable
@@ -208,17 +209,42 @@ def _open(source: Path | bytes, task: Task, what: str) -> LoadedImage:
 def copy_unreadable(exc: BaseException, what: str) -> EngineError | None:
     """The daemon's own copy of a file (in its spool or style store) could not be read: the
     server's fault, not the sender's, so not an input error (a review: it counted as the
-    sender's in the metrics, and told them nothing they could mend)."""
-    from service.errors import EngineError, FileUnreadableError
+    sender's in the metrics, and told them nothing they could mend). Unless the file is still
+    its sender's (a claim moves the photo, owner and all) and was made unreadable since: an
+    ImageInputError then (an attacker's trial: a `chmod 000` through a descriptor kept open
+    after the claim was called a fault of the server)."""
+    from service.errors import EngineError, FileUnreadableError, ImageInputError
 
     cause = exc.__cause__
     if not isinstance(exc, FileUnreadableError) or not isinstance(cause, OSError):
         return None
+    if isinstance(cause, PermissionError) and (owner := _other_owner(cause.filename)):
+        return ImageInputError(
+            f"{what} cannot be read any more ({cause.strerror}): its owner ({owner}) changed "
+            "its permissions after it was taken; make it readable to the daemon's user again "
+            "and send it again"
+        )
     return EngineError(
         f"the daemon's own copy of {what} cannot be read ({cause.strerror or cause}): a fault "
         "of the server, not of the file; its administrator can look at the state folder "
         "(stylefold doctor)"
     )
+
+
+def _other_owner(path: str | bytes | None) -> str | None:
+    """Who owns the file at `path`, when not the daemon's user."""
+    if path is None:
+        return None
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return None
+    if uid == os.geteuid():
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def photo_problem(photo: Path, max_pixels: int, head: bytes | None = None) -> str | None:
