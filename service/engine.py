@@ -8,7 +8,6 @@ per iteration for all of them.
 """
 
 import hashlib
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -22,9 +21,9 @@ from PIL import Image
 from service import color, devices, schedule, start, tensors
 from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
-from service.network import VGGFeatures, min_side
+from service.network import VGGFeatures
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
-from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams
+from service.params import STYLE_MIN_SIDE, RenderParams, min_side
 from service.progress import (
     BatchProgressFn,
     Cadence,
@@ -350,23 +349,9 @@ class Engine:
     def _fitting_plan(content_size: tuple[int, int], params: RenderParams) -> Plan:
         """The schedule's stages with their (w, h), without coarse passes too small for the
         network; an output too small for it is an error that says what to change."""
+        if (problem := schedule.output_problem(content_size, params)) is not None:
+            raise ImageInputError(problem)
         need = min_side((*params.content_layers, *params.style_layers))
-        w, h = schedule.dimensions(*content_size, params.size)
-        if min(w, h) < need:
-            # The smallest long side whose short side rounds to `need`: a step or two above.
-            size = math.floor((need - 0.5) * max(content_size) / min(content_size))
-            while min(schedule.dimensions(*content_size, size)) < need:
-                size += 1
-            fix = (
-                f"ask for size {size} or more, or crop the image to a less elongated shape"
-                if size <= MAX_SIZE
-                else f"no output size reaches that at {max(w, h) // min(w, h)}:1, so crop the "
-                "image to a less elongated shape"
-            )
-            raise ImageInputError(
-                f"the output would be {w}x{h} px, but the network needs at least {need} px on "
-                f"the short side to reach its deepest layer; {fix}"
-            )
         stages = schedule.plan(
             params, fits=lambda side: min(schedule.dimensions(*content_size, side)) >= need
         )

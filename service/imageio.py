@@ -163,6 +163,18 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
     )
 
 
+def header_dimensions(head: bytes) -> tuple[int, int] | None:
+    """(width, height) as the header bytes `head` (`read_header`'s) say, or None where only
+    decoding can tell."""
+    if not head or decode_cost.problem(head) is not None:
+        return None
+    try:
+        with _opened_judged(head) as opened:
+            return opened.size
+    except Exception:  # a damaged or unknown header: Pillow raises many kinds
+        return None
+
+
 def header_problem(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
 ) -> str | None:

@@ -17,14 +17,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def min_side(layers: tuple[str, ...]) -> int:
-    """The smallest image side that reaches every layer in `layers`: each pooling before a
-    layer's block halves the size, and a pooled side of 0 fails."""
-    if not layers:
-        return 1
-    return int(2 ** (max(layer_position(name)[0] for name in layers) - 1))
-
-
 class InputSpace:
     """Maps RGB images in [0, 1] (`[B, 3, H, W]`) to and from a network's input space."""
 

@@ -44,6 +44,14 @@ def layer_position(name: str) -> tuple[int, int]:
     return int(block), int(conv)
 
 
+def min_side(layers: tuple[str, ...]) -> int:
+    """The smallest image side that reaches every layer in `layers`: each pooling before a
+    layer's block halves the size, and a pooled side of 0 fails."""
+    if not layers:
+        return 1
+    return int(2 ** (max(layer_position(name)[0] for name in layers) - 1))
+
+
 Network = Literal["vgg19", "vgg16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 # The style image's short side is never below this: smaller, its Gram matrices are mostly the

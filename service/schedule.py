@@ -46,7 +46,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from service.params import STYLE_MIN_SIDE, RenderParams, layer_position
+from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams, layer_position, min_side
 
 # `multiscale="auto"` refines through passes at each halving for outputs longer than this ...
 AUTO_ABOVE = 640
@@ -82,6 +82,35 @@ def dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
     if width >= height:
         return long_side, max(1, round(height * long_side / width))
     return max(1, round(width * long_side / height)), long_side
+
+
+def output_problem(
+    content_size: tuple[int, int], params: RenderParams, max_size: int = MAX_SIZE
+) -> str | None:
+    """Why the output of a photo of `content_size` at `params.size` is too small on its short
+    side for the network to reach its deepest layer, with the fix; None when it is not. A
+    daemon gives its own `max_size` (max_output_size), so the size it advises is one it takes
+    (an attacker's trial: 6000x20 px was told to ask for size 4650 above the daemon's 4096)."""
+    need = min_side((*params.content_layers, *params.style_layers))
+    w, h = dimensions(*content_size, params.size)
+    if min(w, h) >= need:
+        return None
+    # The smallest long side whose short side rounds to `need`: a step or two above.
+    size = math.floor((need - 0.5) * max(content_size) / min(content_size))
+    while min(dimensions(*content_size, size)) < need:
+        size += 1
+    # The photo's own shape (a 100000x1 strip was told "at 64:1", its output's).
+    ratio = max(content_size) // min(content_size)
+    fix = (
+        f"ask for size {size} or more, or crop the image to a less elongated shape"
+        if size <= max_size
+        else f"no output size up to {max_size} reaches that at {ratio}:1, so crop the image to "
+        "a less elongated shape"
+    )
+    return (
+        f"the output would be {w}x{h} px, but the network needs at least {need} px on the short "
+        f"side to reach its deepest layer; {fix}"
+    )
 
 
 def style_dimensions(

@@ -432,7 +432,7 @@ def test_what_the_header_refuses_is_answered_without_waiting_for_the_queue(
     """A trial: random bytes named broken.jpg waited behind every queued job to be told they
     are not an image. What the header tells (no image at all, over max_pixels) is answered as
     the job is queued, while the one worker is still busy."""
-    config = folders.config(grace_period=0.5, max_pixels=20_000)
+    config = folders.config(grace_period=0.5, max_pixels=20_000, max_output_size=1024)
     (folders.inbox / "slow.jpg").write_bytes(image_bytes(seed=7))
     write_json(folders.inbox / "slow.json", SLOW)
     daemon = start_daemon(folders, config=config)
@@ -440,10 +440,14 @@ def test_what_the_header_refuses_is_answered_without_waiting_for_the_queue(
         daemon.wait_for_log("job.started")
         (folders.inbox / "broken.jpg").write_bytes(os.urandom(3000))
         make_image(folders.inbox / "poster.png", size=(200, 150), seed=3)
-        for stem in ("broken", "poster"):
+        # Too thin at any size this daemon makes (an attacker's trial: told to ask for a size
+        # above its max_output_size, and the ratio of its output, 64:1, not its own).
+        make_image(folders.inbox / "strip.png", size=(6000, 3), seed=4)
+        for stem in ("broken", "poster", "strip"):
             write_json(folders.inbox / f"{stem}.json", SIDECAR)
         broken = _manifest(folders, "broken.error.json")
         poster = _manifest(folders, "poster.error.json")
+        strip = _manifest(folders, "strip.error.json")
         assert not (folders.outbox / "slow.stylised.jpg").exists()  # still rendering
     finally:
         daemon.stop()
@@ -452,7 +456,12 @@ def test_what_the_header_refuses_is_answered_without_waiting_for_the_queue(
         "the photo is 200x150 = 30,000 pixels, over the limit of 20,000; downscale it or "
         "raise the daemon's max_pixels setting"
     )
-    for stem in ("broken", "poster"):  # returned, as after a worker's refusal
+    assert str(strip["error"]).endswith(
+        "the network needs at least 16 px on the short side to reach its deepest layer; no "
+        "output size up to 1024 reaches that at 2000:1, so crop the image to a less elongated "
+        "shape"
+    ), strip
+    for stem in ("broken", "poster", "strip"):  # returned, as after a worker's refusal
         assert (folders.inbox / f"{stem}.json").exists()
 
 

@@ -373,7 +373,13 @@ class Lifecycle:
                 with contextlib.suppress(OSError):  # else the worker's read says what is wrong
                     head = read_header(content)
             if head is not None and (
-                problem := photo_problem(content, self.settings.max_pixels, head)
+                problem := photo_problem(
+                    content,
+                    self.settings.max_pixels,
+                    head,
+                    job.params,
+                    self.settings.max_output_size,
+                )
             ):
                 self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
                 return

@@ -247,14 +247,22 @@ def _other_owner(path: str | bytes | None) -> str | None:
         return f"uid {uid}"
 
 
-def photo_problem(photo: Path, max_pixels: int, head: bytes | None = None) -> str | None:
+def photo_problem(
+    photo: Path, max_pixels: int, head: bytes, params: RenderParams, max_size: int
+) -> str | None:
     """What decoding the photo would refuse, where its header tells it (no decoder takes the
-    file, or it is over max_pixels): said at once, not after the queue ahead of it (a trial:
-    random bytes named broken.jpg waited their turn to be told they are not an image)."""
-    from service.imageio import header_problem
+    file, or it is over max_pixels), or its shape at this size (a strip too thin for the
+    network at any size up to max_output_size): said at once, not after the queue ahead of it
+    (a trial: random bytes named broken.jpg waited their turn to be told they are not an
+    image)."""
+    from service.imageio import header_dimensions, header_problem
+    from service.schedule import output_problem
 
     problem = header_problem(photo, max_pixels, head)
-    return None if problem is None else _for_people(problem, photo, "the photo")
+    if problem is not None:
+        return _for_people(problem, photo, "the photo")
+    size = header_dimensions(head)
+    return None if size is None else output_problem(size, params, max_size)
 
 
 def _for_people(message: str, source: Path | bytes, what: str) -> str:
