@@ -817,6 +817,30 @@ def test_of_two_sidecars_the_unused_one_is_told_why(
     assert manifest["sidecar"]["path"] == used
 
 
+def test_the_fix_an_unused_sidecar_s_report_names_gets_the_photo_rendered(
+    folders: Folders,
+) -> None:
+    """A phone user's trial: beside both.jpg, its rejected both.jpg.json and both.json, the
+    report on both.json said to remove both.jpg.json to render the photo with both.json;
+    doing so changed nothing until a reload, and then the report stayed beside the result."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=30.0))
+    try:
+        write_json(folders.inbox / "both.jpg.json", {"style": "nope"})
+        write_json(folders.inbox / "both.json", {"style": "mosaic", "params": {"iterations": 2}})
+        (folders.inbox / "both.jpg").write_bytes(image_bytes(seed=4))
+        wait_for(lambda: len(list(folders.outbox.glob("both.error*.json"))) == 2, 30, "two reports")
+        (folders.inbox / "both.jpg.json").unlink()
+        daemon.wait_for_log("job.done")
+        wait_for(lambda: not list(folders.outbox.glob("both*.error*.json")), 10, "no report")
+    finally:
+        assert daemon.stop() == 0
+    manifest = json.loads((folders.outbox / "both.manifest.json").read_text())
+    assert manifest["sidecar"]["path"] == "both.json"
+    assert sorted(p.name for p in folders.outbox.iterdir()) == [
+        "both.log", "both.manifest.json", "both.stylised.jpg",
+    ]  # fmt: skip
+
+
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(

@@ -275,13 +275,20 @@ class Intake:
         self._touch_related(entry)
 
     def forget(self, path: Path, now: float) -> None:
-        """Drop a file that vanished (claimed by the daemon, deleted, renamed away)."""
+        """Drop a file that vanished (claimed by the daemon, deleted, renamed away). Its
+        partners as they were and as they are without it are decided again (a phone user's
+        trial: a photo whose own sidecar, pic.jpg.json, went was not paired with the pic.json
+        its report said it would then take)."""
+        known = self._files.get(path)
+        before = set() if known is None else self._pairs.related(known)
         entry = self._pairs.remove(path)
         self._decided(path)
         self._used_styles.pop(path, None)
         if entry is None:
             return
-        for related in self._pairs.related(entry):
+        for related in sorted(before | self._pairs.related(entry)):
+            if related not in self._files:
+                continue
             # A half pair is alone from now on: its timeout counts from here, not from its birth.
             other = self._files[related]
             other.waiting_since = max(other.waiting_since, now)

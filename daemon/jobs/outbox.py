@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import re
 import stat
@@ -29,7 +30,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -494,10 +495,29 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
     own = [names] if reports_on(names, inputs) else []
-    for stale in [*own, *_reports_of_returned(names, inputs)]:
+    for stale in [*own, *_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)]:
         remove(stale.error, names.outbox)
         if not os.path.lexists(stale.manifest):
             remove(stale.log, names.outbox)
+
+
+def _numbered_reports(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
+    """Reports on one of `inputs` under the stem's other numbers (a phone user's trial: the
+    report on an unused pic.json, numbered beside its photo's, stayed beside the result once
+    the photo was rendered with it). Numbers are taken in turn, so the first number with none
+    of a job's files ends the search."""
+    found = []
+    for number in itertools.count(1):
+        if number == names.number:
+            continue
+        other = replace(names, number=number)
+        if not any(os.path.lexists(path) for path in other.all()):
+            if number > 1:
+                break
+            continue
+        if reports_on(other, inputs):
+            found.append(other)
+    return found
 
 
 _RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
