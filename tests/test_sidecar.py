@@ -131,6 +131,21 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"style": {"file": "sub/x.jpg"}}, "is not a bare file name"),
         ({"style": {"file": "a\\x.jpg"}}, "is not a bare file name"),
         ({"style": {"file": ".x.jpg"}}, "is not a bare file name"),
+        # a phone user's trial: Google Takeout's IMG_1234.jpg.json, told key by key ("title:
+        # unknown key; did you mean 'style'?")
+        (
+            {
+                "title": "IMG_1234.jpg",
+                "description": "",
+                "imageViews": "3",
+                "creationTime": {"timestamp": "1700000000"},
+                "photoTakenTime": {"timestamp": "1699990000"},
+                "geoData": {"latitude": 0.0},
+                "url": "https://photos.google.com/photo/x",
+            },
+            "sidecar: this is Google Photos' metadata (a Google Takeout file), not a stylefold "
+            "sidecar; delete it, and send a sidecar of your own named after the photo",
+        ),
     ],
 )
 def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:

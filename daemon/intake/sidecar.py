@@ -41,6 +41,16 @@ def style_alone(data: bytes | str) -> StyleSpec | None:
     return None
 
 
+# Keys of the metadata Google Photos writes beside each photo of a Takeout (IMG_1234.jpg.json),
+# which a phone user's trial dropped into the inbox: told as what it is, not key by key
+# ("title: unknown key; did you mean 'style'?").
+TAKEOUT_KEYS = frozenset({"photoTakenTime", "creationTime", "geoData", "imageViews"})
+TAKEOUT = (
+    "sidecar: this is Google Photos' metadata (a Google Takeout file), not a stylefold sidecar; "
+    'delete it, and send a sidecar of your own named after the photo, such as {"style": "name"}'
+)
+
+
 def parse_sidecar(
     data: bytes | str, ceilings: Mapping[str, tuple[str, int]] | None = None
 ) -> Sidecar:
@@ -51,6 +61,8 @@ def parse_sidecar(
         raise SidecarError(
             f'sidecar: must be a JSON object such as {{"style": "name"}}, not {json_kind(value)}'
         )
+    if TAKEOUT_KEYS & value.keys() and not Sidecar.model_fields.keys() & value.keys():
+        raise SidecarError(TAKEOUT)
     try:
         return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
