@@ -150,7 +150,8 @@ def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> 
     pair = Arrival(folders.inbox / "both.jpg", folders.inbox / "both.jpg.json", Path("."))
     assert intake.poll(2.0) == [pair]
     [item] = [item for item in intake.items(2.0, 2.0) if item.path == "both.json"]
-    assert item.note.startswith("waiting for both.jpg to be taken with both.jpg.json, which"), item
+    assert item.note == "waiting for both.jpg to be taken with both.jpg.json, which comes first"
+    assert item.gives_up_in is None, item  # not pair_timeout's to end
     [problem] = intake.poll(2.2)
     assert isinstance(problem, Problem) and problem.path == folders.inbox / "both.json"
     assert problem.reason == (

@@ -157,6 +157,10 @@ def inbox_item(
     elif kind == "image" and waits_for is None and default is not None:
         note += f"; without one it is rendered with the default style {default} in {left:.0f} s"
         return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
+    elif kind == "sidecar" and waits_for is not None:
+        # One another shadows is told once its photo is taken, however long that takes (a
+        # phone user's trial: "gives up in 0 s", past pair_timeout, the photo still arriving).
+        return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
     return InboxItem(
         path=relative, state="waiting", since=wall - waited, note=note, gives_up_in=left
     )

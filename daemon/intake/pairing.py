@@ -669,6 +669,7 @@ class Intake:
         )
 
     def _decide_sidecar(self, sidecar: Tracked, now: float, events: list[Event]) -> None:
+        sidecar.waits_for = None
         self._read_style_file(sidecar)
         images = self._pairs.images_for(sidecar.path)
         if images:
