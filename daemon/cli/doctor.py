@@ -259,7 +259,7 @@ def _styles_check(settings: Settings) -> tuple[bool, str]:
         return False, f"styles: no usable style in {settings.styles}; fix or remove: {problems}"
     if not names:
         return False, f"styles: no style in {settings.styles}; add images (e.g. starry_night.jpg)"
-    if settings.default_style is not None and settings.default_style not in names:
+    if settings.default_style is not None and library.find(settings.default_style) is None:
         return False, (
             f"styles: default_style {settings.default_style!r} is not in the library "
             f"({', '.join(names)}); add it or change default_style"

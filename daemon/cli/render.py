@@ -244,7 +244,7 @@ def _styles(
             continue
         _refuse_special(Path(spec))
         library = library or _library(args, spec, settings)
-        if spec not in library.names():
+        if library.find(spec) is None:
             raise UsageError(_not_in_library(spec, library))
         (style,) = library.resolve(spec, beside=Path.cwd(), default=None)
         styles.append(replace(style, weight=weight))

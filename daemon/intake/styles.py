@@ -276,10 +276,20 @@ class StyleLibrary:
         style = self._styles.get(name)
         if style is None or self.checker.problem(style.path) is not None:
             self.reload()
-            style = self._styles.get(name)
+            style = self.find(name)
         if style is None:
             raise StyleError(self._unknown(name, key))
         return style
+
+    def find(self, name: str) -> Style | None:
+        """The style called `name`, or else the only one whose name differs in case or Unicode
+        form alone, as photos and sidecars pair (a phone user's trial: a notes app wrote
+        "Mosaic", and the advice to add Mosaic.jpg would clash with mosaic.png on a share that
+        ignores case). As loaded: `get` reloads first for a name it does not know."""
+        if (style := self._styles.get(name)) is not None:
+            return style
+        alike = [style for style in self._styles.values() if key(style.name) == key(name)]
+        return alike[0] if len(alike) == 1 else None
 
     def _unknown(self, name: str, key: str) -> str:
         for problem in self.problems:
