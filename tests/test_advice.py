@@ -168,6 +168,20 @@ def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> 
     assert isinstance(told, Problem) and "raw.nef is not one of gif, heic" in told.reason
 
 
+def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders) -> None:
+    """A phone user's trial: a notes app saved t.json as t.json.txt, and the photo was told to
+    add t.json, with no word of the file beside it."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    (folders.inbox / "t.jpg").write_bytes(image_bytes())
+    (folders.inbox / "t.json.txt").write_bytes(b'{"style": "mosaic"}')
+    intake.observe(folders.inbox / "t.jpg", 0.0)
+    [problem] = intake.poll(6.0)
+    assert isinstance(problem, Problem) and problem.reason == (
+        "t.jpg has no sidecar: t.json.txt beside it ends in .txt after .json (a notes app or an "
+        "editor added it?), so it is not read as one; rename it t.json"
+    )
+
+
 def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
     """`stylefold once` from cron stops while a lone photo still waits for its sidecar (it stops
     once the inbox is quiet); a later run must not start that wait again (it counts from the

@@ -84,8 +84,10 @@ class Beside:
         """`reason`, or, when the partner it asks for (`wanted`: the keys of its names) is there
         but is a folder, what to do about that (`is_folder`): a folder named like a photo, a
         sidecar or a style image is only a folder. With `photo_of` (a sidecar's base), also a
-        file of that name in a type the inbox does not take."""
+        file of that name in a type the inbox does not take; and a sidecar it asks for saved
+        with another extension after .json."""
         listing = self.folder(relative)
+        wanted = list(wanted)
         asked = listing.named(wanted)
         photo_of = key(photo_of)
         others = [
@@ -93,9 +95,15 @@ class Beside:
             for name in (listing.of_base(photo_of) if photo_of else ())
             if key(name).rpartition(".")[2] != "json"
         ]
-        kinds = self.kinds(relative, sorted({*asked, *others}))
+        # A sidecar saved with an extension after .json (pic.json.txt, by a notes app).
+        longer = [
+            name for want in wanted if want.endswith(".json") for name in listing.stemmed(want)
+        ]
+        kinds = self.kinds(relative, sorted({*asked, *others, *longer}))
         if folders := [name for name in asked if kinds.get(name) == stat.S_IFDIR]:
             return is_folder(folders[0])
+        if misnamed := sorted(name for name in longer if kinds.get(name) == stat.S_IFREG):
+            return reasons.sidecar_misnamed(misnamed[0])
         # Not a photo the inbox takes (both.jpg, paired with both.jpg.json, was called "not
         # one of gif, heic, ..., jpg" in an attacker's trial).
         files = [name for name in others if kinds.get(name) == stat.S_IFREG]

@@ -135,6 +135,14 @@ def style_unusable(style_file: str, why: str) -> str:
     return f"cannot use the style image {style_file} it brings: {why}"
 
 
+def sidecar_misnamed(name: str) -> str:
+    stem, _, extension = name.rpartition(".")
+    return (
+        f"has no sidecar: {name} beside it ends in .{extension} after .json (a notes app or "
+        f"an editor added it?), so it is not read as one; rename it {stem}"
+    )
+
+
 def no_photo(base: str, is_photo_name: bool) -> str:
     """`base` is the sidecar's name without `.json`: a photo's own name when the sidecar is
     `IMG_0002.jpg.json` (it was told to add IMG_0002.jpg.jpg)."""
