@@ -182,6 +182,20 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
     )
 
 
+def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:
+    """A phone user's trial: Takeout's IMG_1.jpg.supplemental-metadata.json was told to add the
+    photo IMG_1.jpg.supplemental-metadata.jpg."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    metadata = folders.inbox / "IMG_1.jpg.supplemental-metadata.json"
+    metadata.write_text(json.dumps({"title": "IMG_1.jpg", "photoTakenTime": {"timestamp": "1"}}))
+    intake.observe(metadata, 0.0)
+    [problem] = intake.poll(6.0)
+    assert isinstance(problem, Problem) and problem.reason == (
+        "IMG_1.jpg.supplemental-metadata.json is Google Photos' metadata (a Google Takeout "
+        "file), not a stylefold sidecar; delete it: stylefold does not need it"
+    )
+
+
 def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
     """`stylefold once` from cron stops while a lone photo still waits for its sidecar (it stops
     once the inbox is quiet); a later run must not start that wait again (it counts from the

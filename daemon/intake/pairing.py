@@ -49,7 +49,7 @@ from daemon.intake.partners import (
     reported_unusable,
     signature_of,
 )
-from daemon.intake.sidecar import parse_sidecar
+from daemon.intake.sidecar import TAKEOUT, parse_sidecar
 from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
 from daemon.status_model import Attention, InboxItem
@@ -545,8 +545,10 @@ class Intake:
             identity = sidecar.signature.identity()
             data = read_inbox(self.inbox, relative, self.max_sidecar_bytes, "sidecar", identity)
             name = parse_sidecar(data).style_file()
-        except (SidecarError, Changed):  # a change is seen by the next observation
-            name = None  # the job itself reports what is wrong with the sidecar
+        except SidecarError as exc:  # the job itself reports what is wrong with the sidecar
+            name, sidecar.takeout = None, exc.problems == [TAKEOUT]
+        except Changed:  # a change is seen by the next observation
+            name = None
         self._pairs.set_style_ref(sidecar, name)
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
@@ -693,6 +695,8 @@ class Intake:
             if shadow is not None:
                 photo, used = (path.name for path in shadow)
                 reason = reasons.sidecar_shadowed(sidecar.path.name, photo, used)
+            elif sidecar.takeout:  # told to add IMG_1.jpg.supplemental-metadata.jpg (a trial)
+                reason = reasons.TAKEOUT_ALONE
             else:
                 reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
                 named = self.beside.folder(sidecar.path.parent.relative_to(self.inbox))

@@ -63,6 +63,7 @@ class Tracked:
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
     looked_beside: Signature | None = None  # sidecars: the version a photo not taken was sought at
     waits_for: str | None = None  # images: what it waits for, when not its sidecar (status)
+    takeout: bool = False  # sidecars: Google Takeout's metadata, as read at `parsed`
     # Lone files: which of stylefold's own answers it is (None: not one), and at which version
     # it was looked at (`Intake.own_answer`), for status before pair_timeout leaves it alone.
     own: tuple[Signature, str | None] | None = None

@@ -135,6 +135,12 @@ def style_unusable(style_file: str, why: str) -> str:
     return f"cannot use the style image {style_file} it brings: {why}"
 
 
+TAKEOUT_ALONE = (
+    "is Google Photos' metadata (a Google Takeout file), not a stylefold sidecar; delete it: "
+    "stylefold does not need it"
+)
+
+
 def sidecar_misnamed(name: str) -> str:
     stem, _, extension = name.rpartition(".")
     return (
