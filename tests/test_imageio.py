@@ -212,6 +212,18 @@ def test_pils_own_bomb_guard_says_what_our_limit_says(tmp_path: Path) -> None:
         open_image(path, max_pixels=10**12)
 
 
+def test_a_50_megapixel_phone_photo_is_within_the_daemon_s_default_limit(tmp_path: Path) -> None:
+    """A phone user's trial: an 8160x6120 photo (a 50 MP mode; 48 MP ones are 8064x6048) was
+    refused by the daemon's default max_pixels, 40,000,000."""
+    from daemon.config import Settings
+    from service.imageio import header_problem
+
+    path = tmp_path / "IMG_0001.png"
+    path.write_bytes(_png_header_only(8160, 6120))
+    assert header_problem(path, Settings.model_fields["max_pixels"].default) is None
+    assert "over the limit of 40,000,000" in str(header_problem(path, 40_000_000))
+
+
 def test_max_pixels_limit_applies(tmp_path: Path) -> None:
     path = _save(_gradient(40, 30), tmp_path / "big.png")
     with pytest.raises(ImageInputError, match="40x30 = 1,200 pixels, over the limit of 1,000"):
