@@ -163,49 +163,47 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
     )
 
 
-def header_dimensions(head: bytes) -> tuple[int, int] | None:
-    """(width, height) as the header bytes `head` (`read_header`'s) say, or None where only
-    decoding can tell."""
-    if not head or decode_cost.problem(head) is not None:
-        return None
-    try:
-        with _opened_judged(head) as opened:
-            return opened.size
-    except Exception:  # a damaged or unknown header: Pillow raises many kinds
-        return None
-
-
 def header_problem(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
 ) -> str | None:
     """What `open_image` would refuse in the file at `path` (whose `read_header` bytes `head`
     may be given), told from its header without decoding: a file no decoder takes, or one over
-    the pixel limit. None when only decoding can tell. A file longer than the header read is
-    judged unidentified only when no decoder takes its first 16 bytes (a TIFF may keep its
-    directory at its end; a phone's video, which waited for the queue, is over 16 MiB)."""
+    the pixel limit. None when only decoding can tell."""
+    return header_look(path, max_pixels, head)[0]
+
+
+def header_look(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
+) -> tuple[str | None, tuple[int, int] | None]:
+    """`header_problem`'s answer, and the (width, height) the header says where it says one
+    (the daemon's check of a photo's shape reads it at the same look). A file longer than the
+    header read is judged unidentified only when no decoder takes its first 16 bytes (a TIFF
+    may keep its directory at its end; a phone's video, which waited for the queue, is over
+    16 MiB)."""
     name = str(path)
     if head is None:
         try:
             head = read_header(path)
         except OSError:
-            return None  # the decoder's own read says what is wrong
+            return None, None  # the decoder's own read says what is wrong
     if not head:
-        return _empty(name)
+        return _empty(name), None
     if (slow := decode_cost.problem(head)) is not None:  # what the header read holds already
-        return f"{name} is {slow}"
+        return f"{name} is {slow}", None
     try:
         with _opened_judged(head) as opened:
             width, height = opened.size
     except Image.DecompressionBombError as exc:
-        return str(_bomb(name, exc, max_pixels))
+        return str(_bomb(name, exc, max_pixels)), None
     except UnidentifiedImageError:
         whole = len(head) <= HEADER_BYTES
-        return str(_unidentified(name, head)) if whole or not _accepted(head) else None
+        return (str(_unidentified(name, head)) if whole or not _accepted(head) else None), None
     except Exception:  # a damaged header: Pillow raises many kinds; decoding tells which
-        return None
+        return None, None
     if width * height > max_pixels:
-        return _over_limit(name, f"{width}x{height} = {width * height:,} pixels", max_pixels)
-    return None
+        shown = f"{width}x{height} = {width * height:,} pixels"
+        return _over_limit(name, shown, max_pixels), (width, height)
+    return None, (width, height)
 
 
 _SEND_STILL = "send a still photo instead (a JPEG, PNG or HEIC), such as a frame saved from it"

@@ -255,13 +255,12 @@ def photo_problem(
     network at any size up to max_output_size): said at once, not after the queue ahead of it
     (a trial: random bytes named broken.jpg waited their turn to be told they are not an
     image)."""
-    from service.imageio import header_dimensions, header_problem
+    from service.imageio import header_look
     from service.schedule import output_problem
 
-    problem = header_problem(photo, max_pixels, head)
+    problem, size = header_look(photo, max_pixels, head)
     if problem is not None:
         return _for_people(problem, photo, "the photo")
-    size = header_dimensions(head)
     return None if size is None else output_problem(size, params, max_size)
 
 
