@@ -48,22 +48,26 @@ def test_styles_and_doctor_name_empty_and_truncated_images(folders: Folders) -> 
     assert "cut.jpg: cut.jpg is truncated" in line and "empty.jpg: empty.jpg is empty" in line
 
 
+def _task(folder: Path, content: Path, style: Path, label: str) -> Task:
+    return Task(
+        job_id="j",
+        job_dir=folder,
+        content=content,
+        styles=(StyleRef(style, 1.0, label),),
+        params=RenderParams(),
+        output_format="jpg",
+        output_quality=90,
+        max_pixels=10**6,
+    )
+
+
 def test_a_job_time_style_error_names_the_file(tmp_path: Path) -> None:
     """The worker's decode: the report says which style image, not "a style image"."""
     content = make_image(tmp_path / "input.jpg")
     empty = tmp_path / "style-0.jpg"
     empty.write_bytes(b"")
     label = "the image of style 'mosaic' (/srv/styles/mosaic.jpg in the style library)"
-    task = Task(
-        job_id="j",
-        job_dir=tmp_path,
-        content=content,
-        styles=(StyleRef(empty, 1.0, label),),
-        params=RenderParams(),
-        output_format="jpg",
-        output_quality=90,
-        max_pixels=10**6,
-    )
+    task = _task(tmp_path, content, empty, label)
     for sources in (Sources.of(task), Sources.read(task)):  # a local worker, a Ray actor
         with pytest.raises(ImageInputError) as caught:
             decode(task, sources)
@@ -84,16 +88,7 @@ def test_a_photo_its_owner_made_unreadable_after_its_claim_is_the_sender_s_input
         os.chown(content, 12345, 12345)
         content.chmod(0)
         style = make_image(folder / "style.jpg")
-        task = Task(
-            job_id="j",
-            job_dir=folder,
-            content=content,
-            styles=(StyleRef(style, 1.0, "the image of style 'mosaic'"),),
-            params=RenderParams(),
-            output_format="jpg",
-            output_quality=90,
-            max_pixels=10**6,
-        )
+        task = _task(folder, content, style, "the image of style 'mosaic'")
         # Imported before the fork: `nobody` may not read this Python's own folders.
         readable = replace(task, content=style)
         decode(readable, Sources.of(readable))
@@ -130,16 +125,7 @@ def test_a_job_whose_own_copy_cannot_be_read_is_the_servers_fault(tmp_path: Path
     from service.errors import EngineError
 
     content = make_image(tmp_path / "input.jpg")
-    task = Task(
-        job_id="j",
-        job_dir=tmp_path,
-        content=content,
-        styles=(StyleRef(content, 1.0, "the image of style 'mosaic'"),),
-        params=RenderParams(),
-        output_format="jpg",
-        output_quality=90,
-        max_pixels=10**6,
-    )
+    task = _task(tmp_path, content, content, "the image of style 'mosaic'")
     content.unlink()
     with pytest.raises(EngineError) as caught:
         decode(task, Sources.of(task))
