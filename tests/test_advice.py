@@ -196,6 +196,23 @@ def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -
     )
 
 
+def test_google_takeout_metadata_is_no_photo_s_sidecar(folders: Folders) -> None:
+    """A re-test: Takeout's IMG_1.jpg.json beside the user's own IMG_1.json took the photo, and
+    the user's sidecar was told it is not used and to be removed."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    takeout = folders.inbox / "IMG_1.jpg.json"
+    takeout.write_text(json.dumps({"title": "IMG_1.jpg", "photoTakenTime": {"timestamp": "1"}}))
+    (folders.inbox / "IMG_1.json").write_text('{"style": "mosaic"}')
+    (folders.inbox / "IMG_1.jpg").write_bytes(image_bytes())
+    for name in ("IMG_1.jpg.json", "IMG_1.json", "IMG_1.jpg"):
+        intake.observe(folders.inbox / name, 0.0)
+    pair = Arrival(folders.inbox / "IMG_1.jpg", folders.inbox / "IMG_1.json", Path("."))
+    assert intake.poll(2.0) == [pair]
+    [problem] = intake.poll(6.0)
+    assert isinstance(problem, Problem) and problem.path == takeout
+    assert problem.reason.endswith("not a stylefold sidecar; delete it: stylefold does not need it")
+
+
 def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
     """`stylefold once` from cron stops while a lone photo still waits for its sidecar (it stops
     once the inbox is quiet); a later run must not start that wait again (it counts from the

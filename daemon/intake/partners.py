@@ -214,26 +214,35 @@ class Partners:
         here, else every image with that stem that has no specific sidecar of its own."""
         folder = sidecar.parent
         raw = _raw(sidecar)
+        if (entry := self.files.get(sidecar)) is not None and entry.takeout:
+            return []
         exact = self.exact_image(folder, raw)
         if exact is not None:
             # Not when the photo takes a sidecar written as it is (pic.JPG.json, for pic.JPG,
             # beside this pic.jpg.json): this one is told it is not used, not silently kept.
-            written = self._pick(self._sidecars.get((folder, key(exact.name)), {}), exact.name)
-            return [exact] if written == sidecar else []
+            return [exact] if self._sidecar(folder, exact.name) == sidecar else []
         base = key(raw)
         alike = len(self._sidecars.get((folder, base), {})) > 1  # p.json, P.json: each its own
         return sorted(
             image
             for image in self._stems.get((folder, base), ())
-            if (folder, key(image.name)) not in self._sidecars and (not alike or image.stem == raw)
+            if self._sidecar(folder, image.name) is None and (not alike or image.stem == raw)
         )
+
+    def _sidecar(self, folder: Path, name: str, base: str | None = None) -> Path | None:
+        """The sidecar named after `name` (pic.jpg.json for pic.jpg; with `base`, the one after
+        the key `base`, written as `name`), as `_pick` finds it, unless it is Google Takeout's
+        metadata, which is no photo's sidecar (a re-test: IMG_1.jpg.json from a Takeout hid
+        the user's own IMG_1.json, which was told to be removed)."""
+        found = self._pick(self._sidecars.get((folder, base or key(name)), {}), name)
+        return None if found is None or self.files[found].takeout else found
 
     def shadowed_by(self, sidecar: Path) -> tuple[Path, Path] | None:
         """(photo, its own sidecar) when the lone `sidecar` (pic.json) is not used because the
         photo of its stem takes the sidecar named after its whole file name (pic.jpg.json)."""
         folder = sidecar.parent
         for image in sorted(self._stems.get((folder, key(_raw(sidecar))), ())):
-            own = self._pick(self._sidecars.get((folder, key(image.name)), {}), image.name)
+            own = self._sidecar(folder, image.name)
             if own is not None and own != sidecar:
                 return image, own
         return None
@@ -254,14 +263,12 @@ class Partners:
     def sidecar_for(self, image: Tracked) -> tuple[Tracked | None, Sharing | None]:
         """The image's sidecar, or (None, the sidecar it would share) when it is ambiguous."""
         folder = image.path.parent
-        specific = self._pick(
-            self._sidecars.get((folder, key(image.path.name)), {}), image.path.name
-        )
+        specific = self._sidecar(folder, image.path.name)
         if specific is not None:
             # photo.jpg.json beside photo.jpg and Photo.jpg is photo.jpg's alone
             mine = image.path in self.images_for(specific)
             return (self.files[specific], None) if mine else (None, None)
-        shared = self._pick(self._sidecars.get((folder, key(image.base)), {}), image.path.stem)
+        shared = self._sidecar(folder, image.path.stem, key(image.base))
         if shared is None:
             return None, None
         owners = self.images_for(shared)
