@@ -841,6 +841,30 @@ def test_the_fix_an_unused_sidecar_s_report_names_gets_the_photo_rendered(
     ]  # fmt: skip
 
 
+def test_a_report_on_a_pair_outdates_the_not_used_report_on_its_sidecar(
+    folders: Folders,
+) -> None:
+    """A re-test: once m.jpg.json went, the pair m.jpg and m.json was reported (m.json names
+    no style of the library), and m.json's earlier "is not used" report stayed beside it."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=30.0))
+    try:
+        write_json(folders.inbox / "m.jpg.json", {"style": "nope"})
+        write_json(folders.inbox / "m.json", {"style": "nope2"})
+        (folders.inbox / "m.jpg").write_bytes(image_bytes(seed=4))
+        wait_for(lambda: len(list(folders.outbox.glob("m.error*.json"))) == 2, 30, "two reports")
+        (folders.inbox / "m.jpg.json").unlink()
+        wait_for(lambda: "nope2" in " ".join(_reports(folders, "m")), 30, "the pair's report")
+        wait_for(lambda: len(_reports(folders, "m")) == 1, 10, "one report")
+    finally:
+        assert daemon.stop() == 0
+
+
+def _reports(folders: Folders, stem: str) -> list[str]:
+    """The errors of the reports on `stem` in the outbox."""
+    found = sorted(folders.outbox.glob(f"{stem}.error*.json"))
+    return [str(json.loads(path.read_text())["error"]) for path in found]
+
+
 def test_a_second_daemon_on_the_same_state_refuses(shared: Daemon) -> None:
     config = shared.folders.root / "stylefold.toml"
     result = subprocess.run(

@@ -41,7 +41,13 @@ from daemon.jobs.manifest import (
     Timings,
     Versions,
 )
-from daemon.jobs.outbox import OutputNames, choose_names, local_time, log_line
+from daemon.jobs.outbox import (
+    OutputNames,
+    choose_names,
+    drop_other_reports,
+    local_time,
+    log_line,
+)
 from daemon.jobs.record import Job, JobStyle
 from daemon.pool.events import FailureKind, ResultInfo
 from daemon.status_model import BlockedOn
@@ -476,6 +482,7 @@ def publish_report(
     if relative != (detail.rel_dir or "."):
         log += log_line(answered_elsewhere(relative, detail.rel_dir))
     publish_failure(names, report, log, roots)
+    drop_other_reports(names, inputs)
     return names
 
 

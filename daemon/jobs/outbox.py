@@ -495,10 +495,21 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
     own = [names] if reports_on(names, inputs) else []
-    for stale in [*own, *_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)]:
-        remove(stale.error, names.outbox)
-        if not os.path.lexists(stale.manifest):
-            remove(stale.log, names.outbox)
+    _drop([*own, *_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)])
+
+
+def drop_other_reports(names: OutputNames, inputs: Collection[str]) -> None:
+    """A new report on `inputs` (at `names`) outdates their reports under the stem's other
+    numbers (a re-test: pic.json's "is not used" stayed beside its photo's later report on the
+    pair, once the sidecar pic.jpg.json that had shadowed it was removed)."""
+    _drop(_numbered_reports(names, inputs))
+
+
+def _drop(stale: list[OutputNames]) -> None:
+    for names in stale:
+        remove(names.error, names.outbox)
+        if not os.path.lexists(names.manifest):
+            remove(names.log, names.outbox)
 
 
 def _numbered_reports(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
