@@ -180,6 +180,12 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
         "t.jpg has no sidecar: t.json.txt beside it ends in .txt after .json (a notes app or an "
         "editor added it?), so it is not read as one; rename it t.json"
     )
+    (folders.inbox / "t.json.txt").rename(folders.inbox / "T.JSON.TXT")  # said as it is written
+    intake.reconsider()  # decided again, as after a reload
+    [told] = intake.poll(13.0)
+    assert (
+        isinstance(told, Problem) and "T.JSON.TXT beside it ends in .TXT after .JSON" in told.reason
+    )
 
 
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:

@@ -144,8 +144,8 @@ TAKEOUT_ALONE = (
 def sidecar_misnamed(name: str) -> str:
     stem, _, extension = name.rpartition(".")
     return (
-        f"has no sidecar: {name} beside it ends in .{extension} after .json (a notes app or "
-        f"an editor added it?), so it is not read as one; rename it {stem}"
+        f"has no sidecar: {name} beside it ends in .{extension} after .{stem.rpartition('.')[2]} "
+        f"(a notes app or an editor added it?), so it is not read as one; rename it {stem}"
     )
 
 

@@ -288,8 +288,12 @@ class StyleLibrary:
         ignores case). As loaded: `get` reloads first for a name it does not know."""
         if (style := self._styles.get(name)) is not None:
             return style
-        alike = [style for style in self._styles.values() if key(style.name) == key(name)]
-        return alike[0] if len(alike) == 1 else None
+        alike = self._alike(name)
+        return self._styles[alike[0]] if len(alike) == 1 else None
+
+    def _alike(self, name: str) -> list[str]:
+        """The styles' names that differ from `name` in case or Unicode form alone, if any."""
+        return [known for known in self.names() if key(known) == key(name)]
 
     def _unknown(self, name: str, key: str) -> str:
         for problem in self.problems:
@@ -309,6 +313,12 @@ class StyleLibrary:
             # a blend cannot bring an image along (a re-test: advised to, in a blend's item)
             file = f' (or, for an image beside the sidecar, "style": {{"file": "{name}"}})'
             return told + (file if key == "style" else "")
+        if len(alike := self._alike(name)) > 1:
+            return (
+                f"style {name!r} is not in the style library as written, and {len(alike)} of "
+                f"its styles differ from it in letter case alone ({', '.join(alike)}); write "
+                "the name exactly as one of them"
+            )
         close = closest(name, names)
         hint = f"did you mean {close!r}? " if close else ""
         available = ", ".join(names) or "none yet"
