@@ -25,7 +25,6 @@ from collections.abc import Callable
 import structlog
 
 from daemon.pool.api import ClusterUnavailable, Outage, PoolError, SetupError
-from daemon.pool.events import FailureKind
 from daemon.pool.messages import JobDone, JobFailed, JobStarted, MemberLost, Report
 from daemon.pool.ray_process import DriverProcess
 from daemon.pool.ray_protocol import (
@@ -224,11 +223,11 @@ class RayActors:
         try:
             sources = Sources.read(task)
         except ImageInputError as exc:
-            unreadable = copy_unreadable(exc, "a file of the job")
-            ours = unreadable is not None and not isinstance(unreadable, ImageInputError)
-            kind: FailureKind = "engine" if ours else "input"
-            error = f"cannot read the job: {exc if unreadable is None else unreadable}"
-            self._said.append(JobFailed(worker_id, task.job_id, task.attempt, kind, error))
+            told = copy_unreadable(exc, "a file of the job") or exc
+            error = f"cannot read the job: {told}"
+            self._said.append(
+                JobFailed(worker_id, task.job_id, task.attempt, classify(told), error)
+            )
             return True
         if not self._driver.send(Run(worker_id, task, sources)):
             return False  # the driver is gone: receive reports its actors lost
