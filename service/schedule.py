@@ -46,7 +46,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams, layer_position, min_side
+from service.params import MAX_SIZE, STYLE_MIN_SIDE, RenderParams, layer_position
+from service.params import min_side as network_min_side  # the style sizes' `min_side` is theirs
 
 # `multiscale="auto"` refines through passes at each halving for outputs longer than this ...
 AUTO_ABOVE = 640
@@ -91,7 +92,7 @@ def output_problem(
     side for the network to reach its deepest layer, with the fix; None when it is not. A
     daemon gives its own `max_size` (max_output_size), so the size it advises is one it takes
     (an attacker's trial: 6000x20 px was told to ask for size 4650 above the daemon's 4096)."""
-    need = min_side((*params.content_layers, *params.style_layers))
+    need = network_min_side((*params.content_layers, *params.style_layers))
     w, h = dimensions(*content_size, params.size)
     if min(w, h) >= need:
         return None
