@@ -286,9 +286,7 @@ class Intake:
         self._used_styles.pop(path, None)
         if entry is None:
             return
-        for related in sorted(before | self._pairs.related(entry)):
-            if related not in self._files:
-                continue
+        for related in sorted(before | self._pairs.related(entry)):  # both hold tracked files
             # A half pair is alone from now on: its timeout counts from here, not from its birth.
             other = self._files[related]
             other.waiting_since = max(other.waiting_since, now)
