@@ -136,6 +136,21 @@ def test_a_lone_photo_is_decided_again_after_a_reload(folders: Folders) -> None:
     assert intake.poll(13.0) == [Arrival(photo, None, Path("."))]
 
 
+def test_a_lone_photo_is_told_of_the_default_style_already_set(folders: Folders) -> None:
+    """A re-test's finding: with default_style set and no_sidecar = "wait", a lone photo was
+    told to ask the administrator for "a default_style" too."""
+    settings = load_settings(folders.config(default_style="mosaic", pair_timeout=5.0), {})
+    intake = Intake.from_settings(settings)
+    photo = folders.inbox / "lone.jpg"
+    photo.write_bytes(image_bytes())
+    intake.observe(photo, 0.0)
+    [problem] = intake.poll(10.0)
+    assert isinstance(problem, Problem) and problem.reason.endswith(
+        'or ask the administrator to set no_sidecar = "default", and photos without a sidecar '
+        "are then rendered in the default style mosaic"
+    )
+
+
 def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> None:
     """An attacker's trial: beside both.jpg and both.jpg.json, both.json was told that both.jpg
     "is not one of gif, heic, ..., jpg, ..." and to save the photo as one of those, when the

@@ -93,7 +93,8 @@ class Intake:
         self.rules = rules
         self.settle_seconds = settle_seconds
         self.pair_timeout = pair_timeout
-        self.default = default_style if no_sidecar == "default" else None  # for a lone photo
+        self.no_sidecar = no_sidecar
+        self.default_style = default_style
         self.max_sidecar_bytes = max_sidecar_bytes
         self.max_input_bytes = max_input_bytes
         self.max_tracked = max_tracked
@@ -122,6 +123,11 @@ class Intake:
         # another photo's sidecar brought along (the state database knows).
         self.answered_in_place: Callable[[Path], bool] = lambda path: False
         self.brought_along: Callable[[Path], bool] = lambda path: False
+
+    @property
+    def default(self) -> str | None:
+        """The style a lone photo is rendered in, if any."""
+        return self.default_style if self.no_sidecar == "default" else None
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: IgnoreRules | None = None) -> "Intake":
@@ -156,7 +162,8 @@ class Intake:
         self.rules = rules
         self.settle_seconds = settings.settle_seconds
         self.pair_timeout = settings.pair_timeout
-        self.default = settings.default_style if settings.no_sidecar == "default" else None
+        self.no_sidecar = settings.no_sidecar
+        self.default_style = settings.default_style
         self.max_sidecar_bytes = settings.max_sidecar_bytes
         self.max_input_bytes = settings.max_input_bytes
         self.arriving_timeout = settings.arriving_timeout
@@ -587,7 +594,7 @@ class Intake:
                 # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
                 taken = self._pairs.sidecar_taken(image.path.parent, image.base)
                 named = f"{image.path.name if taken else image.base}.json"
-                reason = reasons.no_sidecar(named, self.style_names())
+                reason = reasons.no_sidecar(named, self.style_names(), self.default_style)
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
                 reason = self._folder_named(image, wanted, reason)
                 self._report(image, events, reason, alone=True)

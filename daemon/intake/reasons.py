@@ -39,9 +39,9 @@ def own_answer_waits(kind: str, partner: str, left: float) -> str:
     )
 
 
-def no_sidecar(sidecar: str, style_names: list[str]) -> str:
+def no_sidecar(sidecar: str, style_names: list[str], default_style: str | None) -> str:
     """The advice for a lone photo to add `sidecar`, with a style that exists in this
-    library."""
+    library; `default_style` is the one configured, which no_sidecar = "wait" leaves unused."""
     if style_names:
         example = style_names[0]
         listed = ", ".join(style_names[:5]) + (", ..." if len(style_names) > 5 else "")
@@ -58,10 +58,17 @@ def no_sidecar(sidecar: str, style_names: list[str]) -> str:
             f"than {NAME_MAX} bytes; rename the photo to a shorter name, then add its sidecar, "
             f'e.g. {{"style": "{example}"}} ({known})'
         )
+    asked = (
+        f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} ({known}), '
+        "or ask the administrator to set"
+    )
+    if default_style is None:
+        ask = 'no_sidecar = "default" and a default_style, in which photos without a sidecar are'
+        return f"{asked} {ask} then rendered"
+    # a re-test's finding: it asked for a default_style where one was set
     return (
-        f'has no sidecar; add {sidecar} beside it, e.g. {{"style": "{example}"}} '
-        f'({known}), or ask the administrator to set no_sidecar = "default" and a '
-        "default_style, in which photos without a sidecar are then rendered"
+        f'{asked} no_sidecar = "default", and photos without a sidecar are then rendered in '
+        f"the default style {default_style}"
     )
 
 
