@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -193,6 +194,15 @@ def test_styles_lists_the_library(folders: Folders) -> None:
     assert "mosaic" in result.stdout and '"style_weight": 5000' in result.stdout
     listed = json.loads(stylefold("styles", "--config", str(folders.config()), "--json").stdout)
     assert [s["name"] for s in listed["styles"]] == ["mosaic", "waves"]
+    assert listed["case_twins"] == []
+    # A phone user's re-test: two styles differing in case alone were listed without a word.
+    shutil.copyfile(folders.styles / "mosaic.jpg", folders.styles / "Mosaic.png")
+    result = stylefold("styles", "--styles", str(folders.styles))
+    assert result.returncode == 0, result.stderr  # both are usable
+    told = "note: Mosaic, mosaic differ in letter case alone: a sidecar must write each exactly"
+    assert told in result.stdout, result.stdout
+    listed = json.loads(stylefold("styles", "--styles", str(folders.styles), "--json").stdout)
+    assert listed["case_twins"] == [["Mosaic", "mosaic"]]
 
 
 def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None:

@@ -9,6 +9,11 @@ from daemon.cli.common import fail_config, folder_flags, style_library, subcomma
 from daemon.config import ConfigError
 from daemon.visible import visible
 
+TWINS = (
+    "{names} differ in letter case alone: a sidecar must write each exactly, and a folder "
+    "synced to a phone or an SMB share, which ignores case, keeps only one of them; rename one"
+)
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommand(subparsers, "styles", "list the style library")
@@ -32,6 +37,7 @@ def command(args: argparse.Namespace) -> int:
                 {"name": s.name, "file": str(s.path), "defaults": s.defaults} for s in styles
             ],
             "problems": [{"path": str(p.path), "reason": p.reason} for p in library.problems],
+            "case_twins": library.case_twins(),
         }
         print(json.dumps(listing, indent=2))
         return status
@@ -42,6 +48,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"  {style.name.ljust(width)}  {style.path.name}{defaults}")
     for problem in library.problems:
         print(visible(f"  skipped {problem.path.name}: {problem.reason}"))
+    for twins in library.case_twins():  # a phone user's re-test: listed without a word
+        print(visible(f"  note: {TWINS.format(names=', '.join(twins))}"))
     if not styles and not library.problems:
         print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
     return status

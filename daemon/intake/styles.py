@@ -269,6 +269,14 @@ class StyleLibrary:
     def names(self) -> list[str]:
         return sorted(self._styles)
 
+    def case_twins(self) -> list[list[str]]:
+        """Groups of styles whose names differ in case or Unicode form alone: a sidecar must
+        write such a name exactly, and a share that ignores case keeps one file of them."""
+        groups: dict[str, list[str]] = {}
+        for name in self.names():
+            groups.setdefault(key(name), []).append(name)
+        return [names for names in groups.values() if len(names) > 1]
+
     def get(self, name: str, key: str = "style") -> Style:
         """The style called `name`; an unknown, vanished or changed entry triggers one reload
         first, so styles added to (or replaced in) the folder work without a SIGHUP. `key`
