@@ -101,11 +101,13 @@ def output_problem(
     while min(dimensions(*content_size, size)) < need:
         size += 1
     # The photo's own shape (a 100000x1 strip was told "at 64:1", its output's).
-    ratio = max(content_size) // min(content_size)
+    # Rounded, not cut (1000x15 was said to be 66:1), with a tenth where it tells.
+    ratio = max(content_size) / min(content_size)
+    shape = f"{ratio:.0f}:1" if ratio >= 10 else f"{ratio:.1f}:1"
     fix = (
         f"ask for size {size} or more, or crop the image to a less elongated shape"
         if size <= max_size
-        else f"no output size up to {max_size} reaches that at {ratio}:1, so crop the image to "
+        else f"no output size up to {max_size} reaches that at {shape}, so crop the image to "
         "a less elongated shape"
     )
     return (

@@ -14,6 +14,7 @@ from service.schedule import (
     SKETCH_SHARE,
     Stage,
     dimensions,
+    output_problem,
     plan,
     refit,
     style_dimensions,
@@ -186,3 +187,12 @@ def test_a_style_image_enlarged_more_than_twice_gets_a_note() -> None:
     assert style_upscale_note((400, 276), (512, 353), 1.0) is None
     # A small style at a small size: the floor's own enlargement is not the sender's doing.
     assert style_upscale_note((48, 48), (48, 36), 1.0) is None
+
+
+def test_a_strip_no_size_mends_is_told_its_shape_rounded() -> None:
+    """An attacker's trial: 1000x15 px was said to be 66:1 (cut, not rounded)."""
+    told = output_problem((1000, 15), RenderParams(size=512), max_size=512)
+    assert told is not None and "no output size up to 512 reaches that at 67:1," in told
+    told = output_problem((15, 97), RenderParams(size=64), max_size=64)
+    assert told is not None and "reaches that at 6.5:1," in told
+    assert output_problem((1000, 15), RenderParams(size=2048), max_size=2048) is None
