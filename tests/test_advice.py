@@ -247,6 +247,25 @@ def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:
     assert (folders.inbox / "lone.jpg").exists(), "a reported photo stays where it was"
 
 
+def test_a_photo_reported_by_an_earlier_process_is_taken_after_a_reload(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A README trial: a lone photo's report asks for no_sidecar = "default" and a reload;
+    done with a daemon started after the report, the reload left the photo in the inbox."""
+    config = folders.config(pair_timeout=1.0)
+    _photo(folders, "lone", None, seed=7)
+    once = start_daemon(folders, config=config, ready=False, command="once")
+    assert once.process.wait(90) == 0
+    assert "has no sidecar" in _report(folders, "lone")
+    daemon = daemon_factory(config=config)
+    time.sleep(3.0)  # settle_seconds 0.4 and pair_timeout 1: decided (as answered) by then
+    folders.config(pair_timeout=1.0, default_style="mosaic", no_sidecar="default")
+    daemon.process.send_signal(signal.SIGHUP)
+    _done(folders, "lone")
+    assert not (folders.outbox / "lone.error.json").exists()  # outdated by its result
+    assert daemon.stop() == 0
+
+
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
 

@@ -173,7 +173,11 @@ class Intake:
         """Decide again on the files answered with a problem (after a reload, a changed
         no_sidecar or default_style may turn one into a job); the same answer is not repeated."""
         for path, entry in self._files.items():
-            if isinstance(entry.done, Reported):
+            # A photo reported before this process started was decided without a report of
+            # its own (`answered_in_place`); a README trial's reload after setting
+            # default_style left it so.
+            earlier = entry.done is None and entry.kind == "image"
+            if earlier or isinstance(entry.done, Reported):
                 self._wake([path])
 
     def items(self, now: float, wall: float) -> list[InboxItem]:
