@@ -418,8 +418,21 @@ def test_missing_style_file_reported(inbox: Inbox) -> None:
     image = inbox.write("photo.jpg")
     inbox.write("photo.json", '{"style": {"file": "mine.jpg"}}')
     [problem] = inbox.poll(PAIR)
-    assert problem.path == image
-    assert "waits for the style image mine.jpg named by photo.json" in problem.reason
+    assert isinstance(problem, Problem) and problem.path == image
+    assert problem.reason == (
+        "photo.jpg is missing the style image mine.jpg named by photo.json: it is not in the "
+        "same folder; add it there"
+    )
+    assert about_problem(problem, inbox.root).sidecar == "photo.json"  # its report said null
+
+
+def test_a_style_file_that_is_no_image_is_not_waited_for(inbox: Inbox) -> None:
+    """An attacker's trial: a sidecar naming another pair's sidecar (or itself) as its style
+    file waited pair_timeout, then was told the file is not in the same folder, which it was;
+    the job tells at once that it is no image name."""
+    image = inbox.write("photo.jpg")
+    sidecar = inbox.write("photo.json", '{"style": {"file": "photo.json"}}')
+    assert inbox.poll(SETTLE) == [Arrival(image, sidecar, Path("."))]
 
 
 def test_a_style_file_that_is_a_folder_is_told_so(inbox: Inbox) -> None:
@@ -430,7 +443,7 @@ def test_a_style_file_that_is_a_folder_is_told_so(inbox: Inbox) -> None:
     (inbox.root / "dir.png").mkdir()
     [problem] = inbox.poll(PAIR)
     assert problem.path == image
-    assert "dir.png named by photo.json, but dir.png is a folder, not a file" in problem.reason
+    assert "dir.png named by photo.json: dir.png is a folder, not a file" in problem.reason
 
 
 def _link(inbox: Inbox, name: str, target: Path, hard: bool = False) -> Path:

@@ -71,6 +71,7 @@ class Problem:
     orphan: bool = False  # a sidecar whose photo is not beside it
     missing_style: str | None = None  # the style image its sidecar names, not beside it
     alone: bool = False  # a photo without a sidecar (not one of several sharing one)
+    sidecar: Path | None = None  # the photo's sidecar, read, where the problem is the pair's
     # the file as it was decided (`Intake.as_decided`); not part of what the problem is
     signature: Signature | None = field(default=None, compare=False)
 

@@ -498,13 +498,17 @@ class Intake:
         orphan: bool = False,
         missing_style: str | None = None,
         alone: bool = False,
+        sidecar: Tracked | None = None,
     ) -> None:
         marker = Reported(entry.signature, reason)
         if entry.done != marker:
             entry.done = marker
             text = f"{entry.path.name} {reason}"
             stem = self._stem(entry)
-            problem = Problem(entry.path, text, stem, orphan, missing_style, alone, entry.signature)
+            read = None if sidecar is None else sidecar.path
+            problem = Problem(
+                entry.path, text, stem, orphan, missing_style, alone, read, entry.signature
+            )
             events.append(problem)
         self._decided(entry.path)
 
@@ -614,7 +618,9 @@ class Intake:
         style: Tracked | None = None
         if sidecar.style_file is not None:
             style_path = image.path.parent / sidecar.style_file
-            if self.rules.is_candidate(style_path.relative_to(self.inbox)):
+            # Only an image is waited for: a name the job cannot take ("x.json", as an
+            # attacker's trial named another pair's sidecar) is told so by the job, at once.
+            if self.rules.kind(style_path.relative_to(self.inbox)) == "image":
                 found = self._pairs.exact_image(image.path.parent, sidecar.style_file)
                 style = None if found is None else self._files.get(found)
                 if style is None:
@@ -627,12 +633,12 @@ class Intake:
                             reasons.style_not_beside(named, by),
                             is_folder=lambda name: reasons.style_is_folder(name, by),
                         )
-                        self._report(image, events, reason, missing_style=named)
+                        self._report(image, events, reason, missing_style=named, sidecar=sidecar)
                     return
                 if not style.settled:
                     if (why := reported_unusable(style)) is not None:
                         reason = reasons.style_unusable(style.path.name, why)
-                        self._report(image, events, reason)
+                        self._report(image, events, reason, sidecar=sidecar)
                     return
         if self._pairs.waiting_borrowers(image.path, sidecar) and not timed_out:
             if not self._pairs.waits_on_itself(image.path, sidecar):

@@ -126,14 +126,14 @@ def own_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
 
 def style_not_beside(style_file: str, sidecar: str) -> str:
     return (
-        f"waits for the style image {style_file} named by {sidecar}, which is not in the same "
+        f"is missing the style image {style_file} named by {sidecar}: it is not in the same "
         "folder; add it there"
     )
 
 
 def style_is_folder(style_file: str, sidecar: str) -> str:
     return (
-        f"waits for the style image {style_file} named by {sidecar}, but {style_file} is a "
+        f"is missing the style image {style_file} named by {sidecar}: {style_file} is a "
         "folder, not a file; name an image file beside the sidecar, or rename the folder"
     )
 

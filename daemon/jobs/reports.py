@@ -50,7 +50,7 @@ def about_problem(problem: Problem, inbox: Path) -> ReportDetail:
     rel = problem.path.relative_to(inbox)
     return ReportDetail(
         input=rel.as_posix(),
-        sidecar=None,
+        sidecar=None if problem.sidecar is None else problem.sidecar.name,
         reason=problem.reason,
         original=answers.LEFT_UNTIL_FIXED,
         rel_dir=_folder(rel.parent),
