@@ -249,6 +249,11 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
 
     result = stylefold("validate", str(tmp_path / "missing.json"))
     assert result.returncode == 1 and "missing.json: no such file" in result.stderr
+    # An attacker's trial: "ok" to a sidecar bringing along another's sidecar as its style.
+    named = write_json(tmp_path / "named.json", {"style": {"file": "good.json"}})
+    result = stylefold("validate", str(named))
+    assert result.returncode == 1, result.stdout
+    assert "style.file: 'good.json' is not an image name; use a file ending in" in result.stderr
 
     start = write_json(tmp_path / "start.json", {"style": "mosaic", "params": {"init": "image"}})
     result = stylefold("validate", str(start))

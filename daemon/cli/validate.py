@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def command(args: argparse.Namespace) -> int:
     from daemon.config.render_limits import ceilings
+    from daemon.intake.ignore import IgnoreRules
     from daemon.intake.jsonload import SidecarError, read_limited
     from daemon.intake.resolve import style_problems
     from daemon.intake.sidecar import (
@@ -41,7 +42,7 @@ def command(args: argparse.Namespace) -> int:
         parse_sidecar,
         unused,
     )
-    from daemon.intake.styles import StyleError, blend_defaults
+    from daemon.intake.styles import StyleError, blend_defaults, check_style_file_name
 
     path: Path = args.file
     if not path.exists() and not path.is_symlink():
@@ -86,6 +87,8 @@ def command(args: argparse.Namespace) -> int:
     try:
         if library is None:
             styles = []
+            if (style_file := sidecar.style_file()) is not None:
+                check_style_file_name(style_file, IgnoreRules.from_settings(limits))
             if sidecar.style is None:
                 raise StyleError(
                     'names no style; add "style": "<name>" (only a daemon configured with '

@@ -71,6 +71,16 @@ class _DefaultsFiles:
     unclear: set[str]  # styles whose defaults file cannot be told
 
 
+def check_style_file_name(name: str, rules: IgnoreRules) -> None:
+    """A brought-along style must be a file the inbox takes as an image (`validate` checks
+    it without a library too: it said "ok" to a sidecar naming another's sidecar)."""
+    if not rules.is_image_name(name) or rules.ignored_name(name):
+        extensions = ", ".join(sorted(rules.image_extensions))
+        raise StyleError(
+            f"style.file: {name!r} is not an image name; use a file ending in one of {extensions}"
+        )
+
+
 def _defaults_files(root: Path, jsons: list[str], images: dict[str, list[Path]]) -> _DefaultsFiles:
     """Each style's defaults file: `<name>.json`, or else the one whose name differs from it
     only in letter case or Unicode form (`Mix.JSON` beside `mix.png`, as a new user's trial
@@ -363,12 +373,7 @@ class StyleLibrary:
         return resolved
 
     def _brought_along(self, name: str, beside: Path, root: Path | None) -> ResolvedStyle:
-        if not self._rules.is_image_name(name) or self._rules.ignored_name(name):
-            extensions = ", ".join(sorted(self._rules.image_extensions))
-            raise StyleError(
-                f"style.file: {name!r} is not an image name; use a file ending in one of "
-                f"{extensions}"
-            )
+        check_style_file_name(name, self._rules)
         path = beside / name
         try:
             # A folder of the inbox swapped for a link to another place between the sidecar's
