@@ -119,6 +119,23 @@ def test_defaults_in_decomposed_unicode_are_read_and_no_letter_becomes_two(
     assert library.get("stra\u00dfe").defaults == {}
 
 
+def test_style_names_in_decomposed_unicode_are_names(library_dir: Path) -> None:
+    """An attacker's trial: a library image named on a Mac (Mu\u0308ller.jpg) was skipped as
+    "cannot be a style's name", and a sidecar naming cafe\u0301 (as copied from Finder) was told
+    it is not a style name: a combining accent is no word character."""
+    image(library_dir / "Mu\u0308ller.jpg")
+    image(library_dir / "caf\u00e9.png")
+    image(library_dir / "\u0939\u093f\u0902\u0926\u0940.png")  # Hindi: marks in any form
+    library = StyleLibrary(library_dir)
+    assert library.problems == []
+    assert library.get("M\u00fcller").path == library_dir / "Mu\u0308ller.jpg"
+    assert library.get("cafe\u0301").path == library_dir / "caf\u00e9.png"
+    assert StyleRef(name="cafe\u0301").name == "cafe\u0301"
+    for bad in ("\u0301cafe", "caf\u00e9\n", "caf\u00e9 "):  # a mark first, a line end, a space
+        with pytest.raises(ValueError, match="is not a style name"):
+            StyleRef(name=bad)
+
+
 def test_a_defaults_file_exactly_anothers_style_is_that_styles(library_dir: Path) -> None:
     """`The Scream.json` of `The Scream.png` is that style's own, not the other's astray."""
     image(library_dir / "The Scream.png")

@@ -15,6 +15,7 @@ the merged result is validated as `service.params.RenderParams`. Reading one is
 
 import json
 import re
+import unicodedata
 from functools import partial
 from typing import Annotated, Any, get_args
 
@@ -48,7 +49,20 @@ from service.params import (
 
 MAX_STYLES = 16
 MAX_NAME_LENGTH = 128
-_STYLE_NAME = re.compile(r"^\w[\w. -]*$")
+_WORD = re.compile(r"\w")
+
+
+def _is_style_name(text: str) -> bool:
+    """A word character, then word characters, '.', '-', spaces and combining marks: names
+    in decomposed Unicode (macOS writes `é` as `e` and an accent) were refused, since a
+    combining accent is no word character (an attacker's trial: "Müller" was told it is not
+    a style name, and the library skipped Müller.jpg)."""
+    return bool(text) and all(
+        _WORD.match(char) or (i and (char in ". -" or unicodedata.category(char)[0] == "M"))
+        for i, char in enumerate(text)
+    )
+
+
 STYLE_NAME_RULE = (
     "letters, digits, '-', '_', '.' and spaces, starting with a letter or digit, not ending "
     f"with a space, no '..', at most {MAX_NAME_LENGTH} characters"
@@ -70,7 +84,7 @@ def check_style_name(name: str, key: str = "style") -> str:
             f"{json.dumps(key)}: {json.dumps(meant)} (see `stylefold styles`)"
             + (file if meant != last and key == "style" else "")
         )
-    if ".." in name or not _STYLE_NAME.match(name) or name != name.strip():
+    if ".." in name or not _is_style_name(name) or name != name.strip():
         raise ValueError(
             f"{shown(name)} is not a style name; use a name from the style library "
             f"({STYLE_NAME_RULE}), see `stylefold styles`"
@@ -82,7 +96,7 @@ def name_in(text: str) -> str | None:
     """The library name a path or an image's file name stands for ("styles/cells.png" is
     "cells"; "cells.v2" is a name), or None when its last part cannot be one."""
     last = text.replace("\\", "/").rpartition("/")[2]
-    if not _STYLE_NAME.match(last) or ".." in last:
+    if not _is_style_name(last) or ".." in last:
         return None
     stem, dot, suffix = last.rpartition(".")
     return stem if dot and suffix.lower() in _IMAGE_SUFFIXES else last
