@@ -287,6 +287,15 @@ def fit_name(stem: str, suffix: str) -> str:
     return "".join(kept) + suffix
 
 
+def fit_stem(stem: str, suffixes: Iterable[str]) -> str:
+    """`stem` shortened to fit NAME_MAX bytes with the longest of `suffixes`, so that one
+    set of names keeps one stem (an attacker's trial: a 250-byte photo's manifest, image and
+    log were cut to three different stems)."""
+    longest = max(suffixes, key=lambda suffix: len(os.fsencode(suffix)))
+    fitted = fit_name(stem, longest)
+    return fitted[: len(fitted) - len(longest)]
+
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 

@@ -8,6 +8,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,12 @@ def test_long_names_fit_the_file_system(tmp_path: Path) -> None:
         assert len(path.name.encode()) <= fsutil.NAME_MAX
     outbox.publish_error(names, a_report(), "")
     assert names.error.exists()
+    # One stem for the whole set, numbered too (an attacker's trial: a long photo's manifest,
+    # image and log were cut to three stems, and a script finds a job's files by its stem).
+    for each in (names, replace(names, number=12, image_ext="webp")):
+        stems = {path.name.partition(".")[0].removesuffix(f"-{each.number}") for path in each.all()}
+        assert len(stems) == 1, stems
+        assert max(len(path.name.encode()) for path in each.all()) >= fsutil.NAME_MAX - 1
 
 
 def test_remove_temporaries_only_touches_ours(tmp_path: Path) -> None:

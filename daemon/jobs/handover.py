@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.fsutil import fit_name
+from daemon.fsutil import fit_stem
 from daemon.intake import reasons
 from daemon.safefs import (
     Changed,
@@ -229,8 +229,7 @@ def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
         bare = unicodedata.normalize("NFC", name[len(prefix) :])
         rest = bare[len(stem) :] if bare.startswith(stem) else f"-{bare}"
         parts.append((prefix, f".returned-{number}{rest}"))
-    longest = max(parts, key=lambda part: len(os.fsencode(part[0] + part[1])))
-    kept = fit_name(stem, longest[0] + longest[1])[: -len(longest[0] + longest[1])]
+    kept = fit_stem(stem, (prefix + tail for prefix, tail in parts))
     return [prefix + kept + tail for prefix, tail in parts]
 
 

@@ -43,6 +43,7 @@ from daemon.fsutil import (
     atomic_write,
     atomic_write_json,
     fit_name,
+    fit_stem,
     read_json,
     remove,
     text_bytes,
@@ -74,6 +75,16 @@ def log_line(text: str) -> str:
     return f"{local_time(time.time())} {visible(text)}\n"
 
 
+MANIFEST, LOG, ERROR, PROGRESS, PREVIEW = (
+    ".manifest.json",
+    ".log",
+    ".error.json",
+    ".progress.json",
+    ".preview.jpg",
+)
+TAILS = (MANIFEST, LOG, ERROR, PROGRESS, PREVIEW)  # and the image's, by its type
+
+
 @dataclass(frozen=True)
 class OutputNames:
     """The files one job may create in its outbox folder: `<stem>.stylised.<ext>` and company,
@@ -92,7 +103,9 @@ class OutputNames:
         return self.folder if self.root is None else self.root
 
     def _path(self, tail: str) -> Path:
-        return self.folder / fit_name(self.stem, _numbered(tail, self.number))
+        tails = (f".stylised.{self.image_ext}", *TAILS)
+        stem = fit_stem(self.stem, (_numbered(each, self.number) for each in tails))
+        return self.folder / f"{stem}{_numbered(tail, self.number)}"
 
     @property
     def image(self) -> Path:
@@ -100,24 +113,24 @@ class OutputNames:
 
     @property
     def manifest(self) -> Path:
-        return self._path(".manifest.json")
+        return self._path(MANIFEST)
 
     @property
     def log(self) -> Path:
-        return self._path(".log")
+        return self._path(LOG)
 
     @property
     def error(self) -> Path:
-        return self._path(".error.json")
+        return self._path(ERROR)
 
     @property
     def progress(self) -> Path:
-        return self._path(".progress.json")
+        return self._path(PROGRESS)
 
     @property
     def preview(self) -> Path:
         """The running job's latest preview (preview_every), removed when the answer lands."""
-        return self._path(".preview.jpg")
+        return self._path(PREVIEW)
 
     def all(self) -> tuple[Path, ...]:
         return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
