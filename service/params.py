@@ -304,10 +304,13 @@ class RenderParams(BaseModel):
     @field_validator("preserve_colors", mode="before")
     @classmethod
     def _bool_means_luminance(cls, value: object) -> object:
-        """Sidecars written by hand often say `true`/`false`; map those onto the modes."""
-        if value is True:
+        """Sidecars written by hand often say `true`/`false`; map those onto the modes, and the
+        words, which are all an environment variable can say (a README trial:
+        STYLEFOLD_DEFAULTS__PRESERVE_COLORS=true was refused)."""
+        word = value.strip().lower() if isinstance(value, str) else value
+        if value is True or word == "true":
             return "luminance"
-        if value is False:
+        if value is False or word == "false":
             return "none"
         return value
 

@@ -72,6 +72,7 @@ def test_precedence_defaults_toml_env_flags(
     monkeypatch.setenv("STYLEFOLD_QUEUE_MAX", "6")
     monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE", "256")
     monkeypatch.setenv("STYLEFOLD_DEVICES", "cpu, cuda:1")
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__PRESERVE_COLORS", "True")  # as the docs say it
     monkeypatch.chdir("/")  # relative paths in the file are relative to the file, not the cwd
     settings = load_settings(
         config, {"queue_max": 9, "defaults": {"iterations": 12}, "retries": None}
@@ -84,6 +85,7 @@ def test_precedence_defaults_toml_env_flags(
     assert settings.defaults.size == 256  # nested env over nested file value
     assert settings.defaults.iterations == 12  # nested flag
     assert settings.defaults.tv_weight == 0.5  # untouched nested file value survives the merge
+    assert settings.defaults.preserve_colors == "luminance"
     assert settings.devices == ["cpu", "cuda:1"]
     assert settings.weights.vgg19 == tmp_path / "weights" / "vgg19.pth"
 
