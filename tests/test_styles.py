@@ -119,6 +119,19 @@ def test_defaults_in_decomposed_unicode_are_read_and_no_letter_becomes_two(
     assert library.get("stra\u00dfe").defaults == {}
 
 
+def test_a_defaults_file_two_styles_could_own_is_told_its_exact_names(library_dir: Path) -> None:
+    """A README trial: Cells.JSON beside Cells.png and cells.png was told to be named as one of
+    the styles, which it was, but for the case of its extension."""
+    image(library_dir / "Cells.png")
+    image(library_dir / "cells.png")
+    (library_dir / "Cells.JSON").write_text('{"size": 96}')
+    [problem] = StyleLibrary(library_dir).problems
+    assert problem.reason == (
+        "could hold the defaults of style 'Cells' or 'cells'; rename it exactly Cells.json or "
+        "cells.json"
+    )
+
+
 def test_style_names_in_decomposed_unicode_are_names(library_dir: Path) -> None:
     """An attacker's trial: a library image named on a Mac (Mu\u0308ller.jpg) was skipped as
     "cannot be a style's name", and a sidecar naming cafe\u0301 (as copied from Finder) was told

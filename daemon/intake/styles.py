@@ -102,7 +102,9 @@ def _defaults_files(root: Path, jsons: list[str], images: dict[str, list[Path]])
             continue
         if len(styles) > 1:
             either = " or ".join(repr(stem) for stem in styles)
-            told = f"could hold the defaults of style {either}; name it as one of them"
+            # "name it as one of them" when it was (Cells.JSON): the case of .json counts too
+            files = " or ".join(f"{stem}.json" for stem in styles)
+            told = f"could hold the defaults of style {either}; rename it exactly {files}"
             found.unread.append(StyleProblem(root / name, told))
         elif styles[0] in chosen:
             told = f"{chosen[styles[0]]} holds the defaults of style {styles[0]!r}; remove one"
