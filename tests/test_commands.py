@@ -203,6 +203,12 @@ def test_styles_lists_the_library(folders: Folders) -> None:
     assert told in result.stdout, result.stdout
     listed = json.loads(stylefold("styles", "--styles", str(folders.styles), "--json").stdout)
     assert listed["case_twins"] == [["Mosaic", "mosaic"]]
+    # A README trial: a missing folder given with --styles was told to give --styles DIR.
+    result = stylefold("styles", "--styles", str(folders.root / "nowhere"))
+    assert result.returncode == 78 and "nowhere is not a folder" in result.stderr
+    assert "--styles DIR" not in result.stderr, result.stderr
+    result = stylefold("styles", env={"HOME": str(folders.root)})  # nothing configured
+    assert result.returncode == 78 and "stylefold styles --styles DIR" in result.stderr
 
 
 def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None:

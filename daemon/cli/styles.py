@@ -26,7 +26,9 @@ def command(args: argparse.Namespace) -> int:
     try:
         library = style_library(args)
     except ConfigError as exc:
-        return fail_config(f"{exc}\n(or give the library: stylefold styles --styles DIR)")
+        # not where --styles was given (a README trial: told to do what it had just done)
+        hint = "" if args.styles else "\n(or give the library: stylefold styles --styles DIR)"
+        return fail_config(f"{exc}{hint}")
     styles = library.styles()
     # Like doctor, a file that is skipped fails the listing, so a script can tell.
     status = 1 if library.problems else 0
