@@ -970,6 +970,8 @@ def test_reload_and_status_find_the_daemon_by_its_state_folder_while_the_config_
         status = _cli("status", "--config", str(config))
         assert status.returncode == 0, status.stderr
         assert f"running, pid {pid}" in status.stdout
+        # an operator's trial: nothing said the config was broken
+        assert "note: the configuration cannot be used (defaults.seed" in status.stderr
     finally:
         config.write_text(good)
     nowhere = _cli("reload")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,12 +82,20 @@ def command(args: argparse.Namespace) -> int:
 
 def _state_dir(args: argparse.Namespace) -> Path:
     """The config's state folder; while the config is broken, the one it names (or --state):
-    `status` only reads the state folder, so it must work while someone fixes the file."""
+    `status` only reads the state folder, so it must work while someone fixes the file, and
+    says on stderr that it is broken (an operator's trial: a stopped daemon's status showed
+    nothing of it)."""
     try:
         return read_settings(args).state
-    except ConfigError:
+    except ConfigError as exc:
         if (state := state_folder(args)) is None:
             raise
+        first = str(exc).splitlines()[0]
+        print(
+            f"stylefold: note: the configuration cannot be used ({first}); status reads the "
+            "state folder it names; `stylefold doctor` says what to fix",
+            file=sys.stderr,
+        )
         return state
 
 
