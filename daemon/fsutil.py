@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
@@ -285,6 +286,14 @@ def fit_name(stem: str, suffix: str) -> str:
         kept.append(char)
         used += size
     return "".join(kept) + suffix
+
+
+def user_name(uid: int) -> str:
+    """A user's name for a message, or `uid N` where the system knows none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def fit_stem(stem: str, suffixes: Iterable[str]) -> str:

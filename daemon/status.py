@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from daemon.fsutil import model_from_json
+from daemon.fsutil import model_from_json, user_name
 from daemon.jobs import answers
 from daemon.jobs.layout import set_aside
 from daemon.jobs.states import State
@@ -318,11 +318,34 @@ def _read_report(state: Path) -> StatusReport:
 
 def shut_out(exc: PermissionError) -> str:
     """What to tell someone who reads the daemon's state as another user (`status`, the web
-    page's own unit): a non-root trial got a traceback from one, an error page from the other."""
+    page's own unit): a non-root trial got a traceback from one, an error page from the other.
+    A file another user left in a folder this one owns is named as such (an operator's trial:
+    the daemon's user, shut out of a lock that `once` run as root had left, was told to run as
+    the daemon's user)."""
     where = exc.filename if exc.filename is not None else "a file it needs"
+    if (left := _left_by_another(exc.filename)) is not None:
+        return f"{where}: {exc.strerror}: {left}"
     return (
         f"{where}: {exc.strerror}; run this as the user the daemon runs as (for example "
         "`sudo -u stylefold stylefold ...`), or as one in that folder's group"
+    )
+
+
+def _left_by_another(filename: object) -> str | None:
+    if not isinstance(filename, str):
+        return None
+    path = Path(filename)
+    try:
+        owner, folder = path.lstat().st_uid, path.parent.stat().st_uid
+    except OSError:
+        return None
+    me = os.geteuid()
+    if owner == me or folder != me:
+        return None
+    return (
+        f"it belongs to {user_name(owner)}, not to this user ({user_name(me)}), who owns the "
+        f"folder it is in: a command run as {user_name(owner)} left it; give the folder's "
+        f"contents back: chown -R {user_name(me)}: {path.parent}"
     )
 
 

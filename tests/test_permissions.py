@@ -24,6 +24,8 @@ from conftest import (
     write_json,
 )
 
+from daemon.status import shut_out
+
 
 def _stylefold(*args: str, ordinary: bool = True) -> subprocess.CompletedProcess[str]:
     """The command, run as an ordinary user (`ordinary`) or as this one."""
@@ -261,6 +263,40 @@ def test_doctor_run_as_root_says_it_checks_nothing_of_the_daemons_rights(folders
     told = "WARN user: run as root, which every folder lets in; the state folder belongs to "
     told += owner
     assert told in done.stdout, done.stdout
+
+
+def test_doctor_names_what_a_command_run_as_another_user_left_in_the_state_folder(
+    folders: Folders,
+) -> None:
+    """An operator's trial: `once` run as root left its lock and folders in the daemon's
+    state folder; doctor passed, and the daemon then failed at its start, told to run as the
+    daemon's user, which it was."""
+    done = _stylefold("once", "--config", str(folders.config()), ordinary=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lock = folders.state / "lock"
+    assert lock.exists()
+    os.chown(folders.state, 65534, 65534)  # the daemon's user's, with root's files inside
+    try:
+        checked = _stylefold("doctor", "--config", str(folders.config()), ordinary=False)
+    finally:
+        os.chown(folders.state, 0, 0)
+    nobody = pwd.getpwuid(65534).pw_name
+    assert checked.returncode == 1, checked.stdout
+    assert f"FAIL state contents: {folders.state}/" in checked.stdout, checked.stdout
+    assert f"give them back: chown -R {nobody}: {folders.state}" in checked.stdout
+    checked = _stylefold("doctor", "--config", str(folders.config()), ordinary=False)
+    assert "ok   state contents: writable" in checked.stdout, checked.stdout
+    # What the daemon's user is told when it meets such a file (its own folder's, not its).
+    os.chown(lock, 65534, 65534)
+    try:
+        told = shut_out(PermissionError(13, "Permission denied", str(lock)))
+    finally:
+        os.chown(lock, 0, 0)
+    assert told == (
+        f"{lock}: Permission denied: it belongs to {nobody}, not to this user (root), who owns "
+        f"the folder it is in: a command run as {nobody} left it; give the folder's contents "
+        f"back: chown -R root: {folders.state}"
+    )
 
 
 def test_an_unreadable_photo_is_taken_again_once_readable_and_not_reported_twice(

@@ -4,9 +4,11 @@ fix. A broken check is itself a finding, so the report always runs to the end.""
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import pwd
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from importlib.util import find_spec
@@ -15,6 +17,7 @@ from pathlib import Path
 from daemon.cli.common import folder_flags, read_settings, subcommand
 from daemon.config import ConfigError, Settings
 from daemon.config.loading import misspelt_variables, nearest_existing
+from daemon.fsutil import user_name
 from daemon.visible import visible_lines
 
 
@@ -177,6 +180,7 @@ def command(args: argparse.Namespace) -> int:
         ("outbox space", lambda: _space_check("outbox", nearest_existing(settings.outbox))),
         ("state space", lambda: _space_check("state", nearest_existing(settings.state))),
         ("state database", lambda: _database_check(settings.state)),
+        ("state contents", lambda: _state_contents_check(settings.state)),
         ("lock", lambda: _lock_check(settings.state, settings.inbox)),
     ]
     if settings.backend == "ray":
@@ -193,6 +197,44 @@ def command(args: argparse.Namespace) -> int:
         print(visible_lines(f"{'ok  ' if ok else 'FAIL'} {text}"))  # names from the folders
     print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
     return 1 if failed else 0
+
+
+WALK_LIMIT = 10_000  # folders of the state looked into; a spool or archive may hold many
+
+
+def _state_contents_check(state: Path) -> tuple[bool, str]:
+    """The state folder's own files and every folder in it that the daemon may not write: a
+    command run as root (`once`, `demo`, a restore) leaves root's, and the daemon then fails
+    at its start (an operator's trial: doctor passed, then `once` failed on the lock). The
+    files in its folders are left out: spooled and archived originals keep their sender's
+    owner. Root may write anything, so as root the owner is compared with the state's."""
+    if not state.is_dir():
+        return True, "state contents: none yet"
+    owner, as_root = state.stat().st_uid, os.geteuid() == 0
+    blocked: list[tuple[Path, int]] = []
+    for folder, folders, files in itertools.islice(os.walk(state), WALK_LIMIT):
+        here = Path(folder)
+        for name in folders + (files if here == state else []):
+            path = here / name
+            try:
+                seen = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISLNK(seen.st_mode):
+                continue
+            need = os.W_OK | (os.X_OK if stat.S_ISDIR(seen.st_mode) else 0)
+            if seen.st_uid != owner if as_root else not os.access(path, need):
+                blocked.append((path, seen.st_uid))
+    if not blocked:
+        return True, "state contents: writable"
+    (first, uid), more = blocked[0], len(blocked) - 1
+    return False, (
+        f"state contents: {first} belongs to {user_name(uid)}"
+        + (f" (and {more} more like it)" if more else "")
+        + f", which the daemon's user ({user_name(owner)}, the state folder's owner) may not "
+        f"write: a command run as another user left it; give them back: chown -R "
+        f"{user_name(owner)}: {state}"
+    )
 
 
 def _other_owner(state: Path) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import time
 import traceback
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon.fsutil import atomic_write
+from daemon.fsutil import atomic_write, user_name
 from daemon.pool.events import FailureKind, Progress, ResultInfo
 from daemon.pool.task import Task
 from service.params import RenderParams
@@ -239,12 +238,7 @@ def _other_owner(path: str | bytes | None) -> str | None:
         uid = os.stat(path).st_uid
     except OSError:
         return None
-    if uid == os.geteuid():
-        return None
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+    return None if uid == os.geteuid() else user_name(uid)
 
 
 def photo_problem(
