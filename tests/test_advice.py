@@ -203,6 +203,37 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
     )
 
 
+def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folders) -> None:
+    """A re-test on shares: t5.jpg beside `t5.json ` was told to add t5.json, t2.json beside
+    `t2.jpg.` to add the photo, and t1.json beside `t1.jpg ` that it is not one of the types
+    the inbox takes; a Mac writes a trailing space or dot on an SMB share as U+F028/U+F029."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    files = {
+        "t5.jpg": image_bytes(),
+        "t5.json ": b'{"style": "mosaic"}',
+        "t2.jpg.": image_bytes(),
+        "t2.json": b'{"style": "mosaic"}',
+        "t1.jpg ": image_bytes(),
+        "t1.json": b'{"style": "mosaic"}',
+        "s1.jpg\uf028": image_bytes(),
+        "s1.json": b'{"style": "mosaic"}',
+    }
+    for name, data in files.items():
+        (folders.inbox / name).write_bytes(data)
+        intake.observe(folders.inbox / name, 0.0)
+    told = {p.path.name: p.reason for p in intake.poll(6.0) if isinstance(p, Problem)}
+    share = "(a Mac or Windows share or a phone may add it), so it is not taken; rename it"
+    assert told == {
+        "t5.jpg": f"t5.jpg has no sidecar: 't5.json ' ends in a space after .json {share} t5.json",
+        "t2.json": f"t2.json has no photo beside it: 't2.jpg.' ends in a dot after .jpg {share} "
+        "t2.jpg",
+        "t1.json": f"t1.json has no photo beside it: 't1.jpg ' ends in a space after .jpg {share} "
+        "t1.jpg",
+        "s1.json": "s1.json has no photo beside it: 's1.jpg\\uf028' ends in U+F028 after .jpg "
+        f"{share} s1.jpg",
+    }
+
+
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:
     """A phone user's trial: Takeout's IMG_1.jpg.supplemental-metadata.json was told to add the
     photo IMG_1.jpg.supplemental-metadata.jpg."""

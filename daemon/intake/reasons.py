@@ -148,6 +148,35 @@ TAKEOUT_ALONE = (
 )
 
 
+# What shares and phones may leave after a name's extension: spaces, dots, and the private
+# characters macOS writes for them on an SMB share.
+TRAILING = " .\uf028\uf029"
+
+
+def without_trailing(name: str) -> str:
+    return name.rstrip(TRAILING)
+
+
+def _trailing(name: str) -> str:
+    """What `name` ends in after its extension, said so a reader sees it."""
+    shown = {" ": "a space", ".": "a dot"}
+    ends = name[len(without_trailing(name)) :]
+    kinds = [shown.get(char, f"U+{ord(char):04X}") for char in dict.fromkeys(ends)]
+    clean = without_trailing(name)
+    return (
+        f"{name!r} ends in {' and '.join(kinds)} after .{clean.rpartition('.')[2]} (a Mac or "
+        f"Windows share or a phone may add it), so it is not taken; rename it {clean}"
+    )
+
+
+def sidecar_trailing(name: str) -> str:
+    return f"has no sidecar: {_trailing(name)}"
+
+
+def photo_trailing(name: str) -> str:
+    return f"has no photo beside it: {_trailing(name)}"
+
+
 def sidecar_misnamed(name: str) -> str:
     stem, _, extension = name.rpartition(".")
     return (
