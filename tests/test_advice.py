@@ -195,6 +195,16 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
         "t.jpg has no sidecar: t.json.txt beside it ends in .txt after .json (a notes app or an "
         "editor added it?), so it is not read as one; rename it t.json"
     )
+    # With a default style too: a re-test's t.json.txt got the default style, without a word.
+    settings = load_settings(folders.config(default_style="mosaic", no_sidecar="default"), {})
+    by_default = Intake.from_settings(settings, IgnoreRules())
+    (folders.inbox / "lone.jpg").write_bytes(image_bytes())
+    for name in ("t.jpg", "lone.jpg"):
+        by_default.observe(folders.inbox / name, 0.0)
+    [arrival, problem] = sorted(by_default.poll(settings.pair_timeout + 1.0), key=str)
+    assert isinstance(problem, Problem) and "rename it t.json" in problem.reason
+    assert isinstance(arrival, Arrival) and arrival.image.name == "lone.jpg"
+    (folders.inbox / "lone.jpg").unlink()
     (folders.inbox / "t.json.txt").rename(folders.inbox / "T.JSON.TXT")  # said as it is written
     intake.reconsider()  # decided again, as after a reload
     [told] = intake.poll(13.0)

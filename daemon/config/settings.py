@@ -240,7 +240,8 @@ class Settings(BaseSettings):
     no_sidecar: Literal["default", "wait"] = Field(
         "wait",
         description="An image whose sidecar has not come within pair_timeout gets an error "
-        'report ("wait", the default), or is rendered with default_style ("default").',
+        'report ("wait", the default), or is rendered with default_style ("default"; not one '
+        "whose sidecar lies beside it misnamed, as photo.json.txt, which is told to rename it).",
         json_schema_extra=APPLIED_LIVE,
     )
     pair_timeout: float = Field(

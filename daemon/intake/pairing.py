@@ -595,17 +595,20 @@ class Intake:
                 others = [path.name for path in sharing.photos]
                 reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
                 self._report(image, events, reason)
-            elif self.default is not None:
-                self._emit(image, None, None, events)
             else:
                 # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
                 # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
                 taken = self._pairs.sidecar_taken(image.path.parent, image.base)
                 named = f"{image.path.name if taken else image.base}.json"
-                reason = reasons.no_sidecar(named, self.style_names(), self.default_style)
+                told = reasons.no_sidecar(named, self.style_names(), self.default_style)
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
-                reason = self._folder_named(image, wanted, reason)
-                self._report(image, events, reason, alone=True)
+                reason = self._folder_named(image, wanted, told)
+                # The default style is for a photo sent without a sidecar, not for one whose
+                # sidecar is misnamed (a re-test: `t.json.txt` got the default style silently).
+                if self.default is not None and reason == told:
+                    self._emit(image, None, None, events)
+                else:
+                    self._report(image, events, reason, alone=True)
             return
         if not sidecar.settled:
             if reported_unusable(sidecar) is not None:  # its sidecar's report answers for the pair
