@@ -286,6 +286,11 @@ def test_every_problem_reported_once_each() -> None:
         # a photographer's trial: iOS Notes' smart quotes, and .5 as people write it
         ("{\u201cstyle\u201d: \u201ca\u201d}".encode(), "a curly quote (\u201c) at line 1 col"),
         ('{"style": \u201ca\u201d}'.encode(), "needs straight double quotes"),
+        # a re-test: TextEdit's rich text was told "Expecting property name ...; fix the syntax"
+        (
+            b'{\\rtf1\\ansi\\ansicpg1252\\cocoartf2761\n{\\fonttbl}\n\\f0 {"style": "a"}}',
+            "it is rich text (RTF), as TextEdit saves by default; save it as plain text",
+        ),
         (b'{"params": {"strength": .5}}', "the number .5 at line 1 column 25 needs a 0 before"),
         (b'{"params": {"tv_weight": -.25}}', "a 0 before its point (-0.25)"),
         (b'{"params": {"tv_weight": 1.5.3}}', "not valid JSON (Expecting ',' delimiter at"),

@@ -145,6 +145,11 @@ def _syntax_error(exc: json.JSONDecodeError) -> str:
     """The JSON mistakes people make by hand, named: the parser's own words ("Expecting property
     name enclosed in double quotes") do not point at a trailing comma or a comment."""
     text, pos = exc.doc, exc.pos
+    if text.lstrip().startswith("{\\rtf"):  # a re-test: TextEdit's rich text, "fix the syntax"
+        return (
+            "not valid JSON: it is rich text (RTF), as TextEdit saves by default; save it as plain "
+            "text (TextEdit: Format > Make Plain Text) with the JSON alone"
+        )
     ahead = text[pos:].lstrip()
     before = text[:pos].rstrip()
     if before.endswith(",") and ahead[:1] in ("}", "]"):
