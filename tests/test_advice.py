@@ -273,6 +273,7 @@ def test_google_takeout_metadata_is_no_photo_s_sidecar(folders: Folders) -> None
     [problem] = intake.poll(6.0)
     assert isinstance(problem, Problem) and problem.path == takeout
     assert problem.reason.endswith("not a stylefold sidecar; delete it: stylefold does not need it")
+    assert problem.stem == "IMG_1.jpg"  # its report is IMG_1.jpg.error.json, not the photo's
 
 
 def test_a_lone_photo_is_answered_by_a_later_once_run(folders: Folders) -> None:

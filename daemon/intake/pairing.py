@@ -521,12 +521,14 @@ class Intake:
 
     def _stem(self, entry: Tracked) -> str:
         """photo.jpg, photo.json, photo.jpg.json -> photo; but p.manifest.json -> p.manifest
-        (the sidecar of p.manifest.jpg), so a report about it never lands on photo p's names."""
+        (the sidecar of p.manifest.jpg), so a report about it never lands on photo p's names;
+        nor does a report on Google Takeout's IMG_1.jpg.json, no sidecar of IMG_1.jpg (a
+        re-test: the photo's answers were numbered -2 after it)."""
         name = entry.path.name
         if entry.kind != "sidecar":
             return Path(name).stem
         base = name[: -len(SIDECAR_EXTENSION) - 1]
-        return Path(base).stem if self.rules.is_image_name(base) else base
+        return Path(base).stem if self.rules.is_image_name(base) and not entry.takeout else base
 
     def _folder_named(
         self,
