@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 
 from daemon.cli.common import fail_config, folder_flags, style_library, subcommand
 from daemon.config import ConfigError
 from daemon.visible import visible
 
 TWINS = (
-    "{names} differ in letter case alone: a sidecar must write each exactly, and a folder "
+    "{names} differ in letter case or Unicode form alone: a sidecar must write each exactly, "
+    "and a folder "
     "synced to a phone or an SMB share, which ignores case, keeps only one of them; rename one"
 )
 
@@ -44,10 +46,11 @@ def command(args: argparse.Namespace) -> int:
         print(json.dumps(listing, indent=2))
         return status
     print(f"style library {library.root}: {len(styles)} style(s)")
-    width = max((len(style.name) for style in styles), default=0)
+    width = max((_shown_width(style.name) for style in styles), default=0)
     for style in styles:
         defaults = f"  defaults {json.dumps(style.defaults)}" if style.defaults else ""
-        print(f"  {style.name.ljust(width)}  {style.path.name}{defaults}")
+        padding = " " * (width - _shown_width(style.name))
+        print(f"  {style.name}{padding}  {style.path.name}{defaults}")
     for problem in library.problems:
         print(visible(f"  skipped {problem.path.name}: {problem.reason}"))
     for twins in library.case_twins():  # a phone user's re-test: listed without a word
@@ -55,3 +58,8 @@ def command(args: argparse.Namespace) -> int:
     if not styles and not library.problems:
         print("  (add images such as starry_night.jpg to the folder; the file name is the name)")
     return status
+
+
+def _shown_width(name: str) -> int:
+    """Columns a name takes: a combining accent (a Mac's decomposed names) takes none."""
+    return sum(not unicodedata.combining(char) for char in name)
