@@ -244,6 +244,28 @@ def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folder
     }
 
 
+def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders) -> None:
+    """A re-test: c1.jpeg beside c1.jpg.json (a system that hides extensions) got two reports,
+    "add c1.json" and "add the photo c1.jpg", neither naming the other file. Where c1.jpg is
+    there, c1.jpg.json is its sidecar, and c1.jpeg is a lone photo as any."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    names = {"c1.jpeg": image_bytes(), "c1.jpg.json": b'{"style": "mosaic"}'}
+    names |= {"d1.png": image_bytes(), "d1.jpg": image_bytes(), "d1.jpg.json": b"{}"}
+    for name, data in names.items():
+        (folders.inbox / name).write_bytes(data)
+        intake.observe(folders.inbox / name, 0.0)
+    told = {p.path.name: p.reason for p in intake.poll(6.0) if isinstance(p, Problem)}
+    assert told.pop("c1.jpeg") == (
+        "c1.jpeg has no sidecar: c1.jpg.json beside it is named for c1.jpg, not c1.jpeg (a "
+        "system that hides extensions?); rename it c1.jpeg.json or c1.json"
+    )
+    assert told.pop("c1.jpg.json") == (
+        "c1.jpg.json has no photo c1.jpg beside it, but c1.jpeg is there (a system that hides "
+        "extensions?); if that is its photo, rename the sidecar c1.jpeg.json or c1.json"
+    )
+    assert list(told) == ["d1.png"] and "has no sidecar; add d1.json" in told["d1.png"]
+
+
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:
     """A phone user's trial: Takeout's IMG_1.jpg.supplemental-metadata.json was told to add the
     photo IMG_1.jpg.supplemental-metadata.jpg."""

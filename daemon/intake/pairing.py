@@ -541,6 +541,31 @@ class Intake:
         relative = entry.path.parent.relative_to(self.inbox)
         return self.beside.advice(relative, wanted, reason, self.rules, photo_of, is_folder)
 
+    def _other_type_sidecar(self, image: Tracked) -> str | None:
+        """A sidecar named for this photo's name with another image extension (pic.jpg.json
+        beside pic.jpeg), when no photo of that name is here to take it."""
+        folder = image.path.parent
+        for extension in sorted(self.rules.image_extensions):
+            name = f"{image.base}.{extension}"
+            if key(name) == key(image.path.name) or self._pairs.exact_image(folder, name):
+                continue
+            if (found := self._pairs.named_for(folder, name)) is not None:
+                return found.name
+        return None
+
+    def _other_type_photo(self, sidecar: Tracked) -> str | None:
+        """The photo a sidecar named for pic.jpg may be meant for: pic.jpeg, alone, with no
+        sidecar of its own."""
+        if not self.rules.is_image_name(sidecar.base):
+            return None
+        folder = sidecar.path.parent
+        lone = [
+            image.name
+            for image in self._pairs.images_of_stem(folder, Path(sidecar.base).stem)
+            if self._pairs.sidecar_for(self._files[image]) == (None, None)
+        ]
+        return lone[0] if len(lone) == 1 else None
+
     def _beside_photo_not_taken(self, sidecar: Tracked) -> bool:
         """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) lies beside a
         sidecar that waits for its photo: then it is told at once, not after pair_timeout.
@@ -605,6 +630,8 @@ class Intake:
                 told = reasons.no_sidecar(named, self.style_names(), self.default_style)
                 wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
                 reason = self._folder_named(image, wanted, told)
+                if reason == told and (other := self._other_type_sidecar(image)) is not None:
+                    reason = reasons.sidecar_of_other_type(other, image.path.name, image.base)
                 # The default style is for a photo sent without a sidecar, not for one whose
                 # sidecar is misnamed (a re-test: `t.json.txt` got the default style silently).
                 if self.default is not None and reason == told:
@@ -718,11 +745,14 @@ class Intake:
             elif sidecar.takeout:  # told to add IMG_1.jpg.supplemental-metadata.jpg (a trial)
                 reason = reasons.TAKEOUT_ALONE
             else:
-                reason = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
+                told = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))
                 named = self.beside.folder(sidecar.path.parent.relative_to(self.inbox))
                 photos = [key(name) for name in named.stemmed(key(sidecar.base))]
                 photos = [name for name in photos if self.rules.is_image_name(name)]
-                reason = self._folder_named(sidecar, photos, reason, photo_of=sidecar.base)
+                reason = self._folder_named(sidecar, photos, told, photo_of=sidecar.base)
+                if reason == told and (meant := self._other_type_photo(sidecar)) is not None:
+                    stem = Path(sidecar.base).stem
+                    reason = reasons.photo_of_other_type(sidecar.base, meant, stem)
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)

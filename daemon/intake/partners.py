@@ -237,6 +237,14 @@ class Partners:
         found = self._pick(self._sidecars.get((folder, base or key(name)), {}), name)
         return None if found is None or self.files[found].takeout else found
 
+    def named_for(self, folder: Path, name: str) -> Path | None:
+        """The sidecar named after the file `name` (pic.jpg.json for pic.jpg), if tracked."""
+        return self._sidecar(folder, name)
+
+    def images_of_stem(self, folder: Path, stem: str) -> list[Path]:
+        """The tracked images whose name is `stem` and an extension (pic.jpeg, pic.png)."""
+        return sorted(self._stems.get((folder, key(stem)), ()))
+
     def shadowed_by(self, sidecar: Path) -> tuple[Path, Path] | None:
         """(photo, its own sidecar) when the lone `sidecar` (pic.json) is not used because the
         photo of its stem takes the sidecar named after its whole file name (pic.jpg.json)."""

@@ -177,6 +177,25 @@ def photo_trailing(name: str) -> str:
     return f"has no photo beside it: {_trailing(name)}"
 
 
+HIDDEN_EXTENSIONS = "a system that hides extensions?"
+
+
+def sidecar_of_other_type(sidecar: str, photo: str, base: str) -> str:
+    """photo.jpeg beside photo.jpg.json, and no photo.jpg (a re-test: two reports, each
+    without a word of the other file)."""
+    return (
+        f"has no sidecar: {sidecar} beside it is named for {sidecar[: -len('.json')]}, not "
+        f"{photo} ({HIDDEN_EXTENSIONS}); rename it {photo}.json or {base}.json"
+    )
+
+
+def photo_of_other_type(named: str, photo: str, stem: str) -> str:
+    return (
+        f"has no photo {named} beside it, but {photo} is there ({HIDDEN_EXTENSIONS}); if that "
+        f"is its photo, rename the sidecar {photo}.json or {stem}.json"
+    )
+
+
 def sidecar_misnamed(name: str) -> str:
     stem, _, extension = name.rpartition(".")
     return (
