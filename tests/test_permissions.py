@@ -217,7 +217,9 @@ def test_a_folder_shut_to_this_user_is_not_told_to_be_mounted_again(folders: Fol
         folders.state.chmod(0o755)
     said = done.stdout + done.stderr
     assert done.returncode != 0 and "mount it again" not in said, said
-    assert "cannot be reached (Permission denied): a folder on its way shuts this user out" in said
+    # the folder that shuts it out, by name (an operator's trial: "a folder on its way")
+    shut = f"cannot be reached (Permission denied): {folders.state}, on its way (owner root, mode"
+    assert f"{shut} 0000), shuts this user out" in said, said
 
 
 def test_an_archive_the_daemon_may_not_write_is_told_as_the_originals_not_the_outbox(

@@ -7,6 +7,7 @@ not debugged."""
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pydantic_settings import SettingsError
 
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
+from daemon.fsutil import user_name
 from service.files import NotAFile, open_regular
 from service.params import beyond_strength
 
@@ -272,7 +274,7 @@ def _reachable(name: str, path: Path) -> None:
         pass
     except PermissionError as exc:  # a non-root trial was told to mount it again
         raise ConfigError(
-            f"{name}: {path} cannot be reached ({exc.strerror}): a folder on its way shuts this "
+            f"{name}: {path} cannot be reached ({exc.strerror}): {_shut_by(path)} shuts this "
             "user out; run as the daemon's user, or give this one the folders' group (under "
             "the systemd unit, a folder in /home is hidden by ProtectHome=: deploy/README.md, "
             "drop-ins/home-folder.conf)"
@@ -282,6 +284,21 @@ def _reachable(name: str, path: Path) -> None:
             f"{name}: {path} cannot be reached ({exc.strerror}); if it is on a share or a "
             "stick whose connection is gone, mount it again"
         ) from None
+
+
+def _shut_by(path: Path) -> str:
+    """The first folder on the way to `path` this user may not pass, with its owner and mode
+    (an operator's trial: a root-owned state folder was told as "a folder on its way", under
+    the name archive_dir, which the operator had never set)."""
+    for folder in reversed(path.absolute().parents):
+        try:
+            seen = folder.stat()
+        except OSError:
+            break
+        if not os.access(folder, os.X_OK):
+            owner = user_name(seen.st_uid)
+            return f"{folder}, on its way (owner {owner}, mode {stat.S_IMODE(seen.st_mode):04o}),"
+    return "a folder on its way"
 
 
 def check_folders(settings: Settings, *, create: bool = True, writable: bool = True) -> None:
