@@ -215,8 +215,9 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
 
 def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folders) -> None:
     """A re-test on shares: t5.jpg beside `t5.json ` was told to add t5.json, t2.json beside
-    `t2.jpg.` to add the photo, and t1.json beside `t1.jpg ` that it is not one of the types
-    the inbox takes; a Mac writes a trailing space or dot on an SMB share as U+F028/U+F029."""
+    `t2.jpg.` to add the photo, t1.json beside `t1.jpg ` that it is not one of the types the
+    inbox takes, and `t6.jpg.` alone got no answer; a Mac writes a trailing space or dot on an
+    SMB share as U+F028/U+F029."""
     intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
     files = {
         "t5.jpg": image_bytes(),
@@ -231,17 +232,20 @@ def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folder
     for name, data in files.items():
         (folders.inbox / name).write_bytes(data)
         intake.observe(folders.inbox / name, 0.0)
+    (folders.inbox / "t6.jpg.").write_bytes(image_bytes())  # alone: it had no answer at all
+    intake.observe(folders.inbox / "t6.jpg.", 0.0)
     told = {p.path.name: p.reason for p in intake.poll(6.0) if isinstance(p, Problem)}
     share = "(a Mac or Windows share or a phone may add it), so it is not taken; rename it"
+    for photo, ends in (("t6.jpg", "a dot"), ("t2.jpg", "a dot"), ("t1.jpg", "a space")):
+        misnamed = f"{photo}{'.' if ends == 'a dot' else ' '}"
+        assert told.pop(misnamed) == f"{misnamed} ends in {ends} after .jpg {share} {photo}"
+    assert told.pop("s1.jpg\uf028").endswith(f"ends in U+F028 after .jpg {share} s1.jpg")
+    # the photos' reports answer for their sidecars, which pair with them
     assert told == {
-        "t5.jpg": f"t5.jpg has no sidecar: 't5.json ' ends in a space after .json {share} t5.json",
-        "t2.json": f"t2.json has no photo beside it: 't2.jpg.' ends in a dot after .jpg {share} "
-        "t2.jpg",
-        "t1.json": f"t1.json has no photo beside it: 't1.jpg ' ends in a space after .jpg {share} "
-        "t1.jpg",
-        "s1.json": "s1.json has no photo beside it: 's1.jpg\\uf028' ends in U+F028 after .jpg "
-        f"{share} s1.jpg",
+        "t5.jpg": f"t5.jpg has no sidecar: 't5.json ' beside it ends in a space after .json "
+        f"{share} t5.json",
     }
+    assert intake.poll(7.0) == [] and intake.items(7.0, 7.0) == []  # told once, none waits
 
 
 def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders) -> None:

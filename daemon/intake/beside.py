@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 
 from daemon import safefs
 from daemon.intake import reasons
-from daemon.intake.ignore import PHOTO_TYPES, IgnoreRules
+from daemon.intake.ignore import PHOTO_TYPES, IgnoreRules, without_trailing
 from daemon.intake.partners import key
 
 
@@ -26,7 +26,7 @@ class Folder:
         for name in sorted(names):
             # A name with a space or dot after its extension is found as the name it stands
             # for (`pic.jpg.`, `pic.json `: what a share or a phone may write)
-            for folded in dict.fromkeys((key(name), key(reasons.without_trailing(name)))):
+            for folded in dict.fromkeys((key(name), key(without_trailing(name)))):
                 self._by_key.setdefault(folded, []).append(name)
                 stem = folded.rpartition(".")[0]
                 if stem and name not in self._by_stem.get(stem, ()):
@@ -106,16 +106,13 @@ class Beside:
             return is_folder(folders[0])
         regular = [name for name in {*asked, *longer} if kinds.get(name) == stat.S_IFREG]
         # A re-test on shares: t5.jpg beside `t5.json ` was told to add t5.json.
-        if trailing := sorted(name for name in regular if reasons.without_trailing(name) != name):
+        if trailing := sorted(name for name in regular if without_trailing(name) != name):
             return reasons.sidecar_trailing(trailing[0])
         if misnamed := sorted(name for name in longer if kinds.get(name) == stat.S_IFREG):
             return reasons.sidecar_misnamed(misnamed[0])
         # Not a photo the inbox takes (both.jpg, paired with both.jpg.json, was called "not
         # one of gif, heic, ..., jpg" in an attacker's trial).
         files = [name for name in others if kinds.get(name) == stat.S_IFREG]
-        # t2.jpg. (a re-test on shares) was told to be added
-        if trailing := [name for name in files if _photo_trailing(name, rules)]:
-            return reasons.photo_trailing(min(trailing))
         if other_types := [name for name in files if not rules.is_image_name(name)]:
             # a photo's type first: pic.nef, not the pic.aae beside it
             name = min(other_types, key=lambda name: (not _not_taken(name, rules), name))
@@ -129,12 +126,6 @@ class Beside:
             if _not_taken(name, rules):
                 return self.kinds(relative, [name]).get(name) == stat.S_IFREG
         return False
-
-
-def _photo_trailing(name: str, rules: IgnoreRules) -> bool:
-    """A photo's name with a space or a dot after its extension."""
-    clean = reasons.without_trailing(name)
-    return clean != name and rules.is_image_name(clean)
 
 
 def _not_taken(name: str, rules: IgnoreRules) -> bool:

@@ -26,6 +26,15 @@ PHOTO_TYPES = frozenset(
 )  # fmt: skip
 
 
+# What shares and phones may leave after a name's extension: spaces, dots, and the private
+# characters macOS writes for them on an SMB share.
+TRAILING = " .\uf028\uf029"
+
+
+def without_trailing(name: str) -> str:
+    return name.rstrip(TRAILING)
+
+
 class IgnoreRule(NamedTuple):
     pattern: str
     source: str
@@ -103,7 +112,9 @@ class IgnoreRules:
         if not relative.parts or any(self.ignored_name(part) for part in relative.parts):
             return None
         name = relative.name
-        if self.is_image_name(name):
+        # A photo's name with a space or dot after its extension is one too, taken to be told
+        # what to rename it (a re-test on shares: `pic.jpg.` alone got no answer at all).
+        if self.is_image_name(without_trailing(name)):
             return "image"
         stem, dot, ext = name.rpartition(".")
         if dot and stem and ext.lower() == SIDECAR_EXTENSION:

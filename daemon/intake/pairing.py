@@ -37,7 +37,7 @@ from daemon.intake.arrival import (
 )
 from daemon.intake.beside import Beside
 from daemon.intake.complete import truncation
-from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules
+from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules, without_trailing
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.partners import (
     Emitted,
@@ -240,7 +240,7 @@ class Intake:
         if entry is not None:
             # A second name removed (or added) changes no signature, and a photo reported
             # for it would stay reported (an attacker's trial): it is a change too.
-            why = unusable(result)
+            why = self._unusable(path, result)
             if entry.signature != signature or entry.unusable != why:
                 entry.signature = signature
                 entry.changed_at = entry.waiting_since = entry.unchanged_since = now
@@ -279,11 +279,17 @@ class Intake:
             now,
             now - waited,
             now - unchanged,
-            unusable=unusable(result),
+            unusable=self._unusable(path, result),
         )
         self._pairs.add(entry)
         self._wake([path])
         self._touch_related(entry)
+
+    @staticmethod
+    def _unusable(path: Path, result: os.stat_result) -> str | None:
+        """Why the file cannot be taken as it is (a link, a FIFO, a second name; a photo's
+        name with a space or dot after its extension), or None."""
+        return unusable(result) or reasons.misnamed_photo(path.name)
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away). Its
@@ -525,6 +531,8 @@ class Intake:
         nor does a report on Google Takeout's IMG_1.jpg.json, no sidecar of IMG_1.jpg (a
         re-test: the photo's answers were numbered -2 after it)."""
         name = entry.path.name
+        if without_trailing(name) != name:  # pic.jpg. is told in pic.jpg.error.json, not as pic
+            return without_trailing(name)
         if entry.kind != "sidecar":
             return Path(name).stem
         base = name[: -len(SIDECAR_EXTENSION) - 1]

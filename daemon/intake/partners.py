@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.intake.arrival import Arriving, Kind, Signature
-from daemon.intake.ignore import SIDECAR_EXTENSION
+from daemon.intake.ignore import SIDECAR_EXTENSION, without_trailing
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ def signature_of(result: os.stat_result) -> Signature:
 def base_of(path: Path, kind: Kind) -> str:
     """What pairs (compared by `key`): a sidecar's name without `.json`, an image's name without
     its extension; in NFC, with its case, as reports name it."""
-    name = path.name[: -len(SIDECAR_EXTENSION) - 1] if kind == "sidecar" else path.stem
+    if kind == "sidecar":
+        name = path.name[: -len(SIDECAR_EXTENSION) - 1]
+    else:  # pic.jpg. pairs as pic.jpg does, to be told with its sidecar what to rename
+        name = Path(without_trailing(path.name)).stem
     return unicodedata.normalize("NFC", name)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from daemon import safefs
 from daemon.fsutil import NAME_MAX
+from daemon.intake.ignore import without_trailing
 
 
 def given_up(reason: str, timeout: float) -> str:
@@ -148,33 +149,24 @@ TAKEOUT_ALONE = (
 )
 
 
-# What shares and phones may leave after a name's extension: spaces, dots, and the private
-# characters macOS writes for them on an SMB share.
-TRAILING = " .\uf028\uf029"
-
-
-def without_trailing(name: str) -> str:
-    return name.rstrip(TRAILING)
-
-
 def _trailing(name: str) -> str:
-    """What `name` ends in after its extension, said so a reader sees it."""
+    """What `name` ends in after its extension, said so a reader sees it, and the fix."""
     shown = {" ": "a space", ".": "a dot"}
-    ends = name[len(without_trailing(name)) :]
-    kinds = [shown.get(char, f"U+{ord(char):04X}") for char in dict.fromkeys(ends)]
     clean = without_trailing(name)
+    kinds = [shown.get(char, f"U+{ord(char):04X}") for char in dict.fromkeys(name[len(clean) :])]
     return (
-        f"{name!r} ends in {' and '.join(kinds)} after .{clean.rpartition('.')[2]} (a Mac or "
-        f"Windows share or a phone may add it), so it is not taken; rename it {clean}"
+        f"ends in {' and '.join(kinds)} after .{clean.rpartition('.')[2]} (a Mac or Windows "
+        f"share or a phone may add it), so it is not taken; rename it {clean}"
     )
 
 
 def sidecar_trailing(name: str) -> str:
-    return f"has no sidecar: {_trailing(name)}"
+    return f"has no sidecar: {name!r} beside it {_trailing(name)}"
 
 
-def photo_trailing(name: str) -> str:
-    return f"has no photo beside it: {_trailing(name)}"
+def misnamed_photo(name: str) -> str | None:
+    """Why a photo named with a space or dot after its extension is not taken, if it is."""
+    return None if without_trailing(name) == name else _trailing(name)
 
 
 HIDDEN_EXTENSIONS = "a system that hides extensions?"
