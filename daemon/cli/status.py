@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from daemon.cli.common import (
+    config_named,
     fail,
     fail_config,
     folder_flags,
@@ -90,12 +91,13 @@ def _state_dir(args: argparse.Namespace) -> Path:
     except ConfigError as exc:
         if (state := state_folder(args)) is None:
             raise
-        first = str(exc).splitlines()[0]
-        print(
-            f"stylefold: note: the configuration cannot be used ({first}); status reads the "
-            "state folder it names; `stylefold doctor` says what to fix",
-            file=sys.stderr,
-        )
+        if config_named(args):  # `--state` alone names no config to be broken
+            first, given = str(exc).splitlines()[0], "given" if args.state else "it names"
+            print(
+                f"stylefold: note: the configuration cannot be used ({first}); status reads "
+                f"the state folder {given}; `stylefold doctor` says what to fix",
+                file=sys.stderr,
+            )
         return state
 
 
