@@ -232,26 +232,40 @@ def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folder
     for name, data in files.items():
         (folders.inbox / name).write_bytes(data)
         intake.observe(folders.inbox / name, 0.0)
-    (folders.inbox / "t6.jpg.").write_bytes(image_bytes())  # alone: it had no answer at all
-    intake.observe(folders.inbox / "t6.jpg.", 0.0)
-    told = {p.path.name: p.reason for p in intake.poll(6.0) if isinstance(p, Problem)}
-    share = "(a Mac or Windows share or a phone may add it), so it is not taken; rename it"
-    for photo, ends in (("t6.jpg", "a dot"), ("t2.jpg", "a dot"), ("t1.jpg", "a space")):
-        misnamed = f"{photo}{'.' if ends == 'a dot' else ' '}"
-        assert told.pop(misnamed) == f"{misnamed} ends in {ends} after .jpg {share} {photo}"
-    assert told.pop("s1.jpg\uf028").endswith(f"ends in U+F028 after .jpg {share} s1.jpg")
+    # t6.jpg. alone had no answer at all; t9.jpg beside t9.jpg. and t9.json was refused as
+    # sharing its sidecar, and t9.jpg. told to take the name of t9.jpg
+    more = {"t6.jpg.": image_bytes(), "t4.jpg..": image_bytes(), "t9.jpg": image_bytes()}
+    more |= {"t9.jpg.": image_bytes(), "t9.json": b'{"style": "mosaic"}'}
+    for name, data in more.items():
+        (folders.inbox / name).write_bytes(data)
+        intake.observe(folders.inbox / name, 0.0)
+    events = intake.poll(6.0)
+    assert Arrival(folders.inbox / "t9.jpg", folders.inbox / "t9.json", Path(".")) in events
+    told = {p.path.name: p.reason for p in events if isinstance(p, Problem)}
+    share = "(a Mac or Windows share or a phone may add it), so it is not taken;"
+    for photo, ends in (("t6.jpg.", "a dot"), ("t2.jpg.", "a dot"), ("t1.jpg ", "a space")):
+        assert told.pop(photo) == (
+            f"{photo} (written {photo!r}) ends in {ends} after .jpg {share} rename it {photo[:-1]}"
+        )
+    assert told.pop("t4.jpg..").endswith(
+        "ends in 2 characters (a dot) after .jpg " + share + " rename it t4.jpg"
+    )
+    assert told.pop("t9.jpg.").endswith(
+        f"{share} t9.jpg is there already: remove this copy, or rename it another name"
+    )
+    assert told.pop("s1.jpg\uf028").endswith(f"ends in U+F028 after .jpg {share} rename it s1.jpg")
     # the photos' reports answer for their sidecars, which pair with them
     assert told == {
         "t5.jpg": f"t5.jpg has no sidecar: 't5.json ' beside it ends in a space after .json "
-        f"{share} t5.json",
+        f"{share} rename it t5.json",
     }
     assert intake.poll(7.0) == [] and intake.items(7.0, 7.0) == []  # told once, none waits
 
 
 def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders) -> None:
     """A re-test: c1.jpeg beside c1.jpg.json (a system that hides extensions) got two reports,
-    "add c1.json" and "add the photo c1.jpg", neither naming the other file. Where c1.jpg is
-    there, c1.jpg.json is its sidecar, and c1.jpeg is a lone photo as any."""
+    "add c1.json" and "add the photo c1.jpg", neither naming the other file; one is enough.
+    Where c1.jpg is there, c1.jpg.json is its sidecar, and c1.jpeg is a lone photo as any."""
     intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
     names = {"c1.jpeg": image_bytes(), "c1.jpg.json": b'{"style": "mosaic"}'}
     names |= {"d1.png": image_bytes(), "d1.jpg": image_bytes(), "d1.jpg.json": b"{}"}
@@ -263,11 +277,9 @@ def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders
         "c1.jpeg has no sidecar: c1.jpg.json beside it is named for c1.jpg, not c1.jpeg (a "
         "system that hides extensions?); rename it c1.jpeg.json or c1.json"
     )
-    assert told.pop("c1.jpg.json") == (
-        "c1.jpg.json has no photo c1.jpg beside it, but c1.jpeg is there (a system that hides "
-        "extensions?); if that is its photo, rename the sidecar c1.jpeg.json or c1.json"
-    )
+    # one report, the photo's: both took the stem's name, and which got -2 changed
     assert list(told) == ["d1.png"] and "has no sidecar; add d1.json" in told["d1.png"]
+    assert intake.poll(7.0) == [] and intake.items(7.0, 7.0) == []
 
 
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:

@@ -285,11 +285,17 @@ class Intake:
         self._wake([path])
         self._touch_related(entry)
 
-    @staticmethod
-    def _unusable(path: Path, result: os.stat_result) -> str | None:
+    def _unusable(self, path: Path, result: os.stat_result) -> str | None:
         """Why the file cannot be taken as it is (a link, a FIFO, a second name; a photo's
         name with a space or dot after its extension), or None."""
-        return unusable(result) or reasons.misnamed_photo(path.name)
+        clean = without_trailing(path.name)
+        if (why := unusable(result)) is not None or clean == path.name:
+            return why
+        try:  # the advice to rename it must not replace the file of that name
+            lstat_under(self.inbox, path.with_name(clean).relative_to(self.inbox))
+        except (OSError, UnsafePath):
+            return reasons.misnamed_photo(path.name, taken=False)
+        return reasons.misnamed_photo(path.name, taken=True)
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away). Its
@@ -561,18 +567,18 @@ class Intake:
                 return found.name
         return None
 
-    def _other_type_photo(self, sidecar: Tracked) -> str | None:
-        """The photo a sidecar named for pic.jpg may be meant for: pic.jpeg, alone, with no
-        sidecar of its own."""
+    def _other_type_photo(self, sidecar: Tracked) -> bool:
+        """Whether a sidecar named for pic.jpg may be meant for pic.jpeg, which is here alone,
+        with no sidecar of its own (`_other_type_sidecar` is the photo's side)."""
         if not self.rules.is_image_name(sidecar.base):
-            return None
+            return False
         folder = sidecar.path.parent
         lone = [
-            image.name
+            image
             for image in self._pairs.images_of_stem(folder, Path(sidecar.base).stem)
             if self._pairs.sidecar_for(self._files[image]) == (None, None)
         ]
-        return lone[0] if len(lone) == 1 else None
+        return len(lone) == 1
 
     def _beside_photo_not_taken(self, sidecar: Tracked) -> bool:
         """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) lies beside a
@@ -758,9 +764,11 @@ class Intake:
                 photos = [key(name) for name in named.stemmed(key(sidecar.base))]
                 photos = [name for name in photos if self.rules.is_image_name(name)]
                 reason = self._folder_named(sidecar, photos, told, photo_of=sidecar.base)
-                if reason == told and (meant := self._other_type_photo(sidecar)) is not None:
-                    stem = Path(sidecar.base).stem
-                    reason = reasons.photo_of_other_type(sidecar.base, meant, stem)
+                if reason == told and self._other_type_photo(sidecar):
+                    # The photo's report names it and the fix: one report, as both would take
+                    # the stem's name (a re-test: which got `-2` changed from run to run).
+                    self._decided(sidecar.path)
+                    return
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)

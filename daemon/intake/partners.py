@@ -226,11 +226,16 @@ class Partners:
             return [exact] if self._sidecar(folder, exact.name) == sidecar else []
         base = key(raw)
         alike = len(self._sidecars.get((folder, base), {})) > 1  # p.json, P.json: each its own
-        return sorted(
+        found = sorted(
             image
             for image in self._stems.get((folder, base), ())
             if self._sidecar(folder, image.name) is None and (not alike or image.stem == raw)
         )
+        # pic.jpg. goes with the sidecar, to be told with it what to rename, only where no
+        # photo named as it should be is there (a re-test: pic.jpg beside pic.jpg. and pic.json
+        # was refused as sharing its sidecar)
+        named = [image for image in found if without_trailing(image.name) == image.name]
+        return named or found
 
     def _sidecar(self, folder: Path, name: str, base: str | None = None) -> Path | None:
         """The sidecar named after `name` (pic.jpg.json for pic.jpg; with `base`, the one after

@@ -149,14 +149,24 @@ TAKEOUT_ALONE = (
 )
 
 
-def _trailing(name: str) -> str:
-    """What `name` ends in after its extension, said so a reader sees it, and the fix."""
+def _trailing(name: str, taken: bool = False) -> str:
+    """What `name` ends in after its extension, said so a reader sees it, and the fix; where
+    the name it stands for is `taken` by another file, renaming would replace that one."""
     shown = {" ": "a space", ".": "a dot"}
     clean = without_trailing(name)
-    kinds = [shown.get(char, f"U+{ord(char):04X}") for char in dict.fromkeys(name[len(clean) :])]
+    ends = name[len(clean) :]
+    kinds = [shown.get(char, f"U+{ord(char):04X}") for char in dict.fromkeys(ends)]
+    what = " and ".join(kinds)
+    if len(ends) > len(kinds):  # t4.jpg.. was said to end in "a dot"
+        what = f"{len(ends)} characters ({what})"
+    fix = (
+        f"{clean} is there already: remove this copy, or rename it another name"
+        if taken
+        else f"rename it {clean}"
+    )
     return (
-        f"ends in {' and '.join(kinds)} after .{clean.rpartition('.')[2]} (a Mac or Windows "
-        f"share or a phone may add it), so it is not taken; rename it {clean}"
+        f"ends in {what} after .{clean.rpartition('.')[2]} (a Mac or Windows share or a phone "
+        f"may add it), so it is not taken; {fix}"
     )
 
 
@@ -164,27 +174,20 @@ def sidecar_trailing(name: str) -> str:
     return f"has no sidecar: {name!r} beside it {_trailing(name)}"
 
 
-def misnamed_photo(name: str) -> str | None:
-    """Why a photo named with a space or dot after its extension is not taken, if it is."""
-    return None if without_trailing(name) == name else _trailing(name)
-
-
-HIDDEN_EXTENSIONS = "a system that hides extensions?"
+def misnamed_photo(name: str, taken: bool) -> str | None:
+    """Why a photo named with a space or dot after its extension is not taken, if it is;
+    `taken`: a file has the name it stands for (the advice to rename it would replace it)."""
+    if without_trailing(name) == name:
+        return None
+    return f"(written {name!r}) {_trailing(name, taken)}"
 
 
 def sidecar_of_other_type(sidecar: str, photo: str, base: str) -> str:
     """photo.jpeg beside photo.jpg.json, and no photo.jpg (a re-test: two reports, each
-    without a word of the other file)."""
+    without a word of the other file); the one report of the two."""
     return (
         f"has no sidecar: {sidecar} beside it is named for {sidecar[: -len('.json')]}, not "
-        f"{photo} ({HIDDEN_EXTENSIONS}); rename it {photo}.json or {base}.json"
-    )
-
-
-def photo_of_other_type(named: str, photo: str, stem: str) -> str:
-    return (
-        f"has no photo {named} beside it, but {photo} is there ({HIDDEN_EXTENSIONS}); if that "
-        f"is its photo, rename the sidecar {photo}.json or {stem}.json"
+        f"{photo} (a system that hides extensions?); rename it {photo}.json or {base}.json"
     )
 
 
