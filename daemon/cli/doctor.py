@@ -7,6 +7,7 @@ import argparse
 import itertools
 import os
 import pwd
+import shlex
 import shutil
 import stat
 import time
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
-from daemon.cli.common import folder_flags, read_settings, subcommand
+from daemon.cli.common import config_file, folder_flags, read_settings, subcommand
 from daemon.config import ConfigError, Settings
 from daemon.config.loading import misspelt_variables, nearest_existing
 from daemon.fsutil import user_name
@@ -166,9 +167,12 @@ def command(args: argparse.Namespace) -> int:
     for note in defaults_notes(settings.defaults):
         print(f"WARN config: {note}")
     if (owner := _other_owner(settings.state)) is not None:  # root passes every permission
+        # with the config it was given, and runuser where sudo is missing (an operator's trial)
+        again = f"stylefold doctor{_config_flag(args)}"
         print(
             f"WARN user: run as root, which every folder lets in; the state folder belongs to "
-            f"{owner}: run `sudo -u {owner} stylefold doctor` to check what the daemon may do"
+            f"{owner}: run `runuser -u {owner} -- {again}` (or `sudo -u {owner} {again}`) to "
+            "check what the daemon may do"
         )
     checks: list[tuple[str, Check]] = [
         ("extras", lambda: _extras_check(settings)),
@@ -235,6 +239,11 @@ def _state_contents_check(state: Path) -> tuple[bool, str]:
         f"write: a command run as another user left it; give them back: chown -R "
         f"{user_name(owner)}: {state}"
     )
+
+
+def _config_flag(args: argparse.Namespace) -> str:
+    config = config_file(args)
+    return "" if config is None else f" --config {shlex.quote(os.path.abspath(config))}"
 
 
 def _other_owner(state: Path) -> str | None:
