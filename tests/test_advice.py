@@ -282,6 +282,26 @@ def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders
     assert intake.poll(7.0) == [] and intake.items(7.0, 7.0) == []
 
 
+def test_a_misnamed_photo_s_report_goes_once_it_is_taken_renamed(folders: Folders) -> None:
+    """A re-test: `t1.jpg ` was told to be renamed, and once it was, its report and log stayed
+    beside its result."""
+    config = folders.config(pair_timeout=1.0)
+    _photo(folders, "t1", {"style": "mosaic"}, seed=3)
+    (folders.inbox / "t1.jpg").rename(folders.inbox / "t1.jpg ")
+    for _ in range(2):
+        once = start_daemon(folders, config=config, ready=False, command="once")
+        assert once.process.wait(90) == 0
+        if (folders.inbox / "t1.jpg ").exists():
+            assert "rename it t1.jpg" in _report(folders, "t1.jpg")
+            (folders.inbox / "t1.jpg ").rename(folders.inbox / "t1.jpg")
+    _done(folders, "t1")
+    assert sorted(path.name for path in folders.outbox.iterdir()) == [
+        "t1.log",
+        "t1.manifest.json",
+        "t1.stylised.jpg",
+    ]
+
+
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:
     """A phone user's trial: Takeout's IMG_1.jpg.supplemental-metadata.json was told to add the
     photo IMG_1.jpg.supplemental-metadata.jpg."""

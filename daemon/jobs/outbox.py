@@ -48,6 +48,7 @@ from daemon.fsutil import (
     remove,
     text_bytes,
 )
+from daemon.intake.ignore import without_trailing
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.visible import visible
@@ -508,7 +509,8 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
     own = [names] if reports_on(names, inputs) else []
-    _drop([*own, *_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)])
+    found = [*_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)]
+    _drop([*own, *found, *_reports_of_misnamed(names, inputs)])
 
 
 def drop_other_reports(names: OutputNames, inputs: Collection[str]) -> None:
@@ -525,11 +527,15 @@ def _drop(stale: list[OutputNames]) -> None:
             remove(names.log, names.outbox)
 
 
-def _numbered_reports(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
-    """Reports on one of `inputs` under the stem's other numbers (a phone user's trial: the
-    report on an unused pic.json, numbered beside its photo's, stayed beside the result once
-    the photo was rendered with it). Numbers are taken in turn, so the first number with none
-    of a job's files ends the search."""
+def _numbered_reports(
+    names: OutputNames,
+    inputs: Collection[str],
+    about: Callable[[OutputNames, Collection[str]], bool] = reports_on,
+) -> list[OutputNames]:
+    """Reports on one of `inputs` (as `about` tells) under the stem's other numbers (a phone
+    user's trial: the report on an unused pic.json, numbered beside its photo's, stayed beside
+    the result once the photo was rendered with it). Numbers are taken in turn, so the first
+    number with none of a job's files ends the search."""
     found = []
     for number in itertools.count(1):
         if number == names.number:
@@ -539,9 +545,25 @@ def _numbered_reports(names: OutputNames, inputs: Collection[str]) -> list[Outpu
             if number > 1:
                 break
             continue
-        if reports_on(other, inputs):
+        if about(other, inputs):
             found.append(other)
     return found
+
+
+def _reports_of_misnamed(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
+    """Reports on the photo as it was named before, with a space or dot after its extension:
+    `pic.jpg.` is told in `pic.jpg.error.json`, under its whole name (the intake's `_stem`);
+    once it is taken as pic.jpg they are outdated (a re-test: they stayed beside its result)."""
+    photo = next(iter(inputs), "")
+    if not photo:
+        return []
+
+    def misnamed(other: OutputNames, inputs: Collection[str]) -> bool:
+        report = as_report(read_json(other.error))
+        return report is not None and report.input != photo == without_trailing(report.input)
+
+    whole = OutputNames(names.folder, PurePosixPath(photo).name, names.image_ext, 0, names.root)
+    return _numbered_reports(whole, inputs, misnamed)
 
 
 _RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
