@@ -207,6 +207,11 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
             {"style": [{"file": "x/y.png"}]},
             "put 'x/y.png' in the style library and name it, as {\"",
         ),
+        # a re-test: a JSON file was to be put in the library and named "e.JSON"
+        (
+            {"style": [{"file": "e.JSON"}]},
+            "the library only, and 'e.JSON' is no image: name a library style, as {\"name\"",
+        ),
         # a re-test: the spelling advice, followed, gave the key twice
         ({"params": {"size": 64, "Size": 32}}, 'params.Size: unknown key; "size" is given too; '),
         ({"style": [{"name": "a", "Name": "b"}]}, 'Name: unknown key; "name" is given too; remove'),

@@ -111,6 +111,13 @@ def _unknown_key(
     if _names_a_style(key, path, value):
         example = json.dumps({"name": name_in(str(value)) or "starry", "weight": 1})
         if key.casefold() == "file":  # a re-test: told a name no library style had
+            last = str(value).replace("\\", "/").rpartition("/")[2]
+            if name_in(str(value)) == last:  # no image's name: e.JSON was to go in the library
+                example = json.dumps({"name": "starry", "weight": 1})
+                return (
+                    f"unknown key; a blend mixes styles of the library only, and {shown(value)} "
+                    f"is no image: name a library style, as {example}"
+                )
             return (
                 f"unknown key; a blend mixes styles of the library only: put {shown(value)} in "
                 f"the style library and name it, as {example}"
