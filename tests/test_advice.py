@@ -205,7 +205,13 @@ def test_a_sidecar_saved_with_an_extension_after_json_is_named(folders: Folders)
     assert isinstance(problem, Problem) and "rename it t.json" in problem.reason
     assert isinstance(arrival, Arrival) and arrival.image.name == "lone.jpg"
     (folders.inbox / "lone.jpg").unlink()
-    (folders.inbox / "t.json.txt").rename(folders.inbox / "T.JSON.TXT")  # said as it is written
+    (folders.inbox / "t.json.txt").rename(folders.inbox / "t.json.rtf")  # TextEdit's rich text
+    intake.reconsider()
+    [told] = intake.poll(6.5)
+    assert isinstance(told, Problem) and told.reason.endswith(
+        "rename it t.json, and save it as plain text (TextEdit: Format > Make Plain Text)"
+    )
+    (folders.inbox / "t.json.rtf").rename(folders.inbox / "T.JSON.TXT")  # said as it is written
     intake.reconsider()  # decided again, as after a reload
     [told] = intake.poll(13.0)
     assert (

@@ -147,8 +147,8 @@ def _syntax_error(exc: json.JSONDecodeError) -> str:
     text, pos = exc.doc, exc.pos
     if text.lstrip().startswith("{\\rtf"):  # a re-test: TextEdit's rich text, "fix the syntax"
         return (
-            "not valid JSON: it is rich text (RTF), as TextEdit saves by default; save it as plain "
-            "text (TextEdit: Format > Make Plain Text) with the JSON alone"
+            "not valid JSON: it is rich text (RTF), as TextEdit saves by default; "
+            f"{reasons.PLAIN_TEXT} with the JSON alone"
         )
     ahead = text[pos:].lstrip()
     before = text[:pos].rstrip()

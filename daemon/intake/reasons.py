@@ -191,12 +191,17 @@ def sidecar_of_other_type(sidecar: str, photo: str, base: str) -> str:
     )
 
 
+PLAIN_TEXT = "save it as plain text (TextEdit: Format > Make Plain Text)"
+
+
 def sidecar_misnamed(name: str) -> str:
     stem, _, extension = name.rpartition(".")
-    return (
+    told = (
         f"has no sidecar: {name} beside it ends in .{extension} after .{stem.rpartition('.')[2]} "
         f"(a notes app or an editor added it?), so it is not read as one; rename it {stem}"
     )
+    # a re-test: renamed, q.json.rtf was then told it is rich text; both at once
+    return f"{told}, and {PLAIN_TEXT}" if extension.lower() == "rtf" else told
 
 
 def no_photo(base: str, is_photo_name: bool) -> str:
