@@ -257,7 +257,23 @@ def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folder
         "ends in 2 characters (a dot) after .jpg " + share + " rename it t4.jpg"
     )
     assert told.pop("t9.jpg.").endswith(
-        f"{share} t9.jpg is there already: remove this copy, or rename it another name"
+        f"{share} t9.jpg would clash with 't9.jpg' there: rename it another name"
+    )
+    # an attacker's trial: both told "rename it u.jpg" (the second mv replacing the first),
+    # and a folder v.jpg/ was called a copy to remove
+    (folders.inbox / "v.jpg").mkdir()
+    for name in ("u.jpg.", "U.JPG ", "v.jpg."):
+        (folders.inbox / name).write_bytes(image_bytes())
+        intake.observe(folders.inbox / name, 7.0)
+    told |= {p.path.name: p.reason for p in intake.poll(13.0) if isinstance(p, Problem)}
+    assert told.pop("u.jpg.").endswith(
+        "u.jpg would clash with 'U.JPG ' there: rename it another name"
+    )
+    assert told.pop("U.JPG ").endswith(
+        "U.JPG would clash with 'u.jpg.' there: rename it another name"
+    )
+    assert told.pop("v.jpg.").endswith(
+        "v.jpg would clash with 'v.jpg' there: rename it another name"
     )
     assert told.pop("s1.jpg\uf028").endswith(f"ends in U+F028 after .jpg {share} rename it s1.jpg")
     # the photos' reports answer for their sidecars, which pair with them
@@ -265,7 +281,7 @@ def test_a_name_with_a_space_or_dot_after_its_extension_is_named(folders: Folder
         "t5.jpg": f"t5.jpg has no sidecar: 't5.json ' beside it ends in a space after .json "
         f"{share} rename it t5.json",
     }
-    assert intake.poll(7.0) == [] and intake.items(7.0, 7.0) == []  # told once, none waits
+    assert intake.poll(14.0) == [] and intake.items(14.0, 14.0) == []  # told once, none waits
 
 
 def test_a_sidecar_named_for_another_type_of_the_photo_is_named(folders: Folders) -> None:
@@ -306,6 +322,14 @@ def test_a_misnamed_photo_s_report_goes_once_it_is_taken_renamed(folders: Folder
         "t1.manifest.json",
         "t1.stylised.jpg",
     ]
+    # An attacker's trial: taking u.jpg deleted the report of another photo, u.jpg., which
+    # stays in the inbox.
+    _photo(folders, "u", {"style": "mosaic"}, seed=4)
+    (folders.inbox / "u.jpg.").write_bytes(image_bytes(seed=5))
+    once = start_daemon(folders, config=config, ready=False, command="once")
+    assert once.process.wait(90) == 0
+    _done(folders, "u")
+    assert "u.jpg would clash with 'u.jpg' there" in _report(folders, "u.jpg")
 
 
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:

@@ -291,11 +291,13 @@ class Intake:
         clean = without_trailing(path.name)
         if (why := unusable(result)) is not None or clean == path.name:
             return why
-        try:  # the advice to rename it must not replace the file of that name
-            lstat_under(self.inbox, path.with_name(clean).relative_to(self.inbox))
-        except (OSError, UnsafePath):
-            return reasons.misnamed_photo(path.name, taken=False)
-        return reasons.misnamed_photo(path.name, taken=True)
+        # The advice to rename it must not name a file or folder there, as the folder's file
+        # system may see it (in another case or Unicode form: SMB, macOS), nor what another
+        # copy so named is told (an attacker's trial: pic.jpg. and `pic.jpg ` were both told
+        # "rename it pic.jpg", and a folder pic.jpg/ was called a copy to remove).
+        listing = self.beside.folder(path.parent.relative_to(self.inbox))
+        clashes = [name for name in listing.named([key(clean)]) if name != path.name]
+        return reasons.misnamed_photo(path.name, min(clashes) if clashes else None)
 
     def forget(self, path: Path, now: float) -> None:
         """Drop a file that vanished (claimed by the daemon, deleted, renamed away). Its

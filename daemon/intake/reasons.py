@@ -149,9 +149,9 @@ TAKEOUT_ALONE = (
 )
 
 
-def _trailing(name: str, taken: bool = False) -> str:
+def _trailing(name: str, clash: str | None = None) -> str:
     """What `name` ends in after its extension, said so a reader sees it, and the fix; where
-    the name it stands for is `taken` by another file, renaming would replace that one."""
+    the name it stands for would `clash` with another there, renaming would replace that."""
     shown = {" ": "a space", ".": "a dot"}
     clean = without_trailing(name)
     ends = name[len(clean) :]
@@ -159,11 +159,9 @@ def _trailing(name: str, taken: bool = False) -> str:
     what = " and ".join(kinds)
     if len(ends) > len(kinds):  # t4.jpg.. was said to end in "a dot"
         what = f"{len(ends)} characters ({what})"
-    fix = (
-        f"{clean} is there already: remove this copy, or rename it another name"
-        if taken
-        else f"rename it {clean}"
-    )
+    fix = f"rename it {clean}"
+    if clash is not None:
+        fix = f"{clean} would clash with {clash!r} there: rename it another name"
     return (
         f"ends in {what} after .{clean.rpartition('.')[2]} (a Mac or Windows share or a phone "
         f"may add it), so it is not taken; {fix}"
@@ -174,12 +172,12 @@ def sidecar_trailing(name: str) -> str:
     return f"has no sidecar: {name!r} beside it {_trailing(name)}"
 
 
-def misnamed_photo(name: str, taken: bool) -> str | None:
+def misnamed_photo(name: str, clash: str | None) -> str | None:
     """Why a photo named with a space or dot after its extension is not taken, if it is;
-    `taken`: a file has the name it stands for (the advice to rename it would replace it)."""
+    `clash`: another file or folder there answers to the name it stands for."""
     if without_trailing(name) == name:
         return None
-    return f"(written {name!r}) {_trailing(name, taken)}"
+    return f"(written {name!r}) {_trailing(name, clash)}"
 
 
 def sidecar_of_other_type(sidecar: str, photo: str, base: str) -> str:

@@ -324,7 +324,7 @@ class Lifecycle:
         with contextlib.suppress(OSError):  # else it goes when the answer comes
             # An earlier report on this photo (no sidecar yet, a bad one) is outdated now: it
             # said "failed" in the outbox for as long as the new job waited (a status trial).
-            outbox.drop_stale_report(self.spool.names(job), job.inputs)
+            outbox.drop_stale_report(self.spool.names(job), job.inputs, self.settings.inbox)
         styles = ", ".join(f"{s.name} x{s.weight:g}" for s in job.styles)
         self.spool.append_log(job, f"claimed {job.source} (style {styles})")
         # JSON, so that it can be pasted into a sidecar's "params" (a photographer's trial)

@@ -504,13 +504,14 @@ def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
     return stale
 
 
-def drop_stale_report(names: OutputNames, inputs: Collection[str]) -> None:
+def drop_stale_report(names: OutputNames, inputs: Collection[str], inbox: Path) -> None:
     """A new job of the same photo outdates its earlier error report, and the report's log
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
-    a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so."""
+    a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so, and
+    one of a photo renamed from `photo.jpg.` (in `inbox`) the report on that name."""
     own = [names] if reports_on(names, inputs) else []
     found = [*_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)]
-    _drop([*own, *found, *_reports_of_misnamed(names, inputs)])
+    _drop([*own, *found, *_reports_of_misnamed(names, inputs, inbox)])
 
 
 def drop_other_reports(names: OutputNames, inputs: Collection[str]) -> None:
@@ -550,17 +551,29 @@ def _numbered_reports(
     return found
 
 
-def _reports_of_misnamed(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
+def _reports_of_misnamed(
+    names: OutputNames, inputs: Collection[str], inbox: Path
+) -> list[OutputNames]:
     """Reports on the photo as it was named before, with a space or dot after its extension:
     `pic.jpg.` is told in `pic.jpg.error.json`, under its whole name (the intake's `_stem`);
-    once it is taken as pic.jpg they are outdated (a re-test: they stayed beside its result)."""
+    once it is taken as pic.jpg they are outdated (a re-test: they stayed beside its result),
+    unless a file of that name is still in the inbox: another photo, whose one answer it is
+    (an attacker's trial: taking pic.jpg deleted the report of a different pic.jpg.)."""
     photo = next(iter(inputs), "")
     if not photo:
         return []
 
     def misnamed(other: OutputNames, inputs: Collection[str]) -> bool:
         report = as_report(read_json(other.error))
-        return report is not None and report.input != photo == without_trailing(report.input)
+        if report is None or not report.input != photo == without_trailing(report.input):
+            return False
+        try:
+            safefs.lstat_under(inbox, Path(report.input))
+        except FileNotFoundError:
+            return True
+        except (OSError, safefs.UnsafePath):
+            return False
+        return False
 
     whole = OutputNames(names.folder, PurePosixPath(photo).name, names.image_ext, 0, names.root)
     return _numbered_reports(whole, inputs, misnamed)

@@ -332,7 +332,7 @@ class Publisher:
                 self.store.record_input_answer(
                     job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
                 )
-                drop_stale_report(names, job.inputs)
+                drop_stale_report(names, job.inputs, self.spool.settings.inbox)
         reason = detail.reason if isinstance(detail, FailureDetail) else None
         self.store.move(job.id, State.RELEASING, note=shown, reason=reason)
         if isinstance(detail, FailureDetail):
