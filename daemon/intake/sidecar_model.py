@@ -57,8 +57,16 @@ def _is_style_name(text: str) -> bool:
     in decomposed Unicode (macOS writes `é` as `e` and an accent) were refused, since a
     combining accent is no word character (an attacker's trial: "Müller" was told it is not
     a style name, and the library skipped Müller.jpg)."""
+
+    def mark(char: str) -> bool:
+        return unicodedata.category(char)[0] == "M"
+
+    # A mark goes on a letter or digit (or another mark): "a.\u0301." hid its ".." from the
+    # rule (an attacker's trial).
     return bool(text) and all(
-        _WORD.match(char) or (i and (char in ". -" or unicodedata.category(char)[0] == "M"))
+        _WORD.match(char)
+        or (i and char in ". -")
+        or (i and mark(char) and (_WORD.match(text[i - 1]) or mark(text[i - 1])))
         for i, char in enumerate(text)
     )
 
