@@ -570,9 +570,9 @@ def _reports_of_misnamed(
         try:
             safefs.lstat_under(inbox, Path(report.input))
         except FileNotFoundError:
-            return True
+            return True  # gone: renamed, as it was told
         except (OSError, safefs.UnsafePath):
-            return False
+            pass  # not known to be gone
         return False
 
     whole = OutputNames(names.folder, PurePosixPath(photo).name, names.image_ext, 0, names.root)
