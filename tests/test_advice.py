@@ -332,6 +332,25 @@ def test_a_misnamed_photo_s_report_goes_once_it_is_taken_renamed(folders: Folder
     assert "u.jpg would clash with 'u.jpg' there" in _report(folders, "u.jpg")
 
 
+def test_a_misnamed_photo_is_told_anew_when_the_name_it_was_told_to_take_is_taken(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A re-test: `u.jpg.` was told "rename it u.jpg", and kept that advice once another u.jpg
+    came, which following it would replace; it is told anew, and again once u.jpg goes."""
+    daemon = daemon_factory(config=folders.config(pair_timeout=1.0))
+    (folders.inbox / "u.jpg.").write_bytes(image_bytes(seed=5))
+    report = folders.outbox / "u.jpg.error.json"
+    wait_for(report.exists, 60, "u.jpg.'s report")
+    assert _report(folders, "u.jpg").endswith("so it is not taken; rename it u.jpg")
+    (folders.inbox / "u.jpg").write_bytes(image_bytes(seed=6))  # another photo, no sidecar
+    told = "u.jpg would clash with 'u.jpg' there: rename it another name"
+    wait_for(lambda: _report(folders, "u.jpg").endswith(told), 60, "the report told anew")
+    (folders.inbox / "u.jpg").unlink()
+    wait_for(lambda: _report(folders, "u.jpg").endswith("rename it u.jpg"), 60, "told again")
+    assert sorted(path.name for path in folders.outbox.glob("u.jpg.error*")) == [report.name]
+    assert daemon.stop() == 0
+
+
 def test_google_takeout_metadata_alone_is_told_as_what_it_is(folders: Folders) -> None:
     """A phone user's trial: Takeout's IMG_1.jpg.supplemental-metadata.json was told to add the
     photo IMG_1.jpg.supplemental-metadata.jpg."""

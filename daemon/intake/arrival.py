@@ -72,6 +72,9 @@ class Problem:
     missing_style: str | None = None  # the style image its sidecar names, not beside it
     alone: bool = False  # a photo without a sidecar (not one of several sharing one)
     sidecar: Path | None = None  # the photo's sidecar, read, where the problem is the pair's
+    # Told anew about the file as it was: what it is told changed with what lies beside it
+    # (a misnamed photo's name taken by a file that came since), so its report is replaced.
+    renewed: bool = False
     # the file as it was decided (`Intake.as_decided`); not part of what the problem is
     signature: Signature | None = field(default=None, compare=False)
 

@@ -316,6 +316,8 @@ class Intake:
             other = self._files[related]
             other.waiting_since = max(other.waiting_since, now)
             self._wake([related])
+        if entry.kind == "image":
+            self._wake(self._pairs.misnamed_alike(entry))
 
     def tracked(self) -> list[Path]:
         """Every tracked file: after a full scan each is observed again (a sweep, in
@@ -351,6 +353,8 @@ class Intake:
 
     def _touch_related(self, entry: Tracked) -> None:
         self._wake(self._pairs.related(entry))
+        if entry.kind == "image":  # pic.jpg. is told anew once pic.jpg comes or goes
+            self._wake(self._pairs.misnamed_alike(entry))
 
     def _wake(self, paths: Iterable[Path]) -> None:
         for path in paths:
@@ -516,12 +520,13 @@ class Intake:
     ) -> None:
         marker = Reported(entry.signature, reason)
         if entry.done != marker:
-            entry.done = marker
+            done, entry.done = entry.done, marker
+            renewed = isinstance(done, Reported) and done.signature == entry.signature
             text = f"{entry.path.name} {reason}"
             stem = self._stem(entry)
             read = None if sidecar is None else sidecar.path
             problem = Problem(
-                entry.path, text, stem, orphan, missing_style, alone, read, entry.signature
+                entry.path, text, stem, orphan, missing_style, alone, read, renewed, entry.signature
             )
             events.append(problem)
         self._decided(entry.path)

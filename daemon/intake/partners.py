@@ -212,6 +212,18 @@ class Partners:
         related.discard(entry.path)
         return {path for path in related if path in self.files}
 
+    def misnamed_alike(self, image: Tracked) -> list[Path]:
+        """The other images here that stand for the same name as `image` with a space or dot
+        after their extension (pic.jpg. for pic.jpg), whose advice its coming or going changes."""
+        folder, name = image.path.parent, key(without_trailing(image.path.name))
+        return [
+            other
+            for other in self._stems.get((folder, key(image.base)), ())
+            if other != image.path
+            and other.name != without_trailing(other.name)
+            and key(without_trailing(other.name)) == name
+        ]
+
     def images_for(self, sidecar: Path) -> list[Path]:
         """Images a sidecar belongs to: the exact name (`photo.jpg.json`) if that image is
         here, else every image with that stem that has no specific sidecar of its own."""

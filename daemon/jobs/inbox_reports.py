@@ -57,9 +57,8 @@ class InboxReports:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
         settings = self.spool.settings
         inbox = settings.inbox
-        if self.spool.in_place.answered_as_is(problem.path) or self.answers_back.left_alone(
-            problem.path
-        ):
+        answered = self.spool.in_place.answered_as_is(problem.path) and not problem.renewed
+        if answered or self.answers_back.left_alone(problem.path):
             return
         resent = None
         if problem.alone:
