@@ -329,7 +329,9 @@ def test_a_misnamed_photo_s_report_goes_once_it_is_taken_renamed(folders: Folder
     once = start_daemon(folders, config=config, ready=False, command="once")
     assert once.process.wait(90) == 0
     _done(folders, "u")
-    assert "u.jpg would clash with 'u.jpg' there" in _report(folders, "u.jpg")
+    # told that u.jpg is there, or, once u.jpg was taken out of the inbox, to take its name
+    assert "u.jpg. (written 'u.jpg.') ends in a dot" in _report(folders, "u.jpg")
+    assert (folders.inbox / "u.jpg.").exists()
 
 
 def test_a_misnamed_photo_is_told_anew_when_the_name_it_was_told_to_take_is_taken(
