@@ -185,9 +185,9 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
         assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair) == first
     # Another photo with the same stem is a different job: numbered.
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=["trip/photo.png"]).number == 2
-    outbox.drop_stale_report(first, ["trip/photo.png"])
+    outbox.drop_stale_report(first, ["trip/photo.png"], tmp_path / "inbox")
     assert first.error.exists()
-    outbox.drop_stale_report(first, pair)
+    outbox.drop_stale_report(first, pair, tmp_path / "inbox")
     assert not first.error.exists() and not first.log.exists()  # the report's log went along
     # A result holds its names whatever the inputs.
     image = tmp_path / "rendered.jpg"
