@@ -156,10 +156,14 @@ def state_of(pid: int) -> Path | None:
     `reload` after `state` was changed in the file reads the new folder, not the one the
     running daemon keeps until its restart. None when the process cannot be looked at."""
     try:
-        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
         return None
-    for target in links:
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since the listing: the daemon opens and closes files all along
+            continue
         lock = Path(target)
         if lock.name == LOCK_NAME and lock.is_absolute() and holder(lock.parent) == pid:
             return lock.parent
