@@ -316,8 +316,6 @@ class Intake:
             other = self._files[related]
             other.waiting_since = max(other.waiting_since, now)
             self._wake([related])
-        if entry.kind == "image":
-            self._wake(self._pairs.misnamed_alike(entry))
 
     def tracked(self) -> list[Path]:
         """Every tracked file: after a full scan each is observed again (a sweep, in
@@ -353,8 +351,6 @@ class Intake:
 
     def _touch_related(self, entry: Tracked) -> None:
         self._wake(self._pairs.related(entry))
-        if entry.kind == "image":  # pic.jpg. is told anew once pic.jpg comes or goes
-            self._wake(self._pairs.misnamed_alike(entry))
 
     def _wake(self, paths: Iterable[Path]) -> None:
         for path in paths:

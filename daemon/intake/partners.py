@@ -194,10 +194,11 @@ class Partners:
         return style is None or done.style == (style.path, style.signature)
 
     def related(self, entry: Tracked) -> set[Path]:
-        """Files whose pairing may change when `entry` changes or goes."""
+        """Files whose pairing, or advice, may change when `entry` changes or goes."""
         folder = entry.path.parent
         related: set[Path] = set()
         if entry.kind == "image":
+            related.update(self._misnamed_alike(entry))  # pic.jpg. is told anew
             for base in (entry.path.name, entry.base):
                 for sidecar in self._sidecars.get((folder, key(base)), {}).values():
                     related.add(sidecar)
@@ -212,7 +213,7 @@ class Partners:
         related.discard(entry.path)
         return {path for path in related if path in self.files}
 
-    def misnamed_alike(self, image: Tracked) -> list[Path]:
+    def _misnamed_alike(self, image: Tracked) -> list[Path]:
         """The other images here that stand for the same name as `image` with a space or dot
         after their extension (pic.jpg. for pic.jpg), whose advice its coming or going changes."""
         folder, name = image.path.parent, key(without_trailing(image.path.name))
