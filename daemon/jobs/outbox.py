@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -103,10 +103,14 @@ class OutputNames:
     def outbox(self) -> Path:
         return self.folder if self.root is None else self.root
 
-    def _path(self, tail: str) -> Path:
+    @cached_property
+    def _fitted(self) -> str:
+        """The stem, shortened once for the whole set (`fit_stem`)."""
         tails = (f".stylised.{self.image_ext}", *TAILS)
-        stem = fit_stem(self.stem, (_numbered(each, self.number) for each in tails))
-        return self.folder / f"{stem}{_numbered(tail, self.number)}"
+        return fit_stem(self.stem, (_numbered(each, self.number) for each in tails))
+
+    def _path(self, tail: str) -> Path:
+        return self.folder / f"{self._fitted}{_numbered(tail, self.number)}"
 
     @property
     def image(self) -> Path:
