@@ -36,7 +36,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # trial: a photo.jpg of PostScript ran `gs`).
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "HEIF", "AVIF", "BMP")
 # The most of a file a header check in the daemon's own process reads (`opened_header`,
-# `header_problem`): photos' headers and metadata, and all of stylefold's own results' (Pillow
+# `header_look`): photos' headers and metadata, and all of stylefold's own results' (Pillow
 # writes them first), sit far inside it; a header it cannot hold is left to the worker (a job
 # runs unbatched, a photo is judged by decoding). Pillow's parsers keep a structure per chunk
 # or marker: a whole TIFF whose tag held 200 MB cost three times that (an attacker's trial:
@@ -163,23 +163,16 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
     )
 
 
-def header_problem(
-    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
-) -> str | None:
-    """What `open_image` would refuse in the file at `path` (whose `read_header` bytes `head`
-    may be given), told from its header without decoding: a file no decoder takes, or one over
-    the pixel limit. None when only decoding can tell."""
-    return header_look(path, max_pixels, head)[0]
-
-
 def header_look(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, head: bytes | None = None
 ) -> tuple[str | None, tuple[int, int] | None]:
-    """`header_problem`'s answer, and the (width, height) the header says where it says one
-    (the daemon's check of a photo's shape reads it at the same look). A file longer than the
-    header read is judged unidentified only when no decoder takes its first 16 bytes (a TIFF
-    may keep its directory at its end; a phone's video, which waited for the queue, is over
-    16 MiB)."""
+    """What `open_image` would refuse in the file at `path` (whose `read_header` bytes `head`
+    may be given), told from its header without decoding: a file no decoder takes, or one over
+    the pixel limit (None when only decoding can tell); and the (width, height) the header
+    says where it says one (the daemon's check of a photo's shape reads it at the same look).
+    A file longer than the header read is judged unidentified only when no decoder takes its
+    first 16 bytes (a TIFF may keep its directory at its end; a phone's video, which waited
+    for the queue, is over 16 MiB)."""
     name = str(path)
     if head is None:
         try:

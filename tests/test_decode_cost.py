@@ -20,7 +20,7 @@ from service.decode_cost.profile import MAX_PROFILE_ELEMENTS
 from service.decode_cost.tiff import FEW_TIFF_PARTS, MAX_FRACTIONS, MAX_TIFF_TAGS, tiff_problem
 from service.decode_cost.webp import MAX_WEBP_CHUNKS
 from service.errors import ImageInputError
-from service.imageio import HEADER_BYTES, header_problem, open_image
+from service.imageio import HEADER_BYTES, header_look, open_image
 
 
 def _told(what: str, usual: str, fix: str) -> str:
@@ -133,7 +133,7 @@ def test_a_jpeg_of_too_many_scans_is_refused_by_its_header_and_its_decode(tmp_pa
     assert jpeg_problem(over) == SCANS
     path = tmp_path / "bomb.jpg"
     path.write_bytes(over)
-    assert header_problem(path) == f"{path} is {SCANS}"
+    assert header_look(path)[0] == f"{path} is {SCANS}"
     with pytest.raises(ImageInputError) as refused:
         open_image(path)
     assert str(refused.value) == f"{path} is {SCANS}"
@@ -270,7 +270,7 @@ def test_a_gif_of_too_many_blocks_before_its_picture_is_refused(
     )
     # The daemon's header check reads the first MiB: a longer flood is its worker's to refuse.
     within = path.stat().st_size <= HEADER_BYTES
-    assert header_problem(path) == (f"{path} is {told}" if within else None)
+    assert header_look(path)[0] == (f"{path} is {told}" if within else None)
     with pytest.raises(ImageInputError) as refused:
         open_image(path)
     assert str(refused.value) == f"{path} is {told}"

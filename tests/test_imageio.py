@@ -29,7 +29,7 @@ from service.imageio import (
     carries_location,
     encode_image,
     encode_result,
-    header_problem,
+    header_look,
     open_image,
     srgb_profile,
     written_by_stylefold,
@@ -216,12 +216,11 @@ def test_a_50_megapixel_phone_photo_is_within_the_daemon_s_default_limit(tmp_pat
     """A phone user's trial: an 8160x6120 photo (a 50 MP mode; 48 MP ones are 8064x6048) was
     refused by the daemon's default max_pixels, 40,000,000."""
     from daemon.config import Settings
-    from service.imageio import header_problem
 
     path = tmp_path / "IMG_0001.png"
     path.write_bytes(_png_header_only(8160, 6120))
-    assert header_problem(path, Settings.model_fields["max_pixels"].default) is None
-    assert "over the limit of 40,000,000" in str(header_problem(path, 40_000_000))
+    assert header_look(path, Settings.model_fields["max_pixels"].default)[0] is None
+    assert "over the limit of 40,000,000" in str(header_look(path, 40_000_000)[0])
 
 
 def test_max_pixels_limit_applies(tmp_path: Path) -> None:
@@ -287,7 +286,7 @@ def test_a_file_whose_header_is_damaged_is_told_so(tmp_path: Path, fmt: str) -> 
 
 
 def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> None:
-    """`header_problem` answers a job before its turn (the daemon checks every photo as it is
+    """`header_look` answers a job before its turn (the daemon checks every photo as it is
     queued), so it must say exactly what decoding would, and nothing about a photo that only
     decoding can judge."""
     import tifffile
@@ -317,7 +316,7 @@ def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> Non
     for path, limit in cases:
         with pytest.raises(ImageInputError) as caught:
             open_image(path, max_pixels=limit)
-        assert header_problem(path, limit) == str(caught.value), path.name
+        assert header_look(path, limit)[0] == str(caught.value), path.name
 
     # Whole photos, a cut one (only decoding finds its end missing), and a file longer than
     # the header read that a decoder takes by its first bytes (a TIFF may keep its directory
@@ -334,7 +333,7 @@ def test_what_the_header_tells_is_what_decoding_would_say(tmp_path: Path) -> Non
     wordy = _save(_gradient(64, 48), tmp_path / "wordy.png", pnginfo=workflow)
     assert wordy.stat().st_size > HEADER_BYTES and open_image(wordy).image.size == (64, 48)
     for path in [tmp_path / "whole.jpg", cut, long, big, wordy, *photos]:
-        assert header_problem(path) is None, path.name
+        assert header_look(path)[0] is None, path.name
 
 
 def test_svg_in_a_note_or_in_a_photos_metadata_is_not_an_svg(tmp_path: Path) -> None:
