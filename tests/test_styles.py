@@ -345,6 +345,13 @@ def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_di
     with pytest.raises(StyleError) as caught:
         library.resolve(blend, beside=library_dir, default=None)
     assert str(caught.value).endswith('without its extension: "name": "starry_night"')
+    # A file name of a style the library lacks: told to add that file, not café.jpg.jpg.
+    with pytest.raises(StyleError) as caught:
+        library.get("café.jpg")
+    told = str(caught.value)
+    assert 'add café.jpg to the library and write "style": "café"' in told
+    assert '"style": {"file": "café.jpg"}' in told
+    assert "café.jpg.jpg" not in told
 
 
 def test_a_sidecar_folder_swapped_for_a_link_tells_nothing_of_where_it_leads(

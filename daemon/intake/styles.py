@@ -325,14 +325,22 @@ class StyleLibrary:
                 )
         names = self.names()
         stem = name.rpartition(".")[0]
-        if stem in names and self._rules.is_image_name(name):  # "cells.png"
-            told = (
-                f"style {name!r} is a file name; a library style is named without its extension: "
-                f'"{key}": "{stem}"'
-            )
+        if self._rules.is_image_name(name):  # "cells.png"
             # a blend cannot bring an image along (a re-test: advised to, in a blend's item)
             file = f' (or, for an image beside the sidecar, "style": {{"file": "{name}"}})'
-            return told + (file if key == "style" else "")
+            file = file if key == "style" else ""
+            if stem in names:
+                return (
+                    f"style {name!r} is a file name; a library style is named without its "
+                    f'extension: "{key}": "{stem}"{file}'
+                )
+            # an attacker's trial: told to add café.jpg.jpg for "café.jpg"
+            available = ", ".join(names) or "none yet"
+            return (
+                f"style {name!r} is a file name, and the style library has no style {stem!r} "
+                f"(available: {available}); add {name} to the library and write "
+                f'"{key}": "{stem}"{file}'
+            )
         if len(alike := self._alike(name)) > 1:
             return (
                 f"style {name!r} is not in the style library as written, and {len(alike)} of "
