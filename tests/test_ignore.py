@@ -37,6 +37,9 @@ RULES = IgnoreRules()
         "t.sync-conflict-20261203-235900-ABCDEFG.json",
         "photo (conflicted copy 2026-12-03 235900).jpg",  # Nextcloud, ownCloud
         "photo (Ann's conflicted copy 2026-12-03).json",  # Dropbox
+        "photo_conflict-20180220-141213.jpg",  # ownCloud before 2.5
+        "photo_conflict-20180220-141213.json",
+        "Photo (case clash from 2026-12-03 235900).jpg",  # Nextcloud
         ".hidden.jpg",
         ".json",
     ],
@@ -78,6 +81,8 @@ def test_metadata_folders_ignored_with_their_contents(folder: str) -> None:
         ("PHOTO.JSON", "sidecar"),
         ("notes.txt", None),
         ("photo.gif", "image"),
+        ("border_conflict-zone.jpg", "image"),  # no conflict copy: no date in its name
+        ("photo (case study).jpg", "image"),
         ("clip.mp4", None),
         ("jpg", None),
         ("noext", None),

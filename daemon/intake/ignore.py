@@ -51,6 +51,14 @@ BUILTIN_IGNORES: tuple[IgnoreRule, ...] = (
     IgnoreRule(".stignore", "Syncthing ignore file"),
     IgnoreRule("*.sync-conflict-*", "Syncthing conflict copy, for a person to resolve there"),
     IgnoreRule("*conflicted copy*", "Nextcloud, ownCloud or Dropbox conflict copy"),
+    # The desktop clients' own tests of a name (`Utility::isConflictFile`): the copy of
+    # ownCloud before 2.5 (<name>_conflict-YYYYMMDD-HHMMSS.ext) and Nextcloud's case clash
+    # (a sync user's trial: the old copy was rendered as a photo of its own)
+    IgnoreRule(
+        "*_conflict-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]*",
+        "ownCloud conflict copy (clients before 2.5)",
+    ),
+    IgnoreRule("*(case clash from*", "Nextcloud copy of a name that differs in case alone"),
     IgnoreRule(".*.~*", "Nextcloud/ownCloud desktop client temporary file (.<name>.~<hex>)"),
     IgnoreRule("*.part", "partial download (Firefox, KDE, wget)"),
     IgnoreRule("*.filepart", "WinSCP partial transfer"),
