@@ -249,3 +249,51 @@ def test_the_finished_line_counts_every_outcome_as_status_does(tmp_path: Path) -
         assert f"<dt>finished</dt><dd>{said}</dd>" in health["health"]
         text = render_status(report, failures=5, now=0.0)
         assert (f"finished: {said}" in text) == (said != "nothing yet")
+
+
+# Four requests at once for four large results, then the first again, in a fresh process.
+FULL = """
+import resource, sys, threading
+from pathlib import Path
+from PIL import Image
+from daemon.web.thumbnails import Pictures
+folder = Path(sys.argv[1])
+results = []
+for n in range(4):
+    results.append(folder / f"r{n}.png")
+    Image.new("RGB", (4000, 4000), (10 * n, 120, 200)).save(results[-1])
+pictures = Pictures(folder / "cache", max_pixels=10**8)
+def show(path):
+    with path.open("rb") as handle:
+        assert pictures.full(handle, f"{path.name}:full") is not None
+show(results[0])
+one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+threads = [threading.Thread(target=show, args=(r,)) for r in results[1:]]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+four = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with results[0].open("rb") as handle:
+    read = pictures.full(handle, "r0.png:full") is not None and handle.tell()
+print(one, four, read)
+"""
+
+
+def test_full_size_pictures_are_decoded_one_at_a_time_and_kept(tmp_path: Path) -> None:
+    """A dozen requests at once for a 50 MP result took 4 GB in the page's process, each
+    decoding it again (an attacker's trial). Decodes now wait their turn, and the latest full
+    sizes are kept: a result looked at again is not read again."""
+    done = subprocess.run(
+        [sys.executable, "-c", FULL, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    one, four, read = (int(n) for n in done.stdout.split())
+    # A 16 MP decode takes about 48 MB of pixels at the least; three at once would add as
+    # much again twice over.
+    assert four - one < 48 * 1024, f"three at once grew the process by {four - one} KiB"
+    assert read == 0  # served as kept, the file not read

@@ -36,7 +36,7 @@ from daemon.visible import visible
 from daemon.web.files import open_inside, relative_to
 from daemon.web.page import Page, build_page
 from daemon.web.records import JobRecord, OutboxFile, Outputs
-from daemon.web.thumbnails import FULL_SIDE, THUMB_SIDE, Pictures
+from daemon.web.thumbnails import THUMB_SIDE, Pictures
 
 POLL_SECONDS = 2.0
 LIBRARY_EVERY = 10.0  # seconds between rescans of the style library
@@ -220,10 +220,13 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
         record = _record(site, request)
         kind: OutboxFile = "preview" if request.url.path.endswith("/preview") else "result"
         handle = site.outputs.open(record, kind) if record is not None else None
-        if handle is None:
+        if record is None or handle is None:
             return _not_found()
         with handle:
-            data = site.pictures.encode(handle, THUMB_SIDE if kind == "preview" else FULL_SIDE)
+            if kind == "preview":  # a new one every few seconds: not worth keeping
+                data = site.pictures.encode(handle, THUMB_SIDE)
+            else:
+                data = site.pictures.full(handle, f"{record.id}:full")
         return _not_found() if data is None else _jpeg(data)
 
     def job_text(request: Request) -> Response:

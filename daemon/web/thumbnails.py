@@ -11,6 +11,7 @@ import io
 import os
 import stat
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +32,7 @@ CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
 # colour profile are converted to sRGB; cached ones showed a Display P3 photo washed out).
 RENDITION = 2
 REFUSALS = 1000  # versions of files found unshowable, remembered in memory
+FULL_KEPT = 6  # full-size versions kept in memory (a few MB each), the latest asked for
 QUALITY = 88
 
 
@@ -45,14 +47,19 @@ class Pictures:
         # An unshowable file (a replaced original) would otherwise be read and hashed again at
         # every request: hundreds of megabytes per page view.
         self._refused: OrderedDict[str, None] = OrderedDict()
+        # One picture decoded at a time, always on the same thread: a 50 MP one takes about
+        # 360 MB to decode and shrink, a dozen requests at once for a result took 4 GB (an
+        # attacker's trial, who also found the full size decoded again at every request), and
+        # decodes on the server's many threads, even one at a time, each kept their memory
+        # (the C library's allocator keeps an arena per thread).
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylefold-decode")
+        self._full: OrderedDict[str, bytes] = OrderedDict()  # the decoder thread's alone
 
     def thumbnail(self, handle: BinaryIO, key: str, sha256: str | None = None) -> bytes | None:
         """A JPEG of at most THUMB_SIDE px for the open file `handle`; `key` names what it is
         (job and role, or style), so one cache entry never serves another file. With `sha256`,
         only a file with exactly those bytes is shown (checked before it is cached)."""
-        info = os.fstat(handle.fileno())
-        seen = f"{key}\0{info.st_size}\0{info.st_mtime_ns}\0{RENDITION}"
-        name = hashlib.sha256(seen.encode()).hexdigest()
+        name = _version(handle, key)
         cached = self.cache / f"{name[:40]}.jpg"
         if self._foreign is None:
             with contextlib.suppress(OSError):
@@ -66,18 +73,46 @@ class Pictures:
             else:
                 self._uncached("web.thumbnail_cache_off", why=self._foreign)
             return data
+        self._refuse(name)
+        return None
+
+    def full(self, handle: BinaryIO, key: str) -> bytes | None:
+        """A JPEG of at most FULL_SIDE px, kept in memory (not on disk: a few MB each) for the
+        latest FULL_KEPT files asked for, so that a result looked at again is not decoded
+        again."""
+        return self._decoder.submit(self._full_size, handle, _version(handle, key)).result()
+
+    def _full_size(self, handle: BinaryIO, name: str) -> bytes | None:
+        if (kept := self._full.get(name)) is not None:
+            self._full.move_to_end(name)
+            return kept
+        if name in self._refused:
+            return None
+        data = self._encode(handle, FULL_SIDE)
+        if data is None:
+            self._refuse(name)
+            return None
+        self._full[name] = data
+        if len(self._full) > FULL_KEPT:
+            self._full.popitem(last=False)
+        return data
+
+    def _refuse(self, name: str) -> None:
         self._refused[name] = None
         if len(self._refused) > REFUSALS:
             self._refused.popitem(last=False)
-        return None
 
     def encode(
         self, handle: BinaryIO, side: int = FULL_SIDE, sha256: str | None = None
     ) -> bytes | None:
         """The picture in `handle` as a JPEG with a long side of at most `side`; None when it
-        is not an image Pillow reads within the pixel limit (or not the expected bytes). The
-        size and the hash are checked before the file is read into memory: an original in the
-        inbox may since have been replaced by anyone, with hundreds of megabytes."""
+        is not an image Pillow reads within the pixel limit (or not the expected bytes)."""
+        return self._decoder.submit(self._encode, handle, side, sha256).result()
+
+    def _encode(self, handle: BinaryIO, side: int, sha256: str | None = None) -> bytes | None:
+        """`encode`, on the decoder thread. The size and the hash are checked before the file
+        is read into memory: an original in the inbox may since have been replaced by anyone,
+        with hundreds of megabytes."""
         if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
             return None
         if sha256 is not None:
@@ -127,6 +162,13 @@ class Pictures:
             return
         for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
             Path(entry.path).unlink(missing_ok=True)
+
+
+def _version(handle: BinaryIO, key: str) -> str:
+    """What names one version of one file (`key`, its size and mtime) in the caches."""
+    info = os.fstat(handle.fileno())
+    seen = f"{key}\0{info.st_size}\0{info.st_mtime_ns}\0{RENDITION}"
+    return hashlib.sha256(seen.encode()).hexdigest()
 
 
 def _foreign(cache: Path) -> str | None:
