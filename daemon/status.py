@@ -52,6 +52,7 @@ RESTART_FIX = (
 
 STATUS_FILE = "status.json"
 RECENT = 50
+RESULTS = 24  # the newest results, listed however many failures came after them
 # Queued jobs and inbox files a running daemon's report lists: a camera roll of 3,000 photos
 # made status.json 1.2 MB, written every 2 s while the queue drained (a bulk import's trial).
 LISTED = 200
@@ -114,7 +115,8 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     latest = store.ends(RECENT)
     listed_ends = {end.id for end in latest}
     waiting = [end for end in store.ends_answered_in_place(RECENT) if end.id not in listed_ends]
-    latest = sorted(latest + waiting, key=lambda end: end.since, reverse=True)
+    results = [end for end in store.latest_results(RESULTS) if end.id not in listed_ends]
+    latest = sorted(latest + waiting + results, key=lambda end: end.since, reverse=True)
     attention = _broken(store, {end.id for end in latest})
     # Per subject, its newest job (by id: when it was created) of those not ended yet or ended
     # after the one at hand: a failure is answered again only by a job created after it (an

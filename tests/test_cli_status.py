@@ -31,7 +31,7 @@ from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.lock import StateLock
 from daemon.reporting import waiting_actors
-from daemon.status import LISTED, RECENT, STALE_AFTER, blocked_why, listed, read_status
+from daemon.status import LISTED, RECENT, RESULTS, STALE_AFTER, blocked_why, listed, read_status
 from daemon.status_model import (
     Attention,
     Counts,
@@ -384,6 +384,29 @@ def test_a_failure_waiting_in_the_inbox_stays_listed_after_many_later_jobs(
     assert [end.input for end in open_failures(report.recent)] == ["waits.jpg"]
     shown = render_status(report, failures=10, now=NOW)
     assert "recent failures: 1" in shown and "waits.jpg" in shown and "gone.jpg" not in shown
+
+
+def test_the_newest_results_stay_listed_after_a_burst_of_failures(folders: Folders) -> None:
+    """A web page trial: 500 lone photos rejected pushed every result out of the latest ends,
+    and the page's gallery of everyone's results was empty. The newest RESULTS results stay
+    listed, however many failures came after them."""
+    store = Store(folders.state)
+    try:
+        for index in range(RESULTS + 3):
+            job_id = f"0-{index:03}"
+            store.create(job_id, State.PUBLISHING, f"ok{index}.jpg", outcome="result")
+            store.move(job_id, State.RELEASING)
+            store.move(job_id, State.DONE)
+        for index in range(RECENT + 10):
+            job_id = f"1-{index:03}"
+            store.create(job_id, State.PUBLISHING, f"lone{index}.jpg", outcome="report")
+            store.move(job_id, State.REJECTED, reason="no sidecar", note=f"lone{index}.error.json")
+    finally:
+        store.close()
+    recent = read_status(folders.state).recent
+    results = [end.input for end in recent if end.outcome == "done"]
+    assert results == [f"ok{index}.jpg" for index in reversed(range(3, RESULTS + 3))]
+    assert sum(end.outcome == "rejected" for end in recent) == RECENT
 
 
 def test_a_failure_is_not_hidden_by_a_job_of_its_name_claimed_before_it(folders: Folders) -> None:

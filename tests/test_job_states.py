@@ -248,11 +248,12 @@ def test_the_queries_run_at_every_change_do_not_grow_with_the_history(tmp_path: 
     for n in range(3):
         store.create(f"20260101-000000-{n:06d}-aaaaaa", State.CLAIMING, f"new{n}.jpg")
 
-    def cost() -> tuple[int, int, int]:
+    def cost() -> tuple[int, int, int, int]:
         return (
             _work(store, store.active),
             _work(store, lambda: store.finished(50)),
             _work(store, lambda: store.ends(50)),
+            _work(store, lambda: store.latest_results(24)),
         )
 
     def add_history(count: int) -> None:
@@ -284,7 +285,8 @@ def test_the_queries_run_at_every_change_do_not_grow_with_the_history(tmp_path: 
     add_history(10_000)
     large = cost()
     assert len(store.active()) == 3 and len(store.finished(50)) == len(store.ends(50)) == 50
-    assert all(large[n] <= small[n] + 2 for n in range(3)), (small, large)
+    assert len(store.latest_results(24)) == 24
+    assert all(large[n] <= small[n] + 2 for n in range(4)), (small, large)
 
 
 def test_the_recent_ends_name_their_answers_as_their_transitions_do(tmp_path: Path) -> None:

@@ -428,10 +428,18 @@ class Store:
         """The most recent ends, newest first, as `finished` finds them, each with the name of
         its answer, in one query and without parsing records: status reads them at every
         change of a job's state."""
-        rows = self._db.execute(
-            _ENDS + _LATEST_ENDS, (State.RELEASING, State.REJECTED, *TERMINAL, limit)
-        ).fetchall()
-        return [End(row[0], State(row[1]), *row[2:]) for row in rows]
+        return self._ends(_LATEST_ENDS, (*TERMINAL, limit))
+
+    def latest_results(self, limit: int) -> list[End]:
+        """The newest ends whose answer is a result (done, skipped), as `ends` gives them:
+        listed beyond the last `ends`, which a burst of failures pushes out (a web page
+        trial: 500 lone photos emptied its gallery of everyone's results)."""
+        where = "FROM jobs WHERE +state IN (?, ?) ORDER BY since DESC LIMIT ?"
+        return self._ends(where, (State.DONE, State.SKIPPED, limit))
+
+    def _ends(self, where: str, params: tuple[object, ...]) -> list[End]:
+        rows = self._db.execute(_ENDS + where, (State.RELEASING, State.REJECTED, *params))
+        return [End(row[0], State(row[1]), *row[2:]) for row in rows.fetchall()]
 
     def ends_answered_in_place(self, limit: int) -> list[End]:
         """The newest failures and rejections whose photo or sidecar is remembered as still
@@ -439,12 +447,11 @@ class Store:
         listed beyond the last `ends`, which other jobs push out (an operator's trial: after
         50 good jobs, the failures waiting in the inbox were gone from status and the web
         page)."""
-        rows = self._db.execute(
-            _ENDS + "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
-            "ORDER BY since DESC LIMIT ?",
-            (State.RELEASING, State.REJECTED, State.FAILED, State.REJECTED, limit),
-        ).fetchall()
-        return [End(row[0], State(row[1]), *row[2:]) for row in rows]
+        where = (
+            "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
+            "ORDER BY since DESC LIMIT ?"
+        )
+        return self._ends(where, (State.FAILED, State.REJECTED, limit))
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()

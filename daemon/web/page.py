@@ -18,7 +18,7 @@ from daemon.intake.styles import StyleLibrary
 from daemon.jobs.answers import BLOCKED_FIX
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.states import State
-from daemon.status import blocked_why, duration, time_left, waited
+from daemon.status import RESULTS, blocked_why, duration, time_left, waited
 from daemon.status_model import (
     Attention,
     Counts,
@@ -32,7 +32,6 @@ from daemon.versions import stylefold_version
 from daemon.web.records import Outputs
 from service.params import STOPPED
 
-GALLERY = 24  # newest results shown
 FAILURES = 20  # newest failures shown
 STALE = 30.0  # seconds without a report from a running daemon before the page says so
 LOW_DISK = 0.05  # a folder's file system with less free space is marked
@@ -208,7 +207,7 @@ def _job_row(job: JobItem, daemon: DaemonInfo, now: float) -> QueueRow:
 
 
 def gallery(recent: list[Finished], outputs: Outputs) -> list[Card]:
-    done = [end for end in recent if end.outcome in ("done", "skipped")][:GALLERY]
+    done = [end for end in recent if end.outcome in ("done", "skipped")][:RESULTS]
     records = outputs.records([end.job_id for end in done])
     cards = []
     for end in done:
