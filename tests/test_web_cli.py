@@ -50,8 +50,12 @@ def test_a_signal_stops_the_page_with_status_0(tmp_path: Path, sig: signal.Signa
     web, url = _start(make_folders(tmp_path).config())
     try:
         with urllib.request.urlopen(f"{url}api/page", timeout=30) as response:
-            health = json.load(response)["sections"]["health"]["html"]
+            sections = json.load(response)["sections"]
+        health, queue = sections["health"]["html"], sections["queue"]["html"]
         assert "not running: start it with `stylefold run`" in health  # no daemon, as said
+        # Not "Nothing waiting" (a web trial): only a running daemon knows the inbox.
+        assert "what waits in the inbox is not known here" in queue
+        assert "Nothing waiting" not in queue
         web.send_signal(sig)
         status = web.wait(30)
         assert web.stdout is not None
