@@ -4,12 +4,15 @@ hundreds of megabytes, thousands of files."""
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO, image_bytes, make_folders
+from conftest import REPO, image_bytes, make_folders, wait_for
 
 pytest.importorskip("starlette", reason="the page needs the web extra")
 
@@ -297,3 +300,77 @@ def test_full_size_pictures_are_decoded_one_at_a_time_and_kept(tmp_path: Path) -
     # much again twice over.
     assert four - one < 48 * 1024, f"three at once grew the process by {four - one} KiB"
     assert read == 0  # served as kept, the file not read
+
+
+def test_a_picture_put_in_place_with_the_same_size_and_mtime_is_not_served_stale(
+    tmp_path: Path,
+) -> None:
+    """A re-tester put another result in place of one with the same size and mtime (as rsync
+    -t or Syncthing would) and was shown the old one from the cache; the change time, which no
+    one sets, tells them apart. With the job's hash, only its own picture is shown."""
+    from daemon.web.thumbnails import Pictures
+
+    pictures = Pictures(tmp_path / "cache", max_pixels=10**6)
+    first, second = (_uncompressed((200, 40, 40)), _uncompressed((40, 40, 200)))
+    assert len(first) == len(second)
+    result = tmp_path / "r.jpg"
+    result.write_bytes(first)
+    mtime = result.stat().st_mtime_ns
+    with result.open("rb") as handle:
+        shown = pictures.full(handle, "job:full"), pictures.thumbnail(handle, "job:r")
+    result.write_bytes(second)
+    os.utime(result, ns=(mtime, mtime))
+    with result.open("rb") as handle:
+        again = pictures.full(handle, "job:full"), pictures.thumbnail(handle, "job:r")
+    assert again[0] != shown[0] and again[1] != shown[1]
+    with result.open("rb") as handle:  # the job's hash was of the first
+        assert pictures.full(handle, "job:hashed", hashlib.sha256(first).hexdigest()) is None
+        # Larger than its manifest says: not decoded (a 49 MP picture took 1 GB to show).
+        assert pictures.full(handle, "job:larger", pixels=32 * 32 - 1) is None
+        assert pictures.full(handle, "job:as large", pixels=32 * 32) is not None
+
+
+def test_pictures_beyond_those_waiting_are_refused_at_once(tmp_path: Path) -> None:
+    """A re-tester's 60 requests for full sizes, abandoned within a second, each held one of
+    the server's threads while it waited for the decoder, and the whole page did not answer for
+    22 s. Beyond MAX_WAITING, a picture is refused at once (503, asked again later)."""
+    from daemon.web.thumbnails import MAX_WAITING, Busy, Pictures
+
+    pictures = Pictures(tmp_path / "cache", max_pixels=10**6)
+    fifo = tmp_path / "held"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # its reads wait until this end writes or closes
+    busy: list[Busy] = []
+    made: list[bytes | None] = []
+
+    def ask() -> None:
+        try:
+            with fifo.open("rb") as handle:
+                made.append(pictures.encode(handle))
+        except Busy as refused:
+            busy.append(refused)
+
+    askers = [threading.Thread(target=ask) for _ in range(MAX_WAITING + 1)]
+    for asker in askers:
+        asker.start()
+    try:
+        wait_for(lambda: busy, timeout=30, what="one request refused while the decoder is held")
+    finally:
+        os.write(writer, b"not a picture")
+        os.close(writer)
+        for asker in askers:
+            asker.join(30)
+    assert len(busy) == 1 and made == [None] * MAX_WAITING
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(image_bytes(seed=6))
+    with photo.open("rb") as handle:
+        assert pictures.encode(handle) is not None  # room again
+
+
+def _uncompressed(colour: tuple[int, int, int]) -> bytes:
+    """A 32 px TIFF without compression: of one size whatever its colour."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(out, format="TIFF")
+    return out.getvalue()

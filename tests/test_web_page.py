@@ -271,6 +271,11 @@ def test_links_and_look_alikes_in_the_outbox_are_not_served(site: Site) -> None:
     result = outbox / "cat.stylised.jpg"
     result.write_bytes(b"<script>alert(1)</script>")
     assert site.get(f"/jobs/{job}/full").status == 404
+    # Another picture under its name, not the job's by its manifest's hash (a web trial's
+    # 49 MP picture took 4 GB to show; this one is small).
+    result.write_bytes(image_bytes(seed=99))
+    assert site.get(f"/jobs/{job}/full").status == 404
+    assert site.get(f"/jobs/{job}/thumb/result").status == 404
 
 
 def test_requests_naming_another_host_are_refused(site: Site) -> None:

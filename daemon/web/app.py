@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import re
 import socket
 import threading
@@ -36,7 +37,7 @@ from daemon.visible import visible
 from daemon.web.files import open_inside, relative_to
 from daemon.web.page import Page, build_page
 from daemon.web.records import JobRecord, OutboxFile, Outputs
-from daemon.web.thumbnails import THUMB_SIDE, Pictures
+from daemon.web.thumbnails import THUMB_SIDE, Busy, Pictures
 
 POLL_SECONDS = 2.0
 LIBRARY_EVERY = 10.0  # seconds between rescans of the style library
@@ -52,6 +53,7 @@ HEADERS = {
 }
 CACHED = "private, max-age=3600"  # pictures whose URL changes when they do
 NOT_FOUND = "not found: this page only serves files of jobs and styles it knows\n"
+BUSY = "busy: many pictures are being made for this page; reload it in a moment\n"
 
 
 def finalize(value: Any) -> Any:
@@ -141,6 +143,10 @@ class Site:
         self.poll_seconds = poll_seconds
         self.outputs = Outputs(settings)
         self.pictures = Pictures(settings.state / "thumbnails", settings.max_pixels)
+        # A result is shown at most as large as its manifest says, a preview as the engine
+        # makes one (a web trial's 49 MP picture in a result's place took 1 GB to show);
+        # originals and styles are up to max_pixels.
+        self.output_pixels = settings.max_output_size**2
         self.templates = Environment(
             loader=PackageLoader("daemon.web"),
             autoescape=True,
@@ -201,11 +207,13 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
         which = request.path_params["which"]
         if record is None or which not in ("result", "original"):
             return _not_found()
-        if which == "result":
-            return _picture(site.outputs.open(record, "result"), site.pictures, f"{record.id}:r")
         manifest = site.outputs.manifest(record)
         if manifest is None:
             return _not_found()
+        if which == "result":  # only the job's own (a web trial swapped in a 49 MP picture)
+            handle = site.outputs.open(record, "result")
+            own, pixels = manifest.output.sha256, math.prod(manifest.output.size)
+            return _picture(handle, site.pictures, f"{record.id}:r", own, pixels)
         for root, relative in site.outputs.original_places(record):
             handle = open_inside(root, relative)
             if handle is not None:
@@ -224,9 +232,12 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
             return _not_found()
         with handle:
             if kind == "preview":  # a new one every few seconds: not worth keeping
-                data = site.pictures.encode(handle, THUMB_SIDE)
+                data = site.pictures.encode(handle, THUMB_SIDE, pixels=site.output_pixels)
+            elif (manifest := site.outputs.manifest(record)) is not None:
+                own, pixels = manifest.output.sha256, math.prod(manifest.output.size)
+                data = site.pictures.full(handle, f"{record.id}:full", own, pixels)
             else:
-                data = site.pictures.full(handle, f"{record.id}:full")
+                data = None
         return _not_found() if data is None else _jpeg(data)
 
     def job_text(request: Request) -> Response:
@@ -266,6 +277,7 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
             404: lambda request, exc: _not_found(),
             # The page's unit run as another user than the daemon's: a page that says so.
             PermissionError: lambda request, exc: PlainTextResponse(shut_out(exc), 503),
+            Busy: lambda request, exc: PlainTextResponse(BUSY, 503, {"retry-after": "2"}),
         },
     )
 
@@ -287,11 +299,17 @@ def _hash(html: str) -> str:
     return hashlib.sha256(html.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
-def _picture(handle: BinaryIO | None, pictures: Pictures, key: str) -> Response:
+def _picture(
+    handle: BinaryIO | None,
+    pictures: Pictures,
+    key: str,
+    sha256: str | None = None,
+    pixels: int | None = None,
+) -> Response:
     if handle is None:
         return _not_found()
     with handle:
-        data = pictures.thumbnail(handle, key)
+        data = pictures.thumbnail(handle, key, sha256, pixels)
     return _not_found() if data is None else _jpeg(data)
 
 

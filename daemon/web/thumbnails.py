@@ -10,10 +10,12 @@ import hashlib
 import io
 import os
 import stat
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec
 
 import structlog
 from PIL import Image
@@ -33,7 +35,19 @@ CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
 RENDITION = 2
 REFUSALS = 1000  # versions of files found unshowable, remembered in memory
 FULL_KEPT = 6  # full-size versions kept in memory (a few MB each), the latest asked for
+# Pictures waiting for the decoder thread, or on it; more are refused at once (`Busy`): each
+# waiting request holds one of the server's threads, and a re-tester's 60 requests, abandoned
+# within a second, kept the whole page from answering for 22 s. Two browsers' worth (a
+# browser asks for six at a time).
+MAX_WAITING = 12
+
+
+class Busy(Exception):
+    """The decoder has MAX_WAITING pictures to make: asked again in a moment."""
+
+
 QUALITY = 88
+P = ParamSpec("P")
 
 
 class Pictures:
@@ -54,11 +68,16 @@ class Pictures:
         # (the C library's allocator keeps an arena per thread).
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylefold-decode")
         self._full: OrderedDict[str, bytes] = OrderedDict()  # the decoder thread's alone
+        self._waiting = threading.BoundedSemaphore(MAX_WAITING)
 
-    def thumbnail(self, handle: BinaryIO, key: str, sha256: str | None = None) -> bytes | None:
+    def thumbnail(
+        self, handle: BinaryIO, key: str, sha256: str | None = None, pixels: int | None = None
+    ) -> bytes | None:
         """A JPEG of at most THUMB_SIDE px for the open file `handle`; `key` names what it is
         (job and role, or style), so one cache entry never serves another file. With `sha256`,
-        only a file with exactly those bytes is shown (checked before it is cached)."""
+        only a file with exactly those bytes is shown (checked before it is cached); with
+        `pixels`, only one of at most that many (a result, which the engine makes no larger
+        than max_output_size), else max_pixels."""
         name = _version(handle, key)
         cached = self.cache / f"{name[:40]}.jpg"
         if self._foreign is None:
@@ -66,7 +85,7 @@ class Pictures:
                 return cached.read_bytes()
         if name in self._refused:
             return None
-        data = self.encode(handle, THUMB_SIDE, sha256)
+        data = self.encode(handle, THUMB_SIDE, sha256, pixels)
         if data is not None:
             if self._foreign is None:
                 self._store(cached, data)
@@ -76,19 +95,34 @@ class Pictures:
         self._refuse(name)
         return None
 
-    def full(self, handle: BinaryIO, key: str) -> bytes | None:
+    def full(
+        self, handle: BinaryIO, key: str, sha256: str | None = None, pixels: int | None = None
+    ) -> bytes | None:
         """A JPEG of at most FULL_SIDE px, kept in memory (not on disk: a few MB each) for the
         latest FULL_KEPT files asked for, so that a result looked at again is not decoded
-        again."""
-        return self._decoder.submit(self._full_size, handle, _version(handle, key)).result()
+        again. `sha256` and `pixels` as in `thumbnail`."""
+        return self._decode(self._full_size, handle, _version(handle, key), sha256, pixels)
 
-    def _full_size(self, handle: BinaryIO, name: str) -> bytes | None:
+    def _decode(
+        self, make: Callable[P, bytes | None], *args: P.args, **kw: P.kwargs
+    ) -> bytes | None:
+        """`make(...)` on the decoder thread, once fewer than MAX_WAITING wait for it."""
+        if not self._waiting.acquire(blocking=False):
+            raise Busy
+        try:
+            return self._decoder.submit(make, *args, **kw).result()
+        finally:
+            self._waiting.release()
+
+    def _full_size(
+        self, handle: BinaryIO, name: str, sha256: str | None, pixels: int | None
+    ) -> bytes | None:
         if (kept := self._full.get(name)) is not None:
             self._full.move_to_end(name)
             return kept
         if name in self._refused:
             return None
-        data = self._encode(handle, FULL_SIDE)
+        data = self._encode(handle, FULL_SIDE, sha256, pixels)
         if data is None:
             self._refuse(name)
             return None
@@ -103,18 +137,26 @@ class Pictures:
             self._refused.popitem(last=False)
 
     def encode(
-        self, handle: BinaryIO, side: int = FULL_SIDE, sha256: str | None = None
+        self,
+        handle: BinaryIO,
+        side: int = FULL_SIDE,
+        sha256: str | None = None,
+        pixels: int | None = None,
     ) -> bytes | None:
         """The picture in `handle` as a JPEG with a long side of at most `side`; None when it
         is not an image Pillow reads within the pixel limit (or not the expected bytes)."""
-        return self._decoder.submit(self._encode, handle, side, sha256).result()
+        return self._decode(self._encode, handle, side, sha256, pixels)
 
-    def _encode(self, handle: BinaryIO, side: int, sha256: str | None = None) -> bytes | None:
+    def _encode(
+        self, handle: BinaryIO, side: int, sha256: str | None = None, pixels: int | None = None
+    ) -> bytes | None:
         """`encode`, on the decoder thread. The size and the hash are checked before the file
         is read into memory: an original in the inbox may since have been replaced by anyone,
         with hundreds of megabytes."""
         if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
             return None
+        with contextlib.suppress(OSError):  # a pipe cannot seek
+            handle.seek(0)  # whole, whoever read it before
         if sha256 is not None:
             if stream_sha256(handle) != sha256:
                 return None
@@ -123,7 +165,7 @@ class Pictures:
         if len(data) > MAX_FILE_BYTES:
             return None
         try:
-            image = open_image(data, self.max_pixels).image
+            image = open_image(data, pixels or self.max_pixels).image
         except ImageInputError:
             return None
         if max(image.size) > side:
@@ -165,9 +207,13 @@ class Pictures:
 
 
 def _version(handle: BinaryIO, key: str) -> str:
-    """What names one version of one file (`key`, its size and mtime) in the caches."""
+    """What names one version of one file in the caches: `key`, its size, mtime, inode and
+    change time (which no one can set: a re-tester put another result in place under the
+    same size and mtime, as rsync -t or Syncthing would, and was shown the old one)."""
     info = os.fstat(handle.fileno())
-    seen = f"{key}\0{info.st_size}\0{info.st_mtime_ns}\0{RENDITION}"
+    seen = "\0".join(
+        map(str, (key, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, RENDITION))
+    )
     return hashlib.sha256(seen.encode()).hexdigest()
 
 
