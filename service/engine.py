@@ -270,7 +270,7 @@ class Engine:
         result: OptimizeResult | None = None
         steps: list[list[int]] = [[] for _ in contents]  # per item, per scale
         for index, size in enumerate(sizes):
-            stage = reporter.stages[index]  # refitted after each pass (Reporter.finished)
+            stage = stages[index]
             content_in, loss_fn, floor = self._stage(
                 net, contents, styles, blend, params, stage, size
             )
@@ -298,7 +298,10 @@ class Engine:
                 floor=floor,
             )
             x = result.image
-            reporter.finished(max(result.iterations))
+            # The finer passes follow from how long this one ran (a pass stopped early by the
+            # tolerance leaves them fewer iterations); progress totals follow the same plan.
+            stages = schedule.refit(stages, index, max(result.iterations))
+            reporter.finished(max(result.iterations), stages)
             for item, done in enumerate(result.iterations):
                 steps[item].append(done)
 

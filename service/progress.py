@@ -99,11 +99,11 @@ class Reporter:
     def watch(self, iterate: torch.Tensor) -> None:
         self.iterate = iterate
 
-    def finished(self, iterations: int) -> None:
-        """The current pass ran `iterations`; the finer passes are refitted to that count
-        (`schedule.refit`), so progress totals and the engine's next pass follow one plan."""
+    def finished(self, iterations: int, stages: list[schedule.Stage]) -> None:
+        """The current pass ran `iterations`, and the engine's plan is now `stages` (the finer
+        passes refitted to that count)."""
         self.stage_iterations.append(iterations)
-        self.stages = schedule.refit(self.stages, self.stage, iterations)
+        self.stages = stages
 
     def check(self, iteration: int, losses: list[list[float]]) -> None:
         if self.cancel is not None and self.cancel():
