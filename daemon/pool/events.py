@@ -1,8 +1,10 @@
 """What the pool tells the daemon about a job: small typed events, the same for every backend.
 
 A worker (process or Ray actor) reports to its pool; the pool applies the retry rules and hands
-the daemon one of these. Only `Done` and `Failed` end a job; `Retrying`, `Requeued` and
-`Cancelled` put it back in a queue (the pool's or, at shutdown, the spool's for the next start).
+the daemon one of these. `Done` and `Failed` end a job (but a `Failed` of kind "nospace",
+the state folder full, holds it to render again); `Retrying`, `Requeued` and `Cancelled` put
+it back in a queue (the pool's or, at shutdown, the spool's for the next start). Some
+`FailureKind`s are the daemon's own, never a pool's ("interrupted", "result_lost").
 """
 
 from __future__ import annotations
