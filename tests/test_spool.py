@@ -512,3 +512,22 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "third.jpg", {"style": "mosaic"}))
     assert job.params.strength == 0.3
+
+
+def test_a_start_after_an_unrecorded_return_to_the_queue_is_recorded(folders: Folders) -> None:
+    """A newcomer's reading: with the state folder full, a job's way back to the queue (a
+    retry) may go unrecorded, and its next start asked for RUNNING -> RUNNING, which the table
+    refuses: the job ran on without its progress file or its start counted."""
+    from daemon.pool.events import Started
+
+    settings = _settings(folders)
+    job = _claim(_spool(settings), settings, _pair(folders, "photo.jpg", {"style": "mosaic"}))
+    lifecycle = _lifecycle(settings)
+    lifecycle.store.move(job.id, State.RUNNING, started=True)  # then back to the pool, unrecorded
+    lifecycle.at_work.started(job, Started(job.id, worker=2, device="cpu"))
+    row = lifecycle.store.get(job.id)
+    assert row is not None and row.state is State.RUNNING and row.starts == 2
+    moves = [(t.old, t.new) for t in lifecycle.store.transitions(job.id)]
+    assert moves[-2:] == [("running", "queued"), ("queued", "running")]
+    assert job.id in lifecycle.running
+    assert (folders.outbox / "photo.progress.json").exists()

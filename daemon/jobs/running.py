@@ -23,6 +23,7 @@ from daemon.jobs.store import Store
 from daemon.pool.events import Progress, Started
 
 log = structlog.get_logger("stylefold.jobs")
+UNRECORDED_REQUEUE = "back in the queue before this start (not recorded then: state full)"
 
 
 class RunningJobs:
@@ -37,6 +38,12 @@ class RunningJobs:
         """Record RUNNING and count the start (recovery gives up after MAX_STARTS)."""
         folder = self.spool.job_dir(job)
         try:
+            row = self.store.get(job.id)
+            if row is not None and row.state is State.RUNNING:
+                # Its way back to the queue went unrecorded (`Lifecycle.queued_again` with the
+                # state folder full): recorded now, so that this start is one (a newcomer's
+                # reading: RUNNING -> RUNNING was refused, and the job ran without progress).
+                self.store.move(job.id, State.QUEUED, note=UNRECORDED_REQUEUE)
             self.store.move(
                 job.id,
                 State.RUNNING,
