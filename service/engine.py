@@ -23,7 +23,7 @@ from service.errors import ImageInputError
 from service.losses import LossWeights, Objective, StyleTarget, gram, normalise_weights
 from service.network import VGGFeatures
 from service.optimize import CHECK_EVERY, LossFn, OptimizeResult, optimize
-from service.params import STYLE_MIN_SIDE, RenderParams, min_side
+from service.params import STYLE_MIN_SIDE, RenderParams, StopReason, min_side
 from service.progress import (
     BatchProgressFn,
     Cadence,
@@ -60,7 +60,7 @@ class StyleImage:
 class RenderResult:
     image: Image.Image
     iterations: int
-    stop_reason: str  # "converged" | "iterations" (of the final scale)
+    stop_reason: StopReason  # of the final scale
     losses: dict[str, float]
     scales: list[tuple[int, int]]
     device: str

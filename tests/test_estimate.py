@@ -7,7 +7,7 @@ import pytest
 from daemon.jobs.estimate import Pace, planned_work, queue_starts, start_in
 from daemon.jobs.record import Job
 from daemon.pool.api import WorkerState
-from daemon.pool.events import ResultInfo
+from daemon.pool.events import ResultInfo, WorkerTimings, WorkerVersions
 from service.params import RenderParams
 
 
@@ -15,8 +15,10 @@ def _info(params: RenderParams, seconds: float, batch: int = 1) -> ResultInfo:
     return ResultInfo(
         iterations=params.iterations, stop_reason="iterations", losses={}, scales=[(64, 48)],
         device="cpu", output_size=(64, 48), input_size=(64, 48), input_format="JPEG",
-        peak_memory_bytes=0, batch_size=batch, params=params, versions={},
-        timings={"worker_total_seconds": seconds},
+        peak_memory_bytes=0, batch_size=batch, params=params,
+        versions=WorkerVersions(torch="2", pillow="11"),
+        timings=WorkerTimings(decode_seconds=0, render_seconds=seconds, encode_seconds=0,
+                              worker_total_seconds=seconds),
     )  # fmt: skip
 
 

@@ -334,12 +334,14 @@ def build_manifest(job: Job, detail: ResultDetail, names: OutputNames, digest: s
         # Jobs rendered together share the render's time and peak memory.
         batch_size=info.batch_size,
         timings=Timings(
-            **info.timings,
+            **info.timings.model_dump(),
             queued_seconds=round(started - job.claimed_at, 3) if started else None,
             total_seconds=round(now - job.claimed_at, 3),
         ),
         versions=Versions(
-            stylefold=stylefold_version(), python=platform.python_version(), **info.versions
+            stylefold=stylefold_version(),
+            python=platform.python_version(),
+            **info.versions.model_dump(),
         ),
         claimed_at=local_time(job.claimed_at),
         finished_at=local_time(now),

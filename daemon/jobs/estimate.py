@@ -46,9 +46,9 @@ class Pace:
     _fit: tuple[float, float] | None = None  # (fixed seconds, seconds per unit), once asked
 
     def record(self, info: ResultInfo) -> None:
-        seconds = info.timings.get("worker_total_seconds")
+        seconds = info.timings.worker_total_seconds
         work = planned_work(info.params)
-        if seconds is not None and seconds > 0 and work > 0:
+        if seconds > 0 and work > 0:
             self.samples.append((work, seconds / max(1, info.batch_size)))
             self._fit = None
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from service.params import RenderParams
+from service.params import RenderParams, StopReason
 
 FailureKind = Literal[
     "input",
@@ -33,6 +33,26 @@ FailureKind = Literal[
 ]
 
 
+class WorkerTimings(BaseModel):
+    """Seconds the worker spent on a job; the manifest's `timings` adds the daemon's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decode_seconds: float
+    render_seconds: float
+    encode_seconds: float
+    worker_total_seconds: float
+
+
+class WorkerVersions(BaseModel):
+    """The versions that decide what a render looks like, in the worker that made it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    torch: str
+    pillow: str
+
+
 class ResultInfo(BaseModel):
     """What a worker knows about a finished render; kept in the job's spool folder beside the
     result (`result.json`), so a restart can publish it without rendering again."""
@@ -40,7 +60,7 @@ class ResultInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     iterations: int
-    stop_reason: str
+    stop_reason: StopReason
     losses: dict[str, float]
     scales: list[tuple[int, int]]
     scale_iterations: tuple[int, ...] = ()  # empty in results of older versions
@@ -53,8 +73,8 @@ class ResultInfo(BaseModel):
     batch_size: int = 1
     attempt: int = 1
     params: RenderParams
-    versions: dict[str, str]
-    timings: dict[str, float]
+    versions: WorkerVersions
+    timings: WorkerTimings
     node: str | None = None  # the Ray node that rendered it
     notes: tuple[str, ...] = ()  # the engine's, where the render differs from its params
     # (w, h) each style image was used at (the engine's); empty in results of older versions

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon.fsutil import atomic_write, user_name
-from daemon.pool.events import FailureKind, Progress, ResultInfo
+from daemon.pool.events import FailureKind, Progress, ResultInfo, WorkerTimings, WorkerVersions
 from daemon.pool.task import Task
 from service.params import RenderParams
 from service.weights import WeightsConfig
@@ -353,12 +353,12 @@ def _finish(job: Decoded, result: RenderResult, node: str | None) -> Rendered:
         attempt=task.attempt,
         params=task.params,
         versions=library_versions(),
-        timings={
-            "decode_seconds": round(job.seconds, 4),
-            "render_seconds": round(float(result.seconds), 4),
-            "encode_seconds": round(encode_seconds, 4),
-            "worker_total_seconds": round(job.seconds + result.seconds + encode_seconds, 4),
-        },
+        timings=WorkerTimings(
+            decode_seconds=round(job.seconds, 4),
+            render_seconds=round(float(result.seconds), 4),
+            encode_seconds=round(encode_seconds, 4),
+            worker_total_seconds=round(job.seconds + result.seconds + encode_seconds, 4),
+        ),
         node=node,
     )
     return Rendered(task, data, info)
@@ -377,9 +377,9 @@ def _injected_oom(task: Task) -> None:
         )
 
 
-def library_versions() -> dict[str, str]:
+def library_versions() -> WorkerVersions:
     """The versions that decide what a render looks like, for the manifest."""
     import PIL
     import torch
 
-    return {"torch": str(torch.__version__), "pillow": str(PIL.__version__)}
+    return WorkerVersions(torch=str(torch.__version__), pillow=str(PIL.__version__))
