@@ -15,7 +15,7 @@ from daemon.cli.common import (
     read_settings,
     style_library,
 )
-from daemon.config import ConfigError, Settings
+from daemon.config import DEFAULTS, ConfigError, Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +59,7 @@ def command(args: argparse.Namespace) -> int:
         settings = None  # no config named: the contract alone can still be checked
     # Without a config, against the built-in defaults and limits: a layer list or a weight
     # that no daemon takes is found before the file is sent.
-    limits = settings if settings is not None else Settings.model_construct()
+    limits = settings if settings is not None else DEFAULTS
     raw: bytes | None = None
     try:
         raw = read_limited(path, limits.max_sidecar_bytes, "sidecar")

@@ -11,11 +11,12 @@ from daemon.config.fields import (
 )
 from daemon.config.loading import CLI_FLAGS, ConfigError, check_folders, load_settings, read_toml
 from daemon.config.reload import LIVE, RESTART_ONLY, restart_only_changes
-from daemon.config.settings import Settings
+from daemon.config.settings import DEFAULTS, Settings
 
 __all__ = [
     "CLI_FLAGS",
     "CONFIG_ENV",
+    "DEFAULTS",
     "DEFAULT_IMAGE_EXTENSIONS",
     "ENV_PREFIX",
     "LIVE",

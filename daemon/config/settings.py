@@ -479,3 +479,8 @@ class _Environment(EnvSettingsSource):
             if field is None or not is_sequence(field.annotation):
                 raise
             return split_list(value)
+
+
+# Every setting at its default, for the parts whose constructors take single settings (the
+# intake, the watcher) and for `validate` without a config: one place for the numbers.
+DEFAULTS = Settings.model_construct()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from daemon.config import Settings
+from daemon.config import DEFAULTS, Settings
 from daemon.intake import reasons
 from daemon.intake.arrival import (
     Arrival,
@@ -80,12 +80,12 @@ class Intake:
         *,
         settle_seconds: float,
         pair_timeout: float,
-        no_sidecar: Literal["default", "wait"] = "wait",
-        default_style: str | None = None,
-        max_sidecar_bytes: int = 65536,
-        max_input_bytes: int = 256 * 2**20,
-        max_tracked: int = 100_000,
-        arriving_timeout: float = 600.0,
+        no_sidecar: Literal["default", "wait"] = DEFAULTS.no_sidecar,
+        default_style: str | None = DEFAULTS.default_style,
+        max_sidecar_bytes: int = DEFAULTS.max_sidecar_bytes,
+        max_input_bytes: int = DEFAULTS.max_input_bytes,
+        max_tracked: int = DEFAULTS.max_tracked,
+        arriving_timeout: float = DEFAULTS.arriving_timeout,
         max_relative: int = PATH_MAX,
     ) -> None:
         self.inbox = inbox

@@ -34,7 +34,7 @@ import structlog
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from daemon.config import Settings
+from daemon.config import DEFAULTS, Settings
 from daemon.intake import reasons
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.mounts import (
@@ -72,15 +72,15 @@ class Watcher:
         rules: IgnoreRules,
         on_path: Callable[[Path], None],
         *,
-        mode: WatchMode = "auto",
-        poll_interval: float = 2.0,
-        rescan_interval: float = 300.0,
+        mode: WatchMode = DEFAULTS.watch_mode,
+        poll_interval: float = DEFAULTS.poll_interval,
+        rescan_interval: float = DEFAULTS.rescan_interval,
         on_scan: Callable[[], None] | None = None,
         check_interval: float = 1.0,
         native_factory: Callable[[], BaseObserver] = Observer,
         mountinfo: Path = MOUNTINFO,
-        max_depth: int = 32,
-        max_tracked: int = 100_000,
+        max_depth: int = DEFAULTS.max_depth,
+        max_tracked: int = DEFAULTS.max_tracked,
     ) -> None:
         self.inbox = inbox.absolute()
         self.rules = rules
