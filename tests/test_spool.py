@@ -305,8 +305,10 @@ def test_a_published_job_is_not_rendered_again_after_a_restart(folders: Folders)
     info = {
         "iterations": 4, "stop_reason": "iterations", "losses": {}, "scales": [[48, 36]],
         "device": "cpu", "output_size": [48, 36], "input_size": [64, 48], "input_format": "JPEG",
-        "peak_memory_bytes": 0, "params": job.params.model_dump(mode="json"), "versions": {},
-        "timings": {},
+        "peak_memory_bytes": 0, "params": job.params.model_dump(mode="json"),
+        "versions": {"torch": "2", "pillow": "11"},
+        "timings": {"decode_seconds": 0.1, "render_seconds": 1, "encode_seconds": 0.1,
+                    "worker_total_seconds": 1.2},
     }  # fmt: skip
     (spool.job_dir(job) / "result.json").write_text(json.dumps(info))
 
