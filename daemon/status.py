@@ -52,7 +52,7 @@ RESTART_FIX = (
 
 STATUS_FILE = "status.json"
 RECENT = 50
-RESULTS = 24  # the newest results, listed however many failures came after them
+RESULTS = 24  # the newest results, listed however many failures (or photos sent again) came after
 # Queued jobs and inbox files a running daemon's report lists: a camera roll of 3,000 photos
 # made status.json 1.2 MB, written every 2 s while the queue drained (a bulk import's trial).
 LISTED = 200

@@ -388,8 +388,9 @@ def test_a_failure_waiting_in_the_inbox_stays_listed_after_many_later_jobs(
 
 def test_the_newest_results_stay_listed_after_a_burst_of_failures(folders: Folders) -> None:
     """A web page trial: 500 lone photos rejected pushed every result out of the latest ends,
-    and the page's gallery of everyone's results was empty. The newest RESULTS results stay
-    listed, however many failures came after them."""
+    and the page's gallery of everyone's results was empty; then photos sent again (skipped,
+    no result of their own) did the same. The newest RESULTS results stay listed, however
+    many of either came after them."""
     store = Store(folders.state)
     try:
         for index in range(RESULTS + 3):
@@ -397,8 +398,13 @@ def test_the_newest_results_stay_listed_after_a_burst_of_failures(folders: Folde
             store.create(job_id, State.PUBLISHING, f"ok{index}.jpg", outcome="result")
             store.move(job_id, State.RELEASING)
             store.move(job_id, State.DONE)
-        for index in range(RECENT + 10):
+        for index in range(RESULTS + 6):  # sent again: no result of their own (a web trial)
             job_id = f"1-{index:03}"
+            store.create(job_id, State.PUBLISHING, f"ok{index}.jpg", outcome="skip")
+            store.move(job_id, State.RELEASING)
+            store.move(job_id, State.SKIPPED)
+        for index in range(RECENT + 10):
+            job_id = f"2-{index:03}"
             store.create(job_id, State.PUBLISHING, f"lone{index}.jpg", outcome="report")
             store.move(job_id, State.REJECTED, reason="no sidecar", note=f"lone{index}.error.json")
     finally:

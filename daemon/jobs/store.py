@@ -431,11 +431,11 @@ class Store:
         return self._ends(_LATEST_ENDS, (*TERMINAL, limit))
 
     def latest_results(self, limit: int) -> list[End]:
-        """The newest ends whose answer is a result (done, skipped), as `ends` gives them:
-        listed beyond the last `ends`, which a burst of failures pushes out (a web page
-        trial: 500 lone photos emptied its gallery of everyone's results)."""
-        where = "FROM jobs WHERE +state IN (?, ?) ORDER BY since DESC LIMIT ?"
-        return self._ends(where, (State.DONE, State.SKIPPED, limit))
+        """The newest ends that made a result (DONE: a skipped photo sent again wrote none),
+        as `ends` gives them: listed beyond the last `ends`, which a burst of failures pushes
+        out (a web page trial: 500 lone photos emptied its gallery of everyone's results)."""
+        where = "FROM jobs WHERE +state = ? ORDER BY since DESC LIMIT ?"
+        return self._ends(where, (State.DONE, limit))
 
     def _ends(self, where: str, params: tuple[object, ...]) -> list[End]:
         rows = self._db.execute(_ENDS + where, (State.RELEASING, State.REJECTED, *params))
