@@ -207,6 +207,35 @@ def test_the_result_appears_in_the_gallery_with_thumbnails_and_parameters(site: 
     assert "default-src 'self'" in log.headers["content-security-policy"]
 
 
+def test_a_picture_that_did_not_come_is_asked_for_again(site: Site) -> None:
+    """A regression trial: three people opening the page at once were refused most pictures
+    (503, many waiting to be made), and the page hid them for good. A picture that does not
+    come is asked for again, later each time, and shown once it comes."""
+    card = f'article.card[data-job="{_job_of(site, "cat.jpg")}"]'
+    result = site.folders.outbox / "cat.stylised.jpg"
+    away = result.with_name("elsewhere.bin")
+    context = site.browser.new_context()  # a second viewer: nothing in its cache
+    page = context.new_page()
+    result.rename(away)  # gone for a moment, as while a sync tool replaces it
+    try:
+        page.goto(site.url)
+        missing = f"{card} figure.result img.missing"
+        page.wait_for_selector(missing, state="attached", timeout=WAIT_MS)
+    finally:
+        away.rename(result)
+    try:
+        loaded(page, f"{card} figure.result img")
+        expect(page.locator(f"{card} figure.result img")).not_to_have_class(re.compile("missing"))
+    finally:
+        context.close()
+
+
+def _job_of(site: Site, name: str) -> str:
+    job = site.page.locator("article.card", has_text=name).get_attribute("data-job")
+    assert job is not None
+    return job
+
+
 def test_a_failed_job_shows_its_reason(site: Site) -> None:
     drop(site.folders, "broken.jpg", {"style": "mosaic"}, data=b"<html>not a picture</html>")
     unknown = site.page.locator("li.failure", has_text="unknown.jpg")

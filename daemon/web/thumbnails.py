@@ -35,11 +35,13 @@ CACHE_FILES = 2000  # the cache keeps the newest this many thumbnails
 RENDITION = 2
 REFUSALS = 1000  # versions of files found unshowable, remembered in memory
 FULL_KEPT = 6  # full-size versions kept in memory (a few MB each), the latest asked for
-# Pictures waiting for the decoder thread, or on it; more are refused at once (`Busy`): each
-# waiting request holds one of the server's threads, and a re-tester's 60 requests, abandoned
-# within a second, kept the whole page from answering for 22 s. Two browsers' worth (a
-# browser asks for six at a time).
-MAX_WAITING = 12
+# Pictures waiting for the decoder thread, or on it; more are refused at once (`Busy`, which
+# the page asks again for later): each waiting request holds one of the server's 40 threads,
+# and a re-tester's 60 requests, abandoned within a second, kept the whole page from answering
+# for 22 s. 32 leave the page and its polls 8; at 12, three people opening a gallery of
+# pictures not made yet were refused 108 of 153 (a regression trial; a browser asks six at a
+# time).
+MAX_WAITING = 32
 
 
 class Busy(Exception):
@@ -67,7 +69,8 @@ class Pictures:
         # decodes on the server's many threads, even one at a time, each kept their memory
         # (the C library's allocator keeps an arena per thread).
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylefold-decode")
-        self._full: OrderedDict[str, bytes] = OrderedDict()  # the decoder thread's alone
+        # Changed on the decoder thread only; looked up anywhere (one call, under the GIL).
+        self._full: OrderedDict[str, bytes] = OrderedDict()
         self._waiting = threading.BoundedSemaphore(MAX_WAITING)
 
     def thumbnail(
@@ -101,7 +104,13 @@ class Pictures:
         """A JPEG of at most FULL_SIDE px, kept in memory (not on disk: a few MB each) for the
         latest FULL_KEPT files asked for, so that a result looked at again is not decoded
         again. `sha256` and `pixels` as in `thumbnail`."""
-        return self._decode(self._full_size, handle, _version(handle, key), sha256, pixels)
+        name = _version(handle, key)
+        if (kept := self._full.get(name)) is not None or name in self._refused:
+            return kept
+        if not _has(handle, sha256):
+            self._refuse(name)
+            return None
+        return self._decode(self._full_size, handle, name, pixels)
 
     def _decode(
         self, make: Callable[P, bytes | None], *args: P.args, **kw: P.kwargs
@@ -114,15 +123,11 @@ class Pictures:
         finally:
             self._waiting.release()
 
-    def _full_size(
-        self, handle: BinaryIO, name: str, sha256: str | None, pixels: int | None
-    ) -> bytes | None:
-        if (kept := self._full.get(name)) is not None:
+    def _full_size(self, handle: BinaryIO, name: str, pixels: int | None) -> bytes | None:
+        if (kept := self._full.get(name)) is not None:  # made while this one waited
             self._full.move_to_end(name)
             return kept
-        if name in self._refused:
-            return None
-        data = self._encode(handle, FULL_SIDE, sha256, pixels)
+        data = self._encode(handle, FULL_SIDE, pixels)
         if data is None:
             self._refuse(name)
             return None
@@ -144,23 +149,19 @@ class Pictures:
         pixels: int | None = None,
     ) -> bytes | None:
         """The picture in `handle` as a JPEG with a long side of at most `side`; None when it
-        is not an image Pillow reads within the pixel limit (or not the expected bytes)."""
-        return self._decode(self._encode, handle, side, sha256, pixels)
+        is not an image Pillow reads within the pixel limit (or not the expected bytes). The
+        hash is checked on the caller's thread (streamed, in little memory), so the decoder
+        thread only decodes."""
+        if not _has(handle, sha256):
+            return None
+        return self._decode(self._encode, handle, side, pixels)
 
-    def _encode(
-        self, handle: BinaryIO, side: int, sha256: str | None = None, pixels: int | None = None
-    ) -> bytes | None:
-        """`encode`, on the decoder thread. The size and the hash are checked before the file
-        is read into memory: an original in the inbox may since have been replaced by anyone,
-        with hundreds of megabytes."""
+    def _encode(self, handle: BinaryIO, side: int, pixels: int | None = None) -> bytes | None:
+        """`encode`, on the decoder thread."""
         if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
             return None
         with contextlib.suppress(OSError):  # a pipe cannot seek
             handle.seek(0)  # whole, whoever read it before
-        if sha256 is not None:
-            if stream_sha256(handle) != sha256:
-                return None
-            handle.seek(0)
         data = handle.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             return None
@@ -204,6 +205,18 @@ class Pictures:
             return
         for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
             Path(entry.path).unlink(missing_ok=True)
+
+
+def _has(handle: BinaryIO, sha256: str | None) -> bool:
+    """Whether the file has exactly the bytes of `sha256` (any, without one). Size first, then
+    the hash, streamed: an original in the inbox may since have been replaced by anyone, with
+    hundreds of megabytes, and a file over MAX_FILE_BYTES is never read."""
+    if sha256 is None:
+        return True
+    if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+        return False
+    handle.seek(0)
+    return stream_sha256(handle) == sha256
 
 
 def _version(handle: BinaryIO, key: str) -> str:

@@ -5,9 +5,25 @@
   const every = Number(document.body.dataset.poll || "2") * 1000;
   const live = document.getElementById("live");
 
-  // A picture that is gone (an original deleted, a preview replaced) is hidden, not broken.
+  // A picture that did not come is hidden, not broken, and asked for again a few times, later
+  // each time: the server refuses pictures while many wait to be made (503), and a file may
+  // be back in a moment (a sync tool replacing it). One that is gone stays hidden.
+  const TRIES = 5;
   document.addEventListener("error", (event) => {
-    if (event.target instanceof HTMLImageElement) event.target.classList.add("missing");
+    const image = event.target;
+    if (!(image instanceof HTMLImageElement)) return;
+    image.classList.add("missing");
+    const tries = Number(image.dataset.tries || "0");
+    if (tries >= TRIES) return;
+    image.dataset.tries = String(tries + 1);
+    setTimeout(() => {
+      const url = new URL(image.src);
+      url.searchParams.set("try", String(tries + 1));
+      image.src = url.toString();
+    }, 1000 * 2 ** tries * (1 + Math.random()));
+  }, true);
+  document.addEventListener("load", (event) => {
+    if (event.target instanceof HTMLImageElement) event.target.classList.remove("missing");
   }, true);
 
   async function poll() {
