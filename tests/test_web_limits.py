@@ -374,3 +374,29 @@ def _uncompressed(colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (32, 32), colour).save(out, format="TIFF")
     return out.getvalue()
+
+
+def test_thumbnails_stored_at_once_do_not_call_the_cache_unwritable(tmp_path: Path) -> None:
+    """A regression trial: requests storing thumbnails at once saw each other's temporary
+    files come and go between the cache's listing and a look at one, and the page warned at
+    once that its cache could not be written (and would make every thumbnail again)."""
+    from daemon.web.thumbnails import Pictures
+
+    pictures = Pictures(tmp_path / "cache", max_pixels=10**6)
+    photos = []
+    for n in range(64):
+        photos.append(tmp_path / f"p{n}.jpg")
+        photos[-1].write_bytes(image_bytes(seed=n, size=(16, 12)))
+
+    def show(mine: list[Path]) -> None:
+        for photo in mine:
+            with photo.open("rb") as handle:
+                assert pictures.thumbnail(handle, photo.name) is not None
+
+    threads = [threading.Thread(target=show, args=(photos[n::8],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not pictures._warned  # the warning's own flag: said once, and never wrongly
+    assert len(list((tmp_path / "cache").glob("*.jpg"))) == len(photos)

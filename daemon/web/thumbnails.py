@@ -42,14 +42,12 @@ FULL_KEPT = 6  # full-size versions kept in memory (a few MB each), the latest a
 # pictures not made yet were refused 108 of 153 (a regression trial; a browser asks six at a
 # time).
 MAX_WAITING = 32
+QUALITY = 88
+P = ParamSpec("P")
 
 
 class Busy(Exception):
     """The decoder has MAX_WAITING pictures to make: asked again in a moment."""
-
-
-QUALITY = 88
-P = ParamSpec("P")
 
 
 class Pictures:
@@ -79,8 +77,8 @@ class Pictures:
         """A JPEG of at most THUMB_SIDE px for the open file `handle`; `key` names what it is
         (job and role, or style), so one cache entry never serves another file. With `sha256`,
         only a file with exactly those bytes is shown (checked before it is cached); with
-        `pixels`, only one of at most that many (a result, which the engine makes no larger
-        than max_output_size), else max_pixels."""
+        `pixels`, only one of at most that many (a result: its manifest's size), else
+        max_pixels."""
         name = _version(handle, key)
         cached = self.cache / f"{name[:40]}.jpg"
         if self._foreign is None:
@@ -199,12 +197,23 @@ class Pictures:
         try:
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, data, durable=False)
-            entries = sorted(os.scandir(path.parent), key=lambda e: e.stat().st_mtime_ns)
         except OSError as exc:
             self._uncached("web.thumbnail_cache_unwritable", why=exc.strerror)
             return
-        for entry in entries[: max(0, len(entries) - CACHE_FILES)]:
-            Path(entry.path).unlink(missing_ok=True)
+        _prune(path.parent)
+
+
+def _prune(cache: Path) -> None:
+    """Drop the oldest files beyond CACHE_FILES. Another request's temporary file may go
+    between the listing and its look (a regression trial: warned at once, wrongly, that the
+    cache could not be written)."""
+    ages = []
+    with contextlib.suppress(OSError), os.scandir(cache) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                ages.append((entry.stat().st_mtime_ns, entry.path))
+    for _, old in sorted(ages)[: max(0, len(ages) - CACHE_FILES)]:
+        Path(old).unlink(missing_ok=True)
 
 
 def _has(handle: BinaryIO, sha256: str | None) -> bool:
