@@ -59,6 +59,19 @@ def sample(name: str, size: int = 64) -> Image.Image:
     return image.convert("RGB")
 
 
+def in_fresh_process(script: str, *args: str, timeout: float = 120) -> str:
+    """What `script` prints, run from the repository in a new Python process: its peak memory
+    (`ru_maxrss`) is its own, not the test process's."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    ).stdout
+
+
 def image_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
     import io
 

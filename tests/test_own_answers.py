@@ -9,14 +9,20 @@ import re
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Folders, image_bytes, make_folders, start_daemon, wait_for, write_json
+from conftest import (
+    Folders,
+    image_bytes,
+    in_fresh_process,
+    make_folders,
+    start_daemon,
+    wait_for,
+    write_json,
+)
 from PIL import Image, PngImagePlugin
 
 from daemon.intake.arrival import Arrival
@@ -85,15 +91,7 @@ def test_a_large_png_is_judged_from_its_header_without_decoding(tmp_path: Path) 
     Both happen before a worker applies max_pixels, so both now read the header only."""
     side = 12_000  # 144 megapixels, just under Pillow's own refusal
     bomb = _png_of_zeros(tmp_path / "bomb.png", side)
-    done = subprocess.run(
-        [sys.executable, "-c", HEADER_CHECK, str(bomb)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found, grown = done.stdout.rsplit(maxsplit=1)
+    found, grown = in_fresh_process(HEADER_CHECK, str(bomb)).rsplit(maxsplit=1)
     assert found == f"(None, ({side}, {side}))"
     assert int(grown) < 32 * 1024, f"the process grew by {grown} KiB"
 

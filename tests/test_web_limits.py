@@ -6,13 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO, image_bytes, make_folders, wait_for
+from conftest import image_bytes, in_fresh_process, make_folders, wait_for
 
 pytest.importorskip("starlette", reason="the page needs the web extra")
 
@@ -47,15 +45,7 @@ def test_an_original_replaced_by_a_large_file_is_refused_before_it_is_read(
     original = tmp_path / "photo.jpg"
     original.write_bytes(photo)
     expected = hashlib.sha256(photo).hexdigest()
-    done = subprocess.run(
-        [sys.executable, "-c", CHECK, str(original), expected],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    shown, refused, grown = done.stdout.split()
+    shown, refused, grown = in_fresh_process(CHECK, str(original), expected).split()
     assert shown == "True"  # the real original is shown
     assert refused == "True"
     assert int(grown) < 64 * 1024, f"the process grew by {grown} KiB"
@@ -287,15 +277,7 @@ def test_full_size_pictures_are_decoded_one_at_a_time_and_kept(tmp_path: Path) -
     """A dozen requests at once for a 50 MP result took 4 GB in the page's process, each
     decoding it again (an attacker's trial). Decodes now wait their turn, and the latest full
     sizes are kept: a result looked at again is not read again."""
-    done = subprocess.run(
-        [sys.executable, "-c", FULL, str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    one, four, read = (int(n) for n in done.stdout.split())
+    one, four, read = (int(n) for n in in_fresh_process(FULL, str(tmp_path), timeout=300).split())
     # A 16 MP decode takes about 48 MB of pixels at the least; three at once would add as
     # much again twice over.
     assert four - one < 48 * 1024, f"three at once grew the process by {four - one} KiB"
