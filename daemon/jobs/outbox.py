@@ -654,8 +654,14 @@ class _Owned(BaseModel):
 
 def owner(path: Path) -> str | None:
     """The job id inside `path`, or None when it is not one of our JSON files."""
+    return owner_in(read_json(path))
+
+
+def owner_in(value: object) -> str | None:
+    """The job id in one of our JSON files as read (`owner`, for one read otherwise: the web
+    page opens outbox files without following links)."""
     try:
-        return _Owned.model_validate(read_json(path)).job_id
+        return _Owned.model_validate(value).job_id
     except ValidationError:
         return None
 

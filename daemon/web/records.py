@@ -21,7 +21,7 @@ from daemon.config import Settings
 from daemon.job_id import JOB_ID
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
-from daemon.jobs.outbox import OutputNames
+from daemon.jobs.outbox import OutputNames, owner_in
 from daemon.jobs.record import Job
 from daemon.jobs.states import TERMINAL, State
 from daemon.jobs.store import DB_FILE, Store, StoreError
@@ -142,7 +142,7 @@ class Outputs:
         if kind == "preview":  # a newer job's preview may lie at the same names
             return record.state is State.RUNNING
         answers = _ANSWERED_BY[kind]
-        return any(_job_id(self._json(record, answer)) == record.id for answer in answers)
+        return any(owner_in(self._json(record, answer)) == record.id for answer in answers)
 
     def manifest(self, record: JobRecord) -> Manifest | None:
         """The job's manifest, if it is there and is this job's."""
@@ -208,10 +208,6 @@ _ANSWERED_BY: dict[OutboxFile, tuple[Literal["manifest", "report"], ...]] = {
     "report": ("report",),
     "log": ("manifest", "report"),
 }
-
-
-def _job_id(value: Any) -> object:
-    return value.get("job_id") if isinstance(value, dict) else None
 
 
 Value = TypeVar("Value")
