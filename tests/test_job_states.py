@@ -137,6 +137,33 @@ def test_a_database_without_the_lost_column_is_read_then_upgraded(tmp_path: Path
     assert [(r.id, r.starts, r.lost) for r in store.active()] == [("j1", 2, 1)]
 
 
+def test_renders_again_of_an_older_database_are_counted_once_into_their_column(
+    tmp_path: Path,
+) -> None:
+    """A newcomer's reading: a job's renders again for a vanished result were counted from
+    the journal's note, which a rewording would have reset. They have a column now; a database
+    of an earlier release gets its notes counted into it when the daemon opens it."""
+    old = sqlite3.connect(tmp_path / "stylefold.db")
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO jobs (id, state, since, input) VALUES ('j1','queued',1,'a')")
+    for note in ("rendered again", "on cpu (worker 1)", "rendered again"):
+        old.execute(
+            "INSERT INTO transitions (job_id, at, from_state, to_state, note) "
+            "VALUES ('j1', 1, 'publishing', 'queued', ?)",
+            (note,),
+        )
+    old.commit()
+    old.close()
+    assert (row := Store(tmp_path, readonly=True).get("j1")) is not None
+    assert row.rendered_again == 0  # read as it is, before the daemon upgrades it
+    store = Store(tmp_path)
+    assert (row := store.get("j1")) is not None and row.rendered_again == 2
+    store.move("j1", State.RUNNING)
+    store.move("j1", State.PUBLISHING, outcome="result")
+    store.move("j1", State.QUEUED, note="reworded", rendered_again=True)
+    assert (row := store.get("j1")) is not None and row.rendered_again == 3
+
+
 def test_a_photo_sent_again_ends_skipped_through_publishing_and_releasing(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.create("j2", State.CLAIMING, "photo.jpg")

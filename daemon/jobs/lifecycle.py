@@ -71,7 +71,9 @@ CLAIM_RETRY = 10.0  # seconds before claiming again after the state folder faile
 # something keeps deleting in the state folder, and rendering again would loop for ever.
 MAX_RESULTS_LOST = 3
 PRUNE_EVERY = 3600.0  # seconds between prunes of the finished jobs' history
-RENDERED_AGAIN = "rendered again"  # the journal's note on each such PUBLISHING -> QUEUED
+# The journal's note on each such PUBLISHING -> QUEUED; counted in the `rendered_again` column
+# (an upgrade counts the notes of older versions once: store_schema).
+RENDERED_AGAIN = "rendered again"
 
 
 class Lifecycle:
@@ -592,8 +594,11 @@ class Lifecycle:
         written out, so the job is rendered again (its originals are still in the spool), or
         failed after `MAX_RESULTS_LOST` such losses. The result's record goes too, or a restart
         would try to publish it again."""
-        times = 1 + sum(t.note == RENDERED_AGAIN for t in self.store.transitions(job.id))
-        self.store.move(job.id, State.QUEUED, reason=reason, note=RENDERED_AGAIN)
+        self.store.move(
+            job.id, State.QUEUED, reason=reason, note=RENDERED_AGAIN, rendered_again=True
+        )
+        row = self.store.get(job.id)
+        times = row.rendered_again if row is not None else 1
         (self.spool.job_dir(job) / RESULT_INFO).unlink(missing_ok=True)
         self.spool.append_log(job, reason)
         log.warning("job.result_lost", input=job.source, reason=reason, times=times)

@@ -132,6 +132,7 @@ class JobRow:
     starts: int
     lost: int  # times its worker went with its Ray cluster (see daemon.pool.retry.MAX_REQUEUES)
     stopped: int  # starts that ended by an orderly stop (requeued), not a crash
+    rendered_again: int  # times its rendered result vanished before it was written out
     record_error: str | None = None  # why `job` is None although a record is stored
 
 
@@ -337,11 +338,12 @@ class Store:
         started: bool = False,
         lost: bool = False,
         stopped: bool = False,
+        rendered_again: bool = False,
     ) -> None:
         """One transition, checked and journalled; the keyword fields are updated with it
-        (left as they are when not given). `started`, `lost` and `stopped` count a start, a
-        loss of the job's worker with its cluster and an orderly end of a start in the same
-        transaction."""
+        (left as they are when not given). `started`, `lost`, `stopped` and `rendered_again`
+        count a start, a loss of the job's worker with its cluster, an orderly end of a start
+        and a render again for a vanished result in the same transaction."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -361,7 +363,12 @@ class Store:
             if retry_at is not _UNSET:
                 fields["retry_at"] = retry_at
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            counted = {"starts": started, "lost": lost, "stopped": stopped}
+            counted = {
+                "starts": started,
+                "lost": lost,
+                "stopped": stopped,
+                "rendered_again": rendered_again,
+            }
             increment = "".join(f", {name} = {name} + 1" for name, on in counted.items() if on)
             db.execute(
                 f"UPDATE jobs SET {assignments}{increment} WHERE id = ?",
@@ -605,7 +612,7 @@ def _row(row: tuple[Any, ...]) -> JobRow:
             error = f"its job record does not read as a job: {_one_line(exc)}"
     return JobRow(
         row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9],
-        row[10], row[11], record_error=error,
+        row[10], row[11], row[12], record_error=error,
     )  # fmt: skip
 
 

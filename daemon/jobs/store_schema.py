@@ -66,7 +66,11 @@ _COLUMNS = "id, state, since, input, record, outcome, detail, reason, retry_at, 
 ADDED_COLUMNS: dict[str, str] = {
     "lost": "INTEGER NOT NULL DEFAULT 0",
     "stopped": "INTEGER NOT NULL DEFAULT 0",
+    "rendered_again": "INTEGER NOT NULL DEFAULT 0",  # its result vanished: see MAX_RESULTS_LOST
 }
+# Before `rendered_again`, those renders were counted from the journal's notes; an upgrade
+# counts them so once, into the column.
+_RENDERED_AGAIN_NOTE = "rendered again"
 
 
 # The database's format (PRAGMA user_version): raised with any change an older version would
@@ -101,6 +105,12 @@ def create_or_upgrade(db: sqlite3.Connection, found: int) -> None:
     for name, definition in ADDED_COLUMNS.items():
         if name not in have:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+    if "rendered_again" not in have:
+        db.execute(
+            "UPDATE jobs SET rendered_again = (SELECT count(*) FROM transitions "
+            "WHERE job_id = jobs.id AND note = ?)",
+            (_RENDERED_AGAIN_NOTE,),
+        )
     if found < STATE_FORMAT:
         db.execute(f"PRAGMA user_version = {STATE_FORMAT}")
 
