@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.config import Settings
 from daemon.intake.styles import StyleLibrary
+from daemon.jobs.manifest import Manifest
 from daemon.status import read_status, shut_out
 from daemon.visible import visible
 from daemon.web.files import open_inside, relative_to
@@ -212,8 +213,7 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
             return _not_found()
         if which == "result":  # only the job's own (a web trial swapped in a 49 MP picture)
             handle = site.outputs.open(record, "result")
-            own, pixels = manifest.output.sha256, math.prod(manifest.output.size)
-            return _picture(handle, site.pictures, f"{record.id}:r", own, pixels)
+            return _picture(handle, site.pictures, f"{record.id}:r", *_as_made(manifest))
         for root, relative in site.outputs.original_places(record):
             handle = open_inside(root, relative)
             if handle is not None:
@@ -234,8 +234,7 @@ def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Sta
             if kind == "preview":  # a new one every few seconds: not worth keeping
                 data = site.pictures.encode(handle, THUMB_SIDE, pixels=site.output_pixels)
             elif (manifest := site.outputs.manifest(record)) is not None:
-                own, pixels = manifest.output.sha256, math.prod(manifest.output.size)
-                data = site.pictures.full(handle, f"{record.id}:full", own, pixels)
+                data = site.pictures.full(handle, f"{record.id}:full", *_as_made(manifest))
             else:
                 data = None
         return _not_found() if data is None else _jpeg(data)
@@ -311,6 +310,12 @@ def _picture(
     with handle:
         data = pictures.thumbnail(handle, key, sha256, pixels)
     return _not_found() if data is None else _jpeg(data)
+
+
+def _as_made(manifest: Manifest) -> tuple[str, int]:
+    """What a file must be to be shown as the job's result: its manifest's hash, and pixels
+    no more than its size."""
+    return manifest.output.sha256, math.prod(manifest.output.size)
 
 
 def _jpeg(data: bytes) -> Response:
