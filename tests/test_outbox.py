@@ -20,6 +20,7 @@ from daemon.jobs import outbox
 from daemon.jobs.error_report import as_report
 from daemon.jobs.outbox import OutputNames, folder_clash
 from daemon.jobs.publisher import _clash
+from daemon.jobs.record import AnswerNames
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
@@ -74,7 +75,8 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
 
     third = outbox.choose_names(tmp_path, "photo", "jpg", reserved=second.all())
     assert third.number == 3
-    assert OutputNames.from_json(tmp_path, "", json.loads(json.dumps(third.to_json()))) == third
+    kept = AnswerNames.model_validate_json(third.reserved().model_dump_json())
+    assert OutputNames.of(tmp_path, "", kept) == third
 
 
 def test_answers_named_together_list_the_folder_once_and_take_each_others_names(

@@ -860,7 +860,7 @@ def test_a_kept_photo_replaced_by_a_link_on_its_inode_is_still_answered(
     dev, ino = (lambda st: (st.st_dev, st.st_ino))(os.lstat(arrival.image))
     # The freed inode, as that file system reused it (this one may not).
     lc.jobs[job_id] = job.model_copy(
-        update={"origin": [[dev, ino, *job.origin[0][2:]], *job.origin[1:]]}
+        update={"origin": [job.origin[0]._replace(dev=dev, ino=ino), *job.origin[1:]]}
     )
     _render(lc, job_id)
     assert _end(lc, job_id) is State.DONE

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,6 +51,7 @@ from daemon.fsutil import (
 from daemon.intake.ignore import without_trailing
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
+from daemon.jobs.record import AnswerNames
 from daemon.visible import visible
 
 
@@ -140,15 +141,14 @@ class OutputNames:
     def all(self) -> tuple[Path, ...]:
         return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
 
-    def to_json(self) -> dict[str, Any]:
-        """Everything but the folder, which follows the outbox setting and the job's subfolder."""
-        return {"stem": self.stem, "image_ext": self.image_ext, "number": self.number}
+    def reserved(self) -> AnswerNames:
+        """What a job's record keeps of them."""
+        return AnswerNames(stem=self.stem, image_ext=self.image_ext, number=self.number)
 
     @classmethod
-    def from_json(cls, root: Path, folder: str, value: dict[str, Any]) -> OutputNames:
+    def of(cls, root: Path, folder: str, names: AnswerNames) -> OutputNames:
         """The names of an answer in the outbox folder `folder` (relative to the outbox `root`)."""
-        stem, ext, number = str(value["stem"]), str(value["image_ext"]), int(value["number"])
-        return cls(root / folder, stem, ext, number, root)
+        return cls(root / folder, names.stem, names.image_ext, names.number, root)
 
 
 def folded(name: str) -> str:

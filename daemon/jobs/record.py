@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
+from daemon.safefs import Identity
 from service.params import RenderParams
 
 
@@ -23,6 +24,24 @@ class JobStyle(BaseModel):
     sha256: str
 
 
+class AnswerNames(BaseModel):
+    """The outbox names reserved for a job's answers (`outbox.OutputNames` without its folder,
+    which follows the outbox setting and the job's subfolder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stem: str
+    image_ext: str
+    number: int
+
+
+class Companion(NamedTuple):
+    """A `._` file that travels with the photo (stored as a two-item list)."""
+
+    name: str  # in the inbox folder
+    file: str  # in the job's spool folder
+
+
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,21 +50,21 @@ class Job(BaseModel):
     rel_dir: str  # the photo's folder relative to the inbox ("" at the top)
     image_name: str
     sidecar_name: str | None
-    sidecar: dict[str, Any] | None
+    sidecar: dict[str, JsonValue] | None  # as written: a re-send's key follows it (`sent_key`)
     input_file: str
     input_sha256: str
     styles: list[JobStyle]
     params: RenderParams
     output_format: str
     output_quality: int
-    names: dict[str, Any]  # OutputNames.to_json(), reserved at claim
+    names: AnswerNames  # reserved at claim
     # The outbox folder of the answers where it is not rel_dir (outbox.answer_folder: a file
     # holds the name of a folder there), relative to the outbox.
     answer_dir: str | None = None
     key: str  # what identical resubmissions share
-    companions: list[list[str]] = []  # [name in the inbox, file in the job folder]: `._` files
+    companions: list[Companion] = []
     copied: bool = False  # archive = "keep": the originals stayed in the inbox, these are copies
-    origin: list[list[int]] = []  # copied: [dev, inode, size, mtime_ns] of each, as claimed
+    origin: list[Identity] = []  # copied: of the photo and its sidecar in the inbox, as claimed
 
     @property
     def source(self) -> str:

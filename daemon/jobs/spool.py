@@ -60,7 +60,7 @@ from daemon.jobs.answers import answered_elsewhere
 from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import OutputNames, choose_names, is_folder, log_line, shut
-from daemon.jobs.record import Job, JobStyle, inbox_paths, job_key
+from daemon.jobs.record import Companion, Job, JobStyle, inbox_paths, job_key
 from daemon.jobs.states import State
 from daemon.jobs.store import Answer, Store
 from daemon.jobs.style_store import StyleStore
@@ -150,7 +150,7 @@ class Spool:
         return self.job_dir(job) / job.input_file
 
     def names(self, job: Job) -> OutputNames:
-        return OutputNames.from_json(self.settings.outbox, job.outbox_dir, job.names)
+        return OutputNames.of(self.settings.outbox, job.outbox_dir, job.names)
 
     def reserve(self, job: Job) -> None:
         """Keep a claimed or recovered job's output names and answer folder from being chosen
@@ -179,7 +179,7 @@ class Spool:
         moved = job.model_copy(
             update={
                 "answer_dir": None if answer_dir == job.rel_dir else answer_dir,
-                "names": names.to_json(),
+                "names": names.reserved(),
             }
         )
         self.store.rewrite(moved)
@@ -271,12 +271,10 @@ class Spool:
         """A copied claim's originals stay in the inbox: remembered as answered from now on
         (until a roll-back forgets them), with what they were, to tell later whether the inbox
         holds them still, a newer version, or one written over in place."""
-        origin = [[*identity] for identity in claimed]  # dev, inode, size, mtime_ns
         photo = self.settings.inbox / job.rel_dir / job.image_name
-        self.store.remember(
-            self.in_place.relative(photo), [*(o[2:] for o in origin), None][:2], job.id
-        )
-        return job.model_copy(update={"copied": True, "origin": origin})
+        signatures: list[list[int] | None] = [[each.size, each.mtime_ns] for each in claimed]
+        self.store.remember(self.in_place.relative(photo), [*signatures, None][:2], job.id)
+        return job.model_copy(update={"copied": True, "origin": claimed})
 
     def _record(
         self,
@@ -326,10 +324,10 @@ class Spool:
             params=resolved.params,
             output_format=resolved.output_format,
             output_quality=resolved.output_quality,
-            names=names.to_json(),
+            names=names.reserved(),
             answer_dir=None if answer_dir == rel_dir else answer_dir,
             key=job_key(input_sha, styles, resolved.params, output),
-            companions=[list(pair) for pair in companions],
+            companions=[Companion(*pair) for pair in companions],
         )
         self.reserve(job)
         return job
@@ -395,22 +393,22 @@ class Spool:
 
     def _written_in_place(self, job: Job) -> str | None:
         for name, claimed, now in self._origins(job):
-            if now is not None and now[:2] == claimed[:2] and now != claimed:
+            if now is not None and now[:2] == claimed[:2] and now != claimed:  # same dev, inode
                 return name
         return None
 
-    def _origins(self, job: Job) -> list[tuple[str, list[int], list[int] | None]]:
-        """A copied job's originals: name, [dev, inode, size, mtime_ns] as claimed and as in
-        the inbox now (None: gone, or no regular file: a link or a pipe put in its place is a
-        new file even on the freed inode, which an attacker's trial saw a file system give a
-        symbolic link, and the claimed copy's result was thrown away as written on in place)."""
+    def _origins(self, job: Job) -> list[tuple[str, Identity, Identity | None]]:
+        """A copied job's originals: name, identity as claimed and as in the inbox now (None:
+        gone, or no regular file: a link or a pipe put in its place is a new file even on the
+        freed inode, which an attacker's trial saw a file system give a symbolic link, and the
+        claimed copy's result was thrown away as written on in place)."""
         found = []
         for name, claimed in zip(job.pair, job.origin, strict=False):
-            now: list[int] | None = None
+            now: Identity | None = None
             with contextlib.suppress(OSError):
                 result = safefs.lstat_under(self.settings.inbox, Path(job.rel_dir) / name)
                 if stat.S_ISREG(result.st_mode):
-                    now = [*safefs.Identity.of(result)]
+                    now = Identity.of(result)
             found.append((name, claimed, now))
         return found
 

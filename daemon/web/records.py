@@ -106,7 +106,7 @@ class Outputs:
     def _names(self, record: JobRecord) -> OutputNames | None:
         if record.job is None:
             return None
-        return OutputNames.from_json(self.settings.outbox, record.job.outbox_dir, record.job.names)
+        return OutputNames.of(self.settings.outbox, record.job.outbox_dir, record.job.names)
 
     def path(self, record: JobRecord, kind: OutboxFile | Literal["manifest"]) -> str | None:
         """The file's path relative to the outbox (None: the job has no such file)."""
