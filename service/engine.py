@@ -307,24 +307,11 @@ class Engine:
 
         assert x is not None and result is not None
         seconds = time.perf_counter() - reporter.started
-        shortest = _style_min_side(params)
-        said = (
-            (style.name, told(style.image.size, sizes[-1], params.style_scale, shortest))
-            for style in styles
-            for told in (schedule.style_floor_note, schedule.style_upscale_note)
-        )
-        # In a blend, a note names its style (a steering trial: "the style image is only
-        # 40x25 px" twice, for two styles, and neither named).
-        blended = len(styles) > 1
-        notes = tuple(
-            dict.fromkeys(
-                f"style {name}: {note}" if blended and name else note
-                for name, note in said
-                if note is not None
-            )
-        )
+        notes = _style_notes(styles, sizes[-1], params)
         style_sizes = tuple(
-            schedule.style_dimensions(style.image.size, sizes[-1], params.style_scale, shortest)
+            schedule.style_dimensions(
+                style.image.size, sizes[-1], params.style_scale, _style_min_side(params)
+            )
             for style in styles
         )
         peak_bytes = peak.peak_bytes()
@@ -438,6 +425,28 @@ class Engine:
         if params.preserve_colors == "histogram":
             return color.match_histogram(rgb, content_rgb).clamp(0, 1)
         return rgb
+
+
+def _style_notes(
+    styles: Sequence[StyleImage], size: tuple[int, int], params: RenderParams
+) -> tuple[str, ...]:
+    """What a result says of its style images' sizes at the output `size` (too small, enlarged),
+    each once. In a blend, a note names its style (a steering trial: "the style image is only
+    40x25 px" twice, for two styles, and neither named)."""
+    shortest = _style_min_side(params)
+    said = (
+        (style.name, told(style.image.size, size, params.style_scale, shortest))
+        for style in styles
+        for told in (schedule.style_floor_note, schedule.style_upscale_note)
+    )
+    blended = len(styles) > 1
+    return tuple(
+        dict.fromkeys(
+            f"style {name}: {note}" if blended and name else note
+            for name, note in said
+            if note is not None
+        )
+    )
 
 
 def _with(notes: tuple[str, ...], note: str | None) -> tuple[str, ...]:
