@@ -43,6 +43,7 @@ from daemon.intake.partners import (
     Emitted,
     Partners,
     Reported,
+    Sharing,
     Tracked,
     base_of,
     key,
@@ -616,45 +617,7 @@ class Intake:
             return
         timed_out = now - image.waiting_since >= self.pair_timeout
         if sidecar is None:
-            used = self._used_styles.get(image.path) == image.signature
-            if used or self._pairs.is_style_image(image.path):
-                self._decided(image.path)  # a brought-along style image, not a photo
-            elif self.brought_along(image.path) or (
-                self.default is None and self.answered_in_place(image.path)
-            ):
-                # A brought-along style after a restart, a photo reported before: its report
-                # would be left out, so no wait either (a docs trial: `once` and `status`
-                # said the style would be reported after pair_timeout). With a default style
-                # a reported photo is a job now (a reload that configured one), but a style
-                # image stays one (it was listed as waiting for the default style, then
-                # dropped as answered).
-                self._decided(image.path)
-            elif not timed_out:
-                if sharing is not None:  # status said "waiting for its sidecar", which is there
-                    shared = sharing.sidecar.name
-                    others = [p.name for p in sharing.photos if p != image.path]
-                    image.waits_for = reasons.own_sidecar(shared, image.path.name, others)
-                self._sleep(image.path, image.waiting_since + self.pair_timeout)
-            elif sharing is not None:
-                others = [path.name for path in sharing.photos]
-                reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
-                self._report(image, events, reason)
-            else:
-                # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
-                # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
-                taken = self._pairs.sidecar_taken(image.path.parent, image.base)
-                named = f"{image.path.name if taken else image.base}.json"
-                told = reasons.no_sidecar(named, self.style_names(), self.default_style)
-                wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
-                reason = self._folder_named(image, wanted, told)
-                if reason == told and (other := self._other_type_sidecar(image)) is not None:
-                    reason = reasons.sidecar_of_other_type(other, image.path.name, image.base)
-                # The default style is for a photo sent without a sidecar, not for one whose
-                # sidecar is misnamed (a re-test: `t.json.txt` got the default style silently).
-                if self.default is not None and reason == told:
-                    self._emit(image, None, None, events)
-                else:
-                    self._report(image, events, reason, alone=True)
+            self._decide_lone(image, sharing, timed_out, events)
             return
         if not sidecar.settled:
             if reported_unusable(sidecar) is not None:  # its sidecar's report answers for the pair
@@ -663,6 +626,67 @@ class Intake:
             # mean the default style (a re-test's finding); it waits for that one.
             image.waits_for = f"its sidecar {sidecar.path.name} to be complete"
             return
+        ready, style = self._brought_style(image, sidecar, now, events)
+        if not ready:
+            return
+        if self._pairs.waiting_borrowers(image.path, sidecar) and not timed_out:
+            if not self._pairs.waits_on_itself(image.path, sidecar):
+                return  # pairs bringing this photo as their style copy it first: a job moves it
+            self._emit(image, sidecar, style, events, borrowed=True)
+            return
+        self._emit(image, sidecar, style, events)
+
+    def _decide_lone(
+        self, image: Tracked, sharing: Sharing | None, timed_out: bool, events: list[Event]
+    ) -> None:
+        """A photo with no sidecar of its own: a style image, a photo answered before, one
+        still waiting, or one to report (or to give the default style) once it waited long
+        enough."""
+        used = self._used_styles.get(image.path) == image.signature
+        if used or self._pairs.is_style_image(image.path):
+            self._decided(image.path)  # a brought-along style image, not a photo
+        elif self.brought_along(image.path) or (
+            self.default is None and self.answered_in_place(image.path)
+        ):
+            # A brought-along style after a restart, a photo reported before: its report
+            # would be left out, so no wait either (a docs trial: `once` and `status`
+            # said the style would be reported after pair_timeout). With a default style
+            # a reported photo is a job now (a reload that configured one), but a style
+            # image stays one (it was listed as waiting for the default style, then
+            # dropped as answered).
+            self._decided(image.path)
+        elif not timed_out:
+            if sharing is not None:  # status said "waiting for its sidecar", which is there
+                shared = sharing.sidecar.name
+                others = [p.name for p in sharing.photos if p != image.path]
+                image.waits_for = reasons.own_sidecar(shared, image.path.name, others)
+            self._sleep(image.path, image.waiting_since + self.pair_timeout)
+        elif sharing is not None:
+            others = [path.name for path in sharing.photos]
+            reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
+            self._report(image, events, reason)
+        else:
+            # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
+            # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
+            taken = self._pairs.sidecar_taken(image.path.parent, image.base)
+            named = f"{image.path.name if taken else image.base}.json"
+            told = reasons.no_sidecar(named, self.style_names(), self.default_style)
+            wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
+            reason = self._folder_named(image, wanted, told)
+            if reason == told and (other := self._other_type_sidecar(image)) is not None:
+                reason = reasons.sidecar_of_other_type(other, image.path.name, image.base)
+            # The default style is for a photo sent without a sidecar, not for one whose
+            # sidecar is misnamed (a re-test: `t.json.txt` got the default style silently).
+            if self.default is not None and reason == told:
+                self._emit(image, None, None, events)
+            else:
+                self._report(image, events, reason, alone=True)
+
+    def _brought_style(
+        self, image: Tracked, sidecar: Tracked, now: float, events: list[Event]
+    ) -> tuple[bool, Tracked | None]:
+        """The style image the sidecar brings along (None: it brings none or names a file the
+        job will refuse); False first while the pair must wait for it, or was reported."""
         self._read_style_file(sidecar)
         style: Tracked | None = None
         if sidecar.style_file is not None:
@@ -683,18 +707,13 @@ class Intake:
                             is_folder=lambda name: reasons.style_is_folder(name, by),
                         )
                         self._report(image, events, reason, missing_style=named, sidecar=sidecar)
-                    return
+                    return False, None
                 if not style.settled:
                     if (why := reported_unusable(style)) is not None:
                         reason = reasons.style_unusable(style.path.name, why)
                         self._report(image, events, reason, sidecar=sidecar)
-                    return
-        if self._pairs.waiting_borrowers(image.path, sidecar) and not timed_out:
-            if not self._pairs.waits_on_itself(image.path, sidecar):
-                return  # pairs bringing this photo as their style copy it first: a job moves it
-            self._emit(image, sidecar, style, events, borrowed=True)
-            return
-        self._emit(image, sidecar, style, events)
+                    return False, None
+        return True, style
 
     def _emit(
         self,
