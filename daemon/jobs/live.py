@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -73,23 +74,8 @@ def live_items(
 ) -> list[JobItem]:
     """The daemon's live view of every unfinished job; `starts`: how often each was started,
     as recorded (`Store.starts`); `starts_in`: when queued ones are expected to start."""
-    items = [
-        JobItem(
-            job_id=back.job.id,
-            input=back.job.source,
-            state=State.RETURNING,
-            since=back.since,
-            styles=[style.name for style in back.job.styles],
-            reason=f"{back.reason}; its originals could not go back to the inbox yet "
-            f"({back.error})",
-            retry_at=time.time() + max(0.0, back.retry_at - time.monotonic()),
-            blocked_on="originals",
-        )
-        for back in returning.values()
-    ]
+    items = [_returning_item(back) for back in returning.values()]
     for job in jobs.values():
-        running = active.get(job.id)
-        blocked = waiting.get(job.id)
         item = JobItem(
             job_id=job.id,
             input=job.source,
@@ -99,46 +85,62 @@ def live_items(
             starts=starts.get(job.id, 0),
             starts_in_seconds=starts_in.get(job.id),
         )
-        if running is not None:
-            last = running.last
-            item = item.model_copy(
-                update={
-                    "state": State.RUNNING,
-                    "since": running.started,
-                    "device": running.device,
-                    "worker": running.worker,
-                    "node": running.node,
-                    "iteration": last.iteration if last else 0,
-                    "total": last.total if last else job.params.iterations,
-                    "percent": percent_done(last.done) if last else 0.0,
-                    "eta_seconds": round(last.eta, 1) if last else None,
-                    "preview": names(job).preview.relative_to(outbox).as_posix()
-                    if running.preview
-                    else None,
-                }
-            )
-        elif blocked is not None:
-            item = item.model_copy(
-                update={
-                    "state": State.BLOCKED,
-                    "since": blocked.since,
-                    "reason": blocked.reason,
-                    "retry_at": time.time() + max(0.0, blocked.retry_at - time.monotonic()),
-                    "blocked_on": blocked.on,
-                }
-            )
+        if (running := active.get(job.id)) is not None:
+            preview = names(job).preview.relative_to(outbox) if running.preview else None
+            item = _as_running(item, running, job, preview)
+        elif (blocked := waiting.get(job.id)) is not None:
+            item = item.model_copy(update=_blocked_fields(blocked))
         items.append(item)
-    for blocked in waiting.values():
-        if blocked.job is None and isinstance(blocked.detail, ReportDetail):
-            items.append(
-                JobItem(
-                    job_id=blocked.job_id,
-                    input=blocked.detail.input,
-                    state=State.BLOCKED,
-                    since=blocked.since,
-                    reason=blocked.reason,
-                    retry_at=time.time() + max(0.0, blocked.retry_at - time.monotonic()),
-                    blocked_on=blocked.on,
-                )
-            )
+    # Reports waiting for room in the outbox: jobs with no claimed photo.
+    items += [
+        JobItem(job_id=blocked.job_id, input=blocked.detail.input, **_blocked_fields(blocked))
+        for blocked in waiting.values()
+        if blocked.job is None and isinstance(blocked.detail, ReportDetail)
+    ]
     return items
+
+
+def _returning_item(back: Returning) -> JobItem:
+    return JobItem(
+        job_id=back.job.id,
+        input=back.job.source,
+        state=State.RETURNING,
+        since=back.since,
+        styles=[style.name for style in back.job.styles],
+        reason=f"{back.reason}; its originals could not go back to the inbox yet ({back.error})",
+        retry_at=_wall_clock(back.retry_at),
+        blocked_on="originals",
+    )
+
+
+def _as_running(item: JobItem, running: Running, job: Job, preview: Path | None) -> JobItem:
+    last = running.last
+    return item.model_copy(
+        update={
+            "state": State.RUNNING,
+            "since": running.started,
+            "device": running.device,
+            "worker": running.worker,
+            "node": running.node,
+            "iteration": last.iteration if last else 0,
+            "total": last.total if last else job.params.iterations,
+            "percent": percent_done(last.done) if last else 0.0,
+            "eta_seconds": round(last.eta, 1) if last else None,
+            "preview": None if preview is None else preview.as_posix(),
+        }
+    )
+
+
+def _blocked_fields(blocked: Blocked) -> dict[str, Any]:
+    return {
+        "state": State.BLOCKED,
+        "since": blocked.since,
+        "reason": blocked.reason,
+        "retry_at": _wall_clock(blocked.retry_at),
+        "blocked_on": blocked.on,
+    }
+
+
+def _wall_clock(monotonic_at: float) -> float:
+    """A retry's time, kept on the monotonic clock, as people and `status` read times."""
+    return time.time() + max(0.0, monotonic_at - time.monotonic())
