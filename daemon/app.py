@@ -352,7 +352,7 @@ class Daemon:
         self._report_status(force=True)
         self.watcher.stop()
         self.pool.drain()
-        jobs.backlog.clear()
+        jobs.for_pool.clear()
         jobs.deferred.clear()
         deadline = time.monotonic() + self.settings.grace_period
         while jobs.running and time.monotonic() < deadline and self._signals < 2:

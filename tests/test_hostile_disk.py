@@ -289,7 +289,7 @@ def test_a_start_the_full_state_database_cannot_record_still_counts_for_max_star
 
     lc = lifecycle()
     lc.recover()
-    assert lc.backlog == deque()
+    assert lc.for_pool == deque()
     report = json.loads((folders.outbox / "photo.error.json").read_text())
     assert report["kind"] == "interrupted" and f"{MAX_STARTS} times" in report["error"]
     assert (folders.inbox / "photo.jpg").read_bytes() == data

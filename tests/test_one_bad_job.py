@@ -69,7 +69,7 @@ def test_a_damaged_job_record_is_set_aside_at_start_up_and_the_rest_carry_on(
     assert "\n" not in str(row.record_error)
     assert "claimed_at: Field required; rel_dir: Field required" in str(row.record_error)
     assert lc.recover() == 2  # as many as its `job.recovered` lines, the one set aside too
-    assert [job.id for job in lc.backlog] == [good]
+    assert [job.id for job in lc.for_pool] == [good]
     assert bad not in lc.jobs
     row = lc.store.get(bad)
     assert row is not None and row.state is State.BROKEN
@@ -133,7 +133,7 @@ def test_a_crash_just_after_a_claim_fails_the_job_and_returns_its_photo(
     monkeypatch.undo()
     [row] = lc.store.finished(10)
     assert row.state is State.FAILED and "a bug after the claim" in str(row.reason)
-    assert lc.jobs == {} and not lc.backlog and not lc.busy
+    assert lc.jobs == {} and not lc.for_pool and not lc.busy
     assert image.read_bytes() == data  # back where it was
     report = json.loads((folders.outbox / "photo.error.json").read_text())
     assert "a bug after the claim" in report["error"]

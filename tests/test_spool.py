@@ -86,7 +86,7 @@ def test_claim_moves_the_pair_and_records_everything(folders: Folders) -> None:
     assert spool.names(job).image == folders.outbox / "trip/day1/photo.stylised.jpg"
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    assert [j.id for j in lifecycle.backlog] == [job.id]
+    assert [j.id for j in lifecycle.for_pool] == [job.id]
 
 
 def test_two_photos_with_one_stem_get_different_names(folders: Folders) -> None:
@@ -152,7 +152,7 @@ def test_an_interrupted_claim_is_rolled_back_into_the_inbox(folders: Folders) ->
 
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    assert not lifecycle.jobs and not lifecycle.backlog
+    assert not lifecycle.jobs and not lifecycle.for_pool
     assert (
         arrival.image.read_bytes() == data
         and arrival.sidecar is not None
@@ -183,7 +183,7 @@ def test_claimed_photos_go_back_to_the_inbox_when_the_database_is_lost(folders: 
 
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    assert not lifecycle.jobs and not lifecycle.backlog
+    assert not lifecycle.jobs and not lifecycle.for_pool
     assert {path: path.read_bytes() for path in photos} == photos
     assert all(a.sidecar is not None and a.sidecar.exists() for a in arrivals)
     assert list(spool.root.iterdir()) == []
@@ -314,7 +314,7 @@ def test_a_published_job_is_not_rendered_again_after_a_restart(folders: Folders)
 
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    assert not lifecycle.jobs and not lifecycle.backlog and not lifecycle.pool.queued
+    assert not lifecycle.jobs and not lifecycle.for_pool and not lifecycle.pool.queued
     assert Store(settings.state).get(job.id).state is State.DONE  # type: ignore[union-attr]
     assert (settings.archive_path / "photo.jpg").exists()
     assert not spool.job_dir(job).exists()
@@ -462,7 +462,7 @@ def test_a_state_folder_of_the_previous_version_is_upgraded_and_nothing_is_lost(
 
     lifecycle = _lifecycle(settings)
     lifecycle.recover()
-    assert [j.id for j in lifecycle.backlog] == [job.id]  # queued again, originals in place
+    assert [j.id for j in lifecycle.for_pool] == [job.id]  # queued again, originals in place
     assert lifecycle.spool.input_path(job).exists()
     assert half.image.read_bytes() == data and not claim.exists()  # rolled back to the inbox
     assert Store(settings.state).seen("kept.jpg") == [[1, 2]]

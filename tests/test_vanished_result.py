@@ -44,7 +44,7 @@ def _rendered(lc: Lifecycle, job: Job) -> Path:
 def _sent_back(lc: Lifecycle, job: Job, folders: Folders, data: bytes) -> None:
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.QUEUED
-    assert list(lc.backlog) == [job] and lc.publisher.blocked == {}
+    assert list(lc.for_pool) == [job] and lc.publisher.blocked == {}
     assert list(folders.outbox.rglob("*.json")) == []  # no answer yet, and no report
     assert lc.spool.input_path(job).read_bytes() == data  # the original waits in the spool
     assert not (lc.spool.job_dir(job) / RESULT_INFO).exists()
@@ -53,7 +53,7 @@ def _sent_back(lc: Lifecycle, job: Job, folders: Folders, data: bytes) -> None:
 
 def _answered_once(lc: Lifecycle, job: Job, folders: Folders) -> None:
     """Rendered again, the job gets one answer, which says what happened."""
-    lc.backlog.clear()  # taken by the worker, whose part is done by hand
+    lc.for_pool.clear()  # taken by the worker, whose part is done by hand
     _rendered(lc, job)
     lc.handle(Started(job.id, worker=0, device="cpu"))
     lc.handle(Done(job.id, _info(job.params)))
@@ -74,7 +74,7 @@ def test_a_result_gone_before_it_is_published_is_rendered_again(folders: Folders
     lc.handle(Done(job.id, _info(job.params)))
     _sent_back(lc, job, folders, data)
     lc.retry_blocked()  # nothing is waiting to be retried
-    assert list(lc.backlog) == [job]
+    assert list(lc.for_pool) == [job]
     _answered_once(lc, job, folders)
 
 
@@ -106,7 +106,7 @@ def test_a_result_that_keeps_vanishing_fails_the_job_with_a_report_that_says_why
     lc = _lifecycle(folders)
     job, data = _claimed(lc, folders)
     for _ in range(MAX_RESULTS_LOST - 1):
-        lc.backlog.clear()
+        lc.for_pool.clear()
         lc.handle(Started(job.id, worker=0, device="cpu"))
         _rendered(lc, job).unlink()
         lc.handle(Done(job.id, _info(job.params)))
@@ -118,7 +118,7 @@ def test_a_result_that_keeps_vanishing_fails_the_job_with_a_report_that_says_why
 
     lc = _lifecycle(folders)
     lc.recover()
-    assert list(lc.backlog) == []
+    assert list(lc.for_pool) == []
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.FAILED
     assert [p.name for p in folders.outbox.rglob("*.json")] == ["photo.error.json"]

@@ -94,7 +94,7 @@ class Lifecycle:
         self.metrics = metrics
         self.publish_retry = publish_retry
         self.jobs: dict[str, Job] = {}  # claimed and not finished
-        self.backlog: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
+        self.for_pool: deque[Job] = deque()  # QUEUED, waiting for room in the pool's queue
         self.deferred = ReadyPairs()  # ready in the inbox, not claimed yet
         self.held_back: dict[Path, Arrival] = {}  # a newer version of a photo a job copied
         self.twins: list[Job] = []  # QUEUED, waiting for an earlier job that renders the same
@@ -172,7 +172,7 @@ class Lifecycle:
         jobs = sorted(self.jobs.values(), key=lambda job: turn.get(job.id, -1))
         waiting = [self.jobs[job_id] for job_id in queued if job_id in self.jobs]
         starts_in = queue_starts(
-            [*waiting, *self.backlog],
+            [*waiting, *self.for_pool],
             self.running.values(),
             self.pool.workers(),
             self.pace,
@@ -196,17 +196,17 @@ class Lifecycle:
             self._prune()
         for job in self.space.released():
             self.queued_again(job, note="held: state full")  # room again: to a worker in turn
-            self.backlog.append(job)
+            self.for_pool.append(job)
         for image in [image for image in self.held_back if self._copied_by(image) is None]:
             self.deferred.append(self.held_back.pop(image))  # its job ended: taken in turn
         for job in [job for job in self.twins if self._twin_of(job) is None]:
             self.twins.remove(job)  # its twin is answered (or failed): skip, reuse or render
-            self.backlog.append(job)
-        while self.backlog and self.pool.has_room() and time.monotonic() < deadline:
-            self._submit_one(self.backlog.popleft())
+            self.for_pool.append(job)
+        while self.for_pool and self.pool.has_room() and time.monotonic() < deadline:
+            self._submit_one(self.for_pool.popleft())
         while (
             self.deferred
-            and not self.backlog
+            and not self.for_pool
             and self.pool.has_room()
             and self.claim_pause_until <= time.monotonic() < deadline
         ):
@@ -241,7 +241,7 @@ class Lifecycle:
 
     def _note_queue(self) -> None:
         """queue_max reached is no fault, but it must be visible: photos then wait in the inbox."""
-        if (self.deferred or self.backlog) and not self.pool.has_room():
+        if (self.deferred or self.for_pool) and not self.pool.has_room():
             self.limits.reach(
                 "queue_max",
                 f"queue_max ({self.settings.queue_max}) jobs are claimed and waiting for a "
@@ -405,7 +405,7 @@ class Lifecycle:
             share=top_folder(job.rel_dir),
         )
         if not self.pool.submit(task):
-            self.backlog.appendleft(job)
+            self.for_pool.appendleft(job)
 
     @contextlib.contextmanager
     def _header_read(self, job: Job) -> Iterator[bool]:
@@ -606,7 +606,7 @@ class Lifecycle:
             why = answers.RESULT_KEEPS_VANISHING.format(times=times)
             self.publisher.fail(job, FailureDetail(kind="result_lost", reason=why))
         else:
-            self.backlog.append(job)
+            self.for_pool.append(job)
 
     def requeue(self, job: Job, reason: str, *, lost: bool = False) -> None:
         """The job is QUEUED again: cancelled at shutdown (it runs at the next start), or

@@ -174,4 +174,4 @@ def _recover(lc: Lifecycle, row: JobRow) -> None:
             # of why in between)
             lc.spool.append_log(job, f"{answers.STOPPED_WHILE_RUNNING}; it runs again")
         lc.queued_again(job, note="the daemon restarted")  # best effort, as RUNNING is requeued
-        lc.backlog.append(job)
+        lc.for_pool.append(job)
