@@ -45,6 +45,10 @@ def test_demo_web_serves_the_results_until_ctrl_c(tmp_path: Path) -> None:
         for photo in ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg"):
             assert photo in gallery, photo
         assert "cells" in sections["styles"]["html"]
+        # The demo's daemon has stopped, as it should: said so, not in alarm (a demo trial's
+        # page said "not running: start it with `stylefold run`" in red).
+        health = sections["health"]["html"]
+        assert 'class="health ok"' in health and "the demo runs the daemon only" in health
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0, demo.stdout.read()
     finally:

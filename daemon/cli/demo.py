@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+# The page's daemon line while the demo's daemon is not running (before it starts, once done).
+DEMO_STOPPED = (
+    "not running now: the demo runs the daemon only until its photos are answered (the "
+    "`stylefold once` command it prints last runs it again for photos of your own)"
+)
 
 
 # -- running the daemon -------------------------------------------------------------------------
@@ -333,7 +338,7 @@ def start_page(folder: Path, port: int) -> WebServer:
         create_dirs=False,
     )
     try:
-        page = bind(settings, "127.0.0.1", port)
+        page = bind(settings, "127.0.0.1", port, when_stopped=DEMO_STOPPED)
     except OSError as exc:
         raise DemoError(f"cannot serve the page on port {port} ({exc.strerror}); "
                         "choose another --web-port") from None  # fmt: skip

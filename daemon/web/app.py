@@ -139,9 +139,10 @@ class Site:
     """What the requests share: the settings, the style library (rescanned now and then),
     the job lookups and the picture encoder."""
 
-    def __init__(self, settings: Settings, poll_seconds: float) -> None:
+    def __init__(self, settings: Settings, poll_seconds: float, when_stopped: str | None) -> None:
         self.settings = settings
         self.poll_seconds = poll_seconds
+        self.when_stopped = when_stopped
         self.outputs = Outputs(settings)
         self.pictures = Pictures(settings.state / "thumbnails", settings.max_pixels)
         # A result is shown at most as large as its manifest says, a preview as the engine
@@ -169,7 +170,7 @@ class Site:
 
     def page(self) -> Page:
         report = read_status(self.settings.state)
-        return build_page(report, self.settings, self.outputs, self.library())
+        return build_page(report, self.settings, self.outputs, self.library(), self.when_stopped)
 
     def sections(self, page: Page) -> dict[str, str]:
         return {
@@ -178,9 +179,11 @@ class Site:
         }
 
 
-def create_app(settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> Starlette:
-    """The page for the daemon of `settings`."""
-    site = Site(settings, poll_seconds)
+def create_app(
+    settings: Settings, *, poll_seconds: float = POLL_SECONDS, when_stopped: str | None = None
+) -> Starlette:
+    """The page for the daemon of `settings` (`when_stopped`: `page.health`'s)."""
+    site = Site(settings, poll_seconds, when_stopped)
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(HostCheck, names=own_names(settings)),

@@ -138,7 +138,11 @@ def job_url(job_id: str, what: str) -> str:
 
 
 def build_page(
-    report: StatusReport, settings: Settings, outputs: Outputs, library: StyleLibrary
+    report: StatusReport,
+    settings: Settings,
+    outputs: Outputs,
+    library: StyleLibrary,
+    when_stopped: str | None = None,
 ) -> Page:
     now = time.time()
     queue = queue_rows(report, now)
@@ -149,7 +153,7 @@ def build_page(
         failures=failures(report.recent, outputs),
         styles=[_style_card(style.name, style.path, style.defaults) for style in library.styles()],
         skipped=[Skipped(p.path.name, p.reason) for p in library.problems],
-        health=health(report, settings, now),
+        health=health(report, settings, now, when_stopped),
         at=time.strftime("%H:%M:%S", time.localtime(now)),
     )
 
@@ -290,11 +294,15 @@ def _style_card(name: str, path: Path, defaults: dict[str, object]) -> StyleCard
     return StyleCard(name, f"/styles/{quote(name, safe='')}/thumb?v={version}", shown)
 
 
-def health(report: StatusReport, settings: Settings, now: float) -> Health:
+def health(
+    report: StatusReport, settings: Settings, now: float, when_stopped: str | None = None
+) -> Health:
+    """`when_stopped`: what a stopped daemon means where stopping is expected (the demo's,
+    which stops once its photos are done: a demo trial's page said "not running" in red)."""
     daemon = report.daemon
-    ok = daemon.running
+    ok = daemon.running or when_stopped is not None
     if not daemon.running:
-        state = "not running: start it with `stylefold run` (or its systemd unit)"
+        state = when_stopped or "not running: start it with `stylefold run` (or its systemd unit)"
     else:
         doing = "stopping" if daemon.stopping else "running"
         if daemon.starting:

@@ -112,7 +112,12 @@ class WebServer:
 
 
 def bind(
-    settings: Settings, host: str, port: int, *, poll_seconds: float = POLL_SECONDS
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    poll_seconds: float = POLL_SECONDS,
+    when_stopped: str | None = None,
 ) -> WebServer:
     """The page for `settings` on host:port (OSError when the address cannot be bound)."""
     if not is_loopback(host):
@@ -126,7 +131,7 @@ def bind(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
     bound = sock.getsockname()[1]
-    app = create_app(settings, poll_seconds=poll_seconds)
+    app = create_app(settings, poll_seconds=poll_seconds, when_stopped=when_stopped)
     # A stop waits at most SHUTDOWN_GRACE for open requests (a phone that stopped reading),
     # well inside the unit's TimeoutStopSec=.
     config = uvicorn.Config(
