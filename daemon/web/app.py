@@ -139,7 +139,9 @@ class Site:
     """What the requests share: the settings, the style library (rescanned now and then),
     the job lookups and the picture encoder."""
 
-    def __init__(self, settings: Settings, poll_seconds: float, when_stopped: str | None) -> None:
+    def __init__(
+        self, settings: Settings, poll_seconds: float, when_stopped: str | None = None
+    ) -> None:
         self.settings = settings
         self.poll_seconds = poll_seconds
         self.when_stopped = when_stopped
