@@ -151,6 +151,7 @@ class Lifecycle:
 
     def retry_blocked(self) -> None:
         self.publisher.retry_blocked()
+        self.at_work.sweep()
         now = time.monotonic()
         for back in [back for back in self.returning.values() if back.retry_at <= now]:
             self._return(back)

@@ -435,8 +435,8 @@ def _clash(exc: OSError) -> str | None:
         if folder.is_symlink():  # made by another writer of the outbox: see `outbox.is_folder`
             return (
                 f"{folder} is a link, where the answer needs a folder of that name, and answers "
-                "are never written through a link; the answer goes to a numbered folder at the "
-                "next try"
+                "are never written through a link; if it is still one at the next try, the "
+                "answer goes to a numbered folder"
             )
         if os.path.lexists(folder) and not folder.is_dir():
             return (

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -24,6 +26,15 @@ from daemon.pool.events import Progress, Started
 
 log = structlog.get_logger("stylefold.jobs")
 UNRECORDED_REQUEUE = "back in the queue before this start (not recorded then: state full)"
+LEFTOVER_RETRY = 5.0  # seconds between tries to remove a stopped job's progress file
+MAX_LEFTOVERS = 1000  # the oldest are forgotten beyond this
+
+
+@dataclass(frozen=True)
+class Leftover:
+    job_id: str
+    outbox: Path
+    retry_at: float  # time.monotonic()
 
 
 class RunningJobs:
@@ -33,6 +44,7 @@ class RunningJobs:
         self.store = store
         self.spool = spool
         self.running = running
+        self.leftovers: dict[Path, Leftover] = {}
 
     def started(self, job: Job, event: Started) -> None:
         """Record RUNNING and count the start (recovery gives up after MAX_STARTS)."""
@@ -111,5 +123,35 @@ class RunningJobs:
         self.running.pop(job.id, None)
         names = self.spool.names(job)
         for path in (names.progress, names.preview):
-            with contextlib.suppress(OSError):
+            try:
                 remove(path, names.outbox)
+            except OSError:
+                self._leftovers(path, job.id, names.outbox)
+
+    def _leftovers(self, path: Path, job_id: str, outbox: Path) -> None:
+        """A file `stopped` could not remove (its folder swapped for a link at that moment, or
+        not writable), tried again by `sweep`: an attacker's trial toggling an outbox folder
+        and a link left `"state": "running"` progress files for good beside answers that had
+        gone to a numbered folder."""
+        self.leftovers.pop(path, None)
+        self.leftovers[path] = Leftover(job_id, outbox, time.monotonic() + LEFTOVER_RETRY)
+        while len(self.leftovers) > MAX_LEFTOVERS:
+            del self.leftovers[next(iter(self.leftovers))]
+
+    def sweep(self) -> None:
+        """Remove the progress files and previews of stopped jobs that `stopped` could not,
+        unless the job runs again or another job's answer has taken the name since."""
+        now = time.monotonic()
+        due = [(path, left) for path, left in self.leftovers.items() if left.retry_at <= now]
+        if not due:
+            return
+        for path, left in due:
+            if left.job_id in self.running:
+                continue  # its new progress file is at this name now; removed when it stops
+            del self.leftovers[path]
+            if path in self.spool.places.reserved(but=left.job_id):
+                continue  # another job's now
+            try:
+                remove(path, left.outbox)
+            except OSError:
+                self._leftovers(path, left.job_id, left.outbox)
