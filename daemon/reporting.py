@@ -120,7 +120,7 @@ class Reporter:
         assert daemon.lifecycle is not None and daemon.store is not None
         items = daemon.lifecycle.items()
         inbox = daemon.intake.items(now, time.time())
-        inbox += daemon.lifecycle.deferred.items(daemon.settings.inbox)
+        inbox += daemon.lifecycle.ready_items()
         inbox_states = tuple(i.state for i in inbox)  # settling -> still arriving shows at once
         shape = (tuple((i.job_id, i.state) for i in items), inbox_states, daemon.watcher.paused)
         if not force and shape == self._shape and now - self._last < STATUS_EVERY:

@@ -165,7 +165,7 @@ def test_every_section_in_order() -> None:
         "settling",
         "still arriving",
         "waiting for their pair",
-        "ready, waiting for room in the queue",
+        "ready to be claimed",
         "queued",
         "running",
         "publishing",
@@ -182,7 +182,7 @@ def test_every_section_in_order() -> None:
     assert "finished: 7 done, 1 failed, 1 rejected" in text
     assert "in/lonely.jpg  waits for lonely.json (waiting 2 min, gives up in 4 min)" in text
     assert "q/queued.jpg  waiting 30 s; starts in about 4 min; started 1 time(s) before" in text
-    assert "\n  in/ready.jpg  for 40 s\n" in text
+    assert "\n  in/ready.jpg  waits for room in the queue (queue_max), for 40 s\n" in text
     assert (
         "r/running.jpg  42.5% (85/200) on cuda:0, about 2 min left; preview r/running.preview.jpg"
         in text

@@ -22,6 +22,7 @@ from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
 from daemon.jobs import answers, handover
 from daemon.jobs.lifecycle import Lifecycle
+from daemon.jobs.ready import READY_FULL, READY_IN_TURN
 from daemon.jobs.record import Job
 from daemon.jobs.spool import CLAIM_FILE, ClaimIntent, Spool
 from daemon.jobs.states import State
@@ -335,3 +336,23 @@ def test_a_full_queue_is_listed_and_further_photos_wait_in_the_inbox(folders: Fo
     assert (settings.inbox / "p2.jpg").exists()
     [item] = lifecycle.attention()
     assert "queue_max (1)" in item.what and "wait in the inbox" in item.what
+    waiting = lifecycle.ready_items()
+    assert [(item.path, item.note) for item in waiting] == [
+        ("p1.jpg", READY_FULL),
+        ("p2.jpg", READY_FULL),
+    ]
+
+
+def test_pairs_waiting_only_for_their_turn_are_not_said_to_wait_for_room(
+    folders: Folders,
+) -> None:
+    """Claims are paced, a few per turn of the daemon's loop: an attacker's flood of 5,000
+    junk pairs was listed as "waiting for room in the queue" while the queue was empty."""
+    settings = load_settings(folders.config(), {})
+    lifecycle = _lifecycle(settings, Store(settings.state))
+    image, sidecar = pair(settings.inbox, "p.jpg", seed=1)
+    lifecycle.arrived(arrival(settings.inbox, image, sidecar))
+    lifecycle.feed(0.0)  # a turn whose time for claims is spent
+    assert not lifecycle.jobs and lifecycle.pool.has_room()
+    waiting = lifecycle.ready_items()
+    assert [(item.path, item.note) for item in waiting] == [("p.jpg", READY_IN_TURN)]

@@ -36,7 +36,7 @@ def test_a_pair_put_back_is_first_again_and_status_lists_them_in_that_order() ->
         ready.append(_pair(rel))
     first = ready.popleft()
     ready.appendleft(first)  # its claim could not be made now
-    items = ready.items(INBOX)
+    items = ready.items(INBOX, queue_full=True)
     assert [item.path for item in items] == ["roll/a.jpg", "mine.jpg", "roll/b.jpg"]
     assert {item.state for item in items} == {"ready"} and "queue_max" in items[0].note
     assert top_folder(Path(".")) == "" and top_folder("roll/sub") == "roll"

@@ -44,7 +44,7 @@ INBOX_SECTIONS = (
     ("settling", "settling"),
     ("arriving", "still arriving"),
     ("waiting", "waiting for their pair"),
-    ("ready", "ready, waiting for room in the queue"),
+    ("ready", "ready to be claimed"),
 )
 JOB_SECTIONS = (State.QUEUED, State.RUNNING, State.PUBLISHING, State.BLOCKED)
 
@@ -202,8 +202,8 @@ def _inbox_line(item: InboxItem, now: float) -> str:
         if item.gives_up_in is not None:
             text += f", gives up in {duration(item.gives_up_in)}"
         return text + ")"
-    if item.state == "ready":  # the heading says what it waits for
-        return f"{item.path}  for {duration(now - item.since)}"
+    if item.state == "ready":  # the heading says ready
+        return f"{item.path}  {item.note.removeprefix('ready; ')}, for {duration(now - item.since)}"
     return f"{item.path}  {item.note} (last change {duration(now - item.since)} ago)"
 
 

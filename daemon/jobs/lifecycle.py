@@ -60,7 +60,7 @@ from daemon.pool.events import (
 )
 from daemon.pool.render import photo_problem
 from daemon.safefs import Changed
-from daemon.status_model import Attention, JobItem
+from daemon.status_model import Attention, InboxItem, JobItem
 from service.imageio import read_header
 
 log = structlog.get_logger("stylefold.jobs")
@@ -159,6 +159,10 @@ class Lifecycle:
     def arrived(self, arrival: Arrival) -> None:
         """A pair the intake found ready: claimed in turn, as the queue has room (`feed`)."""
         self.deferred.append(arrival)
+
+    def ready_items(self) -> list[InboxItem]:
+        """For `status`: the pairs ready in the inbox and not claimed yet (`deferred`)."""
+        return self.deferred.items(self.settings.inbox, queue_full=not self.pool.has_room())
 
     def settle_again(self) -> list[Path]:
         """The inbox files a claim found changed since they settled (or a roll-back gave

@@ -18,6 +18,9 @@ from daemon.intake.arrival import Arrival
 from daemon.pool.queue import in_turns
 from daemon.status_model import InboxItem
 
+READY_FULL = "ready; waits for room in the queue (queue_max)"
+READY_IN_TURN = "ready; claimed in turn"
+
 
 def top_folder(rel_dir: Path | str) -> str:
     """The inbox folder whose photos take one turn together ("" for the inbox itself)."""
@@ -78,14 +81,18 @@ class ReadyPairs:
             self._served.pop(share, None)
         return ready.arrival
 
-    def items(self, inbox: Path) -> list[InboxItem]:
-        """For `status`: each pair's photo, ready and waiting for room, in the order taken."""
+    def items(self, inbox: Path, queue_full: bool) -> list[InboxItem]:
+        """For `status`: each pair's photo, ready to be claimed, in the order taken. What they
+        wait for: room in the queue, or with room, only their turn (claims are paced, a few
+        per turn of the daemon's loop: an attacker's flood of 5,000 junk pairs was listed as
+        waiting for room while the queue was empty)."""
+        note = READY_FULL if queue_full else READY_IN_TURN
         return [
             InboxItem(
                 path=ready.arrival.image.relative_to(inbox).as_posix(),
                 state="ready",
                 since=ready.since,
-                note="ready; waits for room in the queue (queue_max)",
+                note=note,
             )
             for ready in self._in_turns()
         ]
