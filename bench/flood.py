@@ -8,6 +8,10 @@ when each report costs the same however many came before), and the oldest `statu
 
     python -m bench.flood --files 6000
     python -m bench.flood --files 20000 --daemon-src /path/to/an/older/checkout
+    python -m bench.flood --files 2000 --broken-sidecars
+
+`--broken-sidecars` gives each empty photo a sidecar that is not JSON (`{`): pairs that the
+intake emits and a claim rejects, where lone photos are reported by the intake itself.
 
 `--daemon-src` runs the daemon from another checkout (the same flood before and after a change,
 one after the other on the same machine).
@@ -50,7 +54,7 @@ class Flood:
     status_age_s: float  # the oldest status.json was, from the flood's start to its end
 
 
-def flood(files: int, source: Path) -> Flood:
+def flood(files: int, source: Path, broken_sidecars: bool = False) -> Flood:
     with tempfile.TemporaryDirectory(prefix="stylefold-flood-") as tmp:
         root = Path(tmp)
         for name in ("inbox/flood", "outbox", "styles", "state"):
@@ -73,6 +77,8 @@ def flood(files: int, source: Path) -> Flood:
             began = time.monotonic()
             for index in range(files):
                 (root / "inbox" / "flood" / f"e{index:06d}.jpg").touch()
+                if broken_sidecars:
+                    (root / "inbox" / "flood" / f"e{index:06d}.json").write_text("{")
             time.sleep(2)
             (root / "inbox" / "good.jpg").write_bytes(photo(1, (64, 48)))
             (root / "inbox" / "good.json").write_text(json.dumps({"style": "mosaic"}))
@@ -105,12 +111,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=6000)
     parser.add_argument("--daemon-src", type=Path, default=REPO, help="a checkout to run")
+    parser.add_argument("--broken-sidecars", action="store_true")
     args = parser.parse_args()
     print(json.dumps(machine.describe("cpu", args.daemon_src)))
-    result = flood(args.files, args.daemon_src.resolve())
+    result = flood(args.files, args.daemon_src.resolve(), args.broken_sidecars)
     rates = ", ".join(f"{rate:.0f}" for rate in result.rates)
+    what = "empty photos with broken sidecars" if args.broken_sidecars else "empty photos"
     print(
-        f"{args.files} empty photos: all reported after {result.all_reported_s:.1f} s "
+        f"{args.files} {what}: all reported after {result.all_reported_s:.1f} s "
         f"({result.reporting_s:.1f} s from the first report); the good pair answered "
         f"{result.good_pair_s:.1f} s after it was dropped; reports/s by fifth: {rates}; "
         f"status at most {result.status_age_s:.1f} s old"
