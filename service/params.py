@@ -103,15 +103,19 @@ def style_weight_for(strength: float) -> float:
     return float(10 ** (low + strength * (high - low)))
 
 
-def beyond_strength(error_type: str, loc: Sequence[int | str]) -> str:
+def beyond_strength(error_type: str, loc: Sequence[int | str], value: object = None) -> str:
     """For a strength past 1 or below 0 (pydantic's `less_than_equal`/`greater_than_equal` at
     a `loc` ending in strength): the style_weight that goes further (photographers' trials:
     1.5, then -1, told only the bound), for every place that tells it: sidecars, style
-    defaults, flags, config files. Empty for any other error."""
+    defaults, flags, config files. A `value` that reads as a percentage (2 to 100) is told
+    its fraction first (a photographer's trial: 50, meant as 50 %, was sent to style_weight).
+    Empty for any other error."""
     ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
     if error_type not in ends or tuple(loc[-1:]) != ("strength",):
         return ""
     what, end = ends[error_type]
+    if isinstance(value, int | float) and not isinstance(value, bool) and 2 <= value <= 100:
+        return f"; strength is a fraction: for {value:g} %, write {value / 100:g}"
     weight = style_weight_for(end)
     told = f"; for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
     return told + "style_weight instead"

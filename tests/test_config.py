@@ -491,6 +491,9 @@ def test_a_strength_beyond_its_scale_is_told_the_style_weight_to_set(
         told = error_of(config, folders)
         assert "defaults.strength: Input should be" in told and f"(got {strength})" in told, told
         assert f"; for {what} gives (style_weight " in told and "set style_weight instead" in told
+    config = tmp_path / "percent.toml"
+    config.write_text("[defaults]\nstrength = 70\n")
+    assert "(got 70); strength is a fraction: for 70 %, write 0.7" in error_of(config, folders)
 
 
 def test_the_output_format_is_spelt_as_a_sidecar_may_spell_it(folders: dict[str, Any]) -> None:

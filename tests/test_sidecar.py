@@ -85,6 +85,8 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"strenght": 1}}, "did you mean 'strength'? rename it, or remove it"),
         ({"params": {"strength": 1.5}}, "(got 1.5); for more style than strength 1 gives (style_"),
         ({"params": {"strength": -1}}, "(got -1); for less style than strength 0 gives (style_"),
+        # a photographer's trial: 50 % was sent to style_weight
+        ({"params": {"strength": 50}}, "(got 50); strength is a fraction: for 50 %, write 0.5"),
         ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
         ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),

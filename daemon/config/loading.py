@@ -99,7 +99,7 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             got = problem.get("input")
             plain = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if plain else ""
-            beyond = beyond_strength(problem["type"], loc)
+            beyond = beyond_strength(problem["type"], loc, got)
             lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc, message=message)}")
     return "\n".join(lines)
 

@@ -320,7 +320,7 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
         message += " needed"
     if isinstance(got, float) and not math.isfinite(got):  # `render --strength nan`: "<= 1"
         return f"must be a finite number (got {shown(got)})"
-    beyond = beyond_strength(kind, item["loc"])
+    beyond = beyond_strength(kind, item["loc"], got)
     value = ""
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
