@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.jobs.estimate import Pace, planned_work, queue_starts, start_in
-from daemon.jobs.record import Job
+from daemon.jobs.record import AnswerNames, Job
 from daemon.pool.api import WorkerState
 from daemon.pool.events import ResultInfo, WorkerTimings, WorkerVersions
 from service.params import RenderParams
@@ -72,7 +72,8 @@ def _queued(job_id: str, params: RenderParams) -> Job:
     return Job(
         id=job_id, claimed_at=0.0, rel_dir="", image_name=f"{job_id}.jpg", sidecar_name=None,
         sidecar=None, input_file="input.jpg", input_sha256="0" * 64, styles=[], params=params,
-        output_format="jpg", output_quality=92, names={}, key=job_id,
+        output_format="jpg", output_quality=92, key=job_id,
+        names=AnswerNames(stem=job_id, image_ext="jpg", number=1),
     )  # fmt: skip
 
 
