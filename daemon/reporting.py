@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from daemon.fsutil import atomic_write, model_to_json
 from daemon.jobs.states import State
-from daemon.pool.api import Outage
+from daemon.pool.api import LoadTrouble, Outage
 from daemon.status import STATUS_FILE, from_store, listed
 from daemon.status_model import Attention, DaemonInfo, ReloadInfo, StatusReport, WorkerItem
 from daemon.supervision import host_attention, status_line
@@ -69,6 +69,17 @@ def _outage_attention(outage: Outage) -> Attention:
         since=outage.since,
         fix="jobs wait in the queue and the daemon connects again by itself, waiting up to a "
         "minute between tries; on the head: `ray status`, `systemctl status ray-head`",
+    )
+
+
+def _load_attention(trouble: LoadTrouble) -> Attention:
+    return Attention(
+        what=f"{trouble.failures} render worker(s) could not load the engine",
+        where=trouble.reason,
+        since=trouble.since,
+        fix="the reason says what to mend (`stylefold doctor` checks the nodes' versions and "
+        "the weights); replacements start by themselves, waiting up to a minute between tries, "
+        "and jobs wait in the queue meanwhile",
     )
 
 
@@ -133,6 +144,8 @@ class Reporter:
         # Limits reached (depth, tracked files, queue) and originals kept aside.
         report.attention += daemon.watcher.attention() + daemon.intake.attention()
         report.attention += daemon.lifecycle.attention()
+        if (trouble := daemon.pool.load_trouble()) is not None:
+            report.attention.append(_load_attention(trouble))
         if (outage := daemon.pool.outage) is not None:
             report.attention.append(_outage_attention(outage))
         elif daemon.settings.backend == "ray" and (

@@ -185,6 +185,16 @@ class TestDaemonThroughFaults:
     def test_refuses_the_actor_of_another_version(self, nodes: RayCluster, daemon: Daemon) -> None:
         failed = wait_for(lambda: events(daemon, "pool.worker_load_failed"), 60, "the refusal")
         assert "the Ray node stranger runs stylefold 9.9.9" in failed[0]["error"]
+        # Said by `status` too, not only in the log (a Ray operator's trial: after a reconnect
+        # to nodes upgraded meanwhile, a job waited for good and status listed nothing).
+        status = daemon.folders.state / "status.json"
+
+        def told() -> list[dict[str, Any]]:
+            attention = json.loads(status.read_text())["attention"] if status.exists() else []
+            return [item for item in attention if "could not load the engine" in item["what"]]
+
+        [item] = wait_for(told, 30, "the refusal in status")
+        assert "stranger runs stylefold 9.9.9" in item["where"] and "doctor" in item["fix"]
         nodes.node("stranger").kill()  # no more refusals to wait through
 
     def test_jobs_run_on_both_nodes_and_name_them(self, daemon: Daemon) -> None:

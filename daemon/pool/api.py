@@ -34,6 +34,16 @@ class ClusterUnavailable(PoolError):
 
 
 @dataclass(frozen=True)
+class LoadTrouble:
+    """Members that failed to load the engine lately (a node with another stylefold version,
+    a missing weights file): how many, the latest reason, and since when (epoch seconds)."""
+
+    failures: int
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
 class Outage:
     """The cluster the members live on does not answer: where, why, and since when (epoch
     seconds, the first loss of a run of failed tries)."""
@@ -105,6 +115,11 @@ class WorkerPool(Protocol):
     @property
     def outage(self) -> Outage | None:
         """Set while the members' cluster cannot be reached (the pool connects again itself)."""
+        ...
+
+    def load_trouble(self) -> LoadTrouble | None:
+        """Set while members keep failing to load (none for `LOAD_TROUBLE_WINDOW` seconds
+        clears it); the pool keeps starting replacements meanwhile."""
         ...
 
     def workers(self) -> list[WorkerState]: ...

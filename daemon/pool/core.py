@@ -18,6 +18,7 @@ import structlog
 from daemon.pool import retry
 from daemon.pool.api import (
     ClusterUnavailable,
+    LoadTrouble,
     MemberState,
     Outage,
     PoolError,
@@ -52,6 +53,9 @@ log = structlog.get_logger(__name__)
 
 CANCEL_WAIT = 10.0  # seconds a member gets to stop after a cancel before it is killed
 RESPAWN_BACKOFF_MAX = 60.0
+# Load failures older than this no longer count as trouble: over two of the longest waits
+# between replacements, so a failure that repeats keeps it set.
+LOAD_TROUBLE_WINDOW = 2.5 * RESPAWN_BACKOFF_MAX
 # Load failures the settings decide: a device the machine lacks, weights that do not load.
 SETUP_KINDS: frozenset[FailureKind] = frozenset({"device", "weights"})
 LOAD_ERRORS_KEPT = 20  # the latest reasons members could not load, for wait_ready's error
@@ -125,6 +129,8 @@ class Pool:
         self._next_id = 0
         self._load_errors: list[str] = []
         self._load_kinds: set[FailureKind] = set()  # why members failed to load, by kind
+        self._trouble: LoadTrouble | None = None  # the latest run of load failures
+        self._trouble_at = 0.0  # epoch of its latest failure
         self._pending_respawn: list[tuple[float, str]] = []  # (when, device) of replacements
         self._respawn_failures: dict[str, int] = {}  # device -> consecutive failed starts
         self._cluster_lost = False  # a member went with its whole cluster
@@ -171,6 +177,22 @@ class Pool:
     @property
     def outage(self) -> Outage | None:
         return self.members.outage
+
+    def load_trouble(self) -> LoadTrouble | None:
+        """A Ray operator's trial: after a reconnect to nodes upgraded meanwhile, every actor
+        refused to load (another stylefold version), a job waited in the queue for good, and
+        `status` said nothing; only the log did."""
+        if time.time() - self._trouble_at > LOAD_TROUBLE_WINDOW:
+            return None
+        return self._trouble
+
+    def _troubled(self, why: str) -> None:
+        now = time.time()
+        if (trouble := self.load_trouble()) is None:
+            self._trouble = LoadTrouble(1, why, now)
+        else:
+            self._trouble = replace(trouble, failures=trouble.failures + 1, reason=why)
+        self._trouble_at = now
 
     def workers(self) -> list[WorkerState]:
         return [
@@ -275,6 +297,7 @@ class Pool:
             self._load_kinds.add(report.kind)
             self._load_errors.append(f"{member.device}: {report.error}")
             del self._load_errors[:-LOAD_ERRORS_KEPT]
+            self._troubled(f"{member.device}: {report.error}")
             log.error(
                 "pool.worker_load_failed",
                 worker=member.worker_id,
