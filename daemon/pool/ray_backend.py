@@ -129,8 +129,12 @@ def _not_joined(driver: DriverProcess, address: str, timeout: float, problem: st
         return SetupError(problem)
     reached = f"cannot reach the Ray cluster at {address!r} within {timeout:g} s "
     reached += f"(ray_connect_timeout): {problem}"
-    if driver.connect_failure == "nothing listens":
-        return ClusterUnavailable(reached)
+    if driver.connect_failure == "nothing listens":  # a Ray operator's trial: no fix was said
+        return ClusterUnavailable(
+            f"{reached}; start the cluster (on the head: `systemctl start ray-head`, or `ray "
+            "start --head`) or correct ray_address (`stylefold doctor` checks it); under "
+            "systemd the daemon is started again by itself"
+        )
     token = (
         "check that RAY_AUTH_TOKEN in this daemon's environment is the head's"
         if os.environ.get("RAY_AUTH_MODE") == "token"
@@ -138,7 +142,9 @@ def _not_joined(driver: DriverProcess, address: str, timeout: float, problem: st
     )
     return ClusterUnavailable(
         f"{reached}; a cluster that asks for a token refuses a missing or wrong one this way "
-        f"too: if yours does, {token}"
+        f"too: if yours does, {token}; if it does not, the head's Ray Client server may have "
+        "failed to start this client's session (its ray_client_server logs on the head): "
+        "try again"
     )
 
 
