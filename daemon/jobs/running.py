@@ -143,8 +143,6 @@ class RunningJobs:
         unless the job runs again or another job's answer has taken the name since."""
         now = time.monotonic()
         due = [(path, left) for path, left in self.leftovers.items() if left.retry_at <= now]
-        if not due:
-            return
         for path, left in due:
             if left.job_id in self.running:
                 continue  # its new progress file is at this name now; removed when it stops
