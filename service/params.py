@@ -232,7 +232,8 @@ class RenderParams(BaseModel):
         description="Style image size relative to the output size (linear; at 1 the style "
         "image has as many pixels as the output; lower makes the strokes finer). The style "
         f"image's short side stays at least {STYLE_MIN_SIDE} px, below which it carries no "
-        "texture; the job log says when that overrode a style_scale below 1.",
+        "texture: for small outputs a low style_scale, and even 1, change nothing (the job log "
+        "says when that overrode a style_scale below 1).",
     )
     preserve_colors: ColorMode = Field(
         default="none",
