@@ -14,6 +14,7 @@ import pwd
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, TypeVar
 
@@ -55,7 +56,13 @@ def _write_chunks(
         under = path.parent
         under.mkdir(parents=True, exist_ok=True)
     tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
-    with _named(path.parent), safefs.folder(under, path.parent.relative_to(under), True) as folder:
+    held = _held.get()
+    opened = (
+        contextlib.nullcontext(held[1])
+        if held is not None and held[0] == path.parent
+        else safefs.folder(under, path.parent.relative_to(under), True)
+    )
+    with _named(path.parent), opened as folder:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with os.fdopen(os.open(tmp, flags, 0o666, dir_fd=folder), "wb") as handle:
@@ -73,6 +80,25 @@ def _write_chunks(
             raise
         if durable:
             os.fsync(folder)
+
+
+# The folder `one_folder` holds open: (its path, its descriptor); None outside one.
+_held: ContextVar[tuple[Path, int] | None] = ContextVar("held_folder", default=None)
+
+
+@contextlib.contextmanager
+def one_folder(folder: Path, under: Path) -> Iterator[None]:
+    """Within, the atomic writes into `folder` (reached from `under` as `_write_chunks` does)
+    go to the folder opened here, once: files written together land together though another
+    writer swaps the folder's path for a link between them (an attacker's trial: an answer's
+    image landed, its log and manifest were refused, and for the 30 s until the next try the
+    outbox held a result without its manifest)."""
+    with _named(folder), safefs.folder(under, folder.relative_to(under), True) as fd:
+        token = _held.set((folder, fd))
+        try:
+            yield
+        finally:
+            _held.reset(token)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """Outbox writes: whole files only, names that never replace an earlier result."""
 
+import contextlib
 import ctypes
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -306,6 +308,56 @@ def test_answers_are_never_written_or_removed_through_a_folder_link(tmp_path: Pa
     assert sorted(p.name for p in elsewhere.iterdir()) == ["photo.log"]
     assert (elsewhere / "photo.log").read_text() == "theirs"
     assert not outbox.is_folder(root, "trip") and outbox.is_folder(root, "")
+
+
+def test_an_answer_lands_whole_though_its_folder_is_swapped_for_a_link_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """An attacker's trial toggled an outbox folder and a link to elsewhere while answers were
+    written: an image landed, its log and manifest were refused through the link, and the
+    outbox held a result without its manifest until the next try. Each answer is written into
+    its folder as opened once: all of it, or none of it (refused), never part."""
+    root, elsewhere = tmp_path / "outbox", tmp_path / "elsewhere"
+    folder = root / "trip"
+    folder.mkdir(parents=True)
+    elsewhere.mkdir()
+    rendered = tmp_path / "render.jpg"
+    rendered.write_bytes(b"\xff\xd8jpeg" * 1000)
+    stop = threading.Event()
+
+    def toggle() -> None:
+        for turn in itertools.count():
+            if stop.is_set():
+                return
+            with contextlib.suppress(OSError):  # a write may make the folder again meanwhile
+                folder.rename(root / f"away{turn}")
+                folder.symlink_to(elsewhere)
+                time.sleep(0.0005)
+                folder.unlink()
+            time.sleep(0.0005)
+
+    toggler = threading.Thread(target=toggle)
+    toggler.start()
+    refused = 0
+    try:
+        for index in range(150):
+            names = outbox.OutputNames(folder, f"p{index}", "jpg", 1, root)
+            try:
+                outbox.publish_result(names, rendered, a_manifest(f"job-{index}"), "line\n")
+            except OSError:
+                refused += 1
+    finally:
+        stop.set()
+        toggler.join()
+    assert list(elsewhere.iterdir()) == []
+    found: dict[tuple[Path, str], set[str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            stem, _, tail = path.name.partition(".")
+            found.setdefault((path.parent, stem), set()).add(tail)
+    whole = {"stylised.jpg", "log", "manifest.json"}
+    assert {key: got for key, got in found.items() if got != whole} == {}
+    assert 0 < refused < 150 and len(found) == 150 - refused
 
 
 def test_a_link_at_an_answers_name_is_replaced_not_followed(tmp_path: Path) -> None:

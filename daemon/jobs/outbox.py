@@ -44,6 +44,7 @@ from daemon.fsutil import (
     atomic_write_json,
     fit_name,
     fit_stem,
+    one_folder,
     read_json,
     remove,
     text_bytes,
@@ -628,19 +629,22 @@ def publish_result(
     sha256: str | None = None,
     opened: BinaryIO | None = None,
 ) -> None:
-    """Image first, manifest last: a manifest in the outbox means its image is complete. With
-    `sha256` the image copied must have it, `opened` it (`fsutil.atomic_copy`)."""
-    atomic_copy(image, names.image, names.outbox, sha256, opened)
-    atomic_write(names.log, text_bytes(log), under=names.outbox)
-    atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
+    """Image first, manifest last: a manifest in the outbox means its image is complete. All
+    three into the folder as opened once (`one_folder`). With `sha256` the image copied must
+    have it, `opened` it (`fsutil.atomic_copy`)."""
+    with one_folder(names.folder, names.outbox):
+        atomic_copy(image, names.image, names.outbox, sha256, opened)
+        atomic_write(names.log, text_bytes(log), under=names.outbox)
+        atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
 
 
 def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:
     """The job's log, then `<stem>.error.json`, whose `error` says what was wrong and the fix;
     then an earlier answer's manifest for the same photo whose image is gone goes, since the
     log beside it is now the report's."""
-    atomic_write(names.log, text_bytes(log), under=names.outbox)
-    atomic_write_json(names.error, report.model_dump(mode="json"), under=names.outbox)
+    with one_folder(names.folder, names.outbox):
+        atomic_write(names.log, text_bytes(log), under=names.outbox)
+        atomic_write_json(names.error, report.model_dump(mode="json"), under=names.outbox)
     if image_gone(names, [report.input]):
         remove(names.manifest, names.outbox)
 
