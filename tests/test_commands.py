@@ -339,6 +339,16 @@ def test_doctor_passes_and_names_what_is_wrong(folders: Folders) -> None:
     ) in typo.stdout
     for line in ("ok   devices: cpu", "ok   weights: vgg19 loads", "ok   inotify:"):
         assert line in result.stdout
+    # An inbox Syncthing shares: archive "move" is safe only in a Receive Only folder, which
+    # doctor cannot see (a Syncthing user's trial: Send & Receive lost the phone's originals).
+    (folders.inbox / ".stfolder").mkdir()
+    synced = stylefold("doctor", "--config", str(folders.config(archive="move")))
+    assert synced.returncode == 0, synced.stdout
+    assert f"WARN inbox: {folders.inbox} is a Syncthing folder and archive is" in synced.stdout
+    assert "Receive Only" in synced.stdout
+    kept = stylefold("doctor", "--config", str(folders.config(archive="keep")))
+    assert "WARN" not in kept.stdout, kept.stdout
+    (folders.inbox / ".stfolder").rmdir()
     missing = folders.root / "gone"
     result = stylefold("doctor", "--config", str(folders.config()), "--inbox", str(missing))
     assert result.returncode == 1

@@ -166,6 +166,12 @@ def command(args: argparse.Namespace) -> int:
         print(f"WARN environment: {problem}")
     for note in defaults_notes(settings.defaults):
         print(f"WARN config: {note}")
+    if (synced := _syncthing_folder(settings.inbox)) is not None and settings.archive == "move":
+        print(
+            f'WARN inbox: {synced} is a Syncthing folder and archive is "move": make it '
+            'Receive Only on this server (or set archive = "keep"); Send & Receive passes '
+            "each archived original's removal on to the phones (deploy/README.md, Syncthing)"
+        )
     if (owner := _other_owner(settings.state)) is not None:  # root passes every permission
         # with the config it was given, and runuser where sudo is missing (an operator's trial)
         again = f"stylefold doctor{_config_flag(args)}"
@@ -201,6 +207,16 @@ def command(args: argparse.Namespace) -> int:
         print(visible_lines(f"{'ok  ' if ok else 'FAIL'} {text}"))  # names from the folders
     print("all checks passed" if not failed else f"{failed} check(s) failed; see the fixes above")
     return 1 if failed else 0
+
+
+def _syncthing_folder(inbox: Path) -> Path | None:
+    """The Syncthing folder the inbox is in (its root holds `.stfolder`), or None. Whether it
+    is Receive Only is in Syncthing's own config, not here (a Syncthing user's trial: a Send &
+    Receive inbox lost the phone's originals, and doctor said all checks passed)."""
+    for folder in (inbox, *inbox.parents):
+        if (folder / ".stfolder").exists():
+            return folder
+    return None
 
 
 WALK_LIMIT = 10_000  # folders of the state looked into; a spool or archive may hold many
