@@ -74,12 +74,13 @@ def _outage_attention(outage: Outage) -> Attention:
 
 def _load_attention(trouble: LoadTrouble) -> Attention:
     return Attention(
-        what=f"{trouble.failures} render worker(s) could not load the engine",
+        what=f"render workers failed to load the engine {trouble.failures} time(s)",
         where=trouble.reason,
         since=trouble.since,
         fix="the reason says what to mend (`stylefold doctor` checks the nodes' versions and "
-        "the weights); replacements start by themselves, waiting up to a minute between tries, "
-        "and jobs wait in the queue meanwhile",
+        "the weights); replacements start by themselves, up to a minute apart, and jobs wait "
+        "in the queue unless other workers take them; this clears a few minutes after the "
+        "last failure",
     )
 
 

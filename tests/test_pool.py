@@ -28,6 +28,7 @@ from daemon.pool import (
     Started,
     StyleRef,
     Task,
+    core,
 )
 from daemon.pool.core import Pool
 from daemon.pool.local import WorkerProcesses
@@ -251,15 +252,23 @@ def test_out_of_memory_is_retried_smaller_by_the_worker_pool(
     assert max(done.info.output_size) == 33
 
 
-def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path: Path) -> None:
+def test_a_worker_that_cannot_load_is_reported_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = WeightsConfig(vgg19=tmp_path / "missing.pth")
     pool = Pool(WorkerProcesses(["cpu"], 1, EngineSetup(weights=missing)))
+    assert pool.load_trouble() is None
     pool.start()
     try:
         # SetupError: the settings' fault, which the daemon exits on with EX_CONFIG.
         with pytest.raises(SetupError, match=r"no worker could start: cpu: .*missing\.pth"):
             pool.wait_ready(90)
         assert pool.ready_workers() == 0
+        # What `status` says while replacements keep failing, until a while after the last.
+        trouble = pool.load_trouble()
+        assert trouble is not None and trouble.failures >= 1 and "missing.pth" in trouble.reason
+        monkeypatch.setattr(core, "LOAD_TROUBLE_WINDOW", 0.0)
+        assert pool.load_trouble() is None
     finally:
         pool.stop()
 
@@ -295,6 +304,10 @@ def test_once_a_worker_starts_the_others_waiting_out_a_back_off_start_too() -> N
                 second_started = time.monotonic()
         assert first_ready is not None and second_started is not None
         assert second_started - first_ready < 2.0
+        # Deaths while loading are load trouble too (a crash loop left status silent).
+        trouble = pool.load_trouble()
+        assert trouble is not None and trouble.failures == 4, trouble
+        assert "while loading" in trouble.reason
         pool.wait_ready(90)
         assert pool.ready_workers() == 2
     finally:

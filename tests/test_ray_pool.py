@@ -191,7 +191,7 @@ class TestDaemonThroughFaults:
 
         def told() -> list[dict[str, Any]]:
             attention = json.loads(status.read_text())["attention"] if status.exists() else []
-            return [item for item in attention if "could not load the engine" in item["what"]]
+            return [item for item in attention if "failed to load the engine" in item["what"]]
 
         [item] = wait_for(told, 30, "the refusal in status")
         assert "stranger runs stylefold 9.9.9" in item["where"] and "doctor" in item["fix"]

@@ -36,7 +36,8 @@ class ClusterUnavailable(PoolError):
 @dataclass(frozen=True)
 class LoadTrouble:
     """Members that failed to load the engine lately (a node with another stylefold version,
-    a missing weights file): how many, the latest reason, and since when (epoch seconds)."""
+    a missing weights file, a crash while loading): how often, the latest reason, and since
+    when (epoch seconds)."""
 
     failures: int
     reason: str

@@ -8,6 +8,7 @@ arrives as a `Task` and leaves as `PoolEvent`s; the daemon keeps the durable rec
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -130,7 +131,7 @@ class Pool:
         self._load_errors: list[str] = []
         self._load_kinds: set[FailureKind] = set()  # why members failed to load, by kind
         self._trouble: LoadTrouble | None = None  # the latest run of load failures
-        self._trouble_at = 0.0  # epoch of its latest failure
+        self._trouble_at = -math.inf  # time.monotonic() of its latest failure
         self._pending_respawn: list[tuple[float, str]] = []  # (when, device) of replacements
         self._respawn_failures: dict[str, int] = {}  # device -> consecutive failed starts
         self._cluster_lost = False  # a member went with its whole cluster
@@ -182,17 +183,16 @@ class Pool:
         """A Ray operator's trial: after a reconnect to nodes upgraded meanwhile, every actor
         refused to load (another stylefold version), a job waited in the queue for good, and
         `status` said nothing; only the log did."""
-        if time.time() - self._trouble_at > LOAD_TROUBLE_WINDOW:
+        if time.monotonic() - self._trouble_at > LOAD_TROUBLE_WINDOW:
             return None
         return self._trouble
 
     def _troubled(self, why: str) -> None:
-        now = time.time()
         if (trouble := self.load_trouble()) is None:
-            self._trouble = LoadTrouble(1, why, now)
+            self._trouble = LoadTrouble(1, why, time.time())
         else:
             self._trouble = replace(trouble, failures=trouble.failures + 1, reason=why)
-        self._trouble_at = now
+        self._trouble_at = time.monotonic()
 
     def workers(self) -> list[WorkerState]:
         return [
@@ -359,6 +359,8 @@ class Pool:
             if not member.load_failed:
                 self._load_kinds.add(kind)
                 self._load_errors.append(f"{member.device}: {reason} while loading")
+                if not with_cluster:  # an outage is said as one (`outage`)
+                    self._troubled(f"{member.device}: {reason} while loading")
             del self._load_errors[:-LOAD_ERRORS_KEPT]
             failures = self._respawn_failures.get(member.device, 0) + 1
             self._respawn_failures[member.device] = failures
