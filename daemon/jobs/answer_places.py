@@ -38,6 +38,10 @@ class AnswerPlaces:
         meanwhile."""
         return [path for job, paths in self._reserved.items() if job != but for path in paths]
 
+    def holders(self) -> dict[Path, str]:
+        """Each reserved outbox name, with the id of the job that holds it."""
+        return {path: job for job, paths in self._reserved.items() for path in paths}
+
     def outbox_gone(self) -> str | None:
         """Why the outbox cannot take answers now, or None: missing, or its file system (a
         stick, a share) no longer mounted where it was at start. A user's trial: a stick

@@ -1,8 +1,10 @@
 """The jobs at a worker now, as the pool's Started and Progress events tell: what `status`
 shows of each (`daemon.jobs.live.Running`), its progress file and preview in the outbox, and the
 lines its log gets. Kept apart from `daemon.jobs.lifecycle`, which decides what happens to a job:
-here the pool's word is only recorded (QUEUED -> RUNNING, its starts), nothing is decided, and a
-full disk costs a progress file, a preview or a log line, never the render.
+here the pool's word is only recorded (QUEUED -> RUNNING, its starts), nothing about the job is
+decided, and a full disk costs a progress file, a preview or a log line, never the render. The
+progress files and previews of stopped jobs that could not be removed at once are removed later
+(`sweep`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ MAX_LEFTOVERS = 1000  # the oldest are forgotten beyond this
 
 @dataclass(frozen=True)
 class Leftover:
+    """A stopped job's progress file or preview that is still to be removed (`sweep`)."""
+
     job_id: str
     outbox: Path
     retry_at: float  # time.monotonic()
@@ -66,6 +70,9 @@ class RunningJobs:
         except OSError as exc:  # a full state folder: the job runs all the same, recorded QUEUED
             log.warning("job.not_recorded", state=str(State.RUNNING), error=str(exc))
             starts.count_unrecorded(folder)  # so MAX_STARTS still counts this start
+        # Running again, it writes and removes its own progress file: not a leftover now.
+        for path in [path for path, left in self.leftovers.items() if left.job_id == job.id]:
+            del self.leftovers[path]
         names = self.spool.names(job)
         progress = ProgressFile(names.progress, names.outbox, job.id, job.source)
         running = Running(job, time.time(), event.device, event.worker, event.node, progress)
@@ -140,14 +147,14 @@ class RunningJobs:
 
     def sweep(self) -> None:
         """Remove the progress files and previews of stopped jobs that `stopped` could not,
-        unless the job runs again or another job's answer has taken the name since."""
+        unless another job holds the name since (a job that runs again drops its own
+        leftovers: `started`)."""
         now = time.monotonic()
         due = [(path, left) for path, left in self.leftovers.items() if left.retry_at <= now]
+        holders = self.spool.places.holders() if due else {}
         for path, left in due:
-            if left.job_id in self.running:
-                continue  # its new progress file is at this name now; removed when it stops
             del self.leftovers[path]
-            if path in self.spool.places.reserved(but=left.job_id):
+            if holders.get(path, left.job_id) != left.job_id:
                 continue  # another job's now
             try:
                 remove(path, left.outbox)
