@@ -56,13 +56,7 @@ def _write_chunks(
         under = path.parent
         under.mkdir(parents=True, exist_ok=True)
     tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
-    held = _held.get()
-    opened = (
-        contextlib.nullcontext(held[1])
-        if held is not None and held[0] == path.parent
-        else safefs.folder(under, path.parent.relative_to(under), True)
-    )
-    with _named(path.parent), opened as folder:
+    with _named(path.parent), _open_folder(path.parent, under, make=True) as folder:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with os.fdopen(os.open(tmp, flags, 0o666, dir_fd=folder), "wb") as handle:
@@ -84,6 +78,15 @@ def _write_chunks(
 
 # The folder `one_folder` holds open: (its path, its descriptor); None outside one.
 _held: ContextVar[tuple[Path, int] | None] = ContextVar("held_folder", default=None)
+
+
+def _open_folder(folder: Path, under: Path, make: bool) -> contextlib.AbstractContextManager[int]:
+    """A descriptor of `folder`: the one `one_folder` holds, else opened from `under` without
+    following a link."""
+    held = _held.get()
+    if held is not None and held[0] == folder:
+        return contextlib.nullcontext(held[1])
+    return safefs.folder(under, folder.relative_to(under), make)
 
 
 @contextlib.contextmanager
@@ -135,7 +138,7 @@ def remove(path: Path, under: Path) -> None:
     from `under` without following a link (`safefs.UnsafePath` where a folder on the way is
     one); a missing folder has nothing to remove."""
     try:
-        with safefs.folder(under, path.parent.relative_to(under)) as folder:
+        with _open_folder(path.parent, under, make=False) as folder:
             os.unlink(path.name, dir_fd=folder)
     except FileNotFoundError:
         pass

@@ -645,8 +645,8 @@ def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:
     with one_folder(names.folder, names.outbox):
         atomic_write(names.log, text_bytes(log), under=names.outbox)
         atomic_write_json(names.error, report.model_dump(mode="json"), under=names.outbox)
-    if image_gone(names, [report.input]):
-        remove(names.manifest, names.outbox)
+        if image_gone(names, [report.input]):
+            remove(names.manifest, names.outbox)
 
 
 class _Owned(BaseModel):
