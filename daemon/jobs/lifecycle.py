@@ -162,7 +162,8 @@ class Lifecycle:
 
     def ready_items(self) -> list[InboxItem]:
         """For `status`: the pairs ready in the inbox and not claimed yet (`deferred`)."""
-        return self.deferred.items(self.settings.inbox, queue_full=not self.pool.has_room())
+        full = bool(self.for_pool) or not self.pool.has_room()  # as `feed` claims none then
+        return self.deferred.items(self.settings.inbox, queue_full=full)
 
     def settle_again(self) -> list[Path]:
         """The inbox files a claim found changed since they settled (or a roll-back gave
