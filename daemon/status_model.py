@@ -21,7 +21,7 @@ class InboxItem(_Model):
     """A file in the inbox that is not a job yet."""
 
     path: str  # relative to the inbox
-    state: Literal["settling", "arriving", "waiting", "ready"]  # ready: waits for queue room
+    state: Literal["settling", "arriving", "waiting", "ready"]  # ready: not claimed yet
     since: float  # epoch seconds: last change (settling) or since it waits for its partner
     note: str  # for people: what it waits for
     gives_up_in: float | None = None  # seconds until pair_timeout reports it

@@ -308,12 +308,7 @@ class Engine:
         assert x is not None and result is not None
         seconds = time.perf_counter() - reporter.started
         notes = _style_notes(styles, sizes[-1], params)
-        style_sizes = tuple(
-            schedule.style_dimensions(
-                style.image.size, sizes[-1], params.style_scale, _style_min_side(params)
-            )
-            for style in styles
-        )
+        style_sizes = tuple(_style_size(style, sizes[-1], params) for style in styles)
         peak_bytes = peak.peak_bytes()
         results = []
         for item in range(len(contents)):
@@ -414,17 +409,19 @@ class Engine:
     ) -> torch.Tensor:
         """The style image as the network sees it at this scale: sized relative to the output,
         with its colours adapted when the content's colours are kept."""
-        rgb = tensors.resized(
-            style.image,
-            schedule.style_dimensions(
-                style.image.size, size, params.style_scale, _style_min_side(params)
-            ),
-        )
+        rgb = tensors.resized(style.image, _style_size(style, size, params))
         if params.preserve_colors == "luminance":
             return color.match_luminance(rgb, content_rgb)
         if params.preserve_colors == "histogram":
             return color.match_histogram(rgb, content_rgb).clamp(0, 1)
         return rgb
+
+
+def _style_size(style: StyleImage, size: tuple[int, int], params: RenderParams) -> tuple[int, int]:
+    """The (w, h) a style image is used at for an output (or a pass) of `size`."""
+    return schedule.style_dimensions(
+        style.image.size, size, params.style_scale, _style_min_side(params)
+    )
 
 
 def _style_notes(

@@ -214,7 +214,7 @@ def _syncthing_folder(inbox: Path) -> Path | None:
     is Receive Only is in Syncthing's own config, not here (a Syncthing user's trial: a Send &
     Receive inbox lost the phone's originals, and doctor said all checks passed)."""
     for folder in (inbox, *inbox.parents):
-        if (folder / ".stfolder").exists():
+        if os.path.lexists(folder / ".stfolder"):  # never raises, unlike Path.exists
             return folder
     return None
 

@@ -685,8 +685,10 @@ class Intake:
     def _brought_style(
         self, image: Tracked, sidecar: Tracked, now: float, events: list[Event]
     ) -> tuple[bool, Tracked | None]:
-        """The style image the sidecar brings along (None: it brings none or names a file the
-        job will refuse); False first while the pair must wait for it, or was reported."""
+        """Whether the pair may go on, and the style image its sidecar brings along (None: it
+        brings none, or names a file the job will refuse). Not yet (False) while that image
+        is missing or still arriving: the photo then says what it waits for, and is reported
+        once it waited `pair_timeout` or the image was found unusable."""
         self._read_style_file(sidecar)
         style: Tracked | None = None
         if sidecar.style_file is not None:

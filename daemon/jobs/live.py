@@ -87,7 +87,7 @@ def live_items(
         )
         if (running := active.get(job.id)) is not None:
             preview = names(job).preview.relative_to(outbox) if running.preview else None
-            item = _as_running(item, running, job, preview)
+            item = _as_running(item, running, preview)
         elif (blocked := waiting.get(job.id)) is not None:
             item = item.model_copy(update=_blocked_fields(blocked))
         items.append(item)
@@ -113,7 +113,7 @@ def _returning_item(back: Returning) -> JobItem:
     )
 
 
-def _as_running(item: JobItem, running: Running, job: Job, preview: Path | None) -> JobItem:
+def _as_running(item: JobItem, running: Running, preview: Path | None) -> JobItem:
     last = running.last
     return item.model_copy(
         update={
@@ -123,7 +123,7 @@ def _as_running(item: JobItem, running: Running, job: Job, preview: Path | None)
             "worker": running.worker,
             "node": running.node,
             "iteration": last.iteration if last else 0,
-            "total": last.total if last else job.params.iterations,
+            "total": last.total if last else running.job.params.iterations,
             "percent": percent_done(last.done) if last else 0.0,
             "eta_seconds": round(last.eta, 1) if last else None,
             "preview": None if preview is None else preview.as_posix(),

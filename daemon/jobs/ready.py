@@ -1,5 +1,6 @@
-"""Pairs ready in the inbox that wait for room in the pool's queue (`queue_max`): claimed with
-the top inbox folders taking turns, as the queue serves them (`daemon.pool.queue`). First come,
+"""Pairs ready in the inbox and not claimed yet: claims are paced (a share of each turn of the
+daemon's loop) and wait while the pool's queue is full (`queue_max`). Claimed with the top
+inbox folders taking turns, as the queue serves them (`daemon.pool.queue`). First come,
 first served, 3,000 pairs synced into 100 folders held a photo dropped at the top of the inbox
 for over five minutes, unseen by `status` (a volume trial): it waited behind the whole import
 before it could take its turn in the queue.
