@@ -108,7 +108,8 @@ def beyond_strength(error_type: str, loc: Sequence[int | str], value: object = N
     a `loc` ending in strength): the style_weight that goes further (photographers' trials:
     1.5, then -1, told only the bound), for every place that tells it: sidecars, style
     defaults, flags, config files. A `value` that reads as a percentage (2 to 100) is told
-    its fraction first (a photographer's trial: 50, meant as 50 %, was sent to style_weight).
+    its fraction instead (a photographer's trial: 50, meant as 50 %, was sent to
+    style_weight).
     Empty for any other error."""
     ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
     if error_type not in ends or tuple(loc[-1:]) != ("strength",):
