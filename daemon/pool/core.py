@@ -187,7 +187,14 @@ class Pool:
             return None
         return self._trouble
 
-    def _troubled(self, why: str) -> None:
+    def _load_failed(self, kind: FailureKind, why: str, with_cluster: bool = False) -> None:
+        """A member could not load: its reason for `wait_ready`'s error and, but where its
+        cluster went (an outage is said as one: `outage`), for `load_trouble`."""
+        self._load_kinds.add(kind)
+        self._load_errors.append(why)
+        del self._load_errors[:-LOAD_ERRORS_KEPT]
+        if with_cluster:
+            return
         if (trouble := self.load_trouble()) is None:
             self._trouble = LoadTrouble(1, why, time.time())
         else:
@@ -294,10 +301,7 @@ class Pool:
             )
         elif isinstance(report, WorkerLoadFailed):
             member.load_failed = True
-            self._load_kinds.add(report.kind)
-            self._load_errors.append(f"{member.device}: {report.error}")
-            del self._load_errors[:-LOAD_ERRORS_KEPT]
-            self._troubled(f"{member.device}: {report.error}")
+            self._load_failed(report.kind, f"{member.device}: {report.error}")
             log.error(
                 "pool.worker_load_failed",
                 worker=member.worker_id,
@@ -357,11 +361,7 @@ class Pool:
         delay = 0.0
         if not member.loaded:
             if not member.load_failed:
-                self._load_kinds.add(kind)
-                self._load_errors.append(f"{member.device}: {reason} while loading")
-                if not with_cluster:  # an outage is said as one (`outage`)
-                    self._troubled(f"{member.device}: {reason} while loading")
-            del self._load_errors[:-LOAD_ERRORS_KEPT]
+                self._load_failed(kind, f"{member.device}: {reason} while loading", with_cluster)
             failures = self._respawn_failures.get(member.device, 0) + 1
             self._respawn_failures[member.device] = failures
             delay = min(RESPAWN_BACKOFF_MAX, 2.0**failures)
