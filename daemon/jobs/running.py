@@ -130,10 +130,13 @@ class RunningJobs:
         self.running.pop(job.id, None)
         names = self.spool.names(job)
         for path in (names.progress, names.preview):
-            try:
-                remove(path, names.outbox)
-            except OSError:
-                self._leftovers(path, job.id, names.outbox)
+            self._remove(path, job.id, names.outbox)
+
+    def _remove(self, path: Path, job_id: str, outbox: Path) -> None:
+        try:
+            remove(path, outbox)
+        except OSError:
+            self._leftovers(path, job_id, outbox)
 
     def _leftovers(self, path: Path, job_id: str, outbox: Path) -> None:
         """A file `stopped` could not remove (its folder swapped for a link at that moment, or
@@ -154,9 +157,5 @@ class RunningJobs:
         holders = self.spool.places.holders() if due else {}
         for path, left in due:
             del self.leftovers[path]
-            if holders.get(path, left.job_id) != left.job_id:
-                continue  # another job's now
-            try:
-                remove(path, left.outbox)
-            except OSError:
-                self._leftovers(path, left.job_id, left.outbox)
+            if holders.get(path, left.job_id) == left.job_id:  # else another job's now
+                self._remove(path, left.job_id, left.outbox)
