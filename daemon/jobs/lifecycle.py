@@ -162,8 +162,11 @@ class Lifecycle:
 
     def ready_items(self) -> list[InboxItem]:
         """For `status`: the pairs ready in the inbox and not claimed yet (`deferred`)."""
-        full = bool(self.for_pool) or not self.pool.has_room()  # as `feed` claims none then
-        return self.deferred.items(self.settings.inbox, queue_full=full)
+        return self.deferred.items(self.settings.inbox, queue_full=not self._room_to_claim())
+
+    def _room_to_claim(self) -> bool:
+        """Claims wait while claimed jobs wait for room in the pool's queue, or it is full."""
+        return not self.for_pool and self.pool.has_room()
 
     def settle_again(self) -> list[Path]:
         """The inbox files a claim found changed since they settled (or a roll-back gave
@@ -212,8 +215,7 @@ class Lifecycle:
             self._submit_one(self.for_pool.popleft())
         while (
             self.deferred
-            and not self.for_pool
-            and self.pool.has_room()
+            and self._room_to_claim()
             and self.claim_pause_until <= time.monotonic() < deadline
         ):
             arrival = self.deferred.popleft()
