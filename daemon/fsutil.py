@@ -173,9 +173,11 @@ class NotTheSame(OSError):
     """A copy's bytes are not the ones expected of it: the source was changed meanwhile."""
 
 
-def _checked(chunks: Iterable[bytes], sha256: str | None, source: Path) -> Iterator[bytes]:
-    """`chunks`, and NotTheSame after the last when they do not hash to `sha256`."""
-    digest = hashlib.sha256()
+def _checked(
+    chunks: Iterable[bytes], digest: hashlib._Hash, sha256: str | None, source: Path
+) -> Iterator[bytes]:
+    """`chunks`, each added to `digest`, and NotTheSame after the last when they do not hash
+    to `sha256`."""
     for chunk in chunks:
         digest.update(chunk)
         yield chunk
@@ -189,17 +191,20 @@ def atomic_copy(
     under: Path | None = None,
     sha256: str | None = None,
     opened: BinaryIO | None = None,
-) -> None:
+) -> str:
     """Copy a file as atomically as `atomic_write`, without holding it in memory, exactly as
     long as it was when the copy began; `opened`: `source` already open (an earlier answer,
     `open_answer`). With `sha256`, the copy is put in place only if its bytes hash to it
     (NotTheSame otherwise): what is copied is then the answer that was published, whatever was
-    swapped in since it was checked (an attacker's trial)."""
+    swapped in since it was checked (an attacker's trial). Returns the SHA-256 of the bytes
+    copied: reading the copy back would read whatever took its place meanwhile."""
+    digest = hashlib.sha256()
     with contextlib.ExitStack() as stack:
         handle = opened if opened is not None else stack.enter_context(source.open("rb"))
         found = os.fstat(handle.fileno())
-        chunks = _checked(_read_chunks(handle, found.st_size, source), sha256, source)
+        chunks = _checked(_read_chunks(handle, found.st_size, source), digest, sha256, source)
         _write_chunks(target, chunks, stat_of=found, under=under)
+    return digest.hexdigest()
 
 
 # Our own files are read without following a link, or waiting on a FIFO at the open.

@@ -5,12 +5,14 @@ real files and the state database; renders are finished by hand (no worker is st
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -751,6 +753,92 @@ def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo
     assert _take(lc, _send(folders, "copy.jpg")) is None  # answered at once, from the result
     manifest = json.loads((folders.outbox / "copy.manifest.json").read_text())
     assert manifest["reused"]["job_id"] == job_id
+
+
+def test_a_result_whose_image_is_gone_when_published_again_after_a_crash_still_ends(
+    folders: Folders,
+) -> None:
+    """The daemon died after writing a result, and its image was gone (a person's, or swapped
+    for a link by whoever else writes the outbox) before the restart read it back to index
+    it. The answer was whole on disk (its manifest, written last, is there): the job ends,
+    unindexed, instead of blocking until its answer went to a numbered folder, a second one."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    result = lc.spool.job_dir(job) / "result.jpg"
+    result.write_bytes(image_bytes(seed=99))
+    detail = ResultDetail(info=_info(job))
+    lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
+    answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
+    lc.store.close()  # killed here
+    (folders.outbox / "photo.stylised.jpg").unlink()
+
+    lc = _lifecycle(folders)
+    lc.recover()
+    assert _end(lc, job_id) is State.DONE and not lc.publisher.blocked
+    assert lc.store.answer_for(job.reuse_key) is None  # nothing to answer an identical photo
+    assert _outbox(folders) == ["photo.log", "photo.manifest.json"]
+    assert _take(lc, _send(folders, "copy.jpg")) is not None  # rendered, not reused
+
+
+def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """An attacker's trial: a folder of the outbox swapped for a link between an answer's
+    manifest and the daemon reading its image back (to index it) blocked the job, whose next
+    try wrote the answer again in a numbered folder: two answers to one photo. What was
+    written is indexed as written; a try refused through the link writes elsewhere whole."""
+    lc = _lifecycle(folders)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ids = []
+    for index in range(40):
+        photo = folders.inbox / "trip" / f"p{index}.jpg"
+        photo.parent.mkdir(parents=True, exist_ok=True)
+        photo.write_bytes(image_bytes(seed=200 + index))
+        write_json(photo.with_suffix(".json"), SIDECAR)
+        job_id = _take(lc, Arrival(photo, photo.with_suffix(".json"), Path("trip")))
+        assert job_id is not None
+        ids.append(job_id)
+    real, link = folders.outbox / "trip", folders.outbox / ".away"
+    real.mkdir(exist_ok=True)
+    link.symlink_to(elsewhere)
+    exchange = ctypes.CDLL(None, use_errno=True).renameat2
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            exchange(-100, os.fsencode(real), -100, os.fsencode(link), 2)  # RENAME_EXCHANGE
+            time.sleep(0.0002)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        for job_id in ids:
+            _render(lc, job_id)
+        for _turn in range(3):  # tries again while the swapping goes on
+            time.sleep(1.1)
+            lc.retry_blocked()
+    finally:
+        stop.set()
+        swapper.join()
+    if real.is_symlink():
+        exchange(-100, os.fsencode(real), -100, os.fsencode(link), 2)
+    deadline = time.monotonic() + 30
+    while lc.publisher.blocked and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lc.retry_blocked()
+    assert list(elsewhere.iterdir()) == []
+    owners: dict[str, list[str]] = {}
+    for folder, _dirs, files in os.walk(folders.outbox):  # does not enter links
+        for name in (n for n in files if ".manifest" in n):
+            path = Path(folder, name)
+            owner = json.loads(path.read_text())["job_id"]
+            owners.setdefault(owner, []).append(path.relative_to(folders.outbox).as_posix())
+    assert {job: found for job, found in owners.items() if len(found) > 1} == {}
+    assert sorted(owners) == sorted(ids)
+    assert {_end(lc, job_id) for job_id in ids} == {State.DONE}
 
 
 def test_a_report_pointing_to_kept_originals_survives_a_new_photo_at_the_same_path(

@@ -355,11 +355,11 @@ def publish_result(
     names: OutputNames,
     log: str,
     roots: Mapping[Path, str],
-) -> Manifest:
+) -> str:
+    """Returns the SHA-256 of the image written (the one its manifest names)."""
     digest = file_sha256(result)
     manifest = build_manifest(job, detail, names, digest)
-    _publish_result(names, result, manifest, log, roots)
-    return manifest
+    return _publish_result(names, result, manifest, log, roots, digest)
 
 
 def _publish_result(
@@ -370,9 +370,9 @@ def _publish_result(
     roots: Mapping[Path, str],
     sha256: str | None = None,
     opened: BinaryIO | None = None,
-) -> None:
+) -> str:
     shown, text = published(manifest, roots), public(log, roots)
-    outbox.publish_result(names, image, shown, text, sha256, opened)
+    return outbox.publish_result(names, image, shown, text, sha256, opened)
 
 
 def earlier_manifest(detail: ReuseDetail, outbox: Path) -> Manifest:
@@ -390,11 +390,11 @@ def publish_reuse(
     log: str,
     settings: Settings,
     roots: Mapping[Path, str],
-) -> None:
+) -> str:
     """An identical job was done before: answer with a copy of its result and its facts, but
     this job's own names (a style brought along under another name is the same image). The
     result is copied from one opening (`open_answer`), and only if it is still the one
-    published (`fsutil.atomic_copy`'s `sha256`)."""
+    published (`fsutil.atomic_copy`'s `sha256`). Returns the SHA-256 of the copy."""
     outbox_root = settings.outbox
     previous = earlier_manifest(detail, outbox_root)
     used = {style.sha256: style.size for style in previous.styles}  # the same images
@@ -417,7 +417,7 @@ def publish_reuse(
     output = Path(detail.output)
     try:
         with open_answer(output, outbox_root, settings.max_answer_bytes) as image:
-            _publish_result(names, output, manifest, log, roots, detail.sha256, image)
+            return _publish_result(names, output, manifest, log, roots, detail.sha256, image)
     except NotTheSame:
         raise ResultLost(REUSE_CHANGED) from None
 

@@ -628,14 +628,15 @@ def publish_result(
     log: str,
     sha256: str | None = None,
     opened: BinaryIO | None = None,
-) -> None:
+) -> str:
     """Image first, manifest last: a manifest in the outbox means its image is complete. All
     three into the folder as opened once (`one_folder`). With `sha256` the image copied must
-    have it, `opened` it (`fsutil.atomic_copy`)."""
+    have it, `opened` it (`fsutil.atomic_copy`). Returns the SHA-256 of the image written."""
     with one_folder(names.folder, names.outbox):
-        atomic_copy(image, names.image, names.outbox, sha256, opened)
+        digest = atomic_copy(image, names.image, names.outbox, sha256, opened)
         atomic_write(names.log, text_bytes(log), under=names.outbox)
         atomic_write_json(names.manifest, manifest.model_dump(mode="json"), under=names.outbox)
+    return digest
 
 
 def publish_error(names: OutputNames, report: ErrorReport, log: str) -> None:

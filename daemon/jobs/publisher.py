@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 from pydantic import BaseModel
@@ -44,6 +45,15 @@ from daemon.status_model import BlockedOn
 from service.params import STOPPED
 
 log = structlog.get_logger("stylefold.jobs")
+
+
+class Written(NamedTuple):
+    """What publishing wrote: the file people open (relative to the outbox), and the SHA-256
+    of the image published (results and reuses; None where there is none, or it could not
+    be read)."""
+
+    shown: str
+    digest: str | None
 
 
 class Publisher:
@@ -111,7 +121,7 @@ class Publisher:
                     return
                 if job is None:
                     assert isinstance(detail, ReportDetail)
-                    self._reported(job_id, detail, written)
+                    self._reported(job_id, detail, written.shown)
                 else:
                     self._answered(job, outcome, detail, written)
         except OSError as exc:  # render_again's record too: blocked, the next try finds it gone
@@ -148,9 +158,8 @@ class Publisher:
                 self._stop(job)
             self.store.move(job_id, State.PUBLISHING, outcome=outcome, detail=detail)
 
-    def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> str:
-        """Write the answer (unless a restart finds it already written); returns the path of
-        the file people open, relative to the outbox."""
+    def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> Written:
+        """Write the answer (unless a restart finds it already written)."""
         if job is None:
             assert isinstance(detail, ReportDetail)
             folder = self.spool.places.folder_for(detail.rel_dir)
@@ -165,28 +174,38 @@ class Publisher:
                 self.roots,
                 reserved=self.spool.places.reserved(),
             )
-            return names.error.relative_to(self.settings.outbox).as_posix()
+            return Written(names.error.relative_to(self.settings.outbox).as_posix(), None)
         if outcome == "skip":
             assert isinstance(detail, ReuseDetail)
-            return _relative(Path(detail.output), self.settings.outbox)  # nothing is written
+            # Nothing is written.
+            return Written(_relative(Path(detail.output), self.settings.outbox), None)
         self._may_make_folder(job.outbox_dir, job_id)
         self.spool.places.mark(job.outbox_dir, job.rel_dir)
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
-        if published_by(names, job.id) is None:  # else written by an earlier try
-            self._write_answer(job, detail, names)
-        if isinstance(detail, ResultDetail):
+        if published_by(names, job.id) is None:
+            digest = self._write_answer(job, detail, names)
+        else:  # written by an earlier try
+            digest = None if outcome == "failure" else self._earlier_digest(names)
+        if isinstance(detail, ResultDetail) and digest is not None:
             # Also when an earlier try wrote the result but could not index it (a full state
             # folder): an identical photo is then answered from it instead of rendered again.
             self.store.record_answer(
-                Answer(job.reuse_key, job.id, names.image, self._digest(names), names.manifest)
+                Answer(job.reuse_key, job.id, names.image, digest, names.manifest)
             )
-        return shown
+        return Written(shown, digest)
 
-    def _digest(self, names: OutputNames) -> str:
-        """The SHA-256 of the answer's image as it now stands in the outbox (`open_answer`)."""
-        return answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes)
+    def _earlier_digest(self, names: OutputNames) -> str | None:
+        """The SHA-256 of the image an earlier try published, as it now stands in the outbox
+        (`open_answer`); None where it cannot be read: the answer is then not indexed (an
+        identical photo or a re-send is rendered again, no worse), where blocking would send
+        the answer to a numbered folder at the next try, a second answer beside the first."""
+        try:
+            return answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes)
+        except OSError as exc:
+            log.warning("job.answer_unread", image=names.image.name, error=str(exc))
+            return None
 
     def _may_make_folder(self, folder: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
@@ -195,7 +214,10 @@ class Publisher:
         if (refused := self.spool.places.refusal(folder, job_id)) is not None:
             raise OutboxRefused(refused)
 
-    def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> None:
+    def _write_answer(self, job: Job, detail: BaseModel, names: OutputNames) -> str | None:
+        """Returns the SHA-256 of the image written (None for a failure's report), as written:
+        read back, the folder could be another by then (an attacker's swap), and a job blocked
+        by that would answer again in a numbered folder."""
         if isinstance(detail, ResultDetail):
             info = detail.info
             last = (
@@ -206,11 +228,11 @@ class Publisher:
             if not result.is_file():  # gone after this check: blocked, then found gone here
                 raise ResultLost(answers.RESULT_LOST)
             log_text = self.spool.read_log(job, last)
-            answers.publish_result(job, detail, result, names, log_text, self.roots)
+            return answers.publish_result(job, detail, result, names, log_text, self.roots)
         elif isinstance(detail, ReuseDetail):
             last = f"identical to job {detail.job_id}; reused {detail.output}"
             log_text = self.spool.read_log(job, last)
-            answers.publish_reuse(job, detail, names, log_text, self.settings, self.roots)
+            return answers.publish_reuse(job, detail, names, log_text, self.settings, self.roots)
         else:
             assert isinstance(detail, FailureDetail)
             last = f"failed: {detail.reason}" + (
@@ -218,6 +240,7 @@ class Publisher:
             )
             report = answers.failure_report(job, detail)
             answers.publish_failure(names, report, self.spool.read_log(job, last), self.roots)
+            return None
 
     def _block(
         self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel, exc: OSError
@@ -324,16 +347,16 @@ class Publisher:
         self.metrics.job_finished("rejected", None)
         log.warning("job.rejected", input=detail.input, reason=detail.reason, report=report)
 
-    def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, shown: str) -> None:
+    def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, written: Written) -> None:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                digest = self._digest(names)
-                self.store.record_input_answer(
-                    job.source, Answer(job.sent_key, job.id, names.image, digest, names.manifest)
-                )
+                if (digest := written.digest) is not None:
+                    answer = Answer(job.sent_key, job.id, names.image, digest, names.manifest)
+                    self.store.record_input_answer(job.source, answer)
                 drop_stale_report(names, job.inputs, self.spool.settings.inbox)
         reason = detail.reason if isinstance(detail, FailureDetail) else None
+        shown = written.shown
         self.store.move(job.id, State.RELEASING, note=shown, reason=reason)
         if isinstance(detail, FailureDetail):
             log.warning(
