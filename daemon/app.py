@@ -399,7 +399,7 @@ class Daemon:
         for path in self.lifecycle.settle_again():
             self.intake.resettle(path, now)
         self._pump(timeout)
-        self.lifecycle.retry_blocked()
+        self.lifecycle.retry_due()
         self._report_status()
 
     def _report_problems(self, until: float) -> None:

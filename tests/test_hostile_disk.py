@@ -155,13 +155,13 @@ def test_a_job_recorded_nowhere_while_the_state_database_is_full_runs_and_waits(
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.QUEUED  # nothing could be recorded
     time.sleep(0.05)
-    lc.retry_blocked()  # refused again: blocked since the first refusal, not this one (an
+    lc.retry_due()  # refused again: blocked since the first refusal, not this one (an
     # administrator's trial: status said "for 30 s" of an outbox full for minutes)
     report = StatusReport(daemon=DaemonInfo(running=True, version="test"), jobs=lc.items())
     assert [item.since for item in host_attention(report)] == [attention.since]
 
     filler.unlink()
-    lc.retry_blocked()
+    lc.retry_due()
     assert _answers(folders) == ["photo.manifest.json"]
     row = lc.store.get(job.id)
     assert row is not None and row.state is State.DONE

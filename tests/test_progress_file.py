@@ -86,7 +86,7 @@ def test_a_progress_file_left_by_a_swapped_folder_goes_once_the_folder_is_back(
     folder.unlink()
     (folders.outbox / "ot.real").rename(folder)
     assert json.loads(progress.read_text())["state"] == "running"  # as the trial found it
-    lc.retry_blocked()
+    lc.retry_due()
     assert not progress.exists() and _outbox(folders, "ot") == []
     assert _outbox(folders, "ot-2") == [".stylefold-folder.json", *RESULT_SET_X]
     assert decoy.unchanged()
@@ -117,5 +117,5 @@ def test_a_left_progress_file_whose_name_another_job_took_is_left_to_it(
     second = _take(lc, arrival)
     assert second is not None and lc.spool.names(lc.jobs[second]).progress == progress
     lc.handle(Started(second, worker=0, device="cpu"))
-    lc.retry_blocked()
+    lc.retry_due()
     assert owner(progress) == second

@@ -315,7 +315,7 @@ def test_originals_that_cannot_move_on_wait_blocked_and_say_why(folders: Folders
 
         subprocess.run(["mount", "-o", "remount,rw", str(archive)], check=True)
         time.sleep(1.1)  # publish_retry
-        lc.retry_blocked()
+        lc.retry_due()
         assert lc.items() == [] and _end(lc, job_id) is State.DONE
         assert (archive / "trip" / "photo.jpg").read_bytes() == image_bytes(seed=5)
     finally:
@@ -819,7 +819,7 @@ def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(
             _render(lc, job_id)
         for _turn in range(3):  # tries again while the swapping goes on
             time.sleep(1.1)
-            lc.retry_blocked()
+            lc.retry_due()
     finally:
         stop.set()
         swapper.join()
@@ -828,7 +828,7 @@ def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(
     deadline = time.monotonic() + 30
     while lc.publisher.blocked and time.monotonic() < deadline:
         time.sleep(0.2)
-        lc.retry_blocked()
+        lc.retry_due()
     assert list(elsewhere.iterdir()) == []
     owners: dict[str, list[str]] = {}
     for folder, _dirs, files in os.walk(folders.outbox):  # does not enter links
@@ -999,10 +999,10 @@ def test_originals_refused_their_way_back_are_shown_and_tried_again(folders: Fol
         assert not (folders.outbox / "trip").exists()  # nothing published
 
         subprocess.run(["mount", "-o", "remount,rw", str(trip)], check=True)
-        lc.retry_blocked()
+        lc.retry_due()
         assert lc.items() != []  # not before its time
         time.sleep(1.1)  # publish_retry
-        lc.retry_blocked()
+        lc.retry_due()
         assert lc.items() == [] and _end(lc, job_id) is State.ROLLED_BACK
         assert arrival.image.read_bytes() == new
         assert not lc.spool.job_dir(job_id).exists()

@@ -73,7 +73,7 @@ def test_a_result_gone_before_it_is_published_is_rendered_again(folders: Folders
 
     lc.handle(Done(job.id, _info(job.params)))
     _sent_back(lc, job, folders, data)
-    lc.retry_blocked()  # nothing is waiting to be retried
+    lc.retry_due()  # nothing is waiting to be retried
     assert list(lc.for_pool) == [job]
     _answered_once(lc, job, folders)
 

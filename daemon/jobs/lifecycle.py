@@ -149,7 +149,9 @@ class Lifecycle:
     def recover(self) -> int:
         return recover(self)
 
-    def retry_blocked(self) -> None:
+    def retry_due(self) -> None:
+        """Whatever waits for another try and is due: blocked answers, stopped jobs' progress
+        files that could not be removed, originals that could not go back."""
         self.publisher.retry_blocked()
         self.at_work.sweep()
         now = time.monotonic()
