@@ -77,7 +77,7 @@ def test_names_are_numbered_and_never_reuse_a_taken_name(tmp_path: Path) -> None
 
     third = outbox.choose_names(tmp_path, "photo", "jpg", reserved=second.all())
     assert third.number == 3
-    kept = AnswerNames.model_validate_json(third.reserved().model_dump_json())
+    kept = AnswerNames.model_validate_json(third.for_record().model_dump_json())
     assert OutputNames.of(tmp_path, "", kept) == third
 
 

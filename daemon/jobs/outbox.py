@@ -142,7 +142,7 @@ class OutputNames:
     def all(self) -> tuple[Path, ...]:
         return (self.image, self.manifest, self.log, self.error, self.progress, self.preview)
 
-    def reserved(self) -> AnswerNames:
+    def for_record(self) -> AnswerNames:
         """What a job's record keeps of them."""
         return AnswerNames(stem=self.stem, image_ext=self.image_ext, number=self.number)
 

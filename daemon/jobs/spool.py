@@ -179,7 +179,7 @@ class Spool:
         moved = job.model_copy(
             update={
                 "answer_dir": None if answer_dir == job.rel_dir else answer_dir,
-                "names": names.reserved(),
+                "names": names.for_record(),
             }
         )
         self.store.rewrite(moved)
@@ -324,7 +324,7 @@ class Spool:
             params=resolved.params,
             output_format=resolved.output_format,
             output_quality=resolved.output_quality,
-            names=names.reserved(),
+            names=names.for_record(),
             answer_dir=None if answer_dir == rel_dir else answer_dir,
             key=job_key(input_sha, styles, resolved.params, output),
             companions=[Companion(*pair) for pair in companions],
