@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -89,11 +88,19 @@ def live_items(
             preview = names(job).preview.relative_to(outbox) if running.preview else None
             item = _as_running(item, running, preview)
         elif (blocked := waiting.get(job.id)) is not None:
-            item = item.model_copy(update=_blocked_fields(blocked))
+            item = _as_blocked(item, blocked)
         items.append(item)
     # Reports waiting for room in the outbox: jobs with no claimed photo.
     items += [
-        JobItem(job_id=blocked.job_id, input=blocked.detail.input, **_blocked_fields(blocked))
+        _as_blocked(
+            JobItem(
+                job_id=blocked.job_id,
+                input=blocked.detail.input,
+                state=State.BLOCKED,
+                since=blocked.since,
+            ),
+            blocked,
+        )
         for blocked in waiting.values()
         if blocked.job is None and isinstance(blocked.detail, ReportDetail)
     ]
@@ -131,14 +138,16 @@ def _as_running(item: JobItem, running: Running, preview: Path | None) -> JobIte
     )
 
 
-def _blocked_fields(blocked: Blocked) -> dict[str, Any]:
-    return {
-        "state": State.BLOCKED,
-        "since": blocked.since,
-        "reason": blocked.reason,
-        "retry_at": _wall_clock(blocked.retry_at),
-        "blocked_on": blocked.on,
-    }
+def _as_blocked(item: JobItem, blocked: Blocked) -> JobItem:
+    return item.model_copy(
+        update={
+            "state": State.BLOCKED,
+            "since": blocked.since,
+            "reason": blocked.reason,
+            "retry_at": _wall_clock(blocked.retry_at),
+            "blocked_on": blocked.on,
+        }
+    )
 
 
 def _wall_clock(monotonic_at: float) -> float:
