@@ -118,15 +118,15 @@ def test_names_that_a_folding_receiver_would_merge_are_taken(tmp_path: Path) -> 
     assert outbox.choose_names(tmp_path / "X", "SEA", "jpg", reserved=running.all()).number == 2
 
 
-def test_publish_result_is_detected_as_done_by_its_job(tmp_path: Path) -> None:
+def test_publish_result_writes_the_image_and_a_manifest_naming_its_job(tmp_path: Path) -> None:
     rendered = tmp_path / "render.jpg"
     rendered.write_bytes(b"\xff\xd8jpeg")
     names = outbox.choose_names(tmp_path / "out", "photo", "jpg", root=tmp_path)
-    assert outbox.published_by(names, "job-1") is None
-    outbox.publish_result(names, rendered, a_manifest("job-1"), "line\n")
+    assert outbox.owner(names.manifest) is None
+    digest = outbox.publish_result(names, rendered, a_manifest("job-1"), "line\n")
     assert names.image.read_bytes() == b"\xff\xd8jpeg"
-    assert outbox.published_by(names, "job-1") == "result"
-    assert outbox.published_by(names, "job-2") is None
+    assert digest == hashlib.sha256(b"\xff\xd8jpeg").hexdigest()
+    assert outbox.owner(names.manifest) == "job-1"
 
 
 def test_error_report_needs_an_error_text(tmp_path: Path) -> None:
@@ -134,15 +134,15 @@ def test_error_report_needs_an_error_text(tmp_path: Path) -> None:
         a_report(error="")
     names = outbox.choose_names(tmp_path, "photo", "jpg")
     outbox.publish_error(names, a_report(job_id="x"), "")
-    assert outbox.published_by(names, "x") == "error"
+    assert outbox.owner(names.error) == "x"
     assert as_report(json.loads(names.error.read_text())) == a_report(job_id="x")
     # A file under a report's name that is not one is not read as one, whatever it holds.
     for other in ({"job_id": "x"}, {"error": "x", "job_id": 3}, [1], "x", None):
         assert as_report(other) is None
         names.error.write_text(json.dumps(other))
-        assert outbox.published_by(names, "x") == ("error" if other == {"job_id": "x"} else None)
+        assert outbox.owner(names.error) == ("x" if other == {"job_id": "x"} else None)
     names.error.write_text("{not json")
-    assert outbox.published_by(names, "x") is None
+    assert outbox.owner(names.error) is None
 
 
 def test_long_names_fit_the_file_system(tmp_path: Path) -> None:

@@ -755,31 +755,40 @@ def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo
     assert manifest["reused"]["job_id"] == job_id
 
 
-def test_a_result_whose_image_is_gone_when_published_again_after_a_crash_still_ends(
-    folders: Folders,
+@pytest.mark.parametrize("planted", [False, True])
+def test_an_answer_published_again_is_written_whole_whatever_its_names_hold(
+    folders: Folders, planted: bool
 ) -> None:
-    """The daemon died after writing a result, and its image was gone (a person's, or swapped
-    for a link by whoever else writes the outbox) before the restart read it back to index
-    it. The answer was whole on disk (its manifest, written last, is there): the job ends,
-    unindexed, instead of blocking until its answer went to a numbered folder, a second one."""
+    """The daemon died after writing a result, and its image was gone before the restart (a
+    person's, or whoever else writes the outbox). Or an attacker's trial: a manifest with the
+    job's id (read from its progress file) planted at its name while it ran. Both had the
+    answer taken as written, read back for its hash, and the job blocked for good ("No such
+    file or directory"). The answer is written again, whole, and indexed as written."""
     lc = _lifecycle(folders)
     job_id = _take(lc, _send(folders))
     assert job_id is not None
     job = lc.jobs[job_id]
     result = lc.spool.job_dir(job) / "result.jpg"
     result.write_bytes(image_bytes(seed=99))
-    detail = ResultDetail(info=_info(job))
-    lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
-    answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
-    lc.store.close()  # killed here
-    (folders.outbox / "photo.stylised.jpg").unlink()
-
-    lc = _lifecycle(folders)
-    lc.recover()
+    if planted:
+        write_json(folders.outbox / "photo.manifest.json", {"job_id": job_id})
+        _render(lc, job_id)
+    else:
+        detail = ResultDetail(info=_info(job))
+        lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
+        answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
+        lc.store.close()  # killed here
+        (folders.outbox / "photo.stylised.jpg").unlink()
+        lc = _lifecycle(folders)
+        lc.recover()
     assert _end(lc, job_id) is State.DONE and not lc.publisher.blocked
-    assert lc.store.answer_for(job.reuse_key) is None  # nothing to answer an identical photo
-    assert _outbox(folders) == ["photo.log", "photo.manifest.json"]
-    assert _take(lc, _send(folders, "copy.jpg")) is not None  # rendered, not reused
+    assert _outbox(folders) == RESULT_SET
+    image = (folders.outbox / "photo.stylised.jpg").read_bytes()
+    assert image == image_bytes(seed=99)
+    answer = lc.store.answer_for(job.reuse_key)
+    assert answer is not None and answer.sha256 == hashlib.sha256(image).hexdigest()
+    manifest = json.loads((folders.outbox / "photo.manifest.json").read_text())
+    assert manifest["output"]["sha256"] == answer.sha256
 
 
 def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(

@@ -671,14 +671,6 @@ def owner_in(value: object) -> str | None:
         return None
 
 
-def published_by(names: OutputNames, job_id: str) -> str | None:
-    """'result' or 'error' when this job's commit file is in place (a restart must not redo it)."""
-    for kind, path in (("result", names.manifest), ("error", names.error)):
-        if owner(path) == job_id:
-            return kind
-    return None
-
-
 def answer_of(folder: Path, stem: str, job_id: str) -> Path | None:
     """The manifest or error report job `job_id` published for a photo named `stem` in the
     outbox `folder`, if any (for a job whose names the state database has lost)."""

@@ -22,7 +22,7 @@ import structlog
 from pydantic import BaseModel
 
 from daemon.config import Settings
-from daemon.fsutil import answer_sha256, model_from_json
+from daemon.fsutil import model_from_json
 from daemon.jobs import answers
 from daemon.jobs.answers import (
     FailureDetail,
@@ -32,7 +32,7 @@ from daemon.jobs.answers import (
     ReuseDetail,
 )
 from daemon.jobs.live import Blocked, Running
-from daemon.jobs.outbox import OutboxRefused, OutputNames, drop_stale_report, published_by
+from daemon.jobs.outbox import OutboxRefused, OutputNames, drop_stale_report
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
@@ -49,8 +49,7 @@ log = structlog.get_logger("stylefold.jobs")
 
 class Written(NamedTuple):
     """What publishing wrote: the file people open (relative to the outbox), and the SHA-256
-    of the image published (results and reuses; None where there is none, or it could not
-    be read)."""
+    of the image published (results and reuses; None for reports)."""
 
     shown: str
     digest: str | None
@@ -159,7 +158,7 @@ class Publisher:
             self.store.move(job_id, State.PUBLISHING, outcome=outcome, detail=detail)
 
     def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> Written:
-        """Write the answer (unless a restart finds it already written)."""
+        """Write the answer."""
         if job is None:
             assert isinstance(detail, ReportDetail)
             folder = self.spool.places.folder_for(detail.rel_dir)
@@ -184,28 +183,18 @@ class Publisher:
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
-        if published_by(names, job.id) is None:
-            digest = self._write_answer(job, detail, names)
-        else:  # written by an earlier try
-            digest = None if outcome == "failure" else self._earlier_digest(names)
-        if isinstance(detail, ResultDetail) and digest is not None:
+        # Written again by a restart or a retry, whatever its names hold now: the outbox is
+        # not ours alone, and a manifest with this job's id planted at its name (the id is
+        # in the progress file) had the answer taken as written, a job blocked for good.
+        digest = self._write_answer(job, detail, names)
+        if isinstance(detail, ResultDetail):
             # Also when an earlier try wrote the result but could not index it (a full state
             # folder): an identical photo is then answered from it instead of rendered again.
+            assert digest is not None
             self.store.record_answer(
                 Answer(job.reuse_key, job.id, names.image, digest, names.manifest)
             )
         return Written(shown, digest)
-
-    def _earlier_digest(self, names: OutputNames) -> str | None:
-        """The SHA-256 of the image an earlier try published, as it now stands in the outbox
-        (`open_answer`); None where it cannot be read: the answer is then not indexed (an
-        identical photo or a re-send is rendered again, no worse), where blocking would send
-        the answer to a numbered folder at the next try, a second answer beside the first."""
-        try:
-            return answer_sha256(names.image, names.outbox, self.settings.max_answer_bytes)
-        except OSError as exc:
-            log.warning("job.answer_unread", image=names.image.name, error=str(exc))
-            return None
 
     def _may_make_folder(self, folder: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
