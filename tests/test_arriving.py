@@ -124,6 +124,46 @@ def test_a_photo_whose_size_is_set_before_its_content_waits_for_it(clock: Clock)
     assert clock.poll(SETTLE) == [Arrival(big, zeros, Path("."))]
 
 
+def _encoded(fmt: str, pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_a_webp_whose_size_is_set_first_waits_for_its_end(clock: Clock) -> None:
+    """A sync trial: a writer that set the size first, then wrote 256 KiB every 8 s, had a
+    WebP (and a HEIC, a TIFF) taken after its first chunk and rendered from it and zeros:
+    the header's size fits. Its last bytes are zeros until the end is written."""
+    pixels = np.random.default_rng(5).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    data = _encoded("WEBP", pixels)
+    clock.write("photo.json", b'{"style": "mosaic"}')
+    photo = clock.write("photo.webp", bytes(len(data)))
+    for written in (len(data) // 3, 2 * len(data) // 3):
+        with photo.open("r+b") as handle:
+            handle.write(data[:written])
+        clock.intake.observe(photo, clock.now)
+        assert clock.poll(5 * SETTLE) == [] and clock.states()["photo.webp"] == "arriving"
+    photo.write_bytes(data)
+    clock.intake.observe(photo, clock.now)
+    assert clock.poll(SETTLE) == [Arrival(photo, clock.inbox / "photo.json", Path("."))]
+
+
+def test_a_photo_ending_in_black_is_taken_once_unchanged_for_arriving_timeout(
+    clock: Clock,
+) -> None:
+    """Whole, an uncompressed photo whose last rows are black ends in zeros too: it waits as
+    long as a truncated one, then is taken, not reported."""
+    pixels = np.random.default_rng(6).integers(1, 256, (48, 64, 3), dtype=np.uint8)
+    pixels[-6:] = 0
+    clock.write("dark.json", b'{"style": "mosaic"}')
+    photo = clock.write("dark.tiff", _encoded("TIFF", pixels))
+    assert clock.poll(SETTLE) == [] and clock.states()["dark.tiff"] == "arriving"
+    item = next(i for i in clock.intake.items(clock.now, 0.0) if i.path == "dark.tiff")
+    assert "its last bytes are still zeros" in item.note, item.note
+    assert clock.poll(TIMEOUT - 2 * SETTLE) == []
+    assert clock.poll(2 * SETTLE) == [Arrival(photo, clock.inbox / "dark.json", Path("."))]
+
+
 def test_a_taken_photo_written_over_in_place_must_stay_unchanged_longer(clock: Clock) -> None:
     """archive = "keep": `rsync --inplace` at a low bandwidth wrote a new version over a taken
     photo, paused longer than settle_seconds, and the half-written file, whole by the old

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.intake.complete import MAX_STEPS, missing_end, truncation
+from daemon.intake.complete import MAX_STEPS, ZERO_TAIL, missing_end, truncation
 
 FORMATS = {
     "jpeg": ("JPEG", {}),
@@ -61,6 +61,32 @@ def test_whole_files_are_whole_and_every_cut_is_truncated(name: str) -> None:
     assert reason is not None and reason.startswith("a ")
 
 
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_photo_whose_size_was_set_first_is_not_whole_until_its_end_is_written(
+    name: str,
+) -> None:
+    """A sync trial: Windows and SMB copies set a file's size, then write it in chunks, and
+    WebP, HEIC and TIFF photos (their headers, boxes and strips all within the size set) were
+    rendered from their first 256 KiB and zeros. A PNG's zeros read as a corrupt chunk."""
+    data = _encoded(*FORMATS[name], size=(256, 192))
+    for written in (16, len(data) // 4, len(data) // 2, len(data) - 1024):
+        assert _judge(data[:written] + bytes(len(data) - written)) is not None, written
+    assert _judge(data) is None
+
+
+def test_an_image_ending_in_black_is_told_as_ending_in_zeros() -> None:
+    """Uncompressed, the last rows of a dark photo are zeros: a file still being written, as
+    far as its bytes tell (the intake takes it once unchanged for arriving_timeout)."""
+    pixels = np.random.default_rng(7).integers(1, 256, (64, 96, 3), dtype=np.uint8)
+    pixels[-8:] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="TIFF")
+    assert _judge(buffer.getvalue()) == ZERO_TAIL
+    # A sidecar too, and small files: a quarter of them.
+    assert _judge(b'{"style": "mosa' + bytes(16)) == ZERO_TAIL
+    assert _judge(b'{"style": "mosaic"}') is None
+
+
 def test_data_after_the_jpeg_end_is_allowed_like_a_motion_photo_s_video() -> None:
     video = b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000)
     assert _judge(_encoded("JPEG", {}) + video) is None
@@ -85,10 +111,10 @@ def test_an_exif_thumbnail_s_end_marker_does_not_end_the_photo() -> None:
     [
         b"\xff\xd8 image bytes",  # SOI, then no marker: corrupt, the decoder says so
         _encoded("JPEG", {})[:20] + b"\x12" * 3000,
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x00\x00\x00\x00" + bytes(50),  # no chunk type
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x00\x00\x00\x00" + bytes(50) + b"\x01",  # no chunk type
         b"GIF89a" + bytes(7) + b"\x99 not a block",
         b"hello, this is not a photo\n" * 50,  # not a known format: not judged
-        bytes(511) + b"x" + bytes(5000),  # not zeros throughout its start: not judged
+        bytes(511) + b"x" + bytes(5000) + b"x",  # not zeros at its start or end: not judged
         b"",
     ],
 )

@@ -373,7 +373,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a truncated photo (a JPEG without its end marker, a PNG without "
         "IEND...) stays still arriving, unchanged, before it gets a truncation report (from "
-        "its last change, also across restarts and `once` runs).",
+        "its last change, also across restarts and `once` runs). A file that ends in zeros, "
+        "as a copy that sets the size first leaves it, waits as long, then is taken (an "
+        "uncompressed photo may end in black rows).",
         json_schema_extra=APPLIED_LIVE,
     )
     resend: Literal["skip", "answer"] = Field(

@@ -19,6 +19,8 @@ judged and count as whole.
 A file whose first bytes are all zeros is not an image yet: Windows and SMB copies and some
 phone apps set a file's full size first and write its content after (a sync trial: such a
 photo was reported "not an image format" three seconds in, then answered again once written).
+Nor is one whose last bytes are zeros, part way through such a copy (`ZERO_TAIL`), whatever
+its format says, and whatever the file is (a sidecar too).
 
 `missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(root, relative)`
 opens the file. Work is bounded per file: every read, and every strip or tile pointer a TIFF
@@ -43,6 +45,9 @@ Read = Callable[[int, int], bytes]  # (offset, length) -> at most `length` bytes
 MAX_STEPS = 200_000  # reads (and TIFF data pointers) of one file before giving up (not judged)
 WINDOW = 1 << 16
 ZEROS_SEEN = 512  # leading zero bytes that no image format starts with
+# What a file ending in zeros is told. Unlike a truncation it is taken once unchanged for
+# arriving_timeout, not reported: an uncompressed image may end in black.
+ZERO_TAIL = "its last bytes are still zeros, as a copy that sets the size first leaves them"
 # Inside JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; any
 # other byte after it starts a marker (a fill byte 0xFF included).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
@@ -120,7 +125,10 @@ def _missing_end(read: _Steps, size: int) -> str | None:
     start = read(0, min(size, ZEROS_SEEN))
     if start and not start.strip(b"\x00"):
         return "its first bytes are still zeros, as a copy that sets the size first leaves them"
-    head = start[:12]
+    return _format_end(read, size, start[:12]) or _zero_tail(read, size)
+
+
+def _format_end(read: _Steps, size: int, head: bytes) -> str | None:
     if head.startswith(b"\xff\xd8"):
         return _jpeg(read, size)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -134,6 +142,16 @@ def _missing_end(read: _Steps, size: int) -> str | None:
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff(read, size, "little" if head[:2] == b"II" else "big")
     return None
+
+
+def _zero_tail(read: _Steps, size: int) -> str | None:
+    """A file whose last bytes are zeros (the last ZEROS_SEEN, or a quarter of a small one):
+    a copy that set the size first has not reached its end. Its structure cannot tell: a
+    WebP's header, a HEIC's boxes and a TIFF's strips all fit the size set (a sync trial:
+    WebP, HEIC and TIFF photos rendered from their first 256 KiB and zeros)."""
+    length = min(ZEROS_SEEN, size // 4)
+    tail = read(size - length, length) if length else b""
+    return ZERO_TAIL if len(tail) == length > 0 and not tail.strip(b"\x00") else None
 
 
 def _u32le(data: bytes, offset: int) -> int:

@@ -36,7 +36,7 @@ from daemon.intake.arrival import (
     look_again,
 )
 from daemon.intake.beside import Beside
-from daemon.intake.complete import truncation
+from daemon.intake.complete import ZERO_TAIL, truncation
 from daemon.intake.ignore import SIDECAR_EXTENSION, IgnoreRules, without_trailing
 from daemon.intake.jsonload import SidecarError, read_inbox
 from daemon.intake.partners import (
@@ -487,8 +487,10 @@ class Intake:
             entry.own = (entry.signature, self.own_answer(entry.path))
 
     def _still_arriving(self, entry: Tracked, now: float, events: list[Event]) -> bool:
-        """A truncated image, or a file still all zeros, is not settled: it is looked at again
-        with a growing back-off, and reported only once unchanged for `arriving_timeout`."""
+        """A truncated image, or a file still all zeros at its start or its end, is not
+        settled: it is looked at again with a growing back-off, and reported only once
+        unchanged for `arriving_timeout`; one that ends in zeros is taken then instead (an
+        uncompressed image's last rows may be black: the decoder judges it)."""
         reason = (
             entry.arriving.reason
             if entry.arriving is not None
@@ -499,6 +501,8 @@ class Intake:
         due = entry.unchanged_since + self.arriving_timeout
         if now >= due:
             entry.arriving = None
+            if reason == ZERO_TAIL:
+                return False
             self._report(entry, events, reasons.given_up(reason, self.arriving_timeout))
         else:
             entry.arriving = look_again(entry.arriving, reason, now, due, self.settle_seconds)
