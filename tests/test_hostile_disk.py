@@ -200,7 +200,7 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
     starts, `status` names the full state folder, and the job ends by itself once there is
     room. A reader keeps the database's WAL index open, as `stylefold web` does (SQLite cannot
     create one on a full disk); the WAL is emptied, so any write must grow it."""
-    env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5"}
+    env = {"STYLEFOLD_TEST_PUBLISH_RETRY": "0.5", "STYLEFOLD_LOG_LEVEL": "debug"}
     archive = tmpfs_state / "archive"
     archive.mkdir()
     mount_tmpfs(archive, "4m")
@@ -228,7 +228,8 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
         unwritable = daemon.wait_for_log("job.state_unwritable", timeout=30)
         assert "no space left for the state database" in str(unwritable["error"])
         assert "state folder" in str(unwritable["fix"])
-        daemon.wait_for_log("job.state_unwritable", timeout=30, count=2)  # tried again
+        again = daemon.wait_for_log("job.still_blocked", timeout=30)  # tried again
+        assert again["on"] == "state"
         assert daemon.process.poll() is None
         report = json.loads(
             subprocess.run(
