@@ -590,6 +590,18 @@ def test_a_colour_profile_costly_to_build_is_not_applied(fmt: str) -> None:
     assert profile_problem(_mpet_profile(MAX_PROFILE_ELEMENTS)) is None
 
 
+def test_a_damaged_colour_profile_is_told_unreadable_not_costly() -> None:
+    """An attacker's trial: 140 bytes of text as a JPEG's profile were told "not applied:
+    building it would take very long (1,919,050,087 tags...)", a wrong thing to fix."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 99, 199)).save(out, "JPEG", icc_profile=b"garbageprofile" * 10)
+    told = open_image(out.getvalue()).profile
+    assert told is not None and told.startswith("unreadable (") and "long" not in told, told
+    profile = _mpet_profile(MAX_PROFILE_ELEMENTS)
+    claims = profile[:128] + (5000).to_bytes(4, "big") + profile[132:]  # a table it lacks
+    assert profile_problem(claims) is None
+
+
 def test_ordinary_colour_profiles_are_applied() -> None:
     from PIL import ImageCms
 
