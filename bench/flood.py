@@ -4,7 +4,8 @@ the inbox two seconds later. Prints how long until every report was written, how
 good pair took to be answered, the reports per second in each fifth of the flood (flat
 when each report costs the same however many came before), and the oldest `status` was
 (state/status.json's age, looked at twice a second: the daemon rewrites it at least every
-2 s while its loop turns).
+2 s while its loop turns), and the daemon's resident memory before and after (the files stay
+in the inbox, each tracked: an upper bound of what a file left there costs).
 
     python -m bench.flood --files 6000
     python -m bench.flood --files 20000 --daemon-src /path/to/an/older/checkout
@@ -52,6 +53,8 @@ class Flood:
     good_pair_s: float  # from the good pair dropped to its answer
     rates: list[float]  # reports per second in each fifth of the flood
     status_age_s: float  # the oldest status.json was, from the flood's start to its end
+    rss_before_mib: float  # the daemon's (not its workers') resident memory before the flood
+    rss_after_mib: float  # ... once every file was reported (each still in the inbox, tracked)
 
 
 def flood(files: int, source: Path, broken_sidecars: bool = False) -> Flood:
@@ -74,6 +77,7 @@ def flood(files: int, source: Path, broken_sidecars: bool = False) -> Flood:
         try:
             while b"daemon.ready" not in (root / "daemon.log").read_bytes():
                 time.sleep(0.2)
+            rss_before = _rss_mib(daemon.pid)
             began = time.monotonic()
             for index in range(files):
                 (root / "inbox" / "flood" / f"e{index:06d}.jpg").touch()
@@ -94,6 +98,8 @@ def flood(files: int, source: Path, broken_sidecars: bool = False) -> Flood:
                 oldest = max(oldest, time.time() - status.stat().st_mtime)
                 time.sleep(0.5)
             ended = time.monotonic()
+            time.sleep(2)  # a turn or two after the last report
+            rss_after = _rss_mib(daemon.pid)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(60)
@@ -104,7 +110,14 @@ def flood(files: int, source: Path, broken_sidecars: bool = False) -> Flood:
         start = next(at for at, count in counts if count >= max(low, 1))
         end = next(at for at, count in counts if count >= high)
         rates.append((high - low) / max(end - start, 0.5))
-    return Flood(ended - began, ended - first, good or 0.0, rates, oldest)
+    return Flood(ended - began, ended - first, good or 0.0, rates, oldest, rss_before, rss_after)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def main() -> None:
@@ -117,11 +130,15 @@ def main() -> None:
     result = flood(args.files, args.daemon_src.resolve(), args.broken_sidecars)
     rates = ", ".join(f"{rate:.0f}" for rate in result.rates)
     what = "empty photos with broken sidecars" if args.broken_sidecars else "empty photos"
+    inbox_files = args.files * (2 if args.broken_sidecars else 1)
     print(
         f"{args.files} {what}: all reported after {result.all_reported_s:.1f} s "
         f"({result.reporting_s:.1f} s from the first report); the good pair answered "
         f"{result.good_pair_s:.1f} s after it was dropped; reports/s by fifth: {rates}; "
-        f"status at most {result.status_age_s:.1f} s old"
+        f"status at most {result.status_age_s:.1f} s old; the daemon's RSS "
+        f"{result.rss_before_mib:.1f} MiB before, {result.rss_after_mib:.1f} MiB after "
+        f"({(result.rss_after_mib - result.rss_before_mib) * 1024 / inbox_files:.2f} KiB "
+        f"for each of the {inbox_files} files left in the inbox)"
     )
 
 
