@@ -45,6 +45,8 @@ class Blocked:
     retry_at: float
     on: BlockedOn = "outbox"  # the folder that could not be written
     since: float = field(default_factory=time.time)
+    # The error's number: the same refusal again names other files (temporary names).
+    errno: int | None = None
 
 
 @dataclass

@@ -49,7 +49,7 @@ log = structlog.get_logger("stylefold.jobs")
 
 class Written(NamedTuple):
     """What publishing wrote: the file people open (relative to the outbox), and the SHA-256
-    of the image published (results and reuses; None for reports)."""
+    of the image published (results and reuses; None for failures, reports and skips)."""
 
     shown: str
     digest: str | None
@@ -188,8 +188,8 @@ class Publisher:
         # in the progress file) had the answer taken as written, a job blocked for good.
         digest = self._write_answer(job, detail, names)
         if isinstance(detail, ResultDetail):
-            # Also when an earlier try wrote the result but could not index it (a full state
-            # folder): an identical photo is then answered from it instead of rendered again.
+            # Indexed at every try (the state folder may have been full at the one before): an
+            # identical photo is then answered from it instead of rendered again.
             assert digest is not None
             self.store.record_answer(
                 Answer(job.reuse_key, job.id, names.image, digest, names.manifest)
@@ -243,7 +243,7 @@ class Publisher:
         if on == "outbox":
             self.metrics.outbox_write_failed()
         before = self.blocked.get(job_id)
-        if before is None or before.reason != reason:
+        if before is None or not _same_refusal(before, on, exc.errno, reason):
             log.error(
                 f"job.{on}_unwritable",
                 job_id=job_id,
@@ -258,7 +258,7 @@ class Publisher:
         if job is not None:
             self._stop(job)
         retry_at = time.monotonic() + self.publish_retry
-        blocked = Blocked(job_id, job, outcome, detail, reason, retry_at, on)
+        blocked = Blocked(job_id, job, outcome, detail, reason, retry_at, on, errno=exc.errno)
         if before is not None:  # blocked since its first try
             blocked.since = before.since
         self.blocked[job_id] = blocked
@@ -345,10 +345,10 @@ class Publisher:
     def _answered(self, job: Job, outcome: Outcome, detail: BaseModel, written: Written) -> None:
         if outcome in ("result", "reuse"):
             names = self.spool.names(job)
+            assert written.digest is not None
+            answer = Answer(job.sent_key, job.id, names.image, written.digest, names.manifest)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
-                if (digest := written.digest) is not None:
-                    answer = Answer(job.sent_key, job.id, names.image, digest, names.manifest)
-                    self.store.record_input_answer(job.source, answer)
+                self.store.record_input_answer(job.source, answer)
                 drop_stale_report(names, job.inputs, self.spool.settings.inbox)
         reason = detail.reason if isinstance(detail, FailureDetail) else None
         shown = written.shown
@@ -462,3 +462,12 @@ def _clash(exc: OSError) -> str | None:
                 "file away"
             )
     return None
+
+
+def _same_refusal(before: Blocked, on: BlockedOn, number: int | None, reason: str) -> bool:
+    """Whether a blocked job's new refusal is the one it had (logged once): by the folder and
+    the error's number, as each try names other temporary files; by the text where there is
+    no number (a refusal's own message)."""
+    if before.on != on:
+        return False
+    return before.errno == number if number is not None else before.reason == reason
