@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.intake.complete import MAX_STEPS, ZERO_TAIL, missing_end, truncation
+from daemon.intake.complete import MAX_STEPS, ZERO_TAIL, ZERO_TAIL_SEEN, missing_end, truncation
 
 FORMATS = {
     "jpeg": ("JPEG", {}),
@@ -69,9 +69,17 @@ def test_a_photo_whose_size_was_set_first_is_not_whole_until_its_end_is_written(
     WebP, HEIC and TIFF photos (their headers, boxes and strips all within the size set) were
     rendered from their first 256 KiB and zeros. A PNG's zeros read as a corrupt chunk."""
     data = _encoded(*FORMATS[name], size=(256, 192))
-    for written in (16, len(data) // 4, len(data) // 2, len(data) - 1024):
-        assert _judge(data[:written] + bytes(len(data) - written)) is not None, written
+    # Down to ZERO_TAIL_SEEN bytes left to write (a re-test: 200 were not seen at 512).
+    for left in (len(data) - 16, 3 * len(data) // 4, len(data) // 2, 1024, 200, ZERO_TAIL_SEEN):
+        assert _judge(data[:-left] + bytes(left)) is not None, left
     assert _judge(data) is None
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "gif"])
+def test_zeros_after_an_end_marker_are_not_the_image_s(name: str) -> None:
+    """Some cameras pad a JPEG with zeros after its end marker: its end is written, so it is
+    whole, not a copy still filling in a size set first (which would wait arriving_timeout)."""
+    assert _judge(_encoded(*FORMATS[name]) + bytes(4096)) is None
 
 
 def test_an_image_ending_in_black_is_told_as_ending_in_zeros() -> None:

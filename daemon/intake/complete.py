@@ -20,7 +20,8 @@ A file whose first bytes are all zeros is not an image yet: Windows and SMB copi
 phone apps set a file's full size first and write its content after (a sync trial: such a
 photo was reported "not an image format" three seconds in, then answered again once written).
 Nor is one whose last bytes are zeros, part way through such a copy (`ZERO_TAIL`), whatever
-its format says, and whatever the file is (a sidecar too).
+the file is (a sidecar too), unless its format's end marker comes before them (a JPEG a camera
+padded with zeros is whole).
 
 `missing_end(read, size)` is pure over a reader (tests pass bytes); `truncation(root, relative)`
 opens the file. Work is bounded per file: every read, and every strip or tile pointer a TIFF
@@ -48,6 +49,9 @@ ZEROS_SEEN = 512  # leading zero bytes that no image format starts with
 # What a file ending in zeros is told. Unlike a truncation it is taken once unchanged for
 # arriving_timeout, not reported: an uncompressed image may end in black.
 ZERO_TAIL = "its last bytes are still zeros, as a copy that sets the size first leaves them"
+# Trailing zero bytes that no compressed image ends with (a TIFF's last directory, at the end
+# of its file, may end in 11: a count of 1, a value of 0, no next directory).
+ZERO_TAIL_SEEN = 32
 # Inside JPEG entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; any
 # other byte after it starts a marker (a fill byte 0xFF included).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
@@ -125,7 +129,19 @@ def _missing_end(read: _Steps, size: int) -> str | None:
     start = read(0, min(size, ZEROS_SEEN))
     if start and not start.strip(b"\x00"):
         return "its first bytes are still zeros, as a copy that sets the size first leaves them"
-    return _format_end(read, size, start[:12]) or _zero_tail(read, size)
+    found = _format_end(read, size, start[:12])
+    if found == _ENDED:  # at its end marker: whatever follows (zeros too) is not the image's
+        return None
+    if found is None or found == _CORRUPT:  # within its size, or broken where zeros may be
+        return _zero_tail(read, size)
+    return found
+
+
+# What a walk below finds besides a truncation: an end marker (JPEG, PNG, GIF), or a structure
+# broken (corrupt: the decoder reports it, unless a copy's zeros broke it); None where the
+# structure fits the file's size (WebP, HEIC/AVIF, TIFF), which a copy's zeros can too.
+_ENDED = "(ended)"
+_CORRUPT = "(corrupt)"
 
 
 def _format_end(read: _Steps, size: int, head: bytes) -> str | None:
@@ -145,11 +161,12 @@ def _format_end(read: _Steps, size: int, head: bytes) -> str | None:
 
 
 def _zero_tail(read: _Steps, size: int) -> str | None:
-    """A file whose last bytes are zeros (the last ZEROS_SEEN, or a quarter of a small one):
-    a copy that set the size first has not reached its end. Its structure cannot tell: a
-    WebP's header, a HEIC's boxes and a TIFF's strips all fit the size set (a sync trial:
-    WebP, HEIC and TIFF photos rendered from their first 256 KiB and zeros)."""
-    length = min(ZEROS_SEEN, size // 4)
+    """A file whose last bytes are zeros (the last ZERO_TAIL_SEEN, or a quarter of a small
+    one): a copy that set the size first has not reached its end. Its structure cannot tell:
+    a WebP's header, a HEIC's boxes and a TIFF's strips all fit the size set (a sync trial:
+    WebP, HEIC and TIFF photos rendered from their first 256 KiB and zeros). A copy with
+    fewer bytes than that left to write is not seen (a re-test: 200 bytes were, at 512)."""
+    length = min(ZERO_TAIL_SEEN, size // 4)
     tail = read(size - length, length) if length else b""
     return ZERO_TAIL if len(tail) == length > 0 and not tail.strip(b"\x00") else None
 
@@ -170,10 +187,10 @@ def _jpeg(read: _Steps, size: int) -> str | None:
         if len(head) < 2:
             return _JPEG_CUT
         if head[0] != 0xFF:
-            return None  # corrupt: not a marker where one must be
+            return _CORRUPT  # not a marker where one must be
         marker = head[1]
         if marker == 0xD9:
-            return None  # end of image
+            return _ENDED  # end of image
         if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
             pos += 1 if marker == 0xFF else 2  # a fill byte, or a marker without a length
             continue
@@ -181,7 +198,7 @@ def _jpeg(read: _Steps, size: int) -> str | None:
             return _JPEG_CUT
         length = int.from_bytes(head[2:4], "big")
         if length < 2:
-            return None
+            return _CORRUPT
         pos += 2 + length
         if pos > size:
             return _JPEG_CUT
@@ -217,12 +234,12 @@ def _png(read: _Steps, size: int) -> str | None:
             return _PNG_CUT
         length, kind = int.from_bytes(head[:4], "big"), head[4:8]
         if not kind.isalpha():
-            return None  # corrupt
+            return _CORRUPT
         pos += 12 + length  # length, type, data, CRC
         if pos > size:
             return _PNG_CUT
         if kind == b"IEND":
-            return None
+            return _ENDED
 
 
 # -- GIF ----------------------------------------------------------------------------------------
@@ -240,7 +257,7 @@ def _gif(read: _Steps, size: int) -> str | None:
         if not block:
             return _GIF_CUT
         if block[0] == 0x3B:
-            return None  # trailer
+            return _ENDED  # trailer
         if block[0] == 0x21:  # extension: label, then sub-blocks
             pos += 2
         elif block[0] == 0x2C:  # image: descriptor, local colour table, LZW code size
@@ -249,7 +266,7 @@ def _gif(read: _Steps, size: int) -> str | None:
                 return _GIF_CUT
             pos += 10 + _color_table(packed[0]) + 1
         else:
-            return None  # corrupt
+            return _CORRUPT
         pos = _sub_blocks(read, pos)
         if pos > size:
             return _GIF_CUT
@@ -292,7 +309,7 @@ def _bmff(read: _Steps, size: int) -> str | None:
                 return _BMFF_CUT
             length = int.from_bytes(head[8:16], "big")
         if length < 8:
-            return None  # corrupt
+            return _CORRUPT
         pos += length
         if pos > size:
             return _BMFF_CUT
@@ -331,7 +348,7 @@ def _tiff(read: _Steps, size: int, order: Literal["little", "big"]) -> str | Non
             tag, kind, items = number(entry[:2]), number(entry[2:4]), number(entry[4:8])
             width = _TYPE_SIZES.get(kind)
             if width is None or items * width > size:
-                return None  # corrupt
+                return _CORRUPT
             where = offset + 2 + 12 * index + 8
             if items * width > 4:
                 where = number(entry[8:12])
