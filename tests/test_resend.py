@@ -726,14 +726,10 @@ def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str
     )
 
 
-def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo(
-    folders: Folders,
-) -> None:
-    """The daemon died after writing a result into the outbox and before indexing it for
-    dedupe (a full state folder leaves the same gap: the next try finds the result written).
-    Publishing it again must index it: an identical photo under another name is then answered
-    from it at once, not rendered a second time. The crash is reproduced by the steps the
-    publisher takes before it: PUBLISHING recorded, the answer written, nothing indexed."""
+def _written_then_killed(folders: Folders) -> Job:
+    """A job whose daemon was killed after writing its result into the outbox, before
+    indexing it: the steps the publisher takes before that (PUBLISHING recorded, the answer
+    written, as `_render` would), then the database closed."""
     lc = _lifecycle(folders)
     job_id = _take(lc, _send(folders))
     assert job_id is not None
@@ -743,10 +739,22 @@ def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo
     detail = ResultDetail(info=_info(job))
     lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
     answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
-    assert lc.store.answer_for(job.reuse_key) is None
     lc.store.close()  # killed here
+    return job
 
+
+def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo(
+    folders: Folders,
+) -> None:
+    """The daemon died after writing a result into the outbox and before indexing it for
+    dedupe (a full state folder leaves the same gap: the next try finds the result written).
+    Publishing it again must index it: an identical photo under another name is then answered
+    from it at once, not rendered a second time. The crash is reproduced by the steps the
+    publisher takes before it: PUBLISHING recorded, the answer written, nothing indexed."""
+    job = _written_then_killed(folders)
+    job_id = job.id
     lc = _lifecycle(folders)
+    assert lc.store.answer_for(job.reuse_key) is None
     lc.recover()
     assert _end(lc, job_id) is State.DONE
     assert lc.store.answer_for(job.reuse_key) is not None
@@ -764,20 +772,16 @@ def test_an_answer_published_again_is_written_whole_whatever_its_names_hold(
     job's id (read from its progress file) planted at its name while it ran. Both had the
     answer taken as written, read back for its hash, and the job blocked for good ("No such
     file or directory"). The answer is written again, whole, and indexed as written."""
-    lc = _lifecycle(folders)
-    job_id = _take(lc, _send(folders))
-    assert job_id is not None
-    job = lc.jobs[job_id]
-    result = lc.spool.job_dir(job) / "result.jpg"
-    result.write_bytes(image_bytes(seed=99))
     if planted:
+        lc = _lifecycle(folders)
+        job_id = _take(lc, _send(folders))
+        assert job_id is not None
+        job = lc.jobs[job_id]
         write_json(folders.outbox / "photo.manifest.json", {"job_id": job_id})
         _render(lc, job_id)
     else:
-        detail = ResultDetail(info=_info(job))
-        lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
-        answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
-        lc.store.close()  # killed here
+        job = _written_then_killed(folders)
+        job_id = job.id
         (folders.outbox / "photo.stylised.jpg").unlink()
         lc = _lifecycle(folders)
         lc.recover()
