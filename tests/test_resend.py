@@ -25,8 +25,8 @@ from structlog.testing import capture_logs
 from daemon.config import load_settings
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import answers, handover
-from daemon.jobs.answers import ResultDetail
+from daemon.jobs import answers, handover, outbox
+from daemon.jobs.answers import ResultDetail, ResultLost, ReuseDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.spool import ClaimIntent
@@ -795,6 +795,75 @@ def test_an_answer_published_again_is_written_whole_whatever_its_names_hold(
     assert manifest["output"]["sha256"] == answer.sha256
 
 
+def test_an_answer_written_then_not_recorded_is_neither_written_again_nor_moved(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """A reviewer's reading: an answer written whole, then not indexed (the state database
+    full: here a trigger of the real database refuses the row as a full disk does), was
+    written again at every try, its manifest's times changing each time, and moved to a
+    numbered folder, a second answer, if its folder had been swapped for a link meanwhile."""
+    lc = _lifecycle(folders)
+    photo = folders.inbox / "trip" / "photo.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(image_bytes(seed=5))
+    write_json(photo.with_suffix(".json"), SIDECAR)
+    job_id = _take(lc, Arrival(photo, photo.with_suffix(".json"), Path("trip")))
+    assert job_id is not None
+    with sqlite3.connect(folders.state / DB_FILE) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON answered "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    _render(lc, job_id)
+    assert lc.publisher.blocked[job_id].on == "state"
+    answer = folders.outbox / "trip"
+    manifest = (answer / "photo.manifest.json").read_bytes()
+    answer.rename(tmp_path / "away")  # swapped for a link by whoever writes the outbox
+    answer.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with sqlite3.connect(folders.state / DB_FILE) as db:
+        db.execute("DROP TRIGGER full")
+    time.sleep(1.1)
+    lc.retry_due()
+    assert _end(lc, job_id) is State.DONE and not lc.publisher.blocked
+    answer.unlink()
+    (tmp_path / "away").rename(answer)
+    assert sorted(
+        p.relative_to(folders.outbox).as_posix() for p in folders.outbox.rglob("*.json")
+    ) == ["trip/photo.manifest.json"]
+    assert (answer / "photo.manifest.json").read_bytes() == manifest
+    assert lc.store.answer_for(lc.store.get(job_id).job.reuse_key) is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("damage", ["image removed", "manifest broken"])
+def test_a_reuse_whose_earlier_answer_went_before_a_later_try_is_rendered_instead(
+    folders: Folders, damage: str
+) -> None:
+    """A reviewer's reading: a reuse checks its earlier answer when queued, and copies it at
+    every try; one removed or broken in the outbox meanwhile blocked the job for good ("No such
+    file or directory", told as an unwritable outbox) or failed it beside its answer."""
+    lc = _lifecycle(folders)
+    job_id = _take(lc, _send(folders))
+    assert job_id is not None
+    job = lc.jobs[job_id]
+    _render(lc, job_id)
+    answer = lc.store.answer_for(job.reuse_key)
+    assert answer is not None
+    detail = ReuseDetail(
+        job_id=job_id,
+        output=str(answer.output),
+        manifest=str(answer.manifest),
+        sha256=answer.sha256,
+    )
+    if damage == "image removed":
+        Path(answer.output).unlink()
+    else:
+        Path(answer.manifest).write_text("{")
+    names = outbox.choose_names(folders.outbox, "copy", "jpg", root=folders.outbox)
+    with pytest.raises(ResultLost, match="removed"):
+        answers.publish_reuse(job, detail, names, "log\n", lc.settings, {})
+    assert not names.image.exists() and not names.manifest.exists()
+
+
 def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(
     folders: Folders, tmp_path: Path
 ) -> None:
@@ -818,24 +887,33 @@ def test_every_job_answers_once_while_its_folder_is_swapped_for_a_link(
     real.mkdir(exist_ok=True)
     link.symlink_to(elsewhere)
     exchange = ctypes.CDLL(None, use_errno=True).renameat2
-    stop = threading.Event()
+
+    def swapped() -> bool:
+        return exchange(-100, os.fsencode(real), -100, os.fsencode(link), 2) == 0  # EXCHANGE
+
+    if not (swapped() and swapped()):
+        pytest.skip("this file system cannot exchange two names (renameat2)")
+    stop, swaps = threading.Event(), [0]
 
     def swap() -> None:
         while not stop.is_set():
-            exchange(-100, os.fsencode(real), -100, os.fsencode(link), 2)  # RENAME_EXCHANGE
+            swaps[0] += swapped()
             time.sleep(0.0002)
 
     swapper = threading.Thread(target=swap)
     swapper.start()
     try:
-        for job_id in ids:
-            _render(lc, job_id)
-        for _turn in range(3):  # tries again while the swapping goes on
-            time.sleep(1.1)
-            lc.retry_due()
+        with capture_logs() as logged:
+            for job_id in ids:
+                _render(lc, job_id)
+            for _turn in range(3):  # tries again while the swapping goes on
+                time.sleep(1.1)
+                lc.retry_due()
     finally:
         stop.set()
         swapper.join()
+    assert swaps[0] > 100
+    assert any(line["event"] == "job.outbox_unwritable" for line in logged)  # some refused
     if real.is_symlink():
         exchange(-100, os.fsencode(real), -100, os.fsencode(link), 2)
     deadline = time.monotonic() + 30

@@ -129,7 +129,7 @@ OUTBOX_FIX = (
 )
 REUSE_CHANGED = (
     "the earlier identical answer it was to be copied from changed in the outbox before the "
-    "copy (edited or replaced); it is rendered instead"
+    "copy (edited, replaced or removed); it is rendered instead"
 )
 RESULT_LOST = (
     "its rendered result was gone from the state folder's spool before it reached the outbox "
@@ -396,7 +396,10 @@ def publish_reuse(
     result is copied from one opening (`open_answer`), and only if it is still the one
     published (`fsutil.atomic_copy`'s `sha256`). Returns the SHA-256 of the copy."""
     outbox_root = settings.outbox
-    previous = earlier_manifest(detail, outbox_root)
+    try:
+        previous = earlier_manifest(detail, outbox_root)
+    except (OSError, ValueError):  # gone or changed since the job was queued: rendered
+        raise ResultLost(REUSE_CHANGED) from None
     used = {style.sha256: style.size for style in previous.styles}  # the same images
     manifest = previous.model_copy(
         update={
@@ -416,7 +419,11 @@ def publish_reuse(
     )
     output = Path(detail.output)
     try:
-        with open_answer(output, outbox_root, settings.max_answer_bytes) as image:
+        image = open_answer(output, outbox_root, settings.max_answer_bytes)
+    except OSError:  # gone since the job was queued (a later try: a reviewer's reading)
+        raise ResultLost(REUSE_CHANGED) from None
+    try:
+        with image:
             return _publish_result(names, output, manifest, log, roots, detail.sha256, image)
     except NotTheSame:
         raise ResultLost(REUSE_CHANGED) from None

@@ -78,6 +78,12 @@ class Publisher:
         self.stop_running = stop_running
         self.render_again = render_again
         self.blocked: dict[str, Blocked] = {}
+        # Answers this process wrote whole, by job id, until the job ends: a try after one
+        # that wrote its answer and then could not record it (a full state folder) neither
+        # writes it again (a manifest whose times change at every try) nor moves it to a
+        # numbered folder (whoever writes the outbox may have swapped its folder meanwhile:
+        # a second answer beside the first).
+        self.written: dict[str, tuple[Outcome, Written]] = {}
         # A job's last attempt, from its start to its end, for the duration metric: taken
         # when the job leaves its worker, before `running` forgets when it started.
         self.attempt_seconds: dict[str, float] = {}
@@ -108,13 +114,14 @@ class Publisher:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
                 self._enter_publishing(job_id, job, outcome, detail)
-                if job is not None and outcome != "skip":
+                if job is not None and outcome != "skip" and job_id not in self.written:
                     job = self._answer_place(job)
                 try:
                     written = self._write(job_id, job, outcome, detail)
                 except ResultLost as lost:
                     assert job is not None
                     self.blocked.pop(job_id, None)  # before: failing it may block it anew
+                    self.written.pop(job_id, None)
                     self.attempt_seconds.pop(job_id, None)  # it runs again
                     self.render_again(job, lost.reason)
                     return
@@ -158,7 +165,8 @@ class Publisher:
             self.store.move(job_id, State.PUBLISHING, outcome=outcome, detail=detail)
 
     def _write(self, job_id: str, job: Job | None, outcome: Outcome, detail: BaseModel) -> Written:
-        """Write the answer."""
+        """Write the answer (a skip's is the earlier one's), unless this process wrote it
+        at an earlier try (`written`)."""
         if job is None:
             assert isinstance(detail, ReportDetail)
             folder = self.spool.places.folder_for(detail.rel_dir)
@@ -183,18 +191,23 @@ class Publisher:
         names = self.spool.names(job)
         relative = {"failure": names.error}.get(outcome, names.image)
         shown = relative.relative_to(self.settings.outbox).as_posix()
-        # Written again by a restart or a retry, whatever its names hold now: the outbox is
-        # not ours alone, and a manifest with this job's id planted at its name (the id is
-        # in the progress file) had the answer taken as written, a job blocked for good.
-        digest = self._write_answer(job, detail, names)
+        earlier = self.written.get(job.id)
+        if earlier is not None and earlier[0] == outcome:
+            written = earlier[1]
+        else:
+            # Written whatever its names hold: what the outbox holds is never taken as written
+            # (a manifest with the job's id, read from its progress file, planted at its name
+            # had a job blocked for good), so a restart writes it again.
+            written = Written(shown, self._write_answer(job, detail, names))
+            self.written[job.id] = (outcome, written)
         if isinstance(detail, ResultDetail):
             # Indexed at every try (the state folder may have been full at the one before): an
             # identical photo is then answered from it instead of rendered again.
-            assert digest is not None
+            assert written.digest is not None
             self.store.record_answer(
-                Answer(job.reuse_key, job.id, names.image, digest, names.manifest)
+                Answer(job.reuse_key, job.id, names.image, written.digest, names.manifest)
             )
-        return Written(shown, digest)
+        return written
 
     def _may_make_folder(self, folder: str, job_id: str) -> None:
         """Raises OutboxRefused (which blocks the job, saying what to do) where the outbox is
@@ -329,6 +342,7 @@ class Publisher:
         except Exception as exc:  # recorded or not, the job is set aside
             log.warning("job.not_recorded", state=str(State.BROKEN), error=repr(exc))
         self.blocked.pop(job_id, None)
+        self.written.pop(job_id, None)
         self.jobs.pop(job_id, None)
         self.running.pop(job_id, None)
         self.attempt_seconds.pop(job_id, None)
@@ -394,6 +408,7 @@ class Publisher:
         self.store.move(job.id, end, note=note)  # raises on a full state folder: tried again
         self.spool.remove(job)
         self.jobs.pop(job.id, None)
+        self.written.pop(job.id, None)
 
 
 _METRIC = {"result": "done", "reuse": "reused", "skip": "skipped", "failure": "failed"}
