@@ -36,6 +36,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path, PurePath
 from typing import Literal
 
@@ -130,21 +131,22 @@ def _missing_end(read: _Steps, size: int) -> str | None:
     if start and not start.strip(b"\x00"):
         return "its first bytes are still zeros, as a copy that sets the size first leaves them"
     found = _format_end(read, size, start[:12])
-    if found == _ENDED:  # at its end marker: whatever follows (zeros too) is not the image's
+    if found is _Walk.ENDED:  # at its end marker: whatever follows (zeros too) is not the image's
         return None
-    if found is None or found == _CORRUPT:  # within its size, or broken where zeros may be
+    if found is None or found is _Walk.CORRUPT:  # within its size, or broken where zeros may be
         return _zero_tail(read, size)
     return found
 
 
-# What a walk below finds besides a truncation: an end marker (JPEG, PNG, GIF), or a structure
-# broken (corrupt: the decoder reports it, unless a copy's zeros broke it); None where the
-# structure fits the file's size (WebP, HEIC/AVIF, TIFF), which a copy's zeros can too.
-_ENDED = "(ended)"
-_CORRUPT = "(corrupt)"
+class _Walk(Enum):
+    """What a walk below finds besides a truncation (None: the structure fits the file's size,
+    as WebP's, HEIC's and TIFF's do, which a copy's zeros can too)."""
+
+    ENDED = "its end marker (JPEG, PNG, GIF)"
+    CORRUPT = "a broken structure: the decoder reports it, unless a copy's zeros broke it"
 
 
-def _format_end(read: _Steps, size: int, head: bytes) -> str | None:
+def _format_end(read: _Steps, size: int, head: bytes) -> str | _Walk | None:
     if head.startswith(b"\xff\xd8"):
         return _jpeg(read, size)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -180,17 +182,17 @@ def _u32le(data: bytes, offset: int) -> int:
 _JPEG_CUT = "a JPEG without its end marker"
 
 
-def _jpeg(read: _Steps, size: int) -> str | None:
+def _jpeg(read: _Steps, size: int) -> str | _Walk | None:
     pos = 2
     while True:
         head = read(pos, 4)
         if len(head) < 2:
             return _JPEG_CUT
         if head[0] != 0xFF:
-            return _CORRUPT  # not a marker where one must be
+            return _Walk.CORRUPT  # not a marker where one must be
         marker = head[1]
         if marker == 0xD9:
-            return _ENDED  # end of image
+            return _Walk.ENDED  # end of image
         if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
             pos += 1 if marker == 0xFF else 2  # a fill byte, or a marker without a length
             continue
@@ -198,7 +200,7 @@ def _jpeg(read: _Steps, size: int) -> str | None:
             return _JPEG_CUT
         length = int.from_bytes(head[2:4], "big")
         if length < 2:
-            return _CORRUPT
+            return _Walk.CORRUPT
         pos += 2 + length
         if pos > size:
             return _JPEG_CUT
@@ -226,7 +228,7 @@ def _next_marker(read: _Steps, pos: int, size: int) -> int | None:
 _PNG_CUT = "a PNG without its IEND chunk"
 
 
-def _png(read: _Steps, size: int) -> str | None:
+def _png(read: _Steps, size: int) -> str | _Walk | None:
     pos = 8
     while True:
         head = read(pos, 8)
@@ -234,12 +236,12 @@ def _png(read: _Steps, size: int) -> str | None:
             return _PNG_CUT
         length, kind = int.from_bytes(head[:4], "big"), head[4:8]
         if not kind.isalpha():
-            return _CORRUPT
+            return _Walk.CORRUPT
         pos += 12 + length  # length, type, data, CRC
         if pos > size:
             return _PNG_CUT
         if kind == b"IEND":
-            return _ENDED
+            return _Walk.ENDED
 
 
 # -- GIF ----------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def _png(read: _Steps, size: int) -> str | None:
 _GIF_CUT = "a GIF without its trailer"
 
 
-def _gif(read: _Steps, size: int) -> str | None:
+def _gif(read: _Steps, size: int) -> str | _Walk | None:
     screen = read(10, 1)
     if not screen:
         return _GIF_CUT
@@ -257,7 +259,7 @@ def _gif(read: _Steps, size: int) -> str | None:
         if not block:
             return _GIF_CUT
         if block[0] == 0x3B:
-            return _ENDED  # trailer
+            return _Walk.ENDED  # trailer
         if block[0] == 0x21:  # extension: label, then sub-blocks
             pos += 2
         elif block[0] == 0x2C:  # image: descriptor, local colour table, LZW code size
@@ -266,7 +268,7 @@ def _gif(read: _Steps, size: int) -> str | None:
                 return _GIF_CUT
             pos += 10 + _color_table(packed[0]) + 1
         else:
-            return _CORRUPT
+            return _Walk.CORRUPT
         pos = _sub_blocks(read, pos)
         if pos > size:
             return _GIF_CUT
@@ -293,7 +295,7 @@ def _color_table(packed: int) -> int:
 _BMFF_CUT = "a HEIC/AVIF file shorter than its boxes say"
 
 
-def _bmff(read: _Steps, size: int) -> str | None:
+def _bmff(read: _Steps, size: int) -> str | _Walk | None:
     pos = 0
     while True:
         if pos == size:
@@ -309,7 +311,7 @@ def _bmff(read: _Steps, size: int) -> str | None:
                 return _BMFF_CUT
             length = int.from_bytes(head[8:16], "big")
         if length < 8:
-            return _CORRUPT
+            return _Walk.CORRUPT
         pos += length
         if pos > size:
             return _BMFF_CUT
@@ -323,7 +325,7 @@ _DATA_TAGS = {273: 279, 324: 325}  # strip offsets -> strip byte counts; tiles l
 MAX_IFDS = 64
 
 
-def _tiff(read: _Steps, size: int, order: Literal["little", "big"]) -> str | None:
+def _tiff(read: _Steps, size: int, order: Literal["little", "big"]) -> str | _Walk | None:
     """Every strip or tile pointer counts as a step too: a sparse file's header can claim
     millions of strips (an attacker's trial: a 256 MiB file of 4 KiB on disk held the daemon's
     loop 32 s and 1.2 GB of memory, and 64 directories would take half an hour)."""
@@ -348,7 +350,7 @@ def _tiff(read: _Steps, size: int, order: Literal["little", "big"]) -> str | Non
             tag, kind, items = number(entry[:2]), number(entry[2:4]), number(entry[4:8])
             width = _TYPE_SIZES.get(kind)
             if width is None or items * width > size:
-                return _CORRUPT
+                return _Walk.CORRUPT
             where = offset + 2 + 12 * index + 8
             if items * width > 4:
                 where = number(entry[8:12])
