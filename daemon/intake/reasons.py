@@ -246,9 +246,9 @@ PATH_TOO_LONG_FIX = (
 
 # The fix for a full tracker (`max_tracked`), from the intake and from a scan alike: answered
 # photos kept in the inbox (archive = "keep") stay there and stay tracked, and only the user
-# can make room then; each tracked file costs about 1.5 KB of the daemon's memory.
+# can make room then; each tracked file costs about 3.5 KB of the daemon's memory.
 MAX_TRACKED_FIX = (
-    "let the queue drain, or raise max_tracked (about 1.5 KB of memory per file); with "
+    "let the queue drain, or raise max_tracked (about 3.5 KB of memory per file); with "
     'archive = "keep" answered photos stay in the inbox and count too: raise it, or move '
     "answered ones out if nothing syncs the inbox both ways (that would delete them on the "
     "phone too)"

@@ -22,7 +22,7 @@ def profile_problem(icc: bytes) -> str | None:
         return None
     if tags > MAX_PROFILE_TAGS:
         return f"{tags:,} tags, where profiles carry a few dozen"
-    for index in range(min(tags, (len(icc) - 132) // 12)):
+    for index in range(tags):
         entry = 132 + 12 * index
         at = int.from_bytes(icc[entry + 4 : entry + 8], "big")
         if icc[at : at + 4] == b"mpet":
