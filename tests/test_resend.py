@@ -31,7 +31,7 @@ from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.spool import ClaimIntent
 from daemon.jobs.states import State
-from daemon.jobs.store import DB_FILE, KEEP_FINISHED, Store
+from daemon.jobs.store import DB_FILE, KEEP_FINISHED, Answer, Store
 from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, Failed, ResultInfo
@@ -726,21 +726,45 @@ def test_a_different_job_on_the_same_name_is_numbered(folders: Folders, sub: str
     )
 
 
-def _written_then_killed(folders: Folders) -> Job:
-    """A job whose daemon was killed after writing its result into the outbox, before
-    indexing it: the steps the publisher takes before that (PUBLISHING recorded, the answer
-    written, as `_render` would), then the database closed."""
+def _written_then_killed(folders: Folders, name: str = "photo.jpg", indexed: bool = False) -> Job:
+    """A job whose daemon was killed after writing its result into the outbox (and indexing
+    it, if `indexed`): the steps the publisher takes before that (PUBLISHING recorded, the
+    answer written, as `_render` would), then the database closed."""
     lc = _lifecycle(folders)
-    job_id = _take(lc, _send(folders))
+    job_id = _take(lc, _send(folders, name))
     assert job_id is not None
     job = lc.jobs[job_id]
     result = lc.spool.job_dir(job) / "result.jpg"
     result.write_bytes(image_bytes(seed=99))
     detail = ResultDetail(info=_info(job))
     lc.store.move(job_id, State.PUBLISHING, outcome="result", detail=detail)
-    answers.publish_result(job, detail, result, lc.spool.names(job), "log\n", {})
+    names = lc.spool.names(job)
+    digest = answers.publish_result(job, detail, result, names, "log\n", {})
+    if indexed:
+        lc.store.record_answer(Answer(job.reuse_key, job.id, names.image, digest, names.manifest))
     lc.store.close()  # killed here
     return job
+
+
+def test_a_result_written_and_indexed_before_a_kill_is_not_answered_again_elsewhere(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """Killed after its answer was written and indexed, before the originals went: its folder
+    swapped for a link before the restart had the answer written again in a numbered folder,
+    a second one. What the database indexed counts as written (the outbox is not trusted)."""
+    job = _written_then_killed(folders, "trip/photo.jpg", indexed=True)
+    answer = folders.outbox / "trip"
+    manifest = (answer / "photo.manifest.json").read_bytes()
+    answer.rename(tmp_path / "away")
+    answer.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    lc = _lifecycle(folders)
+    lc.recover()
+    assert _end(lc, job.id) is State.DONE and not lc.publisher.blocked
+    answer.unlink()
+    (tmp_path / "away").rename(answer)
+    found = sorted(p.relative_to(folders.outbox).as_posix() for p in folders.outbox.rglob("*.json"))
+    assert found == ["trip/photo.manifest.json"]
+    assert (answer / "photo.manifest.json").read_bytes() == manifest
 
 
 def test_a_result_published_again_after_a_crash_still_answers_an_identical_photo(

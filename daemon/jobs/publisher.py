@@ -114,6 +114,8 @@ class Publisher:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
                 self._enter_publishing(job_id, job, outcome, detail)
+                if job is not None and outcome == "result" and job_id not in self.written:
+                    self._indexed_before(job)
                 if job is not None and outcome != "skip" and job_id not in self.written:
                     job = self._answer_place(job)
                 try:
@@ -139,6 +141,16 @@ class Publisher:
         if (running := self.running.get(job.id)) is not None:
             self.attempt_seconds[job.id] = time.time() - running.started
         self.stop_running(job)
+
+    def _indexed_before(self, job: Job) -> None:
+        """A result a killed process wrote and indexed (the index is ours; the outbox is not)
+        counts as written (`written`): after a restart it is neither written again nor moved,
+        as its folder may have been swapped for a link meanwhile."""
+        answer = self.store.answer_for(job.reuse_key)
+        names = self.spool.names(job)
+        if answer is not None and answer.job_id == job.id and answer.output == names.image:
+            shown = names.image.relative_to(self.settings.outbox).as_posix()
+            self.written[job.id] = ("result", Written(shown, answer.sha256))
 
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
