@@ -83,7 +83,8 @@ class Publisher:
         # writes it again (a manifest whose times change at every try) nor moves it to a
         # numbered folder (whoever writes the outbox may have swapped its folder meanwhile:
         # a second answer beside the first).
-        self.written: dict[str, tuple[Outcome, Written]] = {}
+        # The digest kept is the image's (None for a failure's report).
+        self.written: dict[str, tuple[Outcome, str | None]] = {}
         # A job's last attempt, from its start to its end, for the duration metric: taken
         # when the job leaves its worker, before `running` forgets when it started.
         self.attempt_seconds: dict[str, float] = {}
@@ -113,9 +114,10 @@ class Publisher:
             if job is not None and row is not None and row.state is State.RELEASING:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
+                again = row is not None and row.state in (State.PUBLISHING, State.BLOCKED)
                 self._enter_publishing(job_id, job, outcome, detail)
-                if job is not None and outcome == "result" and job_id not in self.written:
-                    self._indexed_before(job)
+                if again and job is not None and outcome == "result" and job_id not in self.written:
+                    self._indexed_before(job)  # at a later try only, not on every job's way
                 if job is not None and outcome != "skip" and job_id not in self.written:
                     job = self._answer_place(job)
                 try:
@@ -147,10 +149,10 @@ class Publisher:
         counts as written (`written`): after a restart it is neither written again nor moved,
         as its folder may have been swapped for a link meanwhile."""
         answer = self.store.answer_for(job.reuse_key)
-        names = self.spool.names(job)
-        if answer is not None and answer.job_id == job.id and answer.output == names.image:
-            shown = names.image.relative_to(self.settings.outbox).as_posix()
-            self.written[job.id] = ("result", Written(shown, answer.sha256))
+        if answer is None or answer.job_id != job.id:
+            return
+        if answer.output == self.spool.names(job).image:
+            self.written[job.id] = ("result", answer.sha256)
 
     def _answer_place(self, job: Job) -> Job:
         """The job, with its answer moved to a numbered folder where a file took its folder's
@@ -205,13 +207,13 @@ class Publisher:
         shown = relative.relative_to(self.settings.outbox).as_posix()
         earlier = self.written.get(job.id)
         if earlier is not None and earlier[0] == outcome:
-            written = earlier[1]
+            written = Written(shown, earlier[1])
         else:
             # Written whatever its names hold: what the outbox holds is never taken as written
             # (a manifest with the job's id, read from its progress file, planted at its name
             # had a job blocked for good), so a restart writes it again.
             written = Written(shown, self._write_answer(job, detail, names))
-            self.written[job.id] = (outcome, written)
+            self.written[job.id] = (outcome, written.digest)
         if isinstance(detail, ResultDetail):
             # Indexed at every try (the state folder may have been full at the one before): an
             # identical photo is then answered from it instead of rendered again.
