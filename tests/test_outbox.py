@@ -338,14 +338,15 @@ def test_an_answer_lands_whole_though_its_folder_is_swapped_for_a_link_meanwhile
 
     toggler = threading.Thread(target=toggle)
     toggler.start()
-    refused = 0
-    try:
-        for index in range(150):
-            names = outbox.OutputNames(folder, f"p{index}", "jpg", 1, root)
+    refused = tries = 0
+    try:  # on a loaded machine the toggler may be starved for a while: go on until both showed
+        while tries < 150 or (not 0 < refused < tries and tries < 5000):
+            names = outbox.OutputNames(folder, f"p{tries}", "jpg", 1, root)
             try:
-                outbox.publish_result(names, rendered, a_manifest(f"job-{index}"), "line\n")
+                outbox.publish_result(names, rendered, a_manifest(f"job-{tries}"), "line\n")
             except OSError:
                 refused += 1
+            tries += 1
     finally:
         stop.set()
         toggler.join()
@@ -357,7 +358,7 @@ def test_an_answer_lands_whole_though_its_folder_is_swapped_for_a_link_meanwhile
             found.setdefault((path.parent, stem), set()).add(tail)
     whole = {"stylised.jpg", "log", "manifest.json"}
     assert {key: got for key, got in found.items() if got != whole} == {}
-    assert 0 < refused < 150 and len(found) == 150 - refused
+    assert 0 < refused < tries and len(found) == tries - refused
 
 
 def test_a_link_at_an_answers_name_is_replaced_not_followed(tmp_path: Path) -> None:
