@@ -184,3 +184,32 @@ def test_kill_9_of_a_worker_mid_job_retries_it_once(
         f"its pid and exited cleanly on SIGTERM; manifest attempt={manifest.get('attempt', '?')}",
         f"daemon pid {pid} unchanged",
     )
+
+
+def test_a_workers_retries_are_no_interruptions_at_the_next_start(folders: Folders) -> None:
+    """A reviewer's reading: recovery gave a job up after MAX_STARTS starts not ended in order,
+    and counted among them the pool's own retries after a crashed worker, which the pool had
+    seen and bounds by `retries` (up to 10). With `retries` 10, five kills of the worker and one
+    `systemctl restart` failed the job as "interrupted 5 times" though it had retries left."""
+    config = folders.config(defaults={"size": 48, "iterations": 400}, retries=10, grace_period=0.5)
+    (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=9))
+    (folders.inbox / "photo.json").write_text(json.dumps({"style": "mosaic"}))
+    daemon = start_daemon(folders, config=config)
+    try:
+        for kill in range(1, MAX_STARTS + 1):
+            daemon.wait_for_log("job.started", count=kill)
+            (victim,) = wait_for(lambda: _worker_pids(daemon), 30, "the worker")
+            os.kill(victim, signal.SIGKILL)
+            daemon.wait_for_log("job.retry", count=kill)
+        daemon.wait_for_log("job.started", count=MAX_STARTS + 1)
+        assert daemon.stop(signal.SIGTERM, timeout=40) == 0
+    finally:
+        daemon.process.kill()
+    assert daemon.logged("job.requeued")
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.started")  # a seventh start, not "interrupted 5 times"
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.logged("job.failed")
+    assert not list(folders.outbox.glob("*.error.json"))

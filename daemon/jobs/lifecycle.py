@@ -524,7 +524,11 @@ class Lifecycle:
             log.warning("job.retry", attempt=event.attempt, kind=event.kind, error=event.error)
             running = self.running.get(job.id)
             self.at_work.stopped(job)
-            self.queued_again(job, event.error, note=line, lost=event.kind == "lost")
+            # Seen to end, and bounded by the pool's `retries`: no interruption for MAX_STARTS
+            # (a reviewer's reading: five worker kills and one restart failed a job that had
+            # retries left), unless its Ray node was lost, which may be the photo's doing.
+            lost = event.kind == "lost"
+            self.queued_again(job, event.error, note=line, lost=lost, stopped=not lost)
             seconds = None if running is None else time.time() - running.started
             self.metrics.job_finished("retried", seconds)
         elif isinstance(event, Requeued):
@@ -586,10 +590,10 @@ class Lifecycle:
         stopped: bool = False,
     ) -> None:
         """Record a job that left its worker as QUEUED (`lost`: its worker went with its
-        cluster, counted against the free requeues; `stopped`: its start ended in order, so
-        recovery's MAX_STARTS does not count it). With the state folder full that may fail
-        (and RUNNING may never have been recorded): the job goes on all the same, and a
-        restart queues a RUNNING job again anyway."""
+        cluster, counted against the free requeues; `stopped`: its start ended as the daemon
+        saw, in order or retried by the pool, so recovery's MAX_STARTS does not count it). With
+        the state folder full that may fail (and RUNNING may never have been recorded): the job
+        goes on all the same, and a restart queues a RUNNING job again anyway."""
         row = self.store.get(job.id)
         if row is not None and row.state is State.RUNNING:
             try:

@@ -34,8 +34,10 @@ NOT_RECORDED = "its spool folder was not in the state database"
 UNKNOWN_INPUT = "unknown photo"
 # Ends reached only through RELEASING, so only after the originals left the spool folder.
 RELEASED = TRANSITIONS[State.RELEASING]
-MAX_STARTS = 5  # a job interrupted this often (daemon or worker killed) is given up; an orderly
-# stop (SIGTERM, a restart for an upgrade) requeues it and does not count
+# A job interrupted this often (the daemon killed under it, or its Ray node lost) is given up;
+# an orderly stop (SIGTERM, a restart for an upgrade) and the pool's own retries (bounded by
+# `retries`) requeue it and do not count.
+MAX_STARTS = 5
 
 
 def recover(lc: Lifecycle) -> int:
