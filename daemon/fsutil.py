@@ -306,10 +306,10 @@ def plain_suffix(name: str) -> str:
     return ext if ext[1:].isalnum() else ""
 
 
-def fit_name(stem: str, suffix: str) -> str:
-    """`stem + suffix`, with the stem shortened (on a character boundary) to fit NAME_MAX bytes,
+def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix`, with the stem shortened (on a character boundary) to fit `limit` bytes,
     so a very long input name still gets an output and an error report."""
-    room = NAME_MAX - len(os.fsencode(suffix))
+    room = limit - len(os.fsencode(suffix))
     if len(os.fsencode(stem)) <= room:
         return stem + suffix
     kept, used = [], 0

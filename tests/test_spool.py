@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from daemon.config import Settings, load_settings
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
 from daemon.intake.styles import StyleLibrary
-from daemon.jobs import outbox
+from daemon.jobs import handover, outbox
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.record import Job
 from daemon.jobs.spool import ClaimIntent, Spool
@@ -266,6 +267,37 @@ def test_archive_never_overwrites_an_earlier_original(folders: Folders) -> None:
         spool.release(job, archive=True)
     names = sorted(p.name for p in settings.archive_path.iterdir())
     assert names == ["photo.jpg", "photo.json", "photo.returned-2.jpg", "photo.returned-2.json"]
+
+
+@pytest.mark.parametrize("length", [238, 240])
+def test_an_original_with_a_long_name_and_its_sidecar_in_another_case_are_archived_again(
+    folders: Folders, length: int
+) -> None:
+    """An attacker's trial: `p...p.jpg` (240 characters) paired with `P...P.json`; the second
+    such pair's renaming carried the sidecar's whole name (`.returned-2-PPP...json`, 257 bytes):
+    its originals stayed in the spool for good, retried every 30 s with advice about free
+    space. At 238 characters the photo's stem was cut to nothing: `.returned-2.jpg`, hidden."""
+    settings = _settings(folders)
+    spool = _spool(settings)
+    for seed in (1, 2):
+        image = make_image(folders.inbox / ("p" * length + ".jpg"), seed=seed)
+        sidecar = write_json(folders.inbox / ("P" * length + ".json"), {"style": "mosaic"})
+        job = _claim(spool, settings, Arrival(image, sidecar, Path()))
+        spool.release(job, archive=True)
+    names = sorted(p.name for p in settings.archive_path.iterdir())
+    kept = ("p" * length)[: 255 - len(".returned-2.json")]  # one stem for the pair, as it fits
+    first = ["p" * length + ".jpg", "P" * length + ".json"]
+    assert names == sorted([*first, f"{kept}.returned-2.jpg", f"{kept}.returned-2.json"])
+
+
+def test_names_given_back_fit_and_keep_a_stem_whatever_they_are() -> None:
+    """The class of the trial above: whatever files go back beside a photo, their renamings fit
+    the file system's limit and keep a visible stem."""
+    wanted = ["p" * 240 + ".jpg", "x" * 250 + ".json", "._" + "p" * 240 + ".jpg"]
+    for renamed in itertools.islice(handover.numbered(wanted), 1, 4):
+        assert all(len(os.fsencode(name)) <= 255 for name in renamed), renamed
+        assert all(name.lstrip("._").startswith("ppp") for name in renamed), renamed
+        assert len(set(renamed)) == len(renamed)
 
 
 def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> None:

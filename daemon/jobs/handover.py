@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.fsutil import fit_stem
+from daemon.fsutil import NAME_MAX, fit_name, fit_stem
 from daemon.intake import reasons
+from daemon.intake.partners import key
 from daemon.safefs import (
     Changed,
     Identity,
@@ -221,13 +222,20 @@ def numbered(wanted: list[str]) -> Iterator[list[str]]:
 
 def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
     """photo.jpg -> photo.returned-2.jpg, photo.json -> photo.returned-2.json, photo.jpg.json ->
-    photo.returned-2.jpg.json, ._photo.jpg -> ._photo.returned-2.jpg."""
+    photo.returned-2.jpg.json, ._photo.jpg -> ._photo.returned-2.jpg; `PHOTO.json` (paired
+    without case) -> photo.returned-2.json. A name not led by the stem keeps a tail of at most
+    half the name limit, so the stem always keeps room (an attacker's trial: a 240-character
+    pair's sidecar in capitals made a 257-byte name, and the originals stuck in the spool)."""
     parts = []
     stem = unicodedata.normalize("NFC", stem)  # a sidecar may spell the stem decomposed
     for name in wanted:
         prefix = "._" if name.startswith("._") else ""
         bare = unicodedata.normalize("NFC", name[len(prefix) :])
-        rest = bare[len(stem) :] if bare.startswith(stem) else f"-{bare}"
+        if key(bare[: len(stem)]) == key(stem):
+            rest = bare[len(stem) :]
+        else:
+            head, dot, ext = bare.rpartition(".")
+            rest = "-" + (fit_name(head, dot + ext, NAME_MAX // 2) if dot else bare[:64])
         parts.append((prefix, f".returned-{number}{rest}"))
     kept = fit_stem(stem, (prefix + tail for prefix, tail in parts))
     return [prefix + kept + tail for prefix, tail in parts]
