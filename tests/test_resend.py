@@ -470,6 +470,29 @@ def test_a_photo_alone_is_known_by_its_manifest_once_its_job_is_pruned(folders: 
     assert [e["event"] for e in logs] == ["job.resent_alone"] and _outbox(folders) == RESULT_SET
 
 
+def test_a_manifest_reached_through_a_folder_swapped_for_a_link_does_not_tell(
+    folders: Folders, tmp_path: Path
+) -> None:
+    """A newcomer's review: once the job was pruned, the photo's hash was read from its
+    manifest following any link in the folders on its way (only the file itself was checked),
+    where every other read of our answers follows none: a manifest beyond a link told the
+    photo "answered before"."""
+    lc = _lifecycle(folders)
+    first = _take(lc, _send(folders, "trip/photo.jpg"))
+    assert first is not None
+    _render(lc, first)
+    assert lc.store.prune(keep=0).jobs == 1
+    away = tmp_path / "away"
+    (folders.outbox / "trip").rename(away)
+    (folders.outbox / "trip").symlink_to(away)
+    _send(folders, "trip/photo.jpg", sidecar=None)
+    problem = Problem(folders.inbox / "trip/photo.jpg", "no sidecar", "photo", alone=True)
+    with capture_logs() as logs:
+        lc.reports.problem(problem)
+    [rejected] = [e for e in logs if e["event"] == "job.rejected"]  # what it was told then:
+    assert "answered before" not in rejected["reason"]  # read from beyond the link, before
+
+
 def test_only_a_photo_alone_is_taken_for_one_come_back(folders: Folders) -> None:
     """A newcomer's review: any problem of an answered photo's bytes was taken for a photo come
     back alone, and a sidecar naming a style image that is not there was never reported."""

@@ -375,11 +375,11 @@ def _publish_result(
     return outbox.publish_result(names, image, shown, text, sha256, opened)
 
 
-def earlier_manifest(detail: ReuseDetail, outbox: Path) -> Manifest:
-    """The earlier identical job's manifest, read from the `outbox` without following a link
-    (`open_answer`); raises OSError or ValueError when it is gone or no longer a manifest
-    (then the job is rendered instead of answered from it)."""
-    with open_answer(Path(detail.manifest), outbox, JSON_BYTES) as handle:
+def manifest_at(path: Path, outbox: Path) -> Manifest:
+    """A manifest we published, read from the `outbox` without following a link anywhere on
+    its way (`open_answer`); raises OSError or ValueError when it is gone or no longer a
+    manifest (an identical job is then rendered instead of answered from it)."""
+    with open_answer(path, outbox, JSON_BYTES) as handle:
         return model_from_json(Manifest, handle.read(JSON_BYTES + 1))
 
 
@@ -397,7 +397,7 @@ def publish_reuse(
     published (`fsutil.atomic_copy`'s `sha256`). Returns the SHA-256 of the copy."""
     outbox_root = settings.outbox
     try:
-        previous = earlier_manifest(detail, outbox_root)
+        previous = manifest_at(Path(detail.manifest), outbox_root)
     except (OSError, ValueError):  # gone or changed since the job was queued: rendered
         raise ResultLost(REUSE_CHANGED) from None
     used = {style.sha256: style.size for style in previous.styles}  # the same images

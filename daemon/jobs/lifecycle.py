@@ -442,7 +442,7 @@ class Lifecycle:
         from service.imageio import carries_location
 
         try:
-            answers.earlier_manifest(_reuse(earlier), self.settings.outbox)
+            answers.manifest_at(Path(_reuse(earlier).manifest), self.settings.outbox)
         except (OSError, ValueError):
             return False
         if not self.settings.strip_location:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from daemon import safefs
 from daemon.config import Settings
-from daemon.fsutil import file_sha256, read_json
+from daemon.fsutil import file_sha256
 from daemon.intake.jsonload import SidecarError, load_json
-from daemon.jobs import handover
+from daemon.jobs import answers, handover
 from daemon.jobs.record import Job
 from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
 from daemon.jobs.store import Answer, Store
@@ -47,7 +47,8 @@ def earlier_answer_to_this_input(store: Store, job: Job, settings: Settings) -> 
     answer = store.input_answer(job.source, job.sent_key) or store.input_answer(job.source, job.key)
     if answer is None and job.sidecar_name is None:  # come back alone (`answered_alone`),
         # taken with the default style (no_sidecar = "default"): not rendered in another style
-        answer = _answer_to_photo(store, store.input_answers(job.source), job.input_sha256)
+        earlier = store.input_answers(job.source)
+        answer = _answer_to_photo(store, earlier, job.input_sha256, settings.outbox)
     return still_published(answer, job, settings)
 
 
@@ -89,25 +90,27 @@ def answered_alone(store: Store, settings: Settings, photo: Path) -> ResentAlone
         return None
     if safefs.Identity.of(after) != safefs.Identity.of(before):
         return None
-    answer = _answer_to_photo(store, earlier, digest)
+    answer = _answer_to_photo(store, earlier, digest, settings.outbox)
     if answer is None:
         return None
     signature = [after.st_size, after.st_mtime_ns, after.st_ino]
     return ResentAlone(answer, unchanged(answer, settings), signature)
 
 
-def _answer_to_photo(store: Store, answers: list[Answer], sha256: str) -> Answer | None:
+def _answer_to_photo(
+    store: Store, earlier: list[Answer], sha256: str, outbox: Path
+) -> Answer | None:
     """Of an inbox path's answers, the latest to a photo of these bytes (in the outbox or not:
     callers ask). The photo's hash comes from its job's record or, once the history is pruned
-    (after KEEP_FINISHED jobs; the answers are kept longer), from its manifest."""
-    for answer in answers:
+    (after KEEP_FINISHED jobs; the answers are kept longer), from its manifest in `outbox`."""
+    for answer in earlier:
         row = store.get(answer.job_id)
         if row is not None and row.job is not None:
             photo = row.job.input_sha256
         else:
             try:
-                photo = read_json(answer.manifest)["input"]["sha256"]
-            except (OSError, ValueError, KeyError, TypeError):
+                photo = answers.manifest_at(answer.manifest, outbox).input.sha256
+            except (OSError, ValueError):
                 continue
         if photo == sha256:
             return answer
