@@ -4,8 +4,7 @@
 ...) through the same renderer, so every line of the daemon has one format; under systemd each
 line starts with its journald priority (`daemon.journal`). It may be called
 again (SIGHUP) to change format or level. Lines about a job carry `job_id`: bind it for a block
-with `job_context(job_id)` (context variables, so it follows the code that handles the job) or
-keep a logger from `job_logger(job_id)`.
+with `job_context(job_id)` (context variables, so it follows the code that handles the job).
 """
 
 import logging
@@ -92,16 +91,6 @@ def setup_logging(
     logging.captureWarnings(True)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
-
-
-def get_logger(name: str = "stylefold", **bound: Any) -> structlog.typing.FilteringBoundLogger:
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name, **bound)
-    return logger
-
-
-def job_logger(job_id: str, **bound: Any) -> structlog.typing.FilteringBoundLogger:
-    """A logger whose every line carries the job id."""
-    return get_logger("stylefold.job", job_id=job_id, **bound)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from daemon.logs import get_logger, job_context, job_logger, setup_logging
+from daemon.logs import job_context, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 def test_json_lines_by_default_off_a_terminal() -> None:
     stream = io.StringIO()
     setup_logging("auto", "info", stream)
-    get_logger("stylefold.test").info("job queued", queue=3)
+    structlog.get_logger("stylefold.test").info("job queued", queue=3)
     [line] = lines(stream)
     assert line["event"] == "job queued"
     assert line["queue"] == 3
@@ -48,10 +48,10 @@ def test_json_lines_by_default_off_a_terminal() -> None:
 def test_job_id_bound_two_ways() -> None:
     stream = io.StringIO()
     setup_logging("json", "info", stream)
-    job_logger("j-1").info("started")
+    structlog.get_logger("stylefold.job").bind(job_id="j-1").info("started")
     with job_context("j-2"):
-        get_logger("stylefold.worker").info("iteration", n=10)
-    get_logger().info("idle")
+        structlog.get_logger("stylefold.worker").info("iteration", n=10)
+    structlog.get_logger("stylefold").info("idle")
     started, iteration, idle = lines(stream)
     assert started["job_id"] == "j-1"
     assert iteration["job_id"] == "j-2"
@@ -61,7 +61,7 @@ def test_job_id_bound_two_ways() -> None:
 def test_level_honoured_and_changeable() -> None:
     stream = io.StringIO()
     setup_logging("json", "warning", stream)
-    logger = get_logger()
+    logger = structlog.get_logger("stylefold")
     logger.info("hidden")
     logger.warning("shown")
     setup_logging("json", "debug", stream)  # a reload (SIGHUP) takes effect on existing loggers
@@ -77,7 +77,7 @@ def test_stdlib_logging_and_exceptions_in_the_same_format() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        get_logger().exception("job failed")
+        structlog.get_logger("stylefold").exception("job failed")
     library, failure = lines(stream)
     assert library["event"] == "library says hello"
     assert library["level"] == "error"
@@ -101,7 +101,7 @@ def test_console_on_a_terminal() -> None:
     try:
         with os.fdopen(follower, "w", closefd=False) as terminal:
             setup_logging("auto", "info", terminal)
-            get_logger().info("hello console", job_id="j-9")
+            structlog.get_logger("stylefold").info("hello console", job_id="j-9")
             terminal.flush()
         output = os.read(leader, 4096).decode()
     finally:
@@ -117,7 +117,8 @@ def test_a_name_with_terminal_escapes_is_shown_not_obeyed_on_the_console() -> No
     window and ESC [ 2 J clears it (an attacker's trial)."""
     stream = io.StringIO()
     setup_logging("console", "info", stream)
-    get_logger().info("job.claimed", input="a\x1b]0;PWNED\x07\x1b[2J\u202egpj.exe")
+    hostile = "a\x1b]0;PWNED\x07\x1b[2J\u202egpj.exe"
+    structlog.get_logger("stylefold").info("job.claimed", input=hostile)
     text = stream.getvalue()
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert r"a\x1b]0;PWNED\x07\x1b[2J\u202egpj.exe" in text
@@ -126,6 +127,6 @@ def test_a_name_with_terminal_escapes_is_shown_not_obeyed_on_the_console() -> No
 def test_console_forced() -> None:
     stream = io.StringIO()
     setup_logging("console", "info", stream)
-    get_logger().info("readable")
+    structlog.get_logger("stylefold").info("readable")
     assert "readable" in stream.getvalue()
     assert not stream.getvalue().startswith("{")

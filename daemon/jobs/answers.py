@@ -467,7 +467,7 @@ def publish_report(
     outbox_root: Path,
     output_format: str,
     roots: Mapping[Path, str],
-    reserved: Iterable[Path] = (),
+    reserved: Iterable[Path],
 ) -> OutputNames:
     """The report of inbox files that never became a job, in `folder` (of the outbox at
     `outbox_root`), under names free right now and not `reserved` by a claimed job (which may

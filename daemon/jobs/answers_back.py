@@ -49,7 +49,7 @@ class AnswersBack:
 
     def left_alone(self, path: Path, *partners: Path | None) -> bool:
         """True when `path` is one of our answers (then it is remembered with `partners`, as
-        `Spool.already_handled` will look it up, and logged)."""
+        `AnsweredInPlace.already_handled` will look it up, and logged)."""
         kind = self.kind_of(path)
         if kind is None:
             return False

@@ -340,9 +340,9 @@ class Publisher:
                 return
             except Exception as again:  # the failure path meets the same bad data
                 log.error("job.fail_crashed", error=repr(again), traceback=_trace(again))
-        self.set_aside(job_id, job, f"{doing} crashed ({exc!r}); the traceback is in the log")
+        self.set_aside(job_id, f"{doing} crashed ({exc!r}); the traceback is in the log")
 
-    def set_aside(self, job_id: str, job: Job | None, reason: str) -> None:
+    def set_aside(self, job_id: str, reason: str) -> None:
         """The last resort for a job that cannot be finished: its spool folder (originals and
         all) is moved aside for a person, BROKEN is recorded (best effort) and the loop
         forgets it. A report's files were never moved: they stay in the inbox."""

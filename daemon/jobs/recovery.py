@@ -58,7 +58,7 @@ def recover(lc: Lifecycle) -> int:
                 _recover(lc, row)
             except Exception as exc:  # one bad job must never keep the daemon from starting
                 if row.job is None and isinstance(exc, ValueError):  # pydantic's errors too
-                    lc.publisher.set_aside(row.id, None, f"its record cannot be read ({exc})")
+                    lc.publisher.set_aside(row.id, f"its record cannot be read ({exc})")
                 else:  # the failure path: its originals go back with a report
                     lc.publisher.crashed(row.id, row.job, exc, "recovering it")
     lc.spool.styles.collect()
@@ -119,7 +119,7 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
         else:
             why = f"its {CLAIM_FILE} cannot be used ({exc})"
         lc.store.create(job_id, State.CLAIMING, UNKNOWN_INPUT, note=NOT_RECORDED)
-        lc.publisher.set_aside(job_id, None, f"{NOT_RECORDED}, and {why}")
+        lc.publisher.set_aside(job_id, f"{NOT_RECORDED}, and {why}")
         return
     photo = intent.moves[0][0]
     source = (Path(intent.rel_dir) / photo).as_posix()

@@ -2,7 +2,7 @@
 the photo and its sidecar.
 
 A rejected or failed pair stays in the inbox, remembered in the store's `seen` table so that it
-is not taken again while it is unchanged (`Spool.already_handled`). Some fixes change nothing in
+is not taken again while it is unchanged (`daemon.jobs.in_place`). Some fixes change nothing in
 the inbox: a style added to the library, a setting raised and reloaded. So, when the style folder
 changes (a look at it every few seconds from the daemon loop), on a reload (SIGHUP) and at
 start-up, each pair still answered in place is looked at again:
