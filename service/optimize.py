@@ -106,6 +106,7 @@ class _LBFGS:
         self.sy = x.new_zeros(b, self.m, self.m, dtype=self.small)
         self.yy = x.new_zeros(b, self.m, self.m, dtype=self.small)
         self.valid = x.new_zeros(b, self.m, dtype=torch.bool)
+        self.learnt = x.new_zeros(b, dtype=torch.bool)  # a valid pair since the (re)start
         self.slots = torch.arange(self.m, device=x.device)
         self.h_diag = x.new_ones(b)
         self.radius = x.new_full((b,), math.inf)  # longest step (RMS) allowed; see direction
@@ -137,6 +138,7 @@ class _LBFGS:
             # A restart: the first step's, from the gradient, with the item's pairs forgotten.
             step = torch.where(restart.unsqueeze(-1), self._first(g), step)
             self.valid = self.valid & ~restart.unsqueeze(-1)
+            self.learnt = self.learnt & ~restart
             self.h_diag = torch.where(restart, torch.ones_like(self.h_diag), self.h_diag)
             self.radius = torch.where(restart, math.inf, self.radius)
             self.rejected = torch.where(restart, 0.0, self.rejected)
@@ -163,7 +165,14 @@ class _LBFGS:
         valid = (ys > 1e-10) & kept
         self.valid[:, slot] = valid
         ratio = (ys / self.yy[:, slot, slot]).to(self.h_diag.dtype)
-        self.h_diag = torch.where(valid, ratio, self.h_diag)
+        # After a first pair, a kept step that teaches no curvature doubles the next step's
+        # scale (one too long is taken back): at a saddle (an 8x8 photo upscaled, an almost
+        # flat start) every later pair was refused, and 30 steps of 0.03 grey levels on the
+        # first pair's scale stopped as converged, unstyled. The very first pair is often
+        # refused on ordinary photos too, and keeps the scale as it was.
+        grow = kept & ~valid & self.learnt
+        self.h_diag = torch.where(valid, ratio, torch.where(grow, 2 * self.h_diag, self.h_diag))
+        self.learnt = self.learnt | valid
         self.count += 1
         return on_s[..., 1], on_y[..., 2]
 
