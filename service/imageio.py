@@ -125,6 +125,16 @@ def open_image(
 READABLE = "JPEG, PNG, WebP, TIFF, HEIC, ..."
 
 
+@cache
+def readable_extensions() -> frozenset[str]:
+    """The extensions (without the dot) Pillow and its HEIF plugin register for the formats
+    `open_image` decodes: the only ones worth adding to a daemon's image_extensions (a new
+    user's trial: told to have `pdf` added, which would only have failed at the decode)."""
+    Image.init()
+    registered = Image.registered_extensions().items()
+    return frozenset(ext.lstrip(".") for ext, fmt in registered if fmt in PHOTO_FORMATS)
+
+
 def _accepted(head: bytes) -> bool:
     """Whether any decoder that may read a photo takes a file beginning with `head`, by its
     own test of the first bytes (what Pillow tries before it reads further)."""

@@ -248,6 +248,7 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
         ({"devices": ["auto", "cpu"]}, "'auto' cannot be combined"),
         ({"image_extensions": ["json"]}, "sidecar extension"),
         ({"image_extensions": []}, "allow-list is empty"),
+        ({"image_extensions": ["jpg", "pdf", "nef"]}, "stylefold cannot read pdf, nef files"),
         ({"ignore_patterns": ["a/b"]}, "without '/'"),
         ({"log_level": "loud"}, "unknown level 'loud'"),
         ({"archive": "delete"}, "archive: Input should be 'move' or 'keep'"),

@@ -226,6 +226,22 @@ def test_a_sidecar_whose_photo_is_of_a_type_not_taken_says_so(inbox: Inbox) -> N
     assert "has no photo beside it; add the photo" in problems["other.json"].reason
 
 
+def test_a_photo_stylefold_cannot_read_is_not_to_be_added_to_image_extensions(
+    inbox: Inbox,
+) -> None:
+    """A new user's trial: doc.pdf beside doc.json was told that the administrator could add
+    pdf to image_extensions, where the decode would only have failed next."""
+    for name in ("doc.pdf", "IMG_2.NEF"):
+        (inbox.root / name).write_bytes(b"%PDF-1.7 not taken")
+        inbox.write(f"{name.rpartition('.')[0]}.json", '{"style": "a"}')
+    problems = {event.path.name: event for event in inbox.poll(PAIR)}
+    for sidecar, photo in (("doc.json", "doc.pdf"), ("IMG_2.json", "IMG_2.NEF")):
+        told = problems[sidecar]
+        assert isinstance(told, Problem) and f"{photo} is not one of gif" in told.reason
+        assert "save the photo as one of those (JPEG or PNG will do)" in told.reason
+        assert "image_extensions" not in told.reason
+
+
 def test_a_sidecar_beside_a_photo_of_a_type_not_taken_is_told_at_once(inbox: Inbox) -> None:
     """A camera's raw file or a BMP beside its sidecar: the sender was told after pair_timeout
     (10 minutes by default) what was plain as the sidecar settled (a new user's trial). An

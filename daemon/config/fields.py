@@ -97,6 +97,14 @@ def clean_extensions(value: list[str]) -> list[str]:
             raise ValueError(f"{ext!r} is not a file extension; write e.g. jpg or tiff")
         if ext == "json":
             raise ValueError("json is the sidecar extension and cannot be an image extension")
+    from service.imageio import readable_extensions  # Pillow, only when the list is given
+
+    readable = readable_extensions()
+    if unreadable := [ext for ext in extensions if ext not in readable]:
+        raise ValueError(
+            f"stylefold cannot read {', '.join(unreadable)} files; list extensions of the "
+            f"formats it reads: {', '.join(sorted(readable))}"
+        )
     return list(dict.fromkeys(extensions))
 
 

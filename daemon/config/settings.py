@@ -282,7 +282,8 @@ class Settings(BaseSettings):
     )
     image_extensions: Extensions = Field(
         list(DEFAULT_IMAGE_EXTENSIONS),
-        description="Allow-list of content image extensions.",
+        description="Allow-list of content image extensions, of formats stylefold reads "
+        "(avif and bmp may be added; camera raw files and PDFs cannot).",
         json_schema_extra=APPLIED_LIVE,
     )
     dedupe: bool = Field(

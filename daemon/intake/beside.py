@@ -15,6 +15,7 @@ from daemon import safefs
 from daemon.intake import reasons
 from daemon.intake.ignore import PHOTO_TYPES, IgnoreRules, without_trailing
 from daemon.intake.partners import key
+from service.imageio import readable_extensions
 
 
 class Folder:
@@ -116,7 +117,8 @@ class Beside:
         if other_types := [name for name in files if not rules.is_image_name(name)]:
             # a photo's type first: pic.nef, not the pic.aae beside it
             name = min(other_types, key=lambda name: (not _not_taken(name, rules), name))
-            return reasons.photo_type_not_taken(name, rules.image_extensions)
+            readable = name.rpartition(".")[2].lower() in readable_extensions()
+            return reasons.photo_type_not_taken(name, rules.image_extensions, readable)
         return reason
 
     def photo_not_taken(self, relative: PurePath, base: str, rules: IgnoreRules) -> bool:

@@ -228,11 +228,14 @@ def partner_is_folder(name: str) -> str:
     )
 
 
-def photo_type_not_taken(name: str, accepted: Iterable[str]) -> str:
+def photo_type_not_taken(name: str, accepted: Iterable[str], readable: bool) -> str:
+    """`readable`: stylefold decodes files of the photo's extension, so the inbox may be told
+    to take them."""
+    also = ", or have the administrator add its extension to image_extensions" if readable else ""
     return (
         f"has no photo beside it of a type stylefold takes: {name} is not one of "
-        f"{', '.join(sorted(accepted))}; save the photo as one of those (JPEG or PNG will do), "
-        "or have the administrator add its extension to image_extensions"
+        f"{', '.join(sorted(accepted))}; save the photo as one of those (JPEG or PNG will do)"
+        f"{also}"
     )
 
 
