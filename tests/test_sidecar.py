@@ -91,9 +91,14 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
         ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),
         ({"params": {"size": 8}}, "params.size: Input should be greater than or equal to 16"),
-        ({"params": {"optimizer": "sgd"}}, "params.optimizer: Input should be 'lbfgs' or 'adam'"),
+        ({"params": {"optimizer": "sgd"}}, "params.optimizer: must be one of 'lbfgs', 'adam' (got"),
+        # a new user's trial: a misspelt value was told the values alone, where a misspelt key
+        # is asked "did you mean"; "recoloured" is the README's spelling in its prose
+        ({"params": {"init": "recoloured"}}, "(got 'recoloured'); did you mean 'recolored'?"),
+        ({"params": {"preserve_colors": "luminence"}}, "did you mean 'luminance'?"),
+        ({"params": {"multiscale": "of"}}, "(got 'of'); did you mean 'off'?"),
         ({"params": 3}, 'params: must be an object such as {"strength": 0.7} (got 3)'),
-        ({"output": {"format": "gif"}}, "output.format: Input should be 'jpg', 'png'"),
+        ({"output": {"format": "gif"}}, "output.format: must be one of 'jpg', 'png', 'webp',"),
         ({"output": {"quality": 0}}, "output.quality: Input should be greater than or equal to 1"),
         ({"style": 5}, 'style: must be a style name ("starry_night"), a list of'),
         ({"style": True}, "style: must be a style name"),

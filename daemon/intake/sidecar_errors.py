@@ -246,13 +246,10 @@ def describe_errors(
             problems.append(f"{where}: {_object_fix(model_path, item.get('input'))}")
         elif (over := _over_ceiling(model_path, item, ceilings or {})) is not None:
             problems.append(breach_text(over))
-        elif kind == "literal_error" and model_path[-1:] == ["init"]:
-            # "image" is a value of the field, but only `render --init PATH` can give it.
-            named = ", ".join(repr(name) for name in NAMED_INITS)
-            told = f"must be one of {named} (got {shown(item.get('input'))})"
-            problems.append(f"{where}: {told}{_value_case(model_path, item.get('input'))}")
-        elif kind == "literal_error":
-            told = error_text(item) + _value_case(model_path, item.get("input"))
+        elif kind == "literal_error" and (values := _values(model_path)):
+            got = item.get("input")
+            named = ", ".join(map(repr, values))
+            told = f"must be one of {named} (got {shown(got)}){_value_hint(values, got)}"
             problems.append(f"{where}: {told}")
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
@@ -261,18 +258,34 @@ def describe_errors(
     return problems
 
 
-def _value_case(model_path: list[str], got: object) -> str:
-    """The advice for a field's value in other letter case (a new user's "Luminance" was told
-    only the values, where a key's "Strength" is told its spelling)."""
+def _values(model_path: list[str]) -> list[str]:
+    """The values a sidecar may give the field at `model_path` ("image" is one of init's, but
+    only `render --init PATH` can give it)."""
+    if model_path[-1:] == ["init"]:
+        return list(NAMED_INITS)
     model = _model_at(tuple(model_path[:-1]))
     field = model.model_fields.get(model_path[-1]) if model and model_path else None
-    if field is None or not isinstance(got, str):
+    return [] if field is None else _literals(field.annotation)
+
+
+def _literals(annotation: object) -> list[str]:
+    """The strings of the Literal inside an annotation (through Annotated, Optional, ...)."""
+    found: list[str] = []
+    for arg in get_args(annotation):
+        found.extend([arg] if isinstance(arg, str) else _literals(arg))
+    return found
+
+
+def _value_hint(values: list[str], got: object) -> str:
+    """The advice for a value in other letter case (a new user's "Luminance" was told only the
+    values, where a key's "Strength" is told its spelling) or misspelt, as keys are (a new
+    user's "recoloured", the README's spelling in prose, and "luminence")."""
+    if not isinstance(got, str):
         return ""
-    values = [value for value in get_args(field.annotation) if isinstance(value, str)]
-    if model_path[-1:] == ["init"]:
-        values = list(NAMED_INITS)
-    spelt = _spelt(got, values)
-    return "" if spelt is None else f"; write it {json.dumps(spelt)} (values are lower case)"
+    if (spelt := _spelt(got, values)) is not None:
+        return f"; write it {json.dumps(spelt)} (values are lower case)"
+    close = difflib.get_close_matches(got.casefold(), values, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _example(model_path: list[str]) -> str | None:
