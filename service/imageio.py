@@ -168,9 +168,17 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
             f"{name} begins as {kind} file but its header cannot be read (it is damaged); "
             "copy it again, or save it anew from the original"
         )
-    return _not_a_photo(name, data) or ImageInputError(
-        f"{name} is not an image format stylefold can read ({READABLE})"
-    )
+    if found := _not_a_photo(name, data):
+        return found
+    ext = name.rpartition(".")[2].lower()
+    if "." in name and ext in readable_extensions():  # a new user's garbage.heic was told
+        # only the formats, which read as if HEIC might be one stylefold cannot take
+        return ImageInputError(
+            f"{name} is not an image format stylefold can read: it is named .{ext} but does "
+            "not begin as such a file (damaged, or another kind of file under that name); "
+            "copy it again, or save it anew as a JPEG or PNG"
+        )
+    return ImageInputError(f"{name} is not an image format stylefold can read ({READABLE})")
 
 
 def header_look(

@@ -781,3 +781,17 @@ def test_a_tiffs_profile_and_other_blocks_are_not_carried_as_exif() -> None:
     carried = Image.Exif()
     carried.load(open_image(out.getvalue()).exif)
     assert carried.get(0x010F) == "a scanner" and 34675 not in carried
+
+
+def test_bytes_that_are_no_image_under_a_photos_name_are_told_so(tmp_path: Path) -> None:
+    """A new user's trial: random bytes named garbage.heic were told only "not an image format
+    stylefold can read (JPEG, PNG, WebP, TIFF, HEIC, ...)", which reads as if HEIC might be one
+    it cannot take."""
+    for name in ("garbage.heic", "garbage.JPG"):
+        (tmp_path / name).write_bytes(bytes(range(7, 256)) * 12)
+        ext = name.rpartition(".")[2].lower()
+        with pytest.raises(ImageInputError, match=rf"named \.{ext} but does not begin as such"):
+            open_image(tmp_path / name)
+    (tmp_path / "garbage.xyz").write_bytes(bytes(range(7, 256)) * 12)
+    with pytest.raises(ImageInputError, match=r"can read \(JPEG, PNG, WebP, TIFF, HEIC, \.\.\.\)$"):
+        open_image(tmp_path / "garbage.xyz")
