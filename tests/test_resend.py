@@ -1413,3 +1413,31 @@ def test_an_identical_photo_does_not_wait_behind_a_blocked_job(folders: Folders)
     assert lc.twins == [] and second in lc.pool.queued  # rendered, not waiting
     _render(lc, second)
     assert _outbox(folders, "album") == RESULT_SET
+
+
+def test_json_nested_past_the_parser_in_the_outbox_is_none_of_ours(folders: Folders) -> None:
+    """An attacker's trial: 200,000 `[` planted in a two-way synced outbox (json's parser raises
+    RecursionError there, not ValueError). At `photo.error.json` every claim of photo.jpg
+    crashed, and the report of that crash too: no answer, nothing in status. In a folder's mark
+    every photo of that inbox folder did; at a manifest the web page answered 500."""
+    deep = b"[" * 200_000
+    folders.outbox.mkdir(parents=True, exist_ok=True)
+    (folders.outbox / "photo.error.json").write_bytes(deep)
+    (folders.outbox / "mk").write_bytes(b"a file where the folder's mirror would be")
+    (folders.outbox / "mk-2").mkdir()
+    (folders.outbox / "mk-2" / outbox.FOLDER_MARK).write_bytes(deep)
+    lc = _lifecycle(folders)
+    ids = [_take(lc, _send(folders, name)) for name in ("photo.jpg", "mk/photo.jpg")]
+    assert None not in ids
+    for job_id in ids:
+        assert job_id is not None
+        _render(lc, job_id)
+        assert _end(lc, job_id) is State.DONE
+    # Not ours: the answer takes the next names beside it, as beside any file of another's.
+    numbered = ["photo-2.log", "photo.manifest-2.json", "photo.stylised-2.jpg"]
+    assert _outbox(folders) == sorted([*numbered, "photo.error.json", "mk", "mk-2", "mk-3"])
+    assert _outbox(folders, "mk-3") == sorted([outbox.FOLDER_MARK, *RESULT_SET])
+    (folders.outbox / "photo.manifest-2.json").write_bytes(deep)
+    site = Outputs(lc.settings)
+    record = site.record(ids[0] or "")
+    assert record is not None and site.manifest(record) is None

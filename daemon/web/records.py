@@ -7,7 +7,6 @@ carry the job's id, an original must have the photo's SHA-256 from the manifest.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 from pydantic import ValidationError
 
 from daemon.config import Settings
+from daemon.fsutil import parse_ours
 from daemon.job_id import JOB_ID
 from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
@@ -178,10 +178,7 @@ class Outputs:
         data = (
             None if relative is None else read_inside(outbox, relative, JSON_LIMIT, one_name=True)
         )
-        try:
-            return None if data is None else json.loads(data)
-        except ValueError:
-            return None
+        return None if data is None else parse_ours(data)
 
     def original_places(self, record: JobRecord) -> list[tuple[Path, PurePosixPath]]:
         """Where the job's original photo may be, best guess first: where the journal says it
