@@ -881,7 +881,7 @@ def test_an_answer_written_then_not_recorded_is_neither_written_again_nor_moved(
     assert lc.store.answer_for(lc.store.get(job_id).job.reuse_key) is not None  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("damage", ["image removed", "manifest broken"])
+@pytest.mark.parametrize("damage", ["image removed", "manifest broken", "manifest too deep"])
 def test_a_reuse_whose_earlier_answer_went_before_a_later_try_is_rendered_instead(
     folders: Folders, damage: str
 ) -> None:
@@ -903,8 +903,8 @@ def test_a_reuse_whose_earlier_answer_went_before_a_later_try_is_rendered_instea
     )
     if damage == "image removed":
         Path(answer.output).unlink()
-    else:
-        Path(answer.manifest).write_text("{")
+    else:  # past the parser's recursion, an attacker's RecursionError (no ValueError)
+        Path(answer.manifest).write_text("{" if damage == "manifest broken" else "[" * 200_000)
     names = outbox.choose_names(folders.outbox, "copy", "jpg", root=folders.outbox)
     with pytest.raises(ResultLost, match="removed"):
         answers.publish_reuse(job, detail, names, "log\n", lc.settings, {})

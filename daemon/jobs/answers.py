@@ -28,8 +28,8 @@ from daemon.fsutil import (
     NotTheSame,
     atomic_write_json,
     file_sha256,
-    model_from_json,
     open_answer,
+    parse_ours,
     read_json,
 )
 from daemon.jobs import outbox
@@ -380,7 +380,7 @@ def manifest_at(path: Path, outbox: Path) -> Manifest:
     its way (`open_answer`); raises OSError or ValueError when it is gone or no longer a
     manifest (an identical job is then rendered instead of answered from it)."""
     with open_answer(path, outbox, JSON_BYTES) as handle:
-        return model_from_json(Manifest, handle.read(JSON_BYTES + 1))
+        return Manifest.model_validate(parse_ours(handle.read(JSON_BYTES + 1)))
 
 
 def publish_reuse(
