@@ -300,6 +300,38 @@ def test_names_given_back_fit_and_keep_a_stem_whatever_they_are() -> None:
         assert len(set(renamed)) == len(renamed)
 
 
+def test_originals_given_back_take_no_name_that_pairs_with_anothers(tmp_path: Path) -> None:
+    """A re-test: photo.jpg and PHOTO.json given back beside Photo.jpg (a case-keeping share)
+    took their plain names, and the two photos then shared one sidecar: neither was taken.
+    Names are taken as pairing compares them, without case or Unicode form."""
+    inbox, job_dir = tmp_path / "inbox", tmp_path / "job"
+    inbox.mkdir()
+    job_dir.mkdir()
+    (inbox / "Photo.jpg").write_bytes(b"theirs")
+    (inbox / "cafe\u0301.JPG").write_bytes(b"theirs")  # NFD, as macOS writes it
+    for name in ("input.jpg", "sidecar.json", "input2.jpg"):
+        (job_dir / name).write_bytes(name.encode())
+    files = [("input.jpg", "photo.jpg"), ("sidecar.json", "PHOTO.json")]
+    back = handover.give_back(inbox, "", job_dir, files, tmp_path / "rescue")
+    assert back.names == {
+        "photo.jpg": "photo.returned-2.jpg",
+        "PHOTO.json": "photo.returned-2.json",
+    }
+    back = handover.give_back(inbox, "", job_dir, [("input2.jpg", "caf\u00e9.jpg")], tmp_path / "r")
+    assert back.names == {"caf\u00e9.jpg": "caf\u00e9.returned-2.jpg"}
+
+
+def test_a_sidecar_whose_lower_case_is_longer_keeps_pairing_when_renamed() -> None:
+    """A re-test: `İx.jpg` pairs with `i̇x.json` (U+0130 is two characters in lower case), and
+    the sidecar's renaming carried its whole name: `İx.returned-2-i̇x.json`, no pair."""
+    photo, sidecar = "\u0130" + "x" * 20 + ".jpg", "i\u0307" + "x" * 20 + ".json"
+    renamed = next(itertools.islice(handover.numbered([photo, sidecar]), 1, None))
+    assert renamed == [
+        "\u0130" + "x" * 20 + ".returned-2.jpg",
+        "\u0130" + "x" * 20 + ".returned-2.json",
+    ]
+
+
 def test_earlier_result_is_found_only_while_it_is_intact(folders: Folders) -> None:
     settings = _settings(folders)
     spool = _spool(settings)

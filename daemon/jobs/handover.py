@@ -191,7 +191,10 @@ def _move_all(
     before: Callable[[dict[str, str]], None],
 ) -> dict[str, str]:
     wanted = [name for _, name in files]
-    chosen = free_names(lambda name: exists_at(destination, name), wanted)
+    # Taken as pairing sees names, without case or Unicode form (a re-test: photo.jpg given
+    # back beside Photo.jpg on a case-keeping share, and neither pair was taken again).
+    taken = {key(name) for name in os.listdir(destination)}
+    chosen = free_names(lambda name: key(name) in taken, wanted)
     names = dict(zip(wanted, chosen, strict=True))
     before(names)
     with folder(job_dir) as source:
@@ -231,14 +234,22 @@ def _renamed(wanted: list[str], stem: str, number: int) -> list[str]:
     for name in wanted:
         prefix = "._" if name.startswith("._") else ""
         bare = unicodedata.normalize("NFC", name[len(prefix) :])
-        if key(bare[: len(stem)]) == key(stem):
-            rest = bare[len(stem) :]
+        if (after := _after_stem(bare, stem)) is not None:
+            rest = after
         else:
             head, dot, ext = bare.rpartition(".")
             rest = "-" + (fit_name(head, dot + ext, NAME_MAX // 2) if dot else bare[:64])
         parts.append((prefix, f".returned-{number}{rest}"))
     kept = fit_stem(stem, (prefix + tail for prefix, tail in parts))
     return [prefix + kept + tail for prefix, tail in parts]
+
+
+def _after_stem(name: str, stem: str) -> str | None:
+    """What follows `stem` in `name` compared as pairing does (`partners.key`), or None when
+    `name` does not begin with it; by trying each length, as lower case may have another
+    (a re-test: `İstanbul.jpg`'s sidecar `i̇stanbul.json` is a character longer there)."""
+    wanted = key(stem)
+    return next((name[end:] for end in range(len(name) + 1) if key(name[:end]) == wanted), None)
 
 
 def _keep_only_the_checked(
