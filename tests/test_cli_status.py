@@ -343,6 +343,15 @@ def test_a_long_queue_is_listed_in_part_and_counted_whole() -> None:
     assert status_line(report).startswith(f"{LISTED + 50} queued, 1 running")
     assert len(model_to_json(report)) < len(model_to_json(whole)) * 0.9
     assert listed(report) == report  # within the limits: unchanged
+    # A state none of whose files made the list (an attacker's flood: "and 2064 more" of 2084).
+    waiting = [
+        InboxItem(path=f"w/{n}.jpg", state="waiting", since=NOW, note="") for n in range(LISTED)
+    ]
+    late = [InboxItem(path=f"s/{n}.jpg", state="settling", since=NOW, note="") for n in range(40)]
+    flood = whole.model_copy(update={"jobs": [], "inbox": [*waiting, *late]})
+    text = render_status(listed(flood), failures=3, now=NOW)
+    assert "settling: 40\n  ... and 40 more (counted, not listed)\n" in text
+    assert f"  ... and {LISTED - SHOWN} more (stylefold status --json lists {LISTED})" in text
 
 
 def test_a_stopped_daemons_long_queue_is_listed_as_a_running_ones(folders: Folders) -> None:

@@ -139,9 +139,10 @@ def _section(
     for item in items[:SHOWN]:
         shown = line(item)
         lines += [f"  {text}" for text in ([shown] if isinstance(shown, str) else shown)]
-    if len(items) + unlisted > SHOWN:
-        more = len(items) + unlisted - SHOWN
-        lines.append(f"  ... and {more} more (stylefold status --json lists {len(items)})")
+    # What was not shown (an attacker's flood: "and 2064 more" of 2084 when none was shown).
+    if more := len(items) + unlisted - min(len(items), SHOWN):
+        where = f"stylefold status --json lists {len(items)}" if items else "counted, not listed"
+        lines.append(f"  ... and {more} more ({where})")
 
 
 def _failures(lines: list[str], failed: list[Finished], limit: int) -> None:
