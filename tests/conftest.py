@@ -289,6 +289,18 @@ def as_an_ordinary_user() -> tuple[str, ...]:
     return ("setpriv", f"--inh-caps={WITHOUT_OVERRIDE}", f"--bounding-set={WITHOUT_OVERRIDE}")
 
 
+def started_again_not_given_up(folders: Folders, config: Path) -> None:
+    """A daemon started now starts the queued job again: not failed as "interrupted N times"
+    by recovery's MAX_STARTS, and no error report."""
+    daemon = start_daemon(folders, config=config)
+    try:
+        daemon.wait_for_log("job.started")
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.logged("job.failed")
+    assert not list(folders.outbox.glob("*.error.json"))
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
