@@ -164,24 +164,30 @@ def give_back(
     files: list[tuple[str, str]],
     rescue: Path,
     before: Callable[[dict[str, str]], None] = lambda names: None,
+    *,
+    pairs: bool = True,
 ) -> GivenBack:
     """Move (file in the job folder, wanted name) pairs into the inbox folder, under the wanted
     names or free `.returned-N` ones (never over anything), or into `rescue` when the inbox
     folder cannot be reached safely. `before` runs with the chosen names just before the moves
-    (to record them first)."""
+    (to record them first). Where files `pairs` up (the inbox), a name is taken as pairing
+    compares them, without case or Unicode form (a re-test: photo.jpg given back beside
+    Photo.jpg on a case-keeping share, and neither pair was taken again); elsewhere (the
+    archive, which grows for months) by its spelling, without listing the folder."""
     present = [(file, name) for file, name in files if os.path.lexists(job_dir / file)]
     if not present:
         return GivenBack({}, None)
     _race("return", inbox / rel_dir)
     try:
         with folder(inbox, rel_dir) as destination:
-            names = _move_all(destination, job_dir, present, before)
+            names = _move_all(destination, job_dir, present, before, pairs)
             return GivenBack(names, None)
     except (UnsafePath, FileNotFoundError, NotADirectoryError):
         pass  # the folder is gone, or is a link now: never write through it
     rescue.mkdir(parents=True, exist_ok=True)
     with folder(rescue) as destination:
-        return GivenBack(_move_all(destination, job_dir, present, lambda names: None), rescue)
+        moved = _move_all(destination, job_dir, present, lambda names: None, pairs=False)
+        return GivenBack(moved, rescue)
 
 
 def _move_all(
@@ -189,12 +195,14 @@ def _move_all(
     job_dir: Path,
     files: list[tuple[str, str]],
     before: Callable[[dict[str, str]], None],
+    pairs: bool,
 ) -> dict[str, str]:
     wanted = [name for _, name in files]
-    # Taken as pairing sees names, without case or Unicode form (a re-test: photo.jpg given
-    # back beside Photo.jpg on a case-keeping share, and neither pair was taken again).
-    taken = {key(name) for name in os.listdir(destination)}
-    chosen = free_names(lambda name: key(name) in taken, wanted)
+    if pairs:
+        keys = {key(name) for name in os.listdir(destination)}
+        chosen = free_names(lambda name: key(name) in keys, wanted)
+    else:
+        chosen = free_names(lambda name: exists_at(destination, name), wanted)
     names = dict(zip(wanted, chosen, strict=True))
     before(names)
     with folder(job_dir) as source:

@@ -538,7 +538,9 @@ class Spool:
             # photo): `give_back` keeps the originals in state/returned/ rather than wait for
             # a person, as for an inbox folder that is gone.
             (root / job.rel_dir).mkdir(parents=True, exist_ok=True)
-        back = handover.give_back(root, job.rel_dir, self.job_dir(job), files, self._rescue(job.id))
+        back = handover.give_back(
+            root, job.rel_dir, self.job_dir(job), files, self._rescue(job.id), pairs=False
+        )
         if not job.copied:  # a copied job's `._` files belong to the inbox's newer version
             late = {name: back.names.get(name, name) for name in pair}
             handover.follow(self.settings.inbox, job.rel_dir, late, root / job.rel_dir)
