@@ -97,6 +97,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"init": "recoloured"}}, "(got 'recoloured'); did you mean 'recolored'?"),
         ({"params": {"preserve_colors": "luminence"}}, "did you mean 'luminance'?"),
         ({"params": {"multiscale": "of"}}, "(got 'of'); did you mean 'off'?"),
+        ({"params": {"multiscale": True}}, "'auto', 'on', 'off' (got true); write \"on\""),
         ({"params": 3}, 'params: must be an object such as {"strength": 0.7} (got 3)'),
         ({"output": {"format": "gif"}}, "output.format: must be one of 'jpg', 'png', 'webp',"),
         ({"output": {"quality": 0}}, "output.quality: Input should be greater than or equal to 1"),

@@ -279,7 +279,10 @@ def _literals(annotation: object) -> list[str]:
 def _value_hint(values: list[str], got: object) -> str:
     """The advice for a value in other letter case (a new user's "Luminance" was told only the
     values, where a key's "Strength" is told its spelling) or misspelt, as keys are (a new
-    user's "recoloured", the README's spelling in prose, and "luminence")."""
+    user's "recoloured", the README's spelling in prose, and "luminence"), or a switch given
+    as true or false (a re-test's `"multiscale": true`)."""
+    if isinstance(got, bool) and {"on", "off"} <= set(values):
+        return f"; write {json.dumps('on' if got else 'off')}"
     if not isinstance(got, str):
         return ""
     if (spelt := _spelt(got, values)) is not None:
