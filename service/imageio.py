@@ -135,6 +135,13 @@ def readable_extensions() -> frozenset[str]:
     return frozenset(ext.lstrip(".") for ext, fmt in registered if fmt in PHOTO_FORMATS)
 
 
+def named_readable(name: str) -> bool:
+    """Whether `name`'s extension is one of `readable_extensions` (what the inbox may be told
+    to take, and what a file's bytes are held to)."""
+    _, dot, ext = name.rpartition(".")
+    return bool(dot) and ext.lower() in readable_extensions()
+
+
 def _accepted(head: bytes) -> bool:
     """Whether any decoder that may read a photo takes a file beginning with `head`, by its
     own test of the first bytes (what Pillow tries before it reads further)."""
@@ -170,9 +177,9 @@ def _unidentified(name: str, data: bytes) -> ImageInputError:
         )
     if found := _not_a_photo(name, data):
         return found
-    ext = name.rpartition(".")[2].lower()
-    if "." in name and ext in readable_extensions():  # a new user's garbage.heic was told
-        # only the formats, which read as if HEIC might be one stylefold cannot take
+    if named_readable(name):  # a new user's garbage.heic was told only the formats, which
+        # read as if HEIC might be one stylefold cannot take
+        ext = name.rpartition(".")[2].lower()
         return ImageInputError(
             f"{name} is not an image format stylefold can read: it is named .{ext} but does "
             "not begin as such a file (damaged, or another kind of file under that name); "

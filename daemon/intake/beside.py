@@ -15,7 +15,7 @@ from daemon import safefs
 from daemon.intake import reasons
 from daemon.intake.ignore import PHOTO_TYPES, IgnoreRules, without_trailing
 from daemon.intake.partners import key
-from service.imageio import readable_extensions
+from service.imageio import named_readable
 
 
 class Folder:
@@ -117,7 +117,7 @@ class Beside:
         if other_types := [name for name in files if not rules.is_image_name(name)]:
             # a photo's type first: pic.nef, not the pic.aae beside it
             name = min(other_types, key=lambda name: (not _not_taken(name, rules), name))
-            readable = name.rpartition(".")[2].lower() in readable_extensions()
+            readable = named_readable(name)
             return reasons.photo_type_not_taken(name, rules.image_extensions, readable)
         return reason
 
