@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from daemon.fsutil import model_from_json, user_name
 from daemon.jobs import answers
 from daemon.jobs.layout import set_aside
-from daemon.jobs.states import State
+from daemon.jobs.states import ENDS_WITH_RESULT, State
 from daemon.jobs.store import (
     DB_FILE,
     NEWER_FIX,
@@ -57,7 +57,6 @@ RESULTS = 24  # the newest results, listed however many failures (or photos sent
 # made status.json 1.2 MB, written every 2 s while the queue drained (a bulk import's trial).
 LISTED = 200
 INTERRUPTED = f"{answers.STOPPED_WHILE_RUNNING}; it runs again when the daemon starts"
-_RESULTS = (State.DONE, State.SKIPPED)  # ends whose answer is a result, not a report
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
     State.FAILED: "failed",
@@ -127,7 +126,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
         _created(later, job.input, job.job_id)
     for end in latest:  # newest first
         if end.state in _OUTCOMES:
-            result = end.state in _RESULTS
+            result = end.state in ENDS_WITH_RESULT
             recent.append(
                 Finished(
                     job_id=end.id,

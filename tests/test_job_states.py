@@ -16,6 +16,12 @@ from conftest import CLI, REPO, Folders
 from daemon.exitcodes import ExitCode
 from daemon.jobs.states import (
     ACTIVE,
+    ANSWERED_INTO,
+    ANSWERING,
+    END_OF,
+    ENDS_WITH_REPORT,
+    ENDS_WITH_RESULT,
+    MOVING_ORIGINALS,
     NEW,
     TERMINAL,
     TRANSITIONS,
@@ -71,6 +77,23 @@ def test_every_listed_transition_is_allowed() -> None:
         check(None, new)
     for old in ACTIVE:
         check(old, State.BROKEN)
+
+
+def test_each_outcome_ends_where_the_transitions_lead_once_its_answer_is_out() -> None:
+    # A report ends the moment it is written; the others pass RELEASING, in which the originals
+    # leave the spool. Either way the answer is out on entering one of ANSWERED_INTO.
+    for outcome, end in END_OF.items():
+        landed = State.REJECTED if outcome == "report" else State.RELEASING
+        assert landed in ANSWERED_INTO & TRANSITIONS[State.PUBLISHING]
+        assert landed is end or end in TRANSITIONS[landed]
+    assert set(END_OF.values()) == ENDS_WITH_RESULT | ENDS_WITH_REPORT
+    assert not ENDS_WITH_RESULT & ENDS_WITH_REPORT and ENDS_WITH_RESULT <= TERMINAL
+    # What a restart takes up: an answer being written, or retried after a block...
+    assert {State.PUBLISHING} | {
+        s for s in State if TRANSITIONS[s] == {State.PUBLISHING}
+    } == ANSWERING
+    # ...and originals on their way, rolled back.
+    assert {s for s in ACTIVE if State.ROLLED_BACK in TRANSITIONS[s]} == MOVING_ORIGINALS
 
 
 def test_a_job_s_life_is_journalled_and_survives_reopening(tmp_path: Path) -> None:

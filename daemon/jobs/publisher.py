@@ -36,7 +36,7 @@ from daemon.jobs.outbox import OutboxRefused, OutputNames, drop_stale_report
 from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
-from daemon.jobs.states import Outcome, State
+from daemon.jobs.states import ANSWERING, END_OF, ENDS_WITH_RESULT, Outcome, State
 from daemon.jobs.store import Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
@@ -114,7 +114,7 @@ class Publisher:
             if job is not None and row is not None and row.state is State.RELEASING:
                 self.release(job, outcome)  # the answer is out: only the originals are left
             else:
-                again = row is not None and row.state in (State.PUBLISHING, State.BLOCKED)
+                again = row is not None and row.state in ANSWERING
                 self._enter_publishing(job_id, job, outcome, detail)
                 if again and job is not None and outcome == "result" and job_id not in self.written:
                     self._indexed_before(job)  # at a later try only, not on every job's way
@@ -403,7 +403,8 @@ class Publisher:
     def release(self, job: Job, outcome: Outcome | None) -> None:
         """After the outbox holds the answer: move the originals on and forget the job."""
         self.stop_running(job)
-        success = outcome in ("result", "reuse", "skip")
+        end = END_OF[outcome or "failure"]
+        success = end in ENDS_WITH_RESULT
         archive = success and self.settings.archive == "move"
         twins = self.settings.archive_path / job.rel_dir
         # An OSError here blocks the job (`publish`): the answer is safe, the originals wait
@@ -418,7 +419,6 @@ class Publisher:
             text = answers.original_text(placed, settings.inbox, settings.state)
             with contextlib.suppress(OSError):  # the report keeps the planned place
                 answers.amend_original(self.spool.names(job), job.id, text)
-        end = State.SKIPPED if outcome == "skip" else State.DONE if success else State.FAILED
         self.store.move(job.id, end, note=note)  # raises on a full state folder: tried again
         self.spool.remove(job)
         self.jobs.pop(job.id, None)

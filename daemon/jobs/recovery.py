@@ -19,7 +19,7 @@ from daemon.jobs.answers import FailureDetail, ReportDetail, ResultDetail
 from daemon.jobs.migrate import migrate
 from daemon.jobs.publisher import outcome_detail
 from daemon.jobs.spool import CLAIM_FILE, ClaimIntent
-from daemon.jobs.states import TRANSITIONS, State
+from daemon.jobs.states import ANSWERING, MOVING_ORIGINALS, TRANSITIONS, State
 from daemon.jobs.store import JobRow
 from daemon.logs import job_context
 from daemon.pool import RESULT_INFO
@@ -146,18 +146,18 @@ def _give_back_folder(lc: Lifecycle, folder: Path) -> None:
 
 def _recover(lc: Lifecycle, row: JobRow) -> None:
     job_id, state, job, outcome, detail = row.id, row.state, row.job, row.outcome, row.detail
-    if state in (State.CLAIMING, State.RETURNING):
+    if state in MOVING_ORIGINALS:
         intent = model_from_json(ClaimIntent, detail or "{}")
         lc.spool.roll_back(job_id, intent, note=f"{state} interrupted by a restart")
         return
-    if state in (State.PUBLISHING, State.BLOCKED) and outcome == "report":
+    if state in ANSWERING and outcome == "report":
         lc.publisher.publish(job_id, None, "report", model_from_json(ReportDetail, detail or ""))
         return
     if job is None:
         raise ValueError(row.record_error or f"no job record in state {state}")
     lc.jobs[job.id] = job
     lc.spool.reserve(job)
-    if state in (State.PUBLISHING, State.BLOCKED, State.RELEASING):
+    if state in ANSWERING | {State.RELEASING}:
         # RELEASING too: publish only releases it, and a full state folder blocks, not raises
         lc.publisher.publish(
             job.id, job, outcome or "failure", outcome_detail(outcome, detail or "")

@@ -41,14 +41,13 @@ from daemon.jobs.answers import FailureDetail, ReportDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.publisher import outcome_detail
 from daemon.jobs.record import Job
-from daemon.jobs.states import State
+from daemon.jobs.states import ENDS_WITH_REPORT, State
 from daemon.jobs.store import JobRow
 from daemon.safefs import Changed, Identity, NotUsable
 
 log = structlog.get_logger("stylefold.jobs")
 
 STYLES_EVERY = 2.0  # seconds between looks at the style folder
-ANSWERED = frozenset({State.REJECTED, State.FAILED})
 
 
 class FixWatch:
@@ -96,7 +95,7 @@ class FixWatch:
             return
         rel = arrival.image.relative_to(self.jobs.settings.inbox).as_posix()
         store = self.jobs.store
-        for path, row in store.seen_answers(ANSWERED, rel):
+        for path, row in store.seen_answers(ENDS_WITH_REPORT, rel):
             if _touched_since(row.since, arrival.style_file) and _forgotten(self.jobs, path):
                 log.info("job.retry_after_fix", input=path, because="its style image was replaced")
 
@@ -114,7 +113,7 @@ class FixWatch:
         queued = {arrival.image for arrival in jobs.deferred}
         count = 0
         for path, row in jobs.store.seen_answers(
-            frozenset({State.REJECTED}) if touched else ANSWERED
+            frozenset({State.REJECTED}) if touched else ENDS_WITH_REPORT
         ):
             try:
                 arrival = self._fixed(path, row, old, library, touched)

@@ -61,7 +61,7 @@ from daemon.jobs.in_place import AnsweredInPlace
 from daemon.jobs.layout import set_aside, spool_root
 from daemon.jobs.outbox import OutputNames, choose_names, is_folder, log_line, shut
 from daemon.jobs.record import Companion, Job, JobStyle, inbox_paths, job_key
-from daemon.jobs.states import State
+from daemon.jobs.states import MOVING_ORIGINALS, State
 from daemon.jobs.store import Answer, Store
 from daemon.jobs.style_store import StyleStore
 from daemon.safefs import Changed, Identity, NotUsable
@@ -515,7 +515,7 @@ class Spool:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
         self.places.let_go(job_id)
         row = self.store.get(job_id)
-        if row is not None and row.state in (State.CLAIMING, State.RETURNING):
+        if row is not None and row.state in MOVING_ORIGINALS:
             with contextlib.suppress(OSError):
                 self.store.move(job_id, State.ROLLED_BACK, note=note)
 

@@ -64,6 +64,29 @@ TERMINAL: frozenset[State] = frozenset(
 )
 ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
 
+# The end each outcome leads to: a report straight from PUBLISHING, the others through
+# RELEASING once the originals have left the spool.
+END_OF: dict[Outcome, State] = {
+    "result": State.DONE,
+    "reuse": State.DONE,
+    "skip": State.SKIPPED,
+    "failure": State.FAILED,
+    "report": State.REJECTED,
+}
+
+# The groups of states the rest of the daemon asks about, named here with the rules.
+# The outcome is recorded and its answer is being written (again, after a block): a restart
+# writes it again.
+ANSWERING: frozenset[State] = frozenset({State.PUBLISHING, State.BLOCKED})
+# The originals are on their way between the inbox and the spool: a restart rolls them back.
+MOVING_ORIGINALS: frozenset[State] = frozenset({State.CLAIMING, State.RETURNING})
+# Entered the moment the answer is in the outbox; the transition's note names the answer.
+ANSWERED_INTO: frozenset[State] = frozenset({State.RELEASING, State.REJECTED})
+# Ends whose answer is a result, and ends whose answer is an error report (the photo is back
+# in, or still in, the inbox, waiting for the fix the report asks for).
+ENDS_WITH_RESULT: frozenset[State] = frozenset({State.DONE, State.SKIPPED})
+ENDS_WITH_REPORT: frozenset[State] = frozenset({State.FAILED, State.REJECTED})
+
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLAIMING: frozenset({State.QUEUED, State.ROLLED_BACK}),
     State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING, State.RETURNING}),

@@ -28,7 +28,15 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.fsutil import model_from_json, model_to_json
 from daemon.jobs.record import Job
-from daemon.jobs.states import ACTIVE, TERMINAL, Outcome, State, check
+from daemon.jobs.states import (
+    ACTIVE,
+    ANSWERED_INTO,
+    ENDS_WITH_REPORT,
+    TERMINAL,
+    Outcome,
+    State,
+    check,
+)
 from daemon.jobs.store_schema import (
     STATE_FORMAT,
     NewerFormat,
@@ -141,7 +149,8 @@ class JobRow:
 # An end as status lists it (`End`): the note of the move that answered it names its answer.
 _ENDS = (
     "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
-    "WHERE job_id = jobs.id AND to_state IN (?, ?) ORDER BY seq DESC LIMIT 1) "
+    f"WHERE job_id = jobs.id AND to_state IN ({','.join('?' * len(ANSWERED_INTO))}) "
+    "ORDER BY seq DESC LIMIT 1) "
 )
 _LATEST_ENDS = (
     f"FROM jobs WHERE +state IN ({','.join('?' * len(TERMINAL))}) ORDER BY since DESC LIMIT ?"
@@ -445,7 +454,7 @@ class Store:
         return self._ends(where, (State.DONE, limit))
 
     def _ends(self, where: str, params: tuple[object, ...]) -> list[End]:
-        rows = self._db.execute(_ENDS + where, (State.RELEASING, State.REJECTED, *params))
+        rows = self._db.execute(_ENDS + where, (*ANSWERED_INTO, *params))
         return [End(row[0], State(row[1]), *row[2:]) for row in rows.fetchall()]
 
     def ends_answered_in_place(self, limit: int) -> list[End]:
@@ -455,10 +464,11 @@ class Store:
         50 good jobs, the failures waiting in the inbox were gone from status and the web
         page)."""
         where = (
-            "FROM jobs WHERE state IN (?, ?) AND id IN (SELECT job_id FROM seen) "
+            f"FROM jobs WHERE state IN ({','.join('?' * len(ENDS_WITH_REPORT))}) "
+            "AND id IN (SELECT job_id FROM seen) "
             "ORDER BY since DESC LIMIT ?"
         )
-        return self._ends(where, (State.FAILED, State.REJECTED, limit))
+        return self._ends(where, (*ENDS_WITH_REPORT, limit))
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()

@@ -23,12 +23,11 @@ from daemon.jobs.error_report import ErrorReport, as_report
 from daemon.jobs.manifest import Manifest
 from daemon.jobs.outbox import OutputNames, owner_in
 from daemon.jobs.record import Job
-from daemon.jobs.states import TERMINAL, State
+from daemon.jobs.states import ANSWERED_INTO, TERMINAL, State
 from daemon.jobs.store import DB_FILE, Store, StoreError
 from daemon.web.files import open_inside, read_inside, relative_to
 
 JSON_LIMIT = 1024 * 1024
-_ANSWERED = (State.RELEASING, State.REJECTED)
 _ERROR_NAME = re.compile(r"(.*)\.error(-\d+)?\.json")
 
 CACHED = 1000  # per cache; a web page left open for months must not grow without bound
@@ -57,9 +56,9 @@ def find_job(store: Store, job_id: str) -> JobRecord | None:
     answer: str | None = None
     originals: tuple[Path, ...] = ()
     for step in store.transitions(job_id):
-        if step.new in _ANSWERED:
+        if step.new in ANSWERED_INTO:
             answer = step.note or None
-        if step.new in (State.DONE, State.FAILED) and step.note.startswith("originals: "):
+        if step.new in TERMINAL and step.note.startswith("originals: "):
             originals = tuple(Path(p) for p in step.note[11:].split(", ") if p)
     return JobRecord(row.id, row.state, row.job, answer, originals)
 
