@@ -508,3 +508,45 @@ def test_a_fix_made_the_moment_its_report_appeared_counts(tmp_path: Path) -> Non
     changed = folder.lstat().st_ctime
     assert _touched_since(changed + CTIME_SLACK / 2, folder, slack=CTIME_SLACK)  # just after
     assert not _touched_since(changed + CTIME_SLACK * 2, folder, slack=CTIME_SLACK)  # before
+
+
+def test_a_pair_refused_by_an_earlier_version_is_still_taken_once_its_fix_is_done(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """Whether a refused pair is resolved again is a flag of its record; a record written
+    before the flag existed (an upgrade with the pair waiting in the inbox) is told by the
+    words its report used then."""
+    import sqlite3
+
+    from daemon.jobs.store import DB_FILE
+
+    _photo(folders, "old", {"style": "coffee"}, seed=3)
+    once = start_daemon(folders, config=folders.config(), ready=False, command="once")
+    assert once.process.wait(90) == 0
+    assert "style 'coffee' is not in the style library" in _report(folders, "old")
+    with sqlite3.connect(folders.state / DB_FILE) as db:
+        changed = db.execute(
+            "UPDATE jobs SET detail = json_remove(detail, '$.resolve_again') "
+            "WHERE state = 'rejected' AND json_extract(detail, '$.resolve_again') = 1"
+        ).rowcount
+    assert changed == 1
+    make_image(folders.styles / "coffee.jpg", size=(48, 48), seed=7)
+    daemon = daemon_factory(config=folders.config())
+    _done(folders, "old")
+    assert _retries(daemon)["old.jpg"] == "the daemon started"
+    assert daemon.stop() == 0
+
+
+def test_a_report_of_a_crashed_claim_waits_for_a_change_of_its_pair() -> None:
+    """Not resolved again after a reload or a library change: the claim crashed on the pair's
+    files, and would crash again on the same ones."""
+    from daemon.jobs import answers, reports
+
+    inbox = Path("/inbox")
+    arrival = Arrival(inbox / "a.jpg", inbox / "a.json", Path("."))
+    refused = reports.about_arrival(arrival, inbox, "no such style")
+    crashed = reports.about_arrival(arrival, inbox, "internal error", crashed=True)
+    assert (refused.resolve_again, refused.original) == (True, answers.LEFT_REJECTED)
+    assert (crashed.resolve_again, crashed.original) == (False, answers.LEFT_PROBLEM)
+    for detail in (refused, crashed):  # read back as stored
+        assert type(detail).model_validate_json(detail.model_dump_json()) == detail

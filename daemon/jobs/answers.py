@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from daemon.config import Settings
 from daemon.fsutil import (
@@ -272,6 +272,17 @@ class ReportDetail(BaseModel):
     rel_dir: str
     stem: str
     paths: list[str | None]  # relative to the inbox: the files to remember as answered
+    # A pair refused by what it asks for: resolved again when a fix outside it may have been
+    # made (`daemon.jobs.retry_on_fix`); the others are taken again only once they change.
+    resolve_again: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_the_flag(cls, data: Any) -> Any:
+        """A record written before `resolve_again` existed told it by its text alone."""
+        if isinstance(data, dict) and "resolve_again" not in data:
+            return {**data, "resolve_again": data.get("original") == LEFT_REJECTED}
+        return data
 
 
 # -- writing ------------------------------------------------------------------------------------

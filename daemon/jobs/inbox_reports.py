@@ -37,9 +37,10 @@ class InboxReports:
         self.publisher = publisher
         self.answers_back = answers_back
 
-    def reject(self, arrival: Arrival, reason: str, original: str = answers.LEFT_REJECTED) -> None:
+    def reject(self, arrival: Arrival, reason: str, *, crashed: bool = False) -> None:
         """The pair cannot become a job; it stays in the inbox untouched, with a report."""
-        detail = reports.about_arrival(arrival, self.spool.settings.inbox, reason, original)
+        inbox = self.spool.settings.inbox
+        detail = reports.about_arrival(arrival, inbox, reason, crashed=crashed)
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
@@ -49,7 +50,7 @@ class InboxReports:
         look."""
         reason = answers.INTERNAL.format(error=f"claiming it: {exc!r}")
         try:
-            self.reject(arrival, reason, answers.LEFT_PROBLEM)
+            self.reject(arrival, reason, crashed=True)
         except Exception:
             log.exception("job.report_crashed", image=str(arrival.image))
 

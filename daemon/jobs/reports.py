@@ -14,17 +14,20 @@ from daemon.jobs.spool import ClaimIntent
 
 
 def about_arrival(
-    arrival: Arrival, inbox: Path, reason: str, original: str = answers.LEFT_REJECTED
+    arrival: Arrival, inbox: Path, reason: str, *, crashed: bool = False
 ) -> ReportDetail:
-    """The report of a pair that cannot become a job (`original`: what happened to it)."""
+    """The report of a pair that cannot become a job: refused for what it asks (resolved
+    again after a fix outside it), or `crashed` while it was claimed (taken again only once
+    it changes)."""
     return ReportDetail(
         input=arrival.image.relative_to(inbox).as_posix(),
         sidecar=arrival.sidecar.name if arrival.sidecar else None,
         reason=reason,
-        original=original,
+        original=answers.LEFT_PROBLEM if crashed else answers.LEFT_REJECTED,
         rel_dir=_folder(arrival.rel_dir),
         stem=arrival.image.stem,
         paths=[_rel(arrival.image, inbox), _rel(arrival.sidecar, inbox)],
+        resolve_again=not crashed,
     )
 
 

@@ -139,7 +139,7 @@ class FixWatch:
         if row.state is State.REJECTED and row.outcome == "report":
             report = outcome_detail("report", row.detail)
             assert isinstance(report, ReportDetail)
-            if report.original != answers.LEFT_REJECTED:
+            if not report.resolve_again:
                 return None
             image = inbox / report.input
             sidecar = image.parent / report.sidecar if report.sidecar else None
