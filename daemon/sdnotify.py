@@ -74,10 +74,6 @@ class Notifier:
     def enabled(self) -> bool:
         return self._address is not None
 
-    def watchdog_interval(self) -> float | None:
-        """The watchdog timeout in seconds (beat at half of it), or None when none is asked for."""
-        return self._watchdog_seconds
-
     def ready(self) -> None:
         self._send("READY=1")
 

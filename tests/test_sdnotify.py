@@ -28,7 +28,7 @@ from test_gpu_probe import BROKEN_CUDA, fake_driver
 
 from daemon.exitcodes import ExitCode
 from daemon.gpu_probe import PROBE_ENV, ROOT_ENV
-from daemon.sdnotify import EXTEND_STEP, Notifier
+from daemon.sdnotify import EXTEND_STEP, Notifier, _watchdog_seconds
 from daemon.status import read_status
 from daemon.status_model import StatusReport
 
@@ -89,7 +89,6 @@ def test_status_newlines_do_not_split_the_message(path_socket: tuple[socket.sock
 def test_unset_socket_is_a_silent_no_op() -> None:
     notifier = Notifier.from_env({})
     assert not notifier.enabled
-    assert notifier.watchdog_interval() is None
     notifier.ready()
     notifier.status("x")
     notifier.watchdog()
@@ -100,29 +99,40 @@ def test_relative_socket_path_is_refused_not_used() -> None:
     assert not Notifier.from_env({"NOTIFY_SOCKET": "relative.sock"}).enabled
 
 
+def _beats(notifier: Notifier, sock: socket.socket) -> bool:
+    """Whether the main loop's first beat sends WATCHDOG=1."""
+    notifier.beat()
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(4096) == b"WATCHDOG=1"
+    except TimeoutError:
+        return False
+
+
 def test_watchdog_interval_for_this_process(path_socket: tuple[socket.socket, str]) -> None:
-    _, path = path_socket
+    sock, path = path_socket
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}
-    assert Notifier.from_env(env).watchdog_interval() == 30.0
+    assert _watchdog_seconds(env, os.getpid()) == 30.0
+    assert _beats(Notifier.from_env(env), sock)
     without_pid = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2500000"}
-    assert Notifier.from_env(without_pid).watchdog_interval() == 2.5
+    assert _watchdog_seconds(without_pid, os.getpid()) == 2.5
 
 
 def test_watchdog_meant_for_another_process_is_ignored(
     path_socket: tuple[socket.socket, str],
 ) -> None:
-    _, path = path_socket
+    sock, path = path_socket
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid() + 1)}
-    assert Notifier.from_env(env).watchdog_interval() is None
+    assert _watchdog_seconds(env, os.getpid()) is None
+    assert not _beats(Notifier.from_env(env), sock)
 
 
 @pytest.mark.parametrize("usec", ["0", "-5", "soon"])
 def test_invalid_watchdog_usec_means_no_watchdog(
     path_socket: tuple[socket.socket, str], usec: str
 ) -> None:
-    _, path = path_socket
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": usec})
-    assert notifier.watchdog_interval() is None
+    sock, path = path_socket
+    assert not _beats(Notifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": usec}), sock)
 
 
 def test_missing_socket_never_raises_and_recovers(tmp_path: Path) -> None:
@@ -147,9 +157,9 @@ def test_real_environment_is_the_default(
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     notifier = Notifier.from_env()
-    assert notifier.watchdog_interval() == 4.0
     notifier.ready()
     assert _receive(sock) == b"READY=1"
+    assert _beats(notifier, sock)  # WATCHDOG_USEC read from the process's environment
 
 
 def test_reloading_names_its_monotonic_time(path_socket: tuple[socket.socket, str]) -> None:
