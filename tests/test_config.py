@@ -141,7 +141,7 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     monkeypatch.delenv("STYLEFOLD_DEFAULTS__STATE")
     monkeypatch.setenv("STYLEFOLD_DEFAULTS__SIZE__X", "1")
     assert error_of(None, folders) == (
-        "defaults.size: Input should be a valid integer; STYLEFOLD_DEFAULTS__SIZE__X sets a "
+        "defaults.size: must be a whole number; STYLEFOLD_DEFAULTS__SIZE__X sets a "
         "part of it, and it has none; unset it (give its value in the config file or "
         "STYLEFOLD_DEFAULTS__SIZE)"
     )
@@ -212,7 +212,7 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"max_pixels": 0}, "max_pixels: Input should be greater than 0"),
+        ({"max_pixels": 0}, "max_pixels: must be above 0"),
         ({"max_pixels": 0}, "STYLEFOLD_MAX_PIXELS"),
         ({"workers_per_device": 0}, "--workers"),
         ({"defaults": {"size": 99999}}, "defaults.size"),
@@ -251,7 +251,7 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
         ({"image_extensions": ["jpg", "pdf", "nef"]}, "stylefold cannot read pdf, nef files"),
         ({"ignore_patterns": ["a/b"]}, "without '/'"),
         ({"log_level": "loud"}, "unknown level 'loud'"),
-        ({"archive": "delete"}, "archive: Input should be 'move' or 'keep'"),
+        ({"archive": "delete"}, "archive: must be 'move' or 'keep'"),
         ({"no_sidecar": "default"}, "set default_style"),
         ({"pair_timeout": 5, "settle_seconds": 5}, "pair_timeout (5 s) must be longer than"),
         ({"default_style": "../x"}, "not a style name"),
@@ -490,7 +490,7 @@ def test_a_strength_beyond_its_scale_is_told_the_style_weight_to_set(
         config = tmp_path / f"strength{strength}.toml"
         config.write_text(f"[defaults]\nstrength = {strength}\n")
         told = error_of(config, folders)
-        assert "defaults.strength: Input should be" in told and f"(got {strength})" in told, told
+        assert "defaults.strength: must be" in told and f"(got {strength})" in told, told
         assert f"; for {what} gives (style_weight " in told and "set style_weight instead" in told
     config = tmp_path / "percent.toml"
     config.write_text("[defaults]\nstrength = 70\n")

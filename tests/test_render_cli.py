@@ -137,7 +137,7 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         (["{tmp}/missing.jpg", "{style}"], "missing.jpg does not exist"),
         (["{text}", "{style}"], "not an image format"),
         (["{content}", "{style}", "--max-pixels", "100"], "over the limit of 100"),
-        (["{content}", "{style}", "--size", "5"], "--size: Input should be greater than"),
+        (["{content}", "{style}", "--size", "5"], "--size: must be at least 16 (got 5)"),
         (["{content}", "{style}", "--style-blend", "1", "2"], "--style-blend has 2 weights for 1"),
         (["{content}", "{style}", "--network", "vgg16"], "VGG-16 weights do not ship offline"),
         (["{content}", "{style}", "--weights", "{tmp}/nope.pth"], "nope.pth does not exist"),
@@ -172,7 +172,7 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
             ["{content}", "{style}", "--content-weight", "0", "--style-weight", "0"],
             "error: content_weight and style_weight are both 0",
         ),
-        (["{content}", "{style}", "--style-scale", "0"], "greater than 0 (got 0"),
+        (["{content}", "{style}", "--style-scale", "0"], "must be above 0 (got 0"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(

@@ -89,8 +89,8 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"strength": 50}}, "(got 50); strength is a fraction: for 50 %, write 0.5"),
         ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
-        ({"params": {"size": "big"}}, "params.size: Input should be a valid integer"),
-        ({"params": {"size": 8}}, "params.size: Input should be greater than or equal to 16"),
+        ({"params": {"size": "big"}}, "params.size: must be a whole number"),
+        ({"params": {"size": 8}}, "params.size: must be at least 16"),
         ({"params": {"optimizer": "sgd"}}, "params.optimizer: must be one of 'lbfgs', 'adam' (got"),
         # a new user's trial: a misspelt value was told the values alone, where a misspelt key
         # is asked "did you mean"; "recoloured" is the README's spelling in its prose
@@ -100,7 +100,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"multiscale": True}}, "'auto', 'on', 'off' (got true); write \"on\""),
         ({"params": 3}, 'params: must be an object such as {"strength": 0.7} (got 3)'),
         ({"output": {"format": "gif"}}, "output.format: must be one of 'jpg', 'png', 'webp',"),
-        ({"output": {"quality": 0}}, "output.quality: Input should be greater than or equal to 1"),
+        ({"output": {"quality": 0}}, "output.quality: must be at least 1"),
         ({"style": 5}, 'style: must be a style name ("starry_night"), a list of'),
         ({"style": True}, "style: must be a style name"),
         # a new user's trial: told "style.file: required key is missing" and "style.name:
@@ -126,7 +126,7 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"style": [{"name": "a"}, {"name": "a"}]}, "style 'a' is listed twice"),
         (
             {"style": [{"name": "a", "weight": 0}]},
-            "style[0].weight: Input should be greater than 0",
+            "style[0].weight: must be above 0",
         ),
         (
             {"style": [{"name": "a", "wieght": 2}]},
@@ -170,14 +170,21 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ({"format": "png"}, 'format: belongs inside "output", as in {"output": {"format": "png"}}'),
         ({"output": {"size": 100}}, 'output.size: belongs inside "params"'),
         ({"params": {"init": "photo"}}, "must be one of 'recolored', 'content', 'noise' (got"),
+        # a new user's trial: pydantic's words ("Input should be ..."), and a yes in words
+        ({"output": {"quality": 150}}, "output.quality: must be at most 100 (got 150)"),
+        (
+            {"params": {"preserve_colors": "yes"}},
+            "(got 'yes'); or write true (true means 'luminance', false 'none')",
+        ),
+        ({"params": {"multiscale": "Yes"}}, "(got 'Yes'); write \"on\""),
         ({"output": {"quality": "high"}}, "write a whole number such as 90, without quotes"),
         ({"params": {"iterations": "lots"}}, "write a whole number such as 300, without quotes"),
         ({"params": {"style_weight": "x"}}, "write a number such as 1000, without quotes"),
         # a re-test: advice that was itself refused, or a key given twice told to move
         (
             {"style": "a", "strength": 5},
-            '{"params": {"strength": 5}}; move it there, and fix it: params.strength: Input '
-            "should be less than or equal to 1 (got 5)",
+            '{"params": {"strength": 5}}; move it there, and fix it: params.strength: must '
+            "be at most 1 (got 5)",
         ),
         (
             {"params": {"style": "styles/cells.png"}},
@@ -230,7 +237,7 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
         ),
         ({"style": "a", "params": {"init": "Content"}}, 'write it "content" (values are lower'),
         # a new user's tolerance of 2 (200 %) stopped every render after 20 iterations
-        ({"style": "a", "params": {"tolerance": 2}}, "params.tolerance: Input should be less than"),
+        ({"style": "a", "params": {"tolerance": 2}}, "params.tolerance: must be below"),
         # a re-test: both were told to move into params, and an inner slip came a round later
         ({"size": 64, "Size": 32}, 'Size: the same key as "size", which is given too; remove'),
         ({"Size": 64, "SIZE": 32}, 'SIZE: the same key as "Size", which is given too; remove'),
@@ -421,7 +428,7 @@ def test_merge_enforces_daemon_limits() -> None:
 
 def test_param_overrides_errors_name_file() -> None:
     # its keys are flat in the file: not "params.size" (a new user's trial)
-    with pytest.raises(SidecarError, match=r"^size: Input should be a valid integer"):
+    with pytest.raises(SidecarError, match=r"^size: must be a whole number"):
         parse_param_overrides(b'{"size": "x"}', "a.json")
     with pytest.raises(SidecarError, match=r"a\.json: must be a JSON object of params"):
         parse_param_overrides(b"[1]", "a.json")
@@ -493,9 +500,7 @@ def test_a_whole_number_written_as_a_float_is_that_number() -> None:
     assert (sidecar.params.size, sidecar.params.iterations) == (128, 100)
     assert sidecar.output is not None and sidecar.output.quality == 90
     assert type(sidecar.params.size) is int
-    with pytest.raises(
-        SidecarError, match=r"params.size: Input should be a valid integer \(got 128.5\)"
-    ):
+    with pytest.raises(SidecarError, match=r"params.size: must be a whole number \(got 128.5\)"):
         parse_sidecar('{"params": {"size": 128.5}}')
 
 

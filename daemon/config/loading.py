@@ -20,6 +20,7 @@ from pydantic_settings import SettingsError
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
 from daemon.fsutil import user_name
+from daemon.validation_words import plain
 from service.files import NotAFile, open_regular
 from service.params import beyond_strength
 
@@ -79,7 +80,7 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
     lines = []
     for problem in error.errors():
         loc = tuple(part for part in problem["loc"] if part != "__root__")
-        message = problem["msg"].removeprefix("Value error, ")
+        message = plain(problem["msg"])
         if not loc:  # settings checked together: the variables that set the ones named
             lines.append(message + _set_by_variables(message))
             continue
@@ -97,8 +98,8 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             lines.append(f"{name}: unknown setting; {_unknown_fix(loc)}")
         else:
             got = problem.get("input")
-            plain = isinstance(got, str | int | float | bool) and repr(got) not in message
-            shown = f" (got {got!r})" if plain else ""
+            simple = isinstance(got, str | int | float | bool) and repr(got) not in message
+            shown = f" (got {got!r})" if simple else ""
             beyond = beyond_strength(problem["type"], loc, got)
             lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc, message=message)}")
     return "\n".join(lines)

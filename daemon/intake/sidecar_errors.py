@@ -27,6 +27,7 @@ from daemon.intake.sidecar_model import (
     StyleRef,
     name_in,
 )
+from daemon.validation_words import plain
 from service.params import NAMED_INITS, RenderParams, beyond_strength
 
 
@@ -250,6 +251,8 @@ def describe_errors(
             got = item.get("input")
             named = ", ".join(map(repr, values))
             told = f"must be one of {named} (got {shown(got)}){_value_hint(values, got)}"
+            if not told.endswith("?") and (switch := _switch_hint(model_path, got)):
+                told += switch
             problems.append(f"{where}: {told}")
         else:
             numbers = model_path[-1:] == ["style_layer_weights"]
@@ -281,14 +284,37 @@ def _value_hint(values: list[str], got: object) -> str:
     values, where a key's "Strength" is told its spelling) or misspelt, as keys are (a new
     user's "recoloured", the README's spelling in prose, and "luminence"), or a switch given
     as true or false (a re-test's `"multiscale": true`)."""
-    if isinstance(got, bool) and {"on", "off"} <= set(values):
-        return f"; write {json.dumps('on' if got else 'off')}"
+    if {"on", "off"} <= set(values) and (isinstance(got, bool) or _word(got) in (*_YES, *_NO)):
+        return f"; write {json.dumps('on' if got is True or _word(got) in _YES else 'off')}"
     if not isinstance(got, str):
         return ""
     if (spelt := _spelt(got, values)) is not None:
         return f"; write it {json.dumps(spelt)} (values are lower case)"
     close = difflib.get_close_matches(got.casefold(), values, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+_YES, _NO = ("yes", "y", "on", "1", "enabled"), ("no", "n", "off", "0", "disabled")
+
+
+def _switch_hint(model_path: list[str], got: object) -> str:
+    """For a yes or no written in words to a field that also takes true and false (a new
+    user's `"preserve_colors": "yes"` was told its modes alone): what true and false mean."""
+    word = _word(got)
+    model = _model_at(tuple(model_path[:-1]))
+    if word not in (*_YES, *_NO) or model is None or not model_path:
+        return ""
+    try:
+        meant = [model.model_validate({model_path[-1]: flag}) for flag in (True, False)]
+    except ValidationError:
+        return ""
+    yes, no = (getattr(params, model_path[-1]) for params in meant)
+    flag = "true" if word in _YES else "false"
+    return f"; or write {flag} (true means {yes!r}, false {no!r})"
+
+
+def _word(got: object) -> str | None:
+    return got.strip().casefold() if isinstance(got, str) else None
 
 
 def _example(model_path: list[str]) -> str | None:
@@ -323,10 +349,8 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
     """One pydantic error as people read it: its message without "Value error, ", the value
     given, and what to write instead of a value of the wrong type (`example`: a number fit for
     the field; `numbers`: the field is a list of numbers)."""
-    message = item["msg"].removeprefix("Value error, ")
+    message = plain(item["msg"])
     kind, got = item["type"], item.get("input")
-    if kind in _LIST_KINDS:  # "a valid tuple" is Python's word (a photographer's trial)
-        message = "must be a list in square brackets"
     context = item.get("ctx", {})
     if kind == "too_long":  # "... after validation, not 17" is pydantic's wording
         message = f"has {context.get('actual_length')} items; at most {context.get('max_length')}"
