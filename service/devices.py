@@ -17,6 +17,12 @@ from service.errors import DeviceError, DeviceOutOfMemoryError
 # gets a wider margin.
 BYTES_PER_PIXEL = {"cuda": 6_000, "cpu": 5_000, "mps": 6_000}
 BATCH_MEMORY_SHARE = 0.7
+# What one job needs at the least per output pixel, above a worker that has loaded its
+# network: bench/memory.py measured 2,100-3,000 bytes on CPU between 512 and 2048 px, and
+# 1,700-2,000 on CUDA at 2048-4096 px (docs/BENCH.md), before the L-BFGS history (up to 1 GiB)
+# has grown. A job that needs more than is left at this rate cannot fit (`refuse_if_too_large`).
+LEAST_BYTES_PER_PIXEL = 2_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def resolve(name: str) -> torch.device:
@@ -94,9 +100,7 @@ def out_of_memory_as_error(device: torch.device) -> Iterator[None]:
         let_go_of_failed_graph(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    raise DeviceOutOfMemoryError(
-        f"{device} ran out of memory; use a smaller size, another device, or free memory"
-    )
+    raise DeviceOutOfMemoryError(f"{device} ran out of memory; {_MEMORY_FIX}")
 
 
 def let_go_of_failed_graph(device: torch.device) -> None:
@@ -114,17 +118,76 @@ def per_item_bytes(pixels: float, device_type: str) -> float:
 
 
 def available_bytes(device: torch.device) -> float:
-    """The memory a new batch may plan to use: a share of what the device has free now (on
-    CUDA, counting what PyTorch's cache holds but does not use; on CPU, MemAvailable)."""
+    """The memory a new batch may plan to use: a share of what the device has free now."""
+    return BATCH_MEMORY_SHARE * (free_bytes(device) or 0.0)
+
+
+def free_bytes(device: torch.device) -> float | None:
+    """What the device has free now, None where that is not known: on CUDA, counting what
+    PyTorch's cache holds but does not use; on CPU, MemAvailable, or what this process's
+    cgroup (a systemd unit's MemoryMax=) leaves, if less."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return BATCH_MEMORY_SHARE * (free + cached)
+        return float(free + cached)
+    if device.type != "cpu":
+        return None
+    known = [room for room in (_mem_available(), cgroup_room()) if room is not None]
+    return float(min(known)) if known else None
+
+
+def _mem_available() -> int | None:
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return BATCH_MEMORY_SHARE * int(line.split()[1]) * 1024
-    return 0.0
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def cgroup_room(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_ROOT
+) -> int | None:
+    """The memory this process's cgroup (v2) and the cgroups above it let it take still: the
+    least of memory.max - memory.current over those with a limit; None without one."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    path = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if path is None:
+        return None
+    folder, room = root / path.lstrip("/"), None
+    while folder.is_relative_to(root):
+        with contextlib.suppress(OSError, ValueError):
+            limit = (folder / "memory.max").read_text().strip()
+            if limit != "max":
+                left = int(limit) - int((folder / "memory.current").read_text())
+                room = left if room is None else min(room, left)
+        if folder == root:
+            break
+        folder = folder.parent
+    return room
+
+
+def refuse_if_too_large(width: int, height: int, items: int, device: torch.device) -> None:
+    """Raise DeviceOutOfMemoryError, before any allocation, for a render that cannot fit in
+    the memory left. On a CPU Linux lends memory it does not have, so a job too large for the
+    machine is not refused by its allocator but grows until the OOM killer ends its worker (or
+    another process): an attacker's trial, a 50x40 px photo asked at 4096 px, took a worker
+    past 22 GB of 24. CUDA's allocator refuses cleanly; it is left to do so. The error is the
+    one a real shortage raises, so oom_fallback retries the job smaller."""
+    if device.type != "cpu" or (free := free_bytes(device)) is None:
+        return
+    need = LEAST_BYTES_PER_PIXEL * width * height * items
+    if need > free:
+        photos = f"of {items} photos " if items > 1 else ""
+        raise DeviceOutOfMemoryError(
+            f"a render {photos}at {width}x{height} px needs at least {need / 2**30:.1f} GiB "
+            f"of memory, and {device} has {max(0.0, free) / 2**30:.1f} GiB left; {_MEMORY_FIX}"
+        )
+
+
+_MEMORY_FIX = "use a smaller size, another device, or free memory"
 
 
 class PeakMemory:

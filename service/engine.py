@@ -227,6 +227,7 @@ class Engine:
                 each = None if progress is None else _renumbered(progress, group)
                 members = [contents[i] for i in group]
                 starts = [inits[i] for i in group]
+                devices.refuse_if_too_large(*plan[1][-1], len(members), self.device)
                 done = self._render(
                     members, styles, blend, params, starts, each, cadence, cancel, plan
                 )

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +63,25 @@ assert peak.peak_bytes() < baseline + 60 * 2**20, (peak.peak_bytes(), baseline)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_cgroup_s_memory_limit_is_the_room_left_under_the_tightest_one(tmp_path: Path) -> None:
+    """A systemd unit's MemoryMax= (cgroup v2), or its slice's, bounds the memory a job can
+    take more tightly than MemAvailable, which knows nothing of it."""
+    root = tmp_path / "cgroup"
+    unit = root / "system.slice" / "stylefold.service"
+    unit.mkdir(parents=True)
+    proc = tmp_path / "cgroup.txt"
+    proc.write_text("0::/system.slice/stylefold.service\n")
+    assert devices.cgroup_room(proc, root) is None  # no limit anywhere (files absent)
+    (unit / "memory.max").write_text("max\n")
+    (unit / "memory.current").write_text("1000\n")
+    assert devices.cgroup_room(proc, root) is None
+    (unit / "memory.max").write_text(f"{10 * 2**30}\n")
+    (unit / "memory.current").write_text(f"{2**30}\n")
+    assert devices.cgroup_room(proc, root) == 9 * 2**30
+    (root / "system.slice" / "memory.max").write_text(f"{4 * 2**30}\n")  # the slice's is tighter
+    (root / "system.slice" / "memory.current").write_text(f"{3 * 2**30}\n")
+    assert devices.cgroup_room(proc, root) == 2**30
+    proc.write_text("4:memory:/process_api/x\n")  # cgroup v1 only: not known this way
+    assert devices.cgroup_room(proc, root) is None

@@ -7,8 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
-from conftest import REPO
+import pytest
+import torch
+from conftest import REPO, Folders, image_bytes, wait_for, write_json
+
+from service import devices
 
 # In a child process (the limit is process-wide): the limit is raised from below until a
 # render at SIZE fails inside its backward pass (the optimiser's calls of torch.autograd.grad
@@ -82,3 +88,72 @@ def test_an_out_of_memory_error_in_the_backward_pass_leaves_nothing_held() -> No
     assert "ran out of memory" in failed["outcome"] and failed["backward"] >= 1, lines
     assert lines[-1]["held_mib"] < 32, lines  # the network's weights need no grad
     assert lines[-1]["after"] == [64, 43], lines  # and the engine goes on
+
+
+# A job far too large for the memory left, in a child whose address space is limited a little
+# above what it holds: were the job not refused before it allocates, the real allocation would
+# fail there (after seconds), not the machine (an attacker's trial: a worker grew past 22 GB).
+TOO_LARGE = """
+import json, resource, sys
+from PIL import Image
+from service.engine import Engine, StyleImage
+from service.errors import DeviceOutOfMemoryError
+from service.params import RenderParams
+
+engine = Engine(device="cpu", precision="fp32")
+photo = Image.new("RGB", (48, 48), (120, 80, 40))
+style = [StyleImage(Image.effect_noise((64, 64), 40).convert("RGB"))]
+engine.render(photo, style, RenderParams(size=64, iterations=2))
+room = int(open("/proc/self/statm").read().split()[0]) * 4096
+resource.setrlimit(resource.RLIMIT_AS, (room + 4 * 2**30, resource.RLIM_INFINITY))
+try:
+    engine.render(photo, style, RenderParams(size=4096, iterations=1))
+    print(json.dumps({"outcome": "rendered"}))
+except DeviceOutOfMemoryError as exc:
+    print(json.dumps({"outcome": str(exc)}))
+"""
+FULL_SIZE_NEED = devices.LEAST_BYTES_PER_PIXEL * 4096 * 4096
+
+
+def _fits_anyway() -> bool:
+    free = devices.free_bytes(torch.device("cpu"))
+    return free is None or free >= FULL_SIZE_NEED
+
+
+@pytest.mark.skipif(_fits_anyway(), reason="this machine has the memory for a 4096 px render")
+def test_a_render_too_large_for_the_memory_left_is_refused_before_it_allocates() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", TOO_LARGE],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert run.returncode == 0 and lines, run.stdout + run.stderr
+    told = lines[-1]["outcome"]
+    assert told.startswith(
+        "a render at 4096x4096 px needs at least 31.2 GiB of memory, and cpu has"
+    )
+    assert told.endswith("GiB left; use a smaller size, another device, or free memory"), told
+
+
+@pytest.mark.skipif(_fits_anyway(), reason="this machine has the memory for a 4096 px render")
+def test_a_tiny_photo_asked_at_a_size_the_machine_cannot_hold_gets_a_report(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """The daemon's answer to the attacker's trial: a report naming the memory, not a worker
+    killed by the kernel and the job started again at every start of the daemon."""
+    (folders.inbox / "tiny.jpg").write_bytes(image_bytes(size=(48, 48), seed=4))
+    write_json(folders.inbox / "tiny.json", {"style": "mosaic", "params": {"size": 4096}})
+    daemon = daemon_factory(config=folders.config(oom_fallback="fail"))
+    report = folders.outbox / "tiny.error.json"
+    wait_for(report.exists, 120, "the report")
+    error = json.loads(report.read_text())
+    assert error["kind"] == "oom", error
+    assert error["error"].startswith(
+        "out of memory at size 4096 (1 attempt): a render at 4096x4096 px needs at least 31.2 GiB "
+        "of memory, and cpu has "
+    ), error
+    assert error["error"].endswith(
+        "GiB left; lower params.size, or set oom_fallback to 'smaller' or 'cpu'"
+    ), error
+    assert daemon.stop() == 0
+    assert not list(Path(folders.state).glob("spool/*/result.*"))

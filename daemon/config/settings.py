@@ -190,7 +190,9 @@ class Settings(BaseSettings):
     oom_fallback: Literal["smaller", "cpu", "fail"] = Field(
         "smaller",
         description="How a job that ran out of memory is retried, within `retries`: at 70 % "
-        "of the size each time, on the CPU, or not at all.",
+        "of the size each time, on the CPU, or not at all. On a CPU, a job that cannot fit in "
+        "the memory left (MemAvailable, or the unit's MemoryMax=) runs out at once, before it "
+        "takes any.",
         json_schema_extra=APPLIED_LIVE,
     )
 

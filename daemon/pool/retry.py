@@ -68,9 +68,10 @@ def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> st
             f"ran out of memory: lower params.size (now {size}) or the image's resolution"
         )
     if kind == "oom":
+        said = error.partition("; ")[0]  # the engine's advice after it names no setting
         return (
-            f"out of memory on {task.device or 'the device'} at size {size} ({tries}); "
-            "lower params.size, or set oom_fallback to 'smaller' or 'cpu'"
+            f"out of memory at size {size} ({tries}): {said}; lower params.size, or set "
+            "oom_fallback to 'smaller' or 'cpu'"
         )
     if kind == "nospace":
         return (
