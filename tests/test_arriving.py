@@ -265,3 +265,33 @@ def test_a_claim_gives_back_a_photo_that_changed_after_it_settled(folders: Folde
     # Refused before anything moved, or rolled back: either way no job was recorded as claimed.
     assert all(row.state is State.ROLLED_BACK for row in spool.store.finished(5))
     assert spool.store.active() == []
+
+
+def test_a_photo_named_as_the_style_of_a_pair_cut_off_goes_once_that_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    """An attacker's trial: a truncated photo whose sidecar named another person's photo as
+    its style held that one back for the whole pair_timeout after it was reported, and status
+    said the photo waited for its sidecar, which was there."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    clock = Clock(inbox, arriving_timeout=20.0)
+    clock.write("att.jpg", PHOTO[:-100])
+    clock.write("att.json", b'{"style": {"file": "v.jpg"}}')
+    victim = clock.write("v.jpg", _jpeg_of(4))
+    clock.write("v.json", b'{"style": "mosaic"}')
+    assert clock.poll(SETTLE) == []
+    item = next(item for item in clock.intake.items(clock.now, 0.0) if item.path == "v.jpg")
+    assert item.note == (
+        "waiting for the pair of att.json, which names it as its style image, to be taken "
+        "first; taken by itself in 58 s at the latest"
+    )
+    assert item.gives_up_in is None  # it is not reported then: it goes
+    events: list[object] = []
+    while not any(isinstance(e, Arrival) for e in events) and clock.now < 1000.0 + 60.0:
+        events += clock.poll(1.0)
+    reported = [e for e in events if isinstance(e, Problem)]
+    assert [e.path.name for e in reported] == ["att.jpg"]
+    assert "truncated or corrupt" in reported[0].reason
+    assert events[-1] == Arrival(victim, inbox / "v.json", Path("."))
+    assert clock.now - 1000.0 <= 20.0 + SETTLE  # at the report, not at pair_timeout

@@ -116,6 +116,7 @@ def inbox_item(
     pair_timeout: float,
     arriving_timeout: float,
     waits_for: str | None = None,
+    lent: bool = False,
     own: str | None = None,
     default: str | None = None,
     empty: bool = False,
@@ -160,6 +161,9 @@ def inbox_item(
         note = reasons.own_answer_waits(own, partner, left)
     elif kind == "image" and waits_for is None and default is not None:
         note += f"; without one it is rendered with the default style {default} in {left:.0f} s"
+        return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
+    elif lent:  # it goes at pair_timeout whatever the pairs borrowing it do
+        note += f"; taken by itself in {left:.0f} s at the latest"
         return InboxItem(path=relative, state="waiting", since=wall - waited, note=note)
     elif kind == "sidecar" and waits_for is not None:
         # One another shadows is told once its photo is taken, however long that takes (a

@@ -193,6 +193,7 @@ class Intake:
                 os.fspath(path)[inbox:],
                 entry.kind,
                 waits_for=entry.waits_for,
+                lent=entry.lent,
                 own=entry.own_answer,
                 settled=entry.settled,
                 arriving=entry.arriving,
@@ -614,7 +615,7 @@ class Intake:
         self._pairs.set_style_ref(sidecar, name)
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
-        image.waits_for = None
+        image.waits_for, image.lent = None, False
         sidecar, sharing = self._pairs.sidecar_for(image)
         if self._pairs.emitted_as_is(image, sidecar):
             self._decided(image.path)  # a kept photo whose sidecar or style went since
@@ -633,9 +634,13 @@ class Intake:
         ready, style = self._brought_style(image, sidecar, now, events)
         if not ready:
             return
-        if self._pairs.waiting_borrowers(image.path, sidecar) and not timed_out:
+        if (borrowers := self._pairs.waiting_borrowers(image.path, sidecar)) and not timed_out:
             if not self._pairs.waits_on_itself(image.path, sidecar):
-                return  # pairs bringing this photo as their style copy it first: a job moves it
+                # Pairs bringing this photo as their style copy it first: a job moves it.
+                # Status said "waiting for its sidecar", which was there (an attacker's trial).
+                image.waits_for = reasons.lent_as_style([b.path.name for b in borrowers])
+                image.lent = True
+                return
             self._emit(image, sidecar, style, events, borrowed=True)
             return
         self._emit(image, sidecar, style, events)

@@ -12,6 +12,7 @@ to have one each.
 
 import os
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class Tracked:
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
     looked_beside: Signature | None = None  # sidecars: the version a photo not taken was sought at
     waits_for: str | None = None  # images: what it waits for, when not its sidecar (status)
+    lent: bool = False  # images: waits for pairs bringing it as their style, then goes anyway
     takeout: bool = False  # sidecars: Google Takeout's metadata, as read at `parsed`
     # Lone files: which of stylefold's own answers it is (None: not one), and at which version
     # it was looked at (`Intake.own_answer`), for status before pair_timeout leaves it alone.
@@ -162,8 +164,20 @@ class Partners:
         ]
 
     def waiting_borrowers(self, photo: Path, own: Tracked | None) -> list[Tracked]:
-        """Sidecars not yet decided that name `photo` as their style (other than its own)."""
-        return [b for b in self.borrowers(photo) if b.done is None and b is not own]
+        """Sidecars not yet decided that name `photo` as their style (other than its own),
+        with a photo not decided either: one whose photo was reported (truncated, empty) will
+        not take it (an attacker's trial: a truncated photo whose sidecar named another
+        person's held that one back for the whole pair_timeout)."""
+        return [
+            b
+            for b in self.borrowers(photo)
+            if b.done is None and b is not own and any(self._undecided(b.path))
+        ]
+
+    def _undecided(self, sidecar: Path) -> Iterator[bool]:
+        for path in self.images_for(sidecar):
+            entry = self.files.get(path)
+            yield entry is not None and entry.done is None
 
     def waits_on_itself(self, photo: Path, own: Tracked) -> bool:
         """Whether the photos `photo` waits for (those whose sidecars borrow it) wait, in turn

@@ -125,6 +125,14 @@ def own_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
     )
 
 
+def lent_as_style(sidecars: list[str]) -> str:
+    """What a photo waits for while other pairs bring it along as their style image."""
+    which = " and ".join(sidecars)
+    if len(sidecars) == 1:
+        return f"the pair of {which}, which names it as its style image, to be taken first"
+    return f"the pairs of {which}, which name it as their style image, to be taken first"
+
+
 def style_not_beside(style_file: str, sidecar: str) -> str:
     return (
         f"is missing the style image {style_file} named by {sidecar}: it is not in the same "
