@@ -442,6 +442,31 @@ def test_missing_style_file_reported(inbox: Inbox) -> None:
     assert about_problem(problem, inbox.root).sidecar == "photo.json"  # its report said null
 
 
+def test_a_style_file_named_for_two_that_differ_in_case_alone_is_told_at_once(
+    inbox: Inbox,
+) -> None:
+    """An attacker's trial: BRUSH.jpg beside brush.jpg and Brush.jpg was told, after the whole
+    pair_timeout, that it was not in the folder."""
+    image = inbox.write("p1.jpg")
+    inbox.write("brush.jpg")
+    inbox.write("Brush.jpg")
+    inbox.write("p1.json", '{"style": {"file": "BRUSH.jpg"}}')
+    problems = [e for e in inbox.poll(SETTLE) if isinstance(e, Problem)]
+    assert [(p.path, p.reason) for p in problems] == [
+        (
+            image,
+            "p1.jpg cannot take the style image BRUSH.jpg named by p1.json: Brush.jpg and "
+            "brush.jpg are both beside it, and differ from that name in letter case alone; "
+            "write in p1.json the name of the one meant exactly as it is written, or remove "
+            "the other",
+        )
+    ]
+    # Mended, the pair goes.
+    inbox.write("p1.json", '{"style": {"file": "Brush.jpg"}}')
+    events = inbox.poll(SETTLE)
+    assert Arrival(image, inbox.root / "p1.json", Path("."), inbox.root / "Brush.jpg") in events
+
+
 def test_a_style_file_that_is_no_image_is_not_waited_for(inbox: Inbox) -> None:
     """An attacker's trial: a sidecar naming another pair's sidecar (or itself) as its style
     file waited pair_timeout, then was told the file is not in the same folder, which it was;

@@ -705,10 +705,17 @@ class Intake:
             # Only an image is waited for: a name the job cannot take ("x.json", as an
             # attacker's trial named another pair's sidecar) is told so by the job, at once.
             if self.rules.kind(style_path.relative_to(self.inbox)) == "image":
-                found = self._pairs.exact_image(image.path.parent, sidecar.style_file)
+                named, by = sidecar.style_file, sidecar.path.name
+                found = self._pairs.exact_image(image.path.parent, named)
                 style = None if found is None else self._files.get(found)
+                alike = self._pairs.alike_images(image.path.parent, named)
+                if found is None and len(alike) > 1:
+                    # Told at once, not as missing after pair_timeout (an attacker's trial).
+                    which = [path.name for path in alike]
+                    reason = reasons.style_name_ambiguous(named, by, which)
+                    self._report(image, events, reason, sidecar=sidecar)
+                    return False, None
                 if style is None:
-                    named, by = sidecar.style_file, sidecar.path.name
                     image.waits_for = f"the style image {named} named by {by}"
                     if now - max(image.waiting_since, sidecar.waiting_since) >= self.pair_timeout:
                         reason = self._folder_named(

@@ -290,14 +290,18 @@ class Partners:
                 return image, own
         return None
 
-    def exact_image(self, folder: Path, name: str) -> Path | None:
-        """The image called `name` in `folder`, if it is tracked: written so, else the only one
-        whose name differs in case or Unicode form alone (several such: none, it is unclear)."""
-        alike = [
+    def alike_images(self, folder: Path, name: str) -> list[Path]:
+        """The tracked images in `folder` whose names are `name` but for case or Unicode form."""
+        return sorted(
             image
             for image in self._stems.get((folder, key(Path(name).stem)), ())
             if key(image.name) == key(name)
-        ]
+        )
+
+    def exact_image(self, folder: Path, name: str) -> Path | None:
+        """The image called `name` in `folder`, if it is tracked: written so, else the only one
+        whose name differs in case or Unicode form alone (several such: none, it is unclear)."""
+        alike = self.alike_images(folder, name)
         written = [image for image in alike if image.name == name]
         if written:
             return written[0]

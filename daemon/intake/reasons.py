@@ -125,6 +125,15 @@ def own_sidecar(sidecar: str, photo: str, others: list[str]) -> str:
     )
 
 
+def style_name_ambiguous(style_file: str, sidecar: str, alike: list[str]) -> str:
+    return (
+        f"cannot take the style image {style_file} named by {sidecar}: "
+        f"{' and '.join(alike)} are both beside it, and differ from that name in letter case "
+        f"alone; write in {sidecar} the name of the one meant exactly as it is written, or "
+        "remove the other"
+    )
+
+
 def lent_as_style(sidecars: list[str]) -> str:
     """What a photo waits for while other pairs bring it along as their style image."""
     which = " and ".join(sidecars)
