@@ -442,6 +442,24 @@ def test_missing_style_file_reported(inbox: Inbox) -> None:
     assert about_problem(problem, inbox.root).sidecar == "photo.json"  # its report said null
 
 
+def test_a_misnamed_sidecar_is_told_in_status_while_its_photo_waits(inbox: Inbox) -> None:
+    """A photographer's trial: status said "waiting for its sidecar" for the whole
+    pair_timeout beside `n1.json.txt`; the report at its end said what to rename."""
+    inbox.write("n1.jpg")
+    inbox.write("n1.json.txt", '{"style": "a"}')
+    inbox.write("n2.jpeg")
+    inbox.write("n2.jpg.json", '{"style": "a"}')
+    inbox.write("n3.jpg")
+    assert inbox.poll(SETTLE) == []
+    notes = {item.path: item.note for item in inbox.intake.items(inbox.now, 0.0)}
+    assert notes["n1.jpg"].startswith("waiting for its sidecar; n1.jpg has no sidecar: ")
+    assert notes["n1.jpg"].endswith("; rename it n1.json")
+    assert notes["n2.jpeg"].endswith("; rename it n2.jpeg.json or n2.json")
+    assert notes["n3.jpg"] == "waiting for its sidecar"  # nothing beside it looks meant
+    reports = {e.path.name: e.reason for e in inbox.poll(PAIR) if isinstance(e, Problem)}
+    assert notes["n1.jpg"] == f"waiting for its sidecar; {reports['n1.jpg']}"
+
+
 def test_a_style_file_named_for_two_that_differ_in_case_alone_is_told_at_once(
     inbox: Inbox,
 ) -> None:

@@ -669,27 +669,37 @@ class Intake:
                 shared = sharing.sidecar.name
                 others = [p.name for p in sharing.photos if p != image.path]
                 image.waits_for = reasons.own_sidecar(shared, image.path.name, others)
+            elif (misnamed := self._no_sidecar(image))[0] != misnamed[1]:
+                # Told now, not only in the report at pair_timeout (a photographer's trial:
+                # status said "waiting for its sidecar" for ten minutes beside `n1.json.txt`).
+                image.waits_for = f"its sidecar; {image.path.name} {misnamed[0]}"
             self._sleep(image.path, image.waiting_since + self.pair_timeout)
         elif sharing is not None:
             others = [path.name for path in sharing.photos]
             reason = reasons.shares_sidecar(sharing.sidecar.name, image.path.name, others)
             self._report(image, events, reason)
         else:
-            # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
-            # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
-            taken = self._pairs.sidecar_taken(image.path.parent, image.base)
-            named = f"{image.path.name if taken else image.base}.json"
-            told = reasons.no_sidecar(named, self.style_names(), self.default_style)
-            wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
-            reason = self._folder_named(image, wanted, told)
-            if reason == told and (other := self._other_type_sidecar(image)) is not None:
-                reason = reasons.sidecar_of_other_type(other, image.path.name, image.base)
+            reason, told = self._no_sidecar(image)
             # The default style is for a photo sent without a sidecar, not for one whose
             # sidecar is misnamed (a re-test: `t.json.txt` got the default style silently).
             if self.default is not None and reason == told:
                 self._emit(image, None, None, events)
             else:
                 self._report(image, events, reason, alone=True)
+
+    def _no_sidecar(self, image: Tracked) -> tuple[str, str]:
+        """What a photo without a sidecar is told, and what it is told when nothing beside it
+        looks meant as its sidecar (the two differ for a misnamed one)."""
+        # photo.jpg.json when photo.json is another's (an attacker's trial: s.jpg.jpg
+        # beside s.jpg and s.jpg.json, or t.jpg and t.json, was told to add s.jpg.json)
+        taken = self._pairs.sidecar_taken(image.path.parent, image.base)
+        named = f"{image.path.name if taken else image.base}.json"
+        told = reasons.no_sidecar(named, self.style_names(), self.default_style)
+        wanted = {key(f"{image.base}.json"), key(f"{image.path.name}.json")}
+        reason = self._folder_named(image, wanted, told)
+        if reason == told and (other := self._other_type_sidecar(image)) is not None:
+            reason = reasons.sidecar_of_other_type(other, image.path.name, image.base)
+        return reason, told
 
     def _brought_style(
         self, image: Tracked, sidecar: Tracked, now: float, events: list[Event]
