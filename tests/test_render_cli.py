@@ -324,7 +324,10 @@ def test_a_blend_takes_the_heaviest_style_s_defaults_and_says_what_it_used(
         "--device", "cpu", "--strength", "0.5", "--style-weight", "1000", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "library: size 36, iterations 2, strength 0.3 (a flag overrides)" in done.stderr
+    assert (
+        "library: size 36, iterations 2, strength 0.3 (overridden by a flag: 0.5); stain"
+        in done.stderr
+    )
     assert "style_weight 1000 is given, so strength 0.5 is not used" in done.stderr
     assert "36x24, 2 iterations (at the iteration cap), style weight 1000, " in done.stderr
 

@@ -558,8 +558,16 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     resolved = resolve(_pair(folders, "photo.jpg", {"style": "mosaic"}), settings, library)
     assert resolved.params.strength == 0.3
     assert (
-        "style mosaic's defaults from the style library: strength 0.3 (a sidecar overrides)"
+        "style mosaic's defaults from the style library: strength 0.3 (the sidecar overrides them)"
     ) in resolved.notes
+    # A photographer's trial: the same line when the sidecar's strength was the one used.
+    sent = {"style": "mosaic", "params": {"strength": 0.9}}
+    overridden = resolve(_pair(folders, "strong.jpg", sent), settings, library)
+    assert overridden.params.strength == 0.9
+    assert overridden.notes == (
+        "style mosaic's defaults from the style library: strength 0.3 (overridden by the "
+        "sidecar: 0.9)",
+    )
     plain = resolve(_pair(folders, "other.jpg", {"style": "waves"}), settings, library)
     assert plain.notes == ()
     # In a blend only the heaviest style's apply; the others' are named (a photographer's
@@ -573,7 +581,7 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     heavier = [{"name": "mosaic", "weight": 2}, {"name": "waves"}]
     mixed = resolve(_pair(folders, "blend2.jpg", {"style": heavier}), settings, library)
     assert mixed.notes == (
-        "style mosaic's defaults from the style library: strength 0.3 (a sidecar overrides)",
+        "style mosaic's defaults from the style library: strength 0.3 (the sidecar overrides them)",
     )
     spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "third.jpg", {"style": "mosaic"}))

@@ -299,6 +299,11 @@ def _not_in_library(spec: str, library: "StyleLibrary") -> str:
     return text
 
 
+def _param_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The render params given as flags."""
+    return {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+
+
 def _params(
     args: argparse.Namespace, style_defaults: dict[str, Any], settings: Settings | None
 ) -> RenderParams:
@@ -306,7 +311,7 @@ def _params(
     from daemon.intake.sidecar import layered
     from daemon.intake.sidecar_errors import error_text
 
-    flags = {name: getattr(args, name) for name in _PARAM_FLAGS if getattr(args, name) is not None}
+    flags = _param_flags(args)
     base = settings.defaults if settings is not None else RenderParams()
     values = layered(base, style_defaults, flags)
     if args.init is not None:
@@ -361,7 +366,7 @@ def _render(args: argparse.Namespace) -> int:
     config = [f"note: {said}" for said in defaults_notes(settings.defaults)] if settings else []
     for note in (
         *config,
-        style_defaults_note(resolved, "a flag"),
+        style_defaults_note(resolved, _param_flags(args), "a flag"),
         *unused(flags, params),
         lossless,
     ):

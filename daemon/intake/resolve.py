@@ -4,6 +4,7 @@ Nothing is moved here; a pair that cannot become a job raises `Rejected` with th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def resolve(arrival: Arrival, settings: Settings, library: StyleLibrary) -> Reso
         default = f"{why}, so the default style {settings.default_style} (default_style)"
     output_format = output.format if output and output.format else settings.output_format
     lossless = lossless_note(output.quality if output else None, output_format)
-    notes = [default, style_defaults_note(styles), *given, lossless]
+    sent = sidecar.overrides() if sidecar is not None else {}
+    notes = [default, style_defaults_note(styles, sent), *given, lossless]
     return Resolved(
         sidecar=sidecar,
         sidecar_raw=raw,
@@ -126,10 +128,14 @@ def _unreadable_photo(arrival: Arrival, settings: Settings) -> str | None:
     return None if why is None else f"{relative.name} {why}"
 
 
-def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar") -> str | None:
+def style_defaults_note(
+    styles: list[ResolvedStyle], given: Mapping[str, object], overrides: str = "the sidecar"
+) -> str | None:
     """Where params the sender did not write came from, when a style's JSON gave them (a
     photographer could not tell why a result was gentle), and a blend's other styles whose
-    JSON was left out (another's: silent); `overrides`: what would override."""
+    JSON was left out (another's: silent); `given`: the params the sender wrote, by
+    `overrides` (a photographer's trial: "strength 0.2 (a sidecar overrides)" did not say the
+    sidecar's 0.9 was the one used)."""
     source = defaults_from(styles)
     if source is None:
         return None
@@ -142,11 +148,12 @@ def style_defaults_note(styles: list[ResolvedStyle], overrides: str = "a sidecar
     )
     if not source.defaults:
         return f"style {source.name} has no defaults in the style library{unused}" if left else None
-    given = ", ".join(f"{key} {value}" for key, value in source.defaults.items())
-    return (
-        f"style {source.name}'s defaults from the style library: {given} ({overrides} "
-        f"overrides){unused}"
+    told = ", ".join(
+        f"{key} {value}" + (f" (overridden by {overrides}: {given[key]})" if key in given else "")
+        for key, value in source.defaults.items()
     )
+    rule = "" if set(source.defaults) & set(given) else f" ({overrides} overrides them)"
+    return f"style {source.name}'s defaults from the style library: {told}{rule}{unused}"
 
 
 def style_problems(
