@@ -318,10 +318,13 @@ class StyleLibrary:
     def _unknown(self, name: str, key: str) -> str:
         for problem in self.problems:
             if problem.style == name:  # its defaults file may be named otherwise (Cells.JSON)
+                # Once, and with no folder as configured (a new user's "in the style library
+                # styles"): the file named is the one that takes the style out.
+                reason = problem.reason.removesuffix(f"; style {name!r} is unavailable")
                 return (
-                    f"style {name!r} is broken: {problem.reason} ({problem.path.name} in the "
-                    f"style library {self.root}); replace or fix the file and photos waiting for "
-                    "it are taken again by themselves"
+                    f"style {name!r} cannot be used until the style library's "
+                    f"{problem.path.name} is fixed or replaced: {reason}; photos waiting for it "
+                    "are taken again by themselves then"
                 )
         names = self.names()
         stem = name.rpartition(".")[0]
