@@ -452,9 +452,10 @@ def test_what_the_header_refuses_is_answered_without_waiting_for_the_queue(
         assert not (folders.outbox / "slow.stylised.jpg").exists()  # still rendering
     finally:
         daemon.stop()
-    assert str(broken["error"]).startswith("the photo is not an image format stylefold can")
+    # Named as every other report begins (a photographer's trial: "the photo is ...").
+    assert str(broken["error"]).startswith("broken.jpg is not an image format stylefold can")
     assert str(poster["error"]) == (
-        "the photo is 200x150 = 30,000 pixels, over the limit of 20,000; downscale it or "
+        "poster.png is 200x150 = 30,000 pixels, over the limit of 20,000; downscale it or "
         "raise the daemon's max_pixels setting"
     )
     assert str(strip["error"]).endswith(

@@ -391,6 +391,7 @@ class Lifecycle:
                     head,
                     job.params,
                     self.settings.max_output_size,
+                    job.image_name,
                 )
             ):
                 self.publisher.fail(job, FailureDetail(kind="input", reason=problem))
@@ -413,6 +414,7 @@ class Lifecycle:
             strip_location=self.settings.strip_location,
             lost=row.lost if row else 0,  # its free requeues are counted across restarts
             share=top_folder(job.rel_dir),
+            content_label=job.image_name,
         )
         if not self.pool.submit(task):
             self.for_pool.appendleft(job)

@@ -171,7 +171,7 @@ def decode(task: Task, sources: Sources) -> Decoded:
     from service.engine import StyleImage
 
     started = time.monotonic()
-    content = _open(sources.content, task, "the photo")
+    content = _open(sources.content, task, task.content_label)
     styles = [
         StyleImage(_style(source, task, ref.label), weight, ref.name)
         for ref, (source, weight) in zip(task.styles, sources.styles, strict=True)
@@ -242,7 +242,12 @@ def _other_owner(path: str | bytes | None) -> str | None:
 
 
 def photo_problem(
-    photo: Path, max_pixels: int, head: bytes, params: RenderParams, max_size: int
+    photo: Path,
+    max_pixels: int,
+    head: bytes,
+    params: RenderParams,
+    max_size: int,
+    what: str = "the photo",
 ) -> str | None:
     """What decoding the photo would refuse, where its header tells it (no decoder takes the
     file, or it is over max_pixels), or its shape at this size (a strip too thin for the
@@ -254,7 +259,7 @@ def photo_problem(
 
     problem, size = header_look(photo, max_pixels, head)
     if problem is not None:
-        return _for_people(problem, photo, "the photo")
+        return _for_people(problem, photo, what)
     return None if size is None else output_problem(size, params, max_size)
 
 

@@ -45,6 +45,9 @@ class Task:
     preview_every: int = 0  # a JPEG preview with the progress every this many iterations; 0: off
     strip_location: bool = False  # leave the photo's GPS location out of the result's EXIF
     share: str = ""  # the photo's top inbox folder: the queue takes turns between them
+    # What a report calls the photo: its name as sent, as reports begin (a photographer's
+    # trial: "the photo is not an image format" where every other report named the file).
+    content_label: str = "the photo"
 
     @property
     def result_path(self) -> Path:
