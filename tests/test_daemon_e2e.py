@@ -730,7 +730,8 @@ def test_orderly_stops_do_not_count_as_interruptions(folders: Folders) -> None:
 
 AFTER = (
     "{second} arrived after its photo {photo} had been taken with the sidecar it had then (job "
-    "{job}), so it was not used; to render the photo with it, put {photo} back beside it"
+    "{job}), so it was not used; to render the photo with it, put {photo} back beside it (it is "
+    "kept at archive/{photo}); otherwise remove {second}"
 )
 CASE_TWIN = (
     "{second} was not used: job {job} took {photo} with {first}, which differs from it in case "

@@ -93,8 +93,11 @@ ANSWER_GONE = (
 SIDECAR_AFTER_PHOTO = (
     "{sidecar} arrived after its photo {photo} had been taken with the sidecar it had then "
     "(job {job_id}), so it was not used; to render the photo with it, put {photo} back beside "
-    "it; otherwise remove {sidecar}"
+    "it{kept}; otherwise remove {sidecar}"
 )
+# Where the photo went, for SIDECAR_AFTER_PHOTO (a photographer's trial: the phone no longer
+# had the original, and the report did not say where it was).
+PHOTO_KEPT = " (it is kept at {path})"
 STYLE_TAKEN = (
     "{photo} cannot use the style image {style} its sidecar names: {style} had been taken as a "
     "photo of its own, with {used} (job {job_id}), before {photo} and its sidecar were "

@@ -103,7 +103,8 @@ class InboxReports:
                 text = answers.SIDECAR_CASE_TWIN
             elif used is not None and key(used) == key(f"{photo}.json") and sidecar != used:
                 text = answers.SIDECAR_SHADOWED  # m.JPG.json is M.jpg's too (a re-test)
-            reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used)
+            kept = self._kept_at(job_id)
+            reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used, kept=kept)
             detail = detail.model_copy(update={"reason": reason})
         self.publisher.publish(new_job_id(), None, "report", detail)
 
@@ -121,6 +122,15 @@ class InboxReports:
             if row.job is not None and taken.parent == folder and named:
                 return row.id, taken.name, row.job.sidecar_name
         return None
+
+    def _kept_at(self, job_id: str) -> str:
+        """PHOTO_KEPT for where a finished job's photo went (the archive, under its name or
+        a free one), or nothing while it is not known."""
+        for step in self.store.transitions(job_id):
+            for path in step.originals:
+                if path.suffix.lower() != f".{SIDECAR_EXTENSION}":
+                    return answers.PHOTO_KEPT.format(path=path)
+        return ""
 
     def kept(self, intent: ClaimIntent, kept: list[Path]) -> None:
         """Originals given back unanswered that could not go back (their inbox folder was

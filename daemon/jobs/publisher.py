@@ -37,7 +37,7 @@ from daemon.jobs.record import Job
 from daemon.jobs.resend import archived_twins
 from daemon.jobs.spool import Spool
 from daemon.jobs.states import ANSWERING, END_OF, ENDS_WITH_RESULT, Outcome, State
-from daemon.jobs.store import Answer, Store, StoreError
+from daemon.jobs.store import ORIGINALS_NOTE, Answer, Store, StoreError
 from daemon.logs import job_context
 from daemon.metrics import Metrics
 from daemon.pool import result_file
@@ -410,10 +410,10 @@ class Publisher:
         # An OSError here blocks the job (`publish`): the answer is safe, the originals wait
         # in the spool (RELEASING) and the release is tried again, after a restart too.
         if archive and archived_twins(job, self.spool, twins):
-            note = f"originals: removed, identical copies are in {twins}"
+            note = f"{ORIGINALS_NOTE}removed, identical copies are in {twins}"
         else:
             placed = self.spool.release(job, archive=archive, answered=success)
-            note = "originals: " + ", ".join(str(path) for path in placed)
+            note = ORIGINALS_NOTE + ", ".join(str(path) for path in placed)
         if not success and placed:  # none: moved by an earlier try, its report amended then
             settings = self.settings
             text = answers.original_text(placed, settings.inbox, settings.state)

@@ -186,6 +186,10 @@ class Pruned:
     answers: int  # rows of the two answer tables
 
 
+# How the transition that lets a job's originals go notes where they went (`Publisher.release`).
+ORIGINALS_NOTE = "originals: "
+
+
 @dataclass(frozen=True)
 class TransitionRow:
     job_id: str
@@ -193,6 +197,14 @@ class TransitionRow:
     old: str | None
     new: str
     note: str
+
+    @property
+    def originals(self) -> tuple[Path, ...]:
+        """Where the job's originals went, when this transition let them go."""
+        if self.new not in TERMINAL or not self.note.startswith(ORIGINALS_NOTE):
+            return ()
+        places = self.note.removeprefix(ORIGINALS_NOTE).split(", ")
+        return tuple(Path(place) for place in places if place.startswith("/"))
 
 
 _UNSET: Any = object()

@@ -58,8 +58,7 @@ def find_job(store: Store, job_id: str) -> JobRecord | None:
     for step in store.transitions(job_id):
         if step.new in ANSWERED_INTO:
             answer = step.note or None
-        if step.new in TERMINAL and step.note.startswith("originals: "):
-            originals = tuple(Path(p) for p in step.note[11:].split(", ") if p)
+        originals = step.originals or originals
     return JobRecord(row.id, row.state, row.job, answer, originals)
 
 
