@@ -118,6 +118,13 @@ def busy_report() -> StatusReport:
         recent=[
             Finished(job_id="d", input="d/done.jpg", outcome="done", at=NOW - 500),
             Finished(
+                job_id="s",
+                input="d/again.jpg",
+                outcome="skipped",
+                at=NOW - 120,
+                output="d/again.stylised.jpg",
+            ),
+            Finished(
                 job_id="f",
                 input="f/failed.jpg",
                 outcome="failed",
@@ -170,9 +177,11 @@ def test_every_section_in_order() -> None:
         "running",
         "publishing",
         "blocked",
+        "sent again, answered before",
         "recent failures",
         "needs attention",
     ]
+    assert "\n  d/again.jpg  2 min ago; its answer d/again.stylised.jpg stands\n" in text
     first = text.splitlines()[0]
     assert first == (
         "daemon: running, pid 4242, stylefold 9.8.7, watching the inbox (inotify), reported 2 s ago"

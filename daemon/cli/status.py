@@ -119,6 +119,10 @@ def render_status(report: StatusReport, *, failures: int, now: float | None = No
         more = report.unlisted_jobs(state)
         line = functools.partial(_job_line, daemon=report.daemon, now=now)
         _section(lines, state, report.in_state(state), line, more)
+    # A photo sent again leaves the inbox with nothing new in the outbox (a photographer's
+    # trial: "1 skipped", with no name, was its only trace).
+    again = [end for end in report.recent if end.outcome == "skipped"]
+    _section(lines, "sent again, answered before", again, lambda end: _again_line(end, now))
     _failures(lines, open_failures(report.recent), failures)
     _section(lines, "needs attention", report.attention, lambda item: _attention_line(item, now))
     return "\n".join(visible(line) for line in lines)  # names from the inbox, escapes shown
@@ -223,6 +227,11 @@ def _job_line(job: JobItem, daemon: DaemonInfo, now: float) -> str:
         return f"{job.input}  {blocked_why(job, now)}"
     waiting = "waiting" if job.state is State.QUEUED else "for"
     return f"{job.input}  {waiting} {waited(job, now)}"
+
+
+def _again_line(end: Finished, now: float) -> str:
+    answer = f"; its answer {end.output} stands" if end.output else ""
+    return f"{end.input}  {duration(max(0.0, now - end.at))} ago{answer}"
 
 
 def _failure_line(end: Finished) -> str:
