@@ -805,6 +805,8 @@ def test_of_two_sidecars_the_unused_one_is_told_why(
         time.sleep(3.0)  # no second job, no second report
     finally:
         assert daemon.stop() == 0
+    # Once: not again at pair_timeout, as one without its photo (an attacker's trial).
+    assert daemon.logged("job.rejected") == 1
     assert _the_report_about(folders, reports, unused).startswith(
         f"{unused} was not used: job {job} took {photo} with {used}, the sidecar named after "
         f"the photo's whole file name, which comes first; remove {unused}"

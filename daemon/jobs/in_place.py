@@ -87,6 +87,10 @@ class AnsweredInPlace:
         recorded = self.store.seen(self.relative(path))
         return recorded is not None and len(recorded) > 0 and self._unchanged(recorded[0], path)
 
+    def told_as_is(self, path: Path, reason: str) -> bool:
+        """Whether the inbox file `path`, as it is now, was answered in place with `reason`."""
+        return self.answered_as_is(path) and self.store.seen_reason(self.relative(path)) == reason
+
     def brought_along(self, path: Path) -> bool:
         """Whether the inbox file `path`, as it is now, is a style image another photo's job
         brought along (`remember_style`): never a photo of its own, whatever the settings."""

@@ -106,6 +106,11 @@ class InboxReports:
             kept = self._kept_at(job_id)
             reason = text.format(sidecar=sidecar, photo=photo, job_id=job_id, used=used, kept=kept)
             detail = detail.model_copy(update={"reason": reason})
+        if problem.renewed and self.spool.in_place.told_as_is(problem.path, detail.reason):
+            # The intake's words changed (a shadowed sidecar, its photo claimed since, became
+            # one without a photo at pair_timeout), the answer did not: it was told twice (an
+            # attacker's trial).
+            return
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def _taken(

@@ -581,6 +581,14 @@ class Store:
         ).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def seen_reason(self, path: str) -> str | None:
+        """The reason recorded with the answer that the inbox file `path` is remembered by."""
+        row = self._db.execute(
+            "SELECT jobs.reason FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
+            (os.fsencode(path),),
+        ).fetchone()
+        return None if row is None else row[0]
+
     def seen_for_another(self, path: str) -> bool:
         """Whether the inbox file `path` was answered in place by a job of another input (a
         style image it brought along); False without a record, or once that job was pruned."""
