@@ -314,9 +314,20 @@ def test_requests_naming_another_host_are_refused(site: Site) -> None:
     refused = site.get("/", host="evil.example")
     assert refused.status == 400
     # What a browser never sends, but a parser must not take for ours (an attacker's trial).
-    for host in (f"localhost:{port}@evil.example", "[::1].evil.example", "localhost:x"):
+    for host in (
+        f"localhost:{port}@evil.example",
+        "[::1].evil.example",
+        "localhost:x",
+        "localhost..",
+    ):
         assert site.get("/", host=host).status == 400, host
-    for host in (f"localhost:{port}", f"10.1.2.3:{port}", "[::1]", socket.gethostname()):
+    for host in (
+        f"localhost:{port}",
+        "localhost.",
+        f"10.1.2.3:{port}",
+        "[::1]",
+        socket.gethostname(),
+    ):
         assert site.get("/", host=host).status == 200, host
 
 

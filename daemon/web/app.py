@@ -124,7 +124,8 @@ def _without_port(host: str) -> str:
     found = _HOST.fullmatch(host)
     if found is None:
         return ""
-    return (found["v6"] or found["name"]).lower().rstrip(".")
+    name = (found["v6"] or found["name"]).lower()
+    return name.removesuffix(".") if not name.endswith("..") else ""  # one root dot: FQDN form
 
 
 def _is_ip(name: str) -> bool:
