@@ -177,6 +177,8 @@ def test_errors_name_key_and_fix(data: dict[str, Any], expected: str) -> None:
             "(got 'yes'); or write true (true means 'luminance', false 'none')",
         ),
         ({"params": {"multiscale": "Yes"}}, "(got 'Yes'); write \"on\""),
+        ({"params": {"pooling": "mean"}}, "(got 'mean'); did you mean 'avg'?"),
+        ({"params": {"init": "photo"}}, "(got 'photo'); did you mean 'content'?"),
         ({"output": {"quality": "high"}}, "write a whole number such as 90, without quotes"),
         ({"params": {"iterations": "lots"}}, "write a whole number such as 300, without quotes"),
         ({"params": {"style_weight": "x"}}, "write a number such as 1000, without quotes"),

@@ -291,7 +291,13 @@ def _value_hint(values: list[str], got: object) -> str:
     if (spelt := _spelt(got, values)) is not None:
         return f"; write it {json.dumps(spelt)} (values are lower case)"
     close = difflib.get_close_matches(got.casefold(), values, n=1)
+    if not close and _SAME_AS.get(got.casefold()) in values:  # a word no spelling is near
+        close = [_SAME_AS[got.casefold()]]
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# Words people write for a value that spelling alone does not find (a re-test: "mean" pooling).
+_SAME_AS = {"mean": "avg", "average": "avg", "photo": "content"}
 
 
 _YES, _NO = ("yes", "y", "on", "1", "enabled"), ("no", "n", "off", "0", "disabled")
