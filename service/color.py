@@ -7,6 +7,11 @@ RGB images in [0, 1] shaped `[B, 3, H, W]`.
 - Histogram matching: the style image's colours get the content's mean and covariance before
   transfer, so the stylised image inherits the content's palette.
 
+Either match takes the content's contrast, and a photo with little (a white wall, fog, a night
+sky) took the style's away with it: a flat photo came back as itself. So the style keeps at
+least `MIN_CONTRAST` of its own spread; what the content lacks is added as grey, which brings no
+colour of the style's.
+
 The same affine map, the other way round, gives the default start (`init="recolored"`): the
 photo in the style's colours. The optimiser then spends its iterations on texture instead of
 repainting every pixel's colour, and at the same balance the result is closer to the style by an
@@ -28,6 +33,10 @@ _RGB_TO_YIQ = torch.tensor(
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
+MIN_CONTRAST = 0.5  # of the style's own deviation, kept however flat the content
+_GREY = torch.full((3, 1), 3**-0.5, dtype=torch.float64)  # the unit luminance-ish direction
+
+
 def _mix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
 
@@ -46,10 +55,11 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
 
 
 def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """The style's grey image with the content's luminance mean and deviation."""
+    """The style's grey image with the content's luminance mean and deviation (at least
+    MIN_CONTRAST of its own)."""
     ys, yc = luminance(style), luminance(content)
-    scaled = (ys - ys.mean()) / (ys.std() + 1e-6) * yc.std() + yc.mean()
-    return scaled
+    spread = torch.maximum(yc.std(), MIN_CONTRAST * ys.std())
+    return (ys - ys.mean()) / (ys.std() + 1e-6) * spread + yc.mean()
 
 
 def combine_luminance(stylised: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -101,8 +111,14 @@ def recolour(image: torch.Tensor, palette: Palette, share: float = 1.0) -> torch
 
 
 def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """The style image with the content's colour mean and covariance; not clamped."""
-    return recolour(style, Palette.of(content))
+    """The style image with the content's colour mean and covariance, its total variance
+    raised in grey to MIN_CONTRAST^2 of the style's own where the content's is below; not
+    clamped."""
+    target, own = Palette.of(content), Palette.of(style)
+    missing = MIN_CONTRAST**2 * own.cov.trace() - target.cov.trace()
+    if missing > 0:
+        target = Palette(target.mean, target.cov + missing * (_GREY @ _GREY.T))
+    return recolour(style, target)
 
 
 def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:

@@ -135,8 +135,12 @@ class _LBFGS:
             step = torch.where(kept.unsqueeze(-1), r * self.lr, 0.5 * s)
             self.radius = torch.where(kept, 2 * self.radius, 0.5 * _rms(s))
             step = step * torch.clamp(self.radius / _rms(step).clamp_min(1e-30), max=1.0)[:, None]
-            # A restart: the first step's, from the gradient, with the item's pairs forgotten.
-            step = torch.where(restart.unsqueeze(-1), self._first(g), step)
+            # A restart: from the gradient, with the item's pairs forgotten, no longer than
+            # the last step halved. Not the first step's length again: where that was too short
+            # to teach any curvature (a photo of one colour, its colours kept) and the gradient
+            # itself too long, each restart went back to it and the picture never changed.
+            again = -g * (0.5 * _rms(s) / _rms(g).clamp_min(1e-30))[:, None]
+            step = torch.where(restart.unsqueeze(-1), again, step)
             self.valid = self.valid & ~restart.unsqueeze(-1)
             self.learnt = self.learnt & ~restart
             self.h_diag = torch.where(restart, torch.ones_like(self.h_diag), self.h_diag)

@@ -240,7 +240,8 @@ class RenderParams(BaseModel):
         default="none",
         description="Keep the content's colours: 'luminance' transfers luminance only, "
         "'histogram' matches the style's colours to the content first; true means "
-        "'luminance', false 'none'.",
+        "'luminance', false 'none'. The style keeps at least half its own contrast on a photo "
+        "with little (fog, a wall of one colour).",
         json_schema_extra=_or_boolean,
     )
     seed: WholeNumber = Field(

@@ -81,3 +81,22 @@ def test_recolour_with_a_share_takes_that_share_of_the_palettes_mean() -> None:
     assert torch.allclose(half, (own + palette.mean) / 2, atol=1e-6)
     unchanged = color.recolour(photo, palette, share=0.0)
     assert torch.allclose(unchanged, photo, atol=1e-3)
+
+
+def test_a_flat_content_keeps_part_of_the_styles_contrast() -> None:
+    """A new user's trial: preserve_colors on a photo of one colour gave back the photo itself,
+    the style's contrast scaled to the photo's, none."""
+    style = _image(8, (1, 3, 20, 20))
+    flat = torch.ones(1, 3, 16, 16) * torch.tensor([0.47, 0.31, 0.16]).view(1, 3, 1, 1)
+    grey = color.match_luminance(style, flat)[:, 0]
+    y_style = color.luminance(style)[:, 0]
+    assert torch.allclose(grey.std(), color.MIN_CONTRAST * y_style.std(), rtol=1e-3)
+    assert torch.allclose(grey.mean(), color.luminance(flat)[:, 0].mean(), atol=1e-5)
+    matched = color.match_histogram(style, flat).reshape(3, -1).double()
+    own = torch.cov(style.reshape(3, -1).double()).trace()
+    assert torch.allclose(torch.cov(matched).trace(), color.MIN_CONTRAST**2 * own, rtol=1e-2)
+    assert torch.allclose(matched.mean(1), flat.reshape(3, -1).double().mean(1), atol=1e-5)
+    # What is added is grey: the three channels move together, no hue of the style's.
+    deviation = matched - matched.mean(1, keepdim=True)
+    assert torch.allclose(deviation[0], deviation[1], atol=0.02)  # up to the ridge
+    assert torch.allclose(deviation[1], deviation[2], atol=0.02)

@@ -216,6 +216,19 @@ def test_histogram_mode_keeps_the_content_palette(engine: Engine, style: Image.I
     assert drift(kept.image) < 0.5 * drift(plain.image)
 
 
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_a_photo_of_one_colour_keeps_it_and_takes_the_styles_texture(
+    engine: Engine, style: Image.Image, mode: str
+) -> None:
+    """A new user's trial: a photo of one colour with its colours kept came back as itself,
+    the style's contrast matched to none."""
+    flat = Image.new("RGB", (48, 32), (120, 80, 40))
+    result = engine.render(flat, [StyleImage(style)], _params(preserve_colors=mode))
+    pixels = np.asarray(result.image, dtype=float).reshape(-1, 3)
+    assert pixels.std(0).min() > 2.0, pixels.std(0)  # texture, where there was none (0)
+    assert np.abs(pixels.mean(0) - (120, 80, 40)).max() < 12.0, pixels.mean(0)  # its colour
+
+
 def test_blend_weights_are_normalised_and_used(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:

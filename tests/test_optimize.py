@@ -328,14 +328,19 @@ def test_lbfgs_starts_again_from_the_gradient_after_steps_taken_back_in_a_row() 
     step = lbfgs.direction(grad * 0.5, torch.tensor([True, True]))  # one curvature pair
     lbfgs.taken(step)
     base_grad = (grad * 0.5).reshape(2, -1)
+    flat = step.reshape(2, -1)
     for count in range(1, RESTART_AFTER + 1):
+        previous = flat
         step = lbfgs.direction(torch.full_like(grad, 9.0), torch.tensor([False, True]))
         lbfgs.taken(step)
         flat = step.reshape(2, -1)
         if count < RESTART_AFTER:  # halved along the same direction
-            assert not torch.allclose(flat[0], lbfgs._first(base_grad)[0])
-    expected = -base_grad[0] / base_grad[0].abs().sum()
-    assert torch.allclose(flat[0], expected)  # the gradient's step, from the kept point
+            assert torch.allclose(flat[0], 0.5 * previous[0])
+    # The gradient's direction from the kept point, as long as the last step halved: not the
+    # first step's length (a photo of one colour went back to a step too short to change it).
+    rms = float(previous[0].pow(2).mean().sqrt())
+    expected = -base_grad[0] * (0.5 * rms / float(base_grad[0].pow(2).mean().sqrt()))
+    assert torch.allclose(flat[0], expected)
     assert not torch.any(lbfgs.valid[0]) and int(lbfgs.rejected[0]) == 0
     assert torch.any(lbfgs.valid[1])  # the other item keeps what it learnt
 
