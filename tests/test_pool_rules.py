@@ -173,7 +173,22 @@ def test_failure_reasons_name_the_setting_to_change() -> None:
     timeout = explain(task, "timeout", "killed", policy)
     assert "job_timeout (90 s)" in timeout and "2 attempts" in timeout and "512" in timeout
     assert "lower params.size" in explain(task, "crash", "killed by SIGKILL", policy)
-    assert "oom_fallback" in explain(_task("j", device="cpu"), "oom", "", policy)
+    assert "raise retries" in explain(_task("j", device="cpu"), "oom", "", policy)
+    # Never the setting in use, nor the CPU as a fallback from the CPU (a re-test).
+    oom = _task("j", attempt=3)
+    said = "cpu ran out of memory; use a smaller size"
+    smaller = PoolPolicy(retries=2, oom_fallback="smaller")
+    assert explain(oom, "oom", said, smaller, ["cpu"]) == (
+        "out of memory at size 512 (3 attempts): cpu ran out of memory; lower params.size, or "
+        "raise retries (now 2) to try it smaller again"
+    )
+    fail = PoolPolicy(oom_fallback="fail")
+    assert explain(oom, "oom", said, fail, ["cpu"]).endswith(
+        "; lower params.size, or set oom_fallback to 'smaller'"
+    )
+    assert explain(oom, "oom", said, fail, ["cuda:0"]).endswith(
+        "; lower params.size, or set oom_fallback to 'smaller' or 'cpu'"
+    )
     assert "please report" in explain(task, "internal", "KeyError", policy)
     assert explain(task, "input", "not an image format", policy) == "not an image format"
     lost = explain(replace(task, lost=5), "lost", "the Ray cluster was lost (gone)", policy)

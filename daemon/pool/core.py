@@ -434,7 +434,7 @@ class Pool:
             return
         again = retry.next_attempt(task, kind, self.policy, batched=batched)
         if again is None:
-            reason = retry.explain(task, kind, error, self.policy)
+            reason = retry.explain(task, kind, error, self.policy, self.devices)
             events.append(Failed(task.job_id, kind, reason, error, traceback))
         elif self._stopping:
             events.append(Cancelled(task.job_id, f"{error}; it runs again at the next start"))

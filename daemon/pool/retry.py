@@ -3,6 +3,7 @@ in words with what to change. Pure rules, the same for every backend."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 from daemon.pool.api import PoolPolicy
@@ -19,6 +20,20 @@ RETRIED = ("crash", "timeout", "internal", "lost")  # worth another try as they 
 # as `retries` allows and then reported. 3 outlasts a head restart, a cut connection and a
 # reconnect gone wrong in a row, yet gives a poison job up within minutes.
 MAX_REQUEUES = 3
+
+
+def _memory_fix(task: Task, policy: PoolPolicy, devices: Collection[str]) -> str:
+    """What to change after running out of memory: never the setting already in use, nor a
+    fall back to the CPU from the CPU (a re-test: told to set the oom_fallback it had)."""
+    fixes = ["lower params.size"]
+    gpu = task.device != "cpu" and any(device != "cpu" for device in devices)
+    fallbacks = [f"'{name}'" for name in ("smaller", "cpu") if name != policy.oom_fallback]
+    fallbacks = [name for name in fallbacks if gpu or name != "'cpu'"]
+    if policy.oom_fallback == "smaller":
+        fixes.append(f"raise retries (now {policy.retries}) to try it smaller again")
+    if fallbacks:
+        fixes.append(f"set oom_fallback to {' or '.join(fallbacks)}")
+    return ", or ".join(fixes)
 
 
 def requeue_free(task: Task) -> bool:
@@ -53,8 +68,11 @@ def next_attempt(
     return replace(alone, params=task.params.model_copy(update={"size": smaller}))
 
 
-def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> str:
-    """The failure of the last attempt in words, with what to change."""
+def explain(
+    task: Task, kind: FailureKind, error: str, policy: PoolPolicy, devices: Collection[str] = ()
+) -> str:
+    """The failure of the last attempt in words, with what to change (`devices`: the pool's,
+    for whether another than the CPU is there to fall back from)."""
     size = task.params.size
     tries = f"{task.attempt} attempt{'s' if task.attempt > 1 else ''}"
     if kind == "timeout":
@@ -69,10 +87,8 @@ def explain(task: Task, kind: FailureKind, error: str, policy: PoolPolicy) -> st
         )
     if kind == "oom":
         said = error.partition("; ")[0]  # the engine's advice after it names no setting
-        return (
-            f"out of memory at size {size} ({tries}): {said}; lower params.size, or set "
-            "oom_fallback to 'smaller' or 'cpu'"
-        )
+        fix = _memory_fix(task, policy, devices)
+        return f"out of memory at size {size} ({tries}): {said}; {fix}"
     if kind == "nospace":
         return (
             f"no space left in the daemon's state folder to store the result ({error}); the "
