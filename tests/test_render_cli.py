@@ -316,7 +316,7 @@ def test_a_blend_takes_the_heaviest_style_s_defaults_and_says_what_it_used(
             "--device", "cpu", cwd=tmp_path,
         )  # fmt: skip
         assert done.returncode == 0 and expected in done.stderr, (blend, done.stderr)
-    assert "style stain's defaults from the style library: size 40, iterations 3 (a flag " in (
+    assert "style stain's defaults from the style library: size 40, iterations 3; ink's " in (
         done.stderr
     )
     done = _run(

@@ -557,9 +557,14 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     library = StyleLibrary.from_settings(settings)
     resolved = resolve(_pair(folders, "photo.jpg", {"style": "mosaic"}), settings, library)
     assert resolved.params.strength == 0.3
-    assert (
-        "style mosaic's defaults from the style library: strength 0.3 (the sidecar overrides them)"
-    ) in resolved.notes
+    assert "style mosaic's defaults from the style library: strength 0.3" in resolved.notes
+    # Not used where the sidecar's style_weight decides (a re-test: not said).
+    sent = {"style": "mosaic", "params": {"style_weight": 500}}
+    weighed = resolve(_pair(folders, "weighed.jpg", sent), settings, library)
+    assert weighed.notes[0] == (
+        "style mosaic's defaults from the style library: strength 0.3 (not used: style_weight "
+        "500.0 from the sidecar decides)"
+    )
     # A photographer's trial: the same line when the sidecar's strength was the one used.
     sent = {"style": "mosaic", "params": {"strength": 0.9}}
     overridden = resolve(_pair(folders, "strong.jpg", sent), settings, library)
@@ -580,9 +585,7 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
     )
     heavier = [{"name": "mosaic", "weight": 2}, {"name": "waves"}]
     mixed = resolve(_pair(folders, "blend2.jpg", {"style": heavier}), settings, library)
-    assert mixed.notes == (
-        "style mosaic's defaults from the style library: strength 0.3 (the sidecar overrides them)",
-    )
+    assert mixed.notes == ("style mosaic's defaults from the style library: strength 0.3",)
     spool = _spool(settings)
     job = _claim(spool, settings, _pair(folders, "third.jpg", {"style": "mosaic"}))
     assert job.params.strength == 0.3

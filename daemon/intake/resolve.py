@@ -149,11 +149,21 @@ def style_defaults_note(
     if not source.defaults:
         return f"style {source.name} has no defaults in the style library{unused}" if left else None
     told = ", ".join(
-        f"{key} {value}" + (f" (overridden by {overrides}: {given[key]})" if key in given else "")
+        f"{key} {value}{_default_fate(key, given, overrides)}"
         for key, value in source.defaults.items()
     )
-    rule = "" if set(source.defaults) & set(given) else f" ({overrides} overrides them)"
-    return f"style {source.name}'s defaults from the style library: {told}{rule}{unused}"
+    return f"style {source.name}'s defaults from the style library: {told}{unused}"
+
+
+def _default_fate(key: str, given: Mapping[str, object], by: str) -> str:
+    """What became of a style's default for `key`: overridden by what the sender gave, or not
+    used at all (a style_weight given decides instead of any strength); nothing when it was
+    used (a re-test: "(the sidecar overrides them)" read as if it had)."""
+    if key in given:
+        return f" (overridden by {by}: {given[key]})"
+    if key == "strength" and "style_weight" in given:
+        return f" (not used: style_weight {given['style_weight']} from {by} decides)"
+    return ""
 
 
 def style_problems(
