@@ -22,6 +22,10 @@ BATCH_MEMORY_SHARE = 0.7
 # 1,700-2,000 on CUDA at 2048-4096 px (docs/BENCH.md), before the L-BFGS history (up to 1 GiB)
 # has grown. A job that needs more than is left at this rate cannot fit (`refuse_if_too_large`).
 LEAST_BYTES_PER_PIXEL = 2_000
+# A style image's pixels pass the network without gradients: a re-test measured 2.6 GB at the
+# peak of a 512 px render whose style was enlarged to 2048x1638 (style_scale 4), about 500
+# bytes per style pixel above the loaded worker.
+LEAST_BYTES_PER_STYLE_PIXEL = 500
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -169,21 +173,29 @@ def cgroup_room(
     return room
 
 
-def refuse_if_too_large(width: int, height: int, items: int, device: torch.device) -> None:
+def refuse_if_too_large(
+    width: int, height: int, items: int, device: torch.device, style_pixels: int = 0
+) -> None:
     """Raise DeviceOutOfMemoryError, before any allocation, for a render that cannot fit in
     the memory left. On a CPU Linux lends memory it does not have, so a job too large for the
     machine is not refused by its allocator but grows until the OOM killer ends its worker (or
     another process): an attacker's trial, a 50x40 px photo asked at 4096 px, took a worker
     past 22 GB of 24. CUDA's allocator refuses cleanly; it is left to do so. The error is the
-    one a real shortage raises, so oom_fallback retries the job smaller."""
+    one a real shortage raises, so oom_fallback retries the job smaller. `style_pixels`: the
+    largest style image's, as the network sees it (style_scale enlarges it)."""
     if device.type != "cpu" or (free := free_bytes(device)) is None:
         return
     need = LEAST_BYTES_PER_PIXEL * width * height * items
+    need += LEAST_BYTES_PER_STYLE_PIXEL * style_pixels
     if need > free:
         photos = f"of {items} photos " if items > 1 else ""
+        # Named where it is the larger (style_scale enlarged it): the size asked is not all.
+        large = style_pixels > width * height * items
+        styles = f" (its style image at {style_pixels / 1e6:.1f} megapixels)" if large else ""
         raise DeviceOutOfMemoryError(
-            f"a render {photos}at {width}x{height} px needs at least {need / 2**30:.1f} GiB "
-            f"of memory, and {device} has {max(0.0, free) / 2**30:.1f} GiB left; {_MEMORY_FIX}"
+            f"a render {photos}at {width}x{height} px{styles} needs at least "
+            f"{need / 2**30:.1f} GiB of memory, and {device} has {max(0.0, free) / 2**30:.1f} "
+            f"GiB left; {_MEMORY_FIX}"
         )
 
 

@@ -8,6 +8,7 @@ per iteration for all of them.
 """
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -227,7 +228,9 @@ class Engine:
                 each = None if progress is None else _renumbered(progress, group)
                 members = [contents[i] for i in group]
                 starts = [inits[i] for i in group]
-                devices.refuse_if_too_large(*plan[1][-1], len(members), self.device)
+                final = plan[1][-1]
+                largest = max((math.prod(_style_size(s, final, params)) for s in styles), default=0)
+                devices.refuse_if_too_large(*final, len(members), self.device, largest)
                 done = self._render(
                     members, styles, blend, params, starts, each, cadence, cancel, plan
                 )

@@ -112,7 +112,8 @@ try:
 except DeviceOutOfMemoryError as exc:
     print(json.dumps({"outcome": str(exc)}))
 """
-FULL_SIZE_NEED = devices.LEAST_BYTES_PER_PIXEL * 4096 * 4096
+# The photo at 4096x4096 px, and its style image as large (style_scale 1).
+FULL_SIZE_NEED = (devices.LEAST_BYTES_PER_PIXEL + devices.LEAST_BYTES_PER_STYLE_PIXEL) * 4096**2
 
 
 def _fits_anyway() -> bool:
@@ -130,7 +131,7 @@ def test_a_render_too_large_for_the_memory_left_is_refused_before_it_allocates()
     assert run.returncode == 0 and lines, run.stdout + run.stderr
     told = lines[-1]["outcome"]
     assert told.startswith(
-        "a render at 4096x4096 px needs at least 31.2 GiB of memory, and cpu has"
+        "a render at 4096x4096 px needs at least 39.1 GiB of memory, and cpu has"
     )
     assert told.endswith("GiB left; use a smaller size, another device, or free memory"), told
 
@@ -149,7 +150,7 @@ def test_a_tiny_photo_asked_at_a_size_the_machine_cannot_hold_gets_a_report(
     error = json.loads(report.read_text())
     assert error["kind"] == "oom", error
     assert error["error"].startswith(
-        "out of memory at size 4096 (1 attempt): a render at 4096x4096 px needs at least 31.2 GiB "
+        "out of memory at size 4096 (1 attempt): a render at 4096x4096 px needs at least 39.1 GiB "
         "of memory, and cpu has "
     ), error
     assert error["error"].endswith(
@@ -157,3 +158,17 @@ def test_a_tiny_photo_asked_at_a_size_the_machine_cannot_hold_gets_a_report(
     ), error
     assert daemon.stop() == 0
     assert not list(Path(folders.state).glob("spool/*/result.*"))
+
+
+def test_a_style_image_enlarged_past_the_memory_left_is_refused_too() -> None:
+    """A re-test: a 512 px render whose style_scale enlarged its style image to 2048 px peaked
+    at 2.6 GB, which the output's size alone did not count."""
+    free = devices.free_bytes(torch.device("cpu"))
+    assert free is not None
+    huge = int(2 * free / devices.LEAST_BYTES_PER_STYLE_PIXEL)
+    devices.refuse_if_too_large(512, 384, 1, torch.device("cpu"), style_pixels=4096**2 // 4)
+    with pytest.raises(devices.DeviceOutOfMemoryError) as told:
+        devices.refuse_if_too_large(512, 384, 1, torch.device("cpu"), style_pixels=huge)
+    assert str(told.value).startswith(
+        f"a render at 512x384 px (its style image at {huge / 1e6:.1f} megapixels) needs at least"
+    )
