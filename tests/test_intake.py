@@ -795,6 +795,25 @@ def test_names_alike_but_for_case_each_take_the_sidecar_written_the_same_way(
     assert all("shares p.json with another photo" in event.reason for event in events)
 
 
+def test_a_shadowed_sidecar_told_so_stays_told_once_its_photo_is_claimed(inbox: Inbox) -> None:
+    """A re-test: p2.json, told at once that p2.jpg took p2.jpg.json, was listed in status as
+    "waiting for its photo (gives up in 30 s)" once the photo was claimed, and told again then."""
+    photo = inbox.write("p2.jpg")
+    unused = inbox.write("p2.json", '{"style": "b"}')
+    specific = inbox.write("p2.jpg.json", '{"style": "a"}')
+    assert inbox.poll(SETTLE) == [Arrival(photo, specific, Path("."))]
+    [problem] = inbox.poll(0.1)  # a later poll than its photo's, which its report names
+    assert isinstance(problem, Problem) and problem.path == unused and problem.orphan
+    inbox.remove(photo)  # claimed: moved out of the inbox
+    inbox.remove(specific)
+    assert inbox.poll(SETTLE) == []
+    assert [item.path for item in inbox.intake.items(inbox.now, 0.0)] == []
+    assert inbox.poll(PAIR) == []  # not told again as one without a photo
+    inbox.write("p2.json", '{"style": "c"}')  # changed: a new request, decided anew
+    [again] = inbox.poll(PAIR + SETTLE)
+    assert isinstance(again, Problem) and again.path == unused and "no photo" in again.reason
+
+
 def test_status_tells_a_lone_photo_the_default_style_answers_when_it_will_be_rendered(
     tmp_path: Path,
 ) -> None:

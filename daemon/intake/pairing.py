@@ -519,8 +519,9 @@ class Intake:
         missing_style: str | None = None,
         alone: bool = False,
         sidecar: Tracked | None = None,
+        shadowed: bool = False,
     ) -> None:
-        marker = Reported(entry.signature, reason)
+        marker = Reported(entry.signature, reason, shadowed)
         if entry.done != marker:
             done, entry.done = entry.done, marker
             renewed = isinstance(done, Reported) and done.signature == entry.signature
@@ -802,11 +803,19 @@ class Intake:
             photo, used = (path.name for path in shadow)
             sidecar.waits_for = f"{photo} to be taken with {used}, which comes first"
             return
+        said = sidecar.done
+        if isinstance(said, Reported) and said.shadowed and said.signature == sidecar.signature:
+            # Its photo claimed since: not "waiting for its photo" in status, to be told again
+            # at pair_timeout as one without a photo (a re-test).
+            self._decided(sidecar.path)
+            return
         if timed_out or shadow is not None or self._beside_photo_not_taken(sidecar):
             if shadow is not None:
                 photo, used = (path.name for path in shadow)
                 reason = reasons.sidecar_shadowed(sidecar.path.name, photo, used)
-            elif sidecar.takeout:  # told to add IMG_1.jpg.supplemental-metadata.jpg (a trial)
+                self._report(sidecar, events, reason, orphan=True, shadowed=True)
+                return
+            if sidecar.takeout:  # told to add IMG_1.jpg.supplemental-metadata.jpg (a trial)
                 reason = reasons.TAKEOUT_ALONE
             else:
                 told = reasons.no_photo(sidecar.base, self.rules.is_image_name(sidecar.base))

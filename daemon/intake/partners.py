@@ -27,6 +27,9 @@ class Reported:
 
     signature: Signature
     reason: str
+    # A sidecar told it was not used, its photo taking another: told for good, the photo's
+    # leaving (claimed) changes nothing.
+    shadowed: bool = False
 
 
 @dataclass(frozen=True)
