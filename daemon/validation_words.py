@@ -3,6 +3,8 @@
 `params.size: Input should be a valid integer (got 'big')` read as library text). One place
 for sidecars, `render`'s flags and settings alike."""
 
+import difflib
+import json
 import re
 
 _WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -29,3 +31,36 @@ def plain(message: str) -> str:
         if pattern.match(message):
             return pattern.sub(words, message, count=1)
     return message
+
+
+def spelling_of(name: str, allowed: list[str]) -> str | None:
+    """The allowed name that `name` is in another letter case, or itself (JSON keys are exact:
+    a sender's "Strength" is params' "strength")."""
+    return next((known for known in allowed if known.casefold() == name.casefold()), None)
+
+
+def as_word(got: object) -> str | None:
+    return got.strip().casefold() if isinstance(got, str) else None
+
+
+YES, NO = ("yes", "y", "on", "1", "enabled"), ("no", "n", "off", "0", "disabled")
+# Words people write for a value that spelling alone does not find (a re-test: "mean" pooling).
+_SAME_AS = {"mean": "avg", "average": "avg", "photo": "content"}
+
+
+def value_hint(values: list[str], got: object) -> str:
+    """The advice for a value in other letter case (a new user's "Luminance" was told only the
+    values, where a key's "Strength" is told its spelling) or misspelt, as keys are (a new
+    user's "recoloured", the README's spelling in prose, and "luminence"), or a switch given
+    as true or false (a re-test's `"multiscale": true`)."""
+    word = as_word(got)
+    if {"on", "off"} <= set(values) and (isinstance(got, bool) or word in (*YES, *NO)):
+        return f"; write {json.dumps('on' if got is True or word in YES else 'off')}"
+    if not isinstance(got, str):
+        return ""
+    if (spelt := spelling_of(got, values)) is not None:
+        return f"; write it {json.dumps(spelt)} (values are lower case)"
+    close = difflib.get_close_matches(got.casefold(), values, n=1)
+    if not close and _SAME_AS.get(got.casefold()) in values:  # a word no spelling is near
+        close = [_SAME_AS[got.casefold()]]
+    return f"; did you mean {close[0]!r}?" if close else ""

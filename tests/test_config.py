@@ -252,6 +252,10 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
         ({"ignore_patterns": ["a/b"]}, "without '/'"),
         ({"log_level": "loud"}, "unknown level 'loud'"),
         ({"archive": "delete"}, "archive: must be 'move' or 'keep'"),
+        # told as a sidecar's values are (a re-test)
+        ({"oom_fallback": "smaler"}, "(got 'smaler'); did you mean 'smaller'?"),
+        ({"defaults": {"pooling": "mean"}}, "(got 'mean'); did you mean 'avg'?"),
+        ({"defaults": {"multiscale": "yes"}}, "(got 'yes'); write \"on\""),
         ({"no_sidecar": "default"}, "set default_style"),
         ({"pair_timeout": 5, "settle_seconds": 5}, "pair_timeout (5 s) must be longer than"),
         ({"default_style": "../x"}, "not a style name"),

@@ -20,7 +20,7 @@ from pydantic_settings import SettingsError
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
 from daemon.fsutil import user_name
-from daemon.validation_words import plain
+from daemon.validation_words import plain, value_hint
 from service.files import NotAFile, open_regular
 from service.params import beyond_strength
 
@@ -101,6 +101,9 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             simple = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if simple else ""
             beyond = beyond_strength(problem["type"], loc, got)
+            if problem["type"] == "literal_error":  # as a sidecar's value is (a re-test)
+                expected = str(problem.get("ctx", {}).get("expected", ""))
+                beyond += value_hint(re.findall(r"'([^']*)'", expected), got)
             lines.append(f"{name}: {message}{shown}{beyond}; {_fix_hint(loc, message=message)}")
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from daemon.intake.sidecar_model import (
     StyleRef,
     name_in,
 )
-from daemon.validation_words import plain
+from daemon.validation_words import NO, YES, as_word, plain, spelling_of, value_hint
 from service.params import NAMED_INITS, RenderParams, beyond_strength
 
 
@@ -59,13 +59,13 @@ def _elsewhere(
         ("params",): 'inside "params"',
         ("output",): 'inside "output"',
     }
-    if _spelt(key, _allowed_keys(path)) is not None or _names_a_style(key, path, value):
+    if spelling_of(key, _allowed_keys(path)) is not None or _names_a_style(key, path, value):
         return None  # its own level's key in other letter case, or a blend's item's style
     here = sidecar.get(path[0], {}) if path else sidecar
     if path in sections and (twin := _kept_twin(key, here)):  # a re-test: both told to move
         return twin
     for section, place in sections.items():
-        spelt = _spelt(key, _allowed_keys(section))
+        spelt = spelling_of(key, _allowed_keys(section))
         if section == path or spelt is None:
             continue
         key = spelt  # "Strength" is params' "strength"
@@ -95,7 +95,7 @@ def _unknown_key(
     place's in other letter case (unless that place has it already), what a blend's item is
     written with, or the close one."""
     allowed = _allowed_keys(path)
-    if (spelt := _spelt(key, allowed)) is not None:
+    if (spelt := spelling_of(key, allowed)) is not None:
         beside = _beside(sidecar, item["loc"])
         if spelt in beside:  # a re-test: the advice made it twice
             return f"unknown key; {json.dumps(spelt)} is given too; remove this one"
@@ -172,12 +172,6 @@ def _names_a_style(key: str, path: tuple[str, ...], value: object) -> bool:
     )
 
 
-def _spelt(key: str, allowed: list[str]) -> str | None:
-    """The allowed key that `key` is in another letter case, or itself (JSON keys are exact:
-    a sender's "Strength" is params' "strength")."""
-    return next((known for known in allowed if known.casefold() == key.casefold()), None)
-
-
 def _refused_at(section: tuple[str, ...], given: dict[str, object]) -> list[str]:
     """What the section would say of the moved key (`_elsewhere`)."""
     models: dict[tuple[str, ...], TypeAdapter[Any]] = {
@@ -250,7 +244,7 @@ def describe_errors(
         elif kind == "literal_error" and (values := _values(model_path)):
             got = item.get("input")
             named = ", ".join(map(repr, values))
-            told = f"must be one of {named} (got {shown(got)}){_value_hint(values, got)}"
+            told = f"must be one of {named} (got {shown(got)}){value_hint(values, got)}"
             if not told.endswith("?") and (switch := _switch_hint(model_path, got)):
                 told += switch
             problems.append(f"{where}: {told}")
@@ -279,48 +273,20 @@ def _literals(annotation: object) -> list[str]:
     return found
 
 
-def _value_hint(values: list[str], got: object) -> str:
-    """The advice for a value in other letter case (a new user's "Luminance" was told only the
-    values, where a key's "Strength" is told its spelling) or misspelt, as keys are (a new
-    user's "recoloured", the README's spelling in prose, and "luminence"), or a switch given
-    as true or false (a re-test's `"multiscale": true`)."""
-    if {"on", "off"} <= set(values) and (isinstance(got, bool) or _word(got) in (*_YES, *_NO)):
-        return f"; write {json.dumps('on' if got is True or _word(got) in _YES else 'off')}"
-    if not isinstance(got, str):
-        return ""
-    if (spelt := _spelt(got, values)) is not None:
-        return f"; write it {json.dumps(spelt)} (values are lower case)"
-    close = difflib.get_close_matches(got.casefold(), values, n=1)
-    if not close and _SAME_AS.get(got.casefold()) in values:  # a word no spelling is near
-        close = [_SAME_AS[got.casefold()]]
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-# Words people write for a value that spelling alone does not find (a re-test: "mean" pooling).
-_SAME_AS = {"mean": "avg", "average": "avg", "photo": "content"}
-
-
-_YES, _NO = ("yes", "y", "on", "1", "enabled"), ("no", "n", "off", "0", "disabled")
-
-
 def _switch_hint(model_path: list[str], got: object) -> str:
     """For a yes or no written in words to a field that also takes true and false (a new
     user's `"preserve_colors": "yes"` was told its modes alone): what true and false mean."""
-    word = _word(got)
+    word = as_word(got)
     model = _model_at(tuple(model_path[:-1]))
-    if word not in (*_YES, *_NO) or model is None or not model_path:
+    if word not in (*YES, *NO) or model is None or not model_path:
         return ""
     try:
         meant = [model.model_validate({model_path[-1]: flag}) for flag in (True, False)]
     except ValidationError:
         return ""
     yes, no = (getattr(params, model_path[-1]) for params in meant)
-    flag = "true" if word in _YES else "false"
+    flag = "true" if word in YES else "false"
     return f"; or write {flag} (true means {yes!r}, false {no!r})"
-
-
-def _word(got: object) -> str | None:
-    return got.strip().casefold() if isinstance(got, str) else None
 
 
 def _example(model_path: list[str]) -> str | None:
