@@ -287,6 +287,8 @@ def _library(args: argparse.Namespace, spec: str, settings: Settings | None) -> 
 def _not_in_library(spec: str, library: "StyleLibrary") -> str:
     from daemon.intake.styles import closest
 
+    if (broken := library.broken(spec)) is not None:  # not "neither a file nor a style"
+        return broken
     close = closest(spec, library.names())
     text = (
         f"{spec!r} is neither a file nor a style of the library {library.root}; "

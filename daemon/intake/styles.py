@@ -315,17 +315,22 @@ class StyleLibrary:
         """The styles' names that differ from `name` in case or Unicode form alone, if any."""
         return [known for known in self.names() if key(known) == key(name)]
 
-    def _unknown(self, name: str, key: str) -> str:
+    def broken(self, name: str) -> str | None:
+        """Why the style `name`, whose file is in the library, cannot be used, if so: once,
+        and with no folder as configured (a new user's "in the style library styles"), naming
+        the file that takes the style out."""
         for problem in self.problems:
             if problem.style == name:  # its defaults file may be named otherwise (Cells.JSON)
-                # Once, and with no folder as configured (a new user's "in the style library
-                # styles"): the file named is the one that takes the style out.
                 reason = problem.reason.removesuffix(f"; style {name!r} is unavailable")
                 return (
                     f"style {name!r} cannot be used until the style library's "
-                    f"{problem.path.name} is fixed or replaced: {reason}; photos waiting for it "
-                    "are taken again by themselves then"
+                    f"{problem.path.name} is fixed or replaced: {reason}"
                 )
+        return None
+
+    def _unknown(self, name: str, key: str) -> str:
+        if (broken := self.broken(name)) is not None:
+            return f"{broken}; photos waiting for it are taken again by themselves then"
         names = self.names()
         stem = name.rpartition(".")[0]
         if self._rules.is_image_name(name):  # "cells.png"
