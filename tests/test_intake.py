@@ -460,6 +460,34 @@ def test_a_misnamed_sidecar_is_told_in_status_while_its_photo_waits(inbox: Inbox
     assert notes["n1.jpg"] == f"waiting for its sidecar; {reports['n1.jpg']}"
 
 
+def test_a_sidecar_saved_as_text_or_with_a_space_is_named_but_a_caption_is_not(
+    tmp_path: Path,
+) -> None:
+    """A re-test: `n9.rtf` (TextEdit), `n13.txt` and `n10 .json` beside their photos got a plain
+    "no sidecar"; a caption file beside a photo is no sidecar, and the default style still
+    answers that photo."""
+    inbox = Inbox(tmp_path, no_sidecar="default", default_style="mosaic")
+    inbox.write("n9.jpg")
+    inbox.write("n9.rtf", '{\\rtf1 \\{"style": "a"\\}}')
+    inbox.write("n13.jpg")
+    inbox.write("n13.txt", '{"style": "a"}')
+    inbox.write("n10.jpg")
+    inbox.write("n10 .json", '{"style": "a"}')
+    caption = inbox.write("beach.jpg")
+    inbox.write("beach.txt", "Sunset at the beach, 2024")
+    events = inbox.poll(SETTLE) + inbox.poll(PAIR)
+    told = {e.path.name: e.reason for e in events if isinstance(e, Problem)}
+    assert told["n9.jpg"] == (
+        "n9.jpg has no sidecar: n9.rtf beside it may be meant as one, but a sidecar is named "
+        "n9.json; rename it so, and save it as plain text (TextEdit: Format > Make Plain Text)"
+    )
+    assert told["n13.jpg"].endswith("n13.txt beside it may be meant as one, but a sidecar is "
+                                    "named n13.json; rename it so")  # fmt: skip
+    assert "n10 .json beside it may be meant as one" in told["n10.jpg"]
+    assert "beach.jpg" not in told
+    assert Arrival(caption, None, Path(".")) in events  # the default style's
+
+
 def test_a_style_file_named_for_two_that_differ_in_case_alone_is_told_at_once(
     inbox: Inbox,
 ) -> None:

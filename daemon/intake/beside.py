@@ -111,6 +111,8 @@ class Beside:
             return reasons.sidecar_trailing(trailing[0])
         if misnamed := sorted(name for name in longer if kinds.get(name) == stat.S_IFREG):
             return reasons.sidecar_misnamed(misnamed[0])
+        if as_text := self._as_text(relative, listing, wanted):
+            return reasons.sidecar_as_text(*as_text)
         # Not a photo the inbox takes (both.jpg, paired with both.jpg.json, was called "not
         # one of gif, heic, ..., jpg" in an attacker's trial).
         files = [name for name in others if kinds.get(name) == stat.S_IFREG]
@@ -121,6 +123,40 @@ class Beside:
             return reasons.photo_type_not_taken(name, rules.image_extensions, readable)
         return reason
 
+    def _as_text(
+        self, relative: PurePath, listing: Folder, wanted: list[str]
+    ) -> tuple[str, str] | None:
+        """A file that may be the sidecar asked for (`wanted`): saved as .txt or .rtf and
+        naming a style (a caption beside a photo is no sidecar: the default style still
+        answers that photo), or with a space before .json; and the name asked for."""
+        for want in sorted(wanted):
+            stem = want.removesuffix(".json")
+            if stem == want:
+                continue
+            texts = [n for n in listing.stemmed(stem) if key(n).rpartition(".")[2] in _TEXT]
+            spaced = listing.named([f"{stem} .json"])
+            files = self.kinds(relative, [*texts, *spaced])
+            found = [n for n in spaced if files.get(n) == stat.S_IFREG]
+            found += [
+                n
+                for n in texts
+                if files.get(n) == stat.S_IFREG and b"style" in self._head(relative, n)
+            ]
+            if found:
+                return sorted(found)[0], f"{stem}.json"
+        return None
+
+    def _head(self, relative: PurePath, name: str) -> bytes:
+        """The first few KB of a regular file in the inbox (nothing when it cannot be read)."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        with contextlib.suppress(OSError), safefs.folder(self.inbox, relative) as fd:
+            handle = os.open(name, flags, dir_fd=fd)
+            try:
+                return os.read(handle, 4096)
+            finally:
+                os.close(handle)
+        return b""
+
     def photo_not_taken(self, relative: PurePath, base: str, rules: IgnoreRules) -> bool:
         """Whether a photo of a type the inbox does not take (pic.nef, pic.bmp) of the sidecar
         base `base` (a key) is a file in `relative`."""
@@ -128,6 +164,9 @@ class Beside:
             if _not_taken(name, rules):
                 return self.kinds(relative, [name]).get(name) == stat.S_IFREG
         return False
+
+
+_TEXT = ("txt", "rtf", "text")  # what a text editor saves a sidecar as
 
 
 def _not_taken(name: str, rules: IgnoreRules) -> bool:

@@ -219,6 +219,14 @@ def sidecar_misnamed(name: str) -> str:
     return f"{told}, and {PLAIN_TEXT}" if extension.lower() == "rtf" else told
 
 
+def sidecar_as_text(name: str, wanted: str) -> str:
+    """A photo's sidecar saved as text, or with a space before .json (a re-test: `n9.rtf`,
+    `n13.txt` and `n10 .json` beside their photos got "no sidecar" alone)."""
+    told = f"has no sidecar: {name} beside it may be meant as one, but a sidecar is named {wanted}"
+    rich = name.lower().endswith(".rtf")
+    return f"{told}; rename it so" + (f", and {PLAIN_TEXT}" if rich else "")
+
+
 def no_photo(base: str, is_photo_name: bool) -> str:
     """`base` is the sidecar's name without `.json`: a photo's own name when the sidecar is
     `IMG_0002.jpg.json` (it was told to add IMG_0002.jpg.jpg)."""
