@@ -132,6 +132,26 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
 
 
 @pytest.mark.parametrize(
+    ("flag", "value", "hint"),
+    [
+        ("--pooling", "mean", "(got 'mean'); did you mean 'avg'?"),
+        ("--multiscale", "yes", "(got 'yes'); write \"on\""),
+        ("--optimizer", "LBFGS", "(got 'LBFGS'); write it \"lbfgs\" (values are lower case)"),
+    ],
+)
+def test_a_flag_s_value_it_does_not_take_is_told_as_a_sidecar_s_is(
+    tmp_path: Path, photos: tuple[Path, Path], flag: str, value: str, hint: str
+) -> None:
+    """A re-test: argparse's "invalid choice: 'mean' (choose from 'max', 'avg')", where a
+    sidecar's "mean" is asked "did you mean 'avg'?". A usage error still (exit 2)."""
+    content, style = photos
+    done = _run(content, style, flag, value, "-o", tmp_path / "out.jpg", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"stylefold render: error: argument {flag}: must be one of " in done.stderr
+    assert hint in done.stderr
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["{tmp}/missing.jpg", "{style}"], "missing.jpg does not exist"),

@@ -13,6 +13,7 @@ import math
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -23,6 +24,7 @@ from daemon.cli.common import described
 from daemon.config import Settings
 from daemon.exitcodes import ExitCode
 from daemon.fsutil import atomic_write
+from daemon.validation_words import value_hint
 from service.params import (
     DEFAULT_QUALITY,
     NAMED_INITS,
@@ -126,14 +128,14 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="start from the content image in the style's colours (default), the content image "
         "as it is, noise, or an image file",
     )
-    param("--optimizer", choices=("lbfgs", "adam"))
+    param("--optimizer", **_one_of("lbfgs", "adam"))
     param("--learning-rate", type=float, metavar="LR")
-    param("--pooling", choices=("max", "avg"))
+    param("--pooling", **_one_of("max", "avg"))
     param("--style-scale", type=float, metavar="S")
-    param("--preserve-colors", type=_colors_mode, choices=("none", "luminance", "histogram"))
+    param("--preserve-colors", **_one_of("none", "luminance", "histogram", also=_COLOR_WORDS))
     param("--seed", type=int)
-    param("--network", choices=("vgg19", "vgg16"))
-    param("--multiscale", choices=("auto", "on", "off"))
+    param("--network", **_one_of("vgg19", "vgg16"))
+    param("--multiscale", **_one_of("auto", "on", "off"))
     param("--tolerance", type=float)
     param("--content-layers", nargs="+", metavar="LAYER")
     param("--style-layers", nargs="+", metavar="LAYER")
@@ -579,6 +581,22 @@ def _paint(
         )
 
 
-def _colors_mode(value: str) -> str:
-    """`--preserve-colors true`/`false`, as a sidecar may say them."""
-    return {"true": "luminance", "false": "none"}.get(value.lower(), value)
+# `--preserve-colors true`/`false`, as a sidecar may say them.
+_COLOR_WORDS = {"true": "luminance", "false": "none"}
+
+
+def _one_of(*values: str, also: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """argparse's `type` and `metavar` for a flag that takes one of `values` (or a word of
+    `also`, for the value it means): a value it does not take is told as a sidecar's is,
+    with its likely meaning (a re-test: "invalid choice: 'mean'" where a sidecar's "mean"
+    is asked "did you mean 'avg'?")."""
+
+    def one_of(given: str) -> str:
+        value = (also or {}).get(given.lower(), given)
+        if value not in values:
+            named = ", ".join(map(repr, values))
+            hint = value_hint(list(values), given)
+            raise argparse.ArgumentTypeError(f"must be one of {named} (got {given!r}){hint}")
+        return value
+
+    return {"type": one_of, "metavar": "|".join(values)}
