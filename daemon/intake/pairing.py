@@ -670,10 +670,13 @@ class Intake:
                 shared = sharing.sidecar.name
                 others = [p.name for p in sharing.photos if p != image.path]
                 image.waits_for = reasons.own_sidecar(shared, image.path.name, others)
-            elif (misnamed := self._no_sidecar(image))[0] != misnamed[1]:
-                # Told now, not only in the report at pair_timeout (a photographer's trial:
-                # status said "waiting for its sidecar" for ten minutes beside `n1.json.txt`).
-                image.waits_for = f"its sidecar; {image.path.name} {misnamed[0]}"
+            else:
+                # A misnamed sidecar told now, not only in the report at pair_timeout (a
+                # photographer's trial: "waiting for its sidecar" ten minutes beside
+                # `n1.json.txt`).
+                reason, told = self._no_sidecar(image)
+                if reason != told:
+                    image.waits_for = f"its sidecar; {image.path.name} {reason}"
             self._sleep(image.path, image.waiting_since + self.pair_timeout)
         elif sharing is not None:
             others = [path.name for path in sharing.photos]

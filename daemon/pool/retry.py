@@ -27,8 +27,11 @@ def _memory_fix(task: Task, policy: PoolPolicy, devices: Collection[str]) -> str
     fall back to the CPU from the CPU (a re-test: told to set the oom_fallback it had)."""
     fixes = ["lower params.size"]
     gpu = task.device != "cpu" and any(device != "cpu" for device in devices)
-    fallbacks = [f"'{name}'" for name in ("smaller", "cpu") if name != policy.oom_fallback]
-    fallbacks = [name for name in fallbacks if gpu or name != "'cpu'"]
+    fallbacks = [
+        f"'{name}'"
+        for name in ("smaller", "cpu")
+        if name != policy.oom_fallback and (gpu or name != "cpu")
+    ]
     if policy.oom_fallback == "smaller":
         fixes.append(f"raise retries (now {policy.retries}) to try it smaller again")
     if fallbacks:
