@@ -152,6 +152,36 @@ def test_a_flag_s_value_it_does_not_take_is_told_as_a_sidecar_s_is(
 
 
 @pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--size", "big", "must be a whole number (got 'big')"),
+        ("--seed", "1.5", "must be a whole number (got '1.5')"),
+        ("--strength", "much", "must be a number (got 'much')"),
+        ("--style-layer-weights", "x", "must be a number (got 'x')"),
+    ],
+)
+def test_a_flag_that_is_no_number_is_told_as_a_sidecar_s_is(
+    tmp_path: Path, photos: tuple[Path, Path], flag: str, value: str, said: str
+) -> None:
+    """A re-test: argparse's "invalid int value: 'big'", where a sidecar's "big" is told "must be
+    a whole number". A usage error still (exit 2)."""
+    content, style = photos
+    done = _run(content, style, flag, value, "-o", tmp_path / "out.jpg", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"stylefold render: error: argument {flag}: {said}" in done.stderr
+
+
+def test_every_command_s_number_flags_speak_alike(tmp_path: Path) -> None:
+    """The same words for a number flag of any command, not only render's."""
+    for command in (["status", "--failures", "ten"], ["web", "--port", "http"]):
+        done = subprocess.run(
+            [*CLI[:-1], *command], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        )
+        assert done.returncode == 2
+        assert f"argument {command[1]}: must be a whole number (got {command[2]!r})" in done.stderr
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["{tmp}/missing.jpg", "{style}"], "missing.jpg does not exist"),

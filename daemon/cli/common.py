@@ -7,14 +7,17 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.config.fields import ENV_PREFIX
 from daemon.config.loading import named_config, read_toml
 from daemon.exitcodes import ExitCode
+from daemon.validation_words import value_hint
 
 if TYPE_CHECKING:
     from daemon.intake.styles import StyleLibrary
@@ -154,3 +157,37 @@ def fail_config(message: str) -> int:
     does not restart on it."""
     fail(message)
     return ExitCode.CONFIG
+
+
+def number_flag(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """argparse's `type` for a number flag: a value that is not one is told as a sidecar's is
+    ("must be a whole number (got 'big')"), not as argparse's "invalid int value"."""
+    adapter: TypeAdapter[int | float] = TypeAdapter(kind)
+
+    def number(given: str) -> int | float:
+        from daemon.intake.sidecar_errors import error_text
+
+        try:
+            return adapter.validate_python(given.strip())
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(error_text(exc.errors()[0])) from None
+
+    number.__name__ = kind.__name__  # argparse names the type in some of its own messages
+    return number
+
+
+def one_of_flag(*values: str, also: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """argparse's `type` and `metavar` for a flag that takes one of `values` (or a word of
+    `also`, for the value it means): a value it does not take is told as a sidecar's is,
+    with its likely meaning (a re-test: "invalid choice: 'mean'" where a sidecar's "mean"
+    is asked "did you mean 'avg'?")."""
+
+    def one_of(given: str) -> str:
+        value = (also or {}).get(given.lower(), given)
+        if value not in values:
+            named = ", ".join(map(repr, values))
+            hint = value_hint(list(values), given)
+            raise argparse.ArgumentTypeError(f"must be one of {named} (got {given!r}){hint}")
+        return value
+
+    return {"type": one_of, "metavar": "|".join(values)}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from daemon.cli.common import number_flag
 from daemon.cli.demo_folder import (
     DAEMON_LOG,
     STYLES,
@@ -218,10 +219,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--device", default="auto", help="auto (a GPU if there is one), cpu, cuda:N or mps"
     )
     parser.add_argument(
-        "--size", type=int, default=224, metavar="PX", help="long side of the outputs (224)"
+        "--size",
+        type=number_flag(int),
+        default=224,
+        metavar="PX",
+        help="long side of the outputs (224)",
     )
     parser.add_argument(
-        "--iterations", type=int, default=80, metavar="N", help="iteration cap per job (80)"
+        "--iterations",
+        type=number_flag(int),
+        default=80,
+        metavar="N",
+        help="iteration cap per job (80)",
     )
     parser.add_argument(
         "--keep",
@@ -236,7 +245,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and after it until Ctrl-C (needs the web extra)",
     )
     parser.add_argument(
-        "--web-port", type=int, default=8765, metavar="PORT", help="its port (8765; 0: any)"
+        "--web-port",
+        type=number_flag(int),
+        default=8765,
+        metavar="PORT",
+        help="its port (8765; 0: any)",
     )
     parser.set_defaults(func=run)
 

@@ -24,6 +24,7 @@ from daemon.cli.common import (
     fail,
     fail_config,
     folder_flags,
+    number_flag,
     read_settings,
     state_folder,
     subcommand,
@@ -43,12 +44,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     folder_flags(parser)
     parser.add_argument(
         "--pid",
-        type=int,
+        type=number_flag(int),
         metavar="PID",
         help="the daemon's process id (systemd: $MAINPID); default: the state folder's lock holder",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, metavar="S", help="seconds to wait for the answer"
+        "--timeout",
+        type=number_flag(float),
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the answer",
     )
     parser.set_defaults(func=command)
 

@@ -13,18 +13,16 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
-from daemon.cli.common import described
+from daemon.cli.common import described, number_flag, one_of_flag
 from daemon.config import Settings
 from daemon.exitcodes import ExitCode
 from daemon.fsutil import atomic_write
-from daemon.validation_words import value_hint
 from service.params import (
     DEFAULT_QUALITY,
     NAMED_INITS,
@@ -108,19 +106,19 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
             **kwargs,
         )
 
-    param("--size", type=int, metavar="PX")
-    param("--iterations", type=int, metavar="N")
-    param("--content-weight", type=float, metavar="W")
-    param("--strength", type=float, metavar="0..1")
-    param("--style-weight", type=float, metavar="W")
+    param("--size", type=number_flag(int), metavar="PX")
+    param("--iterations", type=number_flag(int), metavar="N")
+    param("--content-weight", type=number_flag(float), metavar="W")
+    param("--strength", type=number_flag(float), metavar="0..1")
+    param("--style-weight", type=number_flag(float), metavar="W")
     parser.add_argument(
         "--style-blend",
-        type=float,
+        type=number_flag(float),
         nargs="+",
         metavar="W",
         help="one weight per style image (normalised to sum 1; default: equal)",
     )
-    param("--tv-weight", type=float, metavar="W")
+    param("--tv-weight", type=number_flag(float), metavar="W")
     parser.add_argument(
         "--init",
         default=None,
@@ -128,18 +126,18 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="start from the content image in the style's colours (default), the content image "
         "as it is, noise, or an image file",
     )
-    param("--optimizer", **_one_of("lbfgs", "adam"))
-    param("--learning-rate", type=float, metavar="LR")
-    param("--pooling", **_one_of("max", "avg"))
-    param("--style-scale", type=float, metavar="S")
-    param("--preserve-colors", **_one_of("none", "luminance", "histogram", also=_COLOR_WORDS))
-    param("--seed", type=int)
-    param("--network", **_one_of("vgg19", "vgg16"))
-    param("--multiscale", **_one_of("auto", "on", "off"))
-    param("--tolerance", type=float)
+    param("--optimizer", **one_of_flag("lbfgs", "adam"))
+    param("--learning-rate", type=number_flag(float), metavar="LR")
+    param("--pooling", **one_of_flag("max", "avg"))
+    param("--style-scale", type=number_flag(float), metavar="S")
+    param("--preserve-colors", **one_of_flag("none", "luminance", "histogram", also=_COLOR_WORDS))
+    param("--seed", type=number_flag(int))
+    param("--network", **one_of_flag("vgg19", "vgg16"))
+    param("--multiscale", **one_of_flag("auto", "on", "off"))
+    param("--tolerance", type=number_flag(float))
     param("--content-layers", nargs="+", metavar="LAYER")
     param("--style-layers", nargs="+", metavar="LAYER")
-    param("--style-layer-weights", type=float, nargs="+", metavar="W")
+    param("--style-layer-weights", type=number_flag(float), nargs="+", metavar="W")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--weights",
@@ -168,7 +166,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=number_flag(int),
         default=DEFAULT_MAX_PIXELS,
         help=f"refuse input images with more pixels than this (default: {DEFAULT_MAX_PIXELS:,}, "
         "the daemon's max_pixels)",
@@ -583,20 +581,3 @@ def _paint(
 
 # `--preserve-colors true`/`false`, as a sidecar may say them.
 _COLOR_WORDS = {"true": "luminance", "false": "none"}
-
-
-def _one_of(*values: str, also: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """argparse's `type` and `metavar` for a flag that takes one of `values` (or a word of
-    `also`, for the value it means): a value it does not take is told as a sidecar's is,
-    with its likely meaning (a re-test: "invalid choice: 'mean'" where a sidecar's "mean"
-    is asked "did you mean 'avg'?")."""
-
-    def one_of(given: str) -> str:
-        value = (also or {}).get(given.lower(), given)
-        if value not in values:
-            named = ", ".join(map(repr, values))
-            hint = value_hint(list(values), given)
-            raise argparse.ArgumentTypeError(f"must be one of {named} (got {given!r}){hint}")
-        return value
-
-    return {"type": one_of, "metavar": "|".join(values)}

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 from daemon import early_stop
-from daemon.cli.common import fail_config, folder_flags, overrides, subcommand
+from daemon.cli.common import fail_config, folder_flags, number_flag, overrides, subcommand
 from daemon.config import ConfigError, load_settings
 from daemon.config.fields import LOG_LEVELS
 from daemon.config.loading import misspelt_variables, named_config
@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             metavar="DEV",
             help="auto, cpu, mps, cuda or cuda:N (repeat or comma-separate)",
         )
-        parser.add_argument("--workers", type=int, metavar="N", help="workers per device")
+        parser.add_argument(
+            "--workers", type=number_flag(int), metavar="N", help="workers per device"
+        )
         parser.add_argument("--backend", choices=("local", "ray"), help="worker pool backend")
         parser.add_argument("--log-format", choices=("auto", "json", "console"))
         parser.add_argument("--log-level", choices=LOG_LEVELS)

@@ -20,6 +20,7 @@ from daemon.cli.common import (
     fail,
     fail_config,
     folder_flags,
+    number_flag,
     read_settings,
     state_folder,
     subcommand,
@@ -58,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     folder_flags(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
-        "--failures", type=int, default=10, metavar="N", help="how many recent failures to show"
+        "--failures",
+        type=number_flag(int),
+        default=10,
+        metavar="N",
+        help="how many recent failures to show",
     )
     parser.set_defaults(func=command)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from daemon.cli.common import fail, fail_config, folder_flags, read_settings
+from daemon.cli.common import fail, fail_config, folder_flags, number_flag, read_settings
 from daemon.config import ConfigError
 
 
@@ -22,11 +22,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     folder_flags(parser)
     parser.add_argument("--host", help="address to listen on (default: web_host, 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, help="TCP port (default: web_port, 8765; 0 picks a free one)"
+        "--port",
+        type=number_flag(int),
+        help="TCP port (default: web_port, 8765; 0 picks a free one)",
     )
     parser.add_argument(
         "--poll",
-        type=float,
+        type=number_flag(float),
         default=2.0,
         metavar="SECONDS",
         help="how often the open page asks for news (default: 2)",
