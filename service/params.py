@@ -109,17 +109,20 @@ def beyond_strength(error_type: str, loc: Sequence[int | str], value: object = N
     1.5, then -1, told only the bound), for every place that tells it: sidecars, style
     defaults, flags, config files. A `value` that reads as a percentage (2 to 100) is told
     its fraction instead (a photographer's trial: 50, meant as 50 %, was sent to
-    style_weight).
+    style_weight), and below 10 the style_weight too.
     Empty for any other error."""
     ends = {"less_than_equal": ("more", 1.0), "greater_than_equal": ("less", 0.0)}
     if error_type not in ends or tuple(loc[-1:]) != ("strength",):
         return ""
     what, end = ends[error_type]
-    if isinstance(value, int | float) and not isinstance(value, bool) and 2 <= value <= 100:
-        return f"; strength is a fraction: for {value:g} %, write {value / 100:g}"
     weight = style_weight_for(end)
-    told = f"; for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
-    return told + "style_weight instead"
+    told = f"for {what} style than strength {end:g} gives (style_weight {weight:g}), set "
+    told += "style_weight instead"
+    if isinstance(value, int | float) and not isinstance(value, bool) and 2 <= value <= 100:
+        fraction = f"strength is a fraction: for {value:g} %, write {value / 100:g}"
+        # 2 may be 2 % or "twice as much": a new user's trial was sent to 0.02, almost none
+        return f"; {fraction}" + (f"; {told}" if value < 10 else "")
+    return f"; {told}"
 
 
 def strength_of(style_weight: float) -> float:

@@ -87,6 +87,11 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"params": {"strength": -1}}, "(got -1); for less style than strength 0 gives (style_"),
         # a photographer's trial: 50 % was sent to style_weight
         ({"params": {"strength": 50}}, "(got 50); strength is a fraction: for 50 %, write 0.5"),
+        (  # a new user's trial: 2, meant as more, was told to write 0.02, almost none
+            {"params": {"strength": 2}},
+            "(got 2); strength is a fraction: for 2 %, write 0.02; for more style than strength 1 "
+            "gives (style_weight ",
+        ),
         ({"params": {"colour": 1}}, "params.colour: unknown key; remove it (allowed: size,"),
         ({"output": {"fmt": "png"}}, "output.fmt: unknown key"),
         ({"params": {"size": "big"}}, "params.size: must be a whole number"),
