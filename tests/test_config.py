@@ -242,6 +242,16 @@ def test_a_missing_setting_names_the_misspelt_variable_that_meant_it(
             "defaults.archive: unknown setting; archive is a top-level setting: move it above "
             "the [defaults] line",
         ),
+        (  # a new user's trial: told neither the spelling nor the place
+            {"defaults": {"pair_timout": 60}},
+            "defaults.pair_timout: unknown setting; did you mean 'pair_timeout'? pair_timeout is "
+            "a top-level setting: move it above the [defaults] line",
+        ),
+        (
+            {"strenght": 0.5},
+            "strenght: unknown setting; did you mean 'strength'? strength belongs in the "
+            "[defaults] table",
+        ),
         ({"defaults": {"init": "image"}}, "defaults.init: init 'image' needs a start image"),
         ({"defaults": {"network": "vgg16"}}, "defaults.network: this daemon has no VGG16"),
         ({"devices": ["gpu"]}, "unknown device 'gpu'"),

@@ -151,28 +151,33 @@ def _unknown_fix(loc: tuple[str | int, ...], variable: str | None = None) -> str
         return f"unset it or rename it to {_env_name(home)}" if home else "unset it"
     if home is None:
         return "remove it or check its spelling"
+    name = str(home[-1])
     if home[:-1] == table:
-        return f"remove it or check its spelling (did you mean {home[-1]!r}?)"
+        return f"remove it or check its spelling (did you mean {name!r}?)"
+    # pair_timout under [defaults]: a new user's trial was told neither spelling nor place
+    guess = "" if name == key else f"did you mean {name!r}? "
     if not home[:-1]:
         return (
-            f"{key} is a top-level setting: move it above the [{'.'.join(map(str, table))}] "
-            "line (every key after that line belongs to its table)"
+            f"{guess}{name} is a top-level setting: move it above the "
+            f"[{'.'.join(map(str, table))}] line (every key after that line belongs to its table)"
         )
     other = home[0]
-    return f"{key} belongs in the [{other}] table: put it under the [{other}] line"
+    return f"{guess}{name} belongs in the [{other}] table: put it under the [{other}] line"
 
 
 def _home_of(key: str, table: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
-    """Where a setting named like `key` lives: its close spelling in `table`, or that name
-    at the top level or in the [defaults] or [weights] table; None when nowhere."""
-    close = difflib.get_close_matches(key, _known_keys(table), n=1)
-    if close:
-        return (*table, close[0])
-    if table and key in _known_keys(()):
-        return (key,)
-    for other in ("defaults", "weights"):
-        if not table and key in _known_keys((other,)):
-            return (other, key)
+    """Where a setting named like `key` lives: its close spelling in `table`, else that name
+    or its close spelling at the top level or in the [defaults] or [weights] table; None when
+    nowhere."""
+    places = [table] + [other for other in [(), ("defaults",), ("weights",)] if other != table]
+    for exact in (True, False):
+        for place in places:
+            known = _known_keys(place)
+            if exact and key in known:
+                return (*place, key)
+            close = [] if exact else difflib.get_close_matches(key, known, n=1)
+            if close:
+                return (*place, close[0])
     return None
 
 
