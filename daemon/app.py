@@ -219,7 +219,8 @@ class Daemon:
             self.settings, self.store, self.pool, self.library, self.metrics, PUBLISH_RETRY
         )
         self.intake.own_answer = jobs.answers_back.kind_of
-        self.intake.answered_in_place = jobs.spool.in_place.answered_as_is
+        self.intake.answered_in_place = jobs.spool.in_place.answered_alone
+        self.intake.reported_with_sidecar = jobs.spool.in_place.reported_with_sidecar
         self.intake.brought_along = jobs.spool.in_place.brought_along
         recovered = jobs.recover()
         self._extending = False

@@ -417,6 +417,35 @@ def test_a_photo_reported_by_an_earlier_process_is_taken_after_a_reload(
     assert daemon.stop() == 0
 
 
+def test_a_photo_whose_refused_sidecar_is_deleted_is_decided_again_alone(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A new user's trial: a sidecar refused for a trailing comma, then deleted, left its photo
+    silent for ever (not in status, no default style, a reload did nothing) under a report
+    telling to mend a file no longer there. Alone now, the photo is told it has no sidecar,
+    or, with a default style, rendered in it (and its earlier report goes)."""
+    config = folders.config(pair_timeout=1.0)
+    daemon = daemon_factory(config=config)
+    _photo(folders, "q", None, seed=3)
+    (folders.inbox / "q.json").write_text('{"style": "waves",}')
+    assert "a comma after the last item" in _report(folders, "q")
+    (folders.inbox / "q.json").unlink()
+    wait_for(lambda: "has no sidecar" in _report(folders, "q"), 30, "q's report renewed")
+
+    folders.config(pair_timeout=1.0, default_style="mosaic", no_sidecar="default")
+    daemon.process.send_signal(signal.SIGHUP)
+    _done(folders, "q")
+    _photo(folders, "r", None, seed=4)
+    (folders.inbox / "r.json").write_text('{"style": "waves",}')
+    assert "a comma after the last item" in _report(folders, "r")
+    (folders.inbox / "r.json").unlink()
+    _done(folders, "r")
+    manifest = json.loads(next(folders.outbox.glob("r.manifest*.json")).read_text())
+    assert manifest["styles"][0]["name"] == "mosaic"
+    wait_for(lambda: not (folders.outbox / "r.error.json").exists(), 10, "r's report gone")
+    assert daemon.stop() == 0
+
+
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
 

@@ -120,9 +120,11 @@ class Intake:
         self.style_names: Callable[[], list[str]] = list  # the library's, for the advice given
         # What kind of stylefold answer an inbox file is (daemon.jobs.answers_back's), or None.
         self.own_answer: Callable[[Path], str | None] = lambda path: None
-        # Whether a file, as it is, was answered where it lies, and whether as a style image
-        # another photo's sidecar brought along (the state database knows).
+        # Whether a photo with no sidecar, as it is, was answered where it lies; whether with
+        # a report about it and a sidecar; and whether as a style image another photo's
+        # sidecar brought along (the state database knows).
         self.answered_in_place: Callable[[Path], bool] = lambda path: False
+        self.reported_with_sidecar: Callable[[Path], bool] = lambda path: False
         self.brought_along: Callable[[Path], bool] = lambda path: False
 
     @property
@@ -618,8 +620,11 @@ class Intake:
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
         image.waits_for, image.lent = None, False
         sidecar, sharing = self._pairs.sidecar_for(image)
-        if self._pairs.emitted_as_is(image, sidecar):
-            self._decided(image.path)  # a kept photo whose sidecar or style went since
+        # A kept photo whose sidecar or style went since; not one refused with its sidecar,
+        # which is alone now.
+        gone = sidecar is None and self.reported_with_sidecar(image.path)
+        if self._pairs.emitted_as_is(image, sidecar) and not gone:
+            self._decided(image.path)
             return
         timed_out = now - image.waiting_since >= self.pair_timeout
         if sidecar is None:

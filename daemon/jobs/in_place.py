@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from daemon import safefs
+from daemon.jobs.states import ENDS_WITH_REPORT
 from daemon.jobs.store import Store
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,27 @@ class AnsweredInPlace:
         trial: a second, false report after pair_timeout)."""
         recorded = self.store.seen(self.relative(path))
         return recorded is not None and len(recorded) > 0 and self._unchanged(recorded[0], path)
+
+    def reported_with_sidecar(self, path: Path) -> bool:
+        """Whether the inbox file `path`, as it is now, was answered in place with a report
+        about it and a sidecar (refused, or failed and given back): a report that says
+        nothing of the photo alone, once that sidecar has gone."""
+        relative = self.relative(path)
+        recorded = self.store.seen(relative)
+        return (
+            self.answered_as_is(path)
+            and recorded is not None
+            and len(recorded) == 2
+            and recorded[1] is not None
+            and self.store.seen_state(relative) in ENDS_WITH_REPORT
+        )
+
+    def answered_alone(self, path: Path) -> bool:
+        """Whether the inbox file `path`, a photo with no sidecar now, was answered as it is:
+        a photo kept beside the sidecar it was rendered with was (its sidecar going is no new
+        request), one refused with its sidecar was not (a new user's trial: a bad sidecar
+        deleted left its photo silent for ever, under a report about that file)."""
+        return self.answered_as_is(path) and not self.reported_with_sidecar(path)
 
     def told_as_is(self, path: Path, reason: str) -> bool:
         """Whether the inbox file `path`, as it is now, was answered in place with `reason`."""

@@ -58,7 +58,9 @@ class InboxReports:
         """A settled file that cannot become a job (no sidecar, empty, special file...)."""
         settings = self.spool.settings
         inbox = settings.inbox
-        answered = self.spool.in_place.answered_as_is(problem.path) and not problem.renewed
+        in_place = self.spool.in_place
+        answered_as_is = in_place.answered_alone if problem.alone else in_place.answered_as_is
+        answered = answered_as_is(problem.path) and not problem.renewed
         if answered or self.answers_back.left_alone(problem.path):
             return
         resent = None
