@@ -221,6 +221,7 @@ class Daemon:
         self.intake.own_answer = jobs.answers_back.kind_of
         self.intake.answered_in_place = jobs.spool.in_place.answered_alone
         self.intake.reported_with_sidecar = jobs.spool.in_place.reported_with_sidecar
+        self.intake.vanished = jobs.reports.vanished
         self.intake.brought_along = jobs.spool.in_place.brought_along
         recovered = jobs.recover()
         self._extending = False

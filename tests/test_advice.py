@@ -446,6 +446,35 @@ def test_a_photo_whose_refused_sidecar_is_deleted_is_decided_again_alone(
     assert daemon.stop() == 0
 
 
+def test_a_report_goes_when_its_file_leaves_the_inbox(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A new user's trial: q.jpg, refused, renamed q2.jpg and answered; q.error.json stayed for
+    good, saying the photo was left in the inbox. A report about a file gone from the inbox
+    (renamed, deleted) goes with it; one about a file still there stays."""
+    daemon = daemon_factory(config=folders.config(pair_timeout=1.0))
+    _photo(folders, "q", {"style": "nope"}, seed=3)
+    _photo(folders, "k", {"style": "nope"}, seed=4)
+    write_json(folders.inbox / "lone.json", {"style": "waves"})
+    assert "style 'nope' is not in the style library" in _report(folders, "q")
+    assert "style 'nope' is not in the style library" in _report(folders, "k")
+    assert "has no photo beside it" in _report(folders, "lone")
+    assert (folders.outbox / "q.log").exists()
+    (folders.inbox / "q.jpg").rename(folders.inbox / "q2.jpg")
+    (folders.inbox / "q.json").unlink()
+    write_json(folders.inbox / "q2.json", {"style": "waves"})
+    (folders.inbox / "lone.json").unlink()
+    _done(folders, "q2")
+    gone = [folders.outbox / name for name in ("q.error.json", "q.log", "lone.error.json")]
+    wait_for(lambda: not any(path.exists() for path in gone), 10, "the reports withdrawn")
+    assert (folders.outbox / "k.error.json").exists()  # k.jpg is still in the inbox
+    withdrawn = {
+        line["input"] for line in daemon.log_lines() if line["event"] == "report.withdrawn"
+    }
+    assert withdrawn == {"q.jpg", "lone.json"}
+    assert daemon.stop() == 0
+
+
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
 

@@ -17,6 +17,7 @@ a link, a special file or a file with several hard links is reported instead of 
 It is not thread-safe: call it from one thread (the daemon's main loop).
 """
 
+import errno
 import math
 import os
 import stat
@@ -125,6 +126,8 @@ class Intake:
         # sidecar brought along (the state database knows).
         self.answered_in_place: Callable[[Path], bool] = lambda path: False
         self.reported_with_sidecar: Callable[[Path], bool] = lambda path: False
+        # Told of a tracked file that is gone from the inbox (deleted, renamed away).
+        self.vanished: Callable[[Path], None] = lambda path: None
         self.brought_along: Callable[[Path], bool] = lambda path: False
 
     @property
@@ -231,8 +234,11 @@ class Intake:
             return
         try:
             result = lstat_under(self.inbox, relative)
-        except (FileNotFoundError, UnsafePath):
+        except (FileNotFoundError, UnsafePath) as exc:
+            tracked = path in self._files
             self.forget(path, now)  # gone, or only reachable through a link: not in the inbox
+            if tracked and exc.errno == errno.ENOENT:  # not swapped for a link: gone
+                self.vanished(path)
             return
         except OSError:
             return  # unreadable for now (e.g. a folder without search permission): try later

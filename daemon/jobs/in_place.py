@@ -99,7 +99,8 @@ class AnsweredInPlace:
             and recorded is not None
             and len(recorded) == 2
             and recorded[1] is not None
-            and self.store.seen_state(relative) in ENDS_WITH_REPORT
+            and (answer := self.store.seen_by(relative)) is not None
+            and answer[1] in ENDS_WITH_REPORT
         )
 
     def answered_alone(self, path: Path) -> bool:

@@ -6,6 +6,7 @@ back alone after its answer, the sidecar of a kept photo that someone deleted)."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import structlog
@@ -16,13 +17,17 @@ from daemon.intake.partners import key
 from daemon.job_id import new_job_id
 from daemon.jobs import answers, reports
 from daemon.jobs.answers_back import AnswersBack
+from daemon.jobs.outbox import withdraw_report
 from daemon.jobs.publisher import Publisher
 from daemon.jobs.resend import answered_alone
 from daemon.jobs.spool import ClaimIntent, Spool
+from daemon.jobs.states import ENDS_WITH_REPORT, State
 from daemon.jobs.store import Store
 
 log = structlog.get_logger("stylefold.jobs")
 
+# The transitions whose note names a report written: a rejection's, a failure's
+_REPORTED = (State.REJECTED, State.RELEASING)
 RECENT_JOBS = 200  # finished jobs a late sidecar or style is matched against (`_taken`)
 
 
@@ -114,6 +119,30 @@ class InboxReports:
             # attacker's trial).
             return
         self.publisher.publish(new_job_id(), None, "report", detail)
+
+    def vanished(self, path: Path) -> None:
+        """An inbox file gone (deleted, renamed away) that was answered where it lay with a
+        report: the report, about a file no longer there, goes too (a new user's trial: q2.jpg
+        renamed q2b.jpg and answered, q2.error.json stayed for good, saying the photo was left
+        in the inbox). A file being claimed, or back since, keeps it."""
+        try:
+            self._withdraw(self.spool.in_place.relative(path))
+        except Exception:  # housekeeping: the intake goes on
+            log.exception("report.withdraw_crashed", path=str(path))
+
+    def _withdraw(self, relative: str) -> None:
+        path = self.spool.settings.inbox / relative
+        answer = self.store.seen_by(relative)
+        if answer is None or answer[1] not in ENDS_WITH_REPORT or os.path.lexists(path):
+            return
+        if any(row.input == relative for row in self.store.active()):
+            return
+        job_id = answer[0]
+        shown = [t.note for t in self.store.transitions(job_id) if t.new in _REPORTED]
+        outbox = self.spool.settings.outbox
+        if shown and withdraw_report(outbox, shown[-1], job_id, relative):
+            log.info("report.withdrawn", input=relative, report=shown[-1], job_id=job_id)
+        self.store.forget_seen([relative])
 
     def _taken(
         self, folder: Path, *, stems: tuple[str, ...] = (), name: str | None = None

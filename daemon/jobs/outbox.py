@@ -519,6 +519,26 @@ def drop_stale_report(names: OutputNames, inputs: Collection[str], inbox: Path) 
     _drop([*own, *found, *_reports_of_misnamed(names, inputs, inbox)])
 
 
+_REPORT_NAME = re.compile(r"(?P<stem>.+)\.error(?:-(?P<number>\d+))?\.json", re.DOTALL)
+
+
+def withdraw_report(outbox: Path, shown: str, job_id: str, path: str) -> bool:
+    """Remove the report `shown` (relative to the outbox), and its log unless a result's
+    manifest holds that name too, while it is still the one job `job_id` wrote about the
+    inbox file `path`: whatever else is there now is left alone. Whether it was removed."""
+    error = outbox / shown
+    named = _REPORT_NAME.fullmatch(error.name)
+    report = as_report(read_json(error)) if named else None
+    if named is None or report is None or (report.job_id, report.input) != (job_id, path):
+        return False
+    number = int(named["number"] or 1)
+    names = [error.with_name(named["stem"] + _numbered(tail, number)) for tail in (LOG, MANIFEST)]
+    remove(error, outbox)
+    if not os.path.lexists(names[1]):
+        remove(names[0], outbox)
+    return True
+
+
 def drop_other_reports(names: OutputNames, inputs: Collection[str]) -> None:
     """A new report on `inputs` (at `names`) outdates their reports under the stem's other
     numbers (a re-test: pic.json's "is not used" stayed beside its photo's later report on the
@@ -585,7 +605,6 @@ def _reports_of_misnamed(
 
 
 _RETURNED_NAME = re.compile(r"(?P<stem>.+?)\.returned-\d+(?:\..*)?")
-_REPORT_NAME = re.compile(r"(?P<stem>.+)\.error(?:-(\d+))?\.json")
 
 
 def _reports_of_returned(names: OutputNames, inputs: Collection[str]) -> list[OutputNames]:
@@ -605,7 +624,7 @@ def _reports_of_returned(names: OutputNames, inputs: Collection[str]) -> list[Ou
         report = as_report(read_json(Path(entry.path)))
         if report is None or not _returned_as(report, photo):
             continue
-        stem, number = PurePosixPath(report.input).stem, int(named[2] or 1)
+        stem, number = PurePosixPath(report.input).stem, int(named["number"] or 1)
         theirs = OutputNames(folder, stem, "jpg", number, names.root)
         if theirs.error.name == entry.name:
             found.append(theirs)

@@ -589,14 +589,15 @@ class Store:
         ).fetchone()
         return None if row is None else row[0]
 
-    def seen_state(self, path: str) -> State | None:
-        """The state of the job whose answer the inbox file `path` is remembered by, while
-        that job is kept."""
+    def seen_by(self, path: str) -> tuple[str, State] | None:
+        """The job (id, state) whose answer the inbox file `path` is remembered by, while that
+        job is kept."""
         row = self._db.execute(
-            "SELECT jobs.state FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
+            "SELECT jobs.id, jobs.state FROM seen JOIN jobs ON jobs.id = seen.job_id "
+            "WHERE seen.path = ?",
             (os.fsencode(path),),
         ).fetchone()
-        return None if row is None else State(row[0])
+        return None if row is None else (row[0], State(row[1]))
 
     def seen_for_another(self, path: str) -> bool:
         """Whether the inbox file `path` was answered in place by a job of another input (a
