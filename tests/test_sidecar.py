@@ -125,7 +125,14 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"style": "a\x00b"}, "is not a style name"),
         ({"style": " padded"}, "is not a style name"),
         ({"style": "x" * 129}, "style: a style name has 1 to 128 characters"),
-        ({"style": ""}, "style: a style name has 1 to 128 characters"),
+        # a new user's trial: "" meant the default style, {"name": ...} one style
+        ({"style": ""}, "characters (got ''); leave \"style\" out for the daemon's default style"),
+        ({"style": [{"name": ""}]}, "style[0].name: a style name has 1 to 128 characters (got '')"),
+        (
+            {"style": {"name": "noise"}},
+            'or {"file": "mine.jpg"}; for one style write "style": "noise" ({"name": ..., '
+            '"weight": ...} objects go in a list, to blend: [{"name": "noise", "weight": 1}, ...])',
+        ),
         ({"style": []}, "style: has 0 items; at least 1 needed"),
         ({"style": [{"name": "a"}] * 17}, "style: has 17 items; at most 16 are allowed"),
         ({"style": [{"name": "a"}, {"name": "a"}]}, "style 'a' is listed twice"),

@@ -337,7 +337,21 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
     bound = kind.startswith(("greater_than", "less_than"))  # "> 0" is not "got 0"
     if isinstance(got, str | int | float | bool) and (bound or shown(got) not in message):
         value = f" (got {shown(got)})"
-    return f"{message}{value}{_type_fix(kind, got, example, numbers)}{beyond}"
+    return (
+        f"{message}{value}{_type_fix(kind, got, example, numbers)}{beyond}{_one_style(kind, got)}"
+    )
+
+
+def _one_style(kind: str, got: object) -> str:
+    """For a blend's item written as the whole style (a new user's trial: `{"name": "noise"}`
+    was told the three shapes, not the one it was nearly)."""
+    if kind != "style_shape" or not isinstance(got, dict) or not isinstance(got.get("name"), str):
+        return ""
+    name = json.dumps(got["name"])
+    return (
+        f'; for one style write "style": {name} ({{"name": ..., "weight": ...}} objects go in '
+        f'a list, to blend: [{{"name": {name}, "weight": 1}}, ...])'
+    )
 
 
 def _object_fix(model_path: list[str], got: object) -> str:

@@ -83,7 +83,10 @@ def check_style_name(name: str, key: str = "style") -> str:
     `key` holds the name where it was given: "style", or "name" in a blend's item, which
     cannot bring an image along."""
     if not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters")
+        # an empty one: a new user's trial meant the default style
+        default = " (got ''); leave \"style\" out for the daemon's default style"
+        default = default if not name and key == "style" else ""
+        raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters{default}")
     last = name.replace("\\", "/").rpartition("/")[2]  # a path from a phone or a PC
     if last != name and (meant := name_in(name)) is not None:
         file = f', and an image beside the sidecar as "style": {{"file": {json.dumps(last)}}}'
