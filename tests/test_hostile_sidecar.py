@@ -107,6 +107,18 @@ def test_costly_or_mistyped_params_are_refused_naming_the_key_and_the_fix(
         assert word in problem, problem
 
 
+def test_every_limit_broken_is_told_at_once() -> None:
+    """A new user's trial: size 100000 (above the engine's bound) was told, and iterations
+    99999 (within it, above the daemon's max_iterations) only at the next try."""
+    problems = _problems({"size": 100000, "iterations": 99999, "tv_weight": "x"})
+    assert [problem.split(":")[0] for problem in problems] == [
+        "params.size",
+        "params.tv_weight",
+        "params.iterations",
+    ]
+    assert "99999 is above this daemon's max_iterations (3000)" in problems[2]
+
+
 def test_other_fields_refuse_coercion_too() -> None:
     for sidecar, words in (
         ({"style": "mosaic", "output": {"quality": "90"}}, ("output.quality", "quotes: 90")),

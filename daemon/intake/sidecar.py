@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.config.render_limits import breach_text, network_missing, over_limits
+from daemon.config.render_limits import OverLimit, breach_text, network_missing, over_limits
 from daemon.intake.jsonload import SidecarError, json_kind, load_json
 from daemon.intake.sidecar_errors import describe_errors
 from daemon.intake.sidecar_model import PARAMS_ADAPTER, STYLE_ADAPTER, Sidecar, StyleSpec, given
@@ -66,7 +66,28 @@ def parse_sidecar(
     try:
         return Sidecar.model_validate(value, strict=True)
     except ValidationError as exc:
-        raise SidecarError(*describe_errors(exc, ceilings=ceilings, sidecar=value)) from None
+        problems = describe_errors(exc, ceilings=ceilings, sidecar=value)
+        raise SidecarError(*problems, *_over_ceilings_too(value, exc, ceilings or {})) from None
+
+
+def _over_ceilings_too(
+    value: Mapping[str, Any], exc: ValidationError, ceilings: Mapping[str, tuple[str, int]]
+) -> list[str]:
+    """The params above the daemon's limits that the model took, told with the errors that
+    stopped the sidecar: otherwise heard only once those are mended (a new user's trial: size
+    100000 told first, iterations 99999 at the next try)."""
+    params = value.get("params")
+    if not isinstance(params, Mapping):
+        return []
+    told = {tuple(error["loc"][:2]) for error in exc.errors()}
+    return [
+        breach_text(OverLimit(key, asked, limit, setting, limit))
+        for key, (setting, limit) in ceilings.items()
+        if isinstance(asked := params.get(key), int | float)
+        and not isinstance(asked, bool)
+        and asked > limit
+        and ("params", key) not in told
+    ]
 
 
 def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
