@@ -216,6 +216,12 @@ def test_styles_lists_the_library(folders: Folders) -> None:
     assert "--styles DIR" not in result.stderr, result.stderr
     result = stylefold("styles", env={"HOME": str(folders.root)})  # nothing configured
     assert result.returncode == 78 and "stylefold styles --styles DIR" in result.stderr
+    # A new user's trial: a config's typo was told, then a way around the config.
+    typo = folders.root / "typo.toml"
+    typo.write_text(folders.config().read_text() + "pair_timout = 60\n")
+    result = stylefold("styles", "--config", str(typo))
+    assert result.returncode == 78 and "did you mean 'pair_timeout'?" in result.stderr
+    assert "--styles DIR" not in result.stderr, result.stderr
 
 
 def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None:

@@ -6,7 +6,13 @@ import argparse
 import json
 import unicodedata
 
-from daemon.cli.common import fail_config, folder_flags, style_library, subcommand
+from daemon.cli.common import (
+    config_named,
+    fail_config,
+    folder_flags,
+    style_library,
+    subcommand,
+)
 from daemon.config import ConfigError
 from daemon.visible import visible
 
@@ -28,8 +34,11 @@ def command(args: argparse.Namespace) -> int:
     try:
         library = style_library(args)
     except ConfigError as exc:
-        # not where --styles was given (a README trial: told to do what it had just done)
-        hint = "" if args.styles else "\n(or give the library: stylefold styles --styles DIR)"
+        # Not where --styles was given (a README trial: told to do what it had just done), nor
+        # for a config file named, whose errors are the answer (a new user's trial: read as a
+        # way around its typo).
+        named = args.styles or config_named(args)
+        hint = "" if named else "\n(or give the library: stylefold styles --styles DIR)"
         return fail_config(f"{exc}{hint}")
     styles = library.styles()
     # Like doctor, a file that is skipped fails the listing, so a script can tell.
