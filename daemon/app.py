@@ -144,6 +144,9 @@ class Daemon:
             self._take_folders()
         except LockError as exc:
             self.inbox_lock.release()
+            # On stderr too, as a configuration error is (a new user's trial: a second `run`
+            # logging JSON to a file or pipe said why it stopped in a JSON line alone).
+            print(f"stylefold: {exc}", file=sys.stderr)
             log.error("daemon.locked", error=str(exc))
             # Two daemons configured on one folder: a restart cannot mend that while the other
             # runs, and a loop of them would bury this message.

@@ -894,6 +894,8 @@ def test_a_second_daemon_on_the_same_inbox_refuses(shared: Daemon, tmp_path: Pat
     assert result.returncode == ExitCode.CONFIG
     assert "another stylefold daemon is watching the inbox" in result.stdout
     assert str(shared.folders.inbox) in result.stdout
+    # ... and on stderr, as a configuration error is (a new user's trial: a JSON line alone)
+    assert result.stderr.startswith("stylefold: another stylefold daemon is watching the inbox")
     # An operator's trial: each refusal left an empty state2/ with archive/ and lock in it.
     assert not (tmp_path / "state2").exists()
 
