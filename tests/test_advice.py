@@ -151,6 +151,41 @@ def test_a_lone_photo_is_told_of_the_default_style_already_set(folders: Folders)
     )
 
 
+def test_a_photo_and_a_sidecar_alone_in_one_folder_are_told_of_each_other(
+    folders: Folders,
+) -> None:
+    """A new user's trial: p11.jpg renamed holiday.jpg the moment it came with p11.json got
+    "holiday.jpg has no sidecar" and "p11.json has no photo beside it", neither naming the
+    other. The one lone file of the other kind is named, with the rename that pairs them
+    (the sidecar's: the photo's name is the sender's); with two, neither is guessed."""
+    intake = Intake(folders.inbox, IgnoreRules(), settle_seconds=1.0, pair_timeout=5.0)
+    intake.style_names = lambda: ["mosaic"]
+    files = {
+        "holiday.jpg": image_bytes(),
+        "p11.json": b'{"style": "mosaic"}',
+        "two/a.jpg": image_bytes(seed=1),
+        "two/b.json": b"{}",
+        "two/c.json": b"{}",
+    }
+    for name, data in files.items():
+        (folders.inbox / name).parent.mkdir(exist_ok=True)
+        (folders.inbox / name).write_bytes(data)
+        intake.observe(folders.inbox / name, 0.0)
+    told = {p.path.name: p.reason for p in intake.poll(10.0) if isinstance(p, Problem)}
+    assert told["holiday.jpg"].endswith(
+        "; p11.json beside it has no photo either: if it is this photo's sidecar, rename it "
+        "holiday.json"
+    )
+    assert told["p11.json"].endswith(
+        "; holiday.jpg beside it has no sidecar either: if it is this sidecar's photo, rename "
+        "the sidecar holiday.json"
+    )
+    assert "beside it has no" not in told["a.jpg"]
+    assert told["b.json"].endswith(
+        "beside it has no sidecar either: if it is this sidecar's photo, rename the sidecar a.json"
+    )
+
+
 def test_a_sidecar_the_photo_s_own_comes_before_is_told_so(folders: Folders) -> None:
     """An attacker's trial: beside both.jpg and both.jpg.json, both.json was told that both.jpg
     "is not one of gif, heic, ..., jpg, ..." and to save the photo as one of those, when the

@@ -22,9 +22,11 @@ class Folder:
     """One folder's names by their `key` and by the key of their stem (`pic` of `Pic.NEF`)."""
 
     def __init__(self, names: Iterable[str]) -> None:
+        self._names = sorted(names)
+        self._unpaired: tuple[list[str], list[str]] | None = None
         self._by_key: dict[str, list[str]] = {}
         self._by_stem: dict[str, list[str]] = {}
-        for name in sorted(names):
+        for name in self._names:
             # A name with a space or dot after its extension is found as the name it stands
             # for (`pic.jpg.`, `pic.json `: what a share or a phone may write)
             for folded in dict.fromkeys((key(name), key(without_trailing(name)))):
@@ -45,6 +47,29 @@ class Folder:
         """A sidecar's photos by its `base` (a key): `pic.bmp` of pic.json, and `pic.avif`
         itself of pic.avif.json."""
         return self.stemmed(base) + self.named([base])
+
+    def unpaired(self, rules: IgnoreRules) -> tuple[list[str], list[str]]:
+        """The photos no sidecar here is named for, and the sidecars no photo here is named
+        for: a pair whose names no longer match (a photo renamed after it came)."""
+        if self._unpaired is None:
+            kinds = {name: rules.kind(PurePath(name)) for name in self._names}
+            photos = [
+                name
+                for name, kind in kinds.items()
+                if kind == "image"
+                and not self.named([f"{key(name).rpartition('.')[0]}.json", f"{key(name)}.json"])
+            ]
+            sidecars = [
+                name
+                for name, kind in kinds.items()
+                if kind == "sidecar"
+                and not any(
+                    kinds.get(other) == "image"
+                    for other in self.of_base(key(name)[: -len(".json")])
+                )
+            ]
+            self._unpaired = photos, sidecars
+        return self._unpaired
 
 
 class Beside:

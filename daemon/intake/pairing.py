@@ -700,7 +700,19 @@ class Intake:
             if self.default is not None and reason == told:
                 self._emit(image, None, None, events)
             else:
+                reason += self._lone_partner(image) if reason == told else ""
                 self._report(image, events, reason, alone=True)
+
+    def _lone_partner(self, entry: Tracked) -> str:
+        """The one file of the other kind alone in `entry`'s folder, as its likely partner
+        under another name; nothing where there are none or several."""
+        listing = self.beside.folder(entry.path.parent.relative_to(self.inbox))
+        photos, sidecars = listing.unpaired(self.rules)
+        others = [name for name in (sidecars if entry.kind == "image" else photos)]
+        if len(others) != 1:
+            return ""
+        photo = entry.path.name if entry.kind == "image" else others[0]
+        return reasons.lone_partner(entry.kind, others[0], f"{photo.rpartition('.')[0]}.json")
 
     def _no_sidecar(self, image: Tracked) -> tuple[str, str]:
         """What a photo without a sidecar is told, and what it is told when nothing beside it
@@ -842,6 +854,7 @@ class Intake:
                     # the stem's name (a re-test: which got `-2` changed from run to run).
                     self._decided(sidecar.path)
                     return
+                reason += self._lone_partner(sidecar) if reason == told else ""
             self._report(sidecar, events, reason, orphan=True)
         else:
             self._sleep(sidecar.path, sidecar.waiting_since + self.pair_timeout)

@@ -236,6 +236,21 @@ def no_photo(base: str, is_photo_name: bool) -> str:
     )
 
 
+def lone_partner(kind: str, other: str, sidecar: str) -> str:
+    """The one file of the other kind in the folder that is alone too (a new user's trial: a
+    photo renamed the moment it came, with its sidecar, got two reports that did not mention
+    each other): `sidecar` is the name the sidecar takes to pair them."""
+    if kind == "image":
+        return (
+            f"; {other} beside it has no photo either: if it is this photo's sidecar, rename it "
+            f"{sidecar}"
+        )
+    return (
+        f"; {other} beside it has no sidecar either: if it is this sidecar's photo, rename the "
+        f"sidecar {sidecar}"
+    )
+
+
 def sidecar_shadowed(sidecar: str, photo: str, used: str) -> str:
     """Whatever became of the photo's pair (rendered, rejected): a job that took it says
     more (daemon.jobs.answers.SIDECAR_SHADOWED)."""
