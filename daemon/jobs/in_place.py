@@ -6,6 +6,7 @@ nor reported again, also across restarts, until it changes."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -128,14 +129,15 @@ class AnsweredInPlace:
             return False
         return recorded[1] == now
 
-    def forget_vanished(self) -> None:
+    def forget_vanished(self, gone_by: Callable[[str], None] = lambda path: None) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved), unless
         every one is gone: the inbox is then perhaps a share not mounted yet, or not synced back
         yet (an operator's trial lost every record of a kept inbox at a start on its empty mount
         point, and thousands of answered photos were taken again once the share came back; a
         marker file or Syncthing's .stfolder may be there before the photos). Those records
         stay until a start finds one of them. A record of a file really gone is harmless: a
-        new file there differs and is taken. Only an empty inbox is worth a warning: a user
+        new file there differs and is taken. `gone_by` is told each file gone before its record
+        goes. Only an empty inbox is worth a warning: a user
         who had deleted a rejected photo was warned at every start of a share not mounted."""
         remembered = self.store.seen_paths()
         gone = [path for path in remembered if self._signature(self.inbox / path) is None]
@@ -150,6 +152,8 @@ class AnsweredInPlace:
                 "not taken again, until a start finds one of them",
             )
         elif gone:
+            for path in gone:
+                gone_by(path)
             self.store.forget_seen(gone)
 
     def _empty(self) -> bool:

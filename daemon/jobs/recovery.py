@@ -63,7 +63,7 @@ def recover(lc: Lifecycle) -> int:
                     lc.publisher.crashed(row.id, row.job, exc, "recovering it")
     lc.spool.styles.collect()
     try:
-        lc.spool.in_place.forget_vanished()
+        lc.spool.in_place.forget_vanished(lc.reports.withdraw)  # their reports too
     except OSError as exc:  # only housekeeping: the records are dropped at the next start
         log.warning("spool.not_forgotten", error=str(exc))
     return len(rows)
