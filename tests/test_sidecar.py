@@ -126,7 +126,10 @@ def test_params_normalised_but_only_given_keys_kept() -> None:
         ({"style": " padded"}, "is not a style name"),
         ({"style": "x" * 129}, "style: a style name has 1 to 128 characters"),
         # a new user's trial: "" meant the default style, {"name": ...} one style
-        ({"style": ""}, "characters (got ''); leave \"style\" out for the daemon's default style"),
+        (
+            {"style": ""},
+            "(got ''); leave \"style\" out for the daemon's default style, if it has one",
+        ),
         ({"style": [{"name": ""}]}, "style[0].name: a style name has 1 to 128 characters (got '')"),
         (
             {"style": {"name": "noise"}},

@@ -704,12 +704,14 @@ class Intake:
                 self._report(image, events, reason, alone=True)
 
     def _lone_partner(self, entry: Tracked) -> str:
-        """The one file of the other kind alone in `entry`'s folder, as its likely partner
-        under another name; nothing where there are none or several."""
+        """The other file alone in `entry`'s folder, as its likely partner under another name,
+        where the folder holds one photo and one sidecar alone (a re-test: two lone sidecars
+        were each told to take the one photo's name). Not with a default style, which answers
+        a lone photo (a re-test: told to rename the sidecar, that photo was rendered already)."""
         listing = self.beside.folder(entry.path.parent.relative_to(self.inbox))
         photos, sidecars = listing.unpaired(self.rules)
-        others = [name for name in (sidecars if entry.kind == "image" else photos)]
-        if len(others) != 1:
+        others = sidecars if entry.kind == "image" else photos
+        if len(photos) != 1 or len(sidecars) != 1 or self.default is not None:
             return ""
         photo = entry.path.name if entry.kind == "image" else others[0]
         return reasons.lone_partner(entry.kind, others[0], f"{photo.rpartition('.')[0]}.json")

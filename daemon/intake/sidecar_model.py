@@ -84,7 +84,7 @@ def check_style_name(name: str, key: str = "style") -> str:
     cannot bring an image along."""
     if not name or len(name) > MAX_NAME_LENGTH:
         # an empty one: a new user's trial meant the default style
-        default = " (got ''); leave \"style\" out for the daemon's default style"
+        default = " (got ''); leave \"style\" out for the daemon's default style, if it has one"
         default = default if not name and key == "style" else ""
         raise ValueError(f"a style name has 1 to {MAX_NAME_LENGTH} characters{default}")
     last = name.replace("\\", "/").rpartition("/")[2]  # a path from a phone or a PC
