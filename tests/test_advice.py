@@ -528,6 +528,22 @@ def test_a_report_goes_when_its_file_leaves_the_inbox(
     assert daemon.stop() == 0
 
 
+def test_the_reports_of_a_folder_moved_out_of_the_inbox_go_at_once(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A re-test: inotify tells of the folder alone, and its photos' reports stayed until the
+    next full scan (rescan_interval: 30 s here, 300 by default)."""
+    daemon = daemon_factory(config=folders.config(pair_timeout=1.0))
+    (folders.inbox / "sub").mkdir()
+    for stem in ("f1", "f2"):
+        _photo(folders, f"sub/{stem}", {"style": "nope"}, seed=3)
+        assert "style 'nope'" in _report(folders, f"sub/{stem}")
+    (folders.inbox / "sub").rename(folders.root / "moved-out")
+    reports = [folders.outbox / "sub" / name for name in ("f1.error.json", "f2.error.json")]
+    wait_for(lambda: not any(path.exists() for path in reports), 10, "the reports withdrawn")
+    assert daemon.stop() == 0
+
+
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
 

@@ -26,7 +26,7 @@ class Handler(FileSystemEventHandler):
         self,
         scan: Callable[[Path], object],
         feed: Callable[[Path], None],
-        went: Callable[[], None],
+        went: Callable[[Path], None],
     ) -> None:
         self.scan = scan
         self.feed = feed
@@ -36,7 +36,7 @@ class Handler(FileSystemEventHandler):
         if event.event_type in ("opened", "closed_no_write"):
             return
         if event.is_directory and event.event_type in ("deleted", "moved"):
-            self.went()
+            self.went(Path(os.fsdecode(event.src_path)))
         paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
         for raw in paths:
             path = Path(os.fsdecode(raw))

@@ -228,6 +228,7 @@ class Intake:
             return
         kind = self.rules.kind(relative)
         if kind is None:
+            self._observe_folder(path, now)
             return
         if len(os.fsencode(relative)) > self.max_relative:
             self._refuse_long(relative)
@@ -294,6 +295,14 @@ class Intake:
         self._pairs.add(entry)
         self._wake([path])
         self._touch_related(entry)
+
+    def _observe_folder(self, folder: Path, now: float) -> None:
+        """A folder the watcher saw deleted or moved away: the files tracked in it are looked
+        at, gone too though no event names them."""
+        if os.path.lexists(folder):
+            return
+        for path in [path for path in self._files if path.is_relative_to(folder)]:
+            self.observe(path, now)
 
     def _unusable(self, path: Path, result: os.stat_result) -> str | None:
         """Why the file cannot be taken as it is (a link, a FIFO, a second name; a photo's

@@ -23,6 +23,7 @@ The callback receives paths of photos and sidecars (created, modified, closed, m
 deleted) and runs on watcher threads: it must be thread-safe (put the path on a queue).
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -188,6 +189,18 @@ class Watcher:
         elif not self.rules.ignored_dir(relative) and path.is_symlink():
             self._linked([relative])
 
+    def _folder_went(self, folder: Path) -> None:
+        """A folder deleted or moved away: its watches may be left behind (`StaleWatches`),
+        and the intake looks again at the files it tracks there, which no event names
+        (inotify tells of the folder alone; a re-test: the reports on photos of a folder moved
+        out of the inbox stayed until the next full scan)."""
+        self._stale.went()
+        if self.paused:
+            return
+        with contextlib.suppress(ValueError):
+            if not self.rules.ignored_dir(folder.relative_to(self.inbox)):
+                self.on_path(folder)
+
     def scan_folder(self, folder: Path) -> int:
         """Feed every photo and sidecar under `folder`, skipping ignored folders; returns the
         number of paths fed."""
@@ -331,7 +344,7 @@ class Watcher:
     def _launch(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
         try:
-            handler = Handler(self.scan_folder, self.feed, self._stale.went)
+            handler = Handler(self.scan_folder, self.feed, self._folder_went)
             observer.schedule(handler, str(self.inbox), recursive=True)
             observer.start()
         except BaseException:
