@@ -151,6 +151,32 @@ def test_a_photo_sent_again_after_the_defaults_changed_is_still_skipped(folders:
     assert _outbox(folders) == RESULT_SET
 
 
+@pytest.mark.parametrize("archive", ["keep", "move"])
+def test_a_photo_sent_again_that_its_new_settings_refuse_is_still_skipped(
+    folders: Folders, archive: str
+) -> None:
+    """An operator's trial: a photo answered in the default style (sidecar `{}`), rewritten by
+    a sync tool after a reload had removed default_style, got a second answer, a report that
+    its sidecar names no style. The answer stands: it is a re-send, whatever it resolves to
+    now; the pair is left answered where it lies."""
+    first = _lifecycle(folders, archive=archive, default_style="mosaic")
+    job_id = _take(first, _send(folders, sidecar={}))
+    assert job_id is not None
+    _render(first, job_id)
+    first.store.close()
+    again = _lifecycle(folders, archive=archive)
+    arrival = _send(folders, sidecar={})  # rewritten: a new mtime
+    with capture_logs() as logs:
+        assert _take(again, arrival) is None
+    assert _outbox(folders) == RESULT_SET
+    assert [log["answered_by"] for log in logs if log["event"] == "job.resent_refused"] == [job_id]
+    assert again.spool.in_place.already_handled([arrival.image, arrival.sidecar])
+    # Another sidecar is another request: refused, with its report.
+    write_json(folders.inbox / "photo.json", {"style": "nope"})
+    assert _take(again, arrival) is None
+    assert "photo.error-2.json" in _outbox(folders)
+
+
 def test_with_archive_keep_a_resent_copy_stays_in_the_inbox_remembered(folders: Folders) -> None:
     lc = _lifecycle(folders, archive="keep")
     first = _take(lc, _send(folders))

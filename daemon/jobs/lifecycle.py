@@ -37,7 +37,7 @@ from daemon.jobs.publisher import Publisher
 from daemon.jobs.ready import ReadyPairs, top_folder
 from daemon.jobs.record import Job
 from daemon.jobs.recovery import recover
-from daemon.jobs.resend import earlier_answer_to_this_input
+from daemon.jobs.resend import earlier_answer_to_this_input, resent_pair
 from daemon.jobs.running import RunningJobs
 from daemon.jobs.space import StateSpace, is_full
 from daemon.jobs.spool import ClaimIntent, Spool
@@ -292,6 +292,13 @@ class Lifecycle:
             job = self.spool.claim(arrival, resolved)
         except Rejected as exc:
             if self.spool.in_place.already_handled([arrival.image, arrival.sidecar]):
+                return
+            resent = resent_pair(self.store, self.settings, arrival)
+            if resent is not None and resent.published:
+                job_id = resent.answer.job_id
+                self.spool.in_place.remember([arrival.image, arrival.sidecar], job_id)
+                source = self.spool.in_place.relative(arrival.image)
+                log.info("job.resent_refused", input=source, answered_by=job_id, reason=str(exc))
                 return
             self.reports.reject(arrival, str(exc))
             return

@@ -33,7 +33,8 @@ from pathlib import Path
 from daemon import safefs
 from daemon.config import Settings
 from daemon.fsutil import file_sha256
-from daemon.intake.jsonload import SidecarError, load_json
+from daemon.intake.jsonload import SidecarError, load_json, read_inbox
+from daemon.intake.pairing import Arrival
 from daemon.jobs import answers, handover
 from daemon.jobs.record import Job
 from daemon.jobs.spool import SIDECAR_FILE, Spool, still_published, unchanged
@@ -95,6 +96,24 @@ def answered_alone(store: Store, settings: Settings, photo: Path) -> ResentAlone
         return None
     signature = [after.st_size, after.st_mtime_ns, after.st_ino]
     return ResentAlone(answer, unchanged(answer, settings), signature)
+
+
+def resent_pair(store: Store, settings: Settings, arrival: Arrival) -> ResentAlone | None:
+    """`answered_alone` for a photo come back with its sidecar, as written then (parsed: a sync
+    tool's rewrite changes no value), where the pair is refused as it resolves now: its answer
+    stands, as for any re-send (an operator's trial: sidecar `{}` answered in the default
+    style, rewritten after a reload removed default_style, got a second answer, a report)."""
+    if arrival.sidecar is None or (found := answered_alone(store, settings, arrival.image)) is None:
+        return None
+    row = store.get(found.answer.job_id)
+    if row is None or row.job is None or row.job.sidecar_name is None:
+        return None  # its sidecar is not known any more
+    relative = arrival.sidecar.relative_to(settings.inbox)
+    try:
+        sent = load_json(read_inbox(settings.inbox, relative, settings.max_sidecar_bytes, "", None))
+    except (OSError, SidecarError, safefs.Changed):
+        return None
+    return found if sent == row.job.sidecar else None
 
 
 def _answer_to_photo(
