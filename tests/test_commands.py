@@ -537,6 +537,22 @@ def test_doctor_names_a_daemon_watching_the_inbox_with_another_state(
     assert "ok   daemon: not running" in result.stdout, result.stdout
 
 
+def test_doctor_fails_an_outbox_gone_while_the_daemon_runs(
+    folders: Folders, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """An operator's trial: the outbox moved away, the daemon waited for it (it does not make
+    it again: a share not mounted), and doctor said "ok ... the daemon creates it"."""
+    daemon = daemon_factory()
+    folders.outbox.rename(folders.root / "outbox.old")
+    result = stylefold("doctor", "--config", str(folders.config()))
+    assert result.returncode == 1, result.stdout
+    told = f"FAIL folders: the outbox {folders.outbox} is missing, and the running daemon waits"
+    assert told in result.stdout and "mount it, or make the folder" in result.stdout
+    daemon.stop()
+    result = stylefold("doctor", "--config", str(folders.config()))
+    assert "does not exist yet (the daemon creates it)" in result.stdout, result.stdout
+
+
 def test_styles_of_a_library_with_only_skipped_images_says_what_to_fix(tmp_path: Path) -> None:
     """shipwreck.jpg beside shipwreck.png: "0 style(s)", the reason, then "add images such
     as starry_night.jpg" to a folder full of them (a new user's trial). The reason stands."""

@@ -298,12 +298,22 @@ def _folders_check(settings: Settings) -> tuple[bool, str]:
         check_folders(settings, create=False)
     except ConfigError as exc:
         return False, f"folders: {exc}"
+    from daemon.lock import holder
+
     problems = []
+    running = holder(settings.state) is not None
     for name, path in (
         ("outbox", settings.outbox),
         ("state", settings.state),
         ("archive", settings.archive_path),
     ):
+        if not path.exists() and running:
+            # made at its start only: a folder gone since may be a share not mounted (an
+            # operator's trial: "ok, the daemon creates it" while its jobs waited for it)
+            return False, (
+                f"folders: the {name} {path} is missing, and the running daemon waits for it "
+                "(a share or stick not mounted?); mount it, or make the folder, and it carries on"
+            )
         if not path.exists():
             problems.append(f"{name} {path} does not exist yet (the daemon creates it)")
     if not os.access(settings.inbox, os.W_OK | os.X_OK):
