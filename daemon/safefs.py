@@ -61,20 +61,25 @@ def open_folder(
     link below `root`; with `make`, a missing folder on the way is made (a link in its place
     still raises UnsafePath). The caller closes it (or uses `folder`)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = Path(root)
     try:
         for part in PurePath(relative).parts:
             if part in ("..", "/"):
                 raise UnsafePath(errno.EINVAL, f"{relative}: not a path inside the folder")
-            if make:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
+            here /= part
             try:
+                if make:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
                 inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
                     raise UnsafePath(
                         exc.errno, f"{PurePath(relative).as_posix()}: {part} is not a folder now"
                     ) from None
+                # named whole, not by the one part (an operator's trial on a read-only outbox
+                # was told of "outbox/ro/ro": the part put under the folder it was made in)
+                exc.filename = str(here)
                 raise
             os.close(fd)
             fd = inner

@@ -4,15 +4,19 @@ no replacing rename, moves that never leave zero copies, and no link followed be
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import mount_tmpfs
 
 from daemon import safefs
+from daemon.fsutil import one_folder
 
 
 def test_a_rename_never_replaces_anything(tmp_path: Path) -> None:
@@ -181,3 +185,22 @@ def test_a_claimed_file_must_still_be_what_settled(tmp_path: Path) -> None:
     moved.write_bytes(b"A photo")  # the same size, written later
     with pytest.raises(safefs.Changed, match="changed after it was claimed"):
         safefs.digest_unchanged(moved, settled)
+
+
+def test_a_folder_that_cannot_be_made_is_named_whole(tmp_path: Path) -> None:
+    """An operator's trial on a read-only outbox was told of "outbox/ro/ro": the part that
+    could not be made, put under the folder it was to be made in."""
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    mount_tmpfs(read_only, "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+        with pytest.raises(OSError) as caught, safefs.folder(tmp_path, "ro/x/y", make=True):
+            pass
+        assert caught.value.errno == errno.EROFS
+        assert caught.value.filename == str(read_only / "x")
+        with pytest.raises(OSError) as caught, one_folder(read_only / "x", tmp_path):
+            pass
+        assert caught.value.filename == str(read_only / "x")
+    finally:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
