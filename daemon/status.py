@@ -57,6 +57,7 @@ RESULTS = 24  # the newest results, listed however many failures (or photos sent
 # made status.json 1.2 MB, written every 2 s while the queue drained (a bulk import's trial).
 LISTED = 200
 INTERRUPTED = f"{answers.STOPPED_WHILE_RUNNING}; it runs again when the daemon starts"
+BLOCKED_UNTIL_START = "tried again when the daemon starts"
 _OUTCOMES: dict[State, Literal["done", "failed", "rejected", "skipped"]] = {
     State.DONE: "done",
     State.FAILED: "failed",
@@ -104,12 +105,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
     recent ends, jobs moved aside. The running daemon adds the inbox."""
     jobs = live if live is not None else _recorded(store)
     if not daemon.running:  # recorded RUNNING by a daemon that was killed: nothing runs it now
-        jobs = [
-            job.model_copy(update={"state": State.QUEUED, "reason": INTERRUPTED})
-            if job.state == State.RUNNING
-            else job
-            for job in jobs
-        ]
+        jobs = [_stopped(job) for job in jobs]
     recent: list[Finished] = []
     latest = store.ends(RECENT)
     listed_ends = {end.id for end in latest}
@@ -224,6 +220,17 @@ def waited(job: JobItem, now: float) -> str:
     if job.starts:
         text += f"; started {job.starts} time(s) before"
     return text + (f"; last try: {job.reason}" if job.reason else "")
+
+
+def _stopped(job: JobItem) -> JobItem:
+    """A job as it stands with no daemon running: not running, nor tried again in a few
+    seconds (an operator's trial: "next try in 17 s" after the daemon had stopped)."""
+    if job.state == State.RUNNING:
+        return job.model_copy(update={"state": State.QUEUED, "reason": INTERRUPTED})
+    if job.state == State.BLOCKED and job.retry_at is not None:
+        reason = f"{job.reason or 'blocked'}; {BLOCKED_UNTIL_START}"
+        return job.model_copy(update={"retry_at": None, "reason": reason})
+    return job
 
 
 def blocked_why(job: JobItem, now: float) -> str:

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from conftest import Folders, image_bytes, mount_tmpfs, start_daemon, wait_for
+from conftest import CLI, Folders, image_bytes, mount_tmpfs, start_daemon, wait_for
 from test_sdnotify import _free_port
 
 from daemon.status import read_status
@@ -61,7 +61,16 @@ def test_blocked_answers_show_in_metrics_and_status(folders: Folders) -> None:
         wait_for(lambda: _samples(port)["stylefold_blocked_jobs"] == 1, 10, "the gauge")
         blocked = _samples(port)
         report = read_status(folders.state)
+        assert daemon.stop() == 0
+        # Stopped, it tries nothing in a few seconds (an operator's trial: "next try in 17 s").
+        stopped = subprocess.run(
+            [*CLI, "status", "--config", str(folders.config(metrics_port=port))],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "tried again when the daemon starts" in stopped.stdout, stopped.stdout
+        assert "next try in" not in stopped.stdout
         unlock()
+        daemon = start_daemon(folders, config=folders.config(metrics_port=port))
         wait_for((folders.outbox / "photo.manifest.json").exists, 60, "the result")
         wait_for(lambda: _samples(port)["stylefold_blocked_jobs"] == 0, 10, "the gauge")
         assert daemon.stop() == 0
