@@ -136,9 +136,9 @@ class AnsweredInPlace:
         point, and thousands of answered photos were taken again once the share came back; a
         marker file or Syncthing's .stfolder may be there before the photos). Those records
         stay until a start finds one of them. A record of a file really gone is harmless: a
-        new file there differs and is taken. `gone_by` is told each file gone before its record
-        goes. Only an empty inbox is worth a warning: a user
-        who had deleted a rejected photo was warned at every start of a share not mounted."""
+        new file there differs and is taken. Only an empty inbox is worth a warning: a user
+        who had deleted a rejected photo was warned at every start of a share not mounted.
+        `gone_by` is told of each file gone (relative to the inbox) before its record goes."""
         remembered = self.store.seen_paths()
         gone = [path for path in remembered if self._signature(self.inbox / path) is None]
         if gone and len(gone) == len(remembered):

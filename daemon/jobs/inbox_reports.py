@@ -125,14 +125,17 @@ class InboxReports:
         report: the report, about a file no longer there, goes too (a new user's trial: q2.jpg
         renamed q2b.jpg and answered, q2.error.json stayed for good, saying the photo was left
         in the inbox). A file being claimed, or back since, keeps it."""
-        try:
-            self.withdraw(self.spool.in_place.relative(path))
-        except Exception:  # housekeeping: the intake goes on
-            log.exception("report.withdraw_crashed", path=str(path))
+        self.withdraw(self.spool.in_place.relative(path))
 
     def withdraw(self, relative: str) -> None:
         """`vanished` for a file (relative to the inbox) known to be gone: also one deleted
         while the daemon was stopped (`AnsweredInPlace.forget_vanished`)."""
+        try:
+            self._withdraw(relative)
+        except Exception:  # housekeeping: the intake, or the start, goes on
+            log.exception("report.withdraw_crashed", input=relative)
+
+    def _withdraw(self, relative: str) -> None:
         path = self.spool.settings.inbox / relative
         answer = self.store.seen_by(relative)
         if answer is None or answer[1] not in ENDS_WITH_REPORT or os.path.lexists(path):
