@@ -366,6 +366,9 @@ class Engine:
         n_content = len(content_taps)
 
         content_rgb = [tensors.resized(content, size) for content in contents]
+        if params.preserve_colors != "none" and styles:
+            floor = color.MIN_CONTRAST * _style_spread(styles, blend)
+            content_rgb = [color.lifted(rgb, floor) for rgb in content_rgb]
         luminance_only = params.preserve_colors == "luminance"
         content_in = net.space.encode(
             torch.cat([color.luminance(c) if luminance_only else c for c in content_rgb])
@@ -419,6 +422,12 @@ class Engine:
         if params.preserve_colors == "histogram":
             return color.match_histogram(rgb, content_rgb).clamp(0, 1)
         return rgb
+
+
+def _style_spread(styles: Sequence[StyleImage], blend: list[float]) -> float:
+    """The styles' luminance deviation, weighted as they are blended (from small copies)."""
+    spreads = [color.luminance_spread(start.palette_copy(style.image)) for style in styles]
+    return sum(w * spread for w, spread in zip(blend, spreads, strict=True)) / sum(blend)
 
 
 def _style_size(style: StyleImage, size: tuple[int, int], params: RenderParams) -> tuple[int, int]:

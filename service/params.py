@@ -243,8 +243,8 @@ class RenderParams(BaseModel):
         default="none",
         description="Keep the content's colours: 'luminance' transfers luminance only, "
         "'histogram' matches the style's colours to the content first; true means "
-        "'luminance', false 'none'. The style keeps at least half its own contrast on a photo "
-        "with little (fog, a wall of one colour).",
+        "'luminance', false 'none'. A photo with little contrast (night, fog, a wall of one "
+        "colour) is painted with at least half the style's, so its subject stays.",
         json_schema_extra=_or_boolean,
     )
     seed: WholeNumber = Field(

@@ -59,4 +59,9 @@ def upscaled(
 
 def _palette(image: Image.Image) -> color.Palette:
     """A style image's colours, from a copy small enough to be quick at any size."""
-    return color.Palette.of(tensors.resized(image, schedule.dimensions(*image.size, PALETTE_SIDE)))
+    return color.Palette.of(palette_copy(image))
+
+
+def palette_copy(image: Image.Image) -> torch.Tensor:
+    """A copy of a style image small enough to take its colour statistics quickly."""
+    return tensors.resized(image, schedule.dimensions(*image.size, PALETTE_SIDE))

@@ -100,3 +100,27 @@ def test_a_flat_content_keeps_part_of_the_styles_contrast() -> None:
     deviation = matched - matched.mean(1, keepdim=True)
     assert torch.allclose(deviation[0], deviation[1], atol=0.02)  # up to the ridge
     assert torch.allclose(deviation[1], deviation[2], atol=0.02)
+
+
+def test_a_dark_or_flat_photo_is_lifted_to_the_floor_and_an_ordinary_one_is_not() -> None:
+    """A kept-colour photo is seen with at least `floor` of luminance spread (at most MAX_LIFT
+    times its own), moved in from black so that it fits; one with enough is left as it is."""
+    ordinary = _image(3, (1, 3, 16, 16))
+    assert color.lifted(ordinary, 0.1) is ordinary
+    dark = ordinary * 0.08
+    lifted = color.lifted(dark, 0.1)
+    y = color.luminance(lifted)[:, 0]
+    assert torch.allclose(y.std(), torch.tensor(0.1), rtol=1e-3)
+    assert float(y.mean()) >= 0.1 - 1e-6  # not centred on black, half of it cut off
+    assert torch.allclose(  # the same picture, only more contrast: its deviations scaled
+        lifted - lifted.mean(dim=(-2, -1), keepdim=True),
+        (dark - dark.mean(dim=(-2, -1), keepdim=True))
+        * float(y.std() / color.luminance(dark)[:, 0].std()),
+        atol=1e-5,
+    )
+    flat = dark * 0.01
+    assert torch.allclose(
+        color.luminance(color.lifted(flat, 0.1))[:, 0].std(),
+        color.MAX_LIFT * color.luminance(flat)[:, 0].std(),
+        rtol=1e-3,
+    )

@@ -229,6 +229,23 @@ def test_a_photo_of_one_colour_keeps_it_and_takes_the_styles_texture(
     assert np.abs(pixels.mean(0) - (120, 80, 40)).max() < 12.0, pixels.mean(0)  # its colour
 
 
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_a_dark_photo_with_its_colours_kept_keeps_its_subject(
+    engine: Engine, style: Image.Image, mode: str
+) -> None:
+    """A photographer's trial: a photo at 8 % of its brightness under Starry Night, colours
+    kept, came back all swirls, no town: the style, matched to the photo's little contrast,
+    drowned it. The picture's luminance follows the photo's again (correlation 0.66 and 0.70
+    before, 0.77 now, 0.85-0.87 for the photo at full brightness)."""
+    photo = sample("astronaut", 64)
+    dark = Image.fromarray((np.asarray(photo, dtype=float) * 0.08).astype(np.uint8))
+    params = _params(size=64, iterations=30, preserve_colors=mode)
+    out = engine.render(dark, [StyleImage(style)], params).image
+    y_out = color.luminance(to_tensor(out))[0, 0].flatten().numpy()
+    y_photo = color.luminance(to_tensor(photo.resize(out.size)))[0, 0].flatten().numpy()
+    assert np.corrcoef(y_out, y_photo)[0, 1] > 0.73
+
+
 def test_blend_weights_are_normalised_and_used(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:
