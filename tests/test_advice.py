@@ -486,6 +486,27 @@ def test_a_photo_whose_refused_sidecar_is_deleted_is_decided_again_alone(
     assert daemon.stop() == 0
 
 
+def test_a_refused_pair_s_report_goes_with_its_sidecar(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A sync trial: the report "rb.json: zz: unknown key" stayed pair_timeout after rb.json
+    was deleted (10 minutes by default). It goes with the sidecar; the photo, alone, is told
+    so after pair_timeout. A photo still paired (its other sidecar there) keeps its report."""
+    daemon = daemon_factory(config=folders.config(pair_timeout=6.0))
+    _photo(folders, "rb", {"style": "mosaic", "zz": 1}, seed=3)
+    _photo(folders, "kk", None, seed=4)
+    write_json(folders.inbox / "kk.jpg.json", {"style": "nope"})  # kk.jpg's, before kk.json
+    write_json(folders.inbox / "kk.json", {"style": "mosaic"})
+    assert "zz: unknown key" in _report(folders, "rb")
+    assert "style 'nope'" in _report(folders, "kk")  # kk.json's is kk.error-2.json
+    (folders.inbox / "rb.json").unlink()
+    (folders.inbox / "kk.json").unlink()
+    wait_for(lambda: not (folders.outbox / "rb.error.json").exists(), 4, "rb's report withdrawn")
+    wait_for(lambda: "has no sidecar" in _report(folders, "rb"), 30, "rb told it has none")
+    assert "style 'nope'" in _report(folders, "kk")
+    assert daemon.stop() == 0
+
+
 def test_a_report_goes_when_its_file_leaves_the_inbox(
     folders: Folders, daemon_factory: Any
 ) -> None:

@@ -126,7 +126,8 @@ class Intake:
         # sidecar brought along (the state database knows).
         self.answered_in_place: Callable[[Path], bool] = lambda path: False
         self.reported_with_sidecar: Callable[[Path], bool] = lambda path: False
-        # Told of a tracked file that is gone from the inbox (deleted, renamed away).
+        # Told of a tracked file that is gone from the inbox (deleted, renamed away), or of a
+        # photo whose refused pair lost its sidecar so: its answer is gone with the sidecar.
         self.vanished: Callable[[Path], None] = lambda path: None
         self.brought_along: Callable[[Path], bool] = lambda path: False
 
@@ -236,10 +237,18 @@ class Intake:
         try:
             result = lstat_under(self.inbox, relative)
         except (FileNotFoundError, UnsafePath) as exc:
-            tracked = path in self._files
+            known = self._files.get(path)
+            partners = self._pairs.related(known) if known and known.kind == "sidecar" else ()
             self.forget(path, now)  # gone, or only reachable through a link: not in the inbox
-            if tracked and exc.errno == errno.ENOENT:  # not swapped for a link: gone
+            if known is not None and exc.errno == errno.ENOENT:  # not swapped for a link: gone
                 self.vanished(path)
+                for photo in sorted(partners):  # a refused pair's report is about it too
+                    entry = self._files.get(photo)
+                    alone = entry is not None and self._pairs.sidecar_for(entry)[0] is None
+                    if entry is not None and alone and self.reported_with_sidecar(photo):
+                        self.vanished(photo)
+                        entry.done = None  # its answer is gone: decided again, alone
+                        self._wake([photo])
             return
         except OSError:
             return  # unreadable for now (e.g. a folder without search permission): try later

@@ -124,7 +124,10 @@ class InboxReports:
         """An inbox file gone (deleted, renamed away) that was answered where it lay with a
         report: the report, about a file no longer there, goes too (a new user's trial: q2.jpg
         renamed q2b.jpg and answered, q2.error.json stayed for good, saying the photo was left
-        in the inbox). A file being claimed, or back since, keeps it."""
+        in the inbox). A file being claimed, or back since, keeps it. So does a photo whose
+        refused pair lost its sidecar: the report on the pair goes, and the photo is decided
+        again alone (a sync trial: "rb.json: zz: unknown key" stayed pair_timeout after rb.json
+        went)."""
         self.withdraw(self.spool.in_place.relative(path))
 
     def withdraw(self, relative: str) -> None:
@@ -138,7 +141,9 @@ class InboxReports:
     def _withdraw(self, relative: str) -> None:
         path = self.spool.settings.inbox / relative
         answer = self.store.seen_by(relative)
-        if answer is None or answer[1] not in ENDS_WITH_REPORT or os.path.lexists(path):
+        if answer is None or answer[1] not in ENDS_WITH_REPORT:
+            return
+        if os.path.lexists(path) and not self.spool.in_place.reported_with_sidecar(path):
             return
         if any(row.input == relative for row in self.store.active()):
             return
