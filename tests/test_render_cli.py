@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -154,6 +155,26 @@ def test_a_flag_s_value_it_does_not_take_is_told_as_a_sidecar_s_is(
     assert done.returncode == 2
     assert f"stylefold render: error: argument {flag}: " in done.stderr
     assert said in done.stderr
+
+
+def test_the_summary_s_style_weight_gives_the_same_picture(
+    tmp_path: Path, photos: tuple[Path, Path]
+) -> None:
+    """A photographer's trial: strength 0.9 printed "style weight 398.107", and --style-weight
+    398.107 gave another picture. The weight is printed whole; a coarse-to-fine render tells
+    each scale's iterations (its "45 iterations (at the iteration cap)" for a cap of 50 read as
+    wrong)."""
+    content, style = photos
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    done = _run(content, style, "-o", first, *FAST, "--strength", "0.9", cwd=tmp_path)
+    weight = re.search(r"style weight ([0-9.e+]+),", done.stderr)
+    assert weight is not None and weight[1] != "398.107", done.stderr
+    again = _run(content, style, "-o", second, *FAST, "--style-weight", weight[1], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+    big = ["--size", "160", "--iterations", "4", "--multiscale", "on", "--device", "cpu"]
+    done = _run(content, style, "-o", first, *big, cwd=tmp_path)
+    assert ", 4 iterations, 2 + 2 over 2 scales (at the iteration cap)" in done.stderr
 
 
 def test_every_command_s_number_flags_speak_alike(tmp_path: Path) -> None:

@@ -405,15 +405,29 @@ def _render(args: argparse.Namespace) -> int:
     atomic_write(args.output, data)
     if not args.quiet:
         w, h = result.image.size
+        # Each scale's share, where there were several (a photographer's trial: "45 iterations
+        # (at the iteration cap)" for a cap of 50 read as wrong), and the style weight whole,
+        # so that --style-weight gives the same picture (398.107 gave another).
+        steps = result.stage_iterations
+        shares = (
+            f", {' + '.join(map(str, steps))} over {len(steps)} scales" if len(steps) > 1 else ""
+        )
+        weight = _exact(params.effective_style_weight)
         print(
-            f"{args.output}: {w}x{h}, {result.iterations} iterations "
-            f"({STOPPED[result.stop_reason]}), style weight {params.effective_style_weight:g}, "
+            f"{args.output}: {w}x{h}, {result.iterations} iterations{shares} "
+            f"({STOPPED[result.stop_reason]}), style weight {weight}, "
             f"{result.seconds:.1f} s on {result.device}",
             file=sys.stderr,
         )
     for note in result.notes + notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _exact(value: float) -> str:
+    """`value` as short as it reads back exactly (1000, not 1000.0; 398.1071705534972)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _blend(args: argparse.Namespace) -> list[float]:
