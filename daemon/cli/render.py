@@ -425,7 +425,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _exact(value: float) -> str:
-    """`value` as short as it reads back exactly (1000, not 1000.0; 398.1071705534972)."""
+    """`value` as short as it reads back exactly: 1000, not 1000.0; 398.1071705534973."""
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
 
