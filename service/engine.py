@@ -366,7 +366,7 @@ class Engine:
         n_content = len(content_taps)
 
         content_rgb = [tensors.resized(content, size) for content in contents]
-        if params.preserve_colors != "none" and styles:
+        if params.preserve_colors != "none" and use_style:  # no style: the photo as it is
             floor = color.MIN_CONTRAST * _style_spread(styles, blend)
             content_rgb = [color.lifted(rgb, floor) for rgb in content_rgb]
         luminance_only = params.preserve_colors == "luminance"

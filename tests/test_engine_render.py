@@ -246,6 +246,19 @@ def test_a_dark_photo_with_its_colours_kept_keeps_its_subject(
     assert np.corrcoef(y_out, y_photo)[0, 1] > 0.73
 
 
+def test_a_dark_photo_with_no_style_weight_comes_back_as_it_is(
+    engine: Engine, style: Image.Image
+) -> None:
+    """Its contrast is lifted for a style to paint over; with none to paint (style_weight 0:
+    "the result is the photo as it is"), it is not."""
+    photo = sample("astronaut", 64)
+    dark = Image.fromarray((np.asarray(photo, dtype=float) * 0.08).astype(np.uint8))
+    params = _params(size=64, iterations=5, preserve_colors="luminance", style_weight=0.0)
+    out = engine.render(dark, [StyleImage(style)], params).image
+    want = np.asarray(dark.resize(out.size), dtype=float)
+    assert np.abs(np.asarray(out, dtype=float) - want).mean() < 2.0
+
+
 def test_blend_weights_are_normalised_and_used(
     engine: Engine, content: Image.Image, style: Image.Image
 ) -> None:
