@@ -8,6 +8,7 @@ for its reader ("lower defaults.size ..." for the administrator, "ask for ..." f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.params import NAMED_INITS, RenderParams
@@ -48,15 +49,26 @@ def breach_text(over: OverLimit) -> str:
     )
 
 
+def above_ceilings(
+    values: Mapping[str, object], caps: Mapping[str, tuple[str, int]]
+) -> list[OverLimit]:
+    """The params of `values` (numbers; anything else is another check's) above their
+    `ceilings`."""
+    return [
+        OverLimit(key, asked, limit, setting, limit)
+        for key, (setting, limit) in caps.items()
+        if isinstance(asked := values.get(key), int | float)
+        and not isinstance(asked, bool)
+        and asked > limit
+    ]
+
+
 def over_limits(params: RenderParams, max_size: int, max_iterations: int) -> list[OverLimit]:
     """The breaches, in the order a reader fixes them. The style image is sized from the output
     (size x style_scale per side) and costs as much per iteration as an output, so it counts as
     one; a size already too large is reported for itself only."""
-    over = [
-        OverLimit(key, getattr(params, key), limit, setting, limit)
-        for key, (setting, limit) in ceilings(max_size, max_iterations).items()
-        if getattr(params, key) > limit
-    ]
+    caps = ceilings(max_size, max_iterations)
+    over = above_ceilings({key: getattr(params, key) for key in caps}, caps)
     style_side = params.size * params.style_scale
     if style_side > max_size >= params.size:
         over.append(

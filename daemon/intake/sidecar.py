@@ -17,7 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.config.render_limits import OverLimit, breach_text, network_missing, over_limits
+from daemon.config.render_limits import (
+    above_ceilings,
+    breach_text,
+    network_missing,
+    over_limits,
+)
 from daemon.intake.jsonload import SidecarError, json_kind, load_json
 from daemon.intake.sidecar_errors import describe_errors
 from daemon.intake.sidecar_model import PARAMS_ADAPTER, STYLE_ADAPTER, Sidecar, StyleSpec, given
@@ -80,14 +85,8 @@ def _over_ceilings_too(
     if not isinstance(params, Mapping):
         return []
     told = {tuple(error["loc"][:2]) for error in exc.errors()}
-    return [
-        breach_text(OverLimit(key, asked, limit, setting, limit))
-        for key, (setting, limit) in ceilings.items()
-        if isinstance(asked := params.get(key), int | float)
-        and not isinstance(asked, bool)
-        and asked > limit
-        and ("params", key) not in told
-    ]
+    untold = {key: asked for key, asked in params.items() if ("params", key) not in told}
+    return [breach_text(over) for over in above_ceilings(untold, ceilings)]
 
 
 def parse_param_overrides(data: bytes | str, what: str) -> dict[str, Any]:
