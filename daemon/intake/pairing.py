@@ -645,9 +645,10 @@ class Intake:
         image.waits_for, image.lent = None, False
         sidecar, sharing = self._pairs.sidecar_for(image)
         # A kept photo whose sidecar or style went since; not one refused with its sidecar,
-        # which is alone now.
-        gone = sidecar is None and self.reported_with_sidecar(image.path)
-        if self._pairs.emitted_as_is(image, sidecar) and not gone:
+        # which is alone now (asked of the database only for a photo emitted as it is).
+        if self._pairs.emitted_as_is(image, sidecar) and not (
+            sidecar is None and self.reported_with_sidecar(image.path)
+        ):
             self._decided(image.path)
             return
         timed_out = now - image.waiting_since >= self.pair_timeout

@@ -96,10 +96,10 @@ class AnsweredInPlace:
         relative = self.relative(path)
         recorded = self.store.seen(relative)
         return (
-            self.answered_as_is(path)
-            and recorded is not None
+            recorded is not None
             and len(recorded) == 2
             and recorded[1] is not None
+            and self._unchanged(recorded[0], path)
             and (answer := self.store.seen_by(relative)) is not None
             and answer[1] in ENDS_WITH_REPORT
         )

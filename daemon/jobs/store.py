@@ -583,30 +583,27 @@ class Store:
 
     def seen_reason(self, path: str) -> str | None:
         """The reason recorded with the answer that the inbox file `path` is remembered by."""
-        row = self._db.execute(
-            "SELECT jobs.reason FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
-            (os.fsencode(path),),
-        ).fetchone()
+        row = self._seen_job(path, "jobs.reason")
         return None if row is None else row[0]
 
     def seen_by(self, path: str) -> tuple[str, State] | None:
         """The job (id, state) whose answer the inbox file `path` is remembered by, while that
         job is kept."""
-        row = self._db.execute(
-            "SELECT jobs.id, jobs.state FROM seen JOIN jobs ON jobs.id = seen.job_id "
-            "WHERE seen.path = ?",
-            (os.fsencode(path),),
-        ).fetchone()
+        row = self._seen_job(path, "jobs.id, jobs.state")
         return None if row is None else (row[0], State(row[1]))
 
     def seen_for_another(self, path: str) -> bool:
         """Whether the inbox file `path` was answered in place by a job of another input (a
         style image it brought along); False without a record, or once that job was pruned."""
-        row = self._db.execute(
-            "SELECT jobs.input FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
+        row = self._seen_job(path, "jobs.input")
+        return row is not None and row[0] != _text(path)
+
+    def _seen_job(self, path: str, columns: str) -> Any:
+        """`columns` of the kept job whose answer the inbox file `path` is remembered by."""
+        return self._db.execute(
+            f"SELECT {columns} FROM seen JOIN jobs ON jobs.id = seen.job_id WHERE seen.path = ?",
             (os.fsencode(path),),
         ).fetchone()
-        return row is not None and row[0] != _text(path)
 
     def seen_paths(self) -> list[str]:
         return [os.fsdecode(row[0]) for row in self._db.execute("SELECT path FROM seen")]
