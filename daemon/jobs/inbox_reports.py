@@ -145,7 +145,7 @@ class InboxReports:
             return
         if os.path.lexists(path) and not self.spool.in_place.reported_with_sidecar(path):
             return
-        if any(row.input == relative for row in self.store.active()):
+        if self.store.under_way(relative):
             return
         job_id = answer[0]
         shown = [t.note for t in self.store.transitions(job_id) if t.new in _REPORTED]

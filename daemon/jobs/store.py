@@ -426,6 +426,11 @@ class Store:
         said 0 where the database said 1). Two columns, not the records."""
         return dict(self._unfinished("id, starts", "AND starts > 0"))
 
+    def under_way(self, input: str) -> bool:
+        """Whether a job of the inbox file `input` is unfinished: one column of the unfinished
+        jobs, not their records."""
+        return _text(input) in {row[0] for row in self._unfinished("input", "")}
+
     def _unfinished(self, columns: str, more: str) -> list[Any]:
         """Unfinished jobs' `columns`, through the state index (named, so statistics from an
         ANALYZE cannot turn it into a scan of the table), which finds the few unfinished rows
