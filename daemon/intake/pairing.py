@@ -244,8 +244,11 @@ class Intake:
                 self.vanished(path)
                 for photo in sorted(partners):  # a refused pair's report is about it too
                     entry = self._files.get(photo)
-                    alone = entry is not None and self._pairs.sidecar_for(entry)[0] is None
-                    if entry is not None and alone and self.reported_with_sidecar(photo):
+                    if (
+                        entry is not None
+                        and self._pairs.sidecar_for(entry)[0] is None  # alone now
+                        and self.reported_with_sidecar(photo)
+                    ):
                         self.vanished(photo)
                         entry.done = None  # its answer is gone: decided again, alone
                         self._wake([photo])
