@@ -133,6 +133,7 @@ def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = No
                     report=None if result else end.answer,
                     reason=end.reason,
                     answered_again_by=None if result else _answered_again(later, end),
+                    withdrawn=end.withdrawn,
                 )
             )
             _created(later, end.input, end.id)

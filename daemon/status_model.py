@@ -73,15 +73,18 @@ class Finished(_Model):
     report: str | None = None  # the error report, relative to the outbox
     reason: str | None = None
     answered_again_by: str | None = None  # a failure: the later job of the same input, if any
+    withdrawn: bool = False  # a failure whose report went when its input left the inbox
 
 
 def open_failures(recent: list[Finished]) -> list[Finished]:
-    """Failures and rejections not answered again since (by a fixed sidecar, a resend): the
-    ones a person still has to act on."""
+    """Failures and rejections not answered again since (by a fixed sidecar, a resend) nor
+    withdrawn with their input: the ones a person still has to act on."""
     return [
         end
         for end in recent
-        if end.outcome in ("failed", "rejected") and end.answered_again_by is None
+        if end.outcome in ("failed", "rejected")
+        and end.answered_again_by is None
+        and not end.withdrawn
     ]
 
 

@@ -18,6 +18,7 @@ from conftest import (
     image_bytes,
     make_image,
     start_daemon,
+    status_json,
     wait_for,
     write_json,
 )
@@ -25,6 +26,7 @@ from conftest import (
 from daemon.config import load_settings
 from daemon.intake.ignore import IgnoreRules
 from daemon.intake.pairing import Arrival, Intake, Problem
+from daemon.status_model import open_failures
 
 
 def _photo(
@@ -533,6 +535,10 @@ def test_a_report_goes_when_its_file_leaves_the_inbox(
         line["input"] for line in daemon.log_lines() if line["event"] == "report.withdrawn"
     }
     assert withdrawn == {"q.jpg", "lone.json"}
+    # Nothing left for a person to do about them (two helpers' finding: status still listed
+    # them among the failures to fix), while k.jpg still waits for its fix.
+    failures = open_failures(status_json(folders).recent)
+    assert sorted(end.input for end in failures) == ["k.jpg"]
     assert daemon.stop() == 0
     # Deleted while the daemon was stopped (a re-test: withdrawn by no start, scan or reload),
     # beside a file still there (were none, the inbox might be a share not mounted yet).

@@ -187,6 +187,23 @@ def test_renders_again_of_an_older_database_are_counted_once_into_their_column(
     assert (row := store.get("j1")) is not None and row.rendered_again == 3
 
 
+def test_a_withdrawn_report_s_end_reads_from_an_older_database_then_is_marked(
+    tmp_path: Path,
+) -> None:
+    """`status` lists ends of a database not yet upgraded (the old daemon may still run) as
+    not withdrawn; the new daemon marks one whose report went with its input."""
+    old = sqlite3.connect(tmp_path / "stylefold.db")
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO jobs (id, state, since, input) VALUES ('j1','rejected',1,'a.jpg')")
+    old.commit()
+    old.close()
+    assert [(e.id, e.withdrawn) for e in Store(tmp_path, readonly=True).ends(5)] == [("j1", False)]
+    store = Store(tmp_path)
+    store.withdrawn("j1")
+    assert [(e.id, e.withdrawn) for e in store.ends(5)] == [("j1", True)]
+    assert (row := store.get("j1")) is not None and row.withdrawn == 1
+
+
 def test_a_photo_sent_again_ends_skipped_through_publishing_and_releasing(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.create("j2", State.CLAIMING, "photo.jpg")

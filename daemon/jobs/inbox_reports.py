@@ -152,6 +152,7 @@ class InboxReports:
         outbox = self.spool.settings.outbox
         if shown and withdraw_report(outbox, shown[-1], job_id, relative):
             log.info("report.withdrawn", input=relative, report=shown[-1], job_id=job_id)
+        self.store.withdrawn(job_id)
         self.store.forget_seen([relative])
 
     def _taken(

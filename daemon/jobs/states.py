@@ -23,6 +23,10 @@ A photo sent again (the same inbox path, content and parameters as one already a
 `skipped`: nothing new is written to the outbox, and its originals are released like any
 answered job's.
 
+A failure or rejection whose input leaves the inbox (deleted, renamed away) has its report
+withdrawn (`daemon.jobs.inbox_reports`): the job keeps its end, marked `withdrawn`, and status
+no longer lists it among the failures a person has to act on.
+
 An original that changed while its job ran (a copy tool still writing in place through a file
 it had open when the photo was claimed) makes the render worthless: the job is `returning`, its
 originals go back to the inbox to settle again, and it ends `rolled_back` with no answer.

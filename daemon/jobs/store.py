@@ -40,6 +40,7 @@ from daemon.jobs.states import (
 from daemon.jobs.store_schema import (
     STATE_FORMAT,
     NewerFormat,
+    added_column,
     check_format,
     create_or_upgrade,
     job_columns,
@@ -141,17 +142,22 @@ class JobRow:
     lost: int  # times its worker went with its Ray cluster (see daemon.pool.retry.MAX_REQUEUES)
     stopped: int  # starts that ended by an orderly stop (requeued), not a crash
     rendered_again: int  # times its rendered result vanished before it was written out
+    withdrawn: int  # 1 once its report went with its input (a failure no one need act on)
     record_error: str | None = None  # why `job` is None although a record is stored
+
+
+# An end as status lists it (`End`): the note of the move that answered it names its answer;
+# `withdrawn` as `added_column` reads it.
+def _ends_select(withdrawn: str) -> str:
+    return (
+        f"SELECT id, state, since, input, reason, {withdrawn}, (SELECT note FROM transitions "
+        f"WHERE job_id = jobs.id AND to_state IN ({','.join('?' * len(ANSWERED_INTO))}) "
+        "ORDER BY seq DESC LIMIT 1) "
+    )
 
 
 # The latest ends, `limit` of them (parameters: TERMINAL's states, then the limit), for
 # `Store.finished` and `Store.ends`.
-# An end as status lists it (`End`): the note of the move that answered it names its answer.
-_ENDS = (
-    "SELECT id, state, since, input, reason, (SELECT note FROM transitions "
-    f"WHERE job_id = jobs.id AND to_state IN ({','.join('?' * len(ANSWERED_INTO))}) "
-    "ORDER BY seq DESC LIMIT 1) "
-)
 _LATEST_ENDS = (
     f"FROM jobs WHERE +state IN ({','.join('?' * len(TERMINAL))}) ORDER BY since DESC LIMIT ?"
 )
@@ -166,6 +172,7 @@ class End:
     since: float
     input: str
     reason: str | None
+    withdrawn: bool  # its report went with its input (`Store.withdrawn`)
     answer: str | None  # the note of its last move to RELEASING or REJECTED: the answer's name
 
 
@@ -249,6 +256,7 @@ class Store:
                     self._db.close()
                     raise ReadOnlyStateError(self.path)
             self._columns = job_columns(self._db)
+            self._ends_select = _ends_select(added_column(self._db, "withdrawn"))
         except NewerFormat as exc:
             self._db.close()
             raise NewerStateError(
@@ -471,8 +479,10 @@ class Store:
         return self._ends(where, (State.DONE, limit))
 
     def _ends(self, where: str, params: tuple[object, ...]) -> list[End]:
-        rows = self._db.execute(_ENDS + where, (*ANSWERED_INTO, *params))
-        return [End(row[0], State(row[1]), *row[2:]) for row in rows.fetchall()]
+        rows = self._db.execute(self._ends_select + where, (*ANSWERED_INTO, *params))
+        return [
+            End(row[0], State(row[1]), row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows
+        ]
 
     def ends_answered_in_place(self, limit: int) -> list[End]:
         """The newest failures and rejections whose photo or sidecar is remembered as still
@@ -613,6 +623,11 @@ class Store:
     def seen_paths(self) -> list[str]:
         return [os.fsdecode(row[0]) for row in self._db.execute("SELECT path FROM seen")]
 
+    def withdrawn(self, job_id: str) -> None:
+        """A failure or rejection whose report went with its input: no one need act on it."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET withdrawn = 1 WHERE id = ?", (job_id,))
+
     def forget_seen(self, paths: list[str]) -> None:
         with self._transaction() as db:
             db.executemany("DELETE FROM seen WHERE path = ?", [(os.fsencode(p),) for p in paths])
@@ -654,7 +669,7 @@ def _row(row: tuple[Any, ...]) -> JobRow:
             error = f"its job record does not read as a job: {_one_line(exc)}"
     return JobRow(
         row[0], State(row[1]), row[2], row[3], record, row[5], row[6], row[7], row[8], row[9],
-        row[10], row[11], row[12], record_error=error,
+        row[10], row[11], row[12], row[13], record_error=error,
     )  # fmt: skip
 
 

@@ -67,6 +67,7 @@ ADDED_COLUMNS: dict[str, str] = {
     "lost": "INTEGER NOT NULL DEFAULT 0",
     "stopped": "INTEGER NOT NULL DEFAULT 0",
     "rendered_again": "INTEGER NOT NULL DEFAULT 0",  # its result vanished: see MAX_RESULTS_LOST
+    "withdrawn": "INTEGER NOT NULL DEFAULT 0",  # its report went with its input (InboxReports)
 }
 # Before `rendered_again`, those renders were counted from the journal's notes; an upgrade
 # counts them so once, into the column.
@@ -119,9 +120,13 @@ def job_columns(db: sqlite3.Connection) -> str:
     """What a job row is read with. A read-only reader (`stylefold status` upgraded while the
     previous daemon still runs) may find a database without the added columns: it reads them
     as their defaults rather than failing."""
-    have = _column_names(db)
-    added = [name if name in have else f"0 AS {name}" for name in ADDED_COLUMNS]
+    added = [added_column(db, name) for name in ADDED_COLUMNS]
     return ", ".join([_COLUMNS, *added])
+
+
+def added_column(db: sqlite3.Connection, name: str) -> str:
+    """An added column as a query reads it: its default where the database lacks it."""
+    return name if name in _column_names(db) else f"0 AS {name}"
 
 
 def _column_names(db: sqlite3.Connection) -> set[str]:
