@@ -147,6 +147,19 @@ def remove(path: Path, under: Path) -> None:
             raise
 
 
+def remove_empty_folders(folder: Path, under: Path) -> None:
+    """`folder` and the folders above it, up to `under` (kept), while each is empty: what a
+    removal left behind (an operator's finding: an outbox subfolder stayed, empty, once its
+    reports were withdrawn)."""
+    while folder != under and folder.is_relative_to(under):
+        try:
+            with _open_folder(folder.parent, under, make=False) as parent:
+                os.rmdir(folder.name, dir_fd=parent)
+        except OSError:  # not empty, gone, or not reachable without a link: left as it is
+            return
+        folder = folder.parent
+
+
 def text_bytes(text: str) -> bytes:
     """UTF-8, with file names that are not valid UTF-8 (lone surrogates from the file system)
     kept as backslash escapes instead of failing the write."""

@@ -568,6 +568,16 @@ def test_the_reports_of_a_folder_moved_out_of_the_inbox_go_at_once(
     (folders.inbox / "sub").rename(folders.root / "moved-out")
     reports = [folders.outbox / "sub" / name for name in ("f1.error.json", "f2.error.json")]
     wait_for(lambda: not any(path.exists() for path in reports), 10, "the reports withdrawn")
+    # Nor is the folder left behind, empty (an operator's finding); one with other files stays.
+    wait_for(lambda: not (folders.outbox / "sub").exists(), 5, "the empty folder removed")
+    (folders.inbox / "two" / "deep").mkdir(parents=True)
+    _photo(folders, "two/deep/g", {"style": "nope"}, seed=3)
+    _photo(folders, "two/h", {"style": "nope"}, seed=4)
+    assert "style 'nope'" in _report(folders, "two/deep/g")
+    assert "style 'nope'" in _report(folders, "two/h")
+    (folders.inbox / "two" / "deep").rename(folders.root / "deep-out")
+    wait_for(lambda: not (folders.outbox / "two" / "deep").exists(), 10, "deep withdrawn")
+    assert (folders.outbox / "two" / "h.error.json").exists()
     assert daemon.stop() == 0
 
 

@@ -47,6 +47,7 @@ from daemon.fsutil import (
     one_folder,
     read_json,
     remove,
+    remove_empty_folders,
     text_bytes,
 )
 from daemon.intake.ignore import without_trailing
@@ -536,6 +537,7 @@ def withdraw_report(outbox: Path, shown: str, job_id: str, path: str) -> bool:
     remove(error, outbox)
     if not os.path.lexists(names[1]):
         remove(names[0], outbox)
+    remove_empty_folders(error.parent, outbox)
     return True
 
 
