@@ -51,10 +51,10 @@ from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
 from daemon.pool import PoolError, PoolPolicy, make_pool
 from daemon.pool.events import Started
-from daemon.reporting import Reporter
 from daemon.sdnotify import Notifier
 from daemon.status import STATUS_FILE
 from daemon.status_model import InboxItem, ReloadInfo
+from daemon.status_reporter import Reporter
 from daemon.supervision import exit_code_for
 from daemon.versions import stylefold_version
 

@@ -266,7 +266,7 @@ def read_status(state: Path) -> StatusReport:
     return report
 
 
-# A running daemon rewrites its report every few seconds (daemon.reporting); by this age its
+# A running daemon rewrites its report every few seconds (daemon.status_reporter); by this age its
 # main loop would have missed systemd's watchdog (WatchdogSec=60).
 STALE_AFTER = 60.0
 

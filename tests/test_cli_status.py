@@ -30,7 +30,6 @@ from daemon.fsutil import model_to_json
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.lock import StateLock
-from daemon.reporting import waiting_actors
 from daemon.status import LISTED, RECENT, RESULTS, STALE_AFTER, blocked_why, listed, read_status
 from daemon.status_model import (
     Attention,
@@ -44,6 +43,7 @@ from daemon.status_model import (
     WorkerItem,
     open_failures,
 )
+from daemon.status_reporter import waiting_actors
 from daemon.supervision import host_attention, status_line
 from daemon.web.page import health, queue_rows
 
