@@ -13,7 +13,8 @@ from conftest import image_bytes
 
 from daemon.app import Daemon
 from daemon.config import Settings
-from daemon.intake.pairing import Arrival, Signature
+from daemon.intake.pairing import Arrival
+from daemon.intake.partners import signature_of
 from daemon.jobs import handover
 
 SECRET = {"style": "mosaic", "password": "hunter2-outside"}
@@ -46,11 +47,7 @@ class Decoy:
 
 def arrival(inbox: Path, image: Path, sidecar: Path | None) -> Arrival:
     """What the intake emits for a settled pair, with the signatures it settled with."""
-    seen = {}
-    for path in (image, sidecar):
-        if path is not None:
-            result = os.lstat(path)
-            seen[path] = Signature(result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev)
+    seen = {path: signature_of(os.lstat(path)) for path in (image, sidecar) if path is not None}
     return Arrival(image, sidecar, image.parent.relative_to(inbox), None, seen)
 
 

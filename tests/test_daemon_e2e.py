@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import (
     CLI,
@@ -1155,6 +1156,60 @@ def test_with_archive_keep_an_original_never_leaves_the_inbox(
     assert untouched()
     assert not any((folders.state / "archive").rglob("*"))
     assert not any((folders.state / "spool").iterdir())
+
+
+def _same_size_png(seed: int) -> bytes:
+    """A PNG stored uncompressed: of one size whatever its pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+def test_a_kept_original_swapped_with_its_size_and_mtime_kept_is_answered_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """An attacker's trial with archive = "keep": a kept photo written over in place with
+    another of its size and given back its mtime, or replaced by one so (rsync's temporary
+    file renamed over it), and a sidecar rewritten so, were never answered: the record of a
+    kept original held its size and mtime alone. Each is a new request with its own answer."""
+    folders = make_folders(tmp_path_factory.mktemp("keep_swap"))
+    config = folders.config(archive="keep", rescan_interval=1.0)
+    photo, sidecar = folders.inbox / "a.png", folders.inbox / "a.json"
+    versions = [_same_size_png(seed) for seed in (1, 2, 3)]
+    assert len({len(v) for v in versions}) == 1 and len(set(versions)) == 3
+    daemon = start_daemon(folders, config=config)
+
+    def swapped(write: Callable[[], None], path: Path) -> None:
+        mtime = path.stat().st_mtime_ns
+        write()
+        os.utime(path, ns=(mtime, mtime))
+
+    def renamed_over() -> None:
+        temporary = folders.inbox / ".a.png.tmp"
+        temporary.write_bytes(versions[2])
+        temporary.replace(photo)
+
+    def answered(number: str) -> str:
+        manifest = _manifest(folders, f"a.manifest{number}.json")
+        return str(manifest["input"]["sha256"])  # type: ignore[index]
+
+    try:
+        photo.write_bytes(versions[0])
+        write_json(sidecar, {"style": "mosaic", "params": {"strength": 0.5}})
+        assert answered("") == _sha(versions[0])
+        swapped(lambda: photo.write_bytes(versions[1]), photo)  # in place: the same inode
+        assert answered("-2") == _sha(versions[1])
+        swapped(renamed_over, photo)
+        assert answered("-3") == _sha(versions[2])
+        swapped(
+            lambda: write_json(sidecar, {"style": "mosaic", "params": {"strength": 0.3}}), sidecar
+        )
+        _manifest(folders, "a.manifest-4.json")
+        time.sleep(2.5)  # past a full scan: nothing else is taken
+        assert daemon.logged("job.claimed") == 4
+    finally:
+        assert daemon.stop() == 0
 
 
 def test_a_cpu_worker_runs_torch_on_the_threads_the_operator_chose(

@@ -30,12 +30,14 @@ Kind = Literal["image", "sidecar"]
 
 
 class Signature(NamedTuple):
-    """What must stay unchanged for a file to count as settled (a rename-over changes ino)."""
+    """What must stay unchanged for a file to count as settled (a rename-over changes ino; a
+    write that puts the mtime back still moves ctime)."""
 
     size: int
     mtime_ns: int
     ino: int
     dev: int = 0
+    ctime_ns: int = 0
 
     def identity(self) -> Identity:
         """What the claim checks again on the file it actually takes."""

@@ -89,7 +89,9 @@ def key(name: str) -> str:
 
 
 def signature_of(result: os.stat_result) -> Signature:
-    return Signature(result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev)
+    return Signature(
+        result.st_size, result.st_mtime_ns, result.st_ino, result.st_dev, result.st_ctime_ns
+    )
 
 
 def base_of(path: Path, kind: Kind) -> str:

@@ -35,6 +35,7 @@ from daemon.safefs import (
     move,
     open_file,
     rename_noreplace,
+    version,
 )
 
 MAX_COMPANION_BYTES = 1 << 20  # AppleDouble files hold Finder's few KB of metadata
@@ -126,25 +127,32 @@ def take(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> No
         raise Changed(str(exc)) from None
 
 
-def copy_in(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> None:
+def copy_in(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) -> list[list[int]]:
     """Copy the planned files into the job folder and leave them where they are: with archive
     = "keep" an original never leaves the inbox, where a two-way sync tool (Nextcloud) would
     have taken a move for a deletion and deleted it everywhere until the job ended (a sync
-    user's trial). Each copy is of the file checked, unchanged from start to end."""
+    user's trial). Each copy is of the file checked, unchanged from start to end (written over
+    with its mtime put back, too: its inode change time moves). Their `safefs.version`s, as
+    copied."""
     _race("claim", inbox / rel_dir)
+    versions = []
     try:
         with folder(inbox, rel_dir) as source, folder(job_dir) as target:
             for item in planned:
                 fd = open_file(source, item.name, item.expect)
                 try:
+                    before = version(os.fstat(fd))
                     copy_open(fd, target, item.target)
-                    if Identity.of(os.fstat(fd)) != item.expect:
+                    after = os.fstat(fd)
+                    if Identity.of(after) != item.expect or version(after) != before:
                         raise Changed(f"{item.name} changed while it was copied")
                 finally:
                     os.close(fd)
+                versions.append(before)
             os.fsync(target)
     except UnsafePath as exc:
         raise Changed(str(exc)) from None
+    return versions
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Inbox files answered where they lie: reported or rejected files, photos kept beside their
 sidecar (archive = "keep"), brought-along styles left in the inbox, and originals given back.
-Each is remembered in the database with its size and mtime as answered, so it is neither taken
+Each is remembered in the database with its size and mtime (or, where it was read or copied,
+its whole `safefs.version`) as answered, so it is neither taken
 nor reported again, also across restarts, until it changes."""
 
 from __future__ import annotations
@@ -28,21 +29,23 @@ class AnsweredInPlace:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.inbox).as_posix()
 
-    def _signature(self, path: Path, inode: bool = False) -> list[int] | None:
-        """An inbox file's size and mtime (and inode), looked at without following any link."""
+    def _signature(self, path: Path, length: int = 2) -> list[int] | None:
+        """An inbox file's size and mtime (and, up to `length`, the rest of its
+        `safefs.version`), looked at without following any link."""
         try:
             relative = path.relative_to(self.inbox)
             result = safefs.lstat_under(self.inbox, relative)
         except (OSError, ValueError):
             return None
-        return [result.st_size, result.st_mtime_ns, *([result.st_ino] if inode else [])]
+        return safefs.version(result)[:length]
 
     def _unchanged(self, recorded: list[int] | None, path: Path | None) -> bool:
-        """Whether the file at `path` is as `recorded` ([size, mtime_ns], with the inode where
-        it was recorded: one read as it was answered)."""
+        """Whether the file at `path` is as `recorded`: [size, mtime_ns], or its whole
+        `safefs.version` where it was recorded as read or copied when it was answered (records
+        of earlier versions: [size, mtime_ns, inode])."""
         if recorded is None or path is None:
             return recorded is None and path is None
-        return recorded == self._signature(path, inode=len(recorded) == 3)
+        return recorded == self._signature(path, len(recorded))
 
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
@@ -52,13 +55,14 @@ class AnsweredInPlace:
             signatures = [None if p is None else self._signature(p) for p in paths]
             self.store.remember(self.relative(first), signatures, job_id)
 
-    def remember_read(self, path: Path, signature: list[int], job_id: str) -> None:
-        """A file answered as it was read (`signature`: [size, mtime_ns, inode]), not as it may
-        be by now: one changed since is a new file, not answered. The inode tells apart another
-        file of the same size put in its place with its mtime (an attacker's trial: a photo
-        swapped in so got no answer at all; sync tools keep mtimes, and small photos of one
-        size are common)."""
-        self.store.remember(self.relative(path), [signature], job_id)
+    def remember_read(self, path: Path, versions: list[list[int] | None], job_id: str) -> None:
+        """`path` and its partners (a photo and its sidecar, or None), answered as they were
+        read or copied (their `safefs.version`s), not as they may be by now: one changed since
+        is a new file, not answered. The inode and its change time tell apart another file of
+        the same size put in its place with its mtime (attackers' trials: a photo swapped in
+        so, or written over in place and given back its mtime, got no answer at all; sync
+        tools keep mtimes, and small photos of one size are common)."""
+        self.store.remember(self.relative(path), versions, job_id)
 
     def remember_style(self, path: Path, job_id: str) -> None:
         """A brought-along style left in the inbox, not to be answered as a lone photo after a
@@ -124,10 +128,9 @@ class AnsweredInPlace:
         """Whether the inbox file `sidecar`, beside the (gone) `photo`, is unchanged since the
         photo was answered with it in place (archive = "keep")."""
         recorded = self.store.seen(self.relative(photo))
-        now = self._signature(photo.parent / sidecar)
-        if recorded is None or len(recorded) != 2 or now is None:
+        if recorded is None or len(recorded) != 2 or recorded[1] is None:
             return False
-        return recorded[1] == now
+        return self._unchanged(recorded[1], photo.parent / sidecar)
 
     def forget_vanished(self, gone_by: Callable[[str], None] = lambda path: None) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved), unless

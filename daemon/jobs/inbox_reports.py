@@ -73,7 +73,7 @@ class InboxReports:
             resent = answered_alone(self.store, settings, problem.path)
         if resent is not None and resent.published:
             job_id = resent.answer.job_id
-            self.spool.in_place.remember_read(problem.path, resent.signature, job_id)
+            self.spool.in_place.remember_read(problem.path, [resent.signature], job_id)
             relative = self.spool.in_place.relative(problem.path)
             log.info("job.resent_alone", input=relative, answered_by=job_id)
             return

@@ -56,7 +56,7 @@ def earlier_answer_to_this_input(store: Store, job: Job, settings: Settings) -> 
 @dataclass(frozen=True)
 class ResentAlone:
     """An answered photo come back without its sidecar: its answer, whether that still stands
-    in the outbox as published, and the photo's [size, mtime_ns, inode] as it was read (what
+    in the outbox as published, and the photo's `safefs.version` as it was read (what
     `AnsweredInPlace` remembers)."""
 
     answer: Answer
@@ -89,13 +89,12 @@ def answered_alone(store: Store, settings: Settings, photo: Path) -> ResentAlone
             os.close(fd)
     except (OSError, safefs.Changed):
         return None
-    if safefs.Identity.of(after) != safefs.Identity.of(before):
+    if safefs.version(after) != safefs.version(before):
         return None
     answer = _answer_to_photo(store, earlier, digest, settings.outbox)
     if answer is None:
         return None
-    signature = [after.st_size, after.st_mtime_ns, after.st_ino]
-    return ResentAlone(answer, unchanged(answer, settings), signature)
+    return ResentAlone(answer, unchanged(answer, settings), safefs.version(after))
 
 
 def resent_pair(store: Store, settings: Settings, arrival: Arrival) -> ResentAlone | None:

@@ -250,15 +250,16 @@ class Spool:
         try:
             folder.mkdir()
             atomic_write(folder / CLAIM_FILE, model_to_json(intent).encode())  # ASCII JSON
+            versions = None  # copied: the originals as they were copied, left in the inbox
             if copied:
-                handover.copy_in(inbox, rel_dir, folder, planned)
+                versions = handover.copy_in(inbox, rel_dir, folder, planned)
             else:
                 handover.take(inbox, rel_dir, folder, planned)
             job = self._record(
                 job_id, folder, arrival, rel_dir, resolved, styles, companions, planned[0]
             )
-            if copied:
-                job = self._left_in_place(job, [p.expect for p in planned])
+            if versions is not None:
+                job = self._left_in_place(job, [p.expect for p in planned], versions)
             self.store.move(job_id, State.QUEUED, job=job, detail=None, note="claimed")
         except BaseException as exc:
             self.roll_back(job_id, intent, note=f"claim failed: {exc}")
@@ -267,13 +268,12 @@ class Spool:
             raise
         return job
 
-    def _left_in_place(self, job: Job, claimed: list[Identity]) -> Job:
+    def _left_in_place(self, job: Job, claimed: list[Identity], versions: list[list[int]]) -> Job:
         """A copied claim's originals stay in the inbox: remembered as answered from now on
-        (until a roll-back forgets them), with what they were, to tell later whether the inbox
+        (until a roll-back forgets them), as they were copied, to tell later whether the inbox
         holds them still, a newer version, or one written over in place."""
         photo = self.settings.inbox / job.rel_dir / job.image_name
-        signatures: list[list[int] | None] = [[each.size, each.mtime_ns] for each in claimed]
-        self.store.remember(self.in_place.relative(photo), [*signatures, None][:2], job.id)
+        self.in_place.remember_read(photo, [*versions, None][:2], job.id)
         return job.model_copy(update={"copied": True, "origin": claimed})
 
     def _record(
