@@ -3,6 +3,7 @@ intake must tell from photos) and the web page's links all carry it."""
 
 from __future__ import annotations
 
+import calendar
 import re
 import secrets
 import time
@@ -16,3 +17,11 @@ def new_job_id() -> str:
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
     return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
+
+
+def created_at(job_id: str) -> float | None:
+    """When `new_job_id` made `job_id` (epoch seconds); None for an id of another form."""
+    if JOB_ID.fullmatch(job_id) is None:
+        return None
+    stamp = calendar.timegm(time.strptime(job_id[:15], "%Y%m%d-%H%M%S"))
+    return stamp + int(job_id[16:22]) / 1e6

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from daemon.fsutil import model_from_json, user_name
+from daemon.job_id import created_at
 from daemon.jobs import answers
 from daemon.jobs.layout import set_aside
 from daemon.jobs.states import ENDS_WITH_RESULT, State
@@ -90,13 +91,17 @@ def _created(later: Later, input: str, job_id: str) -> None:
 
 
 def _answered_again(later: Later, end: End) -> str | None:
-    """The newest job of the failure's subject created after it, if any. A lone sidecar's
-    report does not answer a photo's failure (an attacker's trial: beside both.jpg and
-    both.jpg.json, the report on an unused both.json hid both.jpg's own)."""
+    """The newest job of the failure's subject created after it ended, if any: one claimed
+    while it waited is another photo of that name (an attacker's trial: its result hid the
+    failure of a broken photo queued before it). A lone sidecar's report does not answer a
+    photo's failure (an attacker's trial: beside both.jpg and both.jpg.json, the report on an
+    unused both.json hid both.jpg's own)."""
     subject = _subject(end.input)
     kinds = (False, True) if _about_sidecar(end.input) else (False,)
     newest = max((later.get((subject, kind), "") for kind in kinds), default="")
-    return newest if newest > end.id else None
+    created = created_at(newest)
+    after = newest > end.id if created is None else created > end.since
+    return newest if after else None
 
 
 def from_store(store: Store, daemon: DaemonInfo, live: list[JobItem] | None = None) -> StatusReport:

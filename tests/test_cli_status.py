@@ -27,6 +27,7 @@ from conftest import (
 from daemon.cli.status import SHOWN, render_status
 from daemon.config import load_settings
 from daemon.fsutil import model_to_json
+from daemon.job_id import new_job_id
 from daemon.jobs.states import State
 from daemon.jobs.store import Store
 from daemon.lock import StateLock
@@ -437,7 +438,7 @@ def test_a_failure_is_not_hidden_by_a_job_of_its_name_claimed_before_it(folders:
     """An attacker's trial (archive = "keep"): a kept photo replaced by a link while its job
     waited; the link's report was hidden from status once that job, claimed before it, was
     done, though the link still waits in the inbox. A job claimed after a failure answers it."""
-    claimed, report, fixed = (f"20261206-15000{n}-000000-00000{n}" for n in range(3))
+    claimed, report = new_job_id(), new_job_id()
     store = Store(folders.state)
     try:
         store.create(claimed, State.CLAIMING, "m.jpg")
@@ -450,12 +451,12 @@ def test_a_failure_is_not_hidden_by_a_job_of_its_name_claimed_before_it(folders:
         store.move(claimed, State.RELEASING)
         store.move(claimed, State.DONE)
         assert [end.job_id for end in open_failures(read_status(folders.state).recent)] == [report]
-        store.create(fixed, State.CLAIMING, "m.jpg")
+        store.create(new_job_id(), State.CLAIMING, "m.jpg")  # claimed after it: the fix
         # A lone sidecar's later report does not answer a photo's failure (an attacker's
         # trial: the report on both.json, unused beside both.jpg and both.jpg.json, hid
         # both.jpg's), but a later report on the same sidecar answers its earlier one.
-        for n, input in enumerate(["both.jpg", "both.json", "lone.json", "lone.json"]):
-            job_id = f"20261206-16000{n}-000000-00000{n}"
+        for input in ["both.jpg", "both.json", "lone.json", "lone.json"]:
+            job_id = new_job_id()  # made when it is claimed: after the one before ended
             store.create(job_id, State.PUBLISHING, input, outcome="report")
             store.move(job_id, State.REJECTED, reason="a problem", note="x.error.json")
     finally:

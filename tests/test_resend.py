@@ -36,7 +36,7 @@ from daemon.metrics import Metrics
 from daemon.pool import make_pool
 from daemon.pool.events import Done, Failed, ResultInfo
 from daemon.status import from_store
-from daemon.status_model import DaemonInfo
+from daemon.status_model import DaemonInfo, open_failures
 from daemon.supervision import host_attention, status_line
 from daemon.web.records import OutboxFile, Outputs
 
@@ -1467,3 +1467,40 @@ def test_json_nested_past_the_parser_in_the_outbox_is_none_of_ours(folders: Fold
     site = Outputs(lc.settings)
     record = site.record(ids[0] or "")
     assert record is not None and site.manifest(record) is None
+
+
+def test_a_failure_ended_after_a_newer_photo_of_its_name_was_claimed_keeps_its_report(
+    folders: Folders,
+) -> None:
+    """An attacker's trial: a broken a.jpg queued, then another a.jpg sent under its name and
+    claimed too; the broken one failed and went back to the inbox with its report, which the
+    other's result then deleted as outdated, and status took that result for its answer: the
+    broken photo sat in the inbox, answered by nothing. Only a job claimed after a report
+    outdates it."""
+    lc = _lifecycle(folders)
+    broken = _take(lc, _send(folders))
+    assert broken is not None
+    newer = folders.inbox / "photo.jpg"
+    newer.write_bytes(image_bytes(seed=6))
+    write_json(folders.inbox / "photo.json", SIDECAR)
+    other = _take(lc, Arrival(newer, folders.inbox / "photo.json", Path(".")))
+    assert other is not None
+    lc.handle(Failed(broken, "input", "photo.jpg is truncated or corrupt; copy it again"))
+    _render(lc, other)
+    assert _outbox(folders) == [
+        "photo-2.log",
+        "photo.error.json",
+        "photo.log",
+        "photo.manifest-2.json",
+        "photo.stylised-2.jpg",
+    ]
+    assert (folders.inbox / "photo.jpg").read_bytes() == image_bytes(seed=5)  # given back
+    report = from_store(lc.store, DaemonInfo(running=False, version="test"))
+    assert [end.job_id for end in open_failures(report.recent)] == [broken]
+    # Fixed and sent again, it is answered, and that answer outdates the report.
+    again = _take(lc, _send(folders, sidecar={"style": "mosaic", "params": {"size": 48}}))
+    assert again is not None
+    _render(lc, again)
+    assert "photo.error.json" not in _outbox(folders)
+    report = from_store(lc.store, DaemonInfo(running=False, version="test"))
+    assert open_failures(report.recent) == []

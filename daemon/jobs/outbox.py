@@ -510,14 +510,25 @@ def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
     return stale
 
 
-def drop_stale_report(names: OutputNames, inputs: Collection[str], inbox: Path) -> None:
+def drop_stale_report(
+    names: OutputNames, inputs: Collection[str], inbox: Path, later: Collection[str] = ()
+) -> None:
     """A new job of the same photo outdates its earlier error report, and the report's log
     beside it unless an answer's manifest holds that name too (a result replaces it). So does
     a job of a photo given back as `photo.returned-2.jpg` outdate the report saying so, and
-    one of a photo renamed from `photo.jpg.` (in `inbox`) the report on that name."""
+    one of a photo renamed from `photo.jpg.` (in `inbox`) the report on that name. The reports
+    of `later` jobs, which ended after this one was claimed, are not outdated by it (an
+    attacker's trial: a broken photo's report went when another photo, sent under its name
+    while it was queued, was answered, and the broken one, given back, sat unanswered)."""
     own = [names] if reports_on(names, inputs) else []
     found = [*_numbered_reports(names, inputs), *_reports_of_returned(names, inputs)]
-    _drop([*own, *found, *_reports_of_misnamed(names, inputs, inbox)])
+    stale = [*own, *found, *_reports_of_misnamed(names, inputs, inbox)]
+    _drop([each for each in stale if _reported_by(each) not in later])
+
+
+def _reported_by(names: OutputNames) -> str | None:
+    report = as_report(read_json(names.error))
+    return None if report is None else report.job_id
 
 
 _REPORT_NAME = re.compile(r"(?P<stem>.+)\.error(?:-(?P<number>\d+))?\.json", re.DOTALL)

@@ -377,7 +377,8 @@ class Publisher:
             answer = Answer(job.sent_key, job.id, names.image, written.digest, names.manifest)
             with contextlib.suppress(OSError):  # then a re-send is answered again, no worse
                 self.store.record_input_answer(job.source, answer)
-                drop_stale_report(names, job.inputs, self.spool.settings.inbox)
+                later = self.store.reported_since(job.inputs, job.claimed_at)
+                drop_stale_report(names, job.inputs, self.spool.settings.inbox, later)
         reason = detail.reason if isinstance(detail, FailureDetail) else None
         shown = written.shown
         self.store.move(job.id, State.RELEASING, note=shown, reason=reason)

@@ -18,7 +18,7 @@ import pwd
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -496,6 +496,16 @@ class Store:
             "ORDER BY since DESC LIMIT ?"
         )
         return self._ends(where, (*ENDS_WITH_REPORT, limit))
+
+    def reported_since(self, inputs: Collection[str], since: float) -> set[str]:
+        """The jobs about one of `inputs` that ended with a report after `since`: reports a
+        job claimed before them does not outdate."""
+        marks, ends = ",".join("?" * len(inputs)), ",".join("?" * len(ENDS_WITH_REPORT))
+        rows = self._db.execute(
+            f"SELECT id FROM jobs WHERE since > ? AND input IN ({marks}) AND state IN ({ends})",
+            (since, *inputs, *ENDS_WITH_REPORT),
+        )
+        return {row[0] for row in rows}
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
