@@ -117,6 +117,35 @@ def test_fixes_outside_the_sidecar_get_the_photo_done(
     assert daemon.stop() == 0
 
 
+def test_a_default_style_not_in_the_library_is_told_from_the_start(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """A new user's trial: `run` and `reload` took default_style = "mosaik" without a word, and
+    a photo without a sidecar was then told to name another style in its sidecar, as if the
+    name were its own. Status says so from the start; the report names the setting; adding the
+    style clears both and renders the photo."""
+    daemon = daemon_factory(
+        config=folders.config(default_style="mosaik", no_sidecar="default", pair_timeout=1.0)
+    )
+
+    def told() -> list[str]:
+        attention = status_json(folders).attention
+        return [f"{a.what} | {a.where} | {a.fix}" for a in attention if "default_style" in a.what]
+
+    [item] = wait_for(told, 10, "status to tell of default_style")
+    assert "default_style = 'mosaik' (did you mean 'mosaic'?)" in item
+    assert "set default_style to a style of the library" in item
+    assert daemon.logged("limit.reached") == 1
+    (folders.inbox / "lone.jpg").write_bytes(image_bytes(seed=3))
+    assert "the daemon's default style (its default_style setting) cannot be used: style " in (
+        _report(folders, "lone")
+    )
+    make_image(folders.styles / "mosaik.jpg", size=(48, 48), seed=7)  # no SIGHUP
+    _done(folders, "lone")
+    wait_for(lambda: not told(), 10, "the attention item gone")
+    assert daemon.stop() == 0
+
+
 def test_a_lone_photo_is_decided_again_after_a_reload(folders: Folders) -> None:
     """The intake's part: the no-sidecar advice names a style of this library, the same answer
     is not given twice, and a reload that configures default_style turns it into a job."""

@@ -378,7 +378,13 @@ class StyleLibrary:
                     "style: the sidecar names no style and no default_style is configured; add "
                     '"style": "<name>" (see `stylefold styles`)'
                 )
-            spec = default
+            try:
+                style = self.get(default)
+            except StyleError as exc:  # a new user's trial: told as the sidecar's own mistake
+                raise StyleError(
+                    f"the daemon's default style (its default_style setting) cannot be used: {exc}"
+                ) from None
+            return [ResolvedStyle(style.name, style.path, 1.0, style.defaults)]
         if isinstance(spec, str):
             style = self.get(spec)
             return [ResolvedStyle(style.name, style.path, 1.0, style.defaults)]

@@ -26,7 +26,7 @@ from daemon.fsutil import open_answer
 from daemon.header_guard import guarded_read
 from daemon.intake.pairing import Arrival
 from daemon.intake.resolve import Rejected, resolve
-from daemon.intake.styles import StyleLibrary
+from daemon.intake.styles import StyleLibrary, closest
 from daemon.jobs import answers, outbox
 from daemon.jobs.answers import FailureDetail, ResultDetail, ReuseDetail
 from daemon.jobs.answers_back import AnswersBack
@@ -123,6 +123,7 @@ class Lifecycle:
         )
         self.reports = InboxReports(store, self.spool, self.publisher, self.answers_back)
         self.spool.on_kept = self.reports.kept
+        self.check_default_style()
 
     def configure(self, settings: Settings) -> None:
         """A reload's settings, for every part that reads them: a claim and its release must
@@ -130,6 +131,7 @@ class Lifecycle:
         from keep to move, claims moved photos and releases gave them back to the inbox)."""
         self.settings = self.spool.settings = self.publisher.settings = settings
         self.spool.styles.settings = settings
+        self.check_default_style()
 
     @property
     def busy(self) -> bool:
@@ -260,6 +262,26 @@ class Lifecycle:
             )
         elif not self.deferred:
             self.limits.clear("queue_max")
+
+    def check_default_style(self) -> None:
+        """A default_style the library lacks is told in the log and by `status` from the start,
+        at a reload and when the library changes, not first in a photo's report (a new user's
+        trial: run and reload took one misspelt without a word)."""
+        name = self.settings.default_style
+        if name is None or self.library.find(name) is not None:
+            self.limits.clear("default_style")
+            return
+        close = closest(name, self.library.names())
+        self.limits.reach(
+            "default_style",
+            "default_style names a style that is not in the style library: photos without a "
+            "sidecar, and sidecars that name no style, get a report instead of a picture",
+            "add the style's image to the styles folder under that name (.jpg, .png, ...), or "
+            "set default_style to a style of the library (`stylefold styles` lists them) and "
+            "reload",
+            f"default_style = {name!r}" + (f" (did you mean {close!r}?)" if close else ""),
+            whole=True,
+        )
 
     def attention(self) -> list[Attention]:
         """What the jobs need a person for (the queue at its limit, a full state folder,

@@ -80,6 +80,7 @@ class FixWatch:
         for problem in problems:
             log.warning("styles.problem", path=str(problem.path), reason=problem.reason)
         log.info("styles.reloaded", styles=len(library.names()), style_problems=len(problems))
+        self.jobs.check_default_style()
         self.retry("the style library changed", library=True)
 
     def reloaded(self, old: Settings) -> None:
