@@ -266,6 +266,14 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
             "to check against your daemon's limits)"
         ), result.stderr
 
+    # A new user's trial: "ok" to a sidecar the daemon does not read for its name.
+    renamed = {"txt.json.txt": "txt.json", "notes.txt": "notes.json", "s.json ": "s.json"}
+    for name, wanted in renamed.items():
+        misnamed = write_json(tmp_path / name, {"style": "mosaic"})
+        result = stylefold("validate", str(misnamed))
+        assert result.returncode == 1, result.stdout
+        told = "a name that ends in .json (photo.json or photo.jpg.json beside photo.jpg), and"
+        assert f"{told} {name!r} does not; rename it {wanted}" in result.stderr
     result = stylefold("validate", str(tmp_path / "missing.json"))
     assert result.returncode == 1 and "missing.json: no such file" in result.stderr
     # An attacker's trial: "ok" to a sidecar bringing along another's sidecar as its style.

@@ -74,6 +74,8 @@ def command(args: argparse.Namespace) -> int:
         if args.styles is not None:
             return fail_config(str(exc))
         library = None  # the styles cannot be checked; the params still are
+    if (misnamed := _misnamed(path.name)) is not None:
+        problems.insert(0, misnamed)
     if problems:
         if library is not None and raw is not None:  # its styles too, when it could be read
             default = settings.default_style if settings else None
@@ -129,6 +131,21 @@ def command(args: argparse.Namespace) -> int:
 
 
 LIMITS = ("this daemon's max_", "than max_sidecar_bytes")  # how a limit's breach reads
+
+
+def _misnamed(name: str) -> str | None:
+    """A name the daemon does not read as a sidecar (a new user's trial: `validate` said ok of
+    `txt.json.txt`, which the daemon told to rename)."""
+    from daemon.intake.ignore import SIDECAR_EXTENSION, without_trailing
+
+    stem, dot, extension = without_trailing(name).rpartition(".")
+    if name == without_trailing(name) and dot and extension.lower() == SIDECAR_EXTENSION:
+        return None
+    wanted = stem if stem.lower().endswith(f".{SIDECAR_EXTENSION}") else f"{stem or name}.json"
+    return (
+        f"the daemon reads a sidecar only under a name that ends in .json (photo.json or "
+        f"photo.jpg.json beside photo.jpg), and {name!r} does not; rename it {wanted}"
+    )
 
 
 def _whose_limits(problems: list[str], settings: Settings | None) -> None:
