@@ -367,8 +367,13 @@ def test_config_file_errors(folders: dict[str, Any], tmp_path: Path) -> None:
     latin = tmp_path / "latin.toml"  # a re-test: UnicodeDecodeError, a traceback
     latin.write_bytes("# caf\u00e9\n".encode("latin-1"))
     assert error_of(latin, folders) == (
-        f"config: {latin} is not UTF-8 text (byte 5 cannot be read); save it as UTF-8"
+        f"config: {latin} is not UTF-8 text (bad byte at offset 5); save it as UTF-8"
     )
+    # A new user's trial: saved by Notepad with a byte-order mark, it was "not valid TOML (at
+    # line 1, column 1)", with nothing to see there. Its mark is dropped, as a sidecar's is.
+    marked = tmp_path / "marked.toml"
+    marked.write_bytes(b"\xef\xbb\xbfsettle_seconds = 3\r\n")
+    assert load_settings(marked, folders).settle_seconds == 3
     typo = tmp_path / "typo.toml"
     typo.write_text("setle_seconds = 3\n")
     assert "setle_seconds: unknown setting" in error_of(typo, folders)

@@ -1065,7 +1065,7 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(shared: Daemon
     config.write_bytes(b"\xff\xfe" + good.encode())  # a re-test: not UTF-8 ended the daemon
     shared.process.send_signal(signal.SIGHUP)
     answer = shared.wait_for_log("daemon.reload_failed", count=failed + 2)
-    assert "is not UTF-8 text (byte 0 cannot be read); save it as UTF-8" in str(answer["error"])
+    assert "is not UTF-8 text (it is UTF-16 text" in str(answer["error"])
     assert shared.process.poll() is None
     config.write_text(good)
     make_image(shared.folders.styles / "new_style.png", size=(40, 40), seed=9)

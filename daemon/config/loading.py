@@ -20,6 +20,7 @@ from pydantic_settings import SettingsError
 from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PATH_FIELDS
 from daemon.config.settings import Settings, toml_values
 from daemon.fsutil import user_name
+from daemon.utf8 import NotUtf8, text_of
 from daemon.validation_words import plain, value_hint
 from service.files import NotAFile, open_regular
 from service.params import beyond_strength
@@ -224,7 +225,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse the config file; relative folder paths in it are relative to the file itself."""
     try:
         with open_regular(path) as handle:
-            values = tomllib.load(handle)
+            values = tomllib.loads(text_of(handle.read()))
     except FileNotFoundError:
         raise ConfigError(
             f"config: {path} does not exist; create it or point --config/{CONFIG_ENV} at "
@@ -241,9 +242,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"config: {path} nests its values too deeply to be read; fix the syntax"
         ) from None
-    except UnicodeDecodeError as exc:  # a re-test: a reload of such a file ended the daemon
+    except NotUtf8 as exc:  # a re-test: a reload of such a file ended the daemon
         raise ConfigError(
-            f"config: {path} is not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8"
+            f"config: {path} is not UTF-8 text ({exc.why}); save it as UTF-8"
         ) from None
     except OSError as exc:
         raise ConfigError(

@@ -16,6 +16,7 @@ from typing import Any
 
 from daemon.intake import reasons
 from daemon.safefs import Changed, Identity, NotUsable, UnsafePath, folder, open_file
+from daemon.utf8 import NotUtf8, text_of
 from service.files import NotAFile, open_regular
 
 CURLY_QUOTES = "\u201c\u201d\u2018\u2019\u201e\u00ab\u00bb"  # what editors' smart quotes make
@@ -108,8 +109,8 @@ def load_json(data: bytes | str, what: str = "sidecar") -> Any:
     """Strict JSON: UTF-8 (BOM allowed), bounded depth, no NaN/Infinity, no duplicate keys."""
     if isinstance(data, bytes):
         try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
+            text = text_of(data)
+        except NotUtf8 as exc:
             from service.imageio import claimed_format  # Pillow, only for this mistake
 
             if (kind := claimed_format(data)) is not None:  # a new user's `validate photo.jpg`
@@ -117,9 +118,7 @@ def load_json(data: bytes | str, what: str = "sidecar") -> Any:
                     f"{what}: this is {kind} image, not JSON text; give the photo's sidecar "
                     "(its .json file) instead"
                 ) from None
-            raise SidecarError(
-                f"{what}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
-            ) from None
+            raise SidecarError(f"{what}: not UTF-8 text ({exc.why}); save it as UTF-8") from None
     else:
         text = data.removeprefix("\ufeff")
     if not text.strip():
