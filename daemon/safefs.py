@@ -54,12 +54,25 @@ class Identity(NamedTuple):
         return cls(result.st_dev, result.st_ino, result.st_size, result.st_mtime_ns)
 
 
-def version(result: os.stat_result) -> list[int]:
-    """[size, mtime_ns, inode, ctime_ns]: what tells a file answered where it lies from one put
-    in its place or written over since. The inode change time moves with every write, also one
-    that puts the mtime back (an attacker's trial: a photo kept in the inbox, written over with
-    another of its size and given back its mtime, was never answered)."""
+def stat_key(result: os.stat_result) -> list[int]:
+    """[size, mtime_ns, inode, ctime_ns]: the inode change time moves with every write, also
+    one that puts the mtime back."""
     return [result.st_size, result.st_mtime_ns, result.st_ino, result.st_ctime_ns]
+
+
+def version(result: os.stat_result, sha256: str) -> list[int]:
+    """What a file answered where it lies was when it was read (`stat_key`, then the first 60
+    bits of its SHA-256): tells it from one put in its place or written over since, its mtime
+    put back (an attacker's trial: such a photo, kept in the inbox, was never answered), and
+    from itself with only its inode change time moved (a chmod, a link made and removed: not
+    a new request, a re-test's finding)."""
+    return [*stat_key(result), int(sha256[:15], 16)]
+
+
+def content_key(fd: int, size: int) -> int:
+    """`version`'s last item for the open file `fd`, read from its start (`digest_open`)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return int(digest_open(fd, size)[:15], 16)
 
 
 def open_folder(

@@ -1198,6 +1198,14 @@ def test_a_kept_original_swapped_with_its_size_and_mtime_kept_is_answered_again(
         photo.write_bytes(versions[0])
         write_json(sidecar, {"style": "mosaic", "params": {"strength": 0.5}})
         assert answered("") == _sha(versions[0])
+        # Its inode change time alone moved: the same photo, no new request (a re-test: each
+        # chmod brought a second answer, a second failure or a false "sent again").
+        photo.chmod(0o600)
+        os.utime(sidecar, ns=(time.time_ns(), sidecar.stat().st_mtime_ns))  # touch -a
+        (folders.root / "link").hardlink_to(photo)
+        (folders.root / "link").unlink()
+        time.sleep(2.5)  # settled, and past a full scan
+        assert daemon.logged("job.claimed") == 1
         swapped(lambda: photo.write_bytes(versions[1]), photo)  # in place: the same inode
         assert answered("-2") == _sha(versions[1])
         swapped(renamed_over, photo)
@@ -1208,6 +1216,13 @@ def test_a_kept_original_swapped_with_its_size_and_mtime_kept_is_answered_again(
         _manifest(folders, "a.manifest-4.json")
         time.sleep(2.5)  # past a full scan: nothing else is taken
         assert daemon.logged("job.claimed") == 4
+    finally:
+        assert daemon.stop() == 0
+    photo.chmod(0o644)  # while it was stopped
+    daemon = start_daemon(folders, config=config)
+    try:
+        time.sleep(2.5)  # past the first scan, settled
+        assert daemon.logged("job.claimed") == 0
     finally:
         assert daemon.stop() == 0
 

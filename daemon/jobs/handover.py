@@ -35,6 +35,7 @@ from daemon.safefs import (
     move,
     open_file,
     rename_noreplace,
+    stat_key,
     version,
 )
 
@@ -141,14 +142,14 @@ def copy_in(inbox: Path, rel_dir: str, job_dir: Path, planned: list[Planned]) ->
             for item in planned:
                 fd = open_file(source, item.name, item.expect)
                 try:
-                    before = version(os.fstat(fd))
-                    copy_open(fd, target, item.target)
+                    before = stat_key(os.fstat(fd))
+                    sha256 = copy_open(fd, target, item.target)
                     after = os.fstat(fd)
-                    if Identity.of(after) != item.expect or version(after) != before:
+                    if Identity.of(after) != item.expect or stat_key(after) != before:
                         raise Changed(f"{item.name} changed while it was copied")
                 finally:
                     os.close(fd)
-                versions.append(before)
+                versions.append(version(after, sha256))
             os.fsync(target)
     except UnsafePath as exc:
         raise Changed(str(exc)) from None

@@ -18,6 +18,9 @@ from daemon.jobs.store import Store
 
 log = structlog.get_logger(__name__)
 
+_SAME_FILE = 3  # [size, mtime_ns, inode]: another file, or this one written over, if they differ
+_STAT_KEY = 4  # the whole `safefs.stat_key`, with the inode change time
+
 
 class AnsweredInPlace:
     """The database's record of inbox files answered without being moved (`Store.seen`)."""
@@ -31,21 +34,45 @@ class AnsweredInPlace:
 
     def _signature(self, path: Path, length: int = 2) -> list[int] | None:
         """An inbox file's size and mtime (and, up to `length`, the rest of its
-        `safefs.version`), looked at without following any link."""
+        `safefs.stat_key`), looked at without following any link."""
         try:
             relative = path.relative_to(self.inbox)
             result = safefs.lstat_under(self.inbox, relative)
         except (OSError, ValueError):
             return None
-        return safefs.version(result)[:length]
+        return safefs.stat_key(result)[:length]
 
     def _unchanged(self, recorded: list[int] | None, path: Path | None) -> bool:
-        """Whether the file at `path` is as `recorded`: [size, mtime_ns], or its whole
-        `safefs.version` where it was recorded as read or copied when it was answered (records
-        of earlier versions: [size, mtime_ns, inode])."""
+        return (recorded is None and path is None) or self._current(recorded, path) is not None
+
+    def _current(self, recorded: list[int] | None, path: Path | None) -> list[int] | None:
+        """`recorded`, brought up to date, while the file at `path` is the one it records, else
+        None. [size, mtime_ns] (and the inode, in records of earlier versions) compare as
+        they are; a record of a file as it was read (`safefs.version`) by inode and inode
+        change time too, and where that time alone moved, by the file's content."""
         if recorded is None or path is None:
-            return recorded is None and path is None
-        return recorded == self._signature(path, len(recorded))
+            return None
+        length = min(len(recorded), _STAT_KEY)
+        now = self._signature(path, length)
+        if now is None or now[:_SAME_FILE] != recorded[:_SAME_FILE]:
+            return None
+        if now == recorded[:length]:
+            return recorded
+        if len(recorded) <= _STAT_KEY or self._content(path, recorded[0]) != recorded[-1]:
+            return None
+        return [*now, recorded[-1]]  # a chmod, a link made and removed: the same photo
+
+    def _content(self, path: Path, size: int) -> int | None:
+        relative = path.relative_to(self.inbox)
+        try:
+            with safefs.folder(self.inbox, relative.parent) as folder:
+                fd = safefs.open_file(folder, relative.name)
+            try:
+                return safefs.content_key(fd, size)
+            finally:
+                os.close(fd)
+        except (OSError, safefs.Changed):
+            return None
 
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
@@ -78,12 +105,20 @@ class AnsweredInPlace:
         first = paths[0]
         if first is None:
             return False
-        recorded = self.store.seen(self.relative(first))
-        return (
-            recorded is not None
-            and len(recorded) == len(paths)
-            and all(self._unchanged(r, p) for r, p in zip(recorded, paths, strict=True))
-        )
+        relative = self.relative(first)
+        recorded = self.store.seen(relative)
+        if recorded is None or len(recorded) != len(paths):
+            return False
+        current: list[list[int] | None] = []
+        for was, path in zip(recorded, paths, strict=True):
+            now = self._current(was, path)
+            if now is None and not (was is None and path is None):
+                return False
+            current.append(now)
+        if current != recorded and (answer := self.store.seen_by(relative)) is not None:
+            # Read again only once after a chmod: not at each start.
+            self.store.remember(relative, current, answer[0])
+        return True
 
     def answered_as_is(self, path: Path) -> bool:
         """Whether the inbox file `path`, as it is now, was answered in place (reported, or a

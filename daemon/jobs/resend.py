@@ -89,12 +89,12 @@ def answered_alone(store: Store, settings: Settings, photo: Path) -> ResentAlone
             os.close(fd)
     except (OSError, safefs.Changed):
         return None
-    if safefs.version(after) != safefs.version(before):
+    if safefs.stat_key(after) != safefs.stat_key(before):
         return None
     answer = _answer_to_photo(store, earlier, digest, settings.outbox)
     if answer is None:
         return None
-    return ResentAlone(answer, unchanged(answer, settings), safefs.version(after))
+    return ResentAlone(answer, unchanged(answer, settings), safefs.version(after, digest))
 
 
 def resent_pair(store: Store, settings: Settings, arrival: Arrival) -> ResentAlone | None:
