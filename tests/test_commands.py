@@ -274,6 +274,16 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
         assert result.returncode == 1, result.stdout
         told = "a name that ends in .json (photo.json or photo.jpg.json beside photo.jpg), and"
         assert f"{told} {name!r} does not; rename it {wanted}" in result.stderr
+    # Nor of names the daemon ignores (a re-test: hidden, a sync tool's conflict copy).
+    ignored = {
+        ".x.json": "(.*: hidden files and folders (Unix convention)); rename it x.json",
+        "x.sync-conflict-20261207-101010-ABCDEFG.json": "Syncthing conflict copy",
+        "~$x.json": "Microsoft Office owner file",
+    }
+    for name, why in ignored.items():
+        result = stylefold("validate", str(write_json(tmp_path / name, {"style": "mosaic"})))
+        assert result.returncode == 1, result.stdout
+        assert "the daemon ignores files named so (" in result.stderr and why in result.stderr
     result = stylefold("validate", str(tmp_path / "missing.json"))
     assert result.returncode == 1 and "missing.json: no such file" in result.stderr
     # An attacker's trial: "ok" to a sidecar bringing along another's sidecar as its style.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon.cli.common import (
     config_file,
@@ -16,6 +17,9 @@ from daemon.cli.common import (
     style_library,
 )
 from daemon.config import DEFAULTS, ConfigError, Settings
+
+if TYPE_CHECKING:
+    from daemon.intake.ignore import IgnoreRules
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,7 +78,7 @@ def command(args: argparse.Namespace) -> int:
         if args.styles is not None:
             return fail_config(str(exc))
         library = None  # the styles cannot be checked; the params still are
-    if (misnamed := _misnamed(path.name)) is not None:
+    if (misnamed := _misnamed(path.name, IgnoreRules.from_settings(limits))) is not None:
         problems.insert(0, misnamed)
     if problems:
         if library is not None and raw is not None:  # its styles too, when it could be read
@@ -133,14 +137,18 @@ def command(args: argparse.Namespace) -> int:
 LIMITS = ("this daemon's max_", "than max_sidecar_bytes")  # how a limit's breach reads
 
 
-def _misnamed(name: str) -> str | None:
+def _misnamed(name: str, rules: IgnoreRules) -> str | None:
     """A name the daemon does not read as a sidecar (a new user's trial: `validate` said ok of
-    `txt.json.txt`, which the daemon told to rename)."""
+    `txt.json.txt`, which the daemon told to rename; a re-test's: and of `.x.json`, which it
+    ignores)."""
     from daemon.intake.ignore import SIDECAR_EXTENSION, without_trailing
 
     stem, dot, extension = without_trailing(name).rpartition(".")
     if name == without_trailing(name) and dot and extension.lower() == SIDECAR_EXTENSION:
-        return None
+        if (rule := rules.why_ignored(name)) is None:
+            return None
+        wanted = name.lstrip(".") if name.startswith(".") else "after its photo (photo.json)"
+        return f"the daemon ignores files named so ({rule}); rename it {wanted}"
     wanted = stem if stem.lower().endswith(f".{SIDECAR_EXTENSION}") else f"{stem or name}.json"
     return (
         f"the daemon reads a sidecar only under a name that ends in .json (photo.json or "

@@ -111,6 +111,15 @@ class IgnoreRules:
     def ignored_name(self, name: str) -> bool:
         return self._ignored.match(name.lower()) is not None
 
+    def why_ignored(self, name: str) -> str | None:
+        """What the first rule that ignores `name` is for, if one does."""
+        user = self.patterns[len(BUILTIN_IGNORES) :]
+        rules = [*BUILTIN_IGNORES, *(IgnoreRule(p, "the ignore_patterns setting") for p in user)]
+        for rule in rules:
+            if _compile([rule.pattern]).match(name.lower()):
+                return f"{rule.pattern}: {rule.source}"
+        return None
+
     def is_image_name(self, name: str) -> bool:
         stem, dot, ext = name.rpartition(".")
         return bool(dot and stem) and ext.lower() in self.image_extensions
