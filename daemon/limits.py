@@ -43,6 +43,11 @@ class Limits:
         if item is not None:
             log.info("limit.cleared", setting=setting, what=item.what)
 
+    def held(self, setting: str) -> Attention | None:
+        """What `reach` said of `setting`, while it holds."""
+        with self._lock:
+            return self._reached.get(setting)
+
     def attention(self) -> list[Attention]:
         with self._lock:
             return list(self._reached.values())

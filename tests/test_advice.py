@@ -143,6 +143,12 @@ def test_a_default_style_not_in_the_library_is_told_from_the_start(
     make_image(folders.styles / "mosaik.jpg", size=(48, 48), seed=7)  # no SIGHUP
     _done(folders, "lone")
     wait_for(lambda: not told(), 10, "the attention item gone")
+    # Its file broken: told so, with the fix for that (a re-test: "add the style's image").
+    data = (folders.styles / "mosaik.jpg").read_bytes()
+    (folders.styles / "mosaik.jpg").write_bytes(data[: len(data) // 2])
+    [item] = wait_for(told, 10, "status to tell of the broken default style")
+    assert "names a style whose file cannot be used" in item
+    assert "mosaik.jpg" in item and "fix or replace that file" in item
     assert daemon.stop() == 0
 
 

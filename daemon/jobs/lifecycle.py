@@ -76,6 +76,13 @@ PRUNE_EVERY = 3600.0  # seconds between prunes of the finished jobs' history
 RENDERED_AGAIN = "rendered again"
 
 
+# What a default_style the jobs cannot use means (`Lifecycle.check_default_style`).
+_UNUSABLE = (
+    "cannot be used: photos without a sidecar, and sidecars that name no style, get a report "
+    "instead of a picture"
+)
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -264,24 +271,28 @@ class Lifecycle:
             self.limits.clear("queue_max")
 
     def check_default_style(self) -> None:
-        """A default_style the library lacks is told in the log and by `status` from the start,
-        at a reload and when the library changes, not first in a photo's report (a new user's
-        trial: run and reload took one misspelt without a word)."""
+        """A default_style the library lacks, or whose file cannot be used, is told in the log
+        and by `status` from the start, at a reload and when the library changes, not first in
+        a photo's report (a new user's trial: run and reload took one misspelt without a
+        word)."""
         name = self.settings.default_style
-        if name is None or self.library.find(name) is not None:
+        broken = None if name is None else self.library.broken(name)
+        if name is None or (broken is None and self.library.find(name) is not None):
             self.limits.clear("default_style")
             return
-        close = closest(name, self.library.names())
-        self.limits.reach(
-            "default_style",
-            "default_style names a style that is not in the style library: photos without a "
-            "sidecar, and sidecars that name no style, get a report instead of a picture",
-            "add the style's image to the styles folder under that name (.jpg, .png, ...), or "
-            "set default_style to a style of the library (`stylefold styles` lists them) and "
-            "reload",
-            f"default_style = {name!r}" + (f" (did you mean {close!r}?)" if close else ""),
-            whole=True,
-        )
+        if broken is not None:
+            told, where = f"default_style names a style whose file {_UNUSABLE}", broken
+            fix = "fix or replace that file (it is taken again by itself), or set "
+        else:
+            close = closest(name, self.library.names())
+            told = f"default_style names a style that is not in the library, so it {_UNUSABLE}"
+            where = f"default_style = {name!r}" + (f" (did you mean {close!r}?)" if close else "")
+            fix = "add the style's image to the styles folder under that name (.jpg, .png, "
+            fix += "...), or set "
+        fix += "default_style to a style of the library (`stylefold styles` lists them) and reload"
+        if (known := self.limits.held("default_style")) is not None and known.what != told:
+            self.limits.clear("default_style")  # its file broke, or went: told anew
+        self.limits.reach("default_style", told, fix, where, whole=True)
 
     def attention(self) -> list[Attention]:
         """What the jobs need a person for (the queue at its limit, a full state folder,
