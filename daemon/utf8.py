@@ -3,6 +3,7 @@ byte-order mark Windows editors put first, and what else they may have saved sai
 
 from __future__ import annotations
 
+_UTF32_MARKS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -18,6 +19,8 @@ def text_of(data: bytes) -> str:
     """`data` as text, a leading byte-order mark dropped (a new user's trial: a config saved
     by Notepad was "not valid TOML (at line 1, column 1)", with nothing to see there)."""
     # Before decoding: UTF-16 of ASCII text is valid UTF-8 too, with a NUL after each letter.
+    if data.startswith(_UTF32_MARKS):  # a re-test: it was called UTF-16
+        raise NotUtf8("it is UTF-32 text")
     if data.startswith(_UTF16_MARKS) or _every_other_zero(data[:64]):
         raise NotUtf8('it is UTF-16 text, which Notepad calls "Unicode"')
     try:

@@ -315,6 +315,7 @@ def test_every_problem_reported_once_each() -> None:
         # a new user's trial: Notepad's "Unicode", with its mark or without
         (b"\xff\xfe{\x00}\x00", 'UTF-8 text (it is UTF-16 text, which Notepad calls "Unicode")'),
         ('{"style": "a"}'.encode("utf-16-le"), "not UTF-8 text (it is UTF-16 text"),
+        ('{"style": "a"}'.encode("utf-32"), "not UTF-8 text (it is UTF-32 text)"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "this is a JPEG image, not JSON text; give the photo's"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "this is a PNG image, not JSON text"),
         # a user's trial: the parser's words did not point at the comma or the comment
