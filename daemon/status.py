@@ -47,7 +47,8 @@ from daemon.status_model import (
 from daemon.versions import stylefold_version
 
 RESTART_FIX = (
-    "restart the daemon (systemctl restart stylefold), or put the old values back and reload"
+    "restart the daemon (`systemctl restart stylefold` for the service; a `stylefold run` "
+    "stopped and started again), or put the old values back and reload"
 )
 
 

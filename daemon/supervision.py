@@ -71,7 +71,8 @@ def host_attention(report: StatusReport) -> list[Attention]:
                 what="the configuration could not be reloaded; the previous one still runs",
                 where=reload.error,
                 since=reload.at,
-                fix="correct the file, then `systemctl reload` (or SIGHUP) again",
+                fix="correct the file, then reload again: `stylefold reload --config FILE` "
+                "(`systemctl reload stylefold` for the service, or SIGHUP)",
             )
         )
     for on, jobs in _blocked(report).items():

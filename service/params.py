@@ -186,8 +186,9 @@ class RenderParams(BaseModel):
         ge=0,
         le=1,
         description="How much style: 0 the gentlest (a faint texture over the photo: "
-        "style_weight 0.1), 1 the most; equal steps change the picture about equally. For less "
-        "than 0, give a style_weight below 0.1. Ignored when style_weight is given.",
+        "style_weight 0.1), 1 the most; equal steps change the picture about equally. For even "
+        "less style than 0 gives, give a style_weight below 0.1. Ignored when style_weight is "
+        "given.",
     )
     style_weight: float | None = Field(
         default=None,

@@ -194,7 +194,10 @@ def test_every_command_s_number_flags_speak_alike(tmp_path: Path) -> None:
         (["{text}", "{style}"], "not an image format"),
         (["{content}", "{style}", "--max-pixels", "100"], "over the limit of 100"),
         (["{content}", "{style}", "--size", "5"], "--size: must be at least 16 (got 5)"),
-        (["{content}", "{style}", "--style-blend", "1", "2"], "--style-blend has 2 weights for 1"),
+        (
+            ["{content}", "{style}", "--style-blend", "1", "2"],
+            "--style-blend has 2 weights for 1 style;",
+        ),
         (["{content}", "{style}", "--network", "vgg16"], "VGG-16 weights do not ship offline"),
         (["{content}", "{style}", "--weights", "{tmp}/nope.pth"], "nope.pth does not exist"),
         (["{content}", "{style}", "--device", "cuda:7"], "CUDA is not available"),

@@ -434,6 +434,8 @@ def test_a_broken_config_on_reload_keeps_the_old_one_and_says_so(
     whats = [item.what for item in supervised.status_after_broken.attention]
     assert "the configuration could not be reloaded; the previous one still runs" in whats
     assert "could not be reloaded" in supervised.status_text_after_broken
+    # Said for `stylefold run` in a terminal too, not systemd's words alone (a new user's trial).
+    assert "`stylefold reload --config FILE`" in supervised.status_text_after_broken
     # Mended, the STATUS= line is the queue again, from the reload on.
     began = next(i for i, m in enumerate(mended.messages) if m.startswith(b"RELOADING=1"))
     after = [m for m in mended.messages[began:] if m.startswith(b"STATUS=")]

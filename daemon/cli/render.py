@@ -434,10 +434,11 @@ def _blend(args: argparse.Namespace) -> list[float]:
     """One weight per style: --style-blend's, or equal ones."""
     if args.style_blend is None:
         return [1.0] * len(args.style_specs)
-    if len(args.style_blend) != len(args.style_specs):
+    weights, styles = len(args.style_blend), len(args.style_specs)
+    if weights != styles:
         raise UsageError(
-            f"--style-blend has {len(args.style_blend)} weights for {len(args.style_specs)} "
-            "styles; give one per style"
+            f"--style-blend has {weights} weight{'s' * (weights != 1)} for {styles} "
+            f"style{'s' * (styles != 1)}; give one per style"
         )
     shown = " ".join(f"{w:g}" for w in args.style_blend)
     if not all(math.isfinite(w) and w > 0 for w in args.style_blend):
