@@ -174,27 +174,31 @@ class NotUsable(OSError):
         return str(self.strerror)
 
 
-def check(name: str, result: os.stat_result, expect: Identity | None) -> None:
+def check(name: str, result: os.stat_result, expect: Identity | None, linked: bool = False) -> None:
     """Changed when the entry is not the file `expect` describes (checked first: a file
-    swapped since it settled must settle again); NotUsable when it cannot be taken at all."""
+    swapped since it settled must settle again); NotUsable when it cannot be taken at all
+    (`linked`: a regular file with other names can be read, never taken)."""
     if expect is not None and Identity.of(result) != expect:
         raise Changed(f"{name} changed since it settled")
     reason = unusable(result)
-    if reason is not None:
+    if reason is not None and not (linked and stat.S_ISREG(result.st_mode)):
         raise NotUsable(name, reason)
 
 
-def open_file(dir_fd: int, name: str, expect: Identity | None = None) -> int:
+def open_file(
+    dir_fd: int, name: str, expect: Identity | None = None, *, linked: bool = False
+) -> int:
     """Open `name` for reading without following a link; raises NotUsable for anything but a
-    regular file with one link, Changed if it is not the file `expect` describes."""
+    regular file with one link (or, `linked`, with several), Changed if it is not the file
+    `expect` describes."""
     seen = lstat_at(dir_fd, name)  # first: opening a device may do something by itself
-    check(name, seen, expect)
+    check(name, seen, expect, linked)
     fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
     try:
         result = os.fstat(fd)
         if (result.st_dev, result.st_ino) != (seen.st_dev, seen.st_ino):
             raise Changed(f"{name} was replaced while it was being opened")
-        check(name, result, expect)
+        check(name, result, expect, linked)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -1202,10 +1202,12 @@ def test_a_kept_original_swapped_with_its_size_and_mtime_kept_is_answered_again(
         # chmod brought a second answer, a second failure or a false "sent again").
         photo.chmod(0o600)
         os.utime(sidecar, ns=(time.time_ns(), sidecar.stat().st_mtime_ns))  # touch -a
-        (folders.root / "link").hardlink_to(photo)
-        (folders.root / "link").unlink()
+        (folders.root / "link").hardlink_to(photo)  # an attacker's trial: then refused for it
         time.sleep(2.5)  # settled, and past a full scan
+        (folders.root / "link").unlink()
+        time.sleep(2.5)
         assert daemon.logged("job.claimed") == 1
+        assert daemon.logged("job.rejected") == 0
         swapped(lambda: photo.write_bytes(versions[1]), photo)  # in place: the same inode
         assert answered("-2") == _sha(versions[1])
         swapped(renamed_over, photo)

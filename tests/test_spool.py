@@ -608,3 +608,35 @@ def test_a_start_after_an_unrecorded_return_to_the_queue_is_recorded(folders: Fo
     assert moves[-2:] == [("running", "queued"), ("queued", "running")]
     assert job.id in lifecycle.running
     assert (folders.outbox / "photo.progress.json").exists()
+
+
+def test_a_kept_photo_whose_inode_change_time_alone_moved_is_read_once(tmp_path: Path) -> None:
+    """An operator's trial: after a chmod, a kept photo whose sidecar had gone was read in
+    full again at every start (its record was refreshed on the pair's path alone). Its record
+    takes the new inode change time the first time it is compared by content, whichever way;
+    content changed under the same mtime and inode is still a new file."""
+    from daemon import safefs
+    from daemon.jobs.in_place import AnsweredInPlace
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    photo = inbox / "p.jpg"
+    photo.write_bytes(b"x" * 5000)
+    store = Store(tmp_path)
+    store.create("j1", State.CLAIMING, "p.jpg")
+    kept = AnsweredInPlace(inbox, store)
+    read = safefs.version(os.stat(photo), hashlib.sha256(photo.read_bytes()).hexdigest())
+    kept.remember_read(photo, [read, None], "j1")
+    assert kept.answered_as_is(photo)
+    photo.chmod(0o600)
+    ctime = os.stat(photo).st_ctime_ns
+    assert ctime != read[3]
+    assert kept.answered_alone(photo)  # the lone photo's path: compared by content
+    [record, _] = store.seen("p.jpg") or []
+    assert record is not None and record[3] == ctime and record[4] == read[4]
+    mtime = os.stat(photo).st_mtime_ns
+    with photo.open("r+b") as handle:  # written over in place, its mtime put back
+        handle.write(b"y")
+    os.utime(photo, ns=(mtime, mtime))
+    assert not kept.answered_as_is(photo)
+    assert not kept.already_handled([photo, None])

@@ -1,8 +1,8 @@
 """Inbox files answered where they lie: reported or rejected files, photos kept beside their
 sidecar (archive = "keep"), brought-along styles left in the inbox, and originals given back.
-Each is remembered in the database with its size and mtime (or, where it was read or copied,
-its whole `safefs.version`) as answered, so it is neither taken
-nor reported again, also across restarts, until it changes."""
+Each is remembered in the database as answered, with its size and mtime (or, where it was read
+or copied, its whole `safefs.version`), so it is neither taken nor reported again, also across
+restarts, until it changes."""
 
 from __future__ import annotations
 
@@ -42,8 +42,22 @@ class AnsweredInPlace:
             return None
         return safefs.stat_key(result)[:length]
 
-    def _unchanged(self, recorded: list[int] | None, path: Path | None) -> bool:
-        return (recorded is None and path is None) or self._current(recorded, path) is not None
+    def _still(self, key: str, recorded: list[list[int] | None], paths: list[Path | None]) -> bool:
+        """Whether the files at `paths` are those of `key`'s record (`recorded`, one entry for
+        each, in order; a missing one for a missing one). A record brought up to date (an inode
+        change time moved alone) is written back: a file is read again once after a chmod,
+        not at each start (an operator's trial: a kept photo without its sidecar was read at
+        every start)."""
+        current: list[list[int] | None] = []
+        for was, path in zip(recorded[: len(paths)], paths, strict=True):
+            now = self._current(was, path)
+            if now is None and not (was is None and path is None):
+                return False
+            current.append(now)
+        current += recorded[len(paths) :]
+        if current != recorded and (answer := self.store.seen_by(key)) is not None:
+            self.store.remember(key, current, answer[0])
+        return True
 
     def _current(self, recorded: list[int] | None, path: Path | None) -> list[int] | None:
         """`recorded`, brought up to date, while the file at `path` is the one it records, else
@@ -58,21 +72,28 @@ class AnsweredInPlace:
             return None
         if now == recorded[:length]:
             return recorded
-        if len(recorded) <= _STAT_KEY or self._content(path, recorded[0]) != recorded[-1]:
+        if len(recorded) <= _STAT_KEY:
             return None
-        return [*now, recorded[-1]]  # a chmod, a link made and removed: the same photo
+        return self._read_again(path, recorded)  # a chmod, a link made: the same photo?
 
-    def _content(self, path: Path, size: int) -> int | None:
+    def _read_again(self, path: Path, recorded: list[int]) -> list[int] | None:
+        """`recorded` with the inode change time the file at `path` has now, if it is still
+        that file with that content, read through (a second name made for it is no new
+        request, an attacker's trial: it was refused for its links beside its own result)."""
         relative = path.relative_to(self.inbox)
         try:
             with safefs.folder(self.inbox, relative.parent) as folder:
-                fd = safefs.open_file(folder, relative.name)
+                fd = safefs.open_file(folder, relative.name, linked=True)
             try:
-                return safefs.content_key(fd, size)
+                before = safefs.stat_key(os.fstat(fd))
+                content = safefs.content_key(fd, recorded[0])
+                after = safefs.stat_key(os.fstat(fd))
             finally:
                 os.close(fd)
         except (OSError, safefs.Changed):
             return None
+        same = before == after and after[:_SAME_FILE] == recorded[:_SAME_FILE]
+        return [*after, content] if same and content == recorded[-1] else None
 
     def remember(self, paths: list[Path | None], job_id: str) -> None:
         """Inbox files that were answered (rejected, reported) without being moved: not to be
@@ -107,26 +128,22 @@ class AnsweredInPlace:
             return False
         relative = self.relative(first)
         recorded = self.store.seen(relative)
-        if recorded is None or len(recorded) != len(paths):
-            return False
-        current: list[list[int] | None] = []
-        for was, path in zip(recorded, paths, strict=True):
-            now = self._current(was, path)
-            if now is None and not (was is None and path is None):
-                return False
-            current.append(now)
-        if current != recorded and (answer := self.store.seen_by(relative)) is not None:
-            # Read again only once after a chmod: not at each start.
-            self.store.remember(relative, current, answer[0])
-        return True
+        return (
+            recorded is not None
+            and len(recorded) == len(paths)
+            and self._still(relative, recorded, paths)
+        )
 
     def answered_as_is(self, path: Path) -> bool:
         """Whether the inbox file `path`, as it is now, was answered in place (reported, or a
         photo answered and kept beside its sidecar), whatever became of its partners since: a
         kept photo whose sidecar or style image then went is no new problem (a sync user's
         trial: a second, false report after pair_timeout)."""
-        recorded = self.store.seen(self.relative(path))
-        return recorded is not None and len(recorded) > 0 and self._unchanged(recorded[0], path)
+        relative = self.relative(path)
+        recorded = self.store.seen(relative)
+        return (
+            recorded is not None and len(recorded) > 0 and self._still(relative, recorded, [path])
+        )
 
     def reported_with_sidecar(self, path: Path) -> bool:
         """Whether the inbox file `path`, as it is now, was answered in place with a report
@@ -138,7 +155,7 @@ class AnsweredInPlace:
             recorded is not None
             and len(recorded) == 2
             and recorded[1] is not None
-            and self._unchanged(recorded[0], path)
+            and self._still(relative, recorded, [path])
             and (answer := self.store.seen_by(relative)) is not None
             and answer[1] in ENDS_WITH_REPORT
         )
@@ -165,7 +182,7 @@ class AnsweredInPlace:
         recorded = self.store.seen(self.relative(photo))
         if recorded is None or len(recorded) != 2 or recorded[1] is None:
             return False
-        return self._unchanged(recorded[1], photo.parent / sidecar)
+        return self._current(recorded[1], photo.parent / sidecar) is not None
 
     def forget_vanished(self, gone_by: Callable[[str], None] = lambda path: None) -> None:
         """Drop records of answered inbox files that are gone (deleted, replaced, moved), unless
