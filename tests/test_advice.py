@@ -616,6 +616,34 @@ def test_the_reports_of_a_folder_moved_out_of_the_inbox_go_at_once(
     assert daemon.stop() == 0
 
 
+def test_a_report_in_an_outbox_folder_swapped_for_a_link_is_withdrawn_at_the_next_start(
+    folders: Folders, daemon_factory: Any
+) -> None:
+    """An attacker's trial: the withdrawal met the link, crashed with a traceback, and the real
+    report stayed once the folder was put back. Nothing is read or removed through the link;
+    the next start withdraws it."""
+    daemon = daemon_factory(config=folders.config(pair_timeout=1.0))
+    (folders.inbox / "sub").mkdir()
+    _photo(folders, "sub/bad", {"style": "nope"}, seed=3)
+    _photo(folders, "stays", {"style": "nope"}, seed=4)  # the inbox is not an empty mount
+    assert "style 'nope'" in _report(folders, "sub/bad")
+    assert "style 'nope'" in _report(folders, "stays")
+    real, elsewhere = folders.root / "sub.real", folders.root / "elsewhere"
+    shutil.copytree(folders.outbox / "sub", elsewhere)
+    (folders.outbox / "sub").rename(real)
+    (folders.outbox / "sub").symlink_to(elsewhere)
+    (folders.inbox / "sub" / "bad.jpg").unlink()
+    daemon.wait_for_log("report.not_withdrawn")
+    assert daemon.logged("report.withdraw_crashed") == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["bad.error.json", "bad.log"]
+    assert daemon.stop() == 0
+    (folders.outbox / "sub").unlink()
+    real.rename(folders.outbox / "sub")
+    daemon = daemon_factory(config=folders.config(pair_timeout=1.0))
+    wait_for(lambda: not (folders.outbox / "sub").exists(), 30, "the report withdrawn")
+    assert daemon.stop() == 0
+
+
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_ctime
 

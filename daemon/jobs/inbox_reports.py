@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon import safefs
 from daemon.intake.ignore import SIDECAR_EXTENSION
 from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.partners import key
@@ -135,6 +136,9 @@ class InboxReports:
         while the daemon was stopped (`AnsweredInPlace.forget_vanished`)."""
         try:
             self._withdraw(relative)
+        except safefs.UnsafePath as exc:  # an attacker's trial: a traceback, at level error
+            # An outbox folder swapped for a link: left for the next start to withdraw.
+            log.warning("report.not_withdrawn", input=relative, reason=str(exc))
         except Exception:  # housekeeping: the intake, or the start, goes on
             log.exception("report.withdraw_crashed", input=relative)
 
