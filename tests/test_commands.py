@@ -250,6 +250,11 @@ def test_validate_explains_what_to_fix(folders: Folders, tmp_path: Path) -> None
     assert "params.sise: unknown key" in result.stderr, result.stderr
     assert "style 'mosaik' is not in the style library (did you mean 'mosaic'?" in result.stderr
 
+    # Both at once (a new user's trial: told of the style, then of the size once it was fixed).
+    two = write_json(tmp_path / "two.json", {"style": "nope", "params": {"size": 8000}})
+    result = stylefold("validate", str(two), "--config", str(folders.config()))
+    assert result.returncode == 1 and "would fail:\n  - style 'nope'" in result.stderr
+    assert "\n  - params.size: 8000 is above this daemon's max_output_size" in result.stderr
     too_big = write_json(tmp_path / "big.json", {"style": "mosaic", "params": {"size": 8000}})
     result = stylefold("validate", str(too_big), "--config", str(folders.config()))
     assert result.returncode == 1 and "max_output_size" in result.stderr

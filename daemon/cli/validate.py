@@ -46,7 +46,12 @@ def command(args: argparse.Namespace) -> int:
         parse_sidecar,
         unused,
     )
-    from daemon.intake.styles import StyleError, blend_defaults, check_style_file_name
+    from daemon.intake.styles import (
+        ResolvedStyle,
+        StyleError,
+        blend_defaults,
+        check_style_file_name,
+    )
 
     path: Path = args.file
     if not path.exists() and not path.is_symlink():
@@ -90,9 +95,10 @@ def command(args: argparse.Namespace) -> int:
         _whose_limits(problems, settings)
         return 1
     given = sidecar.overrides()
+    failing: list[str] = []  # all of them at once (a new user's trial: the style, then the size)
+    styles: list[ResolvedStyle] = []
     try:
         if library is None:
-            styles = []
             if (style_file := sidecar.style_file()) is not None:
                 check_style_file_name(style_file, IgnoreRules.from_settings(limits))
             if sidecar.style is None:
@@ -106,6 +112,9 @@ def command(args: argparse.Namespace) -> int:
                 beside=path.resolve().parent,
                 default=settings.default_style if settings else None,
             )
+    except StyleError as exc:
+        failing.append(str(exc))
+    try:
         params = merge_params(
             limits.defaults,
             blend_defaults(styles),
@@ -114,9 +123,12 @@ def command(args: argparse.Namespace) -> int:
             max_iterations=limits.max_iterations,
             weights=limits.weights,
         )
-    except (StyleError, SidecarError) as exc:
-        print(f"{path}: valid JSON, but it would fail: {exc}", file=sys.stderr)
-        _whose_limits([str(exc)], settings)
+    except SidecarError as exc:
+        failing.append(str(exc))
+    if failing:
+        told = f" {failing[0]}" if len(failing) == 1 else "".join(f"\n  - {f}" for f in failing)
+        print(f"{path}: valid JSON, but it would fail:{told}", file=sys.stderr)
+        _whose_limits(failing, settings)
         return 1
     output = sidecar.output
     fmt = output.format if output and output.format else limits.output_format
