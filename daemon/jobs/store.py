@@ -503,7 +503,7 @@ class Store:
         marks, ends = ",".join("?" * len(inputs)), ",".join("?" * len(ENDS_WITH_REPORT))
         rows = self._db.execute(
             f"SELECT id FROM jobs WHERE since > ? AND input IN ({marks}) AND state IN ({ends})",
-            (since, *inputs, *ENDS_WITH_REPORT),
+            (since, *map(_text, inputs), *ENDS_WITH_REPORT),
         )
         return {row[0] for row in rows}
 
