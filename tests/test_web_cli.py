@@ -122,6 +122,23 @@ def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
     )
     assert done.returncode == 78, done.stdout + done.stderr
     assert f"inbox: {folders.inbox} does not exist" in done.stderr
+    # A port another program holds, as the daemon's metrics port (a new user's trial: exit 1,
+    # which systemd restarted every 5 s).
+    folders.inbox.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [*CLI, "web", "--config", str(config), "--port", port],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (" in done.stderr
+    assert "choose another --port (or web_port)" in done.stderr
 
 
 def test_on_every_address_it_says_to_open_the_machines_name(tmp_path: Path) -> None:

@@ -65,8 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.web_port if args.port is None else args.port
     try:
         server = bind(settings, host, port, poll_seconds=args.poll)
-    except OSError as exc:
-        return fail(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port")
+    except OSError as exc:  # as the daemon's metrics port: 78, not restarted (a new user's trial)
+        return fail_config(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port (or web_port)"
+        )
     print(f"stylefold web: open {server.url} (Ctrl-C stops it)", flush=True)
     server.run()  # returns after SIGINT/SIGTERM, or raises KeyboardInterrupt once it stopped
     return 0
