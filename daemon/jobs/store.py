@@ -40,7 +40,7 @@ from daemon.jobs.states import (
 from daemon.jobs.store_schema import (
     STATE_FORMAT,
     NewerFormat,
-    added_column,
+    added_columns,
     check_format,
     create_or_upgrade,
     job_columns,
@@ -147,7 +147,7 @@ class JobRow:
 
 
 # An end as status lists it (`End`): the note of the move that answered it names its answer;
-# `withdrawn` as `added_column` reads it.
+# `withdrawn` as `added_columns` reads it.
 def _ends_select(withdrawn: str) -> str:
     return (
         f"SELECT id, state, since, input, reason, {withdrawn}, (SELECT note FROM transitions "
@@ -255,8 +255,9 @@ class Store:
                 if not _writable(self._db):
                     self._db.close()
                     raise ReadOnlyStateError(self.path)
-            self._columns = job_columns(self._db)
-            self._ends_select = _ends_select(added_column(self._db, "withdrawn"))
+            added = added_columns(self._db)  # one look at the table for both
+            self._columns = job_columns(added)
+            self._ends_select = _ends_select(added["withdrawn"])
         except NewerFormat as exc:
             self._db.close()
             raise NewerStateError(

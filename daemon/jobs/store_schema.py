@@ -3,7 +3,7 @@
 Kept apart from `daemon.jobs.store`, which reads and writes rows: what the tables are, and how
 a database from an earlier release is brought up to them, change together and only here. An
 upgrade only ever adds (tables, indexes, columns with defaults), so a read-only reader of a
-database not yet upgraded still works (`job_columns`).
+database not yet upgraded still works (`added_columns`).
 """
 
 from __future__ import annotations
@@ -116,17 +116,17 @@ def create_or_upgrade(db: sqlite3.Connection, found: int) -> None:
         db.execute(f"PRAGMA user_version = {STATE_FORMAT}")
 
 
-def job_columns(db: sqlite3.Connection) -> str:
-    """What a job row is read with. A read-only reader (`stylefold status` upgraded while the
-    previous daemon still runs) may find a database without the added columns: it reads them
-    as their defaults rather than failing."""
-    added = [added_column(db, name) for name in ADDED_COLUMNS]
-    return ", ".join([_COLUMNS, *added])
+def added_columns(db: sqlite3.Connection) -> dict[str, str]:
+    """Each added column as a query reads it. A read-only reader (`stylefold status` upgraded
+    while the previous daemon still runs) may find a database without them: it reads them as
+    their defaults rather than failing."""
+    have = _column_names(db)
+    return {name: name if name in have else f"0 AS {name}" for name in ADDED_COLUMNS}
 
 
-def added_column(db: sqlite3.Connection, name: str) -> str:
-    """An added column as a query reads it: its default where the database lacks it."""
-    return name if name in _column_names(db) else f"0 AS {name}"
+def job_columns(added: dict[str, str]) -> str:
+    """What a job row is read with, the added columns as `added_columns` reads them."""
+    return ", ".join([_COLUMNS, *added.values()])
 
 
 def _column_names(db: sqlite3.Connection) -> set[str]:
