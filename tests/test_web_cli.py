@@ -108,18 +108,23 @@ def test_a_request_sent_a_line_at_a_time_is_cut_off(tmp_path: Path) -> None:
         _stop(web)
 
 
-def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
-    """As for the daemon: systemd does not restart a unit after 78 (RestartPreventExitStatus=)."""
-    folders = make_folders(tmp_path)
-    config = folders.config()
-    folders.inbox.rmdir()  # an unmounted share
-    done = subprocess.run(
-        [*CLI, "web", "--config", str(config), "--port", "0"],
+def _web_exits(config: Path, port: str) -> subprocess.CompletedProcess[str]:
+    """`stylefold web` run to its end (one that cannot start)."""
+    return subprocess.run(
+        [*CLI, "web", "--config", str(config), "--port", port],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
+    """As for the daemon: systemd does not restart a unit after 78 (RestartPreventExitStatus=)."""
+    folders = make_folders(tmp_path)
+    config = folders.config()
+    folders.inbox.rmdir()  # an unmounted share
+    done = _web_exits(config, "0")
     assert done.returncode == 78, done.stdout + done.stderr
     assert f"inbox: {folders.inbox} does not exist" in done.stderr
     # A port another program holds, as the daemon's metrics port (a new user's trial: exit 1,
@@ -129,13 +134,7 @@ def test_a_configuration_error_exits_78(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        done = subprocess.run(
-            [*CLI, "web", "--config", str(config), "--port", port],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = _web_exits(config, port)
     assert done.returncode == 78, done.stdout + done.stderr
     assert f"cannot listen on 127.0.0.1:{port} (" in done.stderr
     assert "choose another --port (or web_port)" in done.stderr
