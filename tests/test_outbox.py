@@ -200,6 +200,36 @@ def test_a_stale_error_report_of_the_same_photo_does_not_push_the_numbering(tmp_
     assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=pair).number == 2
 
 
+def test_an_answer_in_another_format_holds_its_manifest_and_log(tmp_path: Path) -> None:
+    photo = ["old/photo.jpg"]  # what a_manifest answers
+    png = outbox.choose_names(tmp_path, "photo", "png", inputs=photo)
+    image = tmp_path / "rendered"
+    image.write_bytes(b"an image")
+    manifest = a_manifest("j")
+    manifest = manifest.model_copy(
+        update={"output": manifest.output.model_copy(update={"file": png.image.name})}
+    )
+    outbox.publish_result(png, image, manifest, "log\n")
+    # A JPEG asked for the same photo: the PNG answer stands, so the JPEG is numbered beside it,
+    # and a failure of it leaves the PNG's manifest where it is.
+    jpg = outbox.choose_names(tmp_path, "photo", "jpg", inputs=photo)
+    assert jpg.number == 2
+    outbox.publish_error(replace(jpg, number=1), a_report(input=photo[0]), "log\n")
+    assert png.manifest.exists()
+    # Once its owner deletes the PNG, its manifest and log are the new answer's to replace.
+    png.image.unlink()
+    assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=photo).number == 1
+    # A manifest naming no file beside it is not taken as an answer whose image went.
+    fsutil.atomic_write_json(
+        png.manifest,
+        manifest.model_copy(
+            update={"output": manifest.output.model_copy(update={"file": "../photo.stylised.png"})}
+        ).model_dump(mode="json"),
+        under=tmp_path,
+    )
+    assert outbox.choose_names(tmp_path, "photo", "jpg", inputs=photo).number == 2
+
+
 def test_a_folder_is_not_made_where_it_takes_an_answer_s_name(tmp_path: Path) -> None:
     (tmp_path / "photo.stylised.jpg").write_bytes(b"an answer")
     (tmp_path / "Trip").mkdir()

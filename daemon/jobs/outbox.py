@@ -481,22 +481,34 @@ class _Input(BaseModel):
     path: str
 
 
+class _Output(BaseModel):
+    file: str
+
+
 class _Answering(BaseModel):
-    """Which photo one of our manifests answers; any other key is the file's own business."""
+    """Which photo one of our manifests answers, and with which image; any other key is the
+    file's own business."""
 
     input: _Input
+    output: _Output
 
 
 def image_gone(names: OutputNames, inputs: Collection[str]) -> bool:
     """Whether `names.manifest` is an earlier answer about one of `inputs` (the job's photo and
     sidecar, relative to the inbox) whose image is no longer in the outbox: deleted by its
-    owner, so a new answer for the same photo may replace the manifest and its log."""
-    if not inputs or os.path.lexists(names.image) or not _file_at(names.manifest):
+    owner, so a new answer for the same photo may replace the manifest and its log. The image
+    is the one the manifest names, whatever the new answer's format (a user's trial: a JPEG
+    asked for after a PNG answer took the PNG's manifest and log, as if its image were gone)."""
+    if not inputs or not _file_at(names.manifest):
         return False
     try:
-        return _Answering.model_validate(read_json(names.manifest)).input.path in inputs
+        answer = _Answering.model_validate(read_json(names.manifest))
     except ValidationError:
         return False
+    image = answer.output.file
+    if image in ("", ".", "..") or "/" in image or "\0" in image:
+        return False  # not a name beside the manifest: not ours to judge
+    return answer.input.path in inputs and not os.path.lexists(names.folder / image)
 
 
 def _outdated(names: OutputNames, inputs: Collection[str]) -> tuple[Path, ...]:
