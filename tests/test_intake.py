@@ -352,6 +352,34 @@ def test_brought_along_style_file(inbox: Inbox) -> None:
     assert inbox.poll(PAIR * 2) == []  # the style image left behind is not a lone photo
 
 
+def test_style_images_a_refused_sidecar_names_are_not_lone_photos(inbox: Inbox) -> None:
+    """A user's trial: a sidecar bringing mine.png along, with a misspelt param, was refused
+    (rightly), and mine.png got a report of its own saying it had no sidecar, which stayed
+    once the sidecar was mended. So did a file in a blend (which takes library styles only)."""
+    image = inbox.write("photo.jpg")
+    inbox.write("mine.png")
+    refused = '{"style": {"file": "mine.png"}, "params": {"strenght": 1}}'
+    sidecar = inbox.write("photo.json", refused)
+    blended = inbox.write("b.jpg")
+    inbox.write("x.png")
+    blend = inbox.write("b.json", '{"style": [{"file": "x.png", "weight": 2}, {"name": "a"}]}')
+    # Each pair goes at once, for its job to say what is wrong with the sidecar.
+    assert sorted(inbox.poll(SETTLE), key=str) == [
+        Arrival(blended, blend, Path(".")),
+        Arrival(image, sidecar, Path(".")),
+    ]
+    assert inbox.poll(PAIR * 2) == []  # neither style image is reported as a lone photo
+    # Mended, the sidecar brings mine.png along as before.
+    inbox.write("photo.json", '{"style": {"file": "mine.png"}, "params": {"strength": 1}}')
+    [again] = inbox.poll(SETTLE)
+    assert isinstance(again, Arrival) and again.style_file == inbox.root / "mine.png"
+    # A sidecar that no longer names it leaves x.png a photo like any other.
+    inbox.write("b.json", '{"style": "a"}')
+    assert [event.path for event in inbox.poll(PAIR * 2) if isinstance(event, Problem)] == [
+        inbox.root / "x.png"
+    ]
+
+
 def test_a_photo_another_sidecar_brings_as_its_style_still_gets_its_own_job(
     inbox: Inbox,
 ) -> None:

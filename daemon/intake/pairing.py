@@ -51,7 +51,7 @@ from daemon.intake.partners import (
     reported_unusable,
     signature_of,
 )
-from daemon.intake.sidecar import TAKEOUT, parse_sidecar
+from daemon.intake.sidecar import TAKEOUT, files_named, parse_sidecar
 from daemon.limits import Limits
 from daemon.safefs import Changed, UnsafePath, lstat_under, unusable
 from daemon.status_model import Attention, InboxItem
@@ -633,6 +633,8 @@ class Intake:
         if sidecar.parsed == sidecar.signature:
             return
         sidecar.parsed = sidecar.signature
+        data: bytes | None = None
+        refused: tuple[str, ...] = ()
         try:
             relative = sidecar.path.relative_to(self.inbox)
             identity = sidecar.signature.identity()
@@ -640,9 +642,10 @@ class Intake:
             name = parse_sidecar(data).style_file()
         except SidecarError as exc:  # the job itself reports what is wrong with the sidecar
             name, sidecar.takeout = None, exc.problems == [TAKEOUT]
+            refused = () if data is None else files_named(data)
         except Changed:  # a change is seen by the next observation
             name = None
-        self._pairs.set_style_ref(sidecar, name)
+        self._pairs.set_style_ref(sidecar, name, refused)
 
     def _decide_image(self, image: Tracked, now: float, events: list[Event]) -> None:
         image.waits_for, image.lent = None, False

@@ -62,6 +62,7 @@ class Tracked:
     settled: bool = False
     done: Reported | Emitted | None = None  # what was last emitted about this file
     style_file: str | None = None  # sidecars: the brought-along style file named inside
+    refused_styles: tuple[str, ...] = ()  # sidecars refused: the style files named all the same
     parsed: Signature | None = None  # sidecars: the signature `style_file` was read at
     arriving: Arriving | None = None  # images: settled, but truncated (daemon.intake.arrival)
     unusable: str | None = None  # why it cannot be taken (a link, a FIFO, hard links)
@@ -227,8 +228,8 @@ class Partners:
                 related.update(self.images_for(sidecar))
         else:
             related.update(self.images_for(entry.path))
-            if entry.style_file is not None:
-                related.add(self.exact_image(folder, entry.style_file) or folder / entry.style_file)
+            for named in _style_names(entry):
+                related.add(self.exact_image(folder, named) or folder / named)
         related.discard(entry.path)
         return {path for path in related if path in self.files}
 
@@ -344,17 +345,25 @@ class Partners:
             return next(iter(group.values()))
         return group.get(name)
 
-    def set_style_ref(self, sidecar: Tracked, name: str | None) -> None:
-        if sidecar.style_file is not None:
-            old = _named(sidecar.path.parent / sidecar.style_file)
+    def set_style_ref(
+        self, sidecar: Tracked, name: str | None, refused: tuple[str, ...] = ()
+    ) -> None:
+        """The style file a sidecar brings along (`name`), or those a refused one names: each
+        is a style image, not a photo, while the sidecar names it."""
+        for each in _style_names(sidecar):
+            old = _named(sidecar.path.parent / each)
             refs = self._style_refs.get(old)
             if refs is not None:
                 refs.discard(sidecar.path)
                 if not refs:
                     del self._style_refs[old]
-        sidecar.style_file = name
-        if name is not None:
-            self._style_refs.setdefault(_named(sidecar.path.parent / name), set()).add(sidecar.path)
+        sidecar.style_file, sidecar.refused_styles = name, refused
+        for each in _style_names(sidecar):
+            self._style_refs.setdefault(_named(sidecar.path.parent / each), set()).add(sidecar.path)
+
+
+def _style_names(sidecar: Tracked) -> tuple[str, ...]:
+    return sidecar.refused_styles if sidecar.style_file is None else (sidecar.style_file,)
 
 
 def reported_unusable(entry: Tracked) -> str | None:

@@ -25,7 +25,14 @@ from daemon.config.render_limits import (
 )
 from daemon.intake.jsonload import SidecarError, json_kind, load_json
 from daemon.intake.sidecar_errors import describe_errors
-from daemon.intake.sidecar_model import PARAMS_ADAPTER, STYLE_ADAPTER, Sidecar, StyleSpec, given
+from daemon.intake.sidecar_model import (
+    PARAMS_ADAPTER,
+    STYLE_ADAPTER,
+    Sidecar,
+    StyleFile,
+    StyleSpec,
+    given,
+)
 from service.params import NAMED_INITS, RenderParams
 from service.weights import WeightsConfig
 
@@ -73,6 +80,26 @@ def parse_sidecar(
     except ValidationError as exc:
         problems = describe_errors(exc, ceilings=ceilings, sidecar=value)
         raise SidecarError(*problems, *_over_ceilings_too(value, exc, ceilings or {})) from None
+
+
+def files_named(data: bytes | str) -> tuple[str, ...]:
+    """The style image files a sidecar that `parse_sidecar` refuses still names (`"style":
+    {"file": ...}` beside a misspelt param, or files in a blend): they are its sender's style
+    images, not photos without a sidecar (a user's trial: the style image got a "has no
+    sidecar" report beside the pair's own, and kept it once the pair was mended)."""
+    try:
+        value = load_json(data)
+    except SidecarError:
+        return ()
+    style = value.get("style") if isinstance(value, dict) else None
+    named = []
+    for entry in style if isinstance(style, list) else [style]:
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            try:
+                named.append(StyleFile(file=entry["file"]).file)
+            except ValidationError:
+                continue
+    return tuple(dict.fromkeys(named))
 
 
 def _over_ceilings_too(
