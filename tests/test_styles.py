@@ -349,6 +349,14 @@ def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_di
         library.get("starry_night.png")
     assert 'named without its extension: "style": "starry_night"' in str(caught.value)
     assert "starry_night.png.jpg" not in str(caught.value)
+    # In another case, as names match (a photographer's trial: "Hubble.JPG" was told to add
+    # Hubble.JPG to the library beside hubble.jpg, and the library then had two alike).
+    with pytest.raises(StyleError) as caught:
+        library.get("Starry_Night.JPG")
+    assert str(caught.value).startswith(
+        "style 'Starry_Night.JPG' is a file name; a library style is named without its "
+        'extension: "style": "starry_night"'
+    )
     # In a blend's item: its key, and no image to bring, which a blend cannot (a re-test).
     blend = [StyleRef(name="starry_night.png"), StyleRef(name="starry_night")]
     with pytest.raises(StyleError) as caught:

@@ -337,10 +337,12 @@ class StyleLibrary:
             # a blend cannot bring an image along (a re-test: advised to, in a blend's item)
             file = f' (or, for an image beside the sidecar, "style": {{"file": "{name}"}})'
             file = file if key == "style" else ""
-            if stem in names:
+            # in any case, as names are matched (a photographer's trial: "Hubble.JPG" was
+            # told to add Hubble.JPG beside hubble.jpg, two styles alike but for case)
+            if (known := self.find(stem)) is not None:
                 return (
                     f"style {name!r} is a file name; a library style is named without its "
-                    f'extension: "{key}": "{stem}"{file}'
+                    f'extension: "{key}": "{known.name}"{file}'
                 )
             # an attacker's trial: told to add café.jpg.jpg for "café.jpg"
             available = ", ".join(names) or "none yet"
