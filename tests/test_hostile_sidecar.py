@@ -33,6 +33,11 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"content_weight": "1"}, ("params.content_weight", "without quotes: 1")),
     ({"style_weight": True}, ("params.style_weight", "not numbers")),
     ({"tolerance": "0.1"}, ("params.tolerance", "without quotes: 0.1")),
+    # told only to write a number (a photographer's trial)
+    ({"strength": "50%"}, ("params.strength", "a percentage is written as a fraction", ": 0.5")),
+    ({"strength": "0,5"}, ("params.strength", "a decimal point, not a comma, without", ": 0.5")),
+    ({"size": "1,024"}, ("params.size", "write it without the commas, without quotes: 1024")),
+    ({"size": "0,5"}, ("params.size", "write a whole number such as 512, without quotes")),
     ({"style_layers": ["conv1_1"] * 2000}, ("style_layers", "listed twice", "list it once")),
     ({"content_layers": ["conv4_2", "conv4_2"]}, ("content_layers", "listed twice")),
     ({"style_layers": ["conv5_4"], "network": "vgg16"}, ("does not exist in vgg16", "conv5_3")),

@@ -141,6 +141,7 @@ def test_flags_reach_the_engine_and_seeds_repeat(tmp_path: Path, photos: tuple[P
         ("--size", "big", "must be a whole number (got 'big')"),
         ("--seed", "1.5", "must be a whole number (got '1.5')"),
         ("--strength", "much", "must be a number (got 'much')"),
+        ("--strength", "50%", "(got '50%'); a percentage is written as a fraction: 0.5"),
         ("--style-layer-weights", "x", "must be a number (got 'x')"),
     ],
 )
