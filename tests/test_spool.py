@@ -573,6 +573,18 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
         "style mosaic's defaults from the style library: strength 0.3 (overridden by the "
         "sidecar: 0.9)",
     )
+    # A style's style_weight gives way to the sidecar's strength, and says so (a trial).
+    write_json(folders.styles / "waves.json", {"style_weight": 5})
+    library = StyleLibrary.from_settings(settings)
+    sent = {"style": "waves", "params": {"strength": 0.9}}
+    strong = resolve(_pair(folders, "waves.jpg", sent), settings, library)
+    assert strong.params.style_weight is None and strong.params.strength == 0.9
+    assert strong.notes == (
+        "style waves's defaults from the style library: style_weight 5.0 (not used: strength "
+        "0.9 from the sidecar decides)",
+    )
+    (folders.styles / "waves.json").unlink()
+    library = StyleLibrary.from_settings(settings)
     plain = resolve(_pair(folders, "other.jpg", {"style": "waves"}), settings, library)
     assert plain.notes == ()
     # In a blend only the heaviest style's apply; the others' are named (a photographer's

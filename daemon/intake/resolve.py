@@ -157,12 +157,16 @@ def style_defaults_note(
 
 def _default_fate(key: str, given: Mapping[str, object], by: str) -> str:
     """What became of a style's default for `key`: overridden by what the sender gave, or not
-    used at all (a style_weight given decides instead of any strength); nothing when it was
+    used at all (a style_weight given decides instead of any strength, a strength given instead
+    of any style_weight); nothing when it was
     used (a re-test: "(the sidecar overrides them)" read as if it had)."""
     if key in given:
         return f" (overridden by {by}: {given[key]})"
     if key == "strength" and "style_weight" in given:
         return f" (not used: style_weight {given['style_weight']} from {by} decides)"
+    if key == "style_weight" and "strength" in given:  # `sidecar.layered`: the later decides
+        # a photographer's trial: the log told the style's style_weight 5 as used
+        return f" (not used: strength {given['strength']} from {by} decides)"
     return ""
 
 
