@@ -45,7 +45,7 @@ from daemon.jobs.answers import ReportDetail
 from daemon.jobs.lifecycle import Lifecycle
 from daemon.jobs.live import Blocked
 from daemon.jobs.retry_on_fix import FixWatch
-from daemon.jobs.store import Store, StoreError
+from daemon.jobs.store import DamagedStateError, Store, StoreError, as_damage
 from daemon.lock import InboxLock, LockError, StateLock, holder, nested_inbox
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics, MetricsError
@@ -226,6 +226,32 @@ class Daemon:
         self.intake.reported_with_sidecar = jobs.spool.in_place.reported_with_sidecar
         self.intake.vanished = jobs.reports.vanished
         self.intake.brought_along = jobs.spool.in_place.brought_along
+        try:
+            left_blocked = self._serve(jobs)
+        except BaseException as exc:
+            if (damage := as_damage(exc, self.store.path)) is not None:
+                return self._stop_on_damage(damage)
+            self._shutdown()
+            raise
+        self._shutdown()
+        return ExitCode.TEMPFAIL if self.guard.reason or left_blocked else ExitCode.OK
+
+    def _stop_on_damage(self, damage: DamagedStateError) -> int:
+        """A query found the state database broken inside: every later one may fail too, so
+        the daemon stops without the drain, which records in it, and is not restarted (an
+        operator's trial: a traceback, and five restarts by systemd, each failing alike).
+        The photos of unfinished jobs stay in the spool, which the next start empties."""
+        log.error("daemon.state_damaged", error=str(damage))
+        self.notifier.stopping()
+        self.watcher.stop()
+        self.pool.stop()
+        self.metrics.stop()
+        log.info("daemon.stopped", state_damaged=True)
+        return ExitCode.CONFIG
+
+    def _serve(self, jobs: Lifecycle) -> list[str]:
+        """Recover, then take photos until a signal (or, `once`, until the inbox is done);
+        the blocked answers left, in `once`."""
         recovered = jobs.recover()
         self._extending = False
         self.fixes = FixWatch(jobs)
@@ -240,28 +266,24 @@ class Daemon:
             unfinished=len(jobs.jobs),
             once=self.once,
         )
-        left_blocked: list[str] = []
-        try:
-            while not self._signals and not self.guard.tripped(time.monotonic()):
-                if self._reload:
-                    self._reload = False
-                    self.reload()
-                self.step(TICK)
-                if self.once and self._idle():
-                    # Each named with what it waits for (a photographer's trial: a sidecar
-                    # naming a style image that never came left only "left_waiting=2").
-                    waiting = self.intake.items(time.monotonic(), time.time())
-                    log.info("daemon.inbox_done", left_waiting=list(map(_waiting_line, waiting)))
-                    break
-                if self.once and self._idle(blocked=True):
-                    # Blocked answers wait for a person; a cron job must end (an attacker's
-                    # trial: `once` ran until killed). The next start tries them again.
-                    left_blocked = sorted(map(_blocked_line, jobs.publisher.blocked.values()))
-                    log.warning("daemon.inbox_done", left_blocked=left_blocked)
-                    break
-        finally:
-            self._shutdown()
-        return ExitCode.TEMPFAIL if self.guard.reason or left_blocked else ExitCode.OK
+        while not self._signals and not self.guard.tripped(time.monotonic()):
+            if self._reload:
+                self._reload = False
+                self.reload()
+            self.step(TICK)
+            if self.once and self._idle():
+                # Each named with what it waits for (a photographer's trial: a sidecar
+                # naming a style image that never came left only "left_waiting=2").
+                waiting = self.intake.items(time.monotonic(), time.time())
+                log.info("daemon.inbox_done", left_waiting=list(map(_waiting_line, waiting)))
+                break
+            if self.once and self._idle(blocked=True):
+                # Blocked answers wait for a person; a cron job must end (an attacker's
+                # trial: `once` ran until killed). The next start tries them again.
+                left_blocked = sorted(map(_blocked_line, jobs.publisher.blocked.values()))
+                log.warning("daemon.inbox_done", left_blocked=left_blocked)
+                return left_blocked
+        return []
 
     def _probe_devices(self) -> bool:
         """`devices = "auto"` on local workers: find them, loudly when a GPU host cannot use

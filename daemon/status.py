@@ -31,7 +31,7 @@ from daemon.jobs.store import (
     End,
     NewerStateError,
     Store,
-    StoreError,
+    as_damage,
     damage_fix,
 )
 from daemon.lock import holder
@@ -317,8 +317,9 @@ def _read_report(state: Path) -> StatusReport:
             store.close()
     except (OSError, sqlite3.Error, ValidationError) as exc:
         # Whoever asks (status, the web page) still gets an answer that says what is wrong.
-        if isinstance(exc, StoreError) and exc.damaged:
-            what, fix = f"the state database is damaged ({exc.__cause__})", damage_fix(store_file)
+        if (damage := as_damage(exc, store_file)) is not None:
+            # told as a permission or space problem when the file opened (an operator's trial)
+            what, fix = f"the state database is damaged ({damage.found})", damage_fix(store_file)
         elif isinstance(exc, NewerStateError):
             what, fix = exc.what, NEWER_FIX
         else:

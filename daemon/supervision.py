@@ -10,7 +10,7 @@ from daemon.gpu_probe import GPU_FIX
 from daemon.intake.watcher import WatchError
 from daemon.jobs.answers import BLOCKED_FIX, BLOCKED_ON
 from daemon.jobs.states import State
-from daemon.jobs.store import NewerStateError, ReadOnlyStateError
+from daemon.jobs.store import DamagedStateError, NewerStateError, ReadOnlyStateError
 from daemon.metrics import MetricsError
 from daemon.pool.api import ClusterUnavailable, SetupError
 from daemon.status import RESTART_FIX
@@ -24,6 +24,7 @@ _START_FAILURES: dict[type[Exception], ExitCode] = {
     ClusterUnavailable: ExitCode.TEMPFAIL,  # systemd restarts and the cluster may be back
     NewerStateError: ExitCode.CONFIG,  # a state folder of a newer version: not restarted
     ReadOnlyStateError: ExitCode.CONFIG,  # its owner must be mended first
+    DamagedStateError: ExitCode.CONFIG,  # restored or moved aside first (an operator's trial)
 }
 
 

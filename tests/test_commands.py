@@ -19,6 +19,7 @@ from conftest import CLI, REPO, Daemon, Folders, image_bytes, start_daemon, writ
 from PIL import Image
 from ray_cluster import free_port
 
+from daemon.jobs.states import State
 from daemon.jobs.store import DB_FILE, Store
 from daemon.status_model import StatusReport
 from service.params import STYLE_MIN_SIDE
@@ -459,8 +460,33 @@ def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run
 
     result = stylefold("run", "--config", config)
     said = result.stdout + result.stderr  # the log (start_failed), wherever it goes
-    assert result.returncode != 0
+    assert result.returncode == 78  # not restarted by systemd: a restart meets the same file
     assert "is damaged" in said and "restore stylefold.db from a backup" in said
+    assert "[Errno" not in said
+
+    # An operator's trial: a file with two pages overwritten still opened; the daemon started
+    # on it and crashed with a traceback in its first query, which status told as a matter
+    # of permissions and free space.
+    (folders.state / DB_FILE).unlink()
+    store = Store(folders.state)
+    for number in range(400):
+        store.create(f"job-{number}", State.CLAIMING, f"photo-{number}.jpg", note="x" * 200)
+    store.close()
+    whole = (folders.state / DB_FILE).read_bytes()  # its first page holds the schema: it opens
+    broken = whole[:4096] + bytes(range(256)) * ((len(whole) - 8192) // 256) + whole[-4096:]
+    (folders.state / DB_FILE).write_bytes(broken)
+    result = stylefold("status", "--config", config, "--json")
+    [attention] = StatusReport.model_validate_json(result.stdout).attention
+    assert attention.what.startswith("the state database is damaged"), attention
+    result = stylefold("run", "--config", config, "--log-format", "json")
+    assert result.returncode == 78, result.stdout[-2000:]
+    [failed] = [
+        line
+        for line in map(json.loads, result.stdout.splitlines())
+        if line["event"] == "daemon.start_failed"
+    ]
+    assert "is damaged" in failed["error"] and "move stylefold.db" in failed["error"]
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_a_pipe_or_device_named_as_a_file_is_refused_at_once(tmp_path: Path) -> None:

@@ -60,6 +60,24 @@ class StoreError(OSError):
 
     damaged = False
 
+    def __str__(self) -> str:  # the message alone: "[Errno 5]" told an operator nothing
+        return self.strerror or super().__str__()
+
+
+class DamagedStateError(StoreError):
+    """The database file is broken inside (SQLite's quick check, or a read, says so): no
+    restart mends it, so the daemon stops with the fix (an operator's trial: it started on
+    a file with two pages overwritten, then crashed with a traceback in its first query,
+    and systemd restarted it five times)."""
+
+    damaged = True
+
+    def __init__(self, path: Path, found: str) -> None:
+        self.found = found
+        super().__init__(
+            errno.EIO, f"the state database {path} is damaged ({found}); {damage_fix(path)}"
+        )
+
 
 NEWER_FIX = (
     "run the newer version, or roll back as deploy/README.md section 6 says (let the queue "
@@ -115,6 +133,20 @@ def read_only_fix(path: Path) -> str:
         "cannot be written by this user though its mode allows it: its file system is "
         "mounted read-only, or the file is immutable (lsattr)"
     )
+
+
+def is_damage(exc: BaseException | None) -> bool:
+    """SQLITE_NOTADB and SQLITE_CORRUPT; locks, permissions and I/O are OperationalError."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def as_damage(exc: BaseException, path: Path) -> DamagedStateError | None:
+    """`exc` as the damage to the database at `path` it tells of, if any: a query's own error,
+    or a write's (a StoreError caused by one)."""
+    if isinstance(exc, DamagedStateError):
+        return exc
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    return DamagedStateError(path, str(cause)) if is_damage(cause) else None
 
 
 def damage_fix(path: Path) -> str:
@@ -255,6 +287,9 @@ class Store:
                 if not _writable(self._db):
                     self._db.close()
                     raise ReadOnlyStateError(self.path)
+                if (damage := self.damage()) is not None:  # a file broken inside opens
+                    self._db.close()
+                    raise DamagedStateError(self.path, damage)
             added = added_columns(self._db)  # one look at the table for both
             self._columns = job_columns(added)
             self._ends_select = _ends_select(added["withdrawn"])
@@ -265,16 +300,8 @@ class Store:
                 f"format {exc.found}; this version reads up to {STATE_FORMAT})"
             ) from None
         except sqlite3.Error as exc:
-            # SQLITE_NOTADB and SQLITE_CORRUPT; locks, permissions and I/O are OperationalError
-            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                exc, sqlite3.OperationalError
-            ):
-                error = StoreError(
-                    errno.EIO,
-                    f"the state database {self.path} is damaged ({exc}); {damage_fix(self.path)}",
-                )
-                error.damaged = True
-                raise error from exc
+            if is_damage(exc):
+                raise DamagedStateError(self.path, str(exc)) from exc
             raise StoreError(
                 errno.EIO, f"cannot open the state database {self.path}: {exc}"
             ) from exc
