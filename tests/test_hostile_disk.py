@@ -214,6 +214,7 @@ def test_the_daemon_starts_on_a_full_state_folder_and_finishes_a_release_later(
         blocked = daemon.wait_for_log("job.originals_unwritable", timeout=120)
         assert "Read-only file system" in str(blocked["error"])
         assert "archive folder" in str(blocked["fix"])
+        assert blocked["input"] == "trip/photo.jpg"
         assert daemon.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(archive)], check=False)

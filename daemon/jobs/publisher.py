@@ -274,6 +274,8 @@ class Publisher:
             log.error(
                 f"job.{on}_unwritable",
                 job_id=job_id,
+                # the photo, for the journal's reader (an operator's trial: a job id alone)
+                input=row.input if row is not None else job.source if job is not None else None,
                 error=reason,
                 retry_in=self.publish_retry,
                 # A refusal's own message says what to do ("...is missing: mount it").
