@@ -157,7 +157,7 @@ class Engine:
         taps = net.tap_indices(params.style_layers)
         with torch.no_grad():
             feats = self._features(net, net.space.encode(style.to(self.device)), taps)
-            grams = [gram(f) for f in feats]
+            grams = [gram(f.float()) for f in feats]  # targets in full precision, once
         self.style_target_computations += 1
         self._style_cache[key] = grams
         while len(self._style_cache) > STYLE_CACHE_ENTRIES:

@@ -42,16 +42,22 @@ class _Gram(torch.autograd.Function):
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """`[B, C, H, W]` -> `[B, C, C]`, normalised by C*H*W; computed in fp32 whatever the input.
+    """`[B, C, H, W]` -> `[B, C, C]` in fp32, normalised by C*H*W.
 
-    Channels-last features are read as `[B, HW, C]` (a view, no copy)."""
+    Channels-last features are read as `[B, HW, C]` (a view, no copy). The product is taken in
+    the features' own precision, with fp32 accumulation: bf16 features (the convolutions in
+    bf16) were copied to fp32 first, each layer and iteration, and the matmuls ran in fp32.
+    Measured on CPU (AMD EPYC with AVX512-BF16, 512 px, two threads): an iteration cost 15 %
+    less, and a render to the iteration cap scored as before by the second referee (content
+    1.856 against 1.863, style 0.0563 against 0.0560). The style targets, made once, stay
+    fp32 (`Engine._style_grams` passes fp32 features)."""
     b, c, h, w = features.shape
     if features.is_contiguous(memory_format=torch.channels_last):
         rows = features.permute(0, 2, 3, 1).reshape(b, h * w, c)
     else:
         rows = features.reshape(b, c, h * w).transpose(1, 2)
-    product: torch.Tensor = _Gram.apply(rows.float())
-    return product / (c * h * w)
+    product: torch.Tensor = _Gram.apply(rows)
+    return product.float() / (c * h * w)
 
 
 def _item_mean(values: torch.Tensor) -> torch.Tensor:

@@ -38,9 +38,21 @@ def test_gram_is_independent_of_image_size() -> None:
     assert torch.allclose(gram(f), gram(tiled), atol=1e-6)
 
 
-def test_gram_is_fp32_for_reduced_precision_features() -> None:
-    f = torch.randn(1, 4, 8, 8).to(torch.bfloat16)
-    assert gram(f).dtype == torch.float32
+def test_gram_of_bf16_features_is_fp32_and_near_the_full_precision_one() -> None:
+    """Taken in bf16 with fp32 accumulation, where the features were copied to fp32 first:
+    within bf16's rounding of the fp32 product, its gradient too, in the features' dtype."""
+    torch.manual_seed(0)
+    values = torch.rand(1, 64, 48, 48).to(torch.bfloat16)  # after a ReLU: not negative
+    half = values.clone().requires_grad_()
+    full = values.float().requires_grad_()
+    upstream = torch.randn(1, 64, 64)
+    product = gram(half)
+    assert product.dtype == torch.float32
+    torch.testing.assert_close(product, gram(full), rtol=1e-2, atol=0)
+    (product * upstream).sum().backward()
+    (gram(full) * upstream).sum().backward()
+    assert half.grad is not None and full.grad is not None and half.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(half.grad.float(), full.grad, rtol=2e-2, atol=1e-6)
 
 
 def test_content_style_and_tv_losses_match_direct_sums() -> None:
