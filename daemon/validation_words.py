@@ -64,3 +64,27 @@ def value_hint(values: list[str], got: object) -> str:
     if not close and _SAME_AS.get(got.casefold()) in values:  # a word no spelling is near
         close = [_SAME_AS[got.casefold()]]
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def number_text_fix(text: str, whole: bool, example: str | None, quoted: bool) -> str:
+    """What to write for a number given as text (in a sidecar, in quotes; on the command line,
+    in a config file or a variable, as typed): a percentage as its fraction, a decimal comma as
+    a point, thousands without commas (a photographer's trial: "50%" and "0,5" were told only
+    to write a number). `whole`: the field takes whole numbers; `example`, if any, is offered
+    for other text."""
+    unquoted = ", without quotes" if quoted else ""
+    if _is_number(text):
+        return f"; write the number without quotes: {text}" if quoted else ""
+    if not whole and text.endswith("%") and _is_number(number := text[:-1].strip()):
+        return f"; a percentage is written as a fraction{unquoted}: {float(number) / 100:g}"
+    if whole and re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):  # 1,024
+        return f"; write it without the commas{unquoted}: {text.replace(',', '')}"
+    if not whole and re.fullmatch(r"-?\d+,\d+", text):  # 0,5
+        return f"; write a decimal point, not a comma{unquoted}: {text.replace(',', '.')}"
+    if example is None:
+        return ""
+    return f"; write a {'whole ' if whole else ''}number such as {example}{unquoted}"
+
+
+def _is_number(text: str) -> bool:
+    return text.lstrip("-").replace(".", "", 1).isdigit()

@@ -147,6 +147,30 @@ def test_an_unknown_setting_from_the_environment_names_its_variable(
     )
 
 
+def test_a_number_written_as_text_is_told_its_fix(
+    folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A photographer's trial, in a sidecar: "50%" and "0,5" were told only to write a number;
+    in a config file or a variable alike."""
+    config = tmp_path / "text.toml"
+    config.write_text('[defaults]\nstrength = "50%"\nsize = "1,024"\n')
+    error = error_of(config, folders)
+    assert (
+        "defaults.size: must be a whole number (got '1,024'); write it without the commas: 1024;"
+        in error
+    )
+    assert (
+        "defaults.strength: must be a number (got '50%'); a percentage is written as a "
+        "fraction: 0.5;" in error
+    )
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STRENGTH", "0,5")
+    assert "(got '0,5'); write a decimal point, not a comma: 0.5; fix it in" in error_of(
+        None, folders
+    )
+    monkeypatch.setenv("STYLEFOLD_DEFAULTS__STRENGTH", "lots")  # no guess at other text
+    assert "(got 'lots'); fix it in" in error_of(None, folders)
+
+
 def test_a_table_whose_parts_disagree_names_where_its_parts_are_set(
     folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from daemon.config.fields import CONFIG_ENV, ENV_PREFIX, PATH_FIELDS, WEIGHTS_PA
 from daemon.config.settings import Settings, toml_values
 from daemon.fsutil import user_name
 from daemon.utf8 import NotUtf8, text_of
-from daemon.validation_words import plain, value_hint
+from daemon.validation_words import number_text_fix, plain, value_hint
 from service.files import NotAFile, open_regular
 from service.params import beyond_strength
 
@@ -102,6 +102,9 @@ def _describe(error: ValidationError, toml: Mapping[str, Any]) -> str:
             simple = isinstance(got, str | int | float | bool) and repr(got) not in message
             shown = f" (got {got!r})" if simple else ""
             beyond = beyond_strength(problem["type"], loc, got)
+            if problem["type"] in ("float_parsing", "int_parsing") and isinstance(got, str):
+                whole = problem["type"] == "int_parsing"  # "50%", "0,5", "1,024" (a trial)
+                beyond += number_text_fix(got.strip(), whole, None, quoted=False)
             if problem["type"] == "literal_error":  # as a sidecar's value is (a re-test)
                 expected = str(problem.get("ctx", {}).get("expected", ""))
                 beyond += value_hint(re.findall(r"'([^']*)'", expected), got)

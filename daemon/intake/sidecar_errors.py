@@ -8,7 +8,6 @@ daemon's own lower limit, all at once.
 import difflib
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, get_args
 
@@ -28,7 +27,15 @@ from daemon.intake.sidecar_model import (
     StyleRef,
     name_in,
 )
-from daemon.validation_words import NO, YES, as_word, plain, spelling_of, value_hint
+from daemon.validation_words import (
+    NO,
+    YES,
+    as_word,
+    number_text_fix,
+    plain,
+    spelling_of,
+    value_hint,
+)
 from service.params import NAMED_INITS, RenderParams, beyond_strength
 
 
@@ -343,26 +350,6 @@ def error_text(item: ErrorDetails, example: str | None = None, numbers: bool = F
     )
 
 
-def _text_fix(text: str, whole: bool, example: str, quoted: bool) -> str:
-    """What to write for a number given as text (in a sidecar, in quotes; on the command line,
-    as typed): a percentage as its fraction, a decimal comma as a point (a photographer's
-    trial: "50%" and "0,5" were told only to write a number)."""
-    unquoted = ", without quotes" if quoted else ""
-    if _is_number(text):
-        return f"; write the number without quotes: {text}" if quoted else ""
-    if not whole and text.endswith("%") and _is_number(number := text[:-1].strip()):
-        return f"; a percentage is written as a fraction{unquoted}: {float(number) / 100:g}"
-    if whole and re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):  # 1,024
-        return f"; write it without the commas{unquoted}: {text.replace(',', '')}"
-    if not whole and re.fullmatch(r"-?\d+,\d+", text):  # 0,5
-        return f"; write a decimal point, not a comma{unquoted}: {text.replace(',', '.')}"
-    return f"; write a {'whole ' if whole else ''}number such as {example}{unquoted}"
-
-
-def _is_number(text: str) -> bool:
-    return text.lstrip("-").replace(".", "", 1).isdigit()
-
-
 def _one_style(kind: str, got: object) -> str:
     """For a blend's item written as the whole style (a new user's trial: `{"name": "noise"}`
     was told the three shapes, not the one it was nearly)."""
@@ -418,7 +405,7 @@ def _type_fix(kind: str, got: object, example: str | None, numbers: bool) -> str
     if isinstance(got, bool):
         return f"; true and false are not numbers, write a number such as {example}"
     if isinstance(got, str):
-        return _text_fix(got.strip(), whole, example, quoted=kind.endswith("_type"))
+        return number_text_fix(got.strip(), whole, example, quoted=kind.endswith("_type"))
     if isinstance(got, float) and whole:
         return f"; write a whole number such as {example}"
     return f"; write a number such as {example}"
