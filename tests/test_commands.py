@@ -486,6 +486,7 @@ def test_a_damaged_state_database_is_named_with_its_fix_by_doctor_status_and_run
         if line["event"] == "daemon.start_failed"
     ]
     assert "is damaged" in failed["error"] and "move stylefold.db" in failed["error"]
+    assert "\n" not in failed["error"]  # not a line per broken page
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -338,8 +338,13 @@ class Store:
             rows = self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             return str(exc)
-        found = [str(row[0]) for row in rows]
-        return None if found == ["ok"] else "; ".join(found[:3])
+        found = [line for row in rows for line in str(row[0]).splitlines()]
+        if found == ["ok"]:
+            return None
+        # one row may hold a line per broken page (an operator's trial: 100 lines in the log)
+        found = [line for line in found if not line.startswith("*** in database")] or found
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        return "; ".join(found[:3]) + more
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
