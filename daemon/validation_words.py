@@ -73,14 +73,17 @@ def number_text_fix(text: str, whole: bool, example: str | None, quoted: bool) -
     to write a number). `whole`: the field takes whole numbers; `example`, if any, is offered
     for other text."""
     unquoted = ", without quotes" if quoted else ""
-    if _is_number(text):
+    grouped = re.fullmatch(r"\d{1,3}([,.]\d{3})+", text)  # 1,024 or 1.024: thousands
+    if _is_number(text) and not (whole and "." in text):
         return f"; write the number without quotes: {text}" if quoted else ""
-    if not whole and text.endswith("%") and _is_number(number := text[:-1].strip()):
-        return f"; a percentage is written as a fraction{unquoted}: {float(number) / 100:g}"
-    if whole and re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):  # 1,024
-        return f"; write it without the commas{unquoted}: {text.replace(',', '')}"
-    if not whole and re.fullmatch(r"-?\d+,\d+", text):  # 0,5
-        return f"; write a decimal point, not a comma{unquoted}: {text.replace(',', '.')}"
+    if whole and grouped:  # never a fraction here (a re-test: "1.024" told to drop quotes)
+        return f"; write it without the {_marks(text)}{unquoted}: {re.sub('[,.]', '', text)}"
+    if not whole and (percent := re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)):
+        return f"; a percentage is written as a fraction{unquoted}: {float(percent[1]) / 100:g}"
+    if not whole and re.fullmatch(r"\d+,\d+", text):  # 0,5; 1,000 may be either
+        point = f"write a decimal point, not a comma{unquoted}: {text.replace(',', '.')}"
+        whole_number = text.replace(",", "")
+        return f"; {point}" if not grouped else f"; {point}, or {whole_number} for thousands"
     if example is None:
         return ""
     return f"; write a {'whole ' if whole else ''}number such as {example}{unquoted}"
@@ -88,3 +91,7 @@ def number_text_fix(text: str, whole: bool, example: str | None, quoted: bool) -
 
 def _is_number(text: str) -> bool:
     return text.lstrip("-").replace(".", "", 1).isdigit()
+
+
+def _marks(text: str) -> str:
+    return "commas" if "," in text else "dots"
