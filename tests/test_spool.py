@@ -583,6 +583,14 @@ def test_a_styles_defaults_are_named_in_the_jobs_log(folders: Folders) -> None:
         "style waves's defaults from the style library: style_weight 5.0 (not used: strength "
         "0.9 from the sidecar decides)",
     )
+    write_json(folders.styles / "waves.json", {"style_weight": 5, "strength": 0.2})
+    library = StyleLibrary.from_settings(settings)
+    both = resolve(_pair(folders, "both.jpg", {"style": "waves"}), settings, library)
+    assert both.params.style_weight == 5
+    assert both.notes == (
+        "style waves's defaults from the style library: strength 0.2 (not used: its "
+        "style_weight 5.0 decides), style_weight 5.0",
+    )
     (folders.styles / "waves.json").unlink()
     library = StyleLibrary.from_settings(settings)
     plain = resolve(_pair(folders, "other.jpg", {"style": "waves"}), settings, library)

@@ -339,6 +339,13 @@ def test_a_style_named_in_another_case_is_the_library_s_one_of_that_name(
         "differ from it in letter case alone (Starry_Night, starry_night); write the name "
         "exactly as one of them"
     )
+    with pytest.raises(StyleError) as caught:  # a re-test: told to add STARRY_NIGHT.JPG
+        library.get("STARRY_NIGHT.JPG")
+    assert str(caught.value) == (
+        "style 'STARRY_NIGHT.JPG' is a file name; a library style is named without its "
+        "extension, and 2 of its styles differ from 'STARRY_NIGHT' in letter case alone "
+        "(Starry_Night, starry_night): write one of them exactly"
+    )
 
 
 def test_a_style_named_by_its_file_name_is_told_to_drop_the_extension(library_dir: Path) -> None:

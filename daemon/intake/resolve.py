@@ -149,17 +149,20 @@ def style_defaults_note(
     if not source.defaults:
         return f"style {source.name} has no defaults in the style library{unused}" if left else None
     told = ", ".join(
-        f"{key} {value}{_default_fate(key, given, overrides)}"
+        f"{key} {value}{_default_fate(key, given, overrides, source.defaults)}"
         for key, value in source.defaults.items()
     )
     return f"style {source.name}'s defaults from the style library: {told}{unused}"
 
 
-def _default_fate(key: str, given: Mapping[str, object], by: str) -> str:
-    """What became of a style's default for `key`: overridden by what the sender gave, or not
-    used at all (a style_weight given decides instead of any strength, a strength given instead
-    of any style_weight); nothing when it was
-    used (a re-test: "(the sidecar overrides them)" read as if it had)."""
+def _default_fate(
+    key: str, given: Mapping[str, object], by: str, defaults: Mapping[str, object]
+) -> str:
+    """What became of a style's default for `key` (one of its `defaults`): overridden by what
+    the sender gave, or not used at all (a style_weight given decides instead of any strength,
+    a strength given instead of any style_weight; in the style's JSON alone, its style_weight
+    instead of its strength); nothing when it was used (a re-test: "(the sidecar overrides
+    them)" read as if it had)."""
     if key in given:
         return f" (overridden by {by}: {given[key]})"
     if key == "strength" and "style_weight" in given:
@@ -167,6 +170,8 @@ def _default_fate(key: str, given: Mapping[str, object], by: str) -> str:
     if key == "style_weight" and "strength" in given:  # `sidecar.layered`: the later decides
         # a photographer's trial: the log told the style's style_weight 5 as used
         return f" (not used: strength {given['strength']} from {by} decides)"
+    if key == "strength" and defaults.get("style_weight") is not None:  # both in its JSON
+        return f" (not used: its style_weight {defaults['style_weight']} decides)"
     return ""
 
 

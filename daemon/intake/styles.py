@@ -344,6 +344,12 @@ class StyleLibrary:
                     f"style {name!r} is a file name; a library style is named without its "
                     f'extension: "{key}": "{known.name}"{file}'
                 )
+            if len(alike := self._alike(stem)) > 1:  # a re-test: told to add HUBBLE.JPG
+                return (
+                    f"style {name!r} is a file name; a library style is named without its "
+                    f"extension, and {len(alike)} of its styles differ from {stem!r} in letter "
+                    f"case alone ({', '.join(alike)}): write one of them exactly"
+                )
             # an attacker's trial: told to add café.jpg.jpg for "café.jpg"
             available = ", ".join(names) or "none yet"
             return (
