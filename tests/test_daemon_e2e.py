@@ -43,6 +43,7 @@ from PIL import Image
 from daemon.exitcodes import ExitCode
 from daemon.jobs.recovery import MAX_STARTS
 from daemon.status import read_status
+from daemon.status_model import open_failures
 from daemon.supervision import status_line
 from daemon.versions import stylefold_version
 from service.params import DEFAULT_STRENGTH, strength_of, style_weight_for
@@ -679,6 +680,29 @@ def test_a_brought_along_style_left_in_the_inbox_is_not_a_lone_photo_after_a_res
     finally:
         assert daemon.stop() == 0
     assert not (folders.outbox / "mine.error.json").exists()
+    assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
+
+
+def test_a_lone_photo_s_report_goes_once_a_pair_brings_it_as_its_style(folders: Folders) -> None:
+    """A re-test: mine.jpg, alone for pair_timeout, was told it had no sidecar (rightly then);
+    a pair that came later and brought it as its style was answered, and the report, about a
+    photo that is none, stayed in the outbox and among status's recent failures."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=1.0))
+    try:
+        (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
+        report = folders.outbox / "mine.error.json"
+        wait_for(report.exists, 60, "the lone photo's report")
+        (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=12))
+        write_json(
+            folders.inbox / "photo.json",
+            {"style": {"file": "mine.jpg"}, "params": {"iterations": 2}},
+        )
+        _manifest(folders, "photo.manifest.json")
+        wait_for(lambda: not report.exists(), 10, "the report withdrawn")
+        assert not (folders.outbox / "mine.log").exists()
+        assert open_failures(status_json(folders).recent) == []
+    finally:
+        assert daemon.stop() == 0
     assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
 
 

@@ -131,23 +131,27 @@ class InboxReports:
         went)."""
         self.withdraw(self.spool.in_place.relative(path))
 
-    def withdraw(self, relative: str) -> None:
+    def withdraw(self, relative: str, style: bool = False) -> None:
         """`vanished` for a file (relative to the inbox) known to be gone: also one deleted
-        while the daemon was stopped (`AnsweredInPlace.forget_vanished`)."""
+        while the daemon was stopped (`AnsweredInPlace.forget_vanished`). `style`: the file is
+        there, and a pair just claimed brings it along as its style image: a report on it
+        alone (no sidecar, as a photo) goes, since it is no photo (a re-test: "sz.jpg has no
+        sidecar" stayed beside the result that sz.jpg was the style of)."""
         try:
-            self._withdraw(relative)
+            self._withdraw(relative, style)
         except safefs.UnsafePath as exc:  # an attacker's trial: a traceback, at level error
             # An outbox folder swapped for a link: left for the next start to withdraw.
             log.warning("report.not_withdrawn", input=relative, reason=str(exc))
         except Exception:  # housekeeping: the intake, or the start, goes on
             log.exception("report.withdraw_crashed", input=relative)
 
-    def _withdraw(self, relative: str) -> None:
+    def _withdraw(self, relative: str, style: bool) -> None:
         path = self.spool.settings.inbox / relative
         answer = self.store.seen_by(relative)
         if answer is None or answer[1] not in ENDS_WITH_REPORT:
             return
-        if os.path.lexists(path) and not self.spool.in_place.reported_with_sidecar(path):
+        with_sidecar = self.spool.in_place.reported_with_sidecar(path)
+        if (style and with_sidecar) or (not style and os.path.lexists(path) and not with_sidecar):
             return
         if self.store.under_way(relative):
             return

@@ -368,7 +368,9 @@ class Lifecycle:
     def _claimed(self, arrival: Arrival, job: Job, notes: tuple[str, ...]) -> None:
         if arrival.style_file is not None:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
-            # not be answered as a photo without a sidecar after a restart.
+            # not be answered as a photo without a sidecar after a restart, nor keep a report
+            # that said so before this pair came.
+            self.reports.withdraw(self.spool.in_place.relative(arrival.style_file), style=True)
             with contextlib.suppress(OSError):  # else only that needless report, later
                 self.spool.in_place.remember_style(arrival.style_file, job.id)
         if not self.space.held:
