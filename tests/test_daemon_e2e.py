@@ -706,6 +706,38 @@ def test_a_lone_photo_s_report_goes_once_a_pair_brings_it_as_its_style(folders: 
     assert (folders.inbox / "mine.jpg").read_bytes() == image_bytes(seed=11)
 
 
+def test_a_refused_pair_mended_but_for_its_missing_style_image_is_told_so(
+    folders: Folders,
+) -> None:
+    """A re-test: a sidecar refused for a misspelt key, naming a style image not there, was
+    mended; the pair then waited for the image without a word (no report at pair_timeout, not
+    in status), the old report blaming the key already fixed."""
+    daemon = start_daemon(folders, config=folders.config(pair_timeout=1.0))
+    try:
+        (folders.inbox / "d.jpg").write_bytes(image_bytes(seed=12))
+        write_json(
+            folders.inbox / "d.json", {"style": {"file": "mine.jpg"}, "params": {"sizee": 1}}
+        )
+        report = folders.outbox / "d.error.json"
+        first = json.loads(wait_for(lambda: report.exists() and report.read_text(), 60))
+        assert "sizee" in first["error"]
+        write_json(
+            folders.inbox / "d.json", {"style": {"file": "mine.jpg"}, "params": {"iterations": 2}}
+        )
+        told = wait_for(
+            lambda: report.exists() and "sizee" not in report.read_text() and report.read_text(),
+            60,
+            "the mended pair's report",
+        )
+        assert (
+            "d.jpg is missing the style image mine.jpg named by d.json" in json.loads(told)["error"]
+        )
+        (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
+        _manifest(folders, "d.manifest.json")
+    finally:
+        assert daemon.stop() == 0
+
+
 @pytest.mark.parametrize("default", [None, "mosaic"])
 def test_once_after_a_restart_does_not_count_a_brought_along_style_as_waiting(
     folders: Folders, default: str | None
