@@ -26,6 +26,9 @@ from conftest import (
 from PIL import Image
 from reliability_report import Collector
 
+from daemon.status import read_status
+from daemon.status_model import open_failures
+
 ROOT = os.geteuid() == 0
 RETRY = "0.5"  # STYLEFOLD_TEST_PUBLISH_RETRY: seconds between publishing attempts
 # ... and the later tries of a blocked job, logged at debug.
@@ -184,6 +187,30 @@ def test_a_blocked_copy_whose_earlier_answer_was_replaced_is_rendered_and_the_da
     _drop(folders, "later", {"style": "waves"})
     wait_for((folders.outbox / "later.manifest.json").exists, 120, "a photo after it")
     assert daemon.stop() == 0
+
+
+@pytest.mark.heavy
+def test_a_report_a_full_outbox_holds_back_is_not_made_again_by_a_restart(
+    folders: Folders, tmpfs_outbox: Path
+) -> None:
+    """A re-test: a pair refused (an unknown style) while the outbox was full waited, blocked;
+    the next `once` claimed it again and made a second report job, and status listed the photo
+    as rejected twice once there was room."""
+    filler = _fill(tmpfs_outbox)
+    (folders.inbox / "c.jpg").write_bytes(image_bytes(seed=3))
+    (folders.inbox / "c.json").write_text(json.dumps({"style": "no_such_style"}))
+    for _ in range(2):
+        once = start_daemon(folders, command="once", ready=False)
+        assert once.process.wait(120) == 75
+        [left] = once.wait_for_log("daemon.inbox_done")["left_blocked"]
+        assert str(left).startswith("c.jpg"), left
+    assert once.logged("job.report_waiting")
+    filler.unlink()
+    once = start_daemon(folders, command="once", ready=False)
+    assert once.process.wait(120) == 0
+    assert "no_such_style" in (folders.outbox / "c.error.json").read_text()
+    failures = open_failures(read_status(folders.state).recent)
+    assert [end.input for end in failures] == ["c.jpg"]
 
 
 def test_an_outbox_that_refuses_chmod_still_gets_its_answers(folders: Folders) -> None:

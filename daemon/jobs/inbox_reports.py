@@ -17,6 +17,7 @@ from daemon.intake.pairing import Arrival, Problem
 from daemon.intake.partners import key
 from daemon.job_id import new_job_id
 from daemon.jobs import answers, reports
+from daemon.jobs.answers import ReportDetail
 from daemon.jobs.answers_back import AnswersBack
 from daemon.jobs.outbox import withdraw_report
 from daemon.jobs.publisher import Publisher
@@ -47,6 +48,15 @@ class InboxReports:
         """The pair cannot become a job; it stays in the inbox untouched, with a report."""
         inbox = self.spool.settings.inbox
         detail = reports.about_arrival(arrival, inbox, reason, crashed=crashed)
+        self._publish(detail)
+
+    def _publish(self, detail: ReportDetail) -> None:
+        """A report on an inbox file, unless one on it waits to be written (a full outbox):
+        not a second, which a restart made (a re-test: two jobs, two "rejected" in status,
+        for one photo)."""
+        if self.store.under_way(detail.input, "report"):
+            log.info("job.report_waiting", input=detail.input)
+            return
         self.publisher.publish(new_job_id(), None, "report", detail)
 
     def arrival_crashed(self, arrival: Arrival, exc: Exception) -> None:
@@ -126,7 +136,7 @@ class InboxReports:
             # one without a photo at pair_timeout), the answer did not: it was told twice (an
             # attacker's trial).
             return
-        self.publisher.publish(new_job_id(), None, "report", detail)
+        self._publish(detail)
 
     def vanished(self, path: Path) -> None:
         """An inbox file gone (deleted, renamed away) that was answered where it lay with a
