@@ -205,10 +205,24 @@ def test_a_report_a_full_outbox_holds_back_is_not_made_again_by_a_restart(
         [left] = once.wait_for_log("daemon.inbox_done")["left_blocked"]
         assert str(left).startswith("c.jpg"), left
     assert once.logged("job.report_waiting")
+    # A second re-test: the held-back report was written as it was once there was room,
+    # though the pair had changed (its new fault never told), or had been mended and
+    # rendered (the report beside the result). The outbox gets the input's one current answer.
+    (folders.inbox / "c.json").write_text(
+        json.dumps({"style": "mosaic", "params": {"size": "big"}})
+    )
+    (folders.inbox / "d.jpg").write_bytes(image_bytes(seed=4))
+    (folders.inbox / "d.json").write_text(json.dumps({"style": "no_such_style"}))
+    once = start_daemon(folders, command="once", ready=False)
+    assert once.process.wait(120) == 75
+    (folders.inbox / "d.json").write_text(json.dumps({"style": "mosaic"}))
     filler.unlink()
     once = start_daemon(folders, command="once", ready=False)
     assert once.process.wait(120) == 0
-    assert "no_such_style" in (folders.outbox / "c.error.json").read_text()
+    told = (folders.outbox / "c.error.json").read_text()
+    assert "params.size" in told and "no_such_style" not in told
+    assert (folders.outbox / "d.manifest.json").exists()
+    assert not (folders.outbox / "d.error.json").exists()
     failures = open_failures(read_status(folders.state).recent)
     assert [end.input for end in failures] == ["c.jpg"]
 

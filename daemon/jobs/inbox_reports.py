@@ -51,10 +51,10 @@ class InboxReports:
         self._publish(detail)
 
     def _publish(self, detail: ReportDetail) -> None:
-        """A report on an inbox file, unless one on it waits to be written (a full outbox):
+        """A report on an inbox file, unless the same one waits to be written (a full outbox):
         not a second, which a restart made (a re-test: two jobs, two "rejected" in status,
-        for one photo)."""
-        if self.store.under_way(detail.input, "report"):
+        for one photo). A waiting one that says otherwise is outdated by this one."""
+        if self.publisher.outdate_report(detail.input, keep=detail.reason):
             log.info("job.report_waiting", input=detail.input)
             return
         self.publisher.publish(new_job_id(), None, "report", detail)

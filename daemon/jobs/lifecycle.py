@@ -366,6 +366,7 @@ class Lifecycle:
                 self.publisher.crashed(job.id, job, exc, "claiming it")
 
     def _claimed(self, arrival: Arrival, job: Job, notes: tuple[str, ...]) -> None:
+        self.publisher.outdate_report(job.source)  # its report held back by a full outbox
         if arrival.style_file is not None:
             # Copied, not moved (other sidecars may name it too): left in the inbox, it must
             # not be answered as a photo without a sidecar after a restart, nor keep a report

@@ -297,6 +297,26 @@ class Publisher:
                     job_id, State.BLOCKED, reason=reason, retry_at=time.time() + self.publish_retry
                 )
 
+    def outdate_report(self, input: str, keep: str | None = None) -> bool:
+        """A report on the inbox file `input` that waits for the outbox, outdated by a newer
+        verdict on it or by its claim, ends ROLLED_BACK, never written; one whose reason is
+        `keep` (the same verdict again: a restart's) stays. Whether one stays (a re-test: the
+        held-back report on a mended pair was written beside its result, and the pair's
+        new fault was never told)."""
+        for job_id, blocked in list(self.blocked.items()):
+            detail = blocked.detail
+            if blocked.outcome != "report" or not isinstance(detail, ReportDetail):
+                continue
+            if detail.input != input:
+                continue
+            if detail.reason == keep:
+                return True
+            with contextlib.suppress(OSError):  # else written when there is room, as before
+                self.store.move(job_id, State.ROLLED_BACK, note="outdated before it was written")
+                self.blocked.pop(job_id)
+                log.info("job.report_outdated", job_id=job_id, input=input)
+        return False
+
     def _refused_by(self, exc: OSError, released: bool) -> BlockedOn:
         """Which folder an error while publishing is about, for status to name what to free or
         fix: the state database (StoreError) is the state folder's; once the answer is out

@@ -19,6 +19,10 @@ one durably, so a restart continues from the recorded state instead of guessing 
                                     from queued where its start went unrecorded, the
                                     state folder full)
 
+A report held back by an outbox that cannot be written (`blocked`) is outdated when its input
+changes and is told again otherwise, or is claimed, before it is written: it ends `rolled_back`,
+never written, so the outbox has the input's one current answer.
+
 A photo sent again (the same inbox path, content and parameters as one already answered) is
 `skipped`: nothing new is written to the outbox, and its originals are released like any
 answered job's.
@@ -55,7 +59,9 @@ class State(StrEnum):
     SKIPPED = "skipped"  # sent again: the earlier answer stands (daemon.jobs.resend)
     REJECTED = "rejected"  # never claimed: the input got a report and stays in the inbox
     RETURNING = "returning"  # an original changed under the job; the originals go back
-    ROLLED_BACK = "rolled_back"  # the originals went back to the inbox unanswered
+    # unanswered: the originals went back to the inbox (or, a report its input outdated while
+    # it was blocked, never left it)
+    ROLLED_BACK = "rolled_back"
     BROKEN = "broken"  # unreadable record or folder, or a crashed failure path: kept aside
 
 
@@ -96,7 +102,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.RUNNING, State.PUBLISHING, State.RETURNING}),
     State.RUNNING: frozenset({State.QUEUED, State.PUBLISHING, State.RETURNING}),
     State.PUBLISHING: frozenset({State.RELEASING, State.BLOCKED, State.REJECTED, State.QUEUED}),
-    State.BLOCKED: frozenset({State.PUBLISHING}),
+    # a report its input outdated (changed, or claimed) before it could be written
+    State.BLOCKED: frozenset({State.PUBLISHING, State.ROLLED_BACK}),
     State.RELEASING: frozenset({State.DONE, State.FAILED, State.SKIPPED}),
     State.RETURNING: frozenset({State.ROLLED_BACK}),
     **{state: frozenset() for state in TERMINAL},

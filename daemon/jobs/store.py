@@ -467,11 +467,10 @@ class Store:
         said 0 where the database said 1). Two columns, not the records."""
         return dict(self._unfinished("id, starts", "AND starts > 0"))
 
-    def under_way(self, input: str, outcome: Outcome | None = None) -> bool:
-        """Whether a job of the inbox file `input` is unfinished (with `outcome`: one going to
-        publish that): two columns of the unfinished jobs, not their records."""
-        rows = self._unfinished("input, outcome", "")
-        return any(row[0] == _text(input) and outcome in (None, row[1]) for row in rows)
+    def under_way(self, input: str) -> bool:
+        """Whether a job of the inbox file `input` is unfinished: one column of the unfinished
+        jobs, not their records."""
+        return _text(input) in {row[0] for row in self._unfinished("input", "")}
 
     def _unfinished(self, columns: str, more: str) -> list[Any]:
         """Unfinished jobs' `columns`, through the state index (named, so statistics from an
