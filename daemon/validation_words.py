@@ -73,14 +73,16 @@ def number_text_fix(text: str, whole: bool, example: str | None, quoted: bool) -
     to write a number). `whole`: the field takes whole numbers; `example`, if any, is offered
     for other text."""
     unquoted = ", without quotes" if quoted else ""
-    grouped = re.fullmatch(r"\d{1,3}([,.]\d{3})+", text)  # 1,024 or 1.024: thousands
+    grouped = re.fullmatch(r"\d{1,3}([,.]\d{3})+", text, re.ASCII)  # 1,024 or 1.024: thousands
+    if not whole and grouped and "." in text:  # 1.000: one, or a thousand (a re-test)
+        return f"; write {text} without quotes, or {text.replace('.', '')} for thousands"
     if _is_number(text) and not (whole and "." in text):
         return f"; write the number without quotes: {text}" if quoted else ""
     if whole and grouped:  # never a fraction here (a re-test: "1.024" told to drop quotes)
         return f"; write it without the {_marks(text)}{unquoted}: {re.sub('[,.]', '', text)}"
-    if not whole and (percent := re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)):
+    if not whole and (percent := re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text, re.ASCII)):
         return f"; a percentage is written as a fraction{unquoted}: {float(percent[1]) / 100:g}"
-    if not whole and re.fullmatch(r"\d+,\d+", text):  # 0,5; 1,000 may be either
+    if not whole and re.fullmatch(r"\d+,\d+", text, re.ASCII):  # 0,5; 1,000 may be either
         point = f"write a decimal point, not a comma{unquoted}: {text.replace(',', '.')}"
         whole_number = text.replace(",", "")
         return f"; {point}" if not grouped else f"; {point}, or {whole_number} for thousands"
@@ -90,7 +92,8 @@ def number_text_fix(text: str, whole: bool, example: str | None, quoted: bool) -
 
 
 def _is_number(text: str) -> bool:
-    return text.lstrip("-").replace(".", "", 1).isdigit()
+    """Digits as JSON writes them: not "²" or full-width ones, which `str.isdigit` takes."""
+    return re.fullmatch(r"-?\d+(\.\d+)?", text, re.ASCII) is not None
 
 
 def _marks(text: str) -> str:

@@ -43,6 +43,8 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"size": "1.024"}, ("params.size", "write it without the dots, without quotes: 1024")),
     ({"size": "1.5"}, ("params.size", "write a whole number such as 512, without quotes")),
     ({"strength": "-50%"}, ("params.strength", "write a number such as 0.9, without quotes")),
+    ({"style_weight": "1.000"}, ("write 1.000 without quotes, or 1000 for thousands",)),
+    ({"size": "²"}, ("params.size", "write a whole number such as 512, without quotes")),
     ({"style_layers": ["conv1_1"] * 2000}, ("style_layers", "listed twice", "list it once")),
     ({"content_layers": ["conv4_2", "conv4_2"]}, ("content_layers", "listed twice")),
     ({"style_layers": ["conv5_4"], "network": "vgg16"}, ("does not exist in vgg16", "conv5_3")),
