@@ -690,16 +690,31 @@ def test_a_lone_photo_s_report_goes_once_a_pair_brings_it_as_its_style(folders: 
     daemon = start_daemon(folders, config=folders.config(pair_timeout=1.0))
     try:
         (folders.inbox / "mine.jpg").write_bytes(image_bytes(seed=11))
+        (folders.inbox / "theirs.jpg").write_bytes(image_bytes(seed=13))
         report = folders.outbox / "mine.error.json"
         wait_for(report.exists, 60, "the lone photo's report")
+        wait_for((folders.outbox / "theirs.error.json").exists, 60, "the other one's")
+        # A pair that brings it, claimed: its report goes.
+        (folders.inbox / "q.jpg").write_bytes(image_bytes(seed=14))
+        write_json(
+            folders.inbox / "q.json",
+            {"style": {"file": "theirs.jpg"}, "params": {"iterations": 2}},
+        )
+        _manifest(folders, "q.manifest.json")
+        wait_for(lambda: not (folders.outbox / "theirs.error.json").exists(), 10, "withdrawn")
+        # A pair that names it, refused: the pair's report says what is wrong; mine.jpg's
+        # "add mine.json beside it" goes (a second re-test).
         (folders.inbox / "photo.jpg").write_bytes(image_bytes(seed=12))
+        refused = {"style": {"file": "mine.jpg"}, "params": {"strenght": 1}}
+        write_json(folders.inbox / "photo.json", refused)
+        wait_for((folders.outbox / "photo.error.json").exists, 60, "the pair's report")
+        wait_for(lambda: not report.exists(), 10, "the lone report withdrawn")
         write_json(
             folders.inbox / "photo.json",
             {"style": {"file": "mine.jpg"}, "params": {"iterations": 2}},
         )
         _manifest(folders, "photo.manifest.json")
-        wait_for(lambda: not report.exists(), 10, "the report withdrawn")
-        assert not (folders.outbox / "mine.log").exists()
+        assert not report.exists() and not (folders.outbox / "mine.log").exists()
         assert open_failures(status_json(folders).recent) == []
     finally:
         assert daemon.stop() == 0

@@ -60,6 +60,9 @@ class Arrival:
     # Other pairs that name this photo as their style wait for it, and it waits for them (two
     # photos that swap styles): claimed as a copy, it stays in the inbox for them.
     borrowed: bool = False
+    # The style images its sidecar names though refused (`Tracked.refused_styles`): style
+    # images, not photos, whose own reports as lone photos go with the pair's report.
+    refused_styles: tuple[Path, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

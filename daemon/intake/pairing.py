@@ -824,6 +824,8 @@ class Intake:
         self._emitted_now.add(image.path)
         rel_dir = image.path.parent.relative_to(self.inbox)
         settled = [entry for entry in (image, sidecar, style) if entry is not None]
+        folder = image.path.parent
+        named = () if sidecar is None else sidecar.refused_styles
         events.append(
             Arrival(
                 image.path,
@@ -832,6 +834,9 @@ class Intake:
                 None if style is None else style.path,
                 seen={entry.path: entry.signature for entry in settled},
                 borrowed=borrowed,
+                refused_styles=tuple(
+                    self._pairs.exact_image(folder, n) or folder / n for n in named
+                ),
             )
         )
 

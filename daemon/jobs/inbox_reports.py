@@ -45,10 +45,14 @@ class InboxReports:
         self.answers_back = answers_back
 
     def reject(self, arrival: Arrival, reason: str, *, crashed: bool = False) -> None:
-        """The pair cannot become a job; it stays in the inbox untouched, with a report."""
+        """The pair cannot become a job; it stays in the inbox untouched, with a report. A
+        style image its refused sidecar names loses its report as a lone photo (a re-test:
+        "add x.json beside it" stayed beside the pair's report)."""
         inbox = self.spool.settings.inbox
         detail = reports.about_arrival(arrival, inbox, reason, crashed=crashed)
         self._publish(detail)
+        for style in arrival.refused_styles:
+            self.withdraw(self.spool.in_place.relative(style), style=True)
 
     def _publish(self, detail: ReportDetail) -> None:
         """A report on an inbox file, unless the same one waits to be written (a full outbox):
@@ -151,9 +155,10 @@ class InboxReports:
     def withdraw(self, relative: str, style: bool = False) -> None:
         """`vanished` for a file (relative to the inbox) known to be gone: also one deleted
         while the daemon was stopped (`AnsweredInPlace.forget_vanished`). `style`: the file is
-        there, and a pair just claimed brings it along as its style image: a report on it
-        alone (no sidecar, as a photo) goes, since it is no photo (a re-test: "sz.jpg has no
-        sidecar" stayed beside the result that sz.jpg was the style of)."""
+        there, and a pair just claimed brings it along as its style image (or a refused one
+        names it so): a report on it alone (no sidecar, as a photo) goes, since it is no photo
+        (a re-test: "sz.jpg has no sidecar" stayed beside the result that sz.jpg was the
+        style of)."""
         try:
             self._withdraw(relative, style)
         except safefs.UnsafePath as exc:  # an attacker's trial: a traceback, at level error
