@@ -16,7 +16,9 @@ class ExitCode(IntEnum):
     FAILURE = 1  # anything unforeseen: a restart may help
     GPU_UNUSABLE = 69  # EX_UNAVAILABLE: gpu_required, and CUDA cannot be used on this host
     TEMPFAIL = 75  # EX_TEMPFAIL: restart-worthy, e.g. a folder became a read-only stand-in
-    CONFIG = 78  # EX_CONFIG: the configuration is wrong (or names another daemon's folders)
+    # EX_CONFIG: the configuration is wrong (or names another daemon's folders), or the state
+    # database is damaged: a person must act first
+    CONFIG = 78
 
 
 RESTART_PREVENT: tuple[ExitCode, ...] = (ExitCode.CONFIG,)
