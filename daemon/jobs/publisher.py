@@ -78,6 +78,10 @@ class Publisher:
         self.stop_running = stop_running
         self.render_again = render_again
         self.blocked: dict[str, Blocked] = {}
+        # Blocked reports' job ids by their input, for `outdate_report` (a report, or a claim,
+        # looks there: a scan of every blocked answer made a flood into a full outbox cost the
+        # square of its size); checked against `blocked`, so one answered since is passed over.
+        self._waiting_reports: dict[str, str] = {}
         # Answers this process wrote whole, by job id, until the job ends: a try after one
         # that wrote its answer and then could not record it (a full state folder) neither
         # writes it again (a manifest whose times change at every try) nor moves it to a
@@ -137,7 +141,8 @@ class Publisher:
         except OSError as exc:  # render_again's record too: blocked, the next try finds it gone
             self._block(job_id, job, outcome, detail, exc)
             return
-        self.blocked.pop(job_id, None)
+        if self.blocked.pop(job_id, None) is not None and isinstance(detail, ReportDetail):
+            self._waiting_reports.pop(detail.input, None)  # written: waits no more
 
     def _stop(self, job: Job) -> None:
         if (running := self.running.get(job.id)) is not None:
@@ -291,6 +296,8 @@ class Publisher:
         if before is not None:  # blocked since its first try
             blocked.since = before.since
         self.blocked[job_id] = blocked
+        if outcome == "report" and isinstance(detail, ReportDetail):
+            self._waiting_reports[detail.input] = job_id
         if row is not None and row.state is State.PUBLISHING:
             with contextlib.suppress(OSError):
                 self.store.move(
@@ -303,18 +310,21 @@ class Publisher:
         `keep` (the same verdict again: a restart's) stays. Whether one stays (a re-test: the
         held-back report on a mended pair was written beside its result, and the pair's
         new fault was never told)."""
-        for job_id, blocked in list(self.blocked.items()):
-            detail = blocked.detail
-            if blocked.outcome != "report" or not isinstance(detail, ReportDetail):
-                continue
-            if detail.input != input:
-                continue
-            if detail.reason == keep:
-                return True
-            with contextlib.suppress(OSError):  # else written when there is room, as before
-                self.store.move(job_id, State.ROLLED_BACK, note="outdated before it was written")
-                self.blocked.pop(job_id)
-                log.info("job.report_outdated", job_id=job_id, input=input)
+        job_id = self._waiting_reports.pop(input, None)
+        blocked = None if job_id is None else self.blocked.get(job_id)
+        if job_id is None or blocked is None:
+            return False  # none, or one written (or set aside) since it was blocked
+        assert isinstance(blocked.detail, ReportDetail)
+        if blocked.detail.reason == keep:
+            self._waiting_reports[input] = job_id
+            return True
+        try:
+            self.store.move(job_id, State.ROLLED_BACK, note="outdated before it was written")
+        except OSError:  # written when there is room, as before
+            self._waiting_reports[input] = job_id
+            return False
+        self.blocked.pop(job_id)
+        log.info("job.report_outdated", job_id=job_id, input=input)
         return False
 
     def _refused_by(self, exc: OSError, released: bool) -> BlockedOn:
